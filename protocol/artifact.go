@@ -1,0 +1,107 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// ArtifactType names what an artifact shows.
+type ArtifactType string
+
+// Artifact types, see PROTOCOL.md "Artifacts".
+const (
+	ArtifactTurn          ArtifactType = "turn"
+	ArtifactUserMessage   ArtifactType = "user_message"
+	ArtifactAssistantText ArtifactType = "assistant_text"
+	ArtifactReasoning     ArtifactType = "reasoning"
+	ArtifactToolCall      ArtifactType = "tool_call"
+	ArtifactPlan          ArtifactType = "plan"
+	ArtifactPermission    ArtifactType = "permission"
+	ArtifactFileChange    ArtifactType = "file_change"
+	ArtifactNotice        ArtifactType = "notice"
+)
+
+// Artifact is one thing a client renders. On the wire it is a flat object:
+// the fixed keys below plus the type's own fields (Fields), which are
+// either set (any JSON value) or appended (strings).
+//
+// Field values are what encoding/json produces for the value (string,
+// float64, bool, nil, []any, map[string]any) or a json.RawMessage; both
+// marshal to the same bytes, which is what equality means for artifacts.
+type Artifact struct {
+	Seq       int64          `json:"seq"`
+	ID        string         `json:"id"`
+	Type      ArtifactType   `json:"type"`
+	TurnID    string         `json:"turnId,omitempty"`
+	CreatedAt int64          `json:"createdAt"`
+	Rev       int64          `json:"rev"`
+	Fields    map[string]any `json:"-"`
+}
+
+var fixedArtifactKeys = map[string]bool{"seq": true, "id": true, "type": true, "turnId": true, "createdAt": true, "rev": true}
+
+// MarshalJSON flattens Fields beside the fixed keys.
+func (a Artifact) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(a.Fields)+6)
+	for k, v := range a.Fields {
+		if !fixedArtifactKeys[k] {
+			m[k] = v
+		}
+	}
+	m["seq"], m["id"], m["type"], m["createdAt"], m["rev"] = a.Seq, a.ID, a.Type, a.CreatedAt, a.Rev
+	if a.TurnID != "" {
+		m["turnId"] = a.TurnID
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON splits the fixed keys from the type's fields.
+func (a *Artifact) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	var fixed struct {
+		Seq       int64        `json:"seq"`
+		ID        string       `json:"id"`
+		Type      ArtifactType `json:"type"`
+		TurnID    string       `json:"turnId"`
+		CreatedAt int64        `json:"createdAt"`
+		Rev       int64        `json:"rev"`
+	}
+	if err := json.Unmarshal(b, &fixed); err != nil {
+		return fmt.Errorf("artifact: %w", err)
+	}
+	*a = Artifact{Seq: fixed.Seq, ID: fixed.ID, Type: fixed.Type, TurnID: fixed.TurnID, CreatedAt: fixed.CreatedAt, Rev: fixed.Rev, Fields: map[string]any{}}
+	for k, v := range m {
+		if !fixedArtifactKeys[k] {
+			a.Fields[k] = v
+		}
+	}
+	return nil
+}
+
+// String returns the field as a string, or "" when it is absent or not a string.
+func (a *Artifact) String(field string) string {
+	switch v := a.Fields[field].(type) {
+	case string:
+		return v
+	case json.RawMessage:
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return s
+		}
+	}
+	return ""
+}
+
+// Clone returns a copy whose Fields map can be changed independently.
+// Field values themselves are shared: they are treated as immutable.
+func (a *Artifact) Clone() *Artifact {
+	c := *a
+	c.Fields = make(map[string]any, len(a.Fields))
+	for k, v := range a.Fields {
+		c.Fields[k] = v
+	}
+	return &c
+}

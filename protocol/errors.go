@@ -1,0 +1,72 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable error code sent in every error body.
+// Clients and agentd decide what to do by code, never by message text.
+type Code string
+
+// The error codes. The HTTP status for each lives in one table in the
+// server's HTTP adapter; agentd maps statuses back to decide what to retry.
+const (
+	CodeInvalid      Code = "invalid"      // 400
+	CodeUnauthorized Code = "unauthorized" // 401
+	CodeForbidden    Code = "forbidden"    // 403
+	CodeNotFound     Code = "not_found"    // 404
+	CodeConflict     Code = "conflict"     // 409
+	CodeNoSandbox    Code = "no_sandbox"   // 409
+	CodeSuperseded   Code = "superseded"   // 409
+	CodeTooLarge     Code = "too_large"    // 413
+	CodeUnavailable  Code = "unavailable"  // 503
+	CodeInternal     Code = "internal"     // 500
+)
+
+// ErrorBody is the JSON body of every 4xx and 5xx response.
+type ErrorBody struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error is an error that carries a wire code. Wrap it with fmt.Errorf("...: %w")
+// freely; CodeOf finds it again.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is makes errors.Is(err, &Error{Code: c}) match any *Error with code c, so
+// callers can test for a code without caring about the message.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the wire code of err: the code of the first *Error in its
+// chain, or CodeInternal when there is none.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// Sentinels for errors.Is checks by code.
+var (
+	ErrInvalid    = &Error{Code: CodeInvalid}
+	ErrNotFound   = &Error{Code: CodeNotFound}
+	ErrConflict   = &Error{Code: CodeConflict}
+	ErrNoSandbox  = &Error{Code: CodeNoSandbox}
+	ErrSuperseded = &Error{Code: CodeSuperseded}
+	ErrTooLarge   = &Error{Code: CodeTooLarge}
+)

@@ -1,0 +1,3 @@
+module github.com/rein-ai/rein/protocol
+
+go 1.26

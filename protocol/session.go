@@ -1,0 +1,96 @@
+package protocol
+
+import "strings"
+
+// SessionStatus is where a session is in its lifecycle.
+type SessionStatus string
+
+// Session statuses, see PROTOCOL.md "Status rules".
+const (
+	StatusBootstrapping SessionStatus = "bootstrapping"
+	StatusLive          SessionStatus = "live"
+	StatusIdle          SessionStatus = "idle"
+	StatusDisconnected  SessionStatus = "disconnected"
+)
+
+// Session is the session record as every route and stream shows it.
+// Summary, Project and LastHeartbeat are null on the wire when unset.
+type Session struct {
+	ID            string        `json:"id"`
+	Status        SessionStatus `json:"status"`
+	Summary       *string       `json:"summary"`
+	Project       *string       `json:"project"`
+	CreatedAt     int64         `json:"createdAt"`
+	LastHeartbeat *int64        `json:"lastHeartbeat"`
+}
+
+// CreateSessionRequest is the optional body of POST /sessions/:id.
+type CreateSessionRequest struct {
+	Project *string `json:"project,omitempty"`
+}
+
+// ReservedSessionID cannot be a session id because it is a route.
+const ReservedSessionID = "stream"
+
+// ValidateSessionID reports why id cannot be a session id, or nil.
+func ValidateSessionID(id string) error {
+	if id == ReservedSessionID {
+		return Errorf(CodeInvalid, "session id %q is reserved", id)
+	}
+	if err := validateID(id); err != nil {
+		return Errorf(CodeInvalid, "session id: %s", err.Error())
+	}
+	return nil
+}
+
+// ValidateProject reports why p cannot be a project name, or nil. Projects
+// follow the id charset so they are safe in URLs and logs.
+func ValidateProject(p string) error {
+	if err := validateID(p); err != nil {
+		return Errorf(CodeInvalid, "project: %s", err.Error())
+	}
+	return nil
+}
+
+type idError string
+
+func (e idError) Error() string { return string(e) }
+
+// validateID checks the id charset [A-Za-z0-9._-] and length 1..MaxIDLen.
+func validateID(id string) error {
+	if id == "" {
+		return idError("must not be empty")
+	}
+	if len(id) > MaxIDLen {
+		return idError("longer than 128 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return idError("may contain only letters, digits, '.', '_' and '-' (found " + quoteByte(c) + ")")
+		}
+	}
+	return nil
+}
+
+func quoteByte(c byte) string {
+	if c < 0x20 || c >= 0x7f {
+		return "a non-printable byte"
+	}
+	return "'" + string(rune(c)) + "'"
+}
+
+// Summarize derives a session summary from a prompt: the first line,
+// whitespace collapsed, cut to 80 runes plus "…".
+func Summarize(text string) string {
+	text = strings.TrimSpace(text)
+	if i := strings.IndexByte(text, '\n'); i >= 0 {
+		text = text[:i]
+	}
+	text = strings.Join(strings.Fields(text), " ")
+	r := []rune(text)
+	if len(r) > 80 {
+		return string(r[:80]) + "…"
+	}
+	return text
+}

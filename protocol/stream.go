@@ -1,0 +1,93 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// SSE event names of the three streams.
+const (
+	// Artifact stream.
+	SSEArtifactSnapshot = "artifact_snapshot"
+	SSEArtifactCreated  = "artifact_created"
+	SSEArtifactUpdated  = "artifact_updated"
+	// Session stream.
+	SSESessionSnapshot = "session_snapshot"
+	SSESessionCreated  = "session_created"
+	SSESessionUpdated  = "session_updated"
+	SSESessionRemoved  = "session_removed"
+	// Both client streams, after the replay.
+	SSESnapshotComplete = "snapshot_complete"
+	// Command stream.
+	SSECommand = "command"
+)
+
+// ArtifactPayload is the data of artifact_snapshot and artifact_created.
+type ArtifactPayload struct {
+	Artifact *Artifact `json:"artifact"`
+}
+
+// ArtifactUpdate is the data of artifact_updated: one field of the artifact
+// at Seq either has Append appended (a string field) or is replaced by Set.
+// Exactly one of Append and Set is present.
+type ArtifactUpdate struct {
+	Seq    int64           `json:"seq"`
+	Field  string          `json:"field"`
+	Append *string         `json:"append,omitempty"`
+	Set    json.RawMessage `json:"set,omitempty"`
+}
+
+// Apply applies the update to a the way a client does; rev is the SSE
+// event id the update arrived with, which becomes the artifact's rev.
+func (u *ArtifactUpdate) Apply(a *Artifact, rev int64) error {
+	a.Rev = rev
+	if a.Fields == nil {
+		a.Fields = map[string]any{}
+	}
+	if u.Append != nil {
+		prev, _ := a.Fields[u.Field].(string)
+		if raw, ok := a.Fields[u.Field].(json.RawMessage); ok {
+			_ = json.Unmarshal(raw, &prev)
+		}
+		a.Fields[u.Field] = prev + *u.Append
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(u.Set, &v); err != nil {
+		return fmt.Errorf("artifact_updated seq=%d field=%s: %w", u.Seq, u.Field, err)
+	}
+	a.Fields[u.Field] = v
+	return nil
+}
+
+// SnapshotComplete is the data of snapshot_complete. On the artifact stream
+// Rev is the revision the replay brought the client up to.
+type SnapshotComplete struct {
+	Rev int64 `json:"rev"`
+}
+
+// SessionPayload is the data of session_snapshot and session_created.
+type SessionPayload struct {
+	Session Session `json:"session"`
+}
+
+// SessionFields are the fields session_updated can carry.
+type SessionFields struct {
+	Status  *SessionStatus `json:"status,omitempty"`
+	Summary *string        `json:"summary,omitempty"`
+}
+
+// SessionUpdated is the data of session_updated.
+type SessionUpdated struct {
+	ID     string        `json:"id"`
+	Fields SessionFields `json:"fields"`
+}
+
+// SessionRemoved is the data of session_removed.
+type SessionRemoved struct {
+	ID string `json:"id"`
+}
+
+// HeaderInstance is the header agentd sends on every request: a random id
+// per agentd process, so the server can refuse a superseded sandbox.
+const HeaderInstance = "Rein-Instance"
