@@ -1,0 +1,319 @@
+package reducer_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden artifacts.json and session.json files")
+
+// readLog reads testdata/<case>/events.jsonl through the protocol decoder
+// (so the goldens are valid wire events) and stamps deterministic times.
+func readLog(tb testing.TB, path string) []protocol.Event {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var out []protocol.Event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		evs, err := protocol.DecodeEvents(sc.Bytes())
+		if err != nil {
+			tb.Fatalf("%s:%d: %v", path, line, err)
+		}
+		evs[0].ReceivedAt = 1_700_000_000_000 + int64(line)
+		out = append(out, evs[0])
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+type sessionView struct {
+	Status  protocol.SessionStatus `json:"status"`
+	Summary string                 `json:"summary"`
+	Rev     int64                  `json:"rev"`
+}
+
+func indent(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the fold:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestGoldenTranscripts(t *testing.T) {
+	dirs, err := filepath.Glob("testdata/*/events.jsonl")
+	if err != nil || len(dirs) < 8 {
+		t.Fatalf("want at least 8 golden cases, found %d (%v)", len(dirs), err)
+	}
+	for _, p := range dirs {
+		dir := filepath.Dir(p)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			s := reducer.Fold(readLog(t, p))
+			golden(t, filepath.Join(dir, "artifacts.json"), indent(t, s.Artifacts()))
+			golden(t, filepath.Join(dir, "session.json"), indent(t, sessionView{s.Status(), s.Summary(), s.Rev()}))
+		})
+	}
+}
+
+// clientModel is what a client holds: artifacts by seq, built only from
+// what the artifact stream sends.
+type clientModel map[int64]*protocol.Artifact
+
+func (m clientModel) apply(tb testing.TB, c reducer.Change) {
+	tb.Helper()
+	switch c.Kind {
+	case reducer.Created:
+		// Round-trip through JSON, as the stream does.
+		var a protocol.Artifact
+		if err := json.Unmarshal(indent(tb, c.Artifact), &a); err != nil {
+			tb.Fatal(err)
+		}
+		m[c.Seq] = &a
+	case reducer.Appended, reducer.Set:
+		a := m[c.Seq]
+		if a == nil {
+			tb.Fatalf("update for seq %d before it was created", c.Seq)
+		}
+		u := c.Update()
+		var wire protocol.ArtifactUpdate
+		if err := json.Unmarshal(indent(tb, u), &wire); err != nil {
+			tb.Fatal(err)
+		}
+		if err := wire.Apply(a, c.Rev); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func (m clientModel) list() []*protocol.Artifact {
+	out := make([]*protocol.Artifact, 0, len(m))
+	for seq := int64(1); seq <= int64(len(m)); seq++ {
+		out = append(out, m[seq])
+	}
+	return out
+}
+
+// checkProperties asserts the reducer's promises on one log.
+func checkProperties(tb testing.TB, log []protocol.Event) {
+	tb.Helper()
+	s := reducer.New()
+	plain, coalesced := clientModel{}, clientModel{}
+	var lastRev int64
+	for _, ev := range log {
+		changes := s.Apply(ev)
+		for _, c := range changes {
+			if !c.IsArtifact() {
+				continue
+			}
+			if c.Rev <= lastRev {
+				tb.Fatalf("revision %d after %d: revisions must strictly increase", c.Rev, lastRev)
+			}
+			lastRev = c.Rev
+			plain.apply(tb, c)
+		}
+		for _, c := range reducer.Coalesce(changes) {
+			coalesced.apply(tb, c)
+		}
+	}
+	want := indent(tb, s.Artifacts())
+	if got := indent(tb, plain.list()); !bytes.Equal(got, want) {
+		tb.Fatalf("client model built from the changes differs from the fold:\n--- model\n%s\n--- fold\n%s", got, want)
+	}
+	if got := indent(tb, coalesced.list()); !bytes.Equal(got, want) {
+		tb.Fatalf("client model built from coalesced changes differs from the fold:\n--- model\n%s\n--- fold\n%s", got, want)
+	}
+	if again := indent(tb, reducer.Fold(log).Artifacts()); !bytes.Equal(again, want) {
+		tb.Fatalf("folding the same log twice gave different artifacts")
+	}
+	if s.Rev() != lastRev {
+		tb.Fatalf("state rev %d, last change rev %d", s.Rev(), lastRev)
+	}
+}
+
+func TestPropertiesOnGoldens(t *testing.T) {
+	paths, _ := filepath.Glob("testdata/*/events.jsonl")
+	for _, p := range paths {
+		t.Run(filepath.Base(filepath.Dir(p)), func(t *testing.T) {
+			checkProperties(t, readLog(t, p))
+		})
+	}
+}
+
+func TestCoalesceMergesOnlyAdjacentAppends(t *testing.T) {
+	in := []reducer.Change{
+		{Kind: reducer.Appended, Rev: 1, Seq: 1, Field: "text", Append: "a"},
+		{Kind: reducer.Appended, Rev: 2, Seq: 1, Field: "text", Append: "b"},
+		{Kind: reducer.Appended, Rev: 3, Seq: 2, Field: "output", Append: "x"},
+		{Kind: reducer.Appended, Rev: 4, Seq: 1, Field: "text", Append: "c"},
+		{Kind: reducer.Set, Rev: 5, Seq: 1, Field: "status", Set: json.RawMessage(`"done"`)},
+		{Kind: reducer.Appended, Rev: 6, Seq: 1, Field: "text", Append: "d"},
+	}
+	got := reducer.Coalesce(in)
+	want := []reducer.Change{
+		{Kind: reducer.Appended, Rev: 2, Seq: 1, Field: "text", Append: "ab"},
+		in[2], in[3], in[4], in[5],
+	}
+	if !bytes.Equal(indent(t, got), indent(t, want)) {
+		t.Fatalf("Coalesce:\n got %s\nwant %s", indent(t, got), indent(t, want))
+	}
+}
+
+func TestStatusAndSummaryChanges(t *testing.T) {
+	s := reducer.New()
+	kinds := func(cs []reducer.Change) (st protocol.SessionStatus, sum string) {
+		for _, c := range cs {
+			switch c.Kind {
+			case reducer.StatusChanged:
+				st = c.Status
+			case reducer.SummaryChanged:
+				sum = c.Summary
+			}
+		}
+		return
+	}
+	steps := []struct {
+		ev         protocol.Event
+		wantStatus protocol.SessionStatus
+		wantSum    string
+	}{
+		{protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: "a", Protocol: "native"}}, protocol.StatusIdle, ""},
+		{protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1", Source: protocol.SourceUser}, protocol.StatusLive, ""},
+		{protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: "a", Protocol: "native"}}, protocol.StatusLive, ""},
+		{protocol.Event{Type: protocol.EventUserMessage, Text: "  fix   the\tbug \nsecond line"}, "", "fix the bug"},
+		{protocol.Event{Type: protocol.EventUserMessage, Text: "later prompt"}, "", ""},
+		{protocol.Event{Type: protocol.EventSessionInfo, Title: "Agent title"}, "", "Agent title"},
+		{protocol.Event{Type: protocol.EventTurnCompleted, StopReason: protocol.StopEndTurn}, protocol.StatusIdle, ""},
+		{protocol.Event{Type: protocol.EventHeartbeat}, "", ""},
+	}
+	for i, st := range steps {
+		gotSt, gotSum := kinds(s.Apply(st.ev))
+		if gotSt != st.wantStatus || gotSum != st.wantSum {
+			t.Errorf("step %d (%s): status %q summary %q; want %q %q", i, st.ev.Type, gotSt, gotSum, st.wantStatus, st.wantSum)
+		}
+	}
+	if s.Summary() != "Agent title" {
+		t.Errorf("summary %q", s.Summary())
+	}
+}
+
+// FuzzFold checks the reducer's promises on logs built from fuzz input:
+// each pair of bytes picks an event template and an id from small pools, so
+// the fuzzer explores interleavings of turns, blocks, tools and permissions.
+func FuzzFold(f *testing.F) {
+	f.Add([]byte{1, 0, 3, 1, 4, 1, 22, 0})
+	f.Add([]byte{1, 0, 7, 2, 8, 2, 11, 2, 12, 1, 13, 0, 22, 1, 1, 1})
+	f.Add([]byte{5, 0, 5, 1, 6, 0, 9, 0, 10, 0, 16, 1, 17, 1, 2, 0})
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		if len(prog) > 400 {
+			prog = prog[:400]
+		}
+		var log []protocol.Event
+		for i := 0; i+1 < len(prog); i += 2 {
+			ev := template(prog[i], prog[i+1])
+			ev.ReceivedAt = int64(i)
+			// Everything the fuzzer builds must be a valid wire event, so the
+			// properties hold for what the server can actually receive.
+			raw, err := json.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := protocol.DecodeEvents(raw); err != nil {
+				t.Fatalf("template %d built an invalid event: %v", prog[i]%24, err)
+			}
+			log = append(log, ev)
+		}
+		checkProperties(t, log)
+	})
+}
+
+func template(op, arg byte) protocol.Event {
+	ids := []string{"a", "b", "c"}
+	id := ids[int(arg)%len(ids)]
+	one := 1
+	opts := []protocol.PermissionOption{{ID: "y", Name: "Yes", Kind: protocol.AllowOnce}, {ID: "n", Name: "No", Kind: protocol.RejectOnce}}
+	stops := []protocol.StopReason{protocol.StopEndTurn, protocol.StopCancelled, protocol.StopError, protocol.StopRefusal}
+	switch op % 24 {
+	case 0:
+		return protocol.Event{Type: protocol.EventHeartbeat}
+	case 1:
+		return protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t" + id, Source: protocol.SourceUser}
+	case 2:
+		return protocol.Event{Type: protocol.EventAgentExited, ExitStatus: &one}
+	case 3:
+		return protocol.Event{Type: protocol.EventUserMessage, Text: "hi " + id}
+	case 4:
+		return protocol.Event{Type: protocol.EventTextDelta, ID: id, Delta: "x" + id}
+	case 5:
+		return protocol.Event{Type: protocol.EventTextDelta, Delta: "bare"}
+	case 6:
+		return protocol.Event{Type: protocol.EventTextEnd, ID: id, Text: "final " + id}
+	case 7:
+		return protocol.Event{Type: protocol.EventReasoningDelta, Delta: "r"}
+	case 8:
+		return protocol.Event{Type: protocol.EventReasoningEnd, ID: id, Redacted: arg%2 == 0}
+	case 9:
+		return protocol.Event{Type: protocol.EventToolCallStart, ID: id, Name: "shell", Input: json.RawMessage(`{"c":1}`)}
+	case 10:
+		return protocol.Event{Type: protocol.EventToolInputDelta, ID: id, Delta: "{"}
+	case 11:
+		return protocol.Event{Type: protocol.EventToolCallUpdate, ID: id, Status: protocol.ToolRunning, Content: json.RawMessage(`[1]`)}
+	case 12:
+		return protocol.Event{Type: protocol.EventToolOutputDelta, ID: id, Delta: "out\n"}
+	case 13:
+		return protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: protocol.ToolCompleted, Output: "all", ExitCode: &one}
+	case 14:
+		return protocol.Event{Type: protocol.EventPlanUpdated, Entries: []protocol.PlanEntry{{Content: id, Status: protocol.PlanPending}}}
+	case 15:
+		return protocol.Event{Type: protocol.EventPlanUpdated, ID: id, Entries: []protocol.PlanEntry{}}
+	case 16:
+		return protocol.Event{Type: protocol.EventPermissionRequested, ID: "p" + id, ToolCallID: id, Title: "ok?", Options: opts}
+	case 17:
+		return protocol.Event{Type: protocol.EventPermissionResolved, ID: "p" + id, Outcome: protocol.OutcomeSelected, OptionID: []string{"y", "n", "zz"}[int(arg)%3]}
+	case 18:
+		return protocol.Event{Type: protocol.EventPermissionResolved, ID: "p" + id, Outcome: protocol.OutcomeCancelled}
+	case 19:
+		return protocol.Event{Type: protocol.EventFileChanged, Path: "f", Change: protocol.ChangeUpdate}
+	case 20:
+		n := int64(arg)
+		return protocol.Event{Type: protocol.EventUsageUpdated, OutputTokens: &n}
+	case 21:
+		return protocol.Event{Type: protocol.EventSessionInfo, Summary: "s" + id}
+	case 22:
+		return protocol.Event{Type: protocol.EventTurnCompleted, StopReason: stops[int(arg)%len(stops)]}
+	default:
+		return protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: "a", Protocol: "native"}}
+	}
+}
