@@ -198,6 +198,9 @@ func decodeEvent(raw []byte, ev *Event) *FieldError {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return &FieldError{Reason: "not a JSON object: " + jsonReason(err)}
 	}
+	if m == nil {
+		return &FieldError{Reason: "not a JSON object: found null"}
+	}
 	tv, ok := m["type"]
 	if !ok || isNull(tv) {
 		return &FieldError{Field: "type", Reason: "required"}
@@ -221,7 +224,7 @@ func decodeEvent(raw []byte, ev *Event) *FieldError {
 			return &FieldError{Field: "agentSeq", Reason: "must be at least 1"}
 		}
 	}
-	if err := json.Unmarshal(raw, ev); err != nil {
+	if err := unmarshalChecked(m, tv, ev, envelope, schema); err != nil {
 		return &FieldError{Reason: jsonReason(err)}
 	}
 	ev.ReceivedAt = 0
@@ -371,7 +374,7 @@ func DecodeCommand(body []byte) (Command, error) {
 		err.Index = -1
 		return c, err
 	}
-	if err := json.Unmarshal(body, &c); err != nil {
+	if err := unmarshalChecked(m, tv, &c, schema); err != nil {
 		return c, &FieldError{Index: -1, Reason: jsonReason(err)}
 	}
 	c.ID = 0
@@ -386,6 +389,55 @@ func DecodeCommand(body []byte) (Command, error) {
 		}
 	}
 	return c, nil
+}
+
+// unmarshalChecked decodes into v only the fields the schemas checked, under
+// their exact names, without nulls. Decoding the raw body instead would let
+// encoding/json's case-insensitive key matching smuggle unchecked values
+// past the schema ({"type":"prompt","Type":"shutdown"}, "ID":"../x", a
+// "Status" the reducer trusts), and would put fields of other types into
+// the struct unchecked.
+func unmarshalChecked(m map[string]json.RawMessage, typ json.RawMessage, v any, schemas ...[]field) error {
+	clean := map[string]json.RawMessage{"type": typ}
+	for _, fields := range schemas {
+		keepFields(m, fields, clean)
+	}
+	b, err := json.Marshal(clean)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// keepFields copies the non-null fields of m that fields lists into out,
+// filtering nested objects and arrays of objects the same way.
+func keepFields(m map[string]json.RawMessage, fields []field, out map[string]json.RawMessage) {
+	for _, f := range fields {
+		v, ok := m[f.name]
+		if !ok || isNull(v) {
+			continue
+		}
+		if f.elem != nil {
+			switch f.kind {
+			case kObject:
+				var sub map[string]json.RawMessage
+				_ = json.Unmarshal(v, &sub) // checked by checkValue
+				clean := map[string]json.RawMessage{}
+				keepFields(sub, f.elem, clean)
+				v, _ = json.Marshal(clean)
+			case kArray:
+				var items []map[string]json.RawMessage
+				_ = json.Unmarshal(v, &items) // checked by checkValue
+				clean := make([]map[string]json.RawMessage, len(items))
+				for i, it := range items {
+					clean[i] = map[string]json.RawMessage{}
+					keepFields(it, f.elem, clean[i])
+				}
+				v, _ = json.Marshal(clean)
+			}
+		}
+		out[f.name] = v
+	}
 }
 
 func isNull(v json.RawMessage) bool { return len(v) == 0 || string(v) == "null" }
@@ -405,6 +457,9 @@ func jsonReason(err error) string {
 	var se *json.SyntaxError
 	if ok := asSyntax(err, &se); ok {
 		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	if te, ok := err.(*json.UnmarshalTypeError); ok {
+		return "found " + te.Value
 	}
 	return "invalid JSON: " + err.Error()
 }

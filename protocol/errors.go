@@ -43,7 +43,7 @@ func (e *Error) Error() string { return e.Message }
 // callers can test for a code without caring about the message.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+	return ok && t != nil && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
 }
 
 // Errorf builds an *Error with a formatted message.

@@ -240,7 +240,39 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	case e.Type == EventNotice && e.NoticeCode != "":
 		w.Code = e.NoticeCode
 	}
-	return json.Marshal(w)
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	// DecodeEvents requires these fields even when empty, and omitempty
+	// drops them: write them back so an event that decoded encodes to one
+	// that decodes again (an empty delta or plan is legitimate).
+	var missing []string
+	switch e.Type {
+	case EventUserMessage:
+		missing = appendIf(missing, e.Text == "", `"text":""`)
+	case EventTextDelta, EventReasoningDelta, EventToolInputDelta, EventToolOutputDelta:
+		missing = appendIf(missing, e.Delta == "", `"delta":""`)
+	case EventPlanUpdated:
+		missing = appendIf(missing, len(e.Entries) == 0, `"entries":[]`)
+	case EventPermissionRequested:
+		missing = appendIf(missing, e.Title == "", `"title":""`)
+		missing = appendIf(missing, len(e.Options) == 0, `"options":[]`)
+	case EventNotice:
+		missing = appendIf(missing, e.Message == "", `"message":""`)
+	}
+	for _, kv := range missing {
+		// b is an object with at least "type": insert before its '}'.
+		b = append(append(append(b[:len(b)-1], ','), kv...), '}')
+	}
+	return b, nil
+}
+
+func appendIf(list []string, cond bool, s string) []string {
+	if cond {
+		return append(list, s)
+	}
+	return list
 }
 
 // UnmarshalJSON reads an event without validating it; use DecodeEvents for

@@ -39,8 +39,8 @@ type ArtifactUpdate struct {
 
 // Apply applies the update to a the way a client does; rev is the SSE
 // event id the update arrived with, which becomes the artifact's rev.
+// An update that cannot be applied leaves a unchanged.
 func (u *ArtifactUpdate) Apply(a *Artifact, rev int64) error {
-	a.Rev = rev
 	if a.Fields == nil {
 		a.Fields = map[string]any{}
 	}
@@ -50,6 +50,7 @@ func (u *ArtifactUpdate) Apply(a *Artifact, rev int64) error {
 			_ = json.Unmarshal(raw, &prev)
 		}
 		a.Fields[u.Field] = prev + *u.Append
+		a.Rev = rev
 		return nil
 	}
 	var v any
@@ -57,6 +58,7 @@ func (u *ArtifactUpdate) Apply(a *Artifact, rev int64) error {
 		return fmt.Errorf("artifact_updated seq=%d field=%s: %w", u.Seq, u.Field, err)
 	}
 	a.Fields[u.Field] = v
+	a.Rev = rev
 	return nil
 }
 

@@ -1,0 +1,200 @@
+package protocol_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+func TestArtifactMarshalFlattens(t *testing.T) {
+	a := protocol.Artifact{
+		Seq: 4, ID: "toolu_01", Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1000, Rev: 9,
+		Fields: map[string]any{
+			"status": "running", "exitCode": 0, "input": json.RawMessage(`{"a":1}`),
+			// A field named like a fixed key never overrides it.
+			"seq": 99, "type": "bogus",
+		},
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"createdAt":1000,"exitCode":0,"id":"toolu_01","input":{"a":1},"rev":9,"seq":4,"status":"running","turnId":"t1","type":"tool_call"}`
+	if string(b) != want {
+		t.Errorf("Marshal = %s\nwant      %s", b, want)
+	}
+	// No turn: turnId omitted; nil Fields fine.
+	b, err = json.Marshal(&protocol.Artifact{Seq: 1, ID: "n", Type: protocol.ArtifactNotice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"createdAt":0,"id":"n","rev":0,"seq":1,"type":"notice"}`; string(b) != want {
+		t.Errorf("Marshal = %s, want %s", b, want)
+	}
+}
+
+func TestArtifactUnmarshalSplits(t *testing.T) {
+	var a protocol.Artifact
+	err := json.Unmarshal([]byte(`{"seq":2,"id":"m","type":"assistant_text","turnId":"t1","createdAt":5,"rev":7,"text":"hi","status":"streaming","meta":{"k":[1,true,null]}}`), &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := protocol.Artifact{
+		Seq: 2, ID: "m", Type: protocol.ArtifactAssistantText, TurnID: "t1", CreatedAt: 5, Rev: 7,
+		Fields: map[string]any{"text": "hi", "status": "streaming", "meta": map[string]any{"k": []any{1.0, true, nil}}},
+	}
+	if !reflect.DeepEqual(a, want) {
+		t.Errorf("Unmarshal\n got: %+v\nwant: %+v", a, want)
+	}
+	if a.String("text") != "hi" || a.String("meta") != "" || a.String("absent") != "" {
+		t.Errorf("String: text=%q meta=%q absent=%q", a.String("text"), a.String("meta"), a.String("absent"))
+	}
+	// Unmarshal replaces what was there.
+	if err := json.Unmarshal([]byte(`{"seq":3,"id":"x","type":"plan","createdAt":1,"rev":1}`), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.TurnID != "" || len(a.Fields) != 0 || a.Seq != 3 {
+		t.Errorf("second Unmarshal kept old state: %+v", a)
+	}
+	for _, bad := range []string{`[]`, `{"seq":"1"}`, `{"rev":1.5}`, `{`} {
+		if err := json.Unmarshal([]byte(bad), &a); err == nil {
+			t.Errorf("Unmarshal(%s) = nil, want an error", bad)
+		}
+	}
+}
+
+func TestArtifactStringRaw(t *testing.T) {
+	a := protocol.Artifact{Fields: map[string]any{"s": json.RawMessage(`"raw"`), "n": json.RawMessage(`1`), "i": 3}}
+	if a.String("s") != "raw" || a.String("n") != "" || a.String("i") != "" {
+		t.Errorf("String: s=%q n=%q i=%q", a.String("s"), a.String("n"), a.String("i"))
+	}
+}
+
+func TestArtifactClone(t *testing.T) {
+	a := &protocol.Artifact{Seq: 1, ID: "a", Fields: map[string]any{"text": "x"}}
+	c := a.Clone()
+	c.Fields["text"] = "y"
+	c.Fields["new"] = true
+	c.Rev = 5
+	if a.Fields["text"] != "x" || len(a.Fields) != 1 || a.Rev != 0 {
+		t.Errorf("Clone shares state with the original: %+v", a)
+	}
+	if c.Seq != 1 || c.ID != "a" {
+		t.Errorf("Clone = %+v", c)
+	}
+}
+
+func TestArtifactUpdateApply(t *testing.T) {
+	base := func() *protocol.Artifact {
+		return &protocol.Artifact{Seq: 3, ID: "b", Type: protocol.ArtifactAssistantText, Rev: 4,
+			Fields: map[string]any{"text": "Hello", "status": "streaming", "raw": json.RawMessage(`"ab"`)}}
+	}
+	tests := []struct {
+		name    string
+		a       *protocol.Artifact
+		update  string
+		rev     int64
+		want    map[string]any
+		wantErr bool
+	}{
+		{"append", base(), `{"seq":3,"field":"text","append":", world"}`, 5, map[string]any{"text": "Hello, world", "status": "streaming", "raw": json.RawMessage(`"ab"`)}, false},
+		{"append to absent field", base(), `{"seq":3,"field":"output","append":"x"}`, 6, map[string]any{"text": "Hello", "status": "streaming", "raw": json.RawMessage(`"ab"`), "output": "x"}, false},
+		{"append to raw string", base(), `{"seq":3,"field":"raw","append":"c"}`, 6, map[string]any{"text": "Hello", "status": "streaming", "raw": "abc"}, false},
+		{"append empty", base(), `{"seq":3,"field":"text","append":""}`, 6, map[string]any{"text": "Hello", "status": "streaming", "raw": json.RawMessage(`"ab"`)}, false},
+		{"append to nil Fields", &protocol.Artifact{Seq: 1}, `{"seq":1,"field":"text","append":"a"}`, 2, map[string]any{"text": "a"}, false},
+		{"set replaces", base(), `{"seq":3,"field":"text","set":"Bye"}`, 7, map[string]any{"text": "Bye", "status": "streaming", "raw": json.RawMessage(`"ab"`)}, false},
+		{"set object", base(), `{"seq":3,"field":"usage","set":{"inputTokens":3}}`, 7, map[string]any{"text": "Hello", "status": "streaming", "raw": json.RawMessage(`"ab"`), "usage": map[string]any{"inputTokens": 3.0}}, false},
+		{"set null", base(), `{"seq":3,"field":"status","set":null}`, 7, map[string]any{"text": "Hello", "status": nil, "raw": json.RawMessage(`"ab"`)}, false},
+		{"neither append nor set", base(), `{"seq":3,"field":"text"}`, 8, map[string]any{"text": "Hello", "status": "streaming", "raw": json.RawMessage(`"ab"`)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var u protocol.ArtifactUpdate
+			if err := json.Unmarshal([]byte(tt.update), &u); err != nil {
+				t.Fatal(err)
+			}
+			before := tt.a.Rev
+			err := u.Apply(tt.a, tt.rev)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Apply err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if !reflect.DeepEqual(tt.a.Fields, tt.want) {
+				t.Errorf("Fields = %#v\nwant     %#v", tt.a.Fields, tt.want)
+			}
+			wantRev := tt.rev
+			if tt.wantErr {
+				wantRev = before // a failed update changes nothing
+			}
+			if tt.a.Rev != wantRev {
+				t.Errorf("Rev = %d, want %d", tt.a.Rev, wantRev)
+			}
+		})
+	}
+}
+
+// TestArtifactUpdateWire: the two shapes of artifact_updated, and a set to
+// null survives the round trip (it is not the absent "set").
+func TestArtifactUpdateWire(t *testing.T) {
+	tests := []struct {
+		u    protocol.ArtifactUpdate
+		want string
+	}{
+		{protocol.ArtifactUpdate{Seq: 1, Field: "text", Append: ptr("")}, `{"seq":1,"field":"text","append":""}`},
+		{protocol.ArtifactUpdate{Seq: 1, Field: "status", Set: raw(`"done"`)}, `{"seq":1,"field":"status","set":"done"}`},
+		{protocol.ArtifactUpdate{Seq: 1, Field: "error", Set: raw(`null`)}, `{"seq":1,"field":"error","set":null}`},
+	}
+	for _, tt := range tests {
+		b, err := json.Marshal(tt.u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tt.want {
+			t.Errorf("Marshal = %s, want %s", b, tt.want)
+		}
+		var back protocol.ArtifactUpdate
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(back, tt.u) {
+			t.Errorf("round trip = %+v, want %+v", back, tt.u)
+		}
+	}
+}
+
+// TestArtifactRoundTrip: decode -> encode is byte-identical for an artifact
+// whose fields were built by Apply.
+func TestArtifactRoundTrip(t *testing.T) {
+	a := &protocol.Artifact{Seq: 2, ID: "c", Type: protocol.ArtifactToolCall, CreatedAt: 10, Rev: 1, Fields: map[string]any{}}
+	for i, u := range []string{
+		`{"seq":2,"field":"inputText","append":"{\"a\""}`,
+		`{"seq":2,"field":"inputText","append":":1}"}`,
+		`{"seq":2,"field":"input","set":{"a":1}}`,
+		`{"seq":2,"field":"status","set":"completed"}`,
+	} {
+		var up protocol.ArtifactUpdate
+		if err := json.Unmarshal([]byte(u), &up); err != nil {
+			t.Fatal(err)
+		}
+		if err := up.Apply(a, int64(i+2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"createdAt":10,"id":"c","input":{"a":1},"inputText":"{\"a\":1}","rev":5,"seq":2,"status":"completed","type":"tool_call"}`
+	if string(b) != want {
+		t.Errorf("Marshal = %s\nwant      %s", b, want)
+	}
+	var back protocol.Artifact
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := json.Marshal(&back)
+	if string(b2) != string(b) {
+		t.Errorf("re-encoded = %s, want %s", b2, b)
+	}
+}
