@@ -1,0 +1,71 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// Binaries are the paths of the programs under test.
+type Binaries struct {
+	Server    string // rein-server
+	Agentd    string // agentd
+	DemoAgent string // demo-agent
+}
+
+// RepoRoot finds the monorepo root (the directory holding go.work) from the
+// working directory upwards.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("find repo root: no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build compiles the three programs into dir. With race set they are built
+// with the race detector, so e2e runs under -race check the binaries too.
+func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{
+		Server:    filepath.Join(dir, "rein-server"),
+		Agentd:    filepath.Join(dir, "agentd"),
+		DemoAgent: filepath.Join(dir, "demo-agent"),
+	}
+	pkgs := []struct{ out, mod, pkg string }{
+		{b.Server, "server", "./cmd/rein-server"},
+		{b.Agentd, "agentd", "./cmd/agentd"},
+		{b.DemoAgent, "agentd", "./cmd/demo-agent"},
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	for _, p := range pkgs {
+		args := []string{"build", "-o", p.out}
+		if race {
+			args = append(args, "-race")
+		}
+		args = append(args, p.pkg)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = filepath.Join(root, p.mod)
+		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return Binaries{}, fmt.Errorf("build %s: %w\n%s", p.pkg, err, out)
+		}
+	}
+	return b, nil
+}

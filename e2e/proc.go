@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Logf is where a child's output lines go: t.Logf in tests, a logger in
+// the bench command.
+type Logf func(format string, args ...any)
+
+// Proc is a child process whose stdout and stderr are read line by line,
+// logged with a prefix, and kept so a test can wait for a line.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{} // closed and replaced whenever a line arrives
+
+	readers sync.WaitGroup
+	done    chan struct{} // closed when the process has exited
+	err     error         // exit error, valid after done
+}
+
+// Start runs name with args. The child gets its own process group so Stop
+// and Kill reach anything it started.
+func Start(logf Logf, prefix string, env []string, name string, args ...string) (*Proc, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &Proc{Name: prefix, cmd: cmd, more: make(chan struct{}), done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p.readers.Add(2)
+	go p.read(logf, stdout)
+	go p.read(logf, stderr)
+	go func() {
+		// Wait only after the readers drained the pipes (exec's rule).
+		p.readers.Wait()
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *Proc) read(logf Logf, r io.Reader) {
+	defer p.readers.Done()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		logf("[%s] %s", p.Name, line)
+		p.mu.Lock()
+		p.lines = append(p.lines, line)
+		close(p.more)
+		p.more = make(chan struct{})
+		p.mu.Unlock()
+	}
+}
+
+// Pid is the child's process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// WaitLine waits until a line containing substr has been printed and
+// returns it.
+func (p *Proc) WaitLine(ctx context.Context, substr string) (string, error) {
+	seen := 0
+	for {
+		p.mu.Lock()
+		for ; seen < len(p.lines); seen++ {
+			if strings.Contains(p.lines[seen], substr) {
+				line := p.lines[seen]
+				p.mu.Unlock()
+				return line, nil
+			}
+		}
+		more := p.more
+		p.mu.Unlock()
+		select {
+		case <-more:
+		case <-p.done:
+			return "", fmt.Errorf("%s exited (%v) before printing %q", p.Name, p.err, substr)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: waiting for %q: %w", p.Name, substr, ctx.Err())
+		}
+	}
+}
+
+// Output returns every line printed so far.
+func (p *Proc) Output() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// ExitCode is the exit code after Done (-1 when killed by a signal).
+func (p *Proc) ExitCode() int {
+	<-p.done
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		return -1
+	}
+	return 0
+}
+
+// Wait waits for the process to exit, or for the timeout.
+func (p *Proc) Wait(timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%s still running after %v", p.Name, timeout)
+	}
+}
+
+// Signal sends sig to the child's process group.
+func (p *Proc) Signal(sig syscall.Signal) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// Stop asks the process to shut down (SIGINT) and kills it after grace.
+// It returns once the process has exited.
+func (p *Proc) Stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.Signal(syscall.SIGINT)
+	if p.Wait(grace) != nil {
+		p.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// Kill sends SIGKILL to the process group and waits for the exit.
+func (p *Proc) Kill() {
+	p.Signal(syscall.SIGKILL)
+	<-p.done
+}
