@@ -1,0 +1,104 @@
+package agentd_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// acpAgent returns the ACP SDK's example agent (built by `make tools`,
+// which exports REIN_ACP_AGENT), or skips.
+func acpAgent(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("REIN_ACP_AGENT")
+	if p == "" {
+		t.Skip("REIN_ACP_AGENT is not set: run `make tools` at the repo root (or the tests through `make test`) to build the ACP example agent")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("REIN_ACP_AGENT=%s: %v (run `make tools`)", p, err)
+	}
+	return p
+}
+
+func TestACPExampleAgentTurn(t *testing.T) {
+	bin := acpAgent(t)
+	srv := fakeserver.New(t, "acp")
+	dir := t.TempDir()
+	start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{bin}, Dir: dir})
+	waitStarted(t, srv, 1)
+	srv.Prompt("fix the config")
+	srv.Wait(t, "permission request", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, isType(protocol.EventPermissionRequested))
+	})
+	srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "allow"})
+	evs := srv.Wait(t, "the turn to end", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, isType(protocol.EventTurnCompleted))
+	})
+
+	got := fakeserver.Format(withoutStarted(withoutHeartbeats(evs)))
+	want := `{"type":"turn_started","turnId":"turn-1","promptId":"prompt-1","source":"user"}
+{"type":"user_message","id":"user-1","promptId":"prompt-1","text":"fix the config"}
+{"type":"text_delta","id":"turn-1:text-1","delta":"ACP Go Example Agent — demo only (no AI model)."}
+{"type":"text_delta","id":"turn-1:text-1","delta":"I'll help you with that. Let me start by reading some files to understand the current situation."}
+{"type":"text_end","id":"turn-1:text-1","text":"ACP Go Example Agent — demo only (no AI model).I'll help you with that. Let me start by reading some files to understand the current situation."}
+{"type":"tool_call_start","id":"turn-1:call_1","name":"read","kind":"read","title":"Reading project files","input":{"path":"/project/README.md"}}
+{"type":"tool_call_update","id":"turn-1:call_1","status":"pending","locations":[{"path":"/project/README.md"}]}
+{"type":"tool_call_update","id":"turn-1:call_1","content":[{"content":{"text":"# My Project\n\nThis is a sample project...","type":"text"},"type":"content"}]}
+{"type":"tool_call_end","id":"turn-1:call_1","status":"completed","result":{"content":"# My Project\n\nThis is a sample project..."}}
+{"type":"text_delta","id":"turn-1:text-2","delta":" Now I understand the project structure. I need to make some changes to improve it."}
+{"type":"text_end","id":"turn-1:text-2","text":" Now I understand the project structure. I need to make some changes to improve it."}
+{"type":"tool_call_start","id":"turn-1:call_2","name":"edit","kind":"edit","title":"Modifying critical configuration file","input":{"content":"{\"database\": {\"host\": \"new-host\"}}","path":"/project/config.json"}}
+{"type":"tool_call_update","id":"turn-1:call_2","status":"pending","locations":[{"path":"/project/config.json"}]}
+{"type":"permission_requested","id":"turn-1:perm-1","title":"Modifying critical configuration file","input":{"content":"{\"database\": {\"host\": \"new-host\"}}","path":"/home/user/project/config.json"},"toolCallId":"turn-1:call_2","options":[{"id":"allow","name":"Allow this change","kind":"allow_once"},{"id":"reject","name":"Skip this change","kind":"reject_once"}]}
+{"type":"permission_resolved","id":"turn-1:perm-1","outcome":"selected","optionId":"allow"}
+{"type":"tool_call_update","id":"turn-1:call_2","title":"Modifying critical configuration file"}
+{"type":"tool_call_end","id":"turn-1:call_2","status":"completed","result":{"message":"Configuration updated","success":true}}
+{"type":"text_delta","id":"turn-1:text-3","delta":" Perfect! I've successfully updated the configuration. The changes have been applied."}
+{"type":"text_end","id":"turn-1:text-3","text":" Perfect! I've successfully updated the configuration. The changes have been applied."}
+{"type":"turn_completed","turnId":"turn-1","stopReason":"end_turn"}
+`
+	if got != want {
+		t.Errorf("ACP turn events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+	st := evs[0]
+	if st.Type != protocol.EventAgentStarted || st.Agent.Name != filepath.Base(bin) || st.Agent.Protocol != "acp" || st.Cwd != dir {
+		t.Errorf("first event = %s, want agent_started for %s over acp in %s", fakeserver.Format(evs[:1]), filepath.Base(bin), dir)
+	}
+}
+
+func TestACPAbortCancelsTurn(t *testing.T) {
+	bin := acpAgent(t)
+	srv := fakeserver.New(t, "acp")
+	start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{bin}})
+	waitStarted(t, srv, 1)
+	srv.Prompt("go")
+	srv.Wait(t, "the first tool call", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventToolCallStart)) })
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	evs := srv.Wait(t, "the cancelled turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnCompleted)) })
+	end := evs[len(evs)-1]
+	if end.TurnID != "turn-1" || end.StopReason != protocol.StopCancelled {
+		t.Errorf("turn end = %s, want turn-1 cancelled by the agent", fakeserver.Format([]protocol.Event{end}))
+	}
+	if fakeserver.Has(evs, isType(protocol.EventAgentExited)) {
+		t.Errorf("the agent was killed although it honoured session/cancel")
+	}
+	// The session goes on: a second prompt runs to its permission request.
+	srv.Prompt("again")
+	srv.Wait(t, "second turn's permission request", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.ID == "turn-3:perm-1" })
+	})
+}
+
+func withoutStarted(evs []protocol.Event) []protocol.Event {
+	var out []protocol.Event
+	for _, ev := range evs {
+		if ev.Type != protocol.EventAgentStarted {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

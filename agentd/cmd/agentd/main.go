@@ -1,0 +1,178 @@
+// Command agentd is the Rein sandbox daemon. It connects a local agent
+// process to a Rein server session:
+//
+//	agentd --server URL --session ID [--token T] [--protocol native|acp] -- CMD [ARGS...]
+//
+// Every flag also reads a REIN_* environment variable; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes, documented in README.md.
+const (
+	exitOK         = 0
+	exitError      = 1 // anything else: events lost at shutdown, internal errors
+	exitUsage      = 2 // bad flags, missing server/session/command
+	exitNotFound   = 3 // the session does not exist (deleted)
+	exitAuth       = 4 // 401/403: the token was refused
+	exitSuperseded = 5 // another agentd took over the session
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := newApp().RunContext(ctx, os.Args)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agentd:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, agentd.ErrUsage) {
+		return exitUsage
+	}
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case protocol.CodeNotFound:
+			return exitNotFound
+		case protocol.CodeUnauthorized, protocol.CodeForbidden:
+			return exitAuth
+		case protocol.CodeSuperseded:
+			return exitSuperseded
+		}
+	}
+	return exitError
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:      "agentd",
+		Usage:     "connect a local agent to a Rein session",
+		UsageText: "agentd --server URL --session ID [--token T | --token-file F] [--protocol native|acp] [flags] -- CMD [ARGS...]",
+		Version:   version,
+		// Errors are printed and mapped to exit codes in main, with
+		// deferred cleanup already done.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", Usage: "Rein server base URL", EnvVars: []string{"REIN_SERVER"}},
+			&cli.StringFlag{Name: "session", Usage: "session id", EnvVars: []string{"REIN_SESSION_ID"}},
+			&cli.StringFlag{Name: "token", Usage: "bearer token (prefer --token-file; never logged)", EnvVars: []string{"REIN_TOKEN"}},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token", EnvVars: []string{"REIN_TOKEN_FILE"}},
+			&cli.StringFlag{Name: "protocol", Value: agentd.ProtocolNative, Usage: "agent protocol: native or acp", EnvVars: []string{"REIN_PROTOCOL"}},
+			&cli.StringFlag{Name: "dir", Usage: "agent working directory (default: agentd's)", EnvVars: []string{"REIN_AGENT_DIR"}},
+			&cli.DurationFlag{Name: "abort-grace", Value: agentd.DefaultAbortGrace, Usage: "time the agent has to end its turn after abort before its process group is signalled", EnvVars: []string{"REIN_ABORT_GRACE"}},
+			&cli.DurationFlag{Name: "shutdown-grace", Value: agentd.DefaultShutdownGrace, Usage: "time the agent has to exit after shutdown before its process group is signalled", EnvVars: []string{"REIN_SHUTDOWN_GRACE"}},
+			&cli.DurationFlag{Name: "kill-step", Value: agentd.DefaultKillStep, Usage: "wait between SIGINT, SIGTERM and SIGKILL", EnvVars: []string{"REIN_KILL_STEP"}},
+			&cli.DurationFlag{Name: "heartbeat-interval", Value: agentd.DefaultHeartbeatInterval, Usage: "interval between heartbeat events", EnvVars: []string{"REIN_HEARTBEAT_INTERVAL"}},
+			&cli.IntFlag{Name: "batch-max", Value: agentd.DefaultBatchMax, Usage: "most events per POST", EnvVars: []string{"REIN_BATCH_MAX"}},
+			&cli.DurationFlag{Name: "batch-wait", Value: agentd.DefaultBatchWait, Usage: "how long a batch waits for more events", EnvVars: []string{"REIN_BATCH_WAIT"}},
+			&cli.IntFlag{Name: "queue-size", Value: agentd.DefaultQueueSize, Usage: "events buffered before the agent's output is blocked", EnvVars: []string{"REIN_QUEUE_SIZE"}},
+			&cli.DurationFlag{Name: "stream-idle-timeout", Value: agentd.DefaultStreamIdleTimeout, Usage: "reconnect when the command stream is silent this long", EnvVars: []string{"REIN_STREAM_IDLE_TIMEOUT"}},
+			&cli.DurationFlag{Name: "flush-timeout", Value: agentd.DefaultFlushTimeout, Usage: "time allowed to post queued events at shutdown", EnvVars: []string{"REIN_FLUSH_TIMEOUT"}},
+			&cli.DurationFlag{Name: "restart-delay-max", Value: agentd.DefaultRestartDelayMax, Usage: "longest wait before restarting a crashed agent", EnvVars: []string{"REIN_RESTART_DELAY_MAX"}},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"REIN_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"REIN_LOG_FORMAT"}},
+		},
+		Action: run,
+	}
+}
+
+func run(c *cli.Context) error {
+	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	token, err := readToken(c.String("token"), c.String("token-file"))
+	if err != nil {
+		return err
+	}
+	opts := agentd.Options{
+		Server:            c.String("server"),
+		Session:           c.String("session"),
+		Token:             token,
+		Protocol:          c.String("protocol"),
+		Command:           c.Args().Slice(),
+		Dir:               c.String("dir"),
+		AbortGrace:        c.Duration("abort-grace"),
+		ShutdownGrace:     c.Duration("shutdown-grace"),
+		KillStep:          c.Duration("kill-step"),
+		HeartbeatInterval: c.Duration("heartbeat-interval"),
+		BatchMax:          c.Int("batch-max"),
+		BatchWait:         c.Duration("batch-wait"),
+		QueueSize:         c.Int("queue-size"),
+		StreamIdleTimeout: c.Duration("stream-idle-timeout"),
+		FlushTimeout:      c.Duration("flush-timeout"),
+		RestartDelayMax:   c.Duration("restart-delay-max"),
+		Logger:            log,
+	}
+	if err := positive(c, "abort-grace", "shutdown-grace", "kill-step", "heartbeat-interval", "batch-wait", "stream-idle-timeout", "flush-timeout", "restart-delay-max"); err != nil {
+		return err
+	}
+	if opts.BatchMax < 1 || opts.QueueSize < 1 {
+		return fmt.Errorf("%w: --batch-max and --queue-size must be at least 1", agentd.ErrUsage)
+	}
+	return agentd.Run(c.Context, opts)
+}
+
+func positive(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if c.Duration(n) <= 0 {
+			return fmt.Errorf("%w: --%s must be positive, not %s", agentd.ErrUsage, n, c.Duration(n))
+		}
+	}
+	return nil
+}
+
+// readToken returns the token from the flag or the file (trimmed). Giving
+// both is an error rather than a silent choice.
+func readToken(token, file string) (string, error) {
+	if token != "" && file != "" {
+		return "", fmt.Errorf("%w: give --token or --token-file, not both", agentd.ErrUsage)
+	}
+	if file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%w: read token file: %w", agentd.ErrUsage, err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("%w: token file %s is empty", agentd.ErrUsage, file)
+	}
+	return t, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", agentd.ErrUsage, level)
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: want text or json", agentd.ErrUsage, format)
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/protocol"
+)
+
+func TestUsageErrors(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("  \n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no server", nil, []string{"--session", "s", "--", "true"}, "missing server URL"},
+		{"no session", nil, []string{"--server", "http://x", "--", "true"}, "missing session id"},
+		{"no command", nil, []string{"--server", "http://x", "--session", "s"}, "missing agent command"},
+		{"env vars are read", map[string]string{"REIN_SERVER": "http://x", "REIN_SESSION_ID": "s"}, nil, "missing agent command"},
+		{"env protocol", map[string]string{"REIN_PROTOCOL": "smoke"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "unknown protocol"},
+		{"token and file", nil, []string{"--token", "a", "--token-file", tokenFile, "--", "true"}, "not both"},
+		{"empty token file", nil, []string{"--token-file", tokenFile, "--", "true"}, "is empty"},
+		{"bad duration", map[string]string{"REIN_ABORT_GRACE": "0s"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "--abort-grace must be positive"},
+		{"bad log level", nil, []string{"--log-level", "loud", "--", "true"}, "--log-level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			err := newApp().RunContext(context.Background(), append([]string{"agentd"}, tc.args...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || exitCode(err) != exitUsage {
+				t.Errorf("err = %v (exit %d), want usage error containing %q", err, exitCode(err), tc.want)
+			}
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("x: %w", agentd.ErrUsage), exitUsage},
+		{fmt.Errorf("session s was deleted: %w", protocol.Errorf(protocol.CodeNotFound, "404")), exitNotFound},
+		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeUnauthorized, "401")), exitAuth},
+		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeForbidden, "403")), exitAuth},
+		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeSuperseded, "409")), exitSuperseded},
+		{errors.New("flush events: 3 events not delivered"), exitError},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}

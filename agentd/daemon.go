@@ -1,0 +1,174 @@
+package agentd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/commandstream"
+	"github.com/rein-ai/rein/agentd/internal/uploader"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Run is the daemon. It returns nil after a clean shutdown (ctx cancelled,
+// typically by SIGTERM/SIGINT): the agent was sent shutdown, given
+// ShutdownGrace, signalled if needed, and every queued event was posted.
+// It returns an error wrapping ErrUsage for bad Options, and an error
+// carrying the wire code (protocol.CodeOf) when the server refuses the
+// sandbox for good: not_found (the session was deleted), unauthorized or
+// forbidden (the token), superseded (another agentd took over). Run
+// returns only when every goroutine it started has returned.
+func Run(ctx context.Context, opts Options) error {
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath(opts.Command[0]); err != nil {
+		return fmt.Errorf("%w: agent command: %w", ErrUsage, err)
+	}
+	instance, err := newInstanceID()
+	if err != nil {
+		return err
+	}
+	log := opts.Logger.With("session", opts.Session)
+	log.Info("agentd starting", "server", redactURL(opts.Server), "instance", instance, "protocol", opts.Protocol, "agent", opts.Command[0])
+
+	up := uploader.New(uploader.Options{
+		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
+		Client: opts.HTTPClient, BatchMax: opts.BatchMax, BatchWait: opts.BatchWait,
+		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Logger: log,
+	})
+	// The uploader outlives ctx: after a shutdown signal it still has to
+	// post the agent's last events.
+	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer upCancel()
+	upDone := make(chan error, 1)
+	go func() { upDone <- up.Run(upCtx) }()
+
+	commands := make(chan protocol.Command, 64)
+	connected := make(chan struct{}, 1)
+	stream := commandstream.New(commandstream.Options{
+		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
+		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
+		OnConnect: func() {
+			select {
+			case connected <- struct{}{}:
+			default: // one pending re-post is enough
+			}
+		},
+		OnCommand: func(ctx context.Context, c protocol.Command) error {
+			select {
+			case commands <- c:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	})
+	streamCtx, streamCancel := context.WithCancel(ctx)
+	defer streamCancel()
+	streamDone := make(chan error, 1)
+	go func() { streamDone <- stream.Run(streamCtx) }()
+
+	// runCtx bounds the agent's event emission: it ends only when events
+	// can no longer go anywhere (the uploader stopped).
+	runCtx, runCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer runCancel()
+	s := &supervisor{
+		opts: opts, log: log, up: up,
+		commands: commands, connected: connected,
+		streamDone: streamDone, upDone: upDone,
+		runCtx: runCtx, runCancel: runCancel,
+		turnEnded: make(chan struct{}, 1),
+	}
+	fatal := s.run(ctx)
+
+	streamCancel()
+	streamErr := s.streamResult()
+	upErr := s.flush(upCancel)
+	if fatal == nil && streamErr != nil {
+		fatal = streamErr
+	}
+	if fatal == nil && upErr != nil {
+		fatal = upErr
+	}
+	if fatal != nil {
+		return describe(opts.Session, fatal)
+	}
+	log.Info("agentd stopped", "posted", up.Stats().Accepted)
+	return nil
+}
+
+// flush closes the uploader and waits up to FlushTimeout for it to post
+// what is queued.
+func (s *supervisor) flush(upCancel context.CancelFunc) error {
+	if s.upResult != nil {
+		return *s.upResult
+	}
+	s.up.Close()
+	t := time.NewTimer(s.opts.FlushTimeout)
+	defer t.Stop()
+	select {
+	case err := <-s.upDone:
+		return err
+	case <-t.C:
+		left := s.up.Len()
+		upCancel()
+		<-s.upDone
+		return fmt.Errorf("flush events: %d events not delivered within %s", left, s.opts.FlushTimeout)
+	}
+}
+
+// streamResult waits for the command stream's Run (already cancelled).
+func (s *supervisor) streamResult() error {
+	if s.streamRes != nil {
+		return *s.streamRes
+	}
+	return <-s.streamDone
+}
+
+// describe words a final server answer for an operator.
+func describe(session string, err error) error {
+	switch protocol.CodeOf(err) {
+	case protocol.CodeNotFound:
+		return fmt.Errorf("session %s was deleted on the server (or never existed): %w", session, err)
+	case protocol.CodeUnauthorized:
+		return fmt.Errorf("the server refused the token for session %s (check --token/REIN_TOKEN): %w", session, err)
+	case protocol.CodeForbidden:
+		return fmt.Errorf("the token may not access session %s: %w", session, err)
+	case protocol.CodeSuperseded:
+		return fmt.Errorf("another agentd took over session %s: %w", session, err)
+	}
+	return err
+}
+
+func newInstanceID() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("instance id: %w", err)
+	}
+	return "agentd-" + hex.EncodeToString(b[:]), nil
+}
+
+// agentEnv is the agent's environment: the base (agentd's own by default)
+// without agentd's credentials, plus REIN_SESSION_ID.
+func agentEnv(base []string, session string) []string {
+	if base == nil {
+		base = os.Environ()
+	}
+	env := make([]string, 0, len(base)+1)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_SESSION_ID":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "REIN_SESSION_ID="+session)
+}

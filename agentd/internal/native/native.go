@@ -1,0 +1,263 @@
+package native
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/process"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Protocol is the agent.protocol value of native agents.
+const Protocol = "native"
+
+// DefaultStartWait is how long agentd waits for the agent's own
+// agent_started line before reporting one itself.
+const DefaultStartWait = 2 * time.Second
+
+// NoticeInvalidEvent is the notice code for an agent line that is not a
+// valid ReinEvent.
+const NoticeInvalidEvent = "invalid_agent_event"
+
+// Options wires one run of a native agent.
+type Options struct {
+	Stdin  io.WriteCloser
+	Stdout io.Reader
+	// Commands are written to the agent's stdin in order until the channel
+	// is closed or Serve returns.
+	Commands <-chan protocol.Command
+	// Emit receives every event in stdout order; it may block
+	// (backpressure reaches the agent through its stdout pipe).
+	Emit func(context.Context, protocol.Event) error
+	// Name is the agent name reported when the agent does not report its
+	// own (the command's base name).
+	Name string
+	// Cwd is reported in agent_started.
+	Cwd string
+	// StartWait: see DefaultStartWait (used when zero).
+	StartWait time.Duration
+	Logger    *slog.Logger
+}
+
+type line struct {
+	b   []byte
+	err error
+}
+
+// Serve relays commands and events until the agent's stdout ends (the
+// agent exited or closed it): it then closes stdin and returns nil. It
+// returns early with an error only when Emit fails (ctx done). Either way
+// it has waited for the goroutines it started.
+func Serve(ctx context.Context, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.StartWait <= 0 {
+		opts.StartWait = DefaultStartWait
+	}
+	stop := make(chan struct{})
+	lines := make(chan line)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		readLines(opts.Stdout, lines, stop)
+	}()
+	go func() {
+		defer wg.Done()
+		writeCommands(opts.Stdin, opts.Commands, stop, log)
+	}()
+	defer func() {
+		close(stop)
+		// Unblock a writer stuck on a full pipe and a reader on a live one.
+		opts.Stdin.Close()
+		if c, ok := opts.Stdout.(io.Closer); ok {
+			c.Close()
+		}
+		wg.Wait()
+	}()
+
+	s := &session{opts: opts, log: log}
+	// The agent's first line decides who reports agent_started: an agent
+	// that prints its own gets its name and version on record.
+	startWait := time.NewTimer(opts.StartWait)
+	defer startWait.Stop()
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			return s.emit(ctx, s.started(nil))
+		}
+		if err := s.first(ctx, l); err != nil {
+			return err
+		}
+	case <-startWait.C:
+		if err := s.emit(ctx, s.started(nil)); err != nil {
+			return err
+		}
+	}
+	for l := range lines {
+		if err := s.handle(ctx, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type session struct {
+	opts Options
+	log  *slog.Logger
+}
+
+func (s *session) emit(ctx context.Context, ev protocol.Event) error {
+	if err := s.opts.Emit(ctx, ev); err != nil {
+		return fmt.Errorf("native agent %s: emit %s: %w", s.opts.Name, ev.Type, err)
+	}
+	return nil
+}
+
+// started completes the agent's own agent_started, or makes one.
+func (s *session) started(own *protocol.Event) protocol.Event {
+	ev := protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: s.opts.Name}}
+	if own != nil {
+		ev = *own
+		info := *own.Agent
+		ev.Agent = &info
+	}
+	ev.Agent.Protocol = Protocol
+	if ev.Cwd == "" {
+		ev.Cwd = s.opts.Cwd
+	}
+	return ev
+}
+
+func (s *session) first(ctx context.Context, l line) error {
+	if ev, err := decode(l); err == nil && ev.Type == protocol.EventAgentStarted {
+		return s.emit(ctx, s.started(&ev))
+	}
+	if err := s.emit(ctx, s.started(nil)); err != nil {
+		return err
+	}
+	return s.handle(ctx, l)
+}
+
+func (s *session) handle(ctx context.Context, l line) error {
+	ev, err := decode(l)
+	if err != nil {
+		return s.emit(ctx, s.invalid(err.Error()))
+	}
+	if ev.Type == protocol.EventAgentStarted {
+		ev = s.started(&ev)
+	}
+	return s.emit(ctx, ev)
+}
+
+// decode validates one line as one event. Envelope fields are agentd's to
+// set, so whatever the agent put there is cleared.
+func decode(l line) (protocol.Event, error) {
+	if l.err != nil {
+		return protocol.Event{}, l.err
+	}
+	if len(l.b) == 0 || l.b[0] != '{' {
+		return protocol.Event{}, errors.New("a line must be one JSON object")
+	}
+	evs, err := protocol.DecodeEvents(l.b)
+	if err != nil {
+		return protocol.Event{}, err
+	}
+	ev := evs[0]
+	ev.AgentSeq, ev.Ts = 0, 0
+	return ev, nil
+}
+
+// invalid turns a refused line into a warning notice, so the session shows
+// that something was lost without the batch being refused.
+func (s *session) invalid(reason string) protocol.Event {
+	s.log.Warn("agent wrote an invalid event line", "reason", reason)
+	if len(reason) > 1024 {
+		reason = reason[:1024] + "…"
+	}
+	return protocol.Event{
+		Type:       protocol.EventNotice,
+		Level:      protocol.LevelWarning,
+		Message:    "agent wrote an invalid event: " + reason,
+		NoticeCode: NoticeInvalidEvent,
+	}
+}
+
+// errLineTooLong reports a stdout line above protocol.MaxEventBytes.
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", protocol.MaxEventBytes)
+
+func readLines(r io.Reader, out chan<- line, stop <-chan struct{}) {
+	defer close(out)
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		b, err := process.ReadLine(br, protocol.MaxEventBytes+1)
+		var l line
+		switch {
+		case len(b) > protocol.MaxEventBytes:
+			l.err = errLineTooLong
+		case len(trimSpace(b)) > 0:
+			l.b = append([]byte(nil), trimSpace(b)...)
+		}
+		if l.err != nil || l.b != nil {
+			select {
+			case out <- l:
+			case <-stop:
+				return
+			}
+		}
+		if err != nil {
+			// EOF, or the drain deadline after the agent exited.
+			return
+		}
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func writeCommands(w io.Writer, cmds <-chan protocol.Command, stop <-chan struct{}, log *slog.Logger) {
+	broken := false
+	for {
+		select {
+		case c, ok := <-cmds:
+			if !ok {
+				return
+			}
+			if broken {
+				log.Warn("agent stdin is closed; command not delivered", "id", c.ID, "type", c.Type)
+				continue
+			}
+			b, err := json.Marshal(c)
+			if err != nil {
+				log.Error("encode command", "id", c.ID, "err", err)
+				continue
+			}
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				// The agent is gone or closed stdin; the run is ending and
+				// the supervisor reports the exit.
+				if !errors.Is(err, io.ErrClosedPipe) {
+					log.Warn("write command to agent", "id", c.ID, "type", c.Type, "err", err)
+				}
+				broken = true
+			}
+		case <-stop:
+			return
+		}
+	}
+}

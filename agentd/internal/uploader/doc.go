@@ -1,0 +1,7 @@
+// Package uploader posts a sandbox's ReinEvents to POST /sessions/:id/events
+// in order: it stamps the envelope (agentSeq, ts), batches, retries with
+// backoff on network errors and 5xx (the same batch with the same agentSeqs,
+// so the server's dedupe makes retries idempotent), sends heartbeats, and
+// holds a bounded queue that blocks producers when full rather than dropping
+// or growing. It imports protocol and backoff.
+package uploader

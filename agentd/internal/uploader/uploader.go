@@ -1,0 +1,415 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/rein-ai/rein/agentd/internal/apierror"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Defaults for the zero Options.
+const (
+	DefaultBatchMax          = 200
+	DefaultBatchWait         = 5 * time.Millisecond
+	DefaultQueueSize         = 1000
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultRequestTimeout    = 30 * time.Second
+	DefaultInitialBackoff    = 250 * time.Millisecond
+	DefaultMaxBackoff        = 10 * time.Second
+)
+
+// maxBatchBytes keeps a batch body under the server's default body limit,
+// with room for the array's brackets and commas.
+const maxBatchBytes = protocol.MaxBodyBytes - 4<<10
+
+// ErrClosed is returned by Enqueue after Close.
+var ErrClosed = errors.New("uploader closed")
+
+// Options configures an Uploader. Server, Session and Instance are required.
+type Options struct {
+	Server   string
+	Session  string
+	Token    string // sent as Authorization: Bearer, never logged
+	Instance string // Rein-Instance header
+	// Client performs the POSTs; nil means http.DefaultClient. Each POST
+	// has its own RequestTimeout instead of a client-wide Timeout.
+	Client *http.Client
+	// BatchMax is the most events per POST (at most protocol.MaxBatchEvents).
+	BatchMax int
+	// BatchWait is how long a batch stays open for more events after its
+	// first one.
+	BatchWait time.Duration
+	// QueueSize is how many events may wait; Enqueue blocks beyond it.
+	QueueSize int
+	// HeartbeatInterval between heartbeat events; negative disables them.
+	HeartbeatInterval time.Duration
+	RequestTimeout    time.Duration
+	InitialBackoff    time.Duration
+	MaxBackoff        time.Duration
+	Logger            *slog.Logger
+}
+
+// Uploader is the ordered event pipeline to the server. Use New, then Run
+// in one goroutine and Enqueue from any number of others.
+type Uploader struct {
+	opts  Options
+	log   *slog.Logger
+	url   string
+	queue chan protocol.Event
+
+	// mu orders Close after every Enqueue in flight, so nothing slips into
+	// the queue after Run's final drain.
+	mu     sync.RWMutex
+	closed bool
+	stop   chan struct{}
+
+	seq    int64         // last agentSeq stamped; only Run touches it
+	carry  *encodedEvent // an event that did not fit the previous batch
+	stats  sync.Mutex    // guards posted
+	posted Stats
+}
+
+// Stats counts what the uploader has done.
+type Stats struct {
+	Batches    int // POSTs that succeeded
+	Accepted   int // events the server stored
+	Duplicates int // events the server already had (retries)
+	Dropped    int // events the server refused as invalid, one by one
+}
+
+type encodedEvent struct {
+	seq  int64
+	typ  protocol.EventType
+	data []byte
+}
+
+// New returns an Uploader with defaults filled in.
+func New(opts Options) *Uploader {
+	if opts.Client == nil {
+		opts.Client = http.DefaultClient
+	}
+	if opts.BatchMax <= 0 {
+		opts.BatchMax = DefaultBatchMax
+	}
+	opts.BatchMax = min(opts.BatchMax, protocol.MaxBatchEvents)
+	if opts.BatchWait <= 0 {
+		opts.BatchWait = DefaultBatchWait
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = DefaultQueueSize
+	}
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.InitialBackoff <= 0 {
+		opts.InitialBackoff = DefaultInitialBackoff
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Uploader{
+		opts:  opts,
+		log:   log.With("component", "uploader"),
+		url:   opts.Server + "/sessions/" + url.PathEscape(opts.Session) + "/events",
+		queue: make(chan protocol.Event, opts.QueueSize),
+		stop:  make(chan struct{}),
+	}
+}
+
+// Enqueue adds ev to the queue, stamping ts now. It blocks while the queue
+// is full (backpressure on whoever produces events) until there is room,
+// ctx is done, or the uploader is closed.
+func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.closed {
+		return ErrClosed
+	}
+	ev.AgentSeq = 0 // Run stamps it, in queue order
+	ev.Ts = time.Now().UnixMilli()
+	select {
+	case u.queue <- ev:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("enqueue %s: %w", ev.Type, ctx.Err())
+	}
+}
+
+// Len is how many events are waiting (not counting a batch in flight).
+func (u *Uploader) Len() int { return len(u.queue) }
+
+// Stats returns counters so far.
+func (u *Uploader) Stats() Stats {
+	u.stats.Lock()
+	defer u.stats.Unlock()
+	return u.posted
+}
+
+// Close stops accepting events. Run then posts everything already queued
+// and returns nil. Close waits for Enqueue calls in flight, which finish as
+// Run drains the queue.
+func (u *Uploader) Close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.closed {
+		u.closed = true
+		close(u.stop)
+	}
+}
+
+// Run posts batches until Close has been called and the queue is empty
+// (nil), ctx is done (ctx's error; queued events are not posted), or the
+// server refuses for good: 401, 403, 404 or 409 superseded, returned as a
+// *protocol.Error wrapped with the operation.
+func (u *Uploader) Run(ctx context.Context) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = u.opts.InitialBackoff
+	bo.MaxInterval = u.opts.MaxBackoff
+	bo.MaxElapsedTime = 0 // never give up: events are not dropped
+	bo.Reset()
+
+	batchTimer := time.NewTimer(0)
+	<-batchTimer.C
+	defer batchTimer.Stop()
+	var heartbeat <-chan time.Time
+	if u.opts.HeartbeatInterval > 0 {
+		t := time.NewTicker(u.opts.HeartbeatInterval)
+		defer t.Stop()
+		heartbeat = t.C
+	}
+	for {
+		batch, done, err := u.collect(ctx, batchTimer, heartbeat)
+		if err != nil {
+			return err
+		}
+		if len(batch) > 0 {
+			if err := u.postBatch(ctx, bo, batch); err != nil {
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// collect waits for a first event, then gathers more until BatchMax, the
+// byte limit, or BatchWait. done reports that the uploader is closed and
+// nothing is left after this batch.
+func (u *Uploader) collect(ctx context.Context, batchTimer *time.Timer, heartbeat <-chan time.Time) (batch []encodedEvent, done bool, err error) {
+	size := 0
+	room := func() bool { return len(batch) < u.opts.BatchMax && u.carry == nil }
+	add := func(ev protocol.Event) error {
+		e, err := u.encode(ev)
+		if err != nil {
+			return err
+		}
+		if len(batch) > 0 && size+len(e.data)+1 > maxBatchBytes {
+			u.carry = &e // first of the next batch
+			return nil
+		}
+		batch = append(batch, e)
+		size += len(e.data) + 1
+		return nil
+	}
+	if u.carry != nil {
+		batch, size = append(batch, *u.carry), len(u.carry.data)+1
+		u.carry = nil
+	}
+	closed := false
+wait:
+	for len(batch) == 0 {
+		select {
+		case ev := <-u.queue:
+			err = add(ev)
+		case <-heartbeat:
+			err = add(protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()})
+		case <-u.stop:
+			closed = true
+			break wait
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("upload events: %w", ctx.Err())
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if !closed {
+		batchTimer.Reset(u.opts.BatchWait)
+		defer batchTimer.Stop()
+	fill:
+		for room() {
+			select {
+			case ev := <-u.queue:
+				err = add(ev)
+			case <-batchTimer.C:
+				break fill
+			case <-u.stop:
+				closed = true
+				break fill
+			case <-ctx.Done():
+				return nil, false, fmt.Errorf("upload events: %w", ctx.Err())
+			}
+			if err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	if closed {
+		// Nothing enters the queue after Close: take what is there
+		// without waiting.
+	drain:
+		for room() {
+			select {
+			case ev := <-u.queue:
+				if err := add(ev); err != nil {
+					return nil, false, err
+				}
+			default:
+				break drain
+			}
+		}
+	}
+	return batch, closed && len(u.queue) == 0 && u.carry == nil, nil
+}
+
+// encode stamps the next agentSeq and marshals the event. Stamping here,
+// in the single Run goroutine, makes agentSeq order equal queue order.
+func (u *Uploader) encode(ev protocol.Event) (encodedEvent, error) {
+	u.seq++
+	ev.AgentSeq = u.seq
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return encodedEvent{}, fmt.Errorf("encode %s event: %w", ev.Type, err)
+	}
+	return encodedEvent{seq: u.seq, typ: ev.Type, data: b}, nil
+}
+
+// postBatch posts one batch, retrying what can be retried. A batch the
+// server refuses as invalid or too large is split in halves so one bad
+// event cannot block the pipeline; a single refused event is logged and
+// dropped (it could never be stored, and retrying it forever would stall
+// every event behind it).
+func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff, batch []encodedEvent) error {
+	err := u.postRetrying(ctx, bo, batch)
+	if err == nil {
+		return nil
+	}
+	code := protocol.CodeOf(err)
+	if code != protocol.CodeInvalid && code != protocol.CodeTooLarge {
+		return err
+	}
+	if len(batch) == 1 {
+		u.log.Error("server refused event; dropping it", "agentSeq", batch[0].seq, "type", batch[0].typ, "err", err)
+		u.stats.Lock()
+		u.posted.Dropped++
+		u.stats.Unlock()
+		return nil
+	}
+	half := len(batch) / 2
+	if err := u.postBatch(ctx, bo, batch[:half]); err != nil {
+		return err
+	}
+	return u.postBatch(ctx, bo, batch[half:])
+}
+
+// postRetrying posts the same body until it is stored, the error is not
+// retryable, or ctx is done. The body keeps its agentSeqs, so a retry of a
+// batch the server stored but whose answer was lost counts as duplicates.
+func (u *Uploader) postRetrying(ctx context.Context, bo *backoff.ExponentialBackOff, batch []encodedEvent) error {
+	var buf bytes.Buffer
+	buf.WriteByte('[')
+	for i, e := range batch {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(e.data)
+	}
+	buf.WriteByte(']')
+	body := buf.Bytes()
+	first, last := batch[0].seq, batch[len(batch)-1].seq
+
+	var timer *time.Timer
+	for attempt := 1; ; attempt++ {
+		acc, err := u.post(ctx, body)
+		if err == nil {
+			bo.Reset()
+			u.stats.Lock()
+			u.posted.Batches++
+			u.posted.Accepted += acc.Accepted
+			u.posted.Duplicates += acc.Duplicates
+			u.stats.Unlock()
+			if acc.Duplicates > 0 {
+				u.log.Info("server already had events (a retry)", "agentSeq", first, "to", last, "duplicates", acc.Duplicates)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("post events agentSeq=%d..%d: %w", first, last, ctx.Err())
+		}
+		if !apierror.IsRetryable(err) {
+			return fmt.Errorf("post events session=%s agentSeq=%d..%d: %w", u.opts.Session, first, last, err)
+		}
+		wait := bo.NextBackOff()
+		u.log.Warn("posting events failed; retrying", "agentSeq", first, "to", last, "attempt", attempt, "in", wait, "err", err)
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return fmt.Errorf("post events agentSeq=%d..%d: %w", first, last, ctx.Err())
+		}
+	}
+}
+
+// post makes one POST attempt.
+func (u *Uploader) post(ctx context.Context, body []byte) (protocol.EventsAccepted, error) {
+	var acc protocol.EventsAccepted
+	ctx, cancel := context.WithTimeout(ctx, u.opts.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(body))
+	if err != nil {
+		return acc, fmt.Errorf("build events request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(protocol.HeaderInstance, u.opts.Instance)
+	if u.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+u.opts.Token)
+	}
+	resp, err := u.opts.Client.Do(req)
+	if err != nil {
+		return acc, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return acc, apierror.FromResponse(resp)
+	}
+	// The counts are informative; a 2xx means stored even if the body is
+	// not what we expect.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	_ = json.Unmarshal(b, &acc)
+	return acc, nil
+}

@@ -1,0 +1,166 @@
+package agentd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Protocols agentd can speak with the agent.
+const (
+	ProtocolNative = "native"
+	ProtocolACP    = "acp"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultAbortGrace        = 5 * time.Second
+	DefaultShutdownGrace     = 5 * time.Second
+	DefaultKillStep          = time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultBatchMax          = 200
+	DefaultBatchWait         = 5 * time.Millisecond
+	DefaultQueueSize         = 1000
+	DefaultStreamIdleTimeout = 45 * time.Second
+	DefaultFlushTimeout      = 10 * time.Second
+	DefaultRestartDelay      = 500 * time.Millisecond
+	DefaultRestartDelayMax   = 10 * time.Second
+	// DefaultHealthyRun is how long an agent must have run for its crash
+	// to restart it after the shortest delay again.
+	DefaultHealthyRun = 30 * time.Second
+)
+
+// Options configures Run. Server, Session and Command are required; every
+// other zero value means the documented default.
+type Options struct {
+	// Server is the Rein server's base URL (http or https, no credentials).
+	Server string
+	// Session is the session id.
+	Session string
+	// Token, when set, is sent as Authorization: Bearer on every request.
+	// It is never logged and never passed to the agent.
+	Token string
+	// Protocol is ProtocolNative (default) or ProtocolACP.
+	Protocol string
+	// Command is the agent's argv.
+	Command []string
+	// Dir is the agent's working directory; "" means agentd's.
+	Dir string
+	// Env is the agent's base environment; nil means agentd's own minus
+	// REIN_TOKEN and REIN_TOKEN_FILE. REIN_SESSION_ID is always set.
+	Env []string
+
+	// AbortGrace is how long the agent has to end its turn after an abort
+	// before agentd interrupts, terminates and kills its process group.
+	AbortGrace time.Duration
+	// ShutdownGrace is how long the agent has to exit after the shutdown
+	// command before agentd signals its process group.
+	ShutdownGrace time.Duration
+	// KillStep is the wait between SIGINT, SIGTERM and SIGKILL.
+	KillStep time.Duration
+	// RestartDelay and RestartDelayMax bound the crash restart backoff.
+	RestartDelay    time.Duration
+	RestartDelayMax time.Duration
+	HealthyRun      time.Duration
+
+	HeartbeatInterval time.Duration
+	BatchMax          int
+	BatchWait         time.Duration
+	QueueSize         int
+	StreamIdleTimeout time.Duration
+	// FlushTimeout bounds posting the queued events at shutdown.
+	FlushTimeout time.Duration
+	// AgentStartWait is how long a native agent has to print its own
+	// agent_started before agentd reports one for it (default 2 s).
+	AgentStartWait time.Duration
+
+	// HTTPClient is used for every request; nil means one with no
+	// client-wide Timeout (it would cut the command stream).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.AbortGrace, DefaultAbortGrace)
+	def(&o.ShutdownGrace, DefaultShutdownGrace)
+	def(&o.KillStep, DefaultKillStep)
+	def(&o.RestartDelay, DefaultRestartDelay)
+	def(&o.RestartDelayMax, DefaultRestartDelayMax)
+	def(&o.HealthyRun, DefaultHealthyRun)
+	def(&o.HeartbeatInterval, DefaultHeartbeatInterval)
+	def(&o.BatchWait, DefaultBatchWait)
+	def(&o.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	def(&o.FlushTimeout, DefaultFlushTimeout)
+	if o.BatchMax <= 0 {
+		o.BatchMax = DefaultBatchMax
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.Protocol == "" {
+		o.Protocol = ProtocolNative
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	o.Server = strings.TrimRight(o.Server, "/")
+}
+
+// ErrUsage marks an error in Options (exit code 2 in cmd/agentd).
+var ErrUsage = errors.New("usage")
+
+// Validate reports the first thing wrong with o, wrapping ErrUsage.
+func (o *Options) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, args...)...)
+	}
+	if o.Server == "" {
+		return bad("missing server URL (--server or REIN_SERVER)")
+	}
+	u, err := url.Parse(o.Server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("server URL %q must be http(s)://host[:port]", redactURL(o.Server))
+	}
+	if u.User != nil {
+		return bad("server URL must not carry credentials; use --token or --token-file")
+	}
+	if o.Session == "" {
+		return bad("missing session id (--session or REIN_SESSION_ID)")
+	}
+	if err := protocol.ValidateSessionID(o.Session); err != nil {
+		return bad("%v", err)
+	}
+	if len(o.Command) == 0 || o.Command[0] == "" {
+		return bad("missing agent command: agentd [flags] -- CMD [ARGS...]")
+	}
+	if o.Protocol != ProtocolNative && o.Protocol != ProtocolACP {
+		return bad("unknown protocol %q (want native or acp)", o.Protocol)
+	}
+	if o.BatchMax > protocol.MaxBatchEvents {
+		return bad("batch-max %d is above the server's limit of %d events", o.BatchMax, protocol.MaxBatchEvents)
+	}
+	return nil
+}
+
+// redactURL drops userinfo so an error message cannot leak a password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

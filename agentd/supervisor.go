@@ -1,0 +1,367 @@
+package agentd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/acp"
+	"github.com/rein-ai/rein/agentd/internal/commandstream"
+	"github.com/rein-ai/rein/agentd/internal/native"
+	"github.com/rein-ai/rein/agentd/internal/process"
+	"github.com/rein-ai/rein/agentd/internal/uploader"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// agentCommandBuffer is how many commands may wait for the agent to read
+// them. Commands come at human speed; an agent this far behind is stuck,
+// and the abort escalation deals with stuck agents.
+const agentCommandBuffer = 1024
+
+// supervisor runs the agent: one run per process lifetime, restarted after
+// crashes, and owns everything that must stay consistent with the turn the
+// agent is in.
+type supervisor struct {
+	opts      Options
+	log       *slog.Logger
+	up        *uploader.Uploader
+	commands  <-chan protocol.Command
+	connected <-chan struct{}
+
+	// streamDone and upDone deliver the command stream's and uploader's
+	// Run results; once one is received it is kept in streamRes/upResult
+	// and the channel is not read again.
+	streamDone <-chan error
+	upDone     <-chan error
+	streamRes  *error
+	upResult   *error
+
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	// turnEnded wakes the loop when the agent ends its turn (abort done).
+	turnEnded chan struct{}
+
+	mu       sync.Mutex
+	turnID   string
+	turnOpen bool
+	// started is the agent_started of the running agent, re-posted after
+	// every command stream reconnect.
+	started *protocol.Event
+}
+
+// agentRun is one process lifetime of the agent.
+type agentRun struct {
+	proc *process.Process
+	cmds chan protocol.Command
+	done chan struct{} // closed when serving ended and the process exited
+	exit process.Exit
+	// cancelled: agentd ended the turn (abort escalation or shutdown), so
+	// an open turn is closed as cancelled rather than error.
+	cancelled bool
+}
+
+// escalation is a queue of signals sent one KillStep apart.
+type escalation struct {
+	signals []syscall.Signal
+	abort   bool // an abort escalation, dropped when the turn ends
+}
+
+// run supervises until ctx is done (nil, after stopping the agent) or a
+// fatal error from the command stream or the uploader.
+func (s *supervisor) run(ctx context.Context) error {
+	bo := commandstream.NewBackOff(s.opts.RestartDelay, s.opts.RestartDelayMax)
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	var pending []protocol.Command
+	for {
+		r, err := s.start()
+		if err != nil {
+			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("%w: %w", ErrUsage, err)
+			}
+			s.log.Error("agent did not start", "err", err)
+			s.emit(protocol.Event{Type: protocol.EventAgentExited, Error: err.Error()})
+		} else {
+			for _, c := range pending {
+				s.forward(r, c)
+			}
+			pending = nil
+			stop, fatal := s.watch(ctx, r)
+			s.ended(r, stop)
+			if stop {
+				return fatal
+			}
+			if r.exit.Ran >= s.opts.HealthyRun {
+				bo.Reset()
+			}
+		}
+		wait := bo.NextBackOff()
+		s.log.Warn("restarting agent", "in", wait)
+		timer.Reset(wait)
+	wait:
+		for {
+			select {
+			case <-timer.C:
+				break wait
+			case c := <-s.commands:
+				// A prompt waits for the next agent; an abort or a
+				// permission answer was for the agent that died with
+				// its turn.
+				if c.Type == protocol.CommandPrompt {
+					pending = append(pending, c)
+				} else {
+					s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
+				}
+			case <-s.connected:
+			case <-ctx.Done():
+				return nil
+			case err := <-s.streamDone:
+				s.streamRes = &err
+				s.streamDone = nil
+				return err
+			case err := <-s.upDone:
+				s.upResult = &err
+				s.upDone = nil
+				s.runCancel()
+				return err
+			}
+		}
+	}
+}
+
+// start starts one agent run.
+func (s *supervisor) start() (*agentRun, error) {
+	proc, err := process.Start(process.Spec{
+		Argv:   s.opts.Command,
+		Env:    agentEnv(s.opts.Env, s.opts.Session),
+		Dir:    s.opts.Dir,
+		Logger: s.log.With("agent", filepath.Base(s.opts.Command[0])),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("agent started", "pid", proc.Pid())
+	r := &agentRun{proc: proc, cmds: make(chan protocol.Command, agentCommandBuffer), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		err := s.serve(proc, r.cmds)
+		if err != nil {
+			// Events can no longer be delivered: nothing to wait for.
+			s.log.Warn("agent adapter stopped", "err", err)
+			_ = proc.Signal(syscall.SIGKILL)
+		}
+		// The agent closed stdout but may live on; without stdout it is
+		// of no use, so it gets the shutdown grace and then the kill.
+		t := time.NewTimer(s.opts.ShutdownGrace)
+		select {
+		case <-proc.Done():
+		case <-t.C:
+			s.log.Warn("agent closed stdout but did not exit; killing it")
+			_ = proc.Signal(syscall.SIGKILL)
+		}
+		t.Stop()
+		r.exit = proc.Wait()
+	}()
+	return r, nil
+}
+
+// serve runs the protocol adapter until the agent's stdout ends.
+func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) error {
+	name := filepath.Base(s.opts.Command[0])
+	cwd := s.opts.Dir
+	if cwd == "" {
+		cwd, _ = os.Getwd()
+	}
+	log := s.log.With("agent", name)
+	if s.opts.Protocol == ProtocolACP {
+		return acp.Serve(s.runCtx, acp.Options{
+			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
+			Name: name, Cwd: cwd, Logger: log,
+		})
+	}
+	return native.Serve(s.runCtx, native.Options{
+		Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
+		Name: name, Cwd: cwd, StartWait: s.opts.AgentStartWait, Logger: log,
+	})
+}
+
+// watch handles commands and signals while r runs. stop reports that the
+// daemon is stopping (ctx done or fatal error); the run has ended either way.
+func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal error) {
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	var esc *escalation
+	arm := func(e *escalation, first time.Duration) {
+		esc = e
+		timer.Stop()
+		timer.Reset(first)
+	}
+	stopAgent := func() {
+		if stop {
+			return
+		}
+		stop = true
+		r.cancelled = true
+		s.forward(r, protocol.Command{Type: protocol.CommandShutdown})
+		arm(&escalation{signals: []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}}, s.opts.ShutdownGrace)
+	}
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case <-r.done:
+			return stop, fatal
+		case c := <-s.commands:
+			if stop {
+				continue
+			}
+			if c.Type == protocol.CommandAbort && esc == nil && s.turnIsOpen() {
+				arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true}, s.opts.AbortGrace)
+			}
+			s.forward(r, c)
+		case <-s.connected:
+			s.repostStarted()
+		case <-s.turnEnded:
+			if esc != nil && esc.abort {
+				// The agent honoured the abort (perhaps after SIGINT).
+				esc = nil
+				timer.Stop()
+			}
+		case <-timer.C:
+			if esc == nil || len(esc.signals) == 0 {
+				continue
+			}
+			if esc.abort {
+				if !s.turnIsOpen() {
+					esc = nil
+					continue
+				}
+				r.cancelled = true
+			}
+			sig := esc.signals[0]
+			esc.signals = esc.signals[1:]
+			s.log.Warn("agent did not stop in time; signalling its process group", "signal", process.SignalName(sig), "abort", esc.abort)
+			if err := r.proc.Signal(sig); err != nil {
+				s.log.Error("signal agent", "err", err)
+			}
+			timer.Reset(s.opts.KillStep)
+		case <-ctxDone:
+			ctxDone = nil
+			s.log.Info("shutting down: asking the agent to exit")
+			stopAgent()
+		case err := <-s.streamDone:
+			s.streamRes = &err
+			s.streamDone = nil
+			if err != nil {
+				fatal = err
+				s.log.Error("command stream refused; stopping the agent", "err", err)
+			}
+			stopAgent()
+		case err := <-s.upDone:
+			s.upResult = &err
+			s.upDone = nil
+			fatal = err
+			s.log.Error("uploader stopped; stopping the agent", "err", err)
+			// Nothing can be posted any more: let emitters fail fast.
+			s.runCancel()
+			stopAgent()
+		}
+	}
+}
+
+// ended reports the end of a run: agent_exited, then the end of any turn
+// the agent left open.
+func (s *supervisor) ended(r *agentRun, stopping bool) {
+	exit := r.exit
+	if stopping {
+		s.log.Info("agent stopped", "exit", exit.String())
+	} else {
+		s.log.Error("agent exited unexpectedly", "exit", exit.String())
+	}
+	ev := protocol.Event{Type: protocol.EventAgentExited, ExitStatus: exit.Code, Signal: exit.Signal}
+	if exit.Err != nil {
+		ev.Error = exit.Err.Error()
+	}
+	s.emit(ev)
+
+	s.mu.Lock()
+	turnID, open := s.turnID, s.turnOpen
+	s.turnOpen, s.turnID, s.started = false, "", nil
+	s.mu.Unlock()
+	if open {
+		end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turnID, StopReason: protocol.StopError, Error: "agent " + exit.String()}
+		if r.cancelled {
+			end.StopReason = protocol.StopCancelled
+		}
+		s.emit(end)
+	}
+}
+
+// forward hands a command to the running agent without blocking the loop.
+func (s *supervisor) forward(r *agentRun, c protocol.Command) {
+	select {
+	case r.cmds <- c:
+	default:
+		s.log.Error("agent is not reading its commands; dropping one", "id", c.ID, "type", c.Type)
+	}
+}
+
+// emitFromAgent is the adapters' Emit: it tracks the turn and the agent's
+// agent_started, then queues the event (blocking when the queue is full).
+func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error {
+	s.mu.Lock()
+	switch ev.Type {
+	case protocol.EventTurnStarted:
+		s.turnID, s.turnOpen = ev.TurnID, true
+	case protocol.EventTurnCompleted:
+		s.turnID, s.turnOpen = "", false
+		select {
+		case s.turnEnded <- struct{}{}:
+		default:
+		}
+	case protocol.EventAgentStarted:
+		c := ev
+		s.started = &c
+	}
+	s.mu.Unlock()
+	return s.up.Enqueue(ctx, ev)
+}
+
+// emit queues an event of agentd's own. Failure means the uploader has
+// stopped, which the loop reports; the event is logged so it is not lost
+// silently.
+func (s *supervisor) emit(ev protocol.Event) {
+	if err := s.up.Enqueue(s.runCtx, ev); err != nil {
+		s.log.Error("event not queued", "type", ev.Type, "err", err)
+	}
+}
+
+func (s *supervisor) turnIsOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.turnOpen
+}
+
+// repostStarted re-sends agent_started after a command stream reconnect,
+// so the server re-derives idle/live for a sandbox it saw disconnect.
+func (s *supervisor) repostStarted() {
+	s.mu.Lock()
+	var ev *protocol.Event
+	if s.started != nil {
+		c := *s.started
+		ev = &c
+	}
+	s.mu.Unlock()
+	if ev != nil {
+		s.emit(*ev)
+	}
+}
