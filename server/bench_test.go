@@ -1,0 +1,43 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+)
+
+// BenchmarkIngest posts single events from 32 concurrent clients over HTTP
+// to a server on a real SQLite file: the group commit's throughput.
+// Run: go test -run '^$' -bench Ingest -benchtime 20000x
+func BenchmarkIngest(b *testing.B) {
+	s := start(b, Options{})
+	c := newClient(b, s)
+	const sessions = 8
+	for i := range sessions {
+		c.must(http.StatusCreated, nil, "POST", fmt.Sprintf("/sessions/s%d", i), nil)
+	}
+	var n atomic.Int64
+	b.SetParallelism(16) // x GOMAXPROCS goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			body := fmt.Sprintf(`{"type":"text_delta","delta":"token %d ","agentSeq":%d}`, i, i)
+			resp, err := http.Post(fmt.Sprintf("%s/sessions/s%d/events", s.URL(), i%sessions), "application/json", bytes.NewBufferString(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

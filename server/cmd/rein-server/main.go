@@ -1,0 +1,91 @@
+// Command rein-server runs the Rein server: the HTTP/SSE service that
+// sessions, sandboxes (agentd) and clients talk to, on SQLite.
+//
+// Configuration comes from flags or REIN_* environment variables; see
+// server/README.md. On start it prints exactly one line to stdout,
+// "rein-server listening on http://HOST:PORT"; logs go to stderr.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rein-server:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "rein-server",
+		Usage: "the Rein HTTP/SSE server",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "host", Value: server.DefaultHost, EnvVars: []string{"REIN_HOST"}, Usage: "address to listen on"},
+			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},
+			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database`},
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: server.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
+			&cli.DurationFlag{Name: "heartbeat-timeout", Value: server.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REIN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.Int64Flag{Name: "max-body", Value: protocol.MaxBodyBytes, EnvVars: []string{"REIN_MAX_BODY"}, Usage: "largest request body in bytes"},
+		},
+		HideHelpCommand: true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		Action: func(c *cli.Context) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			if c.Int("port") < 0 || c.Int("port") > 65535 {
+				return fmt.Errorf("--port %d: out of range", c.Int("port"))
+			}
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			return run(c.Context, stdout, server.Options{
+				Host:             c.String("host"),
+				Port:             c.Int("port"),
+				DBPath:           c.String("db"),
+				BootstrapTimeout: c.Duration("bootstrap-timeout"),
+				HeartbeatTimeout: c.Duration("heartbeat-timeout"),
+				MaxBody:          c.Int64("max-body"),
+				Logger:           log,
+			})
+		},
+	}
+}
+
+// run serves until ctx ends (SIGINT/SIGTERM), then shuts down gracefully:
+// streams end, requests in flight commit, the database closes.
+func run(ctx context.Context, stdout io.Writer, opts server.Options) error {
+	start := time.Now()
+	srv, err := server.New(opts)
+	if err != nil {
+		return err
+	}
+	// The e2e suite and scripts parse this line: keep it exactly so.
+	fmt.Fprintf(stdout, "rein-server listening on %s\n", srv.URL())
+	opts.Logger.Debug("started", slog.Duration("in", time.Since(start)))
+	<-ctx.Done()
+	opts.Logger.Info("shutting down")
+	if err := srv.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	opts.Logger.Info("stopped")
+	return nil
+}

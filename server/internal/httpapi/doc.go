@@ -1,0 +1,10 @@
+// Package httpapi is the HTTP adapter of rein-server: the routes of
+// PROTOCOL.md, the one table mapping wire error codes to HTTP statuses, JSON
+// error bodies, request size limits, and SSE stream writing with a deadline
+// per write and a ping comment while idle.
+//
+// It knows nothing about storage or the reducer: it calls the small Service
+// interface declared here, which package server implements. It imports
+// protocol, internal/hub (streams are hub subscribers) and go-sse (the SSE
+// wire format).
+package httpapi

@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/rein-ai/rein/server/internal/hub"
+)
+
+// Encode returns one SSE message in wire form. id 0 means no id: line.
+// Publishers encode once and share the bytes with every subscriber.
+func Encode(id int64, event string, data []byte) []byte {
+	m := &sse.Message{Type: sse.Type(event)}
+	if id > 0 {
+		m.ID = sse.ID(strconv.FormatInt(id, 10))
+	}
+	m.AppendData(string(data))
+	b, _ := m.MarshalText() // writes to a bytes.Buffer: never fails
+	return b
+}
+
+// ping is the comment sent while a stream is idle, so proxies and clients
+// see it alive.
+var ping = []byte(": ping\n\n")
+
+// Stream is what a stream route sends: Initial (the replay) first, then the
+// subscriber's live messages, skipping those with 0 < Seq <= After (the
+// replay covered them).
+type Stream struct {
+	Initial [][]byte
+	Sub     *hub.Subscriber
+	After   int64
+	// Release, when set, is called once after the stream ended (the command
+	// stream tells the service its sandbox left).
+	Release func()
+}
+
+// serveStream writes st until the client goes away, the subscriber ends
+// (dropped, session deleted, server closing) or a write misses its
+// deadline. Every write has its own deadline: a stalled client costs only
+// its own handler goroutine, never the publisher or other clients.
+func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
+	defer func() {
+		st.Sub.Close()
+		if st.Release != nil {
+			st.Release()
+		}
+	}()
+	sess, err := sse.Upgrade(w, r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	// A stream ends because the client is dropped, its session is gone or
+	// the server is stopping; in every case the client should reconnect on
+	// a fresh connection rather than keep an idle one open.
+	w.Header().Set("Connection", "close")
+	rc := http.NewResponseController(w)
+	deadline := func() error {
+		err := rc.SetWriteDeadline(time.Now().Add(a.opts.WriteTimeout))
+		if errors.Is(err, http.ErrNotSupported) {
+			return nil // a test recorder; real connections support it
+		}
+		return err
+	}
+	write := func(b []byte) error {
+		if err := deadline(); err != nil {
+			return err
+		}
+		_, err := sess.Res.Write(b)
+		return err
+	}
+	flush := func() error {
+		if err := deadline(); err != nil {
+			return err
+		}
+		return sess.Flush()
+	}
+	// Headers go out now, so a client learns the stream is open even
+	// before there is anything to replay.
+	if err := flush(); err != nil {
+		return
+	}
+	for _, b := range st.Initial {
+		if err := write(b); err != nil {
+			return
+		}
+	}
+	st.Initial = nil // the replay can be large; let it go
+	if err := flush(); err != nil {
+		return
+	}
+	t := time.NewTicker(a.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.Sub.Ready():
+			for _, m := range st.Sub.Take() {
+				if m.Seq > 0 && m.Seq <= st.After {
+					continue
+				}
+				if err := write(m.Data); err != nil {
+					return
+				}
+			}
+			if err := flush(); err != nil {
+				return
+			}
+		case <-t.C:
+			if err := write(ping); err != nil {
+				return
+			}
+			if err := flush(); err != nil {
+				return
+			}
+		case <-st.Sub.Done():
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// lastEventID parses the Last-Event-ID header; ok is false when it is
+// absent or not a non-negative integer (then the stream starts afresh).
+func lastEventID(r *http.Request) (id int64, ok bool) {
+	h := r.Header.Get("Last-Event-ID")
+	if h == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}

@@ -1,0 +1,215 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+)
+
+// Default queue bounds per subscriber. A client that falls this far behind
+// is dropped and resumes from its Last-Event-ID, which is cheaper for
+// everyone than buffering without bound.
+const (
+	DefaultQueueLen   = 4096
+	DefaultQueueBytes = 8 << 20
+)
+
+// Why a subscriber ended.
+var (
+	ErrOverflow = errors.New("hub: subscriber fell behind and was dropped")
+	ErrClosed   = errors.New("hub: subscription closed")
+)
+
+// Message is one pre-encoded stream message.
+type Message struct {
+	// Data is the encoded message, shared by all subscribers: never modify it.
+	Data []byte
+	// Seq orders messages of one topic (an artifact revision, a command
+	// id) so a subscriber can skip what its snapshot already covered; 0
+	// when the topic has no order.
+	Seq int64
+	// Key is what subscriber filters look at (a session's project).
+	Key string
+}
+
+// Hub routes messages to the subscribers of a topic. The zero value is not
+// usable; call New.
+type Hub struct {
+	maxLen, maxBytes int
+
+	mu     sync.Mutex
+	topics map[string]map[*Subscriber]struct{}
+	closed bool
+}
+
+// New returns a hub whose subscribers hold at most maxLen messages or
+// maxBytes bytes (values <= 0 select the defaults).
+func New(maxLen, maxBytes int) *Hub {
+	if maxLen <= 0 {
+		maxLen = DefaultQueueLen
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultQueueBytes
+	}
+	return &Hub{maxLen: maxLen, maxBytes: maxBytes, topics: map[string]map[*Subscriber]struct{}{}}
+}
+
+// Subscriber receives the messages of one topic that pass its filter.
+type Subscriber struct {
+	hub    *Hub
+	topic  string
+	filter func(*Message) bool
+
+	wake chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	queue  []*Message
+	bytes  int
+	err    error
+	ending bool
+}
+
+// Subscribe adds a subscriber to topic. filter, when not nil, picks the
+// messages it wants. Subscribing to a closed hub returns a subscriber that
+// has already ended.
+func (h *Hub) Subscribe(topic string, filter func(*Message) bool) *Subscriber {
+	s := &Subscriber{hub: h, topic: topic, filter: filter, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		s.end(ErrClosed)
+		return s
+	}
+	subs := h.topics[topic]
+	if subs == nil {
+		subs = map[*Subscriber]struct{}{}
+		h.topics[topic] = subs
+	}
+	subs[s] = struct{}{}
+	return s
+}
+
+// Publish queues msgs for every subscriber of topic. It never blocks on a
+// subscriber: one that has no room left is dropped.
+func (h *Hub) Publish(topic string, msgs ...*Message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.topics[topic] {
+		if !s.push(msgs) {
+			h.removeLocked(s)
+			s.end(ErrOverflow)
+		}
+	}
+}
+
+// CloseTopic ends every subscriber of topic (a deleted session's streams).
+func (h *Hub) CloseTopic(topic string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.topics[topic] {
+		s.end(ErrClosed)
+	}
+	delete(h.topics, topic)
+}
+
+// Close ends every subscriber; later subscribers end at once.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, subs := range h.topics {
+		for s := range subs {
+			s.end(ErrClosed)
+		}
+	}
+	h.topics = map[string]map[*Subscriber]struct{}{}
+}
+
+// Len returns the number of subscribers of topic.
+func (h *Hub) Len(topic string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.topics[topic])
+}
+
+func (h *Hub) removeLocked(s *Subscriber) {
+	if subs := h.topics[s.topic]; subs != nil {
+		delete(subs, s)
+		if len(subs) == 0 {
+			delete(h.topics, s.topic)
+		}
+	}
+}
+
+// push appends msgs; false means the queue would overflow.
+func (s *Subscriber) push(msgs []*Message) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending {
+		return true
+	}
+	added := false
+	for _, m := range msgs {
+		if s.filter != nil && !s.filter(m) {
+			continue
+		}
+		if len(s.queue) >= s.hub.maxLen || s.bytes+len(m.Data) > s.hub.maxBytes {
+			return false
+		}
+		s.queue = append(s.queue, m)
+		s.bytes += len(m.Data)
+		added = true
+	}
+	if added {
+		select {
+		case s.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+	return true
+}
+
+// end marks s ended with err and releases its queue.
+func (s *Subscriber) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending {
+		return
+	}
+	s.ending = true
+	s.err = err
+	s.queue, s.bytes = nil, 0
+	close(s.done)
+}
+
+// Ready receives a value when messages are waiting; call Take then.
+func (s *Subscriber) Ready() <-chan struct{} { return s.wake }
+
+// Take removes and returns every queued message, oldest first.
+func (s *Subscriber) Take() []*Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue, s.bytes = nil, 0
+	return q
+}
+
+// Done is closed when the subscriber has ended: dropped, its topic closed,
+// the hub closed, or Close called.
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
+
+// Err says why the subscriber ended (nil while it has not).
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close unsubscribes. It is safe to call more than once and concurrently
+// with Publish.
+func (s *Subscriber) Close() {
+	s.hub.mu.Lock()
+	s.hub.removeLocked(s)
+	s.hub.mu.Unlock()
+	s.end(ErrClosed)
+}

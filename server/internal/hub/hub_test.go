@@ -1,0 +1,147 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+func msg(i int) *Message { return &Message{Data: []byte(fmt.Sprintf("m%d\n", i)), Seq: int64(i)} }
+
+// A subscriber that never reads is dropped once its queue is full, while
+// a reading subscriber gets every message, and Publish never waits.
+func TestStalledSubscriberIsDropped(t *testing.T) {
+	h := New(8, 0)
+	stalled := h.Subscribe("t", nil)
+	reader := h.Subscribe("t", nil)
+
+	const n = 1000
+	var got []int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-reader.Ready():
+				for _, m := range reader.Take() {
+					got = append(got, m.Seq)
+				}
+				if len(got) == n {
+					return
+				}
+			case <-reader.Done():
+				t.Errorf("reader dropped: %v", reader.Err())
+				return
+			}
+		}
+	}()
+	for i := 1; i <= n; i++ {
+		// The publisher must never block, so it paces itself only on the
+		// reader it wants to keep (a real publisher does not wait at all;
+		// the test waits so the reader's queue of 8 never overflows).
+		h.Publish("t", msg(i))
+		waitDrained(reader)
+	}
+	wg.Wait()
+	select {
+	case <-stalled.Done():
+	default:
+		t.Fatal("stalled subscriber was not dropped")
+	}
+	if !errors.Is(stalled.Err(), ErrOverflow) {
+		t.Fatalf("stalled.Err() = %v; want ErrOverflow", stalled.Err())
+	}
+	if len(got) != n {
+		t.Fatalf("reader got %d messages; want %d", len(got), n)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("message %d has seq %d: out of order", i, s)
+		}
+	}
+	if h.Len("t") != 1 {
+		t.Fatalf("topic has %d subscribers; want 1", h.Len("t"))
+	}
+}
+
+// waitDrained spins until s's queue is empty (the reader goroutine took it).
+func waitDrained(s *Subscriber) {
+	for {
+		s.mu.Lock()
+		n := len(s.queue)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-s.Done():
+			return
+		default:
+		}
+		runtime.Gosched()
+	}
+}
+
+// Publish to subscribers that never read completes: nothing blocks, and
+// each subscriber's memory stays bounded by its queue limits.
+func TestPublishNeverBlocks(t *testing.T) {
+	h := New(0, 1<<10)
+	subs := make([]*Subscriber, 10)
+	for i := range subs {
+		subs[i] = h.Subscribe("t", nil)
+	}
+	big := &Message{Data: make([]byte, 100)}
+	for range 10000 {
+		h.Publish("t", big)
+	}
+	for i, s := range subs {
+		select {
+		case <-s.Done():
+		default:
+			t.Fatalf("subscriber %d over its byte bound was not dropped", i)
+		}
+		if q := s.Take(); len(q) != 0 {
+			t.Fatalf("dropped subscriber still holds %d messages", len(q))
+		}
+	}
+}
+
+func TestFilterWakeAndClose(t *testing.T) {
+	h := New(0, 0)
+	p := h.Subscribe("s", func(m *Message) bool { return m.Key == "p" })
+	all := h.Subscribe("s", nil)
+	other := h.Subscribe("other", nil)
+	h.Publish("s", &Message{Key: "q", Data: []byte("1")}, &Message{Key: "p", Data: []byte("2")})
+	h.Publish("s", &Message{Key: "p", Data: []byte("3")})
+	<-p.Ready()
+	if got := p.Take(); len(got) != 2 || string(got[0].Data) != "2" || string(got[1].Data) != "3" {
+		t.Fatalf("filtered subscriber got %v", got)
+	}
+	select {
+	case <-p.Ready():
+		t.Fatal("a second wake-up is pending after Take")
+	default:
+	}
+	if got := all.Take(); len(got) != 3 {
+		t.Fatalf("unfiltered subscriber got %d messages; want 3", len(got))
+	}
+	h.CloseTopic("s")
+	<-p.Done()
+	<-all.Done()
+	select {
+	case <-other.Done():
+		t.Fatal("CloseTopic ended another topic's subscriber")
+	default:
+	}
+	h.Close()
+	<-other.Done()
+	late := h.Subscribe("s", nil)
+	<-late.Done()
+	if !errors.Is(late.Err(), ErrClosed) {
+		t.Fatalf("late.Err() = %v; want ErrClosed", late.Err())
+	}
+	late.Close() // idempotent
+}

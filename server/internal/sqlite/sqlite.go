@@ -1,0 +1,418 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Memory is the path that selects an in-memory database.
+const Memory = ":memory:"
+
+// Store is the SQLite Store. All writes go through Commit on the single
+// writer connection; reads use the reader pool in short read transactions.
+type Store struct {
+	w *sqlx.DB
+	// r is the reader pool. In memory mode it is w: an in-memory database
+	// lives in one connection, so everything shares that one connection.
+	r      *sqlx.DB
+	path   string
+	memory bool
+}
+
+// pragmas are applied to every connection. A bare path would mean rollback
+// journal, synchronous=FULL, no busy timeout and foreign keys off.
+const pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+
+// Open opens (creating it if needed) the database at path and migrates it.
+// path "" or ":memory:" selects an in-memory database that lives as long as
+// the Store.
+func Open(ctx context.Context, path string) (*Store, error) {
+	s := &Store{path: path, memory: path == "" || path == Memory}
+	if s.memory {
+		// Each connection to ":memory:" is its own empty database, and a
+		// shared-cache memory database answers concurrent access with
+		// SQLITE_LOCKED, which busy_timeout does not cover. One connection
+		// that never closes is the only correct choice; database/sql
+		// serialises the readers and the writer on it.
+		db, err := sqlx.Open("sqlite", "file:"+Memory+"?_pragma=foreign_keys(1)&_txlock=immediate")
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite in-memory: %w", err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxLifetime(0)
+		db.SetConnMaxIdleTime(0)
+		s.w, s.r = db, db
+	} else {
+		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas
+		w, err := sqlx.Open("sqlite", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		// One writer: SQLite has one write lock anyway, and a single
+		// connection turns waiting on it into queueing in our own writer.
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxLifetime(0)
+		r, err := sqlx.Open("sqlite", dsn)
+		if err != nil {
+			_ = w.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		n := max(4, runtime.GOMAXPROCS(0))
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		s.w, s.r = w, r
+	}
+	if err := s.migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes both pools.
+func (s *Store) Close() error {
+	var errs []error
+	if s.r != s.w {
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.w.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close sqlite %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// migrate applies the embedded migrations not yet recorded in schema_version,
+// each in its own transaction with its version row.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
+		return fmt.Errorf("migrate: create schema_version: %w", err)
+	}
+	var current int
+	if err := s.w.GetContext(ctx, &current, `SELECT COALESCE(MAX(version), 0) FROM schema_version`); err != nil {
+		return fmt.Errorf("migrate: read schema_version: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate: list: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migrate: bad migration name %s: %w", base, err)
+		}
+		if v <= current {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+		tx, err := s.w.BeginTxx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate %s: begin: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("migrate %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, v); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("migrate %s: record version: %w", base, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate %s: commit: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the newest applied migration.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	if err := s.r.GetContext(ctx, &v, `SELECT COALESCE(MAX(version), 0) FROM schema_version`); err != nil {
+		return 0, fmt.Errorf("schema version: %w", err)
+	}
+	return v, nil
+}
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.GetContext(ctx, &one, `SELECT 1`); err != nil {
+		return fmt.Errorf("ping sqlite: %w", err)
+	}
+	return nil
+}
+
+type sessionRow struct {
+	ID              string         `db:"id"`
+	Status          string         `db:"status"`
+	Summary         sql.NullString `db:"summary"`
+	Project         sql.NullString `db:"project"`
+	CreatedAt       int64          `db:"created_at"`
+	LastHeartbeat   sql.NullInt64  `db:"last_heartbeat"`
+	Rev             int64          `db:"rev"`
+	LastCommandID   int64          `db:"last_command_id"`
+	CurrentInstance string         `db:"current_instance"`
+}
+
+const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance`
+
+func (r sessionRow) record() protocol.Session {
+	s := protocol.Session{ID: r.ID, Status: protocol.SessionStatus(r.Status), CreatedAt: r.CreatedAt}
+	if r.Summary.Valid {
+		s.Summary = &r.Summary.String
+	}
+	if r.Project.Valid {
+		s.Project = &r.Project.String
+	}
+	if r.LastHeartbeat.Valid {
+		s.LastHeartbeat = &r.LastHeartbeat.Int64
+	}
+	return s
+}
+
+func notFound(id string) error {
+	return protocol.Errorf(protocol.CodeNotFound, "session %q not found", id)
+}
+
+// Session returns one session record.
+func (s *Store) Session(ctx context.Context, id string) (protocol.Session, error) {
+	var row sessionRow
+	err := s.r.GetContext(ctx, &row, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return protocol.Session{}, notFound(id)
+	}
+	if err != nil {
+		return protocol.Session{}, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return row.record(), nil
+}
+
+// Sessions lists sessions oldest first; project "" means all.
+func (s *Store) Sessions(ctx context.Context, project string) ([]protocol.Session, error) {
+	var rows []sessionRow
+	q := `SELECT ` + sessionCols + ` FROM sessions`
+	var args []any
+	if project != "" {
+		q += ` WHERE project = ?`
+		args = append(args, project)
+	}
+	q += ` ORDER BY created_at, rowid`
+	if err := s.r.SelectContext(ctx, &rows, q, args...); err != nil {
+		return nil, fmt.Errorf("list sessions project=%q: %w", project, err)
+	}
+	out := make([]protocol.Session, len(rows))
+	for i, r := range rows {
+		out[i] = r.record()
+	}
+	return out, nil
+}
+
+// LoadSessions returns every session with its internal state, oldest first.
+// The service calls it once at start.
+func (s *Store) LoadSessions(ctx context.Context) ([]store.Session, error) {
+	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("load sessions: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	var rows []sessionRow
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+sessionCols+` FROM sessions ORDER BY created_at, rowid`); err != nil {
+		return nil, fmt.Errorf("load sessions: %w", err)
+	}
+	var inst []struct {
+		SessionID string `db:"session_id"`
+		Instance  string `db:"instance"`
+	}
+	if err := tx.SelectContext(ctx, &inst, `SELECT session_id, instance FROM sandbox_instances ORDER BY session_id, first_seen, instance`); err != nil {
+		return nil, fmt.Errorf("load sandbox instances: %w", err)
+	}
+	byID := map[string][]string{}
+	for _, i := range inst {
+		byID[i.SessionID] = append(byID[i.SessionID], i.Instance)
+	}
+	out := make([]store.Session, len(rows))
+	for i, r := range rows {
+		out[i] = store.Session{Session: r.record(), Rev: r.Rev, LastCommandID: r.LastCommandID, CurrentInstance: r.CurrentInstance, Instances: byID[r.ID]}
+	}
+	return out, nil
+}
+
+// Events returns a session's event log in order.
+func (s *Store) Events(ctx context.Context, id string) ([]store.Event, error) {
+	var rows []struct {
+		Pos      int64  `db:"pos"`
+		Instance string `db:"instance"`
+		AgentSeq int64  `db:"agent_seq"`
+		Body     []byte `db:"body"`
+	}
+	if err := s.r.SelectContext(ctx, &rows, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = ? ORDER BY pos`, id); err != nil {
+		return nil, fmt.Errorf("read events session=%s: %w", id, err)
+	}
+	out := make([]store.Event, len(rows))
+	for i, r := range rows {
+		out[i] = store.Event{Pos: r.Pos, Instance: r.Instance, AgentSeq: r.AgentSeq, Body: r.Body}
+	}
+	return out, nil
+}
+
+// Artifacts returns a session's artifacts ordered by seq.
+func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, error) {
+	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	if err := exists(ctx, tx, id); err != nil {
+		return nil, err
+	}
+	var rows []store.Artifact
+	if err := tx.SelectContext(ctx, &rows, `SELECT seq, rev, body FROM artifacts WHERE session_id = ? ORDER BY seq`, id); err != nil {
+		return nil, fmt.Errorf("list artifacts session=%s: %w", id, err)
+	}
+	return rows, nil
+}
+
+// ArtifactsSince returns the artifacts whose rev is greater than after, in
+// rev order, with the session's rev, read in one transaction so the rev
+// covers exactly those artifacts.
+func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
+	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return store.Snapshot{}, fmt.Errorf("artifact snapshot session=%s: begin: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	var snap store.Snapshot
+	err = tx.GetContext(ctx, &snap.Rev, `SELECT rev FROM sessions WHERE id = ?`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return snap, notFound(id)
+	}
+	if err != nil {
+		return snap, fmt.Errorf("artifact snapshot session=%s: %w", id, err)
+	}
+	if err := tx.SelectContext(ctx, &snap.Artifacts, `SELECT seq, rev, body FROM artifacts WHERE session_id = ? AND rev > ? ORDER BY rev`, id, after); err != nil {
+		return snap, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
+	}
+	return snap, nil
+}
+
+// Commands returns the commands with after < id <= upTo, in id order.
+func (s *Store) Commands(ctx context.Context, id string, after, upTo int64) ([]store.Command, error) {
+	var rows []store.Command
+	err := s.r.SelectContext(ctx, &rows, `SELECT id, body, created_at AS createdat FROM commands WHERE session_id = ? AND id > ? AND id <= ? ORDER BY id`, id, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("read commands session=%s after=%d: %w", id, after, err)
+	}
+	return rows, nil
+}
+
+func exists(ctx context.Context, tx *sqlx.Tx, id string) error {
+	var one int
+	err := tx.GetContext(ctx, &one, `SELECT 1 FROM sessions WHERE id = ?`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFound(id)
+	}
+	if err != nil {
+		return fmt.Errorf("find session %s: %w", id, err)
+	}
+	return nil
+}
+
+// Commit applies ops in one write transaction: all or nothing.
+func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
+	tx, err := s.w.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("commit %d ops: begin: %w", len(ops), err)
+	}
+	for _, op := range ops {
+		if err := apply(ctx, tx, op); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("commit %d ops: %w", len(ops), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit %d ops: %w", len(ops), err)
+	}
+	return nil
+}
+
+func apply(ctx context.Context, tx *sqlx.Tx, op store.Op) error {
+	switch op := op.(type) {
+	case store.CreateSession:
+		r := op.Session
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.ID, r.Status, r.Summary, r.Project, r.CreatedAt, r.LastHeartbeat)
+		if err != nil {
+			return fmt.Errorf("create session %s: %w", r.ID, err)
+		}
+	case store.DeleteSession:
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE id = ?`, op.ID); err != nil {
+			return fmt.Errorf("delete session %s: %w", op.ID, err)
+		}
+	case store.UpdateSession:
+		r := op.Session
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ? WHERE id = ?`,
+			r.Status, r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.ID)
+		if err != nil {
+			return fmt.Errorf("update session %s: %w", r.ID, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return fmt.Errorf("update session %s: %w", r.ID, notFound(r.ID))
+		}
+	case store.AppendEvents:
+		for _, e := range op.Events {
+			_, err := tx.ExecContext(ctx, `INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`,
+				op.SessionID, e.Pos, e.Instance, e.AgentSeq, string(e.Body))
+			if err != nil {
+				return fmt.Errorf("append event session=%s pos=%d: %w", op.SessionID, e.Pos, err)
+			}
+		}
+	case store.PutArtifacts:
+		for _, a := range op.Artifacts {
+			_, err := tx.ExecContext(ctx, `INSERT INTO artifacts (session_id, seq, rev, body) VALUES (?, ?, ?, ?)
+				ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body`,
+				op.SessionID, a.Seq, a.Rev, string(a.Body))
+			if err != nil {
+				return fmt.Errorf("put artifact session=%s seq=%d: %w", op.SessionID, a.Seq, err)
+			}
+		}
+	case store.AddCommand:
+		c := op.Command
+		_, err := tx.ExecContext(ctx, `INSERT INTO commands (session_id, id, body, created_at) VALUES (?, ?, ?, ?)`, op.SessionID, c.ID, string(c.Body), c.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("add command session=%s id=%d: %w", op.SessionID, c.ID, err)
+		}
+	case store.AddInstance:
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, op.SessionID, op.Instance, op.At)
+		if err != nil {
+			return fmt.Errorf("add instance session=%s: %w", op.SessionID, err)
+		}
+	default:
+		return fmt.Errorf("unknown store op %T", op)
+	}
+	return nil
+}

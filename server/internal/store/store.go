@@ -1,0 +1,98 @@
+package store
+
+import "github.com/rein-ai/rein/protocol"
+
+// Session is a session row: the wire record plus what the service needs to
+// resume after a restart.
+type Session struct {
+	protocol.Session
+	// Rev is the revision of the session's latest artifact change.
+	Rev int64
+	// LastCommandID is the id of the newest command (0 before any).
+	LastCommandID int64
+	// CurrentInstance is the Rein-Instance that last opened the command
+	// stream ("" when none ever did).
+	CurrentInstance string
+	// Instances lists every Rein-Instance that ever held the command stream;
+	// all but CurrentInstance are superseded.
+	Instances []string
+}
+
+// Event is one entry of a session's append-only event log. Body is the
+// protocol.Event JSON including the server-stamped receivedAt.
+type Event struct {
+	Pos      int64
+	Instance string
+	AgentSeq int64
+	Body     []byte
+}
+
+// Artifact is a stored artifact: Body is its JSON exactly as clients get it.
+type Artifact struct {
+	Seq  int64
+	Rev  int64
+	Body []byte
+}
+
+// Snapshot is what an artifact stream replays: the artifacts changed after
+// some revision, in revision order, and the session revision they bring a
+// client up to. Both are read in one read transaction.
+type Snapshot struct {
+	Rev       int64
+	Artifacts []Artifact
+}
+
+// Command is a stored command: Body is the protocol.Command JSON including
+// its id, exactly as the command stream sends it.
+type Command struct {
+	ID        int64
+	Body      []byte
+	CreatedAt int64
+}
+
+// Op is one write of a group commit. Ops are applied in order in a single
+// transaction: all of them are stored or none.
+type Op interface{ storeOp() }
+
+// CreateSession inserts a new session row.
+type CreateSession struct{ Session protocol.Session }
+
+// DeleteSession removes a session and, by cascade, everything it owns.
+type DeleteSession struct{ ID string }
+
+// UpdateSession writes the mutable columns of a session row: status,
+// summary, lastHeartbeat, rev, last command id and current instance.
+type UpdateSession struct{ Session Session }
+
+// AppendEvents appends entries to a session's event log.
+type AppendEvents struct {
+	SessionID string
+	Events    []Event
+}
+
+// PutArtifacts inserts or replaces artifacts by (session, seq).
+type PutArtifacts struct {
+	SessionID string
+	Artifacts []Artifact
+}
+
+// AddCommand stores a command.
+type AddCommand struct {
+	SessionID string
+	Command   Command
+}
+
+// AddInstance records that a Rein-Instance held the command stream.
+type AddInstance struct {
+	SessionID string
+	Instance  string
+	At        int64
+}
+
+func (CreateSession) storeOp() {}
+func (DeleteSession) storeOp() {}
+func (UpdateSession) storeOp() {}
+func (AppendEvents) storeOp()  {}
+func (PutArtifacts) storeOp()  {}
+func (AddCommand) storeOp()    {}
+func (AddInstance) storeOp()   {}

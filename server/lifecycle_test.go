@@ -1,0 +1,204 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// skipSnapshot reads a session stream up to snapshot_complete.
+func skipSnapshot(t testing.TB, st *sseStream) {
+	t.Helper()
+	for st.next().Event != protocol.SSESnapshotComplete {
+	}
+}
+
+func TestBootstrapTimeout(t *testing.T) {
+	s := start(t, Options{BootstrapTimeout: 200 * time.Millisecond})
+	c := newClient(t, s)
+	ss := c.stream("/sessions/stream")
+	skipSnapshot(t, ss)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/doomed", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/saved", nil)
+	cmds := c.stream("/sessions/saved/commands")
+	// created, created, saved -> live, then the timeout removes doomed.
+	var got []string
+	for len(got) < 4 {
+		e := ss.next()
+		got = append(got, e.Event+" "+e.Data[:min(len(e.Data), 40)])
+	}
+	if !strings.HasPrefix(got[3], `session_removed {"id":"doomed"}`) {
+		t.Fatalf("session stream:\n%s", strings.Join(got, "\n"))
+	}
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/doomed", nil)
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/saved", nil)
+	if rec.Status != protocol.StatusLive {
+		t.Fatalf("saved: %s", rec.Status)
+	}
+	cmds.close()
+}
+
+func TestHeartbeatTimeout(t *testing.T) {
+	s := start(t, Options{HeartbeatTimeout: 200 * time.Millisecond})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	ss := c.stream("/sessions/stream")
+	skipSnapshot(t, ss)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	want := func(status protocol.SessionStatus) {
+		t.Helper()
+		e := ss.next()
+		var u protocol.SessionUpdated
+		if err := json.Unmarshal([]byte(e.Data), &u); err != nil || e.Event != protocol.SSESessionUpdated || u.Fields.Status == nil || *u.Fields.Status != status {
+			t.Fatalf("got %s %s; want status %s", e.Event, e.Data, status)
+		}
+	}
+	want(protocol.StatusLive)
+	// The sandbox holds its stream but sends nothing: disconnected.
+	want(protocol.StatusDisconnected)
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("after the heartbeat timeout: %s", rec.Status)
+	}
+	// A heartbeat from the sandbox that still holds the stream: live again.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("heartbeat"), protocol.HeaderInstance, "i1")
+	want(protocol.StatusLive)
+	cmds.close()
+	want(protocol.StatusDisconnected)
+	// Late events of a sandbox that is gone do not bring it back.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("turn_started", "turnId", "t", "source", "user"))
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("late event changed status to %s", rec.Status)
+	}
+}
+
+// A restart on the same file keeps sessions, artifacts and revisions;
+// live sessions become disconnected; new events continue the revisions;
+// dedupe survives; bootstrap timers continue from createdAt.
+func TestRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s1, err := New(Options{DBPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s1)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"project":"p"}`)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/pending", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"go"}`)
+	cmds.next()
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("agent_started", "agent", map[string]any{"name": "demo", "protocol": "native"}, "agentSeq", 1),
+		ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 2),
+		ev("user_message", "text", "go", "agentSeq", 3),
+		ev("tool_call_start", "id", "x", "name", "sh", "agentSeq", 4),
+		ev("text_delta", "delta", "working", "agentSeq", 5),
+	}, protocol.HeaderInstance, "i1")
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	var before []json.RawMessage
+	c.must(http.StatusOK, &before, "GET", "/sessions/a/artifacts", nil)
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st.expectEnd()
+	cmds.expectEnd()
+
+	s2 := start(t, Options{DBPath: path, BootstrapTimeout: time.Hour})
+	c = newClient(t, s2)
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.Status != protocol.StatusDisconnected || rec.Summary == nil || *rec.Summary != "go" {
+		t.Fatalf("after restart: %+v", rec)
+	}
+	var after []json.RawMessage
+	c.must(http.StatusOK, &after, "GET", "/sessions/a/artifacts", nil)
+	if string(mustJSON(t, before)) != string(mustJSON(t, after)) {
+		t.Fatalf("artifacts changed across restart\nbefore %s\nafter  %s", before, after)
+	}
+	// The client resumes across the restart.
+	st = c.stream("/sessions/a/stream", "Last-Event-ID", m.lastID)
+	m.readSnapshot(st)
+	// Retried events are still duplicates; new ones continue the revisions
+	// and update an older artifact.
+	var res protocol.EventsAccepted
+	c.must(http.StatusAccepted, &res, "POST", "/sessions/a/events", []any{
+		ev("text_delta", "delta", "working", "agentSeq", 5),
+		ev("tool_call_end", "id", "x", "status", "completed", "agentSeq", 6),
+	}, protocol.HeaderInstance, "i1")
+	if res != (protocol.EventsAccepted{Accepted: 1, Duplicates: 1}) {
+		t.Fatalf("after restart: %+v", res)
+	}
+	e := st.next()
+	if atoi(t, e.ID) <= m.rev {
+		t.Fatalf("revision went back after restart: %s <= %d", e.ID, m.rev)
+	}
+	m.apply(e)
+	m.readUntilRev(st, storedRev(t, s2, "a"))
+	m.equal(c, "a")
+	// Commands continue their ids; a reconnecting sandbox gets redelivery.
+	cmds = c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1", "Last-Event-ID", "0")
+	if e := cmds.next(); e.ID != "1" {
+		t.Fatalf("redelivered %+v", e)
+	}
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	if acc.ID != 2 {
+		t.Fatalf("command id after restart: %d", acc.ID)
+	}
+	c.must(http.StatusOK, &rec, "GET", "/sessions/pending", nil)
+	if rec.Status != protocol.StatusBootstrapping {
+		t.Fatalf("pending: %s", rec.Status)
+	}
+}
+
+// Bootstrap timers continue from createdAt across a restart: a session
+// already past its deadline is removed as soon as the server starts.
+func TestRestartBootstrapDeadline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	now := time.Now()
+	s1, err := New(Options{DBPath: path, Now: func() time.Time { return now.Add(-time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.CreateSession(context.Background(), "old", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, Options{DBPath: path, BootstrapTimeout: 30 * time.Minute})
+	c := newClient(t, s2)
+	// The removal may come before or after the stream's snapshot; either
+	// way the client ends up without the session.
+	ss := c.stream("/sessions/stream")
+	inSnapshot := false
+	for e := ss.next(); e.Event != protocol.SSESnapshotComplete; e = ss.next() {
+		inSnapshot = inSnapshot || strings.Contains(e.Data, `"id":"old"`)
+	}
+	if inSnapshot {
+		if e := ss.next(); e.Event != protocol.SSESessionRemoved || e.Data != `{"id":"old"}` {
+			t.Fatalf("got %+v; want session_removed old", e)
+		}
+	}
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/old", nil)
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,80 @@
+package server
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Options configure a Server. The zero value is usable: an in-memory
+// database on a free port of 127.0.0.1 with the defaults below.
+type Options struct {
+	// Host to listen on (default "127.0.0.1").
+	Host string
+	// Port to listen on; 0 picks a free port (see Server.Port).
+	Port int
+	// BootstrapTimeout is how long a session may stay bootstrapping (no
+	// sandbox ever connected) before it is removed (default 3m).
+	BootstrapTimeout time.Duration
+	// HeartbeatTimeout is how long a live or idle session may go without
+	// a heartbeat or event before it becomes disconnected (default 45s).
+	HeartbeatTimeout time.Duration
+	// PingInterval is how often idle streams get a ": ping" comment
+	// (default 15s).
+	PingInterval time.Duration
+	// WriteTimeout bounds every write to a stream; a client that cannot
+	// take a write within it is dropped (default 10s).
+	WriteTimeout time.Duration
+	// MaxBody is the largest request body accepted (default
+	// protocol.MaxBodyBytes).
+	MaxBody int64
+	// Store replaces the SQLite store. The Server does not close a Store
+	// it was given; the caller does, after Close.
+	Store Store
+	// DBPath is the SQLite database file used when Store is nil; "" or
+	// ":memory:" is an in-memory database that lives as long as the Server.
+	DBPath string
+	// Logger receives the server's logs (default: discarded).
+	Logger *slog.Logger
+	// Now is the clock used for createdAt, receivedAt, heartbeats and the
+	// lifecycle timeouts (default time.Now). Tests inject one.
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultHost             = "127.0.0.1"
+	DefaultBootstrapTimeout = 3 * time.Minute
+	DefaultHeartbeatTimeout = 45 * time.Second
+	DefaultPingInterval     = 15 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+)
+
+func (o Options) withDefaults() Options {
+	if o.Host == "" {
+		o.Host = DefaultHost
+	}
+	if o.BootstrapTimeout <= 0 {
+		o.BootstrapTimeout = DefaultBootstrapTimeout
+	}
+	if o.HeartbeatTimeout <= 0 {
+		o.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = protocol.MaxBodyBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}

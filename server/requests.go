@@ -1,0 +1,364 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/internal/store"
+)
+
+// The writer's requests. Each apply either answers at once (a domain
+// error, nothing written) or adds writes to the group and answers after
+// the commit.
+
+type createReq struct {
+	id      string
+	project *string
+	reply   chan result
+}
+
+func (r *createReq) apply(w *writer, g *group) {
+	if g.entry(r.id) != nil {
+		r.reply <- result{err: protocol.Errorf(protocol.CodeConflict, "session %q already exists", r.id)}
+		return
+	}
+	rec := protocol.Session{ID: r.id, Status: protocol.StatusBootstrapping, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
+	w.clock++
+	g.put(r.id, &entry{rec: store.Session{Session: rec}, order: w.clock})
+	g.ops = append(g.ops, store.CreateSession{Session: rec})
+	// A new session has an empty log: install its state rather than read
+	// a log that, within this group, may still hold a deleted namesake's.
+	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock}
+	g.states[r.id] = true
+	delete(g.dirty, r.id)
+	data, _ := json.Marshal(protocol.SessionPayload{Session: rec})
+	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionCreated, data), Key: deref(r.project)}
+	g.reply(r.reply)
+	g.onCommit(func() {
+		w.hub.Publish(sessionsTopic, msg)
+		r.reply <- result{v: rec}
+	})
+}
+
+type deleteReq struct {
+	id    string
+	reply chan result
+}
+
+func (r *deleteReq) apply(w *writer, g *group) {
+	e := g.entry(r.id)
+	if e == nil {
+		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	w.remove(g, r.id, e)
+	g.reply(r.reply)
+	g.onCommit(func() { r.reply <- result{} })
+}
+
+func notFound(id string) error {
+	return protocol.Errorf(protocol.CodeNotFound, "session %q not found", id)
+}
+
+type commandReq struct {
+	id    string
+	cmd   protocol.Command
+	reply chan result
+}
+
+func (r *commandReq) apply(w *writer, g *group) {
+	e := g.entry(r.id)
+	if e == nil {
+		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	if w.holders[r.id] == nil {
+		r.reply <- result{err: protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q", r.id)}
+		return
+	}
+	cmd := r.cmd
+	cmd.ID = e.rec.LastCommandID + 1
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		r.reply <- result{err: fmt.Errorf("encode command session=%s: %w", r.id, err)}
+		return
+	}
+	e.rec.LastCommandID = cmd.ID
+	g.ops = append(g.ops, store.AddCommand{SessionID: r.id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
+	msg := &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}
+	g.reply(r.reply)
+	g.onCommit(func() {
+		w.hub.Publish(commandTopic(r.id), msg)
+		r.reply <- result{v: cmd.ID}
+	})
+}
+
+type eventsReq struct {
+	id       string
+	instance string
+	events   []protocol.Event
+	reply    chan result
+}
+
+func (r *eventsReq) apply(w *writer, g *group) {
+	e := g.entry(r.id)
+	if e == nil {
+		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	if r.instance != "" && r.instance != e.rec.CurrentInstance && slices.Contains(e.rec.Instances, r.instance) {
+		r.reply <- result{err: protocol.Errorf(protocol.CodeSuperseded, "sandbox instance %q was superseded by a newer connection for session %q", r.instance, r.id)}
+		return
+	}
+	now := w.opts.Now()
+	ms := now.UnixMilli()
+
+	// Pass 1, nothing changed yet: drop duplicates, stamp and encode, so a
+	// failure here leaves the state untouched.
+	var (
+		st        *state
+		res       protocol.EventsAccepted
+		heartbeat bool
+		keep      []protocol.Event
+		logged    []store.Event
+	)
+	var seen int64 // highest agentSeq of this instance so far, batch included
+	for _, ev := range r.events {
+		if ev.Type == protocol.EventHeartbeat {
+			heartbeat = true
+			res.Accepted++
+			continue
+		}
+		if st == nil {
+			var err error
+			if st, err = w.state(g, r.id); err != nil {
+				r.reply <- result{err: unavailable("append events session="+r.id, err)}
+				return
+			}
+			seen = st.maxSeq[r.instance]
+		}
+		if ev.AgentSeq > 0 {
+			if ev.AgentSeq <= seen {
+				res.Duplicates++
+				continue
+			}
+			seen = ev.AgentSeq
+		}
+		ev.ReceivedAt = ms
+		body, err := json.Marshal(ev)
+		if err != nil {
+			r.reply <- result{err: fmt.Errorf("encode event session=%s: %w", r.id, err)}
+			return
+		}
+		keep = append(keep, ev)
+		logged = append(logged, store.Event{Instance: r.instance, AgentSeq: ev.AgentSeq, Body: body})
+		res.Accepted++
+	}
+
+	// Pass 2: fold into the state and the record.
+	var changes []reducer.Change
+	var implied protocol.SessionStatus
+	var summary *string
+	for i, ev := range keep {
+		logged[i].Pos = st.nextPos
+		st.nextPos++
+		if ev.AgentSeq > st.maxSeq[r.instance] {
+			st.maxSeq[r.instance] = ev.AgentSeq
+		}
+		for _, c := range st.st.Apply(ev) {
+			switch {
+			case c.IsArtifact():
+				changes = append(changes, c)
+				g.markDirty(r.id, c.Seq)
+			case c.Kind == reducer.StatusChanged:
+				implied = c.Status
+			case c.Kind == reducer.SummaryChanged:
+				s := c.Summary
+				summary = &s
+			}
+		}
+	}
+	if len(logged) > 0 {
+		g.ops = append(g.ops, store.AppendEvents{SessionID: r.id, Events: logged})
+		e.rec.Rev = st.st.Rev()
+	}
+	e.lastActive = now
+	if heartbeat {
+		e.rec.LastHeartbeat = &ms
+	}
+
+	// Status: events say what the agent is doing; the connection rules
+	// are the server's. A disconnected session with no sandbox holding the
+	// command stream stays disconnected (late events of a dead sandbox do
+	// not bring it back); one whose stream is held but missed its
+	// heartbeat is live again as soon as it shows activity.
+	status := e.rec.Status
+	held := w.holders[r.id] != nil
+	switch {
+	case status == protocol.StatusDisconnected && !held:
+	case implied != "":
+		status = implied
+	case status == protocol.StatusDisconnected:
+		status = protocol.StatusLive
+	}
+	var stChange *protocol.SessionStatus
+	if status != e.rec.Status {
+		e.rec.Status = status
+		stChange = &status
+	}
+	if summary != nil && (e.rec.Summary == nil || *e.rec.Summary != *summary) {
+		e.rec.Summary = summary
+	} else {
+		summary = nil
+	}
+	if stChange != nil || summary != nil {
+		w.publishSessionUpdate(g, e, stChange, summary)
+	}
+
+	msgs := w.encodeChanges(r.id, reducer.Coalesce(changes))
+	g.reply(r.reply)
+	g.onCommit(func() {
+		// Publish before answering: a sender that reads its own stream
+		// after the 202 finds the change already queued.
+		if len(msgs) > 0 {
+			w.hub.Publish(artifactTopic(r.id), msgs...)
+		}
+		r.reply <- result{v: res}
+	})
+}
+
+// encodeChanges encodes artifact changes as artifact stream messages, id =
+// revision. The reducer's values always encode; should one not, the change
+// is still stored and a client gets it from its next snapshot.
+func (w *writer) encodeChanges(id string, changes []reducer.Change) []*hub.Message {
+	msgs := make([]*hub.Message, 0, len(changes))
+	for _, c := range changes {
+		var (
+			data  []byte
+			err   error
+			event string
+		)
+		if c.Kind == reducer.Created {
+			event = protocol.SSEArtifactCreated
+			data, err = json.Marshal(protocol.ArtifactPayload{Artifact: c.Artifact})
+		} else {
+			event = protocol.SSEArtifactUpdated
+			u := c.Update()
+			data, err = json.Marshal(&u)
+		}
+		if err != nil {
+			w.log.Error("encode artifact change", slog.String("session", id), slog.String("event", event), slog.Int64("rev", c.Rev), slog.Any("err", err))
+			continue
+		}
+		msgs = append(msgs, &hub.Message{Data: encodeSSE(c.Rev, event, data), Seq: c.Rev})
+	}
+	return msgs
+}
+
+// openStreamReq registers a sandbox's command stream.
+type openStreamReq struct {
+	id       string
+	instance string
+	reply    chan result
+}
+
+type openedStream struct {
+	sub     *hub.Subscriber
+	lastCmd int64
+	token   uint64
+}
+
+func (r *openStreamReq) apply(w *writer, g *group) {
+	e := g.entry(r.id)
+	if e == nil {
+		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	if r.instance != e.rec.CurrentInstance {
+		e.rec.CurrentInstance = r.instance
+	}
+	if r.instance != "" && !slices.Contains(e.rec.Instances, r.instance) {
+		e.rec.Instances = append(slices.Clone(e.rec.Instances), r.instance)
+		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: r.instance, At: w.opts.Now().UnixMilli()})
+	}
+	e.lastActive = w.opts.Now()
+	g.setStatus(r.id, e, protocol.StatusLive)
+	w.tokens++
+	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens}
+	lastCmd := e.rec.LastCommandID
+	g.onFail(func(err error) {
+		h.sub.Close()
+		r.reply <- result{err: err}
+	})
+	g.onCommit(func() {
+		// A newer connection closes the older one. Its release comes
+		// back with the old token and is ignored.
+		if old := w.holders[r.id]; old != nil {
+			old.sub.Close()
+		}
+		w.holders[r.id] = h
+		r.reply <- result{v: openedStream{sub: h.sub, lastCmd: lastCmd, token: h.token}}
+	})
+}
+
+// closeStreamReq says a command stream ended.
+type closeStreamReq struct {
+	id    string
+	token uint64
+}
+
+func (r *closeStreamReq) apply(w *writer, g *group) {
+	h := w.holders[r.id]
+	if h == nil || h.token != r.token {
+		return // superseded by a newer connection, or the session is gone
+	}
+	// The stream is gone whatever the commit does.
+	delete(w.holders, r.id)
+	if e := g.entry(r.id); e != nil && (e.rec.Status == protocol.StatusLive || e.rec.Status == protocol.StatusIdle) {
+		g.setStatus(r.id, e, protocol.StatusDisconnected)
+	}
+}
+
+// sessionsReq subscribes to the session stream and takes its snapshot in
+// the writer goroutine: every change committed before is in the snapshot,
+// every change after is published to the new subscriber. Nothing is missed
+// and nothing is sent twice, without revisions.
+type sessionsReq struct {
+	project string
+	reply   chan result
+}
+
+type sessionsSnapshot struct {
+	sub  *hub.Subscriber
+	recs []protocol.Session
+}
+
+func (r *sessionsReq) apply(w *writer, _ *group) {
+	var filter func(*hub.Message) bool
+	if p := r.project; p != "" {
+		filter = func(m *hub.Message) bool { return m.Key == p }
+	}
+	sub := w.hub.Subscribe(sessionsTopic, filter)
+	list := make([]*entry, 0, len(w.sessions))
+	for _, e := range w.sessions { // committed records only: see above
+		if r.project == "" || deref(e.rec.Project) == r.project {
+			list = append(list, e)
+		}
+	}
+	slices.SortFunc(list, func(a, b *entry) int {
+		if a.rec.CreatedAt != b.rec.CreatedAt {
+			return int(a.rec.CreatedAt - b.rec.CreatedAt)
+		}
+		return int(a.order) - int(b.order)
+	})
+	recs := make([]protocol.Session, len(list))
+	for i, e := range list {
+		recs[i] = e.rec.Session
+	}
+	r.reply <- result{v: sessionsSnapshot{sub: sub, recs: recs}}
+}

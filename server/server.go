@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/httpapi"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+)
+
+// Server is a running rein-server.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	store    Store
+	ownStore bool
+	hub      *hub.Hub
+	w        *writer
+	ln       net.Listener
+	http     *http.Server
+	handlers tracker
+
+	serveDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store, loads the sessions, applies the restart rules and
+// starts listening. Close releases everything New started.
+func New(opts Options) (*Server, error) {
+	opts = opts.withDefaults()
+	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), serveDone: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.store == nil {
+		st, err := sqlite.Open(ctx, opts.DBPath)
+		if err != nil {
+			return nil, fmt.Errorf("new server: %w", err)
+		}
+		s.store, s.ownStore = st, true
+	}
+	s.w = newWriter(s.store, s.hub, s.log, opts)
+	if err := s.w.load(ctx); err != nil {
+		s.closeStore()
+		return nil, fmt.Errorf("new server: %w", err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+	if err != nil {
+		s.closeStore()
+		return nil, fmt.Errorf("new server: listen: %w", err)
+	}
+	s.ln = ln
+	api := httpapi.New(service{s}, s.log, httpapi.Options{MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval})
+	s.http = &http.Server{
+		Handler: s.handlers.wrap(api),
+		// No WriteTimeout: it would cut every stream. Streams set a
+		// deadline per write; bodies get one in the handler.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go s.w.run()
+	go func() {
+		defer close(s.serveDone)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("serve", slog.Any("err", err))
+		}
+	}()
+	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts)))
+	return s, nil
+}
+
+func dbName(o Options) string {
+	switch {
+	case o.Store != nil:
+		return "custom store"
+	case o.DBPath == "":
+		return sqlite.Memory
+	}
+	return o.DBPath
+}
+
+// Port returns the port the server listens on (the chosen one when
+// Options.Port was 0).
+func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// URL returns the server's base URL, e.g. http://127.0.0.1:4800.
+func (s *Server) URL() string {
+	return "http://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(s.Port()))
+}
+
+// Store returns the store the server uses.
+func (s *Server) Store() Store { return s.store }
+
+// Close shuts the server down: it stops accepting connections, ends every
+// stream, lets requests in flight finish (their writes commit), stops the
+// writer and closes the store it opened. It returns once every goroutine
+// the server started has returned.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut := make(chan error, 1)
+		go func() { shut <- s.http.Shutdown(ctx) }()
+		// Streams never end by themselves: end them so Shutdown can finish.
+		s.hub.Close()
+		if err := <-shut; err != nil {
+			s.log.Warn("shutdown deadline passed, closing connections", slog.Any("err", err))
+			_ = s.http.Close()
+		}
+		<-s.serveDone
+		s.w.stop()
+		s.handlers.closeAndWait()
+		s.closeErr = s.closeStore()
+	})
+	return s.closeErr
+}
+
+func (s *Server) closeStore() error {
+	if !s.ownStore {
+		return nil
+	}
+	return s.store.Close()
+}
+
+// CreateSession creates a bootstrapping session; project "" means none.
+func (s *Server) CreateSession(ctx context.Context, id, project string) (protocol.Session, error) {
+	if err := protocol.ValidateSessionID(id); err != nil {
+		return protocol.Session{}, err
+	}
+	var p *string
+	if project != "" {
+		if err := protocol.ValidateProject(project); err != nil {
+			return protocol.Session{}, err
+		}
+		p = &project
+	}
+	reply := make(chan result, 1)
+	v, err := s.w.do(ctx, &createReq{id: id, project: p, reply: reply}, reply)
+	if err != nil {
+		return protocol.Session{}, fmt.Errorf("create session %s: %w", id, err)
+	}
+	return v.(protocol.Session), nil
+}
+
+// GetSession returns a session record.
+func (s *Server) GetSession(ctx context.Context, id string) (protocol.Session, error) {
+	return s.store.Session(ctx, id)
+}
+
+// ListSessions lists sessions oldest first; project "" means all.
+func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.Session, error) {
+	return s.store.Sessions(ctx, project)
+}
+
+// DeleteSession removes a session and everything it owns, and ends its
+// streams.
+func (s *Server) DeleteSession(ctx context.Context, id string) error {
+	reply := make(chan result, 1)
+	if _, err := s.w.do(ctx, &deleteReq{id: id, reply: reply}, reply); err != nil {
+		return fmt.Errorf("delete session %s: %w", id, err)
+	}
+	return nil
+}
+
+// SendCommand stores a command for the session's sandbox and delivers it on
+// the command stream; it returns the command's id.
+func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
+	reply := make(chan result, 1)
+	v, err := s.w.do(ctx, &commandReq{id: id, cmd: cmd, reply: reply}, reply)
+	if err != nil {
+		return 0, fmt.Errorf("send command session=%s: %w", id, err)
+	}
+	return v.(int64), nil
+}
+
+// AppendEvents stores validated events (see protocol.DecodeEvents) from the
+// sandbox instance (its Rein-Instance, "" when unknown), folds them into
+// artifacts and publishes the changes.
+func (s *Server) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
+	reply := make(chan result, 1)
+	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, reply: reply}, reply)
+	if err != nil {
+		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
+	}
+	return v.(protocol.EventsAccepted), nil
+}
+
+// Artifacts returns the session's artifacts as stored, ordered by seq.
+func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, error) {
+	list, err := s.store.Artifacts(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(list))
+	for i, a := range list {
+		out[i] = a.Body
+	}
+	return out, nil
+}
+
+// Health reports whether the store answers and the writer runs.
+func (s *Server) Health(ctx context.Context) error {
+	select {
+	case <-s.w.done:
+		return unavailable("health", errors.New("writer stopped"))
+	default:
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		return unavailable("health", err)
+	}
+	return nil
+}
+
+func encodeSSE(id int64, event string, data []byte) []byte { return httpapi.Encode(id, event, data) }
+
+// tracker counts running handlers so Close can wait for them even when
+// http.Server.Shutdown gave up on a connection.
+type tracker struct {
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func (t *tracker) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			w.Header().Set("Connection", "close")
+			http.Error(w, `{"code":"unavailable","message":"server is shutting down"}`, http.StatusServiceUnavailable)
+			return
+		}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		defer t.wg.Done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}

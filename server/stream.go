@@ -1,0 +1,98 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/httpapi"
+)
+
+// service adapts Server to httpapi.Service; the stream methods return
+// adapter types, so they are not part of Server's exported API.
+type service struct{ *Server }
+
+// ArtifactStream subscribes first, then reads the snapshot: a change
+// committed in between is in both, and the live copy is skipped by its
+// revision (After). Resume with Last-Event-ID R replays every artifact
+// changed after R, including older artifacts updated while the client was
+// away, as one snapshot each.
+func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ bool) (*httpapi.Stream, error) {
+	sub := s.hub.Subscribe(artifactTopic(id), nil)
+	snap, err := s.store.ArtifactsSince(ctx, id, after)
+	if err != nil {
+		sub.Close()
+		return nil, err
+	}
+	initial := make([][]byte, 0, len(snap.Artifacts)+1)
+	for _, a := range snap.Artifacts {
+		// The stored JSON is sent as is: no decode and re-encode.
+		data := make([]byte, 0, len(a.Body)+13)
+		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
+		initial = append(initial, encodeSSE(a.Rev, protocol.SSEArtifactSnapshot, data))
+	}
+	done, _ := json.Marshal(protocol.SnapshotComplete{Rev: snap.Rev})
+	initial = append(initial, encodeSSE(snap.Rev, protocol.SSESnapshotComplete, done))
+	return &httpapi.Stream{Initial: initial, Sub: sub, After: snap.Rev}, nil
+}
+
+// SessionStream: the writer takes the snapshot, see sessionsReq.
+func (s service) SessionStream(ctx context.Context, project string) (*httpapi.Stream, error) {
+	reply := make(chan result, 1)
+	v, err := s.w.do(ctx, &sessionsReq{project: project, reply: reply}, reply)
+	if err != nil {
+		return nil, fmt.Errorf("session stream: %w", err)
+	}
+	snap := v.(sessionsSnapshot)
+	initial := make([][]byte, 0, len(snap.recs)+1)
+	for _, rec := range snap.recs {
+		data, err := json.Marshal(protocol.SessionPayload{Session: rec})
+		if err != nil {
+			snap.sub.Close()
+			return nil, fmt.Errorf("session stream: encode %s: %w", rec.ID, err)
+		}
+		initial = append(initial, encodeSSE(0, protocol.SSESessionSnapshot, data))
+	}
+	done, _ := json.Marshal(protocol.SnapshotComplete{})
+	initial = append(initial, encodeSSE(0, protocol.SSESnapshotComplete, done))
+	return &httpapi.Stream{Initial: initial, Sub: snap.sub}, nil
+}
+
+// CommandStream registers the sandbox (closing an older connection) and
+// replays the stored commands after Last-Event-ID, then streams new ones.
+// Without Last-Event-ID only commands sent after the connection arrive.
+func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*httpapi.Stream, error) {
+	reply := make(chan result, 1)
+	v, err := s.w.do(ctx, &openStreamReq{id: id, instance: instance, reply: reply}, reply)
+	if err != nil {
+		return nil, fmt.Errorf("command stream session=%s: %w", id, err)
+	}
+	o := v.(openedStream)
+	release := func() { s.w.send(&closeStreamReq{id: id, token: o.token}) }
+	var initial [][]byte
+	if resume && after < o.lastCmd {
+		cmds, err := s.store.Commands(ctx, id, after, o.lastCmd)
+		if err != nil {
+			o.sub.Close()
+			release()
+			return nil, err
+		}
+		for _, c := range cmds {
+			initial = append(initial, encodeSSE(c.ID, protocol.SSECommand, c.Body))
+		}
+	}
+	return &httpapi.Stream{Initial: initial, Sub: o.sub, After: o.lastCmd, Release: release}, nil
+}
+
+func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, error) {
+	p := ""
+	if project != nil {
+		p = *project
+	}
+	return s.Server.CreateSession(ctx, id, p)
+}
+
+func (s service) AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
+	return s.SendCommand(ctx, id, cmd)
+}

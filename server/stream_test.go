@@ -1,0 +1,277 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// A client that drops its connection and resumes with Last-Event-ID ends
+// up with exactly the server's artifacts: nothing lost, nothing applied
+// twice, including an update to an older artifact made while it was away.
+func TestArtifactStreamResume(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	post := func(events ...any) {
+		t.Helper()
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", events)
+	}
+	post(ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "run the tests"),
+		ev("tool_call_start", "id", "tool1", "name", "bash", "input", map[string]any{"cmd": "go test"}))
+
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	if len(m.arts) != 3 || m.rev == 0 {
+		t.Fatalf("snapshot: %d artifacts at rev %d", len(m.arts), m.rev)
+	}
+	m.equal(c, "a")
+
+	// Live: deltas of one batch arrive coalesced, then more.
+	post(ev("tool_output_delta", "id", "tool1", "delta", "ok "), ev("tool_output_delta", "id", "tool1", "delta", "pkg"))
+	post(ev("text_delta", "delta", "Running"))
+	m.readUntilRev(st, storedRev(t, s, "a"))
+	m.equal(c, "a")
+
+	// The client goes away. Meanwhile the older tool call finishes after
+	// a newer text block changed, and a new artifact appears.
+	st.close()
+	post(ev("text_delta", "delta", " the tests"))
+	post(ev("tool_call_end", "id", "tool1", "status", "completed", "output", "ok pkg"))
+	post(ev("text_end"), ev("turn_completed", "turnId", "t1", "stopReason", "end_turn"))
+	post(ev("notice", "level", "info", "message", "done"))
+
+	st2 := c.stream("/sessions/a/stream", "Last-Event-ID", m.lastID)
+	resumeFrom := atoi(t, m.lastID)
+	for {
+		e := st2.next()
+		if e.Event == protocol.SSEArtifactSnapshot && atoi(t, e.ID) <= resumeFrom {
+			t.Fatalf("resume replayed rev %s, which the client had (Last-Event-ID %d)", e.ID, resumeFrom)
+		}
+		if m.apply(e) {
+			break
+		}
+	}
+	m.equal(c, "a")
+	if m.arts[3].String("status") != "completed" {
+		t.Fatalf("the older tool call's update was lost: %+v", m.arts[3])
+	}
+
+	// And live after a resume continues without gaps.
+	post(ev("turn_started", "turnId", "t2", "source", "user"), ev("user_message", "text", "again"))
+	m.readUntilRev(st2, storedRev(t, s, "a"))
+	m.equal(c, "a")
+
+	// Resuming when nothing changed replays nothing.
+	st2.close()
+	st3 := c.stream("/sessions/a/stream", "Last-Event-ID", m.lastID)
+	if e := st3.next(); e.Event != protocol.SSESnapshotComplete {
+		t.Fatalf("resume at the head got %+v; want snapshot_complete", e)
+	}
+}
+
+func storedRev(t testing.TB, s *Server, id string) int64 {
+	t.Helper()
+	var rev int64
+	arts, err := s.Store().Artifacts(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range arts {
+		rev = max(rev, a.Rev)
+	}
+	return rev
+}
+
+// Changes committed between subscribing and reading the snapshot are sent
+// once: the snapshot has them, the live copies are skipped by revision.
+func TestArtifactStreamUnderLoad(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			status, b := c.do("POST", "/sessions/a/events", []any{
+				ev("text_delta", "id", fmt.Sprintf("b%d", i%7), "delta", "x"),
+				ev("tool_call_start", "id", fmt.Sprintf("t%d", i), "name", "sh"),
+			})
+			if status != http.StatusAccepted {
+				t.Errorf("post %d: %d %s", i, status, b)
+				return
+			}
+		}
+	}()
+	var models []*model
+	var streams []*sseStream
+	for range 5 {
+		m := newModel(t)
+		st := c.stream("/sessions/a/stream")
+		m.readSnapshot(st)
+		models, streams = append(models, m), append(streams, st)
+	}
+	<-done
+	rev := storedRev(t, s, "a")
+	for i, m := range models {
+		m.readUntilRev(streams[i], rev)
+		m.equal(c, "a")
+	}
+}
+
+func TestSessionStream(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/old", `{"project":"p"}`)
+	all := c.stream("/sessions/stream")
+	onlyP := c.stream("/sessions/stream?project=p")
+	for _, st := range []*sseStream{all, onlyP} {
+		e := st.next()
+		if e.Event != protocol.SSESessionSnapshot || !strings.Contains(e.Data, `"id":"old"`) {
+			t.Fatalf("snapshot: %+v", e)
+		}
+		if e := st.next(); e.Event != protocol.SSESnapshotComplete {
+			t.Fatalf("after snapshot: %+v", e)
+		}
+	}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/other", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/mine", `{"project":"p"}`)
+	if e := all.next(); e.Event != protocol.SSESessionCreated || !strings.Contains(e.Data, `"id":"other"`) {
+		t.Fatalf("all: %+v", e)
+	}
+	for _, st := range []*sseStream{all, onlyP} {
+		if e := st.next(); e.Event != protocol.SSESessionCreated || !strings.Contains(e.Data, `"id":"mine"`) {
+			t.Fatalf("created: %+v", e)
+		}
+	}
+	// A heartbeat is not broadcast; a summary and a status are, once.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", ev("heartbeat"))
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", []any{
+		ev("agent_started", "agent", map[string]any{"name": "demo", "protocol": "native"}),
+		ev("session_info", "title", "Fixing"),
+	})
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", ev("session_info", "title", "Fixing"))
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", ev("session_info", "title", "Fixed"))
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/mine", nil)
+	for _, st := range []*sseStream{all, onlyP} {
+		var got []string
+		for range 3 {
+			e := st.next()
+			got = append(got, e.Event+" "+e.Data)
+		}
+		want := []string{
+			`session_updated {"id":"mine","fields":{"status":"idle","summary":"Fixing"}}`,
+			`session_updated {"id":"mine","fields":{"summary":"Fixed"}}`,
+			`session_removed {"id":"mine"}`,
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("session stream got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// A client that never reads is dropped without delaying ingest or a
+// normal client, which receives everything.
+func TestStalledSubscriber(t *testing.T) {
+	s := start(t, Options{WriteTimeout: 500 * time.Millisecond})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+
+	raw, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(s.Port())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	// A small receive window makes the server's socket fill fast.
+	_ = raw.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(raw, "GET /sessions/a/stream HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read up to snapshot_complete, so the raw client is subscribed; from
+	// then on it reads nothing.
+	br := bufio.NewReader(raw)
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(l, "event: "+protocol.SSESnapshotComplete) {
+			break
+		}
+	}
+	m := newModel(t)
+	normal := c.stream("/sessions/a/stream")
+	m.readSnapshot(normal)
+
+	// 100 tool calls with 200 KiB of output each: 20 MiB, more than the
+	// hub queue (8 MiB) and the socket buffers of the stalled client hold.
+	chunk := strings.Repeat("x", 200<<10)
+	var rev int64
+	for i := range 100 {
+		id := fmt.Sprintf("tool%d", i)
+		var res protocol.EventsAccepted
+		c.must(http.StatusAccepted, &res, "POST", "/sessions/a/events", []any{
+			ev("tool_call_start", "id", id, "name", "cat"),
+			ev("tool_output_delta", "id", id, "delta", chunk),
+		})
+		// Each post has committed; the normal client keeps pace.
+		rev += 3 // created, status running, output appended
+		m.readUntilRev(normal, rev)
+	}
+	if len(m.arts) != 100 || m.arts[100].String("output") != chunk {
+		t.Fatalf("normal client has %d artifacts", len(m.arts))
+	}
+	m.equal(c, "a")
+	if n := s.hub.Len(artifactTopic("a")); n != 1 {
+		t.Fatalf("artifact topic has %d subscribers; want 1 (the stalled one dropped)", n)
+	}
+	// Its handler, blocked in a write, gives up at the write deadline;
+	// Close (in Cleanup) waits for it.
+}
+
+func TestPing(t *testing.T) {
+	s := start(t, Options{PingInterval: 20 * time.Millisecond})
+	c := newClient(t, s)
+	st := c.stream("/sessions/stream")
+	if e := st.next(); e.Event != protocol.SSESnapshotComplete {
+		t.Fatalf("got %+v", e)
+	}
+	// Nothing else happens on this stream: the next line is a ping.
+	line, err := st.r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line != ": ping\n" {
+		t.Fatalf("comment %q; want \": ping\"", line)
+	}
+}
+
+func TestSnapshotSendsStoredBytes(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("plan_updated", "entries", []any{map[string]any{"content": "b", "status": "pending"}}))
+	arts, err := s.Store().Artifacts(t.Context(), "a")
+	if err != nil || len(arts) != 1 {
+		t.Fatal(arts, err)
+	}
+	st := c.stream("/sessions/a/stream")
+	e := st.next()
+	if e.Data != `{"artifact":`+string(arts[0].Body)+`}` {
+		t.Fatalf("snapshot data %s; stored %s", e.Data, arts[0].Body)
+	}
+	var p protocol.ArtifactPayload
+	if err := json.Unmarshal([]byte(e.Data), &p); err != nil {
+		t.Fatal(err)
+	}
+}
