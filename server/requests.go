@@ -111,8 +111,8 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		r.reply <- result{err: notFound(r.id)}
 		return
 	}
-	if r.instance != "" && r.instance != e.rec.CurrentInstance && slices.Contains(e.rec.Instances, r.instance) {
-		r.reply <- result{err: protocol.Errorf(protocol.CodeSuperseded, "sandbox instance %q was superseded by a newer connection for session %q", r.instance, r.id)}
+	if e.superseded(r.instance) {
+		r.reply <- result{err: supersededErr(r.instance, r.id)}
 		return
 	}
 	now := w.opts.Now()
@@ -260,6 +260,18 @@ func (w *writer) encodeChanges(id string, changes []reducer.Change) []*hub.Messa
 	return msgs
 }
 
+// superseded reports whether instance held the command stream once and a
+// newer connection took it over. No header, or an instance that never held
+// the stream (an agentd posting before its stream connects), is never
+// superseded.
+func (e *entry) superseded(instance string) bool {
+	return instance != "" && instance != e.rec.CurrentInstance && slices.Contains(e.rec.Instances, instance)
+}
+
+func supersededErr(instance, id string) error {
+	return protocol.Errorf(protocol.CodeSuperseded, "sandbox instance %q was superseded by a newer connection for session %q", instance, id)
+}
+
 // openStreamReq registers a sandbox's command stream.
 type openStreamReq struct {
 	id       string
@@ -277,6 +289,12 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
 		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	// A superseded agentd must not come back and steal the stream from the
+	// one that replaced it: it would flip-flop with it forever.
+	if e.superseded(r.instance) {
+		r.reply <- result{err: supersededErr(r.instance, r.id)}
 		return
 	}
 	if r.instance != e.rec.CurrentInstance {

@@ -317,13 +317,15 @@ func TestSupersededSandbox(t *testing.T) {
 		t.Fatalf("status %s; want live", rec.Status)
 	}
 
-	// The superseded instance may reconnect: it is then current again and
-	// the other one is superseded.
-	back := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
-	newStream.expectEnd()
-	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", note, protocol.HeaderInstance, "old")
-	c.wantError(http.StatusConflict, protocol.CodeSuperseded, "POST", "/sessions/a/events", note, protocol.HeaderInstance, "new")
-	back.close()
+	// The superseded instance may not come back and steal the stream: its
+	// reconnect is refused too, and the new one keeps it.
+	c.wantError(http.StatusConflict, protocol.CodeSuperseded, "GET", "/sessions/a/commands", nil, protocol.HeaderInstance, "old")
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	if got := newStream.next(); got.ID != itoa(acc.ID) {
+		t.Fatalf("after the refused reconnect the new stream got %+v", got)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", note, protocol.HeaderInstance, "new")
+	newStream.close()
 }
 
 func TestDeleteEndsStreams(t *testing.T) {

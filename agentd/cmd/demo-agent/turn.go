@@ -13,7 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -262,7 +261,7 @@ read:
 		err = <-waited
 	}
 	if cancelled || ctx.Err() != nil {
-		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id.tool(), Status: protocol.ToolCancelled, Output: capText(out.String())})
+		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id.tool(), Status: protocol.ToolCancelled, Output: wholeOutput(out.String())})
 		return context.Canceled
 	}
 	code := 0
@@ -274,7 +273,7 @@ read:
 	if code != 0 {
 		status = protocol.ToolFailed
 	}
-	a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id.tool(), Status: status, ExitCode: &code, Output: capText(out.String())})
+	a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id.tool(), Status: status, ExitCode: &code, Output: wholeOutput(out.String())})
 	a.say(id.text2(), "Exit code "+strconv.Itoa(code)+".")
 	return nil
 }
@@ -293,16 +292,15 @@ func readChunks(r io.Reader, stream string, out chan<- chunk) {
 	}
 }
 
-// capText keeps a tool's full output within the protocol's field limit.
-func capText(s string) string {
-	if len(s) <= protocol.MaxTextLen {
-		return s
+// wholeOutput is the tool's complete output for tool_call_end, or "" when
+// it is longer than a text field may be. The reducer treats a final output
+// as authoritative and replaces what streamed with it, so a truncated one
+// would destroy the streamed output; leaving it out keeps the deltas.
+func wholeOutput(s string) string {
+	if len(s) > protocol.MaxTextLen {
+		return ""
 	}
-	s = s[len(s)-protocol.MaxTextLen+len("…"):]
-	for len(s) > 0 && !utf8.RuneStart(s[0]) {
-		s = s[1:]
-	}
-	return "…" + s
+	return s
 }
 
 func killGroup(p *os.Process) {

@@ -1,0 +1,612 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/rein-ai/rein/e2e"
+	"github.com/rein-ai/rein/protocol"
+)
+
+type bench struct {
+	bin   string
+	scale float64
+	tmp   string
+	self  string
+	procs []*e2e.Proc
+	logf  e2e.Logf
+}
+
+func newBench(bin string, scale float64) (*bench, error) {
+	tmp, err := os.MkdirTemp("", "rein-bench-")
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"rein-server", "agentd"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run make build first", name, bin)
+		}
+	}
+	quiet := func(string, ...any) {} // children's logs would drown the table
+	return &bench{bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet}, nil
+}
+
+func (b *bench) close() {
+	for _, p := range b.procs {
+		p.Stop(5 * time.Second)
+	}
+	os.RemoveAll(b.tmp)
+}
+
+func (b *bench) dur(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
+func (b *bench) count(n int) int                   { return max(1, int(float64(n)*b.scale)) }
+
+// server starts a fresh rein-server on its own database.
+func (b *bench) server() (*e2e.Server, error) {
+	dir, err := os.MkdirTemp(b.tmp, "server-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := e2e.StartServer(context.Background(), b.logf, e2e.ServerConfig{
+		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, Args: []string{"--log-level", "error"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, s.Proc)
+	return s, nil
+}
+
+func (b *bench) stop(p *e2e.Proc) { p.Stop(10 * time.Second) }
+
+// child starts this binary in a baseline mode and returns its URL.
+func (b *bench) child(mode string) (*e2e.Proc, string, error) {
+	p, err := e2e.Start(b.logf, mode, nil, b.self, "-mode", mode)
+	if err != nil {
+		return nil, "", err
+	}
+	b.procs = append(b.procs, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	line, err := p.WaitLine(ctx, "listening on ")
+	if err != nil {
+		return nil, "", err
+	}
+	return p, strings.TrimSpace(line[strings.Index(line, "http://"):]), nil
+}
+
+func createSessions(base string, ids ...string) error {
+	c := e2e.NewClient(base)
+	for _, id := range ids {
+		if _, err := c.CreateSession(context.Background(), id, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// 1. One event per POST, 32 concurrent posters with keep-alive, against
+// a trivial handler that reads the body and answers 202.
+func (b *bench) ingestSingle() ([]Figure, error) {
+	const workers = 32
+	body := []byte(`{"type":"text_delta","id":"m1","delta":"hello "}`)
+	d := b.dur(4 * time.Second)
+	run := func(base string) (float64, error) {
+		c := newHTTPClient(workers)
+		n, el, err := hammer(d, workers, func(ctx context.Context, w, _ int) error {
+			return post(ctx, c, fmt.Sprintf("%s/sessions/s%d/events", base, w), body)
+		})
+		return float64(n) / el.Seconds(), err
+	}
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, workers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%d", i)
+	}
+	if err := createSessions(srv.URL, ids...); err != nil {
+		return nil, err
+	}
+	ours, err := run(srv.URL)
+	b.stop(srv.Proc)
+	if err != nil {
+		return nil, err
+	}
+	triv, url, err := b.child("trivial")
+	if err != nil {
+		return nil, err
+	}
+	base, err := run(url)
+	b.stop(triv)
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{withBaseline(Figure{Name: "ingest_single", Unit: "events/s", Value: ours, Target: 0.5, Higher: true,
+		Note: "32 posters, 1 event per POST; baseline: trivial net/http handler"}, base)}, nil
+}
+
+// 2. Batches of 500 text_delta events, against raw SQLite inserts of the
+// same rows with the same pragmas, 500 per transaction.
+func (b *bench) ingestBatch() ([]Figure, error) {
+	const batch, workers = 500, 2
+	d := b.dur(4 * time.Second)
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	if err := createSessions(srv.URL, "b0", "b1"); err != nil {
+		return nil, err
+	}
+	c := newHTTPClient(workers)
+	n, el, err := hammer(d, workers, func(ctx context.Context, w, i int) error {
+		return post(ctx, c, fmt.Sprintf("%s/sessions/b%d/events", srv.URL, w), deltaBatch(fmt.Sprintf("m%d", i), batch))
+	})
+	b.stop(srv.Proc)
+	if err != nil {
+		return nil, err
+	}
+	ours := float64(n*batch) / el.Seconds()
+	base, err := rawSQLite(filepath.Join(b.tmp, "raw.db"), batch, d)
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{withBaseline(Figure{Name: "ingest_batch", Unit: "events/s", Value: ours, Target: 0.7, Higher: true,
+		Note: "2 posters, 500 text_delta per POST; baseline: raw SQLite inserts, 500 per transaction"}, base)}, nil
+}
+
+func deltaBatch(block string, n int) []byte {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"type":"text_delta","id":%q,"delta":"word%d "}`, block, i)
+	}
+	sb.WriteByte(']')
+	return []byte(sb.String())
+}
+
+// rawSQLite inserts event rows as the server's event log stores them, with
+// the server's pragmas, batch rows per transaction, for d.
+func rawSQLite(path string, batch int, d time.Duration) (float64, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		`CREATE TABLE sessions (id TEXT PRIMARY KEY)`,
+		`CREATE TABLE events (session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pos INTEGER NOT NULL,
+			instance TEXT NOT NULL, agent_seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (session_id, pos)) WITHOUT ROWID`,
+		`INSERT INTO sessions VALUES ('raw')`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			return 0, err
+		}
+	}
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	pos := 0
+	for time.Now().Before(deadline) {
+		tx, err := db.Begin()
+		if err != nil {
+			return 0, err
+		}
+		stmt, err := tx.Prepare(`INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES ('raw', ?, '', 0, ?)`)
+		if err != nil {
+			return 0, err
+		}
+		for i := range batch {
+			pos++
+			body := fmt.Sprintf(`{"type":"text_delta","receivedAt":%d,"id":"m%d","delta":"word%d "}`, time.Now().UnixMilli(), pos/batch, i)
+			if _, err := stmt.Exec(pos, body); err != nil {
+				return 0, err
+			}
+		}
+		stmt.Close()
+		if err := tx.Commit(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(pos) / time.Since(start).Seconds(), nil
+}
+
+// subscribeMany opens n streams and waits until each has its snapshot.
+func subscribeMany(ctx context.Context, c *http.Client, url string, n int, latency bool, wg *sync.WaitGroup) ([]*subscriber, error) {
+	subs := make([]*subscriber, 0, n)
+	for range n {
+		s, err := subscribe(ctx, c, url, latency, wg)
+		if err != nil {
+			return subs, err
+		}
+		subs = append(subs, s)
+	}
+	for _, s := range subs {
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return subs, ctx.Err()
+		}
+	}
+	return subs, nil
+}
+
+func total(subs []*subscriber) int64 {
+	var t int64
+	for _, s := range subs {
+		t += s.events.Load()
+	}
+	return t
+}
+
+// drain waits until the subscribers stop receiving (or have want events).
+func drain(subs []*subscriber, want int64) {
+	last, still := int64(-1), 0
+	for still < 10 {
+		time.Sleep(100 * time.Millisecond)
+		t := total(subs)
+		if t >= want {
+			return
+		}
+		if t == last {
+			still++
+		} else {
+			still = 0
+		}
+		last = t
+	}
+}
+
+// fanRun posts single events as fast as 2 posters can to postURL while n
+// subscribers follow streamURL; it returns deliveries/s and the CPU
+// seconds pid spent per million deliveries.
+func (b *bench) fanRun(pid int, postURL, streamURL string, body func() []byte, n int) (float64, float64, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	c := newHTTPClient(n + 8)
+	subs, err := subscribeMany(ctx, c, streamURL, n, false, &wg)
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu0 := cpuSeconds(pid)
+	start := time.Now()
+	posted, _, err := hammer(b.dur(4*time.Second), 2, func(ctx context.Context, _, _ int) error {
+		return post(ctx, c, postURL, body())
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	drain(subs, posted*int64(n))
+	el := time.Since(start)
+	got := total(subs)
+	cpu := cpuSeconds(pid) - cpu0
+	return float64(got) / el.Seconds(), cpu / float64(got) * 1e6, nil
+}
+
+// 3. Fan-out to 1,000 subscribers while events are posted as fast as
+// possible, against a minimal go-sse hub with one goroutine per subscriber.
+func (b *bench) fanout() ([]Figure, error) {
+	n := b.count(1000)
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	if err := createSessions(srv.URL, "fan"); err != nil {
+		return nil, err
+	}
+	event := []byte(`{"type":"text_delta","id":"m1","delta":"x "}`)
+	ours, oursCPU, err := b.fanRun(srv.Pid(), srv.URL+"/sessions/fan/events", srv.URL+"/sessions/fan/stream", func() []byte { return event }, n)
+	b.stop(srv.Proc)
+	if err != nil {
+		return nil, err
+	}
+	hub, url, err := b.child("hub")
+	if err != nil {
+		return nil, err
+	}
+	base, baseCPU, err := b.fanRun(hub.Pid(), url+"/publish", url+"/stream", func() []byte { return []byte("x ") }, n)
+	b.stop(hub)
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{
+		withBaseline(Figure{Name: "fanout", Unit: "deliveries/s", Value: ours, Target: 0.5, Higher: true,
+			Note: fmt.Sprintf("%d subscribers; baseline: minimal go-sse hub", n)}, base),
+		withBaseline(Figure{Name: "fanout_cpu", Unit: "CPU s per 1M deliveries", Value: oursCPU, Target: 2, Higher: false,
+			Note: "server process CPU; ratio against the minimal hub's"}, baseCPU),
+	}, nil
+}
+
+// 4. Latency from POST to receipt, 1,000 subscribers, 100 events/s.
+func (b *bench) latency() ([]Figure, error) {
+	n := b.count(1000)
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop(srv.Proc)
+	if err := createSessions(srv.URL, "lat"); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	c := newHTTPClient(n + 8)
+	subs, err := subscribeMany(ctx, c, srv.URL+"/sessions/lat/stream", n, true, &wg)
+	if err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(b.dur(5 * time.Second))
+	var posted int64
+	for time.Now().Before(end) {
+		<-tick.C
+		body := fmt.Sprintf(`{"type":"text_delta","id":"m1","delta":"%d "}`, time.Now().UnixNano())
+		if err := post(ctx, c, srv.URL+"/sessions/lat/events", []byte(body)); err != nil {
+			return nil, err
+		}
+		posted++
+	}
+	drain(subs, posted*int64(n))
+	var all []time.Duration
+	for _, s := range subs {
+		all = append(all, s.takeLatencies()...)
+	}
+	if int64(len(all)) < posted*int64(n) {
+		return nil, fmt.Errorf("latency: %d of %d deliveries arrived", len(all), posted*int64(n))
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return []Figure{
+		{Name: "latency_p50", Unit: "ms", Value: ms(percentile(all, 0.50)), Target: 25, Note: fmt.Sprintf("%d subscribers, 100 events/s", n)},
+		{Name: "latency_p99", Unit: "ms", Value: ms(percentile(all, 0.99)), Target: 25, Note: fmt.Sprintf("%d subscribers, 100 events/s", n)},
+	}, nil
+}
+
+// 5. Server RSS per idle artifact-stream subscriber at 5,000 subscribers.
+func (b *bench) memory() ([]Figure, error) {
+	n := b.count(5000)
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop(srv.Proc)
+	if err := createSessions(srv.URL, "mem"); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	c := newHTTPClient(n + 8)
+	// Warm up: one subscriber, so per-process one-time costs are in "before".
+	if _, err := subscribeMany(ctx, c, srv.URL+"/sessions/mem/stream", 1, false, &wg); err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := memKiB(srv.Pid(), "VmRSS")
+	if _, err := subscribeMany(ctx, c, srv.URL+"/sessions/mem/stream", n, false, &wg); err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second)
+	after := memKiB(srv.Pid(), "VmRSS")
+	return []Figure{{Name: "memory_per_subscriber", Unit: "KiB", Value: float64(after-before) / float64(n), Target: 40,
+		Note: fmt.Sprintf("RSS %d -> %d KiB with %d idle subscribers", before, after, n)}}, nil
+}
+
+// 6. Through agentd: an agent streaming text deltas; events/s reaching a
+// subscriber, the p99 agentd adds (paced stream through agentd against the
+// same pace posted directly), and agentd's peak RSS.
+func (b *bench) throughAgentd() ([]Figure, error) {
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop(srv.Proc)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	cl := e2e.NewClient(srv.URL)
+	if err := createSessions(srv.URL, "ag", "direct"); err != nil {
+		return nil, err
+	}
+	c := newHTTPClient(8)
+	subs, err := subscribeMany(ctx, c, srv.URL+"/sessions/ag/stream", 1, true, &wg)
+	if err != nil {
+		return nil, err
+	}
+	ag, err := e2e.Start(b.logf, "agentd", nil, filepath.Join(b.bin, "agentd"),
+		"--server", srv.URL, "--session", "ag", "--log-level", "error", "--", b.self, "-mode", "agent")
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, ag)
+	defer b.stop(ag)
+	if err := waitStatus(ctx, cl, "ag", protocol.StatusIdle); err != nil {
+		return nil, err
+	}
+	// Throughput: as fast as the agent can write.
+	n := b.count(20000)
+	start := time.Now()
+	if _, err := cl.Prompt(ctx, "ag", fmt.Sprintf("%d 0", n)); err != nil {
+		return nil, err
+	}
+	drain(subs, int64(n))
+	rate := float64(total(subs)) / time.Since(start).Seconds()
+	subs[0].takeLatencies()
+	// Latency at a steady 500 events/s, through agentd...
+	paced := b.count(2000)
+	before := total(subs)
+	if _, err := cl.Prompt(ctx, "ag", fmt.Sprintf("%d 500", paced)); err != nil {
+		return nil, err
+	}
+	drain(subs, before+int64(paced))
+	viaAgentd := percentile(subs[0].takeLatencies(), 0.99)
+	peak := memKiB(ag.Pid(), "VmHWM")
+	// ...and posted directly, one event per POST.
+	dsubs, err := subscribeMany(ctx, c, srv.URL+"/sessions/direct/stream", 1, true, &wg)
+	if err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	for range paced {
+		<-tick.C
+		body := fmt.Sprintf(`{"type":"text_delta","id":"m1","delta":"%d "}`, time.Now().UnixNano())
+		if err := post(ctx, c, srv.URL+"/sessions/direct/events", []byte(body)); err != nil {
+			tick.Stop()
+			return nil, err
+		}
+	}
+	tick.Stop()
+	drain(dsubs, int64(paced))
+	direct := percentile(dsubs[0].takeLatencies(), 0.99)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return []Figure{
+		{Name: "agentd_throughput", Unit: "events/s", Value: rate, Target: 0, Higher: true, Note: fmt.Sprintf("%d deltas from the agent's stdout to a subscriber", n)},
+		{Name: "agentd_added_p99", Unit: "ms", Value: ms(viaAgentd - direct), Target: 5,
+			Note: fmt.Sprintf("p99 %.1f ms through agentd vs %.1f ms posted directly, 500 events/s", ms(viaAgentd), ms(direct))},
+		{Name: "agentd_peak_rss", Unit: "MiB", Value: float64(peak) / 1024, Target: 20},
+	}, nil
+}
+
+func waitStatus(ctx context.Context, c *e2e.Client, id string, st protocol.SessionStatus) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		s, err := c.Session(ctx, id)
+		if err == nil && s.Status == st {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("session %s never became %s (last %v, %v)", id, st, s.Status, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// 7. Resume cost: a session of 100,000 events; time for a fresh subscriber
+// to receive its snapshot, against GET /artifacts.
+func (b *bench) resume() ([]Figure, error) {
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop(srv.Proc)
+	if err := createSessions(srv.URL, "big"); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	c := newHTTPClient(8)
+	n := b.count(100000)
+	var batch []json.RawMessage
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		body, _ := json.Marshal(batch)
+		batch = batch[:0]
+		return post(ctx, c, srv.URL+"/sessions/big/events", body)
+	}
+	add := func(format string, args ...any) error {
+		batch = append(batch, json.RawMessage(fmt.Sprintf(format, args...)))
+		if len(batch) == 1000 {
+			return flush()
+		}
+		return nil
+	}
+	for events, turn := 0, 1; events < n; turn++ {
+		steps := []string{
+			fmt.Sprintf(`{"type":"turn_started","turnId":"t%d","source":"user"}`, turn),
+			fmt.Sprintf(`{"type":"user_message","id":"u%d","text":"prompt %d"}`, turn, turn),
+		}
+		for k := range 40 {
+			steps = append(steps, fmt.Sprintf(`{"type":"text_delta","id":"m%d","delta":"word%d "}`, turn, k))
+		}
+		steps = append(steps, fmt.Sprintf(`{"type":"tool_call_start","id":"c%d","name":"shell","input":{"command":"ls"}}`, turn))
+		for k := range 10 {
+			steps = append(steps, fmt.Sprintf(`{"type":"tool_output_delta","id":"c%d","delta":"file%d\n"}`, turn, k))
+		}
+		steps = append(steps,
+			fmt.Sprintf(`{"type":"tool_call_end","id":"c%d","status":"completed","exitCode":0}`, turn),
+			fmt.Sprintf(`{"type":"text_end","id":"m%d"}`, turn),
+			fmt.Sprintf(`{"type":"turn_completed","turnId":"t%d","stopReason":"end_turn"}`, turn))
+		for _, s := range steps {
+			if err := add("%s", s); err != nil {
+				return nil, err
+			}
+			events++
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	median := func(f func() (time.Duration, error)) (time.Duration, error) {
+		var ds []time.Duration
+		for range 5 {
+			d, err := f()
+			if err != nil {
+				return 0, err
+			}
+			ds = append(ds, d)
+		}
+		return percentile(ds, 0.5), nil
+	}
+	rest, err := median(func() (time.Duration, error) {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/sessions/big/artifacts", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		var arts []json.RawMessage
+		err = json.NewDecoder(resp.Body).Decode(&arts)
+		resp.Body.Close()
+		return time.Since(start), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	snap, err := median(func() (time.Duration, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		start := time.Now()
+		if _, err := subscribeMany(ctx, c, srv.URL+"/sessions/big/stream", 1, false, &wg); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return []Figure{withBaseline(Figure{Name: "resume_snapshot", Unit: "ms", Value: ms(snap), Target: 2, Higher: false,
+		Note: fmt.Sprintf("%d events folded; baseline: GET /artifacts", n)}, ms(rest))}, nil
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// newHTTPClient keeps enough idle connections for every poster and
+// subscriber to reuse its own (keep-alive), and never times out a stream.
+func newHTTPClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        conns * 2,
+		MaxIdleConnsPerHost: conns * 2,
+		MaxConnsPerHost:     0,
+		IdleConnTimeout:     time.Minute,
+	}}
+}
+
+// post sends one request and drains the answer so the connection is reused.
+func post(ctx context.Context, c *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: HTTP %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// hammer runs workers that call fn until d has passed and returns how many
+// calls succeeded in total. The first error stops everything.
+func hammer(d time.Duration, workers int, fn func(ctx context.Context, worker, i int) error) (int64, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				if err := fn(ctx, w, i); err != nil {
+					if ctx.Err() == nil {
+						once.Do(func() { firstErr = err; cancel() })
+					}
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load(), time.Since(start), firstErr
+}
+
+// subscriber holds one SSE stream open and counts the events it carries.
+// With latency set it also parses each delta as a send time (UnixNano).
+type subscriber struct {
+	ready     chan struct{} // closed on snapshot_complete
+	events    atomic.Int64
+	latencyMu sync.Mutex
+	latencies []time.Duration
+}
+
+func subscribe(ctx context.Context, c *http.Client, url string, latency bool, wg *sync.WaitGroup) (*subscriber, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	s := &subscriber{ready: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer resp.Body.Close()
+		s.read(resp.Body, latency)
+	}()
+	return s, nil
+}
+
+var appendKey = []byte(`"append":"`)
+
+func (s *subscriber) read(r io.Reader, latency bool) {
+	br := bufio.NewReaderSize(r, 32<<10)
+	readySent := false
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if !readySent {
+				close(s.ready)
+			}
+			return
+		}
+		switch {
+		case bytes.HasPrefix(line, []byte("event: snapshot_complete")):
+			if !readySent {
+				close(s.ready)
+				readySent = true
+			}
+		case bytes.HasPrefix(line, []byte("data: ")) && readySent:
+			// Each token of an append is one delivered event (the server may
+			// coalesce several deltas into one append); with latency on, a
+			// token is the time it was sent (UnixNano).
+			i := bytes.Index(line, appendKey)
+			if i < 0 {
+				continue
+			}
+			rest := line[i+len(appendKey):]
+			j := bytes.IndexByte(rest, '"')
+			if j < 0 {
+				continue
+			}
+			toks := strings.Fields(string(rest[:j]))
+			s.events.Add(int64(len(toks)))
+			if latency {
+				now := time.Now().UnixNano()
+				s.latencyMu.Lock()
+				for _, f := range toks {
+					if t, err := strconv.ParseInt(f, 10, 64); err == nil {
+						s.latencies = append(s.latencies, time.Duration(now-t))
+					}
+				}
+				s.latencyMu.Unlock()
+			}
+		}
+	}
+}
+
+func (s *subscriber) takeLatencies() []time.Duration {
+	s.latencyMu.Lock()
+	defer s.latencyMu.Unlock()
+	l := s.latencies
+	s.latencies = nil
+	return l
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(p * float64(len(ds)-1))
+	return ds[i]
+}
+
+// cpuSeconds is a process's user+system CPU time so far.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// memKiB reads VmRSS or VmHWM (peak) of a process in KiB.
+func memKiB(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, field+":") {
+			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}

@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// bins are built once for the whole suite.
+var bins Binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rein-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	start := time.Now()
+	bins, err = Build(context.Background(), dir, raceEnabled)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: built rein-server, agentd and demo-agent (race=%v) in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one rein-server with a client and a session-stream watcher.
+type env struct {
+	t   *testing.T
+	ctx context.Context
+	srv *Server
+	c   *Client
+	sw  *SessionWatcher
+}
+
+// newEnv starts a server on a fresh database in t.TempDir().
+func newEnv(t *testing.T, serverArgs ...string) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: t.TempDir(), Args: serverArgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(15 * time.Second) })
+	e := &env{t: t, ctx: ctx, srv: srv, c: NewClient(srv.URL)}
+	e.sw = WatchSessions(ctx, e.c)
+	t.Cleanup(e.sw.Close)
+	return e
+}
+
+// agentd starts agentd for session against serverURL, running cmd (the
+// demo agent when cmd is empty), and stops it at cleanup.
+func (e *env) agentd(serverURL, session string, envv, flags []string, cmd ...string) *Proc {
+	e.t.Helper()
+	if len(cmd) == 0 {
+		cmd = []string{bins.DemoAgent}
+	}
+	args := append([]string{"--server", serverURL, "--session", session}, flags...)
+	args = append(append(args, "--"), cmd...)
+	p, err := Start(e.t.Logf, "agentd "+session, envv, bins.Agentd, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { p.Stop(15 * time.Second) })
+	return p
+}
+
+// session creates a session, starts agentd with the demo agent, follows
+// the artifact stream, and waits until the sandbox is connected.
+func (e *env) session(id string, envv ...string) (*Proc, *Follower) {
+	e.t.Helper()
+	if _, err := e.c.CreateSession(e.ctx, id, ""); err != nil {
+		e.t.Fatalf("create %s: %v", id, err)
+	}
+	f := Follow(e.ctx, e.c, id)
+	e.t.Cleanup(f.Close)
+	p := e.agentd(e.srv.URL, id, envv, nil)
+	e.waitIdle(id)
+	return p, f
+}
+
+// waitIdle waits until the agent is connected and not in a turn.
+func (e *env) waitIdle(id string) {
+	e.t.Helper()
+	if err := e.sw.WaitStatus(e.ctx, id, protocol.StatusIdle); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) prompt(id, text string) {
+	e.t.Helper()
+	if _, err := e.c.Prompt(e.ctx, id, text); err != nil {
+		e.t.Fatalf("prompt %q: %v", text, err)
+	}
+}
+
+// waitTurns waits until n turns exist and all of them have ended.
+func waitTurns(t *testing.T, ctx context.Context, f *Follower, n int) {
+	t.Helper()
+	err := f.WaitFor(ctx, fmt.Sprintf("%d ended turns", n), func(arts []*protocol.Artifact) bool {
+		ended := 0
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactTurn && a.String("status") != "running" && a.String("status") != "" {
+				ended++
+			}
+		}
+		return ended >= n
+	})
+	if err != nil {
+		t.Fatalf("%v\nmodel:\n%s", err, strings.Join(render(f.Artifacts()), "\n"))
+	}
+}
+
+// render turns artifacts into one line each, in seq order: what a person
+// would read, and exact enough to compare whole transcripts.
+func render(arts []*protocol.Artifact) []string {
+	var out []string
+	for _, a := range arts {
+		var line string
+		switch a.Type {
+		case protocol.ArtifactTurn:
+			line = fmt.Sprintf("turn %s %s", a.String("status"), a.String("stopReason"))
+		case protocol.ArtifactUserMessage:
+			line = "user: " + a.String("text")
+		case protocol.ArtifactAssistantText:
+			line = fmt.Sprintf("text %s: %s", a.String("status"), a.String("text"))
+		case protocol.ArtifactReasoning:
+			line = fmt.Sprintf("reasoning %s: %s", a.String("status"), a.String("text"))
+		case protocol.ArtifactToolCall:
+			line = fmt.Sprintf("tool %s %s exit=%v output=%q", a.String("name"), a.String("status"), a.Fields["exitCode"], a.String("output"))
+		case protocol.ArtifactPermission:
+			line = fmt.Sprintf("permission %s %q option=%s", a.String("status"), a.String("title"), a.String("optionId"))
+		case protocol.ArtifactPlan:
+			var entries []protocol.PlanEntry
+			b, _ := json.Marshal(a.Fields["entries"])
+			_ = json.Unmarshal(b, &entries)
+			parts := make([]string, len(entries))
+			for i, en := range entries {
+				parts[i] = en.Content + "=" + string(en.Status)
+			}
+			line = "plan: " + strings.Join(parts, "; ")
+		case protocol.ArtifactNotice:
+			line = fmt.Sprintf("notice %s: %s", a.String("level"), a.String("message"))
+		case protocol.ArtifactFileChange:
+			line = fmt.Sprintf("file %s %s", a.String("change"), a.String("path"))
+		default:
+			line = "unknown " + string(a.Type)
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// wantTranscript compares the rendered artifacts with want, line by line.
+func wantTranscript(t *testing.T, what string, arts []*protocol.Artifact, want []string) {
+	t.Helper()
+	got := render(arts)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("%s transcript:\n--- got\n%s\n--- want\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// assertModelMatchesServer checks the follower's model against a fresh
+// GET /artifacts, byte for byte, once the follower has caught up with it,
+// and that the stream never broke its ordering promise.
+func (e *env) assertModelMatchesServer(f *Follower, id string) []*protocol.Artifact {
+	e.t.Helper()
+	rest, err := e.c.Artifacts(e.ctx, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var maxRev int64
+	for _, a := range rest {
+		maxRev = max(maxRev, a.Rev)
+	}
+	err = f.WaitFor(e.ctx, fmt.Sprintf("model at rev %d", maxRev), func(arts []*protocol.Artifact) bool {
+		var m int64
+		for _, a := range arts {
+			m = max(m, a.Rev)
+		}
+		return m >= maxRev
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	model, _ := json.MarshalIndent(f.Artifacts(), "", " ")
+	server, _ := json.MarshalIndent(rest, "", " ")
+	if !bytes.Equal(model, server) {
+		e.t.Fatalf("client model differs from GET /artifacts:\n--- model\n%s\n--- server\n%s", model, server)
+	}
+	if v := f.Violations(); len(v) > 0 {
+		e.t.Fatalf("stream broke its promises: %v", v)
+	}
+	return rest
+}

@@ -1,0 +1,470 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// words is what demo-agent streams for "slow: n".
+func words(n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = fmt.Sprintf("w%d", i+1)
+	}
+	return strings.Join(w, " ")
+}
+
+// 1. Happy path: a plain prompt streams text; a run: prompt runs a real
+// command as a tool call; the client's model equals GET /artifacts.
+func TestHappyPath(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("happy")
+	e.prompt("happy", "hello world")
+	waitTurns(t, e.ctx, f, 1)
+	e.prompt("happy", "run: echo hello")
+	waitTurns(t, e.ctx, f, 2)
+	// stderr and a failing command; alone, since the order of two pipes
+	// is not defined.
+	e.prompt("happy", "run: echo oops >&2; exit 3")
+	waitTurns(t, e.ctx, f, 3)
+	arts := e.assertModelMatchesServer(f, "happy")
+	wantTranscript(t, "happy", arts, []string{
+		"turn completed end_turn",
+		"user: hello world",
+		"text done: You said: hello world",
+		"turn completed end_turn",
+		"user: run: echo hello",
+		"text done: Running `echo hello`",
+		`tool shell completed exit=0 output="hello\n"`,
+		"text done: Exit code 0.",
+		"turn completed end_turn",
+		"user: run: echo oops >&2; exit 3",
+		"text done: Running `echo oops >&2; exit 3`",
+		`tool shell failed exit=3 output="oops\n"`,
+		"text done: Exit code 3.",
+	})
+	e.waitIdle("happy")
+	s, err := e.c.Session(e.ctx, "happy")
+	if err != nil || s.Summary == nil || *s.Summary != "hello world" {
+		t.Fatalf("session %+v, %v: want summary %q", s, err, "hello world")
+	}
+}
+
+// 2. Abort in the middle of a running tool: the turn and the tool are
+// cancelled, and the agent takes the next prompt.
+func TestAbortRunningTool(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("abort")
+	e.prompt("abort", "run: echo started; sleep 30")
+	err := f.WaitFor(e.ctx, "tool output", func(arts []*protocol.Artifact) bool {
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactToolCall && strings.Contains(a.String("output"), "started") {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Command(e.ctx, "abort", protocol.Command{Type: protocol.CommandAbort}); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	e.prompt("abort", "still there?")
+	waitTurns(t, e.ctx, f, 2)
+	arts := e.assertModelMatchesServer(f, "abort")
+	wantTranscript(t, "abort", arts, []string{
+		"turn cancelled cancelled",
+		"user: run: echo started; sleep 30",
+		"text done: Running `echo started; sleep 30`",
+		`tool shell cancelled exit=<nil> output="started\n"`,
+		"turn completed end_turn",
+		"user: still there?",
+		"text done: You said: still there?",
+	})
+}
+
+// 3. Permission: a pending permission artifact, answered by a client
+// command; once approved, once denied.
+func TestPermissionApproveAndDeny(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("perm")
+	answer := func(turn int, option string) {
+		t.Helper()
+		var reqID string
+		err := f.WaitFor(e.ctx, "a pending permission", func(arts []*protocol.Artifact) bool {
+			for _, a := range arts {
+				if a.Type == protocol.ArtifactPermission && a.String("status") == "pending" {
+					reqID = a.ID
+					return true
+				}
+			}
+			return false
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.c.Command(e.ctx, "perm", protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: reqID, OptionID: option}); err != nil {
+			t.Fatal(err)
+		}
+		waitTurns(t, e.ctx, f, turn)
+	}
+	e.prompt("perm", "ask: may I read the repo?")
+	answer(1, "allow")
+	e.prompt("perm", "ask: may I delete it?")
+	answer(2, "deny")
+	arts := e.assertModelMatchesServer(f, "perm")
+	wantTranscript(t, "perm", arts, []string{
+		"turn completed end_turn",
+		"user: ask: may I read the repo?",
+		`permission approved "may I read the repo?" option=allow`,
+		"text done: Permission granted.",
+		"turn completed end_turn",
+		"user: ask: may I delete it?",
+		`permission denied "may I delete it?" option=deny`,
+		"text done: Permission denied.",
+	})
+}
+
+// assertSlowText checks that the one slow turn's text is exactly what the
+// agent produced: no gap, no repeat.
+func assertSlowText(t *testing.T, arts []*protocol.Artifact, n int) {
+	t.Helper()
+	var texts []string
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactAssistantText {
+			texts = append(texts, a.String("text"))
+		}
+	}
+	if len(texts) != 1 || texts[0] != words(n) {
+		t.Fatalf("streamed text is not exactly the agent's %d words:\n%s", n, strings.Join(render(arts), "\n"))
+	}
+}
+
+// 4. kill -9 of the server during a long streamed turn, restart on the same
+// database: agentd and the client reconnect by themselves and the text is
+// exactly what the agent produced.
+func TestServerKilledMidTurn(t *testing.T) {
+	e := newEnv(t)
+	const n = 400
+	_, f := e.session("crash", "DEMO_AGENT_DELAY=10ms")
+	e.prompt("crash", fmt.Sprintf("slow: %d", n))
+	err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactAssistantText && len(a.String("text")) > 200 {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Kill()
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	arts := e.assertModelMatchesServer(f, "crash")
+	assertSlowText(t, arts, n)
+	if f.Connects() < 2 {
+		t.Fatalf("the client connected %d times; the kill should have forced a reconnect", f.Connects())
+	}
+	// And a client that was never connected sees the same.
+	fresh := Follow(e.ctx, e.c, "crash")
+	defer fresh.Close()
+	e.assertModelMatchesServer(fresh, "crash")
+}
+
+// 5. A network partition between agentd and the server during a turn: the
+// session shows disconnected, then live again, and nothing is lost.
+func TestNetworkPartition(t *testing.T) {
+	e := newEnv(t)
+	proxy, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	const n = 300
+	if _, err := e.c.CreateSession(e.ctx, "part", ""); err != nil {
+		t.Fatal(err)
+	}
+	f := Follow(e.ctx, e.c, "part")
+	defer f.Close()
+	e.agentd(proxy.URL(), "part", []string{"DEMO_AGENT_DELAY=10ms"}, nil)
+	e.waitIdle("part")
+	e.prompt("part", fmt.Sprintf("slow: %d", n))
+	if err := f.WaitFor(e.ctx, "the turn to start streaming", func(arts []*protocol.Artifact) bool {
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactAssistantText {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	if err := e.sw.WaitStatus(e.ctx, "part", protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the link down while agentd keeps trying: the fault lasts a while
+	// on purpose, this is not waiting for a condition.
+	time.Sleep(2 * time.Second)
+	proxy.Restore()
+	waitTurns(t, e.ctx, f, 1)
+	arts := e.assertModelMatchesServer(f, "part")
+	assertSlowText(t, arts, n)
+	e.waitIdle("part")
+	h := e.sw.History("part")
+	i := indexOf(h, protocol.StatusDisconnected)
+	if i < 0 || indexOf(h[i:], protocol.StatusLive) < 0 && indexOf(h[i:], protocol.StatusIdle) < 0 {
+		t.Fatalf("status history %v: want disconnected and then live/idle again", h)
+	}
+}
+
+func indexOf(h []protocol.SessionStatus, st protocol.SessionStatus) int {
+	for i, s := range h {
+		if s == st {
+			return i
+		}
+	}
+	return -1
+}
+
+// 6. A second agentd for the same session takes over; the first one, when
+// it wakes up, is refused as superseded and exits saying so; the session
+// carries on with the new one.
+func TestAgentdTakeover(t *testing.T) {
+	e := newEnv(t)
+	old, f := e.session("take")
+	e.prompt("take", "first")
+	waitTurns(t, e.ctx, f, 1)
+	old.Signal(syscall.SIGSTOP) // frozen, as a process stuck on a dead host
+	newer := e.agentd(e.srv.URL, "take", nil, nil)
+	if err := e.sw.Wait(e.ctx, "the new agentd connected", func() bool {
+		s := e.sw.sessions["take"]
+		return s.Status == protocol.StatusIdle || s.Status == protocol.StatusLive
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old.Signal(syscall.SIGCONT)
+	if err := old.Wait(60 * time.Second); err != nil {
+		t.Fatalf("the superseded agentd did not exit: %v", err)
+	}
+	if code := old.ExitCode(); code == 0 {
+		t.Fatalf("superseded agentd exited 0; want non-zero")
+	}
+	if !strings.Contains(strings.ToLower(strings.Join(old.Output(), "\n")), "superseded") {
+		t.Fatalf("superseded agentd's output does not say why:\n%s", strings.Join(old.Output(), "\n"))
+	}
+	e.waitIdle("take")
+	e.prompt("take", "second")
+	waitTurns(t, e.ctx, f, 2)
+	arts := e.assertModelMatchesServer(f, "take")
+	wantTranscript(t, "takeover", arts[len(arts)-3:], []string{
+		"turn completed end_turn",
+		"user: second",
+		"text done: You said: second",
+	})
+	select {
+	case <-newer.Done():
+		t.Fatal("the new agentd exited")
+	default:
+	}
+}
+
+// vmRSS reads a process's resident memory in KiB.
+func vmRSS(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// 7. A client that connects and never reads, beside a normal one: the
+// normal one receives everything, the server drops the stalled one, and
+// the server's memory stays bounded.
+func TestStalledClient(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("stall")
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		// A tiny receive window, so the server's writes back up quickly.
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	stalled, err := d.DialContext(e.ctx, "tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "GET /sessions/stall/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+	before := vmRSS(t, e.srv.Pid())
+	// About 8 MB of tool output, far more than the socket buffers hold.
+	const lines, width = 80000, 99
+	e.prompt("stall", fmt.Sprintf("run: head -c %d /dev/zero | tr '\\0' x | fold -w %d", lines*width, width))
+	waitTurns(t, e.ctx, f, 1)
+	arts := e.assertModelMatchesServer(f, "stall")
+	want := strings.Repeat(strings.Repeat("x", width)+"\n", lines)
+	found := false
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactToolCall {
+			found = a.String("output") == want && a.String("status") == "completed"
+		}
+	}
+	if !found {
+		got := render(arts)
+		for i, l := range got {
+			if len(l) > 300 {
+				got[i] = l[:300] + "…"
+			}
+		}
+		t.Fatalf("the normal client did not get the exact output:\n%s", strings.Join(got, "\n"))
+	}
+	after := vmRSS(t, e.srv.Pid())
+	// The stalled connection must have been closed by the server: reading
+	// what it buffered reaches the end of the stream.
+	stalled.SetReadDeadline(time.Now().Add(60 * time.Second))
+	buf := make([]byte, 64<<10)
+	var got int
+	for {
+		n, err := stalled.Read(buf)
+		got += n
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the stalled client was never dropped (read %d bytes, then nothing)", got)
+			}
+			break
+		}
+	}
+	if got >= len(want) {
+		t.Fatalf("the stalled client received %d bytes, the whole output: it never stalled the server", got)
+	}
+	t.Logf("server RSS %d KiB before, %d KiB after; the stalled client got %d bytes before being dropped", before, after, got)
+	if growth := after - before; growth > 256<<10 {
+		t.Fatalf("server RSS grew by %d KiB while one client stalled", growth)
+	}
+}
+
+// 8. A session that never gets a sandbox is removed after the bootstrap
+// timeout, and the session stream says so.
+func TestBootstrapTimeout(t *testing.T) {
+	e := newEnv(t, "--bootstrap-timeout", "1s")
+	if _, err := e.c.CreateSession(e.ctx, "lonely", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sw.WaitRemoved(e.ctx, "lonely"); err != nil {
+		t.Fatal(err)
+	}
+	var he *HTTPError
+	if _, err := e.c.Session(e.ctx, "lonely"); !errors.As(err, &he) || he.Status != 404 {
+		t.Fatalf("GET a removed session: %v, want 404", err)
+	}
+}
+
+// 9. Deleting a session while agentd is connected: agentd exits with a
+// clear message, and the artifact stream ends.
+func TestSessionDeletedUnderAgentd(t *testing.T) {
+	e := newEnv(t)
+	p, f := e.session("doomed")
+	e.prompt("doomed", "hi")
+	waitTurns(t, e.ctx, f, 1)
+	if err := e.c.DeleteSession(e.ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p.ExitCode() == 0 {
+		t.Fatal("agentd exited 0 after its session was deleted")
+	}
+	out := strings.ToLower(strings.Join(p.Output(), "\n"))
+	if !strings.Contains(out, "doomed") || !(strings.Contains(out, "deleted") || strings.Contains(out, "not found")) {
+		t.Fatalf("agentd's output does not say the session is gone:\n%s", out)
+	}
+	if err := f.WaitFor(e.ctx, "the stream to end", func([]*protocol.Artifact) bool { return false }); err == nil || f.Ended() == nil {
+		t.Fatalf("the artifact stream did not end: %v", err)
+	}
+	var he *HTTPError
+	if !errors.As(f.Ended(), &he) || he.Status != 404 {
+		t.Fatalf("follower ended with %v, want a 404 on reconnect", f.Ended())
+	}
+}
+
+// 11. Many sessions at once, each with its own agentd and demo-agent,
+// prompted in parallel: every session ends with exactly its own artifacts.
+func TestManySessions(t *testing.T) {
+	e := newEnv(t)
+	const n = 20
+	followers := make([]*Follower, n)
+	for i := range n {
+		id := fmt.Sprintf("many-%02d", i)
+		if _, err := e.c.CreateSession(e.ctx, id, "fleet"); err != nil {
+			t.Fatal(err)
+		}
+		followers[i] = Follow(e.ctx, e.c, id)
+		defer followers[i].Close()
+		e.agentd(e.srv.URL, id, nil, nil)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		id := fmt.Sprintf("many-%02d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+			defer cancel()
+			if err := e.sw.WaitStatus(ctx, id, protocol.StatusIdle); err != nil {
+				errs <- err
+				return
+			}
+			for _, text := range []string{"hello from " + id, "run: echo " + id} {
+				if _, err := e.c.Prompt(ctx, id, text); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, f := range followers {
+		id := fmt.Sprintf("many-%02d", i)
+		waitTurns(t, e.ctx, f, 2)
+		arts := e.assertModelMatchesServer(f, id)
+		wantTranscript(t, id, arts, []string{
+			"turn completed end_turn",
+			"user: hello from " + id,
+			"text done: You said: hello from " + id,
+			"turn completed end_turn",
+			"user: run: echo " + id,
+			"text done: Running `echo " + id + "`",
+			fmt.Sprintf("tool shell completed exit=0 output=%q", id+"\n"),
+			"text done: Exit code 0.",
+		})
+	}
+}
