@@ -25,7 +25,7 @@ const (
 	DefaultKillStep          = time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultBatchMax          = 200
-	DefaultBatchWait         = 5 * time.Millisecond
+	DefaultBatchWait         = 0
 	DefaultQueueSize         = 1000
 	DefaultStreamIdleTimeout = 45 * time.Second
 	DefaultFlushTimeout      = 10 * time.Second

@@ -84,7 +84,7 @@ func newApp() *cli.App {
 			&cli.DurationFlag{Name: "kill-step", Value: agentd.DefaultKillStep, Usage: "wait between SIGINT, SIGTERM and SIGKILL", EnvVars: []string{"REIN_KILL_STEP"}},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: agentd.DefaultHeartbeatInterval, Usage: "interval between heartbeat events", EnvVars: []string{"REIN_HEARTBEAT_INTERVAL"}},
 			&cli.IntFlag{Name: "batch-max", Value: agentd.DefaultBatchMax, Usage: "most events per POST", EnvVars: []string{"REIN_BATCH_MAX"}},
-			&cli.DurationFlag{Name: "batch-wait", Value: agentd.DefaultBatchWait, Usage: "how long a batch waits for more events", EnvVars: []string{"REIN_BATCH_WAIT"}},
+			&cli.DurationFlag{Name: "batch-wait", Value: agentd.DefaultBatchWait, Usage: "how long a batch lingers for more events after its first (0: send at once; batches still form while a POST is in flight)", EnvVars: []string{"REIN_BATCH_WAIT"}},
 			&cli.IntFlag{Name: "queue-size", Value: agentd.DefaultQueueSize, Usage: "events buffered before the agent's output is blocked", EnvVars: []string{"REIN_QUEUE_SIZE"}},
 			&cli.DurationFlag{Name: "stream-idle-timeout", Value: agentd.DefaultStreamIdleTimeout, Usage: "reconnect when the command stream is silent this long", EnvVars: []string{"REIN_STREAM_IDLE_TIMEOUT"}},
 			&cli.DurationFlag{Name: "flush-timeout", Value: agentd.DefaultFlushTimeout, Usage: "time allowed to post queued events at shutdown", EnvVars: []string{"REIN_FLUSH_TIMEOUT"}},
@@ -124,13 +124,25 @@ func run(c *cli.Context) error {
 		RestartDelayMax:   c.Duration("restart-delay-max"),
 		Logger:            log,
 	}
-	if err := positive(c, "abort-grace", "shutdown-grace", "kill-step", "heartbeat-interval", "batch-wait", "stream-idle-timeout", "flush-timeout", "restart-delay-max"); err != nil {
+	if err := positive(c, "abort-grace", "shutdown-grace", "kill-step", "heartbeat-interval", "stream-idle-timeout", "flush-timeout", "restart-delay-max"); err != nil {
+		return err
+	}
+	if err := nonNegative(c, "batch-wait"); err != nil {
 		return err
 	}
 	if opts.BatchMax < 1 || opts.QueueSize < 1 {
 		return fmt.Errorf("%w: --batch-max and --queue-size must be at least 1", agentd.ErrUsage)
 	}
 	return agentd.Run(c.Context, opts)
+}
+
+func nonNegative(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if c.Duration(n) < 0 {
+			return fmt.Errorf("%w: --%s must not be negative, not %s", agentd.ErrUsage, n, c.Duration(n))
+		}
+	}
+	return nil
 }
 
 func positive(c *cli.Context, names ...string) error {

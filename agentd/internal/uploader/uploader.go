@@ -22,7 +22,7 @@ import (
 // Defaults for the zero Options.
 const (
 	DefaultBatchMax          = 200
-	DefaultBatchWait         = 5 * time.Millisecond
+	DefaultBatchWait         = 0
 	DefaultQueueSize         = 1000
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultRequestTimeout    = 30 * time.Second
@@ -49,7 +49,10 @@ type Options struct {
 	// BatchMax is the most events per POST (at most protocol.MaxBatchEvents).
 	BatchMax int
 	// BatchWait is how long a batch stays open for more events after its
-	// first one.
+	// first one. Zero (the default) sends at once whatever is queued: one
+	// POST is in flight at a time, so under load the queue fills while it
+	// is and the next batch is large anyway, while a lone event is not
+	// delayed at all.
 	BatchWait time.Duration
 	// QueueSize is how many events may wait; Enqueue blocks beyond it.
 	QueueSize int
@@ -104,8 +107,8 @@ func New(opts Options) *Uploader {
 		opts.BatchMax = DefaultBatchMax
 	}
 	opts.BatchMax = min(opts.BatchMax, protocol.MaxBatchEvents)
-	if opts.BatchWait <= 0 {
-		opts.BatchWait = DefaultBatchWait
+	if opts.BatchWait < 0 {
+		opts.BatchWait = 0
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
@@ -253,7 +256,23 @@ wait:
 			return nil, false, err
 		}
 	}
-	if !closed {
+	if !closed && u.opts.BatchWait == 0 {
+	take:
+		for room() {
+			select {
+			case ev := <-u.queue:
+				if err := add(ev); err != nil {
+					return nil, false, err
+				}
+			case <-u.stop:
+				closed = true
+				break take
+			default:
+				break take
+			}
+		}
+	}
+	if !closed && u.opts.BatchWait > 0 {
 		batchTimer.Reset(u.opts.BatchWait)
 		defer batchTimer.Stop()
 	fill:

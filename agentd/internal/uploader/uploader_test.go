@@ -167,6 +167,38 @@ func TestBatchWaitsAtMostBatchWait(t *testing.T) {
 	})
 }
 
+// With the default BatchWait of 0 a lone event is posted at once, and
+// events that arrive while a POST is in flight go together in the next one.
+func TestNoLingerYetBatchesUnderLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeServer{handler: func(int, []byte) (int, bool, time.Duration) {
+			return 202, true, 10 * time.Millisecond // every POST takes 10ms
+		}}
+		u := newTest(f, Options{BatchMax: 200})
+		stop := run(u)
+		start := time.Now()
+		u.Enqueue(t.Context(), notice(0))
+		synctest.Wait()
+		for i := 1; i <= 50; i++ { // while the first POST is in flight
+			u.Enqueue(t.Context(), notice(i))
+		}
+		time.Sleep(25 * time.Millisecond)
+		synctest.Wait()
+		bodies, stored, times := f.snapshot()
+		if len(stored) != 51 || len(bodies) != 2 {
+			t.Fatalf("got %d POSTs with %d events, want 2 POSTs with 51", len(bodies), len(stored))
+		}
+		if times[0].Sub(start) != 0 {
+			t.Fatalf("the lone first event waited %v before its POST", times[0].Sub(start))
+		}
+		var second []json.RawMessage
+		if err := json.Unmarshal(bodies[1], &second); err != nil || len(second) != 50 {
+			t.Fatalf("second POST had %d events (%v), want the 50 queued during the first", len(second), err)
+		}
+		stop()
+	})
+}
+
 func TestRetryAfterStored5xxIsIdempotent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{handler: func(attempt int, _ []byte) (int, bool, time.Duration) {

@@ -107,7 +107,11 @@ func subscribe(ctx context.Context, c *http.Client, url string, latency bool, wg
 	return s, nil
 }
 
-var appendKey = []byte(`"append":"`)
+var (
+	appendKey       = []byte(`"append":"`)
+	textKey         = []byte(`"text":"`)
+	createdTextType = []byte(`"type":"assistant_text"`)
+)
 
 func (s *subscriber) read(r io.Reader, latency bool) {
 	br := bufio.NewReaderSize(r, 32<<10)
@@ -130,11 +134,16 @@ func (s *subscriber) read(r io.Reader, latency bool) {
 			// Each token of an append is one delivered event (the server may
 			// coalesce several deltas into one append); with latency on, a
 			// token is the time it was sent (UnixNano).
-			i := bytes.Index(line, appendKey)
+			// The first delta of a block arrives inside artifact_created.
+			key := appendKey
+			if !bytes.Contains(line, appendKey) && bytes.Contains(line, createdTextType) {
+				key = textKey
+			}
+			i := bytes.Index(line, key)
 			if i < 0 {
 				continue
 			}
-			rest := line[i+len(appendKey):]
+			rest := line[i+len(key):]
 			j := bytes.IndexByte(rest, '"')
 			if j < 0 {
 				continue
