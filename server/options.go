@@ -37,9 +37,30 @@ type Options struct {
 	DBPath string
 	// Logger receives the server's logs (default: discarded).
 	Logger *slog.Logger
-	// Now is the clock used for createdAt, receivedAt, heartbeats and the
-	// lifecycle timeouts (default time.Now). Tests inject one.
+	// Now is the clock used for createdAt, receivedAt, heartbeats, the
+	// lifecycle timeouts and stream ticket expiry (default time.Now). Tests
+	// inject one.
 	Now func() time.Time
+
+	// APIToken turns authentication on: every client route then needs
+	// "Authorization: Bearer <APIToken>", and the sandbox routes take it or
+	// the session's sandbox token. "" turns authentication off, which New
+	// allows only on a loopback address unless InsecureNoAuth is set. It
+	// must be at least MinAPITokenLen bytes.
+	APIToken string
+	// InsecureNoAuth lets New listen on a non-loopback address without an
+	// APIToken: anyone who can reach the port can then do anything.
+	InsecureNoAuth bool
+	// CORSOrigins are the browser origins ("https://app.example.com")
+	// allowed to call the API cross-origin; none by default.
+	CORSOrigins []string
+	// MaxArtifactsPerSession caps a session's artifacts; events that could
+	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession).
+	MaxArtifactsPerSession int
+	// MaxSessionBytes caps a session's stored event log in bytes; events
+	// that would take it past the cap get 413 (default
+	// DefaultMaxSessionBytes).
+	MaxSessionBytes int64
 }
 
 // Defaults.
@@ -49,6 +70,12 @@ const (
 	DefaultHeartbeatTimeout = 45 * time.Second
 	DefaultPingInterval     = 15 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
+
+	DefaultMaxArtifactsPerSession = 100_000
+	DefaultMaxSessionBytes        = 1 << 30
+	// MinAPITokenLen is the shortest APIToken accepted: a shorter one is
+	// guessable, and a client token guards everything.
+	MinAPITokenLen = 16
 )
 
 func (o Options) withDefaults() Options {
@@ -75,6 +102,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.MaxArtifactsPerSession <= 0 {
+		o.MaxArtifactsPerSession = DefaultMaxArtifactsPerSession
+	}
+	if o.MaxSessionBytes <= 0 {
+		o.MaxSessionBytes = DefaultMaxSessionBytes
 	}
 	return o
 }

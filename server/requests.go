@@ -19,6 +19,7 @@ import (
 type createReq struct {
 	id      string
 	project *string
+	sandbox [32]byte // the new session's sandbox token hash
 	reply   chan result
 }
 
@@ -29,17 +30,19 @@ func (r *createReq) apply(w *writer, g *group) {
 	}
 	rec := protocol.Session{ID: r.id, Status: protocol.StatusBootstrapping, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
 	w.clock++
-	g.put(r.id, &entry{rec: store.Session{Session: rec}, order: w.clock})
-	g.ops = append(g.ops, store.CreateSession{Session: rec})
+	h := r.sandbox
+	g.put(r.id, &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h})
+	g.ops = append(g.ops, store.CreateSession{Session: rec}, store.SetSandboxToken{SessionID: r.id, Hash: h, At: rec.CreatedAt})
 	// A new session has an empty log: install its state rather than read
 	// a log that, within this group, may still hold a deleted namesake's.
-	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock}
+	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, stored: map[int64]storedArtifact{}}
 	g.states[r.id] = true
 	delete(g.dirty, r.id)
 	data, _ := json.Marshal(protocol.SessionPayload{Session: rec})
 	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionCreated, data), Key: deref(r.project)}
 	g.reply(r.reply)
 	g.onCommit(func() {
+		w.index.set(r.id, h)
 		w.hub.Publish(sessionsTopic, msg)
 		r.reply <- result{v: rec}
 	})
@@ -102,6 +105,7 @@ type eventsReq struct {
 	id       string
 	instance string
 	events   []protocol.Event
+	cred     *[32]byte // the sandbox token hash it came with; see entry.accepts
 	reply    chan result
 }
 
@@ -109,6 +113,10 @@ func (r *eventsReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
 		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	if !e.accepts(r.cred) {
+		r.reply <- result{err: revokedErr(r.id)}
 		return
 	}
 	if e.superseded(r.instance) {
@@ -121,11 +129,12 @@ func (r *eventsReq) apply(w *writer, g *group) {
 	// Pass 1, nothing changed yet: drop duplicates, stamp and encode, so a
 	// failure here leaves the state untouched.
 	var (
-		st        *state
-		res       protocol.EventsAccepted
-		heartbeat bool
-		keep      []protocol.Event
-		logged    []store.Event
+		st         *state
+		res        protocol.EventsAccepted
+		heartbeat  bool
+		keep       []protocol.Event
+		logged     []store.Event
+		batchBytes int64
 	)
 	var seen int64 // highest agentSeq of this instance so far, batch included
 	for _, ev := range r.events {
@@ -157,7 +166,14 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		}
 		keep = append(keep, ev)
 		logged = append(logged, store.Event{Instance: r.instance, AgentSeq: ev.AgentSeq, Body: body})
+		batchBytes += int64(len(body))
 		res.Accepted++
+	}
+	if len(keep) > 0 {
+		if err := w.checkCaps(r.id, st, len(keep), batchBytes); err != nil {
+			r.reply <- result{err: err}
+			return
+		}
 	}
 
 	// Pass 2: fold into the state and the record.
@@ -167,6 +183,7 @@ func (r *eventsReq) apply(w *writer, g *group) {
 	for i, ev := range keep {
 		logged[i].Pos = st.nextPos
 		st.nextPos++
+		st.logBytes += int64(len(logged[i].Body))
 		if ev.AgentSeq > st.maxSeq[r.instance] {
 			st.maxSeq[r.instance] = ev.AgentSeq
 		}
@@ -174,7 +191,7 @@ func (r *eventsReq) apply(w *writer, g *group) {
 			switch {
 			case c.IsArtifact():
 				changes = append(changes, c)
-				g.markDirty(r.id, c.Seq)
+				g.markDirty(r.id, c)
 			case c.Kind == reducer.StatusChanged:
 				implied = c.Status
 			case c.Kind == reducer.SummaryChanged:
@@ -232,6 +249,20 @@ func (r *eventsReq) apply(w *writer, g *group) {
 	})
 }
 
+// checkCaps refuses a batch that could take the session past its caps,
+// before anything of it is applied. No event creates more than one
+// artifact, so counting every stored event as a possible new artifact
+// keeps the cap exact at the price of refusing a little early.
+func (w *writer) checkCaps(id string, st *state, events int, bytes int64) error {
+	if n, limit := st.st.Len(), w.opts.MaxArtifactsPerSession; n+events > limit {
+		return protocol.Errorf(protocol.CodeTooLarge, "session %q has %d artifacts; %d more events could pass its cap of %d (--max-artifacts-per-session)", id, n, events, limit)
+	}
+	if limit := w.opts.MaxSessionBytes; st.logBytes+bytes > limit {
+		return protocol.Errorf(protocol.CodeTooLarge, "session %q stores %d bytes of events; %d more would pass its cap of %d (--max-session-bytes)", id, st.logBytes, bytes, limit)
+	}
+	return nil
+}
+
 // encodeChanges encodes artifact changes as artifact stream messages, id =
 // revision. The reducer's values always encode; should one not, the change
 // is still stored and a client gets it from its next snapshot.
@@ -276,6 +307,7 @@ func supersededErr(instance, id string) error {
 type openStreamReq struct {
 	id       string
 	instance string
+	cred     *[32]byte // see entry.accepts
 	reply    chan result
 }
 
@@ -289,6 +321,10 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
 		r.reply <- result{err: notFound(r.id)}
+		return
+	}
+	if !e.accepts(r.cred) {
+		r.reply <- result{err: revokedErr(r.id)}
 		return
 	}
 	// A superseded agentd must not come back and steal the stream from the

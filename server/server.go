@@ -29,6 +29,7 @@ type Server struct {
 	ln       net.Listener
 	http     *http.Server
 	handlers tracker
+	index    *tokenIndex
 
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -39,7 +40,10 @@ type Server struct {
 // starts listening. Close releases everything New started.
 func New(opts Options) (*Server, error) {
 	opts = opts.withDefaults()
-	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), serveDone: make(chan struct{})}
+	if err := opts.check(); err != nil {
+		return nil, fmt.Errorf("new server: %w", err)
+	}
+	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), serveDone: make(chan struct{}), index: newTokenIndex()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if s.store == nil {
@@ -49,7 +53,7 @@ func New(opts Options) (*Server, error) {
 		}
 		s.store, s.ownStore = st, true
 	}
-	s.w = newWriter(s.store, s.hub, s.log, opts)
+	s.w = newWriter(s.store, s.hub, s.log, opts, s.index)
 	if err := s.w.load(ctx); err != nil {
 		s.closeStore()
 		return nil, fmt.Errorf("new server: %w", err)
@@ -60,14 +64,31 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("new server: listen: %w", err)
 	}
 	s.ln = ln
-	api := httpapi.New(service{s}, s.log, httpapi.Options{MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval})
+	// The check is on the address actually bound, so a host name that
+	// resolves to a public address is caught too.
+	loopback := ln.Addr().(*net.TCPAddr).IP.IsLoopback()
+	if opts.APIToken == "" && !loopback && !opts.InsecureNoAuth {
+		_ = ln.Close()
+		s.closeStore()
+		return nil, fmt.Errorf("new server: refusing to listen on %s without authentication: set an API token (--api-token-file, REIN_API_TOKEN) or pass --insecure-no-auth", ln.Addr())
+	}
+	api := httpapi.New(service{s}, s.log, httpapi.Options{
+		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
+		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
+	})
 	s.http = &http.Server{
 		Handler: s.handlers.wrap(api),
 		// No WriteTimeout: it would cut every stream. Streams set a
-		// deadline per write; bodies get one in the handler.
+		// deadline per write; bodies get one in the handler. A client
+		// that sends headers slowly (slow loris) is cut after
+		// ReadHeaderTimeout, and a kept-alive connection left idle after
+		// IdleTimeout.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Requests carry a token and a few short headers; 1 MiB (the
+		// default) would only serve someone trying to exhaust memory.
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	go s.w.run()
 	go func() {
@@ -76,8 +97,31 @@ func New(opts Options) (*Server, error) {
 			s.log.Error("serve", slog.Any("err", err))
 		}
 	}()
-	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts)))
+	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts)), slog.Bool("auth", opts.APIToken != ""))
+	switch {
+	case opts.APIToken == "" && !loopback:
+		s.log.Warn("authentication is OFF on a non-loopback address (--insecure-no-auth): anyone who can reach it can read and drive every session", slog.String("addr", ln.Addr().String()))
+	case opts.APIToken == "":
+		s.log.Warn("authentication is off: any local process can use the API; set an API token (--api-token-file) to turn it on")
+	}
 	return s, nil
+}
+
+// check refuses options that would run the server unsafely.
+func (o *Options) check() error {
+	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
+		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
+	}
+	origins := make([]string, len(o.CORSOrigins)) // not the caller's slice
+	for i, origin := range o.CORSOrigins {
+		n, err := httpapi.CheckOrigin(origin)
+		if err != nil {
+			return err
+		}
+		origins[i] = n
+	}
+	o.CORSOrigins = origins
+	return nil
 }
 
 func dbName(o Options) string {
@@ -133,24 +177,40 @@ func (s *Server) closeStore() error {
 	return s.store.Close()
 }
 
-// CreateSession creates a bootstrapping session; project "" means none.
-func (s *Server) CreateSession(ctx context.Context, id, project string) (protocol.Session, error) {
+// CreatedSession is a new session's record and its sandbox token, which
+// the server does not keep (only its hash): this is the one time it is
+// known.
+type CreatedSession struct {
+	protocol.Session
+	SandboxToken string `json:"sandboxToken"`
+}
+
+// ticketRoute is a route under /sessions/ that a session id would shadow.
+const ticketRoute = "stream-ticket"
+
+// CreateSession creates a bootstrapping session with a new sandbox token;
+// project "" means none.
+func (s *Server) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
 	if err := protocol.ValidateSessionID(id); err != nil {
-		return protocol.Session{}, err
+		return CreatedSession{}, err
+	}
+	if id == ticketRoute {
+		return CreatedSession{}, protocol.Errorf(protocol.CodeInvalid, "session id %q is reserved", id)
 	}
 	var p *string
 	if project != "" {
 		if err := protocol.ValidateProject(project); err != nil {
-			return protocol.Session{}, err
+			return CreatedSession{}, err
 		}
 		p = &project
 	}
+	tok, h := newSandboxToken()
 	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &createReq{id: id, project: p, reply: reply}, reply)
+	v, err := s.w.do(ctx, &createReq{id: id, project: p, sandbox: h, reply: reply}, reply)
 	if err != nil {
-		return protocol.Session{}, fmt.Errorf("create session %s: %w", id, err)
+		return CreatedSession{}, fmt.Errorf("create session %s: %w", id, err)
 	}
-	return v.(protocol.Session), nil
+	return CreatedSession{Session: v.(protocol.Session), SandboxToken: tok}, nil
 }
 
 // GetSession returns a session record.
@@ -188,8 +248,12 @@ func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Comman
 // sandbox instance (its Rein-Instance, "" when unknown), folds them into
 // artifacts and publishes the changes.
 func (s *Server) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
+	return s.appendEvents(ctx, id, instance, events, nil)
+}
+
+func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, cred *[32]byte) (protocol.EventsAccepted, error) {
 	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, reply: reply}, reply)
+	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, cred: cred, reply: reply}, reply)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}

@@ -26,6 +26,9 @@ type Store interface {
 	// Events returns a session's event log in order.
 	Events(ctx context.Context, id string) ([]StoredEvent, error)
 	Commit(ctx context.Context, ops []StoreOp) error
+	// SandboxTokens returns each session's sandbox token hash (SHA-256)
+	// by session id.
+	SandboxTokens(ctx context.Context) (map[string][32]byte, error)
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -64,7 +64,7 @@ func (s service) SessionStream(ctx context.Context, project string) (*httpapi.St
 // Without Last-Event-ID only commands sent after the connection arrive.
 func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*httpapi.Stream, error) {
 	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &openStreamReq{id: id, instance: instance, reply: reply}, reply)
+	v, err := s.w.do(ctx, &openStreamReq{id: id, instance: instance, cred: credential(ctx), reply: reply}, reply)
 	if err != nil {
 		return nil, fmt.Errorf("command stream session=%s: %w", id, err)
 	}
@@ -85,12 +85,30 @@ func (s service) CommandStream(ctx context.Context, id, instance string, after i
 	return &httpapi.Stream{Initial: initial, Sub: o.sub, After: o.lastCmd, Release: release}, nil
 }
 
-func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, error) {
+func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error) {
 	p := ""
 	if project != nil {
 		p = *project
 	}
-	return s.Server.CreateSession(ctx, id, p)
+	c, err := s.Server.CreateSession(ctx, id, p)
+	return c.Session, c.SandboxToken, err
+}
+
+// AppendEvents passes on the sandbox token the request came with, so the
+// writer refuses it if the token was rotated while the request waited.
+func (s service) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
+	return s.appendEvents(ctx, id, instance, events, credential(ctx))
+}
+
+func (s service) SandboxSession(hash [32]byte) (string, bool) { return s.index.session(hash) }
+
+// credential is the sandbox token hash that authenticated the request, or
+// nil (the client token, or authentication off).
+func credential(ctx context.Context) *[32]byte {
+	if h, ok := httpapi.SandboxCredential(ctx); ok {
+		return &h
+	}
+	return nil
 }
 
 func (s service) AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {

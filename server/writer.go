@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
@@ -53,6 +56,10 @@ type entry struct {
 	// lastActive is when the sandbox last showed it was alive (stream
 	// opened, heartbeat, event): the heartbeat timeout runs from it.
 	lastActive time.Time
+	// sandbox is the SHA-256 of the session's sandbox token; nil for a
+	// session made before tokens existed (only the client token reaches
+	// its sandbox routes until a rotation gives it one).
+	sandbox *[32]byte
 }
 
 // state is a session's reducer state and what dedupe needs, all derived
@@ -65,6 +72,65 @@ type state struct {
 	// retry of something stored.
 	maxSeq map[string]int64
 	used   uint64
+	// logBytes is the size of the stored event log, which
+	// Options.MaxSessionBytes caps.
+	logBytes int64
+	// stored is, per artifact this state has written in full, what the
+	// database holds for it. An artifact not in it (any artifact of a
+	// state folded from the log) is written in full on its next change,
+	// which also drops whatever appends were pending for it.
+	stored map[int64]storedArtifact
+}
+
+// storedArtifact is the size of an artifact's last full body and of the
+// text appended to it since.
+type storedArtifact struct {
+	body, appended int
+}
+
+// dirtyArtifact is what one group did to one artifact.
+type dirtyArtifact struct {
+	rev int64 // the artifact's revision after the group
+	// full: the group created the artifact or set a field, so its whole
+	// body must be written. Otherwise it only appended to streamed fields:
+	// fields and texts hold the text per field, in order of first append.
+	full   bool
+	fields []string
+	texts  []*strings.Builder
+	// bytes is the appended text's length; utf8 says it is all valid UTF-8
+	// (see store.MergeAppends).
+	bytes int
+	utf8  bool
+}
+
+func (d *dirtyArtifact) add(c reducer.Change) {
+	d.rev = max(d.rev, c.Rev)
+	if c.Kind != reducer.Appended {
+		d.full = true
+		d.fields, d.texts = nil, nil
+		return
+	}
+	if d.full {
+		return
+	}
+	d.bytes += len(c.Append)
+	d.utf8 = d.utf8 && utf8.ValidString(c.Append)
+	i := slices.Index(d.fields, c.Field)
+	if i < 0 {
+		i = len(d.fields)
+		d.fields = append(d.fields, c.Field)
+		d.texts = append(d.texts, &strings.Builder{})
+	}
+	d.texts[i].WriteString(c.Append)
+}
+
+// appends returns the group's appends, one per field.
+func (d *dirtyArtifact) appends() []store.FieldAppend {
+	out := make([]store.FieldAppend, len(d.fields))
+	for i, f := range d.fields {
+		out[i] = store.FieldAppend{Field: f, Text: d.texts[i].String()}
+	}
+	return out
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -94,6 +160,9 @@ type writer struct {
 	hub   *hub.Hub
 	log   *slog.Logger
 	opts  Options
+	// index is shared with the HTTP layer; the writer updates it after
+	// commits.
+	index *tokenIndex
 
 	reqs chan request
 	quit chan struct{}
@@ -108,9 +177,9 @@ type writer struct {
 	tokens    uint64
 }
 
-func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options) *writer {
+func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *tokenIndex) *writer {
 	return &writer{
-		store: st, hub: h, log: log, opts: opts,
+		store: st, hub: h, log: log, opts: opts, index: index,
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
 		deadlines: map[string]time.Time{},
@@ -125,6 +194,10 @@ func (w *writer) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load sessions: %w", err)
 	}
+	hashes, err := w.store.SandboxTokens(ctx)
+	if err != nil {
+		return fmt.Errorf("load sessions: %w", err)
+	}
 	var ops []store.Op
 	for _, r := range rows {
 		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
@@ -132,7 +205,12 @@ func (w *writer) load(ctx context.Context) error {
 			ops = append(ops, store.UpdateSession{Session: r})
 		}
 		w.clock++
-		w.sessions[r.ID] = &entry{rec: r, order: w.clock}
+		e := &entry{rec: r, order: w.clock}
+		if h, ok := hashes[r.ID]; ok {
+			e.sandbox = &h
+			w.index.set(r.ID, h)
+		}
+		w.sessions[r.ID] = e
 	}
 	if len(ops) > 0 {
 		if err := w.store.Commit(ctx, ops); err != nil {
@@ -295,14 +373,14 @@ type group struct {
 	overlay map[string]*entry // nil value: deleted in this group
 	ids     []string          // overlay keys in first-touch order
 	ops     []store.Op
-	dirty   map[string]map[int64]bool // changed artifact seqs per session
-	states  map[string]bool           // reducer states used (dropped on failure)
+	dirty   map[string]map[int64]*dirtyArtifact // changed artifacts per session
+	states  map[string]bool                     // reducer states used (dropped on failure)
 	after   []func()
 	failed  []func(error)
 }
 
 func newGroup(w *writer) *group {
-	return &group{w: w, overlay: map[string]*entry{}, dirty: map[string]map[int64]bool{}, states: map[string]bool{}}
+	return &group{w: w, overlay: map[string]*entry{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}}
 }
 
 // entry returns the session's entry for changing it in this group, or nil
@@ -330,11 +408,20 @@ func (g *group) put(id string, e *entry) {
 func (g *group) onCommit(f func())    { g.after = append(g.after, f) }
 func (g *group) onFail(f func(error)) { g.failed = append(g.failed, f) }
 func (g *group) reply(ch chan result) { g.onFail(func(err error) { ch <- result{err: err} }) }
-func (g *group) markDirty(id string, seq int64) {
-	if g.dirty[id] == nil {
-		g.dirty[id] = map[int64]bool{}
+
+// markDirty records an artifact change of session id for the commit.
+func (g *group) markDirty(id string, c reducer.Change) {
+	arts := g.dirty[id]
+	if arts == nil {
+		arts = map[int64]*dirtyArtifact{}
+		g.dirty[id] = arts
 	}
-	g.dirty[id][seq] = true
+	d := arts[c.Seq]
+	if d == nil {
+		d = &dirtyArtifact{utf8: true}
+		arts[c.Seq] = d
+	}
+	d.add(c)
 }
 
 // setStatus changes a session's status and, after the commit, tells the
@@ -368,6 +455,7 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
 	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionRemoved, data), Key: deref(e.rec.Project)}
 	g.onCommit(func() {
+		w.index.remove(id)
 		if h := w.holders[id]; h != nil {
 			h.sub.Close()
 			delete(w.holders, id)
@@ -393,7 +481,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1}
+	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, stored: map[int64]storedArtifact{}}
 	for _, le := range log {
 		var ev protocol.Event
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
@@ -401,6 +489,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 		}
 		s.st.Apply(ev)
 		s.nextPos = le.Pos + 1
+		s.logBytes += int64(len(le.Body))
 		if le.AgentSeq > s.maxSeq[le.Instance] {
 			s.maxSeq[le.Instance] = le.AgentSeq
 		}
@@ -420,29 +509,20 @@ func (w *writer) state(g *group, id string) (*state, error) {
 // reducer states it touched are dropped (the next use folds them from the
 // log again) and every request gets 503.
 func (w *writer) commit(g *group) {
+	var stored []func() // what the database holds after the commit
 	for _, id := range g.ids {
 		e := g.overlay[id]
 		if e == nil {
 			continue
 		}
-		if seqs := g.dirty[id]; len(seqs) > 0 {
-			s := w.states[id]
-			order := make([]int64, 0, len(seqs))
-			for seq := range seqs {
-				order = append(order, seq)
+		if arts := g.dirty[id]; len(arts) > 0 {
+			ops, after, err := w.artifactOps(id, arts)
+			if err != nil {
+				w.fail(g, err)
+				return
 			}
-			slices.Sort(order)
-			arts := make([]store.Artifact, 0, len(order))
-			for _, seq := range order {
-				a := s.st.Artifact(seq)
-				body, err := json.Marshal(a)
-				if err != nil {
-					w.fail(g, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err))
-					return
-				}
-				arts = append(arts, store.Artifact{Seq: seq, Rev: a.Rev, Body: body})
-			}
-			g.ops = append(g.ops, store.PutArtifacts{SessionID: id, Artifacts: arts})
+			g.ops = append(g.ops, ops...)
+			stored = append(stored, after)
 		}
 		g.ops = append(g.ops, store.UpdateSession{Session: e.rec})
 	}
@@ -454,6 +534,9 @@ func (w *writer) commit(g *group) {
 			w.fail(g, err)
 			return
 		}
+	}
+	for _, f := range stored {
+		f()
 	}
 	for _, id := range g.ids {
 		if e := g.overlay[id]; e != nil {
@@ -467,6 +550,54 @@ func (w *writer) commit(g *group) {
 		f()
 	}
 	w.evict()
+}
+
+// artifactOps returns the writes for a session's changed artifacts, and a
+// func that records, once they are committed, what the database holds.
+//
+// An artifact the group only appended to gets its appended text as
+// AppendArtifacts rather than its whole body, so streaming into it costs
+// what was appended, not its size. Appends pile up until they outgrow the
+// last full body; then (and on any other change) the whole body is
+// written again and the appends dropped. The full writes of a growing
+// artifact thus double in size: they add up to less than twice its final
+// size, and a read merges at most as many appended bytes as the body has.
+func (w *writer) artifactOps(id string, arts map[int64]*dirtyArtifact) ([]store.Op, func(), error) {
+	s := w.states[id]
+	order := make([]int64, 0, len(arts))
+	for seq := range arts {
+		order = append(order, seq)
+	}
+	slices.Sort(order)
+	var (
+		puts    []store.Artifact
+		appends []store.ArtifactAppend
+		next    = make(map[int64]storedArtifact, len(order))
+	)
+	for _, seq := range order {
+		d := arts[seq]
+		was, known := s.stored[seq]
+		if known && !d.full && d.utf8 && was.appended+d.bytes <= was.body {
+			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
+			next[seq] = storedArtifact{body: was.body, appended: was.appended + d.bytes}
+			continue
+		}
+		a := s.st.Artifact(seq)
+		body, err := json.Marshal(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
+		}
+		puts = append(puts, store.Artifact{Seq: seq, Rev: a.Rev, Body: body})
+		next[seq] = storedArtifact{body: len(body)}
+	}
+	var ops []store.Op
+	if len(puts) > 0 {
+		ops = append(ops, store.PutArtifacts{SessionID: id, Artifacts: puts})
+	}
+	if len(appends) > 0 {
+		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})
+	}
+	return ops, func() { maps.Copy(s.stored, next) }, nil
 }
 
 func (w *writer) fail(g *group, err error) {

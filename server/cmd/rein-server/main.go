@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,9 +42,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},
 			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database`},
 			&cli.DurationFlag{Name: "bootstrap-timeout", Value: server.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
+			&cli.DurationFlag{Name: "write-timeout", Value: server.DefaultWriteTimeout, EnvVars: []string{"REIN_WRITE_TIMEOUT"}, Usage: "drop a stream client whose write cannot complete within this (it resumes with Last-Event-ID)"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: server.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REIN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.Int64Flag{Name: "max-body", Value: protocol.MaxBodyBytes, EnvVars: []string{"REIN_MAX_BODY"}, Usage: "largest request body in bytes"},
+			&cli.StringFlag{Name: "api-token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token: turns authentication on (prefer --api-token-file: argv is visible to other processes)"},
+			&cli.StringFlag{Name: "api-token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (trimmed); not together with --api-token"},
+			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token (anyone who reaches the port can do anything)"},
+			&cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"REIN_CORS_ORIGINS"}, Usage: "browser origin allowed cross-origin, e.g. https://app.example.com (repeatable; env: comma-separated)"},
+			&cli.IntFlag{Name: "max-artifacts-per-session", Value: server.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
+			&cli.Int64Flag{Name: "max-session-bytes", Value: server.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
 		Writer:          stdout,
@@ -56,18 +64,54 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if c.Int("port") < 0 || c.Int("port") > 65535 {
 				return fmt.Errorf("--port %d: out of range", c.Int("port"))
 			}
+			// Zero would silently mean "the default" in Options: refuse it.
+			for name, v := range map[string]int64{"max-body": c.Int64("max-body"), "max-artifacts-per-session": int64(c.Int("max-artifacts-per-session")), "max-session-bytes": c.Int64("max-session-bytes")} {
+				if v <= 0 {
+					return fmt.Errorf("--%s %d: must be positive", name, v)
+				}
+			}
+			token, err := readToken(c.String("api-token"), c.String("api-token-file"))
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			return run(c.Context, stdout, server.Options{
-				Host:             c.String("host"),
-				Port:             c.Int("port"),
-				DBPath:           c.String("db"),
-				BootstrapTimeout: c.Duration("bootstrap-timeout"),
-				HeartbeatTimeout: c.Duration("heartbeat-timeout"),
-				MaxBody:          c.Int64("max-body"),
-				Logger:           log,
+				Host:                   c.String("host"),
+				Port:                   c.Int("port"),
+				DBPath:                 c.String("db"),
+				BootstrapTimeout:       c.Duration("bootstrap-timeout"),
+				HeartbeatTimeout:       c.Duration("heartbeat-timeout"),
+				WriteTimeout:           c.Duration("write-timeout"),
+				MaxBody:                c.Int64("max-body"),
+				Logger:                 log,
+				APIToken:               token,
+				InsecureNoAuth:         c.Bool("insecure-no-auth"),
+				CORSOrigins:            c.StringSlice("cors-origin"),
+				MaxArtifactsPerSession: c.Int("max-artifacts-per-session"),
+				MaxSessionBytes:        c.Int64("max-session-bytes"),
 			})
 		},
 	}
+}
+
+// readToken returns the client token from the flag or the file (trimmed:
+// editors add a newline). Giving both is a mistake, not a precedence rule.
+func readToken(token, file string) (string, error) {
+	if token != "" && file != "" {
+		return "", fmt.Errorf("give --api-token or --api-token-file, not both")
+	}
+	if file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--api-token-file: %w", err)
+	}
+	token = strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("--api-token-file %s is empty", file)
+	}
+	return token, nil
 }
 
 // run serves until ctx ends (SIGINT/SIGTERM), then shuts down gracefully:

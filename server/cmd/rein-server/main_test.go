@@ -3,10 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -57,6 +61,203 @@ func TestBadFlags(t *testing.T) {
 		err := newApp(&out, &errOut).RunContext(context.Background(), append([]string{"rein-server", "--db", ":memory:"}, args...))
 		if err == nil {
 			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+// startApp runs rein-server with args (env set by the caller with
+// t.Setenv) and returns its base URL; the app stops at cleanup.
+func startApp(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, outW := io.Pipe()
+	stderr := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		err := newApp(outW, stderr).RunContext(ctx, append([]string{"rein-server", "--port", "0", "--db", ":memory:"}, args...))
+		outW.CloseWithError(fmt.Errorf("app returned: %v", err))
+		errc <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_, _ = io.Copy(io.Discard, out)
+		if err := <-errc; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatalf("no output: %v; stderr: %s", sc.Err(), stderr.String())
+	}
+	m := regexp.MustCompile(`^rein-server listening on http://(.+):(\d+)$`).FindStringSubmatch(sc.Text())
+	if m == nil {
+		t.Fatalf("first line %q", sc.Text())
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return "http://127.0.0.1:" + m[2], stderr
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func get(t *testing.T, method, url, token string, hdr ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+const cliToken = "cli-test-token-0123456789abcdef"
+
+func TestAPITokenFromEnv(t *testing.T) {
+	t.Setenv("REIN_API_TOKEN", cliToken)
+	url, stderr := startApp(t)
+	if got := get(t, "GET", url+"/sessions", "").StatusCode; got != 401 {
+		t.Fatalf("no token: %d", got)
+	}
+	if got := get(t, "GET", url+"/sessions", cliToken).StatusCode; got != 200 {
+		t.Fatalf("REIN_API_TOKEN: %d", got)
+	}
+	if got := get(t, "GET", url+"/healthz", "").StatusCode; got != 200 {
+		t.Fatalf("healthz: %d", got)
+	}
+	if strings.Contains(stderr.String(), cliToken) || strings.Contains(stderr.String(), "authentication is off") {
+		t.Fatalf("stderr: %s", stderr.String())
+	}
+}
+
+func TestAPITokenFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(cliToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REIN_API_TOKEN_FILE", file)
+	url, _ := startApp(t)
+	if got := get(t, "GET", url+"/sessions", cliToken).StatusCode; got != 200 {
+		t.Fatalf("REIN_API_TOKEN_FILE (trimmed): %d", got)
+	}
+	url2, _ := startApp(t, "--api-token-file", file)
+	if got := get(t, "GET", url2+"/sessions", "").StatusCode; got != 401 {
+		t.Fatalf("--api-token-file, no token: %d", got)
+	}
+}
+
+func TestNoAuthWarnsAndNeedsLoopback(t *testing.T) {
+	_, stderr := startApp(t)
+	if !strings.Contains(stderr.String(), "authentication is off") {
+		t.Fatalf("no warning: %s", stderr.String())
+	}
+	var out, errOut strings.Builder
+	err := newApp(&out, &errOut).RunContext(context.Background(), []string{"rein-server", "--db", ":memory:", "--port", "0", "--host", "0.0.0.0"})
+	if err == nil || !strings.Contains(err.Error(), "--insecure-no-auth") || out.Len() != 0 {
+		t.Fatalf("non-loopback without a token: %v, stdout %q", err, out.String())
+	}
+	t.Setenv("REIN_INSECURE_NO_AUTH", "true")
+	url, stderr := startApp(t, "--host", "0.0.0.0")
+	if got := get(t, "GET", url+"/sessions", "").StatusCode; got != 200 {
+		t.Fatalf("--insecure-no-auth: %d", got)
+	}
+	if !strings.Contains(stderr.String(), "authentication is OFF on a non-loopback address") {
+		t.Fatalf("no loud warning: %s", stderr.String())
+	}
+}
+
+func TestCORSOriginsFromEnv(t *testing.T) {
+	preflights := func(url string, want map[string]int) {
+		t.Helper()
+		for origin, status := range want {
+			resp := get(t, "OPTIONS", url+"/sessions", "", "Origin", origin, "Access-Control-Request-Method", "GET")
+			if resp.StatusCode != status {
+				t.Errorf("preflight from %s: %d; want %d", origin, resp.StatusCode, status)
+			}
+		}
+	}
+	t.Setenv("REIN_CORS_ORIGINS", "https://a.example.com, https://b.example.com")
+	url, _ := startApp(t)
+	preflights(url, map[string]int{"https://a.example.com": 204, "https://b.example.com": 204, "https://c.example.com": 403})
+	// Repeated flags; as with every flag, the command line replaces the env.
+	url, _ = startApp(t, "--cors-origin", "https://c.example.com", "--cors-origin", "https://d.example.com")
+	preflights(url, map[string]int{"https://a.example.com": 403, "https://c.example.com": 204, "https://d.example.com": 204})
+}
+
+func TestLimitFlagsFromEnv(t *testing.T) {
+	t.Setenv("REIN_MAX_ARTIFACTS_PER_SESSION", "1")
+	t.Setenv("REIN_MAX_SESSION_BYTES", "100000")
+	url, _ := startApp(t)
+	if got := get(t, "POST", url+"/sessions/a", "").StatusCode; got != 201 {
+		t.Fatalf("create: %d", got)
+	}
+	post := func(body string) (int, string) {
+		resp, err := http.Post(url+"/sessions/a/events", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if got, b := post(`{"type":"notice","level":"info","message":"1"}`); got != 202 {
+		t.Fatalf("first artifact: %d %s", got, b)
+	}
+	if got, b := post(`{"type":"notice","level":"info","message":"2"}`); got != 413 || !strings.Contains(b, "--max-artifacts-per-session") {
+		t.Fatalf("second artifact: %d %s", got, b)
+	}
+}
+
+func TestSecurityFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--api-token", cliToken, "--api-token-file", empty}, "not both"},
+		{[]string{"--api-token-file", empty}, "is empty"},
+		{[]string{"--api-token-file", filepath.Join(dir, "missing")}, "--api-token-file"},
+		{[]string{"--api-token", "short"}, "at least 16"},
+		{[]string{"--cors-origin", "*"}, "cors origin"},
+		{[]string{"--cors-origin", "https://x.example.com/app"}, "cors origin"},
+		{[]string{"--max-session-bytes", "0"}, "--max-session-bytes"},
+		{[]string{"--max-artifacts-per-session", "-1"}, "--max-artifacts-per-session"},
+		{[]string{"--max-body", "0"}, "--max-body"},
+	} {
+		var out, errOut strings.Builder
+		err := newApp(&out, &errOut).RunContext(context.Background(), append([]string{"rein-server", "--db", ":memory:", "--port", "0"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v; want an error containing %q", tc.args, err, tc.want)
+		}
+		if strings.Contains(fmt.Sprint(err), cliToken) {
+			t.Errorf("%v: the error shows the token: %v", tc.args, err)
 		}
 	}
 }

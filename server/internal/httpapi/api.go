@@ -2,19 +2,29 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 )
 
 // Service is what the routes need from the domain service.
 type Service interface {
-	CreateSession(ctx context.Context, id string, project *string) (protocol.Session, error)
+	// CreateSession returns the record and the session's sandbox token,
+	// which is shown this once.
+	CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error)
+	// RotateSandboxToken replaces the session's sandbox token, ends the
+	// sandbox's command stream, and returns the new token.
+	RotateSandboxToken(ctx context.Context, id string) (string, error)
+	// SandboxSession returns the session whose sandbox token has this
+	// SHA-256 hash.
+	SandboxSession(hash [32]byte) (id string, ok bool)
 	GetSession(ctx context.Context, id string) (protocol.Session, error)
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error
@@ -41,6 +51,14 @@ type Options struct {
 	// BodyTimeout bounds reading a request body (default 30s). The server
 	// has no global ReadTimeout because it would also cut streams short.
 	BodyTimeout time.Duration
+	// APIToken is the client token; "" turns authentication off (see
+	// auth.go for who may call what).
+	APIToken string
+	// CORSOrigins are the origins allowed cross-origin, as CheckOrigin
+	// returns them.
+	CORSOrigins []string
+	// Now is the clock stream tickets expire by (default time.Now).
+	Now func() time.Time
 }
 
 // API serves the routes.
@@ -49,6 +67,11 @@ type API struct {
 	log  *slog.Logger
 	opts Options
 	mux  *http.ServeMux
+	// clientHash is the SHA-256 of the client token; nil when
+	// authentication is off.
+	clientHash []byte
+	origins    map[string]bool
+	tickets    *tickets
 }
 
 // New returns the handler for every route.
@@ -68,28 +91,49 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{svc: svc, log: log, opts: opts, mux: http.NewServeMux()}
-	m := a.mux
-	m.HandleFunc("GET /healthz", a.health)
-	m.HandleFunc("GET /sessions", a.listSessions)
-	// A literal segment beats a wildcard, so this is never /sessions/{id}.
-	m.HandleFunc("GET /sessions/stream", a.sessionStream)
-	m.HandleFunc("GET /sessions/{id}", a.withID(a.getSession))
-	m.HandleFunc("POST /sessions/{id}", a.withID(a.createSession))
-	m.HandleFunc("DELETE /sessions/{id}", a.withID(a.deleteSession))
-	m.HandleFunc("POST /sessions/{id}/commands", a.withID(a.postCommand))
-	m.HandleFunc("GET /sessions/{id}/commands", a.withID(a.commandStream))
-	m.HandleFunc("POST /sessions/{id}/events", a.withID(a.postEvents))
-	m.HandleFunc("GET /sessions/{id}/artifacts", a.withID(a.artifacts))
-	m.HandleFunc("GET /sessions/{id}/stream", a.withID(a.artifactStream))
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &API{svc: svc, log: log, opts: opts, mux: http.NewServeMux(), origins: map[string]bool{}, tickets: newTickets(opts.Now)}
+	if opts.APIToken != "" {
+		h := sha256.Sum256([]byte(opts.APIToken))
+		a.clientHash = h[:]
+	}
+	for _, o := range opts.CORSOrigins {
+		a.origins[o] = true
+	}
+	// Authentication runs before the session id is validated, so a caller
+	// without a token learns nothing, not even which ids are well formed.
+	handle := func(pattern string, acc access, h http.HandlerFunc) { a.mux.HandleFunc(pattern, a.guard(acc, h)) }
+	handle("GET /healthz", public, a.health)
+	handle("GET /sessions", client, a.listSessions)
+	// A literal segment beats a wildcard, so these are never /sessions/{id}
+	// (which is why CreateSession refuses the id "stream-ticket").
+	handle("GET /sessions/stream", sessionStream, a.sessionStream)
+	handle("POST /sessions/stream-ticket", client, a.sessionsTicket)
+	handle("GET /sessions/{id}", client, a.withID(a.getSession))
+	handle("POST /sessions/{id}", client, a.withID(a.createSession))
+	handle("DELETE /sessions/{id}", client, a.withID(a.deleteSession))
+	handle("POST /sessions/{id}/token", client, a.withID(a.rotateToken))
+	handle("POST /sessions/{id}/commands", client, a.withID(a.postCommand))
+	handle("GET /sessions/{id}/commands", sandbox, a.withID(a.commandStream))
+	handle("POST /sessions/{id}/events", sandbox, a.withID(a.postEvents))
+	handle("GET /sessions/{id}/artifacts", client, a.withID(a.artifacts))
+	handle("GET /sessions/{id}/stream", artifactStream, a.withID(a.artifactStream))
+	handle("POST /sessions/{id}/stream-ticket", client, a.withID(a.artifactsTicket))
+	handle("/", client, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, protocol.Errorf(protocol.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
 	return a
 }
 
 // ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.cors(w, r) {
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
 
 func (a *API) withID(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -151,25 +195,89 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	var req protocol.CreateSessionRequest
-	if len(bytesTrim(body)) > 0 {
-		if err := json.Unmarshal(body, &req); err != nil {
-			writeError(w, r, a.log, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\"}"))
-			return
-		}
-	}
-	if req.Project != nil {
-		if err := protocol.ValidateProject(*req.Project); err != nil {
-			writeError(w, r, a.log, err)
-			return
-		}
-	}
-	s, err := a.svc.CreateSession(r.Context(), id, req.Project)
+	project, err := decodeCreate(body)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, s)
+	s, token, err := a.svc.CreateSession(r.Context(), id, project)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	noStore(w)
+	writeJSON(w, http.StatusCreated, CreatedSession{Session: s, SandboxToken: token})
+}
+
+// CreatedSession is the 201 body of POST /sessions/:id: the record plus
+// the session's sandbox token, which is never shown again.
+type CreatedSession struct {
+	protocol.Session
+	SandboxToken string `json:"sandboxToken"`
+}
+
+// SandboxToken is the body of POST /sessions/:id/token.
+type SandboxToken struct {
+	SandboxToken string `json:"sandboxToken"`
+}
+
+// decodeCreate validates the optional body of POST /sessions/:id and
+// returns its project. Like the event decoders it reads only the exact key
+// "project" (encoding/json would also take "Project") and ignores others.
+func decodeCreate(body []byte) (*string, error) {
+	if len(bytesTrim(body)) == 0 {
+		return nil, nil
+	}
+	if !utf8.Valid(body) {
+		return nil, protocol.Errorf(protocol.CodeInvalid, "body is not valid UTF-8")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		return nil, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\"}")
+	}
+	v, ok := m["project"]
+	if !ok || string(v) == "null" {
+		return nil, nil
+	}
+	var p string
+	if v[0] != '"' || json.Unmarshal(v, &p) != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalid, "project: must be a string")
+	}
+	if err := protocol.ValidateProject(p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// noStore keeps answers that carry a secret out of every cache.
+func noStore(w http.ResponseWriter) { w.Header().Set("Cache-Control", "no-store") }
+
+func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, id string) {
+	token, err := a.svc.RotateSandboxToken(r.Context(), id)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	noStore(w)
+	writeJSON(w, http.StatusOK, SandboxToken{SandboxToken: token})
+}
+
+// artifactsTicket issues a ticket for GET /sessions/:id/stream. The session
+// must exist, so a typo fails here and not as a 404 behind EventSource,
+// which hides statuses.
+func (a *API) artifactsTicket(w http.ResponseWriter, r *http.Request, id string) {
+	if _, err := a.svc.GetSession(r.Context(), id); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	noStore(w)
+	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketArtifacts, session: id}))
+}
+
+// sessionsTicket issues a ticket for GET /sessions/stream.
+func (a *API) sessionsTicket(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketSessions}))
 }
 
 func bytesTrim(b []byte) []byte {

@@ -1,7 +1,10 @@
 // Package httpapi is the HTTP adapter of rein-server: the routes of
 // PROTOCOL.md, the one table mapping wire error codes to HTTP statuses, JSON
 // error bodies, request size limits, and SSE stream writing with a deadline
-// per write and a ping comment while idle.
+// per write and a ping comment while idle. It also owns the HTTP side of
+// security: who may call which route (auth.go: the client token, sandbox
+// tokens looked up by hash through the Service), signed short-lived stream
+// tickets for EventSource (ticket.go), and CORS (cors.go).
 //
 // It knows nothing about storage or the reducer: it calls the small Service
 // interface declared here, which package server implements. It imports

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -82,21 +83,35 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 		}
 		return sess.Flush()
 	}
+	err = pump(st, r, write, flush, a.opts.PingInterval)
+	// Say why a stream was cut when the server cut it: an operator seeing
+	// clients reconnect needs to know it was for being too slow.
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		a.log.Warn("dropped a stream client that stopped reading", "path", r.URL.Path, "reason", "write timeout", "writeTimeout", a.opts.WriteTimeout)
+	case errors.Is(err, hub.ErrOverflow):
+		a.log.Warn("dropped a stream client that fell behind", "path", r.URL.Path, "reason", "queue overflow")
+	}
+}
+
+// pump writes the replay, then live messages and pings, until something
+// ends the stream; it returns what did.
+func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() error, pingEvery time.Duration) error {
 	// Headers go out now, so a client learns the stream is open even
 	// before there is anything to replay.
 	if err := flush(); err != nil {
-		return
+		return err
 	}
 	for _, b := range st.Initial {
 		if err := write(b); err != nil {
-			return
+			return err
 		}
 	}
 	st.Initial = nil // the replay can be large; let it go
 	if err := flush(); err != nil {
-		return
+		return err
 	}
-	t := time.NewTicker(a.opts.PingInterval)
+	t := time.NewTicker(pingEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -106,23 +121,23 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 					continue
 				}
 				if err := write(m.Data); err != nil {
-					return
+					return err
 				}
 			}
 			if err := flush(); err != nil {
-				return
+				return err
 			}
 		case <-t.C:
 			if err := write(ping); err != nil {
-				return
+				return err
 			}
 			if err := flush(); err != nil {
-				return
+				return err
 			}
 		case <-st.Sub.Done():
-			return
+			return st.Sub.Err()
 		case <-r.Context().Done():
-			return
+			return r.Context().Err()
 		}
 	}
 }

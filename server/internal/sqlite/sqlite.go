@@ -108,9 +108,16 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
 		return fmt.Errorf("migrate: create schema_version: %w", err)
 	}
-	var current int
-	if err := s.w.GetContext(ctx, &current, `SELECT COALESCE(MAX(version), 0) FROM schema_version`); err != nil {
+	// Every version not yet applied runs, not only those above the newest:
+	// migrations are numbered when they are written, and a database may
+	// have been migrated by a build that had 0003 but not yet 0002.
+	var applied []int
+	if err := s.w.SelectContext(ctx, &applied, `SELECT version FROM schema_version`); err != nil {
 		return fmt.Errorf("migrate: read schema_version: %w", err)
+	}
+	done := make(map[int]bool, len(applied))
+	for _, v := range applied {
+		done[v] = true
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
@@ -123,7 +130,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate: bad migration name %s: %w", base, err)
 		}
-		if v <= current {
+		if done[v] {
 			continue
 		}
 		body, err := migrations.ReadFile(name)
@@ -290,11 +297,47 @@ func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, err
 	if err := exists(ctx, tx, id); err != nil {
 		return nil, err
 	}
-	var rows []store.Artifact
-	if err := tx.SelectContext(ctx, &rows, `SELECT seq, rev, body FROM artifacts WHERE session_id = ? ORDER BY seq`, id); err != nil {
+	var rows []artifactRow
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? ORDER BY a.seq`, id); err != nil {
 		return nil, fmt.Errorf("list artifacts session=%s: %w", id, err)
 	}
-	return rows, nil
+	return withAppends(ctx, tx, id, rows)
+}
+
+// artifactRow is an artifact as stored; Appended > 0 means it has
+// pending appends to merge into Body.
+type artifactRow struct {
+	Seq      int64  `db:"seq"`
+	Rev      int64  `db:"rev"`
+	Body     []byte `db:"body"`
+	Appended int64  `db:"appended"`
+}
+
+// artifactCols selects artifactRows; a WHERE clause follows.
+const artifactCols = `a.seq, a.rev, b.body, a.appended FROM artifacts a
+	JOIN artifact_bodies b ON b.session_id = a.session_id AND b.seq = a.seq`
+
+// withAppends returns the rows as artifacts, merging pending appends into
+// the bodies of the rows that have them; every other body is returned as
+// stored. It reads in tx, the transaction the rows came from.
+func withAppends(ctx context.Context, tx *sqlx.Tx, id string, rows []artifactRow) ([]store.Artifact, error) {
+	out := make([]store.Artifact, len(rows))
+	for i, r := range rows {
+		out[i] = store.Artifact{Seq: r.Seq, Rev: r.Rev, Body: r.Body}
+		if r.Appended == 0 {
+			continue
+		}
+		var appends []store.FieldAppend
+		if err := tx.SelectContext(ctx, &appends, `SELECT field, text FROM artifact_appends WHERE session_id = ? AND seq = ? ORDER BY n`, id, r.Seq); err != nil {
+			return nil, fmt.Errorf("read appends session=%s seq=%d: %w", id, r.Seq, err)
+		}
+		body, err := store.MergeAppends(r.Body, r.Rev, appends)
+		if err != nil {
+			return nil, fmt.Errorf("artifact session=%s seq=%d: %w", id, r.Seq, err)
+		}
+		out[i].Body = body
+	}
+	return out, nil
 }
 
 // ArtifactsSince returns the artifacts whose rev is greater than after, in
@@ -314,8 +357,12 @@ func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (sto
 	if err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s: %w", id, err)
 	}
-	if err := tx.SelectContext(ctx, &snap.Artifacts, `SELECT seq, rev, body FROM artifacts WHERE session_id = ? AND rev > ? ORDER BY rev`, id, after); err != nil {
+	var rows []artifactRow
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev`, id, after); err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
+	}
+	if snap.Artifacts, err = withAppends(ctx, tx, id, rows); err != nil {
+		return snap, fmt.Errorf("artifact snapshot: %w", err)
 	}
 	return snap, nil
 }
@@ -393,11 +440,28 @@ func apply(ctx context.Context, tx *sqlx.Tx, op store.Op) error {
 		}
 	case store.PutArtifacts:
 		for _, a := range op.Artifacts {
-			_, err := tx.ExecContext(ctx, `INSERT INTO artifacts (session_id, seq, rev, body) VALUES (?, ?, ?, ?)
-				ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body`,
-				op.SessionID, a.Seq, a.Rev, string(a.Body))
+			// The full body replaces the artifact and whatever was
+			// appended to it.
+			_, err := tx.ExecContext(ctx, `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?)
+				ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`,
+				op.SessionID, a.Seq, a.Rev)
 			if err != nil {
 				return fmt.Errorf("put artifact session=%s seq=%d: %w", op.SessionID, a.Seq, err)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?)
+				ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`,
+				op.SessionID, a.Seq, string(a.Body))
+			if err != nil {
+				return fmt.Errorf("put artifact session=%s seq=%d: body: %w", op.SessionID, a.Seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`, op.SessionID, a.Seq); err != nil {
+				return fmt.Errorf("put artifact session=%s seq=%d: drop appends: %w", op.SessionID, a.Seq, err)
+			}
+		}
+	case store.AppendArtifacts:
+		for _, a := range op.Appends {
+			if err := appendArtifact(ctx, tx, op.SessionID, a); err != nil {
+				return err
 			}
 		}
 	case store.AddCommand:
@@ -411,8 +475,37 @@ func apply(ctx context.Context, tx *sqlx.Tx, op store.Op) error {
 		if err != nil {
 			return fmt.Errorf("add instance session=%s: %w", op.SessionID, err)
 		}
+	case store.SetSandboxToken:
+		if err := setSandboxToken(ctx, tx, op); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown store op %T", op)
+	}
+	return nil
+}
+
+// appendArtifact stores one commit's appends to an artifact as rows after
+// its pending ones and moves the artifact's rev.
+func appendArtifact(ctx context.Context, tx *sqlx.Tx, id string, a store.ArtifactAppend) error {
+	var bytes int64
+	for _, f := range a.Fields {
+		bytes += int64(len(f.Text))
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE artifacts SET rev = ?, appended = appended + ? WHERE session_id = ? AND seq = ?`, a.Rev, bytes, id, a.Seq)
+	if err != nil {
+		return fmt.Errorf("append to artifact session=%s seq=%d: %w", id, a.Seq, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("append to artifact session=%s seq=%d: artifact not stored (%d rows, %v)", id, a.Seq, n, err)
+	}
+	for _, f := range a.Fields {
+		_, err := tx.ExecContext(ctx, `INSERT INTO artifact_appends (session_id, seq, n, field, text)
+			VALUES (?1, ?2, (SELECT COALESCE(MAX(n), 0) + 1 FROM artifact_appends WHERE session_id = ?1 AND seq = ?2), ?3, ?4)`,
+			id, a.Seq, f.Field, f.Text)
+		if err != nil {
+			return fmt.Errorf("append to artifact session=%s seq=%d field=%s: %w", id, a.Seq, f.Field, err)
+		}
 	}
 	return nil
 }

@@ -36,9 +36,10 @@ func commit(t testing.TB, s *Store, ops ...store.Op) {
 func TestMigrationsAreAppliedOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s := openFile(t, path)
+	newest := newestMigration(t)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 1 {
-		t.Fatalf("SchemaVersion = %d, %v; want 1", v, err)
+	if err != nil || v != newest {
+		t.Fatalf("SchemaVersion = %d, %v; want %d", v, err, newest)
 	}
 	commit(t, s, store.CreateSession{Session: newSession("a")})
 	if err := s.Close(); err != nil {
@@ -46,8 +47,8 @@ func TestMigrationsAreAppliedOnce(t *testing.T) {
 	}
 	// Reopening must not re-run 0001 (it would fail on existing tables).
 	s2 := openFile(t, path)
-	if v, err := s2.SchemaVersion(context.Background()); err != nil || v != 1 {
-		t.Fatalf("after reopen SchemaVersion = %d, %v; want 1", v, err)
+	if v, err := s2.SchemaVersion(context.Background()); err != nil || v != newest {
+		t.Fatalf("after reopen SchemaVersion = %d, %v; want %d", v, err, newest)
 	}
 	if _, err := s2.Session(context.Background(), "a"); err != nil {
 		t.Fatalf("session lost across reopen: %v", err)

@@ -70,10 +70,36 @@ type AppendEvents struct {
 	Events    []Event
 }
 
-// PutArtifacts inserts or replaces artifacts by (session, seq).
+// PutArtifacts inserts or replaces artifacts by (session, seq). Each body
+// is complete: it also drops the artifact's pending appends.
 type PutArtifacts struct {
 	SessionID string
 	Artifacts []Artifact
+}
+
+// AppendArtifacts records appends to the streamed fields of artifacts
+// already stored, instead of rewriting their bodies: rewriting a growing
+// artifact on every commit makes a long stream quadratic. Appends pile up
+// until the next PutArtifacts of the artifact. An adapter's reads must
+// return the body with every pending append merged in, exactly as
+// MergeAppends does, so a client never sees the difference.
+type AppendArtifacts struct {
+	SessionID string
+	Appends   []ArtifactAppend
+}
+
+// ArtifactAppend is what one commit appended to one artifact.
+type ArtifactAppend struct {
+	Seq int64
+	// Rev is the artifact's revision after the appends.
+	Rev    int64
+	Fields []FieldAppend
+}
+
+// FieldAppend is text appended to one string field of an artifact.
+type FieldAppend struct {
+	Field string
+	Text  string
 }
 
 // AddCommand stores a command.
@@ -89,10 +115,20 @@ type AddInstance struct {
 	At        int64
 }
 
-func (CreateSession) storeOp() {}
-func (DeleteSession) storeOp() {}
-func (UpdateSession) storeOp() {}
-func (AppendEvents) storeOp()  {}
-func (PutArtifacts) storeOp()  {}
-func (AddCommand) storeOp()    {}
-func (AddInstance) storeOp()   {}
+// SetSandboxToken stores (or replaces) a session's sandbox token hash: the
+// SHA-256 of the token, never the token.
+type SetSandboxToken struct {
+	SessionID string
+	Hash      [32]byte
+	At        int64
+}
+
+func (CreateSession) storeOp()   {}
+func (DeleteSession) storeOp()   {}
+func (UpdateSession) storeOp()   {}
+func (AppendEvents) storeOp()    {}
+func (PutArtifacts) storeOp()    {}
+func (AppendArtifacts) storeOp() {}
+func (AddCommand) storeOp()      {}
+func (AddInstance) storeOp()     {}
+func (SetSandboxToken) storeOp() {}

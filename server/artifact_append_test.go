@@ -1,0 +1,318 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+)
+
+// streamer posts streamed deltas, one POST (one commit group) at a time,
+// with strings that exercise JSON escaping: quotes, backslashes, HTML
+// characters, control characters, U+2028 and multi-byte runes.
+type streamer struct {
+	c   *client
+	id  string
+	seq int
+}
+
+var tricky = []string{
+	"plain line\n", `quote " and \ backslash` + "\n", "<html> & </html>\n",
+	"tab\tcr\r\x01\x1f\n", "sep\u2028para\u2029\n", "héllo wörld ✓ 🙂\n",
+}
+
+func (s *streamer) post(events ...map[string]any) {
+	s.c.t.Helper()
+	for _, e := range events {
+		s.seq++
+		e["agentSeq"] = s.seq
+	}
+	s.c.must(http.StatusAccepted, nil, "POST", "/sessions/"+s.id+"/events", events, protocol.HeaderInstance, "i1")
+}
+
+// deltas posts n groups, each appending to the text block and the tool's
+// output (and, now and then, its input).
+func (s *streamer) deltas(n int) {
+	s.c.t.Helper()
+	for i := range n {
+		line := fmt.Sprintf("%d %s", i, tricky[i%len(tricky)])
+		evs := []map[string]any{
+			ev("text_delta", "id", "m1", "delta", line),
+			ev("tool_output_delta", "id", "x", "delta", strings.Repeat(line, 1+i%5)),
+			ev("tool_output_delta", "id", "x", "delta", "+"),
+		}
+		if i%7 == 0 {
+			evs = append(evs, ev("tool_input_delta", "id", "x", "delta", line))
+		}
+		s.post(evs...)
+	}
+}
+
+// wantArtifacts folds the session's stored event log with the reducer and
+// encodes each artifact: exactly what every read must return.
+func wantArtifacts(t testing.TB, s *Server, id string) map[int64][]byte {
+	t.Helper()
+	log, err := s.Store().Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := reducer.New()
+	for _, le := range log {
+		var e protocol.Event
+		if err := json.Unmarshal(le.Body, &e); err != nil {
+			t.Fatal(err)
+		}
+		st.Apply(e)
+	}
+	want := map[int64][]byte{}
+	for _, a := range st.Artifacts() {
+		want[a.Seq] = mustJSON(t, a)
+	}
+	return want
+}
+
+// checkArtifacts compares GET /artifacts with want byte for byte.
+func checkArtifacts(t testing.TB, c *client, id string, want map[int64][]byte) {
+	t.Helper()
+	var got []json.RawMessage
+	c.must(http.StatusOK, &got, "GET", "/sessions/"+id+"/artifacts", nil)
+	if len(got) != len(want) {
+		t.Fatalf("GET /artifacts: %d artifacts; want %d", len(got), len(want))
+	}
+	for i, b := range got {
+		if w := want[int64(i+1)]; !bytes.Equal(b, w) {
+			t.Fatalf("GET /artifacts seq %d differs from the reducer's\ngot  %.300s\nwant %.300s", i+1, b, w)
+		}
+	}
+}
+
+// checkSnapshot opens a stream (resuming after lastID when not "") and
+// compares every artifact_snapshot with want byte for byte; it returns
+// the number of snapshots and the stream.
+func checkSnapshot(t testing.TB, c *client, id, lastID string, want map[int64][]byte) (int, *sseStream) {
+	t.Helper()
+	var st *sseStream
+	if lastID == "" {
+		st = c.stream("/sessions/" + id + "/stream")
+	} else {
+		st = c.stream("/sessions/"+id+"/stream", "Last-Event-ID", lastID)
+	}
+	n := 0
+	for e := st.next(); e.Event != protocol.SSESnapshotComplete; e = st.next() {
+		var p protocol.ArtifactPayload
+		if err := json.Unmarshal([]byte(e.Data), &p); err != nil {
+			t.Fatal(err)
+		}
+		a := p.Artifact
+		if w := want[a.Seq]; e.Data != `{"artifact":`+string(w)+`}` {
+			t.Fatalf("snapshot (Last-Event-ID %q) seq %d differs from the reducer's\ngot  %.300s\nwant %.300s", lastID, a.Seq, e.Data, w)
+		}
+		if e.ID != itoa(a.Rev) {
+			t.Fatalf("snapshot id %s for rev %d", e.ID, a.Rev)
+		}
+		n++
+	}
+	return n, st
+}
+
+// checkModel compares a client model with want byte for byte.
+func checkModel(t testing.TB, m *model, want map[int64][]byte) {
+	t.Helper()
+	if len(m.arts) != len(want) {
+		t.Fatalf("client model has %d artifacts; want %d", len(m.arts), len(want))
+	}
+	for seq, w := range want {
+		if got := mustJSON(t, m.arts[seq]); !bytes.Equal(got, w) {
+			t.Fatalf("client model seq %d differs from the reducer's\ngot  %.300s\nwant %.300s", seq, got, w)
+		}
+	}
+}
+
+// pendingAppends counts the rows of artifact_appends of a session and the
+// artifacts that have any, reading the database file directly.
+func pendingAppends(t testing.TB, path, id string) (rows, arts int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(`SELECT COUNT(*) FROM artifact_appends WHERE session_id = ?`, id).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(`SELECT COUNT(*) FROM artifacts WHERE session_id = ? AND appended > 0`, id).Scan(&arts); err != nil {
+		t.Fatal(err)
+	}
+	return rows, arts
+}
+
+// A long streamed text and tool output, over many commit groups, are
+// stored as appends, and every read returns exactly the reducer's
+// artifacts: GET /artifacts, a fresh snapshot, a resume mid-stream, a live
+// client, across a restart; a set writes the whole body and drops the
+// appends; delete removes them.
+func TestStreamedArtifactsReadBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s1, err := New(Options{DBPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s1)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	live := newModel(t)
+	liveSt := c.stream("/sessions/a/stream")
+	live.readSnapshot(liveSt)
+
+	sa := &streamer{c: c, id: "a"}
+	sa.post(
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "stream please"),
+		ev("tool_call_start", "id", "x", "name", "sh", "input", map[string]any{"cmd": "make", "a": []any{1, 2.5}}),
+	)
+	sa.deltas(150)
+	mid := itoa(storedRev(t, s1, "a"))
+	sa.deltas(150)
+
+	want := wantArtifacts(t, s1, "a")
+	if rows, arts := pendingAppends(t, path, "a"); rows == 0 || arts != 2 {
+		t.Fatalf("%d pending append rows over %d artifacts; want some, on the text and the tool", rows, arts)
+	}
+	checkArtifacts(t, c, "a", want)
+	if n, _ := checkSnapshot(t, c, "a", "", want); n != len(want) {
+		t.Fatalf("fresh snapshot: %d artifacts; want %d", n, len(want))
+	}
+	if n, _ := checkSnapshot(t, c, "a", mid, want); n != 2 {
+		t.Fatalf("resume from %s: %d snapshots; want the text and the tool", mid, n)
+	}
+	live.readUntilRev(liveSt, storedRev(t, s1, "a"))
+	checkModel(t, live, want)
+
+	// Restart: the pending appends are read back as they were, and the
+	// re-folded writer goes on appending.
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	liveSt.expectEnd()
+	s2 := start(t, Options{DBPath: path})
+	c = newClient(t, s2)
+	sa.c = c
+	checkArtifacts(t, c, "a", want)
+	checkSnapshot(t, c, "a", mid, want)
+	liveSt = c.stream("/sessions/a/stream", "Last-Event-ID", live.lastID)
+	live.readSnapshot(liveSt)
+	sa.deltas(100)
+	want = wantArtifacts(t, s2, "a")
+	if rows, _ := pendingAppends(t, path, "a"); rows == 0 {
+		t.Fatal("no pending appends after the restart")
+	}
+	checkArtifacts(t, c, "a", want)
+	checkSnapshot(t, c, "a", "", want)
+	checkSnapshot(t, c, "a", mid, want)
+	live.readUntilRev(liveSt, storedRev(t, s2, "a"))
+	checkModel(t, live, want)
+
+	// Sets write whole bodies: a final text that differs from the deltas,
+	// the tool's end. No appends are left.
+	sa.post(
+		ev("text_end", "id", "m1", "text", "the final text, not the deltas"),
+		ev("tool_call_end", "id", "x", "status", "completed", "exitCode", 0),
+	)
+	want = wantArtifacts(t, s2, "a")
+	if rows, arts := pendingAppends(t, path, "a"); rows != 0 || arts != 0 {
+		t.Fatalf("after the sets: %d pending append rows over %d artifacts; want none", rows, arts)
+	}
+	checkArtifacts(t, c, "a", want)
+	checkSnapshot(t, c, "a", mid, want)
+	live.readUntilRev(liveSt, storedRev(t, s2, "a"))
+	checkModel(t, live, want)
+
+	// Delete cascades to the appends.
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	sb := &streamer{c: c, id: "b"}
+	sb.post(ev("tool_call_start", "id", "x", "name", "sh"))
+	sb.deltas(20)
+	if rows, _ := pendingAppends(t, path, "b"); rows == 0 {
+		t.Fatal("no pending appends in session b")
+	}
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/b", nil)
+	if rows, arts := pendingAppends(t, path, "b"); rows != 0 || arts != 0 {
+		t.Fatalf("after delete: %d append rows, %d artifacts; want none", rows, arts)
+	}
+}
+
+// failingStore fails Commit while fail is set.
+type failingStore struct {
+	Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) Commit(ctx context.Context, ops []StoreOp) error {
+	if f.fail.Load() {
+		return errors.New("injected commit failure")
+	}
+	return f.Store.Commit(ctx, ops)
+}
+
+// A failed commit in the middle of a stream leaves nothing half done: the
+// events are not stored, the writer forgets what it believed stored, and
+// the retried events end in exactly the reducer's artifacts.
+func TestStreamedArtifactsCommitFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	fs := &failingStore{Store: db}
+	s := start(t, Options{Store: fs})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	sa := &streamer{c: c, id: "a"}
+	sa.post(ev("tool_call_start", "id", "x", "name", "sh"))
+	sa.deltas(30)
+	if rows, _ := pendingAppends(t, path, "a"); rows == 0 {
+		t.Fatal("no pending appends before the failure")
+	}
+
+	fs.fail.Store(true)
+	failed := []map[string]any{
+		ev("text_delta", "id", "m1", "delta", "lost? "),
+		ev("tool_output_delta", "id", "x", "delta", "retried\n"),
+	}
+	for i, e := range failed {
+		e["agentSeq"] = sa.seq + 1 + i
+	}
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/a/events", failed, protocol.HeaderInstance, "i1")
+	fs.fail.Store(false)
+	checkArtifacts(t, c, "a", wantArtifacts(t, s, "a"))
+
+	// agentd retries the same events; they are new to the store.
+	var res protocol.EventsAccepted
+	c.must(http.StatusAccepted, &res, "POST", "/sessions/a/events", failed, protocol.HeaderInstance, "i1")
+	if res.Duplicates != 0 {
+		t.Fatalf("retry after a failed commit: %+v", res)
+	}
+	sa.seq += len(failed)
+	sa.deltas(30)
+	want := wantArtifacts(t, s, "a")
+	checkArtifacts(t, c, "a", want)
+	checkSnapshot(t, c, "a", "", want)
+	if !bytes.Contains(want[1], []byte(`+retried\n0 plain line\n`)) {
+		t.Fatalf("the retried delta is not where it belongs: %.200s", want[1])
+	}
+}

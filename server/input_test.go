@@ -1,0 +1,401 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+)
+
+// stored is everything a session has in the store: what a rejected request
+// must leave exactly as it was.
+func stored(t testing.TB, s *Server, id string) string {
+	t.Helper()
+	ctx := context.Background()
+	rec, err := s.store.Session(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.store.Events(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.store.ArtifactsSince(ctx, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := s.store.Commands(ctx, id, 0, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]any{"record": rec, "events": evs, "snapshot": snap, "commands": cmds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+type badInput struct {
+	name   string
+	body   string
+	hdr    []string
+	status int
+	// field is what the message must name.
+	field string
+}
+
+func checkBad(t *testing.T, c *client, s *Server, id, method, path string, cases []badInput) {
+	t.Helper()
+	for _, tc := range cases {
+		before := stored(t, s, id)
+		got, e, _ := c.status(method, path, tc.body, tc.hdr...)
+		wantCode := protocol.CodeInvalid
+		if tc.status == 413 {
+			wantCode = protocol.CodeTooLarge
+		}
+		if got != tc.status || e.Code != wantCode || !strings.Contains(e.Message, tc.field) {
+			t.Errorf("%s %s %s: %d %+v; want %d %s naming %q", method, path, tc.name, got, e, tc.status, wantCode, tc.field)
+		}
+		if after := stored(t, s, id); after != before {
+			t.Errorf("%s %s %s: the store changed\nbefore: %s\nafter:  %s", method, path, tc.name, before, after)
+		}
+	}
+}
+
+func TestBadSessionCreate(t *testing.T) {
+	s := start(t, Options{MaxBody: 4096})
+	c := newClient(t, s)
+	c.create("a")
+	big := `{"project":"` + strings.Repeat("x", 5000) + `"}`
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		field            string
+	}{
+		{"truncated JSON", "/sessions/x", `{"project":`, 400, "JSON object"},
+		{"an array", "/sessions/x", `["web"]`, 400, "JSON object"},
+		{"a string", "/sessions/x", `"web"`, 400, "JSON object"},
+		{"null", "/sessions/x", `null`, 400, "JSON object"},
+		{"trailing garbage", "/sessions/x", `{} {}`, 400, "JSON object"},
+		{"invalid UTF-8", "/sessions/x", "{\"project\":\"w\xffb\"}", 400, "UTF-8"},
+		{"project a number", "/sessions/x", `{"project":5}`, 400, "project: must be a string"},
+		{"project an object", "/sessions/x", `{"project":{"a":1}}`, 400, "project: must be a string"},
+		{"project charset", "/sessions/x", `{"project":"a b"}`, 400, "project:"},
+		{"project empty", "/sessions/x", `{"project":""}`, 400, "project:"},
+		{"project too long", "/sessions/x", `{"project":"` + strings.Repeat("p", 129) + `"}`, 400, "project:"},
+		{"id charset", "/sessions/a%20b", "", 400, "session id"},
+		{"id unicode", "/sessions/%C3%A9", "", 400, "session id"},
+		{"id too long", "/sessions/" + strings.Repeat("x", 129), "", 400, "session id"},
+		{"id reserved", "/sessions/stream", "", 400, "reserved"},
+		{"exists", "/sessions/a", "", 409, "already exists"},
+		{"body too large", "/sessions/x", big, 413, "larger than 4096 bytes"},
+	} {
+		got, e, _ := c.status("POST", tc.path, tc.body)
+		if got != tc.status || !strings.Contains(e.Message, tc.field) {
+			t.Errorf("%s: %d %+v; want %d naming %q", tc.name, got, e, tc.status, tc.field)
+		}
+	}
+	list, err := s.ListSessions(context.Background(), "")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("sessions after rejected creates: %v %v", list, err)
+	}
+	// Exact key only, and others ignored, like the event decoders.
+	var rec protocol.Session
+	c.must(http.StatusCreated, &rec, "POST", "/sessions/y", `{"Project":"web","extra":1}`)
+	if rec.Project != nil {
+		t.Fatalf("case-variant key taken: %+v", rec)
+	}
+}
+
+func TestBadCommands(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.create("a")
+	st := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	defer st.close()
+	waitStatus(t, c, "a", protocol.StatusLive)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hello"}`)
+	checkBad(t, c, s, "a", "POST", "/sessions/a/commands", []badInput{
+		{name: "not JSON", body: `prompt`, status: 400, field: "JSON object"},
+		{name: "empty", body: ``, status: 400, field: "JSON object"},
+		{name: "an array", body: `[{"type":"abort"}]`, status: 400, field: "JSON object"},
+		{name: "invalid UTF-8", body: "{\"type\":\"prompt\",\"text\":\"\xc3\x28\"}", status: 400, field: "UTF-8"},
+		{name: "no type", body: `{}`, status: 400, field: "type: required"},
+		{name: "type a number", body: `{"type":1}`, status: 400, field: "type: must be a string"},
+		{name: "unknown type", body: `{"type":"shutdown"}`, status: 400, field: "type: unknown command type"},
+		{name: "no text", body: `{"type":"prompt"}`, status: 400, field: "text: required"},
+		{name: "empty text", body: `{"type":"prompt","text":""}`, status: 400, field: "text: must not be empty"},
+		{name: "text a number", body: `{"type":"prompt","text":5}`, status: 400, field: "text: must be a string"},
+		{name: "text too long", body: `{"type":"prompt","text":"` + strings.Repeat("x", protocol.MaxTextLen+1) + `"}`, status: 400, field: "text: is 262145 bytes"},
+		{name: "requestId charset", body: `{"type":"permission_response","requestId":"r 1","optionId":"o"}`, status: 400, field: "requestId:"},
+		{name: "no optionId", body: `{"type":"permission_response","requestId":"r1"}`, status: 400, field: "optionId: required"},
+		{name: "bad outcome", body: `{"type":"permission_response","requestId":"r1","outcome":"maybe"}`, status: 400, field: "outcome:"},
+		{name: "body too large", body: `{"type":"prompt","text":"` + strings.Repeat("x", protocol.MaxBodyBytes) + `"}`, status: 413, field: "larger than"},
+	})
+}
+
+func TestBadEvents(t *testing.T) {
+	s := start(t, Options{})
+	c := newClient(t, s)
+	c.create("a")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"text_delta","delta":"hi"}]`)
+	batch := func(n int, ev string) string { return "[" + strings.TrimSuffix(strings.Repeat(ev+",", n), ",") + "]" }
+	checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
+		{name: "not JSON", body: `hello`, status: 400, field: "events[0]: not a JSON object"},
+		{name: "truncated array", body: `[{"type":"heartbeat"}`, status: 400, field: "not a JSON array"},
+		{name: "empty batch", body: `[]`, status: 400, field: "empty"},
+		{name: "null", body: `null`, status: 400, field: "events[0]"},
+		{name: "invalid UTF-8", body: "{\"type\":\"text_delta\",\"delta\":\"\xff\"}", status: 400, field: "UTF-8"},
+		{name: "no type", body: `{"delta":"x"}`, status: 400, field: "events[0].type: required"},
+		{name: "unknown type", body: `{"type":"rm_rf"}`, status: 400, field: "events[0].type: unknown event type"},
+		{name: "wrong type", body: `{"type":"text_delta","delta":5}`, status: 400, field: "events[0].delta: must be a string"},
+		{name: "missing field", body: `{"type":"tool_call_start","id":"c1"}`, status: 400, field: "events[0].name: required"},
+		{name: "id charset", body: `{"type":"tool_call_start","id":"../etc","name":"x"}`, status: 400, field: "events[0].id:"},
+		{name: "id too long", body: `{"type":"tool_call_start","id":"` + strings.Repeat("i", 129) + `","name":"x"}`, status: 400, field: "events[0].id:"},
+		{name: "bad enum", body: `{"type":"turn_completed","stopReason":"bored"}`, status: 400, field: "events[0].stopReason:"},
+		{name: "agentSeq a string", body: `{"type":"heartbeat","agentSeq":"1"}`, status: 400, field: "events[0].agentSeq"},
+		{name: "agentSeq zero", body: `{"type":"heartbeat","agentSeq":0}`, status: 400, field: "events[0].agentSeq"},
+		{name: "nested field", body: `{"type":"plan_updated","entries":[{"content":"x","status":"nope"}]}`, status: 400, field: "events[0].entries[0].status"},
+		// Everything or nothing: the good events before a bad one are not stored.
+		{name: "bad last in batch", body: `[{"type":"text_delta","delta":" more"},{"type":"turn_completed","stopReason":"end_turn"},{"type":"nope"}]`, status: 400, field: "events[2].type"},
+		{name: "bad Rein-Instance", body: `{"type":"text_delta","delta":"x"}`, hdr: []string{protocol.HeaderInstance, "a/b"}, status: 400, field: protocol.HeaderInstance},
+		{name: "text field too long", body: `{"type":"text_delta","delta":"` + strings.Repeat("x", protocol.MaxTextLen+1) + `"}`, status: 400, field: "events[0].delta: is 262145 bytes"},
+		{name: "event too large", body: `{"type":"tool_call_start","id":"c","name":"x","input":{"a":"` + strings.Repeat("x", protocol.MaxEventBytes) + `"}}`, status: 413, field: "events[0]: event is"},
+		{name: "batch too long", body: batch(protocol.MaxBatchEvents+1, `{"type":"text_delta","delta":"x"}`), status: 413, field: "at most 1000"},
+		{name: "body too large", body: batch(40, `{"type":"text_delta","delta":"`+strings.Repeat("x", 30000)+`"}`), status: 413, field: "larger than 1048576 bytes"},
+	})
+	if got, _, _ := c.status("POST", "/sessions/nope/events", `{"type":"heartbeat"}`); got != 404 {
+		t.Fatalf("events for a missing session: %d", got)
+	}
+}
+
+// Per-session caps refuse growth with a 413 that names the flag, and store
+// nothing of the refused batch.
+func TestSessionCaps(t *testing.T) {
+	t.Run("artifacts", func(t *testing.T) {
+		s := start(t, Options{MaxArtifactsPerSession: 5})
+		c := newClient(t, s)
+		c.create("a")
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"},{"type":"notice","level":"info","message":"1"}]`)
+		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
+			{name: "past the cap", body: `[{"type":"notice","level":"info","message":"2"},{"type":"notice","level":"info","message":"3"},{"type":"notice","level":"info","message":"4"}]`, status: 413, field: "cap of 5 (--max-artifacts-per-session)"},
+		})
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"notice","level":"info","message":"2"},{"type":"notice","level":"info","message":"3"}]`)
+		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
+			{name: "at the cap", body: `{"type":"turn_completed","stopReason":"end_turn"}`, status: 413, field: "--max-artifacts-per-session"},
+		})
+		// Heartbeats store nothing, so a full session still shows it is alive.
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`)
+		if arts, _ := s.Artifacts(context.Background(), "a"); len(arts) != 5 {
+			t.Fatalf("%d artifacts; want 5", len(arts))
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		s := start(t, Options{MaxSessionBytes: 2000})
+		c := newClient(t, s)
+		c.create("a")
+		delta := `{"type":"text_delta","delta":"` + strings.Repeat("x", 400) + `"}`
+		accepted := 0
+		for range 10 {
+			got, e, _ := c.status("POST", "/sessions/a/events", delta)
+			if got == 413 {
+				if !strings.Contains(e.Message, "cap of 2000 (--max-session-bytes)") {
+					t.Fatalf("413 message %q", e.Message)
+				}
+				break
+			}
+			if got != 202 {
+				t.Fatalf("status %d %+v", got, e)
+			}
+			accepted++
+		}
+		evs, _ := s.store.Events(context.Background(), "a")
+		var n int
+		for _, e := range evs {
+			n += len(e.Body)
+		}
+		if accepted == 0 || accepted == 10 || n > 2000 || len(evs) != accepted {
+			t.Fatalf("accepted %d events, stored %d bytes in %d events", accepted, n, len(evs))
+		}
+		// The cap holds across a restart: the size is folded from the log.
+		s.w.send(&deleteStateReq{id: "a"})
+		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{{name: "after refold", body: delta, status: 413, field: "--max-session-bytes"}})
+	})
+}
+
+// deleteStateReq drops a session's cached reducer state, as eviction or a
+// restart would.
+type deleteStateReq struct{ id string }
+
+func (r *deleteStateReq) apply(w *writer, _ *group) { delete(w.states, r.id) }
+
+// checkFold fails unless the stored artifacts are exactly what the stored
+// event log folds to.
+func checkFold(t testing.TB, s *Server, id string) {
+	t.Helper()
+	ctx := context.Background()
+	log, err := s.store.Events(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]protocol.Event, len(log))
+	for i, le := range log {
+		if err := json.Unmarshal(le.Body, &evs[i]); err != nil {
+			t.Fatalf("stored event %d does not decode: %v", le.Pos, err)
+		}
+	}
+	want := reducer.Fold(evs).Artifacts()
+	got, err := s.store.Artifacts(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d stored artifacts; the log folds to %d", len(got), len(want))
+	}
+	for i := range want {
+		w, _ := json.Marshal(want[i])
+		var a, b any
+		_ = json.Unmarshal(w, &a)
+		_ = json.Unmarshal(got[i].Body, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("artifact %d stored %s; the log folds to %s", i+1, got[i].Body, w)
+		}
+	}
+}
+
+// fuzzServer is a real server on a real SQLite file, shared by a fuzz
+// target's inputs. Its logs are discarded: they cannot go to a *testing.F
+// while it fuzzes.
+func fuzzServer(f *testing.F) (*Server, *client) {
+	s := start(f, Options{Logger: slog.New(slog.DiscardHandler), MaxBody: 64 << 10})
+	return s, newClient(f, s)
+}
+
+func statusIn(got int, want ...int) bool {
+	for _, w := range want {
+		if got == w {
+			return true
+		}
+	}
+	return false
+}
+
+func FuzzPostEvents(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"heartbeat"}`,
+		`[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"},{"type":"text_delta","delta":"a"}]`,
+		`{"type":"tool_call_start","id":"c1","name":"bash","input":{"cmd":"ls"}}`,
+		`{"type":"tool_output_delta","id":"c1","delta":"out","stream":"stdout"}`,
+		`{"type":"tool_call_end","id":"c1","status":"completed","exitCode":0}`,
+		`{"type":"permission_requested","id":"p1","toolCallId":"c1","title":"ok?","options":[{"id":"y","name":"Yes","kind":"allow_once"}]}`,
+		`{"type":"plan_updated","entries":[{"content":"x","status":"pending"}]}`,
+		`{"type":"turn_completed","stopReason":"cancelled"}`,
+		`{"type":"text_end","id":"b","text":"final"}`,
+		`{"type":"agent_exited","code":1}`,
+		`{"type":"notice","level":"warning","message":"m","code":"c"}`,
+		`[{"type":"text_delta","delta":"x","agentSeq":1},{"type":"text_delta","delta":"x","agentSeq":1}]`,
+		`{"type":"text_delta","Delta":"x","ID":"../x"}`,
+		`[]`, `[`, `null`, "\xff", `{"type":"nope"}`,
+	} {
+		f.Add(seed, "")
+	}
+	f.Add(`{"type":"heartbeat"}`, "i1")
+	s, c := fuzzServer(f)
+	c.create("f")
+	f.Fuzz(func(t *testing.T, body, instance string) {
+		c := &client{t: t, base: c.base}
+		var hdr []string
+		if instance != "" {
+			for _, b := range []byte(instance) {
+				if b < 0x20 && b != '\t' || b == 0x7f {
+					return // not a header value net/http will send
+				}
+			}
+			hdr = []string{protocol.HeaderInstance, instance}
+		}
+		got, e, _ := c.status("POST", "/sessions/f/events", body, hdr...)
+		if !statusIn(got, 202, 400, 409, 413) {
+			t.Fatalf("POST events %q: %d %+v", body, got, e)
+		}
+		if got >= 400 && (e.Code == protocol.CodeInternal || e.Message == "") {
+			t.Fatalf("POST events %q: %d %+v", body, got, e)
+		}
+		checkFold(t, s, "f")
+	})
+}
+
+func FuzzPostCommands(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"prompt","text":"fix it"}`, `{"type":"abort"}`,
+		`{"type":"permission_response","requestId":"r1","optionId":"allow_once"}`,
+		`{"type":"permission_response","requestId":"r1","outcome":"cancelled"}`,
+		`{"type":"prompt","text":"x","Type":"shutdown"}`, `{"type":"shutdown"}`, `{}`, `[]`, "\xff", ``,
+	} {
+		f.Add(seed)
+	}
+	s, c := fuzzServer(f)
+	c.create("f")
+	st := c.stream("/sessions/f/commands", protocol.HeaderInstance, "i1")
+	f.Cleanup(st.close)
+	var last int64
+	f.Fuzz(func(t *testing.T, body string) {
+		c := &client{t: t, base: c.base}
+		got, e, _ := c.status("POST", "/sessions/f/commands", body)
+		if !statusIn(got, 202, 400, 413) {
+			t.Fatalf("POST commands %q: %d %+v", body, got, e)
+		}
+		cmds, err := s.store.Commands(context.Background(), "f", 0, math.MaxInt64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int64(len(cmds))
+		if got == 202 && n != last+1 || got != 202 && n != last {
+			t.Fatalf("POST commands %q: %d, and %d commands stored after %d", body, got, n, last)
+		}
+		last = n
+		for _, sc := range cmds {
+			var cmd protocol.Command
+			if err := json.Unmarshal(sc.Body, &cmd); err != nil || cmd.Type == protocol.CommandShutdown {
+				t.Fatalf("stored command %s: %v", sc.Body, err)
+			}
+		}
+	})
+}
+
+func FuzzCreateSession(f *testing.F) {
+	for _, seed := range []string{``, `{}`, `{"project":"web"}`, `{"project":null}`, `{"project":5}`, `{"project":"a b"}`, `[]`, "\xff", `{"Project":"x"}`} {
+		f.Add("s", seed)
+	}
+	f.Add("stream", "")
+	f.Add("a%2Fb", "")
+	s, c := fuzzServer(f)
+	n := 0
+	f.Fuzz(func(t *testing.T, id, body string) {
+		c := &client{t: t, base: c.base}
+		n++
+		if len(id) > 1000 {
+			id = id[:1000]
+		}
+		// Escaped, any id reaches the server intact; the prefix keeps ids
+		// from colliding with earlier inputs.
+		path := "/sessions/" + url.PathEscape(fmt.Sprint(n)+"-"+id)
+		before, _ := s.ListSessions(context.Background(), "")
+		got, e, _ := c.status("POST", path, body)
+		if !statusIn(got, 201, 400, 409, 413) {
+			t.Fatalf("POST %s %q: %d %+v", path, body, got, e)
+		}
+		after, _ := s.ListSessions(context.Background(), "")
+		if created := len(after) - len(before); got == 201 && created != 1 || got != 201 && created != 0 {
+			t.Fatalf("POST %s %q: %d, and %d sessions created", path, body, got, created)
+		}
+	})
+}

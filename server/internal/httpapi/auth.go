@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// access is who may call a route when authentication is on.
+type access int
+
+const (
+	// public routes need nothing (health checks).
+	public access = iota
+	// client routes need the client token.
+	client
+	// sandbox routes take the client token (an operator debugging) or the
+	// sandbox token of the session in the path.
+	sandbox
+	// artifactStream takes the client token or a stream ticket for the
+	// session in the path: EventSource cannot set headers.
+	artifactStream
+	// sessionStream takes the client token or a session stream ticket.
+	sessionStream
+)
+
+// credKey carries, in a request's context, the hash of the sandbox token
+// that authenticated it.
+type credKey struct{}
+
+// SandboxCredential returns the SHA-256 of the sandbox token that
+// authenticated the request, if a sandbox token did. The service checks it
+// again when it applies the request, so a token rotated while the request
+// waited is refused too.
+func SandboxCredential(ctx context.Context) ([32]byte, bool) {
+	h, ok := ctx.Value(credKey{}).([32]byte)
+	return h, ok
+}
+
+// guard wraps a route's handler with its access rule. With authentication
+// off (no client token) every request passes: New only allows that on a
+// loopback address, or when the operator insisted.
+func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
+	if a.clientHash == nil || acc == public {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, err := a.authorize(r, acc)
+		if err != nil {
+			if protocol.CodeOf(err) == protocol.CodeUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="rein"`)
+			}
+			writeError(w, r, a.log, err)
+			return
+		}
+		h(w, r.WithContext(ctx))
+	}
+}
+
+// authorize decides a request. The bearer token is hashed once; the hash
+// is compared with the client token's in constant time and looked up among
+// the sandbox tokens (a map keyed by a hash of a 256-bit random token
+// reveals nothing through its timing). Error messages never echo a token.
+func (a *API) authorize(r *http.Request, acc access) (context.Context, error) {
+	ctx := r.Context()
+	tok, present, err := bearer(r)
+	if err != nil {
+		return nil, err
+	}
+	if !present {
+		if t := r.URL.Query().Get("ticket"); t != "" && (acc == artifactStream || acc == sessionStream) {
+			want := ticketScope{kind: ticketSessions}
+			if acc == artifactStream {
+				want = ticketScope{kind: ticketArtifacts, session: r.PathValue("id")}
+			}
+			return ctx, a.tickets.verify(t, want)
+		}
+		return nil, protocol.Errorf(protocol.CodeUnauthorized, "missing Authorization: Bearer <token>")
+	}
+	h := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(h[:], a.clientHash) == 1 {
+		return ctx, nil
+	}
+	if id, ok := a.svc.SandboxSession(h); ok {
+		if acc == sandbox && id == r.PathValue("id") {
+			return context.WithValue(ctx, credKey{}, h), nil
+		}
+		return nil, protocol.Errorf(protocol.CodeForbidden, "a sandbox token may only open its own session's command stream and post its events")
+	}
+	return nil, protocol.Errorf(protocol.CodeUnauthorized, "the bearer token is not valid (wrong, rotated, or its session was deleted)")
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header;
+// present is false when there is no Authorization header at all.
+func bearer(r *http.Request) (tok string, present bool, err error) {
+	v := r.Header.Get("Authorization")
+	if v == "" {
+		return "", false, nil
+	}
+	scheme, tok, _ := strings.Cut(v, " ")
+	tok = strings.TrimSpace(tok)
+	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", true, protocol.Errorf(protocol.CodeUnauthorized, "the Authorization header must be \"Bearer <token>\"")
+	}
+	return tok, true, nil
+}

@@ -1,0 +1,103 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/rein-ai/rein/server/internal/store"
+)
+
+// newestMigration is the highest migration number embedded, so tests do not
+// change each time a migration is added.
+func newestMigration(t testing.TB) int {
+	t.Helper()
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := 0
+	for _, n := range names {
+		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(n, "migrations/"), "_", 2)[0])
+		if err != nil {
+			t.Fatalf("migration %s: %v", n, err)
+		}
+		newest = max(newest, v)
+	}
+	return newest
+}
+
+func TestSandboxTokens(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s := openFile(t, path)
+	h1, h2, h3 := sha256.Sum256([]byte("one")), sha256.Sum256([]byte("two")), sha256.Sum256([]byte("three"))
+	commit(t, s,
+		store.CreateSession{Session: newSession("a")},
+		store.CreateSession{Session: newSession("b")},
+		store.CreateSession{Session: newSession("old")}, // no token: made before tokens existed
+		store.SetSandboxToken{SessionID: "a", Hash: h1, At: 1},
+		store.SetSandboxToken{SessionID: "b", Hash: h2, At: 1},
+	)
+	// Rotation replaces the hash.
+	commit(t, s, store.SetSandboxToken{SessionID: "a", Hash: h3, At: 2})
+	got, err := s.SandboxTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["a"] != h3 || got["b"] != h2 {
+		t.Fatalf("SandboxTokens = %x", got)
+	}
+	// A hash names one session only.
+	if err := s.Commit(ctx, []store.Op{store.SetSandboxToken{SessionID: "old", Hash: h2, At: 3}}); err == nil {
+		t.Fatal("the same hash stored for two sessions")
+	}
+	// Deleting a session deletes its token.
+	commit(t, s, store.DeleteSession{ID: "a"})
+	if got, _ := s.SandboxTokens(ctx); len(got) != 1 {
+		t.Fatalf("after delete SandboxTokens = %x", got)
+	}
+	// A token for a session that does not exist is refused (foreign key).
+	if err := s.Commit(ctx, []store.Op{store.SetSandboxToken{SessionID: "nope", Hash: h1, At: 3}}); err == nil {
+		t.Fatal("token stored for a missing session")
+	}
+	// The token table holds hashes only: no column could hold a token.
+	var cols []string
+	if err := s.r.SelectContext(ctx, &cols, `SELECT name FROM pragma_table_info('sandbox_tokens')`); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cols, ",") != "session_id,hash,created_at" {
+		t.Fatalf("sandbox_tokens columns %v", cols)
+	}
+}
+
+// A migration missing from schema_version runs even when a newer one is
+// recorded: migrations are numbered when written, not when merged.
+func TestMigrationsFillGaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`,
+		`INSERT INTO schema_version (version) VALUES (9999)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s := openFile(t, path)
+	if _, err := s.SandboxTokens(context.Background()); err != nil {
+		t.Fatalf("0003 was skipped: %v", err)
+	}
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+}
