@@ -138,9 +138,10 @@ func describe(session string, err error) error {
 	case protocol.CodeNotFound:
 		return fmt.Errorf("session %s was deleted on the server (or never existed): %w", session, err)
 	case protocol.CodeUnauthorized:
-		return fmt.Errorf("the server refused the token for session %s (check --token/REIN_TOKEN): %w", session, err)
+		// Also what a sandbox whose token was rotated gets on reconnect.
+		return fmt.Errorf("the server refused the token for session %s (not valid: missing, rotated, or its session was deleted; check --token/--token-file): %w", session, err)
 	case protocol.CodeForbidden:
-		return fmt.Errorf("the token may not access session %s: %w", session, err)
+		return fmt.Errorf("the server refused the token for session %s (not this session's sandbox token; check --token/--token-file and --session): %w", session, err)
 	case protocol.CodeSuperseded:
 		return fmt.Errorf("another agentd took over session %s: %w", session, err)
 	}

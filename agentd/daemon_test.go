@@ -391,6 +391,56 @@ func TestUnauthorizedStreamIsFinal(t *testing.T) {
 	}
 }
 
+// A sandbox whose token was rotated: the server ends its command stream,
+// and the reconnect is refused with 401, which is final. Neither the error
+// nor any log line carries the token.
+func TestRotatedTokenIsFinalAndNeverLogged(t *testing.T) {
+	const token = "sandbox-token-that-must-not-leak"
+	for _, status := range []int{401, 403} {
+		srv := fakeserver.New(t, "s1")
+		srv.StreamFault = func(attempt int) int {
+			if attempt == 1 {
+				return 0
+			}
+			return status
+		}
+		var logs lockedBuffer
+		d := start(t, srv, agentd.Options{Token: token, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		waitStarted(t, srv, 1)
+		srv.DropStreams()
+		err := d.wait()
+		if got := protocol.CodeOf(err); got != map[int]protocol.Code{401: protocol.CodeUnauthorized, 403: protocol.CodeForbidden}[status] {
+			t.Fatalf("%d: Run = %v", status, err)
+		}
+		if !strings.Contains(err.Error(), "the server refused the token for session s1") {
+			t.Errorf("%d: exit message %q does not say the token was refused", status, err)
+		}
+		if strings.Contains(err.Error(), token) || strings.Contains(logs.String(), token) {
+			t.Errorf("%d: the token leaked: err %v\nlogs:\n%s", status, err, logs.String())
+		}
+		if !strings.Contains(logs.String(), "command stream connected") {
+			t.Errorf("%d: the log capture saw nothing: %s", status, logs.String())
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestOptionsValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name string
