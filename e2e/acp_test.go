@@ -16,9 +16,7 @@ func TestACPExampleAgent(t *testing.T) {
 		t.Skip("REIN_ACP_AGENT is not set: run through `make test`, which builds the ACP example agent into bin/tools")
 	}
 	e := newEnv(t)
-	if _, err := e.c.CreateSession(e.ctx, "acp", ""); err != nil {
-		t.Fatal(err)
-	}
+	e.create("acp", "")
 	f := Follow(e.ctx, e.c, "acp")
 	defer f.Close()
 	e.agentd(e.srv.URL, "acp", nil, []string{"--protocol", "acp"}, agent)

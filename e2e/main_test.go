@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,26 +36,40 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// env is one rein-server with a client and a session-stream watcher.
+// env is one rein-server with a client and a session-stream watcher. The
+// suite runs with authentication on, as production does: the client holds
+// the client token and each agentd only its session's sandbox token.
 type env struct {
-	t   *testing.T
-	ctx context.Context
-	srv *Server
-	c   *Client
-	sw  *SessionWatcher
+	t      *testing.T
+	ctx    context.Context
+	srv    *Server
+	c      *Client
+	sw     *SessionWatcher
+	dir    string
+	tokens map[string]string // session -> sandbox token file
 }
+
+// clientToken is the suite's client token (at least 16 bytes).
+const clientToken = "e2e-client-token-0123456789abcdef"
 
 // newEnv starts a server on a fresh database in t.TempDir().
 func newEnv(t *testing.T, serverArgs ...string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: t.TempDir(), Args: serverArgs})
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(tokenFile, []byte(clientToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--api-token-file", tokenFile}, serverArgs...)
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dir, Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop(15 * time.Second) })
-	e := &env{t: t, ctx: ctx, srv: srv, c: NewClient(srv.URL)}
+	e := &env{t: t, ctx: ctx, srv: srv, c: NewClient(srv.URL), dir: dir, tokens: map[string]string{}}
+	e.c.Token = clientToken
 	e.sw = WatchSessions(ctx, e.c)
 	t.Cleanup(e.sw.Close)
 	return e
@@ -67,7 +82,11 @@ func (e *env) agentd(serverURL, session string, envv, flags []string, cmd ...str
 	if len(cmd) == 0 {
 		cmd = []string{bins.DemoAgent}
 	}
-	args := append([]string{"--server", serverURL, "--session", session}, flags...)
+	args := []string{"--server", serverURL, "--session", session}
+	if f := e.tokens[session]; f != "" {
+		args = append(args, "--token-file", f)
+	}
+	args = append(args, flags...)
 	args = append(append(args, "--"), cmd...)
 	p, err := Start(e.t.Logf, "agentd "+session, envv, bins.Agentd, args...)
 	if err != nil {
@@ -77,13 +96,29 @@ func (e *env) agentd(serverURL, session string, envv, flags []string, cmd ...str
 	return p
 }
 
+// create creates a session and keeps its sandbox token in a file for the
+// agentd that will serve it.
+func (e *env) create(id, project string) {
+	e.t.Helper()
+	res, err := e.c.CreateSession(e.ctx, id, project)
+	if err != nil {
+		e.t.Fatalf("create %s: %v", id, err)
+	}
+	if res.SandboxToken == "" {
+		e.t.Fatalf("create %s: no sandboxToken in the 201 body", id)
+	}
+	f := filepath.Join(e.dir, "sandbox-token-"+id)
+	if err := os.WriteFile(f, []byte(res.SandboxToken), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.tokens[id] = f
+}
+
 // session creates a session, starts agentd with the demo agent, follows
 // the artifact stream, and waits until the sandbox is connected.
 func (e *env) session(id string, envv ...string) (*Proc, *Follower) {
 	e.t.Helper()
-	if _, err := e.c.CreateSession(e.ctx, id, ""); err != nil {
-		e.t.Fatalf("create %s: %v", id, err)
-	}
+	e.create(id, "")
 	f := Follow(e.ctx, e.c, id)
 	e.t.Cleanup(f.Close)
 	p := e.agentd(e.srv.URL, id, envv, nil)

@@ -197,9 +197,7 @@ func TestNetworkPartition(t *testing.T) {
 	}
 	defer proxy.Close()
 	const n = 300
-	if _, err := e.c.CreateSession(e.ctx, "part", ""); err != nil {
-		t.Fatal(err)
-	}
+	e.create("part", "")
 	f := Follow(e.ctx, e.c, "part")
 	defer f.Close()
 	e.agentd(proxy.URL(), "part", []string{"DEMO_AGENT_DELAY=10ms"}, nil)
@@ -307,7 +305,9 @@ func vmRSS(t *testing.T, pid int) int {
 // normal one receives everything, the server drops the stalled one, and
 // the server's memory stays bounded.
 func TestStalledClient(t *testing.T) {
-	e := newEnv(t)
+	// A short write timeout so the server gives up on the stalled client
+	// well within the test.
+	e := newEnv(t, "--write-timeout", "2s")
 	_, f := e.session("stall")
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		// A tiny receive window, so the server's writes back up quickly.
@@ -318,18 +318,28 @@ func TestStalledClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	fmt.Fprintf(stalled, "GET /sessions/stall/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+	fmt.Fprintf(stalled, "GET /sessions/stall/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer %s\r\n\r\n", clientToken)
 	before := vmRSS(t, e.srv.Pid())
-	// About 8 MB of tool output, far more than the socket buffers hold.
+	// 8,000,000 bytes of tool output, far more than the socket buffers hold.
 	const lines, width = 80000, 99
-	e.prompt("stall", fmt.Sprintf("run: head -c %d /dev/zero | tr '\\0' x | fold -w %d", lines*width, width))
+	line := strings.Repeat("x", width)
+	e.prompt("stall", fmt.Sprintf("run: yes %s | head -n %d", line, lines))
 	waitTurns(t, e.ctx, f, 1)
 	arts := e.assertModelMatchesServer(f, "stall")
-	want := strings.Repeat(strings.Repeat("x", width)+"\n", lines)
+	want := strings.Repeat(line+"\n", lines)
 	found := false
 	for _, a := range arts {
-		if a.Type == protocol.ArtifactToolCall {
-			found = a.String("output") == want && a.String("status") == "completed"
+		if a.Type != protocol.ArtifactToolCall {
+			continue
+		}
+		out := a.String("output")
+		found = out == want && a.String("status") == "completed"
+		if !found {
+			i := 0
+			for i < len(out) && i < len(want) && out[i] == want[i] {
+				i++
+			}
+			t.Errorf("tool output: %d bytes, want %d; first difference at byte %d (line %d)", len(out), len(want), i, i/(width+1))
 		}
 	}
 	if !found {
@@ -342,9 +352,12 @@ func TestStalledClient(t *testing.T) {
 		t.Fatalf("the normal client did not get the exact output:\n%s", strings.Join(got, "\n"))
 	}
 	after := vmRSS(t, e.srv.Pid())
-	// The stalled connection must have been closed by the server: reading
-	// what it buffered reaches the end of the stream.
-	stalled.SetReadDeadline(time.Now().Add(60 * time.Second))
+	// The server must drop the client that never reads, and say so. Only
+	// then read the socket: reading earlier would un-stall it.
+	if _, err := e.srv.WaitLine(e.ctx, "dropped a stream client"); err != nil {
+		t.Fatal(err)
+	}
+	stalled.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf := make([]byte, 64<<10)
 	var got int
 	for {
@@ -352,7 +365,7 @@ func TestStalledClient(t *testing.T) {
 		got += n
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("the stalled client was never dropped (read %d bytes, then nothing)", got)
+				t.Fatalf("the stalled client's connection stayed open after the server said it dropped it (read %d bytes)", got)
 			}
 			break
 		}
@@ -360,7 +373,7 @@ func TestStalledClient(t *testing.T) {
 	if got >= len(want) {
 		t.Fatalf("the stalled client received %d bytes, the whole output: it never stalled the server", got)
 	}
-	t.Logf("server RSS %d KiB before, %d KiB after; the stalled client got %d bytes before being dropped", before, after, got)
+	t.Logf("server RSS %d KiB before, %d KiB after; the stalled client got %d of %d bytes before it was dropped", before, after, got, len(want))
 	if growth := after - before; growth > 256<<10 {
 		t.Fatalf("server RSS grew by %d KiB while one client stalled", growth)
 	}
@@ -370,9 +383,7 @@ func TestStalledClient(t *testing.T) {
 // timeout, and the session stream says so.
 func TestBootstrapTimeout(t *testing.T) {
 	e := newEnv(t, "--bootstrap-timeout", "1s")
-	if _, err := e.c.CreateSession(e.ctx, "lonely", "p1"); err != nil {
-		t.Fatal(err)
-	}
+	e.create("lonely", "p1")
 	if err := e.sw.WaitRemoved(e.ctx, "lonely"); err != nil {
 		t.Fatal(err)
 	}
@@ -419,9 +430,7 @@ func TestManySessions(t *testing.T) {
 	followers := make([]*Follower, n)
 	for i := range n {
 		id := fmt.Sprintf("many-%02d", i)
-		if _, err := e.c.CreateSession(e.ctx, id, "fleet"); err != nil {
-			t.Fatal(err)
-		}
+		e.create(id, "fleet")
 		followers[i] = Follow(e.ctx, e.c, id)
 		defer followers[i].Close()
 		e.agentd(e.srv.URL, id, nil, nil)
@@ -466,5 +475,85 @@ func TestManySessions(t *testing.T) {
 			fmt.Sprintf("tool shell completed exit=0 output=%q", id+"\n"),
 			"text done: Exit code 0.",
 		})
+	}
+}
+
+// Rotating a session's sandbox token cuts off the agentd that holds the
+// old one (it exits 4, saying why); an agentd given the new one takes over.
+func TestSandboxTokenRotation(t *testing.T) {
+	e := newEnv(t)
+	old, f := e.session("rot")
+	var rotated struct {
+		SandboxToken string `json:"sandboxToken"`
+	}
+	if err := e.c.Do(e.ctx, "POST", "/sessions/rot/token", nil, &rotated); err != nil || rotated.SandboxToken == "" {
+		t.Fatalf("rotate: %+v, %v", rotated, err)
+	}
+	if err := old.Wait(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code := old.ExitCode(); code != 4 {
+		t.Fatalf("agentd with the rotated token exited %d, want 4", code)
+	}
+	if out := strings.Join(old.Output(), "\n"); !strings.Contains(out, "refused the token") || strings.Contains(out, rotated.SandboxToken) {
+		t.Fatalf("agentd's output should say the token was refused, and never show a token:\n%s", out)
+	}
+	if err := os.WriteFile(e.tokens["rot"], []byte(rotated.SandboxToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.agentd(e.srv.URL, "rot", nil, nil)
+	e.waitIdle("rot")
+	e.prompt("rot", "after rotation")
+	waitTurns(t, e.ctx, f, 1)
+	wantTranscript(t, "rotation", e.assertModelMatchesServer(f, "rot"), []string{
+		"turn completed end_turn",
+		"user: after rotation",
+		"text done: You said: after rotation",
+	})
+}
+
+// The real binary refuses what is not yours: no token, a sandbox token on
+// a client route, and another session's sandbox token.
+func TestAuthRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.create("mine", "")
+	e.create("theirs", "")
+	tok := func(id string) string {
+		b, err := os.ReadFile(e.tokens[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	cases := []struct {
+		token, method, path string
+		want                int
+	}{
+		{"", "GET", "/sessions", 401},
+		{"wrong-token-wrong-token", "GET", "/sessions", 401},
+		{tok("mine"), "GET", "/sessions/mine/artifacts", 403},
+		{tok("mine"), "POST", "/sessions/mine/commands", 403},
+		{tok("theirs"), "POST", "/sessions/mine/events", 403},
+		{tok("mine"), "POST", "/sessions/mine/events", 202},
+		{clientToken, "GET", "/sessions/mine/artifacts", 200},
+	}
+	for _, tc := range cases {
+		c := NewClient(e.srv.URL)
+		c.Token = tc.token
+		var body any
+		if tc.method == "POST" {
+			body = map[string]string{"type": "notice", "level": "info", "message": "hi"}
+			if strings.HasSuffix(tc.path, "/commands") {
+				body = map[string]string{"type": "abort"}
+			}
+		}
+		err := c.Do(e.ctx, tc.method, tc.path, body, nil)
+		var he *HTTPError
+		switch {
+		case tc.want/100 == 2 && err != nil:
+			t.Errorf("%s %s with %q: %v, want %d", tc.method, tc.path, tc.token, err, tc.want)
+		case tc.want/100 != 2 && (!errors.As(err, &he) || he.Status != tc.want):
+			t.Errorf("%s %s with %q: %v, want %d", tc.method, tc.path, tc.token, err, tc.want)
+		}
 	}
 }
