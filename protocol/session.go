@@ -29,12 +29,18 @@ type CreateSessionRequest struct {
 	Project *string `json:"project,omitempty"`
 }
 
-// ReservedSessionID cannot be a session id because it is a route.
+// ReservedSessionID cannot be a session id because it is a route
+// (GET /sessions/stream).
 const ReservedSessionID = "stream"
+
+// reservedSessionIDs are the route segments under /sessions/ that a
+// session id would shadow: GET /sessions/stream and
+// POST /sessions/stream-ticket.
+var reservedSessionIDs = map[string]bool{ReservedSessionID: true, "stream-ticket": true}
 
 // ValidateSessionID reports why id cannot be a session id, or nil.
 func ValidateSessionID(id string) error {
-	if id == ReservedSessionID {
+	if reservedSessionIDs[id] {
 		return Errorf(CodeInvalid, "session id %q is reserved", id)
 	}
 	if err := validateID(id); err != nil {

@@ -47,6 +47,7 @@ func TestValidateSessionID(t *testing.T) {
 		{"Stream", ""},
 		{strings.Repeat("x", 128), ""},
 		{"stream", `session id "stream" is reserved`},
+		{"stream-ticket", `session id "stream-ticket" is reserved`},
 		{"", "session id: must not be empty"},
 		{strings.Repeat("x", 129), "session id: longer than 128 characters"},
 		{"a:b", "session id: may contain only letters, digits, '.', '_' and '-' (found ':')"},

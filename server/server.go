@@ -185,17 +185,11 @@ type CreatedSession struct {
 	SandboxToken string `json:"sandboxToken"`
 }
 
-// ticketRoute is a route under /sessions/ that a session id would shadow.
-const ticketRoute = "stream-ticket"
-
 // CreateSession creates a bootstrapping session with a new sandbox token;
 // project "" means none.
 func (s *Server) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
 	if err := protocol.ValidateSessionID(id); err != nil {
 		return CreatedSession{}, err
-	}
-	if id == ticketRoute {
-		return CreatedSession{}, protocol.Errorf(protocol.CodeInvalid, "session id %q is reserved", id)
 	}
 	var p *string
 	if project != "" {

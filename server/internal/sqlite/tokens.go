@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/rein-ai/rein/server/internal/store"
 )
 
@@ -29,8 +27,8 @@ func (s *Store) SandboxTokens(ctx context.Context) (map[string][32]byte, error) 
 	return out, nil
 }
 
-func setSandboxToken(ctx context.Context, tx *sqlx.Tx, op store.SetSandboxToken) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?)
+func setSandboxToken(ctx context.Context, ex execer, op store.SetSandboxToken) error {
+	_, err := ex.ExecContext(ctx, `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?)
 		ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
 		op.SessionID, op.Hash[:], op.At)
 	if err != nil {
