@@ -374,7 +374,9 @@ func TestStalledClient(t *testing.T) {
 		t.Fatalf("the stalled client received %d bytes, the whole output: it never stalled the server", got)
 	}
 	t.Logf("server RSS %d KiB before, %d KiB after; the stalled client got %d of %d bytes before it was dropped", before, after, got, len(want))
-	if growth := after - before; growth > 256<<10 {
+	// Under the race detector RSS is mostly its shadow memory (several
+	// times the heap), so the bound only means something without it.
+	if growth := after - before; !raceEnabled && growth > 256<<10 {
 		t.Fatalf("server RSS grew by %d KiB while one client stalled", growth)
 	}
 }
