@@ -22,18 +22,7 @@ func TestACPExampleAgent(t *testing.T) {
 	e.agentd(e.srv.URL, "acp", nil, []string{"--protocol", "acp"}, agent)
 	e.waitIdle("acp")
 	e.prompt("acp", "fix the config")
-	var reqID string
-	if err := f.WaitFor(e.ctx, "the permission request", func(arts []*protocol.Artifact) bool {
-		for _, a := range arts {
-			if a.Type == protocol.ArtifactPermission && a.String("status") == "pending" {
-				reqID = a.ID
-				return true
-			}
-		}
-		return false
-	}); err != nil {
-		t.Fatal(err)
-	}
+	reqID := waitPermission(t, e.ctx, f)
 	if _, err := e.c.Command(e.ctx, "acp", protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: reqID, OptionID: "allow"}); err != nil {
 		t.Fatal(err)
 	}

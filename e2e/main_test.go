@@ -240,3 +240,23 @@ func (e *env) assertModelMatchesServer(f *Follower, id string) []*protocol.Artif
 	}
 	return rest
 }
+
+// waitPermission waits for a pending permission artifact and returns its
+// id, the requestId a client answers with.
+func waitPermission(t *testing.T, ctx context.Context, f *Follower) string {
+	t.Helper()
+	var reqID string
+	err := f.WaitFor(ctx, "a pending permission", func(arts []*protocol.Artifact) bool {
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactPermission && a.String("status") == "pending" {
+				reqID = a.ID
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reqID
+}

@@ -102,19 +102,7 @@ func TestPermissionApproveAndDeny(t *testing.T) {
 	_, f := e.session("perm")
 	answer := func(turn int, option string) {
 		t.Helper()
-		var reqID string
-		err := f.WaitFor(e.ctx, "a pending permission", func(arts []*protocol.Artifact) bool {
-			for _, a := range arts {
-				if a.Type == protocol.ArtifactPermission && a.String("status") == "pending" {
-					reqID = a.ID
-					return true
-				}
-			}
-			return false
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		reqID := waitPermission(t, e.ctx, f)
 		if _, err := e.c.Command(e.ctx, "perm", protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: reqID, OptionID: option}); err != nil {
 			t.Fatal(err)
 		}

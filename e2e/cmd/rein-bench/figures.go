@@ -99,6 +99,34 @@ func createSessions(base string, ids ...string) error {
 	return nil
 }
 
+// serverWith starts a fresh rein-server holding the given sessions.
+func (b *bench) serverWith(ids ...string) (*e2e.Server, error) {
+	srv, err := b.server()
+	if err != nil {
+		return nil, err
+	}
+	if err := createSessions(srv.URL, ids...); err != nil {
+		b.stop(srv.Proc)
+		return nil, err
+	}
+	return srv, nil
+}
+
+// postPaced posts n single text deltas to url, one every interval, each
+// carrying the time it was sent, for latency measurements.
+func postPaced(ctx context.Context, c *http.Client, url string, n int, every time.Duration) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for range n {
+		<-tick.C
+		body := fmt.Sprintf(`{"type":"text_delta","id":"m1","delta":"%d "}`, time.Now().UnixNano())
+		if err := post(ctx, c, url, []byte(body)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // 1. One event per POST, 32 concurrent posters with keep-alive, against
 // a trivial handler that reads the body and answers 202.
 func (b *bench) ingestSingle() ([]Figure, error) {
@@ -112,15 +140,12 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 		})
 		return float64(n) / el.Seconds(), err
 	}
-	srv, err := b.server()
-	if err != nil {
-		return nil, err
-	}
 	ids := make([]string, workers)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%d", i)
 	}
-	if err := createSessions(srv.URL, ids...); err != nil {
+	srv, err := b.serverWith(ids...)
+	if err != nil {
 		return nil, err
 	}
 	ours, err := run(srv.URL)
@@ -146,11 +171,8 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 func (b *bench) ingestBatch() ([]Figure, error) {
 	const batch, workers = 500, 2
 	d := b.dur(4 * time.Second)
-	srv, err := b.server()
+	srv, err := b.serverWith("b0", "b1")
 	if err != nil {
-		return nil, err
-	}
-	if err := createSessions(srv.URL, "b0", "b1"); err != nil {
 		return nil, err
 	}
 	c := newHTTPClient(workers)
@@ -309,11 +331,8 @@ func (b *bench) fanRun(pid int, postURL, streamURL string, body func() []byte, n
 // possible, against a minimal go-sse hub with one goroutine per subscriber.
 func (b *bench) fanout() ([]Figure, error) {
 	n := b.count(1000)
-	srv, err := b.server()
+	srv, err := b.serverWith("fan")
 	if err != nil {
-		return nil, err
-	}
-	if err := createSessions(srv.URL, "fan"); err != nil {
 		return nil, err
 	}
 	event := []byte(`{"type":"text_delta","id":"m1","delta":"x "}`)
@@ -342,14 +361,11 @@ func (b *bench) fanout() ([]Figure, error) {
 // 4. Latency from POST to receipt, 1,000 subscribers, 100 events/s.
 func (b *bench) latency() ([]Figure, error) {
 	n := b.count(1000)
-	srv, err := b.server()
+	srv, err := b.serverWith("lat")
 	if err != nil {
 		return nil, err
 	}
 	defer b.stop(srv.Proc)
-	if err := createSessions(srv.URL, "lat"); err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -359,17 +375,9 @@ func (b *bench) latency() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	end := time.Now().Add(b.dur(5 * time.Second))
-	var posted int64
-	for time.Now().Before(end) {
-		<-tick.C
-		body := fmt.Sprintf(`{"type":"text_delta","id":"m1","delta":"%d "}`, time.Now().UnixNano())
-		if err := post(ctx, c, srv.URL+"/sessions/lat/events", []byte(body)); err != nil {
-			return nil, err
-		}
-		posted++
+	posted := int64(b.dur(5*time.Second) / (10 * time.Millisecond)) // 100 events/s
+	if err := postPaced(ctx, c, srv.URL+"/sessions/lat/events", int(posted), 10*time.Millisecond); err != nil {
+		return nil, err
 	}
 	drain(subs, posted*int64(n))
 	var all []time.Duration
@@ -389,14 +397,11 @@ func (b *bench) latency() ([]Figure, error) {
 // 5. Server RSS per idle artifact-stream subscriber at 5,000 subscribers.
 func (b *bench) memory() ([]Figure, error) {
 	n := b.count(5000)
-	srv, err := b.server()
+	srv, err := b.serverWith("mem")
 	if err != nil {
 		return nil, err
 	}
 	defer b.stop(srv.Proc)
-	if err := createSessions(srv.URL, "mem"); err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -421,7 +426,7 @@ func (b *bench) memory() ([]Figure, error) {
 // subscriber, the p99 agentd adds (paced stream through agentd against the
 // same pace posted directly), and agentd's peak RSS.
 func (b *bench) throughAgentd() ([]Figure, error) {
-	srv, err := b.server()
+	srv, err := b.serverWith("ag", "direct")
 	if err != nil {
 		return nil, err
 	}
@@ -431,9 +436,6 @@ func (b *bench) throughAgentd() ([]Figure, error) {
 	defer wg.Wait()
 	defer cancel()
 	cl := e2e.NewClient(srv.URL)
-	if err := createSessions(srv.URL, "ag", "direct"); err != nil {
-		return nil, err
-	}
 	c := newHTTPClient(8)
 	subs, err := subscribeMany(ctx, c, srv.URL+"/sessions/ag/stream", 1, true, &wg)
 	if err != nil {
@@ -472,16 +474,9 @@ func (b *bench) throughAgentd() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	tick := time.NewTicker(2 * time.Millisecond)
-	for range paced {
-		<-tick.C
-		body := fmt.Sprintf(`{"type":"text_delta","id":"m1","delta":"%d "}`, time.Now().UnixNano())
-		if err := post(ctx, c, srv.URL+"/sessions/direct/events", []byte(body)); err != nil {
-			tick.Stop()
-			return nil, err
-		}
+	if err := postPaced(ctx, c, srv.URL+"/sessions/direct/events", paced, 2*time.Millisecond); err != nil {
+		return nil, err
 	}
-	tick.Stop()
 	drain(dsubs, int64(paced))
 	direct := percentile(dsubs[0].takeLatencies(), 0.99)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -512,14 +507,11 @@ func waitStatus(ctx context.Context, c *e2e.Client, id string, st protocol.Sessi
 // 7. Resume cost: a session of 100,000 events; time for a fresh subscriber
 // to receive its snapshot, against GET /artifacts.
 func (b *bench) resume() ([]Figure, error) {
-	srv, err := b.server()
+	srv, err := b.serverWith("big")
 	if err != nil {
 		return nil, err
 	}
 	defer b.stop(srv.Proc)
-	if err := createSessions(srv.URL, "big"); err != nil {
-		return nil, err
-	}
 	ctx := context.Background()
 	c := newHTTPClient(8)
 	n := b.count(100000)
