@@ -16,6 +16,7 @@ import (
 	"github.com/rein-ai/rein/server/internal/httpapi"
 	"github.com/rein-ai/rein/server/internal/hub"
 	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/internal/web"
 )
 
 // Server is a running rein-server.
@@ -75,6 +76,7 @@ func New(opts Options) (*Server, error) {
 	api := httpapi.New(service{s}, s.log, httpapi.Options{
 		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
 		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
+		UI: web.Handler(),
 	})
 	s.http = &http.Server{
 		Handler: s.handlers.wrap(api),

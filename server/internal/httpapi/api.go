@@ -59,6 +59,10 @@ type Options struct {
 	CORSOrigins []string
 	// Now is the clock stream tickets expire by (default time.Now).
 	Now func() time.Time
+	// UI, when set, serves the web view: GET / and GET /ui/... go to it
+	// without authentication (the files hold no data; the page asks for
+	// the client token and calls the API with it).
+	UI http.Handler
 }
 
 // API serves the routes.
@@ -121,6 +125,12 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	handle("GET /sessions/{id}/artifacts", client, a.withID(a.artifacts))
 	handle("GET /sessions/{id}/stream", artifactStream, a.withID(a.artifactStream))
 	handle("POST /sessions/{id}/stream-ticket", client, a.withID(a.artifactsTicket))
+	if opts.UI != nil {
+		// "/{$}" is "/" only; every other unknown path stays a JSON 404
+		// (after authentication) from the catch-all below.
+		handle("GET /{$}", public, opts.UI.ServeHTTP)
+		handle("GET /ui/", public, opts.UI.ServeHTTP)
+	}
 	handle("/", client, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, protocol.Errorf(protocol.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})

@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// browserPaths returns Chromium and chromedriver, from REIN_CHROMIUM and
+// REIN_CHROMEDRIVER or Debian's paths; the test is skipped, saying how to
+// install them, only when they are not there.
+func browserPaths(t *testing.T) (chromium, driver string) {
+	t.Helper()
+	find := func(env, def, name string) string {
+		if p := os.Getenv(env); p != "" {
+			return p
+		}
+		if _, err := os.Stat(def); err == nil {
+			return def
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+		return def
+	}
+	chromium = find("REIN_CHROMIUM", "/usr/bin/chromium", "chromium")
+	driver = find("REIN_CHROMEDRIVER", "/usr/bin/chromedriver", "chromedriver")
+	for _, p := range []string{chromium, driver} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("SKIP browser test: %s is not installed (%v). Run `make browser-deps` (Debian: apt-get install chromium chromium-driver) or set REIN_CHROMIUM and REIN_CHROMEDRIVER.", p, err)
+		}
+	}
+	return chromium, driver
+}
+
+// screenshotDir is where the test's screenshots go: REIN_SCREENSHOT_DIR,
+// else e2e/testdata/screenshots (not committed).
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("REIN_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = filepath.Join("testdata", "screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func screenshot(t *testing.T, ctx context.Context, b *Browser, name string) string {
+	t.Helper()
+	png, err := b.Screenshot(ctx)
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(screenshotDir(t), name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(p)
+	t.Logf("screenshot: %s (%d bytes)", abs, len(png))
+	return p
+}
+
+// TestBrowser drives the web view in headless Chromium against the real
+// server (authentication on), agentd and demo-agent: the token form, the
+// live session list and its project filter, then a session: a prompt
+// streamed back, a real command as a tool call, a permission approved
+// with its button, a slow turn aborted, and the page following the
+// server across a restart (which voids its stream tickets).
+func TestBrowser(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	ctx := e.ctx
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// step gives each wait its own deadline, so a failure says which step
+	// hung instead of eating the whole test's time.
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := f(sctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+
+	e.create("web-1", "demo")
+	e.agentd(e.srv.URL, "web-1", nil, nil)
+	e.waitIdle("web-1")
+	e.create("api-7", "backend") // no agentd: stays bootstrapping
+
+	b, err := StartBrowser(ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+
+	// The page asks for the client token: auth is on.
+	must(b.Navigate(ctx, e.srv.URL+"/"))
+	step("token form", func(ctx context.Context) error {
+		if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#token-input", "not-the-token"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#token-submit"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#token-error", "The server did not accept that token.")
+	})
+	step("sign in", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#token-input", clientToken); err != nil {
+			return err
+		}
+		return b.Click(ctx, "#token-submit")
+	})
+
+	// The session list, live from the session stream.
+	row := func(id, col string) string { return fmt.Sprintf(`#session-rows tr[data-id=%q] td.%s`, id, col) }
+	step("session list", func(ctx context.Context) error {
+		for _, c := range [][3]string{
+			{"web-1", "status", "idle"}, {"web-1", "project", "demo"}, {"web-1", "summary", "no prompt yet"},
+			{"api-7", "status", "bootstrapping"}, {"api-7", "project", "backend"},
+		} {
+			if err := b.WaitTextIs(ctx, row(c[0], c[1]), c[2]); err != nil {
+				return err
+			}
+		}
+		return b.WaitTextIs(ctx, "#session-count", "2 of 2")
+	})
+	rowIDs := `return [...document.querySelectorAll("#session-rows tr")].map(r => r.dataset.id).join(",") === arguments[0];`
+	step("project filter", func(ctx context.Context) error {
+		if err := b.Click(ctx, `#project-filter option[value="demo"]`); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "only web-1 listed", rowIDs, "web-1"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#session-count", "1 of 2")
+	})
+	step("list updates live", func(ctx context.Context) error {
+		e.create("web-2", "demo")
+		if err := b.WaitTextIs(ctx, row("web-2", "status"), "bootstrapping"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "web-2 listed first (newest)", rowIDs, "web-2,web-1"); err != nil {
+			return err
+		}
+		if err := e.c.DeleteSession(ctx, "web-2"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "web-2 gone", rowIDs, "web-1")
+	})
+	screenshot(t, ctx, b, "web-view-sessions.png")
+
+	// The session page.
+	art := func(id, sel string) string { return fmt.Sprintf(`#transcript [data-id=%q] %s`, id, sel) }
+	step("open session", func(ctx context.Context) error {
+		if err := b.Click(ctx, `#session-rows tr[data-id="web-1"] td.id a`); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#session-id", "web-1"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#session-status", "idle"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#transcript-empty", "Nothing yet. Send a prompt below.")
+	})
+
+	step("prompt streams an answer", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "hello from the browser"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#send"); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{art("u1", ".user-text"), "hello from the browser"},
+			{art("m1", ".text"), "You said: hello from the browser"},
+			{art("t1", ".pill"), "completed"},
+			{"#session-summary", "hello from the browser"},
+			{"#session-status", "idle"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		return b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`)
+	})
+
+	step("plan", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "plan: read the code; write the fix; run the tests\uE007"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("m2", ".text"), "Plan done."); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("plan-2", ".plan-head .muted"), "3/3 done"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "a checklist of three completed entries",
+			`return [...document.querySelectorAll(arguments[0])].map(li => li.dataset.status + ":" + li.textContent).join("|") === arguments[1];`,
+			art("plan-2", ".plan li"), "completed:read the code|completed:write the fix|completed:run the tests")
+	})
+
+	step("tool call", func(ctx context.Context) error {
+		// Enter sends, like the Send button.
+		if err := b.Type(ctx, "#prompt", "run: echo hi\uE007"); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{art("m3", ".text"), "Running `echo hi`"},
+			{art("tool-3", ".tool-name"), "shell"},
+			{art("tool-3", ".tool-title"), "echo hi"},
+			{art("tool-3", ".pill"), "completed"},
+			{art("tool-3", ".tool-output"), "hi\n"},
+			{art("tool-3", ".exit"), "exit 0"},
+			{art("m3-2", ".text"), "Exit code 0."},
+			{art("t3", ".pill"), "completed"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	step("permission approved", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "ask: May I deploy to staging?\uE007"); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{art("perm-4", ".perm-title"), "May I deploy to staging?"},
+			{art("perm-4", ".pill"), "needs approval"},
+			{art("perm-4", "button.approve"), "Approve"},
+			{art("perm-4", "button.deny"), "Deny"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		// The picture for the README: a tool call's output and a
+		// permission waiting for an answer.
+		screenshot(t, ctx, b, "web-view.png")
+		if err := b.Click(ctx, art("perm-4", "button.approve")); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{art("perm-4", ".pill"), "approved"},
+			{art("perm-4", ".perm-result"), "Approved: Allow"},
+			{art("m4", ".text"), "Permission granted."},
+			{art("t4", ".pill"), "completed"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		return b.WaitJS(ctx, "buttons gone", `return document.querySelectorAll("#transcript button").length === 0;`)
+	})
+
+	step("abort a slow turn", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "slow: 500\uE007"); err != nil {
+			return err
+		}
+		if _, err := b.WaitText(ctx, art("m5", ".text"), `"w1 w2 w3 …"`, func(s string) bool { return strings.HasPrefix(s, "w1 w2 w3 ") }); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("t5", ".pill"), "running"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#abort"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("t5", ".pill"), "cancelled"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("m5", ".tag"), "interrupted"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "Abort disabled", `return document.querySelector("#abort").disabled;`); err != nil {
+			return err
+		}
+		text, _, err := b.Text(ctx, art("m5", ".text"))
+		if err != nil {
+			return err
+		}
+		if n := len(strings.Fields(text)); n < 3 || n >= 500 || text != words(n)+" " && text != words(n) {
+			return fmt.Errorf("interrupted text %q: want the first words of slow: 500", text)
+		}
+		return b.WaitTextIs(ctx, "#session-status", "idle")
+	})
+	screenshot(t, ctx, b, "web-view-session.png")
+
+	// A server restart voids every stream ticket: the page's EventSource
+	// gets 401 on its reconnect and gives up, and the page must get a new
+	// ticket, reopen, and rebuild from the snapshot without doubling
+	// anything.
+	step("server restart", func(ctx context.Context) error {
+		e.srv.Stop(15 * time.Second)
+		if err := e.srv.Restart(ctx); err != nil {
+			return err
+		}
+		e.waitIdle("web-1")
+		if err := b.WaitTextIs(ctx, "#conn", "live"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#prompt", "still there?\uE007"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("m6", ".text"), "You said: still there?"); err != nil {
+			return err
+		}
+		arts, err := e.c.Artifacts(ctx, "web-1")
+		if err != nil {
+			return err
+		}
+		var want []string
+		for _, a := range arts {
+			want = append(want, fmt.Sprint(a.Seq))
+		}
+		return b.WaitJS(ctx, "one element per artifact, in seq order",
+			`return [...document.querySelectorAll("#transcript > [data-seq]")].map(e => e.dataset.seq).join(",") === arguments[0];`, strings.Join(want, ","))
+	})
+	// make web-screenshot refreshes the README's picture from this run.
+	if docs := os.Getenv("REIN_DOCS_SCREENSHOT"); docs != "" {
+		png, err := os.ReadFile(filepath.Join(screenshotDir(t), "web-view.png"))
+		must(err)
+		must(os.MkdirAll(filepath.Dir(docs), 0o755))
+		must(os.WriteFile(docs, png, 0o644))
+		t.Logf("screenshot copied to %s", docs)
+	}
+}

@@ -1,0 +1,788 @@
+// Rein web view: a session list and a session transcript, both live.
+//
+// Everything comes from the rein-server API on this origin. With
+// authentication on, the page asks once for the client token (kept in
+// sessionStorage, so it is gone when the tab closes), sends it as a Bearer
+// header on fetch, and opens streams with stream tickets, since
+// EventSource cannot send headers. Text from the server is only ever put
+// into the page with textContent, never parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "rein.token";
+
+// ---- small DOM helpers ----------------------------------------------------
+
+// h builds an element: h("div.a.b", {title: "x", onclick: fn}, child, ...).
+// Children are nodes or strings (added as text); null and false are skipped.
+function h(spec, attrs, ...children) {
+  const [tag, ...classes] = spec.split(".");
+  const el = document.createElement(tag || "div");
+  if (classes.length) el.className = classes.join(" ");
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k in el && typeof v !== "string") el[k] = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+function pill(status, text) {
+  return h("span.pill", { dataset: { status: status || "unknown" } }, text ?? status ?? "unknown");
+}
+
+function fmtTime(ms) {
+  if (!ms) return "";
+  const d = new Date(ms);
+  const today = new Date();
+  return d.toDateString() === today.toDateString()
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
+    : d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function fmtDuration(ms) {
+  if (!(ms >= 0)) return "";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+const num = new Intl.NumberFormat();
+
+function fmtUsage(u) {
+  if (!u || typeof u !== "object") return "";
+  const parts = [];
+  if (u.inputTokens != null) parts.push(`${num.format(u.inputTokens)} in`);
+  if (u.outputTokens != null) parts.push(`${num.format(u.outputTokens)} out`);
+  if (u.cachedInputTokens) parts.push(`${num.format(u.cachedInputTokens)} cached`);
+  if (u.contextUsed != null && u.contextSize) parts.push(`context ${Math.round((100 * u.contextUsed) / u.contextSize)}%`);
+  if (u.costUsd != null) parts.push(`$${Number(u.costUsd).toFixed(4)}`);
+  return parts.join(" · ");
+}
+
+function json(v) {
+  try {
+    return JSON.stringify(v, null, 2);
+  } catch {
+    return String(v);
+  }
+}
+
+// ---- API ------------------------------------------------------------------
+
+class APIError extends Error {
+  constructor(status, code, message) {
+    super(message || `HTTP ${status}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const auth = {
+  get token() {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  },
+  set token(v) {
+    if (v) sessionStorage.setItem(TOKEN_KEY, v);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    document.getElementById("forget").hidden = !v;
+  },
+};
+
+// api calls the server; a non-2xx answer throws an APIError carrying the
+// server's {code, message}. A 401 also sends the user to the token form.
+async function api(method, path, body) {
+  const headers = {};
+  if (auth.token) headers.Authorization = `Bearer ${auth.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  } catch (err) {
+    throw new APIError(0, "network", `cannot reach the server (${err.message})`);
+  }
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const err = new APIError(res.status, data?.code, data?.message);
+    if (res.status === 401) needToken(auth.token ? "The server did not accept that token." : "");
+    throw err;
+  }
+  return data;
+}
+
+function sessionPath(id) {
+  return `/sessions/${encodeURIComponent(id)}`;
+}
+
+// ---- streams --------------------------------------------------------------
+
+// Stream follows one SSE route. The browser's EventSource reconnects by
+// itself after a network error, sending Last-Event-ID, and the server
+// resumes exactly from it; the ticket in the URL stays valid for that for
+// its minute. When EventSource gives up instead (an HTTP error such as 401
+// for an expired ticket, or a server restart, which voids every ticket),
+// Stream gets a fresh ticket and opens a new EventSource. That one cannot
+// send Last-Event-ID (the server takes it only as a header), so it starts
+// with a full snapshot, which the handlers apply as replacing what they hold.
+class Stream {
+  constructor({ path, ticketPath, query, handlers, onState, onGone }) {
+    Object.assign(this, { path, ticketPath, query: query || {}, handlers, onState, onGone });
+    this.es = null;
+    this.timer = 0;
+    this.failures = 0;
+    this.stopped = false;
+  }
+
+  start() {
+    this.stopped = false;
+    this.open();
+    return this;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.es) this.es.close();
+    this.es = null;
+  }
+
+  state(s) {
+    if (!this.stopped && this.onState) this.onState(s);
+  }
+
+  async open() {
+    if (this.stopped) return;
+    this.state(this.failures ? "reconnecting" : "connecting");
+    const params = new URLSearchParams(this.query);
+    if (auth.token) {
+      try {
+        const t = await api("POST", this.ticketPath);
+        params.set("ticket", t.ticket);
+      } catch (err) {
+        if (this.stopped) return;
+        if (err.status === 404) {
+          this.state("gone");
+          if (this.onGone) this.onGone(err);
+          return;
+        }
+        if (err.status === 401 || err.status === 403) return; // the token form is up
+        this.retry();
+        return;
+      }
+    }
+    if (this.stopped) return;
+    const q = params.toString();
+    const es = new EventSource(q ? `${this.path}?${q}` : this.path);
+    this.es = es;
+    for (const [name, fn] of Object.entries(this.handlers)) {
+      es.addEventListener(name, (e) => {
+        if (this.es !== es) return;
+        let data;
+        try {
+          data = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        fn(data, e.lastEventId);
+      });
+    }
+    es.onopen = () => {
+      if (this.es !== es) return;
+      this.failures = 0;
+      this.state("live");
+    };
+    es.onerror = () => {
+      if (this.es !== es) return;
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        this.es = null;
+        this.retry();
+      } else {
+        this.state("reconnecting"); // EventSource retries with Last-Event-ID
+      }
+    };
+  }
+
+  retry() {
+    if (this.stopped) return;
+    // The first retry is immediate: an expired ticket is routine.
+    const delay = this.failures === 0 ? 0 : Math.min(500 * 2 ** this.failures, 10000) * (0.5 + Math.random() / 2);
+    this.failures++;
+    this.state("reconnecting");
+    this.timer = setTimeout(() => this.open(), delay);
+  }
+}
+
+function setConn(state) {
+  const el = document.getElementById("conn");
+  el.dataset.state = state;
+  el.textContent = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", gone: "gone", idle: "" }[state] ?? state;
+}
+
+// ---- session list (shared by both pages) ----------------------------------
+
+const sessions = {
+  map: new Map(),
+  ready: false,
+  state: "connecting",
+  stream: null,
+  listeners: new Set(),
+
+  start() {
+    if (this.stream) return;
+    this.stream = new Stream({
+      path: "/sessions/stream",
+      ticketPath: "/sessions/stream-ticket",
+      onState: (s) => {
+        this.state = s;
+        if (!route.id) setConn(s);
+      },
+      handlers: {
+        session_snapshot: ({ session }) => this.put(session),
+        session_created: ({ session }) => this.put(session),
+        session_updated: ({ id, fields }) => {
+          const s = this.map.get(id);
+          if (!s) return;
+          Object.assign(s, fields);
+          this.changed(id);
+        },
+        session_removed: ({ id }) => {
+          this.map.delete(id);
+          this.changed(id);
+        },
+        snapshot_complete: () => {
+          this.ready = true;
+          this.changed(null);
+        },
+      },
+    }).start();
+  },
+
+  stop() {
+    if (this.stream) this.stream.stop();
+    this.stream = null;
+    this.map.clear();
+    this.ready = false;
+  },
+
+  put(s) {
+    this.map.set(s.id, s);
+    this.changed(s.id);
+  },
+
+  changed(id) {
+    for (const fn of this.listeners) fn(id);
+  },
+
+  listen(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  },
+};
+
+// ---- routing ----------------------------------------------------------------
+
+const route = { id: null, project: "" };
+let teardown = () => {};
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = raw.split("?");
+  const params = new URLSearchParams(query || "");
+  const m = path.match(/^\/s\/(.+)$/);
+  return { id: m ? decodeURIComponent(m[1]) : null, project: params.get("project") || "" };
+}
+
+function render() {
+  teardown();
+  teardown = () => {};
+  Object.assign(route, parseHash());
+  const app = document.getElementById("app");
+  app.replaceChildren();
+  if (route.id) teardown = sessionPage(app, route.id);
+  else teardown = listPage(app);
+}
+
+function crumbs(...items) {
+  document.getElementById("crumbs").replaceChildren(...items.flatMap((it, i) => (i ? [h("span.sep", {}, "/"), it] : [it])));
+}
+
+// ---- token form -------------------------------------------------------------
+
+let asking = false;
+
+function needToken(message) {
+  if (asking) return;
+  asking = true;
+  auth.token = "";
+  teardown();
+  teardown = () => {};
+  sessions.stop();
+  setConn("idle");
+  crumbs();
+  const input = h("input", { type: "password", id: "token-input", autocomplete: "off", spellcheck: "false", placeholder: "client token", "aria-label": "client token" });
+  const err = h("p.form-error", { id: "token-error", role: "alert" }, message || "");
+  const form = h(
+    "form.card.token-card",
+    {
+      id: "token-form",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const v = input.value.trim();
+        if (!v) return;
+        auth.token = v;
+        asking = false;
+        boot();
+      },
+    },
+    h("h1", {}, "Connect to rein-server"),
+    h("p.muted", {}, "This server requires its client token (the value of --api-token or --api-token-file). It stays in this tab only and is sent as a Bearer header."),
+    input,
+    h("button.primary", { type: "submit", id: "token-submit" }, "Connect"),
+    err,
+  );
+  document.getElementById("app").replaceChildren(form);
+  input.focus();
+}
+
+// ---- list page --------------------------------------------------------------
+
+function listPage(app) {
+  crumbs(h("span", {}, "Sessions"));
+  setConn(sessions.state);
+  const filter = h("select", { id: "project-filter", "aria-label": "project" });
+  filter.addEventListener("change", () => {
+    location.hash = filter.value ? `#/?project=${encodeURIComponent(filter.value)}` : "#/";
+  });
+  const count = h("span.muted", { id: "session-count" });
+  const tbody = h("tbody", { id: "session-rows" });
+  const empty = h("p.empty.muted", { id: "sessions-empty", hidden: true });
+  const table = h(
+    "table.sessions",
+    {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Session"), h("th", {}, "Project"), h("th", {}, "Status"), h("th", {}, "Summary"), h("th.num", {}, "Created"))),
+    tbody,
+  );
+  app.append(
+    h("section.page.list-page", {}, h("div.toolbar", {}, h("h1", {}, "Sessions"), count, h("span.grow"), h("label.filter", {}, "Project ", filter)), h("div.card.table-card", {}, table, empty)),
+  );
+
+  const draw = () => {
+    const all = [...sessions.map.values()];
+    const projects = [...new Set(all.map((s) => s.project).filter(Boolean))].sort();
+    if (route.project && !projects.includes(route.project)) projects.push(route.project);
+    filter.replaceChildren(h("option", { value: "" }, "All projects"), ...projects.map((p) => h("option", { value: p }, p)));
+    filter.value = route.project;
+    const shown = all.filter((s) => !route.project || s.project === route.project).sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? -1 : 1));
+    tbody.replaceChildren(
+      ...shown.map((s) =>
+        h(
+          "tr",
+          { dataset: { id: s.id }, onclick: (e) => e.target.tagName !== "A" && (location.hash = `#/s/${encodeURIComponent(s.id)}`) },
+          h("td.id", {}, h("a", { href: `#/s/${encodeURIComponent(s.id)}` }, s.id)),
+          h("td.project", {}, s.project || h("span.muted", {}, "—")),
+          h("td.status", {}, pill(s.status)),
+          h("td.summary", {}, s.summary || h("span.muted", {}, "no prompt yet")),
+          h("td.num.created", {}, fmtTime(s.createdAt)),
+        ),
+      ),
+    );
+    count.textContent = sessions.ready ? `${shown.length} of ${all.length}` : "";
+    empty.hidden = !sessions.ready || shown.length > 0;
+    empty.textContent = all.length
+      ? `No sessions in project ${route.project}.`
+      : "No sessions yet. Create one (POST /sessions/:id) and start agentd for it; it shows up here at once.";
+  };
+  draw();
+  return sessions.listen(draw);
+}
+
+// ---- session page -----------------------------------------------------------
+
+// Appended fields arrive as artifact_updated {append}; the element showing
+// one carries data-field so an append adds a text node instead of
+// rebuilding the artifact (a long tool output would otherwise cost O(n²)).
+const APPENDABLE = new Set(["text", "output", "inputText"]);
+
+function sessionPage(app, id) {
+  const arts = new Map(); // seq -> artifact
+  const els = new Map(); // seq -> element
+  let complete = false;
+
+  const statusEl = h("span", { id: "session-status" });
+  const summaryEl = h("span.summary", { id: "session-summary" });
+  const projectEl = h("span.project", { id: "session-project" });
+  const transcript = h("div.transcript", { id: "transcript", "aria-live": "polite" });
+  const emptyEl = h("p.empty.muted", { id: "transcript-empty", hidden: true }, "Nothing yet. Send a prompt below.");
+  const prompt = h("textarea", { id: "prompt", rows: 2, placeholder: "Send a prompt…  (Enter sends, Shift+Enter for a new line)", "aria-label": "prompt" });
+  const send = h("button.primary", { type: "submit", id: "send" }, "Send");
+  const abort = h("button.danger", { type: "button", id: "abort", disabled: true, title: "End the running turn" }, "Abort");
+  const flash = h("p.form-error", { id: "composer-error", role: "alert" });
+  const scroller = h("div.scroller", {}, transcript, emptyEl);
+
+  crumbs(h("a", { href: "#/" }, "Sessions"), h("span", {}, id));
+  app.append(
+    h(
+      "section.page.session-page",
+      {},
+      h("div.session-head", {}, h("h1", { id: "session-id" }, id), statusEl, projectEl, h("span.grow"), summaryEl),
+      scroller,
+      h(
+        "form.composer",
+        {
+          id: "composer",
+          onsubmit: (e) => {
+            e.preventDefault();
+            submit();
+          },
+        },
+        prompt,
+        h("div.composer-buttons", {}, send, abort),
+        flash,
+      ),
+    ),
+  );
+
+  const showError = (err) => {
+    flash.textContent = err ? (err.code ? `${err.message} (${err.code})` : err.message) : "";
+  };
+
+  const command = async (cmd) => {
+    showError(null);
+    try {
+      await api("POST", `${sessionPath(id)}/commands`, cmd);
+      return true;
+    } catch (err) {
+      if (err.status !== 401) showError(err);
+      return false;
+    }
+  };
+
+  const submit = async () => {
+    const text = prompt.value;
+    if (!text.trim()) return;
+    send.disabled = true;
+    if (await command({ type: "prompt", text })) prompt.value = "";
+    send.disabled = false;
+    prompt.focus();
+  };
+  prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  });
+  abort.addEventListener("click", () => command({ type: "abort" }));
+
+  // Session record: status and summary, live from the session stream.
+  const drawHead = (changed) => {
+    if (changed !== null && changed !== id) return;
+    const s = sessions.map.get(id);
+    statusEl.replaceChildren(s ? pill(s.status) : sessions.ready ? pill("removed", "removed") : "");
+    summaryEl.textContent = s?.summary || "";
+    summaryEl.title = s?.summary || "";
+    projectEl.textContent = s?.project ? `project ${s.project}` : "";
+  };
+  drawHead(null);
+  const unlisten = sessions.listen(drawHead);
+
+  // ---- artifacts ----
+
+  const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+
+  const place = (seq, el) => {
+    const old = els.get(seq);
+    els.set(seq, el);
+    if (old) {
+      old.replaceWith(el);
+      return;
+    }
+    // Place by seq: before the first element with a larger seq. Most
+    // artifacts are the newest, so look at the end first.
+    const last = transcript.lastElementChild;
+    if (!last || Number(last.dataset.seq) < seq) {
+      transcript.append(el);
+      return;
+    }
+    let next = null;
+    for (const child of transcript.children) {
+      if (Number(child.dataset.seq) > seq) {
+        next = child;
+        break;
+      }
+    }
+    transcript.insertBefore(el, next);
+  };
+
+  const updateAbort = () => {
+    abort.disabled = ![...arts.values()].some((a) => a.type === "turn" && a.status === "running");
+  };
+
+  const after = (stick) => {
+    emptyEl.hidden = !complete || arts.size > 0;
+    updateAbort();
+    if (stick) scroller.scrollTop = scroller.scrollHeight;
+  };
+
+  const draw = (a) => {
+    const old = els.get(a.seq);
+    const el = renderArtifact(a, { command, old });
+    el.dataset.seq = a.seq;
+    el.dataset.id = a.id;
+    el.dataset.type = a.type;
+    place(a.seq, el);
+  };
+
+  // artifact_snapshot and artifact_created: the artifact replaces whatever
+  // is held at its seq.
+  const put = ({ artifact }) => {
+    const stick = nearBottom();
+    arts.set(artifact.seq, artifact);
+    draw(artifact);
+    after(stick);
+  };
+
+  // artifact_updated: one field, appended or set.
+  const update = (u, lastEventId) => {
+    const a = arts.get(u.seq);
+    if (!a) return; // never happens: created always comes first
+    const stick = nearBottom();
+    const rev = Number(lastEventId);
+    if (rev) a.rev = rev;
+    if (Object.hasOwn(u, "append")) {
+      a[u.field] = (typeof a[u.field] === "string" ? a[u.field] : "") + u.append;
+      const target = APPENDABLE.has(u.field) && els.get(u.seq)?.querySelector(`[data-field="${u.field}"]`);
+      if (target) target.append(u.append);
+      else draw(a);
+    } else {
+      a[u.field] = u.set;
+      draw(a);
+    }
+    after(stick);
+  };
+
+  const stream = new Stream({
+    path: `${sessionPath(id)}/stream`,
+    ticketPath: `${sessionPath(id)}/stream-ticket`,
+    onState: setConn,
+    onGone: () => {
+      showError({ message: `Session ${id} does not exist (any more).` });
+      send.disabled = true;
+      abort.disabled = true;
+    },
+    handlers: {
+      artifact_snapshot: put,
+      artifact_created: put,
+      artifact_updated: update,
+      snapshot_complete: () => {
+        complete = true;
+        after(true);
+      },
+    },
+  }).start();
+  prompt.focus();
+
+  return () => {
+    stream.stop();
+    unlisten();
+  };
+}
+
+// ---- artifact rendering -----------------------------------------------------
+
+function renderArtifact(a, ctx) {
+  const fn = RENDER[a.type] || renderUnknown;
+  const el = fn(a, ctx);
+  el.classList.add("art", `art-${a.type}`);
+  return el;
+}
+
+function field(tag, name, value) {
+  return h(tag, { dataset: { field: name } }, value || "");
+}
+
+function label(text) {
+  return h("div.who", {}, text);
+}
+
+const RENDER = {
+  turn(a) {
+    const meta = [];
+    // The status already says cancelled or failed; other reasons
+    // (max_tokens, refusal, ...) are worth showing.
+    if (a.stopReason && !["end_turn", "cancelled", "error"].includes(a.stopReason)) meta.push(a.stopReason.replace(/_/g, " "));
+    if (a.endedAt && a.startedAt) meta.push(fmtDuration(a.endedAt - a.startedAt));
+    const usage = fmtUsage(a.usage);
+    if (usage) meta.push(usage);
+    return h(
+      "div",
+      { dataset: { status: a.status } },
+      h("span.turn-line"),
+      h("span.turn-label", {}, a.source === "agent" ? "Agent turn" : "Turn"),
+      pill(a.status),
+      meta.length ? h("span.turn-meta", {}, meta.join(" · ")) : null,
+      a.error ? h("span.turn-error", {}, a.error) : null,
+      h("span.turn-line"),
+    );
+  },
+
+  user_message(a) {
+    return h("div", {}, label("You"), h("div.bubble.user-text", {}, a.text || ""));
+  },
+
+  assistant_text(a) {
+    return h(
+      "div",
+      { dataset: { status: a.status } },
+      label("Agent"),
+      h("div.bubble.agent-text", {}, field("span.text", "text", a.text), a.status === "interrupted" ? h("span.tag", {}, "interrupted") : null),
+    );
+  },
+
+  reasoning(a, { old }) {
+    const d = h(
+      "details",
+      { dataset: { status: a.status } },
+      h("summary", {}, a.status === "streaming" ? "Thinking…" : "Thought", a.redacted ? h("span.tag", {}, "redacted") : null),
+      field("div.reasoning-text", "text", a.text),
+    );
+    d.open = old ? old.open : a.status === "streaming";
+    return d;
+  },
+
+  tool_call(a) {
+    const head = h(
+      "div.tool-head",
+      {},
+      pill(a.status),
+      h("span.tool-name", {}, a.name || a.kind || "tool"),
+      a.title ? h("code.tool-title", {}, a.title) : null,
+      h("span.grow"),
+      a.exitCode != null ? h("span.exit", { dataset: { ok: String(a.exitCode === 0) } }, `exit ${a.exitCode}`) : null,
+    );
+    const input = !a.title && a.input != null ? h("pre.tool-input", {}, json(a.input)) : null;
+    const streamingInput = a.input == null ? field("pre.tool-input", "inputText", a.inputText) : null;
+    const locations = Array.isArray(a.locations) && a.locations.length ? h("div.tool-locations", {}, a.locations.map((l) => h("code", {}, l.path || json(l)))) : null;
+    return h(
+      "div.card",
+      { dataset: { status: a.status } },
+      head,
+      input,
+      streamingInput,
+      locations,
+      field("pre.tool-output", "output", a.output),
+      a.error ? h("div.tool-error", {}, a.error) : null,
+    );
+  },
+
+  permission(a, { command }) {
+    const options = Array.isArray(a.options) ? a.options : [];
+    const allow = options.filter((o) => o.kind === "allow_once" || o.kind === "allow_always");
+    const reject = options.filter((o) => o.kind === "reject_once" || o.kind === "reject_always");
+    const el = h("div.card", { dataset: { status: a.status } });
+    const answer = async (body, btn) => {
+      for (const b of el.querySelectorAll("button")) b.disabled = true;
+      btn.classList.add("busy");
+      if (!(await command({ type: "permission_response", requestId: a.id, ...body }))) {
+        for (const b of el.querySelectorAll("button")) b.disabled = false;
+        btn.classList.remove("busy");
+      }
+    };
+    let buttons = null;
+    if (a.status === "pending") {
+      // The first allow_once (else any allow) option is Approve, the first
+      // reject_once (else any reject) is Deny; other options keep their
+      // own names. With no reject option Deny dismisses the request.
+      const approve = allow.find((o) => o.kind === "allow_once") || allow[0];
+      const deny = reject.find((o) => o.kind === "reject_once") || reject[0];
+      const btn = (cls, text, body, id) => {
+        const b = h(`button.${cls}`, { type: "button", dataset: { option: id || "" } }, text);
+        b.addEventListener("click", () => answer(body, b));
+        return b;
+      };
+      buttons = h(
+        "div.perm-buttons",
+        {},
+        approve ? btn("approve", "Approve", { optionId: approve.id }, approve.id) : null,
+        deny ? btn("deny", "Deny", { optionId: deny.id }, deny.id) : btn("deny", "Deny", { outcome: "cancelled" }),
+        options.filter((o) => o !== approve && o !== deny).map((o) => btn("secondary", o.name || o.id, { optionId: o.id }, o.id)),
+      );
+    }
+    const chosen = options.find((o) => o.id === a.optionId);
+    const result = { approved: "Approved", denied: "Denied", cancelled: "Dismissed" }[a.status];
+    const parts = [
+      h("div.perm-head", {}, pill(a.status, a.status === "pending" ? "needs approval" : a.status), h("span.perm-title", {}, a.title || "Permission requested")),
+      a.input != null ? h("pre.tool-input", {}, json(a.input)) : null,
+      buttons,
+      result ? h("div.perm-result", {}, chosen ? `${result}: ${chosen.name || chosen.id}` : result) : null,
+    ];
+    el.append(...parts.filter(Boolean));
+    return el;
+  },
+
+  plan(a) {
+    const entries = Array.isArray(a.entries) ? a.entries : [];
+    const done = entries.filter((e) => e.status === "completed").length;
+    return h(
+      "div.card",
+      {},
+      h("div.plan-head", {}, h("span.tool-name", {}, "Plan"), h("span.muted", {}, `${done}/${entries.length} done`)),
+      h(
+        "ul.plan",
+        {},
+        entries.map((e) => h("li", { dataset: { status: e.status } }, h("span.check", { "aria-hidden": "true" }), h("span.plan-text", {}, e.content), e.priority ? h("span.tag", {}, e.priority) : null)),
+      ),
+    );
+  },
+
+  file_change(a) {
+    return h(
+      "div.card",
+      {},
+      h("div.tool-head", {}, pill(a.change, a.change), h("code.tool-title", {}, a.path || "")),
+      a.diff ? h("details", {}, h("summary", {}, "diff"), h("pre.diff", {}, a.diff)) : null,
+    );
+  },
+
+  notice(a) {
+    return h("div", { dataset: { level: a.level } }, h("span.notice-level", {}, a.level || "info"), h("span.notice-text", {}, a.message || ""), a.code ? h("code.muted", {}, a.code) : null);
+  },
+};
+
+function renderUnknown(a) {
+  return h("div.card", {}, h("div.tool-head", {}, h("span.tool-name", {}, a.type)), h("pre.tool-input", {}, json(a)));
+}
+
+// ---- start --------------------------------------------------------------------
+
+// boot checks the token (or that none is needed), starts the session
+// stream and shows the page the URL names.
+async function boot() {
+  document.getElementById("forget").hidden = !auth.token;
+  try {
+    await api("GET", "/sessions?project=-"); // cheap: only checks we may read
+  } catch (err) {
+    if (err.status === 401) return; // api showed the token form
+    document.getElementById("app").replaceChildren(h("div.card.token-card", {}, h("h1", {}, "Cannot reach rein-server"), h("p", {}, err.message), h("button.primary", { type: "button", onclick: boot }, "Try again")));
+    return;
+  }
+  sessions.start();
+  render();
+}
+
+window.addEventListener("hashchange", () => {
+  if (!asking) render();
+});
+document.getElementById("forget").addEventListener("click", () => needToken(""));
+boot();

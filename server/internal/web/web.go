@@ -1,0 +1,46 @@
+package web
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+)
+
+//go:embed static
+var files embed.FS
+
+// AssetPrefix is the path the page's assets are served under. It must not
+// collide with the API (/sessions, /healthz).
+const AssetPrefix = "/ui/"
+
+// Handler serves the page at "/" and its assets under AssetPrefix; any
+// other path is 404. It only answers GET and HEAD (the router mounts it
+// for those).
+func Handler() http.Handler {
+	static, _ := fs.Sub(files, "static") // a constant, checked by the tests
+	assets := http.StripPrefix(AssetPrefix, http.FileServerFS(static))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secure(w.Header())
+		switch {
+		case r.URL.Path == "/":
+			http.ServeFileFS(w, r, static, "index.html")
+		case len(r.URL.Path) > len(AssetPrefix) && r.URL.Path[:len(AssetPrefix)] == AssetPrefix:
+			assets.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// secure sets the headers every answer gets. Embedded files have no
+// modification time, so without no-cache a browser could keep an old page
+// after an upgrade; they are small. The policy allows only this origin:
+// the page runs no inline script and loads nothing from elsewhere, so an
+// injected string cannot run code or send the token anywhere.
+func secure(h http.Header) {
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+}
