@@ -1,0 +1,218 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// DefaultServer is the address rein-server listens on by default.
+const DefaultServer = "http://127.0.0.1:4800"
+
+// Client talks to one rein-server. The zero value is not usable: use New.
+type Client struct {
+	base  string
+	token string
+	// HTTP sends every request and opens the streams. Never give it a
+	// Timeout: for a stream that would cover reading the whole body.
+	HTTP *http.Client
+}
+
+// New returns a client for base (for example "http://127.0.0.1:4800");
+// token is the client token, sent as "Authorization: Bearer" when not "".
+func New(base, token string) (*Client, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server address %q: want http://host:port or https://host:port", base)
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{}}, nil
+}
+
+// Base returns the server's base URL.
+func (c *Client) Base() string { return c.base }
+
+// Error is a non-2xx answer: its HTTP status and the server's error body.
+// It unwraps to a *protocol.Error, so errors.Is(err, protocol.ErrNotFound)
+// works.
+type Error struct {
+	Status  int
+	Code    protocol.Code
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
+
+// Unwrap returns the wire error, for errors.Is and errors.As.
+func (e *Error) Unwrap() error { return &protocol.Error{Code: e.Code, Message: e.Message} }
+
+// Permanent reports whether retrying the same request cannot succeed:
+// a bad request, bad credentials, or a session that does not exist.
+func (e *Error) Permanent() bool {
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return true
+	}
+	return false
+}
+
+// statusCodes maps statuses back to wire codes for answers whose body is
+// not the server's JSON (a proxy's error page).
+var statusCodes = map[int]protocol.Code{
+	http.StatusBadRequest:            protocol.CodeInvalid,
+	http.StatusUnauthorized:          protocol.CodeUnauthorized,
+	http.StatusForbidden:             protocol.CodeForbidden,
+	http.StatusNotFound:              protocol.CodeNotFound,
+	http.StatusConflict:              protocol.CodeConflict,
+	http.StatusRequestEntityTooLarge: protocol.CodeTooLarge,
+	http.StatusServiceUnavailable:    protocol.CodeUnavailable,
+}
+
+// errorFrom builds an *Error from a non-2xx response.
+func errorFrom(resp *http.Response) *Error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body protocol.ErrorBody
+	if json.Unmarshal(data, &body) == nil && body.Code != "" {
+		return &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Message}
+	}
+	code, ok := statusCodes[resp.StatusCode]
+	if !ok {
+		code = protocol.CodeInternal
+	}
+	return &Error{Status: resp.StatusCode, Code: code, Message: fmt.Sprintf("%s %s: HTTP %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
+}
+
+// newRequest builds a request to path with the client token.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+// Do sends a request with an optional JSON body (nil for none) and decodes
+// a JSON answer into out (when out is not nil). A non-2xx answer is an
+// *Error.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: encode body: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := c.newRequest(ctx, method, path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return errorFrom(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }
+
+// Sessions lists sessions, oldest first; project "" means all.
+func (c *Client) Sessions(ctx context.Context, project string) ([]protocol.Session, error) {
+	path := "/sessions"
+	if project != "" {
+		path += "?project=" + url.QueryEscape(project)
+	}
+	var out []protocol.Session
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// Session returns one session record.
+func (c *Client) Session(ctx context.Context, id string) (protocol.Session, error) {
+	var out protocol.Session
+	err := c.Do(ctx, http.MethodGet, sessionPath(id), nil, &out)
+	return out, err
+}
+
+// CreatedSession is the answer to CreateSession: the record, and the
+// session's sandbox token, which the server shows only this once.
+type CreatedSession struct {
+	protocol.Session
+	SandboxToken string `json:"sandboxToken,omitempty"`
+}
+
+// CreateSession creates a session; project "" means none.
+func (c *Client) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
+	var body any
+	if project != "" {
+		body = protocol.CreateSessionRequest{Project: &project}
+	}
+	var out CreatedSession
+	err := c.Do(ctx, http.MethodPost, sessionPath(id), body, &out)
+	return out, err
+}
+
+// DeleteSession deletes a session and everything it owns.
+func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, sessionPath(id), nil, nil)
+}
+
+// Command sends a command to the session's sandbox and returns the id the
+// server gave it.
+func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
+	var out protocol.CommandAccepted
+	err := c.Do(ctx, http.MethodPost, sessionPath(id)+"/commands", cmd, &out)
+	return out.ID, err
+}
+
+// Prompt sends a prompt.
+func (c *Client) Prompt(ctx context.Context, id, text string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPrompt, Text: text})
+}
+
+// Abort asks the agent to end its current turn.
+func (c *Client) Abort(ctx context.Context, id string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandAbort})
+}
+
+// AnswerPermission answers the permission request requestID with one of
+// its options.
+func (c *Client) AnswerPermission(ctx context.Context, id, requestID, optionID string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, OptionID: optionID})
+}
+
+// CancelPermission answers the permission request requestID with the
+// outcome "cancelled" (for a request that offers no option to pick).
+func (c *Client) CancelPermission(ctx context.Context, id, requestID string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, Outcome: protocol.OutcomeCancelled})
+}
+
+// Artifacts returns the session's artifacts ordered by seq.
+func (c *Client) Artifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
+	var out []*protocol.Artifact
+	err := c.Do(ctx, http.MethodGet, sessionPath(id)+"/artifacts", nil, &out)
+	return out, err
+}

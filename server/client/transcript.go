@@ -1,0 +1,55 @@
+package client
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Transcript is a client's model of one session's artifacts, built from
+// the artifact stream: artifacts are placed by seq, a snapshot replaces
+// what is held, an update changes one field.
+type Transcript struct {
+	bySeq map[int64]*protocol.Artifact
+}
+
+// NewTranscript returns an empty transcript.
+func NewTranscript() *Transcript {
+	return &Transcript{bySeq: map[int64]*protocol.Artifact{}}
+}
+
+// Apply applies one stream event and returns the artifact it changed, or
+// nil for an event that changes none (EventConnected, snapshot_complete).
+// The returned artifact is the transcript's own: do not change it.
+func (t *Transcript) Apply(ev ArtifactEvent) (*protocol.Artifact, error) {
+	switch {
+	case ev.Artifact != nil:
+		a := ev.Artifact.Clone()
+		t.bySeq[a.Seq] = a
+		return a, nil
+	case ev.Update != nil:
+		a := t.bySeq[ev.Update.Seq]
+		if a == nil {
+			return nil, fmt.Errorf("artifact_updated rev=%d: unknown artifact seq %d", ev.Rev, ev.Update.Seq)
+		}
+		if err := ev.Update.Apply(a, ev.Rev); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	return nil, nil
+}
+
+// Get returns the artifact at seq, or nil.
+func (t *Transcript) Get(seq int64) *protocol.Artifact { return t.bySeq[seq] }
+
+// Artifacts returns every artifact ordered by seq.
+func (t *Transcript) Artifacts() []*protocol.Artifact {
+	out := make([]*protocol.Artifact, 0, len(t.bySeq))
+	for _, a := range t.bySeq {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
+	return out
+}

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
+)
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func cmdSessions(c *cli.Context, e *env) error {
+	if _, err := args(c, 0, 0); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	if c.Bool("watch") {
+		return watchSessions(c.Context, cl, c.String("project"), c.Bool("json"), e)
+	}
+	list, err := cl.Sessions(c.Context, c.String("project"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		for _, s := range list {
+			if err := printJSON(e.stdout, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sessionTable(e.stdout, list, e.now(), e.color)
+	return nil
+}
+
+// streamLine is how --json prints a stream event: one object per line.
+type streamLine struct {
+	Event string          `json:"event"`
+	ID    int64           `json:"id,omitempty"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// watchSessions follows the session stream and redraws the table after the
+// snapshot and on every change (on a terminal, in place).
+func watchSessions(ctx context.Context, cl *client.Client, project string, asJSON bool, e *env) error {
+	sessions := map[string]*protocol.Session{}
+	ready := false
+	draw := func() {
+		list := make([]protocol.Session, 0, len(sessions))
+		for _, s := range sessions {
+			list = append(list, *s)
+		}
+		sort.Slice(list, func(i, j int) bool {
+			if list[i].CreatedAt != list[j].CreatedAt {
+				return list[i].CreatedAt < list[j].CreatedAt
+			}
+			return list[i].ID < list[j].ID
+		})
+		if e.color {
+			io.WriteString(e.stdout, "\x1b[H\x1b[2J")
+		}
+		sessionTable(e.stdout, list, e.now(), e.color)
+		if !e.color {
+			fmt.Fprintln(e.stdout)
+		}
+	}
+	return cl.StreamSessions(ctx, project, client.StreamOptions{OnRetry: retryNotice(e)}, func(ev client.SessionEvent) error {
+		if asJSON {
+			if ev.Name == client.EventConnected {
+				return nil
+			}
+			return printJSON(e.stdout, streamLine{Event: ev.Name, Data: ev.Data})
+		}
+		switch ev.Name {
+		case client.EventConnected:
+			sessions, ready = map[string]*protocol.Session{}, false
+			return nil
+		case protocol.SSESessionSnapshot, protocol.SSESessionCreated:
+			sessions[ev.Session.ID] = ev.Session
+		case protocol.SSESessionUpdated:
+			if s := sessions[ev.Updated.ID]; s != nil {
+				if f := ev.Updated.Fields; f.Status != nil {
+					s.Status = *f.Status
+				}
+				if f := ev.Updated.Fields; f.Summary != nil {
+					s.Summary = f.Summary
+				}
+			}
+		case protocol.SSESessionRemoved:
+			delete(sessions, ev.Removed)
+		case protocol.SSESnapshotComplete:
+			ready = true
+		}
+		if ready && ev.Name != protocol.SSESessionSnapshot {
+			draw()
+		}
+		return nil
+	})
+}
+
+// retryNotice says on stderr that a stream is reconnecting; the transcript
+// on stdout stays clean.
+func retryNotice(e *env) func(error, time.Duration) {
+	return func(err error, wait time.Duration) {
+		fmt.Fprintf(e.stderr, "rein: stream interrupted (%v); reconnecting in %s\n", err, wait.Round(time.Millisecond))
+	}
+}
+
+func cmdCreate(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id := a[0]
+	tokenFile := c.String("sandbox-token-file")
+	if tokenFile != "" {
+		// Fail before creating the session, not after: the token is shown once.
+		f, err := os.OpenFile(tokenFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("sandbox token file: %w", err)
+		}
+		f.Close()
+	}
+	created, err := cl.CreateSession(c.Context, id, c.String("project"))
+	if err != nil {
+		if tokenFile != "" {
+			os.Remove(tokenFile)
+		}
+		return err
+	}
+	if tokenFile != "" && created.SandboxToken != "" {
+		if err := os.WriteFile(tokenFile, []byte(created.SandboxToken+"\n"), 0o600); err != nil {
+			return fmt.Errorf("sandbox token file: %w", err)
+		}
+	}
+	if c.Bool("json") {
+		if tokenFile != "" {
+			created.SandboxToken = ""
+		}
+		return printJSON(e.stdout, created)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "created session %s (status %s, project %s)\n", created.ID, created.Status, orDash(created.Project))
+	if created.SandboxToken == "" {
+		return nil
+	}
+	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(cl.Base()), shellQuote(created.ID))
+	if tokenFile != "" {
+		abs, _ := filepath.Abs(tokenFile)
+		fmt.Fprintf(w, "sandbox token written to %s; start agentd with it:\n  %s\n", tokenFile, fmt.Sprintf(agentd, shellQuote(abs)))
+		return nil
+	}
+	file := created.ID + ".token"
+	fmt.Fprintf(w, "sandbox token: %s\n", created.SandboxToken)
+	fmt.Fprintf(w, "It is shown only this once. Give it to agentd as a file (not in argv):\n")
+	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", created.SandboxToken, shellQuote(file))
+	fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(file)))
+	return nil
+}
+
+func cmdRemove(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	if err := cl.DeleteSession(c.Context, a[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted session %s\n", a[0])
+	return nil
+}
+
+func cmdPrompt(c *cli.Context, e *env) error {
+	a, err := args(c, 2, -1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, err := cl.Prompt(c.Context, a[0], strings.Join(a[1:], " "))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "prompt sent to %s (command %d)\n", a[0], id)
+	return nil
+}
+
+func cmdAbort(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, err := cl.Abort(c.Context, a[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "abort sent to %s (command %d)\n", a[0], id)
+	return nil
+}
+
+// cmdAnswer answers a permission request. The option defaults to the
+// request's first allow option (approve) or first reject option (deny),
+// looked up in the session's artifacts; a deny for a request that offers
+// no reject option cancels it.
+func cmdAnswer(c *cli.Context, e *env, approve bool) error {
+	maxArgs := 2
+	if approve {
+		maxArgs = 3
+	}
+	a, err := args(c, 2, maxArgs)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	session, request := a[0], a[1]
+	arts, err := cl.Artifacts(c.Context, session)
+	if err != nil {
+		return err
+	}
+	var perm *protocol.Artifact
+	for _, art := range arts {
+		if art.Type == protocol.ArtifactPermission && art.ID == request {
+			perm = art
+		}
+	}
+	if perm == nil {
+		return fmt.Errorf("session %s has no permission request %q", session, request)
+	}
+	if st := perm.String("status"); st != "pending" {
+		return fmt.Errorf("permission request %q is already %s", request, st)
+	}
+	opts := permissionOptions(perm)
+	var ids []string
+	for _, o := range opts {
+		ids = append(ids, o.ID)
+	}
+	option := ""
+	want := "reject_"
+	if approve {
+		want = "allow_"
+	}
+	if len(a) == 3 {
+		option = a[2]
+		if len(opts) > 0 && !contains(ids, option) {
+			return fmt.Errorf("permission request %q has no option %q (options: %s)", request, option, strings.Join(ids, ", "))
+		}
+	} else {
+		for _, o := range opts {
+			if strings.HasPrefix(o.Kind, want) {
+				option = o.ID
+				break
+			}
+		}
+	}
+	verb := "denied"
+	if approve {
+		verb = "approved"
+	}
+	if option == "" {
+		if approve {
+			return fmt.Errorf("permission request %q offers no allow option; name one: rein approve %s %s OPTION (options: %s)", request, session, request, strings.Join(ids, ", "))
+		}
+		id, err := cl.CancelPermission(c.Context, session, request)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s %s: no reject option, request cancelled (command %d)\n", verb, request, id)
+		return nil
+	}
+	id, err := cl.AnswerPermission(c.Context, session, request, option)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s %s with option %s (command %d)\n", verb, request, option, id)
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func cmdWatch(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	return watch(c.Context, cl, a[0], watchOptions{json: c.Bool("json"), untilIdle: c.Bool("until-idle"), grace: c.Duration("idle-grace")}, e)
+}
+
+type watchOptions struct {
+	json      bool
+	untilIdle bool
+	grace     time.Duration
+	// stream tunes reconnects (tests make them fast).
+	stream client.StreamOptions
+}
+
+// errIdle ends a watch --until-idle.
+var errIdle = errors.New("idle")
+
+// watch follows the artifact stream of session and renders it. With
+// untilIdle it returns once, after the replay, no turn has been running
+// for grace (and at least one turn exists).
+func watch(ctx context.Context, cl *client.Client, session string, o watchOptions, e *env) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var idle atomic.Bool
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	model := client.NewTranscript()
+	out := newTranscript(e.stdout, e.color, session)
+	defer out.Close()
+	replayed := false
+	so := o.stream
+	so.OnRetry = retryNotice(e)
+	err := cl.StreamArtifacts(ctx, session, so, func(ev client.ArtifactEvent) error {
+		a, err := model.Apply(ev)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			if ev.Name != client.EventConnected {
+				if err := printJSON(e.stdout, streamLine{Event: ev.Name, ID: ev.Rev, Data: ev.Data}); err != nil {
+					return err
+				}
+			}
+		} else {
+			out.Event(ev, a)
+		}
+		if ev.Name == protocol.SSESnapshotComplete {
+			replayed = true
+		}
+		if !o.untilIdle || !replayed {
+			return nil
+		}
+		turns, running := 0, false
+		for _, art := range model.Artifacts() {
+			if art.Type == protocol.ArtifactTurn {
+				turns++
+				running = running || !turnEnded(art)
+			}
+		}
+		switch {
+		case running || turns == 0:
+			if timer != nil {
+				timer.Stop()
+				timer = nil
+			}
+		case o.grace <= 0:
+			return errIdle
+		case timer == nil:
+			timer = time.AfterFunc(o.grace, func() { idle.Store(true); cancel() })
+		}
+		return nil
+	})
+	if errors.Is(err, errIdle) || (idle.Load() && errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,189 @@
+// Command rein is the Rein command line: it lists and creates sessions,
+// sends prompts, aborts and permission answers, and follows a session's
+// artifact stream as a terminal transcript.
+//
+// It talks to rein-server over HTTP through package client; see the
+// "Command line" section of the root README and server/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/server/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, newEnv())
+	stop()
+	os.Exit(code)
+}
+
+// env is what a run of rein sees of its process; tests fill in their own.
+type env struct {
+	stdout, stderr io.Writer
+	// color: stdout is a terminal and NO_COLOR is not set.
+	color bool
+	now   func() time.Time
+}
+
+func newEnv() *env {
+	color := false
+	if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		color = os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	}
+	return &env{stdout: os.Stdout, stderr: os.Stderr, color: color, now: time.Now}
+}
+
+// usageError is a command used wrongly: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// run runs rein with args and returns the exit status: 0, 1 for a failure
+// (the server's error shown as "rein: <message> (<code>)"), 2 for a usage
+// error, 130 when interrupted.
+func run(ctx context.Context, args []string, e *env) int {
+	app := newApp(e)
+	err := app.RunContext(ctx, permute(app, args))
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return 130
+	}
+	fmt.Fprintln(e.stderr, "rein:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func newApp(e *env) *cli.App {
+	app := buildApp(e)
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError
+	}
+	return app
+}
+
+func buildApp(e *env) *cli.App {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of text"}
+	projectFlag := &cli.StringFlag{Name: "project", Aliases: []string{"p"}, Usage: "project name"}
+	return &cli.App{
+		Name:            "rein",
+		Usage:           "watch and steer Rein sessions",
+		HideHelpCommand: true,
+		Writer:          e.stdout,
+		ErrWriter:       e.stderr,
+		// Errors are printed once, by run, with the exit status it picks.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Value: client.DefaultServer, EnvVars: []string{"REIN_SERVER"}, Usage: "rein-server base URL"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token, sent as a Bearer token (prefer --token-file: argv is visible to other processes)"},
+			&cli.StringFlag{Name: "token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (surrounding whitespace trimmed)"},
+		},
+		Commands: []*cli.Command{
+			{
+				Name:      "sessions",
+				Aliases:   []string{"ls"},
+				Usage:     "list sessions (id, status, project, age, summary)",
+				ArgsUsage: " ",
+				Flags: []cli.Flag{projectFlag, jsonFlag,
+					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow the session stream and redraw on every change"}},
+				Action: func(c *cli.Context) error { return cmdSessions(c, e) },
+			},
+			{
+				Name:      "create",
+				Usage:     "create a session and print its sandbox token for agentd",
+				ArgsUsage: "ID",
+				Flags: []cli.Flag{projectFlag, jsonFlag,
+					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the sandbox token to this file (mode 0600) instead of printing it"}},
+				Action: func(c *cli.Context) error { return cmdCreate(c, e) },
+			},
+			{
+				Name:      "rm",
+				Usage:     "delete a session with its history",
+				ArgsUsage: "ID",
+				Action:    func(c *cli.Context) error { return cmdRemove(c, e) },
+			},
+			{
+				Name:      "prompt",
+				Usage:     "send a prompt to the session's agent",
+				ArgsUsage: "ID TEXT...",
+				Action:    func(c *cli.Context) error { return cmdPrompt(c, e) },
+			},
+			{
+				Name:      "abort",
+				Usage:     "ask the agent to end its current turn",
+				ArgsUsage: "ID",
+				Action:    func(c *cli.Context) error { return cmdAbort(c, e) },
+			},
+			{
+				Name:      "approve",
+				Usage:     "answer a permission request with OPTION (default: its first allow option)",
+				ArgsUsage: "ID REQUEST [OPTION]",
+				Action:    func(c *cli.Context) error { return cmdAnswer(c, e, true) },
+			},
+			{
+				Name:      "deny",
+				Usage:     "answer a permission request with its first reject option",
+				ArgsUsage: "ID REQUEST",
+				Action:    func(c *cli.Context) error { return cmdAnswer(c, e, false) },
+			},
+			{
+				Name:      "watch",
+				Usage:     "follow a session's transcript live; resumes by itself after a dropped connection",
+				ArgsUsage: "ID",
+				Flags: []cli.Flag{jsonFlag,
+					&cli.BoolFlag{Name: "until-idle", Usage: "exit 0 once no turn is running (waits for a first turn if there is none)"},
+					&cli.DurationFlag{Name: "idle-grace", Value: 500 * time.Millisecond, Usage: "with --until-idle: how long no turn must be running before exiting (covers a prompt whose turn has not started yet)"},
+				},
+				Action: func(c *cli.Context) error { return cmdWatch(c, e) },
+			},
+		},
+	}
+}
+
+// newClient builds the client from the global flags.
+func newClient(c *cli.Context) (*client.Client, error) {
+	token := c.String("token")
+	if f := c.String("token-file"); f != "" {
+		if token != "" && c.IsSet("token") && c.IsSet("token-file") {
+			return nil, usageError{"give --token or --token-file, not both"}
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, fmt.Errorf("token file %s is empty", f)
+		}
+	}
+	return client.New(c.String("server"), token)
+}
+
+// args checks the positional arguments: at least min, at most max
+// (max < 0: no limit).
+func args(c *cli.Context, min, max int) ([]string, error) {
+	a := c.Args().Slice()
+	if len(a) < min || (max >= 0 && len(a) > max) {
+		return nil, usageError{fmt.Sprintf("usage: rein %s %s", c.Command.Name, c.Command.ArgsUsage)}
+	}
+	return a, nil
+}

@@ -1,0 +1,557 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/client"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata")
+
+const testToken = "test-client-token-0123456789"
+
+// testDeadline only keeps a broken test from hanging; nothing is asserted
+// about time.
+const testDeadline = 30 * time.Second
+
+// startServer runs a real rein-server in-process on a fresh SQLite file,
+// with authentication on.
+func startServer(t testing.TB, opts server.Options) *server.Server {
+	t.Helper()
+	opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+	opts.APIToken = testToken
+	s, err := server.New(opts)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("server Close: %v", err)
+		}
+	})
+	return s
+}
+
+// syncBuffer is a bytes.Buffer safe to read while rein writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// rein runs the real command line in-process against url, with the
+// client token unless args set one, colour off.
+func rein(t testing.TB, url string, args ...string) result {
+	t.Helper()
+	var out, errOut syncBuffer
+	return reinTo(t, context.Background(), &out, &errOut, url, args...)
+}
+
+func reinTo(t testing.TB, ctx context.Context, out, errOut *syncBuffer, url string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, testDeadline)
+	defer cancel()
+	full := []string{"rein", "--server", url}
+	if !containsPrefix(args, "--token") {
+		full = append(full, "--token", testToken)
+	}
+	full = append(full, args...)
+	e := &env{stdout: out, stderr: errOut, now: func() time.Time { return testNow.Add(90 * time.Second) }}
+	code := run(ctx, full, e)
+	return result{out.String(), errOut.String(), code}
+}
+
+func containsPrefix(list []string, p string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// testNow is the server clock in tests that print ages.
+var testNow = time.UnixMilli(1_732_190_000_000)
+
+func mustRein(t testing.TB, url string, args ...string) string {
+	t.Helper()
+	r := rein(t, url, args...)
+	if r.code != 0 {
+		t.Fatalf("rein %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// createSession creates a session through the client package and returns
+// its sandbox token.
+func createSession(t testing.TB, s *server.Server, id string) string {
+	t.Helper()
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := cl.CreateSession(context.Background(), id, "")
+	if err != nil {
+		t.Fatalf("create %s: %v", id, err)
+	}
+	return created.SandboxToken
+}
+
+// postEvents posts a JSON array of events as the session's sandbox.
+func postEvents(t testing.TB, s *server.Server, id, sandboxToken, events string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/sessions/"+id+"/events", strings.NewReader(events))
+	req.Header.Set("Authorization", "Bearer "+sandboxToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("post events: %d %s", resp.StatusCode, b)
+	}
+}
+
+// sandbox opens the session's command stream as its sandbox would, so
+// commands are accepted, and returns a reader of the commands.
+func sandbox(t testing.TB, s *server.Server, id, sandboxToken string) func() protocol.Command {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+"/sessions/"+id+"/commands", nil)
+	req.Header.Set("Authorization", "Bearer "+sandboxToken)
+	req.Header.Set(protocol.HeaderInstance, "test-sandbox")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("command stream: %d", resp.StatusCode)
+	}
+	t.Cleanup(func() { cancel(); resp.Body.Close() })
+	r := client.NewEventReader(resp.Body)
+	return func() protocol.Command {
+		t.Helper()
+		timer := time.AfterFunc(testDeadline, cancel)
+		defer timer.Stop()
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatalf("command stream: %v", err)
+		}
+		var cmd protocol.Command
+		if err := json.Unmarshal([]byte(ev.Data), &cmd); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+}
+
+func golden(t testing.TB, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestCreate(t *testing.T) {
+	s := startServer(t, server.Options{})
+	out := mustRein(t, s.URL(), "create", "s1", "--project", "web")
+	lines := strings.Split(out, "\n")
+	if lines[0] != "created session s1 (status bootstrapping, project web)" {
+		t.Errorf("first line %q", lines[0])
+	}
+	tok, ok := strings.CutPrefix(lines[1], "sandbox token: ")
+	if !ok || len(tok) != 43 {
+		t.Fatalf("no sandbox token in\n%s", out)
+	}
+	if !strings.Contains(out, "--session s1 --token-file s1.token -- YOUR-AGENT") {
+		t.Errorf("no agentd hint in\n%s", out)
+	}
+	// The printed token is the session's: it opens the command stream.
+	sandbox(t, s, "s1", tok)
+
+	var rec client.CreatedSession
+	if err := json.Unmarshal([]byte(mustRein(t, s.URL(), "create", "--json", "s2")), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.ID != "s2" || rec.Status != protocol.StatusBootstrapping || rec.Project != nil || len(rec.SandboxToken) != 43 {
+		t.Errorf("create --json: %+v", rec)
+	}
+
+	file := filepath.Join(t.TempDir(), "tok")
+	out = mustRein(t, s.URL(), "create", "s3", "--sandbox-token-file", file)
+	b, err := os.ReadFile(file)
+	if err != nil || len(strings.TrimSpace(string(b))) != 43 || strings.Contains(out, strings.TrimSpace(string(b))) {
+		t.Errorf("--sandbox-token-file: %q, %v; output\n%s", b, err, out)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v", fi.Mode())
+	}
+
+	if got := mustRein(t, s.URL(), "rm", "s3"); got != "deleted session s3\n" {
+		t.Errorf("rm: %q", got)
+	}
+}
+
+func TestSessions(t *testing.T) {
+	s := startServer(t, server.Options{Now: func() time.Time { return testNow }})
+	if got := mustRein(t, s.URL(), "sessions"); got != "no sessions\n" {
+		t.Errorf("empty: %q", got)
+	}
+	mustRein(t, s.URL(), "create", "alpha", "--project", "web")
+	mustRein(t, s.URL(), "create", "beta")
+	tok := createSession(t, s, "gamma")
+	postEvents(t, s, "gamma", tok, `[{"type":"session_info","summary":"fix the flaky test in the payment service and make sure every retry path is covered"}]`)
+	golden(t, "sessions.golden", mustRein(t, s.URL(), "sessions"))
+	golden(t, "sessions_web.golden", mustRein(t, s.URL(), "ls", "-p", "web"))
+
+	var got []protocol.Session
+	for _, line := range strings.Split(strings.TrimSpace(mustRein(t, s.URL(), "sessions", "--json")), "\n") {
+		var rec protocol.Session
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		got = append(got, rec)
+	}
+	if len(got) != 3 || got[0].ID != "alpha" || *got[0].Project != "web" || got[2].Summary == nil {
+		t.Errorf("sessions --json: %+v", got)
+	}
+}
+
+func TestSessionsWatch(t *testing.T) {
+	s := startServer(t, server.Options{Now: func() time.Time { return testNow }})
+	mustRein(t, s.URL(), "create", "alpha")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "sessions", "--watch") }()
+	waitFor(t, &out, "alpha  bootstrapping")
+	mustRein(t, s.URL(), "create", "beta")
+	waitFor(t, &out, "beta   bootstrapping")
+	mustRein(t, s.URL(), "rm", "alpha")
+	waitFor(t, &out, "ID    STATUS         PROJECT  AGE  SUMMARY\nbeta  bootstrapping  -        1m   -\n\n")
+	cancel()
+	if r := <-done; r.code != 130 {
+		t.Errorf("interrupted watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+	golden(t, "sessions_watch.golden", out.String())
+}
+
+// waitFor waits until out contains want.
+func waitFor(t testing.TB, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(testDeadline)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output never contained %q; it is\n%s", want, out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	s := startServer(t, server.Options{})
+	tok := createSession(t, s, "s1")
+
+	// No sandbox holds the command stream yet.
+	r := rein(t, s.URL(), "prompt", "s1", "hello")
+	if r.code != 1 || !strings.HasSuffix(r.stderr, "(no_sandbox)\n") {
+		t.Errorf("prompt without sandbox: %+v", r)
+	}
+
+	next := sandbox(t, s, "s1", tok)
+	postEvents(t, s, "s1", tok, `[
+		{"type":"permission_requested","id":"perm-1","title":"run rm","options":[{"id":"no","name":"No","kind":"reject_once"},{"id":"yes","name":"Yes","kind":"allow_once"},{"id":"always","name":"Always","kind":"allow_always"}]},
+		{"type":"permission_requested","id":"perm-2","title":"write","options":[{"id":"ok","name":"OK","kind":"allow_once"},{"id":"nope","name":"Nope","kind":"reject_always"}]},
+		{"type":"permission_requested","id":"perm-3","title":"read","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
+		{"type":"permission_requested","id":"perm-4","title":"done","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
+		{"type":"permission_resolved","id":"perm-4","outcome":"selected","optionId":"ok"}]`)
+
+	for _, tc := range []struct {
+		args []string
+		out  string
+		want protocol.Command
+	}{
+		{[]string{"prompt", "s1", "fix", "the bug"}, "prompt sent to s1 (command 1)\n", protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "fix the bug"}},
+		{[]string{"prompt", "s1", "--", "-v is a flag"}, "prompt sent to s1 (command 2)\n", protocol.Command{ID: 2, Type: protocol.CommandPrompt, Text: "-v is a flag"}},
+		{[]string{"abort", "s1"}, "abort sent to s1 (command 3)\n", protocol.Command{ID: 3, Type: protocol.CommandAbort}},
+		{[]string{"approve", "s1", "perm-1"}, "approved perm-1 with option yes (command 4)\n", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "yes", Outcome: protocol.OutcomeSelected}},
+		{[]string{"approve", "s1", "perm-1", "always"}, "approved perm-1 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "always", Outcome: protocol.OutcomeSelected}},
+		{[]string{"deny", "s1", "perm-2"}, "denied perm-2 with option nope (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", OptionID: "nope", Outcome: protocol.OutcomeSelected}},
+		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled}},
+	} {
+		if got := mustRein(t, s.URL(), tc.args...); got != tc.out {
+			t.Errorf("rein %v: printed %q, want %q", tc.args, got, tc.out)
+		}
+		if got := next(); got != tc.want {
+			t.Errorf("rein %v: sandbox got %+v, want %+v", tc.args, got, tc.want)
+		}
+	}
+
+	for _, tc := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"approve", "s1", "perm-9"}, `rein: session s1 has no permission request "perm-9"` + "\n"},
+		{[]string{"approve", "s1", "perm-1", "maybe"}, `rein: permission request "perm-1" has no option "maybe" (options: no, yes, always)` + "\n"},
+		{[]string{"approve", "s1", "perm-4"}, `rein: permission request "perm-4" is already approved` + "\n"},
+		{[]string{"approve", "nope", "perm-1"}, `rein: session "nope" not found (not_found)` + "\n"},
+	} {
+		r := rein(t, s.URL(), tc.args...)
+		if r.code != 1 || r.stderr != tc.stderr || r.stdout != "" {
+			t.Errorf("rein %v: %+v, want stderr %q", tc.args, r, tc.stderr)
+		}
+	}
+}
+
+func TestErrors(t *testing.T) {
+	s := startServer(t, server.Options{})
+	createSession(t, s, "s1")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"wrong token", []string{"--token", "wrong-token-0123456789", "sessions"}, 1, "rein: the bearer token is not valid (wrong, rotated, or its session was deleted) (unauthorized)\n"},
+		{"no token", []string{"--token", "", "watch", "s1"}, 1, "rein: missing Authorization: Bearer <token> (unauthorized)\n"},
+		{"unknown session", []string{"watch", "nope"}, 1, "rein: session \"nope\" not found (not_found)\n"},
+		{"rm unknown", []string{"rm", "nope"}, 1, "rein: session \"nope\" not found (not_found)\n"},
+		{"exists", []string{"create", "s1"}, 1, "rein: session \"s1\" already exists (conflict)\n"},
+		{"bad id", []string{"create", "a b"}, 1, "rein: session id: may contain only letters, digits, '.', '_' and '-' (found ' ') (invalid)\n"},
+		{"missing arg", []string{"prompt", "s1"}, 2, "rein: usage: rein prompt ID TEXT...\n"},
+		{"bad flag", []string{"watch", "s1", "--bogus"}, 2, "rein: flag provided but not defined: -bogus\n"},
+		{"bad server", []string{"--server", "localhost:1", "sessions"}, 1, "rein: server address \"localhost:1\": want http://host:port or https://host:port\n"},
+		{"token file", []string{"--token-file", tokenFile, "sessions", "--json"}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rein(t, s.URL(), tc.args...)
+			if r.code != tc.code || r.stderr != tc.stderr {
+				t.Errorf("exit %d, stderr %q; want %d, %q", r.code, r.stderr, tc.code, tc.stderr)
+			}
+		})
+	}
+}
+
+// scripted is a turn with everything the transcript shows, as a sandbox
+// posts it.
+const scripted = `[
+ {"type":"agent_started","agent":{"name":"demo-agent","protocol":"native"}},
+ {"type":"turn_started","turnId":"t1","source":"user"},
+ {"type":"user_message","id":"u1","text":"list files"},
+ {"type":"reasoning_delta","id":"r1","delta":"Two steps."},
+ {"type":"reasoning_end","id":"r1"},
+ {"type":"plan_updated","id":"plan","entries":[{"content":"list","status":"in_progress"},{"content":"count","status":"pending"}]},
+ {"type":"text_delta","id":"m1","delta":"Running "},
+ {"type":"text_delta","id":"m1","delta":"ls."},
+ {"type":"text_end","id":"m1"},
+ {"type":"tool_call_start","id":"call-1","name":"shell","kind":"execute","title":"ls"},
+ {"type":"tool_call_update","id":"call-1","status":"running"},
+ {"type":"tool_output_delta","id":"call-1","delta":"a.txt\nb.t"},
+ {"type":"tool_output_delta","id":"call-1","delta":"xt\n"},
+ {"type":"tool_call_end","id":"call-1","status":"completed","exitCode":0},
+ {"type":"permission_requested","id":"perm-1","toolCallId":"call-2","title":"delete a.txt","options":[{"id":"allow","name":"Allow","kind":"allow_once"},{"id":"deny","name":"Deny","kind":"reject_once"}]},
+ {"type":"permission_resolved","id":"perm-1","outcome":"selected","optionId":"deny"},
+ {"type":"plan_updated","id":"plan","entries":[{"content":"list","status":"completed"},{"content":"count","status":"completed"}]},
+ {"type":"file_changed","path":"notes.md","change":"update","diff":"-a\n+b\n"},
+ {"type":"notice","level":"warning","message":"low disk"},
+ {"type":"usage_updated","inputTokens":100,"outputTokens":25,"costUsd":0.0012},
+ {"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`
+
+func TestWatchScripted(t *testing.T) {
+	s := startServer(t, server.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, scripted)
+	golden(t, "watch_scripted.golden", mustRein(t, s.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0"))
+
+	// --json: one stream event per line, ending with snapshot_complete.
+	lines := strings.Split(strings.TrimSpace(mustRein(t, s.URL(), "watch", "--json", "s1", "--until-idle", "--idle-grace=0")), "\n")
+	var last streamLine
+	for _, l := range lines {
+		if err := json.Unmarshal([]byte(l), &last); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+	}
+	arts, _ := s.Artifacts(context.Background(), "s1")
+	if len(lines) != len(arts)+1 || last.Event != protocol.SSESnapshotComplete || last.ID == 0 {
+		t.Errorf("watch --json: %d lines for %d artifacts, last %+v", len(lines), len(arts), last)
+	}
+}
+
+// TestWatchResume drops the watch's connection on the server side in the
+// middle of a turn, changes the session while it is away, and checks that
+// the transcript it prints has everything exactly once.
+func TestWatchResume(t *testing.T) {
+	s := startServer(t, server.Options{})
+	tok := createSession(t, s, "s1")
+	p := newProxy(t, s.URL())
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"go"},
+		{"type":"text_delta","id":"m1","delta":"Hello"},
+		{"type":"tool_call_start","id":"call-1","name":"shell","title":"make"},
+		{"type":"tool_output_delta","id":"call-1","delta":"step 1\n"}]`)
+
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() {
+		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
+	}()
+	waitFor(t, &out, "  │ step 1\n")
+	postEvents(t, s, "s1", tok, `[{"type":"tool_output_delta","id":"call-1","delta":"step 2\n"}]`)
+	waitFor(t, &out, "  │ step 2\n")
+
+	p.Cut() // drops the connection and refuses new ones until Restore
+	postEvents(t, s, "s1", tok, `[
+		{"type":"tool_output_delta","id":"call-1","delta":"step 3\n"},
+		{"type":"tool_call_end","id":"call-1","status":"completed"},
+		{"type":"text_delta","id":"m1","delta":", world"}]`)
+	p.Restore()
+	waitFor(t, &out, "step 3")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"text_delta","id":"m1","delta":"!"},
+		{"type":"text_end","id":"m1"},
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
+
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(testDeadline):
+		t.Fatalf("watch did not end; output\n%s", out.String())
+	}
+	if r.code != 0 {
+		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if p.Accepted() < 2 {
+		t.Errorf("watch connected %d times, want a reconnect", p.Accepted())
+	}
+	if !strings.Contains(r.stderr, "reconnecting") {
+		t.Errorf("stderr does not say it reconnected: %q", r.stderr)
+	}
+	golden(t, "watch_resume.golden", r.stdout)
+}
+
+// proxy is a TCP proxy in front of the server whose connections can be
+// cut, as a network or a restarting load balancer would.
+type proxy struct {
+	t      testing.TB
+	ln     net.Listener
+	target string
+
+	mu       sync.Mutex
+	conns    []net.Conn
+	refuse   bool
+	accepted int
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, ln: ln, target: strings.TrimPrefix(target, "http://")}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.refuse {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.accepted++
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.Cut(); wg.Wait() })
+	return p
+}
+
+func (p *proxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// Cut closes every connection and refuses new ones until Restore.
+func (p *proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// Restore accepts connections again.
+func (p *proxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = false
+}
+
+// Accepted is how many connections were let through.
+func (p *proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
+)
+
+// renderCase feeds testdata/render/<name>.jsonl (stream events in the
+// format of `rein watch --json`, plus {"event":"connected"} where a
+// connection starts) through the client's model and the transcript.
+func renderCase(t *testing.T, name string, color bool) string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "render", name+".jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	model := client.NewTranscript()
+	tr := newTranscript(&out, color, "s1")
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l streamLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("%s: %v", sc.Text(), err)
+		}
+		ev := client.ArtifactEvent{Name: l.Event, Rev: l.ID, Data: l.Data}
+		switch l.Event {
+		case protocol.SSEArtifactSnapshot, protocol.SSEArtifactCreated:
+			var p protocol.ArtifactPayload
+			if err := json.Unmarshal(l.Data, &p); err != nil {
+				t.Fatal(err)
+			}
+			ev.Artifact = p.Artifact
+		case protocol.SSEArtifactUpdated:
+			ev.Update = &protocol.ArtifactUpdate{}
+			if err := json.Unmarshal(l.Data, ev.Update); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := model.Apply(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Event(ev, a)
+	}
+	tr.Close()
+	return out.String()
+}
+
+func TestRender(t *testing.T) {
+	for _, name := range []string{"live", "replay"} {
+		t.Run(name, func(t *testing.T) {
+			golden(t, filepath.Join("render", name+".golden"), renderCase(t, name, false))
+		})
+	}
+}
+
+func TestRenderColor(t *testing.T) {
+	out := renderCase(t, "live", true)
+	if !strings.Contains(out, "\x1b[31m  ✗ failed (exit 1): exit status 1\x1b[0m\n") {
+		t.Errorf("no red failure line in\n%q", out)
+	}
+	plain := strings.NewReplacer("\x1b[0m", "", "\x1b[1m", "", "\x1b[2m", "", "\x1b[31m", "", "\x1b[32m", "", "\x1b[33m", "", "\x1b[34m", "", "\x1b[36m", "", "\x1b[33;1m", "").Replace(out)
+	if want := renderCase(t, "live", false); plain != want {
+		t.Errorf("colour changes more than colour:\n%s\nvs\n%s", plain, want)
+	}
+}
+
+func TestAge(t *testing.T) {
+	now := time.UnixMilli(10_000_000_000)
+	for _, tc := range []struct {
+		ago  time.Duration
+		want string
+	}{{-time.Second, "0s"}, {59 * time.Second, "59s"}, {61 * time.Minute, "1h"}, {47 * time.Hour, "1d"}, {2 * time.Minute, "2m"}} {
+		if got := age(now, now.Add(-tc.ago).UnixMilli()); got != tc.want {
+			t.Errorf("age(%s) = %s, want %s", tc.ago, got, tc.want)
+		}
+	}
+}
+
+func TestPermute(t *testing.T) {
+	app := newApp(&env{})
+	for _, tc := range []struct{ in, want string }{
+		{"rein watch s1 --until-idle", "rein watch --until-idle -- s1"},
+		{"rein --server http://x -s http://y create s1 -p web --json", "rein --server http://x -s http://y create -p web --json -- s1"},
+		{"rein prompt s1 -- -v text", "rein prompt -- s1 -v text"},
+		{"rein watch s1 --idle-grace 2s", "rein watch --idle-grace 2s -- s1"},
+		{"rein --help", "rein --help"},
+		{"rein nope a --x", "rein nope a --x"},
+	} {
+		if got := strings.Join(permute(app, strings.Fields(tc.in)), " "); got != tc.want {
+			t.Errorf("permute(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
