@@ -14,11 +14,11 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run bench tools fuzz clean
+.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot test-agents test-agent-claude
 
 all: lint test
 
-test: tools unit e2e
+test: tools browser-deps unit e2e
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -40,6 +40,56 @@ build:
 run:
 	cd server && $(GO) run ./cmd/rein-server
 
+# A real server, agentd and demo-agent; a prompt that runs `ls -la`, shown
+# by `rein watch`. Everything started is stopped on exit (see the script).
+demo: build
+	BIN=$(BIN) ./scripts/demo.sh
+
+# The browser test (e2e/browser_test.go) drives headless Chromium through
+# chromedriver. Installed from Debian only when missing; where apt-get
+# cannot run (not root, not Debian) this warns, and the test skips saying
+# why. REIN_CHROMIUM / REIN_CHROMEDRIVER point the test at other binaries.
+browser-deps:
+	@if [ -n "$$REIN_CHROMIUM" ] || { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== installing chromium and chromium-driver for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null || \
+			echo "warning: could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "warning: chromium/chromedriver missing and apt-get is not usable here (needs root on Debian):"; \
+		echo "         the browser test will be skipped (set REIN_CHROMIUM and REIN_CHROMEDRIVER to run it)"; \
+	fi
+
+test-browser: browser-deps
+	cd e2e && $(GO) test -race -count=1 -run '^TestBrowser$$' -v .
+
+# Runs the browser test and copies its screenshot to docs/web-view.png (the README's).
+web-screenshot: browser-deps
+	cd e2e && REIN_DOCS_SCREENSHOT=$(CURDIR)/docs/web-view.png $(GO) test -count=1 -run '^TestBrowser$$' .
+
+# The agent adapters against the real agent CLIs. The CLIs are large npm
+# packages, so `make test` does not install them: it replays the transcripts
+# these runs recorded (agentd/internal/<agent>/testdata). RECORD=1 rewrites
+# the transcripts. Each agent adds itself to AGENTS with a
+# test-agent-<name> target; a run's full log is bin/test-agent-<name>.log.
+AGENTS += claude
+NPM_TOOLS := $(TOOLS)/npm
+CLAUDE_CODE_VERSION := 2.1.330
+CLAUDE_BIN := $(NPM_TOOLS)/node_modules/.bin/claude
+
+test-agents: $(addprefix test-agent-,$(AGENTS))
+
+$(NPM_TOOLS)/.claude-code-$(CLAUDE_CODE_VERSION):
+	@mkdir -p $(NPM_TOOLS)
+	npm install --prefix $(NPM_TOOLS) --no-fund --no-audit @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	@touch $@
+
+test-agent-claude: $(NPM_TOOLS)/.claude-code-$(CLAUDE_CODE_VERSION)
+	@echo "== claude $$($(CLAUDE_BIN) --version) against agentd/internal/claude"
+	@cd agentd && REIN_CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -v -run 'TestClaude|TestReplay|TestArgs' ./internal/claude/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-claude.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude.log"; exit $$rc
+
 bench: build
 	cd e2e && $(GO) run ./cmd/rein-bench -bin $(BIN) -out $(BIN)/bench.json
 
@@ -49,6 +99,27 @@ $(ACP_AGENT):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOWORK=off $(GO) install github.com/coder/acp-go-sdk/example/agent@$(ACP_SDK_VERSION)
 	mv $(TOOLS)/agent $(ACP_AGENT)
+
+# Agent adapters against the real CLIs (large downloads, so not in `make
+# test`; there the CLI tests skip and replay recorded transcripts instead).
+# test-agent-claude (the Claude Code adapter) joins test-agents too.
+.PHONY: test-agents test-agent-codex
+test-agents: test-agent-codex
+
+# The Codex CLI from npm, pinned: its package ships the platform binary.
+# Its own prefix, so other npm tools under $(TOOLS)/npm are left alone.
+CODEX_VERSION := 0.169.0
+CODEX_PREFIX  := $(TOOLS)/npm/codex
+CODEX_BIN     := $(CODEX_PREFIX)/node_modules/.bin/codex
+
+$(CODEX_PREFIX)/.installed-$(CODEX_VERSION):
+	@mkdir -p $(CODEX_PREFIX)
+	npm install --prefix $(CODEX_PREFIX) --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
+	@touch $@
+
+# -record also rewrites agentd/internal/codex/testdata from the run.
+test-agent-codex: $(CODEX_PREFIX)/.installed-$(CODEX_VERSION)
+	cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record)
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

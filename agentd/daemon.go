@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rein-ai/rein/agentd/internal/claude"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
@@ -30,6 +31,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if _, err := exec.LookPath(opts.Command[0]); err != nil {
 		return fmt.Errorf("%w: agent command: %w", ErrUsage, err)
+	}
+	if opts.Protocol == ProtocolClaude {
+		// Claude Code speaks stream-json only with these flags.
+		opts.Command = claude.Args(opts.Command)
 	}
 	instance, err := newInstanceID()
 	if err != nil {

@@ -3,6 +3,7 @@ package agentd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -16,6 +17,8 @@ import (
 const (
 	ProtocolNative = "native"
 	ProtocolACP    = "acp"
+	ProtocolCodex  = "codex"
+	ProtocolClaude = "claude"
 )
 
 // Defaults for zero Options fields.
@@ -46,7 +49,8 @@ type Options struct {
 	// Token, when set, is sent as Authorization: Bearer on every request.
 	// It is never logged and never passed to the agent.
 	Token string
-	// Protocol is ProtocolNative (default) or ProtocolACP.
+	// Protocol is ProtocolNative (default), ProtocolACP, ProtocolCodex or
+	// ProtocolClaude.
 	Protocol string
 	// Command is the agent's argv.
 	Command []string
@@ -79,6 +83,11 @@ type Options struct {
 	// AgentStartWait is how long a native agent has to print its own
 	// agent_started before agentd reports one for it (default 2 s).
 	AgentStartWait time.Duration
+	// Transcript, when set with ProtocolClaude, receives every line the
+	// agent printed and every command it was given, in the order the
+	// adapter handled them (JSON lines): a record to debug a session or to
+	// replay through the adapter in tests.
+	Transcript io.Writer
 
 	// HTTPClient is used for every request; nil means one with no
 	// client-wide Timeout (it would cut the command stream).
@@ -147,8 +156,10 @@ func (o *Options) Validate() error {
 	if len(o.Command) == 0 || o.Command[0] == "" {
 		return bad("missing agent command: agentd [flags] -- CMD [ARGS...]")
 	}
-	if o.Protocol != ProtocolNative && o.Protocol != ProtocolACP {
-		return bad("unknown protocol %q (want native or acp)", o.Protocol)
+	switch o.Protocol {
+	case ProtocolNative, ProtocolACP, ProtocolCodex, ProtocolClaude:
+	default:
+		return bad("unknown protocol %q (want native, acp, codex or claude)", o.Protocol)
 	}
 	if o.BatchMax > protocol.MaxBatchEvents {
 		return bad("batch-max %d is above the server's limit of %d events", o.BatchMax, protocol.MaxBatchEvents)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/acp"
+	"github.com/rein-ai/rein/agentd/internal/claude"
+	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
 	"github.com/rein-ai/rein/agentd/internal/native"
 	"github.com/rein-ai/rein/agentd/internal/process"
@@ -182,6 +184,18 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) 
 		cwd, _ = os.Getwd()
 	}
 	log := s.log.With("agent", name)
+	if s.opts.Protocol == ProtocolClaude {
+		return claude.Serve(s.runCtx, claude.Options{
+			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
+			Cwd: cwd, Transcript: s.opts.Transcript, Logger: log,
+		})
+	}
+	if s.opts.Protocol == ProtocolCodex {
+		return codex.Serve(s.runCtx, codex.Options{
+			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
+			Cwd: cwd, Logger: log,
+		})
+	}
 	if s.opts.Protocol == ProtocolACP {
 		return acp.Serve(s.runCtx, acp.Options{
 			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,

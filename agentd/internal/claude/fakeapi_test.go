@@ -1,0 +1,201 @@
+package claude_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeAPI is a scripted Anthropic Messages API for Claude Code: it streams
+// SSE answers chosen by the current turn's prompt (see reply) and by how
+// many model replies that prompt already had (step). Message and tool use
+// ids count requests, so a run is deterministic.
+type fakeAPI struct {
+	*httptest.Server
+	tb testing.TB
+
+	mu sync.Mutex
+	n  int
+}
+
+func newFakeAPI(tb testing.TB) *fakeAPI {
+	tb.Helper()
+	a := &fakeAPI{tb: tb}
+	a.Server = httptest.NewServer(a)
+	tb.Cleanup(a.Server.Close)
+	return a
+}
+
+type apiMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+type apiBlock struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+func messageBlocks(raw json.RawMessage) []apiBlock {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return []apiBlock{{Type: "text", Text: s}}
+	}
+	var bs []apiBlock
+	_ = json.Unmarshal(raw, &bs)
+	return bs
+}
+
+// turnPrompt finds the latest user message with text of its own (not tool
+// results, not the reminders Claude Code adds) and counts the assistant
+// messages after it.
+func turnPrompt(msgs []apiMessage) (prompt string, step int) {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		switch msgs[i].Role {
+		case "assistant":
+			step++
+		case "user":
+			var texts []string
+			tool := false
+			for _, b := range messageBlocks(msgs[i].Content) {
+				switch {
+				case b.Type == "tool_result":
+					tool = true
+				case b.Type == "text" && !strings.HasPrefix(b.Text, "<system-reminder>"):
+					texts = append(texts, b.Text)
+				}
+			}
+			if !tool && len(texts) > 0 {
+				return strings.Join(texts, "\n"), step
+			}
+		}
+	}
+	return "", step
+}
+
+// sseWriter writes Messages API stream events.
+type sseWriter struct {
+	w     http.ResponseWriter
+	index int
+}
+
+func (s *sseWriter) send(v map[string]any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", v["type"], b)
+	s.w.(http.Flusher).Flush()
+}
+
+func (s *sseWriter) block(start map[string]any, deltas ...map[string]any) {
+	s.send(map[string]any{"type": "content_block_start", "index": s.index, "content_block": start})
+	for _, d := range deltas {
+		s.send(map[string]any{"type": "content_block_delta", "index": s.index, "delta": d})
+	}
+	s.send(map[string]any{"type": "content_block_stop", "index": s.index})
+	s.index++
+}
+
+func (s *sseWriter) text(parts ...string) {
+	var ds []map[string]any
+	for _, p := range parts {
+		ds = append(ds, map[string]any{"type": "text_delta", "text": p})
+	}
+	s.block(map[string]any{"type": "text", "text": ""}, ds...)
+}
+
+func (s *sseWriter) thinking(parts ...string) {
+	var ds []map[string]any
+	for _, p := range parts {
+		ds = append(ds, map[string]any{"type": "thinking_delta", "thinking": p})
+	}
+	ds = append(ds, map[string]any{"type": "signature_delta", "signature": "ZmFrZS1zaWduYXR1cmU="})
+	s.block(map[string]any{"type": "thinking", "thinking": "", "signature": ""}, ds...)
+}
+
+func (s *sseWriter) toolUse(id, name string, jsonParts ...string) {
+	var ds []map[string]any
+	for _, p := range jsonParts {
+		ds = append(ds, map[string]any{"type": "input_json_delta", "partial_json": p})
+	}
+	s.block(map[string]any{"type": "tool_use", "id": id, "name": name, "input": map[string]any{}}, ds...)
+}
+
+// ServeHTTP answers POST /v1/messages; anything else is 404 (Claude Code
+// has nothing else to reach with nonessential traffic disabled).
+//
+// Prompts containing:
+//
+//	think  thinking, then text
+//	run    text and a Bash call (echo, which Claude Code runs without asking)
+//	write  a Write of note.txt, which needs permission
+//	todo   a TodoWrite
+//	slow   text that streams three words and then stalls until the client
+//	       goes away (an abort)
+//
+// After a tool result (step > 0) the answer is "Done.".
+func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
+		a.tb.Logf("fake api: %s %s: 404", r.Method, r.URL)
+		http.NotFound(w, r)
+		return
+	}
+	var req struct {
+		Model    string       `json:"model"`
+		Messages []apiMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	prompt, step := turnPrompt(req.Messages)
+	a.mu.Lock()
+	a.n++
+	n := a.n
+	a.mu.Unlock()
+	a.tb.Logf("fake api: request %d: prompt %q step %d", n, prompt, step)
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	s := &sseWriter{w: w}
+	s.send(map[string]any{"type": "message_start", "message": map[string]any{
+		"id": fmt.Sprintf("msg_%02d", n), "type": "message", "role": "assistant", "model": req.Model,
+		"content": []any{}, "stop_reason": nil, "stop_sequence": nil,
+		"usage": map[string]any{"input_tokens": 100, "output_tokens": 1, "cache_read_input_tokens": 20},
+	}})
+	toolID := fmt.Sprintf("toolu_%02d", n)
+	stop := "end_turn"
+	switch {
+	case step > 0:
+		s.text("Done.")
+	case strings.Contains(prompt, "think"):
+		s.thinking("The user ", "wants a greeting.")
+		s.text("Hello ", "from the ", "fake model.")
+	case strings.Contains(prompt, "run"):
+		s.text("Running it.")
+		s.toolUse(toolID, "Bash", `{"command": "echo rein`, `-bash-ok", "description": "Print a marker"}`)
+		stop = "tool_use"
+	case strings.Contains(prompt, "write"):
+		s.toolUse(toolID, "Write", `{"file_path": "note.txt", `, `"content": "hi\n"}`)
+		stop = "tool_use"
+	case strings.Contains(prompt, "todo"):
+		s.toolUse(toolID, "TodoWrite",
+			`{"todos": [{"content": "Read the code", "status": "in_progress", "activeForm": "Reading the code"}, `,
+			`{"content": "Fix the bug", "status": "pending", "activeForm": "Fixing the bug"}]}`)
+		stop = "tool_use"
+	case strings.Contains(prompt, "slow"):
+		s.send(map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}})
+		for _, w := range []string{"w1 ", "w2 ", "w3 "} {
+			s.send(map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]any{"type": "text_delta", "text": w}})
+		}
+		<-r.Context().Done() // the stream stalls until Claude Code aborts it
+		return
+	default:
+		s.text("OK.")
+	}
+	s.send(map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 12}})
+	s.send(map[string]any{"type": "message_stop"})
+}

@@ -1,0 +1,157 @@
+package codex_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/codex"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// progress is the adapter's own transcript during a replay: it tells the
+// replay how far the adapter got, so each recorded step is fed only after
+// the previous one was processed, in the recorded order.
+type progress struct {
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{}
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines = append(p.lines, strings.TrimRight(string(b), "\n"))
+	close(p.changed)
+	p.changed = make(chan struct{})
+	return len(b), nil
+}
+
+// wait blocks until the adapter recorded n lines.
+func (p *progress) wait(tb testing.TB, n int) {
+	tb.Helper()
+	deadline := time.NewTimer(fakeserver.WaitTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		have, changed := len(p.lines), p.changed
+		p.mu.Unlock()
+		if have >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			tb.Fatalf("replay: the adapter processed %d of the first %d transcript steps", have, n)
+		}
+	}
+}
+
+// replay feeds a recorded transcript through the adapter without the CLI:
+// what the app-server sent is written to the adapter's stdout, commands
+// go to its command channel, and what the adapter sends must equal what
+// it sent in the recording. It returns the events the adapter emitted.
+func replay(t *testing.T, path string) []protocol.Event {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []map[string]json.RawMessage
+	for line := range bytes.Lines(data) {
+		var step map[string]json.RawMessage
+		if err := json.Unmarshal(line, &step); err != nil || len(step) != 1 {
+			t.Fatalf("%s: bad step %q: %v", path, line, err)
+		}
+		steps = append(steps, step)
+	}
+
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	cmds := make(chan protocol.Command)
+	var mu sync.Mutex
+	var evs []protocol.Event
+	prog := &progress{changed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- codex.Serve(ctx, codex.Options{
+			Stdin: stdinW, Stdout: stdoutR, Commands: cmds, Cwd: sandboxWork, Transcript: prog,
+			Emit: func(_ context.Context, ev protocol.Event) error {
+				mu.Lock()
+				defer mu.Unlock()
+				evs = append(evs, ev)
+				return nil
+			},
+		})
+	}()
+	sent := bufio.NewReader(stdinR)
+	for i, step := range steps {
+		switch {
+		case step["from"] != nil:
+			if _, err := stdoutW.Write(append(compact(t, step["from"]), '\n')); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		case step["command"] != nil:
+			var c protocol.Command
+			if err := json.Unmarshal(step["command"], &c); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			cmds <- c
+		case step["to"] != nil:
+			line, err := sent.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("step %d: the adapter sent nothing (%v); want %s", i, err, step["to"])
+			}
+			if got, want := compact(t, line), compact(t, step["to"]); !bytes.Equal(got, want) {
+				t.Fatalf("step %d: the adapter sent\n%s\nwant\n%s", i, got, want)
+			}
+		default:
+			t.Fatalf("step %d: unknown step %v", i, step)
+		}
+		prog.wait(t, i+1)
+	}
+	stdoutW.Close() // the app-server exits
+	go io.Copy(io.Discard, stdinR)
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return evs
+}
+
+func compact(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := json.Compact(&out, bytes.TrimSpace(b)); err != nil {
+		t.Fatalf("compact %q: %v", b, err)
+	}
+	return out.Bytes()
+}
+
+// TestReplaySession replays the transcript TestCodexCLISession recorded
+// from the real CLI (go test -run TestCodexCLISession -args -record) and
+// expects the very events that run produced.
+func TestReplaySession(t *testing.T) {
+	got := fakeserver.Format(replay(t, "testdata/session.jsonl"))
+	want, err := os.ReadFile("testdata/session.events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("replayed events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+	if got != wantSession {
+		t.Errorf("testdata/session.events.jsonl differs from wantSession: re-record, then update wantSession")
+	}
+}
