@@ -219,7 +219,9 @@ func (a *adapter) reasoningDelta(st *itemState, part int, delta string) {
 func (a *adapter) reasoningEnd(st *itemState, it item) {
 	text := strings.Join(it.Summary, "\n\n")
 	if text == "" {
-		text = strings.Join(it.Content, "\n\n")
+		var parts []string
+		_ = json.Unmarshal(it.Content, &parts) // absent or not text: no raw parts
+		text = strings.Join(parts, "\n\n")
 	}
 	ev := protocol.Event{Type: protocol.EventReasoningEnd, ID: st.id, Text: text}
 	if text == "" && st.streamed.Len() == 0 {

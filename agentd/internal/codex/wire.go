@@ -45,7 +45,9 @@ type item struct {
 	Text string `json:"text"`
 	// reasoning
 	Summary []string `json:"summary"`
-	Content []string `json:"content"`
+	// Content is reasoning's raw text parts (strings), but a userMessage's
+	// content is a list of objects: kept raw, decoded where it is read.
+	Content json.RawMessage `json:"content"`
 	// commandExecution
 	Command          string          `json:"command"`
 	Cwd              string          `json:"cwd"`
