@@ -315,20 +315,7 @@ func (a *adapter) chunkLocked(kind string, content acpsdk.ContentBlock, messageI
 // toolID namespaces an ACP tool call id by turn (agents reuse ids across
 // prompts) and keeps it within the event id charset.
 func (a *adapter) toolID(id acpsdk.ToolCallId) string {
-	return a.turn + ":" + sanitize(string(id))
-}
-
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':') {
-			b[i] = '_'
-		}
-	}
-	if len(b) == 0 {
-		return "_"
-	}
-	return string(b[:min(len(b), 64)])
+	return a.turn + ":" + protocol.SanitizeEventID(string(id), 64)
 }
 
 func rawJSON(v any) json.RawMessage {
@@ -486,7 +473,7 @@ func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermi
 	p := &pendingPermission{options: map[string]acpsdk.PermissionOptionId{}, answer: make(chan protocol.Command, 1)}
 	opts := make([]protocol.PermissionOption, 0, len(req.Options))
 	for _, o := range req.Options {
-		oid := sanitize(string(o.OptionId))
+		oid := protocol.SanitizeEventID(string(o.OptionId), 64)
 		p.options[oid] = o.OptionId
 		opts = append(opts, protocol.PermissionOption{ID: oid, Name: o.Name, Kind: protocol.OptionKind(o.Kind)})
 	}

@@ -228,7 +228,7 @@ func (t *translator) ensureTurn(l *line) {
 	if t.turn != "" {
 		return
 	}
-	id := sanitize(l.UUID)
+	id := protocol.SanitizeEventID(l.UUID, 64)
 	if l.UUID == "" {
 		t.reqN++
 		id = strconv.Itoa(t.reqN)
@@ -292,11 +292,11 @@ func (t *translator) initialized(l *line) {
 }
 
 func (t *translator) blockID(msgID string, index int) string {
-	return t.turn + ":" + sanitize(msgID) + "-" + strconv.Itoa(index)
+	return t.turn + ":" + protocol.SanitizeEventID(msgID, 64) + "-" + strconv.Itoa(index)
 }
 
 func (t *translator) toolID(toolUseID string) string {
-	return t.turn + ":" + sanitize(toolUseID)
+	return t.turn + ":" + protocol.SanitizeEventID(toolUseID, 64)
 }
 
 func (t *translator) streamEvent(l *line) {
@@ -726,18 +726,4 @@ func toolTitle(name string, input json.RawMessage) string {
 		}
 	}
 	return ""
-}
-
-// sanitize keeps an id within the event id charset and length.
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			b[i] = '_'
-		}
-	}
-	if len(b) == 0 {
-		return "_"
-	}
-	return string(b[:min(len(b), 64)])
 }

@@ -501,21 +501,7 @@ func (a *adapter) tokenUsage(n tokenUsageNotification) {
 // itemID namespaces a Codex item id by turn (item ids repeat across turns)
 // and keeps it within the event id charset and length.
 func itemID(t *turnState, id string) string {
-	return t.id + ":" + sanitize(id)
-}
-
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == ':') {
-			b[i] = '_'
-		}
-	}
-	if len(b) == 0 {
-		return "_"
-	}
-	// "turn-<int64>:" is at most 25 bytes; the event id limit is 128.
-	return string(b[:min(len(b), 100)])
+	return t.id + ":" + protocol.SanitizeEventID(id, 100)
 }
 
 func rawJSON(v any) json.RawMessage {
