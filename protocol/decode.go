@@ -162,10 +162,81 @@ func KnownEventType(t EventType) bool {
 // event object or a JSON array of them. The error, a *FieldError, names the
 // event index and the field. ReceivedAt is cleared: only the server sets it.
 func DecodeEvents(body []byte) ([]Event, error) {
+	events, _, err := decodeEvents(body, false)
+	return events, err
+}
+
+// DecodeEventsRaw is DecodeEvents that also returns, per event, its bytes
+// in body when the event is exactly what they decode to (with json.Unmarshal)
+// and they carry no receivedAt; nil otherwise. A store can then keep those
+// bytes, with receivedAt added as the last key, instead of encoding the
+// event again. The bytes alias body.
+func DecodeEventsRaw(body []byte) ([]Event, [][]byte, error) {
+	return decodeEvents(body, true)
+}
+
+func decodeEvents(body []byte, wantRaw bool) ([]Event, [][]byte, error) {
 	if !utf8.Valid(body) {
-		return nil, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+		return nil, nil, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if events, raws, ok := decodeFast(trimmed, wantRaw); ok {
+		return events, raws, nil
+	}
+	events, err := decodeChecked(trimmed)
+	if err != nil {
+		return nil, nil, err
+	}
+	if wantRaw {
+		return events, make([][]byte, len(events)), nil
+	}
+	return events, nil, nil
+}
+
+// decodeFast decodes a body without json.Unmarshal into a []RawMessage,
+// and each event that can take it by the flat path (see flat.go). It
+// returns false when any event is refused; decodeChecked then decodes the
+// body again, the checked way, which words the error as it always has
+// (an array this splits wrong has an element that is refused).
+func decodeFast(trimmed []byte, wantRaw bool) ([]Event, [][]byte, bool) {
+	var items [][]byte
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		var ok bool
+		if items, ok = splitArray(trimmed); !ok {
+			return nil, nil, false
+		}
+	} else {
+		items = [][]byte{trimmed}
+	}
+	events := make([]Event, len(items))
+	var raws [][]byte
+	if wantRaw {
+		raws = make([][]byte, len(items))
+	}
+	for i, item := range items {
+		if len(item) > MaxEventBytes {
+			return nil, nil, false
+		}
+		received, ok := decodeFlat(item, &events[i])
+		if !ok {
+			// Not flat (a tool call's input, a plan): this one event the
+			// checked way, so one such event in a batch of deltas does not
+			// send the whole batch down the slow path.
+			if decodeEvent(item, &events[i]) != nil {
+				return nil, nil, false
+			}
+			continue
+		}
+		if wantRaw && !received {
+			raws[i] = item
+		}
+	}
+	return events, raws, true
+}
+
+// decodeChecked is the general decoder: every value checked against the
+// schemas before it is decoded.
+func decodeChecked(trimmed []byte) ([]Event, error) {
 	var raws []json.RawMessage
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		if err := json.Unmarshal(trimmed, &raws); err != nil {

@@ -2,6 +2,7 @@ package reducer
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -65,16 +66,30 @@ func (c Change) Update() protocol.ArtifactUpdate {
 // uses it to send a batch of deltas as few stream events.
 func Coalesce(changes []Change) []Change {
 	out := make([]Change, 0, len(changes))
-	for _, c := range changes {
-		if n := len(out); n > 0 && c.Kind == Appended {
-			last := &out[n-1]
-			if last.Kind == Appended && last.Seq == c.Seq && last.Field == c.Field {
-				last.Append += c.Append
-				last.Rev = c.Rev
-				continue
+	for i := 0; i < len(changes); {
+		c := changes[i]
+		j := i + 1
+		if c.Kind == Appended {
+			size := len(c.Append)
+			for j < len(changes) && changes[j].Kind == Appended && changes[j].Seq == c.Seq && changes[j].Field == c.Field {
+				size += len(changes[j].Append)
+				j++
+			}
+			if j > i+1 {
+				// One copy of the run's text: appending delta by delta
+				// copied the text so far for each one, quadratic in a
+				// batch of 500 deltas.
+				var b strings.Builder
+				b.Grow(size)
+				for _, d := range changes[i:j] {
+					b.WriteString(d.Append)
+				}
+				c.Append = b.String()
+				c.Rev = changes[j-1].Rev
 			}
 		}
 		out = append(out, c)
+		i = j
 	}
 	return out
 }

@@ -218,7 +218,7 @@ func TestRotateSandboxToken(t *testing.T) {
 	// A request that passed the HTTP check with the old token but reaches
 	// the writer after the rotation is refused there too.
 	oldHash := sha256.Sum256([]byte(old))
-	_, err := s.appendEvents(context.Background(), "a", "", []protocol.Event{{Type: protocol.EventTextDelta, Delta: "late"}}, &oldHash)
+	_, err := s.appendEvents(context.Background(), "a", "", []protocol.Event{{Type: protocol.EventTextDelta, Delta: "late"}}, nil, &oldHash)
 	if protocol.CodeOf(err) != protocol.CodeUnauthorized {
 		t.Fatalf("writer accepted a rotated token: %v", err)
 	}

@@ -244,12 +244,14 @@ func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Comman
 // sandbox instance (its Rein-Instance, "" when unknown), folds them into
 // artifacts and publishes the changes.
 func (s *Server) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
-	return s.appendEvents(ctx, id, instance, events, nil)
+	return s.appendEvents(ctx, id, instance, events, nil, nil)
 }
 
-func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, cred *[32]byte) (protocol.EventsAccepted, error) {
+// appendEvents: raws[i], when not nil, is events[i] as it came (see
+// protocol.DecodeEventsRaw), stored as it is.
+func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte, cred *[32]byte) (protocol.EventsAccepted, error) {
 	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, cred: cred, reply: reply}, reply)
+	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: reply}, reply)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}

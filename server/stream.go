@@ -96,8 +96,8 @@ func (s service) CreateSession(ctx context.Context, id string, project *string) 
 
 // AppendEvents passes on the sandbox token the request came with, so the
 // writer refuses it if the token was rotated while the request waited.
-func (s service) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
-	return s.appendEvents(ctx, id, instance, events, credential(ctx))
+func (s service) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
+	return s.appendEvents(ctx, id, instance, events, raws, credential(ctx))
 }
 
 func (s service) SandboxSession(hash [32]byte) (string, bool) { return s.index.session(hash) }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +24,17 @@ import (
 	"github.com/rein-ai/rein/server"
 )
 
+// gcPercent is the GOGC the server runs with unless GOGC is set. Ingest
+// allocates per event (decoded events, stored bodies, changes) while the
+// live heap stays small, so the default of 100 collects very often: at
+// 400, rein-bench ingest_batch measured 15-20% faster, for about 1 KiB
+// more RSS per idle subscriber (33 KiB, target 40).
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args)
 	stop()

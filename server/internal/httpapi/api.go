@@ -29,7 +29,10 @@ type Service interface {
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error
 	AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error)
-	AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error)
+	// AppendEvents stores events; raws, from protocol.DecodeEventsRaw,
+	// holds the bytes each event came as where they can be stored as they
+	// are (nil where not, or altogether).
+	AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error)
 	// Artifacts returns the session's artifact JSON ordered by seq.
 	Artifacts(ctx context.Context, id string) ([]json.RawMessage, error)
 	// ArtifactStream prepares an artifact stream; resume says whether the
@@ -330,7 +333,7 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	events, err := protocol.DecodeEvents(body)
+	events, raws, err := protocol.DecodeEventsRaw(body)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -340,7 +343,7 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	res, err := a.svc.AppendEvents(r.Context(), id, instance, events)
+	res, err := a.svc.AppendEvents(r.Context(), id, instance, events, raws)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return

@@ -28,8 +28,7 @@ func (s *Store) SandboxTokens(ctx context.Context) (map[string][32]byte, error) 
 }
 
 func setSandboxToken(ctx context.Context, ex execer, op store.SetSandboxToken) error {
-	_, err := ex.ExecContext(ctx, `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
+	_, err := ex.ExecContext(ctx, qSetSandboxToken,
 		op.SessionID, op.Hash[:], op.At)
 	if err != nil {
 		return fmt.Errorf("set sandbox token session=%s: %w", op.SessionID, err)
