@@ -45,15 +45,7 @@ func (d *daemon) stop() error {
 
 // testLogger sends agentd's log to t.Log.
 func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Helper()
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return fakeserver.Logger(tb, slog.LevelDebug)
 }
 
 // start runs agentd against srv with fast test timings.
@@ -404,7 +396,7 @@ func TestRotatedTokenIsFinalAndNeverLogged(t *testing.T) {
 			}
 			return status
 		}
-		var logs lockedBuffer
+		var logs fakeserver.Buffer
 		d := start(t, srv, agentd.Options{Token: token, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		waitStarted(t, srv, 1)
 		srv.DropStreams()
@@ -422,23 +414,6 @@ func TestRotatedTokenIsFinalAndNeverLogged(t *testing.T) {
 			t.Errorf("%d: the log capture saw nothing: %s", status, logs.String())
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestOptionsValidation(t *testing.T) {

@@ -1,7 +1,6 @@
 package claude_test
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"log/slog"
@@ -58,37 +57,12 @@ func claudeEnv(t *testing.T, api *fakeAPI) []string {
 	)
 }
 
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// syncBuffer is a transcript written by agentd's adapter goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
 // live is agentd running Claude Code against a fake API and a fake Rein
 // server.
 type live struct {
 	srv        *fakeserver.Server
 	dir        string
-	transcript *syncBuffer
+	transcript *fakeserver.Buffer
 	stop       func() error
 }
 
@@ -97,7 +71,7 @@ func startLive(t *testing.T) *live {
 	bin := claudeBin(t)
 	api := newFakeAPI(t)
 	srv := fakeserver.New(t, "claude")
-	l := &live{srv: srv, dir: t.TempDir(), transcript: &syncBuffer{}}
+	l := &live{srv: srv, dir: t.TempDir(), transcript: &fakeserver.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -106,7 +80,7 @@ func startLive(t *testing.T) *live {
 			Command: []string{bin}, Dir: l.dir, Env: claudeEnv(t, api),
 			HeartbeatInterval: time.Hour, ShutdownGrace: 5 * time.Second,
 			Transcript: l.transcript,
-			Logger:     slog.New(slog.NewTextHandler(tbWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Logger:     fakeserver.Logger(t, slog.LevelDebug),
 		})
 	}()
 	var once sync.Once

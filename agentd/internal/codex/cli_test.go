@@ -1,7 +1,6 @@
 package codex_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -207,31 +206,6 @@ wire_api = "responses"
 `
 }
 
-// lockedBuffer collects the transcript the adapter writes inside agentd.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // wantSession is the exact event sequence of TestCodexCLISession (and of
 // its replay), with the temporary paths replaced by placeholders.
 const wantSession = `{"type":"agent_started","agent":{"name":"codex","version":"0.169.0","protocol":"codex"},"model":"gpt-5.5","cwd":"/sandbox/work"}
@@ -308,7 +282,7 @@ func TestCodexCLISession(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(codexConfig(model.URL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	transcript := &lockedBuffer{}
+	transcript := &fakeserver.Buffer{}
 	t.Cleanup(codex.SetTestTranscript(func() io.Writer { return transcript }))
 
 	srv := fakeserver.New(t, "codex")
@@ -325,7 +299,7 @@ func TestCodexCLISession(t *testing.T) {
 		done <- agentd.Run(ctx, agentd.Options{
 			Server: srv.URL, Session: srv.Session, Protocol: agentd.ProtocolCodex,
 			Command: []string{bin, "app-server"}, Dir: work, Env: env,
-			HeartbeatInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(tbWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+			HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo),
 		})
 	}()
 	stopped := false
