@@ -129,3 +129,33 @@ func TestRotateSandboxToken(t *testing.T) {
 		t.Fatalf("RotateSandboxToken = %q, %v", tok, err)
 	}
 }
+
+// TestOpenStream: one connection, Last-Event-ID and the token sent, the
+// body handed over as it comes; an error answer is an *Error.
+func TestOpenStream(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sessions/s1/stream" {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"code":"not_found","message":"no such session"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("id: 8\nevent: snapshot_complete\ndata: " + r.Header.Get("Last-Event-ID") + "|" + r.Header.Get("Authorization") + "\n\n"))
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, "tok")
+	body, err := c.OpenStream(context.Background(), "/sessions/s1/stream", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	ev, err := NewEventReader(body).Next()
+	if err != nil || ev.ID != "8" || !strings.Contains(ev.Data, "7|Bearer tok") {
+		t.Fatalf("event %+v, %v", ev, err)
+	}
+	_, err = c.OpenStream(context.Background(), "/sessions/gone/stream", "")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Status != 404 || ce.Code != protocol.CodeNotFound {
+		t.Fatalf("err = %v", err)
+	}
+}
