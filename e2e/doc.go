@@ -3,7 +3,12 @@
 // faults injected between them (a TCP proxy that pauses and cuts, kill -9,
 // restarts on the same database).
 //
-// It is a black box: it builds the binaries from the other modules but
-// imports only protocol, for the wire types. The harness (this package's
+// It is a black box: it builds the binaries from the other modules and
+// talks to them over the network only, with protocol for the wire types
+// and the product's own Go client (server/client) for the client API, so
+// the suite exercises that client too. What the client does not do on
+// purpose stays here: the Follower holds one stream connection at a time
+// so a test can drop it and check every event's revision, and the TCP
+// proxy injects faults. The harness (this package's
 // non-test files) is shared by the test suite and by cmd/rein-bench.
 package e2e

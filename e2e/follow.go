@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -13,15 +12,18 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
-// Follower follows a session's artifact stream the way a real client does:
+// Follower follows a session's artifact stream the way a real client does
+// (over the product's client package, one connection at a time, so a test
+// can drop connections and check every event):
 // it applies snapshots and updates to a local model, remembers the last
 // event id, and reconnects with it after the connection drops. It also
 // checks the stream's promise: revisions only ever increase, so nothing is
 // applied twice.
 type Follower struct {
-	c       *Client
+	c       *client.Client
 	session string
 
 	mu         sync.Mutex
@@ -39,7 +41,7 @@ type Follower struct {
 }
 
 // Follow starts following session's artifact stream until Close.
-func Follow(ctx context.Context, c *Client, session string) *Follower {
+func Follow(ctx context.Context, c *client.Client, session string) *Follower {
 	ctx, cancel := context.WithCancel(ctx)
 	f := &Follower{c: c, session: session, model: map[int64]*protocol.Artifact{}, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
@@ -51,8 +53,8 @@ func (f *Follower) run(ctx context.Context) {
 	backoff := 20 * time.Millisecond
 	for ctx.Err() == nil {
 		err := f.once(ctx)
-		var he *HTTPError
-		if errors.As(err, &he) && he.Status == http.StatusNotFound {
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code == protocol.CodeNotFound {
 			f.finish(err)
 			return
 		}
@@ -85,31 +87,19 @@ func (f *Follower) notifyLocked() {
 func (f *Follower) once(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.c.Base+"/sessions/"+url.PathEscape(f.session)+"/stream", nil)
-	if err != nil {
-		return err
-	}
 	f.mu.Lock()
-	if f.lastID != "" {
-		req.Header.Set("Last-Event-ID", f.lastID)
-	}
+	lastID := f.lastID
 	f.cancelConn = cancel
 	f.mu.Unlock()
-	if f.c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.c.Token)
-	}
-	resp, err := f.c.HTTP.Do(req)
+	body, err := f.c.OpenStream(ctx, "/sessions/"+url.PathEscape(f.session)+"/stream", lastID)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return &HTTPError{Status: resp.StatusCode}
-	}
+	defer body.Close()
 	f.mu.Lock()
 	f.connects++
 	f.mu.Unlock()
-	r := NewSSEReader(resp.Body)
+	r := client.NewEventReader(body)
 	for {
 		ev, err := r.Next()
 		if err != nil {
@@ -119,7 +109,7 @@ func (f *Follower) once(ctx context.Context) error {
 	}
 }
 
-func (f *Follower) apply(ev SSEEvent) {
+func (f *Follower) apply(ev client.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.notifyLocked()
@@ -129,19 +119,19 @@ func (f *Follower) apply(ev SSEEvent) {
 		switch {
 		case err != nil:
 			f.violations = append(f.violations, fmt.Sprintf("event id %q is not a revision", ev.ID))
-		case ev.Event != protocol.SSESnapshotComplete && id <= last:
-			f.violations = append(f.violations, fmt.Sprintf("%s with revision %d after %d: applied twice or out of order", ev.Event, id, last))
+		case ev.Name != protocol.SSESnapshotComplete && id <= last:
+			f.violations = append(f.violations, fmt.Sprintf("%s with revision %d after %d: applied twice or out of order", ev.Name, id, last))
 		}
-		if ev.Event != protocol.SSESnapshotComplete || id > last {
+		if ev.Name != protocol.SSESnapshotComplete || id > last {
 			f.lastID = ev.ID
 		}
 	}
 	rev, _ := strconv.ParseInt(ev.ID, 10, 64)
-	switch ev.Event {
+	switch ev.Name {
 	case protocol.SSEArtifactSnapshot, protocol.SSEArtifactCreated:
 		var p protocol.ArtifactPayload
 		if err := json.Unmarshal([]byte(ev.Data), &p); err != nil || p.Artifact == nil {
-			f.violations = append(f.violations, fmt.Sprintf("bad %s payload: %v", ev.Event, err))
+			f.violations = append(f.violations, fmt.Sprintf("bad %s payload: %v", ev.Name, err))
 			return
 		}
 		f.model[p.Artifact.Seq] = p.Artifact

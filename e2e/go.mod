@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/rein-ai/rein/protocol v0.0.0
+	github.com/rein-ai/rein/server v0.0.0
 	github.com/tmaxmax/go-sse v0.11.0
 	modernc.org/sqlite v1.61.1
 )
@@ -21,3 +22,7 @@ require (
 )
 
 replace github.com/rein-ai/rein/protocol => ../protocol
+
+replace github.com/rein-ai/rein/server => ../server
+
+replace github.com/rein-ai/rein/reducer => ../reducer

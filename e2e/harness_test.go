@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 )
@@ -93,23 +92,4 @@ func TestProxyPauseCutRestore(t *testing.T) {
 	}
 	defer c3.Close()
 	roundTrip(t, c3, bufio.NewReader(c3), "again")
-}
-
-func TestSSEReader(t *testing.T) {
-	in := ": ping\n\nid: 7\nevent: artifact_updated\ndata: {\"a\":\ndata: 1}\n\n: ping\nevent: snapshot_complete\ndata:{}\n\n"
-	r := NewSSEReader(strings.NewReader(in))
-	ev, err := r.Next()
-	if err != nil || ev != (SSEEvent{ID: "7", Event: "artifact_updated", Data: "{\"a\":\n1}"}) {
-		t.Fatalf("first event %+v, %v", ev, err)
-	}
-	ev, err = r.Next()
-	if err != nil || ev != (SSEEvent{Event: "snapshot_complete", Data: "{}"}) {
-		t.Fatalf("second event %+v, %v", ev, err)
-	}
-	if _, err := r.Next(); err != io.EOF {
-		t.Fatalf("end: %v", err)
-	}
-	if r.Comments != 2 {
-		t.Fatalf("comments %d, want 2", r.Comments)
-	}
 }

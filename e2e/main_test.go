@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 // bins are built once for the whole suite.
@@ -43,7 +44,7 @@ type env struct {
 	t      *testing.T
 	ctx    context.Context
 	srv    *Server
-	c      *Client
+	c      *client.Client // the product's own Go client, with the client token
 	sw     *SessionWatcher
 	dir    string
 	tokens map[string]string // session -> sandbox token file
@@ -68,8 +69,11 @@ func newEnv(t *testing.T, serverArgs ...string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop(15 * time.Second) })
-	e := &env{t: t, ctx: ctx, srv: srv, c: NewClient(srv.URL), dir: dir, tokens: map[string]string{}}
-	e.c.Token = clientToken
+	c, err := client.New(srv.URL, clientToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, srv: srv, c: c, dir: dir, tokens: map[string]string{}}
 	e.sw = WatchSessions(ctx, e.c)
 	t.Cleanup(e.sw.Close)
 	return e

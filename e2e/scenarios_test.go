@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 // words is what demo-agent streams for "slow: n".
@@ -377,7 +378,7 @@ func TestBootstrapTimeout(t *testing.T) {
 	if err := e.sw.WaitRemoved(e.ctx, "lonely"); err != nil {
 		t.Fatal(err)
 	}
-	var he *HTTPError
+	var he *client.Error
 	if _, err := e.c.Session(e.ctx, "lonely"); !errors.As(err, &he) || he.Status != 404 {
 		t.Fatalf("GET a removed session: %v, want 404", err)
 	}
@@ -406,7 +407,7 @@ func TestSessionDeletedUnderAgentd(t *testing.T) {
 	if err := f.WaitFor(e.ctx, "the stream to end", func([]*protocol.Artifact) bool { return false }); err == nil || f.Ended() == nil {
 		t.Fatalf("the artifact stream did not end: %v", err)
 	}
-	var he *HTTPError
+	var he *client.Error
 	if !errors.As(f.Ended(), &he) || he.Status != 404 {
 		t.Fatalf("follower ended with %v, want a 404 on reconnect", f.Ended())
 	}
@@ -473,11 +474,9 @@ func TestManySessions(t *testing.T) {
 func TestSandboxTokenRotation(t *testing.T) {
 	e := newEnv(t)
 	old, f := e.session("rot")
-	var rotated struct {
-		SandboxToken string `json:"sandboxToken"`
-	}
-	if err := e.c.Do(e.ctx, "POST", "/sessions/rot/token", nil, &rotated); err != nil || rotated.SandboxToken == "" {
-		t.Fatalf("rotate: %+v, %v", rotated, err)
+	newToken, err := e.c.RotateSandboxToken(e.ctx, "rot")
+	if err != nil || newToken == "" {
+		t.Fatalf("rotate: %q, %v", newToken, err)
 	}
 	if err := old.Wait(60 * time.Second); err != nil {
 		t.Fatal(err)
@@ -485,10 +484,10 @@ func TestSandboxTokenRotation(t *testing.T) {
 	if code := old.ExitCode(); code != 4 {
 		t.Fatalf("agentd with the rotated token exited %d, want 4", code)
 	}
-	if out := strings.Join(old.Output(), "\n"); !strings.Contains(out, "refused the token") || strings.Contains(out, rotated.SandboxToken) {
+	if out := strings.Join(old.Output(), "\n"); !strings.Contains(out, "refused the token") || strings.Contains(out, newToken) {
 		t.Fatalf("agentd's output should say the token was refused, and never show a token:\n%s", out)
 	}
-	if err := os.WriteFile(e.tokens["rot"], []byte(rotated.SandboxToken), 0o600); err != nil {
+	if err := os.WriteFile(e.tokens["rot"], []byte(newToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.agentd(e.srv.URL, "rot", nil, nil)
@@ -528,8 +527,10 @@ func TestAuthRefusals(t *testing.T) {
 		{clientToken, "GET", "/sessions/mine/artifacts", 200},
 	}
 	for _, tc := range cases {
-		c := NewClient(e.srv.URL)
-		c.Token = tc.token
+		c, err := client.New(e.srv.URL, tc.token)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var body any
 		if tc.method == "POST" {
 			body = map[string]string{"type": "notice", "level": "info", "message": "hi"}
@@ -537,8 +538,8 @@ func TestAuthRefusals(t *testing.T) {
 				body = map[string]string{"type": "abort"}
 			}
 		}
-		err := c.Do(e.ctx, tc.method, tc.path, body, nil)
-		var he *HTTPError
+		err = c.Do(e.ctx, tc.method, tc.path, body, nil)
+		var he *client.Error
 		switch {
 		case tc.want/100 == 2 && err != nil:
 			t.Errorf("%s %s with %q: %v, want %d", tc.method, tc.path, tc.token, err, tc.want)

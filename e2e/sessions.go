@@ -2,19 +2,19 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
-// SessionWatcher follows GET /sessions/stream, keeps the current records,
-// and records every status each session went through and every removal.
+// SessionWatcher follows GET /sessions/stream with the client package's
+// StreamSessions, keeps the current records, and records every status
+// each session went through and every removal.
 type SessionWatcher struct {
-	c *Client
+	c *client.Client
 
 	mu       sync.Mutex
 	sessions map[string]protocol.Session
@@ -27,7 +27,7 @@ type SessionWatcher struct {
 }
 
 // WatchSessions starts following the session stream (all projects).
-func WatchSessions(ctx context.Context, c *Client) *SessionWatcher {
+func WatchSessions(ctx context.Context, c *client.Client) *SessionWatcher {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &SessionWatcher{c: c, sessions: map[string]protocol.Session{}, history: map[string][]protocol.SessionStatus{},
 		removed: map[string]bool{}, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
@@ -37,74 +37,38 @@ func WatchSessions(ctx context.Context, c *Client) *SessionWatcher {
 
 func (w *SessionWatcher) run(ctx context.Context) {
 	defer close(w.done)
-	for ctx.Err() == nil {
-		_ = w.once(ctx)
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-func (w *SessionWatcher) once(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.c.Base+"/sessions/stream", nil)
-	if err != nil {
-		return err
-	}
-	if w.c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+w.c.Token)
-	}
-	resp, err := w.c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return &HTTPError{Status: resp.StatusCode}
-	}
-	r := NewSSEReader(resp.Body)
-	for {
-		ev, err := r.Next()
-		if err != nil {
-			return err
-		}
+	// It reconnects quickly and ends only with ctx (or a permanent
+	// answer, which with the suite's client token means the server is
+	// gone for good); waits then time out naming what they waited for.
+	_ = w.c.StreamSessions(ctx, "", client.StreamOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, func(ev client.SessionEvent) error {
 		w.apply(ev)
-	}
+		return nil
+	})
 }
 
-func (w *SessionWatcher) apply(ev SSEEvent) {
+func (w *SessionWatcher) apply(ev client.SessionEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	defer func() { close(w.changed); w.changed = make(chan struct{}) }()
-	switch ev.Event {
-	case protocol.SSESessionSnapshot, protocol.SSESessionCreated:
-		var p protocol.SessionPayload
-		if json.Unmarshal([]byte(ev.Data), &p) == nil {
-			w.sessions[p.Session.ID] = p.Session
-			w.record(p.Session.ID, p.Session.Status)
+	switch {
+	case ev.Session != nil:
+		w.sessions[ev.Session.ID] = *ev.Session
+		w.record(ev.Session.ID, ev.Session.Status)
+	case ev.Updated != nil:
+		u := ev.Updated
+		s := w.sessions[u.ID]
+		if u.Fields.Status != nil {
+			s.Status = *u.Fields.Status
+			w.record(u.ID, s.Status)
 		}
-	case protocol.SSESessionUpdated:
-		var u protocol.SessionUpdated
-		if json.Unmarshal([]byte(ev.Data), &u) == nil {
-			s := w.sessions[u.ID]
-			if u.Fields.Status != nil {
-				s.Status = *u.Fields.Status
-				w.record(u.ID, s.Status)
-			}
-			if u.Fields.Summary != nil {
-				sum := *u.Fields.Summary
-				s.Summary = &sum
-			}
-			w.sessions[u.ID] = s
+		if u.Fields.Summary != nil {
+			sum := *u.Fields.Summary
+			s.Summary = &sum
 		}
-	case protocol.SSESessionRemoved:
-		var r protocol.SessionRemoved
-		if json.Unmarshal([]byte(ev.Data), &r) == nil {
-			delete(w.sessions, r.ID)
-			w.removed[r.ID] = true
-		}
+		w.sessions[u.ID] = s
+	case ev.Removed != "":
+		delete(w.sessions, ev.Removed)
+		w.removed[ev.Removed] = true
 	}
 }
 

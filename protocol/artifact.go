@@ -105,3 +105,58 @@ func (a *Artifact) Clone() *Artifact {
 	}
 	return &c
 }
+
+// TurnStatus is a turn artifact's "status".
+type TurnStatus string
+
+// Turn statuses.
+const (
+	TurnRunning   TurnStatus = "running"
+	TurnCompleted TurnStatus = "completed"
+	TurnCancelled TurnStatus = "cancelled"
+	TurnFailed    TurnStatus = "failed"
+)
+
+// BlockStatus is the "status" of an assistant_text or reasoning artifact.
+type BlockStatus string
+
+// Text and reasoning block statuses.
+const (
+	BlockStreaming BlockStatus = "streaming"
+	BlockDone      BlockStatus = "done"
+	// BlockInterrupted: the turn ended (or the agent exited) while the
+	// block still streamed.
+	BlockInterrupted BlockStatus = "interrupted"
+)
+
+// PermissionStatus is a permission artifact's "status".
+type PermissionStatus string
+
+// Permission statuses.
+const (
+	PermissionPending   PermissionStatus = "pending"
+	PermissionApproved  PermissionStatus = "approved"
+	PermissionDenied    PermissionStatus = "denied"
+	PermissionCancelled PermissionStatus = "cancelled"
+)
+
+// The appendable artifact fields: streamed text that artifact_updated
+// grows with "append" rather than replacing with "set".
+const (
+	FieldText      = "text"      // assistant_text, reasoning
+	FieldInputText = "inputText" // tool_call: the streamed input
+	FieldOutput    = "output"    // tool_call
+)
+
+// Appendable reports whether field of an artifact of type t is streamed
+// text, which updates append to (and a store may append to rather than
+// rewrite). Every other field is only ever set whole.
+func Appendable(t ArtifactType, field string) bool {
+	switch t {
+	case ArtifactAssistantText, ArtifactReasoning:
+		return field == FieldText
+	case ArtifactToolCall:
+		return field == FieldInputText || field == FieldOutput
+	}
+	return false
+}

@@ -9,8 +9,9 @@ import (
 // Clients and agentd decide what to do by code, never by message text.
 type Code string
 
-// The error codes. The HTTP status for each lives in one table in the
-// server's HTTP adapter; agentd maps statuses back to decide what to retry.
+// The error codes. HTTPStatus gives the status of each (one table, in
+// wire.go); CodeForAnswer maps answers back; Code.Disposition says what a
+// caller does about each.
 const (
 	CodeInvalid      Code = "invalid"      // 400
 	CodeUnauthorized Code = "unauthorized" // 401

@@ -100,3 +100,26 @@ func Summarize(text string) string {
 	}
 	return text
 }
+
+// CreatedSession is the 201 body of POST /sessions/:id: the record plus the
+// session's sandbox token, which the server shows only this once (it keeps
+// only a hash).
+type CreatedSession struct {
+	Session
+	SandboxToken string `json:"sandboxToken"`
+}
+
+// SandboxToken is the body of POST /sessions/:id/token: the session's new
+// sandbox token. The previous one stops working at once.
+type SandboxToken struct {
+	SandboxToken string `json:"sandboxToken"`
+}
+
+// StreamTicket is the body of POST /sessions/:id/stream-ticket and POST
+// /sessions/stream-ticket: a short-lived credential for one stream, passed
+// as ?ticket= where a client (EventSource) cannot send headers.
+type StreamTicket struct {
+	Ticket string `json:"ticket"`
+	// ExpiresAt is in milliseconds since the Unix epoch.
+	ExpiresAt int64 `json:"expiresAt"`
+}

@@ -175,16 +175,9 @@ func (r *run) create(t protocol.ArtifactType, id string, open bool, f fields) *n
 	return n
 }
 
-// isAppendable says which fields of which type are streamed.
-func isAppendable(t protocol.ArtifactType, f string) bool {
-	switch t {
-	case protocol.ArtifactAssistantText, protocol.ArtifactReasoning:
-		return f == fieldText
-	case protocol.ArtifactToolCall:
-		return f == fieldInputText || f == fieldOutput
-	}
-	return false
-}
+// isAppendable says which fields of which type are streamed: the wire
+// contract's protocol.Appendable.
+func isAppendable(t protocol.ArtifactType, f string) bool { return protocol.Appendable(t, f) }
 
 func (r *run) appendField(n *node, f, delta string) {
 	if delta == "" {

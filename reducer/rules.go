@@ -7,21 +7,22 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
-// Block, tool, turn and permission statuses on artifacts.
+// Block, turn and permission statuses on artifacts: protocol's enums, as
+// the plain strings the fields map holds.
 const (
-	blockStreaming   = "streaming"
-	blockDone        = "done"
-	blockInterrupted = "interrupted"
+	blockStreaming   = string(protocol.BlockStreaming)
+	blockDone        = string(protocol.BlockDone)
+	blockInterrupted = string(protocol.BlockInterrupted)
 
-	turnRunning   = "running"
-	turnCompleted = "completed"
-	turnCancelled = "cancelled"
-	turnFailed    = "failed"
+	turnRunning   = string(protocol.TurnRunning)
+	turnCompleted = string(protocol.TurnCompleted)
+	turnCancelled = string(protocol.TurnCancelled)
+	turnFailed    = string(protocol.TurnFailed)
 
-	permPending   = "pending"
-	permApproved  = "approved"
-	permDenied    = "denied"
-	permCancelled = "cancelled"
+	permPending   = string(protocol.PermissionPending)
+	permApproved  = string(protocol.PermissionApproved)
+	permDenied    = string(protocol.PermissionDenied)
+	permCancelled = string(protocol.PermissionCancelled)
 )
 
 func (r *run) turnStarted(ev protocol.Event) {

@@ -9,10 +9,11 @@ import (
 
 // Appendable fields: streamed text kept in growable buffers so that a long
 // stream of deltas costs O(total) rather than O(n²) string copies.
+// Which fields append is protocol.Appendable.
 const (
-	fieldText      = "text"
-	fieldInputText = "inputText"
-	fieldOutput    = "output"
+	fieldText      = protocol.FieldText
+	fieldInputText = protocol.FieldInputText
+	fieldOutput    = protocol.FieldOutput
 )
 
 // node is the reducer's view of one artifact.

@@ -53,38 +53,25 @@ func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code
 // Unwrap returns the wire error, for errors.Is and errors.As.
 func (e *Error) Unwrap() error { return &protocol.Error{Code: e.Code, Message: e.Message} }
 
-// Permanent reports whether retrying the same request cannot succeed:
-// a bad request, bad credentials, or a session that does not exist.
-func (e *Error) Permanent() bool {
-	switch e.Status {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-		return true
-	}
-	return false
-}
+// Permanent reports whether sending the same request again cannot
+// succeed: the code's disposition is not protocol.Retry (a bad request,
+// refused credentials, a session that does not exist, a conflict). A 409
+// no_sandbox is not permanent: the command succeeds once a sandbox
+// connects.
+func (e *Error) Permanent() bool { return !e.Code.Retryable() }
 
-// statusCodes maps statuses back to wire codes for answers whose body is
-// not the server's JSON (a proxy's error page).
-var statusCodes = map[int]protocol.Code{
-	http.StatusBadRequest:            protocol.CodeInvalid,
-	http.StatusUnauthorized:          protocol.CodeUnauthorized,
-	http.StatusForbidden:             protocol.CodeForbidden,
-	http.StatusNotFound:              protocol.CodeNotFound,
-	http.StatusConflict:              protocol.CodeConflict,
-	http.StatusRequestEntityTooLarge: protocol.CodeTooLarge,
-	http.StatusServiceUnavailable:    protocol.CodeUnavailable,
-}
-
-// errorFrom builds an *Error from a non-2xx response.
+// errorFrom builds an *Error from a non-2xx response: the code by
+// protocol.CodeForAnswer (the server's JSON body when its code goes with
+// the status, else the status alone), the message from the body, or the
+// request and status for an answer that is not the server's (a proxy's
+// error page).
 func errorFrom(resp *http.Response) *Error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var body protocol.ErrorBody
-	if json.Unmarshal(data, &body) == nil && body.Code != "" {
-		return &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Message}
-	}
-	code, ok := statusCodes[resp.StatusCode]
-	if !ok {
-		code = protocol.CodeInternal
+	_ = json.Unmarshal(data, &body) // a page that is not JSON leaves it empty
+	code := protocol.CodeForAnswer(resp.StatusCode, body.Code)
+	if code == body.Code && body.Message != "" {
+		return &Error{Status: resp.StatusCode, Code: code, Message: body.Message}
 	}
 	return &Error{Status: resp.StatusCode, Code: code, Message: fmt.Sprintf("%s %s: HTTP %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
 }
@@ -158,11 +145,9 @@ func (c *Client) Session(ctx context.Context, id string) (protocol.Session, erro
 }
 
 // CreatedSession is the answer to CreateSession: the record, and the
-// session's sandbox token, which the server shows only this once.
-type CreatedSession struct {
-	protocol.Session
-	SandboxToken string `json:"sandboxToken,omitempty"`
-}
+// session's sandbox token, which the server shows only this once. It is
+// protocol.CreatedSession, the 201 body.
+type CreatedSession = protocol.CreatedSession
 
 // CreateSession creates a session; project "" means none.
 func (c *Client) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
@@ -173,6 +158,17 @@ func (c *Client) CreateSession(ctx context.Context, id, project string) (Created
 	var out CreatedSession
 	err := c.Do(ctx, http.MethodPost, sessionPath(id), body, &out)
 	return out, err
+}
+
+// RotateSandboxToken gives the session a new sandbox token and returns it;
+// the previous token stops working at once (a running agentd that holds it
+// stops).
+func (c *Client) RotateSandboxToken(ctx context.Context, id string) (string, error) {
+	var out protocol.SandboxToken
+	if err := c.Do(ctx, http.MethodPost, sessionPath(id)+"/token", nil, &out); err != nil {
+		return "", err
+	}
+	return out.SandboxToken, nil
 }
 
 // DeleteSession deletes a session and everything it owns.

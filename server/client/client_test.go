@@ -67,3 +67,95 @@ func TestErrorWithoutJSONBody(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestErrorCodes: the code read from an answer, and whether it is worth
+// sending again, follow protocol's one table: a 409 no_sandbox waits for a
+// sandbox, a 409 conflict does not change by waiting, a proxy's 502 with a
+// stray JSON body stays retryable.
+func TestErrorCodes(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    int
+		body      string
+		code      protocol.Code
+		permanent bool
+		message   string
+	}{
+		{"no sandbox", 409, `{"code":"no_sandbox","message":"no sandbox connected"}`, protocol.CodeNoSandbox, false, "no sandbox connected"},
+		{"conflict", 409, `{"code":"conflict","message":"session exists"}`, protocol.CodeConflict, true, "session exists"},
+		{"superseded", 409, `{"code":"superseded","message":"newer"}`, protocol.CodeSuperseded, true, "newer"},
+		{"too large", 413, `{"code":"too_large","message":"big"}`, protocol.CodeTooLarge, true, "big"},
+		{"proxy 502 with json", 502, `{"code":"not_found","message":"upstream"}`, protocol.CodeUnavailable, false, "POST /sessions/s1/commands: HTTP 502 Bad Gateway"},
+		{"internal", 500, `{"code":"internal","message":"internal error"}`, protocol.CodeInternal, false, "internal error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				w.Write([]byte(tt.body))
+			}))
+			defer srv.Close()
+			c, _ := New(srv.URL, "")
+			_, err := c.Prompt(context.Background(), "s1", "hi")
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v (%T)", err, err)
+			}
+			if ce.Status != tt.status || ce.Code != tt.code || ce.Permanent() != tt.permanent || ce.Message != tt.message {
+				t.Errorf("got {%d %q permanent=%v %q}, want {%d %q permanent=%v %q}", ce.Status, ce.Code, ce.Permanent(), ce.Message, tt.status, tt.code, tt.permanent, tt.message)
+			}
+			if protocol.CodeOf(err) != tt.code {
+				t.Errorf("CodeOf = %q", protocol.CodeOf(err))
+			}
+		})
+	}
+}
+
+// TestRotateSandboxToken: the route, the client token, and the new token
+// read from the protocol.SandboxToken body.
+func TestRotateSandboxToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/sessions/s%201/token" && r.URL.EscapedPath() != "/sessions/s%201/token" || r.Header.Get("Authorization") != "Bearer ctok" {
+			http.Error(w, `{"code":"invalid","message":"bad route"}`, 400)
+			return
+		}
+		w.Write([]byte(`{"sandboxToken":"new-token"}`))
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, "ctok")
+	tok, err := c.RotateSandboxToken(context.Background(), "s 1")
+	if err != nil || tok != "new-token" {
+		t.Fatalf("RotateSandboxToken = %q, %v", tok, err)
+	}
+}
+
+// TestOpenStream: one connection, Last-Event-ID and the token sent, the
+// body handed over as it comes; an error answer is an *Error.
+func TestOpenStream(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sessions/s1/stream" {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"code":"not_found","message":"no such session"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("id: 8\nevent: snapshot_complete\ndata: " + r.Header.Get("Last-Event-ID") + "|" + r.Header.Get("Authorization") + "\n\n"))
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, "tok")
+	body, err := c.OpenStream(context.Background(), "/sessions/s1/stream", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	ev, err := NewEventReader(body).Next()
+	if err != nil || ev.ID != "8" || !strings.Contains(ev.Data, "7|Bearer tok") {
+		t.Fatalf("event %+v, %v", ev, err)
+	}
+	_, err = c.OpenStream(context.Background(), "/sessions/gone/stream", "")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Status != 404 || ce.Code != protocol.CodeNotFound {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -214,29 +214,22 @@ func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, la
 func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, lastID *int64, fn func(Event) error) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if lastID != nil && *lastID > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(*lastID, 10))
-	}
 	var idled atomic.Bool
 	idle := time.AfterFunc(opts.IdleTimeout, func() { idled.Store(true); cancel() })
 	defer idle.Stop()
-	resp, err := c.HTTP.Do(req)
+	lastEventID := ""
+	if lastID != nil && *lastID > 0 {
+		lastEventID = strconv.FormatInt(*lastID, 10)
+	}
+	body, err := c.OpenStream(ctx, path, lastEventID)
 	if err != nil {
 		return false, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, errorFrom(resp)
-	}
+	defer body.Close()
 	if err := fn(Event{Name: EventConnected}); err != nil {
 		return false, handlerError{err}
 	}
-	r := NewEventReader(&activityReader{r: resp.Body, idle: idle, d: opts.IdleTimeout})
+	r := NewEventReader(&activityReader{r: body, idle: idle, d: opts.IdleTimeout})
 	for {
 		ev, err := r.Next()
 		if err != nil {
@@ -259,6 +252,34 @@ func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, l
 			}
 		}
 	}
+}
+
+// OpenStream opens one connection to the stream at path (a stream route:
+// "/sessions/ID/stream", "/sessions/stream", "/sessions/stream?project=P")
+// with Last-Event-ID set to lastEventID when it is not "", and returns the
+// event-stream body for NewEventReader; the caller closes it. A non-200
+// answer is an *Error. It does not reconnect or check anything about the
+// events: StreamArtifacts and StreamSessions do that; OpenStream is for
+// programs that hold connections themselves (tests that drop them on
+// purpose, or check the server's resume promises event by event).
+func (c *Client) OpenStream(ctx context.Context, path, lastEventID string) (io.ReadCloser, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, errorFrom(resp)
+	}
+	return resp.Body, nil
 }
 
 // activityReader pushes the idle deadline back on every read that

@@ -74,30 +74,20 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-func writeError(w http.ResponseWriter, status int, code protocol.Code, msg string) {
+// writeError answers as rein-server does: the status from protocol's one
+// table.
+func writeError(w http.ResponseWriter, code protocol.Code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
+	w.WriteHeader(protocol.HTTPStatus(code))
 	json.NewEncoder(w).Encode(protocol.ErrorBody{Code: code, Message: msg})
 }
 
-func codeFor(status int) protocol.Code {
-	switch status {
-	case 400:
-		return protocol.CodeInvalid
-	case 401:
-		return protocol.CodeUnauthorized
-	case 403:
-		return protocol.CodeForbidden
-	case 404:
-		return protocol.CodeNotFound
-	case 409:
-		return protocol.CodeSuperseded
-	case 413:
-		return protocol.CodeTooLarge
-	case 503:
-		return protocol.CodeUnavailable
-	}
-	return protocol.CodeInternal
+// writeInjected answers an injected fault: the status, with the code a
+// client reads back from it alone.
+func writeInjected(w http.ResponseWriter, status int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(protocol.ErrorBody{Code: protocol.CodeForHTTPStatus(status), Message: "injected"})
 }
 
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
@@ -110,19 +100,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if fault != nil {
 		if status := fault(attempt); status != 0 {
-			writeError(w, status, codeFor(status), "injected")
+			writeInjected(w, status)
 			return
 		}
 	}
 	s.mu.Lock()
 	if s.deleted || r.PathValue("id") != s.Session {
 		s.mu.Unlock()
-		writeError(w, 404, protocol.CodeNotFound, fmt.Sprintf("session %q not found", r.PathValue("id")))
+		writeError(w, protocol.CodeNotFound, fmt.Sprintf("session %q not found", r.PathValue("id")))
 		return
 	}
 	if s.retired[r.Header.Get(protocol.HeaderInstance)] {
 		s.mu.Unlock()
-		writeError(w, 409, protocol.CodeSuperseded, "a newer agentd took over")
+		writeError(w, protocol.CodeSuperseded, "a newer agentd took over")
 		return
 	}
 	// A newer connection supersedes the older ones.
@@ -203,10 +193,10 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case deleted:
-		writeError(w, 404, protocol.CodeNotFound, "session not found")
+		writeError(w, protocol.CodeNotFound, "session not found")
 		return
 	case superseded:
-		writeError(w, 409, protocol.CodeSuperseded, "a newer agentd took over")
+		writeError(w, protocol.CodeSuperseded, "a newer agentd took over")
 		return
 	}
 	status, store := 0, true
@@ -220,7 +210,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	if store {
 		evs, err := protocol.DecodeEvents(body)
 		if err != nil {
-			writeError(w, 400, protocol.CodeOf(err), err.Error())
+			writeError(w, protocol.CodeOf(err), err.Error())
 			return
 		}
 		inst := r.Header.Get(protocol.HeaderInstance)
@@ -239,7 +229,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 	if status != 0 {
-		writeError(w, status, codeFor(status), "injected")
+		writeInjected(w, status)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rein-ai/rein/e2e"
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 type bench struct {
@@ -90,7 +91,10 @@ func (b *bench) child(mode string) (*e2e.Proc, string, error) {
 }
 
 func createSessions(base string, ids ...string) error {
-	c := e2e.NewClient(base)
+	c, err := client.New(base, "")
+	if err != nil {
+		return err
+	}
 	for _, id := range ids {
 		if _, err := c.CreateSession(context.Background(), id, ""); err != nil {
 			return err
@@ -464,7 +468,10 @@ func (b *bench) throughAgentd() ([]Figure, error) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	cl := e2e.NewClient(srv.URL)
+	cl, err := client.New(srv.URL, "")
+	if err != nil {
+		return nil, err
+	}
 	c := newHTTPClient(8)
 	subs, err := subscribeMany(ctx, c, srv.URL+"/sessions/ag/stream", 1, true, &wg)
 	if err != nil {
@@ -517,7 +524,7 @@ func (b *bench) throughAgentd() ([]Figure, error) {
 	}, nil
 }
 
-func waitStatus(ctx context.Context, c *e2e.Client, id string, st protocol.SessionStatus) error {
+func waitStatus(ctx context.Context, c *client.Client, id string, st protocol.SessionStatus) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {

@@ -265,7 +265,7 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	if perm == nil {
 		return fmt.Errorf("session %s has no permission request %q", session, request)
 	}
-	if st := perm.String("status"); st != "pending" {
+	if st := protocol.PermissionStatus(perm.String("status")); st != protocol.PermissionPending {
 		return fmt.Errorf("permission request %q is already %s", request, st)
 	}
 	opts := permissionOptions(perm)

@@ -240,9 +240,9 @@ func (t *transcript) render(a *protocol.Artifact, holdTurnEnd bool) {
 	case protocol.ArtifactAssistantText:
 		s.header = true
 		t.streamField(a, s, "text", "", "", func(next string) { t.inlineMarker(slot{a.Seq, "text"}, "…", next) })
-		if st := a.String("status"); st != "streaming" && st != "" {
+		if st := protocol.BlockStatus(a.String("status")); st != protocol.BlockStreaming && st != "" {
 			t.endStream(slot{a.Seq, "text"})
-			if st == "interrupted" && s.changed(a, "status") {
+			if st == protocol.BlockInterrupted && s.changed(a, "status") {
 				t.line(t.p.paint(styleYellow, "  (interrupted)"))
 			}
 		}
@@ -254,7 +254,7 @@ func (t *transcript) render(a *protocol.Artifact, holdTurnEnd bool) {
 			}
 		}
 		t.streamField(a, s, "text", "~ ", styleDim, func(next string) { t.inlineMarker(slot{a.Seq, "text"}, "~ …", next) })
-		if st := a.String("status"); st != "streaming" && st != "" {
+		if st := protocol.BlockStatus(a.String("status")); st != protocol.BlockStreaming && st != "" {
 			t.endStream(slot{a.Seq, "text"})
 		}
 	case protocol.ArtifactToolCall:
@@ -319,7 +319,7 @@ func (t *transcript) renderTurn(a *protocol.Artifact, s *shownArtifact, holdEnd 
 		parts = append(parts, u)
 	}
 	style := styleBlue
-	if st == "failed" {
+	if protocol.TurnStatus(st) == protocol.TurnFailed {
 		style = styleRed
 	}
 	t.line(t.p.paint(style, "── "+strings.Join(parts, " · ")+" ──"))
@@ -367,21 +367,21 @@ func (t *transcript) renderTool(a *protocol.Artifact, s *shownArtifact) {
 		}
 	}
 	t.streamField(a, s, "output", "  │ ", "", func(string) { t.line(t.p.paint(styleDim, "▷ "+toolHead(a)+" (continued)")) })
-	st := a.String("status")
+	st := protocol.ToolStatus(a.String("status"))
 	if !s.changed(a, "status") {
 		return
 	}
 	var msg, style string
 	switch st {
-	case "awaiting_approval":
+	case protocol.ToolAwaitingApproval:
 		msg, style = "? awaiting approval", styleYellow
-	case "completed":
+	case protocol.ToolCompleted:
 		msg, style = "✓ completed", styleGreen
-	case "failed":
+	case protocol.ToolFailed:
 		msg, style = "✗ failed", styleRed
-	case "cancelled":
+	case protocol.ToolCancelled:
 		msg, style = "⊘ cancelled", styleYellow
-	case "denied":
+	case protocol.ToolDenied:
 		msg, style = "✗ denied", styleRed
 	default: // pending, running: the header says it started
 		return
@@ -427,8 +427,8 @@ func (t *transcript) inlineMarker(sl slot, marker, next string) {
 // updates are all in: the reducer sets endedAt after status, stopReason,
 // error and resultText.
 func turnEnded(a *protocol.Artifact) bool {
-	st := a.String("status")
-	return st != "" && st != "running" && a.Fields["endedAt"] != nil
+	st := protocol.TurnStatus(a.String("status"))
+	return st != "" && st != protocol.TurnRunning && a.Fields["endedAt"] != nil
 }
 
 type permissionOption struct {
@@ -446,7 +446,7 @@ func permissionOptions(a *protocol.Artifact) []permissionOption {
 }
 
 func (t *transcript) renderPermission(a *protocol.Artifact, s *shownArtifact) {
-	st := a.String("status")
+	st := protocol.PermissionStatus(a.String("status"))
 	if !s.header {
 		s.header = true
 		t.line(t.p.paint(styleYellow+";"+styleBold, "? permission "+a.ID+": "+a.String("title")))
@@ -457,7 +457,7 @@ func (t *transcript) renderPermission(a *protocol.Artifact, s *shownArtifact) {
 		if len(opts) > 0 {
 			t.line("  options: " + strings.Join(opts, ", "))
 		}
-		if st == "pending" || st == "" {
+		if st == protocol.PermissionPending || st == "" {
 			t.line("  answer:  " + t.p.paint(styleBold, "rein approve "+shellQuote(t.session)+" "+shellQuote(a.ID)) +
 				"  or  " + t.p.paint(styleBold, "rein deny "+shellQuote(t.session)+" "+shellQuote(a.ID)))
 		}
@@ -466,15 +466,15 @@ func (t *transcript) renderPermission(a *protocol.Artifact, s *shownArtifact) {
 		return
 	}
 	switch st {
-	case "approved":
+	case protocol.PermissionApproved:
 		t.line(t.p.paint(styleGreen, "  ✓ approved ("+a.String("optionId")+")"))
-	case "denied":
+	case protocol.PermissionDenied:
 		msg := "  ✗ denied"
 		if o := a.String("optionId"); o != "" {
 			msg += " (" + o + ")"
 		}
 		t.line(t.p.paint(styleRed, msg))
-	case "cancelled":
+	case protocol.PermissionCancelled:
 		t.line(t.p.paint(styleYellow, "  ⊘ cancelled"))
 	}
 }
@@ -482,17 +482,17 @@ func (t *transcript) renderPermission(a *protocol.Artifact, s *shownArtifact) {
 func (t *transcript) renderPlan(a *protocol.Artifact) {
 	b, _ := json.Marshal(a.Fields["entries"])
 	var entries []struct {
-		Content string `json:"content"`
-		Status  string `json:"status"`
+		Content string              `json:"content"`
+		Status  protocol.PlanStatus `json:"status"`
 	}
 	_ = json.Unmarshal(b, &entries)
 	t.line(t.p.paint(styleBold, "plan:"))
 	for _, e := range entries {
 		box, style := "[ ]", ""
 		switch e.Status {
-		case "in_progress":
+		case protocol.PlanInProgress:
 			box, style = "[>]", styleYellow
-		case "completed":
+		case protocol.PlanCompleted:
 			box, style = "[x]", styleGreen
 		}
 		t.line("  " + t.p.paint(style, box) + " " + e.Content)

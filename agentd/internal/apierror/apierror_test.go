@@ -1,0 +1,48 @@
+package apierror
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// TestFromResponse: what the command stream and the uploader decide from
+// an answer. A superseded agentd stops; a bare 409 (a proxy's page) is not
+// taken for superseded; a proxy's 502 with a stray JSON body is retried.
+func TestFromResponse(t *testing.T) {
+	tests := []struct {
+		name             string
+		status           int
+		body             string
+		code             protocol.Code
+		final, retryable bool
+		msg              string
+	}{
+		{"superseded", 409, `{"code":"superseded","message":"a newer agentd took over"}`, protocol.CodeSuperseded, true, false, "409 superseded: a newer agentd took over"},
+		{"bare 409", 409, `<html>conflict</html>`, protocol.CodeConflict, false, false, "409 conflict: Conflict"},
+		{"token refused", 401, `{"code":"unauthorized","message":"bad token"}`, protocol.CodeUnauthorized, true, false, "401 unauthorized: bad token"},
+		{"session gone", 404, `{"code":"not_found","message":"session \"s\" not found"}`, protocol.CodeNotFound, true, false, `404 not_found: session "s" not found`},
+		{"proxy 502", 502, `{"code":"not_found","message":"upstream"}`, protocol.CodeUnavailable, false, true, "502 unavailable: Bad Gateway"},
+		{"batch too large", 413, `{"code":"too_large","message":"big"}`, protocol.CodeTooLarge, false, false, "413 too_large: big"},
+		{"unavailable", 503, `{"code":"unavailable","message":"disk full"}`, protocol.CodeUnavailable, false, true, "503 unavailable: disk full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := FromResponse(&http.Response{StatusCode: tt.status, Body: io.NopCloser(strings.NewReader(tt.body))})
+			var e *protocol.Error
+			if !errors.As(err, &e) || e.Code != tt.code || err.Error() != tt.msg {
+				t.Fatalf("FromResponse = %v (%T), want code %q message %q", err, err, tt.code, tt.msg)
+			}
+			if IsFinal(err) != tt.final || IsRetryable(err) != tt.retryable {
+				t.Errorf("IsFinal = %v, IsRetryable = %v; want %v, %v", IsFinal(err), IsRetryable(err), tt.final, tt.retryable)
+			}
+		})
+	}
+	if IsFinal(io.ErrUnexpectedEOF) || !IsRetryable(io.ErrUnexpectedEOF) {
+		t.Error("a network error must be retryable and not final")
+	}
+}

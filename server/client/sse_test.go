@@ -1,0 +1,43 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestEventReader: comments are skipped, data lines join with "\n", the
+// space after the colon is optional, and a stream cut inside an event is
+// not a clean end.
+func TestEventReader(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want []Event
+		end  error
+	}{
+		{
+			name: "two events",
+			in:   ": ping\n\nid: 7\nevent: artifact_updated\ndata: {\"a\":\ndata: 1}\n\n: ping\nevent: snapshot_complete\ndata:{}\n\n",
+			want: []Event{{ID: "7", Name: "artifact_updated", Data: "{\"a\":\n1}"}, {Name: "snapshot_complete", Data: "{}"}},
+			end:  io.EOF,
+		},
+		{name: "empty", in: "", end: io.EOF},
+		{name: "cut inside an event", in: "id: 3\nevent: x\ndata: {", end: io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewEventReader(strings.NewReader(tt.in))
+			for i, want := range tt.want {
+				ev, err := r.Next()
+				if err != nil || ev != want {
+					t.Fatalf("event %d: %+v, %v; want %+v", i, ev, err, want)
+				}
+			}
+			if _, err := r.Next(); !errors.Is(err, tt.end) {
+				t.Fatalf("end: %v, want %v", err, tt.end)
+			}
+		})
+	}
+}
