@@ -388,17 +388,19 @@ func TestBrowser(t *testing.T) {
 	})
 
 	step("prompt streams an answer", func(ctx context.Context) error {
-		if err := b.Type(ctx, "#prompt", "hello from the browser"); err != nil {
+		if err := b.Type(ctx, "#prompt", "hello from the **browser**"); err != nil {
 			return err
 		}
 		if err := b.Click(ctx, "#send"); err != nil {
 			return err
 		}
+		// The prompt is shown as typed; the agent's echo as Markdown.
 		for _, c := range [][2]string{
-			{art("u1", ".user-text"), "hello from the browser"},
+			{art("u1", ".user-text"), "hello from the **browser**"},
 			{art("m1", ".text"), "You said: hello from the browser"},
+			{art("m1", ".text strong"), "browser"},
 			{art("t1", ".pill"), "completed"},
-			{"#session-summary", "hello from the browser"},
+			{"#session-summary", "hello from the **browser**"},
 			{"#session-status", "idle"},
 		} {
 			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
