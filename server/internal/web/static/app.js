@@ -394,12 +394,17 @@ const sessions = {
 // session stream and the open session hold two, so at most WATCH_MAX
 // background streams run; further live sessions are polled
 // (GET /sessions/:id/artifacts, one at a time, every POLL_MS) instead.
+// A session is live for each turn, so a watcher whose session stops being
+// live lingers for LINGER_MS before it closes: the next turn then costs no
+// new snapshot. A lingering watcher gives its place up to a session that
+// is live now.
 const WATCH_MAX = 3;
 const POLL_MS = 4000;
+const LINGER_MS = 30000;
 
 const needs = {
   perms: new Map(), // session id -> Map(seq -> pending?)
-  watchers: new Map(), // session id -> Stream
+  watchers: new Map(), // session id -> {stream, linger: timer or 0}
   open: null, // the session whose page is shown: that page feeds perms
   unwatched: [],
   polling: 0, // generation of the poll loop running, 0 when none
@@ -437,21 +442,30 @@ const needs = {
     for (const s of sessions.map.values()) {
       if (s.status === "live" && typeof s.pendingApprovals !== "number" && s.id !== this.open) want.push(s.id);
     }
-    for (const [id, st] of this.watchers) {
-      if (!want.includes(id)) {
-        st.stop();
-        this.watchers.delete(id);
+    for (const [id, w] of this.watchers) {
+      if (want.includes(id)) {
+        clearTimeout(w.linger);
+        w.linger = 0;
+      } else if (id === this.open || !sessions.map.has(id)) {
+        this.unwatch(id); // the page follows it, or it is gone
+      } else if (!w.linger) {
+        w.linger = setTimeout(() => this.unwatch(id), LINGER_MS);
       }
     }
     let dropped = false;
     for (const id of this.perms.keys()) {
-      if (id !== this.open && !want.includes(id)) {
+      if (id !== this.open && !this.watchers.has(id) && !want.includes(id)) {
         this.perms.delete(id);
         dropped = true;
       }
     }
     for (const id of want) {
-      if (!this.watchers.has(id) && this.watchers.size < WATCH_MAX) this.watchers.set(id, this.watch(id));
+      if (this.watchers.has(id)) continue;
+      if (this.watchers.size >= WATCH_MAX) {
+        const idle = [...this.watchers].find(([, w]) => w.linger);
+        if (idle) this.unwatch(idle[0]);
+      }
+      if (this.watchers.size < WATCH_MAX) this.watchers.set(id, { stream: this.watch(id), linger: 0 });
     }
     this.unwatched = want.filter((id) => !this.watchers.has(id));
     if (this.unwatched.length && !this.polling) this.poll();
@@ -468,6 +482,15 @@ const needs = {
         artifact_updated: (u) => this.update(id, u),
       },
     }).start();
+  },
+
+  unwatch(id) {
+    const w = this.watchers.get(id);
+    if (!w) return;
+    clearTimeout(w.linger);
+    w.stream.stop();
+    this.watchers.delete(id);
+    if (id !== this.open && this.perms.delete(id)) this.changed();
   },
 
   async poll() {
@@ -492,7 +515,10 @@ const needs = {
   },
 
   stop() {
-    for (const st of this.watchers.values()) st.stop();
+    for (const w of this.watchers.values()) {
+      clearTimeout(w.linger);
+      w.stream.stop();
+    }
     this.watchers.clear();
     this.perms.clear();
     this.unwatched = [];
