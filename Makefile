@@ -14,7 +14,7 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot test-agents test-agent-claude
+.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
 
 all: lint test
 
@@ -66,6 +66,15 @@ test-browser: browser-deps
 # Runs the browser test and copies its screenshot to docs/web-view.png (the README's).
 web-screenshot: browser-deps
 	cd e2e && REIN_DOCS_SCREENSHOT=$(CURDIR)/docs/web-view.png $(GO) test -count=1 -run '^TestBrowser$$' .
+
+# The web view's vendored Markdown renderer and sanitiser
+# (server/internal/web/static/vendor). Not part of the build: the files are
+# committed. To upgrade, change a version here and run `make web-vendor`.
+MARKED_VERSION    := 18.2.1
+DOMPURIFY_VERSION := 3.5.0
+
+web-vendor:
+	MARKED_VERSION=$(MARKED_VERSION) DOMPURIFY_VERSION=$(DOMPURIFY_VERSION) ./scripts/vendor-web.sh
 
 # The agent adapters against the real agent CLIs. The CLIs are large npm
 # packages, so `make test` does not install them: it replays the transcripts

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rein-ai/rein/protocol"
 )
 
 // browserPaths returns Chromium and chromedriver, from REIN_CHROMIUM and
@@ -68,13 +71,19 @@ func screenshot(t *testing.T, ctx context.Context, b *Browser, name string) stri
 
 // TestBrowser drives the web view in headless Chromium against the real
 // server (authentication on), agentd and demo-agent: the token form, the
-// live session list and its project filter, then a session: a prompt
-// streamed back, a real command as a tool call, a permission approved
-// with its button, a slow turn aborted, and the page following the
-// server across a restart (which voids its stream tickets).
+// live session list and its project filter, a session created from the
+// page and connected with the exact command it shows, "needs you" badges
+// for sessions waiting on a permission request, hostile Markdown and HTML
+// in every rendered field, then a session: a prompt streamed back as
+// Markdown, a real command as a tool call, a permission approved with its
+// button, a slow turn aborted, the page following the server across a
+// restart (which voids its stream tickets), and a session deleted after
+// a confirmation.
 func TestBrowser(t *testing.T) {
 	chromium, driver := browserPaths(t)
-	e := newEnv(t)
+	// Sessions with a fake sandbox send no heartbeats: they must stay live
+	// for as long as the test looks at them.
+	e := newEnv(t, "--heartbeat-timeout", "10m")
 	ctx := e.ctx
 	must := func(err error) {
 		t.Helper()
@@ -161,7 +170,207 @@ func TestBrowser(t *testing.T) {
 		}
 		return b.WaitJS(ctx, "web-2 gone", rowIDs, "web-1")
 	})
+
+	// A session created from the page, and connected by pasting the
+	// command it shows into a shell.
+	step("create: bad input", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#new-session"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "project prefilled from the filter", `return document.querySelector("#new-project").value === "demo";`); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#new-id", "bad id!"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#new-submit"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#new-error", "Session id: 1-128 letters, digits, '.', '_' or '-'."); err != nil {
+			return err
+		}
+		// The server's own refusal is shown with its code.
+		if err := b.Eval(ctx, nil, `document.querySelector("#new-id").value = "web-1";`); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#new-submit"); err != nil {
+			return err
+		}
+		_, err := b.WaitText(ctx, "#new-error", "the server's conflict", func(s string) bool { return strings.HasSuffix(s, "(conflict)") })
+		return err
+	})
+	var command string
+	step("create", func(ctx context.Context) error {
+		if err := b.Eval(ctx, nil, `document.querySelector("#new-id").value = "web-new";`); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#new-submit"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, `#connect-state[data-state="waiting"]`, "waiting for a sandbox"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, row("web-new", "status"), "bootstrapping"); err != nil {
+			return err
+		}
+		token, _, err := b.Text(ctx, "#connect-token")
+		if err != nil {
+			return err
+		}
+		if len(token) != 43 {
+			return fmt.Errorf("sandbox token %q: want 43 characters", token)
+		}
+		command, _, err = b.Text(ctx, "#connect-command")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf("(umask 077; echo %s > web-new.token)\nagentd --server %s --session web-new --token-file web-new.token -- YOUR-AGENT", token, e.srv.URL)
+		if command != want {
+			return fmt.Errorf("command\n%s\nwant\n%s", command, want)
+		}
+		if _, err := b.WaitText(ctx, "#connect-timeout", "the bootstrap timeout", func(s string) bool {
+			return strings.Contains(s, "bootstrap timeout") && strings.Contains(s, "the session is removed")
+		}); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#copy-command"); err != nil {
+			return err
+		}
+		// Headless Chromium may refuse the clipboard; then the command is
+		// selected for Ctrl+C. Either way the user is told.
+		return b.WaitJS(ctx, "copy reported", `const b = document.querySelector("#copy-command");
+			return b.dataset.copied === "yes" ? b.textContent === "Copied" :
+				b.dataset.copied === "selected" && b.textContent === "Selected: press Ctrl+C" && String(getSelection()) === arguments[0];`, command)
+	})
+	screenshot(t, ctx, b, "web-view-create.png")
+	step("connect with the pasted command", func(ctx context.Context) error {
+		e.runConnectCommand(command, t.TempDir())
+		e.waitIdle("web-new")
+		if err := b.WaitTextIs(ctx, `#connect-state[data-state="connected"] .pill`, "idle"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#connect-open", "Open web-new")
+	})
+
+	// "Needs you": sessions with a permission request waiting get a badge
+	// in the list, whichever session is open or not. Four sessions with a
+	// fake sandbox plus web-new: more live sessions than the page watches
+	// with streams, so the others are polled.
+	needs := func(id string) string { return fmt.Sprintf(`#session-rows tr[data-id=%q] td.status .needs`, id) }
+	step("needs you", func(ctx context.Context) error {
+		if err := b.Click(ctx, `#project-filter option[value=""]`); err != nil {
+			return err
+		}
+		for i := 1; i <= 4; i++ {
+			id := fmt.Sprintf("ops-%d", i)
+			e.create(id, "ops")
+			e.askPermission(id, "t1", "perm-1", "May I restart the database?")
+		}
+		e.prompt("web-new", "ask: May I deploy?")
+		for _, id := range []string{"ops-1", "ops-2", "ops-3", "ops-4", "web-new"} {
+			if err := b.WaitTextIs(ctx, needs(id), "needs you"); err != nil {
+				return err
+			}
+		}
+		if err := b.WaitTextIs(ctx, "#needs-summary", "5 sessions need you"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "title counts them", `return document.title === "(5) Rein";`); err != nil {
+			return err
+		}
+		// A second request in one session counts twice.
+		e.sandboxPost("ops-2", map[string]any{"type": "permission_requested", "id": "perm-2", "title": "And the cache?", "options": []map[string]any{{"id": "allow", "name": "Allow", "kind": "allow_once"}}})
+		if err := b.WaitTextIs(ctx, needs("ops-2"), "needs you ×2"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "waiting sessions listed first", `return [...document.querySelectorAll("#session-rows tr")].slice(0, 5).every(r => r.dataset.needs === "yes");`)
+	})
 	screenshot(t, ctx, b, "web-view-sessions.png")
+	step("needs you: answered", func(ctx context.Context) error {
+		// Answered through the API (as another client would), resolved by
+		// the sandbox, or cancelled with the end of the turn: the badges go.
+		if _, err := e.c.Command(ctx, "web-new", protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"}); err != nil {
+			return err
+		}
+		for i := 1; i <= 4; i++ {
+			id := fmt.Sprintf("ops-%d", i)
+			if i%2 == 1 {
+				e.sandboxPost(id, map[string]any{"type": "permission_resolved", "id": "perm-1", "outcome": "selected", "optionId": "allow"})
+			} else {
+				e.sandboxPost(id, map[string]any{"type": "turn_completed", "turnId": "t1", "stopReason": "end_turn"})
+			}
+		}
+		if err := b.WaitJS(ctx, "no badges", `return document.querySelectorAll("#session-rows .needs").length === 0 && document.title === "Rein";`); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "no summary", `return document.querySelector("#needs-summary").hidden;`)
+	})
+
+	// Hostile Markdown and HTML in every field the page renders.
+	step("hostile content", func(ctx context.Context) error {
+		e.create("evil", "")
+		e.postHostileTranscript("evil")
+		must(b.Navigate(ctx, e.srv.URL+"/#/s/evil"))
+		rec, err := e.c.Session(ctx, "evil")
+		if err != nil || rec.Summary == nil || !strings.HasPrefix(xss, strings.TrimSuffix(*rec.Summary, "…")) {
+			return fmt.Errorf("summary of evil: %v, %v", rec.Summary, err)
+		}
+		summary := *rec.Summary // cut to 80 characters
+		art := func(id, sel string) string { return fmt.Sprintf(`#transcript [data-id=%q] %s`, id, sel) }
+		for _, c := range [][2]string{
+			{"#session-summary", summary},
+			{art("u1", ".user-text"), xss + " **not markdown**"},
+			{art("m1", ".text h1"), "Heading"},
+			{art("m1", ".text strong"), "bold"},
+			{art("m1", ".text li:nth-child(2)"), "second <b>not bold</b>"},
+			{art("m1", ".text pre code"), "const s = \"<img src=x onerror=alert(1)>\";\n"},
+			{art("r1", ".reasoning-text strong"), "bold"},
+			{art("tool-read", ".tool-name"), xss},
+			{art("tool-read", ".tool-title code"), xss},
+			{art("tool-raw", ".tool-input"), "{\n  \"path\": " + jsonString(xss) + "\n}"},
+			{art("tool-read", ".tool-output"), xss},
+			{art("tool-read", ".tool-error"), xss},
+			{art("tool-exec", ".tool-title"), xss},
+			{art("plan-x", ".plan li:first-child .plan-text strong"), "bold step"},
+			{art("plan-x", ".plan li:nth-child(2) .tag"), xss},
+			{art("perm-x", ".perm-title"), xss},
+			{art("perm-x", ".tool-input"), "{\n  \"cmd\": " + jsonString(xss) + "\n}"},
+			{art("perm-x", `button[data-option="always"]`), xss},
+			{"#transcript .art-notice .notice-text", xss},
+			{"#transcript .art-file_change .tool-title", xss},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				got, _, _ := b.Text(e.ctx, c[0])
+				return fmt.Errorf("%s: %w (text %q)", c[0], err, got)
+			}
+		}
+		// The raw HTML in the Markdown is shown as text.
+		if _, err := b.WaitText(ctx, art("m1", ".text"), "the raw HTML as text", func(s string) bool {
+			return strings.Contains(s, xss) && strings.Contains(s, `<a href="javascript:window.__pwned='raw'">raw link</a>`) && strings.Contains(s, `<div onmouseover="window.__pwned='block'">block html</div>`)
+		}); err != nil {
+			return err
+		}
+		// The links that survive are the two safe ones.
+		if err := b.WaitJS(ctx, "only the safe links", `return [...document.querySelectorAll("#transcript a[href]")].map(a => a.getAttribute("href")).join(" ") === arguments[0];`,
+			"https://example.com/docs mailto:dev@example.com https://example.com/docs mailto:dev@example.com"); err != nil {
+			return err
+		}
+		// Clicking what was a javascript: link runs nothing.
+		if err := b.Eval(ctx, nil, `[...document.querySelectorAll("#transcript a")].find(a => a.textContent === "bad link").click();`); err != nil {
+			return err
+		}
+		if err := assertNothingRan(ctx, b); err != nil {
+			return err
+		}
+		must(b.Navigate(ctx, e.srv.URL+"/#/"))
+		if err := b.WaitTextIs(ctx, row("evil", "summary"), summary); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, needs("evil"), "needs you"); err != nil {
+			return err
+		}
+		return assertNothingRan(ctx, b)
+	})
 
 	// The session page.
 	art := func(id, sel string) string { return fmt.Sprintf(`#transcript [data-id=%q] %s`, id, sel) }
@@ -179,17 +388,19 @@ func TestBrowser(t *testing.T) {
 	})
 
 	step("prompt streams an answer", func(ctx context.Context) error {
-		if err := b.Type(ctx, "#prompt", "hello from the browser"); err != nil {
+		if err := b.Type(ctx, "#prompt", "hello from the **browser**"); err != nil {
 			return err
 		}
 		if err := b.Click(ctx, "#send"); err != nil {
 			return err
 		}
+		// The prompt is shown as typed; the agent's echo as Markdown.
 		for _, c := range [][2]string{
-			{art("u1", ".user-text"), "hello from the browser"},
+			{art("u1", ".user-text"), "hello from the **browser**"},
 			{art("m1", ".text"), "You said: hello from the browser"},
+			{art("m1", ".text strong"), "browser"},
 			{art("t1", ".pill"), "completed"},
-			{"#session-summary", "hello from the browser"},
+			{"#session-summary", "hello from the **browser**"},
 			{"#session-status", "idle"},
 		} {
 			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
@@ -220,7 +431,8 @@ func TestBrowser(t *testing.T) {
 			return err
 		}
 		for _, c := range [][2]string{
-			{art("m3", ".text"), "Running `echo hi`"},
+			{art("m3", ".text"), "Running echo hi"},
+			{art("m3", ".text code"), "echo hi"}, // Markdown
 			{art("tool-3", ".tool-name"), "shell"},
 			{art("tool-3", ".tool-title"), "echo hi"},
 			{art("tool-3", ".pill"), "completed"},
@@ -332,12 +544,52 @@ func TestBrowser(t *testing.T) {
 		return b.WaitJS(ctx, "one element per artifact, in seq order",
 			`return [...document.querySelectorAll("#transcript > [data-seq]")].map(e => e.dataset.seq).join(",") === arguments[0];`, strings.Join(want, ","))
 	})
-	// make web-screenshot refreshes the README's picture from this run.
+
+	// Deleting asks first; Cancel keeps the session.
+	step("delete", func(ctx context.Context) error {
+		must(b.Navigate(ctx, e.srv.URL+"/#/s/evil"))
+		if err := b.WaitTextIs(ctx, art("perm-x", ".perm-title"), xss); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#delete"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#delete-no"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "confirmation closed", `return document.querySelector("#delete-confirm").hidden && !document.querySelector("#delete").disabled;`); err != nil {
+			return err
+		}
+		if _, err := e.c.Session(ctx, "evil"); err != nil {
+			return fmt.Errorf("after Cancel: %w", err)
+		}
+		if err := b.Click(ctx, "#delete"); err != nil {
+			return err
+		}
+		if _, err := b.WaitText(ctx, "#delete-confirm", "the question", func(s string) bool { return strings.HasPrefix(s, "Delete session evil? ") }); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#delete-yes"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "back on the list, evil gone", `return location.hash === "#/" && document.querySelector('#session-rows tr[data-id="web-1"]') && !document.querySelector('#session-rows tr[data-id="evil"]');`); err != nil {
+			return err
+		}
+		var he *HTTPError
+		if _, err := e.c.Session(ctx, "evil"); !errors.As(err, &he) || he.Status != 404 {
+			return fmt.Errorf("GET /sessions/evil after Delete: %v; want 404", err)
+		}
+		return nil
+	})
+
+	// make web-screenshot refreshes the README's pictures from this run.
 	if docs := os.Getenv("REIN_DOCS_SCREENSHOT"); docs != "" {
-		png, err := os.ReadFile(filepath.Join(screenshotDir(t), "web-view.png"))
-		must(err)
-		must(os.MkdirAll(filepath.Dir(docs), 0o755))
-		must(os.WriteFile(docs, png, 0o644))
-		t.Logf("screenshot copied to %s", docs)
+		for from, to := range map[string]string{"web-view.png": docs, "web-view-sessions.png": strings.TrimSuffix(docs, ".png") + "-sessions.png"} {
+			png, err := os.ReadFile(filepath.Join(screenshotDir(t), from))
+			must(err)
+			must(os.MkdirAll(filepath.Dir(to), 0o755))
+			must(os.WriteFile(to, png, 0o644))
+			t.Logf("screenshot copied to %s", to)
+		}
 	}
 }

@@ -66,6 +66,8 @@ type Options struct {
 	// without authentication (the files hold no data; the page asks for
 	// the client token and calls the API with it).
 	UI http.Handler
+	// Discovery is what GET /.well-known/rein.json reports that only the server knows.
+	Discovery DiscoveryOptions
 }
 
 // API serves the routes.
@@ -113,6 +115,7 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	// without a token learns nothing, not even which ids are well formed.
 	handle := func(pattern string, acc access, h http.HandlerFunc) { a.mux.HandleFunc(pattern, a.guard(acc, h)) }
 	handle("GET /healthz", public, a.health)
+	handle("GET "+DiscoveryPath, public, a.discovery)
 	handle("GET /sessions", client, a.listSessions)
 	// A literal segment beats a wildcard, so these are never /sessions/{id}
 	// (which is why CreateSession refuses the id "stream-ticket").

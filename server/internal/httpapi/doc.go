@@ -4,7 +4,9 @@
 // per write and a ping comment while idle. It also owns the HTTP side of
 // security: who may call which route (auth.go: the client token, sandbox
 // tokens looked up by hash through the Service), signed short-lived stream
-// tickets for EventSource (ticket.go), and CORS (cors.go).
+// tickets for EventSource (ticket.go), and CORS (cors.go). discovery.go
+// serves the public manifest GET /.well-known/rein.json, whose route list
+// and feature flags follow from what the router really serves.
 //
 // It knows nothing about storage or the reducer: it calls the small Service
 // interface declared here, which package server implements. It imports

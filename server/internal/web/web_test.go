@@ -1,6 +1,10 @@
 package web
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +20,8 @@ func TestHandler(t *testing.T) {
 		{"/ui/app.js", "200", "text/javascript; charset=utf-8", "class Stream"},
 		{"/ui/app.css", "200", "text/css; charset=utf-8", "--mono"},
 		{"/ui/favicon.svg", "200", "image/svg+xml", "<svg"},
+		{"/ui/vendor/marked.min.js", "200", "text/javascript; charset=utf-8", "marked v"},
+		{"/ui/vendor/purify.min.js", "200", "text/javascript; charset=utf-8", "@license DOMPurify"},
 		{"/ui/", "404", "", ""},
 		{"/ui/nope.js", "404", "", ""},
 		{"/ui/../web.go", "404", "", ""},
@@ -60,5 +66,60 @@ func TestNoRemoteResources(t *testing.T) {
 				t.Errorf("%s contains %q", name, bad)
 			}
 		}
+	}
+}
+
+// TestVendored checks the vendored libraries against static/vendor/VERSIONS
+// (written by scripts/vendor-web.sh): each file is the one recorded, with
+// its licence header naming the recorded version, and the page loads each
+// before app.js. A hand edit, or an upgrade that skipped the script,
+// fails here.
+func TestVendored(t *testing.T) {
+	versions, err := files.ReadFile("static/vendor/VERSIONS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, err := files.ReadFile("static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := map[string]string{"marked": "marked v%s", "dompurify": "DOMPurify %s"}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(versions))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 5 {
+			t.Fatalf("VERSIONS line %q: want name version integrity file sha256", line)
+		}
+		name, version, integrity, file, sum := f[0], f[1], f[2], f[3], f[4]
+		n++
+		b, err := files.ReadFile("static/vendor/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sha256.Sum256(b); hex.EncodeToString(got[:]) != sum {
+			t.Errorf("%s: sha256 %x; VERSIONS says %s (re-run make web-vendor)", file, got, sum)
+		}
+		if !strings.HasPrefix(integrity, "sha512-") {
+			t.Errorf("%s: integrity %q", name, integrity)
+		}
+		want := strings.Replace(header[name], "%s", version, 1)
+		if head := string(b[:min(len(b), 300)]); header[name] == "" || !strings.Contains(head, want) {
+			t.Errorf("%s: licence header lacks %q", file, want)
+		}
+		if _, err := files.ReadFile("static/vendor/" + name + ".LICENSE"); err != nil {
+			t.Errorf("%s: no licence file: %v", name, err)
+		}
+		script := `<script src="/ui/vendor/` + file + `" defer></script>`
+		if i, j := strings.Index(string(index), script), strings.Index(string(index), `<script src="/ui/app.js"`); i < 0 || i > j {
+			t.Errorf("index.html does not load %s before app.js", file)
+		}
+	}
+	if n != 2 {
+		t.Errorf("VERSIONS lists %d libraries; want marked and dompurify", n)
 	}
 }

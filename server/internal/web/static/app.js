@@ -4,8 +4,10 @@
 // authentication on, the page asks once for the client token (kept in
 // sessionStorage, so it is gone when the tab closes), sends it as a Bearer
 // header on fetch, and opens streams with stream tickets, since
-// EventSource cannot send headers. Text from the server is only ever put
-// into the page with textContent, never parsed as HTML.
+// EventSource cannot send headers. Text from the server is put into the
+// page as text nodes; the one exception is agent text rendered as
+// Markdown, which goes through marked and DOMPurify (see markdown below)
+// and is appended as sanitised DOM nodes, never assigned as HTML.
 "use strict";
 
 const TOKEN_KEY = "rein.token";
@@ -71,6 +73,92 @@ function json(v) {
   } catch {
     return String(v);
   }
+}
+
+// ---- Markdown -----------------------------------------------------------------
+
+// markdown renders agent text. marked turns Markdown into HTML and
+// DOMPurify (both vendored in /ui/vendor; internal/web/doc.go says how to
+// upgrade them) cleans it into a DocumentFragment that is appended, so no
+// HTML string ever reaches the page. Raw HTML in the source is not passed
+// through: marked's html tokens are escaped, so "<img onerror=…>" shows as
+// that text. DOMPurify is the second wall: only the tags Markdown makes
+// survive, no attribute but href, title and a list's start, and links
+// only with http, https or mailto URLs; they open in a new tab with
+// rel="noopener noreferrer". Images become links: loading one would tell
+// a third party who reads the transcript (and the CSP blocks it anyway).
+// Should the vendored files fail to load, text is shown as plain text.
+const markdown = (() => {
+  const text = (src) => document.createTextNode(src || "");
+  if (typeof window.marked?.Marked !== "function" || typeof window.DOMPurify !== "function") return { block: text, inline: text, ok: false };
+  const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
+  const md = new window.marked.Marked({ gfm: true, breaks: false, async: false });
+  md.use({
+    renderer: {
+      html: ({ text }) => esc(text),
+      image: ({ href, text }) => `<a href="${esc(href)}">${esc(text || href)}</a>`,
+    },
+  });
+  const purify = window.DOMPurify(window); // an instance of our own: its hook stays ours
+  purify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.nodeName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+  const config = {
+    ALLOWED_TAGS: ["p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li", "pre", "code", "em", "strong", "del", "a", "table", "thead", "tbody", "tr", "th", "td"],
+    ALLOWED_ATTR: ["href", "title", "start"],
+    ADD_URI_SAFE_ATTR: ["start"],
+    ALLOWED_URI_REGEXP: /^(?:https?|mailto):/i,
+    RETURN_DOM_FRAGMENT: true,
+  };
+  const clean = (html) => purify.sanitize(html.trim(), config);
+  return {
+    block: (src) => clean(md.parse(src || "")),
+    inline: (src) => clean(md.parseInline(src || "")),
+    ok: true,
+  };
+})();
+
+// mdField is an element showing Markdown source from the artifact field
+// name; setMarkdown re-renders it.
+function mdField(spec, name, value, inline) {
+  const el = h(spec, { dataset: { md: name, mdInline: inline ? "1" : "" } });
+  setMarkdown(el, value);
+  return el;
+}
+
+function setMarkdown(el, value) {
+  el.replaceChildren(el.dataset.mdInline ? markdown.inline(value) : markdown.block(value));
+}
+
+// shellQuote quotes s for a POSIX shell, like the rein CLI does.
+function shellQuote(s) {
+  return s && /^[A-Za-z0-9._\-:/=@+]+$/.test(s) ? s : `'${String(s).replace(/'/g, "'\\''")}'`;
+}
+
+// copyText copies text to the clipboard, or, where the browser refuses
+// (plain http on another host is not a secure context), selects the
+// element showing it so the user can press Ctrl+C. btn says which.
+async function copyText(text, el, btn) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    ok = false;
+  }
+  if (!ok) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+  btn.textContent = ok ? "Copied" : "Selected: press Ctrl+C";
+  btn.dataset.copied = ok ? "yes" : "selected";
 }
 
 // ---- API ------------------------------------------------------------------
@@ -274,6 +362,7 @@ const sessions = {
     this.stream = null;
     this.map.clear();
     this.ready = false;
+    needs.stop();
   },
 
   put(s) {
@@ -290,6 +379,194 @@ const sessions = {
     return () => this.listeners.delete(fn);
   },
 };
+
+// ---- "needs you" ---------------------------------------------------------------
+
+// needs knows how many permission requests wait for the user in each
+// session. A session record carrying pendingApprovals (a server that
+// counts them) is taken at its word. Otherwise the page derives the count
+// from artifact streams it can already open: the open session's own page
+// feeds it, and every other live session gets a background stream that
+// only looks at permission artifacts. Only live sessions are watched: a
+// request waits within a running turn, and the reducer cancels it when the
+// turn ends, so an idle, bootstrapping or disconnected session waits for
+// nothing. A browser opens at most six connections to one server, and the
+// session stream and the open session hold two, so at most WATCH_MAX
+// background streams run; further live sessions are polled
+// (GET /sessions/:id/artifacts, one at a time, every POLL_MS) instead.
+// A session is live for each turn, so a watcher whose session stops being
+// live lingers for LINGER_MS before it closes: the next turn then costs no
+// new snapshot. A lingering watcher gives its place up to a session that
+// is live now.
+const WATCH_MAX = 3;
+const POLL_MS = 4000;
+const LINGER_MS = 30000;
+
+const needs = {
+  perms: new Map(), // session id -> Map(seq -> pending?)
+  watchers: new Map(), // session id -> {stream, linger: timer or 0}
+  open: null, // the session whose page is shown: that page feeds perms
+  unwatched: [],
+  polling: 0, // generation of the poll loop running, 0 when none
+  listeners: new Set(),
+
+  // count is how many permission requests session s waits on.
+  count(s) {
+    if (typeof s.pendingApprovals === "number") return s.pendingApprovals;
+    if (s.status !== "live") return 0;
+    let n = 0;
+    for (const pending of this.perms.get(s.id)?.values() ?? []) if (pending) n++;
+    return n;
+  },
+
+  // track takes one whole artifact (snapshot or created) of session id.
+  track(id, a) {
+    if (a?.type !== "permission") return;
+    if (!this.perms.has(id)) this.perms.set(id, new Map());
+    this.perms.get(id).set(a.seq, a.status === "pending");
+    this.changed();
+  },
+
+  // update takes an artifact_updated of session id.
+  update(id, u) {
+    const m = this.perms.get(id);
+    if (u.field !== "status" || !m?.has(u.seq)) return;
+    m.set(u.seq, u.set === "pending");
+    this.changed();
+  },
+
+  // sync starts and stops the background watchers to match the session
+  // list; called whenever it or the open page changes.
+  sync() {
+    const want = [];
+    for (const s of sessions.map.values()) {
+      if (s.status === "live" && typeof s.pendingApprovals !== "number" && s.id !== this.open) want.push(s.id);
+    }
+    for (const [id, w] of this.watchers) {
+      if (want.includes(id)) {
+        clearTimeout(w.linger);
+        w.linger = 0;
+      } else if (id === this.open || !sessions.map.has(id)) {
+        this.unwatch(id); // the page follows it, or it is gone
+      } else if (!w.linger) {
+        w.linger = setTimeout(() => this.unwatch(id), LINGER_MS);
+      }
+    }
+    let dropped = false;
+    for (const id of this.perms.keys()) {
+      if (id !== this.open && !this.watchers.has(id) && !want.includes(id)) {
+        this.perms.delete(id);
+        dropped = true;
+      }
+    }
+    for (const id of want) {
+      if (this.watchers.has(id)) continue;
+      if (this.watchers.size >= WATCH_MAX) {
+        const idle = [...this.watchers].find(([, w]) => w.linger);
+        if (idle) this.unwatch(idle[0]);
+      }
+      if (this.watchers.size < WATCH_MAX) this.watchers.set(id, { stream: this.watch(id), linger: 0 });
+    }
+    this.unwatched = want.filter((id) => !this.watchers.has(id));
+    if (this.unwatched.length && !this.polling) this.poll();
+    if (dropped) this.changed();
+  },
+
+  watch(id) {
+    return new Stream({
+      path: `${sessionPath(id)}/stream`,
+      ticketPath: `${sessionPath(id)}/stream-ticket`,
+      handlers: {
+        artifact_snapshot: ({ artifact }) => this.track(id, artifact),
+        artifact_created: ({ artifact }) => this.track(id, artifact),
+        artifact_updated: (u) => this.update(id, u),
+      },
+    }).start();
+  },
+
+  unwatch(id) {
+    const w = this.watchers.get(id);
+    if (!w) return;
+    clearTimeout(w.linger);
+    w.stream.stop();
+    this.watchers.delete(id);
+    if (id !== this.open && this.perms.delete(id)) this.changed();
+  },
+
+  async poll() {
+    const gen = (this.polling = Date.now());
+    while (this.polling === gen && this.unwatched.length) {
+      for (const id of [...this.unwatched]) {
+        let arts;
+        try {
+          arts = await api("GET", `${sessionPath(id)}/artifacts`);
+        } catch {
+          continue; // removed, or the token form is up: sync decides
+        }
+        if (this.polling !== gen || !this.unwatched.includes(id)) continue;
+        const m = new Map();
+        for (const a of arts) if (a.type === "permission") m.set(a.seq, a.status === "pending");
+        this.perms.set(id, m);
+        this.changed();
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+    if (this.polling === gen) this.polling = 0;
+  },
+
+  stop() {
+    for (const w of this.watchers.values()) {
+      clearTimeout(w.linger);
+      w.stream.stop();
+    }
+    this.watchers.clear();
+    this.perms.clear();
+    this.unwatched = [];
+    this.polling = 0;
+  },
+
+  changed() {
+    for (const fn of this.listeners) fn();
+  },
+
+  listen(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  },
+};
+sessions.listen(() => needs.sync());
+
+// waiting is the total of requests waiting and how many sessions hold them.
+function waiting() {
+  let total = 0;
+  let count = 0;
+  for (const s of sessions.map.values()) {
+    const n = needs.count(s);
+    total += n;
+    if (n) count++;
+  }
+  return { total, sessions: count };
+}
+
+function drawTitle() {
+  const { total } = waiting();
+  document.title = total ? `(${total}) Rein` : "Rein";
+}
+needs.listen(drawTitle);
+sessions.listen(drawTitle);
+
+// discovery is the server's /.well-known/rein.json (public), read once at
+// boot; the page uses its limits where it has them.
+let discovery = null;
+
+async function loadDiscovery() {
+  try {
+    const res = await fetch("/.well-known/rein.json", { cache: "no-store" });
+    if (res.ok) discovery = await res.json();
+  } catch {
+    discovery = null; // an older server: the page words things generally
+  }
+}
 
 // ---- routing ----------------------------------------------------------------
 
@@ -366,6 +643,7 @@ function listPage(app) {
     location.hash = filter.value ? `#/?project=${encodeURIComponent(filter.value)}` : "#/";
   });
   const count = h("span.muted", { id: "session-count" });
+  const needsSummary = h("span.needs-summary", { id: "needs-summary", hidden: true });
   const tbody = h("tbody", { id: "session-rows" });
   const empty = h("p.empty.muted", { id: "sessions-empty", hidden: true });
   const table = h(
@@ -374,8 +652,20 @@ function listPage(app) {
     h("thead", {}, h("tr", {}, h("th", {}, "Session"), h("th", {}, "Project"), h("th", {}, "Status"), h("th", {}, "Summary"), h("th.num", {}, "Created"))),
     tbody,
   );
+  const panel = h("div.panel-slot", { id: "new-session-slot" });
+  const newButton = h("button.primary", { type: "button", id: "new-session" }, "New session");
+  newButton.addEventListener("click", () => {
+    panel.replaceChildren(newSessionForm(panel, route.project));
+    panel.querySelector("input")?.focus();
+  });
   app.append(
-    h("section.page.list-page", {}, h("div.toolbar", {}, h("h1", {}, "Sessions"), count, h("span.grow"), h("label.filter", {}, "Project ", filter)), h("div.card.table-card", {}, table, empty)),
+    h(
+      "section.page.list-page",
+      {},
+      h("div.toolbar", {}, h("h1", {}, "Sessions"), count, needsSummary, h("span.grow"), h("label.filter", {}, "Project ", filter), newButton),
+      panel,
+      h("div.card.table-card", {}, table, empty),
+    ),
   );
 
   const draw = () => {
@@ -384,28 +674,144 @@ function listPage(app) {
     if (route.project && !projects.includes(route.project)) projects.push(route.project);
     filter.replaceChildren(h("option", { value: "" }, "All projects"), ...projects.map((p) => h("option", { value: p }, p)));
     filter.value = route.project;
-    const shown = all.filter((s) => !route.project || s.project === route.project).sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? -1 : 1));
+    // Sessions that wait for the user come first, then newest first.
+    const shown = all
+      .filter((s) => !route.project || s.project === route.project)
+      .map((s) => ({ s, n: needs.count(s) }))
+      .sort((a, b) => (b.n > 0) - (a.n > 0) || b.s.createdAt - a.s.createdAt || (a.s.id < b.s.id ? -1 : 1));
     tbody.replaceChildren(
-      ...shown.map((s) =>
+      ...shown.map(({ s, n }) =>
         h(
           "tr",
-          { dataset: { id: s.id }, onclick: (e) => e.target.tagName !== "A" && (location.hash = `#/s/${encodeURIComponent(s.id)}`) },
+          { dataset: { id: s.id, needs: n ? "yes" : "" }, onclick: (e) => e.target.tagName !== "A" && (location.hash = `#/s/${encodeURIComponent(s.id)}`) },
           h("td.id", {}, h("a", { href: `#/s/${encodeURIComponent(s.id)}` }, s.id)),
           h("td.project", {}, s.project || h("span.muted", {}, "—")),
-          h("td.status", {}, pill(s.status)),
-          h("td.summary", {}, s.summary || h("span.muted", {}, "no prompt yet")),
+          h("td.status", {}, pill(s.status), n ? needsBadge(n) : null),
+          h("td.summary", { title: s.summary || "" }, s.summary || h("span.muted", {}, "no prompt yet")),
           h("td.num.created", {}, fmtTime(s.createdAt)),
         ),
       ),
     );
     count.textContent = sessions.ready ? `${shown.length} of ${all.length}` : "";
+    const w = waiting();
+    needsSummary.hidden = w.total === 0;
+    needsSummary.textContent = w.sessions === 1 ? "1 session needs you" : `${w.sessions} sessions need you`;
     empty.hidden = !sessions.ready || shown.length > 0;
-    empty.textContent = all.length
-      ? `No sessions in project ${route.project}.`
-      : "No sessions yet. Create one (POST /sessions/:id) and start agentd for it; it shows up here at once.";
+    empty.textContent = all.length ? `No sessions in project ${route.project}.` : "No sessions yet. Create one with New session and connect a sandbox to it; it shows up here at once.";
   };
   draw();
-  return sessions.listen(draw);
+  const unlistenSessions = sessions.listen(draw);
+  const unlistenNeeds = needs.listen(draw);
+  return () => {
+    unlistenSessions();
+    unlistenNeeds();
+  };
+}
+
+function needsBadge(n) {
+  return h(
+    "span.needs",
+    { title: n === 1 ? "A permission request waits for your answer" : `${n} permission requests wait for your answer`, dataset: { count: String(n) } },
+    n === 1 ? "needs you" : `needs you ×${n}`,
+  );
+}
+
+const ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+// newSessionForm creates a session (POST /sessions/:id) and then shows
+// how to connect a sandbox to it.
+function newSessionForm(panel, project) {
+  const id = h("input", { id: "new-id", autocomplete: "off", spellcheck: "false", placeholder: "e.g. fix-login", "aria-label": "session id", required: true });
+  const proj = h("input", { id: "new-project", autocomplete: "off", spellcheck: "false", placeholder: "optional", "aria-label": "project", value: project || "" });
+  const err = h("p.form-error", { id: "new-error", role: "alert" });
+  const submit = h("button.primary", { type: "submit", id: "new-submit" }, "Create");
+  const form = h(
+    "form.card.new-session",
+    {
+      id: "new-session-form",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const sid = id.value.trim();
+        const p = proj.value.trim();
+        const bad = !sid ? "Session id: required." : !ID_RE.test(sid) ? "Session id: 1-128 letters, digits, '.', '_' or '-'." : p && !ID_RE.test(p) ? "Project: 1-128 letters, digits, '.', '_' or '-'." : "";
+        err.textContent = bad;
+        if (bad) return;
+        submit.disabled = true;
+        try {
+          const created = await api("POST", sessionPath(sid), p ? { project: p } : undefined);
+          panel.replaceChildren(connectCard(panel, created));
+        } catch (e2) {
+          if (e2.status !== 401) err.textContent = e2.code ? `${e2.message} (${e2.code})` : e2.message;
+          submit.disabled = false;
+        }
+      },
+    },
+    h("h2", {}, "New session"),
+    h("div.fields", {}, h("label", {}, "Session id", id), h("label", {}, "Project", proj)),
+    h("div.buttons", {}, submit, h("button", { type: "button", id: "new-cancel", onclick: () => panel.replaceChildren() }, "Cancel")),
+    err,
+  );
+  return form;
+}
+
+// connectCard shows, once, the sandbox token of a session just created and
+// the agentd command that connects a sandbox with it, and follows the
+// session until a sandbox connects or the bootstrap timeout removes it.
+function connectCard(panel, created) {
+  const sid = created.id;
+  const file = `${sid}.token`;
+  const token = created.sandboxToken || "";
+  const command = `(umask 077; echo ${token} > ${shellQuote(file)})\nagentd --server ${shellQuote(location.origin)} --session ${shellQuote(sid)} --token-file ${shellQuote(file)} -- YOUR-AGENT`;
+  const tokenEl = h("code.secret", { id: "connect-token" }, token);
+  const cmdEl = h("pre.command", { id: "connect-command" }, command);
+  const copyBtn = (el, text, bid) => {
+    const b = h("button.copy", { type: "button", id: bid }, "Copy");
+    b.addEventListener("click", () => copyText(text, el, b));
+    return b;
+  };
+  const boot = discovery?.limits?.bootstrapTimeoutMs;
+  const timeout = boot
+    ? `If no sandbox connects within ${fmtDuration(boot)} (the server's bootstrap timeout), the session is removed.`
+    : "If no sandbox connects within the server's bootstrap timeout (3 minutes unless rein-server's --bootstrap-timeout says otherwise), the session is removed.";
+  const state = h("p.connect-state", { id: "connect-state" });
+  const drawState = () => {
+    const s = sessions.map.get(sid);
+    if (!s) {
+      state.dataset.state = sessions.ready ? "removed" : "";
+      state.replaceChildren(sessions.ready ? "The session is gone: deleted, or no sandbox connected in time." : "");
+    } else if (s.status === "bootstrapping") {
+      state.dataset.state = "waiting";
+      state.replaceChildren(pill("bootstrapping", "waiting for a sandbox"));
+    } else {
+      state.dataset.state = "connected";
+      state.replaceChildren(pill(s.status), " A sandbox is connected. ", h("a", { href: `#/s/${encodeURIComponent(sid)}`, id: "connect-open" }, `Open ${sid}`));
+    }
+  };
+  const card = h(
+    "div.card.connect",
+    { id: "connect", dataset: { id: sid } },
+    h("div.connect-head", {}, h("h2", {}, "Session ", h("code", {}, sid), " created"), h("span.grow"), h("button.link", { type: "button", id: "connect-close", onclick: () => panel.replaceChildren() }, "Close")),
+    token
+      ? [
+          h("p", {}, "Connect a sandbox to it: run this where the agent should work, with ", h("code", {}, "YOUR-AGENT"), " your agent's command (agentd's ", h("code", {}, "--protocol"), " picks native, acp, claude or codex). The sandbox token is shown only this once; it goes to agentd in a file, not in its arguments."),
+          h("div.copy-row", {}, h("span.copy-label", {}, "Sandbox token"), tokenEl, copyBtn(tokenEl, token, "copy-token")),
+          h("div.copy-block", {}, cmdEl, copyBtn(cmdEl, command, "copy-command")),
+        ]
+      : h("p", {}, "The server gave no sandbox token."),
+    h("p.muted", { id: "connect-timeout" }, timeout),
+    state,
+  );
+  drawState();
+  const unlisten = sessions.listen(drawState);
+  // Stop following once the card is gone.
+  const obs = new MutationObserver(() => {
+    if (!card.isConnected) {
+      unlisten();
+      obs.disconnect();
+    }
+  });
+  obs.observe(document.getElementById("app"), { childList: true, subtree: true });
+  return card;
 }
 
 // ---- session page -----------------------------------------------------------
@@ -413,7 +819,9 @@ function listPage(app) {
 // Appended fields arrive as artifact_updated {append}; the element showing
 // one carries data-field so an append adds a text node instead of
 // rebuilding the artifact (a long tool output would otherwise cost O(n²)).
-const APPENDABLE = new Set(["text", "output", "inputText"]);
+// A field shown as Markdown (data-md) is re-rendered whole instead, at
+// most once per animation frame however many appends arrive.
+const APPENDABLE = new Set(["output", "inputText"]);
 
 function sessionPage(app, id) {
   const arts = new Map(); // seq -> artifact
@@ -430,13 +838,19 @@ function sessionPage(app, id) {
   const abort = h("button.danger", { type: "button", id: "abort", disabled: true, title: "End the running turn" }, "Abort");
   const flash = h("p.form-error", { id: "composer-error", role: "alert" });
   const scroller = h("div.scroller", {}, transcript, emptyEl);
+  const del = h("button.danger.small", { type: "button", id: "delete", title: "Delete this session" }, "Delete");
+  const confirmBar = h("div.confirm", { id: "delete-confirm", hidden: true, role: "alertdialog" });
+  needs.open = id;
+  needs.perms.delete(id); // this page's stream starts with a full snapshot
+  needs.sync();
 
   crumbs(h("a", { href: "#/" }, "Sessions"), h("span", {}, id));
   app.append(
     h(
       "section.page.session-page",
       {},
-      h("div.session-head", {}, h("h1", { id: "session-id" }, id), statusEl, projectEl, h("span.grow"), summaryEl),
+      h("div.session-head", {}, h("h1", { id: "session-id" }, id), statusEl, projectEl, h("span.grow"), summaryEl, del),
+      confirmBar,
       scroller,
       h(
         "form.composer",
@@ -484,6 +898,38 @@ function sessionPage(app, id) {
     }
   });
   abort.addEventListener("click", () => command({ type: "abort" }));
+
+  // Deleting asks first: it removes the transcript for good and cuts off
+  // the sandbox.
+  del.addEventListener("click", () => {
+    const yes = h("button.danger", { type: "button", id: "delete-yes" }, "Delete session");
+    const no = h("button", { type: "button", id: "delete-no" }, "Cancel");
+    const err = h("p.form-error", { id: "delete-error", role: "alert" });
+    yes.addEventListener("click", async () => {
+      yes.disabled = no.disabled = true;
+      try {
+        await api("DELETE", sessionPath(id));
+        location.hash = "#/";
+      } catch (e) {
+        if (e.status !== 401) err.textContent = e.code ? `${e.message} (${e.code})` : e.message;
+        yes.disabled = no.disabled = false;
+      }
+    });
+    no.addEventListener("click", () => {
+      confirmBar.hidden = true;
+      del.disabled = false;
+    });
+    confirmBar.replaceChildren(
+      h("span", {}, "Delete session ", h("code", {}, id), "? Its transcript, events and commands are removed for good, and a connected agentd is cut off."),
+      h("span.grow"),
+      yes,
+      no,
+      err,
+    );
+    confirmBar.hidden = false;
+    del.disabled = true;
+    no.focus();
+  });
 
   // Session record: status and summary, live from the session stream.
   const drawHead = (changed) => {
@@ -550,6 +996,23 @@ function sessionPage(app, id) {
     const stick = nearBottom();
     arts.set(artifact.seq, artifact);
     draw(artifact);
+    needs.track(id, artifact);
+    after(stick);
+  };
+
+  // Markdown fields re-render once per frame while text streams in.
+  const dirty = new Set();
+  let frame = 0;
+  const rerender = () => {
+    frame = 0;
+    const stick = nearBottom();
+    for (const key of dirty) {
+      const [seq, name] = key.split(" ");
+      const a = arts.get(Number(seq));
+      const target = els.get(Number(seq))?.querySelector(`[data-md="${name}"]`);
+      if (a && target) setMarkdown(target, a[name]);
+    }
+    dirty.clear();
     after(stick);
   };
 
@@ -562,12 +1025,17 @@ function sessionPage(app, id) {
     if (rev) a.rev = rev;
     if (Object.hasOwn(u, "append")) {
       a[u.field] = (typeof a[u.field] === "string" ? a[u.field] : "") + u.append;
-      const target = APPENDABLE.has(u.field) && els.get(u.seq)?.querySelector(`[data-field="${u.field}"]`);
+      const el = els.get(u.seq);
+      const target = APPENDABLE.has(u.field) && el?.querySelector(`[data-field="${u.field}"]`);
       if (target) target.append(u.append);
-      else draw(a);
+      else if (el?.querySelector(`[data-md="${u.field}"]`)) {
+        dirty.add(`${u.seq} ${u.field}`);
+        if (!frame) frame = requestAnimationFrame(rerender);
+      } else draw(a);
     } else {
       a[u.field] = u.set;
       draw(a);
+      needs.update(id, u);
     }
     after(stick);
   };
@@ -596,6 +1064,9 @@ function sessionPage(app, id) {
   return () => {
     stream.stop();
     unlisten();
+    cancelAnimationFrame(frame);
+    if (needs.open === id) needs.open = null;
+    needs.sync();
   };
 }
 
@@ -646,7 +1117,7 @@ const RENDER = {
       "div",
       { dataset: { status: a.status } },
       label("Agent"),
-      h("div.bubble.agent-text", {}, field("span.text", "text", a.text), a.status === "interrupted" ? h("span.tag", {}, "interrupted") : null),
+      h("div.bubble.agent-text", {}, mdField("div.text.md", "text", a.text), a.status === "interrupted" ? h("span.tag", {}, "interrupted") : null),
     );
   },
 
@@ -655,7 +1126,7 @@ const RENDER = {
       "details",
       { dataset: { status: a.status } },
       h("summary", {}, a.status === "streaming" ? "Thinking…" : "Thought", a.redacted ? h("span.tag", {}, "redacted") : null),
-      field("div.reasoning-text", "text", a.text),
+      mdField("div.reasoning-text.md", "text", a.text),
     );
     d.open = old ? old.open : a.status === "streaming";
     return d;
@@ -667,7 +1138,9 @@ const RENDER = {
       {},
       pill(a.status),
       h("span.tool-name", {}, a.name || a.kind || "tool"),
-      a.title ? h("code.tool-title", {}, a.title) : null,
+      // A command line is shown as it is; other titles ("Read `main.go`")
+      // are inline Markdown.
+      a.title ? (a.kind === "execute" ? h("code.tool-title", {}, a.title) : mdField("span.tool-title.md", "title", a.title, true)) : null,
       h("span.grow"),
       a.exitCode != null ? h("span.exit", { dataset: { ok: String(a.exitCode === 0) } }, `exit ${a.exitCode}`) : null,
     );
@@ -741,7 +1214,7 @@ const RENDER = {
       h(
         "ul.plan",
         {},
-        entries.map((e) => h("li", { dataset: { status: e.status } }, h("span.check", { "aria-hidden": "true" }), h("span.plan-text", {}, e.content), e.priority ? h("span.tag", {}, e.priority) : null)),
+        entries.map((e) => h("li", { dataset: { status: e.status } }, h("span.check", { "aria-hidden": "true" }), mdField("span.plan-text.md", "content", e.content, true), e.priority ? h("span.tag", {}, e.priority) : null)),
       ),
     );
   },
@@ -777,6 +1250,7 @@ async function boot() {
     document.getElementById("app").replaceChildren(h("div.card.token-card", {}, h("h1", {}, "Cannot reach rein-server"), h("p", {}, err.message), h("button.primary", { type: "button", onclick: boot }, "Try again")));
     return;
   }
+  if (!discovery) await loadDiscovery();
   sessions.start();
   render();
 }

@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDiscovery reads GET /.well-known/rein.json from the real server
+// without a token, and checks its agent protocols against the agentd
+// binary's own --protocol help: the server cannot import agentd, so this
+// is where the two lists are kept equal.
+func TestDiscovery(t *testing.T) {
+	e := newEnv(t)
+	var d struct {
+		Server struct {
+			Name, Version string
+		}
+		Protocol struct{ Version int }
+		Auth     struct{ Mode string }
+		Agents   []string `json:"agentProtocols"`
+		Limits   struct {
+			MaxBodyBytes int64
+		}
+		Features map[string]bool
+		Links    map[string]string
+	}
+	anon := NewClient(e.srv.URL)
+	if err := anon.Do(e.ctx, "GET", "/.well-known/rein.json", nil, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Server.Name != "rein-server" || d.Server.Version == "" || d.Protocol.Version < 1 || d.Auth.Mode != "token" ||
+		d.Limits.MaxBodyBytes != 1<<20 || !d.Features["webView"] || d.Links["webView"] != "/" {
+		t.Errorf("discovery: %+v", d)
+	}
+	out, _ := exec.Command(bins.Agentd, "--help").CombinedOutput()
+	m := regexp.MustCompile(`--protocol value\s+agent protocol: ([a-z, ]+?) \(default`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("agentd --help has no --protocol line:\n%s", out)
+	}
+	help := strings.FieldsFunc(strings.ReplaceAll(string(m[1]), " or ", ","), func(r rune) bool { return r == ',' || r == ' ' })
+	slices.Sort(help)
+	got := slices.Clone(d.Agents)
+	slices.Sort(got)
+	if !slices.Equal(got, help) {
+		t.Errorf("discovery agentProtocols %v; agentd --help lists %v", d.Agents, help)
+	}
+}
