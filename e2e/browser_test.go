@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 // browserPaths returns Chromium and chromedriver, from REIN_CHROMIUM and
@@ -575,7 +576,7 @@ func TestBrowser(t *testing.T) {
 		if err := b.WaitJS(ctx, "back on the list, evil gone", `return location.hash === "#/" && document.querySelector('#session-rows tr[data-id="web-1"]') && !document.querySelector('#session-rows tr[data-id="evil"]');`); err != nil {
 			return err
 		}
-		var he *HTTPError
+		var he *client.Error
 		if _, err := e.c.Session(ctx, "evil"); !errors.As(err, &he) || he.Status != 404 {
 			return fmt.Errorf("GET /sessions/evil after Delete: %v; want 404", err)
 		}

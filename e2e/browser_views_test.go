@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,9 +30,22 @@ func (e *env) sandboxPost(id string, events ...map[string]any) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	hdr := http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(tok))}, protocol.HeaderInstance: {"fake-" + id}}
-	if err := e.c.DoRaw(e.ctx, http.MethodPost, "/sessions/"+url.PathEscape(id)+"/events", bytes.NewReader(body), hdr, nil); err != nil {
+	// The sandbox's credential, not the client's: a plain request.
+	req, err := http.NewRequestWithContext(e.ctx, http.MethodPost, e.c.Base()+"/sessions/"+url.PathEscape(id)+"/events", bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set(protocol.HeaderInstance, "fake-"+id)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		e.t.Fatalf("post events to %s: %v", id, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		e.t.Fatalf("post events to %s: %s: %s", id, resp.Status, msg)
 	}
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/rein-ai/rein/server/client"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -27,7 +28,10 @@ func TestDiscovery(t *testing.T) {
 		Features map[string]bool
 		Links    map[string]string
 	}
-	anon := NewClient(e.srv.URL)
+	anon, err := client.New(e.srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := anon.Do(e.ctx, "GET", "/.well-known/rein.json", nil, &d); err != nil {
 		t.Fatal(err)
 	}
