@@ -91,7 +91,8 @@ func (c config) check() error {
 type sample struct {
 	At           float64 `json:"atSeconds"`
 	RSSMiB       float64 `json:"rssMiB"`
-	DBMiB        float64 `json:"dbMiB"`
+	DBMiB        float64 `json:"dbMiB"`  // the db and -wal files together
+	WALMiB       float64 `json:"walMiB"` // the -wal file alone: it grows while readers keep it from being reset
 	EventsPerSec float64 `json:"eventsPerSec"`
 	Replays      int64   `json:"replays"`
 	ReplayMeanMs float64 `json:"replayMeanMs"`
@@ -121,8 +122,8 @@ type soak struct {
 	replayNanos atomic.Int64 // their total time from request to snapshot_complete
 	followErrs  atomic.Int64 // follower connections that failed before their replay completed
 
-	errMu     sync.Mutex
-	err       error
+	errMu         sync.Mutex
+	err           error
 	lastFollowErr string // the latest follower failure, shown at the end
 }
 
@@ -159,7 +160,7 @@ func run(cfg config) error {
 	fmt.Printf("rein-soak on %s, load average %s\n", sec.Machine, sec.LoadStart)
 	fmt.Printf("%d sessions with a poster each (%d events per POST, turns of %d events with %d B of tool output), %d followers reconnecting every %v-%v without Last-Event-ID, for %v\n\n",
 		cfg.sessions, cfg.batch, turn.Len(), turn.OutputDeltas*turn.OutputLine, cfg.followers, cfg.holdMin, cfg.holdMax, cfg.duration)
-	fmt.Printf("%8s %9s %9s %10s %8s %11s %9s\n", "t", "RSS MiB", "DB MiB", "events/s", "replays", "replay ms", "f-errors")
+	fmt.Printf("%8s %9s %9s %9s %10s %8s %11s %9s\n", "t", "RSS MiB", "DB MiB", "of it WAL", "events/s", "replays", "replay ms", "f-errors")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -263,10 +264,15 @@ func (s *soak) sample(ctx context.Context) ([]sample, error) {
 		if err != nil {
 			return out, err
 		}
+		wal, err := loadgen.FilesSize(s.srv.DB + "-wal")
+		if err != nil {
+			return out, err
+		}
 		smp := sample{
 			At:           now.Sub(start).Seconds(),
 			RSSMiB:       float64(loadgen.MemKiB(s.srv.Pid(), "VmRSS")) / 1024,
 			DBMiB:        float64(size) / (1 << 20),
+			WALMiB:       float64(wal) / (1 << 20),
 			EventsPerSec: float64(events-prevEvents) / now.Sub(prev).Seconds(),
 			Replays:      replays - prevReplays,
 			FollowErrors: errs - prevErrs,
@@ -275,7 +281,7 @@ func (s *soak) sample(ctx context.Context) ([]sample, error) {
 			smp.ReplayMeanMs = float64(nanos-prevNanos) / float64(smp.Replays) / 1e6
 		}
 		out = append(out, smp)
-		fmt.Printf("%7.0fs %9.1f %9.1f %10.0f %8d %11.1f %9d\n", smp.At, smp.RSSMiB, smp.DBMiB, smp.EventsPerSec, smp.Replays, smp.ReplayMeanMs, smp.FollowErrors)
+		fmt.Printf("%7.0fs %9.1f %9.1f %9.1f %10.0f %8d %11.1f %9d\n", smp.At, smp.RSSMiB, smp.DBMiB, smp.WALMiB, smp.EventsPerSec, smp.Replays, smp.ReplayMeanMs, smp.FollowErrors)
 		if !next.Before(end) {
 			return out, nil
 		}
