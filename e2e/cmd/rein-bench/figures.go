@@ -190,7 +190,12 @@ func (b *bench) ingestBatch() ([]Figure, error) {
 		return nil, err
 	}
 	ours := float64(n*batch) / el.Seconds()
-	base, err := rawSQLite(filepath.Join(b.tmp, "raw.db"), batch, d)
+	// A fresh file each run: the raw baseline creates its tables.
+	dir, err := os.MkdirTemp(b.tmp, "raw-")
+	if err != nil {
+		return nil, err
+	}
+	base, err := rawSQLite(filepath.Join(dir, "raw.db"), batch, d)
 	if err != nil {
 		return nil, err
 	}
