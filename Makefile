@@ -14,7 +14,7 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
+.PHONY: all test unit e2e lint build run demo bench soak tools fuzz clean browser-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
 
 all: lint test
 
@@ -99,8 +99,18 @@ test-agent-claude: $(NPM_TOOLS)/.claude-code-$(CLAUDE_CODE_VERSION)
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude.log"; exit $$rc
 
+# Both write bin/bench.json, each its own keys (soak: the "soak" section).
+# Flags pass through, e.g. make bench BENCH_FLAGS='-runs 1 -scale 0.5' or
+# make soak SOAK_FLAGS='-duration 2m' (see -h of each).
+BENCH_FLAGS ?=
+SOAK_FLAGS  ?=
+
 bench: build
-	cd e2e && $(GO) run ./cmd/rein-bench -bin $(BIN) -out $(BIN)/bench.json
+	cd e2e && $(GO) run ./cmd/rein-bench -bin $(BIN) -out $(BIN)/bench.json $(BENCH_FLAGS)
+
+# Six minutes of agent turns and reconnecting followers on one server (issue 19).
+soak: build
+	cd e2e && $(GO) run ./cmd/rein-soak -bin $(BIN) -out $(BIN)/bench.json $(SOAK_FLAGS)
 
 tools: $(ACP_AGENT)
 

@@ -7,44 +7,26 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rein-ai/rein/e2e/internal/loadgen"
 )
 
-// newHTTPClient keeps enough idle connections for every poster and
-// subscriber to reuse its own (keep-alive), and never times out a stream.
-func newHTTPClient(conns int) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		MaxIdleConns:        conns * 2,
-		MaxIdleConnsPerHost: conns * 2,
-		MaxConnsPerHost:     0,
-		IdleConnTimeout:     time.Minute,
-	}}
+// The load helpers rein-soak shares live in loadgen; these names keep the
+// figures reading as before.
+func newHTTPClient(conns int) *http.Client { return loadgen.NewHTTPClient(conns) }
+
+func post(ctx context.Context, c *http.Client, url string, body []byte) error {
+	return loadgen.Post(ctx, c, url, body)
 }
 
-// post sends one request and drains the answer so the connection is reused.
-func post(ctx context.Context, c *http.Client, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("POST %s: HTTP %d", url, resp.StatusCode)
-	}
-	return nil
-}
+func cpuSeconds(pid int) float64         { return loadgen.CPUSeconds(pid) }
+func memKiB(pid int, field string) int64 { return loadgen.MemKiB(pid, field) }
 
 // hammer runs workers that call fn until d has passed and returns how many
 // calls succeeded in total. The first error stops everything.
@@ -179,34 +161,4 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	i := int(p * float64(len(ds)-1))
 	return ds[i]
-}
-
-// cpuSeconds is a process's user+system CPU time so far.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-// memKiB reads VmRSS or VmHWM (peak) of a process in KiB.
-func memKiB(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field+":") {
-			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
