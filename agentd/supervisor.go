@@ -50,6 +50,9 @@ type supervisor struct {
 	runCancel context.CancelFunc
 	// turnEnded wakes the loop when the agent ends its turn (abort done).
 	turnEnded chan struct{}
+	// outbox: events are kept on disk, so those not posted at shutdown
+	// are not lost.
+	outbox bool
 
 	mu       sync.Mutex
 	turnID   string
