@@ -15,8 +15,9 @@ const (
 
 	turnRunning   = "running"
 	turnCompleted = "completed"
-	turnCancelled = "cancelled"
-	turnFailed    = "failed"
+	turnCancelled   = "cancelled"
+	turnFailed      = "failed"
+	turnInterrupted = "interrupted"
 
 	permPending   = "pending"
 	permApproved  = "approved"
@@ -30,8 +31,9 @@ func (r *run) turnStarted(ev protocol.Event) {
 		if cur.a.ID == ev.TurnID {
 			return // a repeated turn_started (a retry, or agentd after a reconnect)
 		}
-		// A new turn without the old one completed: the old one is over.
-		r.closeTurn(cur, protocol.StopEndTurn, "", "")
+		// A new turn without the old one completed: the old one is over,
+		// but the agent never said it ended it, so it did not end_turn.
+		r.interrupted(cur, "a new turn started before it completed")
 	}
 	r.detachBlocks()
 	f := fields{"status": turnRunning, "source": ev.Source, "startedAt": r.at, "promptId": opt(ev.PromptID)}
@@ -56,8 +58,25 @@ func (r *run) turnCompleted(ev protocol.Event) {
 		}
 		return
 	}
-	r.closeTurn(cur, ev.StopReason, ev.Error, ev.ResultText)
+	if ev.StopReason == protocol.StopInterrupted {
+		r.interrupted(cur, ev.Error)
+	} else {
+		r.closeTurn(cur, ev.StopReason, ev.Error, ev.ResultText)
+	}
 	r.status(protocol.StatusIdle)
+}
+
+// interrupted closes a turn nobody ended (agentd or its agent died mid-turn,
+// or a new turn began) with a notice saying so: what it streamed may be
+// cut short.
+func (r *run) interrupted(t *node, why string) {
+	msg := "turn " + t.a.ID + " was interrupted"
+	if why != "" {
+		msg += ": " + why
+	}
+	r.detachBlocks()
+	r.create(protocol.ArtifactNotice, r.s.genID(protocol.ArtifactNotice, "notice"), false, fields{"level": protocol.LevelWarning, "message": msg, "code": "turn_interrupted"})
+	r.closeTurn(t, protocol.StopInterrupted, why, "")
 }
 
 // closeTurn ends the turn and everything still open in it.
@@ -69,6 +88,8 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 		st = turnCancelled
 	case protocol.StopError:
 		st = turnFailed
+	case protocol.StopInterrupted:
+		st = turnInterrupted
 	}
 	r.set(t, "status", st)
 	r.set(t, "stopReason", reason)
@@ -85,7 +106,7 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 
 // closeOpen closes every open block, tool and permission.
 func (r *run) closeOpen(reason protocol.StopReason) {
-	cancelled := reason == protocol.StopCancelled
+	cancelled := reason == protocol.StopCancelled || reason == protocol.StopInterrupted
 	for _, n := range r.s.nodes {
 		if !n.open || n.a.Type == protocol.ArtifactTurn {
 			continue
