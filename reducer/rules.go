@@ -13,8 +13,8 @@ const (
 	blockDone        = "done"
 	blockInterrupted = "interrupted"
 
-	turnRunning   = "running"
-	turnCompleted = "completed"
+	turnRunning     = "running"
+	turnCompleted   = "completed"
 	turnCancelled   = "cancelled"
 	turnFailed      = "failed"
 	turnInterrupted = "interrupted"
