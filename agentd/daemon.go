@@ -67,9 +67,12 @@ func Run(ctx context.Context, opts Options) error {
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(upCtx) }()
 
+	cmds := newCommandLog(ob, log)
+	after, resume := cmds.resume()
 	commands := make(chan protocol.Command, 64)
 	connected := make(chan struct{}, 1)
 	stream := commandstream.New(commandstream.Options{
+		Resume: resume, After: after,
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
 		OnConnect: func() {
@@ -103,6 +106,15 @@ func Run(ctx context.Context, opts Options) error {
 		runCtx: runCtx, runCancel: runCancel,
 		turnEnded: make(chan struct{}, 1),
 		outbox:    ob != nil,
+		cmds:      cmds,
+	}
+	if ob != nil {
+		if id, open := ob.OpenTurn(); open {
+			// The agent that ran it is gone with the agentd before this one.
+			log.Warn("closing the turn a previous agentd left open as interrupted", "turn", id)
+			s.emit(protocol.Event{Type: protocol.EventTurnCompleted, TurnID: id, StopReason: protocol.StopInterrupted,
+				Error: "agentd or its agent stopped while this turn was running"})
+		}
 	}
 	fatal := s.run(ctx)
 
