@@ -36,6 +36,14 @@ const (
 // payload (u32), agentSeq (u64), all little-endian.
 const headerLen = 16
 
+// seqBlock is how many agentSeqs are reserved at a time. The reservation
+// is durable before any of its seqs is used, and a reopened log starts
+// after it: events are posted before they are fsynced, so after a power
+// loss the log may have lost events the server has, and their seqs must
+// not be used again (the server treats any seq at or below the highest it
+// has as a duplicate).
+const seqBlock = 1 << 20
+
 // maxFrame bounds one payload when reading; anything longer is a corrupt
 // length field, not an event.
 const maxFrame = 64 << 20
@@ -83,6 +91,7 @@ type Log struct {
 	lock     *os.File
 	instance string
 	ready    chan struct{}
+	unsynced chan struct{}
 
 	mu       sync.Mutex
 	closed   bool
@@ -90,6 +99,7 @@ type Log struct {
 	next     int64 // next agentSeq
 	w        int64 // log offset of the end of what is written
 	synced   int64 // log offset up to which the log is fsynced
+	reserved int64 // agentSeqs up to this are reserved (durably)
 	acked    int64 // highest agentSeq the server acknowledged
 	a        int64 // log offset just past the last acknowledged record
 	freed    chan struct{}
@@ -125,7 +135,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	l := &Log{
 		dir: opts.Dir, max: opts.MaxBytes, segBytes: opts.MaxBytes / 8,
-		log: log.With("component", "outbox"), ready: make(chan struct{}, 1), freed: make(chan struct{}),
+		log: log.With("component", "outbox"), ready: make(chan struct{}, 1), unsynced: make(chan struct{}, 1), freed: make(chan struct{}),
 	}
 	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -161,6 +171,9 @@ func (l *Log) load() error {
 		return fmt.Errorf("read instance id: %w", err)
 	}
 	if l.acked, _, err = l.readInt("acked"); err != nil {
+		return err
+	}
+	if l.reserved, _, err = l.readInt("seq"); err != nil {
 		return err
 	}
 	if l.cursor, l.hasCur, err = l.readInt("cursor"); err != nil {
@@ -220,7 +233,7 @@ func (l *Log) recover() error {
 		l.r = base
 	}
 	l.a = l.r
-	l.next = last + 1
+	l.next = max(last, l.reserved) + 1
 	if len(l.segs) == 0 {
 		if err := l.newSegment(); err != nil {
 			return err
@@ -349,9 +362,10 @@ func (l *Log) Pending() int64 {
 }
 
 // Append stamps ev with the next agentSeq and writes it to the log. It
-// returns once the write reached the kernel (it survives kill -9 of
-// agentd; Next makes it durable before it is posted). While the log is
-// full it blocks until Ack frees space or ctx is done.
+// returns once the write reached the kernel: it survives kill -9 of agentd;
+// Sync, run continuously beside the uploader, makes it survive power loss
+// too. While the log is full it blocks until Ack frees space or ctx is
+// done.
 func (l *Log) Append(ctx context.Context, ev protocol.Event) error {
 	_, err := l.append(ctx, ev, true)
 	return err
@@ -368,6 +382,13 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 		if l.closed {
 			l.mu.Unlock()
 			return false, ErrClosed
+		}
+		if l.next > l.reserved {
+			if err := l.writeFile("seq", []byte(strconv.FormatInt(l.next+seqBlock-1, 10)+"\n"), true); err != nil {
+				l.mu.Unlock()
+				return false, fmt.Errorf("reserve agentSeqs: %w", err)
+			}
+			l.reserved = l.next + seqBlock - 1
 		}
 		ev.AgentSeq = l.next
 		payload, err := json.Marshal(ev)
@@ -395,9 +416,11 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 		if err != nil {
 			return false, err
 		}
-		select {
-		case l.ready <- struct{}{}:
-		default:
+		for _, c := range []chan struct{}{l.ready, l.unsynced} {
+			select {
+			case c <- struct{}{}:
+			default:
+			}
 		}
 		return true, nil
 	}
@@ -458,16 +481,16 @@ func (l *Log) newSegment() error {
 	return nil
 }
 
-// Next makes everything appended so far durable (one fsync for all of it:
-// group commit) and returns the records after the last ones it returned,
-// at most maxEvents and maxBytes of payload (at least one record).
+// Next returns the records after the last ones it returned, at most
+// maxEvents and maxBytes of payload (at least one record). They need not
+// be fsynced yet: agentSeqs are never reused (see seqBlock).
 func (l *Log) Next(maxEvents, maxBytes int) ([]Record, error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return nil, ErrClosed
 	}
-	w, active, synced := l.w, l.segs[len(l.segs)-1], l.synced
+	w := l.w
 	// Sizes are read under mu: Append grows the active segment.
 	type view struct {
 		seg       *segment
@@ -478,14 +501,6 @@ func (l *Log) Next(maxEvents, maxBytes int) ([]Record, error) {
 		segs[i] = view{seg, seg.base, min(seg.base+seg.size, w)}
 	}
 	l.mu.Unlock()
-	if synced < w {
-		if err := active.f.Sync(); err != nil {
-			return nil, fmt.Errorf("sync outbox: %w", err)
-		}
-		l.mu.Lock()
-		l.synced = max(l.synced, w)
-		l.mu.Unlock()
-	}
 	var recs []Record
 	size := 0
 	for _, v := range segs {
@@ -523,6 +538,33 @@ func readFrame(seg *segment, off int64) (Record, error) {
 		return Record{}, fmt.Errorf("read outbox %s at %d: checksum mismatch", filepath.Base(seg.name), off)
 	}
 	return Record{Seq: int64(binary.LittleEndian.Uint64(hdr[8:16])), Data: data}, nil
+}
+
+// Unsynced is signalled after every Append: there is something to Sync.
+func (l *Log) Unsynced() <-chan struct{} { return l.unsynced }
+
+// Sync fsyncs everything appended so far: one fsync for every event
+// written since the last (group commit). It may run beside Append, Next
+// and Ack.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	w, active, synced := l.w, l.segs[len(l.segs)-1], l.synced
+	l.mu.Unlock()
+	if synced >= w {
+		return nil
+	}
+	// A segment rolled and compacted meanwhile was synced when it rolled.
+	if err := active.f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("sync outbox: %w", err)
+	}
+	l.mu.Lock()
+	l.synced = max(l.synced, w)
+	l.mu.Unlock()
+	return nil
 }
 
 // Drained reports that Next has returned everything appended.

@@ -250,10 +250,31 @@ func (u *Uploader) Run(ctx context.Context) error {
 }
 
 // runOutbox is Run with the queue in the outbox: each batch is what the
-// outbox has beyond the last batch (made durable by one fsync), and a
-// stored batch is acked there so its space can be reused.
+// outbox has beyond the last batch, and a stored batch is acked there so
+// its space can be reused. A second goroutine fsyncs the outbox as it
+// grows.
 func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff, batchTimer *time.Timer, heartbeat <-chan time.Time) error {
 	ob := u.opts.Outbox
+	// fsync runs beside posting, never in its way: one fsync covers all
+	// that was written while the previous one ran.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ob.Unsynced():
+				if err := ob.Sync(); err != nil {
+					u.log.Error("outbox not synced: events are safe from a crash of agentd but not from power loss", "err", err)
+				}
+			case <-syncCtx.Done():
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer stopSync()
 	stop := u.stop
 	closed := false
 	next := func(n int) ([]outbox.Record, error) {
