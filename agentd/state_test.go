@@ -2,8 +2,11 @@ package agentd_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +151,33 @@ func TestCommandCursor(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d user messages, want 2 (the started prompt is not replayed):\n%s", n, fakeserver.Format(evs))
+	}
+}
+
+// TestUnusableStateDirRunsInMemory: a state dir that cannot be created
+// leaves agentd working as without one, with a warning that says so.
+func TestUnusableStateDirRunsInMemory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, dir, want string }{
+		{"none", "", "no state dir: events wait in memory only"},
+		{"not a directory", file, "state dir not usable: events wait in memory only"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeserver.New(t, "s1")
+			var logs fakeserver.Buffer
+			d := start(t, srv, agentd.Options{StateDir: tc.dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			waitStarted(t, srv, 1)
+			srv.Prompt("hi")
+			srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+			if err := d.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), "level=WARN msg=\""+tc.want) {
+				t.Errorf("log does not warn %q:\n%s", tc.want, logs.String())
+			}
+		})
 	}
 }
