@@ -89,6 +89,7 @@ type Log struct {
 	segBytes int64
 	log      *slog.Logger
 	lock     *os.File
+	ackFile  *os.File // "acked", rewritten in place
 	instance string
 	ready    chan struct{}
 	unsynced chan struct{}
@@ -171,7 +172,13 @@ func (l *Log) load() error {
 		return fmt.Errorf("read instance id: %w", err)
 	}
 	if l.acked, _, err = l.readInt("acked"); err != nil {
-		return err
+		// Only costs duplicates: everything left in the log is posted
+		// again, and agentSeqs continue after the reservation.
+		l.log.Warn("outbox: acknowledged position unreadable; posting the whole log again", "err", err)
+		l.acked = 0
+	}
+	if l.ackFile, err = os.OpenFile(filepath.Join(l.dir, "acked"), os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+		return fmt.Errorf("open acked: %w", err)
 	}
 	if l.reserved, _, err = l.readInt("seq"); err != nil {
 		return err
@@ -505,20 +512,67 @@ func (l *Log) Next(maxEvents, maxBytes int) ([]Record, error) {
 	size := 0
 	for _, v := range segs {
 		for l.r >= v.base && l.r < v.end && len(recs) < maxEvents {
-			rec, err := readFrame(v.seg, l.r-v.base)
-			if err != nil {
-				return nil, err
+			// One read for many frames; a frame that does not fit is
+			// read alone.
+			chunk := make([]byte, min(v.end-l.r, int64(maxBytes)+headerLen, readChunk))
+			if _, err := v.seg.f.ReadAt(chunk, l.r-v.base); err != nil {
+				return nil, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(v.seg.name), l.r-v.base, err)
 			}
-			if len(recs) > 0 && size+len(rec.Data) > maxBytes {
-				return recs, nil
+			progress := false
+			for len(recs) < maxEvents {
+				rec, n, ok, err := parseFrame(chunk)
+				if err != nil {
+					return nil, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(v.seg.name), l.r-v.base, err)
+				}
+				if !ok {
+					if progress {
+						break // the next frame starts the next chunk
+					}
+					if rec, err = readFrame(v.seg, l.r-v.base); err != nil {
+						return nil, err
+					}
+					n = headerLen + len(rec.Data)
+				}
+				if len(recs) > 0 && size+len(rec.Data) > maxBytes {
+					return recs, nil
+				}
+				rec.end = l.r + int64(n)
+				recs = append(recs, rec)
+				size += len(rec.Data)
+				l.r = rec.end
+				progress = true
+				if !ok {
+					break
+				}
+				chunk = chunk[n:]
 			}
-			rec.end = l.r + headerLen + int64(len(rec.Data))
-			recs = append(recs, rec)
-			size += len(rec.Data)
-			l.r = rec.end
 		}
 	}
 	return recs, nil
+}
+
+// readChunk bounds one read of Next.
+const readChunk = 256 << 10
+
+// parseFrame decodes the frame at the start of b; ok is false when b holds
+// only part of it.
+func parseFrame(b []byte) (rec Record, n int, ok bool, err error) {
+	if len(b) < headerLen {
+		return Record{}, 0, false, nil
+	}
+	size := binary.LittleEndian.Uint32(b[0:4])
+	if size > maxFrame {
+		return Record{}, 0, false, fmt.Errorf("frame length %d out of range", size)
+	}
+	n = headerLen + int(size)
+	if len(b) < n {
+		return Record{}, 0, false, nil
+	}
+	data := b[headerLen:n:n]
+	if checksum(b[8:16], data) != binary.LittleEndian.Uint32(b[4:8]) {
+		return Record{}, 0, false, errors.New("checksum mismatch")
+	}
+	return Record{Seq: int64(binary.LittleEndian.Uint64(b[8:16])), Data: data}, n, true, nil
 }
 
 func readFrame(seg *segment, off int64) (Record, error) {
@@ -583,10 +637,11 @@ func (l *Log) Ack(rec Record) error {
 		return nil
 	}
 	l.acked, l.a = rec.Seq, rec.end
-	// Not synced: a stale value after power loss only replays events the
-	// server deduplicates. compact syncs it before it removes anything.
-	if err := l.writeFile("acked", []byte(strconv.FormatInt(l.acked, 10)+"\n"), false); err != nil {
-		return err
+	// Rewritten in place, fixed width, not synced: a stale value after
+	// power loss only replays events the server deduplicates. compact
+	// syncs it before it removes anything.
+	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		return fmt.Errorf("write acked: %w", err)
 	}
 	return l.compact()
 }
@@ -601,10 +656,13 @@ func (l *Log) compact() error {
 	if n == 0 {
 		return nil
 	}
-	// The acked value must be durable before the events it covers go:
-	// agentSeqs restart after it.
-	if err := l.writeFile("acked", []byte(strconv.FormatInt(l.acked, 10)+"\n"), true); err != nil {
-		return err
+	// Made durable before the events it covers are removed, so that the
+	// state dir never says less was acknowledged than it has deleted.
+	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		return fmt.Errorf("write acked: %w", err)
+	}
+	if err := l.ackFile.Sync(); err != nil {
+		return fmt.Errorf("sync acked: %w", err)
 	}
 	for _, seg := range l.segs[:n] {
 		seg.f.Close()
@@ -634,6 +692,9 @@ func (l *Log) Close() error {
 			err = fmt.Errorf("sync outbox: %w", e)
 		}
 		seg.f.Close()
+	}
+	if l.ackFile != nil {
+		l.ackFile.Close()
 	}
 	if l.lock != nil {
 		l.lock.Close() // releases the flock
