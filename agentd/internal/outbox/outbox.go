@@ -68,6 +68,8 @@ type Record struct {
 	Data []byte
 	// end is the log offset just past the record, for Ack.
 	end int64
+	// ord counts the records Next returned since Open, for Pending.
+	ord int64
 }
 
 // End is the log position just past r; pass the last posted record's End
@@ -110,6 +112,10 @@ type Log struct {
 	hasCur   bool
 
 	r int64 // reader's offset: what Next returns next (reader only)
+
+	// Pending counts: records unacknowledged at Open plus those appended
+	// since, records Next returned, and of those, the acknowledged.
+	total, read, ackedOrd int64
 }
 
 type turnFile struct {
@@ -286,6 +292,9 @@ func (l *Log) scan(seg *segment, last *int64) (good int64, bad error) {
 		if seq > l.acked && l.r < 0 {
 			l.r = seg.base + good
 		}
+		if seq > l.acked {
+			l.total++
+		}
 		*last = max(*last, seq)
 		l.trackTurn(payload)
 		good += int64(headerLen) + int64(n)
@@ -365,7 +374,7 @@ func (l *Log) Ready() <-chan struct{} { return l.ready }
 func (l *Log) Pending() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.next - 1 - l.acked
+	return l.total - l.ackedOrd
 }
 
 // Append stamps ev with the next agentSeq and writes it to the log. It
@@ -456,6 +465,7 @@ func (l *Log) write(ev protocol.Event, payload []byte) error {
 	seg.size += int64(len(buf))
 	l.w += int64(len(buf))
 	l.next++
+	l.total++
 	if l.turnEvent(ev.Type, ev.TurnID) {
 		if err := l.writeTurn(); err != nil {
 			l.log.Warn("outbox: turn state not saved (the log still has it)", "err", err)
@@ -537,6 +547,8 @@ func (l *Log) Next(maxEvents, maxBytes int) ([]Record, error) {
 					return recs, nil
 				}
 				rec.end = l.r + int64(n)
+				l.read++
+				rec.ord = l.read
 				recs = append(recs, rec)
 				size += len(rec.Data)
 				l.r = rec.end
@@ -636,7 +648,7 @@ func (l *Log) Ack(rec Record) error {
 	if rec.Seq <= l.acked {
 		return nil
 	}
-	l.acked, l.a = rec.Seq, rec.end
+	l.acked, l.a, l.ackedOrd = rec.Seq, rec.end, rec.ord
 	// Rewritten in place, fixed width, not synced: a stale value after
 	// power loss only replays events the server deduplicates. compact
 	// syncs it before it removes anything.

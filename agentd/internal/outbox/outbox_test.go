@@ -92,9 +92,22 @@ func TestReopenReplaysWhatWasNotAcked(t *testing.T) {
 	if l.Instance() != inst {
 		t.Fatalf("instance after reopen %q, want %q", l.Instance(), inst)
 	}
+	if got := l.Pending(); got != 4 {
+		t.Fatalf("Pending after reopen = %d, want 4", got)
+	}
 	checkSeqs(t, drain(t, l, 100), 7, 10)
 	appendN(t, l, 1, "y")
-	checkAfter(t, drain(t, l, 100), 10)
+	recs = drain(t, l, 100)
+	checkAfter(t, recs, 10)
+	if got := l.Pending(); got != 5 {
+		t.Fatalf("Pending = %d, want 5", got)
+	}
+	if err := l.Ack(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Pending(); got != 0 {
+		t.Fatalf("Pending after acking everything = %d, want 0", got)
+	}
 }
 
 // checkAfter: one record, past every agentSeq used before. A reopened log
