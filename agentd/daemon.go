@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/claude"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
+	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -36,17 +39,26 @@ func Run(ctx context.Context, opts Options) error {
 		// Claude Code speaks stream-json only with these flags.
 		opts.Command = claude.Args(opts.Command)
 	}
-	instance, err := newInstanceID()
-	if err != nil {
-		return err
-	}
 	log := opts.Logger.With("session", opts.Session)
+	ob := openOutbox(opts, log)
+	if ob != nil {
+		defer ob.Close()
+	}
+	var instance string
+	if ob != nil {
+		instance = ob.Instance()
+	} else {
+		var err error
+		if instance, err = newInstanceID(); err != nil {
+			return err
+		}
+	}
 	log.Info("agentd starting", "server", redactURL(opts.Server), "instance", instance, "protocol", opts.Protocol, "agent", opts.Command[0])
 
 	up := uploader.New(uploader.Options{
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, BatchMax: opts.BatchMax, BatchWait: opts.BatchWait,
-		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Logger: log,
+		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Outbox: ob, Logger: log,
 	})
 	// The uploader outlives ctx: after a shutdown signal it still has to
 	// post the agent's last events.
@@ -55,9 +67,12 @@ func Run(ctx context.Context, opts Options) error {
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(upCtx) }()
 
+	cmds := newCommandLog(ob, log)
+	after, resume := cmds.resume()
 	commands := make(chan protocol.Command, 64)
 	connected := make(chan struct{}, 1)
 	stream := commandstream.New(commandstream.Options{
+		Resume: resume, After: after,
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
 		OnConnect: func() {
@@ -90,6 +105,16 @@ func Run(ctx context.Context, opts Options) error {
 		streamDone: streamDone, upDone: upDone,
 		runCtx: runCtx, runCancel: runCancel,
 		turnEnded: make(chan struct{}, 1),
+		outbox:    ob != nil,
+		cmds:      cmds,
+	}
+	if ob != nil {
+		if id, open := ob.OpenTurn(); open {
+			// The agent that ran it is gone with the agentd before this one.
+			log.Warn("closing the turn a previous agentd left open as interrupted", "turn", id)
+			s.emit(protocol.Event{Type: protocol.EventTurnCompleted, TurnID: id, StopReason: protocol.StopInterrupted,
+				Error: "agentd or its agent stopped while this turn was running"})
+		}
 	}
 	fatal := s.run(ctx)
 
@@ -125,6 +150,10 @@ func (s *supervisor) flush(upCancel context.CancelFunc) error {
 		left := s.up.Len()
 		upCancel()
 		<-s.upDone
+		if s.outbox {
+			s.log.Warn("events not delivered at shutdown; kept in the outbox for the next start", "events", left, "within", s.opts.FlushTimeout)
+			return nil
+		}
 		return fmt.Errorf("flush events: %d events not delivered within %s", left, s.opts.FlushTimeout)
 	}
 }
@@ -151,6 +180,25 @@ func describe(session string, err error) error {
 		return fmt.Errorf("another agentd took over session %s: %w", session, err)
 	}
 	return err
+}
+
+// openOutbox opens the session's state directory, or returns nil (events
+// then wait in memory, as without a state dir) after a warning saying what
+// is not kept.
+func openOutbox(opts Options, log *slog.Logger) *outbox.Log {
+	const lost = "events wait in memory only and are lost if agentd dies; a restarted agentd is a new instance and does not get back commands its agent had not taken"
+	if opts.StateDir == "" {
+		log.Warn("no state dir: "+lost, "fix", "give --state-dir (REIN_STATE_DIR) a writable directory, a volume in a container")
+		return nil
+	}
+	dir := filepath.Join(opts.StateDir, opts.Session)
+	ob, err := outbox.Open(outbox.Options{Dir: dir, MaxBytes: opts.OutboxMaxBytes, Logger: log})
+	if err != nil {
+		log.Warn("state dir not usable: "+lost, "dir", dir, "err", err)
+		return nil
+	}
+	log.Info("outbox open", "dir", dir, "unacknowledged", ob.Pending())
+	return ob
 }
 
 func newInstanceID() (string, error) {

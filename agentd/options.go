@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -32,6 +33,7 @@ const (
 	DefaultQueueSize         = 1000
 	DefaultStreamIdleTimeout = 45 * time.Second
 	DefaultFlushTimeout      = 10 * time.Second
+	DefaultOutboxMaxBytes    = outbox.DefaultMaxBytes
 	DefaultRestartDelay      = 500 * time.Millisecond
 	DefaultRestartDelayMax   = 10 * time.Second
 	// DefaultHealthyRun is how long an agent must have run for its crash
@@ -78,6 +80,16 @@ type Options struct {
 	BatchWait         time.Duration
 	QueueSize         int
 	StreamIdleTimeout time.Duration
+	// StateDir, when set, holds one directory per session (StateDir/<session>)
+	// with the outbox (every event read from the agent, kept until the
+	// server acknowledges it), the instance id, the command cursor and the
+	// open turn; see README.md. "" (or a directory that cannot be used,
+	// with a warning) means events wait in memory only, as QueueSize.
+	StateDir string
+	// OutboxMaxBytes bounds the outbox on disk (default
+	// DefaultOutboxMaxBytes); when it is full the agent's stdout is not
+	// read until the server acknowledges events.
+	OutboxMaxBytes int64
 	// FlushTimeout bounds posting the queued events at shutdown.
 	FlushTimeout time.Duration
 	// AgentStartWait is how long a native agent has to print its own
@@ -160,6 +172,9 @@ func (o *Options) Validate() error {
 	case ProtocolNative, ProtocolACP, ProtocolCodex, ProtocolClaude:
 	default:
 		return bad("unknown protocol %q (want native, acp, codex or claude)", o.Protocol)
+	}
+	if o.OutboxMaxBytes != 0 && o.OutboxMaxBytes < outbox.MinMaxBytes {
+		return bad("outbox-max-bytes %d is below the minimum of %d", o.OutboxMaxBytes, outbox.MinMaxBytes)
 	}
 	if o.BatchMax > protocol.MaxBatchEvents {
 		return bad("batch-max %d is above the server's limit of %d events", o.BatchMax, protocol.MaxBatchEvents)

@@ -50,6 +50,11 @@ type supervisor struct {
 	runCancel context.CancelFunc
 	// turnEnded wakes the loop when the agent ends its turn (abort done).
 	turnEnded chan struct{}
+	// cmds tracks commands until the agent took them (the cursor).
+	cmds *commandLog
+	// outbox: events are kept on disk, so those not posted at shutdown
+	// are not lost.
+	outbox bool
 
 	mu       sync.Mutex
 	turnID   string
@@ -83,7 +88,6 @@ func (s *supervisor) run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	<-timer.C
 	defer timer.Stop()
-	var pending []protocol.Command
 	for {
 		r, err := s.start()
 		if err != nil {
@@ -93,10 +97,11 @@ func (s *supervisor) run(ctx context.Context) error {
 			s.log.Error("agent did not start", "err", err)
 			s.emit(protocol.Event{Type: protocol.EventAgentExited, Error: err.Error()})
 		} else {
-			for _, c := range pending {
+			// Prompts the last agent never started (or that came while
+			// none ran) go to this one.
+			for _, c := range s.cmds.prompts() {
 				s.forward(r, c)
 			}
-			pending = nil
 			stop, fatal := s.watch(ctx, r)
 			s.ended(r, stop)
 			if stop {
@@ -118,10 +123,10 @@ func (s *supervisor) run(ctx context.Context) error {
 				// A prompt waits for the next agent; an abort or a
 				// permission answer was for the agent that died with
 				// its turn.
-				if c.Type == protocol.CommandPrompt {
-					pending = append(pending, c)
-				} else {
+				s.cmds.received(c)
+				if c.Type != protocol.CommandPrompt {
 					s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
+					s.cmds.took(c.ID)
 				}
 			case <-s.connected:
 			case <-ctx.Done():
@@ -235,8 +240,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 		case <-r.done:
 			return stop, fatal
 		case c := <-s.commands:
+			s.cmds.received(c)
 			if stop {
-				continue
+				continue // not taken: the next agentd gets it again
 			}
 			if c.Type == protocol.CommandAbort && esc == nil && s.turnIsOpen() {
 				arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true}, s.opts.AbortGrace)
@@ -301,12 +307,8 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	} else {
 		s.log.Error("agent exited unexpectedly", "exit", exit.String())
 	}
-	ev := protocol.Event{Type: protocol.EventAgentExited, ExitStatus: exit.Code, Signal: exit.Signal}
-	if exit.Err != nil {
-		ev.Error = exit.Err.Error()
-	}
-	s.emit(ev)
-
+	// The turn ends first: agent_exited closes a turn still open as
+	// failed, which would hide that agentd cancelled it.
 	s.mu.Lock()
 	turnID, open := s.turnID, s.turnOpen
 	s.turnOpen, s.turnID, s.started = false, "", nil
@@ -318,14 +320,26 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 		}
 		s.emit(end)
 	}
+
+	ev := protocol.Event{Type: protocol.EventAgentExited, ExitStatus: exit.Code, Signal: exit.Signal}
+	if exit.Err != nil {
+		ev.Error = exit.Err.Error()
+	}
+	s.emit(ev)
 }
 
 // forward hands a command to the running agent without blocking the loop.
+// An abort or an answer is taken once handed over; a prompt when its turn
+// starts.
 func (s *supervisor) forward(r *agentRun, c protocol.Command) {
 	select {
 	case r.cmds <- c:
+		if c.Type != protocol.CommandPrompt {
+			s.cmds.took(c.ID)
+		}
 	default:
 		s.log.Error("agent is not reading its commands; dropping one", "id", c.ID, "type", c.Type)
+		s.cmds.took(c.ID)
 	}
 }
 
@@ -347,7 +361,15 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 		s.started = &c
 	}
 	s.mu.Unlock()
-	return s.up.Enqueue(ctx, ev)
+	if err := s.up.Enqueue(ctx, ev); err != nil {
+		return err
+	}
+	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent {
+		// Logged first: a restart then sees the turn open (and closes it
+		// as interrupted) rather than replaying its prompt.
+		s.cmds.turnStarted()
+	}
+	return nil
 }
 
 // emit queues an event of agentd's own. Failure means the uploader has

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,10 @@ func (e *env) agentd(serverURL, session string, envv, flags []string, cmd ...str
 	args := []string{"--server", serverURL, "--session", session}
 	if f := e.tokens[session]; f != "" {
 		args = append(args, "--token-file", f)
+	}
+	if !slices.Contains(flags, "--state-dir") {
+		// One state dir per test: each session gets its own subdirectory.
+		args = append(args, "--state-dir", filepath.Join(e.dir, "agentd-state"))
 	}
 	args = append(args, flags...)
 	args = append(append(args, "--"), cmd...)

@@ -495,6 +495,10 @@ func TestSandboxTokenRotation(t *testing.T) {
 	e.prompt("rot", "after rotation")
 	waitTurns(t, e.ctx, f, 1)
 	wantTranscript(t, "rotation", e.assertModelMatchesServer(f, "rot"), []string{
+		// The old agentd stopped its agent after the 401 and could not
+		// post agent_exited; it waited in the shared state dir, and the
+		// new agentd posted it first.
+		"notice info: agent exited (code 0)",
 		"turn completed end_turn",
 		"user: after rotation",
 		"text done: You said: after rotation",

@@ -115,6 +115,9 @@ const (
 	TurnCompleted TurnStatus = "completed"
 	TurnCancelled TurnStatus = "cancelled"
 	TurnFailed    TurnStatus = "failed"
+	// TurnInterrupted: the turn was cut off (its agent or agentd died, or a
+	// new turn started) and nobody said how it ended; see StopInterrupted.
+	TurnInterrupted TurnStatus = "interrupted"
 )
 
 // BlockStatus is the "status" of an assistant_text or reasoning artifact.

@@ -76,7 +76,7 @@ func enumf(name string, required bool, values ...string) field {
 var (
 	toolEndStatuses    = []string{string(ToolCompleted), string(ToolFailed), string(ToolCancelled), string(ToolDenied)}
 	toolUpdateStatuses = []string{string(ToolPending), string(ToolRunning), string(ToolCompleted), string(ToolFailed), string(ToolCancelled), string(ToolDenied)}
-	stopReasons        = []string{string(StopEndTurn), string(StopCancelled), string(StopMaxTokens), string(StopMaxTurns), string(StopRefusal), string(StopError)}
+	stopReasons        = []string{string(StopEndTurn), string(StopCancelled), string(StopMaxTokens), string(StopMaxTurns), string(StopRefusal), string(StopError), string(StopInterrupted)}
 	planStatuses       = []string{string(PlanPending), string(PlanInProgress), string(PlanCompleted)}
 	optionKinds        = []string{string(AllowOnce), string(AllowAlways), string(RejectOnce), string(RejectAlways)}
 )

@@ -366,8 +366,8 @@ func TestDecodeEventsErrors(t *testing.T) {
 		{"outcome", `{"type":"permission_resolved","id":"q","outcome":"approved"}`, `events[0].outcome: must be one of [selected cancelled], not "approved"`, protocol.CodeInvalid},
 		{"change", `{"type":"file_changed","path":"a","change":"modify"}`, `events[0].change: must be one of [add update delete], not "modify"`, protocol.CodeInvalid},
 		{"level", `{"type":"notice","level":"debug","message":"m"}`, `events[0].level: must be one of [info warning error], not "debug"`, protocol.CodeInvalid},
-		{"stopReason", `{"type":"turn_completed","stopReason":"done"}`, `events[0].stopReason: must be one of [end_turn cancelled max_tokens max_turns refusal error], not "done"`, protocol.CodeInvalid},
-		{"empty enum", `{"type":"turn_completed","stopReason":""}`, `events[0].stopReason: must be one of [end_turn cancelled max_tokens max_turns refusal error], not ""`, protocol.CodeInvalid},
+		{"stopReason", `{"type":"turn_completed","stopReason":"done"}`, `events[0].stopReason: must be one of [end_turn cancelled max_tokens max_turns refusal error interrupted], not "done"`, protocol.CodeInvalid},
+		{"empty enum", `{"type":"turn_completed","stopReason":""}`, `events[0].stopReason: must be one of [end_turn cancelled max_tokens max_turns refusal error interrupted], not ""`, protocol.CodeInvalid},
 		// Non-empty strings.
 		{"empty tool name", `{"type":"tool_call_start","id":"c","name":""}`, `events[0].name: must not be empty`, protocol.CodeInvalid},
 		{"empty path", `{"type":"file_changed","path":"","change":"add"}`, `events[0].path: must not be empty`, protocol.CodeInvalid},
@@ -451,6 +451,7 @@ func TestDecodeEvents(t *testing.T) {
 		{"empty delta", `{"type":"text_delta","delta":""}`, []protocol.Event{{Type: protocol.EventTextDelta}}},
 		{"empty plan", `{"type":"plan_updated","entries":[]}`, []protocol.Event{{Type: protocol.EventPlanUpdated, Entries: []protocol.PlanEntry{}}}},
 		{"negative exit code", `{"type":"agent_exited","code":-1}`, []protocol.Event{{Type: protocol.EventAgentExited, ExitStatus: ptr(-1)}}},
+		{"stop reason interrupted", `{"type":"turn_completed","turnId":"t1","stopReason":"interrupted","error":"agentd restarted"}`, []protocol.Event{{Type: protocol.EventTurnCompleted, TurnID: "t1", StopReason: protocol.StopInterrupted, Error: "agentd restarted"}}},
 		{"cost integer", `{"type":"usage_updated","costUsd":2}`, []protocol.Event{{Type: protocol.EventUsageUpdated, CostUSD: ptr(2.0)}}},
 		{"text at MaxTextLen", `{"type":"text_delta","delta":"` + strings.Repeat("x", protocol.MaxTextLen) + `"}`, []protocol.Event{{Type: protocol.EventTextDelta, Delta: strings.Repeat("x", protocol.MaxTextLen)}}},
 	}

@@ -51,6 +51,9 @@ const (
 	StopMaxTurns  StopReason = "max_turns"
 	StopRefusal   StopReason = "refusal"
 	StopError     StopReason = "error"
+	// StopInterrupted: the turn ended without the agent ending it (agentd
+	// or its agent was killed mid-turn, and a restarted agentd closed it).
+	StopInterrupted StopReason = "interrupted"
 )
 
 // ToolStatus is a tool call's status, both on events and on artifacts.

@@ -14,10 +14,11 @@ const (
 	blockDone        = string(protocol.BlockDone)
 	blockInterrupted = string(protocol.BlockInterrupted)
 
-	turnRunning   = string(protocol.TurnRunning)
-	turnCompleted = string(protocol.TurnCompleted)
-	turnCancelled = string(protocol.TurnCancelled)
-	turnFailed    = string(protocol.TurnFailed)
+	turnRunning     = string(protocol.TurnRunning)
+	turnCompleted   = string(protocol.TurnCompleted)
+	turnCancelled   = string(protocol.TurnCancelled)
+	turnFailed      = string(protocol.TurnFailed)
+	turnInterrupted = string(protocol.TurnInterrupted)
 
 	permPending   = string(protocol.PermissionPending)
 	permApproved  = string(protocol.PermissionApproved)
@@ -31,8 +32,9 @@ func (r *run) turnStarted(ev protocol.Event) {
 		if cur.a.ID == ev.TurnID {
 			return // a repeated turn_started (a retry, or agentd after a reconnect)
 		}
-		// A new turn without the old one completed: the old one is over.
-		r.closeTurn(cur, protocol.StopEndTurn, "", "")
+		// A new turn without the old one completed: the old one is over,
+		// but the agent never said it ended it, so it did not end_turn.
+		r.interrupted(cur, "a new turn started before it completed")
 	}
 	r.detachBlocks()
 	f := fields{"status": turnRunning, "source": ev.Source, "startedAt": r.at, "promptId": opt(ev.PromptID)}
@@ -57,8 +59,25 @@ func (r *run) turnCompleted(ev protocol.Event) {
 		}
 		return
 	}
-	r.closeTurn(cur, ev.StopReason, ev.Error, ev.ResultText)
+	if ev.StopReason == protocol.StopInterrupted {
+		r.interrupted(cur, ev.Error)
+	} else {
+		r.closeTurn(cur, ev.StopReason, ev.Error, ev.ResultText)
+	}
 	r.status(protocol.StatusIdle)
+}
+
+// interrupted closes a turn nobody ended (agentd or its agent died mid-turn,
+// or a new turn began) with a notice saying so: what it streamed may be
+// cut short.
+func (r *run) interrupted(t *node, why string) {
+	msg := "turn " + t.a.ID + " was interrupted"
+	if why != "" {
+		msg += ": " + why
+	}
+	r.detachBlocks()
+	r.create(protocol.ArtifactNotice, r.s.genID(protocol.ArtifactNotice, "notice"), false, fields{"level": protocol.LevelWarning, "message": msg, "code": "turn_interrupted"})
+	r.closeTurn(t, protocol.StopInterrupted, why, "")
 }
 
 // closeTurn ends the turn and everything still open in it.
@@ -70,6 +89,8 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 		st = turnCancelled
 	case protocol.StopError:
 		st = turnFailed
+	case protocol.StopInterrupted:
+		st = turnInterrupted
 	}
 	r.set(t, "status", st)
 	r.set(t, "stopReason", reason)
@@ -86,7 +107,7 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 
 // closeOpen closes every open block, tool and permission.
 func (r *run) closeOpen(reason protocol.StopReason) {
-	cancelled := reason == protocol.StopCancelled
+	cancelled := reason == protocol.StopCancelled || reason == protocol.StopInterrupted
 	for _, n := range r.s.nodes {
 		if !n.open || n.a.Type == protocol.ArtifactTurn {
 			continue

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -86,6 +87,8 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "batch-max", Value: agentd.DefaultBatchMax, Usage: "most events per POST", EnvVars: []string{"REIN_BATCH_MAX"}},
 			&cli.DurationFlag{Name: "batch-wait", Value: agentd.DefaultBatchWait, Usage: "how long a batch lingers for more events after its first (0: send at once; batches still form while a POST is in flight)", EnvVars: []string{"REIN_BATCH_WAIT"}},
 			&cli.IntFlag{Name: "queue-size", Value: agentd.DefaultQueueSize, Usage: "events buffered before the agent's output is blocked", EnvVars: []string{"REIN_QUEUE_SIZE"}},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "directory for the outbox, instance id and command cursor (one subdirectory per session); a volume in a container; \"\" keeps events in memory only", EnvVars: []string{"REIN_STATE_DIR"}},
+			&cli.Int64Flag{Name: "outbox-max-bytes", Value: agentd.DefaultOutboxMaxBytes, Usage: "most bytes of events kept on disk before the agent's output is blocked", EnvVars: []string{"REIN_OUTBOX_MAX_BYTES"}},
 			&cli.DurationFlag{Name: "stream-idle-timeout", Value: agentd.DefaultStreamIdleTimeout, Usage: "reconnect when the command stream is silent this long", EnvVars: []string{"REIN_STREAM_IDLE_TIMEOUT"}},
 			&cli.DurationFlag{Name: "flush-timeout", Value: agentd.DefaultFlushTimeout, Usage: "time allowed to post queued events at shutdown", EnvVars: []string{"REIN_FLUSH_TIMEOUT"}},
 			&cli.DurationFlag{Name: "restart-delay-max", Value: agentd.DefaultRestartDelayMax, Usage: "longest wait before restarting a crashed agent", EnvVars: []string{"REIN_RESTART_DELAY_MAX"}},
@@ -120,6 +123,8 @@ func run(c *cli.Context) error {
 		BatchWait:         c.Duration("batch-wait"),
 		QueueSize:         c.Int("queue-size"),
 		StreamIdleTimeout: c.Duration("stream-idle-timeout"),
+		StateDir:          c.String("state-dir"),
+		OutboxMaxBytes:    c.Int64("outbox-max-bytes"),
 		FlushTimeout:      c.Duration("flush-timeout"),
 		RestartDelayMax:   c.Duration("restart-delay-max"),
 		Logger:            log,
@@ -130,10 +135,25 @@ func run(c *cli.Context) error {
 	if err := nonNegative(c, "batch-wait"); err != nil {
 		return err
 	}
+	if c.IsSet("outbox-max-bytes") && opts.OutboxMaxBytes < 1 {
+		return fmt.Errorf("%w: --outbox-max-bytes must be positive, not %d", agentd.ErrUsage, opts.OutboxMaxBytes)
+	}
 	if opts.BatchMax < 1 || opts.QueueSize < 1 {
 		return fmt.Errorf("%w: --batch-max and --queue-size must be at least 1", agentd.ErrUsage)
 	}
 	return agentd.Run(c.Context, opts)
+}
+
+// defaultStateDir is $XDG_STATE_HOME/rein-agentd, else
+// ~/.local/state/rein-agentd, else "" (no home: memory only, with a warning).
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "rein-agentd")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "state", "rein-agentd")
+	}
+	return ""
 }
 
 func nonNegative(c *cli.Context, names ...string) error {

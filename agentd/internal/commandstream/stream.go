@@ -62,7 +62,13 @@ type Options struct {
 	// OnCommand receives each command once, in id order. It may block
 	// (backpressure); it returns an error only when ctx is done.
 	OnCommand func(ctx context.Context, c protocol.Command) error
-	Logger    *slog.Logger
+	// Resume, with After, makes the first connection ask for the commands
+	// after After (Last-Event-ID), as a restarted agentd does from its
+	// persisted cursor. Without it the first connection gets only new
+	// commands.
+	Resume bool
+	After  int64
+	Logger *slog.Logger
 }
 
 // Stream is one sandbox's command stream. Use New, then Run.
@@ -70,6 +76,7 @@ type Stream struct {
 	opts   Options
 	log    *slog.Logger
 	lastID int64 // highest command id handed to OnCommand
+	resume bool  // send Last-Event-ID even when lastID is 0
 }
 
 // New returns a Stream with defaults filled in.
@@ -96,7 +103,7 @@ func New(opts Options) *Stream {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Stream{opts: opts, log: log.With("component", "commandstream")}
+	return &Stream{opts: opts, log: log.With("component", "commandstream"), lastID: opts.After, resume: opts.Resume}
 }
 
 // LastID returns the highest command id delivered so far (0 for none). It
@@ -165,7 +172,7 @@ func (s *Stream) connect(ctx context.Context) (connected bool, err error) {
 	if s.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	}
-	if s.lastID > 0 {
+	if s.resume || s.lastID > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(s.lastID, 10))
 	}
 

@@ -255,3 +255,38 @@ func TestResumeOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeFromCursor: a restarted agentd's first connection asks for the
+// commands after its persisted cursor, even when that cursor is 0.
+func TestResumeFromCursor(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		resume bool
+		after  int64
+		want   string
+	}{
+		{"fresh", false, 0, ""},
+		{"cursor 0", true, 0, "0"},
+		{"cursor 7", true, 7, "7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tr := &transport{response: func(int, *http.Request) (*http.Response, error) { return status(503), nil }}
+				ctx, cancel := context.WithCancel(t.Context())
+				s := newStream(tr, Options{Resume: tc.resume, After: tc.after})
+				done := make(chan error)
+				go func() { done <- s.Run(ctx) }()
+				synctest.Wait()
+				cancel()
+				<-done
+				_, hdrs := tr.attempts()
+				if len(hdrs) == 0 {
+					t.Fatal("no request")
+				}
+				if got := hdrs[0].Get("Last-Event-ID"); got != tc.want {
+					t.Fatalf("Last-Event-ID = %q, want %q", got, tc.want)
+				}
+			})
+		})
+	}
+}

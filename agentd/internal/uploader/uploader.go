@@ -16,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/rein-ai/rein/agentd/internal/apierror"
+	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -61,7 +62,13 @@ type Options struct {
 	RequestTimeout    time.Duration
 	InitialBackoff    time.Duration
 	MaxBackoff        time.Duration
-	Logger            *slog.Logger
+	// Outbox, when set, holds the queue on disk instead of in memory:
+	// Enqueue returns once the event is written to it (and blocks while it
+	// is full, not at QueueSize), events carry the agentSeqs the outbox
+	// stamped, and what the server acknowledges is acked there. Events a
+	// previous agentd left unacknowledged are posted first.
+	Outbox *outbox.Log
+	Logger *slog.Logger
 }
 
 // Uploader is the ordered event pipeline to the server. Use New, then Run
@@ -94,8 +101,20 @@ type Stats struct {
 
 type encodedEvent struct {
 	seq  int64
-	typ  protocol.EventType
+	typ  protocol.EventType // empty for events read back from the outbox
 	data []byte
+}
+
+// eventType is the event's type, decoded from data when not known.
+func (e encodedEvent) eventType() protocol.EventType {
+	if e.typ != "" {
+		return e.typ
+	}
+	var ev struct {
+		Type protocol.EventType `json:"type"`
+	}
+	_ = json.Unmarshal(e.data, &ev)
+	return ev.Type
 }
 
 // New returns an Uploader with defaults filled in.
@@ -147,8 +166,14 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 	if u.closed {
 		return ErrClosed
 	}
-	ev.AgentSeq = 0 // Run stamps it, in queue order
+	ev.AgentSeq = 0 // Run (or the outbox) stamps it, in queue order
 	ev.Ts = time.Now().UnixMilli()
+	if u.opts.Outbox != nil {
+		if err := u.opts.Outbox.Append(ctx, ev); err != nil {
+			return fmt.Errorf("enqueue %s: %w", ev.Type, err)
+		}
+		return nil
+	}
 	select {
 	case u.queue <- ev:
 		return nil
@@ -157,8 +182,14 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 	}
 }
 
-// Len is how many events are waiting (not counting a batch in flight).
-func (u *Uploader) Len() int { return len(u.queue) }
+// Len is how many events are waiting (not counting a batch in flight); with
+// an outbox, how many the server has not acknowledged.
+func (u *Uploader) Len() int {
+	if u.opts.Outbox != nil {
+		return int(u.opts.Outbox.Pending())
+	}
+	return len(u.queue)
+}
 
 // Stats returns counters so far.
 func (u *Uploader) Stats() Stats {
@@ -199,6 +230,9 @@ func (u *Uploader) Run(ctx context.Context) error {
 		defer t.Stop()
 		heartbeat = t.C
 	}
+	if u.opts.Outbox != nil {
+		return u.runOutbox(ctx, bo, batchTimer, heartbeat)
+	}
 	for {
 		batch, done, err := u.collect(ctx, batchTimer, heartbeat)
 		if err != nil {
@@ -211,6 +245,94 @@ func (u *Uploader) Run(ctx context.Context) error {
 		}
 		if done {
 			return nil
+		}
+	}
+}
+
+// runOutbox is Run with the queue in the outbox: each batch is what the
+// outbox has beyond the last batch, and a stored batch is acked there so
+// its space can be reused. A second goroutine fsyncs the outbox as it
+// grows.
+func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff, batchTimer *time.Timer, heartbeat <-chan time.Time) error {
+	ob := u.opts.Outbox
+	// fsync runs beside posting, never in its way: one fsync covers all
+	// that was written while the previous one ran.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ob.Unsynced():
+				if err := ob.Sync(); err != nil {
+					u.log.Error("outbox not synced: events are safe from a crash of agentd but not from power loss", "err", err)
+				}
+			case <-syncCtx.Done():
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer stopSync()
+	stop := u.stop
+	closed := false
+	next := func(n int) ([]outbox.Record, error) {
+		recs, err := ob.Next(n, maxBatchBytes)
+		if err != nil {
+			return nil, fmt.Errorf("upload events: %w", err)
+		}
+		return recs, nil
+	}
+	for {
+		recs, err := next(u.opts.BatchMax)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			if closed && ob.Drained() {
+				return nil
+			}
+			select {
+			case <-ob.Ready():
+			case <-heartbeat:
+				// Skipped when the outbox is full: a backlog is being
+				// posted, which tells the server the sandbox is alive.
+				if _, err := ob.TryAppend(protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()}); err != nil {
+					return fmt.Errorf("upload events: heartbeat: %w", err)
+				}
+			case <-stop:
+				closed, stop = true, nil
+			case <-ctx.Done():
+				return fmt.Errorf("upload events: %w", ctx.Err())
+			}
+			continue
+		}
+		if u.opts.BatchWait > 0 && len(recs) < u.opts.BatchMax && !closed {
+			batchTimer.Reset(u.opts.BatchWait)
+			select {
+			case <-batchTimer.C:
+			case <-stop:
+				closed, stop = true, nil
+				batchTimer.Stop()
+			case <-ctx.Done():
+				return fmt.Errorf("upload events: %w", ctx.Err())
+			}
+			more, err := next(u.opts.BatchMax - len(recs))
+			if err != nil {
+				return err
+			}
+			recs = append(recs, more...)
+		}
+		batch := make([]encodedEvent, len(recs))
+		for i, r := range recs {
+			batch[i] = encodedEvent{seq: r.Seq, data: r.Data}
+		}
+		if err := u.postBatch(ctx, bo, batch); err != nil {
+			return err
+		}
+		if err := ob.Ack(recs[len(recs)-1]); err != nil {
+			return fmt.Errorf("upload events: %w", err)
 		}
 	}
 }
@@ -338,7 +460,7 @@ func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff
 		return err
 	}
 	if len(batch) == 1 {
-		u.log.Error("server refused event; dropping it", "agentSeq", batch[0].seq, "type", batch[0].typ, "err", err)
+		u.log.Error("server refused event; dropping it", "agentSeq", batch[0].seq, "type", batch[0].eventType(), "err", err)
 		u.stats.Lock()
 		u.posted.Dropped++
 		u.stats.Unlock()

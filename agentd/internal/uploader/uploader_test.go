@@ -208,10 +208,12 @@ func TestRetryAfterStored5xxIsIdempotent(t *testing.T) {
 			return 202, true, 0
 		}}
 		u := newTest(f, Options{InitialBackoff: time.Second})
-		stop := run(u)
+		// Queued before Run starts, so they make one batch: with Run
+		// already waiting, it could take the first alone.
 		for i := range 3 {
 			u.Enqueue(t.Context(), notice(i))
 		}
+		stop := run(u)
 		if err := stop(); err != nil {
 			t.Fatalf("Run = %v", err)
 		}

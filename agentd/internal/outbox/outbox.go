@@ -1,0 +1,775 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Defaults and limits.
+const (
+	// DefaultMaxBytes bounds the log on disk: past it Append blocks (and
+	// with it the agent's stdout) until the server acknowledges events.
+	DefaultMaxBytes = 256 << 20
+	// MinMaxBytes leaves room for the largest event the server accepts.
+	MinMaxBytes = 4 << 20
+)
+
+// headerLen is a frame's header: payload length (u32), CRC-32C of seq and
+// payload (u32), agentSeq (u64), all little-endian.
+const headerLen = 16
+
+// seqBlock is how many agentSeqs are reserved at a time. The reservation
+// is durable before any of its seqs is used, and a reopened log starts
+// after it: events are posted before they are fsynced, so after a power
+// loss the log may have lost events the server has, and their seqs must
+// not be used again (the server treats any seq at or below the highest it
+// has as a duplicate).
+const seqBlock = 1 << 20
+
+// maxFrame bounds one payload when reading; anything longer is a corrupt
+// length field, not an event.
+const maxFrame = 64 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("outbox closed")
+
+// Options configures Open. Dir is required.
+type Options struct {
+	// Dir is this session's state directory; it is created if missing.
+	Dir string
+	// MaxBytes bounds the log (DefaultMaxBytes when zero).
+	MaxBytes int64
+	Logger   *slog.Logger
+}
+
+// Record is one logged event as posted: its agentSeq and JSON.
+type Record struct {
+	Seq  int64
+	Data []byte
+	// end is the log offset just past the record, for Ack.
+	end int64
+	// ord counts the records Next returned since Open, for Pending.
+	ord int64
+}
+
+// End is the log position just past r; pass the last posted record's End
+// to Ack.
+func (r Record) End() int64 { return r.end }
+
+type segment struct {
+	name string
+	f    *os.File
+	base int64 // log offset of the segment's first byte
+	size int64
+}
+
+// Log is an open state directory. Append may be called from any goroutine;
+// Next and Ack from one reader (the uploader's Run).
+type Log struct {
+	dir      string
+	max      int64
+	segBytes int64
+	log      *slog.Logger
+	lock     *os.File
+	ackFile  *os.File // "acked", rewritten in place
+	instance string
+	ready    chan struct{}
+	unsynced chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	segs     []*segment
+	next     int64 // next agentSeq
+	w        int64 // log offset of the end of what is written
+	synced   int64 // log offset up to which the log is fsynced
+	reserved int64 // agentSeqs up to this are reserved (durably)
+	acked    int64 // highest agentSeq the server acknowledged
+	a        int64 // log offset just past the last acknowledged record
+	freed    chan struct{}
+	turnID   string
+	turnOpen bool
+	cursor   int64
+	hasCur   bool
+
+	r int64 // reader's offset: what Next returns next (reader only)
+
+	// Pending counts: records unacknowledged at Open plus those appended
+	// since, records Next returned, and of those, the acknowledged.
+	total, read, ackedOrd int64
+}
+
+type turnFile struct {
+	TurnID string `json:"turnId"`
+	Open   bool   `json:"open"`
+}
+
+// Open opens (creating if needed) the state directory, locks it against a
+// second agentd, and recovers the log: a torn or corrupt tail is cut off
+// and logged, acknowledged segments are removed.
+func Open(opts Options) (*Log, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.MaxBytes < MinMaxBytes {
+		return nil, fmt.Errorf("outbox max bytes %d is below the minimum %d", opts.MaxBytes, MinMaxBytes)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	l := &Log{
+		dir: opts.Dir, max: opts.MaxBytes, segBytes: opts.MaxBytes / 8,
+		log: log.With("component", "outbox"), ready: make(chan struct{}, 1), unsynced: make(chan struct{}, 1), freed: make(chan struct{}),
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("lock state dir %s (another agentd uses it?): %w", opts.Dir, err)
+	}
+	l.lock = lock
+	if err := l.load(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) load() error {
+	inst, err := os.ReadFile(filepath.Join(l.dir, "instance"))
+	switch {
+	case err == nil && strings.TrimSpace(string(inst)) != "":
+		l.instance = strings.TrimSpace(string(inst))
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		var b [12]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("instance id: %w", err)
+		}
+		l.instance = "agentd-" + hex.EncodeToString(b[:])
+		if err := l.writeFile("instance", []byte(l.instance+"\n"), true); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("read instance id: %w", err)
+	}
+	if l.acked, _, err = l.readInt("acked"); err != nil {
+		// Only costs duplicates: everything left in the log is posted
+		// again, and agentSeqs continue after the reservation.
+		l.log.Warn("outbox: acknowledged position unreadable; posting the whole log again", "err", err)
+		l.acked = 0
+	}
+	if l.ackFile, err = os.OpenFile(filepath.Join(l.dir, "acked"), os.O_CREATE|os.O_RDWR, 0o600); err != nil {
+		return fmt.Errorf("open acked: %w", err)
+	}
+	if l.reserved, _, err = l.readInt("seq"); err != nil {
+		return err
+	}
+	if l.cursor, l.hasCur, err = l.readInt("cursor"); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(filepath.Join(l.dir, "turn")); err == nil {
+		var t turnFile
+		if json.Unmarshal(b, &t) == nil {
+			l.turnID, l.turnOpen = t.TurnID, t.Open && t.TurnID != ""
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read turn state: %w", err)
+	}
+	return l.recover()
+}
+
+// recover scans the segments in order, verifying every frame.
+func (l *Log) recover() error {
+	names, err := filepath.Glob(filepath.Join(l.dir, "*.seg"))
+	if err != nil {
+		return fmt.Errorf("list outbox segments: %w", err)
+	}
+	slices.Sort(names) // zero-padded first agentSeq: name order is log order
+	last := l.acked
+	l.r = -1
+	var base int64
+	turnBefore := l.turnOpen
+	for i, name := range names {
+		f, err := os.OpenFile(name, os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("open outbox segment: %w", err)
+		}
+		seg := &segment{name: name, f: f, base: base}
+		good, bad := l.scan(seg, &last)
+		if bad != nil {
+			l.log.Warn("outbox: dropping a torn or corrupt tail (an unfinished write before a crash)",
+				"segment", filepath.Base(name), "offset", good, "err", bad)
+			if err := f.Truncate(good); err != nil {
+				f.Close()
+				return fmt.Errorf("truncate outbox segment: %w", err)
+			}
+			for _, later := range names[i+1:] {
+				l.log.Error("outbox: removing a segment after a corrupt one", "segment", filepath.Base(later))
+				_ = os.Remove(later)
+			}
+			names = names[:i+1]
+		}
+		seg.size = good
+		l.segs = append(l.segs, seg)
+		base += good
+	}
+	if turnBefore != l.turnOpen {
+		_ = l.writeTurn()
+	}
+	l.w, l.synced = base, base
+	if l.r < 0 {
+		l.r = base
+	}
+	l.a = l.r
+	l.next = max(last, l.reserved) + 1
+	if len(l.segs) == 0 {
+		if err := l.newSegment(); err != nil {
+			return err
+		}
+	}
+	// Compact what was acknowledged before the restart.
+	return l.compact()
+}
+
+// scan verifies seg's frames, advancing *last and the turn state, and
+// returns the length of the good prefix and why it ended early (nil at a
+// clean end).
+func (l *Log) scan(seg *segment, last *int64) (good int64, bad error) {
+	st, err := seg.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	r := io.NewSectionReader(seg.f, 0, st.Size())
+	var hdr [headerLen]byte
+	var payload []byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if err == io.EOF {
+				return good, nil
+			}
+			return good, fmt.Errorf("short header: %w", err)
+		}
+		n := binary.LittleEndian.Uint32(hdr[0:4])
+		if n > maxFrame {
+			return good, fmt.Errorf("frame length %d out of range", n)
+		}
+		payload = slices.Grow(payload[:0], int(n))[:n]
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return good, fmt.Errorf("short payload: %w", err)
+		}
+		seq := int64(binary.LittleEndian.Uint64(hdr[8:16]))
+		if checksum(hdr[8:16], payload) != binary.LittleEndian.Uint32(hdr[4:8]) {
+			return good, errors.New("checksum mismatch")
+		}
+		if seq <= *last && seq > l.acked {
+			return good, fmt.Errorf("agentSeq %d after %d", seq, *last)
+		}
+		if seq > l.acked && l.r < 0 {
+			l.r = seg.base + good
+		}
+		if seq > l.acked {
+			l.total++
+		}
+		*last = max(*last, seq)
+		l.trackTurn(payload)
+		good += int64(headerLen) + int64(n)
+	}
+}
+
+func checksum(seq, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(seq, castagnoli), castagnoli, payload)
+}
+
+// trackTurn follows turn_started/turn_completed in a logged payload.
+func (l *Log) trackTurn(payload []byte) bool {
+	var ev struct {
+		Type   protocol.EventType `json:"type"`
+		TurnID string             `json:"turnId"`
+	}
+	if json.Unmarshal(payload, &ev) != nil {
+		return false
+	}
+	return l.turnEvent(ev.Type, ev.TurnID)
+}
+
+// turnEvent updates the open turn; it reports a change.
+func (l *Log) turnEvent(t protocol.EventType, id string) bool {
+	switch t {
+	case protocol.EventTurnStarted:
+		l.turnID, l.turnOpen = id, true
+		return true
+	case protocol.EventTurnCompleted:
+		if id == "" || id == l.turnID {
+			l.turnID, l.turnOpen = "", false
+			return true
+		}
+	}
+	return false
+}
+
+// Instance is the agentd instance id kept in the state directory.
+func (l *Log) Instance() string { return l.instance }
+
+// Dir is the state directory.
+func (l *Log) Dir() string { return l.dir }
+
+// OpenTurn is the turn the logged events leave open: a turn_started with
+// no turn_completed after it.
+func (l *Log) OpenTurn() (id string, open bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.turnID, l.turnOpen
+}
+
+// Cursor is the persisted command cursor; ok is false when none was saved.
+func (l *Log) Cursor() (id int64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cursor, l.hasCur
+}
+
+// SetCursor durably records the command cursor.
+func (l *Log) SetCursor(id int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hasCur && id == l.cursor {
+		return nil
+	}
+	if err := l.writeFile("cursor", []byte(strconv.FormatInt(id, 10)+"\n"), true); err != nil {
+		return err
+	}
+	l.cursor, l.hasCur = id, true
+	return nil
+}
+
+// Ready is signalled after every Append.
+func (l *Log) Ready() <-chan struct{} { return l.ready }
+
+// Pending is how many logged events the server has not acknowledged.
+func (l *Log) Pending() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total - l.ackedOrd
+}
+
+// Append stamps ev with the next agentSeq and writes it to the log. It
+// returns once the write reached the kernel: it survives kill -9 of agentd;
+// Sync, run continuously beside the uploader, makes it survive power loss
+// too. While the log is full it blocks until Ack frees space or ctx is
+// done.
+func (l *Log) Append(ctx context.Context, ev protocol.Event) error {
+	_, err := l.append(ctx, ev, true)
+	return err
+}
+
+// TryAppend is Append without waiting: ok is false when the log is full.
+func (l *Log) TryAppend(ev protocol.Event) (ok bool, err error) {
+	return l.append(context.Background(), ev, false)
+}
+
+func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, error) {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return false, ErrClosed
+		}
+		if l.next > l.reserved {
+			if err := l.writeFile("seq", []byte(strconv.FormatInt(l.next+seqBlock-1, 10)+"\n"), true); err != nil {
+				l.mu.Unlock()
+				return false, fmt.Errorf("reserve agentSeqs: %w", err)
+			}
+			l.reserved = l.next + seqBlock - 1
+		}
+		ev.AgentSeq = l.next
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			l.mu.Unlock()
+			return false, fmt.Errorf("encode %s event: %w", ev.Type, err)
+		}
+		n := int64(headerLen + len(payload))
+		used := l.w - l.segs[0].base
+		if used+n > l.max && l.w > l.a {
+			freed := l.freed
+			l.mu.Unlock()
+			if !wait {
+				return false, nil
+			}
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+				return false, fmt.Errorf("outbox full (%d bytes not yet acknowledged by the server): %w", used, ctx.Err())
+			}
+		}
+		err = l.write(ev, payload)
+		l.mu.Unlock()
+		if err != nil {
+			return false, err
+		}
+		for _, c := range []chan struct{}{l.ready, l.unsynced} {
+			select {
+			case c <- struct{}{}:
+			default:
+			}
+		}
+		return true, nil
+	}
+}
+
+// write appends one frame; l.mu is held.
+func (l *Log) write(ev protocol.Event, payload []byte) error {
+	seg := l.segs[len(l.segs)-1]
+	if seg.size >= l.segBytes {
+		if err := l.roll(); err != nil {
+			return err
+		}
+		seg = l.segs[len(l.segs)-1]
+	}
+	buf := make([]byte, headerLen, headerLen+len(payload))
+	binary.LittleEndian.PutUint32(buf[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(buf[8:16], uint64(ev.AgentSeq))
+	binary.LittleEndian.PutUint32(buf[4:8], checksum(buf[8:16], payload))
+	buf = append(buf, payload...)
+	if _, err := seg.f.WriteAt(buf, seg.size); err != nil {
+		// A partial write is cut off by the next Open; this one must not
+		// be followed by frames after a hole.
+		_ = seg.f.Truncate(seg.size)
+		return fmt.Errorf("write outbox %s: %w", seg.name, err)
+	}
+	seg.size += int64(len(buf))
+	l.w += int64(len(buf))
+	l.next++
+	l.total++
+	if l.turnEvent(ev.Type, ev.TurnID) {
+		if err := l.writeTurn(); err != nil {
+			l.log.Warn("outbox: turn state not saved (the log still has it)", "err", err)
+		}
+	}
+	return nil
+}
+
+// roll syncs the active segment and starts a new one; l.mu is held.
+func (l *Log) roll() error {
+	seg := l.segs[len(l.segs)-1]
+	if err := seg.f.Sync(); err != nil {
+		return fmt.Errorf("sync outbox segment: %w", err)
+	}
+	l.synced = max(l.synced, l.w)
+	return l.newSegment()
+}
+
+func (l *Log) newSegment() error {
+	name := filepath.Join(l.dir, fmt.Sprintf("%020d.seg", l.next))
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create outbox segment: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.segs = append(l.segs, &segment{name: name, f: f, base: l.w})
+	return nil
+}
+
+// Next returns the records after the last ones it returned, at most
+// maxEvents and maxBytes of payload (at least one record). They need not
+// be fsynced yet: agentSeqs are never reused (see seqBlock).
+func (l *Log) Next(maxEvents, maxBytes int) ([]Record, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, ErrClosed
+	}
+	w := l.w
+	// Sizes are read under mu: Append grows the active segment.
+	type view struct {
+		seg       *segment
+		base, end int64
+	}
+	segs := make([]view, len(l.segs))
+	for i, seg := range l.segs {
+		segs[i] = view{seg, seg.base, min(seg.base+seg.size, w)}
+	}
+	l.mu.Unlock()
+	var recs []Record
+	size := 0
+	for _, v := range segs {
+		for l.r >= v.base && l.r < v.end && len(recs) < maxEvents {
+			// One read for many frames; a frame that does not fit is
+			// read alone.
+			chunk := make([]byte, min(v.end-l.r, int64(maxBytes)+headerLen, readChunk))
+			if _, err := v.seg.f.ReadAt(chunk, l.r-v.base); err != nil {
+				return nil, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(v.seg.name), l.r-v.base, err)
+			}
+			progress := false
+			for len(recs) < maxEvents {
+				rec, n, ok, err := parseFrame(chunk)
+				if err != nil {
+					return nil, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(v.seg.name), l.r-v.base, err)
+				}
+				if !ok {
+					if progress {
+						break // the next frame starts the next chunk
+					}
+					if rec, err = readFrame(v.seg, l.r-v.base); err != nil {
+						return nil, err
+					}
+					n = headerLen + len(rec.Data)
+				}
+				if len(recs) > 0 && size+len(rec.Data) > maxBytes {
+					return recs, nil
+				}
+				rec.end = l.r + int64(n)
+				l.read++
+				rec.ord = l.read
+				recs = append(recs, rec)
+				size += len(rec.Data)
+				l.r = rec.end
+				progress = true
+				if !ok {
+					break
+				}
+				chunk = chunk[n:]
+			}
+		}
+	}
+	return recs, nil
+}
+
+// readChunk bounds one read of Next.
+const readChunk = 256 << 10
+
+// parseFrame decodes the frame at the start of b; ok is false when b holds
+// only part of it.
+func parseFrame(b []byte) (rec Record, n int, ok bool, err error) {
+	if len(b) < headerLen {
+		return Record{}, 0, false, nil
+	}
+	size := binary.LittleEndian.Uint32(b[0:4])
+	if size > maxFrame {
+		return Record{}, 0, false, fmt.Errorf("frame length %d out of range", size)
+	}
+	n = headerLen + int(size)
+	if len(b) < n {
+		return Record{}, 0, false, nil
+	}
+	data := b[headerLen:n:n]
+	if checksum(b[8:16], data) != binary.LittleEndian.Uint32(b[4:8]) {
+		return Record{}, 0, false, errors.New("checksum mismatch")
+	}
+	return Record{Seq: int64(binary.LittleEndian.Uint64(b[8:16])), Data: data}, n, true, nil
+}
+
+func readFrame(seg *segment, off int64) (Record, error) {
+	var hdr [headerLen]byte
+	if _, err := seg.f.ReadAt(hdr[:], off); err != nil {
+		return Record{}, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(seg.name), off, err)
+	}
+	n := binary.LittleEndian.Uint32(hdr[0:4])
+	if n > maxFrame {
+		return Record{}, fmt.Errorf("read outbox %s at %d: frame length %d out of range", filepath.Base(seg.name), off, n)
+	}
+	data := make([]byte, n)
+	if _, err := seg.f.ReadAt(data, off+headerLen); err != nil {
+		return Record{}, fmt.Errorf("read outbox %s at %d: %w", filepath.Base(seg.name), off, err)
+	}
+	if checksum(hdr[8:16], data) != binary.LittleEndian.Uint32(hdr[4:8]) {
+		return Record{}, fmt.Errorf("read outbox %s at %d: checksum mismatch", filepath.Base(seg.name), off)
+	}
+	return Record{Seq: int64(binary.LittleEndian.Uint64(hdr[8:16])), Data: data}, nil
+}
+
+// Unsynced is signalled after every Append: there is something to Sync.
+func (l *Log) Unsynced() <-chan struct{} { return l.unsynced }
+
+// Sync fsyncs everything appended so far: one fsync for every event
+// written since the last (group commit). It may run beside Append, Next
+// and Ack.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	w, active, synced := l.w, l.segs[len(l.segs)-1], l.synced
+	l.mu.Unlock()
+	if synced >= w {
+		return nil
+	}
+	// A segment rolled and compacted meanwhile was synced when it rolled.
+	if err := active.f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("sync outbox: %w", err)
+	}
+	l.mu.Lock()
+	l.synced = max(l.synced, w)
+	l.mu.Unlock()
+	return nil
+}
+
+// Drained reports that Next has returned everything appended.
+func (l *Log) Drained() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r >= l.w
+}
+
+// Ack records that the server stored every record up to and including rec
+// and removes segments that hold nothing else.
+func (l *Log) Ack(rec Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rec.Seq <= l.acked {
+		return nil
+	}
+	l.acked, l.a, l.ackedOrd = rec.Seq, rec.end, rec.ord
+	// Rewritten in place, fixed width, not synced: a stale value after
+	// power loss only replays events the server deduplicates. compact
+	// syncs it before it removes anything.
+	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		return fmt.Errorf("write acked: %w", err)
+	}
+	return l.compact()
+}
+
+// compact removes leading segments wholly acknowledged, except the active
+// one; l.mu is held (or Open is running).
+func (l *Log) compact() error {
+	n := 0
+	for n < len(l.segs)-1 && l.segs[n].base+l.segs[n].size <= l.a {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	// Made durable before the events it covers are removed, so that the
+	// state dir never says less was acknowledged than it has deleted.
+	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		return fmt.Errorf("write acked: %w", err)
+	}
+	if err := l.ackFile.Sync(); err != nil {
+		return fmt.Errorf("sync acked: %w", err)
+	}
+	for _, seg := range l.segs[:n] {
+		seg.f.Close()
+		if err := os.Remove(seg.name); err != nil {
+			return fmt.Errorf("remove outbox segment: %w", err)
+		}
+	}
+	l.segs = slices.Delete(l.segs, 0, n)
+	close(l.freed)
+	l.freed = make(chan struct{})
+	return nil
+}
+
+// Close closes the log and releases the directory lock; blocked Appends
+// return ErrClosed.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	close(l.freed)
+	var err error
+	for _, seg := range l.segs {
+		if e := seg.f.Sync(); e != nil && err == nil {
+			err = fmt.Errorf("sync outbox: %w", e)
+		}
+		seg.f.Close()
+	}
+	if l.ackFile != nil {
+		l.ackFile.Close()
+	}
+	if l.lock != nil {
+		l.lock.Close() // releases the flock
+	}
+	return err
+}
+
+func (l *Log) writeTurn() error {
+	b, _ := json.Marshal(turnFile{TurnID: l.turnID, Open: l.turnOpen})
+	return l.writeFile("turn", b, false)
+}
+
+// writeFile replaces a small state file atomically (write, rename), with
+// fsyncs when durable.
+func (l *Log) writeFile(name string, data []byte, durable bool) error {
+	path := filepath.Join(l.dir, name)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	if err == nil && durable {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil && durable {
+		err = syncDir(l.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+func (l *Log) readInt(name string) (int64, bool, error) {
+	b, err := os.ReadFile(filepath.Join(l.dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read %s: %w", name, err)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || v < 0 {
+		return 0, false, fmt.Errorf("read %s: %q is not a non-negative integer", name, strings.TrimSpace(string(b)))
+	}
+	return v, true, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	return nil
+}

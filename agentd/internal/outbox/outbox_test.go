@@ -1,0 +1,341 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+func open(t *testing.T, dir string, max int64) *Log {
+	t.Helper()
+	l, err := Open(Options{Dir: dir, MaxBytes: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func appendN(t *testing.T, l *Log, n int, text string) {
+	t.Helper()
+	for range n {
+		if err := l.Append(context.Background(), protocol.Event{Type: protocol.EventTextDelta, Delta: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// drain returns every record Next has, in batches of at most batch.
+func drain(t *testing.T, l *Log, batch int) []Record {
+	t.Helper()
+	var all []Record
+	for {
+		recs, err := l.Next(batch, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			return all
+		}
+		all = append(all, recs...)
+	}
+}
+
+func seqs(recs []Record) []int64 {
+	var s []int64
+	for _, r := range recs {
+		s = append(s, r.Seq)
+	}
+	return s
+}
+
+func checkSeqs(t *testing.T, recs []Record, from, to int64) {
+	t.Helper()
+	if len(recs) != int(to-from+1) {
+		t.Fatalf("got agentSeqs %v, want %d..%d", seqs(recs), from, to)
+	}
+	for i, r := range recs {
+		if r.Seq != from+int64(i) {
+			t.Fatalf("got agentSeqs %v, want %d..%d", seqs(recs), from, to)
+		}
+		var ev protocol.Event
+		if err := json.Unmarshal(r.Data, &ev); err != nil || ev.AgentSeq != r.Seq {
+			t.Fatalf("record %d: payload %s does not carry its agentSeq (%v)", r.Seq, r.Data, err)
+		}
+	}
+}
+
+func TestReopenReplaysWhatWasNotAcked(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	inst := l.Instance()
+	if !strings.HasPrefix(inst, "agentd-") {
+		t.Fatalf("instance %q", inst)
+	}
+	appendN(t, l, 10, "x")
+	recs := drain(t, l, 4)
+	checkSeqs(t, recs, 1, 10)
+	if err := l.Ack(recs[5]); err != nil { // seq 6 stored by the server
+		t.Fatal(err)
+	}
+	if got := l.Pending(); got != 4 {
+		t.Fatalf("Pending = %d, want 4", got)
+	}
+	l.Close()
+
+	l = open(t, dir, 0)
+	if l.Instance() != inst {
+		t.Fatalf("instance after reopen %q, want %q", l.Instance(), inst)
+	}
+	if got := l.Pending(); got != 4 {
+		t.Fatalf("Pending after reopen = %d, want 4", got)
+	}
+	checkSeqs(t, drain(t, l, 100), 7, 10)
+	appendN(t, l, 1, "y")
+	recs = drain(t, l, 100)
+	checkAfter(t, recs, 10)
+	if got := l.Pending(); got != 5 {
+		t.Fatalf("Pending = %d, want 5", got)
+	}
+	if err := l.Ack(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Pending(); got != 0 {
+		t.Fatalf("Pending after acking everything = %d, want 0", got)
+	}
+}
+
+// checkAfter: one record, past every agentSeq used before. A reopened log
+// starts after its reserved block, so it is not necessarily after+1.
+func checkAfter(t *testing.T, recs []Record, after int64) {
+	t.Helper()
+	if len(recs) != 1 || recs[0].Seq <= after {
+		t.Fatalf("got agentSeqs %v, want one above %d", seqs(recs), after)
+	}
+}
+
+func TestSecondOpenOfTheSameDirFails(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, 0)
+	if l, err := Open(Options{Dir: dir}); err == nil {
+		l.Close()
+		t.Fatal("second Open of a locked state dir succeeded")
+	}
+}
+
+// TestTornTailIsDropped cuts or damages the last frame as a crash mid-write
+// would and checks that reopening keeps every whole record before it.
+func TestTornTailIsDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string, lastFrame int64)
+	}{
+		{"cut in header", func(t *testing.T, p string, at int64) { truncate(t, p, at+headerLen/2) }},
+		{"cut in payload", func(t *testing.T, p string, at int64) { truncate(t, p, at+headerLen+3) }},
+		{"cut before last byte", func(t *testing.T, p string, at int64) { truncate(t, p, size(t, p)-1) }},
+		{"flipped payload byte", func(t *testing.T, p string, at int64) { flip(t, p, at+headerLen+2) }},
+		{"garbage length", func(t *testing.T, p string, at int64) { flip(t, p, at+3) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := open(t, dir, 0)
+			appendN(t, l, 5, "hello")
+			before := l.w
+			appendN(t, l, 1, "torn")
+			l.Close()
+			segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+			if len(segs) != 1 {
+				t.Fatalf("segments %v", segs)
+			}
+			tc.damage(t, segs[0], before)
+
+			l = open(t, dir, 0)
+			checkSeqs(t, drain(t, l, 100), 1, 5)
+			if got := size(t, segs[0]); got != before {
+				t.Fatalf("segment is %d bytes after recovery, want the %d good ones", got, before)
+			}
+			// The torn record may have been posted before the crash:
+			// its agentSeq is not used again.
+			appendN(t, l, 1, "after")
+			checkAfter(t, drain(t, l, 100), 6)
+		})
+	}
+}
+
+func truncate(t *testing.T, p string, n int64) {
+	t.Helper()
+	if err := os.Truncate(p, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func size(t *testing.T, p string) int64 {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+func flip(t *testing.T, p string, at int64) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[at] ^= 0xff
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	var n int64
+	for _, s := range segs {
+		n += size(t, s)
+	}
+	return n
+}
+
+// TestFullLogPushesBackUntilAcked fills the log, checks that it refuses
+// more while nothing is acknowledged, and that acknowledging frees space
+// and removes the acknowledged segments from disk.
+func TestFullLogPushesBackUntilAcked(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, MinMaxBytes)
+	ev := protocol.Event{Type: protocol.EventTextDelta, Delta: strings.Repeat("a", 4000)}
+	n := 0
+	for {
+		ok, err := l.TryAppend(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		n++
+		if n > 10000 {
+			t.Fatal("log never filled")
+		}
+	}
+	if got := dirBytes(t, dir); got > MinMaxBytes {
+		t.Fatalf("log holds %d bytes, bound is %d", got, MinMaxBytes)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Append(ctx, ev); err == nil {
+		t.Fatal("Append to a full log with a done ctx succeeded")
+	}
+	recs := drain(t, l, 1000)
+	checkSeqs(t, recs, 1, int64(n))
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.TryAppend(ev); !ok || err != nil {
+		t.Fatalf("TryAppend after the acks = %v, %v", ok, err)
+	}
+	if got := dirBytes(t, dir); got > MinMaxBytes/8+10000 {
+		t.Fatalf("log holds %d bytes after everything was acked; want at most one segment", got)
+	}
+	l.Close()
+	// Acknowledged segments are gone, and agentSeqs go on after them.
+	l = open(t, dir, MinMaxBytes)
+	appendN(t, l, 1, "after")
+	recs = drain(t, l, 1000)
+	checkSeqs(t, recs[:1], int64(n+1), int64(n+1))
+	checkAfter(t, recs[1:], int64(n+1))
+}
+
+// TestBlockedAppendResumesAfterAck checks that an Append waiting on a full
+// log goes through once another goroutine acknowledges.
+func TestBlockedAppendResumesAfterAck(t *testing.T) {
+	l := open(t, t.TempDir(), MinMaxBytes)
+	ev := protocol.Event{Type: protocol.EventTextDelta, Delta: strings.Repeat("b", 8000)}
+	for {
+		if ok, err := l.TryAppend(ev); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			break
+		}
+	}
+	done := make(chan error)
+	go func() { done <- l.Append(context.Background(), ev) }()
+	recs := drain(t, l, 1000)
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenTurnSurvivesReopen(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		events    []protocol.Event
+		dropState bool // lose the turn file, as a crash right after the append would
+		wantOpen  string
+	}{
+		{"no turn", nil, false, ""},
+		{"open", []protocol.Event{{Type: protocol.EventTurnStarted, TurnID: "t1", Source: protocol.SourceUser}}, false, "t1"},
+		{"open, state file lost", []protocol.Event{{Type: protocol.EventTurnStarted, TurnID: "t1", Source: protocol.SourceUser}}, true, "t1"},
+		{"completed", []protocol.Event{
+			{Type: protocol.EventTurnStarted, TurnID: "t1", Source: protocol.SourceUser},
+			{Type: protocol.EventTurnCompleted, TurnID: "t1", StopReason: protocol.StopEndTurn},
+		}, false, ""},
+		{"second open", []protocol.Event{
+			{Type: protocol.EventTurnStarted, TurnID: "t1", Source: protocol.SourceUser},
+			{Type: protocol.EventTurnCompleted, TurnID: "t1", StopReason: protocol.StopEndTurn},
+			{Type: protocol.EventTurnStarted, TurnID: "t2", Source: protocol.SourceUser},
+		}, false, "t2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := open(t, dir, 0)
+			for _, ev := range tc.events {
+				if err := l.Append(context.Background(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l.Close()
+			if tc.dropState {
+				os.Remove(filepath.Join(dir, "turn"))
+			}
+			l = open(t, dir, 0)
+			id, open := l.OpenTurn()
+			if open != (tc.wantOpen != "") || id != tc.wantOpen {
+				t.Fatalf("OpenTurn = %q, %v; want %q", id, open, tc.wantOpen)
+			}
+		})
+	}
+}
+
+func TestCursorPersists(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	if _, ok := l.Cursor(); ok {
+		t.Fatal("fresh state dir has a cursor")
+	}
+	if err := l.SetCursor(42); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = open(t, dir, 0)
+	if id, ok := l.Cursor(); !ok || id != 42 {
+		t.Fatalf("Cursor = %d, %v; want 42", id, ok)
+	}
+}
+
+func TestMaxBytesBelowMinimumIsRefused(t *testing.T) {
+	if _, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1024}); err == nil {
+		t.Fatal("Open with a 1 KiB bound succeeded")
+	}
+}

@@ -1,0 +1,183 @@
+package agentd_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/outbox"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// instances is every Rein-Instance the server saw on POSTs and streams.
+func instances(srv *fakeserver.Server) map[string]bool {
+	seen := map[string]bool{}
+	for _, r := range append(srv.PostRequests(), srv.StreamRequests()...) {
+		seen[r.Header.Get(protocol.HeaderInstance)] = true
+	}
+	return seen
+}
+
+// TestRestartReplaysUnacknowledgedEvents: the server stores the first POST
+// but its answers are lost, so agentd retries it until it stops, with
+// everything after it unposted in its outbox. The next agentd on the same
+// state dir is the same instance and posts them all again with their
+// agentSeqs (the first batch as duplicates); its own events continue the
+// sequence.
+func TestRestartReplaysUnacknowledgedEvents(t *testing.T) {
+	state := t.TempDir()
+	srv := fakeserver.New(t, "s1")
+	srv.EventsFault = func(int) (int, bool) { return 503, true } // stored, answer lost
+	d := start(t, srv, agentd.Options{StateDir: state, FlushTimeout: 100 * time.Millisecond})
+	waitStarted(t, srv, 1)
+	srv.Prompt("hello")
+	srv.WaitState(t, "retries of the first batch", func() bool { return len(srv.PostRequests()) >= 3 })
+	if err := d.stop(); err != nil {
+		t.Fatalf("Run = %v; events kept in the outbox are not an error", err)
+	}
+	posts := len(srv.PostRequests())
+	srv.EventsFault = nil // safe: no agentd is running
+
+	d = start(t, srv, agentd.Options{StateDir: state})
+	srv.WaitState(t, "a POST from the new agentd", func() bool { return len(srv.PostRequests()) > posts })
+	waitStarted(t, srv, 2)
+	srv.Prompt("again")
+	evs := srv.Wait(t, "the second agent's turn", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventUserMessage && ev.Text == "again" }) &&
+			fakeserver.Count(evs, protocol.EventTurnCompleted) >= 2
+	})
+	if n := len(instances(srv)); n != 1 {
+		t.Errorf("%d instances across the restart, want 1", n)
+	}
+	var last int64
+	for i, ev := range evs {
+		if ev.AgentSeq <= last {
+			t.Fatalf("stored event %d has agentSeq %d after %d: want every agentSeq once, in order\n%s", i, ev.AgentSeq, last, fakeserver.Format(evs))
+		}
+		last = ev.AgentSeq
+	}
+	hello := 0
+	for _, ev := range evs {
+		if ev.Type == protocol.EventUserMessage && ev.Text == "hello" {
+			hello++
+		}
+	}
+	if hello != 1 {
+		t.Errorf("the first agent's prompt is in the transcript %d times, want once:\n%s", hello, fakeserver.Format(evs))
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenTurnIsClosedAsInterrupted: a state dir left with a turn open
+// (its agentd was killed mid-turn) makes the next agentd close that turn
+// as interrupted before anything else.
+func TestOpenTurnIsClosedAsInterrupted(t *testing.T) {
+	state := t.TempDir()
+	ob, err := outbox.Open(outbox.Options{Dir: filepath.Join(state, "s1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []protocol.Event{
+		{Type: protocol.EventTurnStarted, TurnID: "t9", Source: protocol.SourceUser},
+		{Type: protocol.EventTextDelta, Delta: "cut sh"},
+	} {
+		if err := ob.Append(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob.Close()
+
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{StateDir: state})
+	waitStarted(t, srv, 1)
+	evs := srv.Events()
+	if len(evs) < 4 || evs[0].TurnID != "t9" || evs[1].Delta != "cut sh" || !turnCompleted("t9", protocol.StopInterrupted)(evs[2]) || evs[3].Type != protocol.EventAgentStarted {
+		t.Fatalf("events:\n%s\nwant the logged turn_started and text_delta, turn_completed t9 interrupted, then agent_started", fakeserver.Format(evs))
+	}
+	srv.Prompt("next")
+	srv.Wait(t, "the next prompt's turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+}
+
+// TestCommandCursor: a prompt whose turn started is not given to the next
+// agentd; one accepted but not started is, once.
+func TestCommandCursor(t *testing.T) {
+	state := t.TempDir()
+	srv := fakeserver.New(t, "s1")
+	d := start(t, srv, agentd.Options{StateDir: state})
+	waitStarted(t, srv, 1)
+	srv.Prompt("slow: 10000")
+	srv.Wait(t, "the slow turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+	queued := srv.Prompt("queued behind it")
+	// Stopping cancels the slow turn; the demo agent exits without
+	// starting the queued prompt.
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	evs := srv.Events()
+	if fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventUserMessage && ev.Text == "queued behind it"
+	}) {
+		t.Skip("the demo agent started the queued prompt before the shutdown; nothing to redeliver")
+	}
+	if !fakeserver.Has(evs, turnCompleted("t1", protocol.StopCancelled)) {
+		t.Fatalf("events:\n%s\nwant the slow turn cancelled by the shutdown", fakeserver.Format(evs))
+	}
+	streams := len(srv.StreamRequests())
+
+	start(t, srv, agentd.Options{StateDir: state})
+	evs = srv.Wait(t, "the queued prompt run by the new agentd", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventUserMessage && ev.Text == "queued behind it"
+		}) &&
+			fakeserver.Count(evs, protocol.EventTurnCompleted) >= 2
+	})
+	if got := srv.StreamRequests()[streams].Header.Get("Last-Event-ID"); got != strconv.FormatInt(queued-1, 10) {
+		t.Errorf("restarted agentd resumed the command stream at Last-Event-ID %q, want %d (the started prompt)", got, queued-1)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Type == protocol.EventUserMessage {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d user messages, want 2 (the started prompt is not replayed):\n%s", n, fakeserver.Format(evs))
+	}
+}
+
+// TestUnusableStateDirRunsInMemory: a state dir that cannot be created
+// leaves agentd working as without one, with a warning that says so.
+func TestUnusableStateDirRunsInMemory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, dir, want string }{
+		{"none", "", "no state dir: events wait in memory only"},
+		{"not a directory", file, "state dir not usable: events wait in memory only"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeserver.New(t, "s1")
+			var logs fakeserver.Buffer
+			d := start(t, srv, agentd.Options{StateDir: tc.dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			waitStarted(t, srv, 1)
+			srv.Prompt("hi")
+			srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+			if err := d.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), "level=WARN msg=\""+tc.want) {
+				t.Errorf("log does not warn %q:\n%s", tc.want, logs.String())
+			}
+		})
+	}
+}

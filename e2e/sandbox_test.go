@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// outboxEvents reads every event in a session's agentd outbox (the frame
+// format agentd/README.md documents: u32 length, u32 CRC-32C, u64
+// agentSeq, JSON), acknowledged or not: nothing is compacted in a test
+// this small, so it is everything agentd read from its agent.
+func outboxEvents(t *testing.T, dir string) []protocol.Event {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no outbox segments in %s (%v)", dir, err)
+	}
+	var out []protocol.Event
+	for _, s := range segs {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(b) >= 16 {
+			n := int(binary.LittleEndian.Uint32(b[0:4]))
+			if len(b) < 16+n {
+				break // a torn tail: agentd drops it too
+			}
+			var ev protocol.Event
+			if err := json.Unmarshal(b[16:16+n], &ev); err != nil {
+				t.Fatalf("outbox record: %v", err)
+			}
+			out = append(out, ev)
+			b = b[16+n:]
+		}
+	}
+	return out
+}
+
+// readTurnText is the text the outbox holds for the last turn: the deltas
+// after its turn_started, in order.
+func readTurnText(evs []protocol.Event) (text string, deltas int) {
+	var sb strings.Builder
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventTurnStarted:
+			sb.Reset()
+			deltas = 0
+		case protocol.EventTextDelta:
+			sb.WriteString(ev.Delta)
+			deltas++
+		}
+	}
+	return sb.String(), deltas
+}
+
+var agentPid = regexp.MustCompile(`msg="agent started".* pid=(\d+)`)
+
+// killSandbox kills agentd and then its agent with SIGKILL, as a crashed
+// container would: agentd first, so it cannot report the agent's end.
+func killSandbox(t *testing.T, d *Proc) {
+	t.Helper()
+	var pid int
+	for _, l := range d.Output() {
+		if m := agentPid.FindStringSubmatch(l); m != nil {
+			pid, _ = strconv.Atoi(m[1])
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no agent pid in agentd's log")
+	}
+	d.Kill()
+	// The agent has a process group of its own (agentd signals it).
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+func textOf(arts []*protocol.Artifact, turn int) (*protocol.Artifact, *protocol.Artifact) {
+	n := 0
+	var tr *protocol.Artifact
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactTurn {
+			n++
+			if n == turn {
+				tr = a
+			}
+		}
+		if n == turn && a.Type == protocol.ArtifactAssistantText {
+			return tr, a
+		}
+	}
+	return tr, nil
+}
+
+// TestAgentdKilledMidTurn: kill -9 of agentd and its agent in the middle
+// of a streamed turn, with the server healthy and with it frozen (so the
+// events agentd read exist only in its outbox). agentd restarted on the
+// same state dir posts every word it had read exactly once, closes the
+// dead turn as interrupted, runs the prompt the server had accepted but
+// the dead agent never started, and then the next prompt.
+func TestAgentdKilledMidTurn(t *testing.T) {
+	for _, frozen := range []bool{false, true} {
+		name := "server healthy"
+		if frozen {
+			name = "server frozen"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			id := "kill9"
+			env := []string{"DEMO_AGENT_DELAY=5ms"}
+			const n = 5000
+			e.create(id, "")
+			f := Follow(e.ctx, e.c, id)
+			defer f.Close()
+			d := e.agentd(e.srv.URL, id, env, nil)
+			e.waitIdle(id)
+			e.prompt(id, fmt.Sprintf("slow: %d", n))
+			if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+				_, txt := textOf(arts, 1)
+				return txt != nil && len(txt.String("text")) > 200
+			}); err != nil {
+				t.Fatal(err)
+			}
+			// Accepted (202) while the agent is busy: it waits in the
+			// agent's queue and is never started by this agent.
+			e.prompt(id, "after the crash")
+			stateDir := filepath.Join(e.dir, "agentd-state", id)
+			if frozen {
+				_, before := readTurnText(outboxEvents(t, stateDir))
+				e.srv.Signal(syscall.SIGSTOP)
+				// Let agentd read a good deal more that only its outbox
+				// holds (a bounded poll for a condition).
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					if _, now := readTurnText(outboxEvents(t, stateDir)); now >= before+300 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the outbox did not grow while the server was frozen")
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			killSandbox(t, d)
+			want, deltas := readTurnText(outboxEvents(t, stateDir))
+			if frozen {
+				e.srv.Signal(syscall.SIGCONT)
+			}
+			if deltas == 0 || deltas >= n || !strings.HasPrefix(words(n), want) {
+				t.Fatalf("outbox holds %d deltas %q...: want a cut-short prefix of the slow text", deltas, want[:min(len(want), 40)])
+			}
+
+			e.agentd(e.srv.URL, id, env, nil)
+			waitTurns(t, e.ctx, f, 2)
+			e.prompt(id, "next")
+			waitTurns(t, e.ctx, f, 3)
+			arts := e.assertModelMatchesServer(f, id)
+			tr, txt := textOf(arts, 1)
+			if txt == nil || txt.String("text") != want {
+				got := ""
+				if txt != nil {
+					got = txt.String("text")
+				}
+				t.Fatalf("the killed turn's text (%d bytes) is not the %d words agentd had read (%d bytes), each once:\n got ...%q\nwant ...%q",
+					len(got), deltas, len(want), got[max(0, len(got)-60):], want[max(0, len(want)-60):])
+			}
+			if tr.String("status") != "interrupted" || tr.String("stopReason") != "interrupted" || txt.String("status") != "interrupted" {
+				t.Fatalf("killed turn %s %s, its text %s: want interrupted", tr.String("status"), tr.String("stopReason"), txt.String("status"))
+			}
+			wantTranscript(t, "after the restart", arts[indexArt(arts, txt)+1:], []string{
+				"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+				"turn completed end_turn",
+				"user: after the crash",
+				"text done: You said: after the crash",
+				"turn completed end_turn",
+				"user: next",
+				"text done: You said: next",
+			})
+			e.waitIdle(id)
+		})
+	}
+}
+
+func indexArt(arts []*protocol.Artifact, a *protocol.Artifact) int {
+	for i, x := range arts {
+		if x == a {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestAgentdSIGTERMMidTurn: a clean stop (docker stop) during a turn ends
+// it as cancelled, not failed.
+func TestAgentdSIGTERMMidTurn(t *testing.T) {
+	e := newEnv(t)
+	id := "sigterm"
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	d := e.agentd(e.srv.URL, id, []string{"DEMO_AGENT_DELAY=10ms"}, nil)
+	e.waitIdle(id)
+	e.prompt(id, "slow: 3000")
+	if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		_, txt := textOf(arts, 1)
+		return txt != nil && len(txt.String("text")) > 50
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGTERM)
+	if err := d.Wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.ExitCode(); code != 0 {
+		t.Fatalf("agentd exited %d after SIGTERM, want 0", code)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	arts := e.assertModelMatchesServer(f, id)
+	tr, txt := textOf(arts, 1)
+	if tr.String("status") != "cancelled" || tr.String("stopReason") != "cancelled" || txt == nil || txt.String("status") != "interrupted" {
+		t.Fatalf("transcript after SIGTERM:\n%s\nwant the turn cancelled and its text interrupted", strings.Join(render(arts), "\n"))
+	}
+}
