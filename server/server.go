@@ -48,7 +48,7 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if s.store == nil {
-		st, err := sqlite.Open(ctx, opts.DBPath)
+		st, err := sqlite.Open(ctx, opts.DBPath, sqlite.Options{Sync: opts.Sync})
 		if err != nil {
 			return nil, fmt.Errorf("new server: %w", err)
 		}
@@ -59,6 +59,7 @@ func New(opts Options) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("new server: %w", err)
 	}
+	s.w.startup()
 	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	if err != nil {
 		s.closeStore()
@@ -113,6 +114,11 @@ func New(opts Options) (*Server, error) {
 func (o *Options) check() error {
 	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
 		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
+	}
+	switch o.Sync {
+	case "", sqlite.SyncFull, sqlite.SyncNormal:
+	default:
+		return fmt.Errorf("sync %q: want %q or %q", o.Sync, sqlite.SyncFull, sqlite.SyncNormal)
 	}
 	origins := make([]string, len(o.CORSOrigins)) // not the caller's slice
 	for i, origin := range o.CORSOrigins {
@@ -271,17 +277,34 @@ func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, e
 	return out, nil
 }
 
-// Health reports whether the store answers and the writer runs.
+// Health reports whether the server can do its work: the writer runs, the
+// last write succeeded (a full disk fails writes while reads still work)
+// and the store answers a read. An error has code unavailable and says why.
 func (s *Server) Health(ctx context.Context) error {
 	select {
 	case <-s.w.done:
 		return unavailable("health", errors.New("writer stopped"))
 	default:
 	}
+	if f := s.w.failing.Load(); f != nil {
+		return protocol.Errorf(protocol.CodeUnavailable, "writes are failing since %s: %s", f.since.UTC().Format(time.RFC3339), rootCause(f.err))
+	}
 	if err := s.store.Ping(ctx); err != nil {
-		return unavailable("health", err)
+		return protocol.Errorf(protocol.CodeUnavailable, "storage does not answer reads: %s", rootCause(err))
 	}
 	return nil
+}
+
+// rootCause is the innermost error's text ("database or disk is full"):
+// what an operator needs, without the operations wrapped around it.
+func rootCause(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err.Error()
+		}
+		err = u
+	}
 }
 
 func encodeSSE(id int64, event string, data []byte) []byte { return httpapi.Encode(id, event, data) }

@@ -17,13 +17,23 @@ type service struct{ *Server }
 // committed in between is in both, and the live copy is skipped by its
 // revision (After). Resume with Last-Event-ID R replays every artifact
 // changed after R, including older artifacts updated while the client was
-// away, as one snapshot each.
+// away, as one snapshot each; R above the session's revision replays all.
 func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ bool) (*httpapi.Stream, error) {
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
 	snap, err := s.store.ArtifactsSince(ctx, id, after)
 	if err != nil {
 		sub.Close()
 		return nil, err
+	}
+	if after > snap.Rev {
+		// The client has seen revisions this database never had: it was
+		// restored from a backup (or the client is confused). Replaying
+		// nothing would leave it showing what is no longer true; replay
+		// everything, which it applies over what it has.
+		if snap, err = s.store.ArtifactsSince(ctx, id, 0); err != nil {
+			sub.Close()
+			return nil, err
+		}
 	}
 	initial := make([][]byte, 0, len(snap.Artifacts)+1)
 	for _, a := range snap.Artifacts {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -175,7 +176,23 @@ type writer struct {
 	deadlines map[string]time.Time
 	clock     uint64 // for LRU and ordering
 	tokens    uint64
+	lastProbe time.Time
+
+	// failing is set while commits fail (nil when the last one
+	// succeeded); Health reads it from other goroutines.
+	failing atomic.Pointer[writeFailure]
 }
+
+// writeFailure is why writes fail and since when.
+type writeFailure struct {
+	since time.Time
+	err   error
+}
+
+// probeInterval is how often a failing writer checks whether writes work
+// again (store.WriteChecker), so ingestion and /healthz recover by
+// themselves when space returns, even before a client retries.
+const probeInterval = 2 * time.Second
 
 func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *tokenIndex) *writer {
 	return &writer{
@@ -186,9 +203,14 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 	}
 }
 
-// load reads every session and applies the restart rules: no sandbox is
-// connected to a fresh process, so live and idle sessions become
-// disconnected. Bootstrap deadlines continue from createdAt.
+// load reads every session and token and sets the lifecycle deadlines; it
+// writes nothing, so a server whose database refuses writes (a full disk)
+// still starts and serves reads. Bootstrap deadlines continue from
+// createdAt. The restart rule (no sandbox is connected to a fresh process,
+// so live and idle sessions are disconnected) holds only when this process
+// owns the database (store.Exclusive): their heartbeat deadline is then
+// now, and the first expire (see startup) marks them. On a shared database
+// the deadline runs from the session's last heartbeat instead.
 func (w *writer) load(ctx context.Context) error {
 	rows, err := w.store.LoadSessions(ctx)
 	if err != nil {
@@ -198,29 +220,42 @@ func (w *writer) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load sessions: %w", err)
 	}
-	var ops []store.Op
+	x, ok := w.store.(store.Exclusive)
+	exclusive := ok && x.Exclusive()
+	now := w.opts.Now()
 	for _, r := range rows {
-		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
-			r.Status = protocol.StatusDisconnected
-			ops = append(ops, store.UpdateSession{Session: r})
-		}
 		w.clock++
 		e := &entry{rec: r, order: w.clock}
+		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
+			switch {
+			case exclusive:
+				e.lastActive = now.Add(-w.opts.HeartbeatTimeout)
+			case r.LastHeartbeat != nil:
+				e.lastActive = time.UnixMilli(*r.LastHeartbeat)
+			default:
+				e.lastActive = now
+			}
+		}
 		if h, ok := hashes[r.ID]; ok {
 			e.sandbox = &h
 			w.index.set(r.ID, h)
 		}
 		w.sessions[r.ID] = e
 	}
-	if len(ops) > 0 {
-		if err := w.store.Commit(ctx, ops); err != nil {
-			return fmt.Errorf("mark %d sessions disconnected: %w", len(ops), err)
-		}
-	}
 	for id := range w.sessions {
 		w.track(id)
 	}
 	return nil
+}
+
+// startup applies the deadlines already passed at start (the restart rule,
+// bootstraps that expired while the server was down) before the server
+// answers anyone. A failed commit does not stop the start: it is logged,
+// /healthz reports it, and the writer retries it.
+func (w *writer) startup() {
+	g := newGroup(w)
+	w.expire(g)
+	w.commit(g)
 }
 
 // do hands r to the writer and waits for its reply. Once accepted, a
@@ -286,6 +321,7 @@ func (w *writer) run() {
 			g := newGroup(w)
 			w.expire(g)
 			w.commit(g)
+			w.probe()
 		}
 	}
 }
@@ -322,10 +358,41 @@ func (w *writer) resetTimer(t *time.Timer) {
 			next = d
 		}
 	}
+	if _, ok := w.store.(store.WriteChecker); ok && w.failing.Load() != nil {
+		if p := w.lastProbe.Add(probeInterval); next.IsZero() || p.Before(next) {
+			next = p
+		}
+	}
 	if next.IsZero() {
 		return
 	}
 	t.Reset(max(next.Sub(w.opts.Now()), 0))
+}
+
+// probe checks, while commits fail and at most every probeInterval,
+// whether the store takes writes again.
+func (w *writer) probe() {
+	wc, ok := w.store.(store.WriteChecker)
+	f := w.failing.Load()
+	now := w.opts.Now()
+	if !ok || f == nil || now.Before(w.lastProbe.Add(probeInterval)) {
+		return
+	}
+	w.lastProbe = now
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if err := wc.CheckWrite(ctx); err != nil {
+		w.failing.Store(&writeFailure{since: f.since, err: err})
+		return
+	}
+	w.recovered()
+}
+
+// recovered clears the failure after a write succeeded.
+func (w *writer) recovered() {
+	if f := w.failing.Swap(nil); f != nil {
+		w.log.Info("writes succeed again", slog.Duration("failedFor", w.opts.Now().Sub(f.since)))
+	}
 }
 
 // track recomputes a session's lifecycle deadline from its committed entry.
@@ -534,6 +601,7 @@ func (w *writer) commit(g *group) {
 			w.fail(g, err)
 			return
 		}
+		w.recovered()
 	}
 	for _, f := range stored {
 		f()
@@ -608,6 +676,11 @@ func (w *writer) fail(g *group, err error) {
 	// A timeout that could not be stored is retried a little later, not
 	// in a hot loop against a failing database.
 	now := w.opts.Now()
+	since := now
+	if f := w.failing.Load(); f != nil {
+		since = f.since
+	}
+	w.failing.Store(&writeFailure{since: since, err: err})
 	for _, id := range g.ids {
 		if d, ok := w.deadlines[id]; ok && !d.After(now) {
 			w.deadlines[id] = now.Add(time.Second)
