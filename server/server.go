@@ -207,12 +207,12 @@ func (s *Server) CreateSession(ctx context.Context, id, project string) (Created
 		p = &project
 	}
 	tok, h := newSandboxToken()
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &createReq{id: id, project: p, sandbox: h, reply: reply}, reply)
+	r := newReply[protocol.Session]()
+	rec, err := call(ctx, s.w, &createReq{id: id, project: p, sandbox: h, reply: r}, r)
 	if err != nil {
 		return CreatedSession{}, fmt.Errorf("create session %s: %w", id, err)
 	}
-	return CreatedSession{Session: v.(protocol.Session), SandboxToken: tok}, nil
+	return CreatedSession{Session: rec, SandboxToken: tok}, nil
 }
 
 // GetSession returns a session record.
@@ -228,8 +228,8 @@ func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.S
 // DeleteSession removes a session and everything it owns, and ends its
 // streams.
 func (s *Server) DeleteSession(ctx context.Context, id string) error {
-	reply := make(chan result, 1)
-	if _, err := s.w.do(ctx, &deleteReq{id: id, reply: reply}, reply); err != nil {
+	r := newReply[struct{}]()
+	if _, err := call(ctx, s.w, &deleteReq{id: id, reply: r}, r); err != nil {
 		return fmt.Errorf("delete session %s: %w", id, err)
 	}
 	return nil
@@ -238,12 +238,12 @@ func (s *Server) DeleteSession(ctx context.Context, id string) error {
 // SendCommand stores a command for the session's sandbox and delivers it on
 // the command stream; it returns the command's id.
 func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &commandReq{id: id, cmd: cmd, reply: reply}, reply)
+	r := newReply[int64]()
+	cmdID, err := call(ctx, s.w, &commandReq{id: id, cmd: cmd, reply: r}, r)
 	if err != nil {
 		return 0, fmt.Errorf("send command session=%s: %w", id, err)
 	}
-	return v.(int64), nil
+	return cmdID, nil
 }
 
 // AppendEvents stores validated events (see protocol.DecodeEvents) from the
@@ -256,12 +256,12 @@ func (s *Server) AppendEvents(ctx context.Context, id, instance string, events [
 // appendEvents: raws[i], when not nil, is events[i] as it came (see
 // protocol.DecodeEventsRaw), stored as it is.
 func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte, cred *[32]byte) (protocol.EventsAccepted, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: reply}, reply)
+	r := newReply[protocol.EventsAccepted]()
+	res, err := call(ctx, s.w, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: r}, r)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}
-	return v.(protocol.EventsAccepted), nil
+	return res, nil
 }
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.

@@ -148,10 +148,26 @@ type request interface {
 	apply(w *writer, g *group)
 }
 
-type result struct {
-	v   any
+// reply carries a request's answer from the writer to the caller waiting
+// in call: a value of type T, or an error. It has room for the one
+// answer, so the writer never blocks on it.
+type reply[T any] chan outcome[T]
+
+type outcome[T any] struct {
+	v   T
 	err error
 }
+
+func newReply[T any]() reply[T] { return make(reply[T], 1) }
+
+// ok answers with v.
+func (r reply[T]) ok(v T) { r <- outcome[T]{v: v} }
+
+// fail answers with err.
+func (r reply[T]) fail(err error) { r <- outcome[T]{err: err} }
+
+// failOn makes the group's commit failure r's answer.
+func failOn[T any](g *group, r reply[T]) { g.onFail(r.fail) }
 
 // writer is the single goroutine that mutates sessions. Everything below
 // "owned by run" is touched by that goroutine only, so none of it needs a
@@ -258,25 +274,27 @@ func (w *writer) startup() {
 	w.commit(g)
 }
 
-// do hands r to the writer and waits for its reply. Once accepted, a
-// request is answered even if ctx ends: its writes commit regardless.
-func (w *writer) do(ctx context.Context, r request, reply chan result) (any, error) {
+// call hands req to the writer and waits for its answer on r, which req
+// carries. Once accepted, a request is answered even if ctx ends: its
+// writes commit regardless.
+func call[T any](ctx context.Context, w *writer, req request, r reply[T]) (T, error) {
+	var zero T
 	select {
-	case w.reqs <- r:
+	case w.reqs <- req:
 	case <-w.done:
-		return nil, unavailable("enqueue", errors.New("server is shutting down"))
+		return zero, unavailable("enqueue", errors.New("server is shutting down"))
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return zero, ctx.Err()
 	}
 	select {
-	case res := <-reply:
+	case res := <-r:
 		return res.v, res.err
 	case <-w.done:
 		select {
-		case res := <-reply:
+		case res := <-r:
 			return res.v, res.err
 		default:
-			return nil, unavailable("wait", errors.New("server is shutting down"))
+			return zero, unavailable("wait", errors.New("server is shutting down"))
 		}
 	}
 }
@@ -421,13 +439,15 @@ func (w *writer) expire(g *group) {
 		if e == nil {
 			continue
 		}
-		switch e.rec.Status {
-		case protocol.StatusBootstrapping:
+		// Which deadline passed follows from the status (see track).
+		if _, remove := nextStatus(e.rec.Status, bootstrapExpired, "", false); remove {
 			w.log.Info("removing session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
 			w.remove(g, id, e)
-		case protocol.StatusLive, protocol.StatusIdle:
+			continue
+		}
+		if status, _ := nextStatus(e.rec.Status, heartbeatMissed, "", w.holders[id] != nil); status != e.rec.Status {
 			w.log.Info("session missed its heartbeat", slog.String("session", id), slog.Duration("timeout", w.opts.HeartbeatTimeout))
-			g.setStatus(id, e, protocol.StatusDisconnected)
+			g.setStatus(id, e, status)
 		}
 	}
 }
@@ -474,7 +494,6 @@ func (g *group) put(id string, e *entry) {
 
 func (g *group) onCommit(f func())    { g.after = append(g.after, f) }
 func (g *group) onFail(f func(error)) { g.failed = append(g.failed, f) }
-func (g *group) reply(ch chan result) { g.onFail(func(err error) { ch <- result{err: err} }) }
 
 // markDirty records an artifact change of session id for the commit.
 func (g *group) markDirty(id string, c reducer.Change) {
