@@ -37,7 +37,7 @@ func (r *createReq) apply(w *writer, g *group) {
 	g.ops = append(g.ops, store.CreateSession{Session: rec}, store.SetSandboxToken{SessionID: r.id, Hash: h, At: rec.CreatedAt})
 	// A new session has an empty log: install its state rather than read
 	// a log that, within this group, may still hold a deleted namesake's.
-	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, stored: map[int64]storedArtifact{}}
+	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, policy: newArtifactPolicy()}
 	g.states[r.id] = true
 	delete(g.dirty, r.id)
 	data, _ := json.Marshal(protocol.SessionPayload{Session: rec})

@@ -6,13 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
@@ -76,62 +72,9 @@ type state struct {
 	// logBytes is the size of the stored event log, which
 	// Options.MaxSessionBytes caps.
 	logBytes int64
-	// stored is, per artifact this state has written in full, what the
-	// database holds for it. An artifact not in it (any artifact of a
-	// state folded from the log) is written in full on its next change,
-	// which also drops whatever appends were pending for it.
-	stored map[int64]storedArtifact
-}
-
-// storedArtifact is the size of an artifact's last full body and of the
-// text appended to it since.
-type storedArtifact struct {
-	body, appended int
-}
-
-// dirtyArtifact is what one group did to one artifact.
-type dirtyArtifact struct {
-	rev int64 // the artifact's revision after the group
-	// full: the group created the artifact or set a field, so its whole
-	// body must be written. Otherwise it only appended to streamed fields:
-	// fields and texts hold the text per field, in order of first append.
-	full   bool
-	fields []string
-	texts  []*strings.Builder
-	// bytes is the appended text's length; utf8 says it is all valid UTF-8
-	// (see store.MergeAppends).
-	bytes int
-	utf8  bool
-}
-
-func (d *dirtyArtifact) add(c reducer.Change) {
-	d.rev = max(d.rev, c.Rev)
-	if c.Kind != reducer.Appended {
-		d.full = true
-		d.fields, d.texts = nil, nil
-		return
-	}
-	if d.full {
-		return
-	}
-	d.bytes += len(c.Append)
-	d.utf8 = d.utf8 && utf8.ValidString(c.Append)
-	i := slices.Index(d.fields, c.Field)
-	if i < 0 {
-		i = len(d.fields)
-		d.fields = append(d.fields, c.Field)
-		d.texts = append(d.texts, &strings.Builder{})
-	}
-	d.texts[i].WriteString(c.Append)
-}
-
-// appends returns the group's appends, one per field.
-func (d *dirtyArtifact) appends() []store.FieldAppend {
-	out := make([]store.FieldAppend, len(d.fields))
-	for i, f := range d.fields {
-		out[i] = store.FieldAppend{Field: f, Text: d.texts[i].String()}
-	}
-	return out
+	// policy is the artifact storage policy of the session (see
+	// artifacts.go).
+	policy artifactPolicy
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -567,7 +510,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, stored: map[int64]storedArtifact{}}
+	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, policy: newArtifactPolicy()}
 	for _, le := range log {
 		var ev protocol.Event
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
@@ -602,7 +545,8 @@ func (w *writer) commit(g *group) {
 			continue
 		}
 		if arts := g.dirty[id]; len(arts) > 0 {
-			ops, after, err := w.artifactOps(id, arts)
+			s := w.states[id]
+			ops, after, err := s.policy.ops(id, s.st, arts)
 			if err != nil {
 				w.fail(g, err)
 				return
@@ -637,54 +581,6 @@ func (w *writer) commit(g *group) {
 		f()
 	}
 	w.evict()
-}
-
-// artifactOps returns the writes for a session's changed artifacts, and a
-// func that records, once they are committed, what the database holds.
-//
-// An artifact the group only appended to gets its appended text as
-// AppendArtifacts rather than its whole body, so streaming into it costs
-// what was appended, not its size. Appends pile up until they outgrow the
-// last full body; then (and on any other change) the whole body is
-// written again and the appends dropped. The full writes of a growing
-// artifact thus double in size: they add up to less than twice its final
-// size, and a read merges at most as many appended bytes as the body has.
-func (w *writer) artifactOps(id string, arts map[int64]*dirtyArtifact) ([]store.Op, func(), error) {
-	s := w.states[id]
-	order := make([]int64, 0, len(arts))
-	for seq := range arts {
-		order = append(order, seq)
-	}
-	slices.Sort(order)
-	var (
-		puts    []store.Artifact
-		appends []store.ArtifactAppend
-		next    = make(map[int64]storedArtifact, len(order))
-	)
-	for _, seq := range order {
-		d := arts[seq]
-		was, known := s.stored[seq]
-		if known && !d.full && d.utf8 && was.appended+d.bytes <= was.body {
-			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
-			next[seq] = storedArtifact{body: was.body, appended: was.appended + d.bytes}
-			continue
-		}
-		a := s.st.Artifact(seq)
-		body, err := json.Marshal(a)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
-		}
-		puts = append(puts, store.Artifact{Seq: seq, Rev: a.Rev, Body: body})
-		next[seq] = storedArtifact{body: len(body)}
-	}
-	var ops []store.Op
-	if len(puts) > 0 {
-		ops = append(ops, store.PutArtifacts{SessionID: id, Artifacts: puts})
-	}
-	if len(appends) > 0 {
-		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})
-	}
-	return ops, func() { maps.Copy(s.stored, next) }, nil
 }
 
 func (w *writer) fail(g *group, err error) {
