@@ -23,6 +23,11 @@ import (
 )
 
 type bench struct {
+	// sync is the --sync every server runs with unless a figure says
+	// otherwise: "normal", so figures compare with those taken before
+	// synchronous=FULL became the default; the *_full ingest figures
+	// measure the default.
+	sync  string
 	bin   string
 	scale float64
 	tmp   string
@@ -49,7 +54,7 @@ func newBench(bin string, scale float64) (*bench, error) {
 		}
 	}
 	quiet := func(string, ...any) {} // children's logs would drown the table
-	return &bench{bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet, storedCount: 10000}, nil
+	return &bench{sync: "normal", bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet, storedCount: 10000}, nil
 }
 
 func (b *bench) close() {
@@ -62,14 +67,17 @@ func (b *bench) close() {
 func (b *bench) dur(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
 func (b *bench) count(n int) int                   { return max(1, int(float64(n)*b.scale)) }
 
-// server starts a fresh rein-server on its own database.
-func (b *bench) server() (*e2e.Server, error) {
+// server starts a fresh rein-server on its own database, with b.sync.
+func (b *bench) server() (*e2e.Server, error) { return b.serverSync(b.sync) }
+
+// serverSync starts a fresh rein-server with --sync sync.
+func (b *bench) serverSync(sync string) (*e2e.Server, error) {
 	dir, err := os.MkdirTemp(b.tmp, "server-")
 	if err != nil {
 		return nil, err
 	}
 	s, err := e2e.StartServer(context.Background(), b.logf, e2e.ServerConfig{
-		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, Args: []string{"--log-level", "error"},
+		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, Args: []string{"--log-level", "error", "--sync", sync},
 	})
 	if err != nil {
 		return nil, err
@@ -111,7 +119,13 @@ func createSessions(base string, ids ...string) error {
 
 // serverWith starts a fresh rein-server holding the given sessions.
 func (b *bench) serverWith(ids ...string) (*e2e.Server, error) {
-	srv, err := b.server()
+	return b.serverSyncWith(b.sync, ids...)
+}
+
+// serverSyncWith starts a fresh rein-server with --sync sync holding the
+// given sessions.
+func (b *bench) serverSyncWith(sync string, ids ...string) (*e2e.Server, error) {
+	srv, err := b.serverSync(sync)
 	if err != nil {
 		return nil, err
 	}
@@ -138,8 +152,9 @@ func postPaced(ctx context.Context, c *http.Client, url string, n int, every tim
 }
 
 // 1. One event per POST, 32 concurrent posters with keep-alive, against
-// a trivial handler that reads the body and answers 202.
-func (b *bench) ingestSingle() ([]Figure, error) {
+// a trivial handler that reads the body and answers 202. sync is the
+// server's --sync; "full" names the figure ingest_single_full.
+func (b *bench) ingestSingle(sync string) ([]Figure, error) {
 	const workers = 32
 	body := []byte(`{"type":"text_delta","id":"m1","delta":"hello "}`)
 	d := b.dur(4 * time.Second)
@@ -154,7 +169,7 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%d", i)
 	}
-	srv, err := b.serverWith(ids...)
+	srv, err := b.serverSyncWith(sync, ids...)
 	if err != nil {
 		return nil, err
 	}
@@ -172,16 +187,17 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Figure{withBaseline(Figure{Name: "ingest_single", Unit: "events/s", Value: ours, Target: 0.5, Higher: true,
-		Note: "32 posters, 1 event per POST; baseline: trivial net/http handler"}, base)}, nil
+	return []Figure{withBaseline(Figure{Name: "ingest_single" + syncSuffix(sync), Unit: "events/s", Value: ours, Target: 0.5, Higher: true,
+		Note: "32 posters, 1 event per POST, --sync " + sync + "; baseline: trivial net/http handler"}, base)}, nil
 }
 
 // 2. Batches of 500 text_delta events, against raw SQLite inserts of the
-// same rows with the same pragmas, 500 per transaction.
-func (b *bench) ingestBatch() ([]Figure, error) {
+// same rows with the same pragmas (synchronous as the server's --sync),
+// 500 per transaction.
+func (b *bench) ingestBatch(sync string) ([]Figure, error) {
 	const batch, workers = 500, 2
 	d := b.dur(4 * time.Second)
-	srv, err := b.serverWith("b0", "b1")
+	srv, err := b.serverSyncWith(sync, "b0", "b1")
 	if err != nil {
 		return nil, err
 	}
@@ -199,12 +215,21 @@ func (b *bench) ingestBatch() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := rawSQLite(filepath.Join(dir, "raw.db"), batch, d)
+	base, err := rawSQLite(filepath.Join(dir, "raw"+syncSuffix(sync)+".db"), batch, d, sync)
 	if err != nil {
 		return nil, err
 	}
-	return []Figure{withBaseline(Figure{Name: "ingest_batch", Unit: "events/s", Value: ours, Target: 0.7, Higher: true,
-		Note: "2 posters, 500 text_delta per POST; baseline: raw SQLite inserts, 500 per transaction"}, base)}, nil
+	return []Figure{withBaseline(Figure{Name: "ingest_batch" + syncSuffix(sync), Unit: "events/s", Value: ours, Target: 0.7, Higher: true,
+		Note: "2 posters, 500 text_delta per POST, --sync " + sync + "; baseline: raw SQLite inserts, 500 per transaction"}, base)}, nil
+}
+
+// syncSuffix names the figures of the default sync mode (full) apart from
+// the historical ones (normal).
+func syncSuffix(sync string) string {
+	if sync == "full" {
+		return "_full"
+	}
+	return ""
 }
 
 func deltaBatch(block string, n int) []byte {
@@ -222,8 +247,8 @@ func deltaBatch(block string, n int) []byte {
 
 // rawSQLite inserts event rows as the server's event log stores them, with
 // the server's pragmas, batch rows per transaction, for d.
-func rawSQLite(path string, batch int, d time.Duration) (float64, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+func rawSQLite(path string, batch int, d time.Duration, sync string) (float64, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + strings.ToUpper(sync) + ")&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return 0, err

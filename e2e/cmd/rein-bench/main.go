@@ -84,8 +84,10 @@ type group struct {
 
 func (b *bench) groups() []group {
 	return []group{
-		{"ingest_single", b.ingestSingle},
-		{"ingest_batch", b.ingestBatch},
+		{"ingest_single", func() ([]Figure, error) { return b.ingestSingle("normal") }},
+		{"ingest_single_full", func() ([]Figure, error) { return b.ingestSingle("full") }},
+		{"ingest_batch", func() ([]Figure, error) { return b.ingestBatch("normal") }},
+		{"ingest_batch_full", func() ([]Figure, error) { return b.ingestBatch("full") }},
 		{"fanout", b.fanout},
 		{"latency", b.latency},
 		{"memory", b.memory},

@@ -225,17 +225,11 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusCreated, CreatedSession{Session: s, SandboxToken: token})
 }
 
-// CreatedSession is the 201 body of POST /sessions/:id: the record plus
-// the session's sandbox token, which is never shown again.
-type CreatedSession struct {
-	protocol.Session
-	SandboxToken string `json:"sandboxToken"`
-}
+// CreatedSession is the 201 body of POST /sessions/:id (protocol's).
+type CreatedSession = protocol.CreatedSession
 
-// SandboxToken is the body of POST /sessions/:id/token.
-type SandboxToken struct {
-	SandboxToken string `json:"sandboxToken"`
-}
+// SandboxToken is the body of POST /sessions/:id/token (protocol's).
+type SandboxToken = protocol.SandboxToken
 
 // decodeCreate validates the optional body of POST /sessions/:id and
 // returns its project. Like the event decoders it reads only the exact key

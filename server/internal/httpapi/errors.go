@@ -9,27 +9,10 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
-// statusOf is the one table from wire error codes to HTTP statuses.
-var statusOf = map[protocol.Code]int{
-	protocol.CodeInvalid:      http.StatusBadRequest,
-	protocol.CodeUnauthorized: http.StatusUnauthorized,
-	protocol.CodeForbidden:    http.StatusForbidden,
-	protocol.CodeNotFound:     http.StatusNotFound,
-	protocol.CodeConflict:     http.StatusConflict,
-	protocol.CodeNoSandbox:    http.StatusConflict,
-	protocol.CodeSuperseded:   http.StatusConflict,
-	protocol.CodeTooLarge:     http.StatusRequestEntityTooLarge,
-	protocol.CodeUnavailable:  http.StatusServiceUnavailable,
-	protocol.CodeInternal:     http.StatusInternalServerError,
-}
-
-// Status returns the HTTP status for a wire code (500 for an unknown one).
-func Status(c protocol.Code) int {
-	if s, ok := statusOf[c]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
+// Status returns the HTTP status for a wire code: protocol's one table
+// (protocol.HTTPStatus), shared with agentd and the Go client, which map
+// statuses back to codes with the same table.
+func Status(c protocol.Code) int { return protocol.HTTPStatus(c) }
 
 // writeError writes the error body for err. Internal errors get a fixed
 // message: their text may name files, SQL or Go types; they are logged

@@ -22,11 +22,7 @@ const TicketTTL = time.Minute
 
 // StreamTicket is the body of POST /sessions/:id/stream-ticket and POST
 // /sessions/stream-ticket.
-type StreamTicket struct {
-	Ticket string `json:"ticket"`
-	// ExpiresAt is in milliseconds since the Unix epoch.
-	ExpiresAt int64 `json:"expiresAt"`
-}
+type StreamTicket = protocol.StreamTicket
 
 type ticketKind string
 

@@ -9,12 +9,12 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 func openFile(t testing.TB, path string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), path)
+	s, err := Open(context.Background(), path, Options{})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
