@@ -48,7 +48,7 @@ func TestACPExampleAgentTurn(t *testing.T) {
 {"type":"tool_call_start","id":"turn-1:call_1","name":"read","kind":"read","title":"Reading project files","input":{"path":"/project/README.md"}}
 {"type":"tool_call_update","id":"turn-1:call_1","status":"pending","locations":[{"path":"/project/README.md"}]}
 {"type":"tool_call_update","id":"turn-1:call_1","content":[{"content":{"text":"# My Project\n\nThis is a sample project...","type":"text"},"type":"content"}]}
-{"type":"tool_call_end","id":"turn-1:call_1","status":"completed","result":{"content":"# My Project\n\nThis is a sample project..."}}
+{"type":"tool_call_end","id":"turn-1:call_1","status":"completed","output":"# My Project\n\nThis is a sample project...","result":{"content":"# My Project\n\nThis is a sample project..."}}
 {"type":"text_delta","id":"turn-1:text-2","delta":" Now I understand the project structure. I need to make some changes to improve it."}
 {"type":"text_end","id":"turn-1:text-2","text":" Now I understand the project structure. I need to make some changes to improve it."}
 {"type":"tool_call_start","id":"turn-1:call_2","name":"edit","kind":"edit","title":"Modifying critical configuration file","input":{"content":"{\"database\": {\"host\": \"new-host\"}}","path":"/project/config.json"}}

@@ -13,11 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rein-ai/rein/agentd/internal/acp"
-	"github.com/rein-ai/rein/agentd/internal/claude"
-	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
-	"github.com/rein-ai/rein/agentd/internal/native"
 	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
@@ -34,6 +30,7 @@ const agentCommandBuffer = 1024
 type supervisor struct {
 	opts      Options
 	log       *slog.Logger
+	adapter   adapter // speaks opts.Protocol
 	up        *uploader.Uploader
 	commands  <-chan protocol.Command
 	connected <-chan struct{}
@@ -79,6 +76,10 @@ type escalation struct {
 // run supervises until ctx is done (nil, after stopping the agent) or a
 // fatal error from the command stream or the uploader.
 func (s *supervisor) run(ctx context.Context) error {
+	if s.adapter == nil {
+		// Options.validate accepted the protocol: it is registered.
+		s.adapter = adapters[s.opts.Protocol](&s.opts)
+	}
 	bo := commandstream.NewBackOff(s.opts.RestartDelay, s.opts.RestartDelayMax)
 	timer := time.NewTimer(0)
 	<-timer.C
@@ -183,28 +184,9 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) 
 	if cwd == "" {
 		cwd, _ = os.Getwd()
 	}
-	log := s.log.With("agent", name)
-	if s.opts.Protocol == ProtocolClaude {
-		return claude.Serve(s.runCtx, claude.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Cwd: cwd, Transcript: s.opts.Transcript, Logger: log,
-		})
-	}
-	if s.opts.Protocol == ProtocolCodex {
-		return codex.Serve(s.runCtx, codex.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Cwd: cwd, Logger: log,
-		})
-	}
-	if s.opts.Protocol == ProtocolACP {
-		return acp.Serve(s.runCtx, acp.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Name: name, Cwd: cwd, Logger: log,
-		})
-	}
-	return native.Serve(s.runCtx, native.Options{
+	return s.adapter.serve(s.runCtx, agentIO{
 		Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-		Name: name, Cwd: cwd, StartWait: s.opts.AgentStartWait, Logger: log,
+		Name: name, Cwd: cwd, Transcript: s.opts.Transcript, Logger: s.log.With("agent", name),
 	})
 }
 

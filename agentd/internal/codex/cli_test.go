@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/agentd"
-	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -208,7 +208,10 @@ wire_api = "responses"
 
 // wantSession is the exact event sequence of TestCodexCLISession (and of
 // its replay), with the temporary paths replaced by placeholders.
-const wantSession = `{"type":"agent_started","agent":{"name":"codex","version":"0.169.0","protocol":"codex"},"model":"gpt-5.5","cwd":"/sandbox/work"}
+// wantSession leaves out the CLI version (see versionless): the test
+// compares it with the CLI's own --version, so an upgrade changes no
+// expected event.
+const wantSession = `{"type":"agent_started","agent":{"name":"codex","protocol":"codex"},"model":"gpt-5.5","cwd":"/sandbox/work"}
 {"type":"turn_started","turnId":"turn-1","promptId":"prompt-1","source":"user"}
 {"type":"user_message","id":"user-1","promptId":"prompt-1","text":"run"}
 {"type":"reasoning_delta","id":"turn-1:rs_1","delta":"Thinking "}
@@ -283,7 +286,6 @@ func TestCodexCLISession(t *testing.T) {
 		t.Fatal(err)
 	}
 	transcript := &fakeserver.Buffer{}
-	t.Cleanup(codex.SetTestTranscript(func() io.Writer { return transcript }))
 
 	srv := fakeserver.New(t, "codex")
 	env := []string{
@@ -299,7 +301,7 @@ func TestCodexCLISession(t *testing.T) {
 		done <- agentd.Run(ctx, agentd.Options{
 			Server: srv.URL, Session: srv.Session, Protocol: agentd.ProtocolCodex,
 			Command: []string{bin, "app-server"}, Dir: work, Env: env,
-			HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo),
+			HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo), Transcript: transcript,
 		})
 	}()
 	stopped := false
@@ -359,7 +361,10 @@ func TestCodexCLISession(t *testing.T) {
 			evs = append(evs, ev)
 		}
 	}
-	got := replacer.Replace(fakeserver.Format(evs))
+	if want := cliVersion(t, bin); evs[0].Agent == nil || evs[0].Agent.Version != want {
+		t.Errorf("first event %s: want agent_started with version %q (codex --version)", fakeserver.Format(evs[:1]), want)
+	}
+	got := replacer.Replace(fakeserver.Format(versionless(evs)))
 	if *record {
 		writeFile(t, "testdata/session.jsonl", replacer.Replace(transcript.String()))
 		writeFile(t, "testdata/session.events.jsonl", got)
@@ -376,4 +381,18 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 	t.Logf("recorded %s", path)
+}
+
+// cliVersion is the version `codex --version` prints ("codex-cli 0.169.0").
+func cliVersion(t *testing.T, bin string) string {
+	t.Helper()
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", bin, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		t.Fatalf("%s --version printed nothing", bin)
+	}
+	return f[len(f)-1]
 }

@@ -37,10 +37,6 @@ type Options struct {
 	Transcript io.Writer
 }
 
-// testTranscript lets tests that run the adapter inside agentd record a
-// transcript (see export_test.go); nil in production.
-var testTranscript func() io.Writer
-
 // Serve initializes the app-server, starts one thread and relays commands
 // and notifications until the app-server's stdout ends (nil) or it refuses
 // the handshake (an error; the supervisor then stops and restarts it). It
@@ -49,9 +45,6 @@ func Serve(ctx context.Context, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if opts.Transcript == nil && testTranscript != nil {
-		opts.Transcript = testTranscript()
 	}
 	a := &adapter{
 		ctx: ctx, opts: opts, log: log,
