@@ -108,7 +108,7 @@ test-agents: test-agent-codex
 
 # The Codex CLI from npm, pinned: its package ships the platform binary.
 # Its own prefix, so other npm tools under $(TOOLS)/npm are left alone.
-CODEX_VERSION := 0.169.0
+CODEX_VERSION := 0.171.0
 CODEX_PREFIX  := $(TOOLS)/npm/codex
 CODEX_BIN     := $(CODEX_PREFIX)/node_modules/.bin/codex
 
