@@ -102,3 +102,19 @@ func withoutStarted(evs []protocol.Event) []protocol.Event {
 	}
 	return out
 }
+
+// While an ACP agent is still in its handshake the session must read idle
+// (prompts wait), not live: agentd reports the agent started as soon as
+// its process runs.
+func TestSlowHandshakeReportsAgentStarted(t *testing.T) {
+	for _, proto := range []string{agentd.ProtocolACP, agentd.ProtocolCodex} {
+		t.Run(proto, func(t *testing.T) {
+			srv := fakeserver.New(t, "slow")
+			start(t, srv, agentd.Options{Protocol: proto, Command: []string{os.Args[0]}, Env: append(os.Environ(), stubEnv+"=mute")})
+			evs := srv.Wait(t, "agent_started", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentStarted)) })
+			if a := evs[0].Agent; evs[0].Type != protocol.EventAgentStarted || a == nil || a.Protocol != proto || a.Name != filepath.Base(os.Args[0]) {
+				t.Errorf("first event = %s, want agentd's agent_started for the %s agent", fakeserver.Format(evs[:1]), proto)
+			}
+		})
+	}
+}

@@ -41,11 +41,23 @@ type adapterFunc func(ctx context.Context, io agentIO) error
 
 func (f adapterFunc) serve(ctx context.Context, io agentIO) error { return f(ctx, io) }
 
-// adapters maps Options.Protocol to the adapter for it, built from the
-// options (which carry the protocol-specific settings). Adding a protocol
-// is one entry here and one package under internal/.
-var adapters = map[string]func(o *Options) adapter{
-	ProtocolNative: func(o *Options) adapter {
+// protocolEntry registers one protocol.
+type protocolEntry struct {
+	// build makes the adapter from the options (which carry the
+	// protocol-specific settings).
+	build func(o *Options) adapter
+	// handshake: the adapter reports agent_started only once a handshake
+	// with the agent is done, which takes seconds with some CLIs. agentd
+	// then reports the agent started as soon as its process runs, so the
+	// session reads idle (prompts wait in the adapter) rather than live
+	// meanwhile; the adapter's agent_started follows with the details.
+	handshake bool
+}
+
+// adapters maps Options.Protocol to its entry. Adding a protocol is one
+// entry here and one package under internal/.
+var adapters = map[string]protocolEntry{
+	ProtocolNative: {build: func(o *Options) adapter {
 		wait := o.AgentStartWait
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return native.Serve(ctx, native.Options{
@@ -53,8 +65,8 @@ var adapters = map[string]func(o *Options) adapter{
 				Name: a.Name, Cwd: a.Cwd, StartWait: wait, Logger: a.Logger,
 			})
 		})
-	},
-	ProtocolACP: func(o *Options) adapter {
+	}},
+	ProtocolACP: {handshake: true, build: func(o *Options) adapter {
 		mode := o.ACPMode
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return acp.Serve(ctx, acp.Options{
@@ -62,23 +74,23 @@ var adapters = map[string]func(o *Options) adapter{
 				Name: a.Name, Cwd: a.Cwd, Mode: mode, Transcript: a.Transcript, Logger: a.Logger,
 			})
 		})
-	},
-	ProtocolCodex: func(*Options) adapter {
+	}},
+	ProtocolCodex: {handshake: true, build: func(*Options) adapter {
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return codex.Serve(ctx, codex.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger,
 			})
 		})
-	},
-	ProtocolClaude: func(*Options) adapter {
+	}},
+	ProtocolClaude: {build: func(*Options) adapter {
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return claude.Serve(ctx, claude.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger,
 			})
 		})
-	},
+	}},
 }
 
 // protocolNames lists the registered protocols, for usage errors.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -50,6 +51,8 @@ func TestMain(m *testing.M) {
 //	  "helper PID" and "child PID"); an abort ends the turn cancelled
 //	  and leaves the child running, as Codex does with a background
 //	  terminal.
+//	mute: reads its input and never answers (an agent whose handshake
+//	  takes long).
 //	invalid: writes one line that is not an event, one event that fails
 //	  validation, then a valid notice.
 func runStub(name string) int {
@@ -105,6 +108,9 @@ func runStub(name string) int {
 				out.Encode(map[string]any{"type": "turn_completed", "turnId": fmt.Sprintf("l%d", n), "stopReason": "cancelled"})
 			}
 		}
+		return 0
+	case "mute":
+		io.Copy(io.Discard, os.Stdin)
 		return 0
 	case "invalid":
 		fmt.Println("this is not json")

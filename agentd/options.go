@@ -165,7 +165,7 @@ func (o *Options) Validate() error {
 	if o.ACPMode != "" && o.Protocol != ProtocolACP {
 		return bad("--acp-mode is for --protocol acp, not %s", o.Protocol)
 	}
-	if adapters[o.Protocol] == nil {
+	if _, ok := adapters[o.Protocol]; !ok {
 		return bad("unknown protocol %q (want one of %s)", o.Protocol, strings.Join(protocolNames(), ", "))
 	}
 	if o.BatchMax > protocol.MaxBatchEvents {

@@ -89,7 +89,7 @@ type escalation struct {
 func (s *supervisor) run(ctx context.Context) error {
 	if s.adapter == nil {
 		// Options.validate accepted the protocol: it is registered.
-		s.adapter = adapters[s.opts.Protocol](&s.opts)
+		s.adapter = adapters[s.opts.Protocol].build(&s.opts)
 	}
 	bo := commandstream.NewBackOff(s.opts.RestartDelay, s.opts.RestartDelayMax)
 	timer := time.NewTimer(0)
@@ -197,6 +197,12 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) 
 	cwd := s.opts.Dir
 	if cwd == "" {
 		cwd, _ = os.Getwd()
+	}
+	if adapters[s.opts.Protocol].handshake {
+		ev := protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: name, Protocol: s.opts.Protocol}, Cwd: cwd}
+		if err := s.emitFromAgent(s.runCtx, ev); err != nil {
+			s.log.Error("event not queued", "type", ev.Type, "err", err)
+		}
 	}
 	return s.adapter.serve(s.runCtx, agentIO{
 		Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,

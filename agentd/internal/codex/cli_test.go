@@ -376,7 +376,11 @@ func TestCodexCLISession(t *testing.T) {
 	replacer := strings.NewReplacer(work, sandboxWork, home, sandboxHome, outside, sandboxOut)
 	var evs []protocol.Event
 	for _, ev := range srv.Events() {
-		if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited {
+		// agentd's own agent_started (the process runs, the handshake
+		// is under way) is not the adapter's: the replay has only the
+		// adapter's.
+		early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == "" && ev.Model == ""
+		if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
 			evs = append(evs, ev)
 		}
 	}
