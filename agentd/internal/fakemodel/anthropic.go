@@ -1,4 +1,4 @@
-package claude_test
+package fakemodel
 
 import (
 	"encoding/json"
@@ -11,11 +11,12 @@ import (
 	"testing"
 )
 
-// fakeAPI is a scripted Anthropic Messages API for Claude Code: it streams
+// Anthropic is a scripted Anthropic Messages API for Claude Code and the
+// agents built on it (claude-agent-acp): it streams
 // SSE answers chosen by the current turn's prompt (see reply) and by how
 // many model replies that prompt already had (step). Message and tool use
 // ids count requests, so a run is deterministic.
-type fakeAPI struct {
+type Anthropic struct {
 	*httptest.Server
 	tb testing.TB
 
@@ -23,9 +24,10 @@ type fakeAPI struct {
 	n  int
 }
 
-func newFakeAPI(tb testing.TB) *fakeAPI {
+// NewAnthropic starts the server on loopback; it stops when the test ends.
+func NewAnthropic(tb testing.TB) *Anthropic {
 	tb.Helper()
-	a := &fakeAPI{tb: tb}
+	a := &Anthropic{tb: tb}
 	a.Server = httptest.NewServer(a)
 	tb.Cleanup(a.Server.Close)
 	return a
@@ -137,7 +139,7 @@ func (s *sseWriter) toolUse(id, name string, jsonParts ...string) {
 //	       goes away (an abort)
 //
 // After a tool result (step > 0) the answer is "Done.".
-func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
 		a.tb.Logf("fake api: %s %s: 404", r.Method, r.URL)
