@@ -82,7 +82,15 @@ func (o *orderedReader) handle(line []byte) bool {
 	if err := json.Unmarshal(line, &h); err != nil {
 		return false // the SDK logs it
 	}
-	o.rec.record("from", json.RawMessage(trimEOL(line)))
+	// Recorded once handled, and with the recorder held meanwhile: a
+	// command the handling prompted (an answer to the permission request
+	// just announced) is recorded after the line, and a replay that waits
+	// for the record knows the line was handled.
+	o.rec.mu.Lock()
+	defer func() {
+		o.rec.writeLocked("from", json.RawMessage(trimEOL(line)))
+		o.rec.mu.Unlock()
+	}()
 	switch {
 	case h.Method == acpsdk.ClientMethodSessionUpdate && len(h.ID) == 0:
 		var n acpsdk.SessionNotification
@@ -131,6 +139,21 @@ func (r *recorder) record(dir string, payload any) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, err := r.w.Write(append(b, '\n')); err != nil {
+		r.log.Warn("transcript", "err", err)
+	}
+}
+
+// writeLocked is record with r.mu held by the caller.
+func (r *recorder) writeLocked(dir string, payload any) {
+	if r.w == nil {
+		return
+	}
+	b, err := json.Marshal(map[string]any{dir: payload})
+	if err != nil {
+		r.log.Warn("transcript", "err", err)
+		return
+	}
 	if _, err := r.w.Write(append(b, '\n')); err != nil {
 		r.log.Warn("transcript", "err", err)
 	}
