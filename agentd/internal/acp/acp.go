@@ -133,9 +133,13 @@ func Serve(ctx context.Context, opts Options) error {
 			startNext()
 		case <-conn.Done():
 			if running {
-				// The prompt call returns now that the connection is gone;
-				// the supervisor reports the exit and ends the turn.
-				<-done
+				// The prompt call returns now that the connection is gone.
+				// If the agent answered it before it went, the turn ended
+				// as it said; otherwise the supervisor reports the exit
+				// and ends the turn.
+				if r := <-done; r.err == nil {
+					a.endTurn(r.resp, nil, conn.Done())
+				}
 			}
 			return nil
 		}

@@ -250,6 +250,71 @@ func TestClaudeAgentACPMatrix(t *testing.T) {
 			t.Errorf("no usage_updated in the session")
 		}
 	})
+	t.Run("two_turns_with_memory", func(t *testing.T) {
+		id := srv.Prompt("recall")
+		l.waitEnd(t, id)
+		var text string
+		for _, ev := range l.turnEvents(id) {
+			if ev.Type == protocol.EventTextEnd {
+				text += ev.Text
+			}
+		}
+		if !strings.Contains(text, "think") || !strings.Contains(text, "hello again") {
+			t.Errorf("the model did not see the earlier turns: %q", text)
+		}
+	})
+	t.Run("abort_while_permission_pending", func(t *testing.T) {
+		id := srv.Prompt("write")
+		srv.Wait(t, "a permission request", func(evs []protocol.Event) bool {
+			return fakeserver.Has(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, "turn-"+strconv.FormatInt(id, 10)+":")
+			})
+		})
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		end := l.waitEnd(t, id)
+		evs := l.turnEvents(id)
+		resolved := countOf(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventPermissionResolved && ev.Outcome == protocol.OutcomeCancelled
+		})
+		if end.StopReason != protocol.StopCancelled || resolved != 1 {
+			t.Errorf("turn:\n%s", fakeserver.Format(evs))
+		}
+	})
+	t.Run("abort_mid_tool", func(t *testing.T) {
+		id := srv.Prompt("sleepy")
+		// Approve the command if the agent asks.
+		stopAnswering := make(chan struct{})
+		answered := make(chan struct{})
+		go func() {
+			defer close(answered)
+			prefix := "turn-" + strconv.FormatInt(id, 10) + ":"
+			for {
+				for _, ev := range srv.Events() {
+					if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, prefix) {
+						for _, o := range ev.Options {
+							if o.Kind == protocol.AllowOnce {
+								srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: ev.ID, OptionID: o.ID})
+								return
+							}
+						}
+					}
+				}
+				select {
+				case <-stopAnswering:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		pid := waitProcess(t, "sleep\x00"+fakemodel.SleepyArg+"\x00")
+		close(stopAnswering)
+		<-answered
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		if end := l.waitEnd(t, id); end.StopReason != protocol.StopCancelled {
+			t.Errorf("aborted turn ended %s", end.StopReason)
+		}
+		waitGone(t, pid)
+	})
 	l.stop()
 
 	if *record {
@@ -303,4 +368,42 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 	t.Logf("recorded %s", path)
+}
+
+// waitProcess waits for a process whose /proc cmdline is cmdline.
+func waitProcess(t *testing.T, cmdline string) int {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if pid, perr := strconv.Atoi(e.Name()); err == nil && perr == nil && string(b) == cmdline {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process runs %q", cmdline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitGone waits for pid to exit (a zombie counts as gone).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i+1:]), " Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
