@@ -66,7 +66,9 @@ func Serve(ctx context.Context, opts Options) error {
 	// before the SDK sees the line.
 	in := &orderedReader{r: bufio.NewReaderSize(opts.Stdout, 64*1024), a: a, rec: rec}
 	conn := acpsdk.NewClientSideConnection(a, &recordingWriter{w: opts.Stdin, rec: rec}, in)
-	conn.SetLogger(log)
+	sdkLog := &gate{}
+	defer sdkLog.close()
+	conn.SetLogger(slog.New(gatedHandler{sdkLog, log.Handler()}))
 	a.conn = conn
 	defer opts.Stdin.Close()
 

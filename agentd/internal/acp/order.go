@@ -2,6 +2,7 @@ package acp
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -169,4 +170,45 @@ type recordingWriter struct {
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	w.rec.record("to", json.RawMessage(trimEOL(p)))
 	return w.w.Write(p)
+}
+
+// gate drops log records once closed: the SDK's goroutines may log after
+// Serve has returned (its receive goroutine logs the closed connection
+// after signalling Done), and Serve's caller must not hear from them then.
+type gate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+}
+
+// gatedHandler is a slog.Handler that forwards to h until its gate closes.
+type gatedHandler struct {
+	g *gate
+	h slog.Handler
+}
+
+func (h gatedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.h.Enabled(ctx, l)
+}
+
+func (h gatedHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.g.mu.RLock()
+	defer h.g.mu.RUnlock()
+	if h.g.closed {
+		return nil
+	}
+	return h.h.Handle(ctx, r)
+}
+
+func (h gatedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return gatedHandler{h.g, h.h.WithAttrs(as)}
+}
+
+func (h gatedHandler) WithGroup(name string) slog.Handler {
+	return gatedHandler{h.g, h.h.WithGroup(name)}
 }
