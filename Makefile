@@ -127,7 +127,7 @@ test-agents: test-agent-codex
 
 # The Codex CLI from npm, pinned: its package ships the platform binary.
 # Its own prefix, so other npm tools under $(TOOLS)/npm are left alone.
-CODEX_VERSION := 0.169.0
+CODEX_VERSION := 0.171.0
 CODEX_PREFIX  := $(TOOLS)/npm/codex
 CODEX_BIN     := $(CODEX_PREFIX)/node_modules/.bin/codex
 
@@ -139,6 +139,27 @@ $(CODEX_PREFIX)/.installed-$(CODEX_VERSION):
 # -record also rewrites agentd/internal/codex/testdata from the run.
 test-agent-codex: $(CODEX_PREFIX)/.installed-$(CODEX_VERSION)
 	cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record)
+
+# claude-agent-acp (ACP adapter) against the fake Anthropic API in
+# agentd/internal/fakemodel, in mode "default" (--acp-mode): the matrix rows
+# are TestClaudeAgentACPMatrix's subtests. RECORD=1 rewrites
+# agentd/internal/acp/testdata/claude-agent-acp.*, which `make test` replays.
+.PHONY: test-agent-claude-agent-acp
+test-agents: test-agent-claude-agent-acp
+CLAUDE_AGENT_ACP_VERSION := 0.101.0
+CLAUDE_AGENT_ACP_PREFIX  := $(NPM_TOOLS)/claude-agent-acp
+CLAUDE_AGENT_ACP_BIN     := $(CLAUDE_AGENT_ACP_PREFIX)/node_modules/.bin/claude-agent-acp
+
+$(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGENT_ACP_VERSION):
+	@mkdir -p $(CLAUDE_AGENT_ACP_PREFIX)
+	npm install --prefix $(CLAUDE_AGENT_ACP_PREFIX) --no-audit --no-fund --loglevel=error @agentclientprotocol/claude-agent-acp@$(CLAUDE_AGENT_ACP_VERSION)
+	@touch $@
+
+test-agent-claude-agent-acp: $(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGENT_ACP_VERSION)
+	@echo "== claude-agent-acp $(CLAUDE_AGENT_ACP_VERSION) against agentd/internal/acp"
+	@cd agentd && REIN_CLAUDE_AGENT_ACP_BIN=$(CLAUDE_AGENT_ACP_BIN) $(GO) test -count=1 -v -run 'TestClaudeAgentACPMatrix|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-claude-agent-acp.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude-agent-acp.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude-agent-acp.log"; exit $$rc
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

@@ -48,7 +48,7 @@ func TestACPExampleAgentTurn(t *testing.T) {
 {"type":"tool_call_start","id":"turn-1:call_1","name":"read","kind":"read","title":"Reading project files","input":{"path":"/project/README.md"}}
 {"type":"tool_call_update","id":"turn-1:call_1","status":"pending","locations":[{"path":"/project/README.md"}]}
 {"type":"tool_call_update","id":"turn-1:call_1","content":[{"content":{"text":"# My Project\n\nThis is a sample project...","type":"text"},"type":"content"}]}
-{"type":"tool_call_end","id":"turn-1:call_1","status":"completed","result":{"content":"# My Project\n\nThis is a sample project..."}}
+{"type":"tool_call_end","id":"turn-1:call_1","status":"completed","output":"# My Project\n\nThis is a sample project...","result":{"content":"# My Project\n\nThis is a sample project..."}}
 {"type":"text_delta","id":"turn-1:text-2","delta":" Now I understand the project structure. I need to make some changes to improve it."}
 {"type":"text_end","id":"turn-1:text-2","text":" Now I understand the project structure. I need to make some changes to improve it."}
 {"type":"tool_call_start","id":"turn-1:call_2","name":"edit","kind":"edit","title":"Modifying critical configuration file","input":{"content":"{\"database\": {\"host\": \"new-host\"}}","path":"/project/config.json"}}
@@ -101,4 +101,20 @@ func withoutStarted(evs []protocol.Event) []protocol.Event {
 		}
 	}
 	return out
+}
+
+// While an ACP agent is still in its handshake the session must read idle
+// (prompts wait), not live: agentd reports the agent started as soon as
+// its process runs.
+func TestSlowHandshakeReportsAgentStarted(t *testing.T) {
+	for _, proto := range []string{agentd.ProtocolACP, agentd.ProtocolCodex} {
+		t.Run(proto, func(t *testing.T) {
+			srv := fakeserver.New(t, "slow")
+			start(t, srv, agentd.Options{Protocol: proto, Command: []string{os.Args[0]}, Env: append(os.Environ(), stubEnv+"=mute")})
+			evs := srv.Wait(t, "agent_started", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentStarted)) })
+			if a := evs[0].Agent; evs[0].Type != protocol.EventAgentStarted || a == nil || a.Protocol != proto || a.Name != filepath.Base(os.Args[0]) {
+				t.Errorf("first event = %s, want agentd's agent_started for the %s agent", fakeserver.Format(evs[:1]), proto)
+			}
+		})
+	}
 }

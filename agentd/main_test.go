@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,6 +46,13 @@ func TestMain(m *testing.M) {
 //	stubborn: starts a turn on every prompt and never ends it; ignores
 //	  abort, shutdown, SIGINT and SIGTERM (reporting each signal as a
 //	  notice), so only SIGKILL stops it.
+//	leaver: a helper process runs from the start; each prompt starts a
+//	  turn and a `sleep` in a session of its own (reported as notices
+//	  "helper PID" and "child PID"); an abort ends the turn cancelled
+//	  and leaves the child running, as Codex does with a background
+//	  terminal.
+//	mute: reads its input and never answers (an agent whose handshake
+//	  takes long).
 //	invalid: writes one line that is not an event, one event that fails
 //	  validation, then a valid notice.
 func runStub(name string) int {
@@ -69,6 +77,41 @@ func runStub(name string) int {
 			}
 		}
 		select {} // stdin closed: still refuse to exit
+	case "leaver":
+		helper := exec.Command("sleep", "1000")
+		if err := helper.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer helper.Process.Kill()
+		go helper.Wait()
+		out.Encode(map[string]any{"type": "agent_started", "agent": map[string]any{"name": "leaver"}})
+		sc := bufio.NewScanner(os.Stdin)
+		n := 0
+		for sc.Scan() {
+			var c struct{ Type string }
+			json.Unmarshal(sc.Bytes(), &c)
+			switch c.Type {
+			case "prompt":
+				n++
+				out.Encode(map[string]any{"type": "turn_started", "turnId": fmt.Sprintf("l%d", n), "source": "user"})
+				child := exec.Command("sleep", "1000")
+				child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+				if err := child.Start(); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 1
+				}
+				go child.Wait()
+				out.Encode(map[string]any{"type": "notice", "level": "info", "message": fmt.Sprintf("helper %d", helper.Process.Pid)})
+				out.Encode(map[string]any{"type": "notice", "level": "info", "message": fmt.Sprintf("child %d", child.Process.Pid)})
+			case "abort":
+				out.Encode(map[string]any{"type": "turn_completed", "turnId": fmt.Sprintf("l%d", n), "stopReason": "cancelled"})
+			}
+		}
+		return 0
+	case "mute":
+		io.Copy(io.Discard, os.Stdin)
+		return 0
 	case "invalid":
 		fmt.Println("this is not json")
 		fmt.Println(`{"type":"text_delta","delta":42}`)

@@ -95,11 +95,17 @@ type Options struct {
 	// AgentStartWait is how long a native agent has to print its own
 	// agent_started before agentd reports one for it (default 2 s).
 	AgentStartWait time.Duration
-	// Transcript, when set with ProtocolClaude, receives every line the
-	// agent printed and every command it was given, in the order the
-	// adapter handled them (JSON lines): a record to debug a session or to
-	// replay through the adapter in tests.
+	// Transcript, when set, receives every message the agent printed (and,
+	// for the codex and acp protocols, every message agentd sent it) and
+	// every command it was given, in the order the adapter handled them
+	// (JSON lines): a record to debug a session or to replay through the
+	// adapter in tests. The native protocol records nothing.
 	Transcript io.Writer
+	// ACPMode, with ProtocolACP, is the session mode agentd selects with
+	// session/set_mode after session/new (e.g. codex-acp's "auto"); ""
+	// leaves the agent's default. A mode the agent does not offer stops
+	// the agent with an error naming the modes it offers.
+	ACPMode string
 
 	// HTTPClient is used for every request; nil means one with no
 	// client-wide Timeout (it would cut the command stream).
@@ -168,10 +174,11 @@ func (o *Options) Validate() error {
 	if len(o.Command) == 0 || o.Command[0] == "" {
 		return bad("missing agent command: agentd [flags] -- CMD [ARGS...]")
 	}
-	switch o.Protocol {
-	case ProtocolNative, ProtocolACP, ProtocolCodex, ProtocolClaude:
-	default:
-		return bad("unknown protocol %q (want native, acp, codex or claude)", o.Protocol)
+	if o.ACPMode != "" && o.Protocol != ProtocolACP {
+		return bad("--acp-mode is for --protocol acp, not %s", o.Protocol)
+	}
+	if _, ok := adapters[o.Protocol]; !ok {
+		return bad("unknown protocol %q (want one of %s)", o.Protocol, strings.Join(protocolNames(), ", "))
 	}
 	if o.OutboxMaxBytes != 0 && o.OutboxMaxBytes < outbox.MinMaxBytes {
 		return bad("outbox-max-bytes %d is below the minimum of %d", o.OutboxMaxBytes, outbox.MinMaxBytes)

@@ -13,11 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rein-ai/rein/agentd/internal/acp"
-	"github.com/rein-ai/rein/agentd/internal/claude"
-	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
-	"github.com/rein-ai/rein/agentd/internal/native"
 	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
@@ -34,6 +30,7 @@ const agentCommandBuffer = 1024
 type supervisor struct {
 	opts      Options
 	log       *slog.Logger
+	adapter   adapter // speaks opts.Protocol
 	up        *uploader.Uploader
 	commands  <-chan protocol.Command
 	connected <-chan struct{}
@@ -62,6 +59,17 @@ type supervisor struct {
 	// started is the agent_started of the running agent, re-posted after
 	// every command stream reconnect.
 	started *protocol.Event
+	// agentPid is the running agent's pid (0 between runs); baseline the
+	// processes below it when the open turn began; abortedTurn the turn
+	// the user aborted. When the aborted turn ends, agentd kills what
+	// the turn started and left running (reapTurnLocked).
+	agentPid    int
+	baseline    map[int]bool
+	abortedTurn string
+	// promptSnaps are the processes below the agent when each prompt
+	// not yet started was handed to it, oldest first: a turn's baseline
+	// is taken before the agent can act on its prompt.
+	promptSnaps []map[int]bool
 }
 
 // agentRun is one process lifetime of the agent.
@@ -84,6 +92,10 @@ type escalation struct {
 // run supervises until ctx is done (nil, after stopping the agent) or a
 // fatal error from the command stream or the uploader.
 func (s *supervisor) run(ctx context.Context) error {
+	if s.adapter == nil {
+		// Options.validate accepted the protocol: it is registered.
+		s.adapter = adapters[s.opts.Protocol].build(&s.opts)
+	}
 	bo := commandstream.NewBackOff(s.opts.RestartDelay, s.opts.RestartDelayMax)
 	timer := time.NewTimer(0)
 	<-timer.C
@@ -157,6 +169,9 @@ func (s *supervisor) start() (*agentRun, error) {
 		return nil, err
 	}
 	s.log.Info("agent started", "pid", proc.Pid())
+	s.mu.Lock()
+	s.agentPid, s.baseline, s.abortedTurn, s.promptSnaps = proc.Pid(), nil, "", nil
+	s.mu.Unlock()
 	r := &agentRun{proc: proc, cmds: make(chan protocol.Command, agentCommandBuffer), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
@@ -188,28 +203,15 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) 
 	if cwd == "" {
 		cwd, _ = os.Getwd()
 	}
-	log := s.log.With("agent", name)
-	if s.opts.Protocol == ProtocolClaude {
-		return claude.Serve(s.runCtx, claude.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Cwd: cwd, Transcript: s.opts.Transcript, Logger: log,
-		})
+	if adapters[s.opts.Protocol].handshake {
+		ev := protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: name, Protocol: s.opts.Protocol}, Cwd: cwd}
+		if err := s.emitFromAgent(s.runCtx, ev); err != nil {
+			s.log.Error("event not queued", "type", ev.Type, "err", err)
+		}
 	}
-	if s.opts.Protocol == ProtocolCodex {
-		return codex.Serve(s.runCtx, codex.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Cwd: cwd, Logger: log,
-		})
-	}
-	if s.opts.Protocol == ProtocolACP {
-		return acp.Serve(s.runCtx, acp.Options{
-			Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-			Name: name, Cwd: cwd, Logger: log,
-		})
-	}
-	return native.Serve(s.runCtx, native.Options{
+	return s.adapter.serve(s.runCtx, agentIO{
 		Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
-		Name: name, Cwd: cwd, StartWait: s.opts.AgentStartWait, Logger: log,
+		Name: name, Cwd: cwd, Transcript: s.opts.Transcript, Logger: s.log.With("agent", name),
 	})
 }
 
@@ -244,6 +246,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 			if stop {
 				continue // not taken: the next agentd gets it again
 			}
+			if c.Type == protocol.CommandAbort {
+				s.markAborted()
+			}
 			if c.Type == protocol.CommandAbort && esc == nil && s.turnIsOpen() {
 				arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true}, s.opts.AbortGrace)
 			}
@@ -266,6 +271,13 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 					continue
 				}
 				r.cancelled = true
+				if len(esc.signals) == 3 {
+					// First, what the turn started: signals to the
+					// agent's group miss processes in groups of their own.
+					s.mu.Lock()
+					s.reapTurnLocked()
+					s.mu.Unlock()
+				}
 			}
 			sig := esc.signals[0]
 			esc.signals = esc.signals[1:]
@@ -312,6 +324,7 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	s.mu.Lock()
 	turnID, open := s.turnID, s.turnOpen
 	s.turnOpen, s.turnID, s.started = false, "", nil
+	s.agentPid, s.baseline, s.abortedTurn, s.promptSnaps = 0, nil, "", nil
 	s.mu.Unlock()
 	if open {
 		end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turnID, StopReason: protocol.StopError, Error: "agent " + exit.String()}
@@ -332,6 +345,13 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 // An abort or an answer is taken once handed over; a prompt when its turn
 // starts.
 func (s *supervisor) forward(r *agentRun, c protocol.Command) {
+	if c.Type == protocol.CommandPrompt {
+		s.mu.Lock()
+		if b := s.snapshotLocked(); b != nil {
+			s.promptSnaps = append(s.promptSnaps, b)
+		}
+		s.mu.Unlock()
+	}
 	select {
 	case r.cmds <- c:
 		if c.Type != protocol.CommandPrompt {
@@ -350,7 +370,18 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 	switch ev.Type {
 	case protocol.EventTurnStarted:
 		s.turnID, s.turnOpen = ev.TurnID, true
+		s.abortedTurn = ""
+		if ev.Source == protocol.SourceUser && len(s.promptSnaps) > 0 {
+			s.baseline, s.promptSnaps = s.promptSnaps[0], s.promptSnaps[1:]
+		} else {
+			s.baseline = s.snapshotLocked()
+		}
 	case protocol.EventTurnCompleted:
+		if s.abortedTurn != "" && s.abortedTurn == ev.TurnID {
+			// Before the turn is reported over (and before the agent
+			// starts another): nothing the aborted turn started lives on.
+			s.reapTurnLocked()
+		}
 		s.turnID, s.turnOpen = "", false
 		select {
 		case s.turnEnded <- struct{}{}:
@@ -379,6 +410,45 @@ func (s *supervisor) emit(ev protocol.Event) {
 	if err := s.up.Enqueue(s.runCtx, ev); err != nil {
 		s.log.Error("event not queued", "type", ev.Type, "err", err)
 	}
+}
+
+// snapshotLocked lists the processes below the agent (nil when it cannot).
+func (s *supervisor) snapshotLocked() map[int]bool {
+	if s.agentPid == 0 {
+		return nil
+	}
+	b, err := process.Descendants(s.agentPid)
+	if err != nil {
+		s.log.Warn("cannot list the agent's processes; an aborted turn's leftovers will not be killed", "err", err)
+		return nil
+	}
+	return b
+}
+
+// markAborted notes that the user aborted the open turn.
+func (s *supervisor) markAborted() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.turnOpen {
+		s.abortedTurn = s.turnID
+	}
+}
+
+// reapTurnLocked kills the processes below the agent that the aborted
+// turn started, whatever the agent said about them: Codex, for one, keeps
+// an interrupted command running as a background terminal.
+func (s *supervisor) reapTurnLocked() {
+	if s.baseline == nil || s.agentPid == 0 {
+		return
+	}
+	n, err := process.KillNew(s.agentPid, s.baseline)
+	if err != nil {
+		s.log.Error("kill the aborted turn's processes", "err", err)
+	}
+	if n > 0 {
+		s.log.Warn("killed processes the aborted turn left running", "count", n, "turn", s.abortedTurn)
+	}
+	s.abortedTurn = ""
 }
 
 func (s *supervisor) turnIsOpen() bool {

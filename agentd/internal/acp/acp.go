@@ -1,11 +1,13 @@
 package acp
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,8 +35,17 @@ type Options struct {
 	// Name is the agent name when the agent's initialize answer has none.
 	Name string
 	// Cwd is the ACP session's working directory.
-	Cwd    string
+	Cwd string
+	// Mode, when set, is the session mode agentd selects with
+	// session/set_mode right after session/new (e.g. codex-acp's
+	// "read-only", "auto" or "full-access"); it must be one the agent
+	// lists.
+	Mode   string
 	Logger *slog.Logger
+	// Transcript, when set, receives one JSON line per message read from
+	// or written to the agent and per command handled: {"from": ...},
+	// {"to": ...} or {"command": ...}.
+	Transcript io.Writer
 }
 
 // Serve initializes the agent, opens one ACP session and relays commands
@@ -46,9 +57,18 @@ func Serve(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &adapter{opts: opts, log: log, ctx: ctx, perms: map[string]*pendingPermission{}}
-	conn := acpsdk.NewClientSideConnection(a, opts.Stdin, opts.Stdout)
-	conn.SetLogger(log)
+	a := &adapter{opts: opts, log: log, ctx: ctx, perms: map[string]*pendingPermission{}, announced: map[acpsdk.ToolCallId][]string{}}
+	rec := &recorder{w: opts.Transcript, log: log}
+	// The SDK runs every inbound request in a goroutine of its own while
+	// it queues notifications, so a permission request could overtake the
+	// updates sent before it. The ordered reader maps session/update and
+	// announces permission requests itself, in the order they were read,
+	// before the SDK sees the line.
+	in := &orderedReader{r: bufio.NewReaderSize(opts.Stdout, 64*1024), a: a, rec: rec}
+	conn := acpsdk.NewClientSideConnection(a, &recordingWriter{w: opts.Stdin, rec: rec}, in)
+	sdkLog := &gate{}
+	defer sdkLog.close()
+	conn.SetLogger(slog.New(gatedHandler{sdkLog, log.Handler()}))
 	a.conn = conn
 	defer opts.Stdin.Close()
 
@@ -93,6 +113,7 @@ func Serve(ctx context.Context, opts Options) error {
 				opts.Commands = nil
 				continue
 			}
+			rec.record("command", c)
 			switch c.Type {
 			case protocol.CommandPrompt:
 				// ACP runs one prompt at a time per session: queue.
@@ -114,9 +135,13 @@ func Serve(ctx context.Context, opts Options) error {
 			startNext()
 		case <-conn.Done():
 			if running {
-				// The prompt call returns now that the connection is gone;
-				// the supervisor reports the exit and ends the turn.
-				<-done
+				// The prompt call returns now that the connection is gone.
+				// If the agent answered it before it went, the turn ended
+				// as it said; otherwise the supervisor reports the exit
+				// and ends the turn.
+				if r := <-done; r.err == nil {
+					a.endTurn(r.resp, nil, conn.Done())
+				}
 			}
 			return nil
 		}
@@ -131,16 +156,40 @@ type adapter struct {
 	conn *acpsdk.ClientSideConnection
 	sid  acpsdk.SessionId
 
-	// mu serializes the turn state and emission: updates (SDK goroutine),
-	// permission requests (SDK goroutines) and turn boundaries (Serve).
-	mu      sync.Mutex
-	turn    string          // current turn id, "" between turns
-	blocks  int             // text/reasoning blocks started in the turn
-	open    *block          // the block being streamed, if any
-	tools   map[string]bool // tool ids started in the turn
+	// mu serializes the turn state and emission: updates and permission
+	// announcements (the ordered reader), permission answers (SDK
+	// goroutines) and turn boundaries (Serve).
+	mu     sync.Mutex
+	turn   string // current turn id, "" between turns
+	blocks int    // text/reasoning blocks started in the turn
+	open   *block // the block being streamed, if any
+	tools  map[string]*toolState
+	// aborted: the user aborted the turn; tools the agent ends later end
+	// cancelled, whatever status the agent gives them.
+	aborted bool
 	permN   int
 	perms   map[string]*pendingPermission
-	planSeq int
+	// announced lists, per ACP tool call id, the Rein ids of permission
+	// requests the ordered reader reported and whose SDK handler has not
+	// yet picked them up, oldest first.
+	announced map[acpsdk.ToolCallId][]string
+	// cost is the session's cumulative cost in USD at the last
+	// usage_update; costBase is what it was when the turn began.
+	cost, costBase float64
+	// modes are the session modes the agent offers (session/new).
+	modes *acpsdk.SessionModeState
+}
+
+// toolState is what the adapter remembers of a tool call in the turn.
+type toolState struct {
+	ended bool
+	// forced is the final status agentd decided (denied after a reject,
+	// cancelled after an abort): the agent's own final status, which
+	// follows, does not replace it.
+	forced protocol.ToolStatus
+	// output is the latest text output the agent reported, sent with
+	// tool_call_end when the final update carries none.
+	output string
 }
 
 // block is a text or reasoning block being streamed.
@@ -152,8 +201,9 @@ type block struct {
 }
 
 type pendingPermission struct {
-	options map[string]acpsdk.PermissionOptionId // Rein option id -> ACP id
-	answer  chan protocol.Command                // buffered 1
+	toolID  string
+	options map[string]acpsdk.PermissionOption // by Rein option id
+	answer  chan protocol.Command              // buffered 1
 }
 
 func (a *adapter) emit(ev protocol.Event) {
@@ -167,7 +217,9 @@ func (a *adapter) handshake(ctx context.Context) (acpsdk.SessionId, error) {
 		ProtocolVersion: acpsdk.ProtocolVersionNumber,
 		ClientInfo:      &acpsdk.Implementation{Name: "agentd", Version: clientVersion},
 		// No fs or terminal capabilities: the agent works in its own
-		// sandbox and asks only for permissions.
+		// sandbox and asks only for permissions. terminal_output_delta
+		// asks codex-acp to stream command output in _meta.
+		ClientCapabilities: acpsdk.ClientCapabilities{Meta: map[string]any{"terminal_output_delta": true}},
 	})
 	if err != nil {
 		return "", fmt.Errorf("acp initialize: %w", err)
@@ -180,8 +232,33 @@ func (a *adapter) handshake(ctx context.Context) (acpsdk.SessionId, error) {
 	if err != nil {
 		return "", fmt.Errorf("acp session/new: %w", err)
 	}
+	if a.opts.Mode != "" {
+		if err := a.setMode(ctx, sess); err != nil {
+			return "", err
+		}
+	}
 	a.emit(protocol.Event{Type: protocol.EventAgentStarted, Agent: &info, Cwd: a.opts.Cwd})
 	return sess.SessionId, nil
+}
+
+// setMode selects Options.Mode, refusing a mode the agent does not list
+// (a typo would otherwise leave the agent in its default mode silently).
+func (a *adapter) setMode(ctx context.Context, sess acpsdk.NewSessionResponse) error {
+	var ids []string
+	found := false
+	if sess.Modes != nil {
+		for _, m := range sess.Modes.AvailableModes {
+			ids = append(ids, string(m.Id))
+			found = found || string(m.Id) == a.opts.Mode
+		}
+	}
+	if !found {
+		return fmt.Errorf("acp session/set_mode: mode %q is not one the agent offers (%s)", a.opts.Mode, strings.Join(ids, ", "))
+	}
+	if _, err := a.conn.SetSessionMode(ctx, acpsdk.SetSessionModeRequest{SessionId: sess.SessionId, ModeId: acpsdk.SessionModeId(a.opts.Mode)}); err != nil {
+		return fmt.Errorf("acp session/set_mode %q: %w", a.opts.Mode, err)
+	}
+	return nil
 }
 
 // beginTurn reports a prompt: agentd, not the ACP agent, opens Rein turns.
@@ -191,30 +268,47 @@ func (a *adapter) beginTurn(c protocol.Command) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := strconv.FormatInt(c.ID, 10)
-	a.turn, a.blocks, a.open, a.tools, a.permN = "turn-"+n, 0, nil, map[string]bool{}, 0
+	a.turn, a.blocks, a.open, a.tools, a.permN, a.aborted = "turn-"+n, 0, nil, map[string]*toolState{}, 0, false
+	a.costBase = a.cost
 	a.emit(protocol.Event{Type: protocol.EventTurnStarted, TurnID: a.turn, PromptID: "prompt-" + n, Source: protocol.SourceUser})
 	a.emit(protocol.Event{Type: protocol.EventUserMessage, ID: "user-" + n, Text: c.Text, PromptID: "prompt-" + n})
 }
 
-// endTurn maps session/prompt's answer to turn_completed.
+// endTurn maps session/prompt's answer to turn_completed. The SDK returns
+// the answer only after the notifications read before it were handled.
 func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.cancelPermissionsLocked()
 	turn := a.turn
-	a.turn = ""
 	if err != nil {
 		select {
 		case <-connDone:
 			// The agent died mid-turn: the supervisor ends the turn.
+			a.turn = ""
 			return
 		default:
 		}
 	}
 	a.closeBlockLocked()
+	if u := resp.Usage; u != nil && err == nil {
+		in, out := int64(u.InputTokens), int64(u.OutputTokens)
+		ev := protocol.Event{Type: protocol.EventUsageUpdated, InputTokens: &in, OutputTokens: &out}
+		if u.CachedReadTokens != nil {
+			c := int64(*u.CachedReadTokens)
+			ev.CachedInputTokens = &c
+		}
+		a.emit(ev)
+	}
+	a.turn = ""
 	ev := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turn, StopReason: stopReason(resp.StopReason)}
 	if err != nil {
 		ev.StopReason, ev.Error = protocol.StopError, err.Error()
+	}
+	if a.aborted && ev.StopReason != protocol.StopError {
+		// The user aborted: whatever the agent made of it, the turn
+		// was cancelled.
+		ev.StopReason = protocol.StopCancelled
 	}
 	a.emit(ev)
 }
@@ -234,8 +328,17 @@ func stopReason(r acpsdk.StopReason) protocol.StopReason {
 }
 
 // abort sends session/cancel and, as ACP requires of the client, answers
-// every pending permission request with cancelled.
+// every pending permission request with cancelled. Tools still open end
+// cancelled, whatever the agent reports for them afterwards.
 func (a *adapter) abort(ctx context.Context) {
+	a.mu.Lock()
+	a.aborted = true
+	for _, t := range a.tools {
+		if !t.ended && t.forced == "" {
+			t.forced = protocol.ToolCancelled
+		}
+	}
+	a.mu.Unlock()
 	if err := a.conn.Cancel(ctx, acpsdk.CancelNotification{SessionId: a.sid}); err != nil {
 		a.log.Warn("acp session/cancel", "err", err)
 	}
@@ -350,74 +453,161 @@ func toolName(kind acpsdk.ToolKind) string {
 	return string(kind)
 }
 
+// contentText is the text of a tool call's content blocks: what the
+// claude and codex adapters send as a tool's output.
+func contentText(content []acpsdk.ToolCallContent) string {
+	var parts []string
+	for _, c := range content {
+		if c.Content != nil && c.Content.Content.Text != nil {
+			parts = append(parts, c.Content.Content.Text.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// rawOutputText is the text of a rawOutput: a string, or the output field
+// agents put in an object (codex-acp's formatted_output, an "output" or
+// "stdout").
+func rawOutputText(v any) string {
+	switch o := v.(type) {
+	case string:
+		return o
+	case map[string]any:
+		for _, k := range []string{"formatted_output", "output", "stdout", "aggregated_output"} {
+			if s, ok := o[k].(string); ok && s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// metaOutputDelta is codex-acp's streamed command output:
+// _meta.terminal_output_delta.data.
+func metaOutputDelta(meta map[string]any) string {
+	d, _ := meta["terminal_output_delta"].(map[string]any)
+	s, _ := d["data"].(string)
+	return s
+}
+
+// clip keeps a tool's output within the protocol's text limit.
+func clip(s string) string {
+	const marker = "\n[output cut by agentd]"
+	if len(s) <= protocol.MaxTextLen {
+		return s
+	}
+	cut := protocol.MaxTextLen - len(marker)
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + marker
+}
+
+// toolUpdate is one ACP tool call report (tool_call, tool_call_update or
+// the tool of a permission request), as optional fields.
+type toolUpdate struct {
+	status    protocol.ToolStatus
+	title     *string
+	kind      *acpsdk.ToolKind
+	input     any
+	locations []acpsdk.ToolCallLocation
+	content   []acpsdk.ToolCallContent
+	output    any
+	meta      map[string]any
+}
+
 // startToolLocked reports a new tool call, and any state it starts with.
-func (a *adapter) startToolLocked(id string, kind acpsdk.ToolKind, title string, input any, status acpsdk.ToolCallStatus, locations []acpsdk.ToolCallLocation, content []acpsdk.ToolCallContent) {
-	a.tools[id] = true
-	a.emit(protocol.Event{Type: protocol.EventToolCallStart, ID: id, Name: toolName(kind), Kind: string(kind), Title: title, Input: rawJSON(input)})
-	a.updateToolLocked(id, toolStatus(status), nil, nil, nil, locations, content, nil)
+func (a *adapter) startToolLocked(id string, kind acpsdk.ToolKind, title string, u toolUpdate) {
+	a.tools[id] = &toolState{}
+	a.emit(protocol.Event{Type: protocol.EventToolCallStart, ID: id, Name: toolName(kind), Kind: string(kind), Title: title, Input: rawJSON(u.input)})
+	u.title, u.kind, u.input = nil, nil, nil
+	a.updateToolLocked(id, u)
 }
 
 // updateToolLocked maps a tool call update: a final status becomes
 // tool_call_end (after an update carrying the other fields), anything else
 // a tool_call_update whose fields replace the artifact's.
-func (a *adapter) updateToolLocked(id string, status protocol.ToolStatus, title *string, kind *acpsdk.ToolKind, input any, locations []acpsdk.ToolCallLocation, content []acpsdk.ToolCallContent, output any) {
-	up := protocol.Event{Type: protocol.EventToolCallUpdate, ID: id, Input: rawJSON(input)}
-	if title != nil {
-		up.Title = *title
+func (a *adapter) updateToolLocked(id string, u toolUpdate) {
+	t := a.tools[id]
+	if d := metaOutputDelta(u.meta); d != "" && !t.ended {
+		a.emit(protocol.Event{Type: protocol.EventToolOutputDelta, ID: id, Delta: d})
 	}
-	if kind != nil {
-		up.Kind = string(*kind)
+	up := protocol.Event{Type: protocol.EventToolCallUpdate, ID: id, Input: rawJSON(u.input)}
+	if u.title != nil {
+		up.Title = *u.title
 	}
-	if locations != nil {
-		up.Locations = rawJSON(locations)
+	if u.kind != nil {
+		up.Kind = string(*u.kind)
 	}
-	if content != nil {
-		up.Content = rawJSON(content)
+	if u.locations != nil {
+		up.Locations = rawJSON(u.locations)
 	}
-	final := status == protocol.ToolCompleted || status == protocol.ToolFailed
-	if !final {
-		up.Status = status
+	if u.content != nil {
+		up.Content = rawJSON(u.content)
+	}
+	if s := contentText(u.content); s != "" {
+		t.output = s
+	} else if s := rawOutputText(u.output); s != "" {
+		t.output = s
+	}
+	final := u.status == protocol.ToolCompleted || u.status == protocol.ToolFailed
+	if !final && !t.ended && t.forced == "" {
+		up.Status = u.status
 	}
 	if up.Status != "" || up.Title != "" || up.Kind != "" || up.Input != nil || up.Locations != nil || up.Content != nil {
 		a.emit(up)
 	}
-	if final {
-		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: status, Result: rawJSON(output)})
+	if final && !t.ended {
+		t.ended = true
+		status := u.status
+		if t.forced != "" {
+			status = t.forced
+		}
+		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: status, Output: clip(t.output), Result: rawJSON(u.output)})
 	}
 }
 
-// SessionUpdate maps session/update notifications to ReinEvents.
+// SessionUpdate maps session/update notifications to ReinEvents. The
+// ordered reader calls it, in the order the agent sent them.
 func (a *adapter) SessionUpdate(_ context.Context, n acpsdk.SessionNotification) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.updateLocked(n)
+	return nil
+}
+
+func (a *adapter) updateLocked(n acpsdk.SessionNotification) {
+	u := n.Update
+	if u.UsageUpdate != nil && u.UsageUpdate.Cost != nil && u.UsageUpdate.Cost.Currency == "USD" {
+		// Remembered outside turns too: Rein costs are per turn.
+		a.cost = u.UsageUpdate.Cost.Amount
+	}
 	if a.turn == "" {
 		// Updates outside a prompt (available commands, a replayed
 		// history) have no turn to belong to.
 		a.log.Debug("ignoring session/update outside a turn")
-		return nil
+		return
 	}
-	u := n.Update
 	switch {
 	case u.AgentMessageChunk != nil:
 		a.chunkLocked("agent_message_chunk", u.AgentMessageChunk.Content, u.AgentMessageChunk.MessageId)
-		return nil
 	case u.AgentThoughtChunk != nil:
 		a.chunkLocked("agent_thought_chunk", u.AgentThoughtChunk.Content, u.AgentThoughtChunk.MessageId)
-		return nil
 	case u.UserMessageChunk != nil:
-		return nil // agentd reported the prompt itself
-	}
-	// Any other update kind ends the text being streamed, so text after a
-	// tool call lands in a new block, in order.
-	a.closeBlockLocked()
-	switch {
+		// agentd reported the prompt itself
 	case u.ToolCall != nil:
+		// A tool call ends the text being streamed, so text after it
+		// lands in a new block, in order.
+		a.closeBlockLocked()
 		tc := u.ToolCall
-		a.startToolLocked(a.toolID(tc.ToolCallId), tc.Kind, tc.Title, tc.RawInput, tc.Status, tc.Locations, tc.Content)
+		a.startToolLocked(a.toolID(tc.ToolCallId), tc.Kind, tc.Title, toolUpdate{
+			status: toolStatus(tc.Status), input: tc.RawInput, locations: tc.Locations, content: tc.Content, output: tc.RawOutput, meta: tc.Meta,
+		})
 	case u.ToolCallUpdate != nil:
+		a.closeBlockLocked()
 		tc := u.ToolCallUpdate
 		id := a.toolID(tc.ToolCallId)
-		if !a.tools[id] {
+		if a.tools[id] == nil {
 			title := ""
 			if tc.Title != nil {
 				title = *tc.Title
@@ -426,14 +616,18 @@ func (a *adapter) SessionUpdate(_ context.Context, n acpsdk.SessionNotification)
 			if tc.Kind != nil {
 				kind = *tc.Kind
 			}
-			a.startToolLocked(id, kind, title, tc.RawInput, "", nil, nil)
+			a.startToolLocked(id, kind, title, toolUpdate{input: tc.RawInput})
 		}
 		var status protocol.ToolStatus
 		if tc.Status != nil {
 			status = toolStatus(*tc.Status)
 		}
-		a.updateToolLocked(id, status, tc.Title, tc.Kind, tc.RawInput, tc.Locations, tc.Content, tc.RawOutput)
+		a.updateToolLocked(id, toolUpdate{
+			status: status, title: tc.Title, kind: tc.Kind, input: tc.RawInput, locations: tc.Locations,
+			content: tc.Content, output: tc.RawOutput, meta: tc.Meta,
+		})
 	case u.Plan != nil:
+		a.closeBlockLocked()
 		entries := make([]protocol.PlanEntry, 0, len(u.Plan.Entries))
 		for _, e := range u.Plan.Entries {
 			entries = append(entries, protocol.PlanEntry{Content: e.Content, Status: protocol.PlanStatus(e.Status), Priority: string(e.Priority)})
@@ -441,19 +635,28 @@ func (a *adapter) SessionUpdate(_ context.Context, n acpsdk.SessionNotification)
 		a.emit(protocol.Event{Type: protocol.EventPlanUpdated, ID: a.turn + ":plan", Entries: entries})
 	case u.SessionInfoUpdate != nil && u.SessionInfoUpdate.Title != nil:
 		a.emit(protocol.Event{Type: protocol.EventSessionInfo, Title: *u.SessionInfoUpdate.Title})
+	case u.UsageUpdate != nil:
+		used, size := int64(u.UsageUpdate.Used), int64(u.UsageUpdate.Size)
+		ev := protocol.Event{Type: protocol.EventUsageUpdated, ContextUsed: &used, ContextSize: &size}
+		if c := u.UsageUpdate.Cost; c != nil && c.Currency == "USD" {
+			// Rounded: float sums carry noise in the last digits.
+			cost := math.Round((a.cost-a.costBase)*1e9) / 1e9
+			ev.CostUSD = &cost
+		}
+		a.emit(ev)
 	default:
+		// Available commands, mode and config changes: nothing to show,
+		// and the text being streamed goes on.
 		a.log.Debug("ignoring session/update kind")
 	}
-	return nil
 }
 
-// RequestPermission reports the request and waits for the matching
-// permission_response command (or an abort, which answers cancelled).
-func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermissionRequest) (acpsdk.RequestPermissionResponse, error) {
-	a.mu.Lock()
+// announceLocked reports a permission request the moment the ordered
+// reader reads it, so it lands after the updates the agent sent before it.
+// RequestPermission, run later by the SDK, picks it up.
+func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) {
 	if a.turn == "" {
-		a.mu.Unlock()
-		return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeCancelled()}, nil
+		return // RequestPermission answers cancelled
 	}
 	a.closeBlockLocked()
 	a.permN++
@@ -463,23 +666,50 @@ func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermi
 	if req.ToolCall.Title != nil && *req.ToolCall.Title != "" {
 		title = *req.ToolCall.Title
 	}
-	if !a.tools[toolID] {
+	if a.tools[toolID] == nil {
 		var kind acpsdk.ToolKind
 		if req.ToolCall.Kind != nil {
 			kind = *req.ToolCall.Kind
 		}
-		a.startToolLocked(toolID, kind, title, req.ToolCall.RawInput, "", req.ToolCall.Locations, req.ToolCall.Content)
+		a.startToolLocked(toolID, kind, title, toolUpdate{input: req.ToolCall.RawInput, locations: req.ToolCall.Locations, content: req.ToolCall.Content})
 	}
-	p := &pendingPermission{options: map[string]acpsdk.PermissionOptionId{}, answer: make(chan protocol.Command, 1)}
+	p := &pendingPermission{toolID: toolID, options: map[string]acpsdk.PermissionOption{}, answer: make(chan protocol.Command, 1)}
 	opts := make([]protocol.PermissionOption, 0, len(req.Options))
 	for _, o := range req.Options {
 		oid := protocol.SanitizeEventID(string(o.OptionId), 64)
-		p.options[oid] = o.OptionId
+		p.options[oid] = o
 		opts = append(opts, protocol.PermissionOption{ID: oid, Name: o.Name, Kind: protocol.OptionKind(o.Kind)})
 	}
 	a.perms[id] = p
+	a.announced[req.ToolCall.ToolCallId] = append(a.announced[req.ToolCall.ToolCallId], id)
 	a.emit(protocol.Event{Type: protocol.EventPermissionRequested, ID: id, ToolCallID: toolID, Title: title, Input: rawJSON(req.ToolCall.RawInput), Options: opts})
+	if a.aborted {
+		// Asked after the abort: answered cancelled at once.
+		a.cancelPermissionsLocked()
+	}
+}
+
+// RequestPermission waits for the answer to the request the ordered
+// reader announced (a permission_response command, or an abort, which
+// answers cancelled).
+func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermissionRequest) (acpsdk.RequestPermissionResponse, error) {
+	a.mu.Lock()
+	ids := a.announced[req.ToolCall.ToolCallId]
+	if len(ids) == 0 {
+		a.mu.Unlock()
+		return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeCancelled()}, nil
+	}
+	id := ids[0]
+	if len(ids) == 1 {
+		delete(a.announced, req.ToolCall.ToolCallId)
+	} else {
+		a.announced[req.ToolCall.ToolCallId] = ids[1:]
+	}
+	p := a.perms[id]
 	a.mu.Unlock()
+	if p == nil {
+		return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeCancelled()}, nil
+	}
 
 	var c protocol.Command
 	select {
@@ -491,16 +721,23 @@ func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermi
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.perms, id)
-	acpID, known := p.options[c.OptionID]
+	opt, known := p.options[c.OptionID]
+	t := a.tools[p.toolID]
 	if c.Outcome == protocol.OutcomeCancelled || !known {
 		if c.Outcome != protocol.OutcomeCancelled {
 			a.log.Warn("permission_response names an unknown option; cancelling", "requestId", id, "optionId", c.OptionID)
 		}
+		if t != nil && !t.ended && t.forced == "" {
+			t.forced = protocol.ToolCancelled
+		}
 		a.emit(protocol.Event{Type: protocol.EventPermissionResolved, ID: id, Outcome: protocol.OutcomeCancelled})
 		return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeCancelled()}, nil
 	}
+	if t != nil && !t.ended && (opt.Kind == acpsdk.PermissionOptionKindRejectOnce || opt.Kind == acpsdk.PermissionOptionKindRejectAlways) {
+		t.forced = protocol.ToolDenied
+	}
 	a.emit(protocol.Event{Type: protocol.EventPermissionResolved, ID: id, Outcome: protocol.OutcomeSelected, OptionID: c.OptionID})
-	return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeSelected(acpID)}, nil
+	return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeSelected(opt.OptionId)}, nil
 }
 
 // The client capabilities agentd does not offer (it advertised none).

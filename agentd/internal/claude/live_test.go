@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakemodel"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -35,7 +36,7 @@ func claudeBin(t *testing.T) string {
 
 // claudeEnv is an environment in which Claude Code talks to api only and
 // keeps its state in a temporary HOME.
-func claudeEnv(t *testing.T, api *fakeAPI) []string {
+func claudeEnv(t *testing.T, api *fakemodel.Anthropic) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -69,7 +70,7 @@ type live struct {
 func startLive(t *testing.T) *live {
 	t.Helper()
 	bin := claudeBin(t)
-	api := newFakeAPI(t)
+	api := fakemodel.NewAnthropic(t)
 	srv := fakeserver.New(t, "claude")
 	l := &live{srv: srv, dir: t.TempDir(), transcript: &fakeserver.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())

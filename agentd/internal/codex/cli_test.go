@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/agentd"
-	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -129,6 +129,11 @@ func (m *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		<-r.Context().Done()
 		return
+	case prompt == "sleepy":
+		// A command that runs until it is killed; its odd argument lets
+		// the test find it (Codex's sandbox has a pid namespace of its
+		// own, so the command cannot report its pid).
+		s.functionCall("call_sleepy", "exec_command", map[string]any{"cmd": "sleep " + sleepyArg, "login": false, "yield_time_ms": 30000})
 	default:
 		s.message(fmt.Sprintf("msg_%d", n), "Hello ", "again.")
 	}
@@ -208,7 +213,10 @@ wire_api = "responses"
 
 // wantSession is the exact event sequence of TestCodexCLISession (and of
 // its replay), with the temporary paths replaced by placeholders.
-const wantSession = `{"type":"agent_started","agent":{"name":"codex","version":"0.169.0","protocol":"codex"},"model":"gpt-5.5","cwd":"/sandbox/work"}
+// wantSession leaves out the CLI version (see versionless): the test
+// compares it with the CLI's own --version, so an upgrade changes no
+// expected event.
+const wantSession = `{"type":"agent_started","agent":{"name":"codex","protocol":"codex"},"model":"gpt-5.5","cwd":"/sandbox/work"}
 {"type":"turn_started","turnId":"turn-1","promptId":"prompt-1","source":"user"}
 {"type":"user_message","id":"user-1","promptId":"prompt-1","text":"run"}
 {"type":"reasoning_delta","id":"turn-1:rs_1","delta":"Thinking "}
@@ -219,6 +227,7 @@ const wantSession = `{"type":"agent_started","agent":{"name":"codex","version":"
 {"type":"text_end","id":"turn-1:msg_1","text":"Running it."}
 {"type":"tool_call_start","id":"turn-1:call_run","name":"shell","kind":"execute","title":"echo hello; sleep 0.5; echo bye","input":{"command":"/bin/bash -c 'echo hello; sleep 0.5; echo bye'","cwd":"/sandbox/work"}}
 {"type":"tool_call_update","id":"turn-1:call_run","status":"running"}
+{"type":"tool_output_delta","id":"turn-1:call_run","delta":"hello\n"}
 {"type":"tool_output_delta","id":"turn-1:call_run","delta":"bye\n"}
 {"type":"tool_call_end","id":"turn-1:call_run","status":"completed","output":"hello\nbye\n","exitCode":0}
 {"type":"usage_updated","inputTokens":100,"outputTokens":20,"cachedInputTokens":40,"contextUsed":120,"contextSize":258400}
@@ -263,6 +272,12 @@ const wantSession = `{"type":"agent_started","agent":{"name":"codex","version":"
 {"type":"text_end","id":"turn-7:msg_8","text":"Hello again."}
 {"type":"usage_updated","inputTokens":100,"outputTokens":20,"cachedInputTokens":40,"contextUsed":120,"contextSize":258400}
 {"type":"turn_completed","turnId":"turn-7","stopReason":"end_turn"}
+{"type":"turn_started","turnId":"turn-8","promptId":"prompt-8","source":"user"}
+{"type":"user_message","id":"user-8","promptId":"prompt-8","text":"sleepy"}
+{"type":"tool_call_start","id":"turn-8:call_sleepy","name":"shell","kind":"execute","title":"sleep 987.654","input":{"command":"/bin/bash -c 'sleep 987.654'","cwd":"/sandbox/work"}}
+{"type":"tool_call_update","id":"turn-8:call_sleepy","status":"running"}
+{"type":"usage_updated","inputTokens":100,"outputTokens":20,"cachedInputTokens":40,"contextUsed":120,"contextSize":258400}
+{"type":"turn_completed","turnId":"turn-8","stopReason":"cancelled"}
 `
 
 // TestCodexCLISession drives the real `codex app-server` through agentd:
@@ -283,7 +298,6 @@ func TestCodexCLISession(t *testing.T) {
 		t.Fatal(err)
 	}
 	transcript := &fakeserver.Buffer{}
-	t.Cleanup(codex.SetTestTranscript(func() io.Writer { return transcript }))
 
 	srv := fakeserver.New(t, "codex")
 	env := []string{
@@ -299,7 +313,7 @@ func TestCodexCLISession(t *testing.T) {
 		done <- agentd.Run(ctx, agentd.Options{
 			Server: srv.URL, Session: srv.Session, Protocol: agentd.ProtocolCodex,
 			Command: []string{bin, "app-server"}, Dir: work, Env: env,
-			HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo),
+			HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo), Transcript: transcript,
 		})
 	}()
 	stopped := false
@@ -350,16 +364,30 @@ func TestCodexCLISession(t *testing.T) {
 
 	srv.Prompt("hello")
 	srv.Wait(t, "turn-7 to end", turnEnded("turn-7"))
+
+	// Abort mid-tool: the turn ends and the command's process is gone.
+	srv.Prompt("sleepy")
+	pid := waitProcess(t, "sleep\x00"+sleepyArg+"\x00")
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	srv.Wait(t, "turn-8 to end", turnEnded("turn-8"))
+	waitGone(t, pid)
 	stop()
 
 	replacer := strings.NewReplacer(work, sandboxWork, home, sandboxHome, outside, sandboxOut)
 	var evs []protocol.Event
 	for _, ev := range srv.Events() {
-		if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited {
+		// agentd's own agent_started (the process runs, the handshake
+		// is under way) is not the adapter's: the replay has only the
+		// adapter's.
+		early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == "" && ev.Model == ""
+		if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
 			evs = append(evs, ev)
 		}
 	}
-	got := replacer.Replace(fakeserver.Format(evs))
+	if want := cliVersion(t, bin); evs[0].Agent == nil || evs[0].Agent.Version != want {
+		t.Errorf("first event %s: want agent_started with version %q (codex --version)", fakeserver.Format(evs[:1]), want)
+	}
+	got := replacer.Replace(fakeserver.Format(versionless(evs)))
 	if *record {
 		writeFile(t, "testdata/session.jsonl", replacer.Replace(transcript.String()))
 		writeFile(t, "testdata/session.events.jsonl", got)
@@ -376,4 +404,61 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 	t.Logf("recorded %s", path)
+}
+
+// cliVersion is the version `codex --version` prints ("codex-cli 0.169.0").
+func cliVersion(t *testing.T, bin string) string {
+	t.Helper()
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", bin, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		t.Fatalf("%s --version printed nothing", bin)
+	}
+	return f[len(f)-1]
+}
+
+// sleepyArg is the sleep of the "sleepy" prompt's command.
+const sleepyArg = "987.654"
+
+// waitProcess waits for a process whose /proc cmdline is cmdline.
+func waitProcess(t *testing.T, cmdline string) int {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err == nil && string(b) == cmdline {
+				var pid int
+				fmt.Sscanf(e.Name(), "%d", &pid)
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process runs %q", cmdline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitGone waits for pid to exit (a zombie counts as gone).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i+1:]), " Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

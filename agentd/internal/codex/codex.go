@@ -37,10 +37,6 @@ type Options struct {
 	Transcript io.Writer
 }
 
-// testTranscript lets tests that run the adapter inside agentd record a
-// transcript (see export_test.go); nil in production.
-var testTranscript func() io.Writer
-
 // Serve initializes the app-server, starts one thread and relays commands
 // and notifications until the app-server's stdout ends (nil) or it refuses
 // the handshake (an error; the supervisor then stops and restarts it). It
@@ -49,9 +45,6 @@ func Serve(ctx context.Context, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if opts.Transcript == nil && testTranscript != nil {
-		opts.Transcript = testTranscript()
 	}
 	a := &adapter{
 		ctx: ctx, opts: opts, log: log,
@@ -192,8 +185,9 @@ func (a *adapter) notify(method string, params any) {
 // whatever prompts queued up meanwhile.
 func (a *adapter) handshake() {
 	a.call("initialize", map[string]any{
-		"clientInfo":   map[string]any{"name": "agentd", "title": "Rein agentd", "version": clientVersion},
-		"capabilities": nil,
+		"clientInfo": map[string]any{"name": "agentd", "title": "Rein agentd", "version": clientVersion},
+		// thread/backgroundTerminals/clean is an experimental method.
+		"capabilities": map[string]any{"experimentalApi": true},
 	}, func(res json.RawMessage, rerr *rpcError) {
 		if rerr != nil {
 			a.fatal = fmt.Errorf("codex initialize: %w", rerr)
@@ -328,11 +322,20 @@ func (a *adapter) abort() {
 	a.interrupt(t)
 }
 
+// interrupt asks Codex to stop turn t, then to end its background
+// terminals: an interrupted command lives on as one otherwise. (agentd
+// kills what is left of the turn's processes after the turn ends.)
 func (a *adapter) interrupt(t *turnState) {
 	a.call("turn/interrupt", map[string]any{"threadId": a.thread, "turnId": t.codexID}, func(_ json.RawMessage, rerr *rpcError) {
 		if rerr != nil {
 			a.log.Warn("codex turn/interrupt", "err", rerr)
 		}
+		a.call("thread/backgroundTerminals/clean", map[string]any{"threadId": a.thread}, func(_ json.RawMessage, rerr *rpcError) {
+			if rerr != nil {
+				// Older app-servers lack it (0.169.0).
+				a.log.Info("codex thread/backgroundTerminals/clean", "err", rerr)
+			}
+		})
 	})
 }
 

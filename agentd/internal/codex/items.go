@@ -2,6 +2,7 @@ package codex
 
 import (
 	"encoding/json"
+	"path"
 	"strings"
 
 	"github.com/rein-ai/rein/protocol"
@@ -92,13 +93,81 @@ func nullless(b json.RawMessage) json.RawMessage {
 	return b
 }
 
-// commandTitle is the command as the model wrote it: Codex wraps it as
-// `/bin/bash -lc '...'`, and its parsed actions carry the original.
+// commandTitle is the whole command as the model wrote it. Codex wraps it
+// as `/bin/bash -lc '...'`; its parsed actions are not the title: for
+// `echo hi && ls` the only action is `ls`.
 func commandTitle(command string, actions []commandAction) string {
-	if len(actions) == 1 && actions[0].Command != "" {
+	if inner, ok := unwrapShell(command); ok {
+		return inner
+	}
+	if len(actions) == 1 && actions[0].Command != "" && command == "" {
 		return actions[0].Command
 	}
 	return command
+}
+
+// unwrapShell returns SCRIPT of `[/path/]bash|sh|zsh -c|-lc SCRIPT` where
+// SCRIPT is one shell word (quoted as Codex quotes it).
+func unwrapShell(command string) (string, bool) {
+	words, ok := shellWords(command)
+	if !ok || len(words) != 3 || (words[1] != "-c" && words[1] != "-lc") {
+		return "", false
+	}
+	switch path.Base(words[0]) {
+	case "bash", "sh", "zsh":
+		return words[2], true
+	}
+	return "", false
+}
+
+// shellWords splits s into words as a POSIX shell would for quoting
+// (single and double quotes, backslashes); false if a quote is open.
+func shellWords(s string) ([]string, bool) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, false
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\\n", s[i+1]) >= 0 {
+					i++
+				}
+				cur.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, false
+			}
+			inWord = true
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			inWord = true
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, true
 }
 
 // command_ maps a commandExecution item: a shell tool whose streamed

@@ -143,7 +143,11 @@ func compact(t *testing.T, b []byte) []byte {
 // from the real CLI (go test -run TestCodexCLISession -args -record) and
 // expects the very events that run produced.
 func TestReplaySession(t *testing.T) {
-	got := fakeserver.Format(replay(t, "testdata/session.jsonl"))
+	evs := replay(t, "testdata/session.jsonl")
+	if len(evs) == 0 || evs[0].Agent == nil || evs[0].Agent.Version == "" {
+		t.Fatalf("replay: first event is not agent_started with the CLI's version")
+	}
+	got := fakeserver.Format(versionless(evs))
 	want, err := os.ReadFile("testdata/session.events.jsonl")
 	if err != nil {
 		t.Fatal(err)
@@ -154,4 +158,19 @@ func TestReplaySession(t *testing.T) {
 	if got != wantSession {
 		t.Errorf("testdata/session.events.jsonl differs from wantSession: re-record, then update wantSession")
 	}
+}
+
+// versionless blanks the agent version in agent_started: tests compare it
+// with the CLI's --version on their own.
+func versionless(evs []protocol.Event) []protocol.Event {
+	out := make([]protocol.Event, len(evs))
+	for i, ev := range evs {
+		if ev.Agent != nil {
+			a := *ev.Agent
+			a.Version = ""
+			ev.Agent = &a
+		}
+		out[i] = ev
+	}
+	return out
 }

@@ -235,9 +235,11 @@ func cmdAbort(c *cli.Context, e *env) error {
 }
 
 // cmdAnswer answers a permission request. The option defaults to the
-// request's first allow option (approve) or first reject option (deny),
-// looked up in the session's artifacts; a deny for a request that offers
-// no reject option cancels it.
+// request's allow_once option (approve) or reject_once option (deny),
+// looked up in the session's artifacts: never an "always" option, which
+// would answer later requests too without asking (agents such as Gemini
+// list "allow for this session" first). A deny for a request that offers
+// no reject_once option cancels it.
 func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	maxArgs := 2
 	if approve {
@@ -274,9 +276,9 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 		ids = append(ids, o.ID)
 	}
 	option := ""
-	want := "reject_"
+	want := "reject_once"
 	if approve {
-		want = "allow_"
+		want = "allow_once"
 	}
 	if len(a) == 3 {
 		option = a[2]
@@ -285,7 +287,7 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 		}
 	} else {
 		for _, o := range opts {
-			if strings.HasPrefix(o.Kind, want) {
+			if o.Kind == want {
 				option = o.ID
 				break
 			}
@@ -297,13 +299,13 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	}
 	if option == "" {
 		if approve {
-			return fmt.Errorf("permission request %q offers no allow option; name one: rein approve %s %s OPTION (options: %s)", request, session, request, strings.Join(ids, ", "))
+			return fmt.Errorf("permission request %q offers no allow_once option; name one: rein approve %s %s OPTION (options: %s)", request, session, request, strings.Join(ids, ", "))
 		}
 		id, err := cl.CancelPermission(c.Context, session, request)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "%s %s: no reject option, request cancelled (command %d)\n", verb, request, id)
+		fmt.Fprintf(e.stdout, "%s %s: no reject_once option, request cancelled (command %d)\n", verb, request, id)
 		return nil
 	}
 	id, err := cl.AnswerPermission(c.Context, session, request, option)

@@ -135,13 +135,13 @@ func buildApp(e *env) *cli.App {
 			},
 			{
 				Name:      "approve",
-				Usage:     "answer a permission request with OPTION (default: its first allow option)",
+				Usage:     "answer a permission request with OPTION (default: its allow_once option, never an always one)",
 				ArgsUsage: "ID REQUEST [OPTION]",
 				Action:    func(c *cli.Context) error { return cmdAnswer(c, e, true) },
 			},
 			{
 				Name:      "deny",
-				Usage:     "answer a permission request with its first reject option",
+				Usage:     "answer a permission request with its reject_once option (none: cancel it)",
 				ArgsUsage: "ID REQUEST",
 				Action:    func(c *cli.Context) error { return cmdAnswer(c, e, false) },
 			},

@@ -304,7 +304,7 @@ func TestCommands(t *testing.T) {
 
 	next := sandbox(t, s, "s1", tok)
 	postEvents(t, s, "s1", tok, `[
-		{"type":"permission_requested","id":"perm-1","title":"run rm","options":[{"id":"no","name":"No","kind":"reject_once"},{"id":"yes","name":"Yes","kind":"allow_once"},{"id":"always","name":"Always","kind":"allow_always"}]},
+		{"type":"permission_requested","id":"perm-1","title":"run rm","options":[{"id":"no","name":"No","kind":"reject_once"},{"id":"always","name":"Always","kind":"allow_always"},{"id":"yes","name":"Yes","kind":"allow_once"}]},
 		{"type":"permission_requested","id":"perm-2","title":"write","options":[{"id":"ok","name":"OK","kind":"allow_once"},{"id":"nope","name":"Nope","kind":"reject_always"}]},
 		{"type":"permission_requested","id":"perm-3","title":"read","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
 		{"type":"permission_requested","id":"perm-4","title":"done","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
@@ -320,8 +320,8 @@ func TestCommands(t *testing.T) {
 		{[]string{"abort", "s1"}, "abort sent to s1 (command 3)\n", protocol.Command{ID: 3, Type: protocol.CommandAbort}},
 		{[]string{"approve", "s1", "perm-1"}, "approved perm-1 with option yes (command 4)\n", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "yes", Outcome: protocol.OutcomeSelected}},
 		{[]string{"approve", "s1", "perm-1", "always"}, "approved perm-1 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "always", Outcome: protocol.OutcomeSelected}},
-		{[]string{"deny", "s1", "perm-2"}, "denied perm-2 with option nope (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", OptionID: "nope", Outcome: protocol.OutcomeSelected}},
-		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled}},
+		{[]string{"deny", "s1", "perm-2"}, "denied perm-2: no reject_once option, request cancelled (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", Outcome: protocol.OutcomeCancelled}},
+		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject_once option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled}},
 	} {
 		if got := mustRein(t, s.URL(), tc.args...); got != tc.out {
 			t.Errorf("rein %v: printed %q, want %q", tc.args, got, tc.out)
@@ -336,7 +336,7 @@ func TestCommands(t *testing.T) {
 		stderr string
 	}{
 		{[]string{"approve", "s1", "perm-9"}, `rein: session s1 has no permission request "perm-9"` + "\n"},
-		{[]string{"approve", "s1", "perm-1", "maybe"}, `rein: permission request "perm-1" has no option "maybe" (options: no, yes, always)` + "\n"},
+		{[]string{"approve", "s1", "perm-1", "maybe"}, `rein: permission request "perm-1" has no option "maybe" (options: no, always, yes)` + "\n"},
 		{[]string{"approve", "s1", "perm-4"}, `rein: permission request "perm-4" is already approved` + "\n"},
 		{[]string{"approve", "nope", "perm-1"}, `rein: session "nope" not found (not_found)` + "\n"},
 	} {

@@ -1,4 +1,4 @@
-package claude_test
+package fakemodel
 
 import (
 	"encoding/json"
@@ -11,11 +11,12 @@ import (
 	"testing"
 )
 
-// fakeAPI is a scripted Anthropic Messages API for Claude Code: it streams
+// Anthropic is a scripted Anthropic Messages API for Claude Code and the
+// agents built on it (claude-agent-acp): it streams
 // SSE answers chosen by the current turn's prompt (see reply) and by how
 // many model replies that prompt already had (step). Message and tool use
 // ids count requests, so a run is deterministic.
-type fakeAPI struct {
+type Anthropic struct {
 	*httptest.Server
 	tb testing.TB
 
@@ -23,9 +24,10 @@ type fakeAPI struct {
 	n  int
 }
 
-func newFakeAPI(tb testing.TB) *fakeAPI {
+// NewAnthropic starts the server on loopback; it stops when the test ends.
+func NewAnthropic(tb testing.TB) *Anthropic {
 	tb.Helper()
-	a := &fakeAPI{tb: tb}
+	a := &Anthropic{tb: tb}
 	a.Server = httptest.NewServer(a)
 	tb.Cleanup(a.Server.Close)
 	return a
@@ -61,16 +63,15 @@ func turnPrompt(msgs []apiMessage) (prompt string, step int) {
 			step++
 		case "user":
 			var texts []string
-			tool := false
 			for _, b := range messageBlocks(msgs[i].Content) {
 				switch {
-				case b.Type == "tool_result":
-					tool = true
 				case b.Type == "text" && !strings.HasPrefix(b.Text, "<system-reminder>"):
 					texts = append(texts, b.Text)
 				}
 			}
-			if !tool && len(texts) > 0 {
+			// A prompt may share its message with the result of a tool
+			// an abort cut off: its text still starts a new turn.
+			if len(texts) > 0 {
 				return strings.Join(texts, "\n"), step
 			}
 		}
@@ -133,11 +134,14 @@ func (s *sseWriter) toolUse(id, name string, jsonParts ...string) {
 //	run    text and a Bash call (echo, which Claude Code runs without asking)
 //	write  a Write of note.txt, which needs permission
 //	todo   a TodoWrite
+//	recall "Earlier prompts: " and every user prompt in the request
+//	sleepy a Bash call of `echo start && sleep SleepyArg`, which runs
+//	       until killed (Claude Code refuses a standalone sleep)
 //	slow   text that streams three words and then stalls until the client
 //	       goes away (an abort)
 //
 // After a tool result (step > 0) the answer is "Done.".
-func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
 		a.tb.Logf("fake api: %s %s: 404", r.Method, r.URL)
@@ -186,6 +190,13 @@ func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			`{"todos": [{"content": "Read the code", "status": "in_progress", "activeForm": "Reading the code"}, `,
 			`{"content": "Fix the bug", "status": "pending", "activeForm": "Fixing the bug"}]}`)
 		stop = "tool_use"
+	case strings.Contains(prompt, "recall"):
+		// Memory: the answer names every earlier prompt the request
+		// carries, so a test sees what the agent sent the model.
+		s.text("Earlier prompts: " + strings.Join(userTexts(req.Messages), " | "))
+	case strings.Contains(prompt, "sleepy"):
+		s.toolUse(toolID, "Bash", `{"command": "echo start && sleep `+SleepyArg+`", "description": "Wait"}`)
+		stop = "tool_use"
 	case strings.Contains(prompt, "slow"):
 		s.send(map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}})
 		for _, w := range []string{"w1 ", "w2 ", "w3 "} {
@@ -198,4 +209,25 @@ func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.send(map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 12}})
 	s.send(map[string]any{"type": "message_stop"})
+}
+
+// SleepyArg is the argument of the "sleepy" prompt's sleep: odd enough
+// for a test to find the process by its command line.
+const SleepyArg = "987.654"
+
+// userTexts are the texts of the user's own messages (no tool results, no
+// reminders), oldest first.
+func userTexts(msgs []apiMessage) []string {
+	var out []string
+	for _, m := range msgs {
+		if m.Role != "user" {
+			continue
+		}
+		for _, b := range messageBlocks(m.Content) {
+			if b.Type == "text" && !strings.HasPrefix(b.Text, "<system-reminder>") {
+				out = append(out, b.Text)
+			}
+		}
+	}
+	return out
 }

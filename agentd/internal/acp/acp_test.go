@@ -1,0 +1,371 @@
+package acp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/acp"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// peer is a scripted ACP agent: the test writes what the agent says and
+// reads what agentd's adapter sends it, line by line.
+type peer struct {
+	t    *testing.T
+	out  *io.PipeWriter // the agent's stdout
+	from chan map[string]json.RawMessage
+	cmds chan protocol.Command
+	done chan error
+
+	mu      sync.Mutex
+	evs     []protocol.Event
+	changed chan struct{}
+}
+
+// startPeer runs acp.Serve against a scripted agent and answers the
+// handshake (initialize, session/new offering modes "ask" and "auto").
+func startPeer(t *testing.T, mode string) *peer {
+	t.Helper()
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	p := &peer{
+		t: t, out: stdoutW, from: make(chan map[string]json.RawMessage, 64),
+		cmds: make(chan protocol.Command), done: make(chan error, 1), changed: make(chan struct{}),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(p.from)
+		sc := bufio.NewScanner(stdinR)
+		for sc.Scan() {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("adapter sent %q: %v", sc.Text(), err)
+				continue
+			}
+			p.from <- m
+		}
+	})
+	wg.Go(func() {
+		p.done <- acp.Serve(ctx, acp.Options{
+			Stdin: stdinW, Stdout: stdoutR, Commands: p.cmds, Emit: p.emit,
+			Name: "fake", Cwd: "/work", Mode: mode, Logger: fakeserver.Logger(t, slog.LevelDebug),
+		})
+	})
+	t.Cleanup(func() {
+		stdoutW.Close()
+		cancel()
+		stdinR.Close()
+		for range p.from {
+		}
+		wg.Wait()
+	})
+	id, _ := p.expect("initialize")
+	p.reply(id, map[string]any{"protocolVersion": 1, "agentInfo": map[string]any{"name": "fake", "version": "1"}})
+	id, _ = p.expect("session/new")
+	p.reply(id, map[string]any{"sessionId": "s1", "modes": map[string]any{
+		"currentModeId": "ask", "availableModes": []any{map[string]any{"id": "ask", "name": "Ask"}, map[string]any{"id": "auto", "name": "Auto"}},
+	}})
+	return p
+}
+
+func (p *peer) emit(_ context.Context, ev protocol.Event) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.evs = append(p.evs, ev)
+	close(p.changed)
+	p.changed = make(chan struct{})
+	return nil
+}
+
+// next returns the adapter's next message.
+func (p *peer) next() map[string]json.RawMessage {
+	p.t.Helper()
+	select {
+	case m, ok := <-p.from:
+		if !ok {
+			p.t.Fatal("the adapter closed the agent's stdin")
+		}
+		return m
+	case <-time.After(fakeserver.WaitTimeout):
+		p.t.Fatal("the adapter sent nothing")
+	}
+	return nil
+}
+
+// expect reads the adapter's next message, which must call method.
+func (p *peer) expect(method string) (id, params json.RawMessage) {
+	p.t.Helper()
+	m := p.next()
+	var got string
+	_ = json.Unmarshal(m["method"], &got)
+	if got != method {
+		p.t.Fatalf("adapter sent %s, want a %s message", m, method)
+	}
+	return m["id"], m["params"]
+}
+
+// expectAnswer reads the adapter's answer to the request with id.
+func (p *peer) expectAnswer(id int) json.RawMessage {
+	p.t.Helper()
+	m := p.next()
+	if string(m["id"]) != strings.TrimSpace(mustJSON(p.t, id)) || m["method"] != nil {
+		p.t.Fatalf("adapter sent %s, want the answer to request %d", m, id)
+	}
+	return m["result"]
+}
+
+func mustJSON(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (p *peer) send(v any) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.out, mustJSON(p.t, v)+"\n"); err != nil {
+		p.t.Fatalf("write to the adapter: %v", err)
+	}
+}
+
+func (p *peer) reply(id json.RawMessage, result any) {
+	p.t.Helper()
+	p.send(map[string]any{"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+// update sends a session/update notification.
+func (p *peer) update(u map[string]any) {
+	p.t.Helper()
+	p.send(map[string]any{"jsonrpc": "2.0", "method": "session/update", "params": map[string]any{"sessionId": "s1", "update": u}})
+}
+
+func chunk(text string) map[string]any {
+	return map[string]any{"sessionUpdate": "agent_message_chunk", "content": map[string]any{"type": "text", "text": text}}
+}
+
+// askPermission sends session/request_permission with request id for the
+// tool call toolID (allow_once "yes", reject_once "no").
+func (p *peer) askPermission(id int, toolID string) {
+	p.t.Helper()
+	p.send(map[string]any{"jsonrpc": "2.0", "id": id, "method": "session/request_permission", "params": map[string]any{
+		"sessionId": "s1",
+		"toolCall":  map[string]any{"toolCallId": toolID, "title": "run ls", "kind": "execute", "status": "pending", "rawInput": map[string]any{"command": "ls"}},
+		"options": []any{
+			map[string]any{"optionId": "yes", "name": "Allow", "kind": "allow_once"},
+			map[string]any{"optionId": "no", "name": "Reject", "kind": "reject_once"},
+		},
+	}})
+}
+
+// prompt sends a prompt command and returns the session/prompt request id.
+func (p *peer) prompt(cmdID int64, text string) json.RawMessage {
+	p.t.Helper()
+	p.cmds <- protocol.Command{ID: cmdID, Type: protocol.CommandPrompt, Text: text}
+	id, _ := p.expect("session/prompt")
+	return id
+}
+
+// wait returns the events once cond holds.
+func (p *peer) wait(what string, cond func([]protocol.Event) bool) []protocol.Event {
+	p.t.Helper()
+	deadline := time.NewTimer(fakeserver.WaitTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		evs, changed := append([]protocol.Event(nil), p.evs...), p.changed
+		p.mu.Unlock()
+		if cond(evs) {
+			return evs
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			p.t.Fatalf("waiting for %s; events:\n%s", what, fakeserver.Format(evs))
+		}
+	}
+}
+
+func has(t protocol.EventType) func([]protocol.Event) bool {
+	return func(evs []protocol.Event) bool { return fakeserver.Count(evs, t) > 0 }
+}
+
+func count(t protocol.EventType, n int) func([]protocol.Event) bool {
+	return func(evs []protocol.Event) bool { return fakeserver.Count(evs, t) >= n }
+}
+
+// turnEvents are the events after agent_started.
+func turnEvents(evs []protocol.Event) string {
+	var out []protocol.Event
+	for _, ev := range evs {
+		if ev.Type != protocol.EventAgentStarted {
+			out = append(out, ev)
+		}
+	}
+	return fakeserver.Format(out)
+}
+
+// A permission request the agent sends right after text must land after
+// that text, although the SDK runs requests in goroutines of their own.
+// Many turns, since the race this guards against does not lose every time.
+func TestPermissionRequestFollowsEarlierUpdates(t *testing.T) {
+	p := startPeer(t, "")
+	for i := range 40 {
+		n := int64(i + 1)
+		turn := "turn-" + mustJSON(t, n)
+		pid := p.prompt(n, "go")
+		p.update(chunk("I will run ls."))
+		p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "t1", "title": "ls", "kind": "execute", "status": "pending"})
+		p.askPermission(100+i, "t1")
+		evs := p.wait("the permission request", count(protocol.EventPermissionRequested, i+1))
+		var order []protocol.EventType
+		for _, ev := range evs {
+			if strings.HasPrefix(ev.ID, turn+":") && ev.Type != protocol.EventToolCallUpdate {
+				order = append(order, ev.Type)
+			}
+		}
+		want := []protocol.EventType{protocol.EventTextDelta, protocol.EventTextEnd, protocol.EventToolCallStart, protocol.EventPermissionRequested}
+		if mustJSON(t, order) != mustJSON(t, want) {
+			t.Fatalf("turn %d: events %v, want %v", n, order, want)
+		}
+		p.cmds <- protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: turn + ":perm-1", OptionID: "yes"}
+		p.expectAnswer(100 + i)
+		p.reply(pid, map[string]any{"stopReason": "end_turn"})
+		p.wait("the turn's end", count(protocol.EventTurnCompleted, i+1))
+	}
+}
+
+// Usage and command list updates do not end the text being streamed;
+// usage from usage_update and the prompt's result reaches Rein.
+func TestUsageKeepsTextBlockAndIsMapped(t *testing.T) {
+	p := startPeer(t, "")
+	// A first turn costs 0.25: Rein's cost is per turn.
+	pid := p.prompt(1, "first")
+	p.update(map[string]any{"sessionUpdate": "usage_update", "used": 1, "size": 100, "cost": map[string]any{"amount": 0.25, "currency": "USD"}})
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	p.wait("the first turn's end", has(protocol.EventTurnCompleted))
+	p.mu.Lock()
+	p.evs = nil
+	p.mu.Unlock()
+
+	pid = p.prompt(2, "hi")
+	p.update(chunk("Hello, "))
+	p.update(map[string]any{"sessionUpdate": "usage_update", "used": 40, "size": 1000, "cost": map[string]any{"amount": 0.75, "currency": "USD"}})
+	p.update(map[string]any{"sessionUpdate": "available_commands_update", "availableCommands": []any{}})
+	p.update(chunk("world."))
+	p.reply(pid, map[string]any{"stopReason": "end_turn", "usage": map[string]any{"inputTokens": 30, "outputTokens": 7, "cachedReadTokens": 20, "totalTokens": 37}})
+	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	want := `{"type":"turn_started","turnId":"turn-2","promptId":"prompt-2","source":"user"}
+{"type":"user_message","id":"user-2","promptId":"prompt-2","text":"hi"}
+{"type":"text_delta","id":"turn-2:text-1","delta":"Hello, "}
+{"type":"usage_updated","costUsd":0.5,"contextUsed":40,"contextSize":1000}
+{"type":"text_delta","id":"turn-2:text-1","delta":"world."}
+{"type":"text_end","id":"turn-2:text-1","text":"Hello, world."}
+{"type":"usage_updated","inputTokens":30,"outputTokens":7,"cachedInputTokens":20}
+{"type":"turn_completed","turnId":"turn-2","stopReason":"end_turn"}
+`
+	if got := turnEvents(evs); got != want {
+		t.Errorf("events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// Tool output reaches the output field: streamed from codex-acp's
+// _meta.terminal_output_delta, whole from content or rawOutput.
+func TestToolOutput(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "run")
+	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "a", "title": "echo hi", "kind": "execute", "status": "in_progress"})
+	p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "a", "_meta": map[string]any{"terminal_output_delta": map[string]any{"terminal_id": "a", "data": "hi\n"}}})
+	p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "a", "status": "completed", "rawOutput": map[string]any{"formatted_output": "hi\n", "exit_code": 0}})
+	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "b", "title": "cat f", "kind": "read", "status": "in_progress"})
+	p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "b", "status": "completed",
+		"content": []any{map[string]any{"type": "content", "content": map[string]any{"type": "text", "text": "line"}}}})
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	want := `{"type":"turn_started","turnId":"turn-1","promptId":"prompt-1","source":"user"}
+{"type":"user_message","id":"user-1","promptId":"prompt-1","text":"run"}
+{"type":"tool_call_start","id":"turn-1:a","name":"execute","kind":"execute","title":"echo hi"}
+{"type":"tool_call_update","id":"turn-1:a","status":"running"}
+{"type":"tool_output_delta","id":"turn-1:a","delta":"hi\n"}
+{"type":"tool_call_end","id":"turn-1:a","status":"completed","output":"hi\n","result":{"exit_code":0,"formatted_output":"hi\n"}}
+{"type":"tool_call_start","id":"turn-1:b","name":"read","kind":"read","title":"cat f"}
+{"type":"tool_call_update","id":"turn-1:b","status":"running"}
+{"type":"tool_call_update","id":"turn-1:b","content":[{"content":{"text":"line","type":"text"},"type":"content"}]}
+{"type":"tool_call_end","id":"turn-1:b","status":"completed","output":"line"}
+{"type":"turn_completed","turnId":"turn-1","stopReason":"end_turn"}
+`
+	if got := turnEvents(evs); got != want {
+		t.Errorf("events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// After a reject the tool ends denied, after an abort cancelled, whatever
+// final status the agent reports afterwards.
+func TestToolStatusAfterDenyAndAbort(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "deny")
+	p.askPermission(7, "x")
+	p.wait("the permission request", has(protocol.EventPermissionRequested))
+	p.cmds <- protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "no"}
+	if got := string(p.expectAnswer(7)); got != `{"outcome":{"optionId":"no","outcome":"selected"}}` {
+		t.Errorf("answer = %s, want option no", got)
+	}
+	p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "x", "status": "failed"})
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	p.wait("the first turn's end", has(protocol.EventTurnCompleted))
+
+	pid = p.prompt(2, "abort")
+	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "y", "title": "sleep 30", "kind": "execute", "status": "in_progress"})
+	p.wait("the tool", count(protocol.EventToolCallStart, 2))
+	p.cmds <- protocol.Command{Type: protocol.CommandAbort}
+	p.expect("session/cancel")
+	p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "y", "status": "completed"})
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	evs := p.wait("the second turn's end", count(protocol.EventTurnCompleted, 2))
+	var ends []string
+	for _, ev := range evs {
+		if ev.Type == protocol.EventToolCallEnd || ev.Type == protocol.EventTurnCompleted {
+			ends = append(ends, ev.ID+ev.TurnID+" "+string(ev.Status)+string(ev.StopReason))
+		}
+	}
+	want := []string{"turn-1:x denied", "turn-1 end_turn", "turn-2:y cancelled", "turn-2 cancelled"}
+	if mustJSON(t, ends) != mustJSON(t, want) {
+		t.Errorf("ends = %q, want %q", ends, want)
+	}
+}
+
+// Options.Mode selects the session mode right after session/new; a mode
+// the agent does not offer is an error naming it.
+func TestSessionMode(t *testing.T) {
+	p := startPeer(t, "auto")
+	id, params := p.expect("session/set_mode")
+	if got := string(params); got != `{"modeId":"auto","sessionId":"s1"}` {
+		t.Errorf("set_mode params = %s", got)
+	}
+	p.reply(id, map[string]any{})
+	p.wait("agent_started", has(protocol.EventAgentStarted))
+
+	q := startPeer(t, "yolo")
+	var err error
+	select {
+	case err = <-q.done:
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatal("Serve did not refuse the unknown mode")
+	}
+	if err == nil || !strings.Contains(err.Error(), `mode "yolo"`) || !strings.Contains(err.Error(), "ask, auto") {
+		t.Errorf("Serve = %v, want an error naming mode yolo and the modes offered", err)
+	}
+	if errors.Is(err, context.Canceled) {
+		t.Errorf("Serve = %v", err)
+	}
+}

@@ -1,0 +1,409 @@
+package acp_test
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakemodel"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+var record = flag.Bool("record", false, "write the transcripts of the runs against the real agents to testdata/")
+
+// sandboxWork replaces the run's temporary working directory in what is
+// recorded, so the testdata is the same on every machine.
+const sandboxWork = "/sandbox/work"
+
+// modes are the --acp-mode each recorded agent ran with.
+var modes = map[string]string{"claude-agent-acp": "default"}
+
+// liveACP is agentd running a real ACP agent against a fake Rein server.
+type liveACP struct {
+	srv        *fakeserver.Server
+	dir        string
+	transcript *fakeserver.Buffer
+	stop       func()
+}
+
+func startLiveACP(t *testing.T, bin string, env []string, mode string) *liveACP {
+	t.Helper()
+	l := &liveACP{srv: fakeserver.New(t, "acp-live"), dir: t.TempDir(), transcript: &fakeserver.Buffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agentd.Run(ctx, agentd.Options{
+			Server: l.srv.URL, Session: l.srv.Session, Protocol: agentd.ProtocolACP, ACPMode: mode,
+			Command: []string{bin}, Dir: l.dir, Env: env, HeartbeatInterval: time.Hour,
+			AbortGrace: 20 * time.Second, Transcript: l.transcript, Logger: fakeserver.Logger(t, slog.LevelInfo),
+		})
+	}()
+	stopped := false
+	l.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("agentd.Run: %v", err)
+			}
+		case <-time.After(fakeserver.WaitTimeout):
+			t.Errorf("agentd.Run did not return")
+		}
+	}
+	t.Cleanup(l.stop)
+	l.srv.Wait(t, "the agent's own agent_started", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version != ""
+		})
+	})
+	l.srv.WaitState(t, "an open command stream", func() bool { return l.srv.OpenStreams() > 0 })
+	return l
+}
+
+func (l *liveACP) waitEnd(t *testing.T, id int64) protocol.Event {
+	t.Helper()
+	turn := "turn-" + strconv.FormatInt(id, 10)
+	var end protocol.Event
+	l.srv.Wait(t, turn+" to end", func(evs []protocol.Event) bool {
+		for _, ev := range evs {
+			if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
+				end = ev
+				return true
+			}
+		}
+		return false
+	})
+	return end
+}
+
+// turnEvents are the events of one turn.
+func (l *liveACP) turnEvents(id int64) []protocol.Event {
+	prefix := "turn-" + strconv.FormatInt(id, 10)
+	var out []protocol.Event
+	for _, ev := range l.srv.Events() {
+		if ev.TurnID == prefix || strings.HasPrefix(ev.ID, prefix+":") {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// answer answers the turn's first permission request with its option of
+// kind.
+func (l *liveACP) answer(t *testing.T, id int64, kind protocol.OptionKind) {
+	t.Helper()
+	prefix := "turn-" + strconv.FormatInt(id, 10) + ":"
+	var req protocol.Event
+	l.srv.Wait(t, "a permission request", func(evs []protocol.Event) bool {
+		for _, ev := range evs {
+			if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, prefix) {
+				req = ev
+				return true
+			}
+		}
+		return false
+	})
+	for _, o := range req.Options {
+		if o.Kind == kind {
+			l.srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: req.ID, OptionID: o.ID})
+			return
+		}
+	}
+	t.Fatalf("permission %s has no %s option: %s", req.ID, kind, fakeserver.Format([]protocol.Event{req}))
+}
+
+func countOf(evs []protocol.Event, pred func(protocol.Event) bool) int {
+	n := 0
+	for _, ev := range evs {
+		if pred(ev) {
+			n++
+		}
+	}
+	return n
+}
+
+func typed(t protocol.EventType) func(protocol.Event) bool {
+	return func(ev protocol.Event) bool { return ev.Type == t }
+}
+
+// claudeAgentACPEnv runs claude-agent-acp against api only, with its
+// state in a temporary HOME.
+func claudeAgentACPEnv(t *testing.T, api *fakemodel.Anthropic) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "ANTHROPIC_") || strings.HasPrefix(k, "CLAUDE_") || k == "HOME" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "HOME="+t.TempDir(), "ANTHROPIC_BASE_URL="+api.URL, "ANTHROPIC_API_KEY=dummy",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "DISABLE_TELEMETRY=1", "DISABLE_AUTOUPDATER=1",
+		// As root it starts in bypassPermissions, which Claude Code
+		// refuses for root without IS_SANDBOX=1; --acp-mode default
+		// (modes) then makes it ask.
+		"DISABLE_ERROR_REPORTING=1", "IS_SANDBOX=1")
+}
+
+// TestClaudeAgentACPMatrix runs @agentclientprotocol/claude-agent-acp
+// (REIN_CLAUDE_AGENT_ACP_BIN, set by `make test-agent-claude-agent-acp`)
+// through agentd against the fake Anthropic API, row by row.
+func TestClaudeAgentACPMatrix(t *testing.T) {
+	bin := os.Getenv("REIN_CLAUDE_AGENT_ACP_BIN")
+	if bin == "" {
+		t.Skip("REIN_CLAUDE_AGENT_ACP_BIN is not set: run `make test-agent-claude-agent-acp` (the replay covers the adapter without the CLI)")
+	}
+	api := fakemodel.NewAnthropic(t)
+	l := startLiveACP(t, bin, claudeAgentACPEnv(t, api), modes["claude-agent-acp"])
+	srv := l.srv
+
+	t.Run("text_and_reasoning", func(t *testing.T) {
+		id := srv.Prompt("think")
+		end := l.waitEnd(t, id)
+		evs := l.turnEvents(id)
+		if end.StopReason != protocol.StopEndTurn || countOf(evs, typed(protocol.EventReasoningDelta)) == 0 || countOf(evs, typed(protocol.EventTextDelta)) == 0 {
+			t.Errorf("turn:\n%s", fakeserver.Format(evs))
+		}
+	})
+	t.Run("shell_tool_output", func(t *testing.T) {
+		id := srv.Prompt("run")
+		// Claude Code may or may not ask for echo; answer if it does.
+		end := waitEndAnswering(t, l, id, protocol.AllowOnce)
+		evs := l.turnEvents(id)
+		// The output as Rein shows it: streamed deltas, or the end's
+		// output replacing them.
+		var out strings.Builder
+		for _, ev := range evs {
+			switch ev.Type {
+			case protocol.EventToolOutputDelta:
+				out.WriteString(ev.Delta)
+			case protocol.EventToolCallEnd:
+				if ev.Output != "" {
+					out.Reset()
+					out.WriteString(ev.Output)
+				}
+			}
+		}
+		if end.StopReason != protocol.StopEndTurn || !strings.Contains(out.String(), "rein-bash-ok") ||
+			countOf(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventToolCallEnd && ev.Status == protocol.ToolCompleted
+			}) != 1 {
+			t.Errorf("turn:\n%s", fakeserver.Format(evs))
+		}
+	})
+	t.Run("approve", func(t *testing.T) {
+		id := srv.Prompt("write")
+		l.answer(t, id, protocol.AllowOnce)
+		end := l.waitEnd(t, id)
+		if b, err := os.ReadFile(filepath.Join(l.dir, "note.txt")); err != nil || string(b) != "hi\n" || end.StopReason != protocol.StopEndTurn {
+			t.Errorf("note.txt = %q, %v; turn:\n%s", b, err, fakeserver.Format(l.turnEvents(id)))
+		}
+	})
+	t.Run("deny", func(t *testing.T) {
+		os.Remove(filepath.Join(l.dir, "note.txt"))
+		id := srv.Prompt("write")
+		l.answer(t, id, protocol.RejectOnce)
+		l.waitEnd(t, id)
+		evs := l.turnEvents(id)
+		if _, err := os.Stat(filepath.Join(l.dir, "note.txt")); err == nil || countOf(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventToolCallEnd && ev.Status == protocol.ToolDenied
+		}) != 1 {
+			t.Errorf("the denied write ran or its tool is not denied:\n%s", fakeserver.Format(evs))
+		}
+	})
+	t.Run("abort_mid_stream", func(t *testing.T) {
+		id := srv.Prompt("slow")
+		srv.Wait(t, "the slow stream", func(evs []protocol.Event) bool {
+			return fakeserver.Has(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventTextDelta && strings.Contains(ev.Delta, "w3")
+			})
+		})
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		if end := l.waitEnd(t, id); end.StopReason != protocol.StopCancelled {
+			t.Errorf("aborted turn ended %s", end.StopReason)
+		}
+	})
+	t.Run("back_to_back_and_usage", func(t *testing.T) {
+		a := srv.Prompt("hello")
+		b := srv.Prompt("hello again")
+		l.waitEnd(t, a)
+		l.waitEnd(t, b)
+		for _, id := range []int64{a, b} {
+			evs := l.turnEvents(id)
+			if countOf(evs, typed(protocol.EventTextEnd)) == 0 {
+				t.Errorf("turn %d has no text:\n%s", id, fakeserver.Format(evs))
+			}
+		}
+		if !fakeserver.Has(srv.Events(), typed(protocol.EventUsageUpdated)) {
+			t.Errorf("no usage_updated in the session")
+		}
+	})
+	t.Run("two_turns_with_memory", func(t *testing.T) {
+		id := srv.Prompt("recall")
+		l.waitEnd(t, id)
+		var text string
+		for _, ev := range l.turnEvents(id) {
+			if ev.Type == protocol.EventTextEnd {
+				text += ev.Text
+			}
+		}
+		if !strings.Contains(text, "think") || !strings.Contains(text, "hello again") {
+			t.Errorf("the model did not see the earlier turns: %q", text)
+		}
+	})
+	t.Run("abort_while_permission_pending", func(t *testing.T) {
+		id := srv.Prompt("write")
+		srv.Wait(t, "a permission request", func(evs []protocol.Event) bool {
+			return fakeserver.Has(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, "turn-"+strconv.FormatInt(id, 10)+":")
+			})
+		})
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		end := l.waitEnd(t, id)
+		evs := l.turnEvents(id)
+		resolved := countOf(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventPermissionResolved && ev.Outcome == protocol.OutcomeCancelled
+		})
+		if end.StopReason != protocol.StopCancelled || resolved != 1 {
+			t.Errorf("turn:\n%s", fakeserver.Format(evs))
+		}
+	})
+	t.Run("abort_mid_tool", func(t *testing.T) {
+		id := srv.Prompt("sleepy")
+		// Approve the command if the agent asks.
+		stopAnswering := make(chan struct{})
+		answered := make(chan struct{})
+		go func() {
+			defer close(answered)
+			prefix := "turn-" + strconv.FormatInt(id, 10) + ":"
+			for {
+				for _, ev := range srv.Events() {
+					if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, prefix) {
+						for _, o := range ev.Options {
+							if o.Kind == protocol.AllowOnce {
+								srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: ev.ID, OptionID: o.ID})
+								return
+							}
+						}
+					}
+				}
+				select {
+				case <-stopAnswering:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		pid := waitProcess(t, "sleep\x00"+fakemodel.SleepyArg+"\x00")
+		close(stopAnswering)
+		<-answered
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		if end := l.waitEnd(t, id); end.StopReason != protocol.StopCancelled {
+			t.Errorf("aborted turn ended %s", end.StopReason)
+		}
+		waitGone(t, pid)
+	})
+	l.stop()
+
+	if *record {
+		var evs []protocol.Event
+		for _, ev := range srv.Events() {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				evs = append(evs, ev)
+			}
+		}
+		r := strings.NewReplacer(l.dir, sandboxWork)
+		writeFile(t, "testdata/claude-agent-acp.jsonl", r.Replace(l.transcript.String()))
+		writeFile(t, "testdata/claude-agent-acp.events.jsonl", r.Replace(fakeserver.Format(versionless(evs))))
+	}
+}
+
+// waitEndAnswering waits for turn id to end, answering any permission
+// request on the way with the option of kind.
+func waitEndAnswering(t *testing.T, l *liveACP, id int64, kind protocol.OptionKind) protocol.Event {
+	t.Helper()
+	turn := "turn-" + strconv.FormatInt(id, 10)
+	answered := map[string]bool{}
+	var end protocol.Event
+	l.srv.Wait(t, turn+" to end", func(evs []protocol.Event) bool {
+		for _, ev := range evs {
+			if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, turn+":") && !answered[ev.ID] {
+				answered[ev.ID] = true
+				for _, o := range ev.Options {
+					if o.Kind == kind {
+						l.srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: ev.ID, OptionID: o.ID})
+						break
+					}
+				}
+			}
+			if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
+				end = ev
+				return true
+			}
+		}
+		return false
+	})
+	return end
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recorded %s", path)
+}
+
+// waitProcess waits for a process whose /proc cmdline is cmdline.
+func waitProcess(t *testing.T, cmdline string) int {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if pid, perr := strconv.Atoi(e.Name()); err == nil && perr == nil && string(b) == cmdline {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process runs %q", cmdline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitGone waits for pid to exit (a zombie counts as gone).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i+1:]), " Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

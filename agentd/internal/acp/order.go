@@ -1,0 +1,214 @@
+package acp
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	acpsdk "github.com/coder/acp-go-sdk"
+)
+
+// maxLine bounds one JSON-RPC message from the agent, as the SDK does.
+const maxLine = 10 << 20
+
+// orderedReader sits between the agent's stdout and the SDK. It handles
+// session/update notifications itself, one at a time in the order they
+// were read, and announces session/request_permission requests before
+// passing them on; the SDK sees every other line unchanged. So updates
+// and permission requests reach Rein in the order the agent sent them,
+// although the SDK runs each request in a goroutine of its own.
+//
+// Read runs on the SDK's receive goroutine: an update that blocks on
+// Emit (backpressure) stops the reading of the agent's stdout.
+type orderedReader struct {
+	r   *bufio.Reader
+	a   *adapter
+	rec *recorder
+	buf []byte // the rest of the line being passed on
+	err error
+}
+
+// head is what orderedReader needs of a JSON-RPC message.
+type head struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+func (o *orderedReader) Read(p []byte) (int, error) {
+	for len(o.buf) == 0 {
+		if o.err != nil {
+			return 0, o.err
+		}
+		line, err := o.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line: gather it whole.
+			long := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) < maxLine {
+				line, err = o.r.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				err = errors.New("acp: message from the agent exceeds 10 MiB")
+			}
+			o.err = err
+		}
+		if len(line) == 0 {
+			continue
+		}
+		if o.handle(line) {
+			continue
+		}
+		o.buf = append(o.buf[:0], line...)
+		if o.buf[len(o.buf)-1] != '\n' {
+			o.buf = append(o.buf, '\n')
+		}
+	}
+	n := copy(p, o.buf)
+	o.buf = o.buf[n:]
+	return n, nil
+}
+
+// handle maps a session/update (true: consumed) and announces a
+// permission request (false: the SDK still answers it).
+func (o *orderedReader) handle(line []byte) bool {
+	var h head
+	if err := json.Unmarshal(line, &h); err != nil {
+		return false // the SDK logs it
+	}
+	// Recorded once handled, and with the recorder held meanwhile: a
+	// command the handling prompted (an answer to the permission request
+	// just announced) is recorded after the line, and a replay that waits
+	// for the record knows the line was handled.
+	o.rec.mu.Lock()
+	defer func() {
+		o.rec.writeLocked("from", json.RawMessage(trimEOL(line)))
+		o.rec.mu.Unlock()
+	}()
+	switch {
+	case h.Method == acpsdk.ClientMethodSessionUpdate && len(h.ID) == 0:
+		var n acpsdk.SessionNotification
+		if err := json.Unmarshal(h.Params, &n); err != nil {
+			o.a.log.Warn("undecodable acp session/update", "err", err)
+			return true
+		}
+		o.a.mu.Lock()
+		o.a.updateLocked(n)
+		o.a.mu.Unlock()
+		return true
+	case h.Method == acpsdk.ClientMethodSessionRequestPermission && len(h.ID) != 0:
+		var req acpsdk.RequestPermissionRequest
+		if json.Unmarshal(h.Params, &req) != nil || req.Validate() != nil {
+			return false // the SDK refuses it without asking us
+		}
+		o.a.mu.Lock()
+		o.a.announceLocked(req)
+		o.a.mu.Unlock()
+	}
+	return false
+}
+
+func trimEOL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// recorder writes the transcript lines; safe for concurrent use.
+type recorder struct {
+	mu  sync.Mutex
+	w   io.Writer
+	log *slog.Logger
+}
+
+func (r *recorder) record(dir string, payload any) {
+	if r.w == nil {
+		return
+	}
+	b, err := json.Marshal(map[string]any{dir: payload})
+	if err != nil {
+		r.log.Warn("transcript", "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.w.Write(append(b, '\n')); err != nil {
+		r.log.Warn("transcript", "err", err)
+	}
+}
+
+// writeLocked is record with r.mu held by the caller.
+func (r *recorder) writeLocked(dir string, payload any) {
+	if r.w == nil {
+		return
+	}
+	b, err := json.Marshal(map[string]any{dir: payload})
+	if err != nil {
+		r.log.Warn("transcript", "err", err)
+		return
+	}
+	if _, err := r.w.Write(append(b, '\n')); err != nil {
+		r.log.Warn("transcript", "err", err)
+	}
+}
+
+// recordingWriter records what the SDK writes to the agent: one message
+// per Write, as the SDK writes them.
+type recordingWriter struct {
+	w   io.Writer
+	rec *recorder
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.rec.record("to", json.RawMessage(trimEOL(p)))
+	return w.w.Write(p)
+}
+
+// gate drops log records once closed: the SDK's goroutines may log after
+// Serve has returned (its receive goroutine logs the closed connection
+// after signalling Done), and Serve's caller must not hear from them then.
+type gate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+}
+
+// gatedHandler is a slog.Handler that forwards to h until its gate closes.
+type gatedHandler struct {
+	g *gate
+	h slog.Handler
+}
+
+func (h gatedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.h.Enabled(ctx, l)
+}
+
+func (h gatedHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.g.mu.RLock()
+	defer h.g.mu.RUnlock()
+	if h.g.closed {
+		return nil
+	}
+	return h.h.Handle(ctx, r)
+}
+
+func (h gatedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return gatedHandler{h.g, h.h.WithAttrs(as)}
+}
+
+func (h gatedHandler) WithGroup(name string) slog.Handler {
+	return gatedHandler{h.g, h.h.WithGroup(name)}
+}

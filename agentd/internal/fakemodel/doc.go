@@ -1,0 +1,4 @@
+// Package fakemodel holds scripted model APIs on loopback for the tests
+// that run real agent CLIs offline: an Anthropic Messages API (Claude Code,
+// claude-agent-acp).
+package fakemodel

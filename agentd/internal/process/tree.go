@@ -1,0 +1,93 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// Descendants returns the pids of every process below pid (its children,
+// their children, ...), read from /proc. Processes that escaped the tree
+// (double fork, reparented to init) are not found.
+func Descendants(pid int) (map[int]bool, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parens.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, err := strconv.Atoi(string(f[1]))
+		if err != nil {
+			continue
+		}
+		children[ppid] = append(children[ppid], p)
+	}
+	out := map[int]bool{}
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !out[c] {
+				out[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// KillNew kills every process below pid that is not in keep: it stops
+// them first, scanning again until no new one appears (a process forked
+// while the others were being stopped would otherwise escape to init
+// when its parent dies), then kills them all. It returns how many it
+// killed.
+func KillNew(pid int, keep map[int]bool) (int, error) {
+	stopped := map[int]bool{}
+	for range 10 {
+		now, err := Descendants(pid)
+		if err != nil {
+			return 0, err
+		}
+		fresh := 0
+		for p := range now {
+			if keep[p] || stopped[p] {
+				continue
+			}
+			fresh++
+			stopped[p] = true
+			if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return 0, fmt.Errorf("stop process %d: %w", p, err)
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	for p := range stopped {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return 0, fmt.Errorf("kill process %d: %w", p, err)
+		}
+	}
+	return len(stopped), nil
+}
