@@ -14,11 +14,11 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot test-agents test-agent-claude
+.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps pg-deps test-browser web-screenshot test-agents test-agent-claude
 
 all: lint test
 
-test: tools browser-deps unit e2e
+test: tools browser-deps pg-deps unit e2e
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -58,6 +58,22 @@ browser-deps:
 	else \
 		echo "warning: chromium/chromedriver missing and apt-get is not usable here (needs root on Debian):"; \
 		echo "         the browser test will be skipped (set REIN_CHROMIUM and REIN_CHROMEDRIVER to run it)"; \
+	fi
+
+# The PostgreSQL tests (server/pgtest starts a throwaway cluster per test
+# binary, as the postgres user when root) need Debian's postgresql server.
+# Installed only when missing; where apt-get cannot run this warns and those
+# tests skip saying why (on CI, CI=true, they fail instead: they must run).
+# REIN_PG_BIN points the tests at another directory holding initdb/postgres.
+pg-deps:
+	@if [ -n "$$REIN_PG_BIN" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== installing postgresql for the PostgreSQL tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || \
+			echo "warning: could not install postgresql; the PostgreSQL tests will be skipped (and fail on CI)"; \
+	else \
+		echo "warning: PostgreSQL server binaries missing and apt-get is not usable here (needs root on Debian):"; \
+		echo "         the PostgreSQL tests will be skipped (set REIN_PG_BIN to a directory with initdb and postgres)"; \
 	fi
 
 test-browser: browser-deps
