@@ -4,8 +4,16 @@ go 1.26.0
 
 require (
 	github.com/rein-ai/rein/protocol v0.0.0
+	github.com/rein-ai/rein/server v0.0.0
 	github.com/tmaxmax/go-sse v0.11.0
 	modernc.org/sqlite v1.61.1
+)
+
+require (
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/pgx/v5 v5.12.0 // indirect
+	golang.org/x/text v0.41.0 // indirect
 )
 
 require (
@@ -21,3 +29,7 @@ require (
 )
 
 replace github.com/rein-ai/rein/protocol => ../protocol
+
+replace github.com/rein-ai/rein/server => ../server
+
+replace github.com/rein-ai/rein/reducer => ../reducer

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,10 @@ type Store struct {
 	pool *pgxpool.Pool
 	// name is the database as logs show it: host/dbname, no password.
 	name string
+
+	lockMu    sync.Mutex
+	exclusive bool      // Exclusive was called
+	lockConn  *pgx.Conn // holds the server lock; see Exclusive
 }
 
 // Open connects to the database dsn names (a postgres:// URL or a
@@ -78,6 +83,7 @@ func (s *Store) Name() string { return s.name }
 
 // Close closes the pool.
 func (s *Store) Close() error {
+	s.unlock()
 	s.pool.Close()
 	return nil
 }
@@ -155,7 +161,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("ping postgres %s: %w", s.name, err)
 	}
-	return nil
+	return s.checkLock(ctx)
 }
 
 func notFound(id string) error {
