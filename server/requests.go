@@ -9,7 +9,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server/internal/hub"
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // The writer's requests. Each apply either answers at once (a domain

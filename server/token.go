@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Sandbox tokens. Each session has one: 32 random bytes, base64url (43

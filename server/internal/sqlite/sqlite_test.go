@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 func openFile(t testing.TB, path string) *Store {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // SandboxTokens returns every session's sandbox token hash (SHA-256 of the

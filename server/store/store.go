@@ -51,20 +51,28 @@ type Command struct {
 }
 
 // Op is one write of a group commit. Ops are applied in order in a single
-// transaction: all of them are stored or none.
+// transaction: all of them are stored or none. The set of ops is closed (a
+// backend switches over the types below); a new op is a contract change
+// that storetest covers.
 type Op interface{ storeOp() }
 
-// CreateSession inserts a new session row.
+// CreateSession inserts a new session row (Rev, LastCommandID and
+// CurrentInstance start at zero). An id that exists fails the commit.
 type CreateSession struct{ Session protocol.Session }
 
-// DeleteSession removes a session and, by cascade, everything it owns.
+// DeleteSession removes a session and, by cascade, everything it owns:
+// events, artifacts and their appends, commands, instances and its sandbox
+// token. A session created again with the same id starts empty.
 type DeleteSession struct{ ID string }
 
 // UpdateSession writes the mutable columns of a session row: status,
-// summary, lastHeartbeat, rev, last command id and current instance.
+// summary, lastHeartbeat, rev, last command id and current instance. A
+// missing session fails the commit with CodeNotFound. Instances is not
+// written (see AddInstance).
 type UpdateSession struct{ Session Session }
 
-// AppendEvents appends entries to a session's event log.
+// AppendEvents appends entries to a session's event log. Pos is chosen by
+// the server; a pos already stored fails the commit.
 type AppendEvents struct {
 	SessionID string
 	Events    []Event
@@ -102,13 +110,15 @@ type FieldAppend struct {
 	Text  string
 }
 
-// AddCommand stores a command.
+// AddCommand stores a command; its id is chosen by the server and an id
+// already stored fails the commit.
 type AddCommand struct {
 	SessionID string
 	Command   Command
 }
 
 // AddInstance records that a Rein-Instance held the command stream.
+// Adding one already recorded is a no-op (it keeps its first place).
 type AddInstance struct {
 	SessionID string
 	Instance  string

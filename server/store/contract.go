@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Store is the persistence rein-server needs.
+//
+// Reads may be called from any goroutine, concurrently with Commit. The
+// server calls LoadSessions, SandboxTokens and Events to rebuild its
+// in-memory view, and Commit for every write.
+//
+// Errors: a missing session is an error carrying protocol.CodeNotFound
+// (protocol.CodeOf finds it through wrapping); any other error means the
+// backend failed, and the server answers 503 and retries later.
+type Store interface {
+	// Session returns one session record.
+	Session(ctx context.Context, id string) (protocol.Session, error)
+	// Sessions lists session records oldest first (createdAt, then the
+	// order they were created in); project "" means all.
+	Sessions(ctx context.Context, project string) ([]protocol.Session, error)
+	// Artifacts returns a session's artifacts ordered by seq, every
+	// pending append merged in (see AppendArtifacts). A missing session is
+	// CodeNotFound; a session without artifacts is an empty list.
+	Artifacts(ctx context.Context, id string) ([]Artifact, error)
+	// ArtifactsSince returns exactly the artifacts with rev > after, in
+	// rev order, and the session's Rev, read at one point in time (one
+	// read transaction) so Rev covers exactly those artifacts. after may
+	// be above Rev (a client of a database restored from a backup): the
+	// result then has no artifacts, and the server decides what to do.
+	ArtifactsSince(ctx context.Context, id string, after int64) (Snapshot, error)
+	// Commands returns the session's commands with after < id <= upTo in
+	// id order.
+	Commands(ctx context.Context, id string, after, upTo int64) ([]Command, error)
+	// LoadSessions returns every session with its internal state, oldest
+	// first; Instances of each in the order they first held the stream.
+	LoadSessions(ctx context.Context) ([]Session, error)
+	// Events returns a session's event log in pos order (empty for a
+	// session without events or none at all).
+	Events(ctx context.Context, id string) ([]Event, error)
+	// Commit applies ops in order in one transaction: every op is stored
+	// or none is, and once Commit returns nil the writes are durable as
+	// the backend is configured to make them (the server answers 2xx
+	// after it).
+	Commit(ctx context.Context, ops []Op) error
+	// SandboxTokens returns each session's sandbox token hash (SHA-256)
+	// by session id; sessions without a token are absent.
+	SandboxTokens(ctx context.Context) (map[string][32]byte, error)
+	// Ping checks that the backend answers a read.
+	Ping(ctx context.Context) error
+	// Close releases the backend. The server closes only a store it
+	// opened itself.
+	Close() error
+}
+
+// Exclusive is implemented by a Store whose database one server process
+// owns alone (SQLite refuses a second process on the same file). Then no
+// sandbox is connected to any session when the server starts, so it marks
+// every live and idle session disconnected at once. A backend shared by
+// several replicas must not implement it (or return false): a session's
+// sandbox may be connected to another replica, and such sessions time out
+// by their heartbeat deadline instead.
+type Exclusive interface {
+	Exclusive() bool
+}
+
+// WriteChecker is implemented by a Store that can check whether writes
+// succeed without changing what it holds: a write that needs new space,
+// undone at once. While commits fail (a full disk), the server calls it
+// now and then to find out, without waiting for a client, that writing
+// works again; /healthz reports the outcome. A Store without it recovers
+// on the next successful Commit only.
+type WriteChecker interface {
+	CheckWrite(ctx context.Context) error
+}

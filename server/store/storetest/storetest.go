@@ -1,0 +1,513 @@
+// Package storetest is the conformance suite of the store contract: every
+// backend of package store must pass it, in the spirit of gocloud.dev's
+// drivertest packages. A backend's test calls Run with a function that
+// opens a fresh, empty store:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store {
+//			s, err := mybackend.Open(...)
+//			if err != nil {
+//				t.Fatal(err)
+//			}
+//			t.Cleanup(func() { s.Close() })
+//			return s
+//		})
+//	}
+//
+// It checks what the server relies on: ordering, exact ArtifactsSince,
+// appends merged on read, all-or-nothing commits, idempotent instance
+// records, cascade deletes, commands and sandbox tokens. What only one
+// backend can check (SQLite migrating an old file) stays in that backend's
+// own tests.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// Run runs every conformance test, each on a fresh store from newStore.
+// newStore registers the store's cleanup itself (t.Cleanup).
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"SessionsOrder", testSessionsOrder},
+		{"NotFound", testNotFound},
+		{"CommitIsAtomic", testCommitIsAtomic},
+		{"EventsInOrder", testEventsInOrder},
+		{"ArtifactsSinceIsExact", testArtifactsSinceIsExact},
+		{"AppendsMergedOnRead", testAppendsMergedOnRead},
+		{"Commands", testCommands},
+		{"SessionState", testSessionState},
+		{"InstancesIdempotent", testInstancesIdempotent},
+		{"SandboxTokens", testSandboxTokens},
+		{"CascadeDelete", testCascadeDelete},
+		{"Ping", testPing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.fn(t, newStore(t))
+		})
+	}
+}
+
+func session(id string, createdAt int64, project string) protocol.Session {
+	s := protocol.Session{ID: id, Status: protocol.StatusBootstrapping, CreatedAt: createdAt}
+	if project != "" {
+		s.Project = &project
+	}
+	return s
+}
+
+func commit(t *testing.T, s store.Store, ops ...store.Op) {
+	t.Helper()
+	if err := s.Commit(context.Background(), ops); err != nil {
+		t.Fatalf("Commit(%s): %v", opNames(ops), err)
+	}
+}
+
+func commitFails(t *testing.T, s store.Store, ops ...store.Op) {
+	t.Helper()
+	if err := s.Commit(context.Background(), ops); err == nil {
+		t.Fatalf("Commit(%s) succeeded; want an error", opNames(ops))
+	}
+}
+
+func opNames(ops []store.Op) string {
+	out := ""
+	for i, op := range ops {
+		if i > 0 {
+			out += ", "
+		}
+		out += fmt.Sprintf("%T", op)
+	}
+	return out
+}
+
+func ids(list []protocol.Session) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// artifact returns the body the server stores for an artifact: what
+// protocol.Artifact.MarshalJSON writes.
+func artifact(t *testing.T, seq, rev int64, output string) store.Artifact {
+	t.Helper()
+	a := protocol.Artifact{Seq: seq, ID: fmt.Sprintf("a%d", seq), Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1, Rev: rev,
+		Fields: map[string]any{"output": output, "status": "running"}}
+	body, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.Artifact{Seq: seq, Rev: rev, Body: body}
+}
+
+func wantNotFound(t *testing.T, what string, err error) {
+	t.Helper()
+	if protocol.CodeOf(err) != protocol.CodeNotFound {
+		t.Errorf("%s: error %v (code %q); want code %q", what, err, protocol.CodeOf(err), protocol.CodeNotFound)
+	}
+}
+
+// Sessions lists oldest first, ties in creation order, and filters by
+// project.
+func testSessionsOrder(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("late", 3000, "p")})
+	commit(t, s, store.CreateSession{Session: session("tie-first", 1000, "")}, store.CreateSession{Session: session("tie-second", 1000, "p")})
+	commit(t, s, store.CreateSession{Session: session("tie-third", 1000, "q")})
+	all, err := s.Sessions(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(all), []string{"tie-first", "tie-second", "tie-third", "late"}; !slices.Equal(got, want) {
+		t.Errorf("Sessions() = %v; want %v", got, want)
+	}
+	p, err := s.Sessions(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(p), []string{"tie-second", "late"}; !slices.Equal(got, want) {
+		t.Errorf("Sessions(p) = %v; want %v", got, want)
+	}
+	none, err := s.Sessions(ctx, "nobody")
+	if err != nil || len(none) != 0 {
+		t.Errorf("Sessions(nobody) = %v, %v; want none", ids(none), err)
+	}
+	loaded, err := s.LoadSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, len(loaded))
+	for i, l := range loaded {
+		got[i] = l.ID
+	}
+	if want := []string{"tie-first", "tie-second", "tie-third", "late"}; !slices.Equal(got, want) {
+		t.Errorf("LoadSessions() = %v; want %v", got, want)
+	}
+	rec, err := s.Session(ctx, "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ID != "late" || rec.CreatedAt != 3000 || rec.Status != protocol.StatusBootstrapping || rec.Project == nil || *rec.Project != "p" || rec.Summary != nil || rec.LastHeartbeat != nil {
+		t.Errorf("Session(late) = %+v", rec)
+	}
+}
+
+// A missing session is CodeNotFound wherever one is named.
+func testNotFound(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.Session(ctx, "ghost")
+	wantNotFound(t, "Session", err)
+	_, err = s.Artifacts(ctx, "ghost")
+	wantNotFound(t, "Artifacts", err)
+	_, err = s.ArtifactsSince(ctx, "ghost", 0)
+	wantNotFound(t, "ArtifactsSince", err)
+	err = s.Commit(ctx, []store.Op{store.UpdateSession{Session: store.Session{Session: session("ghost", 1, "")}}})
+	wantNotFound(t, "Commit(UpdateSession)", err)
+	// Reads of a session's children answer empty, not an error: the
+	// writer folds a new session's (empty) log.
+	if evs, err := s.Events(ctx, "ghost"); err != nil || len(evs) != 0 {
+		t.Errorf("Events(ghost) = %v, %v; want none", evs, err)
+	}
+	if cmds, err := s.Commands(ctx, "ghost", 0, 100); err != nil || len(cmds) != 0 {
+		t.Errorf("Commands(ghost) = %v, %v; want none", cmds, err)
+	}
+}
+
+// A commit with a failing op stores nothing of itself.
+func testCommitIsAtomic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	commitFails(t, s,
+		store.CreateSession{Session: session("b", 2, "")},
+		store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 1, Body: []byte(`{"type":"x"}`)}}},
+		store.CreateSession{Session: session("a", 3, "")}, // exists
+	)
+	if _, err := s.Session(ctx, "b"); protocol.CodeOf(err) != protocol.CodeNotFound {
+		t.Errorf("session b of the failed commit: %v; want not found", err)
+	}
+	if evs, _ := s.Events(ctx, "a"); len(evs) != 0 {
+		t.Errorf("events of the failed commit were stored: %d", len(evs))
+	}
+	// The store still works after a failed commit.
+	commit(t, s, store.CreateSession{Session: session("b", 2, "")})
+}
+
+// The event log comes back in pos order, bodies byte for byte; a pos
+// stored twice fails the commit.
+func testEventsInOrder(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	var want []store.Event
+	for pos := int64(1); pos <= 150; pos++ { // more than one insert chunk
+		want = append(want, store.Event{Pos: pos, Instance: "i1", AgentSeq: pos * 2, Body: fmt.Appendf(nil, `{"type":"message","n":%d, "odd spacing" : "é\u00e9"}`, pos)})
+	}
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: want[:70]}, store.AppendEvents{SessionID: "b", Events: want[:1]})
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: want[70:]})
+	got, err := s.Events(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Events(a) has %d entries; want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Pos != want[i].Pos || got[i].Instance != want[i].Instance || got[i].AgentSeq != want[i].AgentSeq || string(got[i].Body) != string(want[i].Body) {
+			t.Fatalf("Events(a)[%d] = %+v; want %+v", i, got[i], want[i])
+		}
+	}
+	commitFails(t, s, store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 151, Body: []byte(`{}`)}, {Pos: 3, Body: []byte(`{}`)}}})
+	if got, _ := s.Events(ctx, "a"); len(got) != 150 {
+		t.Errorf("after a failed append: %d events; want 150", len(got))
+	}
+	if got, _ := s.Events(ctx, "b"); len(got) != 1 {
+		t.Errorf("Events(b): %d; want 1", len(got))
+	}
+}
+
+func setRev(t *testing.T, s store.Store, id string, rev int64) {
+	t.Helper()
+	l, err := s.LoadSessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range l {
+		if r.ID == id {
+			r.Rev = rev
+			commit(t, s, store.UpdateSession{Session: r})
+			return
+		}
+	}
+	t.Fatalf("session %s not loaded", id)
+}
+
+func revs(list []store.Artifact) [][2]int64 {
+	out := make([][2]int64, len(list))
+	for i, a := range list {
+		out[i] = [2]int64{a.Seq, a.Rev}
+	}
+	return out
+}
+
+// ArtifactsSince returns exactly rev > after, in rev order, with the
+// session's rev; Artifacts is in seq order.
+func testArtifactsSinceIsExact(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("other", 1, "")})
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{artifact(t, 1, 1, "x"), artifact(t, 2, 2, "y"), artifact(t, 3, 3, "z")}},
+		store.PutArtifacts{SessionID: "other", Artifacts: []store.Artifact{artifact(t, 1, 9, "o")}})
+	setRev(t, s, "a", 3)
+	// Seq 1 changes again: it moves after 2 and 3 in rev order.
+	a1 := artifact(t, 1, 4, "x2")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{a1}})
+	setRev(t, s, "a", 4)
+
+	for _, tt := range []struct {
+		after int64
+		want  [][2]int64
+	}{
+		{0, [][2]int64{{2, 2}, {3, 3}, {1, 4}}},
+		{1, [][2]int64{{2, 2}, {3, 3}, {1, 4}}},
+		{2, [][2]int64{{3, 3}, {1, 4}}},
+		{3, [][2]int64{{1, 4}}},
+		{4, [][2]int64{}},
+		{99, [][2]int64{}}, // above the head: none, the server decides
+	} {
+		snap, err := s.ArtifactsSince(ctx, "a", tt.after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Rev != 4 || !slices.Equal(revs(snap.Artifacts), tt.want) {
+			t.Errorf("ArtifactsSince(a, %d) = rev %d %v; want rev 4 %v", tt.after, snap.Rev, revs(snap.Artifacts), tt.want)
+		}
+	}
+	snap, _ := s.ArtifactsSince(ctx, "a", 3)
+	if len(snap.Artifacts) == 1 && string(snap.Artifacts[0].Body) != string(a1.Body) {
+		t.Errorf("body = %s; want %s", snap.Artifacts[0].Body, a1.Body)
+	}
+	all, err := s.Artifacts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := revs(all), [][2]int64{{1, 4}, {2, 2}, {3, 3}}; !slices.Equal(got, want) {
+		t.Errorf("Artifacts(a) = %v; want %v", got, want)
+	}
+	if empty, err := s.Artifacts(ctx, "other"); err != nil || len(empty) != 1 {
+		t.Errorf("Artifacts(other) = %v, %v; want its one artifact", revs(empty), err)
+	}
+}
+
+// Appends are merged into every read exactly as store.MergeAppends does;
+// a full put drops them; appending to an artifact not stored fails.
+func testAppendsMergedOnRead(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	base := artifact(t, 1, 1, "he")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{base, artifact(t, 2, 2, "other")}})
+	appends := []store.FieldAppend{{Field: "output", Text: "llo"}, {Field: "inputText", Text: "{\"a\""}}
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 3, Fields: appends[:1]}}})
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 4, Fields: []store.FieldAppend{{Field: "output", Text: " wörld\n<>"}, appends[1]}}}})
+	setRev(t, s, "a", 4)
+	want, err := store.MergeAppends(base.Body, 4, []store.FieldAppend{appends[0], {Field: "output", Text: " wörld\n<>"}, appends[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Artifacts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].Rev != 4 || string(all[0].Body) != string(want) {
+		t.Fatalf("Artifacts(a)[0] = %+v\nwant body %s", all, want)
+	}
+	snap, err := s.ArtifactsSince(ctx, "a", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Artifacts) != 1 || snap.Artifacts[0].Seq != 1 || string(snap.Artifacts[0].Body) != string(want) {
+		t.Fatalf("ArtifactsSince(a, 3) = %v; want seq 1 with merged body", revs(snap.Artifacts))
+	}
+	// A full body replaces the artifact and what was appended.
+	full := artifact(t, 1, 5, "reset")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{full}})
+	all, _ = s.Artifacts(ctx, "a")
+	if string(all[0].Body) != string(full.Body) {
+		t.Fatalf("after put: %s; want %s", all[0].Body, full.Body)
+	}
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 6, Fields: []store.FieldAppend{{Field: "output", Text: "!"}}}}})
+	want, _ = store.MergeAppends(full.Body, 6, []store.FieldAppend{{Field: "output", Text: "!"}})
+	all, _ = s.Artifacts(ctx, "a")
+	if string(all[0].Body) != string(want) {
+		t.Fatalf("append after put: %s; want %s", all[0].Body, want)
+	}
+	commitFails(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 9, Rev: 7, Fields: []store.FieldAppend{{Field: "output", Text: "x"}}}}})
+}
+
+// Commands come back by id range, bodies byte for byte; an id stored
+// twice fails the commit.
+func testCommands(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	for id := int64(1); id <= 5; id++ {
+		commit(t, s, store.AddCommand{SessionID: "a", Command: store.Command{ID: id, Body: fmt.Appendf(nil, `{"id":%d,"type":"prompt", "text":"ü"}`, id), CreatedAt: 100 + id}})
+	}
+	commit(t, s, store.AddCommand{SessionID: "b", Command: store.Command{ID: 1, Body: []byte(`{"id":1}`), CreatedAt: 1}})
+	got, err := s.Commands(ctx, "a", 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("Commands(a, 1, 4) = %d commands; want 3", len(got))
+	}
+	for i, c := range got {
+		id := int64(i + 2)
+		if c.ID != id || c.CreatedAt != 100+id || string(c.Body) != fmt.Sprintf(`{"id":%d,"type":"prompt", "text":"ü"}`, id) {
+			t.Errorf("Commands(a, 1, 4)[%d] = %+v", i, c)
+		}
+	}
+	if got, _ := s.Commands(ctx, "a", 5, 10); len(got) != 0 {
+		t.Errorf("Commands(a, 5, 10) = %d; want 0", len(got))
+	}
+	commitFails(t, s, store.AddCommand{SessionID: "a", Command: store.Command{ID: 3, Body: []byte(`{}`)}})
+}
+
+// UpdateSession's columns come back from Session and LoadSessions.
+func testSessionState(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "proj")})
+	loaded, err := s.LoadSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded) != 1 || loaded[0].Rev != 0 || loaded[0].LastCommandID != 0 || loaded[0].CurrentInstance != "" || len(loaded[0].Instances) != 0 {
+		t.Fatalf("new session loads as %+v", loaded)
+	}
+	r := loaded[0]
+	sum, hb := "did things", int64(777)
+	r.Status, r.Summary, r.LastHeartbeat = protocol.StatusIdle, &sum, &hb
+	r.Rev, r.LastCommandID, r.CurrentInstance = 12, 3, "inst-2"
+	commit(t, s, store.UpdateSession{Session: r})
+	rec, err := s.Session(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Status != protocol.StatusIdle || rec.Summary == nil || *rec.Summary != sum || rec.LastHeartbeat == nil || *rec.LastHeartbeat != hb || rec.Project == nil || *rec.Project != "proj" || rec.CreatedAt != 1 {
+		t.Errorf("Session(a) = %+v", rec)
+	}
+	loaded, _ = s.LoadSessions(ctx)
+	if got := loaded[0]; got.Rev != 12 || got.LastCommandID != 3 || got.CurrentInstance != "inst-2" || got.Status != protocol.StatusIdle {
+		t.Errorf("LoadSessions()[0] = %+v", got)
+	}
+	snap, err := s.ArtifactsSince(ctx, "a", 0)
+	if err != nil || snap.Rev != 12 {
+		t.Errorf("ArtifactsSince rev = %d, %v; want 12", snap.Rev, err)
+	}
+}
+
+// AddInstance keeps first-seen order and ignores a repeat.
+func testInstancesIdempotent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	commit(t, s, store.AddInstance{SessionID: "a", Instance: "first", At: 10})
+	commit(t, s, store.AddInstance{SessionID: "a", Instance: "second", At: 20}, store.AddInstance{SessionID: "a", Instance: "first", At: 30})
+	commit(t, s, store.AddInstance{SessionID: "a", Instance: "first", At: 40})
+	loaded, err := s.LoadSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loaded[0].Instances, []string{"first", "second"}; !slices.Equal(got, want) {
+		t.Errorf("Instances = %v; want %v", got, want)
+	}
+}
+
+// SetSandboxToken stores and replaces a session's token hash.
+func testSandboxTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")}, store.CreateSession{Session: session("none", 1, "")})
+	h1, h2, h3 := [32]byte{1}, [32]byte{2, 0, 0, 9}, [32]byte{3}
+	commit(t, s, store.SetSandboxToken{SessionID: "a", Hash: h1, At: 1}, store.SetSandboxToken{SessionID: "b", Hash: h2, At: 1})
+	commit(t, s, store.SetSandboxToken{SessionID: "a", Hash: h3, At: 2})
+	got, err := s.SandboxTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["a"] != h3 || got["b"] != h2 {
+		t.Errorf("SandboxTokens() = %v; want a=%x b=%x", got, h3, h2)
+	}
+}
+
+// Deleting a session removes everything it owns; a new session with the
+// same id starts empty and may reuse positions and ids.
+func testCascadeDelete(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	fill := func() {
+		commit(t, s,
+			store.CreateSession{Session: session("a", 1, "")},
+			store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 1, Instance: "i", AgentSeq: 1, Body: []byte(`{"type":"message"}`)}}},
+			store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{artifact(t, 1, 1, "x")}},
+			store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 2, Fields: []store.FieldAppend{{Field: "output", Text: "y"}}}}},
+			store.AddCommand{SessionID: "a", Command: store.Command{ID: 1, Body: []byte(`{"id":1}`), CreatedAt: 1}},
+			store.AddInstance{SessionID: "a", Instance: "i", At: 1},
+			store.SetSandboxToken{SessionID: "a", Hash: [32]byte{7}, At: 1},
+		)
+	}
+	commit(t, s, store.CreateSession{Session: session("keep", 1, "")}, store.AddCommand{SessionID: "keep", Command: store.Command{ID: 1, Body: []byte(`{}`)}}, store.SetSandboxToken{SessionID: "keep", Hash: [32]byte{8}})
+	fill()
+	commit(t, s, store.DeleteSession{ID: "a"})
+	_, err := s.Session(ctx, "a")
+	wantNotFound(t, "Session after delete", err)
+	if evs, _ := s.Events(ctx, "a"); len(evs) != 0 {
+		t.Errorf("events survived the delete: %d", len(evs))
+	}
+	if cmds, _ := s.Commands(ctx, "a", 0, 100); len(cmds) != 0 {
+		t.Errorf("commands survived the delete: %d", len(cmds))
+	}
+	toks, _ := s.SandboxTokens(ctx)
+	if _, ok := toks["a"]; ok || len(toks) != 1 {
+		t.Errorf("tokens after delete: %v; want only keep's", toks)
+	}
+	// Created again: empty, and pos 1, command 1, seq 1 are free.
+	commit(t, s, store.CreateSession{Session: session("a", 2, "")})
+	if arts, err := s.Artifacts(ctx, "a"); err != nil || len(arts) != 0 {
+		t.Errorf("Artifacts of the new namesake = %v, %v; want none", revs(arts), err)
+	}
+	loaded, _ := s.LoadSessions(ctx)
+	for _, l := range loaded {
+		if l.ID == "a" && (len(l.Instances) != 0 || l.Rev != 0 || l.LastCommandID != 0) {
+			t.Errorf("new namesake loads as %+v", l)
+		}
+	}
+	commit(t, s, store.DeleteSession{ID: "a"})
+	fill() // fails if anything of the first "a" was left
+	if cmds, _ := s.Commands(ctx, "keep", 0, 100); len(cmds) != 1 {
+		t.Errorf("another session's commands were deleted")
+	}
+	// Delete and create in one commit, as the writer does when a session
+	// is removed and created again in one group.
+	commit(t, s, store.DeleteSession{ID: "a"}, store.CreateSession{Session: session("a", 3, "")})
+	if evs, _ := s.Events(ctx, "a"); len(evs) != 0 {
+		t.Errorf("events survived delete+create in one commit: %d", len(evs))
+	}
+	if err := s.Commit(ctx, []store.Op{store.DeleteSession{ID: "never"}}); err != nil && !errors.Is(err, context.Canceled) {
+		// Deleting what is not there is allowed: the writer checks first.
+		t.Logf("deleting a missing session: %v", err)
+	}
+}
+
+func testPing(t *testing.T, s store.Store) {
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
