@@ -139,7 +139,7 @@ func openStore(ctx context.Context, db string) (Store, error) {
 	}
 	// Until the writer coordinates with other replicas, a second server
 	// on the same database would fork its view of every session: refuse.
-	if err := st.Exclusive(ctx); err != nil {
+	if err := st.LockServer(ctx); err != nil {
 		_ = st.Close()
 		return nil, err
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // The statements Commit runs. pgx prepares each once per connection and

@@ -10,21 +10,33 @@ import (
 )
 
 // serverLock is the advisory lock key a server holds for as long as it
-// runs on the database (see Exclusive).
+// runs on the database (see LockServer).
 const serverLock = 0x7265696f
 
-// Exclusive makes this store the only server on the database: it takes a
+// LockServer makes this store the only server on the database: it takes a
 // session-level advisory lock on a connection of its own and keeps it
 // until Close. The writer keeps each session's state in memory and
 // assumes it is the only writer, so a second server on the same database
 // would give contradictory answers; it is refused instead, naming the
 // holder. If the lock's connection is lost (the database restarted), Ping
 // takes the lock again or fails, so /healthz says so.
-func (s *Store) Exclusive(ctx context.Context) error {
+func (s *Store) LockServer(ctx context.Context) error {
 	s.lockMu.Lock()
 	defer s.lockMu.Unlock()
+	if err := s.lockLocked(ctx); err != nil {
+		return err
+	}
 	s.exclusive = true
-	return s.lockLocked(ctx)
+	return nil
+}
+
+// Exclusive reports whether this store holds the server lock (see
+// LockServer): then no other server runs on the database, and the server
+// may apply its single-owner restart rule (store.Exclusive).
+func (s *Store) Exclusive() bool {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	return s.exclusive
 }
 
 // lockLocked (re)takes the server lock; lockMu is held.

@@ -10,17 +10,17 @@ import (
 
 // A second server on the same database is refused, naming the first; once
 // the first closes, the lock is free.
-func TestExclusive(t *testing.T) {
+func TestLockServer(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 	a := open(t, dsn)
-	if err := a.Exclusive(ctx); err != nil {
+	if err := a.LockServer(ctx); err != nil {
 		t.Fatal(err)
 	}
 	b := open(t, dsn)
-	err := b.Exclusive(ctx)
+	err := b.LockServer(ctx)
 	if err == nil || !strings.Contains(err.Error(), "in use by") || !strings.Contains(err.Error(), "rein-server pid") {
-		t.Fatalf("second Exclusive: %v; want in use by the first, named", err)
+		t.Fatalf("second LockServer: %v; want in use by the first, named", err)
 	}
 	if err := a.Ping(ctx); err != nil {
 		t.Fatalf("holder's Ping: %v", err)
@@ -37,11 +37,11 @@ func TestExclusive(t *testing.T) {
 	if err := a.Ping(ctx); err != nil {
 		t.Fatalf("Ping after the lock connection died: %v", err)
 	}
-	if err := b.Exclusive(ctx); err == nil {
-		t.Fatal("second Exclusive succeeded while the first holds the lock again")
+	if err := b.LockServer(ctx); err == nil {
+		t.Fatal("second LockServer succeeded while the first holds the lock again")
 	}
 	a.Close()
-	if err := b.Exclusive(ctx); err != nil {
-		t.Fatalf("Exclusive after the holder closed: %v", err)
+	if err := b.LockServer(ctx); err != nil {
+		t.Fatalf("LockServer after the holder closed: %v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/internal/store"
+	"github.com/rein-ai/rein/server/store"
 )
 
 //go:embed migrations/*.sql
@@ -44,8 +44,8 @@ type Store struct {
 	name string
 
 	lockMu    sync.Mutex
-	exclusive bool      // Exclusive was called
-	lockConn  *pgx.Conn // holds the server lock; see Exclusive
+	exclusive bool      // LockServer took the lock
+	lockConn  *pgx.Conn // holds the server lock; see LockServer
 }
 
 // Open connects to the database dsn names (a postgres:// URL or a

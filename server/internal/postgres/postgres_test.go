@@ -9,9 +9,9 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 
-	"github.com/rein-ai/rein/server/internal/store"
-	"github.com/rein-ai/rein/server/internal/store/storetest"
 	"github.com/rein-ai/rein/server/pgtest"
+	"github.com/rein-ai/rein/server/store"
+	"github.com/rein-ai/rein/server/store/storetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -26,10 +26,15 @@ func open(t *testing.T, dsn string) *Store {
 	return s
 }
 
-func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Opener {
+// The PostgreSQL store passes the store contract.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, pgtest.NewDatabase(t)) })
+}
+
+func TestMore(t *testing.T) {
+	runMore(t, func(t *testing.T) Opener {
 		dsn := pgtest.NewDatabase(t)
-		return func(t *testing.T) storetest.Store { return open(t, dsn) }
+		return func(t *testing.T) store.Store { return open(t, dsn) }
 	})
 }
 
