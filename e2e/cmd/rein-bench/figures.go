@@ -16,6 +16,7 @@ import (
 
 	"github.com/rein-ai/rein/e2e"
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 type bench struct {
@@ -25,6 +26,10 @@ type bench struct {
 	self  string
 	procs []*e2e.Proc
 	logf  e2e.Logf
+	// cluster is the throwaway PostgreSQL of the postgres figures,
+	// started on first use.
+	cluster *pgtest.Cluster
+	dbs     int
 }
 
 func newBench(bin string, scale float64) (*bench, error) {
@@ -49,20 +54,27 @@ func (b *bench) close() {
 	for _, p := range b.procs {
 		p.Stop(5 * time.Second)
 	}
+	if b.cluster != nil {
+		b.cluster.Stop()
+	}
 	os.RemoveAll(b.tmp)
 }
 
 func (b *bench) dur(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
 func (b *bench) count(n int) int                   { return max(1, int(float64(n)*b.scale)) }
 
-// server starts a fresh rein-server on its own database.
-func (b *bench) server() (*e2e.Server, error) {
+// server starts a fresh rein-server on its own SQLite database.
+func (b *bench) server() (*e2e.Server, error) { return b.serverOn("") }
+
+// serverOn starts a fresh rein-server on db (a postgres:// URL), or on
+// its own SQLite database when db is "".
+func (b *bench) serverOn(db string) (*e2e.Server, error) {
 	dir, err := os.MkdirTemp(b.tmp, "server-")
 	if err != nil {
 		return nil, err
 	}
 	s, err := e2e.StartServer(context.Background(), b.logf, e2e.ServerConfig{
-		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, Args: []string{"--log-level", "error"},
+		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, DB: db, Args: []string{"--log-level", "error"},
 	})
 	if err != nil {
 		return nil, err
@@ -100,8 +112,12 @@ func createSessions(base string, ids ...string) error {
 }
 
 // serverWith starts a fresh rein-server holding the given sessions.
-func (b *bench) serverWith(ids ...string) (*e2e.Server, error) {
-	srv, err := b.server()
+func (b *bench) serverWith(ids ...string) (*e2e.Server, error) { return b.serverOnWith("", ids...) }
+
+// serverOnWith starts a fresh rein-server on db (see serverOn) holding
+// the given sessions.
+func (b *bench) serverOnWith(db string, ids ...string) (*e2e.Server, error) {
+	srv, err := b.serverOn(db)
 	if err != nil {
 		return nil, err
 	}

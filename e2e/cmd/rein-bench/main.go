@@ -81,6 +81,7 @@ func runBench(bin, out string, scale float64, only string) error {
 		{"memory", b.memory},
 		{"agentd", b.throughAgentd},
 		{"resume", b.resume},
+		{"postgres", b.postgres},
 	}
 	rep := Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine()}
 	for _, f := range all {
