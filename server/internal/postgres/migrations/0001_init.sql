@@ -79,3 +79,17 @@ CREATE TABLE sandbox_tokens (
     hash       bytea  NOT NULL UNIQUE,
     created_at bigint NOT NULL
 );
+
+-- A commit is sent as one pipelined batch that the server runs as one
+-- implicit transaction, so a statement that must touch exactly one row
+-- checks it in the server: rein_expect_one raises (SQLSTATE P0002,
+-- no_data_found) and the whole commit rolls back.
+CREATE FUNCTION rein_expect_one(n bigint, what text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF n <> 1 THEN
+        RAISE EXCEPTION '%: % rows', what, n USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN n;
+END
+$$;
