@@ -14,11 +14,11 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps pg-deps test-browser web-screenshot test-agents test-agent-claude
+.PHONY: all test unit e2e test-pg lint build run demo bench tools fuzz clean browser-deps pg-deps test-browser web-screenshot test-agents test-agent-claude
 
 all: lint test
 
-test: tools browser-deps pg-deps unit e2e
+test: tools browser-deps pg-deps unit e2e test-pg
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -27,6 +27,14 @@ unit:
 # whose inputs (the other modules) it cannot see.
 e2e:
 	@echo "== go test e2e"; cd e2e && $(GO) test -race -count=1 ./...
+
+# The server suite again on PostgreSQL (REIN_TEST_DB), and the e2e
+# scenarios that kill or restart the server or race two agentds
+# (REIN_E2E_DB), each on a throwaway cluster (server/pgtest). The whole e2e
+# suite runs on PostgreSQL with REIN_E2E_DB=postgres make e2e.
+test-pg:
+	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 .
+	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -run '^(TestHappyPath|TestServerKilledMidTurn|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
 	@set -e; out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

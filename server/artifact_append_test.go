@@ -269,7 +269,7 @@ func (f *failingStore) Commit(ctx context.Context, ops []StoreOp) error {
 // the retried events end in exactly the reducer's artifacts.
 func TestStreamedArtifactsCommitFailure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path)
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

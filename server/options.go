@@ -37,6 +37,12 @@ type Options struct {
 	// Server; or a postgres:// (postgresql://) URL for PostgreSQL, which
 	// the Server then holds alone (a second server on it is refused).
 	DBPath string
+	// Sync is how the SQLite store syncs a commit: "full" (the default;
+	// a 2xx on a write means it is on disk and survives a power loss) or
+	// "normal" (faster; the last acknowledged writes before a power loss
+	// can be lost, a crash of the process loses nothing). Ignored with
+	// Store.
+	Sync string
 	// Logger receives the server's logs (default: discarded).
 	Logger *slog.Logger
 	// Now is the clock used for createdAt, receivedAt, heartbeats, the

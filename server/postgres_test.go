@@ -62,11 +62,16 @@ func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
 	if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS true`); err != nil {
 		t.Fatal(err)
 	}
-	// The pool reconnects on its next use; nothing is asserted about when.
-	for code := 0; code != http.StatusOK; {
-		code, _ = c.do("GET", "/healthz", nil)
-		if code != http.StatusOK {
-			time.Sleep(50 * time.Millisecond)
+	// The pool reconnects on its next use and the writer's probe finds
+	// writes working again; nothing is asserted about when (the bound
+	// only keeps a broken build from hanging).
+	for deadline := time.Now().Add(streamDeadline); ; time.Sleep(50 * time.Millisecond) {
+		code, body := c.do("GET", "/healthz", nil)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthz never recovered: %d %s", code, body)
 		}
 	}
 	if code, body := c.do("POST", "/sessions/b", nil); code != http.StatusCreated {

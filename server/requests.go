@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
@@ -20,48 +21,49 @@ type createReq struct {
 	id      string
 	project *string
 	sandbox [32]byte // the new session's sandbox token hash
-	reply   chan result
+	reply   reply[protocol.Session]
 }
 
 func (r *createReq) apply(w *writer, g *group) {
 	if g.entry(r.id) != nil {
-		r.reply <- result{err: protocol.Errorf(protocol.CodeConflict, "session %q already exists", r.id)}
+		r.reply.fail(protocol.Errorf(protocol.CodeConflict, "session %q already exists", r.id))
 		return
 	}
-	rec := protocol.Session{ID: r.id, Status: protocol.StatusBootstrapping, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
+	status, _ := nextStatus("", created, "", false)
+	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
 	w.clock++
 	h := r.sandbox
 	g.put(r.id, &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h})
 	g.ops = append(g.ops, store.CreateSession{Session: rec}, store.SetSandboxToken{SessionID: r.id, Hash: h, At: rec.CreatedAt})
 	// A new session has an empty log: install its state rather than read
 	// a log that, within this group, may still hold a deleted namesake's.
-	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, stored: map[int64]storedArtifact{}}
+	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, policy: newArtifactPolicy()}
 	g.states[r.id] = true
 	delete(g.dirty, r.id)
 	data, _ := json.Marshal(protocol.SessionPayload{Session: rec})
 	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionCreated, data), Key: deref(r.project)}
-	g.reply(r.reply)
+	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.index.set(r.id, h)
 		w.hub.Publish(sessionsTopic, msg)
-		r.reply <- result{v: rec}
+		r.reply.ok(rec)
 	})
 }
 
 type deleteReq struct {
 	id    string
-	reply chan result
+	reply reply[struct{}]
 }
 
 func (r *deleteReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply <- result{err: notFound(r.id)}
+		r.reply.fail(notFound(r.id))
 		return
 	}
 	w.remove(g, r.id, e)
-	g.reply(r.reply)
-	g.onCommit(func() { r.reply <- result{} })
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
 
 func notFound(id string) error {
@@ -71,33 +73,33 @@ func notFound(id string) error {
 type commandReq struct {
 	id    string
 	cmd   protocol.Command
-	reply chan result
+	reply reply[int64]
 }
 
 func (r *commandReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply <- result{err: notFound(r.id)}
+		r.reply.fail(notFound(r.id))
 		return
 	}
 	if w.holders[r.id] == nil {
-		r.reply <- result{err: protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q", r.id)}
+		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q", r.id))
 		return
 	}
 	cmd := r.cmd
 	cmd.ID = e.rec.LastCommandID + 1
 	body, err := json.Marshal(cmd)
 	if err != nil {
-		r.reply <- result{err: fmt.Errorf("encode command session=%s: %w", r.id, err)}
+		r.reply.fail(fmt.Errorf("encode command session=%s: %w", r.id, err))
 		return
 	}
 	e.rec.LastCommandID = cmd.ID
 	g.ops = append(g.ops, store.AddCommand{SessionID: r.id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
 	msg := &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}
-	g.reply(r.reply)
+	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.hub.Publish(commandTopic(r.id), msg)
-		r.reply <- result{v: cmd.ID}
+		r.reply.ok(cmd.ID)
 	})
 }
 
@@ -110,59 +112,114 @@ type eventsReq struct {
 	// event was ~11% of batched ingest). It decodes to the same Event.
 	raws  [][]byte
 	cred  *[32]byte // the sandbox token hash it came with; see entry.accepts
-	reply chan result
+	reply reply[protocol.EventsAccepted]
 }
 
+// apply ingests a batch in stages, each its own method: admit (the session
+// exists, the token is current, the instance not superseded), dedupe,
+// stamp (receivedAt, the stored bytes), caps, fold (reducer and event
+// log), record (the session row and its status) and publish. The stages
+// before fold change nothing, so a refusal there leaves every state as it
+// was.
 func (r *eventsReq) apply(w *writer, g *group) {
-	e := g.entry(r.id)
-	if e == nil {
-		r.reply <- result{err: notFound(r.id)}
-		return
-	}
-	if !e.accepts(r.cred) {
-		r.reply <- result{err: revokedErr(r.id)}
-		return
-	}
-	if e.superseded(r.instance) {
-		r.reply <- result{err: supersededErr(r.instance, r.id)}
+	e, err := r.admit(g)
+	if err != nil {
+		r.reply.fail(err)
 		return
 	}
 	now := w.opts.Now()
 	ms := now.UnixMilli()
+	b, err := r.dedupe(w, g)
+	if err != nil {
+		r.reply.fail(err)
+		return
+	}
+	if err := r.stamp(b, ms); err != nil {
+		r.reply.fail(err)
+		return
+	}
+	if len(b.keep) > 0 {
+		if err := w.checkCaps(r.id, b.st, len(b.keep), b.bytes); err != nil {
+			r.reply.fail(err)
+			return
+		}
+	}
+	f := r.fold(g, b, ms)
+	r.record(w, g, e, b, f, now)
+	r.publish(w, g, b, f)
+}
 
-	// Pass 1, nothing changed yet: drop duplicates, stamp and encode, so a
-	// failure here leaves the state untouched.
-	var (
-		st         *state
-		res        protocol.EventsAccepted
-		heartbeat  bool
-		keep       = make([]int, 0, len(r.events)) // indices into r.events
-		logged     = make([]store.Event, 0, len(r.events))
-		batchBytes int64
-	)
+// ingest is a batch on its way through the stages.
+type ingest struct {
+	st        *state // nil when the batch holds only heartbeats
+	res       protocol.EventsAccepted
+	heartbeat bool
+	keep      []int         // indices into events of the events to store
+	logged    []store.Event // keep's log entries, from stamp on
+	bytes     int64         // their stored size
+}
+
+// folded is what the reducer made of the kept events.
+type folded struct {
+	changes []reducer.Change
+	implied protocol.SessionStatus
+	summary *string
+}
+
+// admit finds the session and refuses a request it may not act on.
+func (r *eventsReq) admit(g *group) (*entry, error) {
+	e := g.entry(r.id)
+	if e == nil {
+		return nil, notFound(r.id)
+	}
+	if !e.accepts(r.cred) {
+		return nil, revokedErr(r.id)
+	}
+	if e.superseded(r.instance) {
+		return nil, supersededErr(r.instance, r.id)
+	}
+	return e, nil
+}
+
+// dedupe picks the events to store: not heartbeats (they only count as
+// activity) and not retries, whose agentSeq is at or below the highest
+// stored (or earlier in the batch) for their Rein-Instance.
+func (r *eventsReq) dedupe(w *writer, g *group) (*ingest, error) {
+	b := &ingest{keep: make([]int, 0, len(r.events))}
 	var seen int64 // highest agentSeq of this instance so far, batch included
 	for i := range r.events {
 		ev := &r.events[i] // not copied: an Event is large, a batch has hundreds
 		if ev.Type == protocol.EventHeartbeat {
-			heartbeat = true
-			res.Accepted++
+			b.heartbeat = true
+			b.res.Accepted++
 			continue
 		}
-		if st == nil {
+		if b.st == nil {
 			var err error
-			if st, err = w.state(g, r.id); err != nil {
-				r.reply <- result{err: unavailable("append events session="+r.id, err)}
-				return
+			if b.st, err = w.state(g, r.id); err != nil {
+				return nil, unavailable("append events session="+r.id, err)
 			}
-			seen = st.maxSeq[r.instance]
+			seen = b.st.maxSeq[r.instance]
 		}
 		if ev.AgentSeq > 0 {
 			if ev.AgentSeq <= seen {
-				res.Duplicates++
+				b.res.Duplicates++
 				continue
 			}
 			seen = ev.AgentSeq
 		}
+		b.keep = append(b.keep, i)
+		b.res.Accepted++
+	}
+	return b, nil
+}
+
+// stamp makes the log entries of the kept events: their bytes with
+// receivedAt set.
+func (r *eventsReq) stamp(b *ingest, ms int64) error {
+	b.logged = make([]store.Event, 0, len(b.keep))
+	for _, i := range b.keep {
+		ev := &r.events[i]
 		var body []byte
 		if i < len(r.raws) && r.raws[i] != nil {
 			body = protocol.StampRaw(r.raws[i], ms)
@@ -171,76 +228,67 @@ func (r *eventsReq) apply(w *writer, g *group) {
 			stamped.ReceivedAt = ms
 			var err error
 			if body, err = json.Marshal(stamped); err != nil {
-				r.reply <- result{err: fmt.Errorf("encode event session=%s: %w", r.id, err)}
-				return
+				return fmt.Errorf("encode event session=%s: %w", r.id, err)
 			}
 		}
-		keep = append(keep, i)
-		logged = append(logged, store.Event{Instance: r.instance, AgentSeq: ev.AgentSeq, Body: body})
-		batchBytes += int64(len(body))
-		res.Accepted++
+		b.logged = append(b.logged, store.Event{Instance: r.instance, AgentSeq: ev.AgentSeq, Body: body})
+		b.bytes += int64(len(body))
 	}
-	if len(keep) > 0 {
-		if err := w.checkCaps(r.id, st, len(keep), batchBytes); err != nil {
-			r.reply <- result{err: err}
-			return
-		}
-	}
+	return nil
+}
 
-	// Pass 2: fold into the state and the record.
-	changes := make([]reducer.Change, 0, len(keep))
-	var implied protocol.SessionStatus
-	var summary *string
-	for i, k := range keep {
+// fold applies the kept events to the reducer state, gives them their log
+// positions and adds the log append to the group. From here on the state
+// has changed: a failed commit drops it (see writer.fail).
+func (r *eventsReq) fold(g *group, b *ingest, ms int64) folded {
+	f := folded{changes: make([]reducer.Change, 0, len(b.keep))}
+	st := b.st
+	for i, k := range b.keep {
 		ev := r.events[k]
 		ev.ReceivedAt = ms
-		logged[i].Pos = st.nextPos
+		b.logged[i].Pos = st.nextPos
 		st.nextPos++
-		st.logBytes += int64(len(logged[i].Body))
+		st.logBytes += int64(len(b.logged[i].Body))
 		if ev.AgentSeq > st.maxSeq[r.instance] {
 			st.maxSeq[r.instance] = ev.AgentSeq
 		}
 		for _, c := range st.st.Apply(ev) {
 			switch {
 			case c.IsArtifact():
-				changes = append(changes, c)
+				f.changes = append(f.changes, c)
 				g.markDirty(r.id, c)
 			case c.Kind == reducer.StatusChanged:
-				implied = c.Status
+				f.implied = c.Status
 			case c.Kind == reducer.SummaryChanged:
 				s := c.Summary
-				summary = &s
+				f.summary = &s
 			}
 		}
 	}
-	if len(logged) > 0 {
-		g.ops = append(g.ops, store.AppendEvents{SessionID: r.id, Events: logged})
-		e.rec.Rev = st.st.Rev()
+	if len(b.logged) > 0 {
+		g.ops = append(g.ops, store.AppendEvents{SessionID: r.id, Events: b.logged})
+	}
+	return f
+}
+
+// record updates the session row: revision, activity, heartbeat, status
+// (nextStatus) and summary, publishing what changed after the commit.
+func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, now time.Time) {
+	if len(b.logged) > 0 {
+		e.rec.Rev = b.st.st.Rev()
 	}
 	e.lastActive = now
-	if heartbeat {
+	if b.heartbeat {
+		ms := now.UnixMilli()
 		e.rec.LastHeartbeat = &ms
 	}
-
-	// Status: events say what the agent is doing; the connection rules
-	// are the server's. A disconnected session with no sandbox holding the
-	// command stream stays disconnected (late events of a dead sandbox do
-	// not bring it back); one whose stream is held but missed its
-	// heartbeat is live again as soon as it shows activity.
-	status := e.rec.Status
-	held := w.holders[r.id] != nil
-	switch {
-	case status == protocol.StatusDisconnected && !held:
-	case implied != "":
-		status = implied
-	case status == protocol.StatusDisconnected:
-		status = protocol.StatusLive
-	}
+	status, _ := nextStatus(e.rec.Status, activity, f.implied, w.holders[r.id] != nil)
 	var stChange *protocol.SessionStatus
 	if status != e.rec.Status {
 		e.rec.Status = status
 		stChange = &status
 	}
+	summary := f.summary
 	if summary != nil && (e.rec.Summary == nil || *e.rec.Summary != *summary) {
 		e.rec.Summary = summary
 	} else {
@@ -249,16 +297,21 @@ func (r *eventsReq) apply(w *writer, g *group) {
 	if stChange != nil || summary != nil {
 		w.publishSessionUpdate(g, e, stChange, summary)
 	}
+}
 
-	msgs := w.encodeChanges(r.id, reducer.Coalesce(changes))
-	g.reply(r.reply)
+// publish encodes the artifact changes now and, after the commit, sends
+// them to the session's artifact stream and answers.
+func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
+	msgs := w.encodeChanges(r.id, reducer.Coalesce(f.changes))
+	res := b.res
+	failOn(g, r.reply)
 	g.onCommit(func() {
 		// Publish before answering: a sender that reads its own stream
 		// after the 202 finds the change already queued.
 		if len(msgs) > 0 {
 			w.hub.Publish(artifactTopic(r.id), msgs...)
 		}
-		r.reply <- result{v: res}
+		r.reply.ok(res)
 	})
 }
 
@@ -321,7 +374,7 @@ type openStreamReq struct {
 	id       string
 	instance string
 	cred     *[32]byte // see entry.accepts
-	reply    chan result
+	reply    reply[openedStream]
 }
 
 type openedStream struct {
@@ -333,17 +386,17 @@ type openedStream struct {
 func (r *openStreamReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply <- result{err: notFound(r.id)}
+		r.reply.fail(notFound(r.id))
 		return
 	}
 	if !e.accepts(r.cred) {
-		r.reply <- result{err: revokedErr(r.id)}
+		r.reply.fail(revokedErr(r.id))
 		return
 	}
 	// A superseded agentd must not come back and steal the stream from the
 	// one that replaced it: it would flip-flop with it forever.
 	if e.superseded(r.instance) {
-		r.reply <- result{err: supersededErr(r.instance, r.id)}
+		r.reply.fail(supersededErr(r.instance, r.id))
 		return
 	}
 	if r.instance != e.rec.CurrentInstance {
@@ -354,13 +407,14 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: r.instance, At: w.opts.Now().UnixMilli()})
 	}
 	e.lastActive = w.opts.Now()
-	g.setStatus(r.id, e, protocol.StatusLive)
+	status, _ := nextStatus(e.rec.Status, streamOpened, "", true)
+	g.setStatus(r.id, e, status)
 	w.tokens++
 	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens}
 	lastCmd := e.rec.LastCommandID
 	g.onFail(func(err error) {
 		h.sub.Close()
-		r.reply <- result{err: err}
+		r.reply.fail(err)
 	})
 	g.onCommit(func() {
 		// A newer connection closes the older one. Its release comes
@@ -369,7 +423,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 			old.sub.Close()
 		}
 		w.holders[r.id] = h
-		r.reply <- result{v: openedStream{sub: h.sub, lastCmd: lastCmd, token: h.token}}
+		r.reply.ok(openedStream{sub: h.sub, lastCmd: lastCmd, token: h.token})
 	})
 }
 
@@ -386,8 +440,9 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 	}
 	// The stream is gone whatever the commit does.
 	delete(w.holders, r.id)
-	if e := g.entry(r.id); e != nil && (e.rec.Status == protocol.StatusLive || e.rec.Status == protocol.StatusIdle) {
-		g.setStatus(r.id, e, protocol.StatusDisconnected)
+	if e := g.entry(r.id); e != nil {
+		status, _ := nextStatus(e.rec.Status, streamClosed, "", false)
+		g.setStatus(r.id, e, status)
 	}
 }
 
@@ -397,7 +452,7 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 // and nothing is sent twice, without revisions.
 type sessionsReq struct {
 	project string
-	reply   chan result
+	reply   reply[sessionsSnapshot]
 }
 
 type sessionsSnapshot struct {
@@ -427,5 +482,5 @@ func (r *sessionsReq) apply(w *writer, _ *group) {
 	for i, e := range list {
 		recs[i] = e.rec.Session
 	}
-	r.reply <- result{v: sessionsSnapshot{sub: sub, recs: recs}}
+	r.reply.ok(sessionsSnapshot{sub: sub, recs: recs})
 }

@@ -49,7 +49,7 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if s.store == nil {
-		st, err := openStore(ctx, opts.DBPath)
+		st, err := openStore(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("new server: %w", err)
 		}
@@ -60,6 +60,7 @@ func New(opts Options) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("new server: %w", err)
 	}
+	s.w.startup()
 	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
 	if err != nil {
 		s.closeStore()
@@ -115,6 +116,11 @@ func (o *Options) check() error {
 	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
 		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
 	}
+	switch o.Sync {
+	case "", sqlite.SyncFull, sqlite.SyncNormal:
+	default:
+		return fmt.Errorf("sync %q: want %q or %q", o.Sync, sqlite.SyncFull, sqlite.SyncNormal)
+	}
 	origins := make([]string, len(o.CORSOrigins)) // not the caller's slice
 	for i, origin := range o.CORSOrigins {
 		n, err := httpapi.CheckOrigin(origin)
@@ -129,9 +135,10 @@ func (o *Options) check() error {
 
 // openStore opens the database db names: a postgres:// URL selects
 // PostgreSQL, anything else is a SQLite file.
-func openStore(ctx context.Context, db string) (Store, error) {
+func openStore(ctx context.Context, opts Options) (Store, error) {
+	db := opts.DBPath
 	if !postgres.IsDSN(db) {
-		return sqlite.Open(ctx, db)
+		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync})
 	}
 	st, err := postgres.Open(ctx, db)
 	if err != nil {
@@ -226,12 +233,12 @@ func (s *Server) CreateSession(ctx context.Context, id, project string) (Created
 		p = &project
 	}
 	tok, h := newSandboxToken()
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &createReq{id: id, project: p, sandbox: h, reply: reply}, reply)
+	r := newReply[protocol.Session]()
+	rec, err := call(ctx, s.w, &createReq{id: id, project: p, sandbox: h, reply: r}, r)
 	if err != nil {
 		return CreatedSession{}, fmt.Errorf("create session %s: %w", id, err)
 	}
-	return CreatedSession{Session: v.(protocol.Session), SandboxToken: tok}, nil
+	return CreatedSession{Session: rec, SandboxToken: tok}, nil
 }
 
 // GetSession returns a session record.
@@ -247,8 +254,8 @@ func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.S
 // DeleteSession removes a session and everything it owns, and ends its
 // streams.
 func (s *Server) DeleteSession(ctx context.Context, id string) error {
-	reply := make(chan result, 1)
-	if _, err := s.w.do(ctx, &deleteReq{id: id, reply: reply}, reply); err != nil {
+	r := newReply[struct{}]()
+	if _, err := call(ctx, s.w, &deleteReq{id: id, reply: r}, r); err != nil {
 		return fmt.Errorf("delete session %s: %w", id, err)
 	}
 	return nil
@@ -257,12 +264,12 @@ func (s *Server) DeleteSession(ctx context.Context, id string) error {
 // SendCommand stores a command for the session's sandbox and delivers it on
 // the command stream; it returns the command's id.
 func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &commandReq{id: id, cmd: cmd, reply: reply}, reply)
+	r := newReply[int64]()
+	cmdID, err := call(ctx, s.w, &commandReq{id: id, cmd: cmd, reply: r}, r)
 	if err != nil {
 		return 0, fmt.Errorf("send command session=%s: %w", id, err)
 	}
-	return v.(int64), nil
+	return cmdID, nil
 }
 
 // AppendEvents stores validated events (see protocol.DecodeEvents) from the
@@ -275,12 +282,12 @@ func (s *Server) AppendEvents(ctx context.Context, id, instance string, events [
 // appendEvents: raws[i], when not nil, is events[i] as it came (see
 // protocol.DecodeEventsRaw), stored as it is.
 func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte, cred *[32]byte) (protocol.EventsAccepted, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: reply}, reply)
+	r := newReply[protocol.EventsAccepted]()
+	res, err := call(ctx, s.w, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: r}, r)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}
-	return v.(protocol.EventsAccepted), nil
+	return res, nil
 }
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.
@@ -296,17 +303,34 @@ func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, e
 	return out, nil
 }
 
-// Health reports whether the store answers and the writer runs.
+// Health reports whether the server can do its work: the writer runs, the
+// last write succeeded (a full disk fails writes while reads still work)
+// and the store answers a read. An error has code unavailable and says why.
 func (s *Server) Health(ctx context.Context) error {
 	select {
 	case <-s.w.done:
 		return unavailable("health", errors.New("writer stopped"))
 	default:
 	}
+	if f := s.w.failing.Load(); f != nil {
+		return protocol.Errorf(protocol.CodeUnavailable, "writes are failing since %s: %s", f.since.UTC().Format(time.RFC3339), rootCause(f.err))
+	}
 	if err := s.store.Ping(ctx); err != nil {
-		return unavailable("health", err)
+		return protocol.Errorf(protocol.CodeUnavailable, "storage does not answer reads: %s", rootCause(err))
 	}
 	return nil
+}
+
+// rootCause is the innermost error's text ("database or disk is full"):
+// what an operator needs, without the operations wrapped around it.
+func rootCause(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err.Error()
+		}
+		err = u
+	}
 }
 
 func encodeSSE(id int64, event string, data []byte) []byte { return httpapi.Encode(id, event, data) }

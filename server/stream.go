@@ -17,13 +17,23 @@ type service struct{ *Server }
 // committed in between is in both, and the live copy is skipped by its
 // revision (After). Resume with Last-Event-ID R replays every artifact
 // changed after R, including older artifacts updated while the client was
-// away, as one snapshot each.
+// away, as one snapshot each; R above the session's revision replays all.
 func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ bool) (*httpapi.Stream, error) {
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
 	snap, err := s.store.ArtifactsSince(ctx, id, after)
 	if err != nil {
 		sub.Close()
 		return nil, err
+	}
+	if after > snap.Rev {
+		// The client has seen revisions this database never had: it was
+		// restored from a backup (or the client is confused). Replaying
+		// nothing would leave it showing what is no longer true; replay
+		// everything, which it applies over what it has.
+		if snap, err = s.store.ArtifactsSince(ctx, id, 0); err != nil {
+			sub.Close()
+			return nil, err
+		}
 	}
 	initial := make([][]byte, 0, len(snap.Artifacts)+1)
 	for _, a := range snap.Artifacts {
@@ -39,12 +49,11 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 
 // SessionStream: the writer takes the snapshot, see sessionsReq.
 func (s service) SessionStream(ctx context.Context, project string) (*httpapi.Stream, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &sessionsReq{project: project, reply: reply}, reply)
+	r := newReply[sessionsSnapshot]()
+	snap, err := call(ctx, s.w, &sessionsReq{project: project, reply: r}, r)
 	if err != nil {
 		return nil, fmt.Errorf("session stream: %w", err)
 	}
-	snap := v.(sessionsSnapshot)
 	initial := make([][]byte, 0, len(snap.recs)+1)
 	for _, rec := range snap.recs {
 		data, err := json.Marshal(protocol.SessionPayload{Session: rec})
@@ -63,12 +72,11 @@ func (s service) SessionStream(ctx context.Context, project string) (*httpapi.St
 // replays the stored commands after Last-Event-ID, then streams new ones.
 // Without Last-Event-ID only commands sent after the connection arrive.
 func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*httpapi.Stream, error) {
-	reply := make(chan result, 1)
-	v, err := s.w.do(ctx, &openStreamReq{id: id, instance: instance, cred: credential(ctx), reply: reply}, reply)
+	r := newReply[openedStream]()
+	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: instance, cred: credential(ctx), reply: r}, r)
 	if err != nil {
 		return nil, fmt.Errorf("command stream session=%s: %w", id, err)
 	}
-	o := v.(openedStream)
 	release := func() { s.w.send(&closeStreamReq{id: id, token: o.token}) }
 	var initial [][]byte
 	if resume && after < o.lastCmd {

@@ -83,19 +83,19 @@ func (x *tokenIndex) session(h [32]byte) (string, bool) {
 type rotateReq struct {
 	id    string
 	hash  [32]byte
-	reply chan result
+	reply reply[struct{}]
 }
 
 func (r *rotateReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply <- result{err: notFound(r.id)}
+		r.reply.fail(notFound(r.id))
 		return
 	}
 	h := r.hash
 	e.sandbox = &h
 	g.ops = append(g.ops, store.SetSandboxToken{SessionID: r.id, Hash: h, At: w.opts.Now().UnixMilli()})
-	g.reply(r.reply)
+	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.index.set(r.id, h)
 		// The old token's command stream ends now. Its release marks the
@@ -104,7 +104,7 @@ func (r *rotateReq) apply(w *writer, g *group) {
 		if hd := w.holders[r.id]; hd != nil {
 			hd.sub.Close()
 		}
-		r.reply <- result{}
+		r.reply.ok(struct{}{})
 	})
 }
 
@@ -113,8 +113,8 @@ func (r *rotateReq) apply(w *writer, g *group) {
 // already waiting, are refused, and the command stream it opened ends.
 func (s *Server) RotateSandboxToken(ctx context.Context, id string) (string, error) {
 	tok, h := newSandboxToken()
-	reply := make(chan result, 1)
-	if _, err := s.w.do(ctx, &rotateReq{id: id, hash: h, reply: reply}, reply); err != nil {
+	r := newReply[struct{}]()
+	if _, err := call(ctx, s.w, &rotateReq{id: id, hash: h, reply: r}, r); err != nil {
 		return "", fmt.Errorf("rotate sandbox token session=%s: %w", id, err)
 	}
 	return tok, nil

@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"sort"
-	"strings"
+	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
@@ -75,62 +72,9 @@ type state struct {
 	// logBytes is the size of the stored event log, which
 	// Options.MaxSessionBytes caps.
 	logBytes int64
-	// stored is, per artifact this state has written in full, what the
-	// database holds for it. An artifact not in it (any artifact of a
-	// state folded from the log) is written in full on its next change,
-	// which also drops whatever appends were pending for it.
-	stored map[int64]storedArtifact
-}
-
-// storedArtifact is the size of an artifact's last full body and of the
-// text appended to it since.
-type storedArtifact struct {
-	body, appended int
-}
-
-// dirtyArtifact is what one group did to one artifact.
-type dirtyArtifact struct {
-	rev int64 // the artifact's revision after the group
-	// full: the group created the artifact or set a field, so its whole
-	// body must be written. Otherwise it only appended to streamed fields:
-	// fields and texts hold the text per field, in order of first append.
-	full   bool
-	fields []string
-	texts  []*strings.Builder
-	// bytes is the appended text's length; utf8 says it is all valid UTF-8
-	// (see store.MergeAppends).
-	bytes int
-	utf8  bool
-}
-
-func (d *dirtyArtifact) add(c reducer.Change) {
-	d.rev = max(d.rev, c.Rev)
-	if c.Kind != reducer.Appended {
-		d.full = true
-		d.fields, d.texts = nil, nil
-		return
-	}
-	if d.full {
-		return
-	}
-	d.bytes += len(c.Append)
-	d.utf8 = d.utf8 && utf8.ValidString(c.Append)
-	i := slices.Index(d.fields, c.Field)
-	if i < 0 {
-		i = len(d.fields)
-		d.fields = append(d.fields, c.Field)
-		d.texts = append(d.texts, &strings.Builder{})
-	}
-	d.texts[i].WriteString(c.Append)
-}
-
-// appends returns the group's appends, one per field.
-func (d *dirtyArtifact) appends() []store.FieldAppend {
-	out := make([]store.FieldAppend, len(d.fields))
-	for i, f := range d.fields {
-		out[i] = store.FieldAppend{Field: f, Text: d.texts[i].String()}
-	}
-	return out
+	// policy is the artifact storage policy of the session (see
+	// artifacts.go).
+	policy artifactPolicy
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -147,10 +91,26 @@ type request interface {
 	apply(w *writer, g *group)
 }
 
-type result struct {
-	v   any
+// reply carries a request's answer from the writer to the caller waiting
+// in call: a value of type T, or an error. It has room for the one
+// answer, so the writer never blocks on it.
+type reply[T any] chan outcome[T]
+
+type outcome[T any] struct {
+	v   T
 	err error
 }
+
+func newReply[T any]() reply[T] { return make(reply[T], 1) }
+
+// ok answers with v.
+func (r reply[T]) ok(v T) { r <- outcome[T]{v: v} }
+
+// fail answers with err.
+func (r reply[T]) fail(err error) { r <- outcome[T]{err: err} }
+
+// failOn makes the group's commit failure r's answer.
+func failOn[T any](g *group, r reply[T]) { g.onFail(r.fail) }
 
 // writer is the single goroutine that mutates sessions. Everything below
 // "owned by run" is touched by that goroutine only, so none of it needs a
@@ -175,7 +135,23 @@ type writer struct {
 	deadlines map[string]time.Time
 	clock     uint64 // for LRU and ordering
 	tokens    uint64
+	lastProbe time.Time
+
+	// failing is set while commits fail (nil when the last one
+	// succeeded); Health reads it from other goroutines.
+	failing atomic.Pointer[writeFailure]
 }
+
+// writeFailure is why writes fail and since when.
+type writeFailure struct {
+	since time.Time
+	err   error
+}
+
+// probeInterval is how often a failing writer checks whether writes work
+// again (store.WriteChecker), so ingestion and /healthz recover by
+// themselves when space returns, even before a client retries.
+const probeInterval = 2 * time.Second
 
 func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *tokenIndex) *writer {
 	return &writer{
@@ -186,9 +162,14 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 	}
 }
 
-// load reads every session and applies the restart rules: no sandbox is
-// connected to a fresh process, so live and idle sessions become
-// disconnected. Bootstrap deadlines continue from createdAt.
+// load reads every session and token and sets the lifecycle deadlines; it
+// writes nothing, so a server whose database refuses writes (a full disk)
+// still starts and serves reads. Bootstrap deadlines continue from
+// createdAt. The restart rule (no sandbox is connected to a fresh process,
+// so live and idle sessions are disconnected) holds only when this process
+// owns the database (store.Exclusive): their heartbeat deadline is then
+// now, and the first expire (see startup) marks them. On a shared database
+// the deadline runs from the session's last heartbeat instead.
 func (w *writer) load(ctx context.Context) error {
 	rows, err := w.store.LoadSessions(ctx)
 	if err != nil {
@@ -198,24 +179,27 @@ func (w *writer) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load sessions: %w", err)
 	}
-	var ops []store.Op
+	x, ok := w.store.(store.Exclusive)
+	exclusive := ok && x.Exclusive()
+	now := w.opts.Now()
 	for _, r := range rows {
-		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
-			r.Status = protocol.StatusDisconnected
-			ops = append(ops, store.UpdateSession{Session: r})
-		}
 		w.clock++
 		e := &entry{rec: r, order: w.clock}
+		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
+			switch {
+			case exclusive:
+				e.lastActive = now.Add(-w.opts.HeartbeatTimeout)
+			case r.LastHeartbeat != nil:
+				e.lastActive = time.UnixMilli(*r.LastHeartbeat)
+			default:
+				e.lastActive = now
+			}
+		}
 		if h, ok := hashes[r.ID]; ok {
 			e.sandbox = &h
 			w.index.set(r.ID, h)
 		}
 		w.sessions[r.ID] = e
-	}
-	if len(ops) > 0 {
-		if err := w.store.Commit(ctx, ops); err != nil {
-			return fmt.Errorf("mark %d sessions disconnected: %w", len(ops), err)
-		}
 	}
 	for id := range w.sessions {
 		w.track(id)
@@ -223,25 +207,37 @@ func (w *writer) load(ctx context.Context) error {
 	return nil
 }
 
-// do hands r to the writer and waits for its reply. Once accepted, a
-// request is answered even if ctx ends: its writes commit regardless.
-func (w *writer) do(ctx context.Context, r request, reply chan result) (any, error) {
+// startup applies the deadlines already passed at start (the restart rule,
+// bootstraps that expired while the server was down) before the server
+// answers anyone. A failed commit does not stop the start: it is logged,
+// /healthz reports it, and the writer retries it.
+func (w *writer) startup() {
+	g := newGroup(w)
+	w.expire(g)
+	w.commit(g)
+}
+
+// call hands req to the writer and waits for its answer on r, which req
+// carries. Once accepted, a request is answered even if ctx ends: its
+// writes commit regardless.
+func call[T any](ctx context.Context, w *writer, req request, r reply[T]) (T, error) {
+	var zero T
 	select {
-	case w.reqs <- r:
+	case w.reqs <- req:
 	case <-w.done:
-		return nil, unavailable("enqueue", errors.New("server is shutting down"))
+		return zero, unavailable("enqueue", errors.New("server is shutting down"))
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return zero, ctx.Err()
 	}
 	select {
-	case res := <-reply:
+	case res := <-r:
 		return res.v, res.err
 	case <-w.done:
 		select {
-		case res := <-reply:
+		case res := <-r:
 			return res.v, res.err
 		default:
-			return nil, unavailable("wait", errors.New("server is shutting down"))
+			return zero, unavailable("wait", errors.New("server is shutting down"))
 		}
 	}
 }
@@ -286,6 +282,7 @@ func (w *writer) run() {
 			g := newGroup(w)
 			w.expire(g)
 			w.commit(g)
+			w.probe()
 		}
 	}
 }
@@ -322,10 +319,41 @@ func (w *writer) resetTimer(t *time.Timer) {
 			next = d
 		}
 	}
+	if _, ok := w.store.(store.WriteChecker); ok && w.failing.Load() != nil {
+		if p := w.lastProbe.Add(probeInterval); next.IsZero() || p.Before(next) {
+			next = p
+		}
+	}
 	if next.IsZero() {
 		return
 	}
 	t.Reset(max(next.Sub(w.opts.Now()), 0))
+}
+
+// probe checks, while commits fail and at most every probeInterval,
+// whether the store takes writes again.
+func (w *writer) probe() {
+	wc, ok := w.store.(store.WriteChecker)
+	f := w.failing.Load()
+	now := w.opts.Now()
+	if !ok || f == nil || now.Before(w.lastProbe.Add(probeInterval)) {
+		return
+	}
+	w.lastProbe = now
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if err := wc.CheckWrite(ctx); err != nil {
+		w.failing.Store(&writeFailure{since: f.since, err: err})
+		return
+	}
+	w.recovered()
+}
+
+// recovered clears the failure after a write succeeded.
+func (w *writer) recovered() {
+	if f := w.failing.Swap(nil); f != nil {
+		w.log.Info("writes succeed again", slog.Duration("failedFor", w.opts.Now().Sub(f.since)))
+	}
 }
 
 // track recomputes a session's lifecycle deadline from its committed entry.
@@ -354,13 +382,15 @@ func (w *writer) expire(g *group) {
 		if e == nil {
 			continue
 		}
-		switch e.rec.Status {
-		case protocol.StatusBootstrapping:
+		// Which deadline passed follows from the status (see track).
+		if _, remove := nextStatus(e.rec.Status, bootstrapExpired, "", false); remove {
 			w.log.Info("removing session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
 			w.remove(g, id, e)
-		case protocol.StatusLive, protocol.StatusIdle:
+			continue
+		}
+		if status, _ := nextStatus(e.rec.Status, heartbeatMissed, "", w.holders[id] != nil); status != e.rec.Status {
 			w.log.Info("session missed its heartbeat", slog.String("session", id), slog.Duration("timeout", w.opts.HeartbeatTimeout))
-			g.setStatus(id, e, protocol.StatusDisconnected)
+			g.setStatus(id, e, status)
 		}
 	}
 }
@@ -407,7 +437,6 @@ func (g *group) put(id string, e *entry) {
 
 func (g *group) onCommit(f func())    { g.after = append(g.after, f) }
 func (g *group) onFail(f func(error)) { g.failed = append(g.failed, f) }
-func (g *group) reply(ch chan result) { g.onFail(func(err error) { ch <- result{err: err} }) }
 
 // markDirty records an artifact change of session id for the commit.
 func (g *group) markDirty(id string, c reducer.Change) {
@@ -481,7 +510,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, stored: map[int64]storedArtifact{}}
+	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, policy: newArtifactPolicy()}
 	for _, le := range log {
 		var ev protocol.Event
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
@@ -516,7 +545,8 @@ func (w *writer) commit(g *group) {
 			continue
 		}
 		if arts := g.dirty[id]; len(arts) > 0 {
-			ops, after, err := w.artifactOps(id, arts)
+			s := w.states[id]
+			ops, after, err := s.policy.ops(id, s.st, arts)
 			if err != nil {
 				w.fail(g, err)
 				return
@@ -534,6 +564,7 @@ func (w *writer) commit(g *group) {
 			w.fail(g, err)
 			return
 		}
+		w.recovered()
 	}
 	for _, f := range stored {
 		f()
@@ -552,54 +583,6 @@ func (w *writer) commit(g *group) {
 	w.evict()
 }
 
-// artifactOps returns the writes for a session's changed artifacts, and a
-// func that records, once they are committed, what the database holds.
-//
-// An artifact the group only appended to gets its appended text as
-// AppendArtifacts rather than its whole body, so streaming into it costs
-// what was appended, not its size. Appends pile up until they outgrow the
-// last full body; then (and on any other change) the whole body is
-// written again and the appends dropped. The full writes of a growing
-// artifact thus double in size: they add up to less than twice its final
-// size, and a read merges at most as many appended bytes as the body has.
-func (w *writer) artifactOps(id string, arts map[int64]*dirtyArtifact) ([]store.Op, func(), error) {
-	s := w.states[id]
-	order := make([]int64, 0, len(arts))
-	for seq := range arts {
-		order = append(order, seq)
-	}
-	slices.Sort(order)
-	var (
-		puts    []store.Artifact
-		appends []store.ArtifactAppend
-		next    = make(map[int64]storedArtifact, len(order))
-	)
-	for _, seq := range order {
-		d := arts[seq]
-		was, known := s.stored[seq]
-		if known && !d.full && d.utf8 && was.appended+d.bytes <= was.body {
-			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
-			next[seq] = storedArtifact{body: was.body, appended: was.appended + d.bytes}
-			continue
-		}
-		a := s.st.Artifact(seq)
-		body, err := json.Marshal(a)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
-		}
-		puts = append(puts, store.Artifact{Seq: seq, Rev: a.Rev, Body: body})
-		next[seq] = storedArtifact{body: len(body)}
-	}
-	var ops []store.Op
-	if len(puts) > 0 {
-		ops = append(ops, store.PutArtifacts{SessionID: id, Artifacts: puts})
-	}
-	if len(appends) > 0 {
-		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})
-	}
-	return ops, func() { maps.Copy(s.stored, next) }, nil
-}
-
 func (w *writer) fail(g *group, err error) {
 	w.log.Error("commit failed", slog.Int("ops", len(g.ops)), slog.Any("err", err))
 	for id := range g.states {
@@ -608,6 +591,11 @@ func (w *writer) fail(g *group, err error) {
 	// A timeout that could not be stored is retried a little later, not
 	// in a hot loop against a failing database.
 	now := w.opts.Now()
+	since := now
+	if f := w.failing.Load(); f != nil {
+		since = f.since
+	}
+	w.failing.Store(&writeFailure{since: since, err: err})
 	for _, id := range g.ids {
 		if d, ok := w.deadlines[id]; ok && !d.After(now) {
 			w.deadlines[id] = now.Add(time.Second)

@@ -20,6 +20,11 @@ import (
 )
 
 type bench struct {
+	// sync is the --sync every server runs with unless a figure says
+	// otherwise: "normal", so figures compare with those taken before
+	// synchronous=FULL became the default; the *_full ingest figures
+	// measure the default.
+	sync  string
 	bin   string
 	scale float64
 	tmp   string
@@ -47,7 +52,7 @@ func newBench(bin string, scale float64) (*bench, error) {
 		}
 	}
 	quiet := func(string, ...any) {} // children's logs would drown the table
-	return &bench{bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet}, nil
+	return &bench{sync: "normal", bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet}, nil
 }
 
 func (b *bench) close() {
@@ -63,18 +68,25 @@ func (b *bench) close() {
 func (b *bench) dur(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
 func (b *bench) count(n int) int                   { return max(1, int(float64(n)*b.scale)) }
 
-// server starts a fresh rein-server on its own SQLite database.
-func (b *bench) server() (*e2e.Server, error) { return b.serverOn("") }
+// server starts a fresh rein-server on its own database, with b.sync.
+func (b *bench) server() (*e2e.Server, error) { return b.serverSync(b.sync) }
+
+// serverSync starts a fresh rein-server with --sync sync.
+func (b *bench) serverSync(sync string) (*e2e.Server, error) { return b.serverAt("", sync) }
 
 // serverOn starts a fresh rein-server on db (a postgres:// URL), or on
 // its own SQLite database when db is "".
-func (b *bench) serverOn(db string) (*e2e.Server, error) {
+func (b *bench) serverOn(db string) (*e2e.Server, error) { return b.serverAt(db, b.sync) }
+
+// serverAt starts a fresh rein-server on db ("": its own SQLite database)
+// with --sync sync (which PostgreSQL ignores).
+func (b *bench) serverAt(db, sync string) (*e2e.Server, error) {
 	dir, err := os.MkdirTemp(b.tmp, "server-")
 	if err != nil {
 		return nil, err
 	}
 	s, err := e2e.StartServer(context.Background(), b.logf, e2e.ServerConfig{
-		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, DB: db, Args: []string{"--log-level", "error"},
+		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, DB: db, Args: []string{"--log-level", "error", "--sync", sync},
 	})
 	if err != nil {
 		return nil, err
@@ -112,12 +124,24 @@ func createSessions(base string, ids ...string) error {
 }
 
 // serverWith starts a fresh rein-server holding the given sessions.
-func (b *bench) serverWith(ids ...string) (*e2e.Server, error) { return b.serverOnWith("", ids...) }
+func (b *bench) serverWith(ids ...string) (*e2e.Server, error) {
+	return b.serverSyncWith(b.sync, ids...)
+}
+
+// serverSyncWith starts a fresh rein-server with --sync sync holding the
+// given sessions.
+func (b *bench) serverSyncWith(sync string, ids ...string) (*e2e.Server, error) {
+	return b.serverAtWith("", sync, ids...)
+}
 
 // serverOnWith starts a fresh rein-server on db (see serverOn) holding
 // the given sessions.
 func (b *bench) serverOnWith(db string, ids ...string) (*e2e.Server, error) {
-	srv, err := b.serverOn(db)
+	return b.serverAtWith(db, b.sync, ids...)
+}
+
+func (b *bench) serverAtWith(db, sync string, ids ...string) (*e2e.Server, error) {
+	srv, err := b.serverAt(db, sync)
 	if err != nil {
 		return nil, err
 	}
@@ -144,8 +168,9 @@ func postPaced(ctx context.Context, c *http.Client, url string, n int, every tim
 }
 
 // 1. One event per POST, 32 concurrent posters with keep-alive, against
-// a trivial handler that reads the body and answers 202.
-func (b *bench) ingestSingle() ([]Figure, error) {
+// a trivial handler that reads the body and answers 202. sync is the
+// server's --sync; "full" names the figure ingest_single_full.
+func (b *bench) ingestSingle(sync string) ([]Figure, error) {
 	const workers = 32
 	body := []byte(`{"type":"text_delta","id":"m1","delta":"hello "}`)
 	d := b.dur(4 * time.Second)
@@ -160,7 +185,7 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%d", i)
 	}
-	srv, err := b.serverWith(ids...)
+	srv, err := b.serverSyncWith(sync, ids...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,16 +203,17 @@ func (b *bench) ingestSingle() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Figure{withBaseline(Figure{Name: "ingest_single", Unit: "events/s", Value: ours, Target: 0.5, Higher: true,
-		Note: "32 posters, 1 event per POST; baseline: trivial net/http handler"}, base)}, nil
+	return []Figure{withBaseline(Figure{Name: "ingest_single" + syncSuffix(sync), Unit: "events/s", Value: ours, Target: 0.5, Higher: true,
+		Note: "32 posters, 1 event per POST, --sync " + sync + "; baseline: trivial net/http handler"}, base)}, nil
 }
 
 // 2. Batches of 500 text_delta events, against raw SQLite inserts of the
-// same rows with the same pragmas, 500 per transaction.
-func (b *bench) ingestBatch() ([]Figure, error) {
+// same rows with the same pragmas (synchronous as the server's --sync),
+// 500 per transaction.
+func (b *bench) ingestBatch(sync string) ([]Figure, error) {
 	const batch, workers = 500, 2
 	d := b.dur(4 * time.Second)
-	srv, err := b.serverWith("b0", "b1")
+	srv, err := b.serverSyncWith(sync, "b0", "b1")
 	if err != nil {
 		return nil, err
 	}
@@ -200,12 +226,21 @@ func (b *bench) ingestBatch() ([]Figure, error) {
 		return nil, err
 	}
 	ours := float64(n*batch) / el.Seconds()
-	base, err := rawSQLite(filepath.Join(b.tmp, "raw.db"), batch, d)
+	base, err := rawSQLite(filepath.Join(b.tmp, "raw"+syncSuffix(sync)+".db"), batch, d, sync)
 	if err != nil {
 		return nil, err
 	}
-	return []Figure{withBaseline(Figure{Name: "ingest_batch", Unit: "events/s", Value: ours, Target: 0.7, Higher: true,
-		Note: "2 posters, 500 text_delta per POST; baseline: raw SQLite inserts, 500 per transaction"}, base)}, nil
+	return []Figure{withBaseline(Figure{Name: "ingest_batch" + syncSuffix(sync), Unit: "events/s", Value: ours, Target: 0.7, Higher: true,
+		Note: "2 posters, 500 text_delta per POST, --sync " + sync + "; baseline: raw SQLite inserts, 500 per transaction"}, base)}, nil
+}
+
+// syncSuffix names the figures of the default sync mode (full) apart from
+// the historical ones (normal).
+func syncSuffix(sync string) string {
+	if sync == "full" {
+		return "_full"
+	}
+	return ""
 }
 
 func deltaBatch(block string, n int) []byte {
@@ -223,8 +258,8 @@ func deltaBatch(block string, n int) []byte {
 
 // rawSQLite inserts event rows as the server's event log stores them, with
 // the server's pragmas, batch rows per transaction, for d.
-func rawSQLite(path string, batch int, d time.Duration) (float64, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+func rawSQLite(path string, batch int, d time.Duration, sync string) (float64, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + strings.ToUpper(sync) + ")&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return 0, err

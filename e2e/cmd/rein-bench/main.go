@@ -74,8 +74,10 @@ func runBench(bin, out string, scale float64, only string) error {
 		name string
 		run  func() ([]Figure, error)
 	}{
-		{"ingest_single", b.ingestSingle},
-		{"ingest_batch", b.ingestBatch},
+		{"ingest_single", func() ([]Figure, error) { return b.ingestSingle("normal") }},
+		{"ingest_single_full", func() ([]Figure, error) { return b.ingestSingle("full") }},
+		{"ingest_batch", func() ([]Figure, error) { return b.ingestBatch("normal") }},
+		{"ingest_batch_full", func() ([]Figure, error) { return b.ingestBatch("full") }},
 		{"fanout", b.fanout},
 		{"latency", b.latency},
 		{"memory", b.memory},

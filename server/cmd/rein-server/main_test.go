@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -56,7 +57,7 @@ func TestRunPrintsURLAndShutsDown(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--log-level", "loud"}, {"--port", "70000"}, {"--bootstrap-timeout", "soon"}} {
+	for _, args := range [][]string{{"--log-level", "loud"}, {"--port", "70000"}, {"--bootstrap-timeout", "soon"}, {"--sync", "off"}} {
 		var out, errOut strings.Builder
 		err := newApp(&out, &errOut).RunContext(context.Background(), append([]string{"rein-server", "--db", ":memory:"}, args...))
 		if err == nil {
@@ -259,5 +260,58 @@ func TestSecurityFlagErrors(t *testing.T) {
 		if strings.Contains(fmt.Sprint(err), cliToken) {
 			t.Errorf("%v: the error shows the token: %v", tc.args, err)
 		}
+	}
+}
+
+// Two real rein-server processes on one database file: the second exits
+// with an error naming the file and the first one's pid; the first keeps
+// serving.
+func TestSecondProcessOnSameDatabaseRefuses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "rein-server")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	db := filepath.Join(dir, "rein.db")
+	first := exec.Command(bin, "--port", "0", "--db", db, "--log-level", "error")
+	stdout, err := first.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = first.Process.Signal(os.Interrupt)
+		_ = first.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		t.Fatal("the first server printed nothing")
+	}
+	url := strings.TrimPrefix(sc.Text(), "rein-server listening on ")
+
+	var stderr strings.Builder
+	second := exec.Command(bin, "--port", "0", "--db", db)
+	second.Stderr = &stderr
+	err = second.Run()
+	if err == nil {
+		t.Fatal("the second server started on the same database file")
+	}
+	for _, want := range []string{db, fmt.Sprintf("pid %d", first.Process.Pid)} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q does not name %q", stderr.String(), want)
+		}
+	}
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first server after the refusal: healthz %d", resp.StatusCode)
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/rein-ai/rein/server/pgtest"
+
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/store"
 )
@@ -258,5 +261,27 @@ func testSnapshotMatchesRev(t *testing.T, open Opener) {
 				t.Fatalf("snapshot artifact %d has rev %d; not in rev order", i, a.Rev)
 			}
 		}
+	}
+}
+
+func TestCheckWrite(t *testing.T) {
+	s := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	for range 2 {
+		if err := s.CheckWrite(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM write_probe`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("write_probe rows = %d, %v; want 0", n, err)
+	}
+	// A read-only session cannot write: the check says so.
+	if _, err := s.pool.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{s.pool.Config().ConnConfig.Database}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
+	s.pool.Reset() // new connections pick up the setting
+	if err := s.CheckWrite(ctx); err == nil {
+		t.Fatal("CheckWrite succeeded on a read-only database")
 	}
 }

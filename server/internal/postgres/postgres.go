@@ -424,3 +424,18 @@ func (s *Store) SandboxTokens(ctx context.Context) (map[string][32]byte, error) 
 	}
 	return out, nil
 }
+
+// CheckWrite commits a row to write_probe and deletes it, in one round
+// trip: while commits fail (the database unreachable, read-only after a
+// failover to a standby not yet promoted, out of disk), the server calls
+// it to find out that writes work again without waiting for a client
+// (store.WriteChecker).
+func (s *Store) CheckWrite(ctx context.Context) error {
+	var b pgx.Batch
+	b.Queue(`INSERT INTO write_probe DEFAULT VALUES`)
+	b.Queue(`DELETE FROM write_probe`)
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("check write postgres %s: %w", s.name, err)
+	}
+	return nil
+}

@@ -39,16 +39,47 @@ type Store struct {
 	// at Open. Preparing inside each commit was ~12% of the CPU of
 	// single-event ingest, where groups are small.
 	prepared map[string]*sql.Stmt
+	// lock holds the database file for this process (nil in memory).
+	lock *fileLock
 }
 
-// pragmas are applied to every connection. A bare path would mean rollback
-// journal, synchronous=FULL, no busy timeout and foreign keys off.
-const pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+// Sync modes: how hard a commit makes sure its writes are on disk before
+// Commit returns.
+const (
+	// SyncFull (the default) syncs the WAL on every commit: a commit that
+	// returned survives a power loss. Group commit keeps it cheap.
+	SyncFull = "full"
+	// SyncNormal syncs only at checkpoints: faster, and the database stays
+	// consistent, but the last commits before a power loss (not a crash of
+	// the process) can be lost although they were acknowledged.
+	SyncNormal = "normal"
+)
+
+// Options tune Open. The zero value is the default.
+type Options struct {
+	// Sync is SyncFull ("" selects it) or SyncNormal.
+	Sync string
+}
+
+// pragmas are applied to every connection (synchronous follows them, see
+// Options.Sync). A bare path would mean rollback journal, no busy timeout
+// and foreign keys off.
+const pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate"
 
 // Open opens (creating it if needed) the database at path and migrates it.
 // path "" or ":memory:" selects an in-memory database that lives as long as
-// the Store.
-func Open(ctx context.Context, path string) (*Store, error) {
+// the Store. A file is locked for this process (see lock.go): a second Open
+// of the same file, by this or another process, fails naming the holder
+// until Close.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	sync := "FULL"
+	switch opts.Sync {
+	case "", SyncFull:
+	case SyncNormal:
+		sync = "NORMAL"
+	default:
+		return nil, fmt.Errorf("open sqlite %s: sync %q: want %q or %q", path, opts.Sync, SyncFull, SyncNormal)
+	}
 	s := &Store{path: path, memory: path == "" || path == Memory}
 	if s.memory {
 		// Each connection to ":memory:" is its own empty database, and a
@@ -66,9 +97,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.SetConnMaxIdleTime(0)
 		s.w, s.r = db, db
 	} else {
-		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas
+		lock, err := lockFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		s.lock = lock
+		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas + "&_pragma=synchronous(" + sync + ")"
 		w, err := sqlx.Open("sqlite", dsn)
 		if err != nil {
+			_ = lock.release()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
 		// One writer: SQLite has one write lock anyway, and a single
@@ -79,6 +116,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		r, err := sqlx.Open("sqlite", dsn)
 		if err != nil {
 			_ = w.Close()
+			_ = lock.release()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
 		n := max(4, runtime.GOMAXPROCS(0))
@@ -112,7 +150,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both pools.
+// Close closes both pools and releases the file.
 func (s *Store) Close() error {
 	var errs []error
 	for _, st := range s.prepared {
@@ -122,6 +160,10 @@ func (s *Store) Close() error {
 		errs = append(errs, s.r.Close())
 	}
 	errs = append(errs, s.w.Close())
+	if s.lock != nil {
+		// After the pools: the lock outlives every connection.
+		errs = append(errs, s.lock.release())
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close sqlite %s: %w", s.path, err)
 	}
@@ -189,6 +231,34 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("schema version: %w", err)
 	}
 	return v, nil
+}
+
+// Exclusive reports that this process owns the database alone (Open locks
+// the file), so no sandbox is connected to a session when a server starts
+// on it; see store.Exclusive.
+func (s *Store) Exclusive() bool { return true }
+
+// CheckWrite writes a row that needs new pages and deletes it again, each
+// in its own transaction, so it fails as a commit would while the disk (or
+// the database's page limit) is full; see store.WriteChecker.
+func (s *Store) CheckWrite(ctx context.Context) error {
+	// Deleted rows leave free pages that a write reuses before it needs
+	// new ones: the probe is larger than them (up to a bound; with that
+	// many pages free, writes do have room).
+	var free, size int64
+	if err := s.w.GetContext(ctx, &free, `PRAGMA freelist_count`); err != nil {
+		return fmt.Errorf("check write: %w", err)
+	}
+	if err := s.w.GetContext(ctx, &size, `PRAGMA page_size`); err != nil {
+		return fmt.Errorf("check write: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO write_probe (body) VALUES (zeroblob(?))`, (min(free, 256)+4)*size); err != nil {
+		return fmt.Errorf("check write: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM write_probe`); err != nil {
+		return fmt.Errorf("check write: clean up: %w", err)
+	}
+	return nil
 }
 
 // Ping checks that the database answers a query.

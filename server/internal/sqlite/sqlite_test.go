@@ -14,7 +14,7 @@ import (
 
 func openFile(t testing.TB, path string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), path)
+	s, err := Open(context.Background(), path, Options{})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}

@@ -93,3 +93,10 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- While commits fail, the server checks now and then whether writes work
+-- again (store.WriteChecker): a row written here and deleted at once.
+CREATE TABLE write_probe (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// storedArtifact is the size of an artifact's last full body and of the
+// text appended to it since.
+type storedArtifact struct {
+	body, appended int
+}
+
+// dirtyArtifact is what one group did to one artifact.
+type dirtyArtifact struct {
+	rev int64 // the artifact's revision after the group
+	// full: the group created the artifact or set a field, so its whole
+	// body must be written. Otherwise it only appended to streamed fields:
+	// fields and texts hold the text per field, in order of first append.
+	full   bool
+	fields []string
+	texts  []*strings.Builder
+	// bytes is the appended text's length; utf8 says it is all valid UTF-8
+	// (see store.MergeAppends).
+	bytes int
+	utf8  bool
+}
+
+func (d *dirtyArtifact) add(c reducer.Change) {
+	d.rev = max(d.rev, c.Rev)
+	if c.Kind != reducer.Appended {
+		d.full = true
+		d.fields, d.texts = nil, nil
+		return
+	}
+	if d.full {
+		return
+	}
+	d.bytes += len(c.Append)
+	d.utf8 = d.utf8 && utf8.ValidString(c.Append)
+	i := slices.Index(d.fields, c.Field)
+	if i < 0 {
+		i = len(d.fields)
+		d.fields = append(d.fields, c.Field)
+		d.texts = append(d.texts, &strings.Builder{})
+	}
+	d.texts[i].WriteString(c.Append)
+}
+
+// appends returns the group's appends, one per field.
+func (d *dirtyArtifact) appends() []store.FieldAppend {
+	out := make([]store.FieldAppend, len(d.fields))
+	for i, f := range d.fields {
+		out[i] = store.FieldAppend{Field: f, Text: d.texts[i].String()}
+	}
+	return out
+}
+
+// artifactPolicy is the artifact storage policy of one session: what the
+// database holds of each artifact this process wrote, and per change
+// whether a commit appends the streamed text or rewrites the whole body.
+//
+// An artifact the group only appended to gets its appended text as
+// AppendArtifacts rather than its whole body, so streaming into it costs
+// what was appended, not its size. Appends pile up until they outgrow the
+// last full body; then (and on any other change) the whole body is
+// written again and the appends dropped. The full writes of a growing
+// artifact thus double in size: they add up to less than twice its final
+// size, and a read merges at most as many appended bytes as the body has.
+type artifactPolicy struct {
+	// stored is, per artifact written in full by this policy, what the
+	// database holds for it. An artifact not in it (any artifact of a
+	// state folded from the log) is written in full on its next change,
+	// which also drops whatever appends were pending for it.
+	stored map[int64]storedArtifact
+}
+
+func newArtifactPolicy() artifactPolicy {
+	return artifactPolicy{stored: map[int64]storedArtifact{}}
+}
+
+// appendable reports whether the group's change d to artifact seq may be
+// stored as appended text.
+func (p artifactPolicy) appendable(seq int64, d *dirtyArtifact) bool {
+	was, known := p.stored[seq]
+	return known && !d.full && d.utf8 && was.appended+d.bytes <= was.body
+}
+
+// ops returns the writes for a session's changed artifacts, whose current
+// values st holds, and a func that records, once they are committed, what
+// the database holds.
+func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyArtifact) ([]store.Op, func(), error) {
+	order := make([]int64, 0, len(arts))
+	for seq := range arts {
+		order = append(order, seq)
+	}
+	slices.Sort(order)
+	var (
+		puts    []store.Artifact
+		appends []store.ArtifactAppend
+		next    = make(map[int64]storedArtifact, len(order))
+	)
+	for _, seq := range order {
+		d := arts[seq]
+		if p.appendable(seq, d) {
+			was := p.stored[seq]
+			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
+			next[seq] = storedArtifact{body: was.body, appended: was.appended + d.bytes}
+			continue
+		}
+		a := st.Artifact(seq)
+		body, err := json.Marshal(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
+		}
+		puts = append(puts, store.Artifact{Seq: seq, Rev: a.Rev, Body: body})
+		next[seq] = storedArtifact{body: len(body)}
+	}
+	var ops []store.Op
+	if len(puts) > 0 {
+		ops = append(ops, store.PutArtifacts{SessionID: id, Artifacts: puts})
+	}
+	if len(appends) > 0 {
+		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})
+	}
+	return ops, func() { maps.Copy(p.stored, next) }, nil
+}

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// A second server on the same database file refuses to start, naming the
+// file and the process holding it; once the first stops, it starts.
+func TestOneServerPerDatabaseFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s1, err := New(Options{DBPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{DBPath: path})
+	if err == nil {
+		t.Fatal("a second server opened the same database file")
+	}
+	for _, want := range []string{path, fmt.Sprintf("pid %d", os.Getpid())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start(t, Options{DBPath: path})
+}
+
+// fullStore is the SQLite store with its disk made full on demand: writes
+// fail as SQLite's do (SQLITE_FULL) while reads work. The SQLite store's
+// own behaviour when full is tested with a real page limit in
+// internal/sqlite (TestFullDatabase).
+type fullStore struct {
+	*sqlite.Store
+	full atomic.Bool
+}
+
+var errDiskFull = errors.New("database or disk is full (13)")
+
+func (f *fullStore) Commit(ctx context.Context, ops []store.Op) error {
+	if f.full.Load() {
+		return fmt.Errorf("commit %d ops: %w", len(ops), errDiskFull)
+	}
+	return f.Store.Commit(ctx, ops)
+}
+
+func (f *fullStore) CheckWrite(ctx context.Context) error {
+	if f.full.Load() {
+		return fmt.Errorf("check write: %w", errDiskFull)
+	}
+	return f.Store.CheckWrite(ctx)
+}
+
+// eventually polls cond until it holds; the bound only keeps a broken
+// test from hanging.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(streamDeadline); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("never happened: %s", what)
+}
+
+// A server whose disk is full starts (its restart bookkeeping cannot be
+// written), serves reads, answers writes and /healthz with 503 saying why,
+// and recovers by itself when space returns: health, the pending
+// bookkeeping and new writes.
+func TestFullDiskAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	// A session that was live when the previous server died.
+	live := protocol.Session{ID: "a", Status: protocol.StatusLive, CreatedAt: time.Now().UnixMilli()}
+	if err := db.Commit(t.Context(), []store.Op{store.CreateSession{Session: live}}); err != nil {
+		t.Fatal(err)
+	}
+	fs := &fullStore{Store: db}
+	fs.full.Store(true)
+	s := start(t, Options{Store: fs})
+	c := newClient(t, s)
+
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	var list []protocol.Session
+	c.must(http.StatusOK, &list, "GET", "/sessions", nil)
+	body := c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "GET", "/healthz", nil)
+	if !strings.Contains(body.Message, "full") {
+		t.Errorf("healthz says %q; want the reason (full)", body.Message)
+	}
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/b", nil)
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/a/events", []any{ev("notice", "level", "info", "message", "m")})
+
+	fs.full.Store(false)
+	eventually(t, "healthz answers 200 after space returned", func() bool {
+		code, _ := c.do("GET", "/healthz", nil)
+		return code == http.StatusOK
+	})
+	eventually(t, "the restart rule is stored", func() bool {
+		got, err := db.Session(t.Context(), "a")
+		return err == nil && got.Status == protocol.StatusDisconnected
+	})
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", []any{ev("notice", "level", "info", "message", "m")})
+}
+
+// Writes failing while the server runs turn /healthz to 503 until the
+// writer's probe finds room again, without any client retrying.
+func TestFullDiskWhileRunning(t *testing.T) {
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	fs := &fullStore{Store: db}
+	s := start(t, Options{Store: fs})
+	c := newClient(t, s)
+	c.must(http.StatusOK, nil, "GET", "/healthz", nil)
+	fs.full.Store(true)
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/a", nil)
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "GET", "/healthz", nil)
+	fs.full.Store(false)
+	eventually(t, "healthz answers 200 after space returned", func() bool {
+		code, _ := c.do("GET", "/healthz", nil)
+		return code == http.StatusOK
+	})
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(to)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A client resuming with a Last-Event-ID above the session's revision (the
+// database was restored from an older backup) gets every artifact again,
+// not nothing.
+func TestResumeAfterRestoreFromBackup(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rein.db")
+	backup := filepath.Join(dir, "backup")
+	files := []string{"", "-wal", "-shm"}
+
+	s1, err := New(Options{DBPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s1)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "before the backup"),
+	})
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		copyFile(t, path+f, backup+f)
+	}
+
+	s2, err := New(Options{DBPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, s2)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("text_delta", "delta", "after the backup"),
+		ev("notice", "level", "info", "message", "lost in the restore"),
+	})
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	st.close()
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, f := range files {
+		copyFile(t, backup+f, path+f)
+	}
+	s3 := start(t, Options{DBPath: path})
+	c = newClient(t, s3)
+	head := storedRev(t, s3, "a")
+	if atoi(t, m.lastID) <= head {
+		t.Fatalf("test setup: the client's Last-Event-ID %s is not above the restored head %d", m.lastID, head)
+	}
+	resumed := newModel(t)
+	st = c.stream("/sessions/a/stream", "Last-Event-ID", m.lastID)
+	resumed.readSnapshot(st)
+	resumed.equal(c, "a")
+	if len(resumed.arts) != 2 {
+		t.Fatalf("resume above the head replayed %d artifacts; want the 2 the restored database has", len(resumed.arts))
+	}
+}

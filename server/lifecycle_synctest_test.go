@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// bubbleWriter runs a writer on a real SQLite file inside a synctest
+// bubble, where time is the bubble's fake clock: the lifecycle timeouts
+// are reached by time.Sleep without waiting for real.
+func bubbleWriter(t *testing.T, path string, opts Options) (*writer, *sqlite.Store) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w := newWriter(st, hub.New(0, 0), opts.Logger, opts.withDefaults(), newTokenIndex())
+	if err := w.load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.startup()
+	go w.run()
+	t.Cleanup(func() {
+		w.stop()
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return w, st
+}
+
+func statusOf(t *testing.T, st *sqlite.Store, id string) protocol.SessionStatus {
+	t.Helper()
+	rec, err := st.Session(context.Background(), id)
+	if protocol.CodeOf(err) == protocol.CodeNotFound {
+		return "removed"
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Status
+}
+
+func mustCall[T any](t *testing.T, w *writer, req request, r reply[T]) T {
+	t.Helper()
+	v, err := call(context.Background(), w, req, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// The bootstrap and heartbeat timeouts fire exactly at their deadline, on
+// the fake clock, and are published on the session stream.
+func TestLifecycleTimeouts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w, st := bubbleWriter(t, filepath.Join(t.TempDir(), "rein.db"), Options{BootstrapTimeout: 3 * time.Minute, HeartbeatTimeout: 45 * time.Second})
+		sessions := w.hub.Subscribe(sessionsTopic, nil)
+		defer sessions.Close()
+		create := func(id string) {
+			r := newReply[protocol.Session]()
+			_, h := newSandboxToken()
+			mustCall(t, w, &createReq{id: id, sandbox: h, reply: r}, r)
+		}
+		start := time.Now() // the fake clock: createdAt of both
+		create("doomed")
+		create("kept")
+		r := newReply[openedStream]()
+		opened := mustCall(t, w, &openStreamReq{id: "kept", instance: "i1", reply: r}, r)
+		defer opened.sub.Close()
+
+		synctest.Wait()
+		check := func(when string, want map[string]protocol.SessionStatus) {
+			t.Helper()
+			for id, status := range want {
+				if got := statusOf(t, st, id); got != status {
+					t.Errorf("%s: %s is %s; want %s", when, id, got, status)
+				}
+			}
+		}
+		check("at start", map[string]protocol.SessionStatus{"doomed": protocol.StatusBootstrapping, "kept": protocol.StatusLive})
+
+		time.Sleep(45*time.Second - time.Millisecond)
+		synctest.Wait()
+		check("just before the heartbeat deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusLive})
+		// A heartbeat moves the deadline.
+		er := newReply[protocol.EventsAccepted]()
+		mustCall(t, w, &eventsReq{id: "kept", instance: "i1", events: []protocol.Event{{Type: protocol.EventHeartbeat}}, reply: er}, er)
+		time.Sleep(45*time.Second - time.Millisecond)
+		synctest.Wait()
+		check("just before the moved deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusLive})
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		check("at the heartbeat deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusDisconnected, "doomed": protocol.StatusBootstrapping})
+
+		time.Sleep(time.Until(start.Add(3*time.Minute)) - time.Millisecond)
+		synctest.Wait()
+		check("just before the bootstrap deadline", map[string]protocol.SessionStatus{"doomed": protocol.StatusBootstrapping})
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		check("at the bootstrap deadline", map[string]protocol.SessionStatus{"doomed": "removed", "kept": protocol.StatusDisconnected})
+
+		var got []string
+		for _, m := range sessions.Take() {
+			got = append(got, strings.SplitN(string(m.Data), "\n", 3)[0]+" "+strings.SplitN(string(m.Data), "\n", 3)[1])
+		}
+		want := []string{
+			"event: session_created data: {\"session\":{\"id\":\"doomed\",\"status\":\"bootstrapping\"",
+			"event: session_created data: {\"session\":{\"id\":\"kept\",\"status\":\"bootstrapping\"",
+			"event: session_updated data: {\"id\":\"kept\",\"fields\":{\"status\":\"live\"}}",
+			"event: session_updated data: {\"id\":\"kept\",\"fields\":{\"status\":\"disconnected\"}}",
+			"event: session_removed data: {\"id\":\"doomed\"}",
+		}
+		if len(got) != len(want) {
+			t.Fatalf("session stream:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		for i := range want {
+			if !strings.HasPrefix(got[i], want[i]) {
+				t.Errorf("session stream [%d] = %s; want %s…", i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// On a database the process owns, a session left live by the previous
+// process is disconnected as the writer starts, before any time passes; a
+// bootstrap deadline continues from createdAt across the restart.
+func TestRestartRuleOnFakeClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "rein.db")
+		st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UnixMilli()
+		commitOps(t, st,
+			store.CreateSession{Session: protocol.Session{ID: "was-live", Status: protocol.StatusLive, CreatedAt: now}},
+			store.CreateSession{Session: protocol.Session{ID: "was-idle", Status: protocol.StatusIdle, CreatedAt: now}},
+			store.CreateSession{Session: protocol.Session{ID: "old-boot", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Minute.Milliseconds()}},
+		)
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, st = bubbleWriter(t, path, Options{BootstrapTimeout: 3 * time.Minute})
+		for id, want := range map[string]protocol.SessionStatus{"was-live": protocol.StatusDisconnected, "was-idle": protocol.StatusDisconnected, "old-boot": protocol.StatusBootstrapping} {
+			if got := statusOf(t, st, id); got != want {
+				t.Errorf("after start: %s is %s; want %s", id, got, want)
+			}
+		}
+		time.Sleep(2*time.Minute - time.Millisecond)
+		synctest.Wait()
+		if got := statusOf(t, st, "old-boot"); got != protocol.StatusBootstrapping {
+			t.Errorf("before its deadline: old-boot is %s", got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := statusOf(t, st, "old-boot"); got != "removed" {
+			t.Errorf("at its deadline (createdAt + 3m): old-boot is %s; want removed", got)
+		}
+	})
+}
+
+func commitOps(t *testing.T, st Store, ops ...StoreOp) {
+	t.Helper()
+	if err := st.Commit(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+}

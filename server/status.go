@@ -1,0 +1,61 @@
+package server
+
+import "github.com/rein-ai/rein/protocol"
+
+// happening is something that can change a session's status.
+type happening int
+
+const (
+	// created: the session was created.
+	created happening = iota
+	// streamOpened: a sandbox opened the command stream.
+	streamOpened
+	// activity: events or a heartbeat arrived from the sandbox.
+	activity
+	// streamClosed: the command stream holder went away.
+	streamClosed
+	// heartbeatMissed: no heartbeat or event for the heartbeat timeout
+	// (at start of a server that owns its database, every live or idle
+	// session has missed it: no sandbox is connected to a fresh process).
+	heartbeatMissed
+	// bootstrapExpired: the bootstrap timeout passed.
+	bootstrapExpired
+)
+
+// nextStatus is every session status rule of PROTOCOL.md, in one place:
+// the status after h happened to a session in status cur. implied is the
+// status the reducer derived from the events of an activity ("" when they
+// imply none: turn_started -> live, turn_completed -> idle, agent_started
+// without an open turn -> idle). held says whether a sandbox holds the
+// command stream now. remove means the session is to be removed.
+func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.SessionStatus, held bool) (next protocol.SessionStatus, remove bool) {
+	switch h {
+	case created:
+		return protocol.StatusBootstrapping, false
+	case streamOpened:
+		return protocol.StatusLive, false
+	case activity:
+		switch {
+		case cur == protocol.StatusDisconnected && !held:
+			// Late events of a sandbox that is gone do not bring the
+			// session back: only a new command stream does.
+			return cur, false
+		case implied != "":
+			// Events say what the agent is doing.
+			return implied, false
+		case cur == protocol.StatusDisconnected:
+			// The stream is held but missed its heartbeat: live again as
+			// soon as it shows activity.
+			return protocol.StatusLive, false
+		}
+		return cur, false
+	case streamClosed, heartbeatMissed:
+		if cur == protocol.StatusLive || cur == protocol.StatusIdle {
+			return protocol.StatusDisconnected, false
+		}
+		return cur, false
+	case bootstrapExpired:
+		return cur, cur == protocol.StatusBootstrapping
+	}
+	return cur, false
+}
