@@ -14,7 +14,9 @@
 //     session rows, and publishes to the hub only after the commit;
 //   - internal/hub fans pre-encoded messages out to stream subscribers,
 //     dropping any subscriber that cannot keep up;
-//   - the Store interface (store.go) is implemented by internal/sqlite.
+//   - the storage contract is package store (Store, its ops and the
+//     storetest conformance suite); internal/sqlite and internal/postgres
+//     implement it.
 //
 // It imports protocol, reducer and its internal packages.
 package server
