@@ -14,11 +14,11 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e lint build run demo bench soak tools fuzz clean browser-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
+.PHONY: all test unit e2e test-pg lint build run demo bench soak tools fuzz clean browser-deps pg-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
 
 all: lint test
 
-test: tools browser-deps unit e2e
+test: tools browser-deps pg-deps unit e2e test-pg
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -27,6 +27,14 @@ unit:
 # whose inputs (the other modules) it cannot see.
 e2e:
 	@echo "== go test e2e"; cd e2e && $(GO) test -race -count=1 ./...
+
+# The server suite again on PostgreSQL (REIN_TEST_DB), and the e2e
+# scenarios that kill or restart the server or race two agentds
+# (REIN_E2E_DB), each on a throwaway cluster (server/pgtest). The whole e2e
+# suite runs on PostgreSQL with REIN_E2E_DB=postgres make e2e.
+test-pg:
+	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 .
+	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -run '^(TestHappyPath|TestServerKilledMidTurn|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
 	@set -e; out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -58,6 +66,22 @@ browser-deps:
 	else \
 		echo "warning: chromium/chromedriver missing and apt-get is not usable here (needs root on Debian):"; \
 		echo "         the browser test will be skipped (set REIN_CHROMIUM and REIN_CHROMEDRIVER to run it)"; \
+	fi
+
+# The PostgreSQL tests (server/pgtest starts a throwaway cluster per test
+# binary, as the postgres user when root) need Debian's postgresql server.
+# Installed only when missing; where apt-get cannot run this warns and those
+# tests skip saying why (on CI, CI=true, they fail instead: they must run).
+# REIN_PG_BIN points the tests at another directory holding initdb/postgres.
+pg-deps:
+	@if [ -n "$$REIN_PG_BIN" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== installing postgresql for the PostgreSQL tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || \
+			echo "warning: could not install postgresql; the PostgreSQL tests will be skipped (and fail on CI)"; \
+	else \
+		echo "warning: PostgreSQL server binaries missing and apt-get is not usable here (needs root on Debian):"; \
+		echo "         the PostgreSQL tests will be skipped (set REIN_PG_BIN to a directory with initdb and postgres)"; \
 	fi
 
 test-browser: browser-deps

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // bins are built once for the whole suite.
@@ -33,7 +34,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: built rein-server, agentd and demo-agent (race=%v) in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
-	code := m.Run()
+	// pgtest.Main stops the PostgreSQL cluster if a test started one.
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -54,7 +56,24 @@ type env struct {
 // clientToken is the suite's client token (at least 16 bytes).
 const clientToken = "e2e-client-token-0123456789abcdef"
 
-// newEnv starts a server on a fresh database in t.TempDir().
+// testDB returns the --db for a test's server: "" (a SQLite file in the
+// server's directory) unless REIN_E2E_DB=postgres, which runs the suite
+// on a fresh PostgreSQL database of a throwaway cluster (see pgtest).
+func testDB(t *testing.T) string {
+	t.Helper()
+	switch db := os.Getenv("REIN_E2E_DB"); db {
+	case "", "sqlite":
+		return ""
+	case "postgres":
+		return pgtest.NewDatabase(t)
+	default:
+		t.Fatalf("REIN_E2E_DB=%q: want sqlite or postgres", db)
+		return ""
+	}
+}
+
+// newEnv starts a server on a fresh database in t.TempDir() (or on
+// PostgreSQL: see testDB).
 func newEnv(t *testing.T, serverArgs ...string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -65,7 +84,7 @@ func newEnv(t *testing.T, serverArgs ...string) *env {
 		t.Fatal(err)
 	}
 	args := append([]string{"--api-token-file", tokenFile}, serverArgs...)
-	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dir, Args: args})
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dir, DB: testDB(t), Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}

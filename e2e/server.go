@@ -22,8 +22,10 @@ type Server struct {
 
 // ServerConfig says how to start rein-server.
 type ServerConfig struct {
-	Bin  string
-	Dir  string // the database goes here as rein.db
+	Bin string
+	Dir string // the database goes here as rein.db, unless DB is set
+	// DB, when set, is the --db the server gets instead (a postgres:// URL).
+	DB   string
 	Port string // "" or "0" picks a free port
 	Args []string
 	Env  []string
@@ -34,6 +36,9 @@ const listeningPrefix = "rein-server listening on "
 // StartServer starts rein-server and waits for its "listening" line.
 func StartServer(ctx context.Context, logf Logf, cfg ServerConfig) (*Server, error) {
 	s := &Server{DB: filepath.Join(cfg.Dir, "rein.db"), bin: cfg.Bin, logf: logf, args: cfg.Args, env: cfg.Env}
+	if cfg.DB != "" {
+		s.DB = cfg.DB
+	}
 	port := cfg.Port
 	if port == "" {
 		port = "0"

@@ -15,7 +15,8 @@
 //   - internal/hub fans pre-encoded messages out to stream subscribers,
 //     dropping any subscriber that cannot keep up;
 //   - the storage contract is package store (Store, its ops and the
-//     storetest conformance suite); internal/sqlite implements it.
+//     storetest conformance suite); internal/sqlite and internal/postgres
+//     implement it.
 //
 // It imports protocol, reducer and its internal packages.
 package server

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // streamDeadline only keeps a broken test from hanging until go test's own
@@ -32,11 +34,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// start runs a server on a fresh SQLite file (or dbPath when set in opts).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// start runs a server on a fresh SQLite file (or dbPath when set in
+// opts). With REIN_TEST_DB=postgres the fresh database is a PostgreSQL
+// one instead, so the same tests run on both backends.
 func start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if opts.DBPath == "" && opts.Store == nil {
-		opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+		if os.Getenv("REIN_TEST_DB") == "postgres" {
+			opts.DBPath = pgtest.NewDatabase(t)
+		} else {
+			opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))

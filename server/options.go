@@ -32,8 +32,10 @@ type Options struct {
 	// Store replaces the SQLite store. The Server does not close a Store
 	// it was given; the caller does, after Close.
 	Store Store
-	// DBPath is the SQLite database file used when Store is nil; "" or
-	// ":memory:" is an in-memory database that lives as long as the Server.
+	// DBPath is the database used when Store is nil: a SQLite file; "" or
+	// ":memory:" for an in-memory database that lives as long as the
+	// Server; or a postgres:// (postgresql://) URL for PostgreSQL, which
+	// the Server then holds alone (a second server on it is refused).
 	DBPath string
 	// Sync is how the SQLite store syncs a commit: "full" (the default;
 	// a 2xx on a write means it is on disk and survives a power loss) or

@@ -15,6 +15,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/httpapi"
 	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/internal/web"
 )
@@ -48,7 +49,7 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if s.store == nil {
-		st, err := sqlite.Open(ctx, opts.DBPath, sqlite.Options{Sync: opts.Sync})
+		st, err := openStore(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("new server: %w", err)
 		}
@@ -102,7 +103,7 @@ func New(opts Options) (*Server, error) {
 			s.log.Error("serve", slog.Any("err", err))
 		}
 	}()
-	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts)), slog.Bool("auth", opts.APIToken != ""))
+	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts, s.store)), slog.Bool("auth", opts.APIToken != ""))
 	switch {
 	case opts.APIToken == "" && !loopback:
 		s.log.Warn("authentication is OFF on a non-loopback address (--insecure-no-auth): anyone who can reach it can read and drive every session", slog.String("addr", ln.Addr().String()))
@@ -134,12 +135,37 @@ func (o *Options) check() error {
 	return nil
 }
 
-func dbName(o Options) string {
+// openStore opens the database db names: a postgres:// URL selects
+// PostgreSQL, anything else is a SQLite file.
+func openStore(ctx context.Context, opts Options) (Store, error) {
+	db := opts.DBPath
+	if !postgres.IsDSN(db) {
+		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync})
+	}
+	st, err := postgres.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	// Until the writer coordinates with other replicas, a second server
+	// on the same database would fork its view of every session: refuse.
+	if err := st.LockServer(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// dbName is the database as logs show it: a PostgreSQL URL's password
+// is left out.
+func dbName(o Options, st Store) string {
 	switch {
 	case o.Store != nil:
 		return "custom store"
 	case o.DBPath == "":
 		return sqlite.Memory
+	}
+	if pg, ok := st.(*postgres.Store); ok {
+		return "postgres://" + pg.Name()
 	}
 	return o.DBPath
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rein-ai/rein/e2e/internal/loadgen"
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 type bench struct {
@@ -37,6 +38,10 @@ type bench struct {
 	// storedCount is how many sessions storedSessions stores (before
 	// scaling).
 	storedCount int
+	// cluster is the throwaway PostgreSQL of the postgres figures,
+	// started on first use.
+	cluster *pgtest.Cluster
+	dbs     int
 }
 
 func newBench(bin string, scale float64) (*bench, error) {
@@ -61,6 +66,9 @@ func (b *bench) close() {
 	for _, p := range b.procs {
 		p.Stop(5 * time.Second)
 	}
+	if b.cluster != nil {
+		b.cluster.Stop()
+	}
 	os.RemoveAll(b.tmp)
 }
 
@@ -71,13 +79,21 @@ func (b *bench) count(n int) int                   { return max(1, int(float64(n
 func (b *bench) server() (*e2e.Server, error) { return b.serverSync(b.sync) }
 
 // serverSync starts a fresh rein-server with --sync sync.
-func (b *bench) serverSync(sync string) (*e2e.Server, error) {
+func (b *bench) serverSync(sync string) (*e2e.Server, error) { return b.serverAt("", sync) }
+
+// serverOn starts a fresh rein-server on db (a postgres:// URL), or on
+// its own SQLite database when db is "".
+func (b *bench) serverOn(db string) (*e2e.Server, error) { return b.serverAt(db, b.sync) }
+
+// serverAt starts a fresh rein-server on db ("": its own SQLite database)
+// with --sync sync (which PostgreSQL ignores).
+func (b *bench) serverAt(db, sync string) (*e2e.Server, error) {
 	dir, err := os.MkdirTemp(b.tmp, "server-")
 	if err != nil {
 		return nil, err
 	}
 	s, err := e2e.StartServer(context.Background(), b.logf, e2e.ServerConfig{
-		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, Args: []string{"--log-level", "error", "--sync", sync},
+		Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, DB: db, Args: []string{"--log-level", "error", "--sync", sync},
 	})
 	if err != nil {
 		return nil, err
@@ -125,7 +141,17 @@ func (b *bench) serverWith(ids ...string) (*e2e.Server, error) {
 // serverSyncWith starts a fresh rein-server with --sync sync holding the
 // given sessions.
 func (b *bench) serverSyncWith(sync string, ids ...string) (*e2e.Server, error) {
-	srv, err := b.serverSync(sync)
+	return b.serverAtWith("", sync, ids...)
+}
+
+// serverOnWith starts a fresh rein-server on db (see serverOn) holding
+// the given sessions.
+func (b *bench) serverOnWith(db string, ids ...string) (*e2e.Server, error) {
+	return b.serverAtWith(db, b.sync, ids...)
+}
+
+func (b *bench) serverAtWith(db, sync string, ids ...string) (*e2e.Server, error) {
+	srv, err := b.serverAt(db, sync)
 	if err != nil {
 		return nil, err
 	}

@@ -94,6 +94,7 @@ func (b *bench) groups() []group {
 		{"stored_sessions", b.storedSessions},
 		{"agentd", b.throughAgentd},
 		{"resume", b.resume},
+		{"postgres", b.postgres},
 	}
 }
 

@@ -1,5 +1,6 @@
 // Command rein-server runs the Rein server: the HTTP/SSE service that
-// sessions, sandboxes (agentd) and clients talk to, on SQLite.
+// sessions, sandboxes (agentd) and clients talk to, on SQLite (or
+// PostgreSQL with a postgres:// --db).
 //
 // Configuration comes from flags or REIN_* environment variables; see
 // server/README.md. On start it prints exactly one line to stdout,
@@ -51,8 +52,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "host", Value: server.DefaultHost, EnvVars: []string{"REIN_HOST"}, Usage: "address to listen on"},
 			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},
-			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database. One rein-server per file: a second one refuses to start`},
-			&cli.StringFlag{Name: "sync", Value: "full", EnvVars: []string{"REIN_SYNC"}, Usage: `"full": a 2xx on a write means it is on disk; "normal": faster, the last acknowledged writes can be lost on power loss`},
+			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database; or a postgres:// URL for PostgreSQL. One rein-server per database: a second one refuses to start`},
+			&cli.StringFlag{Name: "sync", Value: "full", EnvVars: []string{"REIN_SYNC"}, Usage: `"full": a 2xx on a write means it is on disk; "normal": faster, the last acknowledged writes can be lost on power loss (SQLite only; PostgreSQL always commits with synchronous_commit=on)`},
 			&cli.DurationFlag{Name: "bootstrap-timeout", Value: server.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
 			&cli.DurationFlag{Name: "write-timeout", Value: server.DefaultWriteTimeout, EnvVars: []string{"REIN_WRITE_TIMEOUT"}, Usage: "drop a stream client whose write cannot complete within this (it resumes with Last-Event-ID)"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: server.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},

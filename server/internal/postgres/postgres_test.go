@@ -1,0 +1,109 @@
+package postgres
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rein-ai/rein/protocol"
+
+	"github.com/rein-ai/rein/server/pgtest"
+	"github.com/rein-ai/rein/server/store"
+	"github.com/rein-ai/rein/server/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t *testing.T, dsn string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// The PostgreSQL store passes the store contract.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, pgtest.NewDatabase(t)) })
+}
+
+func TestMore(t *testing.T) {
+	runMore(t, func(t *testing.T) Opener {
+		dsn := pgtest.NewDatabase(t)
+		return func(t *testing.T) store.Store { return open(t, dsn) }
+	})
+}
+
+// Replicas starting at once against an empty database all migrate it
+// without error: the advisory lock makes them wait for the first.
+func TestConcurrentMigrations(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			s, err := Open(context.Background(), dsn)
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, dsn)
+	if v, err := s.SchemaVersion(context.Background()); err != nil || v != 1 {
+		t.Fatalf("SchemaVersion = %d, %v; want 1", v, err)
+	}
+}
+
+// Every connection acknowledges only what is flushed, and bounds lock waits.
+func TestConnectionSettings(t *testing.T) {
+	s := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	for name, want := range map[string]string{"synchronous_commit": "on", "lock_timeout": "5s"} {
+		var got string
+		if err := s.pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %s; want %s", name, got, want)
+		}
+	}
+	// A deleted session's rows are all gone (the contract checks reads;
+	// this checks the tables, appends included).
+	commitOps(t, s,
+		store.CreateSession{Session: sessionRec("a")},
+		store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{{Seq: 1, Rev: 1, Body: []byte(`{"output":""}`)}}},
+		store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 2, Fields: []store.FieldAppend{{Field: "output", Text: "x"}}}}},
+		store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 1, Body: []byte(`{}`)}}},
+		store.AddInstance{SessionID: "a", Instance: "i", At: 1},
+	)
+	commitOps(t, s, store.DeleteSession{ID: "a"})
+	for _, table := range []string{"sessions", "events", "artifacts", "artifact_appends", "commands", "sandbox_instances", "sandbox_tokens"} {
+		var n int
+		if err := s.pool.QueryRow(ctx, "SELECT COUNT(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s has %d rows after delete", table, n)
+		}
+	}
+}
+
+func sessionRec(id string) protocol.Session {
+	return protocol.Session{ID: id, Status: protocol.StatusBootstrapping, CreatedAt: 1}
+}
+
+func commitOps(t *testing.T, s *Store, ops ...store.Op) {
+	t.Helper()
+	if err := s.Commit(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+}

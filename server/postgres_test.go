@@ -1,0 +1,98 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rein-ai/rein/server/pgtest"
+)
+
+// A postgres:// --db selects PostgreSQL; a second server on the same
+// database is refused with the holder named, since the writer assumes it
+// is the only one.
+func TestPostgresOneServerPerDatabase(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s := start(t, Options{DBPath: dsn})
+	c := newClient(t, s)
+	if code, body := c.do("POST", "/sessions/a", nil); code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	_, err := New(Options{DBPath: dsn})
+	if err == nil || !strings.Contains(err.Error(), "in use by") {
+		t.Fatalf("second server: %v; want refused, in use", err)
+	}
+	// The first one still serves, from PostgreSQL.
+	if code, body := c.do("GET", "/sessions/a", nil); code != http.StatusOK {
+		t.Fatalf("get: %d %s", code, body)
+	}
+}
+
+// /healthz answers 503 while the database refuses connections, and 200
+// again once it takes them, with no restart of the server.
+func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s := start(t, Options{DBPath: dsn})
+	c := newClient(t, s)
+	if code, _ := c.do("GET", "/healthz", nil); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+	ctx := context.Background()
+	admin, db := adminConn(t, dsn)
+	// The admin connection goes to the maintenance database, so it
+	// survives ending every connection to the test's.
+	for _, q := range []string{
+		`ALTER DATABASE ` + pgx.Identifier{db}.Sanitize() + ` ALLOW_CONNECTIONS false`,
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '` + db + `' AND pid <> pg_backend_pid()`,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if code, body := c.do("GET", "/healthz", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("healthz with the database gone: %d %s; want 503", code, body)
+	}
+	if code, _ := c.do("POST", "/sessions/b", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("create with the database gone: %d; want 503", code)
+	}
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS true`); err != nil {
+		t.Fatal(err)
+	}
+	// The pool reconnects on its next use and the writer's probe finds
+	// writes working again; nothing is asserted about when (the bound
+	// only keeps a broken build from hanging).
+	for deadline := time.Now().Add(streamDeadline); ; time.Sleep(50 * time.Millisecond) {
+		code, body := c.do("GET", "/healthz", nil)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthz never recovered: %d %s", code, body)
+		}
+	}
+	if code, body := c.do("POST", "/sessions/b", nil); code != http.StatusCreated {
+		t.Fatalf("create after recovery: %d %s", code, body)
+	}
+}
+
+// adminConn connects to the cluster's maintenance database; it returns
+// the connection and the name of dsn's database.
+func adminConn(t *testing.T, dsn string) (*pgx.Conn, string) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, db
+}
