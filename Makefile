@@ -16,6 +16,13 @@ export REIN_ACP_AGENT := $(ACP_AGENT)
 
 .PHONY: all test unit e2e lint build run demo bench tools fuzz clean browser-deps test-browser web-screenshot test-agents test-agent-claude
 
+# The version every binary reports with --version; the Go code defaults to
+# "dev" plus the build info when a build does not set it.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# main.version in every binary but demo-agent, whose main.version is the
+# agent version it reports to the server (-X on a missing name is ignored).
+LDFLAGS := -X main.version=$(VERSION) -X main.buildVersion=$(VERSION)
+
 all: lint test
 
 test: tools browser-deps unit e2e
@@ -34,11 +41,14 @@ lint:
 
 build:
 	@mkdir -p $(BIN)
-	cd server && $(GO) build -o $(BIN)/ ./cmd/...
-	cd agentd && $(GO) build -o $(BIN)/ ./cmd/...
+	cd server && $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	cd agentd && $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-run:
-	cd server && $(GO) run ./cmd/rein-server
+# exec: the shell becomes the server, so Ctrl-C (SIGINT) and SIGTERM reach
+# it and it shuts down cleanly. RUN_ARGS are passed on
+# (make run RUN_ARGS='--port 0 --log-level debug').
+run: build
+	exec $(BIN)/rein-server $(RUN_ARGS)
 
 # A real server, agentd and demo-agent; a prompt that runs `ls -la`, shown
 # by `rein watch`. Everything started is stopped on exit (see the script).
