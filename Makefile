@@ -14,11 +14,18 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e test-pg lint build run demo bench soak tools fuzz clean browser-deps pg-deps test-browser web-screenshot web-vendor test-agents test-agent-claude
+.PHONY: all test unit e2e test-pg lint build run demo bench soak tools fuzz clean browser-deps pg-deps test-browser web-screenshot web-vendor test-agents test-agent-claude image image-deps test-image static
+
+# The version every binary reports with --version; the Go code defaults to
+# "dev" plus the build info when a build does not set it.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# main.version in every binary but demo-agent, whose main.version is the
+# agent version it reports to the server (-X on a missing name is ignored).
+LDFLAGS := -X main.version=$(VERSION) -X main.buildVersion=$(VERSION)
 
 all: lint test
 
-test: tools browser-deps pg-deps unit e2e test-pg
+test: tools browser-deps pg-deps image-deps unit e2e test-pg
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -42,11 +49,20 @@ lint:
 
 build:
 	@mkdir -p $(BIN)
-	cd server && $(GO) build -o $(BIN)/ ./cmd/...
-	cd agentd && $(GO) build -o $(BIN)/ ./cmd/...
+	cd server && $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	cd agentd && $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-run:
-	cd server && $(GO) run ./cmd/rein-server
+# Static agentd and demo-agent for images built from host binaries
+# (deploy/agentd-prebuilt.Dockerfile, deploy/demo.Dockerfile).
+static:
+	@mkdir -p $(BIN)/static
+	cd agentd && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/static/ ./cmd/agentd ./cmd/demo-agent
+
+# exec: the shell becomes the server, so Ctrl-C (SIGINT) and SIGTERM reach
+# it and it shuts down cleanly. RUN_ARGS are passed on
+# (make run RUN_ARGS='--port 0 --log-level debug').
+run: build
+	exec $(BIN)/rein-server $(RUN_ARGS)
 
 # A real server, agentd and demo-agent; a prompt that runs `ls -la`, shown
 # by `rein watch`. Everything started is stopped on exit (see the script).
@@ -191,6 +207,36 @@ fuzz:
 	cd protocol && $(GO) test -run '^$$' -fuzz FuzzDecodeEvents -fuzztime $(FUZZTIME) .
 	cd protocol && $(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) .
 	cd reducer && $(GO) test -run '^$$' -fuzz FuzzFold -fuzztime $(FUZZTIME) .
+
+# Container images (deploy/*.Dockerfile) with whichever builder works
+# here: docker (with a reachable daemon), podman, or buildah. The builds
+# pull golang:1.26 and, for the agent example, node:22-bookworm-slim.
+IMAGE_BUILDER ?= $(shell if command -v docker >/dev/null && docker info >/dev/null 2>&1; then echo docker build; \
+	elif command -v podman >/dev/null; then echo podman build; elif command -v buildah >/dev/null; then echo "buildah bud"; fi)
+IMAGE_TAG ?= $(VERSION)
+
+image:
+	@[ -n "$(IMAGE_BUILDER)" ] || { echo "make image: no docker (with a daemon), podman or buildah found"; exit 1; }
+	$(IMAGE_BUILDER) --build-arg VERSION=$(VERSION) -f deploy/rein-server.Dockerfile -t rein-server:$(IMAGE_TAG) .
+	$(IMAGE_BUILDER) --build-arg VERSION=$(VERSION) -f deploy/agentd.Dockerfile -t rein-agentd:$(IMAGE_TAG) -t rein-agentd .
+
+# The image test (e2e TestImageAgentdScratch) builds a FROM scratch agentd
+# image with buildah or podman and runs agentd --version from its exported
+# file system. buildah is installed from Debian when neither is there; where
+# apt-get cannot run (not root, not Debian) this warns and the test skips.
+image-deps:
+	@if command -v buildah >/dev/null || command -v podman >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== installing buildah for the image test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >/dev/null || \
+			echo "warning: could not install buildah; the image test will be skipped"; \
+	else \
+		echo "warning: buildah/podman missing and apt-get is not usable here (needs root on Debian):"; \
+		echo "         the image test will be skipped"; \
+	fi
+
+test-image: image-deps
+	cd e2e && $(GO) test -count=1 -run '^TestImage' -v .
 
 clean:
 	rm -rf $(BIN)

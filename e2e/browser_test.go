@@ -135,6 +135,18 @@ func TestBrowser(t *testing.T) {
 		return b.Click(ctx, "#token-submit")
 	})
 
+	// An invalid id in the URL is refused by the page, before any request:
+	// fetch would resolve "/sessions/.." away and post to another route.
+	step("invalid session id in the URL", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, e.srv.URL+"/#/s/.."); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#bad-id-reason", "A session id may not be made only of dots."); err != nil {
+			return err
+		}
+		return b.Navigate(ctx, e.srv.URL+"/#/")
+	})
+
 	// The session list, live from the session stream.
 	row := func(id, col string) string { return fmt.Sprintf(`#session-rows tr[data-id=%q] td.%s`, id, col) }
 	step("session list", func(ctx context.Context) error {

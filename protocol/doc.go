@@ -5,5 +5,6 @@
 //
 // It imports the standard library only, so every other module (server,
 // agentd, reducer, e2e, clients) can depend on it without pulling anything
-// else in. design/PROTOCOL.md is the prose version of this package.
+// else in. docs/PROTOCOL.md is the prose version of this package, and
+// schema/rein.schema.json (JSONSchema) its JSON Schema.
 package protocol

@@ -38,13 +38,20 @@ const ReservedSessionID = "stream"
 // POST /sessions/stream-ticket.
 var reservedSessionIDs = map[string]bool{ReservedSessionID: true, "stream-ticket": true}
 
-// ValidateSessionID reports why id cannot be a session id, or nil.
+// ValidateSessionID reports why id cannot be a session id, or nil. Besides
+// the reserved route names, ids made only of dots (".", "..", "...") are
+// refused: in a URL "." and ".." are path segments that clients remove
+// (the web view on #/s/.. would post to /sessions/commands), and the rest
+// are refused with them so the rule is simple to state.
 func ValidateSessionID(id string) error {
 	if reservedSessionIDs[id] {
 		return Errorf(CodeInvalid, "session id %q is reserved", id)
 	}
 	if err := validateID(id); err != nil {
 		return Errorf(CodeInvalid, "session id: %s", err.Error())
+	}
+	if strings.Trim(id, ".") == "" {
+		return Errorf(CodeInvalid, "session id %q is reserved: an id made only of dots is a relative path segment (browsers and URL libraries resolve it away)", id)
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 // Command agentd is the Rein sandbox daemon. It connects a local agent
 // process to a Rein server session:
 //
-//	agentd --server URL --session ID [--token T] [--protocol native|acp] -- CMD [ARGS...]
+//	agentd --server URL --session ID [--token T] [--protocol native|acp|claude|codex] -- CMD [ARGS...]
 //
 // Every flag also reads a REIN_* environment variable; see README.md.
 package main
@@ -23,7 +23,8 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set by the build: go build -ldflags "-X main.version=v1.2.3"
+// (the Makefile passes `git describe`); see versionString.
 var version = "dev"
 
 // Exit codes, documented in README.md.
@@ -68,8 +69,8 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:      "agentd",
 		Usage:     "connect a local agent to a Rein session",
-		UsageText: "agentd --server URL --session ID [--token T | --token-file F] [--protocol native|acp] [flags] -- CMD [ARGS...]",
-		Version:   version,
+		UsageText: "agentd --server URL --session ID [--token T | --token-file F] [--protocol native|acp|claude|codex] [flags] -- CMD [ARGS...]",
+		Version:   versionString(),
 		// Errors are printed and mapped to exit codes in main, with
 		// deferred cleanup already done.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -34,6 +34,9 @@ const version = "1.0.0"
 const defaultDelay = 50 * time.Millisecond
 
 func main() {
+	if code, done := handleArgs(os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
+	}
 	delay := defaultDelay
 	if v := os.Getenv("DEMO_AGENT_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)

@@ -47,8 +47,9 @@ func main() {
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
-		Name:  "rein-server",
-		Usage: "the Rein HTTP/SSE server",
+		Name:    "rein-server",
+		Usage:   "the Rein HTTP/SSE server",
+		Version: versionString(),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "host", Value: server.DefaultHost, EnvVars: []string{"REIN_HOST"}, Usage: "address to listen on"},
 			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},

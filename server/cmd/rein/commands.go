@@ -171,6 +171,9 @@ func cmdCreate(c *cli.Context, e *env) error {
 		return nil
 	}
 	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(cl.Base()), shellQuote(created.ID))
+	// A session no sandbox connects to is removed: say so, or the user
+	// who starts agentd later finds it gone without a reason.
+	defer fmt.Fprintf(w, "If no sandbox connects within the server's bootstrap timeout (--bootstrap-timeout, default 3m), the session is removed.\n")
 	if tokenFile != "" {
 		abs, _ := filepath.Abs(tokenFile)
 		fmt.Fprintf(w, "sandbox token written to %s; start agentd with it:\n  %s\n", tokenFile, fmt.Sprintf(agentd, shellQuote(abs)))

@@ -84,6 +84,7 @@ func buildApp(e *env) *cli.App {
 	return &cli.App{
 		Name:            "rein",
 		Usage:           "watch and steer Rein sessions",
+		Version:         versionString(),
 		HideHelpCommand: true,
 		Writer:          e.stdout,
 		ErrWriter:       e.stderr,

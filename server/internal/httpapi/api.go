@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/openapi"
 )
 
 // Service is what the routes need from the domain service.
@@ -81,6 +82,8 @@ type API struct {
 	clientHash []byte
 	origins    map[string]bool
 	tickets    *tickets
+	// routes are the patterns registered, for Routes.
+	routes []string
 }
 
 // New returns the handler for every route.
@@ -113,9 +116,13 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	}
 	// Authentication runs before the session id is validated, so a caller
 	// without a token learns nothing, not even which ids are well formed.
-	handle := func(pattern string, acc access, h http.HandlerFunc) { a.mux.HandleFunc(pattern, a.guard(acc, h)) }
+	handle := func(pattern string, acc access, h http.HandlerFunc) {
+		a.routes = append(a.routes, pattern)
+		a.mux.HandleFunc(pattern, a.guard(acc, h))
+	}
 	handle("GET /healthz", public, a.health)
 	handle("GET "+DiscoveryPath, public, a.discovery)
+	handle("GET /openapi.json", public, openapi.Serve)
 	handle("GET /sessions", client, a.listSessions)
 	// A literal segment beats a wildcard, so these are never /sessions/{id}
 	// (which is why CreateSession refuses the id "stream-ticket").
@@ -145,6 +152,9 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Every answer is exactly the type it says: no browser sniffing one
+	// into HTML or script.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if a.cors(w, r) {
 		return
 	}

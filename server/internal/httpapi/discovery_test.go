@@ -90,8 +90,11 @@ func TestDiscovery(t *testing.T) {
 			if d.Features["webView"] != tc.webView || d.Features["cors"] != tc.cors || !d.Features["streamTickets"] {
 				t.Errorf("features %v", d.Features)
 			}
+			if !d.Features["openapi"] || d.Links["openapi"] != "/openapi.json" {
+				t.Errorf("openapi feature %v link %q", d.Features["openapi"], d.Links["openapi"])
+			}
 			// Not built yet: reported absent, not promised.
-			for _, f := range []string{"openapi", "approvalsInbox", "turnHistory"} {
+			for _, f := range []string{"approvalsInbox", "turnHistory"} {
 				if v, ok := d.Features[f]; !ok || v {
 					t.Errorf("feature %s = %v, %v; want present and false", f, v, ok)
 				}
@@ -104,7 +107,7 @@ func TestDiscovery(t *testing.T) {
 			if hasRoute(d, "GET", "/") != tc.webView || (d.Links["webView"] != "") != tc.webView {
 				t.Errorf("web view route/link with UI=%v: %v %v", tc.webView, d.Routes, d.Links)
 			}
-			if hasRoute(d, "GET", "/approvals") || d.Links["openapi"] != "" || d.Links["health"] != "/healthz" {
+			if hasRoute(d, "GET", "/approvals") || d.Links["health"] != "/healthz" {
 				t.Errorf("routes %v links %v", d.Routes, d.Links)
 			}
 		})
@@ -117,17 +120,17 @@ func TestDiscovery(t *testing.T) {
 func TestDiscoveryRoutesAreServed(t *testing.T) {
 	a := New(&fake{}, nil, Options{UI: http.NotFoundHandler()})
 	d := getDiscovery(t, a)
-	if len(d.Routes) != len(knownRoutes)-4 { // not yet: openapi, events export, turns, approvals
-		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes)-4, d.Routes)
+	if len(d.Routes) != len(knownRoutes)-3 { // not yet: events export, turns, approvals
+		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes)-3, d.Routes)
 	}
 	for _, r := range d.Routes {
 		if !a.serves(r.Method, r.Path) {
 			t.Errorf("listed route %s %s is not served", r.Method, r.Path)
 		}
 	}
-	a.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {})
+	a.mux.HandleFunc("GET /approvals", func(w http.ResponseWriter, r *http.Request) {})
 	d = getDiscovery(t, a)
-	if !hasRoute(d, "GET", "/openapi.json") || d.Links["openapi"] != "/openapi.json" || !d.Features["openapi"] {
+	if !hasRoute(d, "GET", "/approvals") || !d.Features["approvalsInbox"] {
 		t.Errorf("after registering /openapi.json: routes %v links %v features %v", d.Routes, d.Links, d.Features)
 	}
 }

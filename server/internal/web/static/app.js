@@ -573,12 +573,40 @@ async function loadDiscovery() {
 const route = { id: null, project: "" };
 let teardown = () => {};
 
+// sessionIDError says why id cannot be a session id ("" when it can), by
+// the server's rule (protocol.ValidateSessionID). The page must not call
+// the API with such an id: "." and ".." are path segments that fetch
+// resolves away, so #/s/.. would post its prompt to /sessions/commands.
+function sessionIDError(id) {
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(id)) return "A session id is 1-128 letters, digits, '.', '_' or '-'.";
+  if (/^\.+$/.test(id)) return "A session id may not be made only of dots.";
+  if (id === "stream" || id === "stream-ticket") return `"${id}" is reserved: it is a route.`;
+  return "";
+}
+
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
   const [path, query] = raw.split("?");
   const params = new URLSearchParams(query || "");
   const m = path.match(/^\/s\/(.+)$/);
-  return { id: m ? decodeURIComponent(m[1]) : null, project: params.get("project") || "" };
+  let id = null;
+  if (m) {
+    try {
+      id = decodeURIComponent(m[1]);
+    } catch {
+      id = m[1]; // a malformed escape: sessionIDError refuses it
+    }
+  }
+  return { id, project: params.get("project") || "" };
+}
+
+// badIDPage is shown instead of a session whose id in the URL is invalid.
+function badIDPage(app, id, why) {
+  crumbs(h("a", { href: "#/" }, "Sessions"));
+  app.append(
+    h("section.page", {}, h("div.card.token-card", { id: "bad-id" }, h("h1", {}, "Not a session id"), h("p", { id: "bad-id-reason" }, why), h("p.muted", {}, h("code", {}, id)), h("a", { href: "#/" }, "All sessions"))),
+  );
+  return () => {};
 }
 
 function render() {
@@ -587,7 +615,9 @@ function render() {
   Object.assign(route, parseHash());
   const app = document.getElementById("app");
   app.replaceChildren();
-  if (route.id) teardown = sessionPage(app, route.id);
+  const bad = route.id !== null ? sessionIDError(route.id) : "";
+  if (bad) teardown = badIDPage(app, route.id, bad);
+  else if (route.id) teardown = sessionPage(app, route.id);
   else teardown = listPage(app);
 }
 

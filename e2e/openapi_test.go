@@ -1,0 +1,453 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/rein-ai/rein/server/client"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pb33f/libopenapi"
+	validator "github.com/pb33f/libopenapi-validator"
+	verrors "github.com/pb33f/libopenapi-validator/errors"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// The OpenAPI document is checked against the real server: every request
+// below goes to a running rein-server binary, and the validator
+// (pb33f/libopenapi-validator, which implements OpenAPI 3.1 and JSON
+// Schema 2020-12) checks the request and the answer against the document
+// the same server serves at GET /openapi.json. SSE streams are read and
+// each event's data is checked against the schema the document names for
+// that event (x-rein-events). At the end every documented route and
+// status (but 503, which a healthy server does not give) must have been
+// seen, so the document cannot promise what the server does not do.
+
+// oaChecker sends requests and validates them.
+type oaChecker struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	v    validator.Validator
+	doc  map[string]any
+	// events maps "METHOD /path" to its SSE event schemas by event name.
+	events map[string]map[string]*jsonschema.Schema
+
+	mu   sync.Mutex
+	seen map[string]bool // "METHOD /path status"
+}
+
+func newOAChecker(t *testing.T, ctx context.Context, base string) *oaChecker {
+	t.Helper()
+	c := &oaChecker{t: t, ctx: ctx, base: base, seen: map[string]bool{}, events: map[string]map[string]*jsonschema.Schema{}}
+	res, err := http.Get(base + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /openapi.json: %d %v", res.StatusCode, err)
+	}
+	doc, err := libopenapi.NewDocument(body)
+	if err != nil {
+		t.Fatalf("parse /openapi.json: %v", err)
+	}
+	v, errs := validator.NewValidator(doc)
+	if len(errs) > 0 {
+		t.Fatalf("validator for /openapi.json: %v", errs)
+	}
+	if ok, verrs := v.ValidateDocument(); !ok {
+		for _, e := range verrs {
+			t.Errorf("/openapi.json is not a valid OpenAPI 3.1 document: %s: %s", e.Message, e.Reason)
+		}
+		t.FailNow()
+	}
+	c.v = v
+	if err := json.Unmarshal(body, &c.doc); err != nil {
+		t.Fatal(err)
+	}
+	// The SSE event schemas, compiled from the served document.
+	comp := jsonschema.NewCompiler()
+	comp.DefaultDraft(jsonschema.Draft2020)
+	raw, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const loc = "https://rein.test/openapi.json"
+	if err := comp.AddResource(loc, raw); err != nil {
+		t.Fatal(err)
+	}
+	for path, item := range c.doc["paths"].(map[string]any) {
+		for method, op := range item.(map[string]any) {
+			if method == "parameters" {
+				continue
+			}
+			ok200, _ := op.(map[string]any)["responses"].(map[string]any)["200"].(map[string]any)
+			evs, _ := ok200["x-rein-events"].(map[string]any)
+			if evs == nil {
+				continue
+			}
+			key := strings.ToUpper(method) + " " + path
+			c.events[key] = map[string]*jsonschema.Schema{}
+			for name, ev := range evs {
+				ref := ev.(map[string]any)["data"].(map[string]any)["$ref"].(string)
+				sch, err := comp.Compile(loc + ref)
+				if err != nil {
+					t.Fatalf("%s event %s: compile %s: %v", key, name, ref, err)
+				}
+				c.events[key][name] = sch
+			}
+		}
+	}
+	if len(c.events) != 3 {
+		t.Fatalf("the document describes %d SSE routes, want 3", len(c.events))
+	}
+	return c
+}
+
+// template returns the document path that path matches, literal segments
+// winning over parameters (as http.ServeMux decides).
+func (c *oaChecker) template(path string) string {
+	best, bestParams := "", 99
+	segs := strings.Split(path, "/")
+	for p := range c.doc["paths"].(map[string]any) {
+		ps := strings.Split(p, "/")
+		if len(ps) != len(segs) {
+			continue
+		}
+		params, ok := 0, true
+		for i := range ps {
+			switch {
+			case strings.HasPrefix(ps[i], "{"):
+				params++
+			case ps[i] != segs[i]:
+				ok = false
+			}
+		}
+		if ok && params < bestParams {
+			best, bestParams = p, params
+		}
+	}
+	if best == "" {
+		c.t.Fatalf("no document path matches %s", path)
+	}
+	return best
+}
+
+// call sends a request and checks the status and the answer against the
+// document; with validReq the request is checked too (error cases send
+// requests the document refuses on purpose). It returns the answer's
+// headers and body.
+func (c *oaChecker) call(method, path string, hdr http.Header, body []byte, token string, want int, validReq bool) (http.Header, []byte) {
+	c.t.Helper()
+	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	got, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		c.t.Fatalf("%s %s: read answer: %v", method, path, err)
+	}
+	if res.StatusCode != want {
+		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, res.StatusCode, want, got)
+	}
+	c.check(req, res, body, got, validReq)
+	return res.Header, got
+}
+
+// check validates one exchange whose answer body was got.
+func (c *oaChecker) check(req *http.Request, res *http.Response, body, got []byte, validReq bool) {
+	c.t.Helper()
+	if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+		c.t.Errorf("%s %s: no X-Content-Type-Options: nosniff", req.Method, req.URL.Path)
+	}
+	// The validator reads the bodies, so it gets fresh readers.
+	vreq := req.Clone(context.Background())
+	vreq.Body = io.NopCloser(bytes.NewReader(body))
+	vres := *res
+	vres.Body = io.NopCloser(bytes.NewReader(got))
+	var ok bool
+	var errs []*verrors.ValidationError
+	if validReq {
+		ok, errs = c.v.ValidateHttpRequestResponse(vreq, &vres)
+	} else {
+		ok, errs = c.v.ValidateHttpResponse(vreq, &vres)
+	}
+	if !ok {
+		for _, e := range errs {
+			c.t.Errorf("%s %s -> %d: %s: %s %v", req.Method, req.URL.String(), res.StatusCode, e.Message, e.Reason, schemaErrs(e))
+		}
+	}
+	c.mu.Lock()
+	c.seen[fmt.Sprintf("%s %s %d", req.Method, c.template(req.URL.Path), res.StatusCode)] = true
+	c.mu.Unlock()
+}
+
+// stream opens an SSE route, checks its 200 answer, and returns a reader
+// of its events that checks each against the document; cancel closes it.
+func (c *oaChecker) stream(path string, hdr http.Header, token string) (next func() client.Event, cancel func()) {
+	c.t.Helper()
+	ctx, stop := context.WithCancel(c.ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("GET %s: %v", path, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		c.t.Fatalf("GET %s: status %d: %s", path, res.StatusCode, b)
+	}
+	// The answer is checked without its (endless) body: status, headers
+	// and media type.
+	c.check(req, res, nil, nil, true)
+	schemas := c.events["GET "+c.template(req.URL.Path)]
+	rd := client.NewEventReader(res.Body)
+	next = func() client.Event {
+		c.t.Helper()
+		ev, err := rd.Next()
+		if err != nil {
+			c.t.Fatalf("GET %s: stream ended: %v", path, err)
+		}
+		sch, ok := schemas[ev.Name]
+		if !ok {
+			c.t.Fatalf("GET %s: event %q is not in the document", path, ev.Name)
+		}
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(ev.Data))
+		if err != nil {
+			c.t.Fatalf("GET %s: event %s: data is not JSON: %v", path, ev.Name, err)
+		}
+		if err := sch.Validate(v); err != nil {
+			c.t.Errorf("GET %s: event %s does not match the document: %v\n%s", path, ev.Name, err, ev.Data)
+		}
+		return ev
+	}
+	return next, func() { stop(); res.Body.Close() }
+}
+
+// until reads events until one named name arrives.
+func until(next func() client.Event, name string) client.Event {
+	for {
+		if ev := next(); ev.Name == name {
+			return ev
+		}
+	}
+}
+
+func TestOpenAPIConformance(t *testing.T) {
+	e := newEnv(t)
+	c := newOAChecker(t, e.ctx, e.srv.URL)
+	tok := clientToken
+	inst := func(id string) http.Header { return http.Header{"Rein-Instance": {id}} }
+	big := []byte(`{"type":"prompt","text":"` + strings.Repeat("x", 1<<20+10) + `"}`)
+
+	// Public routes; the document is checked against itself too.
+	c.call("GET", "/openapi.json", nil, nil, "", 200, true)
+	c.call("GET", "/healthz", nil, nil, "", 200, true)
+	c.call("GET", "/.well-known/rein.json", nil, nil, "", 200, true)
+	c.call("GET", "/", nil, nil, "", 200, true)
+	c.call("GET", "/ui/app.js", nil, nil, "", 200, true)
+	c.call("GET", "/ui/nothing-here.js", nil, nil, "", 404, true)
+
+	// Sessions.
+	_, b := c.call("POST", "/sessions/oa-1", nil, []byte(`{"project":"oa"}`), tok, 201, true)
+	var created struct{ SandboxToken string }
+	if err := json.Unmarshal(b, &created); err != nil {
+		t.Fatal(err)
+	}
+	sbx := created.SandboxToken
+	_, b = c.call("POST", "/sessions/oa-other", nil, nil, tok, 201, true)
+	var other struct{ SandboxToken string }
+	_ = json.Unmarshal(b, &other)
+	c.call("POST", "/sessions/oa-1", nil, nil, tok, 409, true)
+	c.call("POST", "/sessions/oa-2", nil, []byte(`{"project":7}`), tok, 400, false)
+	c.call("POST", "/sessions/oa-2", nil, big, tok, 413, false)
+	c.call("GET", "/sessions", nil, nil, tok, 200, true)
+	c.call("GET", "/sessions?project=oa", nil, nil, tok, 200, true)
+	c.call("GET", "/sessions/oa-1", nil, nil, tok, 200, true)
+
+	// No sandbox yet: a command has nowhere to go.
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"abort"}`), tok, 409, true)
+
+	// The sandbox opens its command stream; a prompt arrives on it.
+	cmds, closeCmds := c.stream("/sessions/oa-1/commands", inst("inst-1"), sbx)
+	defer closeCmds()
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"prompt","text":"hello"}`), tok, 202, true)
+	if ev := until(cmds, "command"); !strings.Contains(ev.Data, `"hello"`) {
+		t.Fatalf("command stream sent %s", ev.Data)
+	}
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"prompt"}`), tok, 400, false)
+	c.call("POST", "/sessions/oa-1/commands", nil, big, tok, 413, false)
+
+	// The session stream, opened with a ticket, sees what follows.
+	_, b = c.call("POST", "/sessions/stream-ticket", nil, nil, tok, 200, true)
+	var ticket struct{ Ticket string }
+	_ = json.Unmarshal(b, &ticket)
+	sess, closeSess := c.stream("/sessions/stream?ticket="+url.QueryEscape(ticket.Ticket), nil, "")
+	defer closeSess()
+	until(sess, "snapshot_complete")
+
+	// Events of every kind, as a batch, from the sandbox.
+	events := goldenBatch(t)
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), events, sbx, 202, true)
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"text_delta"}`), sbx, 400, false)
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), big, sbx, 413, false)
+	c.call("GET", "/sessions/oa-1/artifacts", nil, nil, tok, 200, true)
+
+	// The artifact stream: the replay, then live creations and updates.
+	arts, closeArts := c.stream("/sessions/oa-1/stream", nil, tok)
+	defer closeArts()
+	until(arts, "snapshot_complete")
+	// Two POSTs: appends within one batch may be folded into the creation.
+	live := `[{"type":"turn_started","turnId":"oa-t2","source":"user"},{"type":"text_delta","id":"oa-m2","delta":"a"}]`
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(live), sbx, 202, true)
+	until(arts, "artifact_created")
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"text_delta","id":"oa-m2","delta":"b"}`), sbx, 202, true)
+	until(arts, "artifact_updated")
+	_, b = c.call("POST", "/sessions/oa-1/stream-ticket", nil, nil, tok, 200, true)
+	_ = json.Unmarshal(b, &ticket)
+	arts2, closeArts2 := c.stream("/sessions/oa-1/stream?ticket="+url.QueryEscape(ticket.Ticket), http.Header{"Last-Event-ID": {"1"}}, "")
+	until(arts2, "snapshot_complete")
+	closeArts2()
+
+	// The session stream saw the session change, and sees one created and removed.
+	until(sess, "session_updated")
+	c.call("POST", "/sessions/oa-2", nil, nil, tok, 201, true)
+	until(sess, "session_created")
+	c.call("DELETE", "/sessions/oa-2", nil, nil, tok, 204, true)
+	until(sess, "session_removed")
+
+	// A newer agentd instance supersedes the first.
+	cmds2, closeCmds2 := c.stream("/sessions/oa-1/commands", inst("inst-2"), sbx)
+	_ = cmds2
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"heartbeat"}`), sbx, 409, true)
+	c.call("GET", "/sessions/oa-1/commands", inst("inst-1"), nil, sbx, 409, true)
+	c.call("GET", "/sessions/oa-1/commands", inst("bad header!"), nil, sbx, 400, false)
+	closeCmds2()
+	c.call("POST", "/sessions/oa-1/token", nil, nil, tok, 200, true)
+
+	// Errors every session route shares: bad id, no or wrong credential,
+	// a sandbox token where it does not open, an unknown session.
+	for _, r := range []struct {
+		method, path string
+		body         []byte
+	}{
+		{"GET", "/sessions/%s", nil},
+		{"POST", "/sessions/%s", nil},
+		{"DELETE", "/sessions/%s", nil},
+		{"POST", "/sessions/%s/token", nil},
+		{"POST", "/sessions/%s/commands", []byte(`{"type":"abort"}`)},
+		{"GET", "/sessions/%s/commands", nil},
+		{"POST", "/sessions/%s/events", []byte(`{"type":"heartbeat"}`)},
+		{"GET", "/sessions/%s/artifacts", nil},
+		{"GET", "/sessions/%s/stream", nil},
+		{"POST", "/sessions/%s/stream-ticket", nil},
+	} {
+		p := func(id string) string { return fmt.Sprintf(r.path, id) }
+		c.call(r.method, p("bad!id"), nil, r.body, tok, 400, false)
+		// The requests lack a credential the document requires, so only
+		// the answers are checked.
+		c.call(r.method, p("oa-1"), nil, r.body, "", 401, false)
+		c.call(r.method, p("oa-1"), nil, r.body, "wrong-token-0123456789", 401, false)
+		// A sandbox token opens only its own session's sandbox routes.
+		c.call(r.method, p("oa-1"), nil, r.body, other.SandboxToken, 403, true)
+		if r.method != "POST" || r.path != "/sessions/%s" {
+			c.call(r.method, p("oa-none"), nil, r.body, tok, 404, true)
+		}
+	}
+	for _, r := range [][2]string{{"GET", "/sessions"}, {"GET", "/sessions/stream"}, {"POST", "/sessions/stream-ticket"}} {
+		c.call(r[0], r[1], nil, nil, "", 401, false)
+		c.call(r[0], r[1], nil, nil, other.SandboxToken, 403, true)
+	}
+
+	// Every documented route and status was seen, but 503.
+	var missing []string
+	for path, item := range c.doc["paths"].(map[string]any) {
+		for method, op := range item.(map[string]any) {
+			if method == "parameters" {
+				continue
+			}
+			for status := range op.(map[string]any)["responses"].(map[string]any) {
+				key := fmt.Sprintf("%s %s %s", strings.ToUpper(method), path, status)
+				if status != "503" && !c.seen[key] {
+					missing = append(missing, key)
+				}
+			}
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("documented but never exercised:\n%s", strings.Join(missing, "\n"))
+	}
+}
+
+// goldenBatch is every ReinEvent golden of protocol/testdata, as one batch
+// in an order the reducer takes (turn first, turn end last).
+func goldenBatch(t *testing.T) []byte {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := []string{"agent_started", "turn_started", "user_message", "text_delta", "text_end", "reasoning_delta", "reasoning_end",
+		"tool_call_start", "tool_input_delta", "tool_call_update", "tool_output_delta", "permission_requested", "permission_resolved",
+		"tool_call_end", "plan_updated", "file_changed", "usage_updated", "session_info", "notice", "heartbeat", "turn_completed", "agent_exited"}
+	var items []json.RawMessage
+	for _, name := range order {
+		b, err := os.ReadFile(filepath.Join(root, "protocol", "testdata", "events", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// agentSeq values in the goldens repeat across files: drop them.
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		delete(m, "agentSeq")
+		b, _ = json.Marshal(m)
+		items = append(items, b)
+	}
+	out, _ := json.Marshal(items)
+	return out
+}
+
+// schemaErrs lists the schema failures behind a validation error.
+func schemaErrs(e *verrors.ValidationError) []string {
+	var out []string
+	for _, s := range e.SchemaValidationErrors {
+		out = append(out, s.FieldPath+": "+s.Reason)
+	}
+	return out
+}
