@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // streamDeadline only keeps a broken test from hanging until go test's own
@@ -33,7 +34,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // start runs a server on a fresh SQLite file (or dbPath when set in opts).
-func start(t testing.TB, opts Options) *Server {
+func start(t testing.TB, opts app.Options) *app.App {
 	t.Helper()
 	if opts.DBPath == "" && opts.Store == nil {
 		opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
@@ -41,7 +42,7 @@ func start(t testing.TB, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	s, err := New(opts)
+	s, err := app.New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -58,7 +59,7 @@ type client struct {
 	base string
 }
 
-func newClient(t testing.TB, s *Server) *client { return &client{t: t, base: s.URL()} }
+func newClient(t testing.TB, s *app.App) *client { return &client{t: t, base: s.URL()} }
 
 // do sends a request and returns the status and body. body may be a
 // string (sent as is), nil, or anything else (sent as JSON).
