@@ -12,8 +12,9 @@ import (
 )
 
 // Options configure an App: the domain server's options plus the
-// listener, the HTTP layer and the SQLite store. The zero value is usable: an in-memory
-// database on a free port of 127.0.0.1 with the defaults below.
+// listener, the HTTP layer and the SQLite store. The zero value is usable:
+// an in-memory database on a free port of 127.0.0.1 with the defaults
+// below.
 type Options struct {
 	// Host to listen on (default "127.0.0.1").
 	Host string
@@ -38,7 +39,7 @@ type Options struct {
 	// it was given; the caller does, after Close.
 	Store server.Store
 	// DBPath is the SQLite database file used when Store is nil; "" or
-	// ":memory:" is an in-memory database that lives as long as the Server.
+	// ":memory:" is an in-memory database that lives as long as the App.
 	DBPath string
 	// Sync is how the SQLite store syncs a commit: "full" (the default;
 	// a 2xx on a write means it is on disk and survives a power loss) or
