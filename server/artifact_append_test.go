@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 )
 
@@ -61,7 +63,7 @@ func (s *streamer) deltas(n int) {
 
 // wantArtifacts folds the session's stored event log with the reducer and
 // encodes each artifact: exactly what every read must return.
-func wantArtifacts(t testing.TB, s *Server, id string) map[int64][]byte {
+func wantArtifacts(t testing.TB, s *app.App, id string) map[int64][]byte {
 	t.Helper()
 	log, err := s.Store().Events(t.Context(), id)
 	if err != nil {
@@ -164,7 +166,7 @@ func pendingAppends(t testing.TB, path, id string) (rows, arts int) {
 // appends; delete removes them.
 func TestStreamedArtifactsReadBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	s1, err := New(Options{DBPath: path})
+	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +206,7 @@ func TestStreamedArtifactsReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	liveSt.expectEnd()
-	s2 := start(t, Options{DBPath: path})
+	s2 := start(t, app.Options{DBPath: path})
 	c = newClient(t, s2)
 	sa.c = c
 	checkArtifacts(t, c, "a", want)
@@ -253,11 +255,11 @@ func TestStreamedArtifactsReadBack(t *testing.T) {
 
 // failingStore fails Commit while fail is set.
 type failingStore struct {
-	Store
+	server.Store
 	fail atomic.Bool
 }
 
-func (f *failingStore) Commit(ctx context.Context, ops []StoreOp) error {
+func (f *failingStore) Commit(ctx context.Context, ops []server.StoreOp) error {
 	if f.fail.Load() {
 		return errors.New("injected commit failure")
 	}
@@ -279,7 +281,7 @@ func TestStreamedArtifactsCommitFailure(t *testing.T) {
 		}
 	})
 	fs := &failingStore{Store: db}
-	s := start(t, Options{Store: fs})
+	s := start(t, app.Options{Store: fs})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	sa := &streamer{c: c, id: "a"}

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 )
 
 const testAPIToken = "client-token-for-tests-0123456789"
@@ -80,7 +82,7 @@ func (c *client) status(method, path, body string, hdr ...string) (int, protocol
 // token.
 func (c *client) create(id string, hdr ...string) string {
 	c.t.Helper()
-	var got CreatedSession
+	var got server.CreatedSession
 	c.must(http.StatusCreated, &got, "POST", "/sessions/"+id, nil, hdr...)
 	if got.ID != id || len(got.SandboxToken) != 43 {
 		c.t.Fatalf("POST /sessions/%s = %+v; want the record and a 43-character sandbox token", id, got)
@@ -102,7 +104,7 @@ func (c *client) rotate(id string, hdr ...string) string {
 
 // Every route against every kind of credential.
 func TestAuthRouteTable(t *testing.T) {
-	s := start(t, Options{APIToken: testAPIToken})
+	s := start(t, app.Options{APIToken: testAPIToken})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
 
@@ -191,7 +193,7 @@ func TestAuthRouteTable(t *testing.T) {
 // Rotation: the new token works, the old one stops at once, and the
 // command stream the old one held is closed.
 func TestRotateSandboxToken(t *testing.T) {
-	s := start(t, Options{APIToken: testAPIToken})
+	s := start(t, app.Options{APIToken: testAPIToken})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
 	old := c.create("a", admin...)
@@ -218,7 +220,7 @@ func TestRotateSandboxToken(t *testing.T) {
 	// A request that passed the HTTP check with the old token but reaches
 	// the writer after the rotation is refused there too.
 	oldHash := sha256.Sum256([]byte(old))
-	_, err := s.appendEvents(context.Background(), "a", "", []protocol.Event{{Type: protocol.EventTextDelta, Delta: "late"}}, nil, &oldHash)
+	_, err := s.Ingest(context.Background(), "a", server.Sandbox{Token: &oldHash}, []protocol.Event{{Type: protocol.EventTextDelta, Delta: "late"}}, nil)
 	if protocol.CodeOf(err) != protocol.CodeUnauthorized {
 		t.Fatalf("writer accepted a rotated token: %v", err)
 	}
@@ -237,7 +239,7 @@ func TestRotateSandboxToken(t *testing.T) {
 
 func TestSandboxTokenSurvivesRestart(t *testing.T) {
 	db := t.TempDir() + "/rein.db"
-	s1, err := New(Options{DBPath: db, APIToken: testAPIToken})
+	s1, err := app.New(app.Options{DBPath: db, APIToken: testAPIToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +247,7 @@ func TestSandboxTokenSurvivesRestart(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := start(t, Options{DBPath: db, APIToken: testAPIToken})
+	s2 := start(t, app.Options{DBPath: db, APIToken: testAPIToken})
 	c := newClient(t, s2)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, bearerHdr(tok)...)
 	if got, _, _ := c.status("GET", "/sessions/a", "", bearerHdr(tok)...); got != 403 {
@@ -271,7 +273,7 @@ func waitStatus(t *testing.T, c *client, id string, want protocol.SessionStatus,
 
 func TestStreamTickets(t *testing.T) {
 	clock := newFakeClock()
-	s := start(t, Options{APIToken: testAPIToken, Now: clock.Now})
+	s := start(t, app.Options{APIToken: testAPIToken, Now: clock.Now})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
 	c.create("a", admin...)
@@ -345,8 +347,8 @@ func TestStreamTickets(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
-	const app = "https://app.example.com"
-	s := start(t, Options{APIToken: testAPIToken, CORSOrigins: []string{app + "/"}})
+	const allowed = "https://app.example.com"
+	s := start(t, app.Options{APIToken: testAPIToken, CORSOrigins: []string{allowed + "/"}})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
 	c.create("a", admin...)
@@ -355,12 +357,12 @@ func TestCORS(t *testing.T) {
 		return c.status("OPTIONS", "/sessions/a/stream-ticket", "", "Origin", origin,
 			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization")
 	}
-	got, e, h := preflight(app)
-	if got != 204 || h.Get("Access-Control-Allow-Origin") != app || !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") ||
+	got, e, h := preflight(allowed)
+	if got != 204 || h.Get("Access-Control-Allow-Origin") != allowed || !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") ||
 		!strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") || h.Get("Access-Control-Allow-Credentials") != "" {
 		t.Fatalf("allowed preflight: %d %+v %v", got, e, h)
 	}
-	for _, origin := range []string{"https://evil.example.com", "http://app.example.com", app + ":8443", "null"} {
+	for _, origin := range []string{"https://evil.example.com", "http://app.example.com", allowed + ":8443", "null"} {
 		got, e, h := preflight(origin)
 		if got != 403 || e.Code != protocol.CodeForbidden || h.Get("Access-Control-Allow-Origin") != "" {
 			t.Fatalf("refused preflight from %s: %d %+v %v", origin, got, e, h)
@@ -368,10 +370,10 @@ func TestCORS(t *testing.T) {
 	}
 	// Real requests: the allowed origin can read even a 401; another
 	// origin gets no CORS headers, so its page cannot read anything.
-	if got, _, h := c.status("GET", "/sessions", "", "Origin", app); got != 401 || h.Get("Access-Control-Allow-Origin") != app || h.Get("Vary") != "Origin" {
+	if got, _, h := c.status("GET", "/sessions", "", "Origin", allowed); got != 401 || h.Get("Access-Control-Allow-Origin") != allowed || h.Get("Vary") != "Origin" {
 		t.Fatalf("401 to the allowed origin: %d %v", got, h)
 	}
-	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", app)...); got != 200 || h.Get("Access-Control-Allow-Origin") != app {
+	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", allowed)...); got != 200 || h.Get("Access-Control-Allow-Origin") != allowed {
 		t.Fatalf("200 to the allowed origin: %d %v", got, h)
 	}
 	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", "https://evil.example.com")...); got != 200 || h.Get("Access-Control-Allow-Origin") != "" {
@@ -383,7 +385,7 @@ func TestCORS(t *testing.T) {
 	}
 
 	for _, bad := range []string{"*", "app.example.com", "https://app.example.com/path", "ftp://x", "https://"} {
-		if _, err := New(Options{CORSOrigins: []string{bad}}); err == nil {
+		if _, err := app.New(app.Options{CORSOrigins: []string{bad}}); err == nil {
 			t.Errorf("CORS origin %q accepted", bad)
 		}
 	}
@@ -392,7 +394,7 @@ func TestCORS(t *testing.T) {
 // Without a client token nothing is checked (loopback only), but sessions
 // still get sandbox tokens, so clients work the same once auth is on.
 func TestAuthOff(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	tok := c.create("a")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`)
@@ -411,23 +413,23 @@ func TestAuthOff(t *testing.T) {
 
 func TestNonLoopbackNeedsAuth(t *testing.T) {
 	for _, host := range []string{"0.0.0.0", "::"} {
-		_, err := New(Options{Host: host})
+		_, err := app.New(app.Options{Host: host})
 		if err == nil || !strings.Contains(err.Error(), "--insecure-no-auth") {
 			t.Fatalf("Host %s without a token: %v", host, err)
 		}
 	}
 	var logs lockedBuffer
-	s := start(t, Options{Host: "0.0.0.0", InsecureNoAuth: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	s := start(t, app.Options{Host: "0.0.0.0", InsecureNoAuth: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !strings.Contains(logs.String(), "authentication is OFF") {
 		t.Fatalf("no warning: %s", logs.String())
 	}
 	_ = s
-	start(t, Options{Host: "0.0.0.0", APIToken: testAPIToken})
-	if _, err := New(Options{APIToken: "short"}); err == nil {
+	start(t, app.Options{Host: "0.0.0.0", APIToken: testAPIToken})
+	if _, err := app.New(app.Options{APIToken: "short"}); err == nil {
 		t.Fatal("a 5-byte API token was accepted")
 	}
 	logs.Reset()
-	start(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	start(t, app.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !strings.Contains(logs.String(), "authentication is off") {
 		t.Fatalf("no warning on loopback without auth: %s", logs.String())
 	}
@@ -460,7 +462,7 @@ func (l *lockedBuffer) Reset() {
 func TestLogsCarryNoSecrets(t *testing.T) {
 	var logs lockedBuffer
 	clock := newFakeClock()
-	s, err := New(Options{
+	s, err := app.New(app.Options{
 		DBPath: t.TempDir() + "/rein.db", APIToken: testAPIToken, Now: clock.Now,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

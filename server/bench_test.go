@@ -1,8 +1,9 @@
-package server
+package server_test
 
 import (
 	"bytes"
 	"fmt"
+	"github.com/rein-ai/rein/server/app"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -13,7 +14,7 @@ import (
 // to a server on a real SQLite file: the group commit's throughput.
 // Run: go test -run '^$' -bench Ingest -benchtime 20000x
 func BenchmarkIngest(b *testing.B) {
-	s := start(b, Options{})
+	s := start(b, app.Options{})
 	c := newClient(b, s)
 	const sessions = 8
 	for i := range sessions {
@@ -46,7 +47,7 @@ func BenchmarkIngest(b *testing.B) {
 // batch) from 2 clients: the path agentd takes under load. One op is one
 // batch. Run: go test -run '^$' -bench IngestBatch -benchtime 400x
 func BenchmarkIngestBatch(b *testing.B) {
-	s := start(b, Options{})
+	s := start(b, app.Options{})
 	c := newClient(b, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/b0", nil)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/b1", nil)

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/store"
 )
@@ -22,11 +23,11 @@ import (
 // file and the process holding it; once the first stops, it starts.
 func TestOneServerPerDatabaseFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	s1, err := New(Options{DBPath: path})
+	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(Options{DBPath: path})
+	_, err = app.New(app.Options{DBPath: path})
 	if err == nil {
 		t.Fatal("a second server opened the same database file")
 	}
@@ -38,7 +39,7 @@ func TestOneServerPerDatabaseFile(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	start(t, Options{DBPath: path})
+	start(t, app.Options{DBPath: path})
 }
 
 // fullStore is the SQLite store with its disk made full on demand: writes
@@ -96,7 +97,7 @@ func TestFullDiskAtStart(t *testing.T) {
 	}
 	fs := &fullStore{Store: db}
 	fs.full.Store(true)
-	s := start(t, Options{Store: fs})
+	s := start(t, app.Options{Store: fs})
 	c := newClient(t, s)
 
 	var rec protocol.Session
@@ -132,7 +133,7 @@ func TestFullDiskWhileRunning(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	fs := &fullStore{Store: db}
-	s := start(t, Options{Store: fs})
+	s := start(t, app.Options{Store: fs})
 	c := newClient(t, s)
 	c.must(http.StatusOK, nil, "GET", "/healthz", nil)
 	fs.full.Store(true)
@@ -178,7 +179,7 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 	backup := filepath.Join(dir, "backup")
 	files := []string{"", "-wal", "-shm"}
 
-	s1, err := New(Options{DBPath: path})
+	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 		copyFile(t, path+f, backup+f)
 	}
 
-	s2, err := New(Options{DBPath: path})
+	s2, err := app.New(app.Options{DBPath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 	for _, f := range files {
 		copyFile(t, backup+f, path+f)
 	}
-	s3 := start(t, Options{DBPath: path})
+	s3 := start(t, app.Options{DBPath: path})
 	c = newClient(t, s3)
 	head := storedRev(t, s3, "a")
 	if atoi(t, m.lastID) <= head {

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/rein-ai/rein/server/pgtest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,7 +19,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/pgtest"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // streamDeadline only keeps a broken test from hanging until go test's own
@@ -39,7 +40,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // start runs a server on a fresh SQLite file (or dbPath when set in
 // opts). With REIN_TEST_DB=postgres the fresh database is a PostgreSQL
 // one instead, so the same tests run on both backends.
-func start(t testing.TB, opts Options) *Server {
+func start(t testing.TB, opts app.Options) *app.App {
 	t.Helper()
 	if opts.DBPath == "" && opts.Store == nil {
 		if os.Getenv("REIN_TEST_DB") == "postgres" {
@@ -51,7 +52,7 @@ func start(t testing.TB, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	s, err := New(opts)
+	s, err := app.New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -68,7 +69,7 @@ type client struct {
 	base string
 }
 
-func newClient(t testing.TB, s *Server) *client { return &client{t: t, base: s.URL()} }
+func newClient(t testing.TB, s *app.App) *client { return &client{t: t, base: s.URL()} }
 
 // do sends a request and returns the status and body. body may be a
 // string (sent as is), nil, or anything else (sent as JSON).

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -14,26 +14,28 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // stored is everything a session has in the store: what a rejected request
 // must leave exactly as it was.
-func stored(t testing.TB, s *Server, id string) string {
+func stored(t testing.TB, s *app.App, id string) string {
 	t.Helper()
 	ctx := context.Background()
-	rec, err := s.store.Session(ctx, id)
+	rec, err := s.Store().Session(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs, err := s.store.Events(ctx, id)
+	evs, err := s.Store().Events(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.store.ArtifactsSince(ctx, id, 0)
+	snap, err := s.Store().ArtifactsSince(ctx, id, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds, err := s.store.Commands(ctx, id, 0, math.MaxInt64)
+	cmds, err := s.Store().Commands(ctx, id, 0, math.MaxInt64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ type badInput struct {
 	field string
 }
 
-func checkBad(t *testing.T, c *client, s *Server, id, method, path string, cases []badInput) {
+func checkBad(t *testing.T, c *client, s *app.App, id, method, path string, cases []badInput) {
 	t.Helper()
 	for _, tc := range cases {
 		before := stored(t, s, id)
@@ -72,7 +74,7 @@ func checkBad(t *testing.T, c *client, s *Server, id, method, path string, cases
 }
 
 func TestBadSessionCreate(t *testing.T) {
-	s := start(t, Options{MaxBody: 4096})
+	s := start(t, app.Options{MaxBody: 4096})
 	c := newClient(t, s)
 	c.create("a")
 	big := `{"project":"` + strings.Repeat("x", 5000) + `"}`
@@ -117,7 +119,7 @@ func TestBadSessionCreate(t *testing.T) {
 }
 
 func TestBadCommands(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
 	st := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
@@ -144,7 +146,7 @@ func TestBadCommands(t *testing.T) {
 }
 
 func TestBadEvents(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"text_delta","delta":"hi"}]`)
@@ -182,7 +184,7 @@ func TestBadEvents(t *testing.T) {
 // nothing of the refused batch.
 func TestSessionCaps(t *testing.T) {
 	t.Run("artifacts", func(t *testing.T) {
-		s := start(t, Options{MaxArtifactsPerSession: 5})
+		s := start(t, app.Options{MaxArtifactsPerSession: 5})
 		c := newClient(t, s)
 		c.create("a")
 		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"},{"type":"notice","level":"info","message":"1"}]`)
@@ -200,7 +202,7 @@ func TestSessionCaps(t *testing.T) {
 		}
 	})
 	t.Run("bytes", func(t *testing.T) {
-		s := start(t, Options{MaxSessionBytes: 2000})
+		s := start(t, app.Options{MaxSessionBytes: 2000})
 		c := newClient(t, s)
 		c.create("a")
 		delta := `{"type":"text_delta","delta":"` + strings.Repeat("x", 400) + `"}`
@@ -218,7 +220,7 @@ func TestSessionCaps(t *testing.T) {
 			}
 			accepted++
 		}
-		evs, _ := s.store.Events(context.Background(), "a")
+		evs, _ := s.Store().Events(context.Background(), "a")
 		var n int
 		for _, e := range evs {
 			n += len(e.Body)
@@ -227,23 +229,17 @@ func TestSessionCaps(t *testing.T) {
 			t.Fatalf("accepted %d events, stored %d bytes in %d events", accepted, n, len(evs))
 		}
 		// The cap holds across a restart: the size is folded from the log.
-		s.w.send(&deleteStateReq{id: "a"})
+		server.DropState(s.Server, "a")
 		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{{name: "after refold", body: delta, status: 413, field: "--max-session-bytes"}})
 	})
 }
 
-// deleteStateReq drops a session's cached reducer state, as eviction or a
-// restart would.
-type deleteStateReq struct{ id string }
-
-func (r *deleteStateReq) apply(w *writer, _ *group) { delete(w.states, r.id) }
-
 // checkFold fails unless the stored artifacts are exactly what the stored
 // event log folds to.
-func checkFold(t testing.TB, s *Server, id string) {
+func checkFold(t testing.TB, s *app.App, id string) {
 	t.Helper()
 	ctx := context.Background()
-	log, err := s.store.Events(ctx, id)
+	log, err := s.Store().Events(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +250,7 @@ func checkFold(t testing.TB, s *Server, id string) {
 		}
 	}
 	want := reducer.Fold(evs).Artifacts()
-	got, err := s.store.Artifacts(ctx, id)
+	got, err := s.Store().Artifacts(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,8 +271,8 @@ func checkFold(t testing.TB, s *Server, id string) {
 // fuzzServer is a real server on a real SQLite file, shared by a fuzz
 // target's inputs. Its logs are discarded: they cannot go to a *testing.F
 // while it fuzzes.
-func fuzzServer(f *testing.F) (*Server, *client) {
-	s := start(f, Options{Logger: slog.New(slog.DiscardHandler), MaxBody: 64 << 10})
+func fuzzServer(f *testing.F) (*app.App, *client) {
+	s := start(f, app.Options{Logger: slog.New(slog.DiscardHandler), MaxBody: 64 << 10})
 	return s, newClient(f, s)
 }
 
@@ -353,7 +349,7 @@ func FuzzPostCommands(f *testing.F) {
 		if !statusIn(got, 202, 400, 413) {
 			t.Fatalf("POST commands %q: %d %+v", body, got, e)
 		}
-		cmds, err := s.store.Commands(context.Background(), "f", 0, math.MaxInt64)
+		cmds, err := s.Store().Commands(context.Background(), "f", 0, math.MaxInt64)
 		if err != nil {
 			t.Fatal(err)
 		}

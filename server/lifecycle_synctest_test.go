@@ -113,7 +113,7 @@ func TestLifecycleTimeouts(t *testing.T) {
 
 		var got []string
 		for _, m := range sessions.Take() {
-			got = append(got, strings.SplitN(string(m.Data), "\n", 3)[0]+" "+strings.SplitN(string(m.Data), "\n", 3)[1])
+			got = append(got, "event: "+m.Event+" data: "+string(m.Data))
 		}
 		want := []string{
 			"event: session_created data: {\"session\":{\"id\":\"doomed\",\"status\":\"bootstrapping\"",
@@ -176,4 +176,13 @@ func commitOps(t *testing.T, st Store, ops ...StoreOp) {
 	if err := st.Commit(context.Background(), ops); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testWriter sends server logs to t.Log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // skipSnapshot reads a session stream up to snapshot_complete.
@@ -20,7 +21,7 @@ func skipSnapshot(t testing.TB, st *sseStream) {
 }
 
 func TestBootstrapTimeout(t *testing.T) {
-	s := start(t, Options{BootstrapTimeout: 200 * time.Millisecond})
+	s := start(t, app.Options{BootstrapTimeout: 200 * time.Millisecond})
 	c := newClient(t, s)
 	ss := c.stream("/sessions/stream")
 	skipSnapshot(t, ss)
@@ -46,7 +47,7 @@ func TestBootstrapTimeout(t *testing.T) {
 }
 
 func TestHeartbeatTimeout(t *testing.T) {
-	s := start(t, Options{HeartbeatTimeout: 200 * time.Millisecond})
+	s := start(t, app.Options{HeartbeatTimeout: 200 * time.Millisecond})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	ss := c.stream("/sessions/stream")
@@ -86,7 +87,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 // dedupe survives; bootstrap timers continue from createdAt.
 func TestRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	s1, err := New(Options{DBPath: path})
+	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestRestart(t *testing.T) {
 	st.expectEnd()
 	cmds.expectEnd()
 
-	s2 := start(t, Options{DBPath: path, BootstrapTimeout: time.Hour})
+	s2 := start(t, app.Options{DBPath: path, BootstrapTimeout: time.Hour})
 	c = newClient(t, s2)
 	var rec protocol.Session
 	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
@@ -167,7 +168,7 @@ func TestRestart(t *testing.T) {
 func TestRestartBootstrapDeadline(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
 	now := time.Now()
-	s1, err := New(Options{DBPath: path, Now: func() time.Time { return now.Add(-time.Hour) }})
+	s1, err := app.New(app.Options{DBPath: path, Now: func() time.Time { return now.Add(-time.Hour) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestRestartBootstrapDeadline(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := start(t, Options{DBPath: path, BootstrapTimeout: 30 * time.Minute})
+	s2 := start(t, app.Options{DBPath: path, BootstrapTimeout: 30 * time.Minute})
 	c := newClient(t, s2)
 	// The removal may come before or after the stream's snapshot; either
 	// way the client ends up without the session.

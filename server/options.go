@@ -3,107 +3,50 @@ package server
 import (
 	"log/slog"
 	"time"
-
-	"github.com/rein-ai/rein/protocol"
 )
 
-// Options configure a Server. The zero value is usable: an in-memory
-// database on a free port of 127.0.0.1 with the defaults below.
+// Options configure a Server. Store is required; the zero value of every
+// other field selects the default below.
 type Options struct {
-	// Host to listen on (default "127.0.0.1").
-	Host string
-	// Port to listen on; 0 picks a free port (see Server.Port).
-	Port int
+	// Store holds the sessions, events, artifacts and commands. The
+	// Server does not close it; the caller does, after Close.
+	Store Store
 	// BootstrapTimeout is how long a session may stay bootstrapping (no
 	// sandbox ever connected) before it is removed (default 3m).
 	BootstrapTimeout time.Duration
 	// HeartbeatTimeout is how long a live or idle session may go without
 	// a heartbeat or event before it becomes disconnected (default 45s).
 	HeartbeatTimeout time.Duration
-	// PingInterval is how often idle streams get a ": ping" comment
-	// (default 15s).
-	PingInterval time.Duration
-	// WriteTimeout bounds every write to a stream; a client that cannot
-	// take a write within it is dropped (default 10s).
-	WriteTimeout time.Duration
-	// MaxBody is the largest request body accepted (default
-	// protocol.MaxBodyBytes).
-	MaxBody int64
-	// Store replaces the SQLite store. The Server does not close a Store
-	// it was given; the caller does, after Close.
-	Store Store
-	// DBPath is the database used when Store is nil: a SQLite file; "" or
-	// ":memory:" for an in-memory database that lives as long as the
-	// Server; or a postgres:// (postgresql://) URL for PostgreSQL, which
-	// the Server then holds alone (a second server on it is refused).
-	DBPath string
-	// Sync is how the SQLite store syncs a commit: "full" (the default;
-	// a 2xx on a write means it is on disk and survives a power loss) or
-	// "normal" (faster; the last acknowledged writes before a power loss
-	// can be lost, a crash of the process loses nothing). Ignored with
-	// Store.
-	Sync string
 	// Logger receives the server's logs (default: discarded).
 	Logger *slog.Logger
-	// Now is the clock used for createdAt, receivedAt, heartbeats, the
-	// lifecycle timeouts and stream ticket expiry (default time.Now). Tests
-	// inject one.
+	// Now is the clock used for createdAt, receivedAt, heartbeats and the
+	// lifecycle timeouts (default time.Now). Tests inject one.
 	Now func() time.Time
-
-	// APIToken turns authentication on: every client route then needs
-	// "Authorization: Bearer <APIToken>", and the sandbox routes take it or
-	// the session's sandbox token. "" turns authentication off, which New
-	// allows only on a loopback address unless InsecureNoAuth is set. It
-	// must be at least MinAPITokenLen bytes.
-	APIToken string
-	// InsecureNoAuth lets New listen on a non-loopback address without an
-	// APIToken: anyone who can reach the port can then do anything.
-	InsecureNoAuth bool
-	// CORSOrigins are the browser origins ("https://app.example.com")
-	// allowed to call the API cross-origin; none by default.
-	CORSOrigins []string
 	// MaxArtifactsPerSession caps a session's artifacts; events that could
-	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession).
+	// take it past the cap are refused with too_large (default
+	// DefaultMaxArtifactsPerSession).
 	MaxArtifactsPerSession int
 	// MaxSessionBytes caps a session's stored event log in bytes; events
-	// that would take it past the cap get 413 (default
+	// that would take it past the cap are refused with too_large (default
 	// DefaultMaxSessionBytes).
 	MaxSessionBytes int64
 }
 
 // Defaults.
 const (
-	DefaultHost             = "127.0.0.1"
 	DefaultBootstrapTimeout = 3 * time.Minute
 	DefaultHeartbeatTimeout = 45 * time.Second
-	DefaultPingInterval     = 15 * time.Second
-	DefaultWriteTimeout     = 10 * time.Second
 
 	DefaultMaxArtifactsPerSession = 100_000
 	DefaultMaxSessionBytes        = 1 << 30
-	// MinAPITokenLen is the shortest APIToken accepted: a shorter one is
-	// guessable, and a client token guards everything.
-	MinAPITokenLen = 16
 )
 
 func (o Options) withDefaults() Options {
-	if o.Host == "" {
-		o.Host = DefaultHost
-	}
 	if o.BootstrapTimeout <= 0 {
 		o.BootstrapTimeout = DefaultBootstrapTimeout
 	}
 	if o.HeartbeatTimeout <= 0 {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
-	}
-	if o.PingInterval <= 0 {
-		o.PingInterval = DefaultPingInterval
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = DefaultWriteTimeout
-	}
-	if o.MaxBody <= 0 {
-		o.MaxBody = protocol.MaxBodyBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

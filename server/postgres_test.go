@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/pgtest"
 )
 
@@ -17,12 +18,12 @@ import (
 // is the only one.
 func TestPostgresOneServerPerDatabase(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	s := start(t, Options{DBPath: dsn})
+	s := start(t, app.Options{DBPath: dsn})
 	c := newClient(t, s)
 	if code, body := c.do("POST", "/sessions/a", nil); code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	_, err := New(Options{DBPath: dsn})
+	_, err := app.New(app.Options{DBPath: dsn})
 	if err == nil || !strings.Contains(err.Error(), "in use by") {
 		t.Fatalf("second server: %v; want refused, in use", err)
 	}
@@ -36,7 +37,7 @@ func TestPostgresOneServerPerDatabase(t *testing.T) {
 // again once it takes them, with no restart of the server.
 func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	s := start(t, Options{DBPath: dsn})
+	s := start(t, app.Options{DBPath: dsn})
 	c := newClient(t, s)
 	if code, _ := c.do("GET", "/healthz", nil); code != http.StatusOK {
 		t.Fatalf("healthz: %d", code)

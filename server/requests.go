@@ -41,7 +41,7 @@ func (r *createReq) apply(w *writer, g *group) {
 	g.states[r.id] = true
 	delete(g.dirty, r.id)
 	data, _ := json.Marshal(protocol.SessionPayload{Session: rec})
-	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionCreated, data), Key: deref(r.project)}
+	msg := &hub.Message{Event: protocol.SSESessionCreated, Data: data, Key: deref(r.project)}
 	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.index.set(r.id, h)
@@ -95,7 +95,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 	}
 	e.rec.LastCommandID = cmd.ID
 	g.ops = append(g.ops, store.AddCommand{SessionID: r.id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
-	msg := &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}
+	msg := &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
 	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.hub.Publish(commandTopic(r.id), msg)
@@ -299,8 +299,8 @@ func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, n
 	}
 }
 
-// publish encodes the artifact changes now and, after the commit, sends
-// them to the session's artifact stream and answers.
+// publish records the artifact changes now and, after the commit,
+// publishes them on the session's artifact topic and answers.
 func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
 	msgs := w.encodeChanges(r.id, reducer.Coalesce(f.changes))
 	res := b.res
@@ -329,9 +329,12 @@ func (w *writer) checkCaps(id string, st *state, events int, bytes int64) error 
 	return nil
 }
 
-// encodeChanges encodes artifact changes as artifact stream messages, id =
-// revision. The reducer's values always encode; should one not, the change
-// is still stored and a client gets it from its next snapshot.
+// encodeChanges turns artifact changes into change records for the
+// artifact topic, Seq = revision. The payload is the protocol's JSON, taken
+// now because the reducer's artifact changes again with the next fold; the
+// wire framing is the stream adapter's. The reducer's values always
+// encode; should one not, the change is still stored and a client gets it
+// from its next snapshot.
 func (w *writer) encodeChanges(id string, changes []reducer.Change) []*hub.Message {
 	msgs := make([]*hub.Message, 0, len(changes))
 	for _, c := range changes {
@@ -352,7 +355,7 @@ func (w *writer) encodeChanges(id string, changes []reducer.Change) []*hub.Messa
 			w.log.Error("encode artifact change", slog.String("session", id), slog.String("event", event), slog.Int64("rev", c.Rev), slog.Any("err", err))
 			continue
 		}
-		msgs = append(msgs, &hub.Message{Data: encodeSSE(c.Rev, event, data), Seq: c.Rev})
+		msgs = append(msgs, &hub.Message{Event: event, Data: data, Seq: c.Rev})
 	}
 	return msgs
 }

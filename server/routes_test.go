@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/app"
 )
 
 func TestSessionRoutes(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 
 	var a, b, d protocol.Session
@@ -85,7 +86,7 @@ func ids(list []protocol.Session) string {
 }
 
 func TestGoAPI(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	ctx := context.Background()
 	if s.Port() == 0 || !strings.HasPrefix(s.URL(), "http://127.0.0.1:") || s.Store() == nil {
 		t.Fatalf("Port %d URL %s", s.Port(), s.URL())
@@ -111,7 +112,7 @@ func TestGoAPI(t *testing.T) {
 
 // The zero Options are usable: in-memory database, free port.
 func TestZeroOptions(t *testing.T) {
-	s, err := New(Options{})
+	s, err := app.New(app.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestZeroOptions(t *testing.T) {
 }
 
 func TestEvents(t *testing.T) {
-	s := start(t, Options{MaxBody: 64 << 10})
+	s := start(t, app.Options{MaxBody: 64 << 10})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 
@@ -217,7 +218,7 @@ func TestEvents(t *testing.T) {
 }
 
 func TestCommands(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	prompt := `{"type":"prompt","text":"fix the bug"}`
@@ -286,7 +287,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestSupersededSandbox(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	note := ev("notice", "level", "info", "message", "m")
@@ -329,7 +330,7 @@ func TestSupersededSandbox(t *testing.T) {
 }
 
 func TestDeleteEndsStreams(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	arts := c.stream("/sessions/a/stream")
@@ -350,7 +351,7 @@ func TestDeleteEndsStreams(t *testing.T) {
 // Concurrent posters are committed in groups; every event is stored once,
 // revisions stay dense, and the stored artifacts equal a fold of the log.
 func TestConcurrentIngest(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	const sessions, posters, posts = 3, 4, 25
 	for i := range sessions {

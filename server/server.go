@@ -6,211 +6,64 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/internal/httpapi"
 	"github.com/rein-ai/rein/server/internal/hub"
-	"github.com/rein-ai/rein/server/internal/postgres"
-	"github.com/rein-ai/rein/server/internal/sqlite"
-	"github.com/rein-ai/rein/server/internal/web"
 )
 
-// Server is a running rein-server.
+// Server is the Rein domain service: sessions, commands, events folded
+// into artifacts, and the change records their streams carry. It knows no
+// adapter: the store is given to it, and package app puts HTTP in front.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	store    Store
-	ownStore bool
-	hub      *hub.Hub
-	w        *writer
-	ln       net.Listener
-	http     *http.Server
-	handlers tracker
-	index    *tokenIndex
+	opts  Options
+	log   *slog.Logger
+	store Store
+	hub   *hub.Hub
+	w     *writer
+	index *tokenIndex
 
-	serveDone chan struct{}
 	closeOnce sync.Once
-	closeErr  error
 }
 
-// New opens the store, loads the sessions, applies the restart rules and
-// starts listening. Close releases everything New started.
+// New loads the sessions from opts.Store, applies the restart rules and
+// starts the writer. Close stops what New started; the store stays the
+// caller's to close, after Close.
 func New(opts Options) (*Server, error) {
-	opts = opts.withDefaults()
-	if err := opts.check(); err != nil {
-		return nil, fmt.Errorf("new server: %w", err)
+	if opts.Store == nil {
+		return nil, errors.New("new server: Options.Store is required")
 	}
-	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), serveDone: make(chan struct{}), index: newTokenIndex()}
+	opts = opts.withDefaults()
+	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), index: newTokenIndex()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if s.store == nil {
-		st, err := openStore(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("new server: %w", err)
-		}
-		s.store, s.ownStore = st, true
-	}
 	s.w = newWriter(s.store, s.hub, s.log, opts, s.index)
 	if err := s.w.load(ctx); err != nil {
-		s.closeStore()
 		return nil, fmt.Errorf("new server: %w", err)
 	}
 	s.w.startup()
-	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
-	if err != nil {
-		s.closeStore()
-		return nil, fmt.Errorf("new server: listen: %w", err)
-	}
-	s.ln = ln
-	// The check is on the address actually bound, so a host name that
-	// resolves to a public address is caught too.
-	loopback := ln.Addr().(*net.TCPAddr).IP.IsLoopback()
-	if opts.APIToken == "" && !loopback && !opts.InsecureNoAuth {
-		_ = ln.Close()
-		s.closeStore()
-		return nil, fmt.Errorf("new server: refusing to listen on %s without authentication: set an API token (--api-token-file, REIN_API_TOKEN) or pass --insecure-no-auth", ln.Addr())
-	}
-	api := httpapi.New(service{s}, s.log, httpapi.Options{
-		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
-		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
-		UI: web.Handler(),
-		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
-			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes},
-	})
-	s.http = &http.Server{
-		Handler: s.handlers.wrap(api),
-		// No WriteTimeout: it would cut every stream. Streams set a
-		// deadline per write; bodies get one in the handler. A client
-		// that sends headers slowly (slow loris) is cut after
-		// ReadHeaderTimeout, and a kept-alive connection left idle after
-		// IdleTimeout.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// Requests carry a token and a few short headers; 1 MiB (the
-		// default) would only serve someone trying to exhaust memory.
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	go s.w.run()
-	go func() {
-		defer close(s.serveDone)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("serve", slog.Any("err", err))
-		}
-	}()
-	s.log.Info("listening", slog.String("url", s.URL()), slog.String("db", dbName(opts, s.store)), slog.Bool("auth", opts.APIToken != ""))
-	switch {
-	case opts.APIToken == "" && !loopback:
-		s.log.Warn("authentication is OFF on a non-loopback address (--insecure-no-auth): anyone who can reach it can read and drive every session", slog.String("addr", ln.Addr().String()))
-	case opts.APIToken == "":
-		s.log.Warn("authentication is off: any local process can use the API; set an API token (--api-token-file) to turn it on")
-	}
 	return s, nil
-}
-
-// check refuses options that would run the server unsafely.
-func (o *Options) check() error {
-	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
-		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
-	}
-	switch o.Sync {
-	case "", sqlite.SyncFull, sqlite.SyncNormal:
-	default:
-		return fmt.Errorf("sync %q: want %q or %q", o.Sync, sqlite.SyncFull, sqlite.SyncNormal)
-	}
-	origins := make([]string, len(o.CORSOrigins)) // not the caller's slice
-	for i, origin := range o.CORSOrigins {
-		n, err := httpapi.CheckOrigin(origin)
-		if err != nil {
-			return err
-		}
-		origins[i] = n
-	}
-	o.CORSOrigins = origins
-	return nil
-}
-
-// openStore opens the database db names: a postgres:// URL selects
-// PostgreSQL, anything else is a SQLite file.
-func openStore(ctx context.Context, opts Options) (Store, error) {
-	db := opts.DBPath
-	if !postgres.IsDSN(db) {
-		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync})
-	}
-	st, err := postgres.Open(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	// Until the writer coordinates with other replicas, a second server
-	// on the same database would fork its view of every session: refuse.
-	if err := st.LockServer(ctx); err != nil {
-		_ = st.Close()
-		return nil, err
-	}
-	return st, nil
-}
-
-// dbName is the database as logs show it: a PostgreSQL URL's password
-// is left out.
-func dbName(o Options, st Store) string {
-	switch {
-	case o.Store != nil:
-		return "custom store"
-	case o.DBPath == "":
-		return sqlite.Memory
-	}
-	if pg, ok := st.(*postgres.Store); ok {
-		return "postgres://" + pg.Name()
-	}
-	return o.DBPath
-}
-
-// Port returns the port the server listens on (the chosen one when
-// Options.Port was 0).
-func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
-
-// URL returns the server's base URL, e.g. http://127.0.0.1:4800.
-func (s *Server) URL() string {
-	return "http://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(s.Port()))
 }
 
 // Store returns the store the server uses.
 func (s *Server) Store() Store { return s.store }
 
-// Close shuts the server down: it stops accepting connections, ends every
-// stream, lets requests in flight finish (their writes commit), stops the
-// writer and closes the store it opened. It returns once every goroutine
-// the server started has returned.
+// EndStreams ends every subscription, now and later: streams never end by
+// themselves, so a shutdown ends them before it waits for their handlers.
+// Writes still work until Close.
+func (s *Server) EndStreams() { s.hub.Close() }
+
+// Close ends every stream and stops the writer once it has committed what
+// was already queued. It returns once the writer has returned; requests
+// after it get unavailable. It does not close the store.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut := make(chan error, 1)
-		go func() { shut <- s.http.Shutdown(ctx) }()
-		// Streams never end by themselves: end them so Shutdown can finish.
 		s.hub.Close()
-		if err := <-shut; err != nil {
-			s.log.Warn("shutdown deadline passed, closing connections", slog.Any("err", err))
-			_ = s.http.Close()
-		}
-		<-s.serveDone
 		s.w.stop()
-		s.handlers.closeAndWait()
-		s.closeErr = s.closeStore()
 	})
-	return s.closeErr
-}
-
-func (s *Server) closeStore() error {
-	if !s.ownStore {
-		return nil
-	}
-	return s.store.Close()
+	return nil
 }
 
 // CreatedSession is a new session's record and its sandbox token, which
@@ -275,19 +128,35 @@ func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Comman
 // sandbox instance (its Rein-Instance, "" when unknown), folds them into
 // artifacts and publishes the changes.
 func (s *Server) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event) (protocol.EventsAccepted, error) {
-	return s.appendEvents(ctx, id, instance, events, nil, nil)
+	return s.Ingest(ctx, id, Sandbox{Instance: instance}, events, nil)
 }
 
-// appendEvents: raws[i], when not nil, is events[i] as it came (see
-// protocol.DecodeEventsRaw), stored as it is.
-func (s *Server) appendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte, cred *[32]byte) (protocol.EventsAccepted, error) {
+// Sandbox is who a sandbox request came from, as the adapter authenticated
+// it.
+type Sandbox struct {
+	// Instance is the sandbox's Rein-Instance ("" when unknown).
+	Instance string
+	// Token is the SHA-256 of the sandbox token the request carried; nil
+	// when it came with the client token or authentication is off. The
+	// writer checks it again when it applies the request, so a request
+	// that waited while the token was rotated is refused.
+	Token *[32]byte
+}
+
+// Ingest is AppendEvents for the sandbox route: raws[i], when not nil, is
+// events[i] as it came (see protocol.DecodeEventsRaw), stored as it is.
+func (s *Server) Ingest(ctx context.Context, id string, from Sandbox, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
 	r := newReply[protocol.EventsAccepted]()
-	res, err := call(ctx, s.w, &eventsReq{id: id, instance: instance, events: events, raws: raws, cred: cred, reply: r}, r)
+	res, err := call(ctx, s.w, &eventsReq{id: id, instance: from.Instance, events: events, raws: raws, cred: from.Token, reply: r}, r)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}
 	return res, nil
 }
+
+// SandboxSession returns the session whose sandbox token has this SHA-256
+// hash, from memory: the adapter checks every sandbox request with it.
+func (s *Server) SandboxSession(hash [32]byte) (string, bool) { return s.index.session(hash) }
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.
 func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, error) {
@@ -330,37 +199,4 @@ func rootCause(err error) string {
 		}
 		err = u
 	}
-}
-
-func encodeSSE(id int64, event string, data []byte) []byte { return httpapi.Encode(id, event, data) }
-
-// tracker counts running handlers so Close can wait for them even when
-// http.Server.Shutdown gave up on a connection.
-type tracker struct {
-	mu     sync.Mutex
-	wg     sync.WaitGroup
-	closed bool
-}
-
-func (t *tracker) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
-			w.Header().Set("Connection", "close")
-			http.Error(w, `{"code":"unavailable","message":"server is shutting down"}`, http.StatusServiceUnavailable)
-			return
-		}
-		t.wg.Add(1)
-		t.mu.Unlock()
-		defer t.wg.Done()
-		h.ServeHTTP(w, r)
-	})
-}
-
-func (t *tracker) closeAndWait() {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.wg.Wait()
 }

@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // BenchmarkStreamedOutput streams one tool call's output as 100-byte line
@@ -23,7 +24,7 @@ func BenchmarkStreamedOutput(b *testing.B) {
 			deltas := size / len(line)
 			ctx := context.Background()
 			// No sandbox ever connects: keep the sessions from timing out.
-			s := start(b, Options{BootstrapTimeout: time.Hour})
+			s := start(b, app.Options{BootstrapTimeout: time.Hour})
 			b.SetBytes(int64(deltas * len(line)))
 			b.ResetTimer()
 			for i := range b.N {

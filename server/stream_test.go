@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"bufio"
@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // A client that drops its connection and resumes with Last-Event-ID ends
 // up with exactly the server's artifacts: nothing lost, nothing applied
 // twice, including an update to an older artifact made while it was away.
 func TestArtifactStreamResume(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	post := func(events ...any) {
@@ -80,7 +82,7 @@ func TestArtifactStreamResume(t *testing.T) {
 	}
 }
 
-func storedRev(t testing.TB, s *Server, id string) int64 {
+func storedRev(t testing.TB, s *app.App, id string) int64 {
 	t.Helper()
 	var rev int64
 	arts, err := s.Store().Artifacts(t.Context(), id)
@@ -96,7 +98,7 @@ func storedRev(t testing.TB, s *Server, id string) int64 {
 // Changes committed between subscribing and reading the snapshot are sent
 // once: the snapshot has them, the live copies are skipped by revision.
 func TestArtifactStreamUnderLoad(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	done := make(chan struct{})
@@ -130,7 +132,7 @@ func TestArtifactStreamUnderLoad(t *testing.T) {
 }
 
 func TestSessionStream(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/old", `{"project":"p"}`)
 	all := c.stream("/sessions/stream")
@@ -183,7 +185,7 @@ func TestSessionStream(t *testing.T) {
 // A client that never reads is dropped without delaying ingest or a
 // normal client, which receives everything.
 func TestStalledSubscriber(t *testing.T) {
-	s := start(t, Options{WriteTimeout: 500 * time.Millisecond})
+	s := start(t, app.Options{WriteTimeout: 500 * time.Millisecond})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 
@@ -232,7 +234,7 @@ func TestStalledSubscriber(t *testing.T) {
 		t.Fatalf("normal client has %d artifacts", len(m.arts))
 	}
 	m.equal(c, "a")
-	if n := s.hub.Len(artifactTopic("a")); n != 1 {
+	if n := server.Subscribers(s.Server, "a"); n != 1 {
 		t.Fatalf("artifact topic has %d subscribers; want 1 (the stalled one dropped)", n)
 	}
 	// Its handler, blocked in a write, gives up at the write deadline;
@@ -240,7 +242,7 @@ func TestStalledSubscriber(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	s := start(t, Options{PingInterval: 20 * time.Millisecond})
+	s := start(t, app.Options{PingInterval: 20 * time.Millisecond})
 	c := newClient(t, s)
 	st := c.stream("/sessions/stream")
 	if e := st.next(); e.Event != protocol.SSESnapshotComplete {
@@ -257,7 +259,7 @@ func TestPing(t *testing.T) {
 }
 
 func TestSnapshotSendsStoredBytes(t *testing.T) {
-	s := start(t, Options{})
+	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("plan_updated", "entries", []any{map[string]any{"content": "b", "status": "pending"}}))

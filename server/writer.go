@@ -469,7 +469,7 @@ func (w *writer) publishSessionUpdate(g *group, e *entry, st *protocol.SessionSt
 		w.log.Error("encode session_updated", slog.Any("err", err))
 		return
 	}
-	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionUpdated, data), Key: deref(e.rec.Project)}
+	msg := &hub.Message{Event: protocol.SSESessionUpdated, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() { w.hub.Publish(sessionsTopic, msg) })
 }
 
@@ -482,7 +482,7 @@ func (w *writer) remove(g *group, id string, e *entry) {
 		delete(w.states, id)
 	}
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
-	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionRemoved, data), Key: deref(e.rec.Project)}
+	msg := &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() {
 		w.index.remove(id)
 		if h := w.holders[id]; h != nil {

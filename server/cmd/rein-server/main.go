@@ -1,10 +1,3 @@
-// Command rein-server runs the Rein server: the HTTP/SSE service that
-// sessions, sandboxes (agentd) and clients talk to, on SQLite (or
-// PostgreSQL with a postgres:// --db).
-//
-// Configuration comes from flags or REIN_* environment variables; see
-// server/README.md. On start it prints exactly one line to stdout,
-// "rein-server listening on http://HOST:PORT"; logs go to stderr.
 package main
 
 import (
@@ -22,7 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 )
 
 // gcPercent is the GOGC the server runs with unless GOGC is set. Ingest
@@ -51,21 +44,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage:   "the Rein HTTP/SSE server",
 		Version: versionString(),
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "host", Value: server.DefaultHost, EnvVars: []string{"REIN_HOST"}, Usage: "address to listen on"},
+			&cli.StringFlag{Name: "host", Value: app.DefaultHost, EnvVars: []string{"REIN_HOST"}, Usage: "address to listen on"},
 			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},
 			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database; or a postgres:// URL for PostgreSQL. One rein-server per database: a second one refuses to start`},
 			&cli.StringFlag{Name: "sync", Value: "full", EnvVars: []string{"REIN_SYNC"}, Usage: `"full": a 2xx on a write means it is on disk; "normal": faster, the last acknowledged writes can be lost on power loss (SQLite only; PostgreSQL always commits with synchronous_commit=on)`},
-			&cli.DurationFlag{Name: "bootstrap-timeout", Value: server.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
-			&cli.DurationFlag{Name: "write-timeout", Value: server.DefaultWriteTimeout, EnvVars: []string{"REIN_WRITE_TIMEOUT"}, Usage: "drop a stream client whose write cannot complete within this (it resumes with Last-Event-ID)"},
-			&cli.DurationFlag{Name: "heartbeat-timeout", Value: server.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: app.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
+			&cli.DurationFlag{Name: "write-timeout", Value: app.DefaultWriteTimeout, EnvVars: []string{"REIN_WRITE_TIMEOUT"}, Usage: "drop a stream client whose write cannot complete within this (it resumes with Last-Event-ID)"},
+			&cli.DurationFlag{Name: "heartbeat-timeout", Value: app.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REIN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.Int64Flag{Name: "max-body", Value: protocol.MaxBodyBytes, EnvVars: []string{"REIN_MAX_BODY"}, Usage: "largest request body in bytes"},
 			&cli.StringFlag{Name: "api-token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token: turns authentication on (prefer --api-token-file: argv is visible to other processes)"},
 			&cli.StringFlag{Name: "api-token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (trimmed); not together with --api-token"},
 			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token (anyone who reaches the port can do anything)"},
 			&cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"REIN_CORS_ORIGINS"}, Usage: "browser origin allowed cross-origin, e.g. https://app.example.com (repeatable; env: comma-separated)"},
-			&cli.IntFlag{Name: "max-artifacts-per-session", Value: server.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
-			&cli.Int64Flag{Name: "max-session-bytes", Value: server.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
+			&cli.IntFlag{Name: "max-artifacts-per-session", Value: app.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
+			&cli.Int64Flag{Name: "max-session-bytes", Value: app.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
 		Writer:          stdout,
@@ -89,7 +82,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-			return run(c.Context, stdout, server.Options{
+			return run(c.Context, stdout, app.Options{
 				Host:                   c.String("host"),
 				Port:                   c.Int("port"),
 				DBPath:                 c.String("db"),
@@ -131,9 +124,9 @@ func readToken(token, file string) (string, error) {
 
 // run serves until ctx ends (SIGINT/SIGTERM), then shuts down gracefully:
 // streams end, requests in flight commit, the database closes.
-func run(ctx context.Context, stdout io.Writer, opts server.Options) error {
+func run(ctx context.Context, stdout io.Writer, opts app.Options) error {
 	start := time.Now()
-	srv, err := server.New(opts)
+	srv, err := app.New(opts)
 	if err != nil {
 		return err
 	}

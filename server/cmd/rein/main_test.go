@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
 )
 
@@ -30,13 +30,13 @@ const testDeadline = 30 * time.Second
 
 // startServer runs a real rein-server in-process on a fresh SQLite file,
 // with authentication on.
-func startServer(t testing.TB, opts server.Options) *server.Server {
+func startServer(t testing.TB, opts app.Options) *app.App {
 	t.Helper()
 	opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
 	opts.APIToken = testToken
-	s, err := server.New(opts)
+	s, err := app.New(opts)
 	if err != nil {
-		t.Fatalf("server.New: %v", err)
+		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
@@ -114,7 +114,7 @@ func mustRein(t testing.TB, url string, args ...string) string {
 
 // createSession creates a session through the client package and returns
 // its sandbox token.
-func createSession(t testing.TB, s *server.Server, id string) string {
+func createSession(t testing.TB, s *app.App, id string) string {
 	t.Helper()
 	cl, err := client.New(s.URL(), testToken)
 	if err != nil {
@@ -128,7 +128,7 @@ func createSession(t testing.TB, s *server.Server, id string) string {
 }
 
 // postEvents posts a JSON array of events as the session's sandbox.
-func postEvents(t testing.TB, s *server.Server, id, sandboxToken, events string) {
+func postEvents(t testing.TB, s *app.App, id, sandboxToken, events string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/sessions/"+id+"/events", strings.NewReader(events))
 	req.Header.Set("Authorization", "Bearer "+sandboxToken)
@@ -146,7 +146,7 @@ func postEvents(t testing.TB, s *server.Server, id, sandboxToken, events string)
 
 // sandbox opens the session's command stream as its sandbox would, so
 // commands are accepted, and returns a reader of the commands.
-func sandbox(t testing.TB, s *server.Server, id, sandboxToken string) func() protocol.Command {
+func sandbox(t testing.TB, s *app.App, id, sandboxToken string) func() protocol.Command {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+"/sessions/"+id+"/commands", nil)
@@ -196,7 +196,7 @@ func golden(t testing.TB, name, got string) {
 }
 
 func TestCreate(t *testing.T) {
-	s := startServer(t, server.Options{})
+	s := startServer(t, app.Options{})
 	out := mustRein(t, s.URL(), "create", "s1", "--project", "web")
 	lines := strings.Split(out, "\n")
 	if lines[0] != "created session s1 (status bootstrapping, project web)" {
@@ -236,7 +236,7 @@ func TestCreate(t *testing.T) {
 }
 
 func TestSessions(t *testing.T) {
-	s := startServer(t, server.Options{Now: func() time.Time { return testNow }})
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
 	if got := mustRein(t, s.URL(), "sessions"); got != "no sessions\n" {
 		t.Errorf("empty: %q", got)
 	}
@@ -261,7 +261,7 @@ func TestSessions(t *testing.T) {
 }
 
 func TestSessionsWatch(t *testing.T) {
-	s := startServer(t, server.Options{Now: func() time.Time { return testNow }})
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
 	mustRein(t, s.URL(), "create", "alpha")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -293,7 +293,7 @@ func waitFor(t testing.TB, out *syncBuffer, want string) {
 }
 
 func TestCommands(t *testing.T) {
-	s := startServer(t, server.Options{})
+	s := startServer(t, app.Options{})
 	tok := createSession(t, s, "s1")
 
 	// No sandbox holds the command stream yet.
@@ -348,7 +348,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	s := startServer(t, server.Options{})
+	s := startServer(t, app.Options{})
 	createSession(t, s, "s1")
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600)
@@ -404,7 +404,7 @@ const scripted = `[
  {"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`
 
 func TestWatchScripted(t *testing.T) {
-	s := startServer(t, server.Options{})
+	s := startServer(t, app.Options{})
 	tok := createSession(t, s, "s1")
 	postEvents(t, s, "s1", tok, scripted)
 	golden(t, "watch_scripted.golden", mustRein(t, s.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0"))
@@ -427,7 +427,7 @@ func TestWatchScripted(t *testing.T) {
 // middle of a turn, changes the session while it is away, and checks that
 // the transcript it prints has everything exactly once.
 func TestWatchResume(t *testing.T) {
-	s := startServer(t, server.Options{})
+	s := startServer(t, app.Options{})
 	tok := createSession(t, s, "s1")
 	p := newProxy(t, s.URL())
 	postEvents(t, s, "s1", tok, `[

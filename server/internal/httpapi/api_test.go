@@ -150,7 +150,7 @@ func TestStreamPingAndSkip(t *testing.T) {
 		if got := rec.String(); !strings.HasSuffix(got, "\n\n: ping\n\n") {
 			t.Fatalf("no ping after 15s: %q", got)
 		}
-		h.Publish("s", &hub.Message{Data: Encode(5, "x", []byte("old")), Seq: 5}, &hub.Message{Data: Encode(6, "x", []byte("new")), Seq: 6})
+		h.Publish("s", &hub.Message{Event: "x", Data: []byte("old"), Seq: 5}, &hub.Message{Event: "x", Data: []byte("new"), Seq: 6})
 		synctest.Wait()
 		if got := rec.String(); strings.Contains(got, "old") || !strings.HasSuffix(got, "id: 6\nevent: x\ndata: new\n\n") {
 			t.Fatalf("after publish %q", got)

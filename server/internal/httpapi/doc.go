@@ -8,8 +8,13 @@
 // serves the public manifest GET /.well-known/rein.json, whose route list
 // and feature flags follow from what the router really serves.
 //
-// It knows nothing about storage or the reducer: it calls the small Service
-// interface declared here, which package server implements. It imports
-// protocol, internal/hub (streams are hub subscribers) and go-sse (the SSE
-// wire format).
+// The routes call the small Service interface declared here; Domain
+// (service.go) adapts the domain server (package server) to it. SSE is
+// this package's alone: it frames the domain's snapshots and command
+// replays, and each live change record from the hub once (sse.go's frame
+// through hub.Message.Wire), the bytes shared by every subscriber of that
+// record. It knows nothing about storage or the reducer.
+//
+// It imports protocol, server (the domain), internal/hub (streams are hub
+// subscribers) and go-sse (the SSE wire format).
 package httpapi

@@ -13,7 +13,6 @@ import (
 )
 
 // Encode returns one SSE message in wire form. id 0 means no id: line.
-// Publishers encode once and share the bytes with every subscriber.
 func Encode(id int64, event string, data []byte) []byte {
 	m := &sse.Message{Type: sse.Type(event)}
 	if id > 0 {
@@ -23,6 +22,11 @@ func Encode(id int64, event string, data []byte) []byte {
 	b, _ := m.MarshalText() // writes to a bytes.Buffer: never fails
 	return b
 }
+
+// frame is a hub message as an SSE message: its revision (or command id)
+// is the id, its event name the event. Passed to Message.Wire, it runs once
+// per message and every subscriber writes the same bytes.
+func frame(m *hub.Message) []byte { return Encode(m.Seq, m.Event, m.Data) }
 
 // ping is the comment sent while a stream is idle, so proxies and clients
 // see it alive.
@@ -120,7 +124,7 @@ func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() er
 				if m.Seq > 0 && m.Seq <= st.After {
 					continue
 				}
-				if err := write(m.Data); err != nil {
+				if err := write(m.Wire(frame)); err != nil {
 					return err
 				}
 			}

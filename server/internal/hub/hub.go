@@ -19,16 +19,36 @@ var (
 	ErrClosed   = errors.New("hub: subscription closed")
 )
 
-// Message is one pre-encoded stream message.
+// Message is one change record published to a topic: what changed, in
+// the protocol's JSON, not yet framed for any wire. The adapter that sends
+// it frames it (Wire), once per message however many subscribers it has.
 type Message struct {
-	// Data is the encoded message, shared by all subscribers: never modify it.
+	// Event names the change (protocol.SSEArtifactCreated,
+	// protocol.SSESessionUpdated, protocol.SSECommand, ...).
+	Event string
+	// Data is the change's JSON payload (an artifact, an artifact update, a
+	// session record, a command), shared by all subscribers: never modify
+	// it.
 	Data []byte
 	// Seq orders messages of one topic (an artifact revision, a command
-	// id) so a subscriber can skip what its snapshot already covered; 0
-	// when the topic has no order.
+	// id) so a subscriber can skip what its snapshot already covered, and
+	// is the message's id on the wire; 0 when the topic has no order.
 	Seq int64
 	// Key is what subscriber filters look at (a session's project).
 	Key string
+
+	once sync.Once
+	wire []byte
+}
+
+// Wire returns the message as frame encodes it for the wire. frame runs
+// once per message, in whichever subscriber asks first; every other
+// subscriber gets the same bytes (shared: never modify them), so fanning a
+// message out to n subscribers costs one encoding, not n. Every caller of
+// one message must pass the same frame.
+func (m *Message) Wire(frame func(*Message) []byte) []byte {
+	m.once.Do(func() { m.wire = frame(m) })
+	return m.wire
 }
 
 // Hub routes messages to the subscribers of a topic. The zero value is not
@@ -42,7 +62,7 @@ type Hub struct {
 }
 
 // New returns a hub whose subscribers hold at most maxLen messages or
-// maxBytes bytes (values <= 0 select the defaults).
+// maxBytes bytes of Data (values <= 0 select the defaults).
 func New(maxLen, maxBytes int) *Hub {
 	if maxLen <= 0 {
 		maxLen = DefaultQueueLen

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -144,4 +145,34 @@ func TestFilterWakeAndClose(t *testing.T) {
 		t.Fatalf("late.Err() = %v; want ErrClosed", late.Err())
 	}
 	late.Close() // idempotent
+}
+
+// Wire frames a message once however many subscribers ask, concurrently,
+// and every one of them gets the same bytes.
+func TestWireFramesOnce(t *testing.T) {
+	m := &Message{Event: "e", Data: []byte(`{"a":1}`), Seq: 7}
+	var calls atomic.Int32
+	frame := func(m *Message) []byte {
+		calls.Add(1)
+		return []byte(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", m.Seq, m.Event, m.Data))
+	}
+	const subscribers = 16
+	got := make([][]byte, subscribers)
+	var wg sync.WaitGroup
+	for i := range subscribers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = m.Wire(frame)
+		}()
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("frame ran %d times; want 1", n)
+	}
+	for i, b := range got {
+		if string(b) != "id: 7\nevent: e\ndata: {\"a\":1}\n\n" || &b[0] != &got[0][0] {
+			t.Fatalf("subscriber %d got %q (shared: %v)", i, b, &b[0] == &got[0][0])
+		}
+	}
 }

@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+)
+
+// Domain adapts the domain server to Service: it frames the domain's feeds
+// as SSE streams and passes on who a sandbox request came from.
+func Domain(s *server.Server) Service { return service{s} }
+
+// service adapts *server.Server to Service; the domain's own methods
+// (GetSession, Health, ...) serve as they are.
+type service struct{ *server.Server }
+
+// ArtifactStream sends the domain's snapshot as artifact_snapshot messages
+// then snapshot_complete; live changes at or below its revision are
+// skipped (After), since the snapshot holds them.
+func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ bool) (*Stream, error) {
+	f, err := s.WatchArtifacts(ctx, id, after)
+	if err != nil {
+		return nil, err
+	}
+	initial := make([][]byte, 0, len(f.Snapshot.Artifacts)+1)
+	for _, a := range f.Snapshot.Artifacts {
+		// The stored JSON is sent as is: no decode and re-encode.
+		data := make([]byte, 0, len(a.Body)+13)
+		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
+		initial = append(initial, Encode(a.Rev, protocol.SSEArtifactSnapshot, data))
+	}
+	done, _ := json.Marshal(protocol.SnapshotComplete{Rev: f.Snapshot.Rev})
+	initial = append(initial, Encode(f.Snapshot.Rev, protocol.SSESnapshotComplete, done))
+	return &Stream{Initial: initial, Sub: f.Live, After: f.Snapshot.Rev}, nil
+}
+
+// SessionStream sends the records as session_snapshot messages, then
+// snapshot_complete, then the live changes.
+func (s service) SessionStream(ctx context.Context, project string) (*Stream, error) {
+	f, err := s.WatchSessions(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	initial := make([][]byte, 0, len(f.Sessions)+1)
+	for _, rec := range f.Sessions {
+		data, err := json.Marshal(protocol.SessionPayload{Session: rec})
+		if err != nil {
+			f.Live.Close()
+			return nil, fmt.Errorf("session stream: encode %s: %w", rec.ID, err)
+		}
+		initial = append(initial, Encode(0, protocol.SSESessionSnapshot, data))
+	}
+	done, _ := json.Marshal(protocol.SnapshotComplete{})
+	initial = append(initial, Encode(0, protocol.SSESnapshotComplete, done))
+	return &Stream{Initial: initial, Sub: f.Live}, nil
+}
+
+// CommandStream registers the sandbox (closing an older connection) and
+// replays the stored commands after Last-Event-ID, then streams new ones.
+// Without Last-Event-ID only commands sent after the connection arrive.
+func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*Stream, error) {
+	f, err := s.OpenCommandStream(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, after, resume)
+	if err != nil {
+		return nil, err
+	}
+	initial := make([][]byte, 0, len(f.Replay))
+	for _, c := range f.Replay {
+		initial = append(initial, Encode(c.ID, protocol.SSECommand, c.Body))
+	}
+	return &Stream{Initial: initial, Sub: f.Live, After: f.After, Release: f.Release}, nil
+}
+
+func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error) {
+	p := ""
+	if project != nil {
+		p = *project
+	}
+	c, err := s.Server.CreateSession(ctx, id, p)
+	return c.Session, c.SandboxToken, err
+}
+
+// AppendEvents passes on the sandbox token the request came with, so the
+// writer refuses it if the token was rotated while the request waited.
+func (s service) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
+	return s.Ingest(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, events, raws)
+}
+
+// credential is the sandbox token hash that authenticated the request, or
+// nil (the client token, or authentication off).
+func credential(ctx context.Context) *[32]byte {
+	if h, ok := SandboxCredential(ctx); ok {
+		return &h
+	}
+	return nil
+}
+
+func (s service) AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
+	return s.SendCommand(ctx, id, cmd)
+}
