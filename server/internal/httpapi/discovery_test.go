@@ -91,9 +91,12 @@ func TestDiscovery(t *testing.T) {
 				t.Errorf("features %v", d.Features)
 			}
 			// Not built yet: reported absent, not promised.
-			for _, f := range []string{"openapi", "approvalsInbox", "turnHistory"} {
-				if v, ok := d.Features[f]; !ok || v {
-					t.Errorf("feature %s = %v, %v; want present and false", f, v, ok)
+			if v, ok := d.Features["openapi"]; !ok || v {
+				t.Errorf("feature openapi = %v, %v; want present and false", v, ok)
+			}
+			for _, f := range []string{"approvalsInbox", "turnHistory", "eventExport"} {
+				if !d.Features[f] {
+					t.Errorf("feature %s = false; want true (its route is registered)", f)
 				}
 			}
 			for _, r := range [][2]string{{"GET", "/healthz"}, {"GET", DiscoveryPath}, {"POST", "/sessions/{id}"}, {"GET", "/sessions/{id}/stream"}, {"POST", "/sessions/{id}/events"}} {
@@ -104,7 +107,7 @@ func TestDiscovery(t *testing.T) {
 			if hasRoute(d, "GET", "/") != tc.webView || (d.Links["webView"] != "") != tc.webView {
 				t.Errorf("web view route/link with UI=%v: %v %v", tc.webView, d.Routes, d.Links)
 			}
-			if hasRoute(d, "GET", "/approvals") || d.Links["openapi"] != "" || d.Links["health"] != "/healthz" {
+			if !hasRoute(d, "GET", "/approvals") || d.Links["openapi"] != "" || d.Links["health"] != "/healthz" {
 				t.Errorf("routes %v links %v", d.Routes, d.Links)
 			}
 		})
@@ -117,8 +120,8 @@ func TestDiscovery(t *testing.T) {
 func TestDiscoveryRoutesAreServed(t *testing.T) {
 	a := New(&fake{}, nil, Options{UI: http.NotFoundHandler()})
 	d := getDiscovery(t, a)
-	if len(d.Routes) != len(knownRoutes)-4 { // not yet: openapi, events export, turns, approvals
-		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes)-4, d.Routes)
+	if len(d.Routes) != len(knownRoutes)-1 { // not yet: openapi
+		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes)-1, d.Routes)
 	}
 	for _, r := range d.Routes {
 		if !a.serves(r.Method, r.Path) {
