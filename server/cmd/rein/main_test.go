@@ -32,7 +32,9 @@ const testDeadline = 30 * time.Second
 // with authentication on.
 func startServer(t testing.TB, opts server.Options) *server.Server {
 	t.Helper()
-	opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+	if opts.DBPath == "" {
+		opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+	}
 	opts.APIToken = testToken
 	s, err := server.New(opts)
 	if err != nil {
