@@ -674,7 +674,8 @@ func TestBrowser(t *testing.T) {
 
 	// make web-screenshot refreshes the README's pictures from this run.
 	if docs := os.Getenv("REIN_DOCS_SCREENSHOT"); docs != "" {
-		for from, to := range map[string]string{"web-view.png": docs, "web-view-sessions.png": strings.TrimSuffix(docs, ".png") + "-sessions.png"} {
+		for from, to := range map[string]string{"web-view.png": docs, "web-view-sessions.png": strings.TrimSuffix(docs, ".png") + "-sessions.png",
+			"inbox.png": filepath.Join(filepath.Dir(docs), "inbox.png")} {
 			png, err := os.ReadFile(filepath.Join(screenshotDir(t), from))
 			must(err)
 			must(os.MkdirAll(filepath.Dir(to), 0o755))
