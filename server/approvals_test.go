@@ -162,6 +162,15 @@ func TestApprovalsInbox(t *testing.T) {
 	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+3), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("resumed with %v; want %v", names, want)
 	}
+	// A filtered resume gets only its project's changes.
+	re2 := c.stream("/approvals/stream?project=p2", "Last-Event-ID", itoa(complete.Rev))
+	names = nil
+	for e := re2.next(); e.Event != protocol.SSESnapshotComplete; e = re2.next() {
+		names = append(names, e.Event+"@"+e.ID)
+	}
+	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("resumed p2 with %v; want %v", names, want)
+	}
 	// An id this process never issued (an earlier process's, or beyond
 	// the revision) gets a full snapshot.
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/c/events", permissionEvents("t9", "tc9", "r9", 1))
