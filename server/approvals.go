@@ -366,8 +366,11 @@ func toolFinder(arts []*protocol.Artifact) func(string) *protocol.Artifact {
 func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes []reducer.Change) {
 	var seqs []int64
 	for _, c := range changes {
+		// A permission leaves pending only for one of these statuses;
+		// checking the value first spares a copy of every other artifact
+		// whose status changes (a text block's whole text at its end).
 		if (c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactPermission) ||
-			(c.Kind == reducer.Set && c.Field == "status") {
+			(c.Kind == reducer.Set && c.Field == "status" && resolvedStatus[string(c.Set)]) {
 			if !slices.Contains(seqs, c.Seq) {
 				seqs = append(seqs, c.Seq)
 			}
@@ -407,6 +410,9 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 		w.publishPending(id, project, n)
 	})
 }
+
+// resolvedStatus are the JSON values of a resolved permission's status.
+var resolvedStatus = map[string]bool{`"approved"`: true, `"denied"`: true, `"cancelled"`: true}
 
 // publishPending tells the session stream the session's pending count.
 func (w *writer) publishPending(id string, project *string, n int) {
