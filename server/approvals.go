@@ -12,6 +12,7 @@ import (
 	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server/internal/httpapi"
 	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // approvalsTopic is the hub topic of GET /approvals/stream.
@@ -320,10 +321,26 @@ func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(st
 	return p
 }
 
-// loadApprovals fills the inbox from the stored artifacts of every
-// session at start: one read of each session's artifacts.
+// loadApprovals fills the inbox from the stored artifacts at start: those
+// of the sessions the store says may hold a pending request
+// (store.PendingPermissionFinder), else of every session.
 func (w *writer) loadApprovals(ctx context.Context) error {
-	for id, e := range w.sessions {
+	ids := make([]string, 0, len(w.sessions))
+	if f, ok := w.store.(store.PendingPermissionFinder); ok {
+		var err error
+		if ids, err = f.PendingPermissionSessions(ctx); err != nil {
+			return fmt.Errorf("load approvals: %w", err)
+		}
+	} else {
+		for id := range w.sessions {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		e := w.sessions[id]
+		if e == nil {
+			continue
+		}
 		list, err := w.store.Artifacts(ctx, id)
 		if err != nil {
 			return fmt.Errorf("load approvals: %w", err)

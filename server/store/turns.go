@@ -38,3 +38,13 @@ type EventPager interface {
 	// limit, in pos order.
 	EventsAfter(ctx context.Context, id string, after int64, limit int) ([]Event, error)
 }
+
+// PendingPermissionFinder is implemented by a store that can say cheaply
+// which sessions may hold a pending permission request; without it the
+// server reads every session's artifacts at start to fill the inbox.
+type PendingPermissionFinder interface {
+	// PendingPermissionSessions returns the ids of sessions with a stored
+	// permission artifact whose status may be "pending": a superset (the
+	// server decodes and checks).
+	PendingPermissionSessions(ctx context.Context) ([]string, error)
+}

@@ -56,3 +56,15 @@ func putTurnDigest(ctx context.Context, ex execer, op store.PutTurnDigest) error
 	}
 	return nil
 }
+
+// PendingPermissionSessions returns the sessions with a permission
+// artifact that may be pending. Artifact bodies are canonical JSON (keys
+// sorted, no spaces), so the two patterns match every pending permission;
+// a match inside some other field's text only costs the server a decode.
+func (s *Store) PendingPermissionSessions(ctx context.Context) ([]string, error) {
+	var ids []string
+	if err := s.r.SelectContext(ctx, &ids, `SELECT DISTINCT session_id FROM artifact_bodies WHERE body LIKE '%"type":"permission"%' AND body LIKE '%"status":"pending"%'`); err != nil {
+		return nil, fmt.Errorf("find pending permissions: %w", err)
+	}
+	return ids, nil
+}
