@@ -103,7 +103,7 @@ pg-deps:
 test-browser: browser-deps
 	cd e2e && $(GO) test -race -count=1 -run '^TestBrowser$$' -v .
 
-# Runs the browser test and copies its screenshot to docs/web-view.png (the README's).
+# Runs the browser test and copies its screenshots to docs/ (web-view.png, web-view-sessions.png, inbox.png: the README's).
 web-screenshot: browser-deps
 	cd e2e && REIN_DOCS_SCREENSHOT=$(CURDIR)/docs/web-view.png $(GO) test -count=1 -run '^TestBrowser$$' .
 

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
 )
 
@@ -296,13 +295,33 @@ func TestBrowser(t *testing.T) {
 		if err := b.WaitTextIs(ctx, needs("ops-2"), "needs you ×2"); err != nil {
 			return err
 		}
-		return b.WaitJS(ctx, "waiting sessions listed first", `return [...document.querySelectorAll("#session-rows tr")].slice(0, 5).every(r => r.dataset.needs === "yes");`)
+		if err := b.WaitJS(ctx, "waiting sessions listed first", `return [...document.querySelectorAll("#session-rows tr")].slice(0, 5).every(r => r.dataset.needs === "yes");`); err != nil {
+			return err
+		}
+		// The "needs you" list (GET /approvals/stream): every request of
+		// every session, oldest first, one-time options first.
+		if err := b.WaitJS(ctx, "six requests in the inbox", `return [...document.querySelectorAll("#inbox-list li")].map(li => li.dataset.session + "/" + li.dataset.request).join(" ") === arguments[0];`,
+			"ops-1/perm-1 ops-2/perm-1 ops-3/perm-1 ops-4/perm-1 web-new/perm-1 ops-2/perm-2"); err != nil {
+			return err
+		}
+		for _, c := range [][2]string{
+			{`#inbox-list li[data-session="ops-1"] .inbox-title`, "May I restart the database?"},
+			{`#inbox-list li[data-session="web-new"] button[data-kind="allow_once"]`, "Allow"},
+			{`#inbox-list li[data-session="web-new"] button[data-kind="reject_once"]`, "Deny"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	screenshot(t, ctx, b, "web-view-sessions.png")
+	screenshot(t, ctx, b, "inbox.png") // docs/inbox.png
 	step("needs you: answered", func(ctx context.Context) error {
-		// Answered through the API (as another client would), resolved by
-		// the sandbox, or cancelled with the end of the turn: the badges go.
-		if _, err := e.c.Command(ctx, "web-new", protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"}); err != nil {
+		// Answered from the inbox (its agent resolves it), resolved by
+		// the sandbox, or cancelled with the end of the turn: the badges
+		// and the inbox entries go.
+		if err := b.Click(ctx, `#inbox-list li[data-session="web-new"] button[data-kind="allow_once"]`); err != nil {
 			return err
 		}
 		for i := 1; i <= 4; i++ {
@@ -316,7 +335,22 @@ func TestBrowser(t *testing.T) {
 		if err := b.WaitJS(ctx, "no badges", `return document.querySelectorAll("#session-rows .needs").length === 0 && document.title === "Rein";`); err != nil {
 			return err
 		}
-		return b.WaitJS(ctx, "no summary", `return document.querySelector("#needs-summary").hidden;`)
+		if err := b.WaitJS(ctx, "no summary", `return document.querySelector("#needs-summary").hidden;`); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "an empty, hidden inbox", `return document.querySelector("#inbox").hidden && document.querySelectorAll("#inbox-list li").length === 0;`); err != nil {
+			return err
+		}
+		hist, err := e.c.ApprovalHistory(ctx, "", 0)
+		if err != nil {
+			return err
+		}
+		for _, d := range hist {
+			if d.SessionID == "web-new" && (d.DecidedBy != "client" || d.OptionID != "allow") {
+				return fmt.Errorf("web-new's decision %+v; want allow by client", d)
+			}
+		}
+		return nil
 	})
 
 	// Hostile Markdown and HTML in every field the page renders.
@@ -382,7 +416,34 @@ func TestBrowser(t *testing.T) {
 		if err := b.WaitTextIs(ctx, needs("evil"), "needs you"); err != nil {
 			return err
 		}
-		return assertNothingRan(ctx, b)
+		// The inbox shows the hostile request as text.
+		for _, c := range [][2]string{
+			{`#inbox-list li[data-session="evil"] .inbox-title`, xss},
+			{`#inbox-list li[data-session="evil"] button[data-option="allow"]`, xss},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		if err := assertNothingRan(ctx, b); err != nil {
+			return err
+		}
+		// And its turn history: the prompt and tool names as text.
+		must(b.Navigate(ctx, e.srv.URL+"/#/s/evil/turns"))
+		for _, c := range [][2]string{
+			{`#turn-rows tr[data-turn="t1"] td.prompt`, xss + " **not markdown**"},
+			{`#turn-rows tr[data-turn="t1"] td.tools code:first-child`, xss},
+			{`#turn-rows tr[data-turn="t1"] td.digest`, "running"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		if err := assertNothingRan(ctx, b); err != nil {
+			return err
+		}
+		must(b.Navigate(ctx, e.srv.URL+"/#/"))
+		return b.WaitTextIs(ctx, needs("evil"), "needs you")
 	})
 
 	// The session page.
@@ -459,6 +520,34 @@ func TestBrowser(t *testing.T) {
 			}
 		}
 		return nil
+	})
+
+	// Turn history: the three turns so far, each with the digest recorded
+	// when it ended.
+	step("turn history", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#turns-link"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "three turns", `return document.querySelectorAll("#turn-rows tr").length === 3;`); err != nil {
+			return err
+		}
+		turns, err := e.c.Turns(ctx, "web-1")
+		if err != nil || len(turns) != 3 || turns[2].Digest == nil {
+			return fmt.Errorf("turns %+v: %v", turns, err)
+		}
+		for _, c := range [][2]string{
+			{`#turn-rows tr[data-turn="t1"] td.prompt`, "hello from the **browser**"},
+			{`#turn-rows tr[data-turn="t1"] td.status .pill`, "completed"},
+			{`#turn-rows tr[data-turn="t3"] td.tools code`, "shell"},
+			{`#turn-rows tr[data-turn="t3"] td.digest`, (*turns[2].Digest)[:12] + "… recorded"},
+		} {
+			if err := b.WaitTextIs(ctx, c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		screenshot(t, ctx, b, "web-view-turns.png")
+		must(b.Navigate(ctx, e.srv.URL+"/#/s/web-1"))
+		return b.WaitTextIs(ctx, art("t3", ".pill"), "completed")
 	})
 
 	step("permission approved", func(ctx context.Context) error {
@@ -597,7 +686,8 @@ func TestBrowser(t *testing.T) {
 
 	// make web-screenshot refreshes the README's pictures from this run.
 	if docs := os.Getenv("REIN_DOCS_SCREENSHOT"); docs != "" {
-		for from, to := range map[string]string{"web-view.png": docs, "web-view-sessions.png": strings.TrimSuffix(docs, ".png") + "-sessions.png"} {
+		for from, to := range map[string]string{"web-view.png": docs, "web-view-sessions.png": strings.TrimSuffix(docs, ".png") + "-sessions.png",
+			"inbox.png": filepath.Join(filepath.Dir(docs), "inbox.png")} {
 			png, err := os.ReadFile(filepath.Join(screenshotDir(t), from))
 			must(err)
 			must(os.MkdirAll(filepath.Dir(to), 0o755))

@@ -152,7 +152,11 @@ func (e *env) runConnectCommand(command, dir string) *Proc {
 	e.t.Helper()
 	script := "cd " + dir + " && " + strings.ReplaceAll(command, "YOUR-AGENT", "demo-agent")
 	path := "PATH=" + filepath.Dir(bins.Agentd) + string(os.PathListSeparator) + os.Getenv("PATH")
-	p, err := Start(e.t.Logf, "pasted agentd", []string{path}, "sh", "-c", script)
+	// Its own state dir: the default (~/.local/state) outlives the test,
+	// and a command cursor left there by an earlier run would make this
+	// agentd skip the new server's first commands.
+	state := "XDG_STATE_HOME=" + filepath.Join(e.dir, "pasted-state")
+	p, err := Start(e.t.Logf, "pasted agentd", []string{path, state}, "sh", "-c", script)
 	if err != nil {
 		e.t.Fatal(err)
 	}

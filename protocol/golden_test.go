@@ -474,7 +474,7 @@ func TestSessionNulls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"id":"s","status":"live","summary":null,"project":null,"createdAt":5,"lastHeartbeat":null}`
+	want := `{"id":"s","status":"live","summary":null,"project":null,"createdAt":5,"lastHeartbeat":null,"pendingApprovals":0}`
 	if string(b) != want {
 		t.Errorf("Marshal = %s, want %s", b, want)
 	}

@@ -22,6 +22,10 @@ type Session struct {
 	Project       *string       `json:"project"`
 	CreatedAt     int64         `json:"createdAt"`
 	LastHeartbeat *int64        `json:"lastHeartbeat"`
+	// PendingApprovals is how many permission requests of the session wait
+	// for an answer (see GET /approvals). The server derives it; stores
+	// leave it 0.
+	PendingApprovals int `json:"pendingApprovals"`
 }
 
 // CreateSessionRequest is the optional body of POST /sessions/:id.

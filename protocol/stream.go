@@ -77,6 +77,9 @@ type SessionPayload struct {
 type SessionFields struct {
 	Status  *SessionStatus `json:"status,omitempty"`
 	Summary *string        `json:"summary,omitempty"`
+	// PendingApprovals is the session's new count of pending permission
+	// requests.
+	PendingApprovals *int `json:"pendingApprovals,omitempty"`
 }
 
 // SessionUpdated is the data of session_updated.

@@ -30,6 +30,10 @@ type Options struct {
 	// that would take it past the cap are refused with too_large (default
 	// DefaultMaxSessionBytes).
 	MaxSessionBytes int64
+	// AuthMode is how clients authenticate, "token" or "none" (the
+	// default): approval decisions are recorded under it. The domain does
+	// not check credentials; the HTTP adapter does.
+	AuthMode string
 }
 
 // Defaults.

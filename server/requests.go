@@ -98,6 +98,9 @@ func (r *commandReq) apply(w *writer, g *group) {
 	msg := &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
 	failOn(g, r.reply)
 	g.onCommit(func() {
+		if cmd.Type == protocol.CommandPermissionResponse {
+			w.approvals.answered(r.id, cmd, w.opts.Now().UnixMilli())
+		}
 		w.hub.Publish(commandTopic(r.id), msg)
 		r.reply.ok(cmd.ID)
 	})
@@ -145,6 +148,9 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		}
 	}
 	f := r.fold(g, b, ms)
+	if b.st != nil {
+		w.observeApprovals(g, e, b.st.st, f.changes)
+	}
 	r.record(w, g, e, b, f, now)
 	r.publish(w, g, b, f)
 }
@@ -252,7 +258,9 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) folded {
 		if ev.AgentSeq > st.maxSeq[r.instance] {
 			st.maxSeq[r.instance] = ev.AgentSeq
 		}
-		for _, c := range st.st.Apply(ev) {
+		cs := st.st.Apply(ev)
+		g.w.recordTurnDigests(g, r.id, b.logged[i].Pos, st.chainEvent(b.logged[i], cs))
+		for _, c := range cs {
 			switch {
 			case c.IsArtifact():
 				f.changes = append(f.changes, c)
@@ -484,6 +492,7 @@ func (r *sessionsReq) apply(w *writer, _ *group) {
 	recs := make([]protocol.Session, len(list))
 	for i, e := range list {
 		recs[i] = e.rec.Session
+		recs[i].PendingApprovals = w.approvals.Count(e.rec.ID)
 	}
 	r.reply.ok(sessionsSnapshot{sub: sub, recs: recs})
 }

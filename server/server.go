@@ -95,12 +95,17 @@ func (s *Server) CreateSession(ctx context.Context, id, project string) (Created
 
 // GetSession returns a session record.
 func (s *Server) GetSession(ctx context.Context, id string) (protocol.Session, error) {
-	return s.store.Session(ctx, id)
+	rec, err := s.store.Session(ctx, id)
+	return s.withPending(rec), err
 }
 
 // ListSessions lists sessions oldest first; project "" means all.
 func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.Session, error) {
-	return s.store.Sessions(ctx, project)
+	list, err := s.store.Sessions(ctx, project)
+	for i := range list {
+		list[i] = s.withPending(list[i])
+	}
+	return list, err
 }
 
 // DeleteSession removes a session and everything it owns, and ends its

@@ -75,6 +75,9 @@ type state struct {
 	// policy is the artifact storage policy of the session (see
 	// artifacts.go).
 	policy artifactPolicy
+	// chain is the running turn digest of the log (turns.go); nil until
+	// the first event.
+	chain *turnChain
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -140,6 +143,10 @@ type writer struct {
 	// failing is set while commits fail (nil when the last one
 	// succeeded); Health reads it from other goroutines.
 	failing atomic.Pointer[writeFailure]
+
+	// approvals is the inbox (approvals.go); the writer changes it after
+	// commits, handlers read it.
+	approvals *approvals
 }
 
 // writeFailure is why writes fail and since when.
@@ -159,6 +166,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
 		deadlines: map[string]time.Time{},
+		approvals: newApprovals(h, opts.Now().UnixMicro(), authMode(opts)),
 	}
 }
 
@@ -204,7 +212,7 @@ func (w *writer) load(ctx context.Context) error {
 	for id := range w.sessions {
 		w.track(id)
 	}
-	return nil
+	return w.loadApprovals(ctx)
 }
 
 // startup applies the deadlines already passed at start (the restart rule,
@@ -484,6 +492,7 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
 	msg := &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() {
+		w.approvals.removeSession(id, w.opts.Now().UnixMilli())
 		w.index.remove(id)
 		if h := w.holders[id]; h != nil {
 			h.sub.Close()
@@ -516,7 +525,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
 			return nil, fmt.Errorf("fold session=%s pos=%d: %w", id, le.Pos, err)
 		}
-		s.st.Apply(ev)
+		s.chainEvent(le, s.st.Apply(ev))
 		s.nextPos = le.Pos + 1
 		s.logBytes += int64(len(le.Body))
 		if le.AgentSeq > s.maxSeq[le.Instance] {

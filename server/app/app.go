@@ -58,6 +58,7 @@ func New(opts Options) (*App, error) {
 		Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 		Logger: opts.Logger, Now: opts.Now,
 		MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
+		AuthMode: authMode(opts),
 	})
 	if err != nil {
 		a.closeStore()
@@ -228,4 +229,12 @@ func (t *tracker) closeAndWait() {
 	t.closed = true
 	t.mu.Unlock()
 	t.wg.Wait()
+}
+
+// authMode is the domain's name for how clients authenticate.
+func authMode(o Options) string {
+	if o.APIToken == "" {
+		return "none"
+	}
+	return "token"
 }

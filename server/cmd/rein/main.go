@@ -141,6 +141,22 @@ func buildApp(e *env) *cli.App {
 				Action:    func(c *cli.Context) error { return cmdAnswer(c, e, false) },
 			},
 			{
+				Name:      "inbox",
+				Usage:     "list every session's pending permission requests; answer one by number or request id",
+				ArgsUsage: "[approve N|REQUEST [OPTION] | deny N|REQUEST]",
+				Flags: []cli.Flag{projectFlag, jsonFlag,
+					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the approvals stream: a line per change and the list again"}},
+				Action: func(c *cli.Context) error { return cmdInbox(c, e) },
+			},
+			{
+				Name:      "verify",
+				Usage:     "recompute a session's turn digests from its event log; exit 1 naming the first turn that does not match",
+				ArgsUsage: "ID",
+				Flags: []cli.Flag{jsonFlag,
+					&cli.IntFlag{Name: "page-size", Value: 1000, Usage: "events per page of GET /sessions/:id/events"}},
+				Action: func(c *cli.Context) error { return cmdVerify(c, e) },
+			},
+			{
 				Name:      "watch",
 				Usage:     "follow a session's transcript live; resumes by itself after a dropped connection",
 				ArgsUsage: "ID",

@@ -32,7 +32,9 @@ const testDeadline = 30 * time.Second
 // with authentication on.
 func startServer(t testing.TB, opts app.Options) *app.App {
 	t.Helper()
-	opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+	if opts.DBPath == "" {
+		opts.DBPath = filepath.Join(t.TempDir(), "rein.db")
+	}
 	opts.APIToken = testToken
 	s, err := app.New(opts)
 	if err != nil {

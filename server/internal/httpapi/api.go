@@ -42,6 +42,13 @@ type Service interface {
 	SessionStream(ctx context.Context, project string) (*Stream, error)
 	CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*Stream, error)
 	Health(ctx context.Context) error
+	// The approvals inbox and turn history (approvals.go, turns.go).
+	Approvals(ctx context.Context, project string) ([]protocol.Approval, error)
+	ApprovalHistory(ctx context.Context, project string, limit int) ([]protocol.Decision, error)
+	ApprovalStream(ctx context.Context, project string, after int64, resume bool) (*Stream, error)
+	Turns(ctx context.Context, id string) ([]protocol.Turn, error)
+	Turn(ctx context.Context, id, turnID string) (protocol.Turn, error)
+	EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error)
 }
 
 // Options tune the adapter. Zero values select the defaults.
@@ -138,6 +145,12 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	handle("GET /sessions/{id}/artifacts", client, a.withID(a.artifacts))
 	handle("GET /sessions/{id}/stream", artifactStream, a.withID(a.artifactStream))
 	handle("POST /sessions/{id}/stream-ticket", client, a.withID(a.artifactsTicket))
+	handle("GET /sessions/{id}/events", client, a.withID(a.eventLog))
+	handle("GET /sessions/{id}/turns", client, a.withID(a.listTurns))
+	handle("GET /sessions/{id}/turns/{turnId}", client, a.withID(a.getTurn))
+	handle("GET /approvals", client, a.listApprovals)
+	handle("GET /approvals/stream", sessionStream, a.approvalStream)
+	handle("GET /approvals/history", client, a.approvalHistory)
 	if opts.UI != nil {
 		// "/{$}" is "/" only; every other unknown path stays a JSON 404
 		// (after authentication) from the catch-all below.

@@ -143,6 +143,9 @@ var knownRoutes = []struct {
 	{DiscoveryRoute{"GET", "/sessions/{id}/events", "client"}, "eventExport", ""},
 	{DiscoveryRoute{"GET", "/sessions/{id}/turns", "client"}, "turnHistory", ""},
 	{DiscoveryRoute{"GET", "/approvals", "client"}, "approvalsInbox", ""},
+	{DiscoveryRoute{"GET", "/sessions/{id}/turns/{turnId}", "client"}, "", ""},
+	{DiscoveryRoute{"GET", "/approvals/stream", "ticket"}, "", ""},
+	{DiscoveryRoute{"GET", "/approvals/history", "client"}, "", ""},
 }
 
 // serves reports whether the router has a route registered for exactly

@@ -94,9 +94,9 @@ func TestDiscovery(t *testing.T) {
 				t.Errorf("openapi feature %v link %q", d.Features["openapi"], d.Links["openapi"])
 			}
 			// Not built yet: reported absent, not promised.
-			for _, f := range []string{"approvalsInbox", "turnHistory"} {
-				if v, ok := d.Features[f]; !ok || v {
-					t.Errorf("feature %s = %v, %v; want present and false", f, v, ok)
+			for _, f := range []string{"approvalsInbox", "turnHistory", "eventExport"} {
+				if !d.Features[f] {
+					t.Errorf("feature %s = false; want true (its route is registered)", f)
 				}
 			}
 			for _, r := range [][2]string{{"GET", "/healthz"}, {"GET", DiscoveryPath}, {"POST", "/sessions/{id}"}, {"GET", "/sessions/{id}/stream"}, {"POST", "/sessions/{id}/events"}} {
@@ -107,7 +107,7 @@ func TestDiscovery(t *testing.T) {
 			if hasRoute(d, "GET", "/") != tc.webView || (d.Links["webView"] != "") != tc.webView {
 				t.Errorf("web view route/link with UI=%v: %v %v", tc.webView, d.Routes, d.Links)
 			}
-			if hasRoute(d, "GET", "/approvals") || d.Links["health"] != "/healthz" {
+			if !hasRoute(d, "GET", "/approvals") || d.Links["health"] != "/healthz" {
 				t.Errorf("routes %v links %v", d.Routes, d.Links)
 			}
 		})
@@ -120,18 +120,24 @@ func TestDiscovery(t *testing.T) {
 func TestDiscoveryRoutesAreServed(t *testing.T) {
 	a := New(&fake{}, nil, Options{UI: http.NotFoundHandler()})
 	d := getDiscovery(t, a)
-	if len(d.Routes) != len(knownRoutes)-3 { // not yet: events export, turns, approvals
-		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes)-3, d.Routes)
+	if len(d.Routes) != len(knownRoutes) {
+		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes), d.Routes)
 	}
 	for _, r := range d.Routes {
 		if !a.serves(r.Method, r.Path) {
 			t.Errorf("listed route %s %s is not served", r.Method, r.Path)
 		}
 	}
-	a.mux.HandleFunc("GET /approvals", func(w http.ResponseWriter, r *http.Request) {})
+	// Without the web view mounted, "/" is not listed; once a route is
+	// registered it appears with its link and feature.
+	a = New(&fake{}, nil, Options{})
+	if d = getDiscovery(t, a); hasRoute(d, "GET", "/") || d.Features["webView"] {
+		t.Errorf("no UI: routes %v features %v", d.Routes, d.Features)
+	}
+	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {})
 	d = getDiscovery(t, a)
-	if !hasRoute(d, "GET", "/approvals") || !d.Features["approvalsInbox"] {
-		t.Errorf("after registering /openapi.json: routes %v links %v features %v", d.Routes, d.Links, d.Features)
+	if !hasRoute(d, "GET", "/") || !d.Features["webView"] || d.Links["webView"] != "/" {
+		t.Errorf("after registering /: routes %v links %v features %v", d.Routes, d.Links, d.Features)
 	}
 }
 

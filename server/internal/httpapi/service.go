@@ -100,3 +100,17 @@ func credential(ctx context.Context) *[32]byte {
 func (s service) AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
 	return s.SendCommand(ctx, id, cmd)
 }
+
+// ApprovalStream frames the domain's approvals feed: its initial records
+// (missed changes or a snapshot, then snapshot_complete), then live ones.
+func (s service) ApprovalStream(ctx context.Context, project string, after int64, resume bool) (*Stream, error) {
+	f, err := s.WatchApprovals(ctx, project, after, resume)
+	if err != nil {
+		return nil, err
+	}
+	initial := make([][]byte, 0, len(f.Initial))
+	for _, m := range f.Initial {
+		initial = append(initial, Encode(m.Seq, m.Event, m.Data))
+	}
+	return &Stream{Initial: initial, Sub: f.Live, After: f.Rev}, nil
+}

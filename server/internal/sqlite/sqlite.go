@@ -693,6 +693,10 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 		if err := setSandboxToken(ctx, ex, op); err != nil {
 			return err
 		}
+	case store.PutTurnDigest:
+		if err := putTurnDigest(ctx, ex, op); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown store op %T", op)
 	}

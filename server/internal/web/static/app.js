@@ -363,6 +363,7 @@ const sessions = {
     this.map.clear();
     this.ready = false;
     needs.stop();
+    inbox.stop();
   },
 
   put(s) {
@@ -555,6 +556,133 @@ function drawTitle() {
 needs.listen(drawTitle);
 sessions.listen(drawTitle);
 
+// ---- approvals inbox ----------------------------------------------------------
+
+// inbox follows GET /approvals/stream: every pending permission request of
+// every session, so a request is seen even in a session nobody has open.
+// The stream takes a session stream ticket. A connection starts with a
+// full snapshot (approval_snapshot events, then snapshot_complete with
+// full: true, which replaces the list) or, when EventSource resumes with
+// Last-Event-ID, with exactly the changes missed (full: false).
+const inbox = {
+  pending: new Map(), // "session/request" -> approval
+  fresh: new Map(),
+  ready: false,
+  stream: null,
+  listeners: new Set(),
+
+  start() {
+    if (this.stream || (discovery && discovery.features && discovery.features.approvalsInbox === false)) return;
+    const key = (a) => `${a.sessionId}/${a.requestId}`;
+    this.stream = new Stream({
+      path: "/approvals/stream",
+      ticketPath: "/sessions/stream-ticket",
+      onState: (st) => {
+        if (st !== "live") this.fresh = new Map();
+      },
+      handlers: {
+        approval_snapshot: ({ approval }) => this.fresh.set(key(approval), approval),
+        approval_added: ({ approval }) => {
+          this.pending.set(key(approval), approval);
+          this.changed();
+        },
+        approval_resolved: (r) => {
+          this.pending.delete(`${r.sessionId}/${r.requestId}`);
+          this.changed();
+        },
+        snapshot_complete: ({ full }) => {
+          if (full) this.pending = this.fresh;
+          this.fresh = new Map();
+          this.ready = true;
+          this.changed();
+        },
+      },
+    }).start();
+  },
+
+  stop() {
+    if (this.stream) this.stream.stop();
+    this.stream = null;
+    this.pending = new Map();
+    this.fresh = new Map();
+    this.ready = false;
+  },
+
+  list() {
+    return [...this.pending.values()].sort((a, b) => a.requestedAt - b.requestedAt || (a.sessionId < b.sessionId ? -1 : 1));
+  },
+
+  changed() {
+    for (const fn of this.listeners) fn();
+  },
+
+  listen(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  },
+};
+
+// inboxCard shows the "needs you" list: each pending request with its
+// session, tool, how long it has waited and a button per option; the
+// one-time options (allow_once, reject_once) come first.
+function inboxCard() {
+  const rows = h("ul.inbox-list", { id: "inbox-list" });
+  const err = h("p.form-error", { id: "inbox-error", role: "alert" });
+  const card = h("div.card.inbox-card", { id: "inbox", hidden: true }, h("h2", {}, "Needs you"), rows, err);
+  const rank = { allow_once: 0, reject_once: 1, allow_always: 2, reject_always: 3 };
+  const draw = () => {
+    const list = inbox.list();
+    card.hidden = list.length === 0;
+    rows.replaceChildren(
+      ...list.map((a) => {
+        const opts = [...(a.options || [])].sort((x, y) => (rank[x.kind] ?? 9) - (rank[y.kind] ?? 9));
+        const tool = a.tool ? a.tool.name || a.tool.title || a.tool.id : "";
+        return h(
+          "li.inbox-item",
+          { dataset: { session: a.sessionId, request: a.requestId } },
+          h(
+            "div.inbox-what",
+            {},
+            h("a.inbox-session", { href: `#/s/${encodeURIComponent(a.sessionId)}` }, a.sessionId),
+            a.project ? h("span.muted", {}, ` · ${a.project}`) : null,
+            h("span.inbox-title", {}, a.title || a.requestId),
+            tool ? h("code.inbox-tool", {}, tool) : null,
+            h("span.muted.inbox-wait", { title: fmtTime(a.requestedAt) }, `waiting ${fmtDuration(Math.max(Date.now() - a.requestedAt, 0))}`),
+          ),
+          h(
+            "div.inbox-buttons",
+            {},
+            ...opts.map((o) =>
+              h(
+                String(o.kind).startsWith("allow") ? "button.approve.small" : "button.deny.small",
+                {
+                  type: "button",
+                  dataset: { option: o.id, kind: o.kind },
+                  onclick: async (e) => {
+                    e.target.disabled = true;
+                    try {
+                      await api("POST", `${sessionPath(a.sessionId)}/commands`, { type: "permission_response", requestId: a.requestId, optionId: o.id });
+                      err.textContent = "";
+                    } catch (e2) {
+                      err.textContent = `${a.sessionId}/${a.requestId}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
+                      e.target.disabled = false;
+                    }
+                  },
+                },
+                o.name || o.id,
+              ),
+            ),
+          ),
+        );
+      }),
+    );
+  };
+  draw();
+  const stop = inbox.listen(draw);
+  const tick = setInterval(draw, 5000); // the waiting times
+  return { card, stop: () => (stop(), clearInterval(tick)) };
+}
+
 // discovery is the server's /.well-known/rein.json (public), read once at
 // boot; the page uses its limits where it has them.
 let discovery = null;
@@ -570,7 +698,7 @@ async function loadDiscovery() {
 
 // ---- routing ----------------------------------------------------------------
 
-const route = { id: null, project: "" };
+const route = { id: null, turns: false, project: "" };
 let teardown = () => {};
 
 // sessionIDError says why id cannot be a session id ("" when it can), by
@@ -588,6 +716,16 @@ function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
   const [path, query] = raw.split("?");
   const params = new URLSearchParams(query || "");
+  const t = path.match(/^\/s\/(.+)\/turns$/);
+  if (t) {
+    let id;
+    try {
+      id = decodeURIComponent(t[1]);
+    } catch {
+      id = t[1]; // a malformed escape: sessionIDError refuses it
+    }
+    return { id, turns: true, project: "" };
+  }
   const m = path.match(/^\/s\/(.+)$/);
   let id = null;
   if (m) {
@@ -597,7 +735,7 @@ function parseHash() {
       id = m[1]; // a malformed escape: sessionIDError refuses it
     }
   }
-  return { id, project: params.get("project") || "" };
+  return { id, turns: false, project: params.get("project") || "" };
 }
 
 // badIDPage is shown instead of a session whose id in the URL is invalid.
@@ -617,6 +755,7 @@ function render() {
   app.replaceChildren();
   const bad = route.id !== null ? sessionIDError(route.id) : "";
   if (bad) teardown = badIDPage(app, route.id, bad);
+  else if (route.id && route.turns) teardown = turnsPage(app, route.id);
   else if (route.id) teardown = sessionPage(app, route.id);
   else teardown = listPage(app);
 }
@@ -683,6 +822,7 @@ function listPage(app) {
     tbody,
   );
   const panel = h("div.panel-slot", { id: "new-session-slot" });
+  const inboxView = inboxCard();
   const newButton = h("button.primary", { type: "button", id: "new-session" }, "New session");
   newButton.addEventListener("click", () => {
     panel.replaceChildren(newSessionForm(panel, route.project));
@@ -694,6 +834,7 @@ function listPage(app) {
       {},
       h("div.toolbar", {}, h("h1", {}, "Sessions"), count, needsSummary, h("span.grow"), h("label.filter", {}, "Project ", filter), newButton),
       panel,
+      inboxView.card,
       h("div.card.table-card", {}, table, empty),
     ),
   );
@@ -735,6 +876,7 @@ function listPage(app) {
   return () => {
     unlistenSessions();
     unlistenNeeds();
+    inboxView.stop();
   };
 }
 
@@ -879,7 +1021,17 @@ function sessionPage(app, id) {
     h(
       "section.page.session-page",
       {},
-      h("div.session-head", {}, h("h1", { id: "session-id" }, id), statusEl, projectEl, h("span.grow"), summaryEl, del),
+      h(
+        "div.session-head",
+        {},
+        h("h1", { id: "session-id" }, id),
+        statusEl,
+        projectEl,
+        h("span.grow"),
+        summaryEl,
+        h("a.button.small", { href: `#/s/${encodeURIComponent(id)}/turns`, id: "turns-link" }, "Turn history"),
+        del,
+      ),
       confirmBar,
       scroller,
       h(
@@ -1271,6 +1423,72 @@ function renderUnknown(a) {
 
 // boot checks the token (or that none is needed), starts the session
 // stream and shows the page the URL names.
+// ---- turn history -------------------------------------------------------------
+
+// turnsPage lists a session's turns (GET /sessions/:id/turns): prompt,
+// status, times, tools, usage, and the digest recorded when each turn
+// ended. `rein verify` checks those digests against the stored log.
+function turnsPage(app, id) {
+  crumbs(h("a", { href: "#/" }, "Sessions"), h("a", { href: `#/s/${encodeURIComponent(id)}` }, id), h("span", {}, "Turns"));
+  const body = h("tbody", { id: "turn-rows" });
+  const note = h("p.muted", { id: "turns-note" }, "Loading…");
+  app.append(
+    h(
+      "section.page.turns-page",
+      {},
+      h("div.toolbar", {}, h("h1", {}, `Turn history of ${id}`), h("span.grow"), h("a.button.small", { href: `#/s/${encodeURIComponent(id)}` }, "Back to the transcript")),
+      h(
+        "div.card.table-card",
+        {},
+        h(
+          "table.turns",
+          {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Turn"), h("th", {}, "Status"), h("th", {}, "Prompt"), h("th", {}, "Started"), h("th.num", {}, "Took"), h("th", {}, "Tools"), h("th", {}, "Usage"), h("th", {}, "Digest"))),
+          body,
+        ),
+        note,
+      ),
+      h("p.muted.small-print", {}, "Each digest is SHA-256 chained over the stored event log up to the turn's end, recorded when the turn ended; `rein verify " + id + "` recomputes them from the exported log. It is tamper evidence, not a signature."),
+    ),
+  );
+  let stopped = false;
+  (async () => {
+    let turns;
+    try {
+      turns = await api("GET", `${sessionPath(id)}/turns`);
+    } catch (e) {
+      if (!stopped) note.textContent = e.status === 404 ? `Session ${id} does not exist.` : `Cannot load the turns: ${e.message}`;
+      return;
+    }
+    if (stopped) return;
+    note.textContent = turns.length ? `${turns.length} turns` : "No turns yet.";
+    body.replaceChildren(
+      ...turns.map((t) =>
+        h(
+          "tr",
+          { dataset: { turn: t.id } },
+          h("td.id", {}, t.id),
+          h("td.status", {}, pill(t.status), t.stopReason && t.stopReason !== "end_turn" ? h("span.muted", {}, ` ${t.stopReason}`) : null),
+          h("td.prompt", { title: t.prompt || "" }, t.prompt ?? h("span.muted", {}, "—")),
+          h("td", {}, fmtTime(t.startedAt)),
+          h("td.num", {}, t.endedAt ? fmtDuration(t.endedAt - t.startedAt) : ""),
+          h("td.tools", {}, (t.toolCalls || []).map((c) => h("code", { title: `${c.title || ""} ${c.status || ""}`.trim() }, c.name || c.title || c.id)), (t.toolCalls || []).length ? null : h("span.muted", {}, "—")),
+          h("td", {}, fmtUsage(t.usage)),
+          h(
+            "td.digest",
+            { title: t.digest ? `${t.digest}\nlog positions ${t.startPos}–${t.endPos}` : "the turn has not ended" },
+            t.digest ? h("code", {}, t.digest.slice(0, 12) + "…") : h("span.muted", {}, "running"),
+            t.digest ? h("span.muted", {}, t.digestRecorded ? " recorded" : " computed") : null,
+          ),
+        ),
+      ),
+    );
+  })();
+  return () => {
+    stopped = true;
+  };
+}
+
 async function boot() {
   document.getElementById("forget").hidden = !auth.token;
   try {
@@ -1282,6 +1500,7 @@ async function boot() {
   }
   if (!discovery) await loadDiscovery();
   sessions.start();
+  inbox.start();
   render();
 }
 

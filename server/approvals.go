@@ -1,0 +1,458 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// approvalsTopic is the hub topic of GET /approvals/stream.
+const approvalsTopic = "approvals"
+
+// maxApprovalLog is how many approval changes are kept for exact resume;
+// a client further behind gets a full snapshot.
+const maxApprovalLog = 4096
+
+// maxHistory is how many decisions GET /approvals/history keeps.
+const maxHistory = 500
+
+type approvalKey struct{ session, request string }
+
+type approvalChange struct {
+	rev     int64
+	project string
+	msg     *hub.Message // the change record, as published
+}
+
+// answer is a client's permission_response, kept until the request
+// resolves.
+type answer struct {
+	at string
+	ms int64
+}
+
+// approvals is the inbox: every pending permission request, a log of
+// recent changes to it for resumable streams, and the recent decisions.
+// The writer changes it after commits (so it never shows what was not
+// stored); handlers read it under mu.
+//
+// Its revision starts at the server's start time in microseconds and
+// grows by one per change, so ids of an earlier process are below every id
+// of this one (clocks permitting) and resume falls back to a snapshot
+// instead of skipping changes.
+type approvals struct {
+	mu       sync.Mutex
+	hub      *hub.Hub
+	auth     string // "token" or "none"
+	rev      int64
+	startRev int64
+	pending  map[approvalKey]*protocol.Approval
+	count    map[string]int // pending per session
+	log      []approvalChange
+	history  []protocol.Decision
+	answers  map[approvalKey]answer
+}
+
+func newApprovals(h *hub.Hub, startRev int64, auth string) *approvals {
+	return &approvals{hub: h, auth: auth, rev: startRev, startRev: startRev, pending: map[approvalKey]*protocol.Approval{},
+		count: map[string]int{}, answers: map[approvalKey]answer{}}
+}
+
+// Count returns the session's number of pending approvals.
+func (a *approvals) Count(id string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.count[id]
+}
+
+// list returns the pending approvals, oldest first; project "" means all.
+func (a *approvals) list(project string) []protocol.Approval {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.listLocked(project)
+}
+
+func (a *approvals) listLocked(project string) []protocol.Approval {
+	out := make([]protocol.Approval, 0, len(a.pending))
+	for _, p := range a.pending {
+		if project == "" || deref(p.Project) == project {
+			out = append(out, *p)
+		}
+	}
+	slices.SortFunc(out, func(x, y protocol.Approval) int {
+		if x.RequestedAt != y.RequestedAt {
+			return cmpInt(x.RequestedAt, y.RequestedAt)
+		}
+		if x.SessionID != y.SessionID {
+			return cmpString(x.SessionID, y.SessionID)
+		}
+		return cmpString(x.RequestID, y.RequestID)
+	})
+	return out
+}
+
+// historyList returns the recent decisions, newest first, at most limit.
+func (a *approvals) historyList(project string, limit int) []protocol.Decision {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]protocol.Decision, 0, min(limit, len(a.history)))
+	for i := len(a.history) - 1; i >= 0 && len(out) < limit; i-- {
+		if project == "" || deref(a.history[i].Project) == project {
+			out = append(out, a.history[i])
+		}
+	}
+	return out
+}
+
+// add records a pending request (load and after commits). It returns the
+// session's new count.
+func (a *approvals) add(p *protocol.Approval) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := approvalKey{p.SessionID, p.RequestID}
+	if _, ok := a.pending[k]; ok {
+		return a.count[p.SessionID]
+	}
+	a.pending[k] = p
+	a.count[p.SessionID]++
+	data, _ := json.Marshal(struct {
+		Approval *protocol.Approval `json:"approval"`
+	}{p})
+	a.publishLocked(protocol.SSEApprovalAdded, data, deref(p.Project))
+	return a.count[p.SessionID]
+}
+
+// resolve records that a pending request left pending with status at ms.
+// It returns the session's new count and whether the request was pending.
+func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := approvalKey{id, request}
+	p, ok := a.pending[k]
+	if !ok {
+		return a.count[id], false
+	}
+	delete(a.pending, k)
+	if a.count[id]--; a.count[id] <= 0 {
+		delete(a.count, id)
+	}
+	d := protocol.Decision{SessionID: id, Project: p.Project, RequestID: request, Title: p.Title, Status: status,
+		OptionID: optionID, RequestedAt: p.RequestedAt, ResolvedAt: ms, DecidedBy: "agent"}
+	if p.Tool != nil {
+		d.Tool = p.Tool.Name
+		if d.Tool == "" {
+			d.Tool = p.Tool.Title
+		}
+	}
+	for _, o := range p.Options {
+		if o.ID == optionID {
+			d.OptionName, d.OptionKind = o.Name, string(o.Kind)
+		}
+	}
+	if an, ok := a.answers[k]; ok {
+		delete(a.answers, k)
+		d.DecidedBy, d.Auth, d.AnsweredAt = an.at, a.auth, an.ms
+	}
+	a.history = append(a.history, d)
+	if len(a.history) > maxHistory {
+		a.history = slices.Clone(a.history[len(a.history)-maxHistory:])
+	}
+	data, _ := json.Marshal(protocol.ApprovalResolved{SessionID: id, RequestID: request, Decision: d})
+	a.publishLocked(protocol.SSEApprovalResolved, data, deref(p.Project))
+	return a.count[id], true
+}
+
+// answered records a client's permission_response to a pending request,
+// so its decision names who answered.
+func (a *approvals) answered(id string, cmd protocol.Command, ms int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := approvalKey{id, cmd.RequestID}
+	if _, ok := a.pending[k]; !ok {
+		return
+	}
+	who := "client"
+	if a.auth == "none" {
+		who = "anonymous"
+	}
+	a.answers[k] = answer{at: who, ms: ms}
+}
+
+// removeSession resolves the session's pending requests as cancelled.
+func (a *approvals) removeSession(id string, ms int64) {
+	a.mu.Lock()
+	var reqs []string
+	for k := range a.pending {
+		if k.session == id {
+			reqs = append(reqs, k.request)
+		}
+	}
+	a.mu.Unlock()
+	slices.Sort(reqs)
+	for _, r := range reqs {
+		a.resolve(id, r, string(protocol.PermissionCancelled), "", ms)
+	}
+}
+
+func (a *approvals) publishLocked(event string, data []byte, project string) {
+	a.rev++
+	msg := &hub.Message{Event: event, Data: data, Seq: a.rev, Key: project}
+	a.log = append(a.log, approvalChange{rev: a.rev, project: project, msg: msg})
+	if len(a.log) > maxApprovalLog {
+		a.log = slices.Clone(a.log[len(a.log)-maxApprovalLog/2:])
+	}
+	a.hub.Publish(approvalsTopic, msg)
+}
+
+// stream builds the approvals stream: subscribe, then under mu either the
+// changes after Last-Event-ID (when the log still holds all of them) or a
+// full snapshot, then snapshot_complete. Live changes at or below the
+// revision read are skipped by Seq.
+func (a *approvals) stream(project string, after int64, resume bool) (initial []*hub.Message, sub *hub.Subscriber, rev int64) {
+	var filter func(*hub.Message) bool
+	if project != "" {
+		filter = func(m *hub.Message) bool { return m.Key == project }
+	}
+	sub = a.hub.Subscribe(approvalsTopic, filter)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	exact := resume && after >= a.startRev && after <= a.rev &&
+		(after == a.rev || (len(a.log) > 0 && a.log[0].rev <= after+1))
+	if exact {
+		i, _ := slices.BinarySearchFunc(a.log, after+1, func(c approvalChange, r int64) int { return cmpInt(c.rev, r) })
+		for _, c := range a.log[i:] {
+			if project == "" || c.project == project {
+				initial = append(initial, c.msg)
+			}
+		}
+	} else {
+		for _, p := range a.listLocked(project) {
+			data, _ := json.Marshal(struct {
+				Approval protocol.Approval `json:"approval"`
+			}{p})
+			initial = append(initial, &hub.Message{Event: protocol.SSEApprovalSnapshot, Data: data})
+		}
+	}
+	done, _ := json.Marshal(protocol.ApprovalsComplete{Rev: a.rev, Full: !exact})
+	initial = append(initial, &hub.Message{Event: protocol.SSESnapshotComplete, Data: done, Seq: a.rev})
+	return initial, sub, a.rev
+}
+
+func cmpInt(x, y int64) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+func cmpString(x, y string) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// approvalFrom makes the protocol.Approval of a pending permission artifact; tool
+// finds the tool call artifact it names (nil when none).
+func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(string) *protocol.Artifact) *protocol.Approval {
+	p := &protocol.Approval{SessionID: id, Project: project, RequestID: a.ID, Title: a.String("title"), TurnID: a.TurnID, RequestedAt: a.CreatedAt}
+	if raw, err := json.Marshal(a.Fields["options"]); err == nil {
+		_ = json.Unmarshal(raw, &p.Options)
+	}
+	if p.Options == nil {
+		p.Options = []protocol.PermissionOption{}
+	}
+	if v, ok := a.Fields["input"]; ok && v != nil {
+		if raw, err := json.Marshal(v); err == nil {
+			p.Input = raw
+		}
+	}
+	if tc := a.String("toolCallId"); tc != "" {
+		p.Tool = &protocol.ApprovalTool{ID: tc}
+		if t := tool(tc); t != nil {
+			p.Tool.Name, p.Tool.Kind, p.Tool.Title = t.String("name"), t.String("kind"), t.String("title")
+		}
+	}
+	return p
+}
+
+// loadApprovals fills the inbox from the stored artifacts at start: those
+// of the sessions the store says may hold a pending request
+// (store.PendingPermissionFinder), else of every session.
+func (w *writer) loadApprovals(ctx context.Context) error {
+	ids := make([]string, 0, len(w.sessions))
+	if f, ok := w.store.(store.PendingPermissionFinder); ok {
+		var err error
+		if ids, err = f.PendingPermissionSessions(ctx); err != nil {
+			return fmt.Errorf("load approvals: %w", err)
+		}
+	} else {
+		for id := range w.sessions {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		e := w.sessions[id]
+		if e == nil {
+			continue
+		}
+		list, err := w.store.Artifacts(ctx, id)
+		if err != nil {
+			return fmt.Errorf("load approvals: %w", err)
+		}
+		var arts []*protocol.Artifact
+		for _, s := range list {
+			if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
+				continue
+			}
+			var a protocol.Artifact
+			if err := json.Unmarshal(s.Body, &a); err != nil {
+				return fmt.Errorf("load approvals session=%s seq=%d: %w", id, s.Seq, err)
+			}
+			arts = append(arts, &a)
+		}
+		tool := toolFinder(arts)
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactPermission && a.String("status") == string(protocol.PermissionPending) {
+				w.approvals.add(approvalFrom(id, e.rec.Project, a, tool))
+			}
+		}
+	}
+	return nil
+}
+
+func toolFinder(arts []*protocol.Artifact) func(string) *protocol.Artifact {
+	return func(id string) *protocol.Artifact {
+		for _, t := range arts {
+			if t.Type == protocol.ArtifactToolCall && t.ID == id {
+				return t
+			}
+		}
+		return nil
+	}
+}
+
+// observeApprovals finds the permission artifacts a batch created or
+// resolved and, after the commit, updates the inbox and the session's
+// pendingApprovals on the session stream.
+func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes []reducer.Change) {
+	var seqs []int64
+	for _, c := range changes {
+		// A permission leaves pending only for one of these statuses;
+		// checking the value first spares a copy of every other artifact
+		// whose status changes (a text block's whole text at its end).
+		if (c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactPermission) ||
+			(c.Kind == reducer.Set && c.Field == "status" && resolvedStatus[string(c.Set)]) {
+			if !slices.Contains(seqs, c.Seq) {
+				seqs = append(seqs, c.Seq)
+			}
+		}
+	}
+	var added []*protocol.Approval
+	type res struct{ request, status, option string }
+	var resolved []res
+	var all []*protocol.Artifact
+	for _, seq := range seqs {
+		a := st.Artifact(seq)
+		if a == nil || a.Type != protocol.ArtifactPermission {
+			continue
+		}
+		if a.String("status") == string(protocol.PermissionPending) {
+			if all == nil {
+				all = st.Artifacts()
+			}
+			added = append(added, approvalFrom(e.rec.ID, e.rec.Project, a, toolFinder(all)))
+		} else {
+			resolved = append(resolved, res{a.ID, a.String("status"), a.String("optionId")})
+		}
+	}
+	if len(added) == 0 && len(resolved) == 0 {
+		return
+	}
+	id, project := e.rec.ID, e.rec.Project
+	g.onCommit(func() {
+		ms := w.opts.Now().UnixMilli()
+		n := w.approvals.Count(id)
+		for _, p := range added {
+			n = w.approvals.add(p)
+		}
+		for _, r := range resolved {
+			n, _ = w.approvals.resolve(id, r.request, r.status, r.option, ms)
+		}
+		w.publishPending(id, project, n)
+	})
+}
+
+// resolvedStatus are the JSON values of a resolved permission's status.
+var resolvedStatus = map[string]bool{`"approved"`: true, `"denied"`: true, `"cancelled"`: true}
+
+// publishPending tells the session stream the session's pending count.
+func (w *writer) publishPending(id string, project *string, n int) {
+	data, err := json.Marshal(protocol.SessionUpdated{ID: id, Fields: protocol.SessionFields{PendingApprovals: &n}})
+	if err != nil {
+		return
+	}
+	w.hub.Publish(sessionsTopic, &hub.Message{Event: protocol.SSESessionUpdated, Data: data, Key: deref(project)})
+}
+
+// withPending returns rec with its pendingApprovals filled in.
+func (s *Server) withPending(rec protocol.Session) protocol.Session {
+	rec.PendingApprovals = s.w.approvals.Count(rec.ID)
+	return rec
+}
+
+// Approvals lists the pending permission requests across sessions, oldest
+// first, with how long each has waited; project "" means all.
+func (s *Server) Approvals(_ context.Context, project string) ([]protocol.Approval, error) {
+	list := s.w.approvals.list(project)
+	now := s.opts.Now().UnixMilli()
+	for i := range list {
+		list[i].WaitingMs = max(now-list[i].RequestedAt, 0)
+	}
+	return list, nil
+}
+
+// ApprovalHistory lists the most recent decisions, newest first, at most
+// limit; project "" means all. It holds the decisions this process saw.
+func (s *Server) ApprovalHistory(_ context.Context, project string, limit int) ([]protocol.Decision, error) {
+	return s.w.approvals.historyList(project, limit), nil
+}
+
+// authMode names the authentication mode decisions are recorded under.
+func authMode(o Options) string {
+	if o.AuthMode == "" {
+		return "none"
+	}
+	return o.AuthMode
+}
+
+// ApprovalFeed is where an approvals stream starts: Initial, the change
+// records to send first (the missed changes after Last-Event-ID, or a full
+// snapshot, then snapshot_complete), and Live, the changes after them (at
+// or below Rev they are already in Initial).
+type ApprovalFeed struct {
+	Initial []*hub.Message
+	Live    *hub.Subscriber
+	Rev     int64
+}
+
+// WatchApprovals opens the approvals feed (see approvals.stream); project
+// "" means all. resume says after is a Last-Event-ID the client sent.
+func (s *Server) WatchApprovals(_ context.Context, project string, after int64, resume bool) (ApprovalFeed, error) {
+	initial, sub, rev := s.w.approvals.stream(project, after, resume)
+	return ApprovalFeed{Initial: initial, Live: sub, Rev: rev}, nil
+}

@@ -1,0 +1,234 @@
+package server_test
+
+import (
+	"encoding/json"
+	"github.com/rein-ai/rein/server/app"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// permissionEvents are a turn whose tool call waits for permission req.
+func permissionEvents(turn, tool, req string, seq int) []any {
+	return []any{
+		ev("turn_started", "turnId", turn, "source", "user", "agentSeq", seq),
+		ev("tool_call_start", "id", tool, "name", "bash", "kind", "execute", "title", "rm -rf build", "agentSeq", seq+1),
+		ev("permission_requested", "id", req, "toolCallId", tool, "title", "Run rm -rf build?", "agentSeq", seq+2,
+			"options", []any{
+				map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"},
+				map[string]any{"id": "deny", "name": "Deny", "kind": "reject_once"},
+			}),
+	}
+}
+
+func approvalData(t *testing.T, e sseEvent) protocol.Approval {
+	t.Helper()
+	var p struct {
+		Approval protocol.Approval `json:"approval"`
+	}
+	if err := json.Unmarshal([]byte(e.Data), &p); err != nil {
+		t.Fatalf("%s data %s: %v", e.Event, e.Data, err)
+	}
+	return p.Approval
+}
+
+func TestApprovalsInbox(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", map[string]string{"project": "p1"})
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", map[string]string{"project": "p2"})
+	c.must(http.StatusCreated, nil, "POST", "/sessions/c", map[string]string{"project": "p1"})
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+
+	// Empty inbox: a full, empty snapshot.
+	st := c.stream("/approvals/stream")
+	done := st.next()
+	var complete protocol.ApprovalsComplete
+	if err := json.Unmarshal([]byte(done.Data), &complete); err != nil || done.Event != protocol.SSESnapshotComplete || !complete.Full || done.ID != itoa(complete.Rev) {
+		t.Fatalf("first event %+v (%v); want a full snapshot_complete with id = rev", done, err)
+	}
+	sessions := c.stream("/sessions/stream")
+	for sessions.next().Event != protocol.SSESnapshotComplete {
+	}
+
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1))
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", permissionEvents("t1", "tc1", "r2", 1))
+
+	for i, want := range []string{"a", "b"} {
+		e := st.next()
+		if e.Event != protocol.SSEApprovalAdded || e.ID != itoa(complete.Rev+int64(i)+1) {
+			t.Fatalf("stream event %+v; want approval_added id %d", e, complete.Rev+int64(i)+1)
+		}
+		if p := approvalData(t, e); p.SessionID != want || p.Tool == nil || p.Tool.Name != "bash" || len(p.Options) != 2 {
+			t.Fatalf("added %+v; want session %s with its tool and options", p, want)
+		}
+	}
+	up := sessions.next()
+	if up.Event != protocol.SSESessionUpdated || !strings.Contains(up.Data, `"pendingApprovals":1`) {
+		t.Fatalf("session stream after a request: %+v; want pendingApprovals 1", up)
+	}
+
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 2 || list[0].SessionID != "a" || list[0].RequestID != "r1" || list[0].Title != "Run rm -rf build?" ||
+		list[0].TurnID != "t1" || list[0].Tool.ID != "tc1" || list[0].Tool.Title != "rm -rf build" || list[0].WaitingMs < 0 || *list[0].Project != "p1" {
+		t.Fatalf("GET /approvals = %+v", list)
+	}
+	c.must(http.StatusOK, &list, "GET", "/approvals?project=p2", nil)
+	if len(list) != 1 || list[0].SessionID != "b" {
+		t.Fatalf("GET /approvals?project=p2 = %+v", list)
+	}
+	c.must(http.StatusOK, &list, "GET", "/approvals?project=nope", nil)
+	if len(list) != 0 {
+		t.Fatalf("unknown project listed %+v", list)
+	}
+	for _, path := range []string{"/approvals?project=a/b", "/approvals/stream?project=a%20b", "/approvals/history?project=%21"} {
+		if e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "GET", path, nil); !strings.Contains(e.Message, "project") {
+			t.Fatalf("GET %s: %q does not name project", path, e.Message)
+		}
+	}
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.PendingApprovals != 1 {
+		t.Fatalf("GET /sessions/a pendingApprovals %d; want 1", rec.PendingApprovals)
+	}
+	var recs []protocol.Session
+	c.must(http.StatusOK, &recs, "GET", "/sessions", nil)
+	if len(recs) != 3 || recs[0].PendingApprovals != 1 || recs[1].PendingApprovals != 1 || recs[2].PendingApprovals != 0 {
+		t.Fatalf("GET /sessions = %+v", recs)
+	}
+
+	// Answered from the inbox: the client's answer, then the agent's
+	// resolution, make a decision by the client.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"allow"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)})
+	// Withdrawn by the agent: a decision by "agent".
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", []any{ev("permission_resolved", "id", "r2", "outcome", "cancelled", "agentSeq", 4)})
+	for _, want := range []string{"a/r1/approved/anonymous", "b/r2/cancelled/agent"} {
+		e := st.next()
+		var r protocol.ApprovalResolved
+		if err := json.Unmarshal([]byte(e.Data), &r); err != nil || e.Event != protocol.SSEApprovalResolved {
+			t.Fatalf("stream event %+v: %v", e, err)
+		}
+		if got := r.SessionID + "/" + r.RequestID + "/" + r.Decision.Status + "/" + r.Decision.DecidedBy; got != want {
+			t.Fatalf("resolved %s; want %s", got, want)
+		}
+	}
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 0 {
+		t.Fatalf("inbox after answers: %+v", list)
+	}
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 2 || hist[0].RequestID != "r2" || hist[1].RequestID != "r1" {
+		t.Fatalf("history %+v; want r2 then r1 (newest first)", hist)
+	}
+	if d := hist[1]; d.DecidedBy != "anonymous" || d.Auth != "none" || d.OptionID != "allow" || d.OptionKind != "allow_once" ||
+		d.OptionName != "Allow" || d.AnsweredAt == 0 || d.ResolvedAt < d.AnsweredAt || d.Tool != "bash" {
+		t.Fatalf("decision %+v", d)
+	}
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history?project=p1&limit=5", nil)
+	if len(hist) != 1 || hist[0].SessionID != "a" {
+		t.Fatalf("history?project=p1 %+v", hist)
+	}
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history?limit=1", nil)
+	if len(hist) != 1 || hist[0].RequestID != "r2" {
+		t.Fatalf("history?limit=1 %+v", hist)
+	}
+	for _, q := range []string{"limit=0", "limit=x", "limit=-1", "limit=501"} {
+		if e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "GET", "/approvals/history?"+q, nil); !strings.Contains(e.Message, "limit") {
+			t.Fatalf("%s: %q does not name limit", q, e.Message)
+		}
+	}
+
+	// Resume: exactly the changes after Last-Event-ID, then a
+	// snapshot_complete that is not full.
+	re := c.stream("/approvals/stream", "Last-Event-ID", itoa(complete.Rev+1))
+	var names []string
+	for {
+		e := re.next()
+		if e.Event == protocol.SSESnapshotComplete {
+			var d protocol.ApprovalsComplete
+			if err := json.Unmarshal([]byte(e.Data), &d); err != nil || d.Full || d.Rev != complete.Rev+4 {
+				t.Fatalf("resume end %+v; want rev %d, not full", d, complete.Rev+4)
+			}
+			break
+		}
+		names = append(names, e.Event+"@"+e.ID)
+	}
+	r := complete.Rev
+	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+3), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("resumed with %v; want %v", names, want)
+	}
+	// A filtered resume gets only its project's changes.
+	re2 := c.stream("/approvals/stream?project=p2", "Last-Event-ID", itoa(complete.Rev))
+	names = nil
+	for e := re2.next(); e.Event != protocol.SSESnapshotComplete; e = re2.next() {
+		names = append(names, e.Event+"@"+e.ID)
+	}
+	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("resumed p2 with %v; want %v", names, want)
+	}
+	// An id this process never issued (an earlier process's, or beyond
+	// the revision) gets a full snapshot.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/c/events", permissionEvents("t9", "tc9", "r9", 1))
+	for _, id := range []string{"5", strconv.FormatInt(r+100, 10)} {
+		full := c.stream("/approvals/stream?project=p1", "Last-Event-ID", id)
+		if e := full.next(); e.Event != protocol.SSEApprovalSnapshot || approvalData(t, e).RequestID != "r9" {
+			t.Fatalf("Last-Event-ID %s: %+v; want the snapshot", id, e)
+		}
+		if e := full.next(); e.Event != protocol.SSESnapshotComplete || !strings.Contains(e.Data, `"full":true`) {
+			t.Fatalf("Last-Event-ID %s: %+v; want a full snapshot_complete", id, e)
+		}
+	}
+
+	// A session removed while its request waits: resolved as cancelled.
+	if e := st.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("%+v; want r9 added", e)
+	}
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/c", nil)
+	if e := st.next(); e.Event != protocol.SSEApprovalResolved || !strings.Contains(e.Data, `"status":"cancelled"`) {
+		t.Fatalf("after delete: %+v; want r9 resolved cancelled", e)
+	}
+}
+
+// TestApprovalsSurviveRestart: pending requests are loaded from the stored
+// artifacts at start; the client token's answers are recorded as "client".
+func TestApprovalsSurviveRestart(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef"
+	dir := t.TempDir()
+	s := start(t, app.Options{DBPath: dir + "/rein.db", APIToken: token})
+	c := newClient(t, s)
+	auth := []string{"Authorization", "Bearer " + token}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil, auth...)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), auth...)
+	c.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "GET", "/approvals", nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: dir + "/rein.db", APIToken: token})
+	c = newClient(t, s)
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil, auth...)
+	if len(list) != 1 || list[0].RequestID != "r1" || list[0].Tool == nil || list[0].Tool.Name != "bash" {
+		t.Fatalf("after restart: %+v", list)
+	}
+	c.stream("/sessions/a/commands", append([]string{protocol.HeaderInstance, "i2"}, auth...)...)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"deny"}`, auth...)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "deny", "agentSeq", 9)}, auth...)
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil, auth...)
+	if len(hist) != 1 || hist[0].DecidedBy != "client" || hist[0].Auth != "token" || hist[0].Status != "denied" || hist[0].OptionKind != "reject_once" {
+		t.Fatalf("history %+v", hist)
+	}
+	// A session stream ticket opens the approvals stream too.
+	var tk protocol.StreamTicket
+	c.must(http.StatusOK, &tk, "POST", "/sessions/stream-ticket", nil, auth...)
+	st := c.stream("/approvals/stream?ticket=" + tk.Ticket)
+	if e := st.next(); e.Event != protocol.SSESnapshotComplete {
+		t.Fatalf("ticket stream: %+v", e)
+	}
+}

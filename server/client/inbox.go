@@ -1,0 +1,228 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// Approvals lists the pending permission requests across sessions, oldest
+// first; project "" means all.
+func (c *Client) Approvals(ctx context.Context, project string) ([]protocol.Approval, error) {
+	path := "/approvals"
+	if project != "" {
+		path += "?project=" + url.QueryEscape(project)
+	}
+	var out []protocol.Approval
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// ApprovalHistory lists recent decisions, newest first (at most limit; 0
+// means the server's default).
+func (c *Client) ApprovalHistory(ctx context.Context, project string, limit int) ([]protocol.Decision, error) {
+	q := url.Values{}
+	if project != "" {
+		q.Set("project", project)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/approvals/history"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []protocol.Decision
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// ApprovalEvent is one event of the approvals stream, decoded.
+type ApprovalEvent struct {
+	// Name is EventConnected or the SSE event name
+	// (protocol.SSEApprovalSnapshot, ...).
+	Name string
+	// Approval is set for approval_snapshot and approval_added.
+	Approval *protocol.Approval
+	// Resolved is set for approval_resolved.
+	Resolved *protocol.ApprovalResolved
+	// Complete is set for snapshot_complete: Full says the approvals since
+	// EventConnected were a whole snapshot (replace what you have).
+	Complete *protocol.ApprovalsComplete
+}
+
+// StreamApprovals follows GET /approvals/stream (only project's sessions
+// when project is not ""), resuming after the last event id on reconnect,
+// with the same reconnects and endings as StreamArtifacts.
+func (c *Client) StreamApprovals(ctx context.Context, project string, opts StreamOptions, fn func(ApprovalEvent) error) error {
+	path := "/approvals/stream"
+	if project != "" {
+		path += "?project=" + url.QueryEscape(project)
+	}
+	var last int64
+	return c.follow(ctx, path, opts, &last, func(ev Event) error {
+		out := ApprovalEvent{Name: ev.Name}
+		var err error
+		switch ev.Name {
+		case protocol.SSEApprovalSnapshot, protocol.SSEApprovalAdded:
+			var p struct {
+				Approval protocol.Approval `json:"approval"`
+			}
+			err = json.Unmarshal([]byte(ev.Data), &p)
+			out.Approval = &p.Approval
+		case protocol.SSEApprovalResolved:
+			var r protocol.ApprovalResolved
+			err = json.Unmarshal([]byte(ev.Data), &r)
+			out.Resolved = &r
+		case protocol.SSESnapshotComplete:
+			var d protocol.ApprovalsComplete
+			err = json.Unmarshal([]byte(ev.Data), &d)
+			out.Complete = &d
+		}
+		if err != nil {
+			return fmt.Errorf("%s: bad payload: %w", ev.Name, err)
+		}
+		return fn(out)
+	})
+}
+
+// Turns lists a session's turns with their digests.
+func (c *Client) Turns(ctx context.Context, id string) ([]protocol.Turn, error) {
+	var out []protocol.Turn
+	err := c.Do(ctx, http.MethodGet, sessionPath(id)+"/turns", nil, &out)
+	return out, err
+}
+
+// EventLog reads one page of a session's stored event log: entries after
+// pos after, at most limit (0: the server's default). Each Event holds
+// the stored bytes exactly.
+func (c *Client) EventLog(ctx context.Context, id string, after int64, limit int) (protocol.EventsPage, error) {
+	path := sessionPath(id) + "/events?after=" + strconv.FormatInt(after, 10)
+	if limit > 0 {
+		path += "&limit=" + strconv.Itoa(limit)
+	}
+	var out protocol.EventsPage
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// Chain recomputes turn digests over an event log: it returns, for each
+// position in ends (ascending, a position may repeat), the hex digest
+// after the event at that position, as server/README.md "Turn digests"
+// defines it. The events must be the whole log from its first entry, in
+// order.
+func Chain(events []protocol.LoggedEvent, ends []int64) []string {
+	h := sha256.New()
+	var last [32]byte
+	h.Write(last[:])
+	out := make([]string, 0, len(ends))
+	k := 0
+	cut := func() {
+		copy(last[:], h.Sum(nil))
+		h.Reset()
+		h.Write(last[:])
+		out = append(out, hex.EncodeToString(last[:]))
+	}
+	var n [8]byte
+	for _, e := range events {
+		binary.BigEndian.PutUint64(n[:], uint64(e.Pos))
+		h.Write(n[:])
+		binary.BigEndian.PutUint64(n[:], uint64(len(e.Instance)))
+		h.Write(n[:])
+		h.Write([]byte(e.Instance))
+		binary.BigEndian.PutUint64(n[:], uint64(len(e.Event)))
+		h.Write(n[:])
+		h.Write(e.Event)
+		for k < len(ends) && ends[k] == e.Pos {
+			cut()
+			k++
+		}
+	}
+	return out
+}
+
+// Verification is what Verify found.
+type Verification struct {
+	Session string `json:"session"`
+	Events  int    `json:"events"`
+	// Turns is how many turns have a digest; Recorded how many of those
+	// digests the server recorded when the turn ended (the others prove
+	// nothing) and Verified how many matched the log.
+	Turns, Recorded, Verified int
+	// FirstMismatch is the first turn (in log order) whose digest does not
+	// match the log; nil when every one matches.
+	FirstMismatch *protocol.Turn `json:"firstMismatch"`
+	// Computed is the digest the log gives for FirstMismatch.
+	Computed string `json:"computed,omitempty"`
+}
+
+// Verify recomputes a session's turn digests from its exported event log
+// (GET /sessions/:id/events, page by page) and compares them with the
+// digests of GET /sessions/:id/turns.
+func (c *Client) Verify(ctx context.Context, id string, pageSize int) (Verification, error) {
+	v := Verification{Session: id}
+	turns, err := c.Turns(ctx, id)
+	if err != nil {
+		return v, err
+	}
+	var events []protocol.LoggedEvent
+	var after int64
+	for {
+		page, err := c.EventLog(ctx, id, after, pageSize)
+		if err != nil {
+			return v, err
+		}
+		events = append(events, page.Events...)
+		if page.Next == nil {
+			break
+		}
+		if *page.Next <= after {
+			return v, fmt.Errorf("verify %s: the event log did not advance past %d", id, after)
+		}
+		after = *page.Next
+	}
+	v.Events = len(events)
+	var ended []protocol.Turn
+	for _, t := range turns {
+		if t.EndPos != nil && t.Digest != nil {
+			ended = append(ended, t)
+		}
+	}
+	slices.SortStableFunc(ended, func(a, b protocol.Turn) int {
+		if *a.EndPos != *b.EndPos {
+			return int(*a.EndPos - *b.EndPos)
+		}
+		return int(a.Seq - b.Seq)
+	})
+	ends := make([]int64, len(ended))
+	for i, t := range ended {
+		ends[i] = *t.EndPos
+	}
+	got := Chain(events, ends)
+	v.Turns = len(ended)
+	for i, t := range ended {
+		if t.DigestRecorded {
+			v.Recorded++
+		}
+		computed := ""
+		if i < len(got) {
+			computed = got[i]
+		}
+		if computed != *t.Digest {
+			t := t
+			v.FirstMismatch, v.Computed = &t, computed
+			return v, nil
+		}
+		v.Verified++
+	}
+	return v, nil
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
+)
+
+// cmdInbox is "rein inbox": list the pending permission requests of every
+// session (numbered), follow them (--follow), or answer one by its number
+// or request id ("rein inbox approve 2", "rein inbox deny perm-7").
+func cmdInbox(c *cli.Context, e *env) error {
+	a := c.Args().Slice()
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	project := c.String("project")
+	if len(a) == 0 {
+		if c.Bool("follow") {
+			return followInbox(c.Context, cl, project, c.Bool("json"), e)
+		}
+		list, err := cl.Approvals(c.Context, project)
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			for _, p := range list {
+				if err := printJSON(e.stdout, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		inboxTable(e.stdout, list, e.now(), e.color)
+		return nil
+	}
+	if (a[0] != "approve" && a[0] != "deny") || len(a) < 2 || len(a) > 3 || (a[0] == "deny" && len(a) > 2) {
+		return usageError{"usage: rein inbox [--follow] | rein inbox approve N|REQUEST [OPTION] | rein inbox deny N|REQUEST"}
+	}
+	return answerFromInbox(c.Context, cl, project, a[0] == "approve", a[1], a[2:], e)
+}
+
+// answerFromInbox answers the request numbered (as "rein inbox" lists it,
+// same --project) or named ref: a request id, or SESSION/REQUEST when the
+// id is not unique. Without an option it picks the one-time option
+// (allow_once or reject_once).
+func answerFromInbox(ctx context.Context, cl *client.Client, project string, approve bool, ref string, option []string, e *env) error {
+	list, err := cl.Approvals(ctx, project)
+	if err != nil {
+		return err
+	}
+	var match []protocol.Approval
+	if n, err := strconv.Atoi(ref); err == nil {
+		if n < 1 || n > len(list) {
+			return fmt.Errorf("the inbox has no request %d (it holds %d)", n, len(list))
+		}
+		match = list[n-1 : n]
+	} else {
+		for _, p := range list {
+			if p.RequestID == ref || p.SessionID+"/"+p.RequestID == ref {
+				match = append(match, p)
+			}
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return fmt.Errorf("no pending request %q in the inbox", ref)
+	case len(match) > 1:
+		var names []string
+		for _, p := range match {
+			names = append(names, p.SessionID+"/"+p.RequestID)
+		}
+		return fmt.Errorf("request id %q is pending in several sessions; name one of: %s", ref, strings.Join(names, ", "))
+	}
+	p := match[0]
+	want, verb := protocol.RejectOnce, "denied"
+	if approve {
+		want, verb = protocol.AllowOnce, "approved"
+	}
+	var ids []string
+	chosen := ""
+	for _, o := range p.Options {
+		ids = append(ids, o.ID)
+		if len(option) == 1 && o.ID == option[0] {
+			chosen = o.ID
+		}
+		if len(option) == 0 && o.Kind == want && chosen == "" {
+			chosen = o.ID
+		}
+	}
+	if chosen == "" {
+		if len(option) == 1 {
+			return fmt.Errorf("request %s/%s has no option %q (options: %s)", p.SessionID, p.RequestID, option[0], strings.Join(ids, ", "))
+		}
+		return fmt.Errorf("request %s/%s offers no %s option; name one: rein inbox %s %s OPTION (options: %s)",
+			p.SessionID, p.RequestID, want, map[bool]string{true: "approve", false: "deny"}[approve], p.SessionID+"/"+p.RequestID, strings.Join(ids, ", "))
+	}
+	id, err := cl.AnswerPermission(ctx, p.SessionID, p.RequestID, chosen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s %s/%s with option %s (command %d)\n", verb, p.SessionID, p.RequestID, chosen, id)
+	return nil
+}
+
+// followInbox prints the inbox after every (re)connection's snapshot and
+// a line per change, then the numbered list again.
+func followInbox(ctx context.Context, cl *client.Client, project string, asJSON bool, e *env) error {
+	var order []string // session/request, oldest first
+	pending := map[string]protocol.Approval{}
+	var fresh map[string]protocol.Approval
+	var freshOrder []string
+	ready := false
+	draw := func() {
+		list := make([]protocol.Approval, 0, len(order))
+		for _, k := range order {
+			list = append(list, pending[k])
+		}
+		inboxTable(e.stdout, list, e.now(), e.color)
+	}
+	opts := client.StreamOptions{OnRetry: retryNotice(e)}
+	return cl.StreamApprovals(ctx, project, opts, func(ev client.ApprovalEvent) error {
+		if asJSON && ev.Name != client.EventConnected {
+			var data any
+			switch {
+			case ev.Approval != nil:
+				data = ev.Approval
+			case ev.Resolved != nil:
+				data = ev.Resolved
+			case ev.Complete != nil:
+				data = ev.Complete
+			}
+			return printJSON(e.stdout, map[string]any{"event": ev.Name, "data": data})
+		}
+		switch ev.Name {
+		case client.EventConnected:
+			fresh, freshOrder = map[string]protocol.Approval{}, nil
+		case protocol.SSEApprovalSnapshot:
+			k := ev.Approval.SessionID + "/" + ev.Approval.RequestID
+			fresh[k] = *ev.Approval
+			freshOrder = append(freshOrder, k)
+		case protocol.SSEApprovalAdded:
+			k := ev.Approval.SessionID + "/" + ev.Approval.RequestID
+			if _, ok := pending[k]; !ok {
+				order = append(order, k)
+			}
+			pending[k] = *ev.Approval
+			if ready {
+				fmt.Fprintf(e.stdout, "+ %s: %s\n", k, ev.Approval.Title)
+			}
+		case protocol.SSEApprovalResolved:
+			k := ev.Resolved.SessionID + "/" + ev.Resolved.RequestID
+			delete(pending, k)
+			for i, x := range order {
+				if x == k {
+					order = append(order[:i:i], order[i+1:]...)
+					break
+				}
+			}
+			if ready {
+				d := ev.Resolved.Decision
+				fmt.Fprintf(e.stdout, "- %s: %s by %s\n", k, d.Status, d.DecidedBy)
+			}
+		case protocol.SSESnapshotComplete:
+			if ev.Complete.Full {
+				pending, order = fresh, freshOrder
+			}
+			ready = true
+			draw()
+			return nil
+		}
+		if ready && ev.Name != client.EventConnected && ev.Name != protocol.SSEApprovalSnapshot {
+			draw()
+		}
+		return nil
+	})
+}
+
+// inboxTable prints the numbered inbox: the number is what "rein inbox
+// approve N" takes.
+func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool) {
+	p := painter(color)
+	if len(list) == 0 {
+		fmt.Fprintln(w, "inbox empty: nothing waits for you")
+		return
+	}
+	rows := [][]string{{"#", "SESSION", "REQUEST", "WAITING", "TOOL", "TITLE", "OPTIONS"}}
+	for i, a := range list {
+		tool := "-"
+		if a.Tool != nil {
+			tool = a.Tool.Name
+			if tool == "" {
+				tool = a.Tool.Title
+			}
+		}
+		var opts []string
+		for _, o := range a.Options {
+			opts = append(opts, o.ID+"("+string(o.Kind)+")")
+		}
+		rows = append(rows, []string{strconv.Itoa(i + 1), a.SessionID, a.RequestID, age(now, a.RequestedAt), truncate(tool, 20), truncate(a.Title, 50), strings.Join(opts, " ")})
+	}
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	for n, r := range rows {
+		var b strings.Builder
+		for i, c := range r {
+			cell := c
+			if i < len(r)-1 {
+				cell += strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2)
+			}
+			if n == 0 {
+				cell = p.paint(styleBold, cell)
+			}
+			b.WriteString(cell)
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// cmdVerify is "rein verify SESSION": recompute the session's turn digests
+// from its exported event log and compare them with the recorded ones.
+// Exit status 1 names the first turn that does not match.
+func cmdVerify(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	v, err := cl.Verify(c.Context, a[0], c.Int("page-size"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := printJSON(e.stdout, v); err != nil {
+			return err
+		}
+	}
+	if m := v.FirstMismatch; m != nil {
+		recorded := "computed by the server"
+		if m.DigestRecorded {
+			recorded = "recorded when it ended"
+		}
+		return fmt.Errorf("session %s: turn %s (log positions %d-%d) does not match: digest %s %s, the log now gives %s; the stored events were changed at or before position %d",
+			a[0], m.ID, m.StartPos, *m.EndPos, *m.Digest, recorded, v.Computed, *m.EndPos)
+	}
+	if !c.Bool("json") {
+		fmt.Fprintf(e.stdout, "session %s: %d events, %d ended turns verified (%d digests recorded when the turn ended)\n", a[0], v.Events, v.Verified, v.Recorded)
+		if v.Recorded < v.Turns {
+			fmt.Fprintf(e.stdout, "note: %d turns have no recorded digest; their digest was computed from the log as it is and proves nothing\n", v.Turns-v.Recorded)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"github.com/rein-ai/rein/server/app"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+const permEvents = `[
+	{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},
+	{"type":"tool_call_start","id":"tc1","name":"bash","agentSeq":2},
+	{"type":"permission_requested","id":"%s","toolCallId":"tc1","title":"run %s","agentSeq":3,
+	 "options":[{"id":"always","name":"Always","kind":"allow_always"},{"id":"yes","name":"Yes","kind":"allow_once"},{"id":"no","name":"No","kind":"reject_once"}]}]`
+
+func TestInbox(t *testing.T) {
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
+	var next []func() protocol.Command
+	var toks []string
+	for _, id := range []string{"s1", "s2", "s3"} {
+		tok := createSession(t, s, id)
+		toks = append(toks, tok)
+		next = append(next, sandbox(t, s, id, tok))
+	}
+	if got := mustRein(t, s.URL(), "inbox"); got != "inbox empty: nothing waits for you\n" {
+		t.Fatalf("empty inbox: %q", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "inbox", "--follow") }()
+	waitFor(t, &out, "inbox empty")
+
+	postEvents(t, s, "s1", toks[0], strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-a", 1), "%s", "make"))
+	postEvents(t, s, "s2", toks[1], strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-b", 1), "%s", "rm"))
+	postEvents(t, s, "s3", toks[2], strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-a", 1), "%s", "ls"))
+	waitFor(t, &out, "+ s3/perm-a: run ls")
+
+	list := mustRein(t, s.URL(), "inbox")
+	for _, want := range []string{"#  SESSION  REQUEST  WAITING  TOOL  TITLE     OPTIONS", "1  s1       perm-a   1m       bash  run make  always(allow_always) yes(allow_once) no(reject_once)", "3  s3       perm-a"} {
+		if !strings.Contains(list, want) {
+			t.Fatalf("inbox\n%s\nlacks %q", list, want)
+		}
+	}
+	// By number, the once option by default.
+	if got := mustRein(t, s.URL(), "inbox", "approve", "2"); got != "approved s2/perm-b with option yes (command 1)\n" {
+		t.Fatalf("approve 2: %q", got)
+	}
+	if c := next[1](); c.RequestID != "perm-b" || c.OptionID != "yes" {
+		t.Fatalf("s2 got %+v", c)
+	}
+	// By request id: ambiguous, then qualified.
+	r := rein(t, s.URL(), "inbox", "deny", "perm-a")
+	if r.code != 1 || !strings.Contains(r.stderr, "several sessions; name one of: s1/perm-a, s3/perm-a") {
+		t.Fatalf("ambiguous deny: %+v", r)
+	}
+	if got := mustRein(t, s.URL(), "inbox", "deny", "s3/perm-a"); got != "denied s3/perm-a with option no (command 1)\n" {
+		t.Fatalf("deny s3/perm-a: %q", got)
+	}
+	if c := next[2](); c.RequestID != "perm-a" || c.OptionID != "no" {
+		t.Fatalf("s3 got %+v", c)
+	}
+	if got := mustRein(t, s.URL(), "inbox", "approve", "s1/perm-a", "always"); got != "approved s1/perm-a with option always (command 1)\n" {
+		t.Fatalf("approve with option: %q", got)
+	}
+	next[0]()
+	for _, tc := range []struct {
+		args   []string
+		stderr string
+		code   int
+	}{
+		{[]string{"inbox", "approve", "9"}, "the inbox has no request 9 (it holds 3)", 1},
+		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
+		{[]string{"inbox", "approve", "1", "maybe"}, `has no option "maybe" (options: always, yes, no)`, 1},
+		{[]string{"inbox", "maybe", "1"}, "usage: rein inbox", 2},
+		{[]string{"inbox", "deny", "1", "no"}, "usage: rein inbox", 2},
+	} {
+		r := rein(t, s.URL(), tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
+			t.Errorf("rein %v: %+v; want exit %d and %q", tc.args, r, tc.code, tc.stderr)
+		}
+	}
+	// The agents resolve: the follower sees who decided (the client's
+	// token; "agent" when no client answered, see the server's tests).
+	postEvents(t, s, "s2", toks[1], `[{"type":"permission_resolved","id":"perm-b","outcome":"selected","optionId":"yes","agentSeq":4}]`)
+	postEvents(t, s, "s3", toks[2], `[{"type":"permission_resolved","id":"perm-a","outcome":"selected","optionId":"no","agentSeq":4}]`)
+	waitFor(t, &out, "- s2/perm-b: approved by client")
+	waitFor(t, &out, "- s3/perm-a: denied by client")
+	if got := mustRein(t, s.URL(), "inbox"); !strings.Contains(got, "1  s1") || strings.Contains(got, "s2") {
+		t.Fatalf("inbox after answers:\n%s", got)
+	}
+	cancel()
+	if r := <-done; r.code != 130 {
+		t.Errorf("interrupted follow: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "rein.db")
+	s := startServer(t, app.Options{DBPath: db})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},
+		{"type":"user_message","text":"hello","agentSeq":2},
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","agentSeq":3},
+		{"type":"turn_started","turnId":"t2","source":"user","agentSeq":4},
+		{"type":"text_delta","delta":"hi","agentSeq":5},
+		{"type":"turn_completed","turnId":"t2","stopReason":"end_turn","agentSeq":6}]`)
+	if got := mustRein(t, s.URL(), "verify", "s1", "--page-size", "2"); got != "session s1: 6 events, 2 ended turns verified (2 digests recorded when the turn ended)\n" {
+		t.Fatalf("verify: %q", got)
+	}
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`UPDATE events SET body = replace(body, '"hi"', '"HI"') WHERE session_id = 's1' AND pos = 5`); err != nil {
+		t.Fatal(err)
+	}
+	r := rein(t, s.URL(), "verify", "s1")
+	if r.code != 1 || !strings.Contains(r.stderr, "turn t2 (log positions 4-6) does not match") {
+		t.Fatalf("verify after the edit: %+v", r)
+	}
+	if r := rein(t, s.URL(), "verify", "nope"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
+		t.Fatalf("verify nope: %+v", r)
+	}
+}

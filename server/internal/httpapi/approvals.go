@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// History page sizes of GET /approvals/history.
+const (
+	defaultHistoryLimit = 100
+	maxHistoryLimit     = 500
+)
+
+// projectParam returns the ?project= filter ("" for all), validated.
+func projectParam(r *http.Request) (string, error) {
+	p := r.URL.Query().Get("project")
+	if p == "" {
+		return "", nil
+	}
+	if err := protocol.ValidateProject(p); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// intParam reads a non-negative integer query parameter; def when absent.
+func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, protocol.Errorf(protocol.CodeInvalid, "%s: must be a non-negative integer, got %q", name, v)
+	}
+	if maxV > 0 && n > maxV {
+		return 0, protocol.Errorf(protocol.CodeInvalid, "%s: at most %d, got %d", name, maxV, n)
+	}
+	return n, nil
+}
+
+func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
+	project, err := projectParam(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	list, err := a.svc.Approvals(r.Context(), project)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	if list == nil {
+		list = []protocol.Approval{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (a *API) approvalHistory(w http.ResponseWriter, r *http.Request) {
+	project, err := projectParam(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	limit, err := intParam(r, "limit", defaultHistoryLimit, maxHistoryLimit)
+	if err == nil && limit == 0 {
+		err = protocol.Errorf(protocol.CodeInvalid, "limit: must be at least 1")
+	}
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	list, err := a.svc.ApprovalHistory(r.Context(), project, int(limit))
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	if list == nil {
+		list = []protocol.Decision{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// approvalStream serves GET /approvals/stream. Like the session stream it
+// takes the client token or a session stream ticket (both already show
+// every session).
+func (a *API) approvalStream(w http.ResponseWriter, r *http.Request) {
+	project, err := projectParam(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	after, resume := lastEventID(r)
+	st, err := a.svc.ApprovalStream(r.Context(), project, after, resume)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	a.serveStream(w, r, st)
+}

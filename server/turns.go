@@ -1,0 +1,279 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// turnChain is the running turn digest of a session's event log (see
+// server/README.md, "Turn digests"): D0 is 32 zero bytes; the digest of
+// the k-th turn to end is SHA-256(D(k-1) || frame(e) for every stored event
+// e after the previous turn's end up to and including the event that ended
+// this one), where frame(e) = uint64be(pos) || uint64be(len(instance)) ||
+// instance || uint64be(len(body)) || body, body being the event JSON as
+// stored.
+type turnChain struct {
+	h    hash.Hash // seeded with the last digest, fed every event since
+	last [32]byte
+}
+
+func newTurnChain() *turnChain {
+	c := &turnChain{h: sha256.New()}
+	c.h.Write(c.last[:])
+	return c
+}
+
+// add feeds one stored event.
+func (c *turnChain) add(e store.Event) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(e.Pos))
+	c.h.Write(n[:])
+	binary.BigEndian.PutUint64(n[:], uint64(len(e.Instance)))
+	c.h.Write(n[:])
+	c.h.Write([]byte(e.Instance))
+	binary.BigEndian.PutUint64(n[:], uint64(len(e.Body)))
+	c.h.Write(n[:])
+	c.h.Write(e.Body)
+}
+
+// cut ends a turn at the last event added: it returns the turn's digest
+// and starts the next turn's input with it.
+func (c *turnChain) cut() [32]byte {
+	copy(c.last[:], c.h.Sum(nil))
+	c.h.Reset()
+	c.h.Write(c.last[:])
+	return c.last
+}
+
+// endedTurn is a turn that the event just folded ended.
+type endedTurn struct {
+	id     string
+	digest [32]byte
+}
+
+// endedTurns returns the turn artifacts whose end changes record: the
+// reducer sets endedAt exactly once, when it closes a turn.
+func endedTurns(st *reducer.State, changes []reducer.Change) []*protocol.Artifact {
+	var out []*protocol.Artifact
+	for _, c := range changes {
+		if c.Kind != reducer.Set || c.Field != "endedAt" {
+			continue
+		}
+		if a := st.Artifact(c.Seq); a != nil && a.Type == protocol.ArtifactTurn {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// chainEvent feeds a stored event, already folded with changes, into the
+// session's turn chain and returns the turns it ended with their digests.
+func (s *state) chainEvent(e store.Event, changes []reducer.Change) []endedTurn {
+	if s.chain == nil {
+		// A state starts with its log: folded from its first event, or
+		// new with an empty one.
+		s.chain = newTurnChain()
+	}
+	s.chain.add(e)
+	var out []endedTurn
+	for _, a := range endedTurns(s.st, changes) {
+		out = append(out, endedTurn{id: a.ID, digest: s.chain.cut()})
+	}
+	return out
+}
+
+// recordTurnDigests adds the ops that record the digests of turns that
+// ended at pos, when the store can record them.
+func (w *writer) recordTurnDigests(g *group, id string, pos int64, ended []endedTurn) {
+	if _, ok := w.store.(store.TurnDigestStore); !ok || len(ended) == 0 {
+		return
+	}
+	at := w.opts.Now().UnixMilli()
+	for _, t := range ended {
+		g.ops = append(g.ops, store.PutTurnDigest{SessionID: id, Digest: store.TurnDigest{TurnID: t.id, EndPos: pos, Digest: t.digest, At: at}})
+	}
+}
+
+// Turns lists a session's turns in the order they started, folding its
+// stored event log (so each turn knows where in the log it starts and
+// ends) and attaching the digests recorded when they ended.
+func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) {
+	if _, err := s.store.Session(ctx, id); err != nil {
+		return nil, err
+	}
+	log, err := s.store.Events(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("turns session=%s: %w", id, err)
+	}
+	// Recorded digests are matched to turns by id (the n-th record of an
+	// id to the n-th turn of that id), not by position: an edit that moves
+	// or removes a turn's end must not hide its record.
+	recorded := map[string][]store.TurnDigest{}
+	if ds, ok := s.store.(store.TurnDigestStore); ok {
+		list, err := ds.TurnDigests(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("turns session=%s: %w", id, err)
+		}
+		for _, d := range list {
+			recorded[d.TurnID] = append(recorded[d.TurnID], d)
+		}
+	}
+	st := reducer.New()
+	chain := newTurnChain()
+	type place struct {
+		start, end int64
+		digest     [32]byte
+	}
+	places := map[int64]*place{} // by turn artifact seq
+	var order []int64
+	for _, le := range log {
+		var ev protocol.Event
+		if err := json.Unmarshal(le.Body, &ev); err != nil {
+			return nil, fmt.Errorf("turns session=%s pos=%d: %w", id, le.Pos, err)
+		}
+		changes := st.Apply(ev)
+		chain.add(le)
+		for _, c := range changes {
+			if c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactTurn {
+				places[c.Seq] = &place{start: le.Pos}
+				order = append(order, c.Seq)
+			}
+		}
+		for _, a := range endedTurns(st, changes) {
+			if p := places[a.Seq]; p != nil {
+				p.end, p.digest = le.Pos, chain.cut()
+			}
+		}
+	}
+	arts := st.Artifacts()
+	byTurn := map[string][]*protocol.Artifact{}
+	for _, b := range arts {
+		if b.TurnID != "" && (b.Type == protocol.ArtifactUserMessage || b.Type == protocol.ArtifactToolCall) {
+			byTurn[b.TurnID] = append(byTurn[b.TurnID], b)
+		}
+	}
+	out := make([]protocol.Turn, 0, len(order))
+	for _, seq := range order {
+		a, p := arts[seq-1], places[seq]
+		t := protocol.Turn{ID: a.ID, Seq: a.Seq, Source: a.String("source"), PromptID: a.String("promptId"), Status: a.String("status"),
+			Error: a.String("error"), StartPos: p.start, ToolCalls: []protocol.TurnToolCall{}}
+		t.StartedAt = int64(number(a.Fields["startedAt"]))
+		if v, ok := a.Fields["endedAt"]; ok && v != nil {
+			e := int64(number(v))
+			t.EndedAt = &e
+		}
+		if r := a.String("stopReason"); r != "" {
+			t.StopReason = &r
+		}
+		if v, ok := a.Fields["usage"]; ok && v != nil {
+			t.Usage, _ = json.Marshal(v)
+		}
+		if rs := recorded[a.ID]; len(rs) > 0 {
+			// What was recorded when the turn ended, wherever the log
+			// now says it ends.
+			end, h := rs[0].EndPos, hex.EncodeToString(rs[0].Digest[:])
+			recorded[a.ID] = rs[1:]
+			t.EndPos, t.Digest, t.DigestRecorded = &end, &h, true
+		} else if p.end > 0 {
+			end, h := p.end, hex.EncodeToString(p.digest[:])
+			t.EndPos, t.Digest = &end, &h
+		}
+		for _, b := range byTurn[a.ID] {
+			if b.Seq < a.Seq {
+				continue
+			}
+			switch b.Type {
+			case protocol.ArtifactUserMessage:
+				if t.Prompt == nil {
+					text := b.String("text")
+					t.Prompt = &text
+				}
+			case protocol.ArtifactToolCall:
+				t.ToolCalls = append(t.ToolCalls, protocol.TurnToolCall{ID: b.ID, Name: b.String("name"), Kind: b.String("kind"), Title: b.String("title"), Status: b.String("status")})
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Turn returns one turn of the session by its id; when a turn id was
+// used twice, the latest such turn.
+func (s *Server) Turn(ctx context.Context, id, turnID string) (protocol.Turn, error) {
+	list, err := s.Turns(ctx, id)
+	if err != nil {
+		return protocol.Turn{}, err
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].ID == turnID {
+			return list[i], nil
+		}
+	}
+	return protocol.Turn{}, protocol.Errorf(protocol.CodeNotFound, "turn %q not found in session %q", turnID, id)
+}
+
+// EventLog returns the stored log entries of the session with pos >
+// after, at most limit, in log order, each event the JSON as stored; more
+// says whether entries follow.
+func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error) {
+	if _, err := s.store.Session(ctx, id); err != nil {
+		return nil, false, err
+	}
+	var (
+		list []store.Event
+		err  error
+	)
+	if p, ok := s.store.(store.EventPager); ok {
+		// One more than asked says whether another page follows.
+		list, err = p.EventsAfter(ctx, id, after, limit+1)
+	} else {
+		var all []store.Event
+		all, err = s.store.Events(ctx, id)
+		for _, e := range all {
+			if e.Pos > after && len(list) <= limit {
+				list = append(list, e)
+			}
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("events session=%s: %w", id, err)
+	}
+	more := len(list) > limit
+	if more {
+		list = list[:limit]
+	}
+	out := make([]protocol.LoggedEvent, len(list))
+	for i, e := range list {
+		out[i] = protocol.LoggedEvent{Pos: e.Pos, Instance: e.Instance, AgentSeq: e.AgentSeq, Event: e.Body}
+	}
+	return out, more, nil
+}
+
+// number reads a JSON number field as the reducer stores it.
+func number(v any) float64 {
+	switch n := v.(type) {
+	case float64:
+		return n
+	case int64:
+		return float64(n)
+	case int:
+		return float64(n)
+	case json.Number:
+		f, _ := n.Float64()
+		return f
+	case json.RawMessage:
+		var f float64
+		_ = json.Unmarshal(n, &f)
+		return f
+	}
+	return 0
+}

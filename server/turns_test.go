@@ -1,0 +1,188 @@
+package server_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"github.com/rein-ai/rein/server/app"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/rein-ai/rein/protocol"
+	reinclient "github.com/rein-ai/rein/server/client"
+)
+
+// twoTurns is a completed turn with a prompt, a tool call and usage,
+// then a turn that still runs.
+func twoTurns() []any {
+	return []any{
+		ev("turn_started", "turnId", "t1", "source", "user", "promptId", "p1", "agentSeq", 1),
+		ev("user_message", "text", "fix <b>the</b> bug & test", "turnId", "t1", "agentSeq", 2),
+		ev("tool_call_start", "id", "tc1", "name", "bash", "kind", "execute", "title", "go test", "agentSeq", 3),
+		ev("tool_call_end", "id", "tc1", "status", "completed", "agentSeq", 4),
+		ev("text_delta", "delta", "done", "agentSeq", 5),
+		ev("usage_updated", "inputTokens", 10, "outputTokens", 5, "agentSeq", 6),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 7),
+		ev("turn_started", "turnId", "t2", "source", "user", "agentSeq", 8),
+	}
+}
+
+// unescaped is v as JSON with < > & as they are (json.Marshal escapes
+// them), as a sandbox may send them.
+func unescaped(t *testing.T, v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestTurnsAndEventLog(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", unescaped(t, twoTurns()))
+
+	var turns []protocol.Turn
+	c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+	if len(turns) != 2 {
+		t.Fatalf("turns %+v", turns)
+	}
+	t1, t2 := turns[0], turns[1]
+	if t1.ID != "t1" || t1.Status != "completed" || *t1.StopReason != "end_turn" || t1.Prompt == nil || *t1.Prompt != "fix <b>the</b> bug & test" ||
+		t1.PromptID != "p1" || t1.StartPos != 1 || *t1.EndPos != 7 || t1.EndedAt == nil || t1.StartedAt == 0 ||
+		len(t1.ToolCalls) != 1 || t1.ToolCalls[0].Name != "bash" || t1.ToolCalls[0].Status != "completed" ||
+		!strings.Contains(string(t1.Usage), `"inputTokens":10`) || t1.Digest == nil || len(*t1.Digest) != 64 || !t1.DigestRecorded {
+		b, _ := json.Marshal(t1)
+		t.Fatalf("turn 1: %s", b)
+	}
+	if t2.ID != "t2" || t2.Status != "running" || t2.EndPos != nil || t2.Digest != nil || t2.StopReason != nil || t2.StartPos != 8 {
+		t.Fatalf("turn 2: %+v", t2)
+	}
+	var one protocol.Turn
+	c.must(http.StatusOK, &one, "GET", "/sessions/a/turns/t1", nil)
+	if one.ID != "t1" || *one.Digest != *t1.Digest {
+		t.Fatalf("GET /turns/t1 = %+v", one)
+	}
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/a/turns/nope", nil)
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/nope/turns", nil)
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/nope/events", nil)
+	if e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "GET", "/sessions/a/turns/a%20b", nil); !strings.Contains(e.Message, "turnId") {
+		t.Fatalf("bad turn id: %q does not name turnId", e.Message)
+	}
+	for q, field := range map[string]string{"after=-1": "after", "after=x": "after", "limit=0": "limit", "limit=5001": "limit", "limit=1.5": "limit"} {
+		if e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "GET", "/sessions/a/events?"+q, nil); !strings.Contains(e.Message, field) {
+			t.Fatalf("%s: %q does not name %s", q, e.Message, field)
+		}
+	}
+
+	// Pages of 3: 1-3, 4-6, 7-8; the stored bytes come back as they are
+	// (encoding/json would have escaped the < > & of the prompt).
+	var all []protocol.LoggedEvent
+	var after int64
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatal("pagination does not end")
+		}
+		var page protocol.EventsPage
+		_, raw := c.do("GET", "/sessions/a/events?limit=3&after="+itoa(after), nil)
+		if err := json.Unmarshal(raw, &page); err != nil {
+			t.Fatalf("page %s: %v", raw, err)
+		}
+		all = append(all, page.Events...)
+		if page.Next == nil {
+			if len(page.Events) != 2 {
+				t.Fatalf("last page %s", raw)
+			}
+			break
+		}
+		after = *page.Next
+	}
+	if len(all) != 8 || all[0].Pos != 1 || all[7].Pos != 8 || all[0].AgentSeq != 1 {
+		t.Fatalf("log %+v", all)
+	}
+	stored, err := s.Store().Events(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range stored {
+		if string(stored[i].Body) != string(all[i].Event) {
+			t.Fatalf("event %d exported as %s; stored %s", i+1, all[i].Event, stored[i].Body)
+		}
+	}
+	if got := reinclient.Chain(all, []int64{7}); len(got) != 1 || got[0] != *t1.Digest {
+		t.Fatalf("recomputed %v; recorded %s", got, *t1.Digest)
+	}
+
+	cl, err := reinclient.New(s.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := cl.Verify(context.Background(), "a", 2)
+	if err != nil || v.FirstMismatch != nil || v.Verified != 1 || v.Recorded != 1 || v.Events != 8 {
+		t.Fatalf("verify before the edit: %+v, %v", v, err)
+	}
+
+	// Edit a stored event behind the server's back: the recorded digest
+	// no longer matches the log, though the server serves the edited log.
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	res, err := raw.Exec(`UPDATE events SET body = replace(body, 'fix', 'break') WHERE session_id = 'a' AND pos = 2`)
+	if n, _ := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("tamper: %v, %d rows", err, n)
+	}
+	v, err = cl.Verify(context.Background(), "a", 2)
+	if err != nil || v.FirstMismatch == nil || v.FirstMismatch.ID != "t1" || v.Computed == *t1.Digest {
+		t.Fatalf("verify after the edit: %+v, %v; want t1 to mismatch", v, err)
+	}
+}
+
+// TestTurnDigestsChain: the second turn's digest covers the first's, and
+// a state folded again from the log (after a restart) goes on with the
+// same chain.
+func TestTurnDigestsChain(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", twoTurns())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "i2")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_completed", "turnId", "t2", "stopReason", "cancelled", "agentSeq", 9),
+		ev("turn_started", "turnId", "t3", "source", "user", "agentSeq", 10),
+		ev("agent_exited", "code", 1, "agentSeq", 11),
+	})
+	var turns []protocol.Turn
+	c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+	if len(turns) != 3 || turns[1].Status != "cancelled" || turns[2].EndPos == nil || *turns[2].EndPos != 11 {
+		t.Fatalf("turns %+v", turns)
+	}
+	for _, tr := range turns {
+		if !tr.DigestRecorded {
+			t.Fatalf("turn %s digest not recorded", tr.ID)
+		}
+	}
+	cl, _ := reinclient.New(s.URL(), "")
+	v, err := cl.Verify(context.Background(), "a", 0)
+	if err != nil || v.FirstMismatch != nil || v.Verified != 3 {
+		t.Fatalf("verify: %+v, %v", v, err)
+	}
+	if *turns[0].Digest == *turns[1].Digest || *turns[1].Digest == *turns[2].Digest {
+		t.Fatal("digests repeat")
+	}
+}
