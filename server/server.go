@@ -15,6 +15,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/httpapi"
 	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/internal/metrics"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/internal/web"
 )
@@ -31,6 +32,7 @@ type Server struct {
 	http     *http.Server
 	handlers tracker
 	index    *tokenIndex
+	metrics  metricsListener
 
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -55,6 +57,8 @@ func New(opts Options) (*Server, error) {
 		s.store, s.ownStore = st, true
 	}
 	s.w = newWriter(s.store, s.hub, s.log, opts, s.index)
+	m := metrics.New()
+	s.w.obs = m
 	if err := s.w.load(ctx); err != nil {
 		s.closeStore()
 		return nil, fmt.Errorf("new server: %w", err)
@@ -77,10 +81,15 @@ func New(opts Options) (*Server, error) {
 	api := httpapi.New(service{s}, s.log, httpapi.Options{
 		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
 		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
-		UI: web.Handler(),
+		UI: web.Handler(), Observer: m, Metrics: m.Handler(), AccessLog: opts.AccessLog,
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes},
 	})
+	if err := s.metrics.start(opts.MetricsAddr, m, s.log); err != nil {
+		_ = ln.Close()
+		s.closeStore()
+		return nil, fmt.Errorf("new server: %w", err)
+	}
 	s.http = &http.Server{
 		Handler: s.handlers.wrap(api),
 		// No WriteTimeout: it would cut every stream. Streams set a
@@ -173,6 +182,7 @@ func (s *Server) Close() error {
 			_ = s.http.Close()
 		}
 		<-s.serveDone
+		s.metrics.close()
 		s.w.stop()
 		s.handlers.closeAndWait()
 		s.closeErr = s.closeStore()

@@ -137,6 +137,9 @@ type writer struct {
 	tokens    uint64
 	lastProbe time.Time
 
+	// obs is told what happens, for metrics (nopObserver by default).
+	obs Observer
+
 	// failing is set while commits fail (nil when the last one
 	// succeeded); Health reads it from other goroutines.
 	failing atomic.Pointer[writeFailure]
@@ -158,7 +161,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		store: st, hub: h, log: log, opts: opts, index: index,
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
-		deadlines: map[string]time.Time{},
+		deadlines: map[string]time.Time{}, obs: nopObserver{},
 	}
 }
 
@@ -200,6 +203,7 @@ func (w *writer) load(ctx context.Context) error {
 			w.index.set(r.ID, h)
 		}
 		w.sessions[r.ID] = e
+		w.obs.SessionStatus("", r.Status)
 	}
 	for id := range w.sessions {
 		w.track(id)
@@ -305,9 +309,11 @@ func (w *writer) take(first request) *group {
 			if n == 0 {
 				return nil
 			}
+			g.reqs = n
 			return g
 		}
 	}
+	g.reqs = n
 	return g
 }
 
@@ -407,6 +413,7 @@ type group struct {
 	states  map[string]bool                     // reducer states used (dropped on failure)
 	after   []func()
 	failed  []func(error)
+	reqs    int // requests taken (see take), for the group size metric
 }
 
 func newGroup(w *writer) *group {
@@ -484,6 +491,8 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
 	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionRemoved, data), Key: deref(e.rec.Project)}
 	g.onCommit(func() {
+		w.log.Info("session removed", slog.String("session", id))
+		w.obs.SessionRemoved()
 		w.index.remove(id)
 		if h := w.holders[id]; h != nil {
 			h.sub.Close()
@@ -558,18 +567,21 @@ func (w *writer) commit(g *group) {
 	}
 	if len(g.ops) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		start := time.Now()
 		err := w.store.Commit(ctx, g.ops)
 		cancel()
 		if err != nil {
 			w.fail(g, err)
 			return
 		}
+		w.obs.Committed(time.Since(start), g.reqs)
 		w.recovered()
 	}
 	for _, f := range stored {
 		f()
 	}
 	for _, id := range g.ids {
+		w.obs.SessionStatus(entryStatus(w.sessions[id]), entryStatus(g.overlay[id]))
 		if e := g.overlay[id]; e != nil {
 			w.sessions[id] = e
 		} else {
@@ -585,6 +597,7 @@ func (w *writer) commit(g *group) {
 
 func (w *writer) fail(g *group, err error) {
 	w.log.Error("commit failed", slog.Int("ops", len(g.ops)), slog.Any("err", err))
+	w.obs.CommitFailed()
 	for id := range g.states {
 		delete(w.states, id)
 	}

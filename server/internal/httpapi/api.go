@@ -68,6 +68,15 @@ type Options struct {
 	UI http.Handler
 	// Discovery is what GET /.well-known/rein.json reports that only the server knows.
 	Discovery DiscoveryOptions
+	// Observer, when set, is told about every request and stream (see
+	// observe.go).
+	Observer Observer
+	// AccessLog logs one line per request: method, route pattern, status,
+	// duration, bytes (never a header or the query).
+	AccessLog bool
+	// Metrics, when set, serves GET /metrics to clients holding the client
+	// token (anyone when authentication is off).
+	Metrics http.Handler
 }
 
 // API serves the routes.
@@ -131,6 +140,9 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	handle("GET /sessions/{id}/artifacts", client, a.withID(a.artifacts))
 	handle("GET /sessions/{id}/stream", artifactStream, a.withID(a.artifactStream))
 	handle("POST /sessions/{id}/stream-ticket", client, a.withID(a.artifactsTicket))
+	if opts.Metrics != nil {
+		handle("GET /metrics", client, opts.Metrics.ServeHTTP)
+	}
 	if opts.UI != nil {
 		// "/{$}" is "/" only; every other unknown path stays a JSON 404
 		// (after authentication) from the catch-all below.
@@ -145,10 +157,12 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if a.cors(w, r) {
-		return
-	}
-	a.mux.ServeHTTP(w, r)
+	a.observe(w, r, func(w http.ResponseWriter, r *http.Request) {
+		if a.cors(w, r) {
+			return
+		}
+		a.mux.ServeHTTP(w, r)
+	})
 }
 
 func (a *API) withID(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
