@@ -14,6 +14,7 @@ import (
 
 	"github.com/rein-ai/rein/agentd/internal/claude"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
+	"github.com/rein-ai/rein/agentd/internal/metrics"
 	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
@@ -55,11 +56,21 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("agentd starting", "server", redactURL(opts.Server), "instance", instance, "protocol", opts.Protocol, "agent", opts.Command[0])
 
-	up := uploader.New(uploader.Options{
+	var up *uploader.Uploader
+	met := newMetrics(func() *uploader.Uploader { return up }, ob)
+	up = uploader.New(uploader.Options{
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, BatchMax: opts.BatchMax, BatchWait: opts.BatchWait,
 		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Outbox: ob, Logger: log,
+		OnPost: met.Posted,
 	})
+	if opts.MetricsAddr != "" {
+		ml, err := metrics.Listen(opts.MetricsAddr, met, log)
+		if err != nil {
+			return fmt.Errorf("%w: --metrics-addr: %w", ErrUsage, err)
+		}
+		defer ml.Close()
+	}
 	// The uploader outlives ctx: after a shutdown signal it still has to
 	// post the agent's last events.
 	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -76,6 +87,7 @@ func Run(ctx context.Context, opts Options) error {
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
 		OnConnect: func() {
+			met.Connected()
 			select {
 			case connected <- struct{}{}:
 			default: // one pending re-post is enough

@@ -111,6 +111,10 @@ type Options struct {
 	// client-wide Timeout (it would cut the command stream).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// MetricsAddr, when set ("127.0.0.1:9481"), serves Prometheus metrics
+	// at http://MetricsAddr/metrics while Run runs, without
+	// authentication (they hold counts only); see README.md.
+	MetricsAddr string
 }
 
 func (o *Options) setDefaults() {

@@ -463,7 +463,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	var logs lockedBuffer
 	clock := newFakeClock()
 	s, err := app.New(app.Options{
-		DBPath: t.TempDir() + "/rein.db", APIToken: testAPIToken, Now: clock.Now,
+		DBPath: t.TempDir() + "/rein.db", APIToken: testAPIToken, Now: clock.Now, AccessLog: true,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -514,5 +514,22 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		if strings.Contains(out, secret) {
 			t.Errorf("a log line carries a secret %q:\n%s", secret, out)
 		}
+	}
+	// What the operator needs is there, with the session, and the access
+	// log (on here) names routes, not URLs: no ticket query.
+	for _, want := range []string{
+		`msg="session created" session=a`, `msg="sandbox connected" session=a instance=i1`,
+		`msg="token refused" route="GET /sessions/{id}/stream" session=b code=forbidden`,
+		`msg="token refused" route="GET /sessions" code=unauthorized`,
+		`msg="token refused" route="POST /sessions/{id}/events" session=a code=unauthorized`,
+		`msg="session removed" session=a`,
+		`msg=access method=GET route="GET /sessions/{id}/stream" status=200`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no log line with %s in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "ticket=") {
+		t.Errorf("a log line carries a ticket query:\n%s", out)
 	}
 }

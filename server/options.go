@@ -34,6 +34,9 @@ type Options struct {
 	// default): approval decisions are recorded under it. The domain does
 	// not check credentials; the HTTP adapter does.
 	AuthMode string
+	// Observer, when set, is told what the writer does, for metrics
+	// (package app gives it the Prometheus adapter).
+	Observer Observer
 }
 
 // Defaults.

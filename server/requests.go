@@ -44,6 +44,8 @@ func (r *createReq) apply(w *writer, g *group) {
 	msg := &hub.Message{Event: protocol.SSESessionCreated, Data: data, Key: deref(r.project)}
 	failOn(g, r.reply)
 	g.onCommit(func() {
+		w.log.Info("session created", slog.String("session", r.id), slog.String("project", deref(r.project)))
+		w.obs.SessionCreated()
 		w.index.set(r.id, h)
 		w.hub.Publish(sessionsTopic, msg)
 		r.reply.ok(rec)
@@ -319,6 +321,9 @@ func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
 		if len(msgs) > 0 {
 			w.hub.Publish(artifactTopic(r.id), msgs...)
 		}
+		if n := len(b.logged); n > 0 {
+			w.obs.EventsIngested(n)
+		}
 		r.reply.ok(res)
 	})
 }
@@ -430,10 +435,12 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	g.onCommit(func() {
 		// A newer connection closes the older one. Its release comes
 		// back with the old token and is ignored.
-		if old := w.holders[r.id]; old != nil {
+		old := w.holders[r.id]
+		if old != nil {
 			old.sub.Close()
 		}
 		w.holders[r.id] = h
+		w.sandboxConnected(r.id, r.instance, old)
 		r.reply.ok(openedStream{sub: h.sub, lastCmd: lastCmd, token: h.token})
 	})
 }
@@ -451,6 +458,8 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 	}
 	// The stream is gone whatever the commit does.
 	delete(w.holders, r.id)
+	w.log.Info("sandbox disconnected", slog.String("session", r.id), slog.String("instance", h.instance))
+	w.obs.SandboxDisconnected()
 	if e := g.entry(r.id); e != nil {
 		status, _ := nextStatus(e.rec.Status, streamClosed, "", false)
 		g.setStatus(r.id, e, status)

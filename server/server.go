@@ -39,6 +39,9 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s.w = newWriter(s.store, s.hub, s.log, opts, s.index)
+	if opts.Observer != nil {
+		s.w.obs = opts.Observer
+	}
 	if err := s.w.load(ctx); err != nil {
 		return nil, fmt.Errorf("new server: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -185,7 +186,8 @@ func TestSessionStream(t *testing.T) {
 // A client that never reads is dropped without delaying ingest or a
 // normal client, which receives everything.
 func TestStalledSubscriber(t *testing.T) {
-	s := start(t, app.Options{WriteTimeout: 500 * time.Millisecond})
+	var logs lockedBuffer
+	s := start(t, app.Options{WriteTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 
@@ -237,6 +239,12 @@ func TestStalledSubscriber(t *testing.T) {
 	if n := server.Subscribers(s.Server, "a"); n != 1 {
 		t.Fatalf("artifact topic has %d subscribers; want 1 (the stalled one dropped)", n)
 	}
+	// The operator learns of it: a log line with the session, a count.
+	eventually(t, "the drop is logged and counted", func() bool {
+		m := scrape(t, s.URL()+"/metrics")
+		dropped := m[`rein_stream_clients_dropped_total{reason="overflow",stream="artifacts"}`] + m[`rein_stream_clients_dropped_total{reason="write_timeout",stream="artifacts"}`]
+		return dropped == 1 && strings.Contains(logs.String(), "session=a stream=artifacts reason=")
+	})
 	// Its handler, blocked in a write, gives up at the write deadline;
 	// Close (in Cleanup) waits for it.
 }

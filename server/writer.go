@@ -140,6 +140,9 @@ type writer struct {
 	tokens    uint64
 	lastProbe time.Time
 
+	// obs is told what happens, for metrics (nopObserver by default).
+	obs Observer
+
 	// failing is set while commits fail (nil when the last one
 	// succeeded); Health reads it from other goroutines.
 	failing atomic.Pointer[writeFailure]
@@ -165,7 +168,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		store: st, hub: h, log: log, opts: opts, index: index,
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
-		deadlines: map[string]time.Time{},
+		deadlines: map[string]time.Time{}, obs: nopObserver{},
 		approvals: newApprovals(h, opts.Now().UnixMicro(), authMode(opts)),
 	}
 }
@@ -208,6 +211,7 @@ func (w *writer) load(ctx context.Context) error {
 			w.index.set(r.ID, h)
 		}
 		w.sessions[r.ID] = e
+		w.obs.SessionStatus("", r.Status)
 	}
 	for id := range w.sessions {
 		w.track(id)
@@ -313,9 +317,11 @@ func (w *writer) take(first request) *group {
 			if n == 0 {
 				return nil
 			}
+			g.reqs = n
 			return g
 		}
 	}
+	g.reqs = n
 	return g
 }
 
@@ -415,6 +421,7 @@ type group struct {
 	states  map[string]bool                     // reducer states used (dropped on failure)
 	after   []func()
 	failed  []func(error)
+	reqs    int // requests taken (see take), for the group size metric
 }
 
 func newGroup(w *writer) *group {
@@ -493,6 +500,8 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	msg := &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() {
 		w.approvals.removeSession(id, w.opts.Now().UnixMilli())
+		w.log.Info("session removed", slog.String("session", id))
+		w.obs.SessionRemoved()
 		w.index.remove(id)
 		if h := w.holders[id]; h != nil {
 			h.sub.Close()
@@ -567,18 +576,21 @@ func (w *writer) commit(g *group) {
 	}
 	if len(g.ops) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		start := time.Now()
 		err := w.store.Commit(ctx, g.ops)
 		cancel()
 		if err != nil {
 			w.fail(g, err)
 			return
 		}
+		w.obs.Committed(time.Since(start), g.reqs)
 		w.recovered()
 	}
 	for _, f := range stored {
 		f()
 	}
 	for _, id := range g.ids {
+		w.obs.SessionStatus(entryStatus(w.sessions[id]), entryStatus(g.overlay[id]))
 		if e := g.overlay[id]; e != nil {
 			w.sessions[id] = e
 		} else {
@@ -594,6 +606,7 @@ func (w *writer) commit(g *group) {
 
 func (w *writer) fail(g *group, err error) {
 	w.log.Error("commit failed", slog.Int("ops", len(g.ops)), slog.Any("err", err))
+	w.obs.CommitFailed()
 	for id := range g.states {
 		delete(w.states, id)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/internal/httpapi"
+	"github.com/rein-ai/rein/server/internal/metrics"
 	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/internal/web"
@@ -30,6 +31,7 @@ type App struct {
 	ln       net.Listener
 	http     *http.Server
 	handlers tracker
+	metrics  metricsListener
 
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -54,8 +56,9 @@ func New(opts Options) (*App, error) {
 		}
 		a.store, a.ownStore = st, true
 	}
+	m := metrics.New()
 	srv, err := server.New(server.Options{
-		Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
+		Observer: m, Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 		Logger: opts.Logger, Now: opts.Now,
 		MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
 		AuthMode: authMode(opts),
@@ -82,10 +85,15 @@ func New(opts Options) (*App, error) {
 	api := httpapi.New(httpapi.Domain(srv), a.log, httpapi.Options{
 		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
 		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
-		UI: web.Handler(),
+		UI: web.Handler(), Observer: m, Metrics: m.Handler(), AccessLog: opts.AccessLog,
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes},
 	})
+	if err := a.metrics.start(opts.MetricsAddr, m, a.log); err != nil {
+		_ = ln.Close()
+		a.closeDomain()
+		return nil, fmt.Errorf("new server: %w", err)
+	}
 	a.http = &http.Server{
 		Handler: a.handlers.wrap(api),
 		// No WriteTimeout: it would cut every stream. Streams set a
@@ -177,6 +185,7 @@ func (a *App) Close() error {
 			_ = a.http.Close()
 		}
 		<-a.serveDone
+		a.metrics.close()
 		_ = a.Server.Close() // ends streams (done above) and stops the writer
 		// Handlers Shutdown gave up on may still read the store: wait for
 		// them before it closes.

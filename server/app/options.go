@@ -71,6 +71,14 @@ type Options struct {
 	// MaxArtifactsPerSession caps a session's artifacts; events that could
 	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession).
 	MaxArtifactsPerSession int
+	// MetricsAddr, when set ("127.0.0.1:9480", ":0"), serves GET /metrics
+	// on a listener of its own without authentication, for a scraper (see
+	// metrics.go). GET /metrics on the API address is always served, behind
+	// the client token when authentication is on.
+	MetricsAddr string
+	// AccessLog logs one line per request (method, route pattern, status,
+	// duration, bytes; never a header or the query) at info level.
+	AccessLog bool
 	// MaxSessionBytes caps a session's stored event log in bytes; events
 	// that would take it past the cap get 413 (default
 	// DefaultMaxSessionBytes).

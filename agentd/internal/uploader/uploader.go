@@ -69,6 +69,9 @@ type Options struct {
 	// previous agentd left unacknowledged are posted first.
 	Outbox *outbox.Log
 	Logger *slog.Logger
+	// OnPost, when set, is told how long each POST attempt took and how
+	// it ended (metrics).
+	OnPost func(d time.Duration, err error)
 }
 
 // Uploader is the ordered event pipeline to the server. Use New, then Run
@@ -491,7 +494,11 @@ func (u *Uploader) postRetrying(ctx context.Context, bo *backoff.ExponentialBack
 
 	var timer *time.Timer
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		acc, err := u.post(ctx, body)
+		if u.opts.OnPost != nil {
+			u.opts.OnPost(time.Since(start), err)
+		}
 		if err == nil {
 			bo.Reset()
 			u.stats.Lock()

@@ -58,6 +58,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token (anyone who reaches the port can do anything)"},
 			&cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"REIN_CORS_ORIGINS"}, Usage: "browser origin allowed cross-origin, e.g. https://app.example.com (repeatable; env: comma-separated)"},
 			&cli.IntFlag{Name: "max-artifacts-per-session", Value: app.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"REIN_METRICS_ADDR"}, Usage: "also serve GET /metrics without authentication on this address (e.g. 127.0.0.1:9480), for a scraper; /metrics on the API address needs the client token"},
+			&cli.BoolFlag{Name: "access-log", EnvVars: []string{"REIN_ACCESS_LOG"}, Usage: "log one line per request: method, route pattern, status, duration, bytes (never a header or the query)"},
 			&cli.Int64Flag{Name: "max-session-bytes", Value: app.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
@@ -97,6 +99,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				CORSOrigins:            c.StringSlice("cors-origin"),
 				MaxArtifactsPerSession: c.Int("max-artifacts-per-session"),
 				MaxSessionBytes:        c.Int64("max-session-bytes"),
+				MetricsAddr:            c.String("metrics-addr"),
+				AccessLog:              c.Bool("access-log"),
 			})
 		},
 	}

@@ -76,6 +76,15 @@ type Options struct {
 	UI http.Handler
 	// Discovery is what GET /.well-known/rein.json reports that only the server knows.
 	Discovery DiscoveryOptions
+	// Observer, when set, is told about every request and stream (see
+	// observe.go).
+	Observer Observer
+	// AccessLog logs one line per request: method, route pattern, status,
+	// duration, bytes (never a header or the query).
+	AccessLog bool
+	// Metrics, when set, serves GET /metrics to clients holding the client
+	// token (anyone when authentication is off).
+	Metrics http.Handler
 }
 
 // API serves the routes.
@@ -151,6 +160,9 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	handle("GET /approvals", client, a.listApprovals)
 	handle("GET /approvals/stream", sessionStream, a.approvalStream)
 	handle("GET /approvals/history", client, a.approvalHistory)
+	if opts.Metrics != nil {
+		handle("GET /metrics", client, opts.Metrics.ServeHTTP)
+	}
 	if opts.UI != nil {
 		// "/{$}" is "/" only; every other unknown path stays a JSON 404
 		// (after authentication) from the catch-all below.
@@ -168,10 +180,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every answer is exactly the type it says: no browser sniffing one
 	// into HTML or script.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if a.cors(w, r) {
-		return
-	}
-	a.mux.ServeHTTP(w, r)
+	a.observe(w, r, func(w http.ResponseWriter, r *http.Request) {
+		if a.cors(w, r) {
+			return
+		}
+		a.mux.ServeHTTP(w, r)
+	})
 }
 
 func (a *API) withID(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -51,6 +52,14 @@ func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, err := a.authorize(r, acc)
 		if err != nil {
+			// Which route and why, never the token: an operator asking
+			// why an agent cannot connect finds it here.
+			attrs := []slog.Attr{slog.String("route", r.Pattern)}
+			if id := r.PathValue("id"); id != "" {
+				attrs = append(attrs, slog.String("session", id))
+			}
+			attrs = append(attrs, slog.String("code", string(protocol.CodeOf(err))), slog.String("remote", r.RemoteAddr))
+			a.log.LogAttrs(r.Context(), slog.LevelWarn, "token refused", attrs...)
 			if protocol.CodeOf(err) == protocol.CodeUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="rein"`)
 			}

@@ -127,6 +127,7 @@ var knownRoutes = []struct {
 	{DiscoveryRoute{"GET", "/healthz", "none"}, "", "health"},
 	{DiscoveryRoute{"GET", "/openapi.json", "none"}, "openapi", "openapi"},
 	{DiscoveryRoute{"GET", "/", "none"}, "webView", "webView"},
+	{DiscoveryRoute{"GET", "/metrics", "client"}, "metrics", "metrics"},
 	{DiscoveryRoute{"GET", "/sessions", "client"}, "", ""},
 	{DiscoveryRoute{"GET", "/sessions/stream", "ticket"}, "", ""},
 	{DiscoveryRoute{"POST", "/sessions/stream-ticket", "client"}, "", ""},

@@ -118,7 +118,7 @@ func TestDiscovery(t *testing.T) {
 // router has registered, and a route registered later (as the OpenAPI
 // document will be) appears with its link and feature.
 func TestDiscoveryRoutesAreServed(t *testing.T) {
-	a := New(&fake{}, nil, Options{UI: http.NotFoundHandler()})
+	a := New(&fake{}, nil, Options{UI: http.NotFoundHandler(), Metrics: http.NotFoundHandler()})
 	d := getDiscovery(t, a)
 	if len(d.Routes) != len(knownRoutes) {
 		t.Errorf("%d routes listed; want %d: %v", len(d.Routes), len(knownRoutes), d.Routes)

@@ -87,14 +87,25 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 		}
 		return sess.Flush()
 	}
+	kind := streamKind(r)
+	if a.opts.Observer != nil {
+		a.opts.Observer.StreamOpened(kind)
+		defer a.opts.Observer.StreamClosed(kind)
+	}
 	err = pump(st, r, write, flush, a.opts.PingInterval)
 	// Say why a stream was cut when the server cut it: an operator seeing
 	// clients reconnect needs to know it was for being too slow.
+	reason := ""
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		a.log.Warn("dropped a stream client that stopped reading", "path", r.URL.Path, "reason", "write timeout", "writeTimeout", a.opts.WriteTimeout)
+		reason = "write_timeout"
+		a.log.Warn("dropped a stream client that stopped reading", "session", r.PathValue("id"), "stream", kind, "reason", reason, "writeTimeout", a.opts.WriteTimeout)
 	case errors.Is(err, hub.ErrOverflow):
-		a.log.Warn("dropped a stream client that fell behind", "path", r.URL.Path, "reason", "queue overflow")
+		reason = "overflow"
+		a.log.Warn("dropped a stream client that fell behind", "session", r.PathValue("id"), "stream", kind, "reason", reason)
+	}
+	if reason != "" && a.opts.Observer != nil {
+		a.opts.Observer.ClientDropped(kind, reason)
 	}
 }
 

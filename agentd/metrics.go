@@ -1,0 +1,22 @@
+package agentd
+
+import (
+	"github.com/rein-ai/rein/agentd/internal/metrics"
+	"github.com/rein-ai/rein/agentd/internal/outbox"
+	"github.com/rein-ai/rein/agentd/internal/uploader"
+)
+
+// newMetrics makes agentd's collectors. up returns the uploader, which is
+// made after them (it takes their POST hook); the gauges read it only at
+// scrape time, once it exists.
+func newMetrics(up func() *uploader.Uploader, ob *outbox.Log) *metrics.Metrics {
+	g := metrics.Gauges{
+		Queue:      func() int { return up().Len() },
+		Accepted:   func() int { return up().Stats().Accepted },
+		Duplicates: func() int { return up().Stats().Duplicates },
+	}
+	if ob != nil {
+		g.OutboxBytes = ob.Bytes
+	}
+	return metrics.New(g)
+}
