@@ -22,11 +22,23 @@ type Session struct {
 	Project       *string       `json:"project"`
 	CreatedAt     int64         `json:"createdAt"`
 	LastHeartbeat *int64        `json:"lastHeartbeat"`
+	// AckedCommandID is the id of the last command the session's sandbox
+	// acknowledged: it and every command before it were taken by the
+	// agent (see "Command acknowledgement" in the README). Omitted when 0,
+	// like PendingCommands.
+	AckedCommandID int64 `json:"ackedCommandId,omitempty"`
+	// PendingCommands counts the commands accepted (202) and not yet
+	// acknowledged: they are delivered to the sandbox that connects next,
+	// or again to the one connected.
+	PendingCommands int64 `json:"pendingCommands,omitempty"`
 }
 
 // CreateSessionRequest is the optional body of POST /sessions/:id.
 type CreateSessionRequest struct {
 	Project *string `json:"project,omitempty"`
+	// Prompt, when set, is stored as the session's command 1, a prompt
+	// delivered when a sandbox first connects.
+	Prompt *string `json:"prompt,omitempty"`
 }
 
 // ReservedSessionID cannot be a session id because it is a route

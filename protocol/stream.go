@@ -93,3 +93,9 @@ type SessionRemoved struct {
 // HeaderInstance is the header agentd sends on every request: a random id
 // per agentd process, so the server can refuse a superseded sandbox.
 const HeaderInstance = "Rein-Instance"
+
+// HeaderCommandCursor is the header by which a sandbox acknowledges
+// commands on POST /sessions/:id/events (heartbeats included): the id of
+// the last command such that it and every one before it were taken by the
+// agent. The server records it as the session's AckedCommandID.
+const HeaderCommandCursor = "Rein-Command-Cursor"
