@@ -70,17 +70,17 @@ func (s service) SessionStream(ctx context.Context, project string) (*httpapi.St
 
 // CommandStream registers the sandbox (closing an older connection) and
 // replays the stored commands after Last-Event-ID, then streams new ones.
-// Without Last-Event-ID only commands sent after the connection arrive.
+// Without Last-Event-ID it replays those not acknowledged (commands.go).
 func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*httpapi.Stream, error) {
 	r := newReply[openedStream]()
-	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: instance, cred: credential(ctx), reply: r}, r)
+	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: instance, after: after, resume: resume, cred: credential(ctx), reply: r}, r)
 	if err != nil {
 		return nil, fmt.Errorf("command stream session=%s: %w", id, err)
 	}
 	release := func() { s.w.send(&closeStreamReq{id: id, token: o.token}) }
 	var initial [][]byte
-	if resume && after < o.lastCmd {
-		cmds, err := s.store.Commands(ctx, id, after, o.lastCmd)
+	if o.from < o.lastCmd {
+		cmds, err := s.store.Commands(ctx, id, o.from, o.lastCmd)
 		if err != nil {
 			o.sub.Close()
 			release()
@@ -93,12 +93,8 @@ func (s service) CommandStream(ctx context.Context, id, instance string, after i
 	return &httpapi.Stream{Initial: initial, Sub: o.sub, After: o.lastCmd, Release: release}, nil
 }
 
-func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error) {
-	p := ""
-	if project != nil {
-		p = *project
-	}
-	c, err := s.Server.CreateSession(ctx, id, p)
+func (s service) CreateSession(ctx context.Context, id string, req protocol.CreateSessionRequest) (protocol.Session, string, error) {
+	c, err := s.Server.createSession(ctx, id, deref(req.Project), deref(req.Prompt))
 	return c.Session, c.SandboxToken, err
 }
 
