@@ -55,10 +55,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("agentd starting", "server", redactURL(opts.Server), "instance", instance, "protocol", opts.Protocol, "agent", opts.Command[0])
 
+	cmds := newCommandLog(ob, log)
 	up := uploader.New(uploader.Options{
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, BatchMax: opts.BatchMax, BatchWait: opts.BatchWait,
 		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Outbox: ob, Logger: log,
+		Cursor: cmds.acked,
 	})
 	// The uploader outlives ctx: after a shutdown signal it still has to
 	// post the agent's last events.
@@ -67,7 +69,6 @@ func Run(ctx context.Context, opts Options) error {
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(upCtx) }()
 
-	cmds := newCommandLog(ob, log)
 	after, resume := cmds.resume()
 	commands := make(chan protocol.Command, 64)
 	connected := make(chan struct{}, 1)
