@@ -77,6 +77,10 @@ type SessionPayload struct {
 type SessionFields struct {
 	Status  *SessionStatus `json:"status,omitempty"`
 	Summary *string        `json:"summary,omitempty"`
+	// AckedCommandID and PendingCommands are sent together when either
+	// changes (a command accepted, or the sandbox acknowledged some).
+	AckedCommandID  *int64 `json:"ackedCommandId,omitempty"`
+	PendingCommands *int64 `json:"pendingCommands,omitempty"`
 }
 
 // SessionUpdated is the data of session_updated.

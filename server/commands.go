@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/hub"
@@ -54,6 +55,19 @@ func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command)
 	return cmd, &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}, nil
 }
 
+// commandsChanged publishes the session's acknowledged and pending
+// command counts after the commit.
+func (w *writer) commandsChanged(g *group, e *entry) {
+	acked, pending := e.rec.AckedCommandID, e.rec.PendingCommands
+	data, err := json.Marshal(protocol.SessionUpdated{ID: e.rec.ID, Fields: protocol.SessionFields{AckedCommandID: &acked, PendingCommands: &pending}})
+	if err != nil {
+		w.log.Error("encode session_updated", slog.Any("err", err))
+		return
+	}
+	msg := &hub.Message{Data: encodeSSE(0, protocol.SSESessionUpdated, data), Key: deref(e.rec.Project)}
+	g.onCommit(func() { w.hub.Publish(sessionsTopic, msg) })
+}
+
 // ackReq is a sandbox's command cursor as it came with an event post.
 type ackReq struct {
 	id       string
@@ -80,8 +94,8 @@ func (r *ackReq) apply(w *writer, g *group) {
 		r.reply.fail(supersededErr(r.instance, r.id))
 		return
 	}
-	if r.instance == e.rec.CurrentInstance {
-		e.setAcked(r.cursor)
+	if r.instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {
+		w.commandsChanged(g, e)
 	}
 	failOn(g, r.reply)
 	g.onCommit(func() { r.reply.ok(struct{}{}) })

@@ -98,16 +98,30 @@ func TestQueuedPrompt(t *testing.T) {
 		t.Errorf("bad queue: message %q does not name the field", e.Message)
 	}
 
+	ss := c.stream("/sessions/stream")
+	for ss.next().Event != protocol.SSESnapshotComplete {
+	}
 	var acc protocol.CommandAccepted
 	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"queued","queue":true}`)
 	if acc.ID != 1 {
 		t.Fatalf("queued prompt id %d; want 1", acc.ID)
+	}
+	// The session stream shows it waiting, then taken.
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || up.Data != `{"id":"a","fields":{"ackedCommandId":0,"pendingCommands":1}}` {
+		t.Fatalf("session stream after the queued prompt: %+v", up)
 	}
 	if rec := c.session("a"); rec.PendingCommands != 1 {
 		t.Fatalf("pendingCommands %d; want 1", rec.PendingCommands)
 	}
 	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
 	wantCommand(t, cmds, 1, "queued")
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || !strings.Contains(up.Data, `"status":"live"`) {
+		t.Fatalf("session stream after the sandbox connected: %+v", up)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "1")
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || up.Data != `{"id":"a","fields":{"ackedCommandId":1,"pendingCommands":0}}` {
+		t.Fatalf("session stream after the acknowledgement: %+v", up)
+	}
 	// Queue with a sandbox connected is an ordinary prompt.
 	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"second","queue":true}`)
 	wantCommand(t, cmds, 2, "second")

@@ -102,6 +102,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(err)
 		return
 	}
+	w.commandsChanged(g, e)
 	failOn(g, r.reply)
 	g.onCommit(func() {
 		w.hub.Publish(commandTopic(r.id), msg)
@@ -422,8 +423,8 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	}
 	// Last-Event-ID is the opener's command cursor; without it, it gets
 	// every command not acknowledged (see commands.go).
-	if r.resume {
-		e.setAcked(r.after)
+	if r.resume && e.setAcked(r.after) {
+		w.commandsChanged(g, e)
 	}
 	from := e.rec.AckedCommandID
 	if r.resume {
