@@ -18,10 +18,9 @@ import (
 // acknowledged (AckedCommandID): it and every command before it were taken
 // by the agent. The current holder of the command stream says so twice:
 // with Last-Event-ID when it opens the stream (agentd's persisted command
-// cursor) and with the protocol.HeaderCommandCursor header on its event posts
-// (heartbeats included), which moves it as the agent takes commands. Its
-// latest word counts, even one lower than before (a restarted agentd whose
-// cursor is behind what its previous connection had received). A
+// cursor; see resumeAck) and with the protocol.HeaderCommandCursor header
+// on its event posts (heartbeats included), which moves it as the agent
+// takes commands. Its latest word counts, even one lower than before. A
 // connection without Last-Event-ID (a new instance, or one with no cursor
 // yet) gets every command after the acknowledged one, so a prompt
 // accepted with 202 and never taken reaches whichever sandbox comes next.
@@ -37,6 +36,20 @@ func (e *entry) setAcked(n int64) bool {
 	e.rec.AckedCommandID = n
 	e.rec.PendingCommands = e.rec.LastCommandID - n
 	return true
+}
+
+// resumeAck is what a command stream opened with Last-Event-ID after
+// acknowledges, acked being the session's acknowledged command so far.
+// From an instance opening it anew (a restarted agentd's persisted cursor,
+// or a new instance) it is the word. From the instance already holding the
+// stream it can only lower acked: agentd's in-process reconnection sends
+// the last command it received, which the agent may not have taken yet;
+// what it took comes with the cursor header.
+func resumeAck(same bool, after, acked int64) int64 {
+	if same {
+		return min(after, acked)
+	}
+	return after
 }
 
 // addCommand gives cmd the session's next id, adds it to the group and

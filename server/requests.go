@@ -410,6 +410,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		return
 	}
 	opened := streamOpened
+	same := r.instance != "" && r.instance == e.rec.CurrentInstance
 	if r.instance != "" && e.rec.CurrentInstance != "" && r.instance != e.rec.CurrentInstance {
 		// A new instance: the one that ran the open turn is gone.
 		if err := w.interruptTurn(g, r.id, e, r.instance); err != nil {
@@ -423,7 +424,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	}
 	// Last-Event-ID is the opener's command cursor; without it, it gets
 	// every command not acknowledged (see commands.go).
-	if r.resume && e.setAcked(r.after) {
+	if r.resume && e.setAcked(resumeAck(same, r.after, e.rec.AckedCommandID)) {
 		w.commandsChanged(g, e)
 	}
 	from := e.rec.AckedCommandID
