@@ -152,7 +152,11 @@ func (e *env) runConnectCommand(command, dir string) *Proc {
 	e.t.Helper()
 	script := "cd " + dir + " && " + strings.ReplaceAll(command, "YOUR-AGENT", "demo-agent")
 	path := "PATH=" + filepath.Dir(bins.Agentd) + string(os.PathListSeparator) + os.Getenv("PATH")
-	p, err := Start(e.t.Logf, "pasted agentd", []string{path}, "sh", "-c", script)
+	// The pasted command uses agentd's default state dir; under $HOME it
+	// would outlive the test, and the next run's agentd would resume a
+	// dead server's command cursor and skip that run's first commands.
+	state := "XDG_STATE_HOME=" + filepath.Join(dir, "state")
+	p, err := Start(e.t.Logf, "pasted agentd", []string{path, state}, "sh", "-c", script)
 	if err != nil {
 		e.t.Fatal(err)
 	}
