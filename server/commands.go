@@ -55,17 +55,17 @@ func resumeAck(same bool, after, acked int64) int64 {
 // addCommand gives cmd the session's next id, adds it to the group and
 // returns its stream message (published after the commit). The stored
 // command never carries Queue: that is between the client and the server.
-func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command) (protocol.Command, *hub.Message, error) {
+// It cannot fail, so a request that adds a command after other writes
+// (createReq) never has to undo them: a Command is strings, integers and
+// a bool, which always encode.
+func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command) (protocol.Command, *hub.Message) {
 	cmd.ID = e.rec.LastCommandID + 1
 	cmd.Queue = false
-	body, err := json.Marshal(cmd)
-	if err != nil {
-		return cmd, nil, fmt.Errorf("encode command session=%s: %w", id, err)
-	}
+	body, _ := json.Marshal(cmd)
 	e.rec.LastCommandID = cmd.ID
 	e.rec.PendingCommands = e.rec.LastCommandID - e.rec.AckedCommandID
 	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
-	return cmd, &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}, nil
+	return cmd, &hub.Message{Data: encodeSSE(cmd.ID, protocol.SSECommand, body), Seq: cmd.ID}
 }
 
 // commandsChanged publishes the session's acknowledged and pending

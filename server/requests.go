@@ -40,10 +40,7 @@ func (r *createReq) apply(w *writer, g *group) {
 	if r.prompt != nil {
 		// Nobody is subscribed yet: the first sandbox gets it as a
 		// pending command (see commands.go).
-		if _, _, err := w.addCommand(g, r.id, e, protocol.Command{Type: protocol.CommandPrompt, Text: *r.prompt}); err != nil {
-			r.reply.fail(err)
-			return
-		}
+		w.addCommand(g, r.id, e, protocol.Command{Type: protocol.CommandPrompt, Text: *r.prompt})
 		rec = e.rec.Session
 	}
 	// A new session has an empty log: install its state rather than read
@@ -97,11 +94,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q (send the prompt with \"queue\": true to have it delivered when one connects)", r.id))
 		return
 	}
-	cmd, msg, err := w.addCommand(g, r.id, e, r.cmd)
-	if err != nil {
-		r.reply.fail(err)
-		return
-	}
+	cmd, msg := w.addCommand(g, r.id, e, r.cmd)
 	w.commandsChanged(g, e)
 	failOn(g, r.reply)
 	g.onCommit(func() {
