@@ -21,9 +21,10 @@ type commandLog struct {
 	ob  *outbox.Log // nil: nothing persisted
 	log *slog.Logger
 
-	mu    sync.Mutex
-	cmds  []trackedCommand // received and not yet behind the cursor, in id order
-	saved bool             // a cursor was persisted (by this or an earlier agentd)
+	mu     sync.Mutex
+	cmds   []trackedCommand // received and not yet behind the cursor, in id order
+	saved  bool             // a cursor is known (persisted by this or an earlier agentd, or set in memory)
+	cursor int64            // the cursor, also without a state dir: the server hears it (acked)
 }
 
 type trackedCommand struct {
@@ -34,9 +35,17 @@ type trackedCommand struct {
 func newCommandLog(ob *outbox.Log, log *slog.Logger) *commandLog {
 	l := &commandLog{ob: ob, log: log}
 	if ob != nil {
-		_, l.saved = ob.Cursor()
+		l.cursor, l.saved = ob.Cursor()
 	}
 	return l
+}
+
+// acked is the cursor as the server is told it on every event post
+// (protocol.HeaderCommandCursor); ok is false while none is known.
+func (l *commandLog) acked() (id int64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cursor, l.saved
 }
 
 // resume is where the command stream starts: ok is false for a state dir
@@ -118,10 +127,13 @@ func (l *commandLog) advance() {
 	l.save(last)
 }
 
-// save persists the cursor; l.mu is held. A failed write is logged: the
-// cost is a command replayed after a restart, not one lost.
+// save records and persists the cursor; l.mu is held. A failed write is
+// logged: the cost is a command replayed after a restart, not one lost.
+// Without a state dir the cursor is kept in memory only, for acked.
 func (l *commandLog) save(id int64) {
+	l.cursor = id
 	if l.ob == nil {
+		l.saved = true
 		return
 	}
 	if err := l.ob.SetCursor(id); err != nil {

@@ -56,6 +56,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("agentd starting", "server", redactURL(opts.Server), "instance", instance, "protocol", opts.Protocol, "agent", opts.Command[0])
 
+	cmds := newCommandLog(ob, log)
 	var up *uploader.Uploader
 	met := newMetrics(func() *uploader.Uploader { return up }, ob)
 	up = uploader.New(uploader.Options{
@@ -63,6 +64,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client: opts.HTTPClient, BatchMax: opts.BatchMax, BatchWait: opts.BatchWait,
 		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Outbox: ob, Logger: log,
 		OnPost: met.Posted,
+		Cursor: cmds.acked,
 	})
 	if opts.MetricsAddr != "" {
 		ml, err := metrics.Listen(opts.MetricsAddr, met, log)
@@ -78,7 +80,6 @@ func Run(ctx context.Context, opts Options) error {
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(upCtx) }()
 
-	cmds := newCommandLog(ob, log)
 	after, resume := cmds.resume()
 	commands := make(chan protocol.Command, 64)
 	connected := make(chan struct{}, 1)

@@ -22,6 +22,11 @@ type Command struct {
 	RequestID string      `json:"requestId,omitempty"`
 	OptionID  string      `json:"optionId,omitempty"`
 	Outcome   Outcome     `json:"outcome,omitempty"`
+	// Queue, on a prompt a client sends, asks the server to accept it
+	// while no sandbox is connected (instead of 409 no_sandbox): it is
+	// stored and delivered when a sandbox connects. The server does not
+	// keep it in the command it stores and streams.
+	Queue bool `json:"queue,omitempty"`
 }
 
 // CommandAccepted is the 202 body of POST /sessions/:id/commands.

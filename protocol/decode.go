@@ -197,7 +197,7 @@ func ValidEventID(id string) bool { return validateEventID(id) == nil }
 
 // commandSchemas lists what clients may send; shutdown is agentd's alone.
 var commandSchemas = map[CommandType][]field{
-	CommandPrompt:             {{name: "text", kind: kString, required: true, nonEmpty: true}},
+	CommandPrompt:             {{name: "text", kind: kString, required: true, nonEmpty: true}, opt("queue", kBool)},
 	CommandAbort:              nil,
 	CommandPermissionResponse: {req("requestId", kID), opt("optionId", kID), enumf("outcome", false, string(OutcomeSelected), string(OutcomeCancelled))},
 }

@@ -487,6 +487,10 @@ func TestDecodeCommand(t *testing.T) {
 	}{
 		{"prompt", `{"type":"prompt","text":"fix the bug"}`, protocol.Command{Type: protocol.CommandPrompt, Text: "fix the bug"}},
 		{"abort", `{"type":"abort"}`, protocol.Command{Type: protocol.CommandAbort}},
+		{"queued prompt", `{"type":"prompt","text":"t","queue":true}`, protocol.Command{Type: protocol.CommandPrompt, Text: "t", Queue: true}},
+		{"prompt queue false", `{"type":"prompt","text":"t","queue":false}`, protocol.Command{Type: protocol.CommandPrompt, Text: "t"}},
+		{"prompt queue null", `{"type":"prompt","text":"t","queue":null}`, protocol.Command{Type: protocol.CommandPrompt, Text: "t"}},
+		{"queue is a prompt's field only", `{"type":"abort","queue":true}`, protocol.Command{Type: protocol.CommandAbort}},
 		{"option", `{"type":"permission_response","requestId":"r1","optionId":"allow_once"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected}},
 		{"option selected", `{"type":"permission_response","requestId":"r1","optionId":"o","outcome":"selected"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "o", Outcome: protocol.OutcomeSelected}},
 		{"cancelled", `{"type":"permission_response","requestId":"r1","outcome":"cancelled"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", Outcome: protocol.OutcomeCancelled}},
@@ -527,6 +531,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"prompt null text", `{"type":"prompt","text":null}`, `text: required`},
 		{"prompt empty text", `{"type":"prompt","text":""}`, `text: must not be empty`},
 		{"prompt text number", `{"type":"prompt","text":1}`, `text: must be a string`},
+		{"prompt queue string", `{"type":"prompt","text":"t","queue":"yes"}`, `queue: must be true or false`},
 		{"prompt text too long", `{"type":"prompt","text":"` + strings.Repeat("p", protocol.MaxTextLen+1) + `"}`, fmt.Sprintf(`text: is %d bytes; at most %d are allowed`, protocol.MaxTextLen+1, protocol.MaxTextLen)},
 		{"no requestId", `{"type":"permission_response","optionId":"a"}`, `requestId: required`},
 		{"bad requestId", `{"type":"permission_response","requestId":"r 1","optionId":"a"}`, `requestId: may contain only letters, digits, '.', '_', ':' and '-' (found ' ')`},

@@ -661,6 +661,12 @@ func (s commandSetter) setString(name, v string) {
 	}
 }
 
+func (s commandSetter) setBool(name string, v bool) {
+	if name == "queue" {
+		s.c.Queue = v
+	}
+}
+
 // last returns the value of the last member named name (encoding/json's
 // rule for a repeated key), or nil.
 func last(ms []member, name string) []byte {

@@ -26,11 +26,23 @@ type Session struct {
 	// for an answer (see GET /approvals). The server derives it; stores
 	// leave it 0.
 	PendingApprovals int `json:"pendingApprovals"`
+	// AckedCommandID is the id of the last command the session's sandbox
+	// acknowledged: it and every command before it were taken by the
+	// agent (see "Command acknowledgement" in the README). Omitted when 0,
+	// like PendingCommands.
+	AckedCommandID int64 `json:"ackedCommandId,omitempty"`
+	// PendingCommands counts the commands accepted (202) and not yet
+	// acknowledged: they are delivered to the sandbox that connects next,
+	// or again to the one connected.
+	PendingCommands int64 `json:"pendingCommands,omitempty"`
 }
 
 // CreateSessionRequest is the optional body of POST /sessions/:id.
 type CreateSessionRequest struct {
 	Project *string `json:"project,omitempty"`
+	// Prompt, when set, is stored as the session's command 1, a prompt
+	// delivered when a sandbox first connects.
+	Prompt *string `json:"prompt,omitempty"`
 }
 
 // ReservedSessionID cannot be a session id because it is a route

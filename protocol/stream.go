@@ -80,6 +80,10 @@ type SessionFields struct {
 	// PendingApprovals is the session's new count of pending permission
 	// requests.
 	PendingApprovals *int `json:"pendingApprovals,omitempty"`
+	// AckedCommandID and PendingCommands are sent together when either
+	// changes (a command accepted, or the sandbox acknowledged some).
+	AckedCommandID  *int64 `json:"ackedCommandId,omitempty"`
+	PendingCommands *int64 `json:"pendingCommands,omitempty"`
 }
 
 // SessionUpdated is the data of session_updated.
@@ -96,3 +100,9 @@ type SessionRemoved struct {
 // HeaderInstance is the header agentd sends on every request: a random id
 // per agentd process, so the server can refuse a superseded sandbox.
 const HeaderInstance = "Rein-Instance"
+
+// HeaderCommandCursor is the header by which a sandbox acknowledges
+// commands on POST /sessions/:id/events (heartbeats included): the id of
+// the last command such that it and every one before it were taken by the
+// agent. The server records it as the session's AckedCommandID.
+const HeaderCommandCursor = "Rein-Command-Cursor"

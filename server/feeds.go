@@ -89,14 +89,17 @@ type CommandFeed struct {
 // Without resume only commands sent after the connection arrive.
 func (s *Server) OpenCommandStream(ctx context.Context, id string, from Sandbox, after int64, resume bool) (CommandFeed, error) {
 	r := newReply[openedStream]()
-	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: from.Instance, cred: from.Token, reply: r}, r)
+	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: from.Instance, after: after, resume: resume, cred: from.Token, reply: r}, r)
 	if err != nil {
 		return CommandFeed{}, fmt.Errorf("command stream session=%s: %w", id, err)
 	}
 	release := func() { s.w.send(&closeStreamReq{id: id, token: o.token}) }
 	var replay []StoredCommand
-	if resume && after < o.lastCmd {
-		if replay, err = s.store.Commands(ctx, id, after, o.lastCmd); err != nil {
+	// o.from is where the replay starts: Last-Event-ID when the sandbox
+	// sent one, else the last acknowledged command (commands.go), so
+	// accepted commands nobody took are delivered again.
+	if o.from < o.lastCmd {
+		if replay, err = s.store.Commands(ctx, id, o.from, o.lastCmd); err != nil {
 			o.sub.Close()
 			release()
 			return CommandFeed{}, err

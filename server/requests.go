@@ -20,6 +20,7 @@ import (
 type createReq struct {
 	id      string
 	project *string
+	prompt  *string  // the initial prompt, stored as command 1
 	sandbox [32]byte // the new session's sandbox token hash
 	reply   reply[protocol.Session]
 }
@@ -33,8 +34,15 @@ func (r *createReq) apply(w *writer, g *group) {
 	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
 	w.clock++
 	h := r.sandbox
-	g.put(r.id, &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h})
+	e := &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h}
+	g.put(r.id, e)
 	g.ops = append(g.ops, store.CreateSession{Session: rec}, store.SetSandboxToken{SessionID: r.id, Hash: h, At: rec.CreatedAt})
+	if r.prompt != nil {
+		// Nobody is subscribed yet: the first sandbox gets it as a
+		// pending command (see commands.go).
+		w.addCommand(g, r.id, e, protocol.Command{Type: protocol.CommandPrompt, Text: *r.prompt})
+		rec = e.rec.Session
+	}
 	// A new session has an empty log: install its state rather than read
 	// a log that, within this group, may still hold a deleted namesake's.
 	w.states[r.id] = &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, used: w.clock, policy: newArtifactPolicy()}
@@ -84,20 +92,12 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(notFound(r.id))
 		return
 	}
-	if w.holders[r.id] == nil {
-		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q", r.id))
+	if w.holders[r.id] == nil && !r.cmd.Queue {
+		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q (send the prompt with \"queue\": true to have it delivered when one connects)", r.id))
 		return
 	}
-	cmd := r.cmd
-	cmd.ID = e.rec.LastCommandID + 1
-	body, err := json.Marshal(cmd)
-	if err != nil {
-		r.reply.fail(fmt.Errorf("encode command session=%s: %w", r.id, err))
-		return
-	}
-	e.rec.LastCommandID = cmd.ID
-	g.ops = append(g.ops, store.AddCommand{SessionID: r.id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
-	msg := &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
+	cmd, msg := w.addCommand(g, r.id, e, r.cmd)
+	w.commandsChanged(g, e)
 	failOn(g, r.reply)
 	g.onCommit(func() {
 		if cmd.Type == protocol.CommandPermissionResponse {
@@ -389,12 +389,15 @@ func supersededErr(instance, id string) error {
 type openStreamReq struct {
 	id       string
 	instance string
+	after    int64 // Last-Event-ID, when resume
+	resume   bool
 	cred     *[32]byte // see entry.accepts
 	reply    reply[openedStream]
 }
 
 type openedStream struct {
 	sub     *hub.Subscriber
+	from    int64 // the stream replays the stored commands after from
 	lastCmd int64
 	token   uint64
 }
@@ -415,15 +418,34 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		r.reply.fail(supersededErr(r.instance, r.id))
 		return
 	}
+	opened := streamOpened
+	same := r.instance != "" && r.instance == e.rec.CurrentInstance
+	if r.instance != "" && e.rec.CurrentInstance != "" && r.instance != e.rec.CurrentInstance {
+		// A new instance: the one that ran the open turn is gone.
+		if err := w.interruptTurn(g, r.id, e, r.instance); err != nil {
+			r.reply.fail(err)
+			return
+		}
+		opened = takenOver
+	}
 	if r.instance != e.rec.CurrentInstance {
 		e.rec.CurrentInstance = r.instance
+	}
+	// Last-Event-ID is the opener's command cursor; without it, it gets
+	// every command not acknowledged (see commands.go).
+	if r.resume && e.setAcked(resumeAck(same, r.after, e.rec.AckedCommandID)) {
+		w.commandsChanged(g, e)
+	}
+	from := e.rec.AckedCommandID
+	if r.resume {
+		from = min(max(r.after, 0), e.rec.LastCommandID)
 	}
 	if r.instance != "" && !slices.Contains(e.rec.Instances, r.instance) {
 		e.rec.Instances = append(slices.Clone(e.rec.Instances), r.instance)
 		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: r.instance, At: w.opts.Now().UnixMilli()})
 	}
 	e.lastActive = w.opts.Now()
-	status, _ := nextStatus(e.rec.Status, streamOpened, "", true)
+	status, _ := nextStatus(e.rec.Status, opened, "", true)
 	g.setStatus(r.id, e, status)
 	w.tokens++
 	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens}
@@ -441,7 +463,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		}
 		w.holders[r.id] = h
 		w.sandboxConnected(r.id, r.instance, old)
-		r.reply.ok(openedStream{sub: h.sub, lastCmd: lastCmd, token: h.token})
+		r.reply.ok(openedStream{sub: h.sub, from: from, lastCmd: lastCmd, token: h.token})
 	})
 }
 

@@ -265,13 +265,38 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("live after redelivery: id %s; want 4", got.ID)
 	}
 
-	// Without Last-Event-ID only new commands arrive; the newer connection
-	// ends the older one.
+	// The same instance reconnecting says what it received, not what its
+	// agent took: nothing is acknowledged yet.
+	if rec = c.session("a"); rec.AckedCommandID != 0 || rec.PendingCommands != 4 {
+		t.Fatalf("after Last-Event-ID 1: ackedCommandId %d, pendingCommands %d; want 0, 4", rec.AckedCommandID, rec.PendingCommands)
+	}
+
+	// Without Last-Event-ID the commands not acknowledged come again,
+	// then new ones; the newer connection ends the older one.
 	fresh := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
 	re.expectEnd()
+	for _, want := range []string{"1", "2", "3", "4"} {
+		if got := fresh.next(); got.ID != want {
+			t.Fatalf("fresh stream redelivered id %s; want %s", got.ID, want)
+		}
+	}
 	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
 	if got := fresh.next(); got.ID != "5" {
 		t.Fatalf("fresh stream got id %s; want 5", got.ID)
+	}
+
+	// The sandbox acknowledges with the cursor header of an event post
+	// (a heartbeat here); a malformed cursor is refused naming the header.
+	hb := `[{"type":"heartbeat"}]`
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", hb, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "4")
+	if rec = c.session("a"); rec.AckedCommandID != 4 || rec.PendingCommands != 1 {
+		t.Fatalf("after cursor 4: ackedCommandId %d, pendingCommands %d; want 4, 1", rec.AckedCommandID, rec.PendingCommands)
+	}
+	c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a/events", hb, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "x")
+	// A cursor past the last command is clamped to it.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", hb, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "99")
+	if rec = c.session("a"); rec.AckedCommandID != 5 || rec.PendingCommands != 0 {
+		t.Fatalf("after cursor 99: ackedCommandId %d, pendingCommands %d; want 5, 0", rec.AckedCommandID, rec.PendingCommands)
 	}
 
 	// Closing the command stream disconnects the session.

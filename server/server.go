@@ -77,6 +77,10 @@ type CreatedSession = protocol.CreatedSession
 // CreateSession creates a bootstrapping session with a new sandbox token;
 // project "" means none.
 func (s *Server) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
+	return s.createSession(ctx, id, project, "")
+}
+
+func (s *Server) createSession(ctx context.Context, id, project, prompt string) (CreatedSession, error) {
 	if err := protocol.ValidateSessionID(id); err != nil {
 		return CreatedSession{}, err
 	}
@@ -87,9 +91,13 @@ func (s *Server) CreateSession(ctx context.Context, id, project string) (Created
 		}
 		p = &project
 	}
+	var pr *string
+	if prompt != "" {
+		pr = &prompt
+	}
 	tok, h := newSandboxToken()
 	r := newReply[protocol.Session]()
-	rec, err := call(ctx, s.w, &createReq{id: id, project: p, sandbox: h, reply: r}, r)
+	rec, err := call(ctx, s.w, &createReq{id: id, project: p, prompt: pr, sandbox: h, reply: r}, r)
 	if err != nil {
 		return CreatedSession{}, fmt.Errorf("create session %s: %w", id, err)
 	}

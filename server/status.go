@@ -20,6 +20,11 @@ const (
 	heartbeatMissed
 	// bootstrapExpired: the bootstrap timeout passed.
 	bootstrapExpired
+	// takenOver: a new sandbox instance (another Rein-Instance) opened the
+	// command stream. Its predecessor is gone: the server has closed the
+	// turn it left open as interrupted (see commands.go), and the new
+	// instance holds the stream.
+	takenOver
 )
 
 // nextStatus is every session status rule of PROTOCOL.md, in one place:
@@ -32,7 +37,7 @@ func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.Sessio
 	switch h {
 	case created:
 		return protocol.StatusBootstrapping, false
-	case streamOpened:
+	case streamOpened, takenOver:
 		return protocol.StatusLive, false
 	case activity:
 		switch {
@@ -50,6 +55,12 @@ func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.Sessio
 		}
 		return cur, false
 	case streamClosed, heartbeatMissed:
+		// An open turn stays open: a sandbox that missed its heartbeat
+		// may be behind a partition and come back to finish it. The
+		// status says nothing is behind the session now; the turn ends
+		// when its sandbox comes back, or as interrupted when a new
+		// instance takes over (takenOver) or agentd restarts from its
+		// state dir.
 		if cur == protocol.StatusLive || cur == protocol.StatusIdle {
 			return protocol.StatusDisconnected, false
 		}

@@ -30,6 +30,13 @@ func TestNextStatus(t *testing.T) {
 		{"stream opens on an idle session (takeover)", idle, streamOpened, "", true, live, false},
 		{"stream opens on a live session (takeover)", live, streamOpened, "", true, live, false},
 
+		{"new instance takes over a live session", live, takenOver, "", true, live, false},
+		{"new instance takes over an idle session", idle, takenOver, "", true, live, false},
+		{"new instance takes over a disconnected session", disc, takenOver, "", true, live, false},
+		{"new instance takes over a bootstrapping session", boot, takenOver, "", true, live, false},
+		{"server's interrupted turn_completed on a held stream makes idle", live, activity, idle, true, idle, false},
+		{"server's interrupted turn_completed on a disconnected session keeps it disconnected", disc, activity, idle, false, disc, false},
+
 		{"turn_completed makes idle", live, activity, idle, true, idle, false},
 		{"turn_started makes live", idle, activity, live, true, live, false},
 		{"agent_started without a turn makes idle", live, activity, idle, true, idle, false},

@@ -151,9 +151,20 @@ type CreatedSession = protocol.CreatedSession
 
 // CreateSession creates a session; project "" means none.
 func (c *Client) CreateSession(ctx context.Context, id, project string) (CreatedSession, error) {
-	var body any
+	var req protocol.CreateSessionRequest
 	if project != "" {
-		body = protocol.CreateSessionRequest{Project: &project}
+		req.Project = &project
+	}
+	return c.CreateSessionWith(ctx, id, req)
+}
+
+// CreateSessionWith creates a session from a full create body: a project
+// and an initial prompt (command 1, delivered when a sandbox first
+// connects), each optional.
+func (c *Client) CreateSessionWith(ctx context.Context, id string, req protocol.CreateSessionRequest) (CreatedSession, error) {
+	var body any
+	if req.Project != nil || req.Prompt != nil {
+		body = req
 	}
 	var out CreatedSession
 	err := c.Do(ctx, http.MethodPost, sessionPath(id), body, &out)
@@ -187,6 +198,12 @@ func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (
 // Prompt sends a prompt.
 func (c *Client) Prompt(ctx context.Context, id, text string) (int64, error) {
 	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPrompt, Text: text})
+}
+
+// QueuePrompt sends a prompt that is accepted even while no sandbox is
+// connected: it is delivered when one connects (instead of no_sandbox).
+func (c *Client) QueuePrompt(ctx context.Context, id, text string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPrompt, Text: text, Queue: true})
 }
 
 // Abort asks the agent to end its current turn.

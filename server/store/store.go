@@ -66,7 +66,9 @@ type CreateSession struct{ Session protocol.Session }
 type DeleteSession struct{ ID string }
 
 // UpdateSession writes the mutable columns of a session row: status,
-// summary, lastHeartbeat, rev, last command id and current instance. A
+// summary, lastHeartbeat, rev, last command id, current instance and
+// acknowledged command id (Session.AckedCommandID; PendingCommands is not
+// stored: reads derive it as LastCommandID - AckedCommandID). A
 // missing session fails the commit with CodeNotFound. Instances is not
 // written (see AddInstance).
 type UpdateSession struct{ Session Session }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -72,6 +73,11 @@ type Options struct {
 	// OnPost, when set, is told how long each POST attempt took and how
 	// it ended (metrics).
 	OnPost func(d time.Duration, err error)
+	// Cursor, when set, is asked on every post for agentd's command cursor
+	// (the last command such that it and every one before it were taken);
+	// when ok it is sent as protocol.HeaderCommandCursor, which is how the
+	// server learns that accepted commands were taken.
+	Cursor func() (id int64, ok bool)
 }
 
 // Uploader is the ordered event pipeline to the server. Use New, then Run
@@ -544,6 +550,11 @@ func (u *Uploader) post(ctx context.Context, body []byte) (protocol.EventsAccept
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(protocol.HeaderInstance, u.opts.Instance)
+	if u.opts.Cursor != nil {
+		if id, ok := u.opts.Cursor(); ok {
+			req.Header.Set(protocol.HeaderCommandCursor, strconv.FormatInt(id, 10))
+		}
+	}
 	if u.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+u.opts.Token)
 	}

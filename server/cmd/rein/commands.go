@@ -147,7 +147,16 @@ func cmdCreate(c *cli.Context, e *env) error {
 		}
 		f.Close()
 	}
-	created, err := cl.CreateSession(c.Context, id, c.String("project"))
+	var req protocol.CreateSessionRequest
+	if p := c.String("project"); p != "" {
+		req.Project = &p
+	}
+	if c.IsSet("prompt") {
+		// Set but empty is sent, so the server names the field.
+		p := c.String("prompt")
+		req.Prompt = &p
+	}
+	created, err := cl.CreateSessionWith(c.Context, id, req)
 	if err != nil {
 		if tokenFile != "" {
 			os.Remove(tokenFile)
@@ -167,6 +176,9 @@ func cmdCreate(c *cli.Context, e *env) error {
 	}
 	w := e.stdout
 	fmt.Fprintf(w, "created session %s (status %s, project %s)\n", created.ID, created.Status, orDash(created.Project))
+	if created.PendingCommands > 0 {
+		fmt.Fprintf(w, "initial prompt queued (command 1): the agent gets it when its sandbox connects\n")
+	}
 	if created.SandboxToken == "" {
 		return nil
 	}
@@ -212,7 +224,11 @@ func cmdPrompt(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	id, err := cl.Prompt(c.Context, a[0], strings.Join(a[1:], " "))
+	send := cl.Prompt
+	if c.Bool("queue") {
+		send = cl.QueuePrompt
+	}
+	id, err := send(c.Context, a[0], strings.Join(a[1:], " "))
 	if err != nil {
 		return err
 	}

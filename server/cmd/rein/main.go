@@ -107,7 +107,8 @@ func buildApp(e *env) *cli.App {
 				Usage:     "create a session and print its sandbox token for agentd",
 				ArgsUsage: "ID",
 				Flags: []cli.Flag{projectFlag, jsonFlag,
-					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the sandbox token to this file (mode 0600) instead of printing it"}},
+					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the sandbox token to this file (mode 0600) instead of printing it"},
+					&cli.StringFlag{Name: "prompt", Usage: "an initial prompt, delivered to the agent when its sandbox first connects"}},
 				Action: func(c *cli.Context) error { return cmdCreate(c, e) },
 			},
 			{
@@ -120,6 +121,7 @@ func buildApp(e *env) *cli.App {
 				Name:      "prompt",
 				Usage:     "send a prompt to the session's agent",
 				ArgsUsage: "ID TEXT...",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "queue", Usage: "accept the prompt even while no sandbox is connected: it is delivered when one connects"}},
 				Action:    func(c *cli.Context) error { return cmdPrompt(c, e) },
 			},
 			{

@@ -557,3 +557,28 @@ func (p *proxy) Accepted() int {
 	defer p.mu.Unlock()
 	return p.accepted
 }
+
+// TestQueuedAndInitialPrompts: rein create --prompt and rein prompt
+// --queue are accepted before any sandbox connects and reach the first
+// one, in order; an empty --prompt is refused naming the field.
+func TestQueuedAndInitialPrompts(t *testing.T) {
+	s := startServer(t, app.Options{})
+	out := mustRein(t, s.URL(), "create", "s1", "--prompt", "first", "--sandbox-token-file", filepath.Join(t.TempDir(), "tok"))
+	if !strings.Contains(out, "initial prompt queued (command 1)") {
+		t.Errorf("create --prompt printed\n%s", out)
+	}
+	if got := mustRein(t, s.URL(), "prompt", "--queue", "s1", "second"); got != "prompt sent to s1 (command 2)\n" {
+		t.Errorf("prompt --queue printed %q", got)
+	}
+	r := rein(t, s.URL(), "create", "s2", "--prompt", "")
+	if r.code != 1 || !strings.Contains(r.stderr, "prompt: must not be empty") {
+		t.Errorf("create --prompt '': %+v", r)
+	}
+
+	tok := createSession(t, s, "s3")
+	mustRein(t, s.URL(), "prompt", "--queue", "s3", "queued")
+	next := sandbox(t, s, "s3", tok)
+	if got, want := next(), (protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "queued"}); got != want {
+		t.Errorf("first sandbox got %+v, want %+v", got, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -19,7 +20,9 @@ import (
 type Service interface {
 	// CreateSession returns the record and the session's sandbox token,
 	// which is shown this once.
-	CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error)
+	// req.Prompt, when set, becomes command 1, delivered when a sandbox
+	// first connects.
+	CreateSession(ctx context.Context, id string, req protocol.CreateSessionRequest) (protocol.Session, string, error)
 	// RotateSandboxToken replaces the session's sandbox token, ends the
 	// sandbox's command stream, and returns the new token.
 	RotateSandboxToken(ctx context.Context, id string) (string, error)
@@ -30,6 +33,9 @@ type Service interface {
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error
 	AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error)
+	// AckCommands records the command cursor a sandbox sent with an
+	// event post (protocol.HeaderCommandCursor).
+	AckCommands(ctx context.Context, id, instance string, cursor int64) error
 	// AppendEvents stores events; raws, from protocol.DecodeEventsRaw,
 	// holds the bytes each event came as where they can be stored as they
 	// are (nil where not, or altogether).
@@ -248,12 +254,12 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	project, err := decodeCreate(body)
+	req, err := decodeCreate(body)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
-	s, token, err := a.svc.CreateSession(r.Context(), id, project)
+	s, token, err := a.svc.CreateSession(r.Context(), id, req)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -268,32 +274,42 @@ type CreatedSession = protocol.CreatedSession
 // SandboxToken is the body of POST /sessions/:id/token (protocol's).
 type SandboxToken = protocol.SandboxToken
 
-// decodeCreate validates the optional body of POST /sessions/:id and
-// returns its project. Like the event decoders it reads only the exact key
-// "project" (encoding/json would also take "Project") and ignores others.
-func decodeCreate(body []byte) (*string, error) {
+// decodeCreate validates the optional body of POST /sessions/:id: its
+// project and initial prompt. Like the event decoders it reads only the
+// exact keys (encoding/json would also take "Project") and ignores others.
+func decodeCreate(body []byte) (protocol.CreateSessionRequest, error) {
+	var req protocol.CreateSessionRequest
 	if len(bytesTrim(body)) == 0 {
-		return nil, nil
+		return req, nil
 	}
 	if !utf8.Valid(body) {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "body is not valid UTF-8")
+		return req, protocol.Errorf(protocol.CodeInvalid, "body is not valid UTF-8")
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\"}")
+		return req, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\",\"prompt\":\"...\"}")
 	}
-	v, ok := m["project"]
-	if !ok || string(v) == "null" {
-		return nil, nil
+	if v, ok := m["project"]; ok && string(v) != "null" {
+		var p string
+		if v[0] != '"' || json.Unmarshal(v, &p) != nil {
+			return req, protocol.Errorf(protocol.CodeInvalid, "project: must be a string")
+		}
+		if err := protocol.ValidateProject(p); err != nil {
+			return req, err
+		}
+		req.Project = &p
 	}
-	var p string
-	if v[0] != '"' || json.Unmarshal(v, &p) != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "project: must be a string")
+	if v, ok := m["prompt"]; ok && string(v) != "null" {
+		var p string
+		if v[0] != '"' || json.Unmarshal(v, &p) != nil {
+			return req, protocol.Errorf(protocol.CodeInvalid, "prompt: must be a string")
+		}
+		if strings.TrimSpace(p) == "" {
+			return req, protocol.Errorf(protocol.CodeInvalid, "prompt: must not be empty (leave it out for no initial prompt)")
+		}
+		req.Prompt = &p
 	}
-	if err := protocol.ValidateProject(p); err != nil {
-		return nil, err
-	}
-	return &p, nil
+	return req, nil
 }
 
 // noStore keeps answers that carry a secret out of every cache.
@@ -377,10 +393,21 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	cursor, ack, err := commandCursorOf(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
 	res, err := a.svc.AppendEvents(r.Context(), id, instance, events, raws)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
+	}
+	if ack {
+		if err := a.svc.AckCommands(r.Context(), id, instance, cursor); err != nil {
+			writeError(w, r, a.log, err)
+			return
+		}
 	}
 	writeJSON(w, http.StatusAccepted, res)
 }

@@ -194,6 +194,9 @@ func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
 			// their rotation, and stream tickets for browsers.
 			"sandboxTokens": true, "tokenRotation": true, "streamTickets": true,
 			"cors": len(a.origins) > 0,
+			// Command acknowledgement (ackedCommandId, Rein-Command-Cursor)
+			// and prompts that wait for the sandbox (initial, queue:true).
+			"commandAcks": true, "queuedPrompts": true,
 		},
 		Links: map[string]string{},
 	}

@@ -60,7 +60,8 @@ func (s service) SessionStream(ctx context.Context, project string) (*Stream, er
 
 // CommandStream registers the sandbox (closing an older connection) and
 // replays the stored commands after Last-Event-ID, then streams new ones.
-// Without Last-Event-ID only commands sent after the connection arrive.
+// Without Last-Event-ID it replays those not acknowledged (the domain's
+// commands.go).
 func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*Stream, error) {
 	f, err := s.OpenCommandStream(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, after, resume)
 	if err != nil {
@@ -73,12 +74,8 @@ func (s service) CommandStream(ctx context.Context, id, instance string, after i
 	return &Stream{Initial: initial, Sub: f.Live, After: f.After, Release: f.Release}, nil
 }
 
-func (s service) CreateSession(ctx context.Context, id string, project *string) (protocol.Session, string, error) {
-	p := ""
-	if project != nil {
-		p = *project
-	}
-	c, err := s.Server.CreateSession(ctx, id, p)
+func (s service) CreateSession(ctx context.Context, id string, req protocol.CreateSessionRequest) (protocol.Session, string, error) {
+	c, err := s.Server.CreateSessionWithPrompt(ctx, id, deref(req.Project), deref(req.Prompt))
 	return c.Session, c.SandboxToken, err
 }
 
@@ -113,4 +110,16 @@ func (s service) ApprovalStream(ctx context.Context, project string, after int64
 		initial = append(initial, Encode(m.Seq, m.Event, m.Data))
 	}
 	return &Stream{Initial: initial, Sub: f.Live, After: f.Rev}, nil
+}
+
+// AckCommands passes on the sandbox token the request came with.
+func (s service) AckCommands(ctx context.Context, id, instance string, cursor int64) error {
+	return s.Server.AckCommands(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, cursor)
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

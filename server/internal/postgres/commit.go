@@ -16,7 +16,7 @@ import (
 const (
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
-	qUpdateSession   = `WITH u AS (UPDATE sessions SET status = $1, summary = $2, last_heartbeat = $3, rev = $4, last_command_id = $5, current_instance = $6 WHERE id = $7 RETURNING 1) SELECT rein_expect_one(count(*), 'update session') FROM u`
+	qUpdateSession   = `WITH u AS (UPDATE sessions SET status = $1, summary = $2, last_heartbeat = $3, rev = $4, last_command_id = $5, current_instance = $6, acked_command_id = $7 WHERE id = $8 RETURNING 1) SELECT rein_expect_one(count(*), 'update session') FROM u`
 	qInsertEvents    = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = $1 AND seq = $2`
@@ -138,7 +138,7 @@ func queue(p *plan, op store.Op) error {
 		}
 		p.notFound[len(p.what)] = r.ID
 		p.add("update session "+r.ID, qUpdateSession,
-			string(r.Status), r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.ID)
+			string(r.Status), r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.ID)
 	case store.AppendEvents:
 		queueEvents(p, []store.Op{op})
 	case store.PutArtifacts:

@@ -168,7 +168,7 @@ func notFound(id string) error {
 	return protocol.Errorf(protocol.CodeNotFound, "session %q not found", id)
 }
 
-const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance`
+const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id`
 
 // scanSession reads one row of sessionCols.
 func scanSession(row pgx.CollectableRow) (store.Session, error) {
@@ -176,8 +176,9 @@ func scanSession(row pgx.CollectableRow) (store.Session, error) {
 		s      store.Session
 		status string
 	)
-	err := row.Scan(&s.ID, &status, &s.Summary, &s.Project, &s.CreatedAt, &s.LastHeartbeat, &s.Rev, &s.LastCommandID, &s.CurrentInstance)
+	err := row.Scan(&s.ID, &status, &s.Summary, &s.Project, &s.CreatedAt, &s.LastHeartbeat, &s.Rev, &s.LastCommandID, &s.CurrentInstance, &s.AckedCommandID)
 	s.Status = protocol.SessionStatus(status)
+	s.PendingCommands = max(s.LastCommandID-s.AckedCommandID, 0)
 	return s, err
 }
 

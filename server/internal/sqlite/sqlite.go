@@ -280,12 +280,14 @@ type sessionRow struct {
 	Rev             int64          `db:"rev"`
 	LastCommandID   int64          `db:"last_command_id"`
 	CurrentInstance string         `db:"current_instance"`
+	AckedCommandID  int64          `db:"acked_command_id"`
 }
 
-const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance`
+const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id`
 
 func (r sessionRow) record() protocol.Session {
-	s := protocol.Session{ID: r.ID, Status: protocol.SessionStatus(r.Status), CreatedAt: r.CreatedAt}
+	s := protocol.Session{ID: r.ID, Status: protocol.SessionStatus(r.Status), CreatedAt: r.CreatedAt,
+		AckedCommandID: r.AckedCommandID, PendingCommands: max(r.LastCommandID-r.AckedCommandID, 0)}
 	if r.Summary.Valid {
 		s.Summary = &r.Summary.String
 	}
@@ -569,7 +571,7 @@ func (c *stmtCache) close() {
 const (
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = ?`
-	qUpdateSession   = `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ? WHERE id = ?`
+	qUpdateSession   = `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ?, acked_command_id = ? WHERE id = ?`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
@@ -645,7 +647,7 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 	case store.UpdateSession:
 		r := op.Session
 		res, err := ex.ExecContext(ctx, qUpdateSession,
-			r.Status, r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.ID)
+			r.Status, r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.ID)
 		if err != nil {
 			return fmt.Errorf("update session %s: %w", r.ID, err)
 		}

@@ -376,17 +376,18 @@ func testSessionState(t *testing.T, s store.Store) {
 	r := loaded[0]
 	sum, hb := "did things", int64(777)
 	r.Status, r.Summary, r.LastHeartbeat = protocol.StatusIdle, &sum, &hb
-	r.Rev, r.LastCommandID, r.CurrentInstance = 12, 3, "inst-2"
+	r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID = 12, 3, "inst-2", 1
 	commit(t, s, store.UpdateSession{Session: r})
 	rec, err := s.Session(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Status != protocol.StatusIdle || rec.Summary == nil || *rec.Summary != sum || rec.LastHeartbeat == nil || *rec.LastHeartbeat != hb || rec.Project == nil || *rec.Project != "proj" || rec.CreatedAt != 1 {
-		t.Errorf("Session(a) = %+v", rec)
+	if rec.Status != protocol.StatusIdle || rec.Summary == nil || *rec.Summary != sum || rec.LastHeartbeat == nil || *rec.LastHeartbeat != hb || rec.Project == nil || *rec.Project != "proj" || rec.CreatedAt != 1 ||
+		rec.AckedCommandID != 1 || rec.PendingCommands != 2 {
+		t.Errorf("Session(a) = %+v; want acked 1 and 2 pending of the 3 commands", rec)
 	}
 	loaded, _ = s.LoadSessions(ctx)
-	if got := loaded[0]; got.Rev != 12 || got.LastCommandID != 3 || got.CurrentInstance != "inst-2" || got.Status != protocol.StatusIdle {
+	if got := loaded[0]; got.Rev != 12 || got.LastCommandID != 3 || got.CurrentInstance != "inst-2" || got.Status != protocol.StatusIdle || got.AckedCommandID != 1 || got.PendingCommands != 2 {
 		t.Errorf("LoadSessions()[0] = %+v", got)
 	}
 	snap, err := s.ArtifactsSince(ctx, "a", 0)

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// Command acknowledgement, initial and queued prompts, and the turn a
+// superseded sandbox instance left open.
+//
+// The server keeps per session the id of the last command the sandbox
+// acknowledged (AckedCommandID): it and every command before it were taken
+// by the agent. The current holder of the command stream says so twice:
+// with Last-Event-ID when it opens the stream (agentd's persisted command
+// cursor; see resumeAck) and with the protocol.HeaderCommandCursor header
+// on its event posts (heartbeats included), which moves it as the agent
+// takes commands. Its latest word counts, even one lower than before. A
+// connection without Last-Event-ID (a new instance, or one with no cursor
+// yet) gets every command after the acknowledged one, so a prompt
+// accepted with 202 and never taken reaches whichever sandbox comes next.
+
+// setAcked records that the sandbox acknowledged the commands up to n,
+// clamped to the commands that exist; it reports whether the record
+// changed.
+func (e *entry) setAcked(n int64) bool {
+	n = min(max(n, 0), e.rec.LastCommandID)
+	if n == e.rec.AckedCommandID && e.rec.PendingCommands == e.rec.LastCommandID-n {
+		return false
+	}
+	e.rec.AckedCommandID = n
+	e.rec.PendingCommands = e.rec.LastCommandID - n
+	return true
+}
+
+// resumeAck is what a command stream opened with Last-Event-ID after
+// acknowledges, acked being the session's acknowledged command so far.
+// From an instance opening it anew (a restarted agentd's persisted cursor,
+// or a new instance) it is the word. From the instance already holding the
+// stream it can only lower acked: agentd's in-process reconnection sends
+// the last command it received, which the agent may not have taken yet;
+// what it took comes with the cursor header.
+func resumeAck(same bool, after, acked int64) int64 {
+	if same {
+		return min(after, acked)
+	}
+	return after
+}
+
+// addCommand gives cmd the session's next id, adds it to the group and
+// returns its stream message (published after the commit). The stored
+// command never carries Queue: that is between the client and the server.
+// It cannot fail, so a request that adds a command after other writes
+// (createReq) never has to undo them: a Command is strings, integers and
+// a bool, which always encode.
+func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command) (protocol.Command, *hub.Message) {
+	cmd.ID = e.rec.LastCommandID + 1
+	cmd.Queue = false
+	body, _ := json.Marshal(cmd)
+	e.rec.LastCommandID = cmd.ID
+	e.rec.PendingCommands = e.rec.LastCommandID - e.rec.AckedCommandID
+	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
+	return cmd, &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
+}
+
+// commandsChanged publishes the session's acknowledged and pending
+// command counts after the commit.
+func (w *writer) commandsChanged(g *group, e *entry) {
+	acked, pending := e.rec.AckedCommandID, e.rec.PendingCommands
+	data, err := json.Marshal(protocol.SessionUpdated{ID: e.rec.ID, Fields: protocol.SessionFields{AckedCommandID: &acked, PendingCommands: &pending}})
+	if err != nil {
+		w.log.Error("encode session_updated", slog.Any("err", err))
+		return
+	}
+	msg := &hub.Message{Event: protocol.SSESessionUpdated, Data: data, Key: deref(e.rec.Project)}
+	g.onCommit(func() { w.hub.Publish(sessionsTopic, msg) })
+}
+
+// ackReq is a sandbox's command cursor as it came with an event post.
+type ackReq struct {
+	id       string
+	instance string
+	cursor   int64
+	cred     *[32]byte
+	reply    reply[struct{}]
+}
+
+// apply takes the cursor only from the instance holding the command
+// stream (or, with no Rein-Instance, whoever holds it): a superseded
+// instance's word on commands no longer counts.
+func (r *ackReq) apply(w *writer, g *group) {
+	e := g.entry(r.id)
+	if e == nil {
+		r.reply.fail(notFound(r.id))
+		return
+	}
+	if !e.accepts(r.cred) {
+		r.reply.fail(revokedErr(r.id))
+		return
+	}
+	if e.superseded(r.instance) {
+		r.reply.fail(supersededErr(r.instance, r.id))
+		return
+	}
+	if r.instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {
+		w.commandsChanged(g, e)
+	}
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
+}
+
+// interruptTurn closes the session's open turn, if any, as interrupted: a
+// new sandbox instance took over, so whatever ran the turn is gone and the
+// turn will never end by itself. The server writes a turn_completed
+// {stopReason: interrupted} into the event log through the same stages as
+// events a sandbox posts (instance "", agentSeq 0), so the transcript,
+// replay from the log and resume all agree. It reports an error only when
+// the session's state cannot be read.
+func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string) error {
+	st, err := w.state(g, id)
+	if err != nil {
+		return unavailable("interrupt turn session="+id, err)
+	}
+	if !st.st.TurnOpen() {
+		return nil
+	}
+	now := w.opts.Now()
+	ev := protocol.Event{
+		Type: protocol.EventTurnCompleted, Ts: now.UnixMilli(), StopReason: protocol.StopInterrupted,
+		Error: fmt.Sprintf("sandbox instance %q took over the session; %q, which ran the turn, is gone", newInstance, e.rec.CurrentInstance),
+	}
+	r := &eventsReq{id: id, events: []protocol.Event{ev}, reply: newReply[protocol.EventsAccepted]()}
+	b := &ingest{st: st, keep: []int{0}}
+	if err := r.stamp(b, now.UnixMilli()); err != nil {
+		return err
+	}
+	f := r.fold(g, b, now.UnixMilli())
+	r.record(w, g, e, b, f, now)
+	r.publish(w, g, b, f)
+	return nil
+}
+
+// AckCommands records a sandbox's command cursor (the
+// protocol.HeaderCommandCursor of an event post) from the sandbox from;
+// from.Token, when set, must still be the session's sandbox token.
+func (s *Server) AckCommands(ctx context.Context, id string, from Sandbox, cursor int64) error {
+	r := newReply[struct{}]()
+	if _, err := call(ctx, s.w, &ackReq{id: id, instance: from.Instance, cursor: cursor, cred: from.Token, reply: r}, r); err != nil {
+		return fmt.Errorf("acknowledge commands session=%s: %w", id, err)
+	}
+	return nil
+}
+
+// CreateSessionWithPrompt is CreateSession with an initial prompt: it is
+// stored as command 1 and delivered when a sandbox first connects.
+// prompt "" means none.
+func (s *Server) CreateSessionWithPrompt(ctx context.Context, id, project, prompt string) (CreatedSession, error) {
+	return s.createSession(ctx, id, project, prompt)
+}

@@ -1,0 +1,257 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"github.com/rein-ai/rein/server/app"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// session gets a session record.
+func (c *client) session(id string) protocol.Session {
+	c.t.Helper()
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/"+id, nil)
+	return rec
+}
+
+// artifactsOf returns a session's artifacts as generic maps.
+func (c *client) artifactsOf(id string) []map[string]any {
+	c.t.Helper()
+	var list []map[string]any
+	c.must(http.StatusOK, &list, "GET", "/sessions/"+id+"/artifacts", nil)
+	return list
+}
+
+// wantCommand reads the next command from a command stream and checks it.
+func wantCommand(t *testing.T, s *sseStream, id int64, text string) {
+	t.Helper()
+	got := s.next()
+	var cmd protocol.Command
+	if err := json.Unmarshal([]byte(got.Data), &cmd); err != nil {
+		t.Fatalf("command %q: %v", got.Data, err)
+	}
+	if got.Event != protocol.SSECommand || got.ID != itoa(id) || cmd.ID != id || cmd.Type != protocol.CommandPrompt || cmd.Text != text {
+		t.Fatalf("command event %+v; want prompt %d %q", got, id, text)
+	}
+	if strings.Contains(got.Data, `"queue"`) {
+		t.Errorf("streamed command %s carries the client's queue flag", got.Data)
+	}
+}
+
+// wantNext checks a stream has nothing more to give: a prompt sent now,
+// which gets id, is its next event.
+func wantNext(t *testing.T, c *client, s *sseStream, id int64) {
+	t.Helper()
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"next"}`)
+	if acc.ID != id {
+		t.Fatalf("next command got id %d; want %d", acc.ID, id)
+	}
+	wantCommand(t, s, id, "next")
+}
+
+// TestInitialPrompt: a prompt given at creation is command 1, pending
+// until the first sandbox connects, delivered to it once, and acknowledged
+// by its cursor; the next connection does not get it again.
+func TestInitialPrompt(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	var created protocol.CreatedSession
+	c.must(http.StatusCreated, &created, "POST", "/sessions/a", `{"project":"p","prompt":"fix the test"}`)
+	if created.PendingCommands != 1 || created.AckedCommandID != 0 || created.Status != protocol.StatusBootstrapping {
+		t.Fatalf("created %+v; want bootstrapping with 1 pending command", created.Session)
+	}
+	if rec := c.session("a"); rec.PendingCommands != 1 {
+		t.Fatalf("GET after create: pendingCommands %d; want 1", rec.PendingCommands)
+	}
+
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	wantCommand(t, cmds, 1, "fix the test")
+	wantNext(t, c, cmds, 2)
+
+	// The agent took both: the cursor says so.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "2")
+	if rec := c.session("a"); rec.AckedCommandID != 2 || rec.PendingCommands != 0 {
+		t.Fatalf("after cursor 2: %+v; want acked 2, none pending", rec)
+	}
+	cmds.close()
+	again := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	wantNext(t, c, again, 3)
+}
+
+// TestQueuedPrompt: without a sandbox a prompt gets 409 unless it asks to
+// be queued; a queued one is delivered once when a sandbox connects.
+func TestQueuedPrompt(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi"}`)
+	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi","queue":false}`)
+	// Only a prompt may be queued: queue on an abort is not its field.
+	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"abort","queue":true}`)
+	e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi","queue":"yes"}`)
+	if !strings.Contains(e.Message, "queue") {
+		t.Errorf("bad queue: message %q does not name the field", e.Message)
+	}
+
+	ss := c.stream("/sessions/stream")
+	for ss.next().Event != protocol.SSESnapshotComplete {
+	}
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"queued","queue":true}`)
+	if acc.ID != 1 {
+		t.Fatalf("queued prompt id %d; want 1", acc.ID)
+	}
+	// The session stream shows it waiting, then taken.
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || up.Data != `{"id":"a","fields":{"ackedCommandId":0,"pendingCommands":1}}` {
+		t.Fatalf("session stream after the queued prompt: %+v", up)
+	}
+	if rec := c.session("a"); rec.PendingCommands != 1 {
+		t.Fatalf("pendingCommands %d; want 1", rec.PendingCommands)
+	}
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	wantCommand(t, cmds, 1, "queued")
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || !strings.Contains(up.Data, `"status":"live"`) {
+		t.Fatalf("session stream after the sandbox connected: %+v", up)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "1")
+	if up := ss.next(); up.Event != protocol.SSESessionUpdated || up.Data != `{"id":"a","fields":{"ackedCommandId":1,"pendingCommands":0}}` {
+		t.Fatalf("session stream after the acknowledgement: %+v", up)
+	}
+	// Queue with a sandbox connected is an ordinary prompt.
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"second","queue":true}`)
+	wantCommand(t, cmds, 2, "second")
+}
+
+// TestCreateValidation: bad create bodies are refused naming the field.
+func TestCreateValidation(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	for _, tt := range []struct{ body, want string }{
+		{`{"prompt":5}`, "prompt: must be a string"},
+		{`{"prompt":""}`, "prompt: must not be empty"},
+		{`{"prompt":"  \n"}`, "prompt: must not be empty"},
+		{`{"project":"a b","prompt":"x"}`, "project:"},
+		{`[]`, "JSON object"},
+	} {
+		e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a", tt.body)
+		if !strings.Contains(e.Message, tt.want) {
+			t.Errorf("body %s: message %q; want it to contain %q", tt.body, e.Message, tt.want)
+		}
+	}
+	// A null prompt is no prompt.
+	var created protocol.CreatedSession
+	c.must(http.StatusCreated, &created, "POST", "/sessions/a", `{"prompt":null}`)
+	if created.PendingCommands != 0 {
+		t.Errorf("null prompt made %d commands", created.PendingCommands)
+	}
+}
+
+// TestTakeoverInterruptsTurn: a new instance taking the command stream
+// while a turn is open closes it as interrupted, through the event log; the
+// same instance reconnecting does not.
+func TestTakeoverInterruptsTurn(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+		`[{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},{"type":"text_delta","id":"m1","delta":"half a sen","agentSeq":2}]`,
+		protocol.HeaderInstance, "old")
+
+	// The same instance reconnecting (agentd's stream came back) keeps
+	// its turn.
+	old.close()
+	old = c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
+	if st := turnStatus(t, c.artifactsOf("a")); st != "running" {
+		t.Fatalf("turn after the same instance reconnected: %q; want running", st)
+	}
+
+	ss := c.stream("/sessions/stream")
+	for ss.next().Event != protocol.SSESnapshotComplete {
+	}
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "new")
+	old.expectEnd()
+	arts := c.artifactsOf("a")
+	if st := turnStatus(t, arts); st != "interrupted" {
+		t.Fatalf("turn after a new instance took over: %q; want interrupted", st)
+	}
+	var notice, text bool
+	for _, a := range arts {
+		switch a["type"] {
+		case "notice":
+			notice = notice || a["code"] == "turn_interrupted"
+		case "assistant_text":
+			text = a["status"] == "interrupted"
+		}
+	}
+	if !notice || !text {
+		t.Errorf("artifacts %v: want a turn_interrupted notice and the text block interrupted", arts)
+	}
+	if rec := c.session("a"); rec.Status != protocol.StatusLive {
+		t.Errorf("status after takeover: %s; want live (the new instance holds the stream)", rec.Status)
+	}
+
+	// The server's turn_completed is in the log, so a fold from the log
+	// (a restarted server) tells the same story.
+	evs, err := s.Store().Events(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	var ev protocol.Event
+	if err := json.Unmarshal(last.Body, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || ev.Type != protocol.EventTurnCompleted || ev.StopReason != protocol.StopInterrupted || last.Instance != "" || last.AgentSeq != 0 || ev.ReceivedAt == 0 {
+		t.Fatalf("log has %d events, last %+v %s; want the server's turn_completed interrupted", len(evs), last, last.Body)
+	}
+
+	// A third instance finds no open turn: nothing is added.
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "third")
+	if evs, _ := s.Store().Events(context.Background(), "a"); len(evs) != 3 {
+		t.Errorf("takeover without an open turn wrote events: %d; want 3", len(evs))
+	}
+}
+
+func turnStatus(t *testing.T, arts []map[string]any) any {
+	t.Helper()
+	for _, a := range arts {
+		if a["type"] == "turn" {
+			return a["status"]
+		}
+	}
+	t.Fatalf("no turn in %v", arts)
+	return nil
+}
+
+// TestAckSurvivesRestart: the old instance's acknowledgements no
+// longer count; the holder's do, and they survive a server restart.
+func TestAckSurvivesRestart(t *testing.T) {
+	db := t.TempDir() + "/rein.db"
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"one"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"two","queue":true}`)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "new", "Last-Event-ID", "0")
+	c.wantError(http.StatusConflict, protocol.CodeSuperseded, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "old", protocol.HeaderCommandCursor, "2")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "new", protocol.HeaderCommandCursor, "1")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	if rec := c.session("a"); rec.AckedCommandID != 1 || rec.PendingCommands != 1 {
+		t.Fatalf("after restart: acked %d pending %d; want 1, 1", rec.AckedCommandID, rec.PendingCommands)
+	}
+	// The unacknowledged prompt goes to whoever connects next.
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "new")
+	wantCommand(t, cmds, 2, "two")
+}

@@ -1,0 +1,23 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// commandCursorOf returns the protocol.HeaderCommandCursor of an event post:
+// the sandbox's acknowledgement of the commands it took. ok is false
+// without the header.
+func commandCursorOf(r *http.Request) (cursor int64, ok bool, err error) {
+	v := r.Header.Get(protocol.HeaderCommandCursor)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, protocol.Errorf(protocol.CodeInvalid, "%s header: must be a command id (an integer >= 0), got %q", protocol.HeaderCommandCursor, v)
+	}
+	return n, true, nil
+}
