@@ -89,6 +89,7 @@ var adapters = map[string]protocolEntry{
 			return codex.Serve(ctx, codex.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger,
+				Resume: a.Resume, Conversation: a.Conversation,
 			})
 		})
 	}},
