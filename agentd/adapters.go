@@ -81,6 +81,7 @@ var adapters = map[string]protocolEntry{
 			return acp.Serve(ctx, acp.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Name: a.Name, Cwd: a.Cwd, Mode: mode, Transcript: a.Transcript, Logger: a.Logger,
+				Resume: a.Resume, Conversation: a.Conversation,
 			})
 		})
 	}},
