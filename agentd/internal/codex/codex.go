@@ -533,6 +533,14 @@ func planStatus(s string) protocol.PlanStatus {
 func (a *adapter) tokenUsage(n tokenUsageNotification) {
 	total := n.TokenUsage.Total
 	a.usage = &total
+	if t := a.cur; t != nil && t.codexID == "" && n.TurnID != "" {
+		// Not this turn's (whose notifications follow turn/started): a
+		// resumed thread reports its totals so far, for an earlier
+		// turn, which is this turn's baseline. Binding the turn to it
+		// would lose every later notification of the turn.
+		t.base = total
+		return
+	}
 	t := a.turnFor(n.TurnID)
 	if t == nil {
 		return
