@@ -498,7 +498,7 @@ func TestCodexCLIResume(t *testing.T) {
 			t.Logf("transcript:\n%s", transcript.String())
 		}
 	}()
-	turn := func(text string) {
+	turn := func(text string, transcript *fakeserver.Buffer) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -523,8 +523,9 @@ func TestCodexCLIResume(t *testing.T) {
 			})
 		})
 	}
-	turn("hello")
-	turn("recall")
+	turn("hello", &fakeserver.Buffer{})
+	first := len(srv.Events())
+	turn("recall", transcript)
 	evs := srv.Events()
 	want := "Earlier prompts: hello | recall"
 	if !fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTextEnd && ev.Text == want }) {
@@ -543,5 +544,19 @@ func TestCodexCLIResume(t *testing.T) {
 	}
 	if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventNotice }) {
 		t.Errorf("a notice (resume failed?):\n%s", fakeserver.Format(evs))
+	}
+	if *record {
+		// The second run's transcript and the events its adapter
+		// emitted (not agentd's own), for TestReplayResume.
+		var own []protocol.Event
+		for _, ev := range evs[first:] {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == "" && ev.Model == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				own = append(own, ev)
+			}
+		}
+		replacer := strings.NewReplacer(work, sandboxWork, home, sandboxHome, root, "/sandbox")
+		writeFile(t, "testdata/resume.jsonl", replacer.Replace(transcript.String()))
+		writeFile(t, "testdata/resume.events.jsonl", replacer.Replace(fakeserver.Format(versionless(own))))
 	}
 }
