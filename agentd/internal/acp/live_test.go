@@ -24,7 +24,7 @@ var record = flag.Bool("record", false, "write the transcripts of the runs again
 const sandboxWork = "/sandbox/work"
 
 // modes are the --acp-mode each recorded agent ran with.
-var modes = map[string]string{"claude-agent-acp": "default"}
+var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default"}
 
 // liveACP is agentd running a real ACP agent against a fake Rein server.
 type liveACP struct {
@@ -432,6 +432,7 @@ func TestClaudeAgentACPResume(t *testing.T) {
 	l.waitEnd(t, srv.Prompt("think"))
 	l.stop()
 	texts := countOf(srv.Events(), typed(protocol.EventTextEnd))
+	first := len(srv.Events())
 
 	l = startLiveACPIn(t, srv, dir, state, bin, env, modes["claude-agent-acp"])
 	id := srv.Prompt("recall")
@@ -448,5 +449,19 @@ func TestClaudeAgentACPResume(t *testing.T) {
 	}
 	if n := countOf(evs, typed(protocol.EventTextEnd)); n != texts+1 {
 		t.Errorf("%d text_end after the second run, want %d (the loaded history posted again?):\n%s", n, texts+1, fakeserver.Format(evs))
+	}
+	l.stop()
+	if *record {
+		// The second run: session/load, the replayed history, a turn.
+		var own []protocol.Event
+		for _, ev := range srv.Events()[first:] {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				own = append(own, ev)
+			}
+		}
+		r := strings.NewReplacer(l.dir, sandboxWork)
+		writeFile(t, "testdata/claude-agent-acp-resume.jsonl", r.Replace(l.transcript.String()))
+		writeFile(t, "testdata/claude-agent-acp-resume.events.jsonl", r.Replace(fakeserver.Format(versionless(own))))
 	}
 }
