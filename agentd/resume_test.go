@@ -69,30 +69,39 @@ exit 3
 // conversation rather than failing the same way forever.
 func TestClaudeResumeAndFallback(t *testing.T) {
 	argsFile := filepath.Join(t.TempDir(), "args")
+	// The init message's model carries the CLI's arguments, so the test
+	// sees each run's command line in its agent_started.
 	bin := script(t, `echo "$*" >> "`+argsFile+`"
 case "$*" in
 *--resume*) if [ -e "`+argsFile+`.refuse" ]; then echo "No conversation found" >&2; exit 1; fi ;;
 esac
+echo "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"sess-1\",\"cwd\":\"/\",\"model\":\"$*\"}"
 read line
-echo '{"type":"system","subtype":"init","session_id":"sess-1","cwd":"/","model":"m","claude_code_version":"1"}'
 exit 3
 `)
-	args := func() []string {
-		b, _ := os.ReadFile(argsFile)
-		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	// runs are the command lines of the runs that started, in order.
+	runs := func(evs []protocol.Event) []string {
+		var out []string
+		for _, ev := range evs {
+			if ev.Type == protocol.EventAgentStarted && ev.Model != "" {
+				out = append(out, ev.Model)
+			}
+		}
+		return out
 	}
 	state := t.TempDir()
 	srv := fakeserver.New(t, "s1")
 	d := start(t, srv, agentd.Options{StateDir: state, Protocol: agentd.ProtocolClaude, Command: []string{bin}})
+	srv.Wait(t, "the first run", func(evs []protocol.Event) bool { return len(runs(evs)) >= 1 })
 	waitStarted(t, srv, 1)
 	srv.Prompt("crash")
-	srv.WaitState(t, "a restarted CLI", func() bool { return len(args()) >= 2 })
+	evs := srv.Wait(t, "a restarted CLI", func(evs []protocol.Event) bool { return len(runs(evs)) >= 2 })
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
-	a := args()
-	if strings.Contains(a[0], "--resume") || !strings.HasPrefix(a[1], "--resume sess-1 ") {
-		t.Fatalf("argv of the runs %q; want a new session, then --resume sess-1", a)
+	r := runs(evs)
+	if strings.Contains(r[0], "--resume") || !strings.HasPrefix(r[1], "--resume sess-1 ") {
+		t.Fatalf("argv of the runs %q; want a new session, then --resume sess-1", r)
 	}
 
 	// The next agentd resumes it too, but the CLI no longer has it.
@@ -100,9 +109,13 @@ exit 3
 		t.Fatal(err)
 	}
 	start(t, srv, agentd.Options{StateDir: state, Protocol: agentd.ProtocolClaude, Command: []string{bin}})
-	srv.WaitState(t, "a new conversation after the failed resume", func() bool { return len(args()) >= 4 })
-	a = args()
-	if !strings.HasPrefix(a[2], "--resume sess-1 ") || strings.Contains(a[3], "--resume") {
-		t.Errorf("argv of the runs %q; want --resume sess-1 refused, then a new session", a)
+	evs = srv.Wait(t, "a new conversation after the failed resume", func(evs []protocol.Event) bool { return len(runs(evs)) >= 3 })
+	b, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(a) != 4 || !strings.HasPrefix(a[2], "--resume sess-1 ") || strings.Contains(runs(evs)[2], "--resume") {
+		t.Errorf("argv of the runs %q (started: %q); want --resume sess-1 refused, then a new session", a, runs(evs))
 	}
 }
