@@ -26,6 +26,12 @@ type agentIO struct {
 	// Transcript, when set, receives the adapter's record of the run.
 	Transcript io.Writer
 	Logger     *slog.Logger
+	// Resume is the agent's conversation id to resume ("" to start a new
+	// conversation); Conversation reports the id of the conversation the
+	// agent is in (the resumed one, or a new one when resuming failed), so
+	// the next run resumes it.
+	Resume       string
+	Conversation func(id string)
 }
 
 // adapter speaks one agent protocol. serve runs until the agent's stdout
@@ -52,6 +58,9 @@ type protocolEntry struct {
 	// session reads idle (prompts wait in the adapter) rather than live
 	// meanwhile; the adapter's agent_started follows with the details.
 	handshake bool
+	// resumeArgs, when set, is how the agent's command line asks to
+	// resume conversation id (the adapter's Resume says the same).
+	resumeArgs func(argv []string, id string) []string
 }
 
 // adapters maps Options.Protocol to its entry. Adding a protocol is one
@@ -62,7 +71,7 @@ var adapters = map[string]protocolEntry{
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return native.Serve(ctx, native.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
-				Name: a.Name, Cwd: a.Cwd, StartWait: wait, Logger: a.Logger,
+				Name: a.Name, Cwd: a.Cwd, StartWait: wait, Logger: a.Logger, Conversation: a.Conversation,
 			})
 		})
 	}},
@@ -72,6 +81,7 @@ var adapters = map[string]protocolEntry{
 			return acp.Serve(ctx, acp.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Name: a.Name, Cwd: a.Cwd, Mode: mode, Transcript: a.Transcript, Logger: a.Logger,
+				Resume: a.Resume, Conversation: a.Conversation,
 			})
 		})
 	}},
@@ -80,6 +90,7 @@ var adapters = map[string]protocolEntry{
 			return codex.Serve(ctx, codex.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
 				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger,
+				Resume: a.Resume, Conversation: a.Conversation,
 			})
 		})
 	}},
@@ -87,10 +98,10 @@ var adapters = map[string]protocolEntry{
 		return adapterFunc(func(ctx context.Context, a agentIO) error {
 			return claude.Serve(ctx, claude.Options{
 				Stdin: a.Stdin, Stdout: a.Stdout, Commands: a.Commands, Emit: a.Emit,
-				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger,
+				Cwd: a.Cwd, Transcript: a.Transcript, Logger: a.Logger, Conversation: a.Conversation,
 			})
 		})
-	}},
+	}, resumeArgs: claude.ResumeArgs},
 }
 
 // protocolNames lists the registered protocols, for usage errors.

@@ -120,6 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 		turnEnded: make(chan struct{}, 1),
 		outbox:    ob != nil,
 		cmds:      cmds,
+		conv:      newConversation(ob, opts.Protocol, log),
 	}
 	if ob != nil {
 		if id, open := ob.OpenTurn(); open {
@@ -223,8 +224,9 @@ func newInstanceID() (string, error) {
 }
 
 // agentEnv is the agent's environment: the base (agentd's own by default)
-// without agentd's credentials, plus REIN_SESSION_ID.
-func agentEnv(base []string, session string) []string {
+// without agentd's credentials, plus REIN_SESSION_ID and, for a native
+// agent resuming its conversation, REIN_CONVERSATION_ID.
+func agentEnv(base []string, session, protocol, resume string) []string {
 	if base == nil {
 		base = os.Environ()
 	}
@@ -232,10 +234,14 @@ func agentEnv(base []string, session string) []string {
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_SESSION_ID":
+		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_SESSION_ID", "REIN_CONVERSATION_ID":
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, "REIN_SESSION_ID="+session)
+	env = append(env, "REIN_SESSION_ID="+session)
+	if protocol == ProtocolNative && resume != "" {
+		env = append(env, "REIN_CONVERSATION_ID="+resume)
+	}
+	return env
 }

@@ -82,8 +82,9 @@ type Options struct {
 	StreamIdleTimeout time.Duration
 	// StateDir, when set, holds one directory per session (StateDir/<session>)
 	// with the outbox (every event read from the agent, kept until the
-	// server acknowledges it), the instance id, the command cursor and the
-	// open turn; see README.md. "" (or a directory that cannot be used,
+	// server acknowledges it), the instance id, the command cursor, the
+	// open turn and the agent's conversation id (resumed by the next
+	// agent); see README.md. "" (or a directory that cannot be used,
 	// with a warning) means events wait in memory only, as QueueSize.
 	StateDir string
 	// OutboxMaxBytes bounds the outbox on disk (default

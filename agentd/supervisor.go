@@ -49,6 +49,8 @@ type supervisor struct {
 	turnEnded chan struct{}
 	// cmds tracks commands until the agent took them (the cursor).
 	cmds *commandLog
+	// conv is the agent's conversation id, resumed by the next run.
+	conv *conversation
 	// outbox: events are kept on disk, so those not posted at shutdown
 	// are not lost.
 	outbox bool
@@ -81,6 +83,10 @@ type agentRun struct {
 	// cancelled: agentd ended the turn (abort escalation or shutdown), so
 	// an open turn is closed as cancelled rather than error.
 	cancelled bool
+	// resumed is the conversation the run was asked to resume ("" for a
+	// new one); reports the conversation reports before it started.
+	resumed string
+	reports int
 }
 
 // escalation is a queue of signals sent one KillStep apart.
@@ -159,9 +165,17 @@ func (s *supervisor) run(ctx context.Context) error {
 
 // start starts one agent run.
 func (s *supervisor) start() (*agentRun, error) {
+	resume, reports := s.conv.get()
+	argv := s.opts.Command
+	if f := adapters[s.opts.Protocol].resumeArgs; f != nil && resume != "" {
+		argv = f(argv, resume)
+	}
+	if resume != "" {
+		s.log.Info("resuming the agent's conversation", "id", resume)
+	}
 	proc, err := process.Start(process.Spec{
-		Argv:   s.opts.Command,
-		Env:    agentEnv(s.opts.Env, s.opts.Session),
+		Argv:   argv,
+		Env:    agentEnv(s.opts.Env, s.opts.Session, s.opts.Protocol, resume),
 		Dir:    s.opts.Dir,
 		Logger: s.log.With("agent", filepath.Base(s.opts.Command[0])),
 	})
@@ -172,10 +186,10 @@ func (s *supervisor) start() (*agentRun, error) {
 	s.mu.Lock()
 	s.agentPid, s.baseline, s.abortedTurn, s.promptSnaps = proc.Pid(), nil, "", nil
 	s.mu.Unlock()
-	r := &agentRun{proc: proc, cmds: make(chan protocol.Command, agentCommandBuffer), done: make(chan struct{})}
+	r := &agentRun{proc: proc, cmds: make(chan protocol.Command, agentCommandBuffer), done: make(chan struct{}), resumed: resume, reports: reports}
 	go func() {
 		defer close(r.done)
-		err := s.serve(proc, r.cmds)
+		err := s.serve(proc, r.cmds, resume)
 		if err != nil {
 			// Events can no longer be delivered: nothing to wait for.
 			s.log.Warn("agent adapter stopped", "err", err)
@@ -197,7 +211,7 @@ func (s *supervisor) start() (*agentRun, error) {
 }
 
 // serve runs the protocol adapter until the agent's stdout ends.
-func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) error {
+func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command, resume string) error {
 	name := filepath.Base(s.opts.Command[0])
 	cwd := s.opts.Dir
 	if cwd == "" {
@@ -212,6 +226,7 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command) 
 	return s.adapter.serve(s.runCtx, agentIO{
 		Stdin: proc.Stdin, Stdout: proc.Stdout, Commands: cmds, Emit: s.emitFromAgent,
 		Name: name, Cwd: cwd, Transcript: s.opts.Transcript, Logger: s.log.With("agent", name),
+		Resume: resume, Conversation: s.conv.report,
 	})
 }
 
@@ -318,6 +333,12 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 		s.log.Info("agent stopped", "exit", exit.String())
 	} else {
 		s.log.Error("agent exited unexpectedly", "exit", exit.String())
+		if _, reports := s.conv.get(); r.resumed != "" && reports == r.reports && exit.Ran < s.opts.HealthyRun {
+			// Most likely the resume itself failed (Claude Code exits
+			// at once when it has no such session): retrying it would
+			// fail the same way.
+			s.conv.forget("agent " + exit.String() + " soon after starting to resume it")
+		}
 	}
 	// The turn ends first: agent_exited closes a turn still open as
 	// failed, which would hide that agentd cancelled it.

@@ -89,7 +89,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "batch-max", Value: agentd.DefaultBatchMax, Usage: "most events per POST", EnvVars: []string{"REIN_BATCH_MAX"}},
 			&cli.DurationFlag{Name: "batch-wait", Value: agentd.DefaultBatchWait, Usage: "how long a batch lingers for more events after its first (0: send at once; batches still form while a POST is in flight)", EnvVars: []string{"REIN_BATCH_WAIT"}},
 			&cli.IntFlag{Name: "queue-size", Value: agentd.DefaultQueueSize, Usage: "events buffered before the agent's output is blocked", EnvVars: []string{"REIN_QUEUE_SIZE"}},
-			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "directory for the outbox, instance id and command cursor (one subdirectory per session); a volume in a container; \"\" keeps events in memory only", EnvVars: []string{"REIN_STATE_DIR"}},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "directory for the outbox, instance id, command cursor and the agent's conversation id (one subdirectory per session); a volume in a container; \"\" keeps events in memory only", EnvVars: []string{"REIN_STATE_DIR"}},
 			&cli.Int64Flag{Name: "outbox-max-bytes", Value: agentd.DefaultOutboxMaxBytes, Usage: "most bytes of events kept on disk before the agent's output is blocked", EnvVars: []string{"REIN_OUTBOX_MAX_BYTES"}},
 			&cli.DurationFlag{Name: "stream-idle-timeout", Value: agentd.DefaultStreamIdleTimeout, Usage: "reconnect when the command stream is silent this long", EnvVars: []string{"REIN_STREAM_IDLE_TIMEOUT"}},
 			&cli.DurationFlag{Name: "flush-timeout", Value: agentd.DefaultFlushTimeout, Usage: "time allowed to post queued events at shutdown", EnvVars: []string{"REIN_FLUSH_TIMEOUT"}},

@@ -46,7 +46,17 @@ type Options struct {
 	// or written to the agent and per command handled: {"from": ...},
 	// {"to": ...} or {"command": ...}.
 	Transcript io.Writer
+	// Resume is an ACP session id to load with session/load ("" opens a
+	// new session). When the agent does not advertise loadSession or the
+	// load fails, a new session opens and a warning notice says so.
+	Resume string
+	// Conversation, when set, gets the id of the session the run is in.
+	Conversation func(id string)
 }
+
+// NoticeResumeFailed is the notice code when the previous session could
+// not be loaded and a new one opened.
+const NoticeResumeFailed = "conversation_not_resumed"
 
 // Serve initializes the agent, opens one ACP session and relays commands
 // and updates until the agent's stdout ends (nil) or the agent refuses the
@@ -228,26 +238,54 @@ func (a *adapter) handshake(ctx context.Context) (acpsdk.SessionId, error) {
 	if init.AgentInfo != nil && init.AgentInfo.Name != "" {
 		info.Name, info.Version = init.AgentInfo.Name, init.AgentInfo.Version
 	}
-	sess, err := a.conn.NewSession(ctx, acpsdk.NewSessionRequest{Cwd: a.opts.Cwd, McpServers: []acpsdk.McpServer{}})
-	if err != nil {
-		return "", fmt.Errorf("acp session/new: %w", err)
+	sid, modes := a.loadSession(ctx, init.AgentCapabilities.LoadSession)
+	if sid == "" {
+		sess, err := a.conn.NewSession(ctx, acpsdk.NewSessionRequest{Cwd: a.opts.Cwd, McpServers: []acpsdk.McpServer{}})
+		if err != nil {
+			return "", fmt.Errorf("acp session/new: %w", err)
+		}
+		sid, modes = sess.SessionId, sess.Modes
 	}
 	if a.opts.Mode != "" {
-		if err := a.setMode(ctx, sess); err != nil {
+		if err := a.setMode(ctx, sid, modes); err != nil {
 			return "", err
 		}
 	}
+	if a.opts.Conversation != nil {
+		a.opts.Conversation(string(sid))
+	}
 	a.emit(protocol.Event{Type: protocol.EventAgentStarted, Agent: &info, Cwd: a.opts.Cwd})
-	return sess.SessionId, nil
+	return sid, nil
+}
+
+// loadSession loads Options.Resume when there is one and the agent can;
+// "" means a new session is needed. The history the agent replays while
+// loading arrives outside any turn and is not reported again.
+func (a *adapter) loadSession(ctx context.Context, canLoad bool) (acpsdk.SessionId, *acpsdk.SessionModeState) {
+	if a.opts.Resume == "" {
+		return "", nil
+	}
+	why := "the agent does not advertise loadSession"
+	if canLoad {
+		resp, err := a.conn.LoadSession(ctx, acpsdk.LoadSessionRequest{SessionId: acpsdk.SessionId(a.opts.Resume), Cwd: a.opts.Cwd, McpServers: []acpsdk.McpServer{}})
+		if err == nil {
+			return acpsdk.SessionId(a.opts.Resume), resp.Modes
+		}
+		why = "session/load: " + err.Error()
+	}
+	a.log.Warn("acp session not resumed; opening a new one", "session", a.opts.Resume, "why", why)
+	a.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeResumeFailed,
+		Message: "the agent could not resume the previous conversation (ACP session " + a.opts.Resume + "): " + why + "; a new conversation starts"})
+	return "", nil
 }
 
 // setMode selects Options.Mode, refusing a mode the agent does not list
 // (a typo would otherwise leave the agent in its default mode silently).
-func (a *adapter) setMode(ctx context.Context, sess acpsdk.NewSessionResponse) error {
+func (a *adapter) setMode(ctx context.Context, sid acpsdk.SessionId, modes *acpsdk.SessionModeState) error {
 	var ids []string
 	found := false
-	if sess.Modes != nil {
-		for _, m := range sess.Modes.AvailableModes {
+	if modes != nil {
+		for _, m := range modes.AvailableModes {
 			ids = append(ids, string(m.Id))
 			found = found || string(m.Id) == a.opts.Mode
 		}
@@ -255,7 +293,7 @@ func (a *adapter) setMode(ctx context.Context, sess acpsdk.NewSessionResponse) e
 	if !found {
 		return fmt.Errorf("acp session/set_mode: mode %q is not one the agent offers (%s)", a.opts.Mode, strings.Join(ids, ", "))
 	}
-	if _, err := a.conn.SetSessionMode(ctx, acpsdk.SetSessionModeRequest{SessionId: sess.SessionId, ModeId: acpsdk.SessionModeId(a.opts.Mode)}); err != nil {
+	if _, err := a.conn.SetSessionMode(ctx, acpsdk.SetSessionModeRequest{SessionId: sid, ModeId: acpsdk.SessionModeId(a.opts.Mode)}); err != nil {
 		return fmt.Errorf("acp session/set_mode %q: %w", a.opts.Mode, err)
 	}
 	return nil

@@ -35,6 +35,21 @@ type peer struct {
 // handshake (initialize, session/new offering modes "ask" and "auto").
 func startPeer(t *testing.T, mode string) *peer {
 	t.Helper()
+	p := launchPeer(t, acp.Options{Mode: mode})
+	id, _ := p.expect("initialize")
+	p.reply(id, map[string]any{"protocolVersion": 1, "agentInfo": map[string]any{"name": "fake", "version": "1"}})
+	id, _ = p.expect("session/new")
+	p.reply(id, map[string]any{"sessionId": "s1", "modes": map[string]any{
+		"currentModeId": "ask", "availableModes": []any{map[string]any{"id": "ask", "name": "Ask"}, map[string]any{"id": "auto", "name": "Auto"}},
+	}})
+	return p
+}
+
+// launchPeer runs acp.Serve with opts (the pipes, commands, Emit, name,
+// cwd and logger set here) against a scripted agent that has not yet
+// answered anything.
+func launchPeer(t *testing.T, opts acp.Options) *peer {
+	t.Helper()
 	stdinR, stdinW := io.Pipe()
 	stdoutR, stdoutW := io.Pipe()
 	p := &peer{
@@ -56,10 +71,9 @@ func startPeer(t *testing.T, mode string) *peer {
 		}
 	})
 	wg.Go(func() {
-		p.done <- acp.Serve(ctx, acp.Options{
-			Stdin: stdinW, Stdout: stdoutR, Commands: p.cmds, Emit: p.emit,
-			Name: "fake", Cwd: "/work", Mode: mode, Logger: fakeserver.Logger(t, slog.LevelDebug),
-		})
+		opts.Stdin, opts.Stdout, opts.Commands, opts.Emit = stdinW, stdoutR, p.cmds, p.emit
+		opts.Name, opts.Cwd, opts.Logger = "fake", "/work", fakeserver.Logger(t, slog.LevelDebug)
+		p.done <- acp.Serve(ctx, opts)
 	})
 	t.Cleanup(func() {
 		stdoutW.Close()
@@ -69,12 +83,6 @@ func startPeer(t *testing.T, mode string) *peer {
 		}
 		wg.Wait()
 	})
-	id, _ := p.expect("initialize")
-	p.reply(id, map[string]any{"protocolVersion": 1, "agentInfo": map[string]any{"name": "fake", "version": "1"}})
-	id, _ = p.expect("session/new")
-	p.reply(id, map[string]any{"sessionId": "s1", "modes": map[string]any{
-		"currentModeId": "ask", "availableModes": []any{map[string]any{"id": "ask", "name": "Ask"}, map[string]any{"id": "auto", "name": "Auto"}},
-	}})
 	return p
 }
 
@@ -367,5 +375,75 @@ func TestSessionMode(t *testing.T) {
 	}
 	if errors.Is(err, context.Canceled) {
 		t.Errorf("Serve = %v", err)
+	}
+}
+
+// TestLoadSession: with a session to resume, the adapter loads it with
+// session/load when the agent advertises loadSession (the history the
+// agent replays is not reported again) and opens a new session with a
+// warning notice when it does not or the load fails. Either way the
+// session the run is in is reported.
+func TestLoadSession(t *testing.T) {
+	tests := []struct {
+		name     string
+		canLoad  bool
+		loadErr  bool
+		wantSess string
+	}{
+		{"loaded", true, false, "old"},
+		{"load refused", true, true, "s1"},
+		{"no loadSession capability", false, false, "s1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var reported []string
+			p := launchPeer(t, acp.Options{Resume: "old", Conversation: func(id string) {
+				mu.Lock()
+				defer mu.Unlock()
+				reported = append(reported, id)
+			}})
+			id, _ := p.expect("initialize")
+			p.reply(id, map[string]any{"protocolVersion": 1, "agentCapabilities": map[string]any{"loadSession": tt.canLoad}})
+			if tt.canLoad {
+				id, params := p.expect("session/load")
+				if got := string(params); got != `{"cwd":"/work","mcpServers":[],"sessionId":"old"}` {
+					t.Errorf("session/load params = %s", got)
+				}
+				// The agent replays the history before answering.
+				p.send(map[string]any{"jsonrpc": "2.0", "method": "session/update", "params": map[string]any{"sessionId": "old", "update": chunk("earlier answer")}})
+				if tt.loadErr {
+					p.send(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": -32002, "message": "session not found"}})
+				} else {
+					p.reply(id, map[string]any{})
+				}
+			}
+			if tt.wantSess == "s1" {
+				id, _ := p.expect("session/new")
+				p.reply(id, map[string]any{"sessionId": "s1"})
+			}
+			evs := p.wait("agent_started", has(protocol.EventAgentStarted))
+			if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTextDelta }) {
+				t.Errorf("the replayed history was reported:\n%s", fakeserver.Format(evs))
+			}
+			notice := fakeserver.Has(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventNotice && ev.Level == protocol.LevelWarning && ev.NoticeCode == acp.NoticeResumeFailed
+			})
+			if notice != (tt.wantSess != "old") {
+				t.Errorf("resume-failed notice %v; events:\n%s", notice, fakeserver.Format(evs))
+			}
+			mu.Lock()
+			got := strings.Join(reported, ",")
+			mu.Unlock()
+			if got != tt.wantSess {
+				t.Errorf("reported sessions %q; want %q", got, tt.wantSess)
+			}
+			// The next prompt goes to that session.
+			p.cmds <- protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "hi"}
+			_, params := p.expect("session/prompt")
+			if !strings.Contains(string(params), `"sessionId":"`+tt.wantSess+`"`) {
+				t.Errorf("session/prompt params = %s; want session %s", params, tt.wantSess)
+			}
+		})
 	}
 }

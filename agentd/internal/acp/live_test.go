@@ -24,7 +24,7 @@ var record = flag.Bool("record", false, "write the transcripts of the runs again
 const sandboxWork = "/sandbox/work"
 
 // modes are the --acp-mode each recorded agent ran with.
-var modes = map[string]string{"claude-agent-acp": "default"}
+var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default"}
 
 // liveACP is agentd running a real ACP agent against a fake Rein server.
 type liveACP struct {
@@ -36,13 +36,20 @@ type liveACP struct {
 
 func startLiveACP(t *testing.T, bin string, env []string, mode string) *liveACP {
 	t.Helper()
-	l := &liveACP{srv: fakeserver.New(t, "acp-live"), dir: t.TempDir(), transcript: &fakeserver.Buffer{}}
+	return startLiveACPIn(t, fakeserver.New(t, "acp-live"), t.TempDir(), "", bin, env, mode)
+}
+
+// startLiveACPIn runs agentd for srv with the agent in dir and state in
+// state ("" for none).
+func startLiveACPIn(t *testing.T, srv *fakeserver.Server, dir, state, bin string, env []string, mode string) *liveACP {
+	t.Helper()
+	l := &liveACP{srv: srv, dir: dir, transcript: &fakeserver.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- agentd.Run(ctx, agentd.Options{
 			Server: l.srv.URL, Session: l.srv.Session, Protocol: agentd.ProtocolACP, ACPMode: mode,
-			Command: []string{bin}, Dir: l.dir, Env: env, HeartbeatInterval: time.Hour,
+			Command: []string{bin}, Dir: l.dir, Env: env, HeartbeatInterval: time.Hour, StateDir: state,
 			AbortGrace: 20 * time.Second, Transcript: l.transcript, Logger: fakeserver.Logger(t, slog.LevelInfo),
 		})
 	}()
@@ -63,10 +70,11 @@ func startLiveACP(t *testing.T, bin string, env []string, mode string) *liveACP 
 		}
 	}
 	t.Cleanup(l.stop)
+	before := fakeserver.Count(l.srv.Events(), protocol.EventAgentStarted)
 	l.srv.Wait(t, "the agent's own agent_started", func(evs []protocol.Event) bool {
-		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return countOf(evs, func(ev protocol.Event) bool {
 			return ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version != ""
-		})
+		}) > 0 && fakeserver.Count(evs, protocol.EventAgentStarted) > before+1
 	})
 	l.srv.WaitState(t, "an open command stream", func() bool { return l.srv.OpenStreams() > 0 })
 	return l
@@ -405,5 +413,55 @@ func waitGone(t *testing.T, pid int) {
 			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClaudeAgentACPResume: the agent of a restarted agentd (same state
+// dir) loads the ACP session of the one before with session/load: the
+// model gets the earlier prompt with the new one, and the history the
+// agent replays while loading is not posted again.
+func TestClaudeAgentACPResume(t *testing.T) {
+	bin := os.Getenv("REIN_CLAUDE_AGENT_ACP_BIN")
+	if bin == "" {
+		t.Skip("REIN_CLAUDE_AGENT_ACP_BIN is not set: run `make test-agent-claude-agent-acp` (the unit tests cover session/load without the CLI)")
+	}
+	api := fakemodel.NewAnthropic(t)
+	srv := fakeserver.New(t, "acp-live")
+	dir, state, env := t.TempDir(), t.TempDir(), claudeAgentACPEnv(t, api)
+	l := startLiveACPIn(t, srv, dir, state, bin, env, modes["claude-agent-acp"])
+	l.waitEnd(t, srv.Prompt("think"))
+	l.stop()
+	texts := countOf(srv.Events(), typed(protocol.EventTextEnd))
+	first := len(srv.Events())
+
+	l = startLiveACPIn(t, srv, dir, state, bin, env, modes["claude-agent-acp"])
+	id := srv.Prompt("recall")
+	l.waitEnd(t, id)
+	evs := srv.Events()
+	if countOf(evs, typed(protocol.EventNotice)) > 0 {
+		t.Errorf("a notice (session not loaded?):\n%s", fakeserver.Format(evs))
+	}
+	turn := l.turnEvents(id)
+	if !fakeserver.Has(turn, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventTextEnd && strings.HasPrefix(ev.Text, "Earlier prompts: ") && strings.Contains(ev.Text, "think")
+	}) {
+		t.Errorf("the resumed agent did not send the earlier prompt:\n%s", fakeserver.Format(turn))
+	}
+	if n := countOf(evs, typed(protocol.EventTextEnd)); n != texts+1 {
+		t.Errorf("%d text_end after the second run, want %d (the loaded history posted again?):\n%s", n, texts+1, fakeserver.Format(evs))
+	}
+	l.stop()
+	if *record {
+		// The second run: session/load, the replayed history, a turn.
+		var own []protocol.Event
+		for _, ev := range srv.Events()[first:] {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				own = append(own, ev)
+			}
+		}
+		r := strings.NewReplacer(l.dir, sandboxWork)
+		writeFile(t, "testdata/claude-agent-acp-resume.jsonl", r.Replace(l.transcript.String()))
+		writeFile(t, "testdata/claude-agent-acp-resume.events.jsonl", r.Replace(fakeserver.Format(versionless(own))))
 	}
 }

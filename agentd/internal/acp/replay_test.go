@@ -65,6 +65,23 @@ func replay(t *testing.T, path, cwd, mode string) []protocol.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A recorded resume: the adapter was asked to load the session it
+	// sent session/load for.
+	var resume string
+	for line := range bytes.Lines(data) {
+		var step struct {
+			To *struct {
+				Method string `json:"method"`
+				Params struct {
+					SessionID string `json:"sessionId"`
+				} `json:"params"`
+			} `json:"to"`
+		}
+		if json.Unmarshal(line, &step) == nil && step.To != nil && step.To.Method == "session/load" {
+			resume = step.To.Params.SessionID
+			break
+		}
+	}
 	stdinR, stdinW := io.Pipe()
 	stdoutR, stdoutW := io.Pipe()
 	cmds := make(chan protocol.Command)
@@ -74,7 +91,7 @@ func replay(t *testing.T, path, cwd, mode string) []protocol.Event {
 	done := make(chan error, 1)
 	go func() {
 		done <- acp.Serve(context.Background(), acp.Options{
-			Stdin: stdinW, Stdout: stdoutR, Commands: cmds, Name: "agent", Cwd: cwd, Mode: mode, Transcript: prog,
+			Stdin: stdinW, Stdout: stdoutR, Commands: cmds, Name: "agent", Cwd: cwd, Mode: mode, Transcript: prog, Resume: resume,
 			Emit: func(_ context.Context, ev protocol.Event) error {
 				mu.Lock()
 				defer mu.Unlock()

@@ -55,3 +55,24 @@ func Args(argv []string) []string {
 	}
 	return append(out, argv[1:]...)
 }
+
+// ResumeArgs returns argv (as Args made it) asking Claude Code to resume
+// session id, unless the operator already gave --resume, --continue or
+// --session-id, which then wins.
+func ResumeArgs(argv []string, id string) []string {
+	if len(argv) == 0 || id == "" {
+		return argv
+	}
+	for _, a := range argv[1:] {
+		if a == "--" {
+			break
+		}
+		for _, n := range []string{"--resume", "-r", "--continue", "-c", "--session-id"} {
+			if a == n || strings.HasPrefix(a, n+"=") {
+				return argv
+			}
+		}
+	}
+	out := append([]string{argv[0], "--resume", id}, argv[1:]...)
+	return out
+}

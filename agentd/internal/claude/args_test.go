@@ -28,3 +28,25 @@ func TestArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestResumeArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []string
+		id   string
+		want []string
+	}{
+		{"adds --resume first", []string{"claude", "-p", "--model", "sonnet"}, "s-1", []string{"claude", "--resume", "s-1", "-p", "--model", "sonnet"}},
+		{"no id, no flag", []string{"claude", "-p"}, "", []string{"claude", "-p"}},
+		{"the operator's --resume wins", []string{"claude", "--resume=other"}, "s-1", []string{"claude", "--resume=other"}},
+		{"the operator's --continue wins", []string{"claude", "-c"}, "s-1", []string{"claude", "-c"}},
+		{"after -- is a prompt", []string{"claude", "--", "--resume"}, "s-1", []string{"claude", "--resume", "s-1", "--", "--resume"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := claude.ResumeArgs(tt.in, tt.id); !slices.Equal(got, tt.want) {
+				t.Errorf("ResumeArgs(%q, %q)\n got %q\nwant %q", tt.in, tt.id, got, tt.want)
+			}
+		})
+	}
+}

@@ -41,6 +41,9 @@ type Options struct {
 	// through the adapter yields the same events (the tests record them).
 	Transcript io.Writer
 	Logger     *slog.Logger
+	// Conversation, when set, gets the CLI's session id (from its init
+	// message), which `claude --resume <id>` continues.
+	Conversation func(id string)
 }
 
 // Serve relays commands and the CLI's messages until its stdout ends
@@ -91,6 +94,7 @@ func Serve(ctx context.Context, opts Options) error {
 		}
 	}
 
+	t.session = opts.Conversation
 	t.start()
 	cmds := opts.Commands
 	for {

@@ -71,14 +71,20 @@ func startLive(t *testing.T) *live {
 	t.Helper()
 	bin := claudeBin(t)
 	api := fakemodel.NewAnthropic(t)
-	srv := fakeserver.New(t, "claude")
-	l := &live{srv: srv, dir: t.TempDir(), transcript: &fakeserver.Buffer{}}
+	return startLiveIn(t, fakeserver.New(t, "claude"), t.TempDir(), "", claudeEnv(t, api), bin)
+}
+
+// startLiveIn runs agentd for srv with the agent in dir, state in state
+// ("" for none) and the environment env.
+func startLiveIn(t *testing.T, srv *fakeserver.Server, dir, state string, env []string, bin string) *live {
+	t.Helper()
+	l := &live{srv: srv, dir: dir, transcript: &fakeserver.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- agentd.Run(ctx, agentd.Options{
 			Server: srv.URL, Session: srv.Session, Protocol: agentd.ProtocolClaude,
-			Command: []string{bin}, Dir: l.dir, Env: claudeEnv(t, api),
+			Command: []string{bin}, Dir: l.dir, Env: env, StateDir: state,
 			HeartbeatInterval: time.Hour, ShutdownGrace: 5 * time.Second,
 			Transcript: l.transcript,
 			Logger:     fakeserver.Logger(t, slog.LevelDebug),
@@ -195,6 +201,34 @@ func TestClaudeAbort(t *testing.T) {
 	l.waitEnd(t, "turn-"+itoa(id))
 	l.turn(t, "think again")
 	l.finish(t, "abort")
+}
+
+// TestClaudeResume: the Claude Code of a restarted agentd (same state
+// dir) resumes the conversation of the one before: the model gets the
+// earlier prompt with the new one.
+func TestClaudeResume(t *testing.T) {
+	bin := claudeBin(t)
+	api := fakemodel.NewAnthropic(t)
+	srv := fakeserver.New(t, "claude")
+	dir, state, env := t.TempDir(), t.TempDir(), claudeEnv(t, api)
+	l := startLiveIn(t, srv, dir, state, env, bin)
+	l.turn(t, "please think")
+	if err := l.stop(); err != nil {
+		t.Fatalf("agentd.Run: %v", err)
+	}
+	saved, err := os.ReadFile(filepath.Join(state, srv.Session, "conversation"))
+	if err != nil || !strings.Contains(string(saved), `"protocol":"claude"`) {
+		t.Fatalf("state dir conversation = %q, %v; want Claude Code's session id", saved, err)
+	}
+
+	l = startLiveIn(t, srv, dir, state, env, bin)
+	id := l.srv.Prompt("recall")
+	l.waitEnd(t, "turn-"+itoa(id))
+	evs := srv.Events()
+	want := "Earlier prompts: please think | recall"
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTextEnd && ev.Text == want }) {
+		t.Errorf("no text_end %q: the second Claude Code did not resume the conversation:\n%s", want, format(evs, dir))
+	}
 }
 
 func isType(t protocol.EventType) func(protocol.Event) bool {

@@ -22,9 +22,10 @@ type line struct {
 	UUID    string `json:"uuid"`
 
 	// system/init
-	Cwd     string `json:"cwd"`
-	Model   string `json:"model"`
-	Version string `json:"claude_code_version"`
+	SessionID string `json:"session_id"`
+	Cwd       string `json:"cwd"`
+	Model     string `json:"model"`
+	Version   string `json:"claude_code_version"`
 
 	// stream_event
 	Event        json.RawMessage `json:"event"`
@@ -134,6 +135,8 @@ type translator struct {
 	log   *slog.Logger
 	emit  func(protocol.Event)
 	write func([]byte)
+	// session, when set, gets the CLI's session id from each init.
+	session func(id string)
 
 	info protocol.Event // the last agent_started reported
 
@@ -246,6 +249,9 @@ func (t *translator) line(raw []byte) {
 	switch l.Type {
 	case "system":
 		if l.Subtype == "init" {
+			if t.session != nil && l.SessionID != "" {
+				t.session(l.SessionID)
+			}
 			t.initialized(&l)
 		}
 	case "stream_event":

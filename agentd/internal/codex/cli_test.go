@@ -89,9 +89,13 @@ func (m *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prompt := ""
+	var prompts []string // every user prompt the request carries
 	for _, in := range body.Input {
 		if in.Type == "message" && in.Role == "user" && len(in.Content) > 0 {
 			prompt = in.Content[0].Text
+			if !strings.HasPrefix(prompt, "<") { // not Codex's own context
+				prompts = append(prompts, prompt)
+			}
 		}
 	}
 	last := body.Input[len(body.Input)-1].Type
@@ -129,6 +133,9 @@ func (m *modelServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		<-r.Context().Done()
 		return
+	case prompt == "recall":
+		// Memory: the answer names the prompts the request carries.
+		s.message(fmt.Sprintf("msg_%d", n), "Earlier prompts: "+strings.Join(prompts, " | "))
 	case prompt == "sleepy":
 		// A command that runs until it is killed; its odd argument lets
 		// the test find it (Codex's sandbox has a pid namespace of its
@@ -460,5 +467,96 @@ func waitGone(t *testing.T, pid int) {
 			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCodexCLIResume: the app-server of a restarted agentd (same state
+// dir) resumes the thread of the one before with thread/resume: the model
+// gets the earlier prompt with the new one.
+func TestCodexCLIResume(t *testing.T) {
+	bin := codexBin(t)
+	root := t.TempDir()
+	work, home, state := filepath.Join(root, "work"), filepath.Join(root, "home"), filepath.Join(root, "state")
+	for _, d := range []string{work, home} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	model := newModelServer(t, root)
+	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(codexConfig(model.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := fakeserver.New(t, "codex")
+	env := []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + root, "CODEX_HOME=" + home, "REIN_TEST_CODEX_KEY=dummy",
+		"HTTPS_PROXY=http://127.0.0.1:9", "HTTP_PROXY=http://127.0.0.1:9", "ALL_PROXY=http://127.0.0.1:9",
+		"NO_PROXY=127.0.0.1,localhost",
+	}
+	transcript := &fakeserver.Buffer{}
+	defer func() {
+		if t.Failed() {
+			t.Logf("transcript:\n%s", transcript.String())
+		}
+	}()
+	turn := func(text string, transcript *fakeserver.Buffer) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- agentd.Run(ctx, agentd.Options{
+				Server: srv.URL, Session: srv.Session, Protocol: agentd.ProtocolCodex,
+				Command: []string{bin, "app-server"}, Dir: work, Env: env, StateDir: state,
+				HeartbeatInterval: time.Hour, Logger: fakeserver.Logger(t, slog.LevelInfo), Transcript: transcript,
+			})
+		}()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agentd.Run: %v", err)
+			}
+		}()
+		srv.WaitState(t, "an open command stream", func() bool { return srv.OpenStreams() > 0 })
+		id := srv.Prompt(text)
+		srv.Wait(t, "the turn to end", func(evs []protocol.Event) bool {
+			return fakeserver.Has(evs, func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventTurnCompleted && ev.TurnID == fmt.Sprintf("turn-%d", id)
+			})
+		})
+	}
+	turn("hello", &fakeserver.Buffer{})
+	first := len(srv.Events())
+	turn("recall", transcript)
+	evs := srv.Events()
+	want := "Earlier prompts: hello | recall"
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTextEnd && ev.Text == want }) {
+		t.Errorf("no text_end %q: the second app-server did not resume the thread:\n%s", want, fakeserver.Format(evs))
+	}
+	// Usage is per turn: the resumed thread's earlier totals are the
+	// baseline, not this turn's.
+	var last protocol.Event
+	for _, ev := range evs {
+		if ev.Type == protocol.EventUsageUpdated {
+			last = ev
+		}
+	}
+	if last.InputTokens == nil || *last.InputTokens != 100 {
+		t.Errorf("the resumed turn's usage %s; want inputTokens 100 (one request)", fakeserver.Format([]protocol.Event{last}))
+	}
+	if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventNotice }) {
+		t.Errorf("a notice (resume failed?):\n%s", fakeserver.Format(evs))
+	}
+	if *record {
+		// The second run's transcript and the events its adapter
+		// emitted (not agentd's own), for TestReplayResume.
+		var own []protocol.Event
+		for _, ev := range evs[first:] {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == "" && ev.Model == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				own = append(own, ev)
+			}
+		}
+		replacer := strings.NewReplacer(work, sandboxWork, home, sandboxHome, root, "/sandbox")
+		writeFile(t, "testdata/resume.jsonl", replacer.Replace(transcript.String()))
+		writeFile(t, "testdata/resume.events.jsonl", replacer.Replace(fakeserver.Format(versionless(own))))
 	}
 }

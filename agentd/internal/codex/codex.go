@@ -3,6 +3,7 @@ package codex
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,12 @@ type Options struct {
 	// or written to the app-server and per command handled, in the order
 	// the adapter processed them: replaying it reproduces the events.
 	Transcript io.Writer
+	// Resume is a thread id to resume with thread/resume ("" starts a new
+	// thread). If the app-server cannot resume it, a new thread starts
+	// and a warning notice says so.
+	Resume string
+	// Conversation, when set, gets the id of the thread the run is in.
+	Conversation func(id string)
 }
 
 // Serve initializes the app-server, starts one thread and relays commands
@@ -200,21 +207,60 @@ func (a *adapter) handshake() {
 		}
 		info := protocol.AgentInfo{Name: "codex", Version: versionOf(init.UserAgent), Protocol: Protocol}
 		a.notify("initialized", nil)
-		a.call("thread/start", map[string]any{"cwd": a.opts.Cwd}, func(res json.RawMessage, rerr *rpcError) {
-			if rerr != nil {
-				a.fatal = fmt.Errorf("codex thread/start: %w", rerr)
-				return
-			}
+		if a.opts.Resume == "" {
+			a.startThread(info)
+			return
+		}
+		// excludeTurns: the history is the thread's, not to be shown again.
+		a.call("thread/resume", map[string]any{"threadId": a.opts.Resume, "cwd": a.opts.Cwd, "excludeTurns": true}, func(res json.RawMessage, rerr *rpcError) {
 			var ts threadStartResult
-			if err := json.Unmarshal(res, &ts); err != nil || ts.Thread.ID == "" {
-				a.fatal = fmt.Errorf("codex thread/start: answer without a thread id (%v)", err)
+			var err error
+			switch {
+			case rerr != nil:
+				err = rerr
+			case json.Unmarshal(res, &ts) != nil || ts.Thread.ID == "":
+				err = errors.New("answer without a thread id")
+			}
+			if err != nil {
+				a.log.Warn("codex thread/resume failed; starting a new thread", "thread", a.opts.Resume, "err", err)
+				a.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeResumeFailed,
+					Message: "Codex could not resume the previous conversation (thread " + a.opts.Resume + "): " + err.Error() + "; a new conversation starts"})
+				a.startThread(info)
 				return
 			}
-			a.thread = ts.Thread.ID
-			a.emit(protocol.Event{Type: protocol.EventAgentStarted, Agent: &info, Model: ts.Model, Cwd: a.opts.Cwd})
-			a.startNext()
+			a.ready(info, ts)
 		})
 	})
+}
+
+// NoticeResumeFailed is the notice code when the previous thread could
+// not be resumed and a new one started.
+const NoticeResumeFailed = "conversation_not_resumed"
+
+// startThread opens a new thread.
+func (a *adapter) startThread(info protocol.AgentInfo) {
+	a.call("thread/start", map[string]any{"cwd": a.opts.Cwd}, func(res json.RawMessage, rerr *rpcError) {
+		if rerr != nil {
+			a.fatal = fmt.Errorf("codex thread/start: %w", rerr)
+			return
+		}
+		var ts threadStartResult
+		if err := json.Unmarshal(res, &ts); err != nil || ts.Thread.ID == "" {
+			a.fatal = fmt.Errorf("codex thread/start: answer without a thread id (%v)", err)
+			return
+		}
+		a.ready(info, ts)
+	})
+}
+
+// ready: the thread is open; report it and start queued prompts.
+func (a *adapter) ready(info protocol.AgentInfo, ts threadStartResult) {
+	a.thread = ts.Thread.ID
+	if a.opts.Conversation != nil {
+		a.opts.Conversation(a.thread)
+	}
+	a.emit(protocol.Event{Type: protocol.EventAgentStarted, Agent: &info, Model: ts.Model, Cwd: a.opts.Cwd})
+	a.startNext()
 }
 
 // versionOf takes the Codex version out of a user agent such as
@@ -487,6 +533,14 @@ func planStatus(s string) protocol.PlanStatus {
 func (a *adapter) tokenUsage(n tokenUsageNotification) {
 	total := n.TokenUsage.Total
 	a.usage = &total
+	if t := a.cur; t != nil && t.codexID == "" && n.TurnID != "" {
+		// Not this turn's (whose notifications follow turn/started): a
+		// resumed thread reports its totals so far, for an earlier
+		// turn, which is this turn's baseline. Binding the turn to it
+		// would lose every later notification of the turn.
+		t.base = total
+		return
+	}
 	t := a.turnFor(n.TurnID)
 	if t == nil {
 		return

@@ -73,6 +73,21 @@ func replay(t *testing.T, path string) []protocol.Event {
 		}
 		steps = append(steps, step)
 	}
+	// A recorded resume: the adapter was asked to resume the thread it
+	// sent thread/resume for.
+	var resume string
+	for _, step := range steps {
+		var m struct {
+			Method string `json:"method"`
+			Params struct {
+				ThreadID string `json:"threadId"`
+			} `json:"params"`
+		}
+		if step["to"] != nil && json.Unmarshal(step["to"], &m) == nil && m.Method == "thread/resume" {
+			resume = m.Params.ThreadID
+			break
+		}
+	}
 
 	stdinR, stdinW := io.Pipe()
 	stdoutR, stdoutW := io.Pipe()
@@ -85,7 +100,7 @@ func replay(t *testing.T, path string) []protocol.Event {
 	done := make(chan error, 1)
 	go func() {
 		done <- codex.Serve(ctx, codex.Options{
-			Stdin: stdinW, Stdout: stdoutR, Commands: cmds, Cwd: sandboxWork, Transcript: prog,
+			Stdin: stdinW, Stdout: stdoutR, Commands: cmds, Cwd: sandboxWork, Transcript: prog, Resume: resume,
 			Emit: func(_ context.Context, ev protocol.Event) error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -173,4 +188,21 @@ func versionless(evs []protocol.Event) []protocol.Event {
 		out[i] = ev
 	}
 	return out
+}
+
+// TestReplayResume replays the transcript of the resumed app-server
+// TestCodexCLIResume recorded (thread/resume, then a turn whose usage
+// starts from the thread's earlier totals).
+func TestReplayResume(t *testing.T) {
+	got := fakeserver.Format(versionless(replay(t, "testdata/resume.jsonl")))
+	want, err := os.ReadFile("testdata/resume.events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("replayed events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+	if !strings.Contains(got, `"text":"Earlier prompts: hello | recall"`) || !strings.Contains(got, `"inputTokens":100,`) {
+		t.Errorf("testdata/resume.events.jsonl lacks the resumed answer or the per-turn usage: re-record")
+	}
 }

@@ -44,6 +44,10 @@ type Options struct {
 	// StartWait: see DefaultStartWait (used when zero).
 	StartWait time.Duration
 	Logger    *slog.Logger
+	// Conversation, when set, gets the conversationId an agent_started
+	// line carries: the agent's own conversation, which agentd hands the
+	// next run of the agent (REIN_CONVERSATION_ID) to resume.
+	Conversation func(id string)
 }
 
 type line struct {
@@ -140,6 +144,7 @@ func (s *session) started(own *protocol.Event) protocol.Event {
 
 func (s *session) first(ctx context.Context, l line) error {
 	if ev, err := decode(l); err == nil && ev.Type == protocol.EventAgentStarted {
+		s.conversation(l)
 		return s.emit(ctx, s.started(&ev))
 	}
 	if err := s.emit(ctx, s.started(nil)); err != nil {
@@ -154,9 +159,24 @@ func (s *session) handle(ctx context.Context, l line) error {
 		return s.emit(ctx, s.invalid(err.Error()))
 	}
 	if ev.Type == protocol.EventAgentStarted {
+		s.conversation(l)
 		ev = s.started(&ev)
 	}
 	return s.emit(ctx, ev)
+}
+
+// conversation reports the conversationId of an agent_started line. The
+// field is agentd's alone: ReinEvent has no such field, so it is not posted.
+func (s *session) conversation(l line) {
+	if s.opts.Conversation == nil {
+		return
+	}
+	var c struct {
+		ID string `json:"conversationId"`
+	}
+	if json.Unmarshal(l.b, &c) == nil && c.ID != "" {
+		s.opts.Conversation(c.ID)
+	}
 }
 
 // decode validates one line as one event. Envelope fields are agentd's to

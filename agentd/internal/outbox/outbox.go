@@ -773,3 +773,49 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// conversationFile is the agent's own conversation id, so a restarted
+// agent resumes it.
+type conversationFile struct {
+	Protocol string `json:"protocol"`
+	ID       string `json:"id"`
+}
+
+// Conversation is the agent conversation id saved for protocol ("" when
+// none was, or it was saved for another protocol: an id of one agent means
+// nothing to another).
+func (l *Log) Conversation(protocol string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(l.dir, "conversation"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read conversation: %w", err)
+	}
+	var c conversationFile
+	if err := json.Unmarshal(b, &c); err != nil {
+		return "", fmt.Errorf("read conversation: %w", err)
+	}
+	if c.Protocol != protocol {
+		return "", nil
+	}
+	return c.ID, nil
+}
+
+// SetConversation durably records the agent's conversation id ("" forgets
+// it: the next agent starts a new conversation).
+func (l *Log) SetConversation(protocol, id string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if id == "" {
+		if err := os.Remove(filepath.Join(l.dir, "conversation")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("forget conversation: %w", err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(conversationFile{Protocol: protocol, ID: id})
+	if err != nil {
+		return fmt.Errorf("write conversation: %w", err)
+	}
+	return l.writeFile("conversation", append(b, '\n'), true)
+}

@@ -339,3 +339,27 @@ func TestMaxBytesBelowMinimumIsRefused(t *testing.T) {
 		t.Fatal("Open with a 1 KiB bound succeeded")
 	}
 }
+
+func TestConversationPersistsPerProtocol(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, DefaultMaxBytes)
+	if id, err := l.Conversation("claude"); err != nil || id != "" {
+		t.Fatalf("fresh dir: conversation %q, %v; want none", id, err)
+	}
+	if err := l.SetConversation("claude", "sess-1"); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = open(t, dir, DefaultMaxBytes)
+	for _, tc := range []struct{ protocol, want string }{{"claude", "sess-1"}, {"codex", ""}} {
+		if id, err := l.Conversation(tc.protocol); err != nil || id != tc.want {
+			t.Errorf("after reopen, %s: conversation %q, %v; want %q", tc.protocol, id, err, tc.want)
+		}
+	}
+	if err := l.SetConversation("claude", ""); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := l.Conversation("claude"); err != nil || id != "" {
+		t.Errorf("forgotten: conversation %q, %v; want none", id, err)
+	}
+}
