@@ -109,8 +109,8 @@ func newOAChecker(t *testing.T, ctx context.Context, base string) *oaChecker {
 			}
 		}
 	}
-	if len(c.events) != 3 {
-		t.Fatalf("the document describes %d SSE routes, want 3", len(c.events))
+	if len(c.events) != 4 {
+		t.Fatalf("the document describes %d SSE routes, want 4", len(c.events))
 	}
 	return c
 }
@@ -342,6 +342,95 @@ func TestOpenAPIConformance(t *testing.T) {
 	until(arts2, "snapshot_complete")
 	closeArts2()
 
+	// The approvals inbox. The golden batch's permission request was
+	// resolved in the same batch, so one that waits is posted live.
+	apps, closeApps := c.stream("/approvals/stream?project=oa", nil, tok)
+	defer closeApps()
+	until(apps, "snapshot_complete")
+	perm := `{"type":"permission_requested","id":"oa-perm-1","title":"May I?","input":{"cmd":"ls"},` +
+		`"options":[{"id":"allow","name":"Allow","kind":"allow_once"},{"id":"deny","name":"Deny","kind":"reject_once"}]}`
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(perm), sbx, 202, true)
+	if ev := until(apps, "approval_added"); !strings.Contains(ev.Data, `"oa-perm-1"`) {
+		t.Fatalf("approval_added %s", ev.Data)
+	}
+	if _, b = c.call("GET", "/approvals", nil, nil, tok, 200, true); !strings.Contains(string(b), `"oa-perm-1"`) {
+		t.Fatalf("GET /approvals: %s", b)
+	}
+	if _, b = c.call("GET", "/approvals?project=none", nil, nil, tok, 200, true); string(b) != "[]\n" {
+		t.Fatalf("GET /approvals?project=none: %q", b)
+	}
+	// A session stream ticket opens the approvals stream too; its
+	// snapshot holds the waiting request.
+	_, b = c.call("POST", "/sessions/stream-ticket", nil, nil, tok, 200, true)
+	_ = json.Unmarshal(b, &ticket)
+	apps2, closeApps2 := c.stream("/approvals/stream?ticket="+url.QueryEscape(ticket.Ticket), http.Header{"Last-Event-ID": {"1"}}, "")
+	if ev := until(apps2, "approval_snapshot"); !strings.Contains(ev.Data, `"oa-perm-1"`) {
+		t.Fatalf("approval_snapshot %s", ev.Data)
+	}
+	until(apps2, "snapshot_complete")
+	closeApps2()
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow"}`), tok, 202, true)
+	until(cmds, "command")
+	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"permission_resolved","id":"oa-perm-1","outcome":"selected","optionId":"allow"}`), sbx, 202, true)
+	if ev := until(apps, "approval_resolved"); !strings.Contains(ev.Data, `"decidedBy":"client"`) {
+		t.Fatalf("approval_resolved %s", ev.Data)
+	}
+	if _, b = c.call("GET", "/approvals/history?project=oa&limit=5", nil, nil, tok, 200, true); !strings.Contains(string(b), `"approved"`) {
+		t.Fatalf("GET /approvals/history: %s", b)
+	}
+	c.call("GET", "/approvals/history", nil, nil, tok, 200, true)
+	for _, q := range []string{"/approvals?project=bad!p", "/approvals/stream?project=bad!p", "/approvals/history?project=bad!p",
+		"/approvals/history?limit=0", "/approvals/history?limit=501", "/approvals/history?limit=x"} {
+		_, b = c.call("GET", q, nil, nil, tok, 400, false)
+		if want := q[strings.LastIndex(q, "?")+1 : strings.Index(q, "=")]; !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: the error does not name %s: %s", q, want, b)
+		}
+	}
+
+	// Turn history: every turn, one that ended (recorded digest) and the
+	// running one (no digest yet).
+	_, b = c.call("GET", "/sessions/oa-1/turns", nil, nil, tok, 200, true)
+	var turns []struct {
+		ID             string
+		Digest         *string
+		DigestRecorded bool
+	}
+	if err := json.Unmarshal(b, &turns); err != nil || len(turns) < 2 {
+		t.Fatalf("GET /sessions/oa-1/turns: %v %s", err, b)
+	}
+	if turns[0].Digest == nil || !turns[0].DigestRecorded {
+		t.Errorf("the first turn ended but has no recorded digest: %s", b)
+	}
+	c.call("GET", "/sessions/oa-1/turns/"+turns[0].ID, nil, nil, tok, 200, true)
+	if _, b = c.call("GET", "/sessions/oa-1/turns/oa-t2", nil, nil, tok, 200, true); !strings.Contains(string(b), `"digest":null`) {
+		t.Errorf("the running turn has a digest: %s", b)
+	}
+	c.call("GET", "/sessions/oa-1/turns/no-such-turn", nil, nil, tok, 404, true)
+	if _, b = c.call("GET", "/sessions/oa-1/turns/bad!turn", nil, nil, tok, 400, false); !strings.Contains(string(b), "turnId") {
+		t.Errorf("the error does not name turnId: %s", b)
+	}
+
+	// The event log export, a page at a time.
+	_, b = c.call("GET", "/sessions/oa-1/events?limit=2", nil, nil, tok, 200, true)
+	var page struct {
+		Events []json.RawMessage
+		Next   *int64
+	}
+	if err := json.Unmarshal(b, &page); err != nil || len(page.Events) != 2 || page.Next == nil {
+		t.Fatalf("GET /sessions/oa-1/events?limit=2: %v %s", err, b)
+	}
+	_, b = c.call("GET", fmt.Sprintf("/sessions/oa-1/events?after=%d&limit=5000", *page.Next), nil, nil, tok, 200, true)
+	if err := json.Unmarshal(b, &page); err != nil || len(page.Events) == 0 || page.Next != nil {
+		t.Fatalf("GET /sessions/oa-1/events after %d: %v %s", *page.Next, err, b)
+	}
+	c.call("GET", "/sessions/oa-1/events", nil, nil, tok, 200, true)
+	for _, q := range []string{"limit=0", "limit=5001", "limit=x", "after=-1", "after=x"} {
+		_, b = c.call("GET", "/sessions/oa-1/events?"+q, nil, nil, tok, 400, false)
+		if want := q[:strings.Index(q, "=")]; !strings.Contains(string(b), want) {
+			t.Errorf("GET /sessions/oa-1/events?%s: the error does not name %s: %s", q, want, b)
+		}
+	}
+
 	// The session stream saw the session change, and sees one created and removed.
 	until(sess, "session_updated")
 	c.call("POST", "/sessions/oa-2", nil, nil, tok, 201, true)
@@ -374,6 +463,9 @@ func TestOpenAPIConformance(t *testing.T) {
 		{"GET", "/sessions/%s/artifacts", nil},
 		{"GET", "/sessions/%s/stream", nil},
 		{"POST", "/sessions/%s/stream-ticket", nil},
+		{"GET", "/sessions/%s/events", nil},
+		{"GET", "/sessions/%s/turns", nil},
+		{"GET", "/sessions/%s/turns/oa-t2", nil},
 	} {
 		p := func(id string) string { return fmt.Sprintf(r.path, id) }
 		c.call(r.method, p("bad!id"), nil, r.body, tok, 400, false)
@@ -387,7 +479,8 @@ func TestOpenAPIConformance(t *testing.T) {
 			c.call(r.method, p("oa-none"), nil, r.body, tok, 404, true)
 		}
 	}
-	for _, r := range [][2]string{{"GET", "/sessions"}, {"GET", "/sessions/stream"}, {"POST", "/sessions/stream-ticket"}} {
+	for _, r := range [][2]string{{"GET", "/sessions"}, {"GET", "/sessions/stream"}, {"POST", "/sessions/stream-ticket"},
+		{"GET", "/approvals"}, {"GET", "/approvals/history"}, {"GET", "/approvals/stream"}} {
 		c.call(r[0], r[1], nil, nil, "", 401, false)
 		c.call(r[0], r[1], nil, nil, other.SandboxToken, 403, true)
 	}

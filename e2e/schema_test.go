@@ -45,7 +45,8 @@ func compileDefs(t *testing.T, names ...string) map[string]*jsonschema.Schema {
 func TestSchemaGoldens(t *testing.T) {
 	defs := compileDefs(t, "Event", "EventBody", "Command", "ClientCommand", "Artifact", "Session", "CreateSessionRequest",
 		"ArtifactPayload", "ArtifactUpdate", "CommandAccepted", "ErrorBody", "EventsAccepted", "SessionPayload",
-		"SessionRemoved", "SessionUpdated", "SnapshotComplete", "SessionId")
+		"SessionRemoved", "SessionUpdated", "SnapshotComplete", "SessionId",
+		"Approval", "Decision", "ApprovalResolved", "ApprovalsComplete", "Turn", "EventsPage")
 	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +60,22 @@ func TestSchemaGoldens(t *testing.T) {
 			return "Command"
 		case "artifacts":
 			return "Artifact"
+		case "inbox":
+			switch {
+			case strings.HasPrefix(name, "approvals_complete"):
+				return "ApprovalsComplete"
+			case strings.HasPrefix(name, "approval_resolved"):
+				return "ApprovalResolved"
+			case strings.HasPrefix(name, "approval"):
+				return "Approval"
+			case strings.HasPrefix(name, "decision"):
+				return "Decision"
+			case strings.HasPrefix(name, "turn"):
+				return "Turn"
+			case strings.HasPrefix(name, "events_page"):
+				return "EventsPage"
+			}
+			return ""
 		case "session":
 			if name == "create_request" {
 				return "CreateSessionRequest"
@@ -77,7 +94,7 @@ func TestSchemaGoldens(t *testing.T) {
 			"session_payload": "SessionPayload", "session_removed": "SessionRemoved", "snapshot_complete": "SnapshotComplete"}[name]
 	}
 	n := 0
-	for _, dir := range []string{"events", "commands", "artifacts", "session", "stream"} {
+	for _, dir := range []string{"events", "commands", "artifacts", "session", "stream", "inbox"} {
 		files, err := filepath.Glob(filepath.Join(root, "protocol", "testdata", dir, "*.json"))
 		if err != nil {
 			t.Fatal(err)
