@@ -277,6 +277,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("GET", "/openapi.json", nil, nil, "", 200, true)
 	c.call("GET", "/healthz", nil, nil, "", 200, true)
 	c.call("GET", "/.well-known/rein.json", nil, nil, "", 200, true)
+	c.call("GET", "/metrics", nil, nil, tok, 200, true)
 	c.call("GET", "/", nil, nil, "", 200, true)
 	c.call("GET", "/ui/app.js", nil, nil, "", 200, true)
 	c.call("GET", "/ui/nothing-here.js", nil, nil, "", 404, true)
@@ -480,7 +481,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		}
 	}
 	for _, r := range [][2]string{{"GET", "/sessions"}, {"GET", "/sessions/stream"}, {"POST", "/sessions/stream-ticket"},
-		{"GET", "/approvals"}, {"GET", "/approvals/history"}, {"GET", "/approvals/stream"}} {
+		{"GET", "/approvals"}, {"GET", "/approvals/history"}, {"GET", "/approvals/stream"}, {"GET", "/metrics"}} {
 		c.call(r[0], r[1], nil, nil, "", 401, false)
 		c.call(r[0], r[1], nil, nil, other.SandboxToken, 403, true)
 	}

@@ -31,7 +31,7 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 			}
 		}
 	}
-	a := New(nil, nil, Options{UI: http.NotFoundHandler()})
+	a := New(nil, nil, Options{UI: http.NotFoundHandler(), Metrics: http.NotFoundHandler()})
 	served := map[string]bool{}
 	for _, p := range a.Routes() {
 		if p == CatchAll {
