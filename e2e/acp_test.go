@@ -32,7 +32,9 @@ func TestACPExampleAgent(t *testing.T) {
 		"turn completed end_turn",
 		"user: fix the config",
 		"text done: ACP Go Example Agent — demo only (no AI model).I'll help you with that. Let me start by reading some files to understand the current situation.",
-		`tool read completed exit=<nil> output=""`,
+		// ACP tool content is the tool's output (what rein watch and the
+		// web view show).
+		`tool read completed exit=<nil> output="# My Project\n\nThis is a sample project..."`,
 		"text done:  Now I understand the project structure. I need to make some changes to improve it.",
 		`tool edit completed exit=<nil> output=""`,
 		`permission approved "Modifying critical configuration file" option=allow`,
