@@ -80,12 +80,19 @@ read line
 exit 3
 `)
 	// runs are the command lines of the runs that started, in order.
+	// agentd re-posts the running agent's agent_started when its command
+	// stream (re)connects, and that can land after the init message: a
+	// repeat of the previous line is the same run.
 	runs := func(evs []protocol.Event) []string {
 		var out []string
 		for _, ev := range evs {
-			if ev.Type == protocol.EventAgentStarted && ev.Model != "" {
-				out = append(out, ev.Model)
+			if ev.Type != protocol.EventAgentStarted || ev.Model == "" {
+				continue
 			}
+			if len(out) > 0 && out[len(out)-1] == ev.Model {
+				continue
+			}
+			out = append(out, ev.Model)
 		}
 		return out
 	}
