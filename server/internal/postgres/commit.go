@@ -169,6 +169,10 @@ func queue(p *plan, op store.Op) error {
 		p.add("add instance session="+op.SessionID, qAddInstance, op.SessionID, op.Instance, op.At)
 	case store.SetSandboxToken:
 		p.add("set sandbox token session="+op.SessionID, qSetSandboxToken, op.SessionID, op.Hash[:], op.At)
+	case store.PutTurnDigest:
+		d := op.Digest
+		p.add(fmt.Sprintf("put turn digest session=%s end=%d", op.SessionID, d.EndPos), qPutTurnDigest,
+			op.SessionID, d.EndPos, d.TurnID, d.Digest[:], d.At)
 	default:
 		return fmt.Errorf("unknown store op %T", op)
 	}

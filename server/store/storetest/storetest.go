@@ -31,6 +31,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SandboxTokens", testSandboxTokens},
 		{"CascadeDelete", testCascadeDelete},
 		{"Ping", testPing},
+		{"TurnDigests", testTurnDigests},
+		{"EventPages", testEventPages},
+		{"PendingPermissions", testPendingPermissions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,125 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/rein-ai/rein/server/store"
+)
+
+// The optional interfaces (store/turns.go): a store that implements one is
+// held to it here, so a backend cannot claim one and answer differently
+// from the others. A store without it skips, saying so.
+
+func testTurnDigests(t *testing.T, s store.Store) {
+	ds, ok := s.(store.TurnDigestStore)
+	if !ok {
+		t.Skipf("%T does not record turn digests", s)
+	}
+	ctx := context.Background()
+	d := func(turn string, end int64, b byte) store.TurnDigest {
+		return store.TurnDigest{TurnID: turn, EndPos: end, Digest: [32]byte{b, 1, 2}, At: 1000 + end}
+	}
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	// Recorded out of order and one position written twice (a retried
+	// commit): read back by end position, the last write winning.
+	commit(t, s,
+		store.PutTurnDigest{SessionID: "a", Digest: d("t2", 20, 2)},
+		store.PutTurnDigest{SessionID: "a", Digest: d("t1", 10, 1)},
+		store.PutTurnDigest{SessionID: "b", Digest: d("t1", 5, 9)},
+	)
+	commit(t, s, store.PutTurnDigest{SessionID: "a", Digest: d("t2", 20, 3)})
+	got, err := ds.TurnDigests(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.TurnDigest{d("t1", 10, 1), d("t2", 20, 3)}
+	if !slices.Equal(got, want) {
+		t.Errorf("TurnDigests(a) = %+v; want %+v", got, want)
+	}
+	// Atomic with the rest of its commit.
+	commitFails(t, s, store.PutTurnDigest{SessionID: "a", Digest: d("t3", 30, 4)}, store.UpdateSession{Session: store.Session{Session: session("missing", 1, "")}})
+	if got, _ := ds.TurnDigests(ctx, "a"); len(got) != 2 {
+		t.Errorf("a failed commit left a digest: %+v", got)
+	}
+	commit(t, s, store.DeleteSession{ID: "a"})
+	if got, err := ds.TurnDigests(ctx, "a"); err != nil || len(got) != 0 {
+		t.Errorf("TurnDigests after delete = %+v, %v; want none", got, err)
+	}
+	if got, _ := ds.TurnDigests(ctx, "b"); len(got) != 1 {
+		t.Errorf("another session's digests were deleted: %+v", got)
+	}
+}
+
+func testEventPages(t *testing.T, s store.Store) {
+	pg, ok := s.(store.EventPager)
+	if !ok {
+		t.Skipf("%T does not page events", s)
+	}
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	var all []store.Event
+	for pos := int64(1); pos <= 25; pos++ {
+		all = append(all, store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: fmt.Appendf(nil, `{"n":%d}`, pos)})
+	}
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: all}, store.AppendEvents{SessionID: "b", Events: all[:3]})
+	var got []store.Event
+	for after := int64(0); ; {
+		page, err := pg.EventsAfter(ctx, "a", after, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 10 {
+			t.Fatalf("EventsAfter(limit 10) returned %d", len(page))
+		}
+		if len(page) == 0 {
+			break
+		}
+		got = append(got, page...)
+		after = page[len(page)-1].Pos
+	}
+	if len(got) != len(all) {
+		t.Fatalf("paged %d events; want %d", len(got), len(all))
+	}
+	for i := range all {
+		if got[i].Pos != all[i].Pos || string(got[i].Body) != string(all[i].Body) || got[i].AgentSeq != all[i].AgentSeq {
+			t.Fatalf("page entry %d = %+v; want %+v", i, got[i], all[i])
+		}
+	}
+	if page, err := pg.EventsAfter(ctx, "missing", 0, 10); err != nil || len(page) != 0 {
+		t.Errorf("EventsAfter(missing) = %d events, %v; want none", len(page), err)
+	}
+}
+
+func testPendingPermissions(t *testing.T, s store.Store) {
+	pf, ok := s.(store.PendingPermissionFinder)
+	if !ok {
+		t.Skipf("%T does not find pending permissions", s)
+	}
+	ctx := context.Background()
+	perm := func(seq int64, status string) store.Artifact {
+		// Canonical JSON, as the server stores artifact bodies.
+		return store.Artifact{Seq: seq, Rev: seq, Body: fmt.Appendf(nil, `{"seq":%d,"status":%q,"type":"permission"}`, seq, status)}
+	}
+	commit(t, s,
+		store.CreateSession{Session: session("pending", 1, "")},
+		store.CreateSession{Session: session("answered", 1, "")},
+		store.CreateSession{Session: session("none", 1, "")},
+		store.PutArtifacts{SessionID: "pending", Artifacts: []store.Artifact{perm(1, "approved"), perm(2, "pending")}},
+		store.PutArtifacts{SessionID: "answered", Artifacts: []store.Artifact{perm(1, "pending")}},
+		store.PutArtifacts{SessionID: "none", Artifacts: []store.Artifact{artifact(t, 1, 1, "x")}},
+	)
+	// Answered later: the full body replaces the pending one.
+	commit(t, s, store.PutArtifacts{SessionID: "answered", Artifacts: []store.Artifact{perm(1, "denied")}})
+	ids, err := pf.PendingPermissionSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A superset is allowed; it must hold "pending" and need not hold the
+	// others, but a finder that returns everything proves nothing.
+	if !slices.Contains(ids, "pending") || slices.Contains(ids, "none") || slices.Contains(ids, "answered") {
+		t.Errorf("PendingPermissionSessions = %v; want [pending]", ids)
+	}
+}
