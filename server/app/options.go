@@ -83,6 +83,12 @@ type Options struct {
 	// that would take it past the cap get 413 (default
 	// DefaultMaxSessionBytes).
 	MaxSessionBytes int64
+	// TicketKey signs the stream tickets (POST …/stream-ticket). Every
+	// server behind one address must share it, or a ticket issued by one
+	// is refused (401) by the next: replicas, and a restart within a
+	// ticket's minute. Empty: a random key per process. At least
+	// MinTicketKeyLen bytes.
+	TicketKey []byte
 }
 
 // Defaults.
@@ -98,6 +104,9 @@ const (
 	// MinAPITokenLen is the shortest APIToken accepted: a shorter one is
 	// guessable, and a client token guards everything.
 	MinAPITokenLen = 16
+	// MinTicketKeyLen is the shortest TicketKey accepted (an HMAC-SHA256
+	// key shorter than the hash weakens it).
+	MinTicketKeyLen = httpapi.MinTicketKeyLen
 )
 
 func (o Options) withDefaults() Options {
@@ -138,6 +147,9 @@ func (o Options) withDefaults() Options {
 func (o *Options) check() error {
 	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
 		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
+	}
+	if len(o.TicketKey) > 0 && len(o.TicketKey) < MinTicketKeyLen {
+		return fmt.Errorf("the stream ticket key is %d bytes; at least %d are required", len(o.TicketKey), MinTicketKeyLen)
 	}
 	switch o.Sync {
 	case "", sqlite.SyncFull, sqlite.SyncNormal:

@@ -60,6 +60,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.IntFlag{Name: "max-artifacts-per-session", Value: app.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"REIN_METRICS_ADDR"}, Usage: "also serve GET /metrics without authentication on this address (e.g. 127.0.0.1:9480), for a scraper; /metrics on the API address needs the client token"},
 			&cli.BoolFlag{Name: "access-log", EnvVars: []string{"REIN_ACCESS_LOG"}, Usage: "log one line per request: method, route pattern, status, duration, bytes (never a header or the query)"},
+			&cli.StringFlag{Name: "stream-ticket-key-file", EnvVars: []string{"REIN_STREAM_TICKET_KEY_FILE"}, Usage: "file holding the key that signs stream tickets (at least 32 bytes, trimmed); every server behind one address must share it. Default: a random key per process"},
 			&cli.Int64Flag{Name: "max-session-bytes", Value: app.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
@@ -83,6 +84,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if err != nil {
 				return err
 			}
+			ticketKey, err := readTicketKey(c.String("stream-ticket-key-file"))
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			return run(c.Context, stdout, app.Options{
 				Host:                   c.String("host"),
@@ -101,6 +106,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				MaxSessionBytes:        c.Int64("max-session-bytes"),
 				MetricsAddr:            c.String("metrics-addr"),
 				AccessLog:              c.Bool("access-log"),
+				TicketKey:              ticketKey,
 			})
 		},
 	}
@@ -124,6 +130,24 @@ func readToken(token, file string) (string, error) {
 		return "", fmt.Errorf("--api-token-file %s is empty", file)
 	}
 	return token, nil
+}
+
+// readTicketKey reads the stream ticket key from file ("" = none: a
+// random key per process). Trimmed like the token: a key written with
+// echo ends in a newline that another replica's file may lack.
+func readTicketKey(file string) ([]byte, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--stream-ticket-key-file: %w", err)
+	}
+	key := []byte(strings.TrimSpace(string(b)))
+	if len(key) < app.MinTicketKeyLen {
+		return nil, fmt.Errorf("--stream-ticket-key-file %s: the key is %d bytes; at least %d are required (e.g. head -c 48 /dev/urandom | base64 > %s)", file, len(key), app.MinTicketKeyLen, file)
+	}
+	return key, nil
 }
 
 // run serves until ctx ends (SIGINT/SIGTERM), then shuts down gracefully:

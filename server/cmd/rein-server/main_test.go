@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -313,5 +314,62 @@ func TestSecondProcessOnSameDatabaseRefuses(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the first server after the refusal: healthz %d", resp.StatusCode)
+	}
+}
+
+// TestStreamTicketKeyShared: two servers given the same
+// --stream-ticket-key-file honour each other's stream tickets (replicas,
+// or a restart within a ticket's minute); a server with its own key
+// refuses them. A short key is refused at start, naming the flag.
+func TestStreamTicketKeyShared(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "ticket.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("k", 40)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REIN_API_TOKEN", cliToken)
+	issuer, _ := startApp(t, "--stream-ticket-key-file", keyFile)
+	t.Setenv("REIN_STREAM_TICKET_KEY_FILE", keyFile)
+	sharer, _ := startApp(t)
+	t.Setenv("REIN_STREAM_TICKET_KEY_FILE", "")
+	stranger, _ := startApp(t)
+
+	req, _ := http.NewRequest("POST", issuer+"/sessions/stream-ticket", nil)
+	req.Header.Set("Authorization", "Bearer "+cliToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk struct{ Ticket string }
+	if err := json.NewDecoder(resp.Body).Decode(&tk); err != nil || resp.StatusCode != 200 || tk.Ticket == "" {
+		t.Fatalf("POST /sessions/stream-ticket: %d, %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	open := func(base string) int {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // ends the stream once its status is known
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/sessions/stream?ticket="+tk.Ticket, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := open(sharer); got != 200 {
+		t.Errorf("a server sharing the key answered %d to the other's ticket; want 200", got)
+	}
+	if got := open(stranger); got != 401 {
+		t.Errorf("a server with its own key answered %d; want 401", got)
+	}
+
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(short, []byte("too short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	err = newApp(&out, &errOut).RunContext(context.Background(), []string{"rein-server", "--db", ":memory:", "--port", "0", "--stream-ticket-key-file", short})
+	if err == nil || !strings.Contains(err.Error(), "--stream-ticket-key-file") || out.Len() != 0 {
+		t.Fatalf("a 9-byte key: %v, stdout %q", err, out.String())
 	}
 }

@@ -91,6 +91,10 @@ type Options struct {
 	// Metrics, when set, serves GET /metrics to clients holding the client
 	// token (anyone when authentication is off).
 	Metrics http.Handler
+	// TicketKey signs stream tickets; servers that share it honour each
+	// other's tickets. Empty: a random key per process. At least
+	// MinTicketKeyLen bytes (New panics otherwise: the caller validates).
+	TicketKey []byte
 }
 
 // API serves the routes.
@@ -128,7 +132,7 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	a := &API{svc: svc, log: log, opts: opts, mux: http.NewServeMux(), origins: map[string]bool{}, tickets: newTickets(opts.Now)}
+	a := &API{svc: svc, log: log, opts: opts, mux: http.NewServeMux(), origins: map[string]bool{}, tickets: newTickets(opts.Now, opts.TicketKey)}
 	if opts.APIToken != "" {
 		h := sha256.Sum256([]byte(opts.APIToken))
 		a.clientHash = h[:]

@@ -39,17 +39,26 @@ type ticketScope struct {
 
 // tickets signs and checks stream tickets: base64url(payload) "."
 // base64url(HMAC-SHA256(key, payload)), payload "1|kind|session|expiresAtMs".
-// The key is random per process: tickets live a minute, so one that does
-// not survive a restart costs a client one more POST, and no secret needs
-// configuring or rotating.
+// The key is Options.TicketKey when set, so every server behind one
+// address (a restarted one, or replicas behind a load balancer) honours
+// the tickets of the others. Otherwise it is random per process: tickets
+// live a minute, so one that does not survive a restart costs a client
+// one more POST, and no secret needs configuring or rotating.
 type tickets struct {
-	key [32]byte
+	key []byte
 	now func() time.Time
 }
 
-func newTickets(now func() time.Time) *tickets {
-	t := &tickets{now: now}
-	_, _ = rand.Read(t.key[:]) // never fails (crypto/rand since Go 1.24)
+// MinTicketKeyLen is the shortest Options.TicketKey accepted: the key is an
+// HMAC-SHA256 key, and fewer bytes than the hash would weaken it.
+const MinTicketKeyLen = 32
+
+func newTickets(now func() time.Time, key []byte) *tickets {
+	t := &tickets{now: now, key: key}
+	if len(key) == 0 {
+		t.key = make([]byte, 32)
+		_, _ = rand.Read(t.key) // never fails (crypto/rand since Go 1.24)
+	}
 	return t
 }
 
@@ -61,7 +70,7 @@ func (t *tickets) issue(s ticketScope) StreamTicket {
 }
 
 func (t *tickets) mac(payload string) []byte {
-	m := hmac.New(sha256.New, t.key[:])
+	m := hmac.New(sha256.New, t.key)
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
