@@ -176,9 +176,14 @@ $(CODEX_PREFIX)/.installed-$(CODEX_VERSION):
 	npm install --prefix $(CODEX_PREFIX) --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
 	@touch $@
 
-# -record also rewrites agentd/internal/codex/testdata from the run.
+# Against the fake Responses API in agentd/internal/fakemodel; the matrix
+# rows are TestCodexCLISession's subtests. RECORD=1 rewrites
+# agentd/internal/codex/testdata from the run.
 test-agent-codex: $(CODEX_PREFIX)/.installed-$(CODEX_VERSION)
-	cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record)
+	@echo "== $$($(CODEX_BIN) --version) against agentd/internal/codex"
+	@cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record) >$(BIN)/test-agent-codex.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-codex.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-codex.log"; exit $$rc
 
 # claude-agent-acp (ACP adapter) against the fake Anthropic API in
 # agentd/internal/fakemodel, in mode "default" (--acp-mode): the matrix rows
