@@ -23,6 +23,7 @@ const codexACPMode = "workspace-write"
 func init() {
 	// The replay selects the mode the recording did.
 	modes["codex-acp"] = codexACPMode
+	modes["codex-acp-resume"] = codexACPMode
 }
 
 // codexACPEnv runs codex-acp against api only: its Codex (the one its
@@ -306,4 +307,61 @@ func codexACPVersion(t *testing.T, bin string) string {
 		t.Fatalf("%s --version printed nothing", bin)
 	}
 	return f[len(f)-1]
+}
+
+// TestCodexACPResume: the codex-acp of a restarted agentd (same state dir)
+// loads the ACP session of the one before with session/load: the model
+// gets the earlier prompt with the new one, and the history codex-acp
+// replays while loading is not posted again.
+func TestCodexACPResume(t *testing.T) {
+	bin := codexACPBin(t)
+	root := t.TempDir()
+	home, outside, dir, state := filepath.Join(root, "codex-home"), filepath.Join(root, "outside"), filepath.Join(root, "work"), filepath.Join(root, "state")
+	for _, d := range []string{home, outside, dir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := fakemodel.NewOpenAI(t, outside)
+	env := codexACPEnv(t, api, home)
+	srv := fakeserver.New(t, "acp-live")
+	l := startLiveACPIn(t, srv, dir, state, bin, env, modes["codex-acp"])
+	l.waitEnd(t, srv.Prompt("hello"))
+	l.stop()
+	texts := countOf(srv.Events(), typed(protocol.EventTextEnd))
+	first := len(srv.Events())
+
+	l = startLiveACPIn(t, srv, dir, state, bin, env, modes["codex-acp"])
+	defer func() {
+		if t.Failed() {
+			t.Logf("transcript:\n%s", l.transcript.String())
+		}
+	}()
+	id := srv.Prompt("recall")
+	l.waitEnd(t, id)
+	l.stop()
+	evs := srv.Events()
+	if countOf(evs, typed(protocol.EventNotice)) > 0 {
+		t.Errorf("a notice (session not loaded?):\n%s", fakeserver.Format(evs))
+	}
+	want := "Earlier prompts: hello | recall"
+	if !fakeserver.Has(l.turnEvents(id), func(ev protocol.Event) bool { return ev.Type == protocol.EventTextEnd && ev.Text == want }) {
+		t.Errorf("the resumed agent did not send the earlier prompt (want %q):\n%s", want, fakeserver.Format(l.turnEvents(id)))
+	}
+	if n := countOf(evs, typed(protocol.EventTextEnd)); n != texts+1 {
+		t.Errorf("%d text_end after the second run, want %d (the loaded history posted again?):\n%s", n, texts+1, fakeserver.Format(evs))
+	}
+	if *record {
+		// The second run: session/load, the replayed history, a turn.
+		var own []protocol.Event
+		for _, ev := range evs[first:] {
+			early := ev.Type == protocol.EventAgentStarted && ev.Agent != nil && ev.Agent.Version == ""
+			if ev.Type != protocol.EventHeartbeat && ev.Type != protocol.EventAgentExited && !early {
+				own = append(own, ev)
+			}
+		}
+		r := strings.NewReplacer(dir, sandboxWork, home, "/sandbox/codex-home", outside, "/sandbox/outside", root, "/sandbox")
+		writeFile(t, "testdata/codex-acp-resume.jsonl", r.Replace(l.transcript.String()))
+		writeFile(t, "testdata/codex-acp-resume.events.jsonl", r.Replace(fakeserver.Format(versionless(own))))
+	}
 }
