@@ -57,6 +57,9 @@ func codexACPBin(t *testing.T) string {
 	if bin == "" {
 		t.Skip("REIN_CODEX_ACP_BIN is not set: run `make test-agent-codex-acp` (the replay covers the adapter without the CLI)")
 	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("REIN_CODEX_ACP_BIN=%s: %v (run `make test-agent-codex-acp`)", bin, err)
+	}
 	return bin
 }
 
