@@ -176,9 +176,14 @@ $(CODEX_PREFIX)/.installed-$(CODEX_VERSION):
 	npm install --prefix $(CODEX_PREFIX) --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
 	@touch $@
 
-# -record also rewrites agentd/internal/codex/testdata from the run.
+# Against the fake Responses API in agentd/internal/fakemodel; the matrix
+# rows are TestCodexCLISession's subtests. RECORD=1 rewrites
+# agentd/internal/codex/testdata from the run.
 test-agent-codex: $(CODEX_PREFIX)/.installed-$(CODEX_VERSION)
-	cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record)
+	@echo "== $$($(CODEX_BIN) --version) against agentd/internal/codex"
+	@cd agentd && REIN_CODEX_BIN=$(CODEX_BIN) $(GO) test -race -count=1 -v -run 'TestCodexCLI|TestReplay' ./internal/codex $(if $(RECORD),-args -record) >$(BIN)/test-agent-codex.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-codex.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-codex.log"; exit $$rc
 
 # claude-agent-acp (ACP adapter) against the fake Anthropic API in
 # agentd/internal/fakemodel, in mode "default" (--acp-mode): the matrix rows
@@ -200,6 +205,28 @@ test-agent-claude-agent-acp: $(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGEN
 	@cd agentd && REIN_CLAUDE_AGENT_ACP_BIN=$(CLAUDE_AGENT_ACP_BIN) $(GO) test -count=1 -v -run 'TestClaudeAgentACP|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-claude-agent-acp.log 2>&1; \
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude-agent-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude-agent-acp.log"; exit $$rc
+
+# codex-acp (ACP adapter over Codex) against the fake OpenAI Responses API
+# in agentd/internal/fakemodel, in mode "workspace-write" (--acp-mode; its
+# default mode never asks): the matrix rows are TestCodexACPMatrix's
+# subtests. Its package brings its own @openai/codex. RECORD=1 rewrites
+# agentd/internal/acp/testdata/codex-acp.*, which `make test` replays.
+.PHONY: test-agent-codex-acp
+test-agents: test-agent-codex-acp
+CODEX_ACP_VERSION := 2.6.0
+CODEX_ACP_PREFIX  := $(NPM_TOOLS)/codex-acp
+CODEX_ACP_BIN     := $(CODEX_ACP_PREFIX)/node_modules/.bin/codex-acp
+
+$(CODEX_ACP_PREFIX)/.installed-$(CODEX_ACP_VERSION):
+	@mkdir -p $(CODEX_ACP_PREFIX)
+	npm install --prefix $(CODEX_ACP_PREFIX) --no-audit --no-fund --loglevel=error @agentclientprotocol/codex-acp@$(CODEX_ACP_VERSION)
+	@touch $@
+
+test-agent-codex-acp: $(CODEX_ACP_PREFIX)/.installed-$(CODEX_ACP_VERSION)
+	@echo "== $$($(CODEX_ACP_BIN) --version) against agentd/internal/acp"
+	@cd agentd && REIN_CODEX_ACP_BIN=$(CODEX_ACP_BIN) $(GO) test -count=1 -v -run 'TestCodexACP|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-codex-acp.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-codex-acp.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-codex-acp.log"; exit $$rc
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

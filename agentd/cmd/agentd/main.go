@@ -80,7 +80,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "token", Usage: "bearer token (prefer --token-file; never logged)", EnvVars: []string{"REIN_TOKEN"}},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token", EnvVars: []string{"REIN_TOKEN_FILE"}},
 			&cli.StringFlag{Name: "protocol", Value: agentd.ProtocolNative, Usage: "agent protocol: native, acp, codex or claude", EnvVars: []string{"REIN_PROTOCOL"}},
-			&cli.StringFlag{Name: "acp-mode", Usage: "ACP session mode to select after session/new (e.g. codex-acp: read-only, auto, full-access)", EnvVars: []string{"REIN_ACP_MODE"}},
+			&cli.StringFlag{Name: "acp-mode", Usage: "ACP session mode to select after session/new (e.g. codex-acp: read-only, workspace-write, agent, agent-full-access)", EnvVars: []string{"REIN_ACP_MODE"}},
 			&cli.StringFlag{Name: "dir", Usage: "agent working directory (default: agentd's)", EnvVars: []string{"REIN_AGENT_DIR"}},
 			&cli.DurationFlag{Name: "abort-grace", Value: agentd.DefaultAbortGrace, Usage: "time the agent has to end its turn after abort before its process group is signalled", EnvVars: []string{"REIN_ABORT_GRACE"}},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: agentd.DefaultShutdownGrace, Usage: "time the agent has to exit after shutdown before its process group is signalled", EnvVars: []string{"REIN_SHUTDOWN_GRACE"}},

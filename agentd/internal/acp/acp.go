@@ -38,8 +38,8 @@ type Options struct {
 	Cwd string
 	// Mode, when set, is the session mode agentd selects with
 	// session/set_mode right after session/new (e.g. codex-acp's
-	// "read-only", "auto" or "full-access"); it must be one the agent
-	// lists.
+	// "read-only", "workspace-write", "agent" or "agent-full-access");
+	// it must be one the agent lists.
 	Mode   string
 	Logger *slog.Logger
 	// Transcript, when set, receives one JSON line per message read from

@@ -128,6 +128,8 @@ type turnState struct {
 	// base is the thread's cumulative token usage before this turn: Rein
 	// usage is per turn, Codex reports thread totals.
 	base tokenBreakdown
+	// reported: the turn had a token usage report.
+	reported bool
 }
 
 // itemState is what the adapter remembers of an item while it is open.
@@ -545,6 +547,13 @@ func (a *adapter) tokenUsage(n tokenUsageNotification) {
 	if t == nil {
 		return
 	}
+	if !t.reported {
+		// The turn's first report covers one request (last): what the
+		// total holds beyond it came before the turn. A turn ended by a
+		// denial has its usage reported only with the next turn's.
+		t.reported = true
+		t.base = maxUsage(t.base, subUsage(total, n.TokenUsage.Last))
+	}
 	in := total.InputTokens - t.base.InputTokens
 	out := total.OutputTokens - t.base.OutputTokens
 	cached := total.CachedInputTokens - t.base.CachedInputTokens
@@ -553,6 +562,20 @@ func (a *adapter) tokenUsage(n tokenUsageNotification) {
 		Type: protocol.EventUsageUpdated, InputTokens: &in, OutputTokens: &out, CachedInputTokens: &cached,
 		ContextUsed: &used, ContextSize: n.TokenUsage.ModelContextWindow,
 	})
+}
+
+func subUsage(x, y tokenBreakdown) tokenBreakdown {
+	return tokenBreakdown{
+		TotalTokens: x.TotalTokens - y.TotalTokens, InputTokens: x.InputTokens - y.InputTokens,
+		CachedInputTokens: x.CachedInputTokens - y.CachedInputTokens, OutputTokens: x.OutputTokens - y.OutputTokens,
+	}
+}
+
+func maxUsage(x, y tokenBreakdown) tokenBreakdown {
+	return tokenBreakdown{
+		TotalTokens: max(x.TotalTokens, y.TotalTokens), InputTokens: max(x.InputTokens, y.InputTokens),
+		CachedInputTokens: max(x.CachedInputTokens, y.CachedInputTokens), OutputTokens: max(x.OutputTokens, y.OutputTokens),
+	}
 }
 
 // itemID namespaces a Codex item id by turn (item ids repeat across turns)
