@@ -150,6 +150,9 @@ type writer struct {
 	// approvals is the inbox (approvals.go); the writer changes it after
 	// commits, handlers read it.
 	approvals *approvals
+
+	// groupWait sizes group commits (groupwait.go); owned by run.
+	groupWait groupWait
 }
 
 // writeFailure is why writes fail and since when.
@@ -304,6 +307,7 @@ func (w *writer) run() {
 // when there was nothing to do.
 func (w *writer) take(first request) *group {
 	g := newGroup(w)
+	w.groupWait.deadline = time.Time{}
 	n := 0
 	if first != nil {
 		first.apply(w, g)
@@ -316,6 +320,10 @@ func (w *writer) take(first request) *group {
 		default:
 			if n == 0 {
 				return nil
+			}
+			if r := w.straggler(n); r != nil {
+				r.apply(w, g)
+				continue
 			}
 			g.reqs = n
 			return g
@@ -583,7 +591,9 @@ func (w *writer) commit(g *group) {
 			w.fail(g, err)
 			return
 		}
-		w.obs.Committed(time.Since(start), g.reqs)
+		took := time.Since(start)
+		w.obs.Committed(took, g.reqs)
+		w.groupWait.committed(g.reqs, took)
 		w.recovered()
 	}
 	for _, f := range stored {

@@ -129,7 +129,7 @@ func New(opts Options) (*App, error) {
 func openStore(ctx context.Context, opts Options) (server.Store, error) {
 	db := opts.DBPath
 	if !postgres.IsDSN(db) {
-		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync})
+		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync, Logger: opts.Logger})
 	}
 	st, err := postgres.Open(ctx, db)
 	if err != nil {

@@ -1,0 +1,118 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// walFrames returns the frames the WAL holds now (checkpointing what it
+// can on the way, which changes no frame count).
+func walFrames(t *testing.T, s *Store) int {
+	t.Helper()
+	var busy, log, done int
+	if err := s.r.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done); err != nil {
+		t.Fatal(err)
+	}
+	return log
+}
+
+// The writer does not checkpoint: once it has committed checkpointPages
+// pages, the Store's checkpointer copies the WAL back on its own
+// connection, and the writer's next commit starts the WAL over. Without
+// the checkpointer the WAL would grow to inlineCheckpointPages first.
+func TestBackgroundCheckpoint(t *testing.T) {
+	for _, sync := range []string{SyncFull, SyncNormal} {
+		t.Run(sync, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "rein.db")
+			s, err := Open(context.Background(), path, Options{Sync: sync})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			var autockpt int
+			if err := s.w.GetContext(context.Background(), &autockpt, `PRAGMA wal_autocheckpoint`); err != nil {
+				t.Fatal(err)
+			}
+			if autockpt != inlineCheckpointPages {
+				t.Fatalf("writer wal_autocheckpoint = %d; want %d", autockpt, inlineCheckpointPages)
+			}
+			commit(t, s, store.CreateSession{Session: newSession("a")})
+			// Bodies of a page each: well past checkpointPages in a
+			// few commits.
+			body := `"` + strings.Repeat("x", 4000) + `"`
+			pos := int64(1)
+			for woke := false; !woke; {
+				before := s.ckpt.pages
+				evs := make([]store.Event, 100)
+				for i := range evs {
+					evs[i] = store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: []byte(body)}
+					pos++
+				}
+				commit(t, s, store.AppendEvents{SessionID: "a", Events: evs})
+				if s.ckpt.pages < before+len(evs) {
+					woke = true // the count started over
+				}
+				if pos > 10*checkpointPages {
+					t.Fatalf("%d events of a page each did not wake the checkpointer", pos-1)
+				}
+			}
+			if s.ckpt.runs.Load() > 1 {
+				t.Fatalf("%d checkpoints for one wake", s.ckpt.runs.Load())
+			}
+			// Wait for the checkpoint the commits asked for.
+			for start := time.Now(); s.ckpt.runs.Load() == 0; time.Sleep(time.Millisecond) {
+				if time.Since(start) > time.Minute {
+					t.Fatal("no checkpoint a minute after the writer asked for one")
+				}
+			}
+			commit(t, s, store.CreateSession{Session: newSession("b")})
+			if n := walFrames(t, s); n >= checkpointPages {
+				t.Errorf("WAL holds %d frames after a checkpoint and a small commit; want it started over", n)
+			}
+			evs, err := s.Events(context.Background(), "a")
+			if err != nil || int64(len(evs)) != pos-1 {
+				t.Fatalf("Events: %d, %v; want %d", len(evs), err, pos-1)
+			}
+		})
+	}
+}
+
+// endsAfter is a context whose Err reports a passed deadline from its
+// n+1st call on: a deadline that passes in the middle of a commit.
+type endsAfter struct {
+	context.Context
+	n int
+}
+
+func (c *endsAfter) Err() error {
+	if c.n--; c.n < 0 {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// The statements of a commit run without the context's cancellation (see
+// Commit), but a deadline that passes between two of them still fails the
+// commit, and none of its ops is stored.
+func TestCommitDeadlineBetweenStatements(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "rein.db"))
+	ctx := &endsAfter{Context: context.Background(), n: 1}
+	err := s.Commit(ctx, []store.Op{
+		store.CreateSession{Session: newSession("a")},
+		store.SetSandboxToken{SessionID: "a", At: 1},
+		store.AddInstance{SessionID: "a", Instance: "i", At: 1},
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Commit past its deadline: %v; want DeadlineExceeded", err)
+	}
+	if _, err := s.Session(context.Background(), "a"); protocol.CodeOf(err) != protocol.CodeNotFound {
+		t.Fatalf("session of the failed commit: %v; want not found", err)
+	}
+}
