@@ -438,7 +438,9 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 			l.reserved = l.next + seqBlock - 1
 		}
 		ev.AgentSeq = l.next
-		payload, err := json.Marshal(ev)
+		// MarshalJSON directly: json.Marshal would call it and then copy
+		// and re-validate its output, which is already compact.
+		payload, err := ev.MarshalJSON()
 		if err != nil {
 			l.mu.Unlock()
 			return false, fmt.Errorf("encode %s event: %w", ev.Type, err)
