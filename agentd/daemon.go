@@ -43,6 +43,18 @@ func Run(ctx context.Context, opts Options) error {
 	log := opts.Logger.With("session", opts.Session)
 	ob := openOutbox(opts, log)
 	if ob != nil {
+		var err error
+		if ob, err = checkSession(ctx, opts, ob, log); err != nil {
+			if ctx.Err() != nil {
+				// Stopped while the server was unreachable: nothing ran,
+				// and the state dir is kept as it was.
+				log.Info("agentd stopped before the server could be reached")
+				return nil
+			}
+			return describe(opts.Session, err)
+		}
+	}
+	if ob != nil {
 		defer ob.Close()
 	}
 	var instance string
@@ -87,6 +99,7 @@ func Run(ctx context.Context, opts Options) error {
 		Resume: resume, After: after,
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
+		OnSession: func(createdAt int64) error { return recordSession(ob, createdAt, log) },
 		OnConnect: func() {
 			met.Connected()
 			select {
@@ -213,6 +226,69 @@ func openOutbox(opts Options, log *slog.Logger) *outbox.Log {
 	}
 	log.Info("outbox open", "dir", dir, "unacknowledged", ob.Pending())
 	return ob
+}
+
+// checkSession makes sure the state in ob was saved for the session the
+// server holds under this id now, not for one deleted since and created
+// again with the same id: applying its cursor would skip the new
+// session's commands, and its outbox and open turn would post the old
+// session's events into the new transcript. A state dir that names no
+// session (fresh, or saved by an agentd from before the session was
+// recorded) is kept; its session is recorded at the first connection. A
+// state dir saved for another session is removed and opened afresh: a new
+// instance, no cursor, no events, no conversation. It returns the log to
+// use (nil: none, events in memory) or the server's final answer.
+func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.Logger) (*outbox.Log, error) {
+	saved, ok := ob.Session()
+	if !ok {
+		return ob, nil
+	}
+	probe := commandstream.New(commandstream.Options{
+		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: ob.Instance(),
+		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
+	})
+	createdAt, known, err := probe.Probe(ctx)
+	if err != nil {
+		ob.Close()
+		return nil, err
+	}
+	if !known || createdAt == saved {
+		return ob, nil
+	}
+	dir := ob.Dir()
+	log.Warn("the state dir was saved for an earlier session with this id (deleted and created again): discarding it and starting afresh",
+		"dir", dir, "savedFor", saved, "sessionCreatedAt", createdAt, "discardedEvents", ob.Pending())
+	ob.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("state dir of the earlier session not removed: events wait in memory only", "dir", dir, "err", err)
+		return nil, nil
+	}
+	ob = openOutbox(opts, log)
+	if ob != nil {
+		if err := ob.SetSession(createdAt); err != nil {
+			log.Warn("session of the state dir not recorded", "err", err)
+		}
+	}
+	return ob, nil
+}
+
+// recordSession records the session's createdAt in the state dir at the
+// first connection, and ends agentd when the session was deleted and
+// created again while it ran: its state is the old session's, and a
+// restarted agentd starts afresh (checkSession).
+func recordSession(ob *outbox.Log, createdAt int64, log *slog.Logger) error {
+	if ob == nil {
+		return nil
+	}
+	if saved, ok := ob.Session(); ok && saved != createdAt {
+		return protocol.Errorf(protocol.CodeNotFound, "the session was deleted and created again (createdAt %d, the state dir was saved for %d)", createdAt, saved)
+	}
+	if err := ob.SetSession(createdAt); err != nil {
+		// Without it a later start cannot tell a new session of the same
+		// id from this one; everything else still works.
+		log.Warn("session of the state dir not recorded", "err", err)
+	}
+	return nil
 }
 
 func newInstanceID() (string, error) {

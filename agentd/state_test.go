@@ -107,6 +107,75 @@ func TestOpenTurnIsClosedAsInterrupted(t *testing.T) {
 	srv.Wait(t, "the next prompt's turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
 }
 
+// TestStateOfAnotherSession: a state dir records the session's createdAt.
+// Started on it, agentd asks the server first: for the same session it
+// applies the state (closes the open turn as interrupted, resumes after
+// its cursor); for a session deleted and created again with the same id
+// it discards it and starts afresh (a new instance, no cursor, none of
+// the old session's events), so the new session's first prompt runs.
+func TestStateOfAnotherSession(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		createdAt int64
+		applied   bool
+	}{
+		{"same session", 1000, true},
+		{"created again", 2000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state := t.TempDir()
+			dir := filepath.Join(state, "s1")
+			ob, err := outbox.Open(outbox.Options{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range []protocol.Event{
+				{Type: protocol.EventTurnStarted, TurnID: "t9", Source: protocol.SourceUser},
+				{Type: protocol.EventTextDelta, Delta: "cut sh"},
+			} {
+				if err := ob.Append(context.Background(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			saved := ob.Instance()
+			if err := ob.SetCursor(5); err != nil {
+				t.Fatal(err)
+			}
+			if err := ob.SetSession(1000); err != nil {
+				t.Fatal(err)
+			}
+			ob.Close()
+
+			srv := fakeserver.New(t, "s1")
+			srv.CreatedAt = tc.createdAt
+			if tc.applied {
+				// The commands up to the saved cursor, taken before.
+				for range 5 {
+					srv.Prompt("taken before")
+				}
+			}
+			start(t, srv, agentd.Options{StateDir: state})
+			waitStarted(t, srv, 1)
+			// In the new session commands count from 1 again, below the
+			// saved cursor: applied, it would skip this prompt.
+			srv.Prompt("next")
+			evs := srv.Wait(t, "a prompt's turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+			old := fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Delta == "cut sh" || ev.TurnID == "t9" })
+			if old != tc.applied {
+				t.Fatalf("events:\n%s\nthe saved turn t9 posted: %v; want %v", fakeserver.Format(evs), old, tc.applied)
+			}
+			posts := srv.PostRequests()
+			if same := posts[0].Header.Get(protocol.HeaderInstance) == saved; same != tc.applied {
+				t.Fatalf("posted as the saved instance %s: %v; want %v", saved, same, tc.applied)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "session"))
+			if err != nil || strings.TrimSpace(string(b)) != strconv.FormatInt(tc.createdAt, 10) {
+				t.Fatalf("session file %q, %v; want %d", b, err, tc.createdAt)
+			}
+		})
+	}
+}
+
 // TestCommandCursor: a prompt whose turn started is not given to the next
 // agentd; one accepted but not started is, once.
 func TestCommandCursor(t *testing.T) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -170,4 +171,55 @@ func TestInitialAndQueuedPrompts(t *testing.T) {
 	if fmt.Sprint(got) != "[first second third]" {
 		t.Errorf("prompts ran in the order %v", got)
 	}
+}
+
+// TestRecreatedSessionGetsNoStaleState: agentd and its agent are killed
+// mid-turn, the session is deleted and created again with the same id,
+// and agentd is started again on the same state dir. What it saved for the
+// deleted session (its command cursor, the open turn, its instance) must
+// not be applied to the new one: the new session's first prompt runs, and
+// its transcript holds that turn only, with no interrupted turn of the old
+// session and no server notice of a takeover.
+func TestRecreatedSessionGetsNoStaleState(t *testing.T) {
+	e := newEnv(t)
+	id := "again"
+	env := []string{"DEMO_AGENT_DELAY=5ms"}
+	e.create(id, "")
+	old := Follow(e.ctx, e.c, id)
+	d := e.agentd(e.srv.URL, id, env, nil)
+	e.waitIdle(id)
+	e.prompt(id, "hello")
+	waitTurns(t, e.ctx, old, 1)
+	e.prompt(id, "slow: 5000")
+	if err := old.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		_, txt := textOf(arts, 2)
+		return txt != nil && len(txt.String("text")) > 200
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitNoPending(id)
+	killSandbox(t, d)
+	old.Close()
+
+	if err := e.c.DeleteSession(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	e.agentd(e.srv.URL, id, env, nil)
+	e.waitIdle(id)
+	e.prompt(id, "in the new session")
+	// With the deleted session's cursor (2) applied, this prompt (id 1)
+	// would be skipped as already taken: bound the wait.
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	waitTurns(t, ctx, f, 1)
+	arts := e.assertModelMatchesServer(f, id)
+	wantTranscript(t, "the new session", arts, []string{
+		"turn completed end_turn",
+		"user: in the new session",
+		"text done: You said: in the new session",
+	})
+	e.waitNoPending(id)
 }

@@ -106,3 +106,10 @@ const HeaderInstance = "Rein-Instance"
 // the last command such that it and every one before it were taken by the
 // agent. The server records it as the session's AckedCommandID.
 const HeaderCommandCursor = "Rein-Command-Cursor"
+
+// HeaderSessionCreated is a header of the command stream's 200 answer: the
+// session's createdAt (Unix ms). A session deleted and created again with
+// the same id has another, so a sandbox that keeps state per session id
+// (agentd's state dir: outbox, command cursor, conversation) can tell the
+// session it saved it for from a new one and not apply it there.
+const HeaderSessionCreated = "Rein-Session-Created"

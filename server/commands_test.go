@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -254,4 +255,32 @@ func TestAckSurvivesRestart(t *testing.T) {
 	// The unacknowledged prompt goes to whoever connects next.
 	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "new")
 	wantCommand(t, cmds, 2, "two")
+}
+
+// TestCommandStreamSessionCreated: the command stream's answer carries the
+// session's createdAt, and a session deleted and created again with the
+// same id carries another, so a sandbox can tell its state for the old
+// session from the new one.
+func TestCommandStreamSessionCreated(t *testing.T) {
+	clock := newFakeClock()
+	s := start(t, app.Options{Now: clock.Now})
+	c := newClient(t, s)
+	created := func() string {
+		t.Helper()
+		st := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+		defer st.close()
+		return st.resp.Header.Get(protocol.HeaderSessionCreated)
+	}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	first := created()
+	if want := itoa(c.session("a").CreatedAt); first != want {
+		t.Fatalf("%s: %q; want the session's createdAt %s", protocol.HeaderSessionCreated, first, want)
+	}
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	clock.Add(time.Millisecond)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	second := created()
+	if want := itoa(c.session("a").CreatedAt); second != want || second == first {
+		t.Fatalf("after delete and create: %s %q (first %q); want the new createdAt %s", protocol.HeaderSessionCreated, second, first, want)
+	}
 }

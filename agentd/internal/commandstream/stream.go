@@ -59,6 +59,12 @@ type Options struct {
 	// OnConnect is called after every successful connection (200), before
 	// any command of that connection. agentd re-posts agent_started here.
 	OnConnect func()
+	// OnSession, when set, is given the session's createdAt from every
+	// successful connection whose answer carries it
+	// (protocol.HeaderSessionCreated), before OnConnect. An error ends the
+	// connection and Run with it: agentd's state belongs to a session that
+	// was deleted and created again.
+	OnSession func(createdAt int64) error
 	// OnCommand receives each command once, in id order. It may block
 	// (backpressure); it returns an error only when ctx is done.
 	OnCommand func(ctx context.Context, c protocol.Command) error
@@ -155,16 +161,13 @@ func (s *Stream) Run(ctx context.Context) error {
 	}
 }
 
-// connect runs one connection. connected reports whether the server
-// answered 200; err says why it ended.
-func (s *Stream) connect(ctx context.Context) (connected bool, err error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-
+// request builds a command stream request; Last-Event-ID is sent when
+// resume is set.
+func (s *Stream) request(ctx context.Context, resume bool) (*http.Request, error) {
 	u := s.opts.Server + "/sessions/" + url.PathEscape(s.opts.Session) + "/commands"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return false, fmt.Errorf("build command stream request: %w", err)
+		return nil, fmt.Errorf("build command stream request: %w", err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
@@ -172,8 +175,79 @@ func (s *Stream) connect(ctx context.Context) (connected bool, err error) {
 	if s.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	}
-	if s.resume || s.lastID > 0 {
+	if resume {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(s.lastID, 10))
+	}
+	return req, nil
+}
+
+// sessionCreated reads protocol.HeaderSessionCreated; ok is false when the
+// server did not send it (a server from before the header).
+func sessionCreated(h http.Header) (createdAt int64, ok bool) {
+	v, err := strconv.ParseInt(h.Get(protocol.HeaderSessionCreated), 10, 64)
+	return v, err == nil
+}
+
+// Probe asks the server which session holds the id, before agentd applies
+// state it saved for it: it opens the command stream without
+// Last-Event-ID (so the server takes no cursor from it), reads the
+// session's createdAt from the answer and hangs up without reading a
+// command. It retries network errors and 5xx like Run until ctx is done
+// (ctx's error) and returns final answers (401, 403, 404, 409) as a
+// *protocol.Error wrapped with the operation. ok is false when the server
+// does not send the header.
+func (s *Stream) Probe(ctx context.Context) (createdAt int64, ok bool, err error) {
+	bo := NewBackOff(s.opts.InitialBackoff, s.opts.MaxBackoff)
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	for attempt := 1; ; attempt++ {
+		createdAt, ok, err = s.probe(ctx)
+		if err == nil || apierror.IsFinal(err) {
+			return createdAt, ok, err
+		}
+		if ctx.Err() != nil {
+			return 0, false, fmt.Errorf("probe command stream session=%s: %w", s.opts.Session, ctx.Err())
+		}
+		wait := bo.NextBackOff()
+		s.log.Warn("could not ask the server which session this is; retrying", "attempt", attempt, "in", wait, "err", err)
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return 0, false, fmt.Errorf("probe command stream session=%s: %w", s.opts.Session, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Stream) probe(ctx context.Context) (int64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.IdleTimeout)
+	defer cancel()
+	req, err := s.request(ctx, false)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := s.opts.Client.Do(req)
+	if err != nil {
+		return 0, false, fmt.Errorf("probe command stream session=%s: %w", s.opts.Session, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false, fmt.Errorf("probe command stream session=%s: %w", s.opts.Session, apierror.FromResponse(resp))
+	}
+	at, ok := sessionCreated(resp.Header)
+	return at, ok, nil
+}
+
+// connect runs one connection. connected reports whether the server
+// answered 200; err says why it ended.
+func (s *Stream) connect(ctx context.Context) (connected bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	req, err := s.request(ctx, s.resume || s.lastID > 0)
+	if err != nil {
+		return false, err
 	}
 
 	// The idle watchdog covers waiting for the response headers too: a
@@ -195,6 +269,11 @@ func (s *Stream) connect(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("open command stream: %w", apierror.FromResponse(resp))
 	}
 	s.log.Info("command stream connected", "lastEventId", s.lastID)
+	if at, ok := sessionCreated(resp.Header); ok && s.opts.OnSession != nil {
+		if err := s.opts.OnSession(at); err != nil {
+			return true, err
+		}
+	}
 	s.opts.OnConnect()
 
 	body := &activityReader{r: resp.Body, onRead: func() { watchdog.Reset(s.opts.IdleTimeout) }}

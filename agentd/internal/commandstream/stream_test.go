@@ -290,3 +290,75 @@ func TestResumeFromCursor(t *testing.T) {
 		})
 	}
 }
+
+// TestProbe: Probe retries a 503, then reads the session's createdAt from
+// a stream opened without Last-Event-ID (so the server takes no cursor
+// from it) even when the stream has a cursor; a 404 is final; an answer
+// without the header is not known.
+func TestProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &transport{response: func(attempt int, req *http.Request) (*http.Response, error) {
+			if attempt == 1 {
+				return status(503), nil
+			}
+			resp, _ := streamBody(req)
+			resp.Header.Set(protocol.HeaderSessionCreated, "1700000000123")
+			return resp, nil
+		}}
+		s := newStream(tr, Options{Resume: true, After: 7})
+		at, ok, err := s.Probe(t.Context())
+		if err != nil || !ok || at != 1700000000123 {
+			t.Fatalf("Probe = %d, %v, %v; want 1700000000123, true, nil", at, ok, err)
+		}
+		_, headers := tr.attempts()
+		if len(headers) != 2 {
+			t.Fatalf("%d requests; want 2 (a 503, then the answer)", len(headers))
+		}
+		if v := headers[1].Get("Last-Event-ID"); v != "" {
+			t.Fatalf("probe sent Last-Event-ID %q; want none", v)
+		}
+	})
+	t.Run("not found is final", func(t *testing.T) {
+		tr := &transport{response: func(int, *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 404, Body: io.NopCloser(strings.NewReader(`{"code":"not_found","message":"x"}`)), Header: http.Header{}}, nil
+		}}
+		_, _, err := newStream(tr, Options{}).Probe(t.Context())
+		if protocol.CodeOf(err) != protocol.CodeNotFound {
+			t.Fatalf("Probe = %v; want not_found", err)
+		}
+	})
+	t.Run("no header", func(t *testing.T) {
+		tr := &transport{response: func(_ int, req *http.Request) (*http.Response, error) {
+			resp, _ := streamBody(req)
+			return resp, nil
+		}}
+		if _, ok, err := newStream(tr, Options{}).Probe(t.Context()); ok || err != nil {
+			t.Fatalf("Probe = %v, %v; want not known, no error", ok, err)
+		}
+	})
+}
+
+// TestOnSessionErrorEndsRun: OnSession gets the createdAt of each
+// connection before OnConnect, and its error ends Run.
+func TestOnSessionErrorEndsRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &transport{response: func(_ int, req *http.Request) (*http.Response, error) {
+			resp, _ := streamBody(req)
+			resp.Header.Set(protocol.HeaderSessionCreated, "42")
+			return resp, nil
+		}}
+		var got int64
+		connects := 0
+		s := newStream(tr, Options{
+			OnSession: func(at int64) error {
+				got = at
+				return protocol.Errorf(protocol.CodeNotFound, "recreated")
+			},
+			OnConnect: func() { connects++ },
+		})
+		err := s.Run(t.Context())
+		if protocol.CodeOf(err) != protocol.CodeNotFound || got != 42 || connects != 0 {
+			t.Fatalf("Run = %v with createdAt %d, %d OnConnect calls; want not_found, 42, 0", err, got, connects)
+		}
+	})
+}

@@ -37,6 +37,10 @@ type Server struct {
 	// Redeliver makes every resumed stream replay this many commands at or
 	// below Last-Event-ID too (duplicate redeliveries).
 	Redeliver int
+	// CreatedAt, when set, is the session's createdAt the stream's answer
+	// carries (protocol.HeaderSessionCreated); a real server always sends
+	// it. Set it before agentd starts.
+	CreatedAt int64
 
 	mu             sync.Mutex
 	changed        chan struct{} // closed and replaced on every change
@@ -135,6 +139,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	w.Header().Set("Content-Type", "text/event-stream")
+	if s.CreatedAt != 0 {
+		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(s.CreatedAt, 10))
+	}
 	w.WriteHeader(http.StatusOK)
 	flusher := w.(http.Flusher)
 	flusher.Flush()

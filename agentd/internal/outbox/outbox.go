@@ -110,6 +110,10 @@ type Log struct {
 	turnOpen bool
 	cursor   int64
 	hasCur   bool
+	// session is the createdAt of the server session the state belongs
+	// to (file "session"); hasSess is false until one was saved.
+	session int64
+	hasSess bool
 
 	r int64 // reader's offset: what Next returns next (reader only)
 
@@ -190,6 +194,9 @@ func (l *Log) load() error {
 		return err
 	}
 	if l.cursor, l.hasCur, err = l.readInt("cursor"); err != nil {
+		return err
+	}
+	if l.session, l.hasSess, err = l.readInt("session"); err != nil {
 		return err
 	}
 	if b, err := os.ReadFile(filepath.Join(l.dir, "turn")); err == nil {
@@ -367,6 +374,30 @@ func (l *Log) SetCursor(id int64) error {
 	return nil
 }
 
+// Session is the createdAt (Unix ms) of the server session this state was
+// saved for (protocol.HeaderSessionCreated); ok is false when none was
+// saved (a fresh directory, or one from an agentd before the header).
+func (l *Log) Session() (createdAt int64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.session, l.hasSess
+}
+
+// SetSession durably records the createdAt of the session this state
+// belongs to.
+func (l *Log) SetSession(createdAt int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hasSess && l.session == createdAt {
+		return nil
+	}
+	if err := l.writeFile("session", []byte(strconv.FormatInt(createdAt, 10)+"\n"), true); err != nil {
+		return err
+	}
+	l.session, l.hasSess = createdAt, true
+	return nil
+}
+
 // Ready is signalled after every Append.
 func (l *Log) Ready() <-chan struct{} { return l.ready }
 
@@ -407,7 +438,9 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 			l.reserved = l.next + seqBlock - 1
 		}
 		ev.AgentSeq = l.next
-		payload, err := json.Marshal(ev)
+		// MarshalJSON directly: json.Marshal would call it and then copy
+		// and re-validate its output, which is already compact.
+		payload, err := ev.MarshalJSON()
 		if err != nil {
 			l.mu.Unlock()
 			return false, fmt.Errorf("encode %s event: %w", ev.Type, err)

@@ -334,6 +334,22 @@ func TestCursorPersists(t *testing.T) {
 	}
 }
 
+func TestSessionPersists(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	if _, ok := l.Session(); ok {
+		t.Fatal("fresh state dir has a session")
+	}
+	if err := l.SetSession(1_700_000_000_123); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = open(t, dir, 0)
+	if at, ok := l.Session(); !ok || at != 1_700_000_000_123 {
+		t.Fatalf("Session = %d, %v; want 1700000000123", at, ok)
+	}
+}
+
 func TestMaxBytesBelowMinimumIsRefused(t *testing.T) {
 	if _, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1024}); err == nil {
 		t.Fatal("Open with a 1 KiB bound succeeded")

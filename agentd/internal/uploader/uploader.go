@@ -447,7 +447,9 @@ wait:
 func (u *Uploader) encode(ev protocol.Event) (encodedEvent, error) {
 	u.seq++
 	ev.AgentSeq = u.seq
-	b, err := json.Marshal(ev)
+	// MarshalJSON directly: json.Marshal would call it and then copy and
+	// re-validate its output, which is already compact.
+	b, err := ev.MarshalJSON()
 	if err != nil {
 		return encodedEvent{}, fmt.Errorf("encode %s event: %w", ev.Type, err)
 	}

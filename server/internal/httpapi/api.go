@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -453,12 +454,20 @@ func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	// Read before the stream opens: opening registers the sandbox, and a
+	// session gone by then is the 404 the open would give anyway.
+	sess, err := a.svc.GetSession(r.Context(), id)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
 	after, resume := lastEventID(r)
 	st, err := a.svc.CommandStream(r.Context(), id, instance, after, resume)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
+	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(sess.CreatedAt, 10))
 	a.serveStream(w, r, st)
 }
 
