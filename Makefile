@@ -201,6 +201,27 @@ test-agent-claude-agent-acp: $(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGEN
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude-agent-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude-agent-acp.log"; exit $$rc
 
+# Gemini CLI over ACP (`gemini --acp`) against the fake Gemini API in
+# agentd/internal/fakemodel/gemini.go: TestGeminiMatrix's subtests are the
+# matrix rows. RECORD=1 rewrites agentd/internal/acp/testdata/gemini.*,
+# which `make test` replays.
+.PHONY: test-agent-gemini
+test-agents: test-agent-gemini
+GEMINI_CLI_VERSION := 0.61.0
+GEMINI_PREFIX      := $(NPM_TOOLS)/gemini
+GEMINI_BIN         := $(GEMINI_PREFIX)/node_modules/.bin/gemini
+
+$(GEMINI_PREFIX)/.installed-$(GEMINI_CLI_VERSION):
+	@mkdir -p $(GEMINI_PREFIX)
+	npm install --prefix $(GEMINI_PREFIX) --no-audit --no-fund --loglevel=error @google/gemini-cli@$(GEMINI_CLI_VERSION)
+	@touch $@
+
+test-agent-gemini: $(GEMINI_PREFIX)/.installed-$(GEMINI_CLI_VERSION)
+	@echo "== gemini $(GEMINI_CLI_VERSION) against agentd/internal/acp"
+	@cd agentd && REIN_GEMINI_BIN=$(GEMINI_BIN) $(GO) test -count=1 -v -run 'TestGemini|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-gemini.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-gemini.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-gemini.log"; exit $$rc
+
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
 fuzz:

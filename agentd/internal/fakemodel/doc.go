@@ -1,4 +1,4 @@
 // Package fakemodel holds scripted model APIs on loopback for the tests
 // that run real agent CLIs offline: an Anthropic Messages API (Claude Code,
-// claude-agent-acp).
+// claude-agent-acp, opencode) and a Gemini API (Gemini CLI).
 package fakemodel
