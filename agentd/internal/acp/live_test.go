@@ -26,7 +26,7 @@ var record = flag.Bool("record", false, "write the transcripts of the runs again
 const sandboxWork = "/sandbox/work"
 
 // modes are the --acp-mode each recorded agent ran with.
-var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default", "gemini": "default"}
+var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default", "gemini": "default", "opencode": ""}
 
 // liveACP is agentd running a real ACP agent against a fake Rein server.
 type liveACP struct {
@@ -233,6 +233,18 @@ func acpMatrix(t *testing.T, l *liveACP, skip map[string]string) {
 				}
 			}
 		}
+		// Order: the text written before the tool call ends, whole,
+		// before the tool call and its permission appear (the ACP
+		// ordering race split it around them).
+		first := slices.IndexFunc(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventToolCallStart || ev.Type == protocol.EventPermissionRequested
+		})
+		said := slices.IndexFunc(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventTextEnd && ev.Text == "Running it."
+		})
+		if first < 0 || said < 0 || said > first {
+			t.Errorf("the text before the tool does not end, whole, before it:\n%s", fakeserver.Format(evs))
+		}
 		why, noOutput := skip["shell_output"]
 		if noOutput {
 			t.Logf("the output is not checked: %s", why)
@@ -379,31 +391,40 @@ func recordACP(t *testing.T, l *liveACP, name string) {
 }
 
 // waitEndAnswering waits for turn id to end, answering any permission
-// request on the way with the option of kind.
+// request on the way with the option of kind. The answers are sent
+// outside Wait's condition, which runs under the fake server's lock.
 func waitEndAnswering(t *testing.T, l *liveACP, id int64, kind protocol.OptionKind) protocol.Event {
 	t.Helper()
 	turn := "turn-" + strconv.FormatInt(id, 10)
 	answered := map[string]bool{}
-	var end protocol.Event
-	l.srv.Wait(t, turn+" to end", func(evs []protocol.Event) bool {
-		for _, ev := range evs {
-			if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, turn+":") && !answered[ev.ID] {
-				answered[ev.ID] = true
-				for _, o := range ev.Options {
-					if o.Kind == kind {
-						l.srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: ev.ID, OptionID: o.ID})
-						break
-					}
+	for {
+		var end *protocol.Event
+		var ask []protocol.Event
+		l.srv.Wait(t, turn+" to end", func(evs []protocol.Event) bool {
+			end, ask = nil, ask[:0]
+			for _, ev := range evs {
+				if ev.Type == protocol.EventPermissionRequested && strings.HasPrefix(ev.ID, turn+":") && !answered[ev.ID] {
+					ask = append(ask, ev)
+				}
+				if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
+					end = &ev
 				}
 			}
-			if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
-				end = ev
-				return true
+			return end != nil || len(ask) > 0
+		})
+		if end != nil {
+			return *end
+		}
+		for _, ev := range ask {
+			answered[ev.ID] = true
+			for _, o := range ev.Options {
+				if o.Kind == kind {
+					l.srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: ev.ID, OptionID: o.ID})
+					break
+				}
 			}
 		}
-		return false
-	})
-	return end
+	}
 }
 
 func writeFile(t *testing.T, path, s string) {
