@@ -441,39 +441,13 @@ func writeFile(t *testing.T, path, s string) {
 // waitProcess waits for a process whose /proc cmdline is cmdline.
 func waitProcess(t *testing.T, cmdline string) int {
 	t.Helper()
-	deadline := time.Now().Add(fakeserver.WaitTimeout)
-	for {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if pid, perr := strconv.Atoi(e.Name()); err == nil && perr == nil && string(b) == cmdline {
-				return pid
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no process runs %q", cmdline)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return fakeserver.WaitProcess(t, cmdline)
 }
 
 // waitGone waits for pid to exit (a zombie counts as gone).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(fakeserver.WaitTimeout)
-	for {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return
-		}
-		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i+1:]), " Z") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d, started by the aborted turn, still runs", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fakeserver.WaitGone(t, pid)
 }
 
 // TestClaudeAgentACPResume: the agent of a restarted agentd (same state
