@@ -50,7 +50,8 @@ func geminiCommand(t *testing.T) []string {
 }
 
 // TestGeminiMatrix runs @google/gemini-cli over ACP through agentd
-// against the fake Gemini API, row by row.
+// against the fake Gemini API, row by row. No --acp-mode: its default mode
+// ("default") asks already.
 func TestGeminiMatrix(t *testing.T) {
 	cmd := geminiCommand(t)
 	api := fakemodel.NewGemini(t)

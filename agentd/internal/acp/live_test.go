@@ -26,7 +26,7 @@ var record = flag.Bool("record", false, "write the transcripts of the runs again
 const sandboxWork = "/sandbox/work"
 
 // modes are the --acp-mode each recorded agent ran with.
-var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default", "gemini": "default", "opencode": ""}
+var modes = map[string]string{"claude-agent-acp": "default", "claude-agent-acp-resume": "default", "gemini": "", "opencode": "", "opencode-resume": ""}
 
 // liveACP is agentd running a real ACP agent against a fake Rein server.
 type liveACP struct {
@@ -460,15 +460,25 @@ func TestClaudeAgentACPResume(t *testing.T) {
 		t.Skip("REIN_CLAUDE_AGENT_ACP_BIN is not set: run `make test-agent-claude-agent-acp` (the unit tests cover session/load without the CLI)")
 	}
 	api := fakemodel.NewAnthropic(t)
+	acpResume(t, []string{bin}, claudeAgentACPEnv(t, api), "claude-agent-acp")
+}
+
+// acpResume runs the agent command twice on one state dir: the second
+// agentd's agent loads the first one's ACP session (session/load), so the
+// model gets the earlier prompt with the new one, and the history the
+// agent replays while loading is not posted again. With -record the
+// second run is testdata/<name>-resume.*; its --acp-mode is modes[name].
+func acpResume(t *testing.T, command, env []string, name string) {
+	t.Helper()
 	srv := fakeserver.New(t, "acp-live")
-	dir, state, env := t.TempDir(), t.TempDir(), claudeAgentACPEnv(t, api)
-	l := startLiveACPIn(t, srv, dir, state, bin, env, modes["claude-agent-acp"])
+	dir, state := t.TempDir(), t.TempDir()
+	l := startLiveACPCmd(t, srv, dir, state, command, env, modes[name])
 	l.waitEnd(t, srv.Prompt("think"))
 	l.stop()
 	texts := countOf(srv.Events(), typed(protocol.EventTextEnd))
 	first := len(srv.Events())
 
-	l = startLiveACPIn(t, srv, dir, state, bin, env, modes["claude-agent-acp"])
+	l = startLiveACPCmd(t, srv, dir, state, command, env, modes[name])
 	id := srv.Prompt("recall")
 	l.waitEnd(t, id)
 	evs := srv.Events()
@@ -495,8 +505,8 @@ func TestClaudeAgentACPResume(t *testing.T) {
 			}
 		}
 		r := strings.NewReplacer(l.dir, sandboxWork)
-		writeFile(t, "testdata/claude-agent-acp-resume.jsonl", r.Replace(l.transcript.String()))
-		writeFile(t, "testdata/claude-agent-acp-resume.events.jsonl", r.Replace(fakeserver.Format(versionless(own))))
+		writeFile(t, "testdata/"+name+"-resume.jsonl", r.Replace(l.transcript.String()))
+		writeFile(t, "testdata/"+name+"-resume.events.jsonl", r.Replace(fakeserver.Format(versionless(own))))
 	}
 }
 

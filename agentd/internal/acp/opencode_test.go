@@ -83,3 +83,10 @@ func TestOpencodeMatrix(t *testing.T) {
 	}
 	recordACP(t, l, "opencode")
 }
+
+// TestOpencodeResume: a restarted agentd's opencode loads the session of
+// the one before (session/load); see acpResume.
+func TestOpencodeResume(t *testing.T) {
+	cmd := opencodeCommand(t)
+	acpResume(t, cmd, opencodeEnv(t, fakemodel.NewAnthropic(t)), "opencode")
+}

@@ -163,7 +163,7 @@ func (g *Gemini) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case step > 0:
 		send([]map[string]any{text("Done.")}, true)
 	case strings.Contains(prompt, "think"):
-		send([]map[string]any{{"text": "The user wants a greeting.", "thought": true}}, false)
+		send([]map[string]any{{"text": "**Greeting**\nThe user wants a greeting.", "thought": true}}, false)
 		send([]map[string]any{text("Hello ")}, false)
 		send([]map[string]any{text("from the ")}, false)
 		send([]map[string]any{text("fake model.")}, true)
