@@ -206,6 +206,7 @@ test-agent-claude-agent-acp: $(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGEN
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude-agent-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude-agent-acp.log"; exit $$rc
 
+<<<<<<< HEAD
 # codex-acp (ACP adapter over Codex) against the fake OpenAI Responses API
 # in agentd/internal/fakemodel, in mode "workspace-write" (--acp-mode; its
 # default mode never asks): the matrix rows are TestCodexACPMatrix's
@@ -227,6 +228,51 @@ test-agent-codex-acp: $(CODEX_ACP_PREFIX)/.installed-$(CODEX_ACP_VERSION)
 	@cd agentd && REIN_CODEX_ACP_BIN=$(CODEX_ACP_BIN) $(GO) test -count=1 -v -run 'TestCodexACP|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-codex-acp.log 2>&1; \
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-codex-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-codex-acp.log"; exit $$rc
+=======
+# Gemini CLI over ACP (`gemini --acp`) against the fake Gemini API in
+# agentd/internal/fakemodel/gemini.go: TestGeminiMatrix's subtests are the
+# matrix rows. RECORD=1 rewrites agentd/internal/acp/testdata/gemini.*,
+# which `make test` replays.
+.PHONY: test-agent-gemini
+test-agents: test-agent-gemini
+GEMINI_CLI_VERSION := 0.61.0
+GEMINI_PREFIX      := $(NPM_TOOLS)/gemini
+GEMINI_BIN         := $(GEMINI_PREFIX)/node_modules/.bin/gemini
+
+$(GEMINI_PREFIX)/.installed-$(GEMINI_CLI_VERSION):
+	@mkdir -p $(GEMINI_PREFIX)
+	npm install --prefix $(GEMINI_PREFIX) --no-audit --no-fund --loglevel=error @google/gemini-cli@$(GEMINI_CLI_VERSION)
+	@touch $@
+
+test-agent-gemini: $(GEMINI_PREFIX)/.installed-$(GEMINI_CLI_VERSION)
+	@echo "== gemini $(GEMINI_CLI_VERSION) against agentd/internal/acp"
+	@cd agentd && REIN_TEST_WAIT_TIMEOUT=2m REIN_GEMINI_BIN=$(GEMINI_BIN) $(GO) test -count=1 -v -run 'TestGemini|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-gemini.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-gemini.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-gemini.log"; exit $$rc
+
+# opencode over ACP (`opencode acp`) against the fake Anthropic API, its
+# config (provider base URL, permissions that ask) in
+# OPENCODE_CONFIG_CONTENT and temporary XDG dirs: TestOpencodeMatrix's
+# subtests are the matrix rows. The package ships a ~180 MB binary that
+# starts slowly on a loaded machine, hence the longer wait bound.
+# RECORD=1 rewrites agentd/internal/acp/testdata/opencode.*.
+.PHONY: test-agent-opencode
+test-agents: test-agent-opencode
+OPENCODE_VERSION := 1.18.33
+OPENCODE_PREFIX  := $(NPM_TOOLS)/opencode
+OPENCODE_BIN     := $(OPENCODE_PREFIX)/node_modules/.bin/opencode
+
+$(OPENCODE_PREFIX)/.installed-$(OPENCODE_VERSION):
+	@mkdir -p $(OPENCODE_PREFIX)
+	npm install --prefix $(OPENCODE_PREFIX) --no-audit --no-fund --loglevel=error opencode-ai@$(OPENCODE_VERSION)
+	@touch $@
+
+test-agent-opencode: $(OPENCODE_PREFIX)/.installed-$(OPENCODE_VERSION)
+	@echo "== opencode $(OPENCODE_VERSION) against agentd/internal/acp"
+	@cd agentd && REIN_TEST_WAIT_TIMEOUT=2m REIN_OPENCODE_BIN=$(OPENCODE_BIN) $(GO) test -count=1 -v -run 'TestOpencode|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-opencode.log 2>&1; \
+		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-opencode.log; \
+		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-opencode.log"; exit $$rc
+>>>>>>> acp15
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

@@ -174,6 +174,8 @@ type adapter struct {
 	blocks int    // text/reasoning blocks started in the turn
 	open   *block // the block being streamed, if any
 	tools  map[string]*toolState
+	// toolOrder lists the turn's tool ids in the order they started.
+	toolOrder []string
 	// aborted: the user aborted the turn; tools the agent ends later end
 	// cancelled, whatever status the agent gives them.
 	aborted bool
@@ -306,7 +308,7 @@ func (a *adapter) beginTurn(c protocol.Command) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := strconv.FormatInt(c.ID, 10)
-	a.turn, a.blocks, a.open, a.tools, a.permN, a.aborted = "turn-"+n, 0, nil, map[string]*toolState{}, 0, false
+	a.turn, a.blocks, a.open, a.tools, a.toolOrder, a.permN, a.aborted = "turn-"+n, 0, nil, map[string]*toolState{}, nil, 0, false
 	a.costBase = a.cost
 	a.emit(protocol.Event{Type: protocol.EventTurnStarted, TurnID: a.turn, PromptID: "prompt-" + n, Source: protocol.SourceUser})
 	a.emit(protocol.Event{Type: protocol.EventUserMessage, ID: "user-" + n, Text: c.Text, PromptID: "prompt-" + n})
@@ -329,7 +331,12 @@ func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan
 		}
 	}
 	a.closeBlockLocked()
-	if u := resp.Usage; u != nil && err == nil {
+	a.endForcedToolsLocked()
+	u := resp.Usage
+	if u == nil {
+		u = quotaUsage(resp.Meta)
+	}
+	if u != nil && err == nil {
 		in, out := int64(u.InputTokens), int64(u.OutputTokens)
 		ev := protocol.Event{Type: protocol.EventUsageUpdated, InputTokens: &in, OutputTokens: &out}
 		if u.CachedReadTokens != nil {
@@ -349,6 +356,32 @@ func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan
 		ev.StopReason = protocol.StopCancelled
 	}
 	a.emit(ev)
+}
+
+// endForcedToolsLocked ends, at the end of a turn, the tools whose end
+// agentd decided (denied after a reject, cancelled after an abort) but the
+// agent never reported ended: Gemini CLI sends no update for a call the
+// user rejected.
+func (a *adapter) endForcedToolsLocked() {
+	for _, id := range a.toolOrder {
+		if t := a.tools[id]; !t.ended && t.forced != "" {
+			t.ended = true
+			a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: t.forced, Output: clip(t.output)})
+		}
+	}
+}
+
+// quotaUsage reads the token counts Gemini CLI puts in the prompt result's
+// _meta.quota.token_count instead of usage; nil when there are none.
+func quotaUsage(meta map[string]any) *acpsdk.Usage {
+	q, _ := meta["quota"].(map[string]any)
+	tc, _ := q["token_count"].(map[string]any)
+	in, okIn := tc["input_tokens"].(float64)
+	out, okOut := tc["output_tokens"].(float64)
+	if !okIn || !okOut {
+		return nil
+	}
+	return &acpsdk.Usage{InputTokens: int(in), OutputTokens: int(out)}
 }
 
 func stopReason(r acpsdk.StopReason) protocol.StopReason {
@@ -557,6 +590,7 @@ type toolUpdate struct {
 // startToolLocked reports a new tool call, and any state it starts with.
 func (a *adapter) startToolLocked(id string, kind acpsdk.ToolKind, title string, u toolUpdate) {
 	a.tools[id] = &toolState{}
+	a.toolOrder = append(a.toolOrder, id)
 	a.emit(protocol.Event{Type: protocol.EventToolCallStart, ID: id, Name: toolName(kind), Kind: string(kind), Title: title, Input: rawJSON(u.input)})
 	u.title, u.kind, u.input = nil, nil, nil
 	a.updateToolLocked(id, u)

@@ -352,6 +352,49 @@ func TestToolStatusAfterDenyAndAbort(t *testing.T) {
 	}
 }
 
+// A tool the user rejected (or an abort cancelled) that the agent never
+// reports again ends with the turn, denied (cancelled); usage the agent
+// gives only in the prompt result's _meta.quota (Gemini CLI) is mapped.
+func TestSilentToolsEndWithTheTurnAndQuotaUsage(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "deny")
+	p.askPermission(7, "x")
+	p.wait("the permission request", has(protocol.EventPermissionRequested))
+	p.cmds <- protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "no"}
+	p.expectAnswer(7)
+	p.update(chunk("Not run."))
+	p.reply(pid, map[string]any{"stopReason": "end_turn", "_meta": map[string]any{"quota": map[string]any{
+		"token_count": map[string]any{"input_tokens": 100, "output_tokens": 12}}}})
+	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	want := `{"type":"turn_started","turnId":"turn-1","promptId":"prompt-1","source":"user"}
+{"type":"user_message","id":"user-1","promptId":"prompt-1","text":"deny"}
+{"type":"tool_call_start","id":"turn-1:x","name":"execute","kind":"execute","title":"run ls","input":{"command":"ls"}}
+{"type":"permission_requested","id":"turn-1:perm-1","title":"run ls","input":{"command":"ls"},"toolCallId":"turn-1:x","options":[{"id":"yes","name":"Allow","kind":"allow_once"},{"id":"no","name":"Reject","kind":"reject_once"}]}
+{"type":"permission_resolved","id":"turn-1:perm-1","outcome":"selected","optionId":"no"}
+{"type":"text_delta","id":"turn-1:text-1","delta":"Not run."}
+{"type":"text_end","id":"turn-1:text-1","text":"Not run."}
+{"type":"tool_call_end","id":"turn-1:x","status":"denied"}
+{"type":"usage_updated","inputTokens":100,"outputTokens":12}
+{"type":"turn_completed","turnId":"turn-1","stopReason":"end_turn"}
+`
+	if got := turnEvents(evs); got != want {
+		t.Errorf("events:\n got:\n%s\nwant:\n%s", got, want)
+	}
+
+	pid = p.prompt(2, "abort")
+	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "y", "title": "sleep 30", "kind": "execute", "status": "in_progress"})
+	p.wait("the tool", count(protocol.EventToolCallStart, 2))
+	p.cmds <- protocol.Command{Type: protocol.CommandAbort}
+	p.expect("session/cancel")
+	p.reply(pid, map[string]any{"stopReason": "cancelled"})
+	evs = p.wait("the second turn's end", count(protocol.EventTurnCompleted, 2))
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventToolCallEnd && ev.ID == "turn-2:y" && ev.Status == protocol.ToolCancelled
+	}) {
+		t.Errorf("the aborted tool did not end cancelled:\n%s", turnEvents(evs))
+	}
+}
+
 // Options.Mode selects the session mode right after session/new; a mode
 // the agent does not offer is an error naming it.
 func TestSessionMode(t *testing.T) {

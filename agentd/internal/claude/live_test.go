@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -336,4 +337,124 @@ var scenarios = map[string]string{
 {"type":"usage_updated","inputTokens":120,"outputTokens":12,"cachedInputTokens":20,"costUsd":0.000644,"contextSize":1000000}
 {"type":"turn_completed","turnId":"turn-3","stopReason":"end_turn","resultText":"Hello from the fake model."}
 `,
+}
+
+// TestClaudeMatrix runs the matrix rows TestClaudeTurns and TestClaudeAbort
+// leave out, in one Claude Code process: abort mid-tool (the turn ends
+// and the command it started is gone), abort while a permission is
+// pending, two turns with memory (asserted at the fake model) and two
+// prompts back to back. Each row is checked here; with -record the run's
+// transcript and exact events go to testdata/matrix.*, which TestReplay
+// replays.
+func TestClaudeMatrix(t *testing.T) {
+	bin := claudeBin(t)
+	api := fakemodel.NewAnthropic(t)
+	l := startLiveIn(t, fakeserver.New(t, "claude"), t.TempDir(), "", claudeEnv(t, api), bin)
+	srv := l.srv
+	end := func(t *testing.T, id int64) protocol.Event {
+		t.Helper()
+		turn := "turn-" + itoa(id)
+		l.waitEnd(t, turn)
+		for _, ev := range srv.Events() {
+			if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
+				return ev
+			}
+		}
+		return protocol.Event{}
+	}
+	turnEvents := func(id int64) []protocol.Event {
+		turn := "turn-" + itoa(id)
+		var out []protocol.Event
+		for _, ev := range srv.Events() {
+			if ev.TurnID == turn || strings.HasPrefix(ev.ID, turn+":") {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+
+	t.Run("abort_mid_tool", func(t *testing.T) {
+		id := srv.Prompt("sleepy")
+		// Allow the command if Claude Code asks, until it runs.
+		stop, answered := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(answered)
+			perm := "turn-" + itoa(id) + ":perm-1"
+			for {
+				if fakeserver.Has(srv.Events(), func(ev protocol.Event) bool { return ev.ID == perm && ev.Type == protocol.EventPermissionRequested }) {
+					srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: perm, OptionID: "allow_once"})
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		pid := fakeserver.WaitProcess(t, "sleep\x00"+fakemodel.SleepyArg+"\x00")
+		close(stop)
+		<-answered
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		if ev := end(t, id); ev.StopReason != protocol.StopCancelled {
+			t.Errorf("aborted turn ended %q:\n%s", ev.StopReason, fakeserver.Format(turnEvents(id)))
+		}
+		fakeserver.WaitGone(t, pid)
+	})
+	t.Run("abort_while_permission_pending", func(t *testing.T) {
+		id := srv.Prompt("write the note")
+		perm := "turn-" + itoa(id) + ":perm-1"
+		srv.Wait(t, perm, func(evs []protocol.Event) bool {
+			return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.ID == perm })
+		})
+		srv.Send(protocol.Command{Type: protocol.CommandAbort})
+		ev := end(t, id)
+		evs := turnEvents(id)
+		resolved := fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventPermissionResolved && ev.ID == perm && ev.Outcome == protocol.OutcomeCancelled
+		})
+		if _, err := os.Stat(filepath.Join(l.dir, "note.txt")); err == nil || ev.StopReason != protocol.StopCancelled || !resolved {
+			t.Errorf("note.txt written (%v), or the turn or permission not cancelled:\n%s", err == nil, fakeserver.Format(evs))
+		}
+	})
+	t.Run("two_turns_with_memory", func(t *testing.T) {
+		l.turn(t, "please think")
+		l.turn(t, "recall")
+		// At the model: the recall request carried the earlier turn.
+		found := false
+		for _, r := range api.Requests() {
+			found = found || (slices.Contains(r, "please think") && slices.Contains(r, "recall"))
+		}
+		if !found {
+			t.Errorf("no request to the model carried the first turn with the second: %q", api.Requests())
+		}
+	})
+	t.Run("back_to_back", func(t *testing.T) {
+		a := srv.Prompt("hello")
+		b := srv.Prompt("hello again")
+		for _, id := range []int64{a, b} {
+			if ev := end(t, id); ev.StopReason != protocol.StopEndTurn || fakeserver.Count(turnEvents(id), protocol.EventTextEnd) == 0 {
+				t.Errorf("turn %d:\n%s", id, fakeserver.Format(turnEvents(id)))
+			}
+		}
+		// One turn_completed per prompt, so the session reads idle after each.
+		if n := fakeserver.Count(srv.Events(), protocol.EventTurnCompleted); n != fakeserver.Count(srv.Events(), protocol.EventTurnStarted) {
+			t.Errorf("%d turn_completed for %d turns", n, fakeserver.Count(srv.Events(), protocol.EventTurnStarted))
+		}
+	})
+	if err := l.stop(); err != nil {
+		t.Errorf("agentd.Run: %v", err)
+	}
+	if *record {
+		for name, data := range map[string][]byte{
+			"matrix.jsonl":        l.transcript.Bytes(),
+			"matrix.cwd":          []byte(l.dir),
+			"matrix.events.jsonl": []byte(format(srv.Events(), l.dir)),
+		} {
+			if err := os.WriteFile(filepath.Join("testdata", name), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("recorded testdata/matrix.*")
+	}
 }

@@ -1,18 +1,33 @@
 package claude_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/agentd/internal/claude"
 )
 
 // TestReplay feeds the transcripts recorded against the real CLI (see
-// TestClaudeTurns, TestClaudeAbort and -record) through the adapter and
-// expects the very events those runs produced.
+// TestClaudeTurns, TestClaudeAbort, TestClaudeMatrix and -record) through
+// the adapter and expects the very events those runs produced: the
+// scenarios here, or testdata/<name>.events.jsonl.
 func TestReplay(t *testing.T) {
-	for name, want := range scenarios {
+	want := maps.Clone(scenarios)
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.events.jsonl"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[strings.TrimSuffix(filepath.Base(f), ".events.jsonl")] = string(b)
+	}
+	if _, ok := want["matrix"]; !ok {
+		t.Errorf("testdata/matrix.events.jsonl is missing (record it: make test-agent-claude RECORD=1)")
+	}
+	for name, want := range want {
 		t.Run(name, func(t *testing.T) {
 			f, err := os.Open(filepath.Join("testdata", name+".jsonl"))
 			if err != nil {

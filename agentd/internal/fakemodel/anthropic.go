@@ -20,8 +20,20 @@ type Anthropic struct {
 	*httptest.Server
 	tb testing.TB
 
-	mu sync.Mutex
-	n  int
+	mu       sync.Mutex
+	n        int
+	requests [][]string
+}
+
+// Requests returns, per request so far (title requests aside), the
+// user's prompts it carried, oldest first: what the agent sent the model
+// of the conversation.
+func (a *Anthropic) Requests() [][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([][]string, len(a.requests))
+	copy(out, a.requests)
+	return out
 }
 
 // NewAnthropic starts the server on loopback; it stops when the test ends.
@@ -140,7 +152,8 @@ func (s *sseWriter) toolUse(id, name string, jsonParts ...string) {
 //	slow   text that streams three words and then stalls until the client
 //	       goes away (an abort)
 //
-// After a tool result (step > 0) the answer is "Done.".
+// After a tool result (step > 0) the answer is "Done.". A request whose
+// system prompt is opencode's title generator gets "Fake title".
 func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/messages" {
@@ -149,17 +162,31 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		Model    string       `json:"model"`
-		Messages []apiMessage `json:"messages"`
+		Model    string          `json:"model"`
+		Messages []apiMessage    `json:"messages"`
+		System   json.RawMessage `json:"system"`
+		Tools    []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	prompt, step := turnPrompt(req.Messages)
+	// opencode asks a model for the session's title beside the turn's
+	// own requests; the title request is answered on its own, so the
+	// script (a stalled "slow" stream, a tool call) is the turn's.
+	title := false
+	for _, b := range messageBlocks(req.System) {
+		title = title || strings.Contains(b.Text, "You are a title generator")
+	}
 	a.mu.Lock()
 	a.n++
 	n := a.n
+	if !title {
+		a.requests = append(a.requests, userTexts(req.Messages))
+	}
 	a.mu.Unlock()
 	a.tb.Logf("fake api: request %d: prompt %q step %d", n, prompt, step)
 
@@ -171,8 +198,18 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"usage": map[string]any{"input_tokens": 100, "output_tokens": 1, "cache_read_input_tokens": 20},
 	}})
 	toolID := fmt.Sprintf("toolu_%02d", n)
+	// opencode's tools are bash and write (filePath), Claude Code's Bash
+	// and Write (file_path).
+	bash, write, pathKey := "Bash", "Write", "file_path"
+	for _, t := range req.Tools {
+		if t.Name == "bash" {
+			bash, write, pathKey = "bash", "write", "filePath"
+		}
+	}
 	stop := "end_turn"
 	switch {
+	case title:
+		s.text("Fake title")
 	case step > 0:
 		s.text("Done.")
 	case strings.Contains(prompt, "think"):
@@ -180,10 +217,10 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.text("Hello ", "from the ", "fake model.")
 	case strings.Contains(prompt, "run"):
 		s.text("Running it.")
-		s.toolUse(toolID, "Bash", `{"command": "echo rein`, `-bash-ok", "description": "Print a marker"}`)
+		s.toolUse(toolID, bash, `{"command": "echo rein`, `-bash-ok", "description": "Print a marker"}`)
 		stop = "tool_use"
 	case strings.Contains(prompt, "write"):
-		s.toolUse(toolID, "Write", `{"file_path": "note.txt", `, `"content": "hi\n"}`)
+		s.toolUse(toolID, write, `{"`+pathKey+`": "note.txt", `, `"content": "hi\n"}`)
 		stop = "tool_use"
 	case strings.Contains(prompt, "todo"):
 		s.toolUse(toolID, "TodoWrite",
@@ -195,7 +232,7 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// carries, so a test sees what the agent sent the model.
 		s.text("Earlier prompts: " + strings.Join(userTexts(req.Messages), " | "))
 	case strings.Contains(prompt, "sleepy"):
-		s.toolUse(toolID, "Bash", `{"command": "echo start && sleep `+SleepyArg+`", "description": "Wait"}`)
+		s.toolUse(toolID, bash, `{"command": "echo start && sleep `+SleepyArg+`", "description": "Wait"}`)
 		stop = "tool_use"
 	case strings.Contains(prompt, "slow"):
 		s.send(map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +17,17 @@ import (
 )
 
 // WaitTimeout bounds every Wait: a safety net for a broken test, never a
-// pause the test relies on.
-var WaitTimeout = 30 * time.Second
+// pause the test relies on. REIN_TEST_WAIT_TIMEOUT (a Go duration) raises
+// it where a large agent CLI starts slowly on a loaded machine (the
+// test-agent-* targets set it).
+var WaitTimeout = waitTimeout()
+
+func waitTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("REIN_TEST_WAIT_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
 
 // Server is a fake Rein server for one session.
 type Server struct {

@@ -106,14 +106,48 @@ func (t *transcript) Close() {
 // flushReplay renders the held snapshots in seq order. A turn's closing
 // line is held back until the next turn starts (or the replay ends), so a
 // finished turn still closes below its contents.
+//
+// A permission is created after the tool call it gates but happened before
+// that tool's output: live, the output streams in after the answer. So a
+// tool call's header is printed, then its permissions, then its output and
+// status, as a live watcher saw them.
 func (t *transcript) flushReplay() {
 	list := make([]*protocol.Artifact, 0, len(t.held))
 	for _, a := range t.held {
 		list = append(list, a)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Seq < list[j].Seq })
+	gates := map[string][]*protocol.Artifact{} // tool call id -> its permissions
+	for _, a := range list {
+		if a.Type == protocol.ArtifactPermission && a.String("toolCallId") != "" {
+			gates[a.String("toolCallId")] = append(gates[a.String("toolCallId")], a)
+		}
+	}
+	early := map[int64]bool{} // permissions printed with their tool call
 	var turns []*protocol.Artifact
 	for _, a := range list {
+		if early[a.Seq] {
+			continue
+		}
+		if a.Type == protocol.ArtifactToolCall {
+			var perms []*protocol.Artifact
+			for _, p := range gates[a.ID] {
+				if p.Seq > a.Seq {
+					perms = append(perms, p)
+				}
+			}
+			if len(perms) > 0 {
+				if protocol.ToolStatus(a.String("status")) == protocol.ToolAwaitingApproval {
+					t.render(a, false) // still waiting: nothing of it follows the permission
+				} else {
+					t.renderToolHead(a, t.shownFor(a))
+				}
+				for _, p := range perms {
+					t.render(p, false)
+					early[p.Seq] = true
+				}
+			}
+		}
 		if a.Type == protocol.ArtifactTurn {
 			for _, tu := range turns {
 				t.render(tu, false)
@@ -223,12 +257,18 @@ func (s *shownArtifact) changed(a *protocol.Artifact, field string) bool {
 	return true
 }
 
-func (t *transcript) render(a *protocol.Artifact, holdTurnEnd bool) {
+// shownFor is what has been printed for a, created empty on first use.
+func (t *transcript) shownFor(a *protocol.Artifact) *shownArtifact {
 	s := t.shown[a.Seq]
 	if s == nil {
 		s = &shownArtifact{text: map[string]string{}, set: map[string]string{}}
 		t.shown[a.Seq] = s
 	}
+	return s
+}
+
+func (t *transcript) render(a *protocol.Artifact, holdTurnEnd bool) {
+	s := t.shownFor(a)
 	switch a.Type {
 	case protocol.ArtifactTurn:
 		t.renderTurn(a, s, holdTurnEnd)
@@ -353,13 +393,21 @@ func usageText(v any) string {
 	return strings.Join(parts, " · ")
 }
 
+// renderToolHead prints a tool call's first line, once.
+func (t *transcript) renderToolHead(a *protocol.Artifact, s *shownArtifact) {
+	if s.header {
+		return
+	}
+	s.header = true
+	if a.String("title") != "" || compactJSON(a.Fields["input"]) != "" {
+		s.set["input"] = "shown"
+	}
+	t.line(t.p.paint(styleBold, "▶ "+toolHead(a)))
+}
+
 func (t *transcript) renderTool(a *protocol.Artifact, s *shownArtifact) {
 	if !s.header {
-		s.header = true
-		if a.String("title") != "" || compactJSON(a.Fields["input"]) != "" {
-			s.set["input"] = "shown"
-		}
-		t.line(t.p.paint(styleBold, "▶ "+toolHead(a)))
+		t.renderToolHead(a, s)
 	} else if _, ok := s.set["input"]; !ok {
 		if in := compactJSON(a.Fields["input"]); in != "" {
 			s.set["input"] = "shown"

@@ -58,7 +58,7 @@ func renderCase(t *testing.T, name string, color bool) string {
 }
 
 func TestRender(t *testing.T) {
-	for _, name := range []string{"live", "replay"} {
+	for _, name := range []string{"live", "replay", "replay_permission"} {
 		t.Run(name, func(t *testing.T) {
 			golden(t, filepath.Join("render", name+".golden"), renderCase(t, name, false))
 		})
