@@ -206,7 +206,6 @@ test-agent-claude-agent-acp: $(CLAUDE_AGENT_ACP_PREFIX)/.installed-$(CLAUDE_AGEN
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-claude-agent-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-claude-agent-acp.log"; exit $$rc
 
-<<<<<<< HEAD
 # codex-acp (ACP adapter over Codex) against the fake OpenAI Responses API
 # in agentd/internal/fakemodel, in mode "workspace-write" (--acp-mode; its
 # default mode never asks): the matrix rows are TestCodexACPMatrix's
@@ -228,7 +227,7 @@ test-agent-codex-acp: $(CODEX_ACP_PREFIX)/.installed-$(CODEX_ACP_VERSION)
 	@cd agentd && REIN_CODEX_ACP_BIN=$(CODEX_ACP_BIN) $(GO) test -count=1 -v -run 'TestCodexACP|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-codex-acp.log 2>&1; \
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-codex-acp.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-codex-acp.log"; exit $$rc
-=======
+
 # Gemini CLI over ACP (`gemini --acp`) against the fake Gemini API in
 # agentd/internal/fakemodel/gemini.go: TestGeminiMatrix's subtests are the
 # matrix rows. RECORD=1 rewrites agentd/internal/acp/testdata/gemini.*,
@@ -272,7 +271,6 @@ test-agent-opencode: $(OPENCODE_PREFIX)/.installed-$(OPENCODE_VERSION)
 	@cd agentd && REIN_TEST_WAIT_TIMEOUT=2m REIN_OPENCODE_BIN=$(OPENCODE_BIN) $(GO) test -count=1 -v -run 'TestOpencode|TestReplay' ./internal/acp/ $(if $(RECORD),-args -record) >$(BIN)/test-agent-opencode.log 2>&1; \
 		rc=$$?; grep -E '^\s*--- |^(ok|FAIL|PASS)' $(BIN)/test-agent-opencode.log; \
 		[ $$rc = 0 ] || echo "full log: $(BIN)/test-agent-opencode.log"; exit $$rc
->>>>>>> acp15
 
 # Runs each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
