@@ -44,6 +44,7 @@ test-pg:
 	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -run '^(TestHappyPath|TestServerKilledMidTurn|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
+	@if git grep -n -E '^(<<<<<<<|>>>>>>>) ' >/dev/null 2>&1; then echo "merge conflict markers:"; git grep -n -E '^(<<<<<<<|>>>>>>>) '; exit 1; fi
 	@set -e; out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@set -e; for m in $(MODULES); do echo "== vet + GOWORK=off build $$m"; (cd $$m && $(GO) vet ./... && GOWORK=off $(GO) build ./...); done
 
