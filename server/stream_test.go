@@ -236,9 +236,10 @@ func TestStalledSubscriber(t *testing.T) {
 		t.Fatalf("normal client has %d artifacts", len(m.arts))
 	}
 	m.equal(c, "a")
-	if n := server.Subscribers(s.Server, "a"); n != 1 {
-		t.Fatalf("artifact topic has %d subscribers; want 1 (the stalled one dropped)", n)
-	}
+	// Dropped by the overflow (20 MiB against an 8 MiB queue) or, on a
+	// loaded machine where the queue drains into socket buffers slowly,
+	// by the write deadline: wait for it rather than race it.
+	eventually(t, "the stalled subscriber is dropped", func() bool { return server.Subscribers(s.Server, "a") == 1 })
 	// The operator learns of it: a log line with the session, a count.
 	eventually(t, "the drop is logged and counted", func() bool {
 		m := scrape(t, s.URL()+"/metrics")

@@ -44,7 +44,10 @@ func TestStreamRetries(t *testing.T) {
 	var retries int
 	var events []string
 	err = c.StreamArtifacts(context.Background(), "s1", StreamOptions{
-		MinBackoff: time.Millisecond, IdleTimeout: 50 * time.Millisecond,
+		// The idle timeout must outlast a loaded machine's gap between
+		// connecting and reading the first event (50 ms did not, once,
+		// at load average 30); it costs this test its length once.
+		MinBackoff: time.Millisecond, IdleTimeout: time.Second,
 		OnRetry: func(error, time.Duration) { retries++ },
 	}, func(ev ArtifactEvent) error { events = append(events, ev.Name); return nil })
 	var ce *Error
