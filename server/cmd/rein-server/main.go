@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +27,14 @@ import (
 // 400, rein-bench ingest_batch measured 15-20% faster, for about 1 KiB
 // more RSS per idle subscriber (33 KiB, target 40).
 const gcPercent = 400
+
+// defaultMemoryLimit is the Go soft memory limit when neither
+// --memory-limit nor GOMEMLIMIT is set. With a limit, GOGC=400 costs
+// nothing in the end: the heap may grow to five times what is live only
+// while that fits under the limit, and the collector runs more often as
+// the heap nears it. 256 MiB is what issue 19 asks a long-running server
+// to stay within; SQLite's page cache (not Go memory) comes on top.
+const defaultMemoryLimit = 256 << 20
 
 func main() {
 	if os.Getenv("GOGC") == "" {
@@ -60,6 +71,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.IntFlag{Name: "max-artifacts-per-session", Value: app.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"REIN_METRICS_ADDR"}, Usage: "also serve GET /metrics without authentication on this address (e.g. 127.0.0.1:9480), for a scraper; /metrics on the API address needs the client token"},
 			&cli.BoolFlag{Name: "access-log", EnvVars: []string{"REIN_ACCESS_LOG"}, Usage: "log one line per request: method, route pattern, status, duration, bytes (never a header or the query)"},
+			&cli.StringFlag{Name: "memory-limit", EnvVars: []string{"REIN_MEMORY_LIMIT"}, Usage: `Go soft memory limit, e.g. 512MiB, 1GiB or "off"; unset: GOMEMLIMIT if set, else 256MiB. A quarter of it bounds the cached reducer states`},
 			&cli.Int64Flag{Name: "max-session-bytes", Value: app.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
@@ -79,6 +91,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return fmt.Errorf("--%s %d: must be positive", name, v)
 				}
 			}
+			limit, err := memoryLimit(c.String("memory-limit"), c.IsSet("memory-limit"), os.Getenv("GOMEMLIMIT"))
+			if err != nil {
+				return err
+			}
+			debug.SetMemoryLimit(limit)
 			token, err := readToken(c.String("api-token"), c.String("api-token-file"))
 			if err != nil {
 				return err
@@ -101,9 +118,77 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				MaxSessionBytes:        c.Int64("max-session-bytes"),
 				MetricsAddr:            c.String("metrics-addr"),
 				AccessLog:              c.Bool("access-log"),
+				StateCacheBytes:        stateCacheBytes(limit),
 			})
 		},
 	}
+}
+
+// memoryLimit is the soft memory limit to set: the flag's value when it
+// was given (or its env var), else GOMEMLIMIT's (which the runtime has
+// already applied and which uses the same syntax), else the default. "off"
+// means no limit.
+func memoryLimit(flag string, set bool, env string) (int64, error) {
+	if !set || flag == "" {
+		if env != "" {
+			// The runtime parsed GOMEMLIMIT at start (and refused to start
+			// on a bad one): read back what it applies.
+			return debug.SetMemoryLimit(-1), nil
+		}
+		return defaultMemoryLimit, nil
+	}
+	n, err := parseSize(flag)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit %q: %w", flag, err)
+	}
+	return n, nil
+}
+
+// noLimit is what debug.SetMemoryLimit takes for "no limit".
+const noLimit = math.MaxInt64
+
+// parseSize reads a byte count: a whole number with an optional unit, B,
+// KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000),
+// or "off" for no limit.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if strings.EqualFold(t, "off") {
+		return noLimit, nil
+	}
+	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(t)
+	}
+	if i == 0 {
+		return 0, errors.New("want a number of bytes with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB) or off")
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("number: %w", err)
+	}
+	units := map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+	unit, ok := units[strings.TrimSpace(t[i:])]
+	if !ok {
+		return 0, fmt.Errorf("unknown unit %q: want B, KiB, MiB, GiB, TiB, KB, MB, GB, TB", strings.TrimSpace(t[i:]))
+	}
+	if n <= 0 {
+		return 0, errors.New("must be positive (or off)")
+	}
+	if n > math.MaxInt64/unit {
+		return 0, errors.New("too large")
+	}
+	return n * unit, nil
+}
+
+// stateCacheBytes is the reducer-state cache's share of the memory limit:
+// a quarter, leaving the rest to replays, requests and the collector's
+// headroom. Without a limit the server's default applies.
+func stateCacheBytes(limit int64) int64 {
+	if limit == noLimit {
+		return 0
+	}
+	return max(limit/4, 1<<20)
 }
 
 // readToken returns the client token from the flag or the file (trimmed:
