@@ -34,6 +34,11 @@ type Options struct {
 	// default): approval decisions are recorded under it. The domain does
 	// not check credentials; the HTTP adapter does.
 	AuthMode string
+	// StateCacheBytes bounds the estimated size of the reducer states kept
+	// in memory: beyond it the least recently used are dropped and folded
+	// again from the event log on their next use (default
+	// DefaultStateCacheBytes).
+	StateCacheBytes int64
 	// Observer, when set, is told what the writer does, for metrics
 	// (package app gives it the Prometheus adapter).
 	Observer Observer
@@ -46,6 +51,7 @@ const (
 
 	DefaultMaxArtifactsPerSession = 100_000
 	DefaultMaxSessionBytes        = 1 << 30
+	DefaultStateCacheBytes        = 64 << 20
 )
 
 func (o Options) withDefaults() Options {
@@ -66,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSessionBytes <= 0 {
 		o.MaxSessionBytes = DefaultMaxSessionBytes
+	}
+	if o.StateCacheBytes <= 0 {
+		o.StateCacheBytes = DefaultStateCacheBytes
 	}
 	return o
 }

@@ -61,7 +61,8 @@ func New(opts Options) (*App, error) {
 		Observer: m, Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 		Logger: opts.Logger, Now: opts.Now,
 		MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
-		AuthMode: authMode(opts),
+		StateCacheBytes: opts.StateCacheBytes,
+		AuthMode:        authMode(opts),
 	})
 	if err != nil {
 		a.closeStore()

@@ -83,6 +83,9 @@ type Options struct {
 	// that would take it past the cap get 413 (default
 	// DefaultMaxSessionBytes).
 	MaxSessionBytes int64
+	// StateCacheBytes bounds the estimated size of the reducer states the
+	// server keeps in memory (default server.DefaultStateCacheBytes).
+	StateCacheBytes int64
 }
 
 // Defaults.
