@@ -39,6 +39,10 @@ type Options struct {
 	// again from the event log on their next use (default
 	// DefaultStateCacheBytes).
 	StateCacheBytes int64
+	// ReplayPage is how many artifacts a stream's replay or GET
+	// /artifacts reads per read transaction, writing each page before it
+	// reads the next (default DefaultReplayPage).
+	ReplayPage int
 	// Observer, when set, is told what the writer does, for metrics
 	// (package app gives it the Prometheus adapter).
 	Observer Observer
@@ -52,6 +56,7 @@ const (
 	DefaultMaxArtifactsPerSession = 100_000
 	DefaultMaxSessionBytes        = 1 << 30
 	DefaultStateCacheBytes        = 64 << 20
+	DefaultReplayPage             = 128
 )
 
 func (o Options) withDefaults() Options {
@@ -72,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSessionBytes <= 0 {
 		o.MaxSessionBytes = DefaultMaxSessionBytes
+	}
+	if o.ReplayPage <= 0 {
+		o.ReplayPage = DefaultReplayPage
 	}
 	if o.StateCacheBytes <= 0 {
 		o.StateCacheBytes = DefaultStateCacheBytes

@@ -61,8 +61,8 @@ func New(opts Options) (*App, error) {
 		Observer: m, Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 		Logger: opts.Logger, Now: opts.Now,
 		MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
-		StateCacheBytes: opts.StateCacheBytes,
-		AuthMode:        authMode(opts),
+		StateCacheBytes: opts.StateCacheBytes, ReplayPage: opts.ReplayPage,
+		AuthMode: authMode(opts),
 	})
 	if err != nil {
 		a.closeStore()

@@ -86,6 +86,9 @@ type Options struct {
 	// StateCacheBytes bounds the estimated size of the reducer states the
 	// server keeps in memory (default server.DefaultStateCacheBytes).
 	StateCacheBytes int64
+	// ReplayPage is how many artifacts a replay or GET /artifacts reads
+	// per read transaction (default server.DefaultReplayPage).
+	ReplayPage int
 }
 
 // Defaults.
