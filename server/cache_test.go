@@ -21,26 +21,29 @@ func TestEvictedStateContinuesExactly(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000)
 	clock := func() time.Time { return now }
 	ref := start(t, app.Options{Now: clock})
-	tiny := start(t, app.Options{Now: clock, StateCacheBytes: 1})
+	// A third server with the same budget, whose states count as active
+	// (the clock stands still): the budget does not evict them.
+	busy := start(t, app.Options{Now: clock, StateCacheBytes: 1})
+	tiny := start(t, app.Options{Now: clock, StateCacheBytes: 1, ActiveState: -1})
 	steps := []struct {
 		id   string
 		body []any
 	}{
 		{"a", twoTurns()},
-		{"b", []any{ev("text_delta", "delta", "other session", "agentSeq", 1)}},
+		{"b", []any{ev("turn_started", "turnId", "u1", "source", "user", "agentSeq", 1), ev("text_delta", "delta", "other session", "agentSeq", 2)}},
 		// A retry of a's last two events and one new event.
 		{"a", []any{
 			ev("usage_updated", "inputTokens", 10, "outputTokens", 5, "agentSeq", 6),
 			ev("turn_started", "turnId", "t2", "source", "user", "agentSeq", 8),
 			ev("text_delta", "delta", "more", "agentSeq", 9),
 		}},
-		{"b", []any{ev("text_delta", "delta", " again", "agentSeq", 2)}},
+		{"b", []any{ev("text_delta", "delta", " again", "agentSeq", 3)}},
 		{"a", []any{
 			ev("text_delta", "delta", "more", "agentSeq", 9),
 			ev("turn_completed", "turnId", "t2", "stopReason", "end_turn", "agentSeq", 10),
 		}},
 	}
-	for _, s := range []*app.App{ref, tiny} {
+	for _, s := range []*app.App{ref, tiny, busy} {
 		c := newClient(t, s)
 		c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 		c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
@@ -49,8 +52,12 @@ func TestEvictedStateContinuesExactly(t *testing.T) {
 		var want, got protocol.EventsAccepted
 		newClient(t, ref).must(http.StatusAccepted, &want, "POST", "/sessions/"+step.id+"/events", step.body, protocol.HeaderInstance, "i1")
 		newClient(t, tiny).must(http.StatusAccepted, &got, "POST", "/sessions/"+step.id+"/events", step.body, protocol.HeaderInstance, "i1")
+		newClient(t, busy).must(http.StatusAccepted, nil, "POST", "/sessions/"+step.id+"/events", step.body, protocol.HeaderInstance, "i1")
 		if got != want {
 			t.Fatalf("step %d (%s): evicting server answered %+v; the reference %+v", i, step.id, got, want)
+		}
+		if i == len(steps)-1 {
+			break // a's turn completed: see below
 		}
 		other := map[string]string{"a": "b", "b": "a"}[step.id]
 		if i > 0 {
@@ -58,12 +65,17 @@ func TestEvictedStateContinuesExactly(t *testing.T) {
 				t.Fatalf("step %d: cached states %v; want only %s's (the budget holds one)", i, ids, step.id)
 			}
 		}
-		if ids, _ := server.CachedStates(ref.Server); i > 0 && !ids["a"] {
-			t.Fatalf("step %d: the reference server evicted a", i)
+		if ids, n := server.CachedStates(ref.Server); i > 0 && (len(ids) != 2 || n <= 0) {
+			t.Fatalf("step %d: the reference server caches %v (%d bytes); want a and b", i, ids, n)
+		}
+		if ids, _ := server.CachedStates(busy.Server); i > 0 && len(ids) != 2 {
+			t.Fatalf("step %d: active states evicted for the byte budget: cached %v", i, ids)
 		}
 	}
-	if ids, n := server.CachedStates(ref.Server); len(ids) != 2 || n <= 0 {
-		t.Fatalf("reference cache %v, %d bytes; want both sessions counted", ids, n)
+	// The last step completed a's turn: its small state is dropped at once
+	// everywhere; b's turn is open and stays on the reference server.
+	if ids, _ := server.CachedStates(ref.Server); ids["a"] || !ids["b"] {
+		t.Fatalf("after a's turn completed the reference server caches %v; want only b", ids)
 	}
 	for _, id := range []string{"a", "b"} {
 		if w, g := storedRev(t, ref, id), storedRev(t, tiny, id); w != g {

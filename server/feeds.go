@@ -22,7 +22,7 @@ type ArtifactFeed struct {
 	// the replay already. The adapter closes it.
 	Live *hub.Subscriber
 
-	store Store
+	s     *Server
 	id    string
 	limit int
 	// page is the first page, read by WatchArtifacts.
@@ -36,14 +36,14 @@ type ArtifactFeed struct {
 // session's revision replays all.
 func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*ArtifactFeed, error) {
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
-	f := &ArtifactFeed{Live: sub, store: s.store, id: id, limit: s.opts.ReplayPage}
-	page, err := s.store.ArtifactsPage(ctx, id, after, f.limit)
+	f := &ArtifactFeed{Live: sub, s: s, id: id, limit: s.opts.ReplayPage}
+	page, err := s.artifactsPage(ctx, id, after, f.limit)
 	if err == nil && after > page.Rev {
 		// The client has seen revisions this database never had: it was
 		// restored from a backup (or the client is confused). Replaying
 		// nothing would leave it showing what is no longer true; replay
 		// everything, which it applies over what it has.
-		page, err = s.store.ArtifactsPage(ctx, id, 0, f.limit)
+		page, err = s.artifactsPage(ctx, id, 0, f.limit)
 	}
 	if err != nil {
 		sub.Close()
@@ -82,7 +82,7 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 		}
 		last := page.Artifacts[len(page.Artifacts)-1].Rev
 		var err error
-		if page, err = f.store.ArtifactsPage(ctx, f.id, last, f.limit); err != nil {
+		if page, err = f.s.artifactsPage(ctx, f.id, last, f.limit); err != nil {
 			return 0, fmt.Errorf("artifact replay session=%s after=%d: %w", f.id, last, err)
 		}
 	}
@@ -95,11 +95,16 @@ func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, lim
 	return s.store.ArtifactsBySeq(ctx, id, after, limit)
 }
 
+// artifactsPage is store.ArtifactsPage.
+func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	return s.store.ArtifactsPage(ctx, id, after, limit)
+}
+
 // ArtifactsChanged returns at most limit of the artifacts changed after
 // revision after, in revision order, and the session's revision, read at
 // one moment; more says whether more artifacts follow the last one.
 func (s *Server) ArtifactsChanged(ctx context.Context, id string, after int64, limit int) (page store.Snapshot, more bool, err error) {
-	page, err = s.store.ArtifactsPage(ctx, id, after, limit+1)
+	page, err = s.artifactsPage(ctx, id, after, limit+1)
 	if err != nil {
 		return page, false, err
 	}

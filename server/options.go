@@ -39,6 +39,11 @@ type Options struct {
 	// again from the event log on their next use (default
 	// DefaultStateCacheBytes).
 	StateCacheBytes int64
+	// ActiveState is how long after its last use a reducer state counts
+	// as active: the byte budget does not evict an active state, since
+	// folding it again on each request of a busy session would cost more
+	// than its memory (default DefaultActiveState; negative: none).
+	ActiveState time.Duration
 	// ReplayPage is how many artifacts a stream's replay or GET
 	// /artifacts reads per read transaction, writing each page before it
 	// reads the next (default DefaultReplayPage).
@@ -57,6 +62,7 @@ const (
 	DefaultMaxSessionBytes        = 1 << 30
 	DefaultStateCacheBytes        = 64 << 20
 	DefaultReplayPage             = 128
+	DefaultActiveState            = 5 * time.Second
 )
 
 func (o Options) withDefaults() Options {
@@ -77,6 +83,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSessionBytes <= 0 {
 		o.MaxSessionBytes = DefaultMaxSessionBytes
+	}
+	if o.ActiveState == 0 {
+		o.ActiveState = DefaultActiveState
 	}
 	if o.ReplayPage <= 0 {
 		o.ReplayPage = DefaultReplayPage

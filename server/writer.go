@@ -81,6 +81,8 @@ type state struct {
 	chain *turnChain
 	// cost is the size estimate last counted in writer.stateBytes.
 	cost int64
+	// usedAt is when the state was last used (Options.ActiveState).
+	usedAt time.Time
 }
 
 // Parts of a state's size estimate, measured as heap per cached state
@@ -88,6 +90,9 @@ type state struct {
 // scaffolding; each artifact's node, its JSON fields and map entries; and
 // the text, about as big in the reducer's buffers as in the log.
 const (
+	// idleStateBytes: a state this small whose session has no open turn
+	// is dropped at once (see evict).
+	idleStateBytes     = 16 << 10
 	stateBaseBytes     = 1 << 10
 	stateArtifactBytes = 640
 )
@@ -536,6 +541,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	w.clock++
 	if s, ok := w.states[id]; ok {
 		s.used = w.clock
+		s.usedAt = w.opts.Now()
 		g.states[id] = true
 		return s, nil
 	}
@@ -550,6 +556,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
 	s.used = w.clock
+	s.usedAt = w.opts.Now()
 	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() {
 		// The stored artifacts came from a different fold (a reducer
 		// change). New revisions continue from the fold; say so once.
@@ -667,14 +674,26 @@ func (w *writer) fail(g *group, err error) {
 
 // evict recounts the size of the states the group used and then keeps at
 // most maxStates reducer states and Options.StateCacheBytes of them,
-// dropping the least recently used ones. Those the group used stay, so a
-// session bigger than the budget is not folded again on every request.
+// dropping the least recently used ones. Those the group used stay, and
+// the byte budget spares active ones (Options.ActiveState): folding a
+// busy session again on every request would cost far more than its
+// memory, so busy sessions bigger than the budget together exceed it
+// rather than thrash.
+//
+// A small state whose session has no open turn is dropped right away: a
+// session between turns may stay idle for hours, most stored sessions are
+// such, and folding a short log again when the next turn starts costs one
+// read of a few KiB, while caching it would cost its memory times the
+// collector's headroom for every idle session.
 func (w *writer) evict(g *group) {
 	for id := range g.states {
 		if s, ok := w.states[id]; ok {
 			n := s.size()
 			w.stateBytes += n - s.cost
 			s.cost = n
+			if n <= idleStateBytes && !s.st.TurnOpen() {
+				w.dropState(id)
+			}
 		}
 	}
 	budget := w.opts.StateCacheBytes
@@ -682,21 +701,28 @@ func (w *writer) evict(g *group) {
 		return
 	}
 	type lru struct {
-		id   string
-		used uint64
+		id     string
+		used   uint64
+		active bool
 	}
 	all := make([]lru, 0, len(w.states))
+	now := w.opts.Now()
 	for id, s := range w.states {
-		if !g.states[id] {
-			all = append(all, lru{id, s.used})
+		if g.states[id] {
+			continue
 		}
+		all = append(all, lru{id, s.used, now.Sub(s.usedAt) < w.opts.ActiveState})
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used < all[j].used })
 	// Down to three quarters of either cap, so the sort is not paid on
 	// every commit once the cache is full.
 	for _, x := range all {
-		if len(w.states) <= maxStates*3/4 && w.stateBytes <= budget*3/4 {
+		overCount := len(w.states) > maxStates*3/4
+		if !overCount && w.stateBytes <= budget*3/4 {
 			break
+		}
+		if x.active && !overCount {
+			continue
 		}
 		w.dropState(x.id)
 	}

@@ -89,6 +89,10 @@ type Options struct {
 	// ReplayPage is how many artifacts a replay or GET /artifacts reads
 	// per read transaction (default server.DefaultReplayPage).
 	ReplayPage int
+	// ActiveState is how long after its last use a reducer state is spared
+	// by the byte budget (default server.DefaultActiveState; negative:
+	// none).
+	ActiveState time.Duration
 }
 
 // Defaults.
