@@ -83,6 +83,9 @@ type state struct {
 	cost int64
 	// usedAt is when the state was last used (Options.ActiveState).
 	usedAt time.Time
+	// turnEnded: a turn ended since the state was taken from the cache
+	// (see evict).
+	turnEnded bool
 }
 
 // Parts of a state's size estimate, measured as heap per cached state
@@ -90,8 +93,8 @@ type state struct {
 // scaffolding; each artifact's node, its JSON fields and map entries; and
 // the text, about as big in the reducer's buffers as in the log.
 const (
-	// idleStateBytes: a state this small whose session has no open turn
-	// is dropped at once (see evict).
+	// idleStateBytes: a state this small whose turn has just ended is
+	// dropped at once (see evict).
 	idleStateBytes     = 16 << 10
 	stateBaseBytes     = 1 << 10
 	stateArtifactBytes = 640
@@ -542,6 +545,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if s, ok := w.states[id]; ok {
 		s.used = w.clock
 		s.usedAt = w.opts.Now()
+		s.turnEnded = false
 		g.states[id] = true
 		return s, nil
 	}
@@ -557,6 +561,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	}
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
+	s.turnEnded = false
 	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() {
 		// The stored artifacts came from a different fold (a reducer
 		// change). New revisions continue from the fold; say so once.
@@ -680,8 +685,8 @@ func (w *writer) fail(g *group, err error) {
 // memory, so busy sessions bigger than the budget together exceed it
 // rather than thrash.
 //
-// A small state whose session has no open turn is dropped right away: a
-// session between turns may stay idle for hours, most stored sessions are
+// A small state whose turn ended in the group, and no other began, is
+// dropped right away: a session between turns may stay idle for hours, most stored sessions are
 // such, and folding a short log again when the next turn starts costs one
 // read of a few KiB, while caching it would cost its memory times the
 // collector's headroom for every idle session.
@@ -691,7 +696,7 @@ func (w *writer) evict(g *group) {
 			n := s.size()
 			w.stateBytes += n - s.cost
 			s.cost = n
-			if n <= idleStateBytes && !s.st.TurnOpen() {
+			if n <= idleStateBytes && s.turnEnded && !s.st.TurnOpen() {
 				w.dropState(id)
 			}
 		}
