@@ -20,14 +20,17 @@ func TestStateSizeEstimate(t *testing.T) {
 		turns      int
 		deltas     int
 		deltaBytes int
+		// n states are measured together, enough that other goroutines
+		// of the test binary cannot move the figure much.
+		n int
 	}{
-		{"one short turn", 1, 8, 20},
-		{"many short turns", 20, 8, 20},
-		{"long text", 2, 200, 400},
+		{"one short turn", 1, 8, 20, 1000},
+		{"many short turns", 20, 8, 20, 50},
+		{"long text", 2, 200, 400, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log := sessionLog(t, tc.turns, tc.deltas, tc.deltaBytes)
-			const n = 50
+			n := tc.n
 			states := make([]*state, n)
 			var before, after runtime.MemStats
 			runtime.GC()
@@ -41,7 +44,7 @@ func TestStateSizeEstimate(t *testing.T) {
 			}
 			runtime.GC()
 			runtime.ReadMemStats(&after)
-			measured := float64(after.HeapAlloc-before.HeapAlloc) / n
+			measured := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
 			estimate := float64(states[0].size())
 			runtime.KeepAlive(states)
 			t.Logf("measured %.0f bytes per state, estimate %.0f (log %d bytes)", measured, estimate, states[0].logBytes)
