@@ -326,6 +326,26 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"text_delta"}`), sbx, 400, false)
 	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), big, sbx, 413, false)
 	c.call("GET", "/sessions/oa-1/artifacts", nil, nil, tok, 200, true)
+	// The same, a page at a time by revision.
+	_, b = c.call("GET", "/sessions/oa-1/artifacts?limit=2", nil, nil, tok, 200, true)
+	var artPage struct {
+		Artifacts []json.RawMessage
+		Rev       int64
+		Next      *int64
+	}
+	if err := json.Unmarshal(b, &artPage); err != nil || len(artPage.Artifacts) != 2 || artPage.Next == nil || artPage.Rev == 0 {
+		t.Fatalf("GET /sessions/oa-1/artifacts?limit=2: %v %s", err, b)
+	}
+	_, b = c.call("GET", fmt.Sprintf("/sessions/oa-1/artifacts?after=%d", *artPage.Next), nil, nil, tok, 200, true)
+	if err := json.Unmarshal(b, &artPage); err != nil || len(artPage.Artifacts) == 0 || artPage.Next != nil {
+		t.Fatalf("GET /sessions/oa-1/artifacts after %d: %v %s", *artPage.Next, err, b)
+	}
+	for _, q := range []string{"limit=0", "limit=5001", "after=-1", "after=x"} {
+		_, b = c.call("GET", "/sessions/oa-1/artifacts?"+q, nil, nil, tok, 400, false)
+		if want := q[:strings.Index(q, "=")]; !strings.Contains(string(b), want) {
+			t.Errorf("GET /sessions/oa-1/artifacts?%s: the error does not name %s: %s", q, want, b)
+		}
+	}
 
 	// The artifact stream: the replay, then live creations and updates.
 	arts, closeArts := c.stream("/sessions/oa-1/stream", nil, tok)

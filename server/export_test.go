@@ -19,8 +19,31 @@ type dropStateReq struct {
 }
 
 func (r *dropStateReq) apply(w *writer, _ *group) {
-	delete(w.states, r.id)
+	w.dropState(r.id)
 	r.reply.ok(struct{}{})
+}
+
+// CachedStates returns the sessions whose reducer state is cached and the
+// estimated bytes they hold.
+func CachedStates(s *Server) (map[string]bool, int64) {
+	r := newReply[cached]()
+	c, _ := call(context.Background(), s.w, &cachedReq{reply: r}, r)
+	return c.ids, c.bytes
+}
+
+type cached struct {
+	ids   map[string]bool
+	bytes int64
+}
+
+type cachedReq struct{ reply reply[cached] }
+
+func (r *cachedReq) apply(w *writer, _ *group) {
+	c := cached{ids: map[string]bool{}, bytes: w.stateBytes}
+	for id := range w.states {
+		c.ids[id] = true
+	}
+	r.reply.ok(c)
 }
 
 // Subscribers returns how many streams follow the session's artifacts.

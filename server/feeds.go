@@ -6,6 +6,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Feeds: what a stream needs from the domain, a starting point (a
@@ -13,41 +14,109 @@ import (
 // wire format. An adapter frames both (internal/httpapi: SSE).
 
 // ArtifactFeed is a session's artifacts from a revision on, then its live
-// changes.
+// changes. The replay is read from the store a page at a time (Replay), so
+// what it holds in memory is one page, however long the session.
 type ArtifactFeed struct {
-	// Snapshot holds every artifact changed after the revision asked for
-	// (each once, as stored now) and the session's head revision.
-	Snapshot Snapshot
 	// Live receives the session's artifact change records (Seq =
-	// revision); those with Seq <= Snapshot.Rev are in the snapshot
-	// already. The adapter closes it.
+	// revision); those with Seq at or below what Replay returned are in
+	// the replay already. The adapter closes it.
 	Live *hub.Subscriber
+
+	s     *Server
+	id    string
+	limit int
+	// page is the first page, read by WatchArtifacts.
+	page store.Snapshot
 }
 
-// WatchArtifacts subscribes first, then reads the snapshot: a change
-// committed in between is in both, and the live copy is skipped by its
-// revision. after > 0 resumes: every artifact changed after it, including
-// older artifacts updated while the client was away, once each; after
-// above the session's revision replays all.
-func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (ArtifactFeed, error) {
+// WatchArtifacts subscribes first, then reads the first page of the
+// replay (so an unknown session fails here, before anything is sent).
+// after > 0 resumes: every artifact changed after it, including older
+// artifacts updated while the client was away, once each; after above the
+// session's revision replays all.
+func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*ArtifactFeed, error) {
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
-	snap, err := s.store.ArtifactsSince(ctx, id, after)
-	if err != nil {
-		sub.Close()
-		return ArtifactFeed{}, err
-	}
-	if after > snap.Rev {
+	f := &ArtifactFeed{Live: sub, s: s, id: id, limit: s.opts.ReplayPage}
+	page, err := s.artifactsPage(ctx, id, after, f.limit)
+	if err == nil && after > page.Rev {
 		// The client has seen revisions this database never had: it was
 		// restored from a backup (or the client is confused). Replaying
 		// nothing would leave it showing what is no longer true; replay
 		// everything, which it applies over what it has.
-		if snap, err = s.store.ArtifactsSince(ctx, id, 0); err != nil {
-			sub.Close()
-			return ArtifactFeed{}, err
+		page, err = s.artifactsPage(ctx, id, 0, f.limit)
+	}
+	if err != nil {
+		sub.Close()
+		return nil, fmt.Errorf("artifact stream session=%s: %w", id, err)
+	}
+	f.page = page
+	return f, nil
+}
+
+// Replay hands the replay to emit a page at a time, in revision order,
+// reading each page in its own read transaction after emit returned for
+// the one before, and returns the revision the replay brought the client
+// up to: live records above it are new to the client, those at or below
+// it are in the replay.
+//
+// Why that is exact: each page holds the artifacts with the lowest
+// revisions above the previous page's last one, read at one moment. An
+// artifact changed while the replay runs gets a revision above every page
+// read so far, so a later page holds it again, as it is then (the client
+// lets a snapshot replace what it holds). The replay ends with a page
+// shorter than the limit: at that moment it held every artifact up to the
+// session's revision, and what the client has is the session as of that
+// revision; every change above it was committed after the subscription
+// and is in Live. A change is thus in the replay or live, never both.
+func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) error) (int64, error) {
+	page := f.page
+	f.page = store.Snapshot{}
+	for {
+		if len(page.Artifacts) > 0 {
+			if err := emit(page.Artifacts); err != nil {
+				return 0, err
+			}
+		}
+		if len(page.Artifacts) < f.limit {
+			return page.Rev, nil
+		}
+		last := page.Artifacts[len(page.Artifacts)-1].Rev
+		var err error
+		if page, err = f.s.artifactsPage(ctx, f.id, last, f.limit); err != nil {
+			return 0, fmt.Errorf("artifact replay session=%s after=%d: %w", f.id, last, err)
 		}
 	}
-	return ArtifactFeed{Snapshot: snap, Live: sub}, nil
 }
+
+// ArtifactsBySeq returns at most limit of the session's artifacts with
+// seq > after, in seq order: GET /artifacts reads the whole list with it,
+// a page at a time.
+func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	return s.store.ArtifactsBySeq(ctx, id, after, limit)
+}
+
+// artifactsPage is store.ArtifactsPage.
+func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	return s.store.ArtifactsPage(ctx, id, after, limit)
+}
+
+// ArtifactsChanged returns at most limit of the artifacts changed after
+// revision after, in revision order, and the session's revision, read at
+// one moment; more says whether more artifacts follow the last one.
+func (s *Server) ArtifactsChanged(ctx context.Context, id string, after int64, limit int) (page store.Snapshot, more bool, err error) {
+	page, err = s.artifactsPage(ctx, id, after, limit+1)
+	if err != nil {
+		return page, false, err
+	}
+	if len(page.Artifacts) > limit {
+		page.Artifacts, more = page.Artifacts[:limit], true
+	}
+	return page, more, nil
+}
+
+// ReplayPage is how many artifacts a replay or GET /artifacts reads per
+// read transaction (Options.ReplayPage).
+func (s *Server) ReplayPage() int { return s.opts.ReplayPage }
 
 // SessionFeed is the session records of a project (all when ""), then
 // their live changes.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // domain runs the domain alone, no HTTP, on a real SQLite file.
@@ -64,8 +65,10 @@ func TestFeedsCarryChangeRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer arts.Live.Close()
-	if len(arts.Snapshot.Artifacts) != 0 || arts.Snapshot.Rev != 0 {
-		t.Fatalf("snapshot of a new session: %+v", arts.Snapshot)
+	var replayed []store.Artifact
+	rev, err := arts.Replay(ctx, func(p []store.Artifact) error { replayed = append(replayed, p...); return nil })
+	if err != nil || len(replayed) != 0 || rev != 0 {
+		t.Fatalf("replay of a new session: %v, rev %d, %v", replayed, rev, err)
 	}
 	if _, err := s.AppendEvents(ctx, "a", "i1", []protocol.Event{{Type: protocol.EventUserMessage, Text: "hi"}}); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,20 @@ type Options struct {
 	// default): approval decisions are recorded under it. The domain does
 	// not check credentials; the HTTP adapter does.
 	AuthMode string
+	// StateCacheBytes bounds the estimated size of the reducer states kept
+	// in memory: beyond it the least recently used are dropped and folded
+	// again from the event log on their next use (default
+	// DefaultStateCacheBytes).
+	StateCacheBytes int64
+	// ActiveState is how long after its last use a reducer state counts
+	// as active: the byte budget does not evict an active state, since
+	// folding it again on each request of a busy session would cost more
+	// than its memory (default DefaultActiveState; negative: none).
+	ActiveState time.Duration
+	// ReplayPage is how many artifacts a stream's replay or GET
+	// /artifacts reads per read transaction, writing each page before it
+	// reads the next (default DefaultReplayPage).
+	ReplayPage int
 	// Observer, when set, is told what the writer does, for metrics
 	// (package app gives it the Prometheus adapter).
 	Observer Observer
@@ -46,6 +60,9 @@ const (
 
 	DefaultMaxArtifactsPerSession = 100_000
 	DefaultMaxSessionBytes        = 1 << 30
+	DefaultStateCacheBytes        = 64 << 20
+	DefaultReplayPage             = 128
+	DefaultActiveState            = 5 * time.Second
 )
 
 func (o Options) withDefaults() Options {
@@ -66,6 +83,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSessionBytes <= 0 {
 		o.MaxSessionBytes = DefaultMaxSessionBytes
+	}
+	if o.ActiveState == 0 {
+		o.ActiveState = DefaultActiveState
+	}
+	if o.ReplayPage <= 0 {
+		o.ReplayPage = DefaultReplayPage
+	}
+	if o.StateCacheBytes <= 0 {
+		o.StateCacheBytes = DefaultStateCacheBytes
 	}
 	return o
 }

@@ -87,6 +87,7 @@ func (s *state) chainEvent(e store.Event, changes []reducer.Change) []endedTurn 
 	var out []endedTurn
 	for _, a := range endedTurns(s.st, changes) {
 		out = append(out, endedTurn{id: a.ID, digest: s.chain.cut()})
+		s.turnEnded = true
 	}
 	return out
 }

@@ -23,8 +23,9 @@ const (
 	// queueLen is how many requests may wait for the writer; beyond it
 	// handlers wait to enqueue, which is the backpressure.
 	queueLen = 1024
-	// maxStates caps the reducer states kept in memory. An evicted state is
-	// folded again from the event log on its next use.
+	// maxStates caps the reducer states kept in memory, beside their
+	// estimated size (Options.StateCacheBytes). An evicted state is folded
+	// again from the event log on its next use.
 	maxStates = 1024
 	// commitTimeout bounds one transaction; busy_timeout is 5s.
 	commitTimeout = 30 * time.Second
@@ -78,6 +79,30 @@ type state struct {
 	// chain is the running turn digest of the log (turns.go); nil until
 	// the first event.
 	chain *turnChain
+	// cost is the size estimate last counted in writer.stateBytes.
+	cost int64
+	// usedAt is when the state was last used (Options.ActiveState).
+	usedAt time.Time
+	// turnEnded: a turn ended since the state was taken from the cache
+	// (see evict).
+	turnEnded bool
+}
+
+// Parts of a state's size estimate, measured as heap per cached state
+// (see TestStateSizeEstimate): a state's maps, digest and reducer
+// scaffolding; each artifact's node, its JSON fields and map entries; and
+// the text, about as big in the reducer's buffers as in the log.
+const (
+	// idleStateBytes: a state this small whose turn has just ended is
+	// dropped at once (see evict).
+	idleStateBytes     = 16 << 10
+	stateBaseBytes     = 1 << 10
+	stateArtifactBytes = 640
+)
+
+// size estimates the memory the state holds.
+func (s *state) size() int64 {
+	return stateBaseBytes + int64(s.st.Len())*stateArtifactBytes + s.logBytes
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -137,8 +162,10 @@ type writer struct {
 	holders   map[string]*holder
 	deadlines map[string]time.Time
 	clock     uint64 // for LRU and ordering
-	tokens    uint64
-	lastProbe time.Time
+	// stateBytes is the sum of the cached states' cost.
+	stateBytes int64
+	tokens     uint64
+	lastProbe  time.Time
 
 	// obs is told what happens, for metrics (nopObserver by default).
 	obs Observer
@@ -501,9 +528,7 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	g.ops = append(g.ops, store.DeleteSession{ID: id})
 	g.put(id, nil)
 	delete(g.dirty, id)
-	if _, ok := w.states[id]; ok {
-		delete(w.states, id)
-	}
+	w.dropState(id)
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
 	msg := &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() {
@@ -527,6 +552,8 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	w.clock++
 	if s, ok := w.states[id]; ok {
 		s.used = w.clock
+		s.usedAt = w.opts.Now()
+		s.turnEnded = false
 		g.states[id] = true
 		return s, nil
 	}
@@ -536,11 +563,30 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, used: w.clock, nextPos: 1, policy: newArtifactPolicy()}
+	s, err := foldState(log)
+	if err != nil {
+		return nil, fmt.Errorf("fold session=%s: %w", id, err)
+	}
+	s.used = w.clock
+	s.usedAt = w.opts.Now()
+	s.turnEnded = false
+	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() {
+		// The stored artifacts came from a different fold (a reducer
+		// change). New revisions continue from the fold; say so once.
+		w.log.Warn("folded revision differs from stored", slog.String("session", id), slog.Int64("stored", e.rec.Rev), slog.Int64("folded", s.st.Rev()))
+	}
+	w.states[id] = s
+	g.states[id] = true
+	return s, nil
+}
+
+// foldState builds a session's state from its event log.
+func foldState(log []store.Event) (*state, error) {
+	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, policy: newArtifactPolicy()}
 	for _, le := range log {
 		var ev protocol.Event
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
-			return nil, fmt.Errorf("fold session=%s pos=%d: %w", id, le.Pos, err)
+			return nil, fmt.Errorf("pos=%d: %w", le.Pos, err)
 		}
 		s.chainEvent(le, s.st.Apply(ev))
 		s.nextPos = le.Pos + 1
@@ -549,13 +595,6 @@ func (w *writer) state(g *group, id string) (*state, error) {
 			s.maxSeq[le.Instance] = le.AgentSeq
 		}
 	}
-	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() {
-		// The stored artifacts came from a different fold (a reducer
-		// change). New revisions continue from the fold; say so once.
-		w.log.Warn("folded revision differs from stored", slog.String("session", id), slog.Int64("stored", e.rec.Rev), slog.Int64("folded", s.st.Rev()))
-	}
-	w.states[id] = s
-	g.states[id] = true
 	return s, nil
 }
 
@@ -611,14 +650,23 @@ func (w *writer) commit(g *group) {
 	for _, f := range g.after {
 		f()
 	}
-	w.evict()
+	w.evict(g)
+}
+
+// dropState forgets a session's cached reducer state; its next use folds
+// the log again.
+func (w *writer) dropState(id string) {
+	if s, ok := w.states[id]; ok {
+		w.stateBytes -= s.cost
+		delete(w.states, id)
+	}
 }
 
 func (w *writer) fail(g *group, err error) {
 	w.log.Error("commit failed", slog.Int("ops", len(g.ops)), slog.Any("err", err))
 	w.obs.CommitFailed()
 	for id := range g.states {
-		delete(w.states, id)
+		w.dropState(id)
 	}
 	// A timeout that could not be stored is retried a little later, not
 	// in a hot loop against a failing database.
@@ -639,23 +687,59 @@ func (w *writer) fail(g *group, err error) {
 	}
 }
 
-// evict keeps at most maxStates reducer states, dropping the least
-// recently used ones.
-func (w *writer) evict() {
-	if len(w.states) <= maxStates {
+// evict recounts the size of the states the group used and then keeps at
+// most maxStates reducer states and Options.StateCacheBytes of them,
+// dropping the least recently used ones. Those the group used stay, and
+// the byte budget spares active ones (Options.ActiveState): folding a
+// busy session again on every request would cost far more than its
+// memory, so busy sessions bigger than the budget together exceed it
+// rather than thrash.
+//
+// A small state whose turn ended in the group, and no other began, is
+// dropped right away: a session between turns may stay idle for hours, most stored sessions are
+// such, and folding a short log again when the next turn starts costs one
+// read of a few KiB, while caching it would cost its memory times the
+// collector's headroom for every idle session.
+func (w *writer) evict(g *group) {
+	for id := range g.states {
+		if s, ok := w.states[id]; ok {
+			n := s.size()
+			w.stateBytes += n - s.cost
+			s.cost = n
+			if n <= idleStateBytes && s.turnEnded && !s.st.TurnOpen() {
+				w.dropState(id)
+			}
+		}
+	}
+	budget := w.opts.StateCacheBytes
+	if len(w.states) <= maxStates && w.stateBytes <= budget {
 		return
 	}
 	type lru struct {
-		id   string
-		used uint64
+		id     string
+		used   uint64
+		active bool
 	}
 	all := make([]lru, 0, len(w.states))
+	now := w.opts.Now()
 	for id, s := range w.states {
-		all = append(all, lru{id, s.used})
+		if g.states[id] {
+			continue
+		}
+		all = append(all, lru{id, s.used, now.Sub(s.usedAt) < w.opts.ActiveState})
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used < all[j].used })
-	for _, x := range all[:len(all)-maxStates*3/4] {
-		delete(w.states, x.id)
+	// Down to three quarters of either cap, so the sort is not paid on
+	// every commit once the cache is full.
+	for _, x := range all {
+		overCount := len(w.states) > maxStates*3/4
+		if !overCount && w.stateBytes <= budget*3/4 {
+			break
+		}
+		if x.active && !overCount {
+			continue
+		}
+		w.dropState(x.id)
 	}
 }
 

@@ -89,6 +89,16 @@ type Options struct {
 	// ticket's minute. Empty: a random key per process. At least
 	// MinTicketKeyLen bytes.
 	TicketKey []byte
+	// StateCacheBytes bounds the estimated size of the reducer states the
+	// server keeps in memory (default server.DefaultStateCacheBytes).
+	StateCacheBytes int64
+	// ReplayPage is how many artifacts a replay or GET /artifacts reads
+	// per read transaction (default server.DefaultReplayPage).
+	ReplayPage int
+	// ActiveState is how long after its last use a reducer state is spared
+	// by the byte budget (default server.DefaultActiveState; negative:
+	// none).
+	ActiveState time.Duration
 }
 
 // Defaults.

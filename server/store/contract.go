@@ -31,6 +31,18 @@ type Store interface {
 	// be above Rev (a client of a database restored from a backup): the
 	// result then has no artifacts, and the server decides what to do.
 	ArtifactsSince(ctx context.Context, id string, after int64) (Snapshot, error)
+	// ArtifactsPage is one page of ArtifactsSince: at most limit (> 0) of
+	// the artifacts with rev > after, the lowest revs first, and the
+	// session's Rev, read in one read transaction. A page shorter than
+	// limit holds every artifact with after < rev <= Rev. Replays read a
+	// session page by page, each page in its own short transaction, so
+	// neither the server's memory nor a long read (which keeps SQLite's
+	// WAL from being reset) grows with the session.
+	ArtifactsPage(ctx context.Context, id string, after int64, limit int) (Snapshot, error)
+	// ArtifactsBySeq returns at most limit (> 0) of the session's
+	// artifacts with seq > after, ordered by seq, every pending append
+	// merged in: Artifacts page by page. A missing session is CodeNotFound.
+	ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]Artifact, error)
 	// Commands returns the session's commands with after < id <= upTo in
 	// id order.
 	Commands(ctx context.Context, id string, after, upTo int64) ([]Command, error)

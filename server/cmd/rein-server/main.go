@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,10 +23,21 @@ import (
 
 // gcPercent is the GOGC the server runs with unless GOGC is set. Ingest
 // allocates per event (decoded events, stored bodies, changes) while the
-// live heap stays small, so the default of 100 collects very often: at
-// 400, rein-bench ingest_batch measured 15-20% faster, for about 1 KiB
-// more RSS per idle subscriber (33 KiB, target 40).
-const gcPercent = 400
+// live heap stays small, so the default of 100 collects very often:
+// rein-bench ingest_batch measured about 50k events/s at 200 and at 400,
+// 38k at 100. The price is memory: the heap may grow to 1+GOGC/100 times
+// what is live, and RSS per stored idle session (10,000 sessions) measured
+// 3.3 KiB at 100, 4.5 at 200 and 6.8 at 400. 200 keeps the ingest speed
+// for two thirds of 400's memory; the memory limit caps the rest.
+const gcPercent = 200
+
+// defaultMemoryLimit is the Go soft memory limit when neither
+// --memory-limit nor GOMEMLIMIT is set. With a limit, GOGC's headroom is
+// spent only while it fits: the collector runs more often as the heap
+// nears the limit. Issue 19 asks a long-running server to stay within 256
+// MiB of RSS; SQLite's page caches and the WAL index (not Go memory) come
+// on top of the limit, 20-30 MiB under make soak, hence 192.
+const defaultMemoryLimit = 192 << 20
 
 func main() {
 	if os.Getenv("GOGC") == "" {
@@ -68,6 +81,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"REIN_METRICS_ADDR"}, Usage: "also serve GET /metrics without authentication on this address (e.g. 127.0.0.1:9480), for a scraper; /metrics on the API address needs the client token"},
 			&cli.BoolFlag{Name: "access-log", EnvVars: []string{"REIN_ACCESS_LOG"}, Usage: "log one line per request: method, route pattern, status, duration, bytes (never a header or the query)"},
 			&cli.StringFlag{Name: "stream-ticket-key-file", EnvVars: []string{"REIN_STREAM_TICKET_KEY_FILE"}, Usage: "file holding the key that signs stream tickets (at least 32 bytes, trimmed); every server behind one address must share it. Default: a random key per process"},
+			&cli.StringFlag{Name: "memory-limit", EnvVars: []string{"REIN_MEMORY_LIMIT"}, Usage: `Go soft memory limit, e.g. 512MiB, 1GiB or "off"; unset: GOMEMLIMIT if set, else 192MiB. A quarter of it bounds the cached reducer states`},
 			&cli.Int64Flag{Name: "max-session-bytes", Value: app.DefaultMaxSessionBytes, EnvVars: []string{"REIN_MAX_SESSION_BYTES"}, Usage: "events that would take a session's stored event log past this many bytes get 413"},
 		},
 		HideHelpCommand: true,
@@ -87,6 +101,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return fmt.Errorf("--%s %d: must be positive", name, v)
 				}
 			}
+			limit, err := memoryLimit(c.String("memory-limit"), c.IsSet("memory-limit"), os.Getenv("GOMEMLIMIT"))
+			if err != nil {
+				return err
+			}
+			debug.SetMemoryLimit(limit)
 			token, err := readToken(c.String("api-token"), c.String("api-token-file"))
 			if err != nil {
 				return err
@@ -114,9 +133,77 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				MetricsAddr:            c.String("metrics-addr"),
 				AccessLog:              c.Bool("access-log"),
 				TicketKey:              ticketKey,
+				StateCacheBytes:        stateCacheBytes(limit),
 			})
 		},
 	}
+}
+
+// memoryLimit is the soft memory limit to set: the flag's value when it
+// was given (or its env var), else GOMEMLIMIT's (which the runtime has
+// already applied and which uses the same syntax), else the default. "off"
+// means no limit.
+func memoryLimit(flag string, set bool, env string) (int64, error) {
+	if !set || flag == "" {
+		if env != "" {
+			// The runtime parsed GOMEMLIMIT at start (and refused to start
+			// on a bad one): read back what it applies.
+			return debug.SetMemoryLimit(-1), nil
+		}
+		return defaultMemoryLimit, nil
+	}
+	n, err := parseSize(flag)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit %q: %w", flag, err)
+	}
+	return n, nil
+}
+
+// noLimit is what debug.SetMemoryLimit takes for "no limit".
+const noLimit = math.MaxInt64
+
+// parseSize reads a byte count: a whole number with an optional unit, B,
+// KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000),
+// or "off" for no limit.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if strings.EqualFold(t, "off") {
+		return noLimit, nil
+	}
+	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(t)
+	}
+	if i == 0 {
+		return 0, errors.New("want a number of bytes with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB) or off")
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("number: %w", err)
+	}
+	units := map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+	unit, ok := units[strings.TrimSpace(t[i:])]
+	if !ok {
+		return 0, fmt.Errorf("unknown unit %q: want B, KiB, MiB, GiB, TiB, KB, MB, GB, TB", strings.TrimSpace(t[i:]))
+	}
+	if n <= 0 {
+		return 0, errors.New("must be positive (or off)")
+	}
+	if n > math.MaxInt64/unit {
+		return 0, errors.New("too large")
+	}
+	return n * unit, nil
+}
+
+// stateCacheBytes is the reducer-state cache's share of the memory limit:
+// a quarter, leaving the rest to replays, requests and the collector's
+// headroom. Without a limit the server's default applies.
+func stateCacheBytes(limit int64) int64 {
+	if limit == noLimit {
+		return 0
+	}
+	return max(limit/4, 1<<20)
 }
 
 // readToken returns the client token from the flag or the file (trimmed:

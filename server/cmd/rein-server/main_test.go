@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,75 @@ func TestLimitFlagsFromEnv(t *testing.T) {
 	}
 }
 
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"512MiB", 512 << 20, false},
+		{"1GiB", 1 << 30, false},
+		{"1 GiB", 1 << 30, false},
+		{"2KB", 2000, false},
+		{"4096", 4096, false},
+		{"10B", 10, false},
+		{"off", noLimit, false},
+		{"OFF", noLimit, false},
+		{"", 0, true},
+		{"MiB", 0, true},
+		{"-1MiB", 0, true},
+		{"0", 0, true},
+		{"1.5GiB", 0, true},
+		{"1mib", 0, true},
+		{"99999999999TiB", 0, true},
+	} {
+		got, err := parseSize(tc.in)
+		if (err != nil) != tc.err || (!tc.err && got != tc.want) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// The flag wins, GOMEMLIMIT (as the runtime applied it) comes next, the
+// default last.
+func TestMemoryLimitChoice(t *testing.T) {
+	prev := debug.SetMemoryLimit(123 << 20)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	for _, tc := range []struct {
+		flag string
+		set  bool
+		env  string
+		want int64
+	}{
+		{"", false, "", defaultMemoryLimit},
+		{"", false, "123MiB", 123 << 20},
+		{"1GiB", true, "123MiB", 1 << 30},
+		{"off", true, "", noLimit},
+	} {
+		got, err := memoryLimit(tc.flag, tc.set, tc.env)
+		if err != nil || got != tc.want {
+			t.Errorf("memoryLimit(%q, %v, %q) = %d, %v; want %d", tc.flag, tc.set, tc.env, got, err, tc.want)
+		}
+	}
+	if got := stateCacheBytes(1 << 30); got != 256<<20 {
+		t.Errorf("stateCacheBytes(1GiB) = %d; want a quarter", got)
+	}
+	if got := stateCacheBytes(noLimit); got != 0 {
+		t.Errorf("stateCacheBytes(no limit) = %d; want 0 (the server's default)", got)
+	}
+}
+
+// REIN_MEMORY_LIMIT reaches the runtime's soft limit.
+func TestMemoryLimitFromEnv(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	t.Setenv("REIN_MEMORY_LIMIT", "300MiB")
+	startApp(t)
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Fatalf("soft memory limit %d; want 300MiB", got)
+	}
+}
+
 func TestSecurityFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
@@ -252,6 +322,8 @@ func TestSecurityFlagErrors(t *testing.T) {
 		{[]string{"--max-session-bytes", "0"}, "--max-session-bytes"},
 		{[]string{"--max-artifacts-per-session", "-1"}, "--max-artifacts-per-session"},
 		{[]string{"--max-body", "0"}, "--max-body"},
+		{[]string{"--memory-limit", "12XB"}, "--memory-limit"},
+		{[]string{"--memory-limit", "0"}, "--memory-limit"},
 	} {
 		var out, errOut strings.Builder
 		err := newApp(&out, &errOut).RunContext(context.Background(), append([]string{"rein-server", "--db", ":memory:", "--port", "0"}, tc.args...))

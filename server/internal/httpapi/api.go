@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/openapi"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Service is what the routes need from the domain service.
@@ -41,8 +43,16 @@ type Service interface {
 	// holds the bytes each event came as where they can be stored as they
 	// are (nil where not, or altogether).
 	AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error)
-	// Artifacts returns the session's artifact JSON ordered by seq.
-	Artifacts(ctx context.Context, id string) ([]json.RawMessage, error)
+	// ArtifactsBySeq returns at most limit of the session's artifacts with
+	// seq > after, ordered by seq; GET /artifacts without parameters
+	// reads the whole list with it, a page of ReplayPage at a time.
+	ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error)
+	// ArtifactsChanged returns at most limit of the artifacts changed
+	// after revision after, in revision order, with the session's
+	// revision, and whether more follow (GET /artifacts?after=&limit=).
+	ArtifactsChanged(ctx context.Context, id string, after int64, limit int) (store.Snapshot, bool, error)
+	// ReplayPage is how many artifacts to read at a time.
+	ReplayPage() int
 	// ArtifactStream prepares an artifact stream; resume says whether the
 	// client sent Last-Event-ID (after).
 	ArtifactStream(ctx context.Context, id string, after int64, resume bool) (*Stream, error)
@@ -417,16 +427,103 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusAccepted, res)
 }
 
+// Pages of GET /sessions/:id/artifacts?after=&limit=.
+const (
+	defaultArtifactsLimit = 500
+	maxArtifactsLimit     = 5000
+)
+
+// artifacts answers GET /sessions/:id/artifacts. Without parameters it is
+// the whole list in seq order, as it always was, but read and written a
+// page at a time, so the server never holds a long session's artifacts at
+// once. With after or limit it is one page of the artifacts changed after
+// revision after, in revision order, with a cursor for the next.
 func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
-	list, err := a.svc.Artifacts(r.Context(), id)
+	q := r.URL.Query()
+	if !q.Has("after") && !q.Has("limit") {
+		a.allArtifacts(w, r, id)
+		return
+	}
+	after, err := intParam(r, "after", 0, 0)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
-	if list == nil {
-		list = []json.RawMessage{}
+	limit, err := intParam(r, "limit", defaultArtifactsLimit, maxArtifactsLimit)
+	if err == nil && limit == 0 {
+		err = protocol.Errorf(protocol.CodeInvalid, "limit: must be at least 1")
 	}
-	writeJSON(w, http.StatusOK, list)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	page, more, err := a.svc.ArtifactsChanged(r.Context(), id, after, int(limit))
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"artifacts":[`)
+	for i, art := range page.Artifacts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		json.HTMLEscape(&b, art.Body)
+	}
+	b.WriteString(`],"rev":`)
+	b.WriteString(strconv.FormatInt(page.Rev, 10))
+	b.WriteString(`,"next":`)
+	if more {
+		b.WriteString(strconv.FormatInt(page.Artifacts[len(page.Artifacts)-1].Rev, 10))
+	} else {
+		b.WriteString("null")
+	}
+	b.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Bytes())
+}
+
+// allArtifacts streams the whole list as a JSON array, the same bytes as
+// encoding/json would give for it. The first page is read before the
+// status is sent, so an unknown session is still a 404; a read that fails
+// later aborts the response, so the client sees a broken body, never a
+// short list that looks complete.
+func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
+	limit := a.svc.ReplayPage()
+	page, err := a.svc.ArtifactsBySeq(r.Context(), id, 0, limit)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	var b bytes.Buffer
+	b.WriteByte('[')
+	first := true
+	for {
+		for _, art := range page {
+			if !first {
+				b.WriteByte(',')
+			}
+			first = false
+			json.HTMLEscape(&b, art.Body)
+		}
+		if len(page) < limit {
+			break
+		}
+		if _, err := w.Write(b.Bytes()); err != nil {
+			return // the client went away
+		}
+		b.Reset()
+		last := page[len(page)-1].Seq
+		if page, err = a.svc.ArtifactsBySeq(r.Context(), id, last, limit); err != nil {
+			a.log.Warn("artifact list cut short", "session", id, "after", last, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	b.WriteString("]\n")
+	_, _ = w.Write(b.Bytes())
 }
 
 func (a *API) artifactStream(w http.ResponseWriter, r *http.Request, id string) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Domain adapts the domain server to Service: it frames the domain's feeds
@@ -17,24 +18,39 @@ func Domain(s *server.Server) Service { return service{s} }
 // (GetSession, Health, ...) serve as they are.
 type service struct{ *server.Server }
 
-// ArtifactStream sends the domain's snapshot as artifact_snapshot messages
-// then snapshot_complete; live changes at or below its revision are
-// skipped (After), since the snapshot holds them.
+// ArtifactStream sends the domain's replay as artifact_snapshot messages,
+// a page at a time as the domain reads them, then snapshot_complete; live
+// changes at or below the replay's revision are skipped (After), since
+// the replay holds them.
 func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ bool) (*Stream, error) {
 	f, err := s.WatchArtifacts(ctx, id, after)
 	if err != nil {
 		return nil, err
 	}
-	initial := make([][]byte, 0, len(f.Snapshot.Artifacts)+1)
-	for _, a := range f.Snapshot.Artifacts {
-		// The stored JSON is sent as is: no decode and re-encode.
-		data := make([]byte, 0, len(a.Body)+13)
-		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
-		initial = append(initial, Encode(a.Rev, protocol.SSEArtifactSnapshot, data))
+	replay := func(write func([]byte) error, flush func() error) (int64, error) {
+		rev, err := f.Replay(ctx, func(page []store.Artifact) error {
+			for _, a := range page {
+				if err := write(artifactSnapshot(a)); err != nil {
+					return err
+				}
+			}
+			return flush()
+		})
+		if err != nil {
+			return 0, err
+		}
+		done, _ := json.Marshal(protocol.SnapshotComplete{Rev: rev})
+		return rev, write(Encode(rev, protocol.SSESnapshotComplete, done))
 	}
-	done, _ := json.Marshal(protocol.SnapshotComplete{Rev: f.Snapshot.Rev})
-	initial = append(initial, Encode(f.Snapshot.Rev, protocol.SSESnapshotComplete, done))
-	return &Stream{Initial: initial, Sub: f.Live, After: f.Snapshot.Rev}, nil
+	return &Stream{Replay: replay, Sub: f.Live}, nil
+}
+
+// artifactSnapshot frames a stored artifact as artifact_snapshot: the
+// stored JSON is sent as is, no decode and re-encode.
+func artifactSnapshot(a store.Artifact) []byte {
+	data := make([]byte, 0, len(a.Body)+13)
+	data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
+	return Encode(a.Rev, protocol.SSEArtifactSnapshot, data)
 }
 
 // SessionStream sends the records as session_snapshot messages, then

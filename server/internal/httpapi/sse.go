@@ -37,8 +37,12 @@ var ping = []byte(": ping\n\n")
 // replay covered them).
 type Stream struct {
 	Initial [][]byte
-	Sub     *hub.Subscriber
-	After   int64
+	// Replay, when set, writes the rest of the replay after Initial, a
+	// page at a time (flushing each), and returns After: a replay read
+	// page by page learns where it ends only at its end.
+	Replay func(write func([]byte) error, flush func() error) (after int64, err error)
+	Sub    *hub.Subscriber
+	After  int64
 	// Release, when set, is called once after the stream ended (the command
 	// stream tells the service its sandbox left).
 	Release func()
@@ -123,6 +127,13 @@ func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() er
 		}
 	}
 	st.Initial = nil // the replay can be large; let it go
+	if st.Replay != nil {
+		after, err := st.Replay(write, flush)
+		if err != nil {
+			return err
+		}
+		st.After = after
+	}
 	if err := flush(); err != nil {
 		return err
 	}

@@ -367,13 +367,27 @@ func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, err
 // ArtifactsSince returns the artifacts whose rev is greater than after, in
 // rev order, with the session's rev, from one snapshot.
 func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
+	return s.artifactsSince(ctx, id, after, nil)
+}
+
+// ArtifactsPage is at most limit artifacts of ArtifactsSince.
+func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	if limit <= 0 {
+		return store.Snapshot{}, fmt.Errorf("artifact page session=%s: limit %d: must be positive", id, limit)
+	}
+	return s.artifactsSince(ctx, id, after, &limit)
+}
+
+// artifactsSince reads at most *limit artifacts with rev > after; a nil
+// limit is LIMIT NULL, which is no limit.
+func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit *int) (store.Snapshot, error) {
 	var snap store.Snapshot
 	err := s.readTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		if snap.Rev, err = exists(ctx, tx, id); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev`, id, after)
+		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3`, id, after, limit)
 		arts, err := pgx.CollectRows(rows, scanArtifact)
 		if err != nil {
 			return err
@@ -385,6 +399,31 @@ func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (sto
 		return store.Snapshot{}, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
 	}
 	return snap, nil
+}
+
+// ArtifactsBySeq returns at most limit artifacts with seq > after, in seq
+// order.
+func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+	}
+	var out []store.Artifact
+	err := s.readTx(ctx, func(tx pgx.Tx) error {
+		if _, err := exists(ctx, tx, id); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, after, limit)
+		arts, err := pgx.CollectRows(rows, scanArtifact)
+		if err != nil {
+			return err
+		}
+		out, err = withAppends(ctx, tx, id, arts)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
+	}
+	return out, nil
 }
 
 // Commands returns the commands with after < id <= upTo, in id order.

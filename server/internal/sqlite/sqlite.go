@@ -470,6 +470,20 @@ func withAppends(ctx context.Context, tx *sqlx.Tx, id string, rows []artifactRow
 // rev order, with the session's rev, read in one transaction so the rev
 // covers exactly those artifacts.
 func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
+	return s.artifactsSince(ctx, id, after, -1)
+}
+
+// ArtifactsPage is at most limit artifacts of ArtifactsSince.
+func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	if limit <= 0 {
+		return store.Snapshot{}, fmt.Errorf("artifact page session=%s: limit %d: must be positive", id, limit)
+	}
+	return s.artifactsSince(ctx, id, after, limit)
+}
+
+// artifactsSince reads at most limit artifacts with rev > after (limit -1:
+// all of them, which is what SQLite's LIMIT -1 means).
+func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
 	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("artifact snapshot session=%s: begin: %w", id, err)
@@ -484,13 +498,34 @@ func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (sto
 		return snap, fmt.Errorf("artifact snapshot session=%s: %w", id, err)
 	}
 	var rows []artifactRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev`, id, after); err != nil {
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev LIMIT ?`, id, after, limit); err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
 	}
 	if snap.Artifacts, err = withAppends(ctx, tx, id, rows); err != nil {
 		return snap, fmt.Errorf("artifact snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+// ArtifactsBySeq returns at most limit artifacts with seq > after, in seq
+// order.
+func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+	}
+	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	if err := exists(ctx, tx, id); err != nil {
+		return nil, err
+	}
+	var rows []artifactRow
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.seq > ? ORDER BY a.seq LIMIT ?`, id, after, limit); err != nil {
+		return nil, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
+	}
+	return withAppends(ctx, tx, id, rows)
 }
 
 // Commands returns the commands with after < id <= upTo, in id order.

@@ -24,6 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CommitIsAtomic", testCommitIsAtomic},
 		{"EventsInOrder", testEventsInOrder},
 		{"ArtifactsSinceIsExact", testArtifactsSinceIsExact},
+		{"ArtifactPages", testArtifactPages},
 		{"AppendsMergedOnRead", testAppendsMergedOnRead},
 		{"Commands", testCommands},
 		{"SessionState", testSessionState},
@@ -157,6 +158,10 @@ func testNotFound(t *testing.T, s store.Store) {
 	wantNotFound(t, "Artifacts", err)
 	_, err = s.ArtifactsSince(ctx, "ghost", 0)
 	wantNotFound(t, "ArtifactsSince", err)
+	_, err = s.ArtifactsPage(ctx, "ghost", 0, 10)
+	wantNotFound(t, "ArtifactsPage", err)
+	_, err = s.ArtifactsBySeq(ctx, "ghost", 0, 10)
+	wantNotFound(t, "ArtifactsBySeq", err)
 	err = s.Commit(ctx, []store.Op{store.UpdateSession{Session: store.Session{Session: session("ghost", 1, "")}}})
 	wantNotFound(t, "Commit(UpdateSession)", err)
 	// Reads of a session's children answer empty, not an error: the
@@ -289,6 +294,76 @@ func testArtifactsSinceIsExact(t *testing.T, s store.Store) {
 	}
 	if empty, err := s.Artifacts(ctx, "other"); err != nil || len(empty) != 1 {
 		t.Errorf("Artifacts(other) = %v, %v; want its one artifact", revs(empty), err)
+	}
+}
+
+// ArtifactsPage is ArtifactsSince cut at limit, with the session's rev;
+// ArtifactsBySeq is Artifacts cut at limit. Both merge pending appends.
+func testArtifactPages(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("other", 1, "")})
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{artifact(t, 1, 1, "x"), artifact(t, 2, 2, "y"), artifact(t, 3, 3, "z"), artifact(t, 4, 4, "w")}},
+		store.PutArtifacts{SessionID: "other", Artifacts: []store.Artifact{artifact(t, 1, 9, "o")}})
+	// Seq 2 changes by an append and moves last in rev order.
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 2, Rev: 5, Fields: []store.FieldAppend{{Field: "output", Text: "!"}}}}})
+	setRev(t, s, "a", 5)
+	merged, err := store.MergeAppends(artifact(t, 2, 2, "y").Body, 5, []store.FieldAppend{{Field: "output", Text: "!"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		after int64
+		limit int
+		want  [][2]int64
+	}{
+		{0, 2, [][2]int64{{1, 1}, {3, 3}}},
+		{3, 2, [][2]int64{{4, 4}, {2, 5}}},
+		{4, 2, [][2]int64{{2, 5}}},
+		{0, 10, [][2]int64{{1, 1}, {3, 3}, {4, 4}, {2, 5}}},
+		{5, 1, [][2]int64{}},
+		{99, 1, [][2]int64{}},
+	} {
+		snap, err := s.ArtifactsPage(ctx, "a", tt.after, tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Rev != 5 || !slices.Equal(revs(snap.Artifacts), tt.want) {
+			t.Errorf("ArtifactsPage(a, %d, %d) = rev %d %v; want rev 5 %v", tt.after, tt.limit, snap.Rev, revs(snap.Artifacts), tt.want)
+		}
+		for _, a := range snap.Artifacts {
+			if a.Seq == 2 && string(a.Body) != string(merged) {
+				t.Errorf("ArtifactsPage(a, %d, %d): seq 2 body %s; want %s", tt.after, tt.limit, a.Body, merged)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		after int64
+		limit int
+		want  [][2]int64
+	}{
+		{0, 3, [][2]int64{{1, 1}, {2, 5}, {3, 3}}},
+		{3, 3, [][2]int64{{4, 4}}},
+		{1, 1, [][2]int64{{2, 5}}},
+		{4, 3, [][2]int64{}},
+	} {
+		list, err := s.ArtifactsBySeq(ctx, "a", tt.after, tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(revs(list), tt.want) {
+			t.Errorf("ArtifactsBySeq(a, %d, %d) = %v; want %v", tt.after, tt.limit, revs(list), tt.want)
+		}
+		for _, a := range list {
+			if a.Seq == 2 && string(a.Body) != string(merged) {
+				t.Errorf("ArtifactsBySeq(a, %d, %d): seq 2 body %s; want %s", tt.after, tt.limit, a.Body, merged)
+			}
+		}
+	}
+	if _, err := s.ArtifactsPage(ctx, "a", 0, 0); err == nil {
+		t.Error("ArtifactsPage with limit 0 succeeded")
+	}
+	if _, err := s.ArtifactsBySeq(ctx, "a", 0, 0); err == nil {
+		t.Error("ArtifactsBySeq with limit 0 succeeded")
 	}
 }
 

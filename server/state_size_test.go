@@ -1,0 +1,86 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/server/store"
+)
+
+// The cache's size estimate is within a factor of two of the heap a
+// folded state really holds, for sessions of short turns and of long
+// streamed text: a much lower estimate would let the cache outgrow its
+// budget, a much higher one would evict for nothing.
+func TestStateSizeEstimate(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		turns      int
+		deltas     int
+		deltaBytes int
+		// n states are measured together, enough that other goroutines
+		// of the test binary cannot move the figure much.
+		n int
+	}{
+		{"one short turn", 1, 8, 20, 1000},
+		{"many short turns", 20, 8, 20, 50},
+		{"long text", 2, 200, 400, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := sessionLog(t, tc.turns, tc.deltas, tc.deltaBytes)
+			n := tc.n
+			states := make([]*state, n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range states {
+				s, err := foldState(log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				states[i] = s
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			measured := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
+			estimate := float64(states[0].size())
+			runtime.KeepAlive(states)
+			t.Logf("measured %.0f bytes per state, estimate %.0f (log %d bytes)", measured, estimate, states[0].logBytes)
+			if estimate < measured/2 || estimate > measured*2 {
+				t.Fatalf("estimate %.0f bytes; a folded state holds %.0f", estimate, measured)
+			}
+		})
+	}
+}
+
+// sessionLog is a stored log of turns, each a prompt, a tool call with
+// output and a streamed answer.
+func sessionLog(t *testing.T, turns, deltas, deltaBytes int) []store.Event {
+	var log []store.Event
+	add := func(kv ...any) {
+		m := map[string]any{"receivedAt": 1_800_000_000_000 + len(log)}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log = append(log, store.Event{Pos: int64(len(log) + 1), Instance: "i1", AgentSeq: int64(len(log) + 1), Body: b})
+	}
+	for i := range turns {
+		id := fmt.Sprint("t", i)
+		add("type", "turn_started", "turnId", id, "source", "user")
+		add("type", "user_message", "text", "please do the thing number "+id, "turnId", id)
+		add("type", "tool_call_start", "id", "x"+id, "name", "bash", "kind", "execute", "title", "go test")
+		add("type", "tool_call_update", "id", "x"+id, "output", strings.Repeat("o", 200))
+		add("type", "tool_call_end", "id", "x"+id, "status", "completed")
+		for range deltas {
+			add("type", "text_delta", "delta", strings.Repeat("d", deltaBytes))
+		}
+		add("type", "turn_completed", "turnId", id, "stopReason", "end_turn")
+	}
+	return log
+}
