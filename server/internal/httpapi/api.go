@@ -444,15 +444,7 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 		a.allArtifacts(w, r, id)
 		return
 	}
-	after, err := intParam(r, "after", 0, 0)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	limit, err := intParam(r, "limit", defaultArtifactsLimit, maxArtifactsLimit)
-	if err == nil && limit == 0 {
-		err = protocol.Errorf(protocol.CodeInvalid, "limit: must be at least 1")
-	}
+	after, limit, err := pageParams(r, defaultArtifactsLimit, maxArtifactsLimit)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return

@@ -41,6 +41,19 @@ func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
 	return n, nil
 }
 
+// pageParams reads a page request: ?after= (default 0) and ?limit=
+// (default def, 1 to maxV).
+func pageParams(r *http.Request, def, maxV int64) (after, limit int64, err error) {
+	if after, err = intParam(r, "after", 0, 0); err != nil {
+		return 0, 0, err
+	}
+	limit, err = intParam(r, "limit", def, maxV)
+	if err == nil && limit == 0 {
+		err = protocol.Errorf(protocol.CodeInvalid, "limit: must be at least 1")
+	}
+	return after, limit, err
+}
+
 func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	project, err := projectParam(r)
 	if err != nil {

@@ -45,15 +45,7 @@ func (a *API) getTurn(w http.ResponseWriter, r *http.Request, id string) {
 // encoding/json would compact it and escape <, > and &, and the turn
 // digests are over the stored bytes.
 func (a *API) eventLog(w http.ResponseWriter, r *http.Request, id string) {
-	after, err := intParam(r, "after", 0, 0)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	limit, err := intParam(r, "limit", defaultEventsLimit, maxEventsLimit)
-	if err == nil && limit == 0 {
-		err = protocol.Errorf(protocol.CodeInvalid, "limit: must be at least 1")
-	}
+	after, limit, err := pageParams(r, defaultEventsLimit, maxEventsLimit)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return

@@ -415,19 +415,7 @@ func (s *Store) Events(ctx context.Context, id string) ([]store.Event, error) {
 
 // Artifacts returns a session's artifacts ordered by seq.
 func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, error) {
-	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // read-only
-	if err := exists(ctx, tx, id); err != nil {
-		return nil, err
-	}
-	var rows []artifactRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? ORDER BY a.seq`, id); err != nil {
-		return nil, fmt.Errorf("list artifacts session=%s: %w", id, err)
-	}
-	return withAppends(ctx, tx, id, rows)
+	return s.artifactsBySeq(ctx, id, 0, -1) // SQLite: LIMIT -1 is no limit
 }
 
 // artifactRow is an artifact as stored; Appended > 0 means it has
@@ -513,6 +501,12 @@ func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limi
 	if limit <= 0 {
 		return nil, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
 	}
+	return s.artifactsBySeq(ctx, id, after, limit)
+}
+
+// artifactsBySeq reads artifacts with seq > after in seq order, at most
+// limit of them (-1: all), in one read transaction.
+func (s *Store) artifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
 	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
