@@ -1,7 +1,6 @@
 package acp_test
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -241,7 +240,7 @@ func TestCodexACPMatrix(t *testing.T) {
 		}
 	}
 	t.Run("idle_after_each_turn", func(t *testing.T) {
-		if err := codexACPTurnsEnd(evs); err != nil {
+		if err := fakeserver.TurnsEndInOrder(evs); err != nil {
 			t.Errorf("%v:\n%s", err, fakeserver.Format(evs))
 		}
 	})
@@ -272,30 +271,6 @@ func codexACPToolOutput(evs []protocol.Event) (out, streamed string) {
 		out = streamed
 	}
 	return out, streamed
-}
-
-// codexACPTurnsEnd checks that every turn ends before the next starts:
-// the session is idle after each turn.
-func codexACPTurnsEnd(evs []protocol.Event) error {
-	open := ""
-	for _, ev := range evs {
-		switch ev.Type {
-		case protocol.EventTurnStarted:
-			if open != "" {
-				return fmt.Errorf("%s started while %s was open", ev.TurnID, open)
-			}
-			open = ev.TurnID
-		case protocol.EventTurnCompleted:
-			if ev.TurnID != open {
-				return fmt.Errorf("%s completed while %q was open", ev.TurnID, open)
-			}
-			open = ""
-		}
-	}
-	if open != "" {
-		return fmt.Errorf("%s never ended", open)
-	}
-	return nil
 }
 
 // codexACPVersion is the version `codex-acp --version` prints.

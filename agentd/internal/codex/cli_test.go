@@ -401,7 +401,7 @@ func TestCodexCLISession(t *testing.T) {
 		t.Errorf("first event %s: want agent_started with version %q (codex --version)", fakeserver.Format(evs[:1]), want)
 	}
 	t.Run("idle_after_each_turn", func(t *testing.T) {
-		if err := eachTurnEnds(evs); err != nil {
+		if err := fakeserver.TurnsEndInOrder(evs); err != nil {
 			t.Errorf("%v:\n%s", err, fakeserver.Format(evs))
 		}
 	})
@@ -498,30 +498,6 @@ func lastUsage(evs []protocol.Event) protocol.Event {
 		}
 	}
 	return u
-}
-
-// eachTurnEnds checks that every turn ends before the next starts: the
-// session is idle after each turn.
-func eachTurnEnds(evs []protocol.Event) error {
-	open := ""
-	for _, ev := range evs {
-		switch ev.Type {
-		case protocol.EventTurnStarted:
-			if open != "" {
-				return fmt.Errorf("%s started while %s was open", ev.TurnID, open)
-			}
-			open = ev.TurnID
-		case protocol.EventTurnCompleted:
-			if ev.TurnID != open {
-				return fmt.Errorf("%s completed while %q was open", ev.TurnID, open)
-			}
-			open = ""
-		}
-	}
-	if open != "" {
-		return fmt.Errorf("%s never ended", open)
-	}
-	return nil
 }
 
 func writeFile(t *testing.T, path, s string) {

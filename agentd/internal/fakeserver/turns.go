@@ -1,0 +1,31 @@
+package fakeserver
+
+import (
+	"fmt"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// TurnsEndInOrder checks that every turn in evs ends before the next one
+// starts and that none is left open: the session was idle after each turn.
+func TurnsEndInOrder(evs []protocol.Event) error {
+	open := ""
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventTurnStarted:
+			if open != "" {
+				return fmt.Errorf("%s started while %s was open", ev.TurnID, open)
+			}
+			open = ev.TurnID
+		case protocol.EventTurnCompleted:
+			if ev.TurnID != open {
+				return fmt.Errorf("%s completed while %q was open", ev.TurnID, open)
+			}
+			open = ""
+		}
+	}
+	if open != "" {
+		return fmt.Errorf("%s never ended", open)
+	}
+	return nil
+}
