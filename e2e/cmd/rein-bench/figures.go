@@ -404,18 +404,7 @@ func (b *bench) fanout() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	event := []byte(`{"type":"text_delta","id":"m1","delta":"x "}`)
-	ours, oursCPU, err := b.fanRun(srv.Pid(), srv.URL+"/sessions/fan/events", srv.URL+"/sessions/fan/stream", func() []byte { return event }, n)
-	b.stop(srv.Proc)
-	if err != nil {
-		return nil, err
-	}
-	hub, url, err := b.child("hub")
-	if err != nil {
-		return nil, err
-	}
-	base, baseCPU, err := b.fanRun(hub.Pid(), url+"/publish", url+"/stream", func() []byte { return []byte("x ") }, n)
-	b.stop(hub)
+	ours, oursCPU, base, baseCPU, err := b.fanBesideHub(srv, n)
 	if err != nil {
 		return nil, err
 	}
@@ -425,6 +414,25 @@ func (b *bench) fanout() ([]Figure, error) {
 		withBaseline(Figure{Name: "fanout_cpu", Unit: "CPU s per 1M deliveries", Value: oursCPU, Target: 2, Higher: false,
 			Note: "server process CPU; ratio against the minimal hub's"}, baseCPU),
 	}, nil
+}
+
+// fanBesideHub measures fan-out to n subscribers of session "fan" on srv
+// (which it stops), then the minimal go-sse hub's the same way: the rate
+// and CPU of each.
+func (b *bench) fanBesideHub(srv *e2e.Server, n int) (ours, oursCPU, base, baseCPU float64, err error) {
+	event := []byte(`{"type":"text_delta","id":"m1","delta":"x "}`)
+	ours, oursCPU, err = b.fanRun(srv.Pid(), srv.URL+"/sessions/fan/events", srv.URL+"/sessions/fan/stream", func() []byte { return event }, n)
+	b.stop(srv.Proc)
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	hub, url, err := b.child("hub")
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	base, baseCPU, err = b.fanRun(hub.Pid(), url+"/publish", url+"/stream", func() []byte { return []byte("x ") }, n)
+	b.stop(hub)
+	return ours, oursCPU, base, baseCPU, err
 }
 
 // 4. Latency from POST to receipt, 1,000 subscribers, 100 events/s. The

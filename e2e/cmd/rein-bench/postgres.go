@@ -111,18 +111,7 @@ func (b *bench) postgres() ([]Figure, error) {
 	if srv, err = b.serverOnWith(db, "fan"); err != nil {
 		return nil, err
 	}
-	event := []byte(`{"type":"text_delta","id":"m1","delta":"x "}`)
-	fan, _, err := b.fanRun(srv.Pid(), srv.URL+"/sessions/fan/events", srv.URL+"/sessions/fan/stream", func() []byte { return event }, fn)
-	b.stop(srv.Proc)
-	if err != nil {
-		return nil, err
-	}
-	hub, hubURL, err := b.child("hub")
-	if err != nil {
-		return nil, err
-	}
-	hubRate, _, err := b.fanRun(hub.Pid(), hubURL+"/publish", hubURL+"/stream", func() []byte { return []byte("x ") }, fn)
-	b.stop(hub)
+	fan, _, hubRate, _, err := b.fanBesideHub(srv, fn)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,16 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
+// printJSONLines prints each of list as one JSON object per line.
+func printJSONLines[T any](w io.Writer, list []T) error {
+	for _, v := range list {
+		if err := printJSON(w, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func cmdSessions(c *cli.Context, e *env) error {
 	if _, err := args(c, 0, 0); err != nil {
 		return err
@@ -44,12 +54,7 @@ func cmdSessions(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.Bool("json") {
-		for _, s := range list {
-			if err := printJSON(e.stdout, s); err != nil {
-				return err
-			}
-		}
-		return nil
+		return printJSONLines(e.stdout, list)
 	}
 	sessionTable(e.stdout, list, e.now(), e.color)
 	return nil

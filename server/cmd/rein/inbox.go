@@ -34,12 +34,7 @@ func cmdInbox(c *cli.Context, e *env) error {
 			return err
 		}
 		if c.Bool("json") {
-			for _, p := range list {
-				if err := printJSON(e.stdout, p); err != nil {
-					return err
-				}
-			}
-			return nil
+			return printJSONLines(e.stdout, list)
 		}
 		inboxTable(e.stdout, list, e.now(), e.color)
 		return nil
