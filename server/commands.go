@@ -94,17 +94,9 @@ type ackReq struct {
 // stream (or, with no Rein-Instance, whoever holds it): a superseded
 // instance's word on commands no longer counts.
 func (r *ackReq) apply(w *writer, g *group) {
-	e := g.entry(r.id)
-	if e == nil {
-		r.reply.fail(notFound(r.id))
-		return
-	}
-	if !e.accepts(r.cred) {
-		r.reply.fail(revokedErr(r.id))
-		return
-	}
-	if e.superseded(r.instance) {
-		r.reply.fail(supersededErr(r.instance, r.id))
+	e, err := admitSandbox(g, r.id, r.cred, r.instance)
+	if err != nil {
+		r.reply.fail(err)
 		return
 	}
 	if r.instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {

@@ -176,15 +176,24 @@ type folded struct {
 
 // admit finds the session and refuses a request it may not act on.
 func (r *eventsReq) admit(g *group) (*entry, error) {
-	e := g.entry(r.id)
+	return admitSandbox(g, r.id, r.cred, r.instance)
+}
+
+// admitSandbox finds the session a sandbox request names and refuses it
+// when the session is gone, the sandbox token it came with was rotated
+// (cred, see entry.accepts), or its instance was superseded. A superseded
+// agentd must not act on the session: on the command stream it would
+// flip-flop with the instance that replaced it forever.
+func admitSandbox(g *group, id string, cred *[32]byte, instance string) (*entry, error) {
+	e := g.entry(id)
 	if e == nil {
-		return nil, notFound(r.id)
+		return nil, notFound(id)
 	}
-	if !e.accepts(r.cred) {
-		return nil, revokedErr(r.id)
+	if !e.accepts(cred) {
+		return nil, revokedErr(id)
 	}
-	if e.superseded(r.instance) {
-		return nil, supersededErr(r.instance, r.id)
+	if e.superseded(instance) {
+		return nil, supersededErr(instance, id)
 	}
 	return e, nil
 }
@@ -403,19 +412,9 @@ type openedStream struct {
 }
 
 func (r *openStreamReq) apply(w *writer, g *group) {
-	e := g.entry(r.id)
-	if e == nil {
-		r.reply.fail(notFound(r.id))
-		return
-	}
-	if !e.accepts(r.cred) {
-		r.reply.fail(revokedErr(r.id))
-		return
-	}
-	// A superseded agentd must not come back and steal the stream from the
-	// one that replaced it: it would flip-flop with it forever.
-	if e.superseded(r.instance) {
-		r.reply.fail(supersededErr(r.instance, r.id))
+	e, err := admitSandbox(g, r.id, r.cred, r.instance)
+	if err != nil {
+		r.reply.fail(err)
 		return
 	}
 	opened := streamOpened
