@@ -5,8 +5,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,35 +107,18 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate %s: read schema_version: %w", s.name, err)
 	}
-	done := make(map[int]bool, len(applied))
-	for _, v := range applied {
-		done[v] = true
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	pending, err := store.PendingMigrations(migrations, "migrations", applied)
 	if err != nil {
-		return fmt.Errorf("migrate: list: %w", err)
+		return fmt.Errorf("migrate %s: %w", s.name, err)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migrate: bad migration name %s: %w", base, err)
-		}
-		if done[v] {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return fmt.Errorf("migrate %s: %w", base, err)
-		}
+	for _, m := range pending {
 		// Exec without arguments uses the simple protocol, which runs a
 		// script of several statements.
-		if _, err := tx.Exec(ctx, string(body)); err != nil {
-			return fmt.Errorf("migrate %s: %w", base, err)
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("migrate %s: %w", m.Name, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, v); err != nil {
-			return fmt.Errorf("migrate %s: record version: %w", base, err)
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, m.Version); err != nil {
+			return fmt.Errorf("migrate %s: record version: %w", m.Name, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -6,11 +6,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -211,42 +209,25 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := s.w.SelectContext(ctx, &applied, `SELECT version FROM schema_version`); err != nil {
 		return fmt.Errorf("migrate: read schema_version: %w", err)
 	}
-	done := make(map[int]bool, len(applied))
-	for _, v := range applied {
-		done[v] = true
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	pending, err := store.PendingMigrations(migrations, "migrations", applied)
 	if err != nil {
-		return fmt.Errorf("migrate: list: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migrate: bad migration name %s: %w", base, err)
-		}
-		if done[v] {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return fmt.Errorf("migrate %s: %w", base, err)
-		}
+	for _, m := range pending {
 		tx, err := s.w.BeginTxx(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("migrate %s: begin: %w", base, err)
+			return fmt.Errorf("migrate %s: begin: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 			_ = tx.Rollback()
-			return fmt.Errorf("migrate %s: %w", base, err)
+			return fmt.Errorf("migrate %s: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, v); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, m.Version); err != nil {
 			_ = tx.Rollback()
-			return fmt.Errorf("migrate %s: record version: %w", base, err)
+			return fmt.Errorf("migrate %s: record version: %w", m.Name, err)
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate %s: commit: %w", base, err)
+			return fmt.Errorf("migrate %s: commit: %w", m.Name, err)
 		}
 	}
 	return nil

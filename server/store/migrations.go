@@ -1,0 +1,48 @@
+package store
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Migration is one embedded schema migration: a file NNNN_what.sql whose
+// number is its version.
+type Migration struct {
+	Version int
+	Name    string // the file name, for errors
+	SQL     string
+}
+
+// PendingMigrations returns the migrations in fsys's dir/*.sql whose
+// version is not in applied, by version. Both backends apply them the
+// same way; only the SQL dialect differs. Versions are not required to be
+// contiguous with applied: a database may have been migrated by a build
+// that had 0003 but not yet 0002.
+func PendingMigrations(fsys fs.FS, dir string, applied []int) ([]Migration, error) {
+	names, err := fs.Glob(fsys, path.Join(dir, "*.sql"))
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	var out []Migration
+	for _, name := range names {
+		base := path.Base(name)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("bad migration name %s: %w", base, err)
+		}
+		if slices.Contains(applied, v) {
+			continue
+		}
+		body, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", base, err)
+		}
+		out = append(out, Migration{Version: v, Name: base, SQL: string(body)})
+	}
+	slices.SortFunc(out, func(a, b Migration) int { return a.Version - b.Version })
+	return out, nil
+}
