@@ -217,6 +217,21 @@ func (b *bench) ingestSingle(sync string) ([]Figure, error) {
 		Note: "32 posters, 1 event per POST, --sync " + sync + "; baseline: trivial net/http handler"}, base)}, nil
 }
 
+// postBatches posts batches of text deltas to sessions b0, b1, … of srv
+// (one per worker) for d, stops srv, and returns the events accepted per
+// second.
+func (b *bench) postBatches(srv *e2e.Server, d time.Duration, workers, batch int) (float64, error) {
+	c := newHTTPClient(workers)
+	n, el, err := hammer(d, workers, func(ctx context.Context, w, i int) error {
+		return post(ctx, c, fmt.Sprintf("%s/sessions/b%d/events", srv.URL, w), deltaBatch(fmt.Sprintf("m%d", i), batch))
+	})
+	b.stop(srv.Proc)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n*int64(batch)) / el.Seconds(), nil
+}
+
 // 2. Batches of 500 text_delta events, against raw SQLite inserts of the
 // same rows with the same pragmas (synchronous as the server's --sync),
 // 500 per transaction.
@@ -227,15 +242,10 @@ func (b *bench) ingestBatch(sync string) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newHTTPClient(workers)
-	n, el, err := hammer(d, workers, func(ctx context.Context, w, i int) error {
-		return post(ctx, c, fmt.Sprintf("%s/sessions/b%d/events", srv.URL, w), deltaBatch(fmt.Sprintf("m%d", i), batch))
-	})
-	b.stop(srv.Proc)
+	ours, err := b.postBatches(srv, d, workers, batch)
 	if err != nil {
 		return nil, err
 	}
-	ours := float64(n*batch) / el.Seconds()
 	// A fresh file each run: the raw baseline creates its tables.
 	dir, err := os.MkdirTemp(b.tmp, "raw-")
 	if err != nil {

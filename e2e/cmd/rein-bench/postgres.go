@@ -63,15 +63,10 @@ func (b *bench) postgres() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newHTTPClient(workers)
-	n, el, err := hammer(d, workers, func(ctx context.Context, w, i int) error {
-		return post(ctx, c, fmt.Sprintf("%s/sessions/b%d/events", srv.URL, w), deltaBatch(fmt.Sprintf("m%d", i), batch))
-	})
-	b.stop(srv.Proc)
+	ours, err := b.postBatches(srv, d, workers, batch)
 	if err != nil {
 		return nil, err
 	}
-	ours := float64(n*batch) / el.Seconds()
 	rawDB, err := b.pgDatabase()
 	if err != nil {
 		return nil, err
