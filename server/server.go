@@ -25,6 +25,10 @@ type Server struct {
 	index *tokenIndex
 
 	closeOnce sync.Once
+	// stopWatch ends the watch of other replicas' commits (shared store
+	// only); watchDone is closed when it has returned.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // New loads the sessions from opts.Store, applies the restart rules and
@@ -47,6 +51,14 @@ func New(opts Options) (*Server, error) {
 	}
 	s.w.startup()
 	go s.w.run()
+	if s.w.shared != nil {
+		wctx, stop := context.WithCancel(context.Background())
+		s.stopWatch, s.watchDone = stop, make(chan struct{})
+		go func() {
+			defer close(s.watchDone)
+			s.w.watch(wctx)
+		}()
+	}
 	return s, nil
 }
 
@@ -63,6 +75,10 @@ func (s *Server) EndStreams() { s.hub.Close() }
 // after it get unavailable. It does not close the store.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		if s.stopWatch != nil {
+			s.stopWatch()
+			<-s.watchDone
+		}
 		s.hub.Close()
 		s.w.stop()
 	})
