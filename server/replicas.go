@@ -53,6 +53,8 @@ type remoteChanges struct {
 	mu  sync.Mutex
 	ids map[string]bool
 	all bool
+	// poll: read again the sessions this replica streams (see pollEvery).
+	poll bool
 	// kick has room for one wake-up: the writer takes everything pending
 	// when it wakes.
 	kick chan struct{}
@@ -78,8 +80,19 @@ func (r *remoteChanges) add(ids []string) {
 	}
 }
 
+// wakePoll asks the writer to check the sessions it streams.
+func (r *remoteChanges) wakePoll() {
+	r.mu.Lock()
+	r.poll = true
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
 // take returns what was announced since the last take.
-func (r *remoteChanges) take() (ids []string, all bool) {
+func (r *remoteChanges) take() (ids []string, all, poll bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.ids {
@@ -87,13 +100,38 @@ func (r *remoteChanges) take() (ids []string, all bool) {
 	}
 	clear(r.ids)
 	all, r.all = r.all, false
+	poll, r.poll = r.poll, false
 	slices.Sort(ids)
-	return ids, all
+	return ids, all, poll
 }
 
+// pollEvery is how often a replica reads again the sessions it has
+// followers or a command stream for, announced or not. An announcement
+// can be lost without the listener noticing: a replica killed between
+// its commit and its NOTIFY (its client then retries on another replica,
+// which finds the events stored and commits nothing, so announces
+// nothing). The poll bounds how long such a change can stay unseen.
+const pollEvery = 5 * time.Second
+
 // watch runs store.Shared.Watch until ctx ends; Server.Close ends it and
-// waits.
+// waits for it (and for the poll ticker it starts).
 func (w *writer) watch(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.remote.wakePoll()
+			}
+		}
+	}()
 	for ctx.Err() == nil {
 		err := w.shared.Watch(ctx, w.remote.add)
 		if err == nil || ctx.Err() != nil {
@@ -111,10 +149,19 @@ func (w *writer) watch(ctx context.Context) {
 // applyRemote reads again what other replicas announced (in the writer
 // goroutine, between groups).
 func (w *writer) applyRemote() {
-	ids, all := w.remote.take()
+	ids, all, poll := w.remote.take()
 	if all {
 		w.resync()
 		return
+	}
+	if poll {
+		for id := range w.sessions {
+			if w.holders[id] != nil || w.hub.Len(artifactTopic(id)) > 0 {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
 	}
 	for _, id := range ids {
 		w.refresh(id)
