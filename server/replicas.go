@@ -261,6 +261,11 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	w.sessions[id] = e
 	w.track(id)
 	w.obs.SessionStatus(entryStatus(old), rec.Status)
+	if h := w.holders[id]; h != nil && old != nil && old.sandbox != nil && e.sandbox != nil && *old.sandbox != *e.sandbox {
+		// The token was rotated on another replica: the stream the old
+		// one opened ends, as on the replica that rotated it (rotateReq).
+		h.sub.Close()
+	}
 	if h := w.holders[id]; h != nil && h.epoch != rec.StreamEpoch {
 		// Another replica opened the session's command stream since: the
 		// sandbox is there now. This stream ends without a status change

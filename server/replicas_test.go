@@ -132,3 +132,28 @@ func TestReplicasShareSessions(t *testing.T) {
 	cb.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/s/artifacts", nil)
 	sb.expectEnd()
 }
+
+// A sandbox whose session was just created on one replica is let in by
+// another at once, with its token, even before that replica heard of the
+// session (agentd takes a 401 as final). Rotated on one replica, the old
+// token's command stream on the other ends and its writes are refused
+// there (each commit checks the row).
+func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const tok = "replica-client-token"
+	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
+	b := start(t, app.Options{DBPath: dsn, APIToken: tok})
+	ca, cb := newClient(t, a), newClient(t, b)
+	client := []string{"Authorization", "Bearer " + tok}
+	for i := range 5 {
+		id := fmt.Sprintf("n%d", i)
+		sbx := ca.create(id, client...)
+		cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+		cmds := cb.stream("/sessions/"+id+"/commands", "Authorization", "Bearer "+sbx)
+		fresh := ca.rotate(id, client...)
+		// The stream the old token opened on the other replica ends.
+		cmds.expectEnd()
+		cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+		cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+fresh)
+	}
+}
