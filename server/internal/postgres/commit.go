@@ -111,8 +111,8 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("commit %d ops: %w", len(ops), err)
 	}
-	// Announced after the commit, never inside it (see announce).
-	s.announce(ctx, touched(ops))
+	// Announced after the commit, never inside it (see announcer).
+	s.announce(touched(ops))
 	return nil
 }
 

@@ -41,6 +41,7 @@ type Store struct {
 	// name is the database as logs show it: host/dbname, no password.
 	name string
 	log  *slog.Logger
+	ann  *announcer
 	// origin tells this store's change announcements from other
 	// replicas' (see Watch).
 	origin string
@@ -78,6 +79,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	s.startAnnouncer()
 	return s, nil
 }
 
@@ -86,6 +88,7 @@ func (s *Store) Name() string { return s.name }
 
 // Close closes the pool.
 func (s *Store) Close() error {
+	s.stopAnnouncer()
 	s.pool.Close()
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,28 +42,94 @@ func newOrigin() string {
 	return hex.EncodeToString(b[:])
 }
 
-// announce tells the other replicas that ids changed. It runs after the
-// commit, in a statement of its own: NOTIFY inside the data transaction
-// takes a database-wide lock across the commit's WAL flush, which
-// measured 2.4-8x fewer commits a second. It cannot fail the commit,
-// which stands; a replica that misses an announcement finds the change
-// when it next writes the session (store.Expect) or reads it again after
-// reconnecting (Watch).
-func (s *Store) announce(ctx context.Context, ids []string) {
-	for len(ids) > 0 {
-		a := announcement{Origin: s.origin}
-		size := 32
-		for len(ids) > 0 && (len(a.IDs) == 0 || size+len(ids[0])+3 < maxPayload) {
-			size += len(ids[0]) + 3
-			a.IDs = append(a.IDs, ids[0])
-			ids = ids[1:]
-		}
-		payload, _ := json.Marshal(a)
-		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, string(payload)); err != nil {
-			s.log.Warn("announce commit to other replicas", slog.Int("sessions", len(a.IDs)), slog.Any("err", err))
+// announcer sends the announcements of this store's commits from a
+// goroutine of its own: a commit returns without waiting for the NOTIFY,
+// and the sessions of every commit made while one NOTIFY is on its way
+// go out together in the next (under load, one notification stands for
+// many commits). NOTIFY runs after the commit, in a statement of its own:
+// inside the data transaction it takes a database-wide lock across the
+// commit's WAL flush, which measured 2.4-8x fewer commits a second.
+//
+// An announcement can be lost (the process dies first, the database is
+// unreachable): a replica that missed one finds the change when it next
+// writes the session (store.Expect fails) or polls the sessions it
+// streams (server/replicas.go).
+type announcer struct {
+	mu      sync.Mutex
+	pending map[string]bool
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (s *Store) startAnnouncer() {
+	s.ann = &announcer{pending: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go s.announceLoop()
+}
+
+// announce queues ids for the next announcement.
+func (s *Store) announce(ids []string) {
+	a := s.ann
+	a.mu.Lock()
+	for _, id := range ids {
+		a.pending[id] = true
+	}
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// announceLoop sends what announce queued until Close, then what is
+// left.
+func (s *Store) announceLoop() {
+	a := s.ann
+	defer close(a.done)
+	for {
+		select {
+		case <-a.kick:
+			s.sendAnnouncements()
+		case <-a.stop:
+			s.sendAnnouncements()
 			return
 		}
 	}
+}
+
+func (s *Store) sendAnnouncements() {
+	a := s.ann
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.pending))
+	for id := range a.pending {
+		ids = append(ids, id)
+	}
+	clear(a.pending)
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(ids) > 0 {
+		msg := announcement{Origin: s.origin}
+		size := 32
+		for len(ids) > 0 && (len(msg.IDs) == 0 || size+len(ids[0])+3 < maxPayload) {
+			size += len(ids[0]) + 3
+			msg.IDs = append(msg.IDs, ids[0])
+			ids = ids[1:]
+		}
+		payload, _ := json.Marshal(msg)
+		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, string(payload)); err != nil {
+			s.log.Warn("announce commits to other replicas", slog.Int("sessions", len(msg.IDs)+len(ids)), slog.Any("err", err))
+			return
+		}
+	}
+}
+
+// stopAnnouncer sends what is queued and stops the goroutine (Close may
+// be called more than once).
+func (s *Store) stopAnnouncer() {
+	s.ann.once.Do(func() { close(s.ann.stop) })
+	<-s.ann.done
 }
 
 // LoadSession returns one session with its internal state and sandbox
