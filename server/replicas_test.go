@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -155,5 +156,37 @@ func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
 		cmds.expectEnd()
 		cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
 		cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+fresh)
+	}
+}
+
+// A permission requested through one replica is in the other's approvals
+// inbox and stream, and leaves both when the agent resolves it.
+func TestReplicasShareApprovals(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
+	e := inbox.next()
+	if p := approvalData(t, e); e.Event != protocol.SSEApprovalAdded || p.SessionID != "p" || p.RequestID != "r1" || p.Tool == nil || p.Tool.Name != "bash" {
+		t.Fatalf("the other replica's inbox got %+v; want r1 added with its tool", e)
+	}
+	var list []protocol.Approval
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].RequestID != "r1" {
+		t.Fatalf("GET /approvals on the other replica: %+v", list)
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)})
+	if e := inbox.next(); e.Event != protocol.SSEApprovalResolved || !strings.Contains(e.Data, `"r1"`) {
+		t.Fatalf("the other replica's inbox got %+v; want r1 resolved", e)
+	}
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 0 {
+		t.Fatalf("GET /approvals on the other replica after the answer: %+v", list)
 	}
 }
