@@ -190,3 +190,26 @@ func TestReplicasShareApprovals(t *testing.T) {
 		t.Fatalf("GET /approvals on the other replica after the answer: %+v", list)
 	}
 }
+
+// Two replicas creating the same session at once: one 201, one 409, and
+// nothing else of the loser's group fails with it.
+func TestReplicasCreateRace(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	for i := range 10 {
+		id := fmt.Sprintf("race%d", i)
+		codes := make(chan int, 2)
+		for _, c := range []*client{ca, cb} {
+			go func() {
+				code, _ := c.do("POST", "/sessions/"+id, nil)
+				codes <- code
+			}()
+		}
+		got := []int{<-codes, <-codes}
+		if !(got[0] == http.StatusCreated && got[1] == http.StatusConflict) && !(got[1] == http.StatusCreated && got[0] == http.StatusConflict) {
+			t.Fatalf("creating %s on both replicas at once: %v; want one 201 and one 409", id, got)
+		}
+	}
+}

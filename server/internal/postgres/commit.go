@@ -37,6 +37,9 @@ type plan struct {
 	// notFound[i]: statement i failing with no_data_found means the
 	// session is missing.
 	notFound map[int]string
+	// created[i]: statement i creates this session; a unique violation
+	// means another replica created it first.
+	created map[int]string
 }
 
 func (p *plan) add(what, sql string, args ...any) {
@@ -97,6 +100,11 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 			var pgErr *pgconn.PgError
 			if id, ok := p.notFound[i]; ok && errors.As(err, &pgErr) && pgErr.Code == "P0002" {
 				err = notFound(id)
+			}
+			if id, ok := p.created[i]; ok && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+				// The writer reads the session and answers 409 rather
+				// than failing the whole group.
+				err = &store.StaleError{IDs: []string{id}}
 			}
 			if errors.As(err, &pgErr) && pgErr.Code == "RN001" {
 				st := &store.StaleError{}
@@ -190,6 +198,10 @@ func queue(p *plan, op store.Op) error {
 		// Queued first, all together (see Commit).
 	case store.CreateSession:
 		r := op.Session
+		if p.created == nil {
+			p.created = map[int]string{}
+		}
+		p.created[len(p.what)] = r.ID
 		p.add("create session "+r.ID, qCreateSession,
 			r.ID, string(r.Status), r.Summary, r.Project, r.CreatedAt, r.LastHeartbeat)
 	case store.DeleteSession:
