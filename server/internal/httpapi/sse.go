@@ -48,11 +48,21 @@ type Stream struct {
 	Release func()
 }
 
-// serveStream writes st until the client goes away, the subscriber ends
-// (dropped, session deleted, server closing) or a write misses its
-// deadline. Every write has its own deadline: a stalled client costs only
-// its own handler goroutine, never the publisher or other clients.
-func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
+// serveStream opens a stream with open and writes it until the client
+// goes away, the subscriber ends (dropped, session deleted, server
+// closing) or a write misses its deadline. Every write has its own
+// deadline: a stalled client costs only its own handler goroutine, never
+// the publisher or other clients. open and the replay run off the handler
+// goroutine's stack (offStack): they read the database, the stream then
+// idles for hours.
+func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) {
+	var st *Stream
+	var err error
+	offStack(func() { st, err = open() })
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
 	defer func() {
 		st.Sub.Close()
 		if st.Release != nil {
@@ -114,27 +124,14 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 }
 
 // pump writes the replay, then live messages and pings, until something
-// ends the stream; it returns what did.
+// ends the stream; it returns what did. The replay runs off the handler
+// goroutine's stack (offStack): writing the response header alone takes
+// net/http past 8 KiB of stack, and the store's reads deeper still, while
+// the loop below, where a stream spends its life, needs under 4 KiB.
 func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() error, pingEvery time.Duration) error {
-	// Headers go out now, so a client learns the stream is open even
-	// before there is anything to replay.
-	if err := flush(); err != nil {
-		return err
-	}
-	for _, b := range st.Initial {
-		if err := write(b); err != nil {
-			return err
-		}
-	}
-	st.Initial = nil // the replay can be large; let it go
-	if st.Replay != nil {
-		after, err := st.Replay(write, flush)
-		if err != nil {
-			return err
-		}
-		st.After = after
-	}
-	if err := flush(); err != nil {
+	var err error
+	offStack(func() { err = replay(st, write, flush) })
+	if err != nil {
 		return err
 	}
 	t := time.NewTicker(pingEvery)
@@ -166,6 +163,32 @@ func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() er
 			return r.Context().Err()
 		}
 	}
+}
+
+// replay sends the response header, st.Initial and st.Replay, and
+// flushes; it leaves in st only what the live loop needs.
+func replay(st *Stream, write func([]byte) error, flush func() error) error {
+	// Headers go out now, so a client learns the stream is open even
+	// before there is anything to replay.
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, b := range st.Initial {
+		if err := write(b); err != nil {
+			return err
+		}
+	}
+	st.Initial = nil // the replay can be large; let it go
+	if st.Replay != nil {
+		after, err := st.Replay(write, flush)
+		if err != nil {
+			return err
+		}
+		// The replay's closure holds the feed it read; the stream only
+		// needs where the replay ended.
+		st.After, st.Replay = after, nil
+	}
+	return flush()
 }
 
 // lastEventID parses the Last-Event-ID header; ok is false when it is
