@@ -19,11 +19,10 @@ import (
 // and net/http's background read), and with them their stacks. Opening
 // the stream reads the store and writes the response header, both deep
 // (modernc.org/sqlite; net/http's header writer); done on the handler
-// goroutine they grew its stack to 16 KiB, 20 KiB a stream in all, half
-// of what an idle subscriber cost. Done off it (httpapi's offStack), the
-// handler needs 8 KiB: 10 KiB a stream. Pings run on the handler
-// goroutine, so each stream here has had one before the stacks are
-// counted.
+// goroutine they grew its stack to 16 KiB, 18-20 KiB a stream in all,
+// half of what an idle subscriber cost. Done off it (httpapi's offStack),
+// with the pings, the handler needs 4 KiB: 6-7 KiB a stream. Each stream
+// here has had a ping before the stacks are counted.
 //
 // The test runs itself again in a child process with the runtime's
 // adaptive initial stack size off (GODEBUG=adaptivestackstart=0): with it
@@ -112,10 +111,15 @@ func TestIdleStreamStack(t *testing.T) {
 	after := settled(base + 2 + 2*n)
 	per := (int64(after) - int64(before)) / n
 	t.Logf("goroutine stacks per idle stream: %d bytes", per)
-	// A handler stack of 16 KiB makes it 18 KiB with the background
-	// read's 2 KiB.
-	if per >= 16<<10 {
-		t.Errorf("goroutine stacks per idle stream: %d bytes; want under 16 KiB (an 8 KiB handler stack and the background read's)", per)
+	// A handler stack of 8 KiB makes it 10 KiB with the background read's
+	// 2 KiB. With -race frames are larger and the stacks with them: 12-16
+	// KiB a stream, 19.5-20.5 KiB before offStack.
+	limit := int64(9 << 10)
+	if raceEnabled {
+		limit = 18 << 10
+	}
+	if per >= limit {
+		t.Errorf("goroutine stacks per idle stream: %d bytes; want under %d (a 4 KiB handler stack and the background read's)", per, limit)
 	}
 }
 

@@ -52,27 +52,50 @@ type Stream struct {
 // goes away, the subscriber ends (dropped, session deleted, server
 // closing) or a write misses its deadline. Every write has its own
 // deadline: a stalled client costs only its own handler goroutine, never
-// the publisher or other clients. open and the replay run off the handler
-// goroutine's stack (offStack): they read the database, the stream then
-// idles for hours.
+// the publisher or other clients.
+//
+// A stream idles for hours on its handler goroutine, which keeps the
+// largest stack it ever needed. So everything deep runs off that stack
+// (offStack): opening (the store's reads), the response header, the
+// replay, and pings; the handler goroutine itself only waits in live's
+// select and writes live messages (no goroutine per delivery).
 func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) {
-	var st *Stream
-	var err error
-	offStack(func() { st, err = open() })
+	var s *liveStream
+	offStack(func() { s = a.startStream(w, r, open) })
+	if s == nil {
+		return // answered, or ended during the replay
+	}
+	s.end(s.live())
+}
+
+// liveStream is a stream past its replay.
+type liveStream struct {
+	a            *API
+	r            *http.Request
+	st           *Stream
+	kind         string
+	write        func([]byte) error
+	flush        func() error
+	ping         *time.Ticker
+	disconnected <-chan struct{}
+}
+
+// startStream opens the stream and sends its replay. It returns nil when
+// it answered with an error or the stream ended during the replay.
+func (a *API) startStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) *liveStream {
+	st, err := open()
 	if err != nil {
 		writeError(w, r, a.log, err)
-		return
+		return nil
 	}
-	defer func() {
+	sess, err := sse.Upgrade(w, r)
+	if err != nil {
+		writeError(w, r, a.log, err)
 		st.Sub.Close()
 		if st.Release != nil {
 			st.Release()
 		}
-	}()
-	sess, err := sse.Upgrade(w, r)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
+		return nil
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -88,27 +111,77 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*
 		}
 		return err
 	}
-	write := func(b []byte) error {
+	s := &liveStream{a: a, r: r, st: st, kind: streamKind(r), disconnected: r.Context().Done()}
+	s.write = func(b []byte) error {
 		if err := deadline(); err != nil {
 			return err
 		}
 		_, err := sess.Res.Write(b)
 		return err
 	}
-	flush := func() error {
+	s.flush = func() error {
 		if err := deadline(); err != nil {
 			return err
 		}
 		return sess.Flush()
 	}
-	kind := streamKind(r)
 	if a.opts.Observer != nil {
-		a.opts.Observer.StreamOpened(kind)
-		defer a.opts.Observer.StreamClosed(kind)
+		a.opts.Observer.StreamOpened(s.kind)
 	}
-	err = pump(st, r, write, flush, a.opts.PingInterval)
-	// Say why a stream was cut when the server cut it: an operator seeing
-	// clients reconnect needs to know it was for being too slow.
+	if err := replay(st, s.write, s.flush); err != nil {
+		s.end(err)
+		return nil
+	}
+	s.ping = time.NewTicker(a.opts.PingInterval)
+	return s
+}
+
+// live writes live messages and pings until something ends the stream;
+// it returns what did.
+func (s *liveStream) live() error {
+	for {
+		select {
+		case <-s.st.Sub.Ready():
+			for _, m := range s.st.Sub.Take() {
+				if m.Seq > 0 && m.Seq <= s.st.After {
+					continue
+				}
+				if err := s.write(m.Wire(frame)); err != nil {
+					return err
+				}
+			}
+			if err := s.flush(); err != nil {
+				return err
+			}
+		case <-s.ping.C:
+			// Off the stack: an idle stream only ever pings, and
+			// net/http's write path would take its stack from 4 KiB to
+			// 8 KiB for good.
+			var err error
+			offStack(func() {
+				if err = s.write(ping); err == nil {
+					err = s.flush()
+				}
+			})
+			if err != nil {
+				return err
+			}
+		case <-s.st.Sub.Done():
+			return s.st.Sub.Err()
+		case <-s.disconnected:
+			return s.r.Context().Err()
+		}
+	}
+}
+
+// end releases the stream and, when the server cut it, says why: an
+// operator seeing clients reconnect needs to know it was for being too
+// slow.
+func (s *liveStream) end(err error) {
+	if s.ping != nil {
+		s.ping.Stop()
+	}
+	a, r, kind := s.a, s.r, s.kind
 	reason := ""
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -121,47 +194,12 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*
 	if reason != "" && a.opts.Observer != nil {
 		a.opts.Observer.ClientDropped(kind, reason)
 	}
-}
-
-// pump writes the replay, then live messages and pings, until something
-// ends the stream; it returns what did. The replay runs off the handler
-// goroutine's stack (offStack): writing the response header alone takes
-// net/http past 8 KiB of stack, and the store's reads deeper still, while
-// the loop below, where a stream spends its life, needs under 4 KiB.
-func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() error, pingEvery time.Duration) error {
-	var err error
-	offStack(func() { err = replay(st, write, flush) })
-	if err != nil {
-		return err
+	if a.opts.Observer != nil {
+		a.opts.Observer.StreamClosed(kind)
 	}
-	t := time.NewTicker(pingEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-st.Sub.Ready():
-			for _, m := range st.Sub.Take() {
-				if m.Seq > 0 && m.Seq <= st.After {
-					continue
-				}
-				if err := write(m.Wire(frame)); err != nil {
-					return err
-				}
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-		case <-t.C:
-			if err := write(ping); err != nil {
-				return err
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-		case <-st.Sub.Done():
-			return st.Sub.Err()
-		case <-r.Context().Done():
-			return r.Context().Err()
-		}
+	s.st.Sub.Close()
+	if s.st.Release != nil {
+		s.st.Release()
 	}
 }
 
