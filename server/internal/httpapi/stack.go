@@ -1,5 +1,11 @@
 package httpapi
 
+import (
+	"fmt"
+	"net/http"
+	"runtime/debug"
+)
+
 // offStack runs f on a goroutine of its own and waits for it, re-raising
 // a panic of f on the caller's goroutine.
 //
@@ -14,10 +20,35 @@ package httpapi
 func offStack(f func()) {
 	done := make(chan any, 1)
 	go func() {
-		defer func() { done <- recover() }()
+		defer func() {
+			p := recover()
+			if p != nil && p != http.ErrAbortHandler {
+				// The caller's re-raise has its own stack; keep f's,
+				// which says where it failed (net/http logs the value).
+				p = &offStackPanic{value: p, stack: debug.Stack()}
+			}
+			done <- p
+		}()
 		f()
 	}()
 	if p := <-done; p != nil {
 		panic(p)
 	}
+}
+
+// offStackPanic is a panic of a function offStack ran, with the stack of
+// the goroutine it ran on.
+type offStackPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *offStackPanic) Error() string {
+	return fmt.Sprintf("%v\n\ngoroutine of offStack:\n%s", p.value, p.stack)
+}
+
+// Unwrap returns the panic's value when it is an error.
+func (p *offStackPanic) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
 }
