@@ -43,6 +43,10 @@ func (s *State) Release() {
 	s.held = kept
 }
 
+// Newest returns the seq of the newest artifact of type t with that id, 0
+// when there is none; its body may be released.
+func (s *State) Newest(t protocol.ArtifactType, id string) int64 { return s.byKey[key(t, id)] }
+
 // Held reports whether the state holds the body of the artifact at seq.
 func (s *State) Held(seq int64) bool { return s.node(seq) != nil }
 
@@ -171,8 +175,8 @@ func (s *State) Restore(body []byte) error {
 // fields.
 const (
 	stateBytes     = 1 << 10
-	seqBytes       = 16
-	keyBytes       = 56
+	seqBytes       = 10
+	keyBytes       = 28
 	heldNodeBytes  = 400
 	heldFieldBytes = 48
 )
