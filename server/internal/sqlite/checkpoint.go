@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	sqlite "modernc.org/sqlite"
@@ -30,6 +31,19 @@ const (
 	// behind or fail, the writer checkpoints itself once the WAL holds
 	// this many pages (64 MiB at 4 KiB pages), so the WAL stays bounded.
 	inlineCheckpointPages = 16000
+	// truncatePages: a WAL this long has not started over for a while,
+	// since readers kept a PASSIVE checkpoint from completing or the
+	// writer from restarting it (replays under constant ingest); the
+	// checkpointer then tries a TRUNCATE checkpoint, which waits for the
+	// readers to move on and empties the file. It is also the size
+	// (journal_size_limit, 16 MiB at 4 KiB pages) the WAL file is cut
+	// back to when the WAL starts over by itself, which otherwise keeps
+	// the size of its longest run on disk for good.
+	truncatePages = 4 * checkpointPages
+	// truncateWait bounds how long a TRUNCATE checkpoint waits for
+	// readers; it holds off the writer meanwhile, so it is short, and a
+	// checkpoint that could not truncate is tried again on the next wake.
+	truncateWait = 100 * time.Millisecond
 )
 
 // checkpointer runs PASSIVE checkpoints when the writer has committed
@@ -84,12 +98,33 @@ func (c *checkpointer) run() {
 // checkpoint copies what it can of the WAL into the database file. A
 // PASSIVE checkpoint stops at frames a reader still needs; the writer
 // restarts the WAL from its start once a checkpoint has copied all of it.
+//
+// A WAL of truncatePages or more has not started over: readers held it.
+// Then a TRUNCATE checkpoint waits (at most truncateWait, the writer
+// waiting too) for the readers to leave the WAL, copies the rest and
+// empties the file.
 func (c *checkpointer) checkpoint(ctx context.Context) error {
 	var busy, log, done int
 	if err := c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	c.runs.Add(1)
+	if log < truncatePages {
+		return nil
+	}
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
+	defer conn.Close()
+	// busy_timeout is the connection's own: short for this checkpoint
+	// only, and set again before each.
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, truncateWait.Milliseconds())); err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
 	return nil
 }
 
