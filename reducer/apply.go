@@ -25,7 +25,16 @@ func Fold(events []protocol.Event) *State {
 }
 
 // Apply folds one event into s and returns the changes it made.
+//
+// When bodies were released (see Release), every body Needs(ev) names must
+// be restored first: Apply panics otherwise, since without them it could
+// not make the changes a full state makes.
 func (s *State) Apply(ev protocol.Event) []Change {
+	if s.released > 0 {
+		if need := s.Needs(ev); len(need) > 0 {
+			panic(fmt.Sprintf("reducer: %s needs the released bodies of artifacts %v (call Needs and Restore first)", ev.Type, need))
+		}
+	}
 	r := &run{s: s, at: ev.ReceivedAt}
 	if r.at == 0 {
 		r.at = ev.Ts
@@ -148,12 +157,10 @@ func (r *run) create(t protocol.ArtifactType, id string, open bool, f fields) *n
 			Seq: int64(len(s.nodes) + 1), ID: id, Type: t, CreatedAt: r.at, Rev: rev,
 			Fields: make(map[string]any, len(f)),
 		},
-		turn: s.turn,
-		open: open,
 	}
 	if t == protocol.ArtifactTurn {
-		n.turn, n.a.TurnID = n.a.Seq, id
-	} else if tn := s.node(n.turn); tn != nil {
+		n.a.TurnID = id
+	} else if tn := s.node(s.turn); tn != nil {
 		n.a.TurnID = tn.a.ID
 	}
 	for k, v := range f {
@@ -170,7 +177,13 @@ func (r *run) create(t protocol.ArtifactType, id string, open bool, f fields) *n
 		n.a.Fields[k] = mustJSON(v)
 	}
 	s.nodes = append(s.nodes, n)
-	s.byKey[key(t, id)] = n.a.Seq
+	s.held = append(s.held, n.a.Seq)
+	s.setOpen(n, open)
+	k := key(t, id)
+	if _, ok := s.byKey[k]; !ok {
+		s.keyBytes += int64(len(k))
+	}
+	s.byKey[k] = n.a.Seq
 	r.changes = append(r.changes, Change{Kind: Created, Rev: rev, Seq: n.a.Seq, Artifact: n.snapshot()})
 	return n
 }
@@ -239,11 +252,15 @@ func mustJSON(v any) json.RawMessage {
 		}
 	}
 	if len(b) == 0 || (b[0] != '{' && b[0] != '[') {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, b); err != nil {
+		// Marshalling a RawMessage compacts it and escapes it as
+		// json.Marshal escapes strings: the very bytes a stored artifact
+		// holds, so a body restored from the store (see Restore) compares
+		// equal to the value the state had.
+		out, err := json.Marshal(json.RawMessage(b))
+		if err != nil {
 			panic(fmt.Sprintf("reducer: compact %T: %v", v, err))
 		}
-		return buf.Bytes()
+		return out
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber() // keep numbers exactly as sent

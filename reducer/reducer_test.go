@@ -161,6 +161,73 @@ func checkProperties(tb testing.TB, log []protocol.Event) {
 	if s.Rev() != lastRev {
 		tb.Fatalf("state rev %d, last change rev %d", s.Rev(), lastRev)
 	}
+	checkReleased(tb, log)
+}
+
+// releasingFold folds a log as the server does: after each event it
+// stores the body of every artifact the event changed and releases the
+// closed ones, restoring what Needs names from those stored bodies. It
+// returns the state, the changes per event and the stored bodies.
+func releasingFold(tb testing.TB, log []protocol.Event) (*reducer.State, [][]reducer.Change, map[int64][]byte) {
+	tb.Helper()
+	s := reducer.New()
+	stored := map[int64][]byte{}
+	var all [][]reducer.Change
+	for i, ev := range log {
+		for need := s.Needs(ev); len(need) > 0; need = s.Needs(ev) {
+			for _, seq := range need {
+				if err := s.Restore(stored[seq]); err != nil {
+					tb.Fatalf("event %d: %v", i, err)
+				}
+				if !s.Held(seq) {
+					tb.Fatalf("event %d: artifact %d not held after Restore", i, seq)
+				}
+			}
+		}
+		changes := s.Apply(ev)
+		for _, c := range changes {
+			if !c.IsArtifact() {
+				continue
+			}
+			a := s.Artifact(c.Seq)
+			if a == nil {
+				tb.Fatalf("event %d: artifact %d changed but not held", i, c.Seq)
+			}
+			body, err := json.Marshal(a) // as the server stores it
+			if err != nil {
+				tb.Fatal(err)
+			}
+			stored[c.Seq] = body
+		}
+		all = append(all, changes)
+		s.Release()
+	}
+	return s, all, stored
+}
+
+// checkReleased asserts that a state releasing closed bodies makes exactly
+// the changes of one that keeps everything, and stores the same artifacts.
+func checkReleased(tb testing.TB, log []protocol.Event) {
+	tb.Helper()
+	full := reducer.New()
+	released, changes, stored := releasingFold(tb, log)
+	for i, ev := range log {
+		want := indent(tb, full.Apply(ev))
+		if got := indent(tb, changes[i]); !bytes.Equal(got, want) {
+			tb.Fatalf("event %d (%s): releasing state changed\n%s\nthe full state\n%s", i, ev.Type, got, want)
+		}
+	}
+	if len(stored) != full.Len() || released.Len() != full.Len() {
+		tb.Fatalf("releasing state stored %d artifacts and has %d; the full state has %d", len(stored), released.Len(), full.Len())
+	}
+	for seq, body := range stored {
+		if want, _ := json.Marshal(full.Artifact(seq)); !bytes.Equal(body, want) {
+			tb.Fatalf("artifact %d stored as\n%s\nthe full state has\n%s", seq, body, want)
+		}
+	}
+	if released.Rev() != full.Rev() || released.Status() != full.Status() || released.Summary() != full.Summary() || released.TurnOpen() != full.TurnOpen() {
+		tb.Fatalf("releasing state rev %d status %q summary %q; full %d %q %q", released.Rev(), released.Status(), released.Summary(), full.Rev(), full.Status(), full.Summary())
+	}
 }
 
 func TestPropertiesOnGoldens(t *testing.T) {

@@ -3,6 +3,7 @@ package reducer
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -101,15 +102,21 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 		r.set(t, "resultText", result)
 	}
 	r.set(t, "endedAt", r.at)
-	t.open = false
+	r.s.setOpen(t, false)
 	r.s.turn = 0
 }
 
-// closeOpen closes every open block, tool and permission.
+// closeOpen closes every open block, tool and permission, in seq order.
 func (r *run) closeOpen(reason protocol.StopReason) {
 	cancelled := reason == protocol.StopCancelled || reason == protocol.StopInterrupted
-	for _, n := range r.s.nodes {
-		if !n.open || n.a.Type == protocol.ArtifactTurn {
+	open := make([]int64, 0, len(r.s.open))
+	for seq := range r.s.open {
+		open = append(open, seq)
+	}
+	slices.Sort(open)
+	for _, seq := range open {
+		n := r.s.nodes[seq-1]
+		if n.a.Type == protocol.ArtifactTurn {
 			continue
 		}
 		switch n.a.Type {
@@ -128,7 +135,7 @@ func (r *run) closeOpen(reason protocol.StopReason) {
 		case protocol.ArtifactPermission:
 			r.set(n, "status", permCancelled)
 		}
-		n.open = false
+		r.s.setOpen(n, false)
 	}
 	r.s.openText, r.s.openReasoning = 0, 0
 }
@@ -229,7 +236,7 @@ func (r *run) blockEnd(t protocol.ArtifactType, prefix string, open *int64, id, 
 		r.set(n, "redacted", true)
 	}
 	r.set(n, "status", blockDone)
-	n.open = false
+	r.s.setOpen(n, false)
 	if *open == n.a.Seq {
 		*open = 0
 	}
@@ -286,7 +293,7 @@ func (r *run) toolUpdate(ev protocol.Event) {
 	}
 	if ev.Status != "" {
 		r.set(n, "status", ev.Status)
-		n.open = !terminalTool(ev.Status)
+		r.s.setOpen(n, !terminalTool(ev.Status))
 	}
 }
 
@@ -311,7 +318,7 @@ func (r *run) toolEnd(ev protocol.Event) {
 		r.set(n, "exitCode", *ev.ExitCode)
 	}
 	r.set(n, "status", ev.Status)
-	n.open = false
+	r.s.setOpen(n, false)
 }
 
 func (r *run) plan(ev protocol.Event) {
@@ -342,7 +349,7 @@ func (r *run) plan(ev protocol.Event) {
 
 func (r *run) permissionRequested(ev protocol.Event) {
 	s := r.s
-	if n := s.lookup(protocol.ArtifactPermission, ev.ID); n != nil && n.open {
+	if seq := s.find(protocol.ArtifactPermission, ev.ID); seq != 0 && s.open[seq] {
 		return // repeated request
 	}
 	r.detachBlocks()
@@ -355,17 +362,18 @@ func (r *run) permissionRequested(ev protocol.Event) {
 	if ev.ToolCallID != "" {
 		if t := s.lookup(protocol.ArtifactToolCall, ev.ToolCallID); t != nil && !terminalTool(toolStatus(t)) {
 			r.set(t, "status", protocol.ToolAwaitingApproval)
-			t.open = true
+			s.setOpen(t, true)
 		}
 	}
 }
 
 func (r *run) permissionResolved(ev protocol.Event) {
 	s := r.s
-	n := s.lookup(protocol.ArtifactPermission, ev.ID)
-	if n == nil || !n.open {
+	seq := s.find(protocol.ArtifactPermission, ev.ID)
+	if seq == 0 || !s.open[seq] {
 		return // unknown or already resolved: nothing to show
 	}
+	n := s.nodes[seq-1]
 	st := permCancelled
 	if ev.Outcome == protocol.OutcomeSelected {
 		st = permDenied // an option we cannot find approves nothing
@@ -379,7 +387,7 @@ func (r *run) permissionResolved(ev protocol.Event) {
 		r.set(n, "optionId", ev.OptionID)
 	}
 	r.set(n, "status", st)
-	n.open = false
+	s.setOpen(n, false)
 	tcid := getString(n, "toolCallId")
 	if tcid == "" {
 		return
@@ -393,10 +401,10 @@ func (r *run) permissionResolved(ev protocol.Event) {
 		r.set(t, "status", protocol.ToolRunning)
 	case permDenied:
 		r.set(t, "status", protocol.ToolDenied)
-		t.open = false
+		s.setOpen(t, false)
 	case permCancelled:
 		r.set(t, "status", protocol.ToolCancelled)
-		t.open = false
+		s.setOpen(t, false)
 	}
 }
 

@@ -21,8 +21,6 @@ type node struct {
 	a protocol.Artifact // fixed keys and set fields (values are json.RawMessage)
 	// bufs holds the appendable fields.
 	bufs map[string][]byte
-	// turn is the seq of the turn this artifact belongs to (0 for none).
-	turn int64
 	// open: a text/reasoning block still streaming, a tool not finished, a
 	// permission not answered, a turn not completed. turn_completed closes
 	// every open artifact.
@@ -35,10 +33,23 @@ type node struct {
 
 // State is a session's reduced state. The zero value is not usable; call New.
 type State struct {
-	rev   int64
-	nodes []*node // nodes[seq-1]
+	rev int64
+	// nodes[seq-1] is the artifact at seq, nil when its body was released
+	// (see Release): a released artifact is closed and its body is in the
+	// store.
+	nodes []*node
+	// held lists the seqs whose node is held, among them every open one:
+	// Release looks at these only, so it costs what is held, not the
+	// session's length.
+	held []int64
+	// open is the set of open artifacts (closeOpen closes them in seq order).
+	open map[int64]bool
 	// byKey maps "type/id" to the seq of the newest artifact with that id.
 	byKey map[string]int64
+	// keyBytes is the length of byKey's keys (Size).
+	keyBytes int64
+	// released counts the artifacts whose bodies were released.
+	released int
 	// turn is the seq of the open turn, 0 when none is open.
 	turn int64
 	// lastTurn is the seq of the newest turn, open or not (usage lands there).
@@ -57,7 +68,7 @@ type State struct {
 
 // New returns an empty state.
 func New() *State {
-	return &State{byKey: map[string]int64{}, gen: map[string]int{}}
+	return &State{byKey: map[string]int64{}, gen: map[string]int{}, open: map[int64]bool{}}
 }
 
 // Rev is the revision of the latest artifact change (0 before any).
@@ -77,19 +88,24 @@ func (s *State) Summary() string { return s.summary }
 // TurnOpen reports whether a turn has started and not completed.
 func (s *State) TurnOpen() bool { return s.turn != 0 }
 
-// Artifact returns a copy of the artifact at seq, or nil.
+// Artifact returns a copy of the artifact at seq, or nil when there is
+// none or its body was released (see Release). An artifact an event just
+// changed is held until the next Release.
 func (s *State) Artifact(seq int64) *protocol.Artifact {
-	if seq < 1 || seq > int64(len(s.nodes)) {
-		return nil
+	if n := s.node(seq); n != nil {
+		return n.snapshot()
 	}
-	return s.nodes[seq-1].snapshot()
+	return nil
 }
 
-// Artifacts returns copies of every artifact, ordered by seq.
+// Artifacts returns copies of every artifact, ordered by seq; nil for
+// those whose bodies were released.
 func (s *State) Artifacts() []*protocol.Artifact {
 	out := make([]*protocol.Artifact, len(s.nodes))
 	for i, n := range s.nodes {
-		out[i] = n.snapshot()
+		if n != nil {
+			out[i] = n.snapshot()
+		}
 	}
 	return out
 }
@@ -124,17 +140,41 @@ func (s *State) genID(t protocol.ArtifactType, prefix string) string {
 	}
 }
 
-// lookup finds the artifact an id refers to in the current context. An id
-// used in an earlier, closed turn refers to nothing now: agents that restart
-// (and reuse "t1", "m1"...) get new artifacts rather than writing into old ones.
-func (s *State) lookup(t protocol.ArtifactType, id string) *node {
+// find returns the seq of the artifact an id refers to in the current
+// context, 0 for none. An id used in an earlier, closed turn refers to
+// nothing now: agents that restart (and reuse "t1", "m1"...) get new
+// artifacts rather than writing into old ones. It needs no body: an
+// artifact is in the open turn exactly when it was created after the
+// turn's own artifact (the open turn is the newest one), and a released
+// artifact is closed.
+func (s *State) find(t protocol.ArtifactType, id string) int64 {
 	seq, ok := s.byKey[key(t, id)]
 	if !ok {
+		return 0
+	}
+	if t != protocol.ArtifactTurn && s.turn != 0 && seq < s.turn && !s.open[seq] {
+		return 0
+	}
+	return seq
+}
+
+// lookup returns the node of the artifact an id refers to (see find), or
+// nil. Its body must be held: Needs names the bodies an event will look
+// up, and Apply refuses an event before they are restored.
+func (s *State) lookup(t protocol.ArtifactType, id string) *node {
+	seq := s.find(t, id)
+	if seq == 0 {
 		return nil
 	}
-	n := s.nodes[seq-1]
-	if t != protocol.ArtifactTurn && s.turn != 0 && n.turn != s.turn && !n.open {
-		return nil
+	return s.nodes[seq-1]
+}
+
+// setOpen marks n open or closed.
+func (s *State) setOpen(n *node, open bool) {
+	n.open = open
+	if open {
+		s.open[n.a.Seq] = true
+	} else {
+		delete(s.open, n.a.Seq)
 	}
-	return n
 }

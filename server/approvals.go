@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 
@@ -335,15 +336,43 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 	return nil
 }
 
+// toolFinder finds the newest tool call with an id among arts, as
+// writer.toolCall does in a reducer state.
 func toolFinder(arts []*protocol.Artifact) func(string) *protocol.Artifact {
 	return func(id string) *protocol.Artifact {
-		for _, t := range arts {
+		for _, t := range slices.Backward(arts) {
 			if t.Type == protocol.ArtifactToolCall && t.ID == id {
 				return t
 			}
 		}
 		return nil
 	}
+}
+
+// toolCall returns the newest tool call with an id in a session, nil when
+// there is none: from the reducer state, or from the store when the state
+// released its body (a tool that ended before the permission request).
+func (w *writer) toolCall(session string, st *reducer.State, id string) *protocol.Artifact {
+	seq := st.Newest(protocol.ArtifactToolCall, id)
+	if seq == 0 {
+		return nil
+	}
+	if a := st.Artifact(seq); a != nil {
+		return a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	list, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1)
+	var a protocol.Artifact
+	if err == nil && len(list) == 1 {
+		err = json.Unmarshal(list[0].Body, &a)
+	}
+	if err != nil || len(list) != 1 {
+		// The approval still names the tool call's id.
+		w.log.Warn("read tool call for approval", slog.String("session", session), slog.Int64("seq", seq), slog.Any("err", err))
+		return nil
+	}
+	return &a
 }
 
 // observeApprovals finds the permission artifacts a batch created or
@@ -365,17 +394,13 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 	var added []*protocol.Approval
 	type res struct{ request, status, option string }
 	var resolved []res
-	var all []*protocol.Artifact
 	for _, seq := range seqs {
 		a := st.Artifact(seq)
 		if a == nil || a.Type != protocol.ArtifactPermission {
 			continue
 		}
 		if a.String("status") == string(protocol.PermissionPending) {
-			if all == nil {
-				all = st.Artifacts()
-			}
-			added = append(added, approvalFrom(e.rec.ID, e.rec.Project, a, toolFinder(all)))
+			added = append(added, approvalFrom(e.rec.ID, e.rec.Project, a, func(tc string) *protocol.Artifact { return w.toolCall(e.rec.ID, st, tc) }))
 		} else {
 			resolved = append(resolved, res{a.ID, a.String("status"), a.String("optionId")})
 		}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server/store"
 )
@@ -95,7 +97,10 @@ func (p artifactPolicy) appendable(seq int64, d *dirtyArtifact) bool {
 
 // ops returns the writes for a session's changed artifacts, whose current
 // values st holds, and a func that records, once they are committed, what
-// the database holds.
+// the database holds. With the writes taken, st releases the bodies of its
+// closed artifacts (see reducer.State.Release): from here on they live in
+// the store, and what it records of them is forgotten too. Should the
+// commit fail, the writer drops st altogether.
 func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyArtifact) ([]store.Op, func(), error) {
 	order := make([]int64, 0, len(arts))
 	for seq := range arts {
@@ -130,5 +135,41 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 	if len(appends) > 0 {
 		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})
 	}
-	return ops, func() { maps.Copy(p.stored, next) }, nil
+	st.Release()
+	return ops, func() {
+		maps.Copy(p.stored, next)
+		for seq := range p.stored {
+			if !st.Held(seq) {
+				// Its next change restores it from the store and
+				// writes it whole.
+				delete(p.stored, seq)
+			}
+		}
+	}, nil
+}
+
+// restore hands st the stored bodies of the released artifacts that ev
+// changes (reducer.State.Needs), read from the store; a restored
+// permission may name a released tool, hence the loop.
+func (w *writer) restore(id string, st *reducer.State, ev protocol.Event) error {
+	for need := st.Needs(ev); len(need) > 0; need = st.Needs(ev) {
+		for _, seq := range need {
+			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+			list, err := w.store.ArtifactsBySeq(ctx, id, seq-1, 1)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("restore artifact session=%s seq=%d: %w", id, seq, err)
+			}
+			if len(list) != 1 || list[0].Seq != seq {
+				return fmt.Errorf("restore artifact session=%s seq=%d: not stored", id, seq)
+			}
+			if err := st.Restore(list[0].Body); err != nil {
+				return fmt.Errorf("restore artifact session=%s seq=%d: %w", id, seq, err)
+			}
+			if !st.Held(seq) {
+				return fmt.Errorf("restore artifact session=%s seq=%d: the stored body is not that artifact's", id, seq)
+			}
+		}
+	}
+	return nil
 }

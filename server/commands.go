@@ -131,7 +131,11 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 	if err := r.stamp(b, now.UnixMilli()); err != nil {
 		return err
 	}
-	f := r.fold(g, b, now.UnixMilli())
+	f, err := r.fold(g, b, now.UnixMilli())
+	if err != nil {
+		g.abort(err)
+		return unavailable("interrupt turn session="+id, err)
+	}
 	r.record(w, g, e, b, f, now)
 	r.publish(w, g, b, f)
 	return nil

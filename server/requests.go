@@ -149,7 +149,14 @@ func (r *eventsReq) apply(w *writer, g *group) {
 			return
 		}
 	}
-	f := r.fold(g, b, ms)
+	f, err := r.fold(g, b, ms)
+	if err != nil {
+		// The state took part of the batch: the whole group fails, and
+		// with it the state (see writer.fail).
+		failOn(g, r.reply)
+		g.abort(err)
+		return
+	}
 	if b.st != nil {
 		w.observeApprovals(g, e, b.st.st, f.changes)
 	}
@@ -257,13 +264,17 @@ func (r *eventsReq) stamp(b *ingest, ms int64) error {
 
 // fold applies the kept events to the reducer state, gives them their log
 // positions and adds the log append to the group. From here on the state
-// has changed: a failed commit drops it (see writer.fail).
-func (r *eventsReq) fold(g *group, b *ingest, ms int64) folded {
+// has changed: a failed commit drops it (see writer.fail). It fails only
+// when a released artifact an event changes cannot be read back.
+func (r *eventsReq) fold(g *group, b *ingest, ms int64) (folded, error) {
 	f := folded{changes: make([]reducer.Change, 0, len(b.keep))}
 	st := b.st
 	for i, k := range b.keep {
 		ev := r.events[k]
 		ev.ReceivedAt = ms
+		if err := g.w.restore(r.id, st.st, ev); err != nil {
+			return f, err
+		}
 		b.logged[i].Pos = st.nextPos
 		st.nextPos++
 		st.logBytes += int64(len(b.logged[i].Body))
@@ -288,7 +299,7 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) folded {
 	if len(b.logged) > 0 {
 		g.ops = append(g.ops, store.AppendEvents{SessionID: r.id, Events: b.logged})
 	}
-	return f
+	return f, nil
 }
 
 // record updates the session row: revision, activity, heartbeat, status

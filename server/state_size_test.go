@@ -23,13 +23,21 @@ func TestStateSizeEstimate(t *testing.T) {
 		// n states are measured together, enough that other goroutines
 		// of the test binary cannot move the figure much.
 		n int
+		// open: the last turn has not completed, so its bodies are held.
+		open bool
 	}{
-		{"one short turn", 1, 8, 20, 1000},
-		{"many short turns", 20, 8, 20, 50},
-		{"long text", 2, 200, 400, 50},
+		{"one short turn", 1, 8, 20, 1000, false},
+		{"many short turns", 20, 8, 20, 500, false},
+		{"long text", 2, 50, 400, 1000, false},
+		{"many turns", 400, 8, 20, 20, false},
+		{"open turn of long text", 2, 50, 400, 200, true},
+		{"open short turn", 1, 8, 20, 1000, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log := sessionLog(t, tc.turns, tc.deltas, tc.deltaBytes)
+			if tc.open {
+				log = log[:len(log)-1] // the last turn_completed
+			}
 			n := tc.n
 			states := make([]*state, n)
 			var before, after runtime.MemStats

@@ -93,20 +93,22 @@ type state struct {
 }
 
 // Parts of a state's size estimate, measured as heap per cached state
-// (see TestStateSizeEstimate): a state's maps, digest and reducer
-// scaffolding; each artifact's node, its JSON fields and map entries; and
-// the text, about as big in the reducer's buffers as in the log.
+// (see TestStateSizeEstimate): a state's maps, digest and storage policy
+// beside the reducer state, which estimates itself (reducer.State.Size:
+// a few dozen bytes per artifact, and the bodies of the open ones; the
+// text of closed ones is in the store).
 const (
-	// idleStateBytes: a state this small whose turn has just ended is
-	// dropped at once (see evict).
-	idleStateBytes     = 16 << 10
-	stateBaseBytes     = 1 << 10
-	stateArtifactBytes = 640
+	// idleLogBytes: a state whose log is this small and whose turn has
+	// just ended is dropped at once (see evict).
+	idleLogBytes   = 16 << 10
+	stateBaseBytes = 1 << 10
+	// storedBytes is the policy's record of one artifact (held ones only).
+	storedBytes = 48
 )
 
 // size estimates the memory the state holds.
 func (s *state) size() int64 {
-	return stateBaseBytes + int64(s.st.Len())*stateArtifactBytes + s.logBytes
+	return stateBaseBytes + s.st.Size() + int64(len(s.policy.stored))*storedBytes
 }
 
 // holder is the sandbox connection that holds a session's command stream.
@@ -503,6 +505,16 @@ type group struct {
 	after   []func()
 	failed  []func(error)
 	reqs    int // requests taken (see take), for the group size metric
+	// err, when set, fails the group's commit (see abort).
+	err error
+}
+
+// abort makes the group fail as a failed commit does: a request could not
+// finish what it began on a state (a read the reducer needed failed).
+func (g *group) abort(err error) {
+	if g.err == nil {
+		g.err = err
+	}
 }
 
 func newGroup(w *writer) *group {
@@ -667,6 +679,9 @@ func foldState(log []store.Event) (*state, error) {
 			s.maxSeq[le.Instance] = le.AgentSeq
 		}
 	}
+	// The closed artifacts' bodies are stored (the log's events were
+	// committed with them): only the open ones stay.
+	s.st.Release()
 	return s, nil
 }
 
@@ -675,6 +690,18 @@ func foldState(log []store.Event) (*state, error) {
 // reducer states it touched are dropped (the next use folds them from the
 // log again) and every request gets 503.
 func (w *writer) commit(g *group) {
+	if g.err != nil {
+		if w.shared != nil && g.retries < maxRetries {
+			// The read that failed (a finished artifact's body) may have
+			// met what another replica changed since this cache read the
+			// session: read the sessions again and redo, as for a stale
+			// commit.
+			w.redo(g, g.ids)
+			return
+		}
+		w.fail(g, g.err)
+		return
+	}
 	var stored []func() // what the database holds after the commit
 	for _, id := range g.ids {
 		e := g.overlay[id]
@@ -822,7 +849,7 @@ func (w *writer) evict(g *group) {
 			n := s.size()
 			w.stateBytes += n - s.cost
 			s.cost = n
-			if n <= idleStateBytes && s.turnEnded && !s.st.TurnOpen() {
+			if s.logBytes <= idleLogBytes && s.turnEnded && !s.st.TurnOpen() {
 				w.dropState(id)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	sqlite "modernc.org/sqlite"
@@ -30,6 +31,23 @@ const (
 	// behind or fail, the writer checkpoints itself once the WAL holds
 	// this many pages (64 MiB at 4 KiB pages), so the WAL stays bounded.
 	inlineCheckpointPages = 16000
+	// walSizeLimit is the size the WAL file is cut back to whenever the
+	// WAL starts over (journal_size_limit, in the DSN): otherwise the
+	// file keeps the size of its longest run on disk for good, and under
+	// constant ingest overlapping replay reads can keep the WAL from
+	// starting over for a while (358 MiB in a soak).
+	walSizeLimit = 16 << 20
+	// truncatePages: a WAL this long (the writer's own autocheckpoint
+	// threshold) has not started over, since readers kept a checkpoint
+	// from completing. The checkpointer then tries a TRUNCATE checkpoint,
+	// which waits (at most truncateWait, holding off the writer
+	// meanwhile) for the readers to leave the WAL, copies the rest and
+	// empties the file. At a lower threshold (4,000 pages) it ran often
+	// enough to cost ingest under replays (see server/README.md, Memory).
+	truncatePages = inlineCheckpointPages
+	// truncateWait bounds the wait; a checkpoint that could not truncate
+	// is tried again on the next wake.
+	truncateWait = 100 * time.Millisecond
 )
 
 // checkpointer runs PASSIVE checkpoints when the writer has committed
@@ -84,12 +102,29 @@ func (c *checkpointer) run() {
 // checkpoint copies what it can of the WAL into the database file. A
 // PASSIVE checkpoint stops at frames a reader still needs; the writer
 // restarts the WAL from its start once a checkpoint has copied all of it.
+// A WAL of truncatePages or more gets a TRUNCATE checkpoint as well.
 func (c *checkpointer) checkpoint(ctx context.Context) error {
 	var busy, log, done int
 	if err := c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	c.runs.Add(1)
+	if log < truncatePages {
+		return nil
+	}
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
+	defer conn.Close()
+	// busy_timeout is the connection's own: set before each TRUNCATE
+	// (PASSIVE never waits).
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, truncateWait.Milliseconds())); err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("truncate checkpoint: %w", err)
+	}
 	return nil
 }
 

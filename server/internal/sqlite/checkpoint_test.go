@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,5 +116,71 @@ func TestCommitDeadlineBetweenStatements(t *testing.T) {
 	}
 	if _, err := s.Session(context.Background(), "a"); protocol.CodeOf(err) != protocol.CodeNotFound {
 		t.Fatalf("session of the failed commit: %v; want not found", err)
+	}
+}
+
+// A reader that keeps the WAL from starting over (replays' read
+// transactions overlapping under constant ingest) no longer leaves the
+// file long on disk once readers have moved on: when the WAL starts over,
+// journal_size_limit cuts it back.
+func TestWALShrinksOnceReadersLeave(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+	tx, err := s.r.BeginTxx(context.Background(), &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.Get(&n, `SELECT count(*) FROM sessions`); err != nil {
+		t.Fatal(err)
+	}
+	body := `"` + strings.Repeat("x", 4000) + `"`
+	pos := int64(1)
+	write := func(events int) {
+		for events > 0 {
+			evs := make([]store.Event, min(100, events))
+			for i := range evs {
+				evs[i] = store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: []byte(body)}
+				pos++
+			}
+			commit(t, s, store.AppendEvents{SessionID: "a", Events: evs})
+			events -= len(evs)
+		}
+	}
+	walSize := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	// The open read transaction holds the WAL: it grows to about 28 MiB
+	// (events of a page each), past journal_size_limit.
+	write(7 * checkpointPages)
+	const limit = walSizeLimit
+	if held := walSize(); held < limit*3/2 {
+		t.Fatalf("WAL file of %d bytes under an open read transaction; want it well past %d", held, limit)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// Commits go on, with checkpoints between them, until the WAL has
+	// started over or been truncated.
+	for i := 0; walSize() > limit; i++ {
+		if i == 1000 {
+			t.Fatalf("WAL file still %d bytes after %d more commits without readers", walSize(), i)
+		}
+		walFrames(t, s)
+		write(1)
+	}
+	evs, err := s.Events(context.Background(), "a")
+	if err != nil || int64(len(evs)) != pos-1 {
+		t.Fatalf("Events: %d, %v; want %d", len(evs), err, pos-1)
 	}
 }

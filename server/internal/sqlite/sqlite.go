@@ -75,7 +75,8 @@ type Options struct {
 // memory by default, so every such statement created, wrote and removed a
 // temporary file (a CPU profile of single-event ingest: ~7% in those
 // writes, more in open and unlink).
-const pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_txlock=immediate"
+// journal_size_limit: see walSizeLimit.
+var pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walSizeLimit) + ")&_txlock=immediate"
 
 // Open opens (creating it if needed) the database at path and migrates it.
 // path "" or ":memory:" selects an in-memory database that lives as long as

@@ -1,0 +1,123 @@
+package reducer_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+)
+
+// longLog is a session of turns shaped like an agent's: a prompt, streamed
+// text, a shell call with streamed output and a usage report after the
+// turn. With reuse, every turn uses the same ids (an agent that restarts
+// its numbering); otherwise each turn's ids are new.
+func longLog(turns int, reuse bool) (log []protocol.Event, text int) {
+	add := func(ev protocol.Event) {
+		ev.ReceivedAt = 1_700_000_000_000 + int64(len(log))
+		log = append(log, ev)
+		text += len(ev.Delta) + len(ev.Text)
+	}
+	zero, tokens := 0, int64(7)
+	for n := range turns {
+		k := fmt.Sprint(n)
+		if reuse {
+			k = "1"
+		}
+		add(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t" + k, Source: protocol.SourceUser})
+		add(protocol.Event{Type: protocol.EventUserMessage, ID: "u" + k, Text: "prompt " + k})
+		for d := range 20 {
+			add(protocol.Event{Type: protocol.EventTextDelta, ID: "m" + k, Delta: fmt.Sprintf("word%d ", d)})
+		}
+		add(protocol.Event{Type: protocol.EventToolCallStart, ID: "c" + k, Name: "shell", Input: json.RawMessage(`{"command":"ls > out & <x>"}`)})
+		for d := range 4 {
+			add(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c" + k, Delta: strings.Repeat(".", 500) + fmt.Sprint(d) + "\n"})
+		}
+		add(protocol.Event{Type: protocol.EventToolCallEnd, ID: "c" + k, Status: protocol.ToolCompleted, ExitCode: &zero})
+		add(protocol.Event{Type: protocol.EventTextEnd, ID: "m" + k})
+		add(protocol.Event{Type: protocol.EventTurnCompleted, TurnID: "t" + k, StopReason: protocol.StopEndTurn})
+		add(protocol.Event{Type: protocol.EventUsageUpdated, OutputTokens: &tokens})
+	}
+	return log, text
+}
+
+// A state that releases closed bodies stays small however long the
+// transcript grows (a few dozen bytes per artifact for its key and slot),
+// while what it stores equals what a state keeping everything holds.
+func TestReleasingStateStaysSmall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reuse bool
+		// perArtifact bounds the bytes the state grows by per artifact.
+		perArtifact int64
+	}{
+		{"new ids every turn", false, 120},
+		{"ids reused every turn", true, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const turns = 500
+			log, text := longLog(turns, tc.reuse)
+			checkReleased(t, log)
+			small, _, _ := releasingFold(t, log[:len(log)*100/turns])
+			s, _, _ := releasingFold(t, log)
+			grown := s.Size() - small.Size()
+			full := reducer.Fold(log)
+			t.Logf("%d artifacts, %d bytes of text: releasing state %d bytes (%d after 100 turns), full state %d", s.Len(), text, s.Size(), small.Size(), full.Size())
+			if limit := int64(s.Len()-small.Len()) * tc.perArtifact; grown > limit {
+				t.Fatalf("releasing state grew by %d bytes over %d artifacts; want at most %d", grown, s.Len()-small.Len(), limit)
+			}
+			if full.Size() < int64(text) {
+				t.Fatalf("a state holding everything estimates %d bytes for %d bytes of text", full.Size(), text)
+			}
+		})
+	}
+}
+
+// An open turn's streamed text is held, and counted.
+func TestSizeCountsHeldText(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	before := s.Size()
+	for range 100 {
+		s.Apply(protocol.Event{Type: protocol.EventTextDelta, ID: "m", Delta: strings.Repeat("x", 1000)})
+	}
+	s.Release()
+	if !s.Held(2) {
+		t.Fatal("the open block was released")
+	}
+	if grown := s.Size() - before; grown < 100_000 {
+		t.Fatalf("Size grew by %d bytes for 100,000 bytes of held text", grown)
+	}
+}
+
+// Apply refuses an event whose artifact was released and not restored,
+// rather than make changes a full state would not.
+func TestApplyRefusesWithoutNeededBody(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallEnd, ID: "c1", Status: protocol.ToolCompleted})
+	s.Release()
+	late := protocol.Event{Type: protocol.EventToolCallEnd, ID: "c1", Status: protocol.ToolFailed}
+	if need := s.Needs(late); len(need) != 1 || need[0] != 1 {
+		t.Fatalf("Needs = %v; want [1]", need)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Apply changed a released artifact")
+		}
+	}()
+	s.Apply(late)
+}
+
+// Restore refuses what is not an artifact of the state.
+func TestRestoreRejectsBadBodies(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventUserMessage, Text: "hi"})
+	for _, body := range []string{`{`, `{"seq":2,"type":"user_message"}`, `{"seq":0}`, `{"seq":"x"}`} {
+		if err := s.Restore([]byte(body)); err == nil {
+			t.Errorf("Restore(%s) = nil; want an error", body)
+		}
+	}
+}
