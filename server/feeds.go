@@ -92,12 +92,34 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 // seq > after, in seq order: GET /artifacts reads the whole list with it,
 // a page at a time.
 func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	if err := s.replaySlot(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.replaySlots }()
 	return s.store.ArtifactsBySeq(ctx, id, after, limit)
 }
 
-// artifactsPage is store.ArtifactsPage.
+// artifactsPage is store.ArtifactsPage, read in a replay slot.
 func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	if err := s.replaySlot(ctx); err != nil {
+		return store.Snapshot{}, err
+	}
+	defer func() { <-s.replaySlots }()
 	return s.store.ArtifactsPage(ctx, id, after, limit)
+}
+
+// replaySlot waits for one of Options.ReplaySlots: replay pages are read
+// a bounded number at a time however many followers replay at once, so
+// ingest (the writer and its posters) keeps the rest of the machine.
+// Only the read holds the slot, not the write to the client, so a slow
+// client delays nobody else.
+func (s *Server) replaySlot(ctx context.Context) error {
+	select {
+	case s.replaySlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ArtifactsChanged returns at most limit of the artifacts changed after

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"runtime"
 	"time"
 )
 
@@ -48,6 +49,12 @@ type Options struct {
 	// /artifacts reads per read transaction, writing each page before it
 	// reads the next (default DefaultReplayPage).
 	ReplayPage int
+	// ReplaySlots is how many replay pages may be read and written at
+	// once, over all streams (default: half the CPUs, at least one).
+	// Replays wait their turn a page at a time, so a crowd of followers
+	// replaying long sessions shares a bounded part of the machine and
+	// ingest keeps the rest.
+	ReplaySlots int
 	// Observer, when set, is told what the writer does, for metrics
 	// (package app gives it the Prometheus adapter).
 	Observer Observer
@@ -86,6 +93,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ActiveState == 0 {
 		o.ActiveState = DefaultActiveState
+	}
+	if o.ReplaySlots <= 0 {
+		o.ReplaySlots = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	if o.ReplayPage <= 0 {
 		o.ReplayPage = DefaultReplayPage

@@ -24,6 +24,9 @@ type Server struct {
 	w     *writer
 	index *tokenIndex
 
+	// replaySlots bounds the replay pages read at once (Options.ReplaySlots).
+	replaySlots chan struct{}
+
 	closeOnce sync.Once
 	// stopWatch ends the watch of other replicas' commits (shared store
 	// only); watchDone is closed when it has returned.
@@ -39,7 +42,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("new server: Options.Store is required")
 	}
 	opts = opts.withDefaults()
-	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), index: newTokenIndex()}
+	s := &Server{opts: opts, log: opts.Logger, store: opts.Store, hub: hub.New(0, 0), index: newTokenIndex(),
+		replaySlots: make(chan struct{}, opts.ReplaySlots)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s.w = newWriter(s.store, s.hub, s.log, opts, s.index)

@@ -470,12 +470,18 @@ func (w *writer) expire(g *group) {
 		}
 		// Which deadline passed follows from the status (see track).
 		if _, remove := nextStatus(e.rec.Status, bootstrapExpired, "", false); remove {
-			w.log.Info("removing session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
+			// Logged once stored: on a shared database another replica
+			// may have removed it first (this commit is then redone).
+			g.onCommit(func() {
+				w.log.Info("removed session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
+			})
 			w.remove(g, id, e)
 			continue
 		}
 		if status, _ := nextStatus(e.rec.Status, heartbeatMissed, "", w.holders[id] != nil); status != e.rec.Status {
-			w.log.Info("session missed its heartbeat", slog.String("session", id), slog.Duration("timeout", w.opts.HeartbeatTimeout))
+			g.onCommit(func() {
+				w.log.Info("session missed its heartbeat", slog.String("session", id), slog.Duration("timeout", w.opts.HeartbeatTimeout))
+			})
 			g.setStatus(id, e, status)
 		}
 	}
