@@ -75,18 +75,20 @@ func (b *Balancer) Add(target string) {
 	b.mu.Unlock()
 }
 
-// Replace puts target new where old was (a replica restarted on another
-// port). It reports whether old was a target. Open connections to old are
-// left alone: they end when old does.
+// Replace puts target new wherever old was (a replica restarted on
+// another port). It reports whether old was a target. Open connections to
+// old are left alone: they end when old does.
 func (b *Balancer) Replace(old, new string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := slices.Index(b.targets, old)
-	if i < 0 {
-		return false
+	found := false
+	for i, t := range b.targets {
+		if t == old {
+			b.targets[i] = new
+			found = true
+		}
 	}
-	b.targets[i] = new
-	return true
+	return found
 }
 
 // Remove takes target out of the rotation and reports whether it was in
@@ -94,13 +96,15 @@ func (b *Balancer) Replace(old, new string) bool {
 func (b *Balancer) Remove(target string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := slices.Index(b.targets, target)
-	if i < 0 {
+	n := len(b.targets)
+	b.targets = slices.DeleteFunc(b.targets, func(t string) bool { return t == target })
+	if len(b.targets) == n {
 		return false
 	}
-	b.targets = slices.Delete(b.targets, i, i+1)
-	if b.next > i {
-		b.next--
+	if len(b.targets) > 0 {
+		b.next %= len(b.targets)
+	} else {
+		b.next = 0
 	}
 	return true
 }
