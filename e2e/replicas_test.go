@@ -466,13 +466,12 @@ func TestReplicasAllRestarted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, id := range ids {
-		// agentd reconnects by itself: the record says idle again once
-		// its command stream is open on some replica.
-		r.waitIdle(id)
-	}
+	// agentd reconnects by itself; a queued prompt is delivered to it
+	// whether or not its command stream is open again yet.
 	for k, id := range ids {
-		r.promptOn(k+1, id, "after "+id)
+		if _, err := r.client(k+1).QueuePrompt(r.ctx, id, "after "+id); err != nil {
+			t.Fatalf("queue a prompt for %s through replica %d: %v", id, k+1, err)
+		}
 	}
 	for _, id := range ids {
 		f := followers[id]
