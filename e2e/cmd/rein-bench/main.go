@@ -95,6 +95,7 @@ func (b *bench) groups() []group {
 		{"agentd", b.throughAgentd},
 		{"resume", b.resume},
 		{"postgres", b.postgres},
+		{"replicas", b.replicas},
 	}
 }
 
