@@ -130,20 +130,25 @@ func (r *renv) modelMatchesEverywhere(f *Follower, id string) []*protocol.Artifa
 }
 
 // holder returns the replica holding the one open connection of b (a
-// client's stream), or fails.
+// client's stream), waiting while the client is between connections.
 func (r *renv) holder(b *Balancer) int {
 	r.t.Helper()
-	h := b.Holding()
-	if len(h) != 1 {
-		r.t.Fatalf("want exactly one replica holding the stream, connections: %v", h)
-	}
-	for addr := range h {
-		if i := r.reps.Which(addr); i >= 0 {
-			return i
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h := b.Holding()
+		if len(h) == 1 {
+			for addr := range h {
+				if i := r.reps.Which(addr); i >= 0 {
+					return i
+				}
+				r.t.Fatalf("the stream is held by %s, which is no replica", addr)
+			}
 		}
-		r.t.Fatalf("the stream is held by %s, which is no replica", addr)
+		if time.Now().After(deadline) {
+			r.t.Fatalf("want exactly one replica holding the stream, connections: %v", h)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return -1
 }
 
 // textLen is the length of the first assistant text in arts.
@@ -219,9 +224,9 @@ func TestReplicasCrossReplicaTurn(t *testing.T) {
 func TestReplicasKilledMidTurn(t *testing.T) {
 	r := newReplicas(t, 3, false)
 	id := "kill"
-	// 2,000 words at 10 ms each: the turn outlasts both kills and the
+	// 3,000 words at 10 ms each: the turn outlasts both kills and the
 	// reconnects with a wide margin (checked below, not assumed).
-	const n = 2000
+	const n = 3000
 	r.create(id, "")
 	fc, fb := r.balancedClient(0, 1, 2)
 	f := r.follow(fc, id)
@@ -263,8 +268,11 @@ func TestReplicasKilledMidTurn(t *testing.T) {
 	// A client that was never connected sees the same, on any replica.
 	fresh := r.follow(r.client(held), id)
 	r.modelMatchesEverywhere(fresh, id)
-	r.waitIdle(id)
-	r.promptOn(1, id, "still there?")
+	// Queued: delivered whether or not agentd has reopened its command
+	// stream since the second kill.
+	if _, err := r.client(1).QueuePrompt(r.ctx, id, "still there?"); err != nil {
+		t.Fatal(err)
+	}
 	waitTurns(t, r.ctx, f, 2)
 	wantTranscript(t, "after the kills", r.modelMatchesEverywhere(f, id)[3:], []string{
 		"turn completed end_turn",
