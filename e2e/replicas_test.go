@@ -208,6 +208,14 @@ func TestReplicasCrossReplicaTurn(t *testing.T) {
 		"text done: Permission granted.",
 	})
 	r.waitIdle(id)
+	// A stream ticket issued by one replica opens the stream on another:
+	// they share the ticket key.
+	var ticket protocol.StreamTicket
+	if err := r.client(0).Do(r.ctx, http.MethodPost, "/sessions/"+id+"/stream-ticket", nil, &ticket); err != nil {
+		t.Fatal(err)
+	}
+	tf := r.follow(ticketClient(t, r.reps.Servers[2].URL, ticket.Ticket), id)
+	wantTranscript(t, "followed with a ticket of another replica", r.modelMatchesEverywhere(tf, id), render(arts))
 	// The session record is the same on every replica.
 	for i := range r.reps.Servers {
 		s, err := r.client(i).Session(r.ctx, id)
@@ -279,6 +287,29 @@ func TestReplicasKilledMidTurn(t *testing.T) {
 		"user: still there?",
 		"text done: You said: still there?",
 	})
+}
+
+// ticketClient is a client of base without a token whose requests carry
+// ?ticket=, as a browser's EventSource does.
+func ticketClient(t *testing.T, base, ticket string) *client.Client {
+	t.Helper()
+	c, err := client.New(base, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.HTTP = &http.Client{Transport: ticketTransport(ticket)}
+	return c
+}
+
+// ticketTransport adds ?ticket= to every request.
+type ticketTransport string
+
+func (tt ticketTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	q := req.URL.Query()
+	q.Set("ticket", string(tt))
+	req.URL.RawQuery = q.Encode()
+	return http.DefaultTransport.RoundTrip(req)
 }
 
 // turnEnded reports whether the first turn has ended.
