@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 
 	"github.com/rein-ai/rein/protocol"
@@ -197,11 +198,16 @@ func TestTurnDigestDetectsEdit(t *testing.T) {
 		t.Fatal("no user_message in the second turn")
 	}
 	e.srv.Stop(15 * time.Second)
-	db, err := sql.Open("sqlite", e.srv.DB)
+	// The same edit on either backend (REIN_E2E_DB).
+	driver, q := "sqlite", `UPDATE events SET body = replace(body, 'hello two', 'hello TWO') WHERE session_id = ? AND pos = ?`
+	if strings.HasPrefix(e.srv.DB, "postgres") {
+		driver, q = "pgx", `UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'hello two', 'hello TWO'), 'UTF8') WHERE session_id = $1 AND pos = $2`
+	}
+	db, err := sql.Open(driver, e.srv.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := db.Exec(`UPDATE events SET body = replace(body, 'hello two', 'hello TWO') WHERE session_id = ? AND pos = ?`, "digest", pos)
+	res, err := db.Exec(q, "digest", pos)
 	if err == nil {
 		if n, _ := res.RowsAffected(); n != 1 {
 			err = errors.New("no row changed")

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,26 +11,6 @@ import (
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/pgtest"
 )
-
-// A postgres:// --db selects PostgreSQL; a second server on the same
-// database is refused with the holder named, since the writer assumes it
-// is the only one.
-func TestPostgresOneServerPerDatabase(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	s := start(t, app.Options{DBPath: dsn})
-	c := newClient(t, s)
-	if code, body := c.do("POST", "/sessions/a", nil); code != http.StatusCreated {
-		t.Fatalf("create: %d %s", code, body)
-	}
-	_, err := app.New(app.Options{DBPath: dsn})
-	if err == nil || !strings.Contains(err.Error(), "in use by") {
-		t.Fatalf("second server: %v; want refused, in use", err)
-	}
-	// The first one still serves, from PostgreSQL.
-	if code, body := c.do("GET", "/sessions/a", nil); code != http.StatusOK {
-		t.Fatalf("get: %d %s", code, body)
-	}
-}
 
 // /healthz answers 503 while the database refuses connections, and 200
 // again once it takes them, with no restart of the server.

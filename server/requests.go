@@ -92,7 +92,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(notFound(r.id))
 		return
 	}
-	if w.holders[r.id] == nil && !r.cmd.Queue {
+	if !w.held(r.id, e) && !r.cmd.Queue {
 		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q (send the prompt with \"queue\": true to have it delivered when one connects)", r.id))
 		return
 	}
@@ -444,15 +444,21 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: r.instance, At: w.opts.Now().UnixMilli()})
 	}
 	e.lastActive = w.opts.Now()
+	if w.shared != nil {
+		// Other replicas time the session out from the row.
+		ms := e.lastActive.UnixMilli()
+		e.rec.LastHeartbeat = &ms
+	}
 	status, _ := nextStatus(e.rec.Status, opened, "", true)
 	g.setStatus(r.id, e, status)
 	w.tokens++
-	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens}
+	// A new epoch fences the stream another replica may hold
+	// (replicas.go).
+	e.rec.StreamEpoch++
+	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens, epoch: e.rec.StreamEpoch}
 	lastCmd := e.rec.LastCommandID
-	g.onFail(func(err error) {
-		h.sub.Close()
-		r.reply.fail(err)
-	})
+	g.onAbort(h.sub.Close)
+	failOn(g, r.reply)
 	g.onCommit(func() {
 		// A newer connection closes the older one. Its release comes
 		// back with the old token and is ignored.

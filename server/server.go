@@ -25,6 +25,10 @@ type Server struct {
 	index *tokenIndex
 
 	closeOnce sync.Once
+	// stopWatch ends the watch of other replicas' commits (shared store
+	// only); watchDone is closed when it has returned.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // New loads the sessions from opts.Store, applies the restart rules and
@@ -47,6 +51,14 @@ func New(opts Options) (*Server, error) {
 	}
 	s.w.startup()
 	go s.w.run()
+	if s.w.shared != nil {
+		wctx, stop := context.WithCancel(context.Background())
+		s.stopWatch, s.watchDone = stop, make(chan struct{})
+		go func() {
+			defer close(s.watchDone)
+			s.w.watch(wctx)
+		}()
+	}
 	return s, nil
 }
 
@@ -63,6 +75,10 @@ func (s *Server) EndStreams() { s.hub.Close() }
 // after it get unavailable. It does not close the store.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		if s.stopWatch != nil {
+			s.stopWatch()
+			<-s.watchDone
+		}
 		s.hub.Close()
 		s.w.stop()
 	})
@@ -172,7 +188,20 @@ func (s *Server) Ingest(ctx context.Context, id string, from Sandbox, events []p
 
 // SandboxSession returns the session whose sandbox token has this SHA-256
 // hash, from memory: the adapter checks every sandbox request with it.
-func (s *Server) SandboxSession(hash [32]byte) (string, bool) { return s.index.session(hash) }
+// claimed is the session the request names: on a database shared with
+// other replicas, a token this replica does not know yet (its session was
+// created elsewhere a moment ago) is checked against that session's row
+// before it is refused, since agentd takes a 401 as final.
+func (s *Server) SandboxSession(ctx context.Context, hash [32]byte, claimed string) (string, bool) {
+	if id, ok := s.index.session(hash); ok || s.w.shared == nil || claimed == "" {
+		return id, ok
+	}
+	_, h, err := s.w.shared.LoadSession(ctx, claimed)
+	if err != nil || h == nil || *h != hash {
+		return "", false
+	}
+	return claimed, true
+}
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.
 func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, error) {

@@ -58,6 +58,10 @@ type entry struct {
 	// session made before tokens existed (only the client token reaches
 	// its sandbox routes until a rotation gives it one).
 	sandbox *[32]byte
+	// pubRev is the revision this process's artifact streams of the
+	// session have been sent up to (replicas.go: other replicas' changes
+	// are read from it on).
+	pubRev int64
 }
 
 // state is a session's reducer state and what dedupe needs, all derived
@@ -110,6 +114,9 @@ type holder struct {
 	instance string
 	sub      *hub.Subscriber
 	token    uint64
+	// epoch is the session's StreamEpoch this opening stored; a newer one
+	// in the row means another replica took the stream (replicas.go).
+	epoch int64
 }
 
 // request is one unit of work for the writer goroutine.
@@ -131,11 +138,23 @@ type outcome[T any] struct {
 
 func newReply[T any]() reply[T] { return make(reply[T], 1) }
 
-// ok answers with v.
-func (r reply[T]) ok(v T) { r <- outcome[T]{v: v} }
+// ok answers with v. Only the first answer counts: a request applied
+// again (writer.redo) may answer again, and that answer is dropped rather
+// than blocking the writer.
+func (r reply[T]) ok(v T) {
+	select {
+	case r <- outcome[T]{v: v}:
+	default:
+	}
+}
 
-// fail answers with err.
-func (r reply[T]) fail(err error) { r <- outcome[T]{err: err} }
+// fail answers with err (see ok).
+func (r reply[T]) fail(err error) {
+	select {
+	case r <- outcome[T]{err: err}:
+	default:
+	}
+}
 
 // failOn makes the group's commit failure r's answer.
 func failOn[T any](g *group, r reply[T]) { g.onFail(r.fail) }
@@ -180,6 +199,12 @@ type writer struct {
 
 	// groupWait sizes group commits (groupwait.go); owned by run.
 	groupWait groupWait
+
+	// shared is the store as several replicas share it (nil when this
+	// process is the database's only server); remote collects what the
+	// others announce (replicas.go).
+	shared store.Shared
+	remote *remoteChanges
 }
 
 // writeFailure is why writes fail and since when.
@@ -194,13 +219,17 @@ type writeFailure struct {
 const probeInterval = 2 * time.Second
 
 func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *tokenIndex) *writer {
-	return &writer{
+	w := &writer{
 		store: st, hub: h, log: log, opts: opts, index: index,
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
 		deadlines: map[string]time.Time{}, obs: nopObserver{},
 		approvals: newApprovals(h, opts.Now().UnixMicro(), authMode(opts)),
 	}
+	if sh, ok := st.(store.Shared); ok {
+		w.shared, w.remote = sh, newRemoteChanges()
+	}
+	return w
 }
 
 // load reads every session and token and sets the lifecycle deadlines; it
@@ -225,7 +254,7 @@ func (w *writer) load(ctx context.Context) error {
 	now := w.opts.Now()
 	for _, r := range rows {
 		w.clock++
-		e := &entry{rec: r, order: w.clock}
+		e := &entry{rec: r, order: w.clock, pubRev: r.Rev}
 		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
 			switch {
 			case exclusive:
@@ -255,7 +284,7 @@ func (w *writer) load(ctx context.Context) error {
 // /healthz reports it, and the writer retries it.
 func (w *writer) startup() {
 	g := newGroup(w)
-	w.expire(g)
+	g.do(w.expire)
 	w.commit(g)
 }
 
@@ -306,6 +335,10 @@ func (w *writer) run() {
 	defer close(w.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var remote chan struct{} // nil (never ready) without other replicas
+	if w.remote != nil {
+		remote = w.remote.kick
+	}
 	for {
 		w.resetTimer(timer)
 		select {
@@ -320,9 +353,11 @@ func (w *writer) run() {
 			}
 		case r := <-w.reqs:
 			w.commit(w.take(r))
+		case <-remote:
+			w.applyRemote()
 		case <-timer.C:
 			g := newGroup(w)
-			w.expire(g)
+			g.do(w.expire)
 			w.commit(g)
 			w.probe()
 		}
@@ -337,19 +372,19 @@ func (w *writer) take(first request) *group {
 	w.groupWait.deadline = time.Time{}
 	n := 0
 	if first != nil {
-		first.apply(w, g)
+		g.take(first)
 		n++
 	}
 	for ; n < maxGroup; n++ {
 		select {
 		case r := <-w.reqs:
-			r.apply(w, g)
+			g.take(r)
 		default:
 			if n == 0 {
 				return nil
 			}
 			if r := w.straggler(n); r != nil {
-				r.apply(w, g)
+				g.take(r)
 				continue
 			}
 			g.reqs = n
@@ -451,6 +486,17 @@ type group struct {
 	w       *writer
 	overlay map[string]*entry // nil value: deleted in this group
 	ids     []string          // overlay keys in first-touch order
+	// base is the version of each session row the group read (those it
+	// did not create): its commit expects them (store.Expect) on a
+	// shared store.
+	base map[string]int64
+	// redo applies the group's work to a new group: what commit runs
+	// again when another replica changed the sessions (replicas.go).
+	redo []func(*group)
+	// aborts release what the group's work took (a subscription) when
+	// its commit fails or is redone.
+	aborts  []func()
+	retries int
 	ops     []store.Op
 	dirty   map[string]map[int64]*dirtyArtifact // changed artifacts per session
 	states  map[string]bool                     // reducer states used (dropped on failure)
@@ -460,7 +506,7 @@ type group struct {
 }
 
 func newGroup(w *writer) *group {
-	return &group{w: w, overlay: map[string]*entry{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}}
+	return &group{w: w, overlay: map[string]*entry{}, base: map[string]int64{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}}
 }
 
 // entry returns the session's entry for changing it in this group, or nil
@@ -470,12 +516,35 @@ func (g *group) entry(id string) *entry {
 		return e
 	}
 	e := g.w.sessions[id]
+	if e == nil && g.w.shared != nil {
+		// Maybe created on another replica, not announced yet.
+		g.w.refresh(id)
+		e = g.w.sessions[id]
+	}
 	if e == nil {
 		return nil
 	}
 	c := *e
+	g.base[id] = e.rec.Version
 	g.put(id, &c)
 	return &c
+}
+
+// take applies r to the group, and remembers to apply it again if the
+// commit must be redone. A request that answered in apply without
+// touching the group (a refusal, a snapshot) is done: it is not redone.
+func (g *group) take(r request) {
+	n := len(g.after) + len(g.failed) + len(g.ops)
+	r.apply(g.w, g)
+	if len(g.after)+len(g.failed)+len(g.ops) > n {
+		g.redo = append(g.redo, func(ng *group) { r.apply(ng.w, ng) })
+	}
+}
+
+// do runs f on the group and again on a redone one.
+func (g *group) do(f func(*group)) {
+	f(g)
+	g.redo = append(g.redo, f)
 }
 
 func (g *group) put(id string, e *entry) {
@@ -487,6 +556,7 @@ func (g *group) put(id string, e *entry) {
 
 func (g *group) onCommit(f func())    { g.after = append(g.after, f) }
 func (g *group) onFail(f func(error)) { g.failed = append(g.failed, f) }
+func (g *group) onAbort(f func())     { g.aborts = append(g.aborts, f) }
 
 // markDirty records an artifact change of session id for the commit.
 func (g *group) markDirty(id string, c reducer.Change) {
@@ -570,9 +640,11 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
 	s.turnEnded = false
-	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() {
+	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && w.shared == nil {
 		// The stored artifacts came from a different fold (a reducer
 		// change). New revisions continue from the fold; say so once.
+		// (With other replicas, a cache behind the log differs too; its
+		// commit expects the old version and is redone.)
 		w.log.Warn("folded revision differs from stored", slog.String("session", id), slog.Int64("stored", e.rec.Rev), slog.Int64("folded", s.st.Rev()))
 	}
 	w.states[id] = s
@@ -619,13 +691,29 @@ func (w *writer) commit(g *group) {
 			g.ops = append(g.ops, ops...)
 			stored = append(stored, after)
 		}
+		e.rec.Version++
 		g.ops = append(g.ops, store.UpdateSession{Session: e.rec})
+	}
+	if w.shared != nil && len(g.base) > 0 {
+		// First, so the store checks them before anything is written.
+		exp := make([]store.Op, 0, len(g.base)+len(g.ops))
+		for _, id := range g.ids {
+			if v, ok := g.base[id]; ok {
+				exp = append(exp, store.Expect{SessionID: id, Version: v})
+			}
+		}
+		g.ops = append(exp, g.ops...)
 	}
 	if len(g.ops) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		start := time.Now()
 		err := w.store.Commit(ctx, g.ops)
 		cancel()
+		var stale *store.StaleError
+		if errors.As(err, &stale) && w.shared != nil && g.retries < maxRetries {
+			w.redo(g, stale.IDs)
+			return
+		}
 		if err != nil {
 			w.fail(g, err)
 			return
@@ -641,6 +729,8 @@ func (w *writer) commit(g *group) {
 	for _, id := range g.ids {
 		w.obs.SessionStatus(entryStatus(w.sessions[id]), entryStatus(g.overlay[id]))
 		if e := g.overlay[id]; e != nil {
+			// This commit's changes are published below.
+			e.pubRev = max(e.pubRev, e.rec.Rev)
 			w.sessions[id] = e
 		} else {
 			delete(w.sessions, id)
@@ -651,6 +741,29 @@ func (w *writer) commit(g *group) {
 		f()
 	}
 	w.evict(g)
+}
+
+// redo runs a group again after its commit found sessions stale changed
+// by another replica, having read them again: the requests see what the
+// database holds now, and their callers see one answer, as if the other
+// replica's change had come first.
+func (w *writer) redo(g *group, stale []string) {
+	w.log.Debug("sessions changed by another replica: applying the group again", slog.Any("sessions", stale), slog.Int("retry", g.retries+1))
+	for _, f := range g.aborts {
+		f()
+	}
+	for id := range g.states {
+		w.dropState(id)
+	}
+	for _, id := range stale {
+		w.refresh(id)
+	}
+	ng := newGroup(w)
+	ng.retries, ng.reqs, ng.redo = g.retries+1, g.reqs, g.redo
+	for _, f := range g.redo {
+		f(ng)
+	}
+	w.commit(ng)
 }
 
 // dropState forgets a session's cached reducer state; its next use folds
@@ -665,6 +778,9 @@ func (w *writer) dropState(id string) {
 func (w *writer) fail(g *group, err error) {
 	w.log.Error("commit failed", slog.Int("ops", len(g.ops)), slog.Any("err", err))
 	w.obs.CommitFailed()
+	for _, f := range g.aborts {
+		f()
+	}
 	for id := range g.states {
 		w.dropState(id)
 	}

@@ -132,17 +132,8 @@ func openStore(ctx context.Context, opts Options) (server.Store, error) {
 	if !postgres.IsDSN(db) {
 		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync, Logger: opts.Logger})
 	}
-	st, err := postgres.Open(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	// Until the writer coordinates with other replicas, a second server
-	// on the same database would fork its view of every session: refuse.
-	if err := st.LockServer(ctx); err != nil {
-		_ = st.Close()
-		return nil, err
-	}
-	return st, nil
+	// Any number of replicas may share the database (store.Shared).
+	return postgres.Open(ctx, db, opts.Logger)
 }
 
 // dbName is the database as logs show it: a PostgreSQL URL's password

@@ -78,6 +78,24 @@ type Exclusive interface {
 	Exclusive() bool
 }
 
+// Shared is implemented by a Store that several server processes use at
+// once (PostgreSQL replicas). Each process caches the sessions and learns
+// of the others' commits through Watch; its commits carry Expect ops, so
+// a cache that missed a change costs a retry, never a lost write.
+type Shared interface {
+	// LoadSession returns one session with its internal state (as
+	// LoadSessions) and its sandbox token hash (nil when it has none); a
+	// missing session is CodeNotFound.
+	LoadSession(ctx context.Context, id string) (Session, *[32]byte, error)
+	// Watch calls changed with the ids of sessions other processes
+	// committed changes to, soon after each commit, until ctx ends; then
+	// it returns. changed(nil) means changes may have been missed (at the
+	// start, and after the backend lost its connection): any session may
+	// have changed. changed runs on Watch's goroutine, one call at a
+	// time.
+	Watch(ctx context.Context, changed func(ids []string)) error
+}
+
 // WriteChecker is implemented by a Store that can check whether writes
 // succeed without changing what it holds: a write that needs new space,
 // undone at once. While commits fail (a full disk), the server calls it

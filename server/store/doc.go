@@ -2,10 +2,11 @@
 // interface every backend implements, the data it reads and writes, and
 // the write operations (Op) one group commit carries.
 //
-// The service (package server) is the only writer of a store it runs on:
-// one writer goroutine per process groups its requests into one Commit.
-// SQLite (server/internal/sqlite) implements it today; a PostgreSQL backend
-// for several replicas will implement the same interface. Package
+// One writer goroutine per server process groups its requests into one
+// Commit. SQLite (server/internal/sqlite) has one process per database;
+// PostgreSQL (server/internal/postgres) is shared by any number of
+// replicas, which check what they read with Expect and hear of each
+// other's commits through the Shared interface. Package
 // storetest is the conformance suite every backend must pass:
 //
 //	func TestConformance(t *testing.T) {

@@ -1,6 +1,11 @@
 package store
 
-import "github.com/rein-ai/rein/protocol"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/rein-ai/rein/protocol"
+)
 
 // Session is a session row: the wire record plus what the service needs to
 // resume after a restart.
@@ -16,6 +21,16 @@ type Session struct {
 	// Instances lists every Rein-Instance that ever held the command stream;
 	// all but CurrentInstance are superseded.
 	Instances []string
+	// Version counts the writes of the row: UpdateSession stores it (the
+	// writer gives the version it read plus one), CreateSession starts it
+	// at 0. A writer that shares the database with others checks it with
+	// Expect, so it never writes over a change it has not seen.
+	Version int64
+	// StreamEpoch counts the openings of the session's command stream.
+	// Every opening stores a new one, on whichever server it lands; a
+	// server whose open stream carries an older epoch was taken over and
+	// closes it (the fence between replicas).
+	StreamEpoch int64
 }
 
 // Event is one entry of a session's append-only event log. Body is the
@@ -66,8 +81,8 @@ type CreateSession struct{ Session protocol.Session }
 type DeleteSession struct{ ID string }
 
 // UpdateSession writes the mutable columns of a session row: status,
-// summary, lastHeartbeat, rev, last command id, current instance and
-// acknowledged command id (Session.AckedCommandID; PendingCommands is not
+// summary, lastHeartbeat, rev, last command id, current instance,
+// acknowledged command id, version and stream epoch (Session.AckedCommandID; PendingCommands is not
 // stored: reads derive it as LastCommandID - AckedCommandID). A
 // missing session fails the commit with CodeNotFound. Instances is not
 // written (see AddInstance).
@@ -135,6 +150,28 @@ type SetSandboxToken struct {
 	At        int64
 }
 
+// Expect makes the commit fail with a *StaleError unless the session
+// exists and its row holds Version. A writer sharing the database with
+// other servers puts one first for every session its commit changes that
+// it read before: its cached view of those sessions is then the
+// database's, or nothing is written and it reads them again. Backends lock
+// the expected rows in id order before anything else of the commit, so
+// two writers never deadlock and a check never goes stale before the
+// commit ends.
+type Expect struct {
+	SessionID string
+	Version   int64
+}
+
+// StaleError is the failure of a commit whose Expects did not hold: the
+// sessions IDs changed (or are gone) since the writer read them.
+type StaleError struct{ IDs []string }
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("sessions changed by another server: %s", strings.Join(e.IDs, ", "))
+}
+
+func (Expect) storeOp()          {}
 func (CreateSession) storeOp()   {}
 func (DeleteSession) storeOp()   {}
 func (UpdateSession) storeOp()   {}

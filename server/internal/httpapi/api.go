@@ -30,8 +30,9 @@ type Service interface {
 	// sandbox's command stream, and returns the new token.
 	RotateSandboxToken(ctx context.Context, id string) (string, error)
 	// SandboxSession returns the session whose sandbox token has this
-	// SHA-256 hash.
-	SandboxSession(hash [32]byte) (id string, ok bool)
+	// SHA-256 hash; claimed is the session the request names (see
+	// server.Server.SandboxSession).
+	SandboxSession(ctx context.Context, hash [32]byte, claimed string) (id string, ok bool)
 	GetSession(ctx context.Context, id string) (protocol.Session, error)
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error

@@ -94,7 +94,7 @@ func (a *API) authorize(r *http.Request, acc access) (context.Context, error) {
 	if subtle.ConstantTimeCompare(h[:], a.clientHash) == 1 {
 		return ctx, nil
 	}
-	if id, ok := a.svc.SandboxSession(h); ok {
+	if id, ok := a.svc.SandboxSession(ctx, h, r.PathValue("id")); ok {
 		if acc == sandbox && id == r.PathValue("id") {
 			return context.WithValue(ctx, credKey{}, h), nil
 		}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -14,9 +15,10 @@ import (
 // The statements Commit runs. pgx prepares each once per connection and
 // caches it (its default exec mode).
 const (
+	qExpect          = `SELECT rein_expect($1::text[], $2::bigint[])`
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
-	qUpdateSession   = `WITH u AS (UPDATE sessions SET status = $1, summary = $2, last_heartbeat = $3, rev = $4, last_command_id = $5, current_instance = $6, acked_command_id = $7 WHERE id = $8 RETURNING 1) SELECT rein_expect_one(count(*), 'update session') FROM u`
+	qUpdateSession   = `WITH u AS (UPDATE sessions SET status = $1, summary = $2, last_heartbeat = $3, rev = $4, last_command_id = $5, current_instance = $6, acked_command_id = $7, version = $9, stream_epoch = $10 WHERE id = $8 RETURNING 1) SELECT rein_expect_one(count(*), 'update session') FROM u`
 	qInsertEvents    = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = $1 AND seq = $2`
@@ -35,6 +37,9 @@ type plan struct {
 	// notFound[i]: statement i failing with no_data_found means the
 	// session is missing.
 	notFound map[int]string
+	// created[i]: statement i creates this session; a unique violation
+	// means another replica created it first.
+	created map[int]string
 }
 
 func (p *plan) add(what, sql string, args ...any) {
@@ -47,6 +52,19 @@ func (p *plan) add(what, sql string, args ...any) {
 // costs one round trip whatever its size.
 func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	var p plan
+	// Every Expect of the commit becomes one rein_expect call, first: it
+	// locks the rows in id order before anything else is written.
+	var expIDs []string
+	var expVersions []int64
+	for _, op := range ops {
+		if e, ok := op.(store.Expect); ok {
+			expIDs = append(expIDs, e.SessionID)
+			expVersions = append(expVersions, e.Version)
+		}
+	}
+	if len(expIDs) > 0 {
+		p.add(fmt.Sprintf("expect %d sessions", len(expIDs)), qExpect, expIDs, expVersions)
+	}
 	for i := 0; i < len(ops); {
 		// A run of AppendEvents (one per request of a group) becomes one
 		// insert of arrays: their rows are independent of each other.
@@ -83,13 +101,64 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 			if id, ok := p.notFound[i]; ok && errors.As(err, &pgErr) && pgErr.Code == "P0002" {
 				err = notFound(id)
 			}
+			if id, ok := p.created[i]; ok && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+				// The writer reads the session and answers 409 rather
+				// than failing the whole group.
+				err = &store.StaleError{IDs: []string{id}}
+			}
+			if errors.As(err, &pgErr) && pgErr.Code == "RN001" {
+				st := &store.StaleError{}
+				if jerr := json.Unmarshal([]byte(pgErr.Detail), &st.IDs); jerr != nil {
+					st.IDs = expIDs
+				}
+				err = st
+			}
 			return fmt.Errorf("commit %d ops: %s: %w", len(ops), what, err)
 		}
 	}
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("commit %d ops: %w", len(ops), err)
 	}
+	// Announced after the commit, never inside it (see announcer).
+	s.announce(touched(ops))
 	return nil
+}
+
+// touched returns the ids of the sessions ops write, each once.
+func touched(ops []store.Op) []string {
+	var ids []string
+	seen := map[string]bool{}
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	for _, op := range ops {
+		switch op := op.(type) {
+		case store.CreateSession:
+			add(op.Session.ID)
+		case store.DeleteSession:
+			add(op.ID)
+		case store.UpdateSession:
+			add(op.Session.ID)
+		case store.AppendEvents:
+			add(op.SessionID)
+		case store.PutArtifacts:
+			add(op.SessionID)
+		case store.AppendArtifacts:
+			add(op.SessionID)
+		case store.AddCommand:
+			add(op.SessionID)
+		case store.AddInstance:
+			add(op.SessionID)
+		case store.SetSandboxToken:
+			add(op.SessionID)
+		case store.PutTurnDigest:
+			add(op.SessionID)
+		}
+	}
+	return ids
 }
 
 // queueEvents queues the events of ops, all AppendEvents, as one insert.
@@ -125,8 +194,14 @@ func queueEvents(p *plan, ops []store.Op) {
 
 func queue(p *plan, op store.Op) error {
 	switch op := op.(type) {
+	case store.Expect:
+		// Queued first, all together (see Commit).
 	case store.CreateSession:
 		r := op.Session
+		if p.created == nil {
+			p.created = map[int]string{}
+		}
+		p.created[len(p.what)] = r.ID
 		p.add("create session "+r.ID, qCreateSession,
 			r.ID, string(r.Status), r.Summary, r.Project, r.CreatedAt, r.LastHeartbeat)
 	case store.DeleteSession:
@@ -138,7 +213,7 @@ func queue(p *plan, op store.Op) error {
 		}
 		p.notFound[len(p.what)] = r.ID
 		p.add("update session "+r.ID, qUpdateSession,
-			string(r.Status), r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.ID)
+			string(r.Status), r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.ID, r.Version, r.StreamEpoch)
 	case store.AppendEvents:
 		queueEvents(p, []store.Op{op})
 	case store.PutArtifacts:

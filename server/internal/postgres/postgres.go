@@ -5,9 +5,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,15 +40,21 @@ type Store struct {
 	pool *pgxpool.Pool
 	// name is the database as logs show it: host/dbname, no password.
 	name string
-
-	lockMu    sync.Mutex
-	exclusive bool      // LockServer took the lock
-	lockConn  *pgx.Conn // holds the server lock; see LockServer
+	log  *slog.Logger
+	ann  *announcer
+	// origin tells this store's change announcements from other
+	// replicas' (see Watch).
+	origin string
 }
 
 // Open connects to the database dsn names (a postgres:// URL or a
-// key=value string, as pgx accepts) and migrates it.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+// key=value string, as pgx accepts) and migrates it. log (nil: discard)
+// gets what goes wrong outside a call: a lost connection of Watch, an
+// announcement that could not be sent.
+func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN, password included: do not wrap it.
@@ -68,11 +74,12 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres %s: %w", name, err)
 	}
-	s := &Store{pool: pool, name: name}
+	s := &Store{pool: pool, name: name, log: log, origin: newOrigin()}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
+	s.startAnnouncer()
 	return s, nil
 }
 
@@ -81,7 +88,7 @@ func (s *Store) Name() string { return s.name }
 
 // Close closes the pool.
 func (s *Store) Close() error {
-	s.unlock()
+	s.stopAnnouncer()
 	s.pool.Close()
 	return nil
 }
@@ -142,14 +149,14 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("ping postgres %s: %w", s.name, err)
 	}
-	return s.checkLock(ctx)
+	return nil
 }
 
 func notFound(id string) error {
 	return protocol.Errorf(protocol.CodeNotFound, "session %q not found", id)
 }
 
-const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id`
+const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id, version, stream_epoch`
 
 // scanSession reads one row of sessionCols.
 func scanSession(row pgx.CollectableRow) (store.Session, error) {
@@ -157,7 +164,7 @@ func scanSession(row pgx.CollectableRow) (store.Session, error) {
 		s      store.Session
 		status string
 	)
-	err := row.Scan(&s.ID, &status, &s.Summary, &s.Project, &s.CreatedAt, &s.LastHeartbeat, &s.Rev, &s.LastCommandID, &s.CurrentInstance, &s.AckedCommandID)
+	err := row.Scan(&s.ID, &status, &s.Summary, &s.Project, &s.CreatedAt, &s.LastHeartbeat, &s.Rev, &s.LastCommandID, &s.CurrentInstance, &s.AckedCommandID, &s.Version, &s.StreamEpoch)
 	s.Status = protocol.SessionStatus(status)
 	s.PendingCommands = max(s.LastCommandID-s.AckedCommandID, 0)
 	return s, err

@@ -290,9 +290,11 @@ type sessionRow struct {
 	LastCommandID   int64          `db:"last_command_id"`
 	CurrentInstance string         `db:"current_instance"`
 	AckedCommandID  int64          `db:"acked_command_id"`
+	Version         int64          `db:"version"`
+	StreamEpoch     int64          `db:"stream_epoch"`
 }
 
-const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id`
+const sessionCols = `id, status, summary, project, created_at, last_heartbeat, rev, last_command_id, current_instance, acked_command_id, version, stream_epoch`
 
 func (r sessionRow) record() protocol.Session {
 	s := protocol.Session{ID: r.ID, Status: protocol.SessionStatus(r.Status), CreatedAt: r.CreatedAt,
@@ -371,7 +373,7 @@ func (s *Store) LoadSessions(ctx context.Context) ([]store.Session, error) {
 	}
 	out := make([]store.Session, len(rows))
 	for i, r := range rows {
-		out[i] = store.Session{Session: r.record(), Rev: r.Rev, LastCommandID: r.LastCommandID, CurrentInstance: r.CurrentInstance, Instances: byID[r.ID]}
+		out[i] = store.Session{Session: r.record(), Rev: r.Rev, LastCommandID: r.LastCommandID, CurrentInstance: r.CurrentInstance, Instances: byID[r.ID], Version: r.Version, StreamEpoch: r.StreamEpoch}
 	}
 	return out, nil
 }
@@ -629,7 +631,8 @@ func (c *stmtCache) close() {
 const (
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = ?`
-	qUpdateSession   = `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ?, acked_command_id = ? WHERE id = ?`
+	qUpdateSession   = `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ?, acked_command_id = ?, version = ?, stream_epoch = ? WHERE id = ?`
+	qExpect          = `UPDATE sessions SET version = version WHERE id = ? AND version = ?`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
@@ -640,7 +643,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = append([]string{qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, insertEventsQueries...)
+var writeQueries = append([]string{qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, insertEventsQueries...)
 
 // eventChunks are the row counts of the event inserts, largest first: a
 // run of events is inserted as few statements of these sizes. One
@@ -691,6 +694,16 @@ func insertEvents(ctx context.Context, ex execer, ops []store.Op) error {
 
 func apply(ctx context.Context, ex execer, op store.Op) error {
 	switch op := op.(type) {
+	case store.Expect:
+		// The transaction holds the database's write lock, so what this
+		// finds holds until the commit.
+		res, err := ex.ExecContext(ctx, qExpect, op.SessionID, op.Version)
+		if err != nil {
+			return fmt.Errorf("expect session %s version %d: %w", op.SessionID, op.Version, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return &store.StaleError{IDs: []string{op.SessionID}}
+		}
 	case store.CreateSession:
 		r := op.Session
 		_, err := ex.ExecContext(ctx, qCreateSession,
@@ -705,7 +718,7 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 	case store.UpdateSession:
 		r := op.Session
 		res, err := ex.ExecContext(ctx, qUpdateSession,
-			r.Status, r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.ID)
+			r.Status, r.Summary, r.LastHeartbeat, r.Rev, r.LastCommandID, r.CurrentInstance, r.AckedCommandID, r.Version, r.StreamEpoch, r.ID)
 		if err != nil {
 			return fmt.Errorf("update session %s: %w", r.ID, err)
 		}

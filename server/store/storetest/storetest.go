@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"TurnDigests", testTurnDigests},
 		{"EventPages", testEventPages},
 		{"PendingPermissions", testPendingPermissions},
+		{"Versions", testVersions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

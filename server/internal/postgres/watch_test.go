@@ -1,0 +1,108 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/pgtest"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// Two replicas on one database: each hears of the other's commits, with
+// the sessions they changed, never of its own; after connecting it is
+// told that anything may have changed (nil) first. LoadSession reads the
+// row, its instances and its token as the other replica wrote them.
+func TestWatchAnnouncesOtherReplicasCommits(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu    sync.Mutex
+		calls [][]string
+		cond  = sync.NewCond(&mu)
+	)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Watch(ctx, func(ids []string) {
+			mu.Lock()
+			calls = append(calls, ids)
+			cond.Broadcast()
+			mu.Unlock()
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v after its context ended; want nil", err)
+		}
+	}()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.AfterFunc(20*time.Second, func() { mu.Lock(); cond.Broadcast(); mu.Unlock() })
+		defer deadline.Stop()
+		start := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for !ok() {
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("%s: calls %v", what, calls)
+			}
+			cond.Wait()
+		}
+	}
+	waitFor("the first call says everything may have changed", func() bool { return len(calls) > 0 })
+	if calls[0] != nil {
+		t.Fatalf("first call %v; want nil", calls[0])
+	}
+	// b's own commit is not announced to b; a's are, with their ids.
+	rec := protocol.Session{ID: "own", Status: protocol.StatusBootstrapping, CreatedAt: 1}
+	if err := b.Commit(ctx, []store.Op{store.CreateSession{Session: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	var ops []store.Op
+	for i := range 3 {
+		id := fmt.Sprintf("s%d", i)
+		ops = append(ops, store.CreateSession{Session: protocol.Session{ID: id, Status: protocol.StatusBootstrapping, CreatedAt: 1}},
+			store.SetSandboxToken{SessionID: id, Hash: [32]byte{byte(i), 7}, At: 1},
+			store.AddInstance{SessionID: id, Instance: "i1", At: 1})
+	}
+	if err := a.Commit(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a's commit announced", func() bool { return len(calls) > 1 })
+	mu.Lock()
+	got := slices.Concat(calls[1:]...)
+	mu.Unlock()
+	slices.Sort(got)
+	if want := []string{"s0", "s1", "s2"}; !slices.Equal(got, want) {
+		t.Errorf("announced %v; want %v (and never b's own session)", got, want)
+	}
+	r, h, err := b.LoadSession(ctx, "s1")
+	if err != nil || r.ID != "s1" || h == nil || h[0] != 1 || !slices.Equal(r.Instances, []string{"i1"}) {
+		t.Errorf("LoadSession(s1) = %+v, %v, %v", r, h, err)
+	}
+	if _, _, err := b.LoadSession(ctx, "nope"); protocol.CodeOf(err) != protocol.CodeNotFound {
+		t.Errorf("LoadSession(nope): %v; want not found", err)
+	}
+	// Many sessions in one commit are split over several notifications,
+	// each within NOTIFY's limit, and all arrive.
+	ops = nil
+	for i := range 600 {
+		ops = append(ops, store.CreateSession{Session: protocol.Session{ID: fmt.Sprintf("many-%03d-%s", i, "xxxxxxxxxxxxxxxxxxxx"), Status: protocol.StatusBootstrapping, CreatedAt: 1}})
+	}
+	mu.Lock()
+	calls = calls[:0]
+	mu.Unlock()
+	if err := a.Commit(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("600 sessions announced", func() bool { return len(slices.Concat(calls...)) >= 600 })
+	if len(calls) < 2 {
+		t.Errorf("600 long ids came in %d notification(s); want them split", len(calls))
+	}
+}

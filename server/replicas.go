@@ -1,0 +1,430 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/hub"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// Several replicas on one database (store.Shared, PostgreSQL).
+//
+// Each replica runs the same writer over a cache of the sessions. Three
+// rules keep the caches from ever forking the database:
+//
+//   - Every commit expects the versions of the session rows it read
+//     (store.Expect, checked under the rows' lock). A replica that missed
+//     another's change fails that commit, writing nothing, reads the
+//     sessions again and applies the same requests once more (see
+//     writer.commit), so a client sees a retry as nothing at all.
+//   - After each commit the store announces the sessions it changed;
+//     every other replica reads them again (refresh) and tells its own
+//     streams what changed: artifacts as artifact_snapshot records with
+//     their revision as id (exactly what a resume would replay), session
+//     records, commands for a command stream it holds, the approvals
+//     inbox. Announcements may be lost (a replica dies between commit and
+//     announce, a LISTEN connection drops): the next write finds the
+//     change through its Expect, and a reconnected listener reads every
+//     session again.
+//   - A command stream belongs to the replica whose opening stored the
+//     session's newest StreamEpoch. When another replica stores a newer
+//     one, this one closes its stream without touching the session's
+//     status: the sandbox is connected, elsewhere.
+//
+// Timeouts run on every replica from the session row (the holder stores
+// lastHeartbeat with every heartbeat); the first replica to commit an
+// expiry wins and the others' Expect fails, so each fires once.
+
+// maxRetries bounds how often one group is applied again after its
+// commit found sessions changed by another replica.
+const maxRetries = 3
+
+// remoteChanges collects the sessions other replicas announced until the
+// writer takes them: however many announcements arrive while it is busy,
+// it reads each session once (the coalescing reader).
+type remoteChanges struct {
+	mu  sync.Mutex
+	ids map[string]bool
+	all bool
+	// poll: read again the sessions this replica streams (see pollEvery).
+	poll bool
+	// kick has room for one wake-up: the writer takes everything pending
+	// when it wakes.
+	kick chan struct{}
+}
+
+func newRemoteChanges() *remoteChanges {
+	return &remoteChanges{ids: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// add is store.Shared.Watch's callback.
+func (r *remoteChanges) add(ids []string) {
+	r.mu.Lock()
+	if ids == nil {
+		r.all = true
+	}
+	for _, id := range ids {
+		r.ids[id] = true
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// wakePoll asks the writer to check the sessions it streams.
+func (r *remoteChanges) wakePoll() {
+	r.mu.Lock()
+	r.poll = true
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what was announced since the last take.
+func (r *remoteChanges) take() (ids []string, all, poll bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.ids {
+		ids = append(ids, id)
+	}
+	clear(r.ids)
+	all, r.all = r.all, false
+	poll, r.poll = r.poll, false
+	slices.Sort(ids)
+	return ids, all, poll
+}
+
+// pollEvery is how often a replica reads again the sessions it has
+// followers or a command stream for, announced or not. An announcement
+// can be lost without the listener noticing: a replica killed between
+// its commit and its NOTIFY (its client then retries on another replica,
+// which finds the events stored and commits nothing, so announces
+// nothing). The poll bounds how long such a change can stay unseen.
+const pollEvery = 5 * time.Second
+
+// watch runs store.Shared.Watch until ctx ends; Server.Close ends it and
+// waits for it (and for the poll ticker it starts).
+func (w *writer) watch(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.remote.wakePoll()
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		err := w.shared.Watch(ctx, w.remote.add)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		w.log.Error("watching other replicas' commits", slog.Any("err", err))
+		w.remote.add(nil)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// applyRemote reads again what other replicas announced (in the writer
+// goroutine, between groups).
+func (w *writer) applyRemote() {
+	ids, all, poll := w.remote.take()
+	if all {
+		w.resync()
+		return
+	}
+	if poll {
+		for id := range w.sessions {
+			if w.holders[id] != nil || w.hub.Len(artifactTopic(id)) > 0 {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+	}
+	for _, id := range ids {
+		w.refresh(id)
+	}
+}
+
+// resync reads every session again: announcements may have been lost.
+func (w *writer) resync() {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rows, err := w.store.LoadSessions(ctx)
+	if err != nil {
+		w.log.Warn("read sessions again after missed announcements", slog.Any("err", err))
+		w.remote.add(nil) // again on the next announcement or retry
+		return
+	}
+	hashes, err := w.store.SandboxTokens(ctx)
+	if err != nil {
+		w.log.Warn("read sessions again after missed announcements", slog.Any("err", err))
+		w.remote.add(nil)
+		return
+	}
+	seen := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		seen[r.ID] = true
+		var h *[32]byte
+		if x, ok := hashes[r.ID]; ok {
+			h = &x
+		}
+		w.merge(ctx, r, h)
+	}
+	for id, e := range w.sessions {
+		if !seen[id] {
+			w.forget(id, e)
+		}
+	}
+}
+
+// refresh reads one session again from the shared store and merges it.
+func (w *writer) refresh(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, hash, err := w.shared.LoadSession(ctx, id)
+	if protocol.CodeOf(err) == protocol.CodeNotFound {
+		if e := w.sessions[id]; e != nil {
+			w.forget(id, e)
+		}
+		return
+	}
+	if err != nil {
+		// The next commit of the session still checks its version.
+		w.log.Warn("read session changed by another replica", slog.String("session", id), slog.Any("err", err))
+		w.dropState(id)
+		return
+	}
+	w.merge(ctx, rec, hash)
+}
+
+// merge installs a session row another replica wrote, if it is newer than
+// the cached one, and tells this replica's streams what changed.
+func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
+	id := rec.ID
+	old := w.sessions[id]
+	if old != nil && rec.Version <= old.rec.Version {
+		return
+	}
+	// The cached reducer state is behind the log: fold it again on its
+	// next use.
+	w.dropState(id)
+	e := &entry{rec: rec, sandbox: hash}
+	if old != nil {
+		e.order, e.lastActive, e.pubRev = old.order, old.lastActive, old.pubRev
+		if e.sandbox == nil {
+			e.sandbox = old.sandbox
+		}
+	} else {
+		w.clock++
+		e.order = w.clock
+	}
+	if rec.LastHeartbeat != nil {
+		if t := time.UnixMilli(*rec.LastHeartbeat); t.After(e.lastActive) {
+			e.lastActive = t
+		}
+	}
+	if rec.Status == protocol.StatusLive || rec.Status == protocol.StatusIdle {
+		if old == nil || old.rec.Status != rec.Status || e.lastActive.IsZero() {
+			// Another replica saw the sandbox just now: its heartbeat
+			// timeout runs from here.
+			if now := w.opts.Now(); now.After(e.lastActive) {
+				e.lastActive = now
+			}
+		}
+	}
+	if e.sandbox != nil {
+		w.index.set(id, *e.sandbox)
+	}
+	w.sessions[id] = e
+	w.track(id)
+	w.obs.SessionStatus(entryStatus(old), rec.Status)
+	if h := w.holders[id]; h != nil && old != nil && old.sandbox != nil && e.sandbox != nil && *old.sandbox != *e.sandbox {
+		// The token was rotated on another replica: the stream the old
+		// one opened ends, as on the replica that rotated it (rotateReq).
+		h.sub.Close()
+	}
+	if h := w.holders[id]; h != nil && h.epoch != rec.StreamEpoch {
+		// Another replica opened the session's command stream since: the
+		// sandbox is there now. This stream ends without a status change
+		// (its release finds no holder).
+		w.log.Info("command stream taken over on another replica", slog.String("session", id), slog.String("instance", h.instance))
+		h.sub.Close()
+		delete(w.holders, id)
+	}
+	w.publishRemote(ctx, old, e)
+}
+
+// publishRemote tells this replica's streams what another replica
+// changed in a session, old being the cached entry before (nil: new to
+// this replica).
+func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
+	id := e.rec.ID
+	project := deref(e.rec.Project)
+	if old == nil {
+		rec := e.rec.Session
+		rec.PendingApprovals = w.approvals.Count(id)
+		data, _ := json.Marshal(protocol.SessionPayload{Session: rec})
+		w.hub.Publish(sessionsTopic, &hub.Message{Event: protocol.SSESessionCreated, Data: data, Key: project})
+	} else {
+		var f protocol.SessionFields
+		changed := false
+		if old.rec.Status != e.rec.Status {
+			st := e.rec.Status
+			f.Status, changed = &st, true
+		}
+		if deref(old.rec.Summary) != deref(e.rec.Summary) && e.rec.Summary != nil {
+			f.Summary, changed = e.rec.Summary, true
+		}
+		if old.rec.AckedCommandID != e.rec.AckedCommandID || old.rec.PendingCommands != e.rec.PendingCommands {
+			acked, pending := e.rec.AckedCommandID, e.rec.PendingCommands
+			f.AckedCommandID, f.PendingCommands, changed = &acked, &pending, true
+		}
+		if changed {
+			data, _ := json.Marshal(protocol.SessionUpdated{ID: id, Fields: f})
+			w.hub.Publish(sessionsTopic, &hub.Message{Event: protocol.SSESessionUpdated, Data: data, Key: project})
+		}
+	}
+	if h := w.holders[id]; h != nil && old != nil && e.rec.LastCommandID > old.rec.LastCommandID {
+		cmds, err := w.store.Commands(ctx, id, old.rec.LastCommandID, e.rec.LastCommandID)
+		if err != nil {
+			// The sandbox gets them when its stream resumes.
+			w.log.Warn("read commands sent through another replica", slog.String("session", id), slog.Any("err", err))
+			h.sub.Close()
+			delete(w.holders, id)
+		} else {
+			msgs := make([]*hub.Message, len(cmds))
+			for i, c := range cmds {
+				msgs[i] = &hub.Message{Event: protocol.SSECommand, Data: c.Body, Seq: c.ID}
+			}
+			w.hub.Publish(commandTopic(id), msgs...)
+		}
+	}
+	if e.rec.Rev > e.pubRev {
+		w.publishArtifacts(ctx, e)
+	}
+}
+
+// publishArtifacts sends this replica's followers of the session the
+// artifacts changed since what they were last sent, as artifact_snapshot
+// records (a resume would replay the same), and updates the approvals
+// inbox from the permissions among them.
+func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
+	id := e.rec.ID
+	snap, err := w.store.ArtifactsSince(ctx, id, e.pubRev)
+	if err != nil {
+		// Followers of the session cannot be told what they missed:
+		// end their streams, so they resume exactly (Last-Event-ID).
+		w.log.Warn("read artifacts changed by another replica", slog.String("session", id), slog.Any("err", err))
+		w.hub.CloseTopic(artifactTopic(id))
+		e.pubRev = e.rec.Rev
+		return
+	}
+	msgs := make([]*hub.Message, 0, len(snap.Artifacts))
+	var perms []*protocol.Artifact
+	for _, a := range snap.Artifacts {
+		data := make([]byte, 0, len(a.Body)+13)
+		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
+		msgs = append(msgs, &hub.Message{Event: protocol.SSEArtifactSnapshot, Data: data, Seq: a.Rev})
+		if bytes.Contains(a.Body, []byte(`"permission"`)) || bytes.Contains(a.Body, []byte(`"tool_call"`)) {
+			var art protocol.Artifact
+			if json.Unmarshal(a.Body, &art) == nil {
+				perms = append(perms, &art)
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		w.hub.Publish(artifactTopic(id), msgs...)
+	}
+	e.pubRev = max(snap.Rev, e.rec.Rev)
+	if len(perms) == 0 {
+		return
+	}
+	tool := toolFinder(perms)
+	ms := w.opts.Now().UnixMilli()
+	n, changed := w.approvals.Count(id), false
+	for _, a := range perms {
+		if a.Type != protocol.ArtifactPermission {
+			continue
+		}
+		if st := a.String("status"); st == string(protocol.PermissionPending) {
+			before := n
+			n = w.approvals.add(approvalFrom(id, e.rec.Project, a, tool))
+			changed = changed || n != before
+		} else if c, ok := w.approvals.resolve(id, a.ID, st, a.String("optionId"), ms); ok {
+			n, changed = c, true
+		}
+	}
+	if changed {
+		w.publishPending(id, e.rec.Project, n)
+	}
+}
+
+// held reports whether a sandbox holds the session's command stream: on
+// this replica, or on another one as the session's status says (a
+// command stored now reaches it through the database).
+func (w *writer) held(id string, e *entry) bool {
+	if w.holders[id] != nil {
+		return true
+	}
+	if w.shared == nil {
+		return false
+	}
+	if connected(e.rec.Status) {
+		return true
+	}
+	// The cache may not have heard yet of a stream another replica
+	// opened a moment ago: before refusing, ask the database. (Going on
+	// with the cached entry is safe: the commit expects its version, so
+	// it is redone on the fresh one.)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, _, err := w.shared.LoadSession(ctx, id)
+	return err == nil && connected(rec.Status)
+}
+
+func connected(s protocol.SessionStatus) bool {
+	return s == protocol.StatusLive || s == protocol.StatusIdle
+}
+
+// forget drops a session another replica deleted, as remove does after
+// its commit.
+func (w *writer) forget(id string, e *entry) {
+	w.approvals.removeSession(id, w.opts.Now().UnixMilli())
+	w.obs.SessionRemoved()
+	w.obs.SessionStatus(entryStatus(e), "")
+	w.index.remove(id)
+	if h := w.holders[id]; h != nil {
+		h.sub.Close()
+		delete(w.holders, id)
+	}
+	w.dropState(id)
+	delete(w.sessions, id)
+	w.track(id)
+	w.hub.CloseTopic(artifactTopic(id))
+	w.hub.CloseTopic(commandTopic(id))
+	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
+	w.hub.Publish(sessionsTopic, &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)})
+}

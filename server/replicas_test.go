@@ -1,0 +1,215 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/pgtest"
+)
+
+// Two replicas on one PostgreSQL database, each answering any request:
+// a session created on one is found on the other; a command sent to one
+// reaches the sandbox whose command stream the other holds; events posted
+// to both, interleaved, are stored once each and in order; a follower on
+// either replica sees every change, and its model equals GET /artifacts.
+func TestReplicasShareSessions(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	var rec protocol.Session
+	cb.must(http.StatusOK, &rec, "GET", "/sessions/s", nil)
+	if rec.ID != "s" || rec.Status != protocol.StatusBootstrapping {
+		t.Fatalf("the other replica's record: %+v", rec)
+	}
+
+	// Followers on both replicas, the sandbox's stream on a.
+	fa, fb := newModel(t), newModel(t)
+	sa, sb := ca.stream("/sessions/s/stream"), cb.stream("/sessions/s/stream")
+	fa.readSnapshot(sa)
+	fb.readSnapshot(sb)
+	cmds := ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
+
+	// A command through b reaches the stream held on a: b learns from the
+	// row that a sandbox is connected.
+	var accepted struct {
+		ID int64 `json:"id"`
+	}
+	cb.must(http.StatusAccepted, &accepted, "POST", "/sessions/s/commands", `{"type":"prompt","text":"hello"}`)
+	for {
+		e := cmds.next()
+		if e.Event != protocol.SSECommand {
+			continue
+		}
+		var c protocol.Command
+		if err := json.Unmarshal([]byte(e.Data), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.ID != accepted.ID || c.Text != "hello" {
+			t.Fatalf("command stream got %+v; want the prompt with id %d", c, accepted.ID)
+		}
+		break
+	}
+
+	// Events from one sandbox instance, in order (agentSeq only grows),
+	// each posted to both replicas at once, as a retry that lands on the
+	// other replica would be: every commit of one replica makes the
+	// other's cache stale, so this exercises the expect-and-redo path.
+	// Each agentSeq is stored once.
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	post := func(c *client, seq int) {
+		defer wg.Done()
+		body := fmt.Sprintf(`[{"type":"text_delta","delta":"w%d ","agentSeq":%d}]`, seq, seq)
+		if code, resp := c.do("POST", "/sessions/s/events", body, protocol.HeaderInstance, "i1"); code != http.StatusAccepted {
+			errs <- fmt.Errorf("seq %d: %d %s", seq, code, resp)
+		}
+	}
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", `[{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1}]`, protocol.HeaderInstance, "i1")
+	for i := 2; i < n; i++ {
+		wg.Add(2)
+		go post(ca, i)
+		go post(cb, i)
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", fmt.Sprintf(`[{"type":"text_end","agentSeq":%d},{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","agentSeq":%d}]`, n, n+1), protocol.HeaderInstance, "i1")
+
+	events, err := a.Store().Events(t.Context(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for i, e := range events {
+		if e.Pos != int64(i+1) {
+			t.Fatalf("event %d at pos %d: the log has a gap", i, e.Pos)
+		}
+		if seen[e.AgentSeq] {
+			t.Fatalf("agentSeq %d stored twice", e.AgentSeq)
+		}
+		seen[e.AgentSeq] = true
+	}
+	if len(events) != n+1 {
+		t.Fatalf("%d events stored; want %d", len(events), n+1)
+	}
+	rev := storedRev(t, a, "s")
+	fa.readUntilRev(sa, rev)
+	fb.readUntilRev(sb, rev)
+	fa.equal(ca, "s")
+	fb.equal(cb, "s")
+	fa.equal(cb, "s")
+
+	// The sandbox reconnects through b (the same instance, as after a
+	// replica died or the balancer moved it): a's stream ends, b's gets
+	// the next command, whichever replica it is sent to.
+	cmds2 := cb.stream("/sessions/s/commands", protocol.HeaderInstance, "i1", "Last-Event-ID", fmt.Sprint(accepted.ID))
+	cmds.expectEnd()
+	ca.must(http.StatusAccepted, &accepted, "POST", "/sessions/s/commands", `{"type":"abort"}`)
+	for {
+		e := cmds2.next()
+		if e.Event == protocol.SSECommand && e.ID == fmt.Sprint(accepted.ID) {
+			break
+		}
+	}
+	cb.must(http.StatusOK, &rec, "GET", "/sessions/s", nil)
+	if rec.Status != protocol.StatusIdle && rec.Status != protocol.StatusLive {
+		t.Errorf("after the takeover the session is %s; want connected", rec.Status)
+	}
+
+	// Deleted on one, gone on the other, its streams ended.
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/s", nil)
+	cb.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/s/artifacts", nil)
+	sb.expectEnd()
+}
+
+// A sandbox whose session was just created on one replica is let in by
+// another at once, with its token, even before that replica heard of the
+// session (agentd takes a 401 as final). Rotated on one replica, the old
+// token's command stream on the other ends and its writes are refused
+// there (each commit checks the row).
+func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const tok = "replica-client-token"
+	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
+	b := start(t, app.Options{DBPath: dsn, APIToken: tok})
+	ca, cb := newClient(t, a), newClient(t, b)
+	client := []string{"Authorization", "Bearer " + tok}
+	for i := range 5 {
+		id := fmt.Sprintf("n%d", i)
+		sbx := ca.create(id, client...)
+		cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+		cmds := cb.stream("/sessions/"+id+"/commands", "Authorization", "Bearer "+sbx)
+		fresh := ca.rotate(id, client...)
+		// The stream the old token opened on the other replica ends.
+		cmds.expectEnd()
+		cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+		cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+fresh)
+	}
+}
+
+// A permission requested through one replica is in the other's approvals
+// inbox and stream, and leaves both when the agent resolves it.
+func TestReplicasShareApprovals(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
+	e := inbox.next()
+	if p := approvalData(t, e); e.Event != protocol.SSEApprovalAdded || p.SessionID != "p" || p.RequestID != "r1" || p.Tool == nil || p.Tool.Name != "bash" {
+		t.Fatalf("the other replica's inbox got %+v; want r1 added with its tool", e)
+	}
+	var list []protocol.Approval
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].RequestID != "r1" {
+		t.Fatalf("GET /approvals on the other replica: %+v", list)
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)})
+	if e := inbox.next(); e.Event != protocol.SSEApprovalResolved || !strings.Contains(e.Data, `"r1"`) {
+		t.Fatalf("the other replica's inbox got %+v; want r1 resolved", e)
+	}
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 0 {
+		t.Fatalf("GET /approvals on the other replica after the answer: %+v", list)
+	}
+}
+
+// Two replicas creating the same session at once: one 201, one 409, and
+// nothing else of the loser's group fails with it.
+func TestReplicasCreateRace(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	for i := range 10 {
+		id := fmt.Sprintf("race%d", i)
+		codes := make(chan int, 2)
+		for _, c := range []*client{ca, cb} {
+			go func() {
+				code, _ := c.do("POST", "/sessions/"+id, nil)
+				codes <- code
+			}()
+		}
+		got := []int{<-codes, <-codes}
+		if !(got[0] == http.StatusCreated && got[1] == http.StatusConflict) && !(got[1] == http.StatusCreated && got[0] == http.StatusConflict) {
+			t.Fatalf("creating %s on both replicas at once: %v; want one 201 and one 409", id, got)
+		}
+	}
+}
