@@ -23,10 +23,6 @@ import (
 // up; on CI they run) and talks to them over HTTP only: to one replica by
 // its URL, or to all through round-robin Balancers (nothing sticky).
 
-// singleServerRefusal is how a rein-server without replica support
-// refuses to start on a database another one holds.
-const singleServerRefusal = "one rein-server per database"
-
 // renv is the suite's env over several replicas: e.srv is replica 0, e.c
 // and e.sw go through lb, a balancer over every replica, so the env
 // helpers (create, agentd, waitIdle) work unchanged.
@@ -47,11 +43,6 @@ func newReplicas(t *testing.T, n int, dbLinks bool, serverArgs ...string) *renv 
 	dir := t.TempDir()
 	reps, err := StartReplicas(ctx, t.Logf, ReplicasConfig{Bin: bins.Server, Dir: dir, DB: db, N: n,
 		ClientToken: clientToken, DBLinks: dbLinks, Args: serverArgs})
-	if err != nil && strings.Contains(err.Error(), singleServerRefusal) {
-		// Only this refusal, by a server that predates replica support,
-		// skips; any other failure to start fails the test.
-		t.Skip("several replicas: waiting for the server support (the second replica was refused: one rein-server per database)")
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,11 +41,6 @@ func (b *bench) replicas() ([]Figure, error) {
 	reps, err := e2e.StartReplicas(ctx, b.logf, e2e.ReplicasConfig{Bin: filepath.Join(b.bin, "rein-server"), Dir: dir, DB: db,
 		N: replicaCount, Args: []string{"--log-level", "error"}})
 	if err != nil {
-		if strings.Contains(err.Error(), "one rein-server per database") {
-			// A server without replica support refuses the second one.
-			fmt.Fprintf(os.Stderr, "bench: replicas figures skipped: this rein-server refuses a second replica on one database\n")
-			return nil, nil
-		}
 		return nil, err
 	}
 	defer reps.Stop()
