@@ -313,10 +313,17 @@ func turnEnded(arts []*protocol.Artifact) bool {
 	return false
 }
 
-// postAs posts one heartbeat for session id as sandbox instance to base
-// and returns the error code of the answer ("" for a 2xx).
-func postAs(ctx context.Context, base, id, token, instance string) (protocol.Code, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sessions/"+id+"/events", strings.NewReader(`{"type":"heartbeat"}`))
+// heartbeat and staleEvent are what postAs posts: a heartbeat stores
+// nothing, an event would land in the transcript if it were accepted.
+const (
+	heartbeat  = `{"type":"heartbeat"}`
+	staleEvent = `{"type":"text_delta","id":"stale","delta":"from a superseded agentd","agentSeq":1000000}`
+)
+
+// postAs posts body (one event) for session id as sandbox instance to
+// base and returns the error code of the answer ("" for a 2xx).
+func postAs(ctx context.Context, base, id, token, instance, body string) (protocol.Code, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sessions/"+id+"/events", strings.NewReader(body))
 	if err != nil {
 		return "", err
 	}
@@ -364,7 +371,7 @@ func TestReplicasTwoAgentds(t *testing.T) {
 	// the old instance (a bounded wait for a condition).
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		code, err := postAs(r.ctx, r.reps.Servers[2].URL, id, string(token), oldInstance)
+		code, err := postAs(r.ctx, r.reps.Servers[2].URL, id, string(token), oldInstance, heartbeat)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -376,9 +383,11 @@ func TestReplicasTwoAgentds(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Its events are refused on every replica, the one that held its
+	// stream included: the check runs under the session's row lock.
 	for i := range r.reps.Servers {
-		if code, err := postAs(r.ctx, r.reps.Servers[i].URL, id, string(token), oldInstance); err != nil || code != protocol.CodeSuperseded {
-			t.Fatalf("replica %d: the old instance's heartbeat answered %q, %v; want superseded", i, code, err)
+		if code, err := postAs(r.ctx, r.reps.Servers[i].URL, id, string(token), oldInstance, staleEvent); err != nil || code != protocol.CodeSuperseded {
+			t.Fatalf("replica %d: an event of the old instance answered %q, %v; want superseded", i, code, err)
 		}
 	}
 	old.Signal(syscall.SIGCONT)
