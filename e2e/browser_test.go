@@ -92,10 +92,13 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	// step gives each wait its own deadline, so a failure says which step
-	// hung instead of eating the whole test's time.
+	// hung instead of eating the whole test's time. The deadline is
+	// generous: a step may include a server restart and agentd's backoff
+	// before it reconnects, which took more than 30 s on a machine
+	// loaded to 15 runnable threads per core.
 	step := func(name string, f func(ctx context.Context) error) {
 		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		defer cancel()
 		if err := f(sctx); err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -327,12 +327,84 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 	}
 }
 
-// publishArtifacts sends this replica's followers of the session the
-// artifacts changed since what they were last sent, as artifact_snapshot
-// records (a resume would replay the same), and updates the approvals
-// inbox from the permissions among them.
+// changeRecord is one artifact stream record in a store.ChangeBatch.
+type changeRecord struct {
+	Event string          `json:"e"`
+	Rev   int64           `json:"r"`
+	Data  json.RawMessage `json:"d"`
+}
+
+// logChanges adds to the group, on a store that keeps a change log, the
+// records a request publishes (revisions from to to), so other replicas
+// relay the same ones.
+func (w *writer) logChanges(g *group, id string, from, to int64, msgs []*hub.Message) {
+	if _, ok := w.store.(store.ChangeLog); !ok || to <= from {
+		return
+	}
+	recs := make([]changeRecord, len(msgs))
+	for i, m := range msgs {
+		recs[i] = changeRecord{Event: m.Event, Rev: m.Seq, Data: m.Data}
+	}
+	body, err := json.Marshal(recs)
+	if err != nil {
+		return // the replicas fall back to whole artifacts
+	}
+	g.ops = append(g.ops, store.PutChanges{SessionID: id, Batch: store.ChangeBatch{FromRev: from, ToRev: to, At: w.opts.Now().UnixMilli(), Body: body}})
+}
+
+// relayChanges returns the records another replica's commits published
+// for the session from revision from up to to, when the change log holds
+// every one of them (a chain of batches); ok is false otherwise.
+func (w *writer) relayChanges(ctx context.Context, id string, from, to int64) (msgs []*hub.Message, ok bool) {
+	cl, isLog := w.store.(store.ChangeLog)
+	if !isLog {
+		return nil, false
+	}
+	batches, err := cl.ChangeBatches(ctx, id, from)
+	if err != nil {
+		w.log.Warn("read change batches", slog.String("session", id), slog.Any("err", err))
+		return nil, false
+	}
+	cur := from
+	for _, b := range batches {
+		if cur >= to {
+			break
+		}
+		if b.FromRev != cur {
+			return nil, false // forgotten, or written by another path
+		}
+		var recs []changeRecord
+		if err := json.Unmarshal(b.Body, &recs); err != nil {
+			return nil, false
+		}
+		for _, r := range recs {
+			msgs = append(msgs, &hub.Message{Event: r.Event, Data: r.Data, Seq: r.Rev})
+		}
+		cur = b.ToRev
+	}
+	return msgs, cur == to
+}
+
+// publishArtifacts sends this replica's followers of the session what
+// changed since they were last sent something: the records the other
+// replica published (its change log), else the changed artifacts as
+// artifact_snapshot records (what a resume replays: exact too, only
+// bigger). It updates the approvals inbox from the permissions among
+// them.
 func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 	id := e.rec.ID
+	if msgs, ok := w.relayChanges(ctx, id, e.pubRev, e.rec.Rev); ok {
+		w.hub.Publish(artifactTopic(id), msgs...)
+		from := e.pubRev
+		e.pubRev = e.rec.Rev
+		for _, m := range msgs {
+			if bytes.Contains(m.Data, []byte(`"permission"`)) || bytes.Contains(m.Data, []byte(`"status"`)) {
+				w.remoteApprovals(ctx, e, from)
+				break
+			}
+		}
+		return
+	}
 	snap, err := w.store.ArtifactsSince(ctx, id, e.pubRev)
 	if err != nil {
 		// Followers of the session cannot be told what they missed:
@@ -359,9 +431,36 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		w.hub.Publish(artifactTopic(id), msgs...)
 	}
 	e.pubRev = max(snap.Rev, e.rec.Rev)
+	w.approvalsFrom(e, perms)
+}
+
+// remoteApprovals updates the approvals inbox from the session's
+// artifacts changed after revision from.
+func (w *writer) remoteApprovals(ctx context.Context, e *entry, from int64) {
+	snap, err := w.store.ArtifactsSince(ctx, e.rec.ID, from)
+	if err != nil {
+		w.log.Warn("read permissions changed by another replica", slog.String("session", e.rec.ID), slog.Any("err", err))
+		return
+	}
+	var arts []*protocol.Artifact
+	for _, a := range snap.Artifacts {
+		if bytes.Contains(a.Body, []byte(`"permission"`)) || bytes.Contains(a.Body, []byte(`"tool_call"`)) {
+			var art protocol.Artifact
+			if json.Unmarshal(a.Body, &art) == nil {
+				arts = append(arts, &art)
+			}
+		}
+	}
+	w.approvalsFrom(e, arts)
+}
+
+// approvalsFrom adds the pending permissions among arts (tool calls among
+// them name their tools) to the inbox and resolves the others.
+func (w *writer) approvalsFrom(e *entry, perms []*protocol.Artifact) {
 	if len(perms) == 0 {
 		return
 	}
+	id := e.rec.ID
 	tool := toolFinder(perms)
 	ms := w.opts.Now().UnixMilli()
 	n, changed := w.approvals.Count(id), false

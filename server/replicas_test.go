@@ -213,3 +213,34 @@ func TestReplicasCreateRace(t *testing.T) {
 		}
 	}
 }
+
+// A follower on another replica gets the records the writing replica
+// published (text deltas as artifact_updated), from the change log, not
+// the whole artifact again for every delta.
+func TestReplicasRelayDeltas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b := start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/d", nil)
+	m := newModel(t)
+	st := cb.stream("/sessions/d/stream")
+	m.readSnapshot(st)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/d/events", []any{ev("turn_started", "turnId", "t1", "source", "user"), ev("text_delta", "delta", "one")})
+	for i := range 10 {
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/d/events", []any{ev("text_delta", "delta", fmt.Sprintf(" w%d", i))})
+	}
+	rev := storedRev(t, a, "d")
+	updates := 0
+	for m.lastID == "" || atoi(t, m.lastID) < rev {
+		e := st.next()
+		if e.Event == protocol.SSEArtifactUpdated {
+			updates++
+		}
+		m.apply(e)
+	}
+	m.equal(cb, "d")
+	if updates == 0 {
+		t.Fatal("the other replica's follower got no artifact_updated: it was sent whole artifacts, not the change log")
+	}
+}

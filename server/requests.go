@@ -139,6 +139,7 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		r.reply.fail(err)
 		return
 	}
+	b.fromRev = e.rec.Rev
 	if err := r.stamp(b, ms); err != nil {
 		r.reply.fail(err)
 		return
@@ -165,6 +166,7 @@ type ingest struct {
 	keep      []int         // indices into events of the events to store
 	logged    []store.Event // keep's log entries, from stamp on
 	bytes     int64         // their stored size
+	fromRev   int64         // the session's revision before the batch
 }
 
 // folded is what the reducer made of the kept events.
@@ -322,6 +324,9 @@ func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, n
 // publishes them on the session's artifact topic and answers.
 func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
 	msgs := w.encodeChanges(r.id, reducer.Coalesce(f.changes))
+	if len(msgs) > 0 && b.st != nil {
+		w.logChanges(g, r.id, b.fromRev, b.st.st.Rev(), msgs)
+	}
 	res := b.res
 	failOn(g, r.reply)
 	g.onCommit(func() {

@@ -16,6 +16,7 @@ import (
 // caches it (its default exec mode).
 const (
 	qExpect          = `SELECT rein_expect($1::text[], $2::bigint[])`
+	qPutChanges      = `INSERT INTO change_batches (session_id, from_rev, to_rev, at, body) VALUES ($1, $2, $3, $4, $5)`
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
 	qUpdateSession   = `WITH u AS (UPDATE sessions SET status = $1, summary = $2, last_heartbeat = $3, rev = $4, last_command_id = $5, current_instance = $6, acked_command_id = $7, version = $9, stream_epoch = $10 WHERE id = $8 RETURNING 1) SELECT rein_expect_one(count(*), 'update session') FROM u`
@@ -156,6 +157,8 @@ func touched(ops []store.Op) []string {
 			add(op.SessionID)
 		case store.PutTurnDigest:
 			add(op.SessionID)
+		case store.PutChanges:
+			add(op.SessionID)
 		}
 	}
 	return ids
@@ -244,6 +247,10 @@ func queue(p *plan, op store.Op) error {
 		p.add("add instance session="+op.SessionID, qAddInstance, op.SessionID, op.Instance, op.At)
 	case store.SetSandboxToken:
 		p.add("set sandbox token session="+op.SessionID, qSetSandboxToken, op.SessionID, op.Hash[:], op.At)
+	case store.PutChanges:
+		b := op.Batch
+		p.add(fmt.Sprintf("put changes session=%s revs=%d-%d", op.SessionID, b.FromRev, b.ToRev), qPutChanges,
+			op.SessionID, b.FromRev, b.ToRev, b.At, b.Body)
 	case store.PutTurnDigest:
 		d := op.Digest
 		p.add(fmt.Sprintf("put turn digest session=%s end=%d", op.SessionID, d.EndPos), qPutTurnDigest,

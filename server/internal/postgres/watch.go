@@ -83,19 +83,54 @@ func (s *Store) announce(ids []string) {
 }
 
 // announceLoop sends what announce queued until Close, then what is
-// left.
+// left. It also forgets old change batches now and then.
 func (s *Store) announceLoop() {
 	a := s.ann
 	defer close(a.done)
+	prune := time.NewTicker(pruneEvery)
+	defer prune.Stop()
 	for {
 		select {
 		case <-a.kick:
 			s.sendAnnouncements()
+		case <-prune.C:
+			s.pruneChanges()
 		case <-a.stop:
 			s.sendAnnouncements()
 			return
 		}
 	}
+}
+
+// Change batches are kept changesKept: a replica whose followers are
+// further behind falls back to whole artifacts. Every replica prunes; the
+// deletes are idempotent.
+const (
+	changesKept = 2 * time.Minute
+	pruneEvery  = 30 * time.Second
+)
+
+func (s *Store) pruneChanges() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := time.Now().Add(-changesKept).UnixMilli()
+	if _, err := s.pool.Exec(ctx, `DELETE FROM change_batches WHERE at < $1`, before); err != nil {
+		s.log.Warn("forget old change batches", slog.Any("err", err))
+	}
+}
+
+// ChangeBatches returns the session's batches with from_rev >= after.
+func (s *Store) ChangeBatches(ctx context.Context, id string, after int64) ([]store.ChangeBatch, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT from_rev, to_rev, at, body FROM change_batches WHERE session_id = $1 AND from_rev >= $2 ORDER BY from_rev`, id, after)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.ChangeBatch, error) {
+		var b store.ChangeBatch
+		err := row.Scan(&b.FromRev, &b.ToRev, &b.At, &b.Body)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read change batches session=%s after=%d: %w", id, after, err)
+	}
+	return out, nil
 }
 
 func (s *Store) sendAnnouncements() {

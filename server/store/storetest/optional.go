@@ -123,3 +123,30 @@ func testPendingPermissions(t *testing.T, s store.Store) {
 		t.Errorf("PendingPermissionSessions = %v; want [pending]", ids)
 	}
 }
+
+func testChangeBatches(t *testing.T, s store.Store) {
+	cl, ok := s.(store.ChangeLog)
+	if !ok {
+		t.Skipf("%T keeps no change batches", s)
+	}
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	b := func(from, to int64) store.ChangeBatch {
+		return store.ChangeBatch{FromRev: from, ToRev: to, At: 1000 + from, Body: []byte(fmt.Sprintf("[%d,%d]", from, to))}
+	}
+	commit(t, s, store.PutChanges{SessionID: "a", Batch: b(0, 3)}, store.PutChanges{SessionID: "b", Batch: b(0, 1)})
+	commit(t, s, store.PutChanges{SessionID: "a", Batch: b(3, 4)}, store.PutChanges{SessionID: "a", Batch: b(4, 9)})
+	got, err := cl.ChangeBatches(ctx, "a", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.ChangeBatch{b(3, 4), b(4, 9)}; !slices.EqualFunc(got, want, func(x, y store.ChangeBatch) bool {
+		return x.FromRev == y.FromRev && x.ToRev == y.ToRev && x.At == y.At && string(x.Body) == string(y.Body)
+	}) {
+		t.Errorf("ChangeBatches(a, 3) = %+v; want %+v", got, want)
+	}
+	commit(t, s, store.DeleteSession{ID: "a"})
+	if got, err := cl.ChangeBatches(ctx, "a", 0); err != nil || len(got) != 0 {
+		t.Errorf("after delete: %+v, %v; want none", got, err)
+	}
+}

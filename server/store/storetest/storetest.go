@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EventPages", testEventPages},
 		{"PendingPermissions", testPendingPermissions},
 		{"Versions", testVersions},
+		{"ChangeBatches", testChangeBatches},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
