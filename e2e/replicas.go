@@ -191,7 +191,8 @@ func (r *Replicas) DBLink(i int) *Proxy {
 }
 
 // Stop stops every replica (SIGINT, then SIGKILL after a grace period),
-// closes the balancers and the database links.
+// closes the balancers and the database links. Calling it again does
+// nothing more.
 func (r *Replicas) Stop() {
 	var wg sync.WaitGroup
 	for _, s := range r.Servers {
@@ -200,13 +201,13 @@ func (r *Replicas) Stop() {
 	}
 	wg.Wait()
 	r.mu.Lock()
-	bs := r.balancers
-	r.balancers = nil
+	bs, links := r.balancers, r.links
+	r.balancers, r.links = nil, nil
 	r.mu.Unlock()
 	for _, b := range bs {
 		b.Close()
 	}
-	for _, l := range r.links {
+	for _, l := range links {
 		l.Close()
 	}
 }

@@ -56,14 +56,26 @@ func (b *bench) replicas() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
+	reps.Stop()
 	var cross []time.Duration
 	for _, l := range lat[1:] {
 		cross = append(cross, l...)
 	}
+	// The minimal go-sse hub under the same load, as for figure 4: on a
+	// busy machine it says how much of the latency is the machine's.
+	hub, url, err := b.child("hub")
+	if err != nil {
+		return nil, err
+	}
+	h50, h99, err := b.latRun(url+"/publish", url+"/stream", n, func(d string) string { return d })
+	b.stop(hub)
+	if err != nil {
+		return nil, err
+	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	note := fmt.Sprintf("%d replicas on one PostgreSQL database, %d subscribers of one session spread over them, 100 events/s POSTed to replica 0; "+
-		"subscribers on the other replicas (%d deliveries); on replica 0 itself: p50 %.1f ms, p99 %.1f ms",
-		replicaCount, n, len(cross), ms(percentile(lat[0], 0.50)), ms(percentile(lat[0], 0.99)))
+		"subscribers on the other replicas (%d deliveries); on replica 0 itself: p50 %.1f ms, p99 %.1f ms; minimal go-sse hub (one process) under the same load: p50 %.1f ms, p99 %.1f ms",
+		replicaCount, n, len(cross), ms(percentile(lat[0], 0.50)), ms(percentile(lat[0], 0.99)), h50, h99)
 	return []Figure{
 		{Name: "replicas_latency_p50", Unit: "ms", Value: ms(percentile(cross, 0.50)), Target: 50, Note: note},
 		{Name: "replicas_latency_p99", Unit: "ms", Value: ms(percentile(cross, 0.99)), Target: 50, Note: note},
