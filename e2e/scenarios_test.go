@@ -490,6 +490,12 @@ func TestSandboxTokenRotation(t *testing.T) {
 	if err := os.WriteFile(e.tokens["rot"], []byte(newToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The old stream's end reaches the session's status a moment after
+	// the old agentd exits: wait for it, or "idle" below could be the
+	// old agentd's and the prompt find no sandbox.
+	if err := e.sw.WaitStatus(e.ctx, "rot", protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
 	e.agentd(e.srv.URL, "rot", nil, nil)
 	e.waitIdle("rot")
 	e.prompt("rot", "after rotation")

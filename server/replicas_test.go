@@ -243,4 +243,12 @@ func TestReplicasRelayDeltas(t *testing.T) {
 	if updates == 0 {
 		t.Fatal("the other replica's follower got no artifact_updated: it was sent whole artifacts, not the change log")
 	}
+	// A new instance takes the stream over mid-turn on b: the server ends
+	// the open turn as interrupted (records it logs too), and the next
+	// events, through a, continue the chain.
+	cb.stream("/sessions/d/commands", protocol.HeaderInstance, "i2")
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/d/events", []any{ev("turn_started", "turnId", "t2", "source", "user"), ev("text_delta", "delta", "two")}, protocol.HeaderInstance, "i2")
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/d/events", []any{ev("text_delta", "delta", " more")}, protocol.HeaderInstance, "i2")
+	m.readUntilRev(st, storedRev(t, a, "d"))
+	m.equal(ca, "d")
 }

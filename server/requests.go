@@ -139,7 +139,6 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		r.reply.fail(err)
 		return
 	}
-	b.fromRev = e.rec.Rev
 	if err := r.stamp(b, ms); err != nil {
 		r.reply.fail(err)
 		return
@@ -166,7 +165,7 @@ type ingest struct {
 	keep      []int         // indices into events of the events to store
 	logged    []store.Event // keep's log entries, from stamp on
 	bytes     int64         // their stored size
-	fromRev   int64         // the session's revision before the batch
+	fromRev   int64         // the session's revision before the batch (record)
 }
 
 // folded is what the reducer made of the kept events.
@@ -295,6 +294,7 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) folded {
 // record updates the session row: revision, activity, heartbeat, status
 // (nextStatus) and summary, publishing what changed after the commit.
 func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, now time.Time) {
+	b.fromRev = e.rec.Rev
 	if len(b.logged) > 0 {
 		e.rec.Rev = b.st.st.Rev()
 	}

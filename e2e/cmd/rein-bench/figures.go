@@ -38,6 +38,10 @@ type bench struct {
 	// storedCount is how many sessions storedSessions stores (before
 	// scaling).
 	storedCount int
+	// storedLarge is -stored-sessions-large; large is the database the
+	// first run of storedSessionsLarge stored them in, and what it measured.
+	storedLarge int
+	large       *storedRun
 	// cluster is the throwaway PostgreSQL of the postgres figures,
 	// started on first use.
 	cluster *pgtest.Cluster
@@ -59,7 +63,7 @@ func newBench(bin string, scale float64) (*bench, error) {
 		}
 	}
 	quiet := func(string, ...any) {} // children's logs would drown the table
-	return &bench{sync: "normal", bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet, storedCount: 10000}, nil
+	return &bench{sync: "normal", bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet, storedCount: 10000, storedLarge: 100000}, nil
 }
 
 func (b *bench) close() {
@@ -449,9 +453,12 @@ func (b *bench) fanBesideHub(srv *e2e.Server, n int) (ours, oursCPU, base, baseC
 // minimal go-sse hub is measured under the same load for comparison: at
 // this fan-out the machine's two cores are close to saturated (the load
 // generator shares them), and the hub shows what that alone costs.
-func (b *bench) latency() ([]Figure, error) {
+func (b *bench) latency() ([]Figure, error) { return b.latencyOn("") }
+
+// latencyOn is figure 4 on db (see serverOn).
+func (b *bench) latencyOn(db string) ([]Figure, error) {
 	n := b.count(1000)
-	srv, err := b.serverWith("lat")
+	srv, err := b.serverOnWith(db, "lat")
 	if err != nil {
 		return nil, err
 	}
@@ -511,9 +518,12 @@ func (b *bench) latRun(postURL, streamURL string, n int, body func(delta string)
 }
 
 // 5. Server RSS per idle artifact-stream subscriber at 5,000 subscribers.
-func (b *bench) memory() ([]Figure, error) {
+func (b *bench) memory() ([]Figure, error) { return b.memoryOn("") }
+
+// memoryOn is figure 5 on db (see serverOn).
+func (b *bench) memoryOn(db string) ([]Figure, error) {
 	n := b.count(5000)
-	srv, err := b.serverWith("mem")
+	srv, err := b.serverOnWith(db, "mem")
 	if err != nil {
 		return nil, err
 	}
@@ -614,34 +624,70 @@ func (b *bench) throughAgentd() ([]Figure, error) {
 // created and given one short turn, then left idle; and the same database
 // after a restart, when the server has loaded them from disk.
 func (b *bench) storedSessions() ([]Figure, error) {
-	n := b.count(b.storedCount)
-	srv, err := b.serverWith("warm")
+	return b.storedSessionsOn("", "memory_per_stored_session", b.count(b.storedCount), 8)
+}
+
+// storedSessionsOn is figure 8 for n sessions on db (see serverOn), named
+// name, stored by workers posters at a time.
+func (b *bench) storedSessionsOn(db, name string, n, workers int) ([]Figure, error) {
+	st, err := b.storeIdle(db, n, workers)
 	if err != nil {
 		return nil, err
 	}
+	return []Figure{{Name: name, Unit: "KiB", Value: st.per(st.after), Target: 4,
+		Note: fmt.Sprintf("RSS %d -> %d KiB with %d idle sessions of %d events each; after a restart on that database %d KiB (%.1f KiB each)",
+			st.before, st.after, n, st.events, st.restarted, st.per(st.restarted))}}, nil
+}
+
+// storedRun is what storeIdle measured: the server's RSS in KiB before
+// and after storing n sessions of events events each, and after a restart
+// on that database (db).
+type storedRun struct {
+	before, after, restarted int64
+	n, events                int
+	db                       string
+}
+
+// per is the RSS above before per stored session, in KiB.
+func (s storedRun) per(rss int64) float64 { return float64(rss-s.before) / float64(s.n) }
+
+// storeIdle starts a server on db (see serverOn), stores n sessions, each
+// created and given one short turn by workers posters at a time, then
+// restarts the server on that database; it measures RSS at each step and
+// stops the server.
+func (b *bench) storeIdle(db string, n, workers int) (storedRun, error) {
+	st := storedRun{n: n}
+	srv, err := b.serverOnWith(db, "warm")
+	if err != nil {
+		return st, err
+	}
+	st.db = srv.DB
 	// Restart replaces srv.Proc, so the deferred stop reads it late.
 	defer func() { b.stop(srv.Proc) }()
 	ctx := context.Background()
-	const workers = 8
 	c := newHTTPClient(workers)
 	cl, err := client.New(srv.URL, "")
 	if err != nil {
-		return nil, err
+		return st, err
 	}
 	cl.HTTP = c
 	shape := loadgen.Turn{TextDeltas: 5, OutputDeltas: 2}
+	st.events = shape.Len()
+	// Every session gets the same events: encode them once, so the
+	// bench's own work does not slow the seeding of large counts.
+	events := loadgen.Batch(shape.Events(1))
 	store := func(id string) error {
 		if _, err := cl.CreateSession(ctx, id, ""); err != nil {
 			return fmt.Errorf("create session %s: %w", id, err)
 		}
-		return post(ctx, c, srv.URL+"/sessions/"+id+"/events", loadgen.Batch(shape.Events(1)))
+		return post(ctx, c, srv.URL+"/sessions/"+id+"/events", events)
 	}
 	// Warm up: one stored session, so one-time costs are in "before".
-	if err := post(ctx, c, srv.URL+"/sessions/warm/events", loadgen.Batch(shape.Events(1))); err != nil {
-		return nil, err
+	if err := post(ctx, c, srv.URL+"/sessions/warm/events", events); err != nil {
+		return st, err
 	}
 	time.Sleep(500 * time.Millisecond)
-	before := memKiB(srv.Pid(), "VmRSS")
+	st.before = memKiB(srv.Pid(), "VmRSS")
 	var next atomic.Int64
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
@@ -656,21 +702,18 @@ func (b *bench) storedSessions() ([]Figure, error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return st, err
 	}
 	time.Sleep(time.Second)
-	after := memKiB(srv.Pid(), "VmRSS")
+	st.after = memKiB(srv.Pid(), "VmRSS")
 	srv.Stop(10 * time.Second)
 	if err := srv.Restart(ctx); err != nil {
-		return nil, err
+		return st, err
 	}
 	b.procs = append(b.procs, srv.Proc)
 	time.Sleep(time.Second)
-	restarted := memKiB(srv.Pid(), "VmRSS")
-	per := func(rss int64) float64 { return float64(rss-before) / float64(n) }
-	return []Figure{{Name: "memory_per_stored_session", Unit: "KiB", Value: per(after), Target: 4,
-		Note: fmt.Sprintf("RSS %d -> %d KiB with %d idle sessions of %d events each; after a restart on that database %d KiB (%.1f KiB each)",
-			before, after, n, shape.Len(), restarted, per(restarted))}}, nil
+	st.restarted = memKiB(srv.Pid(), "VmRSS")
+	return st, nil
 }
 
 // postBatched posts n text deltas to session in batches of batch, one POST
@@ -782,8 +825,11 @@ func waitStatus(ctx context.Context, c *client.Client, id string, st protocol.Se
 
 // 7. Resume cost: a session of 100,000 events; time for a fresh subscriber
 // to receive its snapshot, against GET /artifacts.
-func (b *bench) resume() ([]Figure, error) {
-	srv, err := b.serverWith("big")
+func (b *bench) resume() ([]Figure, error) { return b.resumeOn("") }
+
+// resumeOn is figure 7 on db (see serverOn).
+func (b *bench) resumeOn(db string) ([]Figure, error) {
+	srv, err := b.serverOnWith(db, "big")
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,7 @@ func main() {
 	only := flag.String("only", "", "comma-separated figure groups to run (default all): "+strings.Join(groupNames(), ","))
 	runs := flag.Int("runs", 3, "runs of each figure; the table gives the median and the spread (min-max)")
 	stored := flag.Int("stored-sessions", 10000, "stored idle sessions for memory_per_stored_session (times -scale)")
+	storedLarge := flag.Int("stored-sessions-large", 100000, "stored idle sessions for memory_per_stored_session_large (times -scale)")
 	flag.Parse()
 	var err error
 	switch *mode {
@@ -65,8 +66,10 @@ func main() {
 			err = fmt.Errorf("-scale must be above 0, got %v", *scale)
 		case *stored < 1:
 			err = fmt.Errorf("-stored-sessions must be at least 1, got %d", *stored)
+		case *storedLarge < 1:
+			err = fmt.Errorf("-stored-sessions-large must be at least 1, got %d", *storedLarge)
 		default:
-			err = runBench(*bin, *out, *scale, *only, *runs, *stored)
+			err = runBench(*bin, *out, *scale, *only, *runs, *stored, *storedLarge)
 		}
 	default:
 		err = fmt.Errorf("-mode: unknown mode %q (bench, trivial, hub or agent)", *mode)
@@ -92,9 +95,11 @@ func (b *bench) groups() []group {
 		{"latency", b.latency},
 		{"memory", b.memory},
 		{"stored_sessions", b.storedSessions},
+		{"stored_sessions_large", b.storedSessionsLarge},
 		{"agentd", b.throughAgentd},
 		{"resume", b.resume},
 		{"postgres", b.postgres},
+		{"postgres_more", b.postgresMore},
 		{"replicas", b.replicas},
 	}
 }
@@ -107,13 +112,13 @@ func groupNames() []string {
 	return names
 }
 
-func runBench(bin, out string, scale float64, only string, runs, stored int) error {
+func runBench(bin, out string, scale float64, only string, runs, stored, storedLarge int) error {
 	b, err := newBench(bin, scale)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	b.storedCount = stored
+	b.storedCount, b.storedLarge = stored, storedLarge
 	var groups []group
 	for _, g := range b.groups() {
 		if only == "" || strings.Contains(","+only+",", ","+g.name+",") {

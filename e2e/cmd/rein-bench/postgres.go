@@ -106,12 +106,14 @@ func (b *bench) postgres() ([]Figure, error) {
 	if srv, err = b.serverOnWith(db, "fan"); err != nil {
 		return nil, err
 	}
-	fan, _, hubRate, _, err := b.fanBesideHub(srv, fn)
+	fan, fanCPU, hubRate, hubCPU, err := b.fanBesideHub(srv, fn)
 	if err != nil {
 		return nil, err
 	}
 	figs = append(figs, withBaseline(Figure{Name: "pg_fanout", Unit: "deliveries/s", Value: fan, Target: 0.5, Higher: true,
-		Note: fmt.Sprintf("PostgreSQL; %d subscribers; baseline: minimal go-sse hub (compare fanout, SQLite)", fn)}, hubRate))
+		Note: fmt.Sprintf("PostgreSQL; %d subscribers; baseline: minimal go-sse hub (compare fanout, SQLite)", fn)}, hubRate),
+		withBaseline(Figure{Name: "pg_fanout_cpu", Unit: "CPU s per 1M deliveries", Value: fanCPU, Target: 2,
+			Note: "PostgreSQL; server process CPU; ratio against the minimal hub's (compare fanout_cpu, SQLite)"}, hubCPU))
 	return figs, nil
 }
 

@@ -521,21 +521,11 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 
 func (a *API) artifactStream(w http.ResponseWriter, r *http.Request, id string) {
 	after, resume := lastEventID(r)
-	st, err := a.svc.ArtifactStream(r.Context(), id, after, resume)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	a.serveStream(w, r, st)
+	a.serveStream(w, r, func() (*Stream, error) { return a.svc.ArtifactStream(r.Context(), id, after, resume) })
 }
 
 func (a *API) sessionStream(w http.ResponseWriter, r *http.Request) {
-	st, err := a.svc.SessionStream(r.Context(), r.URL.Query().Get("project"))
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	a.serveStream(w, r, st)
+	a.serveStream(w, r, func() (*Stream, error) { return a.svc.SessionStream(r.Context(), r.URL.Query().Get("project")) })
 }
 
 func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {
@@ -544,21 +534,21 @@ func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	// Read before the stream opens: opening registers the sandbox, and a
-	// session gone by then is the 404 the open would give anyway.
-	sess, err := a.svc.GetSession(r.Context(), id)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
 	after, resume := lastEventID(r)
-	st, err := a.svc.CommandStream(r.Context(), id, instance, after, resume)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(sess.CreatedAt, 10))
-	a.serveStream(w, r, st)
+	a.serveStream(w, r, func() (*Stream, error) {
+		// Read before the stream opens: opening registers the sandbox, and
+		// a session gone by then is the 404 the open would give anyway.
+		sess, err := a.svc.GetSession(r.Context(), id)
+		if err != nil {
+			return nil, err
+		}
+		st, err := a.svc.CommandStream(r.Context(), id, instance, after, resume)
+		if err != nil {
+			return nil, err
+		}
+		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(sess.CreatedAt, 10))
+		return st, nil
+	})
 }
 
 // instanceOf returns the Rein-Instance header ("" when absent). It is

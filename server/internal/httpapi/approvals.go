@@ -106,10 +106,5 @@ func (a *API) approvalStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	after, resume := lastEventID(r)
-	st, err := a.svc.ApprovalStream(r.Context(), project, after, resume)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	a.serveStream(w, r, st)
+	a.serveStream(w, r, func() (*Stream, error) { return a.svc.ApprovalStream(r.Context(), project, after, resume) })
 }

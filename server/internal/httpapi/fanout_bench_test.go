@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkFanout publishes one artifact change record to 1,000
-// subscribers and has each take it and write its SSE frame, as pump does.
+// subscribers and has each take it and write its SSE frame, as a live stream does.
 // "shared" is the server's way (Message.Wire: framed once, the bytes
 // shared); "each" frames it per subscriber, what fan-out would cost if
 // every stream encoded for itself.

@@ -48,21 +48,54 @@ type Stream struct {
 	Release func()
 }
 
-// serveStream writes st until the client goes away, the subscriber ends
-// (dropped, session deleted, server closing) or a write misses its
-// deadline. Every write has its own deadline: a stalled client costs only
-// its own handler goroutine, never the publisher or other clients.
-func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
-	defer func() {
+// serveStream opens a stream with open and writes it until the client
+// goes away, the subscriber ends (dropped, session deleted, server
+// closing) or a write misses its deadline. Every write has its own
+// deadline: a stalled client costs only its own handler goroutine, never
+// the publisher or other clients.
+//
+// A stream idles for hours on its handler goroutine, which keeps the
+// largest stack it ever needed. So everything deep runs off that stack
+// (offStack): opening (the store's reads), the response header, the
+// replay, and pings; the handler goroutine itself only waits in live's
+// select and writes live messages (no goroutine per delivery).
+func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) {
+	var s *liveStream
+	offStack(func() { s = a.startStream(w, r, open) })
+	if s == nil {
+		return // answered, or ended during the replay
+	}
+	s.end(s.live())
+}
+
+// liveStream is a stream past its replay.
+type liveStream struct {
+	a            *API
+	r            *http.Request
+	st           *Stream
+	kind         string
+	write        func([]byte) error
+	flush        func() error
+	ping         *time.Ticker
+	disconnected <-chan struct{}
+}
+
+// startStream opens the stream and sends its replay. It returns nil when
+// it answered with an error or the stream ended during the replay.
+func (a *API) startStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) *liveStream {
+	st, err := open()
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return nil
+	}
+	sess, err := sse.Upgrade(w, r)
+	if err != nil {
+		writeError(w, r, a.log, err)
 		st.Sub.Close()
 		if st.Release != nil {
 			st.Release()
 		}
-	}()
-	sess, err := sse.Upgrade(w, r)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
+		return nil
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -78,27 +111,77 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 		}
 		return err
 	}
-	write := func(b []byte) error {
+	s := &liveStream{a: a, r: r, st: st, kind: streamKind(r), disconnected: r.Context().Done()}
+	s.write = func(b []byte) error {
 		if err := deadline(); err != nil {
 			return err
 		}
 		_, err := sess.Res.Write(b)
 		return err
 	}
-	flush := func() error {
+	s.flush = func() error {
 		if err := deadline(); err != nil {
 			return err
 		}
 		return sess.Flush()
 	}
-	kind := streamKind(r)
 	if a.opts.Observer != nil {
-		a.opts.Observer.StreamOpened(kind)
-		defer a.opts.Observer.StreamClosed(kind)
+		a.opts.Observer.StreamOpened(s.kind)
 	}
-	err = pump(st, r, write, flush, a.opts.PingInterval)
-	// Say why a stream was cut when the server cut it: an operator seeing
-	// clients reconnect needs to know it was for being too slow.
+	if err := replay(st, s.write, s.flush); err != nil {
+		s.end(err)
+		return nil
+	}
+	s.ping = time.NewTicker(a.opts.PingInterval)
+	return s
+}
+
+// live writes live messages and pings until something ends the stream;
+// it returns what did.
+func (s *liveStream) live() error {
+	for {
+		select {
+		case <-s.st.Sub.Ready():
+			for _, m := range s.st.Sub.Take() {
+				if m.Seq > 0 && m.Seq <= s.st.After {
+					continue
+				}
+				if err := s.write(m.Wire(frame)); err != nil {
+					return err
+				}
+			}
+			if err := s.flush(); err != nil {
+				return err
+			}
+		case <-s.ping.C:
+			// Off the stack: an idle stream only ever pings, and
+			// net/http's write path would take its stack from 4 KiB to
+			// 8 KiB for good.
+			var err error
+			offStack(func() {
+				if err = s.write(ping); err == nil {
+					err = s.flush()
+				}
+			})
+			if err != nil {
+				return err
+			}
+		case <-s.st.Sub.Done():
+			return s.st.Sub.Err()
+		case <-s.disconnected:
+			return s.r.Context().Err()
+		}
+	}
+}
+
+// end releases the stream and, when the server cut it, says why: an
+// operator seeing clients reconnect needs to know it was for being too
+// slow.
+func (s *liveStream) end(err error) {
+	if s.ping != nil {
+		s.ping.Stop()
+	}
+	a, r, kind := s.a, s.r, s.kind
 	reason := ""
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -111,11 +194,18 @@ func (a *API) serveStream(w http.ResponseWriter, r *http.Request, st *Stream) {
 	if reason != "" && a.opts.Observer != nil {
 		a.opts.Observer.ClientDropped(kind, reason)
 	}
+	if a.opts.Observer != nil {
+		a.opts.Observer.StreamClosed(kind)
+	}
+	s.st.Sub.Close()
+	if s.st.Release != nil {
+		s.st.Release()
+	}
 }
 
-// pump writes the replay, then live messages and pings, until something
-// ends the stream; it returns what did.
-func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() error, pingEvery time.Duration) error {
+// replay sends the response header, st.Initial and st.Replay, and
+// flushes; it leaves in st only what the live loop needs.
+func replay(st *Stream, write func([]byte) error, flush func() error) error {
 	// Headers go out now, so a client learns the stream is open even
 	// before there is anything to replay.
 	if err := flush(); err != nil {
@@ -132,40 +222,11 @@ func pump(st *Stream, r *http.Request, write func([]byte) error, flush func() er
 		if err != nil {
 			return err
 		}
-		st.After = after
+		// The replay's closure holds the feed it read; the stream only
+		// needs where the replay ended.
+		st.After, st.Replay = after, nil
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	t := time.NewTicker(pingEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-st.Sub.Ready():
-			for _, m := range st.Sub.Take() {
-				if m.Seq > 0 && m.Seq <= st.After {
-					continue
-				}
-				if err := write(m.Wire(frame)); err != nil {
-					return err
-				}
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-		case <-t.C:
-			if err := write(ping); err != nil {
-				return err
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-		case <-st.Sub.Done():
-			return st.Sub.Err()
-		case <-r.Context().Done():
-			return r.Context().Err()
-		}
-	}
+	return flush()
 }
 
 // lastEventID parses the Last-Event-ID header; ok is false when it is
