@@ -11,4 +11,16 @@
 // so a test can drop it and check every event's revision, and the TCP
 // proxy injects faults. The harness (this package's
 // non-test files) is shared by the test suite and by cmd/rein-bench.
+//
+// Several replicas: StartReplicas starts N rein-servers on one PostgreSQL
+// database (a pgtest database in the tests) sharing a stream ticket key
+// file and the client token; Replicas.NewBalancer puts a round-robin TCP
+// Balancer in front of some or all of them (nothing sticky; a refusing,
+// killed replica is skipped), Kill is kill -9, Restart starts a replica
+// again on a new port and repoints every balancer, and with DBLinks each
+// replica reaches PostgreSQL through its own Proxy, to cut one replica off
+// its database. replicas_test.go drives them: a turn spread over three
+// replicas, kill -9 of the replica holding the sandbox's and then the
+// client's stream mid-turn, two agentds on different replicas, a bootstrap
+// timeout firing once, every replica restarted, a database link cut.
 package e2e

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,4 +93,153 @@ func TestProxyPauseCutRestore(t *testing.T) {
 	}
 	defer c3.Close()
 	roundTrip(t, c3, bufio.NewReader(c3), "again")
+}
+
+// nameServer greets every connection with its name and then echoes.
+func nameServer(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := c.Write([]byte(name + "\n")); err != nil {
+					return
+				}
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// deadAddr is a loopback address nothing listens on (a killed replica).
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// greet connects through b and returns the name of the server reached,
+// keeping the connection open until the test ends.
+func greet(t *testing.T, b *Balancer) (string, net.Conn) {
+	t.Helper()
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on a hang, not an assertion
+	name, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("greeting through the balancer: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return strings.TrimSpace(name), c
+}
+
+func TestBalancer(t *testing.T) {
+	a, b, c := nameServer(t, "a"), nameServer(t, "b"), nameServer(t, "c")
+	for _, tc := range []struct {
+		name    string
+		targets []string
+		change  func(lb *Balancer)
+		want    []string // the servers reached by successive connections
+	}{
+		{name: "round robin in order", targets: []string{a, b, c}, want: []string{"a", "b", "c", "a", "b"}},
+		{name: "a dead target is skipped", targets: []string{a, deadAddr(t), c}, want: []string{"a", "c", "c", "a", "c"}},
+		{name: "no target answers", targets: []string{deadAddr(t)}, want: []string{""}},
+		{
+			name: "replace: a restarted replica on a new port", targets: []string{a, deadAddr(t)},
+			change: func(lb *Balancer) {
+				if !lb.Replace(lb.Targets()[1], b) {
+					t.Fatal("Replace: target not found")
+				}
+			},
+			want: []string{"a", "b", "a", "b"},
+		},
+		{
+			name: "remove and add", targets: []string{a, b},
+			change: func(lb *Balancer) {
+				if !lb.Remove(a) || lb.Remove(a) {
+					t.Fatal("Remove: want true, then false")
+				}
+				lb.Add(c)
+			},
+			want: []string{"b", "c", "b", "c"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lb, err := NewBalancer(tc.targets...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lb.Close()
+			if tc.change != nil {
+				tc.change(lb)
+			}
+			var got []string
+			for range tc.want {
+				conn, err := net.Dial("tcp", lb.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on a hang, not an assertion
+				name, _ := bufio.NewReader(conn).ReadString('\n')
+				conn.Close()
+				got = append(got, strings.TrimSpace(name))
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("connections reached %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Holding says where open connections are, and Cut closes them all and
+// refuses new ones until Restore.
+func TestBalancerHoldingCutRestore(t *testing.T) {
+	a, b := nameServer(t, "a"), nameServer(t, "b")
+	lb, err := NewBalancer(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	_, c1 := greet(t, lb)
+	_, c2 := greet(t, lb)
+	_, c3 := greet(t, lb)
+	if h := lb.Holding(); h[a] != 2 || h[b] != 1 || len(h) != 2 {
+		t.Fatalf("holding %v, want 2 on a and 1 on b", h)
+	}
+	lb.Cut()
+	for i, c := range []net.Conn{c1, c2, c3} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound on a hang, not an assertion
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection %d still open after Cut: %v", i+1, err)
+		}
+	}
+	if c, err := net.Dial("tcp", lb.Addr()); err == nil {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a connection made while cut was not closed: %v", err)
+		}
+		c.Close()
+	}
+	lb.Restore()
+	if name, _ := greet(t, lb); name != "a" && name != "b" {
+		t.Fatalf("after Restore reached %q", name)
+	}
 }

@@ -14,6 +14,7 @@ type Server struct {
 	URL  string
 	Port string
 	DB   string
+	name string // log prefix
 	bin  string
 	logf Logf
 	args []string
@@ -27,6 +28,8 @@ type ServerConfig struct {
 	// DB, when set, is the --db the server gets instead (a postgres:// URL).
 	DB   string
 	Port string // "" or "0" picks a free port
+	// Name prefixes its log lines (default "rein-server").
+	Name string
 	Args []string
 	Env  []string
 }
@@ -35,9 +38,12 @@ const listeningPrefix = "rein-server listening on "
 
 // StartServer starts rein-server and waits for its "listening" line.
 func StartServer(ctx context.Context, logf Logf, cfg ServerConfig) (*Server, error) {
-	s := &Server{DB: filepath.Join(cfg.Dir, "rein.db"), bin: cfg.Bin, logf: logf, args: cfg.Args, env: cfg.Env}
+	s := &Server{DB: filepath.Join(cfg.Dir, "rein.db"), name: cfg.Name, bin: cfg.Bin, logf: logf, args: cfg.Args, env: cfg.Env}
 	if cfg.DB != "" {
 		s.DB = cfg.DB
+	}
+	if s.name == "" {
+		s.name = "rein-server"
 	}
 	port := cfg.Port
 	if port == "" {
@@ -51,7 +57,7 @@ func StartServer(ctx context.Context, logf Logf, cfg ServerConfig) (*Server, err
 
 func (s *Server) start(ctx context.Context, port string) error {
 	args := append([]string{"--host", "127.0.0.1", "--port", port, "--db", s.DB}, s.args...)
-	p, err := Start(s.logf, "rein-server", s.env, s.bin, args...)
+	p, err := Start(s.logf, s.name, s.env, s.bin, args...)
 	if err != nil {
 		return err
 	}
@@ -60,7 +66,9 @@ func (s *Server) start(ctx context.Context, port string) error {
 	line, err := p.WaitLine(ctx, listeningPrefix)
 	if err != nil {
 		p.Kill()
-		return err
+		// Its last words say why (a refused flag, a database in use).
+		out := p.Output()
+		return fmt.Errorf("%w; its last output:\n%s", err, strings.Join(out[max(0, len(out)-5):], "\n"))
 	}
 	s.Proc = p
 	s.URL = strings.TrimSpace(line[strings.Index(line, listeningPrefix)+len(listeningPrefix):])

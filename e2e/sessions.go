@@ -20,6 +20,8 @@ type SessionWatcher struct {
 	sessions map[string]protocol.Session
 	history  map[string][]protocol.SessionStatus
 	removed  map[string]bool
+	removals map[string]int // session_removed events per session
+	connects int            // stream connections opened (each starts with a snapshot)
 	changed  chan struct{}
 
 	cancel context.CancelFunc
@@ -30,7 +32,7 @@ type SessionWatcher struct {
 func WatchSessions(ctx context.Context, c *client.Client) *SessionWatcher {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &SessionWatcher{c: c, sessions: map[string]protocol.Session{}, history: map[string][]protocol.SessionStatus{},
-		removed: map[string]bool{}, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+		removed: map[string]bool{}, removals: map[string]int{}, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go w.run(ctx)
 	return w
 }
@@ -51,6 +53,8 @@ func (w *SessionWatcher) apply(ev client.SessionEvent) {
 	defer w.mu.Unlock()
 	defer func() { close(w.changed); w.changed = make(chan struct{}) }()
 	switch {
+	case ev.Name == client.EventConnected:
+		w.connects++
 	case ev.Session != nil:
 		w.sessions[ev.Session.ID] = *ev.Session
 		w.record(ev.Session.ID, ev.Session.Status)
@@ -69,6 +73,7 @@ func (w *SessionWatcher) apply(ev client.SessionEvent) {
 	case ev.Removed != "":
 		delete(w.sessions, ev.Removed)
 		w.removed[ev.Removed] = true
+		w.removals[ev.Removed]++
 	}
 }
 
@@ -84,6 +89,19 @@ func (w *SessionWatcher) History(id string) []protocol.SessionStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]protocol.SessionStatus(nil), w.history[id]...)
+}
+
+// Removals is how many session_removed events for id the stream carried.
+func (w *SessionWatcher) Removals(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.removals[id]
+}
+
+// WaitConnected waits until the stream is connected: from then on it
+// reports every change.
+func (w *SessionWatcher) WaitConnected(ctx context.Context) error {
+	return w.Wait(ctx, "the session stream connected", func() bool { return w.connects > 0 })
 }
 
 // Get returns the current record of id.

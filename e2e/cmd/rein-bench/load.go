@@ -98,8 +98,18 @@ var (
 func (s *subscriber) read(r io.Reader, latency bool) {
 	br := bufio.NewReaderSize(r, 32<<10)
 	readySent := false
+	// seen is how many tokens of the text the subscriber has: a replica
+	// that learns of a change from another one may send the whole text
+	// again (artifact_snapshot), and only its new tokens are deliveries.
+	seen := 0
+	var long []byte
 	for {
 		line, err := br.ReadSlice('\n')
+		for err == bufio.ErrBufferFull { // a line longer than the buffer
+			long = append(long[:0], line...)
+			line, err = br.ReadSlice('\n')
+			line = append(long, line...)
+		}
 		if err != nil {
 			if !readySent {
 				close(s.ready)
@@ -112,14 +122,15 @@ func (s *subscriber) read(r io.Reader, latency bool) {
 				close(s.ready)
 				readySent = true
 			}
-		case bytes.HasPrefix(line, []byte("data: ")) && readySent:
+		case bytes.HasPrefix(line, []byte("data: ")):
 			// Each token of an append is one delivered event (the server may
 			// coalesce several deltas into one append); with latency on, a
 			// token is the time it was sent (UnixNano).
-			// The first delta of a block arrives inside artifact_created.
-			key := appendKey
+			// The first delta of a block arrives inside artifact_created,
+			// the whole text in an artifact_snapshot.
+			key, whole := appendKey, false
 			if !bytes.Contains(line, appendKey) && bytes.Contains(line, createdTextType) {
-				key = textKey
+				key, whole = textKey, true
 			}
 			i := bytes.Index(line, key)
 			if i < 0 {
@@ -131,6 +142,14 @@ func (s *subscriber) read(r io.Reader, latency bool) {
 				continue
 			}
 			toks := strings.Fields(string(rest[:j]))
+			if whole {
+				toks, seen = toks[min(seen, len(toks)):], len(toks)
+			} else {
+				seen += len(toks)
+			}
+			if !readySent {
+				continue // the snapshot: what was there before
+			}
 			s.events.Add(int64(len(toks)))
 			if latency {
 				now := time.Now().UnixNano()

@@ -100,6 +100,7 @@ func (b *bench) groups() []group {
 		{"resume", b.resume},
 		{"postgres", b.postgres},
 		{"postgres_more", b.postgresMore},
+		{"replicas", b.replicas},
 	}
 }
 
