@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/rein-ai/rein/e2e/internal/loadgen"
-
-	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // 8b. Figure 8 at -stored-sessions-large sessions (default 100,000): the
@@ -63,12 +59,7 @@ func (b *bench) largeFigure(before, restarted int64) []Figure {
 // read beside SQLite's (group postgres has the ingest and fan-out ones).
 // Skipped, as group postgres, when no PostgreSQL can be started.
 func (b *bench) postgresMore() ([]Figure, error) {
-	if _, err := b.pgDatabase(); err != nil {
-		var un *pgtest.UnavailableError
-		if errors.As(err, &un) {
-			fmt.Fprintf(os.Stderr, "bench: postgres figures skipped: %v\n", err)
-			return nil, nil
-		}
+	if _, ok, err := b.pgFor("postgres"); !ok {
 		return nil, err
 	}
 	var out []Figure

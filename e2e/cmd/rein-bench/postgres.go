@@ -14,6 +14,18 @@ import (
 
 // pgDatabase returns the URL of a fresh database on the bench's throwaway
 // PostgreSQL cluster, starting the cluster on first use.
+// pgFor is pgDatabase for a figure group: ok is false (and err nil) when
+// no PostgreSQL can be started here, which skips the group, saying so.
+func (b *bench) pgFor(group string) (db string, ok bool, err error) {
+	db, err = b.pgDatabase()
+	var un *pgtest.UnavailableError
+	if errors.As(err, &un) {
+		fmt.Fprintf(os.Stderr, "bench: %s figures skipped: %v\n", group, err)
+		return "", false, nil
+	}
+	return db, err == nil, err
+}
+
 func (b *bench) pgDatabase() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -42,12 +54,7 @@ func (b *bench) pgDatabase() (string, error) {
 // transaction; single-event ingest and fan-out as figures 1 and 3 measure
 // them on SQLite, against the same baselines.
 func (b *bench) postgres() ([]Figure, error) {
-	if _, err := b.pgDatabase(); err != nil {
-		var un *pgtest.UnavailableError
-		if errors.As(err, &un) {
-			fmt.Fprintf(os.Stderr, "bench: postgres figures skipped: %v\n", err)
-			return nil, nil
-		}
+	if _, ok, err := b.pgFor("postgres"); !ok {
 		return nil, err
 	}
 	var figs []Figure

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/e2e"
-	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // replicaCount is how many rein-server replicas the replicas figure runs.
@@ -23,13 +21,8 @@ const replicaCount = 3
 // 100 events/s POSTed to replica 0. The subscribers on replica 0 itself
 // are measured beside them, for comparison (the note).
 func (b *bench) replicas() ([]Figure, error) {
-	db, err := b.pgDatabase()
-	if err != nil {
-		var un *pgtest.UnavailableError
-		if errors.As(err, &un) {
-			fmt.Fprintf(os.Stderr, "bench: replicas figures skipped: %v\n", err)
-			return nil, nil
-		}
+	db, ok, err := b.pgFor("replicas")
+	if !ok {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp(b.tmp, "replicas-")
