@@ -117,6 +117,10 @@ func (s *subscriber) read(r io.Reader, latency bool) {
 			return
 		}
 		switch {
+		case bytes.HasPrefix(line, []byte("event: artifact_created")):
+			// A new text block: its tokens are all new (seen counts the
+			// block being streamed; the bench streams one at a time).
+			seen = 0
 		case bytes.HasPrefix(line, []byte("event: snapshot_complete")):
 			if !readySent {
 				close(s.ready)

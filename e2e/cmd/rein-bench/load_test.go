@@ -31,6 +31,9 @@ func TestSubscriberCountsEachTokenOnce(t *testing.T) {
 		{"whole-text snapshots count only their new tokens", sseEvent("artifact_snapshot", textArtifact("1")) + sseEvent("snapshot_complete", "{}") +
 			sseEvent("artifact_snapshot", textArtifact("1 2 3")) + sseEvent("artifact_updated", `{"seq":1,"append":"4"}`) +
 			sseEvent("artifact_snapshot", textArtifact("1 2 3 4 5")), 4},
+		{"every new block's first token counts", sseEvent("snapshot_complete", "{}") + sseEvent("artifact_created", textArtifact("1 2")) +
+			sseEvent("artifact_updated", `{"seq":1,"append":"3"}`) + sseEvent("artifact_created", textArtifact("4")) +
+			sseEvent("artifact_updated", `{"seq":2,"append":"5"}`), 5},
 		{"a line longer than the buffer", sseEvent("snapshot_complete", "{}") + sseEvent("artifact_snapshot", textArtifact(strings.Join(long, " "))) +
 			sseEvent("artifact_updated", `{"seq":1,"append":"x"}`), int64(len(long)) + 1},
 	} {
