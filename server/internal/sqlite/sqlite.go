@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -64,6 +65,9 @@ type Options struct {
 	// Logger gets what goes wrong outside a call (a failed background
 	// checkpoint); nil discards it.
 	Logger *slog.Logger
+	// walLimit overrides walSizeLimit (tests: a smaller WAL is quicker
+	// to write past it).
+	walLimit int
 }
 
 // pragmas are applied to every connection (synchronous follows them, see
@@ -75,8 +79,7 @@ type Options struct {
 // memory by default, so every such statement created, wrote and removed a
 // temporary file (a CPU profile of single-event ingest: ~7% in those
 // writes, more in open and unlink).
-// journal_size_limit: see walSizeLimit.
-var pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walSizeLimit) + ")&_txlock=immediate"
+var pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 
 // Open opens (creating it if needed) the database at path and migrates it.
 // path "" or ":memory:" selects an in-memory database that lives as long as
@@ -120,7 +123,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// Only the writer commits, so the autocheckpoint threshold
 		// matters on its connection only (see checkpoint.go).
 		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas + "&_pragma=synchronous(" + sync + ")" +
-			"&_pragma=wal_autocheckpoint(" + strconv.Itoa(inlineCheckpointPages) + ")"
+			"&_pragma=wal_autocheckpoint(" + strconv.Itoa(inlineCheckpointPages) + ")" +
+			"&_pragma=journal_size_limit(" + strconv.Itoa(cmp.Or(opts.walLimit, walSizeLimit)) + ")"
 		w, err := sqlx.Open("sqlite", dsn)
 		if err != nil {
 			_ = lock.release()
