@@ -85,21 +85,7 @@ func TestCodexACPMatrix(t *testing.T) {
 	// turn returns the events from the turn's turn_started to its
 	// turn_completed (turns run one at a time, so all are the turn's).
 	turn := func(id int64) []protocol.Event {
-		name := "turn-" + strconv.FormatInt(id, 10)
-		var out []protocol.Event
-		in := false
-		for _, ev := range srv.Events() {
-			if ev.Type == protocol.EventTurnStarted && ev.TurnID == name {
-				in = true
-			}
-			if in {
-				out = append(out, ev)
-			}
-			if ev.Type == protocol.EventTurnCompleted && ev.TurnID == name {
-				break
-			}
-		}
-		return out
+		return fakeserver.TurnEvents(srv.Events(), "turn-"+strconv.FormatInt(id, 10))
 	}
 	requestFor := func(t *testing.T, prompt string) fakemodel.OpenAIRequest {
 		t.Helper()

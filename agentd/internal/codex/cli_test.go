@@ -228,7 +228,7 @@ func TestCodexCLISession(t *testing.T) {
 			}
 			return false
 		})
-		return end, turnEvents(srv.Events(), turn)
+		return end, fakeserver.TurnEvents(srv.Events(), turn)
 	}
 	waitPermission := func(t *testing.T, id int64) protocol.Event {
 		t.Helper()
@@ -448,25 +448,6 @@ func unstreamed(s string) string {
 		out.WriteString(line)
 	}
 	return out.String()
-}
-
-// turnEvents are the events from turn's turn_started to its
-// turn_completed (turns run one at a time, so they are all the turn's).
-func turnEvents(evs []protocol.Event, turn string) []protocol.Event {
-	var out []protocol.Event
-	in := false
-	for _, ev := range evs {
-		if ev.Type == protocol.EventTurnStarted && ev.TurnID == turn {
-			in = true
-		}
-		if in {
-			out = append(out, ev)
-		}
-		if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
-			break
-		}
-	}
-	return out
 }
 
 func countOf(evs []protocol.Event, typ protocol.EventType) int {

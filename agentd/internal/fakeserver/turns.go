@@ -29,3 +29,23 @@ func TurnsEndInOrder(evs []protocol.Event) error {
 	}
 	return nil
 }
+
+// TurnEvents returns the events of evs from turn's turn_started to its
+// turn_completed, both included (turns run one at a time, so every event
+// between them is the turn's).
+func TurnEvents(evs []protocol.Event, turn string) []protocol.Event {
+	var out []protocol.Event
+	in := false
+	for _, ev := range evs {
+		if ev.Type == protocol.EventTurnStarted && ev.TurnID == turn {
+			in = true
+		}
+		if in {
+			out = append(out, ev)
+		}
+		if ev.Type == protocol.EventTurnCompleted && ev.TurnID == turn {
+			break
+		}
+	}
+	return out
+}
