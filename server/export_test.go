@@ -48,3 +48,31 @@ func (r *cachedReq) apply(w *writer, _ *group) {
 
 // Subscribers returns how many streams follow the session's artifacts.
 func Subscribers(s *Server, id string) int { return s.hub.Len(artifactTopic(id)) }
+
+// DeferEveryGroup makes every group leave what it can to a later settle
+// (materialise.go), not only the busy ones, until the test ends.
+func DeferEveryGroup(t interface{ Cleanup(func()) }) {
+	was := deferMinGroup
+	deferMinGroup = 0
+	t.Cleanup(func() { deferMinGroup = was })
+}
+
+// Lagging returns the sessions whose stored artifacts lag their log.
+func Lagging(s *Server) map[string]bool {
+	r := newReply[map[string]bool]()
+	ids, _ := call(context.Background(), s.w, &laggingReq{reply: r}, r)
+	return ids
+}
+
+type laggingReq struct{ reply reply[map[string]bool] }
+
+func (r *laggingReq) apply(w *writer, _ *group) {
+	ids := map[string]bool{}
+	for id := range w.lagging {
+		ids[id] = true
+	}
+	r.reply.ok(ids)
+}
+
+// Settle brings the session's stored artifacts up to its log.
+func Settle(s *Server, id string) error { return s.settle(context.Background(), id) }

@@ -92,6 +92,9 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 // seq > after, in seq order: GET /artifacts reads the whole list with it,
 // a page at a time.
 func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	if err := s.settle(ctx, id); err != nil {
+		return nil, err
+	}
 	if err := s.replaySlot(ctx); err != nil {
 		return nil, err
 	}
@@ -101,6 +104,12 @@ func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, lim
 
 // artifactsPage is store.ArtifactsPage, read in a replay slot.
 func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	// A stream has subscribed before it reads (see WatchArtifacts), so
+	// what settle brings into the store and what the stream receives
+	// live cover every change between them.
+	if err := s.settle(ctx, id); err != nil {
+		return store.Snapshot{}, err
+	}
 	if err := s.replaySlot(ctx); err != nil {
 		return store.Snapshot{}, err
 	}

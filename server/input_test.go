@@ -238,6 +238,7 @@ func TestSessionCaps(t *testing.T) {
 // event log folds to.
 func checkFold(t testing.TB, s *app.App, id string) {
 	t.Helper()
+	settle(t, s, id)
 	ctx := context.Background()
 	log, err := s.Store().Events(ctx, id)
 	if err != nil {

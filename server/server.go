@@ -54,6 +54,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("new server: %w", err)
 	}
 	s.w.startup()
+	// After startup, which settled what a crash left lagging: the inbox
+	// is read from the stored artifacts.
+	if err := s.w.loadApprovals(ctx); err != nil {
+		return nil, fmt.Errorf("new server: %w", err)
+	}
 	go s.w.run()
 	if s.w.shared != nil {
 		wctx, stop := context.WithCancel(context.Background())
@@ -209,6 +214,9 @@ func (s *Server) SandboxSession(ctx context.Context, hash [32]byte, claimed stri
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.
 func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, error) {
+	if err := s.settle(ctx, id); err != nil {
+		return nil, err
+	}
 	list, err := s.store.Artifacts(ctx, id)
 	if err != nil {
 		return nil, err

@@ -85,6 +85,7 @@ func TestArtifactStreamResume(t *testing.T) {
 
 func storedRev(t testing.TB, s *app.App, id string) int64 {
 	t.Helper()
+	settle(t, s, id)
 	var rev int64
 	arts, err := s.Store().Artifacts(t.Context(), id)
 	if err != nil {

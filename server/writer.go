@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -207,6 +208,17 @@ type writer struct {
 	// others announce (replicas.go).
 	shared store.Shared
 	remote *remoteChanges
+
+	// stager is the store when commits may leave artifacts to later ones
+	// (materialise.go); nil otherwise. Owned by run: lagging (the
+	// sessions whose stored artifacts lag their log), staged (events
+	// staged since the last Unstage) and stagedSince (when the first of
+	// them was). unsettled holds lagging's keys for readers (Server.settle).
+	stager      store.Stager
+	lagging     map[string]*lag
+	staged      int
+	stagedSince time.Time
+	unsettled   sync.Map
 }
 
 // writeFailure is why writes fail and since when.
@@ -231,6 +243,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 	if sh, ok := st.(store.Shared); ok {
 		w.shared, w.remote = sh, newRemoteChanges()
 	}
+	w.stager, w.lagging = stagerOf(st, w.shared), map[string]*lag{}
 	return w
 }
 
@@ -277,7 +290,7 @@ func (w *writer) load(ctx context.Context) error {
 	for id := range w.sessions {
 		w.track(id)
 	}
-	return w.loadApprovals(ctx)
+	return w.loadStaged(ctx)
 }
 
 // startup applies the deadlines already passed at start (the restart rule,
@@ -349,10 +362,16 @@ func (w *writer) run() {
 			for {
 				g := w.take(nil)
 				if g == nil {
-					return
+					break
 				}
 				w.commit(g)
 			}
+			if w.staged > 0 {
+				g := newGroup(w)
+				g.settleAll = true
+				w.commit(g)
+			}
+			return
 		case r := <-w.reqs:
 			w.commit(w.take(r))
 		case <-remote:
@@ -403,6 +422,11 @@ func (w *writer) resetTimer(t *time.Timer) {
 	for _, d := range w.deadlines {
 		if next.IsZero() || d.Before(next) {
 			next = d
+		}
+	}
+	if w.staged > 0 {
+		if at := w.stagedSince.Add(settleEvery); next.IsZero() || at.Before(next) {
+			next = at
 		}
 	}
 	if _, ok := w.store.(store.WriteChecker); ok && w.failing.Load() != nil {
@@ -511,6 +535,13 @@ type group struct {
 	after   []func()
 	failed  []func(error)
 	reqs    int // requests taken (see take), for the group size metric
+	// settle names lagging sessions the group must settle (a read waits
+	// for it); settleAll settles every one and moves the staged events
+	// into the log (materialise.go). appended counts the events the group
+	// appends per session.
+	settle    map[string]bool
+	settleAll bool
+	appended  map[string]int
 	// err, when set, fails the group's commit (see abort).
 	err error
 }
@@ -524,7 +555,7 @@ func (g *group) abort(err error) {
 }
 
 func newGroup(w *writer) *group {
-	return &group{w: w, overlay: map[string]*entry{}, base: map[string]int64{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}}
+	return &group{w: w, overlay: map[string]*entry{}, base: map[string]int64{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}, settle: map[string]bool{}}
 }
 
 // entry returns the session's entry for changing it in this group, or nil
@@ -620,6 +651,8 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
 	msg := &hub.Message{Event: protocol.SSESessionRemoved, Data: data, Key: deref(e.rec.Project)}
 	g.onCommit(func() {
+		delete(w.lagging, id)
+		w.unsettled.Delete(id)
 		w.approvals.removeSession(id, w.opts.Now().UnixMilli())
 		w.log.Info("session removed", slog.String("session", id))
 		w.obs.SessionRemoved()
@@ -651,14 +684,21 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	s, err := foldState(log)
+	fold := foldState
+	if w.lagging[id] != nil {
+		// Its stored artifacts lag the log, so the bodies a later event
+		// needs cannot be read back: keep them all until it settles
+		// (which this group does, see defers).
+		fold = foldLog
+	}
+	s, err := fold(log)
 	if err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
 	s.turnEnded = false
-	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && w.shared == nil {
+	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && w.shared == nil && w.lagging[id] == nil {
 		// The stored artifacts came from a different fold (a reducer
 		// change). New revisions continue from the fold; say so once.
 		// (With other replicas, a cache behind the log differs too; its
@@ -672,6 +712,19 @@ func (w *writer) state(g *group, id string) (*state, error) {
 
 // foldState builds a session's state from its event log.
 func foldState(log []store.Event) (*state, error) {
+	s, err := foldLog(log)
+	if err != nil {
+		return nil, err
+	}
+	// The closed artifacts' bodies are stored (the log's events were
+	// committed with them, or settled since: see materialise.go): only
+	// the open ones stay.
+	s.st.Release()
+	return s, nil
+}
+
+// foldLog builds a session's state from its event log, holding every body.
+func foldLog(log []store.Event) (*state, error) {
 	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, policy: newArtifactPolicy()}
 	for _, le := range log {
 		var ev protocol.Event
@@ -685,9 +738,6 @@ func foldState(log []store.Event) (*state, error) {
 			s.maxSeq[le.Instance] = le.AgentSeq
 		}
 	}
-	// The closed artifacts' bodies are stored (the log's events were
-	// committed with them): only the open ones stay.
-	s.st.Release()
 	return s, nil
 }
 
@@ -708,13 +758,47 @@ func (w *writer) commit(g *group) {
 		w.fail(g, g.err)
 		return
 	}
-	var stored []func() // what the database holds after the commit
+	w.planSettle(g)
+	var (
+		stored   []func() // what the database holds after the commit
+		deferred []string // sessions whose artifacts and row wait (materialise.go)
+		settled  []string // lagging sessions this commit brings up to date
+	)
 	for _, id := range g.ids {
 		e := g.overlay[id]
 		if e == nil {
 			continue
 		}
-		if arts := g.dirty[id]; len(arts) > 0 {
+		if w.defers(g, id, e) {
+			deferred = append(deferred, id)
+			continue
+		}
+		arts := g.dirty[id]
+		if l := w.lagging[id]; l != nil {
+			// Should the commit fail, the state dropped marks the
+			// session stale: its bodies may be released by now.
+			g.states[id] = true
+			settled = append(settled, id)
+			if l.stale {
+				ops, rev, err := w.settleStale(id, l)
+				if err != nil {
+					w.fail(g, err)
+					return
+				}
+				g.ops = append(g.ops, ops...)
+				e.rec.Rev = max(e.rec.Rev, rev)
+			} else {
+				for seq, d := range arts {
+					if was := l.dirty[seq]; was != nil {
+						was.merge(d)
+					} else {
+						l.dirty[seq] = d
+					}
+				}
+				arts = l.dirty
+			}
+		}
+		if len(arts) > 0 {
 			s := w.states[id]
 			ops, after, err := s.policy.ops(id, s.st, arts)
 			if err != nil {
@@ -727,6 +811,7 @@ func (w *writer) commit(g *group) {
 		e.rec.Version++
 		g.ops = append(g.ops, store.UpdateSession{Session: e.rec})
 	}
+	staged := w.stage(g, deferred)
 	if w.shared != nil && len(g.base) > 0 {
 		// First, so the store checks them before anything is written.
 		exp := make([]store.Op, 0, len(g.base)+len(g.ops))
@@ -756,6 +841,7 @@ func (w *writer) commit(g *group) {
 		w.groupWait.committed(g.reqs, took)
 		w.recovered()
 	}
+	w.lagged(g, deferred, settled, staged)
 	for _, f := range stored {
 		f()
 	}
@@ -802,6 +888,10 @@ func (w *writer) redo(g *group, stale []string) {
 // dropState forgets a session's cached reducer state; its next use folds
 // the log again.
 func (w *writer) dropState(id string) {
+	if l := w.lagging[id]; l != nil {
+		// What the state knew of the lag is gone with it.
+		l.stale, l.dirty = true, nil
+	}
 	if s, ok := w.states[id]; ok {
 		w.stateBytes -= s.cost
 		delete(w.states, id)
@@ -830,6 +920,10 @@ func (w *writer) fail(g *group, err error) {
 			w.deadlines[id] = now.Add(time.Second)
 		}
 	}
+	if w.staged > 0 {
+		// Settling is tried again after settleEvery, not at once.
+		w.stagedSince = now
+	}
 	err = unavailable("commit", err)
 	for _, f := range g.failed {
 		f(err)
@@ -855,7 +949,7 @@ func (w *writer) evict(g *group) {
 			n := s.size()
 			w.stateBytes += n - s.cost
 			s.cost = n
-			if s.logBytes <= idleLogBytes && s.turnEnded && !s.st.TurnOpen() {
+			if s.logBytes <= idleLogBytes && s.turnEnded && !s.st.TurnOpen() && w.lagging[id] == nil {
 				w.dropState(id)
 			}
 		}
@@ -872,7 +966,8 @@ func (w *writer) evict(g *group) {
 	all := make([]lru, 0, len(w.states))
 	now := w.opts.Now()
 	for id, s := range w.states {
-		if g.states[id] {
+		if g.states[id] || w.lagging[id] != nil {
+			// A lagging session's state knows what to settle.
 			continue
 		}
 		all = append(all, lru{id, s.used, now.Sub(s.usedAt) < w.opts.ActiveState})

@@ -96,6 +96,22 @@ type Shared interface {
 	Watch(ctx context.Context, changed func(ids []string)) error
 }
 
+// Stager is implemented by a Store whose AppendEvents land in a staging
+// table first: appended at its one end whatever the session, so a commit
+// of many sessions' single events writes a page or two, where the event
+// log (ordered by session) takes a page per session. The staged events
+// are part of the log from their commit on: Events and the other log
+// reads return them after the log's own. An Unstage op moves them all
+// into the log, one page per session for everything staged since.
+//
+// The server uses the staging table as its record of what it has not
+// materialised yet (see server/materialise.go): StagedSessions after a
+// crash names the sessions whose artifacts may lag their log.
+type Stager interface {
+	// StagedSessions returns the sessions with staged events.
+	StagedSessions(ctx context.Context) ([]string, error)
+}
+
 // WriteChecker is implemented by a Store that can check whether writes
 // succeed without changing what it holds: a write that needs new space,
 // undone at once. While commits fail (a full disk), the server calls it

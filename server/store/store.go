@@ -88,11 +88,20 @@ type DeleteSession struct{ ID string }
 // written (see AddInstance).
 type UpdateSession struct{ Session Session }
 
+// Unstage moves every staged event into the event log (see Stager); a
+// Store that stages nothing ignores it.
+type Unstage struct{}
+
 // AppendEvents appends entries to a session's event log. Pos is chosen by
 // the server; a pos already stored fails the commit.
 type AppendEvents struct {
 	SessionID string
 	Events    []Event
+	// Stage asks a Stager to stage them rather than write them into the
+	// log at once (see Stager); other stores ignore it. A Stager stages
+	// them anyway while the session has staged events, so that the log
+	// reads in order.
+	Stage bool
 }
 
 // PutArtifacts inserts or replaces artifacts by (session, seq). Each body
@@ -176,6 +185,7 @@ func (CreateSession) storeOp()   {}
 func (DeleteSession) storeOp()   {}
 func (UpdateSession) storeOp()   {}
 func (AppendEvents) storeOp()    {}
+func (Unstage) storeOp()         {}
 func (PutArtifacts) storeOp()    {}
 func (AppendArtifacts) storeOp() {}
 func (AddCommand) storeOp()      {}

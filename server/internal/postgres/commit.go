@@ -255,6 +255,8 @@ func queue(p *plan, op store.Op) error {
 		d := op.Digest
 		p.add(fmt.Sprintf("put turn digest session=%s end=%d", op.SessionID, d.EndPos), qPutTurnDigest,
 			op.SessionID, d.EndPos, d.TurnID, d.Digest[:], d.At)
+	case store.Unstage:
+		// Nothing is staged here (not a store.Stager).
 	default:
 		return fmt.Errorf("unknown store op %T", op)
 	}

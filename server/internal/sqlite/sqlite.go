@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jmoiron/sqlx"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -44,6 +45,12 @@ type Store struct {
 	// ckpt checkpoints the WAL off the writer's path (nil in memory).
 	ckpt *checkpointer
 	log  *slog.Logger
+	// commitMu makes Commits one at a time (the writer connection does
+	// too) and guards stagedTop.
+	commitMu sync.Mutex
+	// stagedTop is the highest position of every session with staged
+	// events (staged.go).
+	stagedTop map[string]int64
 }
 
 // Sync modes: how hard a commit makes sure its writes are on disk before
@@ -153,6 +160,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
+	}
+	if err := s.loadStaged(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	if err := s.prepare(ctx); err != nil {
 		_ = s.Close()
@@ -383,22 +394,9 @@ func (s *Store) LoadSessions(ctx context.Context) ([]store.Session, error) {
 	return out, nil
 }
 
-// Events returns a session's event log in order.
+// Events returns a session's event log in order, staged events included.
 func (s *Store) Events(ctx context.Context, id string) ([]store.Event, error) {
-	var rows []struct {
-		Pos      int64  `db:"pos"`
-		Instance string `db:"instance"`
-		AgentSeq int64  `db:"agent_seq"`
-		Body     []byte `db:"body"`
-	}
-	if err := s.r.SelectContext(ctx, &rows, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = ? ORDER BY pos`, id); err != nil {
-		return nil, fmt.Errorf("read events session=%s: %w", id, err)
-	}
-	out := make([]store.Event, len(rows))
-	for i, r := range rows {
-		out[i] = store.Event{Pos: r.Pos, Instance: r.Instance, AgentSeq: r.AgentSeq, Body: r.Body}
-	}
-	return out, nil
+	return s.readLog(ctx, id, 0, -1)
 }
 
 // Artifacts returns a session's artifacts ordered by seq.
@@ -534,6 +532,8 @@ func exists(ctx context.Context, tx *sqlx.Tx, id string) error {
 
 // Commit applies ops in one write transaction: all or nothing.
 func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	tx, err := s.w.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("commit %d ops: begin: %w", len(ops), err)
@@ -547,6 +547,7 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	outer := ctx
 	ctx = context.WithoutCancel(ctx)
 	stmts := &stmtCache{tx: tx, outer: outer, prepared: s.prepared, byQuery: map[string]*sql.Stmt{}}
+	top := newTops(s, tx)
 	for i := 0; i < len(ops); {
 		// A run of AppendEvents (one per request of a group) becomes a
 		// few multi-row inserts. Their rows are independent of each other,
@@ -560,9 +561,17 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 		}
 		var err error
 		if j > i {
-			err = insertEvents(ctx, stmts, ops[i:j])
+			err = insertEvents(ctx, stmts, top, ops[i:j])
 		} else {
-			err = apply(ctx, stmts, ops[i])
+			switch op := ops[i].(type) {
+			case store.Unstage:
+				err = top.unstage(ctx, stmts)
+			case store.DeleteSession:
+				top.delete(op.ID)
+				err = apply(ctx, stmts, op)
+			default:
+				err = apply(ctx, stmts, op)
+			}
 			j = i + 1
 		}
 		if err != nil {
@@ -576,6 +585,7 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit %d ops: %w", len(ops), err)
 	}
+	top.committed()
 	if s.ckpt != nil {
 		if err := s.ckpt.committed(ctx, s.w); err != nil {
 			// The commit stands; the writer's own autocheckpoint
@@ -648,7 +658,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = append([]string{qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, insertEventsQueries...)
+var writeQueries = append([]string{qUnstage, qClearStaged, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
 
 // eventChunks are the row counts of the event inserts, largest first: a
 // run of events is inserted as few statements of these sizes. One
@@ -657,30 +667,53 @@ var writeQueries = append([]string{qExpect, qCreateSession, qDeleteSession, qUpd
 // writer's time on batched ingest.
 var eventChunks = [...]int{64, 16, 4, 1}
 
-// insertEventsQueries[i] inserts eventChunks[i] events.
-var insertEventsQueries = func() []string {
+// insertEventsQueries[i] inserts eventChunks[i] events into events, and
+// stageEventsQueries[i] into staged_events.
+var insertEventsQueries, stageEventsQueries = chunked(`INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`), chunked(qStageEvents)
+
+func chunked(q string) []string {
 	out := make([]string, len(eventChunks))
 	for i, n := range eventChunks {
-		q := `INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`
-		q += strings.Repeat(`, (?, ?, ?, ?, ?)`, n-1)
-		out[i] = q
+		out[i] = q + strings.Repeat(`, (?, ?, ?, ?, ?)`, n-1)
 	}
 	return out
-}()
+}
 
-// insertEvents inserts the events of ops, all AppendEvents.
-func insertEvents(ctx context.Context, ex execer, ops []store.Op) error {
-	type row struct {
-		session string
-		e       *store.Event
-	}
-	var rows []row
+type eventInsert struct {
+	session string
+	e       *store.Event
+}
+
+// insertEvents writes the events of ops, all AppendEvents, once top has
+// checked their positions: staged (store.AppendEvents.Stage, or the
+// session has staged events) or into the log.
+func insertEvents(ctx context.Context, ex execer, top *tops, ops []store.Op) error {
+	var direct, staged []eventInsert
 	for _, op := range ops {
 		ae := op.(store.AppendEvents)
+		if err := top.check(ctx, ae); err != nil {
+			return err
+		}
+		stage := ae.Stage || top.hasStaged(ae.SessionID)
+		if stage && len(ae.Events) > 0 {
+			top.staged[ae.SessionID] = true
+		}
 		for i := range ae.Events {
-			rows = append(rows, row{ae.SessionID, &ae.Events[i]})
+			r := eventInsert{ae.SessionID, &ae.Events[i]}
+			if stage {
+				staged = append(staged, r)
+			} else {
+				direct = append(direct, r)
+			}
 		}
 	}
+	if err := insertChunked(ctx, ex, insertEventsQueries, direct); err != nil {
+		return err
+	}
+	return insertChunked(ctx, ex, stageEventsQueries, staged)
+}
+
+func insertChunked(ctx context.Context, ex execer, queries []string, rows []eventInsert) error {
 	args := make([]any, 0, 5*min(len(rows), eventChunks[0]))
 	for c, n := range eventChunks {
 		for len(rows) >= n {
@@ -688,7 +721,7 @@ func insertEvents(ctx context.Context, ex execer, ops []store.Op) error {
 			for _, r := range rows[:n] {
 				args = append(args, r.session, r.e.Pos, r.e.Instance, r.e.AgentSeq, string(r.e.Body))
 			}
-			if _, err := ex.ExecContext(ctx, insertEventsQueries[c], args...); err != nil {
+			if _, err := ex.ExecContext(ctx, queries[c], args...); err != nil {
 				return fmt.Errorf("append %d events from session=%s pos=%d: %w", n, rows[0].session, rows[0].e.Pos, err)
 			}
 			rows = rows[n:]
@@ -730,8 +763,6 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 		if n, err := res.RowsAffected(); err == nil && n == 0 {
 			return fmt.Errorf("update session %s: %w", r.ID, notFound(r.ID))
 		}
-	case store.AppendEvents:
-		return insertEvents(ctx, ex, []store.Op{op})
 	case store.PutArtifacts:
 		for _, a := range op.Artifacts {
 			// The full body replaces the artifact and whatever was

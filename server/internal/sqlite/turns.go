@@ -31,20 +31,7 @@ func (s *Store) TurnDigests(ctx context.Context, id string) ([]store.TurnDigest,
 // EventsAfter returns a page of the session's event log: pos > after, at
 // most limit entries, in order.
 func (s *Store) EventsAfter(ctx context.Context, id string, after int64, limit int) ([]store.Event, error) {
-	var rows []struct {
-		Pos      int64  `db:"pos"`
-		Instance string `db:"instance"`
-		AgentSeq int64  `db:"agent_seq"`
-		Body     []byte `db:"body"`
-	}
-	if err := s.r.SelectContext(ctx, &rows, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit); err != nil {
-		return nil, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)
-	}
-	out := make([]store.Event, len(rows))
-	for i, r := range rows {
-		out[i] = store.Event{Pos: r.Pos, Instance: r.Instance, AgentSeq: r.AgentSeq, Body: r.Body}
-	}
-	return out, nil
+	return s.readLog(ctx, id, after, limit)
 }
 
 func putTurnDigest(ctx context.Context, ex execer, op store.PutTurnDigest) error {

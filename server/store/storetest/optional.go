@@ -150,3 +150,106 @@ func testChangeBatches(t *testing.T, s store.Store) {
 		t.Errorf("after delete: %+v, %v; want none", got, err)
 	}
 }
+
+// testStaging holds a Stager to its contract: staged events are part of
+// the log at once, in order after the moved ones, whatever the page; a
+// position at or below the session's highest is refused whether that
+// highest is staged or moved; Unstage moves everything and changes no
+// read; a deleted session leaves nothing staged.
+func testStaging(t *testing.T, s store.Store) {
+	sg, ok := s.(store.Stager)
+	if !ok {
+		t.Skipf("%T stages nothing", s)
+	}
+	ctx := context.Background()
+	ev := func(from, to int64) []store.Event {
+		var out []store.Event
+		for pos := from; pos <= to; pos++ {
+			out = append(out, store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: fmt.Appendf(nil, `{"n":%d}`, pos)})
+		}
+		return out
+	}
+	staged := func() []string {
+		t.Helper()
+		ids, err := sg.StagedSessions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	wantLog := func(id string, n int64) {
+		t.Helper()
+		got, err := s.Events(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(got)) != n {
+			t.Fatalf("Events(%s) has %d entries; want %d", id, len(got), n)
+		}
+		for i, e := range got {
+			if e.Pos != int64(i)+1 || string(e.Body) != fmt.Sprintf(`{"n":%d}`, i+1) {
+				t.Fatalf("Events(%s)[%d] = %+v", id, i, e)
+			}
+		}
+		if pg, ok := s.(store.EventPager); ok {
+			var paged []store.Event
+			for after := int64(0); ; {
+				page, err := pg.EventsAfter(ctx, id, after, 3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) == 0 {
+					break
+				}
+				paged = append(paged, page...)
+				after = page[len(page)-1].Pos
+			}
+			if len(paged) != len(got) {
+				t.Fatalf("EventsAfter pages of %s hold %d entries; want %d", id, len(paged), len(got))
+			}
+		}
+	}
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	// Not asked to stage: straight into the log.
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(1, 2)})
+	if got := staged(); len(got) != 0 {
+		t.Errorf("StagedSessions = %v; want none", got)
+	}
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(3, 3), Stage: true}, store.AppendEvents{SessionID: "b", Events: ev(1, 2), Stage: true})
+	// Not asked, but a has staged events: staged too, or the log would
+	// read out of order.
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(4, 4)})
+	if got := staged(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("StagedSessions = %v; want [a b]", got)
+	}
+	wantLog("a", 4)
+	commitFails(t, s, store.AppendEvents{SessionID: "a", Events: ev(4, 5), Stage: true}) // 4 is staged
+	commitFails(t, s, store.AppendEvents{SessionID: "a", Events: ev(2, 2), Stage: true}) // 2 is in the log
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(5, 7), Stage: true}, store.Unstage{})
+	if got := staged(); len(got) != 0 {
+		t.Errorf("StagedSessions after Unstage = %v; want none", got)
+	}
+	wantLog("a", 7)
+	wantLog("b", 2)
+	commitFails(t, s, store.AppendEvents{SessionID: "a", Events: ev(7, 7), Stage: true}) // 7 was moved
+	// Moved and staged rows read as one log, in pages that cross them.
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(8, 11), Stage: true})
+	wantLog("a", 11)
+	// A failed commit leaves what was staged before it.
+	commitFails(t, s, store.AppendEvents{SessionID: "a", Events: ev(12, 12), Stage: true}, store.Unstage{}, store.UpdateSession{Session: store.Session{Session: session("missing", 1, "")}})
+	if got := staged(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("StagedSessions after a failed commit = %v; want [a]", got)
+	}
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(12, 12), Stage: true})
+	wantLog("a", 12)
+	commit(t, s, store.DeleteSession{ID: "a"})
+	if got := staged(); len(got) != 0 {
+		t.Errorf("StagedSessions after deleting a = %v; want none", got)
+	}
+	commit(t, s, store.CreateSession{Session: session("a", 2, "")}, store.AppendEvents{SessionID: "a", Events: ev(1, 1), Stage: true})
+	wantLog("a", 1)
+	commit(t, s, store.Unstage{})
+	wantLog("a", 1)
+	wantLog("b", 2)
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"PendingPermissions", testPendingPermissions},
 		{"Versions", testVersions},
 		{"ChangeBatches", testChangeBatches},
+		{"Staging", testStaging},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,241 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// Deferred materialisation (materialise.go) on SQLite, the store that
+// stages. Every group defers here, not only busy ones.
+
+func turnEvents(id string) []any {
+	return []any{
+		ev("turn_started", "turnId", "t-"+id, "source", "user"),
+		ev("user_message", "text", "question "+id),
+		ev("text_delta", "id", "m-"+id, "delta", "first "),
+		ev("tool_call_start", "id", "tool-"+id, "name", "sh"),
+		ev("tool_output_delta", "id", "tool-"+id, "delta", "out "),
+		ev("text_delta", "id", "m-"+id, "delta", "second"),
+	}
+}
+
+// lagging reports whether session id's stored artifacts lag its log now.
+func lagging(s *app.App, id string) bool { return server.Lagging(s.Server)[id] }
+
+// While a session's artifacts lag its log, every read of them (a new
+// stream's replay, a resume, GET /artifacts) still holds every change
+// acknowledged before it, and a stream that was following gets each change
+// once; once settled (here by the timer, with no read asking) the store
+// holds the fold of the log.
+func TestDeferredArtifactsReadExactly(t *testing.T) {
+	server.DeferEveryGroup(t)
+	s := start(t, app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db")})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	early := newModel(t)
+	st1 := c.stream("/sessions/a/stream")
+	defer st1.close()
+	early.readSnapshot(st1)
+
+	for i, e := range turnEvents("1") {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{e})
+		if i == 2 && !lagging(s, "a") {
+			t.Fatal("test setup: the session's artifacts do not lag after deferred appends")
+		}
+	}
+	// A follower arriving now replays from the store: settled first.
+	late := newModel(t)
+	st2 := c.stream("/sessions/a/stream")
+	defer st2.close()
+	late.readSnapshot(st2)
+	late.equal(c, "a")
+	if len(late.arts) != 4 {
+		t.Errorf("a replay while lagging gave %d artifacts; want the turn, the message, the text and the tool call", len(late.arts))
+	}
+	if lagging(s, "a") {
+		t.Error("a replay's read did not settle the session")
+	}
+	// A resume from the middle after more deferred appends.
+	resumeFrom := late.lastID
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("tool_output_delta", "id", "tool-1", "delta", "more")})
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m-1", "delta", " third")})
+	resumed := newModel(t)
+	for seq, a := range late.arts {
+		cp := *a
+		resumed.arts[seq] = &cp
+	}
+	st3 := c.stream("/sessions/a/stream", "Last-Event-ID", resumeFrom)
+	defer st3.close()
+	resumed.readSnapshot(st3)
+	resumed.equal(c, "a")
+
+	// The first follower got it all live, each change once.
+	if err := server.Settle(s.Server, "a"); err != nil {
+		t.Fatal(err)
+	}
+	head := storedRev(t, s, "a")
+	early.readUntilRev(st1, head)
+	early.equal(c, "a")
+
+	// Appends with no reader: the timer settles them.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m-1", "delta", " fourth")})
+	if !lagging(s, "a") {
+		t.Fatal("test setup: no lag after a deferred append")
+	}
+	eventually(t, "the timer settles the session", func() bool { return !lagging(s, "a") })
+	checkFold(t, s, "a")
+	if ids, err := s.Store().(store.Stager).StagedSessions(t.Context()); err != nil || len(ids) != 0 {
+		t.Errorf("after the timer's settle, staged sessions = %v, %v; want none", ids, err)
+	}
+}
+
+// A crash (here: every write fails from one moment on, and the process
+// stops without its final settle) leaves staged events and artifacts that
+// lag them. The next start settles them before it serves: the store holds
+// the fold of the log, with the revisions the followers were sent, so a
+// follower of the crashed server resumes exactly.
+func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
+	server.DeferEveryGroup(t)
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fullStore{Store: db}
+	s1, err := app.New(app.Options{Store: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s1)
+	for _, id := range []string{"a", "b"} {
+		c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+	}
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	for _, e := range turnEvents("1") {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{e})
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", []any{e})
+	}
+	fs.full.Store(true) // the crash: nothing is written from here on
+	if !lagging(s1, "a") || !lagging(s1, "b") {
+		t.Fatal("test setup: the sessions did not lag when the server crashed")
+	}
+	// Everything acknowledged was sent live, up to the revision the log
+	// folds to; the model is what the follower saw.
+	m.readUntilRev(st, logRev(t, s1, "a"))
+	seen := m.lastID
+	st.close()
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := start(t, app.Options{DBPath: path})
+	for _, id := range []string{"a", "b"} {
+		checkFold(t, s2, id)
+	}
+	if ids, err := s2.Store().(store.Stager).StagedSessions(t.Context()); err != nil || len(ids) != 0 {
+		t.Errorf("after the start, staged sessions = %v, %v; want none", ids, err)
+	}
+	if lagging(s2, "a") {
+		t.Error("a session still lags after the start")
+	}
+	c = newClient(t, s2)
+	if head := storedRev(t, s2, "a"); itoa(head) != seen {
+		t.Fatalf("stored revision %d after the restart; the follower was sent up to %s", head, seen)
+	}
+	m.equal(c, "a")
+	// A resume from what the follower saw replays nothing new.
+	st = c.stream("/sessions/a/stream", "Last-Event-ID", seen)
+	defer st.close()
+	resumed := newModel(t)
+	resumed.readSnapshot(st)
+	if len(resumed.arts) != 0 {
+		t.Errorf("a resume at the head replayed %d artifacts", len(resumed.arts))
+	}
+	// And the session goes on from there.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m-1", "delta", " after")})
+	if err := server.Settle(s2.Server, "a"); err != nil {
+		t.Fatal(err)
+	}
+	checkFold(t, s2, "a")
+}
+
+// A commit that fails while a session lags drops the reducer state that
+// knew what lagged; the session is then settled from its log, and the
+// events accepted before and after the failure all reach the store.
+func TestFailedCommitWhileLagging(t *testing.T) {
+	server.DeferEveryGroup(t)
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	fs := &fullStore{Store: db}
+	s := start(t, app.Options{Store: fs})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	events := turnEvents("1")
+	for _, e := range events[:4] {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{e})
+	}
+	fs.full.Store(true)
+	c.wantError(http.StatusServiceUnavailable, "unavailable", "POST", "/sessions/a/events", []any{events[4]})
+	fs.full.Store(false)
+	for _, e := range events[4:] {
+		eventually(t, "an append succeeds again", func() bool {
+			code, _ := c.do("POST", "/sessions/a/events", []any{e})
+			return code == http.StatusAccepted
+		})
+	}
+	if err := server.Settle(s.Server, "a"); err != nil {
+		t.Fatal(err)
+	}
+	checkFold(t, s, "a")
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	defer st.close()
+	m.readSnapshot(st)
+	m.equal(c, "a")
+	if len(m.arts) != 4 {
+		t.Errorf("%d artifacts; want the turn, the message, the text and the tool call", len(m.arts))
+	}
+}
+
+// logRev is the revision session id's event log folds to.
+func logRev(t *testing.T, s *app.App, id string) int64 {
+	t.Helper()
+	log, err := s.Store().Events(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]protocol.Event, len(log))
+	for i, le := range log {
+		if err := json.Unmarshal(le.Body, &evs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reducer.Fold(evs).Rev()
+}
+
+// settle brings session id's stored artifacts up to its log, for a test
+// that reads them from the store (a read through the server settles by
+// itself).
+func settle(t testing.TB, s *app.App, id string) {
+	t.Helper()
+	if err := server.Settle(s.Server, id); err != nil {
+		t.Fatal(err)
+	}
+}
