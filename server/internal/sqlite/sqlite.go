@@ -547,7 +547,7 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	outer := ctx
 	ctx = context.WithoutCancel(ctx)
 	stmts := &stmtCache{tx: tx, outer: outer, prepared: s.prepared, byQuery: map[string]*sql.Stmt{}}
-	top := newTops(s, tx)
+	top := newTops(s, stmts)
 	for i := 0; i < len(ops); {
 		// A run of AppendEvents (one per request of a group) becomes a
 		// few multi-row inserts. Their rows are independent of each other,
@@ -617,6 +617,25 @@ type stmtCache struct {
 }
 
 func (c *stmtCache) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryInt64 runs a query that returns one integer.
+func (c *stmtCache) queryInt64(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = st.QueryRowContext(ctx, args...).Scan(&n)
+	return n, err
+}
+
+func (c *stmtCache) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	if err := c.outer.Err(); err != nil {
 		return nil, err
 	}
@@ -632,7 +651,7 @@ func (c *stmtCache) ExecContext(ctx context.Context, query string, args ...any) 
 		}
 		c.byQuery[query] = st
 	}
-	return st.ExecContext(ctx, args...)
+	return st, nil
 }
 
 func (c *stmtCache) close() {
@@ -658,7 +677,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = append([]string{qUnstage, qClearStaged, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
+var writeQueries = append([]string{qUnstage, qClearStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
 
 // eventChunks are the row counts of the event inserts, largest first: a
 // run of events is inserted as few statements of these sizes. One

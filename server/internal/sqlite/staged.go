@@ -62,7 +62,7 @@ func (s *Store) StagedSessions(ctx context.Context) ([]string, error) {
 // into Store.stagedTop once the commit has succeeded.
 type tops struct {
 	s       *Store
-	tx      *sqlx.Tx
+	stmts   *stmtCache
 	seen    map[string]int64 // appended in this commit (after its last Unstage)
 	staged  map[string]bool  // staged in this commit (after its last Unstage)
 	deleted map[string]bool
@@ -71,8 +71,8 @@ type tops struct {
 	unstaged bool
 }
 
-func newTops(s *Store, tx *sqlx.Tx) *tops {
-	return &tops{s: s, tx: tx, seen: map[string]int64{}, staged: map[string]bool{}, deleted: map[string]bool{}}
+func newTops(s *Store, stmts *stmtCache) *tops {
+	return &tops{s: s, stmts: stmts, seen: map[string]int64{}, staged: map[string]bool{}, deleted: map[string]bool{}}
 }
 
 // top returns the session's highest stored position, staged or not.
@@ -83,8 +83,8 @@ func (t *tops) top(ctx context.Context, id string) (int64, error) {
 	if p, ok := t.s.stagedTop[id]; ok && !t.unstaged && !t.deleted[id] {
 		return p, nil
 	}
-	var p int64
-	if err := t.tx.QueryRowContext(ctx, qTopPos, id).Scan(&p); err != nil && err != sql.ErrNoRows {
+	p, err := t.stmts.queryInt64(ctx, qTopPos, id)
+	if err != nil {
 		return 0, fmt.Errorf("read top position session=%s: %w", id, err)
 	}
 	return p, nil
