@@ -127,13 +127,7 @@ func TestFullDiskAtStart(t *testing.T) {
 // Writes failing while the server runs turn /healthz to 503 until the
 // writer's probe finds room again, without any client retrying.
 func TestFullDiskWhileRunning(t *testing.T) {
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	fs := &fullStore{Store: db}
-	s := start(t, app.Options{Store: fs})
+	s, fs := startFull(t)
 	c := newClient(t, s)
 	c.must(http.StatusOK, nil, "GET", "/healthz", nil)
 	fs.full.Store(true)
@@ -145,6 +139,19 @@ func TestFullDiskWhileRunning(t *testing.T) {
 		return code == http.StatusOK
 	})
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+}
+
+// startFull starts a server on a SQLite store whose disk can be made full
+// (fullStore), in a file of the test's.
+func startFull(t *testing.T) (*app.App, *fullStore) {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	fs := &fullStore{Store: db}
+	return start(t, app.Options{Store: fs}), fs
 }
 
 func copyFile(t *testing.T, from, to string) {

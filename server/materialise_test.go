@@ -53,14 +53,8 @@ func TestDeferredArtifactsReadExactly(t *testing.T) {
 		}
 	}
 	// A follower arriving now replays from the store: settled first.
-	late := newModel(t)
-	st2 := c.stream("/sessions/a/stream")
+	late, st2 := replayTurn(t, c, "a")
 	defer st2.close()
-	late.readSnapshot(st2)
-	late.equal(c, "a")
-	if len(late.arts) != 4 {
-		t.Errorf("a replay while lagging gave %d artifacts; want the turn, the message, the text and the tool call", len(late.arts))
-	}
 	if lagging(s, "a") {
 		t.Error("a replay's read did not settle the session")
 	}
@@ -178,13 +172,7 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 // events accepted before and after the failure all reach the store.
 func TestFailedCommitWhileLagging(t *testing.T) {
 	server.DeferEveryGroup(t)
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	fs := &fullStore{Store: db}
-	s := start(t, app.Options{Store: fs})
+	s, fs := startFull(t)
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	events := turnEvents("1")
@@ -204,14 +192,23 @@ func TestFailedCommitWhileLagging(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFold(t, s, "a")
+	_, st := replayTurn(t, c, "a")
+	st.close()
+}
+
+// replayTurn opens session id's stream, reads its replay into a model,
+// which must equal GET /artifacts and hold turnEvents' four artifacts, and
+// returns both.
+func replayTurn(t *testing.T, c *client, id string) (*model, *sseStream) {
+	t.Helper()
 	m := newModel(t)
-	st := c.stream("/sessions/a/stream")
-	defer st.close()
+	st := c.stream("/sessions/" + id + "/stream")
 	m.readSnapshot(st)
-	m.equal(c, "a")
+	m.equal(c, id)
 	if len(m.arts) != 4 {
-		t.Errorf("%d artifacts; want the turn, the message, the text and the tool call", len(m.arts))
+		t.Errorf("the replay gave %d artifacts; want the turn, the message, the text and the tool call", len(m.arts))
 	}
+	return m, st
 }
 
 // logRev is the revision session id's event log folds to.
