@@ -293,7 +293,8 @@ func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(st
 
 // loadApprovals fills the inbox from the stored artifacts at start: those
 // of the sessions the store says may hold a pending request
-// (store.PendingPermissionFinder), else of every session.
+// (store.PendingPermissionFinder), else of every session, and of the
+// sessions whose artifacts still lag their log, from a fold of the log.
 func (w *writer) loadApprovals(ctx context.Context) error {
 	ids := make([]string, 0, len(w.sessions))
 	if f, ok := w.store.(store.PendingPermissionFinder); ok {
@@ -306,25 +307,27 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 			ids = append(ids, id)
 		}
 	}
+	for id := range w.lagging {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
 	for _, id := range ids {
 		e := w.sessions[id]
 		if e == nil {
 			continue
 		}
-		list, err := w.store.Artifacts(ctx, id)
-		if err != nil {
-			return fmt.Errorf("load approvals: %w", err)
+		var (
+			arts []*protocol.Artifact
+			err  error
+		)
+		if w.lagging[id] != nil {
+			arts, err = w.foldedApprovalArtifacts(ctx, id)
+		} else {
+			arts, err = w.storedApprovalArtifacts(ctx, id)
 		}
-		var arts []*protocol.Artifact
-		for _, s := range list {
-			if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
-				continue
-			}
-			var a protocol.Artifact
-			if err := json.Unmarshal(s.Body, &a); err != nil {
-				return fmt.Errorf("load approvals session=%s seq=%d: %w", id, s.Seq, err)
-			}
-			arts = append(arts, &a)
+		if err != nil {
+			return err
 		}
 		tool := toolFinder(arts)
 		for _, a := range arts {
@@ -334,6 +337,49 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// storedApprovalArtifacts returns the session's stored permission and
+// tool call artifacts.
+func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
+	list, err := w.store.Artifacts(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load approvals: %w", err)
+	}
+	var arts []*protocol.Artifact
+	for _, s := range list {
+		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
+			continue
+		}
+		var a protocol.Artifact
+		if err := json.Unmarshal(s.Body, &a); err != nil {
+			return nil, fmt.Errorf("load approvals session=%s seq=%d: %w", id, s.Seq, err)
+		}
+		arts = append(arts, &a)
+	}
+	return arts, nil
+}
+
+// foldedApprovalArtifacts returns the permission and tool call artifacts
+// of a fold of the session's log: its stored artifacts still lag the log
+// (the start could not settle it, see materialise.go), and a permission
+// requested just before a crash may be in the log only.
+func (w *writer) foldedApprovalArtifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
+	log, err := w.store.Events(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load approvals: %w", err)
+	}
+	s, err := foldLog(log)
+	if err != nil {
+		return nil, fmt.Errorf("load approvals session=%s: %w", id, err)
+	}
+	var arts []*protocol.Artifact
+	for _, a := range s.st.Artifacts() {
+		if a != nil && (a.Type == protocol.ArtifactPermission || a.Type == protocol.ArtifactToolCall) {
+			arts = append(arts, a)
+		}
+	}
+	return arts, nil
 }
 
 // toolFinder finds the newest tool call with an id among arts, as

@@ -236,3 +236,47 @@ func settle(t testing.TB, s *app.App, id string) {
 		t.Fatal(err)
 	}
 }
+
+// A crash left a permission request in the staged events only, and the
+// next start cannot settle (its disk is full): the approvals inbox still
+// shows the request, read from a fold of the log.
+func TestApprovalsOfAnUnsettledStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	var staged []store.Event
+	for i, e := range permissionEvents("t1", "tc1", "r1", 1) {
+		body, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged = append(staged, store.Event{Pos: int64(i) + 1, Instance: "i1", AgentSeq: int64(i) + 1, Body: body})
+	}
+	// What a crash leaves: the events staged, no artifact written.
+	err = db.Commit(t.Context(), []store.Op{
+		store.CreateSession{Session: protocol.Session{ID: "a", Status: protocol.StatusLive, CreatedAt: 1}},
+		store.AppendEvents{SessionID: "a", Events: staged, Stage: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fullStore{Store: db}
+	fs.full.Store(true)
+	s := start(t, app.Options{Store: fs})
+	c := newClient(t, s)
+	if !lagging(s, "a") {
+		t.Fatal("test setup: the start settled the session although its disk is full")
+	}
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].SessionID != "a" || list[0].RequestID != "r1" || list[0].Tool == nil || list[0].Tool.ID != "tc1" {
+		t.Fatalf("GET /approvals = %+v; want r1 of a, for tool call tc1", list)
+	}
+	// Once the disk has room, the session settles and reads agree.
+	fs.full.Store(false)
+	eventually(t, "the session settles", func() bool { return !lagging(s, "a") })
+	checkFold(t, s, "a")
+}
