@@ -1,6 +1,9 @@
 package server
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Hooks for the external tests (package server_test), which run the
 // domain behind the real HTTP adapter and store and need to reach inside
@@ -75,4 +78,10 @@ func (r *laggingReq) apply(w *writer, _ *group) {
 }
 
 // Settle brings the session's stored artifacts up to its log.
-func Settle(s *Server, id string) error { return s.settle(context.Background(), id) }
+func Settle(s *Server, id string) error {
+	f, err := s.settle(context.Background(), id)
+	if err == nil && f != nil {
+		return errors.New("the settle could not be stored (writes fail)")
+	}
+	return err
+}

@@ -92,8 +92,11 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 // seq > after, in seq order: GET /artifacts reads the whole list with it,
 // a page at a time.
 func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
-	if err := s.settle(ctx, id); err != nil {
-		return nil, err
+	if f, err := s.settle(ctx, id); err != nil || f != nil {
+		if f == nil {
+			return nil, err
+		}
+		return f.seqPage(after, limit), nil
 	}
 	if err := s.replaySlot(ctx); err != nil {
 		return nil, err
@@ -107,8 +110,11 @@ func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limi
 	// A stream has subscribed before it reads (see WatchArtifacts), so
 	// what settle brings into the store and what the stream receives
 	// live cover every change between them.
-	if err := s.settle(ctx, id); err != nil {
-		return store.Snapshot{}, err
+	if f, err := s.settle(ctx, id); err != nil || f != nil {
+		if f == nil {
+			return store.Snapshot{}, err
+		}
+		return f.page(after, limit), nil
 	}
 	if err := s.replaySlot(ctx); err != nil {
 		return store.Snapshot{}, err

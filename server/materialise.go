@@ -1,9 +1,13 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/rein-ai/rein/reducer"
@@ -106,14 +110,73 @@ func (r *settleReq) apply(w *writer, g *group) {
 
 // settle makes the store's artifacts of session id hold every change
 // committed so far (see above); it returns at once unless the session
-// lags.
-func (s *Server) settle(ctx context.Context, id string) error {
+// lags. When the settle cannot be stored (writes fail: a full disk), it
+// returns the artifacts folded from the log instead, so that reads keep
+// working while writes fail and still hold every acknowledged change:
+// nothing commits meanwhile, so the fold is what followers were sent.
+func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error) {
 	if _, ok := s.w.unsettled.Load(id); !ok {
-		return nil
+		return nil, nil
 	}
 	r := newReply[struct{}]()
 	_, err := call(ctx, s.w, &settleReq{id: id, reply: r}, r)
-	return err
+	if err == nil || ctx.Err() != nil {
+		return nil, err
+	}
+	log, lerr := s.store.Events(ctx, id)
+	if lerr != nil {
+		return nil, errors.Join(err, lerr)
+	}
+	st, ferr := foldLog(log)
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
+	f := &foldedArtifacts{rev: st.st.Rev()}
+	for _, a := range st.st.Artifacts() {
+		if a == nil {
+			continue
+		}
+		body, merr := json.Marshal(a)
+		if merr != nil {
+			return nil, errors.Join(err, merr)
+		}
+		f.bySeq = append(f.bySeq, store.Artifact{Seq: a.Seq, Rev: a.Rev, Body: body})
+	}
+	return f, nil
+}
+
+// foldedArtifacts is a lagging session's artifacts as a fold of its log
+// gives them, for reads while the store's copy cannot be brought up to
+// date; the reads page them as the store would.
+type foldedArtifacts struct {
+	rev   int64
+	bySeq []store.Artifact // seq order, as the reducer holds them
+}
+
+// page is store.ArtifactsPage of the fold: the artifacts changed after
+// revision after, in revision order, at most limit.
+func (f *foldedArtifacts) page(after int64, limit int) store.Snapshot {
+	var out []store.Artifact
+	for _, a := range f.bySeq {
+		if a.Rev > after {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Artifact) int { return cmp.Compare(a.Rev, b.Rev) })
+	if limit >= 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return store.Snapshot{Rev: f.rev, Artifacts: out}
+}
+
+// seqPage is store.ArtifactsBySeq of the fold (limit < 0: all).
+func (f *foldedArtifacts) seqPage(after int64, limit int) []store.Artifact {
+	i, _ := slices.BinarySearchFunc(f.bySeq, after+1, func(a store.Artifact, seq int64) int { return cmp.Compare(a.Seq, seq) })
+	out := f.bySeq[i:]
+	if limit >= 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return slices.Clone(out)
 }
 
 // stager returns the store as a Stager when the writer may defer (see

@@ -280,3 +280,38 @@ func TestApprovalsOfAnUnsettledStart(t *testing.T) {
 	eventually(t, "the session settles", func() bool { return !lagging(s, "a") })
 	checkFold(t, s, "a")
 }
+
+// While writes fail (a full disk), a lagging session cannot be settled;
+// its reads come from a fold of its log instead of failing: a new
+// follower's replay and GET /artifacts hold every acknowledged change,
+// and once writes work again the store holds the same.
+func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
+	server.DeferEveryGroup(t)
+	s, fs := startFull(t)
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	for _, e := range turnEvents("1") {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{e})
+	}
+	fs.full.Store(true)
+	if !lagging(s, "a") {
+		t.Fatal("test setup: the session does not lag")
+	}
+	m, st := replayTurn(t, c, "a")
+	st.close()
+	if head := logRev(t, s, "a"); m.lastID != itoa(head) {
+		t.Errorf("the replay ended at revision %s; the log folds to %d", m.lastID, head)
+	}
+	var page struct {
+		Artifacts []protocol.Artifact `json:"artifacts"`
+		Next      *int64              `json:"next"`
+	}
+	c.must(http.StatusOK, &page, "GET", "/sessions/a/artifacts?after=2&limit=1", nil)
+	if len(page.Artifacts) != 1 || page.Artifacts[0].Rev <= 2 {
+		t.Errorf("a page after revision 2 while writes fail: %+v", page)
+	}
+	fs.full.Store(false)
+	eventually(t, "the session settles once writes work", func() bool { return !lagging(s, "a") })
+	checkFold(t, s, "a")
+	m.equal(c, "a")
+}

@@ -214,11 +214,14 @@ func (s *Server) SandboxSession(ctx context.Context, hash [32]byte, claimed stri
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.
 func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, error) {
-	if err := s.settle(ctx, id); err != nil {
+	f, err := s.settle(ctx, id)
+	if err != nil {
 		return nil, err
 	}
-	list, err := s.store.Artifacts(ctx, id)
-	if err != nil {
+	var list []StoredArtifact
+	if f != nil {
+		list = f.seqPage(0, -1)
+	} else if list, err = s.store.Artifacts(ctx, id); err != nil {
 		return nil, err
 	}
 	out := make([]json.RawMessage, len(list))
