@@ -365,13 +365,9 @@ func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 // (the start could not settle it, see materialise.go), and a permission
 // requested just before a crash may be in the log only.
 func (w *writer) foldedApprovalArtifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
-	log, err := w.store.Events(ctx, id)
+	s, err := foldStored(ctx, w.store, id)
 	if err != nil {
 		return nil, fmt.Errorf("load approvals: %w", err)
-	}
-	s, err := foldLog(log)
-	if err != nil {
-		return nil, fmt.Errorf("load approvals session=%s: %w", id, err)
 	}
 	var arts []*protocol.Artifact
 	for _, a := range s.st.Artifacts() {

@@ -123,11 +123,7 @@ func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error
 	if err == nil || ctx.Err() != nil {
 		return nil, err
 	}
-	log, lerr := s.store.Events(ctx, id)
-	if lerr != nil {
-		return nil, errors.Join(err, lerr)
-	}
-	st, ferr := foldLog(log)
+	st, ferr := foldStored(ctx, s.store, id)
 	if ferr != nil {
 		return nil, errors.Join(err, ferr)
 	}
@@ -249,13 +245,9 @@ func eqPtr[T comparable](a, b *T) bool {
 func (w *writer) settleStale(id string, l *lag) ([]store.Op, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	log, err := w.store.Events(ctx, id)
+	s, err := foldStored(ctx, w.store, id)
 	if err != nil {
-		return nil, 0, fmt.Errorf("settle session=%s: %w", id, err)
-	}
-	s, err := foldLog(log)
-	if err != nil {
-		return nil, 0, fmt.Errorf("settle session=%s: %w", id, err)
+		return nil, 0, fmt.Errorf("settle: %w", err)
 	}
 	dirty := map[int64]*dirtyArtifact{}
 	for _, a := range s.st.Artifacts() {

@@ -44,10 +44,11 @@ func TestStateSizeEstimate(t *testing.T) {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
 			for i := range states {
-				s, err := foldState(log)
+				s, err := foldLog(log)
 				if err != nil {
 					t.Fatal(err)
 				}
+				s.st.Release() // as writer.state caches it
 				states[i] = s
 			}
 			runtime.GC()

@@ -680,20 +680,17 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	log, err := w.store.Events(ctx, id)
+	s, err := foldStored(ctx, w.store, id)
 	if err != nil {
-		return nil, fmt.Errorf("fold session=%s: %w", id, err)
+		return nil, err
 	}
-	fold := foldState
-	if w.lagging[id] != nil {
-		// Its stored artifacts lag the log, so the bodies a later event
-		// needs cannot be read back: keep them all until it settles
-		// (which this group does, see defers).
-		fold = foldLog
-	}
-	s, err := fold(log)
-	if err != nil {
-		return nil, fmt.Errorf("fold session=%s: %w", id, err)
+	if w.lagging[id] == nil {
+		// The closed artifacts' bodies are stored: only the open ones
+		// stay. (A lagging session's stored artifacts lag its log, so
+		// the bodies a later event needs could not be read back: it
+		// keeps them all until it settles, which this group does, see
+		// defers.)
+		s.st.Release()
 	}
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
@@ -710,16 +707,17 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	return s, nil
 }
 
-// foldState builds a session's state from its event log.
-func foldState(log []store.Event) (*state, error) {
+// foldStored reads session id's event log from st and folds it, holding
+// every body.
+func foldStored(ctx context.Context, st Store, id string) (*state, error) {
+	log, err := st.Events(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("fold session=%s: %w", id, err)
+	}
 	s, err := foldLog(log)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
-	// The closed artifacts' bodies are stored (the log's events were
-	// committed with them, or settled since: see materialise.go): only
-	// the open ones stay.
-	s.st.Release()
 	return s, nil
 }
 
