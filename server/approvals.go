@@ -433,35 +433,54 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 			}
 		}
 	}
-	var added []*protocol.Approval
-	type res struct{ request, status, option string }
-	var resolved []res
+	var inbox []inboxChange
 	for _, seq := range seqs {
-		a := st.Artifact(seq)
-		if a == nil || a.Type != protocol.ArtifactPermission {
-			continue
-		}
-		if a.String("status") == string(protocol.PermissionPending) {
-			added = append(added, approvalFrom(e.rec.ID, e.rec.Project, a, func(tc string) *protocol.Artifact { return w.toolCall(e.rec.ID, st, tc) }))
-		} else {
-			resolved = append(resolved, res{a.ID, a.String("status"), a.String("optionId")})
+		if a := st.Artifact(seq); a != nil && a.Type == protocol.ArtifactPermission {
+			inbox = append(inbox, inboxChangeOf(e, a, func(tc string) *protocol.Artifact { return w.toolCall(e.rec.ID, st, tc) }))
 		}
 	}
-	if len(added) == 0 && len(resolved) == 0 {
+	if len(inbox) == 0 {
 		return
 	}
 	id, project := e.rec.ID, e.rec.Project
 	g.onCommit(func() {
-		ms := w.opts.Now().UnixMilli()
-		n := w.approvals.Count(id)
-		for _, p := range added {
-			n = w.approvals.add(p)
-		}
-		for _, r := range resolved {
-			n, _ = w.approvals.resolve(id, r.request, r.status, r.option, ms)
-		}
+		n, _ := w.applyInbox(id, inbox)
 		w.publishPending(id, project, n)
 	})
+}
+
+// inboxChange is what a permission artifact does to the inbox: add is the
+// approval it waits for, nil when it was answered (status, option).
+type inboxChange struct {
+	add                     *protocol.Approval
+	request, status, option string
+}
+
+// inboxChangeOf is what permission artifact a of session e does to the
+// inbox; tool finds the tool calls it names.
+func inboxChangeOf(e *entry, a *protocol.Artifact, tool func(string) *protocol.Artifact) inboxChange {
+	st := a.String("status")
+	if st == string(protocol.PermissionPending) {
+		return inboxChange{add: approvalFrom(e.rec.ID, e.rec.Project, a, tool)}
+	}
+	return inboxChange{request: a.ID, status: st, option: a.String("optionId")}
+}
+
+// applyInbox applies session id's changes to the inbox and returns how
+// many of its requests wait now and whether any change took.
+func (w *writer) applyInbox(id string, changes []inboxChange) (n int, changed bool) {
+	ms := w.opts.Now().UnixMilli()
+	n = w.approvals.Count(id)
+	for _, c := range changes {
+		if c.add != nil {
+			before := n
+			n = w.approvals.add(c.add)
+			changed = changed || n != before
+		} else if m, ok := w.approvals.resolve(id, c.request, c.status, c.option, ms); ok {
+			n, changed = m, true
+		}
+	}
+	return n, changed
 }
 
 // resolvedStatus are the JSON values of a resolved permission's status.

@@ -460,24 +460,15 @@ func (w *writer) approvalsFrom(e *entry, perms []*protocol.Artifact) {
 	if len(perms) == 0 {
 		return
 	}
-	id := e.rec.ID
 	tool := toolFinder(perms)
-	ms := w.opts.Now().UnixMilli()
-	n, changed := w.approvals.Count(id), false
+	var changes []inboxChange
 	for _, a := range perms {
-		if a.Type != protocol.ArtifactPermission {
-			continue
-		}
-		if st := a.String("status"); st == string(protocol.PermissionPending) {
-			before := n
-			n = w.approvals.add(approvalFrom(id, e.rec.Project, a, tool))
-			changed = changed || n != before
-		} else if c, ok := w.approvals.resolve(id, a.ID, st, a.String("optionId"), ms); ok {
-			n, changed = c, true
+		if a.Type == protocol.ArtifactPermission {
+			changes = append(changes, inboxChangeOf(e, a, tool))
 		}
 	}
-	if changed {
-		w.publishPending(id, e.rec.Project, n)
+	if n, changed := w.applyInbox(e.rec.ID, changes); changed {
+		w.publishPending(e.rec.ID, e.rec.Project, n)
 	}
 }
 
