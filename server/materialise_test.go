@@ -73,9 +73,7 @@ func TestDeferredArtifactsReadExactly(t *testing.T) {
 	resumed.equal(c, "a")
 
 	// The first follower got it all live, each change once.
-	if err := server.Settle(s.Server, "a"); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, s, "a")
 	head := storedRev(t, s, "a")
 	early.readUntilRev(st1, head)
 	early.equal(c, "a")
@@ -161,9 +159,7 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 	}
 	// And the session goes on from there.
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m-1", "delta", " after")})
-	if err := server.Settle(s2.Server, "a"); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, s2, "a")
 	checkFold(t, s2, "a")
 }
 
@@ -188,9 +184,7 @@ func TestFailedCommitWhileLagging(t *testing.T) {
 			return code == http.StatusAccepted
 		})
 	}
-	if err := server.Settle(s.Server, "a"); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, s, "a")
 	checkFold(t, s, "a")
 	_, st := replayTurn(t, c, "a")
 	st.close()

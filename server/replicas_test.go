@@ -19,10 +19,7 @@ import (
 // to both, interleaved, are stored once each and in order; a follower on
 // either replica sees every change, and its model equals GET /artifacts.
 func TestReplicasShareSessions(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b := start(t, app.Options{DBPath: dsn})
-	ca, cb := newClient(t, a), newClient(t, b)
+	a, _, ca, cb := twoReplicas(t, app.Options{})
 
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
 	var rec protocol.Session
@@ -140,11 +137,8 @@ func TestReplicasShareSessions(t *testing.T) {
 // token's command stream on the other ends and its writes are refused
 // there (each commit checks the row).
 func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
 	const tok = "replica-client-token"
-	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
-	b := start(t, app.Options{DBPath: dsn, APIToken: tok})
-	ca, cb := newClient(t, a), newClient(t, b)
+	_, _, ca, cb := twoReplicas(t, app.Options{APIToken: tok})
 	client := []string{"Authorization", "Bearer " + tok}
 	for i := range 5 {
 		id := fmt.Sprintf("n%d", i)
@@ -162,10 +156,7 @@ func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
 // A permission requested through one replica is in the other's approvals
 // inbox and stream, and leaves both when the agent resolves it.
 func TestReplicasShareApprovals(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b := start(t, app.Options{DBPath: dsn})
-	ca, cb := newClient(t, a), newClient(t, b)
+	_, _, ca, cb := twoReplicas(t, app.Options{})
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
 	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
 	inbox := cb.stream("/approvals/stream")
@@ -194,10 +185,7 @@ func TestReplicasShareApprovals(t *testing.T) {
 // Two replicas creating the same session at once: one 201, one 409, and
 // nothing else of the loser's group fails with it.
 func TestReplicasCreateRace(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b := start(t, app.Options{DBPath: dsn})
-	ca, cb := newClient(t, a), newClient(t, b)
+	_, _, ca, cb := twoReplicas(t, app.Options{})
 	for i := range 10 {
 		id := fmt.Sprintf("race%d", i)
 		codes := make(chan int, 2)
@@ -218,10 +206,7 @@ func TestReplicasCreateRace(t *testing.T) {
 // published (text deltas as artifact_updated), from the change log, not
 // the whole artifact again for every delta.
 func TestReplicasRelayDeltas(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b := start(t, app.Options{DBPath: dsn})
-	ca, cb := newClient(t, a), newClient(t, b)
+	a, _, ca, cb := twoReplicas(t, app.Options{})
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/d", nil)
 	m := newModel(t)
 	st := cb.stream("/sessions/d/stream")
@@ -251,4 +236,13 @@ func TestReplicasRelayDeltas(t *testing.T) {
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/d/events", []any{ev("text_delta", "delta", " more")}, protocol.HeaderInstance, "i2")
 	m.readUntilRev(st, storedRev(t, a, "d"))
 	m.equal(ca, "d")
+}
+
+// twoReplicas starts two servers with opts on one fresh PostgreSQL
+// database, and a client of each.
+func twoReplicas(t *testing.T, opts app.Options) (a, b *app.App, ca, cb *client) {
+	t.Helper()
+	opts.DBPath = pgtest.NewDatabase(t)
+	a, b = start(t, opts), start(t, opts)
+	return a, b, newClient(t, a), newClient(t, b)
 }

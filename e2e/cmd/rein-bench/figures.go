@@ -455,6 +455,18 @@ func (b *bench) fanBesideHub(srv *e2e.Server, n int) (ours, oursCPU, base, baseC
 // generator shares them), and the hub shows what that alone costs.
 func (b *bench) latency() ([]Figure, error) { return b.latencyOn("") }
 
+// hubLatency measures the minimal go-sse hub as figure 4 measures us, n
+// subscribers: p50 and p99 in ms.
+func (b *bench) hubLatency(n int) (p50, p99 float64, err error) {
+	hub, url, err := b.child("hub")
+	if err != nil {
+		return 0, 0, err
+	}
+	h50, h99, err := b.latRun(url+"/publish", url+"/stream", n, func(d string) string { return d })
+	b.stop(hub)
+	return h50, h99, err
+}
+
 // latencyOn is figure 4 on db (see serverOn).
 func (b *bench) latencyOn(db string) ([]Figure, error) {
 	n := b.count(1000)
@@ -469,12 +481,7 @@ func (b *bench) latencyOn(db string) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	hub, url, err := b.child("hub")
-	if err != nil {
-		return nil, err
-	}
-	h50, h99, err := b.latRun(url+"/publish", url+"/stream", n, func(d string) string { return d })
-	b.stop(hub)
+	h50, h99, err := b.hubLatency(n)
 	if err != nil {
 		return nil, err
 	}

@@ -56,12 +56,7 @@ func (b *bench) replicas() ([]Figure, error) {
 	}
 	// The minimal go-sse hub under the same load, as for figure 4: on a
 	// busy machine it says how much of the latency is the machine's.
-	hub, url, err := b.child("hub")
-	if err != nil {
-		return nil, err
-	}
-	h50, h99, err := b.latRun(url+"/publish", url+"/stream", n, func(d string) string { return d })
-	b.stop(hub)
+	h50, h99, err := b.hubLatency(n)
 	if err != nil {
 		return nil, err
 	}

@@ -65,21 +65,7 @@ func testEventPages(t *testing.T, s store.Store) {
 		all = append(all, store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: fmt.Appendf(nil, `{"n":%d}`, pos)})
 	}
 	commit(t, s, store.AppendEvents{SessionID: "a", Events: all}, store.AppendEvents{SessionID: "b", Events: all[:3]})
-	var got []store.Event
-	for after := int64(0); ; {
-		page, err := pg.EventsAfter(ctx, "a", after, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) > 10 {
-			t.Fatalf("EventsAfter(limit 10) returned %d", len(page))
-		}
-		if len(page) == 0 {
-			break
-		}
-		got = append(got, page...)
-		after = page[len(page)-1].Pos
-	}
+	got := pageEvents(t, pg, "a", 10)
 	if len(got) != len(all) {
 		t.Fatalf("paged %d events; want %d", len(got), len(all))
 	}
@@ -90,6 +76,27 @@ func testEventPages(t *testing.T, s store.Store) {
 	}
 	if page, err := pg.EventsAfter(ctx, "missing", 0, 10); err != nil || len(page) != 0 {
 		t.Errorf("EventsAfter(missing) = %d events, %v; want none", len(page), err)
+	}
+}
+
+// pageEvents reads session id's whole log with EventsAfter, limit at a
+// time, checking that no page is longer.
+func pageEvents(t *testing.T, pg store.EventPager, id string, limit int) []store.Event {
+	t.Helper()
+	var out []store.Event
+	for after := int64(0); ; {
+		page, err := pg.EventsAfter(context.Background(), id, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > limit {
+			t.Fatalf("EventsAfter(limit %d) returned %d", limit, len(page))
+		}
+		if len(page) == 0 {
+			return out
+		}
+		out = append(out, page...)
+		after = page[len(page)-1].Pos
 	}
 }
 
@@ -193,19 +200,7 @@ func testStaging(t *testing.T, s store.Store) {
 			}
 		}
 		if pg, ok := s.(store.EventPager); ok {
-			var paged []store.Event
-			for after := int64(0); ; {
-				page, err := pg.EventsAfter(ctx, id, after, 3)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(page) == 0 {
-					break
-				}
-				paged = append(paged, page...)
-				after = page[len(page)-1].Pos
-			}
-			if len(paged) != len(got) {
+			if paged := pageEvents(t, pg, id, 3); len(paged) != len(got) {
 				t.Fatalf("EventsAfter pages of %s hold %d entries; want %d", id, len(paged), len(got))
 			}
 		}
