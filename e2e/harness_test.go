@@ -12,7 +12,11 @@ import (
 )
 
 // echoServer answers every line with the same line.
-func echoServer(t *testing.T) string {
+func echoServer(t *testing.T) string { return tcpServer(t, "") }
+
+// tcpServer serves loopback connections until the test ends: each is
+// greeted with greeting's line (none when empty), then echoed.
+func tcpServer(t *testing.T, greeting string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -25,7 +29,15 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
+			go func() {
+				defer c.Close()
+				if greeting != "" {
+					if _, err := c.Write([]byte(greeting + "\n")); err != nil {
+						return
+					}
+				}
+				io.Copy(c, c)
+			}()
 		}
 	}()
 	return ln.Addr().String()
@@ -96,30 +108,7 @@ func TestProxyPauseCutRestore(t *testing.T) {
 }
 
 // nameServer greets every connection with its name and then echoes.
-func nameServer(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := c.Write([]byte(name + "\n")); err != nil {
-					return
-				}
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+func nameServer(t *testing.T, name string) string { return tcpServer(t, name) }
 
 // deadAddr is a loopback address nothing listens on (a killed replica).
 func deadAddr(t *testing.T) string {
