@@ -183,7 +183,15 @@ type writer struct {
 	states    map[string]*state
 	holders   map[string]*holder
 	deadlines map[string]time.Time
-	clock     uint64 // for LRU and ordering
+	// nextDeadline is at or before every deadline in deadlines (a lower
+	// bound, not the minimum): setDeadline lowers it, and only expire's
+	// scan raises it (deadlinesScanned). Finding the minimum on every
+	// turn of run cost a pass over every live session per commit: 34% of
+	// the server's CPU on single-event ingest with 20,000 sessions, and
+	// creating n sessions took O(n^2).
+	nextDeadline     time.Time
+	deadlinesScanned bool   // expire ran: resetTimer recomputes nextDeadline
+	clock            uint64 // for LRU and ordering
 	// stateBytes is the sum of the cached states' cost.
 	stateBytes int64
 	tokens     uint64
@@ -418,11 +426,20 @@ func (w *writer) take(first request) *group {
 
 func (w *writer) resetTimer(t *time.Timer) {
 	t.Stop()
-	var next time.Time
-	for _, d := range w.deadlines {
-		if next.IsZero() || d.Before(next) {
-			next = d
+	if w.deadlinesScanned {
+		// After the expire group's commit, which has moved or removed
+		// the deadlines that passed (or pushed them back, on failure).
+		w.deadlinesScanned = false
+		w.nextDeadline = time.Time{}
+		for _, d := range w.deadlines {
+			if w.nextDeadline.IsZero() || d.Before(w.nextDeadline) {
+				w.nextDeadline = d
+			}
 		}
+	}
+	var next time.Time
+	if len(w.deadlines) > 0 {
+		next = w.nextDeadline
 	}
 	if w.staged > 0 {
 		if at := w.stagedSince.Add(settleEvery); next.IsZero() || at.Before(next) {
@@ -473,17 +490,34 @@ func (w *writer) track(id string) {
 	case e == nil:
 		delete(w.deadlines, id)
 	case e.rec.Status == protocol.StatusBootstrapping:
-		w.deadlines[id] = time.UnixMilli(e.rec.CreatedAt).Add(w.opts.BootstrapTimeout)
+		w.setDeadline(id, time.UnixMilli(e.rec.CreatedAt).Add(w.opts.BootstrapTimeout))
 	case e.rec.Status == protocol.StatusLive || e.rec.Status == protocol.StatusIdle:
-		w.deadlines[id] = e.lastActive.Add(w.opts.HeartbeatTimeout)
+		w.setDeadline(id, e.lastActive.Add(w.opts.HeartbeatTimeout))
 	default:
 		delete(w.deadlines, id)
 	}
 }
 
-// expire applies the timeouts whose deadline has passed.
+// setDeadline sets id's lifecycle deadline, keeping nextDeadline a lower
+// bound. A deadline that moves later (a heartbeat) leaves the bound where
+// it was: the timer then fires early once, and expire's scan finds the
+// real minimum.
+func (w *writer) setDeadline(id string, d time.Time) {
+	w.deadlines[id] = d
+	if w.nextDeadline.IsZero() || d.Before(w.nextDeadline) {
+		w.nextDeadline = d
+	}
+}
+
+// expire applies the timeouts whose deadline has passed. It scans every
+// deadline, so it runs only once the earliest may have passed (the timer
+// also fires for settles and probes).
 func (w *writer) expire(g *group) {
 	now := w.opts.Now()
+	if len(w.deadlines) == 0 || now.Before(w.nextDeadline) {
+		return
+	}
+	w.deadlinesScanned = true
 	for id, d := range w.deadlines {
 		if d.After(now) {
 			continue
@@ -915,7 +949,7 @@ func (w *writer) fail(g *group, err error) {
 	w.failing.Store(&writeFailure{since: since, err: err})
 	for _, id := range g.ids {
 		if d, ok := w.deadlines[id]; ok && !d.After(now) {
-			w.deadlines[id] = now.Add(time.Second)
+			w.setDeadline(id, now.Add(time.Second))
 		}
 	}
 	if w.staged > 0 {
