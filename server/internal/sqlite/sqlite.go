@@ -677,7 +677,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = append([]string{qUnstage, qClearStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
+var writeQueries = append([]string{qUnstage, qClearStaged, qDeleteStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
 
 // eventChunks are the row counts of the event inserts, largest first: a
 // run of events is inserted as few statements of these sizes. One
@@ -769,6 +769,10 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 			return fmt.Errorf("create session %s: %w", r.ID, err)
 		}
 	case store.DeleteSession:
+		// staged_events has no foreign key to cascade (migration 0009).
+		if _, err := ex.ExecContext(ctx, qDeleteStaged, op.ID); err != nil {
+			return fmt.Errorf("delete session %s: staged events: %w", op.ID, err)
+		}
 		if _, err := ex.ExecContext(ctx, qDeleteSession, op.ID); err != nil {
 			return fmt.Errorf("delete session %s: %w", op.ID, err)
 		}

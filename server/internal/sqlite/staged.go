@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -20,15 +21,20 @@ import (
 // rise above the highest it holds. stagedTop remembers that highest
 // position for every session with staged rows, so the check costs a map
 // lookup; a session not in it reads its top from events' primary key
-// once per Unstage.
+// once per Unstage. That read also finds the session's row: staged_events
+// has no foreign key (migration 0009), so it is where staging to a missing
+// session fails, once per session rather than once per row.
 
 const (
 	qStageEvents = `INSERT INTO staged_events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`
 	// ORDER BY session_id: each session's rows go into events together,
 	// so the move writes each session's leaf page once.
-	qUnstage      = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT session_id, pos, instance, agent_seq, body FROM staged_events ORDER BY session_id, pos`
-	qClearStaged  = `DELETE FROM staged_events`
-	qTopPos       = `SELECT COALESCE(MAX(pos), 0) FROM events WHERE session_id = ?`
+	qUnstage     = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT session_id, pos, instance, agent_seq, body FROM staged_events ORDER BY session_id, pos`
+	qClearStaged = `DELETE FROM staged_events`
+	// qTopPos finds no row for a missing session: staged_events has no
+	// foreign key to refuse its rows (migration 0009).
+	qTopPos       = `SELECT (SELECT COALESCE(MAX(pos), 0) FROM events WHERE session_id = s.id) FROM sessions AS s WHERE s.id = ?`
+	qDeleteStaged = `DELETE FROM staged_events WHERE session_id = ?`
 	qStagedTops   = `SELECT session_id, MAX(pos) AS top FROM staged_events GROUP BY session_id`
 	qStagedEvents = `SELECT pos, instance, agent_seq, body FROM staged_events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`
 )
@@ -84,6 +90,9 @@ func (t *tops) top(ctx context.Context, id string) (int64, error) {
 		return p, nil
 	}
 	p, err := t.stmts.queryInt64(ctx, qTopPos, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("append events: %w", notFound(id))
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read top position session=%s: %w", id, err)
 	}

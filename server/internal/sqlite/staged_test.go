@@ -2,8 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/store"
@@ -58,4 +61,70 @@ func TestStagedAcrossReopen(t *testing.T) {
 	if err := s.r.GetContext(ctx, &staged, `SELECT COUNT(*) FROM staged_events`); err != nil || staged != 0 {
 		t.Fatalf("staged rows after Unstage = %d, %v", staged, err)
 	}
+}
+
+// A database with rows staged by a build before migration 0009 (when
+// staged_events had a foreign key) keeps them through the migration, in
+// order, and they move into the log as before.
+func TestStagedRowsSurviveMigration9(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := sqlx.Open("sqlite", "file:"+path+"?"+pragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := store.PendingMigrations(migrations, "migrations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range before {
+		if m.Version >= 9 {
+			break
+		}
+		if _, err := old.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		if _, err := old.Exec(`INSERT INTO schema_version (version) VALUES (?)`, m.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO sessions (id, status, created_at) VALUES ('a', 'live', 1)`,
+		`INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES ('a', 1, 'i', 1, '{"n":1}')`,
+		`INSERT INTO staged_events (session_id, pos, instance, agent_seq, body) VALUES ('a', 2, 'i', 2, '{"n":2}'), ('a', 3, 'i', 3, '{"n":3}')`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := openFile(t, path)
+	if ids, err := s.StagedSessions(ctx); err != nil || len(ids) != 1 || ids[0] != "a" {
+		t.Fatalf("StagedSessions after the migration = %v, %v; want [a]", ids, err)
+	}
+	check := func(when string) {
+		t.Helper()
+		log, err := s.Events(ctx, "a")
+		if err != nil || len(log) != 3 {
+			t.Fatalf("%s: Events = %d entries, %v; want 3", when, len(log), err)
+		}
+		for i, e := range log {
+			if e.Pos != int64(i+1) || string(e.Body) != fmt.Sprintf(`{"n":%d}`, i+1) {
+				t.Fatalf("%s: Events[%d] = %+v", when, i, e)
+			}
+		}
+	}
+	check("after the migration")
+	if err := s.Commit(ctx, []store.Op{store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 3, Instance: "i", AgentSeq: 3, Body: []byte(`{}`)}}, Stage: true}}); err == nil {
+		t.Fatal("a position staged before the migration was accepted again")
+	}
+	if err := s.Commit(ctx, []store.Op{store.Unstage{}}); err != nil {
+		t.Fatal(err)
+	}
+	check("after Unstage")
 }

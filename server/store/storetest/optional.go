@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/store"
 )
 
@@ -238,6 +239,14 @@ func testStaging(t *testing.T, s store.Store) {
 	}
 	commit(t, s, store.AppendEvents{SessionID: "a", Events: ev(12, 12), Stage: true})
 	wantLog("a", 12)
+	// Staging to a missing session fails, as appending to the log does,
+	// also when the session is deleted earlier in the same commit.
+	err := s.Commit(ctx, []store.Op{store.AppendEvents{SessionID: "ghost", Events: ev(1, 1), Stage: true}})
+	if protocol.CodeOf(err) != protocol.CodeNotFound {
+		t.Errorf("staging to a missing session: %v; want %s", err, protocol.CodeNotFound)
+	}
+	commitFails(t, s, store.DeleteSession{ID: "b"}, store.AppendEvents{SessionID: "b", Events: ev(3, 3), Stage: true})
+	wantLog("b", 2)
 	commit(t, s, store.DeleteSession{ID: "a"})
 	if got := staged(); len(got) != 0 {
 		t.Errorf("StagedSessions after deleting a = %v; want none", got)
