@@ -221,6 +221,61 @@ func (b *bench) ingestSingle(sync string) ([]Figure, error) {
 		Note: "32 posters, 1 event per POST, --sync " + sync + "; baseline: trivial net/http handler"}, base)}, nil
 }
 
+// 1c. Figure 1's load (--sync full) on a server that also holds 50,000
+// sessions waiting for a sandbox, against the same load on a server
+// holding only the posters' 32, measured right before it. Every waiting
+// or live session has a lifecycle deadline; a writer that scanned them
+// all on each commit lost most of this figure (server/README.md, Inside).
+func (b *bench) ingestCrowded() ([]Figure, error) {
+	const workers = 32
+	crowd := b.count(50000)
+	ids := make([]string, workers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%d", i)
+	}
+	run := func(extra int) (float64, error) {
+		srv, err := b.serverSyncWith("full", ids...)
+		if err != nil {
+			return 0, err
+		}
+		defer b.stop(srv.Proc)
+		if err := createCrowd(srv.URL, extra, workers); err != nil {
+			return 0, err
+		}
+		return b.singleOn(srv.URL)
+	}
+	base, err := run(0)
+	if err != nil {
+		return nil, err
+	}
+	ours, err := run(crowd)
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{withBaseline(Figure{Name: "ingest_single_crowded", Unit: "events/s", Value: ours, Target: 0.8, Higher: true,
+		Note: fmt.Sprintf("32 posters, 1 event per POST, --sync full, beside %d sessions waiting for a sandbox; baseline: the same load with only the posters' sessions", crowd)}, base)}, nil
+}
+
+// createCrowd creates n sessions c0, c1, … on base from workers clients
+// at once.
+func createCrowd(base string, n, workers int) error {
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var ids []string
+			for i := w; i < n; i += workers {
+				ids = append(ids, fmt.Sprintf("c%d", i))
+			}
+			errs[w] = createSessions(base, ids...)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // postBatches posts batches of text deltas to sessions b0, b1, … of srv
 // (one per worker) for d, stops srv, and returns the events accepted per
 // second.

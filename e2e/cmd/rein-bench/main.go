@@ -89,6 +89,7 @@ func (b *bench) groups() []group {
 	return []group{
 		{"ingest_single", func() ([]Figure, error) { return b.ingestSingle("normal") }},
 		{"ingest_single_full", func() ([]Figure, error) { return b.ingestSingle("full") }},
+		{"ingest_crowded", b.ingestCrowded},
 		{"ingest_batch", func() ([]Figure, error) { return b.ingestBatch("normal") }},
 		{"ingest_batch_full", func() ([]Figure, error) { return b.ingestBatch("full") }},
 		{"fanout", b.fanout},
