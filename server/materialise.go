@@ -77,6 +77,17 @@ type lag struct {
 	stale bool
 }
 
+// absorb merges a group's dirty artifacts into what the session lacks.
+func (l *lag) absorb(arts map[int64]*dirtyArtifact) {
+	for seq, d := range arts {
+		if was := l.dirty[seq]; was != nil {
+			was.merge(d)
+		} else {
+			l.dirty[seq] = d
+		}
+	}
+}
+
 // merge adds o, what a later group did to the same artifact, to d.
 func (d *dirtyArtifact) merge(o *dirtyArtifact) {
 	d.rev = max(d.rev, o.rev)
@@ -325,13 +336,7 @@ func (w *writer) lagged(g *group, deferred, settled []string, staged int) {
 			w.lagging[id] = l
 			w.unsettled.Store(id, struct{}{})
 		}
-		for seq, d := range g.dirty[id] {
-			if was := l.dirty[seq]; was != nil {
-				was.merge(d)
-			} else {
-				l.dirty[seq] = d
-			}
-		}
+		l.absorb(g.dirty[id])
 	}
 	for _, id := range settled {
 		delete(w.lagging, id)

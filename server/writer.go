@@ -820,13 +820,7 @@ func (w *writer) commit(g *group) {
 				g.ops = append(g.ops, ops...)
 				e.rec.Rev = max(e.rec.Rev, rev)
 			} else {
-				for seq, d := range arts {
-					if was := l.dirty[seq]; was != nil {
-						was.merge(d)
-					} else {
-						l.dirty[seq] = d
-					}
-				}
+				l.absorb(arts)
 				arts = l.dirty
 			}
 		}
