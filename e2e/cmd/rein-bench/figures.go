@@ -4,14 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -259,21 +257,15 @@ func (b *bench) ingestCrowded() ([]Figure, error) {
 // createCrowd creates n sessions c0, c1, … on base from workers clients
 // at once.
 func createCrowd(base string, n, workers int) error {
-	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var ids []string
-			for i := w; i < n; i += workers {
-				ids = append(ids, fmt.Sprintf("c%d", i))
-			}
-			errs[w] = createSessions(base, ids...)
-		}()
+	cl, err := client.New(base, "")
+	if err != nil {
+		return err
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	cl.HTTP = newHTTPClient(workers)
+	return eachOf(n, workers, func(i int) error {
+		_, err := cl.CreateSession(context.Background(), fmt.Sprintf("c%d", i), "")
+		return err
+	})
 }
 
 // postBatches posts batches of text deltas to sessions b0, b1, … of srv
@@ -750,20 +742,7 @@ func (b *bench) storeIdle(db string, n, workers int) (storedRun, error) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	st.before = memKiB(srv.Pid(), "VmRSS")
-	var next atomic.Int64
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1); i <= int64(n) && errs[w] == nil; i = next.Add(1) {
-				errs[w] = store(fmt.Sprintf("idle%d", i))
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := eachOf(n, workers, func(i int) error { return store(fmt.Sprintf("idle%d", i+1)) }); err != nil {
 		return st, err
 	}
 	time.Sleep(time.Second)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,6 +56,25 @@ func hammer(d time.Duration, workers int, fn func(ctx context.Context, worker, i
 	}
 	wg.Wait()
 	return n.Load(), time.Since(start), firstErr
+}
+
+// eachOf calls fn(0) … fn(n-1), each once, from workers goroutines at a
+// time; a worker stops at its first error, and the errors are joined.
+func eachOf(n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(n) && errs[w] == nil; i = next.Add(1) - 1 {
+				errs[w] = fn(int(i))
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // subscriber holds one SSE stream open and counts the events it carries.
