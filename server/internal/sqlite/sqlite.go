@@ -161,6 +161,14 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = s.Close()
 		return nil, err
 	}
+	if !s.memory {
+		// See wal.go. Without it the server is as correct, only slower
+		// to commit until the WAL has grown once, so a failure (a full
+		// disk) is logged, not fatal.
+		if err := preallocateWAL(path, int64(cmp.Or(opts.walLimit, walSizeLimit))); err != nil {
+			s.log.Warn("the WAL grows as it is written", slog.Any("err", err))
+		}
+	}
 	if err := s.loadStaged(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
