@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -76,8 +75,15 @@ func TestPreallocatedWALRecoversAfterACrash(t *testing.T) {
 		commit(t, s, store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: i, Instance: "i", AgentSeq: i, Body: []byte(`{"type":"text_delta","id":"m1","delta":"x"}`)}}})
 	}
 	crash := filepath.Join(t.TempDir(), "rein.db")
-	copyTo(t, path, crash)
-	copyTo(t, walPath(path), walPath(crash))
+	for _, f := range []string{"", "-wal"} {
+		b, err := os.ReadFile(path + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crash+f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	c, err := Open(context.Background(), crash, Options{walLimit: limit})
 	if err != nil {
@@ -90,24 +96,5 @@ func TestPreallocatedWALRecoversAfterACrash(t *testing.T) {
 	}
 	if len(evs) != n || evs[n-1].Pos != n {
 		t.Fatalf("after the crash: %d events (last %+v); want %d", len(evs), evs[len(evs)-1], n)
-	}
-}
-
-func copyTo(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
