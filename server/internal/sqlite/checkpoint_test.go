@@ -155,7 +155,7 @@ func TestWALShrinksOnceReadersLeave(t *testing.T) {
 	}
 	walSize := func() int64 {
 		t.Helper()
-		fi, err := os.Stat(path + "-wal")
+		fi, err := os.Stat(walPath(path))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -102,6 +102,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	default:
 		return nil, fmt.Errorf("open sqlite %s: sync %q: want %q or %q", path, opts.Sync, SyncFull, SyncNormal)
 	}
+	// The WAL's size limit (journal_size_limit) is also the size it is
+	// filled out to at open (wal.go): the file never shrinks below it.
+	walLimit := cmp.Or(opts.walLimit, walSizeLimit)
 	s := &Store{path: path, memory: path == "" || path == Memory, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -131,7 +134,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// matters on its connection only (see checkpoint.go).
 		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas + "&_pragma=synchronous(" + sync + ")" +
 			"&_pragma=wal_autocheckpoint(" + strconv.Itoa(inlineCheckpointPages) + ")" +
-			"&_pragma=journal_size_limit(" + strconv.Itoa(cmp.Or(opts.walLimit, walSizeLimit)) + ")"
+			"&_pragma=journal_size_limit(" + strconv.Itoa(walLimit) + ")"
 		w, err := sqlx.Open("sqlite", dsn)
 		if err != nil {
 			_ = lock.release()
@@ -165,7 +168,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// See wal.go. Without it the server is as correct, only slower
 		// to commit until the WAL has grown once, so a failure (a full
 		// disk) is logged, not fatal.
-		if err := preallocateWAL(path, int64(cmp.Or(opts.walLimit, walSizeLimit))); err != nil {
+		if err := preallocateWAL(path, int64(walLimit)); err != nil {
 			s.log.Warn("the WAL grows as it is written", slog.Any("err", err))
 		}
 	}
