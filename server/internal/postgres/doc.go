@@ -1,6 +1,7 @@
 // Package postgres is the PostgreSQL adapter of the server's Store:
 // embedded migrations, a pgx connection pool, each Commit one transaction
-// sent as one pipelined batch, reads in REPEATABLE READ READ ONLY
+// sent as one pipelined batch (of one statement per kind of row for a
+// group's appends and session rows), reads in REPEATABLE READ READ ONLY
 // transactions so a snapshot and its revision agree.
 //
 // It imports protocol and internal/store only. Everything

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Versions", testVersions},
 		{"ChangeBatches", testChangeBatches},
 		{"Staging", testStaging},
+		{"GroupCommit", testGroupCommit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
