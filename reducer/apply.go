@@ -40,6 +40,13 @@ func (s *State) Apply(ev protocol.Event) []Change {
 		r.at = ev.Ts
 	}
 	r.event(ev)
+	for _, n := range r.touched {
+		if s.node(n.a.Seq) == n {
+			size := n.heldBytes()
+			s.heldSize += size - n.size
+			n.size = size
+		}
+	}
 	return r.changes
 }
 
@@ -48,6 +55,16 @@ type run struct {
 	s       *State
 	at      int64
 	changes []Change
+	// touched are the nodes the event created or changed, whose size
+	// Apply counts again at the end (a node may be listed twice).
+	touched []*node
+}
+
+// touch lists n as changed by this event (see run.touched).
+func (r *run) touch(n *node) {
+	if k := len(r.touched); k == 0 || r.touched[k-1] != n {
+		r.touched = append(r.touched, n)
+	}
 }
 
 func (r *run) event(ev protocol.Event) {
@@ -178,6 +195,7 @@ func (r *run) create(t protocol.ArtifactType, id string, open bool, f fields) *n
 	}
 	s.nodes = append(s.nodes, n)
 	s.held = append(s.held, n.a.Seq)
+	r.touch(n)
 	s.setOpen(n, open)
 	k := key(t, id)
 	if _, ok := s.byKey[k]; !ok {
@@ -200,6 +218,7 @@ func (r *run) appendField(n *node, f, delta string) {
 		n.bufs = map[string][]byte{}
 	}
 	n.bufs[f] = append(n.bufs[f], delta...)
+	r.touch(n)
 	rev := r.nextRev()
 	n.a.Rev = rev
 	r.changes = append(r.changes, Change{Kind: Appended, Rev: rev, Seq: n.a.Seq, Field: f, Append: delta})
@@ -223,6 +242,7 @@ func (r *run) set(n *node, f string, v any) {
 		}
 		n.a.Fields[f] = raw
 	}
+	r.touch(n)
 	rev := r.nextRev()
 	n.a.Rev = rev
 	r.changes = append(r.changes, Change{Kind: Set, Rev: rev, Seq: n.a.Seq, Field: f, Set: raw})

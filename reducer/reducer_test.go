@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -134,6 +135,7 @@ func checkProperties(tb testing.TB, log []protocol.Event) {
 	var lastRev int64
 	for _, ev := range log {
 		changes := s.Apply(ev)
+		checkSize(tb, s, fmt.Sprintf("%s: after Apply", ev.Type))
 		for _, c := range changes {
 			if !c.IsArtifact() {
 				continue
@@ -182,6 +184,7 @@ func releasingFold(tb testing.TB, log []protocol.Event) (*reducer.State, [][]red
 				if !s.Held(seq) {
 					tb.Fatalf("event %d: artifact %d not held after Restore", i, seq)
 				}
+				checkSize(tb, s, fmt.Sprintf("event %d: after Restore(%d)", i, seq))
 			}
 		}
 		changes := s.Apply(ev)
@@ -200,9 +203,19 @@ func releasingFold(tb testing.TB, log []protocol.Event) (*reducer.State, [][]red
 			stored[c.Seq] = body
 		}
 		all = append(all, changes)
+		checkSize(tb, s, fmt.Sprintf("event %d (%s): after Apply", i, ev.Type))
 		s.Release()
+		checkSize(tb, s, fmt.Sprintf("event %d: after Release", i))
 	}
 	return s, all, stored
+}
+
+// checkSize holds Size, kept as bodies change, to a count from scratch.
+func checkSize(tb testing.TB, s *reducer.State, when string) {
+	tb.Helper()
+	if got, want := s.Size(), s.RecountSize(); got != want {
+		tb.Fatalf("%s: Size() = %d; counted from scratch %d", when, got, want)
+	}
 }
 
 // checkReleased asserts that a state releasing closed bodies makes exactly

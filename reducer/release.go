@@ -37,6 +37,7 @@ func (s *State) Release() {
 			continue
 		}
 		s.nodes[seq-1] = nil
+		s.heldSize -= n.size
 		s.released++
 	}
 	clear(s.held[len(kept):])
@@ -163,8 +164,10 @@ func (s *State) Restore(body []byte) error {
 			}
 		}
 	}
+	n.size = n.heldBytes()
 	s.nodes[n.a.Seq-1] = n
 	s.held = append(s.held, n.a.Seq)
+	s.heldSize += n.size
 	s.released--
 	return nil
 }
@@ -182,27 +185,27 @@ const (
 )
 
 // Size estimates the heap the state holds, in bytes: a constant per
-// artifact (its slot and key) and the bodies it holds.
+// artifact (its slot and key) and the bodies it holds. It costs nothing per
+// artifact: the held bodies' part is kept as they change (heldSize).
 func (s *State) Size() int64 {
-	size := stateBytes + int64(len(s.nodes))*seqBytes + int64(len(s.byKey))*keyBytes + s.keyBytes
-	for _, seq := range s.held {
-		n := s.nodes[seq-1]
-		if n == nil {
-			continue
+	return stateBytes + int64(len(s.nodes))*seqBytes + int64(len(s.byKey))*keyBytes + s.keyBytes + s.heldSize
+}
+
+// heldBytes estimates the heap a held node takes: the node, its ids, and
+// each field, buffer and usage entry.
+func (n *node) heldBytes() int64 {
+	size := heldNodeBytes + int64(len(n.a.ID)+len(n.a.TurnID))
+	for k, v := range n.a.Fields {
+		size += heldFieldBytes + int64(len(k))
+		if raw, ok := v.(json.RawMessage); ok {
+			size += int64(cap(raw))
 		}
-		size += heldNodeBytes + int64(len(n.a.ID)+len(n.a.TurnID))
-		for k, v := range n.a.Fields {
-			size += heldFieldBytes + int64(len(k))
-			if raw, ok := v.(json.RawMessage); ok {
-				size += int64(cap(raw))
-			}
-		}
-		for _, b := range n.bufs {
-			size += heldFieldBytes + int64(cap(b))
-		}
-		for k, v := range n.usage {
-			size += heldFieldBytes + int64(len(k)+cap(v))
-		}
+	}
+	for _, b := range n.bufs {
+		size += heldFieldBytes + int64(cap(b))
+	}
+	for k, v := range n.usage {
+		size += heldFieldBytes + int64(len(k)+cap(v))
 	}
 	return size
 }

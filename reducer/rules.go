@@ -421,6 +421,9 @@ func (r *run) usage(ev protocol.Event) {
 	if t.usage == nil {
 		t.usage = map[string]json.RawMessage{}
 	}
+	// The merge changes the map even when set finds the field unchanged
+	// (a new value's capacity may differ).
+	r.touch(t)
 	put := func(k string, v any, present bool) {
 		if present {
 			t.usage[k] = mustJSON(v)

@@ -29,6 +29,9 @@ type node struct {
 	options []protocol.PermissionOption
 	// usage of a turn, merged field by field.
 	usage map[string]json.RawMessage
+	// size is what this node adds to State.heldSize: heldBytes when it
+	// was last held or changed.
+	size int64
 }
 
 // State is a session's reduced state. The zero value is not usable; call New.
@@ -42,6 +45,11 @@ type State struct {
 	// Release looks at these only, so it costs what is held, not the
 	// session's length.
 	held []int64
+	// heldSize is the sum of the held nodes' size, kept as they change
+	// (run.touch), so that Size costs nothing per artifact: the server
+	// asks after every commit, and an agent that leaves blocks open
+	// holds thousands.
+	heldSize int64
 	// open is the set of open artifacts (closeOpen closes them in seq order).
 	open map[int64]bool
 	// byKey maps "type/id" to the seq of the newest artifact with that id.
