@@ -28,7 +28,9 @@ const (
 	qInsertEvents = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])`
 	qPutChanges   = `INSERT INTO change_batches (session_id, from_rev, to_rev, at, body) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])`
 	// qUpdateSessions and qAppendRevs name the rows that were not there
-	// (rein_expect_all), which rolls the commit back.
+	// (rein_expect_all), which rolls the commit back. rein_expect_one,
+	// which the one-row statements called, stays in the schema: replicas
+	// of an older build still call it during a rolling upgrade.
 	qUpdateSessions = `WITH v AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])
 		AS v(id, status, summary, last_heartbeat, rev, last_command_id, current_instance, acked_command_id, version, stream_epoch)
@@ -254,9 +256,9 @@ type segment struct {
 	evPos, evSeqs           []int64
 	evBodies                [][]byte
 
-	chSessions       []string
-	chFrom, chTo, at []int64
-	chBodies         [][]byte
+	chSessions         []string
+	chFrom, chTo, chAt []int64
+	chBodies           [][]byte
 
 	revs  []artifactRev
 	revAt map[artifactKey]int
@@ -298,7 +300,7 @@ func (s *segment) add(op store.Op) bool {
 		s.chSessions = append(s.chSessions, op.SessionID)
 		s.chFrom = append(s.chFrom, b.FromRev)
 		s.chTo = append(s.chTo, b.ToRev)
-		s.at = append(s.at, b.At)
+		s.chAt = append(s.chAt, b.At)
 		s.chBodies = append(s.chBodies, b.Body)
 	case store.AppendArtifacts:
 		if s.revAt == nil {
@@ -350,7 +352,7 @@ func (s *segment) flush(p *plan) {
 	}
 	if n := len(s.chSessions); n > 0 {
 		p.add(fmt.Sprintf("put %d change batches from session=%s revs=%d-%d", n, s.chSessions[0], s.chFrom[0], s.chTo[0]), qPutChanges,
-			s.chSessions, s.chFrom, s.chTo, s.at, s.chBodies)
+			s.chSessions, s.chFrom, s.chTo, s.chAt, s.chBodies)
 	}
 	if n := len(s.revs); n > 0 {
 		sessions, seqs, revs, bytes := make([]string, n), make([]int64, n), make([]int64, n), make([]int64, n)
