@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,97 @@ func serveTrivial() error {
 		_, _ = w.Write([]byte(`{"accepted":1,"duplicates":0}`))
 	})
 	return listenAndServe(mux)
+}
+
+// serveDurable is the minimal durable ingest: every POSTed body is on disk
+// before its 202. One goroutine takes whatever bodies wait (a group
+// commit, like rein-server's writer), writes them into a file in dir with
+// one write and fsyncs it (what SQLite does with --sync full), then
+// answers each. The file is written in full first and then overwritten
+// in a ring, as SQLite reuses its WAL, so no fsync has to record a new
+// size. No parsing, no database, no state: the floor of any ingest whose
+// 2xx means "on disk" on this machine, which is the honest comparison for
+// ingest_single_full.
+func serveDurable(dir string) error {
+	h, err := durableHandler(dir, 64<<20)
+	if err != nil {
+		return err
+	}
+	return listenAndServe(h)
+}
+
+// durableHandler is serveDurable's handler, writing a ring of size bytes
+// (a multiple of 1 MiB).
+func durableHandler(dir string, size int64) (http.Handler, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "durable.log"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("durable baseline: %w", err)
+	}
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(zeros)) {
+		if _, err := f.Write(zeros); err != nil {
+			return nil, fmt.Errorf("durable baseline: %w", err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("durable baseline: %w", err)
+	}
+	type post struct {
+		body []byte
+		done chan error
+	}
+	posts := make(chan post, 1024)
+	// The committer lives as long as the process (the bench stops it).
+	go func() {
+		var group []post
+		var buf []byte
+		var off int64
+		for p := range posts {
+			group = append(group[:0], p)
+		more:
+			for len(group) < 256 {
+				select {
+				case p := <-posts:
+					group = append(group, p)
+				default:
+					break more
+				}
+			}
+			buf = buf[:0]
+			for _, p := range group {
+				buf = append(buf, p.body...)
+			}
+			if off+int64(len(buf)) > size {
+				off = 0
+			}
+			_, err := f.WriteAt(buf, off)
+			off += int64(len(buf))
+			if err == nil {
+				err = f.Sync()
+			}
+			for _, p := range group {
+				p.done <- err
+			}
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		done := make(chan error, 1)
+		posts <- post{body: body, done: done}
+		if err := <-done; err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"accepted":1,"duplicates":0}`))
+	})
+	return mux, nil
 }
 
 // serveHub is the minimal go-sse fan-out: one goroutine per subscriber fed
