@@ -24,14 +24,14 @@ func TestDurableHandler(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	path := filepath.Join(dir, "durable.log")
-	// 8 posters, 2,000 bodies of ~1 KiB: the 1 MiB ring wraps about twice.
+	// 8 posters, 1,200 bodies of ~1 KiB: the 1 MiB ring wraps once.
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 250 {
+			for i := range 150 {
 				body := []byte(fmt.Sprintf("<poster %d body %d %s>", w, i, bytes.Repeat([]byte("x"), 1000)))
 				resp, err := http.Post(srv.URL+"/", "application/json", bytes.NewReader(body))
 				if err != nil {
