@@ -42,7 +42,7 @@ type Report struct {
 
 func main() {
 	mode := flag.String("mode", "bench", "bench | trivial | durable | hub | agent (all but bench are the baselines this binary runs as children)")
-	dir := flag.String("dir", "", "-mode durable: the directory of the file it appends to")
+	dir := flag.String("dir", "", "-mode durable: the directory of the file it writes and fsyncs")
 	bin := flag.String("bin", "bin", "directory holding rein-server, agentd and demo-agent")
 	out := flag.String("out", "bin/bench.json", "the JSON results file; its other keys (rein-soak's section) are kept")
 	scale := flag.Float64("scale", 1, "multiplies every duration and count (0.2 for a quick look)")

@@ -85,7 +85,7 @@ type Stream struct {
 // serveStream opens a stream with open and writes it until the client
 // goes away, the subscriber ends (dropped, session deleted, server
 // closing) or a write misses its deadline. Every write has a deadline
-// (see startStream): a stalled client costs only its own handler
+// (writeDeadline): a stalled client costs only its own handler
 // goroutine, never the publisher or other clients.
 //
 // A stream idles for hours on its handler goroutine, which keeps the
