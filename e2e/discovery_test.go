@@ -39,6 +39,16 @@ func TestDiscovery(t *testing.T) {
 		d.Limits.MaxBodyBytes != 1<<20 || !d.Features["webView"] || d.Links["webView"] != "/" {
 		t.Errorf("discovery: %+v", d)
 	}
+	// The version is the one --version prints ("rein-server version X"):
+	// a workspace build records no VCS data, so the toolchain's own says
+	// only "(devel)".
+	vout, err := exec.Command(bins.Server, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(vout)), "rein-server version ")); d.Server.Version != want {
+		t.Errorf("discovery server.version %q; rein-server --version prints %q", d.Server.Version, want)
+	}
 	out, _ := exec.Command(bins.Agentd, "--help").CombinedOutput()
 	m := regexp.MustCompile(`--protocol value\s+agent protocol: ([a-z, ]+?) \(default`).FindSubmatch(out)
 	if m == nil {

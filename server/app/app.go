@@ -88,7 +88,8 @@ func New(opts Options) (*App, error) {
 		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
 		UI: web.Handler(), Observer: m, Metrics: m.Handler(), AccessLog: opts.AccessLog, TicketKey: opts.TicketKey,
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
-			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes},
+			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
+			Version: opts.Version},
 	})
 	if err := a.metrics.start(opts.MetricsAddr, m, a.log); err != nil {
 		_ = ln.Close()

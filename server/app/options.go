@@ -79,6 +79,11 @@ type Options struct {
 	// AccessLog logs one line per request (method, route pattern, status,
 	// duration, bytes; never a header or the query) at info level.
 	AccessLog bool
+	// Version is the binary's version as its --version prints it, which
+	// GET /.well-known/rein.json reports. Empty: the version the Go
+	// toolchain recorded ("(devel)" for a build inside the go.work
+	// workspace, which records no VCS revision either).
+	Version string
 	// MaxSessionBytes caps a session's stored event log in bytes; events
 	// that would take it past the cap get 413 (default
 	// DefaultMaxSessionBytes).

@@ -134,6 +134,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				AccessLog:              c.Bool("access-log"),
 				TicketKey:              ticketKey,
 				StateCacheBytes:        stateCacheBytes(limit),
+				Version:                versionString(),
 			})
 		},
 	}

@@ -38,6 +38,9 @@ type DiscoveryOptions struct {
 	// MaxArtifactsPerSession and MaxSessionBytes are the per-session caps.
 	MaxArtifactsPerSession int
 	MaxSessionBytes        int64
+	// Version is the binary's own version (what --version prints); empty:
+	// the one the Go toolchain recorded.
+	Version string
 }
 
 // Discovery is the body of GET /.well-known/rein.json.
@@ -60,8 +63,10 @@ type Discovery struct {
 // DiscoveryServer identifies the running binary.
 type DiscoveryServer struct {
 	Name string `json:"name"`
-	// Version is the main module's version as the Go toolchain stamped
-	// it: a release tag, or "(devel)" for a build from a work tree.
+	// Version is the binary's version as its --version prints it (the
+	// Makefile stamps `git describe`); for a binary built without one, the
+	// main module's version as the Go toolchain recorded it: a release
+	// tag, or "(devel)" for a build from a work tree.
 	Version string `json:"version"`
 	// Revision and Modified are the VCS commit the binary was built from
 	// and whether the tree had changes, when the toolchain recorded them.
@@ -174,7 +179,7 @@ func (a *API) serves(method, path string) bool {
 // holds nothing secret.
 func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
 	d := Discovery{
-		Server:         buildVersion(),
+		Server:         buildVersion(a.opts.Discovery.Version),
 		Protocol:       DiscoveryProtocol{Version: ProtocolVersion},
 		Auth:           DiscoveryAuth{Mode: "none", StreamTicketTTLMs: TicketTTL.Milliseconds()},
 		AgentProtocols: AgentProtocols,
@@ -219,15 +224,21 @@ func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-// buildVersion reads the version the Go toolchain stamped into the binary.
-func buildVersion() DiscoveryServer {
+// buildVersion is the running binary's identity: version, when set, is
+// what its --version prints; the rest is what the Go toolchain recorded.
+// Without the first, a `make build` binary said "(devel)" here while its
+// --version gave the commit: the workspace build records no VCS data.
+func buildVersion(version string) DiscoveryServer {
 	s := DiscoveryServer{Name: "rein-server", Version: "(unknown)"}
 	info, ok := debug.ReadBuildInfo()
+	if ok && info.Main.Version != "" {
+		s.Version = info.Main.Version
+	}
+	if version != "" {
+		s.Version = version
+	}
 	if !ok {
 		return s
-	}
-	if info.Main.Version != "" {
-		s.Version = info.Main.Version
 	}
 	for _, kv := range info.Settings {
 		switch kv.Key {
