@@ -5,7 +5,7 @@
 #
 #   docker build -f deploy/agentd.Dockerfile -t rein-agentd .
 ARG GO_VERSION=1.26
-FROM golang:${GO_VERSION} AS build
+FROM docker.io/library/golang:${GO_VERSION} AS build
 ARG VERSION=dev
 WORKDIR /src
 COPY go.work go.work.sum ./

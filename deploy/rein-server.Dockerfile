@@ -9,7 +9,7 @@
 # it needs a client token: mount one and point REIN_API_TOKEN_FILE at it.
 # The database is /data/rein.db; mount a volume there to keep it.
 ARG GO_VERSION=1.26
-FROM golang:${GO_VERSION} AS build
+FROM docker.io/library/golang:${GO_VERSION} AS build
 ARG VERSION=dev
 WORKDIR /src
 COPY go.work go.work.sum ./
