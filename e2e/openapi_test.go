@@ -280,7 +280,10 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("GET", "/metrics", nil, nil, tok, 200, true)
 	c.call("GET", "/", nil, nil, "", 200, true)
 	c.call("GET", "/ui/app.js", nil, nil, "", 200, true)
+	// A missing file and a directory get the JSON 404 of every unknown
+	// path, not net/http's plain text or a listing.
 	c.call("GET", "/ui/nothing-here.js", nil, nil, "", 404, true)
+	c.call("GET", "/ui/vendor", nil, nil, "", 404, true)
 
 	// Sessions.
 	_, b := c.call("POST", "/sessions/oa-1", nil, []byte(`{"project":"oa"}`), tok, 201, true)

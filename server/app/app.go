@@ -86,7 +86,7 @@ func New(opts Options) (*App, error) {
 	api := httpapi.New(httpapi.Domain(srv), a.log, httpapi.Options{
 		MaxBody: opts.MaxBody, WriteTimeout: opts.WriteTimeout, PingInterval: opts.PingInterval,
 		APIToken: opts.APIToken, CORSOrigins: opts.CORSOrigins, Now: opts.Now,
-		UI: web.Handler(), Observer: m, Metrics: m.Handler(), AccessLog: opts.AccessLog, TicketKey: opts.TicketKey,
+		UI: web.Handler(http.HandlerFunc(httpapi.NotFound)), Observer: m, Metrics: m.Handler(), AccessLog: opts.AccessLog, TicketKey: opts.TicketKey,
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
 			Version: opts.Version},

@@ -191,9 +191,7 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 		handle("GET /{$}", public, opts.UI.ServeHTTP)
 		handle("GET /ui/", public, opts.UI.ServeHTTP)
 	}
-	handle("/", client, func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, a.log, protocol.Errorf(protocol.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
-	})
+	handle("/", client, NotFound)
 	return a
 }
 

@@ -33,6 +33,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	writeJSON(w, status, body)
 }
 
+// NotFound answers a request no route serves: the JSON 404 every unknown
+// path gets, the web view's missing files included (web.Handler).
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, Status(protocol.CodeNotFound), protocol.ErrorBody{
+		Code: protocol.CodeNotFound, Message: "no route " + r.Method + " " + r.URL.Path})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strings"
 )
 
 //go:embed static
@@ -13,10 +14,11 @@ var files embed.FS
 // collide with the API (/sessions, /healthz).
 const AssetPrefix = "/ui/"
 
-// Handler serves the page at "/" and its assets under AssetPrefix; any
-// other path is 404. It only answers GET and HEAD (the router mounts it
-// for those).
-func Handler() http.Handler {
+// Handler serves the page at "/" and its files under AssetPrefix; any
+// other path, a directory among them, goes to notFound, so that a missing
+// file gets the API's JSON 404 and no directory is listed. It only answers
+// GET and HEAD (the router mounts it for those).
+func Handler(notFound http.Handler) http.Handler {
 	static, _ := fs.Sub(files, "static") // a constant, checked by the tests
 	assets := http.StripPrefix(AssetPrefix, http.FileServerFS(static))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -24,12 +26,23 @@ func Handler() http.Handler {
 		switch {
 		case r.URL.Path == "/":
 			http.ServeFileFS(w, r, static, "index.html")
-		case len(r.URL.Path) > len(AssetPrefix) && r.URL.Path[:len(AssetPrefix)] == AssetPrefix:
+		case strings.HasPrefix(r.URL.Path, AssetPrefix) && isFile(static, strings.TrimPrefix(r.URL.Path, AssetPrefix)):
 			assets.ServeHTTP(w, r)
 		default:
-			http.NotFound(w, r)
+			notFound.ServeHTTP(w, r)
 		}
 	})
+}
+
+// isFile reports whether name is a regular file of fsys. http.FileServerFS
+// alone answered a missing file with a plain-text 404 and a directory
+// (/ui/vendor/) with a listing of its files.
+func isFile(fsys fs.FS, name string) bool {
+	if !fs.ValidPath(name) {
+		return false
+	}
+	st, err := fs.Stat(fsys, name)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // secure sets the headers every answer gets. Embedded files have no

@@ -6,13 +6,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 )
 
 func TestHandler(t *testing.T) {
-	h := Handler()
+	// notFound stands for the API's JSON 404 (httpapi.NotFound): every
+	// path that is not a file of the page must reach it.
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, "notFound")
+	})
+	h := Handler(notFound)
 	for _, tc := range []struct {
 		path, status, ctype, contains string
 	}{
@@ -23,6 +30,8 @@ func TestHandler(t *testing.T) {
 		{"/ui/vendor/marked.min.js", "200", "text/javascript; charset=utf-8", "marked v"},
 		{"/ui/vendor/purify.min.js", "200", "text/javascript; charset=utf-8", "@license DOMPurify"},
 		{"/ui/", "404", "", ""},
+		{"/ui/vendor/", "404", "", ""},
+		{"/ui/vendor", "404", "", ""},
 		{"/ui/nope.js", "404", "", ""},
 		{"/ui/../web.go", "404", "", ""},
 		{"/other", "404", "", ""},
@@ -36,6 +45,9 @@ func TestHandler(t *testing.T) {
 			continue
 		}
 		if tc.status != "200" {
+			if string(body) != "notFound" {
+				t.Errorf("GET %s: %s %q, not the notFound handler's answer", tc.path, res.Status, body)
+			}
 			continue
 		}
 		if got := res.Header.Get("Content-Type"); got != tc.ctype {
