@@ -74,6 +74,10 @@ func newApp() *cli.App {
 		// Errors are printed and mapped to exit codes in main, with
 		// deferred cleanup already done.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// No help command: agentd has no subcommands, and with one an agent
+		// command named help or h (`agentd … -- help`) printed agentd's
+		// help instead of running.
+		HideHelpCommand: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "Rein server base URL", EnvVars: []string{"REIN_SERVER"}},
 			&cli.StringFlag{Name: "session", Usage: "session id", EnvVars: []string{"REIN_SESSION_ID"}},

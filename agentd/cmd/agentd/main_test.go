@@ -31,6 +31,10 @@ func TestUsageErrors(t *testing.T) {
 		{"empty token file", nil, []string{"--token-file", tokenFile, "--", "true"}, "is empty"},
 		{"bad duration", map[string]string{"REIN_ABORT_GRACE": "0s"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "--abort-grace must be positive"},
 		{"bad log level", nil, []string{"--log-level", "loud", "--", "true"}, "--log-level"},
+		// The agent command is never one of agentd's own: urfave/cli's help
+		// command took "help" and "h" and printed agentd's help.
+		{"an agent named help", nil, []string{"--server", "http://x", "--session", "s", "--state-dir", "", "--", "help"}, `exec: "help"`},
+		{"an agent named h", nil, []string{"--server", "http://x", "--session", "s", "--state-dir", "", "--", "h"}, `exec: "h"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
