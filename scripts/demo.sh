@@ -48,8 +48,11 @@ say rein create demo --project demo --sandbox-token-file sandbox-token
 "$BIN/rein" create demo --project demo --sandbox-token-file "$tmp/sandbox-token"
 
 say agentd --server "$url" --session demo --token-file sandbox-token -- demo-agent '&'
-"$BIN/agentd" --server "$url" --session demo --token-file "$tmp/sandbox-token" -- "$BIN/demo-agent" \
-	2>"$tmp/agentd.log" &
+# Its state dir goes in the temp dir too: the default (~/.local/state) would
+# outlive the demo, and the next demo's agentd would find a session "demo"
+# of a server that is gone and warn that it discards it.
+"$BIN/agentd" --server "$url" --session demo --token-file "$tmp/sandbox-token" --state-dir "$tmp/agentd-state" \
+	-- "$BIN/demo-agent" 2>"$tmp/agentd.log" &
 agentd_pid=$!
 # Commands need a connected sandbox (409 no_sandbox otherwise): wait until
 # demo-agent has started and the session is idle.
