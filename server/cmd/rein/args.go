@@ -9,7 +9,8 @@ import (
 // permute moves a subcommand's flags in front of its positional
 // arguments, so "rein watch ID --until-idle" works: urfave/cli/v2 stops
 // parsing flags at the first positional argument. Everything after "--"
-// stays positional (for a prompt that starts with "-").
+// stays positional (for a prompt that starts with "-"). With --help the
+// positional arguments are dropped, so the help shown is the command's.
 func permute(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
@@ -31,6 +32,7 @@ func permute(app *cli.App, args []string) []string {
 	}
 	out := append([]string{}, args[:i+1]...)
 	var flags, pos []string
+	help := false
 	rest := args[i+1:]
 	for j := 0; j < len(rest); j++ {
 		a := rest[j]
@@ -40,6 +42,7 @@ func permute(app *cli.App, args []string) []string {
 			j = len(rest)
 		case strings.HasPrefix(a, "-") && a != "-":
 			flags = append(flags, a)
+			help = help || isHelp(a)
 			if takesValue(cmd.Flags, a) && j+1 < len(rest) {
 				j++
 				flags = append(flags, rest[j])
@@ -48,10 +51,25 @@ func permute(app *cli.App, args []string) []string {
 			pos = append(pos, a)
 		}
 	}
-	if len(pos) > 0 {
+	if len(pos) > 0 && !help {
 		pos = append([]string{"--"}, pos...)
+	} else {
+		// "rein watch s1 --help" is the help of watch: left in, the
+		// arguments would make urfave/cli look up "s1" as a command.
+		pos = nil
 	}
 	return append(append(out, flags...), pos...)
+}
+
+// isHelp reports whether arg is --help or -h.
+func isHelp(arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	for _, n := range cli.HelpFlag.Names() {
+		if name == n {
+			return true
+		}
+	}
+	return false
 }
 
 // takesValue reports whether arg ("--name", "-n"; not "--name=v") names

@@ -66,9 +66,17 @@ func run(ctx context.Context, args []string, e *env) int {
 
 func newApp(e *env) *cli.App {
 	app := buildApp(e)
-	for _, c := range app.Commands {
-		c.OnUsageError = app.OnUsageError
+	var setup func([]*cli.Command)
+	setup = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.OnUsageError = app.OnUsageError
+			// No hidden "help" subcommand: "rein rm help" removes the
+			// session named help, it does not print rm's help (--help does).
+			c.HideHelpCommand = true
+			setup(c.Subcommands)
+		}
 	}
+	setup(app.Commands)
 	return app
 }
 

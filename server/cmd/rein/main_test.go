@@ -364,6 +364,8 @@ func TestErrors(t *testing.T) {
 		{"no token", []string{"--token", "", "watch", "s1"}, 1, "rein: missing Authorization: Bearer <token> (unauthorized)\n"},
 		{"unknown session", []string{"watch", "nope"}, 1, "rein: session \"nope\" not found (not_found)\n"},
 		{"rm unknown", []string{"rm", "nope"}, 1, "rein: session \"nope\" not found (not_found)\n"},
+		{"session named help", []string{"rm", "help"}, 1, "rein: session \"help\" not found (not_found)\n"},
+		{"session named h", []string{"watch", "h"}, 1, "rein: session \"h\" not found (not_found)\n"},
 		{"exists", []string{"create", "s1"}, 1, "rein: session \"s1\" already exists (conflict)\n"},
 		{"bad id", []string{"create", "a b"}, 1, "rein: session id: may contain only letters, digits, '.', '_' and '-' (found ' ') (invalid)\n"},
 		{"missing arg", []string{"prompt", "s1"}, 2, "rein: usage: rein prompt ID TEXT...\n"},

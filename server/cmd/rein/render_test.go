@@ -96,6 +96,8 @@ func TestPermute(t *testing.T) {
 		{"rein prompt s1 -- -v text", "rein prompt -- s1 -v text"},
 		{"rein watch s1 --idle-grace 2s", "rein watch --idle-grace 2s -- s1"},
 		{"rein --help", "rein --help"},
+		{"rein watch s1 --help", "rein watch --help"},
+		{"rein create s1 --prompt --help", "rein create --prompt --help -- s1"},
 		{"rein nope a --x", "rein nope a --x"},
 	} {
 		if got := strings.Join(permute(app, strings.Fields(tc.in)), " "); got != tc.want {
