@@ -11,29 +11,44 @@ import (
 // parsing flags at the first positional argument. Everything after "--"
 // stays positional (for a prompt that starts with "-"). With --help the
 // positional arguments are dropped, so the help shown is the command's.
+//
+// A command's first positional argument that names one of its
+// subcommands ("rein inbox -p web approve 2") is that subcommand: the
+// flags before it stay the command's, the rest is the subcommand's.
 func permute(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
 	}
-	// Skip the global flags to find the subcommand.
+	// Skip the global flags to find the command, then its flags to find
+	// a subcommand, and so on.
+	var cmd *cli.Command
+	flags, cmds := app.Flags, app.Commands
+	help := false
 	i := 1
-	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
-		if takesValue(app.Flags, args[i]) {
+	for {
+		for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+			help = help || isHelp(args[i])
+			if takesValue(flags, args[i]) {
+				i++
+			}
 			i++
 		}
+		if i >= len(args) {
+			break
+		}
+		sub := findCommand(cmds, args[i])
+		if sub == nil {
+			break
+		}
+		cmd, flags, cmds = sub, sub.Flags, sub.Subcommands
 		i++
 	}
-	if i >= len(args) {
+	if cmd == nil || i >= len(args) {
 		return args
 	}
-	cmd := app.Command(args[i])
-	if cmd == nil {
-		return args
-	}
-	out := append([]string{}, args[:i+1]...)
-	var flags, pos []string
-	help := false
-	rest := args[i+1:]
+	out := append([]string{}, args[:i]...)
+	var pos []string
+	rest := args[i:]
 	for j := 0; j < len(rest); j++ {
 		a := rest[j]
 		switch {
@@ -41,24 +56,33 @@ func permute(app *cli.App, args []string) []string {
 			pos = append(pos, rest[j+1:]...)
 			j = len(rest)
 		case strings.HasPrefix(a, "-") && a != "-":
-			flags = append(flags, a)
+			out = append(out, a)
 			help = help || isHelp(a)
-			if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+			if takesValue(flags, a) && j+1 < len(rest) {
 				j++
-				flags = append(flags, rest[j])
+				out = append(out, rest[j])
 			}
 		default:
 			pos = append(pos, a)
 		}
 	}
-	if len(pos) > 0 && !help {
-		pos = append([]string{"--"}, pos...)
-	} else {
+	if len(pos) == 0 || help {
 		// "rein watch s1 --help" is the help of watch: left in, the
 		// arguments would make urfave/cli look up "s1" as a command.
-		pos = nil
+		return out
 	}
-	return append(append(out, flags...), pos...)
+	return append(append(out, "--"), pos...)
+}
+
+// findCommand returns the command of cmds named (or aliased) name, nil
+// when there is none.
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
 }
 
 // isHelp reports whether arg is --help or -h.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +37,41 @@ func TestHelpAfterArguments(t *testing.T) {
 		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "USAGE:\n   "+tc.usage+"\n") {
 			t.Errorf("rein %s: exit %d, stderr %q, stdout\n%s\nwant usage %q", strings.Join(tc.args, " "), r.code, r.stderr, r.stdout, tc.usage)
 		}
+	}
+}
+
+// TestHelpForEveryCommand: every command form in server/README.md's
+// table ("rein inbox approve N|REQUEST", ...) has its own help, with or
+// without arguments before --help. "rein inbox approve --help" used to
+// print "No help topic for 'approve'": approve and deny were words the
+// inbox command parsed, not subcommands.
+func TestHelpForEveryCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Command line: `rein`")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var forms []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `rein ((?:[a-z]+ ?)+)").FindAllStringSubmatch(section, -1) {
+		forms = append(forms, strings.TrimSpace(m[1]))
+	}
+	if len(forms) < 12 {
+		t.Fatalf("found only the command forms %q in server/README.md", forms)
+	}
+	for _, form := range forms {
+		for _, args := range [][]string{{"--help"}, {"-h", "1", "perm-1"}, {"1", "perm-1", "--help"}} {
+			r := reinHelp(append(strings.Fields(form), args...)...)
+			if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "NAME:\n   rein "+form+" - ") || !strings.Contains(r.stdout, "USAGE:\n   rein "+form+" ") {
+				t.Errorf("rein %s %s: exit %d, stderr %q, stdout\n%s", form, strings.Join(args, " "), r.code, r.stderr, r.stdout)
+			}
+		}
+	}
+	// rein inbox --help lists its subcommands and nothing else.
+	r := reinHelp("inbox", "--help")
+	_, cmds, _ := strings.Cut(r.stdout, "COMMANDS:\n")
+	cmds, _, _ = strings.Cut(cmds, "\n\n")
+	if got := regexp.MustCompile(`(?m)^   (\S+)`).FindAllString(cmds, -1); strings.Join(got, ",") != "   approve,   deny" {
+		t.Errorf("rein inbox --help lists commands %q:\n%s", got, r.stdout)
 	}
 }

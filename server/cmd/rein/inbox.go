@@ -16,33 +16,60 @@ import (
 )
 
 // cmdInbox is "rein inbox": list the pending permission requests of every
-// session (numbered), follow them (--follow), or answer one by its number
-// or request id ("rein inbox approve 2", "rein inbox deny perm-7").
+// session (numbered) or follow them (--follow). Its subcommands approve
+// and deny answer one (cmdInboxAnswer).
 func cmdInbox(c *cli.Context, e *env) error {
-	a := c.Args().Slice()
+	if c.Args().Present() {
+		return usageError{"usage: rein inbox [-p PROJECT] [--follow] [--json] | rein inbox approve N|REQUEST [OPTION] | rein inbox deny N|REQUEST"}
+	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err
 	}
 	project := c.String("project")
-	if len(a) == 0 {
-		if c.Bool("follow") {
-			return followInbox(c.Context, cl, project, c.Bool("json"), e)
-		}
-		list, err := cl.Approvals(c.Context, project)
-		if err != nil {
-			return err
-		}
-		if c.Bool("json") {
-			return printJSONLines(e.stdout, list)
-		}
-		inboxTable(e.stdout, list, e.now(), e.color)
-		return nil
+	if c.Bool("follow") {
+		return followInbox(c.Context, cl, project, c.Bool("json"), e)
 	}
-	if (a[0] != "approve" && a[0] != "deny") || len(a) < 2 || len(a) > 3 || (a[0] == "deny" && len(a) > 2) {
-		return usageError{"usage: rein inbox [--follow] | rein inbox approve N|REQUEST [OPTION] | rein inbox deny N|REQUEST"}
+	list, err := cl.Approvals(c.Context, project)
+	if err != nil {
+		return err
 	}
-	return answerFromInbox(c.Context, cl, project, a[0] == "approve", a[1], a[2:], e)
+	if c.Bool("json") {
+		return printJSONLines(e.stdout, list)
+	}
+	inboxTable(e.stdout, list, e.now(), e.color)
+	return nil
+}
+
+// cmdInboxAnswer is "rein inbox approve N|REQUEST [OPTION]" and "rein
+// inbox deny N|REQUEST": answer a request by its number or id.
+func cmdInboxAnswer(c *cli.Context, e *env, approve bool) error {
+	maxArgs := 1
+	if approve {
+		maxArgs = 2
+	}
+	a, err := args(c, 1, maxArgs)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	return answerFromInbox(c.Context, cl, lineageString(c, "project"), approve, a[0], a[1:], e)
+}
+
+// lineageString is the value of flag name that the innermost command set
+// ("rein inbox approve -p web 2" or "rein inbox -p web approve 2"), ""
+// when none did. c.String alone reads the innermost command that
+// defines the flag, set or not.
+func lineageString(c *cli.Context, name string) string {
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.IsSet(name) {
+			return x.String(name)
+		}
+	}
+	return ""
 }
 
 // answerFromInbox answers the request numbered (as "rein inbox" lists it,

@@ -78,6 +78,9 @@ func TestInbox(t *testing.T) {
 		code   int
 	}{
 		{[]string{"inbox", "approve", "9"}, "the inbox has no request 9 (it holds 3)", 1},
+		{[]string{"inbox", "-p", "nope", "approve", "1"}, "the inbox has no request 1 (it holds 0)", 1},
+		{[]string{"inbox", "approve", "1", "-p", "nope"}, "the inbox has no request 1 (it holds 0)", 1},
+		{[]string{"inbox", "approve"}, "usage: rein inbox approve N|REQUEST [OPTION]\n", 2},
 		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
 		{[]string{"inbox", "approve", "1", "maybe"}, `has no option "maybe" (options: always, yes, no)`, 1},
 		{[]string{"inbox", "maybe", "1"}, "usage: rein inbox", 2},

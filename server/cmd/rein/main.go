@@ -153,10 +153,26 @@ func buildApp(e *env) *cli.App {
 			{
 				Name:      "inbox",
 				Usage:     "list every session's pending permission requests; answer one by number or request id",
-				ArgsUsage: "[approve N|REQUEST [OPTION] | deny N|REQUEST]",
+				UsageText: "rein inbox [-p PROJECT] [--follow] [--json]\nrein inbox approve [-p PROJECT] N|REQUEST [OPTION]\nrein inbox deny [-p PROJECT] N|REQUEST",
 				Flags: []cli.Flag{projectFlag, jsonFlag,
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the approvals stream: a line per change and the list again"}},
 				Action: func(c *cli.Context) error { return cmdInbox(c, e) },
+				Subcommands: []*cli.Command{
+					{
+						Name:      "approve",
+						Usage:     "answer inbox entry N (as rein inbox numbers it, same -p) or request REQUEST (SESSION/REQUEST when several sessions have it) with OPTION (default: its allow_once option)",
+						ArgsUsage: "N|REQUEST [OPTION]",
+						Flags:     []cli.Flag{projectFlag},
+						Action:    func(c *cli.Context) error { return cmdInboxAnswer(c, e, true) },
+					},
+					{
+						Name:      "deny",
+						Usage:     "answer inbox entry N or request REQUEST with its reject_once option",
+						ArgsUsage: "N|REQUEST",
+						Flags:     []cli.Flag{projectFlag},
+						Action:    func(c *cli.Context) error { return cmdInboxAnswer(c, e, false) },
+					},
+				},
 			},
 			{
 				Name:      "verify",
@@ -200,11 +216,12 @@ func newClient(c *cli.Context) (*client.Client, error) {
 }
 
 // args checks the positional arguments: at least min, at most max
-// (max < 0: no limit).
+// (max < 0: no limit). The usage it prints names the command as typed
+// ("rein inbox approve").
 func args(c *cli.Context, min, max int) ([]string, error) {
 	a := c.Args().Slice()
 	if len(a) < min || (max >= 0 && len(a) > max) {
-		return nil, usageError{fmt.Sprintf("usage: rein %s %s", c.Command.Name, c.Command.ArgsUsage)}
+		return nil, usageError{fmt.Sprintf("usage: %s %s", c.Command.HelpName, c.Command.ArgsUsage)}
 	}
 	return a, nil
 }

@@ -98,6 +98,10 @@ func TestPermute(t *testing.T) {
 		{"rein --help", "rein --help"},
 		{"rein watch s1 --help", "rein watch --help"},
 		{"rein create s1 --prompt --help", "rein create --prompt --help -- s1"},
+		{"rein inbox approve 2 -p web", "rein inbox approve -p web -- 2"},
+		{"rein inbox -p web deny perm-1 --help", "rein inbox -p web deny --help"},
+		{"rein inbox --follow -p web", "rein inbox --follow -p web"},
+		{"rein inbox perm-1 -f", "rein inbox -f -- perm-1"},
 		{"rein nope a --x", "rein nope a --x"},
 	} {
 		if got := strings.Join(permute(app, strings.Fields(tc.in)), " "); got != tc.want {
