@@ -40,6 +40,15 @@ func TestHelpAfterArguments(t *testing.T) {
 	}
 }
 
+// TestHelpWithoutCommand: rein alone prints its help and exits 0 (an
+// argument that is no command is a usage error, see TestErrors).
+func TestHelpWithoutCommand(t *testing.T) {
+	r := reinHelp()
+	if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "NAME:\n   rein - watch and steer Rein sessions\n") {
+		t.Errorf("rein: %+v", r)
+	}
+}
+
 // TestHelpForEveryCommand: every command form in server/README.md's
 // table ("rein inbox approve N|REQUEST", ...) has its own help, with or
 // without arguments before --help. "rein inbox approve --help" used to

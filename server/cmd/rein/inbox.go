@@ -17,11 +17,9 @@ import (
 
 // cmdInbox is "rein inbox": list the pending permission requests of every
 // session (numbered) or follow them (--follow). Its subcommands approve
-// and deny answer one (cmdInboxAnswer).
+// and deny answer one (cmdInboxAnswer); any other argument is an
+// unknown command (withSubcommands).
 func cmdInbox(c *cli.Context, e *env) error {
-	if c.Args().Present() {
-		return usageError{"usage: rein inbox [-p PROJECT] [--follow] [--json] | rein inbox approve N|REQUEST [OPTION] | rein inbox deny N|REQUEST"}
-	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err

@@ -83,7 +83,7 @@ func TestInbox(t *testing.T) {
 		{[]string{"inbox", "approve"}, "usage: rein inbox approve N|REQUEST [OPTION]\n", 2},
 		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
 		{[]string{"inbox", "approve", "1", "maybe"}, `has no option "maybe" (options: always, yes, no)`, 1},
-		{[]string{"inbox", "maybe", "1"}, "usage: rein inbox", 2},
+		{[]string{"inbox", "maybe", "1"}, `unknown command "inbox maybe"; inbox commands: approve, deny`, 2},
 		{[]string{"inbox", "deny", "1", "no"}, "usage: rein inbox", 2},
 	} {
 		r := rein(t, s.URL(), tc.args...)

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, e *env) int {
 
 func newApp(e *env) *cli.App {
 	app := buildApp(e)
+	app.Action = withSubcommands(cli.ShowAppHelp)
 	var setup func([]*cli.Command)
 	setup = func(cmds []*cli.Command) {
 		for _, c := range cmds {
@@ -73,11 +74,39 @@ func newApp(e *env) *cli.App {
 			// No hidden "help" subcommand: "rein rm help" removes the
 			// session named help, it does not print rm's help (--help does).
 			c.HideHelpCommand = true
+			if len(c.Subcommands) > 0 {
+				if c.Action == nil {
+					c.Action = cli.ShowSubcommandHelp
+				}
+				c.Action = withSubcommands(c.Action)
+			}
 			setup(c.Subcommands)
 		}
 	}
 	setup(app.Commands)
 	return app
+}
+
+// withSubcommands is the action of rein or of a command with
+// subcommands: urfave/cli runs it when the first argument names none of
+// them, which is a usage error (urfave/cli's own answer is "No help
+// topic for 'x'" and exit 1); without arguments it runs action.
+func withSubcommands(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if !c.Args().Present() {
+			return action(c)
+		}
+		var names []string
+		for _, s := range c.Command.Subcommands {
+			if !s.Hidden {
+				names = append(names, s.Name)
+			}
+		}
+		// HelpName is the command as typed: "rein", "rein inbox".
+		parent := strings.TrimSpace(strings.TrimPrefix(c.Command.HelpName, c.App.HelpName))
+		what := strings.TrimSpace(parent + " commands")
+		return usageError{fmt.Sprintf("unknown command %q; %s: %s", strings.TrimSpace(parent+" "+c.Args().First()), what, strings.Join(names, ", "))}
+	}
 }
 
 func buildApp(e *env) *cli.App {

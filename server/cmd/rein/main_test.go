@@ -370,6 +370,9 @@ func TestErrors(t *testing.T) {
 		{"bad id", []string{"create", "a b"}, 1, "rein: session id: may contain only letters, digits, '.', '_' and '-' (found ' ') (invalid)\n"},
 		{"missing arg", []string{"prompt", "s1"}, 2, "rein: usage: rein prompt ID TEXT...\n"},
 		{"bad flag", []string{"watch", "s1", "--bogus"}, 2, "rein: flag provided but not defined: -bogus\n"},
+		{"unknown command", []string{"bogus", "s1"}, 2, "rein: unknown command \"bogus\"; commands: sessions, create, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
+		{"no help command", []string{"help"}, 2, "rein: unknown command \"help\"; commands: sessions, create, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
+		{"unknown subcommand", []string{"inbox", "bogus", "--follow"}, 2, "rein: unknown command \"inbox bogus\"; inbox commands: approve, deny\n"},
 		{"bad server", []string{"--server", "localhost:1", "sessions"}, 1, "rein: server address \"localhost:1\": want http://host:port or https://host:port\n"},
 		{"token file", []string{"--token-file", tokenFile, "sessions", "--json"}, 0, ""},
 	} {
