@@ -157,7 +157,9 @@ type Verification struct {
 	// Turns is how many turns have a digest; Recorded how many of those
 	// digests the server recorded when the turn ended (the others prove
 	// nothing) and Verified how many matched the log.
-	Turns, Recorded, Verified int
+	Turns    int `json:"turns"`
+	Recorded int `json:"recorded"`
+	Verified int `json:"verified"`
 	// FirstMismatch is the first turn (in log order) whose digest does not
 	// match the log; nil when every one matches.
 	FirstMismatch *protocol.Turn `json:"firstMismatch"`

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"github.com/rein-ai/rein/server/app"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,11 @@ func TestVerify(t *testing.T) {
 	if got := mustRein(t, s.URL(), "verify", "s1", "--page-size", "2"); got != "session s1: 6 events, 2 ended turns verified (2 digests recorded when the turn ended)\n" {
 		t.Fatalf("verify: %q", got)
 	}
+	// --json prints the same in lowerCamel keys, like every other JSON
+	// of rein and the server ("Turns", "Recorded", "Verified" before).
+	if got, want := mustRein(t, s.URL(), "verify", "--json", "s1"), `{"session":"s1","events":6,"turns":2,"recorded":2,"verified":2,"firstMismatch":null}`+"\n"; got != want {
+		t.Errorf("verify --json: %s want %s", got, want)
+	}
 	raw, err := sql.Open("sqlite", db)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +139,36 @@ func TestVerify(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "turn t2 (log positions 4-6) does not match") {
 		t.Fatalf("verify after the edit: %+v", r)
 	}
+	r = rein(t, s.URL(), "verify", "s1", "--json")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &v); r.code != 1 || err != nil {
+		t.Fatalf("verify --json after the edit: %+v (%v)", r, err)
+	}
+	if m, _ := v["firstMismatch"].(map[string]any); m["id"] != "t2" || v["computed"] == "" || v["verified"] != 1.0 {
+		t.Errorf("verify --json after the edit: %s", r.stdout)
+	}
+	checkKeys(t, "verify --json", v)
 	if r := rein(t, s.URL(), "verify", "nope"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
 		t.Fatalf("verify nope: %+v", r)
 	}
 }
+
+// checkKeys fails unless every key of v, at any depth, is lowerCamel.
+func checkKeys(t *testing.T, what string, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if !lowerCamel.MatchString(k) {
+				t.Errorf("%s: key %q is not lowerCamel", what, k)
+			}
+			checkKeys(t, what, x)
+		}
+	case []any:
+		for _, x := range v {
+			checkKeys(t, what, x)
+		}
+	}
+}
+
+var lowerCamel = regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`)
