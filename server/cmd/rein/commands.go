@@ -175,7 +175,9 @@ func cmdCreate(c *cli.Context, e *env) error {
 	}
 	if c.Bool("json") {
 		if tokenFile != "" {
-			created.SandboxToken = ""
+			// The token is in the file: print the record alone, as the
+			// server's record has no sandboxToken (not "sandboxToken":"").
+			return printJSON(e.stdout, created.Session)
 		}
 		return printJSON(e.stdout, created)
 	}
