@@ -236,6 +236,13 @@ func cmdPrompt(c *cli.Context, e *env) error {
 		send = cl.QueuePrompt
 	}
 	id, err := send(c.Context, a[0], strings.Join(a[1:], " "))
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == protocol.CodeNoSandbox {
+		// The server's message points to the request's "queue": true;
+		// here that is the --queue flag.
+		return &client.Error{Status: ce.Status, Code: ce.Code,
+			Message: fmt.Sprintf("no sandbox is connected to session %q (rerun with --queue to have the prompt delivered when one connects)", a[0])}
+	}
 	if err != nil {
 		return err
 	}

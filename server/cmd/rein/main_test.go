@@ -298,10 +298,11 @@ func TestCommands(t *testing.T) {
 	s := startServer(t, app.Options{})
 	tok := createSession(t, s, "s1")
 
-	// No sandbox holds the command stream yet.
+	// No sandbox holds the command stream yet: the error points to
+	// --queue, not to the API's "queue": true.
 	r := rein(t, s.URL(), "prompt", "s1", "hello")
-	if r.code != 1 || !strings.HasSuffix(r.stderr, "(no_sandbox)\n") {
-		t.Errorf("prompt without sandbox: %+v", r)
+	if want := "rein: no sandbox is connected to session \"s1\" (rerun with --queue to have the prompt delivered when one connects) (no_sandbox)\n"; r.code != 1 || r.stderr != want {
+		t.Errorf("prompt without sandbox: %+v, want stderr %q", r, want)
 	}
 
 	next := sandbox(t, s, "s1", tok)
