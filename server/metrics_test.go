@@ -112,6 +112,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	arts := c.stream("/sessions/a/stream", admin...)
 	sess := c.stream("/sessions/stream", admin...)
 	sess.next() // the snapshot of a, then snapshot_complete: subscribed
+	apprs := c.stream("/approvals/stream", admin...)
+	apprs.next() // its snapshot: subscribed
 	// Three events, a heartbeat, then a retry of the last two (duplicates).
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
 		`[{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},{"type":"text_delta","delta":"hi","agentSeq":2},{"type":"heartbeat"},{"type":"text_delta","delta":" there","agentSeq":3}]`,
@@ -128,6 +130,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		`rein_stream_subscribers{stream="artifacts"}`:                             1,
 		`rein_stream_subscribers{stream="sessions"}`:                              1,
 		`rein_stream_subscribers{stream="commands"}`:                              1,
+		`rein_stream_subscribers{stream="approvals"}`:                             1,
 		`rein_sessions{status="bootstrapping"}`:                                   0,
 		`rein_sessions{status="live"}`:                                            1,
 		`rein_sandbox_connects_total`:                                             1,
@@ -157,9 +160,11 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	arts.expectEnd()
 	cmds2.expectEnd()
 	sess.close()
+	apprs.close()
 	eventually(t, "every subscriber gauge is back to 0", func() bool {
 		got := scrape(t, open)
-		return got[`rein_stream_subscribers{stream="artifacts"}`] == 0 && got[`rein_stream_subscribers{stream="sessions"}`] == 0 && got[`rein_stream_subscribers{stream="commands"}`] == 0
+		return got[`rein_stream_subscribers{stream="artifacts"}`] == 0 && got[`rein_stream_subscribers{stream="sessions"}`] == 0 &&
+			got[`rein_stream_subscribers{stream="commands"}`] == 0 && got[`rein_stream_subscribers{stream="approvals"}`] == 0
 	})
 	wantSamples(t, scrape(t, open), map[string]float64{
 		`rein_sessions{status="live"}`:         0,

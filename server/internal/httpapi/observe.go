@@ -112,13 +112,17 @@ func (r *statusRecorder) Flush() {
 // Unwrap lets http.ResponseController reach the connection.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// streamKind names a stream route for the subscriber gauge.
+// streamKind names a stream route for the subscriber gauge. Every stream
+// route has its case: the approvals stream, once missing, was counted as
+// an artifact stream.
 func streamKind(r *http.Request) string {
 	switch r.Pattern {
 	case "GET /sessions/stream":
 		return "sessions"
 	case "GET /sessions/{id}/commands":
 		return "commands"
+	case "GET /approvals/stream":
+		return "approvals"
 	}
 	return "artifacts"
 }

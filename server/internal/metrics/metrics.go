@@ -18,6 +18,7 @@ const (
 	StreamArtifacts = "artifacts"
 	StreamSessions  = "sessions"
 	StreamCommands  = "commands"
+	StreamApprovals = "approvals"
 )
 
 // Why a slow stream client was dropped, the values of the "reason" label.
@@ -27,7 +28,7 @@ const (
 )
 
 var (
-	streamKinds = []string{StreamArtifacts, StreamSessions, StreamCommands}
+	streamKinds = []string{StreamArtifacts, StreamSessions, StreamCommands, StreamApprovals}
 	statuses    = []protocol.SessionStatus{protocol.StatusBootstrapping, protocol.StatusLive, protocol.StatusIdle, protocol.StatusDisconnected}
 )
 
