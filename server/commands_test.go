@@ -91,10 +91,15 @@ func TestQueuedPrompt(t *testing.T) {
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
-	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi"}`)
+	if e := c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi"}`); !strings.Contains(e.Message, `"queue": true`) {
+		t.Errorf("a prompt's no_sandbox %q does not say how to queue it", e.Message)
+	}
 	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi","queue":false}`)
-	// Only a prompt may be queued: queue on an abort is not its field.
-	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"abort","queue":true}`)
+	// Only a prompt may be queued: queue on an abort is not its field, and
+	// its refusal does not offer it.
+	if e := c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", `{"type":"abort","queue":true}`); strings.Contains(e.Message, "queue") || !strings.Contains(e.Message, "abort") {
+		t.Errorf("an abort's no_sandbox %q: want it to name the abort and not offer queue", e.Message)
+	}
 	e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a/commands", `{"type":"prompt","text":"hi","queue":"yes"}`)
 	if !strings.Contains(e.Message, "queue") {
 		t.Errorf("bad queue: message %q does not name the field", e.Message)

@@ -93,7 +93,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		return
 	}
 	if !w.held(r.id, e) && !r.cmd.Queue {
-		r.reply.fail(protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q (send the prompt with \"queue\": true to have it delivered when one connects)", r.id))
+		r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
 		return
 	}
 	cmd, msg := w.addCommand(g, r.id, e, r.cmd)
@@ -404,6 +404,17 @@ func (w *writer) encodeChanges(id string, changes []reducer.Change) []*hub.Messa
 // superseded.
 func (e *entry) superseded(instance string) bool {
 	return instance != "" && instance != e.rec.CurrentInstance && slices.Contains(e.rec.Instances, instance)
+}
+
+// noSandboxErr refuses a command while no sandbox holds the session's
+// command stream. Only a prompt can wait for one ("queue": true), so only
+// a prompt's refusal offers it: an abort or a permission response is
+// about what a running agent is doing now.
+func noSandboxErr(id string, typ protocol.CommandType) error {
+	if typ == protocol.CommandPrompt {
+		return protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q (send the prompt with \"queue\": true to have it delivered when one connects)", id)
+	}
+	return protocol.Errorf(protocol.CodeNoSandbox, "no sandbox is connected to session %q: %s is for a running agent, and only a prompt can wait for one", id, typ)
 }
 
 func supersededErr(instance, id string) error {
