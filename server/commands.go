@@ -40,11 +40,13 @@ func (e *entry) setAcked(n int64) bool {
 
 // resumeAck is what a command stream opened with Last-Event-ID after
 // acknowledges, acked being the session's acknowledged command so far.
-// From an instance opening it anew (a restarted agentd's persisted cursor,
-// or a new instance) it is the word. From the instance already holding the
-// stream it can only lower acked: agentd's in-process reconnection sends
-// the last command it received, which the agent may not have taken yet;
-// what it took comes with the cursor header.
+// From an instance other than the current one (a new agentd, or an opener
+// with no Rein-Instance) it is the word. From the current instance, the
+// one that last opened the stream (same), whether its stream is still
+// open or not, and so also an agentd restarted on its state dir, which
+// keeps its instance id, it can only lower acked: agentd's in-process
+// reconnection sends the last command it received, which the agent may
+// not have taken yet; what it took comes with the cursor header.
 func resumeAck(same bool, after, acked int64) int64 {
 	if same {
 		return min(after, acked)
@@ -90,9 +92,11 @@ type ackReq struct {
 	reply    reply[struct{}]
 }
 
-// apply takes the cursor only from the instance holding the command
-// stream (or, with no Rein-Instance, whoever holds it): a superseded
-// instance's word on commands no longer counts.
+// apply takes the cursor only from the current instance, the one that
+// last opened the command stream; a post with no Rein-Instance counts only
+// while the current instance has none either. Any other instance's cursor
+// is ignored, and a superseded one is refused (admitSandbox): its word on
+// commands no longer counts.
 func (r *ackReq) apply(w *writer, g *group) {
 	e, err := admitSandbox(g, r.id, r.cred, r.instance)
 	if err != nil {

@@ -191,8 +191,9 @@ type CommandFeed struct {
 }
 
 // OpenCommandStream registers the sandbox (closing an older connection)
-// and, when resume is set, replays the stored commands after after.
-// Without resume only commands sent after the connection arrive.
+// and replays the stored commands after after when resume is set (the
+// Last-Event-ID), else after the session's acknowledged command: without
+// resume every command not yet acknowledged comes first. New ones follow.
 func (s *Server) OpenCommandStream(ctx context.Context, id string, from Sandbox, after int64, resume bool) (CommandFeed, error) {
 	r := newReply[openedStream]()
 	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: from.Instance, after: after, resume: resume, cred: from.Token, reply: r}, r)

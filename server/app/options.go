@@ -40,8 +40,9 @@ type Options struct {
 	Store server.Store
 	// DBPath is the database used when Store is nil: a SQLite file; "" or
 	// ":memory:" for an in-memory database that lives as long as the App;
-	// or a postgres:// (postgresql://) URL for PostgreSQL, which the App
-	// then holds alone (a second server on it is refused).
+	// or a postgres:// (postgresql://) URL for PostgreSQL, which any
+	// number of servers (replicas) may share. A SQLite file takes one
+	// server: a second one is refused at start.
 	DBPath string
 	// Sync is how the SQLite store syncs a commit: "full" (the default;
 	// a 2xx on a write means it is on disk and survives a power loss) or
