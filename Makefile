@@ -149,7 +149,7 @@ SOAK_FLAGS  ?=
 bench: build
 	cd e2e && $(GO) run ./cmd/rein-bench -bin $(BIN) -out $(BIN)/bench.json $(BENCH_FLAGS)
 
-# Six minutes of agent turns and reconnecting followers on one server (issue 19).
+# Six minutes of agent turns and reconnecting followers on one server (README, Soak).
 soak: build
 	cd e2e && $(GO) run ./cmd/rein-soak -bin $(BIN) -out $(BIN)/bench.json $(SOAK_FLAGS)
 

@@ -18,7 +18,7 @@ import (
 )
 
 // The tests of several rein-server replicas on one PostgreSQL database
-// (issue 13). Each starts 3 replicas on a fresh database of the suite's
+// (README, "More than one replica"). Each starts 3 replicas on a fresh database of the suite's
 // throwaway cluster (skipped, saying why, where PostgreSQL cannot be set
 // up; on CI they run) and talks to them over HTTP only: to one replica by
 // its URL, or to all through round-robin Balancers (nothing sticky).

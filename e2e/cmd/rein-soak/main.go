@@ -1,5 +1,5 @@
 // Command rein-soak runs the real rein-server for minutes under the load an
-// operator sees (issue 19): sessions taking agent turns as fast as their
+// operator sees: sessions taking agent turns as fast as their
 // posters can send them, and followers that reconnect every few seconds
 // without Last-Event-ID, so each connection replays the whole session, as
 // a freshly opened browser tab does. Every -every it prints the server's
@@ -30,7 +30,7 @@ import (
 	"github.com/rein-ai/rein/e2e/internal/loadgen"
 )
 
-// config is the load; the defaults are issue 19's.
+// config is the load; the defaults are the README's (Benchmarks, Soak).
 type config struct {
 	bin       string
 	out       string
@@ -215,7 +215,8 @@ func run(cfg config) error {
 
 func sessionID(i int) string { return fmt.Sprintf("soak%d", i) }
 
-// figures are the run's results against issue 19's targets.
+// figures are the run's results against the soak's targets (README,
+// Benchmarks, Soak).
 func figures(samples []sample, peakMiB float64, every time.Duration) []loadgen.Figure {
 	first, last := samples[0], samples[len(samples)-1]
 	rss := loadgen.Figure{Name: "soak_rss_end", Unit: "MiB", Value: last.RSSMiB, Target: 256,

@@ -32,7 +32,7 @@ func TestFigures(t *testing.T) {
 			ratio:   0.2,
 		},
 		{
-			name:    "issue 19's before: RSS over the target",
+			name:    "a server whose RSS grew with its database",
 			samples: []sample{{RSSMiB: 300, DBMiB: 20, EventsPerSec: 4300}, {RSSMiB: 1200, DBMiB: 244, EventsPerSec: 850}},
 			met:     map[string]bool{"soak_rss_end": false, "soak_db_end": true, "soak_ingest_ratio": false},
 			ratio:   850.0 / 4300,

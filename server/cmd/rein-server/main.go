@@ -34,8 +34,8 @@ const gcPercent = 200
 // defaultMemoryLimit is the Go soft memory limit when neither
 // --memory-limit nor GOMEMLIMIT is set. With a limit, GOGC's headroom is
 // spent only while it fits: the collector runs more often as the heap
-// nears the limit. Issue 19 asks a long-running server to stay within 256
-// MiB of RSS; SQLite's page caches and the WAL index (not Go memory) come
+// nears the limit. A long-running server is held to 256 MiB of RSS (make
+// soak's target); SQLite's page caches and the WAL index (not Go memory) come
 // on top of the limit, 20-30 MiB under make soak, hence 192.
 const defaultMemoryLimit = 192 << 20
 
