@@ -45,6 +45,18 @@ func TestAgentPinsAgree(t *testing.T) {
 		}
 		files = append(files, m...)
 	}
+	// Each package's two patterns, compiled once: pkg@1.2.3 in a doc or
+	// a RUN line, ARG CODEX_VERSION=1.2.3 in a Dockerfile.
+	type pin struct {
+		pkg, v, want string
+		mention, arg *regexp.Regexp
+	}
+	var pins []pin
+	for pkg, v := range pkgVar {
+		pins = append(pins, pin{pkg, v, vars[v],
+			regexp.MustCompile(regexp.QuoteMeta(pkg) + `@([0-9][0-9A-Za-z.+-]*)`),
+			regexp.MustCompile(`^ARG\s+` + v + `=(\S+)`)})
+	}
 	checked := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -52,20 +64,17 @@ func TestAgentPinsAgree(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, line := range strings.Split(string(b), "\n") {
-			for pkg, v := range pkgVar {
-				want := vars[v]
-				// pkg@1.2.3 in a doc or a RUN line.
-				for _, m := range regexp.MustCompile(regexp.QuoteMeta(pkg)+`@([0-9][0-9A-Za-z.+-]*)`).FindAllStringSubmatch(line, -1) {
+			for _, p := range pins {
+				for _, m := range p.mention.FindAllStringSubmatch(line, -1) {
 					checked++
-					if m[1] != want {
-						t.Errorf("%s:%d: %s@%s; the Makefile installs and tests %s (%s)", f, i+1, pkg, m[1], want, v)
+					if m[1] != p.want {
+						t.Errorf("%s:%d: %s@%s; the Makefile installs and tests %s (%s)", f, i+1, p.pkg, m[1], p.want, p.v)
 					}
 				}
-				// ARG CODEX_VERSION=1.2.3 in a Dockerfile.
-				if m := regexp.MustCompile(`^ARG\s+` + v + `=(\S+)`).FindStringSubmatch(line); m != nil {
+				if m := p.arg.FindStringSubmatch(line); m != nil {
 					checked++
-					if m[1] != want {
-						t.Errorf("%s:%d: ARG %s=%s; the Makefile installs and tests %s", f, i+1, v, m[1], want)
+					if m[1] != p.want {
+						t.Errorf("%s:%d: ARG %s=%s; the Makefile installs and tests %s", f, i+1, p.v, m[1], p.want)
 					}
 				}
 			}
