@@ -167,3 +167,42 @@ func TestStreamPingAndSkip(t *testing.T) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+func (f *fake) ArtifactStream(context.Context, string, int64, bool) (*Stream, error) {
+	return f.stream, f.err
+}
+
+// A stream client dropped for falling behind is logged with the stream
+// and the reason, and with its session only where the route has one: the
+// session list's stream belongs to no session, and an empty session=
+// there sent operators looking for a session that does not exist.
+func TestStreamDropLog(t *testing.T) {
+	for _, tc := range []struct{ path, want, notWant string }{
+		{"/sessions/s1/stream", "session=s1 stream=artifacts reason=overflow", ""},
+		{"/sessions/stream", "stream=sessions reason=overflow", "session="},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := hub.New(1, 0) // room for one message
+				f := &fake{stream: &Stream{Sub: h.Subscribe("s", nil)}}
+				var logs bytes.Buffer
+				a := New(f, slogTo(&logs), Options{PingInterval: time.Minute})
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					a.ServeHTTP(&recorder{hdr: http.Header{}}, httptest.NewRequest("GET", tc.path, nil))
+				}()
+				synctest.Wait()
+				h.Publish("s", &hub.Message{Event: "x", Data: []byte("1")}, &hub.Message{Event: "x", Data: []byte("2")})
+				<-done
+				got := logs.String()
+				if !strings.Contains(got, "dropped a stream client that fell behind") || !strings.Contains(got, tc.want) {
+					t.Fatalf("log %q; want the drop with %q", got, tc.want)
+				}
+				if tc.notWant != "" && strings.Contains(got, tc.notWant) {
+					t.Fatalf("log %q has %q", got, tc.notWant)
+				}
+			})
+		})
+	}
+}

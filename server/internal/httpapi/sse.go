@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -215,10 +216,11 @@ func (s *liveStream) end(err error) {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		reason = "write_timeout"
-		a.log.Warn("dropped a stream client that stopped reading", "session", r.PathValue("id"), "stream", kind, "reason", reason, "writeTimeout", a.opts.WriteTimeout)
+		a.log.LogAttrs(r.Context(), slog.LevelWarn, "dropped a stream client that stopped reading",
+			append(dropAttrs(r, kind, reason), slog.Duration("writeTimeout", a.opts.WriteTimeout))...)
 	case errors.Is(err, hub.ErrOverflow):
 		reason = "overflow"
-		a.log.Warn("dropped a stream client that fell behind", "session", r.PathValue("id"), "stream", kind, "reason", reason)
+		a.log.LogAttrs(r.Context(), slog.LevelWarn, "dropped a stream client that fell behind", dropAttrs(r, kind, reason)...)
 	}
 	if reason != "" && a.opts.Observer != nil {
 		a.opts.Observer.ClientDropped(kind, reason)
@@ -230,6 +232,17 @@ func (s *liveStream) end(err error) {
 	if s.st.Release != nil {
 		s.st.Release()
 	}
+}
+
+// dropAttrs are a dropped stream's log attributes: its session only where
+// the route has one (the session list's and the approvals inbox's streams
+// belong to no session).
+func dropAttrs(r *http.Request, kind, reason string) []slog.Attr {
+	var attrs []slog.Attr
+	if id := r.PathValue("id"); id != "" {
+		attrs = append(attrs, slog.String("session", id))
+	}
+	return append(attrs, slog.String("stream", kind), slog.String("reason", reason))
 }
 
 // replay sends the response header, st.Initial and st.Replay, and
