@@ -7,9 +7,10 @@ import (
 )
 
 // The WAL file is filled out to its full cycle once, at Open. With
-// synchronous=FULL each commit ends in an fdatasync of the WAL, and one
-// after a write past the end of the file also commits ext4's journal for
-// the new size: about twice the sync (server/README.md, Durability). Under
+// synchronous=FULL each commit ends in a sync of the WAL (an fsync: the
+// modernc build of SQLite never calls fdatasync), and one after a write
+// past the end of the file also commits ext4's journal for the new size:
+// about twice the sync (server/README.md, Durability). Under
 // constant ingest the WAL starts over only at the writer's autocheckpoint,
 // 64 MiB on, so every commit until then grew the file. Zeros after the
 // last frame are what a WAL that has started over holds anyway (or stale
