@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
@@ -72,9 +73,7 @@ func TestMetrics(t *testing.T) {
 	srv.Prompt("hello")
 	srv.Wait(t, "turn t1 to end", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
 
-	var m map[string]float64
-	srv.WaitState(t, "every stored event counted and none left queued", func() bool {
-		m = scrape(t, url)
+	m := waitMetrics(t, url, "every stored event counted and none left queued", func(m map[string]float64) bool {
 		return m["rein_agentd_events_accepted_total"] == float64(len(srv.Events())) && m["rein_agentd_queue_depth"] == 0
 	})
 	if n := m[`rein_agentd_post_duration_seconds_count{outcome="error"}`]; n != 1 {
@@ -94,11 +93,30 @@ func TestMetrics(t *testing.T) {
 	}
 
 	srv.DropStreams()
-	srv.WaitState(t, "a reconnect counted", func() bool {
-		m = scrape(t, url)
-		return m["rein_agentd_stream_reconnects_total"] == 1
+	// One scrape reads the two counters one after the other, so it may
+	// hold the reconnect and not yet its connect: wait for both.
+	waitMetrics(t, url, "a reconnect counted, and its connect", func(m map[string]float64) bool {
+		return m["rein_agentd_stream_reconnects_total"] == 1 && m["rein_agentd_stream_connects_total"] == 2
 	})
-	if m["rein_agentd_stream_connects_total"] != 2 {
-		t.Errorf("connects = %v after one reconnect; want 2", m["rein_agentd_stream_connects_total"])
+}
+
+// waitMetrics scrapes url until cond holds for the samples, and returns
+// them; it fails the test after fakeserver.WaitTimeout. It polls: agentd
+// counts a POST's answer or a stream's opening after the fake server
+// has seen the request, so waiting on the fake server's changes
+// (WaitState) can miss the last update for good.
+func waitMetrics(tb testing.TB, url, what string, cond func(map[string]float64) bool) map[string]float64 {
+	tb.Helper()
+	deadline := time.Now().Add(fakeserver.WaitTimeout)
+	for {
+		m := scrape(tb, url)
+		if cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s; last scrape: accepted %v, queued %v, connects %v, reconnects %v", what,
+				m["rein_agentd_events_accepted_total"], m["rein_agentd_queue_depth"], m["rein_agentd_stream_connects_total"], m["rein_agentd_stream_reconnects_total"])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
