@@ -181,10 +181,7 @@ func (s *Subscriber) push(msgs []*Message) bool {
 		added = true
 	}
 	if added {
-		select {
-		case s.wake <- struct{}{}:
-		default: // a wake-up is already pending
-		}
+		s.Wake()
 	}
 	return true
 }
@@ -200,9 +197,21 @@ func (s *Subscriber) end(err error) {
 	s.err = err
 	s.queue, s.bytes = nil, 0
 	close(s.done)
+	s.Wake() // a reader waiting on Ready learns of the end too
 }
 
-// Ready receives a value when messages are waiting; call Take then.
+// Wake makes Ready receive a value even with nothing queued, so one that
+// waits only on Ready can be woken for something else (a timer, its
+// client leaving): it then finds Take empty and looks at what woke it.
+func (s *Subscriber) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Ready receives a value when messages are waiting, when the subscriber
+// has ended, or after Wake; call Take then (and Err, when it is empty).
 func (s *Subscriber) Ready() <-chan struct{} { return s.wake }
 
 // Take removes and returns every queued message, oldest first.

@@ -147,6 +147,42 @@ func TestFilterWakeAndClose(t *testing.T) {
 	late.Close() // idempotent
 }
 
+// A reader that waits on Ready alone (the stream's live loop) is woken by
+// Wake with nothing queued and by the subscriber's end, dropped or
+// closed; either way Take is then empty and Err says which.
+func TestReadyWakesOnWakeAndEnd(t *testing.T) {
+	ready := func(s *Subscriber) bool {
+		select {
+		case <-s.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	h := New(1, 0)
+	s := h.Subscribe("t", nil)
+	if ready(s) {
+		t.Fatal("Ready before anything happened")
+	}
+	s.Wake()
+	s.Wake() // one wake-up pending at most: Wake never blocks
+	if !ready(s) || len(s.Take()) != 0 || s.Err() != nil {
+		t.Fatal("Wake: want one wake-up, nothing queued, no error")
+	}
+	if ready(s) {
+		t.Fatal("a second wake-up after two Wakes")
+	}
+	h.Publish("t", msg(1), msg(2)) // room for one: dropped
+	if !ready(s) || len(s.Take()) != 0 || !errors.Is(s.Err(), ErrOverflow) {
+		t.Fatalf("dropped: want a wake-up, the queue released and ErrOverflow; Err() = %v", s.Err())
+	}
+	c := h.Subscribe("t", nil)
+	c.Close()
+	if !ready(c) || !errors.Is(c.Err(), ErrClosed) {
+		t.Fatalf("closed: want a wake-up and ErrClosed; Err() = %v", c.Err())
+	}
+}
+
 // Wire frames a message once however many subscribers ask, concurrently,
 // and every one of them gets the same bytes.
 func TestWireFramesOnce(t *testing.T) {
