@@ -33,6 +33,21 @@ func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	// pg_terminate_backend only signals each backend: one that has not
+	// ended yet (the writer's) can still commit, and a create answered
+	// 201 then is true. Wait until none is left.
+	for deadline := time.Now().Add(streamDeadline); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, db).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backends of the test's database still there after pg_terminate_backend", n)
+		}
+	}
 	if code, body := c.do("GET", "/healthz", nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("healthz with the database gone: %d %s; want 503", code, body)
 	}
