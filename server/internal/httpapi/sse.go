@@ -117,6 +117,10 @@ type liveStream struct {
 	// subscriber, so live waits on one channel (see live).
 	ping    *time.Timer
 	pingDue atomic.Bool
+	// gone is set when the request's context ends (the client left),
+	// before it wakes the subscriber: live reads a flag per wake rather
+	// than the context's lock.
+	gone atomic.Bool
 }
 
 // startStream opens the stream and sends its replay. It returns nil when
@@ -188,28 +192,33 @@ func (a *API) startStream(w http.ResponseWriter, r *http.Request, open func() (*
 // select).
 func (s *liveStream) live() error {
 	sub := s.st.Sub
-	stop := context.AfterFunc(s.r.Context(), sub.Wake)
+	stop := context.AfterFunc(s.r.Context(), func() {
+		s.gone.Store(true)
+		sub.Wake()
+	})
 	defer stop()
 	for {
 		<-sub.Ready()
-		if msgs := sub.Take(); len(msgs) > 0 {
-			for _, m := range msgs {
-				if m.Seq > 0 && m.Seq <= s.st.After {
-					continue
-				}
-				if err := s.write(m.Wire(frame)); err != nil {
-					return err
-				}
+		msgs := sub.Take()
+		for _, m := range msgs {
+			if m.Seq > 0 && m.Seq <= s.st.After {
+				continue
 			}
-			if err := s.flush(); err != nil {
+			if err := s.write(m.Wire(frame)); err != nil {
 				return err
 			}
 		}
-		if err := s.r.Context().Err(); err != nil {
+		if len(msgs) > 0 {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		} else if err := sub.Err(); err != nil {
+			// Only an empty Take can follow the end: ending releases
+			// the queue (and wakes us again if it came after the Take).
 			return err
 		}
-		if err := sub.Err(); err != nil {
-			return err
+		if s.gone.Load() {
+			return s.r.Context().Err()
 		}
 		if s.pingDue.Swap(false) {
 			// Off the stack: an idle stream only ever pings, and
