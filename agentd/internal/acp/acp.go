@@ -75,7 +75,7 @@ func Serve(ctx context.Context, opts Options) error {
 	// announces permission requests itself, in the order they were read,
 	// before the SDK sees the line.
 	in := &orderedReader{r: bufio.NewReaderSize(opts.Stdout, 64*1024), a: a, rec: rec}
-	conn := acpsdk.NewClientSideConnection(a, &recordingWriter{w: opts.Stdin, rec: rec}, in)
+	conn := acpsdk.NewClientSideConnection(a, &recordingWriter{w: opts.Stdin, rec: rec, prompt: &a.prompt}, in)
 	sdkLog := &gate{}
 	defer sdkLog.close()
 	conn.SetLogger(slog.New(gatedHandler{sdkLog, log.Handler()}))
@@ -111,6 +111,7 @@ func Serve(ctx context.Context, opts Options) error {
 		queue = queue[1:]
 		running = true
 		a.beginTurn(c)
+		a.prompt.begin()
 		wg.Go(func() {
 			resp, err := conn.Prompt(ctx, acpsdk.PromptRequest{SessionId: sid, Prompt: []acpsdk.ContentBlock{acpsdk.TextBlock(c.Text)}})
 			done <- result{resp, err}
@@ -141,6 +142,7 @@ func Serve(ctx context.Context, opts Options) error {
 			}
 		case r := <-done:
 			running = false
+			r.resp, r.err = a.promptOutcome(r.resp, r.err)
 			a.endTurn(r.resp, r.err, conn.Done())
 			startNext()
 		case <-conn.Done():
@@ -149,8 +151,9 @@ func Serve(ctx context.Context, opts Options) error {
 				// If the agent answered it before it went, the turn ended
 				// as it said; otherwise the supervisor reports the exit
 				// and ends the turn.
-				if r := <-done; r.err == nil {
-					a.endTurn(r.resp, nil, conn.Done())
+				r := <-done
+				if resp, err := a.promptOutcome(r.resp, r.err); err == nil {
+					a.endTurn(resp, nil, conn.Done())
 				}
 			}
 			return nil
@@ -190,6 +193,22 @@ type adapter struct {
 	cost, costBase float64
 	// modes are the session modes the agent offers (session/new).
 	modes *acpsdk.SessionModeState
+	// prompt is the answer the ordered reader read to the prompt in
+	// flight (see promptReply).
+	prompt promptReply
+}
+
+// promptOutcome is a prompt call's outcome, with a failed call replaced
+// by the agent's answer when the ordered reader read one (see
+// promptReply).
+func (a *adapter) promptOutcome(resp acpsdk.PromptResponse, err error) (acpsdk.PromptResponse, error) {
+	if err == nil {
+		return resp, nil
+	}
+	if read, ok := a.prompt.take(); ok {
+		return read, nil
+	}
+	return resp, err
 }
 
 // toolState is what the adapter remembers of a tool call in the turn.

@@ -2,6 +2,7 @@ package acp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,6 +112,8 @@ func (o *orderedReader) handle(line []byte) bool {
 		o.a.mu.Lock()
 		o.a.announceLocked(req)
 		o.a.mu.Unlock()
+	case h.Method == "" && len(h.ID) != 0:
+		o.a.prompt.answered(h.ID, line)
 	}
 	return false
 }
@@ -163,13 +166,70 @@ func (r *recorder) writeLocked(dir string, payload any) {
 // recordingWriter records what the SDK writes to the agent: one message
 // per Write, as the SDK writes them.
 type recordingWriter struct {
-	w   io.Writer
-	rec *recorder
+	w      io.Writer
+	rec    *recorder
+	prompt *promptReply
 }
 
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	w.rec.record("to", json.RawMessage(trimEOL(p)))
+	var h head
+	if json.Unmarshal(p, &h) == nil && h.Method == acpsdk.AgentMethodSessionPrompt && len(h.ID) != 0 {
+		w.prompt.sent(h.ID)
+	}
 	return w.w.Write(p)
+}
+
+// promptReply is the agent's answer to the session/prompt in flight, as
+// the ordered reader read it. The SDK can report a prompt whose answer it
+// read as "peer disconnected" when the agent's output ends right after
+// that answer: its waiting call selects at random between the answer and
+// the connection's end. Serve then takes the answer from here, so the turn
+// ends as the agent said rather than as an agent that died mid-turn.
+type promptReply struct {
+	mu     sync.Mutex
+	id     string // the request's JSON-RPC id, compacted
+	result *acpsdk.PromptResponse
+}
+
+// begin forgets the last prompt's answer: a prompt call that fails before
+// its request is written must not take it.
+func (r *promptReply) begin() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.id, r.result = "", nil
+}
+
+// sent notes the id of a session/prompt request the SDK wrote.
+func (r *promptReply) sent(id json.RawMessage) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.id, r.result = string(bytes.TrimSpace(id)), nil
+}
+
+// answered keeps line's result when it answers the prompt in flight.
+func (r *promptReply) answered(id json.RawMessage, line []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.id == "" || string(bytes.TrimSpace(id)) != r.id {
+		return
+	}
+	var msg struct {
+		Result *acpsdk.PromptResponse `json:"result"`
+	}
+	if json.Unmarshal(line, &msg) == nil && msg.Result != nil {
+		r.result = msg.Result
+	}
+}
+
+// take returns the answer read for the prompt in flight, if one was.
+func (r *promptReply) take() (acpsdk.PromptResponse, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.result == nil {
+		return acpsdk.PromptResponse{}, false
+	}
+	return *r.result, true
 }
 
 // gate drops log records once closed: the SDK's goroutines may log after
