@@ -181,7 +181,7 @@ func (l *Log) load() error {
 	default:
 		return fmt.Errorf("read instance id: %w", err)
 	}
-	if l.acked, _, err = l.readInt("acked"); err != nil {
+	if l.acked, err = l.readAcked(); err != nil {
 		// Only costs duplicates: everything left in the log is posted
 		// again, and agentSeqs continue after the reservation.
 		l.log.Warn("outbox: acknowledged position unreadable; posting the whole log again", "err", err)
@@ -778,6 +778,18 @@ func (l *Log) writeFile(name string, data []byte, durable bool) error {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
+}
+
+// readAcked reads the highest acknowledged agentSeq. Open creates
+// "acked" empty and the first acknowledgement writes it, so an empty file
+// is an outbox restarted before the server acknowledged anything: 0, not
+// a file to warn about.
+func (l *Log) readAcked() (int64, error) {
+	if fi, err := os.Stat(filepath.Join(l.dir, "acked")); err == nil && fi.Size() == 0 {
+		return 0, nil
+	}
+	v, _, err := l.readInt("acked")
+	return v, err
 }
 
 func (l *Log) readInt(name string) (int64, bool, error) {

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,43 @@ func TestReopenReplaysWhatWasNotAcked(t *testing.T) {
 	}
 	if got := l.Pending(); got != 0 {
 		t.Fatalf("Pending after acking everything = %d, want 0", got)
+	}
+}
+
+// TestAckedFileBeforeAndAfterTheFirstAck: an outbox reopened before the
+// server acknowledged anything posts its whole log again without a word
+// (Open left "acked" empty), while a garbled "acked" is warned about and
+// costs the same replay.
+func TestAckedFileBeforeAndAfterTheFirstAck(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		acked string // written over "acked" before the reopen; "" leaves it as Open made it
+		warn  bool
+	}{
+		{"never acknowledged", "", false},
+		{"garbled", "12x\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := open(t, dir, 0)
+			appendN(t, l, 3, "x")
+			l.Close()
+			if tc.acked != "" {
+				if err := os.WriteFile(filepath.Join(dir, "acked"), []byte(tc.acked), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logged strings.Builder
+			l, err := Open(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			checkSeqs(t, drain(t, l, 100), 1, 3)
+			if warned := strings.Contains(logged.String(), "unreadable"); warned != tc.warn {
+				t.Fatalf("warned: %v, want %v; log:\n%s", warned, tc.warn, logged.String())
+			}
+		})
 	}
 }
 
