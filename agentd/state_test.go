@@ -3,6 +3,7 @@ package agentd_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,9 +119,14 @@ func TestStateOfAnotherSession(t *testing.T) {
 		name      string
 		createdAt int64
 		applied   bool
+		// slowStream fails the second stream attempt, the first with
+		// the fresh instance: the agent's first events go out before
+		// that instance holds the stream, which the server accepts.
+		slowStream bool
 	}{
-		{"same session", 1000, true},
-		{"created again", 2000, false},
+		{"same session", 1000, true, false},
+		{"created again", 2000, false, false},
+		{"created again, posting before the stream", 2000, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := t.TempDir()
@@ -148,6 +154,14 @@ func TestStateOfAnotherSession(t *testing.T) {
 
 			srv := fakeserver.New(t, "s1")
 			srv.CreatedAt = tc.createdAt
+			if tc.slowStream {
+				srv.StreamFault = func(attempt int) int {
+					if attempt == 2 {
+						return http.StatusServiceUnavailable
+					}
+					return 0
+				}
+			}
 			if tc.applied {
 				// The commands up to the saved cursor, taken before.
 				for range 5 {

@@ -64,8 +64,13 @@ type Server struct {
 	deleted        bool
 	current        string // instance that opened the newest stream
 	retired        map[string]bool
-	openStreams    int
-	dropGen        int
+	// held: every instance that opened a stream. As on rein-server, a
+	// POST is superseded only from an instance that held the stream and
+	// lost it; one that never held it (an agentd posting before its
+	// stream connects) is not.
+	held        map[string]bool
+	openStreams int
+	dropGen     int
 }
 
 // New starts a server for session, closed with tb's cleanup.
@@ -131,6 +136,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	// A newer connection supersedes the older ones.
 	s.current = r.Header.Get(protocol.HeaderInstance)
+	if s.held == nil {
+		s.held = map[string]bool{}
+	}
+	s.held[s.current] = true
 	s.dropGen++
 	gen := s.dropGen
 	s.openStreams++
@@ -196,7 +205,8 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	s.postRequests = append(s.postRequests, r.Clone(r.Context()))
 	fault, delay := s.EventsFault, s.EventsDelay
 	deleted := s.deleted || r.PathValue("id") != s.Session
-	superseded := s.current != "" && r.Header.Get(protocol.HeaderInstance) != s.current
+	inst := r.Header.Get(protocol.HeaderInstance)
+	superseded := inst != s.current && (s.held[inst] || s.retired[inst])
 	s.mu.Unlock()
 	if delay != nil {
 		if d := delay(attempt); d > 0 {
@@ -230,7 +240,6 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, protocol.CodeOf(err), err.Error())
 			return
 		}
-		inst := r.Header.Get(protocol.HeaderInstance)
 		s.mu.Lock()
 		for _, ev := range evs {
 			key := inst + "/" + strconv.FormatInt(ev.AgentSeq, 10)
