@@ -52,10 +52,13 @@ type Server struct {
 	// it. Set it before agentd starts.
 	CreatedAt int64
 
-	mu             sync.Mutex
-	changed        chan struct{} // closed and replaced on every change
-	events         []protocol.Event
-	seen           map[string]bool
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	events  []protocol.Event
+	// maxSeq is each instance's highest stored agentSeq: as on
+	// rein-server, an event at or below it is a duplicate, even one never
+	// stored (an agentd that posted out of order would lose it there).
+	maxSeq         map[string]int64
 	posts          int
 	streamAttempts int
 	streamRequests []*http.Request
@@ -63,7 +66,6 @@ type Server struct {
 	commands       []protocol.Command
 	deleted        bool
 	current        string // instance that opened the newest stream
-	retired        map[string]bool
 	// held: every instance that opened a stream. As on rein-server, a
 	// POST is superseded only from an instance that held the stream and
 	// lost it; one that never held it (an agentd posting before its
@@ -76,7 +78,7 @@ type Server struct {
 // New starts a server for session, closed with tb's cleanup.
 func New(tb testing.TB, session string) *Server {
 	tb.Helper()
-	s := &Server{Session: session, PingEvery: 15 * time.Second, changed: make(chan struct{}), seen: map[string]bool{}}
+	s := &Server{Session: session, PingEvery: 15 * time.Second, changed: make(chan struct{}), maxSeq: map[string]int64{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sessions/{id}/commands", s.stream)
 	mux.HandleFunc("POST /sessions/{id}/events", s.postEvents)
@@ -129,7 +131,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.CodeNotFound, fmt.Sprintf("session %q not found", r.PathValue("id")))
 		return
 	}
-	if s.retired[r.Header.Get(protocol.HeaderInstance)] {
+	// As on rein-server, an instance that held the stream and lost it to
+	// a newer one may not take it back.
+	if inst := r.Header.Get(protocol.HeaderInstance); inst != "" && inst != s.current && s.held[inst] {
 		s.mu.Unlock()
 		writeError(w, protocol.CodeSuperseded, "a newer agentd took over")
 		return
@@ -206,7 +210,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	fault, delay := s.EventsFault, s.EventsDelay
 	deleted := s.deleted || r.PathValue("id") != s.Session
 	inst := r.Header.Get(protocol.HeaderInstance)
-	superseded := inst != s.current && (s.held[inst] || s.retired[inst])
+	superseded := inst != "" && inst != s.current && s.held[inst]
 	s.mu.Unlock()
 	if delay != nil {
 		if d := delay(attempt); d > 0 {
@@ -242,12 +246,13 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		for _, ev := range evs {
-			key := inst + "/" + strconv.FormatInt(ev.AgentSeq, 10)
-			if ev.AgentSeq != 0 && s.seen[key] {
-				acc.Duplicates++
-				continue
+			if ev.AgentSeq > 0 {
+				if ev.AgentSeq <= s.maxSeq[inst] {
+					acc.Duplicates++
+					continue
+				}
+				s.maxSeq[inst] = ev.AgentSeq
 			}
-			s.seen[key] = true
 			s.events = append(s.events, ev)
 			acc.Accepted++
 		}
@@ -295,14 +300,10 @@ func (s *Server) Delete() {
 }
 
 // Supersede makes the server believe another agentd instance opened the
-// stream: the current one's POSTs get 409 superseded.
+// stream: the current one's POSTs and reconnects get 409 superseded.
 func (s *Server) Supersede() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.retired == nil {
-		s.retired = map[string]bool{}
-	}
-	s.retired[s.current] = true
 	s.current = "agentd-newer"
 	s.dropGen++
 	s.notifyLocked()
