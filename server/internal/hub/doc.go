@@ -7,7 +7,7 @@
 // subscriber shares those bytes (Message.Wire). Each subscriber has a
 // bounded queue and a wake-up channel of capacity one: Publish appends
 // under a short lock and signals without blocking. A subscriber whose
-// queue overflows is dropped (its Done channel closes); the client then
+// queue overflows is dropped (Ready wakes it and Err says so); the client then
 // resumes from its Last-Event-ID, so a drop loses nothing. The goroutine
 // that drains a subscriber is the stream's own (the HTTP handler), which
 // the server tracks and waits for.

@@ -80,7 +80,6 @@ type Subscriber struct {
 	filter func(*Message) bool
 
 	wake chan struct{}
-	done chan struct{}
 
 	mu     sync.Mutex
 	queue  []*Message
@@ -93,7 +92,7 @@ type Subscriber struct {
 // messages it wants. Subscribing to a closed hub returns a subscriber that
 // has already ended.
 func (h *Hub) Subscribe(topic string, filter func(*Message) bool) *Subscriber {
-	s := &Subscriber{hub: h, topic: topic, filter: filter, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Subscriber{hub: h, topic: topic, filter: filter, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -196,7 +195,6 @@ func (s *Subscriber) end(err error) {
 	s.ending = true
 	s.err = err
 	s.queue, s.bytes = nil, 0
-	close(s.done)
 	s.Wake() // a reader waiting on Ready learns of the end too
 }
 
@@ -223,11 +221,9 @@ func (s *Subscriber) Take() []*Message {
 	return q
 }
 
-// Done is closed when the subscriber has ended: dropped, its topic closed,
-// the hub closed, or Close called.
-func (s *Subscriber) Done() <-chan struct{} { return s.done }
-
-// Err says why the subscriber ended (nil while it has not).
+// Err says why the subscriber ended (nil while it has not): dropped, its
+// topic closed, the hub closed, or Close called. Ready wakes a reader for
+// the end as for a message.
 func (s *Subscriber) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -24,17 +24,16 @@ func TestStalledSubscriberIsDropped(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			select {
-			case <-reader.Ready():
-				for _, m := range reader.Take() {
-					got = append(got, m.Seq)
-				}
-				if len(got) == n {
-					return
-				}
-			case <-reader.Done():
+		for range reader.Ready() {
+			msgs := reader.Take()
+			if len(msgs) == 0 && reader.Err() != nil {
 				t.Errorf("reader dropped: %v", reader.Err())
+				return
+			}
+			for _, m := range msgs {
+				got = append(got, m.Seq)
+			}
+			if len(got) == n {
 				return
 			}
 		}
@@ -47,9 +46,7 @@ func TestStalledSubscriberIsDropped(t *testing.T) {
 		waitDrained(reader)
 	}
 	wg.Wait()
-	select {
-	case <-stalled.Done():
-	default:
+	if stalled.Err() == nil {
 		t.Fatal("stalled subscriber was not dropped")
 	}
 	if !errors.Is(stalled.Err(), ErrOverflow) {
@@ -74,13 +71,8 @@ func waitDrained(s *Subscriber) {
 		s.mu.Lock()
 		n := len(s.queue)
 		s.mu.Unlock()
-		if n == 0 {
+		if n == 0 || s.Err() != nil {
 			return
-		}
-		select {
-		case <-s.Done():
-			return
-		default:
 		}
 		runtime.Gosched()
 	}
@@ -99,9 +91,7 @@ func TestPublishNeverBlocks(t *testing.T) {
 		h.Publish("t", big)
 	}
 	for i, s := range subs {
-		select {
-		case <-s.Done():
-		default:
+		if s.Err() == nil {
 			t.Fatalf("subscriber %d over its byte bound was not dropped", i)
 		}
 		if q := s.Take(); len(q) != 0 {
@@ -129,18 +119,20 @@ func TestFilterWakeAndClose(t *testing.T) {
 	if got := all.Take(); len(got) != 3 {
 		t.Fatalf("unfiltered subscriber got %d messages; want 3", len(got))
 	}
+	// Ending is synchronous: a subscriber has ended once the call that
+	// ended it returns.
 	h.CloseTopic("s")
-	<-p.Done()
-	<-all.Done()
-	select {
-	case <-other.Done():
+	if p.Err() == nil || all.Err() == nil {
+		t.Fatal("CloseTopic left a subscriber of its topic running")
+	}
+	if other.Err() != nil {
 		t.Fatal("CloseTopic ended another topic's subscriber")
-	default:
 	}
 	h.Close()
-	<-other.Done()
+	if other.Err() == nil {
+		t.Fatal("Close left a subscriber running")
+	}
 	late := h.Subscribe("s", nil)
-	<-late.Done()
 	if !errors.Is(late.Err(), ErrClosed) {
 		t.Fatalf("late.Err() = %v; want ErrClosed", late.Err())
 	}
