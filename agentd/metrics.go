@@ -14,6 +14,8 @@ func newMetrics(up func() *uploader.Uploader, ob *outbox.Log) *metrics.Metrics {
 		Queue:      func() int { return up().Len() },
 		Accepted:   func() int { return up().Stats().Accepted },
 		Duplicates: func() int { return up().Stats().Duplicates },
+		Dropped:    func() int { return up().Stats().Dropped },
+		Cut:        func() int { return up().Stats().Cut },
 	}
 	if ob != nil {
 		g.OutboxBytes = ob.Bytes

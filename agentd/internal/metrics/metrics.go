@@ -38,6 +38,10 @@ type Gauges struct {
 	// Accepted and Duplicates are the events the server stored and the
 	// ones it already had.
 	Accepted, Duplicates func() int
+	// Dropped are the events the server refused one by one (never
+	// stored); Cut the ones agentd cut to fit the protocol's size limits
+	// (stored, marked cut).
+	Dropped, Cut func() int
 }
 
 // postBuckets are the upper bounds of rein_agentd_post_duration_seconds.
@@ -86,6 +90,8 @@ func (m *Metrics) write(w *bufio.Writer) {
 	}
 	e.single("rein_agentd_events_accepted_total", "counter", "Events the server stored.", float64(m.g.Accepted()))
 	e.single("rein_agentd_events_duplicates_total", "counter", "Events the server already had (a retry whose first answer was lost).", float64(m.g.Duplicates()))
+	e.single("rein_agentd_events_dropped_total", "counter", "Events the server refused on their own (invalid or too large) and agentd dropped: missing from the transcript.", float64(m.g.Dropped()))
+	e.single("rein_agentd_events_cut_total", "counter", "Events whose texts agentd cut to fit the protocol's size limits; each cut text says so.", float64(m.g.Cut()))
 	e.single("rein_agentd_stream_connects_total", "counter", "Command stream connections opened (200 from the server).", float64(m.connects.Load()))
 	e.single("rein_agentd_stream_reconnects_total", "counter", "Command stream connections opened after the first: each one follows a lost connection.", float64(m.reconnects.Load()))
 	const post = "rein_agentd_post_duration_seconds"

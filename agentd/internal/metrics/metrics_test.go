@@ -65,6 +65,8 @@ func TestExposition(t *testing.T) {
 		OutboxBytes: func() int64 { return 4096 },
 		Accepted:    func() int { return 120 },
 		Duplicates:  func() int { return 3 },
+		Dropped:     func() int { return 1 },
+		Cut:         func() int { return 4 },
 	})
 	m.Connected()
 	m.Connected()
@@ -83,6 +85,7 @@ func TestExposition(t *testing.T) {
 	}
 	for name, want := range map[string]float64{
 		"rein_agentd_events_accepted_total": 120, "rein_agentd_events_duplicates_total": 3,
+		"rein_agentd_events_dropped_total": 1, "rein_agentd_events_cut_total": 4,
 		"rein_agentd_stream_connects_total": 3, "rein_agentd_stream_reconnects_total": 2,
 	} {
 		if got := value(t, fams, name, dto.MetricType_COUNTER); got != want {
@@ -145,7 +148,7 @@ func TestExposition(t *testing.T) {
 
 // Without an outbox the outbox series is absent, not 0.
 func TestNoOutboxNoSeries(t *testing.T) {
-	m := New(Gauges{Queue: func() int { return 0 }, Accepted: func() int { return 0 }, Duplicates: func() int { return 0 }})
+	m := New(Gauges{Queue: func() int { return 0 }, Accepted: func() int { return 0 }, Duplicates: func() int { return 0 }, Dropped: func() int { return 0 }, Cut: func() int { return 0 }})
 	if f, ok := scrape(t, m)["rein_agentd_outbox_bytes"]; ok {
 		t.Errorf("rein_agentd_outbox_bytes without an outbox: %v", f)
 	}

@@ -106,6 +106,7 @@ type Stats struct {
 	Accepted   int // events the server stored
 	Duplicates int // events the server already had (retries)
 	Dropped    int // events the server refused as invalid, one by one
+	Cut        int // events whose texts agentd cut to fit the size limits (fit.go)
 }
 
 type encodedEvent struct {
@@ -177,6 +178,13 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 	}
 	ev.AgentSeq = 0 // Run (or the outbox) stamps it, in queue order
 	ev.Ts = time.Now().UnixMilli()
+	ev, cuts := fit(ev)
+	if cuts != nil {
+		u.log.Warn("event cut to fit the protocol's size limits", "type", ev.Type, "id", ev.ID, "cut", cuts)
+		u.stats.Lock()
+		u.posted.Cut++
+		u.stats.Unlock()
+	}
 	if u.opts.Outbox != nil {
 		if err := u.opts.Outbox.Append(ctx, ev); err != nil {
 			return fmt.Errorf("enqueue %s: %w", ev.Type, err)
