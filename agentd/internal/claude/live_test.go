@@ -2,6 +2,7 @@ package claude_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"log/slog"
 	"os"
@@ -188,6 +189,49 @@ func TestClaudeTurns(t *testing.T) {
 	}
 	l.turn(t, "todo: plan it")
 	l.finish(t, "turns")
+}
+
+// TestClaudeBigWrite: a Write whose input (the whole file, about 530 KB)
+// is above the protocol's event size reaches the server cut, not dropped:
+// the user sees the permission request and what it writes where, and
+// allowing it writes the whole file.
+func TestClaudeBigWrite(t *testing.T) {
+	l := startLive(t)
+	id := l.srv.Prompt("write the big file")
+	perm := "turn-" + itoa(id) + ":perm-1"
+	l.srv.Wait(t, perm, func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.ID == perm })
+	})
+	l.srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: perm, OptionID: "allow_once"})
+	l.waitEnd(t, "turn-"+itoa(id))
+	if err := l.stop(); err != nil {
+		t.Errorf("agentd.Run: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(l.dir, "big.xml")); err != nil || string(b) != fakemodel.BigFile() {
+		t.Errorf("big.xml: %d bytes, %v; want the %d bytes of fakemodel.BigFile", len(b), err, len(fakemodel.BigFile()))
+	}
+	evs := l.srv.Events()
+	for _, typ := range []protocol.EventType{protocol.EventToolCallStart, protocol.EventPermissionRequested} {
+		var in map[string]string
+		for _, ev := range evs {
+			if ev.Type == typ && ev.Input != nil {
+				in = nil
+				if err := json.Unmarshal(ev.Input, &in); err != nil {
+					t.Errorf("%s input %.200s: %v", typ, ev.Input, err)
+				}
+			}
+		}
+		if !strings.HasSuffix(in["file_path"], "big.xml") || !strings.HasPrefix(in["content"], `<row n="0">a &amp; b</row>`) ||
+			!strings.Contains(in["content"], "\n[cut by agentd: ") {
+			t.Errorf("%s input: file_path %q, content %.60q ... %.60q; want the path, and the content's start marked cut",
+				typ, in["file_path"], in["content"], in["content"][max(0, len(in["content"])-60):])
+		}
+	}
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventToolCallEnd && ev.Status == protocol.ToolCompleted
+	}) {
+		t.Errorf("no completed tool_call_end:\n%s", fakeserver.Format(evs))
+	}
 }
 
 // TestClaudeAbort interrupts a stalled stream and goes on in the same

@@ -144,6 +144,8 @@ func (s *sseWriter) toolUse(id, name string, jsonParts ...string) {
 //
 //	think  thinking, then text
 //	run    text and a Bash call (echo, which Claude Code runs without asking)
+//	big    a Write of big.xml, BigFile() (about 530 KB): its input is
+//	       above the protocol's event size, which agentd must cut to post
 //	write  a Write of note.txt, which needs permission
 //	todo   a TodoWrite
 //	recall "Earlier prompts: " and every user prompt in the request
@@ -219,6 +221,16 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.text("Running it.")
 		s.toolUse(toolID, bash, `{"command": "echo rein`, `-bash-ok", "description": "Print a marker"}`)
 		stop = "tool_use"
+	case strings.Contains(prompt, "big"):
+		content, _ := json.Marshal(BigFile())
+		parts := []string{`{"` + pathKey + `": "big.xml", "content": `}
+		for c := string(content); c != ""; {
+			n := min(len(c), 64<<10)
+			parts = append(parts, c[:n])
+			c = c[n:]
+		}
+		s.toolUse(toolID, write, append(parts, "}")...)
+		stop = "tool_use"
 	case strings.Contains(prompt, "write"):
 		s.toolUse(toolID, write, `{"`+pathKey+`": "note.txt", `, `"content": "hi\n"}`)
 		stop = "tool_use"
@@ -246,6 +258,16 @@ func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.send(map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 12}})
 	s.send(map[string]any{"type": "message_stop"})
+}
+
+// BigFile is the file the "big" prompt writes: about 530 KB of XML, whose
+// '<', '>' and '&' JSON writes as six bytes each.
+func BigFile() string {
+	var b strings.Builder
+	for i := range 16000 {
+		fmt.Fprintf(&b, "<row n=\"%d\">a &amp; b</row>\n", i)
+	}
+	return b.String()
 }
 
 // SleepyArg is the argument of the "sleepy" prompt's sleep: odd enough
