@@ -160,6 +160,26 @@ func TestPromptRoundTrip(t *testing.T) {
 	}
 }
 
+// A prompt the server accepts reaches the agent whatever its text: 256
+// KiB of '<' is 1.5 MiB once JSON has escaped it, which agentd's command
+// stream once refused as too long on every reconnection, so neither it nor
+// any later command was delivered.
+func TestPromptOfEscapedTextIsDelivered(t *testing.T) {
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{})
+	waitStarted(t, srv, 1)
+	srv.Prompt(strings.Repeat("<", protocol.MaxTextLen))
+	srv.Prompt("hello there")
+	srv.Wait(t, "turns t1 and t2 to end", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) && fakeserver.Has(evs, turnCompleted("t2", protocol.StopEndTurn))
+	})
+	if evs := srv.Events(); !fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventUserMessage && ev.Text == "hello there"
+	}) {
+		t.Errorf("no user_message for the second prompt:\n%s", fakeserver.Format(withoutHeartbeats(evs)))
+	}
+}
+
 func TestTokenSentAsBearer(t *testing.T) {
 	srv := fakeserver.New(t, "s1")
 	start(t, srv, agentd.Options{Token: "sekrit"})

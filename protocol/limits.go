@@ -14,6 +14,14 @@ const (
 	MaxBatchEvents = 1000
 	// MaxBodyBytes is the default largest request body the server reads.
 	MaxBodyBytes = 1 << 20
+	// MaxCommandBytes bounds one encoded command, as the command stream
+	// and agentd send it: a prompt's text is at most MaxTextLen bytes,
+	// but JSON may write each of them as a six-byte escape (a control
+	// character; '<', '>' and '&' as Go escapes them), and the rest of a
+	// command is ids and a few short fields. A reader with a smaller
+	// bound would refuse a command the server accepted, on every
+	// reconnection.
+	MaxCommandBytes = 6*MaxTextLen + 64<<10
 	// MaxPlanEntries and MaxPermissionOptions bound list fields.
 	MaxPlanEntries       = 500
 	MaxPermissionOptions = 32

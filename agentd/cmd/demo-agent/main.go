@@ -116,7 +116,7 @@ func (a *agent) emit(ev protocol.Event) {
 // and whether stdin ended (rather than a shutdown command).
 func (a *agent) readCommands(f *os.File) (code int, eof bool) {
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4*protocol.MaxTextLen)
+	sc.Buffer(make([]byte, 64<<10), protocol.MaxCommandBytes+1)
 	for sc.Scan() {
 		var c protocol.Command
 		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {

@@ -33,9 +33,9 @@ const (
 	DefaultHealthyAfter = 10 * time.Second
 )
 
-// maxEventSize bounds one SSE event: a prompt may be MaxTextLen bytes, and
-// JSON escaping can grow it.
-const maxEventSize = 4 * protocol.MaxTextLen
+// maxEventSize bounds one SSE event: one command, and the event's own
+// lines around it.
+const maxEventSize = protocol.MaxCommandBytes + 1<<10
 
 // Options configures a Stream. Server, Session and Instance are required.
 type Options struct {
