@@ -162,3 +162,32 @@ func TestOpenStream(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A line over the reader's bound would come back on every reconnection:
+// following ends with the error instead of retrying for ever.
+func TestStreamEndsOnLineTooLong(t *testing.T) {
+	old := maxEventLine
+	maxEventLine = 64 << 10 // the reader's first buffer: a bound below it would be that size anyway
+	defer func() { maxEventLine = old }()
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("id: 1\nevent: artifact_snapshot\ndata: " + strings.Repeat("x", 128<<10) + "\n\n"))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	retries := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a client that retries for ever stops here
+	defer cancel()
+	err = c.StreamArtifacts(ctx, "s1", StreamOptions{
+		MinBackoff: time.Millisecond, IdleTimeout: time.Second,
+		OnRetry: func(error, time.Duration) { retries++ },
+	}, func(ArtifactEvent) error { return nil })
+	if !errors.Is(err, ErrLineTooLong) || retries != 0 || calls.Load() != 1 {
+		t.Fatalf("err = %v after %d retries, %d connections; want ErrLineTooLong at once", err, retries, calls.Load())
+	}
+}

@@ -2,6 +2,8 @@ package client
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 )
@@ -19,9 +21,17 @@ type EventReader struct {
 	sc *bufio.Scanner
 }
 
-// maxEventLine bounds one SSE line: an artifact snapshot may carry a tool's
-// whole output (up to the server's text limits).
-const maxEventLine = 16 << 20
+// maxEventLine bounds one SSE line. An artifact snapshot is one line and
+// carries a tool's whole output, which grows with every output delta: a
+// command that printed 20 MB makes a 20 MB line, and no per-event limit
+// bounds it, only the session's (--max-session-bytes, 1 GiB by default).
+// The reader's buffer grows only as far as the longest line needs. A var
+// so that a test can reach it.
+var maxEventLine = 1 << 30
+
+// ErrLineTooLong is Next's error for a line over maxEventLine. Every
+// reconnection would replay the same line, so following ends with it.
+var ErrLineTooLong = errors.New("an event stream line is longer than this client reads")
 
 // NewEventReader reads events from r.
 func NewEventReader(r io.Reader) *EventReader {
@@ -60,6 +70,9 @@ func (r *EventReader) Next() (Event, error) {
 		}
 	}
 	if err := r.sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return Event{}, fmt.Errorf("%w (%d bytes)", ErrLineTooLong, maxEventLine)
+		}
 		return Event{}, err
 	}
 	if has {

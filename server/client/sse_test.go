@@ -41,3 +41,15 @@ func TestEventReader(t *testing.T) {
 		})
 	}
 }
+
+// An artifact snapshot is one line as long as the tool's whole output: a
+// command that printed 20 MB. rein watch once gave up on every line over
+// 16 MiB and reconnected for ever.
+func TestEventReaderLongLine(t *testing.T) {
+	data := strings.Repeat("0123456789abcdef", 20<<20/16)
+	r := NewEventReader(strings.NewReader("event: artifact_snapshot\ndata: " + data + "\n\n"))
+	ev, err := r.Next()
+	if err != nil || ev.Name != "artifact_snapshot" || len(ev.Data) != len(data) {
+		t.Fatalf("%q with %d bytes of data, %v; want artifact_snapshot with %d", ev.Name, len(ev.Data), err, len(data))
+	}
+}

@@ -187,7 +187,7 @@ func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, la
 			return ctx.Err()
 		}
 		var ce *Error
-		if errors.As(err, &ce) && ce.Permanent() {
+		if errors.As(err, &ce) && ce.Permanent() || errors.Is(err, ErrLineTooLong) {
 			return err
 		}
 		if healthy {
