@@ -182,10 +182,10 @@ func rawsOf(ev *protocol.Event) []raw {
 }
 
 // cutText cuts valid UTF-8 s to its longest prefix, on a rune boundary,
-// whose size by size, with the marker added, is at most max.
-func cutText(s string, max int, size func(string) int) string {
+// whose size by size, with the marker added, is at most limit.
+func cutText(s string, limit int, size func(string) int) string {
 	marker := cutMarker(len(s))
-	budget := max - size(marker)
+	budget := limit - size(marker)
 	end, used := 0, 0
 	for end < len(s) {
 		_, w := utf8.DecodeRuneInString(s[end:])
