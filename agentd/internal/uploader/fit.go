@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
@@ -30,6 +31,11 @@ import (
 // the largest text, or the largest string inside its largest JSON field,
 // is cut by the excess. A cut text ends with cutMarker, so the transcript
 // says it was cut, and by how much, instead of losing the event.
+//
+// One exception: a final text that replaces what streamed (text_end's and
+// reasoning_end's text, tool_call_end's output) is left out rather than
+// cut when deltas streamed it, since the reducer keeps the streamed text
+// when the final one is empty, and that text is whole.
 
 // fitLimit leaves room for the agentSeq stamped after fitting.
 const fitLimit = protocol.MaxEventBytes - 64
@@ -59,17 +65,18 @@ type raw struct {
 // fit returns ev within the protocol's limits and the fields it cut (nil
 // when it changed nothing a reader would see). Small events, nearly all of
 // them, return at once, unchanged and not encoded.
-func fit(ev protocol.Event) (protocol.Event, []string) {
+// streamed says deltas streamed the event's block or tool call (streams).
+func fit(ev protocol.Event, streamed bool) (protocol.Event, []string) {
 	if rawSize(&ev) <= fastBound && len(ev.Entries) <= protocol.MaxPlanEntries {
 		return ev, nil
 	}
-	return fitLarge(ev)
+	return fitLarge(ev, streamed)
 }
 
 // fitLarge is fit for an event that may break a limit. It is a function
 // of its own so that the pointers it takes into ev do not make every
 // event escape to the heap.
-func fitLarge(ev protocol.Event) (protocol.Event, []string) {
+func fitLarge(ev protocol.Event, streamed bool) (protocol.Event, []string) {
 	// The slices and the agent info are shared with the caller: copy them
 	// before changing any of their strings.
 	ev.Entries = append([]protocol.PlanEntry(nil), ev.Entries...)
@@ -93,6 +100,20 @@ func fitLarge(ev protocol.Event) (protocol.Event, []string) {
 			// lengths it checks.
 			*t.p = validUTF8(*t.p)
 		}
+	}
+	if name, final := finalText(&ev); streamed && final != nil {
+		n := len(*final)
+		over := n > protocol.MaxTextLen
+		if !over {
+			b, err := ev.MarshalJSON()
+			over = err == nil && len(b) > fitLimit
+		}
+		if over {
+			*final = ""
+			cuts = append(cuts, fmt.Sprintf("%s (%d bytes; left out, what streamed stands)", name, n))
+		}
+	}
+	for _, t := range texts {
 		if n := len(*t.p); n > protocol.MaxTextLen {
 			*t.p = cutText(*t.p, protocol.MaxTextLen, func(s string) int { return len(s) })
 			cuts = append(cuts, fmt.Sprintf("%s (%d bytes)", t.name, n))
@@ -133,6 +154,76 @@ func fitLarge(ev protocol.Event) (protocol.Event, []string) {
 		}
 	}
 	return ev, cuts
+}
+
+// finalText is the event's text that replaces what deltas streamed, if
+// it has one.
+func finalText(ev *protocol.Event) (string, *string) {
+	switch ev.Type {
+	case protocol.EventTextEnd, protocol.EventReasoningEnd:
+		return "text", &ev.Text
+	case protocol.EventToolCallEnd:
+		return "output", &ev.Output
+	}
+	return "", nil
+}
+
+// streams remembers the blocks and tool calls whose text or output
+// streamed in deltas, until their end event (or their turn's end, which
+// ends them all). The zero value is ready to use.
+type streams struct {
+	mu  sync.Mutex
+	ids map[streamKey]bool
+}
+
+// streamKey names a stream: its id under its kind (an id may be left out
+// of text and reasoning events; "" then names the open block).
+type streamKey struct {
+	kind protocol.EventType // the delta's type
+	id   string
+}
+
+// keyOf is ev's stream, and whether ev is one of its deltas or its end.
+func keyOf(ev protocol.Event) (key streamKey, delta, end bool) {
+	switch ev.Type {
+	case protocol.EventTextDelta, protocol.EventReasoningDelta, protocol.EventToolOutputDelta:
+		return streamKey{ev.Type, ev.ID}, true, false
+	case protocol.EventTextEnd:
+		return streamKey{protocol.EventTextDelta, ev.ID}, false, true
+	case protocol.EventReasoningEnd:
+		return streamKey{protocol.EventReasoningDelta, ev.ID}, false, true
+	case protocol.EventToolCallEnd:
+		return streamKey{protocol.EventToolOutputDelta, ev.ID}, false, true
+	}
+	return streamKey{}, false, false
+}
+
+// ended notes ev and reports whether it ends a stream that deltas
+// streamed.
+func (s *streams) ended(ev protocol.Event) bool {
+	key, delta, end := keyOf(ev)
+	switch {
+	case delta:
+		s.mu.Lock()
+		if !s.ids[key] {
+			if s.ids == nil {
+				s.ids = map[streamKey]bool{}
+			}
+			s.ids[key] = true
+		}
+		s.mu.Unlock()
+	case end:
+		s.mu.Lock()
+		streamed := s.ids[key]
+		delete(s.ids, key)
+		s.mu.Unlock()
+		return streamed
+	case ev.Type == protocol.EventTurnCompleted || ev.Type == protocol.EventAgentExited:
+		s.mu.Lock()
+		clear(s.ids)
+		s.mu.Unlock()
+	}
+	return false
 }
 
 // rawSize is the sum of the event's variable-length parts, unencoded. It

@@ -31,7 +31,7 @@ func TestFitLeavesOrdinaryEventsAlone(t *testing.T) {
 		{Type: protocol.EventPlanUpdated, Entries: []protocol.PlanEntry{{Content: "a", Status: protocol.PlanPending}}},
 		{Type: protocol.EventToolCallEnd, ID: "t2", Status: protocol.ToolCompleted, Output: strings.Repeat("x", protocol.MaxTextLen)},
 	} {
-		got, cuts := fit(ev)
+		got, cuts := fit(ev, false)
 		if cuts != nil || !reflect.DeepEqual(got, ev) {
 			t.Errorf("%s: fit changed it (cuts %v)", ev.Type, cuts)
 		}
@@ -120,7 +120,7 @@ func TestFitEventsTheServerWouldRefuse(t *testing.T) {
 			if err := decodes(c.ev); err == nil {
 				t.Fatal("the server would store this event as it is: not a case for fit")
 			}
-			got, cuts := fit(c.ev)
+			got, cuts := fit(c.ev, false)
 			if len(cuts) == 0 {
 				t.Fatal("fit reported no cut")
 			}
@@ -206,6 +206,66 @@ func BenchmarkFitSmallEvent(b *testing.B) {
 	ev := protocol.Event{Type: protocol.EventTextDelta, ID: "turn-1:msg_01-0", Delta: "a few words ", Ts: 1}
 	b.ReportAllocs()
 	for b.Loop() {
-		fit(ev)
+		fit(ev, false)
+	}
+}
+
+// A final text that deltas streamed is left out rather than cut: the
+// reducer then keeps what streamed, which is whole. One that nothing
+// streamed is cut, keeping its start.
+func TestUploaderKeepsWhatStreamed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeServer{}
+		u := newTest(f, Options{BatchWait: time.Second})
+		stop := run(u)
+		chunk := strings.Repeat("0123456789abcdef\n", 6000) // 102 KB
+		whole := chunk + chunk + chunk
+		evs := []protocol.Event{
+			{Type: protocol.EventToolCallStart, ID: "t1", Name: "shell"},
+			{Type: protocol.EventToolOutputDelta, ID: "t1", Delta: chunk},
+			{Type: protocol.EventToolOutputDelta, ID: "t1", Delta: chunk},
+			{Type: protocol.EventToolOutputDelta, ID: "t1", Delta: chunk},
+			{Type: protocol.EventToolCallEnd, ID: "t1", Status: protocol.ToolCompleted, Output: whole},
+			{Type: protocol.EventToolCallStart, ID: "t2", Name: "Read"},
+			{Type: protocol.EventToolCallEnd, ID: "t2", Status: protocol.ToolCompleted, Output: whole},
+			{Type: protocol.EventTextDelta, ID: "m1", Delta: whole[:200000]},
+			{Type: protocol.EventTextDelta, ID: "m1", Delta: whole[200000:]},
+			{Type: protocol.EventTextEnd, ID: "m1", Text: whole},
+		}
+		for _, ev := range evs {
+			if err := u.Enqueue(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stop(); err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		_, stored, _ := f.snapshot()
+		if len(stored) != len(evs) || u.Stats().Dropped != 0 || u.Stats().Cut != 3 {
+			t.Fatalf("stored %d of %d, dropped %d, cut %d; want all, none, 3", len(stored), len(evs), u.Stats().Dropped, u.Stats().Cut)
+		}
+		if end := stored[4]; end.Output != "" || end.Status != protocol.ToolCompleted {
+			t.Errorf("t1's end: status %s, %d bytes of output; want completed and none (the deltas hold it)", end.Status, len(end.Output))
+		}
+		var streamed string
+		for _, ev := range stored[1:4] {
+			streamed += ev.Delta
+		}
+		if streamed != whole {
+			t.Errorf("t1's deltas hold %d bytes; want the %d streamed", len(streamed), len(whole))
+		}
+		wantCut(t, stored[6].Output, chunk[:1000])
+		if end := stored[9]; end.Text != "" {
+			t.Errorf("m1's end has %d bytes of text; want none (the deltas hold it)", len(end.Text))
+		}
+	})
+}
+
+func BenchmarkStreamsDelta(b *testing.B) {
+	var s streams
+	ev := protocol.Event{Type: protocol.EventTextDelta, ID: "turn-1:msg_01-0", Delta: "a few words "}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.ended(ev)
 	}
 }

@@ -98,6 +98,10 @@ type Uploader struct {
 	carry  *encodedEvent // an event that did not fit the previous batch
 	stats  sync.Mutex    // guards posted
 	posted Stats
+
+	// streamed knows which blocks and tool calls streamed deltas, for
+	// fit (Enqueue, any goroutine).
+	streamed streams
 }
 
 // Stats counts what the uploader has done.
@@ -178,7 +182,7 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 	}
 	ev.AgentSeq = 0 // Run (or the outbox) stamps it, in queue order
 	ev.Ts = time.Now().UnixMilli()
-	ev, cuts := fit(ev)
+	ev, cuts := fit(ev, u.streamed.ended(ev))
 	if cuts != nil {
 		u.log.Warn("event cut to fit the protocol's size limits", "type", ev.Type, "id", ev.ID, "cut", cuts)
 		u.stats.Lock()
