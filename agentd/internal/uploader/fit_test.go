@@ -141,6 +141,25 @@ func TestFitEventsTheServerWouldRefuse(t *testing.T) {
 	}
 }
 
+// upload enqueues evs on an uploader to a fake server, in a synctest
+// bubble, and returns what the server stored and the uploader's counts.
+func upload(t *testing.T, evs []protocol.Event) ([]protocol.Event, Stats) {
+	t.Helper()
+	f := &fakeServer{}
+	u := newTest(f, Options{BatchWait: time.Second})
+	stop := run(u)
+	for _, ev := range evs {
+		if err := u.Enqueue(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	_, stored, _ := f.snapshot()
+	return stored, u.Stats()
+}
+
 // wantCut checks that s keeps prefix and ends saying it was cut.
 func wantCut(t *testing.T, s, prefix string) {
 	t.Helper()
@@ -157,25 +176,13 @@ func wantCut(t *testing.T, s, prefix string) {
 // arrive cut rather than being dropped.
 func TestUploaderStoresOversizedEventsCut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeServer{}
-		u := newTest(f, Options{BatchWait: time.Second})
-		stop := run(u)
 		input, _ := json.Marshal(map[string]string{"file_path": "/w/big.bin", "content": strings.Repeat("\x00", 300<<10)})
 		evs := []protocol.Event{
 			{Type: protocol.EventToolCallStart, ID: "t1", Name: "Write", Input: input},
 			{Type: protocol.EventToolCallEnd, ID: "t1", Status: protocol.ToolCompleted, Output: strings.Repeat("\x00", protocol.MaxTextLen)},
 			{Type: protocol.EventTurnCompleted, TurnID: "turn-1", StopReason: protocol.StopEndTurn},
 		}
-		for _, ev := range evs {
-			if err := u.Enqueue(t.Context(), ev); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := stop(); err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-		_, stored, _ := f.snapshot()
-		st := u.Stats()
+		stored, st := upload(t, evs)
 		if len(stored) != 3 || st.Dropped != 0 || st.Cut != 2 {
 			t.Fatalf("stored %d events, dropped %d, cut %d; want 3, 0, 2", len(stored), st.Dropped, st.Cut)
 		}
@@ -215,9 +222,6 @@ func BenchmarkFitSmallEvent(b *testing.B) {
 // streamed is cut, keeping its start.
 func TestUploaderKeepsWhatStreamed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeServer{}
-		u := newTest(f, Options{BatchWait: time.Second})
-		stop := run(u)
 		chunk := strings.Repeat("0123456789abcdef\n", 6000) // 102 KB
 		whole := chunk + chunk + chunk
 		evs := []protocol.Event{
@@ -232,17 +236,9 @@ func TestUploaderKeepsWhatStreamed(t *testing.T) {
 			{Type: protocol.EventTextDelta, ID: "m1", Delta: whole[200000:]},
 			{Type: protocol.EventTextEnd, ID: "m1", Text: whole},
 		}
-		for _, ev := range evs {
-			if err := u.Enqueue(t.Context(), ev); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := stop(); err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-		_, stored, _ := f.snapshot()
-		if len(stored) != len(evs) || u.Stats().Dropped != 0 || u.Stats().Cut != 3 {
-			t.Fatalf("stored %d of %d, dropped %d, cut %d; want all, none, 3", len(stored), len(evs), u.Stats().Dropped, u.Stats().Cut)
+		stored, st := upload(t, evs)
+		if len(stored) != len(evs) || st.Dropped != 0 || st.Cut != 3 {
+			t.Fatalf("stored %d of %d, dropped %d, cut %d; want all, none, 3", len(stored), len(evs), st.Dropped, st.Cut)
 		}
 		if end := stored[4]; end.Output != "" || end.Status != protocol.ToolCompleted {
 			t.Errorf("t1's end: status %s, %d bytes of output; want completed and none (the deltas hold it)", end.Status, len(end.Output))
