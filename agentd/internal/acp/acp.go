@@ -385,7 +385,7 @@ func (a *adapter) endForcedToolsLocked() {
 	for _, id := range a.toolOrder {
 		if t := a.tools[id]; !t.ended && t.forced != "" {
 			t.ended = true
-			a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: t.forced, Output: clip(t.output)})
+			a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: t.forced, Output: t.output})
 		}
 	}
 }
@@ -580,19 +580,6 @@ func metaOutputDelta(meta map[string]any) string {
 	return s
 }
 
-// clip keeps a tool's output within the protocol's text limit.
-func clip(s string) string {
-	const marker = "\n[output cut by agentd]"
-	if len(s) <= protocol.MaxTextLen {
-		return s
-	}
-	cut := protocol.MaxTextLen - len(marker)
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + marker
-}
-
 // toolUpdate is one ACP tool call report (tool_call, tool_call_update or
 // the tool of a permission request), as optional fields.
 type toolUpdate struct {
@@ -654,7 +641,7 @@ func (a *adapter) updateToolLocked(id string, u toolUpdate) {
 		if t.forced != "" {
 			status = t.forced
 		}
-		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: status, Output: clip(t.output), Result: rawJSON(u.output)})
+		a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: status, Output: t.output, Result: rawJSON(u.output)})
 	}
 }
 

@@ -493,7 +493,7 @@ func (t *translator) user(l *line) {
 		if ts != nil && ts.plan {
 			continue
 		}
-		ev := protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: protocol.ToolCompleted, Output: clip(resultText(cb.Content))}
+		ev := protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: protocol.ToolCompleted, Output: resultText(cb.Content)}
 		if cb.IsError {
 			ev.Status = protocol.ToolFailed
 			switch {
@@ -526,22 +526,6 @@ func resultText(raw json.RawMessage) string {
 	return strings.Join(parts, "\n")
 }
 
-// clip keeps a text within the wire limit; a final output replaces what
-// streamed, so a cut one says so.
-func clip(s string) string {
-	const marker = "\n[output cut by agentd]"
-	if len(s) <= protocol.MaxTextLen {
-		return s
-	}
-	cut := protocol.MaxTextLen - len(marker)
-	for cut > 0 && !isRuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + marker
-}
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
-
 // result ends the turn.
 func (t *translator) result(l *line) {
 	if t.turn == "" {
@@ -557,7 +541,7 @@ func (t *translator) result(l *line) {
 	end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: t.turn, StopReason: t.stopReason(l)}
 	var text string
 	if json.Unmarshal(l.Result, &text) == nil {
-		end.ResultText = clip(text)
+		end.ResultText = text
 	}
 	if end.StopReason == protocol.StopError {
 		end.Error = resultError(l, text)

@@ -184,8 +184,9 @@ func (a *adapter) commandItem(t *turnState, st *itemState, done bool, it item) {
 	if end.Status == protocol.ToolCompleted && it.ExitCode != nil && *it.ExitCode != 0 {
 		end.Status = protocol.ToolFailed
 	}
-	// The final output replaces what streamed: send it only whole.
-	if it.AggregatedOutput != nil && len(*it.AggregatedOutput) <= protocol.MaxTextLen {
+	// The final output replaces what streamed. One over the size limits
+	// is left out (the uploader's fit), so what streamed stands.
+	if it.AggregatedOutput != nil {
 		end.Output = *it.AggregatedOutput
 	}
 	a.emit(end)
@@ -236,10 +237,7 @@ func (a *adapter) fileChange(t *turnState, st *itemState, done bool, it item) {
 				// A move: the file now lives at the new path.
 				ev.Path = *c.Kind.MovePath
 			}
-			if len(ev.Diff) > protocol.MaxTextLen {
-				ev.Diff = ""
-			}
-			a.emit(ev)
+			a.emit(ev) // a diff over the size limits is cut (the uploader's fit)
 		}
 	}
 	a.emit(protocol.Event{Type: protocol.EventToolCallEnd, ID: st.id, Status: status})
