@@ -63,9 +63,9 @@ type raw struct {
 }
 
 // fit returns ev within the protocol's limits and the fields it cut (nil
-// when it changed nothing a reader would see). Small events, nearly all of
-// them, return at once, unchanged and not encoded.
-// streamed says deltas streamed the event's block or tool call (streams).
+// when it changed nothing a reader would see); streamed says deltas
+// streamed the event's block or tool call (streams). Small events, nearly
+// all of them, return at once, unchanged and not encoded.
 func fit(ev protocol.Event, streamed bool) (protocol.Event, []string) {
 	if rawSize(&ev) <= fastBound && len(ev.Entries) <= protocol.MaxPlanEntries {
 		return ev, nil
