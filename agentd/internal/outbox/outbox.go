@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -106,10 +107,17 @@ type Log struct {
 	acked    int64 // highest agentSeq the server acknowledged
 	a        int64 // log offset just past the last acknowledged record
 	freed    chan struct{}
-	turnID   string
-	turnOpen bool
-	cursor   int64
-	hasCur   bool
+	// spaceSince is when a write was first refused for want of space, zero
+	// once the wait is over; warned: the log held nothing unacknowledged
+	// meanwhile, so only others can free space, and that was logged
+	// (space.go).
+	spaceSince   time.Time
+	warned       bool
+	spaceWaiters int // Appends waiting for space
+	turnID       string
+	turnOpen     bool
+	cursor       int64
+	hasCur       bool
 	// session is the createdAt of the server session the state belongs
 	// to (file "session"); hasSess is false until one was saved.
 	session int64
@@ -189,6 +197,12 @@ func (l *Log) load() error {
 	}
 	if l.ackFile, err = os.OpenFile(filepath.Join(l.dir, "acked"), os.O_CREATE|os.O_RDWR, 0o600); err != nil {
 		return fmt.Errorf("open acked: %w", err)
+	}
+	// Written now, at its fixed width, so that the file has its block:
+	// Ack rewrites it in place, and on a full disk the first write to an
+	// empty file would fail, and with it the Ack that frees space.
+	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		l.log.Warn("outbox: acknowledged position not written", "err", err)
 	}
 	if l.reserved, _, err = l.readInt("seq"); err != nil {
 		return err
@@ -424,6 +438,14 @@ func (l *Log) TryAppend(ev protocol.Event) (ok bool, err error) {
 }
 
 func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, error) {
+	waited := false // for space (space.go)
+	defer func() {
+		if waited {
+			l.mu.Lock()
+			l.spaceWaiters--
+			l.mu.Unlock()
+		}
+	}()
 	for {
 		l.mu.Lock()
 		if l.closed {
@@ -432,6 +454,13 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 		}
 		if l.next > l.reserved {
 			if err := l.writeFile("seq", []byte(strconv.FormatInt(l.next+seqBlock-1, 10)+"\n"), true); err != nil {
+				if noSpace(err) {
+					again, werr := l.noRoom(ctx, err, wait, &waited)
+					if again {
+						continue
+					}
+					return false, werr
+				}
 				l.mu.Unlock()
 				return false, fmt.Errorf("reserve agentSeqs: %w", err)
 			}
@@ -461,6 +490,16 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 			}
 		}
 		err = l.write(ev, payload)
+		if noSpace(err) {
+			again, werr := l.noRoom(ctx, err, wait, &waited)
+			if again {
+				continue
+			}
+			return false, werr
+		}
+		if err == nil {
+			l.spaceAgain(waited)
+		}
 		l.mu.Unlock()
 		if err != nil {
 			return false, err
@@ -775,15 +814,15 @@ func (l *Log) writeFile(name string, data []byte, durable bool) error {
 		err = syncDir(l.dir)
 	}
 	if err != nil {
+		_ = os.Remove(tmp) // a full disk leaves no half-written file behind
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
 }
 
-// readAcked reads the highest acknowledged agentSeq. Open creates
-// "acked" empty and the first acknowledgement writes it, so an empty file
-// is an outbox restarted before the server acknowledged anything: 0, not
-// a file to warn about.
+// readAcked reads the highest acknowledged agentSeq. An empty file is
+// one that an outbox from before Open wrote it created, restarted before
+// the server acknowledged anything: 0, not a file to warn about.
 func (l *Log) readAcked() (int64, error) {
 	if fi, err := os.Stat(filepath.Join(l.dir, "acked")); err == nil && fi.Size() == 0 {
 		return 0, nil

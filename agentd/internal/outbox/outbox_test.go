@@ -113,15 +113,16 @@ func TestReopenReplaysWhatWasNotAcked(t *testing.T) {
 
 // TestAckedFileBeforeAndAfterTheFirstAck: an outbox reopened before the
 // server acknowledged anything posts its whole log again without a word
-// (Open left "acked" empty), while a garbled "acked" is warned about and
-// costs the same replay.
+// (Open wrote 0 in "acked"; an older agentd left it empty), while a
+// garbled "acked" is warned about and costs the same replay.
 func TestAckedFileBeforeAndAfterTheFirstAck(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		acked string // written over "acked" before the reopen; "" leaves it as Open made it
+		acked string // written over "acked" before the reopen; "-" leaves it as Open made it
 		warn  bool
 	}{
-		{"never acknowledged", "", false},
+		{"never acknowledged", "-", false},
+		{"empty, from an older agentd", "", false},
 		{"garbled", "12x\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,7 +130,7 @@ func TestAckedFileBeforeAndAfterTheFirstAck(t *testing.T) {
 			l := open(t, dir, 0)
 			appendN(t, l, 3, "x")
 			l.Close()
-			if tc.acked != "" {
+			if tc.acked != "-" {
 				if err := os.WriteFile(filepath.Join(dir, "acked"), []byte(tc.acked), 0o600); err != nil {
 					t.Fatal(err)
 				}

@@ -1,0 +1,147 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// A full disk is a wait, not a failure. The state dir often shares its
+// disk with the agent's work (one container volume), and an agent that
+// fills it, or anything else that does, must not cost the events it
+// writes: returning the error made the adapter stop, the supervisor
+// restart the agent and the uploader's next heartbeat end agentd, with
+// the turn's remaining output lost. Instead Append frees what the server
+// has acknowledged and otherwise waits, as it does at MaxBytes, so the
+// agent blocks on its output until there is room.
+
+// spaceRetry is how often a write refused for want of space is tried
+// again while nothing frees space in the log itself (space freed by
+// others is not announced).
+const spaceRetry = 500 * time.Millisecond
+
+// noSpace reports a write refused for want of space: a full disk or an
+// exhausted quota.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// noRoom handles a write refused for want of space (cause); l.mu is held
+// and is released. It frees what it can and, with wait, waits for space:
+// again means try the write again. *waiting records that the caller is
+// counted in spaceWaiters (the caller uncounts it when it returns).
+func (l *Log) noRoom(ctx context.Context, cause error, wait bool, waiting *bool) (again bool, err error) {
+	if l.spaceSince.IsZero() {
+		l.spaceSince = time.Now()
+	}
+	if l.reclaim() {
+		l.mu.Unlock()
+		return true, nil
+	}
+	// Whatever the server has not acknowledged is freed by its Ack, which
+	// on a small disk is a pause of milliseconds, logged at debug level;
+	// with nothing left to acknowledge, only others can free space.
+	switch {
+	case l.a < l.w:
+		l.log.Debug("outbox: no space left on the state dir's disk; waiting for the server's acknowledgements", "unacknowledged_bytes", l.w-l.a)
+	case !l.warned:
+		l.warned = true
+		l.log.Warn("outbox: no space left on the state dir's disk; the agent's output waits until there is room (nothing is dropped)",
+			"dir", l.dir, "err", cause)
+	}
+	freed := l.freed
+	if wait && !*waiting {
+		*waiting = true
+		l.spaceWaiters++
+	}
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}: // the uploader posts the rest, or reports the wait
+	default:
+	}
+	if !wait {
+		return false, nil
+	}
+	t := time.NewTimer(spaceRetry)
+	defer t.Stop()
+	select {
+	case <-freed:
+	case <-t.C:
+	case <-ctx.Done():
+		return false, fmt.Errorf("outbox: no space left on the state dir's disk (%v): %w", cause, ctx.Err())
+	}
+	return true, nil
+}
+
+// reclaim makes room in the log at once; l.mu is held. Segments are
+// removed once acknowledged, but the active one only after it fills
+// (MaxBytes/8), which a nearly full disk may never allow. So the active
+// segment is rolled: removed now when the server has acknowledged all of
+// it (true: try again), or by the Ack that covers it.
+func (l *Log) reclaim() bool {
+	if l.segs[len(l.segs)-1].size == 0 {
+		return false
+	}
+	if err := l.roll(); err != nil {
+		l.log.Debug("outbox: cannot start a new segment", "err", err)
+		return false
+	}
+	before := len(l.segs)
+	if err := l.compact(); err != nil {
+		l.log.Warn("outbox: acknowledged segments not removed", "err", err)
+		return false
+	}
+	return len(l.segs) < before
+}
+
+// spaceAgain ends a wait for space after a write succeeded; l.mu is held.
+// A write that did not wait ends it only when no Append waits: a small
+// event (a heartbeat) may fit in the room a larger one waits for more of.
+func (l *Log) spaceAgain(waited bool) {
+	if l.spaceSince.IsZero() || (!waited && l.spaceWaiters > 0) {
+		return
+	}
+	if l.warned {
+		l.log.Info("outbox: the state dir's disk has room again; the agent's output resumes", "waited", time.Since(l.spaceSince).Round(time.Millisecond))
+	}
+	l.spaceSince, l.warned = time.Time{}, false
+}
+
+// WaitingForSpace is when Append started waiting for space that only
+// others can free (it found the log holding nothing unacknowledged); zero
+// when it is not waiting. It stays set until the wait is over (spaceAgain),
+// although a small event may be logged meanwhile.
+func (l *Log) WaitingForSpace() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.warned {
+		return time.Time{}
+	}
+	return l.spaceSince
+}
+
+// Unlogged stamps ev with the next agentSeq without writing it, for an
+// event agentd may lose (a heartbeat, a notice that the disk is full)
+// while the disk has no room for it. It is the reader's (like Next): ok is
+// false unless Next has returned everything logged, so that ev, posted
+// now, follows every logged event (the server takes an agentSeq at or
+// below the highest it has for a duplicate), and unless the agentSeq is
+// within the durable reservation.
+func (l *Log) Unlogged(ev protocol.Event) (rec Record, ok bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.r < l.w || l.next > l.reserved {
+		return Record{}, false, nil
+	}
+	ev.AgentSeq = l.next
+	payload, err := ev.MarshalJSON()
+	if err != nil {
+		return Record{}, false, fmt.Errorf("encode %s event: %w", ev.Type, err)
+	}
+	l.next++
+	return Record{Seq: ev.AgentSeq, Data: payload}, true, nil
+}

@@ -1,0 +1,166 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd/internal/fulldisk"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// appendAsync runs Append in the background; its result arrives on the
+// channel.
+func appendAsync(l *Log, ev protocol.Event) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- l.Append(context.Background(), ev) }()
+	return done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestFullDiskFreesWhatWasAcknowledged: the active segment is removed only
+// once it fills (MaxBytes/8, here 512 KiB), which a disk with less room
+// than that never allows. Append on a full disk rolls it and removes what
+// the server has acknowledged, instead of failing (the old outbox failed,
+// and agentd killed the agent and then exited).
+func TestFullDiskFreesWhatWasAcknowledged(t *testing.T) {
+	dir := fulldisk.Mount(t, 1<<20)
+	l := open(t, dir, MinMaxBytes)
+	text := strings.Repeat("x", 1000)
+	appendN(t, l, 200, text) // ~200 KB in the active segment
+	recs := drain(t, l, 1000)
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	fulldisk.Fill(t, dir)
+	select {
+	case err := <-appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: text}):
+		if err != nil {
+			t.Fatalf("Append on a full disk with 200 KB acknowledged = %v, want it to free them and succeed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append on a full disk with 200 KB acknowledged is still waiting: it should free them")
+	}
+	if got := drain(t, l, 10); len(got) != 1 || got[0].Seq != 201 {
+		t.Fatalf("after the full disk, Next = %v, want agentSeq 201", seqs(got))
+	}
+	if b := l.Bytes(); b > 2000 {
+		t.Errorf("log holds %d bytes, want only the new event's", b)
+	}
+}
+
+// TestFullDiskWaitsForAcknowledgements: with the disk full of events the
+// server has not acknowledged yet, Append waits, and the Ack that covers
+// them frees their space.
+func TestFullDiskWaitsForAcknowledgements(t *testing.T) {
+	dir := fulldisk.Mount(t, 1<<20)
+	l := open(t, dir, MinMaxBytes)
+	text := strings.Repeat("y", 1000)
+	appendN(t, l, 200, text)
+	fulldisk.Fill(t, dir)
+	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: text})
+	select {
+	case err := <-done:
+		t.Fatalf("Append on a disk full of unacknowledged events returned %v, want it to wait for their Ack", err)
+	case <-time.After(3 * spaceRetry):
+	}
+	if !l.WaitingForSpace().IsZero() {
+		t.Error("WaitingForSpace is set while the server's Ack can still free space")
+	}
+	recs := drain(t, l, 1000)
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append still waits after the Ack of everything logged")
+	}
+	checkSeqs(t, drain(t, l, 10), 201, 201)
+}
+
+// TestFullDiskWaitsForRoom: when the log holds nothing to free, Append
+// waits for the space others free, and says so (WaitingForSpace); an event
+// agentd may lose can meanwhile be posted without the log, with an
+// agentSeq before the waiting event's. TryAppend does not wait.
+func TestFullDiskWaitsForRoom(t *testing.T) {
+	dir := fulldisk.Mount(t, 1<<20)
+	l := open(t, dir, MinMaxBytes)
+	appendN(t, l, 1, "before")
+	recs := drain(t, l, 10)
+	if err := l.Ack(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	free := fulldisk.Fill(t, dir)
+	// Removing the acknowledged event frees one page, too little for
+	// this one.
+	start := time.Now()
+	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: strings.Repeat("z", 12<<10)})
+	waitFor(t, "WaitingForSpace", func() bool { return !l.WaitingForSpace().IsZero() })
+	if since := l.WaitingForSpace(); since.Before(start) || since.After(time.Now()) {
+		t.Errorf("WaitingForSpace = %v, want after %v", since, start)
+	}
+	freeRest := fulldisk.Fill(t, dir)
+	if ok, err := l.TryAppend(protocol.Event{Type: protocol.EventHeartbeat}); ok || err != nil {
+		t.Fatalf("TryAppend on a full disk = %v, %v; want false, nil", ok, err)
+	}
+	rec, ok, err := l.Unlogged(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, Message: "full"})
+	if err != nil || !ok {
+		t.Fatalf("Unlogged with everything posted = %v, %v; want a record", ok, err)
+	}
+	var ev protocol.Event
+	if err := json.Unmarshal(rec.Data, &ev); err != nil || ev.AgentSeq != rec.Seq || ev.Message != "full" || rec.Seq != 2 {
+		t.Fatalf("Unlogged record %d: %s (%v); want agentSeq 2", rec.Seq, rec.Data, err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Append on a full disk returned %v, want it to wait", err)
+	case <-time.After(2 * spaceRetry):
+	}
+	free()
+	freeRest()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append still waits after the space was freed")
+	}
+	if !l.WaitingForSpace().IsZero() {
+		t.Error("WaitingForSpace still set after a write succeeded")
+	}
+	checkSeqs(t, drain(t, l, 10), 3, 3)
+}
+
+// TestUnloggedOnlyAfterEverythingLogged: an unlogged event posted before a
+// logged one with a lower agentSeq would make the server drop that one as
+// a duplicate, so Unlogged refuses until Next has returned everything.
+func TestUnloggedOnlyAfterEverythingLogged(t *testing.T) {
+	l := open(t, t.TempDir(), 0)
+	appendN(t, l, 2, "logged")
+	if _, ok, err := l.Unlogged(protocol.Event{Type: protocol.EventHeartbeat}); ok || err != nil {
+		t.Fatalf("Unlogged with 2 events not yet read = %v, %v; want false", ok, err)
+	}
+	drain(t, l, 10)
+	rec, ok, err := l.Unlogged(protocol.Event{Type: protocol.EventHeartbeat})
+	if !ok || err != nil || rec.Seq != 3 {
+		t.Fatalf("Unlogged after Next read everything = %d, %v, %v; want agentSeq 3", rec.Seq, ok, err)
+	}
+	appendN(t, l, 1, "after")
+	checkSeqs(t, drain(t, l, 10), 4, 4)
+}
