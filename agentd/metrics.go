@@ -19,6 +19,7 @@ func newMetrics(up func() *uploader.Uploader, ob *outbox.Log) *metrics.Metrics {
 	}
 	if ob != nil {
 		g.OutboxBytes = ob.Bytes
+		g.WaitingForSpace = func() bool { return !ob.WaitingForSpace().IsZero() }
 	}
 	return metrics.New(g)
 }

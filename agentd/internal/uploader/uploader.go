@@ -39,6 +39,10 @@ const maxBatchBytes = protocol.MaxBodyBytes - 4<<10
 // ErrClosed is returned by Enqueue after Close.
 var ErrClosed = errors.New("uploader closed")
 
+// NoticeNoSpace is the code of the notices that the outbox waits for disk
+// space (a warning) and that the wait is over (info).
+const NoticeNoSpace = "agentd_no_space"
+
 // Options configures an Uploader. Server, Session and Instance are required.
 type Options struct {
 	Server   string
@@ -298,6 +302,7 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 	defer stopSync()
 	stop := u.stop
 	closed := false
+	var space time.Time // the wait for space last reported (reportSpace)
 	next := func(n int) ([]outbox.Record, error) {
 		recs, err := ob.Next(n, maxBatchBytes)
 		if err != nil {
@@ -306,6 +311,9 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 		return recs, nil
 	}
 	for {
+		if err := u.reportSpace(ctx, bo, &space); err != nil {
+			return err
+		}
 		recs, err := next(u.opts.BatchMax)
 		if err != nil {
 			return err
@@ -319,8 +327,17 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 			case <-heartbeat:
 				// Skipped when the outbox is full: a backlog is being
 				// posted, which tells the server the sandbox is alive.
-				if _, err := ob.TryAppend(protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()}); err != nil {
+				// When the disk is, there may be no backlog: the
+				// heartbeat then goes without the outbox.
+				hb := protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()}
+				ok, err := ob.TryAppend(hb)
+				if err != nil {
 					return fmt.Errorf("upload events: heartbeat: %w", err)
+				}
+				if !ok && !ob.WaitingForSpace().IsZero() {
+					if _, err := u.postUnlogged(ctx, bo, hb); err != nil {
+						return err
+					}
 				}
 			case <-stop:
 				closed, stop = true, nil
@@ -356,6 +373,50 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 			return fmt.Errorf("upload events: %w", err)
 		}
 	}
+}
+
+// reportSpace tells the session when the outbox waits for disk space that
+// only others can free, and when that wait is over: otherwise the user
+// sees the agent's output stop for no reason. *reported is the wait last
+// reported. The first notice cannot be logged (there is no room), so it is
+// posted without the outbox, once everything logged has been posted.
+func (u *Uploader) reportSpace(ctx context.Context, bo *backoff.ExponentialBackOff, reported *time.Time) error {
+	ob := u.opts.Outbox
+	since := ob.WaitingForSpace()
+	switch {
+	case !since.IsZero() && !since.Equal(*reported):
+		n := protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeNoSpace, Ts: time.Now().UnixMilli(),
+			Message: fmt.Sprintf("agentd: no space left on the disk of its state dir (%s) since %s; the agent's output waits until there is room, and nothing is dropped",
+				ob.Dir(), since.UTC().Format(time.TimeOnly))}
+		ok, err := u.postUnlogged(ctx, bo, n)
+		if err != nil || !ok {
+			return err // not drained: tried again once it is
+		}
+		*reported = since
+	case since.IsZero() && !reported.IsZero():
+		waited := time.Since(*reported).Round(time.Second)
+		*reported = time.Time{}
+		n := protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, NoticeCode: NoticeNoSpace, Ts: time.Now().UnixMilli(),
+			Message: fmt.Sprintf("agentd: its state dir's disk has room again; the agent's output resumed after %s", waited)}
+		if _, err := ob.TryAppend(n); err != nil {
+			return fmt.Errorf("upload events: %w", err)
+		}
+	}
+	return nil
+}
+
+// postUnlogged posts ev, which the outbox has no room for (see
+// outbox.Log.Unlogged). ok is false, and nothing posted, while the outbox
+// holds events to post before it.
+func (u *Uploader) postUnlogged(ctx context.Context, bo *backoff.ExponentialBackOff, ev protocol.Event) (ok bool, err error) {
+	rec, ok, err := u.opts.Outbox.Unlogged(ev)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := u.postBatch(ctx, bo, []encodedEvent{{seq: rec.Seq, data: rec.Data}}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // collect waits for a first event, then gathers more until BatchMax, the

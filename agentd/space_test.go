@@ -1,0 +1,99 @@
+package agentd_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/fulldisk"
+	"github.com/rein-ai/rein/agentd/internal/uploader"
+	"github.com/rein-ai/rein/protocol"
+)
+
+func noSpaceNotice(level protocol.NoticeLevel) func(protocol.Event) bool {
+	return func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventNotice && ev.NoticeCode == uploader.NoticeNoSpace && ev.Level == level
+	}
+}
+
+// TestFullStateDiskHoldsTheAgentsOutput: the state dir's disk fills up
+// (here a 1 MiB tmpfs that a file fills) before a turn that prints 100 KB.
+// The agent's output waits, the session is told why, and once the space
+// is back the whole output arrives and the turn completes. The old agentd
+// stopped the adapter on the first refused write, killed the agent,
+// restarted it in a loop and exited at its next heartbeat, with the
+// turn's output lost.
+func TestFullStateDiskHoldsTheAgentsOutput(t *testing.T) {
+	state := fulldisk.Mount(t, 1<<20)
+	srv := fakeserver.New(t, "s1")
+	addr := freeAddr(t)
+	metrics := "http://" + addr + "/metrics"
+	// Heartbeats are small enough to fit in room the output waits for
+	// more of: they must not end the wait, or the session would be told
+	// "room again" and "no space" over and over.
+	start(t, srv, agentd.Options{StateDir: state, MetricsAddr: addr, HeartbeatInterval: 50 * time.Millisecond})
+	waitStarted(t, srv, 1)
+	free := fulldisk.Fill(t, state)
+	// One line of 100,000 bytes: demo-agent streams it in chunks of 32
+	// KiB, more than the outbox can free by removing what the server
+	// acknowledged, so it waits for space only others can free.
+	const size = 100000
+	srv.Prompt(`run: head -c 100000 /dev/zero | tr '\0' x`)
+	evs := srv.Wait(t, "the notice that the disk is full", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, noSpaceNotice(protocol.LevelWarning))
+	})
+	if fakeserver.Count(evs, protocol.EventTurnCompleted) > 0 {
+		t.Fatalf("the turn completed on a full disk:\n%s", fakeserver.Format(withoutHeartbeats(evs)))
+	}
+	// The disk stays full for ten heartbeats.
+	time.Sleep(500 * time.Millisecond)
+	if m := scrape(t, metrics); m["rein_agentd_outbox_waiting_for_space"] != 1 {
+		t.Errorf("rein_agentd_outbox_waiting_for_space = %v while the disk is full; want 1", m["rein_agentd_outbox_waiting_for_space"])
+	}
+	free()
+	evs = srv.Wait(t, "the turn's end and the notice that the wait is over", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventTurnCompleted) > 0 && fakeserver.Has(evs, noSpaceNotice(protocol.LevelInfo))
+	})
+	var out strings.Builder
+	var last int64
+	warned := -1
+	for i, ev := range evs {
+		if ev.AgentSeq <= last {
+			t.Fatalf("event %d has agentSeq %d after %d\n%s", i, ev.AgentSeq, last, fakeserver.Format(withoutHeartbeats(evs)))
+		}
+		last = ev.AgentSeq
+		if ev.Type == protocol.EventToolOutputDelta {
+			out.WriteString(ev.Delta)
+		}
+		if noSpaceNotice(protocol.LevelWarning)(ev) {
+			warned = i
+			if !strings.Contains(ev.Message, state) {
+				t.Errorf("the notice does not name the state dir %s: %q", state, ev.Message)
+			}
+		}
+	}
+	if out.String() != strings.Repeat("x", size) {
+		t.Fatalf("the tool's output arrived as %d bytes, want the %d printed", out.Len(), size)
+	}
+	if m := scrape(t, metrics); m["rein_agentd_outbox_waiting_for_space"] != 0 {
+		t.Errorf("rein_agentd_outbox_waiting_for_space = %v after the wait; want 0", m["rein_agentd_outbox_waiting_for_space"])
+	}
+	if resumed := slices.IndexFunc(evs, noSpaceNotice(protocol.LevelInfo)); resumed < warned {
+		t.Errorf("the notice that the wait is over (event %d) comes before the warning (event %d)", resumed, warned)
+	}
+	warnings, infos := 0, 0
+	for _, ev := range evs {
+		if noSpaceNotice(protocol.LevelWarning)(ev) {
+			warnings++
+		}
+		if noSpaceNotice(protocol.LevelInfo)(ev) {
+			infos++
+		}
+	}
+	if warnings != 1 || infos != 1 {
+		t.Errorf("%d notices that the disk is full and %d that it has room again; want one of each for one wait", warnings, infos)
+	}
+}
