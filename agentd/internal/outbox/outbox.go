@@ -815,6 +815,9 @@ func (l *Log) writeFile(name string, data []byte, durable bool) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp) // a full disk leaves no half-written file behind
+		if noSpace(err) && rewrite(path, data, durable) == nil {
+			return nil
+		}
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -144,4 +145,38 @@ func (l *Log) Unlogged(ev protocol.Event) (rec Record, ok bool, err error) {
 	}
 	l.next++
 	return Record{Seq: ev.AgentSeq, Data: payload}, true, nil
+}
+
+// rewrite replaces the content of the file at path in place, for
+// writeFile when its new file found no room: the file's own blocks hold
+// these few bytes, so a full disk does not keep the cursor, the open turn
+// or the conversation from being recorded. A stale cursor would have a
+// restarted agentd run a prompt again, and a stale turn close a turn
+// again. Unlike the rename, a power loss in the middle of the write could
+// leave a mix of old and new bytes, so it is the fallback only, and only
+// when the file already has the blocks the data needs (else the write
+// would stop halfway).
+func rewrite(path string, data []byte, durable bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Blocks*512 < int64(len(data)) {
+		return errors.New("no room in the file's own blocks")
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		return err
+	}
+	if durable {
+		return f.Sync()
+	}
+	return nil
 }

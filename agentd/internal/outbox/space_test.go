@@ -164,3 +164,33 @@ func TestUnloggedOnlyAfterEverythingLogged(t *testing.T) {
 	appendN(t, l, 1, "after")
 	checkSeqs(t, drain(t, l, 10), 4, 4)
 }
+
+// TestFullDiskStillRecordsState: the small state files are replaced by
+// writing a new file and renaming it, which needs room; on a full disk
+// they are rewritten in place instead. A cursor left stale would make the
+// next agentd run a prompt whose turn had already started.
+func TestFullDiskStillRecordsState(t *testing.T) {
+	dir := fulldisk.Mount(t, 1<<20)
+	l := open(t, dir, MinMaxBytes)
+	if err := l.SetCursor(9); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetConversation("claude", "conv-1"); err != nil {
+		t.Fatal(err)
+	}
+	fulldisk.Fill(t, dir)
+	if err := l.SetCursor(10); err != nil {
+		t.Fatalf("SetCursor on a full disk: %v", err)
+	}
+	if err := l.SetConversation("claude", "conv-22"); err != nil {
+		t.Fatalf("SetConversation on a full disk: %v", err)
+	}
+	l.Close()
+	l = open(t, dir, MinMaxBytes)
+	if c, ok := l.Cursor(); !ok || c != 10 {
+		t.Errorf("cursor after reopening = %d, %v; want 10", c, ok)
+	}
+	if id, err := l.Conversation("claude"); err != nil || id != "conv-22" {
+		t.Errorf("conversation after reopening = %q, %v; want conv-22", id, err)
+	}
+}
