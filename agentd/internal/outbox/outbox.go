@@ -218,7 +218,15 @@ func (l *Log) load() error {
 		if json.Unmarshal(b, &t) == nil {
 			l.turnID, l.turnOpen = t.TurnID, t.Open && t.TurnID != ""
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	} else if errors.Is(err, fs.ErrNotExist) {
+		// Written now, so that on a full disk writeFile can rewrite it
+		// in place (space.go): once the segment holding a turn_started
+		// is removed, this file is the only record that the turn is
+		// open, and a restart that missed it would not close the turn.
+		if err := l.writeTurn(); err != nil {
+			l.log.Warn("outbox: turn state not saved", "err", err)
+		}
+	} else {
 		return fmt.Errorf("read turn state: %w", err)
 	}
 	return l.recover()

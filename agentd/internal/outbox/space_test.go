@@ -11,6 +11,15 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
+// ackAll acknowledges everything logged.
+func ackAll(t *testing.T, l *Log) {
+	t.Helper()
+	recs := drain(t, l, 1000)
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // appendAsync runs Append in the background; its result arrives on the
 // channel.
 func appendAsync(l *Log, ev protocol.Event) <-chan error {
@@ -178,7 +187,22 @@ func TestFullDiskStillRecordsState(t *testing.T) {
 	if err := l.SetConversation("claude", "conv-1"); err != nil {
 		t.Fatal(err)
 	}
+	appendN(t, l, 1, "acknowledged before the disk fills")
+	ackAll(t, l)
 	fulldisk.Fill(t, dir)
+	// The first turn, on a full disk: once the segment holding its
+	// turn_started is acknowledged and removed, the turn file is the
+	// only record that the turn is open.
+	if err := l.Append(context.Background(), protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t-on-a-full-disk"}); err != nil {
+		t.Fatal(err)
+	}
+	ackAll(t, l)
+	l.mu.Lock()
+	removed := l.reclaim()
+	l.mu.Unlock()
+	if !removed {
+		t.Fatal("the acknowledged turn_started was not removed")
+	}
 	if err := l.SetCursor(10); err != nil {
 		t.Fatalf("SetCursor on a full disk: %v", err)
 	}
@@ -189,6 +213,9 @@ func TestFullDiskStillRecordsState(t *testing.T) {
 	l = open(t, dir, MinMaxBytes)
 	if c, ok := l.Cursor(); !ok || c != 10 {
 		t.Errorf("cursor after reopening = %d, %v; want 10", c, ok)
+	}
+	if id, open := l.OpenTurn(); !open || id != "t-on-a-full-disk" {
+		t.Errorf("open turn after reopening = %q, %v; want t-on-a-full-disk", id, open)
 	}
 	if id, err := l.Conversation("claude"); err != nil || id != "conv-22" {
 		t.Errorf("conversation after reopening = %q, %v; want conv-22", id, err)
