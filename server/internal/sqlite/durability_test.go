@@ -94,8 +94,20 @@ func TestFullDatabase(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "full") {
 		t.Fatalf("commit into a full database: %v; want a full error", err)
 	}
-	if err := s.CheckWrite(ctx); err == nil {
-		t.Fatal("CheckWrite succeeded on a full database")
+	// The server reports an error's root cause (Health): there, the
+	// error names the disk and its free space.
+	root := err
+	for errors.Unwrap(root) != nil {
+		root = errors.Unwrap(root)
+	}
+	dir := filepath.Dir(s.path)
+	for _, want := range []string{"commit 1 ops", "database or disk is full (13)", "the disk holding " + dir + " has ", " free)"} {
+		if !strings.Contains(root.Error(), want) {
+			t.Errorf("root cause %q does not say %q", root, want)
+		}
+	}
+	if err := s.CheckWrite(ctx); err == nil || !strings.Contains(err.Error(), "the disk holding "+dir) {
+		t.Fatalf("CheckWrite on a full database: %v; want a full error naming the disk", err)
 	}
 	if rec, err := s.Session(ctx, "a"); err != nil || rec.ID != "a" {
 		t.Fatalf("read from a full database: %+v, %v", rec, err)
