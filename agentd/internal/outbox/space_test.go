@@ -20,6 +20,19 @@ func ackAll(t *testing.T, l *Log) {
 	}
 }
 
+// appended waits for the Append of appendAsync to return nil.
+func appended(t *testing.T, done <-chan error, waiting string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append still waits " + waiting)
+	}
+}
+
 // appendAsync runs Append in the background; its result arrives on the
 // channel.
 func appendAsync(l *Log, ev protocol.Event) <-chan error {
@@ -48,19 +61,9 @@ func TestFullDiskFreesWhatWasAcknowledged(t *testing.T) {
 	l := open(t, dir, MinMaxBytes)
 	text := strings.Repeat("x", 1000)
 	appendN(t, l, 200, text) // ~200 KB in the active segment
-	recs := drain(t, l, 1000)
-	if err := l.Ack(recs[len(recs)-1]); err != nil {
-		t.Fatal(err)
-	}
+	ackAll(t, l)
 	fulldisk.Fill(t, dir)
-	select {
-	case err := <-appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: text}):
-		if err != nil {
-			t.Fatalf("Append on a full disk with 200 KB acknowledged = %v, want it to free them and succeed", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Append on a full disk with 200 KB acknowledged is still waiting: it should free them")
-	}
+	appended(t, appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: text}), "on a full disk with 200 KB acknowledged: it should free them")
 	if got := drain(t, l, 10); len(got) != 1 || got[0].Seq != 201 {
 		t.Fatalf("after the full disk, Next = %v, want agentSeq 201", seqs(got))
 	}
@@ -87,18 +90,8 @@ func TestFullDiskWaitsForAcknowledgements(t *testing.T) {
 	if !l.WaitingForSpace().IsZero() {
 		t.Error("WaitingForSpace is set while the server's Ack can still free space")
 	}
-	recs := drain(t, l, 1000)
-	if err := l.Ack(recs[len(recs)-1]); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Append still waits after the Ack of everything logged")
-	}
+	ackAll(t, l)
+	appended(t, done, "after the Ack of everything logged")
 	checkSeqs(t, drain(t, l, 10), 201, 201)
 }
 
@@ -110,10 +103,7 @@ func TestFullDiskWaitsForRoom(t *testing.T) {
 	dir := fulldisk.Mount(t, 1<<20)
 	l := open(t, dir, MinMaxBytes)
 	appendN(t, l, 1, "before")
-	recs := drain(t, l, 10)
-	if err := l.Ack(recs[0]); err != nil {
-		t.Fatal(err)
-	}
+	ackAll(t, l)
 	free := fulldisk.Fill(t, dir)
 	// Removing the acknowledged event frees one page, too little for
 	// this one.
@@ -142,14 +132,7 @@ func TestFullDiskWaitsForRoom(t *testing.T) {
 	}
 	free()
 	freeRest()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Append still waits after the space was freed")
-	}
+	appended(t, done, "after the space was freed")
 	if !l.WaitingForSpace().IsZero() {
 		t.Error("WaitingForSpace still set after a write succeeded")
 	}
