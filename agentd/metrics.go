@@ -19,7 +19,7 @@ func newMetrics(up func() *uploader.Uploader, ob *outbox.Log) *metrics.Metrics {
 	}
 	if ob != nil {
 		g.OutboxBytes = ob.Bytes
-		g.WaitingForSpace = func() bool { return !ob.WaitingForSpace().IsZero() }
+		g.OutboxBlocked = func() bool { since, _ := ob.Waiting(); return !since.IsZero() }
 	}
 	return metrics.New(g)
 }

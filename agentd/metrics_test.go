@@ -85,8 +85,8 @@ func TestMetrics(t *testing.T) {
 	if n, ok := m["rein_agentd_outbox_bytes"]; !ok || n <= 0 {
 		t.Errorf("rein_agentd_outbox_bytes = %v (present %v); want the outbox's size", n, ok)
 	}
-	if n, ok := m["rein_agentd_outbox_waiting_for_space"]; !ok || n != 0 {
-		t.Errorf("rein_agentd_outbox_waiting_for_space = %v (present %v); want 0", n, ok)
+	if n, ok := m["rein_agentd_outbox_blocked"]; !ok || n != 0 {
+		t.Errorf("rein_agentd_outbox_blocked = %v (present %v); want 0", n, ok)
 	}
 	if m["rein_agentd_stream_connects_total"] != 1 || m["rein_agentd_stream_reconnects_total"] != 0 {
 		t.Errorf("connects %v, reconnects %v; want 1 and 0", m["rein_agentd_stream_connects_total"], m["rein_agentd_stream_reconnects_total"])

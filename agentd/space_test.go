@@ -50,8 +50,8 @@ func TestFullStateDiskHoldsTheAgentsOutput(t *testing.T) {
 	}
 	// The disk stays full for ten heartbeats.
 	time.Sleep(500 * time.Millisecond)
-	if m := scrape(t, metrics); m["rein_agentd_outbox_waiting_for_space"] != 1 {
-		t.Errorf("rein_agentd_outbox_waiting_for_space = %v while the disk is full; want 1", m["rein_agentd_outbox_waiting_for_space"])
+	if m := scrape(t, metrics); m["rein_agentd_outbox_blocked"] != 1 {
+		t.Errorf("rein_agentd_outbox_blocked = %v while the disk is full; want 1", m["rein_agentd_outbox_blocked"])
 	}
 	free()
 	evs = srv.Wait(t, "the turn's end and the notice that the wait is over", func(evs []protocol.Event) bool {
@@ -78,8 +78,8 @@ func TestFullStateDiskHoldsTheAgentsOutput(t *testing.T) {
 	if out.String() != strings.Repeat("x", size) {
 		t.Fatalf("the tool's output arrived as %d bytes, want the %d printed", out.Len(), size)
 	}
-	if m := scrape(t, metrics); m["rein_agentd_outbox_waiting_for_space"] != 0 {
-		t.Errorf("rein_agentd_outbox_waiting_for_space = %v after the wait; want 0", m["rein_agentd_outbox_waiting_for_space"])
+	if m := scrape(t, metrics); m["rein_agentd_outbox_blocked"] != 0 {
+		t.Errorf("rein_agentd_outbox_blocked = %v after the wait; want 0", m["rein_agentd_outbox_blocked"])
 	}
 	if resumed := slices.IndexFunc(evs, noSpaceNotice(protocol.LevelInfo)); resumed < warned {
 		t.Errorf("the notice that the wait is over (event %d) comes before the warning (event %d)", resumed, warned)
@@ -95,5 +95,40 @@ func TestFullStateDiskHoldsTheAgentsOutput(t *testing.T) {
 	}
 	if warnings != 1 || infos != 1 {
 		t.Errorf("%d notices that the disk is full and %d that it has room again; want one of each for one wait", warnings, infos)
+	}
+}
+
+// TestReadOnlyStateDiskHoldsTheAgent: the state dir's disk turns
+// read-only (ext4 after an error) before a turn. The old agentd stopped
+// the adapter, killed the agent in a loop and exited at its next
+// heartbeat; now the agent's output waits, the session is told why (with
+// the refusal), heartbeats keep it live, the gauge says the outbox is
+// blocked, and a SIGTERM still stops agentd cleanly.
+func TestReadOnlyStateDiskHoldsTheAgent(t *testing.T) {
+	state, fail := fulldisk.Breakable(t)
+	srv := fakeserver.New(t, "s1")
+	addr := freeAddr(t)
+	d := start(t, srv, agentd.Options{StateDir: state, MetricsAddr: addr, HeartbeatInterval: 50 * time.Millisecond})
+	waitStarted(t, srv, 1)
+	fail()
+	srv.Prompt("run: echo never")
+	evs := srv.Wait(t, "the notice that the disk refuses writes", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventNotice && ev.NoticeCode == uploader.NoticeUnwritable && ev.Level == protocol.LevelWarning &&
+				strings.Contains(ev.Message, "read-only file system") && strings.Contains(ev.Message, state)
+		})
+	})
+	if fakeserver.Has(evs, isType(protocol.EventUserMessage)) {
+		t.Fatalf("the prompt's events reached the server though they could not be logged:\n%s", fakeserver.Format(withoutHeartbeats(evs)))
+	}
+	heartbeats := fakeserver.Count(evs, protocol.EventHeartbeat)
+	srv.Wait(t, "heartbeats while the disk refuses writes", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventHeartbeat) >= heartbeats+3
+	})
+	if m := scrape(t, "http://"+addr+"/metrics"); m["rein_agentd_outbox_blocked"] != 1 {
+		t.Errorf("rein_agentd_outbox_blocked = %v; want 1", m["rein_agentd_outbox_blocked"])
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("agentd stopped on a read-only state disk with %v; want a clean stop", err)
 	}
 }

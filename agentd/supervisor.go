@@ -248,6 +248,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 		}
 		stop = true
 		r.cancelled = true
+		// An event the state dir's disk refuses can no longer wait for
+		// it: the adapter would hold the run open, and agentd with it.
+		s.up.StopWaiting()
 		s.forward(r, protocol.Command{Type: protocol.CommandShutdown})
 		arm(&escalation{signals: []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}}, s.opts.ShutdownGrace)
 	}

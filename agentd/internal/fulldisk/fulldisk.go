@@ -1,13 +1,13 @@
-// Package fulldisk gives tests a real filesystem that runs out of space:
-// a small tmpfs, mounted for the test, and a file that fills it. The
-// kernel then refuses writes with ENOSPC as a full disk does, which no
-// stand-in for the file system would show as faithfully (a write that is
-// cut short, a rename that fails, space that returns when a file goes).
+// Package fulldisk gives tests a real filesystem that misbehaves as disks
+// do: a small tmpfs that a file fills (writes fail with ENOSPC), and an
+// ext4 image that turns read-only as after a disk error (EROFS). No
+// stand-in for the file system would show as faithfully what the kernel
+// does then (a write cut short, a rename that fails, space that returns
+// when a file goes, files open for writing that stop taking writes).
 package fulldisk
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -62,15 +62,26 @@ func Fill(tb testing.TB, dir string) (free func()) {
 	}
 }
 
-// Full reports whether a write of one block to dir fails with ENOSPC.
-func Full(tb testing.TB, dir string) bool {
+// Breakable mounts a small ext4 filesystem (an image on a loop device,
+// mounted errors=remount-ro) for the test and returns its directory and
+// the function that makes it fail as a disk does: ext4 records an error
+// and remounts itself read-only, and every write after that fails with
+// EROFS, files open for writing included. It needs root, losetup and
+// mkfs.ext4 on Linux: elsewhere the test is skipped and says why, but on
+// CI it fails.
+func Breakable(tb testing.TB) (dir string, fail func()) {
 	tb.Helper()
-	f, err := os.CreateTemp(dir, "probe-")
+	dir, dev, err := breakable(tb)
 	if err != nil {
-		return errors.Is(err, syscall.ENOSPC)
+		msg := "cannot mount an ext4 image to break (needs root, losetup and mkfs.ext4 on Linux): " + err.Error()
+		if os.Getenv("CI") != "" {
+			tb.Fatal(msg)
+		}
+		tb.Skip("SKIP " + msg)
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	_, err = io.WriteString(f, string(make([]byte, 4<<10)))
-	return errors.Is(err, syscall.ENOSPC)
+	return dir, func() {
+		if err := failExt4(dev); err != nil {
+			tb.Fatalf("break %s: %v", dir, err)
+		}
+	}
 }

@@ -35,9 +35,10 @@ type Gauges struct {
 	// OutboxBytes is the size of the outbox on disk (outbox.Log.Bytes);
 	// nil without an outbox (the series is then absent).
 	OutboxBytes func() int64
-	// WaitingForSpace reports that the outbox waits for disk space only
-	// others can free (outbox.Log.WaitingForSpace); nil without an outbox.
-	WaitingForSpace func() bool
+	// OutboxBlocked reports that the outbox waits for a write only others
+	// can let through: disk space, or a disk that takes writes again
+	// (outbox.Log.Waiting); nil without an outbox.
+	OutboxBlocked func() bool
 	// Accepted and Duplicates are the events the server stored and the
 	// ones it already had.
 	Accepted, Duplicates func() int
@@ -91,12 +92,12 @@ func (m *Metrics) write(w *bufio.Writer) {
 	if m.g.OutboxBytes != nil {
 		e.single("rein_agentd_outbox_bytes", "gauge", "Bytes of the outbox on disk (unacknowledged events plus acknowledged ones not yet compacted); at --outbox-max-bytes the agent's output waits.", float64(m.g.OutboxBytes()))
 	}
-	if m.g.WaitingForSpace != nil {
-		waiting := 0.0
-		if m.g.WaitingForSpace() {
-			waiting = 1
+	if m.g.OutboxBlocked != nil {
+		blocked := 0.0
+		if m.g.OutboxBlocked() {
+			blocked = 1
 		}
-		e.single("rein_agentd_outbox_waiting_for_space", "gauge", "1 while the state dir's disk is full and the agent's output waits for room that only others can free; 0 otherwise.", waiting)
+		e.single("rein_agentd_outbox_blocked", "gauge", "1 while the state dir's disk is full (or refuses writes) and the agent's output waits for room (or for the disk) that only others can give; 0 otherwise.", blocked)
 	}
 	e.single("rein_agentd_events_accepted_total", "counter", "Events the server stored.", float64(m.g.Accepted()))
 	e.single("rein_agentd_events_duplicates_total", "counter", "Events the server already had (a retry whose first answer was lost).", float64(m.g.Duplicates()))

@@ -61,13 +61,13 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, typ dto
 func TestExposition(t *testing.T) {
 	queue := 7
 	m := New(Gauges{
-		Queue:           func() int { return queue },
-		OutboxBytes:     func() int64 { return 4096 },
-		WaitingForSpace: func() bool { return true },
-		Accepted:        func() int { return 120 },
-		Duplicates:      func() int { return 3 },
-		Dropped:         func() int { return 1 },
-		Cut:             func() int { return 4 },
+		Queue:         func() int { return queue },
+		OutboxBytes:   func() int64 { return 4096 },
+		OutboxBlocked: func() bool { return true },
+		Accepted:      func() int { return 120 },
+		Duplicates:    func() int { return 3 },
+		Dropped:       func() int { return 1 },
+		Cut:           func() int { return 4 },
 	})
 	m.Connected()
 	m.Connected()
@@ -79,7 +79,7 @@ func TestExposition(t *testing.T) {
 	queue = 2
 	fams := scrape(t, m)
 
-	for name, want := range map[string]float64{"rein_agentd_queue_depth": 2, "rein_agentd_outbox_bytes": 4096, "rein_agentd_outbox_waiting_for_space": 1} {
+	for name, want := range map[string]float64{"rein_agentd_queue_depth": 2, "rein_agentd_outbox_bytes": 4096, "rein_agentd_outbox_blocked": 1} {
 		if got := value(t, fams, name, dto.MetricType_GAUGE); got != want {
 			t.Errorf("%s = %v; want %v", name, got, want)
 		}
@@ -150,7 +150,7 @@ func TestExposition(t *testing.T) {
 // Without an outbox the outbox series is absent, not 0.
 func TestNoOutboxNoSeries(t *testing.T) {
 	m := New(Gauges{Queue: func() int { return 0 }, Accepted: func() int { return 0 }, Duplicates: func() int { return 0 }, Dropped: func() int { return 0 }, Cut: func() int { return 0 }})
-	for _, name := range []string{"rein_agentd_outbox_bytes", "rein_agentd_outbox_waiting_for_space"} {
+	for _, name := range []string{"rein_agentd_outbox_bytes", "rein_agentd_outbox_blocked"} {
 		if f, ok := scrape(t, m)[name]; ok {
 			t.Errorf("%s without an outbox: %v", name, f)
 		}

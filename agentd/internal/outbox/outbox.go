@@ -113,11 +113,16 @@ type Log struct {
 	// (space.go).
 	spaceSince   time.Time
 	warned       bool
-	spaceWaiters int // Appends waiting for space
-	turnID       string
-	turnOpen     bool
-	cursor       int64
-	hasCur       bool
+	spaceWaiters int   // Appends waiting for space
+	blockCause   error // the disk's last refusal while waiting
+	// giveUp: refused writes fail instead of waiting (StopWaiting, which
+	// closes stopWaiting).
+	giveUp      bool
+	stopWaiting chan struct{}
+	turnID      string
+	turnOpen    bool
+	cursor      int64
+	hasCur      bool
 	// session is the createdAt of the server session the state belongs
 	// to (file "session"); hasSess is false until one was saved.
 	session int64
@@ -154,7 +159,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	l := &Log{
 		dir: opts.Dir, max: opts.MaxBytes, segBytes: opts.MaxBytes / 8,
-		log: log.With("component", "outbox"), ready: make(chan struct{}, 1), unsynced: make(chan struct{}, 1), freed: make(chan struct{}),
+		log: log.With("component", "outbox"), ready: make(chan struct{}, 1), unsynced: make(chan struct{}, 1), freed: make(chan struct{}), stopWaiting: make(chan struct{}),
 	}
 	lock, err := os.OpenFile(filepath.Join(opts.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -462,7 +467,7 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 		}
 		if l.next > l.reserved {
 			if err := l.writeFile("seq", []byte(strconv.FormatInt(l.next+seqBlock-1, 10)+"\n"), true); err != nil {
-				if noSpace(err) {
+				if refused(err) {
 					again, werr := l.noRoom(ctx, err, wait, &waited)
 					if again {
 						continue
@@ -498,7 +503,7 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 			}
 		}
 		err = l.write(ev, payload)
-		if noSpace(err) {
+		if refused(err) {
 			again, werr := l.noRoom(ctx, err, wait, &waited)
 			if again {
 				continue
@@ -733,9 +738,23 @@ func (l *Log) Ack(rec Record) error {
 	// power loss only replays events the server deduplicates. compact
 	// syncs it before it removes anything.
 	if _, err := l.ackFile.WriteAt(fmt.Appendf(nil, "%020d\n", l.acked), 0); err != nil {
+		if refused(err) {
+			// A disk that refuses writes: the acknowledgement holds in
+			// memory, and a stale file costs only duplicates after a
+			// restart. Nothing can be removed meanwhile.
+			l.log.Debug("outbox: acknowledged position not written", "err", err)
+			return nil
+		}
 		return fmt.Errorf("write acked: %w", err)
 	}
-	return l.compact()
+	if err := l.compact(); err != nil {
+		if refused(err) {
+			l.log.Debug("outbox: acknowledged segments not removed", "err", err)
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 // compact removes leading segments wholly acknowledged, except the active

@@ -20,9 +20,17 @@ import (
 // has acknowledged and otherwise waits, as it does at MaxBytes, so the
 // agent blocks on its output until there is room.
 
-// spaceRetry is how often a write refused for want of space is tried
-// again while nothing frees space in the log itself (space freed by
-// others is not announced).
+//
+// A disk that refuses writes altogether (read-only: ext4 remounts itself
+// so after an error, by default; or failing with EIO) is waited for the
+// same way. It is most likely the agent's disk too, so the agent could
+// not work on it either; the session is told, the events already logged
+// are still read and posted, and nothing is dropped. An operator then
+// repairs the volume or restarts the sandbox on a good one.
+
+// spaceRetry is how often a refused write is tried again while nothing
+// frees space in the log itself (space freed by others, or a disk that
+// accepts writes again, is not announced).
 const spaceRetry = 500 * time.Millisecond
 
 // noSpace reports a write refused for want of space: a full disk or an
@@ -31,13 +39,25 @@ func noSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// noRoom handles a write refused for want of space (cause); l.mu is held
-// and is released. It frees what it can and, with wait, waits for space:
-// again means try the write again. *waiting records that the caller is
-// counted in spaceWaiters (the caller uncounts it when it returns).
+// refused reports a write the disk refuses for now: for want of space, or
+// because it is read-only or failing.
+func refused(err error) bool {
+	return noSpace(err) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EIO)
+}
+
+// noRoom handles a write the disk refused (cause, see refused); l.mu is
+// held and is released. It frees what it can and, with wait, waits for
+// the write to go through: again means try it again. *waiting records
+// that the caller is counted in spaceWaiters (the caller uncounts it when
+// it returns).
 func (l *Log) noRoom(ctx context.Context, cause error, wait bool, waiting *bool) (again bool, err error) {
 	if l.spaceSince.IsZero() {
 		l.spaceSince = time.Now()
+	}
+	l.blockCause = cause
+	if l.giveUp {
+		l.mu.Unlock()
+		return false, fmt.Errorf("outbox: the state dir's disk refused a write and agentd is stopping: %w", cause)
 	}
 	if l.reclaim() {
 		l.mu.Unlock()
@@ -49,9 +69,13 @@ func (l *Log) noRoom(ctx context.Context, cause error, wait bool, waiting *bool)
 	switch {
 	case l.a < l.w:
 		l.log.Debug("outbox: no space left on the state dir's disk; waiting for the server's acknowledgements", "unacknowledged_bytes", l.w-l.a)
-	case !l.warned:
+	case !l.warned && noSpace(cause):
 		l.warned = true
 		l.log.Warn("outbox: no space left on the state dir's disk; the agent's output waits until there is room (nothing is dropped)",
+			"dir", l.dir, "err", cause)
+	case !l.warned:
+		l.warned = true
+		l.log.Error("outbox: the state dir's disk refuses writes; the agent's output waits until it accepts them (nothing is dropped)",
 			"dir", l.dir, "err", cause)
 	}
 	freed := l.freed
@@ -72,8 +96,9 @@ func (l *Log) noRoom(ctx context.Context, cause error, wait bool, waiting *bool)
 	select {
 	case <-freed:
 	case <-t.C:
+	case <-l.stopWaiting: // tried once more, then given up (l.giveUp)
 	case <-ctx.Done():
-		return false, fmt.Errorf("outbox: no space left on the state dir's disk (%v): %w", cause, ctx.Err())
+		return false, fmt.Errorf("outbox: the state dir's disk refused a write (%v): %w", cause, ctx.Err())
 	}
 	return true, nil
 }
@@ -107,23 +132,43 @@ func (l *Log) spaceAgain(waited bool) {
 		return
 	}
 	if l.warned {
-		l.log.Info("outbox: the state dir's disk has room again; the agent's output resumes", "waited", time.Since(l.spaceSince).Round(time.Millisecond))
+		l.log.Info("outbox: the state dir's disk takes writes again; the agent's output resumes", "waited", time.Since(l.spaceSince).Round(time.Millisecond))
 	}
-	l.spaceSince, l.warned = time.Time{}, false
+	l.spaceSince, l.warned, l.blockCause = time.Time{}, false, nil
 }
 
-// WaitingForSpace is when Append started waiting for space that only
-// others can free (it found the log holding nothing unacknowledged); zero
-// when it is not waiting. It stays set until the wait is over (spaceAgain),
-// although a small event may be logged meanwhile.
-func (l *Log) WaitingForSpace() time.Time {
+// Waiting is when Append started waiting for a write that only others
+// can let through (it found the log holding nothing unacknowledged: space
+// others must free, or a disk that refuses writes), and the disk's last
+// refusal; zero and nil when it is not waiting. It stays set until the
+// wait is over (spaceAgain), although a small event may be logged
+// meanwhile.
+func (l *Log) Waiting() (since time.Time, cause error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.warned {
-		return time.Time{}
+		return time.Time{}, nil
 	}
-	return l.spaceSince
+	return l.spaceSince, l.blockCause
 }
+
+// StopWaiting makes Append give up, from now on, on a write the disk
+// refuses, instead of waiting: agentd is stopping, and an event that
+// cannot be logged then has nowhere to wait (the agent is being stopped
+// and its output read to the end). Waiting at MaxBytes is not affected:
+// the uploader still posts what is logged, which frees that.
+func (l *Log) StopWaiting() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.giveUp {
+		l.giveUp = true
+		close(l.stopWaiting)
+	}
+}
+
+// NoSpace reports whether err, a cause from Waiting, is a want of space
+// (rather than a disk that refuses writes).
+func NoSpace(err error) bool { return noSpace(err) }
 
 // Unlogged stamps ev with the next agentSeq without writing it, for an
 // event agentd may lose (a heartbeat, a notice that the disk is full)

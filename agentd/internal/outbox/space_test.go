@@ -3,13 +3,21 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/fulldisk"
 	"github.com/rein-ai/rein/protocol"
 )
+
+// waitingSince is Waiting's time.
+func waitingSince(l *Log) time.Time {
+	since, _ := l.Waiting()
+	return since
+}
 
 // ackAll acknowledges everything logged.
 func ackAll(t *testing.T, l *Log) {
@@ -87,8 +95,8 @@ func TestFullDiskWaitsForAcknowledgements(t *testing.T) {
 		t.Fatalf("Append on a disk full of unacknowledged events returned %v, want it to wait for their Ack", err)
 	case <-time.After(3 * spaceRetry):
 	}
-	if !l.WaitingForSpace().IsZero() {
-		t.Error("WaitingForSpace is set while the server's Ack can still free space")
+	if !waitingSince(l).IsZero() {
+		t.Error("Waiting is set while the server's Ack can still free space")
 	}
 	ackAll(t, l)
 	appended(t, done, "after the Ack of everything logged")
@@ -96,7 +104,7 @@ func TestFullDiskWaitsForAcknowledgements(t *testing.T) {
 }
 
 // TestFullDiskWaitsForRoom: when the log holds nothing to free, Append
-// waits for the space others free, and says so (WaitingForSpace); an event
+// waits for the space others free, and says so (Waiting); an event
 // agentd may lose can meanwhile be posted without the log, with an
 // agentSeq before the waiting event's. TryAppend does not wait.
 func TestFullDiskWaitsForRoom(t *testing.T) {
@@ -109,9 +117,9 @@ func TestFullDiskWaitsForRoom(t *testing.T) {
 	// this one.
 	start := time.Now()
 	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: strings.Repeat("z", 12<<10)})
-	waitFor(t, "WaitingForSpace", func() bool { return !l.WaitingForSpace().IsZero() })
-	if since := l.WaitingForSpace(); since.Before(start) || since.After(time.Now()) {
-		t.Errorf("WaitingForSpace = %v, want after %v", since, start)
+	waitFor(t, "Waiting", func() bool { return !waitingSince(l).IsZero() })
+	if since := waitingSince(l); since.Before(start) || since.After(time.Now()) {
+		t.Errorf("Waiting = %v, want after %v", since, start)
 	}
 	freeRest := fulldisk.Fill(t, dir)
 	if ok, err := l.TryAppend(protocol.Event{Type: protocol.EventHeartbeat}); ok || err != nil {
@@ -133,8 +141,8 @@ func TestFullDiskWaitsForRoom(t *testing.T) {
 	free()
 	freeRest()
 	appended(t, done, "after the space was freed")
-	if !l.WaitingForSpace().IsZero() {
-		t.Error("WaitingForSpace still set after a write succeeded")
+	if !waitingSince(l).IsZero() {
+		t.Error("Waiting still set after a write succeeded")
 	}
 	checkSeqs(t, drain(t, l, 10), 3, 3)
 }
@@ -202,5 +210,59 @@ func TestFullDiskStillRecordsState(t *testing.T) {
 	}
 	if id, err := l.Conversation("claude"); err != nil || id != "conv-22" {
 		t.Errorf("conversation after reopening = %q, %v; want conv-22", id, err)
+	}
+}
+
+// TestReadOnlyDiskWaits: the state dir's disk turns read-only (ext4 after
+// an error). Append waits instead of failing, Waiting names the refusal,
+// the Ack of what was posted before still succeeds (the old Ack failed on
+// its write, and agentd with it), and an event agentd may lose can still
+// be posted without the log. A wait that ctx ends says why.
+func TestReadOnlyDiskWaits(t *testing.T) {
+	dir, fail := fulldisk.Breakable(t)
+	l := open(t, dir, MinMaxBytes)
+	appendN(t, l, 3, "before")
+	recs := drain(t, l, 10)
+	fail()
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatalf("Ack on a read-only disk: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*spaceRetry)
+	defer cancel()
+	err := l.Append(ctx, protocol.Event{Type: protocol.EventTextDelta, Delta: "waits"})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "refused a write") {
+		t.Fatalf("Append on a read-only disk until its deadline = %v; want the deadline, naming the refusal", err)
+	}
+	since, cause := l.Waiting()
+	if since.IsZero() || !errors.Is(cause, syscall.EROFS) || NoSpace(cause) {
+		t.Fatalf("Waiting on a read-only disk = %v, %v; want a wait caused by EROFS", since, cause)
+	}
+	if rec, ok, err := l.Unlogged(protocol.Event{Type: protocol.EventHeartbeat}); !ok || err != nil || rec.Seq != 4 {
+		t.Fatalf("Unlogged on a read-only disk = %d, %v, %v; want agentSeq 4", rec.Seq, ok, err)
+	}
+	if got := drain(t, l, 10); len(got) != 0 {
+		t.Fatalf("Next after refused writes = %v; want nothing", seqs(got))
+	}
+}
+
+// TestStopWaitingEndsTheWait: at shutdown an event the disk refuses has
+// nowhere to wait; StopWaiting ends the wait with an error saying so, and
+// refused writes after it fail at once.
+func TestStopWaitingEndsTheWait(t *testing.T) {
+	dir := fulldisk.Mount(t, 1<<20)
+	l := open(t, dir, MinMaxBytes)
+	fulldisk.Fill(t, dir)
+	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: "waits"})
+	waitFor(t, "the wait", func() bool { return !waitingSince(l).IsZero() })
+	l.StopWaiting()
+	for _, done := range []<-chan error{done, appendAsync(l, protocol.Event{Type: protocol.EventHeartbeat})} {
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "agentd is stopping") {
+				t.Fatalf("Append after StopWaiting = %v; want it to give up, saying why", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Append still waits after StopWaiting")
+		}
 	}
 }

@@ -39,9 +39,13 @@ const maxBatchBytes = protocol.MaxBodyBytes - 4<<10
 // ErrClosed is returned by Enqueue after Close.
 var ErrClosed = errors.New("uploader closed")
 
-// NoticeNoSpace is the code of the notices that the outbox waits for disk
-// space (a warning) and that the wait is over (info).
-const NoticeNoSpace = "agentd_no_space"
+// Codes of the notices that the outbox waits (a warning) and that the
+// wait is over (info): for disk space, or for a disk that refuses writes
+// (read-only, failing).
+const (
+	NoticeNoSpace    = "agentd_no_space"
+	NoticeUnwritable = "agentd_state_unwritable"
+)
 
 // Options configures an Uploader. Server, Session and Instance are required.
 type Options struct {
@@ -207,6 +211,15 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 	}
 }
 
+// StopWaiting has Enqueue give up on an event the outbox's disk refuses
+// (full, read-only) instead of waiting for it: for a shutdown (see
+// outbox.Log.StopWaiting). Without an outbox it does nothing.
+func (u *Uploader) StopWaiting() {
+	if u.opts.Outbox != nil {
+		u.opts.Outbox.StopWaiting()
+	}
+}
+
 // Len is how many events are waiting (not counting a batch in flight); with
 // an outbox, how many the server has not acknowledged.
 func (u *Uploader) Len() int {
@@ -302,7 +315,7 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 	defer stopSync()
 	stop := u.stop
 	closed := false
-	var space time.Time // the wait for space last reported (reportSpace)
+	var space reportedWait // the outbox's wait last reported (reportWait)
 	next := func(n int) ([]outbox.Record, error) {
 		recs, err := ob.Next(n, maxBatchBytes)
 		if err != nil {
@@ -311,7 +324,7 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 		return recs, nil
 	}
 	for {
-		if err := u.reportSpace(ctx, bo, &space); err != nil {
+		if err := u.reportWait(ctx, bo, &space); err != nil {
 			return err
 		}
 		recs, err := next(u.opts.BatchMax)
@@ -334,7 +347,7 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 				if err != nil {
 					return fmt.Errorf("upload events: heartbeat: %w", err)
 				}
-				if !ok && !ob.WaitingForSpace().IsZero() {
+				if since, _ := ob.Waiting(); !ok && !since.IsZero() {
 					if _, err := u.postUnlogged(ctx, bo, hb); err != nil {
 						return err
 					}
@@ -375,29 +388,44 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 	}
 }
 
-// reportSpace tells the session when the outbox waits for disk space that
-// only others can free, and when that wait is over: otherwise the user
-// sees the agent's output stop for no reason. *reported is the wait last
-// reported. The first notice cannot be logged (there is no room), so it is
-// posted without the outbox, once everything logged has been posted.
-func (u *Uploader) reportSpace(ctx context.Context, bo *backoff.ExponentialBackOff, reported *time.Time) error {
+// reportedWait is a wait of the outbox the session was told of: when it
+// began and its notices' code; zero when none is.
+type reportedWait struct {
+	since time.Time
+	code  string
+}
+
+// reportWait tells the session when the outbox waits for a write that
+// only others can let through (space to free, a disk that refuses
+// writes), and when that wait is over: otherwise the user sees the
+// agent's output stop for no reason. *reported is the wait last reported.
+// The first notice cannot be logged, so it is posted without the outbox,
+// once everything logged has been posted.
+func (u *Uploader) reportWait(ctx context.Context, bo *backoff.ExponentialBackOff, reported *reportedWait) error {
 	ob := u.opts.Outbox
-	since := ob.WaitingForSpace()
+	since, cause := ob.Waiting()
 	switch {
-	case !since.IsZero() && !since.Equal(*reported):
+	case !since.IsZero() && !since.Equal(reported.since):
+		at := since.UTC().Format(time.TimeOnly)
 		n := protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeNoSpace, Ts: time.Now().UnixMilli(),
-			Message: fmt.Sprintf("agentd: no space left on the disk of its state dir (%s) since %s; the agent's output waits until there is room, and nothing is dropped",
-				ob.Dir(), since.UTC().Format(time.TimeOnly))}
+			Message: fmt.Sprintf("agentd: no space left on the disk of its state dir (%s) since %s; the agent's output waits until there is room, and nothing is dropped", ob.Dir(), at)}
+		if !outbox.NoSpace(cause) {
+			n.NoticeCode = NoticeUnwritable
+			n.Message = fmt.Sprintf("agentd: the disk of its state dir (%s) refuses writes since %s (%v); the agent's output waits until it takes them again (repair the volume or restart the sandbox on a good one), and nothing is dropped", ob.Dir(), at, cause)
+		}
 		ok, err := u.postUnlogged(ctx, bo, n)
 		if err != nil || !ok {
 			return err // not drained: tried again once it is
 		}
-		*reported = since
-	case since.IsZero() && !reported.IsZero():
-		waited := time.Since(*reported).Round(time.Second)
-		*reported = time.Time{}
-		n := protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, NoticeCode: NoticeNoSpace, Ts: time.Now().UnixMilli(),
+		*reported = reportedWait{since: since, code: n.NoticeCode}
+	case since.IsZero() && !reported.since.IsZero():
+		waited := time.Since(reported.since).Round(time.Second)
+		n := protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, NoticeCode: reported.code, Ts: time.Now().UnixMilli(),
 			Message: fmt.Sprintf("agentd: its state dir's disk has room again; the agent's output resumed after %s", waited)}
+		if reported.code == NoticeUnwritable {
+			n.Message = fmt.Sprintf("agentd: its state dir's disk takes writes again; the agent's output resumed after %s", waited)
+		}
+		*reported = reportedWait{}
 		if _, err := ob.TryAppend(n); err != nil {
 			return fmt.Errorf("upload events: %w", err)
 		}
