@@ -14,7 +14,7 @@ ACP_AGENT := $(TOOLS)/acp-example-agent
 
 export REIN_ACP_AGENT := $(ACP_AGENT)
 
-.PHONY: all test unit e2e test-pg lint build run demo bench soak tools fuzz clean browser-deps pg-deps test-browser web-screenshot web-vendor test-agents test-agent-claude image image-deps test-image static
+.PHONY: all test unit e2e test-pg lint build run demo bench soak tools fuzz clean browser-deps pg-deps test-browser web-screenshot web-vendor disk-deps test-agents test-agent-claude image image-deps test-image static
 
 # The version every binary reports with --version; the Go code defaults to
 # "dev" plus the build info when a build does not set it.
@@ -25,7 +25,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.buildVersion=$(VERSION)
 
 all: lint test
 
-test: tools browser-deps pg-deps image-deps unit e2e test-pg
+test: tools browser-deps pg-deps image-deps disk-deps unit e2e test-pg
 
 unit:
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
@@ -99,6 +99,22 @@ pg-deps:
 	else \
 		echo "warning: PostgreSQL server binaries missing and apt-get is not usable here (needs root on Debian):"; \
 		echo "         the PostgreSQL tests will be skipped (set REIN_PG_BIN to a directory with initdb and postgres)"; \
+	fi
+
+# agentd's tests of a state dir whose disk fails (agentd/internal/fulldisk)
+# mount a tmpfs and an ext4 image on a loop device: they need root, losetup
+# (Debian's mount) and mkfs.ext4 (e2fsprogs). Installed only when missing;
+# where apt-get cannot run this warns and those tests skip saying why (on
+# CI they fail instead).
+disk-deps:
+	@if command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== installing e2fsprogs and mount for the failing-disk tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs mount >/dev/null || \
+			echo "warning: could not install e2fsprogs/mount; the failing-disk tests will be skipped (and fail on CI)"; \
+	else \
+		echo "warning: mkfs.ext4 or losetup missing and apt-get is not usable here (needs root on Debian):"; \
+		echo "         agentd's failing-disk tests will be skipped"; \
 	fi
 
 test-browser: browser-deps
