@@ -57,6 +57,9 @@ func (l *Log) noRoom(ctx context.Context, cause error, wait bool, waiting *bool)
 	l.blockCause = cause
 	if l.giveUp {
 		l.mu.Unlock()
+		if !wait {
+			return false, nil // as any refusal: TryAppend does not wait
+		}
 		return false, fmt.Errorf("outbox: the state dir's disk refused a write and agentd is stopping: %w", cause)
 	}
 	if l.reclaim() {

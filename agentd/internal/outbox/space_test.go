@@ -255,6 +255,9 @@ func TestStopWaitingEndsTheWait(t *testing.T) {
 	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: "waits"})
 	waitFor(t, "the wait", func() bool { return !waitingSince(l).IsZero() })
 	l.StopWaiting()
+	if ok, err := l.TryAppend(protocol.Event{Type: protocol.EventHeartbeat}); ok || err != nil {
+		t.Fatalf("TryAppend after StopWaiting = %v, %v; want false, nil, as for any refusal", ok, err)
+	}
 	for _, done := range []<-chan error{done, appendAsync(l, protocol.Event{Type: protocol.EventHeartbeat})} {
 		select {
 		case err := <-done:
