@@ -107,13 +107,13 @@ type Log struct {
 	acked    int64 // highest agentSeq the server acknowledged
 	a        int64 // log offset just past the last acknowledged record
 	freed    chan struct{}
-	// spaceSince is when a write was first refused for want of space, zero
-	// once the wait is over; warned: the log held nothing unacknowledged
-	// meanwhile, so only others can free space, and that was logged
-	// (space.go).
+	// spaceSince is when the disk first refused a write (for want of
+	// space, or read-only: space.go), zero once the wait is over; warned:
+	// the log held nothing unacknowledged meanwhile, so only others can
+	// let the write through, and that was logged.
 	spaceSince   time.Time
 	warned       bool
-	spaceWaiters int   // Appends waiting for space
+	spaceWaiters int   // Appends waiting on a refused write
 	blockCause   error // the disk's last refusal while waiting
 	// giveUp: refused writes fail instead of waiting (StopWaiting, which
 	// closes stopWaiting).
