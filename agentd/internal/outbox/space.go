@@ -19,7 +19,6 @@ import (
 // the turn's remaining output lost. Instead Append frees what the server
 // has acknowledged and otherwise waits, as it does at MaxBytes, so the
 // agent blocks on its output until there is room.
-
 //
 // A disk that refuses writes altogether (read-only: ext4 remounts itself
 // so after an error, by default; or failing with EIO) is waited for the
