@@ -3,7 +3,9 @@ package sqlite
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"syscall"
 
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -16,22 +18,49 @@ import (
 // error SQLite gives for a full or failing disk (SQLITE_FULL, SQLITE_IOERR
 // and its extended codes) carries the free space of the database's disk.
 
-// diskError is such an error, with the free space of the disk holding dir.
-// It does not unwrap: the server reports an error's root cause (Health),
-// and the root worth reporting is the error with its disk's free space;
-// nothing looks into SQLite's error past it.
+// A disk that turned read-only (ext4 remounts itself so after an error)
+// fails writes with "disk I/O error (778)" while showing free space, so
+// the note says that too: the database's directory no longer takes a new
+// file.
+
+// diskError is such an error, with what is known of the disk holding its
+// database. It does not unwrap: the server reports an error's root cause
+// (Health), and the root worth reporting is the error with its disk's
+// state; nothing looks into SQLite's error past it.
 type diskError struct {
 	msg  string // the whole chain's, operations first
-	dir  string
-	free uint64
+	note string // diskNote's
 }
 
-func (e *diskError) Error() string {
-	return fmt.Sprintf("%s (the disk holding %s has %s free)", e.msg, e.dir, bytesString(e.free))
+func (e *diskError) Error() string { return e.msg + " (" + e.note + ")" }
+
+// diskNote says what is known of the disk holding dir: whether it takes
+// writes (a new file in dir), and its free space; "" when neither can be
+// told.
+func diskNote(dir string) string {
+	var ro string
+	f, err := os.CreateTemp(dir, ".rein-write-check-")
+	switch {
+	case err == nil:
+		f.Close()
+		_ = os.Remove(f.Name())
+	case errors.Is(err, syscall.EROFS):
+		ro = "is read-only"
+	}
+	free, ok := freeSpace(dir)
+	switch {
+	case ok && ro != "":
+		return fmt.Sprintf("the disk holding %s %s, with %s free", dir, ro, bytesString(free))
+	case ok:
+		return fmt.Sprintf("the disk holding %s has %s free", dir, bytesString(free))
+	case ro != "":
+		return fmt.Sprintf("the disk holding %s %s", dir, ro)
+	}
+	return ""
 }
 
-// withDiskSpace adds the free space of the database's disk to err when
-// err is SQLite's for a full or failing disk. It returns other errors (and
+// withDiskSpace adds what is known of the database's disk (diskNote) to
+// err when err is SQLite's for a full or failing disk. It returns other errors (and
 // all errors of an in-memory database) as they are.
 func (s *Store) withDiskSpace(err error) error {
 	var se *sqlite.Error
@@ -41,12 +70,11 @@ func (s *Store) withDiskSpace(err error) error {
 	if code := se.Code() & 0xff; code != sqlite3.SQLITE_FULL && code != sqlite3.SQLITE_IOERR {
 		return err
 	}
-	dir := filepath.Dir(s.path)
-	free, ok := freeSpace(dir)
-	if !ok {
+	note := diskNote(filepath.Dir(s.path))
+	if note == "" {
 		return err
 	}
-	return &diskError{msg: err.Error(), dir: dir, free: free}
+	return &diskError{msg: err.Error(), note: note}
 }
 
 // bytesString writes n in the largest binary unit that keeps it at 1 or
