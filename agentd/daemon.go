@@ -89,6 +89,12 @@ func Run(ctx context.Context, opts Options) error {
 	// post the agent's last events.
 	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer upCancel()
+	// From the shutdown signal on, an event the state dir's disk refuses
+	// no longer waits for it, wherever it was sent from: closing a turn
+	// left open at start, agent_exited between two runs, or a running
+	// agent's output (the supervisor's stop also gives up for the
+	// stops that are not signals).
+	defer context.AfterFunc(ctx, up.StopWaiting)()
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Run(upCtx) }()
 

@@ -1,6 +1,9 @@
 package agentd_test
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
 	"github.com/rein-ai/rein/agentd/internal/fulldisk"
+	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -130,5 +134,50 @@ func TestReadOnlyStateDiskHoldsTheAgent(t *testing.T) {
 	}
 	if err := d.stop(); err != nil {
 		t.Fatalf("agentd stopped on a read-only state disk with %v; want a clean stop", err)
+	}
+}
+
+// TestStopWhileStartingOnAFullDisk: agentd starts on a state dir that
+// leaves a turn open, on a disk already full with nothing of its own to
+// free, so its first event (closing that turn as interrupted) waits for
+// room before any agent runs. A SIGTERM then must still stop it: the
+// wait gave up only in the supervisor's stop of a running agent, and
+// here Run never returned.
+func TestStopWhileStartingOnAFullDisk(t *testing.T) {
+	state := fulldisk.Mount(t, 1<<20)
+	dir := filepath.Join(state, "s1")
+	ob, err := outbox.Open(outbox.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t9", Source: protocol.SourceUser}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ob.Next(10, 1<<20)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("Next = %d records, %v", len(recs), err)
+	}
+	if err := ob.Ack(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	ob.Close()
+	// The server had it all: no segment is left to free.
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	for _, s := range segs {
+		if err := os.Remove(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fulldisk.Fill(t, state)
+	srv := fakeserver.New(t, "s1")
+	d := start(t, srv, agentd.Options{StateDir: state})
+	evs := srv.Wait(t, "the notice that the disk is full", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, noSpaceNotice(protocol.LevelWarning))
+	})
+	if fakeserver.Has(evs, isType(protocol.EventTurnCompleted)) {
+		t.Fatalf("the open turn was closed on a full disk:\n%s", fakeserver.Format(evs))
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("agentd stopped on a full state disk at start with %v; want a clean stop", err)
 	}
 }

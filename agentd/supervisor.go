@@ -250,6 +250,8 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 		r.cancelled = true
 		// An event the state dir's disk refuses can no longer wait for
 		// it: the adapter would hold the run open, and agentd with it.
+		// (A shutdown signal has done this already, in Run; a final
+		// error from the command stream has not.)
 		s.up.StopWaiting()
 		s.forward(r, protocol.Command{Type: protocol.CommandShutdown})
 		arm(&escalation{signals: []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}}, s.opts.ShutdownGrace)
