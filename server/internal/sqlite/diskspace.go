@@ -59,10 +59,10 @@ func diskNote(dir string) string {
 	return ""
 }
 
-// withDiskSpace adds what is known of the database's disk (diskNote) to
+// withDiskNote adds what is known of the database's disk (diskNote) to
 // err when err is SQLite's for a full or failing disk. It returns other errors (and
 // all errors of an in-memory database) as they are.
-func (s *Store) withDiskSpace(err error) error {
+func (s *Store) withDiskNote(err error) error {
 	var se *sqlite.Error
 	if s.memory || !errors.As(err, &se) {
 		return err

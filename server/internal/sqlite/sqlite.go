@@ -289,10 +289,10 @@ func (s *Store) CheckWrite(ctx context.Context) error {
 		return fmt.Errorf("check write: %w", err)
 	}
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO write_probe (body) VALUES (zeroblob(?))`, (min(free, 256)+4)*size); err != nil {
-		return s.withDiskSpace(fmt.Errorf("check write: %w", err))
+		return s.withDiskNote(fmt.Errorf("check write: %w", err))
 	}
 	if _, err := s.w.ExecContext(ctx, `DELETE FROM write_probe`); err != nil {
-		return s.withDiskSpace(fmt.Errorf("check write: clean up: %w", err))
+		return s.withDiskNote(fmt.Errorf("check write: clean up: %w", err))
 	}
 	return nil
 }
@@ -547,7 +547,7 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	defer s.commitMu.Unlock()
 	tx, err := s.w.BeginTxx(ctx, nil)
 	if err != nil {
-		return s.withDiskSpace(fmt.Errorf("commit %d ops: begin: %w", len(ops), err))
+		return s.withDiskNote(fmt.Errorf("commit %d ops: begin: %w", len(ops), err))
 	}
 	// The statements run without ctx's cancellation: given a context that
 	// can end, the driver watches every statement from a goroutine of its
@@ -588,13 +588,13 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 		if err != nil {
 			stmts.close()
 			_ = tx.Rollback()
-			return s.withDiskSpace(fmt.Errorf("commit %d ops: %w", len(ops), err))
+			return s.withDiskNote(fmt.Errorf("commit %d ops: %w", len(ops), err))
 		}
 		i = j
 	}
 	stmts.close()
 	if err := tx.Commit(); err != nil {
-		return s.withDiskSpace(fmt.Errorf("commit %d ops: %w", len(ops), err))
+		return s.withDiskNote(fmt.Errorf("commit %d ops: %w", len(ops), err))
 	}
 	top.committed()
 	if s.ckpt != nil {
