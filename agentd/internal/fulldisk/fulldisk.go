@@ -22,11 +22,7 @@ func Mount(tb testing.TB, size int64) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	if err := mount(dir, size); err != nil {
-		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
-		if os.Getenv("CI") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip("SKIP " + msg)
+		cannot(tb, "cannot mount a tmpfs to fill (needs root on Linux): "+err.Error())
 	}
 	tb.Cleanup(func() {
 		if err := unmount(dir); err != nil {
@@ -34,6 +30,16 @@ func Mount(tb testing.TB, size int64) string {
 		}
 	})
 	return dir
+}
+
+// cannot skips the test, saying why, or fails it on CI (CI set), which
+// must run it.
+func cannot(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Getenv("CI") != "" {
+		tb.Fatal(why)
+	}
+	tb.Skip("SKIP " + why)
 }
 
 // Fill writes a file in dir until the filesystem refuses with ENOSPC and
@@ -73,11 +79,7 @@ func Breakable(tb testing.TB) (dir string, fail func()) {
 	tb.Helper()
 	dir, dev, err := breakable(tb)
 	if err != nil {
-		msg := "cannot mount an ext4 image to break (needs root, losetup and mkfs.ext4 on Linux): " + err.Error()
-		if os.Getenv("CI") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip("SKIP " + msg)
+		cannot(tb, "cannot mount an ext4 image to break (needs root, losetup and mkfs.ext4 on Linux): "+err.Error())
 	}
 	return dir, func() {
 		if err := failExt4(dev); err != nil {
