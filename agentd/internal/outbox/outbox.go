@@ -154,7 +154,7 @@ func Open(opts Options) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+	if err := mkdirDurable(opts.Dir); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	l := &Log{
@@ -815,7 +815,13 @@ func (l *Log) Close() error {
 
 func (l *Log) writeTurn() error {
 	b, _ := json.Marshal(turnFile{TurnID: l.turnID, Open: l.turnOpen})
-	return l.writeFile("turn", b, false)
+	// Durable: once the segments holding a turn's events are
+	// acknowledged and removed, this file is the only record that the
+	// turn is open. Renamed unsynced, the new file could survive a power
+	// loss empty (the rename durable, its data not) and the open turn be
+	// forgotten. Written at a turn's start and end only: two fsyncs a
+	// turn.
+	return l.writeFile("turn", b, true)
 }
 
 // writeFile replaces a small state file atomically (write, rename), with
@@ -874,6 +880,34 @@ func (l *Log) readInt(name string) (int64, bool, error) {
 		return 0, false, fmt.Errorf("read %s: %q is not a non-negative integer", name, strings.TrimSpace(string(b)))
 	}
 	return v, true, nil
+}
+
+// mkdirDurable creates dir and its missing parents, and syncs the parent
+// of each directory it creates: until then a power loss can take the new
+// directory back, with every file in it, fsynced or not (POSIX; ext4's
+// journal happens to commit it with the next fsync, other filesystems
+// need not).
+func mkdirDurable(dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// Outermost first: each sync makes the next one's directory reachable.
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(filepath.Dir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
