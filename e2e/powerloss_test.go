@@ -1,0 +1,409 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/e2e/internal/crashfs"
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
+)
+
+// crashDisk mounts a crashfs (a disk that a simulated power loss takes
+// back to what was fsynced) on a new directory for the test. It needs
+// root and /dev/fuse: elsewhere the test is skipped and says why, but on
+// CI (CI set) it fails, since CI must run it.
+func crashDisk(t *testing.T) (*crashfs.FS, string) {
+	t.Helper()
+	c, dir := crashfs.New(), t.TempDir()
+	if err := c.Mount(dir); err != nil {
+		if errors.Is(err, crashfs.ErrUnavailable) && os.Getenv("CI") == "" {
+			t.Skip("SKIP " + err.Error())
+		}
+		t.Fatal(err)
+	}
+	// Registered after t.TempDir's removal, so it runs before it.
+	t.Cleanup(func() {
+		if err := c.Unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c, dir
+}
+
+// powerLoss kills procs (a power loss stops every process) and takes the
+// disk back to what a disk keeps, with a random part of the rest when
+// keep > 0, then mounts it again.
+func powerLoss(t *testing.T, c *crashfs.FS, dir string, seed uint64, keep float64, procs ...*Proc) {
+	t.Helper()
+	for _, p := range procs {
+		p.Kill()
+	}
+	var rng *rand.Rand
+	if keep > 0 {
+		rng = rand.New(rand.NewPCG(seed, seed))
+	}
+	if err := c.Crash(rng, keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mount(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// postOne posts events as session id's sandbox and reports whether the
+// server acknowledged them (2xx).
+func postOne(ctx context.Context, base, token, instance, id string, events ...map[string]any) error {
+	body, err := json.Marshal(events)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sessions/"+id+"/events", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(protocol.HeaderInstance, instance)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: %s", resp.Status, msg)
+	}
+	return nil
+}
+
+// TestServerPowerLoss: rein-server with its SQLite database on a disk
+// that loses power mid-ingest. Sessions are created, events posted one
+// per request (each a delta of one message, so the message's text says
+// which were stored) and prompts queued, all at once; then the server
+// dies and the disk keeps only what was fsynced (and, in some rounds, a
+// random part of the rest, as a disk may). The restarted server must hold
+// every session, event and command it acknowledged, each once and in
+// order: at most the one request in flight more. Three power losses in a
+// row, each on what the last one left.
+func TestServerPowerLoss(t *testing.T) {
+	if os.Getenv("REIN_E2E_DB") == "postgres" {
+		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
+	}
+	disk, dbDir := crashDisk(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	tokenFile := filepath.Join(t.TempDir(), "api-token")
+	if err := os.WriteFile(tokenFile, []byte(clientToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dbDir, Args: []string{"--api-token-file", tokenFile, "--sync", "full"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A closure: Restart replaces srv.Proc.
+	defer func() { srv.Stop(15 * time.Second) }()
+	c, err := client.New(srv.URL, clientToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// What the server acknowledged, per session: the sandbox token, the
+	// number of deltas of each round's message, and the prompts queued.
+	type acked struct {
+		token   string
+		deltas  []int // per round
+		prompts int
+		seq     int64 // the next agentSeq to post
+	}
+	sessions := map[string]*acked{}
+	const rounds, posters = 3, 4
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for round := 0; round < rounds; round++ {
+		// Each round creates sessions too: a 201 is a promise as well.
+		for i := 0; i < posters; i++ {
+			id := fmt.Sprintf("r%ds%d", round, i)
+			res, err := c.CreateSession(ctx, id, "")
+			if err != nil {
+				t.Fatalf("create %s: %v", id, err)
+			}
+			sessions[id] = &acked{token: res.SandboxToken, deltas: make([]int, rounds), seq: 1}
+		}
+		load, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for id, a := range sessions {
+			wg.Add(2)
+			go func() { // events: one delta per request, in order
+				defer wg.Done()
+				for k := 0; load.Err() == nil; k++ {
+					mu.Lock()
+					seq := a.seq
+					a.seq++ // never reused, acknowledged or not
+					mu.Unlock()
+					err := postOne(load, srv.URL, a.token, "powerloss", id, map[string]any{
+						"type": "text_delta", "id": fmt.Sprintf("m%d", round), "delta": fmt.Sprintf("%d ", k), "agentSeq": seq,
+					})
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					a.deltas[round] = k + 1
+					mu.Unlock()
+				}
+			}()
+			go func() { // commands
+				defer wg.Done()
+				for load.Err() == nil {
+					if _, err := c.Prompt(load, id, "prompt"); err != nil {
+						return
+					}
+					mu.Lock()
+					a.prompts++
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+		keep := []float64{0, 0.5, 0.9}[round]
+		powerLoss(t, disk, dbDir, seed+uint64(round), keep, srv.Proc)
+		stop()
+		wg.Wait()
+		if err := srv.Restart(ctx); err != nil {
+			t.Fatalf("restart after the power loss of round %d: %v", round, err)
+		}
+
+		// Everything acknowledged, in every round so far, is there.
+		total := 0
+		for id, a := range sessions {
+			s, err := c.Session(ctx, id)
+			if err != nil {
+				t.Fatalf("round %d: session %s, created with a 201: %v", round, id, err)
+			}
+			if p := int(s.PendingCommands); p < a.prompts || p > a.prompts+1 {
+				t.Errorf("round %d: session %s holds %d commands; %d were acknowledged", round, id, p, a.prompts)
+			}
+			arts, err := c.Artifacts(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := map[string]string{}
+			for _, art := range arts {
+				if art.Type == protocol.ArtifactAssistantText {
+					text[art.ID] = art.String("text")
+				}
+			}
+			for r := 0; r <= round; r++ {
+				n := a.deltas[r]
+				got := strings.Fields(text[fmt.Sprintf("m%d", r)])
+				// Stored: 0 1 2 ... in order, at least every
+				// acknowledged delta, and at most the one in flight.
+				if len(got) < n || len(got) > n+1 {
+					t.Errorf("round %d: session %s message m%d holds %d deltas; %d were acknowledged", round, id, r, len(got), n)
+				}
+				for k, w := range got {
+					if w != strconv.Itoa(k) {
+						t.Errorf("round %d: session %s message m%d: delta %d is %q", round, id, r, k, w)
+						break
+					}
+				}
+				// The one in flight is stored or not; from now on it is
+				// acknowledged if the server shows it.
+				a.deltas[r] = len(got)
+				total += n
+			}
+			a.prompts = int(s.PendingCommands)
+		}
+		t.Logf("round %d (keep %.1f): %d sessions, %d acknowledged deltas checked, %d fsyncs so far", round, keep, len(sessions), total, disk.Fsyncs())
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+}
+
+// TestAgentdPowerLoss: the sandbox loses power during a streamed turn,
+// with agentd's state dir on a disk that keeps only what was fsynced
+// (and, in one case, a random part of the rest). The server is healthy,
+// or frozen so that what agentd read is only in its outbox. agentd
+// restarted on what the disk kept must never make the transcript lie:
+// the dead turn is closed as interrupted, its text is the agent's words
+// in order, each once, and at least what the server had shown; the
+// prompt the server accepted during that turn runs once, and so does the
+// next (a reused agentSeq would be dropped as a duplicate, a lost command
+// cursor would run a prompt again).
+func TestAgentdPowerLoss(t *testing.T) {
+	cases := []struct {
+		name   string
+		frozen bool
+		keep   float64
+	}{
+		{"server healthy", false, 0},
+		{"server frozen", true, 0},
+		{"server frozen, torn writes", true, 0.5},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			disk, state := crashDisk(t)
+			id := "powerloss"
+			env := []string{"DEMO_AGENT_DELAY=5ms"}
+			flags := []string{"--state-dir", state}
+			const n = 5000
+			e.create(id, "")
+			f := Follow(e.ctx, e.c, id)
+			defer f.Close()
+			d := e.agentd(e.srv.URL, id, env, flags)
+			e.waitIdle(id)
+			e.prompt(id, fmt.Sprintf("slow: %d", n))
+			if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+				_, txt := textOf(arts, 1)
+				return txt != nil && len(txt.String("text")) > 200
+			}); err != nil {
+				t.Fatal(err)
+			}
+			e.prompt(id, "after the power loss")
+			if tc.frozen {
+				e.srv.Signal(syscall.SIGSTOP)
+				// Let agentd read more that only its outbox holds.
+				time.Sleep(500 * time.Millisecond)
+			}
+			seed := uint64(time.Now().UnixNano())
+			t.Logf("seed %d", seed)
+			killSandbox(t, d)
+			powerLoss(t, disk, state, seed, tc.keep)
+			if tc.frozen {
+				e.srv.Signal(syscall.SIGCONT)
+			}
+			_, shown := textOf(f.Artifacts(), 1)
+			before := shown.String("text")
+
+			e.agentd(e.srv.URL, id, env, flags)
+			waitTurns(t, e.ctx, f, 2)
+			e.prompt(id, "next")
+			waitTurns(t, e.ctx, f, 3)
+			arts := e.assertModelMatchesServer(f, id)
+			tr, txt := textOf(arts, 1)
+			got := txt.String("text")
+			if !strings.HasPrefix(got, before) || !strings.HasPrefix(words(n)+" ", strings.TrimRight(got, " ")+" ") {
+				t.Fatalf("the dead turn's text (%d bytes) is not the agent's words in order, each once, from the %d bytes shown before:\n got ...%q\nwant a prefix of the words",
+					len(got), len(before), got[max(0, len(got)-60):])
+			}
+			if tr.String("status") != "interrupted" || txt.String("status") != "interrupted" {
+				t.Fatalf("dead turn %s, its text %s: want interrupted\n%s", tr.String("status"), txt.String("status"), strings.Join(render(arts), "\n"))
+			}
+			wantTranscript(t, "after the restart", arts[indexArt(arts, txt)+1:], []string{
+				"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+				"turn completed end_turn",
+				"user: after the power loss",
+				"text done: You said: after the power loss",
+				"turn completed end_turn",
+				"user: next",
+				"text done: You said: next",
+			})
+			t.Logf("case %d: the server showed %d bytes of the dead turn before the power loss, %d after; %d fsyncs", i, len(before), len(got), disk.Fsyncs())
+			e.waitIdle(id)
+		})
+	}
+}
+
+// TestAgentdPowerLossAfterSegmentsRemoved: a turn long enough that the
+// outbox segments holding its start were acknowledged and removed before
+// the power loss. Then only agentd's turn file says the turn is open, and
+// a restarted agentd that lost it would leave the turn running for good
+// and number its next turn t1 again, which the transcript would take for
+// more of the dead one.
+func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
+	e := newEnv(t)
+	disk, state := crashDisk(t)
+	id := "longturn"
+	// The smallest outbox: segments of 512 KiB.
+	flags := []string{"--state-dir", state, "--outbox-max-bytes", "4194304"}
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	d := e.agentd(e.srv.URL, id, nil, flags)
+	e.waitIdle(id)
+	// 3 MB of output in lines of 30,000 bytes: about a hundred events of
+	// 30 KB, six segments, and then the turn stays open.
+	const cmd = `head -c 3000000 /dev/zero | tr '\0' y | fold -w 30000; echo; sleep 60`
+	e.prompt(id, "run: "+cmd)
+	if err := f.WaitFor(e.ctx, "the whole output", func(arts []*protocol.Artifact) bool {
+		for _, a := range arts {
+			// 100 lines of 30,000 bytes (fold ends the last without a
+			// newline; echo adds it, and demo-agent sends whole lines).
+			if a.Type == protocol.ArtifactToolCall && len(a.String("output")) == 3000100 {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(state, id, "*.seg"))
+	first := ""
+	if len(segs) > 0 {
+		first = filepath.Base(segs[0])
+	}
+	if first == fmt.Sprintf("%020d.seg", 1) {
+		t.Fatalf("the first segment is still there (%v): the test needs it acknowledged and removed", segs)
+	}
+	seed := uint64(time.Now().UnixNano())
+	killSandbox(t, d)
+	powerLoss(t, disk, state, seed, 0)
+
+	e.agentd(e.srv.URL, id, nil, flags)
+	// A turn left running is what this test is after: wait a bounded
+	// time, and show the transcript without its 3 MB.
+	short := func(arts []*protocol.Artifact) string {
+		var got []string
+		for _, l := range render(arts) {
+			if strings.HasPrefix(l, "tool ") {
+				l = l[:strings.Index(l, " output=")]
+			}
+			got = append(got, l)
+		}
+		return strings.Join(got, "\n")
+	}
+	wait, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	if err := f.WaitFor(wait, "the dead turn closed", func(arts []*protocol.Artifact) bool {
+		tr, _ := textOf(arts, 1)
+		return tr != nil && tr.String("status") != "running"
+	}); err != nil {
+		t.Fatalf("%v: the turn the power loss ended is shown running:\n%s", err, short(f.Artifacts()))
+	}
+	e.waitIdle(id)
+	e.prompt(id, "next")
+	waitTurns(t, e.ctx, f, 2)
+	got := short(e.assertModelMatchesServer(f, id))
+	want := []string{
+		"turn interrupted interrupted",
+		"user: run: " + cmd,
+		"text done: Running `" + cmd + "`",
+		"tool shell cancelled exit=<nil>",
+		"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+		"turn completed end_turn",
+		"user: next",
+		"text done: You said: next",
+	}
+	if got != strings.Join(want, "\n") {
+		t.Fatalf("transcript (segments on disk before the power loss: %d, the first %s):\n--- got\n%s\n--- want\n%s", len(segs), first, got, strings.Join(want, "\n"))
+	}
+	t.Logf("segments before the power loss: %d, the first %s; %d fsyncs", len(segs), first, disk.Fsyncs())
+}
