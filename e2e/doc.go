@@ -1,7 +1,9 @@
 // Package e2e runs Rein as users run it: the real rein-server, agentd and
 // agents as separate processes on loopback, driven over HTTP and SSE, with
 // faults injected between them (a TCP proxy that pauses and cuts, kill -9,
-// restarts on the same database).
+// restarts on the same database, a full disk, and a power loss:
+// internal/crashfs is a FUSE filesystem that keeps, when a test cuts the
+// power, only what was fsynced).
 //
 // It is a black box: it builds the binaries from the other modules and
 // talks to them over the network only, with protocol for the wire types
