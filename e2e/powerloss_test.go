@@ -98,8 +98,9 @@ func postOne(ctx context.Context, base, token, instance, id string, events ...ma
 // dies and the disk keeps only what was fsynced (and, in some rounds, a
 // random part of the rest, as a disk may). The restarted server must hold
 // every session, event and command it acknowledged, each once and in
-// order: at most the one request in flight more. Three power losses in a
-// row, each on what the last one left.
+// order: at most the one request in flight more. A client following each
+// session across the power losses ends with the server's artifacts. Three
+// power losses in a row, each on what the last one left.
 func TestServerPowerLoss(t *testing.T) {
 	if os.Getenv("REIN_E2E_DB") == "postgres" {
 		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
@@ -131,6 +132,12 @@ func TestServerPowerLoss(t *testing.T) {
 		seq     int64 // the next agentSeq to post
 	}
 	sessions := map[string]*acked{}
+	// A client follows each session's stream across the power losses,
+	// resuming with Last-Event-ID: had the server published a change
+	// before it was on disk, its model would hold what the restarted
+	// server lost, or miss the revisions the server reused.
+	followers := map[string]*Follower{}
+	e := &env{t: t, ctx: ctx, c: c}
 	const rounds, posters = 3, 4
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -144,6 +151,8 @@ func TestServerPowerLoss(t *testing.T) {
 				t.Fatalf("create %s: %v", id, err)
 			}
 			sessions[id] = &acked{token: res.SandboxToken, deltas: make([]int, rounds), seq: 1}
+			followers[id] = Follow(ctx, c, id)
+			defer followers[id].Close()
 		}
 		load, stop := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -229,6 +238,7 @@ func TestServerPowerLoss(t *testing.T) {
 				total += n
 			}
 			a.prompts = int(s.PendingCommands)
+			e.assertModelMatchesServer(followers[id], id)
 		}
 		t.Logf("round %d (keep %.1f): %d sessions, %d acknowledged deltas checked, %d fsyncs so far", round, keep, len(sessions), total, disk.Fsyncs())
 		if t.Failed() {
