@@ -76,6 +76,12 @@ func testDB(t *testing.T) string {
 // PostgreSQL: see testDB).
 func newEnv(t *testing.T, serverArgs ...string) *env {
 	t.Helper()
+	return newEnvIn(t, "", serverArgs...)
+}
+
+// newEnvIn is newEnv with the SQLite database in dbDir when it is not "".
+func newEnvIn(t *testing.T, dbDir string, serverArgs ...string) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
@@ -84,7 +90,11 @@ func newEnv(t *testing.T, serverArgs ...string) *env {
 		t.Fatal(err)
 	}
 	args := append([]string{"--api-token-file", tokenFile}, serverArgs...)
-	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dir, DB: testDB(t), Args: args})
+	cfg := ServerConfig{Bin: bins.Server, Dir: dir, DB: testDB(t), Args: args}
+	if dbDir != "" {
+		cfg.Dir, cfg.DB = dbDir, ""
+	}
+	srv, err := StartServer(ctx, t.Logf, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

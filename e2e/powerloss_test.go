@@ -417,3 +417,35 @@ func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 	}
 	t.Logf("segments before the power loss: %d, the first %s; %d fsyncs", len(segs), first, disk.Fsyncs())
 }
+
+// TestServerPowerLossMidTurn: the server's disk loses power while agentd
+// streams a turn to it, torn writes and all. agentd reposts what the
+// server had not acknowledged, and the text is exactly the agent's words,
+// each once, for a client that followed throughout and for a new one.
+func TestServerPowerLossMidTurn(t *testing.T) {
+	if os.Getenv("REIN_E2E_DB") == "postgres" {
+		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
+	}
+	disk, dbDir := crashDisk(t)
+	e := newEnvIn(t, dbDir)
+	const n = 400
+	_, f := e.session("midturn", "DEMO_AGENT_DELAY=10ms")
+	e.prompt("midturn", fmt.Sprintf("slow: %d", n))
+	if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		_, txt := textOf(arts, 1)
+		return txt != nil && len(txt.String("text")) > 200
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	powerLoss(t, disk, dbDir, seed, 0.5, e.srv.Proc)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	assertSlowText(t, e.assertModelMatchesServer(f, "midturn"), n)
+	fresh := Follow(e.ctx, e.c, "midturn")
+	defer fresh.Close()
+	e.assertModelMatchesServer(fresh, "midturn")
+}
