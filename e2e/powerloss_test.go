@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,25 +23,11 @@ import (
 )
 
 // crashDisk mounts a crashfs (a disk that a simulated power loss takes
-// back to what was fsynced) on a new directory for the test. It needs
-// root and /dev/fuse: elsewhere the test is skipped and says why, but on
-// CI (CI set) it fails, since CI must run it.
+// back to what was fsynced) on a new directory for the test: see
+// crashfs.MountTemp for when it skips.
 func crashDisk(t *testing.T) (*crashfs.FS, string) {
 	t.Helper()
-	c, dir := crashfs.New(), t.TempDir()
-	if err := c.Mount(dir); err != nil {
-		if errors.Is(err, crashfs.ErrUnavailable) && os.Getenv("CI") == "" {
-			t.Skip("SKIP " + err.Error())
-		}
-		t.Fatal(err)
-	}
-	// Registered after t.TempDir's removal, so it runs before it.
-	t.Cleanup(func() {
-		if err := c.Unmount(); err != nil {
-			t.Error(err)
-		}
-	})
-	return c, dir
+	return crashfs.MountTemp(t)
 }
 
 // powerLoss kills procs (a power loss stops every process) and takes the
@@ -272,21 +257,9 @@ func TestAgentdPowerLoss(t *testing.T) {
 			e := newEnv(t)
 			disk, state := crashDisk(t)
 			id := "powerloss"
-			env := []string{"DEMO_AGENT_DELAY=5ms"}
 			flags := []string{"--state-dir", state}
 			const n = 5000
-			e.create(id, "")
-			f := Follow(e.ctx, e.c, id)
-			defer f.Close()
-			d := e.agentd(e.srv.URL, id, env, flags)
-			e.waitIdle(id)
-			e.prompt(id, fmt.Sprintf("slow: %d", n))
-			if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
-				_, txt := textOf(arts, 1)
-				return txt != nil && len(txt.String("text")) > 200
-			}); err != nil {
-				t.Fatal(err)
-			}
+			f, d := e.slowTurn(id, n, flags)
 			e.prompt(id, "after the power loss")
 			if tc.frozen {
 				e.srv.Signal(syscall.SIGSTOP)
@@ -303,7 +276,7 @@ func TestAgentdPowerLoss(t *testing.T) {
 			_, shown := textOf(f.Artifacts(), 1)
 			before := shown.String("text")
 
-			e.agentd(e.srv.URL, id, env, flags)
+			e.agentd(e.srv.URL, id, slowAgent, flags)
 			waitTurns(t, e.ctx, f, 2)
 			e.prompt(id, "next")
 			waitTurns(t, e.ctx, f, 3)

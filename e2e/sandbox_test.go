@@ -117,20 +117,8 @@ func TestAgentdKilledMidTurn(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			id := "kill9"
-			env := []string{"DEMO_AGENT_DELAY=5ms"}
 			const n = 5000
-			e.create(id, "")
-			f := Follow(e.ctx, e.c, id)
-			defer f.Close()
-			d := e.agentd(e.srv.URL, id, env, nil)
-			e.waitIdle(id)
-			e.prompt(id, fmt.Sprintf("slow: %d", n))
-			if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
-				_, txt := textOf(arts, 1)
-				return txt != nil && len(txt.String("text")) > 200
-			}); err != nil {
-				t.Fatal(err)
-			}
+			f, d := e.slowTurn(id, n, nil)
 			// Accepted (202) while the agent is busy: it waits in the
 			// agent's queue and is never started by this agent.
 			e.prompt(id, "after the crash")
@@ -160,7 +148,7 @@ func TestAgentdKilledMidTurn(t *testing.T) {
 				t.Fatalf("outbox holds %d deltas %q...: want a cut-short prefix of the slow text", deltas, want[:min(len(want), 40)])
 			}
 
-			e.agentd(e.srv.URL, id, env, nil)
+			e.agentd(e.srv.URL, id, slowAgent, nil)
 			waitTurns(t, e.ctx, f, 2)
 			e.prompt(id, "next")
 			waitTurns(t, e.ctx, f, 3)
@@ -189,6 +177,30 @@ func TestAgentdKilledMidTurn(t *testing.T) {
 			e.waitIdle(id)
 		})
 	}
+}
+
+// slowAgent is demo-agent's environment for slowTurn: 5 ms a word.
+var slowAgent = []string{"DEMO_AGENT_DELAY=5ms"}
+
+// slowTurn creates session id, starts agentd on it (with flags) running
+// demo-agent at slowAgent's pace, prompts "slow: n" and waits until some
+// of the words are streamed. It returns the session's follower (closed at
+// cleanup) and agentd.
+func (e *env) slowTurn(id string, n int, flags []string) (*Follower, *Proc) {
+	e.t.Helper()
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	e.t.Cleanup(f.Close)
+	d := e.agentd(e.srv.URL, id, slowAgent, flags)
+	e.waitIdle(id)
+	e.prompt(id, fmt.Sprintf("slow: %d", n))
+	if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		_, txt := textOf(arts, 1)
+		return txt != nil && len(txt.String("text")) > 200
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	return f, d
 }
 
 func indexArt(arts []*protocol.Artifact, a *protocol.Artifact) int {

@@ -2,7 +2,6 @@ package crashfs
 
 import (
 	"bytes"
-	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -10,25 +9,8 @@ import (
 	"testing"
 )
 
-// mounted mounts a new FS on a temporary dir for the test. Where FUSE
-// cannot be mounted the test is skipped and says why; on CI (CI set) it
-// fails, since CI must run it.
-func mounted(t *testing.T) (*FS, string) {
-	t.Helper()
-	c, dir := New(), t.TempDir()
-	if err := c.Mount(dir); err != nil {
-		if errors.Is(err, ErrUnavailable) && os.Getenv("CI") == "" {
-			t.Skip("SKIP " + err.Error())
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Unmount(); err != nil {
-			t.Error(err)
-		}
-	})
-	return c, dir
-}
+// mounted is MountTemp.
+func mounted(t *testing.T) (*FS, string) { t.Helper(); return MountTemp(t) }
 
 func write(t *testing.T, path string, data []byte, sync bool) {
 	t.Helper()
