@@ -338,13 +338,19 @@ func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	segs, _ := filepath.Glob(filepath.Join(state, id, "*.seg"))
-	first := ""
-	if len(segs) > 0 {
-		first = filepath.Base(segs[0])
-	}
-	if first == fmt.Sprintf("%020d.seg", 1) {
-		t.Fatalf("the first segment is still there (%v): the test needs it acknowledged and removed", segs)
+	// The client can see the output before agentd has read the 2xx that
+	// lets it remove the segments: a bounded poll for the removal.
+	var segs []string
+	first := fmt.Sprintf("%020d.seg", 1) // the turn's start is in it
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		segs, _ = filepath.Glob(filepath.Join(state, id, "*.seg"))
+		if len(segs) > 0 && filepath.Base(segs[0]) != first {
+			first = filepath.Base(segs[0])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first segment is still there after 30 s (%v): the test needs it acknowledged and removed", segs)
+		}
 	}
 	seed := uint64(time.Now().UnixNano())
 	killSandbox(t, d)
