@@ -24,6 +24,9 @@ type FS struct {
 	srv     *fuse.Server
 	dir     string
 	fsyncs  int // of files and directories, for the tests' logs
+	// failSyncs: how many of the next fsyncs of files fail (FailSyncs);
+	// failed counts those that did.
+	failSyncs, failed int
 }
 
 // New returns an empty filesystem, not mounted.
@@ -110,6 +113,25 @@ func (c *FS) Crash(rng *rand.Rand, keep float64) error {
 	defer c.mu.Unlock()
 	c.root.crash(rng, keep, map[uint64]bool{})
 	return nil
+}
+
+// FailSyncs makes the next n fsyncs of files fail with EIO, as a disk's
+// write error surfaces, and with Linux's semantics since 4.13: the pages
+// the failed fsync should have written are marked clean without being
+// written, so reads still return them, a later fsync reports success
+// without writing them, and a power loss takes them back. Only what is
+// written again after the failure is synced again.
+func (c *FS) FailSyncs(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failSyncs = n
+}
+
+// FailedSyncs reports how many fsyncs FailSyncs made fail.
+func (c *FS) FailedSyncs() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed
 }
 
 // Fsyncs reports how many fsyncs of files and directories it has served.
@@ -397,6 +419,12 @@ func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off 
 func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
 	n.c.mu.Lock()
 	defer n.c.mu.Unlock()
+	if n.c.failSyncs > 0 {
+		n.c.failSyncs--
+		n.c.failed++
+		n.f.failSync()
+		return syscall.EIO
+	}
 	n.f.sync()
 	n.c.fsyncs++
 	return 0

@@ -192,3 +192,46 @@ func TestTruncateReadsZeros(t *testing.T) {
 		t.Fatalf("after the crash: %d bytes, %d x", len(b), bytes.Count(b, []byte("x")))
 	}
 }
+
+// TestFailedSyncLosesItsPages: an fsync that fails reports EIO once; the
+// next one succeeds without writing what the failed one should have, so a
+// power loss takes it back, unless it was written again.
+func TestFailedSyncLosesItsPages(t *testing.T) {
+	c, dir := mounted(t)
+	path := filepath.Join(dir, "f")
+	write(t, path, bytes.Repeat([]byte("o"), 2*pageSize), true)
+	syncDir(t, dir)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte("n"), 2*pageSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.FailSyncs(1)
+	if err := f.Sync(); err == nil {
+		t.Fatal("the failing fsync succeeded")
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the fsync after the failure: %v", err)
+	}
+	// Written again after the failure: synced by the next fsync.
+	if _, err := f.WriteAt([]byte("w"), pageSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); bytes.Count(b, []byte("n")) != 2*pageSize-1 {
+		t.Fatalf("before the crash, reads see %d new bytes, want all written", bytes.Count(b, []byte("n")))
+	}
+	f.Close()
+	crash(t, c, dir, nil, 0)
+	b, _ := os.ReadFile(path)
+	want := append(bytes.Repeat([]byte("o"), pageSize), 'w')
+	want = append(want, bytes.Repeat([]byte("n"), pageSize-1)...)
+	if !bytes.Equal(b, want) || c.FailedSyncs() != 1 {
+		t.Fatalf("after the crash: %q... (%d bytes), %d failed syncs; want the first page old, the second new", b[:8], len(b), c.FailedSyncs())
+	}
+}

@@ -139,6 +139,12 @@ func (f *file) sync() {
 	f.dsize = f.size
 }
 
+// failSync is a failed fsync: the pages it should have written are
+// forgotten as dirty (clean, unwritten), and the size stays unsynced.
+func (f *file) failSync() {
+	clear(f.dirty)
+}
+
 // crash replaces the current content with what a power loss leaves: the
 // durable content, and, with rng, each unsynced page with probability
 // keep, and the unsynced size with probability keep.
