@@ -428,3 +428,119 @@ func TestServerPowerLossMidTurn(t *testing.T) {
 	defer fresh.Close()
 	e.assertModelMatchesServer(fresh, "midturn")
 }
+
+// TestServerFailedSyncs: the server's disk fails fsyncs (EIO) during
+// ingest, with Linux's semantics: the pages a failed fsync should have
+// written are marked clean unwritten, and the next fsync succeeds
+// without them. The requests of a failed commit are refused (503), never
+// acknowledged; the server acknowledges again as soon as an fsync
+// succeeds; and a power loss after that keeps every event it
+// acknowledged, before and after the failures, and none it refused.
+func TestServerFailedSyncs(t *testing.T) {
+	if os.Getenv("REIN_E2E_DB") == "postgres" {
+		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
+	}
+	disk, dbDir := crashDisk(t)
+	e := newEnvIn(t, dbDir)
+	const posters, failures = 4, 6
+	type poster struct {
+		token     string
+		acked     []int // the deltas acknowledged, in order
+		last      int   // the last delta posted, answered or not
+		refused   int
+		afterFail int // acknowledged once every failure had happened
+	}
+	ps := map[string]*poster{}
+	for i := 0; i < posters; i++ {
+		id := fmt.Sprintf("eio%d", i)
+		res, err := e.c.CreateSession(e.ctx, id, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[id] = &poster{token: res.SandboxToken}
+	}
+	load, stop := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for id, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 1; load.Err() == nil; k++ {
+				mu.Lock()
+				p.last = k
+				mu.Unlock()
+				err := postOne(load, e.srv.URL, p.token, "eio", id, map[string]any{
+					"type": "text_delta", "id": "m", "delta": fmt.Sprintf("%d ", k), "agentSeq": k,
+				})
+				mu.Lock()
+				switch {
+				case err == nil:
+					p.acked = append(p.acked, k)
+					if disk.FailedSyncs() == failures {
+						p.afterFail++
+					}
+				case strings.HasPrefix(err.Error(), "503 "):
+					p.refused++
+				default: // the server is gone: the power loss
+					mu.Unlock()
+					return
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	disk.FailSyncs(failures)
+	for deadline := time.Now().Add(30 * time.Second); disk.FailedSyncs() < failures; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d fsyncs failed in 30 s", disk.FailedSyncs(), failures)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	// What an operator reads: the failure named, not only its number.
+	logged := strings.Join(e.srv.Output(), "\n")
+	powerLoss(t, disk, dbDir, 0, 0, e.srv.Proc)
+	stop()
+	if !strings.Contains(logged, "disk I/O error (1034) (an fsync failed") {
+		t.Errorf("the server's log does not name the failed fsync:\n%s", logged)
+	}
+	wg.Wait()
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	refused, acked := 0, 0
+	for id, p := range ps {
+		refused += p.refused
+		acked += len(p.acked)
+		if p.afterFail == 0 {
+			t.Errorf("session %s: nothing acknowledged after the failed fsyncs", id)
+		}
+		arts, err := e.c.Artifacts(e.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored []int
+		for _, a := range arts {
+			if a.ID == "m" {
+				for _, w := range strings.Fields(a.String("text")) {
+					k, _ := strconv.Atoi(w)
+					stored = append(stored, k)
+				}
+			}
+		}
+		// Every acknowledged delta, in order; beyond them at most the
+		// one in flight when the power went.
+		want := p.acked
+		if len(stored) == len(want)+1 && stored[len(stored)-1] == p.last {
+			want = append(want, p.last)
+		}
+		if fmt.Sprint(stored) != fmt.Sprint(want) {
+			t.Errorf("session %s stores %d deltas, %d acknowledged (%d refused): stored %v\nacknowledged %v", id, len(stored), len(p.acked), p.refused, stored, p.acked)
+		}
+	}
+	if refused == 0 {
+		t.Errorf("no request was refused: the %d failed fsyncs hit no commit", failures)
+	}
+	t.Logf("%d failed fsyncs, %d requests refused, %d acknowledged and all kept", failures, refused, acked)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	sqlite "modernc.org/sqlite"
@@ -71,10 +72,36 @@ func (s *Store) withDiskNote(err error) error {
 		return err
 	}
 	note := diskNote(filepath.Dir(s.path))
+	if what := ioerrWhat(se.Code()); what != "" {
+		note = strings.TrimSuffix(what+"; "+note, "; ")
+	}
 	if note == "" {
 		return err
 	}
 	return &diskError{msg: err.Error(), note: note}
+}
+
+// ioerrWhat names the operation behind SQLite's extended I/O error code,
+// which its message gives only as a number ("disk I/O error (1034)"); ""
+// for the codes an operator is unlikely to meet.
+func ioerrWhat(code int) string {
+	switch code {
+	case sqlite3.SQLITE_IOERR_READ:
+		return "a read failed"
+	case sqlite3.SQLITE_IOERR_SHORT_READ:
+		return "a read came back short"
+	case sqlite3.SQLITE_IOERR_WRITE:
+		return "a write failed"
+	case sqlite3.SQLITE_IOERR_FSYNC:
+		return "an fsync failed: the disk did not confirm that the writes are on it"
+	case sqlite3.SQLITE_IOERR_DIR_FSYNC:
+		return "an fsync of the database's directory failed"
+	case sqlite3.SQLITE_IOERR_TRUNCATE:
+		return "a truncate failed"
+	case sqlite3.SQLITE_IOERR_SHMSIZE:
+		return "the WAL index (-shm) could not grow"
+	}
+	return ""
 }
 
 // bytesString writes n in the largest binary unit that keeps it at 1 or
