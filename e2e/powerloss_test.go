@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,4 +544,44 @@ func TestServerFailedSyncs(t *testing.T) {
 		t.Errorf("no request was refused: the %d failed fsyncs hit no commit", failures)
 	}
 	t.Logf("%d failed fsyncs, %d requests refused, %d acknowledged and all kept", failures, refused, acked)
+}
+
+// TestAgentdFailedSyncs: the disk of agentd's state dir fails fsyncs
+// (EIO, with Linux's semantics) during a streamed turn, and then loses
+// power once the turn has ended. agentd goes on: the turn completes with
+// every word once, and after the power loss a restarted agentd runs the
+// next prompt; what the failed fsyncs did not write was already on the
+// server, which the outbox posts to without waiting for its fsync.
+func TestAgentdFailedSyncs(t *testing.T) {
+	e := newEnv(t)
+	disk, state := crashDisk(t)
+	id := "eio"
+	flags := []string{"--state-dir", state}
+	const n, failures = 400, 5
+	f, d := e.slowTurn(id, n, flags)
+	disk.FailSyncs(failures)
+	waitTurns(t, e.ctx, f, 1)
+	if got := disk.FailedSyncs(); got != failures {
+		t.Fatalf("%d of %d fsyncs failed during the turn", got, failures)
+	}
+	if !slices.ContainsFunc(d.Output(), func(l string) bool { return strings.Contains(l, "outbox not synced") }) {
+		t.Error("agentd did not log the failed fsyncs")
+	}
+	e.waitIdle(id)
+	killSandbox(t, d)
+	powerLoss(t, disk, state, 0, 0)
+	e.agentd(e.srv.URL, id, slowAgent, flags)
+	e.waitIdle(id)
+	e.prompt(id, "next")
+	waitTurns(t, e.ctx, f, 2)
+	arts := e.assertModelMatchesServer(f, id)
+	tr, txt := textOf(arts, 1)
+	if txt == nil || txt.String("text") != words(n) || tr.String("status") != "completed" {
+		t.Fatalf("the turn during the failed fsyncs is not the agent's %d words, completed:\n%s", n, strings.Join(render(arts), "\n")[:min(2000, len(strings.Join(render(arts), "\n")))])
+	}
+	wantTranscript(t, "after the power loss", arts[indexArt(arts, txt)+1:], []string{
+		"turn completed end_turn",
+		"user: next",
+		"text done: You said: next",
+	})
 }
