@@ -51,6 +51,15 @@ func powerLoss(t *testing.T, c *crashfs.FS, dir string, seed uint64, keep float6
 	}
 }
 
+// sqliteOnly skips a test of the server's own disk when the suite runs on
+// PostgreSQL (REIN_E2E_DB=postgres), whose disk is PostgreSQL's to keep.
+func sqliteOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv("REIN_E2E_DB") == "postgres" {
+		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
+	}
+}
+
 // postOne posts events as session id's sandbox and reports whether the
 // server acknowledged them (2xx).
 func postOne(ctx context.Context, base, token, instance, id string, events ...map[string]any) error {
@@ -88,9 +97,7 @@ func postOne(ctx context.Context, base, token, instance, id string, events ...ma
 // session across the power losses ends with the server's artifacts. Three
 // power losses in a row, each on what the last one left.
 func TestServerPowerLoss(t *testing.T) {
-	if os.Getenv("REIN_E2E_DB") == "postgres" {
-		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
-	}
+	sqliteOnly(t)
 	disk, dbDir := crashDisk(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -403,9 +410,7 @@ func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 // server had not acknowledged, and the text is exactly the agent's words,
 // each once, for a client that followed throughout and for a new one.
 func TestServerPowerLossMidTurn(t *testing.T) {
-	if os.Getenv("REIN_E2E_DB") == "postgres" {
-		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
-	}
+	sqliteOnly(t)
 	disk, dbDir := crashDisk(t)
 	e := newEnvIn(t, dbDir)
 	const n = 400
@@ -438,9 +443,7 @@ func TestServerPowerLossMidTurn(t *testing.T) {
 // succeeds; and a power loss after that keeps every event it
 // acknowledged, before and after the failures, and none it refused.
 func TestServerFailedSyncs(t *testing.T) {
-	if os.Getenv("REIN_E2E_DB") == "postgres" {
-		t.Skip("SKIP the database's own disk is PostgreSQL's to keep: this test is SQLite's")
-	}
+	sqliteOnly(t)
 	disk, dbDir := crashDisk(t)
 	e := newEnvIn(t, dbDir)
 	const posters, failures = 4, 6
