@@ -152,6 +152,16 @@ func dbName(o Options, st server.Store) string {
 	return o.DBPath
 }
 
+// Lost delivers, once, a store's report that the process must exit at
+// once without closing it: the SQLite store's after a checkpoint's failed
+// fsync (sqlite.Store.Lost). Nil (never ready) for the other stores.
+func (a *App) Lost() <-chan error {
+	if l, ok := a.store.(interface{ Lost() <-chan error }); ok {
+		return l.Lost()
+	}
+	return nil
+}
+
 // Port returns the port the server listens on (the chosen one when
 // Options.Port was 0).
 func (a *App) Port() int { return a.ln.Addr().(*net.TCPAddr).Port }

@@ -256,7 +256,14 @@ func run(ctx context.Context, stdout io.Writer, opts app.Options) error {
 	// The e2e suite and scripts parse this line: keep it exactly so.
 	fmt.Fprintf(stdout, "rein-server listening on %s\n", srv.URL())
 	opts.Logger.Debug("started", slog.Duration("in", time.Since(start)))
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-srv.Lost():
+		// No Close: closing the database would checkpoint it over writes
+		// the disk may have dropped (server/README.md, "A failed fsync").
+		opts.Logger.Error("the database's disk failed an fsync: stopping now, without closing the database, so that the next start copies the whole WAL into it again; start rein-server again (a supervisor does)", slog.Any("err", err))
+		return fmt.Errorf("stopped after a failed fsync of the database: %w", err)
+	}
 	opts.Logger.Info("shutting down")
 	if err := srv.Close(); err != nil {
 		return fmt.Errorf("shutdown: %w", err)

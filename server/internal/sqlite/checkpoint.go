@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Checkpoints. With SQLite's automatic checkpoint, the commit that takes
@@ -26,31 +28,38 @@ const (
 	// before it wakes the checkpointer: SQLite's default threshold, so
 	// the WAL stays as small as it was.
 	checkpointPages = 1000
-	// inlineCheckpointPages is the writer connection's own
-	// wal_autocheckpoint, a safety net only: should the checkpointer fall
-	// behind or fail, the writer checkpoints itself once the WAL holds
-	// this many pages (64 MiB at 4 KiB pages), so the WAL stays bounded.
-	inlineCheckpointPages = 16000
+	// walLimitPages (64 MiB at 4 KiB pages) is the WAL's size limit and
+	// the length at which the checkpointer truncates it. It used to be
+	// the writer connection's own wal_autocheckpoint, a safety net should
+	// the checkpointer fall behind; that is off now (see "A failed
+	// fsync"): the checkpointer is the only one, and a PASSIVE checkpoint
+	// on the writer would have copied no more than it does.
+	walLimitPages = 16000
 	// walSizeLimit is the size the WAL file is cut back to whenever the
 	// WAL starts over (journal_size_limit, in the writer's DSN):
 	// otherwise the file keeps the size of its longest run on disk for
 	// good, and under constant ingest overlapping replay reads can keep
 	// the WAL from starting over for a while (358 MiB in a soak). It is
-	// the writer's own autocheckpoint size, not less: cutting back to 16
+	// walLimitPages, not less: cutting back to 16
 	// MiB put the cost of shrinking and regrowing the file on commits
 	// (agentd's added p99 at 500 events/s went from 3 to 60 ms).
-	walSizeLimit = inlineCheckpointPages * 4096
-	// truncatePages: a WAL this long (the writer's own autocheckpoint
-	// threshold) has not started over, since readers kept a checkpoint
-	// from completing. The checkpointer then tries a TRUNCATE checkpoint,
-	// which waits (at most truncateWait, holding off the writer
-	// meanwhile) for the readers to leave the WAL, copies the rest and
-	// empties the file. At a lower threshold (4,000 pages) it ran often
-	// enough to cost ingest under replays (see server/README.md, Memory).
-	truncatePages = inlineCheckpointPages
-	// truncateWait bounds the wait; a checkpoint that could not truncate
-	// is tried again on the next wake.
-	truncateWait = 100 * time.Millisecond
+	walSizeLimit = walLimitPages * 4096
+	// restartPages: a WAL this long (walLimitPages) has not started
+	// over, since readers kept a checkpoint from completing. The
+	// checkpointer then tries a RESTART checkpoint, which waits (at most
+	// restartWait, holding off the writer meanwhile) for the readers to
+	// leave the WAL, copies the rest, and has the next commit start the
+	// WAL over from its beginning; journal_size_limit keeps the file at
+	// walSizeLimit, filled out (wal.go). (A TRUNCATE checkpoint emptied
+	// the file instead, and commits then paid for growing it again; it
+	// ran rarely while the writer's own autocheckpoint ran first at this
+	// size, which is off now.) At a lower threshold (4,000 pages) it ran
+	// often enough to cost ingest under replays (server/README.md,
+	// Memory).
+	restartPages = walLimitPages
+	// restartWait bounds the wait; a checkpoint that could not restart
+	// the WAL is tried again on the next wake.
+	restartWait = 100 * time.Millisecond
 )
 
 // checkpointer runs PASSIVE checkpoints when the writer has committed
@@ -69,6 +78,10 @@ type checkpointer struct {
 	// runs counts the checkpoints completed (tests wait on it).
 	runs     atomic.Int64
 	stopOnce sync.Once
+	// failed receives the error of a checkpoint whose fsync failed, once
+	// (lost); lost is closed then, and the checkpointer runs no more.
+	failed chan error
+	lost   chan struct{}
 }
 
 // startCheckpointer opens the checkpointer's connection on dsn and starts
@@ -81,7 +94,7 @@ func startCheckpointer(dsn string, log *slog.Logger) (*checkpointer, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	c := &checkpointer{db: db, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	c := &checkpointer{db: db, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), failed: make(chan error, 1), lost: make(chan struct{})}
 	go c.run()
 	return c, nil
 }
@@ -94,39 +107,73 @@ func (c *checkpointer) run() {
 			return
 		case <-c.wake:
 		}
-		if err := c.checkpoint(context.Background()); err != nil {
-			// The next wake tries again, and the writer's own
-			// autocheckpoint bounds the WAL meanwhile.
+		err := c.checkpoint(context.Background())
+		switch {
+		case err == nil:
+		case failedSync(err):
+			// See "A failed fsync" below: no checkpoint may run again
+			// in this process.
+			c.failed <- err
+			close(c.lost)
+			return
+		default:
+			// The next wake tries again; the WAL grows meanwhile.
 			c.log.Warn("background checkpoint failed", slog.Any("err", err))
 		}
 	}
 }
 
+// A failed fsync. A checkpoint copies WAL frames into the database file,
+// and SQLite syncs that file only when it has copied the whole WAL: the
+// partial checkpoints before (a reader still needs the last frames) leave
+// their pages to that sync, and count them as copied. When that sync
+// fails, Linux (since 4.13) marks the pages it did not write clean: the
+// next sync succeeds without them, and SQLite, which copies only frames
+// past those it counts as copied, would restart the WAL over frames the
+// database file never received. A power loss then leaves a database that
+// misses acknowledged writes or does not open ("database disk image is
+// malformed"), as e2e's TestServerFailedSyncs showed. So after a failed
+// fsync of a checkpoint the store stops checkpointing, does not close its
+// connections (the last close checkpoints too), and reports the failure
+// (Store.Lost) for the process to exit. The next start finds the WAL
+// whole and copies all of it again. That is also why the writer's own
+// autocheckpoint is off (wal_autocheckpoint(0)): SQLite ignores its
+// errors, so a failed sync in it would go unseen.
+
+// failedSync reports whether err is SQLite's for a failed fsync.
+func failedSync(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code() == sqlite3.SQLITE_IOERR_FSYNC || se.Code() == sqlite3.SQLITE_IOERR_DIR_FSYNC
+}
+
 // checkpoint copies what it can of the WAL into the database file. A
 // PASSIVE checkpoint stops at frames a reader still needs; the writer
 // restarts the WAL from its start once a checkpoint has copied all of it.
-// A WAL of truncatePages or more gets a TRUNCATE checkpoint as well.
+// A WAL of restartPages or more gets a RESTART checkpoint as well.
 func (c *checkpointer) checkpoint(ctx context.Context) error {
 	var busy, log, done int
 	if err := c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &log, &done); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	c.runs.Add(1)
-	if log < truncatePages {
+	if log < restartPages {
 		return nil
 	}
 	conn, err := c.db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("truncate checkpoint: %w", err)
+		return fmt.Errorf("restart checkpoint: %w", err)
 	}
 	defer conn.Close()
-	// busy_timeout is the connection's own: set before each TRUNCATE
+	// busy_timeout is the connection's own: set before each RESTART
 	// (PASSIVE never waits).
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, truncateWait.Milliseconds())); err != nil {
-		return fmt.Errorf("truncate checkpoint: %w", err)
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, restartWait.Milliseconds())); err != nil {
+		return fmt.Errorf("restart checkpoint: %w", err)
 	}
-	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
-		return fmt.Errorf("truncate checkpoint: %w", err)
+	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("restart checkpoint: %w", err)
 	}
 	return nil
 }

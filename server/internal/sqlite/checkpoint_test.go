@@ -27,8 +27,8 @@ func walFrames(t *testing.T, s *Store) int {
 
 // The writer does not checkpoint: once it has committed checkpointPages
 // pages, the Store's checkpointer copies the WAL back on its own
-// connection, and the writer's next commit starts the WAL over. Without
-// the checkpointer the WAL would grow to inlineCheckpointPages first.
+// connection, and the writer's next commit starts the WAL over. No
+// connection checkpoints by itself (wal_autocheckpoint 0).
 func TestBackgroundCheckpoint(t *testing.T) {
 	for _, sync := range []string{SyncFull, SyncNormal} {
 		t.Run(sync, func(t *testing.T) {
@@ -42,8 +42,8 @@ func TestBackgroundCheckpoint(t *testing.T) {
 			if err := s.w.GetContext(context.Background(), &autockpt, `PRAGMA wal_autocheckpoint`); err != nil {
 				t.Fatal(err)
 			}
-			if autockpt != inlineCheckpointPages {
-				t.Fatalf("writer wal_autocheckpoint = %d; want %d", autockpt, inlineCheckpointPages)
+			if autockpt != 0 {
+				t.Fatalf("writer wal_autocheckpoint = %d; want 0", autockpt)
 			}
 			commit(t, s, store.CreateSession{Session: newSession("a")})
 			// Bodies of a page each: well past checkpointPages in a

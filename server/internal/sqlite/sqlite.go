@@ -130,10 +130,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
 		s.lock = lock
-		// Only the writer commits, so the autocheckpoint threshold
-		// matters on its connection only (see checkpoint.go).
+		// No connection checkpoints by itself: the checkpointer does,
+		// and sees its errors (checkpoint.go, "A failed fsync").
 		dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + pragmas + "&_pragma=synchronous(" + sync + ")" +
-			"&_pragma=wal_autocheckpoint(" + strconv.Itoa(inlineCheckpointPages) + ")" +
+			"&_pragma=wal_autocheckpoint(0)" +
 			"&_pragma=journal_size_limit(" + strconv.Itoa(walLimit) + ")"
 		w, err := sqlx.Open("sqlite", dsn)
 		if err != nil {
@@ -202,6 +202,15 @@ func (s *Store) prepare(ctx context.Context) error {
 func (s *Store) Close() error {
 	var errs []error
 	if s.ckpt != nil {
+		select {
+		case <-s.ckpt.lost:
+			// SQLite checkpoints when its last connection closes, and
+			// after a failed fsync that must not happen (checkpoint.go,
+			// "A failed fsync"): the connections are left to the
+			// process's exit, and the lock with them.
+			return fmt.Errorf("close sqlite %s: not closed after a checkpoint's failed fsync, so that the next start copies the whole WAL again", s.path)
+		default:
+		}
 		// First: SQLite checkpoints and removes the WAL when the last
 		// connection closes, which is then the writer's.
 		errs = append(errs, s.ckpt.stop())
@@ -221,6 +230,18 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close sqlite %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// Lost delivers, once, the error of a checkpoint whose fsync failed: the
+// database file may lack writes the disk dropped, and only a new process
+// can copy the WAL into it again (checkpoint.go, "A failed fsync"). The
+// process should exit without closing the Store. Nil for an in-memory
+// database, which never checkpoints.
+func (s *Store) Lost() <-chan error {
+	if s.ckpt == nil {
+		return nil
+	}
+	return s.ckpt.failed
 }
 
 // migrate applies the embedded migrations not yet recorded in schema_version,

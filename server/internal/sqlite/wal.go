@@ -23,8 +23,8 @@ func walPath(path string) string { return path + "-wal" }
 // preallocateWAL writes zeros from the end of the WAL file at path up to
 // size bytes and syncs them. It must run while no connection is writing:
 // in Open, after the migrations and before the Store is returned, when
-// the writer is idle and the checkpointer has not been woken (a TRUNCATE
-// checkpoint would cut the file back). It never touches the bytes already
+// the writer is idle and the checkpointer has not been woken (a
+// checkpoint could restart the WAL meanwhile). It never touches the bytes already
 // in the file. A missing WAL (SQLite creates it with the first connection
 // in WAL mode) or one already this long is left as it is. If the zeros
 // cannot all be written (a full disk), the file is cut back to its old
