@@ -438,15 +438,37 @@ func TestServerPowerLossMidTurn(t *testing.T) {
 // TestServerFailedSyncs: the server's disk fails fsyncs (EIO) during
 // ingest, with Linux's semantics: the pages a failed fsync should have
 // written are marked clean unwritten, and the next fsync succeeds
-// without them. The requests of a failed commit are refused (503), never
-// acknowledged; the server acknowledges again as soon as an fsync
-// succeeds; and a power loss after that keeps every event it
-// acknowledged, before and after the failures, and none it refused.
+// without them. The fsyncs of commits (the WAL's): their requests are
+// refused (503), never acknowledged, and the server acknowledges again as
+// soon as an fsync succeeds. The fsync of a checkpoint (the database
+// file's): the server stops at once without closing the database (SQLite
+// would count the dropped pages as copied and restart the WAL over them:
+// before that, the database did not open after the power loss), and its
+// next start copies the whole WAL again. Either way a power loss keeps
+// every event the server acknowledged, and none it refused.
 func TestServerFailedSyncs(t *testing.T) {
 	sqliteOnly(t)
+	cases := []struct {
+		name     string
+		files    []string // whose fsyncs fail; all when empty
+		failures int
+		logged   string // what the server's log says of them
+		stops    bool   // the server exits by itself
+	}{
+		{"commits", nil, 6, "disk I/O error (1034) (an fsync failed", false},
+		{"checkpoint", []string{"rein.db"}, 1, "the database's disk failed an fsync: stopping now", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			failedSyncs(t, tc.files, tc.failures, tc.logged, tc.stops)
+		})
+	}
+}
+
+func failedSyncs(t *testing.T, files []string, failures int, logged string, stops bool) {
 	disk, dbDir := crashDisk(t)
 	e := newEnvIn(t, dbDir)
-	const posters, failures = 4, 6
+	const posters = 4
 	type poster struct {
 		token     string
 		acked     []int // the deltas acknowledged, in order
@@ -495,19 +517,28 @@ func TestServerFailedSyncs(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	disk.FailSyncs(failures)
+	disk.FailSyncs(failures, files...)
 	for deadline := time.Now().Add(30 * time.Second); disk.FailedSyncs() < failures; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d fsyncs failed in 30 s", disk.FailedSyncs(), failures)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	if stops {
+		if err := e.srv.Wait(30 * time.Second); err != nil {
+			t.Fatalf("the server did not stop after the failed fsync: %v", err)
+		}
+		if code := e.srv.ExitCode(); code == 0 {
+			t.Errorf("the server exited 0 after the failed fsync")
+		}
+	} else {
+		time.Sleep(300 * time.Millisecond)
+	}
 	// What an operator reads: the failure named, not only its number.
-	logged := strings.Join(e.srv.Output(), "\n")
+	out := strings.Join(e.srv.Output(), "\n")
 	powerLoss(t, disk, dbDir, 0, 0, e.srv.Proc)
 	stop()
-	if !strings.Contains(logged, "disk I/O error (1034) (an fsync failed") {
-		t.Errorf("the server's log does not name the failed fsync:\n%s", logged)
+	if !strings.Contains(out, logged) {
+		t.Errorf("the server's log does not say %q:\n%s", logged, out)
 	}
 	wg.Wait()
 	if err := e.srv.Restart(e.ctx); err != nil {
@@ -517,7 +548,7 @@ func TestServerFailedSyncs(t *testing.T) {
 	for id, p := range ps {
 		refused += p.refused
 		acked += len(p.acked)
-		if p.afterFail == 0 {
+		if !stops && p.afterFail == 0 {
 			t.Errorf("session %s: nothing acknowledged after the failed fsyncs", id)
 		}
 		arts, err := e.c.Artifacts(e.ctx, id)
@@ -543,7 +574,7 @@ func TestServerFailedSyncs(t *testing.T) {
 			t.Errorf("session %s stores %d deltas, %d acknowledged (%d refused): stored %v\nacknowledged %v", id, len(stored), len(p.acked), p.refused, stored, p.acked)
 		}
 	}
-	if refused == 0 {
+	if len(files) == 0 && refused == 0 {
 		t.Errorf("no request was refused: the %d failed fsyncs hit no commit", failures)
 	}
 	t.Logf("%d failed fsyncs, %d requests refused, %d acknowledged and all kept", failures, refused, acked)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,9 +25,11 @@ type FS struct {
 	srv     *fuse.Server
 	dir     string
 	fsyncs  int // of files and directories, for the tests' logs
-	// failSyncs: how many of the next fsyncs of files fail (FailSyncs);
-	// failed counts those that did.
+	// failSyncs: how many of the next fsyncs of files fail (FailSyncs),
+	// of files with one of failNames when it is not empty; failed counts
+	// those that did.
 	failSyncs, failed int
+	failNames         []string
 }
 
 // New returns an empty filesystem, not mounted.
@@ -115,16 +118,17 @@ func (c *FS) Crash(rng *rand.Rand, keep float64) error {
 	return nil
 }
 
-// FailSyncs makes the next n fsyncs of files fail with EIO, as a disk's
+// FailSyncs makes the next n fsyncs of files (of the files with one of
+// names, when names are given) fail with EIO, as a disk's
 // write error surfaces, and with Linux's semantics since 4.13: the pages
 // the failed fsync should have written are marked clean without being
 // written, so reads still return them, a later fsync reports success
 // without writing them, and a power loss takes them back. Only what is
 // written again after the failure is synced again.
-func (c *FS) FailSyncs(n int) {
+func (c *FS) FailSyncs(n int, names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.failSyncs = n
+	c.failSyncs, c.failNames = n, names
 }
 
 // FailedSyncs reports how many fsyncs FailSyncs made fail.
@@ -265,6 +269,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return n.c.child(ctx, n.EmbeddedInode(), f, out), nil, openFlags(f), 0
 	}
 	f := newFile(n.c.newIno(), mode&0o7777)
+	f.name = name
 	f.mapped = strings.HasSuffix(name, "-shm")
 	n.d.entries[name] = f
 	n.d.mtime = time.Now()
@@ -419,7 +424,7 @@ func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off 
 func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
 	n.c.mu.Lock()
 	defer n.c.mu.Unlock()
-	if n.c.failSyncs > 0 {
+	if n.c.failSyncs > 0 && (len(n.c.failNames) == 0 || slices.Contains(n.c.failNames, n.f.name)) {
 		n.c.failSyncs--
 		n.c.failed++
 		n.f.failSync()

@@ -36,6 +36,7 @@ type file struct {
 	ino   uint64
 	mode  uint32
 	mtime time.Time
+	name  string // at creation, for FailSyncs
 	// mapped: SQLite's -shm, read and written through mmap only, so
 	// served through the kernel's page cache (openFlags).
 	mapped bool
