@@ -29,7 +29,7 @@ const (
 	// the WAL stays as small as it was.
 	checkpointPages = 1000
 	// walLimitPages (64 MiB at 4 KiB pages) is the WAL's size limit and
-	// the length at which the checkpointer truncates it. It used to be
+	// the length at which the checkpointer restarts it. It used to be
 	// the writer connection's own wal_autocheckpoint, a safety net should
 	// the checkpointer fall behind; that is off now (see "A failed
 	// fsync"): the checkpointer is the only one, and a PASSIVE checkpoint
@@ -40,9 +40,9 @@ const (
 	// otherwise the file keeps the size of its longest run on disk for
 	// good, and under constant ingest overlapping replay reads can keep
 	// the WAL from starting over for a while (358 MiB in a soak). It is
-	// walLimitPages, not less: cutting back to 16
-	// MiB put the cost of shrinking and regrowing the file on commits
-	// (agentd's added p99 at 500 events/s went from 3 to 60 ms).
+	// walLimitPages, not less: cutting back to 16 MiB put the cost of
+	// shrinking and regrowing the file on commits (agentd's added p99 at
+	// 500 events/s went from 3 to 60 ms).
 	walSizeLimit = walLimitPages * 4096
 	// restartPages: a WAL this long (walLimitPages) has not started
 	// over, since readers kept a checkpoint from completing. The
