@@ -604,6 +604,11 @@ func TestAgentdFailedSyncs(t *testing.T) {
 	e.waitIdle(id)
 	killSandbox(t, d)
 	powerLoss(t, disk, state, 0, 0)
+	// Seen disconnected first: "idle" from before the power loss would
+	// let the prompt below race the new agentd's connection.
+	if err := e.sw.WaitStatus(e.ctx, id, protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
 	e.agentd(e.srv.URL, id, slowAgent, flags)
 	e.waitIdle(id)
 	e.prompt(id, "next")
