@@ -22,8 +22,9 @@ package crashfs
 
 import (
 	"maps"
+	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"time"
 )
 
@@ -157,12 +158,7 @@ func (f *file) crash(rng *rand.Rand, keep float64) {
 			size = f.size
 		}
 		// In page order, so that a seed gives the same result each run.
-		dirty := make([]int64, 0, len(f.dirty))
-		for p := range f.dirty {
-			dirty = append(dirty, p)
-		}
-		sort.Slice(dirty, func(i, j int) bool { return dirty[i] < dirty[j] })
-		for _, p := range dirty {
+		for _, p := range slices.Sorted(maps.Keys(f.dirty)) {
 			if rng.Float64() >= keep {
 				continue
 			}
@@ -173,28 +169,16 @@ func (f *file) crash(rng *rand.Rand, keep float64) {
 			}
 		}
 	}
-	for p := range pages {
-		pages[p] = append([]byte(nil), pages[p]...)
+	// That is what the disk holds now: cut to its size as truncate cuts
+	// (from past every page), and all of it durable, as sync makes it.
+	f.pages, f.dpages, f.dirty = map[int64][]byte{}, map[int64][]byte{}, map[int64]bool{}
+	for p, pg := range pages {
+		f.pages[p] = append([]byte(nil), pg...)
+		f.dirty[p] = true
 	}
-	f.pages, f.size, f.dirty = pages, 0, map[int64]bool{}
-	// Cut what lies past the size, as truncate does, then make it all
-	// durable: after the crash it is what the disk holds.
-	f.size = max(size, 0)
-	for p := range f.pages {
-		if p*pageSize >= f.size {
-			delete(f.pages, p)
-		}
-	}
-	if o := f.size % pageSize; o != 0 {
-		if pg, ok := f.pages[f.size/pageSize]; ok {
-			clear(pg[o:])
-		}
-	}
-	f.dpages = maps.Clone(f.pages)
-	for p := range f.dpages {
-		f.dpages[p] = append([]byte(nil), f.dpages[p]...)
-	}
-	f.dsize = f.size
+	f.size = math.MaxInt64
+	f.truncate(size)
+	f.sync()
 }
 
 // crash replaces every directory reachable through durable entries with
@@ -206,12 +190,8 @@ func (d *dir) crash(rng *rand.Rand, keep float64, seen map[uint64]bool) {
 	}
 	seen[d.ino] = true
 	d.entries = maps.Clone(d.durable)
-	names := make([]string, 0, len(d.entries))
-	for name := range d.entries {
-		names = append(names, name)
-	}
-	sort.Strings(names) // a seed gives the same result each run
-	for _, name := range names {
+	// In name order, so that a seed gives the same result each run.
+	for _, name := range slices.Sorted(maps.Keys(d.entries)) {
 		switch n := d.entries[name].(type) {
 		case *dir:
 			n.crash(rng, keep, seen)
