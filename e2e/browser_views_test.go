@@ -5,15 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/rein-ai/rein/protocol"
 )
 
 // sandboxPost posts events to session id the way its sandbox does, with
@@ -26,26 +21,9 @@ func (e *env) sandboxPost(id string, events ...map[string]any) {
 	if err != nil {
 		e.t.Fatalf("sandbox token of %s: %v", id, err)
 	}
-	body, err := json.Marshal(events)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	// The sandbox's credential, not the client's: a plain request.
-	req, err := http.NewRequestWithContext(e.ctx, http.MethodPost, e.c.Base()+"/sessions/"+url.PathEscape(id)+"/events", bytes.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	req.Header.Set(protocol.HeaderInstance, "fake-"+id)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if err := postOne(e.ctx, e.c.Base(), strings.TrimSpace(string(tok)), "fake-"+id, id, events...); err != nil {
 		e.t.Fatalf("post events to %s: %v", id, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		e.t.Fatalf("post events to %s: %s: %s", id, resp.Status, msg)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,14 +23,6 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
 )
-
-// crashDisk mounts a crashfs (a disk that a simulated power loss takes
-// back to what was fsynced) on a new directory for the test: see
-// crashfs.MountTemp for when it skips.
-func crashDisk(t *testing.T) (*crashfs.FS, string) {
-	t.Helper()
-	return crashfs.MountTemp(t)
-}
 
 // powerLoss kills procs (a power loss stops every process) and takes the
 // disk back to what a disk keeps, with a random part of the rest when
@@ -60,14 +53,15 @@ func sqliteOnly(t *testing.T) {
 	}
 }
 
-// postOne posts events as session id's sandbox and reports whether the
-// server acknowledged them (2xx).
+// postOne posts events as session id's sandbox would, with its sandbox
+// token and instance id, and reports whether the server acknowledged them
+// (2xx); env.sandboxPost is the same for a test's own goroutine.
 func postOne(ctx context.Context, base, token, instance, id string, events ...map[string]any) error {
 	body, err := json.Marshal(events)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sessions/"+id+"/events", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sessions/"+url.PathEscape(id)+"/events", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -98,7 +92,7 @@ func postOne(ctx context.Context, base, token, instance, id string, events ...ma
 // power losses in a row, each on what the last one left.
 func TestServerPowerLoss(t *testing.T) {
 	sqliteOnly(t)
-	disk, dbDir := crashDisk(t)
+	disk, dbDir := crashfs.MountTemp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	tokenFile := filepath.Join(t.TempDir(), "api-token")
@@ -263,7 +257,7 @@ func TestAgentdPowerLoss(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			disk, state := crashDisk(t)
+			disk, state := crashfs.MountTemp(t)
 			id := "powerloss"
 			flags := []string{"--state-dir", state}
 			const n = 5000
@@ -321,7 +315,7 @@ func TestAgentdPowerLoss(t *testing.T) {
 // more of the dead one.
 func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 	e := newEnv(t)
-	disk, state := crashDisk(t)
+	disk, state := crashfs.MountTemp(t)
 	id := "longturn"
 	// The smallest outbox: segments of 512 KiB.
 	flags := []string{"--state-dir", state, "--outbox-max-bytes", "4194304"}
@@ -411,7 +405,7 @@ func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 // each once, for a client that followed throughout and for a new one.
 func TestServerPowerLossMidTurn(t *testing.T) {
 	sqliteOnly(t)
-	disk, dbDir := crashDisk(t)
+	disk, dbDir := crashfs.MountTemp(t)
 	e := newEnvIn(t, dbDir)
 	const n = 400
 	_, f := e.session("midturn", "DEMO_AGENT_DELAY=10ms")
@@ -466,7 +460,7 @@ func TestServerFailedSyncs(t *testing.T) {
 }
 
 func failedSyncs(t *testing.T, files []string, failures int, logged string, stops bool) {
-	disk, dbDir := crashDisk(t)
+	disk, dbDir := crashfs.MountTemp(t)
 	e := newEnvIn(t, dbDir)
 	const posters = 4
 	type poster struct {
@@ -591,7 +585,7 @@ func failedSyncs(t *testing.T, files []string, failures int, logged string, stop
 // server, which the outbox posts to without waiting for its fsync.
 func TestAgentdFailedSyncs(t *testing.T) {
 	e := newEnv(t)
-	disk, state := crashDisk(t)
+	disk, state := crashfs.MountTemp(t)
 	id := "eio"
 	flags := []string{"--state-dir", state}
 	const n, failures = 400, 5
