@@ -156,10 +156,16 @@ func (e *env) create(id, project string) {
 // the artifact stream, and waits until the sandbox is connected.
 func (e *env) session(id string, envv ...string) (*Proc, *Follower) {
 	e.t.Helper()
+	return e.sessionWith(id, envv, nil)
+}
+
+// sessionWith is session with agentd's flags too.
+func (e *env) sessionWith(id string, envv, flags []string) (*Proc, *Follower) {
+	e.t.Helper()
 	e.create(id, "")
 	f := Follow(e.ctx, e.c, id)
 	e.t.Cleanup(f.Close)
-	p := e.agentd(e.srv.URL, id, envv, nil)
+	p := e.agentd(e.srv.URL, id, envv, flags)
 	e.waitIdle(id)
 	return p, f
 }

@@ -182,17 +182,13 @@ func TestAgentdKilledMidTurn(t *testing.T) {
 // slowAgent is demo-agent's environment for slowTurn: 5 ms a word.
 var slowAgent = []string{"DEMO_AGENT_DELAY=5ms"}
 
-// slowTurn creates session id, starts agentd on it (with flags) running
-// demo-agent at slowAgent's pace, prompts "slow: n" and waits until some
-// of the words are streamed. It returns the session's follower (closed at
+// slowTurn starts session id (sessionWith) with demo-agent at
+// slowAgent's pace, prompts "slow: n" and waits until some of the words
+// are streamed. It returns the session's follower (closed at
 // cleanup) and agentd.
 func (e *env) slowTurn(id string, n int, flags []string) (*Follower, *Proc) {
 	e.t.Helper()
-	e.create(id, "")
-	f := Follow(e.ctx, e.c, id)
-	e.t.Cleanup(f.Close)
-	d := e.agentd(e.srv.URL, id, slowAgent, flags)
-	e.waitIdle(id)
+	d, f := e.sessionWith(id, slowAgent, flags)
 	e.prompt(id, fmt.Sprintf("slow: %d", n))
 	if err := f.WaitFor(e.ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
 		_, txt := textOf(arts, 1)
