@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,14 +106,22 @@ func TestAgentdStateDiskFull(t *testing.T) {
 		got = append(got, l)
 	}
 	// Artifacts are in the order they were created: the tool call (its
-	// start fitted in the room agentd freed) before both notices.
+	// start fitted in the room agentd freed) before the notices. The
+	// notice that there is room again is appended when the uploader sees
+	// the wait over, which can be before or after the agent's last text:
+	// it must come after the warning, anywhere.
+	warning := slices.Index(got, "notice warning: agentd:")
+	info := slices.Index(got, "notice info: agentd:")
+	if warning < 0 || info < warning {
+		t.Fatalf("transcript:\n%s\nwant the warning, then the notice that there is room again", strings.Join(got, "\n"))
+	}
+	got = slices.Delete(got, info, info+1)
 	want := []string{
 		"turn completed end_turn",
 		"user: run: head -c 100000 /dev/zero | tr -c y y",
 		"text done: Running `head -c 100000 /dev/zero | tr -c y y`",
 		"tool shell completed output: 100000 bytes, all y: true",
 		"notice warning: agentd:",
-		"notice info: agentd:",
 		"text done: Exit code 0.",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
