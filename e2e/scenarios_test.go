@@ -439,13 +439,12 @@ func TestManySessions(t *testing.T) {
 				errs <- err
 				return
 			}
-			// Queued: "idle" comes from agentd's first events, which
-			// can reach the server before its command stream does, and
-			// a plain prompt in that window is refused (no_sandbox).
-			// This test is about twenty sessions kept apart, not that
-			// window (CI hit it once under load).
+			// Plain prompts, not queued: "idle" means a sandbox holds
+			// the command stream, even when agentd's first events
+			// reach the server before its stream does (which the
+			// twenty agentds starting at once make likely).
 			for _, text := range []string{"hello from " + id, "run: echo " + id} {
-				if _, err := e.c.QueuePrompt(ctx, id, text); err != nil {
+				if _, err := e.c.Prompt(ctx, id, text); err != nil {
 					errs <- err
 					return
 				}

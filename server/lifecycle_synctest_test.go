@@ -62,7 +62,10 @@ func mustCall[T any](t *testing.T, w *writer, req request, r reply[T]) T {
 }
 
 // The bootstrap and heartbeat timeouts fire exactly at their deadline, on
-// the fake clock, and are published on the session stream.
+// the fake clock, and are published on the session stream. A session
+// whose sandbox posted events but never opened the command stream stays
+// bootstrapping (no sandbox could take a prompt) and, at the bootstrap
+// deadline, is kept as disconnected with its events.
 func TestLifecycleTimeouts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w, st := bubbleWriter(t, filepath.Join(t.TempDir(), "rein.db"), Options{BootstrapTimeout: 3 * time.Minute, HeartbeatTimeout: 45 * time.Second})
@@ -104,12 +107,29 @@ func TestLifecycleTimeouts(t *testing.T) {
 		synctest.Wait()
 		check("at the heartbeat deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusDisconnected, "doomed": protocol.StatusBootstrapping})
 
+		// Its sandbox posts before opening the command stream.
+		early := time.Now()
+		create("early")
+		er = newReply[protocol.EventsAccepted]()
+		mustCall(t, w, &eventsReq{id: "early", instance: "i1", events: []protocol.Event{{Type: protocol.EventAgentStarted, AgentSeq: 1, Agent: &protocol.AgentInfo{Name: "demo"}}}, reply: er}, er)
+		synctest.Wait()
+		check("after early's agent_started", map[string]protocol.SessionStatus{"early": protocol.StatusBootstrapping})
+
 		time.Sleep(time.Until(start.Add(3*time.Minute)) - time.Millisecond)
 		synctest.Wait()
 		check("just before the bootstrap deadline", map[string]protocol.SessionStatus{"doomed": protocol.StatusBootstrapping})
 		time.Sleep(time.Millisecond)
 		synctest.Wait()
-		check("at the bootstrap deadline", map[string]protocol.SessionStatus{"doomed": "removed", "kept": protocol.StatusDisconnected})
+		check("at the bootstrap deadline", map[string]protocol.SessionStatus{"doomed": "removed", "kept": protocol.StatusDisconnected, "early": protocol.StatusBootstrapping})
+		time.Sleep(time.Until(early.Add(3*time.Minute)) - time.Millisecond)
+		synctest.Wait()
+		check("just before early's bootstrap deadline", map[string]protocol.SessionStatus{"early": protocol.StatusBootstrapping})
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		check("at early's bootstrap deadline", map[string]protocol.SessionStatus{"early": protocol.StatusDisconnected})
+		if evs, err := st.Events(context.Background(), "early"); err != nil || len(evs) != 1 {
+			t.Errorf("early's events after the bootstrap deadline: %d, %v; want its agent_started", len(evs), err)
+		}
 
 		var got []string
 		for _, m := range sessions.Take() {
@@ -120,7 +140,9 @@ func TestLifecycleTimeouts(t *testing.T) {
 			"event: session_created data: {\"session\":{\"id\":\"kept\",\"status\":\"bootstrapping\"",
 			"event: session_updated data: {\"id\":\"kept\",\"fields\":{\"status\":\"live\"}}",
 			"event: session_updated data: {\"id\":\"kept\",\"fields\":{\"status\":\"disconnected\"}}",
+			"event: session_created data: {\"session\":{\"id\":\"early\",\"status\":\"bootstrapping\"",
 			"event: session_removed data: {\"id\":\"doomed\"}",
+			"event: session_updated data: {\"id\":\"early\",\"fields\":{\"status\":\"disconnected\"}}",
 		}
 		if len(got) != len(want) {
 			t.Fatalf("session stream:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

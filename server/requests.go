@@ -30,7 +30,7 @@ func (r *createReq) apply(w *writer, g *group) {
 		r.reply.fail(protocol.Errorf(protocol.CodeConflict, "session %q already exists", r.id))
 		return
 	}
-	status, _ := nextStatus("", created, "", false)
+	status, _ := nextStatus("", created, facts{})
 	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
 	w.clock++
 	h := r.sandbox
@@ -314,7 +314,7 @@ func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, n
 		ms := now.UnixMilli()
 		e.rec.LastHeartbeat = &ms
 	}
-	status, _ := nextStatus(e.rec.Status, activity, f.implied, w.holders[r.id] != nil)
+	status, _ := nextStatus(e.rec.Status, activity, facts{implied: f.implied, held: w.holders[r.id] != nil})
 	var stChange *protocol.SessionStatus
 	if status != e.rec.Status {
 		e.rec.Status = status
@@ -476,7 +476,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		ms := e.lastActive.UnixMilli()
 		e.rec.LastHeartbeat = &ms
 	}
-	status, _ := nextStatus(e.rec.Status, opened, "", true)
+	status, _ := nextStatus(e.rec.Status, opened, facts{held: true})
 	g.setStatus(r.id, e, status)
 	w.tokens++
 	// A new epoch fences the stream another replica may hold
@@ -515,7 +515,7 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 	w.log.Info("sandbox disconnected", slog.String("session", r.id), slog.String("instance", h.instance))
 	w.obs.SandboxDisconnected()
 	if e := g.entry(r.id); e != nil {
-		status, _ := nextStatus(e.rec.Status, streamClosed, "", false)
+		status, _ := nextStatus(e.rec.Status, streamClosed, facts{})
 		g.setStatus(r.id, e, status)
 	}
 }

@@ -27,13 +27,24 @@ const (
 	takenOver
 )
 
+// facts is what nextStatus needs to know beyond the happening.
+type facts struct {
+	// implied is the status the reducer derived from the events of an
+	// activity ("" when they imply none: turn_started -> live,
+	// turn_completed -> idle, agent_started without an open turn -> idle).
+	implied protocol.SessionStatus
+	// held says whether a sandbox holds the command stream now.
+	held bool
+	// stored says whether any event of the session is stored
+	// (bootstrapExpired).
+	stored bool
+}
+
 // nextStatus is every session status rule of PROTOCOL.md, in one place:
-// the status after h happened to a session in status cur. implied is the
-// status the reducer derived from the events of an activity ("" when they
-// imply none: turn_started -> live, turn_completed -> idle, agent_started
-// without an open turn -> idle). held says whether a sandbox holds the
-// command stream now. remove means the session is to be removed.
-func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.SessionStatus, held bool) (next protocol.SessionStatus, remove bool) {
+// the status after h happened to a session in status cur. remove means the
+// session is to be removed.
+func nextStatus(cur protocol.SessionStatus, h happening, f facts) (next protocol.SessionStatus, remove bool) {
+	implied, held := f.implied, f.held
 	switch h {
 	case created:
 		return protocol.StatusBootstrapping, false
@@ -44,6 +55,13 @@ func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.Sessio
 		case cur == protocol.StatusDisconnected && !held:
 			// Late events of a sandbox that is gone do not bring the
 			// session back: only a new command stream does.
+			return cur, false
+		case cur == protocol.StatusBootstrapping && !held:
+			// Events of a sandbox still on its way (agentd posts its
+			// agent_started while its command stream dials): "idle"
+			// now would invite a prompt that no sandbox can take yet
+			// (409 no_sandbox). Opening the stream makes it live, and
+			// agentd posts agent_started again then.
 			return cur, false
 		case implied != "":
 			// Events say what the agent is doing.
@@ -66,7 +84,16 @@ func nextStatus(cur protocol.SessionStatus, h happening, implied protocol.Sessio
 		}
 		return cur, false
 	case bootstrapExpired:
-		return cur, cur == protocol.StatusBootstrapping
+		switch {
+		case cur != protocol.StatusBootstrapping:
+			return cur, false
+		case f.stored:
+			// Its sandbox posted events but never opened the command
+			// stream: what was accepted stays, and no sandbox is behind
+			// the session.
+			return protocol.StatusDisconnected, false
+		}
+		return cur, true
 	}
 	return cur, false
 }

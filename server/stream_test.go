@@ -159,6 +159,8 @@ func TestSessionStream(t *testing.T) {
 		}
 	}
 	// A heartbeat is not broadcast; a summary and a status are, once.
+	cmds := c.stream("/sessions/mine/commands")
+	defer cmds.close()
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", ev("heartbeat"))
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/mine/events", []any{
 		ev("agent_started", "agent", map[string]any{"name": "demo", "protocol": "native"}),
@@ -169,11 +171,12 @@ func TestSessionStream(t *testing.T) {
 	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/mine", nil)
 	for _, st := range []*sseStream{all, onlyP} {
 		var got []string
-		for range 3 {
+		for range 4 {
 			e := st.next()
 			got = append(got, e.Event+" "+e.Data)
 		}
 		want := []string{
+			`session_updated {"id":"mine","fields":{"status":"live"}}`,
 			`session_updated {"id":"mine","fields":{"status":"idle","summary":"Fixing"}}`,
 			`session_updated {"id":"mine","fields":{"summary":"Fixed"}}`,
 			`session_removed {"id":"mine"}`,

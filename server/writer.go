@@ -63,6 +63,9 @@ type entry struct {
 	// session have been sent up to (replicas.go: other replicas' changes
 	// are read from it on).
 	pubRev int64
+	// retryAt puts off a bootstrap timeout that could not be decided
+	// (bootstrapExpired could not read the session's events).
+	retryAt time.Time
 }
 
 // state is a session's reducer state and what dedupe needs, all derived
@@ -490,7 +493,7 @@ func (w *writer) track(id string) {
 	case e == nil:
 		delete(w.deadlines, id)
 	case e.rec.Status == protocol.StatusBootstrapping:
-		w.setDeadline(id, time.UnixMilli(e.rec.CreatedAt).Add(w.opts.BootstrapTimeout))
+		w.setDeadline(id, later(time.UnixMilli(e.rec.CreatedAt).Add(w.opts.BootstrapTimeout), e.retryAt))
 	case e.rec.Status == protocol.StatusLive || e.rec.Status == protocol.StatusIdle:
 		w.setDeadline(id, e.lastActive.Add(w.opts.HeartbeatTimeout))
 	default:
@@ -527,22 +530,51 @@ func (w *writer) expire(g *group) {
 			continue
 		}
 		// Which deadline passed follows from the status (see track).
-		if _, remove := nextStatus(e.rec.Status, bootstrapExpired, "", false); remove {
-			// Logged once stored: on a shared database another replica
-			// may have removed it first (this commit is then redone).
-			g.onCommit(func() {
-				w.log.Info("removed session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
-			})
-			w.remove(g, id, e)
+		if e.rec.Status == protocol.StatusBootstrapping {
+			w.bootstrapExpired(g, id, e, now)
 			continue
 		}
-		if status, _ := nextStatus(e.rec.Status, heartbeatMissed, "", w.holders[id] != nil); status != e.rec.Status {
+		if status, _ := nextStatus(e.rec.Status, heartbeatMissed, facts{held: w.holders[id] != nil}); status != e.rec.Status {
 			g.onCommit(func() {
 				w.log.Info("session missed its heartbeat", slog.String("session", id), slog.Duration("timeout", w.opts.HeartbeatTimeout))
 			})
 			g.setStatus(id, e, status)
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// bootstrapExpired removes a session whose sandbox never came, unless
+// events of it are stored: a sandbox posted them without ever opening the
+// command stream, and what was accepted is never thrown away.
+func (w *writer) bootstrapExpired(g *group, id string, e *entry, now time.Time) {
+	st, err := w.state(g, id)
+	if err != nil {
+		// Neither removed nor kept for good: asked again shortly.
+		w.log.Warn("bootstrap timeout: cannot read the session's events", slog.String("session", id), slog.Any("err", err))
+		e.retryAt = now.Add(time.Second)
+		return
+	}
+	status, remove := nextStatus(e.rec.Status, bootstrapExpired, facts{stored: st.nextPos > 1})
+	if remove {
+		// Logged once stored: on a shared database another replica
+		// may have removed it first (this commit is then redone).
+		g.onCommit(func() {
+			w.log.Info("removed session that never got a sandbox", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
+		})
+		w.remove(g, id, e)
+		return
+	}
+	g.onCommit(func() {
+		w.log.Warn("session's sandbox posted events but never opened the command stream", slog.String("session", id), slog.Duration("timeout", w.opts.BootstrapTimeout))
+	})
+	g.setStatus(id, e, status)
 }
 
 // group is the work of one transaction. Records are changed on copies in

@@ -68,7 +68,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.IntFlag{Name: "port", Value: 4800, EnvVars: []string{"REIN_PORT"}, Usage: "port to listen on; 0 picks a free port"},
 			&cli.StringFlag{Name: "db", Value: "rein.db", EnvVars: []string{"REIN_DB"}, Usage: `SQLite database file; ":memory:" for an in-memory database; or a postgres:// URL for PostgreSQL. A SQLite file takes one rein-server (a second one refuses to start); a PostgreSQL database takes any number of replicas`},
 			&cli.StringFlag{Name: "sync", Value: "full", EnvVars: []string{"REIN_SYNC"}, Usage: `"full": a 2xx on a write means it is on disk; "normal": faster, the last acknowledged writes can be lost on power loss (SQLite only; PostgreSQL always commits with synchronous_commit=on)`},
-			&cli.DurationFlag{Name: "bootstrap-timeout", Value: app.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long"},
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: app.DefaultBootstrapTimeout, EnvVars: []string{"REIN_BOOTSTRAP_TIMEOUT"}, Usage: "remove sessions still bootstrapping after this long (a session with events is kept, disconnected)"},
 			&cli.DurationFlag{Name: "write-timeout", Value: app.DefaultWriteTimeout, EnvVars: []string{"REIN_WRITE_TIMEOUT"}, Usage: "drop a stream client whose write cannot complete within this (it resumes with Last-Event-ID)"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: app.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REIN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
