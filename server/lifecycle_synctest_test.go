@@ -157,7 +157,8 @@ func TestLifecycleTimeouts(t *testing.T) {
 
 // On a database the process owns, a session left live by the previous
 // process is disconnected as the writer starts, before any time passes; a
-// bootstrap deadline continues from createdAt across the restart.
+// bootstrap deadline continues from createdAt across the restart, and
+// spares a session with stored events.
 func TestRestartRuleOnFakeClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "rein.db")
@@ -170,6 +171,9 @@ func TestRestartRuleOnFakeClock(t *testing.T) {
 			store.CreateSession{Session: protocol.Session{ID: "was-live", Status: protocol.StatusLive, CreatedAt: now}},
 			store.CreateSession{Session: protocol.Session{ID: "was-idle", Status: protocol.StatusIdle, CreatedAt: now}},
 			store.CreateSession{Session: protocol.Session{ID: "old-boot", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Minute.Milliseconds()}},
+			// Posted to before its sandbox opened the command stream.
+			store.CreateSession{Session: protocol.Session{ID: "old-early", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Minute.Milliseconds()}},
+			store.AppendEvents{SessionID: "old-early", Events: []store.Event{{Pos: 1, Instance: "i1", AgentSeq: 1, Body: []byte(`{"type":"agent_started","agent":{"name":"demo"},"agentSeq":1,"receivedAt":1}`)}}},
 		)
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
@@ -189,6 +193,10 @@ func TestRestartRuleOnFakeClock(t *testing.T) {
 		synctest.Wait()
 		if got := statusOf(t, st, "old-boot"); got != "removed" {
 			t.Errorf("at its deadline (createdAt + 3m): old-boot is %s; want removed", got)
+		}
+		// Its events are read from the store (no state was cached).
+		if got := statusOf(t, st, "old-early"); got != protocol.StatusDisconnected {
+			t.Errorf("at its deadline: old-early, which has an event, is %s; want disconnected", got)
 		}
 	})
 }

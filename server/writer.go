@@ -550,18 +550,38 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
+// hasEvents says whether any event of the session is stored: from its
+// state when cached, else from the first entry of its log (many sessions
+// may expire at once; folding each one's log to know would be wasted).
+func (w *writer) hasEvents(g *group, id string) (bool, error) {
+	if st, ok := w.states[id]; ok {
+		return st.nextPos > 1, nil
+	}
+	if p, ok := w.store.(store.EventPager); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		defer cancel()
+		evs, err := p.EventsAfter(ctx, id, 0, 1)
+		return len(evs) > 0, err
+	}
+	st, err := w.state(g, id)
+	if err != nil {
+		return false, err
+	}
+	return st.nextPos > 1, nil
+}
+
 // bootstrapExpired removes a session whose sandbox never came, unless
 // events of it are stored: a sandbox posted them without ever opening the
 // command stream, and what was accepted is never thrown away.
 func (w *writer) bootstrapExpired(g *group, id string, e *entry, now time.Time) {
-	st, err := w.state(g, id)
+	stored, err := w.hasEvents(g, id)
 	if err != nil {
 		// Neither removed nor kept for good: asked again shortly.
 		w.log.Warn("bootstrap timeout: cannot read the session's events", slog.String("session", id), slog.Any("err", err))
 		e.retryAt = now.Add(time.Second)
 		return
 	}
-	status, remove := nextStatus(e.rec.Status, bootstrapExpired, facts{stored: st.nextPos > 1})
+	status, remove := nextStatus(e.rec.Status, bootstrapExpired, facts{stored: stored})
 	if remove {
 		// Logged once stored: on a shared database another replica
 		// may have removed it first (this commit is then redone).
