@@ -133,6 +133,33 @@ func retryNotice(e *env) func(error, time.Duration) {
 	}
 }
 
+// writeDurably writes data to the file at path, which exists, and syncs
+// it and its directory: a token file that a power loss empties would
+// leave a session no sandbox can connect to.
+func writeDurably(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 func cmdCreate(c *cli.Context, e *env) error {
 	a, err := args(c, 1, 1)
 	if err != nil {
@@ -169,8 +196,15 @@ func cmdCreate(c *cli.Context, e *env) error {
 		return err
 	}
 	if tokenFile != "" && created.SandboxToken != "" {
-		if err := os.WriteFile(tokenFile, []byte(created.SandboxToken+"\n"), 0o600); err != nil {
-			return fmt.Errorf("sandbox token file: %w", err)
+		if err := writeDurably(tokenFile, []byte(created.SandboxToken+"\n")); err != nil {
+			// The token is shown once and only the file was to have it:
+			// a session nobody can connect to is removed again, so the
+			// command can simply be run again.
+			if derr := cl.DeleteSession(c.Context, id); derr != nil {
+				return fmt.Errorf("sandbox token file: %w; session %s was created but could not be removed (%v): get it a new sandbox token with POST /sessions/%s/token", err, id, derr, id)
+			}
+			os.Remove(tokenFile)
+			return fmt.Errorf("sandbox token file: %w (session %s was removed again)", err, id)
 		}
 	}
 	if c.Bool("json") {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rein-ai/rein/server/app"
@@ -43,4 +45,59 @@ func TestCreateJSONTokenFile(t *testing.T) {
 	if b, err := os.ReadFile(file); err != nil || len(strings.TrimSpace(string(b))) != 43 {
 		t.Errorf("token file: %q, %v", b, err)
 	}
+}
+
+// TestCreateTokenFileOnFullDisk: when the token file cannot be written
+// (here a full tmpfs), the session it belongs to is removed again, so
+// no session is left that no sandbox could ever connect to, and the
+// command can be run again once there is room.
+func TestCreateTokenFileOnFullDisk(t *testing.T) {
+	dir := fullTmpfs(t)
+	s := startServer(t, app.Options{})
+	file := filepath.Join(dir, "tok")
+	r := rein(t, s.URL(), "create", "s1", "--sandbox-token-file", file)
+	if r.code == 0 || !strings.Contains(r.stderr, "no space left on device") || !strings.Contains(r.stderr, "session s1 was removed again") {
+		t.Fatalf("create on a full disk: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if list := mustRein(t, s.URL(), "sessions", "--json"); strings.Contains(list, `"s1"`) {
+		t.Errorf("session s1 is still there:\n%s", list)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("token file left behind: %v", err)
+	}
+}
+
+// fullTmpfs mounts a small tmpfs for the test and fills it: a file can
+// still be created there, but nothing written. Mounting needs root; the
+// test skips elsewhere, and fails on CI (CI set), which must run it.
+func fullTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("SKIP cannot mount a tmpfs (needs root): %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Error(err)
+		}
+	})
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for range 1000 { // 64 KiB fill in 16; the bound keeps the loop finite
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return dir
+			}
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("a 64 KiB tmpfs took 4 MB without filling up")
+	return ""
 }

@@ -144,7 +144,7 @@ func buildApp(e *env) *cli.App {
 				Usage:     "create a session and print its sandbox token for agentd",
 				ArgsUsage: "ID",
 				Flags: []cli.Flag{projectFlag, jsonFlag,
-					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the sandbox token to this file (mode 0600) instead of printing it"},
+					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the sandbox token to this file (mode 0600, synced) instead of printing it; the session is removed again if it cannot be written"},
 					&cli.StringFlag{Name: "prompt", Usage: "an initial prompt, delivered to the agent when its sandbox first connects"}},
 				Action: func(c *cli.Context) error { return cmdCreate(c, e) },
 			},
