@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -709,7 +710,8 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = append([]string{qUnstage, qClearStaged, qDeleteStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken}, append(insertEventsQueries, stageEventsQueries...)...)
+var writeQueries = slices.Concat([]string{qUnstage, qClearStaged, qDeleteStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken},
+	insertEventsQueries.chunks, insertEventsQueries.runs, stageEventsQueries.chunks, stageEventsQueries.runs)
 
 // eventChunks are the row counts of the event inserts, largest first: a
 // run of events is inserted as few statements of these sizes. One
@@ -718,16 +720,31 @@ var writeQueries = append([]string{qUnstage, qClearStaged, qDeleteStaged, qTopPo
 // writer's time on batched ingest.
 var eventChunks = [...]int{64, 16, 4, 1}
 
-// insertEventsQueries[i] inserts eventChunks[i] events into events, and
-// stageEventsQueries[i] into staged_events.
-var insertEventsQueries, stageEventsQueries = chunked(`INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`), chunked(qStageEvents)
+// eventQueries insert event rows into one table. chunks[i] inserts
+// eventChunks[i] rows of any sessions. runs[i] (for every chunk size but
+// 1) inserts eventChunks[i] rows of one session and one instance, which
+// it binds once for the statement rather than on every row: the driver
+// copies each bound text into memory of its own, and binding was a tenth
+// of the writer's time on batched ingest.
+type eventQueries struct{ chunks, runs []string }
 
-func chunked(q string) []string {
-	out := make([]string, len(eventChunks))
-	for i, n := range eventChunks {
-		out[i] = q + strings.Repeat(`, (?, ?, ?, ?, ?)`, n-1)
+var insertEventsQueries, stageEventsQueries = eventQueriesFor("events"), eventQueriesFor("staged_events")
+
+func eventQueriesFor(table string) eventQueries {
+	head := `INSERT INTO ` + table + ` (session_id, pos, instance, agent_seq, body) `
+	var q eventQueries
+	for _, n := range eventChunks {
+		q.chunks = append(q.chunks, head+`VALUES `+strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?), `, n), ", "))
+		if n == 1 {
+			continue
+		}
+		// Anonymous parameters, numbered by where they appear: the first
+		// two are the session and the instance. (Numbered ones, ?1 used
+		// on every row, made the driver ask SQLite each parameter's name,
+		// which it finds by a scan: quadratic in the rows.)
+		q.runs = append(q.runs, head+`SELECT ?, column1, ?, column2, column3 FROM (VALUES `+strings.TrimSuffix(strings.Repeat(`(?, ?, ?), `, n), ", ")+`)`)
 	}
-	return out
+	return q
 }
 
 type eventInsert struct {
@@ -764,18 +781,46 @@ func insertEvents(ctx context.Context, ex execer, top *tops, ops []store.Op) err
 	return insertChunked(ctx, ex, stageEventsQueries, staged)
 }
 
-func insertChunked(ctx context.Context, ex execer, queries []string, rows []eventInsert) error {
+// insertChunked inserts rows with q: each run of rows of one session and
+// instance by q.runs while it has 4 or more left, what is left of the
+// runs by q.chunks. The order of the rows does not matter: both tables
+// are read in position order.
+func insertChunked(ctx context.Context, ex execer, q eventQueries, rows []eventInsert) error {
+	// The leftovers go over the rows already read: no allocation for the
+	// common group of single events from different sessions.
+	rest := rows[:0]
 	args := make([]any, 0, 5*min(len(rows), eventChunks[0]))
+	for i := 0; i < len(rows); {
+		k := i + 1
+		for k < len(rows) && rows[k].session == rows[i].session && rows[k].e.Instance == rows[i].e.Instance {
+			k++
+		}
+		run := rows[i:k]
+		i = k
+		for c, n := range eventChunks[:len(eventChunks)-1] {
+			for len(run) >= n {
+				args = append(args[:0], run[0].session, run[0].e.Instance)
+				for _, r := range run[:n] {
+					args = append(args, r.e.Pos, r.e.AgentSeq, string(r.e.Body))
+				}
+				if _, err := ex.ExecContext(ctx, q.runs[c], args...); err != nil {
+					return fmt.Errorf("append %d events from session=%s pos=%d: %w", n, run[0].session, run[0].e.Pos, err)
+				}
+				run = run[n:]
+			}
+		}
+		rest = append(rest, run...)
+	}
 	for c, n := range eventChunks {
-		for len(rows) >= n {
+		for len(rest) >= n {
 			args = args[:0]
-			for _, r := range rows[:n] {
+			for _, r := range rest[:n] {
 				args = append(args, r.session, r.e.Pos, r.e.Instance, r.e.AgentSeq, string(r.e.Body))
 			}
-			if _, err := ex.ExecContext(ctx, queries[c], args...); err != nil {
-				return fmt.Errorf("append %d events from session=%s pos=%d: %w", n, rows[0].session, rows[0].e.Pos, err)
+			if _, err := ex.ExecContext(ctx, q.chunks[c], args...); err != nil {
+				return fmt.Errorf("append %d events from session=%s pos=%d: %w", n, rest[0].session, rest[0].e.Pos, err)
 			}
-			rows = rows[n:]
+			rest = rest[n:]
 		}
 	}
 	return nil

@@ -26,7 +26,6 @@ import (
 // session fails, once per session rather than once per row.
 
 const (
-	qStageEvents = `INSERT INTO staged_events (session_id, pos, instance, agent_seq, body) VALUES (?, ?, ?, ?, ?)`
 	// ORDER BY session_id: each session's rows go into events together,
 	// so the move writes each session's leaf page once.
 	qUnstage     = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT session_id, pos, instance, agent_seq, body FROM staged_events ORDER BY session_id, pos`

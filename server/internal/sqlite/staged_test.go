@@ -128,3 +128,44 @@ func TestStagedRowsSurviveMigration9(t *testing.T) {
 	}
 	check("after Unstage")
 }
+
+// One commit's event rows are inserted in statements of several rows,
+// those of a run of one session and instance binding the two once: every
+// row lands whole, in the log or staged, whatever the mix of sessions,
+// instances and run lengths (here runs of 70, 5 and 3 rows, cut into
+// statements of 64, 16, 4 and 1).
+func TestEventInsertsOfMixedRuns(t *testing.T) {
+	for _, stage := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stage=%v", stage), func(t *testing.T) {
+			s := openFile(t, filepath.Join(t.TempDir(), "rein.db"))
+			commit(t, s, store.CreateSession{Session: newSession("a")}, store.CreateSession{Session: newSession("b")})
+			want := map[string][]store.Event{}
+			next := map[string]int64{}
+			add := func(session, instance string, n int) store.Op {
+				evs := make([]store.Event, n)
+				for i := range evs {
+					next[session]++
+					p := next[session]
+					evs[i] = store.Event{Pos: p, Instance: instance, AgentSeq: p * 10, Body: fmt.Appendf(nil, `{"type":"text_delta","delta":"%s%d"}`, session, p)}
+				}
+				want[session] = append(want[session], evs...)
+				return store.AppendEvents{SessionID: session, Events: evs, Stage: stage}
+			}
+			commit(t, s, add("a", "i1", 70), add("b", "i1", 3), add("a", "i2", 5), add("b", "i2", 16), add("a", "i2", 1))
+			for _, id := range []string{"a", "b"} {
+				got, err := s.Events(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != len(want[id]) {
+					t.Fatalf("session %s: %d events, want %d", id, len(got), len(want[id]))
+				}
+				for i, w := range want[id] {
+					if g := got[i]; g.Pos != w.Pos || g.Instance != w.Instance || g.AgentSeq != w.AgentSeq || string(g.Body) != string(w.Body) {
+						t.Fatalf("session %s event %d = %+v (%s), want %+v (%s)", id, i, g, g.Body, w, w.Body)
+					}
+				}
+			}
+		})
+	}
+}
