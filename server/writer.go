@@ -550,13 +550,12 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// hasEvents says whether any event of the session is stored: from its
-// state when cached, else from the first entry of its log (many sessions
-// may expire at once; folding each one's log to know would be wasted).
+// hasEvents says whether any event of the session is stored, from the
+// first entry of its log: many sessions may expire at once, and folding
+// each one's log to know would be wasted. It asks the store, not a cached
+// state: on a shared database another replica may have stored events this
+// one has not folded (the removal would cascade to them).
 func (w *writer) hasEvents(g *group, id string) (bool, error) {
-	if st, ok := w.states[id]; ok {
-		return st.nextPos > 1, nil
-	}
 	if p, ok := w.store.(store.EventPager); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		defer cancel()
