@@ -46,6 +46,41 @@ func TestBootstrapTimeout(t *testing.T) {
 	cmds.close()
 }
 
+// agentd posts agent_started while its command stream is still dialling.
+// The session stays bootstrapping then, so nobody is invited to send a
+// prompt that no sandbox can take; once the stream is open and
+// agent_started comes again, it is idle and a plain prompt is taken.
+func TestIdleOnlyWithCommandStream(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	started := ev("agent_started", "agent", map[string]any{"name": "demo", "protocol": "native"})
+	status := func() protocol.SessionStatus {
+		t.Helper()
+		var rec protocol.Session
+		c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+		return rec.Status
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", started, protocol.HeaderInstance, "i1")
+	if got := status(); got != protocol.StatusBootstrapping {
+		t.Fatalf("after agent_started without a command stream: %s, want bootstrapping", got)
+	}
+	c.wantError(http.StatusConflict, protocol.CodeNoSandbox, "POST", "/sessions/a/commands", map[string]any{"type": "prompt", "text": "too early"})
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	defer cmds.close()
+	if got := status(); got != protocol.StatusLive {
+		t.Fatalf("after the stream opened: %s, want live", got)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", started, protocol.HeaderInstance, "i1")
+	if got := status(); got != protocol.StatusIdle {
+		t.Fatalf("after agent_started on the stream: %s, want idle", got)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", map[string]any{"type": "prompt", "text": "now"})
+	if e := cmds.next(); e.Event != protocol.SSECommand || !strings.Contains(e.Data, `"text":"now"`) {
+		t.Fatalf("command stream got %+v, want the prompt", e)
+	}
+}
+
 func TestHeartbeatTimeout(t *testing.T) {
 	s := start(t, app.Options{HeartbeatTimeout: 200 * time.Millisecond})
 	c := newClient(t, s)
