@@ -222,6 +222,23 @@ func (s *Server) Turn(ctx context.Context, id, turnID string) (protocol.Turn, er
 	return protocol.Turn{}, protocol.Errorf(protocol.CodeNotFound, "turn %q not found in session %q", turnID, id)
 }
 
+// eventsAfter returns at most limit of the session's log entries with pos
+// > after, in log order: a page read by the store when it can (an
+// EventPager), else cut from the whole log.
+func eventsAfter(ctx context.Context, st store.Store, id string, after int64, limit int) ([]store.Event, error) {
+	if p, ok := st.(store.EventPager); ok {
+		return p.EventsAfter(ctx, id, after, limit)
+	}
+	all, err := st.Events(ctx, id)
+	var list []store.Event
+	for _, e := range all {
+		if e.Pos > after && len(list) < limit {
+			list = append(list, e)
+		}
+	}
+	return list, err
+}
+
 // EventLog returns the stored log entries of the session with pos >
 // after, at most limit, in log order, each event the JSON as stored; more
 // says whether entries follow.
@@ -229,22 +246,8 @@ func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int
 	if _, err := s.store.Session(ctx, id); err != nil {
 		return nil, false, err
 	}
-	var (
-		list []store.Event
-		err  error
-	)
-	if p, ok := s.store.(store.EventPager); ok {
-		// One more than asked says whether another page follows.
-		list, err = p.EventsAfter(ctx, id, after, limit+1)
-	} else {
-		var all []store.Event
-		all, err = s.store.Events(ctx, id)
-		for _, e := range all {
-			if e.Pos > after && len(list) <= limit {
-				list = append(list, e)
-			}
-		}
-	}
+	// One more than asked says whether another page follows.
+	list, err := eventsAfter(ctx, s.store, id, after, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("events session=%s: %w", id, err)
 	}

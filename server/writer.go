@@ -555,25 +555,18 @@ func later(a, b time.Time) time.Time {
 // each one's log to know would be wasted. It asks the store, not a cached
 // state: on a shared database another replica may have stored events this
 // one has not folded (the removal would cascade to them).
-func (w *writer) hasEvents(g *group, id string) (bool, error) {
-	if p, ok := w.store.(store.EventPager); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		defer cancel()
-		evs, err := p.EventsAfter(ctx, id, 0, 1)
-		return len(evs) > 0, err
-	}
-	st, err := w.state(g, id)
-	if err != nil {
-		return false, err
-	}
-	return st.nextPos > 1, nil
+func (w *writer) hasEvents(id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	evs, err := eventsAfter(ctx, w.store, id, 0, 1)
+	return len(evs) > 0, err
 }
 
 // bootstrapExpired removes a session whose sandbox never came, unless
 // events of it are stored: a sandbox posted them without ever opening the
 // command stream, and what was accepted is never thrown away.
 func (w *writer) bootstrapExpired(g *group, id string, e *entry, now time.Time) {
-	stored, err := w.hasEvents(g, id)
+	stored, err := w.hasEvents(id)
 	if err != nil {
 		// Neither removed nor kept for good: asked again shortly.
 		w.log.Warn("bootstrap timeout: cannot read the session's events", slog.String("session", id), slog.Any("err", err))
