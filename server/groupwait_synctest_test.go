@@ -18,37 +18,30 @@ type groupSizes struct {
 
 func (o *groupSizes) Committed(_ time.Duration, n int) { o.sizes = append(o.sizes, n) }
 
-// setGroupWait makes the writer remember a last commit of n requests that
-// took d, after its own (empty) group, so it does not change them.
-type setGroupWait struct {
-	n     int
-	d     time.Duration
-	reply reply[struct{}]
-}
-
-func (r *setGroupWait) apply(w *writer, g *group) {
-	g.onCommit(func() {
-		w.groupWait.committed(r.n, r.d)
-		r.reply.ok(struct{}{})
-	})
-}
-
-// A request that finds the queue empty waits for more while its group is
-// smaller than the last one, at most half the last commit's time: a
-// second request sent 1 ms later joins it, and both are answered when the
-// 2 ms wait ends. After a commit of one request nothing waits. Time is the
-// bubble's fake clock, so the instants are exact.
+// A request that finds the queue empty waits for the sessions that
+// posted small batches lately, at most maxGroupWait: with a and b both
+// posting, a waits for b and both go in one commit; a lone poster never
+// waits, nor does one whose fellow posters sent big batches or went quiet
+// two windows ago. Time is the bubble's
+// fake clock, so the instants are exact.
 func TestGroupCommitWait(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
-		lastGroup int
-		lastTook  time.Duration
-		wantWait  time.Duration // when the first request is answered
-		wantSizes []int         // of the commits of the two requests
+		warm      []string      // sessions that post before the measured pair
+		warmBatch int           // events in each warm-up post (1 when 0)
+		quiet     time.Duration // between the warm-up and the pair
+		bAfter    time.Duration // b posts this long after a
+		wantA     time.Duration // when a is answered
+		wantB     time.Duration // when b is answered
+		wantSizes []int         // of the commits of the pair
 	}{
-		{"after a big group", 8, 4 * time.Millisecond, 2 * time.Millisecond, []int{2}},
-		{"wait capped at maxGroupWait", 8, time.Second, maxGroupWait, []int{2}},
-		{"after a lone request", 1, 4 * time.Millisecond, 0, []int{1, 1}},
+		{"waits for a known poster", []string{"a", "b"}, 0, 0, time.Millisecond / 2, time.Millisecond / 2, time.Millisecond / 2, []int{2}},
+		{"wait capped at maxGroupWait", []string{"a", "b"}, 0, 0, 3 * time.Millisecond, maxGroupWait, 3*time.Millisecond + maxGroupWait, []int{1, 1}},
+		// b is new when it posts, and then waits for a, which does not
+		// come: the price of the rule, at most maxGroupWait.
+		{"a lone poster never waits", []string{"a"}, 0, 0, time.Millisecond / 2, 0, time.Millisecond/2 + maxGroupWait, []int{1, 1}},
+		{"batches make no posters", []string{"a", "b"}, stageEvents + 1, 0, time.Millisecond / 2, 0, time.Millisecond/2 + maxGroupWait, []int{1, 1}},
+		{"posters gone quiet", []string{"a", "b"}, 0, 2 * posterWindow, 3 * time.Millisecond, 0, 3*time.Millisecond + maxGroupWait, []int{1, 1}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -61,30 +54,84 @@ func TestGroupCommitWait(t *testing.T) {
 					_, h := newSandboxToken()
 					mustCall(t, w, &createReq{id: id, sandbox: h, reply: r}, r)
 				}
-				gr := newReply[struct{}]()
-				mustCall(t, w, &setGroupWait{n: tt.lastGroup, d: tt.lastTook, reply: gr}, gr)
+				seq := map[string]int64{}
+				post := func(id string, n int) {
+					var evs []protocol.Event
+					for range max(n, 1) {
+						seq[id]++
+						evs = append(evs, protocol.Event{Type: protocol.EventTextDelta, ID: "m1", Delta: "x", AgentSeq: seq[id]})
+					}
+					r := newReply[protocol.EventsAccepted]()
+					mustCall(t, w, &eventsReq{id: id, instance: "i1", events: evs, reply: r}, r)
+				}
+				for _, id := range tt.warm {
+					post(id, tt.warmBatch)
+				}
+				time.Sleep(tt.quiet)
+				sr = newReply[struct{}]()
+				mustCall(t, w, &setObserver{obs: obs, reply: sr}, sr)
 				obs.sizes = nil // read and written by the writer only inside calls
 
 				start := time.Now()
-				answered := make(chan time.Duration, 2)
-				post := func(id string) {
-					r := newReply[protocol.EventsAccepted]()
-					mustCall(t, w, &eventsReq{id: id, instance: "i1", events: []protocol.Event{{Type: protocol.EventTextDelta, ID: "m1", Delta: "x", AgentSeq: 1}}, reply: r}, r)
+				answered := make(chan time.Duration, 1)
+				go func() {
+					post("a", 1)
 					answered <- time.Since(start)
-				}
-				go post("a")
-				time.Sleep(time.Millisecond)
-				go post("b")
-				first := <-answered
-				<-answered
-				if first != tt.wantWait {
-					t.Errorf("first request answered after %v; want %v", first, tt.wantWait)
+				}()
+				time.Sleep(tt.bAfter)
+				post("b", 1)
+				gotB := time.Since(start)
+				gotA := <-answered
+				if gotA != tt.wantA || gotB != tt.wantB {
+					t.Errorf("a answered after %v, b after %v; want %v and %v", gotA, gotB, tt.wantA, tt.wantB)
 				}
 				if !slices.Equal(obs.sizes, tt.wantSizes) {
 					t.Errorf("commit sizes %v; want %v", obs.sizes, tt.wantSizes)
 				}
 			})
 		})
+	}
+}
+
+// The posters a group waits for are those of the last window or the one
+// before it, and none after two quiet windows.
+func TestRecentPosters(t *testing.T) {
+	var gw groupWait
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	if n := gw.posters(t0); n != 0 {
+		t.Fatalf("no posts yet: %d posters", n)
+	}
+	gw.posted("a", at(0))
+	gw.posted("b", at(time.Millisecond))
+	gw.posted("a", at(2*time.Millisecond))
+	for _, c := range []struct {
+		at   time.Duration
+		want int
+	}{
+		{3 * time.Millisecond, 2},
+		{posterWindow + time.Millisecond, 2}, // cur's window ended; it counts as the one before
+		{2 * posterWindow, 0},
+	} {
+		if n := gw.posters(at(c.at)); n != c.want {
+			t.Errorf("at %v: %d posters; want %d", c.at, n, c.want)
+		}
+	}
+	// A post in the next window starts it; the one before still counts.
+	gw.posted("c", at(posterWindow+time.Millisecond))
+	if n := gw.posters(at(posterWindow + 2*time.Millisecond)); n != 2 {
+		t.Errorf("after c: %d posters; want 2 (a and b of the window before)", n)
+	}
+	gw.posted("a", at(posterWindow+3*time.Millisecond))
+	gw.posted("b", at(posterWindow+4*time.Millisecond))
+	gw.posted("d", at(posterWindow+5*time.Millisecond))
+	if n := gw.posters(at(posterWindow + 6*time.Millisecond)); n != 4 {
+		t.Errorf("after a, b and d: %d posters; want 4", n)
+	}
+	// After a quiet window the old posters are gone.
+	gw.posted("e", at(4*posterWindow))
+	if n := gw.posters(at(4*posterWindow + time.Millisecond)); n != 1 {
+		t.Errorf("after two quiet windows: %d posters; want 1", n)
 	}
 }
 

@@ -404,18 +404,21 @@ func (w *writer) take(first request) *group {
 	w.groupWait.deadline = time.Time{}
 	n := 0
 	if first != nil {
+		w.arrived(first)
 		g.take(first)
 		n++
 	}
 	for ; n < maxGroup; n++ {
 		select {
 		case r := <-w.reqs:
+			w.arrived(r)
 			g.take(r)
 		default:
 			if n == 0 {
 				return nil
 			}
 			if r := w.straggler(n); r != nil {
+				w.arrived(r)
 				g.take(r)
 				continue
 			}
@@ -908,7 +911,6 @@ func (w *writer) commit(g *group) {
 		}
 		took := time.Since(start)
 		w.obs.Committed(took, g.reqs)
-		w.groupWait.committed(g.reqs, took)
 		w.recovered()
 	}
 	w.lagged(g, deferred, settled, staged)
