@@ -17,9 +17,9 @@ import "time"
 // (docs/BENCHMARKS.md, "Group commits that wait for the posters").
 //
 // So the writer waits for the posters it knows: the sessions that posted
-// small batches of events in the last posterWindow or the one before. While the group holds
-// fewer requests than that, the writer waits for the next one, at most
-// maxGroupWait from the group's first empty queue. A lone poster (an
+// small batches of events in the last posterWindow or the one before.
+// While the group holds fewer requests than that, the writer waits for the
+// next one, at most maxGroupWait from the group's first empty queue. A lone poster (an
 // agentd streaming one session, a person's prompt) is the only one it
 // knows, so it never waits; 32 posters wait for each other, which is what
 // the slowest of them does anyway.
@@ -35,8 +35,8 @@ const (
 // groupWait is the writer's memory for straggler: the recent posters, and
 // the wait of the group being taken.
 type groupWait struct {
-	// cur holds the sessions that posted events since curFrom; prev
-	// those of the window before.
+	// cur holds the sessions that posted small batches since curFrom;
+	// prev those of the window before.
 	cur, prev map[string]struct{}
 	curFrom   time.Time
 	deadline  time.Time // end of the current group's wait; zero before it starts
@@ -64,8 +64,8 @@ func (gw *groupWait) posted(id string, now time.Time) {
 	gw.cur[id] = struct{}{}
 }
 
-// posters is how many sessions posted events lately: the more of the two
-// windows, since cur fills again after each turn.
+// posters is how many sessions posted small batches lately: the more of
+// the two windows, since cur starts empty each window and fills again.
 func (gw *groupWait) posters(now time.Time) int {
 	if gw.cur == nil || now.Sub(gw.curFrom) >= 2*posterWindow {
 		return 0
