@@ -54,19 +54,21 @@ func TestGroupCommitWait(t *testing.T) {
 					_, h := newSandboxToken()
 					mustCall(t, w, &createReq{id: id, sandbox: h, reply: r}, r)
 				}
-				seq := map[string]int64{}
-				post := func(id string, n int) {
+				// post sends n deltas numbered from agent_seq from; a and b
+				// post from goroutines of their own, so each call is given
+				// its numbers rather than sharing a counter.
+				post := func(id string, from int64, n int) {
 					var evs []protocol.Event
-					for range max(n, 1) {
-						seq[id]++
-						evs = append(evs, protocol.Event{Type: protocol.EventTextDelta, ID: "m1", Delta: "x", AgentSeq: seq[id]})
+					for i := range max(n, 1) {
+						evs = append(evs, protocol.Event{Type: protocol.EventTextDelta, ID: "m1", Delta: "x", AgentSeq: from + int64(i)})
 					}
 					r := newReply[protocol.EventsAccepted]()
 					mustCall(t, w, &eventsReq{id: id, instance: "i1", events: evs, reply: r}, r)
 				}
 				for _, id := range tt.warm {
-					post(id, tt.warmBatch)
+					post(id, 1, tt.warmBatch)
 				}
+				next := int64(max(tt.warmBatch, 1) + 1)
 				time.Sleep(tt.quiet)
 				sr = newReply[struct{}]()
 				mustCall(t, w, &setObserver{obs: obs, reply: sr}, sr)
@@ -75,11 +77,11 @@ func TestGroupCommitWait(t *testing.T) {
 				start := time.Now()
 				answered := make(chan time.Duration, 1)
 				go func() {
-					post("a", 1)
+					post("a", next, 1)
 					answered <- time.Since(start)
 				}()
 				time.Sleep(tt.bAfter)
-				post("b", 1)
+				post("b", next, 1)
 				gotB := time.Since(start)
 				gotA := <-answered
 				if gotA != tt.wantA || gotB != tt.wantB {
