@@ -19,10 +19,10 @@ import "time"
 // So the writer waits for the posters it knows: the sessions that posted
 // small batches of events in the last posterWindow or the one before.
 // While the group holds fewer requests than that, the writer waits for the
-// next one, at most maxGroupWait from the group's first empty queue. A lone poster (an
-// agentd streaming one session, a person's prompt) is the only one it
-// knows, so it never waits; 32 posters wait for each other, which is what
-// the slowest of them does anyway.
+// next one, at most maxGroupWait from the group's first empty queue. A
+// lone poster (an agentd streaming one session, a person's prompt) is the
+// only one it knows, so it never waits; 32 posters wait for each other,
+// which is what the slowest of them does anyway.
 const (
 	maxGroupWait = time.Millisecond
 	// posterWindow: a poster counts while it posted in the last one or two

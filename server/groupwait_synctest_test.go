@@ -22,8 +22,8 @@ func (o *groupSizes) Committed(_ time.Duration, n int) { o.sizes = append(o.size
 // posted small batches lately, at most maxGroupWait: with a and b both
 // posting, a waits for b and both go in one commit; a lone poster never
 // waits, nor does one whose fellow posters sent big batches or went quiet
-// two windows ago. Time is the bubble's
-// fake clock, so the instants are exact.
+// two windows ago. Time is the bubble's fake clock, so the instants are
+// exact.
 func TestGroupCommitWait(t *testing.T) {
 	for _, tt := range []struct {
 		name      string

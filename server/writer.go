@@ -402,24 +402,25 @@ func (w *writer) run() {
 func (w *writer) take(first request) *group {
 	g := newGroup(w)
 	w.groupWait.deadline = time.Time{}
+	add := func(r request) {
+		w.arrived(r) // its session may be a poster to wait for (groupwait.go)
+		g.take(r)
+	}
 	n := 0
 	if first != nil {
-		w.arrived(first)
-		g.take(first)
+		add(first)
 		n++
 	}
 	for ; n < maxGroup; n++ {
 		select {
 		case r := <-w.reqs:
-			w.arrived(r)
-			g.take(r)
+			add(r)
 		default:
 			if n == 0 {
 				return nil
 			}
 			if r := w.straggler(n); r != nil {
-				w.arrived(r)
-				g.take(r)
+				add(r)
 				continue
 			}
 			g.reqs = n
