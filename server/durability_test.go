@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/store"
@@ -235,5 +238,122 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 	resumed.equal(c, "a")
 	if len(resumed.arts) != 2 {
 		t.Fatalf("resume above the head replayed %d artifacts; want the 2 the restored database has", len(resumed.arts))
+	}
+}
+
+// gatedStore is the SQLite store whose commits wait while the gate is
+// closed, saying so on entered: a commit that takes as long as a test
+// needs.
+type gatedStore struct {
+	*sqlite.Store
+	closed  atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *gatedStore) Commit(ctx context.Context, ops []store.Op) error {
+	if g.closed.Load() {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-g.open
+	}
+	return g.Store.Commit(ctx, ops)
+}
+
+// A client that leaves while its request waits for room in the writer's
+// queue (an overloaded server) is counted as 499, client closed request,
+// not as a failure of the server: no 5xx in the metrics, nothing in the
+// error log. Its events were never queued, so its retry stores them; the
+// requests before it are committed and answered.
+func TestClientGoneWhileQueued(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	server.ShortQueue(t, 1)
+	var logs lockedBuffer
+	s := start(t, app.Options{Store: g, MetricsAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	post := func(seq int) string {
+		return fmt.Sprintf(`[{"type":"text_delta","id":"m1","delta":"d%d ","agentSeq":%d}]`, seq, seq)
+	}
+
+	// 1 is in a commit that waits; 2 fills the queue.
+	g.closed.Store(true)
+	answered := make(chan int, 2)
+	for seq := range 2 {
+		go func() {
+			resp, err := http.Post(c.base+"/sessions/a/events", "application/json", strings.NewReader(post(seq+1)))
+			if err != nil {
+				answered <- 0
+				return
+			}
+			resp.Body.Close()
+			answered <- resp.StatusCode
+		}()
+		if seq == 0 {
+			select {
+			case <-g.entered:
+			case <-time.After(streamDeadline):
+				t.Fatal("the first POST never reached a commit")
+			}
+		}
+	}
+	eventually(t, "the second POST queued", func() bool { return server.Queued(s.Server) == 1 })
+	released := false
+	defer func() {
+		if !released {
+			close(g.open) // a failed test must not leave the writer stuck
+		}
+	}()
+
+	// 3 is sent whole, then its client leaves: its handler waits for room
+	// in the queue until the server sees the connection closed.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := post(3)
+	fmt.Fprintf(conn, "POST /sessions/a/events HTTP/1.1\r\nHost: rein\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	conn.Close()
+	metrics := "http://" + s.MetricsAddr() + "/metrics"
+	series := func(code int) string {
+		return fmt.Sprintf(`rein_http_requests_total{code="%d",route="POST /sessions/{id}/events"}`, code)
+	}
+	eventually(t, "the abandoned POST counted", func() bool {
+		m := scrape(t, metrics)
+		return m[series(499)]+m[series(500)]+m[series(503)] > 0
+	})
+	if m := scrape(t, metrics); m[series(499)] != 1 {
+		t.Errorf("the abandoned POST is counted as 499 %v times, 500 %v, 503 %v; want 499 once", m[series(499)], m[series(500)], m[series(503)])
+	}
+
+	g.closed.Store(false)
+	close(g.open)
+	released = true
+	for range 2 {
+		if code := <-answered; code != http.StatusAccepted {
+			t.Errorf("a POST before the abandoned one: %d; want 202", code)
+		}
+	}
+	var res protocol.EventsAccepted
+	c.must(http.StatusAccepted, &res, "POST", "/sessions/a/events", post(3))
+	if res.Accepted != 1 || res.Duplicates != 0 {
+		t.Errorf("the abandoned POST's retry: %+v; want its event stored now, not a duplicate (it was never queued)", res)
+	}
+	for k, v := range scrape(t, metrics) {
+		if strings.HasPrefix(k, `rein_http_requests_total{code="5`) {
+			t.Errorf("%s = %v; want no 5xx for a client that left", k, v)
+		}
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("the error log has a line for the client that left:\n%s", logs.String())
 	}
 }

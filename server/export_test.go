@@ -60,6 +60,17 @@ func DeferEveryGroup(t interface{ Cleanup(func()) }) {
 	t.Cleanup(func() { deferMinGroup = was })
 }
 
+// ShortQueue makes the writers of servers started from now on queue at
+// most n requests, until the test ends.
+func ShortQueue(t interface{ Cleanup(func()) }, n int) {
+	was := queueLen
+	queueLen = n
+	t.Cleanup(func() { queueLen = was })
+}
+
+// Queued returns how many requests wait in the writer's queue.
+func Queued(s *Server) int { return len(s.w.reqs) }
+
 // Lagging returns the sessions whose stored artifacts lag their log.
 func Lagging(s *Server) map[string]bool {
 	r := newReply[map[string]bool]()

@@ -21,9 +21,6 @@ const (
 	// maxGroup caps the requests one transaction takes, so one commit (and
 	// the replies waiting on it) stays short under a flood.
 	maxGroup = 256
-	// queueLen is how many requests may wait for the writer; beyond it
-	// handlers wait to enqueue, which is the backpressure.
-	queueLen = 1024
 	// maxStates caps the reducer states kept in memory, beside their
 	// estimated size (Options.StateCacheBytes). An evicted state is folded
 	// again from the event log on its next use.
@@ -31,6 +28,11 @@ const (
 	// commitTimeout bounds one transaction; busy_timeout is 5s.
 	commitTimeout = 30 * time.Second
 )
+
+// queueLen is how many requests may wait for the writer; beyond it
+// handlers wait to enqueue, which is the backpressure. A variable for the
+// test that fills the queue.
+var queueLen = 1024
 
 // errUnavailable is what requests get when the store failed or the server
 // is shutting down: retryable.

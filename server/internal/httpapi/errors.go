@@ -14,11 +14,26 @@ import (
 // statuses back to codes with the same table.
 func Status(c protocol.Code) int { return protocol.HTTPStatus(c) }
 
+// StatusClientClosed is the status recorded (in rein_http_requests_total
+// and the access log) for a request whose client left before its answer:
+// nginx's 499, "client closed request". No client ever receives it.
+const StatusClientClosed = 499
+
 // writeError writes the error body for err. Internal errors get a fixed
 // message: their text may name files, SQL or Go types; they are logged
 // here, once, with the full error. (A 503 comes from a failed commit or a
 // stopping server, which the writer logs where it happens.)
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if ctxErr := r.Context().Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		// The client went away before its answer (net/http ends the
+		// request's context when its connection closes): nobody reads
+		// this one and the server did nothing wrong. StatusClientClosed
+		// keeps it out of the 5xx an operator alerts on, and out of the
+		// error log. Whether its events were stored is what the client's
+		// retry finds out (a duplicate is accepted again and counted).
+		w.WriteHeader(StatusClientClosed)
+		return
+	}
 	body := protocol.ErrorBody{Code: protocol.CodeOf(err), Message: "internal error"}
 	var pe *protocol.Error
 	if body.Code != protocol.CodeInternal && errors.As(err, &pe) {
