@@ -2,14 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rein-ai/rein/server/pgtest"
 )
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestDurableHandler holds the durable baseline to its one promise: a
 // body is in its file when its 202 arrives, also once the ring has
@@ -69,5 +77,61 @@ func TestDurableHandler(t *testing.T) {
 	}
 	if st.Size() != size {
 		t.Fatalf("the ring is %d bytes; want %d (it never grows)", st.Size(), size)
+	}
+}
+
+// TestPgDurableHandler holds the PostgreSQL durable baseline to its
+// promise: a body is a committed row when its 202 arrives, read back on a
+// connection of its own.
+func TestPgDurableHandler(t *testing.T) {
+	dsn := pgtest.NewDatabase(t) // skips (fails on CI) without PostgreSQL
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := pgDurableHandler(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	// A pool: the posters read back at once.
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				body := fmt.Sprintf("<poster %d body %d>", w, i)
+				resp, err := http.Post(srv.URL+"/", "application/json", strings.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusAccepted {
+					errs <- fmt.Errorf("POST: HTTP %d", resp.StatusCode)
+					return
+				}
+				var n int
+				if err := pool.QueryRow(ctx, `SELECT count(*) FROM durable WHERE body = $1`, []byte(body)).Scan(&n); err != nil {
+					errs <- err
+					return
+				}
+				if n != 1 {
+					errs <- fmt.Errorf("poster %d body %d answered 202 and is in %d rows, want 1", w, i, n)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }

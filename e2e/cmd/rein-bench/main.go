@@ -4,7 +4,7 @@
 //
 // Every figure is a ratio to a baseline where one exists, because absolute
 // numbers vary between machines. The baselines run as child processes of
-// this binary (-mode trivial|durable|hub|agent). Each figure runs -runs times
+// this binary (-mode trivial|durable|pgdurable|hub|agent). Each figure runs -runs times
 // (default 3, interleaved) and is reported as the median with the spread,
 // with the machine and its load average: on a shared machine one run
 // misleads.
@@ -41,8 +41,9 @@ type Report struct {
 }
 
 func main() {
-	mode := flag.String("mode", "bench", "bench | trivial | durable | hub | agent (all but bench are the baselines this binary runs as children)")
+	mode := flag.String("mode", "bench", "bench | trivial | durable | pgdurable | hub | agent (all but bench are the baselines this binary runs as children)")
 	dir := flag.String("dir", "", "-mode durable: the directory of the file it writes and fsyncs")
+	dsn := flag.String("dsn", "", "-mode pgdurable: the postgres:// URL of the database it inserts into")
 	bin := flag.String("bin", "bin", "directory holding rein-server, agentd and demo-agent")
 	out := flag.String("out", "bin/bench.json", "the JSON results file; its other keys (rein-soak's section) are kept")
 	scale := flag.Float64("scale", 1, "multiplies every duration and count (0.2 for a quick look)")
@@ -60,6 +61,12 @@ func main() {
 			err = fmt.Errorf("-mode durable needs -dir")
 		} else {
 			err = serveDurable(*dir)
+		}
+	case "pgdurable":
+		if *dsn == "" {
+			err = fmt.Errorf("-mode pgdurable needs -dsn")
+		} else {
+			err = servePgDurable(*dsn)
 		}
 	case "hub":
 		err = serveHub()
@@ -79,7 +86,7 @@ func main() {
 			err = runBench(*bin, *out, *scale, *only, *runs, *stored, *storedLarge)
 		}
 	default:
-		err = fmt.Errorf("-mode: unknown mode %q (bench, trivial, durable, hub or agent)", *mode)
+		err = fmt.Errorf("-mode: unknown mode %q (bench, trivial, durable, pgdurable, hub or agent)", *mode)
 	}
 	if err != nil {
 		log.Fatal(err)
