@@ -40,6 +40,8 @@ type bench struct {
 	// first run of storedSessionsLarge stored them in, and what it measured.
 	storedLarge int
 	large       *storedRun
+	// pgLarge is large on PostgreSQL (group postgres_more).
+	pgLarge *storedRun
 	// cluster is the throwaway PostgreSQL of the postgres figures,
 	// started on first use.
 	cluster *pgtest.Cluster

@@ -17,16 +17,30 @@ import (
 // server's RSS: the stored sessions as a server holds them when none is
 // in use. The first run's growth while storing them is in the note.
 func (b *bench) storedSessionsLarge() ([]Figure, error) {
+	return b.storedLargeOn(func() (string, error) { return "", nil }, &b.large, "memory_per_stored_session_large")
+}
+
+// storedLargeOn is figure 8b on databases from db (see serverOn), named
+// name; *large keeps the stored database between runs.
+func (b *bench) storedLargeOn(db func() (string, error), large **storedRun, name string) ([]Figure, error) {
 	n := b.count(b.storedLarge)
-	if b.large == nil {
-		st, err := b.storeIdle("", n, 32)
+	if *large == nil {
+		at, err := db()
 		if err != nil {
 			return nil, err
 		}
-		b.large = &st
-		return b.largeFigure(st.before, st.restarted), nil
+		st, err := b.storeIdle(at, n, 32)
+		if err != nil {
+			return nil, err
+		}
+		*large = &st
+		return largeFigure(name, st, st.before, st.restarted), nil
 	}
-	fresh, err := b.serverWith("warm")
+	at, err := db()
+	if err != nil {
+		return nil, err
+	}
+	fresh, err := b.serverOnWith(at, "warm")
 	if err != nil {
 		return nil, err
 	}
@@ -37,25 +51,24 @@ func (b *bench) storedSessionsLarge() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := b.serverAt(b.large.db, b.sync)
+	srv, err := b.serverAt((*large).db, b.sync)
 	if err != nil {
 		return nil, err
 	}
 	time.Sleep(time.Second)
 	restarted := memKiB(srv.Pid(), "VmRSS")
 	b.stop(srv.Proc)
-	return b.largeFigure(before, restarted), nil
+	return largeFigure(name, **large, before, restarted), nil
 }
 
-func (b *bench) largeFigure(before, restarted int64) []Figure {
-	st := b.large
-	return []Figure{{Name: "memory_per_stored_session_large", Unit: "KiB", Value: float64(restarted-before) / float64(st.n), Target: 4,
+func largeFigure(name string, st storedRun, before, restarted int64) []Figure {
+	return []Figure{{Name: name, Unit: "KiB", Value: float64(restarted-before) / float64(st.n), Target: 4,
 		Note: fmt.Sprintf("a server started on a database of %d idle sessions of %d events each: RSS %d KiB, a fresh one's %d KiB; while the first run stored them: RSS %d -> %d KiB (%.2f KiB each)",
 			st.n, st.events, restarted, before, st.before, st.after, st.per(st.after))}}
 }
 
-// 9. The figures of groups latency, memory, resume and stored_sessions on
-// PostgreSQL, named pg_ and the SQLite name, with the same targets, to be
+// 9. The figures of groups latency, memory, resume, stored_sessions and
+// stored_sessions_large on PostgreSQL, named pg_ and the SQLite name, with the same targets, to be
 // read beside SQLite's (group postgres has the ingest and fan-out ones).
 // Skipped, as group postgres, when no PostgreSQL can be started.
 func (b *bench) postgresMore() ([]Figure, error) {
@@ -69,6 +82,11 @@ func (b *bench) postgresMore() ([]Figure, error) {
 		b.resumeOn,
 		func(db string) ([]Figure, error) {
 			return b.storedSessionsOn(db, "memory_per_stored_session", b.count(b.storedCount), 8)
+		},
+		// Figure 8b: the first run stores the sessions in db, later
+		// runs restart on it and measure a fresh server on db.
+		func(db string) ([]Figure, error) {
+			return b.storedLargeOn(func() (string, error) { return db, nil }, &b.pgLarge, "memory_per_stored_session_large")
 		},
 	} {
 		db, err := b.pgDatabase()
