@@ -68,62 +68,24 @@ func durableHandler(dir string, size int64) (http.Handler, error) {
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("durable baseline: %w", err)
 	}
-	type post struct {
-		body []byte
-		done chan error
-	}
-	posts := make(chan post, 1024)
+	var buf []byte
+	var off int64
 	// The committer lives as long as the process (the bench stops it).
-	go func() {
-		var group []post
-		var buf []byte
-		var off int64
-		for p := range posts {
-			group = append(group[:0], p)
-		more:
-			for len(group) < 256 {
-				select {
-				case p := <-posts:
-					group = append(group, p)
-				default:
-					break more
-				}
-			}
-			buf = buf[:0]
-			for _, p := range group {
-				buf = append(buf, p.body...)
-			}
-			if off+int64(len(buf)) > size {
-				off = 0
-			}
-			_, err := f.WriteAt(buf, off)
-			off += int64(len(buf))
-			if err == nil {
-				err = f.Sync()
-			}
-			for _, p := range group {
-				p.done <- err
-			}
+	return groupCommit(context.Background(), func(bodies [][]byte) error {
+		buf = buf[:0]
+		for _, b := range bodies {
+			buf = append(buf, b...)
 		}
-	}()
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
+		if off+int64(len(buf)) > size {
+			off = 0
+		}
+		_, err := f.WriteAt(buf, off)
+		off += int64(len(buf))
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+			return err
 		}
-		done := make(chan error, 1)
-		posts <- post{body: body, done: done}
-		if err := <-done; err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write([]byte(`{"accepted":1,"duplicates":0}`))
-	})
-	return mux, nil
+		return f.Sync()
+	}, nil), nil
 }
 
 // servePgDurable is serveDurable on PostgreSQL: one goroutine takes
@@ -158,13 +120,27 @@ func pgDurableHandler(ctx context.Context, dsn string) (http.Handler, error) {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("postgres durable baseline: %w", err)
 	}
+	return groupCommit(ctx, func(bodies [][]byte) error {
+		_, err := conn.Exec(ctx, `INSERT INTO durable (body) SELECT unnest($1::bytea[])`, bodies)
+		return err
+	}, func() { conn.Close(context.Background()) }), nil
+}
+
+// groupCommit is the handler of a minimal durable ingest: one goroutine,
+// living as long as ctx, takes whatever bodies wait (a group commit, like
+// rein-server's writer, at most 256), hands them to commit, and answers
+// each 202 once commit has returned nil, 503 with its error otherwise.
+// stop, if not nil, runs when the goroutine ends.
+func groupCommit(ctx context.Context, commit func(bodies [][]byte) error, stop func()) http.Handler {
 	type post struct {
 		body []byte
 		done chan error
 	}
 	posts := make(chan post, 1024)
 	go func() {
-		defer conn.Close(context.Background())
+		if stop != nil {
+			defer stop()
+		}
 		var group []post
 		var bodies [][]byte
 		for {
@@ -188,7 +164,7 @@ func pgDurableHandler(ctx context.Context, dsn string) (http.Handler, error) {
 			for _, p := range group {
 				bodies = append(bodies, p.body)
 			}
-			_, err := conn.Exec(ctx, `INSERT INTO durable (body) SELECT unnest($1::bytea[])`, bodies)
+			err := commit(bodies)
 			for _, p := range group {
 				p.done <- err
 			}
@@ -220,7 +196,7 @@ func pgDurableHandler(ctx context.Context, dsn string) (http.Handler, error) {
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write([]byte(`{"accepted":1,"duplicates":0}`))
 	})
-	return mux, nil
+	return mux
 }
 
 // serveHub is the minimal go-sse fan-out: one goroutine per subscriber fed

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -33,44 +32,21 @@ func TestDurableHandler(t *testing.T) {
 	defer srv.Close()
 	path := filepath.Join(dir, "durable.log")
 	// 8 posters, 1,200 bodies of ~1 KiB: the 1 MiB ring wraps once.
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 150 {
-				body := []byte(fmt.Sprintf("<poster %d body %d %s>", w, i, bytes.Repeat([]byte("x"), 1000)))
-				resp, err := http.Post(srv.URL+"/", "application/json", bytes.NewReader(body))
-				if err != nil {
-					errs <- err
-					return
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted {
-					errs <- fmt.Errorf("POST: HTTP %d", resp.StatusCode)
-					return
-				}
-				// Later groups may overwrite it once the ring wraps, but
-				// not before this poster's next body: only 7 others and
-				// 1 MiB of room.
-				got, err := os.ReadFile(path)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !bytes.Contains(got, body) {
-					errs <- fmt.Errorf("poster %d body %d answered 202 but is not in the file", w, i)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	postEach(t, srv.URL, 8, 150, func(w, i int) []byte {
+		return []byte(fmt.Sprintf("<poster %d body %d %s>", w, i, bytes.Repeat([]byte("x"), 1000)))
+	}, func(body []byte) error {
+		// Later groups may overwrite it once the ring wraps, but not
+		// before this poster's next body: only 7 others and 1 MiB of
+		// room.
+		got, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(got, body) {
+			return fmt.Errorf("answered 202 but is not in the file")
+		}
+		return nil
+	})
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -99,31 +75,45 @@ func TestPgDurableHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
+	postEach(t, srv.URL, 8, 40, func(w, i int) []byte {
+		return []byte(fmt.Sprintf("<poster %d body %d>", w, i))
+	}, func(body []byte) error {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM durable WHERE body = $1`, body).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("answered 202 and is in %d rows, want 1", n)
+		}
+		return nil
+	})
+}
+
+// postEach has posters post n bodies each to url, one at a time, and
+// checks each with stored once its 202 has arrived; the test fails on the
+// first POST that is not answered 202 or that stored rejects.
+func postEach(t *testing.T, url string, posters, n int, body func(poster, i int) []byte, stored func(body []byte) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
+	errs := make(chan error, posters)
+	for w := range posters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 40 {
-				body := fmt.Sprintf("<poster %d body %d>", w, i)
-				resp, err := http.Post(srv.URL+"/", "application/json", strings.NewReader(body))
+			for i := range n {
+				b := body(w, i)
+				resp, err := http.Post(url+"/", "application/json", bytes.NewReader(b))
 				if err != nil {
 					errs <- err
 					return
 				}
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusAccepted {
-					errs <- fmt.Errorf("POST: HTTP %d", resp.StatusCode)
+					errs <- fmt.Errorf("poster %d body %d: HTTP %d", w, i, resp.StatusCode)
 					return
 				}
-				var n int
-				if err := pool.QueryRow(ctx, `SELECT count(*) FROM durable WHERE body = $1`, []byte(body)).Scan(&n); err != nil {
-					errs <- err
-					return
-				}
-				if n != 1 {
-					errs <- fmt.Errorf("poster %d body %d answered 202 and is in %d rows, want 1", w, i, n)
+				if err := stored(b); err != nil {
+					errs <- fmt.Errorf("poster %d body %d: %w", w, i, err)
 					return
 				}
 			}
