@@ -88,11 +88,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // bookkeeping and new writes.
 func TestFullDiskAtStart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openSQLite(t, path)
 	// A session that was live when the previous server died.
 	live := protocol.Session{ID: "a", Status: protocol.StatusLive, CreatedAt: time.Now().UnixMilli()}
 	if err := db.Commit(t.Context(), []store.Op{store.CreateSession{Session: live}}); err != nil {
@@ -148,11 +144,7 @@ func TestFullDiskWhileRunning(t *testing.T) {
 // (fullStore), in a file of the test's.
 func startFull(t *testing.T) (*app.App, *fullStore) {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
 	fs := &fullStore{Store: db}
 	return start(t, app.Options{Store: fs}), fs
 }
@@ -269,11 +261,7 @@ func (g *gatedStore) Commit(ctx context.Context, ops []store.Op) error {
 // requests before it are committed and answered.
 func TestClientGoneWhileQueued(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openSQLite(t, path)
 	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
 	server.ShortQueue(t, 1)
 	var logs lockedBuffer

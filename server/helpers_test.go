@@ -20,6 +20,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/sqlite"
 )
 
 // streamDeadline only keeps a broken test from hanging until go test's own
@@ -62,6 +63,18 @@ func start(t testing.TB, opts app.Options) *app.App {
 		}
 	})
 	return s
+}
+
+// openSQLite opens the SQLite store at path for a test that wraps it (a
+// store that fails or waits on demand) and closes it when the test ends.
+func openSQLite(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }
 
 type client struct {

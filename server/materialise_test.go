@@ -236,11 +236,7 @@ func settle(t testing.TB, s *app.App, id string) {
 // shows the request, read from a fold of the log.
 func TestApprovalsOfAnUnsettledStart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openSQLite(t, path)
 	var staged []store.Event
 	for i, e := range permissionEvents("t1", "tc1", "r1", 1) {
 		body, err := json.Marshal(e)
@@ -250,7 +246,7 @@ func TestApprovalsOfAnUnsettledStart(t *testing.T) {
 		staged = append(staged, store.Event{Pos: int64(i) + 1, Instance: "i1", AgentSeq: int64(i) + 1, Body: body})
 	}
 	// What a crash leaves: the events staged, no artifact written.
-	err = db.Commit(t.Context(), []store.Op{
+	err := db.Commit(t.Context(), []store.Op{
 		store.CreateSession{Session: protocol.Session{ID: "a", Status: protocol.StatusLive, CreatedAt: 1}},
 		store.AppendEvents{SessionID: "a", Events: staged, Stage: true},
 	})

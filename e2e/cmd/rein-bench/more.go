@@ -17,30 +17,23 @@ import (
 // server's RSS: the stored sessions as a server holds them when none is
 // in use. The first run's growth while storing them is in the note.
 func (b *bench) storedSessionsLarge() ([]Figure, error) {
-	return b.storedLargeOn(func() (string, error) { return "", nil }, &b.large, "memory_per_stored_session_large")
+	return b.storedLargeOn("", &b.large, "memory_per_stored_session_large")
 }
 
-// storedLargeOn is figure 8b on databases from db (see serverOn), named
-// name; *large keeps the stored database between runs.
-func (b *bench) storedLargeOn(db func() (string, error), large **storedRun, name string) ([]Figure, error) {
+// storedLargeOn is figure 8b named name: its first run stores the
+// sessions in db (see serverOn), later runs start a fresh server on db and
+// one on the stored database, which *large keeps between runs.
+func (b *bench) storedLargeOn(db string, large **storedRun, name string) ([]Figure, error) {
 	n := b.count(b.storedLarge)
 	if *large == nil {
-		at, err := db()
-		if err != nil {
-			return nil, err
-		}
-		st, err := b.storeIdle(at, n, 32)
+		st, err := b.storeIdle(db, n, 32)
 		if err != nil {
 			return nil, err
 		}
 		*large = &st
 		return largeFigure(name, st, st.before, st.restarted), nil
 	}
-	at, err := db()
-	if err != nil {
-		return nil, err
-	}
-	fresh, err := b.serverOnWith(at, "warm")
+	fresh, err := b.serverOnWith(db, "warm")
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +61,9 @@ func largeFigure(name string, st storedRun, before, restarted int64) []Figure {
 }
 
 // 9. The figures of groups latency, memory, resume, stored_sessions and
-// stored_sessions_large on PostgreSQL, named pg_ and the SQLite name, with the same targets, to be
-// read beside SQLite's (group postgres has the ingest and fan-out ones).
+// stored_sessions_large on PostgreSQL, named pg_ and the SQLite name, with
+// the same targets, to be read beside SQLite's (group postgres has the
+// ingest and fan-out ones).
 // Skipped, as group postgres, when no PostgreSQL can be started.
 func (b *bench) postgresMore() ([]Figure, error) {
 	if _, ok, err := b.pgFor("postgres"); !ok {
@@ -83,10 +77,8 @@ func (b *bench) postgresMore() ([]Figure, error) {
 		func(db string) ([]Figure, error) {
 			return b.storedSessionsOn(db, "memory_per_stored_session", b.count(b.storedCount), 8)
 		},
-		// Figure 8b: the first run stores the sessions in db, later
-		// runs restart on it and measure a fresh server on db.
 		func(db string) ([]Figure, error) {
-			return b.storedLargeOn(func() (string, error) { return db, nil }, &b.pgLarge, "memory_per_stored_session_large")
+			return b.storedLargeOn(db, &b.pgLarge, "memory_per_stored_session_large")
 		},
 	} {
 		db, err := b.pgDatabase()
