@@ -5,6 +5,8 @@ package protocol
 const (
 	// MaxIDLen is the longest session, block, tool call or request id.
 	MaxIDLen = 128
+	// MaxIdempotencyKeyLen is the longest Idempotency-Key, in bytes.
+	MaxIdempotencyKeyLen = 255
 	// MaxTextLen is the longest single text field (a delta, a prompt, a
 	// final text, tool output) in bytes.
 	MaxTextLen = 256 << 10

@@ -107,9 +107,39 @@ const HeaderInstance = "Rein-Instance"
 // agent. The server records it as the session's AckedCommandID.
 const HeaderCommandCursor = "Rein-Command-Cursor"
 
+// HeaderIdempotencyKey is the header by which a client makes a command
+// safe to send again: POST /sessions/:id/commands with a key the session
+// already stored a command under stores nothing and answers 202 with that
+// command's id (and HeaderIdempotentReplayed), so a client that lost the
+// answer to a timeout or a cut connection can retry without the agent
+// getting the prompt twice. The same key with a different command is 409
+// conflict. A key is kept as long as its command (until the session is
+// deleted). See ValidateIdempotencyKey for its form.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// HeaderIdempotentReplayed is "true" on the 202 of a command whose
+// HeaderIdempotencyKey named a command already stored: nothing new was
+// stored.
+const HeaderIdempotentReplayed = "Idempotent-Replayed"
+
 // HeaderSessionCreated is a header of the command stream's 200 answer: the
 // session's createdAt (Unix ms). A session deleted and created again with
 // the same id has another, so a sandbox that keeps state per session id
 // (agentd's state dir: outbox, command cursor, conversation) can tell the
 // session it saved it for from a new one and not apply it there.
 const HeaderSessionCreated = "Rein-Session-Created"
+
+// ValidateIdempotencyKey checks a HeaderIdempotencyKey value: 1 to
+// MaxIdempotencyKeyLen visible ASCII characters (a UUID, a random token,
+// a client's own request id). The error names the header and says why.
+func ValidateIdempotencyKey(k string) error {
+	if k == "" || len(k) > MaxIdempotencyKeyLen {
+		return Errorf(CodeInvalid, "%s header: must be 1 to %d characters, got %d", HeaderIdempotencyKey, MaxIdempotencyKeyLen, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x21 || c > 0x7e {
+			return Errorf(CodeInvalid, "%s header: must be visible ASCII (no spaces), got byte 0x%02x at %d", HeaderIdempotencyKey, c, i)
+		}
+	}
+	return nil
+}
