@@ -46,6 +46,10 @@ type Store interface {
 	// Commands returns the session's commands with after < id <= upTo in
 	// id order.
 	Commands(ctx context.Context, id string, after, upTo int64) ([]Command, error)
+	// CommandByKey returns the session's command stored with
+	// Idempotency-Key key (Key set), and false when there is none (a
+	// missing session included).
+	CommandByKey(ctx context.Context, id, key string) (Command, bool, error)
 	// LoadSessions returns every session with its internal state, oldest
 	// first; Instances of each in the order they first held the stream.
 	LoadSessions(ctx context.Context) ([]Session, error)

@@ -63,6 +63,9 @@ type Command struct {
 	ID        int64
 	Body      []byte
 	CreatedAt int64
+	// Key is the client's Idempotency-Key it was sent with ("" for
+	// none): a session stores at most one command per key.
+	Key string
 }
 
 // Op is one write of a group commit. Ops are applied in order in a single
@@ -137,7 +140,8 @@ type FieldAppend struct {
 }
 
 // AddCommand stores a command; its id is chosen by the server and an id
-// already stored fails the commit.
+// already stored fails the commit, as does a Key the session already
+// stored a command under.
 type AddCommand struct {
 	SessionID string
 	Command   Command

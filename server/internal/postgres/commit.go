@@ -21,7 +21,7 @@ const (
 	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = $1 AND seq = $2`
-	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at) VALUES ($1, $2, $3, $4)`
+	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES ($1, $2, $3, $4, NULLIF($5, ''))`
 	qAddInstance     = `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 
@@ -216,7 +216,7 @@ func queue(p *plan, op store.Op) error {
 	case store.AddCommand:
 		c := op.Command
 		p.add(fmt.Sprintf("add command session=%s id=%d", op.SessionID, c.ID), qAddCommand,
-			op.SessionID, c.ID, string(c.Body), c.CreatedAt)
+			op.SessionID, c.ID, string(c.Body), c.CreatedAt, c.Key)
 	case store.AddInstance:
 		p.add("add instance session="+op.SessionID, qAddInstance, op.SessionID, op.Instance, op.At)
 	case store.SetSandboxToken:

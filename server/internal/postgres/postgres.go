@@ -415,6 +415,22 @@ func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limi
 }
 
 // Commands returns the commands with after < id <= upTo, in id order.
+// CommandByKey returns the session's command stored with Idempotency-Key
+// key (the commands_idem_key index finds it).
+func (s *Store) CommandByKey(ctx context.Context, id, key string) (store.Command, bool, error) {
+	var body string
+	c := store.Command{Key: key}
+	err := s.pool.QueryRow(ctx, `SELECT id, body, created_at FROM commands WHERE session_id = $1 AND idem_key = $2`, id, key).Scan(&c.ID, &body, &c.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Command{}, false, nil
+	}
+	if err != nil {
+		return store.Command{}, false, fmt.Errorf("read command session=%s by key: %w", id, err)
+	}
+	c.Body = []byte(body)
+	return c, true, nil
+}
+
 func (s *Store) Commands(ctx context.Context, id string, after, upTo int64) ([]store.Command, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT id, body, created_at FROM commands WHERE session_id = $1 AND id > $2 AND id <= $3 ORDER BY id`, id, after, upTo)
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Command, error) {

@@ -551,6 +551,28 @@ func (s *Store) Commands(ctx context.Context, id string, after, upTo int64) ([]s
 	return rows, nil
 }
 
+// CommandByKey returns the session's command stored with Idempotency-Key
+// key (the commands_idem_key index finds it).
+func (s *Store) CommandByKey(ctx context.Context, id, key string) (store.Command, bool, error) {
+	var c store.Command
+	err := s.r.GetContext(ctx, &c, `SELECT id, body, created_at AS createdat, idem_key AS key FROM commands WHERE session_id = ? AND idem_key = ?`, id, key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Command{}, false, nil
+	}
+	if err != nil {
+		return store.Command{}, false, fmt.Errorf("read command session=%s by key: %w", id, err)
+	}
+	return c, true, nil
+}
+
+// nullable is s, or NULL for "".
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
 func exists(ctx context.Context, tx *sqlx.Tx, id string) error {
 	var one int
 	err := tx.GetContext(ctx, &one, `SELECT 1 FROM sessions WHERE id = ?`, id)
@@ -703,7 +725,7 @@ const (
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
-	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at) VALUES (?, ?, ?, ?)`
+	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES (?, ?, ?, ?, ?)`
 	qAddInstance     = `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`
 	qAppendRev       = `UPDATE artifacts SET rev = ?, appended = appended + ? WHERE session_id = ? AND seq = ?`
 	qAppendText      = `INSERT INTO artifact_appends (session_id, seq, n, field, text) VALUES (?1, ?2, (SELECT COALESCE(MAX(n), 0) + 1 FROM artifact_appends WHERE session_id = ?1 AND seq = ?2), ?3, ?4)`
@@ -889,7 +911,7 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 		}
 	case store.AddCommand:
 		c := op.Command
-		_, err := ex.ExecContext(ctx, qAddCommand, op.SessionID, c.ID, string(c.Body), c.CreatedAt)
+		_, err := ex.ExecContext(ctx, qAddCommand, op.SessionID, c.ID, string(c.Body), c.CreatedAt, nullable(c.Key))
 		if err != nil {
 			return fmt.Errorf("add command session=%s id=%d: %w", op.SessionID, c.ID, err)
 		}

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ArtifactPages", testArtifactPages},
 		{"AppendsMergedOnRead", testAppendsMergedOnRead},
 		{"Commands", testCommands},
+		{"CommandKeys", testCommandKeys},
 		{"SessionState", testSessionState},
 		{"InstancesIdempotent", testInstancesIdempotent},
 		{"SandboxTokens", testSandboxTokens},
@@ -442,6 +443,42 @@ func testCommands(t *testing.T, s store.Store) {
 		t.Errorf("Commands(a, 5, 10) = %d; want 0", len(got))
 	}
 	commitFails(t, s, store.AddCommand{SessionID: "a", Command: store.Command{ID: 3, Body: []byte(`{}`)}})
+}
+
+// A command stored with an Idempotency-Key is found by it in its own
+// session only; a session holds one command per key (a second fails the
+// commit and stores nothing of it); commands without a key are many, and
+// a deleted session's keys go with it.
+func testCommandKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	commit(t, s,
+		store.AddCommand{SessionID: "a", Command: store.Command{ID: 1, Body: []byte(`{"id":1}`), CreatedAt: 10}},
+		store.AddCommand{SessionID: "a", Command: store.Command{ID: 2, Body: []byte(`{"id":2}`), CreatedAt: 11}},
+		store.AddCommand{SessionID: "a", Command: store.Command{ID: 3, Body: []byte(`{"id":3,"text":"é"}`), CreatedAt: 12, Key: "k-1"}},
+		store.AddCommand{SessionID: "b", Command: store.Command{ID: 1, Body: []byte(`{"id":1,"b":true}`), CreatedAt: 13, Key: "k-1"}},
+	)
+	got, ok, err := s.CommandByKey(ctx, "a", "k-1")
+	if err != nil || !ok || got.ID != 3 || string(got.Body) != `{"id":3,"text":"é"}` || got.CreatedAt != 12 || got.Key != "k-1" {
+		t.Fatalf("CommandByKey(a, k-1) = %+v, %v, %v; want command 3", got, ok, err)
+	}
+	if got, ok, err := s.CommandByKey(ctx, "b", "k-1"); err != nil || !ok || got.ID != 1 || string(got.Body) != `{"id":1,"b":true}` {
+		t.Fatalf("CommandByKey(b, k-1) = %+v, %v, %v; want b's command 1", got, ok, err)
+	}
+	for _, c := range [][2]string{{"a", "k-2"}, {"a", "K-1"}, {"a", ""}, {"nope", "k-1"}} {
+		if got, ok, err := s.CommandByKey(ctx, c[0], c[1]); err != nil || ok {
+			t.Errorf("CommandByKey(%s, %q) = %+v, %v, %v; want none", c[0], c[1], got, ok, err)
+		}
+	}
+	commitFails(t, s, store.AddCommand{SessionID: "a", Command: store.Command{ID: 4, Body: []byte(`{"id":4}`), Key: "k-1"}})
+	if cmds, _ := s.Commands(ctx, "a", 0, 10); len(cmds) != 3 {
+		t.Fatalf("after a refused second k-1, session a has %d commands; want 3", len(cmds))
+	}
+	commit(t, s, store.DeleteSession{ID: "a"}, store.CreateSession{Session: session("a", 2, "")})
+	if got, ok, err := s.CommandByKey(ctx, "a", "k-1"); err != nil || ok {
+		t.Fatalf("CommandByKey(a, k-1) after a was deleted and created again = %+v, %v, %v; want none", got, ok, err)
+	}
+	commit(t, s, store.AddCommand{SessionID: "a", Command: store.Command{ID: 1, Body: []byte(`{"id":1}`), Key: "k-1"}})
 }
 
 // UpdateSession's columns come back from Session and LoadSessions.
