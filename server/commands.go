@@ -60,14 +60,84 @@ func resumeAck(same bool, after, acked int64) int64 {
 // It cannot fail, so a request that adds a command after other writes
 // (createReq) never has to undo them: a Command is strings, integers and
 // a bool, which always encode.
-func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command) (protocol.Command, *hub.Message) {
+// key is the client's Idempotency-Key ("" for none), stored with it.
+func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command, key string) (protocol.Command, *hub.Message) {
 	cmd.ID = e.rec.LastCommandID + 1
 	cmd.Queue = false
 	body, _ := json.Marshal(cmd)
 	e.rec.LastCommandID = cmd.ID
 	e.rec.PendingCommands = e.rec.LastCommandID - e.rec.AckedCommandID
-	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli()}})
+	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli(), Key: key}})
+	if key != "" {
+		if g.keyed == nil {
+			g.keyed = map[string]map[string]protocol.Command{}
+		}
+		if g.keyed[id] == nil {
+			g.keyed[id] = map[string]protocol.Command{}
+		}
+		g.keyed[id][key] = cmd
+	}
 	return cmd, &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
+}
+
+// Idempotency keys. A client that sent a command and lost the answer (a
+// timeout, a cut connection, a replica that died after its commit) cannot
+// tell whether it was stored; sending it again without a key may give the
+// agent the same prompt twice. With protocol.HeaderIdempotencyKey the
+// retry is safe: the key is stored with the command (one per session, a
+// unique index in both backends), and a command whose key the session
+// already has is answered with the stored command's id instead of being
+// stored again, or refused when it is a different command.
+//
+// The lookup runs in the writer, before the command would be added, so
+// two sends of one key never both store: within a group the second finds
+// the first in group.keyed; across groups the first is committed and the
+// store has it. On replicas, a replica whose view of the session is older
+// than another replica's commit of the key expects the older version and
+// is redone (writer.redo), and the redo finds the key. The unique index
+// is the backstop: a commit that would store a key twice fails whole.
+
+// replay answers r when its key names a command the session already has
+// (stored, or added earlier in this group): the same command gets that
+// command's id, marked replayed; a different one is a conflict. It
+// reports whether r was answered (or is, after the group's commit).
+func (r *commandReq) replay(w *writer, g *group) (bool, error) {
+	prev, pending := g.keyed[r.id][r.key]
+	if !pending {
+		if g.removed[r.id] {
+			// Deleted in this group, so created again in it: nothing
+			// stored is the new session's.
+			return false, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		defer cancel()
+		c, ok, err := w.store.CommandByKey(ctx, r.id, r.key)
+		if err != nil {
+			return false, unavailable("find command by key session="+r.id, err)
+		}
+		if !ok {
+			return false, nil
+		}
+		if err := json.Unmarshal(c.Body, &prev); err != nil {
+			return false, fmt.Errorf("decode stored command session=%s id=%d: %w", r.id, c.ID, err)
+		}
+		prev.ID = c.ID
+	}
+	want := r.cmd
+	want.ID, want.Queue = prev.ID, false
+	if want != prev {
+		return false, protocol.Errorf(protocol.CodeConflict, "%s header: %q was already used for command %d of session %q (a %s), and this is a different command; send a new command with a new key",
+			protocol.HeaderIdempotencyKey, r.key, prev.ID, r.id, prev.Type)
+	}
+	sent := SentCommand{ID: prev.ID, Replayed: true}
+	if !pending {
+		r.reply.ok(sent)
+		return true, nil
+	}
+	// The first is not committed yet: answer with it.
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(sent) })
+	return true, nil
 }
 
 // commandsChanged publishes the session's acknowledged and pending

@@ -246,3 +246,41 @@ func twoReplicas(t *testing.T, opts app.Options) (a, b *app.App, ca, cb *client)
 	a, b = start(t, opts), start(t, opts)
 	return a, b, newClient(t, a), newClient(t, b)
 }
+
+// A command retried on another replica with its Idempotency-Key is
+// answered with the first's id, and sends of one key racing on both
+// replicas store it once: the loser's commit expects a session version
+// the winner's changed, is redone, and then finds the key.
+func TestReplicasIdempotentCommands(t *testing.T) {
+	_, _, ca, cb := twoReplicas(t, app.Options{})
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/k", nil)
+	cmds := cb.stream("/sessions/k/commands", protocol.HeaderInstance, "i1")
+	wantSent(t, "sent to a", ca.sendKeyed("k", "first", `{"type":"prompt","text":"one"}`), 1, false)
+	wantSent(t, "retried on b", cb.sendKeyed("k", "first", `{"type":"prompt","text":"one"}`), 1, true)
+	wantCommand(t, cmds, 1, "one")
+	for i := range 10 {
+		key, text := fmt.Sprintf("race%d", i), fmt.Sprintf(`{"type":"prompt","text":"race %d"}`, i)
+		answers := make(chan sent, 4)
+		for _, c := range []*client{ca, cb, ca, cb} {
+			go func() { answers <- c.sendKeyed("k", key, text) }()
+		}
+		stored, id := 0, int64(0)
+		for range 4 {
+			r := <-answers
+			if r.status != http.StatusAccepted || (id != 0 && r.id != id) {
+				t.Fatalf("%s on both replicas at once: %d %s id %d (others got %d); want 202 and one id", key, r.status, r.body, r.id, id)
+			}
+			id = r.id
+			if !r.replayed {
+				stored++
+			}
+		}
+		if stored != 1 || id != int64(i+2) {
+			t.Fatalf("%s on both replicas at once: stored %d times as command %d; want once, as %d", key, stored, id, i+2)
+		}
+		wantCommand(t, cmds, id, fmt.Sprintf("race %d", i))
+	}
+	if rec := ca.session("k"); rec.PendingCommands != 11 {
+		t.Fatalf("pendingCommands %d; want 11", rec.PendingCommands)
+	}
+}

@@ -40,7 +40,7 @@ func (r *createReq) apply(w *writer, g *group) {
 	if r.prompt != nil {
 		// Nobody is subscribed yet: the first sandbox gets it as a
 		// pending command (see commands.go).
-		w.addCommand(g, r.id, e, protocol.Command{Type: protocol.CommandPrompt, Text: *r.prompt})
+		w.addCommand(g, r.id, e, protocol.Command{Type: protocol.CommandPrompt, Text: *r.prompt}, "")
 		rec = e.rec.Session
 	}
 	// A new session has an empty log: install its state rather than read
@@ -83,7 +83,8 @@ func notFound(id string) error {
 type commandReq struct {
 	id    string
 	cmd   protocol.Command
-	reply reply[int64]
+	key   string // its Idempotency-Key, "" for none
+	reply reply[SentCommand]
 }
 
 func (r *commandReq) apply(w *writer, g *group) {
@@ -92,11 +93,23 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(notFound(r.id))
 		return
 	}
+	if r.key != "" {
+		// Before no_sandbox: a command stored while a sandbox was
+		// there was accepted, whatever holds the stream now.
+		done, err := r.replay(w, g)
+		if err != nil {
+			r.reply.fail(err)
+			return
+		}
+		if done {
+			return
+		}
+	}
 	if !w.held(r.id, e) && !r.cmd.Queue {
 		r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
 		return
 	}
-	cmd, msg := w.addCommand(g, r.id, e, r.cmd)
+	cmd, msg := w.addCommand(g, r.id, e, r.cmd, r.key)
 	w.commandsChanged(g, e)
 	failOn(g, r.reply)
 	g.onCommit(func() {
@@ -104,7 +117,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 			w.approvals.answered(r.id, cmd, w.opts.Now().UnixMilli())
 		}
 		w.hub.Publish(commandTopic(r.id), msg)
-		r.reply.ok(cmd.ID)
+		r.reply.ok(SentCommand{ID: cmd.ID})
 	})
 }
 

@@ -157,12 +157,34 @@ func (s *Server) DeleteSession(ctx context.Context, id string) error {
 // SendCommand stores a command for the session's sandbox and delivers it on
 // the command stream; it returns the command's id.
 func (s *Server) SendCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
-	r := newReply[int64]()
-	cmdID, err := call(ctx, s.w, &commandReq{id: id, cmd: cmd, reply: r}, r)
-	if err != nil {
-		return 0, fmt.Errorf("send command session=%s: %w", id, err)
+	sent, err := s.SendCommandOnce(ctx, id, "", cmd)
+	return sent.ID, err
+}
+
+// SentCommand is what SendCommandOnce did with a command.
+type SentCommand struct {
+	ID int64
+	// Replayed: the key named a command the session already had, the
+	// same as this one; ID is that command's and nothing was stored.
+	Replayed bool
+}
+
+// SendCommandOnce is SendCommand with the client's Idempotency-Key (see
+// protocol.HeaderIdempotencyKey; "" for none): a command sent again with
+// its key is stored once. The same key with a different command is
+// CodeConflict.
+func (s *Server) SendCommandOnce(ctx context.Context, id, key string, cmd protocol.Command) (SentCommand, error) {
+	if key != "" {
+		if err := protocol.ValidateIdempotencyKey(key); err != nil {
+			return SentCommand{}, fmt.Errorf("send command session=%s: %w", id, err)
+		}
 	}
-	return cmdID, nil
+	r := newReply[SentCommand]()
+	sent, err := call(ctx, s.w, &commandReq{id: id, cmd: cmd, key: key, reply: r}, r)
+	if err != nil {
+		return SentCommand{}, fmt.Errorf("send command session=%s: %w", id, err)
+	}
+	return sent, nil
 }
 
 // AppendEvents stores validated events (see protocol.DecodeEvents) from the

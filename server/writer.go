@@ -628,6 +628,12 @@ type group struct {
 	appended  map[string]int
 	// err, when set, fails the group's commit (see abort).
 	err error
+	// keyed holds the commands the group added with an Idempotency-Key,
+	// by session and key, and removed the sessions it deleted, whose
+	// stored keys are going with them (commandReq.replay); both are
+	// made on first use.
+	keyed   map[string]map[string]protocol.Command
+	removed map[string]bool
 }
 
 // abort makes the group fail as a failed commit does: a request could not
@@ -730,6 +736,11 @@ func (w *writer) publishSessionUpdate(g *group, e *entry, st *protocol.SessionSt
 func (w *writer) remove(g *group, id string, e *entry) {
 	g.ops = append(g.ops, store.DeleteSession{ID: id})
 	g.put(id, nil)
+	delete(g.keyed, id)
+	if g.removed == nil {
+		g.removed = map[string]bool{}
+	}
+	g.removed[id] = true
 	delete(g.dirty, id)
 	w.dropState(id)
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})

@@ -36,7 +36,10 @@ type Service interface {
 	GetSession(ctx context.Context, id string) (protocol.Session, error)
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error
-	AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error)
+	// AddCommand stores a command; key is its Idempotency-Key ("" for
+	// none), and replayed reports that the key named a command already
+	// stored (whose id it returns).
+	AddCommand(ctx context.Context, id, key string, cmd protocol.Command) (n int64, replayed bool, err error)
 	// AckCommands records the command cursor a sandbox sent with an
 	// event post (protocol.HeaderCommandCursor).
 	AckCommands(ctx context.Context, id, instance string, cursor int64) error
@@ -383,10 +386,21 @@ func (a *API) postCommand(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	n, err := a.svc.AddCommand(r.Context(), id, cmd)
+	key := r.Header.Get(protocol.HeaderIdempotencyKey)
+	if _, sent := r.Header[protocol.HeaderIdempotencyKey]; sent {
+		// Present but empty is a mistake, not "no key".
+		if err := protocol.ValidateIdempotencyKey(key); err != nil {
+			writeError(w, r, a.log, err)
+			return
+		}
+	}
+	n, replayed, err := a.svc.AddCommand(r.Context(), id, key, cmd)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
+	}
+	if replayed {
+		w.Header().Set(protocol.HeaderIdempotentReplayed, "true")
 	}
 	writeJSON(w, http.StatusAccepted, protocol.CommandAccepted{ID: n})
 }

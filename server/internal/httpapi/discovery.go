@@ -99,6 +99,7 @@ type Limits struct {
 	MaxIDLength          int   `json:"maxIdLength"`
 	MaxPlanEntries       int   `json:"maxPlanEntries"`
 	MaxPermissionOptions int   `json:"maxPermissionOptions"`
+	MaxIdempotencyKeyLen int   `json:"maxIdempotencyKeyLength"`
 	PingIntervalMs       int64 `json:"pingIntervalMs"`
 	WriteTimeoutMs       int64 `json:"writeTimeoutMs"`
 	BodyTimeoutMs        int64 `json:"bodyTimeoutMs"`
@@ -186,8 +187,8 @@ func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
 		Limits: Limits{
 			MaxBodyBytes: a.opts.MaxBody, MaxEventBytes: protocol.MaxEventBytes, MaxBatchEvents: protocol.MaxBatchEvents,
 			MaxTextBytes: protocol.MaxTextLen, MaxIDLength: protocol.MaxIDLen, MaxPlanEntries: protocol.MaxPlanEntries,
-			MaxPermissionOptions: protocol.MaxPermissionOptions,
-			PingIntervalMs:       a.opts.PingInterval.Milliseconds(), WriteTimeoutMs: a.opts.WriteTimeout.Milliseconds(),
+			MaxPermissionOptions: protocol.MaxPermissionOptions, MaxIdempotencyKeyLen: protocol.MaxIdempotencyKeyLen,
+			PingIntervalMs: a.opts.PingInterval.Milliseconds(), WriteTimeoutMs: a.opts.WriteTimeout.Milliseconds(),
 			BodyTimeoutMs:          a.opts.BodyTimeout.Milliseconds(),
 			BootstrapTimeoutMs:     a.opts.Discovery.BootstrapTimeout.Milliseconds(),
 			HeartbeatTimeoutMs:     a.opts.Discovery.HeartbeatTimeout.Milliseconds(),
@@ -202,6 +203,10 @@ func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
 			// Command acknowledgement (ackedCommandId, Rein-Command-Cursor)
 			// and prompts that wait for the sandbox (initial, queue:true).
 			"commandAcks": true, "queuedPrompts": true,
+			// Idempotency-Key on POST /sessions/{id}/commands: a retried
+			// command is stored once. A client must not retry a command
+			// on a server without it.
+			"idempotentCommands": true,
 		},
 		Links: map[string]string{},
 	}

@@ -87,7 +87,7 @@ func TestDiscovery(t *testing.T) {
 			if tc.boot != 0 && (l.HeartbeatTimeoutMs != 45000 || l.MaxArtifactsPerSession != 7 || l.MaxSessionBytes != 1<<20) {
 				t.Errorf("server limits %+v", l)
 			}
-			if d.Features["webView"] != tc.webView || d.Features["cors"] != tc.cors || !d.Features["streamTickets"] || !d.Features["commandAcks"] || !d.Features["queuedPrompts"] {
+			if d.Features["webView"] != tc.webView || d.Features["cors"] != tc.cors || !d.Features["streamTickets"] || !d.Features["commandAcks"] || !d.Features["queuedPrompts"] || !d.Features["idempotentCommands"] || d.Limits.MaxIdempotencyKeyLen != protocol.MaxIdempotencyKeyLen {
 				t.Errorf("features %v", d.Features)
 			}
 			if !d.Features["openapi"] || d.Links["openapi"] != "/openapi.json" {

@@ -110,8 +110,9 @@ func credential(ctx context.Context) *[32]byte {
 	return nil
 }
 
-func (s service) AddCommand(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
-	return s.SendCommand(ctx, id, cmd)
+func (s service) AddCommand(ctx context.Context, id, key string, cmd protocol.Command) (int64, bool, error) {
+	sent, err := s.SendCommandOnce(ctx, id, key, cmd)
+	return sent.ID, sent.Replayed, err
 }
 
 // ApprovalStream frames the domain's approvals feed: its initial records
