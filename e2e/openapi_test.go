@@ -314,6 +314,15 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"prompt"}`), tok, 400, false)
 	c.call("POST", "/sessions/oa-1/commands", nil, big, tok, 413, false)
+	// With an Idempotency-Key: stored, replayed, refused for another
+	// command, refused when malformed.
+	key := func(k string) http.Header { return http.Header{"Idempotency-Key": {k}} }
+	c.call("POST", "/sessions/oa-1/commands", key("oa-key-1"), []byte(`{"type":"prompt","text":"once"}`), tok, 202, true)
+	if h, _ := c.call("POST", "/sessions/oa-1/commands", key("oa-key-1"), []byte(`{"type":"prompt","text":"once"}`), tok, 202, true); h.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the resent command's answer has no Idempotent-Replayed: true: %v", h)
+	}
+	c.call("POST", "/sessions/oa-1/commands", key("oa-key-1"), []byte(`{"type":"abort"}`), tok, 409, true)
+	c.call("POST", "/sessions/oa-1/commands", key("not a key"), []byte(`{"type":"abort"}`), tok, 400, false)
 
 	// The session stream, opened with a ticket, sees what follows.
 	_, b = c.call("POST", "/sessions/stream-ticket", nil, nil, tok, 200, true)

@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -24,6 +28,11 @@ type Client struct {
 	// HTTP sends every request and opens the streams. Never give it a
 	// Timeout: for a stream that would cover reading the whole body.
 	HTTP *http.Client
+	// OnRetry, when set, is called before Command sends a command again
+	// after err, in wait.
+	OnRetry func(err error, wait time.Duration)
+
+	idempotent atomic.Int32 // the server's idempotentCommands: 0 not known yet, 1 yes, 2 no
 }
 
 // New returns a client for base (for example "http://127.0.0.1:4800");
@@ -187,12 +196,139 @@ func (c *Client) DeleteSession(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, sessionPath(id), nil, nil)
 }
 
+// commandWaits are the waits before each resend of a command whose answer
+// was lost: five sends in about four seconds, enough to ride out a
+// dropped connection or a replica's restart behind a load balancer, short
+// enough that a user at a prompt is not left waiting on a server that is
+// down.
+var commandWaits = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second}
+
 // Command sends a command to the session's sandbox and returns the id the
-// server gave it.
+// server gave it. It sends it with a new Idempotency-Key, and when the
+// answer is lost (a network error: the command may or may not be stored)
+// or the server is unavailable (502, 503, 504), it sends it again with the
+// same key, a few times over a few seconds: the server stores it once, so
+// the agent never gets a prompt twice. It resends only to a server whose
+// discovery manifest lists the idempotentCommands feature; an older
+// server gets one send, as before. OnRetry hears of each resend.
 func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
+	key := NewIdempotencyKey()
+	res, err := c.CommandOnce(ctx, id, key, cmd)
+	for _, wait := range commandWaits {
+		if err == nil || ctx.Err() != nil || !resendable(err) {
+			break
+		}
+		ok, ferr := c.idempotentCommands(ctx)
+		if ferr == nil && !ok {
+			break
+		}
+		if c.OnRetry != nil {
+			c.OnRetry(err, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(wait):
+		}
+		if ferr != nil {
+			// The manifest was out of reach too: ask again first.
+			if ok, ferr = c.idempotentCommands(ctx); ferr != nil || !ok {
+				continue
+			}
+		}
+		res, err = c.CommandOnce(ctx, id, key, cmd)
+	}
+	return res.ID, err
+}
+
+// CommandResult is the answer to a command.
+type CommandResult struct {
+	// ID is the command's id in its session.
+	ID int64
+	// Replayed: the key named a command the session already had (an
+	// earlier send of this one); nothing new was stored.
+	Replayed bool
+}
+
+// CommandOnce sends a command once with Idempotency-Key key ("" for
+// none), for a caller that retries by itself, across restarts of its own
+// process for example: sending it again with the same key is safe. The
+// same key with a different command is a conflict.
+func (c *Client) CommandOnce(ctx context.Context, id, key string, cmd protocol.Command) (CommandResult, error) {
+	path := sessionPath(id) + "/commands"
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return CommandResult{}, fmt.Errorf("POST %s: encode body: %w", path, err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, path, bytes.NewReader(b))
+	if err != nil {
+		return CommandResult{}, err
+	}
+	if key != "" {
+		req.Header.Set(protocol.HeaderIdempotencyKey, key)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return CommandResult{}, errorFrom(resp)
+	}
 	var out protocol.CommandAccepted
-	err := c.Do(ctx, http.MethodPost, sessionPath(id)+"/commands", cmd, &out)
-	return out.ID, err
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		// Stored, and the answer broke on the way: a resend with the
+		// key finds it.
+		return CommandResult{}, fmt.Errorf("POST %s: decode answer: %w", path, err)
+	}
+	return CommandResult{ID: out.ID, Replayed: resp.Header.Get(protocol.HeaderIdempotentReplayed) == "true"}, nil
+}
+
+// NewIdempotencyKey returns a new random Idempotency-Key: 32 hex digits.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b[:])
+}
+
+// resendable reports whether a command's send may be repeated with its
+// key: the answer was lost on the way (any error that is not the
+// server's answer), or the server, or a proxy in front of it, said it is
+// unavailable for now.
+func resendable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
+	}
+	return true
+}
+
+// idempotentCommands reports whether the server's discovery manifest has
+// the idempotentCommands feature; an answer is remembered.
+func (c *Client) idempotentCommands(ctx context.Context) (bool, error) {
+	switch c.idempotent.Load() {
+	case 1:
+		return true, nil
+	case 2:
+		return false, nil
+	}
+	var d struct {
+		Features map[string]bool `json:"features"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/.well-known/rein.json", nil, &d); err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Status == http.StatusNotFound {
+			c.idempotent.Store(2) // a server older than its manifest
+			return false, nil
+		}
+		return false, err
+	}
+	if d.Features["idempotentCommands"] {
+		c.idempotent.Store(1)
+		return true, nil
+	}
+	c.idempotent.Store(2)
+	return false, nil
 }
 
 // Prompt sends a prompt.

@@ -261,7 +261,7 @@ func cmdPrompt(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
+	cl, err := commandClient(c, e)
 	if err != nil {
 		return err
 	}
@@ -289,7 +289,7 @@ func cmdAbort(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
+	cl, err := commandClient(c, e)
 	if err != nil {
 		return err
 	}
@@ -316,7 +316,7 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
+	cl, err := commandClient(c, e)
 	if err != nil {
 		return err
 	}

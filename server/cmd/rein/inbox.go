@@ -50,7 +50,7 @@ func cmdInboxAnswer(c *cli.Context, e *env, approve bool) error {
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
+	cl, err := commandClient(c, e)
 	if err != nil {
 		return err
 	}

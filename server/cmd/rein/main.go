@@ -244,6 +244,20 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	return client.New(c.String("server"), token)
 }
 
+// commandClient is newClient for a command that sends a command: it says
+// on stderr when it sends it again after a lost answer (with the same
+// Idempotency-Key, so it is stored once).
+func commandClient(c *cli.Context, e *env) (*client.Client, error) {
+	cl, err := newClient(c)
+	if err != nil {
+		return nil, err
+	}
+	cl.OnRetry = func(err error, wait time.Duration) {
+		fmt.Fprintf(e.stderr, "rein: sending the command failed (%v); sending it again in %s (it is stored once)\n", err, wait.Round(time.Millisecond))
+	}
+	return cl, nil
+}
+
 // args checks the positional arguments: at least min, at most max
 // (max < 0: no limit). The usage it prints names the command as typed
 // ("rein inbox approve").

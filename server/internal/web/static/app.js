@@ -184,8 +184,8 @@ const auth = {
 
 // api calls the server; a non-2xx answer throws an APIError carrying the
 // server's {code, message}. A 401 also sends the user to the token form.
-async function api(method, path, body) {
-  const headers = {};
+async function api(method, path, body, extraHeaders) {
+  const headers = { ...extraHeaders };
   if (auth.token) headers.Authorization = `Bearer ${auth.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
@@ -207,6 +207,36 @@ async function api(method, path, body) {
     throw err;
   }
   return data;
+}
+
+// sendCommand posts a command to session id with an Idempotency-Key made
+// for it, and when the answer is lost (the network failed after the
+// request may have arrived) or the server is unavailable (502-504), sends
+// it again with the same key a few times over a few seconds: the server
+// stores it once, so a prompt never runs twice. (This page comes from the
+// server it talks to, which always honours the key.) onRetry(err, ms)
+// hears of each resend.
+const commandWaits = [250, 500, 1000, 2000];
+async function sendCommand(id, cmd, onRetry) {
+  const key = newIdempotencyKey();
+  for (let i = 0; ; i++) {
+    try {
+      return await api("POST", `${sessionPath(id)}/commands`, cmd, { "Idempotency-Key": key });
+    } catch (err) {
+      const resend = err.status === 0 || err.status === 502 || err.status === 503 || err.status === 504;
+      if (!resend || i >= commandWaits.length) throw err;
+      onRetry?.(err, commandWaits[i]);
+      await new Promise((resolve) => setTimeout(resolve, commandWaits[i]));
+    }
+  }
+}
+
+// newIdempotencyKey is 32 random hex digits (crypto.getRandomValues works
+// on plain http too, where crypto.randomUUID does not).
+function newIdempotencyKey() {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 function sessionPath(id) {
@@ -661,7 +691,9 @@ function inboxCard() {
                   onclick: async (e) => {
                     e.target.disabled = true;
                     try {
-                      await api("POST", `${sessionPath(a.sessionId)}/commands`, { type: "permission_response", requestId: a.requestId, optionId: o.id });
+                      await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, optionId: o.id }, (e3, ms) => {
+                        err.textContent = `${a.sessionId}/${a.requestId}: ${e3.message}; sending the answer again in ${ms} ms`;
+                      });
                       err.textContent = "";
                     } catch (e2) {
                       err.textContent = `${a.sessionId}/${a.requestId}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
@@ -1057,7 +1089,10 @@ function sessionPage(app, id) {
   const command = async (cmd) => {
     showError(null);
     try {
-      await api("POST", `${sessionPath(id)}/commands`, cmd);
+      await sendCommand(id, cmd, (err, ms) => {
+        flash.textContent = `${err.message}: sending it again in ${ms} ms (it is stored once)`;
+      });
+      showError(null);
       return true;
     } catch (err) {
       if (err.status !== 401) showError(err);

@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AnswerDropper is an HTTP reverse proxy on a loopback port in front of
+// rein-server that loses answers: the next requests it is told to spoil
+// reach the server, which answers them, and then the client's connection
+// is closed without the answer. That is a network failing after the
+// request arrived (a mobile link, a proxy's idle timeout): the client
+// cannot tell whether what it sent was stored. Everything else, streams
+// included, passes through.
+type AnswerDropper struct {
+	srv   *http.Server
+	ln    net.Listener
+	proxy *httputil.ReverseProxy
+
+	mu    sync.Mutex
+	drops int       // how many matching requests still lose their answer
+	seen  []Dropped // every matching request, in arrival order
+	match func(*http.Request) bool
+}
+
+// Dropped is a request the AnswerDropper matched: its Idempotency-Key,
+// the server's status, and whether the client got the answer.
+type Dropped struct {
+	Key     string
+	Status  int
+	Dropped bool
+}
+
+// NewAnswerDropper listens on a free loopback port and forwards to target
+// (http://host:port). Requests for which match returns true are the ones
+// DropNext spoils and Seen records.
+func NewAnswerDropper(target string, match func(*http.Request) bool) (*AnswerDropper, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d := &AnswerDropper{ln: ln, proxy: httputil.NewSingleHostReverseProxy(u), match: match}
+	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = d.srv.Serve(ln) }()
+	return d, nil
+}
+
+// CommandPosts matches command POSTs (POST /sessions/{id}/commands).
+func CommandPosts(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sessions/") && strings.HasSuffix(r.URL.Path, "/commands")
+}
+
+// URL is the proxy's base URL.
+func (d *AnswerDropper) URL() string { return "http://" + d.ln.Addr().String() }
+
+// DropNext makes the next n matching requests lose their answers.
+func (d *AnswerDropper) DropNext(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.drops = n
+}
+
+// Seen returns the matching requests so far.
+func (d *AnswerDropper) Seen() []Dropped {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Dropped(nil), d.seen...)
+}
+
+// Close stops the proxy and closes its connections.
+func (d *AnswerDropper) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := d.srv.Shutdown(ctx); err != nil {
+		_ = d.srv.Close()
+	}
+}
+
+func (d *AnswerDropper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !d.match(r) {
+		d.proxy.ServeHTTP(w, r)
+		return
+	}
+	d.mu.Lock()
+	drop := d.drops > 0
+	if drop {
+		d.drops--
+	}
+	d.mu.Unlock()
+	rec := Dropped{Key: r.Header.Get("Idempotency-Key"), Dropped: drop}
+	if !drop {
+		sw := &statusWriter{ResponseWriter: w}
+		d.proxy.ServeHTTP(sw, r)
+		rec.Status = sw.status
+		d.record(rec)
+		return
+	}
+	// The server answers in full; the client gets nothing of it.
+	got := httptest.NewRecorder()
+	d.proxy.ServeHTTP(got, r)
+	rec.Status = got.Code
+	d.record(rec)
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// Not hijackable (HTTP/2): answer with what a dead link gives.
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
+}
+
+func (d *AnswerDropper) record(rec Dropped) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seen = append(d.seen, rec)
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController (the reverse proxy's flushes) reach
+// the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

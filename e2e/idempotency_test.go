@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
+)
+
+// wantOneCommandSent checks what the AnswerDropper saw of one command
+// sent by a client whose first `dropped` answers were lost: every send
+// carried the same Idempotency-Key, the server answered each 202, and the
+// last got through.
+func wantOneCommandSent(t *testing.T, seen []Dropped, dropped int) {
+	t.Helper()
+	if len(seen) < dropped+1 {
+		t.Fatalf("command sends seen: %+v; want at least %d (%d answers lost, then one that got through)", seen, dropped+1, dropped)
+	}
+	for i, s := range seen {
+		if s.Key == "" || s.Key != seen[0].Key || s.Status != 202 || s.Dropped != (i < dropped) {
+			t.Fatalf("command sends seen: %+v; want one Idempotency-Key, every answer 202, the first %d lost", seen, dropped)
+		}
+	}
+}
+
+// wantPromptsRan checks the session's transcript: these prompts, each
+// run once, in this order, each in its own turn.
+func (e *env) wantPromptsRan(f *Follower, id string, prompts ...string) {
+	e.t.Helper()
+	waitTurns(e.t, e.ctx, f, len(prompts))
+	e.waitNoPending(id)
+	arts := e.assertModelMatchesServer(f, id)
+	var got []string
+	turns := 0
+	for _, a := range arts {
+		switch a.Type {
+		case protocol.ArtifactUserMessage:
+			got = append(got, a.String("text"))
+		case protocol.ArtifactTurn:
+			turns++
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(prompts) || turns != len(prompts) {
+		e.t.Fatalf("prompts ran: %q in %d turns; want %q, once each:\n%s", got, turns, prompts, strings.Join(render(arts), "\n"))
+	}
+}
+
+// The answers to a prompt are lost twice on the way back, after the
+// server stored it: the product's client sends it again with its
+// Idempotency-Key, gets the stored command's id, and the agent runs the
+// prompt once.
+func TestLostAnswerPromptRunsOnce(t *testing.T) {
+	e := newEnv(t)
+	id := "lost-answer"
+	_, f := e.session(id)
+	d, err := NewAnswerDropper(e.srv.URL, CommandPosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	c, err := client.New(d.URL(), clientToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resends []string
+	c.OnRetry = func(err error, wait time.Duration) { resends = append(resends, fmt.Sprintf("%v after %v", wait, err)) }
+
+	d.DropNext(2)
+	n, err := c.Prompt(e.ctx, id, "only once")
+	if err != nil || n != 1 {
+		t.Fatalf("prompt whose answers were lost: id %d, %v; want command 1", n, err)
+	}
+	wantOneCommandSent(t, d.Seen(), 2)
+	t.Logf("resends the client reported: %q (net/http may resend some itself)", resends)
+	e.prompt(id, "next")
+	e.wantPromptsRan(f, id, "only once", "next")
+}
+
+// The web view sends a prompt whose answer is lost after the server stored
+// it: the page sends it again with the same Idempotency-Key, clears the
+// prompt box, and the agent runs the prompt once.
+func TestBrowserResendsALostPrompt(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-lost"
+	_, f := e.session(id)
+	d, err := NewAnswerDropper(e.srv.URL, CommandPosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	step("sign in", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#token-input", clientToken); err != nil {
+			return err
+		}
+		return b.Click(ctx, "#token-submit")
+	})
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#session-status", "idle")
+	})
+	d.DropNext(1)
+	step("send a prompt whose answer is lost", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "from a flaky network\uE007"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`)
+	})
+	wantOneCommandSent(t, d.Seen(), 1)
+	e.prompt(id, "next")
+	e.wantPromptsRan(f, id, "from a flaky network", "next")
+}
