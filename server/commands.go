@@ -130,13 +130,20 @@ func (r *commandReq) replay(w *writer, g *group) (bool, error) {
 			protocol.HeaderIdempotencyKey, r.key, prev.ID, r.id, prev.Type)
 	}
 	sent := SentCommand{ID: prev.ID, Replayed: true}
-	if !pending {
+	answer := func() {
+		// Info, not a warning: a client did what it should after a
+		// lost answer. Many of them say the network in between is bad.
+		w.log.Info("command resent: answered with the stored one", slog.String("session", r.id), slog.Int64("command", prev.ID), slog.String("type", string(prev.Type)))
+		w.obs.CommandAccepted(true)
 		r.reply.ok(sent)
+	}
+	if !pending {
+		answer()
 		return true, nil
 	}
 	// The first is not committed yet: answer with it.
 	failOn(g, r.reply)
-	g.onCommit(func() { r.reply.ok(sent) })
+	g.onCommit(answer)
 	return true, nil
 }
 

@@ -146,6 +146,19 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		}
 	}
 
+	// A command, a resend of it with its key, and a new command: the
+	// resend is counted as replayed, and logged.
+	for _, key := range []string{"k1", "k1", "k2"} {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"abort"}`, append(admin, protocol.HeaderIdempotencyKey, key)...)
+	}
+	wantSamples(t, scrape(t, open), map[string]float64{
+		`rein_commands_total{result="stored"}`:   2,
+		`rein_commands_total{result="replayed"}`: 1,
+	})
+	if want := `msg="command resent: answered with the stored one" session=a command=1 type=abort`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log has no %q:\n%s", want, logs.String())
+	}
+
 	// Another instance takes the session over: a supersede.
 	cmds2 := c.stream("/sessions/a/commands", append(bearerHdr(sandboxTok), protocol.HeaderInstance, "i2")...)
 	cmds.expectEnd()

@@ -29,6 +29,10 @@ type Observer interface {
 	SandboxConnected(superseded bool)
 	// SandboxDisconnected: a sandbox's command stream ended.
 	SandboxDisconnected()
+	// CommandAccepted: a client's command was answered 202; replayed says
+	// its Idempotency-Key named a command already stored (a resend after
+	// a lost answer), so nothing was stored.
+	CommandAccepted(replayed bool)
 }
 
 // nopObserver observes nothing.
@@ -42,6 +46,7 @@ func (nopObserver) SessionCreated()                               {}
 func (nopObserver) SessionRemoved()                               {}
 func (nopObserver) SandboxConnected(bool)                         {}
 func (nopObserver) SandboxDisconnected()                          {}
+func (nopObserver) CommandAccepted(bool)                          {}
 
 // entryStatus is e's status, "" when there is no session.
 func entryStatus(e *entry) protocol.SessionStatus {

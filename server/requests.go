@@ -117,6 +117,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 			w.approvals.answered(r.id, cmd, w.opts.Now().UnixMilli())
 		}
 		w.hub.Publish(commandTopic(r.id), msg)
+		w.obs.CommandAccepted(false)
 		r.reply.ok(SentCommand{ID: cmd.ID})
 	})
 }

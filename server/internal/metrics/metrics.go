@@ -55,6 +55,8 @@ type Metrics struct {
 	disconnects     prometheus.Counter
 	sessionCreates  prometheus.Counter
 	sessionRemoves  prometheus.Counter
+	commandsStored  prometheus.Counter
+	commandsResent  prometheus.Counter
 }
 
 // New registers the server's collectors, the Go runtime's and the
@@ -127,6 +129,12 @@ func New() *Metrics {
 	m.disconnects = counter("rein_sandbox_disconnects_total", "Sandbox command streams that ended (not counting supersedes).")
 	m.sessionCreates = counter("rein_sessions_created_total", "Sessions created.")
 	m.sessionRemoves = counter("rein_sessions_removed_total", "Sessions removed (deleted, or never got a sandbox).")
+	commands := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rein_commands_total",
+		Help: "Client commands answered 202, by result: stored, or replayed (a resend with an Idempotency-Key already stored: its answer had been lost).",
+	}, []string{"result"})
+	f(commands)
+	m.commandsStored, m.commandsResent = commands.WithLabelValues("stored"), commands.WithLabelValues("replayed")
 	return m
 }
 
@@ -190,6 +198,15 @@ func (m *Metrics) SandboxConnected(superseded bool) {
 
 // SandboxDisconnected counts a command stream that ended.
 func (m *Metrics) SandboxDisconnected() { m.disconnects.Inc() }
+
+// CommandAccepted counts a command answered 202, stored or replayed.
+func (m *Metrics) CommandAccepted(replayed bool) {
+	if replayed {
+		m.commandsResent.Inc()
+		return
+	}
+	m.commandsStored.Inc()
+}
 
 // The HTTP adapter's observer (httpapi.Observer).
 
