@@ -193,6 +193,13 @@ func cmdCreate(c *cli.Context, e *env) error {
 		if tokenFile != "" {
 			os.Remove(tokenFile)
 		}
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code == protocol.CodeConflict {
+			// Maybe this very command created it and its answer was
+			// lost: the token cannot be shown again, only replaced.
+			return &client.Error{Status: ce.Status, Code: ce.Code,
+				Message: fmt.Sprintf("%s (if you created it and do not have its sandbox token, rein token %s gives it a new one)", ce.Message, shellQuote(id))}
+		}
 		return err
 	}
 	if tokenFile != "" && created.SandboxToken != "" {
@@ -236,6 +243,58 @@ func cmdCreate(c *cli.Context, e *env) error {
 	fmt.Fprintf(w, "sandbox token: %s\n", created.SandboxToken)
 	fmt.Fprintf(w, "It is shown only this once. Give it to agentd as a file (not in argv):\n")
 	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", created.SandboxToken, shellQuote(file))
+	fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(file)))
+	return nil
+}
+
+// cmdToken rotates a session's sandbox token: for a token that leaked, or
+// one that was lost (a create whose answer never arrived: the server keeps
+// only the token's hash, so it cannot show it again).
+func cmdToken(c *cli.Context, e *env) error {
+	a, err := args(c, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, tokenFile := a[0], c.String("sandbox-token-file")
+	if tokenFile != "" {
+		// Fail before rotating, not after: the old token stops working
+		// and the new one is shown once.
+		f, err := os.OpenFile(tokenFile, os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("sandbox token file: %w", err)
+		}
+		f.Close()
+	}
+	tok, err := cl.RotateSandboxToken(c.Context, id)
+	if err != nil {
+		return err
+	}
+	if tokenFile != "" {
+		if err := writeDurably(tokenFile, []byte(tok+"\n")); err != nil {
+			return fmt.Errorf("sandbox token file: %w; session %s has a new sandbox token that could not be written: run rein token again", err, id)
+		}
+	}
+	if c.Bool("json") {
+		if tokenFile != "" {
+			return printJSON(e.stdout, map[string]string{"session": id, "sandboxTokenFile": tokenFile})
+		}
+		return printJSON(e.stdout, protocol.SandboxToken{SandboxToken: tok})
+	}
+	w := e.stdout
+	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(cl.Base()), shellQuote(id))
+	if tokenFile != "" {
+		abs, _ := filepath.Abs(tokenFile)
+		fmt.Fprintf(w, "new sandbox token for %s written to %s; the old one no longer works. Start agentd with it:\n  %s\n", id, tokenFile, fmt.Sprintf(agentd, shellQuote(abs)))
+		return nil
+	}
+	file := id + ".token"
+	fmt.Fprintf(w, "new sandbox token for %s: %s\n", id, tok)
+	fmt.Fprintf(w, "The old one no longer works. This one is shown only this once. Give it to agentd as a file (not in argv):\n")
+	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", tok, shellQuote(file))
 	fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(file)))
 	return nil
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
 )
 
@@ -100,4 +102,59 @@ func fullTmpfs(t *testing.T) string {
 	}
 	t.Fatal("a 64 KiB tmpfs took 4 MB without filling up")
 	return ""
+}
+
+// sandboxStatus is the status of an event post with sandbox token tok.
+func sandboxStatus(t *testing.T, s *app.App, id, tok string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/sessions/"+id+"/events", strings.NewReader(`{"type":"heartbeat"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestToken: rein token replaces a session's sandbox token, in the token
+// file agentd reads or on stdout: the old one is refused from then on, the
+// new one works.
+func TestToken(t *testing.T) {
+	s := startServer(t, app.Options{})
+	file := filepath.Join(t.TempDir(), "s1.token")
+	mustRein(t, s.URL(), "create", "s1", "--sandbox-token-file", file)
+	read := func() string {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	old := read()
+	if st := sandboxStatus(t, s, "s1", old); st != http.StatusAccepted {
+		t.Fatalf("the created token: %d", st)
+	}
+
+	out := mustRein(t, s.URL(), "token", "s1", "--sandbox-token-file", file)
+	tok := read()
+	if tok == old || len(tok) != 43 || !strings.HasPrefix(out, "new sandbox token for s1 written to "+file+"; the old one no longer works.") || strings.Contains(out, tok) {
+		t.Fatalf("rein token --sandbox-token-file printed %q, file %q (old %q)", out, tok, old)
+	}
+	if st := sandboxStatus(t, s, "s1", old); st != http.StatusUnauthorized {
+		t.Errorf("the old token after rein token: %d; want 401", st)
+	}
+	if st := sandboxStatus(t, s, "s1", tok); st != http.StatusAccepted {
+		t.Errorf("the new token: %d; want 202", st)
+	}
+
+	out = mustRein(t, s.URL(), "token", "s1")
+	printed := strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "new sandbox token for s1: ")
+	if len(printed) != 43 || !strings.Contains(out, "agentd --server") || sandboxStatus(t, s, "s1", printed) != http.StatusAccepted || sandboxStatus(t, s, "s1", tok) != http.StatusUnauthorized {
+		t.Fatalf("rein token printed %q", out)
+	}
+	var body protocol.SandboxToken
+	if err := json.Unmarshal([]byte(mustRein(t, s.URL(), "token", "s1", "--json")), &body); err != nil || sandboxStatus(t, s, "s1", body.SandboxToken) != http.StatusAccepted {
+		t.Fatalf("rein token --json: %+v, %v", body, err)
+	}
 }
