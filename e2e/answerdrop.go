@@ -18,7 +18,7 @@ import (
 // is closed without the answer. That is a network failing after the
 // request arrived (a mobile link, a proxy's idle timeout): the client
 // cannot tell whether what it sent was stored. Everything else, streams
-// included, passes through.
+// included, passes through, each request on a new connection to target.
 type AnswerDropper struct {
 	srv   *http.Server
 	ln    net.Listener
@@ -50,7 +50,12 @@ func NewAnswerDropper(target string, match func(*http.Request) bool) (*AnswerDro
 	if err != nil {
 		return nil, err
 	}
-	d := &AnswerDropper{ln: ln, proxy: httputil.NewSingleHostReverseProxy(u), match: match}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	// Each request on a connection of its own: behind a Balancer, a
+	// resend goes to the next replica, not back to the one that stored
+	// the command.
+	proxy.Transport = &http.Transport{DisableKeepAlives: true}
+	d := &AnswerDropper{ln: ln, proxy: proxy, match: match}
 	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = d.srv.Serve(ln) }()
 	return d, nil

@@ -608,3 +608,32 @@ func TestReplicaDatabaseCut(t *testing.T) {
 		t.Fatalf("the cut replica's stream broke its promises: %v", v)
 	}
 }
+
+// A prompt's answers are lost twice behind a balancer over three replicas:
+// each resend, with the same Idempotency-Key, lands on another replica,
+// which finds the command the first stored; the agent runs it once.
+func TestReplicasLostAnswerRunsOnce(t *testing.T) {
+	r := newReplicas(t, 3, false)
+	id := "lost-on-replicas"
+	r.create(id, "")
+	f := r.follow(r.client(0), id)
+	r.agentd(r.reps.Servers[1].URL, id, nil, nil)
+	r.waitIdle(id)
+	d, err := NewAnswerDropper(r.lb.URL(), CommandPosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	c, err := client.New(d.URL(), clientToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.DropNext(2)
+	if n, err := c.Prompt(r.ctx, id, "once, on three replicas"); err != nil || n != 1 {
+		t.Fatalf("prompt whose answers were lost: id %d, %v; want command 1", n, err)
+	}
+	wantOneCommandSent(t, d.Seen(), 2)
+	r.promptOn(2, id, "next")
+	r.wantPromptsRan(f, id, "once, on three replicas", "next")
+	r.modelMatchesEverywhere(f, id)
+}
