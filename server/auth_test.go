@@ -359,6 +359,7 @@ func TestCORS(t *testing.T) {
 	}
 	got, e, h := preflight(allowed)
 	if got != 204 || h.Get("Access-Control-Allow-Origin") != allowed || !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		!strings.Contains(h.Get("Access-Control-Allow-Headers"), protocol.HeaderIdempotencyKey) ||
 		!strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") || h.Get("Access-Control-Allow-Credentials") != "" {
 		t.Fatalf("allowed preflight: %d %+v %v", got, e, h)
 	}
@@ -373,7 +374,7 @@ func TestCORS(t *testing.T) {
 	if got, _, h := c.status("GET", "/sessions", "", "Origin", allowed); got != 401 || h.Get("Access-Control-Allow-Origin") != allowed || h.Get("Vary") != "Origin" {
 		t.Fatalf("401 to the allowed origin: %d %v", got, h)
 	}
-	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", allowed)...); got != 200 || h.Get("Access-Control-Allow-Origin") != allowed {
+	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", allowed)...); got != 200 || h.Get("Access-Control-Allow-Origin") != allowed || h.Get("Access-Control-Expose-Headers") != protocol.HeaderIdempotentReplayed {
 		t.Fatalf("200 to the allowed origin: %d %v", got, h)
 	}
 	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", "https://evil.example.com")...); got != 200 || h.Get("Access-Control-Allow-Origin") != "" {

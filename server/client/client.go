@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -292,15 +293,17 @@ func NewIdempotencyKey() string {
 }
 
 // resendable reports whether a command's send may be repeated with its
-// key: the answer was lost on the way (any error that is not the
-// server's answer), or the server, or a proxy in front of it, said it is
-// unavailable for now.
+// key: the answer was lost on the way (an error that is not the server's
+// answer), or the server, or a proxy in front of it, said it is
+// unavailable for now. A certificate the client does not trust stays
+// untrusted: that is said at once.
 func resendable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
 	}
-	return true
+	var cert *tls.CertificateVerificationError
+	return !errors.As(err, &cert)
 }
 
 // idempotentCommands reports whether the server's discovery manifest has

@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,5 +166,19 @@ func TestCommandNotResent(t *testing.T) {
 	c.OnRetry = func(error, time.Duration) { cancel() }
 	if _, err := c.QueuePrompt(ctx, "s", "cancelled"); protocol.CodeOf(err) != protocol.CodeUnavailable || len(f.keys) != 1 {
 		t.Fatalf("cancelled while waiting to resend: %v after %d sends; want the 503 after 1", err, len(f.keys))
+	}
+}
+
+// A server whose certificate the client does not trust is not sent the
+// command again: waiting does not change that.
+func TestCommandNotResentOnUntrustedCertificate(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { posts.Add(1) }))
+	defer srv.Close()
+	c, _ := client.New(srv.URL, "")
+	c.OnRetry = func(err error, _ time.Duration) { t.Errorf("resent after %v", err) }
+	var cert *tls.CertificateVerificationError
+	if _, err := c.Prompt(t.Context(), "s", "hi"); !errors.As(err, &cert) || posts.Load() != 0 {
+		t.Fatalf("prompt to an untrusted server: %v, %d requests reached it; want the certificate error at once", err, posts.Load())
 	}
 }

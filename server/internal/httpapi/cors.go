@@ -16,7 +16,10 @@ import (
 // nothing it could not do without a browser.
 const (
 	corsMethods = "GET, POST, DELETE"
-	corsHeaders = "Authorization, Content-Type, Last-Event-ID, " + protocol.HeaderInstance
+	corsHeaders = "Authorization, Content-Type, Last-Event-ID, " + protocol.HeaderInstance + ", " + protocol.HeaderIdempotencyKey
+	// corsExposed are the answer headers beyond the CORS-safelisted ones
+	// a page may read: whether a command's 202 was a replay.
+	corsExposed = protocol.HeaderIdempotentReplayed
 	corsMaxAge  = "600"
 )
 
@@ -56,6 +59,7 @@ func (a *API) cors(w http.ResponseWriter, r *http.Request) (done bool) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	if !preflight {
+		h.Set("Access-Control-Expose-Headers", corsExposed)
 		return false
 	}
 	h.Set("Access-Control-Allow-Methods", corsMethods)
