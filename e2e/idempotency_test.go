@@ -49,15 +49,11 @@ func (e *env) wantPromptsRan(f *Follower, id string, prompts ...string) {
 	}
 }
 
-// The answers to a prompt are lost twice on the way back, after the
-// server stored it: the product's client sends it again with its
-// Idempotency-Key, gets the stored command's id, and the agent runs the
-// prompt once.
-func TestLostAnswerPromptRunsOnce(t *testing.T) {
-	e := newEnv(t)
-	id := "lost-answer"
-	_, f := e.session(id)
-	d, err := NewAnswerDropper(e.srv.URL, CommandPosts)
+// dropAnswers puts an AnswerDropper of command answers in front of
+// target until the test ends, and returns it with a client of it.
+func dropAnswers(t *testing.T, target string) (*AnswerDropper, *client.Client) {
+	t.Helper()
+	d, err := NewAnswerDropper(target, CommandPosts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +62,18 @@ func TestLostAnswerPromptRunsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, c
+}
+
+// The answers to a prompt are lost twice on the way back, after the
+// server stored it: the product's client sends it again with its
+// Idempotency-Key, gets the stored command's id, and the agent runs the
+// prompt once.
+func TestLostAnswerPromptRunsOnce(t *testing.T) {
+	e := newEnv(t)
+	id := "lost-answer"
+	_, f := e.session(id)
+	d, c := dropAnswers(t, e.srv.URL)
 	var resends []string
 	c.OnRetry = func(err error, wait time.Duration) { resends = append(resends, fmt.Sprintf("%v after %v", wait, err)) }
 
@@ -88,11 +96,7 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 	e := newEnv(t)
 	id := "web-lost"
 	_, f := e.session(id)
-	d, err := NewAnswerDropper(e.srv.URL, CommandPosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
+	d, _ := dropAnswers(t, e.srv.URL)
 	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -619,15 +619,7 @@ func TestReplicasLostAnswerRunsOnce(t *testing.T) {
 	f := r.follow(r.client(0), id)
 	r.agentd(r.reps.Servers[1].URL, id, nil, nil)
 	r.waitIdle(id)
-	d, err := NewAnswerDropper(r.lb.URL(), CommandPosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	c, err := client.New(d.URL(), clientToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, c := dropAnswers(t, r.lb.URL())
 	d.DropNext(2)
 	if n, err := c.Prompt(r.ctx, id, "once, on three replicas"); err != nil || n != 1 {
 		t.Fatalf("prompt whose answers were lost: id %d, %v; want command 1", n, err)

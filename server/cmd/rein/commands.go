@@ -171,13 +171,9 @@ func cmdCreate(c *cli.Context, e *env) error {
 	}
 	id := a[0]
 	tokenFile := c.String("sandbox-token-file")
-	if tokenFile != "" {
-		// Fail before creating the session, not after: the token is shown once.
-		f, err := os.OpenFile(tokenFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("sandbox token file: %w", err)
-		}
-		f.Close()
+	// Fail before creating the session, not after: the token is shown once.
+	if err := prepareTokenFile(tokenFile, os.O_EXCL); err != nil {
+		return err
 	}
 	var req protocol.CreateSessionRequest
 	if p := c.String("project"); p != "" {
@@ -230,21 +226,47 @@ func cmdCreate(c *cli.Context, e *env) error {
 	if created.SandboxToken == "" {
 		return nil
 	}
-	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(cl.Base()), shellQuote(created.ID))
+	if tokenFile != "" {
+		fmt.Fprintf(w, "sandbox token written to %s; start agentd with it:\n", tokenFile)
+	} else {
+		fmt.Fprintf(w, "sandbox token: %s\n", created.SandboxToken)
+	}
+	startAgentd(w, cl.Base(), created.ID, created.SandboxToken, tokenFile)
 	// A session no sandbox connects to is removed: say so, or the user
 	// who starts agentd later finds it gone without a reason.
-	defer fmt.Fprintf(w, "If no sandbox connects within the server's bootstrap timeout (--bootstrap-timeout, default 3m), the session is removed.\n")
-	if tokenFile != "" {
-		abs, _ := filepath.Abs(tokenFile)
-		fmt.Fprintf(w, "sandbox token written to %s; start agentd with it:\n  %s\n", tokenFile, fmt.Sprintf(agentd, shellQuote(abs)))
+	fmt.Fprintf(w, "If no sandbox connects within the server's bootstrap timeout (--bootstrap-timeout, default 3m), the session is removed.\n")
+	return nil
+}
+
+// prepareTokenFile makes sure a sandbox token can be written to path
+// ("" for none) before the server is asked for one it shows only once:
+// it creates the file, mode 0600 (flag os.O_EXCL: it must not exist yet).
+func prepareTokenFile(path string, flag int) error {
+	if path == "" {
 		return nil
 	}
-	file := created.ID + ".token"
-	fmt.Fprintf(w, "sandbox token: %s\n", created.SandboxToken)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o600)
+	if err != nil {
+		return fmt.Errorf("sandbox token file: %w", err)
+	}
+	return f.Close()
+}
+
+// startAgentd prints the agentd command that uses sandbox token tok: with
+// tokenFile, the file it was written to; without, the token is shown this
+// once, and so are the commands that put it in a file first (a token in
+// argv is visible to every process).
+func startAgentd(w io.Writer, base, id, tok, tokenFile string) {
+	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(base), shellQuote(id))
+	if tokenFile != "" {
+		abs, _ := filepath.Abs(tokenFile)
+		fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(abs)))
+		return
+	}
+	file := id + ".token"
 	fmt.Fprintf(w, "It is shown only this once. Give it to agentd as a file (not in argv):\n")
-	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", created.SandboxToken, shellQuote(file))
+	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", tok, shellQuote(file))
 	fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(file)))
-	return nil
 }
 
 // cmdToken rotates a session's sandbox token: for a token that leaked, or
@@ -260,14 +282,10 @@ func cmdToken(c *cli.Context, e *env) error {
 		return err
 	}
 	id, tokenFile := a[0], c.String("sandbox-token-file")
-	if tokenFile != "" {
-		// Fail before rotating, not after: the old token stops working
-		// and the new one is shown once.
-		f, err := os.OpenFile(tokenFile, os.O_WRONLY|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("sandbox token file: %w", err)
-		}
-		f.Close()
+	// Fail before rotating, not after: the old token stops working and
+	// the new one is shown once.
+	if err := prepareTokenFile(tokenFile, 0); err != nil {
+		return err
 	}
 	tok, err := cl.RotateSandboxToken(c.Context, id)
 	if err != nil {
@@ -284,18 +302,12 @@ func cmdToken(c *cli.Context, e *env) error {
 		}
 		return printJSON(e.stdout, protocol.SandboxToken{SandboxToken: tok})
 	}
-	w := e.stdout
-	agentd := fmt.Sprintf("agentd --server %s --session %s --token-file %%s -- YOUR-AGENT", shellQuote(cl.Base()), shellQuote(id))
 	if tokenFile != "" {
-		abs, _ := filepath.Abs(tokenFile)
-		fmt.Fprintf(w, "new sandbox token for %s written to %s; the old one no longer works. Start agentd with it:\n  %s\n", id, tokenFile, fmt.Sprintf(agentd, shellQuote(abs)))
-		return nil
+		fmt.Fprintf(e.stdout, "new sandbox token for %s written to %s (the old one no longer works); start agentd with it:\n", id, tokenFile)
+	} else {
+		fmt.Fprintf(e.stdout, "new sandbox token for %s: %s (the old one no longer works)\n", id, tok)
 	}
-	file := id + ".token"
-	fmt.Fprintf(w, "new sandbox token for %s: %s\n", id, tok)
-	fmt.Fprintf(w, "The old one no longer works. This one is shown only this once. Give it to agentd as a file (not in argv):\n")
-	fmt.Fprintf(w, "  (umask 077; echo %s > %s)\n", tok, shellQuote(file))
-	fmt.Fprintf(w, "  %s\n", fmt.Sprintf(agentd, shellQuote(file)))
+	startAgentd(e.stdout, cl.Base(), id, tok, tokenFile)
 	return nil
 }
 

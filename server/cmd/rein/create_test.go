@@ -138,7 +138,7 @@ func TestToken(t *testing.T) {
 
 	out := mustRein(t, s.URL(), "token", "s1", "--sandbox-token-file", file)
 	tok := read()
-	if tok == old || len(tok) != 43 || !strings.HasPrefix(out, "new sandbox token for s1 written to "+file+"; the old one no longer works.") || strings.Contains(out, tok) {
+	if tok == old || len(tok) != 43 || !strings.HasPrefix(out, "new sandbox token for s1 written to "+file+" (the old one no longer works); start agentd with it:\n  agentd --server") || strings.Contains(out, tok) {
 		t.Fatalf("rein token --sandbox-token-file printed %q, file %q (old %q)", out, tok, old)
 	}
 	if st := sandboxStatus(t, s, "s1", old); st != http.StatusUnauthorized {
@@ -149,7 +149,7 @@ func TestToken(t *testing.T) {
 	}
 
 	out = mustRein(t, s.URL(), "token", "s1")
-	printed := strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "new sandbox token for s1: ")
+	printed := strings.TrimSuffix(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "new sandbox token for s1: "), " (the old one no longer works)")
 	if len(printed) != 43 || !strings.Contains(out, "agentd --server") || sandboxStatus(t, s, "s1", printed) != http.StatusAccepted || sandboxStatus(t, s, "s1", tok) != http.StatusUnauthorized {
 		t.Fatalf("rein token printed %q", out)
 	}
