@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,77 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 	wantOneCommandSent(t, d.Seen(), 1)
 	e.prompt(id, "next")
 	e.wantPromptsRan(f, id, "from a flaky network", "next")
+}
+
+// A session whose create answer was lost has a sandbox token nobody holds:
+// creating it again from the web view is a conflict, and the page offers a
+// new token. Taking it shows the connect card with the new token, the old
+// one is refused, and the pasted command connects a sandbox.
+func TestBrowserNewTokenForALostCreate(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "lost-create"
+	e.create(id, "") // its token stands for the one in the lost answer
+	old, err := os.ReadFile(e.tokens[id])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	step("sign in", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, e.srv.URL+"/"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#token-input", clientToken); err != nil {
+			return err
+		}
+		return b.Click(ctx, "#token-submit")
+	})
+	step("create it again: a conflict, and the offer", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#new-session"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#new-id", id); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#new-submit"); err != nil {
+			return err
+		}
+		if _, err := b.WaitText(ctx, "#new-error", "the conflict", func(s string) bool { return strings.HasSuffix(s, "(conflict)") }); err != nil {
+			return err
+		}
+		_, err := b.WaitText(ctx, "#new-rotate-row", "the offer of a new token", func(s string) bool {
+			return strings.Contains(s, "do not have its sandbox token") && strings.Contains(s, "An agentd using its current token stops.")
+		})
+		return err
+	})
+	screenshot(t, e.ctx, b, "web-view-new-token-offer.png")
+	var command string
+	step("take a new token", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#new-rotate"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#connect h2", "Session "+id+": a new sandbox token"); err != nil {
+			return err
+		}
+		var err error
+		command, _, err = b.Text(ctx, "#connect-command")
+		return err
+	})
+	if code, err := postAs(e.ctx, e.srv.URL, id, strings.TrimSpace(string(old)), "i-old", `{"type":"heartbeat"}`); code != protocol.CodeUnauthorized {
+		t.Fatalf("the lost token after the new one: %v, %v; want unauthorized", code, err)
+	}
+	e.runConnectCommand(command, t.TempDir())
+	e.waitIdle(id)
 }

@@ -929,6 +929,25 @@ function newSessionForm(panel, project) {
   const proj = h("input", { id: "new-project", autocomplete: "off", spellcheck: "false", placeholder: "optional", "aria-label": "project", value: project || "" });
   const err = h("p.form-error", { id: "new-error", role: "alert" });
   const submit = h("button.primary", { type: "submit", id: "new-submit" }, "Create");
+  // A create whose answer was lost leaves a session whose sandbox token
+  // nobody has (the server keeps only its hash), and creating it again is
+  // a conflict. The way out is a new token, offered with what it costs.
+  const rotate = h("p.rotate", { id: "new-rotate-row", hidden: true });
+  const offerNewToken = (sid) => {
+    const b = h("button", { type: "button", id: "new-rotate" }, "Give it a new sandbox token");
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        const t = await api("POST", `${sessionPath(sid)}/token`);
+        panel.replaceChildren(connectCard(panel, { id: sid, sandboxToken: t.sandboxToken }, true));
+      } catch (e3) {
+        if (e3.status !== 401) err.textContent = e3.code ? `${e3.message} (${e3.code})` : e3.message;
+        b.disabled = false;
+      }
+    });
+    rotate.replaceChildren("If you created it and do not have its sandbox token (the answer was lost): ", b, " An agentd using its current token stops.");
+    rotate.hidden = false;
+  };
   const form = h(
     "form.card.new-session",
     {
@@ -939,6 +958,7 @@ function newSessionForm(panel, project) {
         const p = proj.value.trim();
         const bad = !sid ? "Session id: required." : !ID_RE.test(sid) ? "Session id: 1-128 letters, digits, '.', '_' or '-'." : p && !ID_RE.test(p) ? "Project: 1-128 letters, digits, '.', '_' or '-'." : "";
         err.textContent = bad;
+        rotate.hidden = true;
         if (bad) return;
         submit.disabled = true;
         try {
@@ -946,6 +966,7 @@ function newSessionForm(panel, project) {
           panel.replaceChildren(connectCard(panel, created));
         } catch (e2) {
           if (e2.status !== 401) err.textContent = e2.code ? `${e2.message} (${e2.code})` : e2.message;
+          if (e2.code === "conflict") offerNewToken(sid);
           submit.disabled = false;
         }
       },
@@ -954,14 +975,16 @@ function newSessionForm(panel, project) {
     h("div.fields", {}, h("label", {}, "Session id", id), h("label", {}, "Project", proj)),
     h("div.buttons", {}, submit, h("button", { type: "button", id: "new-cancel", onclick: () => panel.replaceChildren() }, "Cancel")),
     err,
+    rotate,
   );
   return form;
 }
 
-// connectCard shows, once, the sandbox token of a session just created and
-// the agentd command that connects a sandbox with it, and follows the
-// session until a sandbox connects or the bootstrap timeout removes it.
-function connectCard(panel, created) {
+// connectCard shows, once, the sandbox token of a session just created (or
+// given a new token: rotated) and the agentd command that connects a
+// sandbox with it, and follows the session until a sandbox connects or the
+// bootstrap timeout removes it.
+function connectCard(panel, created, rotated) {
   const sid = created.id;
   const file = `${sid}.token`;
   const token = created.sandboxToken || "";
@@ -994,7 +1017,7 @@ function connectCard(panel, created) {
   const card = h(
     "div.card.connect",
     { id: "connect", dataset: { id: sid } },
-    h("div.connect-head", {}, h("h2", {}, "Session ", h("code", {}, sid), " created"), h("span.grow"), h("button.link", { type: "button", id: "connect-close", onclick: () => panel.replaceChildren() }, "Close")),
+    h("div.connect-head", {}, h("h2", {}, "Session ", h("code", {}, sid), rotated ? ": a new sandbox token" : " created"), h("span.grow"), h("button.link", { type: "button", id: "connect-close", onclick: () => panel.replaceChildren() }, "Close")),
     token
       ? [
           h("p", {}, "Connect a sandbox to it: run this where the agent should work, with ", h("code", {}, "YOUR-AGENT"), " your agent's command (agentd's ", h("code", {}, "--protocol"), " picks native, acp, claude or codex). The sandbox token is shown only this once; it goes to agentd in a file, not in its arguments."),
