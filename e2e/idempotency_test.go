@@ -89,30 +89,26 @@ func TestLostAnswerPromptRunsOnce(t *testing.T) {
 	e.wantPromptsRan(f, id, "only once", "next")
 }
 
-// The web view sends a prompt whose answer is lost after the server stored
-// it: the page sends it again with the same Idempotency-Key, clears the
-// prompt box, and the agent runs the prompt once.
-func TestBrowserResendsALostPrompt(t *testing.T) {
-	chromium, driver := browserPaths(t)
-	e := newEnv(t)
-	id := "web-lost"
-	_, f := e.session(id)
-	d, _ := dropAnswers(t, e.srv.URL)
-	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+// signedIn starts Chromium on base's web view, signed in with the client
+// token, and returns it with a step runner that gives each wait its own
+// deadline (so a failure names the step that hung).
+func (e *env) signedIn(chromium, driver, base string) (*Browser, func(string, func(context.Context) error)) {
+	e.t.Helper()
+	b, err := StartBrowser(e.ctx, e.t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: e.t.TempDir()})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
+	e.t.Cleanup(b.Close)
 	step := func(name string, f func(ctx context.Context) error) {
-		t.Helper()
+		e.t.Helper()
 		ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
 		defer cancel()
 		if err := f(ctx); err != nil {
-			t.Fatalf("%s: %v", name, err)
+			e.t.Fatalf("%s: %v", name, err)
 		}
 	}
 	step("sign in", func(ctx context.Context) error {
-		if err := b.Navigate(ctx, d.URL()+"/"); err != nil {
+		if err := b.Navigate(ctx, base+"/"); err != nil {
 			return err
 		}
 		if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
@@ -123,6 +119,19 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 		}
 		return b.Click(ctx, "#token-submit")
 	})
+	return b, step
+}
+
+// The web view sends a prompt whose answer is lost after the server stored
+// it: the page sends it again with the same Idempotency-Key, clears the
+// prompt box, and the agent runs the prompt once.
+func TestBrowserResendsALostPrompt(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-lost"
+	_, f := e.session(id)
+	d, _ := dropAnswers(t, e.srv.URL)
+	b, step := e.signedIn(chromium, driver, d.URL())
 	step("open the session", func(ctx context.Context) error {
 		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
 			return err
@@ -157,28 +166,7 @@ func TestBrowserNewTokenForALostCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	step := func(name string, f func(ctx context.Context) error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
-		defer cancel()
-		if err := f(ctx); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-	step("sign in", func(ctx context.Context) error {
-		if err := b.Navigate(ctx, e.srv.URL+"/"); err != nil {
-			return err
-		}
-		if err := b.Type(ctx, "#token-input", clientToken); err != nil {
-			return err
-		}
-		return b.Click(ctx, "#token-submit")
-	})
+	b, step := e.signedIn(chromium, driver, e.srv.URL)
 	step("create it again: a conflict, and the offer", func(ctx context.Context) error {
 		if err := b.Click(ctx, "#new-session"); err != nil {
 			return err
