@@ -213,7 +213,15 @@ var commandWaits = []time.Duration{250 * time.Millisecond, 500 * time.Millisecon
 // discovery manifest lists the idempotentCommands feature; an older
 // server gets one send, as before. OnRetry hears of each resend.
 func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (int64, error) {
-	key := NewIdempotencyKey()
+	res, err := c.CommandWithKey(ctx, id, NewIdempotencyKey(), cmd)
+	return res.ID, err
+}
+
+// CommandWithKey is Command with the caller's Idempotency-Key, for a
+// program that may send the same command again from a new process (a
+// script run again, a retried CI step): with the same key the session
+// stores it once, and Replayed says an earlier send had stored it.
+func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protocol.Command) (CommandResult, error) {
 	res, err := c.CommandOnce(ctx, id, key, cmd)
 	for _, wait := range commandWaits {
 		if err == nil || ctx.Err() != nil || !resendable(err) {
@@ -228,7 +236,7 @@ func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (
 		}
 		select {
 		case <-ctx.Done():
-			return 0, err
+			return CommandResult{}, err
 		case <-time.After(wait):
 		}
 		if ferr != nil {
@@ -239,7 +247,7 @@ func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (
 		}
 		res, err = c.CommandOnce(ctx, id, key, cmd)
 	}
-	return res.ID, err
+	return res, err
 }
 
 // CommandResult is the answer to a command.

@@ -332,15 +332,22 @@ func cmdPrompt(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	key := c.String("idempotency-key")
+	if c.IsSet("idempotency-key") {
+		if err := protocol.ValidateIdempotencyKey(key); err != nil {
+			return usageError{"--idempotency-key: must be 1 to 255 visible ASCII characters (no spaces)"}
+		}
+	}
 	cl, err := commandClient(c, e)
 	if err != nil {
 		return err
 	}
-	send := cl.Prompt
-	if c.Bool("queue") {
-		send = cl.QueuePrompt
+	mine := key != ""
+	if !mine {
+		key = client.NewIdempotencyKey()
 	}
-	id, err := send(c.Context, a[0], strings.Join(a[1:], " "))
+	cmd := protocol.Command{Type: protocol.CommandPrompt, Text: strings.Join(a[1:], " "), Queue: c.Bool("queue")}
+	res, err := cl.CommandWithKey(c.Context, a[0], key, cmd)
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Code == protocol.CodeNoSandbox {
 		// The server's message points to the request's "queue": true;
@@ -351,7 +358,11 @@ func cmdPrompt(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "prompt sent to %s (command %d)\n", a[0], id)
+	if mine && res.Replayed {
+		fmt.Fprintf(e.stdout, "prompt already sent to %s under this key (command %d): not sent again\n", a[0], res.ID)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "prompt sent to %s (command %d)\n", a[0], res.ID)
 	return nil
 }
 

@@ -166,8 +166,9 @@ func buildApp(e *env) *cli.App {
 				Name:      "prompt",
 				Usage:     "send a prompt to the session's agent",
 				ArgsUsage: "ID TEXT...",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "queue", Usage: "accept the prompt even while no sandbox is connected: it is delivered when one connects"}},
-				Action:    func(c *cli.Context) error { return cmdPrompt(c, e) },
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "queue", Usage: "accept the prompt even while no sandbox is connected: it is delivered when one connects"},
+					&cli.StringFlag{Name: "idempotency-key", Usage: "send the prompt with this Idempotency-Key: run again with the same key (a retried script or CI step), it is delivered once"}},
+				Action: func(c *cli.Context) error { return cmdPrompt(c, e) },
 			},
 			{
 				Name:      "abort",

@@ -56,3 +56,36 @@ func TestCommandResent(t *testing.T) {
 		t.Fatalf("session after the resend: %+v, %v; want 1 pending command", rec, err)
 	}
 }
+
+// rein prompt --idempotency-key: the same prompt run again with the same
+// key (a retried script) is delivered once, and rein says it was not sent
+// again; the same key with another prompt is refused; a malformed key is
+// a usage error.
+func TestPromptIdempotencyKey(t *testing.T) {
+	s := startServer(t, app.Options{})
+	next := sandbox(t, s, "s1", createSession(t, s, "s1"))
+	args := []string{"prompt", "--idempotency-key", "deploy-42", "s1", "deploy", "it"}
+	if out := mustRein(t, s.URL(), args...); out != "prompt sent to s1 (command 1)\n" {
+		t.Fatalf("first run printed %q", out)
+	}
+	if out := mustRein(t, s.URL(), args...); out != "prompt already sent to s1 under this key (command 1): not sent again\n" {
+		t.Fatalf("second run printed %q", out)
+	}
+	if got := next(); got.ID != 1 || got.Text != "deploy it" {
+		t.Fatalf("sandbox got %+v", got)
+	}
+	if out := mustRein(t, s.URL(), "prompt", "s1", "next"); out != "prompt sent to s1 (command 2)\n" {
+		t.Fatalf("a prompt after the retried one printed %q", out)
+	}
+	if got := next(); got.ID != 2 {
+		t.Fatalf("the sandbox's next command is %+v; want command 2 (the retry delivered nothing)", got)
+	}
+	r := rein(t, s.URL(), "prompt", "--idempotency-key", "deploy-42", "s1", "something else")
+	if r.code != 1 || !strings.Contains(r.stderr, `"deploy-42" was already used for command 1`) || !strings.HasSuffix(r.stderr, "(conflict)\n") {
+		t.Errorf("another prompt with the key: %+v", r)
+	}
+	r = rein(t, s.URL(), "prompt", "--idempotency-key", "two words", "s1", "x")
+	if r.code != 2 || r.stderr != "rein: --idempotency-key: must be 1 to 255 visible ASCII characters (no spaces)\n" {
+		t.Errorf("a malformed key: %+v", r)
+	}
+}
