@@ -88,6 +88,13 @@ func newClient(t testing.TB, s *app.App) *client { return &client{t: t, base: s.
 // string (sent as is), nil, or anything else (sent as JSON).
 func (c *client) do(method, path string, body any, hdr ...string) (int, []byte) {
 	c.t.Helper()
+	status, out, _ := c.exchange(method, path, body, hdr...)
+	return status, out
+}
+
+// exchange is do that returns the answer's headers too.
+func (c *client) exchange(method, path string, body any, hdr ...string) (int, []byte, http.Header) {
+	c.t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -118,7 +125,7 @@ func (c *client) do(method, path string, body any, hdr ...string) (int, []byte) 
 	if err != nil {
 		c.t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, resp.Header
 }
 
 // must sends a request and fails the test unless the status is want; it

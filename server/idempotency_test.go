@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,22 +28,14 @@ type sent struct {
 // ("" sends none) and returns what came back.
 func (c *client) sendKeyed(id, key, cmd string) sent {
 	c.t.Helper()
-	req, err := http.NewRequest("POST", c.base+"/sessions/"+id+"/commands", strings.NewReader(cmd))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	var hdr []string
 	if key != "" {
-		req.Header.Set(protocol.HeaderIdempotencyKey, key)
+		hdr = []string{protocol.HeaderIdempotencyKey, key}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("POST /sessions/%s/commands: %v", id, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	out := sent{status: resp.StatusCode, body: string(body), replayed: resp.Header.Get(protocol.HeaderIdempotentReplayed) == "true"}
-	var acc protocol.CommandAccepted
-	if resp.StatusCode == http.StatusAccepted {
+	status, body, h := c.exchange("POST", "/sessions/"+id+"/commands", cmd, hdr...)
+	out := sent{status: status, body: string(body), replayed: h.Get(protocol.HeaderIdempotentReplayed) == "true"}
+	if status == http.StatusAccepted {
+		var acc protocol.CommandAccepted
 		if err := json.Unmarshal(body, &acc); err != nil {
 			c.t.Fatalf("202 body %s: %v", body, err)
 		}

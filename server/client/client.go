@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,33 +104,43 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 // a JSON answer into out (when out is not nil). A non-2xx answer is an
 // *Error.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.exchange(ctx, method, path, nil, body, out)
+	return err
+}
+
+// exchange is Do with request headers hdr (nil for none), returning the
+// answer's headers.
+func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Header, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("%s %s: encode body: %w", method, path, err)
+			return nil, fmt.Errorf("%s %s: encode body: %w", method, path, err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := c.newRequest(ctx, method, path, rd)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return errorFrom(resp)
+		return nil, errorFrom(resp)
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }
@@ -229,7 +238,7 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 		}
 		ok, ferr := c.idempotentCommands(ctx)
 		if ferr == nil && !ok {
-			break
+			break // a server without the feature gets one send
 		}
 		if c.OnRetry != nil {
 			c.OnRetry(err, wait)
@@ -240,10 +249,7 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 		case <-time.After(wait):
 		}
 		if ferr != nil {
-			// The manifest was out of reach too: ask again first.
-			if ok, ferr = c.idempotentCommands(ctx); ferr != nil || !ok {
-				continue
-			}
+			continue // the manifest was out of reach too: ask it again
 		}
 		res, err = c.CommandOnce(ctx, id, key, cmd)
 	}
@@ -264,41 +270,23 @@ type CommandResult struct {
 // process for example: sending it again with the same key is safe. The
 // same key with a different command is a conflict.
 func (c *Client) CommandOnce(ctx context.Context, id, key string, cmd protocol.Command) (CommandResult, error) {
-	path := sessionPath(id) + "/commands"
-	b, err := json.Marshal(cmd)
-	if err != nil {
-		return CommandResult{}, fmt.Errorf("POST %s: encode body: %w", path, err)
-	}
-	req, err := c.newRequest(ctx, http.MethodPost, path, bytes.NewReader(b))
-	if err != nil {
-		return CommandResult{}, err
-	}
+	var hdr http.Header
 	if key != "" {
-		req.Header.Set(protocol.HeaderIdempotencyKey, key)
+		hdr = http.Header{protocol.HeaderIdempotencyKey: {key}}
 	}
-	resp, err := c.HTTP.Do(req)
+	// An answer that broke on the way after the command was stored is
+	// an error too: a resend with the key finds the command.
+	var out protocol.CommandAccepted
+	h, err := c.exchange(ctx, http.MethodPost, sessionPath(id)+"/commands", hdr, cmd, &out)
 	if err != nil {
 		return CommandResult{}, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return CommandResult{}, errorFrom(resp)
-	}
-	var out protocol.CommandAccepted
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		// Stored, and the answer broke on the way: a resend with the
-		// key finds it.
-		return CommandResult{}, fmt.Errorf("POST %s: decode answer: %w", path, err)
-	}
-	return CommandResult{ID: out.ID, Replayed: resp.Header.Get(protocol.HeaderIdempotentReplayed) == "true"}, nil
+	return CommandResult{ID: out.ID, Replayed: h.Get(protocol.HeaderIdempotentReplayed) == "true"}, nil
 }
 
-// NewIdempotencyKey returns a new random Idempotency-Key: 32 hex digits.
-func NewIdempotencyKey() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
-	return hex.EncodeToString(b[:])
-}
+// NewIdempotencyKey returns a new random Idempotency-Key: 26 base32
+// characters, 128 random bits (crypto/rand.Text).
+func NewIdempotencyKey() string { return rand.Text() }
 
 // resendable reports whether a command's send may be repeated with its
 // key: the answer was lost on the way (an error that is not the server's

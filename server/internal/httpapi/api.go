@@ -387,12 +387,11 @@ func (a *API) postCommand(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	key := r.Header.Get(protocol.HeaderIdempotencyKey)
-	if _, sent := r.Header[protocol.HeaderIdempotencyKey]; sent {
-		// Present but empty is a mistake, not "no key".
-		if err := protocol.ValidateIdempotencyKey(key); err != nil {
-			writeError(w, r, a.log, err)
-			return
-		}
+	if _, sent := r.Header[protocol.HeaderIdempotencyKey]; sent && key == "" {
+		// Present but empty is a mistake, not "no key"; the domain
+		// checks every other key.
+		writeError(w, r, a.log, protocol.ValidateIdempotencyKey(key))
+		return
 	}
 	n, replayed, err := a.svc.AddCommand(r.Context(), id, key, cmd)
 	if err != nil {

@@ -414,7 +414,6 @@ func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limi
 	return out, nil
 }
 
-// Commands returns the commands with after < id <= upTo, in id order.
 // CommandByKey returns the session's command stored with Idempotency-Key
 // key (the commands_idem_key index finds it).
 func (s *Store) CommandByKey(ctx context.Context, id, key string) (store.Command, bool, error) {
@@ -431,6 +430,7 @@ func (s *Store) CommandByKey(ctx context.Context, id, key string) (store.Command
 	return c, true, nil
 }
 
+// Commands returns the commands with after < id <= upTo, in id order.
 func (s *Store) Commands(ctx context.Context, id string, after, upTo int64) ([]store.Command, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT id, body, created_at FROM commands WHERE session_id = $1 AND id > $2 AND id <= $3 ORDER BY id`, id, after, upTo)
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Command, error) {

@@ -565,14 +565,6 @@ func (s *Store) CommandByKey(ctx context.Context, id, key string) (store.Command
 	return c, true, nil
 }
 
-// nullable is s, or NULL for "".
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 func exists(ctx context.Context, tx *sqlx.Tx, id string) error {
 	var one int
 	err := tx.GetContext(ctx, &one, `SELECT 1 FROM sessions WHERE id = ?`, id)
@@ -725,7 +717,7 @@ const (
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
-	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES (?, ?, ?, ?, ?)`
+	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES (?, ?, ?, ?, NULLIF(?, ''))`
 	qAddInstance     = `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`
 	qAppendRev       = `UPDATE artifacts SET rev = ?, appended = appended + ? WHERE session_id = ? AND seq = ?`
 	qAppendText      = `INSERT INTO artifact_appends (session_id, seq, n, field, text) VALUES (?1, ?2, (SELECT COALESCE(MAX(n), 0) + 1 FROM artifact_appends WHERE session_id = ?1 AND seq = ?2), ?3, ?4)`
@@ -911,7 +903,7 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 		}
 	case store.AddCommand:
 		c := op.Command
-		_, err := ex.ExecContext(ctx, qAddCommand, op.SessionID, c.ID, string(c.Body), c.CreatedAt, nullable(c.Key))
+		_, err := ex.ExecContext(ctx, qAddCommand, op.SessionID, c.ID, string(c.Body), c.CreatedAt, c.Key)
 		if err != nil {
 			return fmt.Errorf("add command session=%s id=%d: %w", op.SessionID, c.ID, err)
 		}
