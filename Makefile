@@ -27,12 +27,14 @@ all: lint test
 
 test: tools browser-deps pg-deps image-deps disk-deps unit e2e test-pg
 
-unit:
+# unit and e2e need the ACP example agent (REIN_ACP_AGENT is always set,
+# so a missing one fails its test rather than skipping it).
+unit: tools
 	@set -e; for m in $(UNIT); do echo "== go test $$m"; (cd $$m && $(GO) test -race ./...); done
 
 # e2e builds the real binaries; -count=1 because go test would cache a test
 # whose inputs (the other modules) it cannot see.
-e2e:
+e2e: tools
 	@echo "== go test e2e"; cd e2e && $(GO) test -race -count=1 ./...
 
 # The server suite again on PostgreSQL (REIN_TEST_DB), and the e2e
