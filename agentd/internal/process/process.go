@@ -20,6 +20,11 @@ const DefaultDrainTimeout = 2 * time.Second
 // maxStderrLine bounds one logged stderr line.
 const maxStderrLine = 16 << 10
 
+// pipeMax is the most a pipe can hold (Linux's default
+// /proc/sys/fs/pipe-max-size): what a read of the agent's stdout past its
+// drain deadline may still take (drainReader).
+const pipeMax = 1 << 20
+
 // Spec says what to start.
 type Spec struct {
 	// Argv is the command and its arguments; Argv[0] is looked up in PATH.
@@ -43,7 +48,8 @@ type Process struct {
 	// Stdout is the agent's standard output. It reaches EOF when the agent
 	// and everything in its process group have exited, or fails with
 	// os.ErrDeadlineExceeded DrainTimeout after the agent exited if
-	// something outside the group still holds it.
+	// something outside the group still holds it; what the agent wrote
+	// before it exited is read first, however late (drainReader).
 	Stdout io.Reader
 
 	cmd        *exec.Cmd
@@ -135,7 +141,7 @@ func Start(spec Spec) (*Process, error) {
 
 	p := &Process{
 		Stdin:      stdin,
-		Stdout:     stdoutR,
+		Stdout:     &drainReader{f: stdoutR, left: pipeMax},
 		cmd:        cmd,
 		pid:        cmd.Process.Pid,
 		stdoutR:    stdoutR,
@@ -200,6 +206,59 @@ func (p *Process) wait(drain time.Duration) {
 	p.exit = exit
 	close(p.done)
 }
+
+// drainReader is the agent's stdout. Once the agent has exited, wait sets
+// a read deadline DrainTimeout ahead, so that a process that escaped the
+// group and holds the pipe open cannot hold the run open. But the reader
+// may come back only after that deadline (the adapter was blocked on a
+// full queue: the server unreachable, the state dir's disk full), and
+// the agent's last lines, its turn's end among them, are then still in
+// the pipe: a plain read would fail at once and lose them. So a read past
+// the deadline takes what the pipe holds without waiting, up to pipeMax
+// bytes in all (an escaped process writing without end cannot hold the
+// run open either); an empty pipe ends the output as before.
+type drainReader struct {
+	f    *os.File
+	left int // bytes a read past the deadline may still take
+}
+
+func (r *drainReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	if n > 0 || len(p) == 0 || r.left <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, err
+	}
+	rc, cerr := r.f.SyscallConn()
+	if cerr != nil {
+		return 0, err
+	}
+	p = p[:min(len(p), r.left)]
+	var rerr error
+	// Control, not rc.Read: that fails past the deadline too. The pipe is
+	// in non-blocking mode (the runtime poller's), so an empty one
+	// answers EAGAIN instead of waiting.
+	cerr = rc.Control(func(fd uintptr) {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, err
+	case n > 0:
+		r.left -= n
+		return n, nil
+	case n == 0 && rerr == nil:
+		return 0, io.EOF // every writer has closed it
+	}
+	return 0, err // empty (EAGAIN): nothing more was written
+}
+
+// Close closes the pipe: the adapters close stdout to unblock their
+// reader when they stop early.
+func (r *drainReader) Close() error { return r.f.Close() }
 
 func (p *Process) logStderr(log *slog.Logger) {
 	defer close(p.stderrDone)
