@@ -174,8 +174,19 @@ func (s *supervisor) flush(upCancel context.CancelFunc) error {
 		return *s.upResult
 	}
 	s.up.Close()
-	t := time.NewTimer(s.opts.FlushTimeout)
+	wait := s.opts.FlushTimeout
+	if s.flushSpent {
+		// The uploader has tried for FlushTimeout while the agent's
+		// last events waited (watch): whatever is done is done.
+		wait = 0
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
+	select {
+	case err := <-s.upDone:
+		return err
+	default:
+	}
 	select {
 	case err := <-s.upDone:
 		return err

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +46,14 @@ type supervisor struct {
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
+	// emitting counts the adapter's emits in progress, which wait while
+	// the queue is full.
+	emitting atomic.Int32
+	// flushSpent: at shutdown the agent's last events waited on the
+	// uploader (the server unreachable, the queue full) for all of
+	// FlushTimeout after the agent exited, and were given up on (watch);
+	// the uploader has had its time, and flush does not wait again.
+	flushSpent bool
 	// turnEnded wakes the loop when the agent ends its turn (abort done).
 	turnEnded chan struct{}
 	// cmds tracks commands until the agent took them (the cursor).
@@ -237,6 +246,10 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 	<-timer.C
 	defer timer.Stop()
 	var esc *escalation
+	// While stopping: the agent's exit, then FlushTimeout after it
+	// (flushWait, giveUp).
+	var agentGone <-chan struct{}
+	var giveUp <-chan time.Time
 	arm := func(e *escalation, first time.Duration) {
 		esc = e
 		timer.Stop()
@@ -255,6 +268,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 		s.up.StopWaiting()
 		s.forward(r, protocol.Command{Type: protocol.CommandShutdown})
 		arm(&escalation{signals: []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}}, s.opts.ShutdownGrace)
+		agentGone = r.proc.Done()
 	}
 	ctxDone := ctx.Done()
 	for {
@@ -273,6 +287,26 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 				arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true}, s.opts.AbortGrace)
 			}
 			s.forward(r, c)
+		case <-agentGone:
+			// The run still ends only once the adapter has emitted all
+			// the agent wrote, and an emit waits while the queue is full:
+			// with the server unreachable (in memory; with a state dir,
+			// an outbox at --outbox-max-bytes), for as long as it stays
+			// so, and agentd would not stop. That wait is the flush's:
+			// it gets FlushTimeout.
+			agentGone = nil
+			t := time.NewTimer(s.opts.FlushTimeout)
+			defer t.Stop()
+			giveUp = t.C
+		case <-giveUp:
+			giveUp = nil
+			// From now on an event of the agent's is queued if there is
+			// room and otherwise dropped at once, logged as not queued.
+			s.runCancel()
+			if s.emitting.Load() > 0 {
+				s.flushSpent = true
+				s.log.Warn("the agent's last events are still waiting for the server at shutdown; not queuing them", "within", s.opts.FlushTimeout)
+			}
 		case <-s.connected:
 			s.repostStarted()
 		case <-s.turnEnded:
@@ -418,7 +452,10 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 		s.started = &c
 	}
 	s.mu.Unlock()
-	if err := s.up.Enqueue(ctx, ev); err != nil {
+	s.emitting.Add(1)
+	err := s.up.Enqueue(ctx, ev)
+	s.emitting.Add(-1)
+	if err != nil {
 		return err
 	}
 	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent {

@@ -203,11 +203,18 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 		}
 		return nil
 	}
+	// Room first: a done ctx ends only a wait for room (as with the
+	// outbox), so an event that fits is queued whatever ctx says.
+	select {
+	case u.queue <- ev:
+		return nil
+	default:
+	}
 	select {
 	case u.queue <- ev:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("enqueue %s: %w", ev.Type, ctx.Err())
+		return fmt.Errorf("enqueue %s: the queue is full (%d events): %w", ev.Type, cap(u.queue), ctx.Err())
 	}
 }
 

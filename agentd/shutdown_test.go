@@ -1,0 +1,92 @@
+package agentd_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+)
+
+// A shutdown while the server is unreachable and the queue is full (in
+// memory, or the outbox at --outbox-max-bytes): the agent's output waits
+// on the queue, and the agent, stopped, can write no more. agentd must
+// still stop within its shutdown budget (--shutdown-grace, the kill
+// steps, --flush-timeout), rather than wait for the server as long as it
+// takes, and say what it could not deliver.
+func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
+	// An agent that writes without end and ignores its input.
+	agent := []string{"sh", "-c", `while :; do echo '{"type":"notice","level":"info","message":"busy"}'; done`}
+	down := func(srv *fakeserver.Server) <-chan struct{} {
+		refused := make(chan struct{})
+		var once sync.Once
+		srv.EventsFault = func(int) (int, bool) {
+			once.Do(func() { close(refused) })
+			return 503, false
+		}
+		return refused
+	}
+	waitFor := func(c <-chan struct{}) {
+		select {
+		case <-c:
+		case <-time.After(fakeserver.WaitTimeout):
+			t.Fatal("no post reached the server")
+		}
+	}
+	opts := agentd.Options{
+		Command:        agent,
+		AgentStartWait: 50 * time.Millisecond,
+		ShutdownGrace:  100 * time.Millisecond,
+		KillStep:       100 * time.Millisecond,
+		FlushTimeout:   100 * time.Millisecond,
+	}
+
+	t.Run("in memory", func(t *testing.T) {
+		srv := fakeserver.New(t, "s1")
+		refused := down(srv)
+		o := opts
+		o.QueueSize = 2
+		d := start(t, srv, o)
+		waitFor(refused) // the queue of 2 is full behind it
+		err := d.stop()
+		if err == nil || !strings.Contains(err.Error(), "not delivered") {
+			t.Fatalf("Run = %v, want the events not delivered", err)
+		}
+	})
+
+	t.Run("outbox", func(t *testing.T) {
+		srv := fakeserver.New(t, "s1")
+		refused := down(srv)
+		state := t.TempDir()
+		o := opts
+		o.StateDir, o.OutboxMaxBytes = state, 4<<20
+		d := start(t, srv, o)
+		waitFor(refused)
+		// Full: less room left than one more line's frame.
+		full := false
+		for range 3000 {
+			segs, _ := filepath.Glob(filepath.Join(state, srv.Session, "*.seg"))
+			var n int64
+			for _, s := range segs {
+				if fi, err := os.Stat(s); err == nil {
+					n += fi.Size()
+				}
+			}
+			if full = n > 4<<20-200; full {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !full {
+			t.Fatal("the outbox did not fill")
+		}
+		// Kept for the next start: a clean stop.
+		if err := d.stop(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	})
+}
