@@ -56,7 +56,13 @@ func readMessages(r io.Reader, out chan<- *message, stop <-chan struct{}, log *s
 	defer close(out)
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		line, err := readLine(br)
+		line, dropped, err := readLine(br)
+		if dropped {
+			// One message lost (an item then ends with its turn), not
+			// the app-server: stopping here would leave it blocked on a
+			// full pipe until it was killed, its turn failed.
+			log.Warn("codex app-server wrote a line over the limit; dropping it", "limit", maxLine)
+		}
 		if len(line) > 0 {
 			m := &message{}
 			if jerr := json.Unmarshal(line, m); jerr != nil {
@@ -79,23 +85,26 @@ func readMessages(r io.Reader, out chan<- *message, stop <-chan struct{}, log *s
 	}
 }
 
-// readLine reads one line without its newline, discarding (and reporting
-// as an error) a line over maxLine rather than buffering without bound.
-func readLine(br *bufio.Reader) ([]byte, error) {
-	var line []byte
+// readLine reads one line without its newline. A line over maxLine is
+// read to its end and discarded (dropped) rather than buffered without
+// bound.
+func readLine(br *bufio.Reader) (line []byte, dropped bool, err error) {
 	for {
-		chunk, err := br.ReadSlice('\n')
-		if len(line)+len(chunk) > maxLine {
-			return nil, fmt.Errorf("codex app-server line over %d bytes", maxLine)
+		var chunk []byte
+		chunk, err = br.ReadSlice('\n')
+		if !dropped && len(line)+len(chunk) > maxLine {
+			line, dropped = nil, true
 		}
-		line = append(line, chunk...)
+		if !dropped {
+			line = append(line, chunk...)
+		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
 		if n := len(line); n > 0 && line[n-1] == '\n' {
 			line = line[:n-1]
 		}
-		return line, err
+		return line, dropped, err
 	}
 }
 
