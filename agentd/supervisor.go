@@ -247,7 +247,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 	defer timer.Stop()
 	var esc *escalation
 	// While stopping: the agent's exit, then FlushTimeout after it
-	// (flushWait, giveUp).
+	// (agentGone, giveUp).
 	var agentGone <-chan struct{}
 	var giveUp <-chan time.Time
 	arm := func(e *escalation, first time.Duration) {
