@@ -36,6 +36,11 @@ type ErrorBody struct {
 type Error struct {
 	Code    Code
 	Message string
+	// Stated is set by ReadError when the answer's body named this code
+	// with its status, as a Rein server's answers do; otherwise the code
+	// was inferred from the status alone (a proxy's page, an empty body),
+	// and something other than the server may have refused the request.
+	Stated bool
 }
 
 func (e *Error) Error() string { return e.Message }

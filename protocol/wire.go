@@ -90,7 +90,8 @@ func CodeForAnswer(status int, bodyCode Code) Code {
 const maxErrorBody = 16 << 10
 
 // ReadError reads a non-2xx answer into an *Error: the code by
-// CodeForAnswer, the message from the body, else the status text. It
+// CodeForAnswer, the message from the body, else the status text, and
+// Stated when the body's code was the one taken. It
 // reads at most 16 KiB of the body; the caller still closes it.
 func ReadError(resp *http.Response) *Error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
@@ -104,7 +105,7 @@ func ReadError(resp *http.Response) *Error {
 			msg = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		}
 	}
-	return &Error{Code: code, Message: msg}
+	return &Error{Code: code, Message: msg, Stated: code == body.Code}
 }
 
 // Disposition is what a caller should do after an error answer.

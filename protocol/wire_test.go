@@ -57,8 +57,8 @@ func TestWireTable(t *testing.T) {
 				t.Errorf("CodeForAnswer(HTTPStatus(c), c) = %q", got)
 			}
 			e := protocol.ReadError(answer(tt.status, fmt.Sprintf(`{"code":%q,"message":"m"}`, tt.code)))
-			if e.Code != tt.code || e.Message != "m" {
-				t.Errorf("ReadError = %+v, want code %q message m", e, tt.code)
+			if e.Code != tt.code || e.Message != "m" || !e.Stated {
+				t.Errorf("ReadError = %+v, want code %q message m, stated", e, tt.code)
 			}
 		})
 	}
@@ -114,7 +114,8 @@ func TestCodeForAnswer(t *testing.T) {
 }
 
 // TestReadError: bodies that are not the server's JSON, or not JSON, or
-// too long, give the status's code and text.
+// too long, give the status's code and text, and say the code was not
+// stated (a proxy's refusal is not the server's).
 func TestReadError(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -122,19 +123,21 @@ func TestReadError(t *testing.T) {
 		body    string
 		code    protocol.Code
 		message string
+		stated  bool
 	}{
-		{"html", 502, "<html>bad gateway</html>", protocol.CodeUnavailable, "Bad Gateway"},
-		{"empty", 404, "", protocol.CodeNotFound, "Not Found"},
-		{"wrong status", 502, `{"code":"not_found","message":"from upstream"}`, protocol.CodeUnavailable, "Bad Gateway"},
-		{"no message", 409, `{"code":"superseded"}`, protocol.CodeSuperseded, "Conflict"},
-		{"unknown status", 599, "x", protocol.CodeInternal, "HTTP 599"},
-		{"huge", 503, `{"code":"unavailable","message":"` + strings.Repeat("x", 20<<10) + `"}`, protocol.CodeUnavailable, "Service Unavailable"},
+		{"html", 502, "<html>bad gateway</html>", protocol.CodeUnavailable, "Bad Gateway", false},
+		{"proxy's 413", 413, "<html>413 Request Entity Too Large</html>", protocol.CodeTooLarge, "Request Entity Too Large", false},
+		{"empty", 404, "", protocol.CodeNotFound, "Not Found", false},
+		{"wrong status", 502, `{"code":"not_found","message":"from upstream"}`, protocol.CodeUnavailable, "Bad Gateway", false},
+		{"no message", 409, `{"code":"superseded"}`, protocol.CodeSuperseded, "Conflict", true},
+		{"unknown status", 599, "x", protocol.CodeInternal, "HTTP 599", false},
+		{"huge", 503, `{"code":"unavailable","message":"` + strings.Repeat("x", 20<<10) + `"}`, protocol.CodeUnavailable, "Service Unavailable", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := protocol.ReadError(answer(tt.status, tt.body))
-			if e.Code != tt.code || e.Message != tt.message {
-				t.Errorf("ReadError = {%q %q}, want {%q %q}", e.Code, e.Message, tt.code, tt.message)
+			if e.Code != tt.code || e.Message != tt.message || e.Stated != tt.stated {
+				t.Errorf("ReadError = {%q %q stated=%v}, want {%q %q stated=%v}", e.Code, e.Message, e.Stated, tt.code, tt.message, tt.stated)
 			}
 		})
 	}

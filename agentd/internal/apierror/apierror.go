@@ -1,6 +1,7 @@
 package apierror
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -26,3 +27,19 @@ func IsFinal(err error) bool { return protocol.Final(err) }
 // errors (no wire code at all) and the codes protocol says to retry
 // (protocol.Retryable).
 func IsRetryable(err error) bool { return protocol.Retryable(err) }
+
+// IsRejected reports whether err refuses this request only (invalid, too
+// large, a conflict: protocol.Reject): the caller's other requests can
+// still succeed.
+func IsRejected(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Code.Disposition() == protocol.Reject
+}
+
+// IsStated reports whether err is an answer whose body named its code
+// (protocol.Error.Stated): the server's own word. A code inferred from
+// the status alone may be a proxy's.
+func IsStated(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Stated
+}

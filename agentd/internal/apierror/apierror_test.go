@@ -46,3 +46,29 @@ func TestFromResponse(t *testing.T) {
 		t.Error("a network error must be retryable and not final")
 	}
 }
+
+// TestStatedRefusal: only a refusal in the server's words is stated; a
+// proxy's page with the same status is a refusal all the same, but not
+// the server's.
+func TestStatedRefusal(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		status           int
+		body             string
+		rejected, stated bool
+	}{
+		{"server's 413", 413, `{"code":"too_large","message":"event is 600000 bytes"}`, true, true},
+		{"proxy's 413", 413, "<html>413 Request Entity Too Large</html>", true, false},
+		{"server's 400", 400, `{"code":"invalid","message":"type: required"}`, true, true},
+		{"empty 400", 400, "", true, false},
+		{"server's 503", 503, `{"code":"unavailable","message":"disk full"}`, false, true},
+	} {
+		err := FromResponse(&http.Response{StatusCode: tt.status, Body: io.NopCloser(strings.NewReader(tt.body))})
+		if IsRejected(err) != tt.rejected || IsStated(err) != tt.stated {
+			t.Errorf("%s: IsRejected = %v, IsStated = %v; want %v, %v", tt.name, IsRejected(err), IsStated(err), tt.rejected, tt.stated)
+		}
+	}
+	if IsRejected(io.ErrUnexpectedEOF) || IsStated(io.ErrUnexpectedEOF) {
+		t.Error("a network error is neither a refusal nor stated")
+	}
+}

@@ -568,7 +568,9 @@ func (u *Uploader) encode(ev protocol.Event) (encodedEvent, error) {
 // server refuses as invalid or too large is split in halves so one bad
 // event cannot block the pipeline; a single refused event is logged and
 // dropped (it could never be stored, and retrying it forever would stall
-// every event behind it).
+// every event behind it). Only the server's own refusal drops an event: a
+// 400 or 413 without its error body (postRetrying) came from something in
+// between, and is sent again.
 func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff, batch []encodedEvent) error {
 	err := u.postRetrying(ctx, bo, batch)
 	if err == nil {
@@ -630,11 +632,21 @@ func (u *Uploader) postRetrying(ctx context.Context, bo *backoff.ExponentialBack
 		if ctx.Err() != nil {
 			return fmt.Errorf("post events agentSeq=%d..%d: %w", first, last, ctx.Err())
 		}
-		if !apierror.IsRetryable(err) {
+		// A single event refused as invalid or too large, but not in the
+		// server's words (a proxy's body-size limit, a filter's page): the
+		// server never said it cannot store it, and dropping it would lose
+		// it for good on the word of a misconfigured hop. It waits, as for
+		// an unreachable server, and goes once the hop lets it through.
+		proxied := len(batch) == 1 && apierror.IsRejected(err) && !apierror.IsStated(err)
+		if !apierror.IsRetryable(err) && !proxied {
 			return fmt.Errorf("post events session=%s agentSeq=%d..%d: %w", u.opts.Session, first, last, err)
 		}
 		wait := bo.NextBackOff()
-		u.log.Warn("posting events failed; retrying", "agentSeq", first, "to", last, "attempt", attempt, "in", wait, "err", err)
+		if proxied {
+			u.log.Error("something between agentd and rein-server refused an event (its answer is not the server's: a proxy's body size limit?); not dropping it, retrying", "agentSeq", first, "type", batch[0].eventType(), "bytes", len(batch[0].data), "attempt", attempt, "in", wait, "err", err)
+		} else {
+			u.log.Warn("posting events failed; retrying", "agentSeq", first, "to", last, "attempt", attempt, "in", wait, "err", err)
+		}
 		if timer == nil {
 			timer = time.NewTimer(wait)
 			defer timer.Stop()

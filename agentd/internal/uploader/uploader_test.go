@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -26,6 +27,9 @@ type fakeServer struct {
 	stored  []protocol.Event
 	seen    map[int64]bool
 	handler func(attempt int, body []byte) (status int, store bool, delay time.Duration)
+	// page, when set, is the body of every error answer instead of the
+	// server's JSON: what a proxy in front of the server answers.
+	page string
 }
 
 func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -75,6 +79,8 @@ func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec.WriteHeader(status)
 	if status == http.StatusAccepted {
 		json.NewEncoder(rec).Encode(acc)
+	} else if f.page != "" {
+		io.WriteString(rec, f.page)
 	} else {
 		code := map[int]protocol.Code{400: protocol.CodeInvalid, 404: protocol.CodeNotFound, 409: protocol.CodeSuperseded, 500: protocol.CodeInternal, 503: protocol.CodeUnavailable}[status]
 		json.NewEncoder(rec).Encode(protocol.ErrorBody{Code: code, Message: "injected"})
@@ -373,6 +379,63 @@ func TestRefusedEventIsIsolated(t *testing.T) {
 		}
 		if len(stored) != 4 || seqs[0] != 1 || seqs[3] != 5 || u.Stats().Dropped != 1 {
 			t.Errorf("stored agentSeqs %v, dropped %d; want 1 2 4 5 and 1 dropped", seqs, u.Stats().Dropped)
+		}
+	})
+}
+
+// TestProxyRefusalDropsNothing: a 413 that is not the server's (a
+// proxy's page, as nginx answers a body over client_max_body_size) still
+// splits a batch, as the server's would, but a single event so refused is
+// sent again rather than dropped: the server never said it cannot store
+// it. Once the proxy lets it through (its limit raised), every event is
+// stored, in order.
+func TestProxyRefusalDropsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fixed atomic.Bool
+		f := &fakeServer{page: "<html><head><title>413 Request Entity Too Large</title></head></html>", handler: func(_ int, body []byte) (int, bool, time.Duration) {
+			if bytes.Contains(body, []byte("big")) && !fixed.Load() {
+				return 413, false, 0
+			}
+			return 202, true, 0
+		}}
+		u := newTest(f, Options{BatchWait: time.Second})
+		stop := run(u)
+		for i := range 5 {
+			ev := notice(i)
+			if i == 2 {
+				ev.Message = "big"
+			}
+			u.Enqueue(t.Context(), ev)
+		}
+		// Wait (fake time) until the lone event has been refused three
+		// times on its own.
+		for range 120 {
+			time.Sleep(time.Second)
+			bodies, _, _ := f.snapshot()
+			alone := 0
+			for _, b := range bodies {
+				if evs, err := protocol.DecodeEvents(b); err == nil && len(evs) == 1 && evs[0].Message == "big" {
+					alone++
+				}
+			}
+			if alone >= 3 {
+				break
+			}
+		}
+		if n := u.Stats().Dropped; n != 0 {
+			t.Errorf("dropped %d events on a proxy's refusal", n)
+		}
+		fixed.Store(true)
+		if err := stop(); err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		_, stored, _ := f.snapshot()
+		var seqs []int64
+		for _, ev := range stored {
+			seqs = append(seqs, ev.AgentSeq)
+		}
+		if len(seqs) != 5 || seqs[0] != 1 || seqs[2] != 3 || seqs[4] != 5 || stored[2].Message != "big" || u.Stats().Dropped != 0 {
+			t.Errorf("stored agentSeqs %v, dropped %d; want 1 to 5 in order, none dropped", seqs, u.Stats().Dropped)
 		}
 	})
 }
