@@ -534,3 +534,60 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		t.Errorf("a log line carries a ticket query:\n%s", out)
 	}
 }
+
+// A page on another site must not change anything through the visitor's
+// browser. With authentication off (the loopback default) nothing else
+// stops it: a form or a text/plain fetch is sent without a preflight, and
+// the browser only keeps the answer from the page, after the server acted
+// on it. So a cross-site page could queue a prompt the agent runs, forge a
+// transcript, or delete a session. Reads stay open: the browser keeps
+// their answers from the page.
+func TestCrossSiteWritesRefused(t *testing.T) {
+	const trusted = "https://app.example.com"
+	s := start(t, app.Options{CORSOrigins: []string{trusted}})
+	c := newClient(t, s)
+	c.create("a")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"user_message","text":"real"}`)
+
+	crossSite := [][]string{
+		{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site", "Content-Type", "text/plain"},
+		// An older browser sends no Sec-Fetch-Site: its Origin names
+		// another host than the request's.
+		{"Origin", "https://evil.example", "Content-Type", "text/plain"},
+	}
+	writes := []struct{ method, path, body string }{
+		{"POST", "/sessions/b", `{"prompt":"run: id"}`},
+		{"POST", "/sessions/a/commands", `{"type":"prompt","text":"run: id","queue":true}`},
+		{"POST", "/sessions/a/events", `{"type":"user_message","text":"forged"}`},
+		{"POST", "/sessions/a/token", ""},
+		{"DELETE", "/sessions/a", ""},
+	}
+	for _, hdr := range crossSite {
+		for _, wr := range writes {
+			before := stored(t, s, "a")
+			got, e, _ := c.status(wr.method, wr.path, wr.body, hdr...)
+			if got != http.StatusForbidden || e.Code != protocol.CodeForbidden || !strings.Contains(e.Message, "https://evil.example") {
+				t.Errorf("%s %s from another site %v: %d %+v; want 403 forbidden naming the origin", wr.method, wr.path, hdr, got, e)
+			}
+			if after := stored(t, s, "a"); after != before {
+				t.Errorf("%s %s from another site: the store changed\nbefore: %s\nafter:  %s", wr.method, wr.path, before, after)
+			}
+		}
+	}
+	if got, _, _ := c.status("GET", "/sessions/b", ""); got != http.StatusNotFound {
+		t.Fatalf("a cross-site create made session b: GET %d", got)
+	}
+	// Reads are not refused.
+	c.must(http.StatusOK, nil, "GET", "/sessions/a", nil, crossSite[0]...)
+
+	// The web view (same origin), a --cors-origin page and every
+	// non-browser client (no Origin) still write.
+	host := strings.TrimPrefix(s.URL(), "http://")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"web","queue":true}`,
+		"Origin", "http://"+host, "Sec-Fetch-Site", "same-origin")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"old browser","queue":true}`,
+		"Origin", "http://"+host)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"trusted","queue":true}`,
+		"Origin", trusted, "Sec-Fetch-Site", "cross-site")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"cli","queue":true}`)
+}

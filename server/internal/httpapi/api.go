@@ -122,7 +122,10 @@ type API struct {
 	// authentication is off.
 	clientHash []byte
 	origins    map[string]bool
-	tickets    *tickets
+	// crossOrigin refuses writes a browser sends for a page on another
+	// site (see crossSite in auth.go).
+	crossOrigin *http.CrossOriginProtection
+	tickets     *tickets
 	// routes are the patterns registered, for Routes.
 	routes []string
 }
@@ -152,8 +155,12 @@ func New(svc Service, log *slog.Logger, opts Options) *API {
 		h := sha256.Sum256([]byte(opts.APIToken))
 		a.clientHash = h[:]
 	}
+	a.crossOrigin = http.NewCrossOriginProtection()
 	for _, o := range opts.CORSOrigins {
 		a.origins[o] = true
+		if err := a.crossOrigin.AddTrustedOrigin(o); err != nil {
+			panic("httpapi: CORS origin not checked with CheckOrigin: " + err.Error())
+		}
 	}
 	// Authentication runs before the session id is validated, so a caller
 	// without a token learns nothing, not even which ids are well formed.

@@ -42,29 +42,63 @@ func SandboxCredential(ctx context.Context) ([32]byte, bool) {
 	return h, ok
 }
 
-// guard wraps a route's handler with its access rule. With authentication
-// off (no client token) every request passes: New only allows that on a
-// loopback address, or when the operator insisted.
+// guard wraps a route's handler with its access rule. A cross-site write
+// is refused first (crossSite). With authentication off (no client token)
+// every other request passes: New only allows that on a loopback address,
+// or when the operator insisted.
 func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
-	if a.clientHash == nil || acc == public {
-		return h
+	if acc == public {
+		return h // GET only: a browser keeps their answers from other sites' pages
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		if err := a.crossSite(r); err != nil {
+			a.refuse(w, r, "cross-origin write refused", err)
+			return
+		}
+		if a.clientHash == nil {
+			h(w, r)
+			return
+		}
 		ctx, err := a.authorize(r, acc)
 		if err != nil {
-			a.refuse(w, r, err)
+			a.refuse(w, r, "token refused", err)
 			return
 		}
 		h(w, r.WithContext(ctx))
 	}
 }
 
-// refuse logs and answers a request authorize refused. It is a function
+// crossSite refuses a write (any method but GET, HEAD and OPTIONS) that a
+// browser sent for a page on another origin than the server's own (the web
+// view) or a --cors-origin one, as Sec-Fetch-Site or, from browsers that
+// do not send it, Origin against Host tell. Such a request needs no
+// preflight when it is a form or a text/plain fetch; the browser hides
+// the answer from the page, but only after the server acted on it. With
+// authentication off (the loopback default) nothing else would stop a
+// page on any site the user visits from queueing a prompt the agent runs,
+// forging events, or deleting a session; with it on, the page holds no
+// token, but the refusal costs nothing. Clients that are not browsers send
+// neither header and pass. Not inlined, like refuse, to keep guard's
+// frame small.
+//
+//go:noinline
+func (a *API) crossSite(r *http.Request) error {
+	if a.crossOrigin.Check(r) == nil {
+		return nil
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		origin = "another site"
+	}
+	return protocol.Errorf(protocol.CodeForbidden, "cross-origin %s from %q refused: a page may write here only from this server's own origin or a --cors-origin one", r.Method, origin)
+}
+
+// refuse logs (as msg) and answers a request guard refused. It is a function
 // of its own, not inline, so guard's frame stays small: streams idle
 // below it (see record).
 //
 //go:noinline
-func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, msg string, err error) {
 	// Which route and why, never the token: an operator asking why an
 	// agent cannot connect finds it here.
 	attrs := []slog.Attr{slog.String("route", r.Pattern)}
@@ -72,7 +106,7 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		attrs = append(attrs, slog.String("session", id))
 	}
 	attrs = append(attrs, slog.String("code", string(protocol.CodeOf(err))), slog.String("remote", r.RemoteAddr))
-	a.log.LogAttrs(r.Context(), slog.LevelWarn, "token refused", attrs...)
+	a.log.LogAttrs(r.Context(), slog.LevelWarn, msg, attrs...)
 	if protocol.CodeOf(err) == protocol.CodeUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rein"`)
 	}
