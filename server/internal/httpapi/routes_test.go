@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/openapi"
 )
 
@@ -76,4 +77,59 @@ func docRoute(t *testing.T, pattern string, documented map[string]bool) string {
 		return pattern + " (subtree)"
 	}
 	return method + " " + path
+}
+
+// TestRequestHeadersDocumented: every request header a route's handler
+// reads is a parameter of that operation in the OpenAPI document, so a
+// client written from it can send them (Rein-Command-Cursor, which
+// acknowledges commands, was once missing).
+func TestRequestHeadersDocumented(t *testing.T) {
+	reads := map[string][]string{
+		"POST /sessions/{id}/commands": {protocol.HeaderIdempotencyKey},
+		"GET /sessions/{id}/commands":  {protocol.HeaderInstance, "Last-Event-ID"},
+		"POST /sessions/{id}/events":   {protocol.HeaderInstance, protocol.HeaderCommandCursor},
+		"GET /sessions/{id}/stream":    {"Last-Event-ID"},
+		"GET /approvals/stream":        {"Last-Event-ID"},
+	}
+	doc, err := openapi.Document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type param struct {
+		Ref  string `json:"$ref"`
+		Name string `json:"name"`
+		In   string `json:"in"`
+	}
+	var d struct {
+		Paths      map[string]map[string]json.RawMessage `json:"paths"`
+		Components struct {
+			Parameters map[string]param `json:"parameters"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		t.Fatal(err)
+	}
+	for route, headers := range reads {
+		method, path, _ := strings.Cut(route, " ")
+		var op struct {
+			Parameters []param `json:"parameters"`
+		}
+		if err := json.Unmarshal(d.Paths[path][strings.ToLower(method)], &op); err != nil {
+			t.Fatalf("%s: %v", route, err)
+		}
+		documented := map[string]bool{}
+		for _, p := range op.Parameters {
+			if ref, ok := strings.CutPrefix(p.Ref, "#/components/parameters/"); ok {
+				p = d.Components.Parameters[ref]
+			}
+			if p.In == "header" {
+				documented[http.CanonicalHeaderKey(p.Name)] = true
+			}
+		}
+		for _, h := range headers {
+			if !documented[http.CanonicalHeaderKey(h)] {
+				t.Errorf("%s reads the header %s, which openapi.json does not list among its parameters", route, h)
+			}
+		}
+	}
 }
