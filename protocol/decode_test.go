@@ -553,3 +553,23 @@ func TestDecodeCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+// A free-form value may not hold a number beyond a 64-bit float: valid
+// JSON, but no Go reader of the stored artifact takes it.
+func TestDecodeRefusesOutOfRangeNumbers(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"type":"tool_call_start","id":"c","name":"x","input":{"s":"1e999","a":[1e999]}}`:  "events[0].input: holds the number 1e999,",
+		`{"type":"tool_call_end","id":"c","status":"failed","result":-1E+400}`:              "events[0].result: holds the number -1E+400,",
+		`{"type":"agent_started","agent":{"name":"a","protocol":"p"},"capabilities":1e309}`: "events[0].capabilities: holds the number 1e309,",
+		`{"type":"tool_call_update","id":"c","locations":[{"line":1},{"line":2e308}]}`:      "events[0].locations: holds the number 2e308,",
+	} {
+		_, err := protocol.DecodeEvents([]byte(body))
+		if err == nil || !strings.Contains(err.Error(), want) || protocol.CodeOf(err) != protocol.CodeInvalid {
+			t.Errorf("%s: %v; want invalid %q", body, err, want)
+		}
+	}
+	// Strings, tiny numbers (they round to 0) and the largest float pass.
+	if _, err := protocol.DecodeEvents([]byte(`{"type":"tool_call_start","id":"c","name":"x","input":{"s":"1e999","t":1e-400,"m":1.7976931348623157e308}}`)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -41,6 +41,8 @@ func seedEvents(f *testing.F) {
 		`{"type":"text_delta","delta":"x","agentSeq":-0}`,
 		`{"type":"text_delta","delta":"x","agentSeq":1e2}`,
 		`{"type":"text_delta","delta":"x","agentSeq":9223372036854775808}`,
+		`{"type":"tool_call_start","id":"c","name":"x","input":{"a":["1e999",1e308,-1E+400]}}`,
+		`{"type":"tool_call_update","id":"c","content":[1e-400,-0],"locations":[{"n":2e308}]}`,
 		`{"type":"text_delta","delta":"x","ts":1.0,"receivedAt":5}`,
 		`{"type":"text_\u0064elta","\u0064elta":"x"}`,
 		`  {"type":"text_delta","delta":"x"}  `,

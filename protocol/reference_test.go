@@ -8,6 +8,7 @@ package protocol
 // the same events, the same error message, for any body.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -144,6 +145,8 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 		if string(v) != "true" && string(v) != "false" {
 			return &FieldError{Field: name, Reason: "must be true or false"}
 		}
+	case kAny:
+		return refCheckNumbers(v, name)
 	case kObject:
 		var m map[string]json.RawMessage
 		if v[0] != '{' || json.Unmarshal(v, &m) != nil {
@@ -155,7 +158,7 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 			return &FieldError{Field: name, Reason: "must be an array"}
 		}
 		if f.elem == nil {
-			return nil
+			return refCheckNumbers(v, name)
 		}
 		var items []json.RawMessage
 		if json.Unmarshal(v, &items) != nil {
@@ -175,6 +178,24 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 		}
 	}
 	return nil
+}
+
+// refCheckNumbers walks v's tokens in order and refuses the first number
+// strconv.ParseFloat (which encoding/json decodes numbers with) refuses.
+func refCheckNumbers(v json.RawMessage, name string) *FieldError {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end: v was checked to be valid
+		}
+		if n, ok := tok.(json.Number); ok {
+			if err := numberInRange(string(n), name); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // flatKeys holds, per event type, the keys whose values the schema checks

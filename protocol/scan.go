@@ -373,6 +373,9 @@ func (d *decoder) fields(ms []member, fs []field, prefix string, set setter) *Fi
 				return &FieldError{Field: prefix + f.name, Reason: "must be an array"}
 			}
 			if f.elem == nil {
+				if err := checkNumbers(v, prefix+f.name); err != nil {
+					return err
+				}
 				set.setRaw(f.name, compactRaw(v))
 				continue
 			}
@@ -380,6 +383,9 @@ func (d *decoder) fields(ms []member, fs []field, prefix string, set setter) *Fi
 				return err
 			}
 		case kAny:
+			if err := checkNumbers(v, prefix+f.name); err != nil {
+				return err
+			}
 			set.setRaw(f.name, compactRaw(v))
 		}
 	}
@@ -694,6 +700,41 @@ func (d *decoder) str(v []byte) (string, bool) {
 	var s string
 	err := json.Unmarshal(v, &s)
 	return s, err == nil
+}
+
+// checkNumbers refuses a free-form value (scanned as valid) holding a
+// number beyond a 64-bit float, naming the first. JSON's grammar allows
+// 1e999, but JavaScript reads it as Infinity and encoding/json not at all:
+// once stored, every Go reader of the artifact failed on it (the server's
+// own start, loading the approvals inbox, and the Go client), so it is
+// refused at the door like any other bad value.
+func checkNumbers(v []byte, name string) *FieldError {
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			i, _, _ = scanString(v, i)
+			i-- // past the quote, less the loop's step
+		case isNumberStart(c):
+			end, _ := scanNumber(v, i)
+			if err := numberInRange(string(v[i:end]), name); err != nil {
+				return err
+			}
+			i = end - 1
+		}
+	}
+	return nil
+}
+
+// numberInRange is checkNumbers' test of one number, shared with the
+// reference decoder so both word it alike.
+func numberInRange(num, name string) *FieldError {
+	if _, err := strconv.ParseFloat(num, 64); err == nil {
+		return nil
+	}
+	if len(num) > 32 {
+		num = num[:32] + "…"
+	}
+	return &FieldError{Field: name, Reason: "holds the number " + num + ", beyond the range of a 64-bit float (about ±1.8e308)"}
 }
 
 // compactRaw returns a free-form value as encoding/json marshals a

@@ -396,3 +396,33 @@ func FuzzCreateSession(f *testing.F) {
 		}
 	})
 }
+
+// A number beyond a 64-bit float in a free-form value (input, result,
+// content, capabilities, locations) is valid JSON, but no Go reader takes
+// it: accepted, a permission request with one kept the server from
+// starting again ("load approvals ... cannot unmarshal number 1e999"),
+// for every session, and broke the Go client on the session's artifacts
+// and the inbox. It is refused like any bad value, naming the field, and
+// the server still starts on the database afterwards.
+func TestOutOfRangeNumberRefused(t *testing.T) {
+	db := t.TempDir() + "/rein.db"
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.create("a")
+	checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
+		{name: "permission input", body: `{"type":"permission_requested","id":"p1","title":"t","input":{"x":[1,1e999]},"options":[{"id":"o","name":"n","kind":"allow_once"}]}`, status: 400, field: "events[0].input: holds the number 1e999"},
+		{name: "tool result in a batch", body: `[{"type":"tool_call_start","id":"c1","name":"x"},{"type":"tool_call_end","id":"c1","status":"completed","result":-1E400}]`, status: 400, field: "events[1].result: holds the number -1E400"},
+		{name: "locations", body: `{"type":"tool_call_update","id":"c1","locations":[{"line":` + strings.Repeat("9", 400) + `}]}`, status: 400, field: "events[0].locations: holds the number 9999"},
+	})
+	// In range, tiny and negative zero are numbers a float holds.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"permission_requested","id":"p2","title":"t","input":{"x":[1.7e308,1e-400,-0]},"options":[{"id":"o","name":"n","kind":"allow_once"}]}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, app.Options{DBPath: db})
+	var inbox []protocol.Approval
+	newClient(t, s2).must(http.StatusOK, &inbox, "GET", "/approvals", nil)
+	if len(inbox) != 1 || inbox[0].RequestID != "p2" {
+		t.Fatalf("inbox after restart: %+v", inbox)
+	}
+}
