@@ -573,3 +573,18 @@ func TestDecodeRefusesOutOfRangeNumbers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A free-form value may nest MaxValueDepth levels, not one more: the
+// documents the server wraps it in must stay within encoding/json's limit.
+func TestDecodeValueDepth(t *testing.T) {
+	nest := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	ok := `{"type":"tool_call_start","id":"c","name":"x","input":` + nest(protocol.MaxValueDepth) + `}`
+	if _, err := protocol.DecodeEvents([]byte(ok)); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	deep := `{"type":"tool_call_end","id":"c","status":"failed","result":{"a":` + nest(protocol.MaxValueDepth) + `}}`
+	_, err := protocol.DecodeEvents([]byte(deep))
+	if want := "events[0].result: nests deeper than 9900 levels"; err == nil || err.Error() != want || protocol.CodeOf(err) != protocol.CodeInvalid {
+		t.Fatalf("one level over: %v; want invalid %q", err, want)
+	}
+}

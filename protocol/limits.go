@@ -24,6 +24,16 @@ const (
 	// bound would refuse a command the server accepted, on every
 	// reconnection.
 	MaxCommandBytes = 6*MaxTextLen + 64<<10
+	// MaxValueDepth is how deep a free-form value (input, result,
+	// content, capabilities, locations) may nest. An event may nest
+	// 10,000 levels (encoding/json's limit), but the server hands a value
+	// on inside other documents: the event log page puts it 4 levels
+	// deeper ({"events":[{"event":{"input":...}}]}), the inbox, artifact
+	// pages and stream payloads 1 to 2. A value nested up to the event's
+	// own limit made each of those unreadable for encoding/json (the Go
+	// client, so rein inbox for every session); 100 levels are left for
+	// such wrappers.
+	MaxValueDepth = 9900
 	// MaxPlanEntries and MaxPermissionOptions bound list fields.
 	MaxPlanEntries       = 500
 	MaxPermissionOptions = 32

@@ -183,3 +183,23 @@ func TestNestingDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestValueDepthMatchesReference: the two decoders refuse a free-form
+// value at the same depth, with the same words.
+func TestValueDepthMatchesReference(t *testing.T) {
+	for _, depth := range []int{MaxValueDepth, MaxValueDepth + 1} {
+		inner := strings.Repeat(`{"a":[`, depth/2) + strings.Repeat(`]}`, depth/2)
+		if depth%2 == 1 {
+			inner = "[" + inner + "]"
+		}
+		body := []byte(`{"type":"tool_call_start","id":"c","name":"x","input":` + inner + `}`)
+		_, err := DecodeEvents(body)
+		_, wantErr := refDecode(body)
+		if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+			t.Errorf("depth %d: got %v, reference %v", depth, err, wantErr)
+		}
+		if (err == nil) != (depth <= MaxValueDepth) {
+			t.Errorf("depth %d: %v", depth, err)
+		}
+	}
+}

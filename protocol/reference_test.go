@@ -146,7 +146,7 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 			return &FieldError{Field: name, Reason: "must be true or false"}
 		}
 	case kAny:
-		return refCheckNumbers(v, name)
+		return refCheckFree(v, name)
 	case kObject:
 		var m map[string]json.RawMessage
 		if v[0] != '{' || json.Unmarshal(v, &m) != nil {
@@ -158,7 +158,7 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 			return &FieldError{Field: name, Reason: "must be an array"}
 		}
 		if f.elem == nil {
-			return refCheckNumbers(v, name)
+			return refCheckFree(v, name)
 		}
 		var items []json.RawMessage
 		if json.Unmarshal(v, &items) != nil {
@@ -180,15 +180,25 @@ func checkValue(v json.RawMessage, f field, name string) *FieldError {
 	return nil
 }
 
-// refCheckNumbers walks v's tokens in order and refuses the first number
-// strconv.ParseFloat (which encoding/json decodes numbers with) refuses.
-func refCheckNumbers(v json.RawMessage, name string) *FieldError {
+// refCheckFree walks v's tokens in order and refuses the first container
+// deeper than MaxValueDepth or number strconv.ParseFloat (which
+// encoding/json decodes numbers with) refuses.
+func refCheckFree(v json.RawMessage, name string) *FieldError {
 	dec := json.NewDecoder(bytes.NewReader(v))
 	dec.UseNumber()
+	depth := 0
 	for {
 		tok, err := dec.Token()
 		if err != nil {
 			return nil // the end: v was checked to be valid
+		}
+		switch tok {
+		case json.Delim('['), json.Delim('{'):
+			if depth++; depth > MaxValueDepth {
+				return valueTooDeep(name)
+			}
+		case json.Delim(']'), json.Delim('}'):
+			depth--
 		}
 		if n, ok := tok.(json.Number); ok {
 			if err := numberInRange(string(n), name); err != nil {

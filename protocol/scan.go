@@ -373,7 +373,7 @@ func (d *decoder) fields(ms []member, fs []field, prefix string, set setter) *Fi
 				return &FieldError{Field: prefix + f.name, Reason: "must be an array"}
 			}
 			if f.elem == nil {
-				if err := checkNumbers(v, prefix+f.name); err != nil {
+				if err := checkFree(v, prefix+f.name); err != nil {
 					return err
 				}
 				set.setRaw(f.name, compactRaw(v))
@@ -383,7 +383,7 @@ func (d *decoder) fields(ms []member, fs []field, prefix string, set setter) *Fi
 				return err
 			}
 		case kAny:
-			if err := checkNumbers(v, prefix+f.name); err != nil {
+			if err := checkFree(v, prefix+f.name); err != nil {
 				return err
 			}
 			set.setRaw(f.name, compactRaw(v))
@@ -702,18 +702,26 @@ func (d *decoder) str(v []byte) (string, bool) {
 	return s, err == nil
 }
 
-// checkNumbers refuses a free-form value (scanned as valid) holding a
-// number beyond a 64-bit float, naming the first. JSON's grammar allows
-// 1e999, but JavaScript reads it as Infinity and encoding/json not at all:
-// once stored, every Go reader of the artifact failed on it (the server's
-// own start, loading the approvals inbox, and the Go client), so it is
-// refused at the door like any other bad value.
-func checkNumbers(v []byte, name string) *FieldError {
+// checkFree refuses a free-form value (scanned as valid) that nests
+// deeper than MaxValueDepth or holds a number beyond a 64-bit float,
+// whichever comes first. JSON's grammar allows 1e999, but JavaScript
+// reads it as Infinity and encoding/json not at all: once stored, every
+// Go reader of the artifact failed on it (the server's own start, loading
+// the approvals inbox, and the Go client), so it is refused at the door
+// like any other bad value.
+func checkFree(v []byte, name string) *FieldError {
+	depth := 0
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; {
 		case c == '"':
 			i, _, _ = scanString(v, i)
 			i-- // past the quote, less the loop's step
+		case c == '[' || c == '{':
+			if depth++; depth > MaxValueDepth {
+				return valueTooDeep(name)
+			}
+		case c == ']' || c == '}':
+			depth--
 		case isNumberStart(c):
 			end, _ := scanNumber(v, i)
 			if err := numberInRange(string(v[i:end]), name); err != nil {
@@ -725,7 +733,13 @@ func checkNumbers(v []byte, name string) *FieldError {
 	return nil
 }
 
-// numberInRange is checkNumbers' test of one number, shared with the
+// valueTooDeep is checkFree's refusal of a value nested too deep, shared
+// with the reference decoder.
+func valueTooDeep(name string) *FieldError {
+	return &FieldError{Field: name, Reason: fmt.Sprintf("nests deeper than %d levels", MaxValueDepth)}
+}
+
+// numberInRange is checkFree's test of one number, shared with the
 // reference decoder so both word it alike.
 func numberInRange(num, name string) *FieldError {
 	if _, err := strconv.ParseFloat(num, 64); err == nil {

@@ -426,3 +426,29 @@ func TestOutOfRangeNumberRefused(t *testing.T) {
 		t.Fatalf("inbox after restart: %+v", inbox)
 	}
 }
+
+// A free-form value nested as deep as an event may be was accepted, and
+// then every document the server wraps it in (the inbox, the event log
+// page, an artifact page) nested past encoding/json's limit: no Go client
+// could read them, and the inbox is every session's. One level past
+// protocol.MaxValueDepth is refused naming the field; at the limit, every
+// one of those documents decodes.
+func TestDeepValueRefused(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.create("a")
+	nest := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	permission := func(input string) string {
+		return `{"type":"permission_requested","id":"p1","title":"t","input":` + input + `,"options":[{"id":"o","name":"n","kind":"allow_once"}]}`
+	}
+	checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
+		// 9,999 levels: the event itself nests 10,000, encoding/json's limit.
+		{name: "input nested as deep as an event may", body: permission(nest(10000 - 1)), status: 400, field: "events[0].input: nests deeper than"},
+		{name: "one level over", body: permission(nest(protocol.MaxValueDepth + 1)), status: 400, field: "events[0].input: nests deeper than"},
+	})
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permission(nest(protocol.MaxValueDepth)))
+	for _, path := range []string{"/approvals", "/sessions/a/events", "/sessions/a/artifacts", "/sessions/a/artifacts?limit=10"} {
+		var v any
+		c.must(http.StatusOK, &v, "GET", path, nil)
+	}
+}
