@@ -591,3 +591,73 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 		"Origin", trusted, "Sec-Fetch-Site", "cross-site")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"cli","queue":true}`)
 }
+
+// With authentication off the server trusts whoever reaches its loopback
+// port, but a browser page reaches it too through DNS rebinding: a name
+// the attacker controls first resolves to their server, then to
+// 127.0.0.1, and the page's requests are then same-origin, answers
+// readable. Only the Host header tells them apart: it names the
+// attacker's domain. So on a loopback server without a token every
+// request must name the machine itself (localhost or an IP address).
+func TestRebindingHostRefused(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.create("a")
+	_, port, _ := strings.Cut(strings.TrimPrefix(s.URL(), "http://"), ":")
+	send := func(method, path, host, body string) (int, protocol.ErrorBody) {
+		t.Helper()
+		req, err := http.NewRequest(method, s.URL()+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e protocol.ErrorBody
+		if resp.StatusCode >= 400 {
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("%s %s Host %s: %d, not a JSON error: %v", method, path, host, resp.StatusCode, err)
+			}
+		}
+		return resp.StatusCode, e
+	}
+	for _, host := range []string{"rebind.evil.example:" + port, "rebind.evil.example", "localhost.evil.example:" + port} {
+		before := stored(t, s, "a")
+		for _, r := range []struct{ method, path, body string }{
+			{"GET", "/sessions", ""},
+			{"GET", "/sessions/a/artifacts", ""},
+			{"POST", "/sessions/a/commands", `{"type":"prompt","text":"run: id","queue":true}`},
+		} {
+			got, e := send(r.method, r.path, host, r.body)
+			if got != http.StatusForbidden || e.Code != protocol.CodeForbidden || !strings.Contains(e.Message, host) {
+				t.Errorf("%s %s with Host %s: %d %+v; want 403 forbidden naming the host", r.method, r.path, host, got, e)
+			}
+		}
+		if after := stored(t, s, "a"); after != before {
+			t.Errorf("Host %s: the store changed", host)
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "rein.localhost:" + port, "[::1]:" + port, "10.0.0.5"} {
+		if got, e := send("GET", "/sessions/a", host, ""); got != http.StatusOK {
+			t.Errorf("GET with Host %s: %d %+v; want 200", host, got, e)
+		}
+	}
+
+	// With a token the token decides; the Host is not checked (a proxy
+	// in front may name the server anything).
+	s2 := start(t, app.Options{APIToken: testAPIToken})
+	req, _ := http.NewRequest("GET", s2.URL()+"/sessions", nil)
+	req.Host = "rein.example.com"
+	req.Header.Set("Authorization", "Bearer "+testAPIToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("authenticated request with Host rein.example.com: %d", resp.StatusCode)
+	}
+}

@@ -90,6 +90,10 @@ func New(opts Options) (*App, error) {
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
 			Version: opts.Version},
+		// Without a token on a loopback address, the Host is all that
+		// tells the machine's own user from a page rebinding a name to
+		// 127.0.0.1. With --insecure-no-auth the operator let anyone in.
+		LocalHostsOnly: opts.APIToken == "" && loopback,
 	})
 	if err := a.metrics.start(opts.MetricsAddr, m, a.log); err != nil {
 		_ = ln.Close()

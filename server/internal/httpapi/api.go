@@ -106,6 +106,12 @@ type Options struct {
 	// Metrics, when set, serves GET /metrics to clients holding the client
 	// token (anyone when authentication is off).
 	Metrics http.Handler
+	// LocalHostsOnly serves only requests whose Host names this machine
+	// (an IP address, localhost, a name under .localhost), and answers
+	// any other 403: set when authentication is off on a loopback
+	// address, where nothing else stops a page that reaches the port by
+	// DNS rebinding (see localHost).
+	LocalHostsOnly bool
 	// TicketKey signs stream tickets; servers that share it honour each
 	// other's tickets. Empty: a random key per process. At least
 	// MinTicketKeyLen bytes (New panics otherwise: the caller validates).
@@ -211,6 +217,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// into HTML or script.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	a.observe(w, r, func(w http.ResponseWriter, r *http.Request) {
+		if a.opts.LocalHostsOnly && !localHost(r.Host) {
+			a.refuseHost(w, r)
+			return
+		}
 		if a.cors(w, r) {
 			return
 		}

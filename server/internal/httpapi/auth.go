@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/rein-ai/rein/protocol"
@@ -91,6 +93,38 @@ func (a *API) crossSite(r *http.Request) error {
 		origin = "another site"
 	}
 	return protocol.Errorf(protocol.CodeForbidden, "cross-origin %s from %q refused: a page may write here only from this server's own origin or a --cors-origin one", r.Method, origin)
+}
+
+// localHost reports whether a Host header names this machine as only its
+// own user would: an IP address, "localhost", or a name under
+// ".localhost" (RFC 6761: resolved to the loopback, never through DNS).
+// Any other name reached a loopback port through a DNS answer, which a
+// page on that name controls: DNS rebinding makes the page's requests to
+// it same-origin, so it could read and drive every session of a server
+// without a token. "" (an HTTP/1.0 client) is not a browser.
+func localHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
+}
+
+// refuseHost answers a request whose Host is not local (localHost) on a
+// server without a token.
+//
+//go:noinline
+func (a *API) refuseHost(w http.ResponseWriter, r *http.Request) {
+	a.log.LogAttrs(r.Context(), slog.LevelWarn, "request for another host refused",
+		slog.String("host", r.Host), slog.String("remote", r.RemoteAddr))
+	writeError(w, r, a.log, protocol.Errorf(protocol.CodeForbidden,
+		"Host %q is not this machine: without an API token the server answers only requests to localhost or an IP address (a page on another name reaching it would be DNS rebinding)", r.Host))
 }
 
 // refuse logs (as msg) and answers a request guard refused. It is a function
