@@ -452,3 +452,33 @@ func TestDeepValueRefused(t *testing.T) {
 		c.must(http.StatusOK, &v, "GET", path, nil)
 	}
 }
+
+// The initial prompt is held to a prompt command's limit: a longer one
+// was stored as command 1 (201), though the same text sent as a command
+// is 400, and encoded past protocol.MaxCommandBytes, which agentd's
+// command stream reads at most, so the sandbox could never take it, nor
+// any command after it, on any reconnection.
+func TestCreatePromptTooLong(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	long := `{"prompt":"` + strings.Repeat("<", protocol.MaxTextLen+1) + `"}`
+	got, e, _ := c.status("POST", "/sessions/a", long)
+	if want := fmt.Sprintf("prompt: is %d bytes; at most %d are allowed", protocol.MaxTextLen+1, protocol.MaxTextLen); got != 400 || e.Code != protocol.CodeInvalid || e.Message != want {
+		t.Fatalf("create with a long prompt: %d %+v; want 400 %q", got, e, want)
+	}
+	if got, _, _ := c.status("GET", "/sessions/a", ""); got != 404 {
+		t.Fatalf("a refused create made the session: GET %d", got)
+	}
+	if _, err := s.CreateSessionWithPrompt(context.Background(), "a", "", strings.Repeat("x", protocol.MaxTextLen+1)); protocol.CodeOf(err) != protocol.CodeInvalid {
+		t.Fatalf("Go API create with a long prompt: %v", err)
+	}
+
+	// The longest prompt, of the character JSON writes longest, reaches
+	// the sandbox within what agentd reads.
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"`+strings.Repeat("<", protocol.MaxTextLen)+`"}`)
+	st := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	defer st.close()
+	if ev := st.next(); ev.ID != "1" || len(ev.Data) > protocol.MaxCommandBytes {
+		t.Fatalf("command 1: id %s, %d bytes; want id 1 within %d", ev.ID, len(ev.Data), protocol.MaxCommandBytes)
+	}
+}

@@ -118,6 +118,12 @@ func (s *Server) createSession(ctx context.Context, id, project, prompt string) 
 	}
 	var pr *string
 	if prompt != "" {
+		// The same bound as a prompt command's text: command 1 must
+		// encode within protocol.MaxCommandBytes, all a sandbox reads of
+		// one command, or it could never take it (nor any after it).
+		if len(prompt) > protocol.MaxTextLen {
+			return CreatedSession{}, protocol.Errorf(protocol.CodeInvalid, "prompt: is %d bytes; at most %d are allowed", len(prompt), protocol.MaxTextLen)
+		}
 		pr = &prompt
 	}
 	tok, h := newSandboxToken()
