@@ -353,7 +353,12 @@ func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 		}
 		var a protocol.Artifact
 		if err := json.Unmarshal(s.Body, &a); err != nil {
-			return nil, fmt.Errorf("load approvals session=%s seq=%d: %w", id, s.Seq, err)
+			// Stored before the decoder refused it (a number beyond a
+			// float, say): the inbox is derived, and failing here
+			// would keep the server, and every session, from starting.
+			w.log.Warn("load approvals: artifact not readable, left out of the inbox",
+				slog.String("session", id), slog.Int64("seq", s.Seq), slog.Any("err", err))
+			continue
 		}
 		arts = append(arts, &a)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -480,5 +481,50 @@ func TestCreatePromptTooLong(t *testing.T) {
 	defer st.close()
 	if ev := st.next(); ev.ID != "1" || len(ev.Data) > protocol.MaxCommandBytes {
 		t.Fatalf("command 1: id %s, %d bytes; want id 1 within %d", ev.ID, len(ev.Data), protocol.MaxCommandBytes)
+	}
+}
+
+// A database written before the decoder refused numbers beyond a float
+// may hold one in a permission's input. The inbox is derived state: the
+// server starts without that request in it, rather than not at all for
+// every session.
+func TestStartsWithUndecodableStoredArtifact(t *testing.T) {
+	db := t.TempDir() + "/rein.db"
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.create("a")
+	c.create("b")
+	perm := func(id, input string) string {
+		return `{"type":"permission_requested","id":"` + id + `","title":"t","input":` + input + `,"options":[{"id":"o","name":"n","kind":"allow_once"}]}`
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", perm("p1", `{"x":1e308}`))
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", perm("p2", `{"x":1}`))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := raw.Exec(`UPDATE artifact_bodies SET body = replace(body, '1e308', '1e999') WHERE session_id = 'a' AND instr(body, '1e308') > 0`)
+	if err != nil {
+		t.Fatalf("store an old value: %v", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("store an old value: %d rows", n)
+	}
+	raw.Close()
+
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	var inbox []protocol.Approval
+	c.must(http.StatusOK, &inbox, "GET", "/approvals", nil)
+	if len(inbox) != 1 || inbox[0].RequestID != "p2" {
+		t.Fatalf("inbox: %+v; want b's request", inbox)
+	}
+	// The session's record, log and artifacts are served as stored.
+	c.must(http.StatusOK, nil, "GET", "/sessions/a", nil)
+	if _, b := c.do("GET", "/sessions/a/artifacts", nil); !strings.Contains(string(b), "1e999") {
+		t.Fatalf("artifacts of a: %s", b)
 	}
 }
