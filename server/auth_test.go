@@ -646,6 +646,20 @@ func TestRebindingHostRefused(t *testing.T) {
 		}
 	}
 
+	// --insecure-no-auth lets any Host in (a proxy in front passing its
+	// own, say).
+	s3 := start(t, app.Options{InsecureNoAuth: true})
+	req3, _ := http.NewRequest("GET", s3.URL()+"/sessions", nil)
+	req3.Host = "rein.example.com"
+	resp3, err := http.DefaultClient.Do(req3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp3.Body.Close()
+	if resp3.StatusCode != http.StatusOK {
+		t.Fatalf("--insecure-no-auth, Host rein.example.com: %d", resp3.StatusCode)
+	}
+
 	// With a token the token decides; the Host is not checked (a proxy
 	// in front may name the server anything).
 	s2 := start(t, app.Options{APIToken: testAPIToken})

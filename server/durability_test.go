@@ -309,7 +309,7 @@ func TestClientGoneWhileQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := post(3)
-	fmt.Fprintf(conn, "POST /sessions/a/events HTTP/1.1\r\nHost: rein\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	fmt.Fprintf(conn, "POST /sessions/a/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	conn.Close()
 	metrics := "http://" + s.MetricsAddr() + "/metrics"
 	series := func(code int) string {

@@ -202,7 +202,7 @@ func TestStalledSubscriber(t *testing.T) {
 	t.Cleanup(func() { raw.Close() })
 	// A small receive window makes the server's socket fill fast.
 	_ = raw.(*net.TCPConn).SetReadBuffer(4 << 10)
-	if _, err := io.WriteString(raw, "GET /sessions/a/stream HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(raw, "GET /sessions/a/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	// Read up to snapshot_complete, so the raw client is subscribed; from

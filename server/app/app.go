@@ -90,10 +90,11 @@ func New(opts Options) (*App, error) {
 		Discovery: httpapi.DiscoveryOptions{BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 			MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
 			Version: opts.Version},
-		// Without a token on a loopback address, the Host is all that
-		// tells the machine's own user from a page rebinding a name to
-		// 127.0.0.1. With --insecure-no-auth the operator let anyone in.
-		LocalHostsOnly: opts.APIToken == "" && loopback,
+		// Without a token the Host is all that tells the machine's own
+		// user from a page rebinding a name to 127.0.0.1 (New refused a
+		// non-loopback address already). --insecure-no-auth lets anyone
+		// in, a proxy in front that passes its own Host included.
+		LocalHostsOnly: opts.APIToken == "" && !opts.InsecureNoAuth,
 	})
 	if err := a.metrics.start(opts.MetricsAddr, m, a.log); err != nil {
 		_ = ln.Close()

@@ -75,7 +75,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.Int64Flag{Name: "max-body", Value: protocol.MaxBodyBytes, EnvVars: []string{"REIN_MAX_BODY"}, Usage: "largest request body in bytes"},
 			&cli.StringFlag{Name: "api-token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token: turns authentication on (prefer --api-token-file: argv is visible to other processes)"},
 			&cli.StringFlag{Name: "api-token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (trimmed); not together with --api-token"},
-			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token (anyone who reaches the port can do anything)"},
+			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token, and requests naming any Host (anyone who reaches the port can do anything)"},
 			&cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"REIN_CORS_ORIGINS"}, Usage: "browser origin allowed cross-origin, e.g. https://app.example.com (repeatable; env: comma-separated)"},
 			&cli.IntFlag{Name: "max-artifacts-per-session", Value: app.DefaultMaxArtifactsPerSession, EnvVars: []string{"REIN_MAX_ARTIFACTS_PER_SESSION"}, Usage: "events that could take a session past this many artifacts get 413"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"REIN_METRICS_ADDR"}, Usage: "also serve GET /metrics without authentication on this address (e.g. 127.0.0.1:9480), for a scraper; /metrics on the API address needs the client token"},

@@ -108,9 +108,10 @@ type Options struct {
 	Metrics http.Handler
 	// LocalHostsOnly serves only requests whose Host names this machine
 	// (an IP address, localhost, a name under .localhost), and answers
-	// any other 403: set when authentication is off on a loopback
-	// address, where nothing else stops a page that reaches the port by
-	// DNS rebinding (see localHost).
+	// any other 403: set when authentication is off (on a loopback
+	// address, as New requires without --insecure-no-auth), where nothing
+	// else stops a page that reaches the port by DNS rebinding (see
+	// localHost).
 	LocalHostsOnly bool
 	// TicketKey signs stream tickets; servers that share it honour each
 	// other's tickets. Empty: a random key per process. At least
