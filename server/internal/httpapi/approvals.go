@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"errors"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -32,6 +34,14 @@ func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
 		return def, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		// A non-negative integer, only too large: say so, not that it is
+		// not one.
+		if maxV > 0 {
+			return 0, protocol.Errorf(protocol.CodeInvalid, "%s: at most %d, got %q", name, maxV, v)
+		}
+		return 0, protocol.Errorf(protocol.CodeInvalid, "%s: at most %d, got %q", name, int64(math.MaxInt64), v)
+	}
 	if err != nil || n < 0 {
 		return 0, protocol.Errorf(protocol.CodeInvalid, "%s: must be a non-negative integer, got %q", name, v)
 	}
