@@ -639,6 +639,10 @@ func TestRebindingHostRefused(t *testing.T) {
 		if after := stored(t, s, "a"); after != before {
 			t.Errorf("Host %s: the store changed", host)
 		}
+		// The public routes hold no data.
+		if got, e := send("GET", "/healthz", host, ""); got != http.StatusOK {
+			t.Errorf("GET /healthz with Host %s: %d %+v", host, got, e)
+		}
 	}
 	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "rein.localhost:" + port, "[::1]:" + port, "10.0.0.5"} {
 		if got, e := send("GET", "/sessions/a", host, ""); got != http.StatusOK {

@@ -106,9 +106,10 @@ type Options struct {
 	// Metrics, when set, serves GET /metrics to clients holding the client
 	// token (anyone when authentication is off).
 	Metrics http.Handler
-	// LocalHostsOnly serves only requests whose Host names this machine
-	// (an IP address, localhost, a name under .localhost), and answers
-	// any other 403: set when authentication is off (on a loopback
+	// LocalHostsOnly serves the routes that need a credential only to
+	// requests whose Host names this machine (an IP address, localhost,
+	// a name under .localhost), and answers any other 403 (the public
+	// routes hold no data): set when authentication is off (on a loopback
 	// address, as New requires without --insecure-no-auth), where nothing
 	// else stops a page that reaches the port by DNS rebinding (see
 	// localHost).
@@ -218,10 +219,6 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// into HTML or script.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	a.observe(w, r, func(w http.ResponseWriter, r *http.Request) {
-		if a.opts.LocalHostsOnly && !localHost(r.Host) {
-			a.refuseHost(w, r)
-			return
-		}
 		if a.cors(w, r) {
 			return
 		}

@@ -45,7 +45,7 @@ func SandboxCredential(ctx context.Context) ([32]byte, bool) {
 }
 
 // guard wraps a route's handler with its access rule. A cross-site write
-// is refused first (crossSite). With authentication off (no client token)
+// or a request by DNS rebinding is refused first (fromBrowserPage). With authentication off (no client token)
 // every other request passes: New only allows that on a loopback address,
 // or when the operator insisted.
 func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
@@ -53,8 +53,8 @@ func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 		return h // GET only: a browser keeps their answers from other sites' pages
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := a.crossSite(r); err != nil {
-			a.refuse(w, r, "cross-origin write refused", err)
+		if msg, err := a.fromBrowserPage(r); err != nil {
+			a.refuse(w, r, msg, err)
 			return
 		}
 		if a.clientHash == nil {
@@ -80,10 +80,7 @@ func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 // page on any site the user visits from queueing a prompt the agent runs,
 // forging events, or deleting a session; with it on, the page holds no
 // token, but the refusal costs nothing. Clients that are not browsers send
-// neither header and pass. Not inlined, like refuse, to keep guard's
-// frame small.
-//
-//go:noinline
+// neither header and pass.
 func (a *API) crossSite(r *http.Request) error {
 	if a.crossOrigin.Check(r) == nil {
 		return nil
@@ -116,15 +113,21 @@ func localHost(host string) bool {
 	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
-// refuseHost answers a request whose Host is not local (localHost) on a
-// server without a token.
+// fromBrowserPage refuses what a page on another site may send through
+// the user's browser: with LocalHostsOnly a request whose Host is not
+// local (localHost), and a cross-site write (crossSite). msg is what to
+// log. Not inlined, like refuse, to keep guard's frame small.
 //
 //go:noinline
-func (a *API) refuseHost(w http.ResponseWriter, r *http.Request) {
-	a.log.LogAttrs(r.Context(), slog.LevelWarn, "request for another host refused",
-		slog.String("host", r.Host), slog.String("remote", r.RemoteAddr))
-	writeError(w, r, a.log, protocol.Errorf(protocol.CodeForbidden,
-		"Host %q is not this machine: without an API token the server answers only requests to localhost or an IP address (a page on another name reaching it would be DNS rebinding)", r.Host))
+func (a *API) fromBrowserPage(r *http.Request) (msg string, err error) {
+	if a.opts.LocalHostsOnly && !localHost(r.Host) {
+		return "request for another host refused", protocol.Errorf(protocol.CodeForbidden,
+			"Host %q is not this machine: without an API token the server answers only requests to localhost or an IP address (a page on another name reaching it would be DNS rebinding)", r.Host)
+	}
+	if err := a.crossSite(r); err != nil {
+		return "cross-origin write refused", err
+	}
+	return "", nil
 }
 
 // refuse logs (as msg) and answers a request guard refused. It is a function
