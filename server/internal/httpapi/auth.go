@@ -45,9 +45,9 @@ func SandboxCredential(ctx context.Context) ([32]byte, bool) {
 }
 
 // guard wraps a route's handler with its access rule. A cross-site write
-// or a request by DNS rebinding is refused first (fromBrowserPage). With authentication off (no client token)
-// every other request passes: New only allows that on a loopback address,
-// or when the operator insisted.
+// or a request by DNS rebinding is refused first (fromBrowserPage). With
+// authentication off (no client token) every other request passes: New
+// only allows that on a loopback address, or when the operator insisted.
 func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 	if acc == public {
 		return h // GET only: a browser keeps their answers from other sites' pages
