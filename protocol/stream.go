@@ -63,9 +63,16 @@ func (u *ArtifactUpdate) Apply(a *Artifact, rev int64) error {
 }
 
 // SnapshotComplete is the data of snapshot_complete. On the artifact stream
-// Rev is the revision the replay brought the client up to.
+// Rev is the revision the replay brought the client up to, and Full says
+// the replay held every artifact of the session: there was no
+// Last-Event-ID, or it was above the session's revision (the history went
+// back: a restore from an older backup, a failover to a standby that had
+// not caught up, the session deleted and created again). A client then
+// drops whatever it holds that the replay did not send; otherwise (a
+// resume) the replay held only what changed, and it keeps the rest.
 type SnapshotComplete struct {
-	Rev int64 `json:"rev"`
+	Rev  int64 `json:"rev"`
+	Full bool  `json:"full,omitempty"`
 }
 
 // SessionPayload is the data of session_snapshot and session_created.

@@ -27,7 +27,14 @@ type ArtifactFeed struct {
 	limit int
 	// page is the first page, read by WatchArtifacts.
 	page store.Snapshot
+	// full: the replay holds every artifact (Full).
+	full bool
 }
+
+// Full reports whether the replay holds every artifact of the session
+// rather than those changed after the client's revision: a client drops
+// what it holds that a full replay did not send (protocol.SnapshotComplete).
+func (f *ArtifactFeed) Full() bool { return f.full }
 
 // WatchArtifacts subscribes first, then reads the first page of the
 // replay (so an unknown session fails here, before anything is sent).
@@ -38,12 +45,15 @@ func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*A
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
 	f := &ArtifactFeed{Live: sub, s: s, id: id, limit: s.opts.ReplayPage}
 	page, err := s.artifactsPage(ctx, id, after, f.limit)
+	f.full = after == 0
 	if err == nil && after > page.Rev {
 		// The client has seen revisions this database never had: it was
-		// restored from a backup (or the client is confused). Replaying
-		// nothing would leave it showing what is no longer true; replay
-		// everything, which it applies over what it has.
+		// restored from a backup, or the session was deleted and created
+		// again (or the client is confused). Replaying nothing would
+		// leave it showing what is no longer true; replay everything,
+		// marked full, so that it also drops what it has beyond it.
 		page, err = s.artifactsPage(ctx, id, 0, f.limit)
+		f.full = true
 	}
 	if err != nil {
 		sub.Close()

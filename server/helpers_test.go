@@ -284,6 +284,9 @@ type model struct {
 	arts   map[int64]*protocol.Artifact
 	lastID string
 	rev    int64 // snapshot_complete's rev
+	full   bool  // snapshot_complete's full
+	// replayed: the seqs of the replay readSnapshot is reading.
+	replayed map[int64]bool
 }
 
 func newModel(t testing.TB) *model { return &model{t: t, arts: map[int64]*protocol.Artifact{}} }
@@ -308,6 +311,9 @@ func (m *model) apply(ev sseEvent) bool {
 			m.t.Fatalf("artifact_created for seq %d the client already has", p.Artifact.Seq)
 		}
 		m.arts[p.Artifact.Seq] = p.Artifact
+		if m.replayed != nil {
+			m.replayed[p.Artifact.Seq] = true
+		}
 	case protocol.SSEArtifactUpdated:
 		var u protocol.ArtifactUpdate
 		if err := json.Unmarshal([]byte(ev.Data), &u); err != nil {
@@ -329,7 +335,17 @@ func (m *model) apply(ev sseEvent) bool {
 		if err := json.Unmarshal([]byte(ev.Data), &c); err != nil {
 			m.t.Fatal(err)
 		}
-		m.rev = c.Rev
+		m.rev, m.full = c.Rev, c.Full
+		if c.Full && m.replayed != nil {
+			// What the client held that a full replay did not send is
+			// no longer the session's.
+			for seq := range m.arts {
+				if !m.replayed[seq] {
+					delete(m.arts, seq)
+				}
+			}
+		}
+		m.replayed = nil
 		return true
 	default:
 		m.t.Fatalf("unexpected artifact stream event %q", ev.Event)
@@ -340,6 +356,7 @@ func (m *model) apply(ev sseEvent) bool {
 // readSnapshot applies events up to and including snapshot_complete.
 func (m *model) readSnapshot(s *sseStream) {
 	m.t.Helper()
+	m.replayed = map[int64]bool{}
 	for !m.apply(s.next()) {
 	}
 }

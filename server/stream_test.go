@@ -83,6 +83,53 @@ func TestArtifactStreamResume(t *testing.T) {
 	}
 }
 
+// TestArtifactStreamFullReplay: snapshot_complete says whether the replay
+// held every artifact. A client whose Last-Event-ID is above the session's
+// revision (the session was deleted and created again, or the database
+// restored from an older backup) gets every artifact and "full": dropping
+// what the replay did not send, it holds exactly the session's artifacts,
+// none of the history that is gone.
+func TestArtifactStreamFullReplay(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", append([]any{
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "delete the tests")}, tools(1, 4)...))
+
+	m := newModel(t)
+	m.readSnapshot(c.stream("/sessions/a/stream"))
+	if !m.full {
+		t.Error("a replay without Last-Event-ID is not marked full")
+	}
+	m.equal(c, "a")
+	old := m.lastID
+
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", tools(5, 1))
+	resumed := newModel(t)
+	resumed.readSnapshot(c.stream("/sessions/a/stream", "Last-Event-ID", old))
+	if resumed.full || len(resumed.arts) != 1 {
+		t.Errorf("a resume replayed %d artifacts, full=%v; want the 1 new one, not full", len(resumed.arts), resumed.full)
+	}
+
+	// The same id, a shorter history: revisions the client saw are gone.
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "keep the tests")})
+	if storedRev(t, s, "a") >= atoi(t, m.lastID) {
+		t.Fatalf("the new session's revision %d is not below the client's %s: the test needs a shorter history", storedRev(t, s, "a"), m.lastID)
+	}
+	held := len(m.arts)
+	m.readSnapshot(c.stream("/sessions/a/stream", "Last-Event-ID", m.lastID))
+	if !m.full {
+		t.Errorf("a replay for a Last-Event-ID above the session's revision is not marked full")
+	}
+	m.equal(c, "a") // fails if the client kept any of the old history
+	t.Logf("held %d artifacts of the old history; %d after the full replay", held, len(m.arts))
+}
+
 func storedRev(t testing.TB, s *app.App, id string) int64 {
 	t.Helper()
 	settle(t, s, id)

@@ -39,7 +39,7 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 		if err != nil {
 			return 0, err
 		}
-		done, _ := json.Marshal(protocol.SnapshotComplete{Rev: rev})
+		done, _ := json.Marshal(protocol.SnapshotComplete{Rev: rev, Full: f.Full()})
 		return rev, write(Encode(rev, protocol.SSESnapshotComplete, done))
 	}
 	return &Stream{Replay: replay, Sub: f.Live}, nil
