@@ -70,6 +70,10 @@ type ArtifactEvent struct {
 	Artifact *protocol.Artifact
 	// Update is set for artifact_updated.
 	Update *protocol.ArtifactUpdate
+	// Full is set on a snapshot_complete that ended a replay of every
+	// artifact (protocol.SnapshotComplete): what the client holds that
+	// this connection's replay did not send is no longer the session's.
+	Full bool
 	// Data is the event's data as received (nil for EventConnected).
 	Data json.RawMessage
 }
@@ -105,6 +109,18 @@ func (c *Client) StreamArtifacts(ctx context.Context, id string, opts StreamOpti
 				return fmt.Errorf("%s rev=%d: bad payload: %w", ev.Name, rev, err)
 			}
 			out.Update = &u
+		case protocol.SSESnapshotComplete:
+			var c protocol.SnapshotComplete
+			if err := json.Unmarshal(out.Data, &c); err != nil {
+				return fmt.Errorf("%s rev=%d: bad payload: %w", ev.Name, rev, err)
+			}
+			out.Full = c.Full
+			if c.Full {
+				// A full replay can bring the history back below what
+				// this client saw (a restore): resume from where it
+				// now is, not from the highest revision ever seen.
+				last = c.Rev
+			}
 		}
 		return fn(out)
 	})

@@ -9,9 +9,14 @@ import (
 
 // Transcript is a client's model of one session's artifacts, built from
 // the artifact stream: artifacts are placed by seq, a snapshot replaces
-// what is held, an update changes one field.
+// what is held, an update changes one field, and the end of a full replay
+// drops what the replay did not send.
 type Transcript struct {
 	bySeq map[int64]*protocol.Artifact
+	// replayed: the seqs this connection's replay sent, until its
+	// snapshot_complete.
+	replayed map[int64]bool
+	dropped  []*protocol.Artifact
 }
 
 // NewTranscript returns an empty transcript.
@@ -21,8 +26,33 @@ func NewTranscript() *Transcript {
 
 // Apply applies one stream event and returns the artifact it changed, or
 // nil for an event that changes none (EventConnected, snapshot_complete).
-// The returned artifact is the transcript's own: do not change it.
+// The returned artifact is the transcript's own: do not change it. At
+// the end of a full replay (ArtifactEvent.Full) the artifacts the replay
+// did not send are dropped: the session's history went back below them
+// (Dropped lists them).
 func (t *Transcript) Apply(ev ArtifactEvent) (*protocol.Artifact, error) {
+	switch ev.Name {
+	case EventConnected:
+		t.replayed = map[int64]bool{}
+		return nil, nil
+	case protocol.SSEArtifactSnapshot:
+		if t.replayed != nil && ev.Artifact != nil {
+			t.replayed[ev.Artifact.Seq] = true
+		}
+	case protocol.SSESnapshotComplete:
+		t.dropped = t.dropped[:0]
+		if ev.Full && t.replayed != nil {
+			for seq, a := range t.bySeq {
+				if !t.replayed[seq] {
+					t.dropped = append(t.dropped, a)
+					delete(t.bySeq, seq)
+				}
+			}
+			sort.Slice(t.dropped, func(i, j int) bool { return t.dropped[i].Seq < t.dropped[j].Seq })
+		}
+		t.replayed = nil
+		return nil, nil
+	}
 	switch {
 	case ev.Artifact != nil:
 		a := ev.Artifact.Clone()
@@ -40,6 +70,11 @@ func (t *Transcript) Apply(ev ArtifactEvent) (*protocol.Artifact, error) {
 	}
 	return nil, nil
 }
+
+// Dropped returns the artifacts the last snapshot_complete dropped, by
+// seq: held before a full replay that did not send them. Empty unless the
+// session's history went back.
+func (t *Transcript) Dropped() []*protocol.Artifact { return t.dropped }
 
 // Get returns the artifact at seq, or nil.
 func (t *Transcript) Get(seq int64) *protocol.Artifact { return t.bySeq[seq] }

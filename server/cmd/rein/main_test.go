@@ -485,6 +485,52 @@ func TestWatchResume(t *testing.T) {
 	golden(t, "watch_resume.golden", r.stdout)
 }
 
+// TestWatchHistoryWentBack: the server rein watch follows comes back with
+// an older history of the session (a restore from an older backup, a
+// failover to a standby that had not caught up): rein watch says so and
+// prints the session as the server now has it, rather than leaving what
+// is gone on screen as if it still happened and diffing the new history
+// against it.
+func TestWatchHistoryWentBack(t *testing.T) {
+	newer := startServer(t, app.Options{})
+	older := startServer(t, app.Options{})
+	const kept = `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"hello"},
+		{"type":"text_delta","id":"m1","delta":"You said: hello"},
+		{"type":"text_end","id":"m1"},
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`
+	tok := createSession(t, newer, "s1")
+	postEvents(t, newer, "s1", tok, kept)
+	postEvents(t, newer, "s1", tok, `[
+		{"type":"turn_started","turnId":"t2","source":"user"},
+		{"type":"user_message","id":"u2","text":"delete the tests"},
+		{"type":"text_delta","id":"m2","delta":"Deleting them"}]`)
+	postEvents(t, older, "s1", createSession(t, older, "s1"), kept)
+
+	p := newProxy(t, newer.URL())
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() {
+		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
+	}()
+	waitFor(t, &out, "Deleting them")
+	p.Cut()
+	p.Retarget(older.URL())
+	p.Restore()
+
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(testDeadline):
+		t.Fatalf("watch did not end; output\n%s", out.String())
+	}
+	if r.code != 0 {
+		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+	golden(t, "watch_history_back.golden", r.stdout)
+}
+
 // proxy is a TCP proxy in front of the server whose connections can be
 // cut, as a network or a restarting load balancer would.
 type proxy struct {
@@ -556,6 +602,14 @@ func (p *proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.refuse = false
+}
+
+// Retarget sends new connections to another server (a failover, or the
+// same address served from a restored backup).
+func (p *proxy) Retarget(url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = strings.TrimPrefix(url, "http://")
 }
 
 // Accepted is how many connections were let through.

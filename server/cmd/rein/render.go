@@ -87,12 +87,29 @@ func (t *transcript) Event(ev client.ArtifactEvent, a *protocol.Artifact) {
 		}
 		t.render(a, false)
 	case protocol.SSESnapshotComplete:
+		if ev.Full && t.wentBack() {
+			// What was printed above is no longer the session's: say so,
+			// and print the session as it now is, from its start.
+			t.line(t.p.paint(styleYellow, "── the server's history of this session went back (restored from an older backup, or the session was deleted and created again); the transcript again, as the server now has it:"))
+			t.shown, t.cur = map[int64]*shownArtifact{}, slot{}
+		}
 		t.flushReplay()
 	default:
 		if a != nil {
 			t.render(a, false)
 		}
 	}
+}
+
+// wentBack reports whether a full replay, now held, lacks an artifact
+// already printed: the session's history went back below it.
+func (t *transcript) wentBack() bool {
+	for seq := range t.shown {
+		if t.held[seq] == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Close ends an unfinished line.

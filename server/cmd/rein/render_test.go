@@ -46,6 +46,12 @@ func renderCase(t *testing.T, name string, color bool) string {
 			if err := json.Unmarshal(l.Data, ev.Update); err != nil {
 				t.Fatal(err)
 			}
+		case protocol.SSESnapshotComplete:
+			var c protocol.SnapshotComplete
+			if err := json.Unmarshal(l.Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			ev.Full = c.Full
 		}
 		a, err := model.Apply(ev)
 		if err != nil {
@@ -58,7 +64,7 @@ func renderCase(t *testing.T, name string, color bool) string {
 }
 
 func TestRender(t *testing.T) {
-	for _, name := range []string{"live", "replay", "replay_permission"} {
+	for _, name := range []string{"live", "replay", "replay_permission", "history_back"} {
 		t.Run(name, func(t *testing.T) {
 			golden(t, filepath.Join("render", name+".golden"), renderCase(t, name, false))
 		})
