@@ -19,18 +19,25 @@ import (
 // (over the product's client package, one connection at a time, so a test
 // can drop connections and check every event):
 // it applies snapshots and updates to a local model, remembers the last
-// event id, and reconnects with it after the connection drops. It also
-// checks the stream's promise: revisions only ever increase, so nothing is
-// applied twice.
+// event id, and reconnects with it after the connection drops, and drops
+// what a full replay did not send. It also checks the stream's promise:
+// revisions only ever increase, so nothing is applied twice (only a full
+// replay, which replaces the model, may go back below what was seen).
 type Follower struct {
 	c       *client.Client
 	session string
 
-	mu         sync.Mutex
-	model      map[int64]*protocol.Artifact
-	lastID     string
-	connects   int
-	complete   int // snapshot_complete events seen
+	mu       sync.Mutex
+	model    map[int64]*protocol.Artifact
+	lastID   string
+	connects int
+	complete int // snapshot_complete events seen
+	// The replay of the current connection, until its snapshot_complete:
+	// the seqs it sent, its lowest id, and the last id before it.
+	replaying  bool
+	replayed   map[int64]bool
+	replayLow  int64
+	replayFrom int64
 	violations []string
 	changed    chan struct{} // closed and replaced on every change
 	ended      error         // why following stopped for good
@@ -98,6 +105,8 @@ func (f *Follower) once(ctx context.Context) error {
 	defer body.Close()
 	f.mu.Lock()
 	f.connects++
+	f.replaying, f.replayed, f.replayLow = true, map[int64]bool{}, 0
+	f.replayFrom, _ = strconv.ParseInt(f.lastID, 10, 64)
 	f.mu.Unlock()
 	r := client.NewEventReader(body)
 	for {
@@ -119,10 +128,17 @@ func (f *Follower) apply(ev client.Event) {
 		switch {
 		case err != nil:
 			f.violations = append(f.violations, fmt.Sprintf("event id %q is not a revision", ev.ID))
+		case f.replaying && ev.Name == protocol.SSEArtifactSnapshot:
+			// Judged at snapshot_complete: a full replay starts over.
+			if f.replayLow == 0 {
+				f.replayLow = id
+			} else if id <= last {
+				f.violations = append(f.violations, fmt.Sprintf("%s with revision %d after %d in one replay: out of order", ev.Name, id, last))
+			}
 		case ev.Name != protocol.SSESnapshotComplete && id <= last:
 			f.violations = append(f.violations, fmt.Sprintf("%s with revision %d after %d: applied twice or out of order", ev.Name, id, last))
 		}
-		if ev.Name != protocol.SSESnapshotComplete || id > last {
+		if ev.Name != protocol.SSESnapshotComplete || id > last || f.replaying {
 			f.lastID = ev.ID
 		}
 	}
@@ -135,6 +151,9 @@ func (f *Follower) apply(ev client.Event) {
 			return
 		}
 		f.model[p.Artifact.Seq] = p.Artifact
+		if f.replaying {
+			f.replayed[p.Artifact.Seq] = true
+		}
 	case protocol.SSEArtifactUpdated:
 		var u protocol.ArtifactUpdate
 		if err := json.Unmarshal([]byte(ev.Data), &u); err != nil {
@@ -151,6 +170,21 @@ func (f *Follower) apply(ev client.Event) {
 		}
 	case protocol.SSESnapshotComplete:
 		f.complete++
+		var c protocol.SnapshotComplete
+		if err := json.Unmarshal([]byte(ev.Data), &c); err != nil {
+			f.violations = append(f.violations, fmt.Sprintf("bad snapshot_complete payload: %v", err))
+		}
+		switch {
+		case c.Full:
+			for seq := range f.model {
+				if !f.replayed[seq] {
+					delete(f.model, seq)
+				}
+			}
+		case f.replayLow != 0 && f.replayLow <= f.replayFrom:
+			f.violations = append(f.violations, fmt.Sprintf("a resume from revision %d replayed revision %d: applied twice", f.replayFrom, f.replayLow))
+		}
+		f.replaying = false
 	}
 }
 

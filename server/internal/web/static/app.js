@@ -253,9 +253,11 @@ function sessionPath(id) {
 // Stream gets a fresh ticket and opens a new EventSource. That one cannot
 // send Last-Event-ID (the server takes it only as a header), so it starts
 // with a full snapshot, which the handlers apply as replacing what they hold.
+// onOpen runs as each connection opens, before its first event: a handler
+// that must know what one connection's replay sent starts counting there.
 class Stream {
-  constructor({ path, ticketPath, query, handlers, onState, onGone }) {
-    Object.assign(this, { path, ticketPath, query: query || {}, handlers, onState, onGone });
+  constructor({ path, ticketPath, query, handlers, onState, onGone, onOpen }) {
+    Object.assign(this, { path, ticketPath, query: query || {}, handlers, onState, onGone, onOpen });
     this.es = null;
     this.timer = 0;
     this.failures = 0;
@@ -318,6 +320,7 @@ class Stream {
     es.onopen = () => {
       if (this.es !== es) return;
       this.failures = 0;
+      if (this.onOpen) this.onOpen();
       this.state("live");
     };
     es.onerror = () => {
@@ -339,6 +342,26 @@ class Stream {
     this.failures++;
     this.state("reconnecting");
     this.timer = setTimeout(() => this.open(), delay);
+  }
+}
+
+// Replay follows one connection's replay of an artifact stream. A replay
+// that held every artifact ends with snapshot_complete {full: true}: what
+// the page holds that it did not send is no longer the session's (its
+// history went back: a restore from an older backup, the session deleted
+// and created again), and end hands each such seq to drop.
+class Replay {
+  start() {
+    this.seen = new Set();
+  }
+
+  saw(seq) {
+    if (this.seen) this.seen.add(seq);
+  }
+
+  end({ full }, held, drop) {
+    if (full && this.seen) for (const seq of held) if (!this.seen.has(seq)) drop(seq);
+    this.seen = null;
   }
 }
 
@@ -458,6 +481,12 @@ const needs = {
     this.changed();
   },
 
+  // forget drops permission seq of session id: a full replay did not
+  // send it (the session's history went back).
+  forget(id, seq) {
+    if (this.perms.get(id)?.delete(seq)) this.changed();
+  },
+
   // update takes an artifact_updated of session id.
   update(id, u) {
     const m = this.perms.get(id);
@@ -504,13 +533,19 @@ const needs = {
   },
 
   watch(id) {
+    const replay = new Replay();
     return new Stream({
       path: `${sessionPath(id)}/stream`,
       ticketPath: `${sessionPath(id)}/stream-ticket`,
+      onOpen: () => replay.start(),
       handlers: {
-        artifact_snapshot: ({ artifact }) => this.track(id, artifact),
+        artifact_snapshot: ({ artifact }) => {
+          replay.saw(artifact.seq);
+          this.track(id, artifact);
+        },
         artifact_created: ({ artifact }) => this.track(id, artifact),
         artifact_updated: (u) => this.update(id, u),
+        snapshot_complete: (c) => replay.end(c, [...(this.perms.get(id)?.keys() ?? [])], (seq) => this.forget(id, seq)),
       },
     }).start();
   },
@@ -1280,20 +1315,34 @@ function sessionPage(app, id) {
     after(stick);
   };
 
+  // What a full replay did not send is gone from the session: off the page.
+  const replay = new Replay();
+  const drop = (seq) => {
+    arts.delete(seq);
+    els.get(seq)?.remove();
+    els.delete(seq);
+    needs.forget(id, seq);
+  };
+
   const stream = new Stream({
     path: `${sessionPath(id)}/stream`,
     ticketPath: `${sessionPath(id)}/stream-ticket`,
     onState: setConn,
+    onOpen: () => replay.start(),
     onGone: () => {
       showError({ message: `Session ${id} does not exist (any more).` });
       send.disabled = true;
       abort.disabled = true;
     },
     handlers: {
-      artifact_snapshot: put,
+      artifact_snapshot: (data) => {
+        replay.saw(data.artifact.seq);
+        put(data);
+      },
       artifact_created: put,
       artifact_updated: update,
-      snapshot_complete: () => {
+      snapshot_complete: (c) => {
+        replay.end(c, [...arts.keys()], drop);
         complete = true;
         after(true);
       },

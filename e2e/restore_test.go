@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// copyDatabase copies the SQLite database at db (with its WAL and shared
+// memory files, when there) into dir: a backup of a stopped server.
+func copyDatabase(t *testing.T, db, dir string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		from, err := os.Open(db + suffix)
+		if os.IsNotExist(err) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		to, err := os.Create(filepath.Join(dir, filepath.Base(db)+suffix))
+		if err == nil {
+			_, err = io.Copy(to, from)
+			err = errors.Join(err, to.Close())
+		}
+		from.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// restoreDatabase puts the backup copyDatabase made in dir back at db.
+func restoreDatabase(t *testing.T, dir, db string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(db + suffix); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	copyDatabase(t, filepath.Join(dir, filepath.Base(db)), filepath.Dir(db))
+}
+
+// TestBrowserShowsARestoredHistory: the server comes back from an older
+// backup while the web view shows a session, so the session's history
+// went back below what the page shows. The page must show the session as
+// the server now has it, not keep the turn the backup lacks as if it had
+// happened; and so must the Go client (the Follower, which resumes with a
+// Last-Event-ID above the restored revision).
+func TestBrowserShowsARestoredHistory(t *testing.T) {
+	sqliteOnly(t)
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "restored"
+	d, f := e.session(id)
+	e.prompt(id, "before the backup")
+	waitTurns(t, e.ctx, f, 1)
+	e.waitIdle(id)
+
+	e.srv.Stop(15 * time.Second)
+	backup := t.TempDir()
+	copyDatabase(t, e.srv.DB, backup)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIdle(id)
+
+	b, step := e.signedIn(chromium, driver, e.srv.URL)
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, e.srv.URL+"/#/s/"+id); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed")
+	})
+	e.prompt(id, "after the backup")
+	step("the turn after the backup shown", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, `#transcript [data-id="t2"] .pill`, "completed")
+	})
+	waitTurns(t, e.ctx, f, 2)
+
+	killSandbox(t, d)
+	e.srv.Stop(15 * time.Second)
+	restoreDatabase(t, backup, e.srv.DB)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	step("the page shows the restored history", func(ctx context.Context) error {
+		return b.WaitJS(ctx, "turn t1 shown and turn t2 gone",
+			`const t = document.querySelector("#transcript");
+			 return !!t.querySelector('[data-id="t1"]') && !t.querySelector('[data-id="t2"]') &&
+			   !t.textContent.includes("after the backup");`)
+	})
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	if err := f.WaitFor(ctx, "the restored history", func(arts []*protocol.Artifact) bool {
+		return !slices.ContainsFunc(arts, func(a *protocol.Artifact) bool { return a.ID == "t2" })
+	}); err != nil {
+		t.Fatalf("%v: the Go client keeps the turn the backup lacks", err)
+	}
+	e.assertModelMatchesServer(f, id)
+}
