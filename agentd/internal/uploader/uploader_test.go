@@ -94,6 +94,16 @@ func (f *fakeServer) snapshot() (bodies [][]byte, stored []protocol.Event, times
 	return append([][]byte(nil), f.bodies...), append([]protocol.Event(nil), f.stored...), append([]time.Time(nil), f.times...)
 }
 
+// storedSeqs returns the stored events and their agentSeqs, in order.
+func (f *fakeServer) storedSeqs() ([]protocol.Event, []int64) {
+	_, stored, _ := f.snapshot()
+	var seqs []int64
+	for _, ev := range stored {
+		seqs = append(seqs, ev.AgentSeq)
+	}
+	return stored, seqs
+}
+
 func newTest(f *fakeServer, opts Options) *Uploader {
 	opts.Server, opts.Session, opts.Instance = "http://rein.test", "s1", "i1"
 	opts.Client = &http.Client{Transport: f}
@@ -352,6 +362,18 @@ func TestFinalAnswers(t *testing.T) {
 	}
 }
 
+// enqueueFive queues five notices, agentSeqs 1 to 5, the third saying
+// third.
+func enqueueFive(t *testing.T, u *Uploader, third string) {
+	for i := range 5 {
+		ev := notice(i)
+		if i == 2 {
+			ev.Message = third
+		}
+		u.Enqueue(t.Context(), ev)
+	}
+}
+
 func TestRefusedEventIsIsolated(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeServer{handler: func(_ int, body []byte) (int, bool, time.Duration) {
@@ -362,21 +384,11 @@ func TestRefusedEventIsIsolated(t *testing.T) {
 		}}
 		u := newTest(f, Options{BatchWait: time.Second})
 		stop := run(u)
-		for i := range 5 {
-			ev := notice(i)
-			if i == 2 {
-				ev.Message = "poison"
-			}
-			u.Enqueue(t.Context(), ev)
-		}
+		enqueueFive(t, u, "poison")
 		if err := stop(); err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-		_, stored, _ := f.snapshot()
-		var seqs []int64
-		for _, ev := range stored {
-			seqs = append(seqs, ev.AgentSeq)
-		}
+		stored, seqs := f.storedSeqs()
 		if len(stored) != 4 || seqs[0] != 1 || seqs[3] != 5 || u.Stats().Dropped != 1 {
 			t.Errorf("stored agentSeqs %v, dropped %d; want 1 2 4 5 and 1 dropped", seqs, u.Stats().Dropped)
 		}
@@ -400,13 +412,7 @@ func TestProxyRefusalDropsNothing(t *testing.T) {
 		}}
 		u := newTest(f, Options{BatchWait: time.Second})
 		stop := run(u)
-		for i := range 5 {
-			ev := notice(i)
-			if i == 2 {
-				ev.Message = "big"
-			}
-			u.Enqueue(t.Context(), ev)
-		}
+		enqueueFive(t, u, "big")
 		// Wait (fake time) until the lone event has been refused three
 		// times on its own.
 		for range 120 {
@@ -429,11 +435,7 @@ func TestProxyRefusalDropsNothing(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-		_, stored, _ := f.snapshot()
-		var seqs []int64
-		for _, ev := range stored {
-			seqs = append(seqs, ev.AgentSeq)
-		}
+		stored, seqs := f.storedSeqs()
 		if len(seqs) != 5 || seqs[0] != 1 || seqs[2] != 3 || seqs[4] != 5 || stored[2].Message != "big" || u.Stats().Dropped != 0 {
 			t.Errorf("stored agentSeqs %v, dropped %d; want 1 to 5 in order, none dropped", seqs, u.Stats().Dropped)
 		}

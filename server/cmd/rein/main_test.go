@@ -467,15 +467,7 @@ func TestWatchResume(t *testing.T) {
 		{"type":"text_end","id":"m1"},
 		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
 
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(testDeadline):
-		t.Fatalf("watch did not end; output\n%s", out.String())
-	}
-	if r.code != 0 {
-		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
-	}
+	r := watchEnded(t, done, &out)
 	if p.Accepted() < 2 {
 		t.Errorf("watch connected %d times, want a reconnect", p.Accepted())
 	}
@@ -519,6 +511,14 @@ func TestWatchHistoryWentBack(t *testing.T) {
 	p.Retarget(older.URL())
 	p.Restore()
 
+	r := watchEnded(t, done, &out)
+	golden(t, "watch_history_back.golden", r.stdout)
+}
+
+// watchEnded waits for a rein watch --until-idle started in the
+// background to end, and for it to have ended well.
+func watchEnded(t *testing.T, done <-chan result, out *syncBuffer) result {
+	t.Helper()
 	var r result
 	select {
 	case r = <-done:
@@ -528,7 +528,7 @@ func TestWatchHistoryWentBack(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
 	}
-	golden(t, "watch_history_back.golden", r.stdout)
+	return r
 }
 
 // proxy is a TCP proxy in front of the server whose connections can be
