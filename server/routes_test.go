@@ -356,6 +356,35 @@ func TestSupersededSandbox(t *testing.T) {
 	newStream.close()
 }
 
+// TestHeadOpensNoStream: HEAD on a stream route (Go's mux serves it with
+// the GET route) is refused and opens nothing: on the command stream it
+// would have taken the stream over from the agentd holding it, which then
+// stops for good.
+func TestHeadOpensNoStream(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	held := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	for _, path := range []string{"/sessions/a/commands", "/sessions/a/stream", "/sessions/stream", "/approvals/stream"} {
+		req, _ := http.NewRequest(http.MethodHead, c.base+path, nil)
+		req.Header.Set(protocol.HeaderInstance, "i2")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("HEAD %s: %d; want 400", path, resp.StatusCode)
+		}
+	}
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	if got := held.next(); got.ID != itoa(acc.ID) {
+		t.Fatalf("the stream held before the HEAD got %+v; want command %d", got, acc.ID)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("notice", "level", "info", "message", "m"), protocol.HeaderInstance, "i1")
+}
+
 func TestDeleteEndsStreams(t *testing.T) {
 	s := start(t, app.Options{})
 	c := newClient(t, s)

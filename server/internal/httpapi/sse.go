@@ -12,6 +12,7 @@ import (
 
 	sse "github.com/tmaxmax/go-sse"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/internal/hub"
 )
 
@@ -97,6 +98,14 @@ type Stream struct {
 // replay, and pings; the handler goroutine itself only waits on its
 // subscriber and writes live messages (no goroutine per delivery).
 func (a *API) serveStream(w http.ResponseWriter, r *http.Request, open func() (*Stream, error)) {
+	if r.Method == http.MethodHead {
+		// Go's mux serves HEAD with the GET route. But a stream's answer
+		// is its body, and opening one acts: the command stream takes
+		// over from the agentd holding it, which then stops for good
+		// (superseded). A curl -I or a monitor's probe opens nothing.
+		writeError(w, r, a.log, protocol.Errorf(protocol.CodeInvalid, "method: HEAD opens no stream (a stream's answer is its body); open it with GET"))
+		return
+	}
 	var s *liveStream
 	offStack(func() { s = a.startStream(w, r, open) })
 	if s == nil {
