@@ -162,6 +162,12 @@ func (r *run) agentExited(ev protocol.Event) {
 	if cur := s.node(s.turn); cur != nil {
 		r.closeTurn(cur, protocol.StopError, msg, "")
 		r.status(protocol.StatusIdle)
+	} else if len(s.open) > 0 {
+		// No turn holds them (events after the turn ended, a session
+		// without turns), but the process that would finish them is gone
+		// all the same: nothing may go on saying it streams, runs or waits
+		// for an answer.
+		r.closeOpen(protocol.StopError)
 	}
 }
 

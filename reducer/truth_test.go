@@ -1,0 +1,69 @@
+package reducer_test
+
+import (
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+)
+
+// decodeLog decodes wire events, one JSON object a line, through the
+// protocol decoder (what the server accepts), stamping deterministic times.
+func decodeLog(tb testing.TB, lines ...string) []protocol.Event {
+	tb.Helper()
+	out := make([]protocol.Event, 0, len(lines))
+	for i, l := range lines {
+		evs, err := protocol.DecodeEvents([]byte(l))
+		if err != nil {
+			tb.Fatalf("event %d %s: %v", i, l, err)
+		}
+		evs[0].ReceivedAt = 1_700_000_000_000 + int64(i)
+		out = append(out, evs[0])
+	}
+	return out
+}
+
+// field is what an artifact says in one field, as a client reads it.
+type field struct {
+	seq   int64
+	field string
+	want  string
+}
+
+// checkFields folds log and holds each artifact's field to what is true
+// after it; the reducer's general promises (revisions, release and
+// restore, client models) are checked on the same log.
+func checkFields(t *testing.T, log []protocol.Event, want []field) {
+	t.Helper()
+	s := reducer.Fold(log)
+	for _, w := range want {
+		a := s.Artifact(w.seq)
+		if a == nil {
+			t.Fatalf("no artifact %d (of %d)", w.seq, s.Len())
+		}
+		if got := a.String(w.field); got != w.want {
+			t.Errorf("artifact %d (%s %s) %s = %q; want %q", w.seq, a.Type, a.ID, w.field, got, w.want)
+		}
+	}
+	checkProperties(t, log)
+}
+
+// An agent that exited finishes nothing: what it left open outside a turn
+// (events after its turn ended, or a session that never had turns) must
+// not go on saying it streams, runs or waits for an answer.
+func TestAgentExitedClosesWhatNoTurnHolds(t *testing.T) {
+	log := decodeLog(t,
+		`{"type":"turn_started","turnId":"t1","source":"user"}`,
+		`{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}`,
+		`{"type":"text_delta","delta":"late"}`,
+		`{"type":"tool_call_start","id":"c1","name":"shell"}`,
+		`{"type":"permission_requested","id":"p1","title":"ok?","options":[{"id":"y","name":"Yes","kind":"allow_once"}]}`,
+		`{"type":"agent_exited","exitStatus":1}`,
+	)
+	checkFields(t, log, []field{
+		{2, "status", "done"},
+		{3, "status", "failed"},
+		{4, "status", "cancelled"},
+		{5, "code", "agent_exited"},
+	})
+}
