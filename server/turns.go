@@ -156,10 +156,20 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 		}
 	}
 	arts := st.Artifacts()
-	byTurn := map[string][]*protocol.Artifact{}
+	// An artifact belongs to the turn that was open when it was created:
+	// the newest turn before it with its turnId. Matching by id alone
+	// would give a turn the prompt and tool calls of a later turn that
+	// reused its id (agents that restart count their ids from the start).
+	byTurn := map[int64][]*protocol.Artifact{} // by turn artifact seq
+	newest := map[string]int64{}               // turn id -> seq of its newest turn so far
 	for _, b := range arts {
-		if b.TurnID != "" && (b.Type == protocol.ArtifactUserMessage || b.Type == protocol.ArtifactToolCall) {
-			byTurn[b.TurnID] = append(byTurn[b.TurnID], b)
+		switch {
+		case b.Type == protocol.ArtifactTurn:
+			newest[b.ID] = b.Seq
+		case b.TurnID != "" && (b.Type == protocol.ArtifactUserMessage || b.Type == protocol.ArtifactToolCall):
+			if seq := newest[b.TurnID]; seq != 0 {
+				byTurn[seq] = append(byTurn[seq], b)
+			}
 		}
 	}
 	out := make([]protocol.Turn, 0, len(order))
@@ -188,10 +198,7 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 			end, h := p.end, hex.EncodeToString(p.digest[:])
 			t.EndPos, t.Digest = &end, &h
 		}
-		for _, b := range byTurn[a.ID] {
-			if b.Seq < a.Seq {
-				continue
-			}
+		for _, b := range byTurn[a.Seq] {
 			switch b.Type {
 			case protocol.ArtifactUserMessage:
 				if t.Prompt == nil {

@@ -186,3 +186,36 @@ func TestTurnDigestsChain(t *testing.T) {
 		t.Fatal("digests repeat")
 	}
 }
+
+// An agent that restarts its numbering uses a turn id again: each turn
+// lists only its own prompt and tool calls, not those of a later turn
+// with the same id.
+func TestTurnsWithReusedIDsKeepTheirOwnContents(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "agent"),
+		ev("tool_call_start", "id", "tc1", "name", "read"),
+		ev("tool_call_end", "id", "tc1", "status", "completed"),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn"),
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("user_message", "text", "second prompt"),
+		ev("tool_call_start", "id", "tc2", "name", "bash"),
+		ev("turn_completed", "turnId", "t1", "stopReason", "cancelled"),
+	})
+	var turns []protocol.Turn
+	c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+	if len(turns) != 2 {
+		t.Fatalf("turns %+v", turns)
+	}
+	first, second := turns[0], turns[1]
+	if first.Prompt != nil || len(first.ToolCalls) != 1 || first.ToolCalls[0].ID != "tc1" || first.Status != "completed" {
+		b, _ := json.Marshal(first)
+		t.Fatalf("first t1: %s; want no prompt and tool call tc1 only", b)
+	}
+	if second.Prompt == nil || *second.Prompt != "second prompt" || len(second.ToolCalls) != 1 || second.ToolCalls[0].ID != "tc2" || second.ToolCalls[0].Status != "cancelled" {
+		b, _ := json.Marshal(second)
+		t.Fatalf("second t1: %s; want its prompt and tool call tc2 only", b)
+	}
+}
