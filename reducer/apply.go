@@ -50,6 +50,17 @@ func (s *State) Apply(ev protocol.Event) []Change {
 	return r.changes
 }
 
+// MaxNewArtifacts is the most artifacts Apply(ev) can create, in any
+// state: a turn_started that interrupts an open turn adds its notice and
+// the new turn; any other event adds at most one artifact. The server
+// counts it against a session's artifact cap before it applies a batch.
+func MaxNewArtifacts(ev protocol.Event) int {
+	if ev.Type == protocol.EventTurnStarted {
+		return 2
+	}
+	return 1
+}
+
 // run collects the changes of one event.
 type run struct {
 	s       *State

@@ -136,9 +136,16 @@ func checkProperties(tb testing.TB, log []protocol.Event) {
 	for _, ev := range log {
 		changes := s.Apply(ev)
 		checkSize(tb, s, fmt.Sprintf("%s: after Apply", ev.Type))
+		created := 0
 		for _, c := range changes {
 			if !c.IsArtifact() {
 				continue
+			}
+			if c.Kind == reducer.Created {
+				// The server's artifact cap counts on this bound.
+				if created++; created > reducer.MaxNewArtifacts(ev) {
+					tb.Fatalf("%s created %d artifacts; MaxNewArtifacts says at most %d", ev.Type, created, reducer.MaxNewArtifacts(ev))
+				}
 			}
 			if c.Rev <= lastRev {
 				tb.Fatalf("revision %d after %d: revisions must strictly increase", c.Rev, lastRev)

@@ -202,6 +202,21 @@ func TestSessionCaps(t *testing.T) {
 			t.Fatalf("%d artifacts; want 5", len(arts))
 		}
 	})
+	// A turn_started while another turn is open makes two artifacts: the
+	// interrupted turn's notice and the new turn. The cap counts them, so
+	// no batch takes the session past it.
+	t.Run("turns that interrupt turns", func(t *testing.T) {
+		s := start(t, app.Options{MaxArtifactsPerSession: 5})
+		c := newClient(t, s)
+		c.create("a")
+		got, _, _ := c.status("POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"turn_started","turnId":"t2","source":"user"},{"type":"turn_started","turnId":"t3","source":"user"},{"type":"turn_started","turnId":"t4","source":"user"}]`)
+		if arts, _ := s.Artifacts(context.Background(), "a"); len(arts) > 5 {
+			t.Fatalf("the batch was answered %d and the session has %d artifacts; its cap is 5", got, len(arts))
+		}
+		if got != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d; want 413", got)
+		}
+	})
 	t.Run("bytes", func(t *testing.T) {
 		s := start(t, app.Options{MaxSessionBytes: 2000})
 		c := newClient(t, s)

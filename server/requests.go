@@ -158,7 +158,11 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		return
 	}
 	if len(b.keep) > 0 {
-		if err := w.checkCaps(r.id, b.st, len(b.keep), b.bytes); err != nil {
+		created := 0
+		for _, k := range b.keep {
+			created += reducer.MaxNewArtifacts(r.events[k])
+		}
+		if err := w.checkCaps(r.id, b.st, created, b.bytes); err != nil {
 			r.reply.fail(err)
 			return
 		}
@@ -368,12 +372,12 @@ func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
 }
 
 // checkCaps refuses a batch that could take the session past its caps,
-// before anything of it is applied. No event creates more than one
-// artifact, so counting every stored event as a possible new artifact
+// before anything of it is applied. created is the most artifacts the
+// batch can create (the sum of reducer.MaxNewArtifacts): counting that
 // keeps the cap exact at the price of refusing a little early.
-func (w *writer) checkCaps(id string, st *state, events int, bytes int64) error {
-	if n, limit := st.st.Len(), w.opts.MaxArtifactsPerSession; n+events > limit {
-		return protocol.Errorf(protocol.CodeTooLarge, "session %q has %d artifacts; %d more events could pass its cap of %d (--max-artifacts-per-session)", id, n, events, limit)
+func (w *writer) checkCaps(id string, st *state, created int, bytes int64) error {
+	if n, limit := st.st.Len(), w.opts.MaxArtifactsPerSession; n+created > limit {
+		return protocol.Errorf(protocol.CodeTooLarge, "session %q has %d artifacts; the events could add %d more and pass its cap of %d (--max-artifacts-per-session)", id, n, created, limit)
 	}
 	if limit := w.opts.MaxSessionBytes; st.logBytes+bytes > limit {
 		return protocol.Errorf(protocol.CodeTooLarge, "session %q stores %d bytes of events; %d more would pass its cap of %d (--max-session-bytes)", id, st.logBytes, bytes, limit)
