@@ -151,7 +151,12 @@ func (r *run) event(ev protocol.Event) {
 			}
 		}
 	case protocol.EventNotice:
-		r.detachBlocks()
+		// A notice does not end id-less routing: agentd posts its own
+		// (a full disk, a line the agent wrote that it could not read)
+		// in the middle of the agent's blocks, and the agent, which
+		// never saw it, goes on with the same block and may end it with
+		// its whole text. Splitting the block there would show what
+		// streamed before the notice twice.
 		r.create(protocol.ArtifactNotice, s.genID(protocol.ArtifactNotice, "notice"), false, fields{
 			"level": ev.Level, "message": ev.Message, "code": opt(ev.NoticeCode),
 		})

@@ -172,7 +172,8 @@ func (r *run) agentExited(ev protocol.Event) {
 }
 
 // detachBlocks ends the id-less routing of deltas: text after a tool call
-// (or any other artifact) is a new block, shown after it. The detached block
+// (or any other artifact but a notice, see Apply) is a new block, shown
+// after it. The detached block
 // stays streaming until its *_end or turn_completed closes it.
 func (r *run) detachBlocks() {
 	s := r.s

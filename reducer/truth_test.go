@@ -67,3 +67,27 @@ func TestAgentExitedClosesWhatNoTurnHolds(t *testing.T) {
 		{5, "code", "agent_exited"},
 	})
 }
+
+// A notice is not the agent's: agentd posts one whenever its disk fills
+// up or the agent writes a line it cannot read, in the middle of a text
+// block as anywhere. The agent's block goes on, and its final text (an
+// id-less text_end) is the whole block's: the text streamed before the
+// notice must not be shown twice, once alone and once in the final text.
+func TestNoticeMidTextKeepsOneBlock(t *testing.T) {
+	log := decodeLog(t,
+		`{"type":"turn_started","turnId":"t1","source":"user"}`,
+		`{"type":"text_delta","delta":"Hello, "}`,
+		`{"type":"notice","level":"warning","message":"agentd: no space left","code":"outbox_no_space"}`,
+		`{"type":"text_delta","delta":"world"}`,
+		`{"type":"text_end","text":"Hello, world"}`,
+		`{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}`,
+	)
+	checkFields(t, log, []field{
+		{2, "text", "Hello, world"},
+		{2, "status", "done"},
+		{3, "code", "outbox_no_space"},
+	})
+	if n := reducer.Fold(log).Len(); n != 3 {
+		t.Fatalf("%d artifacts; want the turn, one text block and the notice", n)
+	}
+}
