@@ -232,3 +232,31 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 		t.Fatalf("ticket stream: %+v", e)
 	}
 }
+
+// A request the agent made outside a turn waits for no one once the agent
+// has exited: the inbox drops it, as it does a request whose turn ended.
+func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn"),
+		ev("permission_requested", "id", "r1", "title", "Run it?", "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	})
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 {
+		t.Fatalf("GET /approvals = %+v; want the request", list)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", ev("agent_exited", "code", 1))
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 0 {
+		t.Fatalf("GET /approvals after agent_exited = %+v; want none", list)
+	}
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.PendingApprovals != 0 {
+		t.Fatalf("pendingApprovals %d after agent_exited; want 0", rec.PendingApprovals)
+	}
+}
