@@ -58,7 +58,7 @@ func TestAgentExitedClosesWhatNoTurnHolds(t *testing.T) {
 		`{"type":"text_delta","delta":"late"}`,
 		`{"type":"tool_call_start","id":"c1","name":"shell"}`,
 		`{"type":"permission_requested","id":"p1","title":"ok?","options":[{"id":"y","name":"Yes","kind":"allow_once"}]}`,
-		`{"type":"agent_exited","exitStatus":1}`,
+		`{"type":"agent_exited","code":1}`,
 	)
 	checkFields(t, log, []field{
 		{2, "status", "done"},
