@@ -156,6 +156,7 @@ func checkProperties(tb testing.TB, log []protocol.Event) {
 		for _, c := range reducer.Coalesce(changes) {
 			coalesced.apply(tb, c)
 		}
+		checkTruth(tb, s, ev, changes)
 	}
 	want := indent(tb, s.Artifacts())
 	if got := indent(tb, plain.list()); !bytes.Equal(got, want) {
@@ -323,6 +324,10 @@ func FuzzFold(f *testing.F) {
 	f.Add([]byte{1, 0, 3, 1, 4, 1, 22, 0})
 	f.Add([]byte{1, 0, 7, 2, 8, 2, 11, 2, 12, 1, 13, 0, 22, 1, 1, 1})
 	f.Add([]byte{5, 0, 5, 1, 6, 0, 9, 0, 10, 0, 16, 1, 17, 1, 2, 0})
+	// A tool call and a permission after the turn ended, then the agent exits.
+	f.Add([]byte{1, 0, 22, 0, 9, 0, 31, 0, 5, 0, 2, 0})
+	// A notice and an interrupted turn amid id-less text.
+	f.Add([]byte{1, 0, 5, 0, 24, 0, 5, 0, 26, 0, 28, 0})
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		if len(prog) > 400 {
 			prog = prog[:400]
@@ -338,7 +343,7 @@ func FuzzFold(f *testing.F) {
 				t.Fatal(err)
 			}
 			if _, err := protocol.DecodeEvents(raw); err != nil {
-				t.Fatalf("template %d built an invalid event: %v", prog[i]%24, err)
+				t.Fatalf("template %d built an invalid event: %v", prog[i]%32, err)
 			}
 			log = append(log, ev)
 		}
@@ -352,7 +357,7 @@ func template(op, arg byte) protocol.Event {
 	one := 1
 	opts := []protocol.PermissionOption{{ID: "y", Name: "Yes", Kind: protocol.AllowOnce}, {ID: "n", Name: "No", Kind: protocol.RejectOnce}}
 	stops := []protocol.StopReason{protocol.StopEndTurn, protocol.StopCancelled, protocol.StopError, protocol.StopRefusal}
-	switch op % 24 {
+	switch op % 32 {
 	case 0:
 		return protocol.Event{Type: protocol.EventHeartbeat}
 	case 1:
@@ -400,7 +405,94 @@ func template(op, arg byte) protocol.Event {
 		return protocol.Event{Type: protocol.EventSessionInfo, Summary: "s" + id}
 	case 22:
 		return protocol.Event{Type: protocol.EventTurnCompleted, StopReason: stops[int(arg)%len(stops)]}
+	case 24:
+		return protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: "n" + id}
+	case 25:
+		return protocol.Event{Type: protocol.EventToolCallUpdate, ID: id, Status: []protocol.ToolStatus{protocol.ToolCompleted, protocol.ToolPending, protocol.ToolDenied}[int(arg)%3]}
+	case 26:
+		return protocol.Event{Type: protocol.EventTextEnd, Text: "end " + id}
+	case 27:
+		return protocol.Event{Type: protocol.EventTurnCompleted, TurnID: "t" + id, StopReason: stops[int(arg)%len(stops)]}
+	case 28:
+		return protocol.Event{Type: protocol.EventTurnCompleted, StopReason: protocol.StopInterrupted, Error: "gone"}
+	case 29:
+		return protocol.Event{Type: protocol.EventReasoningDelta, ID: "r" + id, Delta: "r" + id}
+	case 30:
+		return protocol.Event{Type: protocol.EventToolCallEnd, ID: id, Status: protocol.ToolFailed, Error: "e"}
+	case 31:
+		return protocol.Event{Type: protocol.EventPermissionRequested, ID: "p" + id, Title: "ok?", Options: opts}
 	default:
 		return protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: "a", Protocol: "native"}}
+	}
+}
+
+// underWay says whether an artifact claims something is still under way.
+func underWay(a *protocol.Artifact) bool {
+	st := a.String("status")
+	switch a.Type {
+	case protocol.ArtifactTurn:
+		return st == string(protocol.TurnRunning)
+	case protocol.ArtifactAssistantText, protocol.ArtifactReasoning:
+		return st == string(protocol.BlockStreaming)
+	case protocol.ArtifactToolCall:
+		switch protocol.ToolStatus(st) {
+		case protocol.ToolPending, protocol.ToolAwaitingApproval, protocol.ToolRunning:
+			return true
+		}
+	case protocol.ArtifactPermission:
+		return st == string(protocol.PermissionPending)
+	}
+	return false
+}
+
+// checkTruth holds the artifacts after ev to what is true whatever the
+// agent sends: at most one turn runs, and it is the open one; a tool
+// awaits approval only while a permission naming it is pending; a turn
+// that ends leaves nothing of its own under way; after agent_exited
+// nothing is.
+func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event, changes []reducer.Change) {
+	tb.Helper()
+	arts := s.Artifacts()
+	running := 0
+	pendingFor := map[string]bool{}
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactTurn && underWay(a) {
+			running++
+		}
+		if a.Type == protocol.ArtifactPermission && underWay(a) {
+			pendingFor[a.String("toolCallId")] = true
+		}
+	}
+	if running > 1 || (running == 1) != s.TurnOpen() {
+		tb.Fatalf("after %s: %d turns running; a turn is open: %v", ev.Type, running, s.TurnOpen())
+	}
+	ended := map[int64]bool{}
+	for _, c := range changes {
+		if c.Kind == reducer.Set && c.Field == "endedAt" {
+			ended[c.Seq] = true
+		}
+	}
+	// owner is the seq of the turn an artifact was created in.
+	owner, newest := map[int64]int64{}, map[string]int64{}
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactTurn {
+			newest[a.ID] = a.Seq
+		} else if a.TurnID != "" {
+			owner[a.Seq] = newest[a.TurnID]
+		}
+	}
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactToolCall && a.String("status") == string(protocol.ToolAwaitingApproval) && !pendingFor[a.ID] {
+			tb.Fatalf("after %s: tool call %s awaits approval, and no permission for it is pending", ev.Type, a.ID)
+		}
+		if a.Type == protocol.ArtifactTurn || !underWay(a) {
+			continue
+		}
+		if ended[owner[a.Seq]] {
+			tb.Fatalf("after %s: turn %s ended, and its %s %s is %s", ev.Type, a.TurnID, a.Type, a.ID, a.String("status"))
+		}
+		if ev.Type == protocol.EventAgentExited {
+			tb.Fatalf("after agent_exited: %s %s is %s", a.Type, a.ID, a.String("status"))
+		}
 	}
 }
