@@ -129,7 +129,7 @@ func watchSessions(ctx context.Context, cl *client.Client, project string, asJSO
 // on stdout stays clean.
 func retryNotice(e *env) func(error, time.Duration) {
 	return func(err error, wait time.Duration) {
-		fmt.Fprintf(e.stderr, "rein: stream interrupted (%v); reconnecting in %s\n", err, wait.Round(time.Millisecond))
+		fmt.Fprintf(e.stderr, "rein: stream interrupted (%s); reconnecting in %s\n", cleanText(err.Error()), wait.Round(time.Millisecond))
 	}
 }
 

@@ -176,7 +176,7 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			}
 			pending[k] = *ev.Approval
 			if ready {
-				fmt.Fprintf(e.stdout, "+ %s: %s\n", k, ev.Approval.Title)
+				fmt.Fprintf(e.stdout, "+ %s: %s\n", cleanLine(k), cleanLine(ev.Approval.Title))
 			}
 		case protocol.SSEApprovalResolved:
 			k := ev.Resolved.SessionID + "/" + ev.Resolved.RequestID
@@ -189,7 +189,7 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			}
 			if ready {
 				d := ev.Resolved.Decision
-				fmt.Fprintf(e.stdout, "- %s: %s by %s\n", k, d.Status, d.DecidedBy)
+				fmt.Fprintf(e.stdout, "- %s: %s by %s\n", cleanLine(k), cleanLine(string(d.Status)), cleanLine(d.DecidedBy))
 			}
 		case protocol.SSESnapshotComplete:
 			if ev.Complete.Full {
@@ -227,7 +227,7 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 		for _, o := range a.Options {
 			opts = append(opts, o.ID+"("+string(o.Kind)+")")
 		}
-		rows = append(rows, []string{strconv.Itoa(i + 1), a.SessionID, a.RequestID, age(now, a.RequestedAt), truncate(tool, 20), truncate(a.Title, 50), strings.Join(opts, " ")})
+		rows = append(rows, []string{strconv.Itoa(i + 1), cleanLine(a.SessionID), cleanLine(a.RequestID), age(now, a.RequestedAt), truncate(cleanLine(tool), 20), truncate(cleanLine(a.Title), 50), cleanLine(strings.Join(opts, " "))})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {

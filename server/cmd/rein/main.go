@@ -56,7 +56,9 @@ func run(ctx context.Context, args []string, e *env) int {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return 130
 	}
-	fmt.Fprintln(e.stderr, "rein:", err)
+	// An error can carry what the server or the agent chose (a message,
+	// an option id): cleaned like the transcript.
+	fmt.Fprintln(e.stderr, "rein:", cleanText(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
@@ -262,7 +264,7 @@ func commandClient(c *cli.Context, e *env) (*client.Client, error) {
 		return nil, err
 	}
 	cl.OnRetry = func(err error, wait time.Duration) {
-		fmt.Fprintf(e.stderr, "rein: sending the command failed (%v); sending it again in %s (it is stored once)\n", err, wait.Round(time.Millisecond))
+		fmt.Fprintf(e.stderr, "rein: sending the command failed (%s); sending it again in %s (it is stored once)\n", cleanText(err.Error()), wait.Round(time.Millisecond))
 	}
 	return cl, nil
 }

@@ -643,3 +643,56 @@ func TestQueuedAndInitialPrompts(t *testing.T) {
 		t.Errorf("first sandbox got %+v, want %+v", got, want)
 	}
 }
+
+// TestAgentTextCannotDriveTheTerminal: what an agent writes (its text, a
+// tool's output and name, a permission's title, a summary) reaches the
+// user's terminal through rein watch, rein sessions and rein inbox. Its
+// control characters would be commands to the terminal (rewrite what was
+// printed, set the title or the clipboard with OSC 52): rein prints them
+// escaped, never raw.
+func TestAgentTextCannotDriveTheTerminal(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"hi \u001b[31mred"},
+		{"type":"reasoning_delta","id":"r1","delta":"think\u001b[2J"},
+		{"type":"text_delta","id":"m1","delta":"x\u001b]52;c;ZXZpbA==\u0007y\r\n"},
+		{"type":"text_end","id":"m1"},
+		{"type":"tool_call_start","id":"c1","name":"sh\u009b1m","title":"ls\u001b[5m"},
+		{"type":"tool_output_delta","id":"c1","delta":"out\u001b[?1049h\r\n"},
+		{"type":"tool_call_end","id":"c1","status":"failed","error":"e\u001b[1A"},
+		{"type":"notice","level":"warning","message":"m\u001b[8m"},
+		{"type":"plan_updated","id":"plan","entries":[{"content":"p\u001b[1m","status":"pending"}]},
+		{"type":"file_changed","path":"f\u001b[1m","change":"update","diff":"-a\u001b[1m\n"},
+		{"type":"permission_requested","id":"p1","title":"t\u001b]0;title\u0007","options":[{"id":"a","name":"A\u001b[1m","kind":"allow_once"}]},
+		{"type":"session_info","summary":"sum\u001b[41m\nsecond line"}]`)
+
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "watch", "s1") }()
+	waitFor(t, &out, "rein deny s1 p1")
+	cancel()
+	<-done
+	for name, got := range map[string]string{
+		"watch":    out.String(),
+		"sessions": mustRein(t, s.URL(), "sessions"),
+		"inbox":    mustRein(t, s.URL(), "inbox"),
+	} {
+		if i := strings.IndexFunc(got, func(r rune) bool {
+			return r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0))
+		}); i >= 0 {
+			t.Errorf("rein %s printed control character %q:\n%q", name, got[i:i+1], got)
+		}
+		if !strings.Contains(got, `\x1b`) {
+			t.Errorf("rein %s does not show the escape as \\x1b:\n%s", name, got)
+		}
+	}
+	if want := "x\\x1b]52;c;ZXZpbA==\\x07y\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("watch: no %q (CRLF shown as a line end) in\n%s", want, out.String())
+	}
+	if got, want := mustRein(t, s.URL(), "sessions"), `sum\x1b[41m\x0asecond line`+"\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("sessions: want the summary on one line, ending %q:\n%s", want, got)
+	}
+}

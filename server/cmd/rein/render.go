@@ -77,6 +77,9 @@ func newTranscript(w io.Writer, color bool, session string) *transcript {
 // Event renders one stream event; a is the artifact it changed, as the
 // client's model now holds it (nil for events that change none).
 func (t *transcript) Event(ev client.ArtifactEvent, a *protocol.Artifact) {
+	// Everything printed below comes from the artifact: cleaned once
+	// here, no agent text reaches the terminal as a control sequence.
+	a = cleanArtifact(a)
 	switch ev.Name {
 	case client.EventConnected:
 		t.replaying, t.held = true, map[int64]*protocol.Artifact{}
@@ -608,7 +611,7 @@ func sessionTable(w io.Writer, list []protocol.Session, now time.Time, color boo
 	}
 	rows := [][]string{{"ID", "STATUS", "PROJECT", "AGE", "SUMMARY"}}
 	for _, s := range list {
-		rows = append(rows, []string{s.ID, string(s.Status), orDash(s.Project), age(now, s.CreatedAt), truncate(orDash(s.Summary), 60)})
+		rows = append(rows, []string{cleanLine(s.ID), cleanLine(string(s.Status)), cleanLine(orDash(s.Project)), age(now, s.CreatedAt), truncate(cleanLine(orDash(s.Summary)), 60)})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {
