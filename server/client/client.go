@@ -26,7 +26,8 @@ type Client struct {
 	base  string
 	token string
 	// HTTP sends every request and opens the streams. Never give it a
-	// Timeout: for a stream that would cover reading the whole body.
+	// Timeout: for a stream that would cover reading the whole body. One
+	// of your own should keep New's CheckRedirect (see RedirectError).
 	HTTP *http.Client
 	// OnRetry, when set, is called before Command sends a command again
 	// after err, in wait.
@@ -42,7 +43,35 @@ func New(base, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server address %q: want http://host:port or https://host:port", base)
 	}
-	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{}}, nil
+	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{CheckRedirect: keepMethod}}, nil
+}
+
+// RedirectError is a request refused at a redirect that would have
+// changed its method.
+type RedirectError struct {
+	Method, Path string
+	// To is where the server (or a proxy in front of it) sent it.
+	To string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("%s %s was redirected to %s, where it would arrive as a GET and do nothing: use that address as the server's", e.Method, e.Path, e.To)
+}
+
+// keepMethod is the client's redirect policy. net/http follows a 301,
+// 302 or 303 answer to a POST or DELETE with a GET of the new address: a
+// server behind a proxy that redirects http to https would "answer" rein
+// rm with the session it read, and the session would stay. So a redirect
+// that changes the method is an error, sent nowhere; 307 and 308, which
+// keep it, and redirects of a GET are followed.
+func keepMethod(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if first := via[0]; req.Method != first.Method {
+		return &RedirectError{Method: first.Method, Path: first.URL.Path, To: req.URL.String()}
+	}
+	return nil
 }
 
 // Base returns the server's base URL.
@@ -299,7 +328,8 @@ func resendable(err error) bool {
 		return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
 	}
 	var cert *tls.CertificateVerificationError
-	return !errors.As(err, &cert)
+	var redirect *RedirectError
+	return !errors.As(err, &cert) && !errors.As(err, &redirect)
 }
 
 // idempotentCommands reports whether the server's discovery manifest has

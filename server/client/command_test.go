@@ -182,3 +182,34 @@ func TestCommandNotResentOnUntrustedCertificate(t *testing.T) {
 		t.Fatalf("prompt to an untrusted server: %v, %d requests reached it; want the certificate error at once", err, posts.Load())
 	}
 }
+
+// TestRedirectThatChangesTheMethod: a front that redirects every request
+// to the server's own address with a 301 (as a proxy sending http to
+// https does). net/http would follow a DELETE or POST with a GET, which
+// reads the session and answers 200: rein rm said "deleted" and the
+// session stayed. The client refuses such a redirect, says where it
+// pointed, and does not resend a command into it; a GET follows it.
+func TestRedirectThatChangesTheMethod(t *testing.T) {
+	_, _, direct := front(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, direct.Base()+r.URL.RequestURI(), http.StatusMovedPermanently)
+	}))
+	t.Cleanup(srv.Close)
+	c, _ := client.New(srv.URL, "")
+	c.OnRetry = func(err error, _ time.Duration) { t.Errorf("command resent after %v", err) }
+
+	var re *client.RedirectError
+	err := c.DeleteSession(t.Context(), "s")
+	if !errors.As(err, &re) || re.Method != http.MethodDelete || re.To != direct.Base()+"/sessions/s" {
+		t.Errorf("delete through a 301: %v", err)
+	}
+	if _, err := c.Prompt(t.Context(), "s", "hi"); !errors.As(err, &re) || re.Method != http.MethodPost {
+		t.Errorf("prompt through a 301: %v", err)
+	}
+	if _, err := c.Session(t.Context(), "s"); err != nil {
+		t.Errorf("the session is gone, or a GET does not follow the redirect: %v", err)
+	}
+	if n := pendingOf(t, direct); n != 0 {
+		t.Errorf("the session has %d commands", n)
+	}
+}
