@@ -67,15 +67,34 @@ func needsClean(s string, multiline bool) bool {
 	return false
 }
 
+// streamedField is the field of an artifact of type typ that grows by
+// deltas ("" for none): streamField cleans only what it prints of it, the
+// new part, rather than cleanArtifact copying the whole of a long
+// output (with a colour escape in it) on every delta.
+func streamedField(typ protocol.ArtifactType) string {
+	switch typ {
+	case protocol.ArtifactAssistantText, protocol.ArtifactReasoning:
+		return "text"
+	case protocol.ArtifactToolCall:
+		return "output"
+	}
+	return ""
+}
+
 // cleanArtifact returns a with every string in it, however deep (plan
-// entries, permission options, tool input), cleaned by cleanText; a
-// itself when it holds nothing to clean.
+// entries, permission options, tool input), cleaned by cleanText, but
+// its streamed field (streamedField); a itself when it holds nothing to
+// clean.
 func cleanArtifact(a *protocol.Artifact) *protocol.Artifact {
 	if a == nil {
 		return nil
 	}
+	skip := streamedField(a.Type)
 	dirty := needsClean(a.ID, true) || needsClean(a.TurnID, true)
-	for _, v := range a.Fields {
+	for k, v := range a.Fields {
+		if k == skip {
+			continue
+		}
 		if dirty = dirty || dirtyValue(v); dirty {
 			break
 		}
@@ -87,6 +106,10 @@ func cleanArtifact(a *protocol.Artifact) *protocol.Artifact {
 	c.ID, c.TurnID = cleanText(a.ID), cleanText(a.TurnID)
 	c.Fields = make(map[string]any, len(a.Fields))
 	for k, v := range a.Fields {
+		if k == skip {
+			c.Fields[k] = v
+			continue
+		}
 		c.Fields[k] = cleanValue(v)
 	}
 	return &c

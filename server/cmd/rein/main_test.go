@@ -673,6 +673,9 @@ func TestAgentTextCannotDriveTheTerminal(t *testing.T) {
 	done := make(chan result, 1)
 	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "watch", "s1") }()
 	waitFor(t, &out, "rein deny s1 p1")
+	// Live, streamed text is printed delta by delta: each is cleaned.
+	postEvents(t, s, "s1", tok, `[{"type":"text_delta","id":"m2","delta":"live "},{"type":"text_delta","id":"m2","delta":"\u001b[1Adone\r\n"}]`)
+	waitFor(t, &out, "live \\x1b[1Adone\n")
 	cancel()
 	<-done
 	for name, got := range map[string]string{

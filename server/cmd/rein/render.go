@@ -252,11 +252,13 @@ func (t *transcript) streamField(a *protocol.Artifact, s *shownArtifact, field, 
 			if before != "" && t.cur != sl && resume != nil {
 				resume(now[len(before):])
 			}
-			t.stream(sl, prefix, style, now[len(before):])
+			// The field is not cleaned by cleanArtifact: its new part
+			// is, here (before and now are whole runes, so it is too).
+			t.stream(sl, prefix, style, cleanText(now[len(before):]))
 		}
 	} else {
 		t.line(t.p.paint(styleDim, prefix+"[revised]"))
-		t.stream(sl, prefix, style, now)
+		t.stream(sl, prefix, style, cleanText(now))
 	}
 	s.text[field] = now
 }
