@@ -274,7 +274,10 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 		}
 		select {
 		case <-ctx.Done():
-			return CommandResult{}, err
+			// Both: the caller stopped it (errors.Is(err,
+			// context.Canceled) is how a command line knows it was
+			// interrupted), and what the last send got.
+			return CommandResult{}, fmt.Errorf("%w while waiting to send the command again; the last send: %w", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		if ferr != nil {

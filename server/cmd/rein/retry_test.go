@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -87,5 +88,37 @@ func TestPromptIdempotencyKey(t *testing.T) {
 	r = rein(t, s.URL(), "prompt", "--idempotency-key", "two words", "s1", "x")
 	if r.code != 2 || r.stderr != "rein: --idempotency-key: must be 1 to 255 visible ASCII characters (no spaces)\n" {
 		t.Errorf("a malformed key: %+v", r)
+	}
+}
+
+// Ctrl-C while rein waits to send a command again ends it as any
+// interruption does: exit 130, no error printed as if it were the
+// outcome (the last send's 503).
+func TestCommandResendInterrupted(t *testing.T) {
+	s := startServer(t, app.Options{})
+	createSession(t, s, "s1")
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commands") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"code":"unavailable","message":"database unavailable"}`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, front.URL, "prompt", "--queue", "s1", "fix it") }()
+	waitFor(t, &errOut, "sending it again")
+	cancel() // as the SIGINT handler does
+	r := <-done
+	if r.code != 130 || strings.Contains(r.stderr, "rein: database unavailable") {
+		t.Errorf("interrupted while waiting to resend: exit %d, stderr %q; want 130 and no error", r.code, r.stderr)
 	}
 }
