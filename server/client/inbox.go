@@ -51,6 +51,9 @@ type ApprovalEvent struct {
 	// Name is EventConnected or the SSE event name
 	// (protocol.SSEApprovalSnapshot, ...).
 	Name string
+	// Rev is the event's revision (its SSE id), what a resume starts
+	// after; 0 for events sent without one (EventConnected, snapshots).
+	Rev int64
 	// Approval is set for approval_snapshot and approval_added.
 	Approval *protocol.Approval
 	// Resolved is set for approval_resolved.
@@ -71,6 +74,7 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 	var last int64
 	return c.follow(ctx, path, opts, &last, func(ev Event) error {
 		out := ApprovalEvent{Name: ev.Name}
+		out.Rev, _ = strconv.ParseInt(ev.ID, 10, 64)
 		var err error
 		switch ev.Name {
 		case protocol.SSEApprovalSnapshot, protocol.SSEApprovalAdded:

@@ -160,7 +160,13 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			case ev.Complete != nil:
 				data = ev.Complete
 			}
-			return printJSON(e.stdout, map[string]any{"event": ev.Name, "data": data})
+			// As rein watch --json prints its events: with the id a
+			// script resumes after (the README promises it).
+			return printJSON(e.stdout, struct {
+				Event string `json:"event"`
+				ID    int64  `json:"id,omitempty"`
+				Data  any    `json:"data"`
+			}{ev.Name, ev.Rev, data})
 		}
 		switch ev.Name {
 		case client.EventConnected:

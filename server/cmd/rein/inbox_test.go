@@ -172,3 +172,36 @@ func checkKeys(t *testing.T, what string, v any) {
 }
 
 var lowerCamel = regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`)
+
+// rein inbox --follow --json prints each event as {"event","id","data"},
+// the id being the revision a script resumes after (as the README says
+// of every --json stream): the snapshot's end and each change carry it.
+func TestInboxFollowJSON(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "inbox", "--follow", "--json") }()
+	waitFor(t, &out, `"snapshot_complete"`)
+	postEvents(t, s, "s1", tok, strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-a", 1), "%s", "make"))
+	waitFor(t, &out, `"approval_added"`)
+	cancel()
+	<-done
+	var last int64
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev struct {
+			Event string          `json:"event"`
+			ID    int64           `json:"id"`
+			Data  json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if ev.ID <= last || len(ev.Data) == 0 {
+			t.Errorf("line %q: want an id above %d and data", l, last)
+		}
+		last = ev.ID
+	}
+}
