@@ -241,7 +241,20 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	token := c.String("token")
 	if f := c.String("token-file"); f != "" {
 		if token != "" && c.IsSet("token") && c.IsSet("token-file") {
-			return nil, usageError{"give --token or --token-file, not both"}
+			// Either may come from the environment (the README's
+			// setup exports REIN_API_TOKEN_FILE): name it, or the user
+			// who typed one flag is told of a second they never gave.
+			msg := "give --token or --token-file, not both"
+			var set []string
+			for _, v := range []string{"REIN_API_TOKEN", "REIN_API_TOKEN_FILE"} {
+				if os.Getenv(v) != "" {
+					set = append(set, v)
+				}
+			}
+			if len(set) > 0 {
+				msg += fmt.Sprintf(" (%s, set in the environment, counts as the flag; unset it)", strings.Join(set, " and "))
+			}
+			return nil, usageError{msg}
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -699,3 +699,19 @@ func TestAgentTextCannotDriveTheTerminal(t *testing.T) {
 		t.Errorf("sessions: want the summary on one line, ending %q:\n%s", want, got)
 	}
 }
+
+// A token flag that clashes with the other's environment variable (the
+// README's setup exports REIN_API_TOKEN_FILE) is refused naming that
+// variable, not only a flag the user did not type.
+func TestTokenFlagAndEnvironment(t *testing.T) {
+	s := startServer(t, app.Options{})
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REIN_API_TOKEN_FILE", file)
+	r := rein(t, s.URL(), "--token", testToken, "sessions")
+	if want := "rein: give --token or --token-file, not both (REIN_API_TOKEN_FILE, set in the environment, counts as the flag; unset it)\n"; r.code != 2 || r.stderr != want {
+		t.Errorf("--token with REIN_API_TOKEN_FILE set: exit %d, stderr %q; want 2, %q", r.code, r.stderr, want)
+	}
+}
