@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -164,12 +165,43 @@ func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Hea
 		return nil, errorFrom(resp)
 	}
 	if out == nil {
+		// rein-server answers a DELETE with 204 and nothing; a page is
+		// a proxy's (a login or block page), and the request may never
+		// have reached the server: not a success.
+		if mediaType(resp) == "text/html" {
+			return nil, notServers(resp, "")
+		}
 		return resp.Header, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		if mt := mediaType(resp); mt != "application/json" {
+			return nil, notServers(resp, "JSON")
+		}
 		return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
 	return resp.Header, nil
+}
+
+// mediaType is the answer's Content-Type without parameters, lower case.
+func mediaType(resp *http.Response) string {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
+}
+
+// notServers is the error for a 2xx answer that is not rein-server's
+// (want: what it should have been, "" for nothing at all): said as such,
+// rather than as "invalid character '<'", or as a success.
+func notServers(resp *http.Response, want string) error {
+	what := "an answer"
+	if want != "" {
+		what = want
+	}
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "no Content-Type"
+	}
+	return fmt.Errorf("%s %s: the answer (HTTP %s, %s) is not rein-server's %s: is the server address right, or is a proxy or login page in the way?",
+		resp.Request.Method, resp.Request.URL.Path, resp.Status, ct, what)
 }
 
 func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }

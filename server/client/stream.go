@@ -295,6 +295,13 @@ func (c *Client) OpenStream(ctx context.Context, path, lastEventID string) (io.R
 		defer resp.Body.Close()
 		return nil, errorFrom(resp)
 	}
+	if mediaType(resp) != "text/event-stream" {
+		// A proxy's page read as a stream has no events and ends:
+		// following it would say "the server ended the stream" at
+		// every reconnect, never why.
+		resp.Body.Close()
+		return nil, notServers(resp, "event stream")
+	}
 	return resp.Body, nil
 }
 

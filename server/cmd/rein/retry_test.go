@@ -122,3 +122,40 @@ func TestCommandResendInterrupted(t *testing.T) {
 		t.Errorf("interrupted while waiting to resend: exit %d, stderr %q; want 130 and no error", r.code, r.stderr)
 	}
 }
+
+// A proxy's page answered with 200 (a login or block page) is not
+// rein-server's answer: rein rm does not report the session deleted, rein
+// sessions says what it got instead of "invalid character '<'", and rein
+// watch says why it reconnects instead of "the server ended the stream".
+func TestProxyPageIsNotAnAnswer(t *testing.T) {
+	s := startServer(t, app.Options{})
+	createSession(t, s, "s1")
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<html><body>Please sign in</body></html>")
+	}))
+	defer front.Close()
+
+	const page = "(HTTP 200 OK, text/html; charset=utf-8) is not rein-server's"
+	r := rein(t, front.URL, "rm", "s1")
+	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "DELETE /sessions/s1: the answer "+page+" an answer") {
+		t.Errorf("rm through a sign-in page: %+v", r)
+	}
+	cl, _ := client.New(s.URL(), testToken)
+	if _, err := cl.Session(t.Context(), "s1"); err != nil {
+		t.Errorf("session s1 after rm through a sign-in page: %v", err)
+	}
+	r = rein(t, front.URL, "sessions")
+	if r.code != 1 || !strings.Contains(r.stderr, "GET /sessions: the answer "+page+" JSON") {
+		t.Errorf("sessions through a sign-in page: %+v", r)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, front.URL, "watch", "s1") }()
+	waitFor(t, &errOut, "GET /sessions/s1/stream: the answer "+page+" event stream")
+	cancel()
+	<-done
+}
