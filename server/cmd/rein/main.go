@@ -287,6 +287,10 @@ func commandClient(c *cli.Context, e *env) (*client.Client, error) {
 // ("rein inbox approve").
 func args(c *cli.Context, min, max int) ([]string, error) {
 	a := c.Args().Slice()
+	if max == 0 && len(a) > 0 {
+		// Its usage line has nothing after the name to show.
+		return nil, usageError{fmt.Sprintf("%s takes no arguments; got %q", c.Command.HelpName, strings.Join(a, " "))}
+	}
 	if len(a) < min || (max >= 0 && len(a) > max) {
 		return nil, usageError{fmt.Sprintf("usage: %s %s", c.Command.HelpName, c.Command.ArgsUsage)}
 	}

@@ -371,6 +371,7 @@ func TestErrors(t *testing.T) {
 		{"exists", []string{"create", "s1"}, 1, "rein: session \"s1\" already exists (if you created it and do not have its sandbox token, rein token s1 gives it a new one) (conflict)\n"},
 		{"bad id", []string{"create", "a b"}, 1, "rein: session id: may contain only letters, digits, '.', '_' and '-' (found ' ') (invalid)\n"},
 		{"missing arg", []string{"prompt", "s1"}, 2, "rein: usage: rein prompt ID TEXT...\n"},
+		{"no args taken", []string{"ls", "s1"}, 2, "rein: rein sessions takes no arguments; got \"s1\"\n"},
 		{"bad flag", []string{"watch", "s1", "--bogus"}, 2, "rein: flag provided but not defined: -bogus\n"},
 		{"unknown command", []string{"bogus", "s1"}, 2, "rein: unknown command \"bogus\"; commands: sessions, create, token, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
 		{"no help command", []string{"help"}, 2, "rein: unknown command \"help\"; commands: sessions, create, token, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
