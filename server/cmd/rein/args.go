@@ -58,7 +58,15 @@ func permute(app *cli.App, args []string) []string {
 		case strings.HasPrefix(a, "-") && a != "-":
 			out = append(out, a)
 			help = help || isHelp(a)
-			if takesValue(flags, a) && j+1 < len(rest) {
+			if takesValue(flags, a) {
+				if j+1 == len(rest) {
+					// Its value is missing ("rein create s1
+					// --prompt"): left last, urfave/cli says "flag
+					// needs an argument". Followed by the "--" below,
+					// it would take "--" as its value, and the
+					// session would get the prompt "--".
+					return out
+				}
 				j++
 				out = append(out, rest[j])
 			}

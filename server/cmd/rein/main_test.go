@@ -373,6 +373,8 @@ func TestErrors(t *testing.T) {
 		{"missing arg", []string{"prompt", "s1"}, 2, "rein: usage: rein prompt ID TEXT...\n"},
 		{"no args taken", []string{"ls", "s1"}, 2, "rein: rein sessions takes no arguments; got \"s1\"\n"},
 		{"bad flag", []string{"watch", "s1", "--bogus"}, 2, "rein: flag provided but not defined: -bogus\n"},
+		{"flag without value", []string{"create", "s2", "--prompt"}, 2, "rein: flag needs an argument: -prompt\n"},
+		{"flag without value last", []string{"prompt", "--queue", "s1", "hi", "--idempotency-key"}, 2, "rein: flag needs an argument: -idempotency-key\n"},
 		{"unknown command", []string{"bogus", "s1"}, 2, "rein: unknown command \"bogus\"; commands: sessions, create, token, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
 		{"no help command", []string{"help"}, 2, "rein: unknown command \"help\"; commands: sessions, create, token, rm, prompt, abort, approve, deny, inbox, verify, watch\n"},
 		{"unknown subcommand", []string{"inbox", "bogus", "--follow"}, 2, "rein: unknown command \"inbox bogus\"; inbox commands: approve, deny\n"},
