@@ -56,6 +56,9 @@ type transcript struct {
 	// seq order, which is the transcript's order.
 	replaying bool
 	held      map[int64]*protocol.Artifact
+	// sent: the seqs this connection's replay sent (held may also have
+	// those of a replay cut before its end).
+	sent map[int64]bool
 }
 
 type slot struct {
@@ -82,14 +85,29 @@ func (t *transcript) Event(ev client.ArtifactEvent, a *protocol.Artifact) {
 	a = cleanArtifact(a)
 	switch ev.Name {
 	case client.EventConnected:
-		t.replaying, t.held = true, map[int64]*protocol.Artifact{}
+		// A replay cut before its snapshot_complete keeps what it
+		// held: the stream resumes after the last snapshot delivered,
+		// so the server does not send those again.
+		if !t.replaying {
+			t.held = map[int64]*protocol.Artifact{}
+		}
+		t.replaying, t.sent = true, map[int64]bool{}
 	case protocol.SSEArtifactSnapshot:
 		if t.replaying {
-			t.held[a.Seq] = a
+			t.held[a.Seq], t.sent[a.Seq] = a, true
 			return
 		}
 		t.render(a, false)
 	case protocol.SSESnapshotComplete:
+		if ev.Full {
+			// A full replay is the whole session: what a cut replay
+			// held and this one did not send is no longer in it.
+			for seq := range t.held {
+				if !t.sent[seq] {
+					delete(t.held, seq)
+				}
+			}
+		}
 		if ev.Full && t.wentBack() {
 			// What was printed above is no longer the session's: say so,
 			// and print the session as it now is, from its start.
@@ -182,7 +200,7 @@ func (t *transcript) flushReplay() {
 	for _, tu := range turns {
 		t.render(tu, false)
 	}
-	t.replaying, t.held = false, nil
+	t.replaying, t.held, t.sent = false, nil, nil
 }
 
 func (t *transcript) write(s string) { io.WriteString(t.w, s) }
