@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -136,16 +137,28 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 // followInbox prints the inbox after every (re)connection's snapshot and
 // a line per change, then the numbered list again.
 func followInbox(ctx context.Context, cl *client.Client, project string, asJSON bool, e *env) error {
-	var order []string // session/request, oldest first
-	pending := map[string]protocol.Approval{}
+	pending := map[string]protocol.Approval{} // by session/request
 	var fresh map[string]protocol.Approval
-	var freshOrder []string
 	ready := false
 	draw := func() {
-		list := make([]protocol.Approval, 0, len(order))
-		for _, k := range order {
-			list = append(list, pending[k])
+		list := make([]protocol.Approval, 0, len(pending))
+		for _, p := range pending {
+			list = append(list, p)
 		}
+		// Numbered as GET /approvals lists them, which is what rein
+		// inbox approve N counts in, not in arrival order: requests of
+		// one millisecond arrive in the agent's order, and "approve 1"
+		// read off this table would answer another request.
+		sort.Slice(list, func(i, j int) bool {
+			x, y := list[i], list[j]
+			if x.RequestedAt != y.RequestedAt {
+				return x.RequestedAt < y.RequestedAt
+			}
+			if x.SessionID != y.SessionID {
+				return x.SessionID < y.SessionID
+			}
+			return x.RequestID < y.RequestID
+		})
 		inboxTable(e.stdout, list, e.now(), e.color)
 	}
 	opts := client.StreamOptions{OnRetry: retryNotice(e)}
@@ -170,16 +183,12 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 		}
 		switch ev.Name {
 		case client.EventConnected:
-			fresh, freshOrder = map[string]protocol.Approval{}, nil
+			fresh = map[string]protocol.Approval{}
 		case protocol.SSEApprovalSnapshot:
 			k := ev.Approval.SessionID + "/" + ev.Approval.RequestID
 			fresh[k] = *ev.Approval
-			freshOrder = append(freshOrder, k)
 		case protocol.SSEApprovalAdded:
 			k := ev.Approval.SessionID + "/" + ev.Approval.RequestID
-			if _, ok := pending[k]; !ok {
-				order = append(order, k)
-			}
 			pending[k] = *ev.Approval
 			if ready {
 				fmt.Fprintf(e.stdout, "+ %s: %s\n", cleanLine(k), cleanLine(ev.Approval.Title))
@@ -187,19 +196,13 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 		case protocol.SSEApprovalResolved:
 			k := ev.Resolved.SessionID + "/" + ev.Resolved.RequestID
 			delete(pending, k)
-			for i, x := range order {
-				if x == k {
-					order = append(order[:i:i], order[i+1:]...)
-					break
-				}
-			}
 			if ready {
 				d := ev.Resolved.Decision
 				fmt.Fprintf(e.stdout, "- %s: %s by %s\n", cleanLine(k), cleanLine(string(d.Status)), cleanLine(d.DecidedBy))
 			}
 		case protocol.SSESnapshotComplete:
 			if ev.Complete.Full {
-				pending, order = fresh, freshOrder
+				pending = fresh
 			}
 			ready = true
 			draw()

@@ -205,3 +205,32 @@ func TestInboxFollowJSON(t *testing.T) {
 		last = ev.ID
 	}
 }
+
+// rein inbox --follow numbers the requests as rein inbox does, which is
+// what rein inbox approve N takes: oldest first, then by session and
+// request id. Numbered in arrival order instead, two requests of the same
+// millisecond (one batch of an agent whose ids are not in order) showed
+// swapped, and "approve 1" as read off the follow answered the other.
+func TestInboxFollowNumbersAsInbox(t *testing.T) {
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
+	tok := createSession(t, s, "s1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "inbox", "--follow") }()
+	waitFor(t, &out, "inbox empty")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"permission_requested","id":"perm-b","title":"run b","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]},
+		{"type":"permission_requested","id":"perm-a","title":"run a","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
+	list := mustRein(t, s.URL(), "inbox")
+	if !strings.Contains(list, "1  s1       perm-a") {
+		t.Fatalf("rein inbox:\n%s", list)
+	}
+	waitFor(t, &out, "+ s1/perm-a: run a\n")
+	cancel()
+	<-done
+	if got := out.String(); !strings.HasSuffix(got, "+ s1/perm-a: run a\n"+list) {
+		t.Errorf("inbox --follow printed\n%s\nwant it to end with the table of rein inbox\n%s", got, list)
+	}
+}
