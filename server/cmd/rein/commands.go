@@ -161,7 +161,7 @@ func writeDurably(path string, data []byte) error {
 }
 
 func cmdCreate(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func startAgentd(w io.Writer, base, id, tok, tokenFile string) {
 // one that was lost (a create whose answer never arrived: the server keeps
 // only the token's hash, so it cannot show it again).
 func cmdToken(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -312,7 +312,7 @@ func cmdToken(c *cli.Context, e *env) error {
 }
 
 func cmdRemove(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -328,7 +328,7 @@ func cmdRemove(c *cli.Context, e *env) error {
 }
 
 func cmdPrompt(c *cli.Context, e *env) error {
-	a, err := args(c, 2, -1)
+	a, err := sessionArgs(c, 2, -1)
 	if err != nil {
 		return err
 	}
@@ -367,7 +367,7 @@ func cmdPrompt(c *cli.Context, e *env) error {
 }
 
 func cmdAbort(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -394,7 +394,7 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	if approve {
 		maxArgs = 3
 	}
-	a, err := args(c, 2, maxArgs)
+	a, err := sessionArgs(c, 2, maxArgs)
 	if err != nil {
 		return err
 	}
@@ -475,7 +475,7 @@ func contains(list []string, s string) bool {
 }
 
 func cmdWatch(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}

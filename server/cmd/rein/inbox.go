@@ -264,7 +264,7 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 // from its exported event log and compare them with the recorded ones.
 // Exit status 1 names the first turn that does not match.
 func cmdVerify(c *cli.Context, e *env) error {
-	a, err := args(c, 1, 1)
+	a, err := sessionArgs(c, 1, 1)
 	if err != nil {
 		return err
 	}

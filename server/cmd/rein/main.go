@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
 )
 
@@ -293,6 +295,22 @@ func args(c *cli.Context, min, max int) ([]string, error) {
 	}
 	if len(a) < min || (max >= 0 && len(a) > max) {
 		return nil, usageError{fmt.Sprintf("usage: %s %s", c.Command.HelpName, c.Command.ArgsUsage)}
+	}
+	return a, nil
+}
+
+// sessionArgs is args for a command whose first argument is a session
+// id, which it checks as the server would before it goes into a URL: ""
+// or "a/b" names another route, and "/sessions//stream" is redirected to
+// the session stream, which rein watch "" followed, printing nothing,
+// forever. It is refused as the server refuses a bad id (exit 1).
+func sessionArgs(c *cli.Context, min, max int) ([]string, error) {
+	a, err := args(c, min, max)
+	if err != nil {
+		return nil, err
+	}
+	if err := protocol.ValidateSessionID(a[0]); err != nil {
+		return nil, &client.Error{Status: http.StatusBadRequest, Code: protocol.CodeOf(err), Message: err.Error()}
 	}
 	return a, nil
 }
