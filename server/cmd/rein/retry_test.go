@@ -8,26 +8,29 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
 )
 
-// A command the server could not take for now (503) is sent again with its
-// Idempotency-Key, and rein says so on stderr; the prompt is stored once.
-func TestCommandResent(t *testing.T) {
-	s := startServer(t, app.Options{})
-	createSession(t, s, "s1")
+// commandsFront is a proxy in front of s that answers the nth POST of a
+// command (from 1) with 503 while refuse(n), and passes everything else
+// on. sent returns each command POST's Idempotency-Key, in order.
+func commandsFront(t *testing.T, s *app.App, refuse func(n int) bool) (base string, sent func() []string) {
+	t.Helper()
 	target, _ := url.Parse(s.URL())
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	var posts atomic.Int32
+	var mu sync.Mutex
 	var keys []string
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commands") {
+			mu.Lock()
 			keys = append(keys, r.Header.Get("Idempotency-Key"))
-			if posts.Add(1) == 1 {
+			n := len(keys)
+			mu.Unlock()
+			if refuse(n) {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = io.WriteString(w, `{"code":"unavailable","message":"database unavailable"}`)
@@ -36,16 +39,29 @@ func TestCommandResent(t *testing.T) {
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	defer front.Close()
+	t.Cleanup(front.Close)
+	return front.URL, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), keys...)
+	}
+}
 
-	r := rein(t, front.URL, "prompt", "--queue", "s1", "fix it")
+// A command the server could not take for now (503) is sent again with its
+// Idempotency-Key, and rein says so on stderr; the prompt is stored once.
+func TestCommandResent(t *testing.T) {
+	s := startServer(t, app.Options{})
+	createSession(t, s, "s1")
+	front, sent := commandsFront(t, s, func(n int) bool { return n == 1 })
+
+	r := rein(t, front, "prompt", "--queue", "s1", "fix it")
 	if r.code != 0 || r.stdout != "prompt sent to s1 (command 1)\n" {
 		t.Fatalf("rein prompt through a 503: %+v", r)
 	}
 	if want := "rein: sending the command failed (database unavailable (unavailable)); sending it again in 250ms (it is stored once)\n"; r.stderr != want {
 		t.Errorf("stderr %q; want %q", r.stderr, want)
 	}
-	if len(keys) != 2 || keys[0] == "" || keys[0] != keys[1] {
+	if keys := sent(); len(keys) != 2 || keys[0] == "" || keys[0] != keys[1] {
 		t.Errorf("Idempotency-Keys sent: %q; want the same one twice", keys)
 	}
 	cl, err := client.New(s.URL(), testToken)
@@ -97,24 +113,13 @@ func TestPromptIdempotencyKey(t *testing.T) {
 func TestCommandResendInterrupted(t *testing.T) {
 	s := startServer(t, app.Options{})
 	createSession(t, s, "s1")
-	target, _ := url.Parse(s.URL())
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commands") {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"code":"unavailable","message":"database unavailable"}`)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	front, _ := commandsFront(t, s, func(int) bool { return true })
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var out, errOut syncBuffer
 	done := make(chan result, 1)
-	go func() { done <- reinTo(t, ctx, &out, &errOut, front.URL, "prompt", "--queue", "s1", "fix it") }()
+	go func() { done <- reinTo(t, ctx, &out, &errOut, front, "prompt", "--queue", "s1", "fix it") }()
 	waitFor(t, &errOut, "sending it again")
 	cancel() // as the SIGINT handler does
 	r := <-done
