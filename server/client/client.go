@@ -22,6 +22,12 @@ import (
 // DefaultServer is the address rein-server listens on by default.
 const DefaultServer = "http://127.0.0.1:4800"
 
+// DefaultRequestTimeout is New's RequestTimeout. rein-server answers
+// every request that is not a stream within its own deadlines (a commit
+// fails after seconds, not minutes), and the slowest read, a long
+// session's turns, takes seconds.
+const DefaultRequestTimeout = time.Minute
+
 // Client talks to one rein-server. The zero value is not usable: use New.
 type Client struct {
 	base  string
@@ -33,6 +39,12 @@ type Client struct {
 	// OnRetry, when set, is called before Command sends a command again
 	// after err, in wait.
 	OnRetry func(err error, wait time.Duration)
+	// RequestTimeout bounds each request that is not a stream, its
+	// answer read included (0: no bound). A server or a proxy that takes
+	// the connection and never answers would otherwise hold a command
+	// line until Ctrl-C; a command so cut is sent again with its key
+	// (Command). Streams have their own idle timeout (StreamOptions).
+	RequestTimeout time.Duration
 
 	idempotent atomic.Int32 // the server's idempotentCommands: 0 not known yet, 1 yes, 2 no
 }
@@ -44,7 +56,7 @@ func New(base, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server address %q: want http://host:port or https://host:port", base)
 	}
-	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{CheckRedirect: keepMethod}}, nil
+	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{CheckRedirect: keepMethod}, RequestTimeout: DefaultRequestTimeout}, nil
 }
 
 // RedirectError is a request refused at a redirect that would have
@@ -149,6 +161,19 @@ func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Hea
 		}
 		rd = bytes.NewReader(b)
 	}
+	parent := ctx
+	if c.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.RequestTimeout)
+		defer cancel()
+	}
+	// timedOut says so when the bound, not the caller, ended the request.
+	timedOut := func(err error) error {
+		if ctx.Err() != nil && parent.Err() == nil {
+			return fmt.Errorf("%s %s: no answer within %s (is the server, or a proxy in front of it, stuck?): %w", method, path, c.RequestTimeout, err)
+		}
+		return err
+	}
 	req, err := c.newRequest(ctx, method, path, rd)
 	if err != nil {
 		return nil, err
@@ -158,7 +183,7 @@ func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Hea
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, timedOut(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -177,7 +202,7 @@ func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Hea
 		if mt := mediaType(resp); mt != "application/json" {
 			return nil, notServers(resp, "JSON")
 		}
-		return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		return nil, timedOut(fmt.Errorf("%s %s: decode answer: %w", method, path, err))
 	}
 	return resp.Header, nil
 }

@@ -191,3 +191,39 @@ func TestStreamEndsOnLineTooLong(t *testing.T) {
 		t.Fatalf("err = %v after %d retries, %d connections; want ErrLineTooLong at once", err, retries, calls.Load())
 	}
 }
+
+// TestRequestTimeout: a server that takes the request and never answers
+// (a stuck proxy) ends a request at RequestTimeout, saying so, rather than
+// holding the caller for ever; the caller's own cancellation is not
+// reported as the bound's.
+func TestRequestTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(srv.URL, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RequestTimeout != DefaultRequestTimeout {
+		t.Fatalf("New's RequestTimeout %s; want %s", c.RequestTimeout, DefaultRequestTimeout)
+	}
+	c.RequestTimeout = 100 * time.Millisecond
+	_, err = c.Sessions(context.Background(), "")
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "GET /sessions: no answer within 100ms") {
+		t.Fatalf("Sessions from a server that never answers: %v", err)
+	}
+
+	c.RequestTimeout = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = c.Sessions(ctx, "")
+	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("Sessions cancelled by its caller: %v", err)
+	}
+}
