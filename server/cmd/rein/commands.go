@@ -161,15 +161,10 @@ func writeDurably(path string, data []byte) error {
 }
 
 func cmdCreate(c *cli.Context, e *env) error {
-	a, err := sessionArgs(c, 1, 1)
+	id, cl, err := oneSession(c)
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	id := a[0]
 	tokenFile := c.String("sandbox-token-file")
 	// Fail before creating the session, not after: the token is shown once.
 	if err := prepareTokenFile(tokenFile, os.O_EXCL); err != nil {
@@ -273,15 +268,11 @@ func startAgentd(w io.Writer, base, id, tok, tokenFile string) {
 // one that was lost (a create whose answer never arrived: the server keeps
 // only the token's hash, so it cannot show it again).
 func cmdToken(c *cli.Context, e *env) error {
-	a, err := sessionArgs(c, 1, 1)
+	id, cl, err := oneSession(c)
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	id, tokenFile := a[0], c.String("sandbox-token-file")
+	tokenFile := c.String("sandbox-token-file")
 	// Fail before rotating, not after: the old token stops working and
 	// the new one is shown once.
 	if err := prepareTokenFile(tokenFile, 0); err != nil {
@@ -312,18 +303,14 @@ func cmdToken(c *cli.Context, e *env) error {
 }
 
 func cmdRemove(c *cli.Context, e *env) error {
-	a, err := sessionArgs(c, 1, 1)
+	id, cl, err := oneSession(c)
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
+	if err := cl.DeleteSession(c.Context, id); err != nil {
 		return err
 	}
-	if err := cl.DeleteSession(c.Context, a[0]); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "deleted session %s\n", a[0])
+	fmt.Fprintf(e.stdout, "deleted session %s\n", id)
 	return nil
 }
 
@@ -475,15 +462,11 @@ func contains(list []string, s string) bool {
 }
 
 func cmdWatch(c *cli.Context, e *env) error {
-	a, err := sessionArgs(c, 1, 1)
+	id, cl, err := oneSession(c)
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	return watch(c.Context, cl, a[0], watchOptions{json: c.Bool("json"), untilIdle: c.Bool("until-idle"), grace: c.Duration("idle-grace")}, e)
+	return watch(c.Context, cl, id, watchOptions{json: c.Bool("json"), untilIdle: c.Bool("until-idle"), grace: c.Duration("idle-grace")}, e)
 }
 
 type watchOptions struct {

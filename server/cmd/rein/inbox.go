@@ -264,15 +264,11 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 // from its exported event log and compare them with the recorded ones.
 // Exit status 1 names the first turn that does not match.
 func cmdVerify(c *cli.Context, e *env) error {
-	a, err := sessionArgs(c, 1, 1)
+	id, cl, err := oneSession(c)
 	if err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	v, err := cl.Verify(c.Context, a[0], c.Int("page-size"))
+	v, err := cl.Verify(c.Context, id, c.Int("page-size"))
 	if err != nil {
 		return err
 	}
@@ -287,10 +283,10 @@ func cmdVerify(c *cli.Context, e *env) error {
 			recorded = "recorded when it ended"
 		}
 		return fmt.Errorf("session %s: turn %s (log positions %d-%d) does not match: digest %s %s, the log now gives %s; the stored events were changed at or before position %d",
-			a[0], m.ID, m.StartPos, *m.EndPos, *m.Digest, recorded, v.Computed, *m.EndPos)
+			id, m.ID, m.StartPos, *m.EndPos, *m.Digest, recorded, v.Computed, *m.EndPos)
 	}
 	if !c.Bool("json") {
-		fmt.Fprintf(e.stdout, "session %s: %d events, %d ended turns verified (%d digests recorded when the turn ended)\n", a[0], v.Events, v.Verified, v.Recorded)
+		fmt.Fprintf(e.stdout, "session %s: %d events, %d ended turns verified (%d digests recorded when the turn ended)\n", id, v.Events, v.Verified, v.Recorded)
 		if v.Recorded < v.Turns {
 			fmt.Fprintf(e.stdout, "note: %d turns have no recorded digest; their digest was computed from the log as it is and proves nothing\n", v.Turns-v.Recorded)
 		}

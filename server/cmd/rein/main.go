@@ -303,6 +303,17 @@ func args(c *cli.Context, min, max int) ([]string, error) {
 // id, which it checks as the server would before it goes into a URL: ""
 // or "a/b" names another route, and "/sessions//stream" is redirected to
 // the session stream, which rein watch "" followed, printing nothing,
+// oneSession is the start of every command whose only argument is a
+// session id: the id, checked, and a client.
+func oneSession(c *cli.Context) (string, *client.Client, error) {
+	a, err := sessionArgs(c, 1, 1)
+	if err != nil {
+		return "", nil, err
+	}
+	cl, err := newClient(c)
+	return a[0], cl, err
+}
+
 // forever. It is refused as the server refuses a bad id (exit 1).
 func sessionArgs(c *cli.Context, min, max int) ([]string, error) {
 	a, err := args(c, min, max)
