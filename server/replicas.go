@@ -225,6 +225,19 @@ func (w *writer) refresh(id string) {
 func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	id := rec.ID
 	old := w.sessions[id]
+	if old != nil && (rec.CreatedAt != old.rec.CreatedAt || rec.Version < old.rec.Version) {
+		// The session was deleted and created again under its id, and
+		// this replica did not hear of it while it was gone (the
+		// announcements were lost, or merged into one round). The new
+		// row's version counts from 0 again, so comparing versions would
+		// keep the old session here for good, and every commit of the
+		// id through this replica would expect a version the row never
+		// has again. (A row read here is never older than the cache:
+		// both are read and written by this goroutine, after the
+		// commits they saw.)
+		w.forget(id, old)
+		old = nil
+	}
 	if old != nil && rec.Version <= old.rec.Version {
 		return
 	}

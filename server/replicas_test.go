@@ -1,15 +1,18 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/pgtest"
 )
 
@@ -282,5 +285,71 @@ func TestReplicasIdempotentCommands(t *testing.T) {
 	}
 	if rec := ca.session("k"); rec.PendingCommands != 11 {
 		t.Fatalf("pendingCommands %d; want 11", rec.PendingCommands)
+	}
+}
+
+// deafStore is a replica's PostgreSQL store that passes on none of the
+// other replicas' announcements while deaf is set, as when they are lost
+// (a replica killed between its commit and its NOTIFY) or merged into one
+// while this replica was busy.
+type deafStore struct {
+	*postgres.Store
+	deaf atomic.Bool
+}
+
+func (d *deafStore) Watch(ctx context.Context, changed func(ids []string)) error {
+	return d.Store.Watch(ctx, func(ids []string) {
+		if ids == nil || !d.deaf.Load() {
+			changed(ids)
+		}
+	})
+}
+
+// startDeaf starts a replica on dsn whose store can be made deaf.
+func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
+	t.Helper()
+	pg, err := postgres.Open(t.Context(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	d := &deafStore{Store: pg}
+	return start(t, app.Options{Store: d}), d
+}
+
+// A session deleted and created again under its id on one replica, while
+// another replica heard of neither (or of both at once), is a new session
+// on that one too: its cached record of the old one, whose row version
+// the new row's is below, is dropped with its streams, and writes through
+// it reach the new session instead of failing on a row it never takes.
+func TestReplicasSessionCreatedAgain(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/r", nil)
+	for i := range 5 {
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old", "agentSeq", i+1)}, protocol.HeaderInstance, "i1")
+	}
+	// b writes the old session last, so it caches its newest row.
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old", "agentSeq", 6)}, protocol.HeaderInstance, "i1")
+	old := cb.stream("/sessions/r/stream")
+	newModel(t).readSnapshot(old)
+
+	deaf.deaf.Store(true)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/r", nil)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/r", nil)
+
+	var got protocol.EventsAccepted
+	cb.must(http.StatusAccepted, &got, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "new", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+	if got.Accepted != 1 || got.Duplicates != 0 {
+		t.Fatalf("the new session's first event through b: %+v; want it stored", got)
+	}
+	// The old session's follower on b is told it is gone.
+	old.expectEnd()
+	var arts []map[string]any
+	cb.must(http.StatusOK, &arts, "GET", "/sessions/r/artifacts", nil)
+	if len(arts) != 1 || !strings.Contains(fmt.Sprint(arts[0]), "new") || strings.Contains(fmt.Sprint(arts[0]), "old") {
+		t.Fatalf("the new session's artifacts through b: %v; want its one message, \"new\"", arts)
 	}
 }
