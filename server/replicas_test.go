@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
@@ -352,4 +353,86 @@ func TestReplicasSessionCreatedAgain(t *testing.T) {
 	if len(arts) != 1 || !strings.Contains(fmt.Sprint(arts[0]), "new") || strings.Contains(fmt.Sprint(arts[0]), "old") {
 		t.Fatalf("the new session's artifacts through b: %v; want its one message, \"new\"", arts)
 	}
+}
+
+// A replica whose LISTEN connection is killed (pg_terminate_backend, as a
+// database restart or a network cut ends it) listens again and reads
+// every session once more: what other replicas committed while it was
+// not listening reaches its session stream and approvals inbox, which
+// its poll of followed sessions does not cover, once each.
+func TestReplicasListenerKilled(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := start(t, app.Options{DBPath: dsn}), start(t, app.Options{DBPath: dsn})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	sessions := cb.stream("/sessions/stream")
+	for sessions.next().Event != protocol.SSESnapshotComplete {
+	}
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	// Wait until b has heard of p's stream (its status), so what follows
+	// on the session stream is what happens while it is not listening.
+	for {
+		e := sessions.next()
+		if e.Event == protocol.SSESessionUpdated && strings.Contains(e.Data, `"status"`) {
+			break
+		}
+	}
+
+	admin, db := adminConn(t, dsn)
+	ctx := t.Context()
+	rows, _ := admin.Query(ctx, `SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'listen %'`, db)
+	var pids []int32
+	for rows.Next() {
+		var ok bool
+		var pid int32
+		if err := rows.Scan(&ok, &pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("killed %d listening connections; want both replicas' 2", len(pids))
+	}
+	// Gone (pg_terminate_backend only signals): what a commits from here
+	// on is announced to nobody until the listeners are back.
+	for {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/n1", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+
+	created := func(want string) {
+		t.Helper()
+		for {
+			e := sessions.next()
+			if e.Event == protocol.SSESessionUpdated && strings.Contains(e.Data, `"p"`) {
+				continue // p's pending approvals and status
+			}
+			if e.Event != protocol.SSESessionCreated || !strings.Contains(e.Data, `"id":"`+want+`"`) {
+				t.Fatalf("b's session stream: %+v; want %s created (once)", e, want)
+			}
+			return
+		}
+	}
+	created("n1")
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded || approvalData(t, e).RequestID != "r1" {
+		t.Fatalf("b's inbox: %+v; want r1 added", e)
+	}
+	// Listening again: the next commit is announced, and n1 does not come
+	// a second time.
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/n2", nil)
+	created("n2")
 }
