@@ -80,6 +80,16 @@ func (r *remoteChanges) add(ids []string) {
 	}
 }
 
+// again has everything read again at the writer's next wake-up (an
+// announcement, or the poll within pollEvery) without waking it now: a
+// read that just failed is not retried at once, in a loop against a
+// database that is failing.
+func (r *remoteChanges) again() {
+	r.mu.Lock()
+	r.all = true
+	r.mu.Unlock()
+}
+
 // wakePoll asks the writer to check the sessions it streams.
 func (r *remoteChanges) wakePoll() {
 	r.mu.Lock()
@@ -175,13 +185,13 @@ func (w *writer) resync() {
 	rows, err := w.store.LoadSessions(ctx)
 	if err != nil {
 		w.log.Warn("read sessions again after missed announcements", slog.Any("err", err))
-		w.remote.add(nil) // again on the next announcement or retry
+		w.remote.again()
 		return
 	}
 	hashes, err := w.store.SandboxTokens(ctx)
 	if err != nil {
 		w.log.Warn("read sessions again after missed announcements", slog.Any("err", err))
-		w.remote.add(nil)
+		w.remote.again()
 		return
 	}
 	seen := make(map[string]bool, len(rows))

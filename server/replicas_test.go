@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/pgtest"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Two replicas on one PostgreSQL database, each answering any request:
@@ -435,4 +437,71 @@ func TestReplicasListenerKilled(t *testing.T) {
 	// a second time.
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/n2", nil)
 	created("n2")
+}
+
+// failingLoads is a replica's PostgreSQL store whose reads of every
+// session fail while fail is set, as while the database is unreachable
+// again just after its listener got back; Watch's callback is kept so
+// the test can say that announcements were missed.
+type failingLoads struct {
+	*postgres.Store
+	fail          atomic.Bool
+	failed, loads atomic.Int64
+	changed       atomic.Pointer[func(ids []string)]
+}
+
+func (f *failingLoads) LoadSessions(ctx context.Context) ([]store.Session, error) {
+	if f.fail.Load() {
+		f.failed.Add(1)
+		return nil, errors.New("database unreachable")
+	}
+	f.loads.Add(1)
+	return f.Store.LoadSessions(ctx)
+}
+
+func (f *failingLoads) Watch(ctx context.Context, changed func(ids []string)) error {
+	f.changed.Store(&changed)
+	return f.Store.Watch(ctx, changed)
+}
+
+// A replica that cannot read the sessions again after missing
+// announcements tries again on its next wake-up (an announcement, or
+// its poll), not at once in a loop against the failing database while
+// it lasts; and it does read them once the database answers.
+func TestReplicasMissedAnnouncementsReadAgainLater(t *testing.T) {
+	pg, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	f := &failingLoads{Store: pg}
+	s := start(t, app.Options{Store: f})
+	c := newClient(t, s)
+	for deadline := time.Now().Add(streamDeadline); f.changed.Load() == nil || f.loads.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never listened and read the sessions")
+		}
+	}
+	f.fail.Store(true)
+	(*f.changed.Load())(nil)
+	for deadline := time.Now().Add(streamDeadline); f.failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never read the sessions again after missing announcements")
+		}
+	}
+	// The writer goes on with its work meanwhile; a few wake-ups of its
+	// poll may try again, a loop would try thousands of times.
+	for i := range 10 {
+		c.must(http.StatusCreated, nil, "POST", fmt.Sprintf("/sessions/s%d", i), nil)
+	}
+	if n := f.failed.Load(); n > 3 {
+		t.Fatalf("the sessions were read again %d times while the database failed; want a try per wake-up", n)
+	}
+	loads := f.loads.Load()
+	f.fail.Store(false)
+	for deadline := time.Now().Add(streamDeadline); f.loads.Load() == loads; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never read the sessions again once the database answered")
+		}
+	}
 }
