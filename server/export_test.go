@@ -96,3 +96,18 @@ func Settle(s *Server, id string) error {
 	}
 	return err
 }
+
+// RunTimeouts applies the lifecycle timeouts due by the server's clock,
+// as its timer does, and returns once they are committed.
+func RunTimeouts(s *Server) {
+	r := newReply[struct{}]()
+	_, _ = call(context.Background(), s.w, &timeoutsReq{reply: r}, r)
+}
+
+type timeoutsReq struct{ reply reply[struct{}] }
+
+func (r *timeoutsReq) apply(w *writer, g *group) {
+	w.expire(g)
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
+}

@@ -38,9 +38,10 @@ import (
 //     one, this one closes its stream without touching the session's
 //     status: the sandbox is connected, elsewhere.
 //
-// Timeouts run on every replica from the session row (the holder stores
-// lastHeartbeat with every heartbeat); the first replica to commit an
-// expiry wins and the others' Expect fails, so each fires once.
+// Timeouts run on every replica from the session row (lastHeartbeat,
+// stored with every heartbeat) and from the events other replicas store
+// (merge); the first replica to commit an expiry wins and the others'
+// Expect fails, so each fires once.
 
 // maxRetries bounds how often one group is applied again after its
 // commit found sessions changed by another replica.
@@ -267,6 +268,16 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	if rec.LastHeartbeat != nil {
 		if t := time.UnixMilli(*rec.LastHeartbeat); t.After(e.lastActive) {
 			e.lastActive = t
+		}
+	}
+	if old != nil && rec.Rev > old.rec.Rev {
+		// Events were stored through another replica just now: the
+		// sandbox is active, as a heartbeat says. The row's
+		// lastHeartbeat stores heartbeats only, and agentd sends none
+		// while it has a backlog to post; timed from it alone, this
+		// replica would take a busy session for a silent one.
+		if now := w.opts.Now(); now.After(e.lastActive) {
+			e.lastActive = now
 		}
 	}
 	if rec.Status == protocol.StatusLive || rec.Status == protocol.StatusIdle {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/pgtest"
@@ -503,5 +504,39 @@ func TestReplicasMissedAnnouncementsReadAgainLater(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the replica never read the sessions again once the database answered")
 		}
+	}
+}
+
+// Events a sandbox posts through one replica keep its session alive on
+// every replica, as on one server ("no heartbeat or event within the
+// heartbeat timeout"): agentd sends no heartbeat while it has a backlog
+// to post, and a replica that heard of the events but timed the session
+// out from its last heartbeat marked a busy session disconnected (and
+// then refused prompts with no_sandbox).
+func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
+	clk := newFakeClock()
+	opts := app.Options{Now: clk.Now}
+	a, b, ca, cb := twoReplicas(t, opts)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
+	f := newModel(t)
+	st := cb.stream("/sessions/s/stream")
+	f.readSnapshot(st)
+	// Every 20 s a batch of events through a, none through b, no
+	// heartbeat, for well past the 45 s heartbeat timeout.
+	for i := range 5 {
+		clk.Add(20 * time.Second)
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", []any{ev("text_delta", "delta", fmt.Sprintf("w%d ", i), "agentSeq", i+1)}, protocol.HeaderInstance, "i1")
+		f.readUntilRev(st, storedRev(t, a, "s")) // b heard of it
+		server.RunTimeouts(b.Server)
+		if rec := cb.session("s"); rec.Status != protocol.StatusLive {
+			t.Fatalf("%d s after the stream opened, with events every 20 s: b says %s; want live", 20*(i+1), rec.Status)
+		}
+	}
+	// Silent for the timeout: disconnected, as the sandbox is gone.
+	clk.Add(46 * time.Second)
+	server.RunTimeouts(b.Server)
+	if rec := cb.session("s"); rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
 	}
 }
