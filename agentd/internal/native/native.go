@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/protocol"
@@ -188,13 +189,38 @@ func decode(l line) (protocol.Event, error) {
 	if len(l.b) == 0 || l.b[0] != '{' {
 		return protocol.Event{}, errors.New("a line must be one JSON object")
 	}
-	evs, err := protocol.DecodeEvents(l.b)
+	evs, err := protocol.DecodeEvents(validUTF8(l.b))
 	if err != nil {
 		return protocol.Event{}, err
 	}
 	ev := evs[0]
 	ev.AgentSeq, ev.Ts = 0, 0
 	return ev, nil
+}
+
+// validUTF8 returns b with each byte that is not part of valid UTF-8
+// replaced by U+FFFD, as encoding/json reads such a byte in a string (and
+// as the other adapters' agents get theirs read). The server refuses a
+// body that is not UTF-8, so the line would otherwise be refused whole: an
+// agent that copies a command's raw bytes into its JSON would lose the
+// event, even a tool_call_end or turn_completed, leaving its tool failed
+// and its turn open. Outside a string such a byte was, and stays, a syntax
+// error.
+func validUTF8(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n == 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
+		} else {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return out
 }
 
 // invalid turns a refused line into a warning notice, so the session shows

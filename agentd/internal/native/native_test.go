@@ -1,0 +1,61 @@
+package native_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/agentd/internal/native"
+	"github.com/rein-ai/rein/protocol"
+)
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+func (discard) Close() error                { return nil }
+
+// serve runs the adapter over the agent output out until it ends and
+// returns the events it emitted.
+func serve(t *testing.T, out string) []protocol.Event {
+	t.Helper()
+	var evs []protocol.Event
+	err := native.Serve(context.Background(), native.Options{
+		Stdin: discard{}, Stdout: io.NopCloser(strings.NewReader(out)),
+		Commands: make(chan protocol.Command), Name: "agent",
+		Emit: func(_ context.Context, ev protocol.Event) error {
+			evs = append(evs, ev)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	return evs
+}
+
+// An agent that passes a command's raw bytes into its JSON (a shell agent
+// printing with printf, a C agent) writes invalid UTF-8 inside strings.
+// NATIVE.md promises such a byte becomes U+FFFD, as it does for the other
+// adapters' agents (encoding/json replaces it): the event must not be lost,
+// least of all a tool's end or a turn's, which would leave the tool failed
+// and the turn open.
+func TestInvalidUTF8BecomesReplacementCharacter(t *testing.T) {
+	evs := serve(t, `{"type":"agent_started","agent":{"name":"sh-agent","protocol":"native"}}`+"\n"+
+		`{"type":"turn_started","turnId":"t1","source":"user"}`+"\n"+
+		"{\"type\":\"tool_call_end\",\"id\":\"tool-1\",\"status\":\"completed\",\"output\":\"caf\xe9 \xff\"}\n"+
+		"{\"type\":\"turn_completed\",\"turnId\":\"t1\",\"stopReason\":\"end_turn\",\"resultText\":\"ok \xc3\"}\n")
+	var got []string
+	for _, ev := range evs {
+		got = append(got, string(ev.Type)+" "+ev.Output+ev.ResultText)
+	}
+	want := []string{
+		"agent_started ",
+		"turn_started ",
+		"tool_call_end caf\uFFFD \uFFFD",
+		"turn_completed ok \uFFFD",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
