@@ -155,7 +155,12 @@ func (p *peer) reply(id json.RawMessage, result any) {
 // update sends a session/update notification.
 func (p *peer) update(u map[string]any) {
 	p.t.Helper()
-	p.send(map[string]any{"jsonrpc": "2.0", "method": "session/update", "params": map[string]any{"sessionId": "s1", "update": u}})
+	p.send(updateMessage(u))
+}
+
+// updateMessage is the session/update notification carrying u.
+func updateMessage(u map[string]any) map[string]any {
+	return map[string]any{"jsonrpc": "2.0", "method": "session/update", "params": map[string]any{"sessionId": "s1", "update": u}}
 }
 
 func chunk(text string) map[string]any {
@@ -488,5 +493,51 @@ func TestLoadSession(t *testing.T) {
 				t.Errorf("session/prompt params = %s; want session %s", params, tt.wantSess)
 			}
 		})
+	}
+}
+
+// A session/update may carry a whole file (an edit's diff) or a command's
+// whole output, over the 10 MiB the SDK reads in one line. agentd maps
+// updates itself, so such a line costs nothing: the tool ends as the agent
+// said and the turn goes on. One over agentd's own limit (64 MiB) is
+// dropped, like the Codex and Claude Code adapters drop theirs, and the
+// lines after it are still read: the agent is not left blocked on a pipe
+// nobody reads, to be killed with its turn failed.
+func TestLongUpdateLines(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "write")
+	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "w", "title": "Write big.txt", "kind": "edit", "status": "in_progress"})
+	// Written from a goroutine: an adapter that stops reading would
+	// otherwise block the test on the pipe rather than fail it.
+	lines := []any{
+		updateMessage(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "w", "status": "completed",
+			"content": []any{map[string]any{"type": "diff", "path": "/work/big.txt", "newText": strings.Repeat("x", 11<<20)}}}),
+		updateMessage(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "c", "title": "cat huge", "kind": "execute", "status": "in_progress"}),
+		updateMessage(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "completed", "rawOutput": strings.Repeat("y", 65<<20)}),
+		updateMessage(chunk("Done.")),
+		map[string]any{"jsonrpc": "2.0", "id": pid, "result": map[string]any{"stopReason": "end_turn"}},
+	}
+	var encoded []string
+	for _, l := range lines {
+		encoded = append(encoded, mustJSON(t, l)+"\n")
+	}
+	go func() {
+		for _, l := range encoded {
+			if _, err := io.WriteString(p.out, l); err != nil {
+				return
+			}
+		}
+	}()
+	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	var got []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventToolCallEnd, protocol.EventTextEnd, protocol.EventTurnCompleted:
+			got = append(got, string(ev.Type)+" "+ev.ID+ev.TurnID+" "+string(ev.Status)+string(ev.StopReason)+ev.Text)
+		}
+	}
+	want := []string{"tool_call_end turn-1:w completed", "text_end turn-1:text-1 Done.", "turn_completed turn-1 end_turn"}
+	if mustJSON(t, got) != mustJSON(t, want) {
+		t.Errorf("events %q, want %q", got, want)
 	}
 }

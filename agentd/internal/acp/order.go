@@ -13,8 +13,18 @@ import (
 	acpsdk "github.com/coder/acp-go-sdk"
 )
 
-// maxLine bounds one JSON-RPC message from the agent, as the SDK does.
-const maxLine = 10 << 20
+// sdkMaxLine is the longest line the SDK reads (its bufio.Scanner's
+// buffer, newline included): a longer one ends the connection.
+const sdkMaxLine = 10 << 20
+
+// maxLine bounds one message from the agent, as the Codex and Claude Code
+// adapters bound theirs. A session/update never reaches the SDK, so it
+// may be longer than sdkMaxLine: it carries what an agent reports whole
+// (an edit's diff with the file's text, a command's output), and an agent
+// whose line ended the connection would be left blocked on a pipe nobody
+// reads, then killed with its turn failed. A line over maxLine is
+// dropped: one message lost, not the agent.
+const maxLine = 64 << 20
 
 // orderedReader sits between the agent's stdout and the SDK. It handles
 // session/update notifications itself, one at a time in the order they
@@ -47,18 +57,22 @@ func (o *orderedReader) Read(p []byte) (int, error) {
 		}
 		line, err := o.r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// A long line: gather it whole.
+			// A long line: gather it whole, or read it to its end and
+			// drop it when it is over maxLine.
 			long := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) && len(long) < maxLine {
+			for errors.Is(err, bufio.ErrBufferFull) {
 				line, err = o.r.ReadSlice('\n')
-				long = append(long, line...)
+				if long != nil && len(long)+len(line) > maxLine {
+					o.a.log.Warn("acp agent wrote a message over the limit; dropping it", "limit", maxLine)
+					long = nil
+				}
+				if long != nil {
+					long = append(long, line...)
+				}
 			}
 			line = long
 		}
 		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				err = errors.New("acp: message from the agent exceeds 10 MiB")
-			}
 			o.err = err
 		}
 		if len(line) == 0 {
@@ -66,6 +80,10 @@ func (o *orderedReader) Read(p []byte) (int, error) {
 		}
 		if o.handle(line) {
 			continue
+		}
+		if len(line) >= sdkMaxLine {
+			// The SDK cannot read it and ends the connection; say why.
+			o.a.log.Error("acp agent wrote a message the SDK cannot read; the connection ends", "bytes", len(line), "limit", sdkMaxLine)
 		}
 		o.buf = append(o.buf[:0], line...)
 		if o.buf[len(o.buf)-1] != '\n' {
