@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/agentd/internal/claude"
+	"github.com/rein-ai/rein/protocol"
 )
 
 // TestReplay feeds the transcripts recorded against the real CLI (see
@@ -46,5 +47,47 @@ func TestReplay(t *testing.T) {
 				t.Errorf("replayed %s events:\n got:\n%s\nwant:\n%s", name, got, want)
 			}
 		})
+	}
+}
+
+// A permission the user dismissed (outcome cancelled) is answered with a
+// deny, and Claude Code reports the tool's result as an error: the tool
+// did not fail, it never ran, so it ends cancelled, as the dismissed
+// permission says (and as the ACP adapter ends it). The run is turn 5 of
+// testdata/turns.jsonl, with the answer a dismissal instead of a reject.
+func TestDismissedPermissionCancelsTheTool(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "turns.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var run []string
+	for _, l := range lines[69:92] {
+		switch {
+		case strings.HasPrefix(l, `{"command":{"id":6,`):
+			l = `{"command":{"id":6,"type":"permission_response","requestId":"turn-5:perm-1","outcome":"cancelled"}}`
+		case strings.Contains(l, `"type":"tool_result"`):
+			l = strings.Replace(l, "The user denied this tool use.", "The user dismissed the permission request.", 1)
+		}
+		run = append(run, l)
+	}
+	cwd, err := os.ReadFile(filepath.Join("testdata", "turns.cwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := claude.Replay(strings.NewReader(strings.Join(run, "\n")), string(cwd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventPermissionResolved, protocol.EventToolCallEnd, protocol.EventTurnCompleted:
+			got = append(got, string(ev.Type)+" "+string(ev.Outcome)+string(ev.Status)+string(ev.StopReason))
+		}
+	}
+	want := []string{"permission_resolved cancelled", "tool_call_end cancelled", "turn_completed end_turn"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

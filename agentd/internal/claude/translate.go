@@ -117,6 +117,10 @@ type block struct {
 type toolState struct {
 	plan   bool // a TodoWrite call: reported as plan_updated only
 	denied bool // its permission request was rejected
+	// cancelled: its permission request was dismissed (or withdrawn), so
+	// the tool never ran; the error result Claude Code then reports is
+	// not a failure.
+	cancelled bool
 }
 
 type pendingPermission struct {
@@ -267,6 +271,9 @@ func (t *translator) line(raw []byte) {
 	case "control_cancel_request":
 		for _, p := range t.perms {
 			if p.requestID == l.RequestID {
+				if ts := t.tools[p.toolID]; ts != nil {
+					ts.cancelled = true
+				}
 				t.resolve(p, protocol.Event{Type: protocol.EventPermissionResolved, ID: p.id, Outcome: protocol.OutcomeCancelled})
 			}
 		}
@@ -499,7 +506,7 @@ func (t *translator) user(l *line) {
 			switch {
 			case ts != nil && ts.denied:
 				ev.Status = protocol.ToolDenied
-			case t.interrupted:
+			case t.interrupted || ts != nil && ts.cancelled:
 				ev.Status = protocol.ToolCancelled
 			}
 		}
@@ -668,6 +675,11 @@ func (t *translator) answerPermission(p *pendingPermission, c protocol.Command, 
 			}
 		default:
 			t.log.Warn("permission_response names an unknown option; cancelling", "requestId", p.id, "optionId", c.OptionID)
+		}
+	}
+	if resolved.Outcome == protocol.OutcomeCancelled {
+		if ts := t.tools[p.toolID]; ts != nil {
+			ts.cancelled = true
 		}
 	}
 	if interrupt {
