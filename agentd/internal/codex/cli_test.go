@@ -130,7 +130,7 @@ const wantSession = `{"type":"agent_started","agent":{"name":"codex","protocol":
 {"type":"tool_call_update","id":"turn-11:call_deny","status":"running"}
 {"type":"permission_requested","id":"turn-11:perm-3","title":"touch /sandbox/outside/denied.txt","input":{"command":"/bin/bash -c 'touch /sandbox/outside/denied.txt'","cwd":"/sandbox/work","reason":"write outside the workspace"},"toolCallId":"turn-11:call_deny","options":[{"id":"accept","name":"Allow","kind":"allow_once"},{"id":"acceptWithExecpolicyAmendment","name":"Always allow commands like this","kind":"allow_always"},{"id":"cancel","name":"Deny and stop the turn","kind":"reject_once"}]}
 {"type":"permission_resolved","id":"turn-11:perm-3","outcome":"cancelled"}
-{"type":"tool_call_end","id":"turn-11:call_deny","status":"denied"}
+{"type":"tool_call_end","id":"turn-11:call_deny","status":"cancelled"}
 {"type":"usage_updated","inputTokens":100,"outputTokens":20,"cachedInputTokens":40,"contextUsed":120,"contextSize":258400}
 {"type":"turn_completed","turnId":"turn-11","stopReason":"cancelled"}
 {"type":"turn_started","turnId":"turn-13","promptId":"prompt-13","source":"user"}
@@ -348,6 +348,12 @@ func TestCodexCLISession(t *testing.T) {
 				return ev.Type == protocol.EventPermissionResolved && ev.Outcome == protocol.OutcomeCancelled
 			}) {
 			t.Errorf("the command ran, or the turn is not cancelled with its permission:\n%s", fakeserver.Format(evs))
+		}
+		// Codex reports the command declined; nobody denied it.
+		if !fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventToolCallEnd && ev.Status == protocol.ToolCancelled
+		}) {
+			t.Errorf("the command whose approval the abort dismissed did not end cancelled:\n%s", fakeserver.Format(evs))
 		}
 	})
 	t.Run("back_to_back", func(t *testing.T) {

@@ -140,6 +140,10 @@ type itemState struct {
 	summary  bool // reasoning: a summary streamed (raw text is then not shown)
 	lastPart int  // reasoning: index of the summary part streaming
 	started  bool // tool_call_start sent
+	// dismissed: its approval was answered as dismissed (a
+	// permission_response cancelled, an abort) or withdrawn, so Codex
+	// declining it means it never ran, not that anyone denied it.
+	dismissed bool
 }
 
 func (a *adapter) emit(ev protocol.Event) {

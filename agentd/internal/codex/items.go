@@ -180,7 +180,7 @@ func (a *adapter) commandItem(t *turnState, st *itemState, done bool, it item) {
 	if !done {
 		return
 	}
-	end := protocol.Event{Type: protocol.EventToolCallEnd, ID: st.id, Status: toolStatus(it.Status), ExitCode: it.ExitCode}
+	end := protocol.Event{Type: protocol.EventToolCallEnd, ID: st.id, Status: endStatus(st, it.Status), ExitCode: it.ExitCode}
 	if end.Status == protocol.ToolCompleted && it.ExitCode != nil && *it.ExitCode != 0 {
 		end.Status = protocol.ToolFailed
 	}
@@ -190,6 +190,16 @@ func (a *adapter) commandItem(t *turnState, st *itemState, done bool, it item) {
 		end.Output = *it.AggregatedOutput
 	}
 	a.emit(end)
+}
+
+// endStatus is a command's or patch's final status: declined after its
+// approval was dismissed is cancelled, as the dismissed permission says.
+func endStatus(st *itemState, s string) protocol.ToolStatus {
+	status := toolStatus(s)
+	if status == protocol.ToolDenied && st.dismissed {
+		return protocol.ToolCancelled
+	}
+	return status
 }
 
 func toolStatus(s string) protocol.ToolStatus {
@@ -223,7 +233,7 @@ func (a *adapter) fileChange(t *turnState, st *itemState, done bool, it item) {
 	if !done {
 		return
 	}
-	status := toolStatus(it.Status)
+	status := endStatus(st, it.Status)
 	if status == protocol.ToolCompleted {
 		for _, c := range it.Changes {
 			ev := protocol.Event{Type: protocol.EventFileChanged, Path: c.Path, Change: protocol.ChangeUpdate, Diff: c.Diff, ToolCallID: st.id}

@@ -14,6 +14,7 @@ type permission struct {
 	rpcID    json.RawMessage
 	decision map[string]json.RawMessage // Rein option id -> Codex decision
 	cancel   json.RawMessage            // the answer when dismissed
+	item     *itemState                 // the tool it asks about
 }
 
 // decisionOption describes how a Codex decision is offered in Rein.
@@ -98,7 +99,7 @@ func (a *adapter) approval(t *turnState, m *message, p approvalParams) {
 	if len(decisions) == 0 {
 		decisions = defaultDecisions
 	}
-	perm := &permission{rpcID: m.ID, decision: map[string]json.RawMessage{}}
+	perm := &permission{rpcID: m.ID, decision: map[string]json.RawMessage{}, item: st}
 	var opts []protocol.PermissionOption
 	for _, d := range decisions {
 		key := decisionKey(d)
@@ -152,6 +153,7 @@ func (a *adapter) answer(c protocol.Command) {
 		if c.Outcome != protocol.OutcomeCancelled {
 			a.log.Warn("permission_response names an unknown option; cancelling", "requestId", c.RequestID, "optionId", c.OptionID)
 		}
+		p.item.dismissed = true
 		a.resolve(p, p.cancel, protocol.Event{Type: protocol.EventPermissionResolved, ID: c.RequestID, Outcome: protocol.OutcomeCancelled})
 		return
 	}
@@ -169,6 +171,7 @@ func (a *adapter) cancelPermissions() {
 	for _, id := range sortedKeys(a.perms) {
 		p := a.perms[id]
 		delete(a.perms, id)
+		p.item.dismissed = true
 		a.resolve(p, p.cancel, protocol.Event{Type: protocol.EventPermissionResolved, ID: id, Outcome: protocol.OutcomeCancelled})
 	}
 }
@@ -177,7 +180,8 @@ func (a *adapter) cancelPermissions() {
 // did not answer (the app-server withdrew it, e.g. on interrupt).
 func (a *adapter) resolvedElsewhere(rpcID json.RawMessage) {
 	for _, id := range sortedKeys(a.perms) {
-		if bytes.Equal(a.perms[id].rpcID, rpcID) {
+		if p := a.perms[id]; bytes.Equal(p.rpcID, rpcID) {
+			p.item.dismissed = true
 			delete(a.perms, id)
 			a.emit(protocol.Event{Type: protocol.EventPermissionResolved, ID: id, Outcome: protocol.OutcomeCancelled})
 		}
