@@ -356,11 +356,19 @@ func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan
 		u = quotaUsage(resp.Meta)
 	}
 	if u != nil && err == nil {
+		// ACP's inputTokens leaves out the tokens read from and written
+		// to the cache (its totalTokens adds them: claude-agent-acp,
+		// codex-acp and opencode alike); Rein's counts them, as the
+		// Claude Code and Codex adapters report the same request.
 		in, out := int64(u.InputTokens), int64(u.OutputTokens)
 		ev := protocol.Event{Type: protocol.EventUsageUpdated, InputTokens: &in, OutputTokens: &out}
 		if u.CachedReadTokens != nil {
 			c := int64(*u.CachedReadTokens)
+			in += c
 			ev.CachedInputTokens = &c
+		}
+		if u.CachedWriteTokens != nil {
+			in += int64(*u.CachedWriteTokens)
 		}
 		a.emit(ev)
 	}

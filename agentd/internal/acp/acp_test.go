@@ -259,7 +259,9 @@ func TestPermissionRequestFollowsEarlierUpdates(t *testing.T) {
 }
 
 // Usage and command list updates do not end the text being streamed;
-// usage from usage_update and the prompt's result reaches Rein.
+// usage from usage_update and the prompt's result reaches Rein. ACP's
+// inputTokens leaves out the cached tokens (totalTokens adds them), Rein's
+// counts them, as the Claude Code and Codex adapters do.
 func TestUsageKeepsTextBlockAndIsMapped(t *testing.T) {
 	p := startPeer(t, "")
 	// A first turn costs 0.25: Rein's cost is per turn.
@@ -276,7 +278,7 @@ func TestUsageKeepsTextBlockAndIsMapped(t *testing.T) {
 	p.update(map[string]any{"sessionUpdate": "usage_update", "used": 40, "size": 1000, "cost": map[string]any{"amount": 0.75, "currency": "USD"}})
 	p.update(map[string]any{"sessionUpdate": "available_commands_update", "availableCommands": []any{}})
 	p.update(chunk("world."))
-	p.reply(pid, map[string]any{"stopReason": "end_turn", "usage": map[string]any{"inputTokens": 30, "outputTokens": 7, "cachedReadTokens": 20, "totalTokens": 37}})
+	p.reply(pid, map[string]any{"stopReason": "end_turn", "usage": map[string]any{"inputTokens": 10, "outputTokens": 7, "cachedReadTokens": 20, "totalTokens": 37}})
 	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
 	want := `{"type":"turn_started","turnId":"turn-2","promptId":"prompt-2","source":"user"}
 {"type":"user_message","id":"user-2","promptId":"prompt-2","text":"hi"}
