@@ -119,9 +119,9 @@ func (r *remoteChanges) take() (ids []string, all, poll bool) {
 // pollEvery is how often a replica reads again the sessions it has
 // followers or a command stream for, announced or not. An announcement
 // can be lost without the listener noticing: a replica killed between
-// its commit and its NOTIFY (its client then retries on another replica,
-// which finds the events stored and commits nothing, so announces
-// nothing). The poll bounds how long such a change can stay unseen.
+// its commit and its NOTIFY, or one stopped while its NOTIFY kept failing
+// (a failed one is sent again while it runs). The poll bounds how long
+// such a change can stay unseen by a session's followers.
 const pollEvery = 5 * time.Second
 
 // watch runs store.Shared.Watch until ctx ends; Server.Close ends it and

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,8 +51,9 @@ func newOrigin() string {
 // inside the data transaction it takes a database-wide lock across the
 // commit's WAL flush, which measured 2.4-8x fewer commits a second.
 //
-// An announcement can be lost (the process dies first, the database is
-// unreachable): a replica that missed one finds the change when it next
+// A NOTIFY that fails is sent again (announceRetry), but an announcement
+// can still be lost (the process dies first, or stops while the database
+// is unreachable): a replica that missed one finds the change when it next
 // writes the session (store.Expect fails) or polls the sessions it
 // streams (server/replicas.go).
 type announcer struct {
@@ -89,18 +91,41 @@ func (s *Store) announceLoop() {
 	defer close(a.done)
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
+	// After a NOTIFY failed, what it held waits for the retry timer,
+	// with every commit made meanwhile: not sent at each commit's kick,
+	// in a loop against a database that is failing.
+	retry := time.NewTimer(announceRetry)
+	retry.Stop()
+	defer retry.Stop()
+	failing := false
 	for {
 		select {
 		case <-a.kick:
-			s.sendAnnouncements()
+			if failing {
+				continue
+			}
+		case <-retry.C:
 		case <-prune.C:
 			s.pruneChanges()
+			continue
 		case <-a.stop:
-			s.sendAnnouncements()
+			s.sendAnnouncements(failing)
 			return
 		}
+		ok := s.sendAnnouncements(failing)
+		if !ok {
+			retry.Reset(announceRetry)
+		}
+		failing = !ok
 	}
 }
+
+// announceRetry is how long announcements wait after a NOTIFY failed
+// (a pooled connection the database dropped, a database restarting). A
+// replica that missed them would show its session and approval streams
+// behind until the session's next write, and its followers behind until
+// its poll (server/replicas.go).
+const announceRetry = time.Second
 
 // Change batches are kept changesKept: a replica whose followers are
 // further behind falls back to whole artifacts. Every replica prunes; the
@@ -133,7 +158,10 @@ func (s *Store) ChangeBatches(ctx context.Context, id string, after int64) ([]st
 	return out, nil
 }
 
-func (s *Store) sendAnnouncements() {
+// sendAnnouncements sends what is queued, split to fit NOTIFY's limit.
+// When a NOTIFY fails, what it and the rest held is queued again and it
+// returns false; retrying says the last one failed too (logged once).
+func (s *Store) sendAnnouncements(retrying bool) bool {
 	a := s.ann
 	a.mu.Lock()
 	ids := make([]string, 0, len(a.pending))
@@ -154,10 +182,22 @@ func (s *Store) sendAnnouncements() {
 		}
 		payload, _ := json.Marshal(msg)
 		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, string(payload)); err != nil {
-			s.log.Warn("announce commits to other replicas", slog.Int("sessions", len(msg.IDs)+len(ids)), slog.Any("err", err))
-			return
+			a.mu.Lock()
+			for _, id := range slices.Concat(msg.IDs, ids) {
+				a.pending[id] = true
+			}
+			n := len(a.pending)
+			a.mu.Unlock()
+			if !retrying {
+				s.log.Warn("announce commits to other replicas; trying again", slog.Int("sessions", n), slog.Duration("every", announceRetry), slog.Any("err", err))
+			}
+			return false
 		}
 	}
+	if retrying {
+		s.log.Info("announced commits to other replicas again")
+	}
+	return true
 }
 
 // stopAnnouncer sends what is queued and stops the goroutine (Close may

@@ -3,10 +3,15 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/pgtest"
@@ -106,3 +111,97 @@ func TestWatchAnnouncesOtherReplicasCommits(t *testing.T) {
 		t.Errorf("600 long ids came in %d notification(s); want them split", len(calls))
 	}
 }
+
+// A NOTIFY that fails is sent again once the database answers: the
+// other replicas' session and approval streams, which no poll covers,
+// hear of the commit. The database refuses new connections and a's
+// pooled ones are cut (b's LISTEN connection stays), so a's NOTIFY
+// fails; then it lets them in again.
+func TestFailedAnnouncementIsSentAgain(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	admin, err := pgx.Connect(context.Background(), pgtest.Shared(t).DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	allow := func(on bool) {
+		t.Helper()
+		if _, err := admin.Exec(context.Background(), fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", pgx.Identifier{db}.Sanitize(), on)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { allow(true) })
+
+	failed := make(chan struct{}, 1)
+	a, err := Open(context.Background(), dsn, slog.New(slogHandler{t: t, on: "announce commits", seen: failed}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	b := open(t, dsn)
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan []string, 16)
+	done := make(chan error, 1)
+	go func() { done <- b.Watch(ctx, func(ids []string) { got <- ids }) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	if ids := <-got; ids != nil {
+		t.Fatalf("first call %v; want nil", ids)
+	}
+
+	allow(false)
+	var cut int
+	if err := admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = $1 AND query NOT ILIKE 'listen%'`, db).Scan(&cut); err != nil {
+		t.Fatal(err)
+	}
+	if cut == 0 {
+		t.Fatal("no pooled connection to cut")
+	}
+	a.announce([]string{"s1"})
+	// The NOTIFY fails (a's pool cannot connect) before the database
+	// lets it in again.
+	select {
+	case <-failed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("a's NOTIFY did not fail")
+	}
+	allow(true)
+	select {
+	case ids := <-got:
+		if !slices.Equal(ids, []string{"s1"}) {
+			t.Errorf("b heard %v; want [s1]", ids)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("b never heard of the commit whose NOTIFY failed")
+	}
+}
+
+// slogHandler logs to t and signals seen when a record's message starts
+// with on.
+type slogHandler struct {
+	t    *testing.T
+	on   string
+	seen chan struct{}
+}
+
+func (h slogHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h slogHandler) Handle(_ context.Context, r slog.Record) error {
+	h.t.Logf("%s %s", r.Level, r.Message)
+	if strings.HasPrefix(r.Message, h.on) {
+		select {
+		case h.seen <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+func (h slogHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h slogHandler) WithGroup(string) slog.Handler      { return h }
