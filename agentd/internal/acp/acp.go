@@ -58,6 +58,10 @@ type Options struct {
 // not be loaded and a new one opened.
 const NoticeResumeFailed = "conversation_not_resumed"
 
+// NoticeOptionsLeftOut is the notice code when a permission request's
+// options of kinds Rein does not know were not shown.
+const NoticeOptionsLeftOut = "permission_options_left_out"
+
 // Serve initializes the agent, opens one ACP session and relays commands
 // and updates until the agent's stdout ends (nil) or the agent refuses the
 // handshake (an error; the supervisor then stops and restarts it). It has
@@ -544,6 +548,42 @@ func toolStatus(s acpsdk.ToolCallStatus) protocol.ToolStatus {
 	return ""
 }
 
+// planEntry maps a plan entry. A status Rein does not know (ACP leaves
+// room for more, such as "cancelled") would make the whole plan an event
+// the server refuses: the entry reads pending, the one status that claims
+// no progress, and its content says what the agent said. Priorities are
+// free text in Rein.
+func planEntry(e acpsdk.PlanEntry) protocol.PlanEntry {
+	pe := protocol.PlanEntry{Content: e.Content, Status: protocol.PlanPending, Priority: string(e.Priority)}
+	switch e.Status {
+	case acpsdk.PlanEntryStatusPending:
+	case acpsdk.PlanEntryStatusInProgress:
+		pe.Status = protocol.PlanInProgress
+	case acpsdk.PlanEntryStatusCompleted:
+		pe.Status = protocol.PlanCompleted
+	default:
+		pe.Content += " (" + string(e.Status) + ")"
+	}
+	return pe
+}
+
+// optionKind maps a permission option's kind; false for one Rein does not
+// know (ACP reserves other values for its future versions and "_"-prefixed
+// ones for extensions).
+func optionKind(k acpsdk.PermissionOptionKind) (protocol.OptionKind, bool) {
+	switch k {
+	case acpsdk.PermissionOptionKindAllowOnce:
+		return protocol.AllowOnce, true
+	case acpsdk.PermissionOptionKindAllowAlways:
+		return protocol.AllowAlways, true
+	case acpsdk.PermissionOptionKindRejectOnce:
+		return protocol.RejectOnce, true
+	case acpsdk.PermissionOptionKindRejectAlways:
+		return protocol.RejectAlways, true
+	}
+	return "", false
+}
+
 func toolName(kind acpsdk.ToolKind) string {
 	if kind == "" {
 		return "tool"
@@ -716,7 +756,7 @@ func (a *adapter) updateLocked(n acpsdk.SessionNotification) {
 		a.closeBlockLocked()
 		entries := make([]protocol.PlanEntry, 0, len(u.Plan.Entries))
 		for _, e := range u.Plan.Entries {
-			entries = append(entries, protocol.PlanEntry{Content: e.Content, Status: protocol.PlanStatus(e.Status), Priority: string(e.Priority)})
+			entries = append(entries, planEntry(e))
 		}
 		a.emit(protocol.Event{Type: protocol.EventPlanUpdated, ID: a.turn + ":plan", Entries: entries})
 	case u.SessionInfoUpdate != nil && u.SessionInfoUpdate.Title != nil:
@@ -761,10 +801,26 @@ func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) {
 	}
 	p := &pendingPermission{toolID: toolID, options: map[string]acpsdk.PermissionOption{}, answer: make(chan protocol.Command, 1)}
 	opts := make([]protocol.PermissionOption, 0, len(req.Options))
+	var unknown []string
 	for _, o := range req.Options {
+		kind, ok := optionKind(o.Kind)
+		if !ok {
+			// Rein knows only allows and rejects, and the reducer, the
+			// web view and rein approve/deny act on the kind: calling
+			// this option either could approve what the user meant to
+			// refuse, or report denied what the agent goes on to do.
+			// Left out, with a notice; the other options still work.
+			unknown = append(unknown, strconv.Quote(o.Name)+" ("+string(o.Kind)+")")
+			continue
+		}
 		oid := protocol.SanitizeEventID(string(o.OptionId), 64)
 		p.options[oid] = o
-		opts = append(opts, protocol.PermissionOption{ID: oid, Name: o.Name, Kind: protocol.OptionKind(o.Kind)})
+		opts = append(opts, protocol.PermissionOption{ID: oid, Name: o.Name, Kind: kind})
+	}
+	if len(unknown) > 0 {
+		a.log.Warn("acp permission options of unknown kinds left out", "requestId", id, "options", unknown)
+		a.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeOptionsLeftOut,
+			Message: "the agent offered permission options of a kind Rein does not know, left out (answer with another option, or dismiss): " + strings.Join(unknown, ", ")})
 	}
 	a.perms[id] = p
 	a.announced[req.ToolCall.ToolCallId] = append(a.announced[req.ToolCall.ToolCallId], id)

@@ -543,3 +543,61 @@ func TestLongUpdateLines(t *testing.T) {
 		t.Errorf("events %q, want %q", got, want)
 	}
 }
+
+// Values outside Rein's enums, which a newer ACP agent may send (ACP
+// reserves other plan statuses and option kinds for future versions and
+// "_"-prefixed ones for extensions), must not make an event the server
+// refuses: a refused plan_updated loses the plan, a refused
+// permission_requested a question nobody sees while the agent waits. An
+// unknown plan status reads pending and says what the agent said; an
+// option of an unknown kind is left out (Rein could only call it an allow
+// or a reject, which it may not be), with a notice naming it, and the
+// other options still reach the agent.
+func TestUnknownEnumValues(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "plan")
+	p.update(map[string]any{"sessionUpdate": "plan", "entries": []any{
+		map[string]any{"content": "read", "status": "completed", "priority": "high"},
+		map[string]any{"content": "skip", "status": "cancelled", "priority": "urgent"},
+	}})
+	p.send(map[string]any{"jsonrpc": "2.0", "id": 9, "method": "session/request_permission", "params": map[string]any{
+		"sessionId": "s1",
+		"toolCall":  map[string]any{"toolCallId": "x", "title": "edit f", "kind": "edit", "status": "pending"},
+		"options": []any{
+			map[string]any{"optionId": "yes", "name": "Allow", "kind": "allow_once"},
+			map[string]any{"optionId": "project", "name": "Allow for this project", "kind": "_allow_project"},
+			map[string]any{"optionId": "no", "name": "Reject", "kind": "reject_once"},
+		},
+	}})
+	evs := p.wait("the permission request", has(protocol.EventPermissionRequested))
+	p.cmds <- protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "no"}
+	if got := string(p.expectAnswer(9)); got != `{"outcome":{"optionId":"no","outcome":"selected"}}` {
+		t.Errorf("answer = %s, want option no", got)
+	}
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	evs = p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	for _, ev := range evs {
+		b, err := ev.MarshalJSON()
+		if err == nil {
+			_, err = protocol.DecodeEvents(b)
+		}
+		if err != nil {
+			t.Errorf("%s event the server refuses: %v\n%s", ev.Type, err, b)
+		}
+	}
+	var got []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventPlanUpdated, protocol.EventPermissionRequested, protocol.EventNotice:
+			got = append(got, turnEvents([]protocol.Event{ev}))
+		}
+	}
+	want := []string{
+		`{"type":"plan_updated","id":"turn-1:plan","entries":[{"content":"read","status":"completed","priority":"high"},{"content":"skip (cancelled)","status":"pending","priority":"urgent"}]}` + "\n",
+		`{"type":"notice","level":"warning","message":"the agent offered permission options of a kind Rein does not know, left out (answer with another option, or dismiss): \"Allow for this project\" (_allow_project)","code":"permission_options_left_out"}` + "\n",
+		`{"type":"permission_requested","id":"turn-1:perm-1","title":"edit f","toolCallId":"turn-1:x","options":[{"id":"yes","name":"Allow","kind":"allow_once"},{"id":"no","name":"Reject","kind":"reject_once"}]}` + "\n",
+	}
+	if mustJSON(t, got) != mustJSON(t, want) {
+		t.Errorf("events:\n got: %s\nwant: %s", got, want)
+	}
+}
