@@ -189,13 +189,45 @@ func decode(l line) (protocol.Event, error) {
 	if len(l.b) == 0 || l.b[0] != '{' {
 		return protocol.Event{}, errors.New("a line must be one JSON object")
 	}
-	evs, err := protocol.DecodeEvents(validUTF8(l.b))
+	b := validUTF8(l.b)
+	evs, err := protocol.DecodeEvents(b)
 	if err != nil {
-		return protocol.Event{}, err
+		// agent.protocol is agentd's to set (started), so an
+		// agent_started that leaves it out or empty is the agent's all
+		// the same: refusing it would lose the agent's name and the
+		// conversationId its next run resumes.
+		filled, ok := withProtocol(b)
+		if !ok {
+			return protocol.Event{}, err
+		}
+		if evs, err = protocol.DecodeEvents(filled); err != nil {
+			return protocol.Event{}, err
+		}
 	}
 	ev := evs[0]
 	ev.AgentSeq, ev.Ts = 0, 0
 	return ev, nil
+}
+
+// withProtocol returns the agent_started line b with agent.protocol set to
+// Protocol, as started sets it; false when b is not an agent_started whose
+// agent is an object.
+func withProtocol(b []byte) ([]byte, bool) {
+	var ev map[string]json.RawMessage
+	if json.Unmarshal(b, &ev) != nil || string(ev["type"]) != `"`+string(protocol.EventAgentStarted)+`"` {
+		return nil, false
+	}
+	var agent map[string]json.RawMessage
+	if json.Unmarshal(ev["agent"], &agent) != nil || agent == nil {
+		return nil, false
+	}
+	agent["protocol"] = json.RawMessage(`"` + Protocol + `"`)
+	var err error
+	if ev["agent"], err = json.Marshal(agent); err != nil {
+		return nil, false
+	}
+	out, err := json.Marshal(ev)
+	return out, err == nil
 }
 
 // validUTF8 returns b with each byte that is not part of valid UTF-8

@@ -59,3 +59,41 @@ func TestInvalidUTF8BecomesReplacementCharacter(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// agentd sets agent.protocol itself, so an agent_started without it is the
+// agent's all the same: its name and conversationId (which the next run
+// resumes) count, and no warning says the agent wrote an invalid event.
+// A later agent_started (a resumed run reporting a new conversation) too.
+func TestAgentStartedWithoutProtocol(t *testing.T) {
+	var convs []string
+	var evs []protocol.Event
+	out := `{"type":"agent_started","agent":{"name":"my-agent","version":"1.2.0"},"conversationId":"c-42"}` + "\n" +
+		`{"type":"agent_started","agent":{"name":"my-agent","protocol":""},"conversationId":"c-43"}` + "\n"
+	err := native.Serve(context.Background(), native.Options{
+		Stdin: discard{}, Stdout: io.NopCloser(strings.NewReader(out)),
+		Commands: make(chan protocol.Command), Name: "agent", Cwd: "/work",
+		Emit: func(_ context.Context, ev protocol.Event) error {
+			evs = append(evs, ev)
+			return nil
+		},
+		Conversation: func(id string) { convs = append(convs, id) },
+	})
+	if err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	var got []string
+	for _, ev := range evs {
+		b, _ := ev.MarshalJSON()
+		got = append(got, string(b))
+	}
+	want := []string{
+		`{"type":"agent_started","agent":{"name":"my-agent","version":"1.2.0","protocol":"native"},"cwd":"/work"}`,
+		`{"type":"agent_started","agent":{"name":"my-agent","protocol":"native"},"cwd":"/work"}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if strings.Join(convs, ",") != "c-42,c-43" {
+		t.Errorf("conversations %q, want c-42,c-43", convs)
+	}
+}
