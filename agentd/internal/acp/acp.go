@@ -71,7 +71,7 @@ func Serve(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &adapter{opts: opts, log: log, ctx: ctx, perms: map[string]*pendingPermission{}, announced: map[acpsdk.ToolCallId][]string{}}
+	a := newAdapter(ctx, opts, log)
 	rec := &recorder{w: opts.Transcript, log: log}
 	// The SDK runs every inbound request in a goroutine of its own while
 	// it queues notifications, so a permission request could overtake the
@@ -165,6 +165,10 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 }
 
+func newAdapter(ctx context.Context, opts Options, log *slog.Logger) *adapter {
+	return &adapter{opts: opts, log: log, ctx: ctx, perms: map[string]*pendingPermission{}}
+}
+
 // adapter is the ACP client side: it implements acpsdk.Client.
 type adapter struct {
 	opts Options
@@ -188,10 +192,6 @@ type adapter struct {
 	aborted bool
 	permN   int
 	perms   map[string]*pendingPermission
-	// announced lists, per ACP tool call id, the Rein ids of permission
-	// requests the ordered reader reported and whose SDK handler has not
-	// yet picked them up, oldest first.
-	announced map[acpsdk.ToolCallId][]string
 	// cost is the session's cumulative cost in USD at the last
 	// usage_update; costBase is what it was when the turn began.
 	cost, costBase float64
@@ -778,11 +778,12 @@ func (a *adapter) updateLocked(n acpsdk.SessionNotification) {
 }
 
 // announceLocked reports a permission request the moment the ordered
-// reader reads it, so it lands after the updates the agent sent before it.
-// RequestPermission, run later by the SDK, picks it up.
-func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) {
+// reader reads it, so it lands after the updates the agent sent before it,
+// and returns its Rein id ("" when it is not reported). RequestPermission,
+// run later by the SDK, picks it up by that id (metaPermission).
+func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) string {
 	if a.turn == "" {
-		return // RequestPermission answers cancelled
+		return "" // RequestPermission answers cancelled
 	}
 	a.closeBlockLocked()
 	a.permN++
@@ -823,30 +824,23 @@ func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) {
 			Message: "the agent offered permission options of a kind Rein does not know, left out (answer with another option, or dismiss): " + strings.Join(unknown, ", ")})
 	}
 	a.perms[id] = p
-	a.announced[req.ToolCall.ToolCallId] = append(a.announced[req.ToolCall.ToolCallId], id)
 	a.emit(protocol.Event{Type: protocol.EventPermissionRequested, ID: id, ToolCallID: toolID, Title: title, Input: rawJSON(req.ToolCall.RawInput), Options: opts})
 	if a.aborted {
 		// Asked after the abort: answered cancelled at once.
 		a.cancelPermissionsLocked()
 	}
+	return id
 }
 
 // RequestPermission waits for the answer to the request the ordered
 // reader announced (a permission_response command, or an abort, which
 // answers cancelled).
 func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermissionRequest) (acpsdk.RequestPermissionResponse, error) {
+	// The id the ordered reader put in the request it passed on: the SDK
+	// runs handlers in goroutines of their own, so two requests about
+	// the same tool call may reach here in either order.
+	id, _ := req.Meta[metaPermission].(string)
 	a.mu.Lock()
-	ids := a.announced[req.ToolCall.ToolCallId]
-	if len(ids) == 0 {
-		a.mu.Unlock()
-		return acpsdk.RequestPermissionResponse{Outcome: acpsdk.NewRequestPermissionOutcomeCancelled()}, nil
-	}
-	id := ids[0]
-	if len(ids) == 1 {
-		delete(a.announced, req.ToolCall.ToolCallId)
-	} else {
-		a.announced[req.ToolCall.ToolCallId] = ids[1:]
-	}
 	p := a.perms[id]
 	a.mu.Unlock()
 	if p == nil {

@@ -78,8 +78,12 @@ func (o *orderedReader) Read(p []byte) (int, error) {
 		if len(line) == 0 {
 			continue
 		}
-		if o.handle(line) {
+		consumed, passOn := o.handle(line)
+		if consumed {
 			continue
+		}
+		if passOn != nil {
+			line = passOn
 		}
 		if len(line) >= sdkMaxLine {
 			// The SDK cannot read it and ends the connection; say why.
@@ -96,11 +100,12 @@ func (o *orderedReader) Read(p []byte) (int, error) {
 }
 
 // handle maps a session/update (true: consumed) and announces a
-// permission request (false: the SDK still answers it).
-func (o *orderedReader) handle(line []byte) bool {
+// permission request (false: the SDK still answers it, given passOn, the
+// request tagged with its Rein id, in place of line).
+func (o *orderedReader) handle(line []byte) (consumed bool, passOn []byte) {
 	var h head
 	if err := json.Unmarshal(line, &h); err != nil {
-		return false // the SDK logs it
+		return false, nil // the SDK logs it
 	}
 	// Recorded once handled, and with the recorder held meanwhile: a
 	// command the handling prompted (an answer to the permission request
@@ -116,24 +121,70 @@ func (o *orderedReader) handle(line []byte) bool {
 		var n acpsdk.SessionNotification
 		if err := json.Unmarshal(h.Params, &n); err != nil {
 			o.a.log.Warn("undecodable acp session/update", "err", err)
-			return true
+			return true, nil
 		}
 		o.a.mu.Lock()
 		o.a.updateLocked(n)
 		o.a.mu.Unlock()
-		return true
+		return true, nil
 	case h.Method == acpsdk.ClientMethodSessionRequestPermission && len(h.ID) != 0:
 		var req acpsdk.RequestPermissionRequest
 		if json.Unmarshal(h.Params, &req) != nil || req.Validate() != nil {
-			return false // the SDK refuses it without asking us
+			return false, nil // the SDK refuses it without asking us
 		}
 		o.a.mu.Lock()
-		o.a.announceLocked(req)
+		id := o.a.announceLocked(req)
 		o.a.mu.Unlock()
+		return false, tagPermission(line, id)
 	case h.Method == "" && len(h.ID) != 0:
 		o.a.prompt.answered(h.ID, line)
 	}
-	return false
+	return false, nil
+}
+
+// metaPermission is the _meta key under which the ordered reader hands the
+// SDK a permission request's Rein id. The SDK's handler learns nothing else
+// of the request's JSON-RPC id, and the SDK runs handlers in goroutines of
+// their own, in any order: matching a handler to its announcement by tool
+// call id, oldest first, gave two requests about one tool call each other's
+// answers when their handlers ran the other way round.
+const metaPermission = "rein.agentd/permissionId"
+
+// tagPermission returns the session/request_permission line with
+// params._meta[metaPermission] set to id (removed when id is "", so an
+// agent cannot name another request's id); nil when the line cannot be
+// rewritten (it can: it was decoded already), and it is passed on as it is.
+func tagPermission(line []byte, id string) []byte {
+	var msg, params, meta map[string]json.RawMessage
+	if json.Unmarshal(line, &msg) != nil || json.Unmarshal(msg["params"], &params) != nil {
+		return nil
+	}
+	if m := params["_meta"]; len(m) != 0 && json.Unmarshal(m, &meta) != nil {
+		return nil
+	}
+	if meta == nil {
+		meta = map[string]json.RawMessage{}
+	}
+	delete(meta, metaPermission)
+	if id != "" {
+		b, err := json.Marshal(id)
+		if err != nil {
+			return nil
+		}
+		meta[metaPermission] = b
+	}
+	var err error
+	if params["_meta"], err = json.Marshal(meta); err != nil {
+		return nil
+	}
+	if msg["params"], err = json.Marshal(params); err != nil {
+		return nil
+	}
+	out, err := json.Marshal(msg)
+	if err != nil {
+		return nil
+	}
+	return append(out, '\n')
 }
 
 func trimEOL(b []byte) []byte {
