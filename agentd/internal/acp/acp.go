@@ -111,6 +111,16 @@ func Serve(ctx context.Context, opts Options) error {
 		if running || len(queue) == 0 {
 			return
 		}
+		select {
+		case <-conn.Done():
+			// The agent is gone (it may have answered the last prompt
+			// and exited): a turn started now could only fail, and its
+			// turn_started would count the prompt as taken. Left in the
+			// queue, the prompt is untaken, and the supervisor hands it
+			// to the agent it starts next.
+			return
+		default:
+		}
 		c := queue[0]
 		queue = queue[1:]
 		running = true

@@ -29,13 +29,21 @@ type peer struct {
 	mu      sync.Mutex
 	evs     []protocol.Event
 	changed chan struct{}
+	// onEmit, when set, sees each event as Serve emits it, first.
+	onEmit func(protocol.Event)
 }
 
 // startPeer runs acp.Serve against a scripted agent and answers the
 // handshake (initialize, session/new offering modes "ask" and "auto").
 func startPeer(t *testing.T, mode string) *peer {
 	t.Helper()
-	p := launchPeer(t, acp.Options{Mode: mode})
+	return startPeerWith(t, acp.Options{Mode: mode})
+}
+
+// startPeerWith is startPeer with opts (see launchPeer).
+func startPeerWith(t *testing.T, opts acp.Options) *peer {
+	t.Helper()
+	p := launchPeer(t, opts)
 	id, _ := p.expect("initialize")
 	p.reply(id, map[string]any{"protocolVersion": 1, "agentInfo": map[string]any{"name": "fake", "version": "1"}})
 	id, _ = p.expect("session/new")
@@ -46,7 +54,7 @@ func startPeer(t *testing.T, mode string) *peer {
 }
 
 // launchPeer runs acp.Serve with opts (the pipes, commands, Emit, name,
-// cwd and logger set here) against a scripted agent that has not yet
+// cwd and, unless opts has one, logger set here) against a scripted agent that has not yet
 // answered anything.
 func launchPeer(t *testing.T, opts acp.Options) *peer {
 	t.Helper()
@@ -72,7 +80,10 @@ func launchPeer(t *testing.T, opts acp.Options) *peer {
 	})
 	wg.Go(func() {
 		opts.Stdin, opts.Stdout, opts.Commands, opts.Emit = stdinW, stdoutR, p.cmds, p.emit
-		opts.Name, opts.Cwd, opts.Logger = "fake", "/work", fakeserver.Logger(t, slog.LevelDebug)
+		opts.Name, opts.Cwd = "fake", "/work"
+		if opts.Logger == nil {
+			opts.Logger = fakeserver.Logger(t, slog.LevelDebug)
+		}
 		p.done <- acp.Serve(ctx, opts)
 	})
 	t.Cleanup(func() {
@@ -87,6 +98,9 @@ func launchPeer(t *testing.T, opts acp.Options) *peer {
 }
 
 func (p *peer) emit(_ context.Context, ev protocol.Event) error {
+	if p.onEmit != nil {
+		p.onEmit(ev)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.evs = append(p.evs, ev)
@@ -600,4 +614,69 @@ func TestUnknownEnumValues(t *testing.T) {
 	if mustJSON(t, got) != mustJSON(t, want) {
 		t.Errorf("events:\n got: %s\nwant: %s", got, want)
 	}
+}
+
+// A prompt queued behind a turn is not started when the agent died right
+// after answering that turn: its turn_started would count it as taken, so
+// the agent agentd starts next would never get it, and the turn would
+// just fail. It stays untaken, and the supervisor hands it to the next
+// agent. Here the agent's output ends while the first turn's end is
+// being emitted, before Serve turns to the queue.
+func TestQueuedPromptNotStartedOnDeadAgent(t *testing.T) {
+	closed := make(chan struct{})
+	// The SDK logs "connection closed" once the connection is done.
+	log := slog.New(&connWatch{Handler: fakeserver.Logger(t, slog.LevelDebug).Handler(), closed: closed, once: &sync.Once{}})
+	p := startPeerWith(t, acp.Options{Logger: log})
+	pid := p.prompt(1, "first")
+	p.cmds <- protocol.Command{ID: 2, Type: protocol.CommandPrompt, Text: "queued"}
+	p.onEmit = func(ev protocol.Event) {
+		if ev.Type == protocol.EventTurnCompleted && ev.TurnID == "turn-1" {
+			p.out.Close() // the agent exits right after its answer
+			select {
+			case <-closed:
+			case <-time.After(fakeserver.WaitTimeout):
+				t.Error("the connection did not end")
+			}
+		}
+	}
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatal("Serve did not return after the agent's output ended")
+	}
+	p.mu.Lock()
+	evs := p.evs
+	p.mu.Unlock()
+	if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTurnStarted && ev.TurnID == "turn-2" }) {
+		t.Errorf("the queued prompt started on the dead agent:\n%s", turnEvents(evs))
+	}
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventTurnCompleted && ev.TurnID == "turn-1" }) {
+		t.Errorf("the first turn did not end as the agent said:\n%s", turnEvents(evs))
+	}
+}
+
+// connWatch closes closed when the SDK logs that its connection closed.
+type connWatch struct {
+	slog.Handler
+	closed chan struct{}
+	once   *sync.Once
+}
+
+func (h *connWatch) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "connection closed" {
+		h.once.Do(func() { close(h.closed) })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *connWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	return &connWatch{h.Handler.WithAttrs(as), h.closed, h.once}
+}
+
+func (h *connWatch) WithGroup(name string) slog.Handler {
+	return &connWatch{h.Handler.WithGroup(name), h.closed, h.once}
 }
