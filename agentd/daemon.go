@@ -136,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 		commands: commands, connected: connected,
 		streamDone: streamDone, upDone: upDone,
 		runCtx: runCtx, runCancel: runCancel,
-		turnEnded: make(chan struct{}, 1),
+		turnEnded: make(chan string, 1),
 		outbox:    ob != nil,
 		cmds:      cmds,
 		conv:      newConversation(ob, opts.Protocol, log),

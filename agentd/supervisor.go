@@ -54,8 +54,11 @@ type supervisor struct {
 	// FlushTimeout after the agent exited, and were given up on (watch);
 	// the uploader has had its time, and flush does not wait again.
 	flushSpent bool
-	// turnEnded wakes the loop when the agent ends its turn (abort done).
-	turnEnded chan struct{}
+	// turnEnded wakes the loop when the agent ends a turn (abort done),
+	// with the turn's id: the loop may read it only after the agent has
+	// started the next turn, and an abort escalation is called off by the
+	// end of the turn it was armed for, not of an earlier one.
+	turnEnded chan string
 	// cmds tracks commands until the agent took them (the cursor).
 	cmds *commandLog
 	// conv is the agent's conversation id, resumed by the next run.
@@ -101,7 +104,8 @@ type agentRun struct {
 // escalation is a queue of signals sent one KillStep apart.
 type escalation struct {
 	signals []syscall.Signal
-	abort   bool // an abort escalation, dropped when the turn ends
+	abort   bool   // an abort escalation, dropped when the turn ends
+	turn    string // the turn an abort escalation is for
 }
 
 // run supervises until ctx is done (nil, after stopping the agent) or a
@@ -283,8 +287,16 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 			if c.Type == protocol.CommandAbort {
 				s.markAborted()
 			}
-			if c.Type == protocol.CommandAbort && esc == nil && s.turnIsOpen() {
-				arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true}, s.opts.AbortGrace)
+			if c.Type == protocol.CommandAbort && esc == nil {
+				// An end still unread is of a turn before the open one
+				// (or of the last agent's): it must not call this off.
+				select {
+				case <-s.turnEnded:
+				default:
+				}
+				if turn, open := s.openTurn(); open {
+					arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true, turn: turn}, s.opts.AbortGrace)
+				}
 			}
 			s.forward(r, c)
 		case <-agentGone:
@@ -309,8 +321,8 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 			}
 		case <-s.connected:
 			s.repostStarted()
-		case <-s.turnEnded:
-			if esc != nil && esc.abort {
+		case turn := <-s.turnEnded:
+			if esc != nil && esc.abort && turn == esc.turn {
 				// The agent honoured the abort (perhaps after SIGINT).
 				esc = nil
 				timer.Stop()
@@ -320,7 +332,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 				continue
 			}
 			if esc.abort {
-				if !s.turnIsOpen() {
+				if turn, open := s.openTurn(); !open || turn != esc.turn {
+					// The aborted turn ended (and perhaps the next
+					// began, which nobody aborted).
 					esc = nil
 					continue
 				}
@@ -442,11 +456,15 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 			// starts another): nothing the aborted turn started lives on.
 			s.reapTurnLocked()
 		}
+		ended := s.turnID
 		s.turnID, s.turnOpen = "", false
+		// The latest end replaces one the loop has not read (only this
+		// sends, under s.mu, so the slot is then free).
 		select {
-		case s.turnEnded <- struct{}{}:
+		case <-s.turnEnded:
 		default:
 		}
+		s.turnEnded <- ended
 	case protocol.EventAgentStarted:
 		c := ev
 		s.started = &c
@@ -514,10 +532,11 @@ func (s *supervisor) reapTurnLocked() {
 	s.abortedTurn = ""
 }
 
-func (s *supervisor) turnIsOpen() bool {
+// openTurn is the open turn's id; open is false between turns.
+func (s *supervisor) openTurn() (id string, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.turnOpen
+	return s.turnID, s.turnOpen
 }
 
 // repostStarted re-sends agent_started after a command stream reconnect,
