@@ -345,3 +345,45 @@ func TestClientGoneWhileQueued(t *testing.T) {
 		t.Errorf("the error log has a line for the client that left:\n%s", logs.String())
 	}
 }
+
+// oneGroup runs the requests in one group commit behind a commit that
+// waits (hold), in the order given, and returns their statuses.
+func oneGroup(t *testing.T, s *app.App, g *gatedStore, hold func() int, reqs ...func() int) []int {
+	t.Helper()
+	g.open = make(chan struct{}) // before closed is set: Commit reads it after
+	g.closed.Store(true)
+	released := false
+	defer func() {
+		if !released {
+			close(g.open) // a failed test must not leave the writer stuck
+		}
+	}()
+	type answer struct{ i, status int }
+	answers := make(chan answer, len(reqs)+1)
+	go func() { answers <- answer{-1, hold()} }()
+	select {
+	case <-g.entered:
+	case <-time.After(streamDeadline):
+		t.Fatal("the holding request never reached a commit")
+	}
+	for i, f := range reqs {
+		n := server.Queued(s.Server)
+		go func() { answers <- answer{i, f()} }()
+		eventually(t, "request queued", func() bool { return server.Queued(s.Server) == n+1 })
+	}
+	g.closed.Store(false)
+	close(g.open)
+	released = true
+	got := make([]int, len(reqs))
+	for range len(reqs) + 1 {
+		select {
+		case a := <-answers:
+			if a.i >= 0 {
+				got[a.i] = a.status
+			}
+		case <-time.After(streamDeadline):
+			t.Fatal("an answer never came")
+		}
+	}
+	return got
+}

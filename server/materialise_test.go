@@ -305,3 +305,48 @@ func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
 	checkFold(t, s, "a")
 	m.equal(c, "a")
 }
+
+// A session whose stored artifacts lag its log (materialise.go), deleted
+// and created again in one group commit: the new session starts empty. The
+// settle of the deleted one must not write its artifacts into the new one.
+func TestDeleteAndCreateLaggingSessionInOneGroup(t *testing.T) {
+	server.DeferEveryGroup(t)
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
+	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	s := start(t, app.Options{Store: g})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	post := func(id string, e map[string]any) func() int {
+		return func() int { st, _ := c.do("POST", "/sessions/"+id+"/events", []any{e}); return st }
+	}
+	got := oneGroup(t, s, g, post("a", ev("text_delta", "id", "m1", "delta", "old session's text")),
+		post("b", ev("text_delta", "id", "m1", "delta", "b")))
+	if got[0] != http.StatusAccepted {
+		t.Fatalf("setup: %v", got)
+	}
+	if !lagging(s, "a") {
+		t.Fatal("test setup: a's artifacts do not lag its log")
+	}
+	got = oneGroup(t, s, g, post("b", ev("text_delta", "id", "m1", "delta", "hold")),
+		func() int { st, _ := c.do("DELETE", "/sessions/a", nil); return st },
+		func() int { st, _ := c.do("POST", "/sessions/a", nil); return st })
+	if got[0] != http.StatusNoContent || got[1] != http.StatusCreated {
+		t.Fatalf("delete, create: %v; want 204, 201", got)
+	}
+	if arts := c.artifactsOf("a"); len(arts) != 0 {
+		t.Fatalf("the new session a has %d artifacts: %v; want none (they were the deleted a's)", len(arts), arts)
+	}
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	if len(m.arts) != 0 {
+		t.Fatalf("the new session's stream replays %d artifacts; want none", len(m.arts))
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m2", "delta", "new")})
+	m.readUntilRev(st, 1)
+	m.equal(c, "a")
+	if arts := c.artifactsOf("a"); len(arts) != 1 || arts[0]["text"] != "new" {
+		t.Fatalf("the new session a: %v; want its one text", arts)
+	}
+}

@@ -867,7 +867,11 @@ func (w *writer) commit(g *group) {
 			continue
 		}
 		arts := g.dirty[id]
-		if l := w.lagging[id]; l != nil {
+		// A session removed in this group and created again in it is
+		// new: the lag is its deleted namesake's (forgotten once the
+		// removal commits), and settling it would write the old log's
+		// artifacts, still in the database, into the new session.
+		if l := w.lagging[id]; l != nil && !g.removed[id] {
 			// Should the commit fail, the state dropped marks the
 			// session stale: its bodies may be released by now.
 			g.states[id] = true
