@@ -172,12 +172,17 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 }
 
 // answered records a client's permission_response to a pending request,
-// so its decision names who answered.
+// so its decision names who answered. Only the first answer counts: the
+// command stream hands the agent the answers in command order, and the
+// agent takes the first and ignores the rest.
 func (a *approvals) answered(id string, cmd protocol.Command, ms int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := approvalKey{id, cmd.RequestID}
 	if _, ok := a.pending[k]; !ok {
+		return
+	}
+	if _, ok := a.answers[k]; ok {
 		return
 	}
 	who := "client"

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -258,5 +260,40 @@ func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
 	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
 	if rec.PendingApprovals != 0 {
 		t.Fatalf("pendingApprovals %d after agent_exited; want 0", rec.PendingApprovals)
+	}
+}
+
+// A request answered twice (two clients, or one that did not see the
+// first answer) is decided by the first answer: the command stream hands
+// the agent the answers in command order, and an agent takes the first
+// and ignores the second (agentd logs "permission_response for no pending
+// request"). The decision says when that first answer came.
+func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	s := start(t, app.Options{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+
+	first := now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"allow"}`)
+	now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"deny"}`)
+	var got protocol.Command
+	if err := json.Unmarshal([]byte(cmds.next().Data), &got); err != nil || got.OptionID != "allow" {
+		t.Fatalf("first command on the stream %+v (%v); want the allow", got, err)
+	}
+	// The agent takes the first answer.
+	now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)}, protocol.HeaderInstance, "ia")
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 1 || hist[0].Status != "approved" || hist[0].OptionID != "allow" {
+		t.Fatalf("history %+v; want r1 approved with allow", hist)
+	}
+	if hist[0].AnsweredAt != first {
+		t.Fatalf("answeredAt %d; want %d, the first answer's (the one the agent took), not the second's", hist[0].AnsweredAt, first)
 	}
 }
