@@ -387,3 +387,104 @@ func oneGroup(t *testing.T, s *app.App, g *gatedStore, hold func() int, reqs ...
 	}
 	return got
 }
+
+// readFailStore is the SQLite store whose reads fail on demand, as a
+// database that lost its disk or its connection does, while the server's
+// writer (which reads through the same store) is left alone by the test.
+type readFailStore struct {
+	*sqlite.Store
+	fail atomic.Bool
+}
+
+var errReadFailed = errors.New("disk I/O error (10)")
+
+func (f *readFailStore) err(op string) error {
+	if f.fail.Load() {
+		return fmt.Errorf("%s: %w", op, errReadFailed)
+	}
+	return nil
+}
+
+func (f *readFailStore) Session(ctx context.Context, id string) (protocol.Session, error) {
+	if err := f.err("get session"); err != nil {
+		return protocol.Session{}, err
+	}
+	return f.Store.Session(ctx, id)
+}
+
+func (f *readFailStore) Sessions(ctx context.Context, project string) ([]protocol.Session, error) {
+	if err := f.err("list sessions"); err != nil {
+		return nil, err
+	}
+	return f.Store.Sessions(ctx, project)
+}
+
+func (f *readFailStore) Artifacts(ctx context.Context, id string) ([]store.Artifact, error) {
+	if err := f.err("artifacts"); err != nil {
+		return nil, err
+	}
+	return f.Store.Artifacts(ctx, id)
+}
+
+func (f *readFailStore) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	if err := f.err("artifacts page"); err != nil {
+		return store.Snapshot{}, err
+	}
+	return f.Store.ArtifactsPage(ctx, id, after, limit)
+}
+
+func (f *readFailStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+	if err := f.err("artifacts by seq"); err != nil {
+		return nil, err
+	}
+	return f.Store.ArtifactsBySeq(ctx, id, after, limit)
+}
+
+func (f *readFailStore) Events(ctx context.Context, id string) ([]store.Event, error) {
+	if err := f.err("events"); err != nil {
+		return nil, err
+	}
+	return f.Store.Events(ctx, id)
+}
+
+func (f *readFailStore) EventsAfter(ctx context.Context, id string, after int64, limit int) ([]store.Event, error) {
+	if err := f.err("events after"); err != nil {
+		return nil, err
+	}
+	return f.Store.EventsAfter(ctx, id, after, limit)
+}
+
+func (f *readFailStore) Commands(ctx context.Context, id string, after, upTo int64) ([]store.Command, error) {
+	if err := f.err("commands"); err != nil {
+		return nil, err
+	}
+	return f.Store.Commands(ctx, id, after, upTo)
+}
+
+// A read the database fails is 503 unavailable (retry), as a failed write
+// is, not 500 internal: that is for bugs, and clients retry only the
+// first. A session that does not exist is still 404.
+func TestFailedReadsAreUnavailable(t *testing.T) {
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
+	fs := &readFailStore{Store: db}
+	s := start(t, app.Options{Store: fs})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", map[string]string{"prompt": "hi"})
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1))
+
+	fs.fail.Store(true)
+	for _, path := range []string{
+		"/sessions", "/sessions/a", "/sessions/a/artifacts", "/sessions/a/artifacts?limit=5",
+		"/sessions/a/turns", "/sessions/a/turns/t1", "/sessions/a/events",
+		"/sessions/a/stream", "/sessions/a/commands",
+	} {
+		e := c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "GET", path, nil)
+		if strings.Contains(e.Message, "I/O") {
+			t.Errorf("GET %s: message %q carries the store's error", path, e.Message)
+		}
+	}
+	fs.fail.Store(false)
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/nope", nil)
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/nope/turns", nil)
+	c.must(http.StatusOK, nil, "GET", "/sessions/a/turns", nil)
+}

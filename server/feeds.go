@@ -112,7 +112,8 @@ func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, lim
 		return nil, err
 	}
 	defer func() { <-s.replaySlots }()
-	return s.store.ArtifactsBySeq(ctx, id, after, limit)
+	list, err := s.store.ArtifactsBySeq(ctx, id, after, limit)
+	return list, readFailed("artifacts session="+id, err)
 }
 
 // artifactsPage is store.ArtifactsPage, read in a replay slot.
@@ -130,7 +131,8 @@ func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limi
 		return store.Snapshot{}, err
 	}
 	defer func() { <-s.replaySlots }()
-	return s.store.ArtifactsPage(ctx, id, after, limit)
+	page, err := s.store.ArtifactsPage(ctx, id, after, limit)
+	return page, readFailed("artifacts page session="+id, err)
 }
 
 // replaySlot waits for one of Options.ReplaySlots: replay pages are read
@@ -219,7 +221,7 @@ func (s *Server) OpenCommandStream(ctx context.Context, id string, from Sandbox,
 		if replay, err = s.store.Commands(ctx, id, o.from, o.lastCmd); err != nil {
 			o.sub.Close()
 			release()
-			return CommandFeed{}, err
+			return CommandFeed{}, readFailed("command stream session="+id, err)
 		}
 	}
 	return CommandFeed{Replay: replay, Live: o.sub, After: o.lastCmd, Release: release}, nil

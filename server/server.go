@@ -138,16 +138,22 @@ func (s *Server) createSession(ctx context.Context, id, project, prompt string) 
 // GetSession returns a session record.
 func (s *Server) GetSession(ctx context.Context, id string) (protocol.Session, error) {
 	rec, err := s.store.Session(ctx, id)
-	return s.withPending(rec), err
+	if err != nil {
+		return protocol.Session{}, readFailed("get session "+id, err)
+	}
+	return s.withPending(rec), nil
 }
 
 // ListSessions lists sessions oldest first; project "" means all.
 func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.Session, error) {
 	list, err := s.store.Sessions(ctx, project)
+	if err != nil {
+		return nil, readFailed("list sessions", err)
+	}
 	for i := range list {
 		list[i] = s.withPending(list[i])
 	}
-	return list, err
+	return list, nil
 }
 
 // DeleteSession removes a session and everything it owns, and ends its
@@ -250,7 +256,7 @@ func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, e
 	if f != nil {
 		list = f.seqPage(0, -1)
 	} else if list, err = s.store.Artifacts(ctx, id); err != nil {
-		return nil, err
+		return nil, readFailed("artifacts session="+id, err)
 	}
 	out := make([]json.RawMessage, len(list))
 	for i, a := range list {

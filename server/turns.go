@@ -109,11 +109,11 @@ func (w *writer) recordTurnDigests(g *group, id string, pos int64, ended []ended
 // ends) and attaching the digests recorded when they ended.
 func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) {
 	if _, err := s.store.Session(ctx, id); err != nil {
-		return nil, err
+		return nil, readFailed("turns session="+id, err)
 	}
 	log, err := s.store.Events(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("turns session=%s: %w", id, err)
+		return nil, readFailed("turns session="+id, err)
 	}
 	// Recorded digests are matched to turns by id (the n-th record of an
 	// id to the n-th turn of that id), not by position: an edit that moves
@@ -122,7 +122,7 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 	if ds, ok := s.store.(store.TurnDigestStore); ok {
 		list, err := ds.TurnDigests(ctx, id)
 		if err != nil {
-			return nil, fmt.Errorf("turns session=%s: %w", id, err)
+			return nil, readFailed("turns session="+id, err)
 		}
 		for _, d := range list {
 			recorded[d.TurnID] = append(recorded[d.TurnID], d)
@@ -251,12 +251,12 @@ func eventsAfter(ctx context.Context, st store.Store, id string, after int64, li
 // says whether entries follow.
 func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error) {
 	if _, err := s.store.Session(ctx, id); err != nil {
-		return nil, false, err
+		return nil, false, readFailed("events session="+id, err)
 	}
 	// One more than asked says whether another page follows.
 	list, err := eventsAfter(ctx, s.store, id, after, limit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("events session=%s: %w", id, err)
+		return nil, false, readFailed("events session="+id, err)
 	}
 	more := len(list) > limit
 	if more {

@@ -42,6 +42,20 @@ func unavailable(op string, cause error) error {
 	return fmt.Errorf("%s: %w", op, errors.Join(errUnavailable, cause))
 }
 
+// readFailed wraps the error of a read of the store with op. A read the
+// database failed is unavailable, as a failed write is: retryable, where
+// internal would say a bug (and clients retry only the first). An error
+// with its own code (a session not found) keeps it.
+func readFailed(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if protocol.CodeOf(err) != protocol.CodeInternal {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return unavailable(op, err)
+}
+
 // Hub topics.
 const sessionsTopic = "sessions"
 
