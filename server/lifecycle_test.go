@@ -81,6 +81,40 @@ func TestIdleOnlyWithCommandStream(t *testing.T) {
 	}
 }
 
+// A sandbox reconnecting before the server noticed its old stream end:
+// the new stream's open and the old one's close land in one group commit,
+// in that order. The session stays live, as the new stream holds it, and
+// commands reach that stream.
+func TestReconnectBeforeOldStreamCloseInOneGroup(t *testing.T) {
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
+	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	s := start(t, app.Options{Store: g})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	var cmds *sseStream
+	got := oneGroup(t, s, g,
+		func() int {
+			st, _ := c.do("POST", "/sessions/b/events", []any{ev("notice", "level", "info", "message", "hold")})
+			return st
+		},
+		func() int {
+			var st int
+			cmds, st = c.tryStream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+			return st
+		},
+		func() int { old.close(); return 0 })
+	if got[0] != http.StatusOK {
+		t.Fatalf("reconnect: %d; want 200", got[0])
+	}
+	if st := c.session("a").Status; st != protocol.StatusLive {
+		t.Fatalf("session %s while the new stream holds it; want live", st)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"still here"}`)
+	wantCommand(t, cmds, 1, "still here")
+}
+
 func TestHeartbeatTimeout(t *testing.T) {
 	s := start(t, app.Options{HeartbeatTimeout: 200 * time.Millisecond})
 	c := newClient(t, s)

@@ -501,6 +501,10 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	// (replicas.go).
 	e.rec.StreamEpoch++
 	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens, epoch: e.rec.StreamEpoch}
+	if g.opened == nil {
+		g.opened = map[string]bool{}
+	}
+	g.opened[r.id] = true
 	lastCmd := e.rec.LastCommandID
 	g.onAbort(h.sub.Close)
 	failOn(g, r.reply)
@@ -532,6 +536,12 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 	delete(w.holders, r.id)
 	w.log.Info("sandbox disconnected", slog.String("session", r.id), slog.String("instance", h.instance))
 	w.obs.SandboxDisconnected()
+	if g.opened[r.id] {
+		// A newer stream opened earlier in this group (a reconnection
+		// queued before the old stream's end was noticed): it holds the
+		// session once the group commits, which stays live.
+		return
+	}
 	if e := g.entry(r.id); e != nil {
 		status, _ := nextStatus(e.rec.Status, streamClosed, facts{})
 		g.setStatus(r.id, e, status)

@@ -648,6 +648,10 @@ type group struct {
 	// made on first use.
 	keyed   map[string]map[string]protocol.Command
 	removed map[string]bool
+	// opened names the sessions whose command stream a request of the
+	// group opened (openStreamReq): an older stream's close later in
+	// the group must not mark them disconnected (closeStreamReq).
+	opened map[string]bool
 }
 
 // abort makes the group fail as a failed commit does: a request could not
