@@ -540,3 +540,41 @@ func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
 		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
 	}
 }
+
+// failingLoad is a deaf replica's store whose LoadSession fails on demand.
+type failingLoad struct {
+	*deafStore
+	fail atomic.Bool
+}
+
+func (f *failingLoad) LoadSession(ctx context.Context, id string) (store.Session, *[32]byte, error) {
+	if f.fail.Load() {
+		return store.Session{}, nil, errors.New("database unreachable")
+	}
+	return f.deafStore.LoadSession(ctx, id)
+}
+
+// A replica that does not know a sandbox token yet checks it against the
+// session's row; when that read fails, the answer is 503, which agentd
+// retries, not the 401 it takes as final (it would exit, ending the
+// sandbox's agent over a database hiccup).
+func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
+	const tok = "replica-client-token"
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
+	pg, err := postgres.Open(t.Context(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	f := &failingLoad{deafStore: &deafStore{Store: pg}}
+	f.deaf.Store(true) // b does not hear of the session: it must read its row
+	b := start(t, app.Options{Store: f, APIToken: tok})
+	ca, cb := newClient(t, a), newClient(t, b)
+	sbx := ca.create("u", "Authorization", "Bearer "+tok)
+	f.fail.Store(true)
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+	f.fail.Store(false)
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
+	cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer not-"+sbx)
+}

@@ -234,16 +234,24 @@ func (s *Server) Ingest(ctx context.Context, id string, from Sandbox, events []p
 // claimed is the session the request names: on a database shared with
 // other replicas, a token this replica does not know yet (its session was
 // created elsewhere a moment ago) is checked against that session's row
-// before it is refused, since agentd takes a 401 as final.
-func (s *Server) SandboxSession(ctx context.Context, hash [32]byte, claimed string) (string, bool) {
+// before it is refused, since agentd takes a 401 as final. For the same
+// reason a read of that row the database fails is an error (503), not a
+// refusal: a database that hiccups must not end the sandbox's agentd.
+func (s *Server) SandboxSession(ctx context.Context, hash [32]byte, claimed string) (string, bool, error) {
 	if id, ok := s.index.session(hash); ok || s.w.shared == nil || claimed == "" {
-		return id, ok
+		return id, ok, nil
 	}
 	_, h, err := s.w.shared.LoadSession(ctx, claimed)
-	if err != nil || h == nil || *h != hash {
-		return "", false
+	if protocol.CodeOf(err) == protocol.CodeNotFound {
+		return "", false, nil
 	}
-	return claimed, true
+	if err != nil {
+		return "", false, readFailed("check sandbox token session="+claimed, err)
+	}
+	if h == nil || *h != hash {
+		return "", false, nil
+	}
+	return claimed, true, nil
 }
 
 // Artifacts returns the session's artifacts as stored, ordered by seq.

@@ -32,7 +32,7 @@ type Service interface {
 	// SandboxSession returns the session whose sandbox token has this
 	// SHA-256 hash; claimed is the session the request names (see
 	// server.Server.SandboxSession).
-	SandboxSession(ctx context.Context, hash [32]byte, claimed string) (id string, ok bool)
+	SandboxSession(ctx context.Context, hash [32]byte, claimed string) (id string, ok bool, err error)
 	GetSession(ctx context.Context, id string) (protocol.Session, error)
 	ListSessions(ctx context.Context, project string) ([]protocol.Session, error)
 	DeleteSession(ctx context.Context, id string) error

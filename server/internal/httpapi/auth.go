@@ -174,7 +174,11 @@ func (a *API) authorize(r *http.Request, acc access) (context.Context, error) {
 	if subtle.ConstantTimeCompare(h[:], a.clientHash) == 1 {
 		return ctx, nil
 	}
-	if id, ok := a.svc.SandboxSession(ctx, h, r.PathValue("id")); ok {
+	id, ok, err := a.svc.SandboxSession(ctx, h, r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
 		if acc == sandbox && id == r.PathValue("id") {
 			return context.WithValue(ctx, credKey{}, h), nil
 		}
