@@ -349,7 +349,8 @@ class Stream {
 // that held every artifact ends with snapshot_complete {full: true}: what
 // the page holds that it did not send is no longer the session's (its
 // history went back: a restore from an older backup, the session deleted
-// and created again), and end hands each such seq to drop.
+// and created again), and end hands each such seq to drop. The session
+// list uses it too, by session id: its every replay is full.
 class Replay {
   start() {
     this.seen = new Set();
@@ -382,15 +383,23 @@ const sessions = {
 
   start() {
     if (this.stream) return;
+    // The session stream has no ids: every connection, a reconnect after
+    // a network error too, starts with the full list, and a session
+    // removed while the page was away is simply not in it.
+    const replay = new Replay();
     this.stream = new Stream({
       path: "/sessions/stream",
       ticketPath: "/sessions/stream-ticket",
+      onOpen: () => replay.start(),
       onState: (s) => {
         this.state = s;
         if (!route.id) setConn(s);
       },
       handlers: {
-        session_snapshot: ({ session }) => this.put(session),
+        session_snapshot: ({ session }) => {
+          replay.saw(session.id);
+          this.put(session);
+        },
         session_created: ({ session }) => this.put(session),
         session_updated: ({ id, fields }) => {
           const s = this.map.get(id);
@@ -403,6 +412,7 @@ const sessions = {
           this.changed(id);
         },
         snapshot_complete: () => {
+          replay.end({ full: true }, [...this.map.keys()], (id) => this.map.delete(id));
           this.ready = true;
           this.changed(null);
         },
