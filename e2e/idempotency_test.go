@@ -204,3 +204,34 @@ func TestBrowserNewTokenForALostCreate(t *testing.T) {
 	e.runConnectCommand(command, t.TempDir())
 	e.waitIdle(id)
 }
+
+// Enter pressed again while a prompt is on its way (a slow answer, or the
+// page resending it) must not send it a second time: the agent runs the
+// prompt once. The two key presses are dispatched in one script, so the
+// second comes before any answer to the first.
+func TestBrowserEnterTwiceSendsOnce(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-twice"
+	_, f := e.session(id)
+	b, step := e.signedIn(chromium, driver, e.srv.URL)
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, e.srv.URL+"/#/s/"+id); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#session-status", "idle")
+	})
+	step("Enter, Enter", func(ctx context.Context) error {
+		if err := b.Eval(ctx, nil, `const p = document.querySelector("#prompt");
+			p.value = "only once";
+			for (let i = 0; i < 2; i++) p.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true, cancelable: true}));`); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`)
+	})
+	e.prompt(id, "next")
+	e.wantPromptsRan(f, id, "only once", "next")
+}

@@ -1168,12 +1168,16 @@ function sessionPage(app, id) {
     }
   };
 
+  // One prompt is on its way at a time: Enter reaches submit even while
+  // the Send button is disabled, and a second send would carry a new
+  // Idempotency-Key, so the agent would run the prompt twice.
+  let sending = false;
   const submit = async () => {
     const text = prompt.value;
-    if (!text.trim()) return;
-    send.disabled = true;
+    if (sending || !text.trim()) return;
+    sending = send.disabled = true;
     if (await command({ type: "prompt", text })) prompt.value = "";
-    send.disabled = false;
+    sending = send.disabled = false;
     prompt.focus();
   };
   prompt.addEventListener("keydown", (e) => {
