@@ -378,6 +378,8 @@ func TestBrowser(t *testing.T) {
 			{art("tool-read", ".tool-name"), xss},
 			{art("tool-read", ".tool-title code"), xss},
 			{art("tool-raw", ".tool-input"), "{\n  \"path\": " + jsonString(xss) + "\n}"},
+			{art("tool-raw", ".pill"), "completed"},
+			{art("tool-raw", ".tool-locations"), "null" + xss + "7"},
 			{art("tool-read", ".tool-output"), xss},
 			{art("tool-read", ".tool-error"), xss},
 			{art("tool-exec", ".tool-title"), xss},

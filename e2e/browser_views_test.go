@@ -72,6 +72,8 @@ func (e *env) postHostileTranscript(id string) {
 		map[string]any{"type": "tool_output_delta", "id": "tool-read", "delta": xss},
 		map[string]any{"type": "tool_call_end", "id": "tool-read", "status": "failed", "error": xss},
 		map[string]any{"type": "tool_call_start", "id": "tool-raw", "name": "raw", "input": map[string]any{"path": xss}},
+		// locations is any JSON array: not every element is a {path}.
+		map[string]any{"type": "tool_call_update", "id": "tool-raw", "locations": []any{nil, map[string]any{"path": xss}, 7}},
 		map[string]any{"type": "tool_call_end", "id": "tool-raw", "status": "completed"},
 		map[string]any{"type": "tool_call_start", "id": "tool-exec", "name": "shell", "kind": "execute", "title": xss},
 		map[string]any{"type": "tool_call_end", "id": "tool-exec", "status": "completed", "exitCode": 0},

@@ -1375,9 +1375,17 @@ function sessionPage(app, id) {
 
 // ---- artifact rendering -----------------------------------------------------
 
+// renderArtifact never throws: an artifact whose fields its renderer did
+// not expect is shown as its JSON, not left off the page (a throw here
+// also stopped every later update of it from showing).
 function renderArtifact(a, ctx) {
   const fn = RENDER[a.type] || renderUnknown;
-  const el = fn(a, ctx);
+  let el;
+  try {
+    el = fn(a, ctx);
+  } catch {
+    el = renderUnknown(a);
+  }
   el.classList.add("art", `art-${a.type}`);
   return el;
 }
@@ -1449,7 +1457,9 @@ const RENDER = {
     );
     const input = !a.title && a.input != null ? h("pre.tool-input", {}, json(a.input)) : null;
     const streamingInput = a.input == null ? field("pre.tool-input", "inputText", a.inputText) : null;
-    const locations = Array.isArray(a.locations) && a.locations.length ? h("div.tool-locations", {}, a.locations.map((l) => h("code", {}, l.path || json(l)))) : null;
+    // The protocol checks only that locations is an array: an element may
+    // be anything, null included.
+    const locations = Array.isArray(a.locations) && a.locations.length ? h("div.tool-locations", {}, a.locations.map((l) => h("code", {}, typeof l?.path === "string" && l.path ? l.path : json(l)))) : null;
     return h(
       "div.card",
       { dataset: { status: a.status } },
