@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/server/client"
 )
 
 // The network between the web view and the server fails for a while, and
@@ -39,5 +42,70 @@ func TestBrowserListDropsASessionRemovedWhileAway(t *testing.T) {
 			return err
 		}
 		return b.WaitJS(ctx, "arrived and stays listed, goes gone", rows, "arrived,stays")
+	})
+}
+
+// With authentication off (the loopback default) the page opens streams
+// without a ticket. A session deleted while its page is open ends its
+// stream, and the reconnect is a 404, which EventSource does not retry:
+// the page must say the session is gone, not try again forever.
+func TestBrowserWithoutAuthSaysADeletedSessionIsGone(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(15 * time.Second) })
+	c, err := client.New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSession(ctx, "doomed", ""); err != nil {
+		t.Fatal(err)
+	}
+	b, err := StartBrowser(ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	step := func(name string, f func(ctx context.Context) error) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		if err := f(sctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, srv.URL+"/#/s/doomed"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#session-status", "bootstrapping"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "live")
+	})
+	if err := c.DeleteSession(ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	step("the page says it is gone", func(ctx context.Context) error {
+		if err := b.WaitTextIs(ctx, "#composer-error", "Session doomed does not exist (any more)."); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#conn", "gone"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "Send disabled", `return document.querySelector("#send").disabled;`)
+	})
+	step("a session that never existed", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, srv.URL+"/#/s/never"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#composer-error", "Session never does not exist (any more)."); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "gone")
 	})
 }

@@ -249,8 +249,9 @@ function sessionPath(id) {
 // itself after a network error, sending Last-Event-ID, and the server
 // resumes exactly from it; the ticket in the URL stays valid for that for
 // its minute. When EventSource gives up instead (an HTTP error such as 401
-// for an expired ticket, or a server restart, which voids every ticket),
-// Stream gets a fresh ticket and opens a new EventSource. That one cannot
+// for an expired ticket, a server restart, which voids every ticket, or
+// 404 for a session deleted), Stream gets a fresh ticket, which says
+// whether the session is gone, and opens a new EventSource. That one cannot
 // send Last-Event-ID (the server takes it only as a header), so it starts
 // with a full snapshot, which the handlers apply as replacing what they hold.
 // onOpen runs as each connection opens, before its first event: a handler
@@ -285,21 +286,22 @@ class Stream {
     if (this.stopped) return;
     this.state(this.failures ? "reconnecting" : "connecting");
     const params = new URLSearchParams(this.query);
-    if (auth.token) {
-      try {
-        const t = await api("POST", this.ticketPath);
-        params.set("ticket", t.ticket);
-      } catch (err) {
-        if (this.stopped) return;
-        if (err.status === 404) {
-          this.state("gone");
-          if (this.onGone) this.onGone(err);
-          return;
-        }
-        if (err.status === 401 || err.status === 403) return; // the token form is up
-        this.retry();
+    // A ticket is asked for with authentication off too, where the stream
+    // needs none: EventSource hides why it failed, and the ticket's 404 is
+    // how the page learns that the session is gone instead of retrying.
+    try {
+      const t = await api("POST", this.ticketPath);
+      params.set("ticket", t.ticket);
+    } catch (err) {
+      if (this.stopped) return;
+      if (err.status === 404) {
+        this.state("gone");
+        if (this.onGone) this.onGone(err);
         return;
       }
+      if (err.status === 401 || err.status === 403) return; // the token form is up
+      this.retry();
+      return;
     }
     if (this.stopped) return;
     const q = params.toString();
