@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -234,4 +235,47 @@ func TestBrowserEnterTwiceSendsOnce(t *testing.T) {
 	})
 	e.prompt(id, "next")
 	e.wantPromptsRan(f, id, "only once", "next")
+}
+
+// The server comes back with another client token while a prompt is being
+// written: the page asks for the token again, and once it has it, the
+// prompt box still holds what was typed.
+func TestBrowserKeepsADraftAcrossTheTokenForm(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-draft"
+	e.create(id, "")
+	b, step := e.signedIn(chromium, driver, e.srv.URL)
+	step("write a prompt", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, e.srv.URL+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#session-status", "bootstrapping"); err != nil {
+			return err
+		}
+		return b.Type(ctx, "#prompt", "a long prompt, half written")
+	})
+	const rotated = "e2e-client-token-rotated-0123456789"
+	e.srv.Stop(15 * time.Second)
+	if err := os.WriteFile(filepath.Join(e.dir, "api-token"), []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	step("the token form, then the session again", func(ctx context.Context) error {
+		if err := b.WaitTextIs(ctx, "#token-error", "The server did not accept that token."); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#token-input", rotated); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#token-submit"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#session-status", "bootstrapping"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "the draft in the prompt box", `return document.querySelector("#prompt").value === arguments[0];`, "a long prompt, half written")
+	})
 }

@@ -1097,6 +1097,12 @@ function connectCard(panel, created, rotated) {
 // most once per animation frame however many appends arrive.
 const APPENDABLE = new Set(["output", "inputText"]);
 
+// drafts keeps, per session, what the prompt box held when its page went
+// away: another page opened, or the token form put up by a 401 (a
+// restart with a rotated token), after which the session page is built
+// anew. Only "Forget token" clears them.
+const drafts = new Map();
+
 function sessionPage(app, id) {
   const arts = new Map(); // seq -> artifact
   const els = new Map(); // seq -> element
@@ -1108,6 +1114,8 @@ function sessionPage(app, id) {
   const transcript = h("div.transcript", { id: "transcript", "aria-live": "polite" });
   const emptyEl = h("p.empty.muted", { id: "transcript-empty", hidden: true }, "Nothing yet. Send a prompt below.");
   const prompt = h("textarea", { id: "prompt", rows: 2, placeholder: "Send a prompt…  (Enter sends, Shift+Enter for a new line)", "aria-label": "prompt" });
+  prompt.value = drafts.get(id) || "";
+  drafts.delete(id);
   const send = h("button.primary", { type: "submit", id: "send" }, "Send");
   const abort = h("button.danger", { type: "button", id: "abort", disabled: true, title: "End the running turn" }, "Abort");
   const flash = h("p.form-error", { id: "composer-error", role: "alert" });
@@ -1178,7 +1186,10 @@ function sessionPage(app, id) {
     const text = prompt.value;
     if (sending || !text.trim()) return;
     sending = send.disabled = true;
-    if (await command({ type: "prompt", text })) prompt.value = "";
+    if (await command({ type: "prompt", text })) {
+      prompt.value = "";
+      if (drafts.get(id) === text) drafts.delete(id); // the page went away meanwhile
+    }
     sending = send.disabled = false;
     prompt.focus();
   };
@@ -1367,6 +1378,7 @@ function sessionPage(app, id) {
   prompt.focus();
 
   return () => {
+    if (prompt.value) drafts.set(id, prompt.value);
     stream.stop();
     unlisten();
     cancelAnimationFrame(frame);
@@ -1640,5 +1652,8 @@ async function boot() {
 window.addEventListener("hashchange", () => {
   if (!asking) render();
 });
-document.getElementById("forget").addEventListener("click", () => needToken(""));
+document.getElementById("forget").addEventListener("click", () => {
+  needToken("");
+  drafts.clear(); // after needToken, whose teardown keeps the open one's
+});
 boot();
