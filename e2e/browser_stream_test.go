@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +108,118 @@ func TestBrowserWithoutAuthSaysADeletedSessionIsGone(t *testing.T) {
 			return err
 		}
 		return b.WaitTextIs(ctx, "#conn", "gone")
+	})
+}
+
+// A long transcript is shown in a time that grows with its length, not
+// its square: the page reads the transcript's layout (to follow its end)
+// at most once per frame, not after every event. Reading it after each
+// event made the browser lay the whole transcript out again each time: a
+// replay of 4,800 artifacts took 30 s, and every streamed delta cost a
+// layout of all of it. The test counts reads of the transcript's
+// scrollHeight against the frames drawn meanwhile (no timing).
+func TestBrowserLongTranscriptLaysOutOncePerFrame(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "long"
+	e.create(id, "")
+	const turns = 300
+	for i := 0; i < turns; i += 50 {
+		var evs []map[string]any
+		for j := i; j < i+50; j++ {
+			tid := fmt.Sprintf("t%d", j)
+			evs = append(evs,
+				map[string]any{"type": "turn_started", "turnId": tid, "source": "user"},
+				map[string]any{"type": "user_message", "id": "u" + tid, "text": "prompt " + tid},
+				map[string]any{"type": "text_delta", "id": "m" + tid, "delta": "Some **Markdown** for " + tid},
+				map[string]any{"type": "tool_call_start", "id": "tool" + tid, "name": "shell", "kind": "execute", "title": "ls"},
+				map[string]any{"type": "tool_output_delta", "id": "tool" + tid, "delta": strings.Repeat("a line of output\n", 20)},
+				map[string]any{"type": "tool_call_end", "id": "tool" + tid, "status": "completed", "exitCode": 0},
+				map[string]any{"type": "turn_completed", "turnId": tid, "stopReason": "end_turn"},
+			)
+		}
+		e.sandboxPost(id, evs...)
+	}
+	b, step := e.signedIn(chromium, driver, e.srv.URL)
+	// Counted from before the session page exists: a hash change does
+	// not reload the page.
+	const count = `
+		const d = Object.getOwnPropertyDescriptor(Element.prototype, "scrollHeight");
+		window.__reads = 0;
+		window.__frames = 0;
+		Object.defineProperty(Element.prototype, "scrollHeight", {configurable: true, get() {
+			if (this.classList.contains("scroller")) window.__reads++;
+			return d.get.call(this);
+		}});
+		const frame = () => { window.__frames++; requestAnimationFrame(frame); };
+		requestAnimationFrame(frame);`
+	wantFew := func(ctx context.Context, what string) error {
+		var got struct{ Reads, Frames int }
+		if err := b.Eval(ctx, &got, `return {reads: window.__reads, frames: window.__frames};`); err != nil {
+			return err
+		}
+		t.Logf("%s: %d reads of the transcript's scrollHeight in %d frames", what, got.Reads, got.Frames)
+		if got.Reads > 2*got.Frames+10 {
+			return fmt.Errorf("%s: %d reads of the transcript's layout in %d frames; want at most about one per frame", what, got.Reads, got.Frames)
+		}
+		return nil
+	}
+	step("the replay", func(ctx context.Context) error {
+		if err := b.WaitJS(ctx, "the list", `return !!document.querySelector('#session-rows tr[data-id="long"]');`); err != nil {
+			return err
+		}
+		if err := b.Eval(ctx, nil, count+`location.hash = "#/s/long";`); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "every artifact shown", `return document.querySelectorAll("#transcript > [data-seq]").length === arguments[0];`, turns*4); err != nil {
+			return err
+		}
+		return wantFew(ctx, "replay")
+	})
+	step("following the end while text streams", func(ctx context.Context) error {
+		if err := b.WaitJS(ctx, "at the end", `const s = document.querySelector(".scroller"); return s.scrollHeight - s.scrollTop - s.clientHeight < 80;`); err != nil {
+			return err
+		}
+		if err := b.Eval(ctx, nil, `window.__reads = 0; window.__frames = 0;`); err != nil {
+			return err
+		}
+		e.sandboxPost(id, map[string]any{"type": "turn_started", "turnId": "live", "source": "user"})
+		for i := 0; i < 100; i++ {
+			e.sandboxPost(id, map[string]any{"type": "tool_output_delta", "id": "tool-live", "delta": fmt.Sprintf("line %d\n", i)})
+		}
+		if err := b.WaitTextIs(ctx, `#transcript [data-id="tool-live"] .tool-output`, func() string {
+			var s strings.Builder
+			for i := 0; i < 100; i++ {
+				fmt.Fprintf(&s, "line %d\n", i)
+			}
+			return s.String()
+		}()); err != nil {
+			return err
+		}
+		if err := wantFew(ctx, "streaming"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "still at the end", `const s = document.querySelector(".scroller"); return s.scrollHeight - s.scrollTop - s.clientHeight < 80;`)
+	})
+	step("a reader scrolled up stays put", func(ctx context.Context) error {
+		if err := b.Eval(ctx, nil, `document.querySelector(".scroller").scrollTop = 0;`); err != nil {
+			return err
+		}
+		e.sandboxPost(id, map[string]any{"type": "tool_output_delta", "id": "tool-live", "delta": "one more\n"})
+		if _, err := b.WaitText(ctx, `#transcript [data-id="tool-live"] .tool-output`, "one more line", func(s string) bool { return strings.HasSuffix(s, "one more\n") }); err != nil {
+			return err
+		}
+		// Two frames: the one after the change has run.
+		var top int
+		if err := b.Eval(ctx, nil, `await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));`); err != nil {
+			return err
+		}
+		if err := b.Eval(ctx, &top, `return document.querySelector(".scroller").scrollTop;`); err != nil {
+			return err
+		}
+		if top != 0 {
+			return fmt.Errorf("scrollTop %d after a change; want 0: the reader was moved", top)
+		}
+		return nil
 	})
 }

@@ -1247,8 +1247,6 @@ function sessionPage(app, id) {
 
   // ---- artifacts ----
 
-  const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
-
   const place = (seq, el) => {
     const old = els.get(seq);
     els.set(seq, el);
@@ -1273,14 +1271,47 @@ function sessionPage(app, id) {
     transcript.insertBefore(el, next);
   };
 
-  const updateAbort = () => {
-    abort.disabled = ![...arts.values()].some((a) => a.type === "turn" && a.status === "running");
+  // Abort is for a running turn: the seqs of those, kept as they change
+  // rather than looked for among every artifact after each event.
+  const running = new Set();
+  const trackTurn = (a) => {
+    if (a.type !== "turn") return;
+    if (a.status === "running") running.add(a.seq);
+    else running.delete(a.seq);
   };
 
-  const after = (stick) => {
+  // The work that needs the layout is done once per animation frame, not
+  // per event: reading it (scrollHeight) after each change made the
+  // browser lay the whole transcript out again each time, so a replay of
+  // thousands of artifacts took quadratic time (30 s for 4,800) and each
+  // streamed delta cost a layout of all of it. Each frame re-renders the
+  // Markdown fields that changed (dirty) and, if the view was at the end
+  // (within 80 px of the height the last frame left) or toEnd asks,
+  // scrolls to the new end.
+  const dirty = new Set();
+  let frame = 0;
+  let height = 0;
+  let toEnd = false;
+  const paint = () => {
+    frame = 0;
+    const atEnd = toEnd || height - scroller.scrollTop - scroller.clientHeight < 80;
+    toEnd = false;
+    for (const key of dirty) {
+      const [seq, name] = key.split(" ");
+      const a = arts.get(Number(seq));
+      const target = els.get(Number(seq))?.querySelector(`[data-md="${name}"]`);
+      if (a && target) setMarkdown(target, a[name]);
+    }
+    dirty.clear();
+    height = scroller.scrollHeight;
+    if (atEnd) scroller.scrollTop = height;
+  };
+
+  const after = (end) => {
     emptyEl.hidden = !complete || arts.size > 0;
-    updateAbort();
-    if (stick) scroller.scrollTop = scroller.scrollHeight;
+    abort.disabled = running.size === 0;
+    if (end) toEnd = true;
+    if (!frame) frame = requestAnimationFrame(paint);
   };
 
   const draw = (a) => {
@@ -1295,34 +1326,17 @@ function sessionPage(app, id) {
   // artifact_snapshot and artifact_created: the artifact replaces whatever
   // is held at its seq.
   const put = ({ artifact }) => {
-    const stick = nearBottom();
     arts.set(artifact.seq, artifact);
+    trackTurn(artifact);
     draw(artifact);
     needs.track(id, artifact);
-    after(stick);
-  };
-
-  // Markdown fields re-render once per frame while text streams in.
-  const dirty = new Set();
-  let frame = 0;
-  const rerender = () => {
-    frame = 0;
-    const stick = nearBottom();
-    for (const key of dirty) {
-      const [seq, name] = key.split(" ");
-      const a = arts.get(Number(seq));
-      const target = els.get(Number(seq))?.querySelector(`[data-md="${name}"]`);
-      if (a && target) setMarkdown(target, a[name]);
-    }
-    dirty.clear();
-    after(stick);
+    after();
   };
 
   // artifact_updated: one field, appended or set.
   const update = (u, lastEventId) => {
     const a = arts.get(u.seq);
     if (!a) return; // never happens: created always comes first
-    const stick = nearBottom();
     const rev = Number(lastEventId);
     if (rev) a.rev = rev;
     if (Object.hasOwn(u, "append")) {
@@ -1330,22 +1344,22 @@ function sessionPage(app, id) {
       const el = els.get(u.seq);
       const target = APPENDABLE.has(u.field) && el?.querySelector(`[data-field="${u.field}"]`);
       if (target) target.append(u.append);
-      else if (el?.querySelector(`[data-md="${u.field}"]`)) {
-        dirty.add(`${u.seq} ${u.field}`);
-        if (!frame) frame = requestAnimationFrame(rerender);
-      } else draw(a);
+      else if (el?.querySelector(`[data-md="${u.field}"]`)) dirty.add(`${u.seq} ${u.field}`);
+      else draw(a);
     } else {
       a[u.field] = u.set;
+      trackTurn(a);
       draw(a);
       needs.update(id, u);
     }
-    after(stick);
+    after();
   };
 
   // What a full replay did not send is gone from the session: off the page.
   const replay = new Replay();
   const drop = (seq) => {
     arts.delete(seq);
+    running.delete(seq);
     els.get(seq)?.remove();
     els.delete(seq);
     needs.forget(id, seq);
