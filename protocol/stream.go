@@ -129,11 +129,14 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // stored.
 const HeaderIdempotentReplayed = "Idempotent-Replayed"
 
-// HeaderSessionCreated is a header of the command stream's 200 answer: the
-// session's createdAt (Unix ms). A session deleted and created again with
-// the same id has another, so a sandbox that keeps state per session id
-// (agentd's state dir: outbox, command cursor, conversation) can tell the
-// session it saved it for from a new one and not apply it there.
+// HeaderSessionCreated is a header of the command stream's and the
+// artifact stream's 200 answer: the session's createdAt (Unix ms). A
+// session deleted and created again with the same id has another, so a
+// sandbox that keeps state per session id (agentd's state dir: outbox,
+// command cursor, conversation) can tell the session it saved it for from
+// a new one and not apply it there, and a client resuming an artifact
+// stream (whose Last-Event-ID is only a revision) can tell that what it
+// holds is another session's and start again without Last-Event-ID.
 const HeaderSessionCreated = "Rein-Session-Created"
 
 // ValidateIdempotencyKey checks a HeaderIdempotencyKey value: 1 to

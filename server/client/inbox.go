@@ -72,7 +72,7 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 		path += "?project=" + url.QueryEscape(project)
 	}
 	var last int64
-	return c.follow(ctx, path, opts, &last, func(ev Event) error {
+	return c.follow(ctx, path, opts, &last, nil, func(ev Event) error {
 		out := ApprovalEvent{Name: ev.Name}
 		out.Rev, _ = strconv.ParseInt(ev.ID, 10, 64)
 		var err error

@@ -74,6 +74,12 @@ type ArtifactEvent struct {
 	// artifact (protocol.SnapshotComplete): what the client holds that
 	// this connection's replay did not send is no longer the session's.
 	Full bool
+	// Replaced is set on the EventConnected of a connection to another
+	// session than the one followed so far: it was deleted and created
+	// again under its id while the client was away. What the client
+	// holds, even at the seqs the new session's replay (a full one)
+	// sends again, is the old session's.
+	Replaced bool
 	// Data is the event's data as received (nil for EventConnected).
 	Data json.RawMessage
 }
@@ -88,11 +94,30 @@ type ArtifactEvent struct {
 // last revision it delivered, so the server resends exactly the artifacts
 // changed since (as snapshots): nothing is lost and nothing is delivered
 // twice.
+//
+// A revision is all Last-Event-ID says: when a reconnection's answer names
+// another session (protocol.HeaderSessionCreated: the session was deleted
+// and created again under its id meanwhile), it starts again without it,
+// and the full replay that follows replaces what fn was given.
 func (c *Client) StreamArtifacts(ctx context.Context, id string, opts StreamOptions, fn func(ArtifactEvent) error) error {
 	last := opts.LastEventID
-	return c.follow(ctx, sessionPath(id)+"/stream", opts, &last, func(ev Event) error {
+	var created string
+	replaced := false
+	same := func(h http.Header) bool {
+		v := h.Get(protocol.HeaderSessionCreated)
+		if v == "" || v == created {
+			return true // the same session, or a server that does not say
+		}
+		first := created == ""
+		created = v
+		replaced = !first
+		return first
+	}
+	return c.follow(ctx, sessionPath(id)+"/stream", opts, &last, same, func(ev Event) error {
 		if ev.Name == EventConnected {
-			return fn(ArtifactEvent{Name: EventConnected})
+			r := replaced
+			replaced = false
+			return fn(ArtifactEvent{Name: EventConnected, Replaced: r})
 		}
 		rev, _ := strconv.ParseInt(ev.ID, 10, 64)
 		out := ArtifactEvent{Name: ev.Name, Rev: rev, Data: json.RawMessage(ev.Data)}
@@ -151,7 +176,7 @@ func (c *Client) StreamSessions(ctx context.Context, project string, opts Stream
 	if project != "" {
 		path += "?project=" + url.QueryEscape(project)
 	}
-	return c.follow(ctx, path, opts, nil, func(ev Event) error {
+	return c.follow(ctx, path, opts, nil, nil, func(ev Event) error {
 		out := SessionEvent{Name: ev.Name}
 		if ev.Name == EventConnected {
 			return fn(out)
@@ -187,11 +212,14 @@ func (e handlerError) Error() string { return e.err.Error() }
 
 // follow holds a stream open, reconnecting with backoff. lastID, when not
 // nil, is the revision to resume after; it is advanced as events arrive.
-func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, lastID *int64, fn func(Event) error) error {
+// same, when not nil, reports whether an answer's headers are of the
+// stream lastID was counted in; when they are not, the connection is
+// opened again without Last-Event-ID.
+func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(Event) error) error {
 	opts = opts.withDefaults()
 	wait := opts.MinBackoff
 	for {
-		healthy, err := c.connect(ctx, path, opts, lastID, fn)
+		healthy, err := c.connect(ctx, path, opts, lastID, same, fn)
 		var he handlerError
 		if errors.As(err, &he) {
 			if errors.Is(he.err, ErrStop) {
@@ -227,7 +255,7 @@ func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, la
 
 // connect holds one connection until it ends. healthy reports whether the
 // server finished its replay (snapshot_complete) on it.
-func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, lastID *int64, fn func(Event) error) (healthy bool, err error) {
+func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(Event) error) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var idled atomic.Bool
@@ -237,9 +265,19 @@ func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, l
 	if lastID != nil && *lastID > 0 {
 		lastEventID = strconv.FormatInt(*lastID, 10)
 	}
-	body, err := c.OpenStream(ctx, path, lastEventID)
+	body, hdr, err := c.openStream(ctx, path, lastEventID)
 	if err != nil {
 		return false, err
+	}
+	if same != nil && !same(hdr) && lastEventID != "" {
+		// Another session under this id: the revisions counted so far
+		// are the old one's, and resuming after them would lay the new
+		// one's changes over its artifacts. Start again: a full replay.
+		body.Close()
+		*lastID = 0
+		if body, _, err = c.openStream(ctx, path, ""); err != nil {
+			return false, err
+		}
 	}
 	defer body.Close()
 	if err := fn(Event{Name: EventConnected}); err != nil {
@@ -279,9 +317,15 @@ func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, l
 // programs that hold connections themselves (tests that drop them on
 // purpose, or check the server's resume promises event by event).
 func (c *Client) OpenStream(ctx context.Context, path, lastEventID string) (io.ReadCloser, error) {
+	body, _, err := c.openStream(ctx, path, lastEventID)
+	return body, err
+}
+
+// openStream is OpenStream, with the answer's headers.
+func (c *Client) openStream(ctx context.Context, path, lastEventID string) (io.ReadCloser, http.Header, error) {
 	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	if lastEventID != "" {
@@ -289,20 +333,20 @@ func (c *Client) OpenStream(ctx context.Context, path, lastEventID string) (io.R
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		return nil, errorFrom(resp)
+		return nil, nil, errorFrom(resp)
 	}
 	if mediaType(resp) != "text/event-stream" {
 		// A proxy's page read as a stream has no events and ends:
 		// following it would say "the server ended the stream" at
 		// every reconnect, never why.
 		resp.Body.Close()
-		return nil, notServers(resp, "event stream")
+		return nil, nil, notServers(resp, "event stream")
 	}
-	return resp.Body, nil
+	return resp.Body, resp.Header, nil
 }
 
 // activityReader pushes the idle deadline back on every read that

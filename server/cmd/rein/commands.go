@@ -513,7 +513,13 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 		} else {
 			out.Event(ev, a)
 		}
-		if ev.Name == protocol.SSESnapshotComplete {
+		switch ev.Name {
+		case client.EventConnected:
+			// A reconnection replays again: judged mid-replay, the
+			// model is half old, half new, and what the transcript
+			// holds back until the replay ends would never be printed.
+			replayed = false
+		case protocol.SSESnapshotComplete:
 			replayed = true
 		}
 		if !o.untilIdle || !replayed {

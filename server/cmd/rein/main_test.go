@@ -521,6 +521,71 @@ func TestWatchHistoryWentBack(t *testing.T) {
 	golden(t, "watch_history_back.golden", r.stdout)
 }
 
+// A session deleted and created again under its id while rein watch was
+// away, and that has passed the revision watch saw, is not resumed as if
+// it were the one watch followed (the new one's changes laid over the old
+// transcript): the stream's Rein-Session-Created says it is another, and
+// watch starts again with a full replay of the new one.
+func TestWatchSessionCreatedAgain(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"delete the tests"},
+		{"type":"text_delta","id":"m1","delta":"Deleting them"}]`)
+	old := storedSession(t, s, "s1")
+
+	p := newProxy(t, s.URL())
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() {
+		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
+	}()
+	waitFor(t, &out, "Deleting them")
+	p.Cut()
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.DeleteSession(context.Background(), "s1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // another createdAt, in ms
+	tok = createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"keep the tests"},
+		{"type":"text_delta","id":"m1","delta":"Keeping "},
+		{"type":"text_delta","id":"m1","delta":"them, "},
+		{"type":"text_delta","id":"m1","delta":"all of them."},
+		{"type":"text_end","id":"m1"},
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
+	if now := storedSession(t, s, "s1"); now.CreatedAt == old.CreatedAt {
+		t.Fatalf("the new session has the old one's createdAt %d", old.CreatedAt)
+	}
+	p.Restore()
+
+	r := watchEnded(t, done, &out)
+	_, after, ok := strings.Cut(r.stdout, "went back")
+	if !ok || !strings.Contains(after, "Keeping them, all of them.") || strings.Contains(after, "Deleting them") {
+		t.Fatalf("watch did not start again on the new session; output\n%s\nstderr %s", r.stdout, r.stderr)
+	}
+}
+
+// storedSession reads a session's record.
+func storedSession(t *testing.T, s *app.App, id string) protocol.Session {
+	t.Helper()
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cl.Session(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 // watchEnded waits for a rein watch --until-idle started in the
 // background to end, and for it to have ended well.
 func watchEnded(t *testing.T, done <-chan result, out *syncBuffer) result {

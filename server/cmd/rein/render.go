@@ -59,6 +59,9 @@ type transcript struct {
 	// sent: the seqs this connection's replay sent (held may also have
 	// those of a replay cut before its end).
 	sent map[int64]bool
+	// replaced: the stream now follows another session under this id
+	// (client.ArtifactEvent.Replaced); its full replay reprints all.
+	replaced bool
 }
 
 type slot struct {
@@ -92,6 +95,11 @@ func (t *transcript) Event(ev client.ArtifactEvent, a *protocol.Artifact) {
 			t.held = map[int64]*protocol.Artifact{}
 		}
 		t.replaying, t.sent = true, map[int64]bool{}
+		if ev.Replaced {
+			// Another session under this id: everything printed is the
+			// old one's, at whatever seqs the new one reuses.
+			t.replaced, t.held = true, map[int64]*protocol.Artifact{}
+		}
 	case protocol.SSEArtifactSnapshot:
 		if t.replaying {
 			t.held[a.Seq], t.sent[a.Seq] = a, true
@@ -108,7 +116,8 @@ func (t *transcript) Event(ev client.ArtifactEvent, a *protocol.Artifact) {
 				}
 			}
 		}
-		if ev.Full && t.wentBack() {
+		if ev.Full && (t.replaced || t.wentBack()) {
+			t.replaced = false
 			// What was printed above is no longer the session's: say so,
 			// and print the session as it now is, from its start.
 			t.line(t.p.paint(styleYellow, "── the server's history of this session went back (restored from an older backup, or the session was deleted and created again); the transcript again, as the server now has it:"))
