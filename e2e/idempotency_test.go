@@ -279,3 +279,42 @@ func TestBrowserKeepsADraftAcrossTheTokenForm(t *testing.T) {
 		return b.WaitJS(ctx, "the draft in the prompt box", `return document.querySelector("#prompt").value === arguments[0];`, "a long prompt, half written")
 	})
 }
+
+// A sandbox token given to the page as the client token is refused with
+// 403 on every request: the page puts the token form up again with the
+// server's reason, where it said "Cannot reach rein-server" and offered
+// to try the same token again.
+func TestBrowserSandboxTokenAsClientToken(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-wrong-token"
+	e.create(id, "")
+	sbx, err := os.ReadFile(e.tokens[id])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
+	defer cancel()
+	if err := b.Navigate(ctx, e.srv.URL+"/#/s/"+id); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Type(ctx, "#token-input", string(sbx)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Click(ctx, "#token-submit"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitText(ctx, "#token-error", "the server's reason", func(s string) bool {
+		return strings.Contains(s, "sandbox token may only")
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -204,6 +204,13 @@ async function api(method, path, body, extraHeaders) {
   if (!res.ok) {
     const err = new APIError(res.status, data?.code, data?.message);
     if (res.status === 401) needToken(auth.token ? "The server did not accept that token." : "");
+    // A 403 to this page's own requests is about its credential, not one
+    // action: a sandbox token given as the client token, or a name for
+    // the server that is not this machine while it has no token. Every
+    // request is refused alike, so the form comes back, saying why in the
+    // server's words (not "Cannot reach rein-server", nor a stream that
+    // stops at "reconnecting…").
+    else if (res.status === 403) needToken(`The server refused this page: ${err.message}`);
     throw err;
   }
   return data;
@@ -299,7 +306,7 @@ class Stream {
         if (this.onGone) this.onGone(err);
         return;
       }
-      if (err.status === 401 || err.status === 403) return; // the token form is up
+      if (err.status === 401 || err.status === 403) return; // the token form is up (api)
       this.retry();
       return;
     }
@@ -1656,7 +1663,7 @@ async function boot() {
   try {
     await api("GET", "/sessions?project=-"); // cheap: only checks we may read
   } catch (err) {
-    if (err.status === 401) return; // api showed the token form
+    if (err.status === 401 || err.status === 403) return; // api showed the token form
     document.getElementById("app").replaceChildren(h("div.card.token-card", {}, h("h1", {}, "Cannot reach rein-server"), h("p", {}, err.message), h("button.primary", { type: "button", onclick: boot }, "Try again")));
     return;
   }
