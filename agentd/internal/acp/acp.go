@@ -577,6 +577,23 @@ func planEntry(e acpsdk.PlanEntry) protocol.PlanEntry {
 	return pe
 }
 
+// optionID is an ACP option id as Rein carries it: made of the characters
+// Rein's ids take, at most 64 bytes, and unlike the ids taken so far. Two
+// ids that become one under the first two rules ("allow once" and
+// "allow_once", long ids alike in their first 64 bytes) get a suffix: as
+// one id, the second would have replaced the first, and choosing the
+// first would have answered the agent with the second.
+func optionID(raw string, taken map[string]acpsdk.PermissionOption) string {
+	oid := protocol.SanitizeEventID(raw, 64)
+	for n := 2; ; n++ {
+		if _, dup := taken[oid]; !dup {
+			return oid
+		}
+		suffix := "-" + strconv.Itoa(n)
+		oid = protocol.SanitizeEventID(raw, 64-len(suffix)) + suffix
+	}
+}
+
 // optionKind maps a permission option's kind; false for one Rein does not
 // know (ACP reserves other values for its future versions and "_"-prefixed
 // ones for extensions).
@@ -824,7 +841,7 @@ func (a *adapter) announceLocked(req acpsdk.RequestPermissionRequest) string {
 			unknown = append(unknown, strconv.Quote(o.Name)+" ("+string(o.Kind)+")")
 			continue
 		}
-		oid := protocol.SanitizeEventID(string(o.OptionId), 64)
+		oid := optionID(string(o.OptionId), p.options)
 		p.options[oid] = o
 		opts = append(opts, protocol.PermissionOption{ID: oid, Name: o.Name, Kind: kind})
 	}

@@ -680,3 +680,52 @@ func (h *connWatch) WithAttrs(as []slog.Attr) slog.Handler {
 func (h *connWatch) WithGroup(name string) slog.Handler {
 	return &connWatch{h.Handler.WithGroup(name), h.closed, h.once}
 }
+
+// Option ids that are one once Rein's id rules are applied (a character
+// Rein's ids do not take, a long id cut to 64 bytes) stay two options:
+// each answer reaches the agent as the option the user chose, not the
+// other one that took its place.
+func TestOptionIDsThatSanitizeAlike(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "edit")
+	long := strings.Repeat("x", 70)
+	p.send(map[string]any{"jsonrpc": "2.0", "id": 9, "method": "session/request_permission", "params": map[string]any{
+		"sessionId": "s1",
+		"toolCall":  map[string]any{"toolCallId": "x", "title": "edit f", "kind": "edit", "status": "pending"},
+		"options": []any{
+			map[string]any{"optionId": "allow once", "name": "Allow once", "kind": "allow_once"},
+			map[string]any{"optionId": "allow_once", "name": "Allow always", "kind": "allow_always"},
+			map[string]any{"optionId": long + "a", "name": "Reject", "kind": "reject_once"},
+			map[string]any{"optionId": long + "b", "name": "Reject always", "kind": "reject_always"},
+		},
+	}})
+	evs := p.wait("the permission request", has(protocol.EventPermissionRequested))
+	var req protocol.Event
+	for _, ev := range evs {
+		if ev.Type == protocol.EventPermissionRequested {
+			req = ev
+		}
+	}
+	ids := map[string]string{} // name -> Rein id
+	for _, o := range req.Options {
+		if _, dup := ids[o.ID]; dup {
+			t.Errorf("two options have the id %q: %+v", o.ID, req.Options)
+		}
+		ids[o.ID] = o.Name
+		if !protocol.ValidEventID(o.ID) || len(o.ID) > 64 {
+			t.Errorf("option id %q is not a valid id of at most 64 bytes", o.ID)
+		}
+	}
+	var chosen string
+	for id, name := range ids {
+		if name == "Allow always" {
+			chosen = id
+		}
+	}
+	p.cmds <- protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: req.ID, OptionID: chosen}
+	if got := string(p.expectAnswer(9)); got != `{"outcome":{"optionId":"allow_once","outcome":"selected"}}` {
+		t.Errorf("choosing %q (Allow always) answered %s; want the agent's option allow_once", chosen, got)
+	}
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	p.wait("the turn's end", has(protocol.EventTurnCompleted))
+}
