@@ -515,11 +515,12 @@ func TestLoadSession(t *testing.T) {
 // A session/update may carry a whole file (an edit's diff) or a command's
 // whole output, over the 10 MiB the SDK reads in one line. agentd maps
 // updates itself, so such a line costs nothing: the tool ends as the agent
-// said and the turn goes on. One over agentd's own limit (64 MiB) is
+// said and the turn goes on. One over agentd's own limit (64 MiB; 12 here) is
 // dropped, like the Codex and Claude Code adapters drop theirs, and the
 // lines after it are still read: the agent is not left blocked on a pipe
 // nobody reads, to be killed with its turn failed.
 func TestLongUpdateLines(t *testing.T) {
+	acp.SetMaxLine(t, 12<<20) // above the SDK's 10 MiB, as 64 MiB is
 	p := startPeer(t, "")
 	pid := p.prompt(1, "write")
 	p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "w", "title": "Write big.txt", "kind": "edit", "status": "in_progress"})
@@ -529,7 +530,7 @@ func TestLongUpdateLines(t *testing.T) {
 		updateMessage(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "w", "status": "completed",
 			"content": []any{map[string]any{"type": "diff", "path": "/work/big.txt", "newText": strings.Repeat("x", 11<<20)}}}),
 		updateMessage(map[string]any{"sessionUpdate": "tool_call", "toolCallId": "c", "title": "cat huge", "kind": "execute", "status": "in_progress"}),
-		updateMessage(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "completed", "rawOutput": strings.Repeat("y", 65<<20)}),
+		updateMessage(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "completed", "rawOutput": strings.Repeat("y", 13<<20)}),
 		updateMessage(chunk("Done.")),
 		map[string]any{"jsonrpc": "2.0", "id": pid, "result": map[string]any{"stopReason": "end_turn"}},
 	}

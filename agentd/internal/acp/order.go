@@ -24,7 +24,7 @@ const sdkMaxLine = 10 << 20
 // whose line ended the connection would be left blocked on a pipe nobody
 // reads, then killed with its turn failed. A line over maxLine is
 // dropped: one message lost, not the agent.
-const maxLine = 64 << 20
+var maxLine = 64 << 20 // a var only so that a test can lower it (export_test.go)
 
 // orderedReader sits between the agent's stdout and the SDK. It handles
 // session/update notifications itself, one at a time in the order they
