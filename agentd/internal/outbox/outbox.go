@@ -266,11 +266,13 @@ func (l *Log) recover() error {
 				l.log.Error("outbox: removing a segment after a corrupt one", "segment", filepath.Base(later))
 				_ = os.Remove(later)
 			}
-			names = names[:i+1]
 		}
 		seg.size = good
 		l.segs = append(l.segs, seg)
 		base += good
+		if bad != nil {
+			break // the rest of names is gone
+		}
 	}
 	if turnBefore != l.turnOpen {
 		_ = l.writeTurn()

@@ -418,3 +418,34 @@ func TestConversationPersistsPerProtocol(t *testing.T) {
 		t.Errorf("forgotten: conversation %q, %v; want none", id, err)
 	}
 }
+
+// TestCorruptSegmentBeforeTheLast: a damaged frame in a segment that is
+// not the last one cuts the log there, and the segments after it are
+// removed. Open used to go on through the removed segments' names and
+// fail on the first ("no such file"), so agentd ran without its outbox:
+// the events before the damage waited for another restart, and new
+// events were kept in memory only, under a new instance.
+func TestCorruptSegmentBeforeTheLast(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	l.segBytes = 100 // two records a segment
+	appendN(t, l, 6, strings.Repeat("s", 20))
+	l.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 3 {
+		t.Fatalf("segments %v, want 3", segs)
+	}
+	flip(t, segs[0], size(t, segs[0])-1) // the second record's last byte
+
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("Open after a damaged first segment: %v", err)
+	}
+	defer l.Close()
+	checkSeqs(t, drain(t, l, 100), 1, 1)
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(left) != 1 {
+		t.Fatalf("segments after recovery %v, want only the first", left)
+	}
+	appendN(t, l, 1, "after")
+	checkAfter(t, drain(t, l, 100), 6)
+}
