@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,5 +268,50 @@ func TestStopWaitingEndsTheWait(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("Append still waits after StopWaiting")
 		}
+	}
+}
+
+// TestOpenOnAFullDisk: an agentd restarted while its state dir's disk is
+// full opens its outbox (reading and cutting need no room), posts what
+// it holds, and logs new events once the server's Ack frees room; a
+// fresh state dir there cannot be set up, and Open says why.
+func TestOpenOnAFullDisk(t *testing.T) {
+	root := fulldisk.Mount(t, 1<<20)
+	dir := filepath.Join(root, "s1")
+	l := open(t, dir, MinMaxBytes)
+	text := strings.Repeat("f", 1000)
+	appendN(t, l, 50, text)
+	if err := l.SetCursor(7); err != nil {
+		t.Fatal(err)
+	}
+	before := l.w
+	appendN(t, l, 1, "torn")
+	l.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	truncate(t, segs[0], before+headerLen+3) // a crash cut the last write
+	fulldisk.Fill(t, root)
+
+	l = open(t, dir, MinMaxBytes)
+	if c, ok := l.Cursor(); !ok || c != 7 {
+		t.Errorf("cursor = %d, %v; want 7", c, ok)
+	}
+	if p := l.Pending(); p != 50 {
+		t.Errorf("Pending = %d, want 50", p)
+	}
+	recs := drain(t, l, 1000)
+	checkSeqs(t, recs, 1, 50)
+	done := appendAsync(l, protocol.Event{Type: protocol.EventTextDelta, Delta: text})
+	if err := l.Ack(recs[len(recs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	appended(t, done, "on a full disk after the Ack of everything the outbox held")
+	checkAfter(t, drain(t, l, 10), 51)
+
+	fulldisk.Fill(t, root)
+	if l, err := Open(Options{Dir: filepath.Join(root, "s2"), MaxBytes: MinMaxBytes}); err == nil {
+		l.Close()
+		t.Fatal("Open of a new state dir on a full disk succeeded")
+	} else if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Open of a new state dir on a full disk = %v, want ENOSPC named", err)
 	}
 }
