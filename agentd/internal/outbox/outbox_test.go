@@ -1,13 +1,19 @@
 package outbox
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -448,4 +454,65 @@ func TestCorruptSegmentBeforeTheLast(t *testing.T) {
 	}
 	appendN(t, l, 1, "after")
 	checkAfter(t, drain(t, l, 100), 6)
+}
+
+// TestLockHeldByAnotherProcess: a second agentd on the state dir (another
+// process) is refused while the first runs, and a first agentd killed
+// with SIGKILL releases the directory, even though the agent it started
+// lives on (its own process group): the lock must not pass to the agent.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	if dir := os.Getenv("OUTBOX_TEST_HOLD"); dir != "" {
+		l, err := Open(Options{Dir: dir})
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(1)
+		}
+		defer l.Close()
+		// The agent, as agentd starts it: a child that outlives it.
+		agent := exec.Command("sleep", "60")
+		agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := agent.Start(); err != nil {
+			fmt.Println("agent:", err)
+			os.Exit(1)
+		}
+		fmt.Println("holding", agent.Process.Pid)
+		time.Sleep(time.Minute) // until the test kills it
+	}
+	dir := t.TempDir()
+	holder := exec.Command(os.Args[0], "-test.run=^TestLockHeldByAnotherProcess$")
+	holder.Env = append(os.Environ(), "OUTBOX_TEST_HOLD="+dir)
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		holder.Process.Kill()
+		holder.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "holding ") {
+		t.Fatalf("holder said %q (%v)", line, err)
+	}
+	agentPid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "holding ")))
+	t.Cleanup(func() { syscall.Kill(agentPid, syscall.SIGKILL) })
+
+	if l, err := Open(Options{Dir: dir}); err == nil {
+		l.Close()
+		t.Fatal("Open of a state dir another process holds succeeded")
+	} else if !strings.Contains(err.Error(), "another agentd uses it") {
+		t.Fatalf("Open of a held state dir = %v; want it to say another agentd uses it", err)
+	}
+	holder.Process.Kill()
+	holder.Wait()
+	if err := syscall.Kill(agentPid, 0); err != nil {
+		t.Fatalf("the agent did not outlive agentd: %v", err)
+	}
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("Open after the holder was killed, its agent alive: %v", err)
+	}
+	l.Close()
 }
