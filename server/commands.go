@@ -217,6 +217,9 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 		g.abort(err)
 		return unavailable("interrupt turn session="+id, err)
 	}
+	// The turn's end cancels the requests its agent made: they leave
+	// the inbox as they do when a sandbox ends a turn.
+	w.observeApprovals(g, e, st.st, f.changes)
 	r.record(w, g, e, b, f, now)
 	r.publish(w, g, b, f)
 	return nil
