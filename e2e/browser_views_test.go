@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,34 @@ func (e *env) sandboxPost(id string, events ...map[string]any) {
 	// The sandbox's credential, not the client's: a plain request.
 	if err := postOne(e.ctx, e.c.Base(), strings.TrimSpace(string(tok)), "fake-"+id, id, events...); err != nil {
 		e.t.Fatalf("post events to %s: %v", id, err)
+	}
+}
+
+// holdCommands opens session id's command stream as its sandbox would
+// (the instance sandboxPost posts as), so commands to it are stored; the
+// stream closes when the test ends.
+func (e *env) holdCommands(id string) {
+	e.t.Helper()
+	tok, err := os.ReadFile(e.tokens[id])
+	if err != nil {
+		e.t.Fatalf("sandbox token of %s: %v", id, err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.c.Base()+"/sessions/"+url.PathEscape(id)+"/commands", nil)
+	if err != nil {
+		cancel()
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set("Rein-Instance", "fake-"+id)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		e.t.Fatalf("command stream of %s: %v", id, err)
+	}
+	e.t.Cleanup(func() { cancel(); res.Body.Close() })
+	if res.StatusCode != http.StatusOK {
+		e.t.Fatalf("command stream of %s: %s", id, res.Status)
 	}
 }
 

@@ -402,7 +402,12 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 	until(apps2, "snapshot_complete")
 	closeApps2()
+	// An answer that cannot take effect is refused: an option the
+	// request does not offer, a request never asked, a second answer.
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"maybe"}`), tok, 400, true)
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-9","optionId":"allow"}`), tok, 404, true)
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow"}`), tok, 202, true)
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","outcome":"cancelled"}`), tok, 409, true)
 	until(cmds, "command")
 	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"permission_resolved","id":"oa-perm-1","outcome":"selected","optionId":"allow"}`), sbx, 202, true)
 	if ev := until(apps, "approval_resolved"); !strings.Contains(ev.Data, `"decidedBy":"client"`) {

@@ -2,11 +2,182 @@ package server_test
 
 import (
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
 )
+
+// answer is a permission_response choosing option; dismiss is one with
+// the outcome "cancelled".
+func answer(req, option string) string {
+	return `{"type":"permission_response","requestId":"` + req + `","optionId":"` + option + `"}`
+}
+
+func dismiss(req string) string {
+	return `{"type":"permission_response","requestId":"` + req + `","outcome":"cancelled"}`
+}
+
+// wantRefused posts cmd to session id's commands and wants it refused
+// with status and code, its message holding every one of want.
+func wantRefused(t *testing.T, c *client, id, cmd string, status int, code protocol.Code, want ...string) {
+	t.Helper()
+	e := c.wantError(status, code, "POST", "/sessions/"+id+"/commands", cmd)
+	for _, w := range want {
+		if !strings.Contains(e.Message, w) {
+			t.Errorf("%s: %q does not say %q", cmd, e.Message, w)
+		}
+	}
+}
+
+// An answer that cannot take effect is refused, not stored: the request
+// was never asked in this session, its option is not one the request
+// offers (agentd would answer the agent "cancelled"), it was answered
+// already (the agent takes the first answer only), or it no longer waits
+// (resolved, its turn ended, its agent exited). Nothing refused is
+// stored; a retry of the accepted answer with its Idempotency-Key still
+// gets its 202.
+func TestPermissionAnswersThatCannotTakeEffect(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.stream("/sessions/b/commands", protocol.HeaderInstance, "ib")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", permissionEvents("t1", "tc1", "rb", 1), protocol.HeaderInstance, "ib")
+
+	// Never asked in this session (rb is b's).
+	for _, req := range []string{"nope", "rb"} {
+		wantRefused(t, c, "a", answer(req, "allow"), http.StatusNotFound, protocol.CodeNotFound, "requestId", `"`+req+`"`)
+		wantRefused(t, c, "a", dismiss(req), http.StatusNotFound, protocol.CodeNotFound, "requestId", `"`+req+`"`)
+	}
+	// An option the request does not offer.
+	wantRefused(t, c, "a", answer("r1", "maybe"), http.StatusBadRequest, protocol.CodeInvalid, "optionId", `"maybe"`, "allow, deny")
+
+	// The first answer is stored; its retry with the key is replayed.
+	wantSent(t, "the first answer", c.sendKeyed("a", "k1", answer("r1", "allow")), 1, false)
+	wantSent(t, "its retry", c.sendKeyed("a", "k1", answer("r1", "allow")), 1, true)
+	// Any other answer comes too late: the agent takes the first.
+	for _, cmd := range []string{answer("r1", "deny"), answer("r1", "allow"), dismiss("r1")} {
+		wantRefused(t, c, "a", cmd, http.StatusConflict, protocol.CodeConflict, "requestId", `"r1"`, "command 1")
+	}
+	if got := c.sendKeyed("a", "k2", answer("r1", "deny")); got.status != http.StatusConflict {
+		t.Fatalf("a second answer with a key of its own: %d %s; want 409", got.status, got.body)
+	}
+
+	// Resolved by the agent: no longer waiting.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)}, protocol.HeaderInstance, "ia")
+	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, "requestId", `"r1"`, "approved")
+
+	// Cancelled (the agent's answer to an abort).
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r2", "title", "Again?", "agentSeq", 5, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r2", "outcome", "cancelled", "agentSeq", 6)}, protocol.HeaderInstance, "ia")
+	wantRefused(t, c, "a", dismiss("r2"), http.StatusConflict, protocol.CodeConflict, "requestId", `"r2"`, "cancelled")
+
+	// Closed with its turn, and with its agent.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r3", "title", "And this?", "agentSeq", 7, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 8),
+		ev("permission_requested", "id", "r4", "title", "Outside a turn?", "agentSeq", 9, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+		ev("agent_exited", "code", 1, "agentSeq", 10),
+	}, protocol.HeaderInstance, "ia")
+	for _, req := range []string{"r3", "r4"} {
+		wantRefused(t, c, "a", answer(req, "allow"), http.StatusConflict, protocol.CodeConflict, "requestId", `"`+req+`"`, "no longer waiting")
+	}
+
+	// A request that waits can be dismissed, once.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/commands", dismiss("rb"))
+	wantRefused(t, c, "b", answer("rb", "allow"), http.StatusConflict, protocol.CodeConflict, "command 1")
+
+	// Nothing refused was stored.
+	if rec := c.session("a"); rec.PendingCommands != 2 {
+		t.Errorf("session a holds %d commands; want 2 (the first answer and the abort)", rec.PendingCommands)
+	}
+	if rec := c.session("b"); rec.PendingCommands != 1 {
+		t.Errorf("session b holds %d commands; want 1 (the dismissal)", rec.PendingCommands)
+	}
+}
+
+// A server started again knows which waiting requests were answered
+// already (from the stored commands): a second answer is refused after a
+// restart too, and one to a request nobody answered is accepted.
+func TestPermissionAnsweredBeforeRestart(t *testing.T) {
+	path := freshDB(t)
+	s := start(t, app.Options{DBPath: path})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r2", "title", "Also?", "agentSeq", 4, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"meanwhile"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "deny"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start(t, app.Options{DBPath: path})
+	c = newClient(t, s)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "command 2")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r2", "allow"))
+	// The decision still names the answer the agent takes.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "deny", "agentSeq", 5)}, protocol.HeaderInstance, "ia")
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 1 || hist[0].DecidedBy != "anonymous" || hist[0].Status != "denied" {
+		t.Fatalf("history %+v; want r1 denied, decided by the client's answer", hist)
+	}
+}
+
+// Answers within one group commit: of two different answers to one
+// request exactly one is stored; an answer behind the events that resolve
+// its request in the same group is refused, and one behind the events
+// that ask it is accepted.
+func TestPermissionAnswersInOneGroup(t *testing.T) {
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
+	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	s := start(t, app.Options{Store: g})
+	c := newClient(t, s)
+	for _, id := range []string{"a", "h"} {
+		c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+		c.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "i-"+id)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i-a")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r2", "title", "Also?", "agentSeq", 4, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i-a")
+
+	post := func(path string, body any, hdr ...string) func() int {
+		return func() int { st, _ := c.do("POST", path, body, hdr...); return st }
+	}
+	got := oneGroup(t, s, g, post("/sessions/h/commands", `{"type":"prompt","text":"hold"}`),
+		post("/sessions/a/commands", answer("r1", "allow")),
+		post("/sessions/a/commands", answer("r1", "deny")),
+		post("/sessions/a/events", []any{ev("permission_resolved", "id", "r2", "outcome", "cancelled", "agentSeq", 5)}, protocol.HeaderInstance, "i-a"),
+		post("/sessions/a/commands", answer("r2", "allow")),
+		post("/sessions/a/events", []any{
+			ev("permission_requested", "id", "r3", "title", "New?", "agentSeq", 6, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+		}, protocol.HeaderInstance, "i-a"),
+		post("/sessions/a/commands", answer("r3", "allow")),
+	)
+	want := []int{http.StatusAccepted, http.StatusConflict, http.StatusAccepted, http.StatusConflict, http.StatusAccepted, http.StatusAccepted}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("one group's statuses %v; want %v", got, want)
+		}
+	}
+	if rec := c.session("a"); rec.PendingCommands != 2 {
+		t.Fatalf("session a holds %d commands; want 2 (r1's first answer and r3's)", rec.PendingCommands)
+	}
+}
 
 // A sandbox instance that takes the session over ends the open turn as
 // interrupted, and with it the requests the turn's agent made: they leave
@@ -26,4 +197,5 @@ func TestPermissionClosedByTakeover(t *testing.T) {
 	if rec := c.session("a"); rec.PendingApprovals != 0 {
 		t.Fatalf("pendingApprovals %d after the takeover; want 0", rec.PendingApprovals)
 	}
+	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "cancelled")
 }

@@ -36,8 +36,9 @@ type approvalChange struct {
 // answer is a client's permission_response, kept until the request
 // resolves.
 type answer struct {
-	at string
-	ms int64
+	at  string
+	ms  int64
+	cmd int64 // its command id
 }
 
 // approvals is the inbox: every pending permission request, a log of
@@ -172,14 +173,18 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 }
 
 // answered records a client's permission_response to a pending request,
-// so its decision names who answered. Only the first answer counts: the
-// command stream hands the agent the answers in command order, and the
-// agent takes the first and ignores the rest.
+// stored at ms, so its decision names who answered and a later answer is
+// refused (answers.go). Only the first answer counts: the command stream
+// hands the agent the answers in command order, and the agent takes the
+// first and ignores the rest. An answer stored before the request was
+// made (read back from the store, see recordAnswers) was for an earlier
+// request with its id.
 func (a *approvals) answered(id string, cmd protocol.Command, ms int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := approvalKey{id, cmd.RequestID}
-	if _, ok := a.pending[k]; !ok {
+	p, ok := a.pending[k]
+	if !ok || ms < p.RequestedAt {
 		return
 	}
 	if _, ok := a.answers[k]; ok {
@@ -189,7 +194,36 @@ func (a *approvals) answered(id string, cmd protocol.Command, ms int64) {
 	if a.auth == "none" {
 		who = "anonymous"
 	}
-	a.answers[k] = answer{at: who, ms: ms}
+	a.answers[k] = answer{at: who, ms: ms, cmd: cmd.ID}
+}
+
+// lookup returns the pending request k and the command that answered it
+// (0 for none); ok is false when k is not pending.
+func (a *approvals) lookup(k approvalKey) (p *protocol.Approval, answeredBy int64, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok = a.pending[k]
+	if !ok {
+		return nil, 0, false
+	}
+	return p, a.answers[k].cmd, true
+}
+
+// recordAnswers records the permission_responses among a session's
+// stored commands (approvals.answered): at start, and for commands
+// another replica stored.
+func (w *writer) recordAnswers(id string, cmds []store.Command) {
+	for _, c := range cmds {
+		if !bytes.Contains(c.Body, []byte(`"permission_response"`)) {
+			continue
+		}
+		var cmd protocol.Command
+		if err := json.Unmarshal(c.Body, &cmd); err != nil || cmd.Type != protocol.CommandPermissionResponse {
+			continue
+		}
+		cmd.ID = c.ID
+		w.approvals.answered(id, cmd, c.CreatedAt)
+	}
 }
 
 // removeSession resolves the session's pending requests as cancelled.
@@ -340,6 +374,15 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 				w.approvals.add(approvalFrom(id, e.rec.Project, a, tool))
 			}
 		}
+		if w.approvals.Count(id) > 0 {
+			// Which of them were answered already: a second answer
+			// is refused after a restart too.
+			cmds, err := w.store.Commands(ctx, id, 0, e.rec.LastCommandID)
+			if err != nil {
+				return fmt.Errorf("load approvals: %w", err)
+			}
+			w.recordAnswers(id, cmds)
+		}
 	}
 	return nil
 }
@@ -404,27 +447,13 @@ func toolFinder(arts []*protocol.Artifact) func(string) *protocol.Artifact {
 // toolCall returns the newest tool call with an id in a session, nil when
 // there is none: from the reducer state, or from the store when the state
 // released its body (a tool that ended before the permission request).
+// Should the store fail, the approval still names the tool call's id.
 func (w *writer) toolCall(session string, st *reducer.State, id string) *protocol.Artifact {
 	seq := st.Newest(protocol.ArtifactToolCall, id)
 	if seq == 0 {
 		return nil
 	}
-	if a := st.Artifact(seq); a != nil {
-		return a
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	list, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1)
-	var a protocol.Artifact
-	if err == nil && len(list) == 1 {
-		err = json.Unmarshal(list[0].Body, &a)
-	}
-	if err != nil || len(list) != 1 {
-		// The approval still names the tool call's id.
-		w.log.Warn("read tool call for approval", slog.String("session", session), slog.Int64("seq", seq), slog.Any("err", err))
-		return nil
-	}
-	return &a
+	return w.artifactAt(session, st, seq)
 }
 
 // observeApprovals finds the permission artifacts a batch created or
@@ -453,6 +482,18 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 		return
 	}
 	id, project := e.rec.ID, e.rec.Project
+	// Answers later in the group see the requests as they are now
+	// (answers.go).
+	if g.inbox == nil {
+		g.inbox = map[approvalKey]*protocol.Approval{}
+	}
+	for _, c := range inbox {
+		if c.add != nil {
+			g.inbox[approvalKey{id, c.add.RequestID}] = c.add
+		} else {
+			g.inbox[approvalKey{id, c.request}] = nil
+		}
+	}
 	g.onCommit(func() {
 		n, _ := w.applyInbox(id, inbox)
 		w.publishPending(id, project, n)

@@ -264,10 +264,10 @@ func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
 }
 
 // A request answered twice (two clients, or one that did not see the
-// first answer) is decided by the first answer: the command stream hands
-// the agent the answers in command order, and an agent takes the first
-// and ignores the second (agentd logs "permission_response for no pending
-// request"). The decision says when that first answer came.
+// first answer) is decided by the first answer: the agent would take the
+// first and ignore the second (agentd logs "permission_response for no
+// pending request"), so the second is refused (409, see answers_test.go)
+// and the decision says when that first answer came.
 func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
@@ -280,7 +280,7 @@ func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
 	first := now.Add(1000)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"allow"}`)
 	now.Add(1000)
-	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"deny"}`)
+	c.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"deny"}`)
 	var got protocol.Command
 	if err := json.Unmarshal([]byte(cmds.next().Data), &got); err != nil || got.OptionID != "allow" {
 		t.Fatalf("first command on the stream %+v (%v); want the allow", got, err)

@@ -359,11 +359,20 @@ func FuzzPostCommands(f *testing.F) {
 	c.create("f")
 	st := c.stream("/sessions/f/commands", protocol.HeaderInstance, "i1")
 	f.Cleanup(st.close)
+	// A request to answer: its first answer is stored, and any answer
+	// after it (or to a request never asked, or with an option it does
+	// not offer) is refused, with nothing stored.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/f/events", []any{
+		ev("permission_requested", "id", "r1", "title", "ok?", "options", []any{map[string]any{"id": "allow_once", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i1")
 	var last int64
 	f.Fuzz(func(t *testing.T, body string) {
 		c := &client{t: t, base: c.base}
 		got, e, _ := c.status("POST", "/sessions/f/commands", body)
-		if !statusIn(got, 202, 400, 413) {
+		if !statusIn(got, 202, 400, 404, 409, 413) {
+			t.Fatalf("POST commands %q: %d %+v", body, got, e)
+		}
+		if got >= 400 && (e.Code == protocol.CodeInternal || e.Message == "") {
 			t.Fatalf("POST commands %q: %d %+v", body, got, e)
 		}
 		cmds, err := s.Store().Commands(context.Background(), "f", 0, math.MaxInt64)

@@ -341,11 +341,21 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 			w.hub.Publish(sessionsTopic, &hub.Message{Event: protocol.SSESessionUpdated, Data: data, Key: project})
 		}
 	}
-	if h := w.holders[id]; h != nil && old != nil && e.rec.LastCommandID > old.rec.LastCommandID {
-		cmds, err := w.store.Commands(ctx, id, old.rec.LastCommandID, e.rec.LastCommandID)
-		if err != nil {
+	var lastCmd int64 // the commands this replica had seen
+	if old != nil {
+		lastCmd = old.rec.LastCommandID
+	}
+	var (
+		cmds    []store.Command
+		cmdsErr error
+		read    bool
+	)
+	if h := w.holders[id]; h != nil && old != nil && e.rec.LastCommandID > lastCmd {
+		cmds, cmdsErr = w.store.Commands(ctx, id, lastCmd, e.rec.LastCommandID)
+		read = true
+		if cmdsErr != nil {
 			// The sandbox gets them when its stream resumes.
-			w.log.Warn("read commands sent through another replica", slog.String("session", id), slog.Any("err", err))
+			w.log.Warn("read commands sent through another replica", slog.String("session", id), slog.Any("err", cmdsErr))
 			h.sub.Close()
 			delete(w.holders, id)
 		} else {
@@ -358,6 +368,22 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 	}
 	if e.rec.Rev > e.pubRev {
 		w.publishArtifacts(ctx, e)
+	}
+	// Answers stored through another replica to the requests waiting
+	// here (the inbox has them from the artifacts, just above): a second
+	// answer through this replica is refused (answers.go).
+	if e.rec.LastCommandID > lastCmd && w.approvals.Count(id) > 0 {
+		if !read {
+			cmds, cmdsErr = w.store.Commands(ctx, id, lastCmd, e.rec.LastCommandID)
+		}
+		if cmdsErr != nil {
+			// Until the session changes again, this replica's inbox
+			// does not know them: a second answer through it would
+			// be taken.
+			w.log.Warn("read answers sent through another replica", slog.String("session", id), slog.Any("err", cmdsErr))
+		} else {
+			w.recordAnswers(id, cmds)
+		}
 	}
 }
 

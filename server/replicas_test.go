@@ -578,3 +578,46 @@ func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
 	cb.must(http.StatusAccepted, nil, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer "+sbx)
 	cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer not-"+sbx)
 }
+
+// A permission request stored through one replica is answered through
+// another that has not heard of it yet: that one reads the session again
+// before refusing, so a fresh request is never refused. A second answer,
+// through either replica, is refused, whether or not the replica has
+// heard of the first; so is an answer to a request never asked.
+func TestReplicasPermissionAnswers(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
+	cmds := ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	// b knows the session, connected, and holds its reducer state (it
+	// stored an event), then hears no more.
+	for ss := cb.stream("/sessions/stream"); !strings.Contains(ss.next().Data, `"status":"live"`); {
+	}
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", []any{ev("notice", "level", "info", "message", "starting")})
+	deaf.deaf.Store(true)
+
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	wantSent(t, "an answer through the replica that did not ingest the request", cb.sendKeyed("p", "", answer("r1", "allow")), 1, false)
+	wantRefused(t, ca, "p", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "command 1")
+	wantRefused(t, cb, "p", dismiss("r1"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "command 1")
+
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", []any{
+		ev("permission_requested", "id", "r2", "title", "Also?", "agentSeq", 4, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i1")
+	wantSent(t, "an answer through the replica that ingested the request", ca.sendKeyed("p", "", answer("r2", "allow")), 2, false)
+	wantRefused(t, cb, "p", answer("r2", "allow"), http.StatusConflict, protocol.CodeConflict, `"r2"`, "command 2")
+	wantRefused(t, cb, "p", answer("r9", "allow"), http.StatusNotFound, protocol.CodeNotFound, `"r9"`)
+
+	for _, want := range []string{"r1", "r2"} {
+		e := cmds.next()
+		var c protocol.Command
+		if err := json.Unmarshal([]byte(e.Data), &c); err != nil || c.RequestID != want {
+			t.Fatalf("command stream got %s (%v); want the answer to %s", e.Data, err, want)
+		}
+	}
+	if rec := ca.session("p"); rec.PendingCommands != 2 {
+		t.Fatalf("pendingCommands %d; want 2, one answer per request", rec.PendingCommands)
+	}
+}

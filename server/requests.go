@@ -109,7 +109,27 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
 		return
 	}
+	if r.cmd.Type == protocol.CommandPermissionResponse {
+		// After the replay: the retry of an answer that was stored
+		// gets its 202 again, though its request is answered now.
+		stale, err := w.answerable(g, r.id, r.cmd)
+		if err != nil {
+			r.reply.fail(err)
+			return
+		}
+		if stale {
+			g.stale = append(g.stale, r.id)
+			failOn(g, r.reply) // and so applied again (group.take)
+			return
+		}
+	}
 	cmd, msg := w.addCommand(g, r.id, e, r.cmd, r.key)
+	if cmd.Type == protocol.CommandPermissionResponse {
+		if g.answers == nil {
+			g.answers = map[approvalKey]int64{}
+		}
+		g.answers[approvalKey{r.id, cmd.RequestID}] = cmd.ID
+	}
 	w.commandsChanged(g, e)
 	failOn(g, r.reply)
 	g.onCommit(func() {

@@ -237,6 +237,11 @@ func TestCommands(t *testing.T) {
 	if rec.Status != protocol.StatusLive {
 		t.Fatalf("status with a sandbox: %s; want live", rec.Status)
 	}
+	// A permission_response answers a request the agent asked (one it
+	// never asked is refused: see answers_test.go).
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r1", "title", "ok?", "options", []any{map[string]any{"id": "allow_once", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i1")
 	var acc protocol.CommandAccepted
 	for i, body := range []string{prompt, `{"type":"abort"}`, `{"type":"permission_response","requestId":"r1","optionId":"allow_once"}`} {
 		c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", body)

@@ -652,6 +652,16 @@ type group struct {
 	// group opened (openStreamReq): an older stream's close later in
 	// the group must not mark them disconnected (closeStreamReq).
 	opened map[string]bool
+	// inbox holds the permission requests the group's events asked (the
+	// approval) or resolved (nil), and answers the permission_responses
+	// it added (their command ids), for the answers after them in the
+	// group (answers.go); both are made on first use.
+	inbox   map[approvalKey]*protocol.Approval
+	answers map[approvalKey]int64
+	// stale names sessions a request found behind the database
+	// (another replica changed them): the commit reads them again and
+	// applies the group once more instead (see answers.go).
+	stale []string
 }
 
 // abort makes the group fail as a failed commit does: a request could not
@@ -755,6 +765,16 @@ func (w *writer) remove(g *group, id string, e *entry) {
 	g.ops = append(g.ops, store.DeleteSession{ID: id})
 	g.put(id, nil)
 	delete(g.keyed, id)
+	for k := range g.inbox {
+		if k.session == id {
+			delete(g.inbox, k)
+		}
+	}
+	for k := range g.answers {
+		if k.session == id {
+			delete(g.answers, k)
+		}
+	}
 	if g.removed == nil {
 		g.removed = map[string]bool{}
 	}
@@ -857,6 +877,10 @@ func foldLog(log []store.Event) (*state, error) {
 // reducer states it touched are dropped (the next use folds them from the
 // log again) and every request gets 503.
 func (w *writer) commit(g *group) {
+	if len(g.stale) > 0 && g.err == nil {
+		w.redo(g, g.stale)
+		return
+	}
 	if g.err != nil {
 		if w.shared != nil && g.retries < maxRetries {
 			// The read that failed (a finished artifact's body) may have

@@ -87,6 +87,9 @@ func TestInbox(t *testing.T) {
 		{[]string{"inbox", "approve", "1", "maybe"}, `has no option "maybe" (options: always, yes, no)`, 1},
 		{[]string{"inbox", "maybe", "1"}, `unknown command "inbox maybe"; inbox commands: approve, deny`, 2},
 		{[]string{"inbox", "deny", "1", "no"}, "usage: rein inbox", 2},
+		// Still waiting for its agent, but answered: the server refuses
+		// a second answer and rein says why.
+		{[]string{"inbox", "deny", "s2/perm-b"}, `rein: requestId: permission request "perm-b" of session "s2" was already answered by command 1; the agent takes that first answer only (conflict)`, 1},
 	} {
 		r := rein(t, s.URL(), tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {

@@ -311,7 +311,8 @@ func TestCommands(t *testing.T) {
 		{"type":"permission_requested","id":"perm-2","title":"write","options":[{"id":"ok","name":"OK","kind":"allow_once"},{"id":"nope","name":"Nope","kind":"reject_always"}]},
 		{"type":"permission_requested","id":"perm-3","title":"read","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
 		{"type":"permission_requested","id":"perm-4","title":"done","options":[{"id":"ok","name":"OK","kind":"allow_once"}]},
-		{"type":"permission_resolved","id":"perm-4","outcome":"selected","optionId":"ok"}]`)
+		{"type":"permission_resolved","id":"perm-4","outcome":"selected","optionId":"ok"},
+		{"type":"permission_requested","id":"perm-5","title":"run ls","options":[{"id":"no","name":"No","kind":"reject_once"},{"id":"always","name":"Always","kind":"allow_always"},{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
 
 	for _, tc := range []struct {
 		args []string
@@ -322,7 +323,7 @@ func TestCommands(t *testing.T) {
 		{[]string{"prompt", "s1", "--", "-v is a flag"}, "prompt sent to s1 (command 2)\n", protocol.Command{ID: 2, Type: protocol.CommandPrompt, Text: "-v is a flag"}},
 		{[]string{"abort", "s1"}, "abort sent to s1 (command 3)\n", protocol.Command{ID: 3, Type: protocol.CommandAbort}},
 		{[]string{"approve", "s1", "perm-1"}, "approved perm-1 with option yes (command 4)\n", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "yes", Outcome: protocol.OutcomeSelected}},
-		{[]string{"approve", "s1", "perm-1", "always"}, "approved perm-1 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "always", Outcome: protocol.OutcomeSelected}},
+		{[]string{"approve", "s1", "perm-5", "always"}, "approved perm-5 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-5", OptionID: "always", Outcome: protocol.OutcomeSelected}},
 		{[]string{"deny", "s1", "perm-2"}, "denied perm-2: no reject_once option, request cancelled (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", Outcome: protocol.OutcomeCancelled}},
 		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject_once option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled}},
 	} {
@@ -342,6 +343,9 @@ func TestCommands(t *testing.T) {
 		{[]string{"approve", "s1", "perm-1", "maybe"}, `rein: permission request "perm-1" has no option "maybe" (options: no, always, yes)` + "\n"},
 		{[]string{"approve", "s1", "perm-4"}, `rein: permission request "perm-4" is already approved` + "\n"},
 		{[]string{"approve", "nope", "perm-1"}, `rein: session "nope" not found (not_found)` + "\n"},
+		// Pending in the transcript, but answered already: the server's
+		// refusal, as it says it.
+		{[]string{"approve", "s1", "perm-1", "always"}, `rein: requestId: permission request "perm-1" of session "s1" was already answered by command 4; the agent takes that first answer only (conflict)` + "\n"},
 	} {
 		r := rein(t, s.URL(), tc.args...)
 		if r.code != 1 || r.stderr != tc.stderr || r.stdout != "" {

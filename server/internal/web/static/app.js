@@ -717,11 +717,20 @@ function inboxCard() {
   const err = h("p.form-error", { id: "inbox-error", role: "alert" });
   const card = h("div.card.inbox-card", { id: "inbox", hidden: true }, h("h2", {}, "Needs you"), rows, err);
   const rank = { allow_once: 0, reject_once: 1, allow_always: 2, reject_always: 3 };
+  // done holds, by "session/request", what replaces a request's buttons
+  // once they can do nothing more: the answer this page sent, or why the
+  // server refused one (answered already). The request stays listed until
+  // its agent resolves it; the list is drawn again every few seconds, so
+  // this is kept here, not in the buttons.
+  const done = new Map();
   const draw = () => {
     const list = inbox.list();
     card.hidden = list.length === 0;
+    const listed = new Set(list.map((a) => `${a.sessionId}/${a.requestId}`));
+    for (const k of done.keys()) if (!listed.has(k)) done.delete(k);
     rows.replaceChildren(
       ...list.map((a) => {
+        const k = `${a.sessionId}/${a.requestId}`;
         const opts = [...(a.options || [])].sort((x, y) => (rank[x.kind] ?? 9) - (rank[y.kind] ?? 9));
         const tool = a.tool ? a.tool.name || a.tool.title || a.tool.id : "";
         return h(
@@ -736,32 +745,48 @@ function inboxCard() {
             tool ? h("code.inbox-tool", {}, tool) : null,
             h("span.muted.inbox-wait", { title: fmtTime(a.requestedAt) }, `waiting ${fmtDuration(Math.max(Date.now() - a.requestedAt, 0))}`),
           ),
-          h(
-            "div.inbox-buttons",
-            {},
-            ...opts.map((o) =>
-              h(
-                String(o.kind).startsWith("allow") ? "button.approve.small" : "button.deny.small",
-                {
-                  type: "button",
-                  dataset: { option: o.id, kind: o.kind },
-                  onclick: async (e) => {
-                    e.target.disabled = true;
-                    try {
-                      await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, optionId: o.id }, (e3, ms) => {
-                        err.textContent = `${a.sessionId}/${a.requestId}: ${e3.message}; sending the answer again in ${ms} ms`;
-                      });
-                      err.textContent = "";
-                    } catch (e2) {
-                      err.textContent = `${a.sessionId}/${a.requestId}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
-                      e.target.disabled = false;
-                    }
-                  },
-                },
-                o.name || o.id,
+          done.has(k)
+            ? h("span.muted.inbox-done", { role: "status" }, done.get(k))
+            : h(
+                "div.inbox-buttons",
+                {},
+                ...opts.map((o) =>
+                  h(
+                    String(o.kind).startsWith("allow") ? "button.approve.small" : "button.deny.small",
+                    {
+                      type: "button",
+                      dataset: { option: o.id, kind: o.kind },
+                      onclick: async (e) => {
+                        // One answer per request: the server takes the first only.
+                        const mine = e.target.closest(".inbox-buttons").querySelectorAll("button");
+                        for (const b of mine) b.disabled = true;
+                        try {
+                          const res = await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, optionId: o.id }, (e3, ms) => {
+                            err.textContent = `${k}: ${e3.message}; sending the answer again in ${ms} ms`;
+                          });
+                          err.textContent = "";
+                          done.set(k, `${o.name || o.id} sent (command ${res?.id}); waiting for the agent`);
+                          draw();
+                        } catch (e2) {
+                          err.textContent = `${k}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
+                          if (e2.code === "not_found") {
+                            // The server has no such request: the list
+                            // was wrong about it.
+                            inbox.pending.delete(k);
+                            inbox.changed();
+                          } else if (answerGone(e2)) {
+                            done.set(k, e2.message);
+                            draw();
+                          } else {
+                            for (const b of mine) b.disabled = false;
+                          }
+                        }
+                      },
+                    },
+                    o.name || o.id,
+                  ),
+                ),
               ),
-            ),
-          ),
         );
       }),
     );
@@ -770,6 +795,14 @@ function inboxCard() {
   const stop = inbox.listen(draw);
   const tick = setInterval(draw, 5000); // the waiting times
   return { card, stop: () => (stop(), clearInterval(tick)) };
+}
+
+// answerGone says a permission answer was refused for good: the request
+// was answered already, no longer waits, or never existed (409 conflict,
+// 404 not_found). Another click cannot help; any other failure (no
+// sandbox connected, the server unavailable) may pass.
+function answerGone(err) {
+  return !!err && (err.code === "conflict" || err.code === "not_found");
 }
 
 // discovery is the server's /.well-known/rein.json (public), read once at
@@ -1174,7 +1207,9 @@ function sessionPage(app, id) {
     flash.textContent = err ? (err.code ? `${err.message} (${err.code})` : err.message) : "";
   };
 
-  const command = async (cmd) => {
+  // command sends cmd and reports whether it was stored; onError, when
+  // given, gets the error of a send that failed.
+  const command = async (cmd, onError) => {
     showError(null);
     try {
       await sendCommand(id, cmd, (err, ms) => {
@@ -1184,6 +1219,7 @@ function sessionPage(app, id) {
       return true;
     } catch (err) {
       if (err.status !== 401) showError(err);
+      onError?.(err);
       return false;
     }
   };
@@ -1518,10 +1554,17 @@ const RENDER = {
     const answer = async (body, btn) => {
       for (const b of el.querySelectorAll("button")) b.disabled = true;
       btn.classList.add("busy");
-      if (!(await command({ type: "permission_response", requestId: a.id, ...body }))) {
-        for (const b of el.querySelectorAll("button")) b.disabled = false;
-        btn.classList.remove("busy");
+      let failed = null;
+      if (await command({ type: "permission_response", requestId: a.id, ...body }, (err) => (failed = err))) return;
+      btn.classList.remove("busy");
+      if (answerGone(failed)) {
+        // Answered already, or no longer waiting: no button can help.
+        // The server's reason takes their place until the outcome
+        // arrives.
+        buttons.replaceWith(h("div.perm-refused", { role: "status" }, failed.message));
+        return;
       }
+      for (const b of el.querySelectorAll("button")) b.disabled = false;
     };
     let buttons = null;
     if (a.status === "pending") {

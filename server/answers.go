@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
+)
+
+// Permission answers that cannot take effect. A permission_response is
+// stored and delivered only when the request it names waits for an answer
+// in its session and has none yet, and the option it picks is one the
+// request offers (a dismissal, outcome "cancelled", picks none). Anything
+// else would be told "accepted" and then lost: the agent takes the first
+// answer only, agentd drops an answer to a request it is not waiting on,
+// and answers the agent "cancelled" (a deny) for an option it does not
+// know. So it is refused instead:
+//
+//   - 404 not_found: the session never had such a request;
+//   - 409 conflict: the request no longer waits (resolved, its turn ended,
+//     its agent exited), or command N answered it already;
+//   - 400 invalid: the request has no such option.
+//
+// The writer decides, from the approvals inbox (every waiting request with
+// its options, and the command that answered it, see approvals.answered)
+// and, within a group commit, from what the group's earlier requests did
+// to it (group.inbox, group.answers): of two answers in one group only the
+// first is stored. On a shared database another replica may have stored
+// the request a moment ago; a replica whose inbox does not have it reads
+// the session again before refusing (see behind).
+
+// answerable returns why cmd, a permission_response to session id, cannot
+// take effect (nil when it can). stale reports instead that this replica's
+// view of the session is behind the database: the group is to be applied
+// again once it has read the session again.
+func (w *writer) answerable(g *group, id string, cmd protocol.Command) (stale bool, err error) {
+	k := approvalKey{id, cmd.RequestID}
+	if n, ok := g.answers[k]; ok {
+		return false, answeredErr(k, n)
+	}
+	if p, by, ok := w.waiting(g, k); ok {
+		if by > 0 {
+			return false, answeredErr(k, by)
+		}
+		return false, optionErr(k, p.Options, cmd)
+	}
+	if w.shared != nil && g.retries < maxRetries {
+		behind, err := w.behind(g, id)
+		if err != nil || behind {
+			return behind, err
+		}
+	}
+	return false, w.notWaitingErr(g, k, cmd)
+}
+
+// waiting returns the request k as it stands in the group: waiting (ok),
+// its options, and the command that answered it (0 for none).
+func (w *writer) waiting(g *group, k approvalKey) (p *protocol.Approval, answeredBy int64, ok bool) {
+	if p, seen := g.inbox[k]; seen {
+		// Asked (or asked again) in this group: answered only by the
+		// group's commands, which g.answers holds.
+		return p, 0, p != nil
+	}
+	if g.removed[k.session] {
+		// Deleted in this group, so created again in it: the inbox's
+		// requests of the session are the deleted namesake's.
+		return nil, 0, false
+	}
+	return w.approvals.lookup(k)
+}
+
+// behind reports whether the database holds a newer version of session id
+// than the one the group read: another replica changed it (and perhaps
+// stored the request an answer names) and this one has not heard yet.
+func (w *writer) behind(g *group, id string) (bool, error) {
+	v, ok := g.base[id]
+	if !ok {
+		return false, nil // created in this group
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, _, err := w.shared.LoadSession(ctx, id)
+	if err != nil {
+		// Deleted meanwhile: the answer's commit fails on the row. Any
+		// other failure: unknown, so not refused for good.
+		if protocol.CodeOf(err) == protocol.CodeNotFound {
+			return false, nil
+		}
+		return false, unavailable("check permission request session="+id, err)
+	}
+	return rec.Version != v, nil
+}
+
+// notWaitingErr says why the request k, which the inbox does not hold as
+// waiting, cannot be answered: never asked (404), or no longer waiting
+// (409). The session's reducer state is the word: should it hold the
+// request as pending after all (an inbox that missed it), the answer is
+// not refused and nil is returned, or the option's error.
+func (w *writer) notWaitingErr(g *group, k approvalKey, cmd protocol.Command) error {
+	s, err := w.state(g, k.session)
+	if err != nil {
+		return unavailable("check permission request session="+k.session, err)
+	}
+	seq := s.st.Newest(protocol.ArtifactPermission, k.request)
+	if seq == 0 {
+		return protocol.Errorf(protocol.CodeNotFound, "requestId: session %q has no permission request %q; answer one its agent asked (GET /approvals lists those waiting)", k.session, k.request)
+	}
+	status := ""
+	if a := w.artifactAt(k.session, s.st, seq); a != nil {
+		status = a.String("status")
+		if status == string(protocol.PermissionPending) {
+			w.log.Warn("permission request waits but was not in the approvals inbox", slog.String("session", k.session), slog.String("request", k.request))
+			var opts []protocol.PermissionOption
+			if raw, err := json.Marshal(a.Fields["options"]); err == nil {
+				_ = json.Unmarshal(raw, &opts)
+			}
+			return optionErr(k, opts, cmd)
+		}
+	}
+	if status == "" {
+		return protocol.Errorf(protocol.CodeConflict, "requestId: permission request %q of session %q is no longer waiting for an answer", k.request, k.session)
+	}
+	return protocol.Errorf(protocol.CodeConflict, "requestId: permission request %q of session %q is no longer waiting for an answer: it was %s", k.request, k.session, status)
+}
+
+func answeredErr(k approvalKey, by int64) error {
+	return protocol.Errorf(protocol.CodeConflict, "requestId: permission request %q of session %q was already answered by command %d; the agent takes that first answer only", k.request, k.session, by)
+}
+
+// optionErr refuses an answer whose option the request does not offer: the
+// agent would get "cancelled" for it. A dismissal names no option.
+func optionErr(k approvalKey, opts []protocol.PermissionOption, cmd protocol.Command) error {
+	if cmd.Outcome == protocol.OutcomeCancelled {
+		return nil
+	}
+	ids := make([]string, 0, len(opts))
+	for _, o := range opts {
+		if o.ID == cmd.OptionID {
+			return nil
+		}
+		ids = append(ids, o.ID)
+	}
+	if len(ids) == 0 {
+		return protocol.Errorf(protocol.CodeInvalid, "optionId: permission request %q of session %q offers no options; dismiss it with \"outcome\": \"cancelled\"", k.request, k.session)
+	}
+	return protocol.Errorf(protocol.CodeInvalid, "optionId: permission request %q of session %q has no option %q; its options are %s", k.request, k.session, cmd.OptionID, strings.Join(ids, ", "))
+}
+
+// artifactAt returns the artifact at seq of a session: from the reducer
+// state, or from the store when the state released its body. nil when it
+// cannot be read (logged).
+func (w *writer) artifactAt(session string, st *reducer.State, seq int64) *protocol.Artifact {
+	if a := st.Artifact(seq); a != nil {
+		return a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	list, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1)
+	var a protocol.Artifact
+	if err == nil && len(list) == 1 {
+		err = json.Unmarshal(list[0].Body, &a)
+	}
+	if err != nil || len(list) != 1 {
+		w.log.Warn("read artifact", slog.String("session", session), slog.Int64("seq", seq), slog.Any("err", err))
+		return nil
+	}
+	return &a
+}
