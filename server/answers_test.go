@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -142,8 +141,7 @@ func TestPermissionAnsweredBeforeRestart(t *testing.T) {
 // its request in the same group is refused, and one behind the events
 // that ask it is accepted.
 func TestPermissionAnswersInOneGroup(t *testing.T) {
-	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
-	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
 	for _, id := range []string{"a", "h"} {

@@ -243,6 +243,13 @@ type gatedStore struct {
 	open    chan struct{}
 }
 
+// newGatedStore opens a SQLite file in a temporary dir, its gate open.
+func newGatedStore(t *testing.T) *gatedStore {
+	t.Helper()
+	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
+	return &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+}
+
 func (g *gatedStore) Commit(ctx context.Context, ops []store.Op) error {
 	if g.closed.Load() {
 		select {
@@ -260,9 +267,7 @@ func (g *gatedStore) Commit(ctx context.Context, ops []store.Op) error {
 // error log. Its events were never queued, so its retry stores them; the
 // requests before it are committed and answered.
 func TestClientGoneWhileQueued(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "rein.db")
-	db := openSQLite(t, path)
-	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	g := newGatedStore(t)
 	server.ShortQueue(t, 1)
 	var logs lockedBuffer
 	s := start(t, app.Options{Store: g, MetricsAddr: "127.0.0.1:0",

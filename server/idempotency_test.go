@@ -165,8 +165,7 @@ func TestIdempotentCommands(t *testing.T) {
 // is committed, and a session deleted and created again in the group does
 // not find its namesake's keys, still in the database until the commit.
 func TestIdempotentCommandsInOneGroup(t *testing.T) {
-	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
-	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

@@ -86,8 +86,7 @@ func TestIdleOnlyWithCommandStream(t *testing.T) {
 // in that order. The session stays live, as the new stream holds it, and
 // commands reach that stream.
 func TestReconnectBeforeOldStreamCloseInOneGroup(t *testing.T) {
-	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
-	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

@@ -311,8 +311,7 @@ func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
 // settle of the deleted one must not write its artifacts into the new one.
 func TestDeleteAndCreateLaggingSessionInOneGroup(t *testing.T) {
 	server.DeferEveryGroup(t)
-	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
-	g := &gatedStore{Store: db, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

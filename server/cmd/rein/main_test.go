@@ -456,14 +456,10 @@ func TestWatchResume(t *testing.T) {
 		{"type":"tool_call_start","id":"call-1","name":"shell","title":"make"},
 		{"type":"tool_output_delta","id":"call-1","delta":"step 1\n"}]`)
 
-	var out, errOut syncBuffer
-	done := make(chan result, 1)
-	go func() {
-		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
-	}()
-	waitFor(t, &out, "  │ step 1\n")
+	out, done := watchInBackground(t, p.URL(), "s1")
+	waitFor(t, out, "  │ step 1\n")
 	postEvents(t, s, "s1", tok, `[{"type":"tool_output_delta","id":"call-1","delta":"step 2\n"}]`)
-	waitFor(t, &out, "  │ step 2\n")
+	waitFor(t, out, "  │ step 2\n")
 
 	p.Cut() // drops the connection and refuses new ones until Restore
 	postEvents(t, s, "s1", tok, `[
@@ -471,13 +467,13 @@ func TestWatchResume(t *testing.T) {
 		{"type":"tool_call_end","id":"call-1","status":"completed"},
 		{"type":"text_delta","id":"m1","delta":", world"}]`)
 	p.Restore()
-	waitFor(t, &out, "step 3")
+	waitFor(t, out, "step 3")
 	postEvents(t, s, "s1", tok, `[
 		{"type":"text_delta","id":"m1","delta":"!"},
 		{"type":"text_end","id":"m1"},
 		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
 
-	r := watchEnded(t, done, &out)
+	r := watchEnded(t, done, out)
 	if p.Accepted() < 2 {
 		t.Errorf("watch connected %d times, want a reconnect", p.Accepted())
 	}
@@ -511,17 +507,13 @@ func TestWatchHistoryWentBack(t *testing.T) {
 	postEvents(t, older, "s1", createSession(t, older, "s1"), kept)
 
 	p := newProxy(t, newer.URL())
-	var out, errOut syncBuffer
-	done := make(chan result, 1)
-	go func() {
-		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
-	}()
-	waitFor(t, &out, "Deleting them")
+	out, done := watchInBackground(t, p.URL(), "s1")
+	waitFor(t, out, "Deleting them")
 	p.Cut()
 	p.Retarget(older.URL())
 	p.Restore()
 
-	r := watchEnded(t, done, &out)
+	r := watchEnded(t, done, out)
 	golden(t, "watch_history_back.golden", r.stdout)
 }
 
@@ -540,12 +532,8 @@ func TestWatchSessionCreatedAgain(t *testing.T) {
 	old := storedSession(t, s, "s1")
 
 	p := newProxy(t, s.URL())
-	var out, errOut syncBuffer
-	done := make(chan result, 1)
-	go func() {
-		done <- reinTo(t, context.Background(), &out, &errOut, p.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0")
-	}()
-	waitFor(t, &out, "Deleting them")
+	out, done := watchInBackground(t, p.URL(), "s1")
+	waitFor(t, out, "Deleting them")
 	p.Cut()
 	cl, err := client.New(s.URL(), testToken)
 	if err != nil {
@@ -569,7 +557,7 @@ func TestWatchSessionCreatedAgain(t *testing.T) {
 	}
 	p.Restore()
 
-	r := watchEnded(t, done, &out)
+	r := watchEnded(t, done, out)
 	_, after, ok := strings.Cut(r.stdout, "went back")
 	if !ok || !strings.Contains(after, "Keeping them, all of them.") || strings.Contains(after, "Deleting them") {
 		t.Fatalf("watch did not start again on the new session; output\n%s\nstderr %s", r.stdout, r.stderr)
@@ -588,6 +576,19 @@ func storedSession(t *testing.T, s *app.App, id string) protocol.Session {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// watchInBackground starts rein watch session --until-idle against url,
+// and returns its output as it grows and, once it ends, its result
+// (watchEnded).
+func watchInBackground(t *testing.T, url, session string) (*syncBuffer, <-chan result) {
+	t.Helper()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() {
+		done <- reinTo(t, context.Background(), &out, &errOut, url, "watch", session, "--until-idle", "--idle-grace", "0")
+	}()
+	return &out, done
 }
 
 // watchEnded waits for a rein watch --until-idle started in the
