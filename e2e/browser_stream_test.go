@@ -237,19 +237,7 @@ func TestBrowserListDrawsASnapshotOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
-	defer cancel()
-	if err := b.Navigate(ctx, e.srv.URL+"/"); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
-		t.Fatal(err)
-	}
+	b, ctx := e.atTokenForm(chromium, driver, e.srv.URL+"/")
 	// Counted from before the list exists: signing in does not reload
 	// the page.
 	if err := b.Eval(ctx, nil, `window.__draws = 0;

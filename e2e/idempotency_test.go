@@ -95,11 +95,7 @@ func TestLostAnswerPromptRunsOnce(t *testing.T) {
 // deadline (so a failure names the step that hung).
 func (e *env) signedIn(chromium, driver, base string) (*Browser, func(string, func(context.Context) error)) {
 	e.t.Helper()
-	b, err := StartBrowser(e.ctx, e.t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: e.t.TempDir()})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(b.Close)
+	b := e.browser(chromium, driver)
 	step := func(name string, f func(ctx context.Context) error) {
 		e.t.Helper()
 		ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
@@ -280,6 +276,33 @@ func TestBrowserKeepsADraftAcrossTheTokenForm(t *testing.T) {
 	})
 }
 
+// browser starts a headless browser for the test, closed at its end.
+func (e *env) browser(chromium, driver string) *Browser {
+	e.t.Helper()
+	b, err := StartBrowser(e.ctx, e.t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: e.t.TempDir()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(b.Close)
+	return b
+}
+
+// atTokenForm starts a browser on page and waits for the token form; ctx
+// bounds the test's further steps.
+func (e *env) atTokenForm(chromium, driver, page string) (b *Browser, ctx context.Context) {
+	e.t.Helper()
+	b = e.browser(chromium, driver)
+	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
+	e.t.Cleanup(cancel)
+	if err := b.Navigate(ctx, page); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
+		e.t.Fatal(err)
+	}
+	return b, ctx
+}
+
 // A sandbox token given to the page as the client token is refused with
 // 403 on every request: the page puts the token form up again with the
 // server's reason, where it said "Cannot reach rein-server" and offered
@@ -293,19 +316,7 @@ func TestBrowserSandboxTokenAsClientToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := StartBrowser(e.ctx, t.Logf, BrowserConfig{Chromium: chromium, Chromedriver: driver, ProfileDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
-	defer cancel()
-	if err := b.Navigate(ctx, e.srv.URL+"/#/s/"+id); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitTextIs(ctx, "#token-form h1", "Connect to rein-server"); err != nil {
-		t.Fatal(err)
-	}
+	b, ctx := e.atTokenForm(chromium, driver, e.srv.URL+"/#/s/"+id)
 	if err := b.Type(ctx, "#token-input", string(sbx)); err != nil {
 		t.Fatal(err)
 	}
