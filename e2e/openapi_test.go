@@ -407,6 +407,13 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"maybe"}`), tok, 400, true)
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-9","optionId":"allow"}`), tok, 404, true)
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow"}`), tok, 202, true)
+	// Answered, not yet taken by its agent: still listed, with the answer.
+	if ev := until(apps, "approval_answered"); !strings.Contains(ev.Data, `"answer":{"commandId":`) {
+		t.Fatalf("approval_answered %s", ev.Data)
+	}
+	if _, b = c.call("GET", "/approvals", nil, nil, tok, 200, true); !strings.Contains(string(b), `"answeredBy":"client"`) {
+		t.Fatalf("GET /approvals after the answer: %s", b)
+	}
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","outcome":"cancelled"}`), tok, 409, true)
 	until(cmds, "command")
 	c.call("POST", "/sessions/oa-1/events", inst("inst-1"), []byte(`{"type":"permission_resolved","id":"oa-perm-1","outcome":"selected","optionId":"allow"}`), sbx, 202, true)

@@ -10,9 +10,17 @@ const (
 	SSEApprovalSnapshot = "approval_snapshot"
 	SSEApprovalAdded    = "approval_added"
 	SSEApprovalResolved = "approval_resolved"
+	// SSEApprovalAnswered carries a pending request whose answer was
+	// stored ({"approval":...} with its Answer): it still waits for its
+	// agent to take the answer, but no longer for a person. A client that
+	// does not know the event may skip it; its list then shows the
+	// request as unanswered until approval_resolved.
+	SSEApprovalAnswered = "approval_answered"
 )
 
-// Approval is one pending permission request, as GET /approvals lists it.
+// Approval is one pending permission request, as GET /approvals lists it:
+// waiting for an answer, or (Answer set) answered and waiting for its
+// agent to take the answer.
 type Approval struct {
 	SessionID string  `json:"sessionId"`
 	Project   *string `json:"project"`
@@ -29,6 +37,31 @@ type Approval struct {
 	// WaitingMs is how long it has waited when the answer was made (lists
 	// only; 0 on stream events, where clients count from RequestedAt).
 	WaitingMs int64 `json:"waitingMs,omitempty"`
+	// Answer is the permission_response stored for the request, nil while
+	// none is. The request stays pending until its agent takes the answer
+	// (approval_resolved), which may take a while (or wait for a sandbox
+	// to connect again); a second answer is refused meanwhile.
+	Answer *ApprovalAnswer `json:"answer,omitempty"`
+}
+
+// ApprovalAnswer is the answer stored for a pending request, as its
+// Decision will name it once the agent takes it.
+type ApprovalAnswer struct {
+	// CommandID is the permission_response's command id.
+	CommandID int64 `json:"commandId"`
+	// Outcome is selected (OptionID names the option) or cancelled (a
+	// dismissal: no option).
+	Outcome    Outcome `json:"outcome"`
+	OptionID   string  `json:"optionId,omitempty"`
+	OptionName string  `json:"optionName,omitempty"`
+	OptionKind string  `json:"optionKind,omitempty"`
+	// AnsweredBy is who answered, as Decision.DecidedBy names a client:
+	// "client" (token authentication) or "anonymous" (authentication
+	// off); Auth is that mode, "token" or "none".
+	AnsweredBy string `json:"answeredBy"`
+	Auth       string `json:"auth"`
+	// AnsweredAt is when the answer was stored (ms since epoch).
+	AnsweredAt int64 `json:"answeredAt"`
 }
 
 // ApprovalTool is the tool call a permission request is about.

@@ -23,8 +23,9 @@ type Session struct {
 	CreatedAt     int64         `json:"createdAt"`
 	LastHeartbeat *int64        `json:"lastHeartbeat"`
 	// PendingApprovals is how many permission requests of the session wait
-	// for an answer (see GET /approvals). The server derives it; stores
-	// leave it 0.
+	// for an answer (see GET /approvals): not those answered already whose
+	// agent has not taken the answer yet (Approval.Answer), which need
+	// nobody. The server derives it; stores leave it 0.
 	PendingApprovals int `json:"pendingApprovals"`
 	// AckedCommandID is the id of the last command the session's sandbox
 	// acknowledged: it and every command before it were taken by the

@@ -84,8 +84,8 @@ type SessionPayload struct {
 type SessionFields struct {
 	Status  *SessionStatus `json:"status,omitempty"`
 	Summary *string        `json:"summary,omitempty"`
-	// PendingApprovals is the session's new count of pending permission
-	// requests.
+	// PendingApprovals is the session's new count of permission requests
+	// waiting for an answer (Session.PendingApprovals).
 	PendingApprovals *int `json:"pendingApprovals,omitempty"`
 	// AckedCommandID and PendingCommands are sent together when either
 	// changes (a command accepted, or the sandbox acknowledged some).

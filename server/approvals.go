@@ -33,16 +33,9 @@ type approvalChange struct {
 	msg     *hub.Message // the change record, as published
 }
 
-// answer is a client's permission_response, kept until the request
-// resolves.
-type answer struct {
-	at  string
-	ms  int64
-	cmd int64 // its command id
-}
-
-// approvals is the inbox: every pending permission request, a log of
-// recent changes to it for resumable streams, and the recent decisions.
+// approvals is the inbox: every pending permission request (with the
+// answer stored for it, once one is), a log of recent changes to it for
+// resumable streams, and the recent decisions.
 // The writer changes it after commits (so it never shows what was not
 // stored); handlers read it under mu.
 //
@@ -56,19 +49,23 @@ type approvals struct {
 	auth     string // "token" or "none"
 	rev      int64
 	startRev int64
-	pending  map[approvalKey]*protocol.Approval
-	count    map[string]int // pending per session
-	log      []approvalChange
-	history  []protocol.Decision
-	answers  map[approvalKey]answer
+	// pending holds each request as published: a change replaces the
+	// entry with a copy, never writes into one a list or a message
+	// shares.
+	pending map[approvalKey]*protocol.Approval
+	count   map[string]int // per session, pending and not answered
+	log     []approvalChange
+	history []protocol.Decision
 }
 
 func newApprovals(h *hub.Hub, startRev int64, auth string) *approvals {
 	return &approvals{hub: h, auth: auth, rev: startRev, startRev: startRev, pending: map[approvalKey]*protocol.Approval{},
-		count: map[string]int{}, answers: map[approvalKey]answer{}}
+		count: map[string]int{}}
 }
 
-// Count returns the session's number of pending approvals.
+// Count returns how many of the session's pending requests wait for an
+// answer: its pendingApprovals. One answered waits only for its agent to
+// take the answer; nobody needs to do anything about it.
 func (a *approvals) Count(id string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -114,8 +111,8 @@ func (a *approvals) historyList(project string, limit int) []protocol.Decision {
 	return out
 }
 
-// add records a pending request (load and after commits). It returns the
-// session's new count.
+// add records a pending request, not answered yet (load and after
+// commits). It returns the session's new count.
 func (a *approvals) add(p *protocol.Approval) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -143,8 +140,8 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 		return a.count[id], false
 	}
 	delete(a.pending, k)
-	if a.count[id]--; a.count[id] <= 0 {
-		delete(a.count, id)
+	if p.Answer == nil {
+		a.decr(id)
 	}
 	d := protocol.Decision{SessionID: id, Project: p.Project, RequestID: request, Title: p.Title, Status: status,
 		OptionID: optionID, RequestedAt: p.RequestedAt, ResolvedAt: ms, DecidedBy: "agent"}
@@ -159,9 +156,8 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 			d.OptionName, d.OptionKind = o.Name, string(o.Kind)
 		}
 	}
-	if an, ok := a.answers[k]; ok {
-		delete(a.answers, k)
-		d.DecidedBy, d.Auth, d.AnsweredAt = an.at, a.auth, an.ms
+	if an := p.Answer; an != nil {
+		d.DecidedBy, d.Auth, d.AnsweredAt = an.AnsweredBy, an.Auth, an.AnsweredAt
 	}
 	a.history = append(a.history, d)
 	if len(a.history) > maxHistory {
@@ -172,29 +168,54 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 	return a.count[id], true
 }
 
+// decr takes one request off the session's count.
+func (a *approvals) decr(id string) {
+	if a.count[id]--; a.count[id] <= 0 {
+		delete(a.count, id)
+	}
+}
+
 // answered records a client's permission_response to a pending request,
-// stored at ms, so its decision names who answered and a later answer is
-// refused (answers.go). Only the first answer counts: the command stream
-// hands the agent the answers in command order, and the agent takes the
-// first and ignores the rest. An answer stored before the request was
-// made (read back from the store, see recordAnswers) was for an earlier
-// request with its id.
-func (a *approvals) answered(id string, cmd protocol.Command, ms int64) {
+// stored at ms, so the inbox shows the request as answered (its Answer,
+// published as approval_answered), its decision names who answered and a
+// later answer is refused (answers.go). Only the first answer counts: the
+// command stream hands the agent the answers in command order, and the
+// agent takes the first and ignores the rest. An answer stored before the
+// request was made (read back from the store, see recordAnswers) was for
+// an earlier request with its id. It returns the session's new count and
+// whether the answer was recorded.
+func (a *approvals) answered(id string, cmd protocol.Command, ms int64) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := approvalKey{id, cmd.RequestID}
 	p, ok := a.pending[k]
-	if !ok || ms < p.RequestedAt {
-		return
+	if !ok || ms < p.RequestedAt || p.Answer != nil {
+		return a.count[id], false
 	}
-	if _, ok := a.answers[k]; ok {
-		return
-	}
-	who := "client"
+	an := &protocol.ApprovalAnswer{CommandID: cmd.ID, Outcome: cmd.Outcome, AnsweredBy: "client", Auth: a.auth, AnsweredAt: ms}
 	if a.auth == "none" {
-		who = "anonymous"
+		an.AnsweredBy = "anonymous"
 	}
-	a.answers[k] = answer{at: who, ms: ms, cmd: cmd.ID}
+	if an.Outcome == "" {
+		an.Outcome = protocol.OutcomeSelected
+	}
+	if an.Outcome == protocol.OutcomeSelected {
+		an.OptionID = cmd.OptionID
+		for _, o := range p.Options {
+			if o.ID == cmd.OptionID {
+				an.OptionName, an.OptionKind = o.Name, string(o.Kind)
+			}
+		}
+	}
+	q := *p
+	q.Answer = an
+	a.pending[k] = &q
+	a.decr(id)
+	data, _ := json.Marshal(struct {
+		Approval *protocol.Approval `json:"approval"`
+	}{&q})
+	a.publishLocked(protocol.SSEApprovalAnswered, data, deref(p.Project))
+	return a.count[id], true
 }
 
 // lookup returns the pending request k and the command that answered it
@@ -206,13 +227,18 @@ func (a *approvals) lookup(k approvalKey) (p *protocol.Approval, answeredBy int6
 	if !ok {
 		return nil, 0, false
 	}
-	return p, a.answers[k].cmd, true
+	if p.Answer != nil {
+		answeredBy = p.Answer.CommandID
+	}
+	return p, answeredBy, true
 }
 
 // recordAnswers records the permission_responses among a session's
 // stored commands (approvals.answered): at start, and for commands
-// another replica stored.
-func (w *writer) recordAnswers(id string, cmds []store.Command) {
+// another replica stored. It returns the session's count and whether any
+// answer was recorded.
+func (w *writer) recordAnswers(id string, cmds []store.Command) (n int, changed bool) {
+	n = w.approvals.Count(id)
 	for _, c := range cmds {
 		if !bytes.Contains(c.Body, []byte(`"permission_response"`)) {
 			continue
@@ -222,8 +248,11 @@ func (w *writer) recordAnswers(id string, cmds []store.Command) {
 			continue
 		}
 		cmd.ID = c.ID
-		w.approvals.answered(id, cmd, c.CreatedAt)
+		if m, ok := w.approvals.answered(id, cmd, c.CreatedAt); ok {
+			n, changed = m, true
+		}
 	}
+	return n, changed
 }
 
 // removeSession resolves the session's pending requests as cancelled.
@@ -495,8 +524,9 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 		}
 	}
 	g.onCommit(func() {
-		n, _ := w.applyInbox(id, inbox)
-		w.publishPending(id, project, n)
+		if n, changed := w.applyInbox(id, inbox); changed {
+			w.publishPending(id, project, n)
+		}
 	})
 }
 
@@ -518,20 +548,20 @@ func inboxChangeOf(e *entry, a *protocol.Artifact, tool func(string) *protocol.A
 }
 
 // applyInbox applies session id's changes to the inbox and returns how
-// many of its requests wait now and whether any change took.
+// many of its requests wait for an answer now and whether that count
+// changed (a request answered already leaves it as it was).
 func (w *writer) applyInbox(id string, changes []inboxChange) (n int, changed bool) {
 	ms := w.opts.Now().UnixMilli()
-	n = w.approvals.Count(id)
+	before := w.approvals.Count(id)
+	n = before
 	for _, c := range changes {
 		if c.add != nil {
-			before := n
 			n = w.approvals.add(c.add)
-			changed = changed || n != before
 		} else if m, ok := w.approvals.resolve(id, c.request, c.status, c.option, ms); ok {
-			n, changed = m, true
+			n = m
 		}
 	}
-	return n, changed
+	return n, n != before
 }
 
 // resolvedStatus are the JSON values of a resolved permission's status.

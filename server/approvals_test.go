@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"github.com/rein-ai/rein/server/app"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -109,6 +110,9 @@ func TestApprovalsInbox(t *testing.T) {
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)})
 	// Withdrawn by the agent: a decision by "agent".
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/b/events", []any{ev("permission_resolved", "id", "r2", "outcome", "cancelled", "agentSeq", 4)})
+	if e := st.next(); e.Event != protocol.SSEApprovalAnswered || approvalData(t, e).RequestID != "r1" {
+		t.Fatalf("stream event %+v; want r1 answered", e)
+	}
 	for _, want := range []string{"a/r1/approved/anonymous", "b/r2/cancelled/agent"} {
 		e := st.next()
 		var r protocol.ApprovalResolved
@@ -154,15 +158,15 @@ func TestApprovalsInbox(t *testing.T) {
 		e := re.next()
 		if e.Event == protocol.SSESnapshotComplete {
 			var d protocol.ApprovalsComplete
-			if err := json.Unmarshal([]byte(e.Data), &d); err != nil || d.Full || d.Rev != complete.Rev+4 {
-				t.Fatalf("resume end %+v; want rev %d, not full", d, complete.Rev+4)
+			if err := json.Unmarshal([]byte(e.Data), &d); err != nil || d.Full || d.Rev != complete.Rev+5 {
+				t.Fatalf("resume end %+v; want rev %d, not full", d, complete.Rev+5)
 			}
 			break
 		}
 		names = append(names, e.Event+"@"+e.ID)
 	}
 	r := complete.Rev
-	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+3), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
+	if want := []string{"approval_added@" + itoa(r+2), "approval_answered@" + itoa(r+3), "approval_resolved@" + itoa(r+4), "approval_resolved@" + itoa(r+5)}; strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("resumed with %v; want %v", names, want)
 	}
 	// A filtered resume gets only its project's changes.
@@ -171,7 +175,7 @@ func TestApprovalsInbox(t *testing.T) {
 	for e := re2.next(); e.Event != protocol.SSESnapshotComplete; e = re2.next() {
 		names = append(names, e.Event+"@"+e.ID)
 	}
-	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+4)}; strings.Join(names, " ") != strings.Join(want, " ") {
+	if want := []string{"approval_added@" + itoa(r+2), "approval_resolved@" + itoa(r+5)}; strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("resumed p2 with %v; want %v", names, want)
 	}
 	// An id this process never issued (an earlier process's, or beyond
@@ -295,5 +299,133 @@ func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
 	}
 	if hist[0].AnsweredAt != first {
 		t.Fatalf("answeredAt %d; want %d, the first answer's (the one the agent took), not the second's", hist[0].AnsweredAt, first)
+	}
+}
+
+// A request answered but not yet taken by its agent (slow, or its
+// sandbox gone) stays in the inbox, now carrying its answer: GET
+// /approvals, the stream (approval_answered, a snapshot, an exact resume)
+// and, after a restart, the answers read back from the stored commands.
+// pendingApprovals counts only the requests that wait for a person.
+func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	clock := func() time.Time { return time.UnixMilli(now.Load()) }
+	path := freshDB(t)
+	s := start(t, app.Options{DBPath: path, Now: clock})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", map[string]string{"project": "p1"})
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	st := c.stream("/approvals/stream")
+	var complete protocol.ApprovalsComplete
+	if e := st.next(); json.Unmarshal([]byte(e.Data), &complete) != nil || e.Event != protocol.SSESnapshotComplete {
+		t.Fatalf("first event %+v; want snapshot_complete", e)
+	}
+	sessions := c.stream("/sessions/stream")
+	for sessions.next().Event != protocol.SSESnapshotComplete {
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", append(permissionEvents("t1", "tc1", "r1", 1),
+		ev("permission_requested", "id", "r2", "title", "Also?", "agentSeq", 4, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}})), protocol.HeaderInstance, "ia")
+	for range 2 {
+		if e := st.next(); e.Event != protocol.SSEApprovalAdded {
+			t.Fatalf("%+v; want approval_added", e)
+		}
+	}
+	// nextPending is the session stream's next pendingApprovals.
+	nextPending := func() string {
+		t.Helper()
+		for {
+			e := sessions.next()
+			if i := strings.Index(e.Data, `"pendingApprovals":`); i >= 0 && e.Event == protocol.SSESessionUpdated {
+				return strings.TrimRight(e.Data[i+len(`"pendingApprovals":`):], "}")
+			}
+		}
+	}
+	if n := nextPending(); n != "2" {
+		t.Fatalf("session stream: pendingApprovals %s; want 2", n)
+	}
+
+	// Answered: the stream says so at once, with the approval as it
+	// now is; the list shows it; the count goes down.
+	answeredAt := now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
+	e := st.next()
+	got := approvalData(t, e)
+	want := &protocol.ApprovalAnswer{CommandID: 1, Outcome: protocol.OutcomeSelected, OptionID: "allow", OptionName: "Allow", OptionKind: "allow_once",
+		AnsweredBy: "anonymous", Auth: "none", AnsweredAt: answeredAt}
+	if e.Event != protocol.SSEApprovalAnswered || e.ID != itoa(complete.Rev+3) || got.RequestID != "r1" || got.Tool == nil || !reflect.DeepEqual(got.Answer, want) {
+		t.Fatalf("after the answer the stream sent %+v; want approval_answered id %d with answer %+v", e, complete.Rev+3, want)
+	}
+	if n := nextPending(); n != "1" {
+		t.Fatalf("session stream after the answer: pendingApprovals %s; want 1", n)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 1 {
+		t.Fatalf("pendingApprovals %d after one of two was answered; want 1", rec.PendingApprovals)
+	}
+	_, raw := c.do("GET", "/approvals", nil)
+	var list []protocol.Approval
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) != 2 || !reflect.DeepEqual(list[0].Answer, want) || list[1].Answer != nil {
+		t.Fatalf("GET /approvals = %s; want r1 with its answer, r2 without", raw)
+	}
+	if strings.Count(string(raw), `"answer"`) != 1 {
+		t.Fatalf("GET /approvals = %s; want no answer key on the unanswered r2", raw)
+	}
+
+	// A dismissal is an answer too.
+	now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", dismiss("r2"))
+	if e := st.next(); e.Event != protocol.SSEApprovalAnswered || approvalData(t, e).Answer == nil || approvalData(t, e).Answer.Outcome != protocol.OutcomeCancelled ||
+		approvalData(t, e).Answer.OptionID != "" || approvalData(t, e).Answer.CommandID != 2 {
+		t.Fatalf("after the dismissal %+v; want approval_answered, outcome cancelled, command 2", e)
+	}
+	if n := nextPending(); n != "0" {
+		t.Fatalf("session stream after the dismissal: pendingApprovals %s; want 0", n)
+	}
+
+	// A new stream's snapshot and an exact resume both carry the answers.
+	snap := c.stream("/approvals/stream")
+	for _, req := range []string{"r1", "r2"} {
+		if e := snap.next(); e.Event != protocol.SSEApprovalSnapshot || approvalData(t, e).RequestID != req || approvalData(t, e).Answer == nil {
+			t.Fatalf("snapshot %+v; want %s with its answer", e, req)
+		}
+	}
+	re := c.stream("/approvals/stream", "Last-Event-ID", itoa(complete.Rev+2))
+	for _, req := range []string{"r1", "r2"} {
+		if e := re.next(); e.Event != protocol.SSEApprovalAnswered || approvalData(t, e).RequestID != req {
+			t.Fatalf("resume %+v; want approval_answered of %s", e, req)
+		}
+	}
+
+	// The agent takes r1's answer: resolved, and the count (which no
+	// longer held it) does not change. The next session_updated is r3's.
+	now.Add(1000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 5)}, protocol.HeaderInstance, "ia")
+	if e := st.next(); e.Event != protocol.SSEApprovalResolved {
+		t.Fatalf("%+v; want approval_resolved", e)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r3", "title", "More?", "agentSeq", 6, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}})}, protocol.HeaderInstance, "ia")
+	if n := nextPending(); n != "1" {
+		t.Fatalf("session stream after r1 resolved and r3 asked: pendingApprovals %s; want 1 (r3), and no update for r1", n)
+	}
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 1 || hist[0].DecidedBy != "anonymous" || hist[0].AnsweredAt != answeredAt {
+		t.Fatalf("history %+v; want r1 decided by anonymous, answered at %d", hist, answeredAt)
+	}
+
+	// After a restart the answer is read back from the stored command.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: path, Now: clock})
+	c = newClient(t, s)
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 2 || list[0].RequestID != "r2" || list[0].Answer == nil || list[0].Answer.CommandID != 2 ||
+		list[0].Answer.Outcome != protocol.OutcomeCancelled || list[0].Answer.AnsweredAt != answeredAt+1000 || list[1].Answer != nil {
+		t.Fatalf("GET /approvals after a restart = %+v; want r2 with its dismissal, r3 unanswered", list)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 1 {
+		t.Fatalf("pendingApprovals %d after a restart; want 1 (r3)", rec.PendingApprovals)
 	}
 }

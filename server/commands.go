@@ -55,19 +55,21 @@ func resumeAck(same bool, after, acked int64) int64 {
 }
 
 // addCommand gives cmd the session's next id, adds it to the group and
-// returns its stream message (published after the commit). The stored
+// returns it, its stream message (published after the commit) and the
+// time it is stored with. The stored
 // command never carries Queue: that is between the client and the server.
 // It cannot fail, so a request that adds a command after other writes
 // (createReq) never has to undo them: a Command is strings, integers and
 // a bool, which always encode.
 // key is the client's Idempotency-Key ("" for none), stored with it.
-func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command, key string) (protocol.Command, *hub.Message) {
+func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command, key string) (protocol.Command, *hub.Message, int64) {
 	cmd.ID = e.rec.LastCommandID + 1
 	cmd.Queue = false
 	body, _ := json.Marshal(cmd)
 	e.rec.LastCommandID = cmd.ID
 	e.rec.PendingCommands = e.rec.LastCommandID - e.rec.AckedCommandID
-	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: w.opts.Now().UnixMilli(), Key: key}})
+	at := w.opts.Now().UnixMilli()
+	g.ops = append(g.ops, store.AddCommand{SessionID: id, Command: store.Command{ID: cmd.ID, Body: body, CreatedAt: at, Key: key}})
 	if key != "" {
 		if g.keyed == nil {
 			g.keyed = map[string]map[string]protocol.Command{}
@@ -77,7 +79,7 @@ func (w *writer) addCommand(g *group, id string, e *entry, cmd protocol.Command,
 		}
 		g.keyed[id][key] = cmd
 	}
-	return cmd, &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}
+	return cmd, &hub.Message{Event: protocol.SSECommand, Data: body, Seq: cmd.ID}, at
 }
 
 // Idempotency keys. A client that sent a command and lost the answer (a

@@ -370,8 +370,10 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 		w.publishArtifacts(ctx, e)
 	}
 	// Answers stored through another replica to the requests waiting
-	// here (the inbox has them from the artifacts, just above): a second
-	// answer through this replica is refused (answers.go).
+	// here (the inbox has them from the artifacts, just above): this
+	// replica's inbox shows them, and a second answer through it is
+	// refused (answers.go). Count is of the requests not answered yet,
+	// the only ones a new command can answer.
 	if e.rec.LastCommandID > lastCmd && w.approvals.Count(id) > 0 {
 		if !read {
 			cmds, cmdsErr = w.store.Commands(ctx, id, lastCmd, e.rec.LastCommandID)
@@ -381,8 +383,8 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 			// does not know them: a second answer through it would
 			// be taken.
 			w.log.Warn("read answers sent through another replica", slog.String("session", id), slog.Any("err", cmdsErr))
-		} else {
-			w.recordAnswers(id, cmds)
+		} else if n, changed := w.recordAnswers(id, cmds); changed {
+			w.publishPending(id, e.rec.Project, n)
 		}
 	}
 }

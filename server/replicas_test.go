@@ -189,6 +189,52 @@ func TestReplicasShareApprovals(t *testing.T) {
 	}
 }
 
+// An answer stored through one replica reaches the other's inbox: its
+// approvals stream sends approval_answered, its GET /approvals shows the
+// answer, and its session records stop counting the request.
+func TestReplicasShareAnswers(t *testing.T) {
+	_, _, ca, cb := twoReplicas(t, app.Options{})
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("the other replica's inbox got %+v; want r1 added", e)
+	}
+	sessions := cb.stream("/sessions/stream?project=x")
+	if e := sessions.next(); !strings.Contains(e.Data, `"pendingApprovals":1`) {
+		t.Fatalf("the other replica's session snapshot %+v; want pendingApprovals 1", e)
+	}
+	for sessions.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/commands", answer("r1", "deny"))
+	e := inbox.next()
+	if p := approvalData(t, e); e.Event != protocol.SSEApprovalAnswered || p.RequestID != "r1" || p.Answer == nil ||
+		p.Answer.CommandID != 1 || p.Answer.OptionID != "deny" || p.Answer.OptionKind != "reject_once" || p.Answer.AnsweredAt == 0 {
+		t.Fatalf("the other replica's inbox got %+v; want r1 answered by command 1 with deny", e)
+	}
+	var list []protocol.Approval
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].Answer == nil || list[0].Answer.CommandID != 1 {
+		t.Fatalf("GET /approvals on the other replica: %+v; want r1 with its answer", list)
+	}
+	for {
+		e := sessions.next()
+		if e.Event != protocol.SSESessionUpdated || !strings.Contains(e.Data, `"pendingApprovals"`) {
+			continue // the command counts
+		}
+		if !strings.Contains(e.Data, `"pendingApprovals":0`) {
+			t.Fatalf("the other replica's session stream %+v; want pendingApprovals 0", e)
+		}
+		break
+	}
+	if rec := cb.session("p"); rec.PendingApprovals != 0 {
+		t.Fatalf("pendingApprovals %d on the other replica; want 0", rec.PendingApprovals)
+	}
+}
+
 // Two replicas creating the same session at once: one 201, one 409, and
 // nothing else of the loser's group fails with it.
 func TestReplicasCreateRace(t *testing.T) {

@@ -123,7 +123,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 			return
 		}
 	}
-	cmd, msg := w.addCommand(g, r.id, e, r.cmd, r.key)
+	cmd, msg, at := w.addCommand(g, r.id, e, r.cmd, r.key)
 	if cmd.Type == protocol.CommandPermissionResponse {
 		if g.answers == nil {
 			g.answers = map[approvalKey]int64{}
@@ -132,9 +132,14 @@ func (r *commandReq) apply(w *writer, g *group) {
 	}
 	w.commandsChanged(g, e)
 	failOn(g, r.reply)
+	project := e.rec.Project
 	g.onCommit(func() {
 		if cmd.Type == protocol.CommandPermissionResponse {
-			w.approvals.answered(r.id, cmd, w.opts.Now().UnixMilli())
+			// At the stored command's time, as other replicas and a
+			// restart read it back (recordAnswers).
+			if n, ok := w.approvals.answered(r.id, cmd, at); ok {
+				w.publishPending(r.id, project, n)
+			}
 		}
 		w.hub.Publish(commandTopic(r.id), msg)
 		w.obs.CommandAccepted(false)
