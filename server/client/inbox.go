@@ -46,7 +46,9 @@ func (c *Client) ApprovalHistory(ctx context.Context, project string, limit int)
 	return out, err
 }
 
-// ApprovalEvent is one event of the approvals stream, decoded.
+// ApprovalEvent is one event of the approvals stream, decoded. An event
+// this client does not know (one a newer server sends) comes with Name
+// and Rev only: skip it.
 type ApprovalEvent struct {
 	// Name is EventConnected or the SSE event name
 	// (protocol.SSEApprovalSnapshot, ...).
@@ -54,7 +56,9 @@ type ApprovalEvent struct {
 	// Rev is the event's revision (its SSE id), what a resume starts
 	// after; 0 for events sent without one (EventConnected, snapshots).
 	Rev int64
-	// Approval is set for approval_snapshot and approval_added.
+	// Approval is set for approval_snapshot, approval_added and
+	// approval_answered (the request as it now is, with its Answer:
+	// replace the one held).
 	Approval *protocol.Approval
 	// Resolved is set for approval_resolved.
 	Resolved *protocol.ApprovalResolved
@@ -77,7 +81,7 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 		out.Rev, _ = strconv.ParseInt(ev.ID, 10, 64)
 		var err error
 		switch ev.Name {
-		case protocol.SSEApprovalSnapshot, protocol.SSEApprovalAdded:
+		case protocol.SSEApprovalSnapshot, protocol.SSEApprovalAdded, protocol.SSEApprovalAnswered:
 			var p struct {
 				Approval protocol.Approval `json:"approval"`
 			}

@@ -104,6 +104,13 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 		return fmt.Errorf("request id %q is pending in several sessions; name one of: %s", ref, strings.Join(names, ", "))
 	}
 	p := match[0]
+	if p.Answer != nil {
+		// Answered already (from another device, say), and its agent
+		// has not taken the answer yet: the server would refuse a
+		// second one.
+		return fmt.Errorf("request %s/%s was %s (command %d, by %s): it waits for its agent to take that answer; nothing sent",
+			p.SessionID, p.RequestID, answerWords(p.Answer), p.Answer.CommandID, p.Answer.AnsweredBy)
+	}
 	want, verb := protocol.RejectOnce, "denied"
 	if approve {
 		want, verb = protocol.AllowOnce, "approved"
@@ -132,6 +139,15 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 	}
 	fmt.Fprintf(e.stdout, "%s %s/%s with option %s (command %d)\n", verb, p.SessionID, p.RequestID, chosen, id)
 	return nil
+}
+
+// answerWords says what answer an was: "answered already with option
+// X" or "dismissed already".
+func answerWords(an *protocol.ApprovalAnswer) string {
+	if an.Outcome == protocol.OutcomeCancelled {
+		return "dismissed already"
+	}
+	return "answered already with option " + cleanLine(an.OptionID)
 }
 
 // followInbox prints the inbox after every (re)connection's snapshot and
@@ -193,6 +209,16 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			if ready {
 				fmt.Fprintf(e.stdout, "+ %s: %s\n", cleanLine(k), cleanLine(ev.Approval.Title))
 			}
+		case protocol.SSEApprovalAnswered:
+			k := ev.Approval.SessionID + "/" + ev.Approval.RequestID
+			pending[k] = *ev.Approval
+			if an := ev.Approval.Answer; ready && an != nil {
+				what := "answered " + an.OptionID
+				if an.Outcome == protocol.OutcomeCancelled {
+					what = "dismissed"
+				}
+				fmt.Fprintf(e.stdout, "~ %s: %s by %s (command %d), waiting for the agent\n", cleanLine(k), cleanLine(what), cleanLine(an.AnsweredBy), an.CommandID)
+			}
 		case protocol.SSEApprovalResolved:
 			k := ev.Resolved.SessionID + "/" + ev.Resolved.RequestID
 			delete(pending, k)
@@ -207,6 +233,8 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			ready = true
 			draw()
 			return nil
+		default:
+			return nil // an event of a newer server: nothing to show
 		}
 		if ready && ev.Name != client.EventConnected && ev.Name != protocol.SSEApprovalSnapshot {
 			draw()
@@ -236,7 +264,17 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 		for _, o := range a.Options {
 			opts = append(opts, o.ID+"("+string(o.Kind)+")")
 		}
-		rows = append(rows, []string{strconv.Itoa(i + 1), cleanLine(a.SessionID), cleanLine(a.RequestID), age(now, a.RequestedAt), truncate(cleanLine(tool), 20), truncate(cleanLine(a.Title), 50), cleanLine(strings.Join(opts, " "))})
+		choice := strings.Join(opts, " ")
+		if an := a.Answer; an != nil {
+			// Nothing to choose: someone did, and the agent has
+			// not taken the answer yet.
+			what := an.OptionID
+			if an.Outcome == protocol.OutcomeCancelled {
+				what = "dismissed"
+			}
+			choice = fmt.Sprintf("answered: %s (command %d), waiting for the agent", what, an.CommandID)
+		}
+		rows = append(rows, []string{strconv.Itoa(i + 1), cleanLine(a.SessionID), cleanLine(a.RequestID), age(now, a.RequestedAt), truncate(cleanLine(tool), 20), truncate(cleanLine(a.Title), 50), cleanLine(choice)})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {

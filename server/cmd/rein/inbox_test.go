@@ -14,6 +14,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 const permEvents = `[
@@ -52,6 +53,9 @@ func TestInbox(t *testing.T) {
 			t.Fatalf("inbox\n%s\nlacks %q", list, want)
 		}
 	}
+	if r := rein(t, s.URL(), "inbox", "approve", "1", "maybe"); r.code != 1 || !strings.Contains(r.stderr, `has no option "maybe" (options: always, yes, no)`) {
+		t.Fatalf("approve with an option the request lacks: %+v", r)
+	}
 	// By number, the once option by default.
 	if got := mustRein(t, s.URL(), "inbox", "approve", "2"); got != "approved s2/perm-b with option yes (command 1)\n" {
 		t.Fatalf("approve 2: %q", got)
@@ -84,12 +88,11 @@ func TestInbox(t *testing.T) {
 		{[]string{"inbox", "approve", "1", "-p", "nope"}, "the inbox has no request 1 (it holds 0)", 1},
 		{[]string{"inbox", "approve"}, "usage: rein inbox approve N|REQUEST [OPTION]\n", 2},
 		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
-		{[]string{"inbox", "approve", "1", "maybe"}, `has no option "maybe" (options: always, yes, no)`, 1},
 		{[]string{"inbox", "maybe", "1"}, `unknown command "inbox maybe"; inbox commands: approve, deny`, 2},
 		{[]string{"inbox", "deny", "1", "no"}, "usage: rein inbox", 2},
-		// Still waiting for its agent, but answered: the server refuses
-		// a second answer and rein says why.
-		{[]string{"inbox", "deny", "s2/perm-b"}, `rein: requestId: permission request "perm-b" of session "s2" was already answered by command 1; the agent takes that first answer only (conflict)`, 1},
+		// Still waiting for its agent, but answered: rein says so and
+		// sends nothing (the server would refuse a second answer).
+		{[]string{"inbox", "deny", "s2/perm-b"}, `request s2/perm-b was answered already with option yes (command 1, by client): it waits for its agent to take that answer; nothing sent`, 1},
 	} {
 		r := rein(t, s.URL(), tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
@@ -235,5 +238,87 @@ func TestInboxFollowNumbersAsInbox(t *testing.T) {
 	<-done
 	if got := out.String(); !strings.HasSuffix(got, "+ s1/perm-a: run a\n"+list) {
 		t.Errorf("inbox --follow printed\n%s\nwant it to end with the table of rein inbox\n%s", got, list)
+	}
+}
+
+// A request answered elsewhere (another person, another device) but not
+// yet taken by its agent: rein inbox shows the answer instead of the
+// options, rein inbox approve/deny says it was answered and sends
+// nothing, and rein inbox --follow prints the answer as it comes.
+func TestInboxShowsAnswered(t *testing.T) {
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
+	tok := createSession(t, s, "s1")
+	next := sandbox(t, s, "s1", tok)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut, jsonOut, jsonErr syncBuffer
+	done := make(chan result, 2)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "inbox", "--follow") }()
+	go func() { done <- reinTo(t, ctx, &jsonOut, &jsonErr, s.URL(), "inbox", "--follow", "--json") }()
+	waitFor(t, &out, "inbox empty")
+	waitFor(t, &jsonOut, `"snapshot_complete"`)
+	postEvents(t, s, "s1", tok, strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-a", 1), "%s", "make"))
+	postEvents(t, s, "s1", tok, `[{"type":"permission_requested","id":"perm-b","title":"run b","agentSeq":4,"options":[{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
+	waitFor(t, &out, "+ s1/perm-b: run b")
+
+	// Answered by someone else: not through this rein inbox.
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.AnswerPermission(context.Background(), "s1", "perm-a", "yes"); err != nil {
+		t.Fatal(err)
+	}
+	if c := next(); c.RequestID != "perm-a" || c.OptionID != "yes" {
+		t.Fatalf("s1 got %+v", c)
+	}
+	waitFor(t, &out, "~ s1/perm-a: answered yes by client (command 1), waiting for the agent\n")
+	waitFor(t, &jsonOut, `"event":"approval_answered"`)
+
+	const row = "1  s1       perm-a   1m       bash  run make  answered: yes (command 1), waiting for the agent"
+	list := mustRein(t, s.URL(), "inbox")
+	if !strings.Contains(list, row+"\n") || !strings.Contains(list, "2  s1       perm-b   1m       -     run b     yes(allow_once)") {
+		t.Fatalf("rein inbox\n%s\nwant row 1 answered:\n%s", list, row)
+	}
+	if !strings.HasSuffix(out.String(), list) {
+		t.Errorf("rein inbox --follow printed\n%s\nwant it to end with the table of rein inbox\n%s", out.String(), list)
+	}
+	for _, args := range [][]string{{"inbox", "deny", "1"}, {"inbox", "approve", "s1/perm-a"}, {"inbox", "approve", "perm-a", "always"}} {
+		r := rein(t, s.URL(), args...)
+		if want := "rein: request s1/perm-a was answered already with option yes (command 1, by client): it waits for its agent to take that answer; nothing sent\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
+			t.Errorf("rein %v: %+v; want exit 1 and %q", args, r, want)
+		}
+	}
+	// A dismissal is an answer too.
+	if _, err := cl.CancelPermission(context.Background(), "s1", "perm-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &out, "~ s1/perm-b: dismissed by client (command 2), waiting for the agent\n")
+	if list := mustRein(t, s.URL(), "inbox"); !strings.Contains(list, "2  s1       perm-b   1m       -     run b     answered: dismissed (command 2), waiting for the agent\n") {
+		t.Fatalf("rein inbox after the dismissal:\n%s", list)
+	}
+	if r := rein(t, s.URL(), "inbox", "approve", "2"); r.code != 1 || !strings.Contains(r.stderr, "request s1/perm-b was dismissed already (command 2, by client)") {
+		t.Errorf("approve a dismissed request: %+v", r)
+	}
+	// Nothing more was sent.
+	if rec, err := cl.Session(context.Background(), "s1"); err != nil || rec.PendingCommands != 2 {
+		t.Fatalf("session %+v (%v); want 2 commands, the two answers", rec, err)
+	}
+	cancel()
+	<-done
+	<-done
+	var answered struct {
+		Data protocol.Approval `json:"data"`
+	}
+	for _, l := range strings.Split(jsonOut.String(), "\n") {
+		if strings.Contains(l, `"event":"approval_answered"`) {
+			if err := json.Unmarshal([]byte(l), &answered); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if a := answered.Data.Answer; a == nil || a.CommandID != 1 || a.OptionID != "yes" || a.AnsweredBy != "client" {
+		t.Errorf("--follow --json approval_answered data %+v; want the approval with its answer", answered.Data)
 	}
 }
