@@ -321,19 +321,20 @@ func TestBrowser(t *testing.T) {
 	screenshot(t, ctx, b, "web-view-sessions.png")
 	screenshot(t, ctx, b, "inbox.png") // docs/inbox.png
 	step("needs you: answered", func(ctx context.Context) error {
-		// Answered by another client first: the page's answer is
-		// refused, and the server's reason takes the place of the
-		// request's buttons until its agent resolves it.
+		// Answered by another client (another device): until its agent
+		// takes the answer the request stays listed, with the answer in
+		// place of its buttons, and it no longer counts as needing
+		// anyone.
 		e.holdCommands("ops-1")
 		if _, err := e.c.AnswerPermission(ctx, "ops-1", "perm-1", "allow"); err != nil {
 			return err
 		}
-		if err := b.Click(ctx, `#inbox-list li[data-session="ops-1"] button[data-kind="reject_once"]`); err != nil {
+		if err := b.WaitJS(ctx, "the answer in place of ops-1's buttons", `const li = document.querySelector('#inbox-list li[data-session="ops-1"]');
+			return !!li && !li.querySelector("button") && li.querySelector(".inbox-done")?.textContent === "answered: Allow, waiting for the agent";`); err != nil {
 			return err
 		}
-		if err := b.WaitJS(ctx, "the refusal in place of ops-1's buttons", `const li = document.querySelector('#inbox-list li[data-session="ops-1"]');
-			return !!li && !li.querySelector("button") && li.querySelector(".inbox-done").textContent.includes("already answered by command 1") &&
-				document.querySelector("#inbox-error").textContent.includes("(conflict)");`); err != nil {
+		if err := b.WaitJS(ctx, "ops-1 not counted", `return !document.querySelector(arguments[0]) && document.title === "(5) Rein" &&
+			document.querySelector("#needs-summary").textContent === "4 sessions need you";`, needs("ops-1")); err != nil {
 			return err
 		}
 		// Answered from the inbox (its agent resolves it), resolved by

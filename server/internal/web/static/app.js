@@ -647,6 +647,8 @@ sessions.listen(drawTitle);
 
 // inbox follows GET /approvals/stream: every pending permission request of
 // every session, so a request is seen even in a session nobody has open.
+// A request answered (from any client) but not yet taken by its agent
+// stays listed, carrying its answer (approval_answered).
 // The stream takes a session stream ticket. A connection starts with a
 // full snapshot (approval_snapshot events, then snapshot_complete with
 // full: true, which replaces the list) or, when EventSource resumes with
@@ -670,6 +672,10 @@ const inbox = {
       handlers: {
         approval_snapshot: ({ approval }) => this.fresh.set(key(approval), approval),
         approval_added: ({ approval }) => {
+          this.pending.set(key(approval), approval);
+          this.changed();
+        },
+        approval_answered: ({ approval }) => {
           this.pending.set(key(approval), approval);
           this.changed();
         },
@@ -711,7 +717,10 @@ const inbox = {
 
 // inboxCard shows the "needs you" list: each pending request with its
 // session, tool, how long it has waited and a button per option; the
-// one-time options (allow_once, reject_once) come first.
+// one-time options (allow_once, reject_once) come first. A request
+// answered already, here or from any other client, shows its answer
+// instead of buttons until its agent takes it (the server no longer counts
+// it in pendingApprovals, so it needs no one).
 function inboxCard() {
   const rows = h("ul.inbox-list", { id: "inbox-list" });
   const err = h("p.form-error", { id: "inbox-error", role: "alert" });
@@ -745,8 +754,8 @@ function inboxCard() {
             tool ? h("code.inbox-tool", {}, tool) : null,
             h("span.muted.inbox-wait", { title: fmtTime(a.requestedAt) }, `waiting ${fmtDuration(Math.max(Date.now() - a.requestedAt, 0))}`),
           ),
-          done.has(k)
-            ? h("span.muted.inbox-done", { role: "status" }, done.get(k))
+          a.answer || done.has(k)
+            ? h("span.muted.inbox-done", { role: "status" }, a.answer ? answeredText(a) : done.get(k))
             : h(
                 "div.inbox-buttons",
                 {},
@@ -795,6 +804,14 @@ function inboxCard() {
   const stop = inbox.listen(draw);
   const tick = setInterval(draw, 5000); // the waiting times
   return { card, stop: () => (stop(), clearInterval(tick)) };
+}
+
+// answeredText says what answer a request carries (approval.answer).
+function answeredText(a) {
+  const an = a.answer;
+  if (an.outcome === "cancelled") return "answered: dismissed, waiting for the agent";
+  const o = (a.options || []).find((x) => x.id === an.optionId);
+  return `answered: ${an.optionName || o?.name || an.optionId}, waiting for the agent`;
 }
 
 // answerGone says a permission answer was refused for good: the request
