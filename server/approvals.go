@@ -180,16 +180,19 @@ func (a *approvals) decr(id string) {
 // published as approval_answered), its decision names who answered and a
 // later answer is refused (answers.go). Only the first answer counts: the
 // command stream hands the agent the answers in command order, and the
-// agent takes the first and ignores the rest. An answer stored before the
-// request was made (read back from the store, see recordAnswers) was for
-// an earlier request with its id. It returns the session's new count and
-// whether the answer was recorded.
-func (a *approvals) answered(id string, cmd protocol.Command, ms int64) (int, bool) {
+// agent takes the first and ignores the rest. readBack says the answer
+// was read back from the store (recordAnswers): then one stored before the
+// request was made was for an earlier request with its id. An answer this
+// writer just accepted was checked against the request waiting now
+// (answerable), whatever the clock said meanwhile: a clock stepped back
+// must not lose it. It returns the session's new count and whether the
+// answer was recorded.
+func (a *approvals) answered(id string, cmd protocol.Command, ms int64, readBack bool) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := approvalKey{id, cmd.RequestID}
 	p, ok := a.pending[k]
-	if !ok || ms < p.RequestedAt || p.Answer != nil {
+	if !ok || (readBack && ms < p.RequestedAt) || p.Answer != nil {
 		return a.count[id], false
 	}
 	an := &protocol.ApprovalAnswer{CommandID: cmd.ID, Outcome: cmd.Outcome, AnsweredBy: "client", Auth: a.auth, AnsweredAt: ms}
@@ -248,7 +251,7 @@ func (w *writer) recordAnswers(id string, cmds []store.Command) (n int, changed 
 			continue
 		}
 		cmd.ID = c.ID
-		if m, ok := w.approvals.answered(id, cmd, c.CreatedAt); ok {
+		if m, ok := w.approvals.answered(id, cmd, c.CreatedAt, true); ok {
 			n, changed = m, true
 		}
 	}

@@ -429,3 +429,29 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 		t.Fatalf("pendingApprovals %d after a restart; want 1 (r3)", rec.PendingApprovals)
 	}
 }
+
+// The server's clock stepping back (NTP) between a request and its answer
+// does not make the answer look older than the request: the inbox still
+// shows it, the count drops, and a second answer is refused. Only an
+// answer read back from the store is told apart by time from one to an
+// earlier request with the same id.
+func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	s := start(t, app.Options{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	now.Add(-2000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].Answer == nil || list[0].Answer.CommandID != 1 {
+		t.Fatalf("GET /approvals = %+v; want r1 answered by command 1", list)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 0 {
+		t.Fatalf("pendingApprovals %d; want 0", rec.PendingApprovals)
+	}
+	wantRefused(t, c, "a", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
+}

@@ -137,7 +137,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		if cmd.Type == protocol.CommandPermissionResponse {
 			// At the stored command's time, as other replicas and a
 			// restart read it back (recordAnswers).
-			if n, ok := w.approvals.answered(r.id, cmd, at); ok {
+			if n, ok := w.approvals.answered(r.id, cmd, at, false); ok {
 				w.publishPending(r.id, project, n)
 			}
 		}
