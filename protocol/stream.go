@@ -137,6 +137,14 @@ const HeaderIdempotentReplayed = "Idempotent-Replayed"
 // a new one and not apply it there, and a client resuming an artifact
 // stream (whose Last-Event-ID is only a revision) can tell that what it
 // holds is another session's and start again without Last-Event-ID.
+//
+// A sandbox sends it too, on the command stream's request and on event
+// posts: the createdAt of the session its state belongs to. When the
+// session holding the id has another, the request is refused with
+// CodeConflict before anything of it is taken (its Last-Event-ID or
+// HeaderCommandCursor, its events): a sandbox left over from a session
+// deleted and created again cannot act on the new one, which without
+// authentication nothing else tells apart.
 const HeaderSessionCreated = "Rein-Session-Created"
 
 // ValidateIdempotencyKey checks a HeaderIdempotencyKey value: 1 to

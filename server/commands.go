@@ -164,11 +164,10 @@ func (w *writer) commandsChanged(g *group, e *entry) {
 
 // ackReq is a sandbox's command cursor as it came with an event post.
 type ackReq struct {
-	id       string
-	instance string
-	cursor   int64
-	cred     *[32]byte
-	reply    reply[struct{}]
+	id     string
+	from   Sandbox // who sent it; see admitSandbox
+	cursor int64
+	reply  reply[struct{}]
 }
 
 // apply takes the cursor only from the current instance, the one that
@@ -177,12 +176,17 @@ type ackReq struct {
 // is ignored, and a superseded one is refused (admitSandbox): its word on
 // commands no longer counts.
 func (r *ackReq) apply(w *writer, g *group) {
-	e, err := admitSandbox(g, r.id, r.cred, r.instance)
+	e, stale, err := admitSandbox(w, g, r.id, r.from)
 	if err != nil {
 		r.reply.fail(err)
 		return
 	}
-	if r.instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {
+	if stale {
+		g.stale = append(g.stale, r.id)
+		failOn(g, r.reply) // and so applied again (group.take)
+		return
+	}
+	if r.from.Instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {
 		w.commandsChanged(g, e)
 	}
 	failOn(g, r.reply)
@@ -232,7 +236,7 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 // from.Token, when set, must still be the session's sandbox token.
 func (s *Server) AckCommands(ctx context.Context, id string, from Sandbox, cursor int64) error {
 	r := newReply[struct{}]()
-	if _, err := call(ctx, s.w, &ackReq{id: id, instance: from.Instance, cursor: cursor, cred: from.Token, reply: r}, r); err != nil {
+	if _, err := call(ctx, s.w, &ackReq{id: id, from: from, cursor: cursor, reply: r}, r); err != nil {
 		return fmt.Errorf("acknowledge commands session=%s: %w", id, err)
 	}
 	return nil

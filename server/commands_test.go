@@ -289,3 +289,117 @@ func TestCommandStreamSessionCreated(t *testing.T) {
 		t.Fatalf("after delete and create: %s %q (first %q); want the new createdAt %s", protocol.HeaderSessionCreated, second, first, want)
 	}
 }
+
+// TestSandboxOfADeletedNamesakeIsRefused: an agentd of a session deleted
+// and created again with the same id (authentication off, so no token
+// tells them apart) names the createdAt it holds in
+// protocol.HeaderSessionCreated. Its command cursor must not acknowledge
+// the new session's commands (the new session's first prompt would never
+// reach its own sandbox), and its events must not enter the new
+// session's transcript: both are refused with 409 conflict before
+// anything changes. The new session's own sandbox, naming the new
+// createdAt, is served as usual, and a request without the header as
+// before.
+func TestSandboxOfADeletedNamesakeIsRefused(t *testing.T) {
+	clock := newFakeClock()
+	s := start(t, app.Options{Now: clock.Now})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"old first"}`)
+	oldAt := itoa(c.session("a").CreatedAt)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+	wantCommand(t, old, 1, "old first")
+	old.close()
+
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	clock.Add(time.Millisecond)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"new first"}`)
+	newAt := itoa(c.session("a").CreatedAt)
+
+	// The old agentd reconnects with its cursor, and posts what its
+	// outbox held with it.
+	if st, status := c.tryStream("/sessions/a/commands", protocol.HeaderInstance, "old", "Last-Event-ID", "1", protocol.HeaderSessionCreated, oldAt); status != http.StatusConflict {
+		if st != nil {
+			st.close()
+		}
+		t.Fatalf("the old sandbox's command stream: status %d; want 409", status)
+	}
+	e := c.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/a/events",
+		[]any{ev("text_delta", "delta", "old text", "agentSeq", 7)},
+		protocol.HeaderInstance, "old", protocol.HeaderCommandCursor, "1", protocol.HeaderSessionCreated, oldAt)
+	if !strings.Contains(e.Message, "created again") {
+		t.Errorf("refusal %q; want it to say the session was created again", e.Message)
+	}
+	rec := c.session("a")
+	if rec.AckedCommandID != 0 || rec.PendingCommands != 1 || rec.Status != protocol.StatusBootstrapping {
+		t.Fatalf("after the old sandbox's requests: acked %d, pending %d, status %s; want 0, 1, bootstrapping (nothing changed)", rec.AckedCommandID, rec.PendingCommands, rec.Status)
+	}
+	var page struct{ Events []json.RawMessage }
+	c.must(http.StatusOK, &page, "GET", "/sessions/a/events", nil)
+	if len(page.Events) != 0 {
+		t.Fatalf("the new session's event log holds %s; want nothing of the old session's", page.Events)
+	}
+
+	// A malformed header is refused, naming it.
+	e = c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a/events", []any{ev("heartbeat")}, protocol.HeaderSessionCreated, "yesterday")
+	if !strings.Contains(e.Message, protocol.HeaderSessionCreated) {
+		t.Errorf("refusal %q; want it to name %s", e.Message, protocol.HeaderSessionCreated)
+	}
+
+	// The new session's sandbox gets its first prompt, and its events
+	// are stored.
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "new", protocol.HeaderSessionCreated, newAt)
+	defer cmds.close()
+	if got := cmds.resp.Header.Get(protocol.HeaderSessionCreated); got != newAt {
+		t.Fatalf("answer's %s %q; want %s", protocol.HeaderSessionCreated, got, newAt)
+	}
+	wantCommand(t, cmds, 1, "new first")
+	var got protocol.EventsAccepted
+	c.must(http.StatusAccepted, &got, "POST", "/sessions/a/events", []any{ev("text_delta", "delta", "new text", "agentSeq", 1)},
+		protocol.HeaderInstance, "new", protocol.HeaderCommandCursor, "1", protocol.HeaderSessionCreated, newAt)
+	// Without the header: as before.
+	c.must(http.StatusAccepted, &got, "POST", "/sessions/a/events", []any{ev("text_delta", "delta", " more", "agentSeq", 2)},
+		protocol.HeaderInstance, "new")
+	if rec := c.session("a"); rec.AckedCommandID != 1 || rec.PendingCommands != 0 {
+		t.Fatalf("after the new sandbox's post: acked %d, pending %d; want 1, 0", rec.AckedCommandID, rec.PendingCommands)
+	}
+	c.must(http.StatusOK, &page, "GET", "/sessions/a/events", nil)
+	if len(page.Events) != 2 || strings.Contains(string(page.Events[0]), "old text") {
+		t.Fatalf("the new session's event log holds %s; want its own two events", page.Events)
+	}
+}
+
+// TestCommandStreamHeaderIsTheOpenedSession: the answer's
+// protocol.HeaderSessionCreated is the createdAt of the session the stream
+// was opened on, even when the session is deleted and created again just
+// before the opening: the sandbox, which keeps its state by it, must not
+// take the new session's commands for the old session's.
+func TestCommandStreamHeaderIsTheOpenedSession(t *testing.T) {
+	g := newGatedStore(t)
+	clock := newFakeClock()
+	s := start(t, app.Options{Store: g, Now: clock.Now})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"old first"}`)
+	oldAt := itoa(c.session("a").CreatedAt)
+	clock.Add(time.Millisecond)
+	var header string
+	var first sseEvent
+	got := oneGroup(t, s, g,
+		func() int { st, _ := c.do("DELETE", "/sessions/a", nil); return st },
+		func() int { st, _ := c.do("POST", "/sessions/a", `{"prompt":"new first"}`); return st },
+		func() int {
+			st, status := c.tryStream("/sessions/a/commands", protocol.HeaderInstance, "new")
+			if st != nil {
+				header = st.resp.Header.Get(protocol.HeaderSessionCreated)
+				first = st.next()
+				st.close()
+			}
+			return status
+		})
+	if got[0] != http.StatusCreated || got[1] != http.StatusOK {
+		t.Fatalf("create and open behind the delete: %v; want 201, 200", got)
+	}
+	newAt := itoa(c.session("a").CreatedAt)
+	if header != newAt || header == oldAt || !strings.Contains(first.Data, "new first") {
+		t.Fatalf("stream opened on the new session (command %s): %s %q; want the new session's createdAt %s (the old one's was %s)", first.Data, protocol.HeaderSessionCreated, header, newAt, oldAt)
+	}
+}

@@ -200,6 +200,11 @@ type CommandFeed struct {
 	// Release must be called once, after the stream ended: the session's
 	// sandbox has then left (unless a newer connection took its place).
 	Release func()
+	// Created is the createdAt of the session the stream was opened on
+	// (protocol.HeaderSessionCreated), read as it opened: a session
+	// deleted and created again a moment before or after cannot lend it
+	// its own.
+	Created int64
 }
 
 // OpenCommandStream registers the sandbox (closing an older connection)
@@ -208,7 +213,7 @@ type CommandFeed struct {
 // resume every command not yet acknowledged comes first. New ones follow.
 func (s *Server) OpenCommandStream(ctx context.Context, id string, from Sandbox, after int64, resume bool) (CommandFeed, error) {
 	r := newReply[openedStream]()
-	o, err := call(ctx, s.w, &openStreamReq{id: id, instance: from.Instance, after: after, resume: resume, cred: from.Token, reply: r}, r)
+	o, err := call(ctx, s.w, &openStreamReq{id: id, from: from, after: after, resume: resume, reply: r}, r)
 	if err != nil {
 		return CommandFeed{}, fmt.Errorf("command stream session=%s: %w", id, err)
 	}
@@ -224,5 +229,5 @@ func (s *Server) OpenCommandStream(ctx context.Context, id string, from Sandbox,
 			return CommandFeed{}, readFailed("command stream session="+id, err)
 		}
 	}
-	return CommandFeed{Replay: replay, Live: o.sub, After: o.lastCmd, Release: release}, nil
+	return CommandFeed{Replay: replay, Live: o.sub, After: o.lastCmd, Release: release, Created: o.created}, nil
 }

@@ -63,7 +63,7 @@ func TestGroupCommitWait(t *testing.T) {
 						evs = append(evs, protocol.Event{Type: protocol.EventTextDelta, ID: "m1", Delta: "x", AgentSeq: from + int64(i)})
 					}
 					r := newReply[protocol.EventsAccepted]()
-					mustCall(t, w, &eventsReq{id: id, instance: "i1", events: evs, reply: r}, r)
+					mustCall(t, w, &eventsReq{id: id, from: Sandbox{Instance: "i1"}, events: evs, reply: r}, r)
 				}
 				for _, id := range tt.warm {
 					post(id, 1, tt.warmBatch)

@@ -80,7 +80,7 @@ func TestLifecycleTimeouts(t *testing.T) {
 		create("doomed")
 		create("kept")
 		r := newReply[openedStream]()
-		opened := mustCall(t, w, &openStreamReq{id: "kept", instance: "i1", reply: r}, r)
+		opened := mustCall(t, w, &openStreamReq{id: "kept", from: Sandbox{Instance: "i1"}, reply: r}, r)
 		defer opened.sub.Close()
 
 		synctest.Wait()
@@ -99,7 +99,7 @@ func TestLifecycleTimeouts(t *testing.T) {
 		check("just before the heartbeat deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusLive})
 		// A heartbeat moves the deadline.
 		er := newReply[protocol.EventsAccepted]()
-		mustCall(t, w, &eventsReq{id: "kept", instance: "i1", events: []protocol.Event{{Type: protocol.EventHeartbeat}}, reply: er}, er)
+		mustCall(t, w, &eventsReq{id: "kept", from: Sandbox{Instance: "i1"}, events: []protocol.Event{{Type: protocol.EventHeartbeat}}, reply: er}, er)
 		time.Sleep(45*time.Second - time.Millisecond)
 		synctest.Wait()
 		check("just before the moved deadline", map[string]protocol.SessionStatus{"kept": protocol.StatusLive})
@@ -111,7 +111,7 @@ func TestLifecycleTimeouts(t *testing.T) {
 		early := time.Now()
 		create("early")
 		er = newReply[protocol.EventsAccepted]()
-		mustCall(t, w, &eventsReq{id: "early", instance: "i1", events: []protocol.Event{{Type: protocol.EventAgentStarted, AgentSeq: 1, Agent: &protocol.AgentInfo{Name: "demo"}}}, reply: er}, er)
+		mustCall(t, w, &eventsReq{id: "early", from: Sandbox{Instance: "i1"}, events: []protocol.Event{{Type: protocol.EventAgentStarted, AgentSeq: 1, Agent: &protocol.AgentInfo{Name: "demo"}}}, reply: er}, er)
 		synctest.Wait()
 		check("after early's agent_started", map[string]protocol.SessionStatus{"early": protocol.StatusBootstrapping})
 

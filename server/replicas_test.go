@@ -404,6 +404,77 @@ func TestReplicasSessionCreatedAgain(t *testing.T) {
 	}
 }
 
+// A sandbox of a session deleted and created again on one replica names
+// the old createdAt (protocol.HeaderSessionCreated) on another that heard
+// of neither: that replica's cache still holds the old session, which the
+// request matches, yet it is refused once the commit finds the row
+// changed, before its cursor or events are taken. And the new session's
+// own sandbox, naming the new createdAt, is not refused on the word of
+// that replica's stale cache (agentd takes the refusal as final): the
+// replica reads the row and serves it.
+func TestReplicasSandboxOfADeletedNamesake(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	// The real time, held still: b's clock runs on, and a session it
+	// took for years old would time out there at once.
+	clock := &fakeClock{t: time.Now()}
+	a := start(t, app.Options{DBPath: dsn, Now: clock.Now})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	// again deletes and creates id again through a while b hears
+	// nothing, b having cached the old session's newest row; it returns
+	// the old and the new createdAt.
+	again := func(id string) (oldAt, newAt string) {
+		t.Helper()
+		deaf.deaf.Store(false)
+		ca.must(http.StatusCreated, nil, "POST", "/sessions/"+id, `{"prompt":"old first"}`)
+		oldAt = itoa(ca.session(id).CreatedAt)
+		old := cb.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+		wantCommand(t, old, 1, "old first")
+		old.close()
+		for i := range 3 {
+			cb.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", []any{ev("text_delta", "delta", "old text", "agentSeq", i+1)},
+				protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+		}
+		deaf.deaf.Store(true)
+		ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/"+id, nil)
+		clock.Add(time.Millisecond)
+		ca.must(http.StatusCreated, nil, "POST", "/sessions/"+id, `{"prompt":"new first"}`)
+		return oldAt, itoa(ca.session(id).CreatedAt)
+	}
+
+	oldAt, _ := again("r")
+	cb.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old text", "agentSeq", 4)},
+		protocol.HeaderInstance, "old", protocol.HeaderCommandCursor, "1", protocol.HeaderSessionCreated, oldAt)
+	if st, status := cb.tryStream("/sessions/r/commands", protocol.HeaderInstance, "old", "Last-Event-ID", "1", protocol.HeaderSessionCreated, oldAt); status != http.StatusConflict {
+		if st != nil {
+			st.close()
+		}
+		t.Fatalf("the old sandbox's command stream through b: status %d; want 409", status)
+	}
+	if rec := ca.session("r"); rec.AckedCommandID != 0 || rec.PendingCommands != 1 || rec.Status != protocol.StatusBootstrapping {
+		t.Fatalf("after the old sandbox's requests through b: acked %d, pending %d, status %s; want 0, 1, bootstrapping", rec.AckedCommandID, rec.PendingCommands, rec.Status)
+	}
+	var page struct{ Events []json.RawMessage }
+	ca.must(http.StatusOK, &page, "GET", "/sessions/r/events", nil)
+	if len(page.Events) != 0 {
+		t.Fatalf("the new session's event log holds %s; want nothing of the old session's", page.Events)
+	}
+
+	_, newAt := again("q")
+	cmds := cb.stream("/sessions/q/commands", protocol.HeaderInstance, "new", protocol.HeaderSessionCreated, newAt)
+	defer cmds.close()
+	if got := cmds.resp.Header.Get(protocol.HeaderSessionCreated); got != newAt {
+		t.Fatalf("answer's %s %q through b; want %s", protocol.HeaderSessionCreated, got, newAt)
+	}
+	wantCommand(t, cmds, 1, "new first")
+	var got protocol.EventsAccepted
+	cb.must(http.StatusAccepted, &got, "POST", "/sessions/q/events", []any{ev("text_delta", "delta", "new text", "agentSeq", 1)},
+		protocol.HeaderInstance, "new", protocol.HeaderCommandCursor, "1", protocol.HeaderSessionCreated, newAt)
+	if got.Accepted != 1 {
+		t.Fatalf("the new session's first event through b: %+v; want it stored", got)
+	}
+}
+
 // A replica whose LISTEN connection is killed (pg_terminate_backend, as a
 // database restart or a network cut ends it) listens again and reads
 // every session once more: what other replicas committed while it was

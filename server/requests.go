@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -148,14 +150,13 @@ func (r *commandReq) apply(w *writer, g *group) {
 }
 
 type eventsReq struct {
-	id       string
-	instance string
-	events   []protocol.Event
+	id     string
+	from   Sandbox // who sent it; see admitSandbox
+	events []protocol.Event
 	// raws[i], when not nil, is events[i] as the sandbox sent it: stored
 	// with receivedAt added instead of encoded again (json.Marshal of each
 	// event was ~11% of batched ingest). It decodes to the same Event.
 	raws  [][]byte
-	cred  *[32]byte // the sandbox token hash it came with; see entry.accepts
 	reply reply[protocol.EventsAccepted]
 }
 
@@ -166,9 +167,14 @@ type eventsReq struct {
 // before fold change nothing, so a refusal there leaves every state as it
 // was.
 func (r *eventsReq) apply(w *writer, g *group) {
-	e, err := r.admit(g)
+	e, stale, err := admitSandbox(w, g, r.id, r.from)
 	if err != nil {
 		r.reply.fail(err)
+		return
+	}
+	if stale {
+		g.stale = append(g.stale, r.id)
+		failOn(g, r.reply) // and so applied again (group.take)
 		return
 	}
 	now := w.opts.Now()
@@ -225,28 +231,68 @@ type folded struct {
 	summary *string
 }
 
-// admit finds the session and refuses a request it may not act on.
-func (r *eventsReq) admit(g *group) (*entry, error) {
-	return admitSandbox(g, r.id, r.cred, r.instance)
-}
-
 // admitSandbox finds the session a sandbox request names and refuses it
 // when the session is gone, the sandbox token it came with was rotated
-// (cred, see entry.accepts), or its instance was superseded. A superseded
-// agentd must not act on the session: on the command stream it would
-// flip-flop with the instance that replaced it forever.
-func admitSandbox(g *group, id string, cred *[32]byte, instance string) (*entry, error) {
-	e := g.entry(id)
+// (from.Token, see entry.accepts), its instance was superseded, or it
+// belongs to a session deleted since and created again with the same id
+// (from.Created, see sameSession). A superseded agentd must not act on
+// the session: on the command stream it would flip-flop with the
+// instance that replaced it forever. stale reports instead that this
+// replica's view of the session is behind the database: the group is to
+// be applied again once it has read the session again.
+func admitSandbox(w *writer, g *group, id string, from Sandbox) (e *entry, stale bool, err error) {
+	e = g.entry(id)
 	if e == nil {
-		return nil, notFound(id)
+		return nil, false, notFound(id)
 	}
-	if !e.accepts(cred) {
-		return nil, revokedErr(id)
+	if !e.accepts(from.Token) {
+		return nil, false, revokedErr(id)
 	}
-	if e.superseded(instance) {
-		return nil, supersededErr(instance, id)
+	if stale, err := w.sameSession(g, id, e, from.Created); stale || err != nil {
+		return nil, stale, err
 	}
-	return e, nil
+	if e.superseded(from.Instance) {
+		return nil, false, supersededErr(from.Instance, id)
+	}
+	return e, false, nil
+}
+
+// sameSession refuses a sandbox request that names another createdAt
+// (created, 0 for none) than session id's: it comes from a sandbox of a
+// session deleted since and created again with the same id (an agentd
+// cut off while that happened, or restarted on the old session's state
+// dir). With authentication on its sandbox token already tells; without,
+// only this does. Taken, its Last-Event-ID would acknowledge the new
+// session's commands, which its own sandbox then never gets, its events
+// would enter the new session's transcript, and its instance would take
+// the stream over from the new session's sandbox. The check is in the
+// writer, where the session is the one the request then acts on. On a
+// shared database this replica's cache may not have heard of a delete and
+// create on another one: the row is read before a refusal (a new
+// session's own sandbox must not be refused, agentd takes it as final),
+// and a cache found behind makes the group run again on the row (stale).
+// The opposite, a cache still holding the old session that the request
+// names, is caught by the commit's Expect and applied again the same way.
+func (w *writer) sameSession(g *group, id string, e *entry, created int64) (stale bool, err error) {
+	if created == 0 || created == e.rec.CreatedAt {
+		return false, nil
+	}
+	if _, cached := g.base[id]; cached && w.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		defer cancel()
+		rec, _, err := w.shared.LoadSession(ctx, id)
+		gone := protocol.CodeOf(err) == protocol.CodeNotFound
+		if err != nil && !gone {
+			return false, unavailable("check session created session="+id, err)
+		}
+		if gone || rec.CreatedAt != e.rec.CreatedAt {
+			if g.retries < maxRetries {
+				return true, nil
+			}
+			return false, unavailable("check session created session="+id, errors.New("the session keeps changing on another server"))
+		}
+	}
+	return false, protocol.Errorf(protocol.CodeConflict, "session %q was deleted and created again: it is the one created at %d, and this sandbox's %s %d names the one before it; nothing of the request was taken (a sandbox of the old session must stop, and one started afresh serves the new one)", id, e.rec.CreatedAt, protocol.HeaderSessionCreated, created)
 }
 
 // dedupe picks the events to store: not heartbeats (they only count as
@@ -267,7 +313,7 @@ func (r *eventsReq) dedupe(w *writer, g *group) (*ingest, error) {
 			if b.st, err = w.state(g, r.id); err != nil {
 				return nil, unavailable("append events session="+r.id, err)
 			}
-			seen = b.st.maxSeq[r.instance]
+			seen = b.st.maxSeq[r.from.Instance]
 		}
 		if ev.AgentSeq > 0 {
 			if ev.AgentSeq <= seen {
@@ -299,7 +345,7 @@ func (r *eventsReq) stamp(b *ingest, ms int64) error {
 				return fmt.Errorf("encode event session=%s: %w", r.id, err)
 			}
 		}
-		b.logged = append(b.logged, store.Event{Instance: r.instance, AgentSeq: ev.AgentSeq, Body: body})
+		b.logged = append(b.logged, store.Event{Instance: r.from.Instance, AgentSeq: ev.AgentSeq, Body: body})
 		b.bytes += int64(len(body))
 	}
 	return nil
@@ -321,8 +367,8 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) (folded, error) {
 		b.logged[i].Pos = st.nextPos
 		st.nextPos++
 		st.logBytes += int64(len(b.logged[i].Body))
-		if ev.AgentSeq > st.maxSeq[r.instance] {
-			st.maxSeq[r.instance] = ev.AgentSeq
+		if ev.AgentSeq > st.maxSeq[r.from.Instance] {
+			st.maxSeq[r.from.Instance] = ev.AgentSeq
 		}
 		cs := st.st.Apply(ev)
 		g.w.recordTurnDigests(g, r.id, b.logged[i].Pos, st.chainEvent(b.logged[i], cs))
@@ -466,12 +512,11 @@ func supersededErr(instance, id string) error {
 
 // openStreamReq registers a sandbox's command stream.
 type openStreamReq struct {
-	id       string
-	instance string
-	after    int64 // Last-Event-ID, when resume
-	resume   bool
-	cred     *[32]byte // see entry.accepts
-	reply    reply[openedStream]
+	id     string
+	from   Sandbox // who opens it; see admitSandbox
+	after  int64   // Last-Event-ID, when resume
+	resume bool
+	reply  reply[openedStream]
 }
 
 type openedStream struct {
@@ -479,26 +524,36 @@ type openedStream struct {
 	from    int64 // the stream replays the stored commands after from
 	lastCmd int64
 	token   uint64
+	// created is the session's createdAt, for the answer's
+	// protocol.HeaderSessionCreated: read here, it is the createdAt of
+	// the session the stream was opened on, whatever happens next.
+	created int64
 }
 
 func (r *openStreamReq) apply(w *writer, g *group) {
-	e, err := admitSandbox(g, r.id, r.cred, r.instance)
+	e, stale, err := admitSandbox(w, g, r.id, r.from)
 	if err != nil {
 		r.reply.fail(err)
 		return
 	}
+	if stale {
+		g.stale = append(g.stale, r.id)
+		failOn(g, r.reply) // and so applied again (group.take)
+		return
+	}
+	instance := r.from.Instance
 	opened := streamOpened
-	same := r.instance != "" && r.instance == e.rec.CurrentInstance
-	if r.instance != "" && e.rec.CurrentInstance != "" && r.instance != e.rec.CurrentInstance {
+	same := instance != "" && instance == e.rec.CurrentInstance
+	if instance != "" && e.rec.CurrentInstance != "" && instance != e.rec.CurrentInstance {
 		// A new instance: the one that ran the open turn is gone.
-		if err := w.interruptTurn(g, r.id, e, r.instance); err != nil {
+		if err := w.interruptTurn(g, r.id, e, instance); err != nil {
 			r.reply.fail(err)
 			return
 		}
 		opened = takenOver
 	}
-	if r.instance != e.rec.CurrentInstance {
-		e.rec.CurrentInstance = r.instance
+	if instance != e.rec.CurrentInstance {
+		e.rec.CurrentInstance = instance
 	}
 	// Last-Event-ID is the opener's command cursor; without it, it gets
 	// every command not acknowledged (see commands.go).
@@ -509,9 +564,9 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	if r.resume {
 		from = min(max(r.after, 0), e.rec.LastCommandID)
 	}
-	if r.instance != "" && !slices.Contains(e.rec.Instances, r.instance) {
-		e.rec.Instances = append(slices.Clone(e.rec.Instances), r.instance)
-		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: r.instance, At: w.opts.Now().UnixMilli()})
+	if instance != "" && !slices.Contains(e.rec.Instances, instance) {
+		e.rec.Instances = append(slices.Clone(e.rec.Instances), instance)
+		g.ops = append(g.ops, store.AddInstance{SessionID: r.id, Instance: instance, At: w.opts.Now().UnixMilli()})
 	}
 	e.lastActive = w.opts.Now()
 	if w.shared != nil {
@@ -525,12 +580,12 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	// A new epoch fences the stream another replica may hold
 	// (replicas.go).
 	e.rec.StreamEpoch++
-	h := &holder{instance: r.instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens, epoch: e.rec.StreamEpoch}
+	h := &holder{instance: instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens, epoch: e.rec.StreamEpoch}
 	if g.opened == nil {
 		g.opened = map[string]bool{}
 	}
 	g.opened[r.id] = true
-	lastCmd := e.rec.LastCommandID
+	lastCmd, created := e.rec.LastCommandID, e.rec.CreatedAt
 	g.onAbort(h.sub.Close)
 	failOn(g, r.reply)
 	g.onCommit(func() {
@@ -541,8 +596,8 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 			old.sub.Close()
 		}
 		w.holders[r.id] = h
-		w.sandboxConnected(r.id, r.instance, old)
-		r.reply.ok(openedStream{sub: h.sub, from: from, lastCmd: lastCmd, token: h.token})
+		w.sandboxConnected(r.id, instance, old)
+		r.reply.ok(openedStream{sub: h.sub, from: from, lastCmd: lastCmd, token: h.token, created: created})
 	})
 }
 

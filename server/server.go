@@ -216,13 +216,19 @@ type Sandbox struct {
 	// writer checks it again when it applies the request, so a request
 	// that waited while the token was rotated is refused.
 	Token *[32]byte
+	// Created is the createdAt of the session the sandbox's state belongs
+	// to (protocol.HeaderSessionCreated); 0 when it named none. A request
+	// naming another createdAt than the session's comes from a sandbox
+	// of a session deleted since and created again with the same id: the
+	// writer refuses it before it changes anything (see sameSession).
+	Created int64
 }
 
 // Ingest is AppendEvents for the sandbox route: raws[i], when not nil, is
 // events[i] as it came (see protocol.DecodeEventsRaw), stored as it is.
 func (s *Server) Ingest(ctx context.Context, id string, from Sandbox, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
 	r := newReply[protocol.EventsAccepted]()
-	res, err := call(ctx, s.w, &eventsReq{id: id, instance: from.Instance, events: events, raws: raws, cred: from.Token, reply: r}, r)
+	res, err := call(ctx, s.w, &eventsReq{id: id, from: from, events: events, raws: raws, reply: r}, r)
 	if err != nil {
 		return protocol.EventsAccepted{}, fmt.Errorf("append events session=%s: %w", id, err)
 	}

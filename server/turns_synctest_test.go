@@ -43,10 +43,10 @@ func TestHeartbeatMissedLeavesTurnOpen(t *testing.T) {
 			_, h := newSandboxToken()
 			mustCall(t, w, &createReq{id: id, sandbox: h, reply: cr}, cr)
 			r := newReply[openedStream]()
-			o := mustCall(t, w, &openStreamReq{id: id, instance: "i1", reply: r}, r)
+			o := mustCall(t, w, &openStreamReq{id: id, from: Sandbox{Instance: "i1"}, reply: r}, r)
 			defer o.sub.Close()
 			er := newReply[protocol.EventsAccepted]()
-			mustCall(t, w, &eventsReq{id: id, instance: "i1", events: []protocol.Event{
+			mustCall(t, w, &eventsReq{id: id, from: Sandbox{Instance: "i1"}, events: []protocol.Event{
 				{Type: protocol.EventTurnStarted, TurnID: "t1", Source: "user", AgentSeq: 1},
 				{Type: protocol.EventTextDelta, ID: "m1", Delta: "half", AgentSeq: 2},
 			}, reply: er}, er)
@@ -64,10 +64,10 @@ func TestHeartbeatMissedLeavesTurnOpen(t *testing.T) {
 
 		// The same instance comes back and its agent ends the turn.
 		r := newReply[openedStream]()
-		o := mustCall(t, w, &openStreamReq{id: "back", instance: "i1", reply: r}, r)
+		o := mustCall(t, w, &openStreamReq{id: "back", from: Sandbox{Instance: "i1"}, reply: r}, r)
 		defer o.sub.Close()
 		er := newReply[protocol.EventsAccepted]()
-		mustCall(t, w, &eventsReq{id: "back", instance: "i1", events: []protocol.Event{
+		mustCall(t, w, &eventsReq{id: "back", from: Sandbox{Instance: "i1"}, events: []protocol.Event{
 			{Type: protocol.EventTextDelta, ID: "m1", Delta: " and the rest", AgentSeq: 3},
 			{Type: protocol.EventTurnCompleted, TurnID: "t1", StopReason: protocol.StopEndTurn, AgentSeq: 4},
 		}, reply: er}, er)
@@ -77,7 +77,7 @@ func TestHeartbeatMissedLeavesTurnOpen(t *testing.T) {
 
 		// A new instance takes over the other: its turn ends interrupted.
 		r = newReply[openedStream]()
-		o = mustCall(t, w, &openStreamReq{id: "replaced", instance: "i2", reply: r}, r)
+		o = mustCall(t, w, &openStreamReq{id: "replaced", from: Sandbox{Instance: "i2"}, reply: r}, r)
 		defer o.sub.Close()
 		if got := turnOf(t, st, "replaced", "t1"); got != "interrupted" {
 			t.Errorf("turn after a new instance took over: %s; want interrupted", got)

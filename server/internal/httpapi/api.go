@@ -42,11 +42,14 @@ type Service interface {
 	AddCommand(ctx context.Context, id, key string, cmd protocol.Command) (n int64, replayed bool, err error)
 	// AckCommands records the command cursor a sandbox sent with an
 	// event post (protocol.HeaderCommandCursor).
-	AckCommands(ctx context.Context, id, instance string, cursor int64) error
+	// created is the createdAt the sandbox named
+	// (protocol.HeaderSessionCreated; 0 for none), here and below: a
+	// request naming another than the session's is refused.
+	AckCommands(ctx context.Context, id, instance string, created, cursor int64) error
 	// AppendEvents stores events; raws, from protocol.DecodeEventsRaw,
 	// holds the bytes each event came as where they can be stored as they
 	// are (nil where not, or altogether).
-	AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error)
+	AppendEvents(ctx context.Context, id, instance string, created int64, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error)
 	// ArtifactsBySeq returns at most limit of the session's artifacts with
 	// seq > after, ordered by seq; GET /artifacts without parameters
 	// reads the whole list with it, a page of ReplayPage at a time.
@@ -61,7 +64,9 @@ type Service interface {
 	// client sent Last-Event-ID (after).
 	ArtifactStream(ctx context.Context, id string, after int64, resume bool) (*Stream, error)
 	SessionStream(ctx context.Context, project string) (*Stream, error)
-	CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*Stream, error)
+	// CommandStream opens a sandbox's command stream; the Stream's
+	// SessionCreated is the createdAt of the session it opened on.
+	CommandStream(ctx context.Context, id, instance string, created, after int64, resume bool) (*Stream, error)
 	Health(ctx context.Context) error
 	// The approvals inbox and turn history (approvals.go, turns.go).
 	Approvals(ctx context.Context, project string) ([]protocol.Approval, error)
@@ -440,13 +445,20 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	res, err := a.svc.AppendEvents(r.Context(), id, instance, events, raws)
+	created, err := sessionCreatedOf(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	res, err := a.svc.AppendEvents(r.Context(), id, instance, created, events, raws)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
 	if ack {
-		if err := a.svc.AckCommands(r.Context(), id, instance, cursor); err != nil {
+		// The header again: the session may have been deleted and
+		// created again since the events were stored.
+		if err := a.svc.AckCommands(r.Context(), id, instance, created, cursor); err != nil {
 			writeError(w, r, a.log, err)
 			return
 		}
@@ -575,19 +587,21 @@ func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	created, err := sessionCreatedOf(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
 	after, resume := lastEventID(r)
 	a.serveStream(w, r, func() (*Stream, error) {
-		// Read before the stream opens: opening registers the sandbox, and
-		// a session gone by then is the 404 the open would give anyway.
-		sess, err := a.svc.GetSession(r.Context(), id)
+		st, err := a.svc.CommandStream(r.Context(), id, instance, created, after, resume)
 		if err != nil {
 			return nil, err
 		}
-		st, err := a.svc.CommandStream(r.Context(), id, instance, after, resume)
-		if err != nil {
-			return nil, err
-		}
-		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(sess.CreatedAt, 10))
+		// Which session this is, as the writer opened the stream on it:
+		// read apart from the opening, a delete and create in between
+		// would send one session's createdAt with another's commands.
+		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(st.SessionCreated, 10))
 		return st, nil
 	})
 }

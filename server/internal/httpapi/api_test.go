@@ -27,7 +27,7 @@ type fake struct {
 	stream  *Stream
 }
 
-func (f *fake) AppendEvents(_ context.Context, _, _ string, evs []protocol.Event, _ [][]byte) (protocol.EventsAccepted, error) {
+func (f *fake) AppendEvents(_ context.Context, _, _ string, _ int64, evs []protocol.Event, _ [][]byte) (protocol.EventsAccepted, error) {
 	f.events = evs
 	return protocol.EventsAccepted{Accepted: len(evs)}, f.err
 }

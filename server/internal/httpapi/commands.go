@@ -21,3 +21,19 @@ func commandCursorOf(r *http.Request) (cursor int64, ok bool, err error) {
 	}
 	return n, true, nil
 }
+
+// sessionCreatedOf returns the protocol.HeaderSessionCreated of a sandbox
+// request: the createdAt of the session its state belongs to, 0 without
+// the header (an agentd from before it, another client), which the
+// server then does not check.
+func sessionCreatedOf(r *http.Request) (int64, error) {
+	v := r.Header.Get(protocol.HeaderSessionCreated)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, protocol.Errorf(protocol.CodeInvalid, "%s header: must be the session's createdAt (Unix ms, an integer > 0), got %q", protocol.HeaderSessionCreated, v)
+	}
+	return n, nil
+}

@@ -86,8 +86,8 @@ func docRoute(t *testing.T, pattern string, documented map[string]bool) string {
 func TestRequestHeadersDocumented(t *testing.T) {
 	reads := map[string][]string{
 		"POST /sessions/{id}/commands": {protocol.HeaderIdempotencyKey},
-		"GET /sessions/{id}/commands":  {protocol.HeaderInstance, "Last-Event-ID"},
-		"POST /sessions/{id}/events":   {protocol.HeaderInstance, protocol.HeaderCommandCursor},
+		"GET /sessions/{id}/commands":  {protocol.HeaderInstance, "Last-Event-ID", protocol.HeaderSessionCreated},
+		"POST /sessions/{id}/events":   {protocol.HeaderInstance, protocol.HeaderCommandCursor, protocol.HeaderSessionCreated},
 		"GET /sessions/{id}/stream":    {"Last-Event-ID"},
 		"GET /approvals/stream":        {"Last-Event-ID"},
 	}

@@ -78,8 +78,8 @@ func (s service) SessionStream(ctx context.Context, project string) (*Stream, er
 // replays the stored commands after Last-Event-ID, then streams new ones.
 // Without Last-Event-ID it replays those not acknowledged (the domain's
 // commands.go).
-func (s service) CommandStream(ctx context.Context, id, instance string, after int64, resume bool) (*Stream, error) {
-	f, err := s.OpenCommandStream(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, after, resume)
+func (s service) CommandStream(ctx context.Context, id, instance string, created, after int64, resume bool) (*Stream, error) {
+	f, err := s.OpenCommandStream(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx), Created: created}, after, resume)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (s service) CommandStream(ctx context.Context, id, instance string, after i
 	for _, c := range f.Replay {
 		initial = append(initial, Encode(c.ID, protocol.SSECommand, c.Body))
 	}
-	return &Stream{Initial: initial, Sub: f.Live, After: f.After, Release: f.Release}, nil
+	return &Stream{Initial: initial, Sub: f.Live, After: f.After, Release: f.Release, SessionCreated: f.Created}, nil
 }
 
 func (s service) CreateSession(ctx context.Context, id string, req protocol.CreateSessionRequest) (protocol.Session, string, error) {
@@ -97,8 +97,8 @@ func (s service) CreateSession(ctx context.Context, id string, req protocol.Crea
 
 // AppendEvents passes on the sandbox token the request came with, so the
 // writer refuses it if the token was rotated while the request waited.
-func (s service) AppendEvents(ctx context.Context, id, instance string, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
-	return s.Ingest(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, events, raws)
+func (s service) AppendEvents(ctx context.Context, id, instance string, created int64, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error) {
+	return s.Ingest(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx), Created: created}, events, raws)
 }
 
 // credential is the sandbox token hash that authenticated the request, or
@@ -130,8 +130,8 @@ func (s service) ApprovalStream(ctx context.Context, project string, after int64
 }
 
 // AckCommands passes on the sandbox token the request came with.
-func (s service) AckCommands(ctx context.Context, id, instance string, cursor int64) error {
-	return s.Server.AckCommands(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx)}, cursor)
+func (s service) AckCommands(ctx context.Context, id, instance string, created, cursor int64) error {
+	return s.Server.AckCommands(ctx, id, server.Sandbox{Instance: instance, Token: credential(ctx), Created: created}, cursor)
 }
 
 func deref(p *string) string {

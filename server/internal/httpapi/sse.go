@@ -84,6 +84,9 @@ type Stream struct {
 	// Release, when set, is called once after the stream ended (the command
 	// stream tells the service its sandbox left).
 	Release func()
+	// SessionCreated is the createdAt of the session a command stream was
+	// opened on (protocol.HeaderSessionCreated).
+	SessionCreated int64
 }
 
 // serveStream opens a stream with open and writes it until the client
