@@ -10,8 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/rein-ai/rein/agentd/internal/apierror"
 	"github.com/rein-ai/rein/agentd/internal/claude"
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
 	"github.com/rein-ai/rein/agentd/internal/metrics"
@@ -25,7 +27,8 @@ import (
 // ShutdownGrace, signalled if needed, and every queued event was posted.
 // It returns an error wrapping ErrUsage for bad Options, and an error
 // carrying the wire code (protocol.CodeOf) when the server refuses the
-// sandbox for good: not_found (the session was deleted), unauthorized or
+// sandbox for good: not_found (the session was deleted), conflict (it was
+// deleted and created again: apierror.IsReplaced), unauthorized or
 // forbidden (the token), superseded (another agentd took over). Run
 // returns only when every goroutine it started has returned.
 func Run(ctx context.Context, opts Options) error {
@@ -41,6 +44,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Command = claude.Args(opts.Command)
 	}
 	log := opts.Logger.With("session", opts.Session)
+	var created sessionCreated
 	ob := openOutbox(opts, log)
 	if ob != nil {
 		var err error
@@ -56,6 +60,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if ob != nil {
 		defer ob.Close()
+		if at, ok := ob.Session(); ok {
+			created.set(at)
+		}
 	}
 	var instance string
 	if ob != nil {
@@ -77,6 +84,10 @@ func Run(ctx context.Context, opts Options) error {
 		QueueSize: opts.QueueSize, HeartbeatInterval: opts.HeartbeatInterval, Outbox: ob, Logger: log,
 		OnPost: met.Posted,
 		Cursor: cmds.acked,
+		// Known from the state dir, or from the first command stream
+		// answer: before that a fresh state dir holds only what this
+		// agentd's agent wrote for the session holding the id now.
+		SessionCreated: created.get,
 	})
 	if opts.MetricsAddr != "" {
 		ml, err := metrics.Listen(opts.MetricsAddr, met, log)
@@ -105,7 +116,8 @@ func Run(ctx context.Context, opts Options) error {
 		Resume: resume, After: after,
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: instance,
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
-		OnSession: func(createdAt int64) error { return recordSession(ob, createdAt, log) },
+		SessionCreated: created.get,
+		OnSession:      func(createdAt int64) error { return recordSession(&created, ob, createdAt, log) },
 		OnConnect: func() {
 			met.Connected()
 			select {
@@ -212,6 +224,9 @@ func (s *supervisor) streamResult() error {
 
 // describe words a final server answer for an operator.
 func describe(session string, err error) error {
+	if apierror.IsReplaced(err) {
+		return fmt.Errorf("session %s was deleted and created again on the server while agentd ran: agentd's state belongs to the old session (a restarted agentd discards it and serves the new one afresh): %w", session, err)
+	}
 	switch protocol.CodeOf(err) {
 	case protocol.CodeNotFound:
 		return fmt.Errorf("session %s was deleted on the server (or never existed): %w", session, err)
@@ -260,16 +275,21 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 	if !ok {
 		return ob, nil
 	}
+	// Naming the saved session: a server where it was deleted and created
+	// again refuses (replaced) rather than hand the stream of the new
+	// session, held by its own sandbox maybe, to this agentd's instance.
 	probe := commandstream.New(commandstream.Options{
 		Server: opts.Server, Session: opts.Session, Token: opts.Token, Instance: ob.Instance(),
 		Client: opts.HTTPClient, IdleTimeout: opts.StreamIdleTimeout, Logger: log,
+		SessionCreated: func() (int64, bool) { return saved, true },
 	})
 	createdAt, known, err := probe.Probe(ctx)
-	if err != nil {
+	replaced := apierror.IsReplaced(err)
+	if err != nil && !replaced {
 		ob.Close()
 		return nil, err
 	}
-	if !known || createdAt == saved {
+	if !replaced && (!known || createdAt == saved) {
 		return ob, nil
 	}
 	dir := ob.Dir()
@@ -281,7 +301,9 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 		return nil, nil
 	}
 	ob = openOutbox(opts, log)
-	if ob != nil {
+	if ob != nil && !replaced {
+		// A refusal does not say which session holds the id: the first
+		// connection records it.
 		if err := ob.SetSession(createdAt); err != nil {
 			log.Warn("session of the state dir not recorded", "err", err)
 		}
@@ -289,16 +311,36 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 	return ob, nil
 }
 
-// recordSession records the session's createdAt in the state dir at the
-// first connection, and ends agentd when the session was deleted and
-// created again while it ran: its state is the old session's, and a
+// sessionCreated is the createdAt of the session agentd serves, 0 until
+// known: from the state dir, else from the first command stream answer
+// that carries it. Every request names it (protocol.HeaderSessionCreated),
+// so once the session is deleted and created again the server refuses
+// them, before it takes a cursor or an event, even when this agentd was
+// cut off while it happened and its uploader reaches the server before
+// its command stream does. Safe for concurrent use.
+type sessionCreated struct{ at atomic.Int64 }
+
+func (c *sessionCreated) get() (int64, bool) {
+	at := c.at.Load()
+	return at, at != 0
+}
+
+func (c *sessionCreated) set(at int64) { c.at.Store(at) }
+
+// recordSession takes the session's createdAt from a command stream
+// answer: at the first connection it becomes the session agentd serves,
+// recorded in the state dir; on a later one, another createdAt means the
+// session was deleted and created again while agentd ran (a server that
+// does not check the request's header), which ends agentd as the
+// server's refusal does (exit 3): its state is the old session's, and a
 // restarted agentd starts afresh (checkSession).
-func recordSession(ob *outbox.Log, createdAt int64, log *slog.Logger) error {
+func recordSession(created *sessionCreated, ob *outbox.Log, createdAt int64, log *slog.Logger) error {
+	if saved, ok := created.get(); ok && saved != createdAt {
+		return protocol.Errorf(protocol.CodeNotFound, "the session was deleted and created again (createdAt %d; agentd's state belongs to the one created at %d)", createdAt, saved)
+	}
+	created.set(createdAt)
 	if ob == nil {
 		return nil
-	}
-	if saved, ok := ob.Session(); ok && saved != createdAt {
-		return protocol.Errorf(protocol.CodeNotFound, "the session was deleted and created again (createdAt %d, the state dir was saved for %d)", createdAt, saved)
 	}
 	if err := ob.SetSession(createdAt); err != nil {
 		// Without it a later start cannot tell a new session of the same

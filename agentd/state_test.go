@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,6 +261,84 @@ func TestUnusableStateDirRunsInMemory(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), "level=WARN msg=\""+tc.want) {
 				t.Errorf("log does not warn %q:\n%s", tc.want, logs.String())
+			}
+		})
+	}
+}
+
+// TestSessionCreatedAgainWhileRunning: the session is deleted and created
+// again while agentd is cut off from its command stream, with
+// authentication off, so no token tells the two sessions apart. agentd
+// names the session its state belongs to (protocol.HeaderSessionCreated)
+// on every request once it knows it, and the server refuses them: its
+// heartbeats and events never enter the new session's transcript, and it
+// stops as for a deleted session, keeping its state dir, which the next
+// agentd on it discards: that one serves the new session afresh.
+func TestSessionCreatedAgainWhileRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stateDir bool
+	}{{"state dir", true}, {"in memory", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeserver.New(t, "s1")
+			srv.CreatedAt = 1000
+			var cut atomic.Bool
+			srv.StreamFault = func(int) int {
+				if cut.Load() {
+					return http.StatusServiceUnavailable
+				}
+				return 0
+			}
+			var state string
+			if tc.stateDir {
+				state = t.TempDir()
+			}
+			d := start(t, srv, agentd.Options{StateDir: state, HeartbeatInterval: 20 * time.Millisecond})
+			waitStarted(t, srv, 1)
+			srv.Prompt("hello")
+			srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+			streams := srv.StreamRequests()
+			if got := streams[len(streams)-1].Header.Get(protocol.HeaderSessionCreated); tc.stateDir && got != "" {
+				t.Errorf("first connection of a fresh state dir named session %q; want none (not known yet)", got)
+			}
+
+			cut.Store(true)
+			posts := len(srv.PostRequests())
+			srv.Recreate(2000)
+			srv.WaitState(t, "a post after the session was created again", func() bool { return len(srv.PostRequests()) > posts })
+			if got := srv.PostRequests()[posts].Header.Get(protocol.HeaderSessionCreated); got != "1000" {
+				t.Fatalf("post after the session was created again named session %q; want 1000, the one agentd's state belongs to", got)
+			}
+			err := d.wait()
+			if protocol.CodeOf(err) != protocol.CodeConflict || !strings.Contains(err.Error(), "deleted and created again") {
+				t.Fatalf("Run = %v; want conflict saying the session was deleted and created again", err)
+			}
+			if evs := srv.Events(); len(evs) != 0 {
+				t.Fatalf("the new session's transcript:\n%s\nwant nothing of the old session's agentd", fakeserver.Format(evs))
+			}
+			if !tc.stateDir {
+				return
+			}
+			if b, err := os.ReadFile(filepath.Join(state, "s1", "session")); err != nil || strings.TrimSpace(string(b)) != "1000" {
+				t.Fatalf("state dir's session file %q, %v; want it kept, naming 1000", b, err)
+			}
+
+			// The next agentd on the state dir asks (naming the old
+			// session: the server refuses without taking the stream from
+			// anyone), discards it and serves the new session.
+			cut.Store(false)
+			streamsBefore := len(srv.StreamRequests())
+			start(t, srv, agentd.Options{StateDir: state})
+			waitStarted(t, srv, 1)
+			if got := srv.StreamRequests()[streamsBefore].Header.Get(protocol.HeaderSessionCreated); got != "1000" {
+				t.Errorf("the restarted agentd's first request named session %q; want 1000, that of its state dir", got)
+			}
+			srv.Prompt("new first")
+			evs := srv.Wait(t, "the new session's first turn", func(evs []protocol.Event) bool {
+				return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn))
+			})
+			if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventUserMessage && ev.Text == "hello" }) {
+				t.Fatalf("the new session's transcript:\n%s\nwant none of the old session's events", fakeserver.Format(evs))
 			}
 		})
 	}

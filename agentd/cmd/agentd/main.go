@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/apierror"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -32,7 +33,7 @@ const (
 	exitOK         = 0
 	exitError      = 1 // anything else: events lost at shutdown, internal errors
 	exitUsage      = 2 // bad flags, missing server/session/command
-	exitNotFound   = 3 // the session does not exist (deleted)
+	exitNotFound   = 3 // the session does not exist (deleted, or deleted and created again)
 	exitAuth       = 4 // 401/403: the token was refused
 	exitSuperseded = 5 // another agentd took over the session
 )
@@ -50,6 +51,11 @@ func main() {
 func exitCode(err error) int {
 	if errors.Is(err, agentd.ErrUsage) {
 		return exitUsage
+	}
+	if apierror.IsReplaced(err) {
+		// The session agentd's state belongs to was deleted and created
+		// again: gone, as for a 404.
+		return exitNotFound
 	}
 	var pe *protocol.Error
 	if errors.As(err, &pe) {

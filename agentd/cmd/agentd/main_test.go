@@ -55,6 +55,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{fmt.Errorf("x: %w", agentd.ErrUsage), exitUsage},
 		{fmt.Errorf("session s was deleted: %w", protocol.Errorf(protocol.CodeNotFound, "404")), exitNotFound},
+		{fmt.Errorf("session s was deleted and created again: %w", &protocol.Error{Code: protocol.CodeConflict, Message: "409", Stated: true}), exitNotFound},
+		{fmt.Errorf("a proxy's page: %w", protocol.Errorf(protocol.CodeConflict, "409")), exitError},
 		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeUnauthorized, "401")), exitAuth},
 		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeForbidden, "403")), exitAuth},
 		{fmt.Errorf("wrap: %w", protocol.Errorf(protocol.CodeSuperseded, "409")), exitSuperseded},

@@ -20,8 +20,22 @@ func FromResponse(resp *http.Response) error {
 
 // IsFinal reports whether err means the daemon should stop: its token is
 // refused, its session is gone, or a newer agentd took over
-// (protocol.Final).
-func IsFinal(err error) bool { return protocol.Final(err) }
+// (protocol.Final); or its session was deleted and created again
+// (IsReplaced).
+func IsFinal(err error) bool { return protocol.Final(err) || IsReplaced(err) }
+
+// IsReplaced reports whether err refuses a request that named, with
+// protocol.HeaderSessionCreated, a session deleted since and created
+// again with the same id: 409 conflict in the server's words (IsStated),
+// which on agentd's two routes (the command stream, event posts) the
+// server answers for nothing else. protocol's rule set calls a conflict
+// a refusal of this request only; to agentd it is final, as a 404 is:
+// its state belongs to a session that no longer exists, and no request
+// naming it can succeed. A bare 409 (a proxy's page) is not taken for it.
+func IsReplaced(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Code == protocol.CodeConflict && e.Stated
+}
 
 // IsRetryable reports whether the same request may succeed later: network
 // errors (no wire code at all) and the codes protocol says to retry

@@ -11,8 +11,10 @@ import (
 )
 
 // TestFromResponse: what the command stream and the uploader decide from
-// an answer. A superseded agentd stops; a bare 409 (a proxy's page) is not
-// taken for superseded; a proxy's 502 with a stray JSON body is retried.
+// an answer. A superseded agentd stops, and so does one whose session was
+// deleted and created again (the server's 409 conflict); a bare 409 (a
+// proxy's page) is taken for neither; a proxy's 502 with a stray JSON body
+// is retried.
 func TestFromResponse(t *testing.T) {
 	tests := []struct {
 		name             string
@@ -24,6 +26,7 @@ func TestFromResponse(t *testing.T) {
 	}{
 		{"superseded", 409, `{"code":"superseded","message":"a newer agentd took over"}`, protocol.CodeSuperseded, true, false, "409 superseded: a newer agentd took over"},
 		{"bare 409", 409, `<html>conflict</html>`, protocol.CodeConflict, false, false, "409 conflict: Conflict"},
+		{"session created again", 409, `{"code":"conflict","message":"session \"s\" was deleted and created again"}`, protocol.CodeConflict, true, false, `409 conflict: session "s" was deleted and created again`},
 		{"token refused", 401, `{"code":"unauthorized","message":"bad token"}`, protocol.CodeUnauthorized, true, false, "401 unauthorized: bad token"},
 		{"session gone", 404, `{"code":"not_found","message":"session \"s\" not found"}`, protocol.CodeNotFound, true, false, `404 not_found: session "s" not found`},
 		{"proxy 502", 502, `{"code":"not_found","message":"upstream"}`, protocol.CodeUnavailable, false, true, "502 unavailable: Bad Gateway"},

@@ -65,6 +65,13 @@ type Options struct {
 	// connection and Run with it: agentd's state belongs to a session that
 	// was deleted and created again.
 	OnSession func(createdAt int64) error
+	// SessionCreated, when set, is asked on every request for the
+	// createdAt of the session agentd's state belongs to; when ok it is
+	// sent as protocol.HeaderSessionCreated, so a server where the session
+	// was deleted and created again refuses the request (409 conflict,
+	// final: apierror.IsReplaced) before it takes the Last-Event-ID as
+	// acknowledged or the stream from the new session's sandbox.
+	SessionCreated func() (createdAt int64, ok bool)
 	// OnCommand receives each command once, in id order. It may block
 	// (backpressure); it returns an error only when ctx is done.
 	OnCommand func(ctx context.Context, c protocol.Command) error
@@ -129,7 +136,8 @@ func NewBackOff(initial, max time.Duration) *backoff.ExponentialBackOff {
 }
 
 // Run connects and reconnects until ctx is done (it then returns nil) or
-// the server gives a final answer (401, 403, 404), returned as a
+// the server gives a final answer (401, 403, 404, 409 superseded, 409
+// conflict: the session was deleted and created again), returned as a
 // *protocol.Error wrapped with the operation.
 func (s *Stream) Run(ctx context.Context) error {
 	bo := NewBackOff(s.opts.InitialBackoff, s.opts.MaxBackoff)
@@ -175,6 +183,11 @@ func (s *Stream) request(ctx context.Context, resume bool) (*http.Request, error
 	if s.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	}
+	if s.opts.SessionCreated != nil {
+		if at, ok := s.opts.SessionCreated(); ok {
+			req.Header.Set(protocol.HeaderSessionCreated, strconv.FormatInt(at, 10))
+		}
+	}
 	if resume {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(s.lastID, 10))
 	}
@@ -192,10 +205,13 @@ func sessionCreated(h http.Header) (createdAt int64, ok bool) {
 // state it saved for it: it opens the command stream without
 // Last-Event-ID (so the server takes no cursor from it), reads the
 // session's createdAt from the answer and hangs up without reading a
-// command. It retries network errors and 5xx like Run until ctx is done
-// (ctx's error) and returns final answers (401, 403, 404, 409) as a
-// *protocol.Error wrapped with the operation. ok is false when the server
-// does not send the header.
+// command. With SessionCreated naming the saved session, a server where
+// it was deleted and created again refuses instead (409 conflict,
+// apierror.IsReplaced), taking the stream from nobody. It retries
+// network errors and 5xx like Run until ctx is done (ctx's error) and
+// returns final answers (401, 403, 404, 409) as a *protocol.Error wrapped
+// with the operation. ok is false when the server does not send the
+// header.
 func (s *Stream) Probe(ctx context.Context) (createdAt int64, ok bool, err error) {
 	bo := NewBackOff(s.opts.InitialBackoff, s.opts.MaxBackoff)
 	timer := time.NewTimer(0)

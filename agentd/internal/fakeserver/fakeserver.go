@@ -49,7 +49,9 @@ type Server struct {
 	Redeliver int
 	// CreatedAt, when set, is the session's createdAt the stream's answer
 	// carries (protocol.HeaderSessionCreated); a real server always sends
-	// it. Set it before agentd starts.
+	// it. As on rein-server, a request naming another createdAt with the
+	// header is then 409 conflict. Set it before agentd starts; Recreate
+	// changes it.
 	CreatedAt int64
 
 	mu      sync.Mutex
@@ -73,6 +75,7 @@ type Server struct {
 	held        map[string]bool
 	openStreams int
 	dropGen     int
+	recreations int // Recreate calls
 }
 
 // New starts a server for session, closed with tb's cleanup.
@@ -131,6 +134,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.CodeNotFound, fmt.Sprintf("session %q not found", r.PathValue("id")))
 		return
 	}
+	if s.recreatedLocked(r) {
+		s.mu.Unlock()
+		writeError(w, protocol.CodeConflict, "the session was deleted and created again")
+		return
+	}
+	created := s.CreatedAt
 	// As on rein-server, an instance that held the stream and lost it to
 	// a newer one may not take it back.
 	if inst := r.Header.Get(protocol.HeaderInstance); inst != "" && inst != s.current && s.held[inst] {
@@ -162,8 +171,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	w.Header().Set("Content-Type", "text/event-stream")
-	if s.CreatedAt != 0 {
-		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(s.CreatedAt, 10))
+	if created != 0 {
+		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(created, 10))
 	}
 	w.WriteHeader(http.StatusOK)
 	flusher := w.(http.Flusher)
@@ -211,6 +220,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	deleted := s.deleted || r.PathValue("id") != s.Session
 	inst := r.Header.Get(protocol.HeaderInstance)
 	superseded := inst != "" && inst != s.current && s.held[inst]
+	recreated := s.recreatedLocked(r)
+	generation := s.recreations
+	s.notifyLocked() // a request is news to WaitState, refused or not
 	s.mu.Unlock()
 	if delay != nil {
 		if d := delay(attempt); d > 0 {
@@ -225,6 +237,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case deleted:
 		writeError(w, protocol.CodeNotFound, "session not found")
+		return
+	case recreated:
+		writeError(w, protocol.CodeConflict, "the session was deleted and created again")
 		return
 	case superseded:
 		writeError(w, protocol.CodeSuperseded, "a newer agentd took over")
@@ -245,6 +260,11 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
+		if s.recreations != generation {
+			// Taken in before Recreate (rein-server's writer takes a
+			// request whole): stored in the deleted session.
+			evs = nil
+		}
 		for _, ev := range evs {
 			if ev.AgentSeq > 0 {
 				if ev.AgentSeq <= s.maxSeq[inst] {
@@ -297,6 +317,27 @@ func (s *Server) Delete() {
 	defer s.mu.Unlock()
 	s.deleted = true
 	s.notifyLocked()
+}
+
+// Recreate deletes the session and creates it again with the same id and
+// createdAt: its commands count from 1 again, its transcript is empty,
+// no instance has held its stream, and open streams end.
+func (s *Server) Recreate(createdAt int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.CreatedAt = createdAt
+	s.recreations++
+	s.commands, s.events = nil, nil
+	s.maxSeq, s.held, s.current = map[string]int64{}, nil, ""
+	s.dropGen++
+	s.notifyLocked()
+}
+
+// recreatedLocked reports whether r names another session than this one
+// (protocol.HeaderSessionCreated), one deleted since and created again.
+func (s *Server) recreatedLocked(r *http.Request) bool {
+	h := r.Header.Get(protocol.HeaderSessionCreated)
+	return h != "" && s.CreatedAt != 0 && h != strconv.FormatInt(s.CreatedAt, 10)
 }
 
 // Supersede makes the server believe another agentd instance opened the

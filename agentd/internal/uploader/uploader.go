@@ -86,6 +86,13 @@ type Options struct {
 	// when ok it is sent as protocol.HeaderCommandCursor, which is how the
 	// server learns that accepted commands were taken.
 	Cursor func() (id int64, ok bool)
+	// SessionCreated, when set, is asked on every post for the createdAt
+	// of the session agentd's events belong to (with an Outbox, the one
+	// the outbox was saved for); when ok it is sent as
+	// protocol.HeaderSessionCreated, so a server where the session was
+	// deleted and created again refuses the post (409 conflict, which ends
+	// Run) instead of storing the old session's events in the new one.
+	SessionCreated func() (createdAt int64, ok bool)
 }
 
 // Uploader is the ordered event pipeline to the server. Use New, then Run
@@ -257,7 +264,8 @@ func (u *Uploader) Close() {
 
 // Run posts batches until Close has been called and the queue is empty
 // (nil), ctx is done (ctx's error; queued events are not posted), or the
-// server refuses for good: 401, 403, 404 or 409 superseded, returned as a
+// server refuses for good: 401, 403, 404, 409 superseded or 409 conflict
+// (the session was deleted and created again), returned as a
 // *protocol.Error wrapped with the operation.
 func (u *Uploader) Run(ctx context.Context) error {
 	bo := backoff.NewExponentialBackOff()
@@ -675,6 +683,11 @@ func (u *Uploader) post(ctx context.Context, body []byte) (protocol.EventsAccept
 	if u.opts.Cursor != nil {
 		if id, ok := u.opts.Cursor(); ok {
 			req.Header.Set(protocol.HeaderCommandCursor, strconv.FormatInt(id, 10))
+		}
+	}
+	if u.opts.SessionCreated != nil {
+		if at, ok := u.opts.SessionCreated(); ok {
+			req.Header.Set(protocol.HeaderSessionCreated, strconv.FormatInt(at, 10))
 		}
 	}
 	if u.opts.Token != "" {
