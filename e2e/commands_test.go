@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/client"
 )
 
 // userMessages counts the user messages with text in a transcript.
@@ -222,4 +223,94 @@ func TestRecreatedSessionGetsNoStaleState(t *testing.T) {
 		"text done: You said: in the new session",
 	})
 	e.waitNoPending(id)
+}
+
+// TestRecreatedWhileAgentdCutOff: with authentication off (the make run
+// default: no sandbox token tells two sessions of one id apart), the
+// session is deleted and created again with a first prompt while its
+// agentd is cut off by a proxy in the middle of a turn, its outbox filling
+// up. When the link comes back, that agentd's requests name the old
+// session: the server refuses them and agentd exits with code 3. Its
+// command cursor must not count the new session's first prompt as taken,
+// and none of its events may enter the new transcript: a new agentd gets
+// the prompt, and the transcript holds that turn only.
+func TestRecreatedWhileAgentdCutOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	srv, err := StartServer(ctx, t.Logf, ServerConfig{Bin: bins.Server, Dir: dir, DB: testDB(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(15 * time.Second) })
+	c, err := client.New(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, srv: srv, c: c, dir: dir, tokens: map[string]string{}}
+	e.sw = WatchSessions(ctx, c)
+	t.Cleanup(e.sw.Close)
+	proxy, err := NewProxy(strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+
+	id := "cutoff"
+	if _, err := c.CreateSession(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	old := Follow(ctx, c, id)
+	defer old.Close()
+	oldAgentd := e.agentd(proxy.URL(), id, []string{"DEMO_AGENT_DELAY=10ms"}, []string{"--state-dir", filepath.Join(dir, "old-sandbox")})
+	e.waitIdle(id)
+	e.prompt(id, "hello")
+	waitTurns(t, ctx, old, 1)
+	e.prompt(id, "slow: 400")
+	if err := old.WaitFor(ctx, "some streamed words", func(arts []*protocol.Artifact) bool {
+		_, txt := textOf(arts, 2)
+		return txt != nil && len(txt.String("text")) > 100
+	}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	old.Close()
+
+	if err := c.DeleteSession(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	first := "the new session's first prompt"
+	if _, err := c.CreateSessionWith(ctx, id, protocol.CreateSessionRequest{Prompt: &first}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Restore()
+	if err := oldAgentd.Wait(90 * time.Second); err != nil {
+		t.Fatalf("the old session's agentd did not exit: %v", err)
+	}
+	if code := oldAgentd.ExitCode(); code != 3 {
+		t.Fatalf("the old session's agentd exited %d; want 3 (its session is gone)", code)
+	}
+	rec, err := c.Session(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.AckedCommandID != 0 || rec.PendingCommands != 1 {
+		t.Fatalf("after the old agentd: ackedCommandId %d, pendingCommands %d; want 0 and 1 (the first prompt not taken)", rec.AckedCommandID, rec.PendingCommands)
+	}
+	if arts, err := c.Artifacts(ctx, id); err != nil || len(arts) != 0 {
+		t.Fatalf("after the old agentd, the new session's transcript: %v, %v; want it empty", render(arts), err)
+	}
+
+	f := Follow(ctx, c, id)
+	defer f.Close()
+	e.agentd(srv.URL, id, []string{"DEMO_AGENT_DELAY=5ms"}, []string{"--state-dir", filepath.Join(dir, "new-sandbox")})
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	waitTurns(t, wctx, f, 1)
+	arts := e.assertModelMatchesServer(f, id)
+	wantTranscript(t, "the new session", arts, []string{
+		"turn completed end_turn",
+		"user: " + first,
+		"text done: You said: " + first,
+	})
 }
