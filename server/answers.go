@@ -91,7 +91,7 @@ func (w *writer) behind(g *group, id string) (bool, error) {
 		}
 		return false, unavailable("check permission request session="+id, err)
 	}
-	return rec.Version != v, nil
+	return rec.Version != v.Version || rec.CreatedAt != v.CreatedAt, nil
 }
 
 // notWaitingErr says why the request k, which the inbox does not hold as

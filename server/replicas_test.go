@@ -744,3 +744,50 @@ func TestReplicasPermissionAnswers(t *testing.T) {
 		t.Fatalf("pendingCommands %d; want 2, one answer per request", rec.PendingCommands)
 	}
 }
+
+// A replica whose cache holds a session deleted and created again on
+// another replica, at the very row version the new session has reached
+// there: its commit's Expect must still fail. (Versions count from 0
+// again for the new row, so a version alone can match a stale cache.)
+// Otherwise a request naming the old createdAt passes against the stale
+// cache, and its commit writes the old session's record over the new
+// row.
+func TestReplicasStaleCacheAtTheNewSessionsVersion(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := &fakeClock{t: time.Now()}
+	a := start(t, app.Options{DBPath: dsn, Now: clock.Now})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	version := func() int64 {
+		t.Helper()
+		rec, _, err := deaf.LoadSession(t.Context(), "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Version
+	}
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/r", nil)
+	oldAt := itoa(ca.session("r").CreatedAt)
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old text", "agentSeq", 1)},
+		protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+	cached := version()
+
+	deaf.deaf.Store(true)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/r", nil)
+	clock.Add(time.Millisecond)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/r", nil)
+	newAt := itoa(ca.session("r").CreatedAt)
+	for i := 1; version() < cached; i++ {
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "new text", "agentSeq", i)},
+			protocol.HeaderInstance, "new", protocol.HeaderSessionCreated, newAt)
+	}
+	if v := version(); v != cached {
+		t.Fatalf("the new row is at version %d; the test needs %d, b's cached one", v, cached)
+	}
+
+	cb.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old text", "agentSeq", 2)},
+		protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+	if got := itoa(ca.session("r").CreatedAt); got != newAt {
+		t.Fatalf("the session's createdAt is %s after b's write; want the new session's %s", got, newAt)
+	}
+}

@@ -616,10 +616,10 @@ type group struct {
 	w       *writer
 	overlay map[string]*entry // nil value: deleted in this group
 	ids     []string          // overlay keys in first-touch order
-	// base is the version of each session row the group read (those it
-	// did not create): its commit expects them (store.Expect) on a
-	// shared store.
-	base map[string]int64
+	// base is the version and createdAt of each session row the group
+	// read (those it did not create): its commit expects them
+	// (store.Expect) on a shared store.
+	base map[string]store.Expect
 	// redo applies the group's work to a new group: what commit runs
 	// again when another replica changed the sessions (replicas.go).
 	redo []func(*group)
@@ -673,7 +673,7 @@ func (g *group) abort(err error) {
 }
 
 func newGroup(w *writer) *group {
-	return &group{w: w, overlay: map[string]*entry{}, base: map[string]int64{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}, settle: map[string]bool{}}
+	return &group{w: w, overlay: map[string]*entry{}, base: map[string]store.Expect{}, dirty: map[string]map[int64]*dirtyArtifact{}, states: map[string]bool{}, settle: map[string]bool{}}
 }
 
 // entry returns the session's entry for changing it in this group, or nil
@@ -692,7 +692,7 @@ func (g *group) entry(id string) *entry {
 		return nil
 	}
 	c := *e
-	g.base[id] = e.rec.Version
+	g.base[id] = store.Expect{SessionID: id, Version: e.rec.Version, CreatedAt: e.rec.CreatedAt}
 	g.put(id, &c)
 	return &c
 }
@@ -949,8 +949,8 @@ func (w *writer) commit(g *group) {
 		// First, so the store checks them before anything is written.
 		exp := make([]store.Op, 0, len(g.base)+len(g.ops))
 		for _, id := range g.ids {
-			if v, ok := g.base[id]; ok {
-				exp = append(exp, store.Expect{SessionID: id, Version: v})
+			if x, ok := g.base[id]; ok {
+				exp = append(exp, x)
 			}
 		}
 		g.ops = append(exp, g.ops...)

@@ -164,7 +164,10 @@ type SetSandboxToken struct {
 }
 
 // Expect makes the commit fail with a *StaleError unless the session
-// exists and its row holds Version. A writer sharing the database with
+// exists and its row holds Version and, when CreatedAt is not 0, was
+// created at CreatedAt: a session deleted and created again with the same
+// id counts its versions from 0 again, so a version alone can match a
+// writer's view of the deleted one. A writer sharing the database with
 // other servers puts one first for every session its commit changes that
 // it read before: its cached view of those sessions is then the
 // database's, or nothing is written and it reads them again. Backends lock
@@ -174,6 +177,7 @@ type SetSandboxToken struct {
 type Expect struct {
 	SessionID string
 	Version   int64
+	CreatedAt int64 // 0: not checked
 }
 
 // StaleError is the failure of a commit whose Expects did not hold: the

@@ -16,7 +16,7 @@ import (
 // caches it (its default exec mode). The ones named for many rows take
 // arrays, one element per row (see segment).
 const (
-	qExpect          = `SELECT rein_expect($1::text[], $2::bigint[])`
+	qExpect          = `SELECT rein_expect($1::text[], $2::bigint[], $3::bigint[])`
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
@@ -85,15 +85,16 @@ func (s *Store) Commit(ctx context.Context, ops []store.Op) error {
 	// Every Expect of the commit becomes one rein_expect call, first: it
 	// locks the rows in id order before anything else is written.
 	var expIDs []string
-	var expVersions []int64
+	var expVersions, expCreated []int64
 	for _, op := range ops {
 		if e, ok := op.(store.Expect); ok {
 			expIDs = append(expIDs, e.SessionID)
 			expVersions = append(expVersions, e.Version)
+			expCreated = append(expCreated, e.CreatedAt)
 		}
 	}
 	if len(expIDs) > 0 {
-		p.add(fmt.Sprintf("expect %d sessions", len(expIDs)), qExpect, expIDs, expVersions)
+		p.add(fmt.Sprintf("expect %d sessions", len(expIDs)), qExpect, expIDs, expVersions, expCreated)
 	}
 	// Runs of the ops a group commit is made of are written as one
 	// statement per kind (segment); any other op ends the run and is

@@ -713,7 +713,7 @@ const (
 	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?)`
 	qDeleteSession   = `DELETE FROM sessions WHERE id = ?`
 	qUpdateSession   = `UPDATE sessions SET status = ?, summary = ?, last_heartbeat = ?, rev = ?, last_command_id = ?, current_instance = ?, acked_command_id = ?, version = ?, stream_epoch = ? WHERE id = ?`
-	qExpect          = `UPDATE sessions SET version = version WHERE id = ? AND version = ?`
+	qExpect          = `UPDATE sessions SET version = version WHERE id = ? AND version = ? AND (? = 0 OR created_at = ?)`
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
@@ -845,7 +845,7 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 	case store.Expect:
 		// The transaction holds the database's write lock, so what this
 		// finds holds until the commit.
-		res, err := ex.ExecContext(ctx, qExpect, op.SessionID, op.Version)
+		res, err := ex.ExecContext(ctx, qExpect, op.SessionID, op.Version, op.CreatedAt, op.CreatedAt)
 		if err != nil {
 			return fmt.Errorf("expect session %s version %d: %w", op.SessionID, op.Version, err)
 		}

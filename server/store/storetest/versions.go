@@ -63,4 +63,11 @@ func testVersions(t *testing.T, s store.Store) {
 	if err := s.Commit(ctx, []store.Op{store.Expect{SessionID: "b", Version: 0}}); !errors.As(err, &se) || !slices.Equal(se.IDs, []string{"b"}) {
 		t.Errorf("expecting a deleted session: %v; want a *StaleError naming b", err)
 	}
+	// Created again: its version counts from 0 again, and only its
+	// createdAt tells it from the one a writer read.
+	commit(t, s, store.CreateSession{Session: session("b", 2, "")})
+	if err := s.Commit(ctx, []store.Op{store.Expect{SessionID: "b", Version: 0, CreatedAt: 1}}); !errors.As(err, &se) || !slices.Equal(se.IDs, []string{"b"}) {
+		t.Errorf("expecting the session deleted and created again at its version: %v; want a *StaleError naming b", err)
+	}
+	commit(t, s, store.Expect{SessionID: "b", Version: 0, CreatedAt: 2})
 }
