@@ -254,8 +254,11 @@ func TestInboxShowsAnswered(t *testing.T) {
 	var out, errOut, jsonOut, jsonErr syncBuffer
 	done := make(chan result, 2)
 	go func() { done <- reinTo(t, ctx, &out, &errOut, s.URL(), "inbox", "--follow") }()
-	go func() { done <- reinTo(t, ctx, &jsonOut, &jsonErr, s.URL(), "inbox", "--follow", "--json") }()
+	// One rein at a time past its flags: urfave/cli's parsing writes to
+	// its package's help flag, so two runs starting together in one
+	// process race (two rein processes share nothing).
 	waitFor(t, &out, "inbox empty")
+	go func() { done <- reinTo(t, ctx, &jsonOut, &jsonErr, s.URL(), "inbox", "--follow", "--json") }()
 	waitFor(t, &jsonOut, `"snapshot_complete"`)
 	postEvents(t, s, "s1", tok, strings.ReplaceAll(strings.Replace(permEvents, "%s", "perm-a", 1), "%s", "make"))
 	postEvents(t, s, "s1", tok, `[{"type":"permission_requested","id":"perm-b","title":"run b","agentSeq":4,"options":[{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
