@@ -182,8 +182,7 @@ func (r *ackReq) apply(w *writer, g *group) {
 		return
 	}
 	if stale {
-		g.stale = append(g.stale, r.id)
-		failOn(g, r.reply) // and so applied again (group.take)
+		applyAgain(g, r.id, r.reply)
 		return
 	}
 	if r.from.Instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {

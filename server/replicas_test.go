@@ -163,12 +163,7 @@ func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
 // A permission requested through one replica is in the other's approvals
 // inbox and stream, and leaves both when the agent resolves it.
 func TestReplicasShareApprovals(t *testing.T) {
-	_, _, ca, cb := twoReplicas(t, app.Options{})
-	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
-	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
-	inbox := cb.stream("/approvals/stream")
-	for inbox.next().Event != protocol.SSESnapshotComplete {
-	}
+	ca, cb, inbox := inboxOnTheOther(t)
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
 	e := inbox.next()
 	if p := approvalData(t, e); e.Event != protocol.SSEApprovalAdded || p.SessionID != "p" || p.RequestID != "r1" || p.Tool == nil || p.Tool.Name != "bash" {
@@ -189,16 +184,24 @@ func TestReplicasShareApprovals(t *testing.T) {
 	}
 }
 
+// inboxOnTheOther starts two replicas, session p (project x) with a
+// sandbox's stream on a, and b's approvals stream past its snapshot.
+func inboxOnTheOther(t *testing.T) (ca, cb *client, inbox *sseStream) {
+	t.Helper()
+	_, _, ca, cb = twoReplicas(t, app.Options{})
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox = cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	return ca, cb, inbox
+}
+
 // An answer stored through one replica reaches the other's inbox: its
 // approvals stream sends approval_answered, its GET /approvals shows the
 // answer, and its session records stop counting the request.
 func TestReplicasShareAnswers(t *testing.T) {
-	_, _, ca, cb := twoReplicas(t, app.Options{})
-	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
-	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
-	inbox := cb.stream("/approvals/stream")
-	for inbox.next().Event != protocol.SSESnapshotComplete {
-	}
+	ca, cb, inbox := inboxOnTheOther(t)
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
 	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
 		t.Fatalf("the other replica's inbox got %+v; want r1 added", e)

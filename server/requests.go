@@ -120,8 +120,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 			return
 		}
 		if stale {
-			g.stale = append(g.stale, r.id)
-			failOn(g, r.reply) // and so applied again (group.take)
+			applyAgain(g, r.id, r.reply)
 			return
 		}
 	}
@@ -173,8 +172,7 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		return
 	}
 	if stale {
-		g.stale = append(g.stale, r.id)
-		failOn(g, r.reply) // and so applied again (group.take)
+		applyAgain(g, r.id, r.reply)
 		return
 	}
 	now := w.opts.Now()
@@ -537,8 +535,7 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		return
 	}
 	if stale {
-		g.stale = append(g.stale, r.id)
-		failOn(g, r.reply) // and so applied again (group.take)
+		applyAgain(g, r.id, r.reply)
 		return
 	}
 	instance := r.from.Instance

@@ -181,6 +181,14 @@ func (r reply[T]) fail(err error) {
 // failOn makes the group's commit failure r's answer.
 func failOn[T any](g *group, r reply[T]) { g.onFail(r.fail) }
 
+// applyAgain has the group applied once more after session id is read
+// again (commit): a request found this replica's view of it behind the
+// database. Its reply waits for that round, as a failed round's does.
+func applyAgain[T any](g *group, id string, r reply[T]) {
+	g.stale = append(g.stale, id)
+	failOn(g, r) // and so applied again (group.take)
+}
+
 // writer is the single goroutine that mutates sessions. Everything below
 // "owned by run" is touched by that goroutine only, so none of it needs a
 // lock, and the in-memory view never disagrees with what was committed.
