@@ -646,7 +646,7 @@ func TestBrowser(t *testing.T) {
 		if err := e.srv.Restart(ctx); err != nil {
 			return err
 		}
-		e.waitIdle("web-1")
+		e.waitSandboxBack("web-1")
 		if err := b.WaitTextIs(ctx, "#conn", "live"); err != nil {
 			return err
 		}

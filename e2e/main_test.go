@@ -178,6 +178,19 @@ func (e *env) waitIdle(id string) {
 	}
 }
 
+// waitSandboxBack waits, after the server restarted, until session id's
+// sandbox has connected to the new process and the session is idle.
+// waitIdle alone can pass on the status the session stream held from
+// before the restart, while agentd is still backing off: a prompt then
+// gets no_sandbox.
+func (e *env) waitSandboxBack(id string) {
+	e.t.Helper()
+	if _, err := e.srv.WaitLine(e.ctx, `msg="sandbox connected" session=`+id+" "); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitIdle(id)
+}
+
 func (e *env) prompt(id, text string) {
 	e.t.Helper()
 	if _, err := e.c.Prompt(e.ctx, id, text); err != nil {

@@ -70,7 +70,7 @@ func TestBrowserShowsARestoredHistory(t *testing.T) {
 	if err := e.srv.Restart(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.waitIdle(id)
+	e.waitSandboxBack(id)
 
 	b, step := e.signedIn(chromium, driver, e.srv.URL)
 	step("open the session", func(ctx context.Context) error {
