@@ -30,7 +30,7 @@ import (
 // to it (group.inbox, group.answers): of two answers in one group only the
 // first is stored. On a shared database another replica may have stored
 // the request a moment ago; a replica whose inbox does not have it reads
-// the session again before refusing (see behind).
+// the session again before refusing (see writer.behind).
 
 // answerable returns why cmd, a permission_response to session id, cannot
 // take effect (nil when it can). stale reports instead that this replica's
@@ -47,8 +47,8 @@ func (w *writer) answerable(g *group, id string, cmd protocol.Command) (stale bo
 		}
 		return false, optionErr(k, p.Options, cmd)
 	}
-	if w.shared != nil && g.retries < maxRetries {
-		behind, err := w.behind(g, id)
+	if g.retries < maxRetries {
+		behind, err := w.behind(g, id, "check permission request")
 		if err != nil || behind {
 			return behind, err
 		}
@@ -70,28 +70,6 @@ func (w *writer) waiting(g *group, k approvalKey) (p *protocol.Approval, answere
 		return nil, 0, false
 	}
 	return w.approvals.lookup(k)
-}
-
-// behind reports whether the database holds a newer version of session id
-// than the one the group read: another replica changed it (and perhaps
-// stored the request an answer names) and this one has not heard yet.
-func (w *writer) behind(g *group, id string) (bool, error) {
-	v, ok := g.base[id]
-	if !ok {
-		return false, nil // created in this group
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	rec, _, err := w.shared.LoadSession(ctx, id)
-	if err != nil {
-		// Deleted meanwhile: the answer's commit fails on the row. Any
-		// other failure: unknown, so not refused for good.
-		if protocol.CodeOf(err) == protocol.CodeNotFound {
-			return false, nil
-		}
-		return false, unavailable("check permission request session="+id, err)
-	}
-	return rec.Version != v.Version || rec.CreatedAt != v.CreatedAt, nil
 }
 
 // notWaitingErr says why the request k, which the inbox does not hold as

@@ -561,6 +561,30 @@ func connected(s protocol.SessionStatus) bool {
 	return s == protocol.StatusLive || s == protocol.StatusIdle
 }
 
+// behind reports whether the database's row of session id is not the one
+// the group read (another replica changed it, or deleted it and created
+// it again, and this one has not heard yet): a request about to refuse
+// on this replica's view asks it first, and applies the group again on
+// the row read anew (applyAgain) rather than refuse what the database
+// would take. op names the check for a read's error (503). It is false on
+// a database of this process's own, and for a session the group created.
+func (w *writer) behind(g *group, id, op string) (bool, error) {
+	v, ok := g.base[id]
+	if !ok || w.shared == nil {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, _, err := w.shared.LoadSession(ctx, id)
+	if protocol.CodeOf(err) == protocol.CodeNotFound {
+		return true, nil // read again, the request finds it gone
+	}
+	if err != nil {
+		return false, unavailable(op+" session="+id, err)
+	}
+	return rec.Version != v.Version || rec.CreatedAt != v.CreatedAt, nil
+}
+
 // forget drops a session another replica deleted, as remove does after
 // its commit.
 func (w *writer) forget(id string, e *entry) {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -275,20 +274,15 @@ func (w *writer) sameSession(g *group, id string, e *entry, created int64) (stal
 	if created == 0 || created == e.rec.CreatedAt {
 		return false, nil
 	}
-	if _, cached := g.base[id]; cached && w.shared != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		defer cancel()
-		rec, _, err := w.shared.LoadSession(ctx, id)
-		gone := protocol.CodeOf(err) == protocol.CodeNotFound
-		if err != nil && !gone {
-			return false, unavailable("check session created session="+id, err)
+	behind, err := w.behind(g, id, "check session created")
+	if err != nil {
+		return false, err
+	}
+	if behind {
+		if g.retries < maxRetries {
+			return true, nil
 		}
-		if gone || rec.CreatedAt != e.rec.CreatedAt {
-			if g.retries < maxRetries {
-				return true, nil
-			}
-			return false, unavailable("check session created session="+id, errors.New("the session keeps changing on another server"))
-		}
+		return false, unavailable("check session created session="+id, errors.New("the session keeps changing on another server"))
 	}
 	return false, protocol.Errorf(protocol.CodeConflict, "session %q was deleted and created again: it is the one created at %d, and this sandbox's %s %d names the one before it; nothing of the request was taken (a sandbox of the old session must stop, and one started afresh serves the new one)", id, e.rec.CreatedAt, protocol.HeaderSessionCreated, created)
 }
