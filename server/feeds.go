@@ -29,7 +29,17 @@ type ArtifactFeed struct {
 	page store.Snapshot
 	// full: the replay holds every artifact (Full).
 	full bool
+	// created is the createdAt of the session the replay is of (Created).
+	created int64
 }
+
+// Created is the createdAt of the session the replay is of
+// (protocol.HeaderSessionCreated), read with its first page: a session
+// deleted and created again under its id a moment before the stream
+// opened cannot lend the stream its createdAt, and one deleted after it
+// opened ends the stream (its subscription is closed, and a later page
+// of another session's is refused by Replay).
+func (f *ArtifactFeed) Created() int64 { return f.created }
 
 // Full reports whether the replay holds every artifact of the session
 // rather than those changed after the client's revision: a client drops
@@ -59,7 +69,7 @@ func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*A
 		sub.Close()
 		return nil, fmt.Errorf("artifact stream session=%s: %w", id, err)
 	}
-	f.page = page
+	f.page, f.created = page, page.Created
 	return f, nil
 }
 
@@ -94,6 +104,12 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 		var err error
 		if page, err = f.s.artifactsPage(ctx, f.id, last, f.limit); err != nil {
 			return 0, fmt.Errorf("artifact replay session=%s after=%d: %w", f.id, last, err)
+		}
+		if page.Created != f.created {
+			// Deleted and created again since the first page: the
+			// stream's subscription is closed, and its client, which
+			// reconnects, is told of the new session then.
+			return 0, fmt.Errorf("artifact replay session=%s after=%d: the session was deleted and created again during the replay", f.id, last)
 		}
 	}
 }

@@ -134,11 +134,25 @@ func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error
 	if err == nil || ctx.Err() != nil {
 		return nil, err
 	}
+	// The session's record before and after its log: the same createdAt
+	// both times says no delete and create came between, so the fold is
+	// of the session that createdAt names (store.Snapshot.Created).
+	before, ferr := s.store.Session(ctx, id)
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
 	st, ferr := foldStored(ctx, s.store, id)
 	if ferr != nil {
 		return nil, errors.Join(err, ferr)
 	}
-	f := &foldedArtifacts{rev: st.st.Rev()}
+	after, ferr := s.store.Session(ctx, id)
+	if ferr == nil && after.CreatedAt != before.CreatedAt {
+		ferr = fmt.Errorf("session %s was deleted and created again while its log was read", id)
+	}
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
+	f := &foldedArtifacts{rev: st.st.Rev(), created: before.CreatedAt}
 	for _, a := range st.st.Artifacts() {
 		if a == nil {
 			continue
@@ -156,8 +170,9 @@ func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error
 // gives them, for reads while the store's copy cannot be brought up to
 // date; the reads page them as the store would.
 type foldedArtifacts struct {
-	rev   int64
-	bySeq []store.Artifact // seq order, as the reducer holds them
+	rev     int64
+	created int64            // the session's createdAt
+	bySeq   []store.Artifact // seq order, as the reducer holds them
 }
 
 // page is store.ArtifactsPage of the fold: the artifacts changed after
@@ -173,7 +188,7 @@ func (f *foldedArtifacts) page(after int64, limit int) store.Snapshot {
 	if limit >= 0 && len(out) > limit {
 		out = out[:limit]
 	}
-	return store.Snapshot{Rev: f.rev, Artifacts: out}
+	return store.Snapshot{Rev: f.rev, Artifacts: out, Created: f.created}
 }
 
 // seqPage is store.ArtifactsBySeq of the fold (limit < 0: all).

@@ -2,19 +2,24 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // A client that drops its connection and resumes with Last-Event-ID ends
@@ -335,5 +340,133 @@ func TestSnapshotSendsStoredBytes(t *testing.T) {
 	var p protocol.ArtifactPayload
 	if err := json.Unmarshal([]byte(e.Data), &p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// pageGatedStore holds the next artifact page read, once armed, until
+// open is closed: a test changes the session between an artifact
+// stream's opening and its first read.
+type pageGatedStore struct {
+	*sqlite.Store
+	armed   atomic.Bool
+	skip    atomic.Int32 // pages read before the one held
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func newPageGatedStore(t *testing.T) *pageGatedStore {
+	return &pageGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *pageGatedStore) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	if g.armed.Load() && g.skip.Add(-1) < 0 && g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.open
+	}
+	return g.Store.ArtifactsPage(ctx, id, after, limit)
+}
+
+// TestArtifactStreamSessionCreatedIsTheReplayed: the artifact stream's
+// Rein-Session-Created names the session whose artifacts it replays. A
+// session deleted and created again between the stream's opening and its
+// replay's first read used to get the deleted one's createdAt (read
+// before the replay) over the new one's artifacts: a client resuming
+// with Last-Event-ID took the new session's changes as the old one's.
+func TestArtifactStreamSessionCreatedIsTheReplayed(t *testing.T) {
+	clock := newFakeClock()
+	g := newPageGatedStore(t)
+	s := start(t, app.Options{Store: g, Now: clock.Now})
+	c := newClient(t, s)
+	say := func(text string) {
+		t.Helper()
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+			fmt.Sprintf(`[{"type":"text_delta","id":"m1","delta":%q,"agentSeq":1}]`, text))
+	}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	say("the old session's words")
+	old := c.session("a").CreatedAt
+
+	g.armed.Store(true)
+	opened := make(chan *sseStream, 1)
+	go func() {
+		st, status := c.tryStream("/sessions/a/stream")
+		if status != http.StatusOK {
+			t.Errorf("artifact stream: status %d; want 200", status)
+		}
+		opened <- st
+	}()
+	<-g.entered
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	clock.Add(time.Millisecond)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	say("the new session's words")
+	created := c.session("a").CreatedAt
+	close(g.open)
+
+	st := <-opened
+	if st == nil {
+		t.FailNow()
+	}
+	var replayed []string
+	for {
+		ev := st.next()
+		if ev.Event == protocol.SSESnapshotComplete {
+			break
+		}
+		replayed = append(replayed, ev.Data)
+	}
+	if got := st.resp.Header.Get(protocol.HeaderSessionCreated); got != itoa(created) {
+		t.Errorf("%s %s (the deleted session's is %d) over the replay %q; want the new session's %d",
+			protocol.HeaderSessionCreated, got, old, replayed, created)
+	}
+	if len(replayed) != 1 || !strings.Contains(replayed[0], "the new session's words") {
+		t.Errorf("replay %q; want the new session's one message", replayed)
+	}
+}
+
+// TestArtifactStreamEndsWhenTheSessionIsCreatedAgainMidReplay: a replay
+// read a page at a time whose session is deleted and created again
+// between two pages ends there, instead of going on with the new
+// session's artifacts under the old one's Rein-Session-Created.
+func TestArtifactStreamEndsWhenTheSessionIsCreatedAgainMidReplay(t *testing.T) {
+	clock := newFakeClock()
+	g := newPageGatedStore(t)
+	s := start(t, app.Options{Store: g, Now: clock.Now, ReplayPage: 1})
+	c := newClient(t, s)
+	seq := 0
+	say := func(id, text string) {
+		t.Helper()
+		seq++
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+			fmt.Sprintf(`[{"type":"text_delta","id":%q,"delta":%q,"agentSeq":%d}]`, id, text, seq))
+	}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	say("m1", "old one")
+	say("m2", "old two")
+	say("m3", "old three")
+
+	g.skip.Store(1)
+	g.armed.Store(true)
+	st := c.stream("/sessions/a/stream")
+	first := st.next()
+	<-g.entered
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	clock.Add(time.Millisecond)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	say("n1", "new one")
+	say("n2", "new two")
+	say("n3", "new three")
+	close(g.open)
+
+	replayed := []string{first.Data}
+	for {
+		ev, err := st.read()
+		if err != nil {
+			break
+		}
+		replayed = append(replayed, ev.Event+" "+ev.Data)
+	}
+	if got := st.resp.Header.Get(protocol.HeaderSessionCreated); len(replayed) != 1 || !strings.Contains(replayed[0], "old one") {
+		t.Errorf("under %s %s: %q; want the old session's first page, then the stream's end", protocol.HeaderSessionCreated, got, replayed)
 	}
 }

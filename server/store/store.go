@@ -55,6 +55,11 @@ type Artifact struct {
 type Snapshot struct {
 	Rev       int64
 	Artifacts []Artifact
+	// Created is the session's createdAt, read with the artifacts: a
+	// session deleted and created again under its id has another, so a
+	// stream can name the session its replay is of
+	// (protocol.HeaderSessionCreated).
+	Created int64
 }
 
 // Command is a stored command: Body is the protocol.Command JSON including

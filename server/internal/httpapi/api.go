@@ -560,19 +560,18 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 func (a *API) artifactStream(w http.ResponseWriter, r *http.Request, id string) {
 	after, resume := lastEventID(r)
 	a.serveStream(w, r, func() (*Stream, error) {
-		// Which session this is (protocol.HeaderSessionCreated): its
-		// revisions are all a Last-Event-ID says, so a client resuming
-		// after the session was deleted and created again under its id
-		// tells the new one from the one it followed by this.
-		sess, err := a.svc.GetSession(r.Context(), id)
-		if err != nil {
-			return nil, err
-		}
 		st, err := a.svc.ArtifactStream(r.Context(), id, after, resume)
 		if err != nil {
 			return nil, err
 		}
-		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(sess.CreatedAt, 10))
+		// Which session this is (protocol.HeaderSessionCreated): its
+		// revisions are all a Last-Event-ID says, so a client resuming
+		// after the session was deleted and created again under its id
+		// tells the new one from the one it followed by this. It is the
+		// createdAt read with the replay's first page, not apart from
+		// it: a delete and create in between would name one session
+		// over another's artifacts.
+		w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(st.SessionCreated, 10))
 		return st, nil
 	})
 }

@@ -42,7 +42,7 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 		done, _ := json.Marshal(protocol.SnapshotComplete{Rev: rev, Full: f.Full()})
 		return rev, write(Encode(rev, protocol.SSESnapshotComplete, done))
 	}
-	return &Stream{Replay: replay, Sub: f.Live}, nil
+	return &Stream{Replay: replay, Sub: f.Live, SessionCreated: f.Created()}, nil
 }
 
 // artifactSnapshot frames a stored artifact as artifact_snapshot: the

@@ -85,7 +85,8 @@ type Stream struct {
 	// stream tells the service its sandbox left).
 	Release func()
 	// SessionCreated is the createdAt of the session a command stream was
-	// opened on (protocol.HeaderSessionCreated).
+	// opened on, or an artifact stream's replay is of
+	// (protocol.HeaderSessionCreated).
 	SessionCreated int64
 }
 

@@ -371,9 +371,12 @@ func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit
 func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit *int) (store.Snapshot, error) {
 	var snap store.Snapshot
 	err := s.readTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		if snap.Rev, err = exists(ctx, tx, id); err != nil {
-			return err
+		err := tx.QueryRow(ctx, `SELECT rev, created_at FROM sessions WHERE id = $1`, id).Scan(&snap.Rev, &snap.Created)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("find session %s: %w", id, err)
 		}
 		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3`, id, after, limit)
 		arts, err := pgx.CollectRows(rows, scanArtifact)

@@ -497,7 +497,7 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
 	var snap store.Snapshot
-	err = tx.GetContext(ctx, &snap.Rev, `SELECT rev FROM sessions WHERE id = ?`, id)
+	err = tx.QueryRowxContext(ctx, `SELECT rev, created_at FROM sessions WHERE id = ?`, id).Scan(&snap.Rev, &snap.Created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return snap, notFound(id)
 	}

@@ -335,6 +335,9 @@ func testArtifactPages(t *testing.T, s store.Store) {
 		if snap.Rev != 5 || !slices.Equal(revs(snap.Artifacts), tt.want) {
 			t.Errorf("ArtifactsPage(a, %d, %d) = rev %d %v; want rev 5 %v", tt.after, tt.limit, snap.Rev, revs(snap.Artifacts), tt.want)
 		}
+		if snap.Created != 1 {
+			t.Errorf("ArtifactsPage(a, %d, %d): Created %d; want the session's createdAt 1", tt.after, tt.limit, snap.Created)
+		}
 		for _, a := range snap.Artifacts {
 			if a.Seq == 2 && string(a.Body) != string(merged) {
 				t.Errorf("ArtifactsPage(a, %d, %d): seq 2 body %s; want %s", tt.after, tt.limit, a.Body, merged)
