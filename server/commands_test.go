@@ -403,3 +403,41 @@ func TestCommandStreamHeaderIsTheOpenedSession(t *testing.T) {
 		t.Fatalf("stream opened on the new session (command %s): %s %q; want the new session's createdAt %s (the old one's was %s)", first.Data, protocol.HeaderSessionCreated, header, newAt, oldAt)
 	}
 }
+
+// TestSessionCreatedAgainInTheSameMillisecond: a session deleted and
+// created again within one millisecond of the clock (a script's `rein rm`
+// then create, on loopback), or after the clock stepped back, still gets
+// a createdAt of its own, or nothing would tell the old session's
+// sandbox from the new one's: the old agentd would take the new
+// session's first prompt.
+func TestSessionCreatedAgainInTheSameMillisecond(t *testing.T) {
+	clock := newFakeClock()
+	s := start(t, app.Options{Now: clock.Now})
+	c := newClient(t, s)
+	seen := map[int64]bool{}
+	for round, step := range []time.Duration{0, 0, -5 * time.Millisecond, 0} {
+		clock.Add(step)
+		c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"first"}`)
+		at := c.session("a").CreatedAt
+		if seen[at] {
+			t.Fatalf("round %d (clock moved %v): createdAt %d again; want one no earlier session of the id had", round, step, at)
+		}
+		seen[at] = true
+		if round > 0 {
+			// The sandbox of the session before, with its createdAt, is
+			// refused.
+			for prev := range seen {
+				if prev == at {
+					continue
+				}
+				if st, status := c.tryStream("/sessions/a/commands", protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, itoa(prev)); status != http.StatusConflict {
+					if st != nil {
+						st.close()
+					}
+					t.Fatalf("round %d: a sandbox naming the earlier createdAt %d: status %d; want 409", round, prev, status)
+				}
+			}
+		}
+		c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	}
+}

@@ -264,6 +264,7 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	} else {
 		w.clock++
 		e.order = w.clock
+		w.lastCreated = max(w.lastCreated, rec.CreatedAt)
 	}
 	if rec.LastHeartbeat != nil {
 		if t := time.UnixMilli(*rec.LastHeartbeat); t.After(e.lastActive) {

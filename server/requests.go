@@ -18,6 +18,19 @@ import (
 // error, nothing written) or adds writes to the group and answers after
 // the commit.
 
+// createdAt is a new session's createdAt: now, or a millisecond after the
+// latest one this writer gave or loaded when the clock has not passed it.
+// A session deleted and created again under its id within one
+// millisecond (a script's delete then create, on loopback), or after the
+// clock stepped back, thus still gets a createdAt of its own, and
+// protocol.HeaderSessionCreated tells the old session's sandbox from the
+// new one's. Only a burst of more than a thousand creates a second moves
+// createdAt ahead of the clock, by as much as the burst outran it.
+func (w *writer) createdAt() int64 {
+	w.lastCreated = max(w.opts.Now().UnixMilli(), w.lastCreated+1)
+	return w.lastCreated
+}
+
 type createReq struct {
 	id      string
 	project *string
@@ -32,7 +45,7 @@ func (r *createReq) apply(w *writer, g *group) {
 		return
 	}
 	status, _ := nextStatus("", created, facts{})
-	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.opts.Now().UnixMilli()}
+	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.createdAt()}
 	w.clock++
 	h := r.sandbox
 	e := &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h}

@@ -219,6 +219,9 @@ type writer struct {
 	nextDeadline     time.Time
 	deadlinesScanned bool   // expire ran: resetTimer recomputes nextDeadline
 	clock            uint64 // for LRU and ordering
+	// lastCreated is the latest createdAt this writer gave or loaded: a
+	// new session's is later (createdAt).
+	lastCreated int64
 	// stateBytes is the sum of the cached states' cost.
 	stateBytes int64
 	tokens     uint64
@@ -305,6 +308,7 @@ func (w *writer) load(ctx context.Context) error {
 	for _, r := range rows {
 		w.clock++
 		e := &entry{rec: r, order: w.clock, pubRev: r.Rev}
+		w.lastCreated = max(w.lastCreated, r.CreatedAt)
 		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
 			switch {
 			case exclusive:
