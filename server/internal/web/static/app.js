@@ -806,12 +806,14 @@ function inboxCard() {
   return { card, stop: () => (stop(), clearInterval(tick)) };
 }
 
-// answeredText says what answer a request carries (approval.answer).
-function answeredText(a) {
+// answeredText says what answer a request carries (approval.answer),
+// and with byCommand which command sent it.
+function answeredText(a, byCommand) {
   const an = a.answer;
-  if (an.outcome === "cancelled") return "answered: dismissed, waiting for the agent";
+  const by = byCommand && an.commandId ? ` (command ${an.commandId})` : "";
+  if (an.outcome === "cancelled") return `answered: dismissed${by}, waiting for the agent`;
   const o = (a.options || []).find((x) => x.id === an.optionId);
-  return `answered: ${an.optionName || o?.name || an.optionId}, waiting for the agent`;
+  return `answered: ${an.optionName || o?.name || an.optionId}${by}, waiting for the agent`;
 }
 
 // answerGone says a permission answer was refused for good: the request
@@ -1337,11 +1339,35 @@ function sessionPage(app, id) {
   // Abort is for a running turn: the seqs of those, kept as they change
   // rather than looked for among every artifact after each event.
   const running = new Set();
+  // The seqs of the permission requests still waiting, kept the same way:
+  // the inbox listener below looks only at those.
+  const asking = new Set();
   const trackTurn = (a) => {
+    if (a.type === "permission") {
+      if (a.status === "pending") asking.add(a.seq);
+      else asking.delete(a.seq);
+    }
     if (a.type !== "turn") return;
     if (a.status === "running") running.add(a.seq);
     else running.delete(a.seq);
   };
+
+  // An answer to a request still waiting may reach the inbox at any time
+  // (sent by any client), or leave it (a full snapshot after a
+  // reconnect): each such request is drawn again when the answer it
+  // shows is no longer the inbox's.
+  const unlistenInbox = inbox.listen(() => {
+    let changed = false;
+    for (const seq of asking) {
+      const a = arts.get(seq);
+      const an = a && answerOf(a.id);
+      if (a && (els.get(seq)?.dataset.answer ?? "") !== (an ? String(an.commandId) : "")) {
+        draw(a);
+        changed = true;
+      }
+    }
+    if (changed) after();
+  });
 
   // The work that needs the layout is done once per animation frame, not
   // per event: reading it (scrollHeight) after each change made the
@@ -1377,9 +1403,14 @@ function sessionPage(app, id) {
     if (!frame) frame = requestAnimationFrame(paint);
   };
 
+  // answerOf is the answer stored for this session's permission request
+  // req, from whichever client: the approvals inbox carries it (null when
+  // none is stored).
+  const answerOf = (req) => inbox.pending.get(`${id}/${req}`)?.answer || null;
+
   const draw = (a) => {
     const old = els.get(a.seq);
-    const el = renderArtifact(a, { command, old });
+    const el = renderArtifact(a, { command, old, answerOf });
     el.dataset.seq = a.seq;
     el.dataset.id = a.id;
     el.dataset.type = a.type;
@@ -1423,6 +1454,7 @@ function sessionPage(app, id) {
   const drop = (seq) => {
     arts.delete(seq);
     running.delete(seq);
+    asking.delete(seq);
     els.get(seq)?.remove();
     els.delete(seq);
     needs.forget(id, seq);
@@ -1458,6 +1490,7 @@ function sessionPage(app, id) {
     if (prompt.value) drafts.set(id, prompt.value);
     stream.stop();
     unlisten();
+    unlistenInbox();
     cancelAnimationFrame(frame);
     if (needs.open === id) needs.open = null;
     needs.sync();
@@ -1563,11 +1596,15 @@ const RENDER = {
     );
   },
 
-  permission(a, { command }) {
+  permission(a, { command, answerOf }) {
     const options = Array.isArray(a.options) ? a.options : [];
+    // An answer stored already, from this page or any other client, is
+    // shown in place of the buttons until the agent takes it: the request
+    // still waits, but another answer would only be refused (409).
+    const stored = a.status === "pending" ? answerOf?.(a.id) : null;
     const allow = options.filter((o) => o.kind === "allow_once" || o.kind === "allow_always");
     const reject = options.filter((o) => o.kind === "reject_once" || o.kind === "reject_always");
-    const el = h("div.card", { dataset: { status: a.status } });
+    const el = h("div.card", { dataset: { status: a.status, answer: stored ? String(stored.commandId) : "" } });
     const answer = async (body, btn) => {
       for (const b of el.querySelectorAll("button")) b.disabled = true;
       btn.classList.add("busy");
@@ -1584,7 +1621,9 @@ const RENDER = {
       for (const b of el.querySelectorAll("button")) b.disabled = false;
     };
     let buttons = null;
-    if (a.status === "pending") {
+    if (stored) {
+      buttons = h("div.perm-answered", { role: "status" }, answeredText({ options, answer: stored }, true));
+    } else if (a.status === "pending") {
       // The first allow_once (else any allow) option is Approve, the first
       // reject_once (else any reject) is Deny; other options keep their
       // own names. With no reject option Deny dismisses the request.
@@ -1606,7 +1645,7 @@ const RENDER = {
     const chosen = options.find((o) => o.id === a.optionId);
     const result = { approved: "Approved", denied: "Denied", cancelled: "Dismissed" }[a.status];
     const parts = [
-      h("div.perm-head", {}, pill(a.status, a.status === "pending" ? "needs approval" : a.status), h("span.perm-title", {}, a.title || "Permission requested")),
+      h("div.perm-head", {}, pill(a.status, stored ? "answered" : a.status === "pending" ? "needs approval" : a.status), h("span.perm-title", {}, a.title || "Permission requested")),
       a.input != null ? h("pre.tool-input", {}, json(a.input)) : null,
       buttons,
       result ? h("div.perm-result", {}, chosen ? `${result}: ${chosen.name || chosen.id}` : result) : null,

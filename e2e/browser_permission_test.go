@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// A permission request answered from elsewhere (the API here; `rein inbox
+// approve`, another tab or the Needs-you card alike) is shown answered on
+// the session page, with the command that answered it, in place of its
+// buttons: until its agent takes the answer the request still waits, and
+// a click would only get a 409. That holds for the page open as the
+// answer is stored, for a page opened after it, across the network
+// failing meanwhile, and after the token form.
+func TestBrowserSessionPageShowsAnAnswerFromElsewhere(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	// The fake sandbox sends no heartbeats: the session must stay live.
+	e := newEnv(t, "--heartbeat-timeout", "10m")
+	id := "asked"
+	e.create(id, "")
+	e.askPermission(id, "t1", "perm-1", "May I restart the database?")
+	e.holdCommands(id)
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	art := func(req, sel string) string { return fmt.Sprintf(`#transcript [data-id=%q] %s`, req, sel) }
+	// answered waits until request req shows text and no button.
+	answered := func(ctx context.Context, req, text string) error {
+		return b.WaitJS(ctx, req+" answered", `const el = document.querySelector(arguments[0]);
+			return !!el && !el.querySelector("button") && el.querySelector(".perm-answered")?.textContent === arguments[1];`,
+			fmt.Sprintf(`#transcript [data-id=%q]`, req), text)
+	}
+
+	step("the request's buttons", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("perm-1", "button.approve"), "Approve"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "live")
+	})
+	one, err := e.c.AnswerPermission(e.ctx, id, "perm-1", "allow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want1 := fmt.Sprintf("answered: Allow (command %d), waiting for the agent", one)
+	step("answered while the page is open", func(ctx context.Context) error {
+		return answered(ctx, "perm-1", want1)
+	})
+
+	// Answered while the network is down: the page's streams resume.
+	e.sandboxPost(id, map[string]any{"type": "permission_requested", "id": "perm-2", "title": "And the cache?", "options": []map[string]any{
+		{"id": "allow", "name": "Allow", "kind": "allow_once"}, {"id": "deny", "name": "Deny", "kind": "reject_once"},
+	}})
+	step("the second request's buttons", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, art("perm-2", "button.deny"), "Deny")
+	})
+	p.Cut()
+	step("the page notices", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
+	})
+	two, err := e.c.CancelPermission(e.ctx, id, "perm-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want2 := fmt.Sprintf("answered: dismissed (command %d), waiting for the agent", two)
+	p.Restore()
+	step("answered while the network was down", func(ctx context.Context) error {
+		if err := answered(ctx, "perm-2", want2); err != nil {
+			return err
+		}
+		return answered(ctx, "perm-1", want1)
+	})
+
+	step("a page opened after the answers", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, "about:blank"); err != nil {
+			return err
+		}
+		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := answered(ctx, "perm-1", want1); err != nil {
+			return err
+		}
+		return answered(ctx, "perm-2", want2)
+	})
+
+	step("after the token form", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#forget"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#token-input", clientToken); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, "#token-submit"); err != nil {
+			return err
+		}
+		if err := answered(ctx, "perm-1", want1); err != nil {
+			return err
+		}
+		if err := answered(ctx, "perm-2", want2); err != nil {
+			return err
+		}
+		// Still waiting for the agent, as the artifact says.
+		return b.WaitTextIs(ctx, art("perm-1", ".perm-head .pill"), "answered")
+	})
+
+	// The agent takes the answers: the outcome replaces the note.
+	e.sandboxPost(id,
+		map[string]any{"type": "permission_resolved", "id": "perm-1", "outcome": "selected", "optionId": "allow"},
+		map[string]any{"type": "permission_resolved", "id": "perm-2", "outcome": "cancelled"},
+	)
+	step("resolved", func(ctx context.Context) error {
+		if err := b.WaitTextIs(ctx, art("perm-1", ".perm-result"), "Approved: Allow"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, art("perm-2", ".perm-result"), "Dismissed"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "no answer notes", `return !document.querySelector("#transcript .perm-answered");`)
+	})
+}
