@@ -150,6 +150,59 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 	e.wantPromptsRan(f, id, "from a flaky network", "next")
 }
 
+// Every answer to a prompt is lost, the page's resends' too, after the
+// server stored it: the page says it cannot reach the server and keeps
+// the prompt in its box. Sending it again (Enter) is the same prompt sent
+// again, not a second one: it goes with the same Idempotency-Key, the
+// server answers with the stored command, and the agent runs it once.
+func TestBrowserSendAgainAfterLostAnswersSendsOnce(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-send-again"
+	_, f := e.session(id)
+	d, _ := dropAnswers(t, e.srv.URL)
+	b, step := e.signedIn(chromium, driver, d.URL())
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#session-status", "idle")
+	})
+	// Every answer is lost until the page gives up: the page sends five
+	// times, and Chromium itself may send a request again on a new
+	// connection when one closes without an answer.
+	d.DropNext(1000)
+	step("send a prompt whose every answer is lost", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "through a dead link\uE007"); err != nil {
+			return err
+		}
+		if _, err := b.WaitText(ctx, "#composer-error", "the page giving up", func(s string) bool {
+			return strings.HasPrefix(s, "cannot reach the server") && strings.HasSuffix(s, "(network)")
+		}); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "Send enabled, the prompt kept", `return !document.querySelector("#send").disabled && document.querySelector("#prompt").value === arguments[0];`, "through a dead link"); err != nil {
+			return err
+		}
+		// It was stored: the agent runs it.
+		return b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed")
+	})
+	lost := len(d.Seen())
+	d.DropNext(0)
+	step("send it again", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "\uE007"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#composer-error", "")
+	})
+	wantOneCommandSent(t, d.Seen(), lost)
+	e.prompt(id, "next")
+	e.wantPromptsRan(f, id, "through a dead link", "next")
+}
+
 // A session whose create answer was lost has a sandbox token nobody holds:
 // creating it again from the web view is a conflict, and the page offers a
 // new token. Taking it shows the connect card with the new token, the old

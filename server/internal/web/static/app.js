@@ -222,20 +222,27 @@ async function api(method, path, body, extraHeaders) {
 // it again with the same key a few times over a few seconds: the server
 // stores it once, so a prompt never runs twice. (This page comes from the
 // server it talks to, which always honours the key.) onRetry(err, ms)
-// hears of each resend.
+// hears of each resend. key, when given, is the key of an earlier send of
+// the same command whose fate is unknown (see unsure).
 const commandWaits = [250, 500, 1000, 2000];
-async function sendCommand(id, cmd, onRetry) {
-  const key = newIdempotencyKey();
+async function sendCommand(id, cmd, onRetry, key = newIdempotencyKey()) {
   for (let i = 0; ; i++) {
     try {
       return await api("POST", `${sessionPath(id)}/commands`, cmd, { "Idempotency-Key": key });
     } catch (err) {
-      const resend = err.status === 0 || err.status === 502 || err.status === 503 || err.status === 504;
-      if (!resend || i >= commandWaits.length) throw err;
+      if (!unknownFate(err) || i >= commandWaits.length) throw err;
       onRetry?.(err, commandWaits[i]);
       await new Promise((resolve) => setTimeout(resolve, commandWaits[i]));
     }
   }
+}
+
+// unknownFate says a command send failed in a way that leaves it unknown
+// whether the server stored it: the answer was lost (the network failed
+// after the request may have arrived), or a proxy in front of the server
+// said it was unavailable (502-504).
+function unknownFate(err) {
+  return !!err && (err.status === 0 || err.status === 502 || err.status === 503 || err.status === 504);
 }
 
 // newIdempotencyKey is 32 random hex digits (crypto.getRandomValues works
@@ -1165,6 +1172,14 @@ const APPENDABLE = new Set(["output", "inputText"]);
 // anew. Only "Forget token" clears them.
 const drafts = new Map();
 
+// unsure keeps, per session, the prompt whose sends all failed with their
+// fate unknown, and the Idempotency-Key they carried: {text, key}. The
+// prompt stays in the box, and sending that same text again reuses the
+// key, so if the server had stored it after all the resend is answered
+// with the stored command instead of becoming a second prompt that the
+// agent runs again. Kept across pages like drafts.
+const unsure = new Map();
+
 function sessionPage(app, id) {
   const arts = new Map(); // seq -> artifact
   const els = new Map(); // seq -> element
@@ -1227,13 +1242,19 @@ function sessionPage(app, id) {
   };
 
   // command sends cmd and reports whether it was stored; onError, when
-  // given, gets the error of a send that failed.
-  const command = async (cmd, onError) => {
+  // given, gets the error of a send that failed; key, when given, is the
+  // Idempotency-Key to send it with.
+  const command = async (cmd, onError, key) => {
     showError(null);
     try {
-      await sendCommand(id, cmd, (err, ms) => {
-        flash.textContent = `${err.message}: sending it again in ${ms} ms (it is stored once)`;
-      });
+      await sendCommand(
+        id,
+        cmd,
+        (err, ms) => {
+          flash.textContent = `${err.message}: sending it again in ${ms} ms (it is stored once)`;
+        },
+        key,
+      );
       showError(null);
       return true;
     } catch (err) {
@@ -1251,10 +1272,17 @@ function sessionPage(app, id) {
     const text = prompt.value;
     if (sending || !text.trim()) return;
     sending = send.disabled = true;
-    if (await command({ type: "prompt", text })) {
+    const was = unsure.get(id);
+    const key = was?.text === text ? was.key : newIdempotencyKey();
+    let failed = null;
+    if (await command({ type: "prompt", text }, (err) => (failed = err), key)) {
       prompt.value = "";
       if (drafts.get(id) === text) drafts.delete(id); // the page went away meanwhile
     }
+    // A 401 or 403 says nothing of an earlier send: the key is kept for
+    // the send after the token form.
+    if (unknownFate(failed)) unsure.set(id, { text, key });
+    else if (unsure.get(id)?.key === key && failed?.status !== 401 && failed?.status !== 403) unsure.delete(id);
     sending = send.disabled = false;
     prompt.focus();
   };
@@ -1778,5 +1806,6 @@ window.addEventListener("hashchange", () => {
 document.getElementById("forget").addEventListener("click", () => {
   needToken("");
   drafts.clear(); // after needToken, whose teardown keeps the open one's
+  unsure.clear();
 });
 boot();
