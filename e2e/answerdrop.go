@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,10 +26,11 @@ type AnswerDropper struct {
 	ln    net.Listener
 	proxy *httputil.ReverseProxy
 
-	mu    sync.Mutex
-	drops int       // how many matching requests still lose their answer
-	seen  []Dropped // every matching request, in arrival order
-	match func(*http.Request) bool
+	mu     sync.Mutex
+	drops  int       // how many matching requests still lose their answer
+	breaks int       // how many lose it after its status line and headers
+	seen   []Dropped // every matching request, in arrival order
+	match  func(*http.Request) bool
 }
 
 // Dropped is a request the AnswerDropper matched: its Idempotency-Key,
@@ -77,6 +79,15 @@ func (d *AnswerDropper) DropNext(n int) {
 	d.drops = n
 }
 
+// BreakNext makes the next n matching requests lose their answers after
+// the status line and headers came through: the client has a status and
+// then its body read fails (a link that fails a moment later).
+func (d *AnswerDropper) BreakNext(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.breaks = n
+}
+
 // Seen returns the matching requests so far.
 func (d *AnswerDropper) Seen() []Dropped {
 	d.mu.Lock()
@@ -103,14 +114,30 @@ func (d *AnswerDropper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if drop {
 		d.drops--
 	}
+	broken := !drop && d.breaks > 0
+	if broken {
+		d.breaks--
+	}
 	d.mu.Unlock()
 	// The server answers in full (a command's answer is small), and the
 	// client gets it, or nothing of it.
 	got := httptest.NewRecorder()
 	d.proxy.ServeHTTP(got, r)
 	d.mu.Lock()
-	d.seen = append(d.seen, Dropped{Key: r.Header.Get("Idempotency-Key"), Status: got.Code, Dropped: drop})
+	d.seen = append(d.seen, Dropped{Key: r.Header.Get("Idempotency-Key"), Status: got.Code, Dropped: drop || broken})
 	d.mu.Unlock()
+	if broken {
+		// The headers promise the body; the connection closes before it.
+		maps.Copy(w.Header(), got.Header())
+		w.Header().Set("Content-Length", strconv.Itoa(got.Body.Len()))
+		w.WriteHeader(got.Code)
+		conn, _, err := http.NewResponseController(w).Hijack() // flushes the headers
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		_ = conn.Close()
+		return
+	}
 	if !drop {
 		maps.Copy(w.Header(), got.Header())
 		w.WriteHeader(got.Code)

@@ -150,6 +150,41 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 	e.wantPromptsRan(f, id, "from a flaky network", "next")
 }
 
+// The answer to a prompt breaks off after its status and headers (the
+// server stored it; the body never arrives): the page cannot tell, so it
+// sends it again with the same Idempotency-Key, clears the prompt box,
+// and the agent runs the prompt once.
+func TestBrowserResendsAPromptWhoseAnswerBroke(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-broken"
+	_, f := e.session(id)
+	d, _ := dropAnswers(t, e.srv.URL)
+	b, step := e.signedIn(chromium, driver, d.URL())
+	step("open the session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#session-status", "idle")
+	})
+	d.BreakNext(1)
+	step("send a prompt whose answer breaks off", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", "over a link that fails\uE007"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#composer-error", "")
+	})
+	wantOneCommandSent(t, d.Seen(), 1)
+	e.prompt(id, "next")
+	e.wantPromptsRan(f, id, "over a link that fails", "next")
+}
+
 // Every answer to a prompt is lost, the page's resends' too, after the
 // server stored it: the page says it cannot reach the server and keeps
 // the prompt in its box. Sending it again (Enter) is the same prompt sent

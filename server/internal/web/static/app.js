@@ -194,7 +194,16 @@ async function api(method, path, body, extraHeaders) {
   } catch (err) {
     throw new APIError(0, "network", `cannot reach the server (${err.message})`);
   }
-  const text = await res.text();
+  // The body can fail after the status came (the link failed a moment
+  // later). A success whose body broke off is a lost answer as much as a
+  // failed fetch: a command whose 202 broke off is sent again with its
+  // key, not reported failed. A refusal is one without its body too.
+  let text = "";
+  try {
+    text = await res.text();
+  } catch (err) {
+    if (res.ok) throw new APIError(0, "network", `the server's answer broke off (${err.message})`);
+  }
   let data = null;
   try {
     data = text ? JSON.parse(text) : null;
