@@ -263,3 +263,55 @@ func TestBrowserListDrawsASnapshotOnce(t *testing.T) {
 		t.Fatalf("the rows were drawn %d times for a snapshot of %d sessions; want once or so", draws, n)
 	}
 }
+
+// The network between a session's page and the server fails, and the
+// session is deleted and created again under its id meanwhile, the new
+// one passing the old one's revision. The page's EventSource reconnects
+// by itself with Last-Event-ID, and the page cannot read
+// Rein-Session-Created on that reconnection: resumed, it kept the old
+// session's text under the new session's changes. The stream ticket in
+// its URL names the session it followed, the server refuses it, and the
+// page opens the new session afresh.
+func TestBrowserSessionCreatedAgainWhileAway(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "again"
+	e.create(id, "")
+	text := func(seq int, s string) map[string]any {
+		return map[string]any{"type": "text_delta", "id": fmt.Sprintf("m%d", seq), "delta": s}
+	}
+	e.sandboxPost(id, text(1, "the old session's words"))
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	transcript := `return document.querySelector("#transcript").textContent.includes(arguments[0]);`
+	step("the old session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "the old words shown", transcript, "the old session's words"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "live")
+	})
+	p.Cut()
+	step("the page notices", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
+	})
+	if err := e.c.DeleteSession(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.create(id, "")
+	e.sandboxPost(id, text(1, "new one "), text(2, "new two "), text(3, "new three"))
+	p.Restore()
+	step("the new session, and nothing of the old", func(ctx context.Context) error {
+		if err := b.WaitJS(ctx, "the new words shown", transcript, "new three"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "the old words gone, the new session's first message shown",
+			`const t = document.querySelector("#transcript").textContent; return !t.includes("the old session's words") && t.includes("new one");`)
+	})
+}

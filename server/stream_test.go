@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -468,5 +469,57 @@ func TestArtifactStreamEndsWhenTheSessionIsCreatedAgainMidReplay(t *testing.T) {
 	}
 	if got := st.resp.Header.Get(protocol.HeaderSessionCreated); len(replayed) != 1 || !strings.Contains(replayed[0], "old one") {
 		t.Errorf("under %s %s: %q; want the old session's first page, then the stream's end", protocol.HeaderSessionCreated, got, replayed)
+	}
+}
+
+// TestTicketOfADeletedNamesakeOpensNoStream: a browser's EventSource
+// reconnects by itself with Last-Event-ID and the URL it opened, ticket
+// included, and a page cannot read Rein-Session-Created on that
+// reconnection. A ticket names the createdAt of the session it was issued
+// for, so the reconnection of a page that followed a session since
+// deleted and created again under its id is refused (404), with or
+// without authentication: the page then gets a new ticket and a full
+// replay of the new session, instead of the new session's changes above
+// its revision laid over the old session's artifacts.
+func TestTicketOfADeletedNamesakeOpensNoStream(t *testing.T) {
+	for _, token := range []string{"", testAPIToken} {
+		t.Run(map[string]string{"": "auth off", testAPIToken: "auth on"}[token], func(t *testing.T) {
+			clock := newFakeClock()
+			s := start(t, app.Options{APIToken: token, Now: clock.Now})
+			c := newClient(t, s)
+			var auth []string
+			if token != "" {
+				auth = bearerHdr(token)
+			}
+			seq := 0
+			say := func(id, text string) {
+				t.Helper()
+				seq++
+				c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+					fmt.Sprintf(`[{"type":"text_delta","id":%q,"delta":%q,"agentSeq":%d}]`, id, text, seq), auth...)
+			}
+			var tk struct{ Ticket string }
+			c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`, auth...)
+			say("m1", "old one")
+			c.must(http.StatusOK, &tk, "POST", "/sessions/a/stream-ticket", nil, auth...)
+			path := "/sessions/a/stream?ticket=" + url.QueryEscape(tk.Ticket)
+			st := c.stream(path, "Last-Event-ID", "1")
+			st.close()
+
+			c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil, auth...)
+			clock.Add(time.Millisecond)
+			c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`, auth...)
+			say("n1", "new one")
+			say("n2", "new two")
+			if st, status := c.tryStream(path, "Last-Event-ID", "1"); status != http.StatusNotFound {
+				if st != nil {
+					st.close()
+				}
+				t.Fatalf("the old page's reconnection with its ticket: status %d; want 404", status)
+			}
+			// A new ticket opens the new session's stream.
+			c.must(http.StatusOK, &tk, "POST", "/sessions/a/stream-ticket", nil, auth...)
+			c.stream("/sessions/a/stream?ticket=" + url.QueryEscape(tk.Ticket)).close()
+		})
 	}
 }

@@ -366,18 +366,19 @@ func (a *API) rotateToken(w http.ResponseWriter, r *http.Request, id string) {
 // must exist, so a typo fails here and not as a 404 behind EventSource,
 // which hides statuses.
 func (a *API) artifactsTicket(w http.ResponseWriter, r *http.Request, id string) {
-	if _, err := a.svc.GetSession(r.Context(), id); err != nil {
+	sess, err := a.svc.GetSession(r.Context(), id)
+	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
 	noStore(w)
-	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketArtifacts, session: id}))
+	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketArtifacts, session: id}, sess.CreatedAt))
 }
 
 // sessionsTicket issues a ticket for GET /sessions/stream.
 func (a *API) sessionsTicket(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
-	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketSessions}))
+	writeJSON(w, http.StatusOK, a.tickets.issue(ticketScope{kind: ticketSessions}, 0))
 }
 
 func bytesTrim(b []byte) []byte {
@@ -559,10 +560,22 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 
 func (a *API) artifactStream(w http.ResponseWriter, r *http.Request, id string) {
 	after, resume := lastEventID(r)
+	ticketCreated := a.tickets.sessionCreated(r.URL.Query().Get("ticket"), id)
 	a.serveStream(w, r, func() (*Stream, error) {
 		st, err := a.svc.ArtifactStream(r.Context(), id, after, resume)
 		if err != nil {
 			return nil, err
+		}
+		if ticketCreated != 0 && ticketCreated != st.SessionCreated {
+			// A browser's EventSource reconnects by itself with the URL
+			// it opened and Last-Event-ID, and the page cannot read the
+			// header below on that reconnection: the ticket says which
+			// session it followed. That one was deleted, and resuming
+			// from its revision would lay the new session's changes over
+			// its artifacts; refused, the page gets a new ticket, and
+			// with it a full replay.
+			st.Sub.Close()
+			return nil, protocol.Errorf(protocol.CodeNotFound, "session %q of this stream ticket (created at %d) was deleted; the one now under its id was created at %d: get a new ticket", id, ticketCreated, st.SessionCreated)
 		}
 		// Which session this is (protocol.HeaderSessionCreated): its
 		// revisions are all a Last-Event-ID says, so a client resuming

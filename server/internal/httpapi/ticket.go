@@ -38,7 +38,12 @@ type ticketScope struct {
 }
 
 // tickets signs and checks stream tickets: base64url(payload) "."
-// base64url(HMAC-SHA256(key, payload)), payload "1|kind|session|expiresAtMs".
+// base64url(HMAC-SHA256(key, payload)), payload
+// "2|kind|session|expiresAtMs|createdAtMs", where createdAtMs is the
+// createdAt of the session an artifact stream ticket was issued for (0
+// for the session stream). Version 1 tickets, without it, are honoured
+// (a server of the version before, sharing the key, issued them) and
+// name no createdAt.
 // The key is Options.TicketKey when set, so every server behind one
 // address (a restarted one, or replicas behind a load balancer) honours
 // the tickets of the others. Otherwise it is random per process: tickets
@@ -62,9 +67,11 @@ func newTickets(now func() time.Time, key []byte) *tickets {
 	return t
 }
 
-func (t *tickets) issue(s ticketScope) StreamTicket {
+// issue signs a ticket for the stream s; created is the createdAt of its
+// session (0 for the session stream).
+func (t *tickets) issue(s ticketScope, created int64) StreamTicket {
 	exp := t.now().Add(TicketTTL).UnixMilli()
-	payload := fmt.Sprintf("1|%s|%s|%d", s.kind, s.session, exp)
+	payload := fmt.Sprintf("2|%s|%s|%d|%d", s.kind, s.session, exp, created)
 	enc := base64.RawURLEncoding
 	return StreamTicket{Ticket: enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(t.mac(payload)), ExpiresAt: exp}
 }
@@ -75,32 +82,69 @@ func (t *tickets) mac(payload string) []byte {
 	return m.Sum(nil)
 }
 
-// verify checks a ticket: forged, malformed or expired is 401 (get a new
-// one); a genuine ticket for another stream is 403.
-func (t *tickets) verify(ticket string, want ticketScope) error {
-	invalid := protocol.Errorf(protocol.CodeUnauthorized, "the stream ticket is not valid")
+// ticketPayload is a genuine ticket's contents.
+type ticketPayload struct {
+	scope   ticketScope
+	expires int64 // Unix ms
+	created int64 // the session's createdAt; 0: none named
+}
+
+// parse returns a ticket's contents, or false when it is forged or
+// malformed.
+func (t *tickets) parse(ticket string) (ticketPayload, bool) {
 	p64, m64, ok := strings.Cut(ticket, ".")
 	if !ok {
-		return invalid
+		return ticketPayload{}, false
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
 	sig, err2 := base64.RawURLEncoding.DecodeString(m64)
 	if err1 != nil || err2 != nil || !hmac.Equal(sig, t.mac(string(payload))) {
-		return invalid
+		return ticketPayload{}, false
 	}
 	parts := strings.Split(string(payload), "|")
-	if len(parts) != 4 || parts[0] != "1" {
-		return invalid
+	switch {
+	case len(parts) == 4 && parts[0] == "1":
+		parts = append(parts, "0")
+	case len(parts) == 5 && parts[0] == "2":
+	default:
+		return ticketPayload{}, false
 	}
-	exp, err := strconv.ParseInt(parts[3], 10, 64)
-	if err != nil {
-		return invalid
+	exp, err1 := strconv.ParseInt(parts[3], 10, 64)
+	created, err2 := strconv.ParseInt(parts[4], 10, 64)
+	if err1 != nil || err2 != nil {
+		return ticketPayload{}, false
 	}
-	if got := (ticketScope{kind: ticketKind(parts[1]), session: parts[2]}); got != want {
+	return ticketPayload{scope: ticketScope{kind: ticketKind(parts[1]), session: parts[2]}, expires: exp, created: created}, true
+}
+
+// verify checks a ticket: forged, malformed or expired is 401 (get a new
+// one); a genuine ticket for another stream is 403.
+func (t *tickets) verify(ticket string, want ticketScope) error {
+	p, ok := t.parse(ticket)
+	if !ok {
+		return protocol.Errorf(protocol.CodeUnauthorized, "the stream ticket is not valid")
+	}
+	if p.scope != want {
 		return protocol.Errorf(protocol.CodeForbidden, "the stream ticket is for another stream")
 	}
-	if t.now().UnixMilli() >= exp {
+	if t.now().UnixMilli() >= p.expires {
 		return protocol.Errorf(protocol.CodeUnauthorized, "the stream ticket expired; get a new one")
 	}
 	return nil
+}
+
+// sessionCreated returns the createdAt a genuine artifact stream ticket
+// for session id names (0 for none, or for a ticket that is not one). It
+// is read with authentication off too, where tickets open nothing that
+// needs opening, because they still say which session a browser's page
+// followed: see artifactStream.
+func (t *tickets) sessionCreated(ticket, id string) int64 {
+	if ticket == "" {
+		return 0
+	}
+	p, ok := t.parse(ticket)
+	if !ok || p.scope != (ticketScope{kind: ticketArtifacts, session: id}) {
+		return 0
+	}
+	return p.created
 }
