@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 
@@ -39,10 +40,16 @@ type approvalChange struct {
 // The writer changes it after commits (so it never shows what was not
 // stored); handlers read it under mu.
 //
-// Its revision starts at the server's start time in microseconds and
-// grows by one per change, so ids of an earlier process are below every id
-// of this one (clocks permitting) and resume falls back to a snapshot
-// instead of skipping changes.
+// Its revision starts at a random point (approvalsStart) and grows by one
+// per change. A Last-Event-ID names a revision of the process that sent
+// it, and only this process's own can be resumed exactly: any other id
+// gets a full snapshot (see stream). Replicas run at the same time, each
+// counting its own changes, so their ranges of ids must not meet; a start
+// time would not keep them apart (replicas started together, whichever
+// of them has seen more changes since, reach revisions the other one
+// issued too, and a client moving to it would be sent the changes after
+// the wrong point, missing some), and neither would a clock stepped back
+// between two runs.
 type approvals struct {
 	mu       sync.Mutex
 	hub      *hub.Hub
@@ -56,6 +63,15 @@ type approvals struct {
 	count   map[string]int // per session, pending and not answered
 	log     []approvalChange
 	history []protocol.Decision
+}
+
+// approvalsStart returns a random first revision in [2^52, 2^53-2^40):
+// two processes' ranges meet only when one starts within as many
+// revisions of the other as it makes (a chance of about 2^-19 for one
+// that makes four billion changes), and every id stays an integer that a
+// JSON reader holding numbers as doubles (JavaScript's) reads exactly.
+func approvalsStart() int64 {
+	return 1<<52 + rand.Int64N(1<<52-1<<40)
 }
 
 func newApprovals(h *hub.Hub, startRev int64, auth string) *approvals {

@@ -794,3 +794,75 @@ func TestReplicasStaleCacheAtTheNewSessionsVersion(t *testing.T) {
 		t.Fatalf("the session's createdAt is %s after b's write; want the new session's %s", got, newAt)
 	}
 }
+
+// A client that followed one replica's approvals stream and resumes on
+// another gets what it missed. Each replica counts its own approvals
+// revisions, so the other one must not take the client's id for one of
+// its own: here both start on one clock reading, as replicas started
+// together do (within as many microseconds as their inboxes then change),
+// and a's id names a revision b also reached.
+func TestReplicasApprovalsResumeOnTheOther(t *testing.T) {
+	at := time.UnixMilli(1_800_000_000_000)
+	opts := app.Options{DBPath: pgtest.NewDatabase(t), Now: func() time.Time { return at }}
+	a := start(t, opts)
+	ca := newClient(t, a)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := ca.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("a's inbox got %+v; want r1 added", e)
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)}, protocol.HeaderInstance, "i1")
+	e := inbox.next()
+	if e.Event != protocol.SSEApprovalResolved {
+		t.Fatalf("a's inbox got %+v; want r1 resolved", e)
+	}
+	last := e.ID // the client holds no request, as of last
+	inbox.close()
+
+	b := start(t, opts)
+	cb := newClient(t, b)
+	bi := cb.stream("/approvals/stream")
+	for bi.next().Event != protocol.SSESnapshotComplete {
+	}
+	more := append(permissionEvents("t2", "tc2", "r2", 5),
+		ev("tool_call_start", "id", "tc3", "name", "bash", "kind", "execute", "title", "ls", "agentSeq", 8),
+		ev("permission_requested", "id", "r3", "toolCallId", "tc3", "title", "Run ls?", "agentSeq", 9,
+			"options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}))
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", more, protocol.HeaderInstance, "i1")
+	for range 2 { // b hears of them
+		if e := bi.next(); e.Event != protocol.SSEApprovalAdded {
+			t.Fatalf("b's inbox got %+v; want r2 and r3 added", e)
+		}
+	}
+
+	re := cb.stream("/approvals/stream", "Last-Event-ID", last)
+	held, fresh := map[string]bool{}, map[string]bool{}
+	for {
+		e := re.next()
+		if e.Event == protocol.SSESnapshotComplete {
+			if strings.Contains(e.Data, `"full":true`) {
+				held = fresh
+			}
+			break
+		}
+		switch e.Event {
+		case protocol.SSEApprovalSnapshot:
+			fresh[approvalData(t, e).RequestID] = true
+		case protocol.SSEApprovalAdded:
+			held[approvalData(t, e).RequestID] = true
+		case protocol.SSEApprovalResolved:
+			var r protocol.ApprovalResolved
+			if err := json.Unmarshal([]byte(e.Data), &r); err != nil {
+				t.Fatal(err)
+			}
+			delete(held, r.RequestID)
+		}
+	}
+	if !held["r2"] || !held["r3"] || len(held) != 2 {
+		t.Fatalf("resumed on b with a's Last-Event-ID %s, the client holds %v; want r2 and r3, which wait", last, held)
+	}
+}

@@ -276,7 +276,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
 		deadlines: map[string]time.Time{}, obs: nopObserver{},
-		approvals: newApprovals(h, opts.Now().UnixMicro(), authMode(opts)),
+		approvals: newApprovals(h, approvalsStart(), authMode(opts)),
 	}
 	if sh, ok := st.(store.Shared); ok {
 		w.shared, w.remote = sh, newRemoteChanges()
