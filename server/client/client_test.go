@@ -227,3 +227,45 @@ func TestRequestTimeout(t *testing.T) {
 		t.Fatalf("Sessions cancelled by its caller: %v", err)
 	}
 }
+
+// TestStreamApprovalsResumesFromAFullSnapshot: the approvals revision is
+// each server process's own, from a random start, so after a restart (or
+// on another replica) the ids may be lower than those the client saw. A
+// full snapshot says where the client now is: it resumes from there, not
+// from the highest id it ever saw, which the new process never issued
+// (every reconnect would then be a whole snapshot again).
+func TestStreamApprovalsResumesFromAFullSnapshot(t *testing.T) {
+	var calls atomic.Int32
+	lastIDs := make(chan string, 3)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lastIDs <- r.Header.Get("Last-Event-ID")
+		w.Header().Set("Content-Type", "text/event-stream")
+		switch calls.Add(1) {
+		case 1: // the first process
+			w.Write([]byte("id: 7000\nevent: snapshot_complete\ndata: {\"rev\":7000,\"full\":true}\n\n"))
+			w.Write([]byte("id: 7001\nevent: approval_resolved\ndata: {\"sessionId\":\"s\",\"requestId\":\"r\",\"decision\":{}}\n\n"))
+		case 2: // the next one, whose revisions start lower: 7001 is not its
+			w.Write([]byte("id: 100\nevent: snapshot_complete\ndata: {\"rev\":100,\"full\":true}\n\n"))
+			w.Write([]byte("id: 101\nevent: approval_resolved\ndata: {\"sessionId\":\"s\",\"requestId\":\"r2\",\"decision\":{}}\n\n"))
+		}
+		// Any later connection ends at once; the test is over by then.
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.StreamApprovals(context.Background(), "", StreamOptions{MinBackoff: time.Millisecond}, func(ApprovalEvent) error {
+		if calls.Load() >= 3 {
+			return ErrStop
+		}
+		return nil
+	})
+	if calls.Load() < 3 {
+		t.Fatalf("the stream ended after %d connections: %v", calls.Load(), err)
+	}
+	got := []string{<-lastIDs, <-lastIDs, <-lastIDs}
+	if want := []string{"", "7001", "101"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Last-Event-IDs %q; want %q", got, want)
+	}
+}

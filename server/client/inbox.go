@@ -95,6 +95,14 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 			var d protocol.ApprovalsComplete
 			err = json.Unmarshal([]byte(ev.Data), &d)
 			out.Complete = &d
+			if err == nil && d.Full {
+				// The revision is the serving process's own, from a
+				// random start: after a restart, or on another
+				// replica, it may be below the ids seen so far. Resume
+				// from where this snapshot put the client, not from
+				// an id that process never issued.
+				last = d.Rev
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%s: bad payload: %w", ev.Name, err)
