@@ -101,6 +101,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return fmt.Errorf("--%s %d: must be positive", name, v)
 				}
 			}
+			// The same for the timeouts: 0s would run with the default.
+			for _, name := range []string{"bootstrap-timeout", "heartbeat-timeout", "write-timeout"} {
+				if d := c.Duration(name); d <= 0 {
+					return fmt.Errorf("--%s %s: must be positive", name, d)
+				}
+			}
 			limit, err := memoryLimit(c.String("memory-limit"), c.IsSet("memory-limit"), os.Getenv("GOMEMLIMIT"))
 			if err != nil {
 				return err

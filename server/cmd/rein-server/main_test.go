@@ -68,6 +68,32 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
+// TestNonPositiveDurationsRefused: a timeout of 0 or less is refused at
+// start naming the flag, from the command line or the environment. The
+// Options take zero for "the default", so --heartbeat-timeout 0s would
+// otherwise run with 45s and say nothing.
+func TestNonPositiveDurationsRefused(t *testing.T) {
+	// Already cancelled: a server that does start stops at once, and the
+	// test sees it started (err nil, the listening line printed).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, name := range []string{"bootstrap-timeout", "heartbeat-timeout", "write-timeout"} {
+		for _, v := range []string{"0s", "-1s"} {
+			var out, errOut strings.Builder
+			err := newApp(&out, &errOut).RunContext(ctx, []string{"rein-server", "--db", ":memory:", "--port", "0", "--" + name, v})
+			if err == nil || !strings.Contains(err.Error(), "--"+name) || out.Len() != 0 {
+				t.Errorf("--%s %s: err %v, stdout %q; want a refusal naming the flag", name, v, err, out.String())
+			}
+		}
+	}
+	t.Setenv("REIN_HEARTBEAT_TIMEOUT", "0s")
+	var out, errOut strings.Builder
+	err := newApp(&out, &errOut).RunContext(ctx, []string{"rein-server", "--db", ":memory:", "--port", "0"})
+	if err == nil || !strings.Contains(err.Error(), "--heartbeat-timeout") || out.Len() != 0 {
+		t.Errorf("REIN_HEARTBEAT_TIMEOUT=0s: err %v, stdout %q; want a refusal naming the flag", err, out.String())
+	}
+}
+
 // startApp runs rein-server with args (env set by the caller with
 // t.Setenv) and returns its base URL; the app stops at cleanup.
 func startApp(t *testing.T, args ...string) (string, *syncBuffer) {
