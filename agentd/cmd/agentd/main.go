@@ -80,6 +80,12 @@ func newApp() *cli.App {
 		// Errors are printed and mapped to exit codes in main, with
 		// deferred cleanup already done.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// A flag or REIN_* value urfave/cli cannot parse, or an unknown
+		// flag, is a usage error (exit 2) like the values run refuses;
+		// without this it came back as a plain error, exit 1.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w: %w (agentd --help lists the flags)", agentd.ErrUsage, err)
+		},
 		// No help command: agentd has no subcommands, and with one an agent
 		// command named help or h (`agentd … -- help`) printed agentd's
 		// help instead of running.

@@ -35,6 +35,11 @@ func TestUsageErrors(t *testing.T) {
 		// command took "help" and "h" and printed agentd's help.
 		{"an agent named help", nil, []string{"--server", "http://x", "--session", "s", "--state-dir", "", "--", "help"}, `exec: "help"`},
 		{"an agent named h", nil, []string{"--server", "http://x", "--session", "s", "--state-dir", "", "--", "h"}, `exec: "h"`},
+		// What urfave/cli refuses before agentd sees the flags is a usage
+		// error too (README: exit 2 for bad flag values).
+		{"unknown flag", nil, []string{"--server", "http://x", "--session", "s", "--bogus", "--", "true"}, "bogus"},
+		{"unparsable flag value", nil, []string{"--server", "http://x", "--session", "s", "--kill-step", "soon", "--", "true"}, "kill-step"},
+		{"unparsable env value", map[string]string{"REIN_BATCH_MAX": "many"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "REIN_BATCH_MAX"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
