@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +64,28 @@ func TestConcurrentMigrations(t *testing.T) {
 	files, _ := filepath.Glob("migrations/*.sql")
 	if v, err := s.SchemaVersion(context.Background()); err != nil || v != len(files) {
 		t.Fatalf("SchemaVersion = %d, %v; want %d (every migration, applied once)", v, err, len(files))
+	}
+}
+
+// A database a newer rein-server migrated (a schema version this build
+// has no migration for) is refused at open, naming the version: a replica
+// of an older build would not keep what the newer ones rely on.
+func TestNewerSchemaRefused(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s := open(t, dsn)
+	ctx := context.Background()
+	newest, err := s.SchemaVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, newest+1); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(ctx, dsn, nil); err == nil {
+		s2.Close()
+		t.Fatalf("a database at schema version %d opened with a build whose newest is %d", newest+1, newest)
+	} else if !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), strconv.Itoa(newest+1)) {
+		t.Fatalf("err = %v; want it to say a newer build migrated it, naming version %d", err, newest+1)
 	}
 }
 

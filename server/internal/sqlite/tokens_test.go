@@ -82,13 +82,17 @@ func TestSandboxTokens(t *testing.T) {
 // recorded: migrations are numbered when written, not when merged.
 func TestMigrationsFillGaps(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rein.db")
+	if err := openFile(t, path).Close(); err != nil {
+		t.Fatal(err)
+	}
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a build that had every migration but 0003 would have left it.
 	for _, q := range []string{
-		`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`,
-		`INSERT INTO schema_version (version) VALUES (9999)`,
+		`DROP TABLE sandbox_tokens`,
+		`DELETE FROM schema_version WHERE version = 3`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
@@ -100,4 +104,53 @@ func TestMigrationsFillGaps(t *testing.T) {
 		t.Fatalf("0003 was skipped: %v", err)
 	}
 	commit(t, s, store.CreateSession{Session: newSession("a")})
+}
+
+// A database file a newer rein-server migrated (a schema version this
+// build has no migration for) is refused at open, naming the version,
+// and left as it was: this build would not know what that one stores
+// (staged events, idempotency keys, a column every write must bump).
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+	newest, err := s.SchemaVersion(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_version (version) VALUES (?)`, newest+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	if s, err := Open(context.Background(), path, Options{}); err == nil {
+		s.Close()
+		t.Fatalf("a database at schema version %d opened with a build whose newest is %d", newest+1, newest)
+	} else if want := strconv.Itoa(newest + 1); !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v; want it to say a newer build migrated it, naming version %s", err, want)
+	}
+	// The refusal wrote nothing and released the lock: remove the
+	// newer version and the same file opens with its session.
+	db, err = sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM schema_version WHERE version = ?`, newest+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s = openFile(t, path)
+	if _, err := s.Session(context.Background(), "a"); err != nil {
+		t.Fatalf("the session after the refusal: %v", err)
+	}
 }
