@@ -587,10 +587,12 @@ func (w *writer) behind(g *group, id, op string) (bool, error) {
 }
 
 // forget drops a session another replica deleted, as remove does after
-// its commit.
+// its commit. The replica that removed it counted the removal (as the one
+// that created it counted the creation): counting it here too made the
+// removals summed over replicas as many times the true number as there
+// are replicas. The status gauge is this replica's view, so it moves.
 func (w *writer) forget(id string, e *entry) {
 	w.approvals.removeSession(id, w.opts.Now().UnixMilli())
-	w.obs.SessionRemoved()
 	w.obs.SessionStatus(entryStatus(e), "")
 	w.index.remove(id)
 	if h := w.holders[id]; h != nil {

@@ -866,3 +866,25 @@ func TestReplicasApprovalsResumeOnTheOther(t *testing.T) {
 		t.Fatalf("resumed on b with a's Last-Event-ID %s, the client holds %v; want r2 and r3, which wait", last, held)
 	}
 }
+
+// A session created and deleted through one replica is counted created
+// and removed by that replica alone: the other, which only hears of both,
+// moves its rein_sessions gauge but counts neither, so the counters summed
+// over replicas are the sessions created and removed.
+func TestReplicasCountARemovalOnce(t *testing.T) {
+	a, b, ca, cb := twoReplicas(t, app.Options{})
+	sessions := cb.stream("/sessions/stream")
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	for e := sessions.next(); e.Event != protocol.SSESessionCreated || !strings.Contains(e.Data, `"id":"s"`); e = sessions.next() {
+	}
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/s", nil)
+	for e := sessions.next(); e.Event != protocol.SSESessionRemoved; e = sessions.next() {
+	}
+	for name, s := range map[string]*app.App{"a (created and deleted it)": a, "b": b} {
+		want := map[string]float64{`rein_sessions_created_total`: 0, `rein_sessions_removed_total`: 0, `rein_sessions{status="bootstrapping"}`: 0}
+		if s == a {
+			want[`rein_sessions_created_total`], want[`rein_sessions_removed_total`] = 1, 1
+		}
+		t.Run(name, func(t *testing.T) { wantSamples(t, scrape(t, s.URL()+"/metrics"), want) })
+	}
+}
