@@ -48,7 +48,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rein-server:", err)
 		os.Exit(1)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	err = newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args)
 	stop()
 	err = errors.Join(err, stopProfile())
@@ -56,6 +56,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rein-server:", err)
 		os.Exit(1)
 	}
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which starts
+// the graceful shutdown: it waits for requests in flight (up to a
+// deadline) and for the writer to commit what is queued (each commit up
+// to its own). Signals are no longer caught once it is cancelled, so a
+// second one ends the process at once (the signal's default action), as
+// an operator pressing ^C again expects. That loses nothing acknowledged:
+// a 2xx is only sent after its commit, and the database recovers at the
+// next start as after a crash. Catching stops before the cancel, so by
+// the time "shutting down" is logged a second signal is not swallowed.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+		}
+		signal.Stop(sigs)
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -270,7 +294,7 @@ func run(ctx context.Context, stdout io.Writer, opts app.Options) error {
 		opts.Logger.Error("the database's disk failed an fsync: stopping now, without closing the database, so that the next start copies the whole WAL into it again; start rein-server again (a supervisor does)", slog.Any("err", err))
 		return fmt.Errorf("stopped after a failed fsync of the database: %w", err)
 	}
-	opts.Logger.Info("shutting down")
+	opts.Logger.Info("shutting down", slog.String("note", "a second SIGINT/SIGTERM exits at once"))
 	if err := srv.Close(); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -469,5 +471,103 @@ func TestStreamTicketKeyShared(t *testing.T) {
 	err = newApp(&out, &errOut).RunContext(context.Background(), []string{"rein-server", "--db", ":memory:", "--port", "0", "--stream-ticket-key-file", short})
 	if err == nil || !strings.Contains(err.Error(), "--stream-ticket-key-file") || out.Len() != 0 {
 		t.Fatalf("a 9-byte key: %v, stdout %q", err, out.String())
+	}
+}
+
+// TestSecondSignalExitsAtOnce: SIGTERM starts a graceful shutdown, which
+// waits (up to its deadline) for requests in flight; a second SIGTERM
+// ends the process at once instead of being swallowed. The database
+// opens again afterwards with what was committed, as after a crash.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "rein-server")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	db := filepath.Join(dir, "rein.db")
+	srv := exec.Command(bin, "--port", "0", "--db", db)
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+	})
+	logs := make(chan string, 100)
+	go func() {
+		defer close(logs)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			logs <- sc.Text()
+		}
+	}()
+	waitLog := func(want string) {
+		t.Helper()
+		for line := range logs {
+			if strings.Contains(line, want) {
+				return
+			}
+		}
+		t.Fatalf("rein-server's stderr ended before %q", want)
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		t.Fatal("rein-server printed nothing")
+	}
+	base := strings.TrimPrefix(sc.Text(), "rein-server listening on ")
+	resp, err := http.Post(base+"/sessions/kept", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: %d", resp.StatusCode)
+	}
+
+	// A request in flight that the graceful shutdown waits for: its
+	// handler reads a body that never comes (the 100 Continue says the
+	// handler is reading it).
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /sessions/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "100 Continue") {
+		t.Fatalf("want 100 Continue, got %q, %v", line, err)
+	}
+
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLog("shutting down")
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = srv.Wait()
+	for range logs { // the reader has returned: no t.Log after the test
+	}
+	if st, ok := srv.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() || st.Signal() != syscall.SIGTERM {
+		t.Fatalf("after a second SIGTERM rein-server exited with %v (%v); want it ended by the signal, not after the graceful shutdown", srv.ProcessState, err)
+	}
+
+	var out, errOut strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // start, check, stop
+	if err := newApp(&out, &errOut).RunContext(ctx, []string{"rein-server", "--port", "0", "--db", db}); err != nil {
+		t.Fatalf("the database after a forced exit: %v\n%s", err, errOut.String())
 	}
 }
