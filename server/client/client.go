@@ -51,10 +51,19 @@ type Client struct {
 
 // New returns a client for base (for example "http://127.0.0.1:4800");
 // token is the client token, sent as "Authorization: Bearer" when not "".
+// A token with a control character (a newline read along with it) is
+// refused here: no HTTP header can carry it, and every request would fail
+// before leaving the machine, as if the network were down, so streams
+// and command resends would try again forever.
 func New(base, token string) (*Client, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server address %q: want http://host:port or https://host:port", base)
+	}
+	for i := 0; i < len(token); i++ {
+		if b := token[i]; b < 0x20 || b == 0x7f {
+			return nil, fmt.Errorf("client token: contains a control character (byte %#02x at %d); it cannot be sent in an HTTP header", b, i)
+		}
 	}
 	return &Client{base: strings.TrimRight(base, "/"), token: token, HTTP: &http.Client{CheckRedirect: keepMethod}, RequestTimeout: DefaultRequestTimeout}, nil
 }

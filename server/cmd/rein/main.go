@@ -130,7 +130,7 @@ func buildApp(e *env) *cli.App {
 		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Value: client.DefaultServer, EnvVars: []string{"REIN_SERVER"}, Usage: "rein-server base URL"},
-			&cli.StringFlag{Name: "token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token, sent as a Bearer token (prefer --token-file: argv is visible to other processes)"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token, sent as a Bearer token (surrounding whitespace trimmed; prefer --token-file: argv is visible to other processes)"},
 			&cli.StringFlag{Name: "token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (surrounding whitespace trimmed)"},
 		},
 		Commands: []*cli.Command{
@@ -240,7 +240,9 @@ func buildApp(e *env) *cli.App {
 
 // newClient builds the client from the global flags.
 func newClient(c *cli.Context) (*client.Client, error) {
-	token := c.String("token")
+	// Trimmed as the file is: a token in the environment often ends in
+	// a newline (a Kubernetes secret, a value copied from a file).
+	token := strings.TrimSpace(c.String("token"))
 	if f := c.String("token-file"); f != "" {
 		if token != "" && c.IsSet("token") && c.IsSet("token-file") {
 			// Either may come from the environment (the README's

@@ -791,3 +791,32 @@ func TestTokenFlagAndEnvironment(t *testing.T) {
 		t.Errorf("--token with REIN_API_TOKEN_FILE set: exit %d, stderr %q; want 2, %q", r.code, r.stderr, want)
 	}
 }
+
+// A client token as an environment variable often ends in a newline (a
+// Kubernetes secret, a value copied from a file), which no HTTP header
+// can carry: rein trims the token, as it trims --token-file's; a control
+// character inside it is refused at once. Sent as it was, every request
+// failed before leaving the machine, as if the network were down: rein
+// watch reconnected forever and rein prompt "sent it again" four times.
+func TestTokenWithControlCharacters(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
+	t.Setenv("REIN_API_TOKEN", testToken+"\n")
+	// Not through rein(), which gives --token: the environment's is used.
+	var out, errOut syncBuffer
+	e := &env{stdout: &out, stderr: &errOut, now: time.Now}
+	ctx, cancel := context.WithTimeout(t.Context(), testDeadline)
+	defer cancel()
+	code := run(ctx, []string{"rein", "--server", s.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0"}, e)
+	if code != 0 || !strings.Contains(out.String(), "── completed (end_turn) ──") || errOut.String() != "" {
+		t.Errorf("watch with REIN_API_TOKEN ending in a newline: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+
+	r := rein(t, s.URL(), "--token", "test-client\ntoken", "prompt", "--queue", "s1", "hi")
+	if want := "rein: client token: contains a control character (byte 0x0a at 11); it cannot be sent in an HTTP header\n"; r.code != 1 || r.stderr != want {
+		t.Errorf("prompt with a newline inside the token: exit %d, stderr %q; want 1, %q", r.code, r.stderr, want)
+	}
+}
