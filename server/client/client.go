@@ -160,8 +160,8 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 }
 
 // exchange is Do with request headers hdr (nil for none), returning the
-// answer's headers.
-func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Header, body, out any) (http.Header, error) {
+// answer (its body read and closed) for its status and headers.
+func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Header, body, out any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -205,15 +205,19 @@ func (c *Client) exchange(ctx context.Context, method, path string, hdr http.Hea
 		if mediaType(resp) == "text/html" {
 			return nil, notServers(resp, "")
 		}
-		return resp.Header, nil
+		return resp, nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
-		if mt := mediaType(resp); mt != "application/json" {
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		// Nothing at all (io.EOF; an answer cut on the way is
+		// io.ErrUnexpectedEOF) is not rein-server's answer either: taken
+		// as one, a command would be "sent" as command 0, a session
+		// "created" with no token.
+		if mt := mediaType(resp); mt != "application/json" || errors.Is(err, io.EOF) {
 			return nil, notServers(resp, "JSON")
 		}
 		return nil, timedOut(fmt.Errorf("%s %s: decode answer: %w", method, path, err))
 	}
-	return resp.Header, nil
+	return resp, nil
 }
 
 // mediaType is the answer's Content-Type without parameters, lower case.
@@ -221,6 +225,11 @@ func mediaType(resp *http.Response) string {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return mt
 }
+
+// notServersError is a 2xx answer that is not rein-server's.
+type notServersError struct{ msg string }
+
+func (e *notServersError) Error() string { return e.msg }
 
 // notServers is the error for a 2xx answer that is not rein-server's
 // (want: what it should have been, "" for nothing at all): said as such,
@@ -234,8 +243,8 @@ func notServers(resp *http.Response, want string) error {
 	if ct == "" {
 		ct = "no Content-Type"
 	}
-	return fmt.Errorf("%s %s: the answer (HTTP %s, %s) is not rein-server's %s: is the server address right, or is a proxy or login page in the way?",
-		resp.Request.Method, resp.Request.URL.Path, resp.Status, ct, what)
+	return &notServersError{fmt.Sprintf("%s %s: the answer (HTTP %s, %s) is not rein-server's %s: is the server address right, or is a proxy or login page in the way?",
+		resp.Request.Method, resp.Request.URL.Path, resp.Status, ct, what)}
 }
 
 func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }
@@ -298,7 +307,13 @@ func (c *Client) RotateSandboxToken(ctx context.Context, id string) (string, err
 
 // DeleteSession deletes a session and everything it owns.
 func (c *Client) DeleteSession(ctx context.Context, id string) error {
-	return c.Do(ctx, http.MethodDelete, sessionPath(id), nil, nil)
+	resp, err := c.exchange(ctx, http.MethodDelete, sessionPath(id), nil, nil, nil)
+	if err == nil && resp.StatusCode != http.StatusNoContent {
+		// rein-server's answer is 204: another 2xx came from something
+		// else at that address, and the session may be there still.
+		return notServers(resp, "")
+	}
+	return err
 }
 
 // commandWaits are the waits before each resend of a command whose answer
@@ -375,11 +390,11 @@ func (c *Client) CommandOnce(ctx context.Context, id, key string, cmd protocol.C
 	// An answer that broke on the way after the command was stored is
 	// an error too: a resend with the key finds the command.
 	var out protocol.CommandAccepted
-	h, err := c.exchange(ctx, http.MethodPost, sessionPath(id)+"/commands", hdr, cmd, &out)
+	resp, err := c.exchange(ctx, http.MethodPost, sessionPath(id)+"/commands", hdr, cmd, &out)
 	if err != nil {
 		return CommandResult{}, err
 	}
-	return CommandResult{ID: out.ID, Replayed: h.Get(protocol.HeaderIdempotentReplayed) == "true"}, nil
+	return CommandResult{ID: out.ID, Replayed: resp.Header.Get(protocol.HeaderIdempotentReplayed) == "true"}, nil
 }
 
 // NewIdempotencyKey returns a new random Idempotency-Key: 26 base32
@@ -390,7 +405,9 @@ func NewIdempotencyKey() string { return rand.Text() }
 // key: the answer was lost on the way (an error that is not the server's
 // answer), or the server, or a proxy in front of it, said it is
 // unavailable for now. A certificate the client does not trust stays
-// untrusted: that is said at once.
+// untrusted, and an answer that came from something other than
+// rein-server (a login page, nothing at all) comes again: both are said at
+// once.
 func resendable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
@@ -398,7 +415,8 @@ func resendable(err error) bool {
 	}
 	var cert *tls.CertificateVerificationError
 	var redirect *RedirectError
-	return !errors.As(err, &cert) && !errors.As(err, &redirect)
+	var other *notServersError
+	return !errors.As(err, &cert) && !errors.As(err, &redirect) && !errors.As(err, &other)
 }
 
 // idempotentCommands reports whether the server's discovery manifest has

@@ -164,3 +164,28 @@ func TestProxyPageIsNotAnAnswer(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// An answer with nothing in it (a proxy or another service on the
+// address answering 200 to everything) is not rein-server's either: rein
+// prompt does not report "command 0" sent, rein create does not report a
+// session created without a token, rein rm does not report it deleted.
+func TestEmptyAnswerIsNotAnAnswer(t *testing.T) {
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer front.Close()
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prompt", "--queue", "s1", "fix it"}, "POST /sessions/s1/commands: the answer (HTTP 200 OK, no Content-Type) is not rein-server's JSON"},
+		{[]string{"create", "s1"}, "POST /sessions/s1: the answer (HTTP 200 OK, no Content-Type) is not rein-server's JSON"},
+		{[]string{"rm", "s1"}, "DELETE /sessions/s1: the answer (HTTP 200 OK, no Content-Type) is not rein-server's an answer"},
+	} {
+		r := rein(t, front.URL, tc.args...)
+		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("rein %s answered 200 with nothing: %+v; want exit 1 and %q", strings.Join(tc.args, " "), r, tc.want)
+		}
+	}
+}
