@@ -498,7 +498,18 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 	defer out.Close()
 	replayed := false
 	so := o.stream
-	so.OnRetry = retryNotice(e)
+	notice := retryNotice(e)
+	so.OnRetry = func(err error, wait time.Duration) {
+		// The connection is gone: a turn may start while rein is away,
+		// unseen. The grace begun before counts no more; the next
+		// connection's replay judges again. (Called between
+		// connections, on the goroutine that runs the handler.)
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+		notice(err, wait)
+	}
 	err := cl.StreamArtifacts(ctx, session, so, func(ev client.ArtifactEvent) error {
 		a, err := model.Apply(ev)
 		if err != nil {
