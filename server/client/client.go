@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -342,6 +343,9 @@ func (c *Client) Command(ctx context.Context, id string, cmd protocol.Command) (
 // stores it once, and Replayed says an earlier send had stored it.
 func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protocol.Command) (CommandResult, error) {
 	res, err := c.CommandOnce(ctx, id, key, cmd)
+	// reached: a send may have reached the server (it got further
+	// than the dial), so the command may be stored.
+	reached := err != nil && !refused(err)
 	for _, wait := range commandWaits {
 		if err == nil || ctx.Err() != nil || !resendable(err) {
 			break
@@ -365,9 +369,37 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 			continue // the manifest was out of reach too: ask it again
 		}
 		res, err = c.CommandOnce(ctx, id, key, cmd)
+		reached = reached || err != nil && !refused(err)
+	}
+	if err != nil && reached && ctx.Err() == nil && resendable(err) && c.idempotent.Load() != 2 {
+		return res, &UnconfirmedError{Key: key, Err: err}
 	}
 	return res, err
 }
+
+// refused reports whether err is a connection that could not be made: the
+// request never left.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// UnconfirmedError is CommandWithKey's error when no send of the command
+// got the server's answer (the last one lost it, or a server or proxy was
+// unavailable) and one of them got past connecting: the command may be
+// stored all the same. Sending it again
+// with Key (CommandWithKey, rein prompt --idempotency-key) stores it at
+// most once; with a new key it may be stored twice. It unwraps to the
+// last send's error.
+type UnconfirmedError struct {
+	Key string
+	Err error
+}
+
+func (e *UnconfirmedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the last send's error.
+func (e *UnconfirmedError) Unwrap() error { return e.Err }
 
 // CommandResult is the answer to a command.
 type CommandResult struct {

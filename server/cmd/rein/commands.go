@@ -342,6 +342,16 @@ func cmdPrompt(c *cli.Context, e *env) error {
 		return &client.Error{Status: ce.Status, Code: ce.Code,
 			Message: fmt.Sprintf("no sandbox is connected to session %q (rerun with --queue to have the prompt delivered when one connects)", a[0])}
 	}
+	var ue *client.UnconfirmedError
+	if errors.As(err, &ue) {
+		// The user's next move is to run the command again: with a new
+		// key that is a second prompt if this one was stored.
+		how := "run the same command with --idempotency-key " + shellQuote(ue.Key)
+		if mine {
+			how = "run the same command again (same --idempotency-key)"
+		}
+		return fmt.Errorf("%w; the prompt may have been stored all the same: to send it again without a second copy, %s", err, how)
+	}
 	if err != nil {
 		return err
 	}

@@ -189,3 +189,48 @@ func TestEmptyAnswerIsNotAnAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A prompt whose every send lost its answer (the server stored it, and
+// then went away for longer than rein resends) may be stored: rein says
+// so, and gives the key it was sent with, so that running it again
+// delivers it once. Without the key, running the same command again (the
+// natural thing after "rein: ... EOF") is a second prompt to the agent.
+func TestPromptUnconfirmedGivesItsKey(t *testing.T) {
+	s := startServer(t, app.Options{})
+	next := sandbox(t, s, "s1", createSession(t, s, "s1"))
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/commands") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		// Stored, and the answer lost on the way back.
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, r)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+	}))
+	defer front.Close()
+
+	r := rein(t, front.URL, "prompt", "s1", "deploy", "it")
+	_, key, ok := strings.Cut(r.stderr, "--idempotency-key ")
+	key = strings.TrimSpace(key)
+	if r.code != 1 || !ok || !strings.Contains(r.stderr, "the prompt may have been stored") {
+		t.Fatalf("prompt whose answers were all lost: exit %d, stderr %q; want 1 and the key to send it again with", r.code, r.stderr)
+	}
+	if out := mustRein(t, s.URL(), "prompt", "--idempotency-key", key, "s1", "deploy", "it"); out != "prompt already sent to s1 under this key (command 1): not sent again\n" {
+		t.Errorf("the prompt sent again with the key given printed %q", out)
+	}
+	mustRein(t, s.URL(), "prompt", "s1", "next")
+	if got := next(); got.ID != 1 || got.Text != "deploy it" {
+		t.Fatalf("sandbox got %+v", got)
+	}
+	if got := next(); got.ID != 2 || got.Text != "next" {
+		t.Errorf("the sandbox's next command is %+v; want command 2, \"next\" (the prompt stored once)", got)
+	}
+}
