@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +34,8 @@ type Balancer struct {
 	resume  chan struct{}         // closed on Restore while paused
 	conns   map[net.Conn]struct{} // both ends of every open connection
 	holding map[net.Conn]string   // client end -> the target it was sent to
+	// brk, when set, breaks one answer (BreakBefore).
+	brk *breakSpec
 
 	wg sync.WaitGroup
 }
@@ -187,15 +191,36 @@ func (b *Balancer) serve(c net.Conn) {
 	b.mu.Unlock()
 	defer b.forget(up)
 	var wg sync.WaitGroup
+	var armed atomic.Pointer[breakSpec] // this connection's answer breaks
 	wg.Add(2)
-	go func() { defer wg.Done(); b.pipe(up, c) }()
-	go func() { defer wg.Done(); b.pipe(c, up) }()
+	go func() { defer wg.Done(); b.pipe(up, c, &armed, true) }()
+	go func() { defer wg.Done(); b.pipe(c, up, &armed, false) }()
 	wg.Wait()
 }
 
+// breakSpec is BreakBefore's: the request it looks for, and the answer's
+// bytes before which it closes the connection.
+type breakSpec struct {
+	request func(sent []byte) bool
+	marker  []byte
+}
+
+// BreakBefore makes the next connection whose request request matches
+// (given what the client sent, one read of it at a time) close, once,
+// when its answer is about to pass marker: the client gets what came
+// before, in the reads it came in, and never the read that holds marker.
+// A test cuts a stream's replay before its snapshot_complete this way.
+func (b *Balancer) BreakBefore(request func(sent []byte) bool, marker string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.brk = &breakSpec{request: request, marker: []byte(marker)}
+}
+
 // pipe copies src to dst, holding data back while paused. Either side
-// ending closes both, so the other direction's copy ends too.
-func (b *Balancer) pipe(dst, src net.Conn) {
+// ending closes both, so the other direction's copy ends too. The
+// client's side (fromClient) arms its connection for a BreakBefore whose
+// request it sends; the server's side breaks an armed connection.
+func (b *Balancer) pipe(dst, src net.Conn, armed *atomic.Pointer[breakSpec], fromClient bool) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -203,6 +228,16 @@ func (b *Balancer) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if !b.waitUnpaused() {
+				return
+			}
+			if fromClient {
+				b.mu.Lock()
+				if b.brk != nil && b.brk.request(buf[:n]) {
+					armed.Store(b.brk)
+					b.brk = nil
+				}
+				b.mu.Unlock()
+			} else if s := armed.Load(); s != nil && bytes.Contains(buf[:n], s.marker) {
 				return
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {

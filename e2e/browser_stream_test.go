@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -314,4 +315,85 @@ func TestBrowserSessionCreatedAgainWhileAway(t *testing.T) {
 		return b.WaitJS(ctx, "the old words gone, the new session's first message shown",
 			`const t = document.querySelector("#transcript").textContent; return !t.includes("the old session's words") && t.includes("new one");`)
 	})
+}
+
+// A replay cut before its snapshot_complete is not resumed: EventSource
+// would reconnect with the id of the last snapshot it got, and a replay
+// that was full (a new EventSource's, here after the session was deleted
+// and created again) would go on as a partial one, whose end drops
+// nothing. The page held the old session's five messages, the new session
+// has two, and the old session's last three stayed on screen as the new
+// session's. The page starts such a stream afresh instead.
+func TestBrowserReplayCutBeforeItsEndStartsAfresh(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "cut"
+	e.create(id, "")
+	text := func(seq int, s string) map[string]any {
+		return map[string]any{"type": "text_delta", "id": fmt.Sprintf("m%d", seq), "delta": s}
+	}
+	for i := 1; i <= 5; i++ {
+		e.sandboxPost(id, text(i, fmt.Sprintf("old message %d", i)))
+	}
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	transcript := `return document.querySelector("#transcript").textContent.includes(arguments[0]);`
+	step("the old session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "the old messages shown", transcript, "old message 5"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "live")
+	})
+	p.Cut()
+	step("the page notices", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
+	})
+	if err := e.c.DeleteSession(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.create(id, "")
+	// The second message is long, so the replay takes several reads: the
+	// first message's snapshot reaches the page before the cut.
+	e.sandboxPost(id, text(1, "new message one"))
+	e.sandboxPost(id, text(2, "new message two "+strings.Repeat("x", 200<<10)))
+	// The new EventSource's request (the first without Last-Event-ID) is
+	// the one whose replay breaks.
+	p.BreakBefore(func(sent []byte) bool {
+		return bytes.Contains(sent, []byte("GET /sessions/"+id+"/stream")) && !bytes.Contains(bytes.ToLower(sent), []byte("last-event-id"))
+	}, "event: snapshot_complete")
+	p.Restore()
+	step("the new session's two messages, and nothing of the old", func(ctx context.Context) error {
+		if err := b.WaitJS(ctx, "the new messages shown", transcript, "new message two"); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "no old message left, the page live",
+			`return !document.querySelector("#transcript").textContent.includes("old message") && document.querySelector("#conn").textContent === "live";`)
+	})
+}
+
+// Durations shown on the page (a tool call's, a turn's) never read "60 s"
+// in a place a minute is due: 119.5 s read "1 min 60 s".
+func TestBrowserDurations(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	b := e.browser(chromium, driver)
+	if err := b.Navigate(e.ctx, e.srv.URL+"/"); err != nil {
+		t.Fatal(err)
+	}
+	ms := []int{0, 999, 1000, 59_940, 59_950, 60_000, 119_499, 119_500, 119_999, 3_599_600}
+	want := []string{"0 ms", "999 ms", "1.0 s", "59.9 s", "1 min 0 s", "1 min 0 s", "1 min 59 s", "2 min 0 s", "2 min 0 s", "60 min 0 s"}
+	var got []string
+	if err := b.Eval(e.ctx, &got, `return arguments[0].map(fmtDuration);`, ms); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("fmtDuration(%v) = %q; want %q", ms, got, want)
+	}
 }

@@ -50,8 +50,11 @@ function fmtTime(ms) {
 function fmtDuration(ms) {
   if (!(ms >= 0)) return "";
   if (ms < 1000) return `${ms} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  // Rounded once, to whole seconds from a minute on (and to tenths below
+  // it, where 59.95 s would read "60.0 s"), so no part reads 60.
+  if (ms < 59950) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 const num = new Intl.NumberFormat();
@@ -330,6 +333,16 @@ class Stream {
     const q = params.toString();
     const es = new EventSource(q ? `${this.path}?${q}` : this.path);
     this.es = es;
+    // complete: this connection's replay reached its snapshot_complete
+    // (every stream sends one after each connection's replay).
+    // The backoff starts over only then: a link that cuts every replay
+    // (a proxy's size limit) must not make the page open stream after
+    // stream at once.
+    let complete = false;
+    es.addEventListener("snapshot_complete", () => {
+      complete = true;
+      this.failures = 0;
+    });
     for (const [name, fn] of Object.entries(this.handlers)) {
       es.addEventListener(name, (e) => {
         if (this.es !== es) return;
@@ -344,13 +357,21 @@ class Stream {
     }
     es.onopen = () => {
       if (this.es !== es) return;
-      this.failures = 0;
+      complete = false;
       if (this.onOpen) this.onOpen();
       this.state("live");
     };
     es.onerror = () => {
       if (this.es !== es) return;
-      if (es.readyState === EventSource.CLOSED) {
+      // A replay cut before its snapshot_complete is not resumed:
+      // EventSource would reconnect with the id of the last snapshot it
+      // got, and a replay that was full (every new EventSource's, or one
+      // after the history went back) would go on as a partial one, whose
+      // end drops nothing of what the page held that the session no
+      // longer has. A new EventSource replays it all again.
+      // (A connection that never opened has no replay either: it is
+      // tried again the same way.)
+      if (es.readyState === EventSource.CLOSED || !complete) {
         es.close();
         this.es = null;
         this.retry();
