@@ -394,9 +394,22 @@ func (t *transcript) renderTurn(a *protocol.Artifact, s *shownArtifact, holdEnd 
 	// resultText, endedAt): the reducer sets endedAt last, so the closing
 	// line waits for it and shows the others.
 	st := a.String("status")
-	if holdEnd || !turnEnded(a) || !s.changed(a, "status") {
+	if holdEnd || !turnEnded(a) {
 		return
 	}
+	if !s.changed(a, "status") {
+		// The closing line is out. Usage that comes after it (Codex
+		// reports a turn's tokens once it completed, and the reducer
+		// puts them on that turn) gets a line of its own, naming the
+		// turn, as another turn may have started meanwhile.
+		if s.changed(a, "usage") {
+			if u := usageText(a.Fields["usage"]); u != "" {
+				t.line(t.p.paint(styleDim, "── turn "+a.ID+" usage: "+u+" ──"))
+			}
+		}
+		return
+	}
+	s.changed(a, "usage") // on the closing line, below
 	parts := []string{st}
 	if r := a.String("stopReason"); r != "" && r != st {
 		parts[0] += " (" + r + ")"

@@ -71,6 +71,22 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// A turn's usage that arrives after its end (Codex reports a turn's
+// tokens after it completed; the reducer puts them on that turn) is
+// printed when it comes: the closing line was printed without it, and a
+// live watch never showed it, where a replay's closing line does.
+func TestRenderLateUsage(t *testing.T) {
+	out := renderCase(t, "late_usage", false)
+	want := "── completed ──\n── turn t1 usage: 1200 in · 90 out ──\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("late usage: no %q in\n%s", want, out)
+	}
+	// Usage before the end is on the closing line, once.
+	if want := "── completed · 10 in · 2 out ──\n"; !strings.Contains(out, want) || strings.Contains(out, "turn t2 usage") {
+		t.Errorf("usage before the end: want it on the closing line only, got\n%s", out)
+	}
+}
+
 func TestRenderColor(t *testing.T) {
 	out := renderCase(t, "live", true)
 	if !strings.Contains(out, "\x1b[31m  ✗ failed (exit 1): exit status 1\x1b[0m\n") {
