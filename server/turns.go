@@ -108,13 +108,16 @@ func (w *writer) recordTurnDigests(g *group, id string, pos int64, ended []ended
 // stored event log (so each turn knows where in the log it starts and
 // ends) and attaching the digests recorded when they ended.
 func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) {
-	if _, err := s.store.Session(ctx, id); err != nil {
-		return nil, readFailed("turns session="+id, err)
-	}
-	log, err := s.store.Events(ctx, id)
+	sess, err := s.store.Session(ctx, id)
 	if err != nil {
 		return nil, readFailed("turns session="+id, err)
 	}
+	// The digests are read before the log, each in its own read: a turn
+	// that ends between the two is then in the log without a recorded
+	// digest (its digest is computed from the log, as for a turn ended
+	// before digests were recorded), where the other order showed it
+	// running with the digest recorded at its end.
+	//
 	// Recorded digests are matched to turns by id (the n-th record of an
 	// id to the n-th turn of that id), not by position: an edit that moves
 	// or removes a turn's end must not hide its record.
@@ -127,6 +130,19 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 		for _, d := range list {
 			recorded[d.TurnID] = append(recorded[d.TurnID], d)
 		}
+	}
+	log, err := s.store.Events(ctx, id)
+	if err != nil {
+		return nil, readFailed("turns session="+id, err)
+	}
+	// The same createdAt after the reads as before says no delete and
+	// create came between them: the digests and the log are one
+	// session's.
+	if again, err := s.store.Session(ctx, id); err != nil || again.CreatedAt != sess.CreatedAt {
+		if err == nil {
+			err = protocol.Errorf(protocol.CodeUnavailable, "session %q was deleted and created again while its turns were read; read them again", id)
+		}
+		return nil, readFailed("turns session="+id, err)
 	}
 	st := reducer.New()
 	chain := newTurnChain()

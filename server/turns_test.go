@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	_ "modernc.org/sqlite"
 
 	"github.com/rein-ai/rein/protocol"
 	reinclient "github.com/rein-ai/rein/server/client"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // twoTurns is a completed turn with a prompt, a tool call and usage,
@@ -217,5 +220,56 @@ func TestTurnsWithReusedIDsKeepTheirOwnContents(t *testing.T) {
 	if second.Prompt == nil || *second.Prompt != "second prompt" || len(second.ToolCalls) != 1 || second.ToolCalls[0].ID != "tc2" || second.ToolCalls[0].Status != "cancelled" {
 		b, _ := json.Marshal(second)
 		t.Fatalf("second t1: %s; want its prompt and tool call tc2 only", b)
+	}
+}
+
+// digestGatedStore holds the next read of turn digests, once armed, until
+// open is closed.
+type digestGatedStore struct {
+	*sqlite.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *digestGatedStore) TurnDigests(ctx context.Context, id string) ([]store.TurnDigest, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.open
+	}
+	return g.Store.TurnDigests(ctx, id)
+}
+
+// TestTurnsReadAtOneMoment: GET /turns reads a session's log and its
+// recorded turn digests apart. Read log first, a turn that ended between
+// the two reads was shown running (the log before its end) with the
+// digest recorded at its end, which says it ended: a turn list that
+// contradicts itself. Digests read first, every recorded digest is of an
+// end the log read after holds.
+func TestTurnsReadAtOneMoment(t *testing.T) {
+	g := &digestGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
+	s := start(t, app.Options{Store: g})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 1)})
+
+	g.armed.Store(true)
+	got := make(chan []protocol.Turn, 1)
+	go func() {
+		var turns []protocol.Turn
+		c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+		got <- turns
+	}()
+	<-g.entered
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 2)})
+	close(g.open)
+	turns := <-got
+	if len(turns) != 1 {
+		t.Fatalf("turns %+v; want t1", turns)
+	}
+	t1 := turns[0]
+	if ended := t1.Status == "completed"; ended != (t1.Digest != nil) || ended != (t1.EndPos != nil) || (t1.DigestRecorded && !ended) {
+		b, _ := json.Marshal(t1)
+		t.Fatalf("turn t1 contradicts itself: %s", b)
 	}
 }
