@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
@@ -887,4 +889,106 @@ func TestReplicasCountARemovalOnce(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) { wantSamples(t, scrape(t, s.URL()+"/metrics"), want) })
 	}
+}
+
+// blindStore is a replica's PostgreSQL store that, while fail is set,
+// hears nothing of the others and cannot read a session: what they commit
+// meanwhile reaches its followers all at once after.
+type blindStore struct {
+	*postgres.Store
+	fail    atomic.Bool
+	changed atomic.Value // func(ids []string), Watch's callback
+}
+
+func (f *blindStore) Watch(ctx context.Context, changed func(ids []string)) error {
+	f.changed.Store(changed)
+	return f.Store.Watch(ctx, func(ids []string) {
+		if !f.fail.Load() {
+			changed(ids)
+		}
+	})
+}
+
+func (f *blindStore) LoadSession(ctx context.Context, id string) (store.Session, *[32]byte, error) {
+	if f.fail.Load() {
+		return store.Session{}, nil, errors.New("database unreachable")
+	}
+	return f.Store.LoadSession(ctx, id)
+}
+
+// A follower on another replica that keeps up stays live through more
+// than the hub's per-subscriber queue (8 MiB) published at once: a relay
+// of what the replica missed (its reads failed a while, so the change log
+// since is relayed in one go), and a whole tool call whose output grew
+// past 8 MiB, relayed as one artifact_snapshot once the change log no
+// longer holds what the replica missed (pruned). Each dropped it as
+// "fell behind" however fast it read, and each such relay would drop it
+// again after it resumed.
+func TestReplicasRelayMoreThanAQueueAtOnce(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	pg, err := postgres.Open(t.Context(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	f := &blindStore{Store: pg}
+	b := start(t, app.Options{Store: f})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/big", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/big/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "user"),
+		ev("tool_call_start", "id", "c1", "name", "bash", "kind", "execute", "title", "make"),
+	})
+	m := newModel(t)
+	st := cb.stream("/sessions/big/stream")
+	m.readSnapshot(st)
+	m.readUntilRev(st, storedRev(t, a, "big"))
+
+	// 13 bodies of 3 deltas of 256 KiB: 9.75 MiB of build log, one
+	// artifact_updated per body.
+	line := strings.Repeat("x", 255) + "\n"
+	delta := strings.Repeat(line, protocol.MaxTextLen/len(line))
+	post := func(n int) {
+		for range n {
+			ca.must(http.StatusAccepted, nil, "POST", "/sessions/big/events", []any{
+				ev("tool_output_delta", "id", "c1", "delta", delta),
+				ev("tool_output_delta", "id", "c1", "delta", delta),
+				ev("tool_output_delta", "id", "c1", "delta", delta),
+			})
+		}
+	}
+	f.fail.Store(true)
+	post(13)
+	f.fail.Store(false)
+	f.changed.Load().(func([]string))(nil) // b relays all 13 at once
+	m.readUntilRev(st, storedRev(t, a, "big"))
+	m.equal(cb, "big")
+
+	// The change log forgets what b has not relayed yet: b sends the
+	// tool call whole.
+	f.fail.Store(true)
+	post(1)
+	db, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	if _, err := db.Exec(t.Context(), `DELETE FROM change_batches`); err != nil {
+		t.Fatal(err)
+	}
+	f.fail.Store(false)
+	f.changed.Load().(func([]string))(nil)
+	for {
+		e := st.next()
+		m.apply(e)
+		if e.Event == protocol.SSEArtifactSnapshot {
+			break
+		}
+	}
+	m.equal(cb, "big")
+	// And the stream is still live.
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/big/events", []any{ev("tool_call_end", "id", "c1", "status", "completed")})
+	m.readUntilRev(st, storedRev(t, a, "big"))
+	m.equal(cb, "big")
 }

@@ -307,6 +307,30 @@ func TestStalledSubscriber(t *testing.T) {
 	// Close (in Cleanup) waits for it.
 }
 
+// One batch whose output alone is over the per-client queue (8 MiB, here
+// with --max-body raised to take it) reaches a follower that keeps up:
+// its one artifact_updated is not a reason to drop it, as it was for
+// every follower of the session, batch after batch.
+func TestArtifactStreamLiveMessageOverTheQueue(t *testing.T) {
+	s := start(t, app.Options{MaxBody: 16 << 20})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("tool_call_start", "id", "c1", "name", "make")})
+	m := newModel(t)
+	st := c.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	delta := strings.Repeat(strings.Repeat("x", 255)+"\n", protocol.MaxTextLen/256)
+	batch := make([]any, 36) // 9 MiB
+	for i := range batch {
+		batch[i] = ev("tool_output_delta", "id", "c1", "delta", delta)
+	}
+	for range 2 {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", batch)
+		m.readUntilRev(st, storedRev(t, s, "a"))
+	}
+	m.equal(c, "a")
+}
+
 func TestPing(t *testing.T) {
 	s := start(t, app.Options{PingInterval: 20 * time.Millisecond})
 	c := newClient(t, s)

@@ -6,8 +6,10 @@ import (
 )
 
 // Default queue bounds per subscriber. A client that falls this far behind
+// (what it has not taken yet reaches either bound when a publish comes)
 // is dropped and resumes from its Last-Event-ID, which is cheaper for
-// everyone than buffering without bound.
+// everyone than buffering without bound. A publish is taken whole
+// whatever its own size (see push).
 const (
 	DefaultQueueLen   = 4096
 	DefaultQueueBytes = 8 << 20
@@ -61,8 +63,9 @@ type Hub struct {
 	closed bool
 }
 
-// New returns a hub whose subscribers hold at most maxLen messages or
-// maxBytes bytes of Data (values <= 0 select the defaults).
+// New returns a hub whose subscribers are dropped when a publish finds
+// maxLen messages or maxBytes bytes of Data queued that they have not
+// taken (values <= 0 select the defaults).
 func New(maxLen, maxBytes int) *Hub {
 	if maxLen <= 0 {
 		maxLen = DefaultQueueLen
@@ -109,7 +112,7 @@ func (h *Hub) Subscribe(topic string, filter func(*Message) bool) *Subscriber {
 }
 
 // Publish queues msgs for every subscriber of topic. It never blocks on a
-// subscriber: one that has no room left is dropped.
+// subscriber: one whose queue is already full is dropped (see push).
 func (h *Hub) Publish(topic string, msgs ...*Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -160,7 +163,17 @@ func (h *Hub) removeLocked(s *Subscriber) {
 	}
 }
 
-// push appends msgs; false means the queue would overflow.
+// push appends msgs; false means the subscriber has fallen behind: what
+// it has not taken yet already reaches the queue's bounds.
+//
+// The bounds are checked against what was queued before this publish,
+// never against the publish's own size: one publish can be larger than
+// the bounds (a replica relaying the changes it missed at once, an
+// artifact grown past them relayed whole), and checking it counted
+// against them dropped every subscriber, however fast it read, and again
+// after every resume. Its messages are held by the publisher and shared
+// by every subscriber, so a subscriber still holds at most the bounds
+// plus one publish.
 func (s *Subscriber) push(msgs []*Message) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -172,7 +185,7 @@ func (s *Subscriber) push(msgs []*Message) bool {
 		if s.filter != nil && !s.filter(m) {
 			continue
 		}
-		if len(s.queue) >= s.hub.maxLen || s.bytes+len(m.Data) > s.hub.maxBytes {
+		if !added && (len(s.queue) >= s.hub.maxLen || s.bytes >= s.hub.maxBytes) {
 			return false
 		}
 		s.queue = append(s.queue, m)

@@ -100,6 +100,29 @@ func TestPublishNeverBlocks(t *testing.T) {
 	}
 }
 
+// A publish larger than the bounds, in messages or bytes, is taken whole
+// by a subscriber that has taken everything before it: a fast reader is
+// not dropped for what it was sent at once. One that has not taken it
+// when the next publish comes has fallen behind.
+func TestPublishLargerThanTheBounds(t *testing.T) {
+	h := New(2, 1<<10)
+	s := h.Subscribe("t", nil)
+	big := &Message{Data: make([]byte, 4<<10), Seq: 4}
+	h.Publish("t", msg(1), msg(2), msg(3))
+	if got := s.Take(); len(got) != 3 || s.Err() != nil {
+		t.Fatalf("three messages into a queue of two: took %d, Err() = %v; want all three, not dropped", len(got), s.Err())
+	}
+	h.Publish("t", big)
+	if got := s.Take(); len(got) != 1 || s.Err() != nil {
+		t.Fatalf("4 KiB into a queue of 1 KiB: took %d, Err() = %v; want it, not dropped", len(got), s.Err())
+	}
+	h.Publish("t", big)
+	h.Publish("t", msg(5))
+	if !errors.Is(s.Err(), ErrOverflow) || len(s.Take()) != 0 {
+		t.Fatalf("a publish on 4 KiB not taken: Err() = %v; want dropped, the queue released", s.Err())
+	}
+}
+
 func TestFilterWakeAndClose(t *testing.T) {
 	h := New(0, 0)
 	p := h.Subscribe("s", func(m *Message) bool { return m.Key == "p" })
@@ -164,7 +187,8 @@ func TestReadyWakesOnWakeAndEnd(t *testing.T) {
 	if ready(s) {
 		t.Fatal("a second wake-up after two Wakes")
 	}
-	h.Publish("t", msg(1), msg(2)) // room for one: dropped
+	h.Publish("t", msg(1))
+	h.Publish("t", msg(2)) // the one not taken fills the queue: dropped
 	if !ready(s) || len(s.Take()) != 0 || !errors.Is(s.Err(), ErrOverflow) {
 		t.Fatalf("dropped: want a wake-up, the queue released and ErrOverflow; Err() = %v", s.Err())
 	}
