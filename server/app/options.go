@@ -29,7 +29,8 @@ type Options struct {
 	// PingInterval is how often idle streams get a ": ping" comment
 	// (default 15s).
 	PingInterval time.Duration
-	// WriteTimeout bounds every write to a stream; a client that cannot
+	// WriteTimeout bounds every write to a stream (a message over 64 KiB
+	// is written in 64 KiB pieces, each bounded); a client that cannot
 	// take a write within it is dropped (default 10s).
 	WriteTimeout time.Duration
 	// MaxBody is the largest request body accepted (default

@@ -81,7 +81,8 @@ type Service interface {
 type Options struct {
 	// MaxBody is the largest request body read (default protocol.MaxBodyBytes).
 	MaxBody int64
-	// WriteTimeout bounds every stream write (default 10s).
+	// WriteTimeout bounds every stream write of at most 64 KiB, a piece
+	// of a larger message (default 10s).
 	WriteTimeout time.Duration
 	// PingInterval is how often an idle stream gets ": ping" (default 15s).
 	PingInterval time.Duration

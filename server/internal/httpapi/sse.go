@@ -53,6 +53,13 @@ type writeDeadline struct {
 // passed since it last moved.
 const deadlineSlackDiv = 16
 
+// writePiece is the most of one message a stream writes under one
+// deadline: the timeout cuts a client that took in no writePiece bytes
+// within it (one that stopped reading), not one still reading a message
+// larger than it can read within the timeout. Nearly every message is
+// smaller, and is one write as before.
+const writePiece = 64 << 10
+
 // extend makes sure a write starting at now has at least timeout-slack
 // before the connection cuts it.
 func (d *writeDeadline) extend(now time.Time) error {
@@ -164,11 +171,21 @@ func (a *API) startStream(w http.ResponseWriter, r *http.Request, open func() (*
 	deadline := func() error { return dl.extend(time.Now()) }
 	s := &liveStream{a: a, r: r, st: st, kind: streamKind(r)}
 	s.write = func(b []byte) error {
-		if err := deadline(); err != nil {
-			return err
+		// A piece at a time, each with its deadline: a large message (an
+		// artifact_snapshot of a long build log) may take a client
+		// reading steadily longer than the timeout, and cut whole it was
+		// sent again from its start on every reconnection, and cut again.
+		for len(b) > 0 {
+			if err := deadline(); err != nil {
+				return err
+			}
+			n := min(len(b), writePiece)
+			if _, err := sess.Res.Write(b[:n]); err != nil {
+				return err
+			}
+			b = b[n:]
 		}
-		_, err := sess.Res.Write(b)
-		return err
+		return nil
 	}
 	s.flush = func() error {
 		if err := deadline(); err != nil {
