@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
@@ -48,6 +50,19 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 // artifactSnapshot frames a stored artifact as artifact_snapshot: the
 // stored JSON is sent as is, no decode and re-encode.
 func artifactSnapshot(a store.Artifact) []byte {
+	if bytes.IndexByte(a.Body, '\n') < 0 && bytes.IndexByte(a.Body, '\r') < 0 {
+		// Stored JSON has no line breaks (they are escaped), so the data
+		// is one line: framed here as Encode frames it, in one copy of
+		// the body. Through Encode a large artifact (a long build log's
+		// output) cost three: this payload, go-sse's string of it, and
+		// the message.
+		const head, tail = "event: " + protocol.SSEArtifactSnapshot + "\ndata: {\"artifact\":", "}\n\n"
+		b := make([]byte, 0, len(a.Body)+len(head)+len(tail)+25)
+		if a.Rev > 0 { // as Encode, no id for 0
+			b = append(strconv.AppendInt(append(b, "id: "...), a.Rev, 10), '\n')
+		}
+		return append(append(append(b, head...), a.Body...), tail...)
+	}
 	data := make([]byte, 0, len(a.Body)+13)
 	data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
 	return Encode(a.Rev, protocol.SSEArtifactSnapshot, data)
