@@ -160,10 +160,29 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// CheckAPIToken refuses a client token that no HTTP header can carry: one
+// with a control character (a newline read along with it). The server
+// would start and look healthy, and no client could authenticate; the Go
+// client refuses such a token too (client.New). It does not say what the
+// token is.
+func CheckAPIToken(token string) error {
+	for i := 0; i < len(token); i++ {
+		if b := token[i]; b < 0x20 || b == 0x7f {
+			return fmt.Errorf("the token contains a control character (byte %#02x at %d); no HTTP header can carry it, so no client could authenticate", b, i)
+		}
+	}
+	return nil
+}
+
 // check refuses options that would run the server unsafely.
 func (o *Options) check() error {
-	if o.APIToken != "" && len(o.APIToken) < MinAPITokenLen {
-		return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
+	if o.APIToken != "" {
+		if err := CheckAPIToken(o.APIToken); err != nil {
+			return fmt.Errorf("API token: %w", err)
+		}
+		if len(o.APIToken) < MinAPITokenLen {
+			return fmt.Errorf("the API token is %d bytes; at least %d are required", len(o.APIToken), MinAPITokenLen)
+		}
 	}
 	if len(o.TicketKey) > 0 && len(o.TicketKey) < MinTicketKeyLen {
 		return fmt.Errorf("the stream ticket key is %d bytes; at least %d are required", len(o.TicketKey), MinTicketKeyLen)

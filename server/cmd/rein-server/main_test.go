@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/rein-ai/rein/server/app"
 )
 
 // The binary prints exactly one line on stdout with its URL, serves, and
@@ -197,6 +199,60 @@ func TestAPITokenFile(t *testing.T) {
 	url2, _ := startApp(t, "--api-token-file", file)
 	if got := get(t, "GET", url2+"/sessions", "").StatusCode; got != 401 {
 		t.Fatalf("--api-token-file, no token: %d", got)
+	}
+}
+
+// A client token given by flag or environment is trimmed as the file's
+// is: a Kubernetes secret or a value copied from a file ends in a newline,
+// which no HTTP header can carry. Kept, the server looked healthy and no
+// client could ever authenticate. A control character inside the token,
+// or in the file's, is refused at start naming where it came from.
+func TestAPITokenTrimmedOrRefused(t *testing.T) {
+	t.Setenv("REIN_API_TOKEN", cliToken+"\n")
+	url, _ := startApp(t)
+	if got := get(t, "GET", url+"/sessions", cliToken).StatusCode; got != 200 {
+		t.Errorf("REIN_API_TOKEN ending in a newline: %d; want 200 with the token", got)
+	}
+	url2, _ := startApp(t, "--api-token", " "+cliToken+"\r\n")
+	if got := get(t, "GET", url2+"/sessions", cliToken).StatusCode; got != 200 {
+		t.Errorf("--api-token in whitespace: %d; want 200 with the token", got)
+	}
+
+	dir := t.TempDir()
+	twoLines := filepath.Join(dir, "two-lines")
+	if err := os.WriteFile(twoLines, []byte(cliToken+"\r\nsecond\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"cli-test\ntoken-0123456789abcdef", nil, "--api-token/REIN_API_TOKEN: the token contains a control character (byte 0x0a at 8); no HTTP header can carry it, so no client could authenticate"},
+		{"", []string{"--api-token", "cli-test-token\x7f0123456789abcdef"}, "--api-token/REIN_API_TOKEN: the token contains a control character (byte 0x7f at 14)"},
+		{"", []string{"--api-token-file", twoLines}, "--api-token-file " + twoLines + ": the token contains a control character (byte 0x0d at 31)"},
+		{" \n", nil, "--api-token/REIN_API_TOKEN is empty"},
+	} {
+		t.Setenv("REIN_API_TOKEN", tc.env)
+		// Already cancelled: a server that does start stops at once
+		// (err nil, the listening line printed).
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var out, errOut strings.Builder
+		err := newApp(&out, &errOut).RunContext(ctx, append([]string{"rein-server", "--db", ":memory:", "--port", "0"}, tc.args...))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || out.Len() != 0 {
+			t.Errorf("REIN_API_TOKEN=%q %q: err %v, stdout %q; want an error starting %q", tc.env, tc.args, err, out.String(), tc.want)
+		}
+		if strings.Contains(fmt.Sprint(err), "0123456789") {
+			t.Errorf("%q: the error shows the token: %v", tc.args, err)
+		}
+	}
+	// A program embedding the server gets the same refusal.
+	if a, err := app.New(app.Options{DBPath: ":memory:", APIToken: cliToken + "\n"}); err == nil || !strings.Contains(err.Error(), "API token: the token contains a control character (byte 0x0a at 31)") {
+		if a != nil {
+			a.Close()
+		}
+		t.Errorf("app.New with a token ending in a newline: %v; want a refusal", err)
 	}
 }
 
