@@ -136,7 +136,11 @@ func New(opts Options) (*App, error) {
 func openStore(ctx context.Context, opts Options) (server.Store, error) {
 	db := opts.DBPath
 	if !postgres.IsDSN(db) {
-		return sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync, Logger: opts.Logger})
+		st, err := sqlite.Open(ctx, db, sqlite.Options{Sync: opts.Sync, Logger: opts.Logger})
+		if errors.Is(err, sqlite.ErrReadOnly) {
+			return nil, fmt.Errorf("%w; rein-server must be able to write the --db file, and the -wal and -shm files beside it", err)
+		}
+		return st, err
 	}
 	// Any number of replicas may share the database (store.Shared).
 	return postgres.Open(ctx, db, opts.Logger)

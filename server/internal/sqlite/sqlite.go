@@ -93,7 +93,8 @@ var pragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=fore
 // path "" or ":memory:" selects an in-memory database that lives as long as
 // the Store. A file is locked for this process (see lock.go): a second Open
 // of the same file, by this or another process, fails naming the holder
-// until Close.
+// until Close. A file this process cannot write (or whose WAL or WAL index
+// it cannot) is refused with ErrReadOnly (writable.go).
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	sync := "FULL"
 	switch opts.Sync {
@@ -157,6 +158,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		r.SetMaxIdleConns(n)
 		s.w, s.r = w, r
 		if s.ckpt, err = startCheckpointer(dsn, s.log); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+	}
+	if !s.memory {
+		if err := s.checkWritable(ctx); err != nil {
 			_ = s.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}

@@ -1,0 +1,194 @@
+//go:build linux
+
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/rein-ai/rein/server/store"
+)
+
+// unwritable makes path (a file or a directory) refuse writes until the
+// test ends, in a way that binds root too: root ignores file modes, so as
+// root it sets the immutable attribute (chattr +i), which it must also
+// clear before t.TempDir can remove the file.
+func unwritable(t *testing.T, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, fi.Mode().Perm()&^0o222); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Chmod(path, fi.Mode().Perm()) })
+		return
+	}
+	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+		msg := "cannot make " + path + " immutable (chattr +i, which binds root; the filesystem may not support it): " + err.Error() + ": " + strings.TrimSpace(string(out))
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIP " + msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("chattr", "-i", path).CombinedOutput(); err != nil {
+			t.Errorf("chattr -i %s: %v: %s", path, err, out)
+		}
+	})
+}
+
+// copyFile copies from to to; a missing from is left missing.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// databaseIn writes a database holding session "a" to dir/rein.db and
+// returns its path. Closed cleanly, it is the database file alone (SQLite
+// removes the WAL and its index at the last close); crashed, it is the
+// files a process that died while serving left: the database, its WAL
+// holding the session, and the WAL index (-shm).
+func databaseIn(t *testing.T, dir string, crashed bool) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src.db")
+	s, err := Open(context.Background(), src, Options{walLimit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+	path := filepath.Join(dir, "rein.db")
+	if crashed {
+		for _, suffix := range []string{"", "-wal", "-shm", ".lock"} {
+			copyFile(t, src+suffix, path+suffix)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !crashed {
+		copyFile(t, src, path)
+		copyFile(t, src+".lock", path+".lock")
+	}
+	return path
+}
+
+// A database that cannot be written is refused at Open, naming the file
+// that cannot be written and why, whichever of its files it is: SQLite
+// would otherwise open it read-only without a word, serve reads, and fail
+// every write as if the disk were full. A directory that takes no new
+// file is refused too when SQLite must create the WAL in it; with the WAL
+// and its index already there, writes succeed and it opens.
+func TestUnwritableDatabaseRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		crashed bool
+		deny    string // the suffix of the path made unwritable; "/" its directory
+		want    string // what the error names; "" when Open must succeed
+	}{
+		{name: "file", deny: "", want: "rein.db: "},
+		{name: "file with its WAL", crashed: true, deny: "", want: "rein.db: "},
+		{name: "WAL", crashed: true, deny: "-wal", want: "rein.db-wal: "},
+		{name: "WAL index", crashed: true, deny: "-shm", want: "rein.db-shm: "},
+		{name: "directory", deny: "/", want: "cannot create rein.db-wal"},
+		{name: "directory with the WAL in it", crashed: true, deny: "/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := databaseIn(t, dir, tt.crashed)
+			if tt.deny == "/" {
+				unwritable(t, dir)
+			} else {
+				unwritable(t, path+tt.deny)
+			}
+			s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				defer s.Close()
+				commit(t, s, store.CreateSession{Session: newSession("b")})
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded; want the database refused as unwritable")
+			}
+			if !errors.Is(err, ErrReadOnly) {
+				t.Errorf("Open: %v; want ErrReadOnly", err)
+			}
+			for _, want := range []string{path, tt.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Open: %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// A full disk is not a read-only one: the database opens (and serves
+// reads) on a disk with no byte free, as a server that crashed on it
+// left it, and its writes fail as full, not read-only.
+func TestFullDiskStillOpens(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIP " + msg)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	path := databaseIn(t, dir, true)
+	ballast, err := os.Create(filepath.Join(dir, "ballast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fallocate(int(ballast.Fd()), 0, 0, int64(st.Bavail)*st.Bsize); err != nil {
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+	ballast.Close()
+
+	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Session(context.Background(), "a"); err != nil {
+		t.Fatalf("read on a full disk: %v", err)
+	}
+	err = s.Commit(context.Background(), []store.Op{store.CreateSession{Session: newSession("b")}})
+	if err == nil || !strings.Contains(err.Error(), "full") || errors.Is(err, ErrReadOnly) {
+		t.Fatalf("a write on a full disk: %v; want it failed as full", err)
+	}
+}
