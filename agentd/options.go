@@ -108,6 +108,10 @@ type Options struct {
 	// the agent with an error naming the modes it offers.
 	ACPMode string
 
+	// Killer, when set, lets the caller kill the agent at once and exit
+	// without waiting for Run (see Killer); nil means none.
+	Killer *Killer
+
 	// HTTPClient is used for every request; nil means one with no
 	// client-wide Timeout (it would cut the command stream).
 	HTTPClient *http.Client

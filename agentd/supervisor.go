@@ -121,6 +121,11 @@ func (s *supervisor) run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		r, err := s.start()
+		if errors.Is(err, errKilled) {
+			// The caller is exiting without waiting for Run; should it
+			// wait after all, Run stops as at shutdown.
+			return nil
+		}
 		if err != nil {
 			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("%w: %w", ErrUsage, err)
@@ -186,7 +191,7 @@ func (s *supervisor) start() (*agentRun, error) {
 	if resume != "" {
 		s.log.Info("resuming the agent's conversation", "id", resume)
 	}
-	proc, err := process.Start(process.Spec{
+	proc, err := s.opts.Killer.start(process.Spec{
 		Argv:   argv,
 		Env:    agentEnv(s.opts.Env, s.opts.Session, s.opts.Protocol, resume),
 		Dir:    s.opts.Dir,
@@ -219,6 +224,7 @@ func (s *supervisor) start() (*agentRun, error) {
 		}
 		t.Stop()
 		r.exit = proc.Wait()
+		s.opts.Killer.exited(proc)
 	}()
 	return r, nil
 }
@@ -356,7 +362,11 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 			timer.Reset(s.opts.KillStep)
 		case <-ctxDone:
 			ctxDone = nil
-			s.log.Info("shutting down: asking the agent to exit")
+			if s.opts.Killer != nil {
+				s.log.Info("shutting down: asking the agent to exit", "note", "a second SIGINT/SIGTERM kills the agent and stops at once")
+			} else {
+				s.log.Info("shutting down: asking the agent to exit")
+			}
 			stopAgent()
 		case err := <-s.streamDone:
 			s.streamRes = &err

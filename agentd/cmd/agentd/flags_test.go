@@ -21,7 +21,7 @@ func TestFlagTablesMatchTheFlags(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			rows := flagTable(t, tc.file, tc.heading)
-			for _, f := range newApp().Flags {
+			for _, f := range newApp(nil).Flags {
 				name := f.Names()[0]
 				row, ok := rows[name]
 				if !ok {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/apierror"
+	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -39,12 +40,56 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	err := newApp().RunContext(ctx, os.Args)
+	killer := new(agentd.Killer)
+	ctx, stop := signalContext(killer)
+	err := newApp(killer).RunContext(ctx, os.Args)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agentd:", err)
 		os.Exit(exitCode(err))
+	}
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which starts
+// the graceful shutdown: the agent gets --shutdown-grace and the kill
+// steps, then the queued events --flush-timeout. A second one ends agentd
+// at once: killer kills the agent's process group (and what the agent
+// started outside it) with SIGKILL, and agentd exits 128+the signal's
+// number, as a shell reports a process the signal ended. It is caught
+// rather than left to its default action, which would orphan the agent
+// (its own process group is not signalled with agentd) and which the
+// kernel does not take for PID 1 (agentd in a container). Nothing in the
+// outbox is lost: it is on disk, and the next agentd posts it. stop
+// stops catching and waits for the watcher.
+func signalContext(killer *agentd.Killer) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			n := sig.(syscall.Signal)
+			fmt.Fprintf(os.Stderr, "agentd: a second %s during the shutdown: killing the agent and stopping at once; events not yet posted stay in the outbox (with a state dir) for the next agentd\n", process.SignalName(n))
+			if err := killer.Kill(); err != nil {
+				fmt.Fprintln(os.Stderr, "agentd:", err)
+			}
+			os.Exit(128 + int(n))
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		<-watched
+		cancel()
 	}
 }
 
@@ -71,7 +116,9 @@ func exitCode(err error) int {
 	return exitError
 }
 
-func newApp() *cli.App {
+// newApp is agentd's command line; killer (nil: none) is handed to Run
+// (agentd.Options.Killer).
+func newApp(killer *agentd.Killer) *cli.App {
 	return &cli.App{
 		Name:      "agentd",
 		Usage:     "connect a local agent to a Rein session",
@@ -114,11 +161,11 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9481; no authentication: counts only)", EnvVars: []string{"REIN_METRICS_ADDR"}},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"REIN_LOG_FORMAT"}},
 		},
-		Action: run,
+		Action: func(c *cli.Context) error { return run(c, killer) },
 	}
 }
 
-func run(c *cli.Context) error {
+func run(c *cli.Context, killer *agentd.Killer) error {
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
 	if err != nil {
 		return err
@@ -148,6 +195,7 @@ func run(c *cli.Context) error {
 		MetricsAddr:       c.String("metrics-addr"),
 		FlushTimeout:      c.Duration("flush-timeout"),
 		RestartDelayMax:   c.Duration("restart-delay-max"),
+		Killer:            killer,
 		Logger:            log,
 	}
 	if err := positive(c, "abort-grace", "shutdown-grace", "kill-step", "heartbeat-interval", "stream-idle-timeout", "flush-timeout", "restart-delay-max"); err != nil {

@@ -45,7 +45,7 @@ func TestUsageErrors(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			err := newApp().RunContext(context.Background(), append([]string{"agentd"}, tc.args...))
+			err := newApp(nil).RunContext(context.Background(), append([]string{"agentd"}, tc.args...))
 			if err == nil || !strings.Contains(err.Error(), tc.want) || exitCode(err) != exitUsage {
 				t.Errorf("err = %v (exit %d), want usage error containing %q", err, exitCode(err), tc.want)
 			}

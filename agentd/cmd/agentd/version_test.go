@@ -18,7 +18,7 @@ func TestVersionAndHelp(t *testing.T) {
 	run := func(args ...string) string {
 		t.Helper()
 		var out strings.Builder
-		app := newApp()
+		app := newApp(nil)
 		app.Writer = &out
 		if err := app.RunContext(context.Background(), append([]string{"agentd"}, args...)); err != nil {
 			t.Fatalf("%v: %v", args, err)

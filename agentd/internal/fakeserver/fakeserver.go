@@ -288,6 +288,15 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(acc)
 }
 
+// SetEventsFault sets EventsFault under the server's lock: for a test
+// whose agentd runs in another process, where nothing else orders the
+// test's write before the handler's read.
+func (s *Server) SetEventsFault(f func(attempt int) (status int, store bool)) {
+	s.mu.Lock()
+	s.EventsFault = f
+	s.mu.Unlock()
+}
+
 // Send stores a command, assigns its id and delivers it to open streams.
 func (s *Server) Send(c protocol.Command) int64 {
 	s.mu.Lock()
