@@ -169,6 +169,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
+		// A full disk says so: after a clean stop the start creates the
+		// WAL index again, which needs a page, before it can migrate.
+		err = s.withDiskNote(err)
 		_ = s.Close()
 		return nil, err
 	}

@@ -192,3 +192,43 @@ func TestFullDiskStillOpens(t *testing.T) {
 		t.Fatalf("a write on a full disk: %v; want it failed as full", err)
 	}
 }
+
+// After a clean stop the WAL and its index are gone, and the start must
+// create them again: on a disk with no byte free it cannot (the index
+// needs a page), and the start fails. It must say the disk is full, as a
+// commit's failure does, not only "disk I/O error".
+func TestFullDiskAfterACleanStopSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIP " + msg)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	path := databaseIn(t, dir, false)
+	ballast, err := os.Create(filepath.Join(dir, "ballast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fallocate(int(ballast.Fd()), 0, 0, int64(st.Bavail)*st.Bsize); err != nil {
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+	ballast.Close()
+
+	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
+	if err == nil {
+		// Room enough after all for the WAL index: it opens, as after a
+		// crash.
+		s.Close()
+		return
+	}
+	if !strings.Contains(err.Error(), "free") || errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Open on a full disk after a clean stop: %v; want it to say the disk has nothing free", err)
+	}
+}
