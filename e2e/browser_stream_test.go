@@ -274,39 +274,9 @@ func TestBrowserListDrawsASnapshotOnce(t *testing.T) {
 // its URL names the session it followed, the server refuses it, and the
 // page opens the new session afresh.
 func TestBrowserSessionCreatedAgainWhileAway(t *testing.T) {
-	chromium, driver := browserPaths(t)
-	e := newEnv(t)
-	id := "again"
-	e.create(id, "")
-	text := func(seq int, s string) map[string]any {
-		return map[string]any{"type": "text_delta", "id": fmt.Sprintf("m%d", seq), "delta": s}
-	}
-	e.sandboxPost(id, text(1, "the old session's words"))
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
-	transcript := `return document.querySelector("#transcript").textContent.includes(arguments[0]);`
-	step("the old session", func(ctx context.Context) error {
-		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
-			return err
-		}
-		if err := b.WaitJS(ctx, "the old words shown", transcript, "the old session's words"); err != nil {
-			return err
-		}
-		return b.WaitTextIs(ctx, "#conn", "live")
-	})
-	p.Cut()
-	step("the page notices", func(ctx context.Context) error {
-		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
-	})
-	if err := e.c.DeleteSession(e.ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	e.create(id, "")
-	e.sandboxPost(id, text(1, "new one "), text(2, "new two "), text(3, "new three"))
+	w := createdAgainWhileAway(t, "again", "the old session's words")
+	e, p, b, step, transcript := w.e, w.p, w.b, w.step, w.transcript
+	e.sandboxPost(w.id, textDelta(1, "new one "), textDelta(2, "new two "), textDelta(3, "new three"))
 	p.Restore()
 	step("the new session, and nothing of the old", func(ctx context.Context) error {
 		if err := b.WaitJS(ctx, "the new words shown", transcript, "new three"); err != nil {
@@ -325,44 +295,13 @@ func TestBrowserSessionCreatedAgainWhileAway(t *testing.T) {
 // has two, and the old session's last three stayed on screen as the new
 // session's. The page starts such a stream afresh instead.
 func TestBrowserReplayCutBeforeItsEndStartsAfresh(t *testing.T) {
-	chromium, driver := browserPaths(t)
-	e := newEnv(t)
 	id := "cut"
-	e.create(id, "")
-	text := func(seq int, s string) map[string]any {
-		return map[string]any{"type": "text_delta", "id": fmt.Sprintf("m%d", seq), "delta": s}
-	}
-	for i := 1; i <= 5; i++ {
-		e.sandboxPost(id, text(i, fmt.Sprintf("old message %d", i)))
-	}
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
-	transcript := `return document.querySelector("#transcript").textContent.includes(arguments[0]);`
-	step("the old session", func(ctx context.Context) error {
-		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
-			return err
-		}
-		if err := b.WaitJS(ctx, "the old messages shown", transcript, "old message 5"); err != nil {
-			return err
-		}
-		return b.WaitTextIs(ctx, "#conn", "live")
-	})
-	p.Cut()
-	step("the page notices", func(ctx context.Context) error {
-		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
-	})
-	if err := e.c.DeleteSession(e.ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	e.create(id, "")
+	w := createdAgainWhileAway(t, id, "old message 1", "old message 2", "old message 3", "old message 4", "old message 5")
+	e, p, b, step, transcript := w.e, w.p, w.b, w.step, w.transcript
 	// The second message is long, so the replay takes several reads: the
 	// first message's snapshot reaches the page before the cut.
-	e.sandboxPost(id, text(1, "new message one"))
-	e.sandboxPost(id, text(2, "new message two "+strings.Repeat("x", 200<<10)))
+	e.sandboxPost(id, textDelta(1, "new message one"))
+	e.sandboxPost(id, textDelta(2, "new message two "+strings.Repeat("x", 200<<10)))
 	// The new EventSource's request (the first without Last-Event-ID) is
 	// the one whose replay breaks.
 	p.BreakBefore(func(sent []byte) bool {
@@ -396,4 +335,59 @@ func TestBrowserDurations(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("fmtDuration(%v) = %q; want %q", ms, got, want)
 	}
+}
+
+// textDelta is a text_delta event of message m<seq>.
+func textDelta(seq int, s string) map[string]any {
+	return map[string]any{"type": "text_delta", "id": fmt.Sprintf("m%d", seq), "delta": s}
+}
+
+// awayPage is a session's page in a browser whose link to the server (p)
+// is cut, while the session was deleted and created again (empty).
+type awayPage struct {
+	e          *env
+	id         string
+	p          *Proxy
+	b          *Browser
+	step       func(string, func(context.Context) error)
+	transcript string // JS: whether the transcript holds arguments[0]
+}
+
+// createdAgainWhileAway creates session id with one message per text,
+// shows it in a signed-in browser through a proxy, cuts the proxy, and
+// deletes the session and creates it again; the test then gives the new
+// session its events and restores the link.
+func createdAgainWhileAway(t *testing.T, id string, texts ...string) awayPage {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	e.create(id, "")
+	for i, s := range texts {
+		e.sandboxPost(id, textDelta(i+1, s))
+	}
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	w := awayPage{e: e, id: id, p: p, b: b, step: step,
+		transcript: `return document.querySelector("#transcript").textContent.includes(arguments[0]);`}
+	step("the old session", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, p.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "the old messages shown", w.transcript, texts[len(texts)-1]); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#conn", "live")
+	})
+	p.Cut()
+	step("the page notices", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, "#conn", "reconnecting…")
+	})
+	if err := e.c.DeleteSession(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.create(id, "")
+	return w
 }

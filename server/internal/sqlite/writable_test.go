@@ -156,28 +156,9 @@ func TestUnwritableDatabaseRefused(t *testing.T) {
 // reads) on a disk with no byte free, as a server that crashed on it
 // left it, and its writes fail as full, not read-only.
 func TestFullDiskStillOpens(t *testing.T) {
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
-		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIP " + msg)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := smallDisk(t)
 	path := databaseIn(t, dir, true)
-	ballast, err := os.Create(filepath.Join(dir, "ballast"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Fallocate(int(ballast.Fd()), 0, 0, int64(st.Bavail)*st.Bsize); err != nil {
-		t.Fatalf("fill %s: %v", dir, err)
-	}
-	ballast.Close()
+	fillDisk(t, dir)
 
 	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
 	if err != nil {
@@ -198,6 +179,27 @@ func TestFullDiskStillOpens(t *testing.T) {
 // needs a page), and the start fails. It must say the disk is full, as a
 // commit's failure does, not only "disk I/O error".
 func TestFullDiskAfterACleanStopSaysSo(t *testing.T) {
+	dir := smallDisk(t)
+	path := databaseIn(t, dir, false)
+	fillDisk(t, dir)
+
+	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
+	if err == nil {
+		// Room enough after all for the WAL index: it opens, as after a
+		// crash.
+		s.Close()
+		return
+	}
+	if !strings.Contains(err.Error(), "free") || errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Open on a full disk after a clean stop: %v; want it to say the disk has nothing free", err)
+	}
+}
+
+// smallDisk mounts a 4 MiB tmpfs on a temporary dir (unmounted at the
+// test's end), a disk a test can fill; it skips where mounting is not
+// allowed (not root), except on CI.
+func smallDisk(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
 		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
@@ -207,7 +209,12 @@ func TestFullDiskAfterACleanStopSaysSo(t *testing.T) {
 		t.Skip("SKIP " + msg)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	path := databaseIn(t, dir, false)
+	return dir
+}
+
+// fillDisk takes every free block of the disk holding dir.
+func fillDisk(t *testing.T, dir string) {
+	t.Helper()
 	ballast, err := os.Create(filepath.Join(dir, "ballast"))
 	if err != nil {
 		t.Fatal(err)
@@ -220,15 +227,4 @@ func TestFullDiskAfterACleanStopSaysSo(t *testing.T) {
 		t.Fatalf("fill %s: %v", dir, err)
 	}
 	ballast.Close()
-
-	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
-	if err == nil {
-		// Room enough after all for the WAL index: it opens, as after a
-		// crash.
-		s.Close()
-		return
-	}
-	if !strings.Contains(err.Error(), "free") || errors.Is(err, ErrReadOnly) {
-		t.Fatalf("Open on a full disk after a clean stop: %v; want it to say the disk has nothing free", err)
-	}
 }
