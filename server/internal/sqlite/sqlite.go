@@ -16,7 +16,7 @@ import (
 	"sync"
 
 	"github.com/jmoiron/sqlx"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/store"
@@ -167,6 +167,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			_ = s.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
+		s.persistWAL(ctx)
 	}
 	if err := s.migrate(ctx); err != nil {
 		// A full disk says so: after a clean stop the start creates the
@@ -192,6 +193,34 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// persistWAL has the writer's connection, the last to close (Close), keep
+// the WAL and its index (-shm) when it closes, rather than SQLite's
+// default of removing them at a clean close (SQLITE_FCNTL_PERSIST_WAL).
+// A start must otherwise create them again, and the index takes a page of
+// the disk: a server stopped cleanly on a full disk could not start on
+// it, where one that crashed there could. The WAL is 64 MiB from every
+// open anyway (wal.go), so keeping it holds no more disk than a running
+// server does. Without it (the writer's connection replaced after an
+// error, the call failing) the store is as correct, and a clean stop
+// removes them as before.
+func (s *Store) persistWAL(ctx context.Context) {
+	conn, err := s.w.Conn(ctx)
+	if err == nil {
+		err = conn.Raw(func(dc any) error {
+			fc, ok := dc.(sqlite.FileControl)
+			if !ok {
+				return errors.New("the driver has no file control")
+			}
+			_, err := fc.FileControlPersistWAL("main", 1)
+			return err
+		})
+		conn.Close()
+	}
+	if err != nil {
+		s.log.Warn("the WAL is removed at a clean stop", slog.Any("err", err))
+	}
 }
 
 // prepare prepares writeQueries on the writer pool. It must run while no

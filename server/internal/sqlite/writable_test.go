@@ -174,11 +174,12 @@ func TestFullDiskStillOpens(t *testing.T) {
 	}
 }
 
-// After a clean stop the WAL and its index are gone, and the start must
-// create them again: on a disk with no byte free it cannot (the index
-// needs a page), and the start fails. It must say the disk is full, as a
-// commit's failure does, not only "disk I/O error".
-func TestFullDiskAfterACleanStopSaysSo(t *testing.T) {
+// A database file alone (an older build's clean stop removed its WAL and
+// its index) must have them created again at the start: on a disk with
+// no byte free that cannot be (the index needs a page), and the start
+// fails. It must say the disk is full, as a commit's failure does, not
+// only "disk I/O error".
+func TestFullDiskWithoutTheWALSaysSo(t *testing.T) {
 	dir := smallDisk(t)
 	path := databaseIn(t, dir, false)
 	fillDisk(t, dir)
@@ -227,4 +228,46 @@ func fillDisk(t *testing.T, dir string) {
 		t.Fatalf("fill %s: %v", dir, err)
 	}
 	ballast.Close()
+}
+
+// A server stopped cleanly on a full disk starts again on it, as one
+// that crashed there does: the store keeps its WAL and WAL index at a
+// clean close (SQLite's persistent WAL), so the start has nothing to
+// create. SQLite removed them, and the start failed for want of a page.
+func TestFullDiskAfterACleanStopStillOpens(t *testing.T) {
+	dir := smallDisk(t)
+	path := filepath.Join(dir, "rein.db")
+	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); err != nil {
+			t.Errorf("after a clean close: %v; want the file kept", err)
+		}
+	}
+	// Kept checkpointed: the database file alone holds every commit.
+	alone := filepath.Join(t.TempDir(), "alone.db")
+	copyFile(t, path, alone)
+	a, err := Open(context.Background(), alone, Options{walLimit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Session(context.Background(), "a"); err != nil {
+		t.Errorf("the database file alone after a clean close: %v; want the session in it", err)
+	}
+	a.Close()
+	fillDisk(t, dir)
+	s, err = Open(context.Background(), path, Options{walLimit: 64 << 10})
+	if err != nil {
+		t.Fatalf("Open on a full disk after a clean stop: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Session(context.Background(), "a"); err != nil {
+		t.Fatalf("read on a full disk: %v", err)
+	}
 }
