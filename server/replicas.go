@@ -258,6 +258,7 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	e := &entry{rec: rec, sandbox: hash}
 	if old != nil {
 		e.order, e.lastActive, e.pubRev = old.order, old.lastActive, old.pubRev
+		e.answersUnread, e.answersAfter = old.answersUnread, old.answersAfter
 		if e.sandbox == nil {
 			e.sandbox = old.sandbox
 		}
@@ -375,17 +376,31 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 	// replica's inbox shows them, and a second answer through it is
 	// refused (answers.go). Count is of the requests not answered yet,
 	// the only ones a new command can answer.
-	if e.rec.LastCommandID > lastCmd && w.approvals.Count(id) > 0 {
-		if !read {
-			cmds, cmdsErr = w.store.Commands(ctx, id, lastCmd, e.rec.LastCommandID)
+	from := lastCmd // the first command whose answers the inbox may lack
+	if e.answersUnread {
+		from = min(from, e.answersAfter)
+	}
+	if e.rec.LastCommandID > from && w.approvals.Count(id) > 0 {
+		if !read || from != lastCmd {
+			cmds, cmdsErr = w.store.Commands(ctx, id, from, e.rec.LastCommandID)
 		}
 		if cmdsErr != nil {
-			// Until the session changes again, this replica's inbox
-			// does not know them: a second answer through it would
-			// be taken.
+			// This replica's inbox does not know them, and would take
+			// a second answer to a request they answered (stored, 202,
+			// and dropped by the agent, which takes the first only).
+			// So its view of the session counts as behind the
+			// database until it has read them: the cached row's
+			// version is one the row never has, so the next commit of
+			// the session through here reads the row again and merges
+			// it (writer.behind), reading these again first.
 			w.log.Warn("read answers sent through another replica", slog.String("session", id), slog.Any("err", cmdsErr))
-		} else if n, changed := w.recordAnswers(id, cmds); changed {
-			w.publishPending(id, e.rec.Project, n)
+			e.answersUnread, e.answersAfter = true, from
+			e.rec.Version = -1
+		} else {
+			e.answersUnread = false
+			if n, changed := w.recordAnswers(id, cmds); changed {
+				w.publishPending(id, e.rec.Project, n)
+			}
 		}
 	}
 }

@@ -992,3 +992,54 @@ func TestReplicasRelayMoreThanAQueueAtOnce(t *testing.T) {
 	m.readUntilRev(st, storedRev(t, a, "big"))
 	m.equal(cb, "big")
 }
+
+// commandReadFailStore is a replica's PostgreSQL store whose reads of
+// stored commands fail while fail is set.
+type commandReadFailStore struct {
+	*postgres.Store
+	fail atomic.Bool
+}
+
+func (f *commandReadFailStore) Commands(ctx context.Context, id string, after, upto int64) ([]store.Command, error) {
+	if f.fail.Load() {
+		return nil, errors.New("injected: the database failed a read")
+	}
+	return f.Store.Commands(ctx, id, after, upto)
+}
+
+// A replica that heard of an answer stored through another one but could
+// not read it (the database failed the read) does not take a second
+// answer to the request: its inbox still had the request unanswered, and
+// the second answer was stored with 202, to be dropped by the agent,
+// which takes the first only. The replica's view of the session counts
+// as behind the database until it has read the commands, so the second
+// answer's commit reads them again first, and is refused.
+func TestReplicasAnswerThatCouldNotBeReadIsNotAnsweredAgain(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	pg, err := postgres.Open(t.Context(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	fs := &commandReadFailStore{Store: pg}
+	b := start(t, app.Options{Store: fs})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("b's inbox got %+v; want r1 added", e)
+	}
+	fs.fail.Store(true)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/commands", answer("r1", "allow"))
+	eventually(t, "b heard of the answer's commit", func() bool { return cb.session("p").PendingCommands == 1 })
+	fs.fail.Store(false)
+	e := cb.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/p/commands", answer("r1", "deny"))
+	if !strings.Contains(e.Message, "already answered by command 1") {
+		t.Fatalf("a second answer through b: %q; want it refused as answered by command 1", e.Message)
+	}
+}

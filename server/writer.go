@@ -82,6 +82,11 @@ type entry struct {
 	// retryAt puts off a bootstrap timeout that could not be decided
 	// (bootstrapExpired could not read the session's events).
 	retryAt time.Time
+	// answersUnread says that the commands after answersAfter, stored
+	// through another replica, may hold answers this replica's inbox
+	// does not know: reading them failed (replicas.go, merge).
+	answersUnread bool
+	answersAfter  int64
 }
 
 // state is a session's reducer state and what dedupe needs, all derived
