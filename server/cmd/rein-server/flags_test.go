@@ -2,13 +2,14 @@ package main
 
 import (
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/rein-ai/rein/server/internal/flagdoc"
 )
 
 // TestFlagTablesMatchTheFlags: both flag tables (README.md's "rein-server
@@ -21,7 +22,7 @@ func TestFlagTablesMatchTheFlags(t *testing.T) {
 		{"../../README.md", "### Flags and environment"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			rows := flagTable(t, tc.file, tc.heading)
+			rows := flagdoc.Table(t, tc.file, tc.heading)
 			for _, f := range newApp(io.Discard, io.Discard).Flags {
 				name := f.Names()[0]
 				row, ok := rows[name]
@@ -31,10 +32,10 @@ func TestFlagTablesMatchTheFlags(t *testing.T) {
 				}
 				delete(rows, name)
 				df := f.(cli.DocGenerationFlag)
-				if env := strings.Join(df.GetEnvVars(), ", "); row.env != env {
-					t.Errorf("--%s: the table says env %q; the flag reads %q", name, row.env, env)
+				if env := strings.Join(df.GetEnvVars(), ", "); row.Env != env {
+					t.Errorf("--%s: the table says env %q; the flag reads %q", name, row.Env, env)
 				}
-				if err := sameDefault(f, row.def); err != "" {
+				if err := sameDefault(f, row.Default); err != "" {
 					t.Errorf("--%s: %s", name, err)
 				}
 			}
@@ -87,35 +88,4 @@ func sameDefault(f cli.Flag, cell string) string {
 		return "the table says " + strconv.Quote(cell) + "; the default is " + strconv.Quote(want)
 	}
 	return ""
-}
-
-type flagRow struct{ env, def string }
-
-// flagTable reads the table under heading in file: its rows "| `--flag` |
-// `ENV` | default | ..." by flag name (without the dashes).
-func flagTable(t *testing.T, file, heading string) map[string]flagRow {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(b), "\n"+heading+"\n")
-	if !ok {
-		t.Fatalf("%s has no %q", file, heading)
-	}
-	level := heading[:strings.IndexByte(heading, ' ')+1]
-	section, _, _ = strings.Cut(section, "\n"+level)
-	rows := map[string]flagRow{}
-	for line := range strings.Lines(section) {
-		if !strings.HasPrefix(line, "| `--") {
-			continue
-		}
-		cells := strings.Split(strings.ReplaceAll(line, `\|`, "/"), "|")
-		if len(cells) < 5 {
-			t.Fatalf("%s: row %q has fewer than 4 cells (flag, env, default, meaning)", file, line)
-		}
-		name := strings.Trim(strings.Fields(cells[1])[0], "`,")
-		rows[strings.TrimPrefix(name, "--")] = flagRow{env: strings.Trim(strings.TrimSpace(cells[2]), "`"), def: strings.TrimSpace(cells[3])}
-	}
-	return rows
 }
