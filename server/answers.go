@@ -136,7 +136,7 @@ func (w *writer) artifactAt(session string, st *reducer.State, seq int64) *proto
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	list, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1)
+	list, _, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1, 0)
 	var a protocol.Artifact
 	if err == nil && len(list) == 1 {
 		err = json.Unmarshal(list[0].Body, &a)

@@ -155,7 +155,7 @@ func (w *writer) restore(id string, st *reducer.State, ev protocol.Event) error 
 	for need := st.Needs(ev); len(need) > 0; need = st.Needs(ev) {
 		for _, seq := range need {
 			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-			list, err := w.store.ArtifactsBySeq(ctx, id, seq-1, 1)
+			list, _, err := w.store.ArtifactsBySeq(ctx, id, seq-1, 1, 0)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("restore artifact session=%s seq=%d: %w", id, seq, err)

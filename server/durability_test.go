@@ -431,18 +431,18 @@ func (f *readFailStore) Artifacts(ctx context.Context, id string) ([]store.Artif
 	return f.Store.Artifacts(ctx, id)
 }
 
-func (f *readFailStore) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+func (f *readFailStore) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	if err := f.err("artifacts page"); err != nil {
 		return store.Snapshot{}, err
 	}
-	return f.Store.ArtifactsPage(ctx, id, after, limit)
+	return f.Store.ArtifactsPage(ctx, id, after, limit, maxBytes)
 }
 
-func (f *readFailStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+func (f *readFailStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
 	if err := f.err("artifacts by seq"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return f.Store.ArtifactsBySeq(ctx, id, after, limit)
+	return f.Store.ArtifactsBySeq(ctx, id, after, limit, maxBytes)
 }
 
 func (f *readFailStore) Events(ctx context.Context, id string) ([]store.Event, error) {

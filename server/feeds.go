@@ -15,16 +15,17 @@ import (
 
 // ArtifactFeed is a session's artifacts from a revision on, then its live
 // changes. The replay is read from the store a page at a time (Replay), so
-// what it holds in memory is one page, however long the session.
+// what it holds in memory is one page (Options.ReplayPage artifacts and
+// Options.ReplayPageBytes of them, or one larger artifact), however long
+// the session and however large its artifacts.
 type ArtifactFeed struct {
 	// Live receives the session's artifact change records (Seq =
 	// revision); those with Seq at or below what Replay returned are in
 	// the replay already. The adapter closes it.
 	Live *hub.Subscriber
 
-	s     *Server
-	id    string
-	limit int
+	s  *Server
+	id string
 	// page is the first page, read by WatchArtifacts.
 	page store.Snapshot
 	// full: the replay holds every artifact (Full).
@@ -53,8 +54,8 @@ func (f *ArtifactFeed) Full() bool { return f.full }
 // session's revision replays all.
 func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*ArtifactFeed, error) {
 	sub := s.hub.Subscribe(artifactTopic(id), nil)
-	f := &ArtifactFeed{Live: sub, s: s, id: id, limit: s.opts.ReplayPage}
-	page, err := s.artifactsPage(ctx, id, after, f.limit)
+	f := &ArtifactFeed{Live: sub, s: s, id: id}
+	page, err := s.artifactsPage(ctx, id, after)
 	f.full = after == 0
 	if err == nil && after > page.Rev {
 		// The client has seen revisions this database never had: it was
@@ -62,7 +63,7 @@ func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*A
 		// again (or the client is confused). Replaying nothing would
 		// leave it showing what is no longer true; replay everything,
 		// marked full, so that it also drops what it has beyond it.
-		page, err = s.artifactsPage(ctx, id, 0, f.limit)
+		page, err = s.artifactsPage(ctx, id, 0)
 		f.full = true
 	}
 	if err != nil {
@@ -83,11 +84,13 @@ func (s *Server) WatchArtifacts(ctx context.Context, id string, after int64) (*A
 // revisions above the previous page's last one, read at one moment. An
 // artifact changed while the replay runs gets a revision above every page
 // read so far, so a later page holds it again, as it is then (the client
-// lets a snapshot replace what it holds). The replay ends with a page
-// shorter than the limit: at that moment it held every artifact up to the
-// session's revision, and what the client has is the session as of that
-// revision; every change above it was committed after the subscription
-// and is in Live. A change is thus in the replay or live, never both.
+// lets a snapshot replace what it holds). The replay ends with a page that
+// left nothing for a next one (store.Snapshot.More unset; a page shorter
+// than the count may still have, cut by its bytes): at that moment it held
+// every artifact up to the session's revision, and what the client has is
+// the session as of that revision; every change above it was committed
+// after the subscription and is in Live. A change is thus in the replay
+// or live, never both.
 func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) error) (int64, error) {
 	page := f.page
 	f.page = store.Snapshot{}
@@ -97,12 +100,12 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 				return 0, err
 			}
 		}
-		if len(page.Artifacts) < f.limit {
+		if !page.More {
 			return page.Rev, nil
 		}
 		last := page.Artifacts[len(page.Artifacts)-1].Rev
 		var err error
-		if page, err = f.s.artifactsPage(ctx, f.id, last, f.limit); err != nil {
+		if page, err = f.s.artifactsPage(ctx, f.id, last); err != nil {
 			return 0, fmt.Errorf("artifact replay session=%s after=%d: %w", f.id, last, err)
 		}
 		if page.Created != f.created {
@@ -114,26 +117,36 @@ func (f *ArtifactFeed) Replay(ctx context.Context, emit func([]store.Artifact) e
 	}
 }
 
-// ArtifactsBySeq returns at most limit of the session's artifacts with
-// seq > after, in seq order: GET /artifacts reads the whole list with it,
-// a page at a time.
-func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+// ArtifactsBySeq returns a page of the session's artifacts with seq >
+// after, in seq order, cut at Options.ReplayPage artifacts and
+// Options.ReplayPageBytes (store.PageCut), and whether more follow: GET
+// /artifacts reads the whole list with it, a page at a time.
+func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64) ([]store.Artifact, bool, error) {
+	limit, maxBytes := s.opts.ReplayPage, s.opts.ReplayPageBytes
 	if f, err := s.settle(ctx, id); err != nil || f != nil {
 		if f == nil {
-			return nil, err
+			return nil, false, err
 		}
-		return f.seqPage(after, limit), nil
+		list, more := f.seqPage(after, limit, maxBytes)
+		return list, more, nil
 	}
 	if err := s.replaySlot(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer func() { <-s.replaySlots }()
-	list, err := s.store.ArtifactsBySeq(ctx, id, after, limit)
-	return list, readFailed("artifacts session="+id, err)
+	list, more, err := s.store.ArtifactsBySeq(ctx, id, after, limit, maxBytes)
+	return list, more, readFailed("artifacts session="+id, err)
 }
 
-// artifactsPage is store.ArtifactsPage, read in a replay slot.
-func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+// artifactsPage is store.ArtifactsPage of a replay's page
+// (Options.ReplayPage, Options.ReplayPageBytes), read in a replay slot.
+func (s *Server) artifactsPage(ctx context.Context, id string, after int64) (store.Snapshot, error) {
+	return s.artifactsPageOf(ctx, id, after, s.opts.ReplayPage)
+}
+
+// artifactsPageOf is artifactsPage of at most limit artifacts.
+func (s *Server) artifactsPageOf(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+	maxBytes := s.opts.ReplayPageBytes
 	// A stream has subscribed before it reads (see WatchArtifacts), so
 	// what settle brings into the store and what the stream receives
 	// live cover every change between them.
@@ -141,13 +154,13 @@ func (s *Server) artifactsPage(ctx context.Context, id string, after int64, limi
 		if f == nil {
 			return store.Snapshot{}, err
 		}
-		return f.page(after, limit), nil
+		return f.page(after, limit, maxBytes), nil
 	}
 	if err := s.replaySlot(ctx); err != nil {
 		return store.Snapshot{}, err
 	}
 	defer func() { <-s.replaySlots }()
-	page, err := s.store.ArtifactsPage(ctx, id, after, limit)
+	page, err := s.store.ArtifactsPage(ctx, id, after, limit, maxBytes)
 	return page, readFailed("artifacts page session="+id, err)
 }
 
@@ -166,22 +179,14 @@ func (s *Server) replaySlot(ctx context.Context) error {
 }
 
 // ArtifactsChanged returns at most limit of the artifacts changed after
-// revision after, in revision order, and the session's revision, read at
-// one moment; more says whether more artifacts follow the last one.
+// revision after, in revision order (fewer when their bodies pass
+// Options.ReplayPageBytes, one at least), and the session's revision,
+// read at one moment; more says whether more artifacts follow the last
+// one.
 func (s *Server) ArtifactsChanged(ctx context.Context, id string, after int64, limit int) (page store.Snapshot, more bool, err error) {
-	page, err = s.artifactsPage(ctx, id, after, limit+1)
-	if err != nil {
-		return page, false, err
-	}
-	if len(page.Artifacts) > limit {
-		page.Artifacts, more = page.Artifacts[:limit], true
-	}
-	return page, more, nil
+	page, err = s.artifactsPageOf(ctx, id, after, limit)
+	return page, page.More, err
 }
-
-// ReplayPage is how many artifacts a replay or GET /artifacts reads per
-// read transaction (Options.ReplayPage).
-func (s *Server) ReplayPage() int { return s.opts.ReplayPage }
 
 // SessionFeed is the session records of a project (all when ""), then
 // their live changes.

@@ -176,8 +176,8 @@ type foldedArtifacts struct {
 }
 
 // page is store.ArtifactsPage of the fold: the artifacts changed after
-// revision after, in revision order, at most limit.
-func (f *foldedArtifacts) page(after int64, limit int) store.Snapshot {
+// revision after, in revision order, cut as the store cuts them.
+func (f *foldedArtifacts) page(after int64, limit, maxBytes int) store.Snapshot {
 	var out []store.Artifact
 	for _, a := range f.bySeq {
 		if a.Rev > after {
@@ -185,20 +185,29 @@ func (f *foldedArtifacts) page(after int64, limit int) store.Snapshot {
 		}
 	}
 	slices.SortFunc(out, func(a, b store.Artifact) int { return cmp.Compare(a.Rev, b.Rev) })
-	if limit >= 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return store.Snapshot{Rev: f.rev, Artifacts: out, Created: f.created}
+	out, more := cut(out, limit, maxBytes)
+	return store.Snapshot{Rev: f.rev, Artifacts: out, Created: f.created, More: more}
 }
 
 // seqPage is store.ArtifactsBySeq of the fold (limit < 0: all).
-func (f *foldedArtifacts) seqPage(after int64, limit int) []store.Artifact {
+func (f *foldedArtifacts) seqPage(after int64, limit, maxBytes int) ([]store.Artifact, bool) {
 	i, _ := slices.BinarySearchFunc(f.bySeq, after+1, func(a store.Artifact, seq int64) int { return cmp.Compare(a.Seq, seq) })
-	out := f.bySeq[i:]
-	if limit >= 0 && len(out) > limit {
-		out = out[:limit]
+	out, more := cut(f.bySeq[i:], limit, maxBytes)
+	return slices.Clone(out), more
+}
+
+// cut is list cut as store.PageCut cuts a page (limit < 0: all), and
+// whether it left any.
+func cut(list []store.Artifact, limit, maxBytes int) ([]store.Artifact, bool) {
+	if limit < 0 {
+		return list, false
 	}
-	return slices.Clone(out)
+	sizes := make([]int64, len(list))
+	for i, a := range list {
+		sizes[i] = int64(len(a.Body))
+	}
+	n := store.PageCut(sizes, limit, maxBytes)
+	return list[:n], n < len(list)
 }
 
 // stager returns the store as a Stager when the writer may defer (see

@@ -49,6 +49,13 @@ type Options struct {
 	// /artifacts reads per read transaction, writing each page before it
 	// reads the next (default DefaultReplayPage).
 	ReplayPage int
+	// ReplayPageBytes bounds the same pages by the size of their
+	// artifacts' bodies: a page stops before the artifact that would take
+	// it past this many bytes, but holds one at least (default
+	// DefaultReplayPageBytes). A count alone let a session of large
+	// artifacts (tool output of megabytes each) put ReplayPage of them in
+	// memory at once for each follower replaying it.
+	ReplayPageBytes int
 	// ReplaySlots is how many replay pages may be read and written at
 	// once, over all streams (default: half the CPUs, at least one).
 	// Replays wait their turn a page at a time, so a crowd of followers
@@ -69,6 +76,7 @@ const (
 	DefaultMaxSessionBytes        = 1 << 30
 	DefaultStateCacheBytes        = 64 << 20
 	DefaultReplayPage             = 128
+	DefaultReplayPageBytes        = 1 << 20
 	DefaultActiveState            = 5 * time.Second
 )
 
@@ -99,6 +107,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReplayPage <= 0 {
 		o.ReplayPage = DefaultReplayPage
+	}
+	if o.ReplayPageBytes <= 0 {
+		o.ReplayPageBytes = DefaultReplayPageBytes
 	}
 	if o.StateCacheBytes <= 0 {
 		o.StateCacheBytes = DefaultStateCacheBytes

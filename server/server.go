@@ -268,7 +268,7 @@ func (s *Server) Artifacts(ctx context.Context, id string) ([]json.RawMessage, e
 	}
 	var list []StoredArtifact
 	if f != nil {
-		list = f.seqPage(0, -1)
+		list, _ = f.seqPage(0, -1, 0)
 	} else if list, err = s.store.Artifacts(ctx, id); err != nil {
 		return nil, readFailed("artifacts session="+id, err)
 	}

@@ -383,12 +383,12 @@ func newPageGatedStore(t *testing.T) *pageGatedStore {
 	return &pageGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
 }
 
-func (g *pageGatedStore) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+func (g *pageGatedStore) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	if g.armed.Load() && g.skip.Add(-1) < 0 && g.armed.CompareAndSwap(true, false) {
 		close(g.entered)
 		<-g.open
 	}
-	return g.Store.ArtifactsPage(ctx, id, after, limit)
+	return g.Store.ArtifactsPage(ctx, id, after, limit, maxBytes)
 }
 
 // TestArtifactStreamSessionCreatedIsTheReplayed: the artifact stream's

@@ -61,7 +61,7 @@ func New(opts Options) (*App, error) {
 		Observer: m, Store: a.store, BootstrapTimeout: opts.BootstrapTimeout, HeartbeatTimeout: opts.HeartbeatTimeout,
 		Logger: opts.Logger, Now: opts.Now,
 		MaxArtifactsPerSession: opts.MaxArtifactsPerSession, MaxSessionBytes: opts.MaxSessionBytes,
-		StateCacheBytes: opts.StateCacheBytes, ReplayPage: opts.ReplayPage, ActiveState: opts.ActiveState,
+		StateCacheBytes: opts.StateCacheBytes, ReplayPage: opts.ReplayPage, ReplayPageBytes: opts.ReplayPageBytes, ActiveState: opts.ActiveState,
 		AuthMode: authMode(opts),
 	})
 	if err != nil {

@@ -102,6 +102,9 @@ type Options struct {
 	// ReplayPage is how many artifacts a replay or GET /artifacts reads
 	// per read transaction (default server.DefaultReplayPage).
 	ReplayPage int
+	// ReplayPageBytes bounds those pages by the size of their artifacts
+	// (one at least; default server.DefaultReplayPageBytes).
+	ReplayPageBytes int
 	// ActiveState is how long after its last use a reducer state is spared
 	// by the byte budget (default server.DefaultActiveState; negative:
 	// none).

@@ -31,18 +31,26 @@ type Store interface {
 	// be above Rev (a client of a database restored from a backup): the
 	// result then has no artifacts, and the server decides what to do.
 	ArtifactsSince(ctx context.Context, id string, after int64) (Snapshot, error)
-	// ArtifactsPage is one page of ArtifactsSince: at most limit (> 0) of
-	// the artifacts with rev > after, the lowest revs first, and the
-	// session's Rev, read in one read transaction. A page shorter than
-	// limit holds every artifact with after < rev <= Rev. Replays read a
-	// session page by page, each page in its own short transaction, so
-	// neither the server's memory nor a long read (which keeps SQLite's
-	// WAL from being reset) grows with the session.
-	ArtifactsPage(ctx context.Context, id string, after int64, limit int) (Snapshot, error)
-	// ArtifactsBySeq returns at most limit (> 0) of the session's
-	// artifacts with seq > after, ordered by seq, every pending append
-	// merged in: Artifacts page by page. A missing session is CodeNotFound.
-	ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]Artifact, error)
+	// ArtifactsPage is one page of ArtifactsSince: the artifacts with
+	// rev > after, the lowest revs first, and the session's Rev, read in
+	// one read transaction. The page holds at most limit (> 0) of them
+	// and stops before the one that would take its bodies past maxBytes
+	// (counted as stored: the body and the bytes appended to it), but
+	// holds one at least (PageCut); maxBytes <= 0 bounds the count alone.
+	// More says whether artifacts with rev <= Rev were left for the next
+	// page: a page without More holds every one with after < rev <= Rev
+	// (a page shorter than limit may have More, cut by its bytes).
+	// Replays read a session page by page, each page in its own short
+	// transaction, so neither the server's memory nor a long read (which
+	// keeps SQLite's WAL from being reset) grows with the session or its
+	// artifacts' sizes.
+	ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (Snapshot, error)
+	// ArtifactsBySeq returns the session's artifacts with seq > after,
+	// ordered by seq, every pending append merged in, cut as
+	// ArtifactsPage cuts (at most limit > 0, within maxBytes but one at
+	// least): Artifacts page by page. more says whether artifacts were
+	// left for the next page. A missing session is CodeNotFound.
+	ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) (list []Artifact, more bool, err error)
 	// Commands returns the session's commands with after < id <= upTo in
 	// id order.
 	Commands(ctx context.Context, id string, after, upTo int64) ([]Command, error)

@@ -60,6 +60,27 @@ type Snapshot struct {
 	// stream can name the session its replay is of
 	// (protocol.HeaderSessionCreated).
 	Created int64
+	// More, on a page (Store.ArtifactsPage), says that artifacts with
+	// revisions above the page's last one and at most Rev were left for
+	// the next page; a page without it holds every artifact up to Rev.
+	More bool
+}
+
+// PageCut returns how many of a page's candidate artifacts, whose bodies
+// take sizes bytes (in page order), the page holds: at most limit, the
+// first always (so paging always gets on, however large one artifact),
+// then each while the bodies together stay within maxBytes (maxBytes <=
+// 0: no byte bound). A count alone let one page of large artifacts (tool
+// output of megabytes each) hold a hundred of them in memory at once.
+func PageCut(sizes []int64, limit int, maxBytes int) int {
+	n, sum := 0, int64(0)
+	for _, size := range sizes {
+		if n == limit || (n > 0 && maxBytes > 0 && sum+size > int64(maxBytes)) {
+			break
+		}
+		n, sum = n+1, sum+size
+	}
+	return n
 }
 
 // Command is a stored command: Body is the protocol.Command JSON including

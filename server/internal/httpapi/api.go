@@ -50,16 +50,16 @@ type Service interface {
 	// holds the bytes each event came as where they can be stored as they
 	// are (nil where not, or altogether).
 	AppendEvents(ctx context.Context, id, instance string, created int64, events []protocol.Event, raws [][]byte) (protocol.EventsAccepted, error)
-	// ArtifactsBySeq returns at most limit of the session's artifacts with
-	// seq > after, ordered by seq; GET /artifacts without parameters
-	// reads the whole list with it, a page of ReplayPage at a time.
-	ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error)
+	// ArtifactsBySeq returns a page of the session's artifacts with seq >
+	// after, ordered by seq (bounded in count and bytes, one artifact at
+	// least), and whether more follow; GET /artifacts without parameters
+	// reads the whole list with it, a page at a time.
+	ArtifactsBySeq(ctx context.Context, id string, after int64) ([]store.Artifact, bool, error)
 	// ArtifactsChanged returns at most limit of the artifacts changed
-	// after revision after, in revision order, with the session's
-	// revision, and whether more follow (GET /artifacts?after=&limit=).
+	// after revision after, in revision order (fewer when their bodies
+	// are large, one at least), with the session's revision, and whether
+	// more follow (GET /artifacts?after=&limit=).
 	ArtifactsChanged(ctx context.Context, id string, after int64, limit int) (store.Snapshot, bool, error)
-	// ReplayPage is how many artifacts to read at a time.
-	ReplayPage() int
 	// ArtifactStream prepares an artifact stream; resume says whether the
 	// client sent Last-Event-ID (after).
 	ArtifactStream(ctx context.Context, id string, after int64, resume bool) (*Stream, error)
@@ -523,8 +523,7 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 // later aborts the response, so the client sees a broken body, never a
 // short list that looks complete.
 func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
-	limit := a.svc.ReplayPage()
-	page, err := a.svc.ArtifactsBySeq(r.Context(), id, 0, limit)
+	page, more, err := a.svc.ArtifactsBySeq(r.Context(), id, 0)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -542,7 +541,7 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 			first = false
 			json.HTMLEscape(&b, art.Body)
 		}
-		if len(page) < limit {
+		if !more {
 			break
 		}
 		if _, err := w.Write(b.Bytes()); err != nil {
@@ -550,7 +549,7 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		b.Reset()
 		last := page[len(page)-1].Seq
-		if page, err = a.svc.ArtifactsBySeq(r.Context(), id, last, limit); err != nil {
+		if page, more, err = a.svc.ArtifactsBySeq(r.Context(), id, last); err != nil {
 			a.log.Warn("artifact list cut short", "session", id, "after", last, "err", err)
 			panic(http.ErrAbortHandler)
 		}

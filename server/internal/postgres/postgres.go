@@ -355,20 +355,21 @@ func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, err
 // ArtifactsSince returns the artifacts whose rev is greater than after, in
 // rev order, with the session's rev, from one snapshot.
 func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
-	return s.artifactsSince(ctx, id, after, nil)
+	return s.artifactsSince(ctx, id, after, 0, 0)
 }
 
-// ArtifactsPage is at most limit artifacts of ArtifactsSince.
-func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+// ArtifactsPage is one page of ArtifactsSince, cut at limit artifacts
+// and maxBytes of bodies (store.PageCut).
+func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	if limit <= 0 {
 		return store.Snapshot{}, fmt.Errorf("artifact page session=%s: limit %d: must be positive", id, limit)
 	}
-	return s.artifactsSince(ctx, id, after, &limit)
+	return s.artifactsSince(ctx, id, after, limit, maxBytes)
 }
 
-// artifactsSince reads at most *limit artifacts with rev > after; a nil
-// limit is LIMIT NULL, which is no limit.
-func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit *int) (store.Snapshot, error) {
+// artifactsSince reads the artifacts with rev > after: all of them when
+// limit is 0, else a page cut at limit and maxBytes.
+func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	var snap store.Snapshot
 	err := s.readTx(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `SELECT rev, created_at FROM sessions WHERE id = $1`, id).Scan(&snap.Rev, &snap.Created)
@@ -378,7 +379,15 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 		if err != nil {
 			return fmt.Errorf("find session %s: %w", id, err)
 		}
-		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3`, id, after, limit)
+		upTo := snap.Rev
+		if limit > 0 {
+			if upTo, snap.More, err = cutPage(ctx, tx, `SELECT rev, octet_length(body) + appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3`, id, after, limit, maxBytes); err != nil {
+				return err
+			}
+		}
+		// Every artifact above after up to the page's last: the cut was
+		// read in this snapshot, so these are exactly the ones it counted.
+		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND rev > $2 AND rev <= $3 ORDER BY rev`, id, after, upTo)
 		arts, err := pgx.CollectRows(rows, scanArtifact)
 		if err != nil {
 			return err
@@ -392,18 +401,49 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 	return snap, nil
 }
 
-// ArtifactsBySeq returns at most limit artifacts with seq > after, in seq
-// order.
-func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+// cutPage runs q (key and size of the candidates, in page order, bound to
+// id, after and a row limit) for limit+1 candidates and returns the key of
+// the page's last artifact as store.PageCut cuts it (after when there is
+// none) and whether candidates were left after it. octet_length of a
+// body kept out of line (TOAST) is read from its header, so a page is cut
+// before any body is read.
+func cutPage(ctx context.Context, tx pgx.Tx, q, id string, after int64, limit, maxBytes int) (last int64, more bool, err error) {
+	var keys, sizes []int64
+	rows, _ := tx.Query(ctx, q, id, after, limit+1)
+	var key, size int64
+	if _, err := pgx.ForEachRow(rows, []any{&key, &size}, func() error {
+		keys, sizes = append(keys, key), append(sizes, size)
+		return nil
+	}); err != nil {
+		return 0, false, fmt.Errorf("cut page: %w", err)
 	}
-	var out []store.Artifact
+	n := store.PageCut(sizes, limit, maxBytes)
+	if n == 0 {
+		return after, false, nil
+	}
+	return keys[n-1], n < len(keys), nil
+}
+
+// ArtifactsBySeq returns the artifacts with seq > after, in seq order,
+// cut at limit artifacts and maxBytes of bodies (store.PageCut).
+func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+	}
+	var (
+		out  []store.Artifact
+		more bool
+	)
 	err := s.readTx(ctx, func(tx pgx.Tx) error {
 		if _, err := exists(ctx, tx, id); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, after, limit)
+		upTo, m, err := cutPage(ctx, tx, `SELECT seq, octet_length(body) + appended FROM artifacts WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, id, after, limit, maxBytes)
+		if err != nil {
+			return err
+		}
+		more = m
+		rows, _ := tx.Query(ctx, `SELECT seq, rev, body, appended FROM artifacts WHERE session_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq`, id, after, upTo)
 		arts, err := pgx.CollectRows(rows, scanArtifact)
 		if err != nil {
 			return err
@@ -412,9 +452,9 @@ func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limi
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
+		return nil, false, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
 	}
-	return out, nil
+	return out, more, nil
 }
 
 // CommandByKey returns the session's command stored with Idempotency-Key

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"runtime"
 	"slices"
@@ -473,7 +474,8 @@ func (s *Store) Events(ctx context.Context, id string) ([]store.Event, error) {
 
 // Artifacts returns a session's artifacts ordered by seq.
 func (s *Store) Artifacts(ctx context.Context, id string) ([]store.Artifact, error) {
-	return s.artifactsBySeq(ctx, id, 0, -1) // SQLite: LIMIT -1 is no limit
+	list, _, err := s.artifactsBySeq(ctx, id, 0, -1, 0)
+	return list, err
 }
 
 // artifactRow is an artifact as stored; Appended > 0 means it has
@@ -516,20 +518,21 @@ func withAppends(ctx context.Context, tx *sqlx.Tx, id string, rows []artifactRow
 // rev order, with the session's rev, read in one transaction so the rev
 // covers exactly those artifacts.
 func (s *Store) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
-	return s.artifactsSince(ctx, id, after, -1)
+	return s.artifactsSince(ctx, id, after, -1, 0)
 }
 
-// ArtifactsPage is at most limit artifacts of ArtifactsSince.
-func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+// ArtifactsPage is one page of ArtifactsSince, cut at limit artifacts
+// and maxBytes of bodies (store.PageCut).
+func (s *Store) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	if limit <= 0 {
 		return store.Snapshot{}, fmt.Errorf("artifact page session=%s: limit %d: must be positive", id, limit)
 	}
-	return s.artifactsSince(ctx, id, after, limit)
+	return s.artifactsSince(ctx, id, after, limit, maxBytes)
 }
 
-// artifactsSince reads at most limit artifacts with rev > after (limit -1:
-// all of them, which is what SQLite's LIMIT -1 means).
-func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit int) (store.Snapshot, error) {
+// artifactsSince reads the artifacts with rev > after: all of them when
+// limit is -1, else a page cut at limit and maxBytes.
+func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("artifact snapshot session=%s: begin: %w", id, err)
@@ -543,8 +546,17 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 	if err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s: %w", id, err)
 	}
+	upTo := snap.Rev
+	if limit > 0 {
+		upTo, snap.More, err = cutPage(ctx, tx, `SELECT a.rev AS k, `+sizeCol+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev LIMIT ?`, id, after, limit, maxBytes)
+		if err != nil {
+			return snap, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
+		}
+	}
 	var rows []artifactRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev LIMIT ?`, id, after, limit); err != nil {
+	// Every artifact above after up to the page's last: the cut was read
+	// in this transaction, so these are exactly the ones it counted.
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.rev > ? AND a.rev <= ? ORDER BY a.rev`, id, after, upTo); err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s after=%d: %w", id, after, err)
 	}
 	if snap.Artifacts, err = withAppends(ctx, tx, id, rows); err != nil {
@@ -553,31 +565,70 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 	return snap, nil
 }
 
-// ArtifactsBySeq returns at most limit artifacts with seq > after, in seq
-// order.
-func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+// sizeCol is an artifact's size as stored (its body and what was appended
+// to it) FROM the artifacts joined to their bodies; a WHERE clause
+// follows. octet_length reads the length from the record's header
+// without loading the text, so a page is cut before any body is read.
+const sizeCol = `octet_length(b.body) + a.appended AS n FROM artifacts a
+	JOIN artifact_bodies b ON b.session_id = a.session_id AND b.seq = a.seq`
+
+// cutPage runs q (key and size of the candidates, in page order, bound to
+// id, after and a row limit) for limit+1 candidates and returns the key of
+// the page's last artifact as store.PageCut cuts it (after when there is
+// none) and whether candidates were left after it.
+func cutPage(ctx context.Context, tx *sqlx.Tx, q, id string, after int64, limit, maxBytes int) (last int64, more bool, err error) {
+	var rows []struct {
+		Key  int64 `db:"k"`
+		Size int64 `db:"n"`
 	}
-	return s.artifactsBySeq(ctx, id, after, limit)
+	if err := tx.SelectContext(ctx, &rows, q, id, after, limit+1); err != nil {
+		return 0, false, err
+	}
+	sizes := make([]int64, len(rows))
+	for i, r := range rows {
+		sizes[i] = r.Size
+	}
+	n := store.PageCut(sizes, limit, maxBytes)
+	if n == 0 {
+		return after, false, nil
+	}
+	return rows[n-1].Key, n < len(rows), nil
 }
 
-// artifactsBySeq reads artifacts with seq > after in seq order, at most
-// limit of them (-1: all), in one read transaction.
-func (s *Store) artifactsBySeq(ctx context.Context, id string, after int64, limit int) ([]store.Artifact, error) {
+// ArtifactsBySeq returns the artifacts with seq > after, in seq order,
+// cut at limit artifacts and maxBytes of bodies (store.PageCut).
+func (s *Store) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("list artifacts session=%s: limit %d: must be positive", id, limit)
+	}
+	return s.artifactsBySeq(ctx, id, after, limit, maxBytes)
+}
+
+// artifactsBySeq reads artifacts with seq > after in seq order, all of
+// them when limit is -1, else a page cut at limit and maxBytes, in one
+// read transaction.
+func (s *Store) artifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
 	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
+		return nil, false, fmt.Errorf("list artifacts session=%s: begin: %w", id, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
 	if err := exists(ctx, tx, id); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	upTo, more := int64(math.MaxInt64), false
+	if limit > 0 {
+		upTo, more, err = cutPage(ctx, tx, `SELECT a.seq AS k, `+sizeCol+` WHERE a.session_id = ? AND a.seq > ? ORDER BY a.seq LIMIT ?`, id, after, limit, maxBytes)
+		if err != nil {
+			return nil, false, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
+		}
 	}
 	var rows []artifactRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.seq > ? ORDER BY a.seq LIMIT ?`, id, after, limit); err != nil {
-		return nil, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+artifactCols+` WHERE a.session_id = ? AND a.seq > ? AND a.seq <= ? ORDER BY a.seq`, id, after, upTo); err != nil {
+		return nil, false, fmt.Errorf("list artifacts session=%s after=%d: %w", id, after, err)
 	}
-	return withAppends(ctx, tx, id, rows)
+	list, err := withAppends(ctx, tx, id, rows)
+	return list, more, err
 }
 
 // Commands returns the commands with after < id <= upTo, in id order.

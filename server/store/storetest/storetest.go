@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
@@ -25,6 +26,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EventsInOrder", testEventsInOrder},
 		{"ArtifactsSinceIsExact", testArtifactsSinceIsExact},
 		{"ArtifactPages", testArtifactPages},
+		{"ArtifactPagesByBytes", testArtifactPagesByBytes},
 		{"AppendsMergedOnRead", testAppendsMergedOnRead},
 		{"Commands", testCommands},
 		{"CommandKeys", testCommandKeys},
@@ -163,9 +165,9 @@ func testNotFound(t *testing.T, s store.Store) {
 	wantNotFound(t, "Artifacts", err)
 	_, err = s.ArtifactsSince(ctx, "ghost", 0)
 	wantNotFound(t, "ArtifactsSince", err)
-	_, err = s.ArtifactsPage(ctx, "ghost", 0, 10)
+	_, err = s.ArtifactsPage(ctx, "ghost", 0, 10, 0)
 	wantNotFound(t, "ArtifactsPage", err)
-	_, err = s.ArtifactsBySeq(ctx, "ghost", 0, 10)
+	_, _, err = s.ArtifactsBySeq(ctx, "ghost", 0, 10, 0)
 	wantNotFound(t, "ArtifactsBySeq", err)
 	err = s.Commit(ctx, []store.Op{store.UpdateSession{Session: store.Session{Session: session("ghost", 1, "")}}})
 	wantNotFound(t, "Commit(UpdateSession)", err)
@@ -320,20 +322,22 @@ func testArtifactPages(t *testing.T, s store.Store) {
 		after int64
 		limit int
 		want  [][2]int64
+		more  bool
 	}{
-		{0, 2, [][2]int64{{1, 1}, {3, 3}}},
-		{3, 2, [][2]int64{{4, 4}, {2, 5}}},
-		{4, 2, [][2]int64{{2, 5}}},
-		{0, 10, [][2]int64{{1, 1}, {3, 3}, {4, 4}, {2, 5}}},
-		{5, 1, [][2]int64{}},
-		{99, 1, [][2]int64{}},
+		{0, 2, [][2]int64{{1, 1}, {3, 3}}, true},
+		{3, 2, [][2]int64{{4, 4}, {2, 5}}, false},
+		{4, 2, [][2]int64{{2, 5}}, false},
+		{0, 10, [][2]int64{{1, 1}, {3, 3}, {4, 4}, {2, 5}}, false},
+		{0, 4, [][2]int64{{1, 1}, {3, 3}, {4, 4}, {2, 5}}, false},
+		{5, 1, [][2]int64{}, false},
+		{99, 1, [][2]int64{}, false},
 	} {
-		snap, err := s.ArtifactsPage(ctx, "a", tt.after, tt.limit)
+		snap, err := s.ArtifactsPage(ctx, "a", tt.after, tt.limit, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if snap.Rev != 5 || !slices.Equal(revs(snap.Artifacts), tt.want) {
-			t.Errorf("ArtifactsPage(a, %d, %d) = rev %d %v; want rev 5 %v", tt.after, tt.limit, snap.Rev, revs(snap.Artifacts), tt.want)
+		if snap.Rev != 5 || !slices.Equal(revs(snap.Artifacts), tt.want) || snap.More != tt.more {
+			t.Errorf("ArtifactsPage(a, %d, %d) = rev %d %v more %v; want rev 5 %v more %v", tt.after, tt.limit, snap.Rev, revs(snap.Artifacts), snap.More, tt.want, tt.more)
 		}
 		if snap.Created != 1 {
 			t.Errorf("ArtifactsPage(a, %d, %d): Created %d; want the session's createdAt 1", tt.after, tt.limit, snap.Created)
@@ -348,18 +352,20 @@ func testArtifactPages(t *testing.T, s store.Store) {
 		after int64
 		limit int
 		want  [][2]int64
+		more  bool
 	}{
-		{0, 3, [][2]int64{{1, 1}, {2, 5}, {3, 3}}},
-		{3, 3, [][2]int64{{4, 4}}},
-		{1, 1, [][2]int64{{2, 5}}},
-		{4, 3, [][2]int64{}},
+		{0, 3, [][2]int64{{1, 1}, {2, 5}, {3, 3}}, true},
+		{3, 3, [][2]int64{{4, 4}}, false},
+		{1, 1, [][2]int64{{2, 5}}, true},
+		{0, 4, [][2]int64{{1, 1}, {2, 5}, {3, 3}, {4, 4}}, false},
+		{4, 3, [][2]int64{}, false},
 	} {
-		list, err := s.ArtifactsBySeq(ctx, "a", tt.after, tt.limit)
+		list, more, err := s.ArtifactsBySeq(ctx, "a", tt.after, tt.limit, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(revs(list), tt.want) {
-			t.Errorf("ArtifactsBySeq(a, %d, %d) = %v; want %v", tt.after, tt.limit, revs(list), tt.want)
+		if !slices.Equal(revs(list), tt.want) || more != tt.more {
+			t.Errorf("ArtifactsBySeq(a, %d, %d) = %v more %v; want %v more %v", tt.after, tt.limit, revs(list), more, tt.want, tt.more)
 		}
 		for _, a := range list {
 			if a.Seq == 2 && string(a.Body) != string(merged) {
@@ -367,12 +373,82 @@ func testArtifactPages(t *testing.T, s store.Store) {
 			}
 		}
 	}
-	if _, err := s.ArtifactsPage(ctx, "a", 0, 0); err == nil {
+	if _, err := s.ArtifactsPage(ctx, "a", 0, 0, 0); err == nil {
 		t.Error("ArtifactsPage with limit 0 succeeded")
 	}
-	if _, err := s.ArtifactsBySeq(ctx, "a", 0, 0); err == nil {
+	if _, _, err := s.ArtifactsBySeq(ctx, "a", 0, 0, 0); err == nil {
 		t.Error("ArtifactsBySeq with limit 0 succeeded")
 	}
+}
+
+// A page also stops before the artifact that would take its bodies past
+// maxBytes (an artifact's pending appends counted), but holds one
+// artifact at least, and says whether it left any: large artifacts (tool
+// output of megabytes) cost a page's worth of memory, not limit of them.
+func testArtifactPagesByBytes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	big := strings.Repeat("x", 1000)
+	arts := []store.Artifact{artifact(t, 1, 1, big), artifact(t, 2, 2, big), artifact(t, 3, 3, big), artifact(t, 4, 4, big)}
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: arts})
+	// Seq 2 grows by 500 bytes and moves last in rev order.
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 2, Rev: 5, Fields: []store.FieldAppend{{Field: "output", Text: strings.Repeat("y", 500)}}}}})
+	setRev(t, s, "a", 5)
+	n := len(arts[0].Body) // every body is as long before the append
+	for _, tt := range []struct {
+		after    int64
+		maxBytes int
+		want     [][2]int64
+		more     bool
+	}{
+		{0, 2 * n, [][2]int64{{1, 1}, {3, 3}}, true},
+		{0, 2*n - 1, [][2]int64{{1, 1}}, true},
+		{0, 1, [][2]int64{{1, 1}}, true}, // one at least
+		{3, 2*n + 500, [][2]int64{{4, 4}, {2, 5}}, false},
+		{3, 2*n + 499, [][2]int64{{4, 4}}, true}, // the append counts
+		{4, 1, [][2]int64{{2, 5}}, false},
+		{0, 4*n + 500, [][2]int64{{1, 1}, {3, 3}, {4, 4}, {2, 5}}, false},
+		{5, 1, [][2]int64{}, false},
+	} {
+		snap, err := s.ArtifactsPage(ctx, "a", tt.after, 10, tt.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Rev != 5 || !slices.Equal(revs(snap.Artifacts), tt.want) || snap.More != tt.more {
+			t.Errorf("ArtifactsPage(a, %d, 10, %d) = rev %d %v more %v; want rev 5 %v more %v", tt.after, tt.maxBytes, snap.Rev, revs(snap.Artifacts), snap.More, tt.want, tt.more)
+		}
+		if sum := bodyBytes(snap.Artifacts); len(snap.Artifacts) > 1 && sum > tt.maxBytes {
+			t.Errorf("ArtifactsPage(a, %d, 10, %d): %d bytes of bodies", tt.after, tt.maxBytes, sum)
+		}
+	}
+	for _, tt := range []struct {
+		after    int64
+		maxBytes int
+		want     [][2]int64
+		more     bool
+	}{
+		{0, 2*n + 500, [][2]int64{{1, 1}, {2, 5}}, true},
+		{0, 2*n + 499, [][2]int64{{1, 1}}, true},
+		{1, 1, [][2]int64{{2, 5}}, true},
+		{2, 2 * n, [][2]int64{{3, 3}, {4, 4}}, false},
+		{4, 1, [][2]int64{}, false},
+	} {
+		list, more, err := s.ArtifactsBySeq(ctx, "a", tt.after, 10, tt.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(revs(list), tt.want) || more != tt.more {
+			t.Errorf("ArtifactsBySeq(a, %d, 10, %d) = %v more %v; want %v more %v", tt.after, tt.maxBytes, revs(list), more, tt.want, tt.more)
+		}
+	}
+}
+
+func bodyBytes(list []store.Artifact) int {
+	n := 0
+	for _, a := range list {
+		n += len(a.Body)
+	}
+	return n
 }
 
 // Appends are merged into every read exactly as store.MergeAppends does;

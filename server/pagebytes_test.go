@@ -1,0 +1,170 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
+)
+
+// pageSizeStore records the artifact bodies each page read returns: what
+// a replay or a GET /artifacts holds in memory at once.
+type pageSizeStore struct {
+	*sqlite.Store
+	mu    sync.Mutex
+	pages [][]int // body sizes, one list per page read
+}
+
+func (p *pageSizeStore) record(arts []store.Artifact) {
+	sizes := make([]int, len(arts))
+	for i, a := range arts {
+		sizes[i] = len(a.Body)
+	}
+	p.mu.Lock()
+	p.pages = append(p.pages, sizes)
+	p.mu.Unlock()
+}
+
+func (p *pageSizeStore) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
+	snap, err := p.Store.ArtifactsPage(ctx, id, after, limit, maxBytes)
+	p.record(snap.Artifacts)
+	return snap, err
+}
+
+func (p *pageSizeStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
+	list, more, err := p.Store.ArtifactsBySeq(ctx, id, after, limit, maxBytes)
+	p.record(list)
+	return list, more, err
+}
+
+// taken returns the pages read since the last call.
+func (p *pageSizeStore) taken() [][]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.pages
+	p.pages = nil
+	return out
+}
+
+// checkPages fails unless every page read held its bodies within the
+// byte budget, or a single artifact (a page always makes progress).
+func checkPages(t *testing.T, what string, pages [][]int) {
+	t.Helper()
+	if len(pages) == 0 {
+		t.Fatalf("%s: no page read", what)
+	}
+	for i, sizes := range pages {
+		sum := 0
+		for _, n := range sizes {
+			sum += n
+		}
+		if len(sizes) > 1 && sum > server.DefaultReplayPageBytes {
+			t.Errorf("%s: page %d held %d artifacts of %d bytes together; want at most %d bytes or one artifact", what, i, len(sizes), sum, server.DefaultReplayPageBytes)
+		}
+	}
+}
+
+// bigSession creates session a with n assistant texts of size bytes each,
+// seq 1 to n, and returns the session's revision.
+func bigSession(t *testing.T, c *client, n, size int) {
+	t.Helper()
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	text := strings.Repeat("x", size)
+	for i := 1; i <= n; i++ {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+			fmt.Sprintf(`[{"type":"text_delta","id":"m%d","delta":%q,"agentSeq":%d}]`, i, text, i))
+	}
+}
+
+// TestReplayPagesBoundedByBytes: a replay page was bounded by its count
+// alone (128 artifacts), so a session of large artifacts (tool output of
+// megabytes each) put 128 of them in memory at once for every follower
+// replaying it. A page now also stops at Options.ReplayPageBytes of
+// bodies (one artifact at least), and the replay still sends every
+// artifact once and ends at the session's revision.
+func TestReplayPagesBoundedByBytes(t *testing.T) {
+	p := &pageSizeStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))}
+	s := start(t, app.Options{Store: p})
+	c := newClient(t, s)
+	const n, size = 12, 250 << 10 // 3 MiB in all, four 1 MiB pages
+	bigSession(t, c, n, size)
+	p.taken()
+
+	for _, after := range []int64{0, 3} {
+		var hdr []string
+		if after > 0 {
+			hdr = []string{"Last-Event-ID", itoa(after)}
+		}
+		st := c.stream("/sessions/a/stream", hdr...)
+		seen := map[int64]bool{}
+		for {
+			ev := st.next()
+			if ev.Event == protocol.SSESnapshotComplete {
+				var done protocol.SnapshotComplete
+				if err := json.Unmarshal([]byte(ev.Data), &done); err != nil {
+					t.Fatal(err)
+				}
+				if want := storedRev(t, s, "a"); done.Rev != want {
+					t.Errorf("after %d: snapshot_complete at %d; want the session's revision %d", after, done.Rev, want)
+				}
+				break
+			}
+			var snap struct {
+				Artifact protocol.Artifact `json:"artifact"`
+			}
+			if err := json.Unmarshal([]byte(ev.Data), &snap); err != nil {
+				t.Fatal(err)
+			}
+			if seen[snap.Artifact.Seq] {
+				t.Errorf("after %d: seq %d replayed twice", after, snap.Artifact.Seq)
+			}
+			seen[snap.Artifact.Seq] = true
+		}
+		st.close()
+		if want := n - int(after); len(seen) != want {
+			t.Errorf("after %d: replayed %d artifacts; want %d", after, len(seen), want)
+		}
+		checkPages(t, fmt.Sprintf("stream after %d", after), p.taken())
+	}
+
+	// GET /artifacts, the whole list by seq, reads by the same budget.
+	var all []json.RawMessage
+	c.must(http.StatusOK, &all, "GET", "/sessions/a/artifacts", nil)
+	if len(all) != n {
+		t.Errorf("GET /artifacts: %d artifacts; want %d", len(all), n)
+	}
+	checkPages(t, "GET /artifacts", p.taken())
+
+	// And its pages by revision: shorter than limit when the bodies are
+	// large, with a cursor to the rest.
+	got := 0
+	for after, pages := int64(0), 0; ; pages++ {
+		var page struct {
+			Artifacts []json.RawMessage `json:"artifacts"`
+			Next      *int64            `json:"next"`
+		}
+		c.must(http.StatusOK, &page, "GET", "/sessions/a/artifacts?limit=500&after="+itoa(after), nil)
+		got += len(page.Artifacts)
+		if page.Next == nil {
+			break
+		}
+		if pages > n {
+			t.Fatal("GET /artifacts?after: the pages do not end")
+		}
+		after = *page.Next
+	}
+	if got != n {
+		t.Errorf("GET /artifacts?after: %d artifacts over the pages; want %d", got, n)
+	}
+	checkPages(t, "GET /artifacts?after", p.taken())
+}
