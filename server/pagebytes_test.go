@@ -10,10 +10,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/pgtest"
 	"github.com/rein-ai/rein/server/store"
 )
 
@@ -21,11 +25,16 @@ import (
 // a replay or a GET /artifacts holds in memory at once.
 type pageSizeStore struct {
 	*sqlite.Store
+	pageRecorder
+}
+
+// pageRecorder records the body sizes of the artifacts each read returns.
+type pageRecorder struct {
 	mu    sync.Mutex
 	pages [][]int // body sizes, one list per page read
 }
 
-func (p *pageSizeStore) record(arts []store.Artifact) {
+func (p *pageRecorder) record(arts []store.Artifact) {
 	sizes := make([]int, len(arts))
 	for i, a := range arts {
 		sizes[i] = len(a.Body)
@@ -48,7 +57,7 @@ func (p *pageSizeStore) ArtifactsBySeq(ctx context.Context, id string, after int
 }
 
 // taken returns the pages read since the last call.
-func (p *pageSizeStore) taken() [][]int {
+func (p *pageRecorder) taken() [][]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := p.pages
@@ -167,4 +176,88 @@ func TestReplayPagesBoundedByBytes(t *testing.T) {
 		t.Errorf("GET /artifacts?after: %d artifacts over the pages; want %d", got, n)
 	}
 	checkPages(t, "GET /artifacts?after", p.taken())
+}
+
+// pagedBlindStore is a blindStore that records the artifact bodies each
+// of its reads returns.
+type pagedBlindStore struct {
+	*blindStore
+	pageRecorder
+}
+
+func (p *pagedBlindStore) ArtifactsSince(ctx context.Context, id string, after int64) (store.Snapshot, error) {
+	snap, err := p.blindStore.ArtifactsSince(ctx, id, after)
+	p.record(snap.Artifacts)
+	return snap, err
+}
+
+func (p *pagedBlindStore) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
+	snap, err := p.blindStore.ArtifactsPage(ctx, id, after, limit, maxBytes)
+	p.record(snap.Artifacts)
+	return snap, err
+}
+
+func (p *pagedBlindStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
+	list, more, err := p.blindStore.ArtifactsBySeq(ctx, id, after, limit, maxBytes)
+	p.record(list)
+	return list, more, err
+}
+
+// TestReplicasFallbackReadsInPages: a replica that cannot relay another's
+// change records (the change log forgot them) sent its followers the
+// changed artifacts whole, read at once in its writer: a session whose
+// large artifacts all changed meanwhile (3 MiB here, up to the session's
+// byte cap) was read into memory in one piece, however many. It now reads
+// a page (bounded in bytes) and, when more changed than one page holds,
+// ends its followers' streams instead: they resume with Last-Event-ID,
+// replaying page by page, and end up exactly as the session is.
+func TestReplicasFallbackReadsInPages(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	pg, err := postgres.Open(t.Context(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	f := &pagedBlindStore{blindStore: &blindStore{Store: pg}}
+	b := start(t, app.Options{Store: f})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"text_delta","id":"m0","delta":"hi","agentSeq":100}]`)
+	m := newModel(t)
+	st := cb.stream("/sessions/a/stream")
+	m.readSnapshot(st)
+	m.readUntilRev(st, storedRev(t, a, "a"))
+
+	f.fail.Store(true)
+	text := strings.Repeat("x", 250<<10)
+	for i := 1; i <= 12; i++ {
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+			fmt.Sprintf(`[{"type":"text_delta","id":"m%d","delta":%q,"agentSeq":%d}]`, i, text, 100+i))
+	}
+	db, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	if _, err := db.Exec(t.Context(), `DELETE FROM change_batches`); err != nil {
+		t.Fatal(err)
+	}
+	f.taken()
+	f.fail.Store(false)
+	f.changed.Load().(func([]string))(nil)
+
+	want := storedRev(t, a, "a")
+	for m.lastID == "" || atoi(t, m.lastID) < want {
+		ev, err := st.read()
+		if err != nil {
+			// Ended: resume, as every client does.
+			st = cb.stream("/sessions/a/stream", "Last-Event-ID", m.lastID)
+			m.readSnapshot(st)
+			continue
+		}
+		m.apply(ev)
+	}
+	m.equal(cb, "a")
+	checkPages(t, "replica b", f.taken())
 }

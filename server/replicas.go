@@ -469,6 +469,14 @@ func (w *writer) relayChanges(ctx context.Context, id string, from, to int64) (m
 // artifact_snapshot records (what a resume replays: exact too, only
 // bigger). It updates the approvals inbox from the permissions among
 // them.
+//
+// The changed artifacts are read as a replay page is (Options.ReplayPage,
+// Options.ReplayPageBytes). When more changed than a page holds, the
+// followers' streams end instead and they resume with Last-Event-ID,
+// which replays exactly those artifacts page by page, each follower off
+// the writer: read whole here, every changed artifact (each up to
+// --max-session-bytes) was in memory at once, in the writer, which
+// stalled every session's writes meanwhile.
 func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 	id := e.rec.ID
 	if msgs, ok := w.relayChanges(ctx, id, e.pubRev, e.rec.Rev); ok {
@@ -483,7 +491,7 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		}
 		return
 	}
-	snap, err := w.store.ArtifactsSince(ctx, id, e.pubRev)
+	snap, err := w.store.ArtifactsPage(ctx, id, e.pubRev, w.opts.ReplayPage, w.opts.ReplayPageBytes)
 	if err != nil {
 		// Followers of the session cannot be told what they missed:
 		// end their streams, so they resume exactly (Last-Event-ID).
@@ -492,44 +500,71 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		e.pubRev = e.rec.Rev
 		return
 	}
+	if snap.More {
+		w.hub.CloseTopic(artifactTopic(id))
+		from := e.pubRev
+		e.pubRev = max(snap.Rev, e.rec.Rev)
+		w.remoteApprovals(ctx, e, from)
+		return
+	}
 	msgs := make([]*hub.Message, 0, len(snap.Artifacts))
-	var perms []*protocol.Artifact
 	for _, a := range snap.Artifacts {
 		data := make([]byte, 0, len(a.Body)+13)
 		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
 		msgs = append(msgs, &hub.Message{Event: protocol.SSEArtifactSnapshot, Data: data, Seq: a.Rev})
-		if bytes.Contains(a.Body, []byte(`"permission"`)) || bytes.Contains(a.Body, []byte(`"tool_call"`)) {
-			var art protocol.Artifact
-			if json.Unmarshal(a.Body, &art) == nil {
-				perms = append(perms, &art)
-			}
-		}
 	}
 	if len(msgs) > 0 {
 		w.hub.Publish(artifactTopic(id), msgs...)
 	}
 	e.pubRev = max(snap.Rev, e.rec.Rev)
-	w.approvalsFrom(e, perms)
+	w.approvalsFrom(e, approvalArtifacts(nil, snap.Artifacts))
 }
 
 // remoteApprovals updates the approvals inbox from the session's
-// artifacts changed after revision from.
+// artifacts changed after revision from, read a page at a time (as
+// publishArtifacts reads them) and kept only as approvalArtifacts keeps
+// them, so a session of large changed artifacts is never in memory whole.
 func (w *writer) remoteApprovals(ctx context.Context, e *entry, from int64) {
-	snap, err := w.store.ArtifactsSince(ctx, e.rec.ID, from)
-	if err != nil {
-		w.log.Warn("read permissions changed by another replica", slog.String("session", e.rec.ID), slog.Any("err", err))
-		return
-	}
 	var arts []*protocol.Artifact
-	for _, a := range snap.Artifacts {
-		if bytes.Contains(a.Body, []byte(`"permission"`)) || bytes.Contains(a.Body, []byte(`"tool_call"`)) {
-			var art protocol.Artifact
-			if json.Unmarshal(a.Body, &art) == nil {
-				arts = append(arts, &art)
-			}
+	for after := from; ; {
+		snap, err := w.store.ArtifactsPage(ctx, e.rec.ID, after, w.opts.ReplayPage, w.opts.ReplayPageBytes)
+		if err != nil {
+			w.log.Warn("read permissions changed by another replica", slog.String("session", e.rec.ID), slog.Any("err", err))
+			return
 		}
+		arts = approvalArtifacts(arts, snap.Artifacts)
+		if !snap.More {
+			break
+		}
+		after = snap.Artifacts[len(snap.Artifacts)-1].Rev
 	}
 	w.approvalsFrom(e, arts)
+}
+
+// approvalArtifacts appends to arts what approvalsFrom needs of list: its
+// permissions, and of its tool calls only what an approval names of
+// them (id, name, kind, title), not their output.
+func approvalArtifacts(arts []*protocol.Artifact, list []store.Artifact) []*protocol.Artifact {
+	for _, s := range list {
+		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
+			continue
+		}
+		var a protocol.Artifact
+		if json.Unmarshal(s.Body, &a) != nil {
+			continue
+		}
+		if a.Type == protocol.ArtifactToolCall {
+			fields := map[string]any{}
+			for _, k := range []string{"name", "kind", "title"} {
+				if v, ok := a.Fields[k]; ok {
+					fields[k] = v
+				}
+			}
+			a.Fields = fields
+		}
+		arts = append(arts, &a)
+	}
+	return arts
 }
 
 // approvalsFrom adds the pending permissions among arts (tool calls among
