@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -379,7 +380,9 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 		if err != nil {
 			return fmt.Errorf("find session %s: %w", id, err)
 		}
-		upTo := snap.Rev
+		// Unpaged, every artifact above after, as stored (not cut at
+		// the session row's revision).
+		upTo := int64(math.MaxInt64)
 		if limit > 0 {
 			if upTo, snap.More, err = cutPage(ctx, tx, `SELECT rev, octet_length(body) + appended FROM artifacts WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3`, id, after, limit, maxBytes); err != nil {
 				return err

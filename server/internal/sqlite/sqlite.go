@@ -546,7 +546,9 @@ func (s *Store) artifactsSince(ctx context.Context, id string, after int64, limi
 	if err != nil {
 		return snap, fmt.Errorf("artifact snapshot session=%s: %w", id, err)
 	}
-	upTo := snap.Rev
+	// Unpaged, every artifact above after, as the store holds them (not
+	// cut at the session row's revision: a reader gets what is stored).
+	upTo := int64(math.MaxInt64)
 	if limit > 0 {
 		upTo, snap.More, err = cutPage(ctx, tx, `SELECT a.rev AS k, `+sizeCol+` WHERE a.session_id = ? AND a.rev > ? ORDER BY a.rev LIMIT ?`, id, after, limit, maxBytes)
 		if err != nil {
