@@ -156,7 +156,7 @@ func checkProperties(tb testing.TB, log []protocol.Event) {
 		for _, c := range reducer.Coalesce(changes) {
 			coalesced.apply(tb, c)
 		}
-		checkTruth(tb, s, ev, changes)
+		checkTruth(tb, s, ev)
 	}
 	want := indent(tb, s.Artifacts())
 	if got := indent(tb, plain.list()); !bytes.Equal(got, want) {
@@ -447,10 +447,11 @@ func underWay(a *protocol.Artifact) bool {
 
 // checkTruth holds the artifacts after ev to what is true whatever the
 // agent sends: at most one turn runs, and it is the open one; a tool
-// awaits approval only while a permission naming it is pending; a turn
-// that ends leaves nothing of its own under way; after agent_exited
-// nothing is.
-func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event, changes []reducer.Change) {
+// awaits approval only while a permission naming it is pending; nothing
+// of a turn that ended is under way, neither as it ends nor after (a late
+// event cannot start again what the turn's end stopped); after
+// agent_exited nothing is.
+func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event) {
 	tb.Helper()
 	arts := s.Artifacts()
 	running := 0
@@ -466,10 +467,10 @@ func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event, changes []re
 	if running > 1 || (running == 1) != s.TurnOpen() {
 		tb.Fatalf("after %s: %d turns running; a turn is open: %v", ev.Type, running, s.TurnOpen())
 	}
-	ended := map[int64]bool{}
-	for _, c := range changes {
-		if c.Kind == reducer.Set && c.Field == "endedAt" {
-			ended[c.Seq] = true
+	ended := map[int64]bool{} // turns that are over, by seq
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactTurn && !underWay(a) {
+			ended[a.Seq] = true
 		}
 	}
 	// owner is the seq of the turn an artifact was created in.

@@ -298,11 +298,19 @@ func (r *run) toolUpdate(ev protocol.Event) {
 	if len(ev.Content) > 0 {
 		r.set(n, "content", ev.Content)
 	}
-	if ev.Status != "" {
+	// A status that is not final reopens a tool only while it can still
+	// be under way: open, or of the open turn. A tool its turn's end
+	// closed stays closed (nothing would end it again but the next
+	// turn's end, which would then call it failed); a final status still
+	// says how it really ended.
+	if ev.Status != "" && (terminalTool(ev.Status) || n.open || r.s.inOpenTurn(n)) {
 		r.set(n, "status", ev.Status)
 		r.s.setOpen(n, !terminalTool(ev.Status))
 	}
 }
+
+// inOpenTurn reports whether n was created in the open turn (see find).
+func (s *State) inOpenTurn(n *node) bool { return s.turn != 0 && n.a.Seq > s.turn }
 
 func terminalTool(st protocol.ToolStatus) bool {
 	switch st {

@@ -91,3 +91,30 @@ func TestNoticeMidTextKeepsOneBlock(t *testing.T) {
 		t.Fatalf("%d artifacts; want the turn, one text block and the notice", n)
 	}
 }
+
+// A turn's end is final for what it closed. An agent (a native one, whose
+// events agentd passes through as they come) may still report a tool of
+// the turn running after the turn completed, cancelled by an abort: the
+// tool must not go back to running in a turn that is over, where nothing
+// would ever end it but the next turn's end, which would then call it
+// failed. A final status the agent reports late is still taken: it says
+// how the tool really ended.
+func TestLateToolUpdateDoesNotReopenEndedTurn(t *testing.T) {
+	log := decodeLog(t,
+		`{"type":"turn_started","turnId":"t1","source":"user"}`,
+		`{"type":"tool_call_start","id":"c1","name":"shell"}`,
+		`{"type":"tool_call_start","id":"c2","name":"shell"}`,
+		`{"type":"turn_completed","turnId":"t1","stopReason":"cancelled"}`,
+		`{"type":"tool_call_update","id":"c1","status":"running","title":"go test"}`,
+		`{"type":"tool_call_update","id":"c2","status":"pending"}`,
+		`{"type":"tool_call_update","id":"c2","status":"completed"}`,
+		`{"type":"turn_started","turnId":"t2","source":"user"}`,
+		`{"type":"turn_completed","turnId":"t2","stopReason":"end_turn"}`,
+	)
+	checkFields(t, log, []field{
+		{2, "status", "cancelled"},
+		{2, "title", "go test"},
+		{3, "status", "completed"},
+		{4, "status", "completed"},
+	})
+}
