@@ -82,6 +82,15 @@ func New() *State {
 // Rev is the revision of the latest artifact change (0 before any).
 func (s *State) Rev() int64 { return s.rev }
 
+// SkipTo makes the next change's revision at least rev+1. A fold of a log
+// can end below the revision its session already had (a build whose
+// rules make fewer changes of the same events): clients hold revisions up
+// to that one, and a change numbered at or below it would look to them
+// like one they have. The artifacts keep their revisions.
+func (s *State) SkipTo(rev int64) {
+	s.rev = max(s.rev, rev)
+}
+
 // Len is the number of artifacts.
 func (s *State) Len() int { return len(s.nodes) }
 

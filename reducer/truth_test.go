@@ -118,3 +118,20 @@ func TestLateToolUpdateDoesNotReopenEndedTurn(t *testing.T) {
 		{4, "status", "completed"},
 	})
 }
+
+// SkipTo: the next change's revision is above the one skipped to, and a
+// skip below the state's revision changes nothing.
+func TestSkipTo(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	before := s.Rev()
+	s.SkipTo(before - 1)
+	if s.Rev() != before {
+		t.Fatalf("SkipTo(%d) moved Rev from %d to %d", before-1, before, s.Rev())
+	}
+	s.SkipTo(40)
+	changes := s.Apply(protocol.Event{Type: protocol.EventTextDelta, Delta: "hi"})
+	if len(changes) == 0 || changes[0].Rev != 41 || s.Rev() < 41 {
+		t.Fatalf("after SkipTo(40): changes %+v, Rev %d; want the first at 41", changes, s.Rev())
+	}
+}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -545,5 +547,43 @@ func TestTicketOfADeletedNamesakeOpensNoStream(t *testing.T) {
 			c.must(http.StatusOK, &tk, "POST", "/sessions/a/stream-ticket", nil, auth...)
 			c.stream("/sessions/a/stream?ticket=" + url.QueryEscape(tk.Ticket)).close()
 		})
+	}
+}
+
+// A session whose log folds to a revision below the one stored (the rules
+// of a newer build make fewer changes of the same events, as when a late
+// tool update no longer reopens a tool) goes on above the stored one:
+// clients hold revisions up to it, and a change numbered at or below it
+// would be skipped by every client resuming from there.
+func TestFoldBehindTheStoredRevisionGoesOnAboveIt(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"text_delta","id":"m1","delta":"one","agentSeq":1}]`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The stored revision as a build whose fold made ten more changes
+	// left it.
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int64
+	if err := raw.QueryRow(`UPDATE sessions SET rev = rev + 10 WHERE id = 'a' RETURNING rev`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	st := c.stream("/sessions/a/stream", "Last-Event-ID", itoa(stored))
+	for st.next().Event != protocol.SSESnapshotComplete {
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"text_delta","id":"m2","delta":"two","agentSeq":2}]`)
+	ev := st.next()
+	if rev, _ := strconv.ParseInt(ev.ID, 10, 64); rev <= stored {
+		t.Fatalf("the next change %s %s has revision %s; want one above the stored %d, which the client holds", ev.Event, ev.Data, ev.ID, stored)
 	}
 }

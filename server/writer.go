@@ -847,10 +847,13 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	s.turnEnded = false
 	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && w.shared == nil && w.lagging[id] == nil {
 		// The stored artifacts came from a different fold (a reducer
-		// change). New revisions continue from the fold; say so once.
-		// (With other replicas, a cache behind the log differs too; its
-		// commit expects the old version and is redone.)
+		// change); say so once. New revisions continue above both:
+		// clients hold the stored ones, and a change numbered at or
+		// below them would be one they skip as had. (With other
+		// replicas, a cache behind the log differs too; its commit
+		// expects the old version and is redone.)
 		w.log.Warn("folded revision differs from stored", slog.String("session", id), slog.Int64("stored", e.rec.Rev), slog.Int64("folded", s.st.Rev()))
+		s.st.SkipTo(e.rec.Rev)
 	}
 	w.states[id] = s
 	g.states[id] = true
