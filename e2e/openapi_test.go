@@ -386,8 +386,11 @@ func TestOpenAPIConformance(t *testing.T) {
 	if ev := until(apps, "approval_added"); !strings.Contains(ev.Data, `"oa-perm-1"`) {
 		t.Fatalf("approval_added %s", ev.Data)
 	}
-	if _, b = c.call("GET", "/approvals", nil, nil, tok, 200, true); !strings.Contains(string(b), `"oa-perm-1"`) {
-		t.Fatalf("GET /approvals: %s", b)
+	var waiting []struct {
+		Seq int64 `json:"seq"`
+	}
+	if _, b = c.call("GET", "/approvals", nil, nil, tok, 200, true); !strings.Contains(string(b), `"oa-perm-1"`) || json.Unmarshal(b, &waiting) != nil || len(waiting) != 1 || waiting[0].Seq == 0 {
+		t.Fatalf("GET /approvals: %s; want oa-perm-1 with its seq", b)
 	}
 	if _, b = c.call("GET", "/approvals?project=none", nil, nil, tok, 200, true); string(b) != "[]\n" {
 		t.Fatalf("GET /approvals?project=none: %q", b)
@@ -406,7 +409,9 @@ func TestOpenAPIConformance(t *testing.T) {
 	// request does not offer, a request never asked, a second answer.
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"maybe"}`), tok, 400, true)
 	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-9","optionId":"allow"}`), tok, 404, true)
-	c.call("POST", "/sessions/oa-1/commands", nil, []byte(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow"}`), tok, 202, true)
+	// One naming another request than the one its id names now.
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(fmt.Sprintf(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow","requestSeq":%d}`, waiting[0].Seq+1000)), tok, 409, true)
+	c.call("POST", "/sessions/oa-1/commands", nil, []byte(fmt.Sprintf(`{"type":"permission_response","requestId":"oa-perm-1","optionId":"allow","requestSeq":%d}`, waiting[0].Seq)), tok, 202, true)
 	// Answered, not yet taken by its agent: still listed, with the answer.
 	if ev := until(apps, "approval_answered"); !strings.Contains(ev.Data, `"answer":{"commandId":`) {
 		t.Fatalf("approval_answered %s", ev.Data)

@@ -22,6 +22,15 @@ type Command struct {
 	RequestID string      `json:"requestId,omitempty"`
 	OptionID  string      `json:"optionId,omitempty"`
 	Outcome   Outcome     `json:"outcome,omitempty"`
+	// RequestSeq, on a permission_response, is the seq of the permission
+	// artifact the answer is to, as the client saw it (Approval.Seq in
+	// the inbox). Agents name a later request with an id used before
+	// once the earlier one is resolved (a restarted agent counts from
+	// the start), so the id alone may name a request the user never saw:
+	// with RequestSeq the server refuses (409 conflict) an answer whose
+	// request waiting under RequestID is another one. 0 (absent) leaves
+	// the answer to whichever request waits under the id.
+	RequestSeq int64 `json:"requestSeq,omitempty"`
 	// Queue, on a prompt a client sends, asks the server to accept it
 	// while no sandbox is connected (instead of 409 no_sandbox): it is
 	// stored and delivered when a sandbox connects. The server does not

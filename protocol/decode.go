@@ -199,7 +199,7 @@ func ValidEventID(id string) bool { return validateEventID(id) == nil }
 var commandSchemas = map[CommandType][]field{
 	CommandPrompt:             {{name: "text", kind: kString, required: true, nonEmpty: true}, opt("queue", kBool)},
 	CommandAbort:              nil,
-	CommandPermissionResponse: {req("requestId", kID), opt("optionId", kID), enumf("outcome", false, string(OutcomeSelected), string(OutcomeCancelled))},
+	CommandPermissionResponse: {req("requestId", kID), opt("optionId", kID), enumf("outcome", false, string(OutcomeSelected), string(OutcomeCancelled)), opt("requestSeq", kInt)},
 }
 
 // DecodeCommand decodes and validates a POST /sessions/:id/commands body

@@ -494,6 +494,9 @@ func TestDecodeCommand(t *testing.T) {
 		{"option", `{"type":"permission_response","requestId":"r1","optionId":"allow_once"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected}},
 		{"option selected", `{"type":"permission_response","requestId":"r1","optionId":"o","outcome":"selected"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "o", Outcome: protocol.OutcomeSelected}},
 		{"cancelled", `{"type":"permission_response","requestId":"r1","outcome":"cancelled"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", Outcome: protocol.OutcomeCancelled}},
+		{"requestSeq", `{"type":"permission_response","requestId":"r1","optionId":"o","requestSeq":12}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "o", Outcome: protocol.OutcomeSelected, RequestSeq: 12}},
+		{"requestSeq null", `{"type":"permission_response","requestId":"r1","outcome":"cancelled","requestSeq":null}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", Outcome: protocol.OutcomeCancelled}},
+		{"requestSeq is a permission_response's field only", `{"type":"abort","requestSeq":3}`, protocol.Command{Type: protocol.CommandAbort}},
 		{"client id ignored", `{"id":99,"type":"prompt","text":"t"}`, protocol.Command{Type: protocol.CommandPrompt, Text: "t"}},
 		{"client id of any kind ignored", `{"id":"x","type":"abort"}`, protocol.Command{Type: protocol.CommandAbort}},
 		{"other fields dropped", `{"type":"abort","text":"t","requestId":"r","outcome":"bogus"}`, protocol.Command{Type: protocol.CommandAbort}},
@@ -541,6 +544,10 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"optionId and cancelled", `{"type":"permission_response","requestId":"r1","optionId":"a","outcome":"cancelled"}`, `optionId: must be absent when outcome is cancelled`},
 		{"bad outcome", `{"type":"permission_response","requestId":"r1","outcome":"denied"}`, `outcome: must be one of [selected cancelled], not "denied"`},
 		{"bad optionId", `{"type":"permission_response","requestId":"r1","optionId":""}`, `optionId: must not be empty`},
+		{"requestSeq string", `{"type":"permission_response","requestId":"r1","optionId":"a","requestSeq":"3"}`, `requestSeq: must be an integer`},
+		{"requestSeq fraction", `{"type":"permission_response","requestId":"r1","optionId":"a","requestSeq":3.5}`, `requestSeq: must be an integer`},
+		{"requestSeq zero", `{"type":"permission_response","requestId":"r1","optionId":"a","requestSeq":0}`, `requestSeq: must be a positive integer: the seq of the permission artifact answered`},
+		{"requestSeq negative", `{"type":"permission_response","requestId":"r1","optionId":"a","requestSeq":-2}`, `requestSeq: must be a positive integer: the seq of the permission artifact answered`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

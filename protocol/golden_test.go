@@ -171,6 +171,7 @@ var goldenCommands = []struct {
 	{"prompt", protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "fix the bug"}},
 	{"abort", protocol.Command{ID: 2, Type: protocol.CommandAbort}},
 	{"permission_response_option", protocol.Command{ID: 3, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected}},
+	{"permission_response_seq", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected, RequestSeq: 7}},
 	{"permission_response_cancelled", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", Outcome: protocol.OutcomeCancelled}},
 	{"shutdown", protocol.Command{Type: protocol.CommandShutdown}},
 }

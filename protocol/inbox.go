@@ -25,7 +25,11 @@ type Approval struct {
 	SessionID string  `json:"sessionId"`
 	Project   *string `json:"project"`
 	RequestID string  `json:"requestId"`
-	Title     string  `json:"title"`
+	// Seq is the seq of the request's permission artifact: which request
+	// this is, where RequestID alone may later name another one (see
+	// Command.RequestSeq). 0 (absent) from a server before it.
+	Seq   int64  `json:"seq,omitempty"`
+	Title string `json:"title"`
 	// TurnID is the turn the request belongs to ("" when none).
 	TurnID string `json:"turnId,omitempty"`
 	// Tool is the tool call the request is about, when it names one.

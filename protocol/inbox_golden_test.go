@@ -16,12 +16,12 @@ var goldenInbox = []struct {
 	name  string
 	value any
 }{
-	{"inbox/approval", protocol.Approval{SessionID: "sess-1", Project: ptr("web"), RequestID: "perm-3", Title: "May I run rm -rf build?",
+	{"inbox/approval", protocol.Approval{SessionID: "sess-1", Project: ptr("web"), RequestID: "perm-3", Seq: 14, Title: "May I run rm -rf build?",
 		TurnID: "t2", Tool: &protocol.ApprovalTool{ID: "tool-7", Name: "bash", Kind: "execute", Title: "rm -rf build"},
 		Input:       raw(`{"cmd":"rm -rf build"}`),
 		Options:     []protocol.PermissionOption{{ID: "allow", Name: "Allow", Kind: protocol.AllowOnce}, {ID: "deny", Name: "Deny", Kind: protocol.RejectOnce}},
 		RequestedAt: 1732190001000, WaitingMs: 83000}},
-	{"inbox/approval_answered", protocol.Approval{SessionID: "sess-1", Project: ptr("web"), RequestID: "perm-4", Title: "May I push?",
+	{"inbox/approval_answered", protocol.Approval{SessionID: "sess-1", Project: ptr("web"), RequestID: "perm-4", Seq: 21, Title: "May I push?",
 		Options:     []protocol.PermissionOption{{ID: "allow", Name: "Allow", Kind: protocol.AllowOnce}, {ID: "deny", Name: "Deny", Kind: protocol.RejectOnce}},
 		RequestedAt: 1732190001000, WaitingMs: 83000,
 		Answer: &protocol.ApprovalAnswer{CommandID: 7, Outcome: protocol.OutcomeSelected, OptionID: "deny", OptionName: "Deny", OptionKind: "reject_once",

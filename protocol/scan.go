@@ -293,6 +293,11 @@ func (d *decoder) command(ms []member, c *Command) *FieldError {
 		case c.Outcome == "":
 			c.Outcome = OutcomeSelected
 		}
+		// 0 would read as absent (any request under the id): a seq is
+		// never below 1.
+		if v := last(ms, "requestSeq"); v != nil && !isNullVal(v) && c.RequestSeq < 1 {
+			return &FieldError{Field: "requestSeq", Reason: "must be a positive integer: the seq of the permission artifact answered"}
+		}
 	}
 	return nil
 }
@@ -665,6 +670,13 @@ func (s commandSetter) setString(name, v string) {
 	case "outcome":
 		s.c.Outcome = Outcome(v)
 	}
+}
+
+func (s commandSetter) setInt(name string, n int64) bool {
+	if name == "requestSeq" {
+		s.c.RequestSeq = n
+	}
+	return true
 }
 
 func (s commandSetter) setBool(name string, v bool) {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -38,10 +39,28 @@ import (
 // again once it has read the session again.
 func (w *writer) answerable(g *group, id string, cmd protocol.Command) (stale bool, err error) {
 	k := approvalKey{id, cmd.RequestID}
+	p, by, waiting := w.waiting(g, k)
+	if waiting && cmd.RequestSeq != 0 && p.Seq != cmd.RequestSeq {
+		// The id now names a request the client did not answer (its
+		// agent used the id again once the one answered was resolved),
+		// unless this replica's inbox is behind the database and the
+		// request answered is the newer one.
+		if g.retries < maxRetries {
+			behind, err := w.behind(g, id, "check permission request")
+			if err != nil || behind {
+				return behind, err
+			}
+		}
+		state := "waits for an answer"
+		if by > 0 {
+			state = fmt.Sprintf("was answered by command %d", by)
+		}
+		return false, anotherErr(k, cmd.RequestSeq, p.Seq, state, p.Title)
+	}
 	if n, ok := g.answers[k]; ok {
 		return false, answeredErr(k, n)
 	}
-	if p, by, ok := w.waiting(g, k); ok {
+	if waiting {
 		if by > 0 {
 			return false, answeredErr(k, by)
 		}
@@ -86,9 +105,22 @@ func (w *writer) notWaitingErr(g *group, k approvalKey, cmd protocol.Command) er
 	if seq == 0 {
 		return protocol.Errorf(protocol.CodeNotFound, "requestId: session %q has no permission request %q; answer one its agent asked (GET /approvals lists those waiting)", k.session, k.request)
 	}
-	status := ""
-	if a := w.artifactAt(k.session, s.st, seq); a != nil {
-		status = a.String("status")
+	status, title := "", ""
+	a := w.artifactAt(k.session, s.st, seq)
+	if a != nil {
+		status, title = a.String("status"), a.String("title")
+	}
+	if cmd.RequestSeq != 0 && cmd.RequestSeq != seq {
+		state := "no longer waits for an answer"
+		switch {
+		case status == string(protocol.PermissionPending):
+			state = "waits for an answer"
+		case status != "":
+			state = "was " + status
+		}
+		return anotherErr(k, cmd.RequestSeq, seq, state, title)
+	}
+	if a != nil {
 		if status == string(protocol.PermissionPending) {
 			w.log.Warn("permission request waits but was not in the approvals inbox", slog.String("session", k.session), slog.String("request", k.request))
 			var opts []protocol.PermissionOption
@@ -102,6 +134,15 @@ func (w *writer) notWaitingErr(g *group, k approvalKey, cmd protocol.Command) er
 		return protocol.Errorf(protocol.CodeConflict, "requestId: permission request %q of session %q is no longer waiting for an answer", k.request, k.session)
 	}
 	return protocol.Errorf(protocol.CodeConflict, "requestId: permission request %q of session %q is no longer waiting for an answer: it was %s", k.request, k.session, status)
+}
+
+// anotherErr refuses an answer to the request at seq answered: the
+// request id now names the one at seq now, which is in state ("waits for
+// an answer", "was approved", ...) and titled title. Applied to it, the
+// answer would decide a request its sender never saw.
+func anotherErr(k approvalKey, answered, now int64, state, title string) error {
+	return protocol.Errorf(protocol.CodeConflict, "requestSeq: the permission request answered (%q of session %q, seq %d) no longer waits for an answer; %q now names another request, seq %d %q, which %s; nothing stored",
+		k.request, k.session, answered, k.request, now, title, state)
 }
 
 func answeredErr(k approvalKey, by int64) error {

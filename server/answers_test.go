@@ -1,9 +1,13 @@
 package server_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
@@ -196,4 +200,146 @@ func TestPermissionClosedByTakeover(t *testing.T) {
 		t.Fatalf("pendingApprovals %d after the takeover; want 0", rec.PendingApprovals)
 	}
 	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "cancelled")
+}
+
+// answerSeq is answer naming the request's permission artifact too.
+func answerSeq(req string, seq int64, option string) string {
+	return `{"type":"permission_response","requestId":"` + req + `","optionId":"` + option + `","requestSeq":` + strconv.FormatInt(seq, 10) + `}`
+}
+
+// waitingSeq returns the seq GET /approvals lists session id's waiting
+// request req with.
+func waitingSeq(t *testing.T, c *client, id, req string) int64 {
+	t.Helper()
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	for _, p := range list {
+		if p.SessionID == id && p.RequestID == req {
+			if p.Seq == 0 {
+				t.Fatalf("GET /approvals lists %s/%s without its seq: %+v", id, req, p)
+			}
+			return p.Seq
+		}
+	}
+	t.Fatalf("GET /approvals does not list %s/%s: %+v", id, req, list)
+	return 0
+}
+
+// An agent names a later request with an id used before, once the
+// earlier one is resolved. An answer naming the request it answers
+// (requestSeq, the permission artifact's seq GET /approvals lists) is
+// refused when the id now names another request, whether that one waits,
+// was answered or was resolved: the user would otherwise decide a request
+// they never saw. Nothing refused is stored; the retry of a stored answer
+// is still replayed; an answer without requestSeq goes by the id as
+// before.
+func TestPermissionAnswerNamesItsRequest(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	first := waitingSeq(t, c, "a", "r1")
+	var arts []*protocol.Artifact
+	c.must(http.StatusOK, &arts, "GET", "/sessions/a/artifacts", nil)
+	if a := arts[first-1]; a.Type != protocol.ArtifactPermission || a.ID != "r1" {
+		t.Fatalf("seq %d is %s %q; want the permission artifact r1", first, a.Type, a.ID)
+	}
+
+	// The agent withdraws r1 and, in its next turn, asks r1 again.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_resolved", "id", "r1", "outcome", "cancelled", "agentSeq", 4),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 5),
+		ev("turn_started", "turnId", "t2", "source", "user", "agentSeq", 6),
+		ev("permission_requested", "id", "r1", "title", "Delete the repository?", "agentSeq", 7, "options", []any{
+			map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"},
+			map[string]any{"id": "deny", "name": "Deny", "kind": "reject_once"},
+		}),
+	}, protocol.HeaderInstance, "ia")
+	second := waitingSeq(t, c, "a", "r1")
+	if second == first {
+		t.Fatalf("the new request r1 is listed at seq %d, the first one's", first)
+	}
+	// An answer to the first (what a page open since then shows) is not
+	// applied to the second.
+	for _, key := range []string{"", "k0"} {
+		got := c.sendKeyed("a", key, answerSeq("r1", first, "allow"))
+		if got.status != http.StatusConflict || !strings.Contains(got.body, `"conflict"`) {
+			t.Fatalf("an answer to the withdrawn r1 (key %q): %d %s; want 409 conflict", key, got.status, got.body)
+		}
+		for _, w := range []string{"requestSeq", fmt.Sprintf("seq %d", first), fmt.Sprintf("seq %d", second), "Delete the repository?", "waits for an answer"} {
+			if !strings.Contains(got.body, w) {
+				t.Errorf("refusal %s does not say %q", got.body, w)
+			}
+		}
+	}
+	if rec := c.session("a"); rec.PendingCommands != 0 {
+		t.Fatalf("session a holds %d commands after the refusals; want none", rec.PendingCommands)
+	}
+
+	// The answer to the second is stored, with the seq it names, and its
+	// retry replayed.
+	wantSent(t, "an answer to the new r1", c.sendKeyed("a", "k1", answerSeq("r1", second, "deny")), 1, false)
+	wantSent(t, "its retry", c.sendKeyed("a", "k1", answerSeq("r1", second, "deny")), 1, true)
+	var got protocol.Command
+	if e := cmds.next(); json.Unmarshal([]byte(e.Data), &got) != nil || got.RequestID != "r1" || got.RequestSeq != second {
+		t.Fatalf("command stream: %s; want the answer to r1 at seq %d", e.Data, second)
+	}
+	wantRefused(t, c, "a", answerSeq("r1", first, "allow"), http.StatusConflict, protocol.CodeConflict, "requestSeq", fmt.Sprintf("seq %d", second), "was answered by command 1")
+	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "command 1")
+
+	// Resolved: an answer to either is refused, saying what became of
+	// the second.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "deny", "agentSeq", 8)}, protocol.HeaderInstance, "ia")
+	wantRefused(t, c, "a", answerSeq("r1", first, "allow"), http.StatusConflict, protocol.CodeConflict, "requestSeq", fmt.Sprintf("seq %d", second), "was denied")
+	wantRefused(t, c, "a", answerSeq("r1", second, "allow"), http.StatusConflict, protocol.CodeConflict, "requestId", "no longer waiting", "denied")
+	wantRefused(t, c, "a", answerSeq("r9", second, "allow"), http.StatusNotFound, protocol.CodeNotFound, `"r9"`)
+
+	// Without requestSeq an answer goes to whichever request waits.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r2", "title", "Also?", "agentSeq", 9, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r2", "allow"))
+	if rec := c.session("a"); rec.PendingCommands != 2 {
+		t.Fatalf("session a holds %d commands; want 2", rec.PendingCommands)
+	}
+}
+
+// An answer stored for a request, read back at a restart, marks only
+// that request answered: not a later one with its id asked in the same
+// millisecond (a clock that does not move here), which its own answer
+// must still reach.
+func TestPermissionAnswerReadBackNamesItsRequest(t *testing.T) {
+	path := freshDB(t)
+	now := func() time.Time { return time.UnixMilli(1732190001000) }
+	s := start(t, app.Options{DBPath: path, Now: now})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	first := waitingSeq(t, c, "a", "r1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answerSeq("r1", first, "deny"))
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "deny", "agentSeq", 4),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 5),
+		ev("turn_started", "turnId", "t2", "source", "user", "agentSeq", 6),
+		ev("permission_requested", "id", "r1", "title", "Again?", "agentSeq", 7, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "ia")
+	second := waitingSeq(t, c, "a", "r1")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start(t, app.Options{DBPath: path, Now: now})
+	c = newClient(t, s)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].Seq != second || list[0].Answer != nil {
+		t.Fatalf("GET /approvals after the restart: %+v; want r1 at seq %d, not answered", list, second)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 1 {
+		t.Fatalf("pendingApprovals %d after the restart; want 1", rec.PendingApprovals)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answerSeq("r1", second, "allow"))
 }

@@ -198,7 +198,8 @@ func (a *approvals) decr(id string) {
 // command stream hands the agent the answers in command order, and the
 // agent takes the first and ignores the rest. readBack says the answer
 // was read back from the store (recordAnswers): then one stored before the
-// request was made was for an earlier request with its id. An answer this
+// request was made was for an earlier request with its id, as is one
+// whose RequestSeq names another request. An answer this
 // writer just accepted was checked against the request waiting now
 // (answerable), whatever the clock said meanwhile: a clock stepped back
 // must not lose it. It returns the session's new count and whether the
@@ -209,6 +210,11 @@ func (a *approvals) answered(id string, cmd protocol.Command, ms int64, readBack
 	k := approvalKey{id, cmd.RequestID}
 	p, ok := a.pending[k]
 	if !ok || (readBack && ms < p.RequestedAt) || p.Answer != nil {
+		return a.count[id], false
+	}
+	if cmd.RequestSeq != 0 && cmd.RequestSeq != p.Seq {
+		// An answer to another request under the id (read back: one
+		// stored for an earlier request in the same millisecond).
 		return a.count[id], false
 	}
 	an := &protocol.ApprovalAnswer{CommandID: cmd.ID, Outcome: cmd.Outcome, AnsweredBy: "client", Auth: a.auth, AnsweredAt: ms}
@@ -357,7 +363,7 @@ func cmpString(x, y string) int {
 // approvalFrom makes the protocol.Approval of a pending permission artifact; tool
 // finds the tool call artifact it names (nil when none).
 func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(string) *protocol.Artifact) *protocol.Approval {
-	p := &protocol.Approval{SessionID: id, Project: project, RequestID: a.ID, Title: a.String("title"), TurnID: a.TurnID, RequestedAt: a.CreatedAt}
+	p := &protocol.Approval{SessionID: id, Project: project, RequestID: a.ID, Seq: a.Seq, Title: a.String("title"), TurnID: a.TurnID, RequestedAt: a.CreatedAt}
 	if raw, err := json.Marshal(a.Fields["options"]); err == nil {
 		_ = json.Unmarshal(raw, &p.Options)
 	}

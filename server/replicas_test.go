@@ -750,6 +750,59 @@ func TestReplicasPermissionAnswers(t *testing.T) {
 	}
 }
 
+// An answer naming its request (requestSeq) through a replica whose
+// inbox still holds an earlier request with the id, resolved and asked
+// again through another replica since: the answer to the new request is
+// not refused for the stale inbox (the replica reads the session again),
+// and one to the earlier request is refused, though the stale inbox took
+// it for the waiting one (its commit found the session changed).
+func TestReplicasPermissionAnswerNamesItsRequest(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	inbox := cb.stream("/approvals/stream")
+	if e := inbox.next(); e.Event != protocol.SSESnapshotComplete {
+		t.Fatalf("b's inbox: %+v; want an empty snapshot", e)
+	}
+	// Sessions p and q each ask r1; b's inbox has both, then hears no
+	// more; each agent withdraws r1 and asks r1 again.
+	first := map[string]int64{}
+	cmds := map[string]*sseStream{}
+	for _, id := range []string{"p", "q"} {
+		ca.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+		cmds[id] = ca.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "i-"+id)
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i-"+id)
+		for first[id] == 0 {
+			if e := inbox.next(); e.Event == protocol.SSEApprovalAdded && approvalData(t, e).SessionID == id {
+				first[id] = approvalData(t, e).Seq
+			}
+		}
+	}
+	deaf.deaf.Store(true)
+	second := map[string]int64{}
+	for _, id := range []string{"p", "q"} {
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", []any{
+			ev("permission_resolved", "id", "r1", "outcome", "cancelled", "agentSeq", 4),
+			ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 5),
+			ev("turn_started", "turnId", "t2", "source", "user", "agentSeq", 6),
+			ev("permission_requested", "id", "r1", "title", "Delete the repository?", "agentSeq", 7, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+		}, protocol.HeaderInstance, "i-"+id)
+		second[id] = waitingSeq(t, ca, id, "r1")
+	}
+
+	// b's inbox holds the first r1 of each session as waiting.
+	wantSent(t, "the answer to p's new r1 through b", cb.sendKeyed("p", "", answerSeq("r1", second["p"], "allow")), 1, false)
+	var c protocol.Command
+	if e := cmds["p"].next(); json.Unmarshal([]byte(e.Data), &c) != nil || c.RequestSeq != second["p"] {
+		t.Fatalf("p's command stream got %s; want the answer to r1 at seq %d", e.Data, second["p"])
+	}
+	wantRefused(t, cb, "q", answerSeq("r1", first["q"], "allow"), http.StatusConflict, protocol.CodeConflict, "requestSeq", fmt.Sprintf("seq %d", second["q"]), "Delete the repository?")
+	if rec := ca.session("q"); rec.PendingCommands != 0 {
+		t.Fatalf("q's pendingCommands %d; want 0: the answer to the withdrawn r1 is not stored", rec.PendingCommands)
+	}
+}
+
 // A replica whose cache holds a session deleted and created again on
 // another replica, at the very row version the new session has reached
 // there: its commit's Expect must still fail. (Versions count from 0
