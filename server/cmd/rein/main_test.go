@@ -322,10 +322,10 @@ func TestCommands(t *testing.T) {
 		{[]string{"prompt", "s1", "fix", "the bug"}, "prompt sent to s1 (command 1)\n", protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "fix the bug"}},
 		{[]string{"prompt", "s1", "--", "-v is a flag"}, "prompt sent to s1 (command 2)\n", protocol.Command{ID: 2, Type: protocol.CommandPrompt, Text: "-v is a flag"}},
 		{[]string{"abort", "s1"}, "abort sent to s1 (command 3)\n", protocol.Command{ID: 3, Type: protocol.CommandAbort}},
-		{[]string{"approve", "s1", "perm-1"}, "approved perm-1 with option yes (command 4)\n", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "yes", Outcome: protocol.OutcomeSelected}},
-		{[]string{"approve", "s1", "perm-5", "always"}, "approved perm-5 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-5", OptionID: "always", Outcome: protocol.OutcomeSelected}},
-		{[]string{"deny", "s1", "perm-2"}, "denied perm-2: no reject_once option, request cancelled (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", Outcome: protocol.OutcomeCancelled}},
-		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject_once option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled}},
+		{[]string{"approve", "s1", "perm-1"}, "approved perm-1 with option yes (command 4)\n", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "yes", Outcome: protocol.OutcomeSelected, RequestSeq: 1}},
+		{[]string{"approve", "s1", "perm-5", "always"}, "approved perm-5 with option always (command 5)\n", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-5", OptionID: "always", Outcome: protocol.OutcomeSelected, RequestSeq: 5}},
+		{[]string{"deny", "s1", "perm-2"}, "denied perm-2: no reject_once option, request cancelled (command 6)\n", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-2", Outcome: protocol.OutcomeCancelled, RequestSeq: 2}},
+		{[]string{"deny", "s1", "perm-3"}, "denied perm-3: no reject_once option, request cancelled (command 7)\n", protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-3", Outcome: protocol.OutcomeCancelled, RequestSeq: 3}},
 	} {
 		if got := mustRein(t, s.URL(), tc.args...); got != tc.out {
 			t.Errorf("rein %v: printed %q, want %q", tc.args, got, tc.out)
