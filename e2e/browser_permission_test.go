@@ -126,3 +126,55 @@ func TestBrowserSessionPageShowsAnAnswerFromElsewhere(t *testing.T) {
 		return b.WaitJS(ctx, "no answer notes", `return !document.querySelector("#transcript .perm-answered");`)
 	})
 }
+
+// The Needs-you card answers the request it shows, or none. Its agent
+// withdraws the request and asks another under the same id while the
+// page has not heard of it yet (the network holds the page's streams), and
+// the user clicks Allow on what the page shows: the answer names the
+// request's seq, so the server refuses it (the card says why) instead of
+// allowing the request nobody saw, which gets buttons of its own.
+func TestBrowserInboxAnswersOnlyTheRequestShown(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t, "--heartbeat-timeout", "10m")
+	id := "reused"
+	e.create(id, "")
+	e.askPermission(id, "t1", "perm-1", "May I read the logs?")
+	e.holdCommands(id)
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	row := fmt.Sprintf(`#inbox-list li[data-session=%q][data-request="perm-1"]`, id)
+	step("the request in the inbox", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, row+` button[data-kind="allow_once"]`, "Allow")
+	})
+	p.Pause()
+	e.sandboxPost(id,
+		map[string]any{"type": "permission_resolved", "id": "perm-1", "outcome": "cancelled"},
+		map[string]any{"type": "turn_completed", "turnId": "t1", "stopReason": "cancelled"},
+	)
+	e.askPermission(id, "t2", "perm-1", "May I drop the database?")
+	step("Allow on the request the page shows", func(ctx context.Context) error {
+		if err := b.Click(ctx, row+` button[data-kind="allow_once"]`); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "the buttons disabled", `return !!document.querySelector(arguments[0] + ' button[disabled]');`, row)
+	})
+	p.Restore()
+	step("refused, and the new request has its buttons", func(ctx context.Context) error {
+		if _, err := b.WaitText(ctx, "#inbox-error", "the server's refusal", func(s string) bool {
+			return strings.Contains(s, "requestSeq") && strings.Contains(s, "May I drop the database?") && strings.Contains(s, "(conflict)")
+		}); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, row+" .inbox-title", "May I drop the database?"); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, row+` button[data-kind="allow_once"]`, "Allow")
+	})
+	if rec, err := e.c.Session(e.ctx, id); err != nil || rec.PendingCommands != 0 {
+		t.Fatalf("session %s: %+v (%v); want no answer stored", id, rec, err)
+	}
+}

@@ -763,25 +763,28 @@ function inboxCard() {
   const err = h("p.form-error", { id: "inbox-error", role: "alert" });
   const card = h("div.card.inbox-card", { id: "inbox", hidden: true }, h("h2", {}, "Needs you"), rows, err);
   const rank = { allow_once: 0, reject_once: 1, allow_always: 2, reject_always: 3 };
-  // done holds, by "session/request", what replaces a request's buttons
-  // once they can do nothing more: the answer this page sent, or why the
-  // server refused one (answered already). The request stays listed until
-  // its agent resolves it; the list is drawn again every few seconds, so
-  // this is kept here, not in the buttons.
+  // done holds, by "session/request@seq", what replaces a request's
+  // buttons once they can do nothing more: the answer this page sent, or
+  // why the server refused one (answered already). The request stays
+  // listed until its agent resolves it; the list is drawn again every few
+  // seconds, so this is kept here, not in the buttons. The seq keeps it
+  // off a later request its agent asks under the same id.
   const done = new Map();
+  const doneKey = (a) => `${a.sessionId}/${a.requestId}@${a.seq ?? ""}`;
   const draw = () => {
     const list = inbox.list();
     card.hidden = list.length === 0;
-    const listed = new Set(list.map((a) => `${a.sessionId}/${a.requestId}`));
+    const listed = new Set(list.map(doneKey));
     for (const k of done.keys()) if (!listed.has(k)) done.delete(k);
     rows.replaceChildren(
       ...list.map((a) => {
         const k = `${a.sessionId}/${a.requestId}`;
+        const dk = doneKey(a);
         const opts = [...(a.options || [])].sort((x, y) => (rank[x.kind] ?? 9) - (rank[y.kind] ?? 9));
         const tool = a.tool ? a.tool.name || a.tool.title || a.tool.id : "";
         return h(
           "li.inbox-item",
-          { dataset: { session: a.sessionId, request: a.requestId } },
+          { dataset: { session: a.sessionId, request: a.requestId, seq: a.seq ?? "" } },
           h(
             "div.inbox-what",
             {},
@@ -791,8 +794,8 @@ function inboxCard() {
             tool ? h("code.inbox-tool", {}, tool) : null,
             h("span.muted.inbox-wait", { title: fmtTime(a.requestedAt) }, `waiting ${fmtDuration(Math.max(Date.now() - a.requestedAt, 0))}`),
           ),
-          a.answer || done.has(k)
-            ? h("span.muted.inbox-done", { role: "status" }, a.answer ? answeredText(a) : done.get(k))
+          a.answer || done.has(dk)
+            ? h("span.muted.inbox-done", { role: "status" }, a.answer ? answeredText(a) : done.get(dk))
             : h(
                 "div.inbox-buttons",
                 {},
@@ -807,11 +810,14 @@ function inboxCard() {
                         const mine = e.target.closest(".inbox-buttons").querySelectorAll("button");
                         for (const b of mine) b.disabled = true;
                         try {
-                          const res = await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, optionId: o.id }, (e3, ms) => {
+                          // requestSeq: this request, not a later one its
+                          // agent may ask under the id before this arrives
+                          // (the server refuses the answer then).
+                          const res = await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, requestSeq: a.seq, optionId: o.id }, (e3, ms) => {
                             err.textContent = `${k}: ${e3.message}; sending the answer again in ${ms} ms`;
                           });
                           err.textContent = "";
-                          done.set(k, `${o.name || o.id} sent (command ${res?.id}); waiting for the agent`);
+                          done.set(dk, `${o.name || o.id} sent (command ${res?.id}); waiting for the agent`);
                           draw();
                         } catch (e2) {
                           err.textContent = `${k}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
@@ -821,7 +827,7 @@ function inboxCard() {
                             inbox.pending.delete(k);
                             inbox.changed();
                           } else if (answerGone(e2)) {
-                            done.set(k, e2.message);
+                            done.set(dk, e2.message);
                             draw();
                           } else {
                             for (const b of mine) b.disabled = false;
@@ -1418,7 +1424,7 @@ function sessionPage(app, id) {
     let changed = false;
     for (const seq of asking) {
       const a = arts.get(seq);
-      const an = a && answerOf(a.id);
+      const an = a && answerOf(a.id, a.seq);
       if (a && (els.get(seq)?.dataset.answer ?? "") !== (an ? String(an.commandId) : "")) {
         draw(a);
         changed = true;
@@ -1462,9 +1468,13 @@ function sessionPage(app, id) {
   };
 
   // answerOf is the answer stored for this session's permission request
-  // req, from whichever client: the approvals inbox carries it (null when
-  // none is stored).
-  const answerOf = (req) => inbox.pending.get(`${id}/${req}`)?.answer || null;
+  // req at seq, from whichever client: the approvals inbox carries it
+  // (null when none is stored, or the inbox's request under the id is
+  // another one).
+  const answerOf = (req, seq) => {
+    const p = inbox.pending.get(`${id}/${req}`);
+    return p && (p.seq == null || p.seq === seq) ? p.answer || null : null;
+  };
 
   const draw = (a) => {
     const old = els.get(a.seq);
@@ -1659,7 +1669,7 @@ const RENDER = {
     // An answer stored already, from this page or any other client, is
     // shown in place of the buttons until the agent takes it: the request
     // still waits, but another answer would only be refused (409).
-    const stored = a.status === "pending" ? answerOf?.(a.id) : null;
+    const stored = a.status === "pending" ? answerOf?.(a.id, a.seq) : null;
     const allow = options.filter((o) => o.kind === "allow_once" || o.kind === "allow_always");
     const reject = options.filter((o) => o.kind === "reject_once" || o.kind === "reject_always");
     const el = h("div.card", { dataset: { status: a.status, answer: stored ? String(stored.commandId) : "" } });
@@ -1667,7 +1677,9 @@ const RENDER = {
       for (const b of el.querySelectorAll("button")) b.disabled = true;
       btn.classList.add("busy");
       let failed = null;
-      if (await command({ type: "permission_response", requestId: a.id, ...body }, (err) => (failed = err))) return;
+      // requestSeq: this request, not a later one its agent may ask under
+      // the id before the answer arrives (the server refuses it then).
+      if (await command({ type: "permission_response", requestId: a.id, requestSeq: a.seq, ...body }, (err) => (failed = err))) return;
       btn.classList.remove("busy");
       if (answerGone(failed)) {
         // Answered already, or no longer waiting: no button can help.
