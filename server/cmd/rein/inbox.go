@@ -54,15 +54,16 @@ type refApproval struct {
 
 // approvalRef is the short reference rein inbox shows for p, which rein
 // inbox approve/deny take: 7 hex digits of a SHA-256 of its session,
-// request id and the time the server stored it (the same on every replica
-// and after a restart: the stored event's). Not p's place in the list,
+// request id, the time the server stored it and its seq (the same on every
+// replica and after a restart: the stored event's, and the fold's; the
+// seq tells apart two requests of one id stored in one millisecond). Not p's place in the list,
 // which shifts as the requests before it end, and not its id alone, which
 // its agent names another request with once p is resolved (a restarted
 // agent counts from the start): the request that comes after has another
 // REF, and one read before answers nothing.
 func approvalRef(p protocol.Approval) string {
 	h := sha256.New()
-	for _, part := range []string{p.SessionID, p.RequestID, strconv.FormatInt(p.RequestedAt, 10)} {
+	for _, part := range []string{p.SessionID, p.RequestID, strconv.FormatInt(p.RequestedAt, 10), strconv.FormatInt(p.Seq, 10)} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

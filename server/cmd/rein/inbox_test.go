@@ -54,33 +54,33 @@ func TestInbox(t *testing.T) {
 	waitFor(t, &out, "+ s3/perm-a: run ls")
 
 	list := mustRein(t, s.URL(), "inbox")
-	for _, want := range []string{"REF      SESSION  REQUEST  WAITING  TOOL  TITLE     OPTIONS", "3c441f0  s1       perm-a   1m       bash  run make  always(allow_always) yes(allow_once) no(reject_once)", "65e4d3c  s3       perm-a"} {
+	for _, want := range []string{"REF      SESSION  REQUEST  WAITING  TOOL  TITLE     OPTIONS", "b0183a9  s1       perm-a   1m       bash  run make  always(allow_always) yes(allow_once) no(reject_once)", "22c23ee  s3       perm-a"} {
 		if !strings.Contains(list, want) {
 			t.Fatalf("inbox\n%s\nlacks %q", list, want)
 		}
 	}
-	if r := rein(t, s.URL(), "inbox", "approve", "3c441f0", "maybe"); r.code != 1 || !strings.Contains(r.stderr, `has no option "maybe" (options: always, yes, no)`) {
+	if r := rein(t, s.URL(), "inbox", "approve", "b0183a9", "maybe"); r.code != 1 || !strings.Contains(r.stderr, `has no option "maybe" (options: always, yes, no)`) {
 		t.Fatalf("approve with an option the request lacks: %+v", r)
 	}
 	// By REF, the once option by default.
-	if got := mustRein(t, s.URL(), "inbox", "approve", "0a42c3c"); got != "approved 0a42c3c s2/perm-b \"run rm\" with option yes (command 1)\n" {
-		t.Fatalf("approve 0a42c3c: %q", got)
+	if got := mustRein(t, s.URL(), "inbox", "approve", "908517c"); got != "approved 908517c s2/perm-b \"run rm\" with option yes (command 1)\n" {
+		t.Fatalf("approve 908517c: %q", got)
 	}
 	if c := next[1](); c.RequestID != "perm-b" || c.OptionID != "yes" {
 		t.Fatalf("s2 got %+v", c)
 	}
 	// By request id: ambiguous, then qualified.
 	r := rein(t, s.URL(), "inbox", "deny", "perm-a")
-	if r.code != 1 || !strings.Contains(r.stderr, `"perm-a" names several pending requests; name one by its REF: 3c441f0 (s1/perm-a), 65e4d3c (s3/perm-a)`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `"perm-a" names several pending requests; name one by its REF: b0183a9 (s1/perm-a), 22c23ee (s3/perm-a)`) {
 		t.Fatalf("ambiguous deny: %+v", r)
 	}
-	if got := mustRein(t, s.URL(), "inbox", "deny", "s3/perm-a"); got != "denied 65e4d3c s3/perm-a \"run ls\" with option no (command 1)\n" {
+	if got := mustRein(t, s.URL(), "inbox", "deny", "s3/perm-a"); got != "denied 22c23ee s3/perm-a \"run ls\" with option no (command 1)\n" {
 		t.Fatalf("deny s3/perm-a: %q", got)
 	}
 	if c := next[2](); c.RequestID != "perm-a" || c.OptionID != "no" {
 		t.Fatalf("s3 got %+v", c)
 	}
-	if got := mustRein(t, s.URL(), "inbox", "approve", "s1/perm-a", "always"); got != "approved 3c441f0 s1/perm-a \"run make\" with option always (command 1)\n" {
+	if got := mustRein(t, s.URL(), "inbox", "approve", "s1/perm-a", "always"); got != "approved b0183a9 s1/perm-a \"run make\" with option always (command 1)\n" {
 		t.Fatalf("approve with option: %q", got)
 	}
 	next[0]()
@@ -90,8 +90,8 @@ func TestInbox(t *testing.T) {
 		code   int
 	}{
 		{[]string{"inbox", "approve", "9"}, "not by a number: the list shifts as requests end, and 9 may not be the request you read", 2},
-		{[]string{"inbox", "-p", "nope", "approve", "3c441f0"}, `no pending request "3c441f0" in the inbox`, 1},
-		{[]string{"inbox", "approve", "3c441f0", "-p", "nope"}, `no pending request "3c441f0" in the inbox`, 1},
+		{[]string{"inbox", "-p", "nope", "approve", "b0183a9"}, `no pending request "b0183a9" in the inbox`, 1},
+		{[]string{"inbox", "approve", "b0183a9", "-p", "nope"}, `no pending request "b0183a9" in the inbox`, 1},
 		{[]string{"inbox", "approve"}, "usage: rein inbox approve REF|REQUEST [OPTION]\n", 2},
 		{[]string{"inbox", "approve", "perm-z"}, `no pending request "perm-z" in the inbox`, 1},
 		{[]string{"inbox", "maybe", "1"}, `unknown command "inbox maybe"; inbox commands: approve, deny`, 2},
@@ -111,7 +111,7 @@ func TestInbox(t *testing.T) {
 	postEvents(t, s, "s3", toks[2], `[{"type":"permission_resolved","id":"perm-a","outcome":"selected","optionId":"no","agentSeq":4}]`)
 	waitFor(t, &out, "- s2/perm-b: approved by client")
 	waitFor(t, &out, "- s3/perm-a: denied by client")
-	if got := mustRein(t, s.URL(), "inbox"); !strings.Contains(got, "3c441f0  s1") || strings.Contains(got, "s2") {
+	if got := mustRein(t, s.URL(), "inbox"); !strings.Contains(got, "b0183a9  s1") || strings.Contains(got, "s2") {
 		t.Fatalf("inbox after answers:\n%s", got)
 	}
 	cancel()
@@ -235,7 +235,7 @@ func TestInboxFollowOrdersAsInbox(t *testing.T) {
 		{"type":"permission_requested","id":"perm-b","title":"run b","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]},
 		{"type":"permission_requested","id":"perm-a","title":"run a","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
 	list := mustRein(t, s.URL(), "inbox")
-	if !strings.Contains(list, "3c441f0  s1       perm-a") {
+	if !strings.Contains(list, "2ca55f3  s1       perm-a") {
 		t.Fatalf("rein inbox:\n%s", list)
 	}
 	waitFor(t, &out, "+ s1/perm-a: run a\n")
@@ -283,15 +283,15 @@ func TestInboxShowsAnswered(t *testing.T) {
 	waitFor(t, &out, "~ s1/perm-a: answered yes by client (command 1), waiting for the agent\n")
 	waitFor(t, &jsonOut, `"event":"approval_answered"`)
 
-	const row = "3c441f0  s1       perm-a   1m       bash  run make  answered: yes (command 1), waiting for the agent"
+	const row = "b0183a9  s1       perm-a   1m       bash  run make  answered: yes (command 1), waiting for the agent"
 	list := mustRein(t, s.URL(), "inbox")
-	if !strings.Contains(list, row+"\n") || !strings.Contains(list, "4fb3ca8  s1       perm-b   1m       -     run b     yes(allow_once)") {
+	if !strings.Contains(list, row+"\n") || !strings.Contains(list, "5f5fd50  s1       perm-b   1m       -     run b     yes(allow_once)") {
 		t.Fatalf("rein inbox\n%s\nwant s1/perm-a answered:\n%s", list, row)
 	}
 	if !strings.HasSuffix(out.String(), list) {
 		t.Errorf("rein inbox --follow printed\n%s\nwant it to end with the table of rein inbox\n%s", out.String(), list)
 	}
-	for _, args := range [][]string{{"inbox", "deny", "3c441f0"}, {"inbox", "approve", "s1/perm-a"}, {"inbox", "approve", "perm-a", "always"}} {
+	for _, args := range [][]string{{"inbox", "deny", "b0183a9"}, {"inbox", "approve", "s1/perm-a"}, {"inbox", "approve", "perm-a", "always"}} {
 		r := rein(t, s.URL(), args...)
 		if want := "rein: request s1/perm-a was answered already with option yes (command 1, by client): it waits for its agent to take that answer; nothing sent\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
 			t.Errorf("rein %v: %+v; want exit 1 and %q", args, r, want)
@@ -302,10 +302,10 @@ func TestInboxShowsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, &out, "~ s1/perm-b: dismissed by client (command 2), waiting for the agent\n")
-	if list := mustRein(t, s.URL(), "inbox"); !strings.Contains(list, "4fb3ca8  s1       perm-b   1m       -     run b     answered: dismissed (command 2), waiting for the agent\n") {
+	if list := mustRein(t, s.URL(), "inbox"); !strings.Contains(list, "5f5fd50  s1       perm-b   1m       -     run b     answered: dismissed (command 2), waiting for the agent\n") {
 		t.Fatalf("rein inbox after the dismissal:\n%s", list)
 	}
-	if r := rein(t, s.URL(), "inbox", "approve", "4fb3ca8"); r.code != 1 || !strings.Contains(r.stderr, "request s1/perm-b was dismissed already (command 2, by client)") {
+	if r := rein(t, s.URL(), "inbox", "approve", "5f5fd50"); r.code != 1 || !strings.Contains(r.stderr, "request s1/perm-b was dismissed already (command 2, by client)") {
 		t.Errorf("approve a dismissed request: %+v", r)
 	}
 	// Nothing more was sent.
@@ -483,5 +483,17 @@ func TestAnswersNameTheRequestRead(t *testing.T) {
 	mustRein(t, front.URL, "deny", "s1", "perm-1")
 	if c := next(); c.RequestID != "perm-1" || c.OptionID != "no" || c.RequestSeq != list[0].Seq {
 		t.Fatalf("s1 got %+v; want no for perm-1 at seq %d", c, list[0].Seq)
+	}
+}
+
+// Two requests under one id stored in the same millisecond (an agent that
+// asked, was answered, and asked again at once) have REFs of their own:
+// with one REF, rein inbox approve could pick the newer for the older.
+func TestApprovalRefsOfOneIDInOneMillisecond(t *testing.T) {
+	a := protocol.Approval{SessionID: "s1", RequestID: "perm-1", RequestedAt: 1_700_000_000_000, Seq: 4}
+	b := a
+	b.Seq = 7
+	if approvalRef(a) == approvalRef(b) {
+		t.Fatalf("seq 4 and seq 7 of s1/perm-1, both at %d: one REF %s", a.RequestedAt, approvalRef(a))
 	}
 }
