@@ -123,31 +123,7 @@ func (e *env) signedIn(chromium, driver, base string) (*Browser, func(string, fu
 // it: the page sends it again with the same Idempotency-Key, clears the
 // prompt box, and the agent runs the prompt once.
 func TestBrowserResendsALostPrompt(t *testing.T) {
-	chromium, driver := browserPaths(t)
-	e := newEnv(t)
-	id := "web-lost"
-	_, f := e.session(id)
-	d, _ := dropAnswers(t, e.srv.URL)
-	b, step := e.signedIn(chromium, driver, d.URL())
-	step("open the session", func(ctx context.Context) error {
-		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
-			return err
-		}
-		return b.WaitTextIs(ctx, "#session-status", "idle")
-	})
-	d.DropNext(1)
-	step("send a prompt whose answer is lost", func(ctx context.Context) error {
-		if err := b.Type(ctx, "#prompt", "from a flaky network\uE007"); err != nil {
-			return err
-		}
-		if err := b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed"); err != nil {
-			return err
-		}
-		return b.WaitJS(ctx, "prompt box cleared", `return document.querySelector("#prompt").value === "";`)
-	})
-	wantOneCommandSent(t, d.Seen(), 1)
-	e.prompt(id, "next")
-	e.wantPromptsRan(f, id, "from a flaky network", "next")
+	resendsOnce(t, "web-lost", "from a flaky network", func(d *AnswerDropper) { d.DropNext(1) })
 }
 
 // The answer to a prompt breaks off after its status and headers (the
@@ -155,9 +131,17 @@ func TestBrowserResendsALostPrompt(t *testing.T) {
 // sends it again with the same Idempotency-Key, clears the prompt box,
 // and the agent runs the prompt once.
 func TestBrowserResendsAPromptWhoseAnswerBroke(t *testing.T) {
+	resendsOnce(t, "web-broken", "over a link that fails", func(d *AnswerDropper) { d.BreakNext(1) })
+}
+
+// resendsOnce opens session id's page through an AnswerDropper, has lose
+// make it lose the next prompt's answer, sends text from the page, and
+// wants the prompt box cleared and no error shown, one command sent
+// (resends carry its key) and the agent to run it once.
+func resendsOnce(t *testing.T, id, text string, lose func(*AnswerDropper)) {
+	t.Helper()
 	chromium, driver := browserPaths(t)
 	e := newEnv(t)
-	id := "web-broken"
 	_, f := e.session(id)
 	d, _ := dropAnswers(t, e.srv.URL)
 	b, step := e.signedIn(chromium, driver, d.URL())
@@ -167,9 +151,9 @@ func TestBrowserResendsAPromptWhoseAnswerBroke(t *testing.T) {
 		}
 		return b.WaitTextIs(ctx, "#session-status", "idle")
 	})
-	d.BreakNext(1)
-	step("send a prompt whose answer breaks off", func(ctx context.Context) error {
-		if err := b.Type(ctx, "#prompt", "over a link that fails\uE007"); err != nil {
+	lose(d)
+	step("send a prompt whose answer is lost", func(ctx context.Context) error {
+		if err := b.Type(ctx, "#prompt", text+"\uE007"); err != nil {
 			return err
 		}
 		if err := b.WaitTextIs(ctx, `#transcript [data-id="t1"] .pill`, "completed"); err != nil {
@@ -182,7 +166,7 @@ func TestBrowserResendsAPromptWhoseAnswerBroke(t *testing.T) {
 	})
 	wantOneCommandSent(t, d.Seen(), 1)
 	e.prompt(id, "next")
-	e.wantPromptsRan(f, id, "over a link that fails", "next")
+	e.wantPromptsRan(f, id, text, "next")
 }
 
 // Every answer to a prompt is lost, the page's resends' too, after the
