@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/disktest"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/store"
 )
@@ -149,29 +149,6 @@ func startFull(t *testing.T) (*app.App, *fullStore) {
 	return start(t, app.Options{Store: fs}), fs
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if errors.Is(err, os.ErrNotExist) {
-		_ = os.Remove(to)
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // A client resuming with a Last-Event-ID above the session's revision (the
 // database was restored from an older backup) gets every artifact again,
 // not nothing.
@@ -195,7 +172,7 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		copyFile(t, path+f, backup+f)
+		disktest.CopyFile(t, path+f, backup+f)
 	}
 
 	s2, err := app.New(app.Options{DBPath: path})
@@ -216,7 +193,7 @@ func TestResumeAfterRestoreFromBackup(t *testing.T) {
 	}
 
 	for _, f := range files {
-		copyFile(t, backup+f, path+f)
+		disktest.CopyFile(t, backup+f, path+f)
 	}
 	s3 := start(t, app.Options{DBPath: path})
 	c = newClient(t, s3)

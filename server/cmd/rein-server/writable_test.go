@@ -6,37 +6,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// unwritable makes path refuse writes until the test ends, binding root
-// too: as root (which ignores file modes) it sets the immutable attribute.
-func unwritable(t *testing.T, path string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if err := os.Chmod(path, 0o444); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = os.Chmod(path, 0o644) })
-		return
-	}
-	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
-		msg := "cannot make " + path + " immutable (chattr +i; the filesystem may not support it): " + err.Error() + ": " + strings.TrimSpace(string(out))
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIP " + msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("chattr", "-i", path).CombinedOutput(); err != nil {
-			t.Errorf("chattr -i %s: %v: %s", path, err, out)
-		}
-	})
-}
+	"github.com/rein-ai/rein/server/internal/disktest"
+)
 
 // TestUnwritableDatabaseRefused: a --db file rein-server cannot write is
 // refused at start, exit 1, naming the flag, the file and the reason,
@@ -58,7 +34,7 @@ func TestUnwritableDatabaseRefused(t *testing.T) {
 	if err := newApp(&out, &errOut).RunContext(ctx, []string{"rein-server", "--port", "0", "--db", db}); err != nil {
 		t.Fatalf("create the database: %v\n%s", err, errOut.String())
 	}
-	unwritable(t, db)
+	disktest.Unwritable(t, db)
 
 	srv := exec.Command(bin, "--port", "0", "--db", db)
 	stdout, err := srv.StdoutPipe()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/disktest"
 )
 
 // TestCreateSaysBootstrapTimeout: rein create warns that the session is
@@ -74,18 +75,7 @@ func TestCreateTokenFileOnFullDisk(t *testing.T) {
 // test skips elsewhere, and fails on CI (CI set), which must run it.
 func fullTmpfs(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("SKIP cannot mount a tmpfs (needs root): %v", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Error(err)
-		}
-	})
+	dir := disktest.Mount(t, "64k")
 	f, err := os.Create(filepath.Join(dir, "filler"))
 	if err != nil {
 		t.Fatal(err)

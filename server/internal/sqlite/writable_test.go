@@ -5,74 +5,18 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/rein-ai/rein/server/internal/disktest"
 	"github.com/rein-ai/rein/server/store"
 )
 
-// unwritable makes path (a file or a directory) refuse writes until the
-// test ends, in a way that binds root too: root ignores file modes, so as
-// root it sets the immutable attribute (chattr +i), which it must also
-// clear before t.TempDir can remove the file.
-func unwritable(t *testing.T, path string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		fi, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(path, fi.Mode().Perm()&^0o222); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = os.Chmod(path, fi.Mode().Perm()) })
-		return
-	}
-	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
-		msg := "cannot make " + path + " immutable (chattr +i, which binds root; the filesystem may not support it): " + err.Error() + ": " + strings.TrimSpace(string(out))
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIP " + msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("chattr", "-i", path).CombinedOutput(); err != nil {
-			t.Errorf("chattr -i %s: %v: %s", path, err, out)
-		}
-	})
-}
-
-// copyFile copies from to to; a missing from is left missing.
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // databaseIn writes a database holding session "a" to dir/rein.db and
-// returns its path. Closed cleanly, it is the database file alone (SQLite
-// removes the WAL and its index at the last close); crashed, it is the
+// returns its path. Not crashed, it is the database file alone, as a copy
+// of it or a build before the WAL was kept at a close leaves it; crashed, it is the
 // files a process that died while serving left: the database, its WAL
 // holding the session, and the WAL index (-shm).
 func databaseIn(t *testing.T, dir string, crashed bool) string {
@@ -86,15 +30,15 @@ func databaseIn(t *testing.T, dir string, crashed bool) string {
 	path := filepath.Join(dir, "rein.db")
 	if crashed {
 		for _, suffix := range []string{"", "-wal", "-shm", ".lock"} {
-			copyFile(t, src+suffix, path+suffix)
+			disktest.CopyFile(t, src+suffix, path+suffix)
 		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if !crashed {
-		copyFile(t, src, path)
-		copyFile(t, src+".lock", path+".lock")
+		disktest.CopyFile(t, src, path)
+		disktest.CopyFile(t, src+".lock", path+".lock")
 	}
 	return path
 }
@@ -123,9 +67,9 @@ func TestUnwritableDatabaseRefused(t *testing.T) {
 			dir := t.TempDir()
 			path := databaseIn(t, dir, tt.crashed)
 			if tt.deny == "/" {
-				unwritable(t, dir)
+				disktest.Unwritable(t, dir)
 			} else {
-				unwritable(t, path+tt.deny)
+				disktest.Unwritable(t, path+tt.deny)
 			}
 			s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
 			if tt.want == "" {
@@ -156,9 +100,9 @@ func TestUnwritableDatabaseRefused(t *testing.T) {
 // reads) on a disk with no byte free, as a server that crashed on it
 // left it, and its writes fail as full, not read-only.
 func TestFullDiskStillOpens(t *testing.T) {
-	dir := smallDisk(t)
+	dir := disktest.Mount(t, "4m")
 	path := databaseIn(t, dir, true)
-	fillDisk(t, dir)
+	disktest.TakeAll(t, dir)
 
 	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
 	if err != nil {
@@ -180,9 +124,9 @@ func TestFullDiskStillOpens(t *testing.T) {
 // fails. It must say the disk is full, as a commit's failure does, not
 // only "disk I/O error".
 func TestFullDiskWithoutTheWALSaysSo(t *testing.T) {
-	dir := smallDisk(t)
+	dir := disktest.Mount(t, "4m")
 	path := databaseIn(t, dir, false)
-	fillDisk(t, dir)
+	disktest.TakeAll(t, dir)
 
 	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
 	if err == nil {
@@ -196,46 +140,12 @@ func TestFullDiskWithoutTheWALSaysSo(t *testing.T) {
 	}
 }
 
-// smallDisk mounts a 4 MiB tmpfs on a temporary dir (unmounted at the
-// test's end), a disk a test can fill; it skips where mounting is not
-// allowed (not root), except on CI.
-func smallDisk(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
-		msg := "cannot mount a tmpfs to fill (needs root on Linux): " + err.Error()
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIP " + msg)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fillDisk takes every free block of the disk holding dir.
-func fillDisk(t *testing.T, dir string) {
-	t.Helper()
-	ballast, err := os.Create(filepath.Join(dir, "ballast"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Fallocate(int(ballast.Fd()), 0, 0, int64(st.Bavail)*st.Bsize); err != nil {
-		t.Fatalf("fill %s: %v", dir, err)
-	}
-	ballast.Close()
-}
-
 // A server stopped cleanly on a full disk starts again on it, as one
 // that crashed there does: the store keeps its WAL and WAL index at a
 // clean close (SQLite's persistent WAL), so the start has nothing to
 // create. SQLite removed them, and the start failed for want of a page.
 func TestFullDiskAfterACleanStopStillOpens(t *testing.T) {
-	dir := smallDisk(t)
+	dir := disktest.Mount(t, "4m")
 	path := filepath.Join(dir, "rein.db")
 	s, err := Open(context.Background(), path, Options{walLimit: 64 << 10})
 	if err != nil {
@@ -252,7 +162,7 @@ func TestFullDiskAfterACleanStopStillOpens(t *testing.T) {
 	}
 	// Kept checkpointed: the database file alone holds every commit.
 	alone := filepath.Join(t.TempDir(), "alone.db")
-	copyFile(t, path, alone)
+	disktest.CopyFile(t, path, alone)
 	a, err := Open(context.Background(), alone, Options{walLimit: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +171,7 @@ func TestFullDiskAfterACleanStopStillOpens(t *testing.T) {
 		t.Errorf("the database file alone after a clean close: %v; want the session in it", err)
 	}
 	a.Close()
-	fillDisk(t, dir)
+	disktest.TakeAll(t, dir)
 	s, err = Open(context.Background(), path, Options{walLimit: 64 << 10})
 	if err != nil {
 		t.Fatalf("Open on a full disk after a clean stop: %v", err)
