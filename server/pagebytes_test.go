@@ -15,7 +15,6 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
-	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 	"github.com/rein-ai/rein/server/pgtest"
 	"github.com/rein-ai/rein/server/store"
@@ -214,11 +213,7 @@ func (p *pagedBlindStore) ArtifactsBySeq(ctx context.Context, id string, after i
 func TestReplicasFallbackReadsInPages(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
-	pg, err := postgres.Open(t.Context(), dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
+	pg := openPostgres(t, dsn)
 	f := &pagedBlindStore{blindStore: &blindStore{Store: pg}}
 	b := start(t, app.Options{Store: f})
 	ca, cb := newClient(t, a), newClient(t, b)

@@ -360,14 +360,23 @@ func (d *deafStore) Watch(ctx context.Context, changed func(ids []string)) error
 	})
 }
 
-// startDeaf starts a replica on dsn whose store can be made deaf.
-func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
+// openPostgres opens the PostgreSQL store of dsn for a replica a test
+// starts on it wrapped (a store that fails or misses what the test
+// says), closed when the test ends.
+func openPostgres(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
 	pg, err := postgres.Open(t.Context(), dsn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pg.Close() })
+	return pg
+}
+
+// startDeaf starts a replica on dsn whose store can be made deaf.
+func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
+	t.Helper()
+	pg := openPostgres(t, dsn)
 	d := &deafStore{Store: pg}
 	return start(t, app.Options{Store: d}), d
 }
@@ -592,11 +601,7 @@ func (f *failingLoads) Watch(ctx context.Context, changed func(ids []string)) er
 // its poll), not at once in a loop against the failing database while
 // it lasts; and it does read them once the database answers.
 func TestReplicasMissedAnnouncementsReadAgainLater(t *testing.T) {
-	pg, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
+	pg := openPostgres(t, pgtest.NewDatabase(t))
 	f := &failingLoads{Store: pg}
 	s := start(t, app.Options{Store: f})
 	c := newClient(t, s)
@@ -691,11 +696,7 @@ func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
 	const tok = "replica-client-token"
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
-	pg, err := postgres.Open(t.Context(), dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
+	pg := openPostgres(t, dsn)
 	f := &failingLoad{Store: pg} // b does not hear of the session: it must read its row
 	b := start(t, app.Options{Store: f, APIToken: tok})
 	ca, cb := newClient(t, a), newClient(t, b)
@@ -980,11 +981,7 @@ func (f *blindStore) LoadSession(ctx context.Context, id string) (store.Session,
 func TestReplicasRelayMoreThanAQueueAtOnce(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
-	pg, err := postgres.Open(t.Context(), dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
+	pg := openPostgres(t, dsn)
 	f := &blindStore{Store: pg}
 	b := start(t, app.Options{Store: f})
 	ca, cb := newClient(t, a), newClient(t, b)
@@ -1070,11 +1067,7 @@ func (f *commandReadFailStore) Commands(ctx context.Context, id string, after, u
 func TestReplicasAnswerThatCouldNotBeReadIsNotAnsweredAgain(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
-	pg, err := postgres.Open(t.Context(), dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
+	pg := openPostgres(t, dsn)
 	fs := &commandReadFailStore{Store: pg}
 	b := start(t, app.Options{Store: fs})
 	ca, cb := newClient(t, a), newClient(t, b)
