@@ -22,12 +22,7 @@ func TestBrowserSessionPageShowsAnAnswerFromElsewhere(t *testing.T) {
 	e.create(id, "")
 	e.askPermission(id, "t1", "perm-1", "May I restart the database?")
 	e.holdCommands(id)
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
+	p, b, step := e.signedInThroughProxy(chromium, driver)
 	art := func(req, sel string) string { return fmt.Sprintf(`#transcript [data-id=%q] %s`, req, sel) }
 	// answered waits until request req shows text and no button.
 	answered := func(ctx context.Context, req, text string) error {
@@ -140,12 +135,7 @@ func TestBrowserInboxAnswersOnlyTheRequestShown(t *testing.T) {
 	e.create(id, "")
 	e.askPermission(id, "t1", "perm-1", "May I read the logs?")
 	e.holdCommands(id)
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
+	p, b, step := e.signedInThroughProxy(chromium, driver)
 	row := fmt.Sprintf(`#inbox-list li[data-session=%q][data-request="perm-1"]`, id)
 	step("the request in the inbox", func(ctx context.Context) error {
 		return b.WaitTextIs(ctx, row+` button[data-kind="allow_once"]`, "Allow")

@@ -20,12 +20,7 @@ func TestBrowserListDropsASessionRemovedWhileAway(t *testing.T) {
 	e := newEnv(t)
 	e.create("stays", "")
 	e.create("goes", "")
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
+	p, b, step := e.signedInThroughProxy(chromium, driver)
 	rows := `return [...document.querySelectorAll("#session-rows tr")].map(r => r.dataset.id).join(",") === arguments[0];`
 	step("both listed", func(ctx context.Context) error {
 		return b.WaitJS(ctx, "goes and stays listed", rows, "goes,stays")
@@ -364,12 +359,7 @@ func createdAgainWhileAway(t *testing.T, id string, texts ...string) awayPage {
 	for i, s := range texts {
 		e.sandboxPost(id, textDelta(i+1, s))
 	}
-	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, step := e.signedIn(chromium, driver, p.URL())
+	p, b, step := e.signedInThroughProxy(chromium, driver)
 	w := awayPage{e: e, id: id, p: p, b: b, step: step,
 		transcript: `return document.querySelector("#transcript").textContent.includes(arguments[0]);`}
 	step("the old session", func(ctx context.Context) error {

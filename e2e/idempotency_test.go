@@ -119,6 +119,19 @@ func (e *env) signedIn(chromium, driver, base string) (*Browser, func(string, fu
 	return b, step
 }
 
+// signedInThroughProxy puts a Proxy in front of the env's server, as the
+// network a test cuts and restores, and signs a browser in through it.
+func (e *env) signedInThroughProxy(chromium, driver string) (*Proxy, *Browser, func(string, func(context.Context) error)) {
+	e.t.Helper()
+	p, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(p.Close)
+	b, step := e.signedIn(chromium, driver, p.URL())
+	return p, b, step
+}
+
 // The web view sends a prompt whose answer is lost after the server stored
 // it: the page sends it again with the same Idempotency-Key, clears the
 // prompt box, and the agent runs the prompt once.
