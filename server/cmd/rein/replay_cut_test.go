@@ -37,23 +37,12 @@ func TestWatchReplayCut(t *testing.T) {
 			return
 		}
 		// The first stream: forward its first three events, then end.
-		cl, _ := client.New(s.URL(), testToken)
-		body, err := cl.OpenStream(r.Context(), r.URL.Path, "")
-		if err != nil {
-			t.Errorf("open the stream: %v", err)
-			return
-		}
-		defer body.Close()
-		w.Header().Set("Content-Type", "text/event-stream")
-		er := client.NewEventReader(body)
-		for range 3 {
-			ev, err := er.Next()
-			if err != nil || ev.Name != "artifact_snapshot" {
-				t.Errorf("event %+v, %v; want a snapshot", ev, err)
-				return
+		forwardStream(t, s, w, r, func(i int, ev client.Event) bool {
+			if ev.Name != "artifact_snapshot" {
+				t.Errorf("event %d %+v; want a snapshot", i, ev)
 			}
-			fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", ev.ID, ev.Name, ev.Data)
-		}
+			return i == 2
+		})
 	}))
 	defer front.Close()
 
@@ -63,5 +52,36 @@ func TestWatchReplayCut(t *testing.T) {
 	}
 	if r.stdout != want {
 		t.Errorf("watch through a replay cut after 3 snapshots printed\n%s\nwant (as uncut)\n%s", r.stdout, want)
+	}
+}
+
+// forwardStream opens the stream r asks for on s and writes its events to
+// w, one SSE message each, until last says the one just written was the
+// last (i counts from 0): a front server that ends a stream where a test
+// wants it cut.
+func forwardStream(t *testing.T, s *app.App, w http.ResponseWriter, r *http.Request, last func(i int, ev client.Event) bool) {
+	t.Helper()
+	cl, _ := client.New(s.URL(), testToken)
+	body, err := cl.OpenStream(r.Context(), r.URL.Path, "")
+	if err != nil {
+		t.Errorf("open the stream: %v", err)
+		return
+	}
+	defer body.Close()
+	w.Header().Set("Content-Type", "text/event-stream")
+	er := client.NewEventReader(body)
+	for i := 0; ; i++ {
+		ev, err := er.Next()
+		if err != nil {
+			t.Errorf("stream: %v", err)
+			return
+		}
+		if ev.ID != "" {
+			fmt.Fprintf(w, "id: %s\n", ev.ID)
+		}
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Name, ev.Data)
+		if last(i, ev) {
+			return
+		}
 	}
 }

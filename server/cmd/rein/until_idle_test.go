@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -47,29 +46,7 @@ func TestUntilIdleNotJudgedWhileDisconnected(t *testing.T) {
 			return
 		}
 		// The first stream: its replay, then the connection ends.
-		cl, _ := client.New(s.URL(), testToken)
-		body, err := cl.OpenStream(r.Context(), r.URL.Path, "")
-		if err != nil {
-			t.Errorf("open the stream: %v", err)
-			return
-		}
-		defer body.Close()
-		w.Header().Set("Content-Type", "text/event-stream")
-		er := client.NewEventReader(body)
-		for {
-			ev, err := er.Next()
-			if err != nil {
-				t.Errorf("replay: %v", err)
-				return
-			}
-			if ev.ID != "" {
-				fmt.Fprintf(w, "id: %s\n", ev.ID)
-			}
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Name, ev.Data)
-			if ev.Name == "snapshot_complete" {
-				return
-			}
-		}
+		forwardStream(t, s, w, r, func(_ int, ev client.Event) bool { return ev.Name == "snapshot_complete" })
 	}))
 	defer front.Close()
 
