@@ -485,7 +485,7 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		e.pubRev = e.rec.Rev
 		for _, m := range msgs {
 			if bytes.Contains(m.Data, []byte(`"permission"`)) || bytes.Contains(m.Data, []byte(`"status"`)) {
-				w.remoteApprovals(ctx, e, from)
+				w.remoteApprovals(ctx, e, nil, from)
 				break
 			}
 		}
@@ -502,9 +502,9 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 	}
 	if snap.More {
 		w.hub.CloseTopic(artifactTopic(id))
-		from := e.pubRev
 		e.pubRev = max(snap.Rev, e.rec.Rev)
-		w.remoteApprovals(ctx, e, from)
+		// The approvals read on from the page already read.
+		w.remoteApprovals(ctx, e, approvalArtifacts(nil, snap.Artifacts), snap.Artifacts[len(snap.Artifacts)-1].Rev)
 		return
 	}
 	msgs := make([]*hub.Message, 0, len(snap.Artifacts))
@@ -520,12 +520,12 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 	w.approvalsFrom(e, approvalArtifacts(nil, snap.Artifacts))
 }
 
-// remoteApprovals updates the approvals inbox from the session's
+// remoteApprovals updates the approvals inbox from arts (what
+// approvalArtifacts kept of pages read already) and the session's
 // artifacts changed after revision from, read a page at a time (as
 // publishArtifacts reads them) and kept only as approvalArtifacts keeps
 // them, so a session of large changed artifacts is never in memory whole.
-func (w *writer) remoteApprovals(ctx context.Context, e *entry, from int64) {
-	var arts []*protocol.Artifact
+func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol.Artifact, from int64) {
 	for after := from; ; {
 		snap, err := w.store.ArtifactsPage(ctx, e.rec.ID, after, w.opts.ReplayPage, w.opts.ReplayPageBytes)
 		if err != nil {
