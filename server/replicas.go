@@ -405,6 +405,11 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 	}
 }
 
+// relayBytes bounds the change records one relay reads: what a
+// follower may have queued (the hub drops a follower past it, and it
+// resumes from the artifacts anyway).
+const relayBytes = hub.DefaultQueueBytes
+
 // changeRecord is one artifact stream record in a store.ChangeBatch.
 type changeRecord struct {
 	Event string          `json:"e"`
@@ -433,12 +438,17 @@ func (w *writer) logChanges(g *group, id string, from, to int64, msgs []*hub.Mes
 // relayChanges returns the records another replica's commits published
 // for the session from revision from up to to, when the change log holds
 // every one of them (a chain of batches); ok is false otherwise.
+//
+// It reads at most relayBytes of them: the change log keeps minutes of a
+// busy session's records, and a replica whose followers were that far
+// behind read them all at once, in the writer. Past that it falls back
+// to artifacts, read a page at a time.
 func (w *writer) relayChanges(ctx context.Context, id string, from, to int64) (msgs []*hub.Message, ok bool) {
 	cl, isLog := w.store.(store.ChangeLog)
 	if !isLog {
 		return nil, false
 	}
-	batches, err := cl.ChangeBatches(ctx, id, from)
+	batches, err := cl.ChangeBatches(ctx, id, from, to, relayBytes)
 	if err != nil {
 		w.log.Warn("read change batches", slog.String("session", id), slog.Any("err", err))
 		return nil, false

@@ -30,7 +30,11 @@ func (PutChanges) storeOp() {}
 // broken chain means batches were forgotten, and the reader falls back
 // to the artifacts themselves (ArtifactsSince), which is exact too.
 type ChangeLog interface {
-	// ChangeBatches returns the session's batches with FromRev >= after,
-	// in FromRev order.
-	ChangeBatches(ctx context.Context, id string, after int64) ([]ChangeBatch, error)
+	// ChangeBatches returns the session's batches with after <= FromRev <
+	// before, in FromRev order, ending with the first one that brings
+	// their bodies to maxBytes or over (the first batch whatever its
+	// size), so a reader far behind never holds minutes of a busy
+	// session's records at once: it falls back to artifacts a page at a
+	// time.
+	ChangeBatches(ctx context.Context, id string, after, before int64, maxBytes int) ([]ChangeBatch, error)
 }

@@ -144,16 +144,22 @@ func (s *Store) pruneChanges() {
 	}
 }
 
-// ChangeBatches returns the session's batches with from_rev >= after.
-func (s *Store) ChangeBatches(ctx context.Context, id string, after int64) ([]store.ChangeBatch, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT from_rev, to_rev, at, body FROM change_batches WHERE session_id = $1 AND from_rev >= $2 ORDER BY from_rev`, id, after)
+// ChangeBatches returns the session's batches with after <= from_rev <
+// before, up to the first that brings their bodies to maxBytes (the
+// database adds up the sizes, so batches past the budget are not sent).
+func (s *Store) ChangeBatches(ctx context.Context, id string, after, before int64, maxBytes int) ([]store.ChangeBatch, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT from_rev, to_rev, at, body FROM (
+		SELECT from_rev, to_rev, at, body,
+			coalesce(sum(octet_length(body)) OVER (ORDER BY from_rev ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS earlier
+		FROM change_batches WHERE session_id = $1 AND from_rev >= $2 AND from_rev < $3) b
+		WHERE earlier < $4 ORDER BY from_rev`, id, after, before, maxBytes)
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.ChangeBatch, error) {
 		var b store.ChangeBatch
 		err := row.Scan(&b.FromRev, &b.ToRev, &b.At, &b.Body)
 		return b, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read change batches session=%s after=%d: %w", id, after, err)
+		return nil, fmt.Errorf("read change batches session=%s after=%d before=%d: %w", id, after, before, err)
 	}
 	return out, nil
 }

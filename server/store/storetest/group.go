@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 
@@ -146,7 +147,7 @@ func testGroupCommit(t *testing.T, s store.Store) {
 	}
 	if cl, ok := s.(store.ChangeLog); ok {
 		for _, id := range ids {
-			got, err := cl.ChangeBatches(ctx, id, 0)
+			got, err := cl.ChangeBatches(ctx, id, 0, math.MaxInt64, 1<<20)
 			if err != nil || len(got) != 1 || got[0].FromRev != 1 || got[0].ToRev != 2 || got[0].At != 1001 || string(got[0].Body) != id {
 				t.Errorf("ChangeBatches(%s) = %+v, %v; want the group's one", id, got, err)
 			}

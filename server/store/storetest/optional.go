@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 
@@ -144,17 +145,34 @@ func testChangeBatches(t *testing.T, s store.Store) {
 	}
 	commit(t, s, store.PutChanges{SessionID: "a", Batch: b(0, 3)}, store.PutChanges{SessionID: "b", Batch: b(0, 1)})
 	commit(t, s, store.PutChanges{SessionID: "a", Batch: b(3, 4)}, store.PutChanges{SessionID: "a", Batch: b(4, 9)})
-	got, err := cl.ChangeBatches(ctx, "a", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []store.ChangeBatch{b(3, 4), b(4, 9)}; !slices.EqualFunc(got, want, func(x, y store.ChangeBatch) bool {
-		return x.FromRev == y.FromRev && x.ToRev == y.ToRev && x.At == y.At && string(x.Body) == string(y.Body)
-	}) {
-		t.Errorf("ChangeBatches(a, 3) = %+v; want %+v", got, want)
+	const all = 1 << 20
+	for _, c := range []struct {
+		after, before int64
+		maxBytes      int
+		want          []store.ChangeBatch
+	}{
+		{3, math.MaxInt64, all, []store.ChangeBatch{b(3, 4), b(4, 9)}},
+		// Up to before, not past it.
+		{0, 4, all, []store.ChangeBatch{b(0, 3), b(3, 4)}},
+		// Up to the batch that brings the bodies (5 bytes each) to
+		// maxBytes, and the first whatever its size.
+		{0, math.MaxInt64, 6, []store.ChangeBatch{b(0, 3), b(3, 4)}},
+		{0, math.MaxInt64, 10, []store.ChangeBatch{b(0, 3), b(3, 4)}},
+		{0, math.MaxInt64, 11, []store.ChangeBatch{b(0, 3), b(3, 4), b(4, 9)}},
+		{0, math.MaxInt64, 1, []store.ChangeBatch{b(0, 3)}},
+	} {
+		got, err := cl.ChangeBatches(ctx, "a", c.after, c.before, c.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.EqualFunc(got, c.want, func(x, y store.ChangeBatch) bool {
+			return x.FromRev == y.FromRev && x.ToRev == y.ToRev && x.At == y.At && string(x.Body) == string(y.Body)
+		}) {
+			t.Errorf("ChangeBatches(a, %d, %d, %d) = %+v; want %+v", c.after, c.before, c.maxBytes, got, c.want)
+		}
 	}
 	commit(t, s, store.DeleteSession{ID: "a"})
-	if got, err := cl.ChangeBatches(ctx, "a", 0); err != nil || len(got) != 0 {
+	if got, err := cl.ChangeBatches(ctx, "a", 0, math.MaxInt64, all); err != nil || len(got) != 0 {
 		t.Errorf("after delete: %+v, %v; want none", got, err)
 	}
 }
