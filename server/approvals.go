@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -442,29 +441,26 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 }
 
 // storedApprovalArtifacts returns the session's stored permission and
-// tool call artifacts.
+// tool call artifacts, as approvalArtifacts keeps them, read a page at a
+// time (Options.ReplayPage, Options.ReplayPageBytes): the start reads
+// every candidate session, and a session's artifacts read whole (up to
+// --max-session-bytes of tool output) were in memory at once for the
+// few permissions among them.
 func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
-	list, err := w.store.Artifacts(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("load approvals: %w", err)
-	}
+	// In seq order, as the list read whole was: toolFinder takes the
+	// newest tool call of an id.
 	var arts []*protocol.Artifact
-	for _, s := range list {
-		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
-			continue
+	for after := int64(0); ; {
+		list, more, err := w.store.ArtifactsBySeq(ctx, id, after, w.opts.ReplayPage, w.opts.ReplayPageBytes)
+		if err != nil {
+			return nil, fmt.Errorf("load approvals: %w", err)
 		}
-		var a protocol.Artifact
-		if err := json.Unmarshal(s.Body, &a); err != nil {
-			// Stored before the decoder refused it (a number beyond a
-			// float, say): the inbox is derived, and failing here
-			// would keep the server, and every session, from starting.
-			w.log.Warn("load approvals: artifact not readable, left out of the inbox",
-				slog.String("session", id), slog.Int64("seq", s.Seq), slog.Any("err", err))
-			continue
+		arts = w.approvalArtifacts(id, arts, list)
+		if !more || len(list) == 0 {
+			return arts, nil
 		}
-		arts = append(arts, &a)
+		after = list[len(list)-1].Seq
 	}
-	return arts, nil
 }
 
 // foldedApprovalArtifacts returns the permission and tool call artifacts

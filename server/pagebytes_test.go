@@ -55,6 +55,17 @@ func (p *pageSizeStore) ArtifactsBySeq(ctx context.Context, id string, after int
 	return list, more, err
 }
 
+// wholeReadStore is a pageSizeStore that records a read of a session's
+// whole list as one page too, so a reader that still reads whole is
+// caught.
+type wholeReadStore struct{ pageSizeStore }
+
+func (p *wholeReadStore) Artifacts(ctx context.Context, id string) ([]store.Artifact, error) {
+	list, err := p.Store.Artifacts(ctx, id)
+	p.record(list)
+	return list, err
+}
+
 // taken returns the pages read since the last call.
 func (p *pageRecorder) taken() [][]int {
 	p.mu.Lock()
@@ -175,6 +186,33 @@ func TestReplayPagesBoundedByBytes(t *testing.T) {
 		t.Errorf("GET /artifacts?after: %d artifacts over the pages; want %d", got, n)
 	}
 	checkPages(t, "GET /artifacts?after", p.taken())
+}
+
+// TestStartReadsApprovalsInPages: the start fills the approvals inbox
+// from the stored artifacts of each session that may hold a pending
+// request, and read each such session's artifacts whole (tool output of
+// up to --max-session-bytes) for the few permissions among them. It
+// reads them a page at a time now, and the inbox still names the
+// request's tool.
+func TestStartReadsApprovalsInPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: path})
+	c := newClient(t, s)
+	const n, size = 12, 250 << 10 // 3 MiB in all
+	bigSession(t, c, n, size)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", n+1))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	p := &wholeReadStore{pageSizeStore{Store: openSQLite(t, path)}}
+	c = newClient(t, start(t, app.Options{Store: p}))
+	checkPages(t, "start", p.taken())
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].RequestID != "r1" || list[0].Tool == nil || list[0].Tool.Name != "bash" {
+		t.Fatalf("after restart: %+v; want r1 naming its tool bash", list)
+	}
 }
 
 // pagedBlindStore is a blindStore that records the artifact bodies each

@@ -514,7 +514,7 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		w.hub.CloseTopic(artifactTopic(id))
 		e.pubRev = max(snap.Rev, e.rec.Rev)
 		// The approvals read on from the page already read.
-		w.remoteApprovals(ctx, e, approvalArtifacts(nil, snap.Artifacts), snap.Artifacts[len(snap.Artifacts)-1].Rev)
+		w.remoteApprovals(ctx, e, w.approvalArtifacts(id, nil, snap.Artifacts), snap.Artifacts[len(snap.Artifacts)-1].Rev)
 		return
 	}
 	msgs := make([]*hub.Message, 0, len(snap.Artifacts))
@@ -527,7 +527,7 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		w.hub.Publish(artifactTopic(id), msgs...)
 	}
 	e.pubRev = max(snap.Rev, e.rec.Rev)
-	w.approvalsFrom(e, approvalArtifacts(nil, snap.Artifacts))
+	w.approvalsFrom(e, w.approvalArtifacts(id, nil, snap.Artifacts))
 }
 
 // remoteApprovals updates the approvals inbox from arts (what
@@ -542,7 +542,7 @@ func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol
 			w.log.Warn("read permissions changed by another replica", slog.String("session", e.rec.ID), slog.Any("err", err))
 			return
 		}
-		arts = approvalArtifacts(arts, snap.Artifacts)
+		arts = w.approvalArtifacts(e.rec.ID, arts, snap.Artifacts)
 		if !snap.More {
 			break
 		}
@@ -551,16 +551,22 @@ func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol
 	w.approvalsFrom(e, arts)
 }
 
-// approvalArtifacts appends to arts what approvalsFrom needs of list: its
-// permissions, and of its tool calls only what an approval names of
-// them (id, name, kind, title), not their output.
-func approvalArtifacts(arts []*protocol.Artifact, list []store.Artifact) []*protocol.Artifact {
+// approvalArtifacts appends to arts what approvalsFrom needs of list (the
+// session id's artifacts): its permissions, and of its tool calls only
+// what an approval names of them (id, name, kind, title), not their
+// output.
+func (w *writer) approvalArtifacts(id string, arts []*protocol.Artifact, list []store.Artifact) []*protocol.Artifact {
 	for _, s := range list {
 		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
 			continue
 		}
 		var a protocol.Artifact
-		if json.Unmarshal(s.Body, &a) != nil {
+		if err := json.Unmarshal(s.Body, &a); err != nil {
+			// Stored before the decoder refused it (a number beyond a
+			// float, say): the inbox is derived, and failing here
+			// would keep the server, and every session, from starting.
+			w.log.Warn("approvals: artifact not readable, left out of the inbox",
+				slog.String("session", id), slog.Int64("seq", s.Seq), slog.Any("err", err))
 			continue
 		}
 		if a.Type == protocol.ArtifactToolCall {
