@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -241,6 +242,12 @@ func prepareTokenFile(path string, flag int) error {
 		return nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o600)
+	if flag&os.O_EXCL != 0 && errors.Is(err, fs.ErrExist) {
+		// Most often the file an earlier run left (the README's steps
+		// run again after starting over): "file exists" alone does not
+		// say that it is refused on purpose, nor what to do.
+		return fmt.Errorf("sandbox token file %s exists already: rein create writes a new session's token to a new file and does not overwrite one (it may hold another session's token); remove it or name another file", path)
+	}
 	if err != nil {
 		return fmt.Errorf("sandbox token file: %w", err)
 	}

@@ -148,3 +148,25 @@ func TestToken(t *testing.T) {
 		t.Fatalf("rein token --json: %+v, %v", body, err)
 	}
 }
+
+// TestCreateTokenFileExists: a token file that exists already (the one
+// an earlier run of the README's steps left, for a session since
+// removed) is not overwritten and no session is created; the error says
+// why and what to do, not just "file exists".
+func TestCreateTokenFileExists(t *testing.T) {
+	s := startServer(t, app.Options{})
+	file := filepath.Join(t.TempDir(), "s1.token")
+	if err := os.WriteFile(file, []byte("an earlier session's token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := rein(t, s.URL(), "create", "s1", "--sandbox-token-file", file)
+	if r.code != 1 || !strings.Contains(r.stderr, file+" exists already") || !strings.Contains(r.stderr, "remove it or name another file") {
+		t.Errorf("create with an existing token file: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "an earlier session's token\n" {
+		t.Errorf("the existing token file now holds %q (%v)", b, err)
+	}
+	if list := mustRein(t, s.URL(), "sessions", "--json"); list != "" {
+		t.Errorf("a session was created:\n%s", list)
+	}
+}
