@@ -247,7 +247,20 @@ func positive(c *cli.Context, names ...string) error {
 // both is an error rather than a silent choice.
 func readToken(token, file string) (string, error) {
 	if token != "" && file != "" {
-		return "", fmt.Errorf("%w: give --token or --token-file, not both", agentd.ErrUsage)
+		// Either may come from the environment (a platform sets
+		// REIN_TOKEN_FILE, the user types --token): name it, or the
+		// error speaks of a flag the user never gave.
+		msg := "give --token or --token-file, not both"
+		var set []string
+		for _, v := range []string{"REIN_TOKEN", "REIN_TOKEN_FILE"} {
+			if os.Getenv(v) != "" {
+				set = append(set, v)
+			}
+		}
+		if len(set) > 0 {
+			msg += fmt.Sprintf(" (%s, set in the environment, counts as the flag; unset it)", strings.Join(set, " and "))
+		}
+		return "", fmt.Errorf("%w: %s", agentd.ErrUsage, msg)
 	}
 	if file == "" {
 		return token, nil

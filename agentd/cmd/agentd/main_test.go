@@ -28,6 +28,11 @@ func TestUsageErrors(t *testing.T) {
 		{"env vars are read", map[string]string{"REIN_SERVER": "http://x", "REIN_SESSION_ID": "s"}, nil, "missing agent command"},
 		{"env protocol", map[string]string{"REIN_PROTOCOL": "smoke"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "unknown protocol"},
 		{"token and file", nil, []string{"--token", "a", "--token-file", tokenFile, "--", "true"}, "not both"},
+		// The platform set one in the environment, the user typed the
+		// other: the error names the variable, or it speaks of a flag
+		// the user never gave.
+		{"token from env and file", map[string]string{"REIN_TOKEN": "a"}, []string{"--token-file", tokenFile, "--", "true"}, "REIN_TOKEN, set in the environment"},
+		{"token file from env and token", map[string]string{"REIN_TOKEN_FILE": tokenFile}, []string{"--token", "a", "--", "true"}, "REIN_TOKEN_FILE, set in the environment"},
 		{"empty token file", nil, []string{"--token-file", tokenFile, "--", "true"}, "is empty"},
 		{"bad duration", map[string]string{"REIN_ABORT_GRACE": "0s"}, []string{"--server", "http://x", "--session", "s", "--", "true"}, "--abort-grace must be positive"},
 		{"bad log level", nil, []string{"--log-level", "loud", "--", "true"}, "--log-level"},
