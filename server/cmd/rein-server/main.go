@@ -245,7 +245,21 @@ func stateCacheBytes(limit int64) int64 {
 // look healthy and no client could ever authenticate.
 func readToken(token, file string) (string, error) {
 	if token != "" && file != "" {
-		return "", fmt.Errorf("give --api-token or --api-token-file, not both")
+		// Either may come from the environment (the README's setup
+		// exports REIN_API_TOKEN_FILE for rein, and a server started
+		// from that shell reads it too): name it, or the error speaks
+		// of a flag the user never typed.
+		msg := "give --api-token or --api-token-file, not both"
+		var set []string
+		for _, v := range []string{"REIN_API_TOKEN", "REIN_API_TOKEN_FILE"} {
+			if os.Getenv(v) != "" {
+				set = append(set, v)
+			}
+		}
+		if len(set) > 0 {
+			msg += fmt.Sprintf(" (%s, set in the environment, counts as the flag; unset it)", strings.Join(set, " and "))
+		}
+		return "", errors.New(msg)
 	}
 	from := "--api-token/REIN_API_TOKEN"
 	if file != "" {

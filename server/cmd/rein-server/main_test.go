@@ -627,3 +627,20 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatalf("the database after a forced exit: %v\n%s", err, errOut.String())
 	}
 }
+
+// TestTokenTwiceNamesTheEnvironment: the README's authenticated setup
+// exports REIN_API_TOKEN_FILE, which rein-server reads too; a server
+// started from that shell with --api-token is refused naming the
+// variable, not a --api-token-file the user never typed.
+func TestTokenTwiceNamesTheEnvironment(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "api-token")
+	if err := os.WriteFile(file, []byte(cliToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REIN_API_TOKEN_FILE", file)
+	var out, errOut strings.Builder
+	err := newApp(&out, &errOut).RunContext(context.Background(), []string{"rein-server", "--db", ":memory:", "--port", "0", "--api-token", cliToken})
+	if err == nil || !strings.Contains(err.Error(), "not both") || !strings.Contains(err.Error(), "REIN_API_TOKEN_FILE, set in the environment") {
+		t.Errorf("--api-token with REIN_API_TOKEN_FILE set: %v", err)
+	}
+}
