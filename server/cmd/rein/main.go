@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -262,14 +263,35 @@ func newClient(c *cli.Context) (*client.Client, error) {
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("token file: %w", err)
+			return nil, fmt.Errorf("token file %s: %w", tokenFileSource(f), err)
 		}
 		token = strings.TrimSpace(string(b))
 		if token == "" {
-			return nil, fmt.Errorf("token file %s is empty", f)
+			return nil, fmt.Errorf("token file %s is empty", tokenFileSource(f))
 		}
 	}
 	return client.New(c.String("server"), token)
+}
+
+// tokenFileSource names the token file f for an error, and where it came
+// from when that is not obvious: the README's setup exports
+// REIN_API_TOKEN_FILE with a relative path, which a rein run later from
+// another directory cannot find, and "open api-token: no such file"
+// named neither the variable nor the directory it was read from.
+func tokenFileSource(f string) string {
+	var from []string
+	if os.Getenv("REIN_API_TOKEN_FILE") == f {
+		from = append(from, "from REIN_API_TOKEN_FILE")
+	}
+	if !filepath.IsAbs(f) {
+		if wd, err := os.Getwd(); err == nil {
+			from = append(from, "relative to the current directory "+wd)
+		}
+	}
+	if len(from) == 0 {
+		return f
+	}
+	return f + " (" + strings.Join(from, ", ") + ")"
 }
 
 // commandClient is newClient for a command that sends a command: it says

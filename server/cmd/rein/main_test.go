@@ -792,6 +792,22 @@ func TestTokenFlagAndEnvironment(t *testing.T) {
 	}
 }
 
+// A token file from REIN_API_TOKEN_FILE with a relative path (as the
+// README's setup exports it) that rein cannot open from the directory it
+// runs in: the error names the variable and the directory, not only
+// "open api-token: no such file or directory".
+func TestTokenFileFromTheEnvironmentNamed(t *testing.T) {
+	s := startServer(t, app.Options{})
+	t.Chdir(t.TempDir())
+	t.Setenv("REIN_API_TOKEN_FILE", "api-token")
+	var out, errOut syncBuffer
+	code := run(t.Context(), []string{"rein", "--server", s.URL(), "sessions"}, &env{stdout: &out, stderr: &errOut, now: time.Now})
+	wd, _ := os.Getwd()
+	if want := "token file api-token (from REIN_API_TOKEN_FILE, relative to the current directory " + wd + "): open api-token: no such file or directory"; code != 1 || !strings.Contains(errOut.String(), want) {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut.String(), want)
+	}
+}
+
 // A client token as an environment variable often ends in a newline (a
 // Kubernetes secret, a value copied from a file), which no HTTP header
 // can carry: rein trims the token, as it trims --token-file's; a control
