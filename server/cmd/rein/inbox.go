@@ -350,6 +350,11 @@ func inboxTable(w io.Writer, list []protocol.Approval, now time.Time, color bool
 // from its exported event log and compare them with the recorded ones.
 // Exit status 1 names the first turn that does not match.
 func cmdVerify(c *cli.Context, e *env) error {
+	// The server pages GET /events by 1 to 5,000; a 0 or negative size
+	// was sent as no limit and the server's default used instead.
+	if n := c.Int("page-size"); n < 1 || n > 5000 {
+		return usageError{fmt.Sprintf("--page-size %d: must be 1 to 5000 (events per page of GET /sessions/:id/events)", n)}
+	}
 	id, cl, err := oneSession(c)
 	if err != nil {
 		return err

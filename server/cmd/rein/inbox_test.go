@@ -163,6 +163,13 @@ func TestVerify(t *testing.T) {
 	if r := rein(t, s.URL(), "verify", "nope"); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
 		t.Fatalf("verify nope: %+v", r)
 	}
+	// A page size the server does not page by is a usage error, not
+	// silently its default (0) or its 400 (over 5,000).
+	for _, n := range []string{"0", "-1", "5001"} {
+		if r := rein(t, s.URL(), "verify", "s1", "--page-size", n); r.code != 2 || !strings.Contains(r.stderr, "--page-size "+n+": must be 1 to 5000") {
+			t.Errorf("verify --page-size %s: %+v; want exit 2 naming the range", n, r)
+		}
+	}
 }
 
 // checkKeys fails unless every key of v, at any depth, is lowerCamel.
