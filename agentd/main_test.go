@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -55,6 +56,9 @@ func TestMain(m *testing.M) {
 //	  takes long).
 //	invalid: writes one line that is not an event, one event that fails
 //	  validation, then a valid notice.
+//	deaf: reads no command until a byte comes through the FIFO named by
+//	  AGENTD_TEST_RELEASE; then runs each prompt as a turn with one
+//	  notice, the prompt's first word.
 func runStub(name string) int {
 	out := json.NewEncoder(os.Stdout)
 	switch name {
@@ -111,6 +115,35 @@ func runStub(name string) int {
 		return 0
 	case "mute":
 		io.Copy(io.Discard, os.Stdin)
+		return 0
+	case "deaf":
+		out.Encode(map[string]any{"type": "agent_started", "agent": map[string]any{"name": "deaf"}})
+		release, err := os.Open(os.Getenv("AGENTD_TEST_RELEASE"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		release.Read(make([]byte, 1))
+		release.Close()
+		sc := bufio.NewScanner(os.Stdin)
+		sc.Buffer(nil, 1<<20)
+		n := 0
+		for sc.Scan() {
+			var c struct{ Type, Text string }
+			json.Unmarshal(sc.Bytes(), &c)
+			if c.Type == "shutdown" {
+				return 0
+			}
+			if c.Type != "prompt" {
+				continue
+			}
+			n++
+			turn := fmt.Sprintf("d%d", n)
+			word, _, _ := strings.Cut(c.Text, " ")
+			out.Encode(map[string]any{"type": "turn_started", "turnId": turn, "source": "user"})
+			out.Encode(map[string]any{"type": "notice", "level": "info", "message": word})
+			out.Encode(map[string]any{"type": "turn_completed", "turnId": turn, "stopReason": "end_turn"})
+		}
 		return 0
 	case "invalid":
 		fmt.Println("this is not json")

@@ -22,8 +22,12 @@ import (
 
 // agentCommandBuffer is how many commands may wait for the agent to read
 // them. Commands come at human speed; an agent this far behind is stuck,
-// and the abort escalation deals with stuck agents.
-const agentCommandBuffer = 1024
+// and the abort escalation deals with stuck agents. Past it the loop
+// holds the commands it has and reads no more from the command stream
+// until the agent reads again: a command that did not fit cannot be
+// dropped, since counting it as taken would move the cursor past a
+// command the agent never got. (A variable for the tests.)
+var agentCommandBuffer = 1024
 
 // supervisor runs the agent: one run per process lifetime, restarted after
 // crashes, and owns everything that must stay consistent with the turn the
@@ -135,10 +139,7 @@ func (s *supervisor) run(ctx context.Context) error {
 		} else {
 			// Prompts the last agent never started (or that came while
 			// none ran) go to this one.
-			for _, c := range s.cmds.prompts() {
-				s.forward(r, c)
-			}
-			stop, fatal := s.watch(ctx, r)
+			stop, fatal := s.watch(ctx, r, s.cmds.prompts())
 			s.ended(r, stop)
 			if stop {
 				return fatal
@@ -249,9 +250,16 @@ func (s *supervisor) serve(proc *process.Process, cmds <-chan protocol.Command, 
 	})
 }
 
-// watch handles commands and signals while r runs. stop reports that the
-// daemon is stopping (ctx done or fatal error); the run has ended either way.
-func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal error) {
+// watch handles commands and signals while r runs, handing the agent
+// pending first. stop reports that the daemon is stopping (ctx done or
+// fatal error); the run has ended either way.
+func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.Command) (stop bool, fatal error) {
+	for _, c := range pending {
+		s.queued(c)
+	}
+	// backedUp: the agent's channel was full with pending left over, and
+	// that was logged.
+	backedUp := false
 	timer := time.NewTimer(0)
 	<-timer.C
 	defer timer.Stop()
@@ -271,21 +279,57 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 		}
 		stop = true
 		r.cancelled = true
+		// Not taken: the next agentd gets them again.
+		pending = nil
 		// An event the state dir's disk refuses can no longer wait for
 		// it: the adapter would hold the run open, and agentd with it.
 		// (A shutdown signal has done this already, in Run; a final
 		// error from the command stream has not.)
 		s.up.StopWaiting()
-		s.forward(r, protocol.Command{Type: protocol.CommandShutdown})
+		if !s.handOver(r, protocol.Command{Type: protocol.CommandShutdown}) {
+			s.log.Warn("agent is not reading its commands; stopping it with signals after the grace")
+		}
 		arm(&escalation{signals: []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}}, s.opts.ShutdownGrace)
 		agentGone = r.proc.Done()
 	}
 	ctxDone := ctx.Done()
 	for {
+		for len(pending) > 0 && s.handOver(r, pending[0]) {
+			pending = pending[1:]
+		}
+		// While the agent's channel is full, the command stream is not
+		// read: it waits (and the server keeps the commands) rather
+		// than a command being dropped.
+		in := s.commands
+		var out chan<- protocol.Command
+		var head protocol.Command
+		if len(pending) > 0 {
+			in, out, head = nil, r.cmds, pending[0]
+			if !backedUp {
+				backedUp = true
+				s.log.Warn("agent is not reading its commands; the command stream waits until it does", "waiting", len(pending))
+			}
+		} else if backedUp {
+			backedUp = false
+			s.log.Info("agent reads its commands again")
+		}
 		select {
 		case <-r.done:
+			if !stop {
+				for _, c := range pending {
+					// A prompt goes to the next agent (still not
+					// taken); an abort or an answer was for this one.
+					if c.Type != protocol.CommandPrompt {
+						s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
+						s.cmds.took(c.ID)
+					}
+				}
+			}
 			return stop, fatal
-		case c := <-s.commands:
+		case out <- head:
+			pending = pending[1:]
+			s.handedOver(head)
+		case c := <-in:
 			s.cmds.received(c)
 			if stop {
 				continue // not taken: the next agentd gets it again
@@ -304,7 +348,8 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun) (stop bool, fatal e
 					arm(&escalation{signals: []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL}, abort: true, turn: turn}, s.opts.AbortGrace)
 				}
 			}
-			s.forward(r, c)
+			s.queued(c)
+			pending = append(pending, c)
 		case <-agentGone:
 			// The run still ends only once the adapter has emitted all
 			// the agent wrote, and an emit waits while the queue is full:
@@ -425,10 +470,9 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	s.emit(ev)
 }
 
-// forward hands a command to the running agent without blocking the loop.
-// An abort or an answer is taken once handed over; a prompt when its turn
-// starts.
-func (s *supervisor) forward(r *agentRun, c protocol.Command) {
+// queued notes a command bound for the running agent: a prompt's
+// baseline of processes is taken before the agent can act on it.
+func (s *supervisor) queued(c protocol.Command) {
 	if c.Type == protocol.CommandPrompt {
 		s.mu.Lock()
 		if b := s.snapshotLocked(); b != nil {
@@ -436,13 +480,24 @@ func (s *supervisor) forward(r *agentRun, c protocol.Command) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// handOver gives the running agent c if its channel has room, without
+// blocking the loop.
+func (s *supervisor) handOver(r *agentRun, c protocol.Command) bool {
 	select {
 	case r.cmds <- c:
-		if c.Type != protocol.CommandPrompt {
-			s.cmds.took(c.ID)
-		}
+		s.handedOver(c)
+		return true
 	default:
-		s.log.Error("agent is not reading its commands; dropping one", "id", c.ID, "type", c.Type)
+		return false
+	}
+}
+
+// handedOver: an abort or an answer is taken once handed over; a prompt
+// when its turn starts.
+func (s *supervisor) handedOver(c protocol.Command) {
+	if c.Type != protocol.CommandPrompt {
 		s.cmds.took(c.ID)
 	}
 }

@@ -85,7 +85,7 @@ func TestEarlierTurnEndKeepsAbortEscalation(t *testing.T) {
 		watched := make(chan struct{})
 		go func() {
 			defer close(watched)
-			s.watch(ctx, r)
+			s.watch(ctx, r, nil)
 		}()
 		select {
 		case <-interrupts:

@@ -1,0 +1,107 @@
+package agentd_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// logWatch passes records on and closes hit at the first whose message
+// starts with prefix.
+type logWatch struct {
+	slog.Handler
+	prefix string
+	hit    chan struct{}
+	once   *sync.Once
+}
+
+func (w logWatch) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, w.prefix) {
+		w.once.Do(func() { close(w.hit) })
+	}
+	return w.Handler.Handle(ctx, r)
+}
+
+func (w logWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	w.Handler = w.Handler.WithAttrs(as)
+	return w
+}
+
+func (w logWatch) WithGroup(name string) slog.Handler {
+	w.Handler = w.Handler.WithGroup(name)
+	return w
+}
+
+// TestAgentNotReadingCommandsLosesNone: an agent that reads no command
+// for a while (busy, or stuck until an abort) fills the channel of
+// commands waiting for it. agentd used to drop each command that did
+// not fit and count it as taken, so the cursor passed it: a prompt the
+// server had accepted never ran, and no restart brought it back. Now
+// agentd stops reading the command stream until the agent reads again,
+// and every prompt reaches the agent, in order, once.
+func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
+	agentd.SetAgentCommandBuffer(t, 4)
+	release := filepath.Join(t.TempDir(), "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	full := make(chan struct{})
+	log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{os.Args[0]},
+		Env:     append(os.Environ(), stubEnv+"=deaf", "AGENTD_TEST_RELEASE="+release),
+		Logger:  log,
+	})
+	waitStarted(t, srv, 1)
+	// Large prompts fill the agent's stdin pipe after a few.
+	const n = 100
+	pad := strings.Repeat("x", 16<<10)
+	for i := range n {
+		srv.Prompt(fmt.Sprintf("p%03d %s", i+1, pad))
+	}
+	timeout := time.NewTimer(fakeserver.WaitTimeout)
+	defer timeout.Stop()
+	select {
+	case <-full:
+	case <-timeout.C:
+		t.Fatal("the agent's commands never backed up")
+	}
+	f, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{1})
+	f.Close()
+	// Prompts run in order: once the last one sent has, every earlier
+	// one the agent got has too.
+	srv.Prompt("end")
+	evs := srv.Wait(t, "the last prompt run", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventNotice && ev.Message == "end" })
+	})
+	var got []string
+	for _, ev := range evs {
+		if ev.Type == protocol.EventNotice {
+			got = append(got, ev.Message)
+		}
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("p%03d", i+1))
+	}
+	want = append(want, "end")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("the agent ran prompts %v, want %v", got, want)
+	}
+}
