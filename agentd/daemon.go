@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,9 +46,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Logger.With("session", opts.Session)
 	var created sessionCreated
-	ob := openOutbox(opts, log)
+	ob, err := openOutbox(opts, log)
+	if err != nil {
+		return err
+	}
 	if ob != nil {
-		var err error
 		if ob, err = checkSession(ctx, opts, ob, log); err != nil {
 			if ctx.Err() != nil {
 				// Stopped while the server was unreachable: nothing ran,
@@ -243,21 +246,28 @@ func describe(session string, err error) error {
 
 // openOutbox opens the session's state directory, or returns nil (events
 // then wait in memory, as without a state dir) after a warning saying what
-// is not kept.
-func openOutbox(opts Options, log *slog.Logger) *outbox.Log {
+// is not kept. A state dir whose files cannot be read (an I/O error) is
+// an error: running without it would leave the events it holds unposted
+// for good (the server takes this agentd for a new instance, and refuses
+// the old one's posts), and a restart on a disk that reads again posts
+// them.
+func openOutbox(opts Options, log *slog.Logger) (*outbox.Log, error) {
 	const lost = "events wait in memory only and are lost if agentd dies; a restarted agentd is a new instance and does not get back commands its agent had not taken"
 	if opts.StateDir == "" {
 		log.Warn("no state dir: "+lost, "fix", "give --state-dir (REIN_STATE_DIR) a writable directory, a volume in a container")
-		return nil
+		return nil, nil
 	}
 	dir := filepath.Join(opts.StateDir, opts.Session)
 	ob, err := outbox.Open(outbox.Options{Dir: dir, MaxBytes: opts.OutboxMaxBytes, Logger: log})
+	if errors.Is(err, outbox.ErrUnreadable) {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
 	if err != nil {
 		log.Warn("state dir not usable: "+lost, "dir", dir, "err", err)
-		return nil
+		return nil, nil
 	}
 	log.Info("outbox open", "dir", dir, "unacknowledged", ob.Pending())
-	return ob
+	return ob, nil
 }
 
 // checkSession makes sure the state in ob was saved for the session the
@@ -300,7 +310,9 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 		log.Warn("state dir of the earlier session not removed: events wait in memory only", "dir", dir, "err", err)
 		return nil, nil
 	}
-	ob = openOutbox(opts, log)
+	if ob, err = openOutbox(opts, log); err != nil {
+		return nil, err
+	}
 	if ob != nil && !replaced {
 		// A refusal does not say which session holds the id: the first
 		// connection records it.

@@ -2,6 +2,8 @@ package agentd_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -9,11 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/fulldisk"
 	"github.com/rein-ai/rein/agentd/internal/outbox"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -341,5 +345,76 @@ func TestSessionCreatedAgainWhileRunning(t *testing.T) {
 				t.Fatalf("the new session's transcript:\n%s\nwant none of the old session's events", fakeserver.Format(evs))
 			}
 		})
+	}
+}
+
+// TestUnreadableOutboxStopsAgentd: a state dir whose outbox the disk
+// fails to read (EIO, from the kernel) stops agentd with an error naming
+// the segment, before it takes the session's command stream. It used to
+// cut the outbox where the read failed, losing the events after it; a
+// state dir it could not open made it run in memory as a new instance,
+// which left the events the outbox holds unposted for good. Once the
+// disk reads again, the next agentd posts every one.
+func TestUnreadableOutboxStopsAgentd(t *testing.T) {
+	state, fail := fulldisk.Unreadable(t)
+	dir := filepath.Join(state, "s1")
+	ob, err := outbox.Open(outbox.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	for i := range n {
+		if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: fmt.Sprintf("n%03d %s", i+1, strings.Repeat("e", 100))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	repair := fail(segs[0], 16<<10)
+
+	srv := fakeserver.New(t, "s1")
+	streamed := make(chan struct{}, 1)
+	srv.StreamFault = func(int) int {
+		select {
+		case streamed <- struct{}{}:
+		default:
+		}
+		return 0
+	}
+	d := start(t, srv, agentd.Options{StateDir: state})
+	timeout := time.NewTimer(fakeserver.WaitTimeout)
+	defer timeout.Stop()
+	select {
+	case err = <-d.done:
+		d.once.Do(func() { d.err = err })
+	case <-streamed:
+		repair()
+		t.Fatal("agentd went on with an outbox it could not read")
+	case <-timeout.C:
+		t.Fatal("agentd neither stopped nor connected")
+	}
+	srv.StreamFault = nil // safe: no agentd is running
+	repair()
+	if err == nil || !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), filepath.Base(segs[0])) {
+		t.Fatalf("Run = %v, want an error with EIO naming %s", err, filepath.Base(segs[0]))
+	}
+	if got := len(srv.StreamRequests()); got != 0 {
+		t.Errorf("%d command stream requests from an agentd that could not read its state", got)
+	}
+
+	start(t, srv, agentd.Options{StateDir: state})
+	evs := srv.Wait(t, "every logged event", func(evs []protocol.Event) bool { return fakeserver.Count(evs, protocol.EventNotice) >= n })
+	i := 0
+	for _, ev := range evs {
+		if ev.Type != protocol.EventNotice {
+			continue
+		}
+		if want := fmt.Sprintf("n%03d ", i+1); !strings.HasPrefix(ev.Message, want) {
+			t.Fatalf("notice %d is %.10q, want %q", i, ev.Message, want)
+		}
+		i++
 	}
 }

@@ -87,3 +87,36 @@ func Breakable(tb testing.TB) (dir string, fail func()) {
 		}
 	}
 }
+
+// Unreadable mounts a small ext4 filesystem (an image on a loop device)
+// for the test and returns its directory and the function that makes a
+// file on it unreadable from byte off on, as a bad sector or a failing
+// network disk does: reads there fail with EIO, from the kernel. It
+// drops the file's cached pages and cuts the loop device short where the
+// file's data at off (rounded down to a page) lies; the filesystem has no
+// journal, so nothing else the kernel writes lies past the cut. The
+// returned function makes the file readable again, unchanged if nobody
+// wrote to it. The file must be the last one written to the filesystem
+// (its data the last on the device). It needs root, losetup and
+// mkfs.ext4 on Linux: elsewhere the test is skipped and says why, but
+// on CI it fails.
+func Unreadable(tb testing.TB) (dir string, fail func(path string, off int64) (repair func())) {
+	tb.Helper()
+	dir, dev, img, err := unreadable(tb)
+	if err != nil {
+		cannot(tb, "cannot mount an ext4 image to break (needs root, losetup and mkfs.ext4 on Linux): "+err.Error())
+	}
+	return dir, func(path string, off int64) func() {
+		tb.Helper()
+		repair, err := cutAt(dev, img, path, off)
+		if err != nil {
+			tb.Fatalf("make %s unreadable: %v", path, err)
+		}
+		return func() {
+			tb.Helper()
+			if err := repair(); err != nil {
+				tb.Fatalf("make %s readable again: %v", path, err)
+			}
+		}
+	}
+}

@@ -54,6 +54,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("outbox closed")
 
+// ErrUnreadable is wrapped by Open when a file of the state dir that
+// exists cannot be read (an I/O error): the log it holds is neither
+// cut nor replaced.
+var ErrUnreadable = errors.New("state dir unreadable")
+
 // Options configures Open. Dir is required.
 type Options struct {
 	// Dir is this session's state directory; it is created if missing.
@@ -192,7 +197,7 @@ func (l *Log) load() error {
 			return err
 		}
 	default:
-		return fmt.Errorf("read instance id: %w", err)
+		return fmt.Errorf("read instance id: %w: %w", ErrUnreadable, err)
 	}
 	if l.acked, err = l.readAcked(); err != nil {
 		// Only costs duplicates: everything left in the log is posted
@@ -232,7 +237,7 @@ func (l *Log) load() error {
 			l.log.Warn("outbox: turn state not saved", "err", err)
 		}
 	} else {
-		return fmt.Errorf("read turn state: %w", err)
+		return fmt.Errorf("read turn state: %w: %w", ErrUnreadable, err)
 	}
 	return l.recover()
 }
@@ -251,10 +256,24 @@ func (l *Log) recover() error {
 	for i, name := range names {
 		f, err := os.OpenFile(name, os.O_RDWR, 0o600)
 		if err != nil {
-			return fmt.Errorf("open outbox segment: %w", err)
+			for _, s := range l.segs {
+				s.f.Close()
+			}
+			l.segs = nil
+			return fmt.Errorf("open outbox segment: %w: %w", ErrUnreadable, err)
 		}
 		seg := &segment{name: name, f: f, base: base}
-		good, bad := l.scan(seg, &last)
+		good, bad, err := l.scan(seg, &last)
+		if err != nil {
+			// Not a torn write: the disk failed to read what it holds,
+			// and cutting there would lose every event after it.
+			f.Close()
+			for _, s := range l.segs {
+				s.f.Close()
+			}
+			l.segs = nil
+			return fmt.Errorf("read outbox segment %s (nothing cut; agentd can post it once the disk reads again): %w: %w", filepath.Base(name), ErrUnreadable, err)
+		}
 		if bad != nil {
 			l.log.Warn("outbox: dropping a torn or corrupt tail (an unfinished write before a crash)",
 				"segment", filepath.Base(name), "offset", good, "err", bad)
@@ -293,37 +312,44 @@ func (l *Log) recover() error {
 }
 
 // scan verifies seg's frames, advancing *last and the turn state, and
-// returns the length of the good prefix and why it ended early (nil at a
-// clean end).
-func (l *Log) scan(seg *segment, last *int64) (good int64, bad error) {
+// returns the length of the good prefix and why it ended early (bad: nil
+// at a clean end), or err when the file could not be read: an I/O error
+// says nothing about what the disk holds there.
+func (l *Log) scan(seg *segment, last *int64) (good int64, bad, err error) {
 	st, err := seg.f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	r := io.NewSectionReader(seg.f, 0, st.Size())
 	var hdr [headerLen]byte
 	var payload []byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			if err == io.EOF {
-				return good, nil
+			switch err {
+			case io.EOF:
+				return good, nil, nil
+			case io.ErrUnexpectedEOF:
+				return good, fmt.Errorf("short header: %w", err), nil
 			}
-			return good, fmt.Errorf("short header: %w", err)
+			return good, nil, err
 		}
 		n := binary.LittleEndian.Uint32(hdr[0:4])
 		if n > maxFrame {
-			return good, fmt.Errorf("frame length %d out of range", n)
+			return good, fmt.Errorf("frame length %d out of range", n), nil
 		}
 		payload = slices.Grow(payload[:0], int(n))[:n]
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return good, fmt.Errorf("short payload: %w", err)
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return good, fmt.Errorf("short payload: %w", err), nil
+			}
+			return good, nil, err
 		}
 		seq := int64(binary.LittleEndian.Uint64(hdr[8:16]))
 		if checksum(hdr[8:16], payload) != binary.LittleEndian.Uint32(hdr[4:8]) {
-			return good, errors.New("checksum mismatch")
+			return good, errors.New("checksum mismatch"), nil
 		}
 		if seq <= *last && seq > l.acked {
-			return good, fmt.Errorf("agentSeq %d after %d", seq, *last)
+			return good, fmt.Errorf("agentSeq %d after %d", seq, *last), nil
 		}
 		if seq > l.acked && l.r < 0 {
 			l.r = seg.base + good
@@ -875,7 +901,7 @@ func (l *Log) readInt(name string) (int64, bool, error) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("read %s: %w", name, err)
+		return 0, false, fmt.Errorf("read %s: %w: %w", name, ErrUnreadable, err)
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || v < 0 {

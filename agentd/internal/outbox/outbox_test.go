@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rein-ai/rein/agentd/internal/fulldisk"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -515,4 +517,39 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 		t.Fatalf("Open after the holder was killed, its agent alive: %v", err)
 	}
 	l.Close()
+}
+
+// TestReadErrorIsNotATornTail: a segment that cannot be read (EIO from a
+// bad sector or a failing network disk, here from the kernel: a loop
+// device cut short under the file) is not a torn tail. Open used to take
+// the failed read for a write cut by a crash and cut the segment there,
+// losing every event after it that the server had not acknowledged.
+// Open now fails naming the segment and the error, and cuts nothing: once
+// the disk reads again, every event is there.
+func TestReadErrorIsNotATornTail(t *testing.T) {
+	mnt, fail := fulldisk.Unreadable(t)
+	dir := filepath.Join(mnt, "s1")
+	l := open(t, dir, 0)
+	appendN(t, l, 400, strings.Repeat("e", 100))
+	l.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	before := size(t, segs[0])
+	repair := fail(segs[0], 16<<10)
+
+	l, err := Open(Options{Dir: dir})
+	if err == nil {
+		l.Close()
+	}
+	repair()
+	if got := size(t, segs[0]); got != before {
+		t.Errorf("segment is %d bytes after a read error, was %d", got, before)
+	}
+	if err == nil || !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), filepath.Base(segs[0])) {
+		t.Errorf("Open on an unreadable segment: %v, want ErrUnreadable with EIO naming %s", err, filepath.Base(segs[0]))
+	}
+	l = open(t, dir, 0)
+	checkSeqs(t, drain(t, l, 1000), 1, 400)
 }
