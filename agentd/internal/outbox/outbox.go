@@ -275,23 +275,26 @@ func (l *Log) recover() error {
 			return fmt.Errorf("read outbox segment %s (nothing cut; agentd can post it once the disk reads again): %w: %w", filepath.Base(name), ErrUnreadable, err)
 		}
 		if bad != nil {
-			l.log.Warn("outbox: dropping a torn or corrupt tail (an unfinished write before a crash)",
-				"segment", filepath.Base(name), "offset", good, "err", bad)
+			if i == len(names)-1 {
+				l.log.Warn("outbox: dropping a torn or corrupt tail (an unfinished write before a crash)",
+					"segment", filepath.Base(name), "offset", good, "err", bad)
+			} else {
+				// A segment was fsynced before the next one began, so
+				// this is no write cut by a crash but a disk that
+				// corrupted what it held: the frames after the damage
+				// cannot be told apart, but the later segments are
+				// whole, and are kept.
+				l.log.Error("outbox: dropping the rest of a corrupt segment (a disk error); later segments are kept",
+					"segment", filepath.Base(name), "offset", good, "err", bad)
+			}
 			if err := f.Truncate(good); err != nil {
 				f.Close()
 				return fmt.Errorf("truncate outbox segment: %w", err)
-			}
-			for _, later := range names[i+1:] {
-				l.log.Error("outbox: removing a segment after a corrupt one", "segment", filepath.Base(later))
-				_ = os.Remove(later)
 			}
 		}
 		seg.size = good
 		l.segs = append(l.segs, seg)
 		base += good
-		if bad != nil {
-			break // the rest of names is gone
-		}
 	}
 	if turnBefore != l.turnOpen {
 		_ = l.writeTurn()

@@ -428,11 +428,12 @@ func TestConversationPersistsPerProtocol(t *testing.T) {
 }
 
 // TestCorruptSegmentBeforeTheLast: a damaged frame in a segment that is
-// not the last one cuts the log there, and the segments after it are
-// removed. Open used to go on through the removed segments' names and
-// fail on the first ("no such file"), so agentd ran without its outbox:
-// the events before the damage waited for another restart, and new
-// events were kept in memory only, under a new instance.
+// not the last one is no write cut by a crash (a segment is fsynced
+// before the next begins) but a disk that corrupted it: the rest of that
+// segment is cut, and the later segments, whole, are kept. Open used to
+// remove them, losing their events (the server had not acknowledged
+// them); before that, it went on through the removed segments' names and
+// failed on the first ("no such file"), so agentd ran without its outbox.
 func TestCorruptSegmentBeforeTheLast(t *testing.T) {
 	dir := t.TempDir()
 	l := open(t, dir, 0)
@@ -450,9 +451,11 @@ func TestCorruptSegmentBeforeTheLast(t *testing.T) {
 		t.Fatalf("Open after a damaged first segment: %v", err)
 	}
 	defer l.Close()
-	checkSeqs(t, drain(t, l, 100), 1, 1)
-	if left, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(left) != 1 {
-		t.Fatalf("segments after recovery %v, want only the first", left)
+	if got := seqs(drain(t, l, 100)); fmt.Sprint(got) != "[1 3 4 5 6]" {
+		t.Fatalf("got agentSeqs %v, want [1 3 4 5 6]: only the damaged record lost", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(left) != 3 {
+		t.Fatalf("segments after recovery %v, want all 3", left)
 	}
 	appendN(t, l, 1, "after")
 	checkAfter(t, drain(t, l, 100), 6)
