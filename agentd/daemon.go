@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/apierror"
@@ -262,12 +263,37 @@ func openOutbox(opts Options, log *slog.Logger) (*outbox.Log, error) {
 	if errors.Is(err, outbox.ErrUnreadable) {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
+	if err != nil && !errors.Is(err, syscall.EWOULDBLOCK) {
+		// A state dir that holds logged events but cannot be opened (its
+		// disk turned read-only after an error, its files lost their
+		// permissions): in memory, this agentd would be a new instance,
+		// the server would refuse the old one's posts from then on, and
+		// those events would never reach the transcript, though the
+		// README promises the next agentd posts them. Stopping keeps
+		// them for an agentd started once the disk is repaired.
+		if segs := loggedSegments(dir); len(segs) > 0 {
+			return nil, fmt.Errorf("state dir %s holds logged events not known to be posted (%s) but cannot be opened: %w; agentd stops rather than run without it (it could never post them then): repair the disk or its permissions and start agentd again", dir, strings.Join(segs, ", "), err)
+		}
+	}
 	if err != nil {
 		log.Warn("state dir not usable: "+lost, "dir", dir, "err", err)
 		return nil, nil
 	}
 	log.Info("outbox open", "dir", dir, "unacknowledged", ob.Pending())
 	return ob, nil
+}
+
+// loggedSegments names the outbox segments in dir that hold anything
+// (Open removes those whose events were all acknowledged).
+func loggedSegments(dir string) []string {
+	names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	var out []string
+	for _, n := range names {
+		if st, err := os.Stat(n); err == nil && st.Size() > 0 {
+			out = append(out, filepath.Base(n))
+		}
+	}
+	return out
 }
 
 // checkSession makes sure the state in ob was saved for the session the

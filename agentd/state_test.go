@@ -1,6 +1,7 @@
 package agentd_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -416,5 +417,62 @@ func TestUnreadableOutboxStopsAgentd(t *testing.T) {
 			t.Fatalf("notice %d is %.10q, want %q", i, ev.Message, want)
 		}
 		i++
+	}
+}
+
+// TestReadOnlyOutboxWithEventsStopsAgentd: agentd starts on a state dir
+// whose disk turned read-only (ext4 after an error) while it held logged
+// events. It ran in memory, a new instance, and the server would refuse
+// the old instance's posts from then on: those events never reached the
+// transcript, though the README says the next agentd posts them. It
+// stops now, naming the dir, connects nowhere, and leaves the events for
+// an agentd started on the repaired disk.
+func TestReadOnlyOutboxWithEventsStopsAgentd(t *testing.T) {
+	state, fail := fulldisk.Breakable(t)
+	dir := filepath.Join(state, "s1")
+	ob, err := outbox.Open(outbox.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: fmt.Sprintf("n%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ob.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	ob.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	before, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail()
+
+	srv := fakeserver.New(t, "s1")
+	d := start(t, srv, agentd.Options{StateDir: state})
+	timeout := time.NewTimer(fakeserver.WaitTimeout)
+	defer timeout.Stop()
+	select {
+	case err = <-d.done:
+		d.once.Do(func() { d.err = err })
+	case <-timeout.C:
+		t.Fatal("agentd did not stop")
+	}
+	if err == nil || !errors.Is(err, syscall.EROFS) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), filepath.Base(segs[0])) {
+		t.Fatalf("Run = %v; want an error with EROFS naming %s and its segment", err, dir)
+	}
+	if got := len(srv.StreamRequests()); got != 0 {
+		t.Errorf("%d command stream requests from an agentd that could not open its state", got)
+	}
+	if got := srv.Events(); len(got) != 0 {
+		t.Errorf("events posted by an agentd that could not open its state:\n%s", fakeserver.Format(got))
+	}
+	if after, err := os.ReadFile(segs[0]); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the segment changed (%d bytes, was %d) or cannot be read: %v", len(after), len(before), err)
 	}
 }
