@@ -234,8 +234,7 @@ func (t *tracker) wrap(h http.Handler) http.Handler {
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
-			w.Header().Set("Connection", "close")
-			http.Error(w, `{"code":"unavailable","message":"server is shutting down"}`, http.StatusServiceUnavailable)
+			httpapi.ShuttingDown(w, r)
 			return
 		}
 		t.wg.Add(1)

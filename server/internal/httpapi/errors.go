@@ -55,6 +55,17 @@ func NotFound(w http.ResponseWriter, r *http.Request) {
 		Code: protocol.CodeNotFound, Message: "no route " + r.Method + " " + r.URL.Path})
 }
 
+// ShuttingDown answers a request that arrived after the server stopped
+// serving (app's handler tracker): the JSON 503 unavailable every client
+// retries, on a connection that then closes. It runs outside API.ServeHTTP,
+// so it sets the headers that would have.
+func ShuttingDown(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Connection", "close")
+	writeJSON(w, Status(protocol.CodeUnavailable), protocol.ErrorBody{
+		Code: protocol.CodeUnavailable, Message: "server is shutting down"})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
