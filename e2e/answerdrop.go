@@ -30,6 +30,7 @@ type AnswerDropper struct {
 	drops  int       // how many matching requests still lose their answer
 	breaks int       // how many lose it after its status line and headers
 	seen   []Dropped // every matching request, in arrival order
+	hold   *held     // what the next matching request waits for (HoldNext)
 	match  func(*http.Request) bool
 }
 
@@ -88,6 +89,26 @@ func (d *AnswerDropper) BreakNext(n int) {
 	d.breaks = n
 }
 
+// held is a HoldNext: arrived closes when the request came in, release
+// lets it through.
+type held struct {
+	arrived, release chan struct{}
+	once             sync.Once
+}
+
+// HoldNext makes the next matching request wait before it reaches the
+// server until release is called (or its client gives up): an answer on
+// its way for as long as a test needs, while every other request passes.
+// arrived is closed when that request came in. release may be called more
+// than once.
+func (d *AnswerDropper) HoldNext() (arrived <-chan struct{}, release func()) {
+	h := &held{arrived: make(chan struct{}), release: make(chan struct{})}
+	d.mu.Lock()
+	d.hold = h
+	d.mu.Unlock()
+	return h.arrived, func() { h.once.Do(func() { close(h.release) }) }
+}
+
 // Seen returns the matching requests so far.
 func (d *AnswerDropper) Seen() []Dropped {
 	d.mu.Lock()
@@ -118,7 +139,17 @@ func (d *AnswerDropper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if broken {
 		d.breaks--
 	}
+	h := d.hold
+	d.hold = nil
 	d.mu.Unlock()
+	if h != nil {
+		close(h.arrived)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+			return // the client left: nothing reached the server
+		}
+	}
 	// The server answers in full (a command's answer is small), and the
 	// client gets it, or nothing of it.
 	got := httptest.NewRecorder()

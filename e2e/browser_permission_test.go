@@ -168,3 +168,138 @@ func TestBrowserInboxAnswersOnlyTheRequestShown(t *testing.T) {
 		t.Fatalf("session %s: %+v (%v); want no answer stored", id, rec, err)
 	}
 }
+
+// An answer on its way keeps its request's buttons disabled wherever the
+// request is drawn, for as long as the send takes: the Needs-you card
+// draws its list again (every few seconds, on every change of the inbox),
+// the session page draws the request again, and a page built anew after
+// navigating draws it from scratch. Buttons drawn enabled meanwhile would
+// let a second click send a second answer, which the server refuses.
+// Each session gets one answer.
+func TestBrowserAnswerOnItsWayKeepsButtonsDisabled(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t, "--heartbeat-timeout", "10m")
+	for _, id := range []string{"from-inbox", "from-page"} {
+		e.create(id, "")
+		e.askPermission(id, "t1", "perm-1", "May I restart "+id+"?")
+		e.holdCommands(id)
+	}
+	d, _ := dropAnswers(t, e.srv.URL)
+	b, step := e.signedIn(chromium, driver, d.URL())
+	row := func(id string) string {
+		return fmt.Sprintf(`#inbox-list li[data-session=%q][data-request="perm-1"]`, id)
+	}
+	card := `#transcript [data-id="perm-1"]`
+	// sendingIn reports whether every button under css is disabled and the
+	// one for option busy, with what the page says of it (what).
+	sendingIn := func(ctx context.Context, css, option, what string) error {
+		var got string
+		if err := b.Eval(ctx, &got, `const el = document.querySelector(arguments[0]);
+			if (!el) return "no " + arguments[0];
+			const bs = [...el.querySelectorAll("button")];
+			return bs.map(b => b.dataset.option + (b.disabled ? ":disabled" : ":enabled") + (b.classList.contains("busy") ? ":busy" : "")).join(" ") +
+				" | " + (el.querySelector(arguments[1])?.textContent ?? "");`, css, ".inbox-sending"); err != nil {
+			return err
+		}
+		want := fmt.Sprintf("%s:disabled:busy deny:disabled | %s", option, what)
+		if got != want {
+			return fmt.Errorf("%s: buttons %q; want %q", css, got, want)
+		}
+		return nil
+	}
+	waitArrived := func(ctx context.Context, arrived <-chan struct{}) error {
+		select {
+		case <-arrived:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("the answer never reached the proxy: %w", ctx.Err())
+		}
+	}
+
+	step("the inbox's buttons", func(ctx context.Context) error {
+		return b.WaitTextIs(ctx, row("from-inbox")+` button[data-kind="allow_once"]`, "Allow")
+	})
+	arrived, release := d.HoldNext()
+	t.Cleanup(release)
+	step("Allow in the inbox, held on its way", func(ctx context.Context) error {
+		if err := b.Click(ctx, row("from-inbox")+` button[data-kind="allow_once"]`); err != nil {
+			return err
+		}
+		return waitArrived(ctx, arrived)
+	})
+	step("the inbox drawn again", func(ctx context.Context) error {
+		// A request of another session joins the list: the card draws
+		// every row again.
+		e.create("later", "")
+		e.askPermission("later", "t1", "perm-1", "And later?")
+		if err := b.WaitTextIs(ctx, row("later")+` button[data-kind="allow_once"]`, "Allow"); err != nil {
+			return err
+		}
+		return sendingIn(ctx, row("from-inbox"), "allow", "sending…")
+	})
+	step("the session page of the request on its way", func(ctx context.Context) error {
+		if err := b.Click(ctx, row("from-inbox")+" a.inbox-session"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, card+" button.approve", "Approve"); err != nil {
+			return err
+		}
+		return sendingIn(ctx, card, "allow", "")
+	})
+
+	arrived2, release2 := d.HoldNext()
+	t.Cleanup(release2)
+	step("Approve on a session page, held on its way", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/s/from-page"); err != nil {
+			return err
+		}
+		if err := b.Click(ctx, card+" button.approve"); err != nil {
+			return err
+		}
+		return waitArrived(ctx, arrived2)
+	})
+	step("the inbox, and the session page built anew", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, row("later")+` button[data-kind="allow_once"]`, "Allow"); err != nil {
+			return err
+		}
+		if err := sendingIn(ctx, row("from-page"), "allow", "sending…"); err != nil {
+			return err
+		}
+		if err := b.Navigate(ctx, d.URL()+"/#/s/from-page"); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, card+" button.approve", "Approve"); err != nil {
+			return err
+		}
+		return sendingIn(ctx, card, "allow", "")
+	})
+
+	release()
+	release2()
+	step("both answers stored, once each", func(ctx context.Context) error {
+		if err := b.WaitJS(ctx, "the answer in place of the buttons", `const el = document.querySelector(arguments[0]);
+			return !!el && !el.querySelector("button") && el.querySelector(".perm-answered")?.textContent === "answered: Allow (command 1), waiting for the agent";`, card); err != nil {
+			return err
+		}
+		if err := b.Navigate(ctx, d.URL()+"/#/"); err != nil {
+			return err
+		}
+		for _, id := range []string{"from-inbox", "from-page"} {
+			if err := b.WaitTextIs(ctx, row(id)+" .inbox-done", "answered: Allow, waiting for the agent"); err != nil {
+				return err
+			}
+		}
+		return b.WaitTextIs(ctx, "#inbox-error", "")
+	})
+	for _, id := range []string{"from-inbox", "from-page"} {
+		if rec, err := e.c.Session(e.ctx, id); err != nil || rec.PendingCommands != 1 {
+			t.Errorf("session %s: %+v (%v); want one answer stored", id, rec, err)
+		}
+	}
+	if seen := d.Seen(); len(seen) != 2 || seen[0].Status != 202 || seen[1].Status != 202 {
+		t.Errorf("answers sent: %+v; want two, each accepted", seen)
+	}
+}

@@ -794,59 +794,112 @@ function inboxCard() {
             tool ? h("code.inbox-tool", {}, tool) : null,
             h("span.muted.inbox-wait", { title: fmtTime(a.requestedAt) }, `waiting ${fmtDuration(Math.max(Date.now() - a.requestedAt, 0))}`),
           ),
-          a.answer || done.has(dk)
-            ? h("span.muted.inbox-done", { role: "status" }, a.answer ? answeredText(a) : done.get(dk))
-            : h(
-                "div.inbox-buttons",
-                {},
-                ...opts.map((o) =>
-                  h(
-                    String(o.kind).startsWith("allow") ? "button.approve.small" : "button.deny.small",
-                    {
-                      type: "button",
-                      dataset: { option: o.id, kind: o.kind },
-                      onclick: async (e) => {
-                        // One answer per request: the server takes the first only.
-                        const mine = e.target.closest(".inbox-buttons").querySelectorAll("button");
-                        for (const b of mine) b.disabled = true;
-                        try {
-                          // requestSeq: this request, not a later one its
-                          // agent may ask under the id before this arrives
-                          // (the server refuses the answer then).
-                          const res = await sendCommand(a.sessionId, { type: "permission_response", requestId: a.requestId, requestSeq: a.seq, optionId: o.id }, (e3, ms) => {
-                            err.textContent = `${k}: ${e3.message}; sending the answer again in ${ms} ms`;
-                          });
-                          err.textContent = "";
-                          done.set(dk, `${o.name || o.id} sent (command ${res?.id}); waiting for the agent`);
-                          draw();
-                        } catch (e2) {
-                          err.textContent = `${k}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
-                          if (e2.code === "not_found") {
-                            // The server has no such request: the list
-                            // was wrong about it.
-                            inbox.pending.delete(k);
-                            inbox.changed();
-                          } else if (answerGone(e2)) {
-                            done.set(dk, e2.message);
-                            draw();
-                          } else {
-                            for (const b of mine) b.disabled = false;
-                          }
-                        }
-                      },
-                    },
-                    o.name || o.id,
-                  ),
-                ),
-              ),
+          note(a, dk) !== null ? h("span.muted.inbox-done", { role: "status" }, note(a, dk)) : buttons(a, k, dk, opts),
         );
       }),
+    );
+  };
+  // note is what replaces a request's buttons (null for none): its
+  // answer, what this card sent or was told, or the server's refusal of
+  // an answer sent while the card was not shown.
+  const note = (a, dk) => {
+    if (a.answer) return answeredText(a);
+    if (done.has(dk)) return done.get(dk);
+    const st = answering.get(answerKey(a.sessionId, a.requestId, a.seq));
+    return st?.state === "refused" ? st.message : null;
+  };
+  // buttons are a request's, one per option; while an answer to it is on
+  // its way (answering: from here or the session page) they stay disabled
+  // and say so.
+  const buttons = (a, k, dk, opts) => {
+    const sending = answering.get(answerKey(a.sessionId, a.requestId, a.seq));
+    return h(
+      "div.inbox-buttons",
+      {},
+      ...opts.map((o) =>
+        h(
+          (String(o.kind).startsWith("allow") ? "button.approve.small" : "button.deny.small") + (sending?.choice === o.id ? ".busy" : ""),
+          {
+            type: "button",
+            disabled: !!sending,
+            dataset: { option: o.id, kind: o.kind },
+            onclick: async () => {
+              // One answer per request: the server takes the first only.
+              if (answering.get(answerKey(a.sessionId, a.requestId, a.seq))?.state === "sending") return;
+              try {
+                const res = await sendAnswer(a.sessionId, a.requestId, a.seq, o.id, { optionId: o.id }, (cmd) =>
+                  sendCommand(a.sessionId, cmd, (e3, ms) => {
+                    err.textContent = `${k}: ${e3.message}; sending the answer again in ${ms} ms`;
+                  }),
+                );
+                err.textContent = "";
+                done.set(dk, `${o.name || o.id} sent (command ${res?.id}); waiting for the agent`);
+                draw();
+              } catch (e2) {
+                err.textContent = `${k}: ${e2.message}${e2.code ? ` (${e2.code})` : ""}`;
+                if (e2.code === "not_found") {
+                  // The server has no such request: the list
+                  // was wrong about it.
+                  inbox.pending.delete(k);
+                  inbox.changed();
+                } else if (answerGone(e2)) {
+                  done.set(dk, e2.message);
+                  draw();
+                }
+              }
+            },
+          },
+          o.name || o.id,
+        ),
+      ),
+      sending?.state === "sending" ? h("span.muted.inbox-sending", { role: "status" }, "sending…") : null,
     );
   };
   draw();
   const stop = inbox.listen(draw);
   const tick = setInterval(draw, 5000); // the waiting times
   return { card, stop: () => (stop(), clearInterval(tick)) };
+}
+
+// answering holds, by answerKey, the permission answers this page is
+// sending or sent: { choice, state }, choice the option id ("" for a
+// dismissal), state "sending" until the server answered, then "sent", or
+// "refused" with the server's message when it refused the answer for
+// good. Every view that draws a request's buttons (the Needs-you card, the
+// session page) draws them from here, not from the buttons it drew last:
+// it draws them again at any time (the card's timer, a stream's replay,
+// the page built anew after navigating), and buttons drawn enabled while
+// the answer is still on its way (sendCommand resends it for seconds)
+// would let a second click send a second answer, which the server only
+// refuses. Kept for the page's life: the seq, which this server always
+// sends, keeps an entry off a later request asked under the same id.
+const answering = new Map();
+
+function answerKey(session, request, seq) {
+  return `${session}/${request}@${seq ?? ""}`;
+}
+
+// sendAnswer sends a permission answer through send (which sends the
+// command and returns its result, or throws its error), recording it in
+// answering and telling the inbox's listeners as it goes, so every view
+// redraws the request.
+async function sendAnswer(session, request, seq, choice, body, send) {
+  const k = answerKey(session, request, seq);
+  answering.set(k, { choice, state: "sending" });
+  inbox.changed();
+  try {
+    // requestSeq: this request, not a later one its agent may ask under
+    // the id before the answer arrives (the server refuses it then).
+    const res = await send({ type: "permission_response", requestId: request, requestSeq: seq, ...body });
+    answering.set(k, { choice, state: "sent" });
+    return res;
+  } catch (err) {
+    if (answerGone(err)) answering.set(k, { choice, state: "refused", message: err.message });
+    else answering.delete(k); // it may pass another time: the buttons again
+    throw err;
+  } finally {
+    inbox.changed();
+  }
 }
 
 // answeredText says what answer a request carries (approval.answer),
@@ -1419,13 +1472,16 @@ function sessionPage(app, id) {
   // An answer to a request still waiting may reach the inbox at any time
   // (sent by any client), or leave it (a full snapshot after a
   // reconnect): each such request is drawn again when the answer it
-  // shows is no longer the inbox's.
+  // shows is no longer the inbox's. So is one whose answer this page is
+  // sending (answering) as that send goes on.
   const unlistenInbox = inbox.listen(() => {
     let changed = false;
     for (const seq of asking) {
       const a = arts.get(seq);
-      const an = a && answerOf(a.id, a.seq);
-      if (a && (els.get(seq)?.dataset.answer ?? "") !== (an ? String(an.commandId) : "")) {
+      if (!a) continue;
+      const an = answerOf(a.id, a.seq);
+      const el = els.get(seq);
+      if ((el?.dataset.answer ?? "") !== (an ? String(an.commandId) : "") || (el?.dataset.answering ?? "") !== (an ? "" : (sendingOf(a.id, a.seq)?.state ?? ""))) {
         draw(a);
         changed = true;
       }
@@ -1476,9 +1532,24 @@ function sessionPage(app, id) {
     return p && (p.seq == null || p.seq === seq) ? p.answer || null : null;
   };
 
+  // sendingOf is what answering holds for this session's request req at
+  // seq (null for nothing).
+  const sendingOf = (req, seq) => answering.get(answerKey(id, req, seq)) || null;
+
+  // answer sends an answer to permission request a (sendAnswer): its card,
+  // drawn again by the inbox listener above as the send goes on, shows it
+  // on its way, then sent, or refused for good.
+  const answer = (a, body, choice) => {
+    if (sendingOf(a.id, a.seq)?.state === "sending") return;
+    let failed = null;
+    sendAnswer(id, a.id, a.seq, choice, body, async (cmd) => {
+      if (!(await command(cmd, (err) => (failed = err)))) throw failed;
+    }).catch(() => {}); // command showed the error
+  };
+
   const draw = (a) => {
     const old = els.get(a.seq);
-    const el = renderArtifact(a, { command, old, answerOf });
+    const el = renderArtifact(a, { command, old, answerOf, answer, sendingOf });
     el.dataset.seq = a.seq;
     el.dataset.id = a.id;
     el.dataset.type = a.type;
@@ -1664,35 +1735,26 @@ const RENDER = {
     );
   },
 
-  permission(a, { command, answerOf }) {
+  permission(a, { answer, sendingOf, answerOf }) {
     const options = Array.isArray(a.options) ? a.options : [];
     // An answer stored already, from this page or any other client, is
     // shown in place of the buttons until the agent takes it: the request
     // still waits, but another answer would only be refused (409).
     const stored = a.status === "pending" ? answerOf?.(a.id, a.seq) : null;
+    // An answer this page is sending (here or from the Needs-you card)
+    // keeps the buttons disabled, the chosen one busy, until it is stored
+    // (then stored says so); one refused for good shows the server's
+    // reason instead (answered already, or no longer waiting): no button
+    // can help.
+    const sent = a.status === "pending" && !stored ? sendingOf?.(a.id, a.seq) : null;
     const allow = options.filter((o) => o.kind === "allow_once" || o.kind === "allow_always");
     const reject = options.filter((o) => o.kind === "reject_once" || o.kind === "reject_always");
-    const el = h("div.card", { dataset: { status: a.status, answer: stored ? String(stored.commandId) : "" } });
-    const answer = async (body, btn) => {
-      for (const b of el.querySelectorAll("button")) b.disabled = true;
-      btn.classList.add("busy");
-      let failed = null;
-      // requestSeq: this request, not a later one its agent may ask under
-      // the id before the answer arrives (the server refuses it then).
-      if (await command({ type: "permission_response", requestId: a.id, requestSeq: a.seq, ...body }, (err) => (failed = err))) return;
-      btn.classList.remove("busy");
-      if (answerGone(failed)) {
-        // Answered already, or no longer waiting: no button can help.
-        // The server's reason takes their place until the outcome
-        // arrives.
-        buttons.replaceWith(h("div.perm-refused", { role: "status" }, failed.message));
-        return;
-      }
-      for (const b of el.querySelectorAll("button")) b.disabled = false;
-    };
+    const el = h("div.card", { dataset: { status: a.status, answer: stored ? String(stored.commandId) : "", answering: sent?.state ?? "" } });
     let buttons = null;
     if (stored) {
       buttons = h("div.perm-answered", { role: "status" }, answeredText({ options, answer: stored }, true));
+    } else if (sent?.state === "refused") {
+      buttons = h("div.perm-refused", { role: "status" }, sent.message);
     } else if (a.status === "pending") {
       // The first allow_once (else any allow) option is Approve, the first
       // reject_once (else any reject) is Deny; other options keep their
@@ -1700,8 +1762,9 @@ const RENDER = {
       const approve = allow.find((o) => o.kind === "allow_once") || allow[0];
       const deny = reject.find((o) => o.kind === "reject_once") || reject[0];
       const btn = (cls, text, body, id) => {
-        const b = h(`button.${cls}`, { type: "button", dataset: { option: id || "" } }, text);
-        b.addEventListener("click", () => answer(body, b));
+        const choice = id || "";
+        const b = h(`button.${cls}${sent?.choice === choice ? ".busy" : ""}`, { type: "button", disabled: !!sent, dataset: { option: choice } }, text);
+        b.addEventListener("click", () => answer?.(a, body, choice));
         return b;
       };
       buttons = h(
