@@ -414,3 +414,64 @@ func TestBrowserSandboxTokenAsClientToken(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A prompt sent from the web view while no sandbox holds the session is
+// refused (409 no_sandbox), and the server's message says to send it with
+// "queue": true. The page offers that: the prompt stays in the box and
+// "Queue it" sends it queued, with the Idempotency-Key the refused send
+// carried (the refusal stored nothing under it). The queued send's answer
+// is lost; its resend carries the same key, so the prompt is stored once,
+// and the agent that connects runs it once.
+func TestBrowserQueuesAPromptRefusedForWantOfASandbox(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	id := "web-queue"
+	e.create(id, "")
+	d, _ := dropAnswers(t, e.srv.URL)
+	b, step := e.signedIn(chromium, driver, d.URL())
+	text := "for when a sandbox connects"
+	step("send a prompt with no sandbox connected", func(ctx context.Context) error {
+		if err := b.Navigate(ctx, d.URL()+"/#/s/"+id); err != nil {
+			return err
+		}
+		if err := b.WaitTextIs(ctx, "#conn", "live"); err != nil {
+			return err
+		}
+		if err := b.Type(ctx, "#prompt", text+"\uE007"); err != nil {
+			return err
+		}
+		if _, err := b.WaitText(ctx, "#composer-error", "the refusal", func(s string) bool {
+			return strings.HasPrefix(s, "No sandbox is connected to this session")
+		}); err != nil {
+			return err
+		}
+		return b.WaitJS(ctx, "the offer, the prompt kept", `return !document.querySelector("#queue-offer").hidden && document.querySelector("#prompt").value === arguments[0];`, text)
+	})
+	d.DropNext(1)
+	step("queue it", func(ctx context.Context) error {
+		if err := b.Click(ctx, "#queue-prompt"); err != nil {
+			return err
+		}
+		if err := b.WaitJS(ctx, "prompt box cleared, the offer gone", `return document.querySelector("#prompt").value === "" && document.querySelector("#queue-offer").hidden;`); err != nil {
+			return err
+		}
+		return b.WaitTextIs(ctx, "#composer-error", "")
+	})
+	seen := d.Seen()
+	if len(seen) < 3 || seen[0].Status != 409 || seen[0].Dropped {
+		t.Fatalf("command sends seen: %+v; want the refusal (409), then the queued send (its answer lost) and its resend", seen)
+	}
+	for _, s := range seen {
+		if s.Key == "" || s.Key != seen[0].Key {
+			t.Fatalf("command sends seen: %+v; want every one with the refused send's Idempotency-Key", seen)
+		}
+	}
+	wantOneCommandSent(t, seen[1:], 1)
+	if rec, err := e.c.Session(e.ctx, id); err != nil || rec.PendingCommands != 1 {
+		t.Fatalf("session %s: %+v (%v); want the prompt queued once", id, rec, err)
+	}
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	e.agentd(e.srv.URL, id, nil, nil)
+	e.wantPromptsRan(f, id, text)
+}

@@ -1285,6 +1285,8 @@ function sessionPage(app, id) {
   const send = h("button.primary", { type: "submit", id: "send" }, "Send");
   const abort = h("button.danger", { type: "button", id: "abort", disabled: true, title: "End the running turn" }, "Abort");
   const flash = h("p.form-error", { id: "composer-error", role: "alert" });
+  const queueBtn = h("button.small", { type: "button", id: "queue-prompt" }, "Queue it for when a sandbox connects");
+  const queueOffer = h("div.composer-offer", { id: "queue-offer", hidden: true }, queueBtn);
   const scroller = h("div.scroller", {}, transcript, emptyEl);
   const del = h("button.danger.small", { type: "button", id: "delete", title: "Delete this session" }, "Delete");
   const confirmBar = h("div.confirm", { id: "delete-confirm", hidden: true, role: "alertdialog" });
@@ -1322,6 +1324,7 @@ function sessionPage(app, id) {
         prompt,
         h("div.composer-buttons", {}, send, abort),
         flash,
+        queueOffer,
       ),
     ),
   );
@@ -1353,18 +1356,36 @@ function sessionPage(app, id) {
     }
   };
 
+  // refused is the prompt the server refused for want of a sandbox (409
+  // no_sandbox), with the Idempotency-Key it went with: {text, key}, null
+  // for none. The server's message says to send it with "queue": true,
+  // which nothing here could set; queueOffer does, for that text while it
+  // is in the box. The queued send keeps the key: the refusal stored
+  // nothing under it, and if the queued send's answer is lost, sending
+  // again (queued or not: the key's command is the same, queue aside)
+  // gets the stored command back instead of storing the prompt twice.
+  let refused = null;
+  const offerQueue = (r) => {
+    refused = r;
+    queueOffer.hidden = !r;
+  };
+  prompt.addEventListener("input", () => {
+    if (refused && prompt.value !== refused.text) offerQueue(null);
+  });
+
   // One prompt is on its way at a time: Enter reaches submit even while
   // the Send button is disabled, and a second send would carry a new
   // Idempotency-Key, so the agent would run the prompt twice.
   let sending = false;
-  const submit = async () => {
+  const submit = async (queue) => {
     const text = prompt.value;
     if (sending || !text.trim()) return;
-    sending = send.disabled = true;
+    sending = send.disabled = queueBtn.disabled = true;
     const was = unsure.get(id);
-    const key = was?.text === text ? was.key : newIdempotencyKey();
+    const key = queue && refused?.text === text ? refused.key : was?.text === text ? was.key : newIdempotencyKey();
+    offerQueue(null);
     let failed = null;
-    if (await command({ type: "prompt", text }, (err) => (failed = err), key)) {
+    if (await command(queue ? { type: "prompt", text, queue: true } : { type: "prompt", text }, (err) => (failed = err), key)) {
       prompt.value = "";
       if (drafts.get(id) === text) drafts.delete(id); // the page went away meanwhile
     }
@@ -1372,9 +1393,14 @@ function sessionPage(app, id) {
     // the send after the token form.
     if (unknownFate(failed)) unsure.set(id, { text, key });
     else if (unsure.get(id)?.key === key && failed?.status !== 401 && failed?.status !== 403) unsure.delete(id);
-    sending = send.disabled = false;
+    if (failed?.code === "no_sandbox" && prompt.value === text) {
+      flash.textContent = "No sandbox is connected to this session: the prompt was not sent. Queue it to have it delivered when one connects.";
+      offerQueue({ text, key });
+    }
+    sending = send.disabled = queueBtn.disabled = false;
     prompt.focus();
   };
+  queueBtn.addEventListener("click", () => submit(true));
   prompt.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
