@@ -23,6 +23,12 @@ func Handler(notFound http.Handler) http.Handler {
 	assets := http.StripPrefix(AssetPrefix, http.FileServerFS(static))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secure(w.Header())
+		// The whole file, always (a server may ignore Range): a range
+		// past its end got http.ServeContent's plain-text 416, where
+		// every error of the server is JSON; the files are small, and no
+		// browser asks for part of a script or a page.
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
 		switch {
 		case r.URL.Path == "/":
 			http.ServeFileFS(w, r, static, "index.html")

@@ -65,6 +65,26 @@ func TestHandler(t *testing.T) {
 	}
 }
 
+// A Range header is ignored: the whole file, 200. http.ServeFileFS
+// answered a range past the end with a plain-text 416, where every 4xx
+// of the server, the web view's included, is the JSON error shape; the
+// files are small and no browser asks for a part of them.
+func TestHandlerIgnoresRange(t *testing.T) {
+	h := Handler(http.NotFoundHandler())
+	for _, path := range []string{"/", "/ui/app.js"} {
+		for _, rng := range []string{"bytes=999999999-", "bytes=0-9"} {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Header.Set("Range", rng)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK || rec.Header().Get("Content-Range") != "" || rec.Body.Len() < 100 {
+				t.Errorf("GET %s, Range %s: %d, Content-Range %q, %d bytes %q; want 200 and the whole file",
+					path, rng, rec.Code, rec.Header().Get("Content-Range"), rec.Body.Len(), rec.Body.String()[:min(rec.Body.Len(), 60)])
+			}
+		}
+	}
+}
+
 // TestNoRemoteResources keeps the page self-contained: no CDN, no web
 // fonts, nothing fetched from another origin at run time.
 func TestNoRemoteResources(t *testing.T) {
