@@ -155,6 +155,7 @@ func Run(ctx context.Context, opts Options) error {
 		turnEnded: make(chan string, 1),
 		outbox:    ob != nil,
 		cmds:      cmds,
+		perms:     newPermissionLog(instance),
 		conv:      newConversation(ob, opts.Protocol, log),
 	}
 	if ob != nil {

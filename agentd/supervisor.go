@@ -65,6 +65,9 @@ type supervisor struct {
 	turnEnded chan string
 	// cmds tracks commands until the agent took them (the cursor).
 	cmds *commandLog
+	// perms follows the requests the agent has waiting, for the answers
+	// (permissions.go).
+	perms *permissionLog
 	// conv is the agent's conversation id, resumed by the next run.
 	conv *conversation
 	// outbox: events are kept on disk, so those not posted at shutdown
@@ -334,6 +337,10 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 			if stop {
 				continue // not taken: the next agentd gets it again
 			}
+			if why := s.perms.refuse(c); why != "" {
+				s.notApplied(c, why)
+				continue
+			}
 			if c.Type == protocol.CommandAbort {
 				s.markAborted()
 			}
@@ -536,7 +543,7 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 	}
 	s.mu.Unlock()
 	s.emitting.Add(1)
-	err := s.up.Enqueue(ctx, ev)
+	err := s.up.EnqueueStamped(ctx, ev, s.perms.queued(ev))
 	s.emitting.Add(-1)
 	if err != nil {
 		return err
@@ -553,9 +560,20 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 // stopped, which the loop reports; the event is logged so it is not lost
 // silently.
 func (s *supervisor) emit(ev protocol.Event) {
-	if err := s.up.Enqueue(s.runCtx, ev); err != nil {
+	if err := s.up.EnqueueStamped(s.runCtx, ev, s.perms.queued(ev)); err != nil {
 		s.log.Error("event not queued", "type", ev.Type, "err", err)
 	}
+}
+
+// notApplied drops the answer c, which the agent must not get (why, see
+// permissionLog.refuse), and says so in the transcript: the server
+// accepted the answer, and its sender would otherwise believe it decided
+// something. It counts as taken: it must not come again.
+func (s *supervisor) notApplied(c protocol.Command, why string) {
+	s.log.Warn("permission answer not given to the agent", "id", c.ID, "requestId", c.RequestID, "requestAgentSeq", c.RequestAgentSeq, "why", why)
+	s.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeAnswerNotApplied,
+		Message: fmt.Sprintf("agentd: the answer to permission request %q (command %d) was not given to the agent: %s", c.RequestID, c.ID, why)})
+	s.cmds.took(c.ID)
 }
 
 // snapshotLocked lists the processes below the agent (nil when it cannot).

@@ -66,6 +66,7 @@ func TestEarlierTurnEndKeepsAbortEscalation(t *testing.T) {
 		commands:  commands,
 		turnEnded: make(chan string, 1),
 		cmds:      newCommandLog(nil, log),
+		perms:     newPermissionLog("i1"),
 		runCtx:    context.Background(),
 	}
 	ctx := context.Background()

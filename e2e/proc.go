@@ -84,14 +84,22 @@ func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 // WaitLine waits until a line containing substr has been printed and
 // returns it.
 func (p *Proc) WaitLine(ctx context.Context, substr string) (string, error) {
-	seen := 0
+	return p.WaitLines(ctx, substr, 1)
+}
+
+// WaitLines waits until n lines containing substr have been printed and
+// returns the nth.
+func (p *Proc) WaitLines(ctx context.Context, substr string, n int) (string, error) {
+	seen, found := 0, 0
 	for {
 		p.mu.Lock()
 		for ; seen < len(p.lines); seen++ {
 			if strings.Contains(p.lines[seen], substr) {
-				line := p.lines[seen]
-				p.mu.Unlock()
-				return line, nil
+				if found++; found == n {
+					line := p.lines[seen]
+					p.mu.Unlock()
+					return line, nil
+				}
 			}
 		}
 		more := p.more

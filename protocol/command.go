@@ -31,6 +31,20 @@ type Command struct {
 	// request waiting under RequestID is another one. 0 (absent) leaves
 	// the answer to whichever request waits under the id.
 	RequestSeq int64 `json:"requestSeq,omitempty"`
+	// RequestInstance and RequestAgentSeq, on a permission_response the
+	// server stores and streams to the sandbox, name the event that asked
+	// the request the server checked the answer against: the Rein-Instance
+	// it was posted with and its agentSeq. The server knows the requests it
+	// has stored; agentd may hold newer ones in its outbox, not yet
+	// posted, one of them under the same id (the agent resolved the
+	// request answered and asked again). agentd hands the answer to the
+	// agent only while the request asked by that event waits, so an
+	// answer never decides a request its sender did not see. The server
+	// sets them (a client's are ignored); they are absent when the event
+	// carried no agentSeq, and from a server before them, and an answer
+	// without them goes to whichever request waits under the id.
+	RequestInstance string `json:"requestInstance,omitempty"`
+	RequestAgentSeq int64  `json:"requestAgentSeq,omitempty"`
 	// Queue, on a prompt a client sends, asks the server to accept it
 	// while no sandbox is connected (instead of 409 no_sandbox): it is
 	// stored and delivered when a sandbox connects. The server does not

@@ -496,6 +496,7 @@ func TestDecodeCommand(t *testing.T) {
 		{"cancelled", `{"type":"permission_response","requestId":"r1","outcome":"cancelled"}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", Outcome: protocol.OutcomeCancelled}},
 		{"requestSeq", `{"type":"permission_response","requestId":"r1","optionId":"o","requestSeq":12}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "o", Outcome: protocol.OutcomeSelected, RequestSeq: 12}},
 		{"requestSeq null", `{"type":"permission_response","requestId":"r1","outcome":"cancelled","requestSeq":null}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", Outcome: protocol.OutcomeCancelled}},
+		{"the request's event is the server's to name", `{"type":"permission_response","requestId":"r1","optionId":"o","requestInstance":"agentd-1","requestAgentSeq":5}`, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "r1", OptionID: "o", Outcome: protocol.OutcomeSelected}},
 		{"requestSeq is a permission_response's field only", `{"type":"abort","requestSeq":3}`, protocol.Command{Type: protocol.CommandAbort}},
 		{"client id ignored", `{"id":99,"type":"prompt","text":"t"}`, protocol.Command{Type: protocol.CommandPrompt, Text: "t"}},
 		{"client id of any kind ignored", `{"id":"x","type":"abort"}`, protocol.Command{Type: protocol.CommandAbort}},

@@ -172,6 +172,7 @@ var goldenCommands = []struct {
 	{"abort", protocol.Command{ID: 2, Type: protocol.CommandAbort}},
 	{"permission_response_option", protocol.Command{ID: 3, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected}},
 	{"permission_response_seq", protocol.Command{ID: 5, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected, RequestSeq: 7}},
+	{"permission_response_streamed", protocol.Command{ID: 6, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow_once", Outcome: protocol.OutcomeSelected, RequestSeq: 7, RequestInstance: "agentd-5f0c2e7a91d4b3c8a6e1f209", RequestAgentSeq: 42}},
 	{"permission_response_cancelled", protocol.Command{ID: 4, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", Outcome: protocol.OutcomeCancelled}},
 	{"shutdown", protocol.Command{Type: protocol.CommandShutdown}},
 }
@@ -399,8 +400,9 @@ func TestGoldenCommands(t *testing.T) {
 			if b := canonical(t, got); !bytes.Equal(b, want) {
 				t.Errorf("re-encoded golden differs\n got: %s\nwant: %s", b, want)
 			}
-			// What a client sends decodes to the command minus the id;
-			// shutdown is agentd's alone.
+			// What a client sends decodes to the command minus the id
+			// and the fields only the server sets; shutdown is agentd's
+			// alone.
 			c, err := protocol.DecodeCommand(want)
 			if tt.cmd.Type == protocol.CommandShutdown {
 				if err == nil {
@@ -412,7 +414,7 @@ func TestGoldenCommands(t *testing.T) {
 				t.Fatalf("DecodeCommand(golden): %v", err)
 			}
 			wantCmd := tt.cmd
-			wantCmd.ID = 0
+			wantCmd.ID, wantCmd.RequestInstance, wantCmd.RequestAgentSeq = 0, "", 0
 			if c != wantCmd {
 				t.Errorf("DecodeCommand(golden) = %+v, want %+v", c, wantCmd)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // Permission answers that cannot take effect. A permission_response is
@@ -32,6 +33,57 @@ import (
 // first is stored. On a shared database another replica may have stored
 // the request a moment ago; a replica whose inbox does not have it reads
 // the session again before refusing (see writer.behind).
+
+// The request's event. The server checks an answer against the requests
+// it has stored, but agentd may hold newer ones in its outbox, not yet
+// posted: the agent resolved the request answered and asked another under
+// the same id. So the stored answer names the event that asked the
+// request it was checked against (Command.RequestInstance and
+// RequestAgentSeq, see askedBy), and agentd hands it to the agent only
+// while that request waits.
+
+// askedEvent is the event that asked a permission request: the
+// Rein-Instance it was posted with and its agentSeq.
+type askedEvent struct {
+	instance string
+	agentSeq int64
+}
+
+// noteAsked keeps the event le for the permission artifacts its changes
+// cs created, and forgets those they resolved (a permission's status is
+// set only when it leaves pending). An event without an agentSeq names
+// nothing agentd could tell apart.
+func (s *state) noteAsked(le store.Event, cs []reducer.Change) {
+	for _, c := range cs {
+		switch {
+		case c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactPermission && le.AgentSeq > 0:
+			if s.asked == nil {
+				s.asked = map[int64]askedEvent{}
+			}
+			s.asked[c.Seq] = askedEvent{le.Instance, le.AgentSeq}
+		case c.Kind == reducer.Set && c.Field == "status" && s.asked != nil:
+			delete(s.asked, c.Seq)
+		}
+	}
+}
+
+// askedBy returns the event that asked the request cmd, an answer
+// answerable found can take effect, answers: the one waiting under its id
+// (the newest permission artifact with it). Zero when the event carried
+// no agentSeq; the answer then goes to whichever request waits.
+func (w *writer) askedBy(g *group, id string, cmd protocol.Command) (askedEvent, error) {
+	s, err := w.state(g, id)
+	if err != nil {
+		return askedEvent{}, unavailable("check permission request session="+id, err)
+	}
+	seq := s.st.Newest(protocol.ArtifactPermission, cmd.RequestID)
+	if cmd.RequestSeq != 0 && seq != cmd.RequestSeq {
+		// answerable checked the inbox, which names the same request
+		// as the state; should they ever differ, name none.
+		return askedEvent{}, nil
+	}
+	return s.asked[seq], nil
+}
 
 // answerable returns why cmd, a permission_response to session id, cannot
 // take effect (nil when it can). stale reports instead that this replica's

@@ -343,3 +343,64 @@ func TestPermissionAnswerReadBackNamesItsRequest(t *testing.T) {
 	}
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answerSeq("r1", second, "allow"))
 }
+
+// A stored answer names the event that asked the request it was checked
+// against (its Rein-Instance and agentSeq): agentd may hold a newer
+// request under the same id, not yet posted, and must not hand it the
+// answer. The first event of a request asked twice names it; a request
+// asked again after it was resolved is named by its own event; a restart
+// folds the same from the log; an event without agentSeq names nothing;
+// a client cannot name one.
+func TestPermissionAnswerNamesTheEventThatAskedIt(t *testing.T) {
+	path := freshDB(t)
+	s := start(t, app.Options{DBPath: path})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	next := func(what string, instance string, agentSeq int64) {
+		t.Helper()
+		var got protocol.Command
+		e := cmds.next()
+		if err := json.Unmarshal([]byte(e.Data), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.RequestInstance != instance || got.RequestAgentSeq != agentSeq {
+			t.Fatalf("%s: streamed %s; want requestInstance %q, requestAgentSeq %d", what, e.Data, instance, agentSeq)
+		}
+	}
+	ask := func(req string, agentSeq int) any {
+		return ev("permission_requested", "id", req, "title", "May I?", "agentSeq", agentSeq, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}})
+	}
+	// r1 asked by agentSeq 3, and asked again while it waits.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ask("r1", 4)}, protocol.HeaderInstance, "ia")
+	bogus := `{"type":"permission_response","requestId":"r1","optionId":"allow","requestInstance":"ix","requestAgentSeq":4}`
+	wantSent(t, "the answer to r1", c.sendKeyed("a", "k1", bogus), 1, false)
+	next("the answer to r1", "ia", 3)
+	wantSent(t, "its retry", c.sendKeyed("a", "k1", bogus), 1, true)
+
+	// Resolved, and asked again under its id: the new event names it.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 5),
+		ask("r1", 6),
+		ask("r2", 7),
+	}, protocol.HeaderInstance, "ia")
+	second := waitingSeq(t, c, "a", "r1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answerSeq("r1", second, "allow"))
+	next("the answer to the second r1", "ia", 6)
+
+	// After a restart, from the log; without agentSeq, nothing.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: path})
+	c = newClient(t, s)
+	cmds = c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia", "Last-Event-ID", "2")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_requested", "id", "r3", "title", "And?", "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r2", "allow"))
+	next("the answer to r2 after a restart", "ia", 7)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r3", "allow"))
+	next("the answer to r3, asked without agentSeq", "", 0)
+}

@@ -127,6 +127,9 @@ func (r *commandReq) replay(w *writer, g *group) (bool, error) {
 	}
 	want := r.cmd
 	want.ID, want.Queue = prev.ID, false
+	// The request's event is the server's word, not part of what the
+	// client sent.
+	want.RequestInstance, want.RequestAgentSeq = prev.RequestInstance, prev.RequestAgentSeq
 	if want != prev {
 		return false, protocol.Errorf(protocol.CodeConflict, "%s header: %q was already used for command %d of session %q (a %s), and this is a different command; send a new command with a new key",
 			protocol.HeaderIdempotencyKey, r.key, prev.ID, r.id, prev.Type)

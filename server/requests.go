@@ -123,6 +123,8 @@ func (r *commandReq) apply(w *writer, g *group) {
 		r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
 		return
 	}
+	cmd := r.cmd
+	cmd.RequestInstance, cmd.RequestAgentSeq = "", 0 // the server's to say
 	if r.cmd.Type == protocol.CommandPermissionResponse {
 		// After the replay: the retry of an answer that was stored
 		// gets its 202 again, though its request is answered now.
@@ -135,8 +137,14 @@ func (r *commandReq) apply(w *writer, g *group) {
 			applyAgain(g, r.id, r.reply)
 			return
 		}
+		by, err := w.askedBy(g, r.id, r.cmd)
+		if err != nil {
+			r.reply.fail(err)
+			return
+		}
+		cmd.RequestInstance, cmd.RequestAgentSeq = by.instance, by.agentSeq
 	}
-	cmd, msg, at := w.addCommand(g, r.id, e, r.cmd, r.key)
+	cmd, msg, at := w.addCommand(g, r.id, e, cmd, r.key)
 	if cmd.Type == protocol.CommandPermissionResponse {
 		if g.answers == nil {
 			g.answers = map[approvalKey]int64{}
@@ -377,6 +385,7 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) (folded, error) {
 		}
 		cs := st.st.Apply(ev)
 		g.w.recordTurnDigests(g, r.id, b.logged[i].Pos, st.chainEvent(b.logged[i], cs))
+		st.noteAsked(b.logged[i], cs)
 		for _, c := range cs {
 			switch {
 			case c.IsArtifact():

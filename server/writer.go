@@ -108,6 +108,9 @@ type state struct {
 	// chain is the running turn digest of the log (turns.go); nil until
 	// the first event.
 	chain *turnChain
+	// asked holds, per permission artifact still pending, the event that
+	// asked it (see askedBy); nil until one is.
+	asked map[int64]askedEvent
 	// cost is the size estimate last counted in writer.stateBytes.
 	cost int64
 	// usedAt is when the state was last used (Options.ActiveState).
@@ -882,7 +885,9 @@ func foldLog(log []store.Event) (*state, error) {
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
 			return nil, fmt.Errorf("pos=%d: %w", le.Pos, err)
 		}
-		s.chainEvent(le, s.st.Apply(ev))
+		cs := s.st.Apply(ev)
+		s.chainEvent(le, cs)
+		s.noteAsked(le, cs)
 		s.nextPos = le.Pos + 1
 		s.logBytes += int64(len(le.Body))
 		if le.AgentSeq > s.maxSeq[le.Instance] {

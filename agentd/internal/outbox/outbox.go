@@ -472,16 +472,24 @@ func (l *Log) Pending() int64 {
 // too. While the log is full it blocks until Ack frees space or ctx is
 // done.
 func (l *Log) Append(ctx context.Context, ev protocol.Event) error {
-	_, err := l.append(ctx, ev, true)
+	return l.AppendStamped(ctx, ev, nil)
+}
+
+// AppendStamped is Append that also calls stamped, when not nil, with the
+// agentSeq ev was written with, before anything can read ev from the log
+// (and so before it can be posted). stamped runs under the log's lock: it
+// must not call the log.
+func (l *Log) AppendStamped(ctx context.Context, ev protocol.Event, stamped func(seq int64)) error {
+	_, err := l.append(ctx, ev, true, stamped)
 	return err
 }
 
 // TryAppend is Append without waiting: ok is false when the log is full.
 func (l *Log) TryAppend(ev protocol.Event) (ok bool, err error) {
-	return l.append(context.Background(), ev, false)
+	return l.append(context.Background(), ev, false, nil)
 }
 
-func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, error) {
+func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool, stamped func(int64)) (bool, error) {
 	waited := false // for space (space.go)
 	defer func() {
 		if waited {
@@ -543,6 +551,9 @@ func (l *Log) append(ctx context.Context, ev protocol.Event, wait bool) (bool, e
 		}
 		if err == nil {
 			l.spaceAgain(waited)
+			if stamped != nil {
+				stamped(ev.AgentSeq)
+			}
 		}
 		l.mu.Unlock()
 		if err != nil {

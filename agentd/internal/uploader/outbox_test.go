@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,4 +109,53 @@ func TestOutboxReplaysAfterRestart(t *testing.T) {
 	}
 	_, stored, _ := up.snapshot()
 	checkStoredOnce(t, stored, n+1)
+}
+
+// EnqueueStamped reports the agentSeq an event is posted with before the
+// server can have it, in memory and with an outbox: agentd matches a
+// permission answer's request event against it (a stamp that came after
+// the post could lose a race with the answer).
+func TestEnqueueStampedBeforePosting(t *testing.T) {
+	for _, withOutbox := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "outbox"}[withOutbox], func(t *testing.T) {
+			var stamped atomic.Int64
+			f := &fakeServer{handler: func(_ int, body []byte) (int, bool, time.Duration) {
+				evs, err := protocol.DecodeEvents(body)
+				if err != nil {
+					t.Error(err)
+				}
+				for _, ev := range evs {
+					if ev.Type == protocol.EventPermissionRequested && stamped.Load() != ev.AgentSeq {
+						t.Errorf("posted the request as agentSeq %d; stamped %d by then", ev.AgentSeq, stamped.Load())
+					}
+				}
+				return http.StatusAccepted, true, 0
+			}}
+			opts := Options{BatchMax: 3}
+			if withOutbox {
+				opts.Outbox = openOutbox(t, t.TempDir())
+			}
+			u := newTest(f, opts)
+			stop := run(u)
+			for i := range 4 {
+				if err := u.Enqueue(t.Context(), notice(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ask := protocol.Event{Type: protocol.EventPermissionRequested, ID: "r1", Title: "May I?", Options: []protocol.PermissionOption{{ID: "allow", Name: "Allow", Kind: protocol.AllowOnce}}}
+			if err := u.EnqueueStamped(t.Context(), ask, func(seq int64) { stamped.Store(seq) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := u.Enqueue(t.Context(), notice(5)); err != nil {
+				t.Fatal(err)
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			stored, _ := f.storedSeqs()
+			if len(stored) != 6 || stored[4].Type != protocol.EventPermissionRequested || stored[4].AgentSeq != stamped.Load() {
+				t.Fatalf("stored %+v; want the request fifth, with the agentSeq stamped (%d)", stored, stamped.Load())
+			}
+		})
+	}
 }

@@ -101,7 +101,7 @@ type Uploader struct {
 	opts  Options
 	log   *slog.Logger
 	url   string
-	queue chan protocol.Event
+	queue chan queued
 
 	// mu orders Close after every Enqueue in flight, so nothing slips into
 	// the queue after Run's final drain.
@@ -181,15 +181,30 @@ func New(opts Options) *Uploader {
 		opts:  opts,
 		log:   log.With("component", "uploader"),
 		url:   opts.Server + "/sessions/" + url.PathEscape(opts.Session) + "/events",
-		queue: make(chan protocol.Event, opts.QueueSize),
+		queue: make(chan queued, opts.QueueSize),
 		stop:  make(chan struct{}),
 	}
+}
+
+// queued is an event in the in-memory queue, with its EnqueueStamped
+// callback (nil for none).
+type queued struct {
+	ev      protocol.Event
+	stamped func(seq int64)
 }
 
 // Enqueue adds ev to the queue, stamping ts now. It blocks while the queue
 // is full (backpressure on whoever produces events) until there is room,
 // ctx is done, or the uploader is closed.
 func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
+	return u.EnqueueStamped(ctx, ev, nil)
+}
+
+// EnqueueStamped is Enqueue that also calls stamped, when not nil, with
+// the agentSeq ev is given, before ev can be posted: from Run's goroutine,
+// or with an outbox from this call, under the outbox's lock. stamped must
+// be quick and must not call the uploader.
+func (u *Uploader) EnqueueStamped(ctx context.Context, ev protocol.Event, stamped func(seq int64)) error {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	if u.closed {
@@ -205,20 +220,21 @@ func (u *Uploader) Enqueue(ctx context.Context, ev protocol.Event) error {
 		u.stats.Unlock()
 	}
 	if u.opts.Outbox != nil {
-		if err := u.opts.Outbox.Append(ctx, ev); err != nil {
+		if err := u.opts.Outbox.AppendStamped(ctx, ev, stamped); err != nil {
 			return fmt.Errorf("enqueue %s: %w", ev.Type, err)
 		}
 		return nil
 	}
 	// Room first: a done ctx ends only a wait for room (as with the
 	// outbox), so an event that fits is queued whatever ctx says.
+	q := queued{ev: ev, stamped: stamped}
 	select {
-	case u.queue <- ev:
+	case u.queue <- q:
 		return nil
 	default:
 	}
 	select {
-	case u.queue <- ev:
+	case u.queue <- q:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("enqueue %s: the queue is full (%d events): %w", ev.Type, cap(u.queue), ctx.Err())
@@ -468,10 +484,13 @@ func (u *Uploader) postUnlogged(ctx context.Context, bo *backoff.ExponentialBack
 func (u *Uploader) collect(ctx context.Context, batchTimer *time.Timer, heartbeat <-chan time.Time) (batch []encodedEvent, done bool, err error) {
 	size := 0
 	room := func() bool { return len(batch) < u.opts.BatchMax && u.carry == nil }
-	add := func(ev protocol.Event) error {
-		e, err := u.encode(ev)
+	add := func(q queued) error {
+		e, err := u.encode(q.ev)
 		if err != nil {
 			return err
+		}
+		if q.stamped != nil {
+			q.stamped(e.seq)
 		}
 		if len(batch) > 0 && size+len(e.data)+1 > maxBatchBytes {
 			u.carry = &e // first of the next batch
@@ -489,10 +508,10 @@ func (u *Uploader) collect(ctx context.Context, batchTimer *time.Timer, heartbea
 wait:
 	for len(batch) == 0 {
 		select {
-		case ev := <-u.queue:
-			err = add(ev)
+		case q := <-u.queue:
+			err = add(q)
 		case <-heartbeat:
-			err = add(protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()})
+			err = add(queued{ev: protocol.Event{Type: protocol.EventHeartbeat, Ts: time.Now().UnixMilli()}})
 		case <-u.stop:
 			closed = true
 			break wait
@@ -507,8 +526,8 @@ wait:
 	take:
 		for room() {
 			select {
-			case ev := <-u.queue:
-				if err := add(ev); err != nil {
+			case q := <-u.queue:
+				if err := add(q); err != nil {
 					return nil, false, err
 				}
 			case <-u.stop:
@@ -525,8 +544,8 @@ wait:
 	fill:
 		for room() {
 			select {
-			case ev := <-u.queue:
-				err = add(ev)
+			case q := <-u.queue:
+				err = add(q)
 			case <-batchTimer.C:
 				break fill
 			case <-u.stop:
@@ -546,8 +565,8 @@ wait:
 	drain:
 		for room() {
 			select {
-			case ev := <-u.queue:
-				if err := add(ev); err != nil {
+			case q := <-u.queue:
+				if err := add(q); err != nil {
 					return nil, false, err
 				}
 			default:

@@ -1,0 +1,116 @@
+package agentd
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/rein-ai/rein/protocol"
+)
+
+// NoticeAnswerNotApplied is the code of the notice agentd posts for a
+// permission answer it did not hand to the agent: the request it answers
+// no longer waits.
+const NoticeAnswerNotApplied = "permission_answer_not_applied"
+
+// permissionLog follows the permission requests the agent has waiting, so
+// that an answer reaches the agent only for the request its sender saw.
+//
+// The server checks an answer against the requests it has stored, and
+// names in it the event that asked the one it was checked against
+// (Command.RequestInstance and RequestAgentSeq). Events wait in the
+// outbox before the server has them: the agent may have resolved that
+// request (a timeout, its own decision, an abort, its exit) and asked
+// another under the same id (agents use ids again: ACP tool call ids, a
+// restarted agent counting from 1). Handed over, the answer would decide
+// the new request, which its sender never saw. So an answer that names an
+// event goes to the agent only while the request that event asked waits;
+// one without (an older server) goes as before.
+//
+// Which request waits is what the reducer will make of the same events
+// (reducer/rules.go), followed here in the order they are queued: a
+// permission_requested under an id that waits repeats it (the first event
+// names it); permission_resolved ends it; so does the end of its turn (a
+// turn_completed, unless it names another turn than the open one; a
+// turn_started of another turn than the open one) and of its agent
+// (agent_exited). The agentSeq of an event is known only once the
+// uploader stamps it, which may be after the event is queued: until then
+// the request's seq is 0 and no answer can name it (the server cannot
+// have the event yet).
+type permissionLog struct {
+	instance string // this agentd's Rein-Instance
+
+	mu       sync.Mutex
+	waiting  map[string]*askedRequest // by request id
+	turn     string
+	turnOpen bool
+}
+
+// askedRequest is a request that waits: seq is the agentSeq of the event
+// that asked it (0 until stamped).
+type askedRequest struct {
+	seq int64
+}
+
+func newPermissionLog(instance string) *permissionLog {
+	return &permissionLog{instance: instance, waiting: map[string]*askedRequest{}}
+}
+
+// queued follows ev, an event about to be queued. For an event that asks
+// a new request it returns the function the uploader calls with the
+// event's agentSeq; nil otherwise.
+func (l *permissionLog) queued(ev protocol.Event) func(seq int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch ev.Type {
+	case protocol.EventPermissionRequested:
+		if l.waiting[ev.ID] != nil {
+			return nil // asked again while it waits: the same request
+		}
+		r := &askedRequest{}
+		l.waiting[ev.ID] = r
+		return func(seq int64) {
+			l.mu.Lock()
+			r.seq = seq
+			l.mu.Unlock()
+		}
+	case protocol.EventPermissionResolved:
+		delete(l.waiting, ev.ID)
+	case protocol.EventTurnStarted:
+		if l.turnOpen && ev.TurnID != l.turn {
+			clear(l.waiting) // the open turn is interrupted
+		}
+		l.turn, l.turnOpen = ev.TurnID, true
+	case protocol.EventTurnCompleted:
+		if l.turnOpen && ev.TurnID != "" && ev.TurnID != l.turn {
+			return nil // a late completion of another turn: nothing ends
+		}
+		clear(l.waiting)
+		l.turn, l.turnOpen = "", false
+	case protocol.EventAgentExited:
+		clear(l.waiting)
+		l.turn, l.turnOpen = "", false
+	}
+	return nil
+}
+
+// refuse says why the answer c must not reach the agent ("" when it may):
+// it names the event that asked the request it answers, and that request
+// no longer waits.
+func (l *permissionLog) refuse(c protocol.Command) string {
+	if c.Type != protocol.CommandPermissionResponse || c.RequestAgentSeq == 0 {
+		return ""
+	}
+	if c.RequestInstance != l.instance {
+		return fmt.Sprintf("it answers a request another agentd (instance %q) posted, whose agent is gone", c.RequestInstance)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.waiting[c.RequestID]
+	switch {
+	case r == nil:
+		return "the request it answers no longer waits for an answer (the agent resolved it, or its turn or the agent ended)"
+	case r.seq != c.RequestAgentSeq:
+		return fmt.Sprintf("the request it answers no longer waits for an answer, and %q now names another request the agent asked since, which waits for an answer of its own", c.RequestID)
+	}
+	return ""
+}
