@@ -39,6 +39,10 @@ const NoticeAnswerNotApplied = "permission_answer_not_applied"
 type permissionLog struct {
 	instance string // this agentd's Rein-Instance
 
+	// changed is signalled when a request stops waiting: an answer held
+	// behind a backlog is checked again before it is handed over.
+	changed chan struct{}
+
 	mu       sync.Mutex
 	waiting  map[string]*askedRequest // by request id
 	turn     string
@@ -52,7 +56,7 @@ type askedRequest struct {
 }
 
 func newPermissionLog(instance string) *permissionLog {
-	return &permissionLog{instance: instance, waiting: map[string]*askedRequest{}}
+	return &permissionLog{instance: instance, waiting: map[string]*askedRequest{}, changed: make(chan struct{}, 1)}
 }
 
 // queued follows ev, an event about to be queued. For an event that asks
@@ -75,9 +79,11 @@ func (l *permissionLog) queued(ev protocol.Event) func(seq int64) {
 		}
 	case protocol.EventPermissionResolved:
 		delete(l.waiting, ev.ID)
+		l.signal()
 	case protocol.EventTurnStarted:
 		if l.turnOpen && ev.TurnID != l.turn {
 			clear(l.waiting) // the open turn is interrupted
+			l.signal()
 		}
 		l.turn, l.turnOpen = ev.TurnID, true
 	case protocol.EventTurnCompleted:
@@ -86,11 +92,21 @@ func (l *permissionLog) queued(ev protocol.Event) func(seq int64) {
 		}
 		clear(l.waiting)
 		l.turn, l.turnOpen = "", false
+		l.signal()
 	case protocol.EventAgentExited:
 		clear(l.waiting)
 		l.turn, l.turnOpen = "", false
+		l.signal()
 	}
 	return nil
+}
+
+// signal tells the supervisor's loop that requests stopped waiting.
+func (l *permissionLog) signal() {
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
 }
 
 // refuse says why the answer c must not reach the agent ("" when it may):

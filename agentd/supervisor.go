@@ -297,7 +297,15 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 	}
 	ctxDone := ctx.Done()
 	for {
-		for len(pending) > 0 && s.handOver(r, pending[0]) {
+		for len(pending) > 0 {
+			// An answer is checked as it is handed over, not as it
+			// arrives: behind a backlog the agent may have resolved its
+			// request, and asked another under the id, meanwhile.
+			if why := s.perms.refuse(pending[0]); why != "" {
+				s.notApplied(pending[0], why)
+			} else if !s.handOver(r, pending[0]) {
+				break
+			}
 			pending = pending[1:]
 		}
 		// While the agent's channel is full, the command stream is not
@@ -306,8 +314,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 		in := s.commands
 		var out chan<- protocol.Command
 		var head protocol.Command
+		var permsChanged <-chan struct{}
 		if len(pending) > 0 {
-			in, out, head = nil, r.cmds, pending[0]
+			in, out, head, permsChanged = nil, r.cmds, pending[0], s.perms.changed
 			if !backedUp {
 				backedUp = true
 				s.log.Warn("agent is not reading its commands; the command stream waits until it does", "waiting", len(pending))
@@ -329,6 +338,9 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 				}
 			}
 			return stop, fatal
+		case <-permsChanged:
+			// A request stopped waiting: the answers held are checked
+			// again (the loop's top) before one is handed over.
 		case out <- head:
 			pending = pending[1:]
 			s.handedOver(head)
@@ -336,10 +348,6 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 			s.cmds.received(c)
 			if stop {
 				continue // not taken: the next agentd gets it again
-			}
-			if why := s.perms.refuse(c); why != "" {
-				s.notApplied(c, why)
-				continue
 			}
 			if c.Type == protocol.CommandAbort {
 				s.markAborted()
