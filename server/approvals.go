@@ -171,7 +171,12 @@ func (a *approvals) resolve(id, request, status, optionID string, ms int64) (int
 			d.OptionName, d.OptionKind = o.Name, string(o.Kind)
 		}
 	}
-	if an := p.Answer; an != nil {
+	// The stored answer decided it only if the request ended as it said:
+	// an agent that withdrew the request (a timeout, an abort, its exit,
+	// a turn's end) before it took the answer decided it itself, and the
+	// history said the client had.
+	if an := p.Answer; an != nil && (an.Outcome == protocol.OutcomeSelected && an.OptionID == optionID ||
+		an.Outcome == protocol.OutcomeCancelled && optionID == "" && status == string(protocol.PermissionCancelled)) {
 		d.DecidedBy, d.Auth, d.AnsweredAt = an.AnsweredBy, an.Auth, an.AnsweredAt
 	}
 	a.history = append(a.history, d)

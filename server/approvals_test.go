@@ -455,3 +455,36 @@ func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
 	}
 	wantRefused(t, c, "a", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
 }
+
+// A stored answer the agent never took (it withdrew the request first: a
+// timeout, an abort, its exit) did not decide the request: the history
+// said decidedBy client, with the answer's time, for a cancellation the
+// agent made. It names the agent now; an answer the agent took names the
+// client as before.
+func TestApprovalHistoryNamesWhoDecided(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"allow"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_resolved", "id", "r1", "outcome", "cancelled", "agentSeq", 4),
+		ev("permission_requested", "id", "r2", "title", "And this?", "agentSeq", 5, "options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r2","optionId":"allow"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("permission_resolved", "id", "r2", "outcome", "selected", "optionId", "allow", "agentSeq", 6),
+	}, protocol.HeaderInstance, "i1")
+	var hist []protocol.Decision
+	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 2 {
+		t.Fatalf("history %+v; want two decisions", hist)
+	}
+	if d := hist[1]; d.RequestID != "r1" || d.Status != "cancelled" || d.DecidedBy != "agent" || d.AnsweredAt != 0 || d.Auth != "" {
+		t.Errorf("r1, withdrawn by the agent before it took the answer: %+v; want cancelled, decidedBy agent, no answeredAt or auth", d)
+	}
+	if d := hist[0]; d.RequestID != "r2" || d.Status != "approved" || d.DecidedBy != "anonymous" || d.AnsweredAt == 0 {
+		t.Errorf("r2, answered: %+v; want approved, decidedBy anonymous, with answeredAt", d)
+	}
+}
