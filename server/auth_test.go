@@ -592,6 +592,44 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"cli","queue":true}`)
 }
 
+// Opening a session's command stream is a GET, but not a read: it takes
+// the stream over from the agentd holding it, which is then superseded
+// and stops for good (exit 5), and the commands sent next go to the new
+// holder. A page on any site can send that GET without a preflight (an
+// <img>, a no-cors fetch, an EventSource), so with authentication off
+// it is refused from another site as a write is.
+func TestCrossSiteCommandStreamRefused(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.create("a")
+	agent := c.stream("/sessions/a/commands", protocol.HeaderInstance, "agentd-1")
+	waitStatus(t, c, "a", protocol.StatusLive)
+
+	for _, hdr := range [][]string{
+		{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors", "Sec-Fetch-Dest", "image"},
+		{"Sec-Fetch-Site", "same-site", "Sec-Fetch-Mode", "no-cors"},                                 // a page on localhost:3000
+		{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors"}, // EventSource
+		{"Origin", "https://evil.example"},                                                           // a browser that sends no Sec-Fetch-Site
+	} {
+		got, e, _ := c.status("GET", "/sessions/a/commands", "", hdr...)
+		if got != http.StatusForbidden || e.Code != protocol.CodeForbidden {
+			t.Errorf("GET /sessions/a/commands from another site %v: %d %+v; want 403 forbidden", hdr, got, e)
+		}
+	}
+	// agentd still holds the stream: the next command reaches it.
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	if got := agent.next(); got.ID != itoa(acc.ID) {
+		t.Fatalf("agentd's stream got %+v; want command %d", got, acc.ID)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "agentd-1")
+
+	// agentd (no browser headers) and a same-origin request still open it.
+	host := strings.TrimPrefix(s.URL(), "http://")
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "agentd-2", "Origin", "http://"+host, "Sec-Fetch-Site", "same-origin").close()
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "agentd-3").close()
+}
+
 // With authentication off the server trusts whoever reaches its loopback
 // port, but a browser page reaches it too through DNS rebinding: a name
 // the attacker controls first resolves to their server, then to

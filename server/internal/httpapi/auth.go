@@ -53,7 +53,7 @@ func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 		return h // GET only: a browser keeps their answers from other sites' pages
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if msg, err := a.fromBrowserPage(r); err != nil {
+		if msg, err := a.fromBrowserPage(r, acc); err != nil {
 			a.refuse(w, r, msg, err)
 			return
 		}
@@ -81,8 +81,19 @@ func (a *API) guard(acc access, h http.HandlerFunc) http.HandlerFunc {
 // forging events, or deleting a session; with it on, the page holds no
 // token, but the refusal costs nothing. Clients that are not browsers send
 // neither header and pass.
-func (a *API) crossSite(r *http.Request) error {
-	if a.crossOrigin.Check(r) == nil {
+//
+// A sandbox route is checked as a write whatever its method: opening the
+// command stream (GET) takes it over from the agentd holding it, which is
+// then superseded and stops for good, and the commands sent next go to
+// the new holder. A page sends that GET without a preflight (an <img>, a
+// no-cors fetch, an EventSource), and only agentd, never a page, opens it.
+func (a *API) crossSite(r *http.Request, acc access) error {
+	check := r
+	if acc == sandbox && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		check = r.WithContext(r.Context()) // a shallow copy, to check as a POST
+		check.Method = http.MethodPost
+	}
+	if a.crossOrigin.Check(check) == nil {
 		return nil
 	}
 	origin := r.Header.Get("Origin")
@@ -119,12 +130,12 @@ func localHost(host string) bool {
 // log. Not inlined, like refuse, to keep guard's frame small.
 //
 //go:noinline
-func (a *API) fromBrowserPage(r *http.Request) (msg string, err error) {
+func (a *API) fromBrowserPage(r *http.Request, acc access) (msg string, err error) {
 	if a.opts.LocalHostsOnly && !localHost(r.Host) {
 		return "request for another host refused", protocol.Errorf(protocol.CodeForbidden,
 			"Host %q is not this machine: without an API token the server answers only requests to localhost or an IP address (a page on another name reaching it would be DNS rebinding)", r.Host)
 	}
-	if err := a.crossSite(r); err != nil {
+	if err := a.crossSite(r, acc); err != nil {
 		return "cross-origin write refused", err
 	}
 	return "", nil
