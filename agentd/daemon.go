@@ -398,8 +398,14 @@ func newInstanceID() (string, error) {
 }
 
 // agentEnv is the agent's environment: the base (agentd's own by default)
-// without agentd's credentials, plus REIN_SESSION_ID and, for a native
+// without Rein's credentials, plus REIN_SESSION_ID and, for a native
 // agent resuming its conversation, REIN_CONVERSATION_ID.
+//
+// The credentials are agentd's sandbox token and those of the rein CLI and
+// rein-server, which a shell that starts agentd often exports too (make
+// demo, the README's steps): the agent runs what a prompt or its model
+// says, and with the client token it could answer its own permission
+// requests, with the stream ticket key read every session.
 func agentEnv(base []string, session, protocol, resume string) []string {
 	if base == nil {
 		base = os.Environ()
@@ -408,7 +414,8 @@ func agentEnv(base []string, session, protocol, resume string) []string {
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_SESSION_ID", "REIN_CONVERSATION_ID":
+		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_API_TOKEN", "REIN_API_TOKEN_FILE", "REIN_STREAM_TICKET_KEY_FILE",
+			"REIN_SESSION_ID", "REIN_CONVERSATION_ID":
 			continue
 		}
 		env = append(env, kv)

@@ -462,3 +462,38 @@ func TestOptionsValidation(t *testing.T) {
 		})
 	}
 }
+
+// The agent runs whatever its model or a prompt tells it: none of Rein's
+// credentials in agentd's environment may reach it. The sandbox token is
+// agentd's own; the client token (REIN_API_TOKEN, REIN_API_TOKEN_FILE, as
+// the rein CLI reads it; exported in the shell that starts agentd by
+// `make demo` and the README's steps) would let the agent answer its own
+// permission requests, and the stream ticket key forge tickets to every
+// session's transcript.
+func TestAgentEnvironmentHoldsNoCredential(t *testing.T) {
+	secrets := map[string]string{
+		"REIN_TOKEN":                  "sandbox-token-value",
+		"REIN_TOKEN_FILE":             "/run/secret/sandbox-token-file",
+		"REIN_API_TOKEN":              "client-token-value",
+		"REIN_API_TOKEN_FILE":         "/run/secret/client-token-file",
+		"REIN_STREAM_TICKET_KEY_FILE": "/run/secret/ticket-key-file",
+	}
+	env := append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "REIN_SESSION_ID=not-this-one")
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{Token: "sandbox-token-value", Env: env})
+	waitStarted(t, srv, 1)
+	srv.Prompt("run: env")
+	srv.Wait(t, "turn t1 to end", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+	out := fakeserver.Format(srv.Events())
+	if !strings.Contains(out, "REIN_SESSION_ID=s1") || strings.Contains(out, "not-this-one") {
+		t.Fatalf("the agent's environment does not hold REIN_SESSION_ID=s1 alone; events:\n%s", out)
+	}
+	for k, v := range secrets {
+		if strings.Contains(out, k+"=") || strings.Contains(out, v) {
+			t.Errorf("%s reached the agent's environment", k)
+		}
+	}
+}

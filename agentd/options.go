@@ -58,8 +58,10 @@ type Options struct {
 	Command []string
 	// Dir is the agent's working directory; "" means agentd's.
 	Dir string
-	// Env is the agent's base environment; nil means agentd's own minus
-	// REIN_TOKEN and REIN_TOKEN_FILE. REIN_SESSION_ID is always set.
+	// Env is the agent's base environment; nil means agentd's own. Either
+	// way Rein's credentials (REIN_TOKEN, REIN_TOKEN_FILE, REIN_API_TOKEN,
+	// REIN_API_TOKEN_FILE, REIN_STREAM_TICKET_KEY_FILE) are left out and
+	// REIN_SESSION_ID is set.
 	Env []string
 
 	// AbortGrace is how long the agent has to end its turn after an abort
