@@ -442,6 +442,38 @@ func TestWatchScripted(t *testing.T) {
 	}
 }
 
+// rerun is a prompt run twice under one turn id: agentd died after the
+// turn started, before it saved its command cursor, closed the turn as
+// interrupted when it came back and ran the prompt again. The agent,
+// restarted, counts its tool call ids from the start again, and agentd's
+// permission ids derive from the turn id: the second run repeats the
+// first's ids.
+const rerun = `[
+ {"type":"turn_started","turnId":"turn-5","promptId":"prompt-5","source":"user","agentSeq":1},
+ {"type":"user_message","id":"user-5","text":"remove the build dir","promptId":"prompt-5","agentSeq":2},
+ {"type":"tool_call_start","id":"call-1","name":"shell","kind":"execute","title":"rm -rf build","agentSeq":3},
+ {"type":"permission_requested","id":"turn-5:perm-1","toolCallId":"call-1","title":"May I run rm -rf build?","options":[{"id":"allow","name":"Allow","kind":"allow_once"},{"id":"deny","name":"Deny","kind":"reject_once"}],"agentSeq":4},
+ {"type":"turn_completed","turnId":"turn-5","stopReason":"interrupted","error":"agentd restarted","agentSeq":5},
+ {"type":"turn_started","turnId":"turn-5","promptId":"prompt-5","source":"user","agentSeq":6},
+ {"type":"user_message","id":"user-5","text":"remove the build dir","promptId":"prompt-5","agentSeq":7},
+ {"type":"tool_call_start","id":"call-1","name":"shell","kind":"execute","title":"rm -rf build","agentSeq":8},
+ {"type":"permission_requested","id":"turn-5:perm-1","toolCallId":"call-1","title":"May I run rm -rf build?","options":[{"id":"allow","name":"Allow","kind":"allow_once"},{"id":"deny","name":"Deny","kind":"reject_once"}],"agentSeq":9},
+ {"type":"permission_resolved","id":"turn-5:perm-1","outcome":"selected","optionId":"allow","agentSeq":10},
+ {"type":"tool_output_delta","id":"call-1","delta":"removed\n","agentSeq":11},
+ {"type":"tool_call_end","id":"call-1","status":"completed","exitCode":0,"agentSeq":12},
+ {"type":"turn_completed","turnId":"turn-5","stopReason":"end_turn","agentSeq":13}]`
+
+// TestWatchRepeatedIDs replays a session whose second turn repeats the
+// first's turn, tool call and permission ids: each permission is printed
+// with the tool call of its own turn, the second run's approval in the
+// second turn, not under the first turn's tool call of the same id.
+func TestWatchRepeatedIDs(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, rerun)
+	golden(t, "watch_repeated_ids.golden", mustRein(t, s.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0"))
+}
+
 // TestWatchResume drops the watch's connection on the server side in the
 // middle of a turn, changes the session while it is away, and checks that
 // the transcript it prints has everything exactly once.

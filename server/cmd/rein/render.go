@@ -164,10 +164,24 @@ func (t *transcript) flushReplay() {
 		list = append(list, a)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Seq < list[j].Seq })
-	gates := map[string][]*protocol.Artifact{} // tool call id -> its permissions
+	// A permission gates the tool call its toolCallId names as the
+	// reducer found it: the newest one with that id created before it
+	// in its turn. Ids repeat (a restarted agent counts its tool call
+	// ids from 1 again, a prompt run again after an agentd crash repeats
+	// its turn's ids), and grouping by id alone printed a later turn's
+	// permission under an earlier turn's tool call of the same id.
+	gates := map[int64][]*protocol.Artifact{} // tool call seq -> its permissions
+	lastTool := map[string]int64{}            // tool call id -> seq, in the turn so far
 	for _, a := range list {
-		if a.Type == protocol.ArtifactPermission && a.String("toolCallId") != "" {
-			gates[a.String("toolCallId")] = append(gates[a.String("toolCallId")], a)
+		switch a.Type {
+		case protocol.ArtifactTurn:
+			clear(lastTool)
+		case protocol.ArtifactToolCall:
+			lastTool[a.ID] = a.Seq
+		case protocol.ArtifactPermission:
+			if seq := lastTool[a.String("toolCallId")]; seq != 0 {
+				gates[seq] = append(gates[seq], a)
+			}
 		}
 	}
 	early := map[int64]bool{} // permissions printed with their tool call
@@ -177,13 +191,7 @@ func (t *transcript) flushReplay() {
 			continue
 		}
 		if a.Type == protocol.ArtifactToolCall {
-			var perms []*protocol.Artifact
-			for _, p := range gates[a.ID] {
-				if p.Seq > a.Seq {
-					perms = append(perms, p)
-				}
-			}
-			if len(perms) > 0 {
+			if perms := gates[a.Seq]; len(perms) > 0 {
 				if protocol.ToolStatus(a.String("status")) == protocol.ToolAwaitingApproval {
 					t.render(a, false) // still waiting: nothing of it follows the permission
 				} else {
