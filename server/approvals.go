@@ -366,7 +366,7 @@ func cmpString(x, y string) int {
 
 // approvalFrom makes the protocol.Approval of a pending permission artifact; tool
 // finds the tool call artifact it names (nil when none).
-func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(string) *protocol.Artifact) *protocol.Approval {
+func approvalFrom(id string, project *string, a *protocol.Artifact, tool toolOf) *protocol.Approval {
 	p := &protocol.Approval{SessionID: id, Project: project, RequestID: a.ID, Seq: a.Seq, Title: a.String("title"), TurnID: a.TurnID, RequestedAt: a.CreatedAt}
 	if raw, err := json.Marshal(a.Fields["options"]); err == nil {
 		_ = json.Unmarshal(raw, &p.Options)
@@ -381,7 +381,7 @@ func approvalFrom(id string, project *string, a *protocol.Artifact, tool func(st
 	}
 	if tc := a.String("toolCallId"); tc != "" {
 		p.Tool = &protocol.ApprovalTool{ID: tc}
-		if t := tool(tc); t != nil {
+		if t := tool(a, tc); t != nil {
 			p.Tool.Name, p.Tool.Kind, p.Tool.Title = t.String("name"), t.String("kind"), t.String("title")
 		}
 	}
@@ -445,15 +445,13 @@ func (w *writer) loadApprovals(ctx context.Context) error {
 	return nil
 }
 
-// storedApprovalArtifacts returns the session's stored permission and
-// tool call artifacts, as approvalArtifacts keeps them, read a page at a
+// storedApprovalArtifacts returns the session's stored permission, tool
+// call and turn artifacts, as approvalArtifacts keeps them, read a page at a
 // time (Options.ReplayPage, Options.ReplayPageBytes): the start reads
 // every candidate session, and a session's artifacts read whole (up to
 // --max-session-bytes of tool output) were in memory at once for the
 // few permissions among them.
 func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
-	// In seq order, as the list read whole was: toolFinder takes the
-	// newest tool call of an id.
 	var arts []*protocol.Artifact
 	for after := int64(0); ; {
 		list, more, err := w.store.ArtifactsBySeq(ctx, id, after, w.opts.ReplayPage, w.opts.ReplayPageBytes)
@@ -468,7 +466,7 @@ func (w *writer) storedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 	}
 }
 
-// foldedApprovalArtifacts returns the permission and tool call artifacts
+// foldedApprovalArtifacts returns the permission, tool call and turn artifacts
 // of a fold of the session's log: its stored artifacts still lag the log
 // (the start could not settle it, see materialise.go), and a permission
 // requested just before a crash may be in the log only.
@@ -479,36 +477,82 @@ func (w *writer) foldedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 	}
 	var arts []*protocol.Artifact
 	for _, a := range s.st.Artifacts() {
-		if a != nil && (a.Type == protocol.ArtifactPermission || a.Type == protocol.ArtifactToolCall) {
+		if a != nil && (a.Type == protocol.ArtifactPermission || a.Type == protocol.ArtifactToolCall || a.Type == protocol.ArtifactTurn) {
 			arts = append(arts, a)
 		}
 	}
 	return arts, nil
 }
 
-// toolFinder finds the newest tool call with an id among arts, as
-// writer.toolCall does in a reducer state.
-func toolFinder(arts []*protocol.Artifact) func(string) *protocol.Artifact {
-	return func(id string) *protocol.Artifact {
-		for _, t := range slices.Backward(arts) {
-			if t.Type == protocol.ArtifactToolCall && t.ID == id {
-				return t
+// toolOf returns the tool call with id toolCallID that pending
+// permission request p names (nil when none).
+type toolOf func(p *protocol.Artifact, toolCallID string) *protocol.Artifact
+
+// ofRequest reports whether tool call t, the newest with the id a pending
+// permission request names, is the one the request is about, turn being
+// the seq of the request's turn (0 for a request outside any turn). Not
+// when it belongs to an earlier turn and is closed: the reducer no longer
+// finds such a tool call by its id (agents that restart count their ids
+// from 1 again), so it did not link the request to it, and the inbox
+// showed another command's tool as the one asked about.
+func ofRequest(t *protocol.Artifact, turn int64) bool {
+	switch protocol.ToolStatus(t.String("status")) {
+	case protocol.ToolCompleted, protocol.ToolFailed, protocol.ToolCancelled, protocol.ToolDenied:
+		return t.Seq > turn
+	}
+	return true
+}
+
+// toolFinder finds among arts (permission, tool call and turn artifacts,
+// in any order) the tool call a permission request names: the newest
+// with its id, as writer.toolCall finds it in a reducer state, when it is
+// of the request's turn (ofRequest). The request's turn is the newest
+// turn before it with its turnId: ids of turns repeat too.
+func toolFinder(arts []*protocol.Artifact) toolOf {
+	return func(p *protocol.Artifact, id string) *protocol.Artifact {
+		var tool *protocol.Artifact
+		var turn int64
+		for _, a := range arts {
+			switch {
+			case a.Type == protocol.ArtifactToolCall && a.ID == id && (tool == nil || a.Seq > tool.Seq):
+				tool = a
+			case a.Type == protocol.ArtifactTurn && p.TurnID != "" && a.ID == p.TurnID && a.Seq < p.Seq:
+				turn = max(turn, a.Seq)
 			}
 		}
-		return nil
+		if tool == nil || !ofRequest(tool, turn) {
+			return nil
+		}
+		return tool
 	}
 }
 
-// toolCall returns the newest tool call with an id in a session, nil when
-// there is none: from the reducer state, or from the store when the state
-// released its body (a tool that ended before the permission request).
-// Should the store fail, the approval still names the tool call's id.
-func (w *writer) toolCall(session string, st *reducer.State, id string) *protocol.Artifact {
+// toolCall returns the tool call with an id that pending permission
+// request p of a session names: the newest with the id, when it is of
+// p's turn (ofRequest); nil when there is none. It is read from the
+// reducer state, or from the store when the state released its body (a
+// tool that ended before the permission request). Should the store fail,
+// the approval still names the tool call's id.
+func (w *writer) toolCall(session string, st *reducer.State, p *protocol.Artifact, id string) *protocol.Artifact {
 	seq := st.Newest(protocol.ArtifactToolCall, id)
 	if seq == 0 {
 		return nil
 	}
-	return w.artifactAt(session, st, seq)
+	t := w.artifactAt(session, st, seq)
+	if t == nil {
+		return nil
+	}
+	// p waits, so the newest turn with its turnId is its own: a later
+	// one under that id would have begun after p's turn ended, which
+	// would have cancelled p.
+	var turn int64
+	if p.TurnID != "" {
+		turn = st.Newest(protocol.ArtifactTurn, p.TurnID)
+	}
+	if !ofRequest(t, turn) {
+		return nil
+	}
+	return t
 }
 
 // observeApprovals finds the permission artifacts a batch created or
@@ -530,7 +574,7 @@ func (w *writer) observeApprovals(g *group, e *entry, st *reducer.State, changes
 	var inbox []inboxChange
 	for _, seq := range seqs {
 		if a := st.Artifact(seq); a != nil && a.Type == protocol.ArtifactPermission {
-			inbox = append(inbox, inboxChangeOf(e, a, func(tc string) *protocol.Artifact { return w.toolCall(e.rec.ID, st, tc) }))
+			inbox = append(inbox, inboxChangeOf(e, a, func(p *protocol.Artifact, tc string) *protocol.Artifact { return w.toolCall(e.rec.ID, st, p, tc) }))
 		}
 	}
 	if len(inbox) == 0 {
@@ -565,7 +609,7 @@ type inboxChange struct {
 
 // inboxChangeOf is what permission artifact a of session e does to the
 // inbox; tool finds the tool calls it names.
-func inboxChangeOf(e *entry, a *protocol.Artifact, tool func(string) *protocol.Artifact) inboxChange {
+func inboxChangeOf(e *entry, a *protocol.Artifact, tool toolOf) inboxChange {
 	st := a.String("status")
 	if st == string(protocol.PermissionPending) {
 		return inboxChange{add: approvalFrom(e.rec.ID, e.rec.Project, a, tool)}

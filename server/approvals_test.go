@@ -488,3 +488,55 @@ func TestApprovalHistoryNamesWhoDecided(t *testing.T) {
 		t.Errorf("r2, answered: %+v; want approved, decidedBy anonymous, with answeredAt", d)
 	}
 }
+
+// A restarted agent counts its ids from 1 again: a permission request
+// may name a tool call id that, in the session, belongs to a tool call of
+// an earlier turn. The reducer does not link the two (the transcript shows
+// that tool call completed, not awaiting approval), and the inbox must not
+// show the earlier turn's tool as the one the request is about: not
+// while it waits, nor after a restart.
+func TestApprovalNamesNoToolOfAnEarlierTurn(t *testing.T) {
+	db := t.TempDir() + "/rein.db"
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", askedAgainAfterARestart())
+	check := func(when string) {
+		t.Helper()
+		var list []protocol.Approval
+		c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+		wantToolByIDOnly(t, when, list)
+	}
+	check("live")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	check("after a restart")
+}
+
+// askedAgainAfterARestart is a turn with tool call tool-1, then, from the
+// agent restarted, a turn under the same id whose permission request
+// perm-1 names tool-1 but has no tool call of its own.
+func askedAgainAfterARestart() []any {
+	return []any{
+		ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 1),
+		ev("tool_call_start", "id", "tool-1", "name", "read", "kind", "read", "title", "cat notes.md", "agentSeq", 2),
+		ev("tool_call_end", "id", "tool-1", "status", "completed", "agentSeq", 3),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 4),
+		ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 5),
+		ev("permission_requested", "id", "perm-1", "toolCallId", "tool-1", "title", "May I delete build?", "agentSeq", 6,
+			"options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}
+}
+
+// wantToolByIDOnly checks that list is perm-1 of askedAgainAfterARestart,
+// naming its tool call by id only.
+func wantToolByIDOnly(t *testing.T, when string, list []protocol.Approval) {
+	t.Helper()
+	if len(list) != 1 || list[0].RequestID != "perm-1" || list[0].Tool == nil || *list[0].Tool != (protocol.ApprovalTool{ID: "tool-1"}) {
+		b, _ := json.Marshal(list)
+		t.Fatalf("%s: inbox %s; want perm-1 naming tool-1 by id only: the only tool call of that id is the earlier turn's", when, b)
+	}
+}

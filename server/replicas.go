@@ -552,12 +552,13 @@ func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol
 }
 
 // approvalArtifacts appends to arts what approvalsFrom needs of list (the
-// session id's artifacts): its permissions, and of its tool calls only
-// what an approval names of them (id, name, kind, title), not their
-// output.
+// session id's artifacts): its permissions, of its tool calls only what
+// an approval names of them (id, name, kind, title) and their status,
+// not their output, and its turns without their fields (toolFinder tells
+// by them which turn a tool call is of).
 func (w *writer) approvalArtifacts(id string, arts []*protocol.Artifact, list []store.Artifact) []*protocol.Artifact {
 	for _, s := range list {
-		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) {
+		if !bytes.Contains(s.Body, []byte(`"permission"`)) && !bytes.Contains(s.Body, []byte(`"tool_call"`)) && !bytes.Contains(s.Body, []byte(`"turn"`)) {
 			continue
 		}
 		var a protocol.Artifact
@@ -569,14 +570,20 @@ func (w *writer) approvalArtifacts(id string, arts []*protocol.Artifact, list []
 				slog.String("session", id), slog.Int64("seq", s.Seq), slog.Any("err", err))
 			continue
 		}
-		if a.Type == protocol.ArtifactToolCall {
+		switch a.Type {
+		case protocol.ArtifactPermission:
+		case protocol.ArtifactTurn:
+			a.Fields = map[string]any{}
+		case protocol.ArtifactToolCall:
 			fields := map[string]any{}
-			for _, k := range []string{"name", "kind", "title"} {
+			for _, k := range []string{"name", "kind", "title", "status"} {
 				if v, ok := a.Fields[k]; ok {
 					fields[k] = v
 				}
 			}
 			a.Fields = fields
+		default:
+			continue // a text that holds one of the words
 		}
 		arts = append(arts, &a)
 	}

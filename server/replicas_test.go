@@ -186,6 +186,20 @@ func TestReplicasShareApprovals(t *testing.T) {
 	}
 }
 
+// The other replica, which reads the permissions from the stored
+// artifacts, does not name an earlier turn's tool call either as the one
+// a request is about (TestApprovalNamesNoToolOfAnEarlierTurn).
+func TestReplicasApprovalNamesNoToolOfAnEarlierTurn(t *testing.T) {
+	ca, cb, inbox := inboxOnTheOther(t)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", askedAgainAfterARestart())
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("the other replica's inbox got %+v; want perm-1 added", e)
+	}
+	var list []protocol.Approval
+	cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	wantToolByIDOnly(t, "the other replica", list)
+}
+
 // inboxOnTheOther starts two replicas, session p (project x) with a
 // sandbox's stream on a, and b's approvals stream past its snapshot.
 func inboxOnTheOther(t *testing.T) (ca, cb *client, inbox *sseStream) {
