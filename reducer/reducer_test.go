@@ -473,12 +473,19 @@ func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event) {
 			ended[a.Seq] = true
 		}
 	}
-	// owner is the seq of the turn an artifact was created in.
+	// owner is the seq of the turn an artifact was created in: the
+	// newest turn before it, which docs/PROTOCOL.md tells clients to
+	// take, turn ids being ambiguous; its id is the artifact's turnId.
 	owner, newest := map[int64]int64{}, map[string]int64{}
+	var last *protocol.Artifact
 	for _, a := range arts {
 		if a.Type == protocol.ArtifactTurn {
 			newest[a.ID] = a.Seq
+			last = a
 		} else if a.TurnID != "" {
+			if last == nil || last.ID != a.TurnID {
+				tb.Fatalf("after %s: %s %s (seq %d) has turnId %q, and the newest turn before it is %+v", ev.Type, a.Type, a.ID, a.Seq, a.TurnID, last)
+			}
 			owner[a.Seq] = newest[a.TurnID]
 		}
 	}
