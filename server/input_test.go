@@ -188,13 +188,14 @@ func TestSessionCaps(t *testing.T) {
 		s := start(t, app.Options{MaxArtifactsPerSession: 5})
 		c := newClient(t, s)
 		c.create("a")
-		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"},{"type":"notice","level":"info","message":"1"}]`)
+		file := func(n int) string { return fmt.Sprintf(`{"type":"file_changed","path":"f%d","change":"add"}`, n) }
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"},`+file(1)+`]`)
 		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
-			{name: "past the cap", body: `[{"type":"notice","level":"info","message":"2"},{"type":"notice","level":"info","message":"3"},{"type":"notice","level":"info","message":"4"}]`, status: 413, field: "cap of 5 (--max-artifacts-per-session)"},
+			{name: "past the cap", body: `[` + file(2) + `,` + file(3) + `,` + file(4) + `]`, status: 413, field: "cap of 5 (--max-artifacts-per-session)"},
 		})
-		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"notice","level":"info","message":"2"},{"type":"notice","level":"info","message":"3"}]`)
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[`+file(2)+`,`+file(3)+`]`)
 		checkBad(t, c, s, "a", "POST", "/sessions/a/events", []badInput{
-			{name: "at the cap", body: `{"type":"turn_completed","stopReason":"end_turn"}`, status: 413, field: "--max-artifacts-per-session"},
+			{name: "at the cap", body: `{"type":"text_delta","delta":"more"}`, status: 413, field: "--max-artifacts-per-session"},
 		})
 		// Heartbeats store nothing, so a full session still shows it is alive.
 		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`)
@@ -203,15 +204,20 @@ func TestSessionCaps(t *testing.T) {
 		}
 	})
 	// A turn_started while another turn is open makes two artifacts: the
-	// interrupted turn's notice and the new turn. The cap counts them, so
-	// no batch takes the session past it.
+	// interrupted turn's notice and the new turn. The cap and its reserve
+	// (5 more, see TestCapReserveKeepsTheTranscriptTrue) count them, so
+	// no batch takes the session past them.
 	t.Run("turns that interrupt turns", func(t *testing.T) {
 		s := start(t, app.Options{MaxArtifactsPerSession: 5})
 		c := newClient(t, s)
 		c.create("a")
-		got, _, _ := c.status("POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"turn_started","turnId":"t2","source":"user"},{"type":"turn_started","turnId":"t3","source":"user"},{"type":"turn_started","turnId":"t4","source":"user"}]`)
-		if arts, _ := s.Artifacts(context.Background(), "a"); len(arts) > 5 {
-			t.Fatalf("the batch was answered %d and the session has %d artifacts; its cap is 5", got, len(arts))
+		var turns []string
+		for i := range 6 {
+			turns = append(turns, fmt.Sprintf(`{"type":"turn_started","turnId":"t%d","source":"user"}`, i+1))
+		}
+		got, _, _ := c.status("POST", "/sessions/a/events", "["+strings.Join(turns, ",")+"]")
+		if arts, _ := s.Artifacts(context.Background(), "a"); len(arts) > 10 {
+			t.Fatalf("the batch was answered %d and the session has %d artifacts; its cap and reserve are 10", got, len(arts))
 		}
 		if got != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d; want 413", got)

@@ -25,11 +25,13 @@ type Options struct {
 	Now func() time.Time
 	// MaxArtifactsPerSession caps a session's artifacts; events that could
 	// take it past the cap are refused with too_large (default
-	// DefaultMaxArtifactsPerSession).
+	// DefaultMaxArtifactsPerSession), but for those that keep the
+	// transcript true, up to a reserve past it (see checkCaps).
 	MaxArtifactsPerSession int
 	// MaxSessionBytes caps a session's stored event log in bytes; events
 	// that would take it past the cap are refused with too_large (default
-	// DefaultMaxSessionBytes).
+	// DefaultMaxSessionBytes), but for those that keep the transcript
+	// true, up to a reserve past it (see checkCaps).
 	MaxSessionBytes int64
 	// AuthMode is how clients authenticate, "token" or "none" (the
 	// default): approval decisions are recorded under it. The domain does

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 
@@ -206,15 +207,9 @@ func (r *eventsReq) apply(w *writer, g *group) {
 		r.reply.fail(err)
 		return
 	}
-	if len(b.keep) > 0 {
-		created := 0
-		for _, k := range b.keep {
-			created += reducer.MaxNewArtifacts(r.events[k])
-		}
-		if err := w.checkCaps(r.id, b.st, created, b.bytes); err != nil {
-			r.reply.fail(err)
-			return
-		}
+	if err := r.checkCaps(w, b); err != nil {
+		r.reply.fail(err)
+		return
 	}
 	f, err := r.fold(g, b, ms)
 	if err != nil {
@@ -457,17 +452,90 @@ func (r *eventsReq) publish(w *writer, g *group, b *ingest, f folded) {
 }
 
 // checkCaps refuses a batch that could take the session past its caps,
-// before anything of it is applied. created is the most artifacts the
-// batch can create (the sum of reducer.MaxNewArtifacts): counting that
-// keeps the cap exact at the price of refusing a little early.
-func (w *writer) checkCaps(id string, st *state, created int, bytes int64) error {
-	if n, limit := st.st.Len(), w.opts.MaxArtifactsPerSession; n+created > limit {
-		return protocol.Errorf(protocol.CodeTooLarge, "session %q has %d artifacts; the events could add %d more and pass its cap of %d (--max-artifacts-per-session)", id, n, created, limit)
+// before anything of it is applied. The kept events are counted in
+// order: one that could end past a cap is taken only when it keeps what
+// the transcript says true (keepsStateTrue) and ends within the cap's
+// reserve (capReserve). Otherwise, once a session reached a cap, a
+// turn's end, the agent's exit or a permission request would be
+// refused like its output: the turn would say running for ever and the
+// agent would wait on a question nobody sees. Each event counts the
+// most artifacts it can create (reducer.MaxNewArtifacts): that keeps
+// the cap exact at the price of refusing a little early. The counts
+// start from the state, whose size and artifacts a fold of the stored
+// log gives back exactly (foldLog), so a restart decides the same.
+func (r *eventsReq) checkCaps(w *writer, b *ingest) error {
+	if len(b.keep) == 0 {
+		return nil
 	}
-	if limit := w.opts.MaxSessionBytes; st.logBytes+bytes > limit {
-		return protocol.Errorf(protocol.CodeTooLarge, "session %q stores %d bytes of events; %d more would pass its cap of %d (--max-session-bytes)", id, st.logBytes, bytes, limit)
+	maxArts, maxBytes := int64(w.opts.MaxArtifactsPerSession), w.opts.MaxSessionBytes
+	artReserve, byteReserve := capReserve(maxArts, minArtifactReserve), capReserve(maxBytes, minByteReserve)
+	arts, size := int64(b.st.st.Len()), b.st.logBytes
+	for i, k := range b.keep {
+		ev := &r.events[k]
+		add, n := int64(reducer.MaxNewArtifacts(*ev)), int64(len(b.logged[i].Body))
+		if past, reserved := arts+add > maxArts, arts+add <= maxArts+artReserve; past && !(reserved && keepsStateTrue(ev.Type)) {
+			return protocol.Errorf(protocol.CodeTooLarge, "session %q has %d artifacts%s; events[%d] (%s) could add %d more and pass its cap of %d (--max-artifacts-per-session)%s",
+				r.id, b.st.st.Len(), before(arts, int64(b.st.st.Len())), k, ev.Type, add, maxArts, reserveNote(ev.Type, reserved, artReserve, "artifacts"))
+		}
+		if past, reserved := size+n > maxBytes, size+n <= maxBytes+byteReserve; past && !(reserved && keepsStateTrue(ev.Type)) {
+			return protocol.Errorf(protocol.CodeTooLarge, "session %q stores %d bytes of events%s; events[%d] (%s) is %d more and would pass its cap of %d (--max-session-bytes)%s",
+				r.id, b.st.logBytes, before(size, b.st.logBytes), k, ev.Type, n, maxBytes, reserveNote(ev.Type, reserved, byteReserve, "bytes"))
+		}
+		arts += add
+		size += n
 	}
 	return nil
+}
+
+// before says what the session holds (n) with the events of the batch
+// before the refused one, when they add to what it stored (was).
+func before(n, was int64) string {
+	if n == was {
+		return ""
+	}
+	return fmt.Sprintf(" (%d with the events before it in the batch)", n)
+}
+
+// reserveNote ends a cap's refusal: what the reserve past the cap takes,
+// or that the event would pass the reserve too.
+func reserveNote(typ protocol.EventType, reserved bool, reserve int64, unit string) string {
+	if keepsStateTrue(typ) && !reserved {
+		return fmt.Sprintf(" and the reserve of %d %s past it", reserve, unit)
+	}
+	return fmt.Sprintf("; past the cap only a turn's start and end, the agent's start and exit, permission requests and answers, tool call ends, notices, usage and session info are taken, up to a reserve of %d %s", reserve, unit)
+}
+
+// keepsStateTrue reports whether events of type typ are taken past a
+// session's caps, within their reserve: the small events that end what
+// the transcript shows as under way (a turn, a tool call, the agent, a
+// permission request the agent waits on) or say why (a notice). The
+// agent's output (text, reasoning, tool input and output deltas, file
+// changes, plans) is what the caps are for.
+func keepsStateTrue(typ protocol.EventType) bool {
+	switch typ {
+	case protocol.EventTurnStarted, protocol.EventTurnCompleted,
+		protocol.EventAgentStarted, protocol.EventAgentExited,
+		protocol.EventPermissionRequested, protocol.EventPermissionResolved,
+		protocol.EventToolCallEnd, protocol.EventNotice,
+		protocol.EventUsageUpdated, protocol.EventSessionInfo:
+		return true
+	}
+	return false
+}
+
+// The least reserve past a cap (capReserve).
+const (
+	minArtifactReserve = 100
+	minByteReserve     = 1 << 20
+)
+
+// capReserve is how far past a cap of limit the events that keep the
+// transcript true may take a session (keepsStateTrue): 1% of the cap, at
+// least floor, and never more than the cap itself (a small cap is a
+// test's or a tight budget's). It keeps limit plus the reserve within an
+// int64 whatever the cap.
+func capReserve(limit, floor int64) int64 {
+	return min(max(limit/100, min(limit, floor)), math.MaxInt64-limit)
 }
 
 // encodeChanges turns artifact changes into change records for the

@@ -71,7 +71,9 @@ type Options struct {
 	// allowed to call the API cross-origin; none by default.
 	CORSOrigins []string
 	// MaxArtifactsPerSession caps a session's artifacts; events that could
-	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession).
+	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession),
+	// but for those that keep the transcript true (a turn's end, the
+	// agent's exit, permissions, notices), up to a reserve past it.
 	MaxArtifactsPerSession int
 	// MetricsAddr, when set ("127.0.0.1:9480", ":0"), serves GET /metrics
 	// on a listener of its own without authentication, for a scraper (see
@@ -88,7 +90,8 @@ type Options struct {
 	Version string
 	// MaxSessionBytes caps a session's stored event log in bytes; events
 	// that would take it past the cap get 413 (default
-	// DefaultMaxSessionBytes).
+	// DefaultMaxSessionBytes), but for those that keep the transcript
+	// true, up to a reserve past it.
 	MaxSessionBytes int64
 	// TicketKey signs the stream tickets (POST …/stream-ticket). Every
 	// server behind one address must share it, or a ticket issued by one

@@ -310,10 +310,10 @@ func TestLimitFlagsFromEnv(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if got, b := post(`{"type":"notice","level":"info","message":"1"}`); got != 202 {
+	if got, b := post(`{"type":"user_message","text":"1"}`); got != 202 {
 		t.Fatalf("first artifact: %d %s", got, b)
 	}
-	if got, b := post(`{"type":"notice","level":"info","message":"2"}`); got != 413 || !strings.Contains(b, "--max-artifacts-per-session") {
+	if got, b := post(`{"type":"user_message","text":"2"}`); got != 413 || !strings.Contains(b, "--max-artifacts-per-session") {
 		t.Fatalf("second artifact: %d %s", got, b)
 	}
 }
