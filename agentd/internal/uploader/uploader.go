@@ -117,6 +117,9 @@ type Uploader struct {
 	// streamed knows which blocks and tool calls streamed deltas, for
 	// fit (Enqueue, any goroutine).
 	streamed streams
+	// dropped tells the transcript of the events the server refused
+	// (only Run touches it).
+	dropped dropped
 }
 
 // Stats counts what the uploader has done.
@@ -134,10 +137,17 @@ type encodedEvent struct {
 	data []byte
 }
 
-// eventType is the event's type, decoded from data when not known.
+// eventType is the event's type, read from data when not known: from
+// its start, where Event.MarshalJSON (which encoded every event agentd
+// posts) writes it, or else decoded.
 func (e encodedEvent) eventType() protocol.EventType {
 	if e.typ != "" {
 		return e.typ
+	}
+	if rest, ok := bytes.CutPrefix(e.data, []byte(`{"type":"`)); ok {
+		if t, _, ok := bytes.Cut(rest, []byte(`"`)); ok && protocol.KnownEventType(protocol.EventType(t)) {
+			return protocol.EventType(t)
+		}
 	}
 	var ev struct {
 		Type protocol.EventType `json:"type"`
@@ -312,7 +322,7 @@ func (u *Uploader) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		if done {
+		if done && len(u.dropped.pending) == 0 {
 			return nil
 		}
 	}
@@ -364,7 +374,19 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 		}
 		if len(recs) == 0 {
 			if closed && ob.Drained() {
-				return nil
+				if len(u.dropped.pending) == 0 {
+					return nil
+				}
+				if err := u.queueDropped(); err != nil {
+					return err
+				}
+				if n := len(u.dropped.pending); n > 0 {
+					// Drained, yet the outbox takes no notice: its disk
+					// refuses them. Stopping goes first.
+					u.log.Warn("stopping without telling the transcript of dropped events: the outbox refused the notices", "notices", n)
+					return nil
+				}
+				continue
 			}
 			select {
 			case <-ob.Ready():
@@ -416,7 +438,29 @@ func (u *Uploader) runOutbox(ctx context.Context, bo *backoff.ExponentialBackOff
 		if err := ob.Ack(recs[len(recs)-1]); err != nil {
 			return fmt.Errorf("upload events: %w", err)
 		}
+		if err := u.queueDropped(); err != nil {
+			return err
+		}
 	}
+}
+
+// queueDropped appends the notices of dropped events (see dropped) to the
+// outbox, behind everything in it. It does not wait for room: Run's own
+// acknowledgements make it, so what the outbox does not take now is
+// tried again after the next batch (not in a loop of its own: a disk
+// that refuses the write wakes Run at once, see outbox.Log.TryAppend).
+func (u *Uploader) queueDropped() error {
+	for len(u.dropped.pending) > 0 {
+		ok, err := u.opts.Outbox.TryAppend(u.dropped.pending[0])
+		if err != nil {
+			return fmt.Errorf("upload events: notice of dropped events: %w", err)
+		}
+		if !ok {
+			return nil
+		}
+		u.dropped.pending = u.dropped.pending[1:]
+	}
+	return nil
 }
 
 // reportedWait is a wait of the outbox the session was told of: when it
@@ -504,6 +548,14 @@ func (u *Uploader) collect(ctx context.Context, batchTimer *time.Timer, heartbea
 		batch, size = append(batch, *u.carry), len(u.carry.data)+1
 		u.carry = nil
 	}
+	// The notices of events dropped from the last batch, stamped here
+	// (encode) after everything posted or carried.
+	for len(u.dropped.pending) > 0 && room() {
+		if err := add(queued{ev: u.dropped.pending[0]}); err != nil {
+			return nil, false, err
+		}
+		u.dropped.pending = u.dropped.pending[1:]
+	}
 	closed := false
 wait:
 	for len(batch) == 0 {
@@ -574,7 +626,7 @@ wait:
 			}
 		}
 	}
-	return batch, closed && len(u.queue) == 0 && u.carry == nil, nil
+	return batch, closed && len(u.queue) == 0 && u.carry == nil && len(u.dropped.pending) == 0, nil
 }
 
 // encode stamps the next agentSeq and marshals the event. Stamping here,
@@ -595,12 +647,16 @@ func (u *Uploader) encode(ev protocol.Event) (encodedEvent, error) {
 // server refuses as invalid or too large is split in halves so one bad
 // event cannot block the pipeline; a single refused event is logged and
 // dropped (it could never be stored, and retrying it forever would stall
-// every event behind it). Only the server's own refusal drops an event: a
+// every event behind it), and the transcript is told (dropped: its
+// notices are queued once the whole batch is posted, behind it, since
+// an agentSeq above the batch's rest would make the server take that
+// rest for retries). Only the server's own refusal drops an event: a
 // 400 or 413 without its error body (postRetrying) came from something in
 // between, and is sent again.
 func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff, batch []encodedEvent) error {
 	err := u.postRetrying(ctx, bo, batch)
 	if err == nil {
+		u.dropped.stored(batch)
 		return nil
 	}
 	code := protocol.CodeOf(err)
@@ -612,6 +668,7 @@ func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff
 		u.stats.Lock()
 		u.posted.Dropped++
 		u.stats.Unlock()
+		u.dropped.refused(batch[0], err)
 		return nil
 	}
 	half := len(batch) / 2
