@@ -111,3 +111,21 @@ func (r *timeoutsReq) apply(w *writer, g *group) {
 	failOn(g, r.reply)
 	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
+
+// ReadAgain has a replica read session id's row from the database now, as
+// an announcement of another replica's commit would have it, and returns
+// once it has.
+func ReadAgain(s *Server, id string) {
+	r := newReply[struct{}]()
+	_, _ = call(context.Background(), s.w, &readAgainReq{id: id, reply: r}, r)
+}
+
+type readAgainReq struct {
+	id    string
+	reply reply[struct{}]
+}
+
+func (r *readAgainReq) apply(w *writer, _ *group) {
+	w.refresh(r.id)
+	r.reply.ok(struct{}{})
+}

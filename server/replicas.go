@@ -38,10 +38,12 @@ import (
 //     one, this one closes its stream without touching the session's
 //     status: the sandbox is connected, elsewhere.
 //
-// Timeouts run on every replica from the session row (lastHeartbeat,
-// stored with every heartbeat) and from the events other replicas store
-// (merge); the first replica to commit an expiry wins and the others'
-// Expect fails, so each fires once.
+// Timeouts run on every replica from the session row's changes (a new
+// lastHeartbeat, stored with every heartbeat) and from the events other
+// replicas store (merge), timed from when this replica hears of them on
+// its own clock: the times in the row are other replicas' clocks. The
+// first replica to commit an expiry wins and the others' Expect fails, so
+// each fires once.
 
 // maxRetries bounds how often one group is applied again after its
 // commit found sessions changed by another replica.
@@ -267,9 +269,16 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 		e.order = w.clock
 		w.lastCreated = max(w.lastCreated, rec.CreatedAt)
 	}
-	if rec.LastHeartbeat != nil {
-		if t := time.UnixMilli(*rec.LastHeartbeat); t.After(e.lastActive) {
-			e.lastActive = t
+	if old != nil && rec.LastHeartbeat != nil && (old.rec.LastHeartbeat == nil || *rec.LastHeartbeat != *old.rec.LastHeartbeat) {
+		// A heartbeat reached another replica just now. Its time in
+		// the row is that replica's clock, which may be seconds off
+		// this one's: timed from it, a replica whose clock is ahead by
+		// more than the timeout less agentd's heartbeat interval took
+		// every heartbeat for a stale one and marked a connected
+		// session disconnected. It is timed from when this replica
+		// hears of it, on its own clock.
+		if now := w.opts.Now(); now.After(e.lastActive) {
+			e.lastActive = now
 		}
 	}
 	if old != nil && rec.Rev > old.rec.Rev {

@@ -300,7 +300,8 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 // so live and idle sessions are disconnected) holds only when this process
 // owns the database (store.Exclusive): their heartbeat deadline is then
 // now, and the first expire (see startup) marks them. On a shared database
-// the deadline runs from the session's last heartbeat instead.
+// the deadline runs from the start instead (a sandbox may be connected to
+// another replica), as from a heartbeat heard now.
 func (w *writer) load(ctx context.Context) error {
 	rows, err := w.store.LoadSessions(ctx)
 	if err != nil {
@@ -321,9 +322,12 @@ func (w *writer) load(ctx context.Context) error {
 			switch {
 			case exclusive:
 				e.lastActive = now.Add(-w.opts.HeartbeatTimeout)
-			case r.LastHeartbeat != nil:
-				e.lastActive = time.UnixMilli(*r.LastHeartbeat)
 			default:
+				// Not from the row's lastHeartbeat: that is the
+				// clock of the replica the heartbeat reached, and
+				// one ahead of it by more than the timeout took a
+				// session whose sandbox is connected there for
+				// one silent since and marked it disconnected.
 				e.lastActive = now
 			}
 		}

@@ -1,0 +1,80 @@
+package server_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
+	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/pgtest"
+)
+
+// skewedReplicas starts two replicas on one fresh PostgreSQL database, b's
+// clock skew ahead of a's (negative: behind); advancing a's fake clock
+// advances both.
+func skewedReplicas(t *testing.T, skew time.Duration) (a, b *app.App, ca, cb *client, clk *fakeClock) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	clk = newFakeClock()
+	a = start(t, app.Options{DBPath: dsn, Now: clk.Now})
+	b = start(t, app.Options{DBPath: dsn, Now: func() time.Time { return clk.Now().Add(skew) }})
+	return a, b, newClient(t, a), newClient(t, b), clk
+}
+
+// Heartbeats a sandbox sends through one replica keep its session alive on
+// a replica whose clock is ahead: the row's lastHeartbeat is the other
+// replica's clock, so timed from it, a replica 50 s ahead (more than the
+// heartbeat timeout less agentd's 10 s interval) took every heartbeat for
+// one already older than the timeout, marked a connected session
+// disconnected, and refused its prompts with no_sandbox. A replica times
+// a heartbeat from when it hears of it.
+func TestReplicasHeartbeatsThroughASkewedReplica(t *testing.T) {
+	_, b, ca, cb, clk := skewedReplicas(t, 50*time.Second)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
+	server.ReadAgain(b.Server, "s")
+	for i := range 6 {
+		clk.Add(10 * time.Second)
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+		server.ReadAgain(b.Server, "s") // b hears of it
+		server.RunTimeouts(b.Server)
+		if rec := cb.session("s"); rec.Status != protocol.StatusLive {
+			t.Fatalf("%d s after the stream opened, a heartbeat every 10 s through a: b says %s; want live", 10*(i+1), rec.Status)
+		}
+	}
+	// Silent for the timeout: disconnected, as the sandbox is gone.
+	clk.Add(46 * time.Second)
+	server.RunTimeouts(b.Server)
+	if rec := cb.session("s"); rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
+	}
+}
+
+// A replica that starts while a sandbox is connected to another, its
+// clock ahead of that one's by more than the heartbeat timeout, leaves
+// the session live: timed from the row's lastHeartbeat (the other
+// replica's clock), its start took the session for one silent since and
+// marked it disconnected at once. It times live sessions from its start.
+func TestReplicasStartWithAClockAhead(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clk := newFakeClock()
+	a := start(t, app.Options{DBPath: dsn, Now: clk.Now})
+	ca := newClient(t, a)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+
+	b := start(t, app.Options{DBPath: dsn, Now: func() time.Time { return clk.Now().Add(50 * time.Second) }})
+	cb := newClient(t, b)
+	if rec := cb.session("s"); rec.Status != protocol.StatusLive {
+		t.Fatalf("after a replica 50 s ahead started: %s; want live", rec.Status)
+	}
+	// Silent for the timeout by b's clock since b started: disconnected.
+	clk.Add(46 * time.Second)
+	server.RunTimeouts(b.Server)
+	if rec := cb.session("s"); rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
+	}
+}
