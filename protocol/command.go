@@ -29,7 +29,8 @@ type Command struct {
 	// the start), so the id alone may name a request the user never saw:
 	// with RequestSeq the server refuses (409 conflict) an answer whose
 	// request waiting under RequestID is another one. 0 (absent) leaves
-	// the answer to whichever request waits under the id.
+	// the answer to whichever request waits under the id; the server
+	// then stores and streams it with that request's seq.
 	RequestSeq int64 `json:"requestSeq,omitempty"`
 	// RequestInstance and RequestAgentSeq, on a permission_response the
 	// server stores and streams to the sandbox, name the event that asked

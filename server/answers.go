@@ -67,22 +67,23 @@ func (s *state) noteAsked(le store.Event, cs []reducer.Change) {
 	}
 }
 
-// askedBy returns the event that asked the request cmd, an answer
-// answerable found can take effect, answers: the one waiting under its id
-// (the newest permission artifact with it). Zero when the event carried
-// no agentSeq; the answer then goes to whichever request waits.
-func (w *writer) askedBy(g *group, id string, cmd protocol.Command) (askedEvent, error) {
+// askedBy returns the request cmd, an answer answerable found can take
+// effect, answers: the one waiting under its id (the newest permission
+// artifact with it), as its seq and the event that asked it. The event is
+// zero when it carried no agentSeq; the answer then goes to whichever
+// request waits.
+func (w *writer) askedBy(g *group, id string, cmd protocol.Command) (int64, askedEvent, error) {
 	s, err := w.state(g, id)
 	if err != nil {
-		return askedEvent{}, unavailable("check permission request session="+id, err)
+		return 0, askedEvent{}, unavailable("check permission request session="+id, err)
 	}
 	seq := s.st.Newest(protocol.ArtifactPermission, cmd.RequestID)
 	if cmd.RequestSeq != 0 && seq != cmd.RequestSeq {
 		// answerable checked the inbox, which names the same request
 		// as the state; should they ever differ, name none.
-		return askedEvent{}, nil
+		return cmd.RequestSeq, askedEvent{}, nil
 	}
-	return s.asked[seq], nil
+	return seq, s.asked[seq], nil
 }
 
 // answerable returns why cmd, a permission_response to session id, cannot

@@ -200,25 +200,32 @@ func (a *approvals) decr(id string) {
 // published as approval_answered), its decision names who answered and a
 // later answer is refused (answers.go). Only the first answer counts: the
 // command stream hands the agent the answers in command order, and the
-// agent takes the first and ignores the rest. readBack says the answer
-// was read back from the store (recordAnswers): then one stored before the
-// request was made was for an earlier request with its id, as is one
-// whose RequestSeq names another request. An answer this
-// writer just accepted was checked against the request waiting now
-// (answerable), whatever the clock said meanwhile: a clock stepped back
-// must not lose it. It returns the session's new count and whether the
-// answer was recorded.
+// agent takes the first and ignores the rest. An answer whose RequestSeq
+// names another request was for an earlier request with its id: the
+// writer stores every answer with the seq of the request it checked it
+// against (commandReq.apply). readBack says the answer was read back from
+// the store (recordAnswers): one stored without a RequestSeq (by an older
+// server) is told apart by time only, as for an earlier request when
+// stored before this request was made. Times never decide otherwise: an
+// answer stored through another replica, or after the clock stepped back,
+// may carry a time before its request's. It returns the session's new
+// count and whether the answer was recorded.
 func (a *approvals) answered(id string, cmd protocol.Command, ms int64, readBack bool) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := approvalKey{id, cmd.RequestID}
 	p, ok := a.pending[k]
-	if !ok || (readBack && ms < p.RequestedAt) || p.Answer != nil {
+	if !ok || p.Answer != nil {
 		return a.count[id], false
 	}
 	if cmd.RequestSeq != 0 && cmd.RequestSeq != p.Seq {
 		// An answer to another request under the id (read back: one
-		// stored for an earlier request in the same millisecond).
+		// stored for an earlier request with the id).
+		return a.count[id], false
+	}
+	if readBack && cmd.RequestSeq == 0 && ms < p.RequestedAt {
+		// Stored by a server that did not yet name the request an
+		// answer was checked against: only its time tells.
 		return a.count[id], false
 	}
 	an := &protocol.ApprovalAnswer{CommandID: cmd.ID, Outcome: cmd.Outcome, AnsweredBy: "client", Auth: a.auth, AnsweredAt: ms}

@@ -456,6 +456,40 @@ func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
 	wantRefused(t, c, "a", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
 }
 
+// The same after a restart: the answer read back from the store still
+// counts, though it was stored at a time before its request's. Told apart
+// by time from an answer to an earlier request with the same id, it was
+// dropped: the request showed unanswered again and a second, different
+// answer was accepted (202) although the agent takes only the first.
+func TestApprovalAnsweredAfterTheClockSteppedBackAndARestart(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	clock := func() time.Time { return time.UnixMilli(now.Load()) }
+	path := freshDB(t)
+	s := start(t, app.Options{DBPath: path, Now: clock})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
+	now.Add(-2000)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: path, Now: clock})
+	c = newClient(t, s)
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].Answer == nil || list[0].Answer.CommandID != 1 {
+		t.Fatalf("GET /approvals after a restart = %+v; want r1 answered by command 1", list)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 0 {
+		t.Fatalf("pendingApprovals %d after a restart; want 0", rec.PendingApprovals)
+	}
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia", "Last-Event-ID", "1")
+	wantRefused(t, c, "a", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
+}
+
 // A stored answer the agent never took (it withdrew the request first: a
 // timeout, an abort, its exit) did not decide the request: the history
 // said decidedBy client, with the answer's time, for a cancellation the

@@ -78,3 +78,24 @@ func TestReplicasStartWithAClockAhead(t *testing.T) {
 		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
 	}
 }
+
+// An answer stored through a replica whose clock is behind the one that
+// stored its request, within the skew of it, carries a time before the
+// request's. The other replica, reading it back, took it for an answer
+// to an earlier request with the id and dropped it: its inbox showed the
+// request unanswered and it accepted (202) a second, different answer,
+// which the agent never takes.
+func TestReplicasAnswerThroughAReplicaBehind(t *testing.T) {
+	a, _, ca, cb, _ := skewedReplicas(t, -5*time.Second)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/p/commands", answer("r1", "allow"))
+	server.ReadAgain(a.Server, "p") // a hears of it
+	var list []protocol.Approval
+	ca.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 1 || list[0].Answer == nil || list[0].Answer.CommandID != 1 {
+		t.Fatalf("a's GET /approvals = %+v; want r1 answered by command 1", list)
+	}
+	wantRefused(t, ca, "p", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
+}

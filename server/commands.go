@@ -130,6 +130,11 @@ func (r *commandReq) replay(w *writer, g *group) (bool, error) {
 	// The request's event is the server's word, not part of what the
 	// client sent.
 	want.RequestInstance, want.RequestAgentSeq = prev.RequestInstance, prev.RequestAgentSeq
+	if want.RequestSeq == 0 {
+		// The server named the request an answer without one was
+		// checked against (commandReq.apply).
+		want.RequestSeq = prev.RequestSeq
+	}
 	if want != prev {
 		return false, protocol.Errorf(protocol.CodeConflict, "%s header: %q was already used for command %d of session %q (a %s), and this is a different command; send a new command with a new key",
 			protocol.HeaderIdempotencyKey, r.key, prev.ID, r.id, prev.Type)

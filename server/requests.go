@@ -138,12 +138,20 @@ func (r *commandReq) apply(w *writer, g *group) {
 			applyAgain(g, r.id, r.reply)
 			return
 		}
-		by, err := w.askedBy(g, r.id, r.cmd)
+		seq, by, err := w.askedBy(g, r.id, r.cmd)
 		if err != nil {
 			r.reply.fail(err)
 			return
 		}
 		cmd.RequestInstance, cmd.RequestAgentSeq = by.instance, by.agentSeq
+		// Stored naming the request it was checked against, so an
+		// answer read back from the store (a restart, another replica)
+		// is matched to its request by seq, not by comparing its time
+		// with the request's: those are two clocks (two replicas, or
+		// one stepped back between them), and an answer whose time
+		// came out earlier was taken for one to an earlier request
+		// with the id and dropped.
+		cmd.RequestSeq = seq
 	}
 	cmd, msg, at := w.addCommand(g, r.id, e, cmd, r.key)
 	if cmd.Type == protocol.CommandPermissionResponse {
