@@ -99,3 +99,24 @@ func TestReplicasAnswerThroughAReplicaBehind(t *testing.T) {
 	}
 	wantRefused(t, ca, "p", answer("r1", "deny"), http.StatusConflict, protocol.CodeConflict, "command 1")
 }
+
+// A session created through one replica is not removed by another whose
+// clock is ahead by the bootstrap timeout before its sandbox had that
+// long to connect: timed from its createdAt (the creating replica's
+// clock), a replica 4 minutes ahead removed it, initial prompt and all,
+// the moment it heard of it. A replica times the bootstrap from when it
+// hears of the session.
+func TestReplicasBootstrapOnAReplicaAhead(t *testing.T) {
+	_, b, ca, _, clk := skewedReplicas(t, 4*time.Minute)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", map[string]string{"prompt": "hello"})
+	server.ReadAgain(b.Server, "s") // b hears of it
+	server.RunTimeouts(b.Server)
+	if rec := ca.session("s"); rec.Status != protocol.StatusBootstrapping {
+		t.Fatalf("just created: %s; want bootstrapping", rec.Status)
+	}
+	// No sandbox for the bootstrap timeout, by b's clock since it heard
+	// of the session: removed.
+	clk.Add(server.DefaultBootstrapTimeout + time.Second)
+	server.RunTimeouts(b.Server)
+	ca.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/s", nil)
+}

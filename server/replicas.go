@@ -257,9 +257,9 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	// The cached reducer state is behind the log: fold it again on its
 	// next use.
 	w.dropState(id)
-	e := &entry{rec: rec, sandbox: hash}
+	e := &entry{rec: rec, sandbox: hash, bootFrom: w.opts.Now()}
 	if old != nil {
-		e.order, e.lastActive, e.pubRev = old.order, old.lastActive, old.pubRev
+		e.order, e.lastActive, e.pubRev, e.bootFrom = old.order, old.lastActive, old.pubRev, old.bootFrom
 		e.answersUnread, e.answersAfter = old.answersUnread, old.answersAfter
 		if e.sandbox == nil {
 			e.sandbox = old.sandbox

@@ -49,7 +49,7 @@ func (r *createReq) apply(w *writer, g *group) {
 	rec := protocol.Session{ID: r.id, Status: status, Project: r.project, CreatedAt: w.createdAt()}
 	w.clock++
 	h := r.sandbox
-	e := &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h}
+	e := &entry{rec: store.Session{Session: rec}, order: w.clock, sandbox: &h, bootFrom: w.opts.Now()}
 	g.put(r.id, e)
 	g.ops = append(g.ops, store.CreateSession{Session: rec}, store.SetSandboxToken{SessionID: r.id, Hash: h, At: rec.CreatedAt})
 	if r.prompt != nil {

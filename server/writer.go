@@ -79,6 +79,11 @@ type entry struct {
 	// session have been sent up to (replicas.go: other replicas' changes
 	// are read from it on).
 	pubRev int64
+	// bootFrom is when the bootstrap timeout started: the session's
+	// creation by this process, or when this replica heard of it (the
+	// row's createdAt is another replica's clock); createdAt for one
+	// loaded at the start of a process owning its database.
+	bootFrom time.Time
 	// retryAt puts off a bootstrap timeout that could not be decided
 	// (bootstrapExpired could not read the session's events).
 	retryAt time.Time
@@ -296,9 +301,11 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 // load reads every session and token and sets the lifecycle deadlines; it
 // writes nothing, so a server whose database refuses writes (a full disk)
 // still starts and serves reads. Bootstrap deadlines continue from
-// createdAt. The restart rule (no sandbox is connected to a fresh process,
-// so live and idle sessions are disconnected) holds only when this process
-// owns the database (store.Exclusive): their heartbeat deadline is then
+// createdAt when this process owns the database, and run from the start
+// on a shared one (createdAt is then another replica's clock). The
+// restart rule (no sandbox is connected to a fresh process, so live and
+// idle sessions are disconnected) holds only when this process owns the
+// database (store.Exclusive): their heartbeat deadline is then
 // now, and the first expire (see startup) marks them. On a shared database
 // the deadline runs from the start instead (a sandbox may be connected to
 // another replica), as from a heartbeat heard now.
@@ -316,7 +323,10 @@ func (w *writer) load(ctx context.Context) error {
 	now := w.opts.Now()
 	for _, r := range rows {
 		w.clock++
-		e := &entry{rec: r, order: w.clock, pubRev: r.Rev}
+		e := &entry{rec: r, order: w.clock, pubRev: r.Rev, bootFrom: now}
+		if exclusive {
+			e.bootFrom = time.UnixMilli(r.CreatedAt)
+		}
 		w.lastCreated = max(w.lastCreated, r.CreatedAt)
 		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
 			switch {
@@ -537,7 +547,7 @@ func (w *writer) track(id string) {
 	case e == nil:
 		delete(w.deadlines, id)
 	case e.rec.Status == protocol.StatusBootstrapping:
-		w.setDeadline(id, later(time.UnixMilli(e.rec.CreatedAt).Add(w.opts.BootstrapTimeout), e.retryAt))
+		w.setDeadline(id, later(e.bootFrom.Add(w.opts.BootstrapTimeout), e.retryAt))
 	case e.rec.Status == protocol.StatusLive || e.rec.Status == protocol.StatusIdle:
 		w.setDeadline(id, e.lastActive.Add(w.opts.HeartbeatTimeout))
 	default:
