@@ -18,6 +18,9 @@ type UpgradeManifest struct {
 	SchemaVersion int64  `json:",omitempty"` // SQLite's, as the build left it
 	Killed        bool   // stopped by kill -9, not SIGTERM
 	StagedRows    int64  `json:",omitempty"` // staged events left unmaterialised (SQLite)
+	// NoTurnDigests: the build recorded no turn digests, so the turns
+	// it ended have none recorded (SQLite).
+	NoTurnDigests bool `json:",omitempty"`
 	ClientToken   string
 	Sessions      []*UpgradeSession // every session that exists at the stop
 	Deleted       []UpgradeDeleted  // sessions deleted and not created again

@@ -175,7 +175,7 @@ func (u *upgrade) served() map[string]servedSession {
 			t.Fatal(err)
 		}
 		v, err := u.c.Verify(u.ctx, s.ID, 7)
-		if err != nil || v.FirstMismatch != nil || v.Verified != v.Turns || v.Recorded != v.Turns || v.Events != len(ss.Log) {
+		if err != nil || v.FirstMismatch != nil || v.Verified != v.Turns || (v.Recorded != v.Turns && !u.m.NoTurnDigests) || v.Events != len(ss.Log) {
 			t.Errorf("%s: rein verify: %+v, %v", s.ID, v, err)
 		}
 		u.streamMatches(s.ID, ss.Artifacts)
@@ -309,6 +309,15 @@ func (u *upgrade) sameRecord(s *UpgradeSession) {
 		}
 	}
 	got.LastHeartbeat, old.LastHeartbeat = nil, nil
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(s.Record, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fields["pendingApprovals"]; !ok {
+		// A build before the approvals inbox did not count them; the
+		// pending permission is checked in GET /approvals.
+		old.PendingApprovals = got.PendingApprovals
+	}
 	if jsonOf(t, got) != jsonOf(t, old) {
 		t.Errorf("%s: the record is\n%s\nwant (the old build's)\n%s", s.ID, jsonOf(t, got), jsonOf(t, old))
 	}

@@ -607,6 +607,11 @@ func (d *driver) countStaged(dir string) error {
 	if err := db.QueryRow(`SELECT MAX(version) FROM schema_version`).Scan(&d.m.SchemaVersion); err != nil {
 		return err
 	}
+	var digests int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name = 'turn_digests'`).Scan(&digests); err != nil {
+		return err
+	}
+	d.m.NoTurnDigests = digests == 0
 	var n int64
 	if err := db.QueryRow(`SELECT COUNT(*) FROM staged_events`).Scan(&n); err == nil {
 		d.m.StagedRows = n

@@ -298,6 +298,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := s.w.SelectContext(ctx, &applied, `SELECT version FROM schema_version`); err != nil {
 		return fmt.Errorf("migrate: read schema_version: %w", err)
 	}
+	applied, err := s.renumberCommandAcks(ctx, applied)
+	if err != nil {
+		return err
+	}
 	pending, err := store.PendingMigrations(migrations, "migrations", applied)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -320,6 +324,35 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// renumberCommandAcks records a database's command_acks migration under
+// the version it has now. The builds of the branch that added it (before
+// the merge b13e3a6) numbered it 0005, and the merge made it 0006 since
+// another branch's 0005 was the turn digests. Their databases hold
+// version 5, the acked_command_id column and no turn_digests table: read
+// as they are, 0005 would never run and 0006 would fail (a duplicate
+// column), so the server refused to start on them. Recorded as 6, the
+// turn digests run as any missing migration does.
+func (s *Store) renumberCommandAcks(ctx context.Context, applied []int) ([]int, error) {
+	if !slices.Contains(applied, 5) || slices.Contains(applied, 6) {
+		return applied, nil
+	}
+	var acks, digests int
+	if err := s.w.GetContext(ctx, &acks, `SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = 'acked_command_id'`); err != nil {
+		return nil, fmt.Errorf("migrate: read the sessions columns: %w", err)
+	}
+	if err := s.w.GetContext(ctx, &digests, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'turn_digests'`); err != nil {
+		return nil, fmt.Errorf("migrate: read the tables: %w", err)
+	}
+	if acks == 0 || digests != 0 {
+		return applied, nil
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE schema_version SET version = 6 WHERE version = 5`); err != nil {
+		return nil, fmt.Errorf("migrate: record command_acks as 0006: %w", err)
+	}
+	applied = slices.DeleteFunc(applied, func(v int) bool { return v == 5 })
+	return append(applied, 6), nil
 }
 
 // SchemaVersion returns the newest applied migration.

@@ -106,6 +106,59 @@ func TestMigrationsFillGaps(t *testing.T) {
 	commit(t, s, store.CreateSession{Session: newSession("a")})
 }
 
+// A database a build of the command-acknowledgement branch migrated,
+// which numbered its migration 0005 (the merge made it 0006, 0005 being
+// the turn digests), opens: its acknowledged command is kept and the
+// turn digests' table is made. The server refused to start on it (0006:
+// a duplicate column).
+func TestCommandAcksNumberedFive(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := store.PendingMigrations(migrations, "migrations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all[:4] {
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+	}
+	for _, q := range []string{
+		// That build's 0005_command_acks.sql.
+		`ALTER TABLE sessions ADD COLUMN acked_command_id INTEGER NOT NULL DEFAULT 0`,
+		`INSERT INTO schema_version (version) VALUES (1), (2), (3), (4), (5)`,
+		`INSERT INTO sessions (id, status, created_at, last_command_id, acked_command_id) VALUES ('a', 'idle', 1, 3, 2)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s := openFile(t, path)
+	rec, err := s.Session(ctx, "a")
+	if err != nil || rec.AckedCommandID != 2 || rec.PendingCommands != 1 {
+		t.Fatalf("the session after the migration: %+v, %v; want command 2 acknowledged, 1 pending", rec, err)
+	}
+	var versions []int
+	if err := s.r.SelectContext(ctx, &versions, `SELECT version FROM schema_version ORDER BY version`); err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != newestMigration(t) || versions[4] != 5 || versions[5] != 6 {
+		t.Fatalf("schema versions %v; want 1 to %d", versions, newestMigration(t))
+	}
+	if _, err := s.r.ExecContext(ctx, `SELECT turn_id FROM turn_digests`); err != nil {
+		t.Fatalf("no turn digests table: %v", err)
+	}
+}
+
 // A database file a newer rein-server migrated (a schema version this
 // build has no migration for) is refused at open, naming the version,
 // and left as it was: this build would not know what that one stores
