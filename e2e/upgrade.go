@@ -19,8 +19,10 @@ type UpgradeManifest struct {
 	Killed        bool   // stopped by kill -9, not SIGTERM
 	StagedRows    int64  `json:",omitempty"` // staged events left unmaterialised (SQLite)
 	// NoTurnDigests: the build recorded no turn digests, so the turns
-	// it ended have none recorded (SQLite).
+	// it ended have none recorded.
 	NoTurnDigests bool `json:",omitempty"`
+	// NoCommandAcks: the build kept no acknowledged command.
+	NoCommandAcks bool `json:",omitempty"`
 	ClientToken   string
 	Sessions      []*UpgradeSession // every session that exists at the stop
 	Deleted       []UpgradeDeleted  // sessions deleted and not created again
