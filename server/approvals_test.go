@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,24 +272,24 @@ func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
 // pending request"), so the second is refused (409, see answers_test.go)
 // and the decision says when that first answer came.
 func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
-	s := start(t, app.Options{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	clk := newFakeClock()
+	s := start(t, app.Options{Now: clk.Now})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
 
-	first := now.Add(1000)
+	clk.Add(time.Second)
+	first := clk.Now().UnixMilli()
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"allow"}`)
-	now.Add(1000)
+	clk.Add(time.Second)
 	c.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/a/commands", `{"type":"permission_response","requestId":"r1","optionId":"deny"}`)
 	var got protocol.Command
 	if err := json.Unmarshal([]byte(cmds.next().Data), &got); err != nil || got.OptionID != "allow" {
 		t.Fatalf("first command on the stream %+v (%v); want the allow", got, err)
 	}
 	// The agent takes the first answer.
-	now.Add(1000)
+	clk.Add(time.Second)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)}, protocol.HeaderInstance, "ia")
 	var hist []protocol.Decision
 	c.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
@@ -308,9 +307,8 @@ func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
 // and, after a restart, the answers read back from the stored commands.
 // pendingApprovals counts only the requests that wait for a person.
 func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
-	clock := func() time.Time { return time.UnixMilli(now.Load()) }
+	clk := newFakeClock()
+	clock := clk.Now
 	path := freshDB(t)
 	s := start(t, app.Options{DBPath: path, Now: clock})
 	c := newClient(t, s)
@@ -347,7 +345,8 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 
 	// Answered: the stream says so at once, with the approval as it
 	// now is; the list shows it; the count goes down.
-	answeredAt := now.Add(1000)
+	clk.Add(time.Second)
+	answeredAt := clk.Now().UnixMilli()
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
 	e := st.next()
 	got := approvalData(t, e)
@@ -372,7 +371,7 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 	}
 
 	// A dismissal is an answer too.
-	now.Add(1000)
+	clk.Add(time.Second)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", dismiss("r2"))
 	if e := st.next(); e.Event != protocol.SSEApprovalAnswered || approvalData(t, e).Answer == nil || approvalData(t, e).Answer.Outcome != protocol.OutcomeCancelled ||
 		approvalData(t, e).Answer.OptionID != "" || approvalData(t, e).Answer.CommandID != 2 {
@@ -398,7 +397,7 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 
 	// The agent takes r1's answer: resolved, and the count (which no
 	// longer held it) does not change. The next session_updated is r3's.
-	now.Add(1000)
+	clk.Add(time.Second)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 5)}, protocol.HeaderInstance, "ia")
 	if e := st.next(); e.Event != protocol.SSEApprovalResolved {
 		t.Fatalf("%+v; want approval_resolved", e)
@@ -436,14 +435,13 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 // answer read back from the store is told apart by time from one to an
 // earlier request with the same id.
 func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
-	s := start(t, app.Options{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	clk := newFakeClock()
+	s := start(t, app.Options{Now: clk.Now})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
-	now.Add(-2000)
+	clk.Add(-2 * time.Second)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
 	var list []protocol.Approval
 	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
@@ -462,16 +460,15 @@ func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
 // dropped: the request showed unanswered again and a second, different
 // answer was accepted (202) although the agent takes only the first.
 func TestApprovalAnsweredAfterTheClockSteppedBackAndARestart(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
-	clock := func() time.Time { return time.UnixMilli(now.Load()) }
+	clk := newFakeClock()
+	clock := clk.Now
 	path := freshDB(t)
 	s := start(t, app.Options{DBPath: path, Now: clock})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	c.stream("/sessions/a/commands", protocol.HeaderInstance, "ia")
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "ia")
-	now.Add(-2000)
+	clk.Add(-2 * time.Second)
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", answer("r1", "allow"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
