@@ -19,6 +19,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/tokenflags"
 )
 
 // gcPercent is the GOGC the server runs with unless GOGC is set. Ingest
@@ -245,21 +246,7 @@ func stateCacheBytes(limit int64) int64 {
 // look healthy and no client could ever authenticate.
 func readToken(token, file string) (string, error) {
 	if token != "" && file != "" {
-		// Either may come from the environment (the README's setup
-		// exports REIN_API_TOKEN_FILE for rein, and a server started
-		// from that shell reads it too): name it, or the error speaks
-		// of a flag the user never typed.
-		msg := "give --api-token or --api-token-file, not both"
-		var set []string
-		for _, v := range []string{"REIN_API_TOKEN", "REIN_API_TOKEN_FILE"} {
-			if os.Getenv(v) != "" {
-				set = append(set, v)
-			}
-		}
-		if len(set) > 0 {
-			msg += fmt.Sprintf(" (%s, set in the environment, counts as the flag; unset it)", strings.Join(set, " and "))
-		}
-		return "", errors.New(msg)
+		return "", errors.New(tokenflags.Twice("--api-token", "--api-token-file"))
 	}
 	from := "--api-token/REIN_API_TOKEN"
 	if file != "" {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/client"
+	"github.com/rein-ai/rein/server/internal/tokenflags"
 )
 
 func main() {
@@ -246,20 +247,7 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	token := strings.TrimSpace(c.String("token"))
 	if f := c.String("token-file"); f != "" {
 		if token != "" && c.IsSet("token") && c.IsSet("token-file") {
-			// Either may come from the environment (the README's
-			// setup exports REIN_API_TOKEN_FILE): name it, or the user
-			// who typed one flag is told of a second they never gave.
-			msg := "give --token or --token-file, not both"
-			var set []string
-			for _, v := range []string{"REIN_API_TOKEN", "REIN_API_TOKEN_FILE"} {
-				if os.Getenv(v) != "" {
-					set = append(set, v)
-				}
-			}
-			if len(set) > 0 {
-				msg += fmt.Sprintf(" (%s, set in the environment, counts as the flag; unset it)", strings.Join(set, " and "))
-			}
-			return nil, usageError{msg}
+			return nil, usageError{tokenflags.Twice("--token", "--token-file")}
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
