@@ -358,23 +358,11 @@ func TestSessionCreatedAgainWhileRunning(t *testing.T) {
 // disk reads again, the next agentd posts every one.
 func TestUnreadableOutboxStopsAgentd(t *testing.T) {
 	state, fail := fulldisk.Unreadable(t)
-	dir := filepath.Join(state, "s1")
-	ob, err := outbox.Open(outbox.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 400
-	for i := range n {
-		if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: fmt.Sprintf("n%03d %s", i+1, strings.Repeat("e", 100))}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ob.Close()
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if len(segs) != 1 {
-		t.Fatalf("segments %v", segs)
-	}
-	repair := fail(segs[0], 16<<10)
+	seg := logNotices(t, filepath.Join(state, "s1"), n)
+	segs := []string{seg}
+	repair := fail(seg, 16<<10)
+	var err error
 
 	srv := fakeserver.New(t, "s1")
 	streamed := make(chan struct{}, 1)
@@ -430,23 +418,7 @@ func TestUnreadableOutboxStopsAgentd(t *testing.T) {
 func TestReadOnlyOutboxWithEventsStopsAgentd(t *testing.T) {
 	state, fail := fulldisk.Breakable(t)
 	dir := filepath.Join(state, "s1")
-	ob, err := outbox.Open(outbox.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: fmt.Sprintf("n%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := ob.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	ob.Close()
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if len(segs) != 1 {
-		t.Fatalf("segments %v", segs)
-	}
+	segs := []string{logNotices(t, dir, 10)}
 	before, err := os.ReadFile(segs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -475,4 +447,28 @@ func TestReadOnlyOutboxWithEventsStopsAgentd(t *testing.T) {
 	if after, err := os.ReadFile(segs[0]); err != nil || !bytes.Equal(after, before) {
 		t.Errorf("the segment changed (%d bytes, was %d) or cannot be read: %v", len(after), len(before), err)
 	}
+}
+
+// logNotices logs n notices ("n001 eee…") in a new outbox at dir, synced,
+// and returns the one segment that holds them.
+func logNotices(t *testing.T, dir string, n int) string {
+	t.Helper()
+	ob, err := outbox.Open(outbox.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := ob.Append(context.Background(), protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelInfo, Message: fmt.Sprintf("n%03d %s", i+1, strings.Repeat("e", 100))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ob.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	ob.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	return segs[0]
 }
