@@ -52,11 +52,25 @@ func (s *State) Apply(ev protocol.Event) []Change {
 
 // MaxNewArtifacts is the most artifacts Apply(ev) can create, in any
 // state: a turn_started that interrupts an open turn adds its notice and
-// the new turn; any other event adds at most one artifact. The server
-// counts it against a session's artifact cap before it applies a batch.
+// the new turn; the events that only change what exists (a turn's end
+// other than an interruption, which adds its notice, a permission's
+// resolution, usage, session info, the agent's start, a heartbeat) add
+// none; any other event adds at most one artifact. The server counts it
+// against a session's artifact cap before it applies a batch: counting
+// one for an event that adds none refused a turn's end at the last
+// artifact of the cap's reserve, and left the turn running.
 func MaxNewArtifacts(ev protocol.Event) int {
-	if ev.Type == protocol.EventTurnStarted {
+	switch ev.Type {
+	case protocol.EventTurnStarted:
 		return 2
+	case protocol.EventTurnCompleted:
+		if ev.StopReason == protocol.StopInterrupted {
+			return 1
+		}
+		return 0
+	case protocol.EventPermissionResolved, protocol.EventUsageUpdated, protocol.EventSessionInfo,
+		protocol.EventAgentStarted, protocol.EventHeartbeat:
+		return 0
 	}
 	return 1
 }

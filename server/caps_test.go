@@ -202,3 +202,28 @@ func storedBytes(t testing.TB, s *app.App, id string) int64 {
 	}
 	return n
 }
+
+// An event that creates no artifact (a turn's end, a permission's
+// resolution, usage) counted one against --max-artifacts-per-session:
+// with the reserve full to its last artifact, the turn's end was refused
+// and the turn said running for ever. It counts none now; a notice, which
+// creates one, is still refused there.
+func TestCapReserveTakesAnEndAtItsLastArtifact(t *testing.T) {
+	s := start(t, app.Options{MaxArtifactsPerSession: 5})
+	c := newClient(t, s)
+	c.create("a")
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	// The turn and its prompt, then notices up to the cap and its
+	// reserve (5 more): 10 artifacts.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"turn_started","turnId":"t1","source":"user"},{"type":"user_message","text":"hi"}]`)
+	for i := range 8 {
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", fmt.Sprintf(`{"type":"notice","level":"info","message":"n%d"}`, i))
+	}
+	c.wantError(http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "POST", "/sessions/a/events", `{"type":"notice","level":"info","message":"one too many"}`)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `[{"type":"usage_updated","usage":{"inputTokens":3}},{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
+	var turns []protocol.Turn
+	c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+	if len(turns) != 1 || turns[0].Status != "completed" {
+		t.Fatalf("turns %+v; want t1 completed", turns)
+	}
+}
