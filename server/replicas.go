@@ -414,10 +414,13 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 	}
 }
 
-// relayBytes bounds the change records one relay reads: what a
-// follower may have queued (the hub drops a follower past it, and it
-// resumes from the artifacts anyway).
-const relayBytes = hub.DefaultQueueBytes
+// relayBytes bounds the change records one relay reads and publishes at
+// once. A follower that keeps up takes a relay larger than its queue (the
+// hub's bounds apply to what is queued before a publish), so a replica
+// whose reads failed a while still relays the deltas it missed; past
+// eight queues' worth it reads the changed artifacts instead, a page at
+// a time, and the followers resume from them.
+const relayBytes = 8 * hub.DefaultQueueBytes
 
 // changeRecord is one artifact stream record in a store.ChangeBatch.
 type changeRecord struct {
