@@ -26,6 +26,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if raceEnabled {
+		// A binary built with -race sleeps a second before it exits
+		// (GORACE atexit_sleep_ms, default 1000), so that goroutines
+		// still running can report a race. Every test stops a server,
+		// an agentd and its agent, many kill and restart them: that
+		// second, paid at each exit, was a third of the suite's time.
+		// A race found while the process runs is reported all the same.
+		if v := os.Getenv("GORACE"); !strings.Contains(v, "atexit_sleep_ms") {
+			os.Setenv("GORACE", strings.TrimSpace(v+" atexit_sleep_ms=0"))
+		}
+	}
 	start := time.Now()
 	bins, err = Build(context.Background(), dir, raceEnabled)
 	if err != nil {
