@@ -184,7 +184,10 @@ func TestNetworkPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer proxy.Close()
+	// Closed after agentd stops (cleanups run last first), not when the
+	// test returns: agentd's shutdown flushes its last events over it,
+	// and without it waited out its whole --flush-timeout (10 s).
+	t.Cleanup(func() { proxy.Close() })
 	const n = 300
 	e.create("part", "")
 	f := Follow(e.ctx, e.c, "part")
