@@ -14,6 +14,7 @@ import (
 // event), and its turns still end: the server's reserve past the cap
 // takes them.
 func TestSessionCapTranscriptStaysTrue(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t, "--max-session-bytes", "8000")
 	id := "capped"
 	d, f := e.sessionWith(id, []string{"DEMO_AGENT_DELAY=0"}, nil)

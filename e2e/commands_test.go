@@ -51,6 +51,7 @@ func (e *env) waitNoPending(id string) protocol.Session {
 // as interrupted, and the prompt it had accepted but the dead agent never
 // started is delivered to the new instance and run, once.
 func TestNewInstanceTakesOverMidTurn(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	id := "takeover"
 	env := []string{"DEMO_AGENT_DELAY=5ms"}
@@ -115,6 +116,7 @@ func TestNewInstanceTakesOverMidTurn(t *testing.T) {
 // first agentd connects; an agentd restarted on the same state dir does
 // not run them again; a prompt without queue still gets 409 no_sandbox.
 func TestInitialAndQueuedPrompts(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	id := "queued"
 	first := "first"
@@ -182,6 +184,7 @@ func TestInitialAndQueuedPrompts(t *testing.T) {
 // its transcript holds that turn only, with no interrupted turn of the old
 // session and no server notice of a takeover.
 func TestRecreatedSessionGetsNoStaleState(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	id := "again"
 	env := []string{"DEMO_AGENT_DELAY=5ms"}

@@ -25,4 +25,12 @@
 // replicas, kill -9 of the replica holding the sandbox's and then the
 // client's stream mid-turn, two agentds on different replicas, a bootstrap
 // timeout firing once, every replica restarted, a database link cut.
+//
+// Parallel tests: a test calls t.Parallel when it has its own server,
+// ports, directories and processes and mostly waits (a turn streamed at a
+// fixed pace, a partition held): TestReplicasKilledMidTurn alone waits
+// 30 s on its turn, which the others fill. Tests stay sequential that
+// mount a filesystem or fill a disk, restart a server on the same port
+// (another test could take the port meanwhile), drive a browser,
+// or measure time or memory.
 package e2e

@@ -267,6 +267,7 @@ func until(next func() client.Event, name string) client.Event {
 }
 
 func TestOpenAPIConformance(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	c := newOAChecker(t, e.ctx, e.srv.URL)
 	tok := clientToken

@@ -62,6 +62,7 @@ func pendingPermission(arts []*protocol.Artifact, title string) *protocol.Artifa
 // must not hand it to the agent. The demo agent counts its ids from 1 in
 // each process, so a restarted one asks "perm-1" again.
 func TestPermissionAnswerReachesOnlyTheRequestAnswered(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	const id = "answerid"
 	e.create(id, "")

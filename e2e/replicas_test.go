@@ -221,6 +221,7 @@ func TestReplicasCrossReplicaTurn(t *testing.T) {
 // stream: agentd and the client reconnect through their balancers to
 // other replicas, and the text is exactly what the agent produced.
 func TestReplicasKilledMidTurn(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	r := newReplicas(t, 3, false)
 	id := "kill"
 	// 3,000 words at 10 ms each: the turn outlasts both kills and the

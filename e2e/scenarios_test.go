@@ -28,6 +28,7 @@ func words(n int) string {
 // 1. Happy path: a plain prompt streams text; a run: prompt runs a real
 // command as a tool call; the client's model equals GET /artifacts.
 func TestHappyPath(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	_, f := e.session("happy")
 	e.prompt("happy", "hello world")
@@ -64,6 +65,7 @@ func TestHappyPath(t *testing.T) {
 // 2. Abort in the middle of a running tool: the turn and the tool are
 // cancelled, and the agent takes the next prompt.
 func TestAbortRunningTool(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	_, f := e.session("abort")
 	e.prompt("abort", "run: echo started; sleep 30")
@@ -99,6 +101,7 @@ func TestAbortRunningTool(t *testing.T) {
 // 3. Permission: a pending permission artifact, answered by a client
 // command; once approved, once denied.
 func TestPermissionApproveAndDeny(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	_, f := e.session("perm")
 	answer := func(turn int, option string) {
@@ -179,6 +182,7 @@ func TestServerKilledMidTurn(t *testing.T) {
 // 5. A network partition between agentd and the server during a turn: the
 // session shows disconnected, then live again, and nothing is lost.
 func TestNetworkPartition(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	proxy, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
 	if err != nil {
@@ -237,6 +241,7 @@ func indexOf(h []protocol.SessionStatus, st protocol.SessionStatus) int {
 // it wakes up, is refused as superseded and exits saying so; the session
 // carries on with the new one.
 func TestAgentdTakeover(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	old, f := e.session("take")
 	e.prompt("take", "first")
@@ -376,6 +381,7 @@ func TestStalledClient(t *testing.T) {
 // 8. A session that never gets a sandbox is removed after the bootstrap
 // timeout, and the session stream says so.
 func TestBootstrapTimeout(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t, "--bootstrap-timeout", "1s")
 	e.create("lonely", "p1")
 	if err := e.sw.WaitRemoved(e.ctx, "lonely"); err != nil {
@@ -390,6 +396,7 @@ func TestBootstrapTimeout(t *testing.T) {
 // 9. Deleting a session while agentd is connected: agentd exits with a
 // clear message, and the artifact stream ends.
 func TestSessionDeletedUnderAgentd(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	p, f := e.session("doomed")
 	e.prompt("doomed", "hi")
@@ -419,6 +426,7 @@ func TestSessionDeletedUnderAgentd(t *testing.T) {
 // 11. Many sessions at once, each with its own agentd and demo-agent,
 // prompted in parallel: every session ends with exactly its own artifacts.
 func TestManySessions(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	const n = 20
 	followers := make([]*Follower, n)
@@ -479,6 +487,7 @@ func TestManySessions(t *testing.T) {
 // Rotating a session's sandbox token cuts off the agentd that holds the
 // old one (it exits 4, saying why); an agentd given the new one takes over.
 func TestSandboxTokenRotation(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	old, f := e.session("rot")
 	newToken, err := e.c.RotateSandboxToken(e.ctx, "rot")
@@ -521,6 +530,7 @@ func TestSandboxTokenRotation(t *testing.T) {
 // The real binary refuses what is not yours: no token, a sandbox token on
 // a client route, and another session's sandbox token.
 func TestAuthRefusals(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
 	e := newEnv(t)
 	e.create("mine", "")
 	e.create("theirs", "")
