@@ -232,3 +232,24 @@ func TestBalancerHoldingCutRestore(t *testing.T) {
 		t.Fatalf("after Restore reached %q", name)
 	}
 }
+
+// A race a child built with -race reports (on stderr, between lines of
+// "=") is counted, so that TestMain fails the run: the binaries were
+// built with the race detector, and its reports went only to a test's
+// log, which a passing test does not show. The report here is a shell's
+// imitation; the count is given back so the run itself does not fail.
+func TestChildRaceReportCounted(t *testing.T) {
+	before := ChildRaces()
+	p, err := Start(t.Logf, "racer", nil, "sh", "-c", `printf '==================\nWARNING: DATA RACE\nWrite at 0x1 by goroutine 7:\n==================\n' >&2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := ChildRaces() - before
+	childRaces.Add(-got)
+	if got != 1 {
+		t.Fatalf("%d races counted; want 1", got)
+	}
+}

@@ -47,6 +47,12 @@ func TestMain(m *testing.M) {
 	fmt.Fprintf(os.Stderr, "e2e: built rein-server, agentd and demo-agent (race=%v) in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
 	// pgtest.Main stops the PostgreSQL cluster if a test started one.
 	code := pgtest.Main(m)
+	if n := ChildRaces(); n > 0 {
+		// Which test's child it was is in that test's log, on the
+		// line before the race's stacks.
+		fmt.Fprintf(os.Stderr, "e2e: %d data race(s) reported by the binaries the tests ran: search the log for WARNING: DATA RACE\n", n)
+		code = max(code, 1)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

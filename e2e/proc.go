@@ -10,9 +10,19 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
+
+// childRaces counts the data races children built with -race reported
+// (their "WARNING: DATA RACE" lines). The binaries are built with the
+// race detector so that the suite finds races in them, but a report went
+// only to a test's log and failed nothing; TestMain fails the run on it.
+var childRaces atomic.Int64
+
+// ChildRaces is how many data races children have reported so far.
+func ChildRaces() int64 { return childRaces.Load() }
 
 // Logf is where a child's output lines go: t.Logf in tests, a logger in
 // the bench command.
@@ -67,9 +77,20 @@ func (p *Proc) read(logf Logf, r io.Reader) {
 	defer p.readers.Done()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	racing := false // inside a race report, which goes to stderr too
 	for sc.Scan() {
 		line := sc.Text()
 		logf("[%s] %s", p.Name, line)
+		if strings.Contains(line, "WARNING: DATA RACE") {
+			// A passing test's log is not shown: the report is
+			// written where the run's output goes as well.
+			childRaces.Add(1)
+			racing = true
+		}
+		if racing {
+			fmt.Fprintf(os.Stderr, "[%s] %s\n", p.Name, line)
+			racing = line != "=================="
+		}
 		p.mu.Lock()
 		p.lines = append(p.lines, line)
 		close(p.more)
