@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
@@ -268,14 +266,7 @@ func TestReplicasFallbackReadsInPages(t *testing.T) {
 		ca.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
 			fmt.Sprintf(`[{"type":"text_delta","id":"m%d","delta":%q,"agentSeq":%d}]`, i, text, 100+i))
 	}
-	db, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close(context.Background()) })
-	if _, err := db.Exec(t.Context(), `DELETE FROM change_batches`); err != nil {
-		t.Fatal(err)
-	}
+	forgetChangeBatches(t, dsn)
 	f.taken()
 	f.fail.Store(false)
 	f.changed.Load().(func([]string))(nil)

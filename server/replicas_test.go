@@ -1041,14 +1041,7 @@ func TestReplicasRelayMoreThanAQueueAtOnce(t *testing.T) {
 	// tool call whole.
 	f.fail.Store(true)
 	post(1)
-	db, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close(context.Background()) })
-	if _, err := db.Exec(t.Context(), `DELETE FROM change_batches`); err != nil {
-		t.Fatal(err)
-	}
+	forgetChangeBatches(t, dsn)
 	f.fail.Store(false)
 	f.changed.Load().(func([]string))(nil)
 	for {
@@ -1109,5 +1102,20 @@ func TestReplicasAnswerThatCouldNotBeReadIsNotAnsweredAgain(t *testing.T) {
 	e := cb.wantError(http.StatusConflict, protocol.CodeConflict, "POST", "/sessions/p/commands", answer("r1", "deny"))
 	if !strings.Contains(e.Message, "already answered by command 1") {
 		t.Fatalf("a second answer through b: %q; want it refused as answered by command 1", e.Message)
+	}
+}
+
+// forgetChangeBatches deletes every change batch of the database at dsn,
+// as the pruning of old ones does: a replica that had not relayed them
+// must fall back to the artifacts.
+func forgetChangeBatches(t *testing.T, dsn string) {
+	t.Helper()
+	db, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	if _, err := db.Exec(t.Context(), `DELETE FROM change_batches`); err != nil {
+		t.Fatal(err)
 	}
 }
