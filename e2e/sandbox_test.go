@@ -239,3 +239,79 @@ func TestAgentdSIGTERMMidTurn(t *testing.T) {
 		t.Fatalf("transcript after SIGTERM:\n%s\nwant the turn cancelled and its text interrupted", strings.Join(render(arts), "\n"))
 	}
 }
+
+// TestGarbledInstanceFileKeepsEvents: agentd logged its agent's events
+// while the server was unreachable and stopped; its state dir's instance
+// file was garbled since (a disk's error, a hand edit) into something the
+// server refuses as a Rein-Instance header (400 invalid on every
+// request). Posting under it, agentd would take each refusal for one of
+// that event alone and drop the whole outbox, event by event. Instead it
+// stops (exit 1) naming the file, keeping the events, and once the file
+// holds the instance again the next agentd posts them.
+func TestGarbledInstanceFileKeepsEvents(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
+	e := newEnv(t)
+	id := "garbled"
+	e.create(id, "")
+	proxy, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.Cut()
+	state := filepath.Join(e.dir, "state")
+	d := e.agentd(proxy.URL(), id, nil, []string{"--state-dir", state})
+	// The agent starts at once: its agent_started waits in the outbox.
+	if _, err := d.WaitLine(e.ctx, "posting events failed; retrying"); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop(15 * time.Second)
+	if code := d.ExitCode(); code != 0 {
+		t.Fatalf("agentd stopped with the server unreachable: exit %d; want 0, its events kept in the outbox", code)
+	}
+	file := filepath.Join(state, id, "instance")
+	instance, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("agentd 7f3a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d = e.agentd(e.srv.URL, id, nil, []string{"--state-dir", state})
+	if err := d.Wait(30 * time.Second); err != nil {
+		var dropped []string
+		for _, l := range d.Output() {
+			if strings.Contains(l, "dropping it") {
+				dropped = append(dropped, l)
+			}
+		}
+		t.Fatalf("%v; want it to stop on an instance id the server refuses. It dropped %d events:\n%s", err, len(dropped), strings.Join(dropped, "\n"))
+	}
+	if code := d.ExitCode(); code != 1 {
+		t.Fatalf("agentd on a garbled instance file: exit %d; want 1", code)
+	}
+	if out := strings.Join(d.Output(), "\n"); !strings.Contains(out, "read instance") || !strings.Contains(out, "agentd 7f3a") {
+		t.Fatalf("agentd's error does not name the instance file and what it holds:\n%s", out)
+	}
+	if page, err := e.c.EventLog(e.ctx, id, 0, 100); err != nil || len(page.Events) != 0 {
+		t.Fatalf("event log after the refused start: %+v, %v; want nothing posted", page, err)
+	}
+
+	if err := os.WriteFile(file, instance, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.agentd(e.srv.URL, id, nil, []string{"--state-dir", state})
+	e.waitIdle(id)
+	page, err := e.c.EventLog(e.ctx, id, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first protocol.Event
+	if len(page.Events) > 0 {
+		_ = json.Unmarshal(page.Events[0].Event, &first)
+	}
+	if len(page.Events) == 0 || first.Type != protocol.EventAgentStarted || page.Events[0].Instance != strings.TrimSpace(string(instance)) {
+		t.Fatalf("event log: %+v; want the first agent's agent_started first, under the instance %s", page.Events, instance)
+	}
+}

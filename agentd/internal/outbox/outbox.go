@@ -187,6 +187,16 @@ func (l *Log) load() error {
 	switch {
 	case err == nil && strings.TrimSpace(string(inst)) != "":
 		l.instance = strings.TrimSpace(string(inst))
+		if !protocol.ValidEventID(l.instance) {
+			// Garbled (a disk's error, a hand edit), like a seq or cursor
+			// that is not a number. Sent as Rein-Instance, the server
+			// would refuse every request with 400 invalid, which the
+			// uploader takes for a refusal of the one event posted and
+			// drops it: the whole outbox would be dropped event by event.
+			// Nor is a new id the answer: events posted under the old
+			// one and not yet acknowledged would be stored twice.
+			return fmt.Errorf("read instance: %q is not an instance id (1-%d characters of [A-Za-z0-9._:-]): restore the id agentd wrote there, or remove the state dir to start afresh as a new instance", l.instance, protocol.MaxIDLen)
+		}
 	case err == nil || errors.Is(err, fs.ErrNotExist):
 		var b [12]byte
 		if _, err := rand.Read(b[:]); err != nil {

@@ -556,3 +556,35 @@ func TestReadErrorIsNotATornTail(t *testing.T) {
 	l = open(t, dir, 0)
 	checkSeqs(t, drain(t, l, 1000), 1, 400)
 }
+
+// TestGarbledInstanceIsRefused: an instance file that does not hold an
+// instance id the server takes (a disk's error, a hand edit) fails Open,
+// as a garbled seq or cursor does. Sent as Rein-Instance, the server
+// refuses every request with 400 invalid, and the uploader would drop
+// the outbox's events one by one as if each were refused on its own.
+func TestGarbledInstanceIsRefused(t *testing.T) {
+	for _, garbled := range []string{"agentd 7f3a", "agentd-7f3a/x", "agentd-\u00e97f3a", strings.Repeat("a", protocol.MaxIDLen+1)} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "instance"), []byte(garbled+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(Options{Dir: dir})
+		if err == nil {
+			inst := l.Instance()
+			l.Close()
+			t.Fatalf("Open with instance file %q: no error, instance %q; want an error naming the file", garbled, inst)
+		}
+		if !strings.Contains(err.Error(), "read instance") {
+			t.Errorf("Open with instance file %q: %v; want it to name the instance file", garbled, err)
+		}
+	}
+	// Whitespace around a valid id is not garbling: the file ends with a
+	// newline as agentd writes it.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "instance"), []byte("  agentd-7f3a:b.c_d\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if l := open(t, dir, 0); l.Instance() != "agentd-7f3a:b.c_d" {
+		t.Fatalf("instance %q, want agentd-7f3a:b.c_d", l.Instance())
+	}
+}
