@@ -107,8 +107,14 @@ func Serve(ctx context.Context, opts Options) error {
 	done := make(chan result, 1)
 	var queue []protocol.Command
 	running := false
+	// closed: agentd is stopping and closed the agent's input. The agent
+	// may still answer the prompt in flight, but a prompt queued behind
+	// it can no longer reach the agent: started, its turn_started would
+	// count it as taken and it would be lost (its session/prompt fails),
+	// while left alone it goes to the next agentd.
+	closed := false
 	startNext := func() {
-		if running || len(queue) == 0 {
+		if running || len(queue) == 0 || closed {
 			return
 		}
 		select {
@@ -152,6 +158,7 @@ func Serve(ctx context.Context, opts Options) error {
 				a.answer(c)
 			case protocol.CommandShutdown:
 				// ACP agents end when their input closes.
+				closed = true
 				opts.Stdin.Close()
 			}
 		case r := <-done:

@@ -105,12 +105,11 @@ func Serve(ctx context.Context, opts Options) error {
 				continue
 			}
 			rec("command", c)
+			t.command(c)
 			if c.Type == protocol.CommandShutdown {
 				// Claude Code ends when its input ends.
 				opts.Stdin.Close()
-				continue
 			}
-			t.command(c)
 		case line, ok := <-lines:
 			if !ok {
 				return nil
@@ -173,9 +172,7 @@ func Replay(transcript io.Reader, cwd string) ([]protocol.Event, error) {
 		}
 		switch {
 		case in.Command != nil:
-			if in.Command.Type != protocol.CommandShutdown {
-				t.command(*in.Command)
-			}
+			t.command(*in.Command)
 		case in.Stdout != nil:
 			t.line(in.Stdout)
 		}

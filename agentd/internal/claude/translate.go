@@ -147,6 +147,12 @@ type translator struct {
 	turn        string // open turn id, "" between turns
 	interrupted bool   // agentd sent an interrupt in this turn
 	queue       []protocol.Command
+	// closed: agentd is stopping and closes the CLI's input. The CLI
+	// may still finish its turn, but a prompt queued behind it can no
+	// longer reach it: started, its turn_started would count it as
+	// taken and it would be lost, while left alone it goes to the
+	// next agentd.
+	closed bool
 
 	msgBlocks map[string][]*block // per API message id, by content index
 	tools     map[string]*toolState
@@ -176,9 +182,12 @@ func (t *translator) send(v any) {
 	t.write(append(b, '\n'))
 }
 
-// command handles prompt, abort and permission_response.
+// command handles prompt, abort, permission_response and shutdown (whose
+// closing of the CLI's input is the adapter's).
 func (t *translator) command(c protocol.Command) {
 	switch c.Type {
+	case protocol.CommandShutdown:
+		t.closed = true
 	case protocol.CommandPrompt:
 		// Prompts are queued here rather than in the CLI, which may fold
 		// a prompt sent mid-turn into the running turn.
@@ -207,7 +216,7 @@ func (t *translator) command(c protocol.Command) {
 // next starts the next queued prompt when no turn is open. Ids derive from
 // the command id, unique in the session, so they survive agent restarts.
 func (t *translator) next() {
-	if t.turn != "" || len(t.queue) == 0 {
+	if t.turn != "" || len(t.queue) == 0 || t.closed {
 		return
 	}
 	c := t.queue[0]

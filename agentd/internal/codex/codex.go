@@ -111,8 +111,14 @@ type adapter struct {
 	pending map[int64]func(json.RawMessage, *rpcError)
 	fatal   error
 
-	thread  string // "" until thread/start answered
-	queue   []protocol.Command
+	thread string // "" until thread/start answered
+	queue  []protocol.Command
+	// closed: agentd is stopping and closed the app-server's input. A
+	// turn may still complete, but a prompt queued behind it can no
+	// longer reach the app-server: started, its turn_started would count
+	// it as taken and it would be lost, while left alone it goes to the
+	// next agentd.
+	closed  bool
 	cur     *turnState // the turn running, if any
 	usage   *tokenBreakdown
 	permSeq int
@@ -293,6 +299,7 @@ func (a *adapter) command(c protocol.Command) {
 		a.answer(c)
 	case protocol.CommandShutdown:
 		// The app-server exits when its stdin closes.
+		a.closed = true
 		a.opts.Stdin.Close()
 	}
 }
@@ -301,7 +308,7 @@ func (a *adapter) command(c protocol.Command) {
 // turn runs. agentd, not Codex, opens Rein turns; ids derive from the
 // command id, unique in the session, so they stay unique across restarts.
 func (a *adapter) startNext() {
-	if a.thread == "" || a.cur != nil || len(a.queue) == 0 {
+	if a.thread == "" || a.cur != nil || len(a.queue) == 0 || a.closed {
 		return
 	}
 	c := a.queue[0]

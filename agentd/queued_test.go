@@ -1,0 +1,138 @@
+package agentd_test
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
+)
+
+// watchWriter is an adapter transcript that tells the test when a line
+// holding want was written.
+type watchWriter struct {
+	mu   sync.Mutex
+	b    bytes.Buffer
+	want string
+	seen chan struct{}
+}
+
+func newWatchWriter(want string) *watchWriter {
+	return &watchWriter{want: want, seen: make(chan struct{})}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := strings.Contains(w.b.String(), w.want)
+	w.b.Write(p)
+	if !had && strings.Contains(w.b.String(), w.want) {
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) wait(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-w.seen:
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// Fake agents that, once their input ends (agentd's shutdown closes it),
+// finish the turn they are in, as Claude Code does with stream-json
+// input: an adapter that queued a prompt behind that turn must not start
+// it then, on an agent that can no longer read it.
+const (
+	// reqID is the id of the JSON-RPC request in $line (agentd writes
+	// "jsonrpc" first, then "id").
+	reqID = `id=$(printf '%s' "$line" | sed -n 's/^{"jsonrpc":"2.0","id":\([0-9]*\),.*/\1/p')`
+
+	finishingClaude = `n=0
+while IFS= read -r line; do
+  case $line in *'"type":"user"'*) n=$((n+1)) ;; esac
+done
+[ $n -gt 0 ] && echo '{"type":"result","subtype":"success","is_error":false,"result":"done"}'
+exit 0
+`
+	finishingCodex = `turn=
+while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"id\":$id,\"result\":{\"userAgent\":\"fake/1.0\"}}" ;;
+  *'"method":"thread/start"'* | *'"method":"thread/resume"'*) echo "{\"id\":$id,\"result\":{\"thread\":{\"id\":\"th1\"},\"model\":\"m\"}}" ;;
+  *'"method":"turn/start"'*) turn=c$id; echo "{\"id\":$id,\"result\":{\"turn\":{\"id\":\"$turn\",\"status\":\"inProgress\"}}}" ;;
+  esac
+done
+[ -n "$turn" ] && echo "{\"method\":\"turn/completed\",\"params\":{\"threadId\":\"th1\",\"turn\":{\"id\":\"$turn\",\"status\":\"completed\"}}}"
+exit 0
+`
+	// The ACP agent lingers after answering (until agentd's signal
+	// after the shutdown grace), so that its output does not end with
+	// the answer: the adapter sees the turn end while the agent runs.
+	finishingACP = `prompt=
+while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"protocolVersion\":1,\"agentCapabilities\":{}}}" ;;
+  *'"method":"session/new"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"sessionId\":\"s1\"}}" ;;
+  *'"method":"session/prompt"'*) [ -z "$prompt" ] && prompt=$id ;;
+  esac
+done
+[ -n "$prompt" ] && echo "{\"jsonrpc\":\"2.0\",\"id\":$prompt,\"result\":{\"stopReason\":\"end_turn\"}}"
+exec sleep 60
+`
+)
+
+// TestQueuedPromptSurvivesShutdown: a prompt waiting in the adapter behind
+// a running turn when agentd stops is not started on the agent whose
+// input agentd closed (its turn_started would count it as taken, and it
+// would be lost); the next agentd on the state dir gets it again.
+func TestQueuedPromptSurvivesShutdown(t *testing.T) {
+	for _, tc := range []struct{ protocol, agent string }{
+		{agentd.ProtocolClaude, finishingClaude},
+		{agentd.ProtocolCodex, finishingCodex},
+		{agentd.ProtocolACP, finishingACP},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			bin := script(t, tc.agent)
+			state := t.TempDir()
+			srv := fakeserver.New(t, "s1")
+			opts := func(tr *watchWriter) agentd.Options {
+				return agentd.Options{
+					StateDir: state, Protocol: tc.protocol, Command: []string{bin}, Transcript: tr,
+					ShutdownGrace: 200 * time.Millisecond, KillStep: 100 * time.Millisecond,
+				}
+			}
+			tr := newWatchWriter(`"text":"queued behind it"`)
+			d := start(t, srv, opts(tr))
+			waitStarted(t, srv, 1)
+			srv.Prompt("first")
+			srv.Wait(t, "the first turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+			srv.Prompt("queued behind it")
+			tr.wait(t, "the adapter to queue the second prompt")
+			if err := d.stop(); err != nil {
+				t.Fatal(err)
+			}
+			queued := func(ev protocol.Event) bool {
+				return ev.Type == protocol.EventUserMessage && ev.Text == "queued behind it"
+			}
+			evs := srv.Events()
+			if !fakeserver.Has(evs, turnCompleted("turn-1", protocol.StopEndTurn)) {
+				t.Fatalf("events:\n%s\nwant the first turn ended by the agent", fakeserver.Format(evs))
+			}
+			if fakeserver.Has(evs, queued) {
+				t.Fatalf("events:\n%s\nthe queued prompt was started on an agent whose input was closed", fakeserver.Format(evs))
+			}
+
+			start(t, srv, opts(newWatchWriter("-")))
+			srv.Wait(t, "the queued prompt run by the next agentd", func(evs []protocol.Event) bool { return fakeserver.Has(evs, queued) })
+		})
+	}
+}
