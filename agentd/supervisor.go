@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -106,6 +107,10 @@ type agentRun struct {
 	// new one); reports the conversation reports before it started.
 	resumed string
 	reports int
+	// killed says why agentd killed the agent on its own account ("" if
+	// it did not): agent_exited would otherwise show only the signal, as
+	// if the agent had crashed. Written before done is closed.
+	killed string
 }
 
 // escalation is a queue of signals sent one KillStep apart.
@@ -215,6 +220,7 @@ func (s *supervisor) start() (*agentRun, error) {
 		if err != nil {
 			// Events can no longer be delivered: nothing to wait for.
 			s.log.Warn("agent adapter stopped", "err", err)
+			r.killed = "agentd stopped the agent: " + err.Error()
 			_ = proc.Signal(syscall.SIGKILL)
 		}
 		// The agent closed stdout but may live on; without stdout it is
@@ -224,6 +230,9 @@ func (s *supervisor) start() (*agentRun, error) {
 		case <-proc.Done():
 		case <-t.C:
 			s.log.Warn("agent closed stdout but did not exit; killing it")
+			if r.killed == "" {
+				r.killed = "agentd stopped the agent: it closed its stdout but did not exit"
+			}
 			_ = proc.Signal(syscall.SIGKILL)
 		}
 		t.Stop()
@@ -472,6 +481,9 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	s.mu.Unlock()
 	if open {
 		end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turnID, StopReason: protocol.StopError, Error: "agent " + exit.String()}
+		if r.killed != "" {
+			end.Error += " (" + r.killed + ")"
+		}
 		if r.cancelled {
 			end.StopReason = protocol.StopCancelled
 		}
@@ -481,6 +493,9 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	ev := protocol.Event{Type: protocol.EventAgentExited, ExitStatus: exit.Code, Signal: exit.Signal}
 	if exit.Err != nil {
 		ev.Error = exit.Err.Error()
+	}
+	if r.killed != "" {
+		ev.Error = strings.TrimPrefix(ev.Error+"; "+r.killed, "; ")
 	}
 	s.emit(ev)
 }

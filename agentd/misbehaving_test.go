@@ -136,3 +136,39 @@ func TestQueuedPromptSurvivesShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentExitedSaysWhyAgentdStoppedIt: when agentd itself kills the
+// agent (the adapter cannot go on with it, or it closed its output but
+// lives on), agent_exited says so and why, not only that a signal ended
+// it, which would read as a crash of the agent's own.
+func TestAgentExitedSaysWhyAgentdStoppedIt(t *testing.T) {
+	for _, tc := range []struct {
+		name, protocol, mode, agent, why string
+	}{
+		{"acp mode not offered", agentd.ProtocolACP, "missing", `while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"protocolVersion\":1,\"agentCapabilities\":{}}}" ;;
+  *'"method":"session/new"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"sessionId\":\"s1\",\"modes\":{\"currentModeId\":\"a\",\"availableModes\":[{\"id\":\"a\",\"name\":\"A\"}]}}}" ;;
+  esac
+done
+`, `mode "missing" is not one the agent offers (a)`},
+		{"stdout closed", agentd.ProtocolNative, "", `echo '{"type":"agent_started","agent":{"name":"closer"}}'
+exec >&-
+exec sleep 60
+`, "closed its stdout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeserver.New(t, "s1")
+			start(t, srv, agentd.Options{
+				Protocol: tc.protocol, ACPMode: tc.mode, Command: []string{script(t, tc.agent)},
+				ShutdownGrace: 100 * time.Millisecond, RestartDelay: time.Minute,
+			})
+			evs := srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+			ex := evs[indexOf(evs, protocol.EventAgentExited)]
+			if ex.Signal != "SIGKILL" || !strings.Contains(ex.Error, "agentd") || !strings.Contains(ex.Error, tc.why) {
+				t.Errorf("agent_exited = %s, want SIGKILL with an error saying agentd stopped it: %s", fakeserver.Format([]protocol.Event{ex}), tc.why)
+			}
+		})
+	}
+}
