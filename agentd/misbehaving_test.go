@@ -137,10 +137,10 @@ func TestQueuedPromptSurvivesShutdown(t *testing.T) {
 	}
 }
 
-// TestAgentExitedSaysWhyAgentdStoppedIt: when agentd itself kills the
+// TestAgentExitedSaysWhyAgentdStoppedIt: when agentd itself stops the
 // agent (the adapter cannot go on with it, or it closed its output but
-// lives on), agent_exited says so and why, not only that a signal ended
-// it, which would read as a crash of the agent's own.
+// lives on), agent_exited says so and why, not only that a signal or an
+// exit code ended it, which would read as the agent's own doing.
 func TestAgentExitedSaysWhyAgentdStoppedIt(t *testing.T) {
 	for _, tc := range []struct {
 		name, protocol, mode, agent, why string
@@ -153,6 +153,19 @@ func TestAgentExitedSaysWhyAgentdStoppedIt(t *testing.T) {
   esac
 done
 `, `mode "missing" is not one the agent offers (a)`},
+		// A message over the ACP SDK's 10 MiB line limit ends its
+		// connection, though the agent's output goes on.
+		{"acp line the SDK cannot read", agentd.ProtocolACP, "", `while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"protocolVersion\":1,\"agentCapabilities\":{}}}" ;;
+  *'"method":"session/new"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"sessionId\":\"s1\"}}"
+    printf '{"jsonrpc":"2.0","id":99,"method":"_x/huge","params":{"p":"'
+    head -c 11000000 /dev/zero | tr '\0' a
+    printf '"}}\n' ;;
+  esac
+done
+`, "connection"},
 		{"stdout closed", agentd.ProtocolNative, "", `echo '{"type":"agent_started","agent":{"name":"closer"}}'
 exec >&-
 exec sleep 60
@@ -166,8 +179,10 @@ exec sleep 60
 			})
 			evs := srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
 			ex := evs[indexOf(evs, protocol.EventAgentExited)]
-			if ex.Signal != "SIGKILL" || !strings.Contains(ex.Error, "agentd") || !strings.Contains(ex.Error, tc.why) {
-				t.Errorf("agent_exited = %s, want SIGKILL with an error saying agentd stopped it: %s", fakeserver.Format([]protocol.Event{ex}), tc.why)
+			// Killed, or exited on its own when agentd closed its
+			// input first: either way agentd stopped it.
+			if !strings.HasPrefix(ex.Error, "agentd stopped the agent: ") || !strings.Contains(ex.Error, tc.why) {
+				t.Errorf("agent_exited = %s, want an error saying agentd stopped it: %s", fakeserver.Format([]protocol.Event{ex}), tc.why)
 			}
 		})
 	}

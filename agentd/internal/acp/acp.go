@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,9 +64,10 @@ const NoticeResumeFailed = "conversation_not_resumed"
 const NoticeOptionsLeftOut = "permission_options_left_out"
 
 // Serve initializes the agent, opens one ACP session and relays commands
-// and updates until the agent's stdout ends (nil) or the agent refuses the
-// handshake (an error; the supervisor then stops and restarts it). It has
-// waited for every goroutine it started when it returns.
+// and updates until the agent's stdout ends (nil), or the agent refuses the
+// handshake or the SDK ends the connection while the agent's output goes
+// on (an error; the supervisor then stops and restarts it). It has waited
+// for every goroutine it started when it returns.
 func Serve(ctx context.Context, opts Options) error {
 	log := opts.Logger
 	if log == nil {
@@ -176,6 +178,18 @@ func Serve(ctx context.Context, opts Options) error {
 				if resp, err := a.promptOutcome(r.resp, r.err); err == nil {
 					a.endTurn(resp, nil, conn.Done())
 				}
+			}
+			// The SDK reads only through in, and ends the connection
+			// after its last read: in.err is settled.
+			if in.err == nil {
+				// The agent's output goes on, but the SDK ended the
+				// connection: nothing the agent says can be heard now,
+				// and it is stopped with the reason, not left to look
+				// as if it had closed its output or exited on its own.
+				if in.tooLong > 0 {
+					return fmt.Errorf("acp: the agent wrote a message of %d bytes, over the ACP SDK's limit of %d, and the SDK ended the connection", in.tooLong, sdkMaxLine)
+				}
+				return errors.New("acp: the ACP SDK ended the connection while the agent's output went on (its queue of notifications was full)")
 			}
 			return nil
 		}

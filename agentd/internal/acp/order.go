@@ -41,6 +41,9 @@ type orderedReader struct {
 	rec *recorder
 	buf []byte // the rest of the line being passed on
 	err error
+	// tooLong is the size of a line passed on that the SDK cannot read
+	// (0 if none): the SDK ends the connection on it.
+	tooLong int
 }
 
 // head is what orderedReader needs of a JSON-RPC message.
@@ -88,6 +91,7 @@ func (o *orderedReader) Read(p []byte) (int, error) {
 		if len(line) >= sdkMaxLine {
 			// The SDK cannot read it and ends the connection; say why.
 			o.a.log.Error("acp agent wrote a message the SDK cannot read; the connection ends", "bytes", len(line), "limit", sdkMaxLine)
+			o.tooLong = len(line)
 		}
 		o.buf = append(o.buf[:0], line...)
 		if o.buf[len(o.buf)-1] != '\n' {
