@@ -4,13 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/internal/disktest"
 	"github.com/rein-ai/rein/server/store"
 )
 
@@ -182,5 +186,62 @@ func TestWALShrinksOnceReadersLeave(t *testing.T) {
 	evs, err := s.Events(context.Background(), "a")
 	if err != nil || int64(len(evs)) != pos-1 {
 		t.Fatalf("Events: %d, %v; want %d", len(evs), err, pos-1)
+	}
+}
+
+// fsyncError is SQLite's error for a failed fsync (SQLITE_IOERR_FSYNC),
+// as a checkpoint gets it from a disk that could not write its pages.
+type fsyncError struct{}
+
+func (fsyncError) Error() string { return "disk I/O error (1034)" }
+func (fsyncError) Code() int     { return sqlite3.SQLITE_IOERR_FSYNC }
+
+// A checkpoint whose fsync fails while Close is stopping the checkpointer
+// (a shutdown's last commits woke it) is a failed fsync all the same:
+// Close must leave the connections open, since the last one to close
+// would checkpoint the WAL over pages the disk dropped and cut the WAL
+// to nothing (checkpoint.go, "A failed fsync"). Close looked for the
+// failure before it stopped the checkpointer, missed this one, and
+// closed.
+func TestFailedFsyncWhileClosing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, store.CreateSession{Session: newSession("a")})
+	c := s.ckpt
+	running := make(chan struct{})
+	// Set before the wake below, which the checkpointer receives before
+	// it reads copyWAL.
+	c.copyWAL = func(context.Context) error {
+		close(running)
+		<-c.quit // Close is stopping the checkpointer
+		return fmt.Errorf("checkpoint: %w", fsyncError{})
+	}
+	c.wake <- struct{}{}
+	<-running
+	err = s.Close()
+	if err == nil || !strings.Contains(err.Error(), "failed fsync") {
+		t.Errorf("Close after a checkpoint's failed fsync: %v; want it refused", err)
+	}
+	select {
+	case <-s.Lost():
+	default:
+		t.Error("Lost() reported nothing")
+	}
+	// The WAL still holds the commit: a closed last connection would
+	// have checkpointed it and cut the file to nothing.
+	if fi, err := os.Stat(walPath(path)); err != nil || fi.Size() == 0 {
+		t.Fatalf("the WAL after Close: %v, %v; want it kept whole for the next start", fi, err)
+	}
+	// What the next start finds: the WAL whole, the session in it.
+	dir := t.TempDir()
+	for _, suffix := range []string{"", "-wal"} {
+		disktest.CopyFile(t, path+suffix, filepath.Join(dir, "rein.db"+suffix))
+	}
+	next := openFile(t, filepath.Join(dir, "rein.db"))
+	if _, err := next.Session(context.Background(), "a"); err != nil {
+		t.Fatalf("the next start: %v; want session a", err)
 	}
 }

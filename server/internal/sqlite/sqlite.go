@@ -243,6 +243,14 @@ func (s *Store) prepare(ctx context.Context) error {
 func (s *Store) Close() error {
 	var errs []error
 	if s.ckpt != nil {
+		// First: SQLite checkpoints and removes the WAL when the last
+		// connection closes, which is then the writer's. (Closing the
+		// checkpointer's own is not the last: the others hold the
+		// database.)
+		errs = append(errs, s.ckpt.stop())
+		// Asked once the checkpointer has stopped: a checkpoint that
+		// was running as Close began (a shutdown's last commits wake
+		// it) fails its fsync during stop, not before.
 		select {
 		case <-s.ckpt.lost:
 			// SQLite checkpoints when its last connection closes, and
@@ -252,9 +260,6 @@ func (s *Store) Close() error {
 			return fmt.Errorf("close sqlite %s: not closed after a checkpoint's failed fsync, so that the next start copies the whole WAL again", s.path)
 		default:
 		}
-		// First: SQLite checkpoints and removes the WAL when the last
-		// connection closes, which is then the writer's.
-		errs = append(errs, s.ckpt.stop())
 	}
 	for _, st := range s.prepared {
 		errs = append(errs, st.Close())
