@@ -1087,6 +1087,14 @@ func (w *writer) fail(g *group, err error) {
 	}
 	w.failing.Store(&writeFailure{since: since, err: err})
 	for _, id := range g.ids {
+		// A sandbox that posted or opened its stream showed it is alive,
+		// stored or not: the heartbeat timeout runs from then. Forgotten,
+		// a full disk outlasting the timeout marked every session whose
+		// sandbox kept heartbeating disconnected once writes worked.
+		if e, cur := g.overlay[id], w.sessions[id]; e != nil && cur != nil && e.lastActive.After(cur.lastActive) {
+			cur.lastActive = e.lastActive
+			w.track(id)
+		}
 		if d, ok := w.deadlines[id]; ok && !d.After(now) {
 			w.setDeadline(id, now.Add(time.Second))
 		}
