@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,4 +106,72 @@ func TestBrowserShowsARestoredHistory(t *testing.T) {
 		t.Fatalf("%v: the Go client keeps the turn the backup lacks", err)
 	}
 	e.assertModelMatchesServer(f, id)
+}
+
+// TestPromptAfterARestoredBackup: the server comes back from an older
+// backup while agentd runs on, so agentd has taken a command the
+// restored database no longer holds, under the id the server gives its
+// next command. A prompt accepted after the restore must run, once: not
+// be skipped by agentd as one it already had while the server counts it
+// acknowledged.
+func TestPromptAfterARestoredBackup(t *testing.T) {
+	sqliteOnly(t)
+	e := newEnv(t)
+	id := "restored-commands"
+	_, f := e.session(id)
+	e.prompt(id, "before the backup")
+	waitTurns(t, e.ctx, f, 1)
+	e.waitNoPending(id)
+
+	e.srv.Stop(15 * time.Second)
+	backup := t.TempDir()
+	copyDatabase(t, e.srv.DB, backup)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSandboxBack(id)
+	e.prompt(id, "after the backup")
+	waitTurns(t, e.ctx, f, 2)
+	e.waitNoPending(id)
+
+	// agentd keeps running: it reconnects to the restored server with
+	// the cursor of the history the backup lacks.
+	e.srv.Stop(15 * time.Second)
+	restoreDatabase(t, backup, e.srv.DB)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSandboxBack(id)
+	e.prompt(id, "after the restore")
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	if err := f.WaitFor(ctx, "the prompt after the restore run", func(arts []*protocol.Artifact) bool {
+		return userMessages(arts, "after the restore") == 1 && textAfter(arts, "after the restore") == "You said: after the restore"
+	}); err != nil {
+		rec, _ := e.c.Session(e.ctx, id)
+		t.Fatalf("%v (session: acked %d, pending %d)\nmodel:\n%s", err, rec.AckedCommandID, rec.PendingCommands, strings.Join(render(f.Artifacts()), "\n"))
+	}
+	e.waitNoPending(id)
+	e.waitIdle(id)
+	arts := e.assertModelMatchesServer(f, id)
+	for _, text := range []string{"before the backup", "after the restore"} {
+		if n := userMessages(arts, text); n != 1 {
+			t.Errorf("prompt %q ran %d times; want once:\n%s", text, n, strings.Join(render(arts), "\n"))
+		}
+	}
+}
+
+// textAfter is the text of the first assistant message after the user
+// message with text ("" when none).
+func textAfter(arts []*protocol.Artifact, text string) string {
+	seen := false
+	for _, a := range arts {
+		switch {
+		case a.Type == protocol.ArtifactUserMessage && a.String("text") == text:
+			seen = true
+		case seen && a.Type == protocol.ArtifactAssistantText:
+			return a.String("text")
+		}
+	}
+	return ""
 }

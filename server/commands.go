@@ -38,6 +38,43 @@ func (e *entry) setAcked(n int64) bool {
 	return true
 }
 
+// maxSeenCommandID bounds the command id a sandbox can make the session
+// number its next commands after (seen): ids stay numbers every client
+// reads exactly (JavaScript's safe integers), and far from overflowing.
+const maxSeenCommandID = 1<<53 - 1
+
+// seen raises the session's last command id to n, the id of a command the
+// sandbox says it was given (Last-Event-ID) or took (its cursor), when n
+// is above every command the server holds: the database went back under
+// the sandbox (restored from an older backup, or commits lost with a
+// disk synced less than fully), and the commands up to n it lacks were
+// delivered before. agentd skips a command whose id is not above the
+// last one it was given (a replay overlapping what it has), so the next
+// command numbered from the restored history would never reach the
+// agent while its cursor said it was taken. Numbered after n, it does.
+// It reports whether the record changed; setAcked then counts the
+// pending commands again.
+func (e *entry) seen(n int64) bool {
+	if n <= e.rec.LastCommandID || n > maxSeenCommandID {
+		return false
+	}
+	e.rec.LastCommandID = n
+	return true
+}
+
+// seen is e.seen(n), logged once committed: a database that went back
+// under a running sandbox is worth an operator's look, and a replica's
+// view that was merely behind another's commit is redone, not logged.
+func (w *writer) seen(g *group, id string, e *entry, n int64) {
+	last := e.rec.LastCommandID
+	if e.seen(n) {
+		g.onCommit(func() {
+			w.log.Warn("the sandbox had commands this session no longer holds (its database went back: restored from a backup, or commits lost): numbering the next ones after them",
+				slog.String("session", id), slog.Int64("sandboxHad", n), slog.Int64("lastStored", last))
+		})
+	}
+}
+
 // resumeAck is what a command stream opened with Last-Event-ID after
 // acknowledges, acked being the session's acknowledged command so far.
 // From an instance other than the current one (a new agentd, or an opener
@@ -193,8 +230,11 @@ func (r *ackReq) apply(w *writer, g *group) {
 		applyAgain(g, r.id, r.reply)
 		return
 	}
-	if r.from.Instance == e.rec.CurrentInstance && e.setAcked(r.cursor) {
-		w.commandsChanged(g, e)
+	if r.from.Instance == e.rec.CurrentInstance {
+		w.seen(g, r.id, e, r.cursor)
+		if e.setAcked(r.cursor) {
+			w.commandsChanged(g, e)
+		}
 	}
 	failOn(g, r.reply)
 	g.onCommit(func() { r.reply.ok(struct{}{}) })

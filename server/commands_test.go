@@ -262,6 +262,60 @@ func TestAckSurvivesRestart(t *testing.T) {
 	wantCommand(t, cmds, 2, "two")
 }
 
+// TestCommandsAfterTheDatabaseWentBack: a sandbox that had commands the
+// database no longer holds (restored from an older backup, or commits
+// lost with the disk) says so with its Last-Event-ID or its cursor. The
+// server numbers the next commands after that id, across a restart: a
+// sandbox skips a command whose id is not above the last it was given,
+// so one numbered from the restored history would never reach the
+// agent, while the sandbox's cursor acknowledged it.
+func TestCommandsAfterTheDatabaseWentBack(t *testing.T) {
+	db := freshDB(t)
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"prompt":"one"}`)
+	first := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	wantCommand(t, first, 1, "one")
+	first.close()
+	// agentd's in-process reconnection sends the last command it was
+	// given, which can only lower what was acknowledged.
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1", "Last-Event-ID", "3")
+	if rec := c.session("a"); rec.AckedCommandID != 0 || rec.PendingCommands != 3 {
+		t.Fatalf("after Last-Event-ID 3 of the instance that acknowledged none: %+v; want acked 0, 3 pending", rec)
+	}
+	var acc protocol.CommandAccepted
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"next"}`)
+	if acc.ID != 4 {
+		t.Fatalf("first command after Last-Event-ID 3: id %d; want 4", acc.ID)
+	}
+	wantCommand(t, cmds, 4, "next")
+
+	// Its cursor on an event post says the same.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "6")
+	if rec := c.session("a"); rec.AckedCommandID != 6 || rec.PendingCommands != 0 {
+		t.Fatalf("after cursor 6: %+v; want acked 6, none pending", rec)
+	}
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"prompt","text":"later"}`)
+	if acc.ID != 7 {
+		t.Fatalf("first command after cursor 6: id %d; want 7", acc.ID)
+	}
+	wantCommand(t, cmds, 7, "later")
+	// Another instance's word does not count.
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "other", protocol.HeaderCommandCursor, "50")
+	cmds.close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	if rec := c.session("a"); rec.AckedCommandID != 6 || rec.PendingCommands != 1 {
+		t.Fatalf("after restart: %+v; want acked 6, 1 pending", rec)
+	}
+	again := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1", "Last-Event-ID", "7")
+	wantNext(t, c, again, 8)
+}
+
 // TestCommandStreamSessionCreated: the command stream's answer carries the
 // session's createdAt, and a session deleted and created again with the
 // same id carries another, so a sandbox can tell its state for the old

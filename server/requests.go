@@ -645,9 +645,13 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 		e.rec.CurrentInstance = instance
 	}
 	// Last-Event-ID is the opener's command cursor; without it, it gets
-	// every command not acknowledged (see commands.go).
-	if r.resume && e.setAcked(resumeAck(same, r.after, e.rec.AckedCommandID)) {
-		w.commandsChanged(g, e)
+	// every command not acknowledged (see commands.go). One above the
+	// last command: the sandbox had commands the database lost (seen).
+	if r.resume {
+		w.seen(g, r.id, e, r.after)
+		if e.setAcked(resumeAck(same, r.after, e.rec.AckedCommandID)) {
+			w.commandsChanged(g, e)
+		}
 	}
 	from := e.rec.AckedCommandID
 	if r.resume {

@@ -300,10 +300,15 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("after cursor 4: ackedCommandId %d, pendingCommands %d; want 4, 1", rec.AckedCommandID, rec.PendingCommands)
 	}
 	c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a/events", hb, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "x")
-	// A cursor past the last command is clamped to it.
+	// A cursor past the last command says the database went back under
+	// the sandbox: the next command is numbered after it.
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", hb, protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "99")
-	if rec = c.session("a"); rec.AckedCommandID != 5 || rec.PendingCommands != 0 {
-		t.Fatalf("after cursor 99: ackedCommandId %d, pendingCommands %d; want 5, 0", rec.AckedCommandID, rec.PendingCommands)
+	if rec = c.session("a"); rec.AckedCommandID != 99 || rec.PendingCommands != 0 {
+		t.Fatalf("after cursor 99: ackedCommandId %d, pendingCommands %d; want 99, 0", rec.AckedCommandID, rec.PendingCommands)
+	}
+	c.must(http.StatusAccepted, &acc, "POST", "/sessions/a/commands", `{"type":"abort"}`)
+	if got := fresh.next(); acc.ID != 100 || got.ID != "100" {
+		t.Fatalf("after cursor 99: command %d streamed as %s; want 100", acc.ID, got.ID)
 	}
 
 	// Closing the command stream disconnects the session.
