@@ -3,6 +3,7 @@ package agentd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -495,5 +496,28 @@ func TestAgentEnvironmentHoldsNoCredential(t *testing.T) {
 		if strings.Contains(out, k+"=") || strings.Contains(out, v) {
 			t.Errorf("%s reached the agent's environment", k)
 		}
+	}
+}
+
+// An answer that reaches agentd while no agent runs (it exited, and the
+// next one waits out the restart delay) cannot be given to anyone: the
+// request it answers ended with the agent. The transcript says so, as
+// for any answer agentd does not hand over (docs/PROTOCOL.md), rather
+// than the answer vanishing into agentd's log.
+func TestAnswerWhileNoAgentRunsIsTold(t *testing.T) {
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{RestartDelay: time.Minute, RestartDelayMax: time.Minute})
+	waitStarted(t, srv, 1)
+	srv.Prompt("exit: 3")
+	srv.Wait(t, "the agent's exit", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+	id := srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"})
+	evs := srv.Wait(t, "the answer's notice", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAnswerNotApplied
+		})
+	})
+	ev := evs[len(evs)-1]
+	if want := fmt.Sprintf(`agentd: the answer to permission request "perm-1" (command %d) was not given to the agent: the agent is not running`, id); !strings.HasPrefix(ev.Message, want) {
+		t.Errorf("notice %q; want it to start %q", ev.Message, want)
 	}
 }

@@ -169,10 +169,7 @@ func (s *supervisor) run(ctx context.Context) error {
 				// permission answer was for the agent that died with
 				// its turn.
 				s.cmds.received(c)
-				if c.Type != protocol.CommandPrompt {
-					s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
-					s.cmds.took(c.ID)
-				}
+				s.dropForNoAgent(c)
 			case <-s.connected:
 			case <-ctx.Done():
 				return nil
@@ -338,12 +335,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 		case <-r.done:
 			if !stop {
 				for _, c := range pending {
-					// A prompt goes to the next agent (still not
-					// taken); an abort or an answer was for this one.
-					if c.Type != protocol.CommandPrompt {
-						s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
-						s.cmds.took(c.ID)
-					}
+					s.dropForNoAgent(c)
 				}
 			}
 			return stop, fatal
@@ -585,6 +577,23 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 func (s *supervisor) emit(ev protocol.Event) {
 	if err := s.up.EnqueueStamped(s.runCtx, ev, s.perms.queued(ev)); err != nil {
 		s.log.Error("event not queued", "type", ev.Type, "err", err)
+	}
+}
+
+// dropForNoAgent handles a command that reached agentd while no agent
+// runs. A prompt waits for the next agent (it is not taken); an abort was
+// for the agent that died with its turn, and is dropped; so is a
+// permission answer, whose request ended with that agent, but the
+// transcript is told (notApplied), as for every answer agentd does not
+// hand over (docs/PROTOCOL.md), or the user's answer would vanish.
+func (s *supervisor) dropForNoAgent(c protocol.Command) {
+	switch c.Type {
+	case protocol.CommandPrompt:
+	case protocol.CommandPermissionResponse:
+		s.notApplied(c, "the agent is not running (it exited, and its requests ended with it)")
+	default:
+		s.log.Info("agent not running; dropping command", "id", c.ID, "type", c.Type)
+		s.cmds.took(c.ID)
 	}
 }
 
