@@ -564,8 +564,11 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 		return err
 	}
 	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent {
-		// Logged first: a restart then sees the turn open (and closes it
-		// as interrupted) rather than replaying its prompt.
+		// Logged first, the cursor after: a crash between the two leaves
+		// the turn open in the log, which the restart closes as
+		// interrupted, and the prompt untaken, which it runs again as a
+		// new turn (the transcript shows both, truthfully). The other
+		// order could lose the prompt with no trace of its turn.
 		s.cmds.turnStarted()
 	}
 	return nil
