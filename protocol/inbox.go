@@ -170,7 +170,8 @@ type LoggedEvent struct {
 }
 
 // EventsPage is the body of GET /sessions/:id/events: the entries with
-// pos > after, at most limit, in log order. Next is the after of the
+// pos > after, at most limit (fewer when their events pass 1 MiB
+// together, one at least), in log order. Next is the after of the
 // following page, null when this page reaches the end of the log.
 type EventsPage struct {
 	Events []LoggedEvent `json:"events"`

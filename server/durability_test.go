@@ -429,11 +429,11 @@ func (f *readFailStore) Events(ctx context.Context, id string) ([]store.Event, e
 	return f.Store.Events(ctx, id)
 }
 
-func (f *readFailStore) EventsAfter(ctx context.Context, id string, after int64, limit int) ([]store.Event, error) {
+func (f *readFailStore) EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
 	if err := f.err("events after"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return f.Store.EventsAfter(ctx, id, after, limit)
+	return f.Store.EventsAfter(ctx, id, after, limit, maxBytes)
 }
 
 func (f *readFailStore) Commands(ctx context.Context, id string, after, upTo int64) ([]store.Command, error) {

@@ -285,3 +285,60 @@ func TestReplicasFallbackReadsInPages(t *testing.T) {
 	m.equal(cb, "a")
 	checkPages(t, "replica b", f.taken())
 }
+
+// TestEventLogPagesBoundedByBytes: a page of GET /sessions/:id/events was
+// bounded by its count alone (up to 5000 entries), so one request for a
+// session of large events (tool output, up to protocol.MaxEventBytes
+// each) read gigabytes into memory and copied them again into the
+// response. A page now stops at Options.ReplayPageBytes of event bodies
+// (one entry at least, however large), next says where the rest starts,
+// and the pages together are the stored log exactly, each entry once.
+func TestEventLogPagesBoundedByBytes(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	const n, size = 12, 250 << 10 // 3 MiB in all
+	bigSession(t, c, n, size)
+	stored, err := s.Store().Events(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != n {
+		t.Fatalf("%d events stored; want %d", len(stored), n)
+	}
+
+	var all []protocol.LoggedEvent
+	var after int64
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("the pages do not end")
+		}
+		var page protocol.EventsPage
+		c.must(http.StatusOK, &page, "GET", "/sessions/a/events?limit=5000&after="+itoa(after), nil)
+		sum := 0
+		for _, e := range page.Events {
+			sum += len(e.Event)
+		}
+		if len(page.Events) > 1 && sum > server.DefaultReplayPageBytes {
+			t.Errorf("page after %d held %d events of %d bytes together; want at most %d bytes or one event", after, len(page.Events), sum, server.DefaultReplayPageBytes)
+		}
+		if len(page.Events) == 0 && page.Next != nil {
+			t.Fatalf("an empty page after %d names a next page", after)
+		}
+		all = append(all, page.Events...)
+		if page.Next == nil {
+			break
+		}
+		if len(page.Events) == 0 || *page.Next != page.Events[len(page.Events)-1].Pos {
+			t.Fatalf("page after %d: next %d is not its last position", after, *page.Next)
+		}
+		after = *page.Next
+	}
+	if len(all) != len(stored) {
+		t.Fatalf("the pages hold %d events; the log %d", len(all), len(stored))
+	}
+	for i, e := range stored {
+		if all[i].Pos != e.Pos || all[i].AgentSeq != e.AgentSeq || all[i].Instance != e.Instance || string(all[i].Event) != string(e.Body) {
+			t.Fatalf("entry %d paged as pos %d agentSeq %d; stored pos %d agentSeq %d (or other bytes)", i, all[i].Pos, all[i].AgentSeq, e.Pos, e.AgentSeq)
+		}
+	}
+}

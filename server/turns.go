@@ -246,37 +246,49 @@ func (s *Server) Turn(ctx context.Context, id, turnID string) (protocol.Turn, er
 }
 
 // eventsAfter returns at most limit of the session's log entries with pos
-// > after, in log order: a page read by the store when it can (an
-// EventPager), else cut from the whole log.
+// > after, in log order.
 func eventsAfter(ctx context.Context, st store.Store, id string, after int64, limit int) ([]store.Event, error) {
-	if p, ok := st.(store.EventPager); ok {
-		return p.EventsAfter(ctx, id, after, limit)
-	}
-	all, err := st.Events(ctx, id)
-	var list []store.Event
-	for _, e := range all {
-		if e.Pos > after && len(list) < limit {
-			list = append(list, e)
-		}
-	}
+	list, _, err := eventPage(ctx, st, id, after, limit, 0)
 	return list, err
 }
 
+// eventPage returns the session's log entries with pos > after, in log
+// order, cut at limit entries and maxBytes of bodies (store.PageCut), and
+// whether entries follow: a page read by the store when it can (an
+// EventPager), else cut from the whole log.
+func eventPage(ctx context.Context, st store.Store, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
+	if p, ok := st.(store.EventPager); ok {
+		return p.EventsAfter(ctx, id, after, limit, maxBytes)
+	}
+	all, err := st.Events(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	i := 0
+	for i < len(all) && all[i].Pos <= after {
+		i++
+	}
+	rest := all[i:]
+	sizes := make([]int64, min(len(rest), limit+1))
+	for j := range sizes {
+		sizes[j] = int64(len(rest[j].Body))
+	}
+	n := store.PageCut(sizes, limit, maxBytes)
+	return rest[:n], n < len(rest), nil
+}
+
 // EventLog returns the stored log entries of the session with pos >
-// after, at most limit, in log order, each event the JSON as stored; more
-// says whether entries follow.
+// after, in log order, each event the JSON as stored: at most limit, and
+// no more than Options.ReplayPageBytes of events together (one at least),
+// so a page of large events (up to protocol.MaxEventBytes each) does not
+// hold gigabytes; more says whether entries follow.
 func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error) {
 	if _, err := s.store.Session(ctx, id); err != nil {
 		return nil, false, readFailed("events session="+id, err)
 	}
-	// One more than asked says whether another page follows.
-	list, err := eventsAfter(ctx, s.store, id, after, limit+1)
+	list, more, err := eventPage(ctx, s.store, id, after, limit, s.opts.ReplayPageBytes)
 	if err != nil {
 		return nil, false, readFailed("events session="+id, err)
-	}
-	more := len(list) > limit
-	if more {
-		list = list[:limit]
 	}
 	out := make([]protocol.LoggedEvent, len(list))
 	for i, e := range list {

@@ -66,9 +66,10 @@ type Snapshot struct {
 	More bool
 }
 
-// PageCut returns how many of a page's candidate artifacts, whose bodies
-// take sizes bytes (in page order), the page holds: at most limit, the
-// first always (so paging always gets on, however large one artifact),
+// PageCut returns how many of a page's candidate artifacts (or log
+// events), whose bodies take sizes bytes (in page order), the page holds:
+// at most limit, the first always (so paging always gets on, however
+// large one artifact),
 // then each while the bodies together stay within maxBytes (maxBytes <=
 // 0: no byte bound). A count alone let one page of large artifacts (tool
 // output of megabytes each) hold a hundred of them in memory at once.

@@ -34,9 +34,16 @@ type TurnDigestStore interface {
 // EventPager is implemented by a store that reads a page of a session's
 // event log; without it the server reads the whole log and cuts it.
 type EventPager interface {
-	// EventsAfter returns the session's events with pos > after, at most
-	// limit, in pos order.
-	EventsAfter(ctx context.Context, id string, after int64, limit int) ([]Event, error)
+	// EventsAfter returns the session's events with pos > after, in pos
+	// order, read in one read transaction: at most limit (> 0) of them,
+	// stopping before the one that would take their bodies past maxBytes
+	// but holding one at least (PageCut); maxBytes <= 0 bounds the count
+	// alone. The sizes are read before the bodies, so only the page's
+	// bodies are loaded: an event is up to protocol.MaxEventBytes, and a
+	// page of a count alone could hold gigabytes. more says whether
+	// events were left after the page's last; a page shorter than limit
+	// may have more (cut by its bytes). A missing session has no events.
+	EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) (list []Event, more bool, err error)
 }
 
 // PendingPermissionFinder is implemented by a store that can say cheaply

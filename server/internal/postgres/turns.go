@@ -38,19 +38,38 @@ func (s *Store) TurnDigests(ctx context.Context, id string) ([]store.TurnDigest,
 	return out, nil
 }
 
-// EventsAfter returns a page of the session's event log: pos > after, at
-// most limit entries, in order (store.EventPager).
-func (s *Store) EventsAfter(ctx context.Context, id string, after int64, limit int) ([]store.Event, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = $1 AND pos > $2 ORDER BY pos LIMIT $3`, id, after, limit)
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Event, error) {
-		var e store.Event
-		err := row.Scan(&e.Pos, &e.Instance, &e.AgentSeq, &e.Body)
-		return e, err
+// EventsAfter returns a page of the session's event log: pos > after, in
+// order, cut at limit entries and maxBytes of bodies (store.PageCut), and
+// whether entries were left after it (store.EventPager).
+func (s *Store) EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("read events session=%s: limit %d: must be positive", id, limit)
+	}
+	var (
+		out  []store.Event
+		more bool
+	)
+	err := s.readTx(ctx, func(tx pgx.Tx) error {
+		// The sizes first (octet_length of a body kept out of line is
+		// read from its header), then the bodies of exactly the page's
+		// entries, in the same snapshot.
+		upTo, m, err := cutPage(ctx, tx, `SELECT pos, octet_length(body) FROM events WHERE session_id = $1 AND pos > $2 ORDER BY pos LIMIT $3`, id, after, limit, maxBytes)
+		if err != nil {
+			return err
+		}
+		more = m
+		rows, _ := tx.Query(ctx, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos`, id, after, upTo)
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Event, error) {
+			var e store.Event
+			err := row.Scan(&e.Pos, &e.Instance, &e.AgentSeq, &e.Body)
+			return e, err
+		})
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)
+		return nil, false, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)
 	}
-	return out, nil
+	return out, more, nil
 }
 
 // PendingPermissionSessions returns the sessions with a permission

@@ -193,6 +193,11 @@ func (s *Store) readLog(ctx context.Context, id string, after int64, limit int) 
 		return nil, fmt.Errorf("read events session=%s: %w", id, err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	return readLogTx(ctx, tx, id, after, limit)
+}
+
+// readLogTx is readLog in the read transaction tx.
+func readLogTx(ctx context.Context, tx *sqlx.Tx, id string, after int64, limit int) ([]store.Event, error) {
 	var rows []eventRow
 	if err := tx.SelectContext(ctx, &rows, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit); err != nil {
 		return nil, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)

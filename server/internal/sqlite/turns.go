@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/rein-ai/rein/server/store"
 )
@@ -28,10 +31,61 @@ func (s *Store) TurnDigests(ctx context.Context, id string) ([]store.TurnDigest,
 	return out, nil
 }
 
-// EventsAfter returns a page of the session's event log: pos > after, at
-// most limit entries, in order.
-func (s *Store) EventsAfter(ctx context.Context, id string, after int64, limit int) ([]store.Event, error) {
-	return s.readLog(ctx, id, after, limit)
+// EventsAfter returns a page of the session's event log: pos > after, in
+// order, cut at limit entries and maxBytes of bodies (store.PageCut), and
+// whether entries were left after it (store.EventPager).
+func (s *Store) EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("read events session=%s: limit %d: must be positive", id, limit)
+	}
+	tx, err := s.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, false, fmt.Errorf("read events session=%s: %w", id, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	sizes, err := logSizes(ctx, tx, id, after, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)
+	}
+	n := store.PageCut(sizes, limit, maxBytes)
+	if n == 0 {
+		return nil, false, nil
+	}
+	// Exactly the n entries sized above: the same transaction sees the
+	// same rows of events and staged_events.
+	list, err := readLogTx(ctx, tx, id, after, n)
+	return list, n < len(sizes), err
+}
+
+// logSizes returns the body sizes of the session's first limit log
+// entries with pos > after, from events and then staged_events as
+// readLogTx reads them. octet_length reads a length from the record's
+// header, so no body is loaded.
+func logSizes(ctx context.Context, tx *sqlx.Tx, id string, after int64, limit int) ([]int64, error) {
+	type sized struct {
+		Pos  int64 `db:"pos"`
+		Size int64 `db:"n"`
+	}
+	var rows []sized
+	if err := tx.SelectContext(ctx, &rows, `SELECT pos, octet_length(body) AS n FROM events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit); err != nil {
+		return nil, err
+	}
+	if len(rows) < limit {
+		from := after
+		if len(rows) > 0 {
+			from = rows[len(rows)-1].Pos
+		}
+		var staged []sized
+		if err := tx.SelectContext(ctx, &staged, `SELECT pos, octet_length(body) AS n FROM staged_events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, from, limit-len(rows)); err != nil {
+			return nil, fmt.Errorf("staged: %w", err)
+		}
+		rows = append(rows, staged...)
+	}
+	sizes := make([]int64, len(rows))
+	for i, r := range rows {
+		sizes[i] = r.Size
+	}
+	return sizes, nil
 }
 
 func putTurnDigest(ctx context.Context, ex execer, op store.PutTurnDigest) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
@@ -67,37 +68,126 @@ func testEventPages(t *testing.T, s store.Store) {
 		all = append(all, store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: fmt.Appendf(nil, `{"n":%d}`, pos)})
 	}
 	commit(t, s, store.AppendEvents{SessionID: "a", Events: all}, store.AppendEvents{SessionID: "b", Events: all[:3]})
-	got := pageEvents(t, pg, "a", 10)
-	if len(got) != len(all) {
-		t.Fatalf("paged %d events; want %d", len(got), len(all))
-	}
-	for i := range all {
-		if got[i].Pos != all[i].Pos || string(got[i].Body) != string(all[i].Body) || got[i].AgentSeq != all[i].AgentSeq {
-			t.Fatalf("page entry %d = %+v; want %+v", i, got[i], all[i])
+	// Pages of 10 (the last 5, without more), and of 5 (the last full,
+	// without more either: more is what was left, not a full page).
+	for _, limit := range []int{10, 5} {
+		got := pageEvents(t, pg, "a", limit, 0)
+		if len(got) != len(all) {
+			t.Fatalf("limit %d: paged %d events; want %d", limit, len(got), len(all))
+		}
+		for i := range all {
+			if got[i].Pos != all[i].Pos || string(got[i].Body) != string(all[i].Body) || got[i].AgentSeq != all[i].AgentSeq {
+				t.Fatalf("limit %d: page entry %d = %+v; want %+v", limit, i, got[i], all[i])
+			}
 		}
 	}
-	if page, err := pg.EventsAfter(ctx, "missing", 0, 10); err != nil || len(page) != 0 {
-		t.Errorf("EventsAfter(missing) = %d events, %v; want none", len(page), err)
+	if page, more, err := pg.EventsAfter(ctx, "a", 20, 5, 0); err != nil || len(page) != 5 || more {
+		t.Errorf("EventsAfter(a, 20, 5) = %d events, more %v, %v; want the last 5 without more", len(page), more, err)
+	}
+	if page, more, err := pg.EventsAfter(ctx, "missing", 0, 10, 0); err != nil || len(page) != 0 || more {
+		t.Errorf("EventsAfter(missing) = %d events, more %v, %v; want none", len(page), more, err)
 	}
 }
 
-// pageEvents reads session id's whole log with EventsAfter, limit at a
-// time, checking that no page is longer.
-func pageEvents(t *testing.T, pg store.EventPager, id string, limit int) []store.Event {
+// testEventPagesByBytes: a page of the log stops before the event that
+// would take its bodies past maxBytes, holds one at least however large,
+// says whether events were left, and the pages together are the log.
+func testEventPagesByBytes(t *testing.T, s store.Store) {
+	pg, ok := s.(store.EventPager)
+	if !ok {
+		t.Skipf("%T does not page events", s)
+	}
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	// Bodies of 100 bytes, but pos 3 of 1000.
+	body := func(pos int64, size int) []byte {
+		b := fmt.Appendf(nil, `{"n":%d,"pad":"`, pos)
+		b = append(b, strings.Repeat("x", size-len(b)-2)...)
+		return append(b, `"}`...)
+	}
+	var all []store.Event
+	for pos := int64(1); pos <= 6; pos++ {
+		size := 100
+		if pos == 3 {
+			size = 1000
+		}
+		all = append(all, store.Event{Pos: pos, Instance: "i", AgentSeq: pos, Body: body(pos, size)})
+	}
+	commit(t, s, store.AppendEvents{SessionID: "a", Events: all})
+	for _, tt := range []struct {
+		after    int64
+		maxBytes int
+		want     []int64
+		more     bool
+	}{
+		{0, 200, []int64{1, 2}, true},
+		{0, 199, []int64{1}, true},
+		{0, 1, []int64{1}, true}, // one at least
+		{2, 1, []int64{3}, true}, // however large
+		{2, 1000, []int64{3}, true},
+		{2, 1100, []int64{3, 4}, true},
+		{0, 1 << 20, []int64{1, 2, 3, 4, 5, 6}, false},
+		{3, 300, []int64{4, 5, 6}, false},
+		{3, 0, []int64{4, 5, 6}, false}, // no byte bound
+		{6, 1, nil, false},
+	} {
+		list, more, err := pg.EventsAfter(ctx, "a", tt.after, 10, tt.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, e := range list {
+			got = append(got, e.Pos)
+		}
+		if !slices.Equal(got, tt.want) || more != tt.more {
+			t.Errorf("EventsAfter(a, %d, 10, %d) = %v more %v; want %v more %v", tt.after, tt.maxBytes, got, more, tt.want, tt.more)
+		}
+	}
+	// The count still bounds a page of small events.
+	if list, more, err := pg.EventsAfter(ctx, "a", 3, 2, 1<<20); err != nil || len(list) != 2 || list[1].Pos != 5 || !more {
+		t.Errorf("EventsAfter(a, 3, 2, 1 MiB) = %d events, more %v, %v; want 4 and 5, more", len(list), more, err)
+	}
+	for _, maxBytes := range []int{1, 250, 1100} {
+		got := pageEvents(t, pg, "a", 10, maxBytes)
+		if len(got) != len(all) {
+			t.Fatalf("maxBytes %d: paged %d events; want %d", maxBytes, len(got), len(all))
+		}
+		for i := range all {
+			if got[i].Pos != all[i].Pos || string(got[i].Body) != string(all[i].Body) {
+				t.Fatalf("maxBytes %d: page entry %d = pos %d; want %d", maxBytes, i, got[i].Pos, all[i].Pos)
+			}
+		}
+	}
+}
+
+// pageEvents reads session id's whole log with EventsAfter, limit and
+// maxBytes a page, following more, checking that no page is longer or,
+// past its first entry, larger.
+func pageEvents(t *testing.T, pg store.EventPager, id string, limit, maxBytes int) []store.Event {
 	t.Helper()
 	var out []store.Event
 	for after := int64(0); ; {
-		page, err := pg.EventsAfter(context.Background(), id, after, limit)
+		page, more, err := pg.EventsAfter(context.Background(), id, after, limit, maxBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(page) > limit {
 			t.Fatalf("EventsAfter(limit %d) returned %d", limit, len(page))
 		}
-		if len(page) == 0 {
-			return out
+		sum := 0
+		for _, e := range page {
+			sum += len(e.Body)
+		}
+		if maxBytes > 0 && len(page) > 1 && sum > maxBytes {
+			t.Fatalf("EventsAfter(maxBytes %d) returned %d events of %d bytes", maxBytes, len(page), sum)
 		}
 		out = append(out, page...)
+		if !more {
+			return out
+		}
+		if len(page) == 0 {
+			t.Fatalf("EventsAfter(%s, %d) returned no event but more", id, after)
+		}
 		after = page[len(page)-1].Pos
 	}
 }
@@ -219,7 +309,12 @@ func testStaging(t *testing.T, s store.Store) {
 			}
 		}
 		if pg, ok := s.(store.EventPager); ok {
-			if paged := pageEvents(t, pg, id, 3); len(paged) != len(got) {
+			if paged := pageEvents(t, pg, id, 3, 0); len(paged) != len(got) {
+				t.Fatalf("EventsAfter pages of %s hold %d entries; want %d", id, len(paged), len(got))
+			}
+			// Cut by bytes too (each body is 8 or 9 bytes), the
+			// pages crossing from events to staged rows.
+			if paged := pageEvents(t, pg, id, 10, 20); len(paged) != len(got) {
 				t.Fatalf("EventsAfter pages of %s hold %d entries; want %d", id, len(paged), len(got))
 			}
 		}

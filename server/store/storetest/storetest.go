@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 		{"TurnDigests", testTurnDigests},
 		{"EventPages", testEventPages},
+		{"EventPagesByBytes", testEventPagesByBytes},
 		{"PendingPermissions", testPendingPermissions},
 		{"Versions", testVersions},
 		{"ChangeBatches", testChangeBatches},
