@@ -342,3 +342,122 @@ func TestEventLogPagesBoundedByBytes(t *testing.T) {
 		}
 	}
 }
+
+// logReadStore records the event bodies each log read of a SQLite store
+// returns, a read of the whole log as one page.
+type logReadStore struct {
+	*sqlite.Store
+	mu    sync.Mutex
+	pages [][]int // body sizes, one list per read
+}
+
+func (p *logReadStore) record(list []store.Event) {
+	sizes := make([]int, len(list))
+	for i, e := range list {
+		sizes[i] = len(e.Body)
+	}
+	p.mu.Lock()
+	p.pages = append(p.pages, sizes)
+	p.mu.Unlock()
+}
+
+func (p *logReadStore) Events(ctx context.Context, id string) ([]store.Event, error) {
+	list, err := p.Store.Events(ctx, id)
+	p.record(list)
+	return list, err
+}
+
+func (p *logReadStore) EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
+	list, more, err := p.Store.EventsAfter(ctx, id, after, limit, maxBytes)
+	p.record(list)
+	return list, more, err
+}
+
+// TestTurnsReadLogInPages: GET /sessions/:id/turns (and /turns/:turnId)
+// read the session's whole event log at once to fold it, up to
+// --max-session-bytes (1 GiB) in memory beside the fold for each request.
+// It folds the log a page at a time now (Options.ReplayPage entries, at
+// most Options.ReplayPageBytes of them), and the turns are the same
+// whether a page holds one event or the whole log.
+func TestTurnsReadLogInPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: path})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	text := strings.Repeat("x", 250<<10)
+	seq := 0
+	post := func(evs ...any) {
+		t.Helper()
+		for i := range evs {
+			seq++
+			evs[i].(map[string]any)["agentSeq"] = seq
+		}
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", unescaped(t, evs))
+	}
+	// Four turns of 1 MiB of output each (the id t1 used twice, as an
+	// agent that restarts does), the last still running.
+	for i, id := range []string{"t1", "t2", "t1", "t3"} {
+		tool := fmt.Sprintf("tc%d", i)
+		post(ev("turn_started", "turnId", id, "source", "user", "promptId", fmt.Sprintf("p%d", i)),
+			ev("user_message", "text", fmt.Sprintf("prompt %d", i), "turnId", id),
+			ev("tool_call_start", "id", tool, "name", "bash", "kind", "execute", "title", "make"))
+		for range 2 {
+			post(ev("tool_output_delta", "id", tool, "delta", text))
+		}
+		post(ev("tool_call_end", "id", tool, "status", "completed"))
+		for range 2 {
+			post(ev("text_delta", "delta", text))
+		}
+		if i < 3 {
+			post(ev("usage_updated", "inputTokens", 10+i, "outputTokens", 5),
+				ev("turn_completed", "turnId", id, "stopReason", "end_turn"))
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db := openSQLite(t, path)
+	turns := func(opts app.Options) (list, one string) {
+		t.Helper()
+		s := start(t, opts)
+		defer func() {
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		c := newClient(t, s)
+		_, l := c.do("GET", "/sessions/a/turns", nil)
+		_, o := c.do("GET", "/sessions/a/turns/t1", nil)
+		return string(l), string(o)
+	}
+	rec := &logReadStore{Store: db}
+	list, one := turns(app.Options{Store: rec})
+	var got []protocol.Turn
+	if err := json.Unmarshal([]byte(list), &got); err != nil {
+		t.Fatalf("GET /turns: %s: %v", list, err)
+	}
+	if len(got) != 4 || got[2].ID != "t1" || !got[2].DigestRecorded || got[3].EndPos != nil || len(got[1].ToolCalls) != 1 || got[1].ToolCalls[0].ID != "tc1" {
+		t.Fatalf("GET /turns: %s", list)
+	}
+	rec.mu.Lock()
+	for i, sizes := range rec.pages {
+		sum := 0
+		for _, n := range sizes {
+			sum += n
+		}
+		if len(sizes) > 1 && sum > server.DefaultReplayPageBytes {
+			t.Errorf("log read %d held %d events of %d bytes together; want at most %d bytes or one event", i, len(sizes), sum, server.DefaultReplayPageBytes)
+		}
+	}
+	rec.mu.Unlock()
+
+	for _, opts := range []app.Options{
+		{Store: db, ReplayPage: 1},                                 // an event a page
+		{Store: db, ReplayPage: 1 << 20, ReplayPageBytes: 1 << 40}, // the whole log in one
+	} {
+		if l, o := turns(opts); l != list || o != one {
+			t.Errorf("pages of %d events, %d bytes: GET /turns\n%s\n/turns/t1\n%s\nwant\n%s\n%s", opts.ReplayPage, opts.ReplayPageBytes, l, o, list, one)
+		}
+	}
+}

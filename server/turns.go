@@ -131,19 +131,6 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 			recorded[d.TurnID] = append(recorded[d.TurnID], d)
 		}
 	}
-	log, err := s.store.Events(ctx, id)
-	if err != nil {
-		return nil, readFailed("turns session="+id, err)
-	}
-	// The same createdAt after the reads as before says no delete and
-	// create came between them: the digests and the log are one
-	// session's.
-	if again, err := s.store.Session(ctx, id); err != nil || again.CreatedAt != sess.CreatedAt {
-		if err == nil {
-			err = protocol.Errorf(protocol.CodeUnavailable, "session %q was deleted and created again while its turns were read; read them again", id)
-		}
-		return nil, readFailed("turns session="+id, err)
-	}
 	st := reducer.New()
 	chain := newTurnChain()
 	type place struct {
@@ -152,10 +139,18 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 	}
 	places := map[int64]*place{} // by turn artifact seq
 	var order []int64
-	for _, le := range log {
+	// The log is folded a page at a time (Options.ReplayPage entries, at
+	// most Options.ReplayPageBytes of them): read whole, it was up to
+	// --max-session-bytes in memory beside the fold for each request.
+	// The log only grows, so pages read in separate transactions are the
+	// log as it was when the last was read (a page may add events stored
+	// since the first: the turns are then as of that later point).
+	var bad error // a stored event that does not decode: a bug, not a failed read
+	err = eachLogEntry(ctx, s.store, id, s.opts.ReplayPage, s.opts.ReplayPageBytes, func(le store.Event) error {
 		var ev protocol.Event
 		if err := json.Unmarshal(le.Body, &ev); err != nil {
-			return nil, fmt.Errorf("turns session=%s pos=%d: %w", id, le.Pos, err)
+			bad = fmt.Errorf("turns session=%s pos=%d: %w", id, le.Pos, err)
+			return bad
 		}
 		changes := st.Apply(ev)
 		chain.add(le)
@@ -170,6 +165,22 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 				p.end, p.digest = le.Pos, chain.cut()
 			}
 		}
+		return nil
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	if err != nil {
+		return nil, readFailed("turns session="+id, err)
+	}
+	// The same createdAt after the reads as before says no delete and
+	// create came between them: the digests and the log (every page of
+	// it) are one session's.
+	if again, err := s.store.Session(ctx, id); err != nil || again.CreatedAt != sess.CreatedAt {
+		if err == nil {
+			err = protocol.Errorf(protocol.CodeUnavailable, "session %q was deleted and created again while its turns were read; read them again", id)
+		}
+		return nil, readFailed("turns session="+id, err)
 	}
 	arts := st.Artifacts()
 	// An artifact belongs to the turn that was open when it was created:
@@ -275,6 +286,40 @@ func eventPage(ctx context.Context, st store.Store, id string, after int64, limi
 	}
 	n := store.PageCut(sizes, limit, maxBytes)
 	return rest[:n], n < len(rest), nil
+}
+
+// eachLogEntry calls fn with each of the session's stored log entries in
+// order, reading the log in pages of at most limit entries and maxBytes
+// of bodies (one entry at least) when the store can (an EventPager),
+// else whole: cutting pages from the whole log would read it once a page.
+func eachLogEntry(ctx context.Context, st store.Store, id string, limit, maxBytes int, fn func(store.Event) error) error {
+	if _, ok := st.(store.EventPager); !ok {
+		all, err := st.Events(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, e := range all {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for after := int64(0); ; {
+		page, more, err := eventPage(ctx, st, id, after, limit, maxBytes)
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if !more || len(page) == 0 {
+			return nil
+		}
+		after = page[len(page)-1].Pos
+	}
 }
 
 // EventLog returns the stored log entries of the session with pos >
