@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -313,5 +314,82 @@ func TestGarbledInstanceFileKeepsEvents(t *testing.T) {
 	}
 	if len(page.Events) == 0 || first.Type != protocol.EventAgentStarted || page.Events[0].Instance != strings.TrimSpace(string(instance)) {
 		t.Fatalf("event log: %+v; want the first agent's agent_started first, under the instance %s", page.Events, instance)
+	}
+}
+
+// TestZeroSessionFileKeepsEvents: agentd recorded its session's createdAt
+// in the state dir, then logged events it could not post and stopped; the
+// session file was garbled since into 0 (a disk's error, a hand edit),
+// which the outbox read as a number. Sent as Rein-Session-Created, the
+// server refuses it with 400 invalid, and the next agentd's startup probe
+// retried that for ever, its agent never started. Instead it stops (exit
+// 1) naming the file, keeping the events, and once the file holds the
+// createdAt again the next agentd posts them.
+func TestZeroSessionFileKeepsEvents(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
+	e := newEnv(t)
+	id := "zero-session"
+	e.create(id, "")
+	proxy, err := NewProxy(strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	state := filepath.Join(e.dir, "state")
+	d := e.agentd(proxy.URL(), id, nil, []string{"--state-dir", state})
+	e.waitIdle(id) // connected: the session is recorded
+	file := filepath.Join(state, id, "session")
+	created, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut off, agentd logs the agent's exit and cannot post it.
+	proxy.Cut()
+	d.Stop(15 * time.Second)
+	if code := d.ExitCode(); code != 0 {
+		t.Fatalf("agentd stopped with the server unreachable: exit %d; want 0, its events kept in the outbox", code)
+	}
+	if err := os.WriteFile(file, []byte("0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d = e.agentd(e.srv.URL, id, nil, []string{"--state-dir", state})
+	if err := d.Wait(30 * time.Second); err != nil {
+		t.Fatalf("%v; want it to stop on a session file of 0 rather than ask the server with it for ever", err)
+	}
+	if code := d.ExitCode(); code != 1 {
+		t.Fatalf("agentd on a session file of 0: exit %d; want 1", code)
+	}
+	if out := strings.Join(d.Output(), "\n"); !strings.Contains(out, "read session") {
+		t.Fatalf("agentd's error does not name the session file:\n%s", out)
+	}
+
+	if err := os.WriteFile(file, created, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = e.agentd(e.srv.URL, id, nil, []string{"--state-dir", state})
+	if _, err := d.WaitLine(e.ctx, "agent started"); err != nil {
+		t.Fatal(err)
+	}
+	// Stopping, agentd posts what its outbox holds before it exits.
+	d.Stop(15 * time.Second)
+	if code := d.ExitCode(); code != 0 {
+		t.Fatalf("agentd with the session file restored: exit %d; want 0", code)
+	}
+	page, err := e.c.EventLog(e.ctx, id, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []protocol.EventType
+	for _, le := range page.Events {
+		var ev protocol.Event
+		_ = json.Unmarshal(le.Event, &ev)
+		if ev.Type == protocol.EventAgentStarted || ev.Type == protocol.EventAgentExited {
+			types = append(types, ev.Type)
+		}
+	}
+	want := []protocol.EventType{protocol.EventAgentStarted, protocol.EventAgentExited, protocol.EventAgentStarted, protocol.EventAgentExited}
+	if !slices.Equal(types, want) {
+		t.Fatalf("agent events in the log: %v; want %v (the first agent's exit, logged while cut off, posted by the third agentd)", types, want)
 	}
 }

@@ -233,6 +233,16 @@ func (l *Log) load() error {
 	if l.session, l.hasSess, err = l.readInt("session"); err != nil {
 		return err
 	}
+	if l.hasSess && l.session == 0 {
+		// No session was created at 0 (SetSession records what the
+		// server sent, Unix ms): a disk's error or a hand edit. Sent as
+		// Rein-Session-Created, the server would refuse every request
+		// with 400 invalid, and agentd's startup probe would retry that
+		// for ever without starting the agent. Nor is dropping it the
+		// answer: it is what tells this state from that of a session
+		// deleted and created again with the same id.
+		return fmt.Errorf("read session: 0 is not a session's createdAt (Unix ms, > 0): restore the createdAt agentd wrote there, or remove the state dir to start afresh as a new instance")
+	}
 	if b, err := os.ReadFile(filepath.Join(l.dir, "turn")); err == nil {
 		var t turnFile
 		if json.Unmarshal(b, &t) == nil {

@@ -588,3 +588,34 @@ func TestGarbledInstanceIsRefused(t *testing.T) {
 		t.Fatalf("instance %q, want agentd-7f3a:b.c_d", l.Instance())
 	}
 }
+
+// TestZeroSessionIsRefused: a session file holding 0 (a disk's error, a
+// hand edit) passed as a non-negative integer, but no session was
+// created at 0: sent as Rein-Session-Created, the server refuses every
+// request with 400 invalid, and agentd's startup probe retried that for
+// ever without starting the agent. Open refuses it as it refuses a
+// garbled instance; a session's createdAt opens as it is.
+func TestZeroSessionIsRefused(t *testing.T) {
+	for _, garbled := range []string{"0", "00\n"} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "session"), []byte(garbled), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(Options{Dir: dir})
+		if err == nil {
+			at, ok := l.Session()
+			l.Close()
+			t.Fatalf("Open with session file %q: no error, session %d %v; want an error naming the file", garbled, at, ok)
+		}
+		if !strings.Contains(err.Error(), "read session") {
+			t.Errorf("Open with session file %q: %v; want it to name the session file", garbled, err)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "session"), []byte("1732190001234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := open(t, dir, 0).Session(); at != 1732190001234 || !ok {
+		t.Fatalf("session %d %v; want 1732190001234", at, ok)
+	}
+}
