@@ -72,8 +72,9 @@ type Options struct {
 	CORSOrigins []string
 	// MaxArtifactsPerSession caps a session's artifacts; events that could
 	// take it past the cap get 413 (default DefaultMaxArtifactsPerSession),
-	// but for those that keep the transcript true (a turn's end, the
-	// agent's exit, permissions, notices), up to a reserve past it.
+	// but for those that keep the transcript true (a turn's start and
+	// end, the agent's start and exit, permissions, tool call ends,
+	// notices, usage and session info), up to a reserve past it.
 	MaxArtifactsPerSession int
 	// MetricsAddr, when set ("127.0.0.1:9480", ":0"), serves GET /metrics
 	// on a listener of its own without authentication, for a scraper (see

@@ -39,8 +39,9 @@ type Gauges struct {
 	// can let through: disk space, or a disk that takes writes again
 	// (outbox.Log.Waiting); nil without an outbox.
 	OutboxBlocked func() bool
-	// Accepted and Duplicates are the events the server stored and the
-	// ones it already had.
+	// Accepted and Duplicates are the events the server accepted as new
+	// (those it stored, and heartbeats, which it counts but does not
+	// store) and the ones it already had.
 	Accepted, Duplicates func() int
 	// Dropped are the events the server refused one by one (never
 	// stored); Cut the ones agentd cut to fit the protocol's size limits
@@ -99,7 +100,7 @@ func (m *Metrics) write(w *bufio.Writer) {
 		}
 		e.single("rein_agentd_outbox_blocked", "gauge", "1 while the state dir's disk is full (or refuses writes) and the agent's output waits for room (or for the disk) that only others can give; 0 otherwise.", blocked)
 	}
-	e.single("rein_agentd_events_accepted_total", "counter", "Events the server stored.", float64(m.g.Accepted()))
+	e.single("rein_agentd_events_accepted_total", "counter", "Events the server accepted as new: stored, or heartbeats (counted, not stored).", float64(m.g.Accepted()))
 	e.single("rein_agentd_events_duplicates_total", "counter", "Events the server already had (a retry whose first answer was lost).", float64(m.g.Duplicates()))
 	e.single("rein_agentd_events_dropped_total", "counter", "Events the server refused on their own (invalid or too large) and agentd dropped: missing from the transcript.", float64(m.g.Dropped()))
 	e.single("rein_agentd_events_cut_total", "counter", "Events whose texts agentd cut to fit the protocol's size limits; each cut text says so.", float64(m.g.Cut()))

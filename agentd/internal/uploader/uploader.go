@@ -125,7 +125,7 @@ type Uploader struct {
 // Stats counts what the uploader has done.
 type Stats struct {
 	Batches    int // POSTs that succeeded
-	Accepted   int // events the server stored
+	Accepted   int // events the server accepted as new: stored, or heartbeats (counted, not stored)
 	Duplicates int // events the server already had (retries)
 	Dropped    int // events the server refused as invalid, one by one
 	Cut        int // events whose texts agentd cut to fit the size limits (fit.go)
