@@ -195,10 +195,13 @@ func (s *Stream) request(ctx context.Context, resume bool) (*http.Request, error
 }
 
 // sessionCreated reads protocol.HeaderSessionCreated; ok is false when the
-// server did not send it (a server from before the header).
+// server did not send it (a server from before the header), or sent what
+// is no createdAt (0 or less: a proxy's or a broken server's), which
+// recorded in the state dir would stop the next agentd (outbox.Open
+// refuses it) and sent back would have every request refused.
 func sessionCreated(h http.Header) (createdAt int64, ok bool) {
 	v, err := strconv.ParseInt(h.Get(protocol.HeaderSessionCreated), 10, 64)
-	return v, err == nil
+	return v, err == nil && v > 0
 }
 
 // Probe asks the server which session holds the id, before agentd applies

@@ -362,3 +362,19 @@ func TestOnSessionErrorEndsRun(t *testing.T) {
 		}
 	})
 }
+
+// A Rein-Session-Created that is not a createdAt (0 or negative, from a
+// proxy or a broken server) is taken as not sent: recorded, it would make
+// the state dir's session file one the next agentd refuses to open, and
+// sent back, every request would be refused 400.
+func TestSessionCreatedHeaderNotACreatedAt(t *testing.T) {
+	for v, want := range map[string]bool{"1732190001234": true, "0": false, "-5": false, "": false, "x": false} {
+		h := http.Header{}
+		if v != "" {
+			h.Set(protocol.HeaderSessionCreated, v)
+		}
+		if at, ok := sessionCreated(h); ok != want {
+			t.Errorf("%s: %q: got %d %v; want ok %v", protocol.HeaderSessionCreated, v, at, ok, want)
+		}
+	}
+}

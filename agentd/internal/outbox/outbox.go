@@ -464,6 +464,10 @@ func (l *Log) Session() (createdAt int64, ok bool) {
 // SetSession durably records the createdAt of the session this state
 // belongs to.
 func (l *Log) SetSession(createdAt int64) error {
+	if createdAt <= 0 {
+		// Open would refuse the file (no session is created at 0).
+		return fmt.Errorf("record session: createdAt %d: must be positive", createdAt)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.hasSess && l.session == createdAt {

@@ -619,3 +619,17 @@ func TestZeroSessionIsRefused(t *testing.T) {
 		t.Fatalf("session %d %v; want 1732190001234", at, ok)
 	}
 }
+
+// SetSession refuses what Open would refuse to read back: a session file
+// of 0 or less stops the next agentd.
+func TestSetSessionRefusesWhatIsNotACreatedAt(t *testing.T) {
+	l := open(t, t.TempDir(), 0)
+	for _, at := range []int64{0, -1} {
+		if err := l.SetSession(at); err == nil {
+			t.Errorf("SetSession(%d): no error; want one", at)
+		}
+	}
+	if _, ok := l.Session(); ok {
+		t.Error("a session was recorded")
+	}
+}
