@@ -177,7 +177,7 @@ func (w *writer) applyRemote() {
 		ids = slices.Compact(ids)
 	}
 	for _, id := range ids {
-		w.refresh(id)
+		_ = w.refresh(id) // logged; the next commit of it checks its version
 	}
 }
 
@@ -214,7 +214,9 @@ func (w *writer) resync() {
 }
 
 // refresh reads one session again from the shared store and merges it.
-func (w *writer) refresh(id string) {
+// It returns the error of a read that failed (a session found gone is
+// not one).
+func (w *writer) refresh(id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	rec, hash, err := w.shared.LoadSession(ctx, id)
@@ -222,15 +224,16 @@ func (w *writer) refresh(id string) {
 		if e := w.sessions[id]; e != nil {
 			w.forget(id, e)
 		}
-		return
+		return nil
 	}
 	if err != nil {
 		// The next commit of the session still checks its version.
 		w.log.Warn("read session changed by another replica", slog.String("session", id), slog.Any("err", err))
 		w.dropState(id)
-		return
+		return err
 	}
 	w.merge(ctx, rec, hash)
+	return nil
 }
 
 // merge installs a session row another replica wrote, if it is newer than

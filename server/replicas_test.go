@@ -722,6 +722,28 @@ func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
 	cb.wantError(http.StatusUnauthorized, protocol.CodeUnauthorized, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, "Authorization", "Bearer not-"+sbx)
 }
 
+// A replica that has not heard of a session created on another one
+// reads its row before it answers 404; when that read fails, the answer
+// is 503, not a 404 the database does not say: agentd takes a 404 as the
+// session's deletion and exits, and a client tells its user the session
+// is gone.
+func TestReplicasUnreadSessionIsUnavailable(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	f := &failingLoad{Store: openPostgres(t, dsn)} // b does not hear of the session
+	b := start(t, app.Options{Store: f})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/u", nil)
+	f.fail.Store(true)
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/u/commands", `{"type":"prompt","text":"hi","queue":true}`)
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/u/token", nil)
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "DELETE", "/sessions/u", nil)
+	f.fail.Store(false)
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/u/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+	cb.wantError(http.StatusNotFound, protocol.CodeNotFound, "POST", "/sessions/never/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+}
+
 // A permission request stored through one replica is answered through
 // another that has not heard of it yet: that one reads the session again
 // before refusing, so a fresh request is never refused. A second answer,

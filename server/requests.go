@@ -83,7 +83,7 @@ type deleteReq struct {
 func (r *deleteReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply.fail(notFound(r.id))
+		r.reply.fail(g.missing(r.id))
 		return
 	}
 	w.remove(g, r.id, e)
@@ -105,7 +105,7 @@ type commandReq struct {
 func (r *commandReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply.fail(notFound(r.id))
+		r.reply.fail(g.missing(r.id))
 		return
 	}
 	if r.key != "" {
@@ -264,7 +264,7 @@ type folded struct {
 func admitSandbox(w *writer, g *group, id string, from Sandbox) (e *entry, stale bool, err error) {
 	e = g.entry(id)
 	if e == nil {
-		return nil, false, notFound(id)
+		return nil, false, g.missing(id)
 	}
 	if !e.accepts(from.Token) {
 		return nil, false, revokedErr(id)

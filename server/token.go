@@ -89,7 +89,7 @@ type rotateReq struct {
 func (r *rotateReq) apply(w *writer, g *group) {
 	e := g.entry(r.id)
 	if e == nil {
-		r.reply.fail(notFound(r.id))
+		r.reply.fail(g.missing(r.id))
 		return
 	}
 	h := r.hash

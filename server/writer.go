@@ -696,6 +696,21 @@ type group struct {
 	// (another replica changed them): the commit reads them again and
 	// applies the group once more instead (see answers.go).
 	stale []string
+	// unread holds why entry could not read a session this replica had
+	// not heard of (see missing); made on first use.
+	unread map[string]error
+}
+
+// missing is the error of a request for session id, which entry did not
+// find: not found, unless this replica had not heard of the session and
+// its read of the row failed. The database did not say the session is
+// gone then, and a 404 is final to agentd (it exits) and to a client:
+// the answer is 503, which both retry.
+func (g *group) missing(id string) error {
+	if err := g.unread[id]; err != nil {
+		return unavailable("read session="+id, err)
+	}
+	return notFound(id)
 }
 
 // abort makes the group fail as a failed commit does: a request could not
@@ -719,7 +734,14 @@ func (g *group) entry(id string) *entry {
 	e := g.w.sessions[id]
 	if e == nil && g.w.shared != nil {
 		// Maybe created on another replica, not announced yet.
-		g.w.refresh(id)
+		if err := g.w.refresh(id); err != nil {
+			if g.unread == nil {
+				g.unread = map[string]error{}
+			}
+			g.unread[id] = err
+		} else {
+			delete(g.unread, id) // read now: its word stands
+		}
 		e = g.w.sessions[id]
 	}
 	if e == nil {
@@ -1046,7 +1068,7 @@ func (w *writer) redo(g *group, stale []string) {
 		w.dropState(id)
 	}
 	for _, id := range stale {
-		w.refresh(id)
+		_ = w.refresh(id) // logged; the commit expects the version again
 	}
 	ng := newGroup(w)
 	ng.retries, ng.reqs, ng.redo = g.retries+1, g.reqs, g.redo
