@@ -625,16 +625,18 @@ func (w *writer) approvalsFrom(e *entry, perms []*protocol.Artifact) {
 
 // held reports whether a sandbox holds the session's command stream: on
 // this replica, or on another one as the session's status says (a
-// command stored now reaches it through the database).
-func (w *writer) held(id string, e *entry) bool {
+// command stored now reaches it through the database). The error is a
+// read of the database that failed: it cannot tell, and a no_sandbox,
+// which clients take as final, would be a guess.
+func (w *writer) held(id string, e *entry) (bool, error) {
 	if w.holders[id] != nil {
-		return true
+		return true, nil
 	}
 	if w.shared == nil {
-		return false
+		return false, nil
 	}
 	if connected(e.rec.Status) {
-		return true
+		return true, nil
 	}
 	// The cache may not have heard yet of a stream another replica
 	// opened a moment ago: before refusing, ask the database. (Going on
@@ -643,7 +645,13 @@ func (w *writer) held(id string, e *entry) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	rec, _, err := w.shared.LoadSession(ctx, id)
-	return err == nil && connected(rec.Status)
+	if protocol.CodeOf(err) == protocol.CodeNotFound {
+		return false, nil // the commit finds it gone, and is redone
+	}
+	if err != nil {
+		return false, unavailable("check sandbox session="+id, err)
+	}
+	return connected(rec.Status), nil
 }
 
 func connected(s protocol.SessionStatus) bool {

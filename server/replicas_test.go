@@ -744,6 +744,32 @@ func TestReplicasUnreadSessionIsUnavailable(t *testing.T) {
 	cb.wantError(http.StatusNotFound, protocol.CodeNotFound, "POST", "/sessions/never/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
 }
 
+// A command sent to a replica whose view says no sandbox is connected is
+// refused with no_sandbox only once the session's row says so too; when
+// that read fails, the answer is 503, which the client resends, not a
+// no_sandbox the database may not say (a sandbox may hold the stream on
+// another replica): the product's clients take that as final.
+func TestReplicasSandboxCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	f := &failingLoad{Store: openPostgres(t, dsn)} // b does not hear of the stream
+	b := start(t, app.Options{Store: f})
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/h", nil)
+	// b reads the session, bootstrapping, and commits it before it
+	// answers (a refused command's answer could come before its commit,
+	// which, redone after the stream below opened, would read it again).
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/h/events", `{"type":"heartbeat"}`)
+	prompt := `{"type":"prompt","text":"hi"}`
+	cmds := ca.stream("/sessions/h/commands", protocol.HeaderInstance, "i1")
+	f.fail.Store(true)
+	cb.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/h/commands", prompt)
+	f.fail.Store(false)
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/h/commands", prompt)
+	for e := cmds.next(); e.Event != protocol.SSECommand; e = cmds.next() {
+	}
+}
+
 // A permission request stored through one replica is answered through
 // another that has not heard of it yet: that one reads the session again
 // before refusing, so a fresh request is never refused. A second answer,

@@ -120,9 +120,16 @@ func (r *commandReq) apply(w *writer, g *group) {
 			return
 		}
 	}
-	if !w.held(r.id, e) && !r.cmd.Queue {
-		r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
-		return
+	if !r.cmd.Queue {
+		held, err := w.held(r.id, e)
+		if err != nil {
+			r.reply.fail(err)
+			return
+		}
+		if !held {
+			r.reply.fail(noSandboxErr(r.id, r.cmd.Type))
+			return
+		}
 	}
 	cmd := r.cmd
 	cmd.RequestInstance, cmd.RequestAgentSeq = "", 0 // the server's to say
