@@ -318,3 +318,32 @@ func TestStreamedArtifactsCommitFailure(t *testing.T) {
 		t.Fatalf("the retried delta is not where it belongs: %.200s", want[1])
 	}
 }
+
+// Streamed text holding NUL (U+0000, "\u0000" in JSON: a tool's output
+// of a binary file) is stored, on either backend. PostgreSQL's text type
+// cannot hold NUL, so appended as it came, it failed the commit: every
+// retry of the batch got 503 again, the session took nothing more, and
+// the other sessions in the same group commits failed with it.
+func TestStreamedNULCharacters(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/n", nil)
+	live := newModel(t)
+	liveSt := c.stream("/sessions/n/stream")
+	live.readSnapshot(liveSt)
+	sn := &streamer{c: c, id: "n"}
+	sn.post(
+		ev("tool_call_start", "id", "x", "name", "sh"),
+		ev("text_delta", "id", "m1", "delta", "text "),
+		ev("tool_output_delta", "id", "x", "delta", "output "),
+	)
+	sn.deltas(3) // stored as appends from here on
+	sn.post(ev("text_delta", "id", "m1", "delta", "a\x00b"))
+	sn.post(ev("tool_output_delta", "id", "x", "delta", "\x7fELF\x02\x01\x01\x00\x00\x00"))
+	sn.deltas(3)
+	want := wantArtifacts(t, s, "n")
+	checkArtifacts(t, c, "n", want)
+	checkSnapshot(t, c, "n", "", want)
+	live.readUntilRev(liveSt, storedRev(t, s, "n"))
+	checkModel(t, live, want)
+}

@@ -30,7 +30,9 @@ type dirtyArtifact struct {
 	fields []string
 	texts  []*strings.Builder
 	// bytes is the appended text's length; utf8 says it is all valid UTF-8
-	// (see store.MergeAppends).
+	// (see store.MergeAppends) and holds no NUL: PostgreSQL's text type
+	// cannot store U+0000, and an append of it failed every commit of its
+	// batch, so such text goes in the whole body, where JSON escapes it.
 	bytes int
 	utf8  bool
 }
@@ -46,7 +48,7 @@ func (d *dirtyArtifact) add(c reducer.Change) {
 		return
 	}
 	d.bytes += len(c.Append)
-	d.utf8 = d.utf8 && utf8.ValidString(c.Append)
+	d.utf8 = d.utf8 && utf8.ValidString(c.Append) && strings.IndexByte(c.Append, 0) < 0
 	i := slices.Index(d.fields, c.Field)
 	if i < 0 {
 		i = len(d.fields)
