@@ -558,3 +558,53 @@ func TestStartsWithUndecodableStoredArtifact(t *testing.T) {
 		t.Fatalf("artifacts of a: %s", b)
 	}
 }
+
+// A summary holding NUL (U+0000, "\u0000" in a prompt's or an agent's
+// title's JSON) is stored and sent with U+FFFD in its place, on either
+// backend: PostgreSQL's text type cannot store NUL, and the session row
+// holding it failed every commit of its batch (503 for ever, the session
+// taking nothing more, the other sessions of its group commits failed
+// with it).
+func TestSummaryWithNUL(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/u", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/v", nil)
+	feed := c.stream("/sessions/stream")
+	for feed.next().Event != protocol.SSESnapshotComplete {
+	}
+	for i, step := range []struct {
+		event map[string]any
+		want  string
+	}{
+		{ev("user_message", "text", "fix\x00 it\nplease"), "fix\uFFFD it"},
+		{ev("session_info", "title", "\x00title\x00"), "\uFFFDtitle\uFFFD"},
+	} {
+		step.event["agentSeq"] = i + 1
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/u/events", step.event, protocol.HeaderInstance, "i1")
+		var rec protocol.Session
+		c.must(http.StatusOK, &rec, "GET", "/sessions/u", nil)
+		if rec.Summary == nil || *rec.Summary != step.want {
+			t.Fatalf("after %v: summary %q; want %q", step.event, deref(rec.Summary), step.want)
+		}
+		for {
+			e := feed.next()
+			var u protocol.SessionUpdated
+			if e.Event != protocol.SSESessionUpdated || json.Unmarshal([]byte(e.Data), &u) != nil || u.Fields.Summary == nil {
+				continue
+			}
+			if *u.Fields.Summary != step.want {
+				t.Fatalf("session stream: summary %q; want %q, as stored", *u.Fields.Summary, step.want)
+			}
+			break
+		}
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/v/events", `{"type":"heartbeat"}`)
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return *p
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
@@ -434,6 +435,12 @@ func (r *eventsReq) record(w *writer, g *group, e *entry, b *ingest, f folded, n
 		stChange = &status
 	}
 	summary := f.summary
+	if summary != nil && strings.IndexByte(*summary, 0) >= 0 {
+		// PostgreSQL's text type cannot store NUL: the row would fail
+		// every commit of the batch. Both backends store the same.
+		s := strings.ReplaceAll(*summary, "\x00", "\uFFFD")
+		summary = &s
+	}
 	if summary != nil && (e.rec.Summary == nil || *e.rec.Summary != *summary) {
 		e.rec.Summary = summary
 	} else {
