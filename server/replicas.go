@@ -93,6 +93,16 @@ func (r *remoteChanges) again() {
 	r.mu.Unlock()
 }
 
+// retry has ids read again at the writer's next wake-up, without waking
+// it now (see again).
+func (r *remoteChanges) retry(ids []string) {
+	r.mu.Lock()
+	for _, id := range ids {
+		r.ids[id] = true
+	}
+	r.mu.Unlock()
+}
+
 // wakePoll asks the writer to check the sessions it streams.
 func (r *remoteChanges) wakePoll() {
 	r.mu.Lock()
@@ -176,8 +186,15 @@ func (w *writer) applyRemote() {
 		slices.Sort(ids)
 		ids = slices.Compact(ids)
 	}
-	for _, id := range ids {
-		_ = w.refresh(id) // logged; the next commit of it checks its version
+	for i, id := range ids {
+		if err := w.refresh(id); err != nil {
+			// This one and the rest are read at the next wake-up, not
+			// each against a failing database now: a session that only
+			// a failed commit may have stored (writer.fail) has no other
+			// way here.
+			w.remote.retry(ids[i:])
+			return
+		}
 	}
 }
 

@@ -770,6 +770,67 @@ func TestReplicasSandboxCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
 	}
 }
 
+// lostAnswer is a replica's PostgreSQL store whose next commit, once
+// lose is set, is stored and yet reported failed: the connection lost
+// after the database committed (a network cut, a commit timeout during
+// a synchronous standby's wait).
+// loads has a token for each read of every session (the start's, and
+// the one after the listener's connection).
+type lostAnswer struct {
+	*postgres.Store
+	lose  atomic.Bool
+	loads chan struct{}
+}
+
+func (l *lostAnswer) LoadSessions(ctx context.Context) ([]store.Session, error) {
+	defer func() {
+		select {
+		case l.loads <- struct{}{}:
+		default:
+		}
+	}()
+	return l.Store.LoadSessions(ctx)
+}
+
+func (l *lostAnswer) Commit(ctx context.Context, ops []store.Op) error {
+	err := l.Store.Commit(ctx, ops)
+	if err == nil && l.lose.CompareAndSwap(true, false) {
+		return errors.New("connection lost after the commit was sent")
+	}
+	return err
+}
+
+// A commit whose outcome a replica cannot know (the answer lost after the
+// database committed it) is answered 503, and the replica reads the
+// sessions it touched again at its next wake-up (here its poll): a
+// session created so shows on its session stream, and its bootstrap
+// timeout runs, though nobody asks for it again (it stayed unknown to
+// the replica, and in the database for good).
+func TestReplicasLostCommitAnswer(t *testing.T) {
+	clk := newFakeClock()
+	l := &lostAnswer{Store: openPostgres(t, pgtest.NewDatabase(t)), loads: make(chan struct{}, 2)}
+	s := start(t, app.Options{Store: l, Now: clk.Now})
+	c := newClient(t, s)
+	// The replica listens, and has read everything once more: it learns
+	// nothing of the session below from that.
+	<-l.loads
+	<-l.loads
+	feed := c.stream("/sessions/stream")
+	for feed.next().Event != protocol.SSESnapshotComplete {
+	}
+	l.lose.Store(true)
+	c.wantError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "POST", "/sessions/n", nil)
+	if e := feed.next(); e.Event != protocol.SSESessionCreated || !strings.Contains(e.Data, `"id":"n"`) {
+		t.Fatalf("session stream after the lost answer: %+v; want n created", e)
+	}
+	clk.Add(app.DefaultBootstrapTimeout + time.Second)
+	server.RunTimeouts(s.Server)
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/n", nil)
+	if e := feed.next(); e.Event != protocol.SSESessionRemoved || !strings.Contains(e.Data, `"id":"n"`) {
+		t.Fatalf("session stream after the bootstrap timeout: %+v; want n removed", e)
+	}
+}
+
 // A permission request stored through one replica is answered through
 // another that has not heard of it yet: that one reads the session again
 // before refusing, so a fresh request is never refused. A second answer,

@@ -1125,6 +1125,13 @@ func (w *writer) fail(g *group, err error) {
 		// Settling is tried again after settleEvery, not at once.
 		w.stagedSince = now
 	}
+	if w.remote != nil && len(g.ids) > 0 {
+		// The commit may have been stored all the same (the connection
+		// lost after the database committed), and no replica was told:
+		// its sessions are read again at the next wake-up, as another
+		// replica's change (not at once, against a failing database).
+		w.remote.retry(g.ids)
+	}
 	err = unavailable("commit", err)
 	for _, f := range g.failed {
 		f(err)
