@@ -67,6 +67,16 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 	rp["synchronous_commit"] = "on"
 	rp["lock_timeout"] = strconv.FormatInt(LockTimeout.Milliseconds(), 10)
 	rp["application_name"] = "rein-server"
+	// A replica that vanishes mid-commit (its host gone, the network cut:
+	// no FIN, no RST) leaves its backend holding the rows the commit
+	// locked, waiting for the rest of the pipeline; idle_in_transaction
+	// does not count then (no Sync came), and the system's keepalive
+	// notices after about two hours, while every other replica's commit
+	// touching those sessions fails at lock_timeout. Keepalives on the
+	// backend's side end such a connection, and its locks, in about 25 s.
+	rp["tcp_keepalives_idle"] = "10"
+	rp["tcp_keepalives_interval"] = "5"
+	rp["tcp_keepalives_count"] = "3"
 	if cfg.MaxConns < 8 {
 		cfg.MaxConns = 8
 	}

@@ -89,11 +89,14 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 }
 
-// Every connection acknowledges only what is flushed, and bounds lock waits.
+// Every connection acknowledges only what is flushed, bounds lock waits,
+// and has its backend notice a replica that vanished (keepalives; the
+// test clusters listen on loopback TCP, where they apply).
 func TestConnectionSettings(t *testing.T) {
 	s := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
-	for name, want := range map[string]string{"synchronous_commit": "on", "lock_timeout": "5s"} {
+	for name, want := range map[string]string{"synchronous_commit": "on", "lock_timeout": "5s",
+		"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"} {
 		var got string
 		if err := s.pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&got); err != nil {
 			t.Fatal(err)
