@@ -461,3 +461,61 @@ func TestTurnsReadLogInPages(t *testing.T) {
 		}
 	}
 }
+
+// TestStateFoldedInPages: a process that must rebuild a session's state
+// (after a restart, or once evicted) folded the session's whole event
+// log read at once, up to --max-session-bytes in memory beside the state
+// it built. It reads the log a page at a time now, and the state it
+// builds takes the next event as the old one would have.
+func TestStateFoldedInPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	s := start(t, app.Options{DBPath: path})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{}`)
+	text := strings.Repeat("x", 250<<10)
+	evs := []any{ev("turn_started", "turnId", "t1", "source", "user", "promptId", "p1"), ev("user_message", "text", "go", "turnId", "t1")}
+	for range 12 {
+		evs = append(evs, ev("text_delta", "delta", text))
+	}
+	for i, e := range evs {
+		e.(map[string]any)["agentSeq"] = i + 1
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", unescaped(t, []any{e}))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := &logReadStore{Store: openSQLite(t, path)}
+	s = start(t, app.Options{Store: rec})
+	c = newClient(t, s)
+	// The new process has no state for a: this post folds its log. The
+	// repeated agentSeq is a duplicate only if the fold saw the log whole.
+	end := ev("turn_completed", "turnId", "t1", "stopReason", "end_turn")
+	end["agentSeq"] = len(evs)
+	var got struct{ Accepted, Duplicates int }
+	c.must(http.StatusAccepted, &got, "POST", "/sessions/a/events", unescaped(t, []any{end}))
+	if got.Duplicates != 1 {
+		t.Fatalf("agentSeq %d again: %+v; want a duplicate", len(evs), got)
+	}
+	end["agentSeq"] = len(evs) + 1
+	c.must(http.StatusAccepted, &got, "POST", "/sessions/a/events", unescaped(t, []any{end}))
+	if got.Accepted != 1 {
+		t.Fatalf("turn_completed: %+v; want it accepted", got)
+	}
+	var turns []protocol.Turn
+	c.must(http.StatusOK, &turns, "GET", "/sessions/a/turns", nil)
+	if len(turns) != 1 || turns[0].EndPos == nil {
+		t.Fatalf("turns %+v; want t1 ended", turns)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for i, sizes := range rec.pages {
+		sum := 0
+		for _, n := range sizes {
+			sum += n
+		}
+		if len(sizes) > 1 && sum > 1<<20 {
+			t.Errorf("log read %d held %d events of %d bytes together; want at most %d bytes or one event", i, len(sizes), sum, 1<<20)
+		}
+	}
+}

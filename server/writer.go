@@ -899,38 +899,59 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	return s, nil
 }
 
-// foldStored reads session id's event log from st and folds it, holding
-// every body.
+// Pages of a log read for a fold: the log a page at a time, so a fold
+// holds the state it builds and one page of bodies, not the whole log
+// beside it (up to --max-session-bytes).
+const (
+	foldPageEvents = 512
+	foldPageBytes  = 1 << 20
+)
+
+// foldStored reads session id's event log from st a page at a time and
+// folds it. Positions only grow, so the pages read one after another are
+// the log as it was at the last one's read: in the writer, for a process
+// owning its database, the log as it is (nothing else appends); on a
+// shared database another replica's commit may be in the later pages, as
+// it may be in a whole read made a moment later, and a commit on such a
+// state expects the session's version and is redone when it is stale.
 func foldStored(ctx context.Context, st Store, id string) (*state, error) {
-	log, err := st.Events(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("fold session=%s: %w", id, err)
-	}
-	s, err := foldLog(log)
-	if err != nil {
+	s := newFoldState()
+	if err := eachLogEntry(ctx, st, id, foldPageEvents, foldPageBytes, s.fold); err != nil {
 		return nil, fmt.Errorf("fold session=%s: %w", id, err)
 	}
 	return s, nil
 }
 
-// foldLog builds a session's state from its event log, holding every body.
+// foldLog builds a session's state from its event log.
 func foldLog(log []store.Event) (*state, error) {
-	s := &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, policy: newArtifactPolicy()}
+	s := newFoldState()
 	for _, le := range log {
-		var ev protocol.Event
-		if err := json.Unmarshal(le.Body, &ev); err != nil {
-			return nil, fmt.Errorf("pos=%d: %w", le.Pos, err)
-		}
-		cs := s.st.Apply(ev)
-		s.chainEvent(le, cs)
-		s.noteAsked(le, cs)
-		s.nextPos = le.Pos + 1
-		s.logBytes += int64(len(le.Body))
-		if le.AgentSeq > s.maxSeq[le.Instance] {
-			s.maxSeq[le.Instance] = le.AgentSeq
+		if err := s.fold(le); err != nil {
+			return nil, err
 		}
 	}
 	return s, nil
+}
+
+func newFoldState() *state {
+	return &state{st: reducer.New(), maxSeq: map[string]int64{}, nextPos: 1, policy: newArtifactPolicy()}
+}
+
+// fold applies the log entry le, the next after what s has folded.
+func (s *state) fold(le store.Event) error {
+	var ev protocol.Event
+	if err := json.Unmarshal(le.Body, &ev); err != nil {
+		return fmt.Errorf("pos=%d: %w", le.Pos, err)
+	}
+	cs := s.st.Apply(ev)
+	s.chainEvent(le, cs)
+	s.noteAsked(le, cs)
+	s.nextPos = le.Pos + 1
+	s.logBytes += int64(len(le.Body))
+	if le.AgentSeq > s.maxSeq[le.Instance] {
+		s.maxSeq[le.Instance] = le.AgentSeq
+	}
+	return nil
 }
 
 // commit stores the group in one transaction, then merges its records,
