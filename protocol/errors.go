@@ -29,7 +29,25 @@ const (
 type ErrorBody struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// Scope is ScopeRequest on a refusal of the request itself rather
+	// than of what it carries, and absent otherwise. A reader that does
+	// not know the member ignores it and does what it always did; an
+	// answer without it (every answer of a server from before it) says
+	// nothing about which it refused.
+	Scope Scope `json:"scope,omitempty"`
 }
+
+// Scope says what an error answer refuses, when that is not the content
+// the request carries.
+type Scope string
+
+// ScopeRequest marks a refusal of the request around its content: a
+// header the server cannot take (Rein-Instance, Rein-Command-Cursor,
+// Rein-Session-Created), a session id in the path, a body it could not
+// read. The same content sent in a request that is put right can still
+// be taken, so a sender must not drop or change the content for it: a
+// batch of events is not split, and none of its events is dropped.
+const ScopeRequest Scope = "request"
 
 // Error is an error that carries a wire code. Wrap it with fmt.Errorf("...: %w")
 // freely; CodeOf finds it again.
@@ -41,6 +59,10 @@ type Error struct {
 	// was inferred from the status alone (a proxy's page, an empty body),
 	// and something other than the server may have refused the request.
 	Stated bool
+	// Scope is ScopeRequest when the refusal is of the request, not its
+	// content (see ErrorBody.Scope). ReadError takes it only from a
+	// Stated answer, as it takes the code.
+	Scope Scope
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -55,6 +77,14 @@ func (e *Error) Is(target error) bool {
 // Errorf builds an *Error with a formatted message.
 func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// RequestErrorf builds an *Error that refuses the request itself, not
+// its content: Errorf with Scope ScopeRequest.
+func RequestErrorf(code Code, format string, args ...any) *Error {
+	e := Errorf(code, format, args...)
+	e.Scope = ScopeRequest
+	return e
 }
 
 // CodeOf returns the wire code of err: the code of the first *Error in its

@@ -91,7 +91,7 @@ const maxErrorBody = 16 << 10
 
 // ReadError reads a non-2xx answer into an *Error: the code by
 // CodeForAnswer, the message from the body, else the status text, and
-// Stated when the body's code was the one taken. It
+// Stated, with the body's Scope, when the body's code was the one taken. It
 // reads at most 16 KiB of the body; the caller still closes it.
 func ReadError(resp *http.Response) *Error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
@@ -105,7 +105,14 @@ func ReadError(resp *http.Response) *Error {
 			msg = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		}
 	}
-	return &Error{Code: code, Message: msg, Stated: code == body.Code}
+	e := &Error{Code: code, Message: msg, Stated: code == body.Code}
+	if e.Stated {
+		// Only the server's own answer says what it refused: a body
+		// whose code was not taken (a proxy's 502 with a stray JSON
+		// body) is not the server's word on anything.
+		e.Scope = body.Scope
+	}
+	return e
 }
 
 // Disposition is what a caller should do after an error answer.

@@ -143,6 +143,37 @@ func TestReadError(t *testing.T) {
 	}
 }
 
+// TestReadErrorScope: the scope of a refusal (ScopeRequest: the request
+// itself, not its content) is read from the server's own answer only;
+// an answer without it, an older server's, has none.
+func TestReadErrorScope(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   protocol.Scope
+	}{
+		{"request", 400, `{"code":"invalid","message":"m","scope":"request"}`, protocol.ScopeRequest},
+		{"content", 400, `{"code":"invalid","message":"events[0].type: unknown"}`, ""},
+		{"too large request", 413, `{"code":"too_large","message":"m","scope":"request"}`, protocol.ScopeRequest},
+		{"not the server's", 502, `{"code":"invalid","message":"m","scope":"request"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := protocol.ReadError(answer(tt.status, tt.body)).Scope; got != tt.want {
+				t.Errorf("Scope = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	e := protocol.RequestErrorf(protocol.CodeInvalid, "%s header: bad", protocol.HeaderInstance)
+	if e.Scope != protocol.ScopeRequest || e.Code != protocol.CodeInvalid || e.Message != "Rein-Instance header: bad" {
+		t.Errorf("RequestErrorf = %+v", e)
+	}
+	if !errors.Is(fmt.Errorf("post: %w", e), protocol.ErrInvalid) {
+		t.Error("a request's refusal is not errors.Is its code")
+	}
+}
+
 // TestRetryableFinal: errors without a wire code are the network's:
 // retryable, never final; wrapped codes are found.
 func TestRetryableFinal(t *testing.T) {
