@@ -236,7 +236,9 @@ func (a *API) withID(h func(http.ResponseWriter, *http.Request, string)) http.Ha
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := protocol.ValidateSessionID(id); err != nil {
-			writeError(w, r, a.log, err)
+			// The path, not the body: agentd must not drop its events
+			// for an id it was started with.
+			writeError(w, r, a.log, requestRefusal(err))
 			return
 		}
 		h(w, r, id)
@@ -252,7 +254,10 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, protocol.Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", a.opts.MaxBody)
 	}
 	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "read request body: %v", err)
+		// The body did not arrive (the body timeout, a connection cut
+		// mid-body): nothing is known of what it holds, so it is the
+		// request that is refused, not its content.
+		return nil, protocol.RequestErrorf(protocol.CodeInvalid, "read request body: %v", err)
 	}
 	return b, nil
 }
@@ -427,16 +432,9 @@ func (a *API) postCommand(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
-	body, err := a.readBody(w, r)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	events, raws, err := protocol.DecodeEventsRaw(body)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
+	// The headers before the body: a refusal of the request itself
+	// (protocol.ScopeRequest) must be what the answer says whatever the
+	// events hold, or agentd would take it for its events' and drop them.
 	instance, err := instanceOf(r)
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -448,6 +446,16 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	created, err := sessionCreatedOf(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	events, raws, err := protocol.DecodeEventsRaw(body)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -619,11 +627,12 @@ func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 // instanceOf returns the Rein-Instance header ("" when absent). It is
-// stored and compared, so it is held to the event id rules.
+// stored and compared, so it is held to the event id rules; a refusal is
+// of the request (protocol.ScopeRequest), never of the events it carries.
 func instanceOf(r *http.Request) (string, error) {
 	v := r.Header.Get(protocol.HeaderInstance)
 	if v != "" && !protocol.ValidEventID(v) {
-		return "", protocol.Errorf(protocol.CodeInvalid, "%s header: 1-%d characters of [A-Za-z0-9._:-]", protocol.HeaderInstance, protocol.MaxIDLen)
+		return "", protocol.RequestErrorf(protocol.CodeInvalid, "%s header: 1-%d characters of [A-Za-z0-9._:-]", protocol.HeaderInstance, protocol.MaxIDLen)
 	}
 	return v, nil
 }

@@ -37,7 +37,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	body := protocol.ErrorBody{Code: protocol.CodeOf(err), Message: "internal error"}
 	var pe *protocol.Error
 	if body.Code != protocol.CodeInternal && errors.As(err, &pe) {
-		body.Message = pe.Message
+		body.Message, body.Scope = pe.Message, pe.Scope
 	}
 	status := Status(body.Code)
 	if status == http.StatusInternalServerError {
@@ -46,6 +46,19 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			slog.Int("status", status), slog.Any("err", err))
 	}
 	writeJSON(w, status, body)
+}
+
+// requestRefusal marks err, a refusal built by protocol, as one of the
+// request itself (protocol.ScopeRequest): what it carries may be taken
+// once the request is put right, and a sender must not drop it for this.
+func requestRefusal(err error) error {
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	marked := *pe
+	marked.Scope = protocol.ScopeRequest
+	return &marked
 }
 
 // NotFound answers a request no route serves: the JSON 404 every unknown

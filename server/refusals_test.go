@@ -1,0 +1,90 @@
+package server_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server/app"
+)
+
+// The events route says which of its refusals are of the request itself
+// (scope "request": a header, the session id in the path) and which are
+// of the events it carries (no scope): agentd drops an event the server
+// refused, one by one, and must not drop a batch for a header around it.
+func TestEventRefusalsSayWhatTheyRefuse(t *testing.T) {
+	s := start(t, app.Options{MaxBody: 64 << 10, MaxSessionBytes: 2000})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	ok := ev("notice", "level", "info", "message", "m", "agentSeq", 1)
+	bad := []any{ev("text_delta", "delta", "ok", "agentSeq", 1), ev("tool_call_start", "id", "t1", "agentSeq", 2)}
+
+	for _, tc := range []struct {
+		name, path string
+		body       any
+		hdr        []string
+		// names is what the message must name.
+		names string
+	}{
+		{"instance", "/sessions/a/events", ok, []string{protocol.HeaderInstance, "bad id/"}, protocol.HeaderInstance},
+		{"cursor", "/sessions/a/events", ok, []string{protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "x"}, protocol.HeaderCommandCursor},
+		{"negative cursor", "/sessions/a/events", ok, []string{protocol.HeaderInstance, "i1", protocol.HeaderCommandCursor, "-1"}, protocol.HeaderCommandCursor},
+		{"session created 0", "/sessions/a/events", ok, []string{protocol.HeaderInstance, "i1", protocol.HeaderSessionCreated, "0"}, protocol.HeaderSessionCreated},
+		{"session created garbled", "/sessions/a/events", ok, []string{protocol.HeaderInstance, "i1", protocol.HeaderSessionCreated, "12x"}, protocol.HeaderSessionCreated},
+		// A bad header is what the answer says even when an event is
+		// bad too: put right, the request may still fail on the event,
+		// but dropping the events for the header would be wrong.
+		{"header and event", "/sessions/a/events", bad, []string{protocol.HeaderInstance, "i1", protocol.HeaderSessionCreated, "0"}, protocol.HeaderSessionCreated},
+		{"session id", "/sessions/a!/events", ok, []string{protocol.HeaderInstance, "i1"}, "session id"},
+		{"command stream", "/sessions/a/commands", nil, []string{protocol.HeaderInstance, "bad id/"}, protocol.HeaderInstance},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := http.MethodPost
+			if tc.body == nil {
+				method = http.MethodGet
+			}
+			e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, method, tc.path, tc.body, tc.hdr...)
+			if e.Scope != protocol.ScopeRequest || !strings.Contains(e.Message, tc.names) {
+				t.Errorf("%s %s: %+v; want scope %q and a message naming %s", method, tc.path, e, protocol.ScopeRequest, tc.names)
+			}
+		})
+	}
+
+	content := []struct {
+		name   string
+		status int
+		code   protocol.Code
+		body   any
+	}{
+		{"invalid event", http.StatusBadRequest, protocol.CodeInvalid, bad},
+		{"not JSON", http.StatusBadRequest, protocol.CodeInvalid, `{"type":`},
+		{"event too large", http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, ev("text_delta", "delta", strings.Repeat("x", 65<<10), "agentSeq", 1)},
+	}
+	for _, tc := range content {
+		t.Run(tc.name, func(t *testing.T) {
+			e := c.wantError(tc.status, tc.code, http.MethodPost, "/sessions/a/events", tc.body, protocol.HeaderInstance, "i1")
+			if e.Scope != "" {
+				t.Errorf("%+v; want no scope: the events are what is refused", e)
+			}
+		})
+	}
+
+	// Past its --max-session-bytes (and its reserve) the session refuses
+	// the agent's output, event by event: no scope either.
+	t.Run("session cap", func(t *testing.T) {
+		for seq := 1; seq <= 20; seq++ {
+			fill := ev("text_delta", "delta", strings.Repeat("x", 400), "agentSeq", seq)
+			status, b := c.do(http.MethodPost, "/sessions/a/events", fill, protocol.HeaderInstance, "i1")
+			if status == http.StatusAccepted {
+				continue
+			}
+			e := c.wantError(http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, http.MethodPost, "/sessions/a/events", fill, protocol.HeaderInstance, "i1")
+			if e.Scope != "" || !strings.Contains(e.Message, "--max-session-bytes") {
+				t.Fatalf("refusal at the cap %s: %+v; want no scope, naming the flag", b, e)
+			}
+			return
+		}
+		t.Fatal("20 events of 400 bytes never reached a cap of 2000 bytes")
+	})
+}
