@@ -16,6 +16,7 @@ func newMetrics(up func() *uploader.Uploader, ob *outbox.Log) *metrics.Metrics {
 		Duplicates: func() int { return up().Stats().Duplicates },
 		Dropped:    func() int { return up().Stats().Dropped },
 		Cut:        func() int { return up().Stats().Cut },
+		Refused:    func() int { return up().Stats().Refused },
 	}
 	if ob != nil {
 		g.OutboxBytes = ob.Bytes

@@ -57,3 +57,18 @@ func IsStated(err error) bool {
 	var e *protocol.Error
 	return errors.As(err, &e) && e.Stated
 }
+
+// IsRequestRefused reports whether err is the server's refusal of the
+// request itself, not of what it carries: invalid or too_large in its own
+// words (IsStated) with protocol.ScopeRequest, as it answers a header it
+// cannot take. The content may be taken once the request is put right,
+// so a caller must keep it: drop nothing, split nothing, and send it
+// again. Only those two codes: they are the refusals a caller would
+// otherwise drop content for, and a final answer stays final whatever
+// its body says. An answer without the scope (an older server's) is not
+// one: it refuses the content, as it always did.
+func IsRequestRefused(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Stated && e.Scope == protocol.ScopeRequest &&
+		(e.Code == protocol.CodeInvalid || e.Code == protocol.CodeTooLarge)
+}

@@ -75,3 +75,33 @@ func TestStatedRefusal(t *testing.T) {
 		t.Error("a network error is neither a refusal nor stated")
 	}
 }
+
+// TestRequestRefused: a refusal of the request itself is one only in the
+// server's words, with its scope, and only for the codes that would
+// otherwise cost the content; an older server's 400, without the scope,
+// refuses the content as before.
+func TestRequestRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		body   string
+		want   bool
+	}{
+		{"bad header", 400, `{"code":"invalid","message":"Rein-Session-Created header: got \"0\"","scope":"request"}`, true},
+		{"request too large", 413, `{"code":"too_large","message":"m","scope":"request"}`, true},
+		{"bad event", 400, `{"code":"invalid","message":"events[0].type: required"}`, false},
+		{"older server's bad header", 400, `{"code":"invalid","message":"Rein-Session-Created header: got \"0\""}`, false},
+		{"proxy's page", 502, `{"code":"invalid","message":"m","scope":"request"}`, false},
+		{"final", 404, `{"code":"not_found","message":"m","scope":"request"}`, false},
+		{"session created again", 409, `{"code":"conflict","message":"m","scope":"request"}`, false},
+		{"unknown scope", 400, `{"code":"invalid","message":"m","scope":"event"}`, false},
+	} {
+		err := FromResponse(&http.Response{StatusCode: tt.status, Body: io.NopCloser(strings.NewReader(tt.body))})
+		if got := IsRequestRefused(err); got != tt.want {
+			t.Errorf("%s: IsRequestRefused(%v) = %v; want %v", tt.name, err, got, tt.want)
+		}
+	}
+	if IsRequestRefused(io.ErrUnexpectedEOF) {
+		t.Error("a network error is no refusal")
+	}
+}

@@ -47,6 +47,9 @@ type Gauges struct {
 	// stored); Cut the ones agentd cut to fit the protocol's size limits
 	// (stored, marked cut).
 	Dropped, Cut func() int
+	// Refused are the POSTs the server refused for the request itself (a
+	// header agentd sent), not its events: retried, nothing dropped.
+	Refused func() int
 }
 
 // postBuckets are the upper bounds of rein_agentd_post_duration_seconds.
@@ -103,6 +106,7 @@ func (m *Metrics) write(w *bufio.Writer) {
 	e.single("rein_agentd_events_accepted_total", "counter", "Events the server accepted as new: stored, or heartbeats (counted, not stored).", float64(m.g.Accepted()))
 	e.single("rein_agentd_events_duplicates_total", "counter", "Events the server already had (a retry whose first answer was lost).", float64(m.g.Duplicates()))
 	e.single("rein_agentd_events_dropped_total", "counter", "Events the server refused on their own (invalid or too large) and agentd dropped: missing from the transcript.", float64(m.g.Dropped()))
+	e.single("rein_agentd_requests_refused_total", "counter", "POSTs of events rein-server refused for the request itself (a header agentd sent), not its events: none is dropped, they are sent again; a climb means agentd's state or something rewriting its headers needs fixing.", float64(m.g.Refused()))
 	e.single("rein_agentd_events_cut_total", "counter", "Events whose texts agentd cut to fit the protocol's size limits; each cut text says so.", float64(m.g.Cut()))
 	e.single("rein_agentd_stream_connects_total", "counter", "Command stream connections opened (200 from the server).", float64(m.connects.Load()))
 	e.single("rein_agentd_stream_reconnects_total", "counter", "Command stream connections opened after the first: each one follows a lost connection.", float64(m.reconnects.Load()))

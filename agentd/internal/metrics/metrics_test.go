@@ -68,6 +68,7 @@ func TestExposition(t *testing.T) {
 		Duplicates:    func() int { return 3 },
 		Dropped:       func() int { return 1 },
 		Cut:           func() int { return 4 },
+		Refused:       func() int { return 6 },
 	})
 	m.Connected()
 	m.Connected()
@@ -87,7 +88,8 @@ func TestExposition(t *testing.T) {
 	for name, want := range map[string]float64{
 		"rein_agentd_events_accepted_total": 120, "rein_agentd_events_duplicates_total": 3,
 		"rein_agentd_events_dropped_total": 1, "rein_agentd_events_cut_total": 4,
-		"rein_agentd_stream_connects_total": 3, "rein_agentd_stream_reconnects_total": 2,
+		"rein_agentd_requests_refused_total": 6, "rein_agentd_stream_connects_total": 3,
+		"rein_agentd_stream_reconnects_total": 2,
 	} {
 		if got := value(t, fams, name, dto.MetricType_COUNTER); got != want {
 			t.Errorf("%s = %v; want %v", name, got, want)
@@ -149,7 +151,7 @@ func TestExposition(t *testing.T) {
 
 // Without an outbox the outbox series is absent, not 0.
 func TestNoOutboxNoSeries(t *testing.T) {
-	m := New(Gauges{Queue: func() int { return 0 }, Accepted: func() int { return 0 }, Duplicates: func() int { return 0 }, Dropped: func() int { return 0 }, Cut: func() int { return 0 }})
+	m := New(Gauges{Queue: func() int { return 0 }, Accepted: func() int { return 0 }, Duplicates: func() int { return 0 }, Dropped: func() int { return 0 }, Cut: func() int { return 0 }, Refused: func() int { return 0 }})
 	for _, name := range []string{"rein_agentd_outbox_bytes", "rein_agentd_outbox_blocked"} {
 		if f, ok := scrape(t, m)[name]; ok {
 			t.Errorf("%s without an outbox: %v", name, f)

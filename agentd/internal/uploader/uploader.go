@@ -129,6 +129,10 @@ type Stats struct {
 	Duplicates int // events the server already had (retries)
 	Dropped    int // events the server refused as invalid, one by one
 	Cut        int // events whose texts agentd cut to fit the size limits (fit.go)
+	// Refused counts POSTs the server refused for the request itself (a
+	// header agentd sent: protocol.ScopeRequest), not for its events;
+	// each was sent again and dropped nothing.
+	Refused int
 }
 
 type encodedEvent struct {
@@ -650,9 +654,12 @@ func (u *Uploader) encode(ev protocol.Event) (encodedEvent, error) {
 // every event behind it), and the transcript is told (dropped: its
 // notices are queued once the whole batch is posted, behind it, since
 // an agentSeq above the batch's rest would make the server take that
-// rest for retries). Only the server's own refusal drops an event: a
-// 400 or 413 without its error body (postRetrying) came from something in
-// between, and is sent again.
+// rest for retries). Only the server's own refusal of the events drops
+// one: a 400 or 413 without its error body came from something in
+// between, and one that says it refuses the request itself (a header:
+// protocol.ScopeRequest) is about no event; postRetrying sends both
+// again. An older server does not say so; its 400 for a header still
+// drops the batch, as it did before.
 func (u *Uploader) postBatch(ctx context.Context, bo *backoff.ExponentialBackOff, batch []encodedEvent) error {
 	err := u.postRetrying(ctx, bo, batch)
 	if err == nil {
@@ -722,13 +729,25 @@ func (u *Uploader) postRetrying(ctx context.Context, bo *backoff.ExponentialBack
 		// it for good on the word of a misconfigured hop. It waits, as for
 		// an unreachable server, and goes once the hop lets it through.
 		proxied := len(batch) == 1 && apierror.IsRejected(err) && !apierror.IsStated(err)
-		if !apierror.IsRetryable(err) && !proxied {
+		// The server refused the request, not its events (a header agentd
+		// sent: a garbled state file, a bug, a proxy rewriting it). No
+		// split can get around it and no event is to blame: the batch
+		// waits, kept, until agentd or what is in between is fixed, and
+		// every attempt says so loudly.
+		refused := apierror.IsRequestRefused(err)
+		if !apierror.IsRetryable(err) && !proxied && !refused {
 			return fmt.Errorf("post events session=%s agentSeq=%d..%d: %w", u.opts.Session, first, last, err)
 		}
 		wait := bo.NextBackOff()
-		if proxied {
+		switch {
+		case refused:
+			u.stats.Lock()
+			u.posted.Refused++
+			u.stats.Unlock()
+			u.log.Error("rein-server refused the request, not its events (see err: a header agentd sent, from its state dir or rewritten by a proxy?); dropping none, retrying until it is fixed", "agentSeq", first, "to", last, "attempt", attempt, "in", wait, "err", err)
+		case proxied:
 			u.log.Error("something between agentd and rein-server refused an event (its answer is not the server's: a proxy's body size limit?); not dropping it, retrying", "agentSeq", first, "type", batch[0].eventType(), "bytes", len(batch[0].data), "attempt", attempt, "in", wait, "err", err)
-		} else {
+		default:
 			u.log.Warn("posting events failed; retrying", "agentSeq", first, "to", last, "attempt", attempt, "in", wait, "err", err)
 		}
 		if timer == nil {

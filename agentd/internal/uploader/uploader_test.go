@@ -30,6 +30,8 @@ type fakeServer struct {
 	// page, when set, is the body of every error answer instead of the
 	// server's JSON: what a proxy in front of the server answers.
 	page string
+	// scope is the scope of every error answer's JSON body.
+	scope protocol.Scope
 }
 
 func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -83,7 +85,7 @@ func (f *fakeServer) RoundTrip(req *http.Request) (*http.Response, error) {
 		io.WriteString(rec, f.page)
 	} else {
 		code := map[int]protocol.Code{400: protocol.CodeInvalid, 404: protocol.CodeNotFound, 409: protocol.CodeSuperseded, 500: protocol.CodeInternal, 503: protocol.CodeUnavailable}[status]
-		json.NewEncoder(rec).Encode(protocol.ErrorBody{Code: code, Message: "injected"})
+		json.NewEncoder(rec).Encode(protocol.ErrorBody{Code: code, Message: "injected", Scope: f.scope})
 	}
 	return rec.Result(), nil
 }
@@ -438,6 +440,45 @@ func TestProxyRefusalDropsNothing(t *testing.T) {
 		stored, seqs := f.storedSeqs()
 		if len(seqs) != 5 || seqs[0] != 1 || seqs[2] != 3 || seqs[4] != 5 || stored[2].Message != "big" || u.Stats().Dropped != 0 {
 			t.Errorf("stored agentSeqs %v, dropped %d; want 1 to 5 in order, none dropped", seqs, u.Stats().Dropped)
+		}
+	})
+}
+
+// TestRequestRefusalDropsNothing: a 400 in the server's words that says
+// it refuses the request itself (scope "request": a header agentd sent),
+// not its events, splits nothing and drops nothing. The same batch is
+// sent again with back-off, each refusal counted, and once the request
+// is put right every event is stored once, in order.
+func TestRequestRefusalDropsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const refusals = 4
+		f := &fakeServer{scope: protocol.ScopeRequest, handler: func(attempt int, _ []byte) (int, bool, time.Duration) {
+			if attempt <= refusals {
+				return 400, false, 0
+			}
+			return 202, true, 0
+		}}
+		u := newTest(f, Options{BatchWait: time.Second})
+		stop := run(u)
+		enqueueFive(t, u, "third")
+		if err := stop(); err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		bodies, _, _ := f.snapshot()
+		if len(bodies) != refusals+1 {
+			t.Fatalf("%d POSTs; want %d refused and one stored", len(bodies), refusals)
+		}
+		for i, b := range bodies {
+			if !bytes.Equal(b, bodies[0]) {
+				t.Errorf("POST %d sent %s; want the batch of the first, %s, unsplit", i+1, b, bodies[0])
+			}
+		}
+		stored, seqs := f.storedSeqs()
+		if len(seqs) != 5 || seqs[0] != 1 || seqs[4] != 5 || stored[2].Message != "third" {
+			t.Errorf("stored agentSeqs %v; want 1 to 5 in order", seqs)
+		}
+		if st := u.Stats(); st.Dropped != 0 || st.Refused != refusals || st.Accepted != 5 {
+			t.Errorf("stats %+v; want none dropped, %d refused, 5 accepted", st, refusals)
 		}
 	})
 }
