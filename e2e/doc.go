@@ -11,7 +11,9 @@
 // the suite exercises that client too. What the client does not do on
 // purpose stays here: the Follower holds one stream connection at a time
 // so a test can drop it and check every event's revision, and the TCP
-// proxy injects faults. The harness (this package's
+// proxy injects faults (as do two HTTP proxies: AnswerDropper loses
+// answers, HeaderGarbler spoils a header of agentd's event posts). The
+// harness (this package's
 // non-test files) is shared by the test suite and by cmd/rein-bench.
 //
 // Several replicas: StartReplicas starts N rein-servers on one PostgreSQL
