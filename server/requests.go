@@ -712,27 +712,40 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 type closeStreamReq struct {
 	id    string
 	token uint64
+	// epoch is the StreamEpoch of the stream that ended, set once apply
+	// has released its holder: a group applied again (another replica
+	// changed the session) finds no holder, and without it the close was
+	// dropped, leaving the session live with no sandbox until the
+	// heartbeat timeout.
+	epoch int64
 }
 
 func (r *closeStreamReq) apply(w *writer, g *group) {
-	h := w.holders[r.id]
-	if h == nil || h.token != r.token {
-		return // superseded by a newer connection, or the session is gone
+	if r.epoch == 0 {
+		h := w.holders[r.id]
+		if h == nil || h.token != r.token {
+			return // superseded by a newer connection, or the session is gone
+		}
+		// The stream is gone whatever the commit does.
+		delete(w.holders, r.id)
+		r.epoch = h.epoch
+		w.log.Info("sandbox disconnected", slog.String("session", r.id), slog.String("instance", h.instance))
+		w.obs.SandboxDisconnected()
 	}
-	// The stream is gone whatever the commit does.
-	delete(w.holders, r.id)
-	w.log.Info("sandbox disconnected", slog.String("session", r.id), slog.String("instance", h.instance))
-	w.obs.SandboxDisconnected()
 	if g.opened[r.id] {
 		// A newer stream opened earlier in this group (a reconnection
 		// queued before the old stream's end was noticed): it holds the
 		// session once the group commits, which stays live.
 		return
 	}
-	if e := g.entry(r.id); e != nil {
-		status, _ := nextStatus(e.rec.Status, streamClosed, facts{})
-		g.setStatus(r.id, e, status)
+	e := g.entry(r.id)
+	if e == nil || e.rec.StreamEpoch != r.epoch {
+		// Another stream opened since, on another replica: the sandbox
+		// is connected there.
+		return
 	}
+	status, _ := nextStatus(e.rec.Status, streamClosed, facts{})
+	g.setStatus(r.id, e, status)
 }
 
 // sessionsReq subscribes to the session stream and takes its snapshot in
