@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -24,8 +26,16 @@ func bubbleWriter(t *testing.T, path string, opts Options) (*writer, *sqlite.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bubbleWriterOn(t, st, st, opts), st
+}
+
+// bubbleWriterOn runs a writer on db, a wrapper of the SQLite store
+// st (a disk made full on demand), in a synctest bubble; st is closed
+// when the test ends.
+func bubbleWriterOn(t *testing.T, db Store, st *sqlite.Store, opts Options) *writer {
+	t.Helper()
 	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w := newWriter(st, hub.New(0, 0), opts.Logger, opts.withDefaults(), newTokenIndex())
+	w := newWriter(db, hub.New(0, 0), opts.Logger, opts.withDefaults(), newTokenIndex())
 	if err := w.load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +47,7 @@ func bubbleWriter(t *testing.T, path string, opts Options) (*writer, *sqlite.Sto
 			t.Error(err)
 		}
 	})
-	return w, st
+	return w
 }
 
 func statusOf(t *testing.T, st *sqlite.Store, id string) protocol.SessionStatus {
@@ -215,4 +225,70 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// fullDisk is the SQLite store with its disk made full on demand: commits
+// fail as SQLite's do when the disk is full, reads work.
+type fullDisk struct {
+	*sqlite.Store
+	full atomic.Bool
+}
+
+func (d *fullDisk) Commit(ctx context.Context, ops []store.Op) error {
+	if d.full.Load() {
+		return errors.New("database or disk is full (13)")
+	}
+	return d.Store.Commit(ctx, ops)
+}
+
+func (d *fullDisk) CheckWrite(ctx context.Context) error {
+	if d.full.Load() {
+		return errors.New("database or disk is full (13)")
+	}
+	return d.Store.CheckWrite(ctx)
+}
+
+// A command stream that ends while commits fail leaves the session live
+// in the database, with no sandbox behind it. Once writes work again the
+// close is stored within a second, as a timeout that could not be is, not
+// only at the heartbeat timeout: till then the session stream, GET
+// /sessions and the web view showed a sandbox that was gone.
+func TestStreamCloseWhileCommitsFail(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		disk := &fullDisk{Store: st}
+		w := bubbleWriterOn(t, disk, st, Options{HeartbeatTimeout: 45 * time.Second})
+		_, h := newSandboxToken()
+		cr := newReply[protocol.Session]()
+		mustCall(t, w, &createReq{id: "a", sandbox: h, reply: cr}, cr)
+		r := newReply[openedStream]()
+		opened := mustCall(t, w, &openStreamReq{id: "a", from: Sandbox{Instance: "i1"}, reply: r}, r)
+		sessions := w.hub.Subscribe(sessionsTopic, nil)
+		defer sessions.Close()
+
+		disk.full.Store(true)
+		opened.sub.Close()
+		w.send(&closeStreamReq{id: "a", token: opened.token})
+		synctest.Wait()
+		if got := statusOf(t, st, "a"); got != protocol.StatusLive {
+			t.Fatalf("after the close's commit failed: %s; want live (nothing stored)", got)
+		}
+		disk.full.Store(false)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if got := statusOf(t, st, "a"); got != protocol.StatusDisconnected {
+			t.Fatalf("2s after writes work again, with no stream: %s; want disconnected", got)
+		}
+		msgs := sessions.Take()
+		if len(msgs) != 1 || string(msgs[0].Data) != `{"id":"a","fields":{"status":"disconnected"}}` {
+			var got []string
+			for _, m := range msgs {
+				got = append(got, m.Event+" "+string(m.Data))
+			}
+			t.Fatalf("session stream: %q; want the one status change to disconnected", got)
+		}
+	})
 }

@@ -745,7 +745,27 @@ func (r *closeStreamReq) apply(w *writer, g *group) {
 		return
 	}
 	status, _ := nextStatus(e.rec.Status, streamClosed, facts{})
+	if status == e.rec.Status {
+		return
+	}
 	g.setStatus(r.id, e, status)
+	g.onFail(func(error) { w.closeUnstored(r.id, r.epoch) })
+}
+
+// closeUnstored follows a stream's close whose commit failed (a full
+// disk): the holder is gone, the session is still live or idle. Nothing
+// has shown the sandbox alive since its stream ended, so its heartbeat
+// timeout is made due, and expire stores the disconnect as soon as writes
+// work (retried every second while they fail), rather than a whole
+// heartbeat timeout later, meanwhile showing a sandbox that is gone.
+func (w *writer) closeUnstored(id string, epoch int64) {
+	e := w.sessions[id]
+	if e == nil || w.holders[id] != nil || e.rec.StreamEpoch != epoch || !connected(e.rec.Status) {
+		return
+	}
+	now := w.opts.Now()
+	e.lastActive = now.Add(-w.opts.HeartbeatTimeout)
+	w.setDeadline(id, now.Add(time.Second))
 }
 
 // sessionsReq subscribes to the session stream and takes its snapshot in
