@@ -273,6 +273,10 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 	// The turn's end cancels the requests its agent made: they leave
 	// the inbox as they do when a sandbox ends a turn.
 	w.observeApprovals(g, e, st.st, f.changes)
+	// The status is the opening's (takenOver: live), set next in the
+	// same commit: the idle this turn's end implies would be told on the
+	// session stream though the database never holds it.
+	f.implied = ""
 	r.record(w, g, e, b, f, now)
 	r.publish(w, g, b, f)
 	return nil

@@ -202,6 +202,13 @@ func TestTakeoverInterruptsTurn(t *testing.T) {
 	if rec := c.session("a"); rec.Status != protocol.StatusLive {
 		t.Errorf("status after takeover: %s; want live (the new instance holds the stream)", rec.Status)
 	}
+	// The session stream says no status the database never held: the
+	// takeover stores live over live, so it tells nothing (it used to
+	// tell idle, for the interrupted turn, then live, in one commit).
+	c.must(http.StatusCreated, nil, "POST", "/sessions/mark", nil)
+	for e := ss.next(); e.Event != protocol.SSESessionCreated; e = ss.next() {
+		t.Errorf("session stream after a takeover of a live session: %s %s; want nothing", e.Event, e.Data)
+	}
 
 	// The server's turn_completed is in the log, so a fold from the log
 	// (a restarted server) tells the same story.
