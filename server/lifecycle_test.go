@@ -271,3 +271,23 @@ func mustJSON(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+// The agent exiting mid-turn fails the turn, and the session is idle:
+// nothing runs, and agentd, still holding the stream, takes the next
+// prompt (starting the agent again).
+func TestAgentExitedMidTurnIsIdle(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	defer cmds.close()
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+	if st := c.session("a").Status; st != protocol.StatusLive {
+		t.Fatalf("with a turn running: %s; want live", st)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("agent_exited", "code", 1, "agentSeq", 2)}, protocol.HeaderInstance, "i1")
+	if st := c.session("a").Status; st != protocol.StatusIdle {
+		t.Fatalf("after the agent exited mid-turn: %s; want idle", st)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", map[string]any{"type": "prompt", "text": "again"})
+}
