@@ -240,7 +240,16 @@ func (w *writer) refresh(id string) error {
 	if protocol.CodeOf(err) == protocol.CodeNotFound {
 		if e := w.sessions[id]; e != nil {
 			w.forget(id, e)
+			return nil
 		}
+		// Never cached here (its creation and removal were announced
+		// together, or not heard), yet a client may follow it here: a
+		// stream reads the database, not this cache. Its stream would
+		// otherwise follow a deleted session for as long as the client
+		// stays, and be sent the changes of one created again under
+		// the id as if they were its own.
+		w.hub.CloseTopic(artifactTopic(id))
+		w.hub.CloseTopic(commandTopic(id))
 		return nil
 	}
 	if err != nil {

@@ -395,6 +395,34 @@ func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
 	return start(t, app.Options{Store: d}), d
 }
 
+// A session created and deleted on one replica before another heard of
+// either (the two announcements merged into one while it was busy, or it
+// was deaf to them) ends the other replica's streams of it too: a client
+// that followed it there, having read it from the database, would
+// otherwise follow a deleted session for as long as it stays connected,
+// its subscription and handler kept for ever, and be sent the changes of
+// a session created again under the id as if they were the old one's.
+func TestReplicasDeleteEndsStreamsOfUncachedSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	deaf.deaf.Store(true)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+	follower := cb.stream("/sessions/x/stream")
+	newModel(t).readSnapshot(follower)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
+	deaf.deaf.Store(false)
+	// What b does on the one announcement that names x.
+	server.ReadAgain(b.Server, "x")
+	if n := server.Subscribers(b.Server, "x"); n != 0 {
+		t.Fatalf("b still has %d subscribers of the deleted session", n)
+	}
+	follower.expectEnd()
+	follower.close()
+}
+
 // A session deleted and created again under its id on one replica, while
 // another replica heard of neither (or of both at once), is a new session
 // on that one too: its cached record of the old one, whose row version
