@@ -129,3 +129,45 @@ func (r *readAgainReq) apply(w *writer, _ *group) {
 	w.refresh(r.id)
 	r.reply.ok(struct{}{})
 }
+
+// Footprint returns the sizes of what the server keeps per session,
+// token, stream and subscriber, read in the writer goroutine; ids name
+// the sessions whose hub topics are counted (a topic exists only while
+// it has subscribers).
+func Footprint(s *Server, ids ...string) map[string]int {
+	r := newReply[map[string]int]()
+	m, _ := call(context.Background(), s.w, &footprintReq{ids: ids, reply: r}, r)
+	return m
+}
+
+type footprintReq struct {
+	ids   []string
+	reply reply[map[string]int]
+}
+
+func (r *footprintReq) apply(w *writer, _ *group) {
+	m := map[string]int{
+		"sessions": len(w.sessions), "states": len(w.states), "holders": len(w.holders),
+		"deadlines": len(w.deadlines), "lagging": len(w.lagging),
+		"stateBytes": int(w.stateBytes),
+	}
+	w.unsettled.Range(func(any, any) bool { m["unsettled"]++; return true })
+	w.approvals.mu.Lock()
+	m["approvals.pending"], m["approvals.count"] = len(w.approvals.pending), len(w.approvals.count)
+	w.approvals.mu.Unlock()
+	w.index.mu.RLock()
+	m["tokens.byHash"], m["tokens.bySession"] = len(w.index.byHash), len(w.index.bySession)
+	w.index.mu.RUnlock()
+	if w.remote != nil {
+		w.remote.mu.Lock()
+		m["remote.ids"] = len(w.remote.ids)
+		w.remote.mu.Unlock()
+	}
+	m["hub.sessions"] = w.hub.Len(sessionsTopic)
+	m["hub.approvals"] = w.hub.Len(approvalsTopic)
+	for _, id := range r.ids {
+		m["hub.artifacts"] += w.hub.Len(artifactTopic(id))
+		m["hub.commands"] += w.hub.Len(commandTopic(id))
+	}
+	r.reply.ok(m)
+}
