@@ -117,11 +117,15 @@ func (d *AnswerDropper) Seen() []Dropped {
 }
 
 // Close stops the proxy and closes its connections.
-func (d *AnswerDropper) Close() {
+func (d *AnswerDropper) Close() { closeProxy(d.srv) }
+
+// closeProxy stops a test proxy's server: a second for its requests to
+// end, then its connections are closed.
+func closeProxy(srv *http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := d.srv.Shutdown(ctx); err != nil {
-		_ = d.srv.Close()
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
 	}
 }
 

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -86,13 +85,7 @@ func (g *HeaderGarbler) Garbled() []Garbled {
 }
 
 // Close stops the proxy and closes its connections.
-func (g *HeaderGarbler) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := g.srv.Shutdown(ctx); err != nil {
-		_ = g.srv.Close()
-	}
-}
+func (g *HeaderGarbler) Close() { closeProxy(g.srv) }
 
 func (g *HeaderGarbler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sessions/") || !strings.HasSuffix(r.URL.Path, "/events") {

@@ -14,6 +14,21 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
+// backUp takes a backup of the server's database as an operator would:
+// the server stopped, its files copied into a new directory, the server
+// started again; it returns once session id's sandbox is back.
+func (e *env) backUp(t *testing.T, id string) (dir string) {
+	t.Helper()
+	e.srv.Stop(15 * time.Second)
+	dir = t.TempDir()
+	copyDatabase(t, e.srv.DB, dir)
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSandboxBack(id)
+	return dir
+}
+
 // copyDatabase copies the SQLite database at db (with its WAL and shared
 // memory files, when there) into dir: a backup of a stopped server.
 func copyDatabase(t *testing.T, db, dir string) {
@@ -65,13 +80,7 @@ func TestBrowserShowsARestoredHistory(t *testing.T) {
 	waitTurns(t, e.ctx, f, 1)
 	e.waitIdle(id)
 
-	e.srv.Stop(15 * time.Second)
-	backup := t.TempDir()
-	copyDatabase(t, e.srv.DB, backup)
-	if err := e.srv.Restart(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	e.waitSandboxBack(id)
+	backup := e.backUp(t, id)
 
 	b, step := e.signedIn(chromium, driver, e.srv.URL)
 	step("open the session", func(ctx context.Context) error {
@@ -123,13 +132,7 @@ func TestPromptAfterARestoredBackup(t *testing.T) {
 	waitTurns(t, e.ctx, f, 1)
 	e.waitNoPending(id)
 
-	e.srv.Stop(15 * time.Second)
-	backup := t.TempDir()
-	copyDatabase(t, e.srv.DB, backup)
-	if err := e.srv.Restart(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	e.waitSandboxBack(id)
+	backup := e.backUp(t, id)
 	e.prompt(id, "after the backup")
 	waitTurns(t, e.ctx, f, 2)
 	e.waitNoPending(id)
