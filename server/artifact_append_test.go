@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/store"
 )
 
 // streamer posts streamed deltas, one POST (one commit group) at a time,
@@ -346,4 +348,98 @@ func TestStreamedNULCharacters(t *testing.T) {
 	checkSnapshot(t, c, "n", "", want)
 	live.readUntilRev(liveSt, storedRev(t, s, "n"))
 	checkModel(t, live, want)
+}
+
+// opsStore is the SQLite store counting what its committed groups wrote
+// to artifacts: bytes of whole bodies, bytes of appended text, and the
+// appended texts that held NUL. It embeds the store itself, so the
+// writer sees every optional interface SQLite implements.
+type opsStore struct {
+	*sqlite.Store
+	mu                   sync.Mutex
+	put, appended, nulls int
+}
+
+func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
+	if err := s.Store.Commit(ctx, ops); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, op := range ops {
+		switch op := op.(type) {
+		case store.PutArtifacts:
+			for _, a := range op.Artifacts {
+				s.put += len(a.Body)
+			}
+		case store.AppendArtifacts:
+			for _, a := range op.Appends {
+				for _, f := range a.Fields {
+					s.appended += len(f.Text)
+					if strings.IndexByte(f.Text, 0) >= 0 {
+						s.nulls++
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *opsStore) written() (put, appended, nulls int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.put, s.appended, s.nulls
+}
+
+// A tool's binary output (NUL in most deltas: cat of an executable) is
+// stored on SQLite as appends, whose text may hold NUL, not by rewriting
+// the whole growing artifact at every commit: that made such a stream
+// quadratic in bytes written. The whole bodies written add up to less
+// than twice the artifact's final size, and every read returns exactly
+// the fold of the log, across a restart too.
+func TestStreamedBinaryOutputAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db := openSQLite(t, path)
+	rs := &opsStore{Store: db}
+	s, err := app.New(app.Options{Store: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	sb := &streamer{c: c, id: "b"}
+	sb.post(ev("tool_call_start", "id", "x", "name", "sh", "input", map[string]any{"cmd": "cat a.out"}))
+	elf := "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00\x01\x00\x00\x00"
+	const n = 300
+	for i := range n {
+		sb.post(ev("tool_output_delta", "id", "x", "delta", fmt.Sprintf("%s%d\x00é\n", elf, i)))
+	}
+	want := wantArtifacts(t, s, "b")
+	checkArtifacts(t, c, "b", want)
+	checkSnapshot(t, c, "b", "", want)
+
+	final := len(want[1])
+	put, appended, nulls := rs.written()
+	if nulls < n/2 {
+		t.Errorf("%d appended texts held NUL over %d deltas that all did; want most", nulls, n)
+	}
+	if put >= 2*final {
+		t.Errorf("whole bodies written: %d bytes (%d appended) for a %d-byte artifact; want under twice its size", put, appended, final)
+	}
+	if rows, arts := pendingAppends(t, path, "b"); rows == 0 || arts != 1 {
+		t.Errorf("%d pending append rows over %d artifacts; want some, on the tool", rows, arts)
+	}
+
+	// The appends holding NUL read back from the file as they were.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, app.Options{DBPath: path})
+	c = newClient(t, s2)
+	checkArtifacts(t, c, "b", want)
+	checkSnapshot(t, c, "b", "", want)
 }

@@ -30,11 +30,21 @@ type dirtyArtifact struct {
 	fields []string
 	texts  []*strings.Builder
 	// bytes is the appended text's length; utf8 says it is all valid UTF-8
-	// (see store.MergeAppends) and holds no NUL: PostgreSQL's text type
+	// (see store.MergeAppends) and holds no NUL unless nul, the store's
+	// appends may hold it (store.NULAppender): PostgreSQL's text type
 	// cannot store U+0000, and an append of it failed every commit of its
-	// batch, so such text goes in the whole body, where JSON escapes it.
+	// batch, so there such text goes in the whole body, where JSON
+	// escapes it.
 	bytes int
 	utf8  bool
+	nul   bool
+}
+
+// newDirtyArtifact returns the record of a group's changes to one
+// artifact, to be stored in st.
+func newDirtyArtifact(st store.Store) *dirtyArtifact {
+	n, ok := st.(store.NULAppender)
+	return &dirtyArtifact{utf8: true, nul: ok && n.AppendsNUL()}
 }
 
 func (d *dirtyArtifact) add(c reducer.Change) {
@@ -48,7 +58,7 @@ func (d *dirtyArtifact) add(c reducer.Change) {
 		return
 	}
 	d.bytes += len(c.Append)
-	d.utf8 = d.utf8 && utf8.ValidString(c.Append) && strings.IndexByte(c.Append, 0) < 0
+	d.utf8 = d.utf8 && utf8.ValidString(c.Append) && (d.nul || strings.IndexByte(c.Append, 0) < 0)
 	i := slices.Index(d.fields, c.Field)
 	if i < 0 {
 		i = len(d.fields)

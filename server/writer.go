@@ -790,7 +790,7 @@ func (g *group) markDirty(id string, c reducer.Change) {
 	}
 	d := arts[c.Seq]
 	if d == nil {
-		d = &dirtyArtifact{utf8: true}
+		d = newDirtyArtifact(g.w.store)
 		arts[c.Seq] = d
 	}
 	d.add(c)

@@ -166,6 +166,16 @@ type FieldAppend struct {
 	Text  string
 }
 
+// NULAppender is implemented by a Store whose AppendArtifacts may carry
+// text holding NUL (U+0000: a tool's output of a binary file, "\u0000"
+// in JSON) and read it back as written. Without it (PostgreSQL, whose
+// text type cannot hold NUL) the server writes an artifact's whole body
+// instead of appending such text, where JSON escapes it; an artifact
+// streamed with NUL then costs its whole size at every commit.
+type NULAppender interface {
+	AppendsNUL() bool
+}
+
 // AddCommand stores a command; its id is chosen by the server and an id
 // already stored fails the commit, as does a Key the session already
 // stored a command under.

@@ -374,6 +374,10 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 // on it; see store.Exclusive.
 func (s *Store) Exclusive() bool { return true }
 
+// AppendsNUL reports that appended text may hold NUL: SQLite stores and
+// reads a TEXT value by its length, NUL and all (store.NULAppender).
+func (s *Store) AppendsNUL() bool { return true }
+
 // CheckWrite writes a row that needs new pages and deletes it again, each
 // in its own transaction, so it fails as a commit would while the disk (or
 // the database's page limit) is full; see store.WriteChecker.

@@ -56,6 +56,32 @@ func testTurnDigests(t *testing.T, s store.Store) {
 	}
 }
 
+// A store that says its appends may hold NUL reads them back merged as
+// store.MergeAppends does, "\u0000" and all, over a commit of its own.
+func testAppendsHoldingNUL(t *testing.T, s store.Store) {
+	if n, ok := s.(store.NULAppender); !ok || !n.AppendsNUL() {
+		t.Skipf("%T does not append text holding NUL", s)
+	}
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	base := artifact(t, 1, 1, "\x00ELF")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{base}})
+	appends := []store.FieldAppend{{Field: "output", Text: "\x7fELF\x02\x00\x00"}, {Field: "output", Text: "\x00"}, {Field: "inputText", Text: "a\x00b"}}
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 2, Fields: appends[:1]}}})
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 3, Fields: appends[1:]}}})
+	setRev(t, s, "a", 3)
+	want, err := store.MergeAppends(base.Body, 3, appends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Artifacts(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || string(all[0].Body) != string(want) {
+		t.Fatalf("Artifacts(a) = %s\nwant %s", all[0].Body, want)
+	}
+}
+
 func testEventPages(t *testing.T, s store.Store) {
 	pg, ok := s.(store.EventPager)
 	if !ok {

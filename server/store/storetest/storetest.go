@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ArtifactPages", testArtifactPages},
 		{"ArtifactPagesByBytes", testArtifactPagesByBytes},
 		{"AppendsMergedOnRead", testAppendsMergedOnRead},
+		{"AppendsHoldingNUL", testAppendsHoldingNUL},
 		{"Commands", testCommands},
 		{"CommandKeys", testCommandKeys},
 		{"SessionState", testSessionState},
