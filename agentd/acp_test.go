@@ -3,6 +3,7 @@ package agentd_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/agentd"
@@ -116,5 +117,43 @@ func TestSlowHandshakeReportsAgentStarted(t *testing.T) {
 				t.Errorf("first event = %s, want agentd's agent_started for the %s agent", fakeserver.Format(evs[:1]), proto)
 			}
 		})
+	}
+}
+
+// acpScript is a scripted ACP agent: it answers the handshake, sends one
+// text chunk for each session/prompt, and runs onPrompt and onCancel (shell
+// lines, with $id the request's id and $prompt the running prompt's).
+func acpScript(onPrompt, onCancel string) string {
+	return `prompt=
+while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"protocolVersion\":1,\"agentCapabilities\":{}}}" ;;
+  *'"method":"session/new"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"sessionId\":\"s1\"}}" ;;
+  *'"method":"session/prompt"'*) prompt=$id
+    echo '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"working"}}}}'
+    ` + onPrompt + ` ;;
+  *'"method":"session/cancel"'*) ` + onCancel + ` ;;
+  esac
+done
+`
+}
+
+// TestACPAbortAnsweredWithError: ACP asks an agent to answer a cancelled
+// prompt with stopReason cancelled, but some answer it with a JSON-RPC
+// error. The user aborted the turn: it ends cancelled, as with the other
+// adapters, and the agent's error is kept with it.
+func TestACPAbortAnsweredWithError(t *testing.T) {
+	agent := acpScript(":", `echo "{\"jsonrpc\":\"2.0\",\"id\":$prompt,\"error\":{\"code\":-32603,\"message\":\"Internal error\",\"data\":{\"details\":\"Operation aborted\"}}}"`)
+	srv := fakeserver.New(t, "acp")
+	start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{script(t, agent)}})
+	waitStarted(t, srv, 1)
+	srv.Prompt("go")
+	srv.Wait(t, "the agent's text", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTextDelta)) })
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	evs := srv.Wait(t, "the turn's end", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnCompleted)) })
+	end := evs[indexOf(evs, protocol.EventTurnCompleted)]
+	if end.StopReason != protocol.StopCancelled || !strings.Contains(end.Error, "Operation aborted") {
+		t.Errorf("turn end = %s, want cancelled, with the agent's error", fakeserver.Format([]protocol.Event{end}))
 	}
 }

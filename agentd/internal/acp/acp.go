@@ -412,9 +412,11 @@ func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan
 	if err != nil {
 		ev.StopReason, ev.Error = protocol.StopError, err.Error()
 	}
-	if a.aborted && ev.StopReason != protocol.StopError {
+	if a.aborted {
 		// The user aborted: whatever the agent made of it, the turn
-		// was cancelled.
+		// was cancelled. That includes an error answer: ACP asks for
+		// stopReason cancelled, but some agents fail the cancelled
+		// prompt instead. Their error stays in the event.
 		ev.StopReason = protocol.StopCancelled
 	}
 	a.emit(ev)
