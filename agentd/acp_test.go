@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/agentd"
+	"github.com/rein-ai/rein/agentd/internal/acp"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -155,5 +156,49 @@ func TestACPAbortAnsweredWithError(t *testing.T) {
 	end := evs[indexOf(evs, protocol.EventTurnCompleted)]
 	if end.StopReason != protocol.StopCancelled || !strings.Contains(end.Error, "Operation aborted") {
 		t.Errorf("turn end = %s, want cancelled, with the agent's error", fakeserver.Format([]protocol.Event{end}))
+	}
+}
+
+// TestACPStopReasons: a stop reason ACP does not define is not read as a
+// normal end without a word: the turn ends end_turn (Rein has nothing
+// closer) with a warning notice naming what the agent said. A missing
+// one reads end_turn.
+func TestACPStopReasons(t *testing.T) {
+	for _, tc := range []struct {
+		name, result string
+		notice       bool
+	}{
+		{"unknown", `{\"stopReason\":\"paused_for_review\"}`, true},
+		{"missing", `{}`, false},
+		{"known", `{\"stopReason\":\"max_tokens\"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := acpScript(`echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":`+tc.result+`}"`, ":")
+			srv := fakeserver.New(t, "acp")
+			start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{script(t, agent)}})
+			waitStarted(t, srv, 1)
+			srv.Prompt("go")
+			evs := srv.Wait(t, "the turn's end", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnCompleted)) })
+			i := indexOf(evs, protocol.EventTurnCompleted)
+			want := protocol.StopEndTurn
+			if tc.name == "known" {
+				want = protocol.StopMaxTokens
+			}
+			if evs[i].StopReason != want {
+				t.Errorf("turn end = %s, want %s", fakeserver.Format(evs[i:i+1]), want)
+			}
+			var notice []protocol.Event
+			for _, ev := range evs[:i] {
+				if ev.Type == protocol.EventNotice {
+					notice = append(notice, ev)
+				}
+			}
+			switch {
+			case tc.notice && (len(notice) != 1 || notice[0].Level != protocol.LevelWarning || notice[0].NoticeCode != acp.NoticeUnknownStopReason || !strings.Contains(notice[0].Message, `"paused_for_review"`)):
+				t.Errorf("notices before the turn's end: %s, want one warning unknown_stop_reason naming paused_for_review", fakeserver.Format(notice))
+			case !tc.notice && len(notice) > 0:
+				t.Errorf("notices before the turn's end: %s, want none", fakeserver.Format(notice))
+			}
+		})
 	}
 }

@@ -63,6 +63,10 @@ const NoticeResumeFailed = "conversation_not_resumed"
 // options of kinds Rein does not know were not shown.
 const NoticeOptionsLeftOut = "permission_options_left_out"
 
+// NoticeUnknownStopReason is the notice code when the agent ended a turn
+// with a stop reason ACP does not define.
+const NoticeUnknownStopReason = "unknown_stop_reason"
+
 // Serve initializes the agent, opens one ACP session and relays commands
 // and updates until the agent's stdout ends (nil), or the agent refuses the
 // handshake or the SDK ends the connection while the agent's output goes
@@ -419,6 +423,14 @@ func (a *adapter) endTurn(resp acpsdk.PromptResponse, err error, connDone <-chan
 		// prompt instead. Their error stays in the event.
 		ev.StopReason = protocol.StopCancelled
 	}
+	if err == nil && !knownStopReason(resp.StopReason) {
+		// Rein has no closer word for a reason ACP does not define (a
+		// newer ACP's, an extension's), but the transcript says what
+		// the agent said rather than pass it off as a normal end.
+		a.log.Warn("acp stop reason of an unknown kind", "stopReason", resp.StopReason, "reads", ev.StopReason)
+		a.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeUnknownStopReason,
+			Message: fmt.Sprintf("the agent ended the turn with stop reason %q, which Rein does not know; the turn reads %s", string(resp.StopReason), ev.StopReason)})
+	}
 	a.emit(ev)
 }
 
@@ -448,6 +460,18 @@ func quotaUsage(meta map[string]any) *acpsdk.Usage {
 	return &acpsdk.Usage{InputTokens: int(in), OutputTokens: int(out)}
 }
 
+// knownStopReason reports whether r is one ACP defines, or missing
+// (which reads end_turn: the agent stopped without saying why).
+func knownStopReason(r acpsdk.StopReason) bool {
+	switch r {
+	case "", acpsdk.StopReasonEndTurn, acpsdk.StopReasonMaxTokens, acpsdk.StopReasonMaxTurnRequests, acpsdk.StopReasonRefusal, acpsdk.StopReasonCancelled:
+		return true
+	}
+	return false
+}
+
+// stopReason maps an ACP stop reason; one Rein does not know (see
+// knownStopReason) reads end_turn.
 func stopReason(r acpsdk.StopReason) protocol.StopReason {
 	switch r {
 	case acpsdk.StopReasonMaxTokens:
