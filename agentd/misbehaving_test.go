@@ -2,8 +2,11 @@ package agentd_test
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -185,5 +188,48 @@ exec sleep 60
 				t.Errorf("agent_exited = %s, want an error saying agentd stopped it: %s", fakeserver.Format([]protocol.Event{ex}), tc.why)
 			}
 		})
+	}
+}
+
+// TestStdoutClosedWhileAdapterWritesIsKilled: an agent that closes its
+// stdout and lives on without reading its stdin can hold the adapter in a
+// write to it (here, a prompt larger than the pipe holds). It is of no use
+// without stdout: it gets the shutdown grace from its stdout's end, then
+// the kill, rather than living on, its turn looking live, until an abort.
+func TestStdoutClosedWhileAdapterWritesIsKilled(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "close")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// After the handshake the agent reads nothing more; it closes its
+	// stdout when the test opens the fifo.
+	agent := `while IFS= read -r line; do
+  ` + reqID + `
+  case $line in
+  *'"method":"initialize"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"protocolVersion\":1,\"agentCapabilities\":{}}}" ;;
+  *'"method":"session/new"'*) echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"sessionId\":\"s1\"}}"; break ;;
+  esac
+done
+read -r x < ` + fifo + `
+exec >&-
+exec sleep 60
+`
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Protocol: agentd.ProtocolACP, Command: []string{script(t, agent)},
+		ShutdownGrace: 100 * time.Millisecond, AbortGrace: time.Hour, RestartDelay: time.Minute,
+	})
+	waitStarted(t, srv, 1)
+	srv.Prompt(strings.Repeat("x", 256<<10))
+	srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	evs := srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+	ex := evs[indexOf(evs, protocol.EventAgentExited)]
+	if !strings.Contains(ex.Error, "closed its stdout") {
+		t.Errorf("agent_exited = %s, want an error saying agentd stopped it as it closed its stdout", fakeserver.Format([]protocol.Event{ex}))
 	}
 }

@@ -213,26 +213,53 @@ func (s *supervisor) start() (*agentRun, error) {
 	r := &agentRun{proc: proc, cmds: make(chan protocol.Command, agentCommandBuffer), done: make(chan struct{}), resumed: resume, reports: reports}
 	go func() {
 		defer close(r.done)
-		err := s.serve(proc, r.cmds, resume)
-		if err != nil {
-			// Events can no longer be delivered: nothing to wait for.
-			s.log.Warn("agent adapter stopped", "err", err)
-			r.killed = "agentd stopped the agent: " + err.Error()
-			_ = proc.Signal(syscall.SIGKILL)
-		}
+		served := make(chan error, 1)
+		go func() { served <- s.serve(proc, r.cmds, resume) }()
 		// The agent closed stdout but may live on; without stdout it is
 		// of no use, so it gets the shutdown grace and then the kill.
-		t := time.NewTimer(s.opts.ShutdownGrace)
-		select {
-		case <-proc.Done():
-		case <-t.C:
-			s.log.Warn("agent closed stdout but did not exit; killing it")
-			if r.killed == "" {
-				r.killed = "agentd stopped the agent: it closed its stdout but did not exit"
+		// The grace starts when stdout ends, not only when serve
+		// returns: an agent that no longer reads its stdin can hold
+		// the adapter in a write to it until the agent is gone.
+		var grace *time.Timer
+		var graceC <-chan time.Time
+		startGrace := func() {
+			if grace == nil {
+				grace = time.NewTimer(s.opts.ShutdownGrace)
+				graceC = grace.C
 			}
-			_ = proc.Signal(syscall.SIGKILL)
 		}
-		t.Stop()
+		ended, exited := proc.StdoutEnded(), proc.Done()
+		for served != nil || exited != nil {
+			select {
+			case err := <-served:
+				served = nil
+				if err != nil {
+					// Events can no longer be delivered: nothing to
+					// wait for.
+					s.log.Warn("agent adapter stopped", "err", err)
+					if r.killed == "" {
+						r.killed = "agentd stopped the agent: " + err.Error()
+					}
+					_ = proc.Signal(syscall.SIGKILL)
+				}
+				startGrace()
+			case <-ended:
+				ended = nil
+				startGrace()
+			case <-graceC:
+				graceC = nil
+				s.log.Warn("agent closed stdout but did not exit; killing it")
+				if r.killed == "" {
+					r.killed = "agentd stopped the agent: it closed its stdout but did not exit"
+				}
+				_ = proc.Signal(syscall.SIGKILL)
+			case <-exited:
+				exited, graceC = nil, nil
+			}
+		}
+		if grace != nil {
+			grace.Stop()
+		}
 		r.exit = proc.Wait()
 		s.opts.Killer.exited(proc)
 	}()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -55,6 +56,7 @@ type Process struct {
 	cmd        *exec.Cmd
 	pid        int
 	stdoutR    *os.File
+	stdoutEnd  <-chan struct{}
 	stderrR    *os.File
 	done       chan struct{} // closed when the process has exited
 	stderrDone chan struct{}
@@ -139,12 +141,14 @@ func Start(spec Spec) (*Process, error) {
 	stdoutW.Close()
 	stderrW.Close()
 
+	stdout := &drainReader{f: stdoutR, left: pipeMax, eof: make(chan struct{})}
 	p := &Process{
 		Stdin:      stdin,
-		Stdout:     &drainReader{f: stdoutR, left: pipeMax},
+		Stdout:     stdout,
 		cmd:        cmd,
 		pid:        cmd.Process.Pid,
 		stdoutR:    stdoutR,
+		stdoutEnd:  stdout.eof,
 		stderrR:    stderrR,
 		done:       make(chan struct{}),
 		stderrDone: make(chan struct{}),
@@ -154,6 +158,10 @@ func Start(spec Spec) (*Process, error) {
 	go p.wait(drain)
 	return p, nil
 }
+
+// StdoutEnded is closed once a read of Stdout has reached its end (EOF),
+// whether or not the agent still runs.
+func (p *Process) StdoutEnded() <-chan struct{} { return p.stdoutEnd }
 
 // Pid is the agent's pid, which is also its process group id.
 func (p *Process) Pid() int { return p.pid }
@@ -218,11 +226,21 @@ func (p *Process) wait(drain time.Duration) {
 // bytes in all (an escaped process writing without end cannot hold the
 // run open either); an empty pipe ends the output as before.
 type drainReader struct {
-	f    *os.File
-	left int // bytes a read past the deadline may still take
+	f       *os.File
+	left    int           // bytes a read past the deadline may still take
+	eof     chan struct{} // closed at the first EOF read
+	eofOnce sync.Once
 }
 
 func (r *drainReader) Read(p []byte) (int, error) {
+	n, err := r.read(p)
+	if err == io.EOF {
+		r.eofOnce.Do(func() { close(r.eof) })
+	}
+	return n, err
+}
+
+func (r *drainReader) read(p []byte) (int, error) {
 	n, err := r.f.Read(p)
 	if n > 0 || len(p) == 0 || r.left <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, err
