@@ -178,25 +178,7 @@ func churn(t *testing.T) {
 	// Deletes, creates and command streams of the same ids at once, so
 	// one group commit deletes a session, creates it again and opens its
 	// stream.
-	for r := range 10 {
-		var wg sync.WaitGroup
-		for i := range ids {
-			id := fmt.Sprintf("churn%d", i)
-			inst := fmt.Sprintf("race-%d-%d", r, i)
-			wg.Go(func() { c.do("POST", "/sessions/"+id, map[string]string{"prompt": "again"}) })
-			wg.Go(func() { c.do("DELETE", "/sessions/"+id, nil) })
-			wg.Go(func() {
-				st, status := c.tryStream("/sessions/"+id+"/commands", protocol.HeaderInstance, inst)
-				if status == http.StatusOK {
-					st.close()
-				}
-			})
-			wg.Go(func() {
-				c.do("POST", "/sessions/"+id+"/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, inst)
-			})
-		}
-		wg.Wait()
-	}
+	raceSameIDs(ids, 10, func(int, int) (*client, *client) { return c, c })
 	for i := range ids {
 		c.do("DELETE", fmt.Sprintf("/sessions/churn%d", i), nil)
 	}
@@ -286,15 +268,36 @@ func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
 	}
 	// Creates, deletes, command streams and events of the same ids at
 	// once, through both replicas.
-	for r := range 6 {
+	raceSameIDs(ids, 6, func(r, i int) (*client, *client) {
+		if (r+i)%2 == 0 {
+			return cb, ca
+		}
+		return ca, cb
+	})
+	for i := range ids {
+		ca.do("DELETE", fmt.Sprintf("/sessions/churn%d", i), nil)
+	}
+	clock.Add(2 * time.Minute)
+	server.RunTimeouts(a.Server)
+	server.RunTimeouts(b.Server)
+	http.DefaultClient.CloseIdleConnections()
+	footprintBack(t, a.Server, beforeA, all)
+	footprintBack(t, b.Server, beforeB, all)
+	goroutinesBack(t, goroutines)
+}
+
+// raceSameIDs creates, deletes, opens the command and artifact streams of
+// and posts to sessions churn0..churn(n-1) all at once, rounds times, so
+// that one group commit deletes a session, creates it again and opens its
+// stream. pick gives round r's clients for the i-th id: one creates,
+// follows and posts, other deletes and opens the command stream.
+func raceSameIDs(n, rounds int, pick func(r, i int) (one, other *client)) {
+	for r := range rounds {
 		var wg sync.WaitGroup
-		for i := range ids {
+		for i := range n {
 			id := fmt.Sprintf("churn%d", i)
 			inst := fmt.Sprintf("race-%d-%d", r, i)
-			one, other := ca, cb
-			if (r+i)%2 == 0 {
-				one, other = cb, ca
-			}
+			one, other := pick(r, i)
 			wg.Go(func() { one.do("POST", "/sessions/"+id, map[string]string{"prompt": "again"}) })
 			wg.Go(func() { other.do("DELETE", "/sessions/"+id, nil) })
 			wg.Go(func() {
@@ -315,14 +318,4 @@ func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	for i := range ids {
-		ca.do("DELETE", fmt.Sprintf("/sessions/churn%d", i), nil)
-	}
-	clock.Add(2 * time.Minute)
-	server.RunTimeouts(a.Server)
-	server.RunTimeouts(b.Server)
-	http.DefaultClient.CloseIdleConnections()
-	footprintBack(t, a.Server, beforeA, all)
-	footprintBack(t, b.Server, beforeB, all)
-	goroutinesBack(t, goroutines)
 }
