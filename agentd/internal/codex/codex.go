@@ -129,7 +129,9 @@ type adapter struct {
 type turnState struct {
 	id      string // Rein turn id
 	codexID string // "" until the app-server names it
-	aborted bool   // abort asked before codexID was known
+	// aborted: the user aborted the turn. An abort asked before codexID
+	// is known sends its interrupt when the id arrives.
+	aborted bool
 	items   map[string]*itemState
 	// base is the thread's cumulative token usage before this turn: Rein
 	// usage is per turn, Codex reports thread totals.
@@ -374,8 +376,8 @@ func (a *adapter) abort() {
 		return
 	}
 	a.cancelPermissions()
+	t.aborted = true
 	if t.codexID == "" {
-		t.aborted = true
 		return
 	}
 	a.interrupt(t)
@@ -403,6 +405,14 @@ func (a *adapter) interrupt(t *turnState) {
 func (a *adapter) endTurn(t *turnState, stop protocol.StopReason, errText string) {
 	if a.cur != t {
 		return
+	}
+	if t.aborted && stop != protocol.StopEndTurn {
+		// The user stopped the turn: a turn Codex fails after the
+		// interrupt (rather than ending it interrupted) was cancelled
+		// too, as the other adapters say. Codex's message stays in the
+		// event. A turn that completed before the interrupt landed did
+		// complete.
+		stop = protocol.StopCancelled
 	}
 	a.cancelPermissions()
 	a.cur = nil
