@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rein-ai/rein/agentd/internal/stdinqueue"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -57,8 +58,16 @@ func Serve(ctx context.Context, opts Options) error {
 		ctx: ctx, opts: opts, log: log,
 		pending: map[int64]func(json.RawMessage, *rpcError){},
 		perms:   map[string]*permission{},
+		// Writes go through a queue: blocked in a write to an
+		// app-server that no longer reads, Serve would stop taking its
+		// stdout, whose end (which stops such an app-server) would then
+		// go unread.
+		stdin: stdinqueue.New(opts.Stdin, func(err error) {
+			// The app-server is gone; its stdout ending ends Serve.
+			log.Warn("write to codex app-server", "err", err)
+		}),
 	}
-	defer opts.Stdin.Close()
+	defer a.stdin.Stop()
 
 	in := make(chan *message)
 	stop := make(chan struct{})
@@ -89,7 +98,7 @@ func Serve(ctx context.Context, opts Options) error {
 		}
 		if a.fatal != nil {
 			// Stop the app-server; the reader sees its stdout end.
-			opts.Stdin.Close()
+			a.stdin.Stop()
 			if c, ok := opts.Stdout.(io.Closer); ok {
 				c.Close()
 			}
@@ -103,9 +112,10 @@ func Serve(ctx context.Context, opts Options) error {
 // adapter is the state of one app-server run. Only Serve's goroutine
 // touches it.
 type adapter struct {
-	ctx  context.Context
-	opts Options
-	log  *slog.Logger
+	ctx   context.Context
+	opts  Options
+	log   *slog.Logger
+	stdin *stdinqueue.Queue // the app-server's stdin
 
 	nextID  int64
 	pending map[int64]func(json.RawMessage, *rpcError)
@@ -175,8 +185,7 @@ func (a *adapter) record(dir string, payload any) {
 	}
 }
 
-// send writes one message to the app-server's stdin. A write error means
-// the app-server is gone; its stdout ending then ends Serve.
+// send queues one message for the app-server's stdin.
 func (a *adapter) send(m outgoing) {
 	m.JSONRPC = "2.0"
 	b, err := json.Marshal(m)
@@ -185,9 +194,7 @@ func (a *adapter) send(m outgoing) {
 		return
 	}
 	a.record("to", json.RawMessage(b))
-	if _, err := a.opts.Stdin.Write(append(b, '\n')); err != nil {
-		a.log.Warn("write to codex app-server", "method", m.Method, "err", err)
-	}
+	a.stdin.Write(append(b, '\n'))
 }
 
 // call sends a request; then runs when its answer arrives (on Serve's
@@ -302,7 +309,7 @@ func (a *adapter) command(c protocol.Command) {
 	case protocol.CommandShutdown:
 		// The app-server exits when its stdin closes.
 		a.closed = true
-		a.opts.Stdin.Close()
+		a.stdin.Close()
 	}
 }
 
