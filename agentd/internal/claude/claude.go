@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/rein-ai/rein/agentd/internal/stdinqueue"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -55,20 +56,22 @@ func Serve(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	defer opts.Stdin.Close()
+	// Writes go through a queue: blocked in a write to a CLI that no
+	// longer reads, Serve would stop taking its stdout, whose end (which
+	// stops such a CLI) would then go unread.
+	stdin := stdinqueue.New(opts.Stdin, func(err error) {
+		// The CLI has exited or closed its stdin; its stdout ending
+		// tells the supervisor.
+		log.Warn("write to claude stdin", "err", err)
+	})
+	defer stdin.Stop()
 	t := newTranslator(opts.Cwd, log,
 		func(ev protocol.Event) {
 			if err := opts.Emit(ctx, ev); err != nil {
 				log.Warn("event not delivered", "type", ev.Type, "err", err)
 			}
 		},
-		func(line []byte) {
-			if _, err := opts.Stdin.Write(line); err != nil {
-				// The CLI has exited or closed its stdin; its stdout
-				// ending tells the supervisor.
-				log.Warn("write to claude stdin", "err", err)
-			}
-		})
+		stdin.Write)
 
 	lines := make(chan []byte)
 	var wg sync.WaitGroup
@@ -107,8 +110,9 @@ func Serve(ctx context.Context, opts Options) error {
 			rec("command", c)
 			t.command(c)
 			if c.Type == protocol.CommandShutdown {
-				// Claude Code ends when its input ends.
-				opts.Stdin.Close()
+				// Claude Code ends when its input ends (once it has
+				// read what was written before).
+				stdin.Close()
 			}
 		case line, ok := <-lines:
 			if !ok {
