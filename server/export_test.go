@@ -125,9 +125,12 @@ type readAgainReq struct {
 	reply reply[struct{}]
 }
 
-func (r *readAgainReq) apply(w *writer, _ *group) {
+func (r *readAgainReq) apply(w *writer, g *group) {
 	w.refresh(r.id)
-	r.reply.ok(struct{}{})
+	// What an announcement's round then commits (applyRemote).
+	g.do(w.reviveHeld)
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
 
 // Footprint returns the sizes of what the server keeps per session,

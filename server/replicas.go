@@ -172,6 +172,7 @@ func (w *writer) watch(ctx context.Context) {
 // applyRemote reads again what other replicas announced (in the writer
 // goroutine, between groups).
 func (w *writer) applyRemote() {
+	defer w.commitRevive()
 	ids, all, poll := w.remote.take()
 	if all {
 		w.resync()
@@ -298,7 +299,11 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 		e.order = w.clock
 		w.lastCreated = max(w.lastCreated, rec.CreatedAt)
 	}
+	// active: the sandbox showed itself to another replica since this
+	// one last read the row (a heartbeat, or events stored there).
+	active := false
 	if old != nil && rec.LastHeartbeat != nil && (old.rec.LastHeartbeat == nil || *rec.LastHeartbeat != *old.rec.LastHeartbeat) {
+		active = true
 		// A heartbeat reached another replica just now. Its time in
 		// the row is that replica's clock, which may be seconds off
 		// this one's: timed from it, a replica whose clock is ahead by
@@ -311,6 +316,7 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 		}
 	}
 	if old != nil && rec.Rev > old.rec.Rev {
+		active = true
 		// Events were stored through another replica just now: the
 		// sandbox is active, as a heartbeat says. The row's
 		// lastHeartbeat stores heartbeats only, and agentd sends none
@@ -348,7 +354,52 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 		h.sub.Close()
 		delete(w.holders, id)
 	}
+	if h := w.holders[id]; h != nil && old != nil && e.rec.Status == protocol.StatusDisconnected && active {
+		w.revive[id] = true
+	}
 	w.publishRemote(ctx, old, e)
+}
+
+// reviveHeld makes live again the sessions whose command stream this
+// replica holds and that another replica's commit left disconnected
+// though the sandbox showed activity there (merge): on one server, a
+// heartbeat or events turn a disconnected session live again while a
+// sandbox holds its stream, and the replica they reached cannot tell
+// from the row that one does (the row says which stream is the newest,
+// not whether it is still open). Left so, that replica refused prompts
+// with no_sandbox while this one took them, until a post happened to
+// reach this one. Only the holder can say the stream is open, so it
+// says it. A session it no longer holds, or another stream's, is left
+// as it is; a failed commit is tried again at the next wake-up.
+func (w *writer) reviveHeld(g *group) {
+	for id := range w.revive {
+		e := g.entry(id)
+		h := w.holders[id]
+		if e == nil || h == nil || h.epoch != e.rec.StreamEpoch {
+			delete(w.revive, id)
+			continue
+		}
+		status, _ := nextStatus(e.rec.Status, activity, facts{held: true})
+		if status == e.rec.Status {
+			delete(w.revive, id)
+			continue
+		}
+		g.setStatus(id, e, status)
+		g.onCommit(func() {
+			delete(w.revive, id)
+			w.log.Info("sandbox active through another replica: session connected again", slog.String("session", id), slog.String("instance", h.instance))
+		})
+	}
+}
+
+// commitRevive commits reviveHeld's changes, if any (between groups).
+func (w *writer) commitRevive() {
+	if len(w.revive) == 0 {
+		return
+	}
+	g := newGroup(w)
+	g.do(w.reviveHeld)
+	w.commit(g)
 }
 
 // publishRemote tells this replica's streams what another replica

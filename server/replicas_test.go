@@ -710,6 +710,43 @@ func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
 	}
 }
 
+// A session marked disconnected by the heartbeat timeout while a replica
+// still holds its command stream (a database outage longer than the
+// timeout stored no heartbeat, and the timeout fired once writes came
+// back) is connected again by a heartbeat through another replica, as on
+// one server: "a heartbeat turns a disconnected session live again while
+// a sandbox holds its command stream". The replica the heartbeat reached
+// cannot tell from the row that a stream is held; it used to leave the
+// session disconnected and refuse prompts with no_sandbox, while the
+// holding replica took them, until a post happened to reach the holder.
+// The holder, hearing of the activity, makes the session live again.
+func TestReplicasHeartbeatElsewhereReconnectsAHeldSession(t *testing.T) {
+	clk := newFakeClock()
+	a, b, ca, cb := twoReplicas(t, app.Options{Now: clk.Now})
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
+	cmds := ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
+	// No heartbeat stored for the timeout: a marks the session
+	// disconnected, its stream still open.
+	clk.Add(46 * time.Second)
+	server.RunTimeouts(a.Server)
+	if rec := ca.session("s"); rec.Status != protocol.StatusDisconnected {
+		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
+	}
+	// The sandbox's next heartbeat reaches b.
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+	server.ReadAgain(a.Server, "s") // a hears of it
+	server.ReadAgain(b.Server, "s") // and b of what a did then
+	for name, c := range map[string]*client{"a": ca, "b": cb} {
+		if rec := c.session("s"); rec.Status != protocol.StatusLive {
+			t.Errorf("after a heartbeat through b, the stream held on a: %s says %s; want live", name, rec.Status)
+		}
+	}
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/commands", `{"type":"prompt","text":"through b"}`)
+	if e := cmds.next(); e.Event != protocol.SSECommand || !strings.Contains(e.Data, "through b") {
+		t.Fatalf("a's command stream got %s %s; want the prompt sent through b", e.Event, e.Data)
+	}
+}
+
 // failingLoad is a replica's store that hears nothing of the others, not
 // even the "read everything again" its listener's (re)connection asks for
 // (deafStore passes that on, and a session created before it came would

@@ -219,9 +219,13 @@ type writer struct {
 	done chan struct{}
 
 	// owned by run
-	sessions  map[string]*entry
-	states    map[string]*state
-	holders   map[string]*holder
+	sessions map[string]*entry
+	states   map[string]*state
+	holders  map[string]*holder
+	// revive holds the sessions whose command stream this replica holds
+	// that another replica's commit left disconnected though the sandbox
+	// showed activity there (reviveHeld).
+	revive    map[string]bool
 	deadlines map[string]time.Time
 	// nextDeadline is at or before every deadline in deadlines (a lower
 	// bound, not the minimum): setDeadline lowers it, and only expire's
@@ -287,7 +291,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 	w := &writer{
 		store: st, hub: h, log: log, opts: opts, index: index,
 		reqs: make(chan request, queueLen), quit: make(chan struct{}), done: make(chan struct{}),
-		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{},
+		sessions: map[string]*entry{}, states: map[string]*state{}, holders: map[string]*holder{}, revive: map[string]bool{},
 		deadlines: map[string]time.Time{}, obs: nopObserver{},
 		approvals: newApprovals(h, approvalsStart(), authMode(opts)),
 	}
