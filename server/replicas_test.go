@@ -721,6 +721,15 @@ func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
 // holding replica took them, until a post happened to reach the holder.
 // The holder, hearing of the activity, makes the session live again.
 func TestReplicasHeartbeatElsewhereReconnectsAHeldSession(t *testing.T) {
+	for name, post := range map[string]any{
+		"heartbeat": `{"type":"heartbeat"}`,
+		"events":    []any{ev("text_delta", "delta", "more", "agentSeq", 1)},
+	} {
+		t.Run(name, func(t *testing.T) { heartbeatElsewhere(t, post) })
+	}
+}
+
+func heartbeatElsewhere(t *testing.T, post any) {
 	clk := newFakeClock()
 	a, b, ca, cb := twoReplicas(t, app.Options{Now: clk.Now})
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
@@ -732,13 +741,13 @@ func TestReplicasHeartbeatElsewhereReconnectsAHeldSession(t *testing.T) {
 	if rec := ca.session("s"); rec.Status != protocol.StatusDisconnected {
 		t.Fatalf("silent for the heartbeat timeout: %s; want disconnected", rec.Status)
 	}
-	// The sandbox's next heartbeat reaches b.
-	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", `{"type":"heartbeat"}`, protocol.HeaderInstance, "i1")
+	// The sandbox's next heartbeat (or events) reaches b.
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/events", post, protocol.HeaderInstance, "i1")
 	server.ReadAgain(a.Server, "s") // a hears of it
 	server.ReadAgain(b.Server, "s") // and b of what a did then
 	for name, c := range map[string]*client{"a": ca, "b": cb} {
 		if rec := c.session("s"); rec.Status != protocol.StatusLive {
-			t.Errorf("after a heartbeat through b, the stream held on a: %s says %s; want live", name, rec.Status)
+			t.Errorf("after a post through b, the stream held on a: %s says %s; want live", name, rec.Status)
 		}
 	}
 	cb.must(http.StatusAccepted, nil, "POST", "/sessions/s/commands", `{"type":"prompt","text":"through b"}`)
