@@ -233,3 +233,20 @@ exec sleep 60
 		t.Errorf("agent_exited = %s, want an error saying agentd stopped it as it closed its stdout", fakeserver.Format([]protocol.Event{ex}))
 	}
 }
+
+// TestAgentCrashBeforeHandshakeIsNotSaidStoppedByAgentd: an ACP agent
+// that exits on its own before it answers the handshake fails the
+// adapter's handshake, but agentd stopped nothing: agent_exited carries
+// the agent's own exit status and does not say agentd stopped it.
+func TestAgentCrashBeforeHandshakeIsNotSaidStoppedByAgentd(t *testing.T) {
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Protocol: agentd.ProtocolACP, Command: []string{script(t, "read -r line\nexit 3\n")},
+		ShutdownGrace: time.Hour, RestartDelay: time.Minute,
+	})
+	evs := srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+	ex := evs[indexOf(evs, protocol.EventAgentExited)]
+	if ex.ExitStatus == nil || *ex.ExitStatus != 3 || strings.Contains(ex.Error, "agentd stopped the agent") {
+		t.Errorf("agent_exited = %s, want exit status 3 and no word of agentd stopping it", fakeserver.Format([]protocol.Event{ex}))
+	}
+}

@@ -234,9 +234,11 @@ func (s *supervisor) start() (*agentRun, error) {
 			case err := <-served:
 				served = nil
 				if err != nil {
+					s.log.Warn("agent adapter stopped", "err", err)
+				}
+				if err != nil && !s.gone(proc) {
 					// Events can no longer be delivered: nothing to
 					// wait for.
-					s.log.Warn("agent adapter stopped", "err", err)
 					if r.killed == "" {
 						r.killed = "agentd stopped the agent: " + err.Error()
 					}
@@ -264,6 +266,32 @@ func (s *supervisor) start() (*agentRun, error) {
 		s.opts.Killer.exited(proc)
 	}()
 	return r, nil
+}
+
+// gone reports whether the agent ended on its own account before its
+// adapter failed: it ended its output (a crash does; ACP's handshake then
+// fails for want of the connection), or it had exited before agentd gave
+// up on its last events (runCtx cancelled: the adapter's emit failed
+// then). agentd then stops nothing, and must not say it did: an agent
+// that lives on without stdout gets the grace from its stdout's end, and
+// that reason. (An adapter that gives up on a live agent closes the
+// agent's stdout before its stdin, so the agent's exit in answer cannot
+// pass for an end of its own.)
+func (s *supervisor) gone(proc *process.Process) bool {
+	select {
+	case <-proc.StdoutEnded():
+		return true
+	default:
+	}
+	if s.runCtx.Err() == nil {
+		return false
+	}
+	select {
+	case <-proc.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // serve runs the protocol adapter until the agent's stdout ends.

@@ -94,11 +94,13 @@ func Serve(ctx context.Context, opts Options) error {
 
 	sid, err := a.handshake(ctx)
 	if err != nil {
-		// Stop the agent and let the supervisor see it exit.
-		opts.Stdin.Close()
+		// Stop the agent and let the supervisor see it exit. Its
+		// stdout first: its end, read before then, is the agent's own
+		// (the supervisor's gone), not its answer to its input closing.
 		if c, ok := opts.Stdout.(io.Closer); ok {
 			c.Close()
 		}
+		opts.Stdin.Close()
 		<-conn.Done()
 		return err
 	}

@@ -98,10 +98,13 @@ func Serve(ctx context.Context, opts Options) error {
 		}
 		if a.fatal != nil {
 			// Stop the app-server; the reader sees its stdout end.
-			a.stdin.Stop()
+			// Its stdout first: its end, read before then, is the
+			// app-server's own (the supervisor's gone), not its answer
+			// to its input closing.
 			if c, ok := opts.Stdout.(io.Closer); ok {
 				c.Close()
 			}
+			a.stdin.Stop()
 			for range in {
 			}
 			return a.fatal
