@@ -49,13 +49,28 @@ func goroutinesBack(t *testing.T, n int) {
 	settled(t, "goroutines", func() (bool, string) {
 		// The test's own client keeps connections alive.
 		http.DefaultClient.CloseIdleConnections()
-		got := runtime.NumGoroutine()
+		got, stacks := goroutines()
 		if got <= n {
 			return true, ""
 		}
-		buf := make([]byte, 1<<20)
-		return false, fmt.Sprintf("%d goroutines, want at most %d:\n%s", got, n, buf[:runtime.Stack(buf, true)])
+		return false, fmt.Sprintf("%d goroutines, want at most %d:\n%s", got, n, stacks)
 	})
+}
+
+// goroutines counts the goroutines running but those of PostgreSQL's
+// driver: pgx starts and ends a background reader per pool connection as
+// it pleases (one more than at the start failed 1 run in 8 with nothing
+// leaked), and what the churn must give back is the server's own.
+func goroutines() (int, string) {
+	buf := make([]byte, 4<<20)
+	all := string(buf[:runtime.Stack(buf, true)])
+	var kept []string
+	for _, g := range strings.Split(all, "\n\n") {
+		if !strings.Contains(g, "github.com/jackc/pgx") {
+			kept = append(kept, g)
+		}
+	}
+	return len(kept), strings.Join(kept, "\n\n")
 }
 
 // churnSession takes session id through a sandbox's life: created with a
@@ -135,7 +150,7 @@ func churn(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	before := server.Footprint(s.Server, all...)
 	delete(before, "stateBytes")
-	goroutines := runtime.NumGoroutine()
+	started, _ := goroutines()
 
 	for r := range rounds {
 		sessions := c.stream("/sessions/stream")
@@ -186,7 +201,7 @@ func churn(t *testing.T) {
 	server.RunTimeouts(s.Server)
 	http.DefaultClient.CloseIdleConnections()
 	footprintBack(t, s.Server, before, all)
-	goroutinesBack(t, goroutines)
+	goroutinesBack(t, started)
 	keep.close()
 }
 
@@ -207,7 +222,7 @@ func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
 	beforeA, beforeB := server.Footprint(a.Server, all...), server.Footprint(b.Server, all...)
 	delete(beforeA, "stateBytes")
 	delete(beforeB, "stateBytes")
-	goroutines := runtime.NumGoroutine()
+	started, _ := goroutines()
 	for r := range rounds {
 		sessions := cb.stream("/sessions/stream")
 		approvals := cb.stream("/approvals/stream")
@@ -283,7 +298,7 @@ func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	footprintBack(t, a.Server, beforeA, all)
 	footprintBack(t, b.Server, beforeB, all)
-	goroutinesBack(t, goroutines)
+	goroutinesBack(t, started)
 }
 
 // raceSameIDs creates, deletes, opens the command and artifact streams of
