@@ -120,6 +120,22 @@ func ReadAgain(s *Server, id string) {
 	_, _ = call(context.Background(), s.w, &readAgainReq{id: id, reply: r}, r)
 }
 
+// ReadAllAgain has a replica read every session's row from the database
+// now, as it does when announcements may have been lost (its watch
+// reconnected), and returns once it has.
+func ReadAllAgain(s *Server) {
+	r := newReply[struct{}]()
+	_, _ = call(context.Background(), s.w, &readAllAgainReq{reply: r}, r)
+}
+
+type readAllAgainReq struct{ reply reply[struct{}] }
+
+func (r *readAllAgainReq) apply(w *writer, g *group) {
+	w.resync()
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
+}
+
 type readAgainReq struct {
 	id    string
 	reply reply[struct{}]

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,6 +230,36 @@ func (w *writer) resync() {
 			w.forget(id, e)
 		}
 	}
+	// Sessions followed here that this replica never cached and the rows
+	// lack: removed, the announcements of their creation and removal
+	// among those lost, or created since the rows were read. Each is
+	// read again, so that the streams of one gone end (refresh).
+	var unread []string
+	for _, prefix := range []string{artifactTopic(""), commandTopic("")} {
+		for _, topic := range w.hub.Topics(prefix) {
+			if id := strings.TrimPrefix(topic, prefix); !seen[id] && w.sessions[id] == nil {
+				unread = append(unread, id)
+			}
+		}
+	}
+	for i, id := range unread {
+		if err := w.refresh(id); err != nil {
+			w.remote.retry(unread[i:])
+			return
+		}
+	}
+}
+
+// endUncached ends this replica's streams of session id, which the
+// database no longer holds and this replica never cached (its creation
+// and removal were announced together, or not heard), yet a client may
+// follow here: a stream reads the database, not this cache. Its stream
+// would otherwise follow a deleted session for as long as the client
+// stays, and be sent the changes of one created again under the id as if
+// they were its own.
+func (w *writer) endUncached(id string) {
+	w.hub.CloseTopic(artifactTopic(id))
+	w.hub.CloseTopic(commandTopic(id))
 }
 
 // refresh reads one session again from the shared store and merges it.
@@ -243,14 +274,7 @@ func (w *writer) refresh(id string) error {
 			w.forget(id, e)
 			return nil
 		}
-		// Never cached here (its creation and removal were announced
-		// together, or not heard), yet a client may follow it here: a
-		// stream reads the database, not this cache. Its stream would
-		// otherwise follow a deleted session for as long as the client
-		// stays, and be sent the changes of one created again under
-		// the id as if they were its own.
-		w.hub.CloseTopic(artifactTopic(id))
-		w.hub.CloseTopic(commandTopic(id))
+		w.endUncached(id)
 		return nil
 	}
 	if err != nil {

@@ -423,6 +423,32 @@ func TestReplicasDeleteEndsStreamsOfUncachedSession(t *testing.T) {
 	follower.close()
 }
 
+// The same when the replica reads every session again rather than the
+// one an announcement names: its watch reconnected, and what was
+// announced meanwhile is lost. A session created and deleted on another
+// replica in that gap, followed here from the database, is in neither
+// the rows read nor the cache, and its followers must end all the same.
+func TestReplicasResyncEndsStreamsOfUncachedSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	deaf.deaf.Store(true)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+	follower := cb.stream("/sessions/x/stream")
+	newModel(t).readSnapshot(follower)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
+	deaf.deaf.Store(false)
+	// What b does once its watch is back (the announcements lost).
+	server.ReadAllAgain(b.Server)
+	if n := server.Subscribers(b.Server, "x"); n != 0 {
+		t.Fatalf("b still has %d subscribers of the deleted session", n)
+	}
+	follower.expectEnd()
+	follower.close()
+}
+
 // A session deleted and created again under its id on one replica, while
 // another replica heard of neither (or of both at once), is a new session
 // on that one too: its cached record of the old one, whose row version

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+	"strings"
 	"sync"
 )
 
@@ -145,6 +146,20 @@ func (h *Hub) Close() {
 		}
 	}
 	h.topics = map[string]map[*Subscriber]struct{}{}
+}
+
+// Topics returns the topics starting with prefix that have subscribers,
+// in no particular order.
+func (h *Hub) Topics(prefix string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for t := range h.topics {
+		if strings.HasPrefix(t, prefix) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Len returns the number of subscribers of topic.
