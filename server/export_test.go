@@ -136,6 +136,23 @@ func (r *readAllAgainReq) apply(w *writer, g *group) {
 	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
 
+// Poll has a replica read again the sessions it streams, as its poll
+// does every pollEvery, and returns once it has.
+func Poll(s *Server) {
+	r := newReply[struct{}]()
+	_, _ = call(context.Background(), s.w, &pollReq{reply: r}, r)
+}
+
+type pollReq struct{ reply reply[struct{}] }
+
+func (r *pollReq) apply(w *writer, g *group) {
+	for _, id := range w.polled() {
+		_ = w.refresh(id)
+	}
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
+}
+
 type readAgainReq struct {
 	id    string
 	reply reply[struct{}]

@@ -180,11 +180,7 @@ func (w *writer) applyRemote() {
 		return
 	}
 	if poll {
-		for id := range w.sessions {
-			if w.holders[id] != nil || w.hub.Len(artifactTopic(id)) > 0 {
-				ids = append(ids, id)
-			}
-		}
+		ids = append(ids, w.polled()...)
 		slices.Sort(ids)
 		ids = slices.Compact(ids)
 	}
@@ -198,6 +194,19 @@ func (w *writer) applyRemote() {
 			return
 		}
 	}
+}
+
+// polled returns the sessions the poll reads again: those it holds the
+// command stream of, and those it has followers of.
+func (w *writer) polled() []string {
+	var ids []string
+	for id := range w.holders {
+		ids = append(ids, id)
+	}
+	for _, topic := range w.hub.Topics(artifactTopic("")) {
+		ids = append(ids, strings.TrimPrefix(topic, artifactTopic("")))
+	}
+	return ids
 }
 
 // resync reads every session again: announcements may have been lost.

@@ -449,6 +449,29 @@ func TestReplicasResyncEndsStreamsOfUncachedSession(t *testing.T) {
 	follower.close()
 }
 
+// And when no announcement of the two ever comes (a replica killed
+// between its commit and its NOTIFY): the poll, which bounds how long a
+// change stays unseen by a session's followers, reads the sessions
+// followed here, cached or not.
+func TestReplicasPollEndsStreamsOfUncachedSession(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	deaf.deaf.Store(true)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+	follower := cb.stream("/sessions/x/stream")
+	newModel(t).readSnapshot(follower)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
+	server.Poll(b.Server)
+	if n := server.Subscribers(b.Server, "x"); n != 0 {
+		t.Fatalf("b still has %d subscribers of the deleted session", n)
+	}
+	follower.expectEnd()
+	follower.close()
+}
+
 // A session deleted and created again under its id on one replica, while
 // another replica heard of neither (or of both at once), is a new session
 // on that one too: its cached record of the old one, whose row version
