@@ -395,81 +395,47 @@ func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
 	return start(t, app.Options{Store: d}), d
 }
 
-// A session created and deleted on one replica before another heard of
-// either (the two announcements merged into one while it was busy, or it
-// was deaf to them) ends the other replica's streams of it too: a client
-// that followed it there, having read it from the database, would
-// otherwise follow a deleted session for as long as it stays connected,
-// its subscription and handler kept for ever, and be sent the changes of
-// a session created again under the id as if they were the old one's.
+// A client can follow on a replica a session that replica never cached:
+// a stream reads the database. Created and deleted on another replica
+// while this one heard of neither, or of both at once, its followers here
+// must end all the same, whichever way this replica reads the session
+// again: on the one announcement that names it; once its watch is back
+// and it reads every session (the announcements lost meanwhile); or at
+// the poll, when no announcement ever comes (a replica killed between its
+// commit and its NOTIFY), which reads the sessions followed here, cached
+// or not. Otherwise the follower stays for as long as the client does,
+// and a session created again under the id reaches it as the old one's.
 func TestReplicasDeleteEndsStreamsOfUncachedSession(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b, deaf := startDeaf(t, dsn)
-	ca, cb := newClient(t, a), newClient(t, b)
-	deaf.deaf.Store(true)
-	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
-	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
-	follower := cb.stream("/sessions/x/stream")
-	newModel(t).readSnapshot(follower)
-	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
-	deaf.deaf.Store(false)
-	// What b does on the one announcement that names x.
-	server.ReadAgain(b.Server, "x")
-	if n := server.Subscribers(b.Server, "x"); n != 0 {
-		t.Fatalf("b still has %d subscribers of the deleted session", n)
+	for _, c := range []struct {
+		name     string
+		readBack func(*server.Server)
+	}{
+		{"announcement", func(s *server.Server) { server.ReadAgain(s, "x") }},
+		{"resync", server.ReadAllAgain},
+		{"poll", server.Poll},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dsn := pgtest.NewDatabase(t)
+			a := start(t, app.Options{DBPath: dsn})
+			b, deaf := startDeaf(t, dsn)
+			ca, cb := newClient(t, a), newClient(t, b)
+			deaf.deaf.Store(true)
+			ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
+			ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
+			follower := cb.stream("/sessions/x/stream")
+			newModel(t).readSnapshot(follower)
+			ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
+			if c.name != "poll" {
+				deaf.deaf.Store(false)
+			}
+			c.readBack(b.Server)
+			if n := server.Subscribers(b.Server, "x"); n != 0 {
+				t.Fatalf("b still has %d subscribers of the deleted session", n)
+			}
+			follower.expectEnd()
+			follower.close()
+		})
 	}
-	follower.expectEnd()
-	follower.close()
-}
-
-// The same when the replica reads every session again rather than the
-// one an announcement names: its watch reconnected, and what was
-// announced meanwhile is lost. A session created and deleted on another
-// replica in that gap, followed here from the database, is in neither
-// the rows read nor the cache, and its followers must end all the same.
-func TestReplicasResyncEndsStreamsOfUncachedSession(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b, deaf := startDeaf(t, dsn)
-	ca, cb := newClient(t, a), newClient(t, b)
-	deaf.deaf.Store(true)
-	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
-	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
-	follower := cb.stream("/sessions/x/stream")
-	newModel(t).readSnapshot(follower)
-	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
-	deaf.deaf.Store(false)
-	// What b does once its watch is back (the announcements lost).
-	server.ReadAllAgain(b.Server)
-	if n := server.Subscribers(b.Server, "x"); n != 0 {
-		t.Fatalf("b still has %d subscribers of the deleted session", n)
-	}
-	follower.expectEnd()
-	follower.close()
-}
-
-// And when no announcement of the two ever comes (a replica killed
-// between its commit and its NOTIFY): the poll, which bounds how long a
-// change stays unseen by a session's followers, reads the sessions
-// followed here, cached or not.
-func TestReplicasPollEndsStreamsOfUncachedSession(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a := start(t, app.Options{DBPath: dsn})
-	b, deaf := startDeaf(t, dsn)
-	ca, cb := newClient(t, a), newClient(t, b)
-	deaf.deaf.Store(true)
-	ca.must(http.StatusCreated, nil, "POST", "/sessions/x", nil)
-	ca.must(http.StatusAccepted, nil, "POST", "/sessions/x/events", []any{ev("text_delta", "delta", "hi", "agentSeq", 1)}, protocol.HeaderInstance, "i1")
-	follower := cb.stream("/sessions/x/stream")
-	newModel(t).readSnapshot(follower)
-	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/x", nil)
-	server.Poll(b.Server)
-	if n := server.Subscribers(b.Server, "x"); n != 0 {
-		t.Fatalf("b still has %d subscribers of the deleted session", n)
-	}
-	follower.expectEnd()
-	follower.close()
 }
 
 // A session deleted and created again under its id on one replica, while
