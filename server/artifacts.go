@@ -41,10 +41,17 @@ type dirtyArtifact struct {
 }
 
 // newDirtyArtifact returns the record of a group's changes to one
-// artifact, to be stored in st.
-func newDirtyArtifact(st store.Store) *dirtyArtifact {
+// artifact; nul says the store's appends may hold NUL (appendsNUL).
+func newDirtyArtifact(nul bool) *dirtyArtifact {
+	return &dirtyArtifact{utf8: true, nul: nul}
+}
+
+// appendsNUL reports whether st's appends may hold NUL
+// (store.NULAppender), asked once per writer rather than per artifact of
+// every group.
+func appendsNUL(st store.Store) bool {
 	n, ok := st.(store.NULAppender)
-	return &dirtyArtifact{utf8: true, nul: ok && n.AppendsNUL()}
+	return ok && n.AppendsNUL()
 }
 
 func (d *dirtyArtifact) add(c reducer.Change) {

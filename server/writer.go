@@ -225,8 +225,10 @@ type writer struct {
 	// revive holds the sessions whose command stream this replica holds
 	// that another replica's commit left disconnected though the sandbox
 	// showed activity there (reviveHeld).
-	revive    map[string]bool
-	deadlines map[string]time.Time
+	revive map[string]bool
+	// appendsNUL: the store's appends may hold NUL (newDirtyArtifact).
+	appendsNUL bool
+	deadlines  map[string]time.Time
 	// nextDeadline is at or before every deadline in deadlines (a lower
 	// bound, not the minimum): setDeadline lowers it, and only expire's
 	// scan raises it (deadlinesScanned). Finding the minimum on every
@@ -299,6 +301,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		w.shared, w.remote = sh, newRemoteChanges()
 	}
 	w.stager, w.lagging = stagerOf(st, w.shared), map[string]*lag{}
+	w.appendsNUL = appendsNUL(st)
 	return w
 }
 
@@ -794,7 +797,7 @@ func (g *group) markDirty(id string, c reducer.Change) {
 	}
 	d := arts[c.Seq]
 	if d == nil {
-		d = newDirtyArtifact(g.w.store)
+		d = newDirtyArtifact(g.w.appendsNUL)
 		arts[c.Seq] = d
 	}
 	d.add(c)
