@@ -1,11 +1,8 @@
 package codex_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,34 +34,22 @@ func TestFailedTurnStopReason(t *testing.T) {
 			inR, inW := io.Pipe()   // adapter -> app-server
 			outR, outW := io.Pipe() // app-server -> adapter
 			cmds := make(chan protocol.Command)
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				sc := bufio.NewScanner(inR)
-				for sc.Scan() {
-					var m struct {
-						ID     json.RawMessage `json:"id"`
-						Method string          `json:"method"`
-					}
-					if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-						t.Errorf("adapter wrote %q: %v", sc.Text(), err)
-						return
-					}
-					answer := func(v string) { io.WriteString(outW, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":`+v+"}\n") }
-					switch m.Method {
-					case "initialize":
-						answer(`{"userAgent":"agentd/0.171.0 (test)"}`)
-					case "thread/start":
-						answer(`{"thread":{"id":"th"},"model":"m"}`)
-					case "turn/start":
-						answer(`{"turn":{"id":"c1","status":"inProgress"}}`)
-						if !tt.abort {
-							io.WriteString(outW, tt.end+"\n")
-						}
-					case "turn/interrupt":
-						answer(`{}`)
+			served := appServer(t, inR, outW, func(m rpcMessage, answer func(string)) bool {
+				switch m.Method {
+				case "initialize":
+					answer(`"result":{"userAgent":"agentd/0.171.0 (test)"}`)
+				case "thread/start":
+					answer(`"result":{"thread":{"id":"th"},"model":"m"}`)
+				case "turn/start":
+					answer(`"result":{"turn":{"id":"c1","status":"inProgress"}}`)
+					if !tt.abort {
 						io.WriteString(outW, tt.end+"\n")
 					}
+				case "turn/interrupt":
+					answer(`"result":{}`)
+					io.WriteString(outW, tt.end+"\n")
 				}
+				return true
 			})
 			evs := make(chan protocol.Event, 100)
 			done := make(chan error, 1)
@@ -100,7 +85,7 @@ func TestFailedTurnStopReason(t *testing.T) {
 				t.Fatalf("Serve = %v", err)
 			}
 			inR.Close()
-			wg.Wait()
+			<-served
 			if end.StopReason != tt.want || end.Error != tt.wantErr {
 				t.Errorf("turn_completed stopReason %q, error %q; want %q, %q", end.StopReason, end.Error, tt.want, tt.wantErr)
 			}

@@ -1,9 +1,7 @@
 package codex_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"slices"
 	"sync"
@@ -37,39 +35,26 @@ func TestResumeThread(t *testing.T) {
 			var mu sync.Mutex
 			var methods []string
 			var resumeParams map[string]any
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				sc := bufio.NewScanner(inR)
-				for sc.Scan() {
-					var m struct {
-						ID     json.RawMessage `json:"id"`
-						Method string          `json:"method"`
-						Params map[string]any  `json:"params"`
-					}
-					if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-						t.Errorf("adapter wrote %q: %v", sc.Text(), err)
-						return
-					}
-					mu.Lock()
-					methods = append(methods, m.Method)
-					if m.Method == "thread/resume" {
-						resumeParams = m.Params
-					}
-					mu.Unlock()
-					answer := func(v string) { io.WriteString(outW, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,`+v+"}\n") }
-					switch m.Method {
-					case "initialize":
-						answer(`"result":{"userAgent":"agentd/1.2.3 (test)"}`)
-					case "thread/start":
-						answer(`"result":{"thread":{"id":"new-thread"},"model":"m"}`)
-					case "thread/resume":
-						if tt.refuse {
-							answer(`"error":{"code":-32600,"message":"no rollout found for thread id old-thread"}`)
-						} else {
-							answer(`"result":{"thread":{"id":"old-thread"},"model":"m"}`)
-						}
+			served := appServer(t, inR, outW, func(m rpcMessage, answer func(string)) bool {
+				mu.Lock()
+				methods = append(methods, m.Method)
+				if m.Method == "thread/resume" {
+					resumeParams = m.Params
+				}
+				mu.Unlock()
+				switch m.Method {
+				case "initialize":
+					answer(`"result":{"userAgent":"agentd/1.2.3 (test)"}`)
+				case "thread/start":
+					answer(`"result":{"thread":{"id":"new-thread"},"model":"m"}`)
+				case "thread/resume":
+					if tt.refuse {
+						answer(`"error":{"code":-32600,"message":"no rollout found for thread id old-thread"}`)
+					} else {
+						answer(`"result":{"thread":{"id":"old-thread"},"model":"m"}`)
 					}
 				}
+				return true
 			})
 			var evs []protocol.Event
 			var reported []string
@@ -93,7 +78,7 @@ func TestResumeThread(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatalf("Serve = %v", err)
 			}
-			wg.Wait()
+			<-served
 			if !slices.Equal(methods, tt.wantMethods) {
 				t.Errorf("methods %q; want %q", methods, tt.wantMethods)
 			}

@@ -1,9 +1,7 @@
 package codex_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -39,27 +37,17 @@ func (r *eofReader) Read(p []byte) (int, error) {
 func TestStdoutEndReadWhileStdinIsNotRead(t *testing.T) {
 	inR, inW := io.Pipe()   // adapter -> app-server
 	outR, outW := io.Pipe() // app-server -> adapter
-	handshaken := make(chan struct{})
-	go func() {
-		// Answer the handshake, then read no more.
-		sc := bufio.NewScanner(inR)
-		for sc.Scan() {
-			var m struct {
-				ID     json.RawMessage `json:"id"`
-				Method string          `json:"method"`
-			}
-			json.Unmarshal(sc.Bytes(), &m)
-			answer := func(v string) { io.WriteString(outW, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":`+v+"}\n") }
-			switch m.Method {
-			case "initialize":
-				answer(`{"userAgent":"agentd/0.171.0 (test)"}`)
-			case "thread/start":
-				answer(`{"thread":{"id":"th"},"model":"m"}`)
-				close(handshaken)
-				return
-			}
+	// Answer the handshake, then read no more.
+	handshaken := appServer(t, inR, outW, func(m rpcMessage, answer func(string)) bool {
+		switch m.Method {
+		case "initialize":
+			answer(`"result":{"userAgent":"agentd/0.171.0 (test)"}`)
+		case "thread/start":
+			answer(`"result":{"thread":{"id":"th"},"model":"m"}`)
+			return false
 		}
-	}()
+		return true
+	})
 	stdout := &eofReader{r: outR, eof: make(chan struct{})}
 	cmds := make(chan protocol.Command, 1)
 	evs := make(chan protocol.Event, 100)

@@ -1,9 +1,7 @@
 package codex_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -58,33 +56,21 @@ func TestUsagePerTurn(t *testing.T) {
 			var mu sync.Mutex
 			var evs []protocol.Event
 			ended := make(chan struct{}, len(tt.turns))
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				sc := bufio.NewScanner(inR)
-				n := 0
-				for sc.Scan() {
-					var m struct {
-						ID     json.RawMessage `json:"id"`
-						Method string          `json:"method"`
-					}
-					if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-						t.Errorf("adapter wrote %q: %v", sc.Text(), err)
-						return
-					}
-					answer := func(v string) { io.WriteString(outW, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":`+v+"}\n") }
-					switch m.Method {
-					case "initialize":
-						answer(`{"userAgent":"agentd/0.171.0 (test)"}`)
-					case "thread/start":
-						answer(`{"thread":{"id":"th"},"model":"m"}`)
-					case "turn/start":
-						n++
-						answer(fmt.Sprintf(`{"turn":{"id":"c%d","status":"inProgress"}}`, n))
-						for _, line := range tt.turns[n-1] {
-							io.WriteString(outW, line+"\n")
-						}
+			n := 0
+			served := appServer(t, inR, outW, func(m rpcMessage, answer func(string)) bool {
+				switch m.Method {
+				case "initialize":
+					answer(`"result":{"userAgent":"agentd/0.171.0 (test)"}`)
+				case "thread/start":
+					answer(`"result":{"thread":{"id":"th"},"model":"m"}`)
+				case "turn/start":
+					n++
+					answer(fmt.Sprintf(`"result":{"turn":{"id":"c%d","status":"inProgress"}}`, n))
+					for _, line := range tt.turns[n-1] {
+						io.WriteString(outW, line+"\n")
 					}
 				}
+				return true
 			})
 			done := make(chan error, 1)
 			go func() {
@@ -110,7 +96,7 @@ func TestUsagePerTurn(t *testing.T) {
 				t.Fatalf("Serve = %v", err)
 			}
 			inR.Close()
-			wg.Wait()
+			<-served
 
 			got := make([][]int64, len(tt.turns))
 			turn := -1
