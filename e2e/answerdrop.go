@@ -22,9 +22,7 @@ import (
 // cannot tell whether what it sent was stored. Everything else, streams
 // included, passes through, each request on a new connection to target.
 type AnswerDropper struct {
-	srv   *http.Server
-	ln    net.Listener
-	proxy *httputil.ReverseProxy
+	interceptor
 
 	mu     sync.Mutex
 	drops  int       // how many matching requests still lose their answer
@@ -46,22 +44,16 @@ type Dropped struct {
 // (http://host:port). Requests for which match returns true are the ones
 // DropNext spoils and Seen records.
 func NewAnswerDropper(target string, match func(*http.Request) bool) (*AnswerDropper, error) {
-	u, err := url.Parse(target)
+	d := &AnswerDropper{match: match}
+	err := d.start(target, d, func(p *httputil.ReverseProxy) {
+		// Each request on a connection of its own: behind a Balancer, a
+		// resend goes to the next replica, not back to the one that
+		// stored the command.
+		p.Transport = &http.Transport{DisableKeepAlives: true}
+	})
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	proxy := httputil.NewSingleHostReverseProxy(u)
-	// Each request on a connection of its own: behind a Balancer, a
-	// resend goes to the next replica, not back to the one that stored
-	// the command.
-	proxy.Transport = &http.Transport{DisableKeepAlives: true}
-	d := &AnswerDropper{ln: ln, proxy: proxy, match: match}
-	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = d.srv.Serve(ln) }()
 	return d, nil
 }
 
@@ -69,9 +61,6 @@ func NewAnswerDropper(target string, match func(*http.Request) bool) (*AnswerDro
 func CommandPosts(r *http.Request) bool {
 	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sessions/") && strings.HasSuffix(r.URL.Path, "/commands")
 }
-
-// URL is the proxy's base URL.
-func (d *AnswerDropper) URL() string { return "http://" + d.ln.Addr().String() }
 
 // DropNext makes the next n matching requests lose their answers.
 func (d *AnswerDropper) DropNext(n int) {
@@ -116,16 +105,46 @@ func (d *AnswerDropper) Seen() []Dropped {
 	return append([]Dropped(nil), d.seen...)
 }
 
-// Close stops the proxy and closes its connections.
-func (d *AnswerDropper) Close() { closeProxy(d.srv) }
+// interceptor is the part of a test proxy (AnswerDropper,
+// HeaderGarbler) that is not its tampering: a reverse proxy to target on
+// a free loopback port, whose handler sees every request first and hands
+// on (to proxy) what it leaves alone.
+type interceptor struct {
+	srv   *http.Server
+	ln    net.Listener
+	proxy *httputil.ReverseProxy
+}
 
-// closeProxy stops a test proxy's server: a second for its requests to
-// end, then its connections are closed.
-func closeProxy(srv *http.Server) {
+// start listens and serves h in front of target (http://host:port);
+// tune, when not nil, sets up the reverse proxy before the first request.
+func (p *interceptor) start(target string, h http.Handler, tune func(*httputil.ReverseProxy)) error {
+	u, err := url.Parse(target)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	p.ln, p.proxy = ln, httputil.NewSingleHostReverseProxy(u)
+	if tune != nil {
+		tune(p.proxy)
+	}
+	p.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return nil
+}
+
+// URL is the proxy's base URL.
+func (p *interceptor) URL() string { return "http://" + p.ln.Addr().String() }
+
+// Close stops the proxy: a second for its requests to end, then its
+// connections are closed.
+func (p *interceptor) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		_ = srv.Close()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		_ = p.srv.Close()
 	}
 }
 

@@ -3,13 +3,10 @@ package e2e
 import (
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
-	"time"
 )
 
 // HeaderGarbler is an HTTP reverse proxy on a loopback port in front of
@@ -18,9 +15,7 @@ import (
 // or an agentd whose state file holds garbage. Everything else, the
 // command stream included, passes through untouched.
 type HeaderGarbler struct {
-	srv   *http.Server
-	ln    net.Listener
-	proxy *httputil.ReverseProxy
+	interceptor
 
 	mu      sync.Mutex
 	left    []Garble  // what the next event posts get, in order
@@ -44,24 +39,13 @@ type Garbled struct {
 // NewHeaderGarbler listens on a free loopback port and forwards to target
 // (http://host:port).
 func NewHeaderGarbler(target string) (*HeaderGarbler, error) {
-	u, err := url.Parse(target)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	g := &HeaderGarbler{ln: ln, proxy: httputil.NewSingleHostReverseProxy(u)}
+	g := &HeaderGarbler{}
 	// The command stream is SSE: each command goes through as it comes.
-	g.proxy.FlushInterval = -1
-	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = g.srv.Serve(ln) }()
+	if err := g.start(target, g, func(p *httputil.ReverseProxy) { p.FlushInterval = -1 }); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
-
-// URL is the proxy's base URL.
-func (g *HeaderGarbler) URL() string { return "http://" + g.ln.Addr().String() }
 
 // GarbleNext spoils the next len(gs) event posts, one Garble each, in order.
 func (g *HeaderGarbler) GarbleNext(gs ...Garble) {
@@ -83,9 +67,6 @@ func (g *HeaderGarbler) Garbled() []Garbled {
 	defer g.mu.Unlock()
 	return append([]Garbled(nil), g.garbled...)
 }
-
-// Close stops the proxy and closes its connections.
-func (g *HeaderGarbler) Close() { closeProxy(g.srv) }
 
 func (g *HeaderGarbler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sessions/") || !strings.HasSuffix(r.URL.Path, "/events") {
