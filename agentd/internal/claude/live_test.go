@@ -368,7 +368,7 @@ var scenarios = map[string]string{
 {"type":"text_delta","id":"turn-1:msg_01-0","delta":"w2 "}
 {"type":"text_delta","id":"turn-1:msg_01-0","delta":"w3 "}
 {"type":"usage_updated","inputTokens":0,"outputTokens":0,"cachedInputTokens":0,"costUsd":0.000464,"contextSize":1000000}
-{"type":"turn_completed","turnId":"turn-1","stopReason":"cancelled"}
+{"type":"turn_completed","error":"[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null","turnId":"turn-1","stopReason":"cancelled"}
 {"type":"turn_started","turnId":"turn-3","promptId":"prompt-3","source":"user"}
 {"type":"user_message","id":"user-3","promptId":"prompt-3","text":"think again"}
 {"type":"reasoning_delta","id":"turn-3:msg_02-0","delta":"The user "}

@@ -91,3 +91,38 @@ func TestDismissedPermissionCancelsTheTool(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// An aborted turn ends cancelled, and Claude Code says why it stopped in
+// the error result that ends it (error_during_execution, its errors):
+// that text is the agent's account of the turn's end and stays on it, as
+// the Codex and ACP adapters keep theirs. The run is testdata/abort.jsonl,
+// recorded against the real CLI.
+func TestCancelledTurnKeepsClaudesError(t *testing.T) {
+	f, err := os.Open(filepath.Join("testdata", "abort.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cwd, err := os.ReadFile(filepath.Join("testdata", "abort.cwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := claude.Replay(f, string(cwd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end *protocol.Event
+	for i := range evs {
+		if evs[i].Type == protocol.EventTurnCompleted && evs[i].TurnID == "turn-1" {
+			end = &evs[i]
+			break
+		}
+	}
+	want := "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"
+	if end == nil {
+		t.Fatalf("no turn_completed for turn-1:\n%s", format(evs, string(cwd)))
+	}
+	if end.StopReason != protocol.StopCancelled || end.Error != want {
+		t.Errorf("aborted turn ended %s (error %q), want cancelled with error %q", end.StopReason, end.Error, want)
+	}
+}

@@ -559,8 +559,13 @@ func (t *translator) result(l *line) {
 	if json.Unmarshal(l.Result, &text) == nil {
 		end.ResultText = text
 	}
-	if end.StopReason == protocol.StopError {
-		end.Error = resultError(l, text)
+	if l.Subtype != "success" || l.IsError {
+		// An error result's words are the CLI's account of why the turn
+		// stopped, whatever the stop reason: an aborted turn ends in one
+		// (error_during_execution) and is cancelled, not failed, but
+		// what Claude Code said stays on it, as the other adapters keep
+		// theirs. Its result text, if any, is that error too.
+		end.Error = resultError(l, text, end.StopReason == protocol.StopError)
 		end.ResultText = ""
 	}
 	t.emit(end)
@@ -587,12 +592,16 @@ func (t *translator) stopReason(l *line) protocol.StopReason {
 	return protocol.StopError
 }
 
-func resultError(l *line, text string) string {
+// resultError is what an error result says: its errors, else its text.
+// When it says neither, a failed turn (named) gets the result's subtype;
+// a turn that ended otherwise (cancelled, max_turns) gets nothing agentd
+// would make up.
+func resultError(l *line, text string, named bool) string {
 	var errs []string
 	if json.Unmarshal(l.Errors, &errs) == nil && len(errs) > 0 {
 		return strings.Join(errs, "; ")
 	}
-	if text != "" {
+	if text != "" || !named {
 		return text
 	}
 	return "claude: " + l.Subtype
