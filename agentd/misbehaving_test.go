@@ -250,3 +250,49 @@ func TestAgentCrashBeforeHandshakeIsNotSaidStoppedByAgentd(t *testing.T) {
 		t.Errorf("agent_exited = %s, want exit status 3 and no word of agentd stopping it", fakeserver.Format([]protocol.Event{ex}))
 	}
 }
+
+// TestRepeatedTurnStartedTakesNoOtherPrompt: a native agent that writes
+// the open turn's turn_started again (a retry of its own) has not started
+// another prompt: the reducer takes the line as the same turn. agentd
+// must not count it as taking the next prompt either, or that prompt,
+// handed to the agent but never run, is not given to the agent restarted
+// after a crash: accepted, and gone without a trace.
+func TestRepeatedTurnStartedTakesNoOtherPrompt(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "ran")
+	// The first run starts turn t1 for the first prompt, reads the
+	// second, says t1 started again and crashes; the next run runs each
+	// prompt as a turn whose notice names it.
+	agent := `if [ -e "` + mark + `" ]; then
+  n=0
+  while IFS= read -r line; do
+    case $line in *'"type":"prompt"'*)
+      n=$((n+1))
+      text=$(printf '%s' "$line" | sed -n 's/.*"text":"\([^"]*\)".*/\1/p')
+      echo "{\"type\":\"turn_started\",\"turnId\":\"r$n\",\"source\":\"user\"}"
+      echo "{\"type\":\"notice\",\"level\":\"info\",\"message\":\"ran $text\"}"
+      echo "{\"type\":\"turn_completed\",\"turnId\":\"r$n\",\"stopReason\":\"end_turn\"}" ;;
+    esac
+  done
+  exit 0
+fi
+: > "` + mark + `"
+read -r line
+echo '{"type":"turn_started","turnId":"t1","source":"user"}'
+read -r line
+echo '{"type":"turn_started","turnId":"t1","source":"user"}'
+exit 3
+`
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{Command: []string{script(t, agent)}, AgentStartWait: 50 * time.Millisecond})
+	waitStarted(t, srv, 1)
+	srv.Prompt("one")
+	srv.Prompt("two")
+	srv.Wait(t, "the crash", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+	srv.Prompt("three")
+	evs := srv.Wait(t, "the third prompt's turn", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Message == "ran three" })
+	})
+	if got, want := strings.Join(notices(evs), ", "), "ran two, ran three"; got != want {
+		t.Errorf("notices %q, want %q (the second prompt run by the restarted agent):\n%s", got, want, fakeserver.Format(withoutHeartbeats(evs)))
+	}
+}

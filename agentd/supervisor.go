@@ -582,9 +582,18 @@ func (s *supervisor) handedOver(c protocol.Command) {
 // emitFromAgent is the adapters' Emit: it tracks the turn and the agent's
 // agent_started, then queues the event (blocking when the queue is full).
 func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error {
+	// again: a turn_started of the turn already open, which the reducer
+	// takes as that turn (an agent's retry): it starts no turn and takes
+	// no prompt. Counted as a new turn it would take the next prompt,
+	// which the agent has not started: a crash would then lose it.
+	again := false
 	s.mu.Lock()
 	switch ev.Type {
 	case protocol.EventTurnStarted:
+		if s.turnOpen && s.turnID == ev.TurnID {
+			again = true
+			break
+		}
 		s.turnID, s.turnOpen = ev.TurnID, true
 		s.abortedTurn = ""
 		if ev.Source == protocol.SourceUser && len(s.promptSnaps) > 0 {
@@ -618,7 +627,7 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 	if err != nil {
 		return err
 	}
-	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent {
+	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent && !again {
 		// Logged first, the cursor after: a crash between the two leaves
 		// the turn open in the log, which the restart closes as
 		// interrupted, and the prompt untaken, which it runs again as a
