@@ -296,3 +296,30 @@ exit 3
 		t.Errorf("notices %q, want %q (the second prompt run by the restarted agent):\n%s", got, want, fakeserver.Format(withoutHeartbeats(evs)))
 	}
 }
+
+// TestAbortAnsweredForAnotherTurnStillEndsTheTurn: an agent that answers
+// an abort with the end of a turn that is not the open one has not ended
+// the open turn (the reducer leaves it running). agentd must not take it
+// for the aborted turn's end: the escalation goes on, and the turn ends
+// cancelled, rather than showing running with no one to end it.
+func TestAbortAnsweredForAnotherTurnStillEndsTheTurn(t *testing.T) {
+	agent := `while IFS= read -r line; do
+  case $line in
+  *'"type":"prompt"'*) echo '{"type":"turn_started","turnId":"t1","source":"user"}' ;;
+  *'"type":"abort"'*) echo '{"type":"turn_completed","turnId":"t0","stopReason":"cancelled"}' ;;
+  esac
+done
+`
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{script(t, agent)}, AgentStartWait: 50 * time.Millisecond,
+		AbortGrace: 100 * time.Millisecond, KillStep: 100 * time.Millisecond, RestartDelay: time.Minute,
+	})
+	waitStarted(t, srv, 1)
+	srv.Prompt("work")
+	srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	srv.Wait(t, "turn t1 ended cancelled", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("t1", protocol.StopCancelled))
+	})
+}

@@ -602,6 +602,13 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 			s.baseline = s.snapshotLocked()
 		}
 	case protocol.EventTurnCompleted:
+		if s.turnOpen && ev.TurnID != "" && ev.TurnID != s.turnID {
+			// The end of another turn than the open one, which the
+			// reducer leaves running: it ends nothing here either, or
+			// an abort's escalation would be called off and the
+			// aborted turn left running with nobody to end it.
+			break
+		}
 		if s.abortedTurn != "" && s.abortedTurn == ev.TurnID {
 			// Before the turn is reported over (and before the agent
 			// starts another): nothing the aborted turn started lives on.
