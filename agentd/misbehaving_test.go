@@ -323,3 +323,41 @@ done
 		return fakeserver.Has(evs, turnCompleted("t1", protocol.StopCancelled))
 	})
 }
+
+// TestAgentExitedFromTheAgentIsRefused: agent_exited is agentd's to
+// report, when the agent's process ends. One a running native agent
+// writes would tell the transcript it exited (failing its open turn, so
+// that the turn's true end is then ignored) while it goes on: it is
+// refused as an invalid event, with the warning notice that says so.
+func TestAgentExitedFromTheAgentIsRefused(t *testing.T) {
+	agent := `while IFS= read -r line; do
+  case $line in *'"type":"prompt"'*)
+    echo '{"type":"turn_started","turnId":"t1","source":"user"}'
+    echo '{"type":"agent_exited","code":0}'
+    echo '{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}' ;;
+  esac
+done
+`
+	srv := fakeserver.New(t, "s1")
+	d := start(t, srv, agentd.Options{Command: []string{script(t, agent)}, AgentStartWait: 50 * time.Millisecond})
+	waitStarted(t, srv, 1)
+	srv.Prompt("work")
+	srv.Wait(t, "the turn's end", func(evs []protocol.Event) bool { return fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) })
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range withoutHeartbeats(srv.Events()) {
+		switch ev.Type {
+		case protocol.EventAgentStarted:
+		case protocol.EventNotice:
+			got = append(got, "notice "+ev.NoticeCode)
+		default:
+			got = append(got, string(ev.Type))
+		}
+	}
+	want := "turn_started, notice invalid_agent_event, turn_completed, agent_exited"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("events %q, want %q:\n%s", strings.Join(got, ", "), want, fakeserver.Format(srv.Events()))
+	}
+}

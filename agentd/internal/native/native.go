@@ -205,6 +205,13 @@ func decode(l line) (protocol.Event, error) {
 		}
 	}
 	ev := evs[0]
+	if ev.Type == protocol.EventAgentExited {
+		// agentd reports the exit when the agent's process ends. One
+		// the running agent writes would tell the transcript it is gone
+		// (failing its open turn, whose true end is then ignored, and
+		// ending the requests it waits on) while it goes on.
+		return protocol.Event{}, errors.New("agent_exited is agentd's to report, when the agent's process ends")
+	}
 	ev.AgentSeq, ev.Ts = 0, 0
 	return ev, nil
 }
