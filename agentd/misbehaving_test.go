@@ -361,3 +361,43 @@ done
 		t.Errorf("events %q, want %q:\n%s", strings.Join(got, ", "), want, fakeserver.Format(srv.Events()))
 	}
 }
+
+// TestAgentExitedSaysAgentdSignalledIt: an agent that does not honour an
+// abort, or a shutdown, in time is signalled by agentd until it is gone.
+// agent_exited says so, and why, rather than only that a signal ended
+// it, which reads as a crash of the agent's own.
+func TestAgentExitedSaysAgentdSignalledIt(t *testing.T) {
+	for _, tc := range []struct{ name, why string }{
+		{"abort", "agentd stopped the agent: the aborted turn did not end within --abort-grace"},
+		{"shutdown", "agentd stopped the agent: it did not exit within --shutdown-grace of being asked to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeserver.New(t, "s1")
+			d := start(t, srv, agentd.Options{
+				Command: []string{os.Args[0]}, Env: append(os.Environ(), stubEnv+"=stubborn"),
+				AgentStartWait: 50 * time.Millisecond, AbortGrace: 100 * time.Millisecond,
+				ShutdownGrace: 100 * time.Millisecond, KillStep: 100 * time.Millisecond, RestartDelay: time.Minute,
+			})
+			waitStarted(t, srv, 1)
+			srv.Prompt("work")
+			srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+			if tc.name == "abort" {
+				srv.Send(protocol.Command{Type: protocol.CommandAbort})
+				srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+			} else if err := d.stop(); err != nil {
+				t.Fatal(err)
+			}
+			evs := srv.Events()
+			i := indexOf(evs, protocol.EventAgentExited)
+			if i == len(evs) {
+				t.Fatalf("no agent_exited:\n%s", fakeserver.Format(evs))
+			}
+			if ex := evs[i]; ex.Signal != "SIGKILL" || ex.Error != tc.why {
+				t.Errorf("agent_exited = %s, want SIGKILL with error %q", strings.TrimSpace(fakeserver.Format(evs[i:i+1])), tc.why)
+			}
+			if end := evs[i-1]; end.Type != protocol.EventTurnCompleted || end.StopReason != protocol.StopCancelled || !strings.Contains(end.Error, tc.why) {
+				t.Errorf("before agent_exited: %s, want the turn cancelled, its error saying %q", strings.TrimSpace(fakeserver.Format(evs[i-1:i])), tc.why)
+			}
+		})
+	}
+}

@@ -111,6 +111,10 @@ type agentRun struct {
 	// it did not): agent_exited would otherwise show only the signal, as
 	// if the agent had crashed. Written before done is closed.
 	killed string
+	// signalled says, likewise, why agentd signalled the agent when it
+	// did not honour an abort or a shutdown in time. Written and read by
+	// the supervisor's loop alone.
+	signalled string
 }
 
 // escalation is a queue of signals sent one KillStep apart.
@@ -469,6 +473,12 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 					s.mu.Unlock()
 				}
 			}
+			if r.signalled == "" && !exited(r.proc) {
+				r.signalled = "agentd stopped the agent: it did not exit within --shutdown-grace of being asked to"
+				if esc.abort {
+					r.signalled = "agentd stopped the agent: the aborted turn did not end within --abort-grace"
+				}
+			}
 			sig := esc.signals[0]
 			esc.signals = esc.signals[1:]
 			s.log.Warn("agent did not stop in time; signalling its process group", "signal", process.SignalName(sig), "abort", esc.abort)
@@ -526,10 +536,14 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	s.turnOpen, s.turnID, s.started = false, "", nil
 	s.agentPid, s.baseline, s.abortedTurn, s.promptSnaps = 0, nil, "", nil
 	s.mu.Unlock()
+	why := r.killed
+	if why == "" {
+		why = r.signalled
+	}
 	if open {
 		end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turnID, StopReason: protocol.StopError, Error: "agent " + exit.String()}
-		if r.killed != "" {
-			end.Error += " (" + r.killed + ")"
+		if why != "" {
+			end.Error += " (" + why + ")"
 		}
 		if r.cancelled {
 			end.StopReason = protocol.StopCancelled
@@ -541,8 +555,8 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	if exit.Err != nil {
 		ev.Error = exit.Err.Error()
 	}
-	if r.killed != "" {
-		ev.Error = strings.TrimPrefix(ev.Error+"; "+r.killed, "; ")
+	if why != "" {
+		ev.Error = strings.TrimPrefix(ev.Error+"; "+why, "; ")
 	}
 	s.emit(ev)
 }
@@ -719,6 +733,16 @@ func (s *supervisor) reapTurnLocked() {
 		s.log.Warn("killed processes the aborted turn left running", "count", n, "turn", s.abortedTurn)
 	}
 	s.abortedTurn = ""
+}
+
+// exited reports whether proc has exited.
+func exited(proc *process.Process) bool {
+	select {
+	case <-proc.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // openTurn is the open turn's id; open is false between turns.
