@@ -203,6 +203,13 @@ func (w *writer) polled() []string {
 	for id := range w.holders {
 		ids = append(ids, id)
 	}
+	for id, e := range w.sessions {
+		// The inbox lacks changes it could not read: it shows what
+		// the database no longer holds until they are read.
+		if e.approvalsUnread || e.answersUnread {
+			ids = append(ids, id)
+		}
+	}
 	for _, topic := range w.hub.Topics(artifactTopic("")) {
 		ids = append(ids, strings.TrimPrefix(topic, artifactTopic("")))
 	}
@@ -324,6 +331,7 @@ func (w *writer) merge(ctx context.Context, rec store.Session, hash *[32]byte) {
 	if old != nil {
 		e.order, e.lastActive, e.pubRev, e.bootFrom = old.order, old.lastActive, old.pubRev, old.bootFrom
 		e.answersUnread, e.answersAfter = old.answersUnread, old.answersAfter
+		e.approvalsUnread, e.approvalsAfter = old.approvalsUnread, old.approvalsAfter
 		if e.sandbox == nil {
 			e.sandbox = old.sandbox
 		}
@@ -490,6 +498,9 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 			w.hub.Publish(commandTopic(id), msgs...)
 		}
 	}
+	if e.approvalsUnread {
+		w.remoteApprovals(ctx, e, nil, e.approvalsAfter, e.approvalsAfter)
+	}
 	if e.rec.Rev > e.pubRev {
 		w.publishArtifacts(ctx, e)
 	}
@@ -620,7 +631,7 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		e.pubRev = e.rec.Rev
 		for _, m := range msgs {
 			if bytes.Contains(m.Data, []byte(`"permission"`)) || bytes.Contains(m.Data, []byte(`"status"`)) {
-				w.remoteApprovals(ctx, e, nil, from)
+				w.remoteApprovals(ctx, e, nil, from, from)
 				break
 			}
 		}
@@ -632,14 +643,17 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 		// end their streams, so they resume exactly (Last-Event-ID).
 		w.log.Warn("read artifacts changed by another replica", slog.String("session", id), slog.Any("err", err))
 		w.hub.CloseTopic(artifactTopic(id))
+		w.approvalsUnread(e, e.pubRev)
 		e.pubRev = e.rec.Rev
 		return
 	}
 	if snap.More {
 		w.hub.CloseTopic(artifactTopic(id))
+		from := e.pubRev
 		e.pubRev = max(snap.Rev, e.rec.Rev)
-		// The approvals read on from the page already read.
-		w.remoteApprovals(ctx, e, w.approvalArtifacts(id, nil, snap.Artifacts), snap.Artifacts[len(snap.Artifacts)-1].Rev)
+		// The approvals read on from the page already read (from its
+		// start again, should that read fail).
+		w.remoteApprovals(ctx, e, w.approvalArtifacts(id, nil, snap.Artifacts), snap.Artifacts[len(snap.Artifacts)-1].Rev, from)
 		return
 	}
 	msgs := make([]*hub.Message, 0, len(snap.Artifacts))
@@ -660,11 +674,14 @@ func (w *writer) publishArtifacts(ctx context.Context, e *entry) {
 // artifacts changed after revision from, read a page at a time (as
 // publishArtifacts reads them) and kept only as approvalArtifacts keeps
 // them, so a session of large changed artifacts is never in memory whole.
-func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol.Artifact, from int64) {
+// arts are of the artifacts changed after revision unread: should a read
+// fail, the changes after it count as unread (approvalsUnread).
+func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol.Artifact, from, unread int64) {
 	for after := from; ; {
 		snap, err := w.store.ArtifactsPage(ctx, e.rec.ID, after, w.opts.ReplayPage, w.opts.ReplayPageBytes)
 		if err != nil {
 			w.log.Warn("read permissions changed by another replica", slog.String("session", e.rec.ID), slog.Any("err", err))
+			w.approvalsUnread(e, unread)
 			return
 		}
 		arts = w.approvalArtifacts(e.rec.ID, arts, snap.Artifacts)
@@ -673,7 +690,27 @@ func (w *writer) remoteApprovals(ctx context.Context, e *entry, arts []*protocol
 		}
 		after = snap.Artifacts[len(snap.Artifacts)-1].Rev
 	}
+	if e.approvalsUnread && unread <= e.approvalsAfter {
+		e.approvalsUnread = false
+	}
 	w.approvalsFrom(e, arts)
+}
+
+// approvalsUnread records that the permission requests among session e's
+// artifacts changed after revision after could not be read: the inbox
+// would go on listing one resolved meanwhile as waiting (and take an
+// answer to it, which agentd drops), and miss one asked meanwhile. So
+// this replica's view of the session counts as behind the database until
+// they are read: the cached row's version is one the row never has, so
+// the next commit of the session through here reads the row again and
+// merges it (writer.behind, publishRemote), reading them first; the poll
+// reads it too (polled).
+func (w *writer) approvalsUnread(e *entry, after int64) {
+	if !e.approvalsUnread || after < e.approvalsAfter {
+		e.approvalsAfter = after
+	}
+	e.approvalsUnread = true
+	e.rec.Version = -1
 }
 
 // approvalArtifacts appends to arts what approvalsFrom needs of list (the

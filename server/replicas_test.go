@@ -1317,3 +1317,79 @@ func forgetChangeBatches(t *testing.T, dsn string) {
 		t.Fatal(err)
 	}
 }
+
+// artifactReadFailStore is a replica's PostgreSQL store whose next read
+// of changed artifacts fails once fail is set, then tells failed.
+type artifactReadFailStore struct {
+	*postgres.Store
+	fail   atomic.Bool
+	failed chan struct{}
+}
+
+func (f *artifactReadFailStore) ArtifactsPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
+	if f.fail.CompareAndSwap(true, false) {
+		f.failed <- struct{}{}
+		return store.Snapshot{}, errors.New("injected: the database failed a read")
+	}
+	return f.Store.ArtifactsPage(ctx, id, after, limit, maxBytes)
+}
+
+// A replica that heard of a permission request resolved through another
+// one but could not read the change (the database failed the read) reads
+// it again: its inbox kept the request as waiting for good, listed on
+// GET /approvals, and took an answer to it with 202 (stored, and dropped
+// by agentd, the request being long gone) where every other replica
+// refused it with 409. Its view of the session counts as behind the
+// database until it has read the change: an answer's commit reads it
+// first, and the poll reads it even when nothing is sent through it.
+func TestReplicasApprovalsThatCouldNotBeReadAreReadAgain(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	fs := &artifactReadFailStore{Store: openPostgres(t, dsn), failed: make(chan struct{}, 1)}
+	b := start(t, app.Options{Store: fs})
+	ca, cb := newClient(t, a), newClient(t, b)
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	// resolveUnread asks request r1 in session id through a, then resolves
+	// it there while b's read of the change fails.
+	resolveUnread := func(id string) {
+		t.Helper()
+		ca.must(http.StatusCreated, nil, "POST", "/sessions/"+id, map[string]string{"project": "x"})
+		ca.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "i-"+id)
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i-"+id)
+		if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+			t.Fatalf("b's inbox got %+v; want r1 of %s added", e, id)
+		}
+		fs.fail.Store(true)
+		ca.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events",
+			[]any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "deny", "agentSeq", 4)}, protocol.HeaderInstance, "i-"+id)
+		select {
+		case <-fs.failed:
+		case <-time.After(streamDeadline):
+			t.Fatalf("b never read the resolution of %s's r1", id)
+		}
+	}
+	wantResolved := func(id string) {
+		t.Helper()
+		if e := inbox.next(); e.Event != protocol.SSEApprovalResolved || !strings.Contains(e.Data, `"sessionId":"`+id+`"`) {
+			t.Fatalf("b's inbox got %+v; want r1 of %s resolved", e, id)
+		}
+		var list []protocol.Approval
+		cb.must(http.StatusOK, &list, "GET", "/approvals", nil)
+		for _, p := range list {
+			if p.SessionID == id {
+				t.Fatalf("b lists %s's r1 as waiting: %+v", id, p)
+			}
+		}
+	}
+
+	// An answer through b is checked against the database, not b's inbox.
+	resolveUnread("p")
+	wantRefused(t, cb, "p", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, "no longer waiting", "denied")
+	wantResolved("p")
+
+	// With nothing sent through b, its poll reads the change.
+	resolveUnread("q")
+	wantResolved("q")
+}

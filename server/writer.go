@@ -92,6 +92,12 @@ type entry struct {
 	// does not know: reading them failed (replicas.go, merge).
 	answersUnread bool
 	answersAfter  int64
+	// approvalsUnread says that the session's artifacts changed after
+	// revision approvalsAfter through another replica may hold
+	// permission requests asked or resolved that this replica's inbox
+	// does not know: reading them failed (replicas.go, remoteApprovals).
+	approvalsUnread bool
+	approvalsAfter  int64
 }
 
 // state is a session's reducer state and what dedupe needs, all derived
