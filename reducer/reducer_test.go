@@ -504,3 +504,25 @@ func checkTruth(tb testing.TB, s *reducer.State, ev protocol.Event) {
 		}
 	}
 }
+
+// Open tells whether anything waits for an end: a turn, or what is open
+// outside any turn (a permission request asked between turns), which a
+// takeover must close though no turn is open.
+func TestOpenOutsideATurn(t *testing.T) {
+	s := reducer.New()
+	steps := []struct {
+		ev         protocol.Event
+		open, turn bool
+	}{
+		{protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"}, true, true},
+		{protocol.Event{Type: protocol.EventTurnCompleted, TurnID: "t1", StopReason: protocol.StopEndTurn}, false, false},
+		{protocol.Event{Type: protocol.EventPermissionRequested, ID: "r1", Title: "Run it?"}, true, false},
+		{protocol.Event{Type: protocol.EventTurnCompleted, StopReason: protocol.StopInterrupted}, false, false},
+	}
+	for i, st := range steps {
+		s.Apply(st.ev)
+		if s.Open() != st.open || s.TurnOpen() != st.turn {
+			t.Errorf("after step %d (%s): Open %v, TurnOpen %v; want %v, %v", i, st.ev.Type, s.Open(), s.TurnOpen(), st.open, st.turn)
+		}
+	}
+}

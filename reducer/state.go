@@ -105,6 +105,10 @@ func (s *State) Summary() string { return s.summary }
 // TurnOpen reports whether a turn has started and not completed.
 func (s *State) TurnOpen() bool { return s.turn != 0 }
 
+// Open reports whether anything is open: a turn, or a block, tool call or
+// permission request nothing has ended yet (one outside any turn too).
+func (s *State) Open() bool { return len(s.open) > 0 }
+
 // Artifact returns a copy of the artifact at seq, or nil when there is
 // none or its body was released (see Release). An artifact an event just
 // changed is held until the next Release.

@@ -202,6 +202,45 @@ func TestPermissionClosedByTakeover(t *testing.T) {
 	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "cancelled")
 }
 
+// A request asked outside any turn (after its turn ended, by an agent
+// that asks between turns) ends with a takeover too: the instance that
+// would have taken its answer is superseded, its posts refused for good,
+// and the new one never heard of it. It stayed in the inbox as waiting,
+// and an answer to it was stored (202), then dropped by the new agentd
+// as posted by another one.
+func TestPermissionOutsideATurnClosedByTakeover(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("turn_started", "turnId", "t1", "source", "user", "agentSeq", 1),
+		ev("turn_completed", "turnId", "t1", "stopReason", "end_turn", "agentSeq", 2),
+		ev("permission_requested", "id", "r1", "title", "Run it?", "agentSeq", 3,
+			"options", []any{map[string]any{"id": "allow", "name": "Allow", "kind": "allow_once"}}),
+	}, protocol.HeaderInstance, "i1")
+	c.stream("/sessions/a/commands", protocol.HeaderInstance, "i2")
+	var list []protocol.Approval
+	c.must(http.StatusOK, &list, "GET", "/approvals", nil)
+	if len(list) != 0 {
+		t.Fatalf("GET /approvals after the takeover: %+v; want none", list)
+	}
+	if rec := c.session("a"); rec.PendingApprovals != 0 {
+		t.Fatalf("pendingApprovals %d after the takeover; want 0", rec.PendingApprovals)
+	}
+	wantRefused(t, c, "a", answer("r1", "allow"), http.StatusConflict, protocol.CodeConflict, `"r1"`, "cancelled")
+	// The transcript says why the request ended.
+	var why string
+	for _, a := range c.artifactsOf("a") {
+		if a["type"] == "notice" && strings.Contains(fmt.Sprint(a["message"]), `"i2" took over`) {
+			why = fmt.Sprint(a["message"])
+		}
+	}
+	if why == "" {
+		t.Fatalf("no notice says the takeover ended what i1 left open: %+v", c.artifactsOf("a"))
+	}
+}
+
 // answerSeq is answer naming the request's permission artifact too.
 func answerSeq(req string, seq int64, option string) string {
 	return `{"type":"permission_response","requestId":"` + req + `","optionId":"` + option + `","requestSeq":` + strconv.FormatInt(seq, 10) + `}`

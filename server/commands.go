@@ -245,14 +245,15 @@ func (r *ackReq) apply(w *writer, g *group) {
 // turn will never end by itself. The server writes a turn_completed
 // {stopReason: interrupted} into the event log through the same stages as
 // events a sandbox posts (instance "", agentSeq 0), so the transcript,
-// replay from the log and resume all agree. It reports an error only when
-// the session's state cannot be read.
+// replay from the log and resume all agree. With no turn open it closes
+// what is open outside any turn the same way. It reports an error only
+// when the session's state cannot be read.
 func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string) error {
 	st, err := w.state(g, id)
 	if err != nil {
 		return unavailable("interrupt turn session="+id, err)
 	}
-	if !st.st.TurnOpen() {
+	if !st.st.Open() {
 		return nil
 	}
 	now := w.opts.Now()
@@ -260,8 +261,24 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 		Type: protocol.EventTurnCompleted, Ts: now.UnixMilli(), StopReason: protocol.StopInterrupted,
 		Error: fmt.Sprintf("sandbox instance %q took over the session; %q, which ran the turn, is gone", newInstance, e.rec.CurrentInstance),
 	}
-	r := &eventsReq{id: id, events: []protocol.Event{ev}, reply: newReply[protocol.EventsAccepted]()}
-	b := &ingest{st: st, keep: []int{0}}
+	events := []protocol.Event{ev}
+	if !st.st.TurnOpen() {
+		// What the gone instance left open outside any turn (a
+		// permission request asked between turns, say) would wait for
+		// good: the new instance never heard of it, and the gone one's
+		// posts are refused. A turn_completed naming no turn closes it,
+		// as it does when a sandbox sends one; the notice says why,
+		// which a turn's end says in its own notice.
+		events = []protocol.Event{{
+			Type: protocol.EventNotice, Ts: now.UnixMilli(), Level: protocol.LevelWarning, NoticeCode: "sandbox_taken_over",
+			Message: fmt.Sprintf("sandbox instance %q took over the session; what %q left open (a permission request, a tool call) ends with it", newInstance, e.rec.CurrentInstance),
+		}, {Type: protocol.EventTurnCompleted, Ts: now.UnixMilli(), StopReason: protocol.StopInterrupted}}
+	}
+	r := &eventsReq{id: id, events: events, reply: newReply[protocol.EventsAccepted]()}
+	b := &ingest{st: st, keep: make([]int, len(events))}
+	for i := range b.keep {
+		b.keep[i] = i
+	}
 	if err := r.stamp(b, now.UnixMilli()); err != nil {
 		return err
 	}
