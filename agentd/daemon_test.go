@@ -521,3 +521,42 @@ func TestAnswerWhileNoAgentRunsIsTold(t *testing.T) {
 		t.Errorf("notice %q; want it to start %q", ev.Message, want)
 	}
 }
+
+// An answer that comes after an abort of its request's turn cannot take
+// effect: the agent cancels every request of the turn as it takes the
+// abort, before the answer, which it then drops as answering nothing.
+// agentd checked the answer as it handed it over, while the agent had
+// not yet said so, so the answer vanished: taken, acknowledged, and
+// not a word of it in the transcript. The transcript says so, as for
+// any answer agentd does not hand over (docs/PROTOCOL.md).
+func TestAnswerAfterAbortIsTold(t *testing.T) {
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{AbortGrace: time.Minute})
+	waitStarted(t, srv, 1)
+	srv.Prompt("ask: rm -rf build")
+	evs := srv.Wait(t, "the request", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventPermissionRequested)) })
+	var asked protocol.Event
+	for _, ev := range evs {
+		if ev.Type == protocol.EventPermissionRequested {
+			asked = ev
+		}
+	}
+	instance := srv.StreamRequests()[0].Header.Get(protocol.HeaderInstance)
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	id := srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: asked.ID, OptionID: "allow",
+		RequestInstance: instance, RequestAgentSeq: asked.AgentSeq})
+	evs = srv.Wait(t, "cancelled turn", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("t1", protocol.StopCancelled))
+	})
+	want := fmt.Sprintf(`agentd: the answer to permission request %q (command %d) was not given to the agent: `, asked.ID, id)
+	if !fakeserver.Has(evs, func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAnswerNotApplied && strings.HasPrefix(ev.Message, want)
+	}) {
+		t.Fatalf("no notice says the answer after the abort was not given to the agent:\n%s", fakeserver.Format(evs))
+	}
+	for _, ev := range evs {
+		if ev.Type == protocol.EventPermissionResolved && ev.Outcome != protocol.OutcomeCancelled {
+			t.Errorf("the request was resolved %s %s after the abort; want cancelled", ev.Outcome, ev.OptionID)
+		}
+	}
+}

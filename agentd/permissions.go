@@ -50,9 +50,11 @@ type permissionLog struct {
 }
 
 // askedRequest is a request that waits: seq is the agentSeq of the event
-// that asked it (0 until stamped).
+// that asked it (0 until stamped); abortedBy the abort handed to the agent
+// while it waited (0 for none).
 type askedRequest struct {
-	seq int64
+	seq       int64
+	abortedBy int64
 }
 
 func newPermissionLog(instance string) *permissionLog {
@@ -101,6 +103,28 @@ func (l *permissionLog) queued(ev protocol.Event) func(seq int64) {
 	return nil
 }
 
+// aborted notes that the agent was handed the abort id while the turn is
+// open: it ends the turn, and every request waiting now with it (each
+// adapter answers them cancelled as it takes the abort; a native agent
+// ends the turn, or is killed). An answer handed over after the abort
+// reaches the agent after it, and is dropped as answering nothing; the
+// request is still waiting here only because the agent has not said yet
+// that it ended. Requests asked after the abort are not marked: the abort
+// may find the turn ended and end the next one, whose requests were
+// answered as usual.
+func (l *permissionLog) aborted(id int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.turnOpen {
+		return
+	}
+	for _, r := range l.waiting {
+		if r.abortedBy == 0 {
+			r.abortedBy = id
+		}
+	}
+}
+
 // signal tells the supervisor's loop that requests stopped waiting.
 func (l *permissionLog) signal() {
 	select {
@@ -113,7 +137,17 @@ func (l *permissionLog) signal() {
 // it names the event that asked the request it answers, and that request
 // no longer waits.
 func (l *permissionLog) refuse(c protocol.Command) string {
-	if c.Type != protocol.CommandPermissionResponse || c.RequestAgentSeq == 0 {
+	if c.Type != protocol.CommandPermissionResponse {
+		return ""
+	}
+	if c.RequestAgentSeq == 0 {
+		// Naming no event (an older server): whichever request waits
+		// under the id, unless the agent was told to end it.
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if r := l.waiting[c.RequestID]; r != nil && r.abortedBy != 0 {
+			return abortedWhy(r)
+		}
 		return ""
 	}
 	if c.RequestInstance != l.instance {
@@ -127,6 +161,12 @@ func (l *permissionLog) refuse(c protocol.Command) string {
 		return "the request it answers no longer waits for an answer (the agent resolved it, or its turn or the agent ended)"
 	case r.seq != c.RequestAgentSeq:
 		return fmt.Sprintf("the request it answers no longer waits for an answer, and %q now names another request the agent asked since, which waits for an answer of its own", c.RequestID)
+	case r.abortedBy != 0:
+		return abortedWhy(r)
 	}
 	return ""
+}
+
+func abortedWhy(r *askedRequest) string {
+	return fmt.Sprintf("the agent was given the abort of the request's turn (command %d) before it, which ends the request", r.abortedBy)
 }

@@ -1,6 +1,7 @@
 package agentd
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
@@ -66,5 +67,40 @@ func TestPermissionLogAnswersOnlyTheRequestAsked(t *testing.T) {
 				t.Errorf("refuse = %q; want refused: %v", why, tt.wantRefuse)
 			}
 		})
+	}
+}
+
+// An abort handed to the agent ends the requests waiting in the open
+// turn: answers after it are refused, whether or not they name the event
+// that asked. A request asked after the abort is answered as usual (the
+// abort may have found its turn ended, and ended the next one), and so
+// is one when no turn was open to abort.
+func TestPermissionLogAbortEndsTheRequestsWaiting(t *testing.T) {
+	answer := func(req string, seq int64) protocol.Command {
+		return protocol.Command{ID: 9, Type: protocol.CommandPermissionResponse, RequestID: req, OptionID: "allow", RequestInstance: "i1", RequestAgentSeq: seq}
+	}
+	l := newPermissionLog("i1")
+	l.queued(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	l.queued(protocol.Event{Type: protocol.EventPermissionRequested, ID: "r1"})(2)
+	l.aborted(7)
+	l.queued(protocol.Event{Type: protocol.EventPermissionRequested, ID: "r2"})(3)
+	for _, tt := range []struct {
+		answer protocol.Command
+		want   string
+	}{
+		{answer("r1", 2), "(command 7)"},
+		{answer("r1", 0), "(command 7)"},
+		{answer("r2", 3), ""},
+	} {
+		if why := l.refuse(tt.answer); (why == "") != (tt.want == "") || !strings.Contains(why, tt.want) {
+			t.Errorf("refuse(%s, seq %d) = %q; want %q", tt.answer.RequestID, tt.answer.RequestAgentSeq, why, tt.want)
+		}
+	}
+
+	l = newPermissionLog("i1")
+	l.queued(protocol.Event{Type: protocol.EventPermissionRequested, ID: "r1"})(1)
+	l.aborted(7)
+	if why := l.refuse(answer("r1", 1)); why != "" {
+		t.Errorf("refuse after an abort with no turn open = %q; want none", why)
 	}
 }

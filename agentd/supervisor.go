@@ -591,6 +591,11 @@ func (s *supervisor) handedOver(c protocol.Command) {
 	if c.Type != protocol.CommandPrompt {
 		s.cmds.took(c.ID)
 	}
+	if c.Type == protocol.CommandAbort {
+		// As handed over, not as received: an answer ahead of it in
+		// the queue reaches the agent first, and counts.
+		s.perms.aborted(c.ID)
+	}
 }
 
 // emitFromAgent is the adapters' Emit: it tracks the turn and the agent's
