@@ -498,22 +498,25 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 			w.hub.Publish(commandTopic(id), msgs...)
 		}
 	}
-	if e.approvalsUnread {
-		w.remoteApprovals(ctx, e, nil, e.approvalsAfter, e.approvalsAfter)
-	}
-	if e.rec.Rev > e.pubRev {
-		w.publishArtifacts(ctx, e)
-	}
 	// Answers stored through another replica to the requests waiting
-	// here (the inbox has them from the artifacts, just above): this
-	// replica's inbox shows them, and a second answer through it is
-	// refused (answers.go). Count is of the requests not answered yet,
-	// the only ones a new command can answer.
+	// here: this replica's inbox shows them, and a second answer through
+	// it is refused (answers.go). Count is of the requests not answered
+	// yet, the only ones a new command can answer. They are read before
+	// the changed artifacts, which may resolve a request one of them
+	// answered (heard of together: announcements lost, or merged into
+	// one round), so the decision names the answer that took effect,
+	// not the agent; and recorded again after them, for the requests
+	// the artifacts add.
 	from := lastCmd // the first command whose answers the inbox may lack
 	if e.answersUnread {
 		from = min(from, e.answersAfter)
 	}
-	if e.rec.LastCommandID > from && w.approvals.Count(id) > 0 {
+	answersRead := false
+	readAnswers := func() {
+		if answersRead || e.rec.LastCommandID <= from || w.approvals.Count(id) == 0 {
+			return
+		}
+		answersRead = true
 		if !read || from != lastCmd {
 			cmds, cmdsErr = w.store.Commands(ctx, id, from, e.rec.LastCommandID)
 		}
@@ -529,11 +532,25 @@ func (w *writer) publishRemote(ctx context.Context, old, e *entry) {
 			w.log.Warn("read answers sent through another replica", slog.String("session", id), slog.Any("err", cmdsErr))
 			e.answersUnread, e.answersAfter = true, from
 			e.rec.Version = -1
-		} else {
-			e.answersUnread = false
-			if n, changed := w.recordAnswers(id, cmds); changed {
-				w.publishPending(id, e.rec.Project, n)
-			}
+			return
+		}
+		e.answersUnread = false
+		if n, changed := w.recordAnswers(id, cmds); changed {
+			w.publishPending(id, e.rec.Project, n)
+		}
+	}
+	readAnswers()
+	if e.approvalsUnread {
+		w.remoteApprovals(ctx, e, nil, e.approvalsAfter, e.approvalsAfter)
+	}
+	if e.rec.Rev > e.pubRev {
+		w.publishArtifacts(ctx, e)
+	}
+	if !answersRead {
+		readAnswers()
+	} else if cmdsErr == nil {
+		if n, changed := w.recordAnswers(id, cmds); changed {
+			w.publishPending(id, e.rec.Project, n)
 		}
 	}
 }

@@ -1393,3 +1393,45 @@ func TestReplicasApprovalsThatCouldNotBeReadAreReadAgain(t *testing.T) {
 	resolveUnread("q")
 	wantResolved("q")
 }
+
+// A replica that hears at once of an answer stored through another one
+// and of the agent's resolution that took it (its announcements lost, or
+// merged into one round) records the decision as the client's: it read
+// the session's changed artifacts before its new commands, so it
+// resolved the request before it knew it was answered, and its history
+// said the agent had decided it, naming no answer.
+func TestReplicasDecisionHeardWithItsAnswerNamesTheClient(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", map[string]string{"project": "x"})
+	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	inbox := cb.stream("/approvals/stream")
+	for inbox.next().Event != protocol.SSESnapshotComplete {
+	}
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
+		t.Fatalf("b's inbox got %+v; want r1 added", e)
+	}
+	deaf.deaf.Store(true)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/commands", answer("r1", "allow"))
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events",
+		[]any{ev("permission_resolved", "id", "r1", "outcome", "selected", "optionId", "allow", "agentSeq", 4)}, protocol.HeaderInstance, "i1")
+	deaf.deaf.Store(false)
+	// The next announcement names the session: b reads it with all it
+	// missed.
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events",
+		[]any{ev("notice", "level", "info", "message", "hello", "agentSeq", 5)}, protocol.HeaderInstance, "i1")
+	for {
+		e := inbox.next()
+		if e.Event == protocol.SSEApprovalResolved {
+			break
+		}
+	}
+	var hist []protocol.Decision
+	cb.must(http.StatusOK, &hist, "GET", "/approvals/history", nil)
+	if len(hist) != 1 || hist[0].Status != "approved" || hist[0].DecidedBy != "anonymous" || hist[0].OptionID != "allow" || hist[0].AnsweredAt == 0 {
+		t.Fatalf("b's history %+v; want r1 approved with allow, decided by the client's answer (anonymous)", hist)
+	}
+}
