@@ -502,3 +502,43 @@ func TestSessionCreatedAgainInTheSameMillisecond(t *testing.T) {
 		c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
 	}
 }
+
+// TestCommandStreamOpenedWithDeleteAndCreateInOneGroup: the old session's
+// sandbox holds its command stream; the session is deleted, created again
+// and the new session's sandbox opens its stream, the three in one group
+// commit. The old stream ends; the new one stays open and gets the new
+// session's commands, and the session stays live.
+func TestCommandStreamOpenedWithDeleteAndCreateInOneGroup(t *testing.T) {
+	g := newGatedStore(t)
+	clock := newFakeClock()
+	s := start(t, app.Options{Store: g, Now: clock.Now})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	oldAt := itoa(c.session("a").CreatedAt)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old", protocol.HeaderSessionCreated, oldAt)
+	clock.Add(time.Millisecond)
+	var cmds *sseStream
+	got := oneGroup(t, s, g,
+		func() int {
+			st, _ := c.do("POST", "/sessions/b/events", []any{ev("notice", "level", "info", "message", "hold")})
+			return st
+		},
+		func() int { st, _ := c.do("DELETE", "/sessions/a", nil); return st },
+		func() int { st, _ := c.do("POST", "/sessions/a", `{"prompt":"new first"}`); return st },
+		func() int {
+			var st int
+			cmds, st = c.tryStream("/sessions/a/commands", protocol.HeaderInstance, "new")
+			return st
+		})
+	if got[0] != http.StatusNoContent || got[1] != http.StatusCreated || got[2] != http.StatusOK {
+		t.Fatalf("delete, create, open: %v; want 204, 201, 200", got)
+	}
+	old.expectEnd()
+	wantCommand(t, cmds, 1, "new first")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", `{"type":"prompt","text":"second"}`)
+	wantCommand(t, cmds, 2, "second")
+	if st := c.session("a").Status; st != protocol.StatusLive {
+		t.Fatalf("session %s while the new sandbox holds its stream; want live", st)
+	}
+}

@@ -687,15 +687,22 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	// A new epoch fences the stream another replica may hold
 	// (replicas.go).
 	e.rec.StreamEpoch++
-	h := &holder{instance: instance, sub: w.hub.Subscribe(commandTopic(r.id), nil), token: w.tokens, epoch: e.rec.StreamEpoch}
+	h := &holder{instance: instance, token: w.tokens, epoch: e.rec.StreamEpoch}
 	if g.opened == nil {
 		g.opened = map[string]bool{}
 	}
 	g.opened[r.id] = true
 	lastCmd, created := e.rec.LastCommandID, e.rec.CreatedAt
-	g.onAbort(h.sub.Close)
 	failOn(g, r.reply)
 	g.onCommit(func() {
+		// Subscribed once committed, not when applied: a delete of the
+		// session earlier in the group (then created again, and this
+		// stream opened on the new one) closes the id's command topic
+		// in its own after-commit, which ran before this one and would
+		// have ended this stream too. Nothing is missed by waiting:
+		// commands of the group before this opening are at or below
+		// lastCmd (the replay), and those after it publish after this.
+		h.sub = w.hub.Subscribe(commandTopic(r.id), nil)
 		// A newer connection closes the older one. Its release comes
 		// back with the old token and is ignored.
 		old := w.holders[r.id]
