@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
@@ -517,5 +520,102 @@ func TestStateFoldedInPages(t *testing.T) {
 		if len(sizes) > 1 && sum > 1<<20 {
 			t.Errorf("log read %d held %d events of %d bytes together; want at most %d bytes or one event", i, len(sizes), sum, 1<<20)
 		}
+	}
+}
+
+// pausedPageStore holds the next read of a later page of GET /artifacts
+// (ArtifactsBySeq after a seq) once armed, until open is closed: the
+// test changes the session between two pages.
+type pausedPageStore struct {
+	*sqlite.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (p *pausedPageStore) ArtifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
+	if after > 0 && p.armed.CompareAndSwap(true, false) {
+		close(p.entered)
+		<-p.open
+	}
+	return p.Store.ArtifactsBySeq(ctx, id, after, limit, maxBytes)
+}
+
+// TestArtifactListNotOfTwoSessions: GET /sessions/:id/artifacts reads
+// the whole list a page at a time, each page its own read. A session
+// deleted and created again under its id between two pages must not give
+// one list that starts with the deleted session's artifacts and ends with
+// the new one's, which looks complete and is neither session: the
+// response is cut (a broken body the client reads as a failure), as for
+// a read that fails.
+func TestArtifactListNotOfTwoSessions(t *testing.T) {
+	p := &pausedPageStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
+	s := start(t, app.Options{Store: p, ReplayPage: 2})
+	c := newClient(t, s)
+	post := func(prefix string) {
+		t.Helper()
+		c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+		var evs []any
+		for i := range 3 {
+			evs = append(evs, ev("text_delta", "id", fmt.Sprintf("m%d", i), "delta", fmt.Sprintf("%s %d", prefix, i)))
+		}
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", evs)
+	}
+	post("old")
+	p.armed.Store(true)
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(s.URL() + "/sessions/a/artifacts")
+		if err != nil {
+			answers <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answers <- answer{resp.StatusCode, b, err}
+	}()
+	select {
+	case <-p.entered:
+	case <-time.After(streamDeadline):
+		close(p.open)
+		t.Fatal("the list never read a second page")
+	}
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	post("new")
+	close(p.open)
+	var a answer
+	select {
+	case a = <-answers:
+	case <-time.After(streamDeadline):
+		t.Fatal("GET /artifacts never answered")
+	}
+	if a.err != nil {
+		return // cut: the client knows it has no list
+	}
+	// Or whole, of one session: Go's transport sends a GET again by
+	// itself when its connection closed before any answer came.
+	var list []protocol.Artifact
+	if err := json.Unmarshal(a.body, &list); err != nil {
+		t.Fatalf("status %d, body %s: %v", a.status, a.body, err)
+	}
+	var texts []string
+	for _, x := range list {
+		texts = append(texts, x.String("text"))
+	}
+	old, fresh := 0, 0
+	for _, s := range texts {
+		if strings.HasPrefix(s, "old") {
+			old++
+		} else {
+			fresh++
+		}
+	}
+	if old > 0 && fresh > 0 {
+		t.Fatalf("GET /artifacts answered %d with %q: the deleted session's artifacts and then the new one's, as one complete list", a.status, texts)
 	}
 }

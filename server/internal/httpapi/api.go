@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -530,12 +531,25 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 // status is sent, so an unknown session is still a 404; a read that fails
 // later aborts the response, so the client sees a broken body, never a
 // short list that looks complete.
+//
+// Each page is its own read, so a session deleted and created again under
+// its id between two pages would give a list that starts with the deleted
+// session's artifacts and ends with the new one's: complete-looking, and
+// true of neither. The session's createdAt, read before the first page,
+// is read again after the last; another one (or none) aborts the
+// response as a failed read does.
 func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
+	sess, err := a.svc.GetSession(r.Context(), id)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
 	page, more, err := a.svc.ArtifactsBySeq(r.Context(), id, 0)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
+	paged := more
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	var b bytes.Buffer
@@ -559,6 +573,16 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 		last := page[len(page)-1].Seq
 		if page, more, err = a.svc.ArtifactsBySeq(r.Context(), id, last); err != nil {
 			a.log.Warn("artifact list cut short", "session", id, "after", last, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if paged {
+		again, err := a.svc.GetSession(r.Context(), id)
+		if err == nil && again.CreatedAt != sess.CreatedAt {
+			err = fmt.Errorf("session was deleted and created again while its artifacts were read (createdAt %d, now %d)", sess.CreatedAt, again.CreatedAt)
+		}
+		if err != nil {
+			a.log.Warn("artifact list cut short", "session", id, "err", err)
 			panic(http.ErrAbortHandler)
 		}
 	}
