@@ -1435,3 +1435,35 @@ func TestReplicasDecisionHeardWithItsAnswerNamesTheClient(t *testing.T) {
 		t.Fatalf("b's history %+v; want r1 approved with allow, decided by the client's answer (anonymous)", hist)
 	}
 }
+
+// A session deleted through one replica and created again through
+// another that had not heard of the delete yet (a script's delete then
+// create, each sent to whichever replica a load balancer picks): the
+// create must not be refused as "already exists" on that replica's stale
+// cache. The client was told the delete was done, and the database holds
+// no session of the id.
+func TestReplicasCreateAfterDeleteElsewhere(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/r", `{"prompt":"old first"}`)
+	cb.must(http.StatusAccepted, nil, "POST", "/sessions/r/events", []any{ev("text_delta", "delta", "old text", "agentSeq", 1)}, protocol.HeaderInstance, "old")
+	oldAt := ca.session("r").CreatedAt
+
+	deaf.deaf.Store(true)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/r", nil)
+	var rec protocol.Session
+	cb.must(http.StatusCreated, &rec, "POST", "/sessions/r", `{"prompt":"new first"}`)
+	if rec.CreatedAt == oldAt {
+		t.Fatalf("the new session's createdAt %d is the deleted one's", rec.CreatedAt)
+	}
+	if got := ca.session("r"); got.CreatedAt != rec.CreatedAt || got.PendingCommands != 1 {
+		t.Fatalf("the session through a: createdAt %d, pendingCommands %d; want the new one's %d, 1", got.CreatedAt, got.PendingCommands, rec.CreatedAt)
+	}
+	var page struct{ Events []json.RawMessage }
+	cb.must(http.StatusOK, &page, "GET", "/sessions/r/events", nil)
+	if len(page.Events) != 0 {
+		t.Fatalf("the new session's event log holds %s; want nothing of the old session's", page.Events)
+	}
+}

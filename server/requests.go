@@ -43,6 +43,24 @@ type createReq struct {
 
 func (r *createReq) apply(w *writer, g *group) {
 	if g.entry(r.id) != nil {
+		// On a shared database the session may have been deleted through
+		// another replica a moment ago, the announcement not heard here
+		// yet (a script's delete then create, sent to two replicas): the
+		// row is read before a refusal, and a cache found behind makes
+		// the group run again on what the database holds.
+		behind, err := w.behind(g, r.id, "check session exists")
+		if err != nil {
+			r.reply.fail(err)
+			return
+		}
+		if behind {
+			if g.retries < maxRetries {
+				applyAgain(g, r.id, r.reply)
+				return
+			}
+			r.reply.fail(unavailable("check session exists session="+r.id, errors.New("the session keeps changing on another server")))
+			return
+		}
 		r.reply.fail(protocol.Errorf(protocol.CodeConflict, "session %q already exists", r.id))
 		return
 	}
