@@ -542,3 +542,40 @@ func TestCommandStreamOpenedWithDeleteAndCreateInOneGroup(t *testing.T) {
 		t.Fatalf("session %s while the new sandbox holds its stream; want live", st)
 	}
 }
+
+// TestPromptToSessionCreatedAgainInOneGroup: a prompt sent without
+// "queue" to a session deleted and created again earlier in the same
+// group commit has no sandbox: the old session's, whose stream the
+// delete ends, is not the new one's. It is refused with no_sandbox, as
+// it would be a moment later, not accepted as if delivered now.
+func TestPromptToSessionCreatedAgainInOneGroup(t *testing.T) {
+	g := newGatedStore(t)
+	clock := newFakeClock()
+	s := start(t, app.Options{Store: g, Now: clock.Now})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
+	clock.Add(time.Millisecond)
+	got := oneGroup(t, s, g,
+		func() int {
+			st, _ := c.do("POST", "/sessions/b/events", []any{ev("notice", "level", "info", "message", "hold")})
+			return st
+		},
+		func() int { st, _ := c.do("DELETE", "/sessions/a", nil); return st },
+		func() int { st, _ := c.do("POST", "/sessions/a", nil); return st },
+		func() int {
+			st, _ := c.do("POST", "/sessions/a/commands", `{"type":"prompt","text":"for nobody"}`)
+			return st
+		})
+	if got[0] != http.StatusNoContent || got[1] != http.StatusCreated {
+		t.Fatalf("delete, create: %v; want 204, 201", got)
+	}
+	old.expectEnd()
+	if got[2] != http.StatusConflict {
+		t.Fatalf("prompt without queue to the new session: %d; want 409 no_sandbox (no sandbox holds the new session)", got[2])
+	}
+	if rec := c.session("a"); rec.PendingCommands != 0 {
+		t.Fatalf("the new session holds %d pending commands; want none", rec.PendingCommands)
+	}
+}

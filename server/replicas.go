@@ -792,7 +792,15 @@ func (w *writer) approvalsFrom(e *entry, perms []*protocol.Artifact) {
 // command stored now reaches it through the database). The error is a
 // read of the database that failed: it cannot tell, and a no_sandbox,
 // which clients take as final, would be a guess.
-func (w *writer) held(id string, e *entry) (bool, error) {
+//
+// A session deleted earlier in the group g, and so created again in it,
+// is held only by a stream the group opened on the new one: the holder
+// and the row (still the old session's until the commit) are the deleted
+// session's, whose stream the delete ends.
+func (w *writer) held(g *group, id string, e *entry) (bool, error) {
+	if g.removed[id] {
+		return g.opened[id], nil
+	}
 	if w.holders[id] != nil {
 		return true, nil
 	}

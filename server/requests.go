@@ -140,7 +140,7 @@ func (r *commandReq) apply(w *writer, g *group) {
 		}
 	}
 	if !r.cmd.Queue {
-		held, err := w.held(r.id, e)
+		held, err := w.held(g, r.id, e)
 		if err != nil {
 			r.reply.fail(err)
 			return

@@ -848,6 +848,9 @@ func (w *writer) remove(g *group, id string, e *entry) {
 		g.removed = map[string]bool{}
 	}
 	g.removed[id] = true
+	// A stream opened earlier in the group was the deleted session's
+	// (held).
+	delete(g.opened, id)
 	delete(g.dirty, id)
 	w.dropState(id)
 	data, _ := json.Marshal(protocol.SessionRemoved{ID: id})
