@@ -627,11 +627,12 @@ func planEntry(e acpsdk.PlanEntry) protocol.PlanEntry {
 }
 
 // optionID is an ACP option id as Rein carries it: made of the characters
-// Rein's ids take, at most 64 bytes, and unlike the ids taken so far. Two
-// ids that become one under the first two rules ("allow once" and
-// "allow_once", long ids alike in their first 64 bytes) get a suffix: as
-// one id, the second would have replaced the first, and choosing the
-// first would have answered the agent with the second.
+// Rein's ids take, at most 64 bytes, and unlike the ids taken so far.
+// SanitizeEventID keeps ids the agent tells apart apart ("allow once" and
+// "allow_once", long ids alike in their first 64 bytes); should two still
+// meet, the second gets a suffix: as one id, the second would have
+// replaced the first, and choosing the first would have answered the
+// agent with the second.
 func optionID(raw string, taken map[string]acpsdk.PermissionOption) string {
 	oid := protocol.SanitizeEventID(raw, 64)
 	for n := 2; ; n++ {

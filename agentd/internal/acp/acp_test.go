@@ -730,3 +730,36 @@ func TestOptionIDsThatSanitizeAlike(t *testing.T) {
 	p.reply(pid, map[string]any{"stopReason": "end_turn"})
 	p.wait("the turn's end", has(protocol.EventTurnCompleted))
 }
+
+// Two tool calls whose ids are one once Rein's id rules are applied stay
+// two tool calls. Gemini CLI names a call after its tool and the time in
+// milliseconds: with a long (MCP) tool name, two calls of it in a turn
+// were alike in their first 64 bytes, and the reducer, which keeps one
+// artifact per tool call id in a turn, showed them as one call holding
+// the second's input and output.
+func TestToolCallIDsThatSanitizeAlike(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "review")
+	name := "github__add_pull_request_review_comment_to_pending_review"
+	for i, id := range []string{name + "-1733456789012", name + "-1733456790345"} {
+		p.update(map[string]any{"sessionUpdate": "tool_call", "toolCallId": id, "title": "comment " + mustJSON(t, i), "kind": "other", "status": "in_progress"})
+		p.update(map[string]any{"sessionUpdate": "tool_call_update", "toolCallId": id, "status": "completed", "rawOutput": "ok " + mustJSON(t, i)})
+	}
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	evs := p.wait("the turn's end", has(protocol.EventTurnCompleted))
+	starts, ends := map[string]bool{}, map[string]bool{}
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventToolCallStart:
+			starts[ev.ID] = true
+		case protocol.EventToolCallEnd:
+			ends[ev.ID] = true
+		}
+		if ev.ID != "" && !protocol.ValidEventID(ev.ID) {
+			t.Errorf("%s has the invalid id %q", ev.Type, ev.ID)
+		}
+	}
+	if len(starts) != 2 || len(ends) != 2 {
+		t.Errorf("two tool calls started under %d ids and ended under %d; want 2 each:\n%s", len(starts), len(ends), turnEvents(evs))
+	}
+}
