@@ -127,8 +127,10 @@ type BlockStatus string
 const (
 	BlockStreaming BlockStatus = "streaming"
 	BlockDone      BlockStatus = "done"
-	// BlockInterrupted: the turn ended (or the agent exited) while the
-	// block still streamed.
+	// BlockInterrupted: the turn was cancelled, interrupted or failed
+	// (stop reason error; the agent exited) while the block still
+	// streamed: its text was cut short. A turn the agent ended otherwise
+	// closes its blocks done.
 	BlockInterrupted BlockStatus = "interrupted"
 )
 

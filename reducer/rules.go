@@ -107,8 +107,13 @@ func (r *run) closeTurn(t *node, reason protocol.StopReason, errText, result str
 }
 
 // closeOpen closes every open block, tool and permission, in seq order.
+// A block still streaming when its turn ends in an error (the agent
+// failed, or died: agentd ends its turn so, and agent_exited closes as
+// that would) was cut short, as on a cancel or an interruption: only a
+// turn the agent ended as it meant to finishes its blocks.
 func (r *run) closeOpen(reason protocol.StopReason) {
 	cancelled := reason == protocol.StopCancelled || reason == protocol.StopInterrupted
+	cut := cancelled || reason == protocol.StopError
 	open := make([]int64, 0, len(r.s.open))
 	for seq := range r.s.open {
 		open = append(open, seq)
@@ -121,7 +126,7 @@ func (r *run) closeOpen(reason protocol.StopReason) {
 		}
 		switch n.a.Type {
 		case protocol.ArtifactAssistantText, protocol.ArtifactReasoning:
-			if cancelled {
+			if cut {
 				r.set(n, "status", blockInterrupted)
 			} else {
 				r.set(n, "status", blockDone)

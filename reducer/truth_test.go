@@ -61,11 +61,54 @@ func TestAgentExitedClosesWhatNoTurnHolds(t *testing.T) {
 		`{"type":"agent_exited","code":1}`,
 	)
 	checkFields(t, log, []field{
-		{2, "status", "done"},
+		{2, "status", "interrupted"},
 		{3, "status", "failed"},
 		{4, "status", "cancelled"},
 		{5, "code", "agent_exited"},
 	})
+}
+
+// A block its agent never ended was cut short when the agent died: its
+// text is what streamed until then, not a finished answer. The same death
+// read "interrupted" when agentd died with the agent (a restarted agentd
+// ends the turn interrupted) and "done" when agentd outlived it (it ends
+// the turn with stopReason error, then posts agent_exited), so the rein
+// CLI and the web view showed the cut text as complete.
+func TestAgentDeathCutsTheBlockItStreamed(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		end  []string
+	}{
+		{"agentd ends the turn, then the exit", []string{
+			`{"type":"turn_completed","turnId":"t1","stopReason":"error","error":"agent exited (code 3)"}`,
+			`{"type":"agent_exited","code":3}`,
+		}},
+		{"the exit alone", []string{`{"type":"agent_exited","signal":"SIGKILL"}`}},
+		{"the agent reports an error", []string{`{"type":"turn_completed","turnId":"t1","stopReason":"error","error":"overloaded"}`}},
+		{"agentd died too", []string{`{"type":"turn_completed","turnId":"t1","stopReason":"interrupted"}`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			log := decodeLog(t, append([]string{
+				`{"type":"turn_started","turnId":"t1","source":"user"}`,
+				`{"type":"reasoning_delta","id":"r1","delta":"Let me"}`,
+				`{"type":"text_delta","id":"m1","delta":"The fix is to"}`,
+			}, c.end...)...)
+			checkFields(t, log, []field{
+				{2, "status", "interrupted"},
+				{2, "text", "Let me"},
+				{3, "status", "interrupted"},
+				{3, "text", "The fix is to"},
+			})
+		})
+	}
+	// A turn the agent ended as it meant to closes what it left open as
+	// done: agents that never send *_end rely on it.
+	log := decodeLog(t,
+		`{"type":"turn_started","turnId":"t1","source":"user"}`,
+		`{"type":"text_delta","delta":"All done."}`,
+		`{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}`,
+	)
+	checkFields(t, log, []field{{2, "status", "done"}})
 }
 
 // A notice is not the agent's: agentd posts one whenever its disk fills
