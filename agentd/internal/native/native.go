@@ -192,11 +192,9 @@ func decode(l line) (protocol.Event, error) {
 	b := validUTF8(l.b)
 	evs, err := protocol.DecodeEvents(b)
 	if err != nil {
-		// agent.protocol is agentd's to set (started), so an
-		// agent_started that leaves it out or empty is the agent's all
-		// the same: refusing it would lose the agent's name and the
-		// conversationId its next run resumes.
-		filled, ok := withProtocol(b)
+		// What agentd sets itself is not the agent's to get wrong:
+		// refusing the line for it would lose the event.
+		filled, ok := withAgentdFields(b)
 		if !ok {
 			return protocol.Event{}, err
 		}
@@ -216,21 +214,39 @@ func decode(l line) (protocol.Event, error) {
 	return ev, nil
 }
 
-// withProtocol returns the agent_started line b with agent.protocol set to
-// Protocol, as started sets it; false when b is not an agent_started whose
-// agent is an object.
-func withProtocol(b []byte) ([]byte, bool) {
+// withAgentdFields returns the line b without the envelope fields and, for
+// an agent_started whose agent is an object, with agent.protocol set to
+// Protocol, as started sets it; false when that changes nothing (or b is
+// not an object). The envelope (agentSeq, ts, receivedAt) is agentd's and
+// the server's to set, and NATIVE.md tells agents whatever they write there
+// is replaced: an agent stamping its events with its own clock (a float
+// from Python's time.time()*1000, an ISO date) had every event refused and
+// replaced by an invalid_agent_event notice, its turn's end included,
+// which left the turn running for ever. An agent_started that leaves
+// agent.protocol out or empty is the agent's all the same: refusing it
+// would lose the agent's name and the conversationId its next run resumes.
+func withAgentdFields(b []byte) ([]byte, bool) {
 	var ev map[string]json.RawMessage
-	if json.Unmarshal(b, &ev) != nil || string(ev["type"]) != `"`+string(protocol.EventAgentStarted)+`"` {
+	if json.Unmarshal(b, &ev) != nil || ev == nil {
 		return nil, false
+	}
+	changed := false
+	for _, k := range []string{"agentSeq", "ts", "receivedAt"} {
+		if _, ok := ev[k]; ok {
+			delete(ev, k)
+			changed = true
+		}
 	}
 	var agent map[string]json.RawMessage
-	if json.Unmarshal(ev["agent"], &agent) != nil || agent == nil {
-		return nil, false
+	if string(ev["type"]) == `"`+string(protocol.EventAgentStarted)+`"` && json.Unmarshal(ev["agent"], &agent) == nil && agent != nil {
+		agent["protocol"] = json.RawMessage(`"` + Protocol + `"`)
+		var err error
+		if ev["agent"], err = json.Marshal(agent); err != nil {
+			return nil, false
+		}
+		changed = true
 	}
-	agent["protocol"] = json.RawMessage(`"` + Protocol + `"`)
-	var err error
-	if ev["agent"], err = json.Marshal(agent); err != nil {
+	if !changed {
 		return nil, false
 	}
 	out, err := json.Marshal(ev)

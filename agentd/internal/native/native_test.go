@@ -97,3 +97,37 @@ func TestAgentStartedWithoutProtocol(t *testing.T) {
 		t.Errorf("conversations %q, want c-42,c-43", convs)
 	}
 }
+
+// agentSeq, ts and receivedAt are agentd's and the server's to set:
+// NATIVE.md tells agents that whatever they write there is replaced. An
+// agent that stamps its events with its own clock (Python's
+// time.time()*1000 is a float, a log library writes an ISO date) wrote
+// values the event rules refuse, and the whole event was replaced by an
+// invalid_agent_event notice: a turn_completed lost that way left the
+// turn running for ever.
+func TestEnvelopeFieldsTheAgentWroteAreReplaced(t *testing.T) {
+	evs := serve(t, `{"type":"agent_started","agent":{"name":"py-agent"},"ts":1733456789012.345}`+"\n"+
+		`{"type":"turn_started","turnId":"t1","source":"user","ts":1733456789013.5,"agentSeq":0}`+"\n"+
+		`{"type":"text_delta","id":"m1","delta":"hi","ts":"2026-12-06T08:00:00Z"}`+"\n"+
+		`{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","ts":1733456789020.25,"receivedAt":"now"}`+"\n"+
+		`{"type":"tool_call_start","id":"c1","ts":1.5}`+"\n")
+	var got []string
+	for _, ev := range evs {
+		s := string(ev.Type)
+		switch ev.Type {
+		case protocol.EventNotice:
+			s += " " + ev.Message
+		case protocol.EventAgentStarted:
+			s += " " + ev.Agent.Name
+		}
+		if ev.AgentSeq != 0 || ev.Ts != 0 {
+			s += " (envelope kept)"
+		}
+		got = append(got, s)
+	}
+	want := []string{"agent_started py-agent", "turn_started", "text_delta", "turn_completed",
+		"notice agent wrote an invalid event: events[0].name: required"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
