@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server/internal/hub"
 	"github.com/rein-ai/rein/server/store"
 )
@@ -240,20 +241,32 @@ func (r *ackReq) apply(w *writer, g *group) {
 	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
 
+// noteTurn keeps the instance of the event le when its changes cs
+// started a turn.
+func (s *state) noteTurn(le store.Event, cs []reducer.Change) {
+	for _, c := range cs {
+		if c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactTurn {
+			s.turnBy = le.Instance
+		}
+	}
+}
+
 // interruptTurn closes the session's open turn, if any, as interrupted: a
 // new sandbox instance took over, so whatever ran the turn is gone and the
 // turn will never end by itself. The server writes a turn_completed
 // {stopReason: interrupted} into the event log through the same stages as
 // events a sandbox posts (instance "", agentSeq 0), so the transcript,
 // replay from the log and resume all agree. With no turn open it closes
-// what is open outside any turn the same way. It reports an error only
-// when the session's state cannot be read.
+// what is open outside any turn the same way. A turn the new instance
+// started itself is left open: agentd posts before its command stream is
+// open, its agent's own turns included, and that turn goes on. It reports
+// an error only when the session's state cannot be read.
 func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string) error {
 	st, err := w.state(g, id)
 	if err != nil {
 		return unavailable("interrupt turn session="+id, err)
 	}
-	if !st.st.Open() {
+	if !st.st.Open() || (st.st.TurnOpen() && st.turnBy == newInstance) {
 		return nil
 	}
 	now := w.opts.Now()

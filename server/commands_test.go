@@ -232,6 +232,51 @@ func TestTakeoverInterruptsTurn(t *testing.T) {
 	}
 }
 
+// TestTakeoverKeepsTheNewInstancesOwnTurn: the turn a takeover interrupts
+// is one the instance it replaces ran. A new agentd posts before its
+// command stream is open (its agent_started, and whatever its agent does
+// by itself meanwhile: a turn of its own, source agent); that turn was
+// closed as interrupted when the stream opened, "...; old, which ran the
+// turn, is gone", though the new instance ran it and went on with it.
+// The same after a restart, from a state folded from the log.
+func TestTakeoverKeepsTheNewInstancesOwnTurn(t *testing.T) {
+	db := t.TempDir() + "/rein.db"
+	s := start(t, app.Options{DBPath: db})
+	c := newClient(t, s)
+	for _, id := range []string{"a", "b"} {
+		c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+		c.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "old").close()
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events",
+			`[{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","agentSeq":2}]`,
+			protocol.HeaderInstance, "old")
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events",
+			`[{"type":"turn_started","turnId":"agent-1","source":"agent","agentSeq":1},{"type":"text_delta","id":"m1","delta":"a background task finished","agentSeq":2}]`,
+			protocol.HeaderInstance, "new")
+	}
+	check := func(id string) {
+		t.Helper()
+		c.stream("/sessions/"+id+"/commands", protocol.HeaderInstance, "new")
+		var turns []protocol.Turn
+		c.must(http.StatusOK, &turns, "GET", "/sessions/"+id+"/turns", nil)
+		if len(turns) != 2 || turns[1].Status != "running" || turns[1].Error != "" {
+			t.Fatalf("session %s: turns after the instance that runs the open one opened its stream: %+v; want agent-1 running", id, turns)
+		}
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events",
+			`{"type":"turn_completed","turnId":"agent-1","stopReason":"end_turn","agentSeq":3}`, protocol.HeaderInstance, "new")
+		c.must(http.StatusOK, &turns, "GET", "/sessions/"+id+"/turns", nil)
+		if turns[1].Status != "completed" {
+			t.Fatalf("session %s: turn agent-1 after its end: %+v; want completed", id, turns[1])
+		}
+	}
+	check("a")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start(t, app.Options{DBPath: db})
+	c = newClient(t, s)
+	check("b")
+}
+
 func turnStatus(t *testing.T, arts []map[string]any) any {
 	t.Helper()
 	for _, a := range arts {

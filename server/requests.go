@@ -415,6 +415,7 @@ func (r *eventsReq) fold(g *group, b *ingest, ms int64) (folded, error) {
 		cs := st.st.Apply(ev)
 		g.w.recordTurnDigests(g, r.id, b.logged[i].Pos, st.chainEvent(b.logged[i], cs))
 		st.noteAsked(b.logged[i], cs)
+		st.noteTurn(b.logged[i], cs)
 		for _, c := range cs {
 			switch {
 			case c.IsArtifact():

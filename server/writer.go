@@ -122,6 +122,9 @@ type state struct {
 	// asked holds, per permission artifact still pending, the event that
 	// asked it (see askedBy); nil until one is.
 	asked map[int64]askedEvent
+	// turnBy is the Rein-Instance of the event that started the newest
+	// turn (see interruptTurn).
+	turnBy string
 	// cost is the size estimate last counted in writer.stateBytes.
 	cost int64
 	// usedAt is when the state was last used (Options.ActiveState).
@@ -962,6 +965,7 @@ func (s *state) fold(le store.Event) error {
 	cs := s.st.Apply(ev)
 	s.chainEvent(le, cs)
 	s.noteAsked(le, cs)
+	s.noteTurn(le, cs)
 	s.nextPos = le.Pos + 1
 	s.logBytes += int64(len(le.Body))
 	if le.AgentSeq > s.maxSeq[le.Instance] {
