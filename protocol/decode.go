@@ -208,7 +208,7 @@ var commandSchemas = map[CommandType][]field{
 func DecodeCommand(body []byte) (Command, error) {
 	var c Command
 	if !utf8.Valid(body) {
-		return c, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+		return c, utf8Error(body)
 	}
 	var d decoder
 	d.b = body
@@ -231,6 +231,24 @@ func DecodeCommand(body []byte) (Command, error) {
 		return c, &FieldError{Index: -1, Reason: "body is not a JSON object: found " + jsonKind(body[start])}
 	}
 	return c, &FieldError{Index: -1, Reason: "body is not a JSON object: " + syntaxReason(body, new(map[string]json.RawMessage))}
+}
+
+// utf8Error refuses a body that is not UTF-8, saying where: the whole
+// body is refused for one byte, and in a batch of a thousand events
+// "body is not valid UTF-8" alone left its sender to search for it.
+func utf8Error(body []byte) *FieldError {
+	off := 0
+	for off < len(body) {
+		r, n := utf8.DecodeRune(body[off:])
+		if r == utf8.RuneError && n == 1 {
+			break
+		}
+		off += n
+	}
+	if off == len(body) {
+		return &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+	}
+	return &FieldError{Index: -1, Reason: fmt.Sprintf("body is not valid UTF-8: byte 0x%02x at offset %d", body[off], off)}
 }
 
 func contains(list []string, s string) bool {

@@ -341,7 +341,10 @@ func TestDecodeEventsErrors(t *testing.T) {
 		{"not an object", `"heartbeat"`, `events[0]: not a JSON object: found string`, protocol.CodeInvalid},
 		{"number in batch", `[{"type":"heartbeat"},1]`, `events[1]: not a JSON object: found number`, protocol.CodeInvalid},
 		{"null event", `[null]`, `events[0]: not a JSON object: found null`, protocol.CodeInvalid},
-		{"invalid UTF-8", "{\"type\":\"text_delta\",\"delta\":\"\xff\"}", `body is not valid UTF-8`, protocol.CodeInvalid},
+		// Where: a batch of a thousand events refused for one byte must
+		// say which.
+		{"invalid UTF-8", "{\"type\":\"text_delta\",\"delta\":\"\xff\"}", `body is not valid UTF-8: byte 0xff at offset 30`, protocol.CodeInvalid},
+		{"invalid UTF-8 in a batch", "[{\"type\":\"heartbeat\"},{\"type\":\"text_delta\",\"delta\":\"caf\xc3\"}]", `body is not valid UTF-8: byte 0xc3 at offset 55`, protocol.CodeInvalid},
 		// type.
 		{"missing type", `{"delta":"x"}`, `events[0].type: required`, protocol.CodeInvalid},
 		{"null type", `{"type":null}`, `events[0].type: required`, protocol.CodeInvalid},
@@ -526,7 +529,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"invalid JSON", `{"type":"prompt"`, `body is not a JSON object: invalid JSON at byte 16: unexpected end of JSON input`},
 		{"array", `[{"type":"abort"}]`, `body is not a JSON object: found array`},
 		{"null", `null`, `type: required`},
-		{"invalid UTF-8", "{\"type\":\"prompt\",\"text\":\"\xc3\x28\"}", `body is not valid UTF-8`},
+		{"invalid UTF-8", "{\"type\":\"prompt\",\"text\":\"\xc3\x28\"}", `body is not valid UTF-8: byte 0xc3 at offset 25`},
 		{"missing type", `{"text":"t"}`, `type: required`},
 		{"type number", `{"type":3}`, `type: must be a string`},
 		{"unknown type", `{"type":"interrupt"}`, `type: unknown command type "interrupt" (want prompt, abort or permission_response)`},

@@ -14,7 +14,7 @@ import (
 // refDecode is DecodeEvents as the reference decoder does it.
 func refDecode(body []byte) ([]Event, error) {
 	if !utf8.Valid(body) {
-		return nil, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+		return nil, utf8Error(body)
 	}
 	return refDecodeEvents(bytes.TrimLeft(body, " \t\r\n"))
 }

@@ -296,7 +296,7 @@ func isNull(v json.RawMessage) bool { return len(v) == 0 || string(v) == "null" 
 func refDecodeCommand(body []byte) (Command, error) {
 	var c Command
 	if !utf8.Valid(body) {
-		return c, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+		return c, utf8Error(body)
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(body, &m); err != nil {

@@ -72,7 +72,7 @@ type decoder struct {
 
 func decodeEvents(body []byte, wantRaw bool) ([]Event, [][]byte, error) {
 	if !utf8.Valid(body) {
-		return nil, nil, &FieldError{Index: -1, Reason: "body is not valid UTF-8"}
+		return nil, nil, utf8Error(body)
 	}
 	d := decoder{b: body}
 	i := skipSpace(body, 0)
