@@ -305,6 +305,8 @@ func TestStatusAndSummaryChanges(t *testing.T) {
 		{protocol.Event{Type: protocol.EventSessionInfo, Title: "Agent title"}, "", "Agent title"},
 		{protocol.Event{Type: protocol.EventTurnCompleted, StopReason: protocol.StopEndTurn}, protocol.StatusIdle, ""},
 		{protocol.Event{Type: protocol.EventHeartbeat}, "", ""},
+		// No turn is open, and the agent is gone: idle all the same.
+		{protocol.Event{Type: protocol.EventAgentExited, Error: "exec: not found"}, protocol.StatusIdle, ""},
 	}
 	for i, st := range steps {
 		gotSt, gotSum := kinds(s.Apply(st.ev))

@@ -166,7 +166,6 @@ func (r *run) agentExited(ev protocol.Event) {
 	// The process that ran the turn is gone: the turn cannot go on.
 	if cur := s.node(s.turn); cur != nil {
 		r.closeTurn(cur, protocol.StopError, msg, "")
-		r.status(protocol.StatusIdle)
 	} else if len(s.open) > 0 {
 		// No turn holds them (events after the turn ended, a session
 		// without turns), but the process that would finish them is gone
@@ -174,6 +173,12 @@ func (r *run) agentExited(ev protocol.Event) {
 		// for an answer.
 		r.closeOpen(protocol.StopError)
 	}
+	// With or without a turn, no agent works on anything now. Without
+	// one this used to imply nothing, and a session whose agent dies
+	// before it reports itself (agentd posts agent_exited, and nothing
+	// else, at each restart) stayed live, as opening the command stream
+	// left it.
+	r.status(protocol.StatusIdle)
 }
 
 // detachBlocks ends the id-less routing of deltas: text after a tool call

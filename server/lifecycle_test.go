@@ -291,3 +291,25 @@ func TestAgentExitedMidTurnIsIdle(t *testing.T) {
 	}
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/commands", map[string]any{"type": "prompt", "text": "again"})
 }
+
+// An agent that exits with no turn open is not working on anything
+// either: agentd posts agent_exited, and nothing else, for an agent that
+// dies before it reports itself (an ACP agent that fails its handshake),
+// and goes on restarting it with back-off. The session said live (as the command stream's opening left
+// it) for as long, working on nothing.
+func TestAgentExitedWithoutTurnIsIdle(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i1")
+	defer cmds.close()
+	if st := c.session("a").Status; st != protocol.StatusLive {
+		t.Fatalf("with the command stream open: %s; want live", st)
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{
+		ev("agent_exited", "code", 1, "agentSeq", 1),
+	}, protocol.HeaderInstance, "i1")
+	if st := c.session("a").Status; st != protocol.StatusIdle {
+		t.Fatalf("after the agent died before reporting itself: %s; want idle", st)
+	}
+}

@@ -31,7 +31,8 @@ const (
 type facts struct {
 	// implied is the status the reducer derived from the events of an
 	// activity ("" when they imply none: turn_started -> live,
-	// turn_completed -> idle, agent_started without an open turn -> idle).
+	// turn_completed -> idle, agent_exited -> idle, agent_started without
+	// an open turn -> idle).
 	implied protocol.SessionStatus
 	// held says whether a sandbox holds the command stream now.
 	held bool
