@@ -2,6 +2,7 @@ package agentd_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -399,5 +400,71 @@ func TestAgentExitedSaysAgentdSignalledIt(t *testing.T) {
 				t.Errorf("before agent_exited: %s, want the turn cancelled, its error saying %q", strings.TrimSpace(fakeserver.Format(evs[i-1:i])), tc.why)
 			}
 		})
+	}
+}
+
+// An agent that closes its stdin and goes on running can be given no
+// command. agentd wrote the first into the closed pipe, and every later
+// one into nothing, logging it: prompts waited untaken until the agent
+// happened to exit, and a permission answer counted as delivered and
+// vanished, with not a word in the transcript. Now the transcript says
+// once that the agent stopped reading its input, each answer is told
+// not applied, and the prompts run on the agent started after it exits.
+func TestAgentThatClosedItsStdinIsTold(t *testing.T) {
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The first run closes its stdin before it says it started (so every
+	// command finds it closed), then lives until released; the next run
+	// is the demo agent.
+	script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
+touch "$MARK"
+exec 0<&-
+echo '{"type":"agent_started","agent":{"name":"closer"}}'
+read x < "$RELEASE"
+exit 0
+`
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{"sh", "-c", script},
+		Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
+	})
+	waitStarted(t, srv, 1)
+	srv.Prompt("one")
+	srv.Prompt("two")
+	answer := srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"})
+	notApplied := func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAnswerNotApplied &&
+			strings.Contains(ev.Message, fmt.Sprintf("(command %d)", answer))
+	}
+	inputClosed := func(ev protocol.Event) bool {
+		return ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAgentInputClosed
+	}
+	srv.Wait(t, "the notices", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, notApplied) && fakeserver.Has(evs, inputClosed)
+	})
+
+	f, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("x\n"))
+	f.Close()
+	evs := srv.Wait(t, "both prompts run on the next agent", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("t2", protocol.StopEndTurn))
+	})
+	n := 0
+	for _, ev := range evs {
+		if inputClosed(ev) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d notices say the agent stopped reading its input; want 1:\n%s", n, fakeserver.Format(evs))
+	}
+	if !fakeserver.Has(evs, turnCompleted("t1", protocol.StopEndTurn)) {
+		t.Errorf("the first prompt did not run:\n%s", fakeserver.Format(evs))
 	}
 }

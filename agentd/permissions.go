@@ -4,13 +4,20 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/rein-ai/rein/agentd/internal/native"
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
 // NoticeAnswerNotApplied is the code of the notice agentd posts for a
-// permission answer it did not hand to the agent: the request it answers
-// no longer waits.
-const NoticeAnswerNotApplied = "permission_answer_not_applied"
+// permission answer that did not take effect: agentd did not hand it to
+// the agent (the request it answers no longer waits), or it could not
+// reach the agent (internal/notapplied builds the notice).
+const NoticeAnswerNotApplied = notapplied.Code
+
+// NoticeAgentInputClosed is the code of the notice posted when a native
+// agent stopped reading its stdin while it goes on running (NATIVE.md).
+const NoticeAgentInputClosed = native.NoticeInputClosed
 
 // permissionLog follows the permission requests the agent has waiting, so
 // that an answer reaches the agent only for the request its sender saw.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
@@ -696,8 +697,7 @@ func (s *supervisor) dropForNoAgent(c protocol.Command) {
 // something. It counts as taken: it must not come again.
 func (s *supervisor) notApplied(c protocol.Command, why string) {
 	s.log.Warn("permission answer not given to the agent", "id", c.ID, "requestId", c.RequestID, "requestAgentSeq", c.RequestAgentSeq, "why", why)
-	s.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeAnswerNotApplied,
-		Message: fmt.Sprintf("agentd: the answer to permission request %q (command %d) was not given to the agent: %s", c.RequestID, c.ID, why)})
+	s.emit(notapplied.Notice(c, why))
 	s.cmds.took(c.ID)
 }
 

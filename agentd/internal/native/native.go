@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -26,6 +28,10 @@ const DefaultStartWait = 2 * time.Second
 // NoticeInvalidEvent is the notice code for an agent line that is not a
 // valid ReinEvent.
 const NoticeInvalidEvent = "invalid_agent_event"
+
+// NoticeInputClosed is the notice code when the agent stopped reading its
+// stdin (closed it, or exited) and commands can no longer reach it.
+const NoticeInputClosed = "agent_input_closed"
 
 // Options wires one run of a native agent.
 type Options struct {
@@ -78,7 +84,7 @@ func Serve(ctx context.Context, opts Options) error {
 	}()
 	go func() {
 		defer wg.Done()
-		writeCommands(opts.Stdin, opts.Commands, stop, log)
+		writeCommands(ctx, opts.Stdin, opts.Commands, stop, opts.Emit, log)
 	}()
 	defer func() {
 		close(stop)
@@ -332,33 +338,76 @@ func trimSpace(b []byte) []byte {
 	return b
 }
 
-func writeCommands(w io.Writer, cmds <-chan protocol.Command, stop <-chan struct{}, log *slog.Logger) {
-	broken := false
+// writeCommands writes each command to the agent's stdin, in order.
+//
+// A write fails once the agent no longer reads its stdin: it closed it
+// and may go on running (it still reports what it does), or it exited.
+// No command can reach it after that, so none is written again, and
+// each is told for what it is rather than only logged: the transcript
+// says once that the agent stopped reading its input, and each
+// permission answer that it was not applied (its sender would otherwise
+// believe it decided something). A prompt needs nothing here: it counts
+// as taken only when its turn starts, so it waits, and the agent agentd
+// starts after this one exits gets it. An abort is carried out with
+// signals by the supervisor's escalation, and a shutdown likewise.
+//
+// The agent is not stopped for it: it may be finishing work it has (a
+// turn whose events still come, or a one-shot agent that closed its
+// input once it read its prompt), which a kill would cut short; an open
+// turn can still be aborted.
+func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Command, stop <-chan struct{}, emit func(context.Context, protocol.Event) error, log *slog.Logger) {
+	var why string // why commands no longer reach the agent; "" while they do
+	tell := func(ev protocol.Event) {
+		if err := emit(ctx, ev); err != nil {
+			log.Error("event not queued", "type", ev.Type, "code", ev.NoticeCode, "err", err)
+		}
+	}
 	for {
 		select {
 		case c, ok := <-cmds:
 			if !ok {
 				return
 			}
-			if broken {
-				log.Warn("agent stdin is closed; command not delivered", "id", c.ID, "type", c.Type)
-				continue
-			}
-			b, err := json.Marshal(c)
-			if err != nil {
-				log.Error("encode command", "id", c.ID, "err", err)
-				continue
-			}
-			if _, err := w.Write(append(b, '\n')); err != nil {
-				// The agent is gone or closed stdin; the run is ending and
-				// the supervisor reports the exit.
-				if !errors.Is(err, io.ErrClosedPipe) {
-					log.Warn("write command to agent", "id", c.ID, "type", c.Type, "err", err)
+			if why == "" {
+				if why = writeCommand(w, c, log); why == "" {
+					continue
 				}
-				broken = true
+				log.Warn("command not written: the agent no longer reads its stdin; commands wait for it to exit", "id", c.ID, "type", c.Type, "why", why)
+				if why != whyEnded {
+					tell(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeInputClosed,
+						Message: "the agent stopped reading its input (" + why + "): commands cannot reach it until it exits; prompts wait and go to the agent started after it, permission answers are not applied, an abort ends the turn with signals"})
+				}
+			} else {
+				log.Warn("agent no longer reads its stdin; command not written", "id", c.ID, "type", c.Type)
+			}
+			if c.Type == protocol.CommandPermissionResponse {
+				tell(notapplied.Notice(c, "the agent no longer reads its input ("+why+")"))
 			}
 		case <-stop:
 			return
 		}
 	}
+}
+
+// whyEnded: agentd closed the agent's stdin itself, as Serve returns
+// (the agent's stdout ended: it is exiting).
+const whyEnded = "its output ended: it is exiting"
+
+// writeCommand writes c to the agent's stdin; it returns why it could not
+// ("" when it did).
+func writeCommand(w io.Writer, c protocol.Command, log *slog.Logger) string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		// Cannot happen for a command decoded from the stream; the
+		// agent still reads, so the commands after it go on.
+		log.Error("encode command", "id", c.ID, "err", err)
+		return ""
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
+			return whyEnded
+		}
+		return fmt.Sprintf("write command %d to its stdin: %v", c.ID, err)
+	}
+	return ""
 }
