@@ -1,10 +1,14 @@
 package agentd_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/acp"
@@ -200,5 +204,55 @@ func TestACPStopReasons(t *testing.T) {
 				t.Errorf("notices before the turn's end: %s, want none", fakeserver.Format(notice))
 			}
 		})
+	}
+}
+
+// An answer handed to an agent's run that the run never took (an ACP
+// agent takes no command before its handshake is done) is not applied
+// when the agent dies: it used to vanish, counted as taken, while only
+// the answers still queued in agentd were told. Now the run's leftovers
+// are told too, and a prompt among them waits for the next agent, as
+// the queued ones do.
+func TestAnswerTheDeadRunNeverTookIsTold(t *testing.T) {
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The first run never answers initialize and dies when released; the
+	// next one runs prompts.
+	agent := `if [ ! -e "$MARK" ]; then touch "$MARK"; read x < "$RELEASE"; exit 3; fi
+` + acpScript(`echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"stopReason\":\"end_turn\"}}"`, ":")
+	srv := fakeserver.New(t, "acp")
+	start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{script(t, agent)},
+		Env:               append(os.Environ(), "MARK="+filepath.Join(dir, "mark"), "RELEASE="+release),
+		HeartbeatInterval: 20 * time.Millisecond, // posts carry the cursor
+	})
+	waitStarted(t, srv, 1)
+	answer := srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "allow"})
+	prompt := srv.Prompt("hello")
+	// The answer counts as taken once agentd hands it to the run.
+	srv.WaitState(t, "the answer handed over", func() bool {
+		for _, r := range srv.PostRequests() {
+			if r.Header.Get(protocol.HeaderCommandCursor) == strconv.FormatInt(answer, 10) {
+				return true
+			}
+		}
+		return false
+	})
+	f, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("x\n"))
+	f.Close()
+	want := fmt.Sprintf(`agentd: the answer to permission request "turn-1:perm-1" (command %d) was not given to the agent: `, answer)
+	evs := srv.Wait(t, "the answer told not applied, and the prompt run by the next agent", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAnswerNotApplied && strings.HasPrefix(ev.Message, want)
+		}) && fakeserver.Has(evs, turnCompleted(fmt.Sprintf("turn-%d", prompt), protocol.StopEndTurn))
+	})
+	if fakeserver.Count(evs, protocol.EventAgentExited) != 1 {
+		t.Errorf("want the first agent's exit:\n%s", fakeserver.Format(evs))
 	}
 }

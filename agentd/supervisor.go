@@ -393,6 +393,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 		}
 		select {
 		case <-r.done:
+			s.untaken(r)
 			if !stop {
 				for _, c := range pending {
 					s.dropForNoAgent(c)
@@ -596,6 +597,31 @@ func (s *supervisor) handedOver(c protocol.Command) {
 		// As handed over, not as received: an answer ahead of it in
 		// the queue reaches the agent first, and counts.
 		s.perms.aborted(c.ID)
+	}
+}
+
+// untaken handles the commands handed to the run r that its adapter never
+// read (the ACP adapter reads none before the agent's handshake is done,
+// the native one none while the agent's stdin pipe is full): r has
+// ended, and nothing
+// reads them now. A prompt is not taken until its turn starts, so it
+// waits for the next agent with those not handed over. An abort was for
+// the turn that ended with the agent. A permission answer was counted as
+// taken when handed over, yet its request ended with the agent: the
+// transcript is told, as for an answer that reaches agentd while no
+// agent runs (dropForNoAgent), or it would vanish. An answer the adapter
+// did write into a pipe the agent never read cannot be told apart from
+// one the agent read and acted on, and is not told.
+func (s *supervisor) untaken(r *agentRun) {
+	for {
+		select {
+		case c := <-r.cmds:
+			if c.Type == protocol.CommandPermissionResponse {
+				s.notApplied(c, "the agent exited before it read the answer (its requests ended with it)")
+			}
+		default:
+			return
+		}
 	}
 }
 

@@ -369,7 +369,15 @@ func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Comman
 				return
 			}
 			if why == "" {
-				if why = writeCommand(w, c, log); why == "" {
+				select {
+				case <-stop:
+					// The agent's stdout ended: an answer written now
+					// could not be told from one the agent read.
+					why = whyEnded
+				default:
+					why = writeCommand(w, c, log)
+				}
+				if why == "" {
 					continue
 				}
 				log.Warn("command not written: the agent no longer reads its stdin; commands wait for it to exit", "id", c.ID, "type", c.Type, "why", why)
