@@ -15,6 +15,7 @@ import (
 
 	acpsdk "github.com/coder/acp-go-sdk"
 
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -522,14 +523,19 @@ func (a *adapter) answer(c protocol.Command) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p, ok := a.perms[c.RequestID]
-	if !ok {
-		a.log.Info("permission_response for no pending request", "requestId", c.RequestID)
-		return
+	if ok {
+		select {
+		case p.answer <- c:
+			return
+		default: // already answered: an abort or the turn's end cancelled it
+		}
 	}
-	select {
-	case p.answer <- c:
-	default: // already answered
-	}
+	// The agent withdrew the request ($/cancel_request) as the answer
+	// was handed over, or an abort or the turn's end ended it: the
+	// transcript shows it ended, and says the answer did nothing, as for
+	// every answer not applied.
+	a.log.Warn("permission answer for no pending request; not applied", "id", c.ID, "requestId", c.RequestID)
+	a.emit(notapplied.Notice(c, notapplied.Ended))
 }
 
 // closeBlockLocked ends the block being streamed with its full text.
@@ -928,12 +934,28 @@ func (a *adapter) RequestPermission(ctx context.Context, req acpsdk.RequestPermi
 	select {
 	case c = <-p.answer:
 	case <-ctx.Done():
-		c = protocol.Command{Outcome: protocol.OutcomeCancelled}
 	}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.perms, id)
+	if ctx.Err() != nil {
+		// The agent withdrew the request ($/cancel_request) or its
+		// connection ended. An answer that came at the same moment (the
+		// select above picks at random among those ready) never reaches
+		// it: the request reads cancelled, and the answer is told.
+		if c.ID == 0 {
+			select {
+			case c = <-p.answer:
+			default:
+			}
+		}
+		if c.Type == protocol.CommandPermissionResponse && c.ID != 0 {
+			a.log.Warn("permission answer for a withdrawn request; not applied", "id", c.ID, "requestId", id)
+			defer a.emit(notapplied.Notice(c, notapplied.Ended))
+		}
+		c = protocol.Command{Outcome: protocol.OutcomeCancelled}
+	}
 	opt, known := p.options[c.OptionID]
 	t := a.tools[p.toolID]
 	if c.Outcome == protocol.OutcomeCancelled || !known {

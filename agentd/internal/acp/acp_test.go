@@ -14,6 +14,7 @@ import (
 
 	"github.com/rein-ai/rein/agentd/internal/acp"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -761,5 +762,38 @@ func TestToolCallIDsThatSanitizeAlike(t *testing.T) {
 	}
 	if len(starts) != 2 || len(ends) != 2 {
 		t.Errorf("two tool calls started under %d ids and ended under %d; want 2 each:\n%s", len(starts), len(ends), turnEvents(evs))
+	}
+}
+
+// An ACP agent withdraws a permission request ($/cancel_request) that
+// the user answered at the same moment: the answer reaches the adapter
+// after the request was resolved cancelled, and cannot take effect. It
+// used to be logged only, so the user who answered read no word that
+// their answer did nothing; now the transcript says so, with the notice
+// agentd posts for every answer not applied.
+func TestAnswerToWithdrawnRequestIsTold(t *testing.T) {
+	p := startPeer(t, "")
+	pid := p.prompt(1, "ask")
+	p.askPermission(7, "x")
+	p.wait("the permission request", has(protocol.EventPermissionRequested))
+	p.send(map[string]any{"jsonrpc": "2.0", "method": "$/cancel_request", "params": map[string]any{"requestId": 7}})
+	p.wait("the request withdrawn", has(protocol.EventPermissionResolved))
+	p.cmds <- protocol.Command{ID: 2, Type: protocol.CommandPermissionResponse, RequestID: "turn-1:perm-1", OptionID: "yes"}
+	want := `agentd: the answer to permission request "turn-1:perm-1" (command 2) was not given to the agent: ` + notapplied.Ended
+	evs := p.wait("the answer told not applied", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.Type == protocol.EventNotice })
+	})
+	p.reply(pid, map[string]any{"stopReason": "end_turn"})
+	var got []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventPermissionResolved:
+			got = append(got, string(ev.Type)+" "+string(ev.Outcome))
+		case protocol.EventNotice:
+			got = append(got, string(ev.Type)+" "+string(ev.Level)+" "+ev.NoticeCode+": "+ev.Message)
+		}
+	}
+	if wantEvs := []string{"permission_resolved cancelled", "notice warning " + notapplied.Code + ": " + want}; mustJSON(t, got) != mustJSON(t, wantEvs) {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantEvs, "\n"))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/agentd/internal/claude"
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -124,5 +125,49 @@ func TestCancelledTurnKeepsClaudesError(t *testing.T) {
 	}
 	if end.StopReason != protocol.StopCancelled || end.Error != want {
 		t.Errorf("aborted turn ended %s (error %q), want cancelled with error %q", end.StopReason, end.Error, want)
+	}
+}
+
+// Claude Code withdraws a permission request (control_cancel_request)
+// that the user answered at the same moment: the answer reaches the
+// adapter after the request was resolved cancelled, and cannot take
+// effect. It used to be logged only, so the user who answered read no
+// word that their answer did nothing; now the transcript says so, with
+// the notice agentd posts for every answer not applied. The run is turn
+// 5 of testdata/turns.jsonl, with the CLI's cancel before the answer.
+func TestAnswerToWithdrawnRequestIsTold(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "turns.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	run := append([]string(nil), lines[69:81]...)
+	if !strings.Contains(run[len(run)-1], `"subtype":"can_use_tool"`) || !strings.HasPrefix(lines[81], `{"command":{"id":6,`) {
+		t.Fatalf("testdata/turns.jsonl changed: line 81 is not the permission request, or 82 not its answer")
+	}
+	run = append(run, `{"stdout":{"type":"control_cancel_request","request_id":"ff17ce08-d575-475a-a410-fa7b48ca686f"}}`, lines[81])
+	cwd, err := os.ReadFile(filepath.Join("testdata", "turns.cwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := claude.Replay(strings.NewReader(strings.Join(run, "\n")), string(cwd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		switch ev.Type {
+		case protocol.EventPermissionResolved:
+			got = append(got, string(ev.Type)+" "+string(ev.Outcome))
+		case protocol.EventNotice:
+			got = append(got, string(ev.Type)+" "+string(ev.Level)+" "+ev.NoticeCode+": "+ev.Message)
+		}
+	}
+	want := []string{
+		"permission_resolved cancelled",
+		`notice warning permission_answer_not_applied: agentd: the answer to permission request "turn-5:perm-1" (command 6) was not given to the agent: ` + notapplied.Ended,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

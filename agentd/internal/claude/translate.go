@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -206,7 +207,12 @@ func (t *translator) command(c protocol.Command) {
 	case protocol.CommandPermissionResponse:
 		p, ok := t.perms[c.RequestID]
 		if !ok {
-			t.log.Info("permission_response for no pending request", "requestId", c.RequestID)
+			// The CLI withdrew the request (control_cancel_request) as
+			// the answer was handed over, or an abort ended it: the
+			// transcript shows it ended, and says the answer did
+			// nothing, as for every answer not applied.
+			t.log.Warn("permission answer for no pending request; not applied", "id", c.ID, "requestId", c.RequestID)
+			t.emit(notapplied.Notice(c, notapplied.Ended))
 			return
 		}
 		t.answerPermission(p, c, false)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -144,7 +145,12 @@ func decisionKey(d json.RawMessage) string {
 func (a *adapter) answer(c protocol.Command) {
 	p, ok := a.perms[c.RequestID]
 	if !ok {
-		a.log.Info("permission_response for no pending request", "requestId", c.RequestID)
+		// The app-server withdrew the request (serverRequest/resolved)
+		// as the answer was handed over, or an abort or the turn's end
+		// ended it: the transcript shows it ended, and says the answer
+		// did nothing, as for every answer not applied.
+		a.log.Warn("permission answer for no pending request; not applied", "id", c.ID, "requestId", c.RequestID)
+		a.emit(notapplied.Notice(c, notapplied.Ended))
 		return
 	}
 	delete(a.perms, c.RequestID)

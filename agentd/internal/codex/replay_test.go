@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rein-ai/rein/agentd/internal/codex"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/notapplied"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -204,5 +206,46 @@ func TestReplayResume(t *testing.T) {
 	}
 	if !strings.Contains(got, `"text":"Earlier prompts: hello | recall"`) || !strings.Contains(got, `"inputTokens":100,`) {
 		t.Errorf("testdata/resume.events.jsonl lacks the resumed answer or the per-turn usage: re-record")
+	}
+}
+
+// The app-server withdraws an approval request (serverRequest/resolved,
+// as on an interrupt) that the user answered at the same moment: the
+// answer reaches the adapter after the request was resolved cancelled,
+// and cannot take effect. It used to be logged only, so the user who
+// answered read no word that their answer did nothing; now the
+// transcript says so, with the notice agentd posts for every answer not
+// applied. The run is testdata/session.jsonl up to its first approval,
+// withdrawn before its answer.
+func TestAnswerToWithdrawnRequestIsTold(t *testing.T) {
+	data, err := os.ReadFile("testdata/session.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if !strings.Contains(lines[45], `"method":"item/commandExecution/requestApproval","id":0,`) || !strings.HasPrefix(lines[46], `{"command":{"id":3,"type":"permission_response","requestId":"turn-2:perm-1"`) {
+		t.Fatalf("testdata/session.jsonl changed: line 46 is not the first approval, or 47 not its answer")
+	}
+	run := append(append([]string(nil), lines[:46]...),
+		`{"from":{"method":"serverRequest/resolved","params":{"threadId":"01a2344b-b3f3-7703-a989-c7db7384155c","requestId":0}}}`, lines[46])
+	path := filepath.Join(t.TempDir(), "withdrawn.jsonl")
+	if err := os.WriteFile(path, []byte(strings.Join(run, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range replay(t, path) {
+		switch ev.Type {
+		case protocol.EventPermissionResolved:
+			got = append(got, string(ev.Type)+" "+string(ev.Outcome))
+		case protocol.EventNotice:
+			got = append(got, string(ev.Type)+" "+string(ev.Level)+" "+ev.NoticeCode+": "+ev.Message)
+		}
+	}
+	want := []string{
+		"permission_resolved cancelled",
+		`notice warning ` + notapplied.Code + `: agentd: the answer to permission request "turn-2:perm-1" (command 3) was not given to the agent: ` + notapplied.Ended,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -15,3 +15,11 @@ func Notice(c protocol.Command, why string) protocol.Event {
 	return protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: Code,
 		Message: fmt.Sprintf("agentd: the answer to permission request %q (command %d) was not given to the agent: %s", c.RequestID, c.ID, why)}
 }
+
+// Ended is why an adapter drops an answer whose request no longer waits
+// in the agent when the answer reaches the adapter. The supervisor handed
+// the answer over while the request waited as far as it knew; meanwhile
+// the agent withdrew it (Claude Code's control_cancel_request, Codex's
+// serverRequest/resolved, ACP's $/cancel_request), or an abort or the end
+// of its turn ended it, and the transcript shows it ended.
+const Ended = "the request had ended when the answer reached the agent's adapter (the agent withdrew it, or an abort or the end of its turn ended it)"
