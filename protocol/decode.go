@@ -61,6 +61,9 @@ type field struct {
 	enum     []string // allowed values of a string
 	// nonEmpty refuses "" for a required string.
 	nonEmpty bool
+	// cuttable: a sender may cut the array to maxItems rather than have
+	// the event refused (DecodeEventUnlimited leaves maxItems unchecked).
+	cuttable bool
 	// elem validates each element of an array or an object's fields.
 	elem []field
 	// maxItems bounds arrays.
@@ -118,7 +121,7 @@ var eventSchemas = map[EventType][]field{
 	},
 	EventPlanUpdated: {
 		opt("id", kID),
-		{name: "entries", kind: kArray, required: true, maxItems: MaxPlanEntries, elem: []field{
+		{name: "entries", kind: kArray, required: true, maxItems: MaxPlanEntries, cuttable: true, elem: []field{
 			req("content", kString), enumf("status", true, planStatuses...), opt("priority", kString),
 		}},
 	},
@@ -160,8 +163,28 @@ func KnownEventType(t EventType) bool {
 // event object or a JSON array of them. The error, a *FieldError, names the
 // event index and the field. ReceivedAt is cleared: only the server sets it.
 func DecodeEvents(body []byte) ([]Event, error) {
-	events, _, err := decodeEvents(body, false)
+	events, _, err := decode(body, false, false)
 	return events, err
+}
+
+// DecodeEventUnlimited decodes and validates one event object as
+// DecodeEvents does, but leaves unchecked the limits a sender can meet by
+// cutting the event: its size (MaxEventBytes), the length of each text
+// (MaxTextLen) and a plan's entries (MaxPlanEntries). agentd reads an
+// agent's line with it and then cuts the event to those limits, as it cuts
+// the events of the agents it does not read as ReinEvents: refused
+// instead, the event would be lost whole, a turn's or a tool's end with
+// it. Everything else (the type, required fields, ids, enums, the JSON
+// kinds) is checked as DecodeEvents checks it.
+func DecodeEventUnlimited(body []byte) (Event, error) {
+	if i := skipSpace(body, 0); i < len(body) && body[i] == '[' {
+		return Event{}, &FieldError{Index: 0, Reason: "not a JSON object: found an array"}
+	}
+	events, _, err := decode(body, false, true)
+	if err != nil {
+		return Event{}, err
+	}
+	return events[0], nil
 }
 
 // DecodeEventsRaw is DecodeEvents that also returns, per event, its bytes
@@ -170,7 +193,7 @@ func DecodeEvents(body []byte) ([]Event, error) {
 // bytes, with receivedAt added as the last key, instead of encoding the
 // event again. The bytes alias body.
 func DecodeEventsRaw(body []byte) ([]Event, [][]byte, error) {
-	return decodeEvents(body, true)
+	return decode(body, true, false)
 }
 
 // validateEventID checks an event-side id: block, tool call, request, turn

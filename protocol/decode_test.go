@@ -471,6 +471,49 @@ func TestDecodeEvents(t *testing.T) {
 	}
 }
 
+// DecodeEventUnlimited takes what a sender can cut to the limits (a long
+// text, a large event, a long plan) and refuses the rest as DecodeEvents
+// does.
+func TestDecodeEventUnlimited(t *testing.T) {
+	long := strings.Repeat("x", protocol.MaxTextLen+1)
+	huge := strings.Repeat("<", protocol.MaxEventBytes)
+	entries := strings.TrimSuffix(strings.Repeat(`{"content":"a","status":"pending"},`, protocol.MaxPlanEntries+1), ",")
+	for _, tc := range []struct {
+		name, body string
+		check      func(protocol.Event) bool
+		wantErr    bool
+	}{
+		{"text over MaxTextLen", `{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","resultText":"` + long + `"}`,
+			func(ev protocol.Event) bool { return ev.ResultText == long && ev.TurnID == "t1" }, false},
+		{"event over MaxEventBytes", `{"type":"tool_call_end","id":"c","status":"completed","output":"` + huge + `"}`,
+			func(ev protocol.Event) bool { return ev.Output == huge }, false},
+		{"agent name over MaxTextLen", `{"type":"agent_started","agent":{"name":"` + long + `","protocol":"p"}}`,
+			func(ev protocol.Event) bool { return ev.Agent.Name == long }, false},
+		{"plan over MaxPlanEntries", `{"type":"plan_updated","entries":[` + entries + `]}`,
+			func(ev protocol.Event) bool { return len(ev.Entries) == protocol.MaxPlanEntries+1 }, false},
+		{"id still bounded", `{"type":"text_end","id":"` + strings.Repeat("i", protocol.MaxIDLen+1) + `"}`, nil, true},
+		{"enum still checked", `{"type":"turn_completed","stopReason":"` + long + `"}`, nil, true},
+		{"required still checked", `{"type":"text_delta"}`, nil, true},
+		{"an array", `[{"type":"heartbeat"}]`, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := protocol.DecodeEventUnlimited([]byte(tc.body))
+			if tc.wantErr {
+				if err == nil || protocol.CodeOf(err) != protocol.CodeInvalid {
+					t.Fatalf("DecodeEventUnlimited = %v, want an invalid error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("DecodeEventUnlimited: %v", err)
+			}
+			if !tc.check(ev) {
+				t.Errorf("DecodeEventUnlimited decoded %.200v", ev)
+			}
+		})
+	}
+}
+
 func TestDecodeEventsBatchAtLimit(t *testing.T) {
 	body := "[" + repeatJoin(`{"type":"heartbeat"}`, protocol.MaxBatchEvents) + "]"
 	got, err := protocol.DecodeEvents([]byte(body))

@@ -93,6 +93,10 @@ func FuzzDecodeEvents(f *testing.F) {
 			if err != nil || len(one) != 1 || !reflect.DeepEqual(one[0], ev) {
 				t.Fatalf("events[%d] alone: %v, %+v, want %+v", i, err, one, ev)
 			}
+			// Within the limits, the unlimited decoder reads the same.
+			if u, err := protocol.DecodeEventUnlimited(b); err != nil || !reflect.DeepEqual(u, ev) {
+				t.Fatalf("events[%d] by DecodeEventUnlimited: %v, %+v, want %+v", i, err, u, ev)
+			}
 		}
 	})
 }

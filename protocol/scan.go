@@ -68,20 +68,23 @@ var eventTypes = func() map[string]EventType {
 type decoder struct {
 	b   []byte
 	buf [24]member
+	// unlimited leaves the limits a sender can meet by cutting unchecked
+	// (DecodeEventUnlimited).
+	unlimited bool
 }
 
-func decodeEvents(body []byte, wantRaw bool) ([]Event, [][]byte, error) {
+func decode(body []byte, wantRaw, unlimited bool) ([]Event, [][]byte, error) {
 	if !utf8.Valid(body) {
 		return nil, nil, utf8Error(body)
 	}
-	d := decoder{b: body}
+	d := decoder{b: body, unlimited: unlimited}
 	i := skipSpace(body, 0)
 	if i < len(body) && body[i] == '[' {
 		return d.batch(i, wantRaw)
 	}
 	// One event. Its size counts from its first byte to the end of the
 	// body, as it always has.
-	if n := len(body) - i; n > MaxEventBytes {
+	if n := len(body) - i; n > MaxEventBytes && !unlimited {
 		return nil, nil, &FieldError{Index: 0, Reason: fmt.Sprintf("event is %d bytes; at most %d are allowed", n, MaxEventBytes), code: CodeTooLarge}
 	}
 	events := make([]Event, 1)
@@ -337,7 +340,7 @@ func (d *decoder) fields(ms []member, fs []field, prefix string, set setter) *Fi
 					return &FieldError{Field: prefix + f.name, Reason: err.Error()}
 				}
 			}
-			if len(s) > MaxTextLen {
+			if len(s) > MaxTextLen && !d.unlimited {
 				return &FieldError{Field: prefix + f.name, Reason: fmt.Sprintf("is %d bytes; at most %d are allowed", len(s), MaxTextLen)}
 			}
 			if f.nonEmpty && s == "" {
@@ -411,7 +414,7 @@ func (d *decoder) elements(f *field, name string, v []byte, fn func(i int, ms []
 			i = skipSpace(v, i+1)
 		}
 	}
-	if f.maxItems > 0 && len(items) > f.maxItems {
+	if f.maxItems > 0 && len(items) > f.maxItems && !(d.unlimited && f.cuttable) {
 		return &FieldError{Field: name, Reason: fmt.Sprintf("has %d items; at most %d are allowed", len(items), f.maxItems)}
 	}
 	for k, it := range items {

@@ -196,7 +196,11 @@ func decode(l line) (protocol.Event, error) {
 		return protocol.Event{}, errors.New("a line must be one JSON object")
 	}
 	b := validUTF8(l.b)
-	evs, err := protocol.DecodeEvents(b)
+	// Sizes are left to the uploader, which cuts an event to the limits
+	// (uploader/fit.go) as it does every adapter's: refused here, a text
+	// over MaxTextLen (or one that U+FFFD made so) would lose the whole
+	// event, a turn's end leaving its turn running.
+	ev, err := protocol.DecodeEventUnlimited(b)
 	if err != nil {
 		// What agentd sets itself is not the agent's to get wrong:
 		// refusing the line for it would lose the event.
@@ -204,11 +208,10 @@ func decode(l line) (protocol.Event, error) {
 		if !ok {
 			return protocol.Event{}, err
 		}
-		if evs, err = protocol.DecodeEvents(filled); err != nil {
+		if ev, err = protocol.DecodeEventUnlimited(filled); err != nil {
 			return protocol.Event{}, err
 		}
 	}
-	ev := evs[0]
 	if ev.Type == protocol.EventAgentExited {
 		// agentd reports the exit when the agent's process ends. One
 		// the running agent writes would tell the transcript it is gone
