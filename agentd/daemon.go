@@ -165,6 +165,18 @@ func Run(ctx context.Context, opts Options) error {
 			s.emit(protocol.Event{Type: protocol.EventTurnCompleted, TurnID: id, StopReason: protocol.StopInterrupted,
 				Error: "agentd or its agent stopped while this turn was running"})
 		}
+		if ob.AgentRunning() {
+			// Its exit, which that agentd never told, after the turn's
+			// end as ended tells it. The turn's end closes only what is
+			// in the turn; a permission request the agent asked outside
+			// one would wait for good: this agentd is the same instance,
+			// so the server sees no takeover, and the answer could only
+			// be told as not applied. agent_exited closes everything the
+			// agent left open, as it does when an agent exits.
+			log.Warn("posting the exit of the agent a previous agentd ran: it is gone with that agentd")
+			s.emit(protocol.Event{Type: protocol.EventAgentExited,
+				Error: "agentd stopped while this agent ran (agentd was killed, or its machine or container stopped): the agent is gone, and what it left open ends with it"})
+		}
 	}
 	fatal := s.run(ctx)
 

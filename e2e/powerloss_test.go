@@ -294,6 +294,7 @@ func TestAgentdPowerLoss(t *testing.T) {
 			}
 			wantTranscript(t, "after the restart", arts[indexArt(arts, txt)+1:], []string{
 				"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+				agentGone,
 				"turn completed end_turn",
 				"user: after the power loss",
 				"text done: You said: after the power loss",
@@ -389,6 +390,7 @@ func TestAgentdPowerLossAfterSegmentsRemoved(t *testing.T) {
 		"text done: Running `" + cmd + "`",
 		"tool shell cancelled exit=<nil>",
 		"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+		agentGone,
 		"turn completed end_turn",
 		"user: next",
 		"text done: You said: next",
@@ -616,6 +618,7 @@ func TestAgentdFailedSyncs(t *testing.T) {
 		t.Fatalf("the turn during the failed fsyncs is not the agent's %d words, completed:\n%s", n, strings.Join(render(arts), "\n")[:min(2000, len(strings.Join(render(arts), "\n")))])
 	}
 	wantTranscript(t, "after the power loss", arts[indexArt(arts, txt)+1:], []string{
+		agentGone,
 		"turn completed end_turn",
 		"user: next",
 		"text done: You said: next",

@@ -168,6 +168,7 @@ func TestAgentdKilledMidTurn(t *testing.T) {
 			}
 			wantTranscript(t, "after the restart", arts[indexArt(arts, txt)+1:], []string{
 				"notice warning: turn t1 was interrupted: agentd or its agent stopped while this turn was running",
+				agentGone,
 				"turn completed end_turn",
 				"user: after the crash",
 				"text done: You said: after the crash",

@@ -126,8 +126,11 @@ type Log struct {
 	stopWaiting chan struct{}
 	turnID      string
 	turnOpen    bool
-	cursor      int64
-	hasCur      bool
+	// agentRunning: an agent_started is logged with no agent_exited
+	// after it (AgentRunning).
+	agentRunning bool
+	cursor       int64
+	hasCur       bool
 	// session is the createdAt of the server session the state belongs
 	// to (file "session"); hasSess is false until one was saved.
 	session int64
@@ -143,6 +146,9 @@ type Log struct {
 type turnFile struct {
 	TurnID string `json:"turnId"`
 	Open   bool   `json:"open"`
+	// Agent: an agent was running (AgentRunning). Left out when false,
+	// as in the files of an agentd from before it.
+	Agent bool `json:"agent,omitempty"`
 }
 
 // Open opens (creating if needed) the state directory, locks it against a
@@ -247,6 +253,7 @@ func (l *Log) load() error {
 		var t turnFile
 		if json.Unmarshal(b, &t) == nil {
 			l.turnID, l.turnOpen = t.TurnID, t.Open && t.TurnID != ""
+			l.agentRunning = t.Agent
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
 		// Written now, so that on a full disk writeFile can rewrite it
@@ -272,7 +279,7 @@ func (l *Log) recover() error {
 	last := l.acked
 	l.r = -1
 	var base int64
-	turnBefore := l.turnOpen
+	turnBefore := l.turnState()
 	for i, name := range names {
 		f, err := os.OpenFile(name, os.O_RDWR, 0o600)
 		if err != nil {
@@ -316,7 +323,7 @@ func (l *Log) recover() error {
 		l.segs = append(l.segs, seg)
 		base += good
 	}
-	if turnBefore != l.turnOpen {
+	if turnBefore != l.turnState() {
 		_ = l.writeTurn()
 	}
 	l.w, l.synced = base, base
@@ -390,7 +397,8 @@ func checksum(seq, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(seq, castagnoli), castagnoli, payload)
 }
 
-// trackTurn follows turn_started/turn_completed in a logged payload.
+// trackTurn follows turn_started/turn_completed, and agent_started/
+// agent_exited, in a logged payload.
 func (l *Log) trackTurn(payload []byte) bool {
 	var ev struct {
 		Type   protocol.EventType `json:"type"`
@@ -402,9 +410,22 @@ func (l *Log) trackTurn(payload []byte) bool {
 	return l.turnEvent(ev.Type, ev.TurnID)
 }
 
-// turnEvent updates the open turn; it reports a change.
+// turnEvent updates the open turn and whether an agent runs; it reports
+// a change.
 func (l *Log) turnEvent(t protocol.EventType, id string) bool {
 	switch t {
+	case protocol.EventAgentStarted:
+		// Posted again at every command stream connection: only the
+		// first of a run changes anything.
+		if !l.agentRunning {
+			l.agentRunning = true
+			return true
+		}
+	case protocol.EventAgentExited:
+		if l.agentRunning {
+			l.agentRunning = false
+			return true
+		}
 	case protocol.EventTurnStarted:
 		l.turnID, l.turnOpen = id, true
 		return true
@@ -415,6 +436,23 @@ func (l *Log) turnEvent(t protocol.EventType, id string) bool {
 		}
 	}
 	return false
+}
+
+// turnState is what the turn file records.
+func (l *Log) turnState() turnFile {
+	return turnFile{TurnID: l.turnID, Open: l.turnOpen, Agent: l.agentRunning}
+}
+
+// AgentRunning reports whether the logged events leave an agent running:
+// an agent_started with no agent_exited after it. agentd posts an
+// agent's exit whenever it sees one, so at Open this says that the agent
+// a previous agentd ran is gone without its exit told (agentd was killed
+// with it): whatever it left open, within a turn or outside one, waits
+// on nobody.
+func (l *Log) AgentRunning() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.agentRunning
 }
 
 // Instance is the agentd instance id kept in the state directory.
@@ -880,13 +918,13 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) writeTurn() error {
-	b, _ := json.Marshal(turnFile{TurnID: l.turnID, Open: l.turnOpen})
+	b, _ := json.Marshal(l.turnState())
 	// Durable: once the segments holding a turn's events are
 	// acknowledged and removed, this file is the only record that the
 	// turn is open. Renamed unsynced, the new file could survive a power
 	// loss empty (the rename durable, its data not) and the open turn be
-	// forgotten. Written at a turn's start and end only: two fsyncs a
-	// turn.
+	// forgotten. Written at a turn's start and end, and an agent's, only:
+	// two fsyncs a turn.
 	return l.writeFile("turn", b, true)
 }
 

@@ -365,6 +365,56 @@ func TestOpenTurnSurvivesReopen(t *testing.T) {
 	}
 }
 
+// An agent_started with no agent_exited after it survives a reopen, also
+// once the server acknowledged its segment (the turn file is then the
+// only record), so the next agentd can post the exit the killed one never
+// told.
+func TestRunningAgentSurvivesReopen(t *testing.T) {
+	started := protocol.Event{Type: protocol.EventAgentStarted, Agent: &protocol.AgentInfo{Name: "a", Protocol: "native"}}
+	exited := protocol.Event{Type: protocol.EventAgentExited}
+	for _, tc := range []struct {
+		name   string
+		events []protocol.Event
+		ack    bool // the server acknowledged every event
+		want   bool
+	}{
+		{"no agent", nil, false, false},
+		{"running", []protocol.Event{started}, false, true},
+		{"running, acknowledged", []protocol.Event{started}, true, true},
+		{"posted again at a reconnect", []protocol.Event{started, started}, true, true},
+		{"exited", []protocol.Event{started, exited}, false, false},
+		{"exited, acknowledged", []protocol.Event{started, exited}, true, false},
+		{"restarted", []protocol.Event{started, exited, started}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := open(t, dir, MinMaxBytes)
+			for _, ev := range tc.events {
+				if err := l.Append(context.Background(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.ack {
+				// More than a segment after them, so that the reopen
+				// removes the segment that holds them.
+				appendN(t, l, 10, strings.Repeat("x", 64<<10))
+				recs := drain(t, l, 100)
+				if err := l.Ack(recs[len(recs)-1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l.Close()
+			l = open(t, dir, MinMaxBytes)
+			if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); tc.ack && len(segs) != 1 {
+				t.Fatalf("%d segments after acknowledging everything; want the acknowledged ones removed", len(segs))
+			}
+			if got := l.AgentRunning(); got != tc.want {
+				t.Fatalf("AgentRunning = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestCursorPersists(t *testing.T) {
 	dir := t.TempDir()
 	l := open(t, dir, 0)
