@@ -54,6 +54,11 @@ func (k *Killer) Kill() error {
 	if serr := k.agent.Signal(syscall.SIGKILL); serr != nil {
 		err = errors.Join(err, serr)
 	}
+	// And what agentd adopted (process.AdoptOrphans): processes the agent
+	// left outside its tree, which no longer show below it.
+	if _, oerr := process.KillOrphans(); oerr != nil {
+		err = errors.Join(err, oerr)
+	}
 	if err != nil {
 		return fmt.Errorf("kill agent %d: %w", pid, err)
 	}

@@ -210,6 +210,16 @@ func run(c *cli.Context, killer *agentd.Killer) error {
 	if opts.BatchMax < 1 || opts.QueueSize < 1 {
 		return fmt.Errorf("%w: --batch-max and --queue-size must be at least 1", agentd.ErrUsage)
 	}
+	// agentd's only children are its agents, so it may adopt what they
+	// leave behind outside their process groups (a tool in a session of
+	// its own): it then dies with the agent's run instead of running on
+	// under init. See process.AdoptOrphans.
+	stopAdopting, err := process.AdoptOrphans()
+	if err != nil {
+		log.Warn("processes the agent starts outside its process group may outlive it", "err", err)
+	} else {
+		defer stopAdopting()
+	}
 	return agentd.Run(c.Context, opts)
 }
 

@@ -130,7 +130,15 @@ func Start(spec Spec) (*Process, error) {
 		return nil, fmt.Errorf("start agent %s: stderr: %w", spec.Argv[0], err)
 	}
 	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
-	if err := cmd.Start(); err != nil {
+	// Registered before a reaper can see it: a child not registered is
+	// taken for an orphan (adopt.go).
+	adoption.mu.Lock()
+	err = cmd.Start()
+	if err == nil {
+		registerLocked(cmd.Process.Pid)
+	}
+	adoption.mu.Unlock()
+	if err != nil {
 		stdin.Close()
 		for _, f := range []*os.File{stdoutR, stdoutW, stderrR, stderrW} {
 			f.Close()
@@ -155,7 +163,7 @@ func Start(spec Spec) (*Process, error) {
 		started:    time.Now(),
 	}
 	go p.logStderr(log)
-	go p.wait(drain)
+	go p.wait(drain, log)
 	return p, nil
 }
 
@@ -186,12 +194,22 @@ func (p *Process) Wait() Exit {
 	return p.exit
 }
 
-func (p *Process) wait(drain time.Duration) {
+func (p *Process) wait(drain time.Duration, log *slog.Logger) {
 	err := p.cmd.Wait()
 	ran := time.Since(p.started)
 	// Whatever is left of the group (a tool the agent started) dies with
 	// the agent; otherwise it would hold the pipes and run unsupervised.
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	unregister(p.pid)
+	// And so does what left the group, once adopted (AdoptOrphans): the
+	// group's members and the processes in sessions of their own all
+	// came to this process when the agent died. Before done, so the
+	// agent's exit is reported only once they are gone.
+	if n, err := KillOrphans(); err != nil {
+		log.Error("kill the processes the agent left behind", "err", err)
+	} else if n > 0 {
+		log.Warn("killed the processes the agent left behind", "count", n)
+	}
 	deadline := time.Now().Add(drain)
 	_ = p.stdoutR.SetReadDeadline(deadline)
 	_ = p.stderrR.SetReadDeadline(deadline)

@@ -13,11 +13,42 @@ import (
 // their children, ...), read from /proc. Processes that escaped the tree
 // (double fork, reparented to init) are not found.
 func Descendants(pid int) (map[int]bool, error) {
+	procs, err := list()
+	if err != nil {
+		return nil, err
+	}
+	children := map[int][]int{}
+	for p, info := range procs {
+		children[info.ppid] = append(children[info.ppid], p)
+	}
+	out := map[int]bool{}
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !out[c] {
+				out[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// procInfo is what list reads of a process.
+type procInfo struct {
+	ppid   int
+	zombie bool // exited, not yet waited for
+}
+
+// list reads every process's parent and state from /proc.
+func list() (map[int]procInfo, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	children := map[int][]int{}
+	out := map[int]procInfo{}
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -40,19 +71,7 @@ func Descendants(pid int) (map[int]bool, error) {
 		if err != nil {
 			continue
 		}
-		children[ppid] = append(children[ppid], p)
-	}
-	out := map[int]bool{}
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			if !out[c] {
-				out[c] = true
-				queue = append(queue, c)
-			}
-		}
+		out[p] = procInfo{ppid: ppid, zombie: string(f[0]) == "Z"}
 	}
 	return out, nil
 }

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package process
+
+import "errors"
+
+func becomeSubreaper() error { return errors.ErrUnsupported }
