@@ -58,7 +58,7 @@ func cmdSessions(c *cli.Context, e *env) error {
 		return printJSONLines(e.stdout, list)
 	}
 	sessionTable(e.stdout, list, e.now(), e.color)
-	return nil
+	return e.printed()
 }
 
 // streamLine is how --json prints a stream event: one object per line.
@@ -122,7 +122,7 @@ func watchSessions(ctx context.Context, cl *client.Client, project string, asJSO
 		if ready && ev.Name != protocol.SSESessionSnapshot {
 			draw()
 		}
-		return nil
+		return e.printed()
 	})
 }
 
@@ -545,6 +545,9 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 			}
 		} else {
 			out.Event(ev, a)
+			if err := e.printed(); err != nil {
+				return err
+			}
 		}
 		switch ev.Name {
 		case client.EventConnected:

@@ -43,7 +43,7 @@ func cmdInbox(c *cli.Context, e *env) error {
 		return printJSONLines(e.stdout, refd)
 	}
 	inboxTable(e.stdout, list, e.now(), e.color)
-	return nil
+	return e.printed()
 }
 
 // refApproval is a line of rein inbox --json: the request and its REF.
@@ -280,14 +280,14 @@ func followInbox(ctx context.Context, cl *client.Client, project string, asJSON 
 			}
 			ready = true
 			draw()
-			return nil
+			return e.printed()
 		default:
 			return nil // an event of a newer server: nothing to show
 		}
 		if ready && ev.Name != client.EventConnected && ev.Name != protocol.SSEApprovalSnapshot {
 			draw()
 		}
-		return nil
+		return e.printed()
 	})
 }
 
@@ -382,5 +382,5 @@ func cmdVerify(c *cli.Context, e *env) error {
 			fmt.Fprintf(e.stdout, "note: %d turns have no recorded digest; their digest was computed from the log as it is and proves nothing\n", v.Turns-v.Recorded)
 		}
 	}
-	return nil
+	return e.printed()
 }

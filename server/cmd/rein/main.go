@@ -33,6 +33,44 @@ type env struct {
 	// color: stdout is a terminal and NO_COLOR is not set.
 	color bool
 	now   func() time.Time
+	// out is stdout as run wraps it (nil outside run): what remembers a
+	// write that failed.
+	out *outWriter
+}
+
+// outWriter is rein's standard output. It remembers the first write that
+// failed and fails every one after it: the transcript of rein watch >
+// file on a full disk, or a list piped to a reader that went away, did
+// not reach its reader, and exit status 0 would say it did; a follow
+// that can no longer print stops rather than follow on unseen.
+type outWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		o.err = fmt.Errorf("write standard output: %w", err)
+		return n, o.err
+	}
+	return n, nil
+}
+
+// printed returns the error of the first write to standard output that
+// failed, or nil while all got through. A command whose output is its
+// result (a list, a transcript, a verification) returns it.
+func (e *env) printed() error {
+	if e.out == nil {
+		return nil
+	}
+	return e.out.err
 }
 
 func newEnv() *env {
@@ -52,9 +90,20 @@ func (e usageError) Error() string { return e.msg }
 // (the server's error shown as "rein: <message> (<code>)"), 2 for a usage
 // error, 130 when interrupted.
 func run(ctx context.Context, args []string, e *env) int {
+	we := *e
+	we.out = &outWriter{w: e.stdout}
+	we.stdout = we.out
+	e = &we
 	app := newApp(e)
 	err := app.RunContext(ctx, permute(app, args))
 	if err == nil {
+		if perr := e.printed(); perr != nil {
+			// A command whose output is only a confirmation (a prompt
+			// sent, a session created) did what it was asked: exit 1
+			// would have a script run it again, and send the prompt a
+			// second time. Its output was lost all the same: say so.
+			fmt.Fprintf(e.stderr, "rein: %s: the command was carried out, but what it printed is incomplete\n", cleanText(perr.Error()))
+		}
 		return 0
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
