@@ -357,13 +357,18 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 		if c.OnRetry != nil {
 			c.OnRetry(err, wait)
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			// Both: the caller stopped it (errors.Is(err,
 			// context.Canceled) is how a command line knows it was
 			// interrupted), and what the last send got.
-			return CommandResult{}, fmt.Errorf("%w while waiting to send the command again; the last send: %w", ctx.Err(), err)
-		case <-time.After(wait):
+			err = fmt.Errorf("%w while waiting to send the command again; the last send: %w", ctx.Err(), err)
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		if ferr != nil {
 			continue // the manifest was out of reach too: ask it again
@@ -371,7 +376,10 @@ func (c *Client) CommandWithKey(ctx context.Context, id, key string, cmd protoco
 		res, err = c.CommandOnce(ctx, id, key, cmd)
 		reached = reached || err != nil && !refused(err)
 	}
-	if err != nil && reached && ctx.Err() == nil && resendable(err) && c.idempotent.Load() != 2 {
+	// Stopped by the caller too (Ctrl-C on a send that hangs): a send
+	// that got past connecting may have been stored, and the caller,
+	// whose next move is to send it again, needs the key for that.
+	if err != nil && reached && resendable(err) && c.idempotent.Load() != 2 {
 		return res, &UnconfirmedError{Key: key, Err: err}
 	}
 	return res, err
@@ -385,9 +393,10 @@ func refused(err error) bool {
 }
 
 // UnconfirmedError is CommandWithKey's error when no send of the command
-// got the server's answer (the last one lost it, or a server or proxy was
-// unavailable) and one of them got past connecting: the command may be
-// stored all the same. Sending it again
+// got the server's answer (the last one lost it, a server or proxy was
+// unavailable, or the caller's ctx ended while one was on its way or
+// waiting to go again: then it also unwraps to ctx's error) and one of
+// them got past connecting: the command may be stored all the same. Sending it again
 // with Key (CommandWithKey, rein prompt --idempotency-key) stores it at
 // most once; with a new key it may be stored twice. It unwraps to the
 // last send's error.

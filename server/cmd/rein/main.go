@@ -107,6 +107,13 @@ func run(ctx context.Context, args []string, e *env) int {
 		return 0
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		var ue *client.UnconfirmedError
+		if errors.As(err, &ue) {
+			// Interrupted while a send was on its way: it may be
+			// stored, and running the command again without its key
+			// would send it a second time.
+			fmt.Fprintln(e.stderr, "rein: interrupted:", cleanText(err.Error()))
+		}
 		return 130
 	}
 	// An error can carry what the server or the agent chose (a message,

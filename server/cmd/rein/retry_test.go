@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
@@ -109,7 +110,9 @@ func TestPromptIdempotencyKey(t *testing.T) {
 
 // Ctrl-C while rein waits to send a command again ends it as any
 // interruption does: exit 130, no error printed as if it were the
-// outcome (the last send's 503).
+// outcome (the last send's 503); what it says is that the prompt may be
+// stored (a proxy's 503 may come after it passed the prompt on), with
+// its key (TestPromptInterruptedMayBeStored).
 func TestCommandResendInterrupted(t *testing.T) {
 	s := startServer(t, app.Options{})
 	createSession(t, s, "s1")
@@ -232,5 +235,54 @@ func TestPromptUnconfirmedGivesItsKey(t *testing.T) {
 	}
 	if got := next(); got.ID != 2 || got.Text != "next" {
 		t.Errorf("the sandbox's next command is %+v; want command 2, \"next\" (the prompt stored once)", got)
+	}
+}
+
+// Ctrl-C on a prompt whose send hangs (a server or proxy that took the
+// request and does not answer) after the server stored it: rein said
+// nothing and exited 130, so the user, taking the prompt for not sent,
+// ran it again under a new key and the agent got it twice. It exits 130
+// still, and says that the prompt may be stored, with the key that sends
+// it again at most once.
+func TestPromptInterruptedMayBeStored(t *testing.T) {
+	s := startServer(t, app.Options{})
+	next := sandbox(t, s, "s1", createSession(t, s, "s1"))
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	stored := make(chan struct{}, 1)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/commands") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		// Stored, and the answer held until the client gives up.
+		proxy.ServeHTTP(httptest.NewRecorder(), r.Clone(context.WithoutCancel(r.Context())))
+		stored <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer front.Close()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan result, 1)
+	go func() { done <- reinTo(t, ctx, &out, &errOut, front.URL, "prompt", "s1", "deploy", "it") }()
+	select {
+	case <-stored:
+	case <-time.After(testDeadline):
+		t.Fatal("the prompt never reached the server")
+	}
+	cancel() // as the SIGINT handler does
+	r := <-done
+	_, key, ok := strings.Cut(r.stderr, "--idempotency-key ")
+	key = strings.TrimSpace(key)
+	if r.code != 130 || !ok || !strings.HasPrefix(r.stderr, "rein: interrupted: ") || !strings.Contains(r.stderr, "the prompt may have been stored") {
+		t.Fatalf("prompt interrupted after it was stored: exit %d, stderr %q; want 130, and the key to send it again with", r.code, r.stderr)
+	}
+	if out := mustRein(t, s.URL(), "prompt", "--idempotency-key", key, "s1", "deploy", "it"); out != "prompt already sent to s1 under this key (command 1): not sent again\n" {
+		t.Errorf("the prompt sent again with the key given printed %q", out)
+	}
+	if got := next(); got.ID != 1 || got.Text != "deploy it" {
+		t.Fatalf("sandbox got %+v", got)
 	}
 }
