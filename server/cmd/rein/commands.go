@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -389,12 +390,12 @@ func cmdAbort(c *cli.Context, e *env) error {
 
 // cmdAnswer answers a permission request. The option defaults to the
 // request's allow_once option (approve) or reject_once option (deny),
-// looked up in the session's artifacts: never an "always" option, which
+// looked up among its options (pendingRequest): never an "always" option, which
 // would answer later requests too without asking (agents such as Gemini
 // list "allow for this session" first). A deny for a request that offers
 // no reject_once option cancels it. The answer names the request's seq
-// (the newest permission artifact with the id), so it never reaches a
-// later request with the same id.
+// (the newest pending request with the id), so it never reaches a later
+// request with the same id.
 func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	maxArgs := 2
 	if approve {
@@ -409,23 +410,10 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 		return err
 	}
 	session, request := a[0], a[1]
-	arts, err := cl.Artifacts(c.Context, session)
+	seq, opts, err := pendingRequest(c.Context, cl, session, request)
 	if err != nil {
 		return err
 	}
-	var perm *protocol.Artifact
-	for _, art := range arts {
-		if art.Type == protocol.ArtifactPermission && art.ID == request {
-			perm = art
-		}
-	}
-	if perm == nil {
-		return fmt.Errorf("session %s has no permission request %q", session, request)
-	}
-	if st := protocol.PermissionStatus(perm.String("status")); st != protocol.PermissionPending {
-		return fmt.Errorf("permission request %q is already %s", request, st)
-	}
-	opts := permissionOptions(perm)
 	var ids []string
 	for _, o := range opts {
 		ids = append(ids, o.ID)
@@ -456,7 +444,7 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 		if approve {
 			return fmt.Errorf("permission request %q offers no allow_once option; name one: rein approve %s %s OPTION (options: %s)", request, session, request, strings.Join(ids, ", "))
 		}
-		id, err := cl.CancelPermissionAt(c.Context, session, request, perm.Seq)
+		id, err := cl.CancelPermissionAt(c.Context, session, request, seq)
 		if err != nil {
 			return err
 		}
@@ -466,12 +454,64 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 	// By the request's seq too: should its agent resolve it and ask
 	// another under its id before this arrives, the server refuses the
 	// answer rather than apply it to the request not read here.
-	id, err := cl.AnswerPermissionAt(c.Context, session, request, perm.Seq, option)
+	id, err := cl.AnswerPermissionAt(c.Context, session, request, seq, option)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s %s with option %s (command %d)\n", verb, request, option, id)
 	return nil
+}
+
+// pendingRequest finds the permission request an answer is for: its seq
+// (the newest with the id) and options. It looks in the inbox first (GET
+// /approvals: the pending requests, a handful), and only when the request
+// is not there in the session's artifacts, which say why it cannot be
+// answered (never asked, or no longer pending), or find it when this
+// replica has not heard of it yet. The artifacts are the whole
+// transcript: read for every answer, a long session's cost as much
+// memory as the transcript and could take longer than a request may
+// (client.DefaultRequestTimeout), and the request could not be answered
+// at all. The answer names the seq, so an inbox a moment old cannot
+// direct it at another request under the id.
+func pendingRequest(ctx context.Context, cl *client.Client, session, request string) (int64, []permissionOption, error) {
+	list, err := cl.Approvals(ctx, "")
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Status == http.StatusNotFound {
+		list, err = nil, nil // a server from before the inbox: the artifacts say
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	var found *protocol.Approval
+	for i, p := range list {
+		if p.SessionID == session && p.RequestID == request && p.Seq > 0 && (found == nil || p.Seq > found.Seq) {
+			found = &list[i]
+		}
+	}
+	if found != nil {
+		opts := make([]permissionOption, len(found.Options))
+		for i, o := range found.Options {
+			opts[i] = permissionOption{ID: o.ID, Name: o.Name, Kind: string(o.Kind)}
+		}
+		return found.Seq, opts, nil
+	}
+	arts, err := cl.Artifacts(ctx, session)
+	if err != nil {
+		return 0, nil, err
+	}
+	var perm *protocol.Artifact
+	for _, art := range arts {
+		if art.Type == protocol.ArtifactPermission && art.ID == request {
+			perm = art
+		}
+	}
+	if perm == nil {
+		return 0, nil, fmt.Errorf("session %s has no permission request %q", session, request)
+	}
+	if st := protocol.PermissionStatus(perm.String("status")); st != protocol.PermissionPending {
+		return 0, nil, fmt.Errorf("permission request %q is already %s", request, st)
+	}
+	return perm.Seq, permissionOptions(perm), nil
 }
 
 func contains(list []string, s string) bool {
