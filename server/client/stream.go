@@ -95,6 +95,11 @@ type ArtifactEvent struct {
 // changed since (as snapshots): nothing is lost and nothing is delivered
 // twice.
 //
+// A replay of every artifact that answered a resume (the history went
+// back below the revision resumed after) and was cut before its end is
+// not resumed after that revision, which the session may have passed
+// again by then: the next connection replays everything again.
+//
 // A revision is all Last-Event-ID says: when a reconnection's answer names
 // another session (protocol.HeaderSessionCreated: the session was deleted
 // and created again under its id meanwhile), it starts again without it,
@@ -103,23 +108,47 @@ func (c *Client) StreamArtifacts(ctx context.Context, id string, opts StreamOpti
 	last := opts.LastEventID
 	var created string
 	replaced := false
+	// from is the revision this connection resumed after (0: none);
+	// below, that its replay went below it and has not ended yet.
+	var from int64
+	below := false
 	same := func(h http.Header) bool {
-		v := h.Get(protocol.HeaderSessionCreated)
-		if v == "" || v == created {
-			return true // the same session, or a server that does not say
+		ok := true
+		if v := h.Get(protocol.HeaderSessionCreated); v != "" && v != created {
+			first := created == ""
+			created = v
+			replaced = !first
+			ok = first
 		}
-		first := created == ""
-		created = v
-		replaced = !first
-		return first
+		if below {
+			// The last connection's replay was of every artifact (the
+			// history went back below the revision it resumed after)
+			// and was cut before its end. last is still that revision,
+			// above what the cut replay had reached: once the session
+			// has passed it again, resuming after it skips what the
+			// replay had not sent, and keeps what the client holds of
+			// the history that went away. Replay it all again.
+			below = false
+			ok = false
+		}
+		return ok
 	}
 	return c.follow(ctx, sessionPath(id)+"/stream", opts, &last, same, func(ev Event) error {
 		if ev.Name == EventConnected {
 			r := replaced
 			replaced = false
+			from = last
 			return fn(ArtifactEvent{Name: EventConnected, Replaced: r})
 		}
 		rev, _ := strconv.ParseInt(ev.ID, 10, 64)
+		switch {
+		case ev.Name == protocol.SSESnapshotComplete:
+			below = false // the replay ended (a full one sets last below)
+		case from > 0 && ev.ID != "" && rev <= from:
+			// A resume sends only what changed after from: an id at
+			// or below it is a replay of every artifact.
+			below = true
+		}
 		out := ArtifactEvent{Name: ev.Name, Rev: rev, Data: json.RawMessage(ev.Data)}
 		switch ev.Name {
 		case protocol.SSEArtifactSnapshot, protocol.SSEArtifactCreated:

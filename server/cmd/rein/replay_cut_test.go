@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -80,6 +82,106 @@ func forwardStream(t *testing.T, s *app.App, w http.ResponseWriter, r *http.Requ
 			fmt.Fprintf(w, "id: %s\n", ev.ID)
 		}
 		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Name, ev.Data)
+		if last(i, ev) {
+			return
+		}
+	}
+}
+
+// TestWatchReplayOfAnOlderHistoryCut: the server rein watch follows comes
+// back with an older history (restored from a backup: a copy of its
+// database from before messages 5-7), whose replay of everything is cut
+// after two snapshots; by the next connection the restored session has
+// passed the revision watch had, with other messages 5-11. Watch resumed
+// after that revision: it went on showing "gone 5".."gone 7" as the
+// session's and never printed "after 5".."after 7".
+func TestWatchReplayOfAnOlderHistoryCut(t *testing.T) {
+	messages := func(from, to int, what string) string {
+		var evs []string
+		for i := from; i < to; i++ {
+			evs = append(evs, fmt.Sprintf(`{"type":"text_delta","id":"m%d","delta":"%s %d\n"}`, i, what, i), fmt.Sprintf(`{"type":"text_end","id":"m%d"}`, i))
+		}
+		return "[" + strings.Join(evs, ",") + "]"
+	}
+	dir := t.TempDir()
+	newerDB, olderDB := filepath.Join(dir, "newer.db"), filepath.Join(dir, "older.db")
+	first, err := app.New(app.Options{DBPath: newerDB, APIToken: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := createSession(t, first, "s1")
+	postEvents(t, first, "s1", tok, `[{"type":"turn_started","turnId":"t1","source":"user"}]`)
+	postEvents(t, first, "s1", tok, messages(0, 5, "kept"))
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(newerDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(olderDB, b, 0o600); err != nil { // the backup
+		t.Fatal(err)
+	}
+	newer := startServer(t, app.Options{DBPath: newerDB})
+	postEvents(t, newer, "s1", tok, messages(5, 8, "gone"))
+	older := startServer(t, app.Options{DBPath: olderDB})
+
+	var conns atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := conns.Add(1); n {
+		case 1: // the newer history, to the end of its replay
+			forwardResume(w, r, newer.URL(), func(_ int, ev client.Event) bool { return ev.Name == "snapshot_complete" })
+		case 2: // the restored one: its replay of everything, cut
+			forwardResume(w, r, older.URL(), func(i int, _ client.Event) bool { return i == 1 })
+		default:
+			if n == 3 { // meanwhile the restored session moved on
+				postEvents(t, older, "s1", tok, messages(5, 12, "after"))
+				postEvents(t, older, "s1", tok, `[{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}]`)
+			}
+			forwardResume(w, r, older.URL(), func(int, client.Event) bool { return false })
+		}
+	}))
+	defer front.Close()
+
+	r := rein(t, front.URL, "watch", "s1", "--until-idle", "--idle-grace", "0")
+	if r.code != 0 {
+		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+	_, now, _ := strings.Cut(r.stdout, "gone 7\n")
+	for i := 5; i < 12; i++ {
+		if !strings.Contains(now, fmt.Sprintf("after %d\n", i)) {
+			t.Fatalf("watch did not print the restored session's message %d after the old one's; output\n%s", i, r.stdout)
+		}
+	}
+}
+
+// forwardResume answers the stream request r with target's answer to it
+// (r's headers, Last-Event-ID and token included), one SSE message per
+// event, until last says the one just written was the last (i counts
+// from 0).
+func forwardResume(w http.ResponseWriter, r *http.Request, target string, last func(i int, ev client.Event) bool) {
+	req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, target+r.URL.Path, nil)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return // the client went away
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	er := client.NewEventReader(resp.Body)
+	for i := 0; ; i++ {
+		ev, err := er.Next()
+		if err != nil {
+			return
+		}
+		if ev.ID != "" {
+			fmt.Fprintf(w, "id: %s\n", ev.ID)
+		}
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Name, ev.Data)
+		w.(http.Flusher).Flush()
 		if last(i, ev) {
 			return
 		}
