@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"net/http"
 	"net/url"
 	"slices"
@@ -137,33 +138,47 @@ func (c *Client) EventLog(ctx context.Context, id string, after int64, limit int
 // defines it. The events must be the whole log from its first entry, in
 // order.
 func Chain(events []protocol.LoggedEvent, ends []int64) []string {
-	h := sha256.New()
-	var last [32]byte
-	h.Write(last[:])
-	out := make([]string, 0, len(ends))
-	k := 0
-	cut := func() {
-		copy(last[:], h.Sum(nil))
-		h.Reset()
-		h.Write(last[:])
-		out = append(out, hex.EncodeToString(last[:]))
-	}
-	var n [8]byte
+	c := newChain(ends)
 	for _, e := range events {
-		binary.BigEndian.PutUint64(n[:], uint64(e.Pos))
-		h.Write(n[:])
-		binary.BigEndian.PutUint64(n[:], uint64(len(e.Instance)))
-		h.Write(n[:])
-		h.Write([]byte(e.Instance))
-		binary.BigEndian.PutUint64(n[:], uint64(len(e.Event)))
-		h.Write(n[:])
-		h.Write(e.Event)
-		for k < len(ends) && ends[k] == e.Pos {
-			cut()
-			k++
-		}
+		c.add(e)
 	}
-	return out
+	return c.digests
+}
+
+// chain is Chain fed one event at a time, so that a log read a page at a
+// time is hashed as it comes and never held whole.
+type chain struct {
+	h       hash.Hash
+	last    [32]byte
+	ends    []int64
+	digests []string
+}
+
+func newChain(ends []int64) *chain {
+	c := &chain{h: sha256.New(), ends: ends, digests: make([]string, 0, len(ends))}
+	c.h.Write(c.last[:])
+	return c
+}
+
+// add hashes the log's next event, and cuts a digest at each end that
+// names its position.
+func (c *chain) add(e protocol.LoggedEvent) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(e.Pos))
+	c.h.Write(n[:])
+	binary.BigEndian.PutUint64(n[:], uint64(len(e.Instance)))
+	c.h.Write(n[:])
+	c.h.Write([]byte(e.Instance))
+	binary.BigEndian.PutUint64(n[:], uint64(len(e.Event)))
+	c.h.Write(n[:])
+	c.h.Write(e.Event)
+	for len(c.ends) > 0 && c.ends[0] == e.Pos {
+		copy(c.last[:], c.h.Sum(nil))
+		c.h.Reset()
+		c.h.Write(c.last[:])
+		c.digests = append(c.digests, hex.EncodeToString(c.last[:]))
+		c.ends = c.ends[1:]
+	}
 }
 
 // Verification is what Verify found.
@@ -192,23 +207,6 @@ func (c *Client) Verify(ctx context.Context, id string, pageSize int) (Verificat
 	if err != nil {
 		return v, err
 	}
-	var events []protocol.LoggedEvent
-	var after int64
-	for {
-		page, err := c.EventLog(ctx, id, after, pageSize)
-		if err != nil {
-			return v, err
-		}
-		events = append(events, page.Events...)
-		if page.Next == nil {
-			break
-		}
-		if *page.Next <= after {
-			return v, fmt.Errorf("verify %s: the event log did not advance past %d", id, after)
-		}
-		after = *page.Next
-	}
-	v.Events = len(events)
 	var ended []protocol.Turn
 	for _, t := range turns {
 		if t.EndPos != nil && t.Digest != nil {
@@ -225,7 +223,28 @@ func (c *Client) Verify(ctx context.Context, id string, pageSize int) (Verificat
 	for i, t := range ended {
 		ends[i] = *t.EndPos
 	}
-	got := Chain(events, ends)
+	// Hashed page by page: holding the log to hash it at the end took
+	// as much memory as the log, up to --max-session-bytes (1 GiB).
+	chain := newChain(ends)
+	var after int64
+	for {
+		page, err := c.EventLog(ctx, id, after, pageSize)
+		if err != nil {
+			return v, err
+		}
+		for _, e := range page.Events {
+			chain.add(e)
+		}
+		v.Events += len(page.Events)
+		if page.Next == nil {
+			break
+		}
+		if *page.Next <= after {
+			return v, fmt.Errorf("verify %s: the event log did not advance past %d", id, after)
+		}
+		after = *page.Next
+	}
+	got := chain.digests
 	v.Turns = len(ended)
 	for i, t := range ended {
 		if t.DigestRecorded {
