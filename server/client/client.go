@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,10 @@ type Error struct {
 	Status  int
 	Code    protocol.Code
 	Message string
+	// RetryAfter is how long the answer's Retry-After asked to wait
+	// before the next request (a 503 or 429 of a proxy or load balancer
+	// in front of the server, during a deploy say); 0 when it has none.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
@@ -131,10 +136,26 @@ func errorFrom(resp *http.Response) *Error {
 	var body protocol.ErrorBody
 	_ = json.Unmarshal(data, &body) // a page that is not JSON leaves it empty
 	code := protocol.CodeForAnswer(resp.StatusCode, body.Code)
-	if code == body.Code && body.Message != "" {
-		return &Error{Status: resp.StatusCode, Code: code, Message: body.Message}
+	e := &Error{Status: resp.StatusCode, Code: code, Message: body.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+	if code != body.Code || body.Message == "" {
+		e.Message = fmt.Sprintf("%s %s: HTTP %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)
 	}
-	return &Error{Status: resp.StatusCode, Code: code, Message: fmt.Sprintf("%s %s: HTTP %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
+	return e
+}
+
+// retryAfter reads a Retry-After value: seconds, or an HTTP date; 0 for
+// none, one in the past, or one it cannot read.
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Duration(max(n, 0)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
 }
 
 // newRequest builds a request to path with the client token.

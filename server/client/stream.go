@@ -42,7 +42,8 @@ type StreamOptions struct {
 	// 45s): a half-open TCP connection would otherwise hang forever.
 	IdleTimeout time.Duration
 	// OnRetry, when set, is called each time a connection failed or ended
-	// and the stream will reconnect after wait.
+	// and the stream will reconnect after wait: the backoff, or longer
+	// when the answer's Retry-After asked for longer (at most 10 minutes).
 	OnRetry func(err error, wait time.Duration)
 }
 
@@ -233,6 +234,9 @@ func (c *Client) StreamSessions(ctx context.Context, project string, opts Stream
 	})
 }
 
+// maxRetryAfter caps how long a stream waits for a Retry-After.
+const maxRetryAfter = 10 * time.Minute
+
 // handlerError marks an error that came from the caller's handler, which
 // ends the stream instead of causing a reconnect.
 type handlerError struct{ err error }
@@ -268,6 +272,13 @@ func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, la
 		}
 		// Full jitter on the upper half: between wait/2 and wait.
 		d := wait/2 + rand.N(wait/2+1)
+		if ce != nil && ce.RetryAfter > d {
+			// Asked to wait longer (a load balancer's 503 or 429 during
+			// a deploy): reconnecting sooner only gets the same answer,
+			// and adds to the load it is shedding. Capped, so that a
+			// Retry-After of days does not end a follow in effect.
+			d = min(ce.RetryAfter, maxRetryAfter)
+		}
 		if opts.OnRetry != nil {
 			opts.OnRetry(err, d)
 		}
