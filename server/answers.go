@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -228,7 +227,7 @@ func (w *writer) artifactAt(session string, st *reducer.State, seq int64) *proto
 	if a := st.Artifact(seq); a != nil {
 		return a
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	list, _, err := w.store.ArtifactsBySeq(ctx, session, seq-1, 1, 0)
 	var a protocol.Artifact

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -173,7 +172,7 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 func (w *writer) restore(id string, st *reducer.State, ev protocol.Event) error {
 	for need := st.Needs(ev); len(need) > 0; need = st.Needs(ev) {
 		for _, seq := range need {
-			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+			ctx, cancel := w.storeCtx()
 			list, _, err := w.store.ArtifactsBySeq(ctx, id, seq-1, 1, 0)
 			cancel()
 			if err != nil {

@@ -149,7 +149,7 @@ func (r *commandReq) replay(w *writer, g *group) (bool, error) {
 			// stored is the new session's.
 			return false, nil
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		ctx, cancel := w.storeCtx()
 		defer cancel()
 		c, ok, err := w.store.CommandByKey(ctx, r.id, r.key)
 		if err != nil {

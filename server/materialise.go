@@ -278,7 +278,7 @@ func eqPtr[T comparable](a, b *T) bool {
 // state, if any, may hold this group's uncommitted events). It returns the
 // log's revision.
 func (w *writer) settleStale(id string, l *lag) ([]store.Op, int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	s, err := foldStored(ctx, w.store, id)
 	if err != nil {

@@ -218,7 +218,7 @@ func (w *writer) polled() []string {
 
 // resync reads every session again: announcements may have been lost.
 func (w *writer) resync() {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	rows, err := w.store.LoadSessions(ctx)
 	if err != nil {
@@ -282,7 +282,7 @@ func (w *writer) endUncached(id string) {
 // It returns the error of a read that failed (a session found gone is
 // not one).
 func (w *writer) refresh(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	rec, hash, err := w.shared.LoadSession(ctx, id)
 	if protocol.CodeOf(err) == protocol.CodeNotFound {
@@ -814,7 +814,7 @@ func (w *writer) held(g *group, id string, e *entry) (bool, error) {
 	// opened a moment ago: before refusing, ask the database. (Going on
 	// with the cached entry is safe: the commit expects its version, so
 	// it is redone on the fresh one.)
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	rec, _, err := w.shared.LoadSession(ctx, id)
 	if protocol.CodeOf(err) == protocol.CodeNotFound {
@@ -842,7 +842,7 @@ func (w *writer) behind(g *group, id, op string) (bool, error) {
 	if !ok || w.shared == nil {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	rec, _, err := w.shared.LoadSession(ctx, id)
 	if protocol.CodeOf(err) == protocol.CodeNotFound {

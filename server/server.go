@@ -82,14 +82,23 @@ func (s *Server) EndStreams() { s.hub.Close() }
 // Close ends every stream and stops the writer once it has committed what
 // was already queued. It returns once the writer has returned; requests
 // after it get unavailable. It does not close the store.
-func (s *Server) Close() error {
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
+// Shutdown is Close that waits on the store only until ctx ends: the
+// writer's store calls are then cancelled, and what was still queued is
+// answered unavailable instead of committed (a database that hangs would
+// otherwise hold it for commitTimeout per request queued). Nothing
+// answered is lost: a request cut short so gets 503, which its client
+// retries. Close and Shutdown stop the server once; a later call returns
+// at once.
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.stopWatch != nil {
 			s.stopWatch()
 			<-s.watchDone
 		}
 		s.hub.Close()
-		s.w.stop()
+		s.w.shutdown(ctx)
 	})
 	return nil
 }

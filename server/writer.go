@@ -226,6 +226,12 @@ type writer struct {
 	reqs chan request
 	quit chan struct{}
 	done chan struct{}
+	// stopCtx is the parent of every store call the writer makes
+	// (storeCtx); abort cancels it once a shutdown stops waiting
+	// (Server.Shutdown), so a store that hangs cannot hold the writer's
+	// last groups: their reads and commits then fail at once.
+	stopCtx context.Context
+	abort   context.CancelFunc
 
 	// owned by run
 	sessions map[string]*entry
@@ -306,6 +312,7 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 		deadlines: map[string]time.Time{}, obs: nopObserver{},
 		approvals: newApprovals(h, approvalsStart(), authMode(opts)),
 	}
+	w.stopCtx, w.abort = context.WithCancel(context.Background())
 	if sh, ok := st.(store.Shared); ok {
 		w.shared, w.remote = sh, newRemoteChanges()
 	}
@@ -413,14 +420,38 @@ func (w *writer) send(r request) {
 	}
 }
 
+// storeCtx is the context of one of the writer's store calls: at most
+// commitTimeout, and over at once when a shutdown has stopped waiting
+// (abort).
+func (w *writer) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(w.stopCtx, commitTimeout)
+}
+
 // stop ends run after it has committed what was already queued.
-func (w *writer) stop() {
+func (w *writer) stop() { w.shutdown(context.Background()) }
+
+// shutdown is stop that, once ctx ends, stops waiting on the store:
+// the call under way and those of the groups still queued are cancelled,
+// and those groups fail (unavailable). Each store call may wait up to
+// commitTimeout, and each request queued may make one, so a database
+// that hung held the shutdown for that many times commitTimeout. What
+// fails so was never answered 2xx; a commit cut short is answered 503
+// whether or not the store kept it, as after a crash.
+func (w *writer) shutdown(ctx context.Context) {
 	select {
 	case <-w.quit:
 	default:
 		close(w.quit)
 	}
-	<-w.done
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		w.log.Warn("shutdown deadline passed: the writer stops waiting on the database; what it has not committed fails, unanswered, and clients send it again",
+			slog.Int("queued", len(w.reqs)))
+		w.abort()
+		<-w.done
+	}
+	w.abort()
 }
 
 func (w *writer) run() {
@@ -540,7 +571,7 @@ func (w *writer) probe() {
 		return
 	}
 	w.lastProbe = now
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	if err := wc.CheckWrite(ctx); err != nil {
 		w.failing.Store(&writeFailure{since: f.since, err: err})
@@ -626,7 +657,7 @@ func later(a, b time.Time) time.Time {
 // state: on a shared database another replica may have stored events this
 // one has not folded (the removal would cascade to them).
 func (w *writer) hasEvents(id string) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	evs, err := eventsAfter(ctx, w.store, id, 0, 1)
 	return len(evs) > 0, err
@@ -886,7 +917,7 @@ func (w *writer) state(g *group, id string) (*state, error) {
 		g.states[id] = true
 		return s, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	ctx, cancel := w.storeCtx()
 	defer cancel()
 	s, err := foldStored(ctx, w.store, id)
 	if err != nil {
@@ -1058,7 +1089,7 @@ func (w *writer) commit(g *group) {
 		g.ops = append(exp, g.ops...)
 	}
 	if len(g.ops) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		ctx, cancel := w.storeCtx()
 		start := time.Now()
 		err := w.store.Commit(ctx, g.ops)
 		cancel()

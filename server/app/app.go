@@ -198,7 +198,12 @@ func (a *App) Close() error {
 		}
 		<-a.serveDone
 		a.metrics.close()
-		_ = a.Server.Close() // ends streams (done above) and stops the writer
+		// Ends streams (done above) and stops the writer, which commits
+		// what is queued until the same deadline: past it, every
+		// connection is closed, nobody waits for those answers, and a
+		// database that hangs would hold the writer for commitTimeout
+		// per request queued.
+		_ = a.Server.Shutdown(ctx)
 		// Handlers Shutdown gave up on may still read the store: wait for
 		// them before it closes.
 		a.handlers.closeAndWait()
