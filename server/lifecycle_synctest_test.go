@@ -167,8 +167,10 @@ func TestLifecycleTimeouts(t *testing.T) {
 
 // On a database the process owns, a session left live by the previous
 // process is disconnected as the writer starts, before any time passes; a
-// bootstrap deadline continues from createdAt across the restart, and
-// spares a session with stored events.
+// bootstrap deadline continues from createdAt across the restart, spares
+// a session with stored events, and one that passed while the server was
+// down comes the heartbeat timeout after the start (its sandbox may have
+// been dialling all along).
 func TestRestartRuleOnFakeClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "rein.db")
@@ -181,6 +183,7 @@ func TestRestartRuleOnFakeClock(t *testing.T) {
 			store.CreateSession{Session: protocol.Session{ID: "was-live", Status: protocol.StatusLive, CreatedAt: now}},
 			store.CreateSession{Session: protocol.Session{ID: "was-idle", Status: protocol.StatusIdle, CreatedAt: now}},
 			store.CreateSession{Session: protocol.Session{ID: "old-boot", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Minute.Milliseconds()}},
+			store.CreateSession{Session: protocol.Session{ID: "overdue", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Hour.Milliseconds()}},
 			// Posted to before its sandbox opened the command stream.
 			store.CreateSession{Session: protocol.Session{ID: "old-early", Status: protocol.StatusBootstrapping, CreatedAt: now - time.Minute.Milliseconds()}},
 			store.AppendEvents{SessionID: "old-early", Events: []store.Event{{Pos: 1, Instance: "i1", AgentSeq: 1, Body: []byte(`{"type":"agent_started","agent":{"name":"demo"},"agentSeq":1,"receivedAt":1}`)}}},
@@ -189,12 +192,22 @@ func TestRestartRuleOnFakeClock(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, st = bubbleWriter(t, path, Options{BootstrapTimeout: 3 * time.Minute})
-		for id, want := range map[string]protocol.SessionStatus{"was-live": protocol.StatusDisconnected, "was-idle": protocol.StatusDisconnected, "old-boot": protocol.StatusBootstrapping} {
+		for id, want := range map[string]protocol.SessionStatus{"was-live": protocol.StatusDisconnected, "was-idle": protocol.StatusDisconnected, "old-boot": protocol.StatusBootstrapping, "overdue": protocol.StatusBootstrapping} {
 			if got := statusOf(t, st, id); got != want {
 				t.Errorf("after start: %s is %s; want %s", id, got, want)
 			}
 		}
-		time.Sleep(2*time.Minute - time.Millisecond)
+		time.Sleep(DefaultHeartbeatTimeout - time.Millisecond)
+		synctest.Wait()
+		if got := statusOf(t, st, "overdue"); got != protocol.StatusBootstrapping {
+			t.Errorf("before the heartbeat timeout since the start: overdue is %s", got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := statusOf(t, st, "overdue"); got != "removed" {
+			t.Errorf("the heartbeat timeout after the start: overdue is %s; want removed", got)
+		}
+		time.Sleep(2*time.Minute - DefaultHeartbeatTimeout - time.Millisecond)
 		synctest.Wait()
 		if got := statusOf(t, st, "old-boot"); got != protocol.StatusBootstrapping {
 			t.Errorf("before its deadline: old-boot is %s", got)

@@ -82,7 +82,8 @@ type entry struct {
 	// bootFrom is when the bootstrap timeout started: the session's
 	// creation by this process, or when this replica heard of it (the
 	// row's createdAt is another replica's clock); createdAt for one
-	// loaded at the start of a process owning its database.
+	// loaded at the start of a process owning its database, moved up so
+	// that restartGrace is left after the start (load).
 	bootFrom time.Time
 	// retryAt puts off a bootstrap timeout that could not be decided
 	// (bootstrapExpired could not read the session's events).
@@ -324,8 +325,9 @@ func newWriter(st Store, h *hub.Hub, log *slog.Logger, opts Options, index *toke
 // load reads every session and token and sets the lifecycle deadlines; it
 // writes nothing, so a server whose database refuses writes (a full disk)
 // still starts and serves reads. Bootstrap deadlines continue from
-// createdAt when this process owns the database, and run from the start
-// on a shared one (createdAt is then another replica's clock). The
+// createdAt when this process owns the database, but leave at least
+// restartGrace after the start, and run from the start on a shared one
+// (createdAt is then another replica's clock). The
 // restart rule (no sandbox is connected to a fresh process, so live and
 // idle sessions are disconnected) holds only when this process owns the
 // database (store.Exclusive): their heartbeat deadline is then
@@ -348,7 +350,12 @@ func (w *writer) load(ctx context.Context) error {
 		w.clock++
 		e := &entry{rec: r, order: w.clock, pubRev: r.Rev, bootFrom: now}
 		if exclusive {
-			e.bootFrom = time.UnixMilli(r.CreatedAt)
+			// From createdAt, but never due before restartGrace from
+			// now: a sandbox may have been trying to reach this
+			// server while it was down, and a session removed at the
+			// start answers it 404, which ends agentd and loses the
+			// prompt the session was created with.
+			e.bootFrom = later(time.UnixMilli(r.CreatedAt), now.Add(w.restartGrace()-w.opts.BootstrapTimeout))
 		}
 		w.lastCreated = max(w.lastCreated, r.CreatedAt)
 		if r.Status == protocol.StatusLive || r.Status == protocol.StatusIdle {
@@ -375,6 +382,15 @@ func (w *writer) load(ctx context.Context) error {
 		w.track(id)
 	}
 	return w.loadStaged(ctx)
+}
+
+// restartGrace is the least time a bootstrapping session has after the
+// start of a process owning its database to get its sandbox: agentd
+// dials again at most every 10 s (15 with jitter), and a sandbox shows
+// itself within the heartbeat timeout. Never more than the bootstrap
+// timeout itself.
+func (w *writer) restartGrace() time.Duration {
+	return min(w.opts.HeartbeatTimeout, w.opts.BootstrapTimeout)
 }
 
 // startup applies the deadlines already passed at start (the restart rule,
