@@ -12,6 +12,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 func TestSessionRoutes(t *testing.T) {
@@ -74,6 +75,36 @@ func TestSessionRoutes(t *testing.T) {
 	c.must(http.StatusOK, &h, "GET", "/healthz", nil)
 	if h["status"] != "ok" {
 		t.Fatalf("healthz = %v", h)
+	}
+}
+
+// A ?project= on GET /sessions that is no project name matches nothing
+// (docs/PROTOCOL.md), on either backend: a value PostgreSQL cannot take
+// as text (a NUL, bytes that are not UTF-8) must not reach the database,
+// whose refusal would be a 503 the client retries for ever.
+func TestListSessionsByMalformedProject(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			opts := app.Options{}
+			if backend == "postgres" {
+				opts.DBPath = pgtest.NewDatabase(t)
+			}
+			s := start(t, opts)
+			c := newClient(t, s)
+			c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"project":"web"}`)
+			for _, p := range []string{"%00", "web%00", "%FF", "w%C3%28b", "a%20b", strings.Repeat("x", 129)} {
+				var list []protocol.Session
+				c.must(http.StatusOK, &list, "GET", "/sessions?project="+p, nil)
+				if list == nil || len(list) != 0 {
+					t.Errorf("GET /sessions?project=%s = %v; want []", p, list)
+				}
+			}
+			var list []protocol.Session
+			c.must(http.StatusOK, &list, "GET", "/sessions?project=web", nil)
+			if got := ids(list); got != "a" {
+				t.Fatalf("GET /sessions?project=web = %s; want a", got)
+			}
+		})
 	}
 }
 

@@ -155,6 +155,13 @@ func (s *Server) GetSession(ctx context.Context, id string) (protocol.Session, e
 
 // ListSessions lists sessions oldest first; project "" means all.
 func (s *Server) ListSessions(ctx context.Context, project string) ([]protocol.Session, error) {
+	if project != "" && protocol.ValidateProject(project) != nil {
+		// No session has it (a create validates its project), and the
+		// store is not asked: PostgreSQL refuses some such strings as
+		// text (a NUL, bytes that are not UTF-8), and its refusal would
+		// answer a client's typo 503, which the client retries.
+		return []protocol.Session{}, nil
+	}
 	list, err := s.store.Sessions(ctx, project)
 	if err != nil {
 		return nil, readFailed("list sessions", err)
