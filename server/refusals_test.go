@@ -88,3 +88,34 @@ func TestEventRefusalsSayWhatTheyRefuse(t *testing.T) {
 		t.Fatal("20 events of 400 bytes never reached a cap of 2000 bytes")
 	})
 }
+
+// A page parameter is an integer given once (the OpenAPI document: "400
+// naming after unless a non-negative integer"): an empty one, or one given
+// twice, was taken as absent or as its first value, so a client that
+// appended ?limit= to a URL already holding one got, with a 200, a page
+// it did not ask for.
+func TestQueryParamsGivenOnce(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	for _, tc := range []struct{ path, name string }{
+		{"/sessions/a/events?after=", "after"},
+		{"/sessions/a/events?limit=", "limit"},
+		{"/sessions/a/events?limit=5&limit=x", "limit"},
+		{"/sessions/a/events?after=1&after=2", "after"},
+		{"/sessions/a/artifacts?after=", "after"},
+		{"/sessions/a/artifacts?limit=", "limit"},
+		{"/sessions/a/artifacts?limit=2&limit=3", "limit"},
+		{"/sessions/a/artifacts?after=0&limit=1&after=5", "after"},
+		{"/approvals/history?limit=", "limit"},
+		{"/approvals/history?limit=5&limit=500", "limit"},
+		{"/approvals?project=p&project=q", "project"},
+		{"/approvals/history?project=p&project=q", "project"},
+		{"/approvals/stream?project=p&project=q", "project"},
+	} {
+		e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, http.MethodGet, tc.path, nil)
+		if !strings.HasPrefix(e.Message, tc.name+":") {
+			t.Errorf("GET %s: %q; want a message naming %s", tc.path, e.Message, tc.name)
+		}
+	}
+}

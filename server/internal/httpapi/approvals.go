@@ -17,9 +17,9 @@ const (
 
 // projectParam returns the ?project= filter ("" for all), validated.
 func projectParam(r *http.Request) (string, error) {
-	p := r.URL.Query().Get("project")
-	if p == "" {
-		return "", nil
+	p, _, err := queryParam(r, "project")
+	if err != nil || p == "" {
+		return "", err
 	}
 	if err := protocol.ValidateProject(p); err != nil {
 		return "", err
@@ -27,11 +27,26 @@ func projectParam(r *http.Request) (string, error) {
 	return p, nil
 }
 
+// queryParam returns the query parameter name and whether it was given;
+// given twice it is refused: which one the client meant is not known, and
+// taking the first answered 200 for what it did not ask.
+func queryParam(r *http.Request, name string) (v string, given bool, err error) {
+	vs := r.URL.Query()[name]
+	switch len(vs) {
+	case 0:
+		return "", false, nil
+	case 1:
+		return vs[0], true, nil
+	}
+	return "", true, protocol.Errorf(protocol.CodeInvalid, "%s: given %d times; give it once", name, len(vs))
+}
+
 // intParam reads a non-negative integer query parameter; def when absent.
+// Given empty (?limit=) it is not an integer, not absent.
 func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return def, nil
+	v, given, err := queryParam(r, name)
+	if err != nil || !given {
+		return def, err
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
