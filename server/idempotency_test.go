@@ -232,3 +232,39 @@ func TestIdempotentCommandsInOneGroup(t *testing.T) {
 	cmds := c.stream("/sessions/a/commands", protocol.HeaderInstance, "i2")
 	wantCommand(t, cmds, 1, "new")
 }
+
+// An Idempotency-Key header given twice is refused naming it, and nothing
+// is stored: the server took the first and ignored the second, so a
+// client (or a proxy adding its own) that meant the second stored a
+// command under a key it never sends again, and its retry with that key
+// stored the command a second time.
+func TestIdempotencyKeyGivenTwice(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	req, err := http.NewRequest("POST", s.URL()+"/sessions/a/commands", strings.NewReader(`{"type":"prompt","text":"x","queue":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Add(protocol.HeaderIdempotencyKey, "k1")
+	req.Header.Add(protocol.HeaderIdempotencyKey, "k2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e protocol.ErrorBody
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || e.Code != protocol.CodeInvalid || !strings.Contains(e.Message, protocol.HeaderIdempotencyKey) {
+		t.Fatalf("two keys: %d %+v; want 400 invalid naming %s", resp.StatusCode, e, protocol.HeaderIdempotencyKey)
+	}
+	var rec protocol.Session
+	c.must(http.StatusOK, &rec, "GET", "/sessions/a", nil)
+	if rec.PendingCommands != 0 {
+		t.Fatalf("after the refusal: %d commands pending; want none stored", rec.PendingCommands)
+	}
+	// Either key alone is then a new command.
+	wantSent(t, "k2 alone", c.sendKeyed("a", "k2", `{"type":"prompt","text":"x","queue":true}`), 1, false)
+}

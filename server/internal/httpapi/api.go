@@ -414,8 +414,16 @@ func (a *API) postCommand(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	keys := r.Header.Values(protocol.HeaderIdempotencyKey)
+	if len(keys) > 1 {
+		// Which one the client resends is not known: storing the
+		// command under the first would let a retry with the other
+		// store it again.
+		writeError(w, r, a.log, protocol.Errorf(protocol.CodeInvalid, "%s header: given %d times; send one key", protocol.HeaderIdempotencyKey, len(keys)))
+		return
+	}
 	key := r.Header.Get(protocol.HeaderIdempotencyKey)
-	if _, sent := r.Header[protocol.HeaderIdempotencyKey]; sent && key == "" {
+	if len(keys) == 1 && key == "" {
 		// Present but empty is a mistake, not "no key"; the domain
 		// checks every other key.
 		writeError(w, r, a.log, protocol.ValidateIdempotencyKey(key))
