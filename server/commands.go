@@ -270,9 +270,13 @@ func (w *writer) interruptTurn(g *group, id string, e *entry, newInstance string
 		return nil
 	}
 	now := w.opts.Now()
+	by := fmt.Sprintf("sandbox instance %q", newInstance)
+	if newInstance == "" {
+		by = "a command stream without " + protocol.HeaderInstance
+	}
 	ev := protocol.Event{
 		Type: protocol.EventTurnCompleted, Ts: now.UnixMilli(), StopReason: protocol.StopInterrupted,
-		Error: fmt.Sprintf("sandbox instance %q took over the session; %q, which ran the turn, is gone", newInstance, e.rec.CurrentInstance),
+		Error: fmt.Sprintf("%s took over the session; %q, which ran the turn, is gone", by, e.rec.CurrentInstance),
 	}
 	events := []protocol.Event{ev}
 	if !st.st.TurnOpen() {

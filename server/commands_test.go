@@ -277,6 +277,33 @@ func TestTakeoverKeepsTheNewInstancesOwnTurn(t *testing.T) {
 	check("b")
 }
 
+// TestTakeoverWithoutInstanceInterruptsTurn: a command stream opened
+// without Rein-Instance (an operator's curl with the client token, an
+// agentd from before the header) takes the stream over as a new instance
+// does: the agentd that held it is superseded (its next POST is 409, and
+// it exits for good). Its open turn was left running, though nothing
+// will ever end it, and a later instance taking over did not end it
+// either (the session named no current instance): the transcript said the
+// turn ran on. It ends interrupted, as under a new instance.
+func TestTakeoverWithoutInstanceInterruptsTurn(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	old := c.stream("/sessions/a/commands", protocol.HeaderInstance, "old")
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events",
+		`[{"type":"turn_started","turnId":"t1","source":"user","agentSeq":1},{"type":"text_delta","id":"m1","delta":"half a sen","agentSeq":2}]`,
+		protocol.HeaderInstance, "old")
+
+	peek := c.stream("/sessions/a/commands")
+	old.expectEnd()
+	c.wantError(http.StatusConflict, protocol.CodeSuperseded, "POST", "/sessions/a/events",
+		`{"type":"text_delta","id":"m1","delta":"tence","agentSeq":3}`, protocol.HeaderInstance, "old")
+	if st := turnStatus(t, c.artifactsOf("a")); st != "interrupted" {
+		t.Fatalf("turn after a connection without %s took the stream from its agentd: %q; want interrupted", protocol.HeaderInstance, st)
+	}
+	peek.close()
+}
+
 func turnStatus(t *testing.T, arts []map[string]any) any {
 	t.Helper()
 	for _, a := range arts {

@@ -666,8 +666,12 @@ func (r *openStreamReq) apply(w *writer, g *group) {
 	instance := r.from.Instance
 	opened := streamOpened
 	same := instance != "" && instance == e.rec.CurrentInstance
-	if instance != "" && e.rec.CurrentInstance != "" && instance != e.rec.CurrentInstance {
-		// A new instance: the one that ran the open turn is gone.
+	if e.rec.CurrentInstance != "" && instance != e.rec.CurrentInstance {
+		// A new instance: the one that ran the open turn is gone. So
+		// also under an opener without Rein-Instance (an operator's
+		// curl, an agentd from before the header): it supersedes the
+		// named one all the same (entry.superseded), and no later
+		// opener would end the turn, the session naming no instance.
 		if err := w.interruptTurn(g, r.id, e, instance); err != nil {
 			r.reply.fail(err)
 			return
