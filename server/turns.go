@@ -327,13 +327,35 @@ func eachLogEntry(ctx context.Context, st store.Store, id string, limit, maxByte
 // no more than Options.ReplayPageBytes of events together (one at least),
 // so a page of large events (up to protocol.MaxEventBytes each) does not
 // hold gigabytes; more says whether entries follow.
+//
+// The page is read apart from the session's record, and a store reads no
+// page of a missing session but an empty one: the record is read before
+// and after it. Gone after, the session is 404, not an empty page whose
+// null next would say the log ended there (a client exporting the log
+// would take a short log for the whole); deleted and created again in
+// between (another createdAt), the page may be of either, and is read
+// again.
 func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error) {
-	if _, err := s.store.Session(ctx, id); err != nil {
-		return nil, false, readFailed("events session="+id, err)
-	}
-	list, more, err := eventPage(ctx, s.store, id, after, limit, s.opts.ReplayPageBytes)
-	if err != nil {
-		return nil, false, readFailed("events session="+id, err)
+	var list []store.Event
+	var more bool
+	for tries := 0; ; tries++ {
+		before, err := s.store.Session(ctx, id)
+		if err != nil {
+			return nil, false, readFailed("events session="+id, err)
+		}
+		if list, more, err = eventPage(ctx, s.store, id, after, limit, s.opts.ReplayPageBytes); err != nil {
+			return nil, false, readFailed("events session="+id, err)
+		}
+		now, err := s.store.Session(ctx, id)
+		if err != nil {
+			return nil, false, readFailed("events session="+id, err)
+		}
+		if now.CreatedAt == before.CreatedAt {
+			break
+		}
+		if tries == 2 {
+			return nil, false, protocol.Errorf(protocol.CodeUnavailable, "events session=%s: the session was deleted and created again while each of 3 reads of its page ran; retry", id)
+		}
 	}
 	out := make([]protocol.LoggedEvent, len(list))
 	for i, e := range list {

@@ -273,3 +273,51 @@ func TestTurnsReadAtOneMoment(t *testing.T) {
 		t.Fatalf("turn t1 contradicts itself: %s", b)
 	}
 }
+
+// eventsGatedStore holds the next event log page read, once armed, until
+// open is closed.
+type eventsGatedStore struct {
+	*sqlite.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *eventsGatedStore) EventsAfter(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Event, bool, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.open
+	}
+	return g.Store.EventsAfter(ctx, id, after, limit, maxBytes)
+}
+
+// TestEventLogPageOfADeletedSession: GET /sessions/:id/events checks the
+// session, then reads the page apart. A session deleted between the two
+// was answered 200 {"events":[],"next":null}: "the end of the log, and
+// only there", so a client exporting the log page by page ended with a
+// short log it took for the whole. It is 404, as for any request after
+// the delete.
+func TestEventLogPageOfADeletedSession(t *testing.T) {
+	g := &eventsGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
+	s := start(t, app.Options{Store: g})
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", twoTurns())
+
+	g.armed.Store(true)
+	type answer struct {
+		status int
+		body   []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, b := c.do("GET", "/sessions/a/events?after=2&limit=2", nil)
+		got <- answer{code, b}
+	}()
+	<-g.entered
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	close(g.open)
+	if a := <-got; a.status != http.StatusNotFound {
+		t.Fatalf("a page of a session deleted while it was read: %d %s; want 404", a.status, a.body)
+	}
+}
