@@ -651,3 +651,27 @@ func TestPromptToSessionCreatedAgainInOneGroup(t *testing.T) {
 		t.Fatalf("the new session holds %d pending commands; want none", rec.PendingCommands)
 	}
 }
+
+// TestCreateBodyRefusalSaysWhy: a create body that is not a JSON object
+// is refused saying what is wrong with it, as a command's is: the message
+// was the same example object whatever the body, so a client whose body
+// was cut short or held a stray comma was not told where.
+func TestCreateBodyRefusalSaysWhy(t *testing.T) {
+	s := start(t, app.Options{})
+	c := newClient(t, s)
+	for body, why := range map[string]string{
+		`{"project":"web",`:         "unexpected end of JSON input",
+		`{"project":"web",}`:        "at byte 18",
+		`{"project":"web"} {}`:      "after top-level value",
+		`["web"]`:                   "found array",
+		`"web"`:                     "found string",
+		`null`:                      "found null",
+		`{"project":"web","x":tru}`: "in literal true",
+	} {
+		e := c.wantError(http.StatusBadRequest, protocol.CodeInvalid, "POST", "/sessions/a", body)
+		if !strings.Contains(e.Message, "JSON object") || !strings.Contains(e.Message, why) {
+			t.Errorf("body %s: %q; want it to say it is no JSON object, and %q", body, e.Message, why)
+		}
+	}
+	c.wantError(http.StatusNotFound, protocol.CodeNotFound, "GET", "/sessions/a", nil)
+}

@@ -331,7 +331,7 @@ func decodeCreate(body []byte) (protocol.CreateSessionRequest, error) {
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
-		return req, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\",\"prompt\":\"...\"}")
+		return req, protocol.Errorf(protocol.CodeInvalid, "body must be a JSON object like {\"project\":\"x\",\"prompt\":\"...\"}: %s", notObject(err))
 	}
 	if v, ok := m["project"]; ok && string(v) != "null" {
 		var p string
@@ -354,6 +354,24 @@ func decodeCreate(body []byte) (protocol.CreateSessionRequest, error) {
 		req.Prompt = &p
 	}
 	return req, nil
+}
+
+// notObject says why a body did not decode as a JSON object (err from
+// json.Unmarshal into a map, nil for null), as protocol says it of a
+// command's: where the JSON breaks, or what it holds instead, never a Go
+// type's name.
+func notObject(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return "found null"
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se)
+	case errors.As(err, &te):
+		return "found " + te.Value
+	}
+	return "invalid JSON: " + err.Error()
 }
 
 // noStore keeps answers that carry a secret out of every cache.
