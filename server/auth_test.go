@@ -374,7 +374,7 @@ func TestCORS(t *testing.T) {
 	if got, _, h := c.status("GET", "/sessions", "", "Origin", allowed); got != 401 || h.Get("Access-Control-Allow-Origin") != allowed || h.Get("Vary") != "Origin" {
 		t.Fatalf("401 to the allowed origin: %d %v", got, h)
 	}
-	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", allowed)...); got != 200 || h.Get("Access-Control-Allow-Origin") != allowed || h.Get("Access-Control-Expose-Headers") != protocol.HeaderIdempotentReplayed {
+	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", allowed)...); got != 200 || h.Get("Access-Control-Allow-Origin") != allowed || !strings.Contains(h.Get("Access-Control-Expose-Headers"), protocol.HeaderIdempotentReplayed) {
 		t.Fatalf("200 to the allowed origin: %d %v", got, h)
 	}
 	if got, _, h := c.status("GET", "/sessions", "", append(admin, "Origin", "https://evil.example.com")...); got != 200 || h.Get("Access-Control-Allow-Origin") != "" {
@@ -715,5 +715,29 @@ func TestRebindingHostRefused(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("authenticated request with Host rein.example.com: %d", resp.StatusCode)
+	}
+}
+
+// TestCORSExposesSessionCreated: a page on a --cors-origin following an
+// artifact stream with fetch (to send the Authorization header) must read
+// Rein-Session-Created, the one way to tell the session it followed from
+// one created again under its id (docs/PROTOCOL.md, the artifact stream).
+// Only Idempotent-Replayed was exposed, so the browser hid it from the
+// page, which would resume a new session over the old one's artifacts.
+func TestCORSExposesSessionCreated(t *testing.T) {
+	const allowed = "https://app.example.com"
+	s := start(t, app.Options{APIToken: testAPIToken, CORSOrigins: []string{allowed}})
+	c := newClient(t, s)
+	admin := bearerHdr(testAPIToken)
+	c.create("a", admin...)
+	st := c.stream("/sessions/a/stream", append(admin, "Origin", allowed)...)
+	defer st.close()
+	exposed := map[string]bool{}
+	for _, h := range strings.Split(st.resp.Header.Get("Access-Control-Expose-Headers"), ",") {
+		exposed[http.CanonicalHeaderKey(strings.TrimSpace(h))] = true
+	}
+	if st.resp.Header.Get(protocol.HeaderSessionCreated) == "" || !exposed[protocol.HeaderSessionCreated] || !exposed[protocol.HeaderIdempotentReplayed] {
+		t.Fatalf("artifact stream to %s: %s %q, Access-Control-Expose-Headers %q; want both headers exposed", allowed,
+			protocol.HeaderSessionCreated, st.resp.Header.Get(protocol.HeaderSessionCreated), st.resp.Header.Get("Access-Control-Expose-Headers"))
 	}
 }

@@ -18,8 +18,11 @@ const (
 	corsMethods = "GET, POST, DELETE"
 	corsHeaders = "Authorization, Content-Type, Last-Event-ID, " + protocol.HeaderInstance + ", " + protocol.HeaderIdempotencyKey
 	// corsExposed are the answer headers beyond the CORS-safelisted ones
-	// a page may read: whether a command's 202 was a replay.
-	corsExposed = protocol.HeaderIdempotentReplayed
+	// a page may read: whether a command's 202 was a replay, and which
+	// session an artifact stream is of (a page following it with fetch
+	// tells by it a session created again under the id from the one it
+	// followed).
+	corsExposed = protocol.HeaderIdempotentReplayed + ", " + protocol.HeaderSessionCreated
 	corsMaxAge  = "600"
 )
 
