@@ -272,7 +272,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
-	list, err := a.svc.ListSessions(r.Context(), r.URL.Query().Get("project"))
+	list, err := a.svc.ListSessions(r.Context(), sessionsProject(r))
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -515,8 +515,10 @@ const (
 // once. With after or limit it is one page of the artifacts changed after
 // revision after, in revision order, with a cursor for the next.
 func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
-	q := r.URL.Query()
-	if !q.Has("after") && !q.Has("limit") {
+	// Given is given even when it does not decode: pageParams refuses it.
+	_, afterGiven, _ := queryParam(r, "after")
+	_, limitGiven, _ := queryParam(r, "limit")
+	if !afterGiven && !limitGiven {
 		a.allArtifacts(w, r, id)
 		return
 	}
@@ -648,7 +650,20 @@ func (a *API) artifactStream(w http.ResponseWriter, r *http.Request, id string) 
 }
 
 func (a *API) sessionStream(w http.ResponseWriter, r *http.Request) {
-	a.serveStream(w, r, func() (*Stream, error) { return a.svc.SessionStream(r.Context(), r.URL.Query().Get("project")) })
+	project := sessionsProject(r)
+	a.serveStream(w, r, func() (*Stream, error) { return a.svc.SessionStream(r.Context(), project) })
+}
+
+// sessionsProject is the ?project= filter of GET /sessions and its stream
+// ("" for all). There a value that is no project name matches nothing,
+// and so does one that does not decode or is given twice (queryParam):
+// it is then passed on as a name no session has (one with '%').
+func sessionsProject(r *http.Request) string {
+	p, _, err := queryParam(r, "project")
+	if err != nil {
+		return "%"
+	}
+	return p
 }
 
 func (a *API) commandStream(w http.ResponseWriter, r *http.Request, id string) {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -27,18 +29,31 @@ func projectParam(r *http.Request) (string, error) {
 	return p, nil
 }
 
-// queryParam returns the query parameter name and whether it was given;
-// given twice it is refused: which one the client meant is not known, and
-// taking the first answered 200 for what it did not ask.
+// queryParam returns the query parameter name and whether it was given.
+// It reads the raw query itself: url.Values drops a pair whose value does
+// not decode (a malformed %-escape, a ';'), which then read as absent, so
+// ?after=%zz answered the whole artifact list instead of a page and
+// ?project=%zz every project's requests. Given twice, or not decodable,
+// it is refused: what the client meant is not known, and taking the
+// first, or nothing, answered 200 for what it did not ask.
 func queryParam(r *http.Request, name string) (v string, given bool, err error) {
-	vs := r.URL.Query()[name]
-	switch len(vs) {
-	case 0:
-		return "", false, nil
-	case 1:
-		return vs[0], true, nil
+	n := 0
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		k, raw, _ := strings.Cut(pair, "=")
+		if k, kerr := url.QueryUnescape(k); kerr != nil || k != name {
+			continue
+		}
+		n++
+		dec, verr := url.QueryUnescape(raw)
+		if verr != nil {
+			return "", true, protocol.Errorf(protocol.CodeInvalid, "%s: %q does not decode as a URL query value (a %% starts an escape like %%2F)", name, raw)
+		}
+		v = dec
 	}
-	return "", true, protocol.Errorf(protocol.CodeInvalid, "%s: given %d times; give it once", name, len(vs))
+	if n > 1 {
+		return "", true, protocol.Errorf(protocol.CodeInvalid, "%s: given %d times; give it once", name, n)
+	}
+	return v, n == 1, nil
 }
 
 // intParam reads a non-negative integer query parameter; def when absent.
