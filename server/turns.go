@@ -326,7 +326,8 @@ func eachLogEntry(ctx context.Context, st store.Store, id string, limit, maxByte
 // after, in log order, each event the JSON as stored: at most limit, and
 // no more than Options.ReplayPageBytes of events together (one at least),
 // so a page of large events (up to protocol.MaxEventBytes each) does not
-// hold gigabytes; more says whether entries follow.
+// hold gigabytes; more says whether entries follow; created is the
+// createdAt of the session the page is of (protocol.HeaderSessionCreated).
 //
 // The page is read apart from the session's record, and a store reads no
 // page of a missing session but an empty one: the record is read before
@@ -335,33 +336,33 @@ func eachLogEntry(ctx context.Context, st store.Store, id string, limit, maxByte
 // would take a short log for the whole); deleted and created again in
 // between (another createdAt), the page may be of either, and is read
 // again.
-func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error) {
+func (s *Server) EventLog(ctx context.Context, id string, after int64, limit int) (page []protocol.LoggedEvent, more bool, created int64, err error) {
 	var list []store.Event
-	var more bool
 	for tries := 0; ; tries++ {
 		before, err := s.store.Session(ctx, id)
 		if err != nil {
-			return nil, false, readFailed("events session="+id, err)
+			return nil, false, 0, readFailed("events session="+id, err)
 		}
 		if list, more, err = eventPage(ctx, s.store, id, after, limit, s.opts.ReplayPageBytes); err != nil {
-			return nil, false, readFailed("events session="+id, err)
+			return nil, false, 0, readFailed("events session="+id, err)
 		}
 		now, err := s.store.Session(ctx, id)
 		if err != nil {
-			return nil, false, readFailed("events session="+id, err)
+			return nil, false, 0, readFailed("events session="+id, err)
 		}
 		if now.CreatedAt == before.CreatedAt {
+			created = now.CreatedAt
 			break
 		}
 		if tries == 2 {
-			return nil, false, protocol.Errorf(protocol.CodeUnavailable, "events session=%s: the session was deleted and created again while each of 3 reads of its page ran; retry", id)
+			return nil, false, 0, protocol.Errorf(protocol.CodeUnavailable, "events session=%s: the session was deleted and created again while each of 3 reads of its page ran; retry", id)
 		}
 	}
-	out := make([]protocol.LoggedEvent, len(list))
+	page = make([]protocol.LoggedEvent, len(list))
 	for i, e := range list {
-		out[i] = protocol.LoggedEvent{Pos: e.Pos, Instance: e.Instance, AgentSeq: e.AgentSeq, Event: e.Body}
+		page[i] = protocol.LoggedEvent{Pos: e.Pos, Instance: e.Instance, AgentSeq: e.AgentSeq, Event: e.Body}
 	}
-	return out, more, nil
+	return page, more, created, nil
 }
 
 // number reads a JSON number field as the reducer stores it.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"github.com/rein-ai/rein/server/app"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -319,5 +321,53 @@ func TestEventLogPageOfADeletedSession(t *testing.T) {
 	close(g.open)
 	if a := <-got; a.status != http.StatusNotFound {
 		t.Fatalf("a page of a session deleted while it was read: %d %s; want 404", a.status, a.body)
+	}
+}
+
+// TestPagesNameTheirSession: a client reads the artifacts and the event
+// log a page at a time, each page its own request, resuming from the
+// last one's next. A session deleted and created again under its id
+// between two pages went on with the new session's artifacts (or log
+// entries) above that cursor, laid over the old one's, and nothing in the
+// answers told the two sessions apart. Each page's 200 now carries
+// Rein-Session-Created, the createdAt of the session it was read from, as
+// the artifact stream's does, so the client starts afresh when it changed.
+func TestPagesNameTheirSession(t *testing.T) {
+	clock := newFakeClock()
+	s := start(t, app.Options{Now: clock.Now})
+	c := newClient(t, s)
+	say := func(texts ...string) {
+		t.Helper()
+		var evs []any
+		for i, text := range texts {
+			evs = append(evs, ev("text_delta", "id", fmt.Sprint("m", i), "delta", text))
+		}
+		c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", evs)
+	}
+	created := func(path string) string {
+		t.Helper()
+		code, body, h := c.exchange("GET", path, nil)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		return h.Get(protocol.HeaderSessionCreated)
+	}
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	say("old one", "old two")
+	old := itoa(c.session("a").CreatedAt)
+	for _, p := range []string{"/sessions/a/artifacts?limit=1", "/sessions/a/events?limit=1"} {
+		if got := created(p); got != old {
+			t.Fatalf("GET %s: %s %q; want %s", p, protocol.HeaderSessionCreated, got, old)
+		}
+	}
+	c.must(http.StatusNoContent, nil, "DELETE", "/sessions/a", nil)
+	clock.Add(time.Millisecond)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	say("new one", "new two", "new three")
+	now := itoa(c.session("a").CreatedAt)
+	for _, p := range []string{"/sessions/a/artifacts?after=1&limit=1", "/sessions/a/events?after=1&limit=1"} {
+		if got := created(p); got != now || got == old {
+			t.Fatalf("GET %s after the session was created again: %s %q; want the new session's %s (the old one's was %s)", p, protocol.HeaderSessionCreated, got, now, old)
+		}
 	}
 }

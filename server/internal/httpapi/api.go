@@ -75,7 +75,9 @@ type Service interface {
 	ApprovalStream(ctx context.Context, project string, after int64, resume bool) (*Stream, error)
 	Turns(ctx context.Context, id string) ([]protocol.Turn, error)
 	Turn(ctx context.Context, id, turnID string) (protocol.Turn, error)
-	EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, error)
+	// EventLog returns a page of the log and the createdAt of the
+	// session it is of (see server.Server.EventLog).
+	EventLog(ctx context.Context, id string, after int64, limit int) ([]protocol.LoggedEvent, bool, int64, error)
 }
 
 // Options tune the adapter. Zero values select the defaults.
@@ -550,6 +552,11 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	b.WriteString("}\n")
 	w.Header().Set("Content-Type", "application/json")
+	// Which session the page is of, read with it: a client resuming from
+	// next after the session was deleted and created again under its id
+	// would lay the new one's artifacts over the old one's (as on the
+	// artifact stream, which sends the same header).
+	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(page.Created, 10))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())
 }

@@ -50,7 +50,7 @@ func (a *API) eventLog(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	list, more, err := a.svc.EventLog(r.Context(), id, after, int(limit))
+	list, more, created, err := a.svc.EventLog(r.Context(), id, after, int(limit))
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -79,6 +79,9 @@ func (a *API) eventLog(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	b.WriteString("}\n")
 	w.Header().Set("Content-Type", "application/json")
+	// Which session the page is of (see artifacts): positions restart at
+	// 1 in a session created again under the id.
+	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(created, 10))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())
 }
