@@ -297,6 +297,9 @@ func TestOpenAPIConformance(t *testing.T) {
 	var other struct{ SandboxToken string }
 	_ = json.Unmarshal(b, &other)
 	c.call("POST", "/sessions/oa-1", nil, nil, tok, 409, true)
+	// null is no project and no prompt (docs/PROTOCOL.md), and a body
+	// saying so is a valid request.
+	c.call("POST", "/sessions/oa-null", nil, []byte(`{"project":null,"prompt":null}`), tok, 201, true)
 	c.call("POST", "/sessions/oa-2", nil, []byte(`{"project":7}`), tok, 400, false)
 	c.call("POST", "/sessions/oa-2", nil, big, tok, 413, false)
 	c.call("GET", "/sessions", nil, nil, tok, 200, true)
