@@ -140,6 +140,7 @@ func FuzzDecodeCommandReference(f *testing.F) {
 		`{"type":"permission_response","requestId":"r1","optionId":"a","outcome":"cancelled"}`,
 		`{"type":"prompt","text":"t","Type":"shutdown"}`,
 		`{"type":"prompt","text":"t","id":7}`,
+		`{"type":"prompt","text":" \n\u00a0"}`,
 		` null `, `[{"type":"abort"}]`, `{"type":"abort"} x`, `"abort"`,
 	} {
 		f.Add([]byte(s))

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -322,6 +323,9 @@ func refDecodeCommand(body []byte) (Command, error) {
 		return c, &FieldError{Index: -1, Reason: jsonReason(err)}
 	}
 	c.ID = 0
+	if c.Type == CommandPrompt && strings.TrimSpace(c.Text) == "" {
+		return Command{}, &FieldError{Index: -1, Field: "text", Reason: "must not be blank (only whitespace)"}
+	}
 	if c.Type == CommandPermissionResponse {
 		switch {
 		case c.Outcome == OutcomeCancelled && c.OptionID != "":

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -286,6 +287,12 @@ func (d *decoder) command(ms []member, c *Command) *FieldError {
 	*c = Command{Type: CommandType(s)}
 	if err := d.fields(ms, schema, "", commandSetter{c: c}); err != nil {
 		return err
+	}
+	if c.Type == CommandPrompt && strings.TrimSpace(c.Text) == "" {
+		// Blank is no prompt, as a create's prompt (server decodeCreate):
+		// stored, it went to the agent, whose model refuses it, and
+		// the turn failed after a 202.
+		return &FieldError{Field: "text", Reason: "must not be blank (only whitespace)"}
 	}
 	if c.Type == CommandPermissionResponse {
 		switch {

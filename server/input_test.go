@@ -137,6 +137,10 @@ func TestBadCommands(t *testing.T) {
 		{name: "unknown type", body: `{"type":"shutdown"}`, status: 400, field: "type: unknown command type"},
 		{name: "no text", body: `{"type":"prompt"}`, status: 400, field: "text: required"},
 		{name: "empty text", body: `{"type":"prompt","text":""}`, status: 400, field: "text: must not be empty"},
+		// Blank is empty, as for the create's prompt: it was stored
+		// (202) and handed to the agent, whose model refuses it.
+		{name: "blank text", body: `{"type":"prompt","text":" \n\t "}`, status: 400, field: "text: must not be blank"},
+		{name: "blank queued text", body: `{"type":"prompt","text":"\u00a0","queue":true}`, status: 400, field: "text: must not be blank"},
 		{name: "text a number", body: `{"type":"prompt","text":5}`, status: 400, field: "text: must be a string"},
 		{name: "text too long", body: `{"type":"prompt","text":"` + strings.Repeat("x", protocol.MaxTextLen+1) + `"}`, status: 400, field: "text: is 262145 bytes"},
 		{name: "requestId charset", body: `{"type":"permission_response","requestId":"r 1","optionId":"o"}`, status: 400, field: "requestId:"},
