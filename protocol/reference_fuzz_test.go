@@ -141,6 +141,7 @@ func FuzzDecodeCommandReference(f *testing.F) {
 		`{"type":"prompt","text":"t","Type":"shutdown"}`,
 		`{"type":"prompt","text":"t","id":7}`,
 		`{"type":"prompt","text":" \n\u00a0"}`,
+		`{"type":"permission_response","requestId":"r1","optionId":"a","requestSeq":0}`,
 		` null `, `[{"type":"abort"}]`, `{"type":"abort"} x`, `"abort"`,
 	} {
 		f.Add([]byte(s))

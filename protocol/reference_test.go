@@ -335,6 +335,9 @@ func refDecodeCommand(body []byte) (Command, error) {
 		case c.Outcome == "":
 			c.Outcome = OutcomeSelected
 		}
+		if v, ok := m["requestSeq"]; ok && !isNull(v) && c.RequestSeq < 1 {
+			return Command{}, &FieldError{Index: -1, Field: "requestSeq", Reason: "must be a positive integer: the seq of the permission artifact answered"}
+		}
 	}
 	return c, nil
 }
