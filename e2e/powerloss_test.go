@@ -624,3 +624,95 @@ func TestAgentdFailedSyncs(t *testing.T) {
 		"text done: You said: next",
 	})
 }
+
+// eventPosts matches agentd's event POSTs (POST /sessions/{id}/events).
+func eventPosts(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sessions/") && strings.HasSuffix(r.URL.Path, "/events")
+}
+
+// TestAgentdPowerLossBeforeTurnStartSynced: the sandbox loses power after
+// the agent started the turn of a prompt, when agentd has logged the
+// turn_started but no fsync has made it durable yet (here every fsync of
+// the segment fails, which pins that moment) and has not posted it (its
+// POSTs are held). agentd had the prompt taken: a cursor made durable
+// past the prompt before the event that took it would lose the prompt
+// for good, neither run again nor in the transcript, though the server
+// accepted it. The restarted agentd must run it.
+func TestAgentdPowerLossBeforeTurnStartSynced(t *testing.T) {
+	e := newEnv(t)
+	disk, state := crashfs.MountTemp(t)
+	drop, err := NewAnswerDropper(e.srv.URL, eventPosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop.Close)
+	id := "unsynced"
+	flags := []string{"--state-dir", state}
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	d := e.agentd(drop.URL(), id, slowAgent, flags)
+	e.waitIdle(id)
+
+	// From here the outbox's events reach neither the server nor the
+	// disk for sure.
+	disk.FailSyncs(1<<30, fmt.Sprintf("%020d.seg", 1))
+	arrived, release := drop.HoldNext()
+	defer release()
+	const prompt = "slow: 30"
+	e.prompt(id, prompt)
+	select {
+	case <-arrived:
+	case <-e.ctx.Done():
+		t.Fatal("agentd posted nothing after the prompt")
+	}
+	// The agent writes its words after its turn_started, which agentd
+	// handles (the command cursor included) before it reads on.
+	dir := filepath.Join(state, id)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, deltas := readTurnText(outboxEvents(t, dir)); deltas > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no word of the turn in the outbox after 30 s")
+		}
+	}
+	killSandbox(t, d)
+	powerLoss(t, disk, state, 0, 0)
+	disk.FailSyncs(0)
+	release()
+	// Seen disconnected first: the session was idle before (the server
+	// never heard of the turn), and a prompt must not race the new
+	// agentd's connection.
+	if err := e.sw.WaitStatus(e.ctx, id, protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
+
+	e.agentd(e.srv.URL, id, slowAgent, flags)
+	e.waitIdle(id)
+	e.prompt(id, "next")
+	// The turn of "next" (its artifact comes before its user message)
+	// ended, and every turn before it.
+	if err := f.WaitFor(e.ctx, `the turn of "next"`, func(arts []*protocol.Artifact) bool {
+		next := false
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactTurn && a.String("status") == "running" {
+				return false
+			}
+			next = next || a.Type == protocol.ArtifactUserMessage && a.String("text") == "next"
+		}
+		return next
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := render(e.assertModelMatchesServer(f, id))
+	if !slices.Contains(got, "user: "+prompt) {
+		t.Fatalf("the prompt %q, accepted by the server, never ran (cursor file: %q):\n%s", prompt, readFile(filepath.Join(dir, "cursor")), strings.Join(got, "\n"))
+	}
+	t.Logf("transcript:\n%s", strings.Join(got, "\n"))
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}

@@ -323,10 +323,11 @@ func (l *Log) recover() error {
 		l.segs = append(l.segs, seg)
 		base += good
 	}
-	if turnBefore != l.turnState() {
-		_ = l.writeTurn()
-	}
-	l.w, l.synced = base, base
+	// The last segment may hold what an agentd killed a moment ago
+	// wrote and no fsync has made durable yet (its page cache outlives
+	// it, not a power loss): counted as unsynced, so that the state
+	// files written from it (syncLog) wait for it.
+	l.w, l.synced = base, 0
 	if l.r < 0 {
 		l.r = base
 	}
@@ -336,6 +337,9 @@ func (l *Log) recover() error {
 		if err := l.newSegment(); err != nil {
 			return err
 		}
+	}
+	if turnBefore != l.turnState() {
+		_ = l.writeTurn()
 	}
 	// Compact what was acknowledged before the restart.
 	return l.compact()
@@ -482,6 +486,13 @@ func (l *Log) SetCursor(id int64) error {
 	defer l.mu.Unlock()
 	if l.hasCur && id == l.cursor {
 		return nil
+	}
+	// The cursor moves past a prompt once its turn_started is logged;
+	// durable before that event, a power loss would keep the cursor and
+	// take the event: the prompt would never run again, nor its turn be
+	// in the transcript if it had not been posted yet.
+	if err := l.syncLog(); err != nil {
+		return fmt.Errorf("write cursor: %w", err)
 	}
 	if err := l.writeFile("cursor", []byte(strconv.FormatInt(id, 10)+"\n"), true); err != nil {
 		return err
@@ -923,9 +934,34 @@ func (l *Log) writeTurn() error {
 	// acknowledged and removed, this file is the only record that the
 	// turn is open. Renamed unsynced, the new file could survive a power
 	// loss empty (the rename durable, its data not) and the open turn be
-	// forgotten. Written at a turn's start and end, and an agent's, only:
-	// two fsyncs a turn.
+	// forgotten. Nor may it be durable before the event it records: a
+	// power loss that kept it and took a turn_completed not yet posted
+	// would leave the turn running for good in the transcript (the
+	// segments holding its start removed, nothing says it is open). So
+	// the log is synced first. Written at a turn's start and end, and an
+	// agent's, only: four fsyncs a turn. When that fsync fails the file
+	// is written all the same: the events are then safe from a kill of
+	// agentd only (as Sync's failures leave them), and against a kill the
+	// file must say what the log says.
+	if err := l.syncLog(); err != nil {
+		l.log.Warn("outbox: not synced before the turn state is written; safe from a kill of agentd, not from a power loss", "err", err)
+	}
 	return l.writeFile("turn", b, true)
+}
+
+// syncLog makes everything appended so far durable, for a state file
+// that must not be durable before the events it follows from (the
+// turn, the cursor); l.mu is held. Segments before the active one were
+// synced when they rolled.
+func (l *Log) syncLog() error {
+	if l.synced >= l.w || len(l.segs) == 0 {
+		return nil
+	}
+	if err := l.segs[len(l.segs)-1].f.Sync(); err != nil {
+		return fmt.Errorf("sync outbox: %w", err)
+	}
+	l.synced = l.w
+	return nil
 }
 
 // writeFile replaces a small state file atomically (write, rename), with
