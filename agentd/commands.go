@@ -2,6 +2,7 @@ package agentd
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/rein-ai/rein/agentd/internal/outbox"
@@ -25,6 +26,13 @@ type commandLog struct {
 	cmds   []trackedCommand // received and not yet behind the cursor, in id order
 	saved  bool             // a cursor is known (persisted by this or an earlier agentd, or set in memory)
 	cursor int64            // the cursor, also without a state dir: the server hears it (acked)
+	// before are the commands after the cursor that an earlier agentd's
+	// agent took (outbox.Log.Taken), not yet received again: an abort
+	// handed over while the prompt before it waited for the turn it
+	// aborted. The command stream gives them again (they are after the
+	// cursor), and they must not reach the new agent: the abort would
+	// stop a turn nobody aborted.
+	before map[int64]bool
 }
 
 type trackedCommand struct {
@@ -33,9 +41,12 @@ type trackedCommand struct {
 }
 
 func newCommandLog(ob *outbox.Log, log *slog.Logger) *commandLog {
-	l := &commandLog{ob: ob, log: log}
+	l := &commandLog{ob: ob, log: log, before: map[int64]bool{}}
 	if ob != nil {
 		l.cursor, l.saved = ob.Cursor()
+		for _, id := range ob.Taken() {
+			l.before[id] = true
+		}
 	}
 	return l
 }
@@ -57,8 +68,10 @@ func (l *commandLog) resume() (after int64, ok bool) {
 	return l.ob.Cursor()
 }
 
-// received records a command read from the stream.
-func (l *commandLog) received(c protocol.Command) {
+// received records a command read from the stream. again reports a
+// command the agent of an earlier agentd took: it counts as taken, and
+// must not be given to the agent.
+func (l *commandLog) received(c protocol.Command) (again bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.saved {
@@ -66,7 +79,14 @@ func (l *commandLog) received(c protocol.Command) {
 		// not for this sandbox.
 		l.save(c.ID - 1)
 	}
+	if l.before[c.ID] {
+		delete(l.before, c.ID)
+		l.cmds = append(l.cmds, trackedCommand{c: c, taken: true})
+		l.advance()
+		return true
+	}
 	l.cmds = append(l.cmds, trackedCommand{c: c})
+	return false
 }
 
 // took marks the command with id as taken.
@@ -83,6 +103,7 @@ func (l *commandLog) took(id int64) {
 		}
 	}
 	l.advance()
+	l.saveTaken()
 }
 
 // turnStarted marks the oldest prompt not yet taken as taken: agents run
@@ -97,6 +118,7 @@ func (l *commandLog) turnStarted() {
 		}
 	}
 	l.advance()
+	l.saveTaken()
 }
 
 // prompts are the prompts received and not taken, in order: what a newly
@@ -125,6 +147,34 @@ func (l *commandLog) advance() {
 	last := l.cmds[n-1].c.ID
 	l.cmds = l.cmds[n:]
 	l.save(last)
+}
+
+// saveTaken persists the commands taken after the cursor (those the
+// cursor could not pass, and those of an earlier agentd not received
+// again yet), when there are any; l.mu is held. A file left listing
+// commands the cursor has passed since says nothing more than the
+// cursor. A failed write is logged: the cost is a command given to the
+// agent again after a restart.
+func (l *commandLog) saveTaken() {
+	if l.ob == nil {
+		return
+	}
+	var ids []int64
+	for _, t := range l.cmds {
+		if t.taken {
+			ids = append(ids, t.c.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	for id := range l.before {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if err := l.ob.SetTaken(ids); err != nil {
+		l.log.Error("commands taken after the cursor not saved", "ids", ids, "err", err)
+	}
 }
 
 // save records and persists the cursor; l.mu is held. A failed write is

@@ -173,8 +173,11 @@ func (s *supervisor) run(ctx context.Context) error {
 				// A prompt waits for the next agent; an abort or a
 				// permission answer was for the agent that died with
 				// its turn.
-				s.cmds.received(c)
-				s.dropForNoAgent(c)
+				if s.cmds.received(c) {
+					s.log.Info("command taken by the agent before agentd restarted; not given again", "id", c.ID, "type", c.Type)
+				} else {
+					s.dropForNoAgent(c)
+				}
 			case <-s.connected:
 			case <-ctx.Done():
 				return nil
@@ -407,7 +410,10 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 			pending = pending[1:]
 			s.handedOver(head)
 		case c := <-in:
-			s.cmds.received(c)
+			if s.cmds.received(c) {
+				s.log.Info("command taken by the agent before agentd restarted; not given again", "id", c.ID, "type", c.Type)
+				continue
+			}
 			if stop {
 				continue // not taken: the next agentd gets it again
 			}
@@ -576,15 +582,18 @@ func (s *supervisor) queued(c protocol.Command) {
 }
 
 // handOver gives the running agent c if its channel has room, without
-// blocking the loop.
+// blocking the loop. c is taken (and recorded so) before it is sent: the
+// agent may act on it at once, and an agentd killed before the record
+// would have its successor give the abort again, to a turn nobody
+// aborted. Only this loop sends on r.cmds, so room now is room for the
+// send.
 func (s *supervisor) handOver(r *agentRun, c protocol.Command) bool {
-	select {
-	case r.cmds <- c:
-		s.handedOver(c)
-		return true
-	default:
+	if len(r.cmds) == cap(r.cmds) {
 		return false
 	}
+	s.handedOver(c)
+	r.cmds <- c
+	return true
 }
 
 // handedOver: an abort or an answer is taken once handed over; a prompt

@@ -394,3 +394,92 @@ func TestZeroSessionFileKeepsEvents(t *testing.T) {
 		t.Fatalf("agent events in the log: %v; want %v (the first agent's exit, logged while cut off, posted by the third agentd)", types, want)
 	}
 }
+
+// logAgent is a native agent in sh that appends every command line it
+// reads to $CMDLOG. Each prompt starts a turn (turn t<n>, whose user
+// message is the prompt's line number n) that it ends at once, unless
+// $HANG is set: then its first turn never ends and it only logs what
+// comes after, an abort included.
+const logAgent = `echo '{"type":"agent_started","agent":{"name":"log-agent","protocol":"native"}}'
+n=0
+while IFS= read -r line; do
+	printf '%s\n' "$line" >> "$CMDLOG"
+	case "$line" in
+	*'"type":"shutdown"'*) exit 0 ;;
+	*'"type":"prompt"'*)
+		n=$((n+1))
+		if [ -n "$HANG" ] && [ $n -gt 1 ]; then continue; fi
+		echo '{"type":"turn_started","turnId":"t'$n'","source":"user"}'
+		echo '{"type":"user_message","id":"u'$n'","text":"prompt '$n'"}'
+		if [ -z "$HANG" ]; then echo '{"type":"turn_completed","turnId":"t'$n'","stopReason":"end_turn"}'; fi
+		;;
+	esac
+done
+`
+
+// waitLogged waits (a bounded poll) until the command log at path has a
+// line containing substr, and returns its lines.
+func waitLogged(t *testing.T, path, substr string) []string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), substr) {
+			return strings.Split(strings.TrimSpace(string(b)), "\n")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in the agent's command log after 30 s:\n%s", substr, b)
+		}
+	}
+}
+
+// TestAgentdKilledAfterAbortTaken: the user aborts a running turn while
+// the next prompt waits for it, and agentd is killed after handing the
+// abort to its agent but before that prompt's turn started. The abort was
+// taken; the prompt was not, so the command cursor stays before both, and
+// the restarted agentd gets both again. The prompt must run on the new
+// agent; the abort, which was for the dead turn, must not reach it: it
+// would stop the prompt's turn, which nobody aborted.
+func TestAgentdKilledAfterAbortTaken(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "log-agent")
+	if err := os.WriteFile(script, []byte(logAgent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := "aborted"
+	// The ignored abort must not be escalated while the test runs.
+	flags := []string{"--abort-grace", "10m"}
+	e.create(id, "")
+	first := filepath.Join(dir, "commands-1")
+	d := e.agentd(e.srv.URL, id, []string{"HANG=1", "CMDLOG=" + first}, flags, "sh", script)
+	e.waitIdle(id)
+	e.prompt(id, "first")
+	// Taken: its turn started, and the cursor is past it.
+	cursor := filepath.Join(e.dir, "agentd-state", id, "cursor")
+	for deadline := time.Now().Add(30 * time.Second); readFile(cursor) != "1"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("command cursor %q after 30 s, want 1: the first prompt's turn did not start", readFile(cursor))
+		}
+	}
+	e.prompt(id, "second")
+	if _, err := e.c.Abort(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitLogged(t, first, `"type":"abort"`)
+	killSandbox(t, d)
+	if err := e.sw.WaitStatus(e.ctx, id, protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
+
+	second := filepath.Join(dir, "commands-2")
+	e.agentd(e.srv.URL, id, []string{"CMDLOG=" + second}, flags, "sh", script)
+	e.waitIdle(id)
+	// Commands reach the agent in order: once it has this one, it has
+	// every one the restarted agentd was given before it.
+	e.prompt(id, "third")
+	got := waitLogged(t, second, `"text":"third"`)
+	want := []string{`"text":"second"`, `"text":"third"`}
+	if len(got) != len(want) || !strings.Contains(got[0], want[0]) || !strings.Contains(got[1], want[1]) {
+		t.Fatalf("the restarted agent got:\n%s\nwant the prompt that never started, then the next one (the abort was the dead turn's)", strings.Join(got, "\n"))
+	}
+}

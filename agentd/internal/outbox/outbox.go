@@ -131,6 +131,8 @@ type Log struct {
 	agentRunning bool
 	cursor       int64
 	hasCur       bool
+	// taken: commands after the cursor the agent took (file "taken").
+	taken []int64
 	// session is the createdAt of the server session the state belongs
 	// to (file "session"); hasSess is false until one was saved.
 	session int64
@@ -237,6 +239,9 @@ func (l *Log) load() error {
 		return err
 	}
 	if l.session, l.hasSess, err = l.readInt("session"); err != nil {
+		return err
+	}
+	if err := l.readTaken(); err != nil {
 		return err
 	}
 	if l.hasSess && l.session == 0 {
@@ -498,6 +503,70 @@ func (l *Log) SetCursor(id int64) error {
 		return err
 	}
 	l.cursor, l.hasCur = id, true
+	return nil
+}
+
+// Taken is the ids of the commands after the cursor that the agent took
+// (SetTaken), in order; ids at or below the cursor are left out.
+func (l *Log) Taken() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []int64
+	for _, id := range l.taken {
+		if !l.hasCur || id > l.cursor {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// SetTaken durably records the ids of the commands after the cursor that
+// the agent took: the cursor cannot move past them while a command
+// before them (a prompt waiting for the turn before it) was not taken,
+// and a restarted agentd, which gets every command after the cursor
+// again, must not hand them to its agent a second time.
+func (l *Log) SetTaken(ids []int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if slices.Equal(ids, l.taken) {
+		return nil
+	}
+	b := make([]byte, 0, 8*len(ids)+1)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	if err := l.writeFile("taken", append(b, '\n'), true); err != nil {
+		return err
+	}
+	l.taken = slices.Clone(ids)
+	return nil
+}
+
+// readTaken reads the file "taken" (SetTaken). One that is not a list of
+// ids (a disk's error, a hand edit) is logged and ignored: the cost is
+// what it would have saved, a command taken before a restart given to
+// the agent again.
+func (l *Log) readTaken() error {
+	b, err := os.ReadFile(filepath.Join(l.dir, "taken"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read taken: %w: %w", ErrUnreadable, err)
+	}
+	var ids []int64
+	for _, f := range strings.Fields(string(b)) {
+		id, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || id <= 0 {
+			l.log.Warn("outbox: the commands taken after the cursor are unreadable; a restart may give them to the agent again", "file", "taken", "content", string(b))
+			return nil
+		}
+		ids = append(ids, id)
+	}
+	l.taken = ids
 	return nil
 }
 
