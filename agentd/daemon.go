@@ -272,6 +272,7 @@ func openOutbox(opts Options, log *slog.Logger) (*outbox.Log, error) {
 		return nil, nil
 	}
 	dir := filepath.Join(opts.StateDir, opts.Session)
+	removeDiscarded(dir, log)
 	ob, err := outbox.Open(outbox.Options{Dir: dir, MaxBytes: opts.OutboxMaxBytes, Logger: log})
 	if errors.Is(err, outbox.ErrUnreadable) {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
@@ -345,7 +346,7 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 	log.Warn("the state dir was saved for an earlier session with this id (deleted and created again): discarding it and starting afresh",
 		"dir", dir, "savedFor", saved, "sessionCreatedAt", createdAt, "discardedEvents", ob.Pending())
 	ob.Close()
-	if err := os.RemoveAll(dir); err != nil {
+	if err := discard(dir); err != nil {
 		log.Warn("state dir of the earlier session not removed: events wait in memory only", "dir", dir, "err", err)
 		return nil, nil
 	}
@@ -360,6 +361,54 @@ func checkSession(ctx context.Context, opts Options, ob *outbox.Log, log *slog.L
 		}
 	}
 	return ob, nil
+}
+
+// discardedSuffix ends the name a discarded state dir is renamed to
+// before it is removed; "~" is in no session id, so it names no state dir.
+const discardedSuffix = "~discarded-"
+
+// discard removes the state dir dir of an earlier session. Removed file
+// by file, a removal cut short (agentd killed, a power loss, a disk's
+// error) would leave part of it for the next agentd, and a part without
+// the file naming its session, or without its instance, is taken for a
+// state to apply: the earlier session's cursor, or its outbox posted into
+// the new session's transcript as a new instance's. So the dir is first
+// renamed away at once, durably; openOutbox then removes it
+// (removeDiscarded), and a removal cut short leaves only the renamed
+// dir, which no agentd reads and the next start removes.
+func discard(dir string) error {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("discard state dir: %w", err)
+	}
+	gone := dir + discardedSuffix + hex.EncodeToString(b[:])
+	if err := os.Rename(dir, gone); err != nil {
+		return fmt.Errorf("discard state dir: %w", err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return fmt.Errorf("discard state dir: %w", err)
+	}
+	return nil
+}
+
+// removeDiscarded removes dir's earlier states that discard renamed away;
+// one it cannot remove is left for the next start.
+func removeDiscarded(dir string, log *slog.Logger) {
+	names, _ := filepath.Glob(dir + discardedSuffix + "*")
+	for _, n := range names {
+		if err := os.RemoveAll(n); err != nil {
+			log.Warn("discarded state dir not removed; the next start tries again", "dir", n, "err", err)
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // sessionCreated is the createdAt of the session agentd serves, 0 until

@@ -716,3 +716,61 @@ func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return strings.TrimSpace(string(b))
 }
+
+// TestRecreatedSessionDiscardCutShort: agentd finds its state dir saved
+// for a session deleted since and created again with the same id, and
+// discards it; the removal stops partway (here a file's unlink fails, as
+// a kill or a disk's error may stop it anywhere). The next agentd on the
+// state dir must not take what is left for a state of the new session:
+// without the file naming the session it cannot tell, and without the
+// instance and acked files it would post the old session's outbox,
+// already stored there, as a new instance into the new transcript.
+func TestRecreatedSessionDiscardCutShort(t *testing.T) {
+	e := newEnv(t)
+	disk, state := crashfs.MountTemp(t)
+	id := "discard"
+	flags := []string{"--state-dir", state}
+	e.create(id, "")
+	old := Follow(e.ctx, e.c, id)
+	d := e.agentd(e.srv.URL, id, nil, flags)
+	e.waitIdle(id)
+	e.prompt(id, "in the old session")
+	waitTurns(t, e.ctx, old, 1)
+	old.Close()
+	d.Stop(15 * time.Second)
+
+	if err := e.c.DeleteSession(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.create(id, "")
+	f := Follow(e.ctx, e.c, id)
+	defer f.Close()
+	disk.FailRemoves(fmt.Sprintf("%020d.seg", 1))
+	d = e.agentd(e.srv.URL, id, nil, flags)
+	if _, err := d.WaitLine(e.ctx, "discarding it and starting afresh"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIdle(id)
+	e.prompt(id, "in the new session")
+	waitTurns(t, e.ctx, f, 1)
+	d.Stop(15 * time.Second)
+	disk.FailRemoves()
+	if err := e.sw.WaitStatus(e.ctx, id, protocol.StatusDisconnected); err != nil {
+		t.Fatal(err)
+	}
+
+	e.agentd(e.srv.URL, id, nil, flags)
+	e.waitIdle(id)
+	e.prompt(id, "next")
+	waitTurns(t, e.ctx, f, 2)
+	arts := e.assertModelMatchesServer(f, id)
+	wantTranscript(t, "the new session", arts, []string{
+		"turn completed end_turn",
+		"user: in the new session",
+		"text done: You said: in the new session",
+		"notice info: agent exited (code 0)",
+		"turn completed end_turn",
+		"user: next",
+		"text done: You said: next",
+	})
+}

@@ -30,6 +30,8 @@ type FS struct {
 	// those that did.
 	failSyncs, failed int
 	failNames         []string
+	// failRemoves: names whose unlink fails (FailRemoves).
+	failRemoves []string
 }
 
 // New returns an empty filesystem, not mounted.
@@ -129,6 +131,15 @@ func (c *FS) FailSyncs(n int, names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failSyncs, c.failNames = n, names
+}
+
+// FailRemoves makes every unlink of a file named one of names fail with
+// EIO until it is called again (with none to end it): a removal of many
+// files that stops partway, as one cut by a kill or a disk's error does.
+func (c *FS) FailRemoves(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failRemoves = names
 }
 
 // FailedSyncs reports how many fsyncs FailSyncs made fail.
@@ -285,6 +296,9 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	if _, isDir := ch.(*dir); isDir {
 		return syscall.EISDIR
+	}
+	if slices.Contains(n.c.failRemoves, name) {
+		return syscall.EIO
 	}
 	delete(n.d.entries, name)
 	n.d.mtime = time.Now()
