@@ -558,7 +558,8 @@ func (l *Log) readTaken() error {
 		return fmt.Errorf("read taken: %w: %w", ErrUnreadable, err)
 	}
 	var ids []int64
-	for _, f := range strings.Fields(string(b)) {
+	// Zeros at the end: a rewrite in place cut short (readInt).
+	for _, f := range strings.Fields(strings.TrimRight(string(b), "\x00")) {
 		id, err := strconv.ParseInt(f, 10, 64)
 		if err != nil || id <= 0 {
 			l.log.Warn("outbox: the commands taken after the cursor are unreadable; a restart may give them to the agent again", "file", "taken", "content", string(b))
@@ -1084,7 +1085,12 @@ func (l *Log) readInt(name string) (int64, bool, error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("read %s: %w: %w", name, ErrUnreadable, err)
 	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	// Zeros after the number are a rewrite in place (space.go) cut short
+	// by a power loss: the file's new size was kept and its new bytes
+	// were not, so what is left is the old number, still true (a cursor
+	// behind costs a prompt run again; a reservation is written before
+	// its agentSeqs are used).
+	v, err := strconv.ParseInt(strings.TrimSpace(strings.TrimRight(string(b), "\x00")), 10, 64)
 	if err != nil || v < 0 {
 		return 0, false, fmt.Errorf("read %s: %q is not a non-negative integer", name, strings.TrimSpace(string(b)))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -313,5 +314,40 @@ func TestOpenOnAFullDisk(t *testing.T) {
 		t.Fatal("Open of a new state dir on a full disk succeeded")
 	} else if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Open of a new state dir on a full disk = %v, want ENOSPC named", err)
+	}
+}
+
+// TestStateFileRewriteCutShort: on a full disk the small state files are
+// rewritten in place (rewrite: write at 0, then truncate, then fsync).
+// A power loss in the middle may keep the file's new, longer size and
+// not its new bytes, which then read as zeros after the old ones ("9\n"
+// rewritten to "10\n" reads "9\n\x00"). That is the old value, as good
+// as a rename not yet durable: the state dir must open with it, not be
+// refused as garbled (agentd would then exit at every start).
+func TestStateFileRewriteCutShort(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	if err := l.SetCursor(9); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 2, "not yet acknowledged")
+	l.Close()
+	for _, name := range []string{"cursor", "seq"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, name), append(b, 0, 0))
+	}
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("Open after a rewrite cut short: %v", err)
+	}
+	defer l.Close()
+	if c, ok := l.Cursor(); !ok || c != 9 {
+		t.Errorf("cursor = %d, %v; want 9", c, ok)
+	}
+	if n := l.Pending(); n != 2 {
+		t.Errorf("%d events pending, want 2", n)
 	}
 }
