@@ -179,16 +179,17 @@ func (l *commandLog) saveTaken() {
 
 // save records and persists the cursor; l.mu is held. A failed write is
 // logged: the cost is a command replayed after a restart, not one lost.
+// The cursor is known all the same (a fresh state dir's first command
+// set it): left unknown, the next command would set it again, just
+// before itself, past the first one although it was not taken, and the
+// next write that succeeds would persist that.
 // Without a state dir the cursor is kept in memory only, for acked.
 func (l *commandLog) save(id int64) {
-	l.cursor = id
+	l.cursor, l.saved = id, true
 	if l.ob == nil {
-		l.saved = true
 		return
 	}
 	if err := l.ob.SetCursor(id); err != nil {
 		l.log.Error("command cursor not saved", "id", id, "err", err)
-		return
 	}
-	l.saved = true
 }
