@@ -2,6 +2,7 @@ package native
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -163,13 +164,72 @@ func (s *session) first(ctx context.Context, l line) error {
 func (s *session) handle(ctx context.Context, l line) error {
 	ev, err := decode(l)
 	if err != nil {
-		return s.emit(ctx, s.invalid(err.Error()))
+		if err := s.emit(ctx, s.invalid(err.Error())); err != nil {
+			return err
+		}
+		if end, ok := cutTurnEnd(l); ok {
+			return s.emit(ctx, end)
+		}
+		return nil
 	}
 	if ev.Type == protocol.EventAgentStarted {
 		s.conversation(l)
 		ev = s.started(&ev)
 	}
 	return s.emit(ctx, ev)
+}
+
+// cutTurnEnd reads the start of a line over maxLineBytes: when its "type",
+// before the cut, is turn_completed, the agent ended its turn, and the
+// turn is ended as an error saying why its end could not be read (with
+// the turnId, when that too comes before the cut). Without it the turn
+// would stay running in the transcript for ever, and the next prompt's
+// turn would be taken for the agent's retry of it. What the line said
+// besides (its stop reason, its result) is lost, and the error says so.
+func cutTurnEnd(l line) (protocol.Event, bool) {
+	if l.err != errLineTooLong {
+		return protocol.Event{}, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(l.b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return protocol.Event{}, false
+	}
+	var typ, turn string
+	// Up to the cut: a decode past it fails, as does anything else
+	// that is not the JSON of an object's fields.
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch k {
+		case "type":
+			err = dec.Decode(&typ)
+		case "turnId":
+			err = dec.Decode(&turn)
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if typ != string(protocol.EventTurnCompleted) {
+		return protocol.Event{}, false
+	}
+	end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turn, StopReason: protocol.StopError,
+		Error: "the agent ended its turn, but agentd could not read how: its turn_completed line was " + errLineTooLong.Error() + " (its stop reason and result are lost)"}
+	// Checked as any line is: a turnId that is not a valid id would
+	// have the end refused by the server.
+	b, err := json.Marshal(end)
+	if err != nil {
+		return protocol.Event{}, false
+	}
+	if _, err := protocol.DecodeEventUnlimited(b); err != nil {
+		end.TurnID = ""
+	}
+	return end, true
 }
 
 // conversation reports the conversationId of an agent_started line. The
@@ -302,20 +362,42 @@ func (s *session) invalid(reason string) protocol.Event {
 	}
 }
 
-// errLineTooLong reports a stdout line above protocol.MaxEventBytes.
-var errLineTooLong = fmt.Errorf("line longer than %d bytes", protocol.MaxEventBytes)
+// maxLineBytes bounds one stdout line. A text is at most
+// protocol.MaxTextLen bytes, but JSON may write each of its bytes as a
+// six-byte escape (a control character; an agent escaping all but ASCII
+// writes three bytes of UTF-8 as six), and the rest of an event is ids
+// and short fields: so a line this long holds any event whose text is
+// within the limit, however escaped, and the uploader cuts what is over
+// the event's limits once decoded (uploader/fit.go). The command stream
+// takes commands up to the same bound (protocol.MaxCommandBytes) for the
+// same reason. A line is held only while it is handled, never between
+// lines, but handling the longest costs: measured with cmd/agentd and a
+// state dir, its peak resident memory went from 13.2 MB idle to 16.8 MB
+// for a 480 KB turn_completed of \u0001 escapes and 22.1 MB for a 1.57 MB
+// one (most of it the uploader encoding the event again as it cuts it,
+// and this reader's copies as the line grows), past the 20 MiB budget
+// README.md names for agentd, for as long as such a line takes. The
+// alternative, refusing the line, lost the turn's end.
+const maxLineBytes = 6*protocol.MaxTextLen + 64<<10
+
+// errLineTooLong reports a stdout line above maxLineBytes.
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", maxLineBytes)
 
 func readLines(r io.Reader, out chan<- line, stop <-chan struct{}) {
 	defer close(out)
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		b, err := process.ReadLine(br, protocol.MaxEventBytes+1)
+		// b is the line's own copy, not br's buffer: it is handed on
+		// as it is.
+		b, err := process.ReadLine(br, maxLineBytes+1)
 		var l line
 		switch {
-		case len(b) > protocol.MaxEventBytes:
-			l.err = errLineTooLong
+		case len(b) > maxLineBytes:
+			// Its start is kept: it may still tell that the line ended
+			// a turn (cutTurnEnd).
+			l.b, l.err = trimSpace(b[:maxLineBytes]), errLineTooLong
 		case len(trimSpace(b)) > 0:
-			l.b = append([]byte(nil), trimSpace(b)...)
+			l.b = trimSpace(b)
 		}
 		if l.err != nil || l.b != nil {
 			select {

@@ -131,3 +131,38 @@ func TestEnvelopeFieldsTheAgentWroteAreReplaced(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A line over the line cap is refused with a notice; when its start still
+// shows a turn_completed, the turn ends too, as an error (with its turnId
+// when that comes before the cut). One whose type comes after the cut
+// cannot be told from any other event, and only the notice is left.
+func TestTurnEndOverTheLineCap(t *testing.T) {
+	big := strings.Repeat("x", 2<<20)
+	for _, tc := range []struct {
+		name, line string
+		want       []string
+	}{
+		{"turnId first", `{"type":"turn_completed","turnId":"t1","stopReason":"end_turn","resultText":"` + big + `"}`,
+			[]string{"notice  ", "turn_completed t1 error"}},
+		{"turnId past the cut", `{"type":"turn_completed","resultText":"` + big + `","turnId":"t1"}`,
+			[]string{"notice  ", "turn_completed  error"}},
+		{"type past the cut", `{"turnId":"t1","resultText":"` + big + `","type":"turn_completed"}`,
+			[]string{"notice  "}},
+		{"another event", `{"type":"text_delta","id":"b1","delta":"` + big + `"}`,
+			[]string{"notice  "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs := serve(t, `{"type":"agent_started","agent":{"name":"a","protocol":"native"}}`+"\n"+tc.line+"\n")
+			var got []string
+			for _, ev := range evs[1:] {
+				got = append(got, string(ev.Type)+" "+ev.TurnID+" "+string(ev.StopReason))
+				if ev.Type == protocol.EventTurnCompleted && !strings.Contains(ev.Error, "line longer than") {
+					t.Errorf("turn_completed error %q, want it to say the line was too long", ev.Error)
+				}
+			}
+			if g, w := strings.Join(got, "\n"), strings.Join(tc.want, "\n"); g != w {
+				t.Errorf("events:\n%s\nwant:\n%s", g, w)
+			}
+		})
+	}
+}
