@@ -83,16 +83,28 @@ type supervisor struct {
 	// every command stream reconnect.
 	started *protocol.Event
 	// agentPid is the running agent's pid (0 between runs); baseline the
-	// processes below it when the open turn began; abortedTurn the turn
+	// processes that ran when the open turn began; abortedTurn the turn
 	// the user aborted. When the aborted turn ends, agentd kills what
 	// the turn started and left running (reapTurnLocked).
 	agentPid    int
-	baseline    map[int]bool
+	baseline    *processes
 	abortedTurn string
-	// promptSnaps are the processes below the agent when each prompt
-	// not yet started was handed to it, oldest first: a turn's baseline
+	// promptSnaps are the processes that ran when each prompt not yet
+	// started was handed to the agent, oldest first: a turn's baseline
 	// is taken before the agent can act on its prompt.
-	promptSnaps []map[int]bool
+	promptSnaps []*processes
+}
+
+// processes are the processes of the agent's at one moment, the ones an
+// aborted turn's kill spares.
+type processes struct {
+	// below the agent.
+	below map[int]bool
+	// adopted by agentd (process.Adopted): what the agent started in a
+	// session of its own and whose parent then exited is no longer
+	// below the agent, and a turn's would escape its abort. nil when
+	// they could not be listed: then none is killed.
+	adopted map[int]bool
 }
 
 // agentRun is one process lifetime of the agent.
@@ -736,8 +748,9 @@ func (s *supervisor) notApplied(c protocol.Command, why string) {
 	s.cmds.took(c.ID)
 }
 
-// snapshotLocked lists the processes below the agent (nil when it cannot).
-func (s *supervisor) snapshotLocked() map[int]bool {
+// snapshotLocked lists the processes below the agent and those agentd
+// adopted (nil when it cannot list the first).
+func (s *supervisor) snapshotLocked() *processes {
 	if s.agentPid == 0 {
 		return nil
 	}
@@ -746,7 +759,11 @@ func (s *supervisor) snapshotLocked() map[int]bool {
 		s.log.Warn("cannot list the agent's processes; an aborted turn's leftovers will not be killed", "err", err)
 		return nil
 	}
-	return b
+	a, err := process.Adopted()
+	if err != nil {
+		s.log.Warn("cannot list the processes agentd adopted; those an aborted turn orphans will not be killed before the agent's run ends", "err", err)
+	}
+	return &processes{below: b, adopted: a}
 }
 
 // markAborted notes that the user aborted the open turn.
@@ -758,16 +775,26 @@ func (s *supervisor) markAborted() {
 	}
 }
 
-// reapTurnLocked kills the processes below the agent that the aborted
-// turn started, whatever the agent said about them: Codex, for one, keeps
-// an interrupted command running as a background terminal.
+// reapTurnLocked kills the processes the aborted turn started, whatever
+// the agent said about them (Codex, for one, keeps an interrupted
+// command running as a background terminal): those below the agent,
+// and those agentd adopted meanwhile (a process in a session of its own
+// whose parent exited), which are not below the agent any more. The
+// agent itself is neither below itself nor adopted.
 func (s *supervisor) reapTurnLocked() {
 	if s.baseline == nil || s.agentPid == 0 {
 		return
 	}
-	n, err := process.KillNew(s.agentPid, s.baseline)
+	n, err := process.KillNew(s.agentPid, s.baseline.below)
 	if err != nil {
 		s.log.Error("kill the aborted turn's processes", "err", err)
+	}
+	if s.baseline.adopted != nil {
+		m, err := process.KillNewOrphans(s.baseline.adopted)
+		if err != nil {
+			s.log.Error("kill the processes the aborted turn orphaned", "err", err)
+		}
+		n += m
 	}
 	if n > 0 {
 		s.log.Warn("killed processes the aborted turn left running", "count", n, "turn", s.abortedTurn)

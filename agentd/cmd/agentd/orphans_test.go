@@ -100,3 +100,86 @@ exit 3`
 		t.Errorf("the agent's sleep in a session of its own (pid %d) still runs after agent_exited", orphan)
 	}
 }
+
+// TestAbortKillsWhatTheTurnOrphaned: a process the agent starts during a
+// turn in a session of its own, whose parent then exits, is adopted by
+// agentd and no longer below the agent, where the abort's kill looked: it
+// ran on after the aborted turn ended, until the agent's run ended. The
+// abort kills it now, before the turn's end is posted, and leaves alone
+// the agent and what it orphaned before the turn.
+func TestAbortKillsWhatTheTurnOrphaned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("SKIP no setsid: " + err.Error())
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "agentd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// Before any turn, and again in its turn, the agent orphans a sleep
+	// in a session of its own (the sh in between exits at once, so the
+	// sleep is agentd's by the time the next line is written); it ends
+	// an aborted turn as cancelled, and runs on.
+	agent := `sh -c 'setsid sleep 4242 & echo $! >> "$DIR/before"'
+echo '{"type":"agent_started","agent":{"name":"leaver","protocol":"native"}}'
+while IFS= read -r line; do
+  case $line in
+  *'"type":"prompt"'*)
+    echo '{"type":"turn_started","turnId":"t1","source":"user"}'
+    sh -c 'setsid sleep 4343 & echo $! >> "$DIR/turn"'
+    echo '{"type":"notice","level":"info","message":"orphaned"}' ;;
+  *'"type":"abort"'*)
+    echo '{"type":"turn_completed","turnId":"t1","stopReason":"cancelled"}' ;;
+  esac
+done`
+	srv := fakeserver.New(t, "s1")
+	cmd := exec.Command(bin, "--server", srv.URL, "--session", "s1", "--state-dir", "",
+		"--abort-grace", "1h", "--restart-delay-max", "1h", "--", "sh", "-c", agent)
+	cmd.Env = append(os.Environ(), "DIR="+dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		// By pid, never by name.
+		for _, f := range []string{"before", "turn"} {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			for _, s := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(s); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1
+	})
+	srv.WaitState(t, "an open command stream", func() bool { return srv.OpenStreams() > 0 })
+	srv.Prompt("work")
+	srv.Wait(t, "the turn's orphan", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventNotice) >= 1
+	})
+	before, turn := pids(t, filepath.Join(dir, "before"))[0], pids(t, filepath.Join(dir, "turn"))[0]
+	if !running(turn) {
+		t.Fatalf("the turn's sleep (pid %d) is not running before the abort", turn)
+	}
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	evs := srv.Wait(t, "the cancelled turn", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventTurnCompleted) >= 1
+	})
+	// The kill is done before the turn's end is queued: no waiting here.
+	if running(turn) {
+		t.Errorf("the sleep the aborted turn orphaned (pid %d) still runs after the turn ended", turn)
+	}
+	if !running(before) {
+		t.Errorf("the sleep orphaned before the turn (pid %d) was killed by the turn's abort", before)
+	}
+	if n := fakeserver.Count(evs, protocol.EventAgentExited); n > 0 {
+		t.Errorf("the agent exited (%d agent_exited) although it ended the aborted turn", n)
+	}
+}

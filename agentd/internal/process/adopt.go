@@ -141,7 +141,37 @@ const maxOrphanRounds = 64
 // and everything below them, and reaps them; it returns how many were
 // still running. It does nothing unless AdoptOrphans was called. Agents
 // Start started, and whatever runs below them, are left alone.
-func KillOrphans() (int, error) {
+func KillOrphans() (int, error) { return killOrphans(nil) }
+
+// Adopted lists the processes this process adopted (AdoptOrphans) that
+// still run: what KillNewOrphans is to spare. It is empty unless
+// AdoptOrphans was called.
+func Adopted() (map[int]bool, error) {
+	adoption.mu.Lock()
+	defer adoption.mu.Unlock()
+	out := map[int]bool{}
+	if !adoption.on {
+		return out, nil
+	}
+	orphans, err := orphansLocked()
+	if err != nil {
+		return nil, fmt.Errorf("list adopted processes: %w", err)
+	}
+	for pid, zombie := range orphans {
+		if !zombie {
+			out[pid] = true
+		}
+	}
+	return out, nil
+}
+
+// KillNewOrphans is KillOrphans sparing the adopted processes in keep (an
+// earlier Adopted), though not what they orphan meanwhile: an aborted
+// turn's processes that left the agent's tree are killed, and those that
+// ran before it are not.
+func KillNewOrphans(keep map[int]bool) (int, error) { return killOrphans(keep) }
+
+func killOrphans(keep map[int]bool) (int, error) {
 	adoption.mu.Lock()
 	defer adoption.mu.Unlock()
 	if !adoption.on {
@@ -152,6 +182,12 @@ func KillOrphans() (int, error) {
 		orphans, err := orphansLocked()
 		if err != nil {
 			return killed, fmt.Errorf("kill orphans: %w", err)
+		}
+		for pid, zombie := range orphans {
+			// A kept one that exited is reaped with the others.
+			if keep[pid] && !zombie {
+				delete(orphans, pid)
+			}
 		}
 		if len(orphans) == 0 {
 			return killed, nil
