@@ -77,3 +77,49 @@ func TestAbortKillsWhatTheTurnStarted(t *testing.T) {
 		t.Errorf("the agent was stopped although it ended the turn")
 	}
 }
+
+// A turn_completed may leave turnId out (docs/PROTOCOL.md: it ends the
+// open turn). One that ends an aborted turn so ended the turn and called
+// off the abort's escalation, but the kill of what the turn started
+// compared the aborted turn with the event's turnId, "", and never ran:
+// the turn's command ran on until the agent's run ended.
+func TestAbortKillsWhatTheTurnStartedWhenItsEndNamesNoTurn(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc: agentd cannot list an agent's processes here")
+	}
+	dir := t.TempDir()
+	bin := script(t, `echo '{"type":"agent_started","agent":{"name":"anonymous-end","protocol":"native"}}'
+while IFS= read -r line; do
+  case $line in
+  *'"type":"prompt"'*)
+    echo '{"type":"turn_started","turnId":"t1","source":"user"}'
+    setsid sleep 1000 &
+    echo $! > "`+dir+`/child"
+    echo '{"type":"notice","level":"info","message":"started"}' ;;
+  *'"type":"abort"'*)
+    echo '{"type":"turn_completed","stopReason":"cancelled"}' ;;
+  esac
+done
+`)
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{Command: []string{bin}, AbortGrace: time.Hour})
+	waitStarted(t, srv, 1)
+	srv.Prompt("work")
+	srv.Wait(t, "the child started", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventNotice) >= 1
+	})
+	b, err := os.ReadFile(dir + "/child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	if _, err := fmt.Sscan(string(b), &child); err != nil {
+		t.Fatalf("child pid %q: %v", b, err)
+	}
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	srv.Wait(t, "the cancelled turn", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("", protocol.StopCancelled))
+	})
+	waitGone(t, child)
+}

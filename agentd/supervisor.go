@@ -676,7 +676,9 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 			// aborted turn left running with nobody to end it.
 			break
 		}
-		if s.abortedTurn != "" && s.abortedTurn == ev.TurnID {
+		// The turn this ends: the open one (an end naming another
+		// ended nothing, above), named or not, since turnId is optional.
+		if s.turnOpen && s.abortedTurn != "" && s.abortedTurn == s.turnID {
 			// Before the turn is reported over (and before the agent
 			// starts another): nothing the aborted turn started lives on.
 			s.reapTurnLocked()
