@@ -132,6 +132,23 @@ func (c *Client) EventLog(ctx context.Context, id string, after int64, limit int
 	return out, err
 }
 
+// eventLogPage is EventLog that also returns the createdAt of the session
+// the page was read from (protocol.HeaderSessionCreated; 0 from a server
+// that does not say).
+func (c *Client) eventLogPage(ctx context.Context, id string, after int64, limit int) (protocol.EventsPage, int64, error) {
+	path := sessionPath(id) + "/events?after=" + strconv.FormatInt(after, 10)
+	if limit > 0 {
+		path += "&limit=" + strconv.Itoa(limit)
+	}
+	var out protocol.EventsPage
+	resp, err := c.exchange(ctx, http.MethodGet, path, nil, nil, &out)
+	if err != nil {
+		return out, 0, err
+	}
+	created, _ := strconv.ParseInt(resp.Header.Get(protocol.HeaderSessionCreated), 10, 64)
+	return out, created, nil
+}
+
 // Chain recomputes turn digests over an event log: it returns, for each
 // position in ends (ascending, a position may repeat), the hex digest
 // after the event at that position, as server/README.md "Turn digests"
@@ -203,6 +220,16 @@ type Verification struct {
 // digests of GET /sessions/:id/turns.
 func (c *Client) Verify(ctx context.Context, id string, pageSize int) (Verification, error) {
 	v := Verification{Session: id}
+	// The turns and each page of the log are read by requests of their
+	// own, and a session deleted and created again under the id between
+	// two of them has another history: its digests would not match the
+	// turns read of the old one, and Verify would report a stored log
+	// changed. Every page names its session; the session's createdAt,
+	// read before the turns, must be each page's.
+	sess, err := c.Session(ctx, id)
+	if err != nil {
+		return v, err
+	}
 	turns, err := c.Turns(ctx, id)
 	if err != nil {
 		return v, err
@@ -228,9 +255,12 @@ func (c *Client) Verify(ctx context.Context, id string, pageSize int) (Verificat
 	chain := newChain(ends)
 	var after int64
 	for {
-		page, err := c.EventLog(ctx, id, after, pageSize)
+		page, created, err := c.eventLogPage(ctx, id, after, pageSize)
 		if err != nil {
 			return v, err
+		}
+		if created != 0 && created != sess.CreatedAt {
+			return v, fmt.Errorf("verify %s: the session was deleted and created again while it was verified (createdAt %d, then %d); verify it again", id, sess.CreatedAt, created)
 		}
 		for _, e := range page.Events {
 			chain.add(e)

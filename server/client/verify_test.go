@@ -73,3 +73,60 @@ func TestVerifyHoldsAPage(t *testing.T) {
 		t.Errorf("the heap grew from %d KiB to %d KiB over %d pages of a %d MiB log; want about one page held", first>>10, last>>10, len(heap), posts*size>>20)
 	}
 }
+
+// TestVerifyAcrossARecreatedSession: a session deleted and created again
+// under its id while Verify pages through its log. Verify read the turns
+// of one session and the pages of another, and reported a digest
+// mismatch (or "the event log did not advance"), telling its user that
+// a stored log had been changed when it had only been replaced. Each
+// page names its session (Rein-Session-Created); Verify must say the
+// session was created again, and claim nothing about its digests.
+func TestVerifyAcrossARecreatedSession(t *testing.T) {
+	s, err := app.New(app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Sync: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c := clientOf(t, s.URL())
+	fill := func(text string) {
+		t.Helper()
+		created, err := c.CreateSession(t.Context(), "s", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		postAs(t, s.URL(), created.SandboxToken, `{"type":"turn_started","turnId":"t1","source":"user"}`)
+		for i := range 6 {
+			postAs(t, s.URL(), created.SandboxToken, fmt.Sprintf(`{"type":"text_delta","id":"m","delta":"%s %d "}`, text, i))
+		}
+		postAs(t, s.URL(), created.SandboxToken, `{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}`)
+	}
+	fill("old")
+
+	// The second page of the log is asked for only once the session was
+	// deleted and created again, with another history.
+	var mu sync.Mutex
+	pages := 0
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			mu.Lock()
+			pages++
+			n := pages
+			mu.Unlock()
+			if n == 2 {
+				if err := c.DeleteSession(r.Context(), "s"); err != nil {
+					t.Error(err)
+				}
+				fill("new session, longer text")
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	v, err := clientOf(t, front.URL).Verify(t.Context(), "s", 3)
+	if err == nil || !strings.Contains(err.Error(), "created again") {
+		t.Fatalf("verify across a delete and create: %+v, err %v; want an error saying the session was created again", v, err)
+	}
+}
