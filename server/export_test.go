@@ -207,3 +207,34 @@ func (r *footprintReq) apply(w *writer, _ *group) {
 	}
 	r.reply.ok(m)
 }
+
+// ShortSweepPage makes the sweeps read n sessions a page, until the test
+// ends.
+func ShortSweepPage(t interface{ Cleanup(func()) }, n int) {
+	was := sweepPage
+	sweepPage = n
+	t.Cleanup(func() { sweepPage = was })
+}
+
+// Sweep has a replica compare every session it caches with the
+// database, one whole pass of the sweep it starts every sweepEvery, and
+// read again those that differ; it returns once it has.
+func Sweep(s *Server) {
+	r := newReply[struct{}]()
+	_, _ = call(context.Background(), s.w, &sweepReq{reply: r}, r)
+}
+
+// WakeSweep wakes a replica's writer for a step of its sweep, as its
+// ticker does every sweepEvery, and returns at once: the writer reads the
+// pages that follow at its next wake-ups.
+func WakeSweep(s *Server) { s.w.remote.wakeSweep() }
+
+type sweepReq struct{ reply reply[struct{}] }
+
+func (r *sweepReq) apply(w *writer, g *group) {
+	w.sweeping = false // a pass of its own, from the first page
+	for w.sweepStep() {
+	}
+	failOn(g, r.reply)
+	g.onCommit(func() { r.reply.ok(struct{}{}) })
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1465,5 +1466,123 @@ func TestReplicasCreateAfterDeleteElsewhere(t *testing.T) {
 	cb.must(http.StatusOK, &page, "GET", "/sessions/r/events", nil)
 	if len(page.Events) != 0 {
 		t.Fatalf("the new session's event log holds %s; want nothing of the old session's", page.Events)
+	}
+}
+
+// A replica that missed another's announcements (the other killed
+// between its commit and its NOTIFY, or its NOTIFY lost) finds what they
+// said at its sweep, which compares every session it caches with the
+// database: a session deleted elsewhere leaves its session stream's
+// snapshot and its approvals inbox, one created elsewhere joins them, a
+// changed summary shows, and a client following the session stream
+// since before is told all three as the announcements would have told
+// it. The poll reads again only the sessions followed or held here, and
+// nothing else corrected such a replica until its watch reconnected: a
+// session deleted long ago stayed listed, its permission still waiting.
+func TestReplicasSweepFindsLostAnnouncements(t *testing.T) {
+	// A page per session, too: the deleted session is then in no page,
+	// and the sweep finds it gone once its pages are read. Woken as its
+	// ticker wakes it, the writer reads one page per wake-up, on its own.
+	for _, c := range []struct {
+		name  string
+		page  int
+		woken bool
+	}{{"one page", 0, false}, {"a page per session", 1, false}, {"woken, a page per wake-up", 1, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.page > 0 {
+				server.ShortSweepPage(t, c.page)
+			}
+			sweepFindsLostAnnouncements(t, c.woken)
+		})
+	}
+}
+
+func sweepFindsLostAnnouncements(t *testing.T, woken bool) {
+	dsn := pgtest.NewDatabase(t)
+	a := start(t, app.Options{DBPath: dsn})
+	b, deaf := startDeaf(t, dsn)
+	ca, cb := newClient(t, a), newClient(t, b)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/gone", nil)
+	ca.stream("/sessions/gone/commands", protocol.HeaderInstance, "i1")
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/gone/events", permissionEvents("t1", "tc1", "r1", 1), protocol.HeaderInstance, "i1")
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/kept", nil)
+	for _, id := range []string{"gone", "kept"} {
+		server.ReadAgain(b.Server, id)
+	}
+	var inbox []protocol.Approval
+	cb.must(http.StatusOK, &inbox, "GET", "/approvals", nil)
+	if len(inbox) != 1 || inbox[0].SessionID != "gone" {
+		t.Fatalf("b's inbox before: %+v; want gone's r1", inbox)
+	}
+	live := cb.stream("/sessions/stream")
+	for live.next().Event != protocol.SSESnapshotComplete {
+	}
+
+	deaf.deaf.Store(true)
+	ca.must(http.StatusNoContent, nil, "DELETE", "/sessions/gone", nil)
+	ca.must(http.StatusCreated, nil, "POST", "/sessions/born", nil)
+	ca.must(http.StatusAccepted, nil, "POST", "/sessions/kept/events", []any{ev("session_info", "title", "Renamed", "agentSeq", 1)}, protocol.HeaderInstance, "i2")
+	deaf.deaf.Store(false)
+	server.Poll(b.Server)
+	if woken {
+		// Nothing says when the pass is over but what it sends.
+		server.WakeSweep(b.Server)
+		followerTold(t, live)
+	} else {
+		server.Sweep(b.Server)
+	}
+
+	snap := cb.stream("/sessions/stream")
+	got := map[string]protocol.Session{}
+	for {
+		e := snap.next()
+		if e.Event == protocol.SSESnapshotComplete {
+			break
+		}
+		var p protocol.SessionPayload
+		if err := json.Unmarshal([]byte(e.Data), &p); err != nil || e.Event != protocol.SSESessionSnapshot {
+			t.Fatalf("b's session snapshot: %+v (%v)", e, err)
+		}
+		got[p.Session.ID] = p.Session
+	}
+	snap.close()
+	want := map[string]protocol.Session{"kept": ca.session("kept"), "born": ca.session("born")}
+	if !reflect.DeepEqual(got, want) {
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		t.Fatalf("b's session snapshot after its sweep:\n%s\nwant what the database holds:\n%s", g, w)
+	}
+	cb.must(http.StatusOK, &inbox, "GET", "/approvals", nil)
+	if len(inbox) != 0 {
+		t.Fatalf("b's inbox after its sweep: %+v; want nothing of the deleted session", inbox)
+	}
+	if !woken {
+		followerTold(t, live)
+	}
+}
+
+// followerTold reads b's session stream until it has been told what the
+// announcements would have told it, once each.
+func followerTold(t *testing.T, live *sseStream) {
+	t.Helper()
+	for seen := map[string]bool{}; len(seen) < 3; {
+		e := live.next()
+		var key string
+		switch {
+		case e.Event == protocol.SSESessionRemoved && strings.Contains(e.Data, `"id":"gone"`):
+			key = "gone removed"
+		case e.Event == protocol.SSESessionCreated && strings.Contains(e.Data, `"id":"born"`):
+			key = "born created"
+		case e.Event == protocol.SSESessionUpdated && strings.Contains(e.Data, `"id":"kept"`) && strings.Contains(e.Data, `"summary":"Renamed"`):
+			key = "kept renamed"
+		case e.Event == protocol.SSESessionUpdated && !strings.Contains(e.Data, `"summary"`):
+			continue // a status or a count, which the records above checked
+		default:
+			t.Fatalf("b's session stream: %+v; want gone removed, born created, kept renamed", e)
+		}
+		if seen[key] {
+			t.Fatalf("b's session stream: %s twice", key)
+		}
+		seen[key] = true
 	}
 }

@@ -88,6 +88,12 @@ type entry struct {
 	// retryAt puts off a bootstrap timeout that could not be decided
 	// (bootstrapExpired could not read the session's events).
 	retryAt time.Time
+	// swept is the last sweep pass that found the session in the
+	// database as cached (replicas.go, sweepStep); 0 for one no pass has
+	// found yet. It takes the padding before answersAfter, so the entry
+	// stays 288 bytes, its size class: the sweep costs no memory per
+	// session.
+	swept uint32
 	// answersUnread says that the commands after answersAfter, stored
 	// through another replica, may hold answers this replica's inbox
 	// does not know: reading them failed (replicas.go, merge).
@@ -281,6 +287,11 @@ type writer struct {
 	// others announce (replicas.go).
 	shared store.Shared
 	remote *remoteChanges
+	// The sweep under way (sweepStep), owned by run: its pass (counted
+	// from 1), whether it has pages left, and the last id it read.
+	sweepPass  uint32
+	sweeping   bool
+	sweepAfter string
 
 	// stager is the store when commits may leave artifacts to later ones
 	// (materialise.go); nil otherwise. Owned by run: lagging (the

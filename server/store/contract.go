@@ -106,6 +106,23 @@ type Shared interface {
 	// have changed. changed runs on Watch's goroutine, one call at a
 	// time.
 	Watch(ctx context.Context, changed func(ids []string)) error
+	// SessionVersions returns the id, Version and CreatedAt of at most
+	// limit (> 0) sessions, those whose id sorts after after ("" for the
+	// first page) in the database's order of ids, in that order; a page
+	// shorter than limit is the last. It is a page of the sweep: a
+	// process compares its cache with the database through it, now and
+	// then, to find the changes whose announcements Watch never passed
+	// on, so it reads no more of a row than tells whether it changed.
+	SessionVersions(ctx context.Context, after string, limit int) ([]SessionVersion, error)
+}
+
+// SessionVersion names the state of a session row: it changed if its
+// Version did, or its CreatedAt (a session deleted and created again
+// under its id counts its Version from 0 again).
+type SessionVersion struct {
+	ID        string
+	Version   int64
+	CreatedAt int64
 }
 
 // Stager is implemented by a Store whose AppendEvents land in a staging

@@ -251,6 +251,24 @@ func (s *Store) LoadSession(ctx context.Context, id string) (store.Session, *[32
 	return out, hash, nil
 }
 
+// SessionVersions returns a page of the sessions' ids, versions and
+// createdAt in id order (store.Shared). It is read through the primary
+// key's index from the last id of the page before, so a page costs its
+// own rows whatever the number of sessions, and no read holds them all.
+func (s *Store) SessionVersions(ctx context.Context, after string, limit int) ([]store.SessionVersion, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT id, version, created_at FROM sessions WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	out := make([]store.SessionVersion, 0, limit)
+	var v store.SessionVersion
+	_, err := pgx.ForEachRow(rows, []any{&v.ID, &v.Version, &v.CreatedAt}, func() error {
+		out = append(out, v)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read session versions after %q: %w", after, err)
+	}
+	return out, nil
+}
+
 // Watch listens for other replicas' announcements on a connection of its
 // own and calls changed with the sessions they name. After every
 // (re)connection it calls changed(nil) first: announcements sent while it

@@ -205,3 +205,47 @@ func (h slogHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h slogHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h slogHandler) WithGroup(string) slog.Handler      { return h }
+
+// SessionVersions pages through every session in id order, each with its
+// row's version and createdAt, a page shorter than the limit being the
+// last; a session deleted or updated shows so on the next read.
+func TestSessionVersionsPages(t *testing.T) {
+	s := open(t, pgtest.NewDatabase(t))
+	ctx := t.Context()
+	var ops []store.Op
+	for _, id := range []string{"c", "a", "e", "b", "d"} {
+		ops = append(ops, store.CreateSession{Session: protocol.Session{ID: id, Status: protocol.StatusBootstrapping, CreatedAt: int64(id[0])}})
+	}
+	if err := s.Commit(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := s.LoadSession(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Version++
+	if err := s.Commit(ctx, []store.Op{store.DeleteSession{ID: "b"}, store.UpdateSession{Session: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []store.SessionVersion
+	after, pages := "", 0
+	for {
+		page, err := s.SessionVersions(ctx, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, pages = append(got, page...), pages+1
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	var want []store.SessionVersion
+	for _, id := range []string{"a", "c", "d", "e"} {
+		want = append(want, store.SessionVersion{ID: id, CreatedAt: int64(id[0])})
+	}
+	want[2].Version = 1 // d's update
+	if !slices.Equal(got, want) || pages != 3 {
+		t.Fatalf("in %d pages: %v; want %v in 3", pages, got, want)
+	}
+}
