@@ -15,6 +15,38 @@ import (
 	"github.com/rein-ai/rein/protocol"
 )
 
+// buildAgentd builds this agentd into a temporary dir, which it returns
+// with the binary's path, for the tests of processes the agent starts in
+// sessions of their own (setsid is needed).
+func buildAgentd(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("SKIP no setsid: " + err.Error())
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "agentd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
+// killListed kills the processes whose pids a test agent appended to the
+// files names in dir: by pid, never by name.
+func killListed(dir string, names ...string) {
+	for _, f := range names {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		for _, s := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(s); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
 // pids reads the pids a test agent appended to file, one a line.
 func pids(t *testing.T, file string) []int {
 	t.Helper()
@@ -41,17 +73,7 @@ func pids(t *testing.T, file string) []int {
 // before it posts agent_exited; a process the agent orphaned while it
 // ran (a double fork) that exits is reaped at once, not left a zombie.
 func TestOrphansOfTheAgentDieWithIt(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	if _, err := exec.LookPath("setsid"); err != nil {
-		t.Skip("SKIP no setsid: " + err.Error())
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "agentd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildAgentd(t)
 	// Each run leaves a sleep in a session of its own, orphans a short
 	// process by a double fork (its pid in "short"), and exits 3 after
 	// a prompt.
@@ -71,15 +93,8 @@ exit 3`
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		// Only a broken agentd leaves any: by pid, never by name.
-		for _, f := range []string{"setsid", "short"} {
-			b, _ := os.ReadFile(filepath.Join(dir, f))
-			for _, s := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(s); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
+		// Only a broken agentd leaves any.
+		killListed(dir, "setsid", "short")
 	})
 	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
 		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1
@@ -108,17 +123,7 @@ exit 3`
 // abort kills it now, before the turn's end is posted, and leaves alone
 // the agent and what it orphaned before the turn.
 func TestAbortKillsWhatTheTurnOrphaned(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	if _, err := exec.LookPath("setsid"); err != nil {
-		t.Skip("SKIP no setsid: " + err.Error())
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "agentd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildAgentd(t)
 	// Before any turn, and again in its turn, the agent orphans a sleep
 	// in a session of its own (the sh in between exits at once, so the
 	// sleep is agentd's by the time the next line is written); it ends
@@ -146,15 +151,7 @@ done`
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		// By pid, never by name.
-		for _, f := range []string{"before", "turn"} {
-			b, _ := os.ReadFile(filepath.Join(dir, f))
-			for _, s := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(s); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
+		killListed(dir, "before", "turn")
 	})
 	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
 		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1

@@ -37,17 +37,7 @@ while :; do sleep 1; done`
 // everything it started killed, and the events the server had not taken
 // are posted, once, by the next agentd on the same state dir.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	if _, err := exec.LookPath("setsid"); err != nil {
-		t.Skip("SKIP no setsid: " + err.Error())
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "agentd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildAgentd(t)
 	state := filepath.Join(dir, "state")
 	srv := fakeserver.New(t, "s1")
 	var down atomic.Bool
