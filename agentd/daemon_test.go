@@ -464,6 +464,28 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
+// A token no HTTP header can carry (a newline inside, as a token pasted
+// from two lines has) is a usage error: Go's client refuses every request
+// before sending it, which agentd took for a network failure and retried
+// forever. The refusal never shows the token.
+func TestOptionsValidationRefusesATokenNoHeaderCarries(t *testing.T) {
+	for _, tok := range []string{"first-half\nsecond-half", "ends-in-cr\r", "tab\tinside", "del\x7f"} {
+		o := agentd.Options{Server: "http://x", Session: "s", Command: []string{"true"}, Protocol: agentd.ProtocolNative, Token: tok}
+		err := o.Validate()
+		if !errors.Is(err, agentd.ErrUsage) || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("Validate with token %q = %v, want a usage error naming a control character", tok, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "half") || strings.Contains(err.Error(), "inside") {
+			t.Errorf("the refusal shows the token: %v", err)
+		}
+	}
+	ok := agentd.Options{Server: "http://x", Session: "s", Command: []string{"true"}, Protocol: agentd.ProtocolNative, Token: "a token with spaces and é"}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate refused a token a header can carry: %v", err)
+	}
+}
+
 // The agent runs whatever its model or a prompt tells it: none of Rein's
 // credentials in agentd's environment may reach it. The sandbox token is
 // agentd's own; the client token (REIN_API_TOKEN, REIN_API_TOKEN_FILE, as

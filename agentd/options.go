@@ -176,6 +176,17 @@ func (o *Options) Validate() error {
 	if u.User != nil {
 		return bad("server URL must not carry credentials; use --token or --token-file")
 	}
+	for i := 0; i < len(o.Token); i++ {
+		// No HTTP header carries a control character: Go's client
+		// refuses every request before sending it, an error agentd
+		// took for a network failure and retried forever, never
+		// saying that the token was the cause. A token from a
+		// Kubernetes secret or an env file often ends in a newline.
+		// The message never shows the token.
+		if b := o.Token[i]; b < 0x20 || b == 0x7f {
+			return bad("the token contains a control character (byte %#02x at %d); no HTTP header can carry it (--token, REIN_TOKEN or --token-file)", b, i)
+		}
+	}
 	if o.Session == "" {
 		return bad("missing session id (--session or REIN_SESSION_ID)")
 	}

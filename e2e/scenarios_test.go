@@ -527,6 +527,37 @@ func TestSandboxTokenRotation(t *testing.T) {
 	})
 }
 
+// A sandbox token given in the environment the way a Kubernetes secret or
+// an env file gives it, with a trailing newline, connects as the same
+// token in a file does: agentd trims it. Untrimmed, Go's client refused
+// every request before sending it ("invalid header field value"), which
+// agentd took for a network failure and retried forever, never saying
+// the token was the cause.
+func TestSandboxTokenFromTheEnvironment(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
+	e := newEnv(t)
+	e.create("envtok", "")
+	tok, err := os.ReadFile(e.tokens["envtok"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(e.tokens, "envtok") // no --token-file: REIN_TOKEN alone
+	p := e.agentd(e.srv.URL, "envtok", []string{"REIN_TOKEN=" + string(tok) + "\n"}, nil)
+	// The first word of the command stream: connected, or the retry
+	// that never ends.
+	line, err := p.WaitLine(e.ctx, "command stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line, "command stream connected") {
+		t.Fatalf("agentd with REIN_TOKEN ending in a newline did not connect: %s", line)
+	}
+	e.waitIdle("envtok")
+	if out := strings.Join(p.Output(), "\n"); strings.Contains(out, string(tok)) {
+		t.Fatalf("agentd's output shows the token:\n%s", out)
+	}
+}
+
 // The real binary refuses what is not yours: no token, a sandbox token on
 // a client route, and another session's sandbox token.
 func TestAuthRefusals(t *testing.T) {

@@ -140,8 +140,8 @@ func newApp(killer *agentd.Killer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "Rein server base URL", EnvVars: []string{"REIN_SERVER"}},
 			&cli.StringFlag{Name: "session", Usage: "session id", EnvVars: []string{"REIN_SESSION_ID"}},
-			&cli.StringFlag{Name: "token", Usage: "bearer token (prefer --token-file; never logged)", EnvVars: []string{"REIN_TOKEN"}},
-			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token", EnvVars: []string{"REIN_TOKEN_FILE"}},
+			&cli.StringFlag{Name: "token", Usage: "bearer token (trimmed; prefer --token-file; never logged)", EnvVars: []string{"REIN_TOKEN"}},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token (trimmed)", EnvVars: []string{"REIN_TOKEN_FILE"}},
 			&cli.StringFlag{Name: "protocol", Value: agentd.ProtocolNative, Usage: "agent protocol: native, acp, codex or claude", EnvVars: []string{"REIN_PROTOCOL"}},
 			&cli.StringFlag{Name: "acp-mode", Usage: "ACP session mode to select after session/new (e.g. codex-acp: read-only, workspace-write, agent, agent-full-access)", EnvVars: []string{"REIN_ACP_MODE"}},
 			&cli.StringFlag{Name: "dir", Usage: "agent working directory (default: agentd's)", EnvVars: []string{"REIN_AGENT_DIR"}},
@@ -253,8 +253,10 @@ func positive(c *cli.Context, names ...string) error {
 	return nil
 }
 
-// readToken returns the token from the flag or the file (trimmed). Giving
-// both is an error rather than a silent choice.
+// readToken returns the token from the flag or the file, trimmed: a token
+// in the environment (REIN_TOKEN from a Kubernetes secret or an env file)
+// often ends in a newline, as a file does, and no HTTP header carries one.
+// Giving both is an error rather than a silent choice.
 func readToken(token, file string) (string, error) {
 	if token != "" && file != "" {
 		// Either may come from the environment (a platform sets
@@ -273,7 +275,7 @@ func readToken(token, file string) (string, error) {
 		return "", fmt.Errorf("%w: %s", agentd.ErrUsage, msg)
 	}
 	if file == "" {
-		return token, nil
+		return strings.TrimSpace(token), nil
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
