@@ -170,12 +170,19 @@ func (o Options) withDefaults() Options {
 // CheckAPIToken refuses a client token that no HTTP header can carry: one
 // with a control character (a newline read along with it). The server
 // would start and look healthy, and no client could authenticate; the Go
-// client refuses such a token too (client.New). It does not say what the
-// token is.
+// client refuses such a token too (client.New). It refuses a token that
+// is not ASCII too: the server compares the header's bytes with the
+// token's UTF-8, which rein and curl send, but a browser sends a header
+// in ISO-8859-1, "é" as the one byte 0xe9, and refuses to send a
+// character past U+00FF at all, so the web view answered the right token
+// "not accepted" (or "cannot reach rein-server"). It does not say what
+// the token is.
 func CheckAPIToken(token string) error {
 	for i := 0; i < len(token); i++ {
 		if b := token[i]; b < 0x20 || b == 0x7f {
 			return fmt.Errorf("the token contains a control character (byte %#02x at %d); no HTTP header can carry it, so no client could authenticate", b, i)
+		} else if b >= 0x80 {
+			return fmt.Errorf("the token contains a byte that is not ASCII (%#02x at %d); a browser sends such a character in another encoding, so the web view could never authenticate: use printable ASCII (head -c 32 /dev/urandom | base64)", b, i)
 		}
 	}
 	return nil

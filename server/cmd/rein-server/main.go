@@ -98,7 +98,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: app.DefaultHeartbeatTimeout, EnvVars: []string{"REIN_HEARTBEAT_TIMEOUT"}, Usage: "mark live/idle sessions disconnected after this long without a heartbeat or event"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"REIN_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.Int64Flag{Name: "max-body", Value: protocol.MaxBodyBytes, EnvVars: []string{"REIN_MAX_BODY"}, Usage: "largest request body in bytes"},
-			&cli.StringFlag{Name: "api-token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token (trimmed; no control characters): turns authentication on (prefer --api-token-file: argv is visible to other processes)"},
+			&cli.StringFlag{Name: "api-token", EnvVars: []string{"REIN_API_TOKEN"}, Usage: "client token (trimmed; printable ASCII): turns authentication on (prefer --api-token-file: argv is visible to other processes)"},
 			&cli.StringFlag{Name: "api-token-file", EnvVars: []string{"REIN_API_TOKEN_FILE"}, Usage: "file holding the client token (trimmed); not together with --api-token"},
 			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"REIN_INSECURE_NO_AUTH"}, Usage: "allow a non-loopback --host without an API token, and requests naming any Host (anyone who reaches the port can do anything)"},
 			&cli.StringSliceFlag{Name: "cors-origin", EnvVars: []string{"REIN_CORS_ORIGINS"}, Usage: "browser origin allowed cross-origin, e.g. https://app.example.com (repeatable; env: comma-separated)"},
@@ -243,7 +243,8 @@ func stateCacheBytes(limit int64) int64 {
 // Kubernetes secret and a value copied from a file. Giving both is a
 // mistake, not a precedence rule. A token with a control character left
 // inside is refused: no HTTP header can carry it, so the server would
-// look healthy and no client could ever authenticate.
+// look healthy and no client could ever authenticate. So is one that is
+// not ASCII, which the web view could never send (app.CheckAPIToken).
 func readToken(token, file string) (string, error) {
 	if token != "" && file != "" {
 		return "", errors.New(tokenflags.Twice("--api-token", "--api-token-file"))

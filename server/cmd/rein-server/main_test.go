@@ -223,6 +223,10 @@ func TestAPITokenTrimmedOrRefused(t *testing.T) {
 	if err := os.WriteFile(twoLines, []byte(cliToken+"\r\nsecond\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	nonASCII := filepath.Join(dir, "non-ascii")
+	if err := os.WriteFile(nonASCII, []byte("cli-test-token-中文-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		env  string
 		args []string
@@ -232,6 +236,11 @@ func TestAPITokenTrimmedOrRefused(t *testing.T) {
 		{"", []string{"--api-token", "cli-test-token\x7f0123456789abcdef"}, "--api-token/REIN_API_TOKEN: the token contains a control character (byte 0x7f at 14)"},
 		{"", []string{"--api-token-file", twoLines}, "--api-token-file " + twoLines + ": the token contains a control character (byte 0x0d at 31)"},
 		{" \n", nil, "--api-token/REIN_API_TOKEN is empty"},
+		// Not ASCII: a browser sends "é" as the byte 0xe9, not as the
+		// file's UTF-8, and cannot send a character past U+00FF at all,
+		// so the web view could never authenticate with it.
+		{"", []string{"--api-token", "cli-test-tokén-0123456789abcdef"}, "--api-token/REIN_API_TOKEN: the token contains a byte that is not ASCII (0xc3 at 12)"},
+		{"", []string{"--api-token-file", nonASCII}, "--api-token-file " + nonASCII + ": the token contains a byte that is not ASCII (0xe4 at 15)"},
 	} {
 		t.Setenv("REIN_API_TOKEN", tc.env)
 		// Already cancelled: a server that does start stops at once
