@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -251,6 +252,22 @@ func prepareTokenFile(path string, flag int) error {
 	}
 	if err != nil {
 		return fmt.Errorf("sandbox token file: %w", err)
+	}
+	if flag&os.O_EXCL == 0 && runtime.GOOS != "windows" {
+		// rein token rewrites an existing file in place (a container
+		// may have it bind-mounted), keeping its mode: one made with a
+		// plain "echo ... > file" is readable by every user of the
+		// machine, and the new token, the one that now works, would go
+		// there. Refused before the rotation, so nothing changes.
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("sandbox token file: %w", err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			f.Close()
+			return fmt.Errorf("sandbox token file %s is readable or writable by other users (mode %#o): the new token would leak; chmod 600 %s first, or name another file", path, perm, shellQuote(path))
+		}
 	}
 	return f.Close()
 }

@@ -149,6 +149,40 @@ func TestToken(t *testing.T) {
 	}
 }
 
+// TestTokenFileReadableByOthers: rein token writes the new token into an
+// existing file in place, keeping its mode. One made with a plain echo
+// (mode 0644) is readable by every user of the machine: the token is
+// refused before the rotation, so the old token still works and the file
+// is untouched; once it is 0600, the rotation goes through.
+func TestTokenFileReadableByOthers(t *testing.T) {
+	s := startServer(t, app.Options{})
+	old := createSession(t, s, "s1")
+	file := filepath.Join(t.TempDir(), "s1.token")
+	if err := os.WriteFile(file, []byte(old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, 0o644); err != nil { // as umask 022 leaves it
+		t.Fatal(err)
+	}
+	r := rein(t, s.URL(), "token", "s1", "--sandbox-token-file", file)
+	if r.code != 1 || !strings.Contains(r.stderr, "readable or writable by other users (mode 0644)") || !strings.Contains(r.stderr, "chmod 600") {
+		t.Errorf("rein token into a mode-0644 file: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != old+"\n" {
+		t.Errorf("the file now holds %q (%v); want the old token, untouched", b, err)
+	}
+	if st := sandboxStatus(t, s, "s1", old); st != http.StatusAccepted {
+		t.Errorf("the old token after a refused rein token: %d; want 202 (not rotated)", st)
+	}
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRein(t, s.URL(), "token", "s1", "--sandbox-token-file", file)
+	if st := sandboxStatus(t, s, "s1", old); st != http.StatusUnauthorized {
+		t.Errorf("the old token after rein token into a mode-0600 file: %d; want 401", st)
+	}
+}
+
 // TestCreateTokenFileExists: a token file that exists already (the one
 // an earlier run of the README's steps left, for a session since
 // removed) is not overwritten and no session is created; the error says

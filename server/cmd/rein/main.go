@@ -215,7 +215,7 @@ func buildApp(e *env) *cli.App {
 				Usage:     "give a session a new sandbox token (the old one stops working, and an agentd using it stops)",
 				ArgsUsage: "ID",
 				Flags: []cli.Flag{jsonFlag,
-					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the new token to this file (created mode 0600, or replaced in place; synced) instead of printing it"}},
+					&cli.StringFlag{Name: "sandbox-token-file", Usage: "write the new token to this file (created mode 0600, or replaced in place, refused unless only you can read it; synced) instead of printing it"}},
 				Action: func(c *cli.Context) error { return cmdToken(c, e) },
 			},
 			{
