@@ -62,7 +62,8 @@ type Options struct {
 	// "Authorization: Bearer <APIToken>", and the sandbox routes take it or
 	// the session's sandbox token. "" turns authentication off, which New
 	// allows only on a loopback address unless InsecureNoAuth is set. It
-	// must be at least MinAPITokenLen bytes.
+	// must be MinAPITokenLen to MaxAPITokenLen bytes of printable ASCII
+	// (CheckAPIToken).
 	APIToken string
 	// InsecureNoAuth lets New listen on a non-loopback address without an
 	// APIToken: anyone who can reach the port can then do anything.
@@ -128,6 +129,12 @@ const (
 	// MinAPITokenLen is the shortest APIToken accepted: a shorter one is
 	// guessable, and a client token guards everything.
 	MinAPITokenLen = 16
+	// MaxAPITokenLen is the longest APIToken accepted: the server reads
+	// at most 64 KiB of request headers (and answers a longer request 431
+	// before any handler sees it), and common proxies refuse a header line
+	// of more than 8 KiB. A longer token would leave a server that starts
+	// and looks healthy while no client can authenticate.
+	MaxAPITokenLen = 4096
 	// MinTicketKeyLen is the shortest TicketKey accepted (an HMAC-SHA256
 	// key shorter than the hash weakens it).
 	MinTicketKeyLen = httpapi.MinTicketKeyLen
@@ -175,9 +182,13 @@ func (o Options) withDefaults() Options {
 // token's UTF-8, which rein and curl send, but a browser sends a header
 // in ISO-8859-1, "é" as the one byte 0xe9, and refuses to send a
 // character past U+00FF at all, so the web view answered the right token
-// "not accepted" (or "cannot reach rein-server"). It does not say what
-// the token is.
+// "not accepted" (or "cannot reach rein-server"). And it refuses one
+// longer than MaxAPITokenLen, which no request could carry to it. It does
+// not say what the token is.
 func CheckAPIToken(token string) error {
+	if len(token) > MaxAPITokenLen {
+		return fmt.Errorf("the token is %d bytes; at most %d are accepted: a longer Authorization header is refused (by this server past 64 KiB, by common proxies past 8 KiB), so no client could authenticate", len(token), MaxAPITokenLen)
+	}
 	for i := 0; i < len(token); i++ {
 		if b := token[i]; b < 0x20 || b == 0x7f {
 			return fmt.Errorf("the token contains a control character (byte %#02x at %d); no HTTP header can carry it, so no client could authenticate", b, i)

@@ -223,6 +223,10 @@ func TestAPITokenTrimmedOrRefused(t *testing.T) {
 	if err := os.WriteFile(twoLines, []byte(cliToken+"\r\nsecond\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	long := filepath.Join(dir, "long")
+	if err := os.WriteFile(long, []byte(strings.Repeat("k", 70<<10)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	nonASCII := filepath.Join(dir, "non-ascii")
 	if err := os.WriteFile(nonASCII, []byte("cli-test-token-中文-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -241,6 +245,9 @@ func TestAPITokenTrimmedOrRefused(t *testing.T) {
 		// so the web view could never authenticate with it.
 		{"", []string{"--api-token", "cli-test-tokén-0123456789abcdef"}, "--api-token/REIN_API_TOKEN: the token contains a byte that is not ASCII (0xc3 at 12)"},
 		{"", []string{"--api-token-file", nonASCII}, "--api-token-file " + nonASCII + ": the token contains a byte that is not ASCII (0xe4 at 15)"},
+		// Longer than the server reads of a request's headers (64 KiB):
+		// every request with it was answered 431 before any handler.
+		{"", []string{"--api-token-file", long}, "--api-token-file " + long + ": the token is 71680 bytes; at most 4096 are accepted"},
 	} {
 		t.Setenv("REIN_API_TOKEN", tc.env)
 		// Already cancelled: a server that does start stops at once
