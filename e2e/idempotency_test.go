@@ -415,6 +415,50 @@ func TestBrowserSandboxTokenAsClientToken(t *testing.T) {
 	}
 }
 
+// A token typed or pasted with a character that is not ASCII is refused
+// by the form, saying why: a client token is printable ASCII (rein-server
+// refuses any other at start), and a browser cannot send a character past
+// U+00FF in a header at all. The page kept it and said "Cannot reach
+// rein-server" on every try, offering to try the same token again.
+func TestBrowserTokenThatIsNotASCII(t *testing.T) {
+	chromium, driver := browserPaths(t)
+	e := newEnv(t)
+	b, ctx := e.atTokenForm(chromium, driver, e.srv.URL+"/")
+	if err := b.Type(ctx, "#token-input", clientToken+"中"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Click(ctx, "#token-submit"); err != nil {
+		t.Fatal(err)
+	}
+	// Whichever the page says: the form's error, or the card that
+	// replaces it.
+	if err := b.WaitJS(ctx, "the token form's error or the boot error", `
+		const e = document.querySelector("#token-error"), h = document.querySelector("#app h1");
+		return !!(e && e.textContent) || !!(h && h.textContent !== "Connect to rein-server");`); err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Title, Error string }
+	if err := b.Eval(ctx, &got, `return {Title: document.querySelector("#app h1")?.textContent || "", Error: document.querySelector("#token-error")?.textContent || ""};`); err != nil {
+		t.Fatal(err)
+	}
+	if got.Title != "Connect to rein-server" || !strings.Contains(got.Error, "printable ASCII") {
+		t.Fatalf("after a token with a CJK character: heading %q, error %q; want the token form saying a client token is printable ASCII", got.Title, got.Error)
+	}
+	// The right token then gets in.
+	if err := b.Eval(ctx, nil, `document.querySelector("#token-input").value = "";`); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Type(ctx, "#token-input", clientToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Click(ctx, "#token-submit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTextIs(ctx, "#conn", "live"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A prompt sent from the web view while no sandbox holds the session is
 // refused (409 no_sandbox), and the server's message says to send it with
 // "queue": true. The page offers that: the prompt stays in the box and

@@ -1024,6 +1024,14 @@ function needToken(message) {
         e.preventDefault();
         const v = input.value.trim();
         if (!v) return;
+        // rein-server takes only a printable ASCII client token, and a
+        // browser sends no character past U+00FF in a header at all:
+        // kept, such a token failed every request with "Cannot reach
+        // rein-server", and a Latin-1 one got "not accepted".
+        if (/[^\x20-\x7e]/.test(v)) {
+          err.textContent = "A client token is printable ASCII; this one has other characters. Check what was typed or pasted.";
+          return;
+        }
         auth.token = v;
         asking = false;
         boot();
