@@ -480,6 +480,12 @@ func TestOptionsValidationRefusesATokenNoHeaderCarries(t *testing.T) {
 			t.Errorf("the refusal shows the token: %v", err)
 		}
 	}
+	// A file that is not the token (70 KiB: every request with it got
+	// 431 from the server, retried forever).
+	long := agentd.Options{Server: "http://x", Session: "s", Command: []string{"true"}, Protocol: agentd.ProtocolNative, Token: strings.Repeat("k", 70<<10)}
+	if err := long.Validate(); !errors.Is(err, agentd.ErrUsage) || !strings.Contains(err.Error(), "the token is 71680 bytes") {
+		t.Errorf("Validate with a 70 KiB token = %v, want a usage error naming its length", err)
+	}
 	ok := agentd.Options{Server: "http://x", Session: "s", Command: []string{"true"}, Protocol: agentd.ProtocolNative, Token: "a token with spaces and é"}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("Validate refused a token a header can carry: %v", err)

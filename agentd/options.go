@@ -158,6 +158,10 @@ func (o *Options) setDefaults() {
 	o.Server = strings.TrimRight(o.Server, "/")
 }
 
+// maxTokenLen is the longest Options.Token: rein-server's longest client
+// token (app.MaxAPITokenLen).
+const maxTokenLen = 4096
+
 // ErrUsage marks an error in Options (exit code 2 in cmd/agentd).
 var ErrUsage = errors.New("usage")
 
@@ -175,6 +179,13 @@ func (o *Options) Validate() error {
 	}
 	if u.User != nil {
 		return bad("server URL must not carry credentials; use --token or --token-file")
+	}
+	if len(o.Token) > maxTokenLen {
+		// Not a token: a sandbox token is 43 characters, and rein-server
+		// takes no client token longer than this. Sent, it got 431 from
+		// the server (its headers are capped at 64 KiB), or a proxy's
+		// refusal, which agentd retried forever as another's failure.
+		return bad("the token is %d bytes, at most %d are sent (a sandbox token is 43): is --token-file the token's file?", len(o.Token), maxTokenLen)
 	}
 	for i := 0; i < len(o.Token); i++ {
 		// No HTTP header carries a control character: Go's client
