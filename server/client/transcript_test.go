@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
-	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
 )
 
@@ -24,16 +22,7 @@ import (
 // (8 MiB of output) must not allocate gigabytes (they allocated 4.4 GiB,
 // the server's work included).
 func TestTranscriptAppendCostsTheAppend(t *testing.T) {
-	s, err := app.New(app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Sync: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	created, err := clientOf(t, s.URL()).CreateSession(t.Context(), "s", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := created.SandboxToken
+	s, tok := sessionS(t)
 	postAs(t, s.URL(), tok, `{"type":"tool_call_start","id":"build","name":"shell","title":"make"}`)
 
 	const n, size = 1000, 8 << 10

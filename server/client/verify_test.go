@@ -22,16 +22,7 @@ import (
 // as the last page is asked for, must not have grown by the log (24 MiB
 // here) since the first.
 func TestVerifyHoldsAPage(t *testing.T) {
-	s, err := app.New(app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Sync: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	created, err := clientOf(t, s.URL()).CreateSession(t.Context(), "s", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := created.SandboxToken
+	s, tok := sessionS(t)
 	const posts, size = 96, 256 << 10 // 24 MiB of tool output
 	chunk := strings.Repeat("v", size)
 	postAs(t, s.URL(), tok, `{"type":"turn_started","turnId":"t1","source":"user"}`, `{"type":"tool_call_start","id":"c","name":"shell"}`)
@@ -82,11 +73,7 @@ func TestVerifyHoldsAPage(t *testing.T) {
 // page names its session (Rein-Session-Created); Verify must say the
 // session was created again, and claim nothing about its digests.
 func TestVerifyAcrossARecreatedSession(t *testing.T) {
-	s, err := app.New(app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Sync: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := newApp(t)
 	c := clientOf(t, s.URL())
 	fill := func(text string) {
 		t.Helper()
@@ -129,4 +116,28 @@ func TestVerifyAcrossARecreatedSession(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "created again") {
 		t.Fatalf("verify across a delete and create: %+v, err %v; want an error saying the session was created again", v, err)
 	}
+}
+
+// newApp runs a real rein-server on a SQLite file of its own, without
+// auth (--sync normal: these tests measure no durability).
+func newApp(t *testing.T) *app.App {
+	t.Helper()
+	s, err := app.New(app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Sync: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// sessionS runs newApp with the session "s" created, and returns its
+// sandbox token.
+func sessionS(t *testing.T) (*app.App, string) {
+	t.Helper()
+	s := newApp(t)
+	created, err := clientOf(t, s.URL()).CreateSession(t.Context(), "s", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, created.SandboxToken
 }
