@@ -91,6 +91,21 @@ func (s *State) SkipTo(rev int64) {
 	s.rev = max(s.rev, rev)
 }
 
+// SkipSeqTo makes the next artifact's seq at least seq+1. A fold of a log
+// can end with fewer artifacts than its session already stored (a build
+// whose rules made more artifacts of the same events: before 43f7d0a a
+// notice split an id-less text block in two): the next artifact created
+// would take a stored one's seq and be written over it, losing it from
+// the transcript and replacing it in clients that hold it. The seqs
+// skipped count as released artifacts (see Release): stored, closed, and
+// named by no id the state resolves, so no event reads or changes them.
+func (s *State) SkipSeqTo(seq int64) {
+	for int64(len(s.nodes)) < seq {
+		s.nodes = append(s.nodes, nil)
+		s.released++
+	}
+}
+
 // Len is the number of artifacts.
 func (s *State) Len() int { return len(s.nodes) }
 

@@ -957,6 +957,17 @@ func (w *writer) state(g *group, id string) (*state, error) {
 		// keeps them all until it settles, which this group does, see
 		// defers.)
 		s.st.Release()
+		// After the fold's artifacts, every one the store holds: see
+		// storedPastFold. (A lagging session's stored artifacts are of a
+		// shorter log; its settle writes the fold's.)
+		last, err := storedPastFold(ctx, w.store, id, int64(s.st.Len()))
+		if err != nil {
+			return nil, err
+		}
+		if last > int64(s.st.Len()) {
+			w.log.Warn("stored artifacts past the folded ones: new ones go after them", slog.String("session", id), slog.Int64("stored", last), slog.Int("folded", s.st.Len()))
+			s.st.SkipSeqTo(last)
+		}
 	}
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
@@ -974,6 +985,32 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	w.states[id] = s
 	g.states[id] = true
 	return s, nil
+}
+
+// storedPastFold returns the highest seq of session id's stored
+// artifacts above folded (the number of artifacts its fold made), or
+// folded when there is none, as nearly always: a build whose reducer
+// made more artifacts of the same log (before 43f7d0a a notice split an
+// id-less text block in two) stored more than the current one folds, and
+// the next artifact created at a stored seq would be written over one
+// the transcript holds. A session the store no longer has has none.
+func storedPastFold(ctx context.Context, st Store, id string, folded int64) (int64, error) {
+	last := folded
+	for {
+		list, more, err := st.ArtifactsBySeq(ctx, id, last, foldPageEvents, foldPageBytes)
+		if protocol.CodeOf(err) == protocol.CodeNotFound {
+			return folded, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read the artifacts stored past the fold session=%s after=%d: %w", id, last, err)
+		}
+		if len(list) > 0 {
+			last = list[len(list)-1].Seq
+		}
+		if !more || len(list) == 0 {
+			return last, nil
+		}
+	}
 }
 
 // Pages of a log read for a fold: the log a page at a time, so a fold
