@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // A session whose stored artifacts an older reducer folded into more
@@ -91,6 +94,14 @@ func jsonAt(t *testing.T, list []protocol.Artifact, i int) string {
 // gunzipFile writes the gunzipped content of src to dst.
 func gunzipFile(t *testing.T, src, dst string) {
 	t.Helper()
+	if err := os.WriteFile(dst, gunzip(t, src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gunzip returns the gunzipped content of src.
+func gunzip(t *testing.T, src string) []byte {
+	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +114,63 @@ func gunzipFile(t *testing.T, src, dst string) {
 	if err != nil {
 		t.Fatalf("gunzip %s: %v", src, err)
 	}
-	if err := os.WriteFile(dst, out, 0o600); err != nil {
+	return out
+}
+
+// On PostgreSQL too, a refold that ends below the stored revision goes on
+// above it (TestFoldBehindTheStoredRevisionGoesOnAboveIt on SQLite): a
+// server of the current build started on a database an older one wrote
+// (stop the old, start the new, or a rolling upgrade) numbered the next
+// change at the stored revision, which clients already held.
+//
+// testdata/upgrade/notice-split-a7be227.pg.sql.gz holds the traffic of
+// TestRefoldWithFewerArtifactsKeepsTheStoredOnes, written by rein-server
+// a7be227 on a PostgreSQL database (--db postgres://...), stopped with
+// SIGTERM and dumped with pg_dump --inserts --no-owner --no-privileges
+// --no-comments (its psql meta-commands, lines starting with a
+// backslash, removed), then gzip -9. That build stored revision 9; the
+// current reducer folds the log to 8, and the next turn's artifact was
+// stored at revision 9: a follower resuming from 9 never got it.
+func TestRefoldBelowTheStoredRevisionOnPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	dump := gunzip(t, "testdata/upgrade/notice-split-a7be227.pg.sql.gz")
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// A dump is many statements: the simple protocol runs them in one go.
+	if _, err := conn.Exec(t.Context(), string(dump), pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("restore the dump: %v", err)
+	}
+	conn.Close(t.Context())
+
+	s := start(t, app.Options{DBPath: dsn})
+	c := newClient(t, s)
+	var before []protocol.Artifact
+	c.must(http.StatusOK, &before, "GET", "/sessions/s1/artifacts", nil)
+	var stored int64
+	for _, a := range before {
+		stored = max(stored, a.Rev)
+	}
+	st := c.stream("/sessions/s1/stream", "Last-Event-ID", itoa(stored))
+	for st.next().Event != protocol.SSESnapshotComplete {
+	}
+	c.must(http.StatusAccepted, nil, "POST", "/sessions/s1/events", `[
+		{"type":"turn_started","turnId":"t2","source":"user","agentSeq":6},
+		{"type":"text_delta","delta":"Next","agentSeq":7}]`, "Rein-Instance", "i1")
+	ev := st.next()
+	var got protocol.ArtifactPayload
+	if err := json.Unmarshal([]byte(ev.Data), &got); err != nil {
+		t.Fatalf("%s %s: %v", ev.Event, ev.Data, err)
+	}
+	if rev, _ := strconv.ParseInt(ev.ID, 10, 64); rev <= stored || got.Artifact == nil || got.Artifact.Type != protocol.ArtifactTurn {
+		t.Fatalf("after a resume from the stored revision %d the stream sent %s %s %s; want the turn t2 above it", stored, ev.ID, ev.Event, ev.Data)
+	}
+	var after []protocol.Artifact
+	c.must(http.StatusOK, &after, "GET", "/sessions/s1/artifacts", nil)
+	for _, a := range after[len(before):] {
+		if a.Rev <= stored {
+			t.Errorf("new artifact %s has revision %d, at or below the stored %d", jsonString(t, a), a.Rev, stored)
+		}
 	}
 }

@@ -972,13 +972,18 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	s.used = w.clock
 	s.usedAt = w.opts.Now()
 	s.turnEnded = false
-	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && w.shared == nil && w.lagging[id] == nil {
+	if e := g.entry(id); e != nil && e.rec.Rev != s.st.Rev() && (w.shared == nil || e.rec.Rev > s.st.Rev()) && w.lagging[id] == nil {
 		// The stored artifacts came from a different fold (a reducer
-		// change); say so once. New revisions continue above both:
+		// change: an upgrade, or replicas of two builds during a
+		// roll); say so once. New revisions continue above both:
 		// clients hold the stored ones, and a change numbered at or
 		// below them would be one they skip as had. (With other
-		// replicas, a cache behind the log differs too; its commit
-		// expects the old version and is redone.)
+		// replicas, a cache behind the log differs too, below the
+		// fold: its commit expects the old version and is redone. A
+		// row's revision is written in the commit of its events, so on
+		// a shared database a stored revision above the fold is a
+		// reducer change, or a session deleted and created again,
+		// whose commit is redone too.)
 		w.log.Warn("folded revision differs from stored", slog.String("session", id), slog.Int64("stored", e.rec.Rev), slog.Int64("folded", s.st.Rev()))
 		s.st.SkipTo(e.rec.Rev)
 	}
