@@ -558,19 +558,26 @@ func TestReplicasListenerKilled(t *testing.T) {
 	ca, cb := newClient(t, a), newClient(t, b)
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
 	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
+	// Wait until b has heard of p's stream (its status live: in the
+	// snapshot, when b had heard of it by then, or in an update after
+	// it), so what follows on the session stream is what happens while it
+	// is not listening. Waiting for an update alone waited out the
+	// heartbeat timeout (45 s, then "disconnected") whenever the snapshot
+	// already had it, which was most runs.
 	sessions := cb.stream("/sessions/stream")
-	for sessions.next().Event != protocol.SSESnapshotComplete {
+	live, snapshot := false, true
+	for !live || snapshot {
+		e := sessions.next()
+		switch {
+		case e.Event == protocol.SSESnapshotComplete:
+			snapshot = false
+		case (e.Event == protocol.SSESessionSnapshot || e.Event == protocol.SSESessionUpdated) &&
+			strings.Contains(e.Data, `"id":"p"`) && strings.Contains(e.Data, `"status":"live"`):
+			live = true
+		}
 	}
 	inbox := cb.stream("/approvals/stream")
 	for inbox.next().Event != protocol.SSESnapshotComplete {
-	}
-	// Wait until b has heard of p's stream (its status), so what follows
-	// on the session stream is what happens while it is not listening.
-	for {
-		e := sessions.next()
-		if e.Event == protocol.SSESessionUpdated && strings.Contains(e.Data, `"status"`) {
-			break
-		}
 	}
 
 	admin, db := adminConn(t, dsn)
