@@ -96,7 +96,10 @@ func TestFullDiskAtStart(t *testing.T) {
 	}
 	fs := &fullStore{Store: db}
 	fs.full.Store(true)
-	s := start(t, app.Options{Store: fs})
+	// The refused post to a below shows its sandbox alive (stored or
+	// not: writer.fail), so the restart rule waits a heartbeat timeout
+	// from it: a short one keeps the test from waiting 45 s.
+	s := start(t, app.Options{Store: fs, HeartbeatTimeout: 2 * time.Second})
 	c := newClient(t, s)
 
 	var rec protocol.Session
