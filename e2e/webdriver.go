@@ -48,15 +48,8 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 	if cfg.Width == 0 {
 		cfg.Width, cfg.Height = 1280, 800
 	}
-	p, err := Start(logf, "chromedriver", nil, cfg.Chromedriver, "--port=0")
+	p, line, err := startDriver(ctx, logf, cfg.Chromedriver)
 	if err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	line, err := p.WaitLine(wctx, driverReady)
-	if err != nil {
-		p.Kill()
 		return nil, err
 	}
 	port := strings.TrimSuffix(strings.TrimSpace(line[strings.Index(line, driverReady)+len(driverReady):]), ".")
@@ -79,6 +72,32 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 		return nil, fmt.Errorf("start browser: %w", err)
 	}
 	return b, nil
+}
+
+// startDriver starts chromedriver on a free port and returns it with its
+// ready line. With --port=0 chromedriver takes a free IPv6 port and then
+// the same port on IPv4, which another process may hold already (the
+// suite's servers and clients take ports all the time): it then exits,
+// "IPv4 port not available", and one more try picks another port. A
+// driver that does not start three times is an error.
+func startDriver(ctx context.Context, logf Logf, bin string) (*Proc, string, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := Start(logf, "chromedriver", nil, bin, "--port=0")
+		if err != nil {
+			return nil, "", err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		line, err := p.WaitLine(wctx, driverReady)
+		cancel()
+		if err == nil {
+			return p, line, nil
+		}
+		p.Kill()
+		if attempt == 3 || ctx.Err() != nil {
+			return nil, "", err
+		}
+		logf("chromedriver did not start (%v); trying again", err)
+	}
 }
 
 // viewport makes the page area (what a screenshot shows) w x h:
