@@ -47,6 +47,32 @@ func killListed(dir string, names ...string) {
 	}
 }
 
+// runLeaver runs the agentd bin on a fake server with the shell agent
+// (DIR is dir), without a state dir and restarting the agent only after
+// an hour, and waits for its agent_started. Cleanup kills agentd and the
+// processes whose pids the agent listed in the files pidFiles (only a
+// broken agentd leaves any running).
+func runLeaver(t *testing.T, dir, bin, agent string, pidFiles []string, flags ...string) *fakeserver.Server {
+	t.Helper()
+	srv := fakeserver.New(t, "s1")
+	args := append([]string{"--server", srv.URL, "--session", "s1", "--state-dir", "", "--restart-delay-max", "1h"}, flags...)
+	cmd := exec.Command(bin, append(args, "--", "sh", "-c", agent)...)
+	cmd.Env = append(os.Environ(), "DIR="+dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		killListed(dir, pidFiles...)
+	})
+	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1
+	})
+	return srv
+}
+
 // pids reads the pids a test agent appended to file, one a line.
 func pids(t *testing.T, file string) []int {
 	t.Helper()
@@ -82,23 +108,7 @@ sh -c 'sleep 0.1 & echo $! >> "$DIR/short"'
 echo '{"type":"agent_started","agent":{"name":"leaver","protocol":"native"}}'
 read line
 exit 3`
-	srv := fakeserver.New(t, "s1")
-	cmd := exec.Command(bin, "--server", srv.URL, "--session", "s1", "--state-dir", "",
-		"--restart-delay-max", "1h", "--", "sh", "-c", agent)
-	cmd.Env = append(os.Environ(), "DIR="+dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		// Only a broken agentd leaves any.
-		killListed(dir, "setsid", "short")
-	})
-	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
-		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1
-	})
+	srv := runLeaver(t, dir, bin, agent, []string{"setsid", "short"})
 	short := pids(t, filepath.Join(dir, "short"))[0]
 	eventually(t, "the orphaned short process reaped", func() bool {
 		_, err := os.Stat("/proc/" + strconv.Itoa(short))
@@ -140,22 +150,7 @@ while IFS= read -r line; do
     echo '{"type":"turn_completed","turnId":"t1","stopReason":"cancelled"}' ;;
   esac
 done`
-	srv := fakeserver.New(t, "s1")
-	cmd := exec.Command(bin, "--server", srv.URL, "--session", "s1", "--state-dir", "",
-		"--abort-grace", "1h", "--restart-delay-max", "1h", "--", "sh", "-c", agent)
-	cmd.Env = append(os.Environ(), "DIR="+dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		killListed(dir, "before", "turn")
-	})
-	srv.Wait(t, "agent_started", func(evs []protocol.Event) bool {
-		return fakeserver.Count(evs, protocol.EventAgentStarted) >= 1
-	})
+	srv := runLeaver(t, dir, bin, agent, []string{"before", "turn"}, "--abort-grace", "1h")
 	srv.WaitState(t, "an open command stream", func() bool { return srv.OpenStreams() > 0 })
 	srv.Prompt("work")
 	srv.Wait(t, "the turn's orphan", func(evs []protocol.Event) bool {
