@@ -147,11 +147,14 @@ func Run(ctx context.Context, opts Options) error {
 	// can no longer go anywhere (the uploader stopped).
 	runCtx, runCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer runCancel()
+	ownCtx, ownCancel := context.WithCancel(runCtx)
+	defer ownCancel()
+	defer context.AfterFunc(ctx, ownCancel)()
 	s := &supervisor{
 		opts: opts, log: log, up: up,
 		commands: commands, connected: connected,
 		streamDone: streamDone, upDone: upDone,
-		runCtx: runCtx, runCancel: runCancel,
+		runCtx: runCtx, runCancel: runCancel, ownCtx: ownCtx,
 		turnEnded: make(chan string, 1),
 		outbox:    ob != nil,
 		cmds:      cmds,

@@ -52,6 +52,20 @@ type supervisor struct {
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
+	// ownCtx bounds the wait of agentd's own events (emit) for room in a
+	// full queue: it ends with runCtx, and at the shutdown signal. They
+	// are emitted from the loops that carry the shutdown through (the
+	// agent's signals, its kill, the flush's deadline): an emit waiting
+	// there for a server that is down would hold agentd for as long as
+	// the server stays down. An event of agentd's own that finds no room
+	// after that is logged as not queued; the queue it would have joined
+	// is not delivered either (in memory), or the outbox is at
+	// --outbox-max-bytes.
+	ownCtx context.Context
+	// giveUpAt is when the agent's last events stop waiting for room at
+	// shutdown (watch's giveUp): the end of the agent's run, which agentd
+	// emits after them (ended), waits no longer than they.
+	giveUpAt time.Time
 	// emitting counts the adapter's emits in progress, which wait while
 	// the queue is full.
 	emitting atomic.Int32
@@ -453,6 +467,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 			// so, and agentd would not stop. That wait is the flush's:
 			// it gets FlushTimeout.
 			agentGone = nil
+			s.giveUpAt = time.Now().Add(s.opts.FlushTimeout)
 			t := time.NewTimer(s.opts.FlushTimeout)
 			defer t.Stop()
 			giveUp = t.C
@@ -560,6 +575,12 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	if why == "" {
 		why = r.signalled
 	}
+	emit := s.emit
+	if stopping {
+		// The shutdown signal has ended ownCtx: these, the run's last
+		// events, get what is left of the time its output had.
+		emit = s.emitLast
+	}
 	if open {
 		end := protocol.Event{Type: protocol.EventTurnCompleted, TurnID: turnID, StopReason: protocol.StopError, Error: "agent " + exit.String()}
 		if why != "" {
@@ -568,7 +589,7 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 		if r.cancelled {
 			end.StopReason = protocol.StopCancelled
 		}
-		s.emit(end)
+		emit(end)
 	}
 
 	ev := protocol.Event{Type: protocol.EventAgentExited, ExitStatus: exit.Code, Signal: exit.Signal}
@@ -578,7 +599,7 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	if why != "" {
 		ev.Error = strings.TrimPrefix(ev.Error+"; "+why, "; ")
 	}
-	s.emit(ev)
+	emit(ev)
 }
 
 // queued notes a command bound for the running agent: a prompt's
@@ -718,9 +739,35 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 // stopped, which the loop reports; the event is logged so it is not lost
 // silently.
 func (s *supervisor) emit(ev protocol.Event) {
-	if err := s.up.EnqueueStamped(s.runCtx, ev, s.perms.queued(ev)); err != nil {
-		s.log.Error("event not queued", "type", ev.Type, "err", err)
+	s.emitWithin(s.ownCtx, ev)
+}
+
+// emitLast emits one of the last events of a run agentd stopped: it waits
+// for room in a full queue until the agent's own last events stopped
+// waiting (giveUpAt, or FlushTimeout from now when the run ended before
+// its agent was seen gone), and then, like them, is given up, and the
+// flush does not wait again.
+func (s *supervisor) emitLast(ev protocol.Event) {
+	at := s.giveUpAt
+	if at.IsZero() {
+		at = time.Now().Add(s.opts.FlushTimeout)
+		s.giveUpAt = at
 	}
+	ctx, cancel := context.WithDeadline(s.runCtx, at)
+	defer cancel()
+	if !s.emitWithin(ctx, ev) && ctx.Err() != nil && s.runCtx.Err() == nil {
+		s.flushSpent = true
+	}
+}
+
+// emitWithin queues ev, waiting for room until ctx is done; false if it
+// was not queued (logged).
+func (s *supervisor) emitWithin(ctx context.Context, ev protocol.Event) bool {
+	if err := s.up.EnqueueStamped(ctx, ev, s.perms.queued(ev)); err != nil {
+		s.log.Error("event not queued", "type", ev.Type, "err", err)
+		return false
+	}
+	return true
 }
 
 // dropForNoAgent handles a command that reached agentd while no agent

@@ -68,6 +68,7 @@ func TestEarlierTurnEndKeepsAbortEscalation(t *testing.T) {
 		cmds:      newCommandLog(nil, log),
 		perms:     newPermissionLog("i1"),
 		runCtx:    context.Background(),
+		ownCtx:    context.Background(),
 	}
 	ctx := context.Background()
 	for i := range 20 {
