@@ -618,15 +618,11 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 		if !o.untilIdle || !replayed {
 			return nil
 		}
-		turns, running := 0, false
-		for _, art := range model.Artifacts() {
-			if art.Type == protocol.ArtifactTurn {
-				turns++
-				running = running || !turnEnded(art)
-			}
-		}
+		// Counted by the model as it applies events: counting here
+		// cost the whole transcript on every event.
+		turns, running := model.Turns()
 		switch {
-		case running || turns == 0:
+		case running > 0 || turns == 0:
 			if timer != nil {
 				timer.Stop()
 				timer = nil

@@ -542,12 +542,9 @@ func (t *transcript) inlineMarker(sl slot, marker, next string) {
 }
 
 // turnEnded reports whether a turn artifact has ended and its closing
-// updates are all in: the reducer sets endedAt after status, stopReason,
-// error and resultText.
-func turnEnded(a *protocol.Artifact) bool {
-	st := protocol.TurnStatus(a.String("status"))
-	return st != "" && st != protocol.TurnRunning && a.Fields["endedAt"] != nil
-}
+// updates are all in: the closing line waits for it, and --until-idle
+// counts by the same test (client.Transcript.Turns).
+func turnEnded(a *protocol.Artifact) bool { return client.TurnEnded(a) }
 
 type permissionOption struct {
 	ID   string `json:"id"`

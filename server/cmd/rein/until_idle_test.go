@@ -78,3 +78,39 @@ func TestUntilIdleNotJudgedWhileDisconnected(t *testing.T) {
 		t.Errorf("watch ended before turn t2's end; stdout\n%s", r.stdout)
 	}
 }
+
+// TestUntilIdleAcrossReconnects: rein watch --until-idle judges by turn
+// counts its model keeps as events come. They must stay right across a
+// reconnect: the turn running when the connection dropped ended while
+// rein was away and another started, and the resume's replay says both.
+// Watch must neither exit then (a turn runs) nor miss the end of the new
+// one: it follows t2 to its end and exits.
+func TestUntilIdleAcrossReconnects(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"user_message","id":"u1","text":"first"}]`)
+	p := newProxy(t, s.URL())
+	out, done := watchInBackground(t, p.URL(), "s1")
+	waitFor(t, out, "› first")
+
+	p.Cut()
+	postEvents(t, s, "s1", tok, `[
+		{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"},
+		{"type":"turn_started","turnId":"t2","source":"user"},
+		{"type":"user_message","id":"u2","text":"second"}]`)
+	p.Restore()
+	waitFor(t, out, "› second")
+	postEvents(t, s, "s1", tok, `[
+		{"type":"text_delta","id":"m2","delta":"still working"},
+		{"type":"text_end","id":"m2"},
+		{"type":"turn_completed","turnId":"t2","stopReason":"end_turn"}]`)
+	r := watchEnded(t, done, out)
+	if !strings.Contains(r.stdout, "still working") || !strings.HasSuffix(r.stdout, "── completed (end_turn) ──\n") {
+		t.Errorf("watch ended before turn t2's end; stdout\n%s", r.stdout)
+	}
+	if p.Accepted() < 2 {
+		t.Errorf("watch connected %d times, want a reconnect", p.Accepted())
+	}
+}
