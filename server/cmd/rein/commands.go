@@ -94,12 +94,11 @@ func watchSessions(ctx context.Context, cl *client.Client, project string, asJSO
 			fmt.Fprintln(e.stdout)
 		}
 	}
+	// With asJSON, the snapshot of the connection, printed once whole.
+	var snapshot []streamLine
 	return cl.StreamSessions(ctx, project, client.StreamOptions{OnRetry: retryNotice(e)}, func(ev client.SessionEvent) error {
 		if asJSON {
-			if ev.Name == client.EventConnected {
-				return nil
-			}
-			return printJSON(e.stdout, streamLine{Event: ev.Name, Data: ev.Data})
+			return printSessionEvent(e, ev, &snapshot)
 		}
 		switch ev.Name {
 		case client.EventConnected:
@@ -126,6 +125,44 @@ func watchSessions(ctx context.Context, cl *client.Client, project string, asJSO
 		}
 		return e.printed()
 	})
+}
+
+// printSessionEvent prints a session stream event for sessions --watch
+// --json. Every connection starts with a snapshot of every session, the
+// stream having no resume: a session deleted while rein was away is only
+// missing from it. So that a script can tell, and drop what it holds that
+// the snapshot lacks, the snapshot is printed once whole, closed by
+// snapshot_complete with "full":true (the server's says only "rev":0):
+// a snapshot cut with its connection is never printed, as its lines
+// would read as part of the next one. held keeps the connection's
+// snapshot lines until then.
+func printSessionEvent(e *env, ev client.SessionEvent, held *[]streamLine) error {
+	switch ev.Name {
+	case client.EventConnected:
+		*held = (*held)[:0]
+		return nil
+	case protocol.SSESessionSnapshot:
+		*held = append(*held, streamLine{Event: ev.Name, Data: ev.Data})
+		return nil
+	case protocol.SSESnapshotComplete:
+		var done protocol.SnapshotComplete
+		_ = json.Unmarshal(ev.Data, &done) // the rev, when it says one
+		done.Full = true
+		data, err := json.Marshal(done)
+		if err != nil {
+			return err
+		}
+		if err := printJSONLines(e.stdout, append(*held, streamLine{Event: ev.Name, Data: data})); err != nil {
+			return err
+		}
+		clear(*held) // no longer needed: let the records go
+		*held = (*held)[:0]
+		return e.printed()
+	}
+	if err := printJSON(e.stdout, streamLine{Event: ev.Name, Data: ev.Data}); err != nil {
+		return err
+	}
+	return e.printed()
 }
 
 // retryNotice says on stderr that a stream is reconnecting; the transcript
