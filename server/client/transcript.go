@@ -31,6 +31,11 @@ type Transcript struct {
 	// cost the whole transcript each time (a sort of every artifact: 30
 	// ms an event in a session of 30,000, slower than a fast stream).
 	turns, running int
+	// only, when not nil, is the types of artifact held; others the seqs
+	// of the artifacts of other types seen, whose updates are taken in
+	// and dropped.
+	only   map[protocol.ArtifactType]bool
+	others map[int64]bool
 }
 
 // NewTranscript returns an empty transcript.
@@ -38,8 +43,24 @@ func NewTranscript() *Transcript {
 	return &Transcript{bySeq: map[int64]*protocol.Artifact{}, streams: map[int64]map[string]*strings.Builder{}}
 }
 
+// NewTranscriptOf returns an empty transcript that holds only the
+// artifacts of the given types: the others' events are taken in (an
+// update to one is not an error) and dropped. For a program that needs
+// part of a session only (rein watch --json, which prints events as they
+// come, needs the turns for --until-idle): the whole transcript costs as
+// much memory as the session, up to --max-session-bytes.
+func NewTranscriptOf(types ...protocol.ArtifactType) *Transcript {
+	t := NewTranscript()
+	t.only, t.others = map[protocol.ArtifactType]bool{}, map[int64]bool{}
+	for _, typ := range types {
+		t.only[typ] = true
+	}
+	return t
+}
+
 // Apply applies one stream event and returns the artifact it changed, or
-// nil for an event that changes none (EventConnected, snapshot_complete).
+// nil for an event that changes none (EventConnected, snapshot_complete)
+// or changes an artifact it does not hold (NewTranscriptOf).
 // The returned artifact is the transcript's own: do not change it. At
 // the end of a full replay (ArtifactEvent.Full) the artifacts the replay
 // did not send are dropped: the session's history went back below them
@@ -64,14 +85,31 @@ func (t *Transcript) Apply(ev ArtifactEvent) (*protocol.Artifact, error) {
 					delete(t.streams, seq)
 				}
 			}
+			for seq := range t.others {
+				if !t.replayed[seq] {
+					delete(t.others, seq)
+				}
+			}
 			sort.Slice(t.dropped, func(i, j int) bool { return t.dropped[i].Seq < t.dropped[j].Seq })
 		}
 		t.replayed = nil
 		return nil, nil
 	}
 	switch {
+	case ev.Artifact != nil && t.only != nil && !t.only[ev.Artifact.Type]:
+		// Not held; what was held at its seq (another session's, or a
+		// history that went back) is no longer the session's.
+		seq := ev.Artifact.Seq
+		t.count(t.bySeq[seq], -1)
+		delete(t.bySeq, seq)
+		delete(t.streams, seq)
+		t.others[seq] = true
+		return nil, nil
 	case ev.Artifact != nil:
 		a := ev.Artifact.Clone()
+		if t.others != nil {
+			delete(t.others, a.Seq)
+		}
 		t.count(t.bySeq[a.Seq], -1)
 		t.count(a, +1)
 		t.bySeq[a.Seq] = a
@@ -79,6 +117,9 @@ func (t *Transcript) Apply(ev ArtifactEvent) (*protocol.Artifact, error) {
 		return a, nil
 	case ev.Update != nil:
 		a := t.bySeq[ev.Update.Seq]
+		if a == nil && t.others[ev.Update.Seq] {
+			return nil, nil
+		}
 		if a == nil {
 			return nil, fmt.Errorf("artifact_updated rev=%d: unknown artifact seq %d", ev.Rev, ev.Update.Seq)
 		}
@@ -151,8 +192,8 @@ func (t *Transcript) appendTo(a *protocol.Artifact, u *protocol.ArtifactUpdate, 
 }
 
 // Dropped returns the artifacts the last snapshot_complete dropped, by
-// seq: held before a full replay that did not send them. Empty unless the
-// session's history went back.
+// seq: held before a full replay that did not send them (only those it
+// holds: NewTranscriptOf). Empty unless the session's history went back.
 func (t *Transcript) Dropped() []*protocol.Artifact { return t.dropped }
 
 // Get returns the artifact at seq, or nil.

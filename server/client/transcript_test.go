@@ -104,10 +104,7 @@ func TestTranscriptTurns(t *testing.T) {
 	complete := func(rev int64, full bool) client.ArtifactEvent {
 		return client.ArtifactEvent{Name: protocol.SSESnapshotComplete, Rev: rev, Full: full}
 	}
-	type step struct {
-		ev             client.ArtifactEvent
-		turns, running int
-	}
+	type step = turnStep
 	steps := []step{
 		// The first connection's replay: t1 ended, t2 running.
 		{connected, 0, 0},
@@ -146,7 +143,14 @@ func TestTranscriptTurns(t *testing.T) {
 		// nothing but a field.
 		{set(1, 4, "usage", `{"inputTokens":3}`), 1, 0},
 	}
-	model := client.NewTranscript()
+	// rein watch --json keeps the turns only (NewTranscriptOf): the
+	// counts must be the same.
+	for name, model := range map[string]*client.Transcript{"all": client.NewTranscript(), "turns only": client.NewTranscriptOf(protocol.ArtifactTurn)} {
+		t.Run(name, func(t *testing.T) { checkTurns(t, model, steps) })
+	}
+}
+
+func checkTurns(t *testing.T, model *client.Transcript, steps []turnStep) {
 	for i, s := range steps {
 		if _, err := model.Apply(s.ev); err != nil {
 			t.Fatalf("step %d (%s): %v", i, s.ev.Name, err)
@@ -168,5 +172,44 @@ func TestTranscriptTurns(t *testing.T) {
 		if turns != s.turns || running != s.running {
 			t.Fatalf("step %d (%s rev %d): Turns() = %d, %d; want %d, %d", i, s.ev.Name, s.ev.Rev, turns, running, s.turns, s.running)
 		}
+	}
+}
+
+type turnStep struct {
+	ev             client.ArtifactEvent
+	turns, running int
+}
+
+// TestTranscriptOf: a transcript of turns only holds no other artifact,
+// takes their updates in without error while they are the session's,
+// and, once a full replay dropped one, refuses an update to it as the
+// whole transcript would.
+func TestTranscriptOf(t *testing.T) {
+	text := "hello"
+	model := client.NewTranscriptOf(protocol.ArtifactTurn)
+	for i, ev := range []client.ArtifactEvent{
+		{Name: client.EventConnected},
+		{Name: protocol.SSEArtifactSnapshot, Rev: 1, Artifact: &protocol.Artifact{Seq: 1, Rev: 1, Type: protocol.ArtifactTurn, ID: "t1", Fields: map[string]any{"status": "running"}}},
+		{Name: protocol.SSEArtifactSnapshot, Rev: 2, Artifact: &protocol.Artifact{Seq: 2, Rev: 2, Type: protocol.ArtifactAssistantText, ID: "m1", Fields: map[string]any{"text": ""}}},
+		{Name: protocol.SSESnapshotComplete, Rev: 2, Full: true},
+		{Name: protocol.SSEArtifactUpdated, Rev: 3, Update: &protocol.ArtifactUpdate{Seq: 2, Field: "text", Append: &text}},
+		{Name: client.EventConnected},
+		{Name: protocol.SSEArtifactSnapshot, Rev: 1, Artifact: &protocol.Artifact{Seq: 1, Rev: 1, Type: protocol.ArtifactTurn, ID: "t1", Fields: map[string]any{"status": "running"}}},
+		{Name: protocol.SSESnapshotComplete, Rev: 1, Full: true},
+	} {
+		a, err := model.Apply(ev)
+		if err != nil {
+			t.Fatalf("event %d (%s): %v", i, ev.Name, err)
+		}
+		if a != nil && a.Type != protocol.ArtifactTurn {
+			t.Errorf("event %d (%s) returned a %s", i, ev.Name, a.Type)
+		}
+	}
+	if list := model.Artifacts(); len(list) != 1 || list[0].ID != "t1" {
+		t.Errorf("holds %+v, want t1 alone", list)
+	}
+	_, err := model.Apply(client.ArtifactEvent{Name: protocol.SSEArtifactUpdated, Rev: 4, Update: &protocol.ArtifactUpdate{Seq: 2, Field: "text", Append: &text}})
+	if err == nil {
+		t.Errorf("an update to seq 2, which the last full replay did not send, was taken in")
 	}
 }

@@ -610,6 +610,12 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 		}
 	}()
 	model := client.NewTranscript()
+	if o.json {
+		// The events are printed as they come: the model serves only
+		// --until-idle, which needs the turns. The whole of it cost
+		// as much memory as the session (a tool's output of a GiB).
+		model = client.NewTranscriptOf(protocol.ArtifactTurn)
+	}
 	out := newTranscript(e.stdout, e.color, session)
 	defer out.Close()
 	replayed := false

@@ -50,8 +50,7 @@ func BenchmarkWatchUntilIdle(b *testing.B) {
 			}
 			flush()
 
-			w := &sentinelWriter{}
-			w.cond = sync.NewCond(&w.mu)
+			w := newSentinelWriter()
 			w.expect(`"snapshot_complete"`)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -59,7 +58,9 @@ func BenchmarkWatchUntilIdle(b *testing.B) {
 			done := make(chan int, 1)
 			go func() {
 				e := &env{stdout: w, stderr: &errOut, now: time.Now}
-				done <- run(ctx, []string{"rein", "--server", s.URL(), "--token", testToken, "watch", "s1", "--json", "--until-idle", "--idle-grace", "0"}, e)
+				code := run(ctx, []string{"rein", "--server", s.URL(), "--token", testToken, "watch", "s1", "--json", "--until-idle", "--idle-grace", "0"}, e)
+				w.end()
+				done <- code
 			}()
 			w.wait(b)
 			w.expect(`"sentinel"`)
@@ -92,10 +93,17 @@ func BenchmarkWatchUntilIdle(b *testing.B) {
 // and wakes whoever waits for a line holding the string expected (rein
 // writes each JSON line in one Write).
 type sentinelWriter struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	want []byte
-	seen bool
+	mu    sync.Mutex
+	cond  *sync.Cond
+	want  []byte
+	seen  bool
+	ended bool // rein returned: nothing more is written
+}
+
+func newSentinelWriter() *sentinelWriter {
+	w := &sentinelWriter{}
+	w.cond = sync.NewCond(&w.mu)
+	return w
 }
 
 func (w *sentinelWriter) Write(p []byte) (int, error) {
@@ -115,24 +123,25 @@ func (w *sentinelWriter) expect(s string) {
 	w.want, w.seen = []byte(s), false
 }
 
-// wait waits for the line expect named. A broken benchmark fails after
-// ten minutes rather than hang.
-func (w *sentinelWriter) wait(b testing.TB) {
-	b.Helper()
-	timedOut := false
-	stop := time.AfterFunc(10*time.Minute, func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		timedOut = true
-		w.cond.Broadcast()
-	})
-	defer stop.Stop()
+// end says rein returned, which ends a wait.
+func (w *sentinelWriter) end() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for !w.seen && !timedOut {
+	w.ended = true
+	w.cond.Broadcast()
+}
+
+// wait waits for the line expect named, failing if rein returned first
+// (a rein started with a context that ends keeps a broken test from
+// hanging).
+func (w *sentinelWriter) wait(b testing.TB) {
+	b.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for !w.seen && !w.ended {
 		w.cond.Wait()
 	}
 	if !w.seen {
-		b.Fatalf("rein watch never printed %s", w.want)
+		b.Fatalf("rein returned without printing %s", w.want)
 	}
 }
