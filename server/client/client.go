@@ -553,9 +553,72 @@ func (c *Client) CancelPermissionAt(ctx context.Context, id, requestID string, s
 	return c.Command(ctx, id, protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: requestID, Outcome: protocol.OutcomeCancelled, RequestSeq: seq})
 }
 
-// Artifacts returns the session's artifacts ordered by seq.
+// Artifacts returns the session's artifacts ordered by seq: the whole
+// transcript, in one answer (ArtifactPages reads it a page at a time).
 func (c *Client) Artifacts(ctx context.Context, id string) ([]*protocol.Artifact, error) {
 	var out []*protocol.Artifact
 	err := c.Do(ctx, http.MethodGet, sessionPath(id)+"/artifacts", nil, &out)
 	return out, err
+}
+
+// artifactsPage is a page of GET /sessions/:id/artifacts?after=R&limit=N.
+type artifactsPage struct {
+	Artifacts []*protocol.Artifact `json:"artifacts"`
+	Rev       int64                `json:"rev"`
+	Next      *int64               `json:"next"`
+}
+
+// ArtifactPages reads the session's artifacts a page at a time (limit
+// per page, 1 to 5000; 0: the server's default, 500 or 1 MiB of bodies)
+// and calls fn with each, lowest revision first, until the last or an
+// error from fn. An artifact changed between two pages comes again, as
+// it is then. Only a page is held at a time, and each is a request of its
+// own: a long transcript read in one answer cost as much memory, and on
+// a slow link more time than a request may take. A session deleted and
+// created again under the id between two pages is an error.
+func (c *Client) ArtifactPages(ctx context.Context, id string, limit int, fn func([]*protocol.Artifact) error) error {
+	var after, created int64
+	for {
+		path := sessionPath(id) + "/artifacts?after=" + strconv.FormatInt(after, 10)
+		if limit > 0 {
+			path += "&limit=" + strconv.Itoa(limit)
+		}
+		var raw json.RawMessage
+		resp, err := c.exchange(ctx, http.MethodGet, path, nil, nil, &raw)
+		if err != nil {
+			return err
+		}
+		if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("[")) {
+			// A server from before pages ignores after and limit and
+			// answers with the whole list.
+			var all []*protocol.Artifact
+			if err := json.Unmarshal(raw, &all); err != nil {
+				return fmt.Errorf("GET %s: decode answer: %w", path, err)
+			}
+			return fn(all)
+		}
+		var page artifactsPage
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return fmt.Errorf("GET %s: decode answer: %w", path, err)
+		}
+		// The cursor is only a revision: the pages of another session
+		// under the id would be laid over this one's.
+		now, _ := strconv.ParseInt(resp.Header.Get(protocol.HeaderSessionCreated), 10, 64)
+		if created != 0 && now != 0 && now != created {
+			return fmt.Errorf("read artifacts session=%s: the session was deleted and created again while it was read (createdAt %d, then %d)", id, created, now)
+		}
+		if created == 0 {
+			created = now
+		}
+		if err := fn(page.Artifacts); err != nil {
+			return err
+		}
+		if page.Next == nil {
+			return nil
+		}
+		if *page.Next <= after {
+			return fmt.Errorf("read artifacts session=%s: the pages did not advance past revision %d", id, after)
+		}
+		after = *page.Next
+	}
 }

@@ -102,3 +102,80 @@ func TestApproveWithoutInbox(t *testing.T) {
 		t.Errorf("sandbox got %+v", got)
 	}
 }
+
+// TestApproveAnsweredReadsAPageAtATime: rein approve for a request that
+// is no longer pending (answered already, or a mistyped id) is not in
+// the inbox, and the session's artifacts say why. Read in one answer,
+// on a long session that was the whole transcript: as much memory, and
+// more time on a slow link than one request may take (a minute). They
+// are read a page at a time, and only the request is kept.
+func TestApproveAnsweredReadsAPageAtATime(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	next := sandbox(t, s, "s1", tok)
+	postEvents(t, s, "s1", tok, `[{"type":"turn_started","turnId":"t1","source":"user"},
+		{"type":"permission_requested","id":"perm-1","title":"push","options":[{"id":"no","name":"No","kind":"reject_once"},{"id":"yes","name":"Yes","kind":"allow_once"}]}]`)
+	text := strings.Repeat("m", 4<<10)
+	for b := range 20 { // 1,000 messages, 4 MiB
+		var evs []string
+		for i := range 50 {
+			evs = append(evs, fmt.Sprintf(`{"type":"user_message","id":"u%d-%d","text":%q}`, b, i, text))
+		}
+		postEvents(t, s, "s1", tok, "["+strings.Join(evs, ",")+"]")
+	}
+	mustRein(t, s.URL(), "approve", "s1", "perm-1")
+	next()
+	postEvents(t, s, "s1", tok, `[{"type":"permission_resolved","id":"perm-1","outcome":"selected","optionId":"yes"}]`)
+
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var reads, largest atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/artifacts") {
+			cw := &countingWriter{ResponseWriter: w}
+			proxy.ServeHTTP(cw, r)
+			reads.Add(1)
+			for n := largest.Load(); cw.n > n && !largest.CompareAndSwap(n, cw.n); n = largest.Load() {
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	for _, c := range []struct{ request, want string }{
+		{"perm-1", `permission request "perm-1" is already approved`},
+		{"perm-9", `session s1 has no permission request "perm-9"`},
+	} {
+		r := rein(t, front.URL, "approve", "s1", c.request)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("approve %s: exit %d, stderr %q; want exit 1 saying %q", c.request, r.code, r.stderr, c.want)
+		}
+	}
+	// A page is at most 1 MiB of bodies (one artifact at least).
+	if n := largest.Load(); n > 2<<20 {
+		t.Errorf("one answer of GET /artifacts was %d KiB (%d reads): the transcript read at once, not a page at a time", n>>10, reads.Load())
+	}
+}
+
+// A server from before artifact pages ignores after and limit and
+// answers with the whole list: rein approve reads it as before.
+func TestApproveAnsweredWithoutPages(t *testing.T) {
+	s := startServer(t, app.Options{})
+	tok := createSession(t, s, "s1")
+	postEvents(t, s, "s1", tok, `[{"type":"permission_requested","id":"perm-1","title":"push","options":[{"id":"yes","name":"Yes","kind":"allow_once"}]},
+		{"type":"permission_resolved","id":"perm-1","outcome":"selected","optionId":"yes"}]`)
+	target, _ := url.Parse(s.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/artifacts") {
+			r.URL.RawQuery = ""
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	r := rein(t, front.URL, "approve", "s1", "perm-1")
+	if want := `permission request "perm-1" is already approved`; r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("approve: exit %d, stderr %q; want exit 1 saying %q", r.code, r.stderr, want)
+	}
+}

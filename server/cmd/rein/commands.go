@@ -525,8 +525,9 @@ func cmdAnswer(c *cli.Context, e *env, approve bool) error {
 // transcript: read for every answer, a long session's cost as much
 // memory as the transcript and could take longer than a request may
 // (client.DefaultRequestTimeout), and the request could not be answered
-// at all. The answer names the seq, so an inbox a moment old cannot
-// direct it at another request under the id.
+// at all; read when needed, they are read a page at a time, each page a
+// request, keeping only the request's. The answer names the seq, so an
+// inbox a moment old cannot direct it at another request under the id.
 func pendingRequest(ctx context.Context, cl *client.Client, session, request string) (int64, []permissionOption, error) {
 	list, err := cl.Approvals(ctx, "")
 	var ce *client.Error
@@ -549,15 +550,20 @@ func pendingRequest(ctx context.Context, cl *client.Client, session, request str
 		}
 		return found.Seq, opts, nil
 	}
-	arts, err := cl.Artifacts(ctx, session)
+	// A page at a time, keeping only the request's artifacts: the
+	// newest (highest seq) with the id, as it is at the end (a later
+	// page may bring one again, changed).
+	var perm *protocol.Artifact
+	err = cl.ArtifactPages(ctx, session, 0, func(page []*protocol.Artifact) error {
+		for _, art := range page {
+			if art.Type == protocol.ArtifactPermission && art.ID == request && (perm == nil || art.Seq >= perm.Seq) {
+				perm = art
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, nil, err
-	}
-	var perm *protocol.Artifact
-	for _, art := range arts {
-		if art.Type == protocol.ArtifactPermission && art.ID == request {
-			perm = art
-		}
 	}
 	if perm == nil {
 		return 0, nil, fmt.Errorf("session %s has no permission request %q", session, request)
