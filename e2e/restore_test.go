@@ -145,6 +145,17 @@ func TestPromptAfterARestoredBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitSandboxBack(id)
+	// The follower must be back before the prompt: it resumes after the
+	// revision it saw, which the restored session reaches again with the
+	// prompt's turn, and a resume after a revision the session has
+	// passed again sends only what changed above it, keeping the turn
+	// the backup lacks. Below that revision the server replays the whole
+	// restored history (full), which drops that turn.
+	if err := f.WaitFor(e.ctx, "the restored history", func(arts []*protocol.Artifact) bool {
+		return !slices.ContainsFunc(arts, func(a *protocol.Artifact) bool { return a.ID == "t2" })
+	}); err != nil {
+		t.Fatal(err)
+	}
 	e.prompt(id, "after the restore")
 	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
 	defer cancel()
