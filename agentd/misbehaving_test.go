@@ -77,9 +77,10 @@ done
 [ -n "$turn" ] && echo "{\"method\":\"turn/completed\",\"params\":{\"threadId\":\"th1\",\"turn\":{\"id\":\"$turn\",\"status\":\"completed\"}}}"
 exit 0
 `
-	// The ACP agent lingers after answering (until agentd's signal
-	// after the shutdown grace), so that its output does not end with
-	// the answer: the adapter sees the turn end while the agent runs.
+	// The ACP agent lingers after answering, until the test opens the
+	// fifo $RELEASE (if it is still there), so that its output does not
+	// end with the answer: the adapter sees the turn end while the agent
+	// runs.
 	finishingACP = `prompt=
 while IFS= read -r line; do
   ` + reqID + `
@@ -90,7 +91,8 @@ while IFS= read -r line; do
   esac
 done
 [ -n "$prompt" ] && echo "{\"jsonrpc\":\"2.0\",\"id\":$prompt,\"result\":{\"stopReason\":\"end_turn\"}}"
-exec sleep 60
+[ -p "$RELEASE" ] && read -r x < "$RELEASE"
+exit 0
 `
 )
 
@@ -107,11 +109,21 @@ func TestQueuedPromptSurvivesShutdown(t *testing.T) {
 		t.Run(tc.protocol, func(t *testing.T) {
 			bin := script(t, tc.agent)
 			state := t.TempDir()
+			release := filepath.Join(t.TempDir(), "release")
+			if err := syscall.Mkfifo(release, 0o600); err != nil {
+				t.Fatal(err)
+			}
 			srv := fakeserver.New(t, "s1")
 			opts := func(tr *watchWriter) agentd.Options {
 				return agentd.Options{
 					StateDir: state, Protocol: tc.protocol, Command: []string{bin}, Transcript: tr,
-					ShutdownGrace: 200 * time.Millisecond, KillStep: 100 * time.Millisecond,
+					Env: append(os.Environ(), "RELEASE="+release),
+					// The agents end their turn and exit by themselves
+					// once their input is closed (the ACP one when
+					// released): a grace they could miss only on a
+					// loaded machine. At 200 ms, a shell that was not
+					// scheduled in time was killed, its turn cancelled.
+					ShutdownGrace: 10 * time.Second, KillStep: 100 * time.Millisecond,
 				}
 			}
 			tr := newWatchWriter(`"text":"queued behind it"`)
@@ -121,17 +133,28 @@ func TestQueuedPromptSurvivesShutdown(t *testing.T) {
 			srv.Wait(t, "the first turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
 			srv.Prompt("queued behind it")
 			tr.wait(t, "the adapter to queue the second prompt")
-			if err := d.stop(); err != nil {
+			d.cancel()
+			srv.Wait(t, "the first turn ended by the agent", func(evs []protocol.Event) bool {
+				return fakeserver.Has(evs, turnCompleted("turn-1", protocol.StopEndTurn))
+			})
+			if tc.protocol == agentd.ProtocolACP {
+				// The adapter has seen the turn end while the agent
+				// runs; now it may exit.
+				f, err := os.OpenFile(release, os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+				// The next agentd's agent need not wait.
+				os.Remove(release)
+			}
+			if err := d.wait(); err != nil {
 				t.Fatal(err)
 			}
 			queued := func(ev protocol.Event) bool {
 				return ev.Type == protocol.EventUserMessage && ev.Text == "queued behind it"
 			}
-			evs := srv.Events()
-			if !fakeserver.Has(evs, turnCompleted("turn-1", protocol.StopEndTurn)) {
-				t.Fatalf("events:\n%s\nwant the first turn ended by the agent", fakeserver.Format(evs))
-			}
-			if fakeserver.Has(evs, queued) {
+			if evs := srv.Events(); fakeserver.Has(evs, queued) {
 				t.Fatalf("events:\n%s\nthe queued prompt was started on an agent whose input was closed", fakeserver.Format(evs))
 			}
 
