@@ -25,6 +25,12 @@ func TestMain(m *testing.M) {
 	if stub := os.Getenv(stubEnv); stub != "" {
 		os.Exit(runStub(stub))
 	}
+	// The stubs are this binary, built with -race: at an exit with code 0
+	// the race runtime first sleeps atexit_sleep_ms (1 s unless GORACE
+	// says otherwise), so a stub asked to stop took the whole 1 s
+	// shutdown grace start gives it and was as often killed by SIGTERM
+	// as it exited. The stubs inherit this (tests pass os.Environ()).
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	dir, err := os.MkdirTemp("", "agentd-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -51,7 +57,7 @@ func TestMain(m *testing.M) {
 //	  turn and a `sleep` in a session of its own (reported as notices
 //	  "helper PID" and "child PID"); an abort ends the turn cancelled
 //	  and leaves the child running, as Codex does with a background
-//	  terminal.
+//	  terminal; a shutdown ends it (and its helper).
 //	mute: reads its input and never answers (an agent whose handshake
 //	  takes long).
 //	invalid: writes one line that is not an event, one event that fails
@@ -110,6 +116,8 @@ func runStub(name string) int {
 				out.Encode(map[string]any{"type": "notice", "level": "info", "message": fmt.Sprintf("child %d", child.Process.Pid)})
 			case "abort":
 				out.Encode(map[string]any{"type": "turn_completed", "turnId": fmt.Sprintf("l%d", n), "stopReason": "cancelled"})
+			case "shutdown":
+				return 0 // at once, not after the shutdown grace
 			}
 		}
 		return 0

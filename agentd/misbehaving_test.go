@@ -295,6 +295,7 @@ func TestRepeatedTurnStartedTakesNoOtherPrompt(t *testing.T) {
       echo "{\"type\":\"turn_started\",\"turnId\":\"r$n\",\"source\":\"user\"}"
       echo "{\"type\":\"notice\",\"level\":\"info\",\"message\":\"ran $text\"}"
       echo "{\"type\":\"turn_completed\",\"turnId\":\"r$n\",\"stopReason\":\"end_turn\"}" ;;
+    *'"type":"shutdown"'*) exit 0 ;;
     esac
   done
   exit 0
@@ -359,6 +360,7 @@ func TestAgentExitedFromTheAgentIsRefused(t *testing.T) {
     echo '{"type":"turn_started","turnId":"t1","source":"user"}'
     echo '{"type":"agent_exited","code":0}'
     echo '{"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}' ;;
+  *'"type":"shutdown"'*) exit 0 ;;
   esac
 done
 `

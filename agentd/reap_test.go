@@ -98,6 +98,7 @@ while IFS= read -r line; do
     echo '{"type":"notice","level":"info","message":"started"}' ;;
   *'"type":"abort"'*)
     echo '{"type":"turn_completed","stopReason":"cancelled"}' ;;
+  *'"type":"shutdown"'*) exit 0 ;;
   esac
 done
 `)

@@ -50,7 +50,9 @@ func firstPid(t *testing.T, p *Process) int {
 func TestOrphansKilledLiveAgentsSpared(t *testing.T) {
 	if os.Getenv(adoptEnv) == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestOrphansKilledLiveAgentsSpared$", "-test.v")
-		cmd.Env = append(os.Environ(), adoptEnv+"=1")
+		// A race-built child that exits 0 sleeps atexit_sleep_ms (1 s)
+		// first, for nothing here.
+		cmd.Env = append(os.Environ(), adoptEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 		out, err := cmd.CombinedOutput()
 		t.Logf("child test process:\n%s", out)
 		if err != nil {
