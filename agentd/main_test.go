@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -58,6 +59,9 @@ func TestMain(m *testing.M) {
 //	  "helper PID" and "child PID"); an abort ends the turn cancelled
 //	  and leaves the child running, as Codex does with a background
 //	  terminal; a shutdown ends it (and its helper).
+//	sigint: starts turn t1 on each prompt and ignores abort; ends the
+//	  turn (cancelled) at SIGINT; closes its stdout at the prompt
+//	  "close" and runs on, past the end of its input; exits at shutdown.
 //	mute: reads its input and never answers (an agent whose handshake
 //	  takes long).
 //	invalid: writes one line that is not an event, one event that fails
@@ -121,6 +125,40 @@ func runStub(name string) int {
 			}
 		}
 		return 0
+	case "sigint":
+		var mu sync.Mutex // the encoder, shared with the signal's goroutine
+		say := func(v any) {
+			mu.Lock()
+			defer mu.Unlock()
+			out.Encode(v)
+		}
+		// Notify installs a handler even where SIGINT came ignored (a
+		// test binary started in the background by a shell): a shell
+		// agent could not trap it there.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGINT)
+		go func() {
+			for range sigs {
+				say(map[string]any{"type": "turn_completed", "turnId": "t1", "stopReason": "cancelled"})
+			}
+		}()
+		say(map[string]any{"type": "agent_started", "agent": map[string]any{"name": "ends-at-sigint"}})
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			var c struct{ Type, Text string }
+			json.Unmarshal(sc.Bytes(), &c)
+			switch {
+			case c.Type == "shutdown":
+				return 0
+			case c.Type == "prompt" && c.Text == "close":
+				mu.Lock()
+				os.Stdout.Close()
+				mu.Unlock()
+			case c.Type == "prompt":
+				say(map[string]any{"type": "turn_started", "turnId": "t1", "source": "user"})
+			}
+		}
+		select {} // stdin closed, as agentd does once stdout ended: runs on
 	case "mute":
 		io.Copy(io.Discard, os.Stdin)
 		return 0

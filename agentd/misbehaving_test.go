@@ -428,6 +428,62 @@ func TestAgentExitedSaysAgentdSignalledIt(t *testing.T) {
 	}
 }
 
+// TestStdoutClosedAfterShutdownSignalSaysShutdown: an agent that ignores
+// a shutdown is signalled after --shutdown-grace, and its stdout may end
+// in answer (here it closes it on SIGTERM; a SIGKILL ends it before the
+// exit is seen, under load). agentd then killed it for that end, and
+// agent_exited said "it closed its stdout but did not exit", as if that
+// were why agentd stopped it; the first reason is the one given.
+func TestStdoutClosedAfterShutdownSignalSaysShutdown(t *testing.T) {
+	agent := `trap 'exec >&-' TERM
+echo '{"type":"agent_started","agent":{"name":"closer-on-term"}}'
+while :; do sleep 0.05; done
+`
+	srv := fakeserver.New(t, "s1")
+	d := start(t, srv, agentd.Options{
+		Command: []string{script(t, agent)},
+		// Only the end of its stdout can bring the SIGKILL.
+		ShutdownGrace: 100 * time.Millisecond, KillStep: time.Hour,
+	})
+	waitStarted(t, srv, 1)
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	evs := srv.Events()
+	i := indexOf(evs, protocol.EventAgentExited)
+	if i == len(evs) {
+		t.Fatalf("no agent_exited:\n%s", fakeserver.Format(evs))
+	}
+	const want = "agentd stopped the agent: it did not exit within --shutdown-grace of being asked to"
+	if ex := evs[i]; ex.Signal != "SIGKILL" || ex.Error != want {
+		t.Errorf("agent_exited = %s, want SIGKILL with error %q", strings.TrimSpace(fakeserver.Format(evs[i:i+1])), want)
+	}
+}
+
+// TestAbortHonouredAfterSIGINTIsNoReason: an agent that ends its aborted
+// turn only at the SIGINT has honoured the abort; when agentd stops it
+// later for another reason, agent_exited gives that one, not the abort.
+func TestAbortHonouredAfterSIGINTIsNoReason(t *testing.T) {
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{os.Args[0]}, Env: append(os.Environ(), stubEnv+"=sigint"),
+		AbortGrace: 100 * time.Millisecond, KillStep: time.Hour, ShutdownGrace: 100 * time.Millisecond, RestartDelay: time.Minute,
+	})
+	waitStarted(t, srv, 1)
+	srv.Prompt("work")
+	srv.Wait(t, "the turn", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventTurnStarted)) })
+	srv.Send(protocol.Command{Type: protocol.CommandAbort})
+	srv.Wait(t, "the turn ended at the SIGINT", func(evs []protocol.Event) bool {
+		return fakeserver.Has(evs, turnCompleted("t1", protocol.StopCancelled))
+	})
+	srv.Prompt("close")
+	evs := srv.Wait(t, "agent_exited", func(evs []protocol.Event) bool { return fakeserver.Has(evs, isType(protocol.EventAgentExited)) })
+	const want = "agentd stopped the agent: it closed its stdout but did not exit"
+	if ex := evs[indexOf(evs, protocol.EventAgentExited)]; ex.Error != want {
+		t.Errorf("agent_exited = %s, want the error %q", strings.TrimSpace(fakeserver.Format([]protocol.Event{ex})), want)
+	}
+}
+
 // An agent that closes its stdin and goes on running can be given no
 // command. agentd wrote the first into the closed pipe, and every later
 // one into nothing, logging it: prompts waited untaken until the agent

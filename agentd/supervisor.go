@@ -134,21 +134,41 @@ type agentRun struct {
 	// new one); reports the conversation reports before it started.
 	resumed string
 	reports int
-	// killed says why agentd killed the agent on its own account ("" if
-	// it did not): agent_exited would otherwise show only the signal, as
-	// if the agent had crashed. Written before done is closed.
-	killed string
-	// signalled says, likewise, why agentd signalled the agent when it
-	// did not honour an abort or a shutdown in time. Written and read by
-	// the supervisor's loop alone.
-	signalled string
+	// why says why agentd stopped the agent (nil if it did not):
+	// agent_exited would otherwise show only the signal, as if the agent
+	// had crashed. Set once, by stopping, from the run's goroutine (it
+	// killed the agent on its own account) or the supervisor's loop (the
+	// agent did not honour an abort or a shutdown in time).
+	why atomic.Pointer[string]
+}
+
+// stopping records why agentd signals the agent, unless it signalled it
+// already: the first signal is what stopped it. What follows is its
+// answer, not the reason: an agent's stdout that ends after the
+// shutdown's SIGTERM (or as its SIGKILL lands, before the exit is seen)
+// brings the kill for a closed stdout, and agent_exited said "it closed
+// its stdout but did not exit" of an agent agentd had stopped itself.
+func (r *agentRun) stopping(why string) *string {
+	if r.why.CompareAndSwap(nil, &why) {
+		return &why
+	}
+	return nil
+}
+
+// calledOff forgets the reason an abort escalation recorded (p, from
+// stopping) once the agent ended the turn after all: it was not stopped.
+func (r *agentRun) calledOff(p *string) {
+	if p != nil {
+		r.why.CompareAndSwap(p, nil)
+	}
 }
 
 // escalation is a queue of signals sent one KillStep apart.
 type escalation struct {
 	signals []syscall.Signal
-	abort   bool   // an abort escalation, dropped when the turn ends
-	turn    string // the turn an abort escalation is for
+	abort   bool    // an abort escalation, dropped when the turn ends
+	turn    string  // the turn an abort escalation is for
+	why     *string // the reason it recorded (stopping), if it was first
 }
 
 // run supervises until ctx is done (nil, after stopping the agent) or a
@@ -273,9 +293,7 @@ func (s *supervisor) start() (*agentRun, error) {
 				if err != nil && !s.gone(proc) {
 					// Events can no longer be delivered: nothing to
 					// wait for.
-					if r.killed == "" {
-						r.killed = "agentd stopped the agent: " + err.Error()
-					}
+					r.stopping("agentd stopped the agent: " + err.Error())
 					_ = proc.Signal(syscall.SIGKILL)
 				}
 				startGrace()
@@ -285,9 +303,7 @@ func (s *supervisor) start() (*agentRun, error) {
 			case <-graceC:
 				graceC = nil
 				s.log.Warn("agent closed stdout but did not exit; killing it")
-				if r.killed == "" {
-					r.killed = "agentd stopped the agent: it closed its stdout but did not exit"
-				}
+				r.stopping("agentd stopped the agent: it closed its stdout but did not exit")
 				_ = proc.Signal(syscall.SIGKILL)
 			case <-exited:
 				exited, graceC = nil, nil
@@ -485,6 +501,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 		case turn := <-s.turnEnded:
 			if esc != nil && esc.abort && turn == esc.turn {
 				// The agent honoured the abort (perhaps after SIGINT).
+				r.calledOff(esc.why)
 				esc = nil
 				timer.Stop()
 			}
@@ -496,6 +513,7 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 				if turn, open := s.openTurn(); !open || turn != esc.turn {
 					// The aborted turn ended (and perhaps the next
 					// began, which nobody aborted).
+					r.calledOff(esc.why)
 					esc = nil
 					continue
 				}
@@ -508,11 +526,12 @@ func (s *supervisor) watch(ctx context.Context, r *agentRun, pending []protocol.
 					s.mu.Unlock()
 				}
 			}
-			if r.signalled == "" && !exited(r.proc) {
-				r.signalled = "agentd stopped the agent: it did not exit within --shutdown-grace of being asked to"
+			if !exited(r.proc) && esc.why == nil {
+				why := "agentd stopped the agent: it did not exit within --shutdown-grace of being asked to"
 				if esc.abort {
-					r.signalled = "agentd stopped the agent: the aborted turn did not end within --abort-grace"
+					why = "agentd stopped the agent: the aborted turn did not end within --abort-grace"
 				}
+				esc.why = r.stopping(why)
 			}
 			sig := esc.signals[0]
 			esc.signals = esc.signals[1:]
@@ -571,9 +590,9 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	s.turnOpen, s.turnID, s.started = false, "", nil
 	s.agentPid, s.baseline, s.abortedTurn, s.promptSnaps = 0, nil, "", nil
 	s.mu.Unlock()
-	why := r.killed
-	if why == "" {
-		why = r.signalled
+	why := ""
+	if p := r.why.Load(); p != nil {
+		why = *p
 	}
 	emit := s.emit
 	if stopping {
