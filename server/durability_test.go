@@ -147,9 +147,16 @@ func TestFullDiskWhileRunning(t *testing.T) {
 // (fullStore), in a file of the test's.
 func startFull(t *testing.T) (*app.App, *fullStore) {
 	t.Helper()
+	return startFullOpts(t, app.Options{})
+}
+
+// startFullOpts is startFull with options (their Store is the fullStore).
+func startFullOpts(t *testing.T, opts app.Options) (*app.App, *fullStore) {
+	t.Helper()
 	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
 	fs := &fullStore{Store: db}
-	return start(t, app.Options{Store: fs}), fs
+	opts.Store = fs
+	return start(t, opts), fs
 }
 
 // A client resuming with a Last-Event-ID above the session's revision (the

@@ -52,6 +52,11 @@ func (r *cachedReq) apply(w *writer, _ *group) {
 // Subscribers returns how many streams follow the session's artifacts.
 func Subscribers(s *Server, id string) int { return s.hub.Len(artifactTopic(id)) }
 
+// SettleEvery is how long staged events wait at most for the timed settle,
+// on the writer's clock (Options.Now): a test that needs its sessions to
+// lag until it says so gives the server a clock it moves itself.
+const SettleEvery = settleEvery
+
 // DeferEveryGroup makes every group leave what it can to a later settle
 // (materialise.go), not only the busy ones, until the test ends.
 func DeferEveryGroup(t interface{ Cleanup(func()) }) {

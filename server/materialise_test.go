@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
@@ -31,6 +33,12 @@ func turnEvents(id string) []any {
 // lagging reports whether session id's stored artifacts lag its log now.
 func lagging(s *app.App, id string) bool { return server.Lagging(s.Server)[id] }
 
+// The tests that need a session to lag give the server a clock of their
+// own (newFakeClock): on the real one the timed settle (settleEvery,
+// 250 ms) could come between a test's appends and its look at the lag
+// whenever the machine is busy, and the session no longer lagged. They
+// move the clock past server.SettleEvery when the timer is to settle.
+
 // While a session's artifacts lag its log, every read of them (a new
 // stream's replay, a resume, GET /artifacts) still holds every change
 // acknowledged before it, and a stream that was following gets each change
@@ -38,7 +46,8 @@ func lagging(s *app.App, id string) bool { return server.Lagging(s.Server)[id] }
 // holds the fold of the log.
 func TestDeferredArtifactsReadExactly(t *testing.T) {
 	server.DeferEveryGroup(t)
-	s := start(t, app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db")})
+	clk := newFakeClock()
+	s := start(t, app.Options{DBPath: filepath.Join(t.TempDir(), "rein.db"), Now: clk.Now})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	early := newModel(t)
@@ -83,6 +92,7 @@ func TestDeferredArtifactsReadExactly(t *testing.T) {
 	if !lagging(s, "a") {
 		t.Fatal("test setup: no lag after a deferred append")
 	}
+	clk.Add(server.SettleEvery)
 	eventually(t, "the timer settles the session", func() bool { return !lagging(s, "a") })
 	checkFold(t, s, "a")
 	if ids, err := s.Store().(store.Stager).StagedSessions(t.Context()); err != nil || len(ids) != 0 {
@@ -103,10 +113,19 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs := &fullStore{Store: db}
-	s1, err := app.New(app.Options{Store: fs})
+	s1, err := app.New(app.Options{Store: fs, Now: newFakeClock().Now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closed here below, or at cleanup when the test failed before: a
+	// writer left running reads what DeferEveryGroup's cleanup writes.
+	closeS1 := sync.OnceValue(func() error {
+		if err := s1.Close(); err != nil {
+			return err
+		}
+		return db.Close()
+	})
+	t.Cleanup(func() { _ = closeS1() })
 	c := newClient(t, s1)
 	for _, id := range []string{"a", "b"} {
 		c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
@@ -127,10 +146,7 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 	m.readUntilRev(st, logRev(t, s1, "a"))
 	seen := m.lastID
 	st.close()
-	if err := s1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
+	if err := closeS1(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -277,7 +293,8 @@ func TestApprovalsOfAnUnsettledStart(t *testing.T) {
 // and once writes work again the store holds the same.
 func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
 	server.DeferEveryGroup(t)
-	s, fs := startFull(t)
+	clk := newFakeClock()
+	s, fs := startFullOpts(t, app.Options{Now: clk.Now})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	for _, e := range turnEvents("1") {
@@ -301,6 +318,8 @@ func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
 		t.Errorf("a page after revision 2 while writes fail: %+v", page)
 	}
 	fs.full.Store(false)
+	// Past the write probe's interval and the settle's retry.
+	clk.Add(time.Minute)
 	eventually(t, "the session settles once writes work", func() bool { return !lagging(s, "a") })
 	checkFold(t, s, "a")
 	m.equal(c, "a")
@@ -312,7 +331,7 @@ func TestReadsOfALaggingSessionWhileWritesFail(t *testing.T) {
 func TestDeleteAndCreateLaggingSessionInOneGroup(t *testing.T) {
 	server.DeferEveryGroup(t)
 	g := newGatedStore(t)
-	s := start(t, app.Options{Store: g})
+	s := start(t, app.Options{Store: g, Now: newFakeClock().Now})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
