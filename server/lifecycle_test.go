@@ -19,14 +19,20 @@ func skipSnapshot(t testing.TB, st *sseStream) {
 	}
 }
 
+// The timeout runs on the server's clock, which the test moves once both
+// sessions are created and saved is live: on the real clock, a machine
+// busy for the 200 ms between the two creates removed doomed before
+// saved was created (and could remove saved before its stream opened).
 func TestBootstrapTimeout(t *testing.T) {
-	s := start(t, app.Options{BootstrapTimeout: 200 * time.Millisecond})
+	clk := newFakeClock()
+	s := start(t, app.Options{BootstrapTimeout: 200 * time.Millisecond, Now: clk.Now})
 	c := newClient(t, s)
 	ss := c.stream("/sessions/stream")
 	skipSnapshot(t, ss)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/doomed", nil)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/saved", nil)
 	cmds := c.stream("/sessions/saved/commands")
+	clk.Add(time.Second)
 	// created, created, saved -> live, then the timeout removes doomed.
 	var got []string
 	for len(got) < 4 {
