@@ -13,6 +13,7 @@ import (
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/pgtest"
 )
 
 // settled waits, within a bounded loop, until cond holds; streams end and
@@ -214,7 +215,15 @@ func churn(t *testing.T) {
 // size before.
 func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
 	clock := newFakeClock()
-	a, b, ca, cb := twoReplicas(t, app.Options{Now: clock.Now, BootstrapTimeout: time.Minute, HeartbeatTimeout: 24 * time.Hour, PingInterval: time.Hour})
+	dsn := pgtest.NewDatabase(t)
+	opts := app.Options{DBPath: dsn, Now: clock.Now, BootstrapTimeout: time.Minute, HeartbeatTimeout: 24 * time.Hour, PingInterval: time.Hour}
+	a, b := start(t, opts), start(t, opts)
+	ca, cb := newClient(t, a), newClient(t, b)
+	// The goroutines counted before are those of replicas fully started:
+	// each starts its poll's ticker once its watch runs, after New
+	// returned, and under load the count before missed it and the one
+	// after did not. A replica listening has started it.
+	waitListening(t, dsn, 2)
 	const ids, rounds = 8, 3
 	var all []string
 	for i := range ids {

@@ -76,6 +76,25 @@ func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
 
 // adminConn connects to the cluster's maintenance database; it returns
 // the connection and the name of dsn's database.
+// waitListening waits until n connections LISTEN on the database of dsn:
+// n replicas on it have started watching for each other's commits.
+func waitListening(t *testing.T, dsn string, n int) {
+	t.Helper()
+	admin, db := adminConn(t, dsn)
+	for deadline := time.Now().Add(streamDeadline); ; time.Sleep(10 * time.Millisecond) {
+		var got int
+		if err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'listen %'`, db).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections listen on %s; want %d", got, db, n)
+		}
+	}
+}
+
 func adminConn(t *testing.T, dsn string) (*pgx.Conn, string) {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
