@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/rein-ai/rein/server/pgtest"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +26,12 @@ import (
 )
 
 // streamDeadline only keeps a broken test from hanging until go test's own
-// timeout; nothing is asserted about time.
+// timeout; nothing is asserted about time. A stream gets it per wait (for
+// its headers, for each event), not for its whole life: a stream a test
+// follows from its start to its end lives as long as the test, which
+// under load passed two minutes in tests that never waited long for any
+// one event (TestReplicasRelayMoreThanAQueueAtOnce, 10 MiB relayed under
+// the race detector).
 const streamDeadline = 2 * time.Minute
 
 // testWriter sends server logs to t.Log.
@@ -168,6 +175,8 @@ type sseStream struct {
 	r      *bufio.Reader
 	cancel context.CancelFunc
 	pings  int
+	// stuck: a wait passed streamDeadline and cancelled the stream.
+	stuck atomic.Bool
 }
 
 func (c *client) stream(path string, hdr ...string) *sseStream {
@@ -181,7 +190,7 @@ func (c *client) stream(path string, hdr ...string) *sseStream {
 
 func (c *client) tryStream(path string, hdr ...string) (*sseStream, int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), streamDeadline)
+	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		c.t.Fatal(err)
@@ -189,7 +198,9 @@ func (c *client) tryStream(path string, hdr ...string) (*sseStream, int) {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	headers := time.AfterFunc(streamDeadline, cancel)
 	resp, err := http.DefaultClient.Do(req)
+	headers.Stop()
 	if err != nil {
 		cancel()
 		c.t.Fatalf("GET %s: %v", path, err)
@@ -215,12 +226,22 @@ func (s *sseStream) close() {
 // read returns the next event, or an error (io.EOF when the server ended
 // the stream).
 func (s *sseStream) read() (sseEvent, error) {
+	wait := time.AfterFunc(streamDeadline, func() {
+		s.stuck.Store(true)
+		s.cancel()
+	})
+	defer wait.Stop()
 	var ev sseEvent
 	var data []string
 	seen := false
 	for {
 		line, err := s.r.ReadString('\n')
 		if err != nil {
+			if s.stuck.Load() {
+				// Not the server's end of the stream (io.EOF, which
+				// expectEnd takes for one).
+				return ev, fmt.Errorf("no event within %v", streamDeadline)
+			}
 			if err == io.ErrUnexpectedEOF || errors.Is(err, context.Canceled) {
 				err = io.EOF
 			}
