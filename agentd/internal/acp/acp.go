@@ -122,6 +122,18 @@ func Serve(ctx context.Context, opts Options) error {
 	// count it as taken and it would be lost (its session/prompt fails),
 	// while left alone it goes to the next agentd.
 	closed := false
+	// closeWhen, while not nil, holds the close of the agent's input
+	// (closed set) until the request of the prompt in flight is written:
+	// its turn has started, which counts the prompt as taken, and the
+	// SDK writes the request from the prompt's own goroutine, a moment
+	// after. Closed under it, the request failed ("file already
+	// closed"): the prompt never reached the agent, lost, its turn
+	// failed.
+	var closeWhen <-chan struct{}
+	closeInput := func() {
+		closeWhen = nil
+		opts.Stdin.Close()
+	}
 	startNext := func() {
 		if running || len(queue) == 0 || closed {
 			return
@@ -167,13 +179,29 @@ func Serve(ctx context.Context, opts Options) error {
 				a.answer(c)
 			case protocol.CommandShutdown:
 				// ACP agents end when their input closes.
+				if closed {
+					continue
+				}
 				closed = true
-				opts.Stdin.Close()
+				if running {
+					if w := a.prompt.unwritten(); w != nil {
+						closeWhen = w
+						continue
+					}
+				}
+				closeInput()
 			}
+		case <-closeWhen:
+			closeInput()
 		case r := <-done:
 			running = false
 			r.resp, r.err = a.promptOutcome(r.resp, r.err)
 			a.endTurn(r.resp, r.err, conn.Done())
+			if closeWhen != nil {
+				// The call ended without writing its request (the
+				// connection went first).
+				closeInput()
+			}
 			startNext()
 		case <-conn.Done():
 			if running {

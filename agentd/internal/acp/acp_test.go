@@ -841,3 +841,151 @@ func TestAnswerToWithdrawnRequestIsTold(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantEvs, "\n"))
 	}
 }
+
+// gatedStdin is the agent's stdin with the session/prompt request held
+// until release is closed, as a loaded machine holds the SDK's goroutine
+// that writes it. closedEarly records a Close while the request waits.
+type gatedStdin struct {
+	w           io.WriteCloser
+	release     chan struct{}
+	mu          sync.Mutex
+	holding     bool
+	closedEarly bool
+}
+
+func (g *gatedStdin) Write(b []byte) (int, error) {
+	if strings.Contains(string(b), `"method":"session/prompt"`) {
+		g.mu.Lock()
+		g.holding = true
+		g.mu.Unlock()
+		<-g.release
+		g.mu.Lock()
+		g.holding = false
+		g.mu.Unlock()
+	}
+	return g.w.Write(b)
+}
+
+func (g *gatedStdin) Close() error {
+	g.mu.Lock()
+	g.closedEarly = g.closedEarly || g.holding
+	g.mu.Unlock()
+	return g.w.Close()
+}
+
+// A shutdown that comes as a prompt's turn has started, before the SDK
+// wrote its request: the agent's input is closed only once the request is
+// written. Closed first, the request failed ("file already closed"), the
+// prompt, counted as taken by its turn_started, never reached the agent,
+// and its turn read as failed.
+func TestShutdownWaitsForThePromptsRequest(t *testing.T) {
+	stdinR, stdinW := io.Pipe()
+	stdoutR, stdoutW := io.Pipe()
+	g := &gatedStdin{w: stdinW, release: make(chan struct{})}
+	from := make(chan map[string]json.RawMessage, 64)
+	go func() {
+		defer close(from)
+		sc := bufio.NewScanner(stdinR)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				from <- m
+			}
+		}
+	}()
+	cmds := make(chan protocol.Command)
+	var mu sync.Mutex
+	var evs []protocol.Event
+	served := make(chan error, 1)
+	go func() {
+		served <- acp.Serve(context.Background(), acp.Options{
+			Stdin: g, Stdout: stdoutR, Commands: cmds, Name: "fake", Cwd: "/work",
+			Logger: fakeserver.Logger(t, slog.LevelDebug),
+			Emit: func(_ context.Context, ev protocol.Event) error {
+				mu.Lock()
+				defer mu.Unlock()
+				evs = append(evs, ev)
+				return nil
+			},
+		})
+	}()
+	t.Cleanup(func() {
+		stdoutW.Close()
+		stdinR.Close()
+	})
+	next := func(method string) json.RawMessage {
+		t.Helper()
+		select {
+		case m, ok := <-from:
+			if !ok {
+				t.Fatalf("the adapter closed the agent's stdin; want %s", method)
+			}
+			var got string
+			_ = json.Unmarshal(m["method"], &got)
+			if got != method {
+				t.Fatalf("adapter sent %s, want %s", m, method)
+			}
+			return m["id"]
+		case <-time.After(fakeserver.WaitTimeout):
+			t.Fatalf("no %s", method)
+		}
+		return nil
+	}
+	reply := func(id json.RawMessage, result any) {
+		t.Helper()
+		if _, err := io.WriteString(stdoutW, mustJSON(t, map[string]any{"jsonrpc": "2.0", "id": id, "result": result})+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply(next("initialize"), map[string]any{"protocolVersion": 1})
+	reply(next("session/new"), map[string]any{"sessionId": "s1"})
+
+	cmds <- protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "first"}
+	cmds <- protocol.Command{Type: protocol.CommandShutdown}
+	// Taken only once the adapter has handled the shutdown: whatever it
+	// closed, it closed by now. (A prompt after a shutdown waits for
+	// the next agent.)
+	cmds <- protocol.Command{ID: 2, Type: protocol.CommandPrompt, Text: "queued"}
+	g.mu.Lock()
+	early := g.closedEarly
+	g.mu.Unlock()
+	close(g.release)
+	if early {
+		t.Fatal("the agent's stdin was closed while the prompt's request waited to be written")
+	}
+	pid := next("session/prompt")
+	// Then the input ends: no queued prompt after the shutdown.
+	select {
+	case m, ok := <-from:
+		if ok {
+			t.Fatalf("adapter sent %s after the shutdown; want its input closed", m)
+		}
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatal("the agent's input was not closed after the prompt's request")
+	}
+	reply(pid, map[string]any{"stopReason": "end_turn"})
+	stdoutW.Close()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatal("Serve did not return")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var ends []string
+	for _, ev := range evs {
+		if ev.Type == protocol.EventTurnCompleted {
+			ends = append(ends, string(ev.StopReason)+" "+ev.Error)
+		}
+		if ev.Type == protocol.EventUserMessage && ev.Text == "queued" {
+			t.Errorf("the prompt after the shutdown was started")
+		}
+	}
+	if len(ends) != 1 || ends[0] != "end_turn " {
+		t.Errorf("turn ends %q, want one end_turn", ends)
+	}
+}

@@ -247,10 +247,15 @@ type recordingWriter struct {
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	w.rec.record("to", json.RawMessage(trimEOL(p)))
 	var h head
-	if json.Unmarshal(p, &h) == nil && h.Method == acpsdk.AgentMethodSessionPrompt && len(h.ID) != 0 {
+	isPrompt := json.Unmarshal(p, &h) == nil && h.Method == acpsdk.AgentMethodSessionPrompt && len(h.ID) != 0
+	if isPrompt {
 		w.prompt.sent(h.ID)
 	}
-	return w.w.Write(p)
+	n, err := w.w.Write(p)
+	if isPrompt {
+		w.prompt.written()
+	}
+	return n, err
 }
 
 // promptReply is the agent's answer to the session/prompt in flight, as
@@ -263,6 +268,9 @@ type promptReply struct {
 	mu     sync.Mutex
 	id     string // the request's JSON-RPC id, compacted
 	result *acpsdk.PromptResponse
+	// wrote is closed once the write of the prompt's request returned
+	// (whether or not it failed); nil when it was closed.
+	wrote chan struct{}
 }
 
 // begin forgets the last prompt's answer: a prompt call that fails before
@@ -271,6 +279,28 @@ func (r *promptReply) begin() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.id, r.result = "", nil
+	r.wrote = make(chan struct{})
+}
+
+// written notes that the write of the prompt's request returned.
+func (r *promptReply) written() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wrote != nil {
+		close(r.wrote)
+		r.wrote = nil
+	}
+}
+
+// unwritten returns a channel closed once the prompt in flight's request
+// is written, or nil if it was.
+func (r *promptReply) unwritten() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wrote == nil {
+		return nil
+	}
+	return r.wrote
 }
 
 // sent notes the id of a session/prompt request the SDK wrote.
