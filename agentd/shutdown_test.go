@@ -45,37 +45,41 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 		FlushTimeout:   100 * time.Millisecond,
 	}
 
-	t.Run("in memory", func(t *testing.T) {
+	// Without a state dir: the events left in the queue are reported
+	// not delivered. meanwhile runs once a post was refused.
+	inMemory := func(t *testing.T, queue int, command []string, meanwhile func(*fakeserver.Server)) {
 		srv := fakeserver.New(t, "s1")
 		refused := down(srv)
 		o := opts
-		o.QueueSize = 2
+		o.QueueSize = queue
+		if command != nil {
+			o.Command = command
+		}
 		d := start(t, srv, o)
-		waitFor(refused) // the queue of 2 is full behind it
+		waitFor(refused)
+		if meanwhile != nil {
+			meanwhile(srv)
+		}
 		err := d.stop()
 		if err == nil || !strings.Contains(err.Error(), "not delivered") {
 			t.Fatalf("Run = %v, want the events not delivered", err)
 		}
+	}
+
+	t.Run("in memory", func(t *testing.T) {
+		inMemory(t, 2, nil, nil) // the queue of 2 is full behind the refused post
 	})
 
 	// The command stream reconnects while the queue is full: agentd
 	// re-posts agent_started from the loop that carries the shutdown
 	// through, and that post must not hold it while the server is down.
 	t.Run("reconnected while full", func(t *testing.T) {
-		srv := fakeserver.New(t, "s1")
-		refused := down(srv)
-		o := opts
-		o.QueueSize = 2
-		d := start(t, srv, o)
-		waitFor(refused)
-		srv.WaitState(t, "the command stream connected", func() bool { return len(srv.StreamRequests()) == 1 && srv.OpenStreams() == 1 })
-		srv.DropStreams()
-		srv.WaitState(t, "the command stream connected again", func() bool { return len(srv.StreamRequests()) == 2 && srv.OpenStreams() == 1 })
-		time.Sleep(50 * time.Millisecond) // the loop takes the reconnect
-		err := d.stop()
-		if err == nil || !strings.Contains(err.Error(), "not delivered") {
-			t.Fatalf("Run = %v, want the events not delivered", err)
-		}
+		inMemory(t, 2, nil, func(srv *fakeserver.Server) {
+			srv.WaitState(t, "the command stream connected", func() bool { return len(srv.StreamRequests()) == 1 && srv.OpenStreams() == 1 })
+			srv.DropStreams()
+			srv.WaitState(t, "the command stream connected again", func() bool { return len(srv.StreamRequests()) == 2 && srv.OpenStreams() == 1 })
+			time.Sleep(50 * time.Millisecond) // the loop takes the reconnect
+		})
 	})
 
 	// The queue is full and the agent, quiet, waits: it exits at once
@@ -83,20 +87,10 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 	// own last event (agent_exited) finds no room. It waits no longer
 	// than the agent's last output would have.
 	t.Run("quiet agent", func(t *testing.T) {
-		srv := fakeserver.New(t, "s1")
-		refused := down(srv)
-		o := opts
-		o.QueueSize = 1
 		// agent_started (after AgentStartWait) is the first post, held
 		// by the retries; the notice then fills the queue of 1.
-		o.Command = []string{"sh", "-c", `sleep 0.3; echo '{"type":"notice","level":"info","message":"one"}'; exec sleep 60`}
-		d := start(t, srv, o)
-		waitFor(refused)
-		time.Sleep(600 * time.Millisecond)
-		err := d.stop()
-		if err == nil || !strings.Contains(err.Error(), "not delivered") {
-			t.Fatalf("Run = %v, want the events not delivered", err)
-		}
+		quiet := []string{"sh", "-c", `sleep 0.3; echo '{"type":"notice","level":"info","message":"one"}'; exec sleep 60`}
+		inMemory(t, 1, quiet, func(*fakeserver.Server) { time.Sleep(600 * time.Millisecond) })
 	})
 
 	t.Run("outbox", func(t *testing.T) {
