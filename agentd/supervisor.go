@@ -596,8 +596,9 @@ func (s *supervisor) ended(r *agentRun, stopping bool) {
 	}
 	emit := s.emit
 	if stopping {
-		// The shutdown signal has ended ownCtx: these, the run's last
-		// events, get what is left of the time its output had.
+		// A shutdown signal has ended ownCtx (and a fatal error may
+		// end the uploader): these, the run's last events, get what is
+		// left of the time its output had.
 		emit = s.emitLast
 	}
 	if open {

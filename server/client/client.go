@@ -579,10 +579,7 @@ type artifactsPage struct {
 func (c *Client) ArtifactPages(ctx context.Context, id string, limit int, fn func([]*protocol.Artifact) error) error {
 	var after, created int64
 	for {
-		path := sessionPath(id) + "/artifacts?after=" + strconv.FormatInt(after, 10)
-		if limit > 0 {
-			path += "&limit=" + strconv.Itoa(limit)
-		}
+		path := pagePath(id, "artifacts", after, limit)
 		var raw json.RawMessage
 		resp, err := c.exchange(ctx, http.MethodGet, path, nil, nil, &raw)
 		if err != nil {
@@ -603,7 +600,7 @@ func (c *Client) ArtifactPages(ctx context.Context, id string, limit int, fn fun
 		}
 		// The cursor is only a revision: the pages of another session
 		// under the id would be laid over this one's.
-		now, _ := strconv.ParseInt(resp.Header.Get(protocol.HeaderSessionCreated), 10, 64)
+		now := sessionCreated(resp)
 		if created != 0 && now != 0 && now != created {
 			return fmt.Errorf("read artifacts session=%s: the session was deleted and created again while it was read (createdAt %d, then %d)", id, created, now)
 		}

@@ -123,12 +123,7 @@ func (c *Client) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 // pos after, at most limit (0: the server's default). Each Event holds
 // the stored bytes exactly.
 func (c *Client) EventLog(ctx context.Context, id string, after int64, limit int) (protocol.EventsPage, error) {
-	path := sessionPath(id) + "/events?after=" + strconv.FormatInt(after, 10)
-	if limit > 0 {
-		path += "&limit=" + strconv.Itoa(limit)
-	}
-	var out protocol.EventsPage
-	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	out, _, err := c.eventLogPage(ctx, id, after, limit)
 	return out, err
 }
 
@@ -136,17 +131,30 @@ func (c *Client) EventLog(ctx context.Context, id string, after int64, limit int
 // the page was read from (protocol.HeaderSessionCreated; 0 from a server
 // that does not say).
 func (c *Client) eventLogPage(ctx context.Context, id string, after int64, limit int) (protocol.EventsPage, int64, error) {
-	path := sessionPath(id) + "/events?after=" + strconv.FormatInt(after, 10)
-	if limit > 0 {
-		path += "&limit=" + strconv.Itoa(limit)
-	}
 	var out protocol.EventsPage
-	resp, err := c.exchange(ctx, http.MethodGet, path, nil, nil, &out)
+	resp, err := c.exchange(ctx, http.MethodGet, pagePath(id, "events", after, limit), nil, nil, &out)
 	if err != nil {
 		return out, 0, err
 	}
+	return out, sessionCreated(resp), nil
+}
+
+// pagePath is the path of a page of a session's list (events,
+// artifacts) after position or revision after, at most limit (0: the
+// server's default).
+func pagePath(id, list string, after int64, limit int) string {
+	path := sessionPath(id) + "/" + list + "?after=" + strconv.FormatInt(after, 10)
+	if limit > 0 {
+		path += "&limit=" + strconv.Itoa(limit)
+	}
+	return path
+}
+
+// sessionCreated is the createdAt of the session an answer was read from
+// (protocol.HeaderSessionCreated; 0 from a server that does not say).
+func sessionCreated(resp *http.Response) int64 {
 	created, _ := strconv.ParseInt(resp.Header.Get(protocol.HeaderSessionCreated), 10, 64)
-	return out, created, nil
+	return created
 }
 
 // Chain recomputes turn digests over an event log: it returns, for each

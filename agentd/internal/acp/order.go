@@ -297,9 +297,6 @@ func (r *promptReply) written() {
 func (r *promptReply) unwritten() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.wrote == nil {
-		return nil
-	}
 	return r.wrote
 }
 

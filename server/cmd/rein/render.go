@@ -402,7 +402,7 @@ func (t *transcript) renderTurn(a *protocol.Artifact, s *shownArtifact, holdEnd 
 	// resultText, endedAt): the reducer sets endedAt last, so the closing
 	// line waits for it and shows the others.
 	st := a.String("status")
-	if holdEnd || !turnEnded(a) {
+	if holdEnd || !client.TurnEnded(a) {
 		return
 	}
 	if !s.changed(a, "status") {
@@ -540,11 +540,6 @@ func (t *transcript) inlineMarker(sl slot, marker, next string) {
 	t.write(t.p.paint(styleDim, marker))
 	t.cur, t.midLine = sl, true
 }
-
-// turnEnded reports whether a turn artifact has ended and its closing
-// updates are all in: the closing line waits for it, and --until-idle
-// counts by the same test (client.Transcript.Turns).
-func turnEnded(a *protocol.Artifact) bool { return client.TurnEnded(a) }
 
 type permissionOption struct {
 	ID   string `json:"id"`
