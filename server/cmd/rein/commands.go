@@ -132,10 +132,10 @@ func watchSessions(ctx context.Context, cl *client.Client, project string, asJSO
 // stream having no resume: a session deleted while rein was away is only
 // missing from it. So that a script can tell, and drop what it holds that
 // the snapshot lacks, the snapshot is printed once whole, closed by
-// snapshot_complete with "full":true (the server's says only "rev":0):
-// a snapshot cut with its connection is never printed, as its lines
-// would read as part of the next one. held keeps the connection's
-// snapshot lines until then.
+// snapshot_complete with "full":true (the server's says so; an older
+// server's said only "rev":0, so rein sets it): a snapshot cut with its
+// connection is never printed, as its lines would read as part of the
+// next one. held keeps the connection's snapshot lines until then.
 func printSessionEvent(e *env, ev client.SessionEvent, held *[]streamLine) error {
 	switch ev.Name {
 	case client.EventConnected:

@@ -84,7 +84,11 @@ func (s service) SessionStream(ctx context.Context, project string) (*Stream, er
 		}
 		initial = append(initial, Encode(0, protocol.SSESessionSnapshot, data))
 	}
-	done, _ := json.Marshal(protocol.SnapshotComplete{})
+	// Every connection's snapshot is every session (the stream has no
+	// resume), so it says full, as a full artifact replay does: a client
+	// drops what it holds that the snapshot did not send (a session
+	// deleted while it was away).
+	done, _ := json.Marshal(protocol.SnapshotComplete{Full: true})
 	initial = append(initial, Encode(0, protocol.SSESnapshotComplete, done))
 	return &Stream{Initial: initial, Sub: f.Live}, nil
 }
