@@ -644,10 +644,19 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 			return err
 		}
 		if o.json {
-			if ev.Name != client.EventConnected {
-				if err := printJSON(e.stdout, streamLine{Event: ev.Name, ID: ev.Rev, Data: ev.Data}); err != nil {
-					return err
+			line := streamLine{Event: ev.Name, ID: ev.Rev, Data: ev.Data}
+			if ev.Name == client.EventConnected {
+				// Where a connection begins, so that a script can tell
+				// which artifacts a replay sent: a full one's
+				// snapshot_complete drops the others, and a replay cut
+				// with its connection is not the one that ends.
+				line.Data = json.RawMessage(`{}`)
+				if ev.Replaced {
+					line.Data = json.RawMessage(`{"replaced":true}`)
 				}
+			}
+			if err := printJSON(e.stdout, line); err != nil {
+				return err
 			}
 		} else {
 			out.Event(ev, a)

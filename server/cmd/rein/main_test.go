@@ -428,17 +428,21 @@ func TestWatchScripted(t *testing.T) {
 	postEvents(t, s, "s1", tok, scripted)
 	golden(t, "watch_scripted.golden", mustRein(t, s.URL(), "watch", "s1", "--until-idle", "--idle-grace", "0"))
 
-	// --json: one stream event per line, ending with snapshot_complete.
+	// --json: one stream event per line, after the connection's line,
+	// ending with snapshot_complete.
 	lines := strings.Split(strings.TrimSpace(mustRein(t, s.URL(), "watch", "--json", "s1", "--until-idle", "--idle-grace=0")), "\n")
-	var last streamLine
-	for _, l := range lines {
+	var first, last streamLine
+	for i, l := range lines {
 		if err := json.Unmarshal([]byte(l), &last); err != nil {
 			t.Fatalf("line %q: %v", l, err)
 		}
+		if i == 0 {
+			first = last
+		}
 	}
 	arts, _ := s.Artifacts(context.Background(), "s1")
-	if len(lines) != len(arts)+1 || last.Event != protocol.SSESnapshotComplete || last.ID == 0 {
-		t.Errorf("watch --json: %d lines for %d artifacts, last %+v", len(lines), len(arts), last)
+	if len(lines) != len(arts)+2 || first.Event != client.EventConnected || string(first.Data) != "{}" || last.Event != protocol.SSESnapshotComplete || last.ID == 0 {
+		t.Errorf("watch --json: %d lines for %d artifacts, first %+v, last %+v", len(lines), len(arts), first, last)
 	}
 }
 
@@ -553,8 +557,28 @@ func TestWatchHistoryWentBack(t *testing.T) {
 // away, and that has passed the revision watch saw, is not resumed as if
 // it were the one watch followed (the new one's changes laid over the old
 // transcript): the stream's Rein-Session-Created says it is another, and
-// watch starts again with a full replay of the new one.
+// watch starts again with a full replay of the new one. With --json, the
+// new connection's line says so ("replaced":true).
 func TestWatchSessionCreatedAgain(t *testing.T) {
+	t.Run("transcript", func(t *testing.T) {
+		out := watchSessionCreatedAgain(t)
+		_, after, ok := strings.Cut(out, "went back")
+		if !ok || !strings.Contains(after, "Keeping them, all of them.") || strings.Contains(after, "Deleting them") {
+			t.Fatalf("watch did not start again on the new session; output\n%s", out)
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		out := watchSessionCreatedAgain(t, "--json")
+		_, after, ok := strings.Cut(out, `{"event":"connected","data":{"replaced":true}}`)
+		if !ok || !strings.Contains(after, "Keeping them, all of them.") || strings.Contains(after, "Deleting them") {
+			t.Fatalf("watch --json did not say it started again on the new session; output\n%s", out)
+		}
+	})
+}
+
+// watchSessionCreatedAgain runs rein watch with args through the deletion
+// and creation of the session it follows, and returns what it printed.
+func watchSessionCreatedAgain(t *testing.T, args ...string) string {
 	s := startServer(t, app.Options{})
 	tok := createSession(t, s, "s1")
 	postEvents(t, s, "s1", tok, `[
@@ -564,7 +588,7 @@ func TestWatchSessionCreatedAgain(t *testing.T) {
 	old := storedSession(t, s, "s1")
 
 	p := newProxy(t, s.URL())
-	out, done := watchInBackground(t, p.URL(), "s1")
+	out, done := watchInBackground(t, p.URL(), "s1", args...)
 	waitFor(t, out, "Deleting them")
 	p.Cut()
 	cl, err := client.New(s.URL(), testToken)
@@ -588,12 +612,7 @@ func TestWatchSessionCreatedAgain(t *testing.T) {
 		t.Fatalf("the new session has the old one's createdAt %d", old.CreatedAt)
 	}
 	p.Restore()
-
-	r := watchEnded(t, done, out)
-	_, after, ok := strings.Cut(r.stdout, "went back")
-	if !ok || !strings.Contains(after, "Keeping them, all of them.") || strings.Contains(after, "Deleting them") {
-		t.Fatalf("watch did not start again on the new session; output\n%s\nstderr %s", r.stdout, r.stderr)
-	}
+	return watchEnded(t, done, out).stdout
 }
 
 // storedSession reads a session's record.
@@ -610,15 +629,16 @@ func storedSession(t *testing.T, s *app.App, id string) protocol.Session {
 	return rec
 }
 
-// watchInBackground starts rein watch session --until-idle against url,
-// and returns its output as it grows and, once it ends, its result
-// (watchEnded).
-func watchInBackground(t *testing.T, url, session string) (*syncBuffer, <-chan result) {
+// watchInBackground starts rein watch session --until-idle (and args)
+// against url, and returns its output as it grows and, once it ends, its
+// result (watchEnded).
+func watchInBackground(t *testing.T, url, session string, args ...string) (*syncBuffer, <-chan result) {
 	t.Helper()
 	var out, errOut syncBuffer
 	done := make(chan result, 1)
+	args = append([]string{"watch", session, "--until-idle", "--idle-grace", "0"}, args...)
 	go func() {
-		done <- reinTo(t, context.Background(), &out, &errOut, url, "watch", session, "--until-idle", "--idle-grace", "0")
+		done <- reinTo(t, context.Background(), &out, &errOut, url, args...)
 	}()
 	return &out, done
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/client"
 )
@@ -96,6 +99,104 @@ func forwardStream(t *testing.T, s *app.App, w http.ResponseWriter, r *http.Requ
 // after that revision: it went on showing "gone 5".."gone 7" as the
 // session's and never printed "after 5".."after 7".
 func TestWatchReplayOfAnOlderHistoryCut(t *testing.T) {
+	front, _, _ := olderHistoryCut(t)
+	r := rein(t, front, "watch", "s1", "--until-idle", "--idle-grace", "0")
+	if r.code != 0 {
+		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
+	}
+	_, now, _ := strings.Cut(r.stdout, "gone 7\n")
+	for i := 5; i < 12; i++ {
+		if !strings.Contains(now, fmt.Sprintf("after %d\n", i)) {
+			t.Fatalf("watch did not print the restored session's message %d after the old one's; output\n%s", i, r.stdout)
+		}
+	}
+}
+
+// TestWatchJSONMarksEachConnection: rein watch --json prints the events
+// as they come, so a script keeps the artifacts itself and, on a
+// snapshot_complete with "full":true, drops those the replay did not
+// send. Which events the replay sent it can tell only if it knows where
+// the connection began: each one starts with a "connected" line. Through
+// the restored history of TestWatchReplayOfAnOlderHistoryCut (three
+// connections: the newer history, the older one's cut replay, its full
+// replay again), a script that folds the lines that way must end with
+// what a fresh watch of the restored server shows.
+func TestWatchJSONMarksEachConnection(t *testing.T) {
+	front, older, conns := olderHistoryCut(t)
+	r := rein(t, front, "watch", "s1", "--json", "--until-idle", "--idle-grace", "0")
+	if r.code != 0 {
+		t.Fatalf("watch --json: exit %d, stderr %q", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if !strings.HasPrefix(lines[0], `{"event":"connected"`) {
+		t.Fatalf("watch --json began with %s; want a connected line", lines[0])
+	}
+	// Three connections delivered events: the newer history's, the
+	// older one's cut replay and its replay again. (The client drops a
+	// fourth at its headers: it resumed after the revision the cut
+	// replay had gone below; client.StreamArtifacts.)
+	if n := strings.Count(r.stdout, `{"event":"connected"`); n != 3 {
+		t.Fatalf("watch --json printed %d connected lines through %d connections; want 3:\n%s", n, conns.Load(), r.stdout)
+	}
+	got := foldWatchJSON(t, r.stdout)
+	fresh := rein(t, older.URL(), "watch", "s1", "--json", "--until-idle", "--idle-grace", "0")
+	if fresh.code != 0 {
+		t.Fatalf("fresh watch --json: exit %d, stderr %q", fresh.code, fresh.stderr)
+	}
+	if want := foldWatchJSON(t, fresh.stdout); !maps.Equal(got, want) {
+		t.Errorf("a script folding watch --json through the restore holds\n%v\nwant (a fresh watch of the restored server)\n%v", got, want)
+	}
+}
+
+// foldWatchJSON is what a script does with rein watch --json: each
+// artifact's text by seq, a snapshot replacing it, a full replay's end
+// dropping what this connection's replay did not send.
+func foldWatchJSON(t *testing.T, out string) map[int64]string {
+	t.Helper()
+	held := map[int64]string{}
+	sent := map[int64]bool{}
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		var l struct {
+			Event string `json:"event"`
+			Data  struct {
+				Artifact *protocol.Artifact `json:"artifact"`
+				Seq      int64              `json:"seq"`
+				Field    string             `json:"field"`
+				Append   string             `json:"append"`
+				Full     bool               `json:"full"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("watch --json line %q: %v", line, err)
+		}
+		switch l.Event {
+		case "connected":
+			clear(sent)
+		case "artifact_snapshot", "artifact_created":
+			a := l.Data.Artifact
+			held[a.Seq] = a.String("text")
+			sent[a.Seq] = true
+		case "artifact_updated":
+			if l.Data.Field == "text" {
+				held[l.Data.Seq] += l.Data.Append
+			}
+		case "snapshot_complete":
+			if l.Data.Full {
+				maps.DeleteFunc(held, func(seq int64, _ string) bool { return !sent[seq] })
+			}
+		}
+	}
+	return held
+}
+
+// olderHistoryCut serves rein watch, at front, the session s1 of a server
+// that comes back with an older history (restored from a backup: a copy
+// of its database from before messages 5-7), whose replay of everything
+// is cut after two snapshots; by the next connection the restored session
+// (older) has passed the revision watch had, with other messages 5-11.
+// conns counts the stream connections.
+func olderHistoryCut(t *testing.T) (front string, older *app.App, conns *atomic.Int32) {
+	t.Helper()
 	messages := func(from, to int, what string) string {
 		var evs []string
 		for i := from; i < to; i++ {
@@ -124,10 +225,10 @@ func TestWatchReplayOfAnOlderHistoryCut(t *testing.T) {
 	}
 	newer := startServer(t, app.Options{DBPath: newerDB})
 	postEvents(t, newer, "s1", tok, messages(5, 8, "gone"))
-	older := startServer(t, app.Options{DBPath: olderDB})
+	older = startServer(t, app.Options{DBPath: olderDB})
 
-	var conns atomic.Int32
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	conns = new(atomic.Int32)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch n := conns.Add(1); n {
 		case 1: // the newer history, to the end of its replay
 			forwardResume(w, r, newer.URL(), func(_ int, ev client.Event) bool { return ev.Name == "snapshot_complete" })
@@ -141,18 +242,8 @@ func TestWatchReplayOfAnOlderHistoryCut(t *testing.T) {
 			forwardResume(w, r, older.URL(), func(int, client.Event) bool { return false })
 		}
 	}))
-	defer front.Close()
-
-	r := rein(t, front.URL, "watch", "s1", "--until-idle", "--idle-grace", "0")
-	if r.code != 0 {
-		t.Fatalf("watch: exit %d, stderr %q", r.code, r.stderr)
-	}
-	_, now, _ := strings.Cut(r.stdout, "gone 7\n")
-	for i := 5; i < 12; i++ {
-		if !strings.Contains(now, fmt.Sprintf("after %d\n", i)) {
-			t.Fatalf("watch did not print the restored session's message %d after the old one's; output\n%s", i, r.stdout)
-		}
-	}
+	t.Cleanup(srv.Close)
+	return srv.URL, older, conns
 }
 
 // forwardResume answers the stream request r with target's answer to it
