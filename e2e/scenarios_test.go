@@ -317,8 +317,11 @@ func TestStalledClient(t *testing.T) {
 	defer stalled.Close()
 	fmt.Fprintf(stalled, "GET /sessions/stall/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer %s\r\n\r\n", clientToken)
 	before := vmRSS(t, e.srv.Pid())
-	// 8,000,000 bytes of tool output, far more than the socket buffers hold.
-	const lines, width = 80000, 99
+	// 8,000,000 bytes of tool output, far more than the socket buffers
+	// hold, in 8,000 lines: the bytes stall the client, and each line is
+	// an event through race-built binaries (80,000 lines of 100 took
+	// about a minute, as long as the rest of the suite's serial tests).
+	const lines, width = 8000, 999
 	line := strings.Repeat("x", width)
 	e.prompt("stall", fmt.Sprintf("run: yes %s | head -n %d", line, lines))
 	waitTurns(t, e.ctx, f, 1)
