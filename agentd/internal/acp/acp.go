@@ -134,6 +134,12 @@ func Serve(ctx context.Context, opts Options) error {
 		closeWhen = nil
 		opts.Stdin.Close()
 	}
+	// abortWhen, while not nil, holds an abort until the request of the
+	// prompt in flight is written, for the same reason: a session/cancel
+	// written before the session/prompt it is meant for cancels nothing,
+	// the agent runs the aborted turn on, and agentd's abort escalation
+	// then signals it.
+	var abortWhen <-chan struct{}
 	startNext := func() {
 		if running || len(queue) == 0 || closed {
 			return
@@ -172,9 +178,14 @@ func Serve(ctx context.Context, opts Options) error {
 				queue = append(queue, c)
 				startNext()
 			case protocol.CommandAbort:
-				if running {
-					a.abort(ctx)
+				if !running || abortWhen != nil {
+					continue
 				}
+				if w := a.prompt.unwritten(); w != nil {
+					abortWhen = w
+					continue
+				}
+				a.abort(ctx)
 			case protocol.CommandPermissionResponse:
 				a.answer(c)
 			case protocol.CommandShutdown:
@@ -193,8 +204,14 @@ func Serve(ctx context.Context, opts Options) error {
 			}
 		case <-closeWhen:
 			closeInput()
+		case <-abortWhen:
+			abortWhen = nil
+			a.abort(ctx)
 		case r := <-done:
 			running = false
+			// An abort held for the call's request is moot: the turn it
+			// was for has ended (the next one nobody aborted).
+			abortWhen = nil
 			r.resp, r.err = a.promptOutcome(r.resp, r.err)
 			a.endTurn(r.resp, r.err, conn.Done())
 			if closeWhen != nil {
