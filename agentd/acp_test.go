@@ -207,13 +207,13 @@ func TestACPStopReasons(t *testing.T) {
 	}
 }
 
-// An answer handed to an agent's run that the run never took (an ACP
-// agent takes no command before its handshake is done) is not applied
-// when the agent dies: it used to vanish, counted as taken, while only
-// the answers still queued in agentd were told. Now the run's leftovers
-// are told too, and a prompt among them waits for the next agent, as
-// the queued ones do.
-func TestAnswerTheDeadRunNeverTookIsTold(t *testing.T) {
+// An answer handed to an agent's run while the agent is still in its
+// handshake is not applied: it used to vanish when the agent died,
+// counted as taken, while only the answers still queued in agentd were
+// told. The ACP adapter now tells it at once (the agent has asked
+// nothing yet), and a prompt it read meanwhile waits for the next agent,
+// as the queued ones do.
+func TestAnswerDuringTheHandshakeIsTold(t *testing.T) {
 	dir := t.TempDir()
 	release := filepath.Join(dir, "release")
 	if err := syscall.Mkfifo(release, 0o600); err != nil {
@@ -255,4 +255,72 @@ func TestAnswerTheDeadRunNeverTookIsTold(t *testing.T) {
 	if fakeserver.Count(evs, protocol.EventAgentExited) != 1 {
 		t.Errorf("want the first agent's exit:\n%s", fakeserver.Format(evs))
 	}
+}
+
+// TestShutdownDuringACPHandshake: a shutdown while an ACP agent is still
+// in its handshake (a slow CLI starting: the mute stub never answers
+// initialize) closes the agent's input at once, as it does after the
+// handshake. The adapter used to read no command before the handshake was
+// done, so the agent was stopped only by the signals after
+// --shutdown-grace, and every stop of a starting sandbox took the whole
+// grace. A prompt the adapter read meanwhile is not taken: the next
+// agentd on the state dir runs it.
+func TestShutdownDuringACPHandshake(t *testing.T) {
+	mute := append(os.Environ(), stubEnv+"=mute")
+	// Longer than a stub needs to exit at its input's end on any machine:
+	// an exit the grace's SIGTERM ends says so in agent_exited, which the
+	// test reads; it does not time the stop.
+	const grace = 20 * time.Second
+
+	// exitedAsked checks that the agent ended on its own at its input's
+	// end (the mute stub exits 0 then), not by agentd's signals.
+	exitedAsked := func(t *testing.T, evs []protocol.Event) {
+		t.Helper()
+		i := indexOf(evs, protocol.EventAgentExited)
+		if i < 0 {
+			t.Fatalf("no agent_exited:\n%s", fakeserver.Format(evs))
+		}
+		if ev := evs[i]; ev.ExitStatus == nil || *ev.ExitStatus != 0 || ev.Signal != "" || ev.Error != "" {
+			t.Errorf("agent_exited = %s, want the agent's own exit (code 0) at the end of its input", fakeserver.Format(evs[i:i+1]))
+		}
+	}
+
+	t.Run("stop", func(t *testing.T) {
+		srv := fakeserver.New(t, "acp")
+		tr := newWatchWriter(`"initialize"`)
+		d := start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{os.Args[0]}, Env: mute,
+			Transcript: tr, ShutdownGrace: grace})
+		waitStarted(t, srv, 1)
+		tr.wait(t, "initialize sent to the agent")
+		if err := d.stop(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		exitedAsked(t, srv.Events())
+	})
+
+	t.Run("prompt kept", func(t *testing.T) {
+		state := t.TempDir()
+		srv := fakeserver.New(t, "acp")
+		tr := newWatchWriter(`"text":"while it starts"`)
+		d := start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{os.Args[0]}, Env: mute,
+			StateDir: state, Transcript: tr, ShutdownGrace: grace})
+		waitStarted(t, srv, 1)
+		srv.Prompt("while it starts")
+		tr.wait(t, "the adapter to read the prompt")
+		if err := d.stop(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		evs := srv.Events()
+		exitedAsked(t, evs)
+		prompted := func(ev protocol.Event) bool {
+			return ev.Type == protocol.EventUserMessage && ev.Text == "while it starts"
+		}
+		if fakeserver.Has(evs, prompted) || fakeserver.Has(evs, isType(protocol.EventTurnStarted)) {
+			t.Fatalf("events:\n%s\nthe prompt was started on an agent that never finished its handshake", fakeserver.Format(evs))
+		}
+
+		agent := acpScript(`echo "{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":{\"stopReason\":\"end_turn\"}}"`, ":")
+		start(t, srv, agentd.Options{Protocol: agentd.ProtocolACP, Command: []string{script(t, agent)}, StateDir: state})
+		srv.Wait(t, "the prompt run by the next agentd", func(evs []protocol.Event) bool { return fakeserver.Has(evs, prompted) })
+	})
 }

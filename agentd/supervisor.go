@@ -663,15 +663,14 @@ func (s *supervisor) handedOver(c protocol.Command) {
 }
 
 // untaken handles the commands handed to the run r that its adapter never
-// read (the ACP adapter reads none before the agent's handshake is done,
-// the native one none while the agent's stdin pipe is full): r has
-// ended, and nothing
-// reads them now. A prompt is not taken until its turn starts, so it
-// waits for the next agent with those not handed over. An abort was for
-// the turn that ended with the agent. A permission answer was counted as
-// taken when handed over, yet its request ended with the agent: the
-// transcript is told, as for an answer that reaches agentd while no
-// agent runs (dropForNoAgent), or it would vanish. An answer the adapter
+// read (the native adapter reads none while the agent's stdin pipe is
+// full): r has ended, and nothing reads them now. A prompt is not taken
+// until its turn starts, so it waits for the next agent with those not
+// handed over. An abort was for the turn that ended with the agent. A
+// permission answer was counted as taken when handed over, yet its
+// request ended with the agent: the transcript is told, as for an
+// answer that reaches agentd while no agent runs (dropForNoAgent), or it
+// would vanish. An answer the adapter
 // did write into a pipe the agent never read cannot be told apart from
 // one the agent read and acted on, and is not told.
 func (s *supervisor) untaken(r *agentRun) {

@@ -71,8 +71,10 @@ const NoticeUnknownStopReason = "unknown_stop_reason"
 // Serve initializes the agent, opens one ACP session and relays commands
 // and updates until the agent's stdout ends (nil), or the agent refuses the
 // handshake or the SDK ends the connection while the agent's output goes
-// on (an error; the supervisor then stops and restarts it). It has waited
-// for every goroutine it started when it returns.
+// on (an error; the supervisor then stops and restarts it). It reads
+// commands from the start, so a shutdown during the handshake closes the
+// agent's input at once. It has waited for every goroutine it started
+// when it returns.
 func Serve(ctx context.Context, opts Options) error {
 	log := opts.Logger
 	if log == nil {
@@ -93,22 +95,27 @@ func Serve(ctx context.Context, opts Options) error {
 	a.conn = conn
 	defer opts.Stdin.Close()
 
-	sid, err := a.handshake(ctx)
-	if err != nil {
-		// Stop the agent and let the supervisor see it exit. Its
-		// stdout first: its end, read before then, is the agent's own
-		// (the supervisor's gone), not its answer to its input closing.
-		if c, ok := opts.Stdout.(io.Closer); ok {
-			c.Close()
-		}
-		opts.Stdin.Close()
-		<-conn.Done()
-		return err
-	}
-	a.sid = sid
-
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The handshake runs beside the loop below, which reads commands
+	// meanwhile: an agent slow to start (an npm-launched ACP bridge takes
+	// seconds to initialise) would otherwise hold a shutdown unread, and
+	// with it the close of its input, until its handshake was done; the
+	// agent was then stopped only by the signals after --shutdown-grace.
+	type handshakeResult struct {
+		sid acpsdk.SessionId
+		err error
+	}
+	shaken := make(chan handshakeResult, 1)
+	wg.Go(func() {
+		sid, err := a.handshake(ctx)
+		shaken <- handshakeResult{sid, err}
+	})
+	// held: the prompts and aborts read during the handshake, in order,
+	// handled once the session is open, as if they had come then (an
+	// abort after a prompt aborts that prompt's turn).
+	var held []protocol.Command
+	var sid acpsdk.SessionId
 	type result struct {
 		resp acpsdk.PromptResponse
 		err  error
@@ -118,9 +125,10 @@ func Serve(ctx context.Context, opts Options) error {
 	running := false
 	// closed: agentd is stopping and closed the agent's input. The agent
 	// may still answer the prompt in flight, but a prompt queued behind
-	// it can no longer reach the agent: started, its turn_started would
-	// count it as taken and it would be lost (its session/prompt fails),
-	// while left alone it goes to the next agentd.
+	// it (or read during the handshake) can no longer reach the agent:
+	// started, its turn_started would count it as taken and it would be
+	// lost (its session/prompt fails), while left alone it goes to the
+	// next agentd.
 	closed := false
 	// closeWhen, while not nil, holds the close of the agent's input
 	// (closed set) until the request of the prompt in flight is written:
@@ -164,7 +172,46 @@ func Serve(ctx context.Context, opts Options) error {
 			done <- result{resp, err}
 		})
 	}
+	handle := func(c protocol.Command) {
+		switch c.Type {
+		case protocol.CommandPrompt:
+			// ACP runs one prompt at a time per session: queue.
+			queue = append(queue, c)
+			startNext()
+		case protocol.CommandAbort:
+			if !running || abortWhen != nil {
+				return
+			}
+			if w := a.prompt.unwritten(); w != nil {
+				abortWhen = w
+				return
+			}
+			a.abort(ctx)
+		case protocol.CommandPermissionResponse:
+			a.answer(c)
+		case protocol.CommandShutdown:
+			// ACP agents end when their input closes.
+			if closed {
+				return
+			}
+			closed = true
+			if running {
+				if w := a.prompt.unwritten(); w != nil {
+					closeWhen = w
+					return
+				}
+			}
+			closeInput()
+		}
+	}
 	for {
+		// While the handshake runs, its end is awaited rather than the
+		// connection's: the handshake ends soon after the connection
+		// does (its calls fail), and how it ended decides what follows.
+		var connDone <-chan struct{}
+		if shaken == nil {
+			connDone = conn.Done()
+		}
 		select {
 		case c, ok := <-opts.Commands:
 			if !ok {
@@ -172,36 +219,49 @@ func Serve(ctx context.Context, opts Options) error {
 				continue
 			}
 			rec.record("command", c)
-			switch c.Type {
-			case protocol.CommandPrompt:
-				// ACP runs one prompt at a time per session: queue.
-				queue = append(queue, c)
-				startNext()
-			case protocol.CommandAbort:
-				if !running || abortWhen != nil {
+			if shaken != nil {
+				switch c.Type {
+				case protocol.CommandPrompt, protocol.CommandAbort:
+					held = append(held, c)
+					continue
+				case protocol.CommandPermissionResponse:
+					// No request of this agent's can be waiting: it has
+					// no session yet to ask in.
+					a.log.Warn("permission answer before the agent's session opened; not applied", "id", c.ID, "requestId", c.RequestID)
+					a.emit(notapplied.Notice(c, notapplied.NoSession))
 					continue
 				}
-				if w := a.prompt.unwritten(); w != nil {
-					abortWhen = w
-					continue
-				}
-				a.abort(ctx)
-			case protocol.CommandPermissionResponse:
-				a.answer(c)
-			case protocol.CommandShutdown:
-				// ACP agents end when their input closes.
-				if closed {
-					continue
-				}
-				closed = true
-				if running {
-					if w := a.prompt.unwritten(); w != nil {
-						closeWhen = w
-						continue
-					}
-				}
-				closeInput()
 			}
+			handle(c)
+		case h := <-shaken:
+			shaken = nil
+			if h.err != nil && !closed {
+				// Stop the agent and let the supervisor see it exit.
+				// Its stdout first: its end, read before then, is the
+				// agent's own (the supervisor's gone), not its answer
+				// to its input closing.
+				if c, ok := opts.Stdout.(io.Closer); ok {
+					c.Close()
+				}
+				opts.Stdin.Close()
+				<-conn.Done()
+				return h.err
+			}
+			if h.err != nil {
+				// Ended by the shutdown's close of the agent's input (a
+				// request written after it failed, or the agent exited
+				// without answering): the agent's output ends as it
+				// exits. What was held is not taken.
+				a.log.Info("acp handshake not done at shutdown", "err", h.err)
+				held = nil
+				continue
+			}
+			sid = h.sid
+			a.sid = sid
+			for _, c := range held {
+				handle(c)
+			}
+			held = nil
 		case <-closeWhen:
 			closeInput()
 		case <-abortWhen:
@@ -220,7 +280,7 @@ func Serve(ctx context.Context, opts Options) error {
 				closeInput()
 			}
 			startNext()
-		case <-conn.Done():
+		case <-connDone:
 			if running {
 				// The prompt call returns now that the connection is gone.
 				// If the agent answered it before it went, the turn ended

@@ -844,10 +844,12 @@ func TestAnswerToWithdrawnRequestIsTold(t *testing.T) {
 
 // gatedStdin is the agent's stdin with the session/prompt request held
 // until release is closed, as a loaded machine holds the SDK's goroutine
-// that writes it. closedEarly records a Close while the request waits.
+// that writes it; held is closed once it is held. closedEarly records a
+// Close while the request waits.
 type gatedStdin struct {
 	w           io.WriteCloser
 	release     chan struct{}
+	held        chan struct{}
 	mu          sync.Mutex
 	holding     bool
 	closedEarly bool
@@ -857,6 +859,7 @@ func (g *gatedStdin) Write(b []byte) (int, error) {
 	if strings.Contains(string(b), `"method":"session/prompt"`) {
 		g.mu.Lock()
 		g.holding = true
+		close(g.held)
 		g.mu.Unlock()
 		<-g.release
 		g.mu.Lock()
@@ -881,7 +884,7 @@ func (g *gatedStdin) Close() error {
 func TestShutdownWaitsForThePromptsRequest(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	stdoutR, stdoutW := io.Pipe()
-	g := &gatedStdin{w: stdinW, release: make(chan struct{})}
+	g := &gatedStdin{w: stdinW, release: make(chan struct{}), held: make(chan struct{})}
 	from := make(chan map[string]json.RawMessage, 64)
 	go func() {
 		defer close(from)
@@ -942,6 +945,15 @@ func TestShutdownWaitsForThePromptsRequest(t *testing.T) {
 	reply(next("session/new"), map[string]any{"sessionId": "s1"})
 
 	cmds <- protocol.Command{ID: 1, Type: protocol.CommandPrompt, Text: "first"}
+	// The turn has started and the SDK is writing its request. (A
+	// prompt the adapter reads during its handshake waits for the
+	// session, and a shutdown meanwhile leaves it untaken: not this
+	// test's case.)
+	select {
+	case <-g.held:
+	case <-time.After(fakeserver.WaitTimeout):
+		t.Fatal("the prompt's request was never written")
+	}
 	cmds <- protocol.Command{Type: protocol.CommandShutdown}
 	// Taken only once the adapter has handled the shutdown: whatever it
 	// closed, it closed by now. (A prompt after a shutdown waits for

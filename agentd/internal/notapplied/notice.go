@@ -23,3 +23,9 @@ func Notice(c protocol.Command, why string) protocol.Event {
 // serverRequest/resolved, ACP's $/cancel_request), or an abort or the end
 // of its turn ended it, and the transcript shows it ended.
 const Ended = "the request had ended when the answer reached the agent's adapter (the agent withdrew it, or an abort or the end of its turn ended it)"
+
+// NoSession is why the ACP adapter drops an answer that reaches it while
+// the agent is still in its handshake: with no session open, the agent
+// has asked nothing, and whatever request the answer was for ended with
+// an earlier run of the agent.
+const NoSession = "the agent was still starting and had asked nothing yet (the request it answers ended with the agent that asked it)"
