@@ -5,11 +5,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/agentd"
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/protocol"
 )
 
 // A shutdown while the server is unreachable and the queue is full (in
@@ -74,11 +76,34 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 	// re-posts agent_started from the loop that carries the shutdown
 	// through, and that post must not hold it while the server is down.
 	t.Run("reconnected while full", func(t *testing.T) {
-		inMemory(t, 2, nil, func(srv *fakeserver.Server) {
+		const queue = 2
+		reposts := make(chan int, 16)
+		agentd.OnRepost(t, func(queued int) {
+			select {
+			case reposts <- queued:
+			default:
+			}
+		})
+		inMemory(t, queue, nil, func(srv *fakeserver.Server) {
 			srv.WaitState(t, "the command stream connected", func() bool { return len(srv.StreamRequests()) == 1 && srv.OpenStreams() == 1 })
-			srv.DropStreams()
-			srv.WaitState(t, "the command stream connected again", func() bool { return len(srv.StreamRequests()) == 2 && srv.OpenStreams() == 1 })
-			time.Sleep(50 * time.Millisecond) // the loop takes the reconnect
+			// Until the loop re-posts agent_started with the queue full:
+			// it then waits for room, which never comes (the uploader
+			// takes no more from the queue while its post is refused),
+			// when the shutdown comes. A re-post that found room (the
+			// agent had not filled the queue yet) ends, and the next
+			// reconnect brings another.
+			for range 100 {
+				srv.DropStreams()
+				select {
+				case n := <-reposts:
+					if n >= queue {
+						return
+					}
+				case <-time.After(fakeserver.WaitTimeout):
+					t.Fatal("agentd did not re-post agent_started after the reconnect")
+				}
+			}
+			t.Fatal("agentd never re-posted agent_started with the queue full")
 		})
 	})
 
@@ -88,9 +113,33 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 	// than the agent's last output would have.
 	t.Run("quiet agent", func(t *testing.T) {
 		// agent_started (after AgentStartWait) is the first post, held
-		// by the retries; the notice then fills the queue of 1.
-		quiet := []string{"sh", "-c", `sleep 0.3; echo '{"type":"notice","level":"info","message":"one"}'; exec sleep 60`}
-		inMemory(t, 1, quiet, func(*fakeserver.Server) { time.Sleep(600 * time.Millisecond) })
+		// by the retries; the notice, written once that post was
+		// refused, then fills the queue of 1.
+		release := filepath.Join(t.TempDir(), "release")
+		if err := syscall.Mkfifo(release, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		queued := make(chan struct{})
+		var once sync.Once
+		agentd.OnQueued(t, func(ev protocol.Event) {
+			if ev.Type == protocol.EventNotice && ev.Message == "one" {
+				once.Do(func() { close(queued) })
+			}
+		})
+		quiet := []string{"sh", "-c", `read x < "$0"; echo '{"type":"notice","level":"info","message":"one"}'; exec sleep 60`, release}
+		inMemory(t, 1, quiet, func(*fakeserver.Server) {
+			f, err := os.OpenFile(release, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("x\n"))
+			f.Close()
+			select {
+			case <-queued:
+			case <-time.After(fakeserver.WaitTimeout):
+				t.Fatal("the agent's notice was not queued")
+			}
+		})
 	})
 
 	t.Run("outbox", func(t *testing.T) {

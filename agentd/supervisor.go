@@ -31,6 +31,19 @@ import (
 // command the agent never got. (A variable for the tests.)
 var agentCommandBuffer = 1024
 
+// Test hooks (set through export_test.go; nil otherwise): they tell a
+// test that agentd took a path no event shows, so that it acts then
+// rather than after a sleep that a loaded machine outlasts.
+var (
+	// testHookReposting is called as the loop re-posts agent_started
+	// after a command stream (re)connect, before the emit (which waits
+	// while the queue is full), with the number of events queued.
+	testHookReposting func(queued int)
+	// testHookQueued is called with each event of the agent's once it
+	// is queued.
+	testHookQueued func(protocol.Event)
+)
+
 // supervisor runs the agent: one run per process lifetime, restarted after
 // crashes, and owns everything that must stay consistent with the turn the
 // agent is in.
@@ -743,6 +756,9 @@ func (s *supervisor) emitFromAgent(ctx context.Context, ev protocol.Event) error
 	if err != nil {
 		return err
 	}
+	if testHookQueued != nil {
+		testHookQueued(ev)
+	}
 	if ev.Type == protocol.EventTurnStarted && ev.Source != protocol.SourceAgent && !again {
 		// Logged first, the cursor after: a crash between the two leaves
 		// the turn open in the log, which the restart closes as
@@ -898,6 +914,9 @@ func (s *supervisor) repostStarted() {
 	}
 	s.mu.Unlock()
 	if ev != nil {
+		if testHookReposting != nil {
+			testHookReposting(s.up.Len())
+		}
 		s.emit(*ev)
 	}
 }
