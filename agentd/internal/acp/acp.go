@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	acpsdk "github.com/coder/acp-go-sdk"
 
@@ -140,6 +141,7 @@ func Serve(ctx context.Context, opts Options) error {
 	var closeWhen <-chan struct{}
 	closeInput := func() {
 		closeWhen = nil
+		a.inputClosed.Store(true)
 		opts.Stdin.Close()
 	}
 	// abortWhen, while not nil, holds an abort until the request of the
@@ -343,6 +345,9 @@ type adapter struct {
 	// prompt is the answer the ordered reader read to the prompt in
 	// flight (see promptReply).
 	prompt promptReply
+	// inputClosed: Serve closed the agent's input (shutdown), before the
+	// handshake may be done.
+	inputClosed atomic.Bool
 }
 
 // promptOutcome is a prompt call's outcome, with a failed call replaced
@@ -406,7 +411,10 @@ func (a *adapter) handshake(ctx context.Context) (acpsdk.SessionId, error) {
 	if init.AgentInfo != nil && init.AgentInfo.Name != "" {
 		info.Name, info.Version = init.AgentInfo.Name, init.AgentInfo.Version
 	}
-	sid, modes := a.loadSession(ctx, init.AgentCapabilities.LoadSession)
+	sid, modes, err := a.loadSession(ctx, init.AgentCapabilities.LoadSession)
+	if err != nil {
+		return "", err
+	}
 	if sid == "" {
 		sess, err := a.conn.NewSession(ctx, acpsdk.NewSessionRequest{Cwd: a.opts.Cwd, McpServers: []acpsdk.McpServer{}})
 		if err != nil {
@@ -428,23 +436,39 @@ func (a *adapter) handshake(ctx context.Context) (acpsdk.SessionId, error) {
 
 // loadSession loads Options.Resume when there is one and the agent can;
 // "" means a new session is needed. The history the agent replays while
-// loading arrives outside any turn and is not reported again.
-func (a *adapter) loadSession(ctx context.Context, canLoad bool) (acpsdk.SessionId, *acpsdk.SessionModeState) {
+// loading arrives outside any turn and is not reported again. A load that
+// failed because the agent is gone or its input closed (a crash, or
+// agentd stopping) is an error, not a refusal: no notice says a new
+// conversation starts, since none can, and the next run resumes it.
+func (a *adapter) loadSession(ctx context.Context, canLoad bool) (acpsdk.SessionId, *acpsdk.SessionModeState, error) {
 	if a.opts.Resume == "" {
-		return "", nil
+		return "", nil, nil
 	}
 	why := "the agent does not advertise loadSession"
 	if canLoad {
 		resp, err := a.conn.LoadSession(ctx, acpsdk.LoadSessionRequest{SessionId: acpsdk.SessionId(a.opts.Resume), Cwd: a.opts.Cwd, McpServers: []acpsdk.McpServer{}})
 		if err == nil {
-			return acpsdk.SessionId(a.opts.Resume), resp.Modes
+			return acpsdk.SessionId(a.opts.Resume), resp.Modes, nil
+		}
+		if a.inputClosed.Load() || isDone(a.conn.Done()) {
+			return "", nil, fmt.Errorf("acp session/load: %w", err)
 		}
 		why = "session/load: " + err.Error()
 	}
 	a.log.Warn("acp session not resumed; opening a new one", "session", a.opts.Resume, "why", why)
 	a.emit(protocol.Event{Type: protocol.EventNotice, Level: protocol.LevelWarning, NoticeCode: NoticeResumeFailed,
 		Message: "the agent could not resume the previous conversation (ACP session " + a.opts.Resume + "): " + why + "; a new conversation starts"})
-	return "", nil
+	return "", nil, nil
+}
+
+// isDone reports whether c is closed.
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // setMode selects Options.Mode, refusing a mode the agent does not list

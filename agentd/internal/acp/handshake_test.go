@@ -2,6 +2,7 @@ package acp_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,5 +120,36 @@ func TestCommandsDuringHandshake(t *testing.T) {
 	evs = p.wait("the turn's end", has(protocol.EventTurnCompleted))
 	if end := evs[len(evs)-1]; end.TurnID != "turn-2" || end.StopReason != protocol.StopCancelled {
 		t.Errorf("turn end = %s, want turn-2 cancelled", fakeserver.Format(evs[len(evs)-1:]))
+	}
+}
+
+// A session/load that fails because agentd is stopping (the shutdown
+// closed the agent's input, and the agent exited without answering) is
+// not the agent's refusal to resume: no notice says the conversation
+// could not be resumed and a new one starts, since none does, and the
+// next run resumes it.
+func TestShutdownDuringSessionLoadIsNoResumeFailure(t *testing.T) {
+	var mu sync.Mutex
+	var reported []string
+	p := launchPeer(t, acp.Options{Resume: "old", Conversation: func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, id)
+	}})
+	id, _ := p.expect("initialize")
+	p.reply(id, map[string]any{"protocolVersion": 1, "agentCapabilities": map[string]any{"loadSession": true}})
+	p.expect("session/load")
+	p.command(protocol.Command{ID: 1, Type: protocol.CommandShutdown})
+	p.inputClosed()
+	if err := p.served(); err != nil {
+		t.Errorf("Serve = %v, want nil: the agent ended as asked", err)
+	}
+	if evs := p.events(); fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.NoticeCode == acp.NoticeResumeFailed }) {
+		t.Errorf("events:\n%s\nwant no %s notice: agentd stopped the agent during session/load", fakeserver.Format(evs), acp.NoticeResumeFailed)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) > 0 {
+		t.Errorf("reported conversations %q, want none", reported)
 	}
 }
