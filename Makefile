@@ -34,21 +34,28 @@ test: tools browser-deps pg-deps image-deps disk-deps unit e2e test-pg
 # one a module: it runs two packages at a time across them, so agentd's
 # and the small modules' packages run beside the server's long one instead
 # of after it (about a minute less of make test on 2 cores).
+# go test's default -timeout is 10 minutes for a test binary. The server
+# package takes about 3.5 minutes alone, but 9-12 under -race on a
+# 2-core machine with a load average of 15 (and e2e 8): a busy CI runner
+# would kill a passing run. TEST_TIMEOUT bounds a hung test instead, well
+# within CI's 90 minutes.
+TEST_TIMEOUT ?= 25m
+
 unit: tools
-	@echo "== go test $(UNIT)"; $(GO) test -race $(addprefix ./,$(addsuffix /...,$(UNIT)))
+	@echo "== go test $(UNIT)"; $(GO) test -race -timeout $(TEST_TIMEOUT) $(addprefix ./,$(addsuffix /...,$(UNIT)))
 
 # e2e builds the real binaries; -count=1 because go test would cache a test
 # whose inputs (the other modules) it cannot see.
 e2e: tools
-	@echo "== go test e2e"; cd e2e && $(GO) test -race -count=1 ./...
+	@echo "== go test e2e"; cd e2e && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The server suite again on PostgreSQL (REIN_TEST_DB), and the e2e
 # scenarios that kill or restart the server or race two agentds
 # (REIN_E2E_DB), each on a throwaway cluster (server/pgtest). The whole e2e
 # suite runs on PostgreSQL with REIN_E2E_DB=postgres make e2e.
 test-pg:
-	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 .
-	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -run '^(TestHappyPath|TestServerKilledMidTurn|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
+	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 -timeout $(TEST_TIMEOUT) .
+	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestHappyPath|TestServerKilledMidTurn|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
 	@if git grep -n -E '^(<<<<<<<|>>>>>>>) ' >/dev/null 2>&1; then echo "merge conflict markers:"; git grep -n -E '^(<<<<<<<|>>>>>>>) '; exit 1; fi

@@ -22,14 +22,19 @@ import (
 func settled(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
 	var why string
-	for range 1000 {
+	// As long as any stream wait of the package: releasing is the
+	// server's goroutines ending, which a loaded machine delays (1,000
+	// polls, about 5 s, was the likeliest next flake under load).
+	for deadline := time.Now().Add(streamDeadline); ; time.Sleep(5 * time.Millisecond) {
 		var ok bool
 		if ok, why = cond(); ok {
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		if time.Now().After(deadline) {
+			break
+		}
 	}
-	t.Fatalf("%s never settled: %s", what, why)
+	t.Fatalf("%s never settled in %s: %s", what, streamDeadline, why)
 }
 
 // footprintBack waits until the server's footprint is back to want
