@@ -253,3 +253,41 @@ func TestChildRaceReportCounted(t *testing.T) {
 		t.Fatalf("%d races counted; want 1", got)
 	}
 }
+
+// A child still running a grace period after Stop's SIGINT is counted,
+// so that TestMain fails the run: Stop's SIGKILL used to end such a
+// shutdown hang quietly (agentd once hung there and only a test that
+// waited on agentd's exit found it). rein-server, which exits on SIGINT,
+// is not counted. The counts are given back so the run itself does not
+// fail.
+func TestChildHangCounted(t *testing.T) {
+	t.Run("exits on SIGINT", func(t *testing.T) {
+		// A Go binary that asks for SIGINT gets it even when the suite
+		// was started with SIGINT ignored (a background job of a
+		// non-interactive shell), which a shell script would inherit.
+		e := newEnv(t)
+		before := ChildHangs()
+		e.srv.Stop(15 * time.Second)
+		if got := ChildHangs() - before; got != 0 {
+			childHangs.Add(-got)
+			t.Fatalf("rein-server: %d hangs counted; want 0", got)
+		}
+	})
+	t.Run("ignores SIGINT", func(t *testing.T) {
+		before := ChildHangs()
+		// An ignored signal stays ignored in the children (sleep too).
+		p, err := Start(t.Logf, "hanger", nil, "sh", "-c", `trap '' INT; echo ready; sleep 60`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.WaitLine(t.Context(), "ready"); err != nil {
+			t.Fatal(err)
+		}
+		p.Stop(time.Second)
+		got := ChildHangs() - before
+		childHangs.Add(-got)
+		if got != 1 {
+			t.Fatalf("%d hangs counted; want 1", got)
+		}
+	})
+}

@@ -53,6 +53,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: %d data race(s) reported by the binaries the tests ran: search the log for WARNING: DATA RACE\n", n)
 		code = max(code, 1)
 	}
+	if n := ChildHangs(); n > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: %d child(ren) did not exit within the grace after SIGINT: search the log for \"after SIGINT: a shutdown hang\"\n", n)
+		code = max(code, 1)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -24,6 +24,16 @@ var childRaces atomic.Int64
 // ChildRaces is how many data races children have reported so far.
 func ChildRaces() int64 { return childRaces.Load() }
 
+// childHangs counts children still running when Stop's grace after
+// SIGINT ran out. Stop's SIGKILL ended such a shutdown hang quietly (a
+// passing test's log is not shown), so a hang in rein-server's or
+// agentd's shutdown passed every test that did not wait on the exit
+// itself; TestMain fails the run on it.
+var childHangs atomic.Int64
+
+// ChildHangs is how many children Stop had to kill so far.
+func ChildHangs() int64 { return childHangs.Load() }
+
 // Logf is where a child's output lines go: t.Logf in tests, a logger in
 // the bench command.
 type Logf func(format string, args ...any)
@@ -33,6 +43,11 @@ type Logf func(format string, args ...any)
 type Proc struct {
 	Name string
 	cmd  *exec.Cmd
+
+	// dumping is set when Stop gave up waiting: the child's output
+	// (a Go binary's goroutines after SIGQUIT) goes to the run's
+	// output too.
+	dumping atomic.Bool
 
 	mu    sync.Mutex
 	lines []string
@@ -81,6 +96,9 @@ func (p *Proc) read(logf Logf, r io.Reader) {
 	for sc.Scan() {
 		line := sc.Text()
 		logf("[%s] %s", p.Name, line)
+		if p.dumping.Load() {
+			fmt.Fprintf(os.Stderr, "[%s] %s\n", p.Name, line)
+		}
 		if strings.Contains(line, "WARNING: DATA RACE") {
 			// A passing test's log is not shown: the report is
 			// written where the run's output goes as well.
@@ -176,7 +194,9 @@ func (p *Proc) Signal(sig syscall.Signal) {
 }
 
 // Stop asks the process to shut down (SIGINT) and kills it after grace.
-// It returns once the process has exited.
+// It returns once the process has exited. A process still running after
+// grace is counted as a hang (ChildHangs) and first gets SIGQUIT, which
+// makes a Go binary print every goroutine (to the run's output) and exit.
 func (p *Proc) Stop(grace time.Duration) {
 	select {
 	case <-p.done:
@@ -185,6 +205,13 @@ func (p *Proc) Stop(grace time.Duration) {
 	}
 	p.Signal(syscall.SIGINT)
 	if p.Wait(grace) != nil {
+		childHangs.Add(1)
+		p.dumping.Store(true)
+		fmt.Fprintf(os.Stderr, "e2e: %s still running %v after SIGINT: a shutdown hang; SIGQUIT for its goroutines, then SIGKILL\n", p.Name, grace)
+		p.Signal(syscall.SIGQUIT)
+		// A goroutine dump takes well under a second; a process
+		// that ignores SIGQUIT too is killed all the same.
+		_ = p.Wait(5 * time.Second)
 		p.Signal(syscall.SIGKILL)
 		<-p.done
 	}

@@ -63,7 +63,7 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 		SessionID string `json:"sessionId"`
 	}
 	if err := b.call(ctx, http.MethodPost, "http://127.0.0.1:"+port+"/session", caps, &created); err != nil {
-		p.Stop(5 * time.Second)
+		p.Kill() // see Close
 		return nil, fmt.Errorf("start browser: %w", err)
 	}
 	b.base = "http://127.0.0.1:" + port + "/session/" + created.SessionID
@@ -120,7 +120,10 @@ func (b *Browser) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_ = b.call(ctx, http.MethodDelete, b.base, nil, nil)
-	b.driver.Stop(5 * time.Second)
+	// chromedriver does not exit on SIGINT (every Stop waited out its
+	// grace and killed it), and with its session deleted it holds
+	// nothing to save: Stop would count a hang that is not ours.
+	b.driver.Kill()
 }
 
 // WebDriverError is an error answer: error is the W3C error code, such as
