@@ -35,6 +35,34 @@ func TestArtifactMarshalFlattens(t *testing.T) {
 	}
 }
 
+// MarshalJSON returns what json.Marshal gives for the artifact, byte for
+// byte: the server calls it directly to store a body (json.Marshal would
+// compact and copy it again), and a stored body must not depend on which
+// of the two wrote it. HTML characters, invalid UTF-8, U+2028 and raw
+// JSON with spaces are where an encoder could differ.
+func TestArtifactMarshalJSONIsJSONMarshal(t *testing.T) {
+	for _, a := range []protocol.Artifact{
+		{Seq: 1, ID: "n", Type: protocol.ArtifactNotice},
+		{Seq: 4, ID: "toolu_01", Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1000, Rev: 9, Fields: map[string]any{
+			"output": "<b>&amp;</b> \xff\xfe bad \u2028 line \x00 nul\n",
+			"input":  json.RawMessage(`{ "a" : [1, 2], "b": "<x>" }`),
+			"nested": map[string]any{"k": []any{1.5, true, nil, "é"}},
+		}},
+	} {
+		got, err := a.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(&a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("MarshalJSON = %s\njson.Marshal  %s", got, want)
+		}
+	}
+}
+
 func TestArtifactUnmarshalSplits(t *testing.T) {
 	var a protocol.Artifact
 	err := json.Unmarshal([]byte(`{"seq":2,"id":"m","type":"assistant_text","turnId":"t1","createdAt":5,"rev":7,"text":"hi","status":"streaming","meta":{"k":[1,true,null]}}`), &a)

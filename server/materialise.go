@@ -3,7 +3,6 @@ package server
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -157,7 +156,7 @@ func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error
 		if a == nil {
 			continue
 		}
-		body, merr := json.Marshal(a)
+		body, merr := a.MarshalJSON() // not json.Marshal: see artifactPolicy.ops
 		if merr != nil {
 			return nil, errors.Join(err, merr)
 		}
