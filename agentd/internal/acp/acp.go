@@ -116,7 +116,6 @@ func Serve(ctx context.Context, opts Options) error {
 	// handled once the session is open, as if they had come then (an
 	// abort after a prompt aborts that prompt's turn).
 	var held []protocol.Command
-	var sid acpsdk.SessionId
 	type result struct {
 		resp acpsdk.PromptResponse
 		err  error
@@ -170,7 +169,7 @@ func Serve(ctx context.Context, opts Options) error {
 		a.beginTurn(c)
 		a.prompt.begin()
 		wg.Go(func() {
-			resp, err := conn.Prompt(ctx, acpsdk.PromptRequest{SessionId: sid, Prompt: []acpsdk.ContentBlock{acpsdk.TextBlock(c.Text)}})
+			resp, err := conn.Prompt(ctx, acpsdk.PromptRequest{SessionId: a.sid, Prompt: []acpsdk.ContentBlock{acpsdk.TextBlock(c.Text)}})
 			done <- result{resp, err}
 		})
 	}
@@ -258,8 +257,7 @@ func Serve(ctx context.Context, opts Options) error {
 				held = nil
 				continue
 			}
-			sid = h.sid
-			a.sid = sid
+			a.sid = h.sid // before any prompt's goroutine starts
 			for _, c := range held {
 				handle(c)
 			}
