@@ -40,20 +40,9 @@ type Artifact struct {
 
 var fixedArtifactKeys = map[string]bool{"seq": true, "id": true, "type": true, "turnId": true, "createdAt": true, "rev": true}
 
-// MarshalJSON flattens Fields beside the fixed keys.
-func (a Artifact) MarshalJSON() ([]byte, error) {
-	m := make(map[string]any, len(a.Fields)+6)
-	for k, v := range a.Fields {
-		if !fixedArtifactKeys[k] {
-			m[k] = v
-		}
-	}
-	m["seq"], m["id"], m["type"], m["createdAt"], m["rev"] = a.Seq, a.ID, a.Type, a.CreatedAt, a.Rev
-	if a.TurnID != "" {
-		m["turnId"] = a.TurnID
-	}
-	return json.Marshal(m)
-}
+// MarshalJSON flattens Fields beside the fixed keys: the bytes json.Marshal
+// gives for one map of them all (keys sorted, HTML characters escaped).
+func (a Artifact) MarshalJSON() ([]byte, error) { return a.MarshalJSONWith(nil) }
 
 // UnmarshalJSON splits the fixed keys from the type's fields.
 func (a *Artifact) UnmarshalJSON(b []byte) error {

@@ -1,8 +1,10 @@
 package protocol_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
@@ -40,27 +42,96 @@ func TestArtifactMarshalFlattens(t *testing.T) {
 // compact and copy it again), and a stored body must not depend on which
 // of the two wrote it. HTML characters, invalid UTF-8, U+2028 and raw
 // JSON with spaces are where an encoder could differ.
-func TestArtifactMarshalJSONIsJSONMarshal(t *testing.T) {
-	for _, a := range []protocol.Artifact{
-		{Seq: 1, ID: "n", Type: protocol.ArtifactNotice},
-		{Seq: 4, ID: "toolu_01", Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1000, Rev: 9, Fields: map[string]any{
-			"output": "<b>&amp;</b> \xff\xfe bad \u2028 line \x00 nul\n",
-			"input":  json.RawMessage(`{ "a" : [1, 2], "b": "<x>" }`),
-			"nested": map[string]any{"k": []any{1.5, true, nil, "é"}},
-		}},
-	} {
-		got, err := a.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
+// marshalReference is how an artifact was encoded before
+// MarshalJSONWith: its fields, texts as strings over them, and the fixed
+// keys in one map, through json.Marshal.
+func marshalReference(a protocol.Artifact, texts map[string][]byte) ([]byte, error) {
+	m := map[string]any{}
+	for k, v := range a.Fields {
+		m[k] = v
+	}
+	for k, b := range texts {
+		m[k] = string(b)
+	}
+	m["seq"], m["id"], m["type"], m["createdAt"], m["rev"] = a.Seq, a.ID, a.Type, a.CreatedAt, a.Rev
+	delete(m, "turnId")
+	if a.TurnID != "" {
+		m["turnId"] = a.TurnID
+	}
+	return json.Marshal(m)
+}
+
+// checkArtifactJSON holds MarshalJSONWith(texts) (and MarshalJSON when
+// texts is nil) to the reference's bytes, and the body to the size it
+// was made with: a body grown while it was written held a second copy.
+func checkArtifactJSON(t *testing.T, a protocol.Artifact, texts map[string][]byte) {
+	t.Helper()
+	want, werr := marshalReference(a, texts)
+	got, err := a.MarshalJSONWith(texts)
+	if (err != nil) != (werr != nil) {
+		t.Fatalf("MarshalJSONWith error %v, json.Marshal error %v", err, werr)
+	}
+	if err != nil {
+		return
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("MarshalJSONWith = %s\njson.Marshal     %s", got, want)
+	}
+	if cap(got) != len(got) {
+		t.Errorf("body of %d bytes made with room for %d", len(got), cap(got))
+	}
+	if texts == nil {
+		if again, err := a.MarshalJSON(); err != nil || !bytes.Equal(again, want) {
+			t.Fatalf("MarshalJSON = %s, %v\nwant %s", again, err, want)
 		}
-		want, err := json.Marshal(&a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != string(want) {
-			t.Errorf("MarshalJSON = %s\njson.Marshal  %s", got, want)
+		if viaJSON, err := json.Marshal(&a); err != nil || !bytes.Equal(viaJSON, want) {
+			t.Fatalf("json.Marshal(&a) = %s, %v\nwant %s", viaJSON, err, want)
 		}
 	}
+}
+
+func TestArtifactJSONIsJSONMarshal(t *testing.T) {
+	tricky := "<b>&amp;</b> \xff\xfe bad \u2028 line \u2029 \x00 nul \x7f \x1f \b\f\r\t\n \"q\" \\ é 😀 \xe2\x82 cut"
+	tool := protocol.Artifact{Seq: 4, ID: "toolu_01", Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1000, Rev: 9, Fields: map[string]any{
+		"output": tricky,
+		"input":  json.RawMessage(`{ "a" : [1, 2], "b": "<x>\u2028" }`),
+		"nested": map[string]any{"k": []any{1.5, true, nil, "é"}},
+		"status": protocol.TurnRunning, // a named string type
+		"<key>":  "a key that needs escaping",
+		"seq":    "a fixed key among the fields: the fixed value wins",
+		"gone":   nil,
+	}}
+	for _, tc := range []struct {
+		name  string
+		a     protocol.Artifact
+		texts map[string][]byte
+	}{
+		{"bare", protocol.Artifact{Seq: 1, ID: "n", Type: protocol.ArtifactNotice}, nil},
+		{"fields", tool, nil},
+		{"texts over fields", tool, map[string][]byte{"output": []byte(tricky + tricky), "text": nil, "id": []byte("a fixed key: ignored")}},
+		{"texts only", protocol.Artifact{Seq: 2, ID: "m", Type: protocol.ArtifactAssistantText, TurnID: "t", Rev: 3}, map[string][]byte{"text": []byte(strings.Repeat("x<", 5000))}},
+		{"bad raw", protocol.Artifact{Seq: 3, ID: "x", Type: protocol.ArtifactPlan, Fields: map[string]any{"entries": json.RawMessage(`{"a":`)}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkArtifactJSON(t, tc.a, tc.texts) })
+	}
+}
+
+// FuzzArtifactJSON: any text, key and set value encode as json.Marshal
+// encodes them.
+func FuzzArtifactJSON(f *testing.F) {
+	f.Add("output", []byte("plain"), "x", []byte(`{"a":1}`))
+	f.Add("te<xt", []byte("\xff\u2028<&>\x00\\\""), "\u2029", []byte(` [ 1 , "<" ] `))
+	f.Add("", []byte{0xe2, 0x80}, "rev", []byte(`"s"`))
+	f.Fuzz(func(t *testing.T, field string, text []byte, id string, raw []byte) {
+		a := protocol.Artifact{Seq: 7, ID: id, Type: protocol.ArtifactToolCall, TurnID: id, CreatedAt: -1, Rev: 1 << 40, Fields: map[string]any{
+			"set":  json.RawMessage(raw),
+			"str":  string(text),
+			field:  string(raw),
+			"next": "after",
+		}}
+		checkArtifactJSON(t, a, nil)
+		checkArtifactJSON(t, a, map[string][]byte{field: text, "more": raw})
+	})
 }
 
 func TestArtifactUnmarshalSplits(t *testing.T) {

@@ -204,9 +204,12 @@ func releasingFold(tb testing.TB, log []protocol.Event) (*reducer.State, [][]red
 			if a == nil {
 				tb.Fatalf("event %d: artifact %d changed but not held", i, c.Seq)
 			}
-			body, err := json.Marshal(a) // as the server stores it
+			body, rev, err := s.ArtifactJSON(c.Seq) // as the server stores it
 			if err != nil {
 				tb.Fatal(err)
+			}
+			if want, _ := json.Marshal(a); !bytes.Equal(body, want) || rev != a.Rev {
+				tb.Fatalf("event %d: ArtifactJSON(%d) = %s rev %d; json.Marshal(Artifact) = %s rev %d", i, c.Seq, body, rev, want, a.Rev)
 			}
 			stored[c.Seq] = body
 		}

@@ -63,6 +63,11 @@ func TestReleasingStateStaysSmall(t *testing.T) {
 			small, _, _ := releasingFold(t, log[:len(log)*100/turns])
 			s, _, _ := releasingFold(t, log)
 			grown := s.Size() - small.Size()
+			for seq := int64(0); seq <= int64(s.Len())+1; seq++ {
+				if body, _, err := s.ArtifactJSON(seq); (body != nil) != s.Held(seq) || err != nil {
+					t.Fatalf("ArtifactJSON(%d) = %.40s, %v; held %v", seq, body, err, s.Held(seq))
+				}
+			}
 			full := reducer.Fold(log)
 			t.Logf("%d artifacts, %d bytes of text: releasing state %d bytes (%d after 100 turns), full state %d", s.Len(), text, s.Size(), small.Size(), full.Size())
 			if limit := int64(s.Len()-small.Len()) * tc.perArtifact; grown > limit {

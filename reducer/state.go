@@ -134,6 +134,19 @@ func (s *State) Artifact(seq int64) *protocol.Artifact {
 	return nil
 }
 
+// ArtifactJSON returns the JSON of the artifact at seq (Artifact's
+// MarshalJSON) and its revision; nil when there is none or its body was
+// released. It encodes the held text as it is, without Artifact's copy of
+// it: for a tool output of many MiB that copy was as big as the body.
+func (s *State) ArtifactJSON(seq int64) (body []byte, rev int64, err error) {
+	n := s.node(seq)
+	if n == nil {
+		return nil, 0, nil
+	}
+	body, err = n.a.MarshalJSONWith(n.bufs)
+	return body, n.a.Rev, err
+}
+
 // Artifacts returns copies of every artifact, ordered by seq; nil for
 // those whose bodies were released.
 func (s *State) Artifacts() []*protocol.Artifact {

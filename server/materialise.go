@@ -152,15 +152,14 @@ func (s *Server) settle(ctx context.Context, id string) (*foldedArtifacts, error
 		return nil, errors.Join(err, ferr)
 	}
 	f := &foldedArtifacts{rev: st.st.Rev(), created: before.CreatedAt}
-	for _, a := range st.st.Artifacts() {
-		if a == nil {
-			continue
-		}
-		body, merr := a.MarshalJSON() // not json.Marshal: see artifactPolicy.ops
+	for seq := int64(1); seq <= int64(st.st.Len()); seq++ {
+		body, rev, merr := st.st.ArtifactJSON(seq) // see artifactPolicy.ops
 		if merr != nil {
 			return nil, errors.Join(err, merr)
 		}
-		f.bySeq = append(f.bySeq, store.Artifact{Seq: a.Seq, Rev: a.Rev, Body: body})
+		if body != nil {
+			f.bySeq = append(f.bySeq, store.Artifact{Seq: seq, Rev: rev, Body: body})
+		}
 	}
 	return f, nil
 }

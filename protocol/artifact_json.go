@@ -1,0 +1,198 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// MarshalJSONWith is MarshalJSON of a with each field of texts set to the
+// string its bytes spell, without making that string. It is how the
+// server writes an artifact whose streamed text the reducer holds as
+// bytes: a tool output of 64 MB was in memory four times while its body
+// was written (the held bytes, their copy as a string, and the encoder's
+// buffer, grown by doubling, twice at its last growth); here it is the
+// held bytes and one body, sized before it is written.
+//
+// The strings are escaped as encoding/json escapes them, so the bytes are
+// those of json.Marshal (TestArtifactJSONIsJSONMarshal, FuzzArtifactJSON):
+// bodies written before and after this encoder compare equal.
+func (a *Artifact) MarshalJSONWith(texts map[string][]byte) ([]byte, error) {
+	type entry struct {
+		key string
+		raw []byte // the value's JSON, unless text or str
+		// text or str: a string value, escaped as it is copied.
+		text  []byte
+		str   string
+		isStr bool
+	}
+	entries := make([]entry, 0, len(a.Fields)+len(texts)+6)
+	for k, v := range a.Fields {
+		if fixedArtifactKeys[k] {
+			continue
+		}
+		if _, ok := texts[k]; ok {
+			continue
+		}
+		if s, ok := v.(string); ok {
+			entries = append(entries, entry{key: k, str: s, isStr: true})
+			continue
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encode artifact seq=%d field %q: %w", a.Seq, k, err)
+		}
+		entries = append(entries, entry{key: k, raw: raw})
+	}
+	for k, b := range texts {
+		if !fixedArtifactKeys[k] {
+			entries = append(entries, entry{key: k, text: b})
+		}
+	}
+	entries = append(entries,
+		entry{key: "seq", raw: strconv.AppendInt(nil, a.Seq, 10)},
+		entry{key: "id", str: a.ID, isStr: true},
+		entry{key: "type", str: string(a.Type), isStr: true},
+		entry{key: "createdAt", raw: strconv.AppendInt(nil, a.CreatedAt, 10)},
+		entry{key: "rev", raw: strconv.AppendInt(nil, a.Rev, 10)})
+	if a.TurnID != "" {
+		entries = append(entries, entry{key: "turnId", str: a.TurnID, isStr: true})
+	}
+	// json.Marshal writes a map's keys in sorted order.
+	slices.SortFunc(entries, func(x, y entry) int { return strings.Compare(x.key, y.key) })
+	size := 1 // "{", then per entry a separator, key, ":" and value
+	for _, e := range entries {
+		size += 1 + quotedLen(e.key) + 1
+		switch {
+		case e.raw != nil:
+			size += len(e.raw)
+		case e.isStr:
+			size += quotedLen(e.str)
+		default:
+			size += quotedLen(e.text)
+		}
+	}
+	out := make([]byte, 0, size)
+	out = append(out, '{')
+	for i, e := range entries {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendQuoted(out, e.key)
+		out = append(out, ':')
+		switch {
+		case e.raw != nil:
+			out = append(out, e.raw...)
+		case e.isStr:
+			out = appendQuoted(out, e.str)
+		default:
+			out = appendQuoted(out, e.text)
+		}
+	}
+	return append(out, '}'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// jsonSafe says which ASCII bytes encoding/json copies as they are into a
+// string with HTML escaping on: printable ones but for the quote, the
+// backslash and < > &.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
+	}
+	return t
+}()
+
+// appendQuoted appends s as encoding/json encodes a string (HTML escaping
+// on): control characters, quote, backslash and < > & escaped, invalid
+// UTF-8 as \ufffd, U+2028 and U+2029 escaped.
+func appendQuoted[T []byte | string](dst []byte, s T) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if jsonSafe[b] {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := decodeRune(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// quotedLen is len(appendQuoted(nil, s)), without writing it.
+func quotedLen[T []byte | string](s T) int {
+	n := 2
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			switch {
+			case jsonSafe[b]:
+				n++
+			case b == '\\' || b == '"' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
+				n += 2
+			default:
+				n += 6
+			}
+			i++
+			continue
+		}
+		c, size := decodeRune(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			n += 6
+		case c == '\u2028' || c == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
+// decodeRune is utf8.DecodeRune of either type, copying at most
+// utf8.UTFMax bytes (which stay on the stack) rather than the rest.
+func decodeRune[T []byte | string](s T) (rune, int) {
+	return utf8.DecodeRuneInString(string(s[:min(len(s), utf8.UTFMax)]))
+}
