@@ -105,3 +105,83 @@ func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
 		t.Fatalf("the agent ran prompts %v, want %v", got, want)
 	}
 }
+
+// An answer handed to a native agent's run that its adapter never wrote
+// (it was still writing a prompt into the agent's full stdin pipe) ends
+// with the agent: its request ended with it. The transcript says so once
+// (the supervisor's untaken, or the adapter's own notice when it reaches
+// the answer after the agent's output ended), the answer counts as taken,
+// and every prompt, the one cut off mid-write too, runs on the next agent
+// in order.
+func TestAnswerTheAgentNeverReadIsTold(t *testing.T) {
+	agentd.SetAgentCommandBuffer(t, 4)
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The first run never reads its stdin and exits when released; the
+	// next is the demo agent.
+	script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
+touch "$MARK"
+echo '{"type":"agent_started","agent":{"name":"deaf"}}'
+read x < "$RELEASE"
+exit 0
+`
+	full := make(chan struct{})
+	log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
+	srv := fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{"sh", "-c", script},
+		Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
+		Logger:  log,
+	})
+	waitStarted(t, srv, 1)
+	// A prompt larger than a pipe holds: its write blocks, so nothing
+	// handed over after it is written. The answer goes next, then
+	// prompts until the run's channel (4) is full.
+	pad := strings.Repeat("x", 128<<10)
+	srv.Prompt("p1 " + pad)
+	answer := srv.Send(protocol.Command{Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"})
+	const n = 6
+	for i := 2; i <= n; i++ {
+		srv.Prompt(fmt.Sprintf("p%d %s", i, pad))
+	}
+	timeout := time.NewTimer(fakeserver.WaitTimeout)
+	defer timeout.Stop()
+	select {
+	case <-full:
+	case <-timeout.C:
+		t.Fatal("the agent's commands never backed up")
+	}
+	f, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("x\n"))
+	f.Close()
+
+	evs := srv.Wait(t, "every prompt run on the next agent", func(evs []protocol.Event) bool {
+		return fakeserver.Count(evs, protocol.EventTurnCompleted) >= n
+	})
+	told := 0
+	for _, ev := range evs {
+		if ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAnswerNotApplied &&
+			strings.Contains(ev.Message, fmt.Sprintf("(command %d)", answer)) {
+			told++
+		}
+	}
+	if told != 1 {
+		t.Errorf("%d notices say answer %d was not applied; want 1:\n%s", told, answer, fakeserver.Format(evs))
+	}
+	var got []string
+	for _, ev := range evs {
+		if ev.Type == protocol.EventUserMessage {
+			word, _, _ := strings.Cut(ev.Text, " ")
+			got = append(got, word)
+		}
+	}
+	if want := "p1 p2 p3 p4 p5 p6"; strings.Join(got, " ") != want {
+		t.Errorf("the next agent ran prompts %v, want %s", got, want)
+	}
+}
