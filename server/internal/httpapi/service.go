@@ -32,7 +32,7 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 	replay := func(write func([]byte) error, flush func() error) (int64, error) {
 		rev, err := f.Replay(ctx, func(page []store.Artifact) error {
 			for _, a := range page {
-				if err := write(artifactSnapshot(a)); err != nil {
+				if err := writeArtifactSnapshot(write, a); err != nil {
 					return err
 				}
 			}
@@ -47,25 +47,46 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 	return &Stream{Replay: replay, Sub: f.Live, SessionCreated: f.Created()}, nil
 }
 
-// artifactSnapshot frames a stored artifact as artifact_snapshot: the
-// stored JSON is sent as is, no decode and re-encode.
-func artifactSnapshot(a store.Artifact) []byte {
-	if bytes.IndexByte(a.Body, '\n') < 0 && bytes.IndexByte(a.Body, '\r') < 0 {
-		// Stored JSON has no line breaks (they are escaped), so the data
-		// is one line: framed here as Encode frames it, in one copy of
-		// the body. Through Encode a large artifact (a long build log's
-		// output) cost three: this payload, go-sse's string of it, and
-		// the message.
-		const head, tail = "event: " + protocol.SSEArtifactSnapshot + "\ndata: {\"artifact\":", "}\n\n"
-		b := make([]byte, 0, len(a.Body)+len(head)+len(tail)+25)
-		if a.Rev > 0 { // as Encode, no id for 0
-			b = append(strconv.AppendInt(append(b, "id: "...), a.Rev, 10), '\n')
-		}
-		return append(append(append(b, head...), a.Body...), tail...)
+// writeArtifactSnapshot writes a stored artifact as an artifact_snapshot
+// message: the stored JSON as it is, no decode and re-encode, and no copy
+// of it either.
+func writeArtifactSnapshot(write func([]byte) error, a store.Artifact) error {
+	if bytes.IndexByte(a.Body, '\n') >= 0 || bytes.IndexByte(a.Body, '\r') >= 0 {
+		// Not stored JSON (which escapes line breaks): go-sse splits it
+		// into data lines.
+		data := make([]byte, 0, len(a.Body)+13)
+		data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
+		return write(Encode(a.Rev, protocol.SSEArtifactSnapshot, data))
 	}
-	data := make([]byte, 0, len(a.Body)+13)
-	data = append(append(append(data, `{"artifact":`...), a.Body...), '}')
-	return Encode(a.Rev, protocol.SSEArtifactSnapshot, data)
+	// One data line, framed as Encode frames it, around the body itself.
+	// Through Encode a large artifact (a long build log's output) was
+	// copied three times (this payload, go-sse's string of it, and the
+	// message), and framed in one piece once: each replaying follower of
+	// a 64 MB output held two copies of it while writing it.
+	// A body smaller than a piece is copied into one write, as nearly
+	// every one is: one write per artifact keeps a replay of many small
+	// ones as cheap as it was.
+	const head, tail = "event: " + protocol.SSEArtifactSnapshot + "\ndata: {\"artifact\":", "}\n\n"
+	small := len(a.Body) < writePiece
+	size := len(head) + 25
+	if small {
+		size += len(a.Body) + len(tail)
+	}
+	b := make([]byte, 0, size)
+	if a.Rev > 0 { // as Encode, no id for 0
+		b = append(strconv.AppendInt(append(b, "id: "...), a.Rev, 10), '\n')
+	}
+	b = append(b, head...)
+	if small {
+		return write(append(append(b, a.Body...), tail...))
+	}
+	if err := write(b); err != nil {
+		return err
+	}
+	if err := write(a.Body); err != nil {
+		return err
+	}
+	return write([]byte(tail))
 }
 
 // SessionStream sends the records as session_snapshot messages, then
