@@ -37,11 +37,6 @@ func TestArtifactMarshalFlattens(t *testing.T) {
 	}
 }
 
-// MarshalJSON returns what json.Marshal gives for the artifact, byte for
-// byte: the server calls it directly to store a body (json.Marshal would
-// compact and copy it again), and a stored body must not depend on which
-// of the two wrote it. HTML characters, invalid UTF-8, U+2028 and raw
-// JSON with spaces are where an encoder could differ.
 // marshalReference is how an artifact was encoded before
 // MarshalJSONWith: its fields, texts as strings over them, and the fixed
 // keys in one map, through json.Marshal.
@@ -90,6 +85,11 @@ func checkArtifactJSON(t *testing.T, a protocol.Artifact, texts map[string][]byt
 	}
 }
 
+// MarshalJSON and MarshalJSONWith return what json.Marshal gave for the
+// artifact as one map, byte for byte: bodies stored before and after the
+// encoder must not differ by which wrote them. HTML characters, invalid
+// UTF-8, U+2028, control characters, keys that need escaping and raw
+// JSON with spaces are where an encoder could differ.
 func TestArtifactJSONIsJSONMarshal(t *testing.T) {
 	tricky := "<b>&amp;</b> \xff\xfe bad \u2028 line \u2029 \x00 nul \x7f \x1f \b\f\r\t\n \"q\" \\ é 😀 \xe2\x82 cut"
 	tool := protocol.Artifact{Seq: 4, ID: "toolu_01", Type: protocol.ArtifactToolCall, TurnID: "t1", CreatedAt: 1000, Rev: 9, Fields: map[string]any{

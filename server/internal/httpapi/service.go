@@ -48,8 +48,8 @@ func (s service) ArtifactStream(ctx context.Context, id string, after int64, _ b
 }
 
 // writeArtifactSnapshot writes a stored artifact as an artifact_snapshot
-// message: the stored JSON as it is, no decode and re-encode, and no copy
-// of it either.
+// message: the stored JSON as it is, no decode and re-encode, and a large
+// body not copied either.
 func writeArtifactSnapshot(write func([]byte) error, a store.Artifact) error {
 	if bytes.IndexByte(a.Body, '\n') >= 0 || bytes.IndexByte(a.Body, '\r') >= 0 {
 		// Not stored JSON (which escapes line breaks): go-sse splits it
@@ -63,6 +63,7 @@ func writeArtifactSnapshot(write func([]byte) error, a store.Artifact) error {
 	// copied three times (this payload, go-sse's string of it, and the
 	// message), and framed in one piece once: each replaying follower of
 	// a 64 MB output held two copies of it while writing it.
+	//
 	// A body smaller than a piece is copied into one write, as nearly
 	// every one is: one write per artifact keeps a replay of many small
 	// ones as cheap as it was.
