@@ -3,6 +3,7 @@ package reducer_test
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -94,6 +95,36 @@ func TestSizeCountsHeldText(t *testing.T) {
 	}
 	if grown := s.Size() - before; grown < 100_000 {
 		t.Fatalf("Size grew by %d bytes for 100,000 bytes of held text", grown)
+	}
+}
+
+// ArtifactJSON encodes a running tool's held output into its body with no
+// other copy of it: the server writes such a body whole as the output
+// grows, and a copy of the text (Artifact's string of it, an encoder's
+// growing buffer) made each write hold a big output several times.
+func TestArtifactJSONCopiesTheTextOnce(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell", Kind: "execute"})
+	line := strings.Repeat("x", 999) + "\n"
+	for range 16 << 10 { // 16 MB of output
+		s.Apply(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c1", Delta: line})
+	}
+	seq := s.Newest(protocol.ArtifactToolCall, "c1")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	body, _, err := s.ArtifactJSON(seq)
+	runtime.ReadMemStats(&after)
+	if err != nil || body == nil {
+		t.Fatalf("ArtifactJSON(%d) = %.40s, %v", seq, body, err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(body))+64<<10 {
+		t.Errorf("encoding a body of %d MiB allocated %d MiB; want the body alone", len(body)>>20, alloc>>20)
+	}
+	var a protocol.Artifact
+	if err := json.Unmarshal(body, &a); err != nil || len(a.String("output")) != 16<<10*len(line) {
+		t.Fatalf("body decodes to %d bytes of output, %v", len(a.String("output")), err)
 	}
 }
 
