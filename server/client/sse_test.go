@@ -53,3 +53,34 @@ func TestEventReaderLongLine(t *testing.T) {
 		t.Fatalf("%q with %d bytes of data, %v; want artifact_snapshot with %d", ev.Name, len(ev.Data), err, len(data))
 	}
 }
+
+// chunkReader returns at most n bytes per Read, as a socket does.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
+// A long line arriving a read at a time is searched for its end once,
+// not from its start after every read: a 64 MB artifact snapshot took
+// rein watch 3 s, most of it searching again what it had searched. The
+// lines around it still split as bufio.ScanLines splits them.
+func TestEventReaderSearchesALongLineOnce(t *testing.T) {
+	data := strings.Repeat("0123456789abcdef", 8<<20/16)
+	in := "event: artifact_snapshot\r\ndata: " + data + "\n\nevent: snapshot_complete\ndata: {}\r\n\nevent: cut\ndata: x"
+	r := NewEventReader(chunkReader{strings.NewReader(in), 4 << 10})
+	ev, err := r.Next()
+	if err != nil || ev.Name != "artifact_snapshot" || ev.Data != data {
+		t.Fatalf("%q with %d bytes of data, %v; want artifact_snapshot with %d", ev.Name, len(ev.Data), err, len(data))
+	}
+	if ev, err := r.Next(); err != nil || ev != (Event{Name: "snapshot_complete", Data: "{}"}) {
+		t.Fatalf("second event %+v, %v", ev, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a stream cut in an event ended with %v", err)
+	}
+	if r.lines.looked > 2*len(in) {
+		t.Errorf("searched %d MiB for the line ends of %d MiB", r.lines.looked>>20, len(in)>>20)
+	}
+}
