@@ -3,6 +3,7 @@ package reducer_test
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -155,5 +156,39 @@ func TestRestoreRejectsBadBodies(t *testing.T) {
 		if err := s.Restore([]byte(body)); err == nil {
 			t.Errorf("Restore(%s) = nil; want an error", body)
 		}
+	}
+}
+
+// ArtifactHead is Artifact without the streamed text, for a running tool,
+// a finished text block and an artifact with no streamed field alike.
+func TestArtifactHeadLeavesOutStreamedText(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	s.Apply(protocol.Event{Type: protocol.EventUserMessage, ID: "u1", Text: "fix it"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell", Kind: "execute", Title: "make"})
+	s.Apply(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c1", Delta: "building\n"})
+	s.Apply(protocol.Event{Type: protocol.EventTextDelta, ID: "m1", Delta: "done"})
+	s.Apply(protocol.Event{Type: protocol.EventTextEnd, ID: "m1"})
+	for seq := int64(1); seq <= int64(s.Len())+1; seq++ {
+		full, head := s.Artifact(seq), s.ArtifactHead(seq)
+		if (full == nil) != (head == nil) {
+			t.Fatalf("seq %d: Artifact %v, ArtifactHead %v", seq, full, head)
+		}
+		if full == nil {
+			continue
+		}
+		for f, v := range full.Fields {
+			_, kept := head.Fields[f]
+			if streamed := protocol.Appendable(full.Type, f); kept == streamed {
+				t.Errorf("seq %d (%s): field %q (%v) kept %v in the head", seq, full.Type, f, v, kept)
+			}
+		}
+		full.Fields, head.Fields = nil, nil
+		if !reflect.DeepEqual(full, head) {
+			t.Errorf("seq %d: head %+v, artifact %+v", seq, head, full)
+		}
+	}
+	if head := s.ArtifactHead(s.Newest(protocol.ArtifactToolCall, "c1")); head.String("name") != "shell" || head.String("title") != "make" || head.String("status") == "" {
+		t.Errorf("tool head %+v", head)
 	}
 }

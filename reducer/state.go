@@ -147,6 +147,23 @@ func (s *State) ArtifactJSON(seq int64) (body []byte, rev int64, err error) {
 	return body, n.a.Rev, err
 }
 
+// ArtifactHead returns a copy of the artifact at seq without its streamed
+// text (the fields the state holds as appended bytes: a tool's output and
+// input, a block's text), or nil as Artifact does. It is for reading what
+// an artifact is (a tool call's name, kind, title and status) without
+// copying an output of many MiB.
+func (s *State) ArtifactHead(seq int64) *protocol.Artifact {
+	n := s.node(seq)
+	if n == nil {
+		return nil
+	}
+	a := n.a.Clone()
+	for f := range n.bufs {
+		delete(a.Fields, f)
+	}
+	return a
+}
+
 // Artifacts returns copies of every artifact, ordered by seq; nil for
 // those whose bodies were released.
 func (s *State) Artifacts() []*protocol.Artifact {

@@ -60,6 +60,33 @@ type endedTurn struct {
 	digest [32]byte
 }
 
+// withoutText returns ev with each streamed or final text it carries for a
+// block or a tool's output cut to one byte (an empty one stays empty).
+// The turns read no such text, and a fold of the whole log held all of it
+// for each request: a session with a tool output of 64 MB took about four
+// times that while its turns were read (its buffer grown by appends, the
+// old buffers, the copy st.Artifacts made). The reducer looks at these
+// texts only for whether they are empty, or equal to what streamed (which
+// moves a revision, not a turn), so every artifact is created, changed
+// and ended by the same events as in the full fold, with the same fields
+// but for the text (TestTurnsFoldWithoutText).
+func withoutText(ev protocol.Event) protocol.Event {
+	cut := func(s *string) {
+		if *s != "" {
+			*s = "x"
+		}
+	}
+	switch ev.Type {
+	case protocol.EventTextDelta, protocol.EventReasoningDelta, protocol.EventToolInputDelta, protocol.EventToolOutputDelta:
+		cut(&ev.Delta)
+	case protocol.EventTextEnd, protocol.EventReasoningEnd:
+		cut(&ev.Text)
+	case protocol.EventToolCallEnd:
+		cut(&ev.Output)
+	}
+	return ev
+}
+
 // endedTurns returns the turn artifacts whose end changes record: the
 // reducer sets endedAt exactly once, when it closes a turn.
 func endedTurns(st *reducer.State, changes []reducer.Change) []*protocol.Artifact {
@@ -152,7 +179,7 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 			bad = fmt.Errorf("turns session=%s pos=%d: %w", id, le.Pos, err)
 			return bad
 		}
-		changes := st.Apply(ev)
+		changes := st.Apply(withoutText(ev))
 		chain.add(le)
 		for _, c := range changes {
 			if c.Kind == reducer.Created && c.Artifact.Type == protocol.ArtifactTurn {
@@ -182,7 +209,15 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 		}
 		return nil, readFailed("turns session="+id, err)
 	}
-	arts := st.Artifacts()
+	// What the turns read of each artifact, without its streamed text:
+	// st.Artifacts() copied every tool output and text block of the
+	// session a second time beside the fold's own, for fields no turn
+	// reads (a session of 64 MB of tool output took 64 MB more per
+	// request).
+	arts := make([]*protocol.Artifact, st.Len())
+	for i := range arts {
+		arts[i] = st.ArtifactHead(int64(i) + 1)
+	}
 	// An artifact belongs to the turn that was open when it was created:
 	// the newest turn before it with its turnId. Matching by id alone
 	// would give a turn the prompt and tool calls of a later turn that
