@@ -483,7 +483,10 @@ func (w *writer) foldedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 		return nil, fmt.Errorf("load approvals: %w", err)
 	}
 	var arts []*protocol.Artifact
-	for _, a := range s.st.Artifacts() {
+	for seq := int64(1); seq <= int64(s.st.Len()); seq++ {
+		// Heads: a tool call's output is not the inbox's, and
+		// st.Artifacts() copied every output and text of the session.
+		a := s.st.ArtifactHead(seq)
 		if a != nil && (a.Type == protocol.ArtifactPermission || a.Type == protocol.ArtifactToolCall || a.Type == protocol.ArtifactTurn) {
 			arts = append(arts, a)
 		}
