@@ -43,6 +43,33 @@ func (w logWatch) WithGroup(name string) slog.Handler {
 	return w
 }
 
+// releaseFIFO writes a line to the FIFO at path, which a stub agent waits
+// on: opening it for writing blocks until the agent opens it to read.
+func releaseFIFO(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("x\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitBackedUp waits until agentd logged that the agent's commands
+// backed up (full closes then).
+func waitBackedUp(t *testing.T, full <-chan struct{}) {
+	t.Helper()
+	timeout := time.NewTimer(fakeserver.WaitTimeout)
+	defer timeout.Stop()
+	select {
+	case <-full:
+	case <-timeout.C:
+		t.Fatal("the agent's commands never backed up")
+	}
+}
+
 // TestAgentNotReadingCommandsLosesNone: an agent that reads no command
 // for a while (busy, or stuck until an abort) fills the channel of
 // commands waiting for it. agentd used to drop each command that did
@@ -71,19 +98,8 @@ func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
 	for i := range n {
 		srv.Prompt(fmt.Sprintf("p%03d %s", i+1, pad))
 	}
-	timeout := time.NewTimer(fakeserver.WaitTimeout)
-	defer timeout.Stop()
-	select {
-	case <-full:
-	case <-timeout.C:
-		t.Fatal("the agent's commands never backed up")
-	}
-	f, err := os.OpenFile(release, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte{1})
-	f.Close()
+	waitBackedUp(t, full)
+	releaseFIFO(t, release)
 	// Prompts run in order: once the last one sent has, every earlier
 	// one the agent got has too.
 	srv.Prompt("end")
@@ -147,19 +163,8 @@ exit 0
 	for i := 2; i <= n; i++ {
 		srv.Prompt(fmt.Sprintf("p%d %s", i, pad))
 	}
-	timeout := time.NewTimer(fakeserver.WaitTimeout)
-	defer timeout.Stop()
-	select {
-	case <-full:
-	case <-timeout.C:
-		t.Fatal("the agent's commands never backed up")
-	}
-	f, err := os.OpenFile(release, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("x\n"))
-	f.Close()
+	waitBackedUp(t, full)
+	releaseFIFO(t, release)
 
 	evs := srv.Wait(t, "every prompt run on the next agent", func(evs []protocol.Event) bool {
 		return fakeserver.Count(evs, protocol.EventTurnCompleted) >= n

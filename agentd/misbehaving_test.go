@@ -527,12 +527,7 @@ exit 0
 		return fakeserver.Has(evs, notApplied) && fakeserver.Has(evs, inputClosed)
 	})
 
-	f, err := os.OpenFile(release, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("x\n"))
-	f.Close()
+	releaseFIFO(t, release)
 	evs := srv.Wait(t, "both prompts run on the next agent", func(evs []protocol.Event) bool {
 		return fakeserver.Has(evs, turnCompleted("t2", protocol.StopEndTurn))
 	})
