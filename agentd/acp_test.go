@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -215,10 +214,7 @@ func TestACPStopReasons(t *testing.T) {
 // as the queued ones do.
 func TestAnswerDuringTheHandshakeIsTold(t *testing.T) {
 	dir := t.TempDir()
-	release := filepath.Join(dir, "release")
-	if err := syscall.Mkfifo(release, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	release := newFIFO(t, dir)
 	// The first run never answers initialize and dies when released; the
 	// next one runs prompts.
 	agent := `if [ ! -e "$MARK" ]; then touch "$MARK"; read x < "$RELEASE"; exit 3; fi
@@ -240,12 +236,7 @@ func TestAnswerDuringTheHandshakeIsTold(t *testing.T) {
 		}
 		return false
 	})
-	f, err := os.OpenFile(release, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("x\n"))
-	f.Close()
+	releaseFIFO(t, release)
 	want := fmt.Sprintf(`agentd: the answer to permission request "turn-1:perm-1" (command %d) was not given to the agent: `, answer)
 	evs := srv.Wait(t, "the answer told not applied, and the prompt run by the next agent", func(evs []protocol.Event) bool {
 		return fakeserver.Has(evs, func(ev protocol.Event) bool {

@@ -43,6 +43,16 @@ func (w logWatch) WithGroup(name string) slog.Handler {
 	return w
 }
 
+// newFIFO makes a FIFO named release in dir, for a stub agent to wait on.
+func newFIFO(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // releaseFIFO writes a line to the FIFO at path, which a stub agent waits
 // on: opening it for writing blocks until the agent opens it to read.
 func releaseFIFO(t *testing.T, path string) {
@@ -79,10 +89,7 @@ func waitBackedUp(t *testing.T, full <-chan struct{}) {
 // and every prompt reaches the agent, in order, once.
 func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
 	agentd.SetAgentCommandBuffer(t, 4)
-	release := filepath.Join(t.TempDir(), "release")
-	if err := syscall.Mkfifo(release, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	release := newFIFO(t, t.TempDir())
 	full := make(chan struct{})
 	log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
 	srv := fakeserver.New(t, "s1")
@@ -132,10 +139,7 @@ func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
 func TestAnswerTheAgentNeverReadIsTold(t *testing.T) {
 	agentd.SetAgentCommandBuffer(t, 4)
 	dir := t.TempDir()
-	release := filepath.Join(dir, "release")
-	if err := syscall.Mkfifo(release, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	release := newFIFO(t, dir)
 	// The first run never reads its stdin and exits when released; the
 	// next is the demo agent.
 	script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi

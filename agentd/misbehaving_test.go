@@ -493,10 +493,7 @@ func TestAbortHonouredAfterSIGINTIsNoReason(t *testing.T) {
 // not applied, and the prompts run on the agent started after it exits.
 func TestAgentThatClosedItsStdinIsTold(t *testing.T) {
 	dir := t.TempDir()
-	release := filepath.Join(dir, "release")
-	if err := syscall.Mkfifo(release, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	release := newFIFO(t, dir)
 	// The first run closes its stdin before it says it started (so every
 	// command finds it closed), then lives until released; the next run
 	// is the demo agent.

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,10 +114,7 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 		// agent_started (after AgentStartWait) is the first post, held
 		// by the retries; the notice, written once that post was
 		// refused, then fills the queue of 1.
-		release := filepath.Join(t.TempDir(), "release")
-		if err := syscall.Mkfifo(release, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		release := newFIFO(t, t.TempDir())
 		queued := make(chan struct{})
 		var once sync.Once
 		agentd.OnQueued(t, func(ev protocol.Event) {
@@ -128,12 +124,7 @@ func TestShutdownWithTheServerDownAndTheQueueFull(t *testing.T) {
 		})
 		quiet := []string{"sh", "-c", `read x < "$0"; echo '{"type":"notice","level":"info","message":"one"}'; exec sleep 60`, release}
 		inMemory(t, 1, quiet, func(*fakeserver.Server) {
-			f, err := os.OpenFile(release, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.Write([]byte("x\n"))
-			f.Close()
+			releaseFIFO(t, release)
 			select {
 			case <-queued:
 			case <-time.After(fakeserver.WaitTimeout):
