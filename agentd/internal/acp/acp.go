@@ -88,12 +88,13 @@ func Serve(ctx context.Context, opts Options) error {
 	// updates sent before it. The ordered reader maps session/update and
 	// announces permission requests itself, in the order they were read,
 	// before the SDK sees the line.
-	in := &orderedReader{r: bufio.NewReaderSize(opts.Stdout, 64*1024), a: a, rec: rec}
+	in := &orderedReader{r: bufio.NewReaderSize(opts.Stdout, 64*1024), a: a, rec: rec, ready: make(chan struct{})}
 	conn := acpsdk.NewClientSideConnection(a, &recordingWriter{w: opts.Stdin, rec: rec, prompt: &a.prompt}, in)
 	sdkLog := &gate{}
 	defer sdkLog.close()
 	conn.SetLogger(slog.New(gatedHandler{sdkLog, log.Handler()}))
 	a.conn = conn
+	close(in.ready) // the SDK's reader may start (see orderedReader.ready)
 	defer opts.Stdin.Close()
 
 	var wg sync.WaitGroup

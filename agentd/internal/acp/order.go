@@ -44,6 +44,12 @@ type orderedReader struct {
 	// tooLong is the size of a line passed on that the SDK cannot read
 	// (0 if none): the SDK ends the connection on it.
 	tooLong int
+	// ready, closed by Serve once the connection is set up (its logger
+	// given), holds the SDK's reader back until then: the SDK starts it
+	// as the connection is made, and an agent whose output ended at once
+	// had it log that end while Serve was still setting the logger, a
+	// data race.
+	ready chan struct{}
 }
 
 // head is what orderedReader needs of a JSON-RPC message.
@@ -54,6 +60,10 @@ type head struct {
 }
 
 func (o *orderedReader) Read(p []byte) (int, error) {
+	if o.ready != nil {
+		<-o.ready
+		o.ready = nil
+	}
 	for len(o.buf) == 0 {
 		if o.err != nil {
 			return 0, o.err
