@@ -858,7 +858,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = slices.Concat([]string{qUnstage, qClearStaged, qDeleteStaged, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken},
+var writeQueries = slices.Concat([]string{qUnstage, qClearStaged, qDeleteStaged, qDeleteEventBodies, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken, qPutEventBody, insertEventsQueries.big, stageEventsQueries.big},
 	insertEventsQueries.chunks, insertEventsQueries.runs, stageEventsQueries.chunks, stageEventsQueries.runs)
 
 // eventChunks are the row counts of the event inserts, largest first: a
@@ -874,13 +874,19 @@ var eventChunks = [...]int{64, 16, 4, 1}
 // it binds once for the statement rather than on every row: the driver
 // copies each bound text into memory of its own, and binding was a tenth
 // of the writer's time on batched ingest.
-type eventQueries struct{ chunks, runs []string }
+//
+// big inserts one row whose body is in event_bodies: an empty body and
+// the body's id (see inLeaf).
+type eventQueries struct {
+	chunks, runs []string
+	big          string
+}
 
 var insertEventsQueries, stageEventsQueries = eventQueriesFor("events"), eventQueriesFor("staged_events")
 
 func eventQueriesFor(table string) eventQueries {
 	head := `INSERT INTO ` + table + ` (session_id, pos, instance, agent_seq, body) `
-	var q eventQueries
+	q := eventQueries{big: `INSERT INTO ` + table + ` (session_id, pos, instance, agent_seq, body, body_id) VALUES (?, ?, ?, ?, '', ?)`}
 	for _, n := range eventChunks {
 		q.chunks = append(q.chunks, head+`VALUES `+strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?), `, n), ", "))
 		if n == 1 {
@@ -900,11 +906,26 @@ type eventInsert struct {
 	e       *store.Event
 }
 
+// leafRow is the most bytes of ids and body an events row may hold and
+// still be kept whole in its leaf. events is a WITHOUT ROWID table, whose
+// leaf keeps at most 1,002 bytes of a row's record on 4 KiB pages (SQLite's
+// default, which Open keeps); the record adds to the session id, the
+// instance and the body its header and two integers, at most 28 bytes. A
+// bigger row would keep about 490 bytes in the leaf and the rest on an
+// overflow page of its own: for an event of 1 to 4 KB, a page each.
+const leafRow = 1002 - 32
+
+// inLeaf reports whether the event's row fits in its leaf, body and all;
+// one that does not has its body stored in event_bodies (migration 0012).
+func inLeaf(session string, e *store.Event) bool {
+	return len(session)+len(e.Instance)+len(e.Body) <= leafRow
+}
+
 // insertEvents writes the events of ops, all AppendEvents, once top has
 // checked their positions: staged (store.AppendEvents.Stage, or the
 // session has staged events) or into the log.
 func insertEvents(ctx context.Context, ex execer, top *tops, ops []store.Op) error {
-	var direct, staged []eventInsert
+	var direct, staged, bigDirect, bigStaged []eventInsert
 	for _, op := range ops {
 		ae := op.(store.AppendEvents)
 		if err := top.check(ctx, ae); err != nil {
@@ -916,9 +937,14 @@ func insertEvents(ctx context.Context, ex execer, top *tops, ops []store.Op) err
 		}
 		for i := range ae.Events {
 			r := eventInsert{ae.SessionID, &ae.Events[i]}
-			if stage {
+			switch big := !inLeaf(r.session, r.e); {
+			case stage && big:
+				bigStaged = append(bigStaged, r)
+			case stage:
 				staged = append(staged, r)
-			} else {
+			case big:
+				bigDirect = append(bigDirect, r)
+			default:
 				direct = append(direct, r)
 			}
 		}
@@ -926,7 +952,33 @@ func insertEvents(ctx context.Context, ex execer, top *tops, ops []store.Op) err
 	if err := insertChunked(ctx, ex, insertEventsQueries, direct); err != nil {
 		return err
 	}
-	return insertChunked(ctx, ex, stageEventsQueries, staged)
+	if err := insertBig(ctx, ex, insertEventsQueries, bigDirect); err != nil {
+		return err
+	}
+	if err := insertChunked(ctx, ex, stageEventsQueries, staged); err != nil {
+		return err
+	}
+	return insertBig(ctx, ex, stageEventsQueries, bigStaged)
+}
+
+// insertBig inserts rows whose bodies do not fit in a leaf of events (see
+// inLeaf): each body into event_bodies, then its row with the body's id.
+// One row at a time: the body's write outweighs a statement's cost.
+func insertBig(ctx context.Context, ex execer, q eventQueries, rows []eventInsert) error {
+	for _, r := range rows {
+		res, err := ex.ExecContext(ctx, qPutEventBody, string(r.e.Body))
+		if err != nil {
+			return fmt.Errorf("append event session=%s pos=%d: body: %w", r.session, r.e.Pos, err)
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("append event session=%s pos=%d: body id: %w", r.session, r.e.Pos, err)
+		}
+		if _, err := ex.ExecContext(ctx, q.big, r.session, r.e.Pos, r.e.Instance, r.e.AgentSeq, id); err != nil {
+			return fmt.Errorf("append event session=%s pos=%d: %w", r.session, r.e.Pos, err)
+		}
+	}
+	return nil
 }
 
 // insertChunked inserts rows with q: each run of rows of one session and
@@ -994,6 +1046,11 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 			return fmt.Errorf("create session %s: %w", r.ID, err)
 		}
 	case store.DeleteSession:
+		// event_bodies has no foreign key to cascade (migration 0012):
+		// its rows go first, while the rows naming them are there.
+		if _, err := ex.ExecContext(ctx, qDeleteEventBodies, op.ID); err != nil {
+			return fmt.Errorf("delete session %s: event bodies: %w", op.ID, err)
+		}
 		// staged_events has no foreign key to cascade (migration 0009).
 		if _, err := ex.ExecContext(ctx, qDeleteStaged, op.ID); err != nil {
 			return fmt.Errorf("delete session %s: staged events: %w", op.ID, err)

@@ -28,14 +28,21 @@ import (
 const (
 	// ORDER BY session_id: each session's rows go into events together,
 	// so the move writes each session's leaf page once.
-	qUnstage     = `INSERT INTO events (session_id, pos, instance, agent_seq, body) SELECT session_id, pos, instance, agent_seq, body FROM staged_events ORDER BY session_id, pos`
+	qUnstage     = `INSERT INTO events (session_id, pos, instance, agent_seq, body, body_id) SELECT session_id, pos, instance, agent_seq, body, body_id FROM staged_events ORDER BY session_id, pos`
 	qClearStaged = `DELETE FROM staged_events`
 	// qTopPos finds no row for a missing session: staged_events has no
 	// foreign key to refuse its rows (migration 0009).
 	qTopPos       = `SELECT (SELECT COALESCE(MAX(pos), 0) FROM events WHERE session_id = s.id) FROM sessions AS s WHERE s.id = ?`
 	qDeleteStaged = `DELETE FROM staged_events WHERE session_id = ?`
-	qStagedTops   = `SELECT session_id, MAX(pos) AS top FROM staged_events GROUP BY session_id`
-	qStagedEvents = `SELECT pos, instance, agent_seq, body FROM staged_events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`
+	// qDeleteEventBodies deletes the bodies a session's rows name, staged
+	// or not (migration 0012).
+	qDeleteEventBodies = `DELETE FROM event_bodies WHERE id IN (SELECT body_id FROM events WHERE session_id = ?1 AND body_id IS NOT NULL UNION ALL SELECT body_id FROM staged_events WHERE session_id = ?1 AND body_id IS NOT NULL)`
+	qPutEventBody      = `INSERT INTO event_bodies (body) VALUES (?)`
+	qStagedTops        = `SELECT session_id, MAX(pos) AS top FROM staged_events GROUP BY session_id`
+	qStagedEvents      = `SELECT e.pos, e.instance, e.agent_seq, COALESCE(b.body, e.body) AS body FROM staged_events AS e LEFT JOIN event_bodies AS b ON b.id = e.body_id WHERE e.session_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?`
+	// qLogEvents reads a page of the log, each body from its row or from
+	// event_bodies (migration 0012).
+	qLogEvents = `SELECT e.pos, e.instance, e.agent_seq, COALESCE(b.body, e.body) AS body FROM events AS e LEFT JOIN event_bodies AS b ON b.id = e.body_id WHERE e.session_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?`
 )
 
 // loadStaged fills s.stagedTop at Open.
@@ -199,7 +206,7 @@ func (s *Store) readLog(ctx context.Context, id string, after int64, limit int) 
 // readLogTx is readLog in the read transaction tx.
 func readLogTx(ctx context.Context, tx *sqlx.Tx, id string, after int64, limit int) ([]store.Event, error) {
 	var rows []eventRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT pos, instance, agent_seq, body FROM events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit); err != nil {
+	if err := tx.SelectContext(ctx, &rows, qLogEvents, id, after, limit); err != nil {
 		return nil, fmt.Errorf("read events session=%s after=%d: %w", id, after, err)
 	}
 	out := make([]store.Event, len(rows), len(rows)+16)

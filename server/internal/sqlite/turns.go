@@ -67,7 +67,7 @@ func logSizes(ctx context.Context, tx *sqlx.Tx, id string, after int64, limit in
 		Size int64 `db:"n"`
 	}
 	var rows []sized
-	if err := tx.SelectContext(ctx, &rows, `SELECT pos, octet_length(body) AS n FROM events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit); err != nil {
+	if err := tx.SelectContext(ctx, &rows, `SELECT e.pos, COALESCE(octet_length(b.body), octet_length(e.body)) AS n FROM events AS e LEFT JOIN event_bodies AS b ON b.id = e.body_id WHERE e.session_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?`, id, after, limit); err != nil {
 		return nil, err
 	}
 	if len(rows) < limit {
@@ -76,7 +76,7 @@ func logSizes(ctx context.Context, tx *sqlx.Tx, id string, after int64, limit in
 			from = rows[len(rows)-1].Pos
 		}
 		var staged []sized
-		if err := tx.SelectContext(ctx, &staged, `SELECT pos, octet_length(body) AS n FROM staged_events WHERE session_id = ? AND pos > ? ORDER BY pos LIMIT ?`, id, from, limit-len(rows)); err != nil {
+		if err := tx.SelectContext(ctx, &staged, `SELECT e.pos, COALESCE(octet_length(b.body), octet_length(e.body)) AS n FROM staged_events AS e LEFT JOIN event_bodies AS b ON b.id = e.body_id WHERE e.session_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?`, id, from, limit-len(rows)); err != nil {
 			return nil, fmt.Errorf("staged: %w", err)
 		}
 		rows = append(rows, staged...)

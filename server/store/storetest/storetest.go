@@ -24,6 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"NotFound", testNotFound},
 		{"CommitIsAtomic", testCommitIsAtomic},
 		{"EventsInOrder", testEventsInOrder},
+		{"EventsOfEverySize", testEventsOfEverySize},
 		{"ArtifactsSinceIsExact", testArtifactsSinceIsExact},
 		{"ArtifactPages", testArtifactPages},
 		{"ArtifactPagesByBytes", testArtifactPagesByBytes},
@@ -231,6 +232,119 @@ func testEventsInOrder(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.Events(ctx, "b"); len(got) != 1 {
 		t.Errorf("Events(b): %d; want 1", len(got))
+	}
+}
+
+// Events of every size, from a byte to protocol.MaxEventBytes, read back
+// exactly and sized exactly for pages, in the log or staged, before and
+// after an Unstage, with the longest ids and the shortest; deleting a
+// session leaves another's whole, and its namesake starts empty. (A store
+// may keep bodies of different sizes in different places: SQLite keeps
+// those too big for a leaf of its log apart.)
+func testEventsOfEverySize(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	long, inst := strings.Repeat("s", protocol.MaxIDLen), strings.Repeat("i", protocol.MaxIDLen)
+	sizes := []int{2, 300, 700, 714, 715, 716, 900, 969, 970, 971, 1002, 1134, 2000, 4000, 4061, 4062, 4096, 8192, 70000, protocol.MaxEventBytes}
+	body := func(n int, tag string) []byte {
+		if n < 2 {
+			panic(n)
+		}
+		b := []byte(`"` + tag)
+		for len(b) < n-1 {
+			b = append(b, byte('a'+len(b)%26))
+		}
+		return append(b[:n-1], '"')
+	}
+	events := func(id, instance string, from int64, tag string) []store.Event {
+		out := make([]store.Event, len(sizes))
+		for i, n := range sizes {
+			pos := from + int64(i)
+			out[i] = store.Event{Pos: pos, Instance: instance, AgentSeq: pos, Body: body(n, fmt.Sprintf("%s%d.", tag, pos))}
+		}
+		return out
+	}
+	sg, stages := s.(store.Stager)
+	want := map[string][]store.Event{}
+	check := func(when string) {
+		t.Helper()
+		for id, w := range want {
+			got, err := s.Events(ctx, id)
+			if err != nil {
+				t.Fatalf("%s: Events(%.8s…): %v", when, id, err)
+			}
+			if len(got) != len(w) {
+				t.Fatalf("%s: Events(%.8s…) has %d entries; want %d", when, id, len(got), len(w))
+			}
+			for i := range w {
+				if got[i].Pos != w[i].Pos || got[i].Instance != w[i].Instance || got[i].AgentSeq != w[i].AgentSeq || string(got[i].Body) != string(w[i].Body) {
+					t.Fatalf("%s: Events(%.8s…)[%d] = pos %d, %d bytes; want pos %d, %d bytes", when, id, i, got[i].Pos, len(got[i].Body), w[i].Pos, len(w[i].Body))
+				}
+			}
+			pg, ok := s.(store.EventPager)
+			if !ok {
+				continue
+			}
+			// Cut by bytes at every size: a page is cut at the event
+			// whose size would take it over, so a size read wrong
+			// shows as a page too large or cut early.
+			for _, maxBytes := range []int{1, 1200, 5000, 100000} {
+				paged := pageEvents(t, pg, id, len(w), maxBytes)
+				if len(paged) != len(w) {
+					t.Fatalf("%s: pages of %d bytes of %.8s… hold %d entries; want %d", when, maxBytes, id, len(paged), len(w))
+				}
+			}
+			for i := range w {
+				page, _, err := pg.EventsAfter(ctx, id, w[i].Pos-1, len(w), len(w[i].Body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) == 0 || string(page[0].Body) != string(w[i].Body) {
+					t.Fatalf("%s: EventsAfter(%.8s…, %d) does not start with its event", when, id, w[i].Pos-1)
+				}
+				if i+1 < len(w) && len(page) != 1 {
+					t.Fatalf("%s: a page of %d bytes after pos %d held %d events; want the one of that size", when, len(w[i].Body), w[i].Pos-1, len(page))
+				}
+			}
+		}
+	}
+	commit(t, s, store.CreateSession{Session: session(long, 1, "")}, store.CreateSession{Session: session("b", 1, "")})
+	a1 := events(long, inst, 1, "a")
+	b1 := events("b", "i", 1, "b")
+	want[long], want["b"] = a1, b1
+	commit(t, s, store.AppendEvents{SessionID: long, Events: a1}, store.AppendEvents{SessionID: "b", Events: b1, Stage: true})
+	check("first commit")
+	a2 := events(long, "i", int64(len(sizes))+1, "A")
+	b2 := events("b", inst, int64(len(sizes))+1, "B")
+	want[long], want["b"] = append(want[long], a2...), append(want["b"], b2...)
+	commit(t, s, store.AppendEvents{SessionID: long, Events: a2, Stage: true}, store.AppendEvents{SessionID: "b", Events: b2})
+	check("second commit")
+	if stages {
+		commit(t, s, store.Unstage{})
+		check("after Unstage")
+		if ids, err := sg.StagedSessions(ctx); err != nil || len(ids) != 0 {
+			t.Fatalf("StagedSessions after Unstage = %v, %v", ids, err)
+		}
+		b3 := events("b", "i", int64(2*len(sizes))+1, "c")
+		want["b"] = append(want["b"], b3...)
+		commit(t, s, store.AppendEvents{SessionID: "b", Events: b3, Stage: true})
+		check("staged after Unstage")
+	}
+	commit(t, s, store.DeleteSession{ID: long})
+	delete(want, long)
+	check("after deleting the other session")
+	if evs, err := s.Events(ctx, long); err != nil || len(evs) != 0 {
+		t.Fatalf("Events of the deleted session = %d, %v", len(evs), err)
+	}
+	commit(t, s, store.CreateSession{Session: session(long, 2, "")})
+	a3 := events(long, inst, 1, "n")
+	want[long] = a3
+	commit(t, s, store.AppendEvents{SessionID: long, Events: a3, Stage: true})
+	check("the namesake")
+	commit(t, s, store.DeleteSession{ID: "b"}, store.DeleteSession{ID: long})
+	for _, id := range []string{"b", long} {
+		if evs, err := s.Events(ctx, id); err != nil || len(evs) != 0 {
+			t.Fatalf("Events of a deleted session = %d, %v", len(evs), err)
+		}
 	}
 }
 
