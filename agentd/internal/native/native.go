@@ -31,7 +31,8 @@ const DefaultStartWait = 2 * time.Second
 const NoticeInvalidEvent = "invalid_agent_event"
 
 // NoticeInputClosed is the notice code when the agent stopped reading its
-// stdin (closed it, or exited) and commands can no longer reach it.
+// stdin (closed it) and goes on running, so commands can no longer reach
+// it. An agent that exits is not told so: its agent_exited says it.
 const NoticeInputClosed = "agent_input_closed"
 
 // Options wires one run of a native agent.
@@ -77,15 +78,20 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	stop := make(chan struct{})
 	lines := make(chan line)
+	// outputEnded closes when the reader is done: the agent's stdout
+	// ended (or Serve is returning). It can come before stop, which
+	// waits for the last lines to be emitted.
+	outputEnded := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		defer close(outputEnded)
 		readLines(opts.Stdout, lines, stop)
 	}()
 	go func() {
 		defer wg.Done()
-		writeCommands(ctx, opts.Stdin, opts.Commands, stop, opts.Emit, log)
+		writeCommands(ctx, opts.Stdin, opts.Commands, stop, outputEnded, opts.Emit, log)
 	}()
 	defer func() {
 		close(stop)
@@ -428,19 +434,27 @@ func trimSpace(b []byte) []byte {
 // A write fails once the agent no longer reads its stdin: it closed it
 // and may go on running (it still reports what it does), or it exited.
 // No command can reach it after that, so none is written again, and
-// each is told for what it is rather than only logged: the transcript
-// says once that the agent stopped reading its input, and each
-// permission answer that it was not applied (its sender would otherwise
-// believe it decided something). A prompt needs nothing here: it counts
-// as taken only when its turn starts, so it waits, and the agent agentd
-// starts after this one exits gets it. An abort is carried out with
-// signals by the supervisor's escalation, and a shutdown likewise.
+// each is told for what it is rather than only logged: each permission
+// answer that it was not applied (its sender would otherwise believe it
+// decided something), and, for an agent that runs on, the transcript
+// says once that it stopped reading its input. A prompt needs nothing
+// here: it counts as taken only when its turn starts, so it waits, and
+// the agent agentd starts after this one exits gets it. An abort is
+// carried out with signals by the supervisor's escalation, and a
+// shutdown likewise.
+//
+// An agent that exits says nothing of its input: its agent_exited tells
+// the session, and "the agent stopped reading its input ... until it
+// exits" would read as if it still ran. Its exit makes a write under way
+// fail (EPIPE) as its stdin closes, a moment before the reader sees its
+// stdout end (outputEnded), so a failed write waits up to exitGrace for
+// that end before it is told as an agent that stopped reading.
 //
 // The agent is not stopped for it: it may be finishing work it has (a
 // turn whose events still come, or a one-shot agent that closed its
 // input once it read its prompt), which a kill would cut short; an open
 // turn can still be aborted.
-func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Command, stop <-chan struct{}, emit func(context.Context, protocol.Event) error, log *slog.Logger) {
+func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Command, stop, outputEnded <-chan struct{}, emit func(context.Context, protocol.Event) error, log *slog.Logger) {
 	var why string // why commands no longer reach the agent; "" while they do
 	tell := func(ev protocol.Event) {
 		if err := emit(ctx, ev); err != nil {
@@ -461,6 +475,10 @@ func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Comman
 					why = whyEnded
 				default:
 					why = writeCommand(w, c, log)
+					if why != "" && why != whyEnded && exiting(ctx, stop, outputEnded) {
+						log.Info("the agent's output ended as a command to it failed: it is exiting", "id", c.ID, "type", c.Type, "err", why)
+						why = whyEnded
+					}
 				}
 				if why == "" {
 					continue
@@ -482,9 +500,45 @@ func writeCommands(ctx context.Context, w io.Writer, cmds <-chan protocol.Comman
 	}
 }
 
-// whyEnded: agentd closed the agent's stdin itself, as Serve returns
-// (the agent's stdout ended: it is exiting).
+// whyEnded: agentd closed the agent's stdin itself, as Serve returns, or
+// a write failed as the agent's stdout ended (it is exiting).
 const whyEnded = "its output ended: it is exiting"
+
+// exitGrace bounds how long a failed write waits for the agent's stdout
+// to end before the agent is told as one that stopped reading its input
+// and runs on. An agent's exit closes its stdin (the write fails) and its
+// stdout together, but agentd reads the stdout's end only once what else
+// held it (the tools in the agent's process group, the processes it left
+// behind) is killed (process.Process's wait) and the reader has run:
+// milliseconds, some hundreds on a loaded machine or under -race, which
+// a second covers with room. Waiting costs only an agent that really
+// closed its input and runs on: its notice comes a second later, while
+// no command could reach it anyway (they wait in the run's channel). A
+// stdout whose end agentd does not read within the second (held by a
+// process agentd could not kill until the drain deadline,
+// process.DefaultDrainTimeout; or not read while the upload queue is
+// full, since the reader waits for its last line to be taken) still has
+// the agent told as one that stopped reading.
+const exitGrace = time.Second
+
+// exiting reports whether the agent's stdout ends (outputEnded) or Serve
+// returns (stop) within exitGrace: a write that failed just before then
+// failed because the agent is exiting. It reports false when ctx is done
+// first.
+func exiting(ctx context.Context, stop, outputEnded <-chan struct{}) bool {
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
+	select {
+	case <-outputEnded:
+		return true
+	case <-stop:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return false
+	}
+}
 
 // writeCommand writes c to the agent's stdin; it returns why it could not
 // ("" when it did).

@@ -3,8 +3,12 @@ package native_test
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/agentd/internal/native"
 	"github.com/rein-ai/rein/protocol"
@@ -162,6 +166,106 @@ func TestTurnEndOverTheLineCap(t *testing.T) {
 			}
 			if g, w := strings.Join(got, "\n"), strings.Join(tc.want, "\n"); g != w {
 				t.Errorf("events:\n%s\nwant:\n%s", g, w)
+			}
+		})
+	}
+}
+
+// deafStdin is the stdin of an agent that reads none of it: each write
+// fails as a write to a pipe whose reader is gone does, and calls failed.
+type deafStdin struct{ failed func() }
+
+func (d deafStdin) Write([]byte) (int, error) {
+	d.failed()
+	return 0, &os.PathError{Op: "write", Path: "|1", Err: syscall.EPIPE}
+}
+
+func (deafStdin) Close() error { return nil }
+
+// A write to the agent's stdin fails (EPIPE) as the agent exits, a moment
+// before its stdout's end is read: the transcript must not say that the
+// agent stopped reading its input, which reads as if it ran on, and the
+// answer the write carried is told not applied because the agent exited.
+// An agent whose stdout goes on after the write failed did stop reading
+// and runs on: that is told once, the answer with the write's error.
+func TestWriteFailingAsTheAgentExits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// exits: the agent's stdout ends 50 ms after the write failed;
+		// otherwise only once the notice came.
+		exits     bool
+		wantInput int    // notices that the agent stopped reading its input
+		wantWhy   string // in the answer's notice
+	}{
+		{"exits", true, 0, "(its output ended: it is exiting)"},
+		{"runs on", false, 1, "write command 7 to its stdin: write |1: broken pipe"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, agentOut := io.Pipe()
+			cmds := make(chan protocol.Command, 1)
+			cmds <- protocol.Command{ID: 7, Type: protocol.CommandPermissionResponse, RequestID: "perm-1", OptionID: "allow"}
+			var once sync.Once
+			stdin := deafStdin{failed: func() {
+				if tc.exits {
+					once.Do(func() { time.AfterFunc(50*time.Millisecond, func() { agentOut.Close() }) })
+				}
+			}}
+			var mu sync.Mutex
+			var evs []protocol.Event
+			told := make(chan struct{}, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- native.Serve(context.Background(), native.Options{
+					Stdin: stdin, Stdout: stdout, Commands: cmds, Name: "agent",
+					Emit: func(_ context.Context, ev protocol.Event) error {
+						mu.Lock()
+						defer mu.Unlock()
+						evs = append(evs, ev)
+						if ev.NoticeCode == native.NoticeInputClosed {
+							select {
+							case told <- struct{}{}:
+							default:
+							}
+						}
+						return nil
+					},
+				})
+			}()
+			timeout := time.NewTimer(10 * time.Second)
+			defer timeout.Stop()
+			if !tc.exits {
+				select {
+				case <-told:
+				case <-timeout.C:
+					t.Fatal("no notice that the agent stopped reading its input")
+				}
+				agentOut.Close()
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Serve: %v", err)
+				}
+			case <-timeout.C:
+				agentOut.Close()
+				t.Fatal("Serve did not return once the agent's stdout ended")
+			}
+			input, answer := 0, 0
+			var got []string
+			for _, ev := range evs {
+				got = append(got, string(ev.Type)+" "+ev.NoticeCode+" "+ev.Message)
+				switch ev.NoticeCode {
+				case native.NoticeInputClosed:
+					input++
+				case "permission_answer_not_applied":
+					answer++
+					if !strings.Contains(ev.Message, "(command 7)") || !strings.Contains(ev.Message, tc.wantWhy) {
+						t.Errorf("answer notice %q, want it to name command 7 and say %q", ev.Message, tc.wantWhy)
+					}
+				}
+			}
+			if input != tc.wantInput || answer != 1 {
+				t.Errorf("%d notices that the agent stopped reading its input (want %d), %d that the answer was not applied (want 1); events:\n%s", input, tc.wantInput, answer, strings.Join(got, "\n"))
 			}
 		})
 	}
