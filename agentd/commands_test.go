@@ -183,6 +183,9 @@ exit 0
 	if told != 1 {
 		t.Errorf("%d notices say answer %d was not applied; want 1:\n%s", told, answer, fakeserver.Format(evs))
 	}
+	if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.NoticeCode == agentd.NoticeAgentInputClosed }) {
+		t.Errorf("the transcript says the agent that exited stopped reading its input:\n%s", fakeserver.Format(evs))
+	}
 	var got []string
 	for _, ev := range evs {
 		if ev.Type == protocol.EventUserMessage {
@@ -192,5 +195,88 @@ exit 0
 	}
 	if want := "p1 p2 p3 p4 p5 p6"; strings.Join(got, " ") != want {
 		t.Errorf("the next agent ran prompts %v, want %s", got, want)
+	}
+}
+
+// A native agent that exits while agentd is blocked writing a prompt into
+// its full stdin pipe makes that write fail (EPIPE) as its stdin closes, a
+// moment before agentd reads the end of its stdout. agentd took the failed
+// write for an agent that stopped reading its input and goes on running,
+// and the transcript said "the agent stopped reading its input ...:
+// commands cannot reach it until it exits" as the agent exited. Now the
+// transcript tells only the exit, and the prompts, the one cut off
+// mid-write first, run on the next agent in order.
+//
+// An agent that simply exits wins that race against agentd's reader only
+// now and then (the kernel closes its stdin just before its stdout); one
+// that closes its stdin as it exits, a moment before its stdout (an agent
+// shutting its input down first, then flushing), makes the same race
+// certain.
+func TestAgentThatExitsMidWriteIsNotToldAsNotReading(t *testing.T) {
+	for _, tc := range []struct{ name, exit string }{
+		{"exits", "exit 0"},
+		{"closes its stdin as it exits", "exec 0<&-\nsleep 0.1\nexit 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			agentd.SetAgentCommandBuffer(t, 1)
+			dir := t.TempDir()
+			release := newFIFO(t, dir)
+			// The first run never reads its stdin and exits when
+			// released; the next is the demo agent.
+			script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
+touch "$MARK"
+echo '{"type":"agent_started","agent":{"name":"deaf"}}'
+read x < "$RELEASE"
+` + tc.exit + "\n"
+			full := make(chan struct{})
+			log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
+			srv := fakeserver.New(t, "s1")
+			start(t, srv, agentd.Options{
+				Command: []string{"sh", "-c", script},
+				Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
+				Logger:  log,
+			})
+			waitStarted(t, srv, 1)
+			// A control character is written as a six-byte escape: the
+			// first prompt's line is over 1 MiB, more than a pipe can
+			// hold, so its write blocks until the agent exits. The
+			// prompts after it fill the run's channel (1) and back up:
+			// the adapter, which takes each command as it comes, is
+			// held in that write.
+			srv.Prompt("p1 " + strings.Repeat("\x01", 200<<10))
+			srv.Prompt("p2")
+			srv.Prompt("p3")
+			waitBackedUp(t, full)
+			releaseFIFO(t, release)
+
+			evs := srv.Wait(t, "every prompt run on the next agent", func(evs []protocol.Event) bool {
+				return fakeserver.Count(evs, protocol.EventTurnCompleted) >= 3
+			})
+			for _, ev := range evs {
+				if ev.Type == protocol.EventNotice && ev.NoticeCode == agentd.NoticeAgentInputClosed {
+					t.Errorf("the transcript says the agent stopped reading its input as it exited: %q", ev.Message)
+				}
+			}
+			i := indexOf(evs, protocol.EventAgentExited)
+			if i == len(evs) {
+				t.Fatalf("no agent_exited:\n%s", fakeserver.Format(evs))
+			}
+			if ex := evs[i]; ex.ExitStatus == nil || *ex.ExitStatus != 0 || ex.Signal != "" || ex.Error != "" {
+				t.Errorf("agent_exited = %s, want exit code 0 and no error", strings.TrimSpace(fakeserver.Format(evs[i:i+1])))
+			}
+			if j := indexOf(evs, protocol.EventUserMessage); j < i {
+				t.Errorf("a prompt ran before the agent exited:\n%s", fakeserver.Format(evs))
+			}
+			var got []string
+			for _, ev := range evs {
+				if ev.Type == protocol.EventUserMessage {
+					word, _, _ := strings.Cut(ev.Text, " ")
+					got = append(got, word)
+				}
+			}
+			if want := "p1 p2 p3"; strings.Join(got, " ") != want {
+				t.Errorf("the next agent ran prompts %v, want %s", got, want)
+			}
+		})
 	}
 }
