@@ -946,7 +946,11 @@ func (w *writer) state(g *group, id string) (*state, error) {
 	}
 	ctx, cancel := w.storeCtx()
 	defer cancel()
-	s, err := foldStored(ctx, w.store, id)
+	fold := foldStored
+	if w.lagging[id] == nil {
+		fold = foldReleasing
+	}
+	s, err := fold(ctx, w.store, id)
 	if err != nil {
 		return nil, err
 	}
@@ -1041,6 +1045,70 @@ func foldStored(ctx context.Context, st Store, id string) (*state, error) {
 	return s, nil
 }
 
+// releaseEvery is how many bytes of bodies (reducer.State.Size) a
+// releasing fold lets its state take on before it releases the closed
+// artifacts' bodies again: often enough that a long session's rebuild
+// holds about its open artifacts and this much, rarely enough that the
+// walk over the held artifacts costs nothing beside the fold.
+const releaseEvery = 4 << 20
+
+// errReleasedNeeded stops a releasing fold whose log changes an artifact
+// after its body was released.
+var errReleasedNeeded = errors.New("an event changes an artifact whose body the fold released")
+
+// foldReleasing is foldStored for a session whose stored artifacts are
+// those of its whole log (not lagging), holding only the bodies that an
+// event may still change: it releases the closed artifacts' bodies as it
+// goes, as the writer does after each commit. foldStored holds every body
+// until the fold ends, which for a long session is all of its text (up
+// to --max-session-bytes) each time its state is rebuilt: after an
+// eviction or a restart, on the session's next request.
+//
+// An event that changes an artifact already closed (a late
+// tool_call_end, a text_end naming a finished block: reducer.State.Needs)
+// would need that artifact's body as it was then, and the store holds it
+// as the whole log left it. So such a log is folded again by foldStored,
+// holding everything: rare, and no worse than before. Otherwise nothing
+// released is read again, each released body is the stored one, and the
+// state is the one foldStored's would be once released.
+func foldReleasing(ctx context.Context, st Store, id string) (*state, error) {
+	s, err := foldReleasingEvery(ctx, st, id, releaseEvery)
+	if errors.Is(err, errReleasedNeeded) {
+		return foldStored(ctx, st, id)
+	}
+	return s, err
+}
+
+// foldReleasingEvery is foldReleasing's fold, releasing whenever the
+// bodies held grew by every bytes, and failing with errReleasedNeeded
+// where foldReleasing folds again.
+func foldReleasingEvery(ctx context.Context, st Store, id string, every int64) (*state, error) {
+	s := newFoldState()
+	next := s.st.Size() + every
+	err := eachLogEntry(ctx, st, id, foldPageEvents, foldPageBytes, func(le store.Event) error {
+		ev, err := decodeLogEntry(le)
+		if err != nil {
+			return err
+		}
+		if len(s.st.Needs(ev)) > 0 {
+			return errReleasedNeeded
+		}
+		s.foldEvent(le, ev)
+		if s.st.Size() > next {
+			s.st.Release()
+			next = s.st.Size() + every
+		}
+		return nil
+	})
+	if errors.Is(err, errReleasedNeeded) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fold session=%s: %w", id, err)
+	}
+	return s, nil
+}
+
 // foldLog builds a session's state from its event log.
 func foldLog(log []store.Event) (*state, error) {
 	s := newFoldState()
@@ -1058,10 +1126,24 @@ func newFoldState() *state {
 
 // fold applies the log entry le, the next after what s has folded.
 func (s *state) fold(le store.Event) error {
+	ev, err := decodeLogEntry(le)
+	if err != nil {
+		return err
+	}
+	s.foldEvent(le, ev)
+	return nil
+}
+
+func decodeLogEntry(le store.Event) (protocol.Event, error) {
 	var ev protocol.Event
 	if err := json.Unmarshal(le.Body, &ev); err != nil {
-		return fmt.Errorf("pos=%d: %w", le.Pos, err)
+		return ev, fmt.Errorf("pos=%d: %w", le.Pos, err)
 	}
+	return ev, nil
+}
+
+// foldEvent applies ev, decoded from the log entry le (see fold).
+func (s *state) foldEvent(le store.Event, ev protocol.Event) {
 	cs := s.st.Apply(ev)
 	s.chainEvent(le, cs)
 	s.noteAsked(le, cs)
@@ -1071,7 +1153,6 @@ func (s *state) fold(le store.Event) error {
 	if le.AgentSeq > s.maxSeq[le.Instance] {
 		s.maxSeq[le.Instance] = le.AgentSeq
 	}
-	return nil
 }
 
 // commit stores the group in one transaction, then merges its records,
