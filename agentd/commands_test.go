@@ -186,6 +186,14 @@ exit 0
 	if fakeserver.Has(evs, func(ev protocol.Event) bool { return ev.NoticeCode == agentd.NoticeAgentInputClosed }) {
 		t.Errorf("the transcript says the agent that exited stopped reading its input:\n%s", fakeserver.Format(evs))
 	}
+	if got, want := promptsRun(evs), "p1 p2 p3 p4 p5 p6"; got != want {
+		t.Errorf("the next agent ran prompts %s, want %s", got, want)
+	}
+}
+
+// promptsRun is the first word of each prompt the transcript shows run,
+// in order, joined by spaces.
+func promptsRun(evs []protocol.Event) string {
 	var got []string
 	for _, ev := range evs {
 		if ev.Type == protocol.EventUserMessage {
@@ -193,9 +201,7 @@ exit 0
 			got = append(got, word)
 		}
 	}
-	if want := "p1 p2 p3 p4 p5 p6"; strings.Join(got, " ") != want {
-		t.Errorf("the next agent ran prompts %v, want %s", got, want)
-	}
+	return strings.Join(got, " ")
 }
 
 // A native agent that exits while agentd is blocked writing a prompt into
@@ -267,15 +273,8 @@ read x < "$RELEASE"
 			if j := indexOf(evs, protocol.EventUserMessage); j < i {
 				t.Errorf("a prompt ran before the agent exited:\n%s", fakeserver.Format(evs))
 			}
-			var got []string
-			for _, ev := range evs {
-				if ev.Type == protocol.EventUserMessage {
-					word, _, _ := strings.Cut(ev.Text, " ")
-					got = append(got, word)
-				}
-			}
-			if want := "p1 p2 p3"; strings.Join(got, " ") != want {
-				t.Errorf("the next agent ran prompts %v, want %s", got, want)
+			if got, want := promptsRun(evs), "p1 p2 p3"; got != want {
+				t.Errorf("the next agent ran prompts %s, want %s", got, want)
 			}
 		})
 	}

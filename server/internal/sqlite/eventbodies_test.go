@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/rein-ai/rein/server/store"
 )
 
@@ -132,28 +130,7 @@ func TestKilobyteEventsTakeTheirSize(t *testing.T) {
 func TestBodiesStoredBeforeMigration12(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
-	old, err := sqlx.Open("sqlite", "file:"+path+"?"+pragmas)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := store.PendingMigrations(migrations, "migrations", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range all {
-		if m.Version >= 12 {
-			break
-		}
-		if _, err := old.Exec(m.SQL); err != nil {
-			t.Fatalf("%s: %v", m.Name, err)
-		}
-		if _, err := old.Exec(`INSERT INTO schema_version (version) VALUES (?)`, m.Version); err != nil {
-			t.Fatal(err)
-		}
-	}
+	old := migratedBefore(t, path, 12)
 	want := []store.Event{kbEvent(1, 100), kbEvent(2, 3000), kbEvent(3, 2000), kbEvent(4, 100)}
 	if _, err := old.Exec(`INSERT INTO sessions (id, status, created_at) VALUES ('a', 'live', 1)`); err != nil {
 		t.Fatal(err)

@@ -69,28 +69,7 @@ func TestStagedAcrossReopen(t *testing.T) {
 func TestStagedRowsSurviveMigration9(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
-	old, err := sqlx.Open("sqlite", "file:"+path+"?"+pragmas)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, err := store.PendingMigrations(migrations, "migrations", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range before {
-		if m.Version >= 9 {
-			break
-		}
-		if _, err := old.Exec(m.SQL); err != nil {
-			t.Fatalf("%s: %v", m.Name, err)
-		}
-		if _, err := old.Exec(`INSERT INTO schema_version (version) VALUES (?)`, m.Version); err != nil {
-			t.Fatal(err)
-		}
-	}
+	old := migratedBefore(t, path, 9)
 	for _, q := range []string{
 		`INSERT INTO sessions (id, status, created_at) VALUES ('a', 'live', 1)`,
 		`INSERT INTO events (session_id, pos, instance, agent_seq, body) VALUES ('a', 1, 'i', 1, '{"n":1}')`,
@@ -127,6 +106,36 @@ func TestStagedRowsSurviveMigration9(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after Unstage")
+}
+
+// migratedBefore makes a database at path as a build whose last
+// migration came before version did, and returns it open; the test adds
+// that build's rows, closes it and opens it with the Store.
+func migratedBefore(t *testing.T, path string, version int) *sqlx.DB {
+	t.Helper()
+	old, err := sqlx.Open("sqlite", "file:"+path+"?"+pragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := store.PendingMigrations(migrations, "migrations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Version >= version {
+			break
+		}
+		if _, err := old.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		if _, err := old.Exec(`INSERT INTO schema_version (version) VALUES (?)`, m.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return old
 }
 
 // One commit's event rows are inserted in statements of several rows,
