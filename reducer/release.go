@@ -3,6 +3,7 @@ package reducer
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/rein-ai/rein/protocol"
@@ -25,14 +26,21 @@ import (
 // newest plan (id-less plan updates replace it). A released body must be
 // stored as the state had it (every change since its last Artifact copy
 // written): Restore gets it back.
-func (s *State) Release() {
+func (s *State) Release() { s.ReleaseThrough(math.MaxInt64) }
+
+// ReleaseThrough is Release for the closed artifacts whose revision is
+// rev or below; those changed after rev stay held. A fold of a log whose
+// stored artifacts are those of revision rev (a session whose artifacts
+// lag its log) releases what the store has as the state has it, and
+// keeps what it must write.
+func (s *State) ReleaseThrough(rev int64) {
 	kept := s.held[:0]
 	for _, seq := range s.held {
 		n := s.nodes[seq-1]
 		if n == nil {
 			continue // a seq held twice (restored again): already released
 		}
-		if n.open || seq == s.turn || seq == s.lastTurn || seq == s.plan {
+		if n.open || seq == s.turn || seq == s.lastTurn || seq == s.plan || n.a.Rev > rev {
 			kept = append(kept, seq)
 			continue
 		}

@@ -192,3 +192,25 @@ func TestArtifactHeadLeavesOutStreamedText(t *testing.T) {
 		t.Errorf("tool head %+v", head)
 	}
 }
+
+// ReleaseThrough releases the closed artifacts at or below a revision and
+// keeps those changed after it, closed or not; Release releases the rest.
+func TestReleaseThroughKeepsLaterChanges(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallEnd, ID: "c1", Status: protocol.ToolCompleted})
+	through := s.Rev()
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c2", Name: "shell"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallEnd, ID: "c2", Status: protocol.ToolCompleted})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c3", Name: "shell"})
+	c1, c2, c3 := s.Newest(protocol.ArtifactToolCall, "c1"), s.Newest(protocol.ArtifactToolCall, "c2"), s.Newest(protocol.ArtifactToolCall, "c3")
+	s.ReleaseThrough(through)
+	if s.Held(c1) || !s.Held(c2) || !s.Held(c3) {
+		t.Fatalf("after ReleaseThrough(%d): held c1 %v, c2 %v, c3 %v; want c2 and c3 (changed after it)", through, s.Held(c1), s.Held(c2), s.Held(c3))
+	}
+	s.Release()
+	if s.Held(c2) || !s.Held(c3) {
+		t.Fatalf("after Release: held c2 %v, c3 %v; want the running c3 alone", s.Held(c2), s.Held(c3))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +18,15 @@ import (
 	"github.com/rein-ai/rein/server/store"
 )
 
+// logEntries makes the events a log, positions and agentSeqs from 1.
+func logEntries(evs [][]byte) []store.Event {
+	log := make([]store.Event, len(evs))
+	for i, b := range evs {
+		log[i] = store.Event{Pos: int64(i + 1), Instance: "i1", AgentSeq: int64(i + 1), Body: b}
+	}
+	return log
+}
+
 // storeLog stores the events as session id's log in a fresh SQLite file.
 func storeLog(t *testing.T, id string, evs [][]byte) store.Store {
 	t.Helper()
@@ -25,10 +35,7 @@ func storeLog(t *testing.T, id string, evs [][]byte) store.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := make([]store.Event, len(evs))
-	for i, b := range evs {
-		log[i] = store.Event{Pos: int64(i + 1), Instance: "i1", AgentSeq: int64(i + 1), Body: b}
-	}
+	log := logEntries(evs)
 	ops := []store.Op{store.CreateSession{Session: protocol.Session{ID: id, Status: protocol.StatusLive, CreatedAt: 1}}}
 	for len(log) > 0 {
 		n := min(len(log), 500)
@@ -181,8 +188,42 @@ func TestFoldReleasingIsTheFold(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Through the revision of the log's middle, as a session
+			// whose stored artifacts lag (settleStale): every artifact
+			// changed after it is held, as the full fold has it.
+			mid, err := foldLog(logEntries(evs[:len(evs)/2]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			through := mid.st.Rev()
+			lag, err := foldReleasingEvery(ctx, st, "s", 0, through)
+			if errors.Is(err, errReleasedNeeded) {
+				lag, err = foldReleasingThrough(ctx, st, "s", through)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			laggingHeld := 0
+			for seq := int64(1); seq <= int64(full.st.Len()); seq++ {
+				if a := full.st.ArtifactHead(seq); a.Rev > through {
+					g, _, err := lag.st.ArtifactJSON(seq)
+					if err != nil || g == nil {
+						t.Fatalf("through rev %d: seq %d (rev %d) not held: %v", through, seq, a.Rev, err)
+					}
+					w, _, _ := full.st.ArtifactJSON(seq)
+					if string(g) != string(w) {
+						t.Fatalf("through rev %d: seq %d:\n%s\nwant\n%s", through, seq, g, w)
+					}
+					laggingHeld++
+				}
+			}
+			if laggingHeld == 0 {
+				t.Fatalf("no artifact changed after rev %d of %d", through, full.st.Rev())
+			}
 			full.st.Release()
-			each, err := foldReleasingEvery(ctx, st, "s", 0)
+			lag.st.Release()
+			sameState(t, lag, full)
+			each, err := foldReleasingEvery(ctx, st, "s", 0, math.MaxInt64)
 			switch {
 			case errors.Is(err, errReleasedNeeded):
 				refolded++

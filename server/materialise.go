@@ -278,13 +278,16 @@ func eqPtr[T comparable](a, b *T) bool {
 func (w *writer) settleStale(id string, l *lag) ([]store.Op, int64, error) {
 	ctx, cancel := w.storeCtx()
 	defer cancel()
-	s, err := foldStored(ctx, w.store, id)
+	// The stored artifacts are those of revision l.rev: the fold may
+	// release what it closed at or below it, and holds what it writes.
+	s, err := foldReleasingThrough(ctx, w.store, id, l.rev)
 	if err != nil {
 		return nil, 0, fmt.Errorf("settle: %w", err)
 	}
 	dirty := map[int64]*dirtyArtifact{}
-	for _, a := range s.st.Artifacts() {
-		if a != nil && a.Rev > l.rev {
+	for seq := int64(1); seq <= int64(s.st.Len()); seq++ {
+		// Heads: st.Artifacts() copied every held text, for revisions.
+		if a := s.st.ArtifactHead(seq); a != nil && a.Rev > l.rev {
 			dirty[a.Seq] = &dirtyArtifact{rev: a.Rev, full: true}
 		}
 	}

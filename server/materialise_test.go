@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,6 +178,70 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 	// And the session goes on from there.
 	c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{ev("text_delta", "id", "m-1", "delta", " after")})
 	settle(t, s2, "a")
+	checkFold(t, s2, "a")
+}
+
+// The start's settle of a session that lagged at a crash folds its log
+// releasing what the store already holds (closed artifacts at or below
+// the stored revision: here six tool outputs of 1 MiB, settled before
+// the crash), and holds what it must write: a 5 MiB output that ran and
+// closed after the last settle, and another still running. The store
+// then holds the fold of the log.
+func TestCrashWhileLaggingSettlesBigOutputs(t *testing.T) {
+	server.DeferEveryGroup(t)
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fullStore{Store: db}
+	s1, err := app.New(app.Options{Store: fs, Now: newFakeClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeS1 := sync.OnceValue(func() error {
+		if err := s1.Close(); err != nil {
+			return err
+		}
+		return db.Close()
+	})
+	t.Cleanup(func() { _ = closeS1() })
+	c := newClient(t, s1)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
+	chunk := strings.Repeat("z", 64<<10)
+	post := func(e any) { c.must(http.StatusAccepted, nil, "POST", "/sessions/a/events", []any{e}) }
+	tool := func(id string, chunks int) {
+		post(ev("tool_call_start", "id", id, "name", "sh"))
+		for range chunks {
+			post(ev("tool_output_delta", "id", id, "delta", chunk))
+		}
+		post(ev("tool_call_end", "id", id, "status", "completed"))
+	}
+	post(ev("turn_started", "turnId", "t-1", "source", "user"))
+	for i := range 6 {
+		tool(fmt.Sprintf("early-%d", i), 16)
+	}
+	post(ev("turn_completed", "turnId", "t-1", "stopReason", "end_turn"))
+	settle(t, s1, "a")
+	post(ev("turn_started", "turnId", "t-2", "source", "user"))
+	tool("late", 80)
+	// Still running, and big enough that the fold releases again after
+	// "late" closed.
+	post(ev("tool_call_start", "id", "running", "name", "sh"))
+	for range 80 {
+		post(ev("tool_output_delta", "id", "running", "delta", chunk))
+	}
+	fs.full.Store(true) // the crash
+	if !lagging(s1, "a") {
+		t.Fatal("test setup: the session did not lag when the server crashed")
+	}
+	if err := closeS1(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, app.Options{DBPath: path})
+	if lagging(s2, "a") {
+		t.Fatal("the session still lags after the start")
+	}
 	checkFold(t, s2, "a")
 }
 

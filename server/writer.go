@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -1072,17 +1073,27 @@ var errReleasedNeeded = errors.New("an event changes an artifact whose body the 
 // released is read again, each released body is the stored one, and the
 // state is the one foldStored's would be once released.
 func foldReleasing(ctx context.Context, st Store, id string) (*state, error) {
-	s, err := foldReleasingEvery(ctx, st, id, releaseEvery)
+	return foldReleasingThrough(ctx, st, id, math.MaxInt64)
+}
+
+// foldReleasingThrough is foldReleasing for a session whose stored
+// artifacts are those of revision through (a lagging session's, see
+// materialise.go): it releases only closed artifacts at or below that
+// revision (reducer.State.ReleaseThrough), which the store holds as the
+// fold does, and keeps every artifact changed after it, which a settle
+// writes.
+func foldReleasingThrough(ctx context.Context, st Store, id string, through int64) (*state, error) {
+	s, err := foldReleasingEvery(ctx, st, id, releaseEvery, through)
 	if errors.Is(err, errReleasedNeeded) {
 		return foldStored(ctx, st, id)
 	}
 	return s, err
 }
 
-// foldReleasingEvery is foldReleasing's fold, releasing whenever the
-// bodies held grew by every bytes, and failing with errReleasedNeeded
-// where foldReleasing folds again.
-func foldReleasingEvery(ctx context.Context, st Store, id string, every int64) (*state, error) {
+// foldReleasingEvery is foldReleasingThrough's fold, releasing whenever
+// the bodies held grew by every bytes, and failing with
+// errReleasedNeeded where foldReleasingThrough folds again.
+func foldReleasingEvery(ctx context.Context, st Store, id string, every, through int64) (*state, error) {
 	s := newFoldState()
 	next := s.st.Size() + every
 	err := eachLogEntry(ctx, st, id, foldPageEvents, foldPageBytes, func(le store.Event) error {
@@ -1095,7 +1106,7 @@ func foldReleasingEvery(ctx context.Context, st Store, id string, every int64) (
 		}
 		s.foldEvent(le, ev)
 		if s.st.Size() > next {
-			s.st.Release()
+			s.st.ReleaseThrough(through)
 			next = s.st.Size() + every
 		}
 		return nil
