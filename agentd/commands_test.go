@@ -138,25 +138,7 @@ func TestAgentNotReadingCommandsLosesNone(t *testing.T) {
 // in order.
 func TestAnswerTheAgentNeverReadIsTold(t *testing.T) {
 	agentd.SetAgentCommandBuffer(t, 4)
-	dir := t.TempDir()
-	release := newFIFO(t, dir)
-	// The first run never reads its stdin and exits when released; the
-	// next is the demo agent.
-	script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
-touch "$MARK"
-echo '{"type":"agent_started","agent":{"name":"deaf"}}'
-read x < "$RELEASE"
-exit 0
-`
-	full := make(chan struct{})
-	log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
-	srv := fakeserver.New(t, "s1")
-	start(t, srv, agentd.Options{
-		Command: []string{"sh", "-c", script},
-		Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
-		Logger:  log,
-	})
-	waitStarted(t, srv, 1)
+	srv, release, full := startDeafAgent(t, "exit 0")
 	// A prompt larger than a pipe holds: its write blocks, so nothing
 	// handed over after it is written. The answer goes next, then
 	// prompts until the run's channel (4) is full.
@@ -189,6 +171,32 @@ exit 0
 	if got, want := promptsRun(evs), "p1 p2 p3 p4 p5 p6"; got != want {
 		t.Errorf("the next agent ran prompts %s, want %s", got, want)
 	}
+}
+
+// startDeafAgent runs agentd on a fake server with an agent that never
+// reads its stdin and, once a line is written to the FIFO release names,
+// runs exit (shell: "exit 0", or closing its stdin first); the agent
+// agentd starts after it is the demo agent. full is closed when agentd
+// logs that the agent is not reading its commands (see waitBackedUp).
+func startDeafAgent(t *testing.T, exit string) (srv *fakeserver.Server, release string, full chan struct{}) {
+	t.Helper()
+	dir := t.TempDir()
+	release = newFIFO(t, dir)
+	script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
+touch "$MARK"
+echo '{"type":"agent_started","agent":{"name":"deaf"}}'
+read x < "$RELEASE"
+` + exit + "\n"
+	full = make(chan struct{})
+	log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
+	srv = fakeserver.New(t, "s1")
+	start(t, srv, agentd.Options{
+		Command: []string{"sh", "-c", script},
+		Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
+		Logger:  log,
+	})
+	waitStarted(t, srv, 1)
+	return srv, release, full
 }
 
 // promptsRun is the first word of each prompt the transcript shows run,
@@ -225,24 +233,7 @@ func TestAgentThatExitsMidWriteIsNotToldAsNotReading(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			agentd.SetAgentCommandBuffer(t, 1)
-			dir := t.TempDir()
-			release := newFIFO(t, dir)
-			// The first run never reads its stdin and exits when
-			// released; the next is the demo agent.
-			script := `if [ -e "$MARK" ]; then exec "$DEMO"; fi
-touch "$MARK"
-echo '{"type":"agent_started","agent":{"name":"deaf"}}'
-read x < "$RELEASE"
-` + tc.exit + "\n"
-			full := make(chan struct{})
-			log := slog.New(logWatch{Handler: testLogger(t).Handler(), prefix: "agent is not reading its commands", hit: full, once: new(sync.Once)})
-			srv := fakeserver.New(t, "s1")
-			start(t, srv, agentd.Options{
-				Command: []string{"sh", "-c", script},
-				Env:     append(os.Environ(), "DEMO_AGENT_DELAY=1ms", "MARK="+filepath.Join(dir, "mark"), "DEMO="+demoAgent, "RELEASE="+release),
-				Logger:  log,
-			})
-			waitStarted(t, srv, 1)
+			srv, release, full := startDeafAgent(t, tc.exit)
 			// A control character is written as a six-byte escape: the
 			// first prompt's line is over 1 MiB, more than a pipe can
 			// hold, so its write blocks until the agent exits. The

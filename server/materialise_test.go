@@ -102,6 +102,32 @@ func TestDeferredArtifactsReadExactly(t *testing.T) {
 	}
 }
 
+// crashable starts a server on a SQLite file at path whose writes all
+// fail once fs.full is set (the crash), on a clock of its own (see
+// lagging), and returns what closes it and the file: called by the test,
+// or at cleanup when the test failed before (a writer left running reads
+// what DeferEveryGroup's cleanup writes).
+func crashable(t *testing.T, path string) (s *app.App, fs *fullStore, closeS func() error) {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs = &fullStore{Store: db}
+	s, err = app.New(app.Options{Store: fs, Now: newFakeClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeS = sync.OnceValue(func() error {
+		if err := s.Close(); err != nil {
+			return err
+		}
+		return db.Close()
+	})
+	t.Cleanup(func() { _ = closeS() })
+	return s, fs, closeS
+}
+
 // A crash (here: every write fails from one moment on, and the process
 // stops without its final settle) leaves staged events and artifacts that
 // lag them. The next start settles them before it serves: the store holds
@@ -110,24 +136,7 @@ func TestDeferredArtifactsReadExactly(t *testing.T) {
 func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 	server.DeferEveryGroup(t)
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &fullStore{Store: db}
-	s1, err := app.New(app.Options{Store: fs, Now: newFakeClock().Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Closed here below, or at cleanup when the test failed before: a
-	// writer left running reads what DeferEveryGroup's cleanup writes.
-	closeS1 := sync.OnceValue(func() error {
-		if err := s1.Close(); err != nil {
-			return err
-		}
-		return db.Close()
-	})
-	t.Cleanup(func() { _ = closeS1() })
+	s1, fs, closeS1 := crashable(t, path)
 	c := newClient(t, s1)
 	for _, id := range []string{"a", "b"} {
 		c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
@@ -190,22 +199,7 @@ func TestCrashWhileLaggingSettlesAtStart(t *testing.T) {
 func TestCrashWhileLaggingSettlesBigOutputs(t *testing.T) {
 	server.DeferEveryGroup(t)
 	path := filepath.Join(t.TempDir(), "rein.db")
-	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &fullStore{Store: db}
-	s1, err := app.New(app.Options{Store: fs, Now: newFakeClock().Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeS1 := sync.OnceValue(func() error {
-		if err := s1.Close(); err != nil {
-			return err
-		}
-		return db.Close()
-	})
-	t.Cleanup(func() { _ = closeS1() })
+	s1, fs, closeS1 := crashable(t, path)
 	c := newClient(t, s1)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
 	chunk := strings.Repeat("z", 64<<10)
