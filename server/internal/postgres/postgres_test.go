@@ -136,3 +136,55 @@ func commitOps(t *testing.T, s *Store, ops ...store.Op) {
 		t.Fatal(err)
 	}
 }
+
+// Migration 0010: the columns that hold big values compress them with
+// lz4, where the server has it; a big value stored since reads back and
+// is stored compressed with lz4.
+func TestBigValuesCompressWithLZ4(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	s := open(t, dsn)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version < 140000 {
+		t.Skipf("PostgreSQL %d has no lz4 compression", version)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE lz4_probe (x text COMPRESSION lz4)`); err != nil {
+		t.Skipf("this PostgreSQL has no lz4: %v", err)
+	}
+	for _, col := range [][2]string{{"events", "body"}, {"artifacts", "body"}, {"artifact_appends", "text"}, {"change_batches", "body"}} {
+		var method string
+		if err := conn.QueryRow(ctx, `SELECT attcompression::text FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2`, col[0], col[1]).Scan(&method); err != nil {
+			t.Fatal(err)
+		}
+		if method != "l" {
+			t.Errorf("%s.%s compresses with %q; want l (lz4)", col[0], col[1], method)
+		}
+	}
+	// A body of 100 KB that compresses: stored out of line, with lz4.
+	body := []byte(`{"type":"tool_output_delta","id":"t1","delta":"` + strings.Repeat("line of output\\n", 7000) + `"}`)
+	if err := s.Commit(ctx, []store.Op{
+		store.CreateSession{Session: protocol.Session{ID: "a", Status: protocol.StatusLive, CreatedAt: 1}},
+		store.AppendEvents{SessionID: "a", Events: []store.Event{{Pos: 1, Instance: "i", AgentSeq: 1, Body: body}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, "a")
+	if err != nil || len(evs) != 1 || string(evs[0].Body) != string(body) {
+		t.Fatalf("Events = %d, %v; want the body back", len(evs), err)
+	}
+	var method *string
+	if err := conn.QueryRow(ctx, `SELECT pg_column_compression(body) FROM events WHERE session_id = 'a'`).Scan(&method); err != nil {
+		t.Fatal(err)
+	}
+	if method == nil || *method != "lz4" {
+		t.Errorf("the stored body is compressed with %v; want lz4", method)
+	}
+}
