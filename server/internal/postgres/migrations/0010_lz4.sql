@@ -9,13 +9,15 @@
 -- elsewhere the columns keep pglz and this does nothing. Values stored
 -- before keep their compression; only new ones use lz4. No table is
 -- rewritten.
+-- EXECUTE: the statements are parsed only where they run, so an older
+-- server, whose parser has no SET COMPRESSION, never sees them.
 DO $$
 BEGIN
     IF current_setting('server_version_num')::int >= 140000 THEN
-        ALTER TABLE events ALTER COLUMN body SET COMPRESSION lz4;
-        ALTER TABLE artifacts ALTER COLUMN body SET COMPRESSION lz4;
-        ALTER TABLE artifact_appends ALTER COLUMN text SET COMPRESSION lz4;
-        ALTER TABLE change_batches ALTER COLUMN body SET COMPRESSION lz4;
+        EXECUTE 'ALTER TABLE events ALTER COLUMN body SET COMPRESSION lz4';
+        EXECUTE 'ALTER TABLE artifacts ALTER COLUMN body SET COMPRESSION lz4';
+        EXECUTE 'ALTER TABLE artifact_appends ALTER COLUMN text SET COMPRESSION lz4';
+        EXECUTE 'ALTER TABLE change_batches ALTER COLUMN body SET COMPRESSION lz4';
     END IF;
 EXCEPTION WHEN feature_not_supported THEN
     -- Built without lz4 ("compression method lz4 not supported").
