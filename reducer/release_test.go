@@ -191,6 +191,17 @@ func TestArtifactHeadLeavesOutStreamedText(t *testing.T) {
 	if head := s.ArtifactHead(s.Newest(protocol.ArtifactToolCall, "c1")); head.String("name") != "shell" || head.String("title") != "make" || head.String("status") == "" {
 		t.Errorf("tool head %+v", head)
 	}
+	// ArtifactHeads is every seq's head, released ones nil.
+	s.Release()
+	heads := s.ArtifactHeads()
+	if len(heads) != s.Len() {
+		t.Fatalf("ArtifactHeads has %d entries; want %d", len(heads), s.Len())
+	}
+	for i, h := range heads {
+		if want := s.ArtifactHead(int64(i) + 1); !reflect.DeepEqual(h, want) {
+			t.Errorf("ArtifactHeads()[%d] = %+v; want %+v", i, h, want)
+		}
+	}
 }
 
 // ReleaseThrough releases the closed artifacts at or below a revision and

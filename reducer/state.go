@@ -164,6 +164,16 @@ func (s *State) ArtifactHead(seq int64) *protocol.Artifact {
 	return a
 }
 
+// ArtifactHeads is Artifacts without the streamed text (ArtifactHead of
+// every seq): what every artifact is, for a reader that needs no output.
+func (s *State) ArtifactHeads() []*protocol.Artifact {
+	out := make([]*protocol.Artifact, len(s.nodes))
+	for i := range out {
+		out[i] = s.ArtifactHead(int64(i) + 1)
+	}
+	return out
+}
+
 // Artifacts returns copies of every artifact, ordered by seq; nil for
 // those whose bodies were released.
 func (s *State) Artifacts() []*protocol.Artifact {

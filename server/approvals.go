@@ -483,10 +483,9 @@ func (w *writer) foldedApprovalArtifacts(ctx context.Context, id string) ([]*pro
 		return nil, fmt.Errorf("load approvals: %w", err)
 	}
 	var arts []*protocol.Artifact
-	for seq := int64(1); seq <= int64(s.st.Len()); seq++ {
-		// Heads: a tool call's output is not the inbox's, and
-		// st.Artifacts() copied every output and text of the session.
-		a := s.st.ArtifactHead(seq)
+	// Heads: a tool call's output is not the inbox's, and st.Artifacts()
+	// copied every output and text of the session.
+	for _, a := range s.st.ArtifactHeads() {
 		if a != nil && (a.Type == protocol.ArtifactPermission || a.Type == protocol.ArtifactToolCall || a.Type == protocol.ArtifactTurn) {
 			arts = append(arts, a)
 		}

@@ -285,9 +285,9 @@ func (w *writer) settleStale(id string, l *lag) ([]store.Op, int64, error) {
 		return nil, 0, fmt.Errorf("settle: %w", err)
 	}
 	dirty := map[int64]*dirtyArtifact{}
-	for seq := int64(1); seq <= int64(s.st.Len()); seq++ {
-		// Heads: st.Artifacts() copied every held text, for revisions.
-		if a := s.st.ArtifactHead(seq); a != nil && a.Rev > l.rev {
+	// Heads: st.Artifacts() copied every held text, for revisions.
+	for _, a := range s.st.ArtifactHeads() {
+		if a != nil && a.Rev > l.rev {
 			dirty[a.Seq] = &dirtyArtifact{rev: a.Rev, full: true}
 		}
 	}

@@ -214,10 +214,7 @@ func (s *Server) Turns(ctx context.Context, id string) ([]protocol.Turn, error) 
 	// session a second time beside the fold's own, for fields no turn
 	// reads (a session of 64 MB of tool output took 64 MB more per
 	// request).
-	arts := make([]*protocol.Artifact, st.Len())
-	for i := range arts {
-		arts[i] = st.ArtifactHead(int64(i) + 1)
-	}
+	arts := st.ArtifactHeads()
 	// An artifact belongs to the turn that was open when it was created:
 	// the newest turn before it with its turnId. Matching by id alone
 	// would give a turn the prompt and tool calls of a later turn that
