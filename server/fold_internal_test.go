@@ -1,7 +1,7 @@
 package server
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +25,43 @@ func logEntries(evs [][]byte) []store.Event {
 		log[i] = store.Event{Pos: int64(i + 1), Instance: "i1", AgentSeq: int64(i + 1), Body: b}
 	}
 	return log
+}
+
+// eventLog is one event log of goldenLogs: its name and its lines.
+type eventLog struct {
+	name  string
+	lines [][]byte
+}
+
+// goldenLogs returns the reducer's golden event logs (at least five,
+// named for their directories, in name order) and, last, one more named
+// name whose JSON lines are text: the cases a test adds to them.
+func goldenLogs(t *testing.T, name, text string) []eventLog {
+	t.Helper()
+	paths, err := filepath.Glob("../reducer/testdata/*/events.jsonl")
+	if err != nil || len(paths) < 5 {
+		t.Fatalf("the reducer's golden logs: %v, %v", paths, err)
+	}
+	var logs []eventLog
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, eventLog{filepath.Base(filepath.Dir(p)), splitLines(b)})
+	}
+	return append(logs, eventLog{name, splitLines([]byte(text))})
+}
+
+// splitLines returns the non-blank lines of b, trimmed.
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // storeLog stores the events as session id's log in a fresh SQLite file.
@@ -137,16 +174,10 @@ func TestFoldReleasingHoldsOnlyWhatMayChange(t *testing.T) {
 // an event that changes an artifact it released, where foldReleasing
 // folds again holding everything; both happen among the goldens.
 func TestFoldReleasingIsTheFold(t *testing.T) {
-	paths, err := filepath.Glob("../reducer/testdata/*/events.jsonl")
-	if err != nil || len(paths) < 5 {
-		t.Fatalf("the reducer's golden logs: %v, %v", paths, err)
-	}
 	// A log whose events change artifacts already closed: a second
 	// text_end naming a finished block, a late tool_call_end (in the
 	// same turn: an id names an artifact of the turn it is used in).
-	late := filepath.Join(t.TempDir(), "late", "events.jsonl")
-	os.Mkdir(filepath.Dir(late), 0o755)
-	if err := os.WriteFile(late, []byte(`{"type":"turn_started","turnId":"t1","source":"user"}
+	logs := goldenLogs(t, "late", `{"type":"turn_started","turnId":"t1","source":"user"}
 {"type":"tool_call_start","id":"c1","name":"shell","kind":"execute"}
 {"type":"tool_output_delta","id":"c1","delta":"out"}
 {"type":"tool_call_end","id":"c1","status":"completed"}
@@ -156,31 +187,16 @@ func TestFoldReleasingIsTheFold(t *testing.T) {
 {"type":"text_end","id":"m1","text":"a, again"}
 {"type":"tool_call_end","id":"c1","status":"failed","output":"late"}
 {"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	var completed, refolded int
-	for _, p := range append(paths, late) {
-		t.Run(filepath.Base(filepath.Dir(p)), func(t *testing.T) {
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			var evs [][]byte
-			sc := bufio.NewScanner(f)
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				if line := strings.TrimSpace(sc.Text()); line != "" {
-					var ev protocol.Event
-					if err := json.Unmarshal([]byte(line), &ev); err != nil {
-						t.Fatalf("%s: %v", line, err)
-					}
-					evs = append(evs, []byte(line))
+	for _, l := range logs {
+		t.Run(l.name, func(t *testing.T) {
+			evs := l.lines
+			for _, line := range evs {
+				var ev protocol.Event
+				if err := json.Unmarshal(line, &ev); err != nil {
+					t.Fatalf("%s: %v", line, err)
 				}
-			}
-			if err := sc.Err(); err != nil {
-				t.Fatal(err)
 			}
 			st := storeLog(t, "s", evs)
 			ctx := context.Background()

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"bufio"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -18,16 +15,10 @@ import (
 // revision, and end the same turns at the same events: everything the
 // turns read.
 func TestTurnsFoldWithoutText(t *testing.T) {
-	paths, err := filepath.Glob("../reducer/testdata/*/events.jsonl")
-	if err != nil || len(paths) < 5 {
-		t.Fatalf("the reducer's golden logs: %v, %v", paths, err)
-	}
 	// Empty texts, which the reducer treats apart (an empty final text
 	// for a block never streamed creates none), and final texts equal to
 	// or other than what streamed.
-	empties := filepath.Join(t.TempDir(), "empties", "events.jsonl")
-	os.Mkdir(filepath.Dir(empties), 0o755)
-	if err := os.WriteFile(empties, []byte(`{"type":"turn_started","turnId":"t1","source":"user"}
+	logs := goldenLogs(t, "empties", `{"type":"turn_started","turnId":"t1","source":"user"}
 {"type":"text_end","id":"never","text":""}
 {"type":"reasoning_end","id":"never-r","text":""}
 {"type":"text_delta","id":"m1","delta":""}
@@ -44,22 +35,13 @@ func TestTurnsFoldWithoutText(t *testing.T) {
 {"type":"tool_output_delta","id":"c2","delta":"orphan"}
 {"type":"tool_call_end","id":"c2","status":"failed","output":"final"}
 {"type":"turn_completed","turnId":"t1","stopReason":"end_turn"}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range append(paths, empties) {
-		t.Run(filepath.Base(filepath.Dir(p)), func(t *testing.T) {
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
+`)
+	for _, l := range logs {
+		t.Run(l.name, func(t *testing.T) {
 			full, cut := reducer.New(), reducer.New()
-			sc := bufio.NewScanner(f)
-			sc.Buffer(nil, 1<<20)
-			for i := 0; sc.Scan(); i++ {
+			for i, line := range l.lines {
 				var ev protocol.Event
-				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				if err := json.Unmarshal(line, &ev); err != nil {
 					t.Fatalf("event %d: %v", i, err)
 				}
 				a, b := full.Apply(ev), cut.Apply(withoutText(ev))
@@ -69,9 +51,6 @@ func TestTurnsFoldWithoutText(t *testing.T) {
 				if x, y := createdSeqs(a), createdSeqs(b); !reflect.DeepEqual(x, y) {
 					t.Fatalf("event %d (%s) creates %v in the full fold, %v without text", i, ev.Type, x, y)
 				}
-			}
-			if err := sc.Err(); err != nil {
-				t.Fatal(err)
 			}
 			if full.Len() != cut.Len() || full.Status() != cut.Status() || full.Summary() != cut.Summary() {
 				t.Fatalf("%d artifacts, status %q, summary %q; without text %d, %q, %q", full.Len(), full.Status(), full.Summary(), cut.Len(), cut.Status(), cut.Summary())
