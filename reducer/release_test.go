@@ -225,3 +225,41 @@ func TestReleaseThroughKeepsLaterChanges(t *testing.T) {
 		t.Fatalf("after Release: held c2 %v, c3 %v; want the running c3 alone", s.Held(c2), s.Held(c3))
 	}
 }
+
+// ArtifactJSONTrimmed is the artifact as it is, but for the streamed
+// text it leaves out: a body that the text appended since, merged in by
+// the store, makes whole again.
+func TestArtifactJSONTrimmed(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventTurnStarted, TurnID: "t1"})
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell", Kind: "execute", Input: json.RawMessage(`{"cmd":"ls"}`)})
+	for _, d := range []string{"a\n", "é<\n", "zz"} {
+		s.Apply(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c1", Delta: d})
+	}
+	s.Apply(protocol.Event{Type: protocol.EventToolCallEnd, ID: "c1", Status: protocol.ToolCompleted})
+	seq := s.Newest(protocol.ArtifactToolCall, "c1")
+	body, rev, err := s.ArtifactJSONTrimmed(seq, map[string]int{"output": len("é<\nzz")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.Artifact(seq)
+	want.Fields["output"] = "a\n"
+	wantBody, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != string(wantBody) || rev != want.Rev {
+		t.Fatalf("trimmed body\n%s rev %d, want\n%s rev %d", body, rev, wantBody, want.Rev)
+	}
+	if whole, _, err := s.ArtifactJSONTrimmed(seq, nil); err != nil || !strings.Contains(string(whole), `"output":"a\né\u003c\nzz"`) {
+		t.Fatalf("untrimmed body %s, %v", whole, err)
+	}
+	for _, trim := range []map[string]int{{"output": 100}, {"output": -1}, {"text": 1}} {
+		if body, _, err := s.ArtifactJSONTrimmed(seq, trim); err == nil {
+			t.Errorf("trim %v: %s, want an error", trim, body)
+		}
+	}
+	if body, _, err := s.ArtifactJSONTrimmed(99, nil); body != nil || err != nil {
+		t.Errorf("no artifact 99: %s, %v", body, err)
+	}
+}

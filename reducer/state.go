@@ -2,6 +2,7 @@ package reducer
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/rein-ai/rein/protocol"
@@ -144,6 +145,35 @@ func (s *State) ArtifactJSON(seq int64) (body []byte, rev int64, err error) {
 		return nil, 0, nil
 	}
 	body, err = n.a.MarshalJSONWith(n.bufs)
+	return body, n.a.Rev, err
+}
+
+// ArtifactJSONTrimmed is ArtifactJSON with the last trim[f] bytes of each
+// streamed field f left out: the artifact as it was before that text was
+// appended, but for every other field, which is as it is now. The server
+// writes it over a stored body whose appends it keeps (a big tool output
+// closing), so that the text those appends hold is not written again.
+// A trim that names a field the artifact does not stream, or more bytes
+// than it holds, is an error.
+func (s *State) ArtifactJSONTrimmed(seq int64, trim map[string]int) (body []byte, rev int64, err error) {
+	n := s.node(seq)
+	if n == nil {
+		return nil, 0, nil
+	}
+	texts := make(map[string][]byte, len(n.bufs))
+	for f, b := range n.bufs {
+		texts[f] = b
+	}
+	for f, cut := range trim {
+		b, ok := n.bufs[f]
+		if !ok && cut > 0 || cut > len(b) || cut < 0 {
+			return nil, 0, fmt.Errorf("trim artifact seq=%d field %q by %d bytes: it holds %d", seq, f, cut, len(b))
+		}
+		if ok {
+			texts[f] = b[:len(b)-cut]
+		}
+	}
+	body, err = n.a.MarshalJSONWith(texts)
 	return body, n.a.Rev, err
 }
 

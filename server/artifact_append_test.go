@@ -161,6 +161,21 @@ func pendingAppends(t testing.TB, path, id string) (rows, arts int) {
 	return rows, arts
 }
 
+// toolAppends counts the pending append rows of one artifact, reading the
+// database file directly.
+func toolAppends(t testing.TB, path, id string, seq int64) (rows int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(`SELECT COUNT(*) FROM artifact_appends WHERE session_id = ? AND seq = ?`, id, seq).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
 // A long streamed text and tool output, over many commit groups, are
 // stored as appends, and every read returns exactly the reducer's
 // artifacts: GET /artifacts, a fresh snapshot, a resume mid-stream, a live
@@ -356,8 +371,8 @@ func TestStreamedNULCharacters(t *testing.T) {
 // writer sees every optional interface SQLite implements.
 type opsStore struct {
 	*sqlite.Store
-	mu                   sync.Mutex
-	put, appended, nulls int
+	mu                          sync.Mutex
+	put, heads, appended, nulls int
 }
 
 func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
@@ -371,6 +386,10 @@ func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
 		case store.PutArtifacts:
 			for _, a := range op.Artifacts {
 				s.put += len(a.Body)
+			}
+		case store.PutArtifactHeads:
+			for _, a := range op.Artifacts {
+				s.heads += len(a.Body)
 			}
 		case store.AppendArtifacts:
 			for _, a := range op.Appends {
@@ -442,4 +461,98 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 	c = newClient(t, s2)
 	checkArtifacts(t, c, "b", want)
 	checkSnapshot(t, c, "b", "", want)
+}
+
+// A tool output past WholeBodyMax is never written whole again: its text
+// goes in as appends, its close writes its head (the body with the text
+// the store already held) and keeps them, and every read, live, replayed,
+// resumed or after a restart, is still exactly the fold of the log, as is
+// a late change that restores it from the store. A whole body written at
+// the close handed the database the whole output at once: a 256 MB output
+// took the server to 1.2 GiB. So too when every group leaves its
+// artifacts to a later settle, which writes what several groups did.
+func TestBigOutputClosesWithoutItsText(t *testing.T) {
+	t.Run("written by each group", func(t *testing.T) { bigOutputCloses(t) })
+	t.Run("settled later", func(t *testing.T) {
+		server.DeferEveryGroup(t)
+		bigOutputCloses(t)
+	})
+}
+
+func bigOutputCloses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rein.db")
+	db := openSQLite(t, path)
+	rs := &opsStore{Store: db}
+	s, err := app.New(app.Options{Store: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/g", nil)
+	live := newModel(t)
+	liveSt := c.stream("/sessions/g/stream")
+	live.readSnapshot(liveSt)
+	sg := &streamer{c: c, id: "g"}
+	sg.post(ev("turn_started", "turnId", "t1", "source", "user"), ev("tool_call_start", "id", "x", "name", "sh", "input", map[string]any{"cmd": "cat big.log"}))
+	chunk := strings.Repeat(strings.Join(tricky, ""), 64<<10/len(strings.Join(tricky, "")))
+	const groups = 40
+	for i := range groups {
+		sg.post(ev("tool_output_delta", "id", "x", "delta", fmt.Sprintf("%d:%s", i, chunk)))
+		if i == groups/2 {
+			sg.post(ev("text_delta", "id", "m1", "delta", "half way\n"))
+		}
+	}
+	mid := itoa(storedRev(t, s, "g"))
+	sg.post(ev("tool_call_end", "id", "x", "status", "completed"), ev("text_delta", "id", "m1", "delta", "done"))
+	want := wantArtifacts(t, s, "g")
+	output := 0
+	for _, b := range want {
+		output = max(output, len(b))
+	}
+	if output < groups*len(chunk) || !bytes.Contains(want[2], []byte(`"status":"completed"`)) {
+		t.Fatalf("the tool's body is %d bytes, %.80s; want a completed output of %d", output, want[2], groups*len(chunk))
+	}
+	checkArtifacts(t, c, "g", want)
+	checkSnapshot(t, c, "g", "", want)
+	if n, _ := checkSnapshot(t, c, "g", mid, want); n != 2 {
+		t.Errorf("a resume from rev %s replayed %d artifacts; want the tool and the text", mid, n)
+	}
+	live.readUntilRev(liveSt, storedRev(t, s, "g"))
+	checkModel(t, live, want)
+
+	put, heads, appended := func() (int, int, int) {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		return rs.put, rs.heads, rs.appended
+	}()
+	// Whole bodies: the tool's doublings up to WholeBodyMax and the small
+	// artifacts; the close wrote a head of about WholeBodyMax.
+	if put > 2*server.WholeBodyMax+64<<10 || heads == 0 || heads > server.WholeBodyMax+128<<10 {
+		t.Errorf("for a %d-byte output: %d bytes of whole bodies, %d of heads, %d appended; want whole bodies under %d and one head under %d",
+			output, put, heads, appended, 2*server.WholeBodyMax+64<<10, server.WholeBodyMax+128<<10)
+	}
+	if rows := toolAppends(t, path, "g", 2); rows == 0 {
+		t.Errorf("%d pending append rows on the tool after its close; want its appends kept", rows)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, app.Options{DBPath: path})
+	c = newClient(t, s2)
+	checkArtifacts(t, c, "g", want)
+	checkSnapshot(t, c, "g", "", want)
+	// A late end changes the released tool: it is restored from the store,
+	// appends merged, and written as the fold has it.
+	sg = &streamer{c: c, id: "g", seq: sg.seq}
+	sg.post(ev("tool_call_end", "id", "x", "status", "failed"))
+	want = wantArtifacts(t, s2, "g")
+	if !bytes.Contains(want[2], []byte(`"status":"failed"`)) {
+		t.Fatalf("the late end left %.80s", want[2])
+	}
+	checkArtifacts(t, c, "g", want)
+	checkSnapshot(t, c, "g", "", want)
 }

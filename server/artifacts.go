@@ -13,19 +13,43 @@ import (
 	"github.com/rein-ai/rein/server/store"
 )
 
-// storedArtifact is the size of an artifact's last full body and of the
-// text appended to it since.
+// storedArtifact is what the database holds of an artifact: the size of
+// its stored body and of the text appended to it since, that text's
+// length per field.
 type storedArtifact struct {
 	body, appended int
+	pending        []fieldBytes
+}
+
+// fieldBytes is a length of text appended to one field.
+type fieldBytes struct {
+	field string
+	n     int
+}
+
+// addBytes returns list with n more bytes for field.
+func addBytes(list []fieldBytes, field string, n int) []fieldBytes {
+	for i := range list {
+		if list[i].field == field {
+			list[i].n += n
+			return list
+		}
+	}
+	return append(list, fieldBytes{field, n})
 }
 
 // dirtyArtifact is what one group did to one artifact.
 type dirtyArtifact struct {
 	rev int64 // the artifact's revision after the group
-	// full: the group created the artifact or set a field, so its whole
-	// body must be written. Otherwise it only appended to streamed fields:
-	// fields and texts hold the text per field, in order of first append.
+	// full: the group created the artifact or set a field that may be
+	// streamed text, so its whole body must be written. set: it set other
+	// fields (a tool's status), so its body must be written, but the
+	// streamed text the store holds may stay (a head, see
+	// artifactPolicy). fields and texts hold the text it appended per
+	// field, in order of first append, since the last change that made it
+	// full: the end of the artifact's streamed text.
 	full   bool
+	set    bool
 	fields []string
 	texts  []*strings.Builder
 	// bytes is the appended text's length; utf8 says it is all valid UTF-8
@@ -55,12 +79,16 @@ func appendsNUL(st store.Store) bool {
 
 func (d *dirtyArtifact) add(c reducer.Change) {
 	d.rev = max(d.rev, c.Rev)
-	if c.Kind != reducer.Appended {
-		d.full = true
-		d.fields, d.texts = nil, nil
+	if c.Kind == reducer.Set && !streamedName(c.Field) {
+		d.set = true
 		return
 	}
-	if d.full {
+	if c.Kind != reducer.Appended {
+		// The whole body is written; the text appended from here on
+		// is recorded again, so that a big one can go as appends after
+		// it (see ops).
+		d.full = true
+		d.fields, d.texts, d.bytes, d.utf8 = nil, nil, 0, true
 		return
 	}
 	d.bytes += len(c.Append)
@@ -72,6 +100,13 @@ func (d *dirtyArtifact) add(c reducer.Change) {
 		d.texts = append(d.texts, &strings.Builder{})
 	}
 	d.texts[i].WriteString(c.Append)
+}
+
+// streamedName says whether field may be streamed text in some artifact
+// type (protocol.Appendable): a Change does not say the type, and a set
+// of such a field replaces the text the store's appends continue.
+func streamedName(field string) bool {
+	return field == protocol.FieldText || field == protocol.FieldInputText || field == protocol.FieldOutput
 }
 
 // appends returns the group's appends, one per field.
@@ -94,6 +129,15 @@ func (d *dirtyArtifact) appends() []store.FieldAppend {
 // written again and the appends dropped. The full writes of a growing
 // artifact thus double in size: they add up to less than twice its final
 // size, and a read merges at most as many appended bytes as the body has.
+//
+// Up to wholeBodyMax, that is. Past it an artifact is never written whole
+// again while its text only grows: its appends pile up, and a change to
+// its other fields (a tool finishing) writes its head (PutArtifactHeads:
+// the body with the streamed text the store already holds, the appends
+// kept). A whole write hands the database the whole text at once, and
+// its driver copies it twice more: a 64 MB tool output took the server's
+// peak RSS to about 400 MiB at its last doubling and its close, and one of
+// 256 MB to 1.2 GiB.
 type artifactPolicy struct {
 	// stored is, per artifact written in full by this policy, what the
 	// database holds for it. An artifact not in it (any artifact of a
@@ -106,11 +150,35 @@ func newArtifactPolicy() artifactPolicy {
 	return artifactPolicy{stored: map[int64]storedArtifact{}}
 }
 
-// appendable reports whether the group's change d to artifact seq may be
-// stored as appended text.
-func (p artifactPolicy) appendable(seq int64, d *dirtyArtifact) bool {
+// wholeBodyMax is the size past which a growing artifact is no longer
+// written whole (see artifactPolicy).
+const wholeBodyMax = 1 << 20
+
+// write says how a group's change d to artifact seq is stored.
+type write int
+
+const (
+	writeWhole  write = iota // PutArtifacts
+	writeAppend              // AppendArtifacts
+	writeHead                // PutArtifactHeads, then AppendArtifacts
+)
+
+// how returns how the group's change d to artifact seq is stored.
+func (p artifactPolicy) how(seq int64, d *dirtyArtifact) write {
 	was, known := p.stored[seq]
-	return known && !d.full && d.utf8 && was.appended+d.bytes <= was.body
+	if !known || d.full || !d.utf8 {
+		return writeWhole
+	}
+	big := was.body+was.appended+d.bytes > wholeBodyMax
+	switch {
+	case d.set && big:
+		return writeHead
+	case d.set:
+		return writeWhole
+	case was.appended+d.bytes <= was.body || big:
+		return writeAppend
+	}
+	return writeWhole
 }
 
 // ops returns the writes for a session's changed artifacts, whose current
@@ -126,16 +194,39 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 	}
 	slices.Sort(order)
 	var (
-		puts    []store.Artifact
-		appends []store.ArtifactAppend
-		next    = make(map[int64]storedArtifact, len(order))
+		puts, heads []store.Artifact
+		appends     []store.ArtifactAppend
+		next        = make(map[int64]storedArtifact, len(order))
 	)
 	for _, seq := range order {
 		d := arts[seq]
-		if p.appendable(seq, d) {
+		how := p.how(seq, d)
+		if how != writeWhole {
 			was := p.stored[seq]
-			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
-			next[seq] = storedArtifact{body: was.body, appended: was.appended + d.bytes}
+			pending := slices.Clone(was.pending)
+			for i, f := range d.fields {
+				pending = addBytes(pending, f, d.texts[i].Len())
+			}
+			stored := storedArtifact{body: was.body, appended: was.appended + d.bytes, pending: pending}
+			if how == writeHead {
+				trim := make(map[string]int, len(pending))
+				for _, f := range pending {
+					trim[f.field] = f.n
+				}
+				body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
+				if err == nil && body == nil {
+					err = errors.New("not held")
+				}
+				if err != nil {
+					return nil, nil, fmt.Errorf("encode artifact head session=%s seq=%d: %w", id, seq, err)
+				}
+				heads = append(heads, store.Artifact{Seq: seq, Rev: rev, Body: body})
+				stored.body = len(body)
+			}
+			if len(d.fields) > 0 {
+				appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
+			}
+			next[seq] = stored
 			continue
 		}
 		// ArtifactJSON, not MarshalJSON of an Artifact copy: a growing
@@ -143,7 +234,23 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 		// its text, with json.Marshal's growing buffer, made the last
 		// write hold the text four times (272 MB of heap for a 64 MB
 		// output; see reducer.State.ArtifactJSON).
-		body, rev, err := st.ArtifactJSON(seq)
+		//
+		// A whole write whose text appended since the artifact was
+		// created (or its text set) is past wholeBodyMax, which a
+		// session that lagged for a while or was just folded brings,
+		// writes the body without that text and the text as appends:
+		// the closing head then writes only what precedes them.
+		var (
+			trim  map[string]int
+			split = d.utf8 && d.bytes > wholeBodyMax
+		)
+		if split {
+			trim = make(map[string]int, len(d.fields))
+			for i, f := range d.fields {
+				trim[f] = d.texts[i].Len()
+			}
+		}
+		body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
 		if err == nil && body == nil {
 			err = errors.New("not held")
 		}
@@ -151,11 +258,22 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
 		}
 		puts = append(puts, store.Artifact{Seq: seq, Rev: rev, Body: body})
-		next[seq] = storedArtifact{body: len(body)}
+		stored := storedArtifact{body: len(body)}
+		if split {
+			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
+			stored.appended = d.bytes
+			for i, f := range d.fields {
+				stored.pending = addBytes(stored.pending, f, d.texts[i].Len())
+			}
+		}
+		next[seq] = stored
 	}
 	var ops []store.Op
 	if len(puts) > 0 {
 		ops = append(ops, store.PutArtifacts{SessionID: id, Artifacts: puts})
+	}
+	if len(heads) > 0 {
+		ops = append(ops, store.PutArtifactHeads{SessionID: id, Artifacts: heads})
 	}
 	if len(appends) > 0 {
 		ops = append(ops, store.AppendArtifacts{SessionID: id, Appends: appends})

@@ -6,10 +6,13 @@ import (
 	"github.com/rein-ai/rein/reducer"
 )
 
-// The storage policy: append only to an artifact whose full body this
-// process wrote, only for appends, only valid UTF-8, and only while the
-// pending appends stay within the body's size.
-func TestArtifactPolicyAppendable(t *testing.T) {
+// The storage policy: append only to an artifact whose stored body this
+// process wrote, only valid UTF-8, and only while the pending appends
+// stay within the body's size or the artifact is past wholeBodyMax; a set
+// of a field that is not streamed text writes the head of an artifact
+// past wholeBodyMax and the whole of a smaller one; creating it or
+// setting streamed text writes it whole.
+func TestArtifactPolicyHow(t *testing.T) {
 	appended := func(texts ...string) *dirtyArtifact {
 		d := &dirtyArtifact{utf8: true}
 		for i, s := range texts {
@@ -17,20 +20,31 @@ func TestArtifactPolicyAppendable(t *testing.T) {
 		}
 		return d
 	}
-	set := appended("x")
-	set.add(reducer.Change{Kind: reducer.Set, Seq: 1, Rev: 9, Field: "status"})
+	withSet := func(field string) *dirtyArtifact {
+		d := appended("x")
+		d.add(reducer.Change{Kind: reducer.Set, Seq: 1, Rev: 9, Field: field})
+		return d
+	}
+	created := appended("x")
+	created.add(reducer.Change{Kind: reducer.Created, Seq: 1, Rev: 10})
+	big := map[int64]storedArtifact{1: {body: 512 << 10, appended: 512 << 10}}
 	tests := []struct {
 		name   string
 		stored map[int64]storedArtifact
 		d      *dirtyArtifact
-		want   bool
+		want   write
 	}{
-		{"not written by this process (folded from the log)", nil, appended("x"), false},
-		{"appends within the body", map[int64]storedArtifact{1: {body: 100}}, appended("abc", "def"), true},
-		{"appends exactly filling the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("123456"), true},
-		{"appends outgrowing the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("1234567"), false},
-		{"a set in the same group", map[int64]storedArtifact{1: {body: 100}}, set, false},
-		{"invalid UTF-8", map[int64]storedArtifact{1: {body: 100}}, appended("\xff"), false},
+		{"not written by this process (folded from the log)", nil, appended("x"), writeWhole},
+		{"appends within the body", map[int64]storedArtifact{1: {body: 100}}, appended("abc", "def"), writeAppend},
+		{"appends exactly filling the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("123456"), writeAppend},
+		{"appends outgrowing the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("1234567"), writeWhole},
+		{"appends outgrowing the body past wholeBodyMax", big, appended("1"), writeAppend},
+		{"a set in the same group", map[int64]storedArtifact{1: {body: 100}}, withSet("status"), writeWhole},
+		{"a set past wholeBodyMax", big, withSet("status"), writeHead},
+		{"a set of streamed text past wholeBodyMax", big, withSet("output"), writeWhole},
+		{"created past wholeBodyMax", big, created, writeWhole},
+		{"invalid UTF-8", map[int64]storedArtifact{1: {body: 100}}, appended("\xff"), writeWhole},
+		{"invalid UTF-8 past wholeBodyMax", big, appended("\xff"), writeWhole},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,8 +52,8 @@ func TestArtifactPolicyAppendable(t *testing.T) {
 			for k, v := range tt.stored {
 				p.stored[k] = v
 			}
-			if got := p.appendable(1, tt.d); got != tt.want {
-				t.Errorf("appendable = %v; want %v", got, tt.want)
+			if got := p.how(1, tt.d); got != tt.want {
+				t.Errorf("how = %v; want %v", got, tt.want)
 			}
 		})
 	}

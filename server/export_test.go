@@ -243,3 +243,7 @@ func (r *sweepReq) apply(w *writer, g *group) {
 	failOn(g, r.reply)
 	g.onCommit(func() { r.reply.ok(struct{}{}) })
 }
+
+// WholeBodyMax is the size past which a growing artifact is no longer
+// written whole (artifactPolicy).
+const WholeBodyMax = wholeBodyMax

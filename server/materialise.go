@@ -90,13 +90,11 @@ func (l *lag) absorb(arts map[int64]*dirtyArtifact) {
 // merge adds o, what a later group did to the same artifact, to d.
 func (d *dirtyArtifact) merge(o *dirtyArtifact) {
 	d.rev = max(d.rev, o.rev)
+	d.set = d.set || o.set
 	if o.full {
+		// What o appended after its full change is the text's end.
 		d.full = true
-		d.fields, d.texts = nil, nil
-		return
-	}
-	if d.full {
-		return
+		d.fields, d.texts, d.bytes, d.utf8 = nil, nil, 0, true
 	}
 	for i, f := range o.fields {
 		// In o's order of first append per field, as one append each.

@@ -153,7 +153,7 @@ const (
 	idleLogBytes   = 16 << 10
 	stateBaseBytes = 1 << 10
 	// storedBytes is the policy's record of one artifact (held ones only).
-	storedBytes = 48
+	storedBytes = 96
 )
 
 // size estimates the memory the state holds.

@@ -141,12 +141,28 @@ type PutArtifacts struct {
 	Artifacts []Artifact
 }
 
+// PutArtifactHeads replaces the bodies of stored artifacts and keeps
+// their pending appends: each Body is the artifact as it is now but for
+// its streamed fields, which hold the text they held when their pending
+// appends began, so that a read merging those appends (MergeAppends)
+// gives the artifact whole. Rev is the artifact's new revision; the
+// length of the pending appends is unchanged. An artifact that is not
+// stored fails the commit. It is how the server changes a small field of
+// an artifact of many MiB, a tool output finishing, without writing its
+// text again: that write held the whole text in memory, in the server
+// and again in the database's driver.
+type PutArtifactHeads struct {
+	SessionID string
+	Artifacts []Artifact
+}
+
 // AppendArtifacts records appends to the streamed fields of artifacts
 // already stored, instead of rewriting their bodies: rewriting a growing
 // artifact on every commit makes a long stream quadratic. Appends pile up
-// until the next PutArtifacts of the artifact. An adapter's reads must
-// return the body with every pending append merged in, exactly as
-// MergeAppends does, so a client never sees the difference.
+// until the next PutArtifacts of the artifact (PutArtifactHeads keeps
+// them). An adapter's reads must return the body with every pending
+// append merged in, exactly as MergeAppends does, so a client never sees
+// the difference.
 type AppendArtifacts struct {
 	SessionID string
 	Appends   []ArtifactAppend
@@ -225,14 +241,15 @@ func (e *StaleError) Error() string {
 	return fmt.Sprintf("sessions changed by another server: %s", strings.Join(e.IDs, ", "))
 }
 
-func (Expect) storeOp()          {}
-func (CreateSession) storeOp()   {}
-func (DeleteSession) storeOp()   {}
-func (UpdateSession) storeOp()   {}
-func (AppendEvents) storeOp()    {}
-func (Unstage) storeOp()         {}
-func (PutArtifacts) storeOp()    {}
-func (AppendArtifacts) storeOp() {}
-func (AddCommand) storeOp()      {}
-func (AddInstance) storeOp()     {}
-func (SetSandboxToken) storeOp() {}
+func (Expect) storeOp()           {}
+func (CreateSession) storeOp()    {}
+func (DeleteSession) storeOp()    {}
+func (UpdateSession) storeOp()    {}
+func (AppendEvents) storeOp()     {}
+func (Unstage) storeOp()          {}
+func (PutArtifacts) storeOp()     {}
+func (PutArtifactHeads) storeOp() {}
+func (AppendArtifacts) storeOp()  {}
+func (AddCommand) storeOp()       {}
+func (AddInstance) storeOp()      {}
+func (SetSandboxToken) storeOp()  {}

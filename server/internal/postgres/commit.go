@@ -16,11 +16,17 @@ import (
 // caches it (its default exec mode). The ones named for many rows take
 // arrays, one element per row (see segment).
 const (
-	qExpect          = `SELECT rein_expect($1::text[], $2::bigint[], $3::bigint[])`
-	qCreateSession   = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
-	qDeleteSession   = `DELETE FROM sessions WHERE id = $1`
-	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
-	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = $1 AND seq = $2`
+	qExpect        = `SELECT rein_expect($1::text[], $2::bigint[], $3::bigint[])`
+	qCreateSession = `INSERT INTO sessions (id, status, summary, project, created_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6)`
+	qDeleteSession = `DELETE FROM sessions WHERE id = $1`
+	qPutArtifact   = `INSERT INTO artifacts (session_id, seq, rev, body) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, body = excluded.body, appended = 0`
+	qDropAppends   = `DELETE FROM artifact_appends WHERE session_id = $1 AND seq = $2`
+	// qPutArtifactHead keeps the artifact's appends and their length
+	// (store.PutArtifactHeads); a missing artifact rolls the commit back.
+	qPutArtifactHead = `WITH u AS (
+	UPDATE artifacts SET rev = $3, body = $4 WHERE session_id = $1 AND seq = $2 RETURNING 1
+)
+SELECT rein_expect_all(CASE WHEN EXISTS (SELECT FROM u) THEN '{}'::text[] ELSE ARRAY[$1 || ' seq=' || $2] END, 'artifact not stored')`
 	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES ($1, $2, $3, $4, NULLIF($5, ''))`
 	qAddInstance     = `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
@@ -177,6 +183,8 @@ func touched(ops []store.Op) []string {
 			add(op.SessionID)
 		case store.PutArtifacts:
 			add(op.SessionID)
+		case store.PutArtifactHeads:
+			add(op.SessionID)
 		case store.AppendArtifacts:
 			add(op.SessionID)
 		case store.AddCommand:
@@ -213,6 +221,11 @@ func queue(p *plan, op store.Op) error {
 			what := fmt.Sprintf("put artifact session=%s seq=%d", op.SessionID, a.Seq)
 			p.add(what, qPutArtifact, op.SessionID, a.Seq, a.Rev, string(a.Body))
 			p.add(what+": drop appends", qDropAppends, op.SessionID, a.Seq)
+		}
+	case store.PutArtifactHeads:
+		for _, a := range op.Artifacts {
+			p.add(fmt.Sprintf("put artifact head session=%s seq=%d", op.SessionID, a.Seq), qPutArtifactHead,
+				op.SessionID, a.Seq, a.Rev, string(a.Body))
 		}
 	case store.AddCommand:
 		c := op.Command

@@ -851,6 +851,8 @@ const (
 	qPutArtifact     = `INSERT INTO artifacts (session_id, seq, rev) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET rev = excluded.rev, appended = 0`
 	qPutArtifactBody = `INSERT INTO artifact_bodies (session_id, seq, body) VALUES (?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET body = excluded.body`
 	qDropAppends     = `DELETE FROM artifact_appends WHERE session_id = ? AND seq = ?`
+	qPutHeadRev      = `UPDATE artifacts SET rev = ? WHERE session_id = ? AND seq = ?`
+	qPutHeadBody     = `UPDATE artifact_bodies SET body = ? WHERE session_id = ? AND seq = ?`
 	qAddCommand      = `INSERT INTO commands (session_id, id, body, created_at, idem_key) VALUES (?, ?, ?, ?, NULLIF(?, ''))`
 	qAddInstance     = `INSERT INTO sandbox_instances (session_id, instance, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`
 	qAppendRev       = `UPDATE artifacts SET rev = ?, appended = appended + ? WHERE session_id = ? AND seq = ?`
@@ -858,7 +860,7 @@ const (
 	qSetSandboxToken = `INSERT INTO sandbox_tokens (session_id, hash, created_at) VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`
 )
 
-var writeQueries = slices.Concat([]string{qUnstage, qClearStaged, qDeleteStaged, qDeleteEventBodies, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken, qPutEventBody, insertEventsQueries.big, stageEventsQueries.big},
+var writeQueries = slices.Concat([]string{qUnstage, qClearStaged, qDeleteStaged, qDeleteEventBodies, qTopPos, qExpect, qCreateSession, qDeleteSession, qUpdateSession, qPutArtifact, qPutArtifactBody, qDropAppends, qPutHeadRev, qPutHeadBody, qAddCommand, qAddInstance, qAppendRev, qAppendText, qSetSandboxToken, qPutEventBody, insertEventsQueries.big, stageEventsQueries.big},
 	insertEventsQueries.chunks, insertEventsQueries.runs, stageEventsQueries.chunks, stageEventsQueries.runs)
 
 // eventChunks are the row counts of the event inserts, largest first: a
@@ -1086,6 +1088,12 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 				return fmt.Errorf("put artifact session=%s seq=%d: drop appends: %w", op.SessionID, a.Seq, err)
 			}
 		}
+	case store.PutArtifactHeads:
+		for _, a := range op.Artifacts {
+			if err := putArtifactHead(ctx, ex, op.SessionID, a); err != nil {
+				return err
+			}
+		}
 	case store.AppendArtifacts:
 		for _, a := range op.Appends {
 			if err := appendArtifact(ctx, ex, op.SessionID, a); err != nil {
@@ -1113,6 +1121,22 @@ func apply(ctx context.Context, ex execer, op store.Op) error {
 		}
 	default:
 		return fmt.Errorf("unknown store op %T", op)
+	}
+	return nil
+}
+
+// putArtifactHead replaces a stored artifact's body and rev, keeping its
+// pending appends and their length (store.PutArtifactHeads).
+func putArtifactHead(ctx context.Context, ex execer, id string, a store.Artifact) error {
+	res, err := ex.ExecContext(ctx, qPutHeadRev, a.Rev, id, a.Seq)
+	if err != nil {
+		return fmt.Errorf("put artifact head session=%s seq=%d: %w", id, a.Seq, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("put artifact head session=%s seq=%d: artifact not stored (%d rows, %v)", id, a.Seq, n, err)
+	}
+	if _, err := ex.ExecContext(ctx, qPutHeadBody, string(a.Body), id, a.Seq); err != nil {
+		return fmt.Errorf("put artifact head session=%s seq=%d: body: %w", id, a.Seq, err)
 	}
 	return nil
 }

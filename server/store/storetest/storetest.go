@@ -30,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ArtifactPagesByBytes", testArtifactPagesByBytes},
 		{"AppendsMergedOnRead", testAppendsMergedOnRead},
 		{"AppendsHoldingNUL", testAppendsHoldingNUL},
+		{"HeadsKeepAppends", testHeadsKeepAppends},
 		{"Commands", testCommands},
 		{"CommandKeys", testCommandKeys},
 		{"SessionState", testSessionState},
@@ -559,6 +560,16 @@ func testArtifactPagesByBytes(t *testing.T, s store.Store) {
 	}
 }
 
+// bodyOf returns the body of the artifact at seq in list, "" without one.
+func bodyOf(list []store.Artifact, seq int64) string {
+	for _, a := range list {
+		if a.Seq == seq {
+			return string(a.Body)
+		}
+	}
+	return ""
+}
+
 func bodyBytes(list []store.Artifact) int {
 	n := 0
 	for _, a := range list {
@@ -610,6 +621,87 @@ func testAppendsMergedOnRead(t *testing.T, s store.Store) {
 		t.Fatalf("append after put: %s; want %s", all[0].Body, want)
 	}
 	commitFails(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 9, Rev: 7, Fields: []store.FieldAppend{{Field: "output", Text: "x"}}}}})
+}
+
+// A head replaces an artifact's body and rev and keeps its appends and
+// their length: every read merges them into the new head, pages count
+// them, a later append follows them, and a full put still drops them.
+// A head for an artifact not stored fails the commit and writes nothing.
+func testHeadsKeepAppends(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	commit(t, s, store.CreateSession{Session: session("a", 1, "")})
+	head := func(rev int64, output, status string) store.Artifact {
+		t.Helper()
+		a := artifact(t, 1, rev, output)
+		var fields map[string]any
+		if err := json.Unmarshal(a.Body, &fields); err != nil {
+			t.Fatal(err)
+		}
+		fields["status"] = status
+		body, err := json.Marshal(fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Body = body
+		return a
+	}
+	other := artifact(t, 2, 2, "other")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{head(1, "he", "running"), other}})
+	appends := []store.FieldAppend{{Field: "output", Text: "llo"}, {Field: "output", Text: " wörld\n<>"}, {Field: "inputText", Text: "{\"a\""}}
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 3, Fields: appends[:1]}}})
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 4, Fields: appends[1:]}}})
+	closed := head(5, "he", "completed")
+	commit(t, s, store.PutArtifactHeads{SessionID: "a", Artifacts: []store.Artifact{closed}})
+	setRev(t, s, "a", 5)
+	want, err := store.MergeAppends(closed.Body, 5, appends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(want), `"status":"completed"`) {
+		t.Fatalf("merged body %s holds no new status", want)
+	}
+	check := func(when string, want []byte, rev int64) {
+		t.Helper()
+		all, err := s.Artifacts(ctx, "a")
+		if err != nil || len(all) != 2 || all[0].Rev != rev || string(all[0].Body) != string(want) {
+			t.Fatalf("%s: Artifacts(a) = %v, %v; seq 1 is\n%s\nwant rev %d\n%s", when, revs(all), err, bodyOf(all, 1), rev, want)
+		}
+		snap, err := s.ArtifactsSince(ctx, "a", 2)
+		if err != nil || len(snap.Artifacts) != 1 || snap.Artifacts[0].Rev != rev || string(snap.Artifacts[0].Body) != string(want) {
+			t.Fatalf("%s: ArtifactsSince(a, 2) = %v, %v; want seq 1 rev %d", when, revs(snap.Artifacts), err, rev)
+		}
+		bySeq, _, err := s.ArtifactsBySeq(ctx, "a", 0, 1, 0)
+		if err != nil || len(bySeq) != 1 || string(bySeq[0].Body) != string(want) {
+			t.Fatalf("%s: ArtifactsBySeq(a, 0, 1) = %v, %v", when, revs(bySeq), err)
+		}
+	}
+	check("after the head", want, 5)
+	// The page sizer still counts the appended text: a page whose bytes
+	// end one short of the other artifact, the head and the appends
+	// leaves the head for the next page.
+	appended := 0
+	for _, a := range appends {
+		appended += len(a.Text)
+	}
+	page, err := s.ArtifactsPage(ctx, "a", 0, 10, len(other.Body)+len(closed.Body)+appended-1)
+	if err != nil || len(page.Artifacts) != 1 || !page.More {
+		t.Fatalf("page of %d bytes: %v more=%v, %v; want the other artifact alone", len(other.Body)+len(closed.Body)+appended-1, revs(page.Artifacts), page.More, err)
+	}
+	// A later append follows the kept ones.
+	commit(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 6, Fields: []store.FieldAppend{{Field: "output", Text: "!"}}}}})
+	setRev(t, s, "a", 6)
+	want, _ = store.MergeAppends(closed.Body, 6, append(slices.Clone(appends), store.FieldAppend{Field: "output", Text: "!"}))
+	check("after an append", want, 6)
+	// A head for a missing artifact fails the whole commit.
+	commitFails(t, s,
+		store.PutArtifactHeads{SessionID: "a", Artifacts: []store.Artifact{head(7, "x", "failed")}},
+		store.PutArtifactHeads{SessionID: "a", Artifacts: []store.Artifact{artifact(t, 9, 7, "x")}})
+	check("after a failed head", want, 6)
+	// A full put drops the appends, kept or not.
+	full := artifact(t, 1, 8, "reset")
+	commit(t, s, store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{full}})
+	setRev(t, s, "a", 8)
+	check("after a full put", full.Body, 8)
 }
 
 // Commands come back by id range, bodies byte for byte; an id stored
