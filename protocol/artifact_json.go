@@ -21,11 +21,29 @@ import (
 // those of json.Marshal (TestArtifactJSONIsJSONMarshal, FuzzArtifactJSON):
 // bodies written before and after this encoder compare equal.
 func (a *Artifact) MarshalJSONWith(texts map[string][]byte) ([]byte, error) {
+	var chunked map[string][][]byte
+	if texts != nil {
+		chunked = make(map[string][][]byte, len(texts))
+		for k, b := range texts {
+			chunked[k] = [][]byte{b}
+		}
+	}
+	return a.MarshalJSONChunks(chunked)
+}
+
+// MarshalJSONChunks is MarshalJSONWith of texts held in chunks: each
+// field's value is the string its chunks spell one after another. Each
+// chunk is escaped on its own, which is the escaping of the whole only
+// where no chunk ends inside a rune (or a run of bytes that is not UTF-8):
+// the reducer starts a chunk only where a string of valid UTF-8 begins
+// after a rune that ended. A big text in chunks is never copied whole to
+// grow it.
+func (a *Artifact) MarshalJSONChunks(texts map[string][][]byte) ([]byte, error) {
 	type entry struct {
 		key string
 		raw []byte // the value's JSON, unless text or str
 		// text or str: a string value, escaped as it is copied.
-		text  []byte
+		text  [][]byte
 		str   string
 		isStr bool
 	}
@@ -72,7 +90,10 @@ func (a *Artifact) MarshalJSONWith(texts map[string][]byte) ([]byte, error) {
 		case e.isStr:
 			size += quotedLen(e.str)
 		default:
-			size += quotedLen(e.text)
+			size += 2
+			for _, c := range e.text {
+				size += quotedLen(c) - 2
+			}
 		}
 	}
 	out := make([]byte, 0, size)
@@ -89,7 +110,11 @@ func (a *Artifact) MarshalJSONWith(texts map[string][]byte) ([]byte, error) {
 		case e.isStr:
 			out = appendQuoted(out, e.str)
 		default:
-			out = appendQuoted(out, e.text)
+			out = append(out, '"')
+			for _, c := range e.text {
+				out = appendEscaped(out, c)
+			}
+			out = append(out, '"')
 		}
 	}
 	return append(out, '}'), nil
@@ -111,7 +136,11 @@ var jsonSafe = func() (t [utf8.RuneSelf]bool) {
 // on): control characters, quote, backslash and < > & escaped, invalid
 // UTF-8 as \ufffd, U+2028 and U+2029 escaped.
 func appendQuoted[T []byte | string](dst []byte, s T) []byte {
-	dst = append(dst, '"')
+	return append(appendEscaped(append(dst, '"'), s), '"')
+}
+
+// appendEscaped is appendQuoted without the quotes.
+func appendEscaped[T []byte | string](dst []byte, s T) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
@@ -157,8 +186,7 @@ func appendQuoted[T []byte | string](dst []byte, s T) []byte {
 		}
 		i += size
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
 
 // quotedLen is len(appendQuoted(nil, s)), without writing it.

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -112,7 +113,12 @@ func TestArtifactJSONIsJSONMarshal(t *testing.T) {
 		{"texts only", protocol.Artifact{Seq: 2, ID: "m", Type: protocol.ArtifactAssistantText, TurnID: "t", Rev: 3}, map[string][]byte{"text": []byte(strings.Repeat("x<", 5000))}},
 		{"bad raw", protocol.Artifact{Seq: 3, ID: "x", Type: protocol.ArtifactPlan, Fields: map[string]any{"entries": json.RawMessage(`{"a":`)}}, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) { checkArtifactJSON(t, tc.a, tc.texts) })
+		t.Run(tc.name, func(t *testing.T) {
+			checkArtifactJSON(t, tc.a, tc.texts)
+			for k, b := range tc.texts {
+				checkChunks(t, tc.a, k, b)
+			}
+		})
 	}
 }
 
@@ -131,7 +137,31 @@ func FuzzArtifactJSON(f *testing.F) {
 		}}
 		checkArtifactJSON(t, a, nil)
 		checkArtifactJSON(t, a, map[string][]byte{field: text, "more": raw})
+		checkChunks(t, a, field, text)
 	})
+}
+
+// checkChunks holds MarshalJSONChunks of text cut into chunks, wherever a
+// rune ends (as the reducer cuts), to MarshalJSONWith of it whole.
+func checkChunks(t *testing.T, a protocol.Artifact, field string, text []byte) {
+	t.Helper()
+	var chunks [][]byte
+	start := 0
+	for i := 1; i < len(text); i++ {
+		if r, size := utf8.DecodeLastRune(text[start:i]); i-start >= 2 && (r != utf8.RuneError || size > 1) {
+			chunks = append(chunks, text[start:i])
+			start = i
+		}
+	}
+	chunks = append(chunks, text[start:])
+	want, werr := a.MarshalJSONWith(map[string][]byte{field: text})
+	got, err := a.MarshalJSONChunks(map[string][][]byte{field: chunks})
+	if (err != nil) != (werr != nil) || !bytes.Equal(got, want) {
+		t.Fatalf("MarshalJSONChunks of %q in %d chunks = %s, %v\nMarshalJSONWith = %s, %v", text, len(chunks), got, err, want, werr)
+	}
+	if err == nil && cap(got) != len(got) {
+		t.Errorf("body of %d bytes made with room for %d", len(got), cap(got))
+	}
 }
 
 func TestArtifactUnmarshalSplits(t *testing.T) {

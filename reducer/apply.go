@@ -216,9 +216,9 @@ func (r *run) create(t protocol.ArtifactType, id string, open bool, f fields) *n
 		}
 		if str, ok := v.(string); ok && isAppendable(t, k) {
 			if n.bufs == nil {
-				n.bufs = map[string][]byte{}
+				n.bufs = map[string]*text{}
 			}
-			n.bufs[k] = []byte(str)
+			n.bufs[k] = newText(str)
 			continue
 		}
 		n.a.Fields[k] = mustJSON(v)
@@ -245,9 +245,13 @@ func (r *run) appendField(n *node, f, delta string) {
 		return
 	}
 	if n.bufs == nil {
-		n.bufs = map[string][]byte{}
+		n.bufs = map[string]*text{}
 	}
-	n.bufs[f] = append(n.bufs[f], delta...)
+	if b := n.bufs[f]; b != nil {
+		b.append(delta)
+	} else {
+		n.bufs[f] = newText(delta)
+	}
 	r.touch(n)
 	rev := r.nextRev()
 	n.a.Rev = rev
@@ -259,13 +263,13 @@ func (r *run) set(n *node, f string, v any) {
 	raw := mustJSON(v)
 	if isAppendable(n.a.Type, f) {
 		str, _ := v.(string)
-		if b, ok := n.bufs[f]; ok && string(b) == str {
+		if b, ok := n.bufs[f]; ok && b.equal(str) {
 			return
 		}
 		if n.bufs == nil {
-			n.bufs = map[string][]byte{}
+			n.bufs = map[string]*text{}
 		}
-		n.bufs[f] = []byte(str)
+		n.bufs[f] = newText(str)
 	} else {
 		if old, ok := n.a.Fields[f].(json.RawMessage); ok && bytes.Equal(old, raw) {
 			return

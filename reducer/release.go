@@ -149,9 +149,9 @@ func (s *State) Restore(body []byte) error {
 				return fmt.Errorf("restore artifact seq=%d field %q: %w", n.a.Seq, k, err)
 			}
 			if n.bufs == nil {
-				n.bufs = map[string][]byte{}
+				n.bufs = map[string]*text{}
 			}
-			n.bufs[k] = []byte(str)
+			n.bufs[k] = newText(str)
 			continue
 		}
 		// The stored value is the reducer's own canonical encoding (see
@@ -190,6 +190,9 @@ const (
 	keyBytes       = 28
 	heldNodeBytes  = 400
 	heldFieldBytes = 48
+	// chunkHeaderBytes: a text's struct and each of its chunks' slice
+	// header (see text).
+	chunkHeaderBytes = 24
 )
 
 // Size estimates the heap the state holds, in bytes: a constant per
@@ -210,7 +213,7 @@ func (n *node) heldBytes() int64 {
 		}
 	}
 	for _, b := range n.bufs {
-		size += heldFieldBytes + int64(cap(b))
+		size += heldFieldBytes + int64(b.size) + int64(1+len(b.chunks))*chunkHeaderBytes
 	}
 	for k, v := range n.usage {
 		size += heldFieldBytes + int64(len(k)+cap(v))

@@ -1,6 +1,7 @@
 package reducer_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -261,5 +262,62 @@ func TestArtifactJSONTrimmed(t *testing.T) {
 	}
 	if body, _, err := s.ArtifactJSONTrimmed(99, nil); body != nil || err != nil {
 		t.Errorf("no artifact 99: %s, %v", body, err)
+	}
+}
+
+// A growing output is held once: in chunks, not in one slice that Go
+// grows by a quarter at a time, copying it each time and, at the end,
+// holding the last two copies at once (1.25 + 1 times the text).
+func TestGrowingOutputAllocatesItsSize(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell"})
+	delta := strings.Repeat(strings.Repeat("y", 999)+"\n", 64) // 64,000 bytes
+	const n = 512                                              // 32 MB
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		s.Apply(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c1", Delta: delta})
+	}
+	runtime.ReadMemStats(&after)
+	if alloc, size := after.TotalAlloc-before.TotalAlloc, uint64(n*len(delta)); alloc > size+size/4 {
+		t.Errorf("appending %d MB of output allocated %d MB; want about its size", size>>20, alloc>>20)
+	}
+}
+
+// An output held in many chunks encodes as json.Marshal encodes it whole,
+// trimmed or not, with runes that escape and a rune cut across deltas.
+func TestChunkedOutputEncodesAsOneString(t *testing.T) {
+	s := reducer.New()
+	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "c1", Name: "shell"})
+	line := strings.Repeat("é€😀<&>\u2028\x01\"\\\n", 3000)
+	var deltas []string
+	for i := range 60 {
+		d := line
+		switch i % 20 {
+		case 10:
+			d = line + "\xe2\x82"
+		case 11:
+			d = "\xac" + line
+		}
+		deltas = append(deltas, d)
+		s.Apply(protocol.Event{Type: protocol.EventToolOutputDelta, ID: "c1", Delta: d})
+	}
+	seq := s.Newest(protocol.ArtifactToolCall, "c1")
+	whole := strings.Join(deltas, "")
+	for _, cut := range []int{0, len(deltas[59]), len(deltas[59]) + len(deltas[58]), len(whole)} {
+		body, _, err := s.ArtifactJSONTrimmed(seq, map[string]int{"output": cut})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := s.Artifact(seq)
+		a.Fields["output"] = whole[:len(whole)-cut]
+		want, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(body, want) {
+			t.Fatalf("cut %d: a body of %d bytes differs from json.Marshal's %d", cut, len(body), len(want))
+		}
 	}
 }

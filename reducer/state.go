@@ -20,8 +20,8 @@ const (
 // node is the reducer's view of one artifact.
 type node struct {
 	a protocol.Artifact // fixed keys and set fields (values are json.RawMessage)
-	// bufs holds the appendable fields.
-	bufs map[string][]byte
+	// bufs holds the appendable fields (see text).
+	bufs map[string]*text
 	// open: a text/reasoning block still streaming, a tool not finished, a
 	// permission not answered, a turn not completed. turn_completed closes
 	// every open artifact.
@@ -144,7 +144,7 @@ func (s *State) ArtifactJSON(seq int64) (body []byte, rev int64, err error) {
 	if n == nil {
 		return nil, 0, nil
 	}
-	body, err = n.a.MarshalJSONWith(n.bufs)
+	body, err = n.a.MarshalJSONChunks(n.chunks())
 	return body, n.a.Rev, err
 }
 
@@ -160,20 +160,21 @@ func (s *State) ArtifactJSONTrimmed(seq int64, trim map[string]int) (body []byte
 	if n == nil {
 		return nil, 0, nil
 	}
-	texts := make(map[string][]byte, len(n.bufs))
-	for f, b := range n.bufs {
-		texts[f] = b
-	}
+	texts := n.chunks()
 	for f, cut := range trim {
 		b, ok := n.bufs[f]
-		if !ok && cut > 0 || cut > len(b) || cut < 0 {
-			return nil, 0, fmt.Errorf("trim artifact seq=%d field %q by %d bytes: it holds %d", seq, f, cut, len(b))
+		held := 0
+		if ok {
+			held = b.n
+		}
+		if cut > held || cut < 0 {
+			return nil, 0, fmt.Errorf("trim artifact seq=%d field %q by %d bytes: it holds %d", seq, f, cut, held)
 		}
 		if ok {
-			texts[f] = b[:len(b)-cut]
+			texts[f] = b.trimmed(cut)
 		}
 	}
-	body, err = n.a.MarshalJSONWith(texts)
+	body, err = n.a.MarshalJSONChunks(texts)
 	return body, n.a.Rev, err
 }
 
@@ -220,9 +221,18 @@ func (s *State) Artifacts() []*protocol.Artifact {
 func (n *node) snapshot() *protocol.Artifact {
 	a := n.a.Clone()
 	for f, b := range n.bufs {
-		a.Fields[f] = string(b)
+		a.Fields[f] = b.String()
 	}
 	return a
+}
+
+// chunks returns the appendable fields' chunks, sharing their memory.
+func (n *node) chunks() map[string][][]byte {
+	out := make(map[string][][]byte, len(n.bufs))
+	for f, b := range n.bufs {
+		out[f] = b.chunks
+	}
+	return out
 }
 
 func (s *State) node(seq int64) *node {
