@@ -117,6 +117,7 @@ func TestArtifactJSONIsJSONMarshal(t *testing.T) {
 			checkArtifactJSON(t, tc.a, tc.texts)
 			for k, b := range tc.texts {
 				checkChunks(t, tc.a, k, b)
+				checkJSONText(t, string(b))
 			}
 		})
 	}
@@ -138,7 +139,21 @@ func FuzzArtifactJSON(f *testing.F) {
 		checkArtifactJSON(t, a, nil)
 		checkArtifactJSON(t, a, map[string][]byte{field: text, "more": raw})
 		checkChunks(t, a, field, text)
+		checkJSONText(t, string(text))
 	})
+}
+
+// checkJSONText holds AppendJSONText and JSONTextLen to json.Marshal.
+func checkJSONText(t *testing.T, s string) {
+	t.Helper()
+	quoted, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := quoted[1 : len(quoted)-1]
+	if got := protocol.AppendJSONText([]byte("x"), s); string(got) != "x"+string(want) || protocol.JSONTextLen(s) != len(want) {
+		t.Fatalf("AppendJSONText(%q) = %s (JSONTextLen %d); json.Marshal has %s", s, got, protocol.JSONTextLen(s), want)
+	}
 }
 
 // checkChunks holds MarshalJSONChunks of text cut into chunks, wherever a
