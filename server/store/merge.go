@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/rein-ai/rein/protocol"
 )
 
 // MergeAppends returns an artifact body with appended text added to its
@@ -24,31 +26,26 @@ func MergeAppends(body []byte, rev int64, appends []FieldAppend) ([]byte, error)
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil, fmt.Errorf("merge appends: decode body: %w", err)
 	}
-	grown := make(map[string][]byte)
+	// The escaped length each grown field gains, so that the body is
+	// written once, at its size: a closed tool output of 64 MB (a head
+	// and its appends, see PutArtifactHeads) took 490 MB of allocations
+	// and 190 ms to merge when each append was encoded on its own and
+	// its field grown by appending.
+	grows := make(map[string]int)
 	for _, a := range appends {
 		if a.Text == "" {
 			continue
 		}
-		cur, ok := grown[a.Field]
-		if !ok {
-			cur = fields[a.Field]
+		if _, ok := grows[a.Field]; !ok {
+			cur := fields[a.Field]
 			switch {
 			case cur == nil:
-				cur = []byte(`""`)
+				fields[a.Field] = json.RawMessage(`""`)
 			case len(cur) < 2 || cur[0] != '"':
 				return nil, fmt.Errorf("merge appends: field %q is not a string", a.Field)
 			}
-			// cur is the decoder's own copy of the value (or a new
-			// literal), so splicing into it touches nothing shared.
 		}
-		enc, err := json.Marshal(a.Text)
-		if err != nil {
-			return nil, fmt.Errorf("merge appends: encode %q: %w", a.Field, err)
-		}
-		grown[a.Field] = append(cur[:len(cur)-1], enc[1:]...)
-	}
-	for f, v := range grown {
-		fields[f] = v
+		grows[a.Field] += protocol.JSONTextLen(a.Text)
 	}
 	fields["rev"] = strconv.AppendInt(nil, rev, 10)
 
@@ -56,7 +53,7 @@ func MergeAppends(body []byte, rev int64, appends []FieldAppend) ([]byte, error)
 	size := 2
 	for k, v := range fields {
 		keys = append(keys, k)
-		size += len(k) + len(v) + 8
+		size += len(k) + len(v) + grows[k] + 8
 	}
 	slices.Sort(keys)
 	out := make([]byte, 0, size)
@@ -70,7 +67,20 @@ func MergeAppends(body []byte, rev int64, appends []FieldAppend) ([]byte, error)
 			return nil, fmt.Errorf("merge appends: encode key %q: %w", k, err)
 		}
 		out = append(append(out, ek...), ':')
-		out = append(out, fields[k]...)
+		v := fields[k]
+		if _, grown := grows[k]; !grown {
+			out = append(out, v...)
+			continue
+		}
+		// The stored string without its closing quote, each appended
+		// text escaped after it in order, and the quote.
+		out = append(out, v[:len(v)-1]...)
+		for _, a := range appends {
+			if a.Field == k {
+				out = protocol.AppendJSONText(out, a.Text)
+			}
+		}
+		out = append(out, '"')
 	}
 	return append(out, '}'), nil
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"encoding/json"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/protocol"
@@ -63,5 +65,31 @@ func TestMergeAppendsRejectsNonString(t *testing.T) {
 	}
 	if _, err := MergeAppends([]byte(`{"rev":`), 2, nil); err == nil {
 		t.Fatal("a broken body merged")
+	}
+}
+
+// A big merge writes its body once, at its size: each append encoded on
+// its own, and the field grown by appending, allocated 7.5 times the
+// body (490 MB for a 64 MB tool output).
+func TestMergeAppendsAllocatesTheBody(t *testing.T) {
+	line := strings.Repeat("x<", 500) + "\n"
+	body, err := json.Marshal(protocol.Artifact{Seq: 2, ID: "x", Type: protocol.ArtifactToolCall, Fields: map[string]any{"output": strings.Repeat(line, 1000)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appends []FieldAppend
+	for range 80 {
+		appends = append(appends, FieldAppend{Field: "output", Text: strings.Repeat(line, 100)})
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	out, err := MergeAppends(body, 9, appends)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(out))+uint64(len(body))+64<<10 {
+		t.Errorf("merging into a body of %d KiB allocated %d KiB; want the body and its decoded copy", len(out)>>10, alloc>>10)
 	}
 }
