@@ -405,10 +405,39 @@ func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
 	return nil
 }
 
-func (s *opsStore) written() (put, appended, nulls int) {
+func (s *opsStore) written() (put, heads, appended, nulls int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.put, s.appended, s.nulls
+	return s.put, s.heads, s.appended, s.nulls
+}
+
+// countedServer starts a server on a fresh SQLite file that counts its
+// artifact writes (opsStore) and creates session id on it.
+func countedServer(t *testing.T, id string) (path string, rs *opsStore, s *app.App, c *client) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "rein.db")
+	rs = &opsStore{Store: openSQLite(t, path)}
+	s, err := app.New(app.Options{Store: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, s)
+	c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+	return path, rs, s, c
+}
+
+// restartCounted closes countedServer's server and store and starts a
+// server on its file again.
+func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*app.App, *client) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, app.Options{DBPath: path})
+	return s2, newClient(t, s2)
 }
 
 // A tool's binary output (NUL in most deltas: cat of an executable) is
@@ -418,15 +447,7 @@ func (s *opsStore) written() (put, appended, nulls int) {
 // than twice the artifact's final size, and every read returns exactly
 // the fold of the log, across a restart too.
 func TestStreamedBinaryOutputAppends(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "rein.db")
-	db := openSQLite(t, path)
-	rs := &opsStore{Store: db}
-	s, err := app.New(app.Options{Store: rs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient(t, s)
-	c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+	path, rs, s, c := countedServer(t, "b")
 	sb := &streamer{c: c, id: "b"}
 	sb.post(ev("tool_call_start", "id", "x", "name", "sh", "input", map[string]any{"cmd": "cat a.out"}))
 	elf := "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00\x01\x00\x00\x00"
@@ -439,7 +460,7 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 	checkSnapshot(t, c, "b", "", want)
 
 	final := len(want[1])
-	put, appended, nulls := rs.written()
+	put, _, appended, nulls := rs.written()
 	if nulls < n/2 {
 		t.Errorf("%d appended texts held NUL over %d deltas that all did; want most", nulls, n)
 	}
@@ -451,14 +472,7 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 	}
 
 	// The appends holding NUL read back from the file as they were.
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s2 := start(t, app.Options{DBPath: path})
-	c = newClient(t, s2)
+	_, c = restartCounted(t, s, rs, path)
 	checkArtifacts(t, c, "b", want)
 	checkSnapshot(t, c, "b", "", want)
 }
@@ -471,24 +485,10 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 // the close handed the database the whole output at once: a 256 MB output
 // took the server to 1.2 GiB. So too when every group leaves its
 // artifacts to a later settle, which writes what several groups did.
-func TestBigOutputClosesWithoutItsText(t *testing.T) {
-	t.Run("written by each group", func(t *testing.T) { bigOutputCloses(t) })
-	t.Run("settled later", func(t *testing.T) {
-		server.DeferEveryGroup(t)
-		bigOutputCloses(t)
-	})
-}
+func TestBigOutputClosesWithoutItsText(t *testing.T) { nowAndDeferred(t, bigOutputCloses) }
 
 func bigOutputCloses(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "rein.db")
-	db := openSQLite(t, path)
-	rs := &opsStore{Store: db}
-	s, err := app.New(app.Options{Store: rs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient(t, s)
-	c.must(http.StatusCreated, nil, "POST", "/sessions/g", nil)
+	path, rs, s, c := countedServer(t, "g")
 	live := newModel(t)
 	liveSt := c.stream("/sessions/g/stream")
 	live.readSnapshot(liveSt)
@@ -520,11 +520,7 @@ func bigOutputCloses(t *testing.T) {
 	live.readUntilRev(liveSt, storedRev(t, s, "g"))
 	checkModel(t, live, want)
 
-	put, heads, appended := func() (int, int, int) {
-		rs.mu.Lock()
-		defer rs.mu.Unlock()
-		return rs.put, rs.heads, rs.appended
-	}()
+	put, heads, appended, _ := rs.written()
 	// Whole bodies: the tool's doublings up to WholeBodyMax and the small
 	// artifacts; the close wrote a head of about WholeBodyMax.
 	if put > 2*server.WholeBodyMax+64<<10 || heads == 0 || heads > server.WholeBodyMax+128<<10 {
@@ -535,14 +531,7 @@ func bigOutputCloses(t *testing.T) {
 		t.Errorf("%d pending append rows on the tool after its close; want its appends kept", rows)
 	}
 
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s2 := start(t, app.Options{DBPath: path})
-	c = newClient(t, s2)
+	s2, c := restartCounted(t, s, rs, path)
 	checkArtifacts(t, c, "g", want)
 	checkSnapshot(t, c, "g", "", want)
 	// A late end changes the released tool: it is restored from the store,

@@ -161,12 +161,22 @@ const (
 	writeWhole  write = iota // PutArtifacts
 	writeAppend              // AppendArtifacts
 	writeHead                // PutArtifactHeads, then AppendArtifacts
+	// writeSplit is a whole write whose text appended since the artifact
+	// was created (or its text set), or in the group, is past
+	// wholeBodyMax (a session whose artifacts were settled after a while,
+	// see materialise.go): PutArtifacts of the body without that text,
+	// then that text as AppendArtifacts, so that the closing head writes
+	// only what precedes it.
+	writeSplit
 )
 
 // how returns how the group's change d to artifact seq is stored.
 func (p artifactPolicy) how(seq int64, d *dirtyArtifact) write {
 	was, known := p.stored[seq]
 	if !known || d.full || !d.utf8 {
+		if d.utf8 && d.bytes > wholeBodyMax {
+			return writeSplit
+		}
 		return writeWhole
 	}
 	big := was.body+was.appended+d.bytes > wholeBodyMax
@@ -201,70 +211,48 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 	for _, seq := range order {
 		d := arts[seq]
 		how := p.how(seq, d)
-		if how != writeWhole {
+		// What the store holds once this is written: the text pending
+		// in appends per field, which a body written now leaves out.
+		var stored storedArtifact
+		switch how {
+		case writeAppend, writeHead:
 			was := p.stored[seq]
-			pending := slices.Clone(was.pending)
+			stored = storedArtifact{body: was.body, appended: was.appended + d.bytes, pending: slices.Clone(was.pending)}
+		case writeSplit:
+			stored.appended = d.bytes
+		}
+		if how != writeWhole {
 			for i, f := range d.fields {
-				pending = addBytes(pending, f, d.texts[i].Len())
-			}
-			stored := storedArtifact{body: was.body, appended: was.appended + d.bytes, pending: pending}
-			if how == writeHead {
-				trim := make(map[string]int, len(pending))
-				for _, f := range pending {
-					trim[f.field] = f.n
-				}
-				body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
-				if err == nil && body == nil {
-					err = errors.New("not held")
-				}
-				if err != nil {
-					return nil, nil, fmt.Errorf("encode artifact head session=%s seq=%d: %w", id, seq, err)
-				}
-				heads = append(heads, store.Artifact{Seq: seq, Rev: rev, Body: body})
-				stored.body = len(body)
+				stored.pending = addBytes(stored.pending, f, d.texts[i].Len())
 			}
 			if len(d.fields) > 0 {
 				appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
 			}
-			next[seq] = stored
-			continue
 		}
-		// ArtifactJSON, not MarshalJSON of an Artifact copy: a growing
-		// tool output is written whole at 1, 2, 4... MB, and the copy of
-		// its text, with json.Marshal's growing buffer, made the last
-		// write hold the text four times (272 MB of heap for a 64 MB
-		// output; see reducer.State.ArtifactJSON).
-		//
-		// A whole write whose text appended since the artifact was
-		// created (or its text set) is past wholeBodyMax, which a
-		// session that lagged for a while or was just folded brings,
-		// writes the body without that text and the text as appends:
-		// the closing head then writes only what precedes them.
-		var (
-			trim  map[string]int
-			split = d.utf8 && d.bytes > wholeBodyMax
-		)
-		if split {
-			trim = make(map[string]int, len(d.fields))
-			for i, f := range d.fields {
-				trim[f] = d.texts[i].Len()
+		if how != writeAppend {
+			// ArtifactJSON's encoding, not MarshalJSON of an Artifact
+			// copy: a growing tool output was written whole at 1, 2,
+			// 4... MB, and the copy of its text, with json.Marshal's
+			// growing buffer, made the last write hold the text four
+			// times (272 MB of heap for a 64 MB output; see
+			// reducer.State.ArtifactJSON).
+			trim := make(map[string]int, len(stored.pending))
+			for _, f := range stored.pending {
+				trim[f.field] = f.n
 			}
-		}
-		body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
-		if err == nil && body == nil {
-			err = errors.New("not held")
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
-		}
-		puts = append(puts, store.Artifact{Seq: seq, Rev: rev, Body: body})
-		stored := storedArtifact{body: len(body)}
-		if split {
-			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: d.appends()})
-			stored.appended = d.bytes
-			for i, f := range d.fields {
-				stored.pending = addBytes(stored.pending, f, d.texts[i].Len())
+			body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
+			if err == nil && body == nil {
+				err = errors.New("not held")
 			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("encode artifact session=%s seq=%d: %w", id, seq, err)
+			}
+			if how == writeHead {
+				heads = append(heads, store.Artifact{Seq: seq, Rev: rev, Body: body})
+			} else {
+				puts = append(puts, store.Artifact{Seq: seq, Rev: rev, Body: body})
+			}
+			stored.body = len(body)
 		}
 		next[seq] = stored
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rein-ai/rein/reducer"
@@ -11,7 +12,8 @@ import (
 // stay within the body's size or the artifact is past wholeBodyMax; a set
 // of a field that is not streamed text writes the head of an artifact
 // past wholeBodyMax and the whole of a smaller one; creating it or
-// setting streamed text writes it whole.
+// setting streamed text writes it whole, split from the text appended
+// since when that is past wholeBodyMax.
 func TestArtifactPolicyHow(t *testing.T) {
 	appended := func(texts ...string) *dirtyArtifact {
 		d := &dirtyArtifact{utf8: true}
@@ -25,8 +27,15 @@ func TestArtifactPolicyHow(t *testing.T) {
 		d.add(reducer.Change{Kind: reducer.Set, Seq: 1, Rev: 9, Field: field})
 		return d
 	}
-	created := appended("x")
-	created.add(reducer.Change{Kind: reducer.Created, Seq: 1, Rev: 10})
+	createdThen := func(texts ...string) *dirtyArtifact {
+		d := appended("before")
+		d.add(reducer.Change{Kind: reducer.Created, Seq: 1, Rev: 10})
+		for _, s := range texts {
+			d.add(reducer.Change{Kind: reducer.Appended, Seq: 1, Rev: 11, Field: "output", Append: s})
+		}
+		return d
+	}
+	created := createdThen()
 	big := map[int64]storedArtifact{1: {body: 512 << 10, appended: 512 << 10}}
 	tests := []struct {
 		name   string
@@ -35,6 +44,9 @@ func TestArtifactPolicyHow(t *testing.T) {
 		want   write
 	}{
 		{"not written by this process (folded from the log)", nil, appended("x"), writeWhole},
+		{"not written by this process, appends past wholeBodyMax", nil, appended(strings.Repeat("x", wholeBodyMax+1)), writeSplit},
+		{"created, appends past wholeBodyMax", nil, createdThen(strings.Repeat("x", wholeBodyMax+1)), writeSplit},
+		{"created, appends up to wholeBodyMax", nil, createdThen(strings.Repeat("x", wholeBodyMax)), writeWhole},
 		{"appends within the body", map[int64]storedArtifact{1: {body: 100}}, appended("abc", "def"), writeAppend},
 		{"appends exactly filling the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("123456"), writeAppend},
 		{"appends outgrowing the body", map[int64]storedArtifact{1: {body: 10, appended: 4}}, appended("1234567"), writeWhole},
@@ -45,6 +57,7 @@ func TestArtifactPolicyHow(t *testing.T) {
 		{"created past wholeBodyMax", big, created, writeWhole},
 		{"invalid UTF-8", map[int64]storedArtifact{1: {body: 100}}, appended("\xff"), writeWhole},
 		{"invalid UTF-8 past wholeBodyMax", big, appended("\xff"), writeWhole},
+		{"invalid UTF-8 appended past wholeBodyMax", nil, appended(strings.Repeat("x", wholeBodyMax), "\xff"), writeWhole},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -126,16 +126,9 @@ func churnSession(t *testing.T, c *client, id string, i int) {
 // ids, and others removed by the bootstrap timeout, leave nothing behind
 // in the server's memory: every per-session, per-token, per-stream and
 // per-subscriber structure is back to its size before, and so is the
-// goroutine count.
-func TestChurnReleasesEverything(t *testing.T) {
-	t.Run("now", func(t *testing.T) { churn(t) })
-	t.Run("deferred", func(t *testing.T) {
-		// Every group leaves its artifacts to a later settle, so the
-		// sessions lag when they are deleted (materialise.go).
-		server.DeferEveryGroup(t)
-		churn(t)
-	})
-}
+// goroutine count, also when the sessions lag as they are deleted
+// (deferred).
+func TestChurnReleasesEverything(t *testing.T) { nowAndDeferred(t, churn) }
 
 func churn(t *testing.T) {
 	clock := newFakeClock()

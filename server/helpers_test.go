@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/rein-ai/rein/protocol"
+	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
 	"github.com/rein-ai/rein/server/internal/sqlite"
 )
@@ -445,4 +446,15 @@ func ev(typ string, kv ...any) map[string]any {
 		m[kv[i].(string)] = kv[i+1]
 	}
 	return m
+}
+
+// nowAndDeferred runs f twice: with each group writing its artifacts
+// ("now"), and with every group leaving them to a later settle, so that
+// sessions lag ("deferred", materialise.go).
+func nowAndDeferred(t *testing.T, f func(t *testing.T)) {
+	t.Run("now", f)
+	t.Run("deferred", func(t *testing.T) {
+		server.DeferEveryGroup(t)
+		f(t)
+	})
 }
