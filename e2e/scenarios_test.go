@@ -179,6 +179,61 @@ func TestServerKilledMidTurn(t *testing.T) {
 	e.assertModelMatchesServer(fresh, "crash")
 }
 
+// 4b. kill -9 of the server while a tool prints megabytes, past the size
+// at which the server stops writing an output whole and keeps it as
+// appends and, at its close, a head (server/README.md, Memory): after the
+// restart the state is folded from the log, so the output is written
+// whole once more, then appended to and closed by a head. The output is
+// exactly what the command printed, for the follower and for a new
+// client.
+func TestServerKilledDuringBigOutput(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("bigout")
+	const lines, width = 60, 99_999 // 6 MB over 3 s at least
+	e.prompt("bigout", fmt.Sprintf(`run: for i in $(seq 1 %d); do head -c %d /dev/zero | tr '\0' x; echo; sleep 0.05; done`, lines, width))
+	output := func(arts []*protocol.Artifact) *protocol.Artifact {
+		for _, a := range arts {
+			if a.Type == protocol.ArtifactToolCall {
+				return a
+			}
+		}
+		return nil
+	}
+	var status string
+	err := f.WaitFor(e.ctx, "1.5 MB of output", func(arts []*protocol.Artifact) bool {
+		a := output(arts)
+		if a != nil {
+			status = a.String("status")
+		}
+		return a != nil && len(a.String("output")) > 1_500_000
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Kill()
+	if status != string(protocol.ToolRunning) {
+		t.Fatalf("the tool was %s at the kill; the test kills the server while it prints", status)
+	}
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	want := strings.Repeat(strings.Repeat("x", width)+"\n", lines)
+	for _, follower := range []*Follower{f, Follow(e.ctx, e.c, "bigout")} {
+		a := output(e.assertModelMatchesServer(follower, "bigout"))
+		if a == nil || a.String("status") != string(protocol.ToolCompleted) || a.String("output") != want {
+			got := ""
+			if a != nil {
+				got = fmt.Sprintf("%s, %d bytes", a.String("status"), len(a.String("output")))
+			}
+			t.Fatalf("the tool: %s; want completed, exactly the %d bytes printed", got, len(want))
+		}
+		if follower != f {
+			follower.Close()
+		}
+	}
+}
+
 // 5. A network partition between agentd and the server during a turn: the
 // session shows disconnected, then live again, and nothing is lost.
 func TestNetworkPartition(t *testing.T) {
