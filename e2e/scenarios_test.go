@@ -182,10 +182,10 @@ func TestServerKilledMidTurn(t *testing.T) {
 // 4b. kill -9 of the server while a tool prints megabytes, past the size
 // at which the server stops writing an output whole and keeps it as
 // appends and, at its close, a head (server/README.md, Memory): after the
-// restart the state is folded from the log, so the output is written
-// whole once more, then appended to and closed by a head. The output is
-// exactly what the command printed, for the follower and for a new
-// client.
+// restart the state is folded from the log, so the output's next change
+// writes its body without the text and the whole text as appends again,
+// before more appends and the head. The output is exactly what the
+// command printed, for the follower and for a new client.
 func TestServerKilledDuringBigOutput(t *testing.T) {
 	e := newEnv(t)
 	_, f := e.session("bigout")

@@ -178,6 +178,19 @@ func (s *State) ArtifactJSONTrimmed(seq int64, trim map[string]int) (body []byte
 	return body, n.a.Rev, err
 }
 
+// StreamedText returns the streamed fields of the artifact at seq (a
+// tool's output and input, a block's text) in the state's chunks, which
+// share its memory and must not be changed; nil when there is none or
+// its body was released. The server writes a big one to the store as
+// appends rather than one body.
+func (s *State) StreamedText(seq int64) map[string][][]byte {
+	n := s.node(seq)
+	if n == nil {
+		return nil
+	}
+	return n.chunks()
+}
+
 // ArtifactHead returns a copy of the artifact at seq without its streamed
 // text (the fields the state holds as appended bytes: a tool's output and
 // input, a block's text), or nil as Artifact does. It is for reading what

@@ -416,19 +416,23 @@ func (s *opsStore) written() (put, heads, appended, nulls int) {
 func countedServer(t *testing.T, id string) (path string, rs *opsStore, s *app.App, c *client) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "rein.db")
-	rs = &opsStore{Store: openSQLite(t, path)}
-	s, err := app.New(app.Options{Store: rs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c = newClient(t, s)
+	rs, s, c = countedOn(t, path)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
 	return path, rs, s, c
 }
 
-// restartCounted closes countedServer's server and store and starts a
-// server on its file again.
-func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*app.App, *client) {
+// countedOn starts a server on the SQLite file at path that counts its
+// artifact writes.
+func countedOn(t *testing.T, path string) (*opsStore, *app.App, *client) {
+	t.Helper()
+	rs := &opsStore{Store: openSQLite(t, path)}
+	s := start(t, app.Options{Store: rs})
+	return rs, s, newClient(t, s)
+}
+
+// restartCounted closes a counted server and its store and starts another
+// on the same file.
+func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*opsStore, *app.App, *client) {
 	t.Helper()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -436,8 +440,7 @@ func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*app.A
 	if err := rs.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := start(t, app.Options{DBPath: path})
-	return s2, newClient(t, s2)
+	return countedOn(t, path)
 }
 
 // A tool's binary output (NUL in most deltas: cat of an executable) is
@@ -472,7 +475,7 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 	}
 
 	// The appends holding NUL read back from the file as they were.
-	_, c = restartCounted(t, s, rs, path)
+	_, _, c = restartCounted(t, s, rs, path)
 	checkArtifacts(t, c, "b", want)
 	checkSnapshot(t, c, "b", "", want)
 }
@@ -531,7 +534,7 @@ func bigOutputCloses(t *testing.T) {
 		t.Errorf("%d pending append rows on the tool after its close; want its appends kept", rows)
 	}
 
-	s2, c := restartCounted(t, s, rs, path)
+	_, s2, c := restartCounted(t, s, rs, path)
 	checkArtifacts(t, c, "g", want)
 	checkSnapshot(t, c, "g", "", want)
 	// A late end changes the released tool: it is restored from the store,
@@ -544,4 +547,43 @@ func bigOutputCloses(t *testing.T) {
 	}
 	checkArtifacts(t, c, "g", want)
 	checkSnapshot(t, c, "g", "", want)
+}
+
+// A server restarted while a big output streams knows nothing of how the
+// store holds it (its state is folded from the log): the output's next
+// change writes its body without the text and the text as appends, a
+// chunk at a time, rather than the whole text at once, and its close
+// writes a small head. Every read is still the fold of the log.
+func TestBigOutputAfterRestart(t *testing.T) {
+	path, rs, s, c := countedServer(t, "r")
+	sr := &streamer{c: c, id: "r"}
+	sr.post(ev("turn_started", "turnId", "t1", "source", "user"), ev("tool_call_start", "id", "x", "name", "sh"))
+	chunk := strings.Repeat(strings.Join(tricky, ""), 64<<10/len(strings.Join(tricky, "")))
+	text := 0 // the output's length
+	for i := range 40 {
+		d := fmt.Sprintf("%d:%s", i, chunk)
+		sr.post(ev("tool_output_delta", "id", "x", "delta", d))
+		text += len(d)
+	}
+	rs, s, c = restartCounted(t, s, rs, path)
+	sr = &streamer{c: c, id: "r", seq: sr.seq}
+	for i := range 8 {
+		d := fmt.Sprintf("after %d:%s", i, chunk)
+		sr.post(ev("tool_output_delta", "id", "x", "delta", d))
+		text += len(d)
+	}
+	sr.post(ev("tool_call_end", "id", "x", "status", "completed"))
+	want := wantArtifacts(t, s, "r")
+	checkArtifacts(t, c, "r", want)
+	checkSnapshot(t, c, "r", "", want)
+	put, heads, appended, _ := rs.written()
+	// All of the text, the part stored before the restart too, is
+	// appended again; no body holds any of it.
+	if put > 4<<10 || heads > 4<<10 || appended != text {
+		t.Errorf("after the restart, for %d bytes of output: %d bytes of whole bodies, %d of heads, %d appended; want the text appended and the bodies small",
+			text, put, heads, appended)
+	}
+	_, _, c = restartCounted(t, s, rs, path)
+	checkArtifacts(t, c, "r", want)
+	checkSnapshot(t, c, "r", "", want)
 }

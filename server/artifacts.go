@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -168,6 +169,14 @@ const (
 	// then that text as AppendArtifacts, so that the closing head writes
 	// only what precedes it.
 	writeSplit
+	// writeRebase is the first write of a big artifact this process did
+	// not write (its state was folded from the log after a restart or an
+	// eviction while it streamed, or it was restored from the store for
+	// a late change), whose stored layout the policy does not know:
+	// PutArtifacts of the body without its streamed text, then the whole
+	// text as AppendArtifacts, a chunk at a time, so that neither this
+	// write nor the closing head hands the database the text at once.
+	writeRebase
 )
 
 // how returns how the group's change d to artifact seq is stored.
@@ -191,6 +200,35 @@ func (p artifactPolicy) how(seq int64, d *dirtyArtifact) write {
 	return writeWhole
 }
 
+// rebaseAppends returns an artifact's streamed text (text, its chunks per
+// field) as appends of at most a chunk each, fields in name order, when
+// it is past wholeBodyMax and the store may hold it as appends (valid
+// UTF-8, and NUL only where nul says the store's appends may hold it;
+// see dirtyArtifact); nil otherwise. Checking costs a pass over the
+// text, which only an artifact the policy does not know pays, once.
+func rebaseAppends(text map[string][][]byte, nul bool) []store.FieldAppend {
+	total := 0
+	for _, chunks := range text {
+		for _, c := range chunks {
+			total += len(c)
+		}
+	}
+	if total <= wholeBodyMax {
+		return nil
+	}
+	fields := slices.Sorted(maps.Keys(text))
+	var out []store.FieldAppend
+	for _, f := range fields {
+		for _, c := range text[f] {
+			if !utf8.Valid(c) || !nul && bytes.IndexByte(c, 0) >= 0 {
+				return nil
+			}
+			out = append(out, store.FieldAppend{Field: f, Text: string(c)})
+		}
+	}
+	return out
+}
+
 // ops returns the writes for a session's changed artifacts, whose current
 // values st holds, and a func that records, once they are committed, what
 // the database holds. With the writes taken, st releases the bodies of its
@@ -211,6 +249,12 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 	for _, seq := range order {
 		d := arts[seq]
 		how := p.how(seq, d)
+		var rebase []store.FieldAppend
+		if _, known := p.stored[seq]; !known && !d.full {
+			if rebase = rebaseAppends(st.StreamedText(seq), d.nul); rebase != nil {
+				how = writeRebase
+			}
+		}
 		// What the store holds once this is written: the text pending
 		// in appends per field, which a body written now leaves out.
 		var stored storedArtifact
@@ -220,8 +264,14 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 			stored = storedArtifact{body: was.body, appended: was.appended + d.bytes, pending: slices.Clone(was.pending)}
 		case writeSplit:
 			stored.appended = d.bytes
+		case writeRebase:
+			for _, a := range rebase {
+				stored.appended += len(a.Text)
+				stored.pending = addBytes(stored.pending, a.Field, len(a.Text))
+			}
+			appends = append(appends, store.ArtifactAppend{Seq: seq, Rev: d.rev, Fields: rebase})
 		}
-		if how != writeWhole {
+		if how != writeWhole && how != writeRebase {
 			for i, f := range d.fields {
 				stored.pending = addBytes(stored.pending, f, d.texts[i].Len())
 			}

@@ -71,3 +71,26 @@ func TestArtifactPolicyHow(t *testing.T) {
 		})
 	}
 }
+
+// A big artifact the policy does not know is rewritten as appends of its
+// chunks, fields in name order, only when the store can hold them so.
+func TestRebaseAppends(t *testing.T) {
+	big := []byte(strings.Repeat("x", wholeBodyMax))
+	text := map[string][][]byte{"output": {big, []byte("é\n")}, "inputText": {[]byte("{}")}}
+	got := rebaseAppends(text, false)
+	if len(got) != 3 || got[0].Field != "inputText" || got[1].Text != string(big) || got[2].Text != "é\n" {
+		t.Fatalf("rebaseAppends = %d appends, first %q", len(got), got[0].Field)
+	}
+	for name, text := range map[string]map[string][][]byte{
+		"small":        {"output": {[]byte("x")}},
+		"invalid":      {"output": {big, []byte("\xff")}},
+		"NUL, refused": {"output": {big, []byte("\x00")}},
+	} {
+		if got := rebaseAppends(text, false); got != nil {
+			t.Errorf("%s: %d appends; want none", name, len(got))
+		}
+	}
+	if got := rebaseAppends(map[string][][]byte{"output": {big, []byte("\x00")}}, true); len(got) != 2 {
+		t.Errorf("NUL where the store takes it: %d appends; want 2", len(got))
+	}
+}

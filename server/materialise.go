@@ -283,10 +283,13 @@ func (w *writer) settleStale(id string, l *lag) ([]store.Op, int64, error) {
 		return nil, 0, fmt.Errorf("settle: %w", err)
 	}
 	dirty := map[int64]*dirtyArtifact{}
-	// Heads: st.Artifacts() copied every held text, for revisions.
+	// Heads: st.Artifacts() copied every held text, for revisions. The
+	// fold's policy knows none of them, so each is written whole, or a
+	// big one as a body without its text and the text as appends
+	// (writeRebase); the record carries no change of its own.
 	for _, a := range s.st.ArtifactHeads() {
 		if a != nil && a.Rev > l.rev {
-			dirty[a.Seq] = &dirtyArtifact{rev: a.Rev, full: true}
+			dirty[a.Seq] = &dirtyArtifact{rev: a.Rev, utf8: true, nul: w.appendsNUL}
 		}
 	}
 	ops, _, err := s.policy.ops(id, s.st, dirty)
