@@ -217,12 +217,16 @@ func rebaseAppends(text map[string][][]byte, nul bool) []store.FieldAppend {
 		return nil
 	}
 	fields := slices.Sorted(maps.Keys(text))
-	var out []store.FieldAppend
 	for _, f := range fields {
 		for _, c := range text[f] {
 			if !utf8.Valid(c) || !nul && bytes.IndexByte(c, 0) >= 0 {
 				return nil
 			}
+		}
+	}
+	var out []store.FieldAppend
+	for _, f := range fields {
+		for _, c := range text[f] {
 			out = append(out, store.FieldAppend{Field: f, Text: string(c)})
 		}
 	}
