@@ -290,8 +290,11 @@ func (p artifactPolicy) ops(id string, st *reducer.State, arts map[int64]*dirtyA
 			// growing buffer, made the last write hold the text four
 			// times (272 MB of heap for a 64 MB output; see
 			// reducer.State.ArtifactJSON).
-			trim := make(map[string]int, len(stored.pending))
+			var trim map[string]int // nil for most writes: nothing pending
 			for _, f := range stored.pending {
+				if trim == nil {
+					trim = make(map[string]int, len(stored.pending))
+				}
 				trim[f.field] = f.n
 			}
 			body, rev, err := st.ArtifactJSONTrimmed(seq, trim)
