@@ -534,13 +534,22 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
+	// Which session the page is of, read with it: a client resuming from
+	// next after the session was deleted and created again under its id
+	// would lay the new one's artifacts over the old one's (as on the
+	// artifact stream, which sends the same header).
+	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(page.Created, 10))
+	w.WriteHeader(http.StatusOK)
 	var b bytes.Buffer
 	b.WriteString(`{"artifacts":[`)
 	for i, art := range page.Artifacts {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		json.HTMLEscape(&b, art.Body)
+		if err := writeArtifactJSON(w, &b, art.Body); err != nil {
+			return // the client went away
+		}
 	}
 	b.WriteString(`],"rev":`)
 	b.WriteString(strconv.FormatInt(page.Rev, 10))
@@ -551,14 +560,39 @@ func (a *API) artifacts(w http.ResponseWriter, r *http.Request, id string) {
 		b.WriteString("null")
 	}
 	b.WriteString("}\n")
-	w.Header().Set("Content-Type", "application/json")
-	// Which session the page is of, read with it: a client resuming from
-	// next after the session was deleted and created again under its id
-	// would lay the new one's artifacts over the old one's (as on the
-	// artifact stream, which sends the same header).
-	w.Header().Set(protocol.HeaderSessionCreated, strconv.FormatInt(page.Created, 10))
-	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())
+}
+
+// writeArtifactJSON adds a stored artifact body to a JSON answer built in
+// b, as encoding/json would write it (json.HTMLEscape: the protocol's
+// encoder already escapes what it escapes, but a body stored by another
+// writer may not). A big body (a long tool output) goes to w as it is,
+// after what b holds: copied into b it made every GET of a 64 MB output
+// hold another 64 to 128 MB while the client read it (shared.go in
+// package server lets the replays share the body itself).
+func writeArtifactJSON(w io.Writer, b *bytes.Buffer, body []byte) error {
+	if len(body) < writePiece {
+		json.HTMLEscape(b, body)
+		return nil
+	}
+	if _, err := w.Write(b.Bytes()); err != nil {
+		return err
+	}
+	b.Reset()
+	if !htmlSafe(body) {
+		var e bytes.Buffer
+		json.HTMLEscape(&e, body)
+		body = e.Bytes()
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+// htmlSafe reports whether json.HTMLEscape would leave body as it is: it
+// holds no '<', '>' or '&' and no U+2028 or U+2029.
+func htmlSafe(body []byte) bool {
+	return bytes.IndexByte(body, '<') < 0 && bytes.IndexByte(body, '>') < 0 && bytes.IndexByte(body, '&') < 0 &&
+		!bytes.Contains(body, []byte("\u2028")) && !bytes.Contains(body, []byte("\u2029"))
 }
 
 // allArtifacts streams the whole list as a JSON array, the same bytes as
@@ -596,7 +630,9 @@ func (a *API) allArtifacts(w http.ResponseWriter, r *http.Request, id string) {
 				b.WriteByte(',')
 			}
 			first = false
-			json.HTMLEscape(&b, art.Body)
+			if err := writeArtifactJSON(w, &b, art.Body); err != nil {
+				return // the client went away
+			}
 		}
 		if !more {
 			break

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"runtime"
 	"strings"
 	"testing"
@@ -58,3 +59,65 @@ func TestArtifactSnapshotFraming(t *testing.T) {
 		t.Errorf("big frame starts %q, ends %q", frame[:60], frame[len(frame)-10:])
 	}
 }
+
+// writeArtifactJSON writes what json.HTMLEscape would make of a body, for
+// small bodies (into the buffer) and big ones (to the writer, after what
+// the buffer held), including a big one that still needs escaping (a body
+// another writer stored); and a big safe body goes out without a copy of
+// it: copied into the answer's buffer, every GET of a 64 MB output held
+// another 64 to 128 MB while its client read it.
+func TestWriteArtifactJSON(t *testing.T) {
+	pad := strings.Repeat("y", writePiece)
+	for _, body := range []string{
+		`{"text":"hi"}`,
+		`{"text":"<b>&</b> \u2028 \u2029 é"}`,
+		`{"output":"` + pad + `"}`,
+		`{"output":"` + pad + `<"}`,
+		`{"output":"` + pad + `>"}`,
+		`{"output":"` + pad + `&"}`,
+		"{\"output\":\"" + pad + "\u2028\"}",
+		"{\"output\":\"" + pad + "\u2029 \\u003c\"}",
+		"{\"output\":\"" + pad + "\xe2\x80 \xe2\x80\xa7\"}",
+	} {
+		var out, b bytes.Buffer
+		b.WriteString("[1,")
+		if err := writeArtifactJSON(&out, &b, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		out.Write(b.Bytes())
+		var want bytes.Buffer
+		want.WriteString("[1,")
+		json.HTMLEscape(&want, []byte(body))
+		if !bytes.Equal(out.Bytes(), want.Bytes()) {
+			t.Errorf("writeArtifactJSON(%.40q...%q) = ...%q; want ...%q", body, body[max(0, len(body)-12):], tail(out.Bytes()), tail(want.Bytes()))
+		}
+	}
+
+	big := []byte(`{"output":"` + strings.Repeat("x", 32<<20) + `"}`)
+	var written []byte
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	err := writeArtifactJSON(writerFunc(func(p []byte) (int, error) {
+		if len(p) == len(big) {
+			written = p
+		}
+		return len(p), nil
+	}), new(bytes.Buffer), big)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(written) == 0 || &written[0] != &big[0] {
+		t.Errorf("a %d MiB body was not written as it is", len(big)>>20)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("writing a %d MiB body allocated %d KiB", len(big)>>20, alloc>>10)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func tail(b []byte) []byte { return b[max(0, len(b)-16):] }
