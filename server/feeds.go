@@ -128,8 +128,19 @@ func (s *Server) ArtifactsBySeq(ctx context.Context, id string, after int64) ([]
 			return nil, false, err
 		}
 		list, more := f.seqPage(after, limit, maxBytes)
+		s.bodies.share(id, list)
 		return list, more, nil
 	}
+	list, more, err := s.artifactsBySeq(ctx, id, after, limit, maxBytes)
+	if err != nil {
+		return nil, false, err
+	}
+	s.bodies.share(id, list)
+	return list, more, nil
+}
+
+// artifactsBySeq is store.ArtifactsBySeq read in a replay slot.
+func (s *Server) artifactsBySeq(ctx context.Context, id string, after int64, limit, maxBytes int) ([]store.Artifact, bool, error) {
 	if err := s.replaySlot(ctx); err != nil {
 		return nil, false, err
 	}
@@ -154,8 +165,20 @@ func (s *Server) artifactsPageOf(ctx context.Context, id string, after int64, li
 		if f == nil {
 			return store.Snapshot{}, err
 		}
-		return f.page(after, limit, maxBytes), nil
+		page := f.page(after, limit, maxBytes)
+		s.bodies.share(id, page.Artifacts)
+		return page, nil
 	}
+	page, err := s.storedPage(ctx, id, after, limit, maxBytes)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	s.bodies.share(id, page.Artifacts)
+	return page, nil
+}
+
+// storedPage is store.ArtifactsPage read in a replay slot.
+func (s *Server) storedPage(ctx context.Context, id string, after int64, limit, maxBytes int) (store.Snapshot, error) {
 	if err := s.replaySlot(ctx); err != nil {
 		return store.Snapshot{}, err
 	}

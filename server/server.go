@@ -26,6 +26,8 @@ type Server struct {
 
 	// replaySlots bounds the replay pages read at once (Options.ReplaySlots).
 	replaySlots chan struct{}
+	// bodies lets replays of one big artifact share its body (shared.go).
+	bodies sharedBodies
 
 	closeOnce sync.Once
 	// stopWatch ends the watch of other replicas' commits (shared store
