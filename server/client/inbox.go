@@ -77,7 +77,7 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 		path += "?project=" + url.QueryEscape(project)
 	}
 	var last int64
-	return c.follow(ctx, path, opts, &last, nil, func(ev Event) error {
+	return c.follow(ctx, path, opts, &last, nil, func(ev rawEvent) error {
 		out := ApprovalEvent{Name: ev.Name}
 		out.Rev, _ = strconv.ParseInt(ev.ID, 10, 64)
 		var err error
@@ -86,15 +86,15 @@ func (c *Client) StreamApprovals(ctx context.Context, project string, opts Strea
 			var p struct {
 				Approval protocol.Approval `json:"approval"`
 			}
-			err = json.Unmarshal([]byte(ev.Data), &p)
+			err = json.Unmarshal(ev.Data, &p)
 			out.Approval = &p.Approval
 		case protocol.SSEApprovalResolved:
 			var r protocol.ApprovalResolved
-			err = json.Unmarshal([]byte(ev.Data), &r)
+			err = json.Unmarshal(ev.Data, &r)
 			out.Resolved = &r
 		case protocol.SSESnapshotComplete:
 			var d protocol.ApprovalsComplete
-			err = json.Unmarshal([]byte(ev.Data), &d)
+			err = json.Unmarshal(ev.Data, &d)
 			out.Complete = &d
 			if err == nil && d.Full {
 				// The revision is the serving process's own, from a

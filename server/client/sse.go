@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // Event is one server-sent event as read from the wire.
@@ -19,59 +18,75 @@ type Event struct {
 // EventReader reads server-sent events from a text/event-stream body.
 // Comment lines (": ping") are skipped.
 type EventReader struct {
-	sc    *bufio.Scanner
-	lines *lineSplit
+	br *bufio.Reader
 }
 
 // maxEventLine bounds one SSE line. An artifact snapshot is one line and
 // carries a tool's whole output, which grows with every output delta: a
 // command that printed 20 MB makes a 20 MB line, and no per-event limit
 // bounds it, only the session's (--max-session-bytes, 1 GiB by default).
-// The reader's buffer grows only as far as the longest line needs. A var
-// so that a test can reach it.
+// A var so that a test can reach it.
 var maxEventLine = 1 << 30
 
 // ErrLineTooLong is Next's error for a line over maxEventLine. Every
 // reconnection would replay the same line, so following ends with it.
 var ErrLineTooLong = errors.New("an event stream line is longer than this client reads")
 
+// readerSize is the reader's buffer: a line that fits in it is read in
+// place, a longer one a buffer's worth at a time.
+const readerSize = 64 << 10
+
 // NewEventReader reads events from r.
 func NewEventReader(r io.Reader) *EventReader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxEventLine)
-	lines := &lineSplit{}
-	sc.Split(lines.split)
-	return &EventReader{sc: sc, lines: lines}
+	return &EventReader{br: bufio.NewReaderSize(r, readerSize)}
 }
 
-// lineSplit is bufio.ScanLines (a line ends at "\n", a "\r" before it
-// dropped) that remembers how far it has looked for the end of the line
-// it is in. The scanner calls it again after every read, with the line
-// so far: ScanLines looked for the end from the line's start each time,
-// so a line of n bytes arriving in reads of k cost n²/2k bytes of
-// searching, and a 64 MB artifact snapshot arriving 64 KiB at a time
-// took rein watch 3 s, most of it looking again at what it had looked at.
-type lineSplit struct {
-	seen int // bytes at the start of data known to hold no '\n'
-	// looked counts the bytes searched, for the test that holds it to
-	// about the stream's length.
-	looked int
-}
-
-func (l *lineSplit) split(data []byte, atEOF bool) (advance int, token []byte, err error) {
-	l.seen = min(l.seen, len(data))
-	l.looked += len(data) - l.seen
-	if i := bytes.IndexByte(data[l.seen:], '\n'); i >= 0 {
-		i += l.seen
-		l.seen = 0
-		return i + 1, dropCR(data[:i]), nil
+// line returns the next line without its "\n" (or "\r\n"); at the end of
+// the stream, what follows the last line end as a line of its own, then
+// io.EOF. The line aliases the reader's buffer (valid until the next
+// read) unless owned.
+//
+// A line longer than the buffer (an artifact snapshot of a tool's whole
+// output) is read a buffer's worth at a time into pieces of its own and
+// copied once into a slice of its exact size. bufio.Scanner grew one
+// buffer by doubling it: a 64 MB line allocated 256 MB and held a 128 MB
+// buffer, and the line was copied again into a string. ReadSlice searches
+// each piece for the line's end once, as it arrives (searching the whole
+// line again after every read made a 64 MB snapshot take rein watch 3 s).
+func (r *EventReader) line() (line []byte, owned bool, err error) {
+	b, err := r.br.ReadSlice('\n')
+	if err == nil {
+		return dropCR(b[:len(b)-1]), false, nil
 	}
-	l.seen = len(data)
-	if atEOF && len(data) > 0 {
-		l.seen = 0
-		return len(data), dropCR(data), nil
+	if err != bufio.ErrBufferFull {
+		if len(b) > 0 && err == io.EOF {
+			return dropCR(b), false, nil
+		}
+		return nil, false, err
 	}
-	return 0, nil, nil
+	pieces := [][]byte{bytes.Clone(b)}
+	n := len(b)
+	for err == bufio.ErrBufferFull {
+		b, err = r.br.ReadSlice('\n')
+		if n += len(b); n > maxEventLine+1 {
+			return nil, false, fmt.Errorf("%w (%d bytes)", ErrLineTooLong, maxEventLine)
+		}
+		if err == bufio.ErrBufferFull || err == nil || len(b) > 0 {
+			pieces = append(pieces, bytes.Clone(b))
+		}
+	}
+	if err != nil && err != io.EOF {
+		return nil, false, err
+	}
+	line = make([]byte, 0, n)
+	for i, p := range pieces {
+		line = append(line, p...)
+		pieces[i] = nil // garbage as soon as it is copied
+	}
+	if err == nil {
+		line = line[:len(line)-1]
+	}
+	return dropCR(line), true, nil
 }
 
 func dropCR(b []byte) []byte {
@@ -81,43 +96,68 @@ func dropCR(b []byte) []byte {
 	return b
 }
 
+// rawEvent is an event whose data is bytes of its own: what the artifact
+// stream decodes and hands its caller (ArtifactEvent.Data) without
+// another copy.
+type rawEvent struct {
+	ID, Name string
+	Data     []byte
+}
+
 // Next returns the next event, or an error (io.EOF when the stream ended
 // cleanly between events).
 func (r *EventReader) Next() (Event, error) {
-	var ev Event
-	var data []string
+	ev, err := r.next()
+	return Event{ID: ev.ID, Name: ev.Name, Data: string(ev.Data)}, err
+}
+
+// next is Next with the data as bytes that alias nothing.
+func (r *EventReader) next() (rawEvent, error) {
+	var ev rawEvent
+	var data [][]byte
 	has := false
-	for r.sc.Scan() {
-		line := r.sc.Text()
-		if line == "" {
+	for {
+		line, own, err := r.line()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return rawEvent{}, err
+		}
+		if len(line) == 0 {
 			if has {
-				ev.Data = strings.Join(data, "\n")
+				switch len(data) {
+				case 0:
+					ev.Data = []byte{}
+				case 1:
+					ev.Data = data[0] // the reader's no more
+				default:
+					ev.Data = bytes.Join(data, []byte("\n"))
+				}
 				return ev, nil
 			}
 			continue
 		}
-		if strings.HasPrefix(line, ":") {
+		if line[0] == ':' {
 			continue
 		}
-		name, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch name {
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
 		case "id":
-			ev.ID, has = value, true
+			ev.ID, has = string(value), true
 		case "event":
-			ev.Name, has = value, true
+			ev.Name, has = string(value), true
 		case "data":
+			if !own {
+				// The reader's buffer: the next read overwrites it.
+				value = bytes.Clone(value)
+			}
 			data, has = append(data, value), true
 		}
 	}
-	if err := r.sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return Event{}, fmt.Errorf("%w (%d bytes)", ErrLineTooLong, maxEventLine)
-		}
-		return Event{}, err
-	}
 	if has {
-		return Event{}, io.ErrUnexpectedEOF
+		return rawEvent{}, io.ErrUnexpectedEOF
 	}
-	return Event{}, io.EOF
+	return rawEvent{}, io.EOF
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -62,11 +63,9 @@ type chunkReader struct {
 
 func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
-// A long line arriving a read at a time is searched for its end once,
-// not from its start after every read: a 64 MB artifact snapshot took
-// rein watch 3 s, most of it searching again what it had searched. The
-// lines around it still split as bufio.ScanLines splits them.
-func TestEventReaderSearchesALongLineOnce(t *testing.T) {
+// A long line arriving a read at a time is read whole, and the lines
+// around it still split as bufio.ScanLines splits them ("\r\n" or "\n").
+func TestEventReaderLongLineInReads(t *testing.T) {
 	data := strings.Repeat("0123456789abcdef", 8<<20/16)
 	in := "event: artifact_snapshot\r\ndata: " + data + "\n\nevent: snapshot_complete\ndata: {}\r\n\nevent: cut\ndata: x"
 	r := NewEventReader(chunkReader{strings.NewReader(in), 4 << 10})
@@ -80,7 +79,62 @@ func TestEventReaderSearchesALongLineOnce(t *testing.T) {
 	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("a stream cut in an event ended with %v", err)
 	}
-	if r.lines.looked > 2*len(in) {
-		t.Errorf("searched %d MiB for the line ends of %d MiB", r.lines.looked>>20, len(in)>>20)
+}
+
+// Reading a long line allocates it about twice (the pieces it arrives in
+// and the line), and the artifact stream's event data is that line, not
+// another copy of it: bufio.Scanner doubled its buffer up to the line's
+// size (four times the line in all) and the line was copied twice more,
+// into a string and into the event's bytes, so rein watch of a 64 MB
+// tool output peaked at 410 MiB.
+func TestEventReaderLongLineAllocations(t *testing.T) {
+	data := strings.Repeat("0123456789abcdef", 32<<20/16)
+	in := "event: artifact_snapshot\ndata: " + data + "\r\n\n"
+	for _, tt := range []struct {
+		name string
+		read func(r *EventReader) (int, error)
+		most float64
+	}{
+		{"next", func(r *EventReader) (int, error) { ev, err := r.next(); return len(ev.Data), err }, 2.1},
+		{"Next", func(r *EventReader) (int, error) { ev, err := r.Next(); return len(ev.Data), err }, 3.1},
+	} {
+		r := NewEventReader(chunkReader{strings.NewReader(in), 64 << 10})
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		n, err := tt.read(r)
+		runtime.ReadMemStats(&after)
+		if err != nil || n != len(data) {
+			t.Fatalf("%s: %d bytes of data, %v; want %d", tt.name, n, err, len(data))
+		}
+		if alloc := float64(after.TotalAlloc - before.TotalAlloc); alloc > tt.most*float64(len(data)) {
+			t.Errorf("%s: reading a %d MiB line allocated %.1f times it; want at most %.1f", tt.name, len(data)>>20, alloc/float64(len(data)), tt.most)
+		}
+	}
+}
+
+// An event's data never aliases the reader's buffer: the next read
+// overwrites it.
+func TestEventReaderDataIsItsOwn(t *testing.T) {
+	r := NewEventReader(chunkReader{strings.NewReader("event: a\ndata: first\n\nevent: b\ndata: second\ndata: line\n\nevent: c\ndata: third\n\n"), 5})
+	var got []rawEvent
+	for {
+		ev, err := r.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	want := []string{"first", "second\nline", "third"}
+	if len(got) != len(want) {
+		t.Fatalf("%d events; want %d", len(got), len(want))
+	}
+	for i, ev := range got {
+		if string(ev.Data) != want[i] {
+			t.Errorf("event %s: data %q; want %q", ev.Name, ev.Data, want[i])
+		}
 	}
 }

@@ -134,7 +134,7 @@ func (c *Client) StreamArtifacts(ctx context.Context, id string, opts StreamOpti
 		}
 		return ok
 	}
-	return c.follow(ctx, sessionPath(id)+"/stream", opts, &last, same, func(ev Event) error {
+	return c.follow(ctx, sessionPath(id)+"/stream", opts, &last, same, func(ev rawEvent) error {
 		if ev.Name == EventConnected {
 			r := replaced
 			replaced = false
@@ -206,7 +206,7 @@ func (c *Client) StreamSessions(ctx context.Context, project string, opts Stream
 	if project != "" {
 		path += "?project=" + url.QueryEscape(project)
 	}
-	return c.follow(ctx, path, opts, nil, nil, func(ev Event) error {
+	return c.follow(ctx, path, opts, nil, nil, func(ev rawEvent) error {
 		out := SessionEvent{Name: ev.Name}
 		if ev.Name == EventConnected {
 			return fn(out)
@@ -248,7 +248,7 @@ func (e handlerError) Error() string { return e.err.Error() }
 // same, when not nil, reports whether an answer's headers are of the
 // stream lastID was counted in; when they are not, the connection is
 // opened again without Last-Event-ID.
-func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(Event) error) error {
+func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(rawEvent) error) error {
 	opts = opts.withDefaults()
 	wait := opts.MinBackoff
 	for {
@@ -295,7 +295,7 @@ func (c *Client) follow(ctx context.Context, path string, opts StreamOptions, la
 
 // connect holds one connection until it ends. healthy reports whether the
 // server finished its replay (snapshot_complete) on it.
-func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(Event) error) (healthy bool, err error) {
+func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, lastID *int64, same func(http.Header) bool, fn func(rawEvent) error) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var idled atomic.Bool
@@ -320,12 +320,12 @@ func (c *Client) connect(ctx context.Context, path string, opts StreamOptions, l
 		}
 	}
 	defer body.Close()
-	if err := fn(Event{Name: EventConnected}); err != nil {
+	if err := fn(rawEvent{Name: EventConnected}); err != nil {
 		return false, handlerError{err}
 	}
 	r := NewEventReader(&activityReader{r: body, idle: idle, d: opts.IdleTimeout})
 	for {
-		ev, err := r.Next()
+		ev, err := r.next()
 		if err != nil {
 			if idled.Load() {
 				err = fmt.Errorf("GET %s: nothing received for %s", path, opts.IdleTimeout)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,66 @@ type streamLine struct {
 	Event string          `json:"event"`
 	ID    int64           `json:"id,omitempty"`
 	Data  json.RawMessage `json:"data"`
+}
+
+// printStreamLine prints line as printJSON does, but writes big data (an
+// artifact snapshot of a long tool output) as it is when json.Marshal
+// would leave it so, rather than through json.Marshal (which copies it
+// into its buffer as it compacts it) and fmt (which copies it again):
+// rein watch --json of a 64 MB output peaked at 603 MiB.
+func printStreamLine(w io.Writer, line streamLine) error {
+	if len(line.Data) < 64<<10 || !printsAsIs(line.Data) {
+		return printJSON(w, line)
+	}
+	head, err := json.Marshal(struct {
+		Event string `json:"event"`
+		ID    int64  `json:"id,omitempty"`
+	}{line.Event, line.ID})
+	if err != nil {
+		return err
+	}
+	head = append(head[:len(head)-1], `,"data":`...)
+	for _, b := range [][]byte{head, line.Data, []byte("}\n")} {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printsAsIs reports whether json.Marshal would write b, a json.RawMessage,
+// as it is: b is valid JSON, holds no whitespace outside its strings
+// (json.Compact's work) and nothing inside them that it escapes for HTML
+// ('<', '>', '&', U+2028, U+2029). What rein-server sends always is.
+func printsAsIs(b []byte) bool {
+	if bytes.IndexByte(b, '<') >= 0 || bytes.IndexByte(b, '>') >= 0 || bytes.IndexByte(b, '&') >= 0 ||
+		bytes.Contains(b, []byte("\u2028")) || bytes.Contains(b, []byte("\u2029")) || !json.Valid(b) {
+		return false
+	}
+	// From string to string: whitespace is allowed only inside them. A
+	// string ends at the first quote after it that an odd number of
+	// backslashes does not escape.
+	for {
+		q := bytes.IndexByte(b, '"')
+		if q < 0 {
+			return !bytes.ContainsAny(b, " \t\r\n")
+		}
+		if bytes.ContainsAny(b[:q], " \t\r\n") {
+			return false
+		}
+		b = b[q+1:]
+		for {
+			e := bytes.IndexByte(b, '"') // valid JSON: there is one
+			n := 0
+			for n < e && b[e-1-n] == '\\' {
+				n++
+			}
+			b = b[e+1:]
+			if n%2 == 0 {
+				break
+			}
+		}
+	}
 }
 
 // watchSessions follows the session stream and redraws the table after the
@@ -655,7 +716,7 @@ func watch(ctx context.Context, cl *client.Client, session string, o watchOption
 					line.Data = json.RawMessage(`{"replaced":true}`)
 				}
 			}
-			if err := printJSON(e.stdout, line); err != nil {
+			if err := printStreamLine(e.stdout, line); err != nil {
 				return err
 			}
 		} else {
