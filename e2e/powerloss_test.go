@@ -530,7 +530,21 @@ func failedSyncs(t *testing.T, files []string, failures int, logged string, stop
 			t.Errorf("the server exited 0 after the failed fsync")
 		}
 	} else {
-		time.Sleep(300 * time.Millisecond)
+		// Writes come back once the disk syncs again: wait until every
+		// poster has had one acknowledged since (checked below), bounded
+		// for a loaded machine. A fixed 300 ms here failed under CI's
+		// load, with the server's next commit not yet through.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			all := true
+			for _, p := range ps {
+				all = all && p.afterFail > 0
+			}
+			mu.Unlock()
+			if all {
+				break
+			}
+		}
 	}
 	// What an operator reads: the failure named, not only its number.
 	out := strings.Join(e.srv.Output(), "\n")
