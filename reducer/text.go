@@ -22,9 +22,24 @@ type text struct {
 	size   int // the chunks' capacity, for heldBytes
 }
 
-// newText returns a text holding s.
+// newText returns a text holding s, in chunks of about chunkBytes that
+// end where a rune ends, as if s had been appended a chunk at a time. A
+// text restored from the store (Restore) may be the whole output of a
+// tool: held as one chunk, a write of it as appends (the server's
+// rebase of a big artifact its policy does not know) handed the database
+// the whole text in one append.
 func newText(s string) *text {
 	t := &text{}
+	for len(s) > chunkBytes {
+		n := chunkBytes
+		// Back to the start of a rune (at most 3 bytes in valid UTF-8;
+		// in invalid UTF-8, append grows the chunk instead).
+		for i := 0; i < utf8.UTFMax-1 && !utf8.RuneStart(s[n]); i++ {
+			n--
+		}
+		t.append(s[:n])
+		s = s[n:]
+	}
 	t.append(s)
 	return t
 }

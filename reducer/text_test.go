@@ -66,3 +66,34 @@ func TestTextChunks(t *testing.T) {
 		t.Fatalf("the chunks encode to %d bytes, the text to %d", len(got), len(whole))
 	}
 }
+
+// A text made whole (a restored artifact's) is held in chunks as an
+// appended one is, each ending where a rune ends: held as one chunk, a
+// restored 64 MB output went to the database as one append of 64 MB when
+// the server rebased it.
+func TestNewTextChunks(t *testing.T) {
+	for _, s := range []string{
+		"",
+		"short",
+		strings.Repeat("é€😀<x>\n", chunkBytes/8),             // runes across every boundary
+		strings.Repeat("x", chunkBytes-1) + "😀" + "tail",     // a rune across the first boundary
+		strings.Repeat("\x80", chunkBytes+5),                 // no rune starts at all
+		strings.Repeat("y", 3*chunkBytes) + "\xe2\x82" + "z", // a cut rune at the end
+	} {
+		tx := newText(s)
+		if tx.n != len(s) || tx.String() != s || !tx.equal(s) {
+			t.Fatalf("newText of %d bytes reads back as %d", len(s), tx.n)
+		}
+		for i, c := range tx.chunks {
+			if len(c) > 2*chunkBytes+utf8.UTFMax {
+				t.Errorf("%d bytes: chunk %d holds %d", len(s), i, len(c))
+			}
+			if i < len(tx.chunks)-1 && !endsRune(c) {
+				t.Errorf("%d bytes: chunk %d ends inside a rune: % x", len(s), i, c[len(c)-3:])
+			}
+		}
+		if len(s) > 2*chunkBytes && utf8.ValidString(s) && len(tx.chunks) < len(s)/chunkBytes {
+			t.Errorf("%d bytes in %d chunks; want about one per %d", len(s), len(tx.chunks), chunkBytes)
+		}
+	}
+}
