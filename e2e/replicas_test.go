@@ -630,3 +630,45 @@ func TestReplicasLostAnswerRunsOnce(t *testing.T) {
 	r.wantPromptsRan(f, id, "once, on three replicas", "next")
 	r.modelMatchesEverywhere(f, id)
 }
+
+// A replica killed while a tool prints megabytes through it, past the
+// size at which an output is kept as appends and, at its close, a head
+// (server/README.md, Memory). agentd goes on through another replica,
+// which folds the session from the log and so does not know how the
+// store holds the running output: its next change writes the body
+// without the text and the text as appends (a rebase), then more appends
+// and the head, beside the writes the killed replica left. A follower on
+// the other replicas follows across the kill, and a new one on the
+// restarted replica sees the same: exactly what the command printed, on
+// every replica.
+func TestReplicaKilledDuringBigOutput(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in doc.go
+	r := newReplicas(t, 3, false)
+	id := "bigrep"
+	r.create(id, "")
+	fc, _ := r.balancedClient(0, 2)
+	f := r.follow(fc, id)
+	// agentd's balancer has only replica 1 until agentd is connected, so
+	// its command stream and its events go to replica 1; then the others
+	// join it for after the kill.
+	ab, err := r.reps.NewBalancer(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.agentd(ab.URL(), id, nil, nil)
+	r.waitIdle(id)
+	ab.Add(r.reps.Addr(2))
+	ab.Add(r.reps.Addr(0))
+	const lines, width = 60, 99_999 // 6 MB over 3 s at least
+	r.promptOn(0, id, bigOutputPrompt(lines, width))
+	waitPrinting(t, r.ctx, f, 1_500_000)
+
+	r.reps.Kill(1)
+	if err := r.reps.Restart(r.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, r.ctx, f, 1)
+	assertPrinted(t, r.modelMatchesEverywhere(f, id), lines, width)
+	fresh := r.follow(r.client(1), id)
+	assertPrinted(t, r.modelMatchesEverywhere(fresh, id), lines, width)
+}

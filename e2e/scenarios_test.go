@@ -190,47 +190,69 @@ func TestServerKilledDuringBigOutput(t *testing.T) {
 	e := newEnv(t)
 	_, f := e.session("bigout")
 	const lines, width = 60, 99_999 // 6 MB over 3 s at least
-	e.prompt("bigout", fmt.Sprintf(`run: for i in $(seq 1 %d); do head -c %d /dev/zero | tr '\0' x; echo; sleep 0.05; done`, lines, width))
-	output := func(arts []*protocol.Artifact) *protocol.Artifact {
-		for _, a := range arts {
-			if a.Type == protocol.ArtifactToolCall {
-				return a
-			}
-		}
-		return nil
-	}
-	var status string
-	err := f.WaitFor(e.ctx, "1.5 MB of output", func(arts []*protocol.Artifact) bool {
-		a := output(arts)
-		if a != nil {
-			status = a.String("status")
-		}
-		return a != nil && len(a.String("output")) > 1_500_000
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.prompt("bigout", bigOutputPrompt(lines, width))
+	waitPrinting(t, e.ctx, f, 1_500_000)
 	e.srv.Kill()
-	if status != string(protocol.ToolRunning) {
-		t.Fatalf("the tool was %s at the kill; the test kills the server while it prints", status)
-	}
 	if err := e.srv.Restart(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitTurns(t, e.ctx, f, 1)
-	want := strings.Repeat(strings.Repeat("x", width)+"\n", lines)
 	for _, follower := range []*Follower{f, Follow(e.ctx, e.c, "bigout")} {
-		a := output(e.assertModelMatchesServer(follower, "bigout"))
-		if a == nil || a.String("status") != string(protocol.ToolCompleted) || a.String("output") != want {
-			got := ""
-			if a != nil {
-				got = fmt.Sprintf("%s, %d bytes", a.String("status"), len(a.String("output")))
-			}
-			t.Fatalf("the tool: %s; want completed, exactly the %d bytes printed", got, len(want))
-		}
+		assertPrinted(t, e.assertModelMatchesServer(follower, "bigout"), lines, width)
 		if follower != f {
 			follower.Close()
 		}
+	}
+}
+
+// bigOutputPrompt is demo-agent's prompt for a tool that prints lines of
+// width x's, one every 50 ms.
+func bigOutputPrompt(lines, width int) string {
+	return fmt.Sprintf(`run: for i in $(seq 1 %d); do head -c %d /dev/zero | tr '\0' x; echo; sleep 0.05; done`, lines, width)
+}
+
+// firstTool returns the first tool call of arts, or nil.
+func firstTool(arts []*protocol.Artifact) *protocol.Artifact {
+	for _, a := range arts {
+		if a.Type == protocol.ArtifactToolCall {
+			return a
+		}
+	}
+	return nil
+}
+
+// waitPrinting waits until f shows the tool with more than n bytes of
+// output, and fails unless it was still running then: the tests that
+// call it kill something while the tool prints.
+func waitPrinting(t *testing.T, ctx context.Context, f *Follower, n int) {
+	t.Helper()
+	var status string
+	err := f.WaitFor(ctx, fmt.Sprintf("%d bytes of output", n), func(arts []*protocol.Artifact) bool {
+		a := firstTool(arts)
+		if a != nil {
+			status = a.String("status")
+		}
+		return a != nil && len(a.String("output")) > n
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != string(protocol.ToolRunning) {
+		t.Fatalf("the tool was %s when it had printed %d bytes; the test needs it still printing", status, n)
+	}
+}
+
+// assertPrinted fails unless arts hold the tool of bigOutputPrompt
+// completed, with exactly what it printed.
+func assertPrinted(t *testing.T, arts []*protocol.Artifact, lines, width int) {
+	t.Helper()
+	want := strings.Repeat(strings.Repeat("x", width)+"\n", lines)
+	if a := firstTool(arts); a == nil || a.String("status") != string(protocol.ToolCompleted) || a.String("output") != want {
+		got := "none"
+		if a != nil {
+			got = fmt.Sprintf("%s, %d bytes", a.String("status"), len(a.String("output")))
+		}
+		t.Fatalf("the tool: %s; want completed, exactly the %d bytes printed", got, len(want))
 	}
 }
 
