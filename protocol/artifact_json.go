@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -149,6 +150,16 @@ func AppendJSONText(dst []byte, s string) []byte { return appendEscaped(dst, s) 
 
 // JSONTextLen is len(AppendJSONText(nil, s)), without writing it.
 func JSONTextLen(s string) int { return quotedLen(s) - 2 }
+
+// HTMLSafe reports whether json.HTMLEscape (and json.Marshal of a
+// json.RawMessage, which escapes alike) would leave the JSON text b as it
+// is: it holds no '<', '>' or '&' and no U+2028 or U+2029, as every body
+// this package encodes. A reader can then send a stored artifact on as it
+// is, however big.
+func HTMLSafe(b []byte) bool {
+	return bytes.IndexByte(b, '<') < 0 && bytes.IndexByte(b, '>') < 0 && bytes.IndexByte(b, '&') < 0 &&
+		!bytes.Contains(b, []byte("\u2028")) && !bytes.Contains(b, []byte("\u2029"))
+}
 
 // appendEscaped is appendQuoted without the quotes.
 func appendEscaped[T []byte | string](dst []byte, s T) []byte {

@@ -140,7 +140,26 @@ func FuzzArtifactJSON(f *testing.F) {
 		checkArtifactJSON(t, a, map[string][]byte{field: text, "more": raw})
 		checkChunks(t, a, field, text)
 		checkJSONText(t, string(text))
+		checkHTMLSafe(t, text)
+		checkHTMLSafe(t, raw)
 	})
+}
+
+// checkHTMLSafe holds HTMLSafe to json.HTMLEscape.
+func checkHTMLSafe(t *testing.T, b []byte) {
+	t.Helper()
+	var esc bytes.Buffer
+	json.HTMLEscape(&esc, b)
+	if got, want := protocol.HTMLSafe(b), bytes.Equal(esc.Bytes(), b); got != want {
+		t.Fatalf("HTMLSafe(%q) = %v; json.HTMLEscape leaves it as it is: %v", b, got, want)
+	}
+}
+
+// HTMLSafe says whether json.HTMLEscape leaves text as it is.
+func TestHTMLSafe(t *testing.T) {
+	for _, s := range []string{"", `{"a":"b c"}`, "<", ">", "&", "x\u003c", "\u2028", " ", " ", "â", "â§", "é€😀"} {
+		checkHTMLSafe(t, []byte(s))
+	}
 }
 
 // checkJSONText holds AppendJSONText and JSONTextLen to json.Marshal.

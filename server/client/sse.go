@@ -71,7 +71,7 @@ func (r *EventReader) line() (line []byte, owned bool, err error) {
 		if n += len(b); n > maxEventLine+1 {
 			return nil, false, fmt.Errorf("%w (%d bytes)", ErrLineTooLong, maxEventLine)
 		}
-		if err == bufio.ErrBufferFull || err == nil || len(b) > 0 {
+		if len(b) > 0 { // all but an end of stream right after a piece
 			pieces = append(pieces, bytes.Clone(b))
 		}
 	}

@@ -101,8 +101,7 @@ func printStreamLine(w io.Writer, line streamLine) error {
 // (json.Compact's work) and nothing inside them that it escapes for HTML
 // ('<', '>', '&', U+2028, U+2029). What rein-server sends always is.
 func printsAsIs(b []byte) bool {
-	if bytes.IndexByte(b, '<') >= 0 || bytes.IndexByte(b, '>') >= 0 || bytes.IndexByte(b, '&') >= 0 ||
-		bytes.Contains(b, []byte("\u2028")) || bytes.Contains(b, []byte("\u2029")) || !json.Valid(b) {
+	if !protocol.HTMLSafe(b) || !json.Valid(b) {
 		return false
 	}
 	// From string to string: whitespace is allowed only inside them. A

@@ -579,20 +579,13 @@ func writeArtifactJSON(w io.Writer, b *bytes.Buffer, body []byte) error {
 		return err
 	}
 	b.Reset()
-	if !htmlSafe(body) {
+	if !protocol.HTMLSafe(body) {
 		var e bytes.Buffer
 		json.HTMLEscape(&e, body)
 		body = e.Bytes()
 	}
 	_, err := w.Write(body)
 	return err
-}
-
-// htmlSafe reports whether json.HTMLEscape would leave body as it is: it
-// holds no '<', '>' or '&' and no U+2028 or U+2029.
-func htmlSafe(body []byte) bool {
-	return bytes.IndexByte(body, '<') < 0 && bytes.IndexByte(body, '>') < 0 && bytes.IndexByte(body, '&') < 0 &&
-		!bytes.Contains(body, []byte("\u2028")) && !bytes.Contains(body, []byte("\u2029"))
 }
 
 // allArtifacts streams the whole list as a JSON array, the same bytes as
