@@ -152,8 +152,9 @@ func newArtifactPolicy() artifactPolicy {
 }
 
 // wholeBodyMax is the size past which a growing artifact is no longer
-// written whole (see artifactPolicy).
-const wholeBodyMax = 1 << 20
+// written whole (see artifactPolicy). A variable only so that a test can
+// make it small (SmallThresholds in export_test.go).
+var wholeBodyMax = 1 << 20
 
 // write says how a group's change d to artifact seq is stored.
 type write int

@@ -246,4 +246,14 @@ func (r *sweepReq) apply(w *writer, g *group) {
 
 // WholeBodyMax is the size past which a growing artifact is no longer
 // written whole (artifactPolicy).
-const WholeBodyMax = wholeBodyMax
+var WholeBodyMax = wholeBodyMax
+
+// SmallThresholds makes the sizes past which the server treats an
+// artifact as big (wholeBodyMax, shareMin) and a rebuilt state releases
+// (releaseEvery) a few hundred KiB, until the test ends, so that a test
+// of a few MB of output takes every path a session of tens of MB takes.
+func SmallThresholds(t interface{ Cleanup(func()) }) {
+	body, share, release := wholeBodyMax, shareMin, releaseEvery
+	wholeBodyMax, shareMin, releaseEvery = 256<<10, 64<<10, 256<<10
+	t.Cleanup(func() { wholeBodyMax, shareMin, releaseEvery = body, share, release })
+}

@@ -11,8 +11,8 @@ import (
 
 // shareMin is the smallest artifact body that replays share
 // (sharedBodies): below it a copy per follower costs less than the
-// compare that would save it.
-const shareMin = 1 << 20
+// compare that would save it. A variable only for SmallThresholds.
+var shareMin = 1 << 20
 
 // sharedBodies lets the replays that read the same big artifact at once
 // hold one copy of its body. A replay (a stream's snapshot, GET

@@ -1050,8 +1050,9 @@ func foldStored(ctx context.Context, st Store, id string) (*state, error) {
 // releasing fold lets its state take on before it releases the closed
 // artifacts' bodies again: often enough that a long session's rebuild
 // holds about its open artifacts and this much, rarely enough that the
-// walk over the held artifacts costs nothing beside the fold.
-const releaseEvery = 4 << 20
+// walk over the held artifacts costs nothing beside the fold. A variable
+// only for SmallThresholds.
+var releaseEvery int64 = 4 << 20
 
 // errReleasedNeeded stops a releasing fold whose log changes an artifact
 // after its body was released.
