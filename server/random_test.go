@@ -3,8 +3,10 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -45,11 +47,13 @@ var (
 // JSON escapes, NUL, U+2028 and multi-byte runes, tools
 // that outgrow the whole-body limit, late changes to closed tools,
 // dropped states, restarts, and (on SQLite) crashes whose refused group
-// is posted again, as agentd's outbox does. After each step the stored
-// log holds exactly the events acknowledged, and GET /artifacts, a new
-// stream's snapshot, a follower that stayed connected (reconnecting with
-// Last-Event-ID across restarts) and streams resumed from earlier
-// revisions all hold the fold of that log, byte for byte.
+// is posted again, as agentd's outbox does. On PostgreSQL two replicas
+// of one database take the requests, each to either at random, and one
+// or the other restarts. After each step the stored log holds exactly
+// the events acknowledged, and GET /artifacts, a new stream's snapshot,
+// a follower that stayed connected (reconnecting with Last-Event-ID
+// across restarts) and streams resumed from earlier revisions all hold
+// the fold of that log, byte for byte.
 func TestRandomHistoriesReadAsTheFold(t *testing.T) {
 	for seed := uint64(1); seed <= uint64(*randomSeeds); seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -65,7 +69,7 @@ func TestRandomHistoriesReadAsTheFold(t *testing.T) {
 			h.run(randomSteps)
 			// The step-by-step folds are the fold of the whole log.
 			for _, id := range h.ids {
-				want := wantArtifacts(t, h.s, id)
+				want := wantArtifacts(t, h.reps[0], id)
 				if got := h.folds[id].bodies(); !reflect.DeepEqual(got, want) {
 					t.Fatalf("the test's fold of %s step by step is not the fold of its log", id)
 				}
@@ -90,9 +94,12 @@ type history struct {
 	// or a tick settles them, and crashes and dropped states find them
 	// lagging.
 	clk *fakeClock
-	s   *app.App
-	c   *client
-	gen map[string]*sessionGen
+	// reps are the servers, one on SQLite and two replicas of one
+	// database on PostgreSQL; cs their clients. Each request goes to
+	// one of them at random, as behind a load balancer.
+	reps []*app.App
+	cs   []*client
+	gen  map[string]*sessionGen
 	// folds are the sessions' folds of their stored logs (see fold).
 	folds map[string]*fold
 	ids   []string
@@ -108,6 +115,7 @@ type history struct {
 
 type follower struct {
 	id       string
+	rep      int // the replica it follows on
 	m        *model
 	st       *sseStream
 	verified map[int64]verified // see check
@@ -126,9 +134,16 @@ func newHistory(t *testing.T, seed uint64) *history {
 	} else {
 		h.db = filepath.Join(t.TempDir(), "rein.db")
 	}
-	h.open()
+	n := 1
+	if h.pg {
+		n = 2
+	}
+	h.reps, h.cs = make([]*app.App, n), make([]*client, n)
+	for i := range n {
+		h.open(i)
+	}
 	for _, id := range []string{"h1", "h2"} {
-		h.c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+		h.c().must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
 		h.gen[id] = &sessionGen{id: id, rnd: h.rnd}
 		h.ids = append(h.ids, id)
 		h.follow(id)
@@ -141,21 +156,28 @@ func newHistory(t *testing.T, seed uint64) *history {
 	return h
 }
 
-// open starts a server on the database.
-func (h *history) open() {
+// open starts server i on the database.
+func (h *history) open(i int) {
 	if h.pg {
-		h.s = start(h.t, app.Options{DBPath: h.db, Now: h.clk.Now})
+		h.reps[i] = start(h.t, app.Options{DBPath: h.db, Now: h.clk.Now})
 	} else {
 		h.fs = &fullStore{Store: openSQLite(h.t, h.db)}
-		h.s = start(h.t, app.Options{Store: h.fs, Now: h.clk.Now})
+		h.reps[i] = start(h.t, app.Options{Store: h.fs, Now: h.clk.Now})
 	}
-	h.c = newClient(h.t, h.s)
+	h.cs[i] = newClient(h.t, h.reps[i])
 }
 
-// stop closes the server (and the SQLite store), as a stop or, after
-// a refused commit, a crash leaves them; its followers' streams end.
-func (h *history) stop() {
-	err := h.s.Close()
+// pick returns a server's index at random.
+func (h *history) pick() int { return h.rnd.IntN(len(h.reps)) }
+
+// c returns a server's client at random.
+func (h *history) c() *client { return h.cs[h.pick()] }
+
+// restart stops server i (and the SQLite store), as a stop or, after a
+// refused commit, a crash leaves them, and starts it again; its
+// followers' streams end, and they resume on any server.
+func (h *history) restart(i int) {
+	err := h.reps[i].Close()
 	if h.fs != nil {
 		if cerr := h.fs.Close(); err == nil {
 			err = cerr
@@ -165,7 +187,17 @@ func (h *history) stop() {
 		h.t.Fatalf("close: %v", err)
 	}
 	for _, f := range h.followers {
-		f.st.expectEnd()
+		if f.rep == i {
+			f.st.expectEnd()
+		}
+	}
+	h.open(i)
+	for _, f := range h.followers {
+		if f.rep == i {
+			f.rep = h.pick()
+			f.st = h.cs[f.rep].stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
+			f.m.readSnapshot(f.st)
+		}
 	}
 }
 
@@ -180,10 +212,9 @@ func (h *history) run(steps int) {
 			h.logf("%d: post %s", step, describe(g))
 			h.post(id, g)
 		case r < 80:
-			h.logf("%d: restart", step)
-			h.stop()
-			h.open()
-			h.reconnect()
+			i := h.pick()
+			h.logf("%d: restart %d", step, i)
+			h.restart(i)
 			touched = h.ids
 		case r < 84 && !h.pg:
 			// A crash: the disk refuses the next group's commit, and the
@@ -192,18 +223,17 @@ func (h *history) run(steps int) {
 			g := h.gen[id].group()
 			h.logf("%d: crash on post %s", step, describe(g))
 			h.fs.full.Store(true)
-			status, body := h.c.do("POST", "/sessions/"+id+"/events", g, protocol.HeaderInstance, "i1")
+			status, body := h.cs[0].do("POST", "/sessions/"+id+"/events", g, protocol.HeaderInstance, "i1")
 			if status < 500 {
 				h.t.Fatalf("a post to a full disk: %d %s; want a 5xx", status, body)
 			}
-			h.stop()
-			h.open()
-			h.reconnect()
+			h.restart(0)
 			h.post(id, g)
 			touched = h.ids
 		case r < 88:
-			h.logf("%d: drop %s's state", step, id)
-			server.DropState(h.s.Server, id)
+			i := h.pick()
+			h.logf("%d: drop %s's state on %d", step, id, i)
+			server.DropState(h.reps[i].Server, id)
 		case r < 91:
 			h.logf("%d: tick", step)
 			h.clk.Add(server.SettleEvery)
@@ -215,8 +245,8 @@ func (h *history) run(steps int) {
 			// The session deleted and created again under its id: its
 			// new events get the old ones' seqs, ids and revisions.
 			h.logf("%d: recreate %s", step, id)
-			h.c.must(http.StatusNoContent, nil, "DELETE", "/sessions/"+id, nil)
-			h.c.must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
+			h.c().must(http.StatusNoContent, nil, "DELETE", "/sessions/"+id, nil)
+			h.c().must(http.StatusCreated, nil, "POST", "/sessions/"+id, nil)
 			h.gen[id] = &sessionGen{id: id, rnd: h.rnd}
 			delete(h.folds, id)
 			h.followers = slices.DeleteFunc(h.followers, func(f *follower) bool {
@@ -252,7 +282,7 @@ func (h *history) logf(format string, args ...any) {
 // post posts a group and records its events as acknowledged.
 func (h *history) post(id string, g []map[string]any) {
 	h.t.Helper()
-	h.c.must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", g, protocol.HeaderInstance, "i1")
+	h.c().must(http.StatusAccepted, nil, "POST", "/sessions/"+id+"/events", g, protocol.HeaderInstance, "i1")
 	for _, e := range g {
 		h.gen[id].acked = append(h.gen[id].acked, int64(e["agentSeq"].(int)))
 	}
@@ -260,18 +290,10 @@ func (h *history) post(id string, g []map[string]any) {
 
 // follow opens a stream that follows the session from here on.
 func (h *history) follow(id string) {
-	f := &follower{id: id, m: newModel(h.t), st: h.c.stream("/sessions/" + id + "/stream")}
+	f := &follower{id: id, rep: h.pick(), m: newModel(h.t)}
+	f.st = h.cs[f.rep].stream("/sessions/" + id + "/stream")
 	f.m.readSnapshot(f.st)
 	h.followers = append(h.followers, f)
-}
-
-// reconnect resumes every follower on the new server from the last
-// revision it saw.
-func (h *history) reconnect() {
-	for _, f := range h.followers {
-		f.st = h.c.stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
-		f.m.readSnapshot(f.st)
-	}
 }
 
 // resume opens a stream from a checkpoint's revision onto the model
@@ -286,10 +308,36 @@ func (h *history) resume(cp checkpoint) {
 		m.arts[seq] = &a
 	}
 	m.lastID = itoa(cp.rev)
-	st := h.c.stream("/sessions/"+cp.id+"/stream", "Last-Event-ID", m.lastID)
+	st := h.c().stream("/sessions/"+cp.id+"/stream", "Last-Event-ID", m.lastID)
 	defer st.close()
 	m.readSnapshot(st)
 	checkModel(h.t, m, h.folds[cp.id].bodies())
+}
+
+// readUntilRev reads the follower's stream until its model holds rev.
+// A stream a replica ends is resumed, as a client does, with
+// Last-Event-ID on any replica: a replica that learns late that a
+// session was deleted and created again (on the other one) ends the
+// streams it opened meanwhile, as it ends those of a deleted session. A
+// single server ends a stream only when it stops, so there an end fails.
+func (h *history) readUntilRev(f *follower, rev int64) {
+	h.t.Helper()
+	for resumes := 0; rev > 0 && (f.m.lastID == "" || atoi(h.t, f.m.lastID) < rev); {
+		e, err := f.st.read()
+		if errors.Is(err, io.EOF) && len(h.reps) > 1 && resumes < 3 {
+			resumes++
+			h.log = append(h.log, fmt.Sprintf("   a follower of %s on %d ended; resumed from %s", f.id, f.rep, f.m.lastID))
+			h.counts["ended"]++
+			f.rep = h.pick()
+			f.st = h.cs[f.rep].stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
+			f.m.readSnapshot(f.st)
+			continue
+		}
+		if err != nil {
+			h.t.Fatalf("a follower of %s on %d: %v", f.id, f.rep, err)
+		}
+		f.m.apply(e)
+	}
 }
 
 // check holds the followers of the sessions ids, and with reads every
@@ -297,7 +345,7 @@ func (h *history) resume(cp checkpoint) {
 func (h *history) check(step int, ids []string, reads bool) {
 	h.t.Helper()
 	for _, id := range ids {
-		log, err := h.s.Store().Events(h.t.Context(), id)
+		log, err := h.reps[h.pick()].Store().Events(h.t.Context(), id)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -311,9 +359,9 @@ func (h *history) check(step int, ids []string, reads bool) {
 		fd := h.fold(id, log)
 		want := fd.bodies()
 		if reads {
-			checkArtifacts(h.t, h.c, id, want)
+			checkArtifacts(h.t, h.c(), id, want)
 			if h.rnd.IntN(2) == 0 {
-				checkSnapshot(h.t, h.c, id, "", want)
+				checkSnapshot(h.t, h.c(), id, "", want)
 			}
 		}
 		for _, b := range want {
@@ -323,9 +371,7 @@ func (h *history) check(step int, ids []string, reads bool) {
 			if f.id != id {
 				continue
 			}
-			if rev := fd.st.Rev(); rev > 0 {
-				f.m.readUntilRev(f.st, rev)
-			}
+			h.readUntilRev(f, fd.st.Rev())
 			f.check(h.t, fd)
 			if h.rnd.IntN(4) == 0 {
 				// The follower holds want (checked): its bodies are the
