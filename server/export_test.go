@@ -245,7 +245,7 @@ func (r *sweepReq) apply(w *writer, g *group) {
 }
 
 // WholeBodyMax is the size past which a growing artifact is no longer
-// written whole (artifactPolicy).
+// written whole (artifactPolicy): the real one, not SmallThresholds'.
 var WholeBodyMax = wholeBodyMax
 
 // SmallThresholds makes the sizes past which the server treats an
