@@ -499,7 +499,7 @@ type sessionGen struct {
 	tools  []string // open tools
 	closed []string // closed tools
 	acked  []int64  // the agentSeqs acknowledged, in order
-	bytes  int      // the deltas' bytes so far
+	bytes  int      // the events' encoded bytes so far
 }
 
 // group is the next POST's events, within the protocol's limits.
@@ -516,10 +516,7 @@ func (g *sessionGen) group() []map[string]any {
 			break
 		}
 		budget -= len(b)
-		if d, ok := e["delta"].(string); ok {
-			g.bytes += len(b)
-			_ = d
-		}
+		g.bytes += len(b)
 		g.seq++
 		e["agentSeq"] = g.seq
 		evs = append(evs, e)
@@ -527,35 +524,35 @@ func (g *sessionGen) group() []map[string]any {
 	return evs
 }
 
-func (g *sessionGen) id_(prefix string) string {
+func (g *sessionGen) newID(prefix string) string {
 	g.n++
 	return fmt.Sprintf("%s%d", prefix, g.n)
 }
 
 func (g *sessionGen) event(burst bool) map[string]any {
 	if g.turn == "" {
-		g.turn = g.id_("t")
+		g.turn = g.newID("t")
 		return ev("turn_started", "turnId", g.turn, "source", "user")
 	}
 	if burst && len(g.tools) > 0 {
-		return ev("tool_output_delta", "id", g.tools[0], "delta", g.text_((160<<10+g.rnd.IntN(96<<10))/randomScale))
+		return ev("tool_output_delta", "id", g.tools[0], "delta", g.content((160<<10+g.rnd.IntN(96<<10))/randomScale))
 	}
 	switch r := g.rnd.IntN(100); {
 	case r < 25:
 		if g.text == "" {
-			g.text = g.id_("m")
+			g.text = g.newID("m")
 		}
-		return ev("text_delta", "id", g.text, "delta", g.text_(g.size()))
+		return ev("text_delta", "id", g.text, "delta", g.content(g.size()))
 	case r < 30:
-		return ev("reasoning_delta", "id", g.id_("r"), "delta", g.text_(g.size()))
+		return ev("reasoning_delta", "id", g.newID("r"), "delta", g.content(g.size()))
 	case r < 38:
-		id := g.id_("x")
+		id := g.newID("x")
 		g.tools = append(g.tools, id)
-		return ev("tool_call_start", "id", id, "name", "sh", "input", map[string]any{"cmd": g.text_(1 + g.rnd.IntN(40))})
+		return ev("tool_call_start", "id", id, "name", "sh", "input", map[string]any{"cmd": g.content(1 + g.rnd.IntN(40))})
 	case r < 70 && len(g.tools) > 0:
-		return ev("tool_output_delta", "id", g.pick(g.tools), "delta", g.text_(g.size()))
+		return ev("tool_output_delta", "id", g.pick(g.tools), "delta", g.content(g.size()))
 	case r < 73 && len(g.tools) > 0:
-		return ev("tool_input_delta", "id", g.pick(g.tools), "delta", g.text_(1+g.rnd.IntN(20)))
+		return ev("tool_input_delta", "id", g.pick(g.tools), "delta", g.content(1+g.rnd.IntN(20)))
 	case r < 83 && len(g.tools) > 0:
 		id := g.pick(g.tools)
 		g.tools = slices.DeleteFunc(g.tools, func(s string) bool { return s == id })
@@ -570,7 +567,7 @@ func (g *sessionGen) event(burst bool) map[string]any {
 		// whose body the server may have released.
 		id := g.pick(g.closed)
 		if g.rnd.IntN(2) == 0 {
-			return ev("tool_output_delta", "id", id, "delta", g.text_(g.size()))
+			return ev("tool_output_delta", "id", id, "delta", g.content(g.size()))
 		}
 		return ev("tool_call_end", "id", id, "status", []string{"completed", "failed", "cancelled"}[g.rnd.IntN(3)])
 	case r < 95:
@@ -581,9 +578,9 @@ func (g *sessionGen) event(burst bool) map[string]any {
 		return ev("turn_completed", "turnId", turn, "stopReason", "end_turn")
 	default:
 		if g.text == "" {
-			g.text = g.id_("m")
+			g.text = g.newID("m")
 		}
-		return ev("text_delta", "id", g.text, "delta", g.text_(1+g.rnd.IntN(8)))
+		return ev("text_delta", "id", g.text, "delta", g.content(1+g.rnd.IntN(8)))
 	}
 }
 
@@ -630,10 +627,10 @@ var pieces = []string{
 	"plain ", "line\n", `"`, `\`, "<&>", "\t", "\r\n", "\x00", "\x01\x1f", "\u2028", "\u2029", "é", "✓", "🙂", "ab", "0123456789",
 }
 
-// text_ is about n bytes of pieces: a binary-like run (NUL-heavy) now
+// content is about n bytes of pieces: a binary-like run (NUL-heavy) now
 // and then, text otherwise. JSON escapes NUL in six bytes, so a run of
 // it is kept short enough that its event fits protocol.MaxEventBytes.
-func (g *sessionGen) text_(n int) string {
+func (g *sessionGen) content(n int) string {
 	var b strings.Builder
 	binary := g.rnd.IntN(8) == 0
 	if binary {
