@@ -207,7 +207,8 @@ func (c *oaChecker) check(req *http.Request, res *http.Response, body, got []byt
 	}
 	in := &openapi3filter.RequestValidationInput{
 		Request: vreq, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{AuthenticationFunc: credentialPresent, MultiError: true},
+		// A body the operation does not document is an error too.
+		Options: &openapi3filter.Options{AuthenticationFunc: credentialPresent, RejectWhenRequestBodyNotSpecified: true, MultiError: true},
 	}
 	if validReq {
 		if err := openapi3filter.ValidateRequest(c.ctx, in); err != nil {
