@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/rein-ai/rein/agentd/internal/testbuild"
 )
 
 // demoAgent is the path of the demo-agent binary built for these tests.
@@ -38,9 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	demoAgent = filepath.Join(dir, "demo-agent")
-	build := exec.Command("go", "build", "-o", demoAgent, "./cmd/demo-agent")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testbuild.Build(".", demoAgent, "./cmd/demo-agent"); err != nil {
 		fmt.Fprintln(os.Stderr, "build demo-agent:", err)
 		os.Exit(1)
 	}

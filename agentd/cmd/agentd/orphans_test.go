@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/rein-ai/rein/agentd/internal/fakeserver"
+	"github.com/rein-ai/rein/agentd/internal/testbuild"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -28,8 +29,8 @@ func buildAgentd(t *testing.T) (dir, bin string) {
 	}
 	dir = t.TempDir()
 	bin = filepath.Join(dir, "agentd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := testbuild.Build(".", bin, "."); err != nil {
+		t.Fatal(err)
 	}
 	return dir, bin
 }

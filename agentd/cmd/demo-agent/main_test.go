@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rein-ai/rein/agentd/internal/testbuild"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -22,9 +23,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = filepath.Join(dir, "demo-agent")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testbuild.Build(".", bin, "."); err != nil {
 		fmt.Fprintln(os.Stderr, "build demo-agent:", err)
 		os.Exit(1)
 	}
