@@ -198,11 +198,17 @@ func (h *history) restart(i int) {
 	h.open(i)
 	for _, f := range h.followers {
 		if f.rep == i {
-			f.rep = h.pick()
-			f.st = h.cs[f.rep].stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
-			f.m.readSnapshot(f.st)
+			h.reattach(f)
 		}
 	}
+}
+
+// reattach resumes a follower whose stream ended on a server at random,
+// from the last revision it saw, as a client does with Last-Event-ID.
+func (h *history) reattach(f *follower) {
+	f.rep = h.pick()
+	f.st = h.cs[f.rep].stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
+	f.m.readSnapshot(f.st)
 }
 
 func (h *history) run(steps int) {
@@ -332,9 +338,7 @@ func (h *history) readUntilRev(f *follower, rev int64) {
 			resumes++
 			h.log = append(h.log, fmt.Sprintf("   a follower of %s on %d ended; resumed from %s", f.id, f.rep, f.m.lastID))
 			h.counts["ended"]++
-			f.rep = h.pick()
-			f.st = h.cs[f.rep].stream("/sessions/"+f.id+"/stream", "Last-Event-ID", f.m.lastID)
-			f.m.readSnapshot(f.st)
+			h.reattach(f)
 			continue
 		}
 		if err != nil {
