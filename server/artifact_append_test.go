@@ -14,11 +14,15 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/rein-ai/rein/protocol"
 	"github.com/rein-ai/rein/reducer"
 	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
+	"github.com/rein-ai/rein/server/internal/postgres"
 	"github.com/rein-ai/rein/server/internal/sqlite"
+	"github.com/rein-ai/rein/server/pgtest"
 	"github.com/rein-ai/rein/server/store"
 )
 
@@ -366,19 +370,44 @@ func TestStreamedNULCharacters(t *testing.T) {
 }
 
 // opsStore is the SQLite store counting what its committed groups wrote
-// to artifacts: bytes of whole bodies, bytes of appended text, and the
-// appended texts that held NUL. It embeds the store itself, so the
+// to artifacts (artifactWrites). It embeds the store itself, so the
 // writer sees every optional interface SQLite implements.
 type opsStore struct {
 	*sqlite.Store
-	mu                          sync.Mutex
-	put, heads, appended, nulls int
+	artifactWrites
 }
 
 func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
 	if err := s.Store.Commit(ctx, ops); err != nil {
 		return err
 	}
+	s.count(ops)
+	return nil
+}
+
+// pgOpsStore is opsStore on PostgreSQL.
+type pgOpsStore struct {
+	*postgres.Store
+	artifactWrites
+}
+
+func (s *pgOpsStore) Commit(ctx context.Context, ops []store.Op) error {
+	if err := s.Store.Commit(ctx, ops); err != nil {
+		return err
+	}
+	s.count(ops)
+	return nil
+}
+
+// artifactWrites counts what committed groups wrote to artifacts: bytes
+// of whole bodies, bytes of appended text, and the appended texts that
+// held NUL.
+type artifactWrites struct {
+	mu                          sync.Mutex
+	put, heads, appended, nulls int
+}
+
+func (s *artifactWrites) count(ops []store.Op) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, op := range ops {
@@ -402,10 +431,9 @@ func (s *opsStore) Commit(ctx context.Context, ops []store.Op) error {
 			}
 		}
 	}
-	return nil
 }
 
-func (s *opsStore) written() (put, heads, appended, nulls int) {
+func (s *artifactWrites) written() (put, heads, appended, nulls int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.put, s.heads, s.appended, s.nulls
@@ -444,13 +472,42 @@ func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*opsSt
 }
 
 // A tool's binary output (NUL in most deltas: cat of an executable) is
-// stored on SQLite as appends, whose text may hold NUL, not by rewriting
-// the whole growing artifact at every commit: that made such a stream
-// quadratic in bytes written. The whole bodies written add up to less
-// than twice the artifact's final size, and every read returns exactly
-// the fold of the log, across a restart too.
+// stored as appends, not by rewriting the whole growing artifact at every
+// commit: that made such a stream quadratic in bytes written. On SQLite a
+// TEXT value holds NUL; on PostgreSQL, whose text cannot, such an append
+// goes in a bytea column (migration 0011), and until it did, every commit
+// of a 64 MB binary output wrote all of it again. The whole bodies written
+// add up to less than twice the artifact's final size, and every read
+// returns exactly the fold of the log, across a restart too.
 func TestStreamedBinaryOutputAppends(t *testing.T) {
-	path, rs, s, c := countedServer(t, "b")
+	t.Run("sqlite", func(t *testing.T) {
+		path, rs, s, c := countedServer(t, "b")
+		binaryOutputAppends(t, s, c, &rs.artifactWrites,
+			func() (int, int) { return pendingAppends(t, path, "b") },
+			func() *client { _, _, c := restartCounted(t, s, rs, path); return c })
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := pgtest.NewDatabase(t)
+		rs := &pgOpsStore{Store: openPostgres(t, dsn)}
+		s := start(t, app.Options{Store: rs})
+		c := newClient(t, s)
+		c.must(http.StatusCreated, nil, "POST", "/sessions/b", nil)
+		binaryOutputAppends(t, s, c, &rs.artifactWrites,
+			func() (int, int) { return pgPendingAppends(t, dsn, "b") },
+			func() *client {
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				rs.Close()
+				return newClient(t, start(t, app.Options{Store: openPostgres(t, dsn)}))
+			})
+	})
+}
+
+// binaryOutputAppends streams a binary tool output into session "b" of s,
+// then checks what rs counted, the appends pending in the database, and
+// every read, before and after restart.
+func binaryOutputAppends(t *testing.T, s *app.App, c *client, rs *artifactWrites, pending func() (rows, arts int), restart func() *client) {
 	sb := &streamer{c: c, id: "b"}
 	sb.post(ev("tool_call_start", "id", "x", "name", "sh", "input", map[string]any{"cmd": "cat a.out"}))
 	elf := "\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00\x01\x00\x00\x00"
@@ -470,14 +527,31 @@ func TestStreamedBinaryOutputAppends(t *testing.T) {
 	if put >= 2*final {
 		t.Errorf("whole bodies written: %d bytes (%d appended) for a %d-byte artifact; want under twice its size", put, appended, final)
 	}
-	if rows, arts := pendingAppends(t, path, "b"); rows == 0 || arts != 1 {
+	if rows, arts := pending(); rows == 0 || arts != 1 {
 		t.Errorf("%d pending append rows over %d artifacts; want some, on the tool", rows, arts)
 	}
 
-	// The appends holding NUL read back from the file as they were.
-	_, _, c = restartCounted(t, s, rs, path)
+	// The appends holding NUL read back from the database as they were.
+	c = restart()
 	checkArtifacts(t, c, "b", want)
 	checkSnapshot(t, c, "b", "", want)
+}
+
+// pgPendingAppends is pendingAppends on the PostgreSQL database at dsn.
+func pgPendingAppends(t testing.TB, dsn, id string) (rows, arts int) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(context.Background(), `SELECT COUNT(*) FROM artifact_appends WHERE session_id = $1`, id).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(context.Background(), `SELECT COUNT(*) FROM artifacts WHERE session_id = $1 AND appended > 0`, id).Scan(&arts); err != nil {
+		t.Fatal(err)
+	}
+	return rows, arts
 }
 
 // A tool output past WholeBodyMax is never written whole again: its text

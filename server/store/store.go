@@ -184,10 +184,11 @@ type FieldAppend struct {
 
 // NULAppender is implemented by a Store whose AppendArtifacts may carry
 // text holding NUL (U+0000: a tool's output of a binary file, "\u0000"
-// in JSON) and read it back as written. Without it (PostgreSQL, whose
-// text type cannot hold NUL) the server writes an artifact's whole body
-// instead of appending such text, where JSON escapes it; an artifact
-// streamed with NUL then costs its whole size at every commit.
+// in JSON) and read it back as written: SQLite's, and PostgreSQL's, which
+// keeps such text as bytes since its text type cannot hold NUL. Without
+// it the server writes an artifact's whole body instead of appending
+// such text, where JSON escapes it; an artifact streamed with NUL then
+// costs its whole size at every commit.
 type NULAppender interface {
 	AppendsNUL() bool
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/rein-ai/rein/server/store"
 )
@@ -63,6 +65,15 @@ SELECT v.session_id, v.seq,
 		+ row_number() OVER (PARTITION BY v.session_id, v.seq ORDER BY v.ord),
 	v.field, v.text
 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS v(session_id, seq, field, text, ord)`
+	// qAppendTextsRaw is qAppendTexts for a run of appends some of which
+	// hold NUL: each row has text, or raw with text NULL (migration 0011).
+	// Runs without NUL, nearly all, keep the statement above.
+	qAppendTextsRaw = `INSERT INTO artifact_appends (session_id, seq, n, field, text, raw)
+SELECT v.session_id, v.seq,
+	COALESCE((SELECT MAX(a.n) FROM artifact_appends a WHERE a.session_id = v.session_id AND a.seq = v.seq), 0)
+		+ row_number() OVER (PARTITION BY v.session_id, v.seq ORDER BY v.ord),
+	v.field, v.text, v.raw
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY AS v(session_id, seq, field, text, raw, ord)`
 )
 
 // plan is a commit's statements, queued on one batch, and what each does
@@ -279,6 +290,9 @@ type segment struct {
 
 	txSessions, txFields, txTexts []string
 	txSeqs                        []int64
+	// txNUL: some of txTexts hold NUL, which PostgreSQL's text cannot
+	// store (see appendTexts).
+	txNUL bool
 
 	updates []store.Session
 	updated map[string]bool
@@ -335,6 +349,7 @@ func (s *segment) add(op store.Op) bool {
 				s.txSeqs = append(s.txSeqs, a.Seq)
 				s.txFields = append(s.txFields, f.Field)
 				s.txTexts = append(s.txTexts, f.Text)
+				s.txNUL = s.txNUL || strings.IndexByte(f.Text, 0) >= 0
 			}
 		}
 	case store.UpdateSession:
@@ -351,6 +366,28 @@ func (s *segment) add(op store.Op) bool {
 	}
 	s.n++
 	return true
+}
+
+// appendTexts queues the segment's appended texts. When some hold NUL,
+// those go in raw, their text NULL, so that the server appends a binary
+// tool output instead of writing its whole body at every commit (see
+// AppendsNUL); a NULL array element stands for the column a row does not
+// use.
+func (s *segment) appendTexts(p *plan) {
+	what := fmt.Sprintf("append %d texts to artifacts from session=%s seq=%d", len(s.txTexts), s.txSessions[0], s.txSeqs[0])
+	if !s.txNUL {
+		p.add(what, qAppendTexts, s.txSessions, s.txSeqs, s.txFields, s.txTexts)
+		return
+	}
+	texts, raw := make([]pgtype.Text, len(s.txTexts)), make([][]byte, len(s.txTexts))
+	for i, t := range s.txTexts {
+		if strings.IndexByte(t, 0) < 0 {
+			texts[i] = pgtype.Text{String: t, Valid: true}
+		} else {
+			raw[i] = []byte(t)
+		}
+	}
+	p.add(what, qAppendTextsRaw, s.txSessions, s.txSeqs, s.txFields, texts, raw)
 }
 
 // flush queues the segment's statements on p and empties it. The events
@@ -376,9 +413,8 @@ func (s *segment) flush(p *plan) {
 		p.add(fmt.Sprintf("append to %d artifacts from session=%s seq=%d", n, sessions[0], seqs[0]), qAppendRevs,
 			sessions, seqs, revs, bytes)
 	}
-	if n := len(s.txSessions); n > 0 {
-		p.add(fmt.Sprintf("append %d texts to artifacts from session=%s seq=%d", n, s.txSessions[0], s.txSeqs[0]), qAppendTexts,
-			s.txSessions, s.txSeqs, s.txFields, s.txTexts)
+	if len(s.txSessions) > 0 {
+		s.appendTexts(p)
 	}
 	if n := len(s.updates); n > 0 {
 		var (

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rein-ai/rein/protocol"
@@ -153,6 +154,10 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	}
 	return v, nil
 }
+
+// AppendsNUL reports that appended text may hold NUL: such an append is
+// stored as bytes, the others as text (migration 0011; store.NULAppender).
+func (s *Store) AppendsNUL() bool { return true }
 
 // Ping checks that the database answers a query.
 func (s *Store) Ping(ctx context.Context) error {
@@ -307,13 +312,21 @@ func withAppends(ctx context.Context, tx pgx.Tx, id string, rows []artifactRow) 
 		return out, nil
 	}
 	// One query for every artifact with appends, not one per artifact.
-	q, _ := tx.Query(ctx, `SELECT seq, field, text FROM artifact_appends WHERE session_id = $1 AND seq = ANY($2) ORDER BY seq, n`, id, pending)
+	// An append whose text holds NUL is in raw, its text NULL (migration
+	// 0011).
+	q, _ := tx.Query(ctx, `SELECT seq, field, text, raw FROM artifact_appends WHERE session_id = $1 AND seq = ANY($2) ORDER BY seq, n`, id, pending)
 	appends := map[int64][]store.FieldAppend{}
 	var (
-		seq int64
-		fa  store.FieldAppend
+		seq   int64
+		field string
+		text  pgtype.Text
+		raw   []byte
 	)
-	if _, err := pgx.ForEachRow(q, []any{&seq, &fa.Field, &fa.Text}, func() error {
+	if _, err := pgx.ForEachRow(q, []any{&seq, &field, &text, &raw}, func() error {
+		fa := store.FieldAppend{Field: field, Text: text.String}
+		if !text.Valid {
+			fa.Text = string(raw)
+		}
 		appends[seq] = append(appends[seq], fa)
 		return nil
 	}); err != nil {

@@ -159,7 +159,7 @@ func TestBigValuesCompressWithLZ4(t *testing.T) {
 	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE lz4_probe (x text COMPRESSION lz4)`); err != nil {
 		t.Skipf("this PostgreSQL has no lz4: %v", err)
 	}
-	for _, col := range [][2]string{{"events", "body"}, {"artifacts", "body"}, {"artifact_appends", "text"}, {"change_batches", "body"}} {
+	for _, col := range [][2]string{{"events", "body"}, {"artifacts", "body"}, {"artifact_appends", "text"}, {"artifact_appends", "raw"}, {"change_batches", "body"}} {
 		var method string
 		if err := conn.QueryRow(ctx, `SELECT attcompression::text FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2`, col[0], col[1]).Scan(&method); err != nil {
 			t.Fatal(err)
@@ -186,5 +186,62 @@ func TestBigValuesCompressWithLZ4(t *testing.T) {
 	}
 	if method == nil || *method != "lz4" {
 		t.Errorf("the stored body is compressed with %v; want lz4", method)
+	}
+}
+
+// Migration 0011: an append whose text holds NUL is stored in raw, text
+// NULL, and reads back merged; a row as the version before writes it
+// (text only) reads back beside it; the version before's read of such an
+// artifact fails rather than leaving the NUL appends out; a row with
+// neither or both is refused.
+func TestAppendsHoldingNULInRaw(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	s := open(t, dsn)
+	body := []byte(`{"createdAt":1,"fields":{"output":"","status":"running"},"id":"x","rev":1,"seq":1,"turnId":"t1","type":"tool_call"}`)
+	commitOps(t, s, store.CreateSession{Session: sessionRec("a")},
+		store.PutArtifacts{SessionID: "a", Artifacts: []store.Artifact{{Seq: 1, Rev: 1, Body: body}}})
+	appends := []store.FieldAppend{{Field: "output", Text: "\x7fELF\x02\x00"}, {Field: "output", Text: "plain"}}
+	commitOps(t, s, store.AppendArtifacts{SessionID: "a", Appends: []store.ArtifactAppend{{Seq: 1, Rev: 2, Fields: appends}}})
+	// The version before appends as it did, in text.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO artifact_appends (session_id, seq, n, field, text) VALUES ('a', 1, 3, 'output', 'old')`); err != nil {
+		t.Fatalf("an append as the version before writes it: %v", err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE artifacts SET appended = appended + 3, rev = 3 WHERE session_id = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	var texts, raws int
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(text), COUNT(raw) FROM artifact_appends WHERE session_id = 'a'`).Scan(&texts, &raws); err != nil {
+		t.Fatal(err)
+	}
+	if texts != 2 || raws != 1 {
+		t.Errorf("%d appends in text and %d in raw; want 2 and the NUL one", texts, raws)
+	}
+	want, err := store.MergeAppends(body, 3, append(appends, store.FieldAppend{Field: "output", Text: "old"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Artifacts(ctx, "a")
+	if err != nil || len(got) != 1 || string(got[0].Body) != string(want) {
+		t.Fatalf("Artifacts = %v, %v\nwant %s", got, err, want)
+	}
+
+	// The version before read appends so; the NUL one makes it fail.
+	rows, _ := s.pool.Query(ctx, `SELECT seq, field, text FROM artifact_appends WHERE session_id = 'a' ORDER BY seq, n`)
+	var (
+		seq         int64
+		field, text string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&seq, &field, &text}, func() error { return nil }); err == nil {
+		t.Error("the version before's read of the appends succeeded without the one in raw")
+	}
+
+	for name, q := range map[string]string{
+		"neither": `INSERT INTO artifact_appends (session_id, seq, n, field) VALUES ('a', 1, 10, 'output')`,
+		"both":    `INSERT INTO artifact_appends (session_id, seq, n, field, text, raw) VALUES ('a', 1, 11, 'output', 'x', 'x')`,
+	} {
+		if _, err := s.pool.Exec(ctx, q); err == nil {
+			t.Errorf("a row with %s text and raw was stored", name)
+		}
 	}
 }
