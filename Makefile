@@ -55,7 +55,7 @@ e2e: tools
 # suite runs on PostgreSQL with REIN_E2E_DB=postgres make e2e.
 test-pg:
 	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 -timeout $(TEST_TIMEOUT) .
-	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestHappyPath|TestServerKilledMidTurn|TestServerKilledDuringBigOutput|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
+	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestHappyPath|TestServerKilledMidTurn|TestServerKilledDuringBigOutput|TestServerKilledDuringBinaryOutput|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
 	@if git grep -n -E '^(<<<<<<<|>>>>>>>) ' >/dev/null 2>&1; then echo "merge conflict markers:"; git grep -n -E '^(<<<<<<<|>>>>>>>) '; exit 1; fi

@@ -205,6 +205,43 @@ func TestServerKilledDuringBigOutput(t *testing.T) {
 	}
 }
 
+// 4c. kill -9 of the server while a tool prints binary output, NUL in
+// every line as `cat` of an executable prints it. Text holding NUL is
+// appended like any other (on PostgreSQL, whose text type cannot store
+// NUL, as bytes: migration 0011), so the restarted server reads those
+// appends back and folds the log again; the output is exactly what the
+// command printed, NUL and all, for the follower and for a new client.
+// Under REIN_E2E_DB=postgres (make test-pg) it runs on PostgreSQL.
+func TestServerKilledDuringBinaryOutput(t *testing.T) {
+	e := newEnv(t)
+	_, f := e.session("binout")
+	const lines, zeros = 200, 4_000 // 800 kB over 2 s at least
+	e.prompt("binout", fmt.Sprintf(`run: for i in $(seq 1 %d); do head -c %d /dev/zero; echo " line $i"; sleep 0.01; done`, lines, zeros))
+	waitPrinting(t, e.ctx, f, lines*zeros/4)
+	e.srv.Kill()
+	if err := e.srv.Restart(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitTurns(t, e.ctx, f, 1)
+	var want strings.Builder
+	for i := 1; i <= lines; i++ {
+		fmt.Fprintf(&want, "%s line %d\n", strings.Repeat("\x00", zeros), i)
+	}
+	for _, follower := range []*Follower{f, Follow(e.ctx, e.c, "binout")} {
+		a := firstTool(e.assertModelMatchesServer(follower, "binout"))
+		if a == nil || a.String("status") != string(protocol.ToolCompleted) || a.String("output") != want.String() {
+			got := "none"
+			if a != nil {
+				got = fmt.Sprintf("%s, %d bytes, %d NUL", a.String("status"), len(a.String("output")), strings.Count(a.String("output"), "\x00"))
+			}
+			t.Fatalf("the tool: %s; want completed, exactly the %d bytes printed", got, want.Len())
+		}
+		if follower != f {
+			follower.Close()
+		}
+	}
+}
+
 // bigOutputPrompt is demo-agent's prompt for a tool that prints lines of
 // width x's, one every 50 ms.
 func bigOutputPrompt(lines, width int) string {
