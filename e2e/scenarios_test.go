@@ -209,13 +209,15 @@ func TestServerKilledDuringBigOutput(t *testing.T) {
 // every line as `cat` of an executable prints it. Text holding NUL is
 // appended like any other (on PostgreSQL, whose text type cannot store
 // NUL, as bytes: migration 0011), so the restarted server reads those
-// appends back and folds the log again; the output is exactly what the
-// command printed, NUL and all, for the follower and for a new client.
-// Under REIN_E2E_DB=postgres (make test-pg) it runs on PostgreSQL.
+// appends back and folds the log again, and the output then grows past
+// the size at which it is kept as appends and a head (as in 4b); the
+// output is exactly what the command printed, NUL and all, for the
+// follower and for a new client. Under REIN_E2E_DB=postgres (make
+// test-pg) it runs on PostgreSQL.
 func TestServerKilledDuringBinaryOutput(t *testing.T) {
 	e := newEnv(t)
 	_, f := e.session("binout")
-	const lines, zeros = 200, 4_000 // 800 kB over 2 s at least
+	const lines, zeros = 300, 4_000 // 1.2 MB over 3 s at least
 	e.prompt("binout", fmt.Sprintf(`run: for i in $(seq 1 %d); do head -c %d /dev/zero; echo " line $i"; sleep 0.01; done`, lines, zeros))
 	waitPrinting(t, e.ctx, f, lines*zeros/4)
 	e.srv.Kill()
