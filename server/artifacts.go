@@ -55,10 +55,10 @@ type dirtyArtifact struct {
 	texts  []*strings.Builder
 	// bytes is the appended text's length; utf8 says it is all valid UTF-8
 	// (see store.MergeAppends) and holds no NUL unless nul, the store's
-	// appends may hold it (store.NULAppender): PostgreSQL's text type
-	// cannot store U+0000, and an append of it failed every commit of its
-	// batch, so there such text goes in the whole body, where JSON
-	// escapes it.
+	// appends may hold it (store.NULAppender). Both backends' appends may
+	// (PostgreSQL's text type cannot store U+0000, so its store keeps such
+	// an append as bytes); to a store that cannot, such text goes in the
+	// whole body, where JSON escapes it.
 	bytes int
 	utf8  bool
 	nul   bool
