@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -18,6 +19,7 @@ import (
 // browser needs no Node and no Go dependency.
 type Browser struct {
 	driver  *Proc
+	tmp     string // chromedriver's and the browser's TMPDIR
 	base    string // http://127.0.0.1:PORT/session/ID
 	http    *http.Client
 	timeout time.Duration
@@ -48,12 +50,24 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 	if cfg.Width == 0 {
 		cfg.Width, cfg.Height = 1280, 800
 	}
-	p, line, err := startDriver(ctx, logf, cfg.Chromedriver)
+	// Stopped, chromedriver and the browser now and then leave a scoped
+	// temporary directory behind (org.chromium.Chromium.scoped_dir.*):
+	// 22 had piled up in /tmp from make test runs. They get a TMPDIR of
+	// their own, removed by Close. Short, under the system's, since the
+	// browser puts its singleton socket in it and a Unix socket's path is
+	// at most 107 bytes (one in t.TempDir() was too long: the browser
+	// exited at start).
+	tmp, err := os.MkdirTemp("", "rein-chromium-")
 	if err != nil {
+		return nil, fmt.Errorf("start browser: %w", err)
+	}
+	p, line, err := startDriver(ctx, logf, cfg.Chromedriver, []string{"TMPDIR=" + tmp})
+	if err != nil {
+		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
 	port := strings.TrimSuffix(strings.TrimSpace(line[strings.Index(line, driverReady)+len(driverReady):]), ".")
-	b := &Browser{driver: p, http: &http.Client{}, timeout: time.Minute}
+	b := &Browser{driver: p, tmp: tmp, http: &http.Client{}, timeout: time.Minute}
 	args := append(append([]string(nil), chromiumArgs...), "--user-data-dir="+cfg.ProfileDir, fmt.Sprintf("--window-size=%d,%d", cfg.Width, cfg.Height))
 	caps := map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
 		"browserName":        "chrome",
@@ -64,6 +78,7 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 	}
 	if err := b.call(ctx, http.MethodPost, "http://127.0.0.1:"+port+"/session", caps, &created); err != nil {
 		p.Kill() // see Close
+		_ = os.RemoveAll(tmp)
 		return nil, fmt.Errorf("start browser: %w", err)
 	}
 	b.base = "http://127.0.0.1:" + port + "/session/" + created.SessionID
@@ -80,9 +95,9 @@ func StartBrowser(ctx context.Context, logf Logf, cfg BrowserConfig) (*Browser, 
 // suite's servers and clients take ports all the time): it then exits,
 // "IPv4 port not available", and one more try picks another port. A
 // driver that does not start three times is an error.
-func startDriver(ctx context.Context, logf Logf, bin string) (*Proc, string, error) {
+func startDriver(ctx context.Context, logf Logf, bin string, env []string) (*Proc, string, error) {
 	for attempt := 1; ; attempt++ {
-		p, err := Start(logf, "chromedriver", nil, bin, "--port=0")
+		p, err := Start(logf, "chromedriver", env, bin, "--port=0")
 		if err != nil {
 			return nil, "", err
 		}
@@ -124,6 +139,7 @@ func (b *Browser) Close() {
 	// grace and killed it), and with its session deleted it holds
 	// nothing to save: Stop would count a hang that is not ours.
 	b.driver.Kill()
+	_ = os.RemoveAll(b.tmp)
 }
 
 // WebDriverError is an error answer: error is the W3C error code, such as
