@@ -31,8 +31,14 @@ type bench struct {
 	scale float64
 	tmp   string
 	self  string
-	procs []*e2e.Proc
 	logf  e2e.Logf
+	// mu guards procs, cluster and closed: an interrupt closes the bench
+	// from its own goroutine while a figure may be starting a child.
+	mu     sync.Mutex
+	procs  []*e2e.Proc
+	closed bool
+	// closing makes close run once; a second caller waits for it.
+	closing sync.Once
 	// storedCount is how many sessions storedSessions stores (before
 	// scaling).
 	storedCount int
@@ -66,14 +72,36 @@ func newBench(bin string, scale float64) (*bench, error) {
 	return &bench{sync: "normal", bin: bin, scale: scale, tmp: tmp, self: self, logf: quiet, storedCount: 10000, storedLarge: 100000}, nil
 }
 
+// close stops every child the bench started and its PostgreSQL, and
+// removes its files. It runs once: the end of runBench and an interrupt
+// may both call it, and whichever comes second waits for it to finish.
 func (b *bench) close() {
-	for _, p := range b.procs {
-		p.Stop(5 * time.Second)
+	b.closing.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		procs, cluster := b.procs, b.cluster
+		b.mu.Unlock()
+		for _, p := range procs {
+			p.Stop(5 * time.Second)
+		}
+		if cluster != nil {
+			cluster.Stop()
+		}
+		os.RemoveAll(b.tmp)
+	})
+}
+
+// track records a child for close. Once the bench is closed it kills the
+// child instead: a figure that started one while an interrupt was
+// closing the bench does not leave it running.
+func (b *bench) track(p *e2e.Proc) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		p.Kill()
+		return
 	}
-	if b.cluster != nil {
-		b.cluster.Stop()
-	}
-	os.RemoveAll(b.tmp)
+	b.procs = append(b.procs, p)
 }
 
 func (b *bench) dur(d time.Duration) time.Duration { return time.Duration(float64(d) * b.scale) }
@@ -102,7 +130,7 @@ func (b *bench) serverAt(db, sync string) (*e2e.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.procs = append(b.procs, s.Proc)
+	b.track(s.Proc)
 	return s, nil
 }
 
@@ -115,7 +143,7 @@ func (b *bench) child(mode string, args ...string) (*e2e.Proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	b.procs = append(b.procs, p)
+	b.track(p)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	line, err := p.WaitLine(ctx, "listening on ")
@@ -781,7 +809,7 @@ func (b *bench) storeIdle(db string, n, workers int) (storedRun, error) {
 	if err := srv.Restart(ctx); err != nil {
 		return st, err
 	}
-	b.procs = append(b.procs, srv.Proc)
+	b.track(srv.Proc)
 	time.Sleep(time.Second)
 	st.restarted = memKiB(srv.Pid(), "VmRSS")
 	return st, nil
@@ -839,7 +867,7 @@ func (b *bench) agentdRun(ctx context.Context, wg *sync.WaitGroup, c *http.Clien
 	if err != nil {
 		return f, err
 	}
-	b.procs = append(b.procs, ag)
+	b.track(ag)
 	defer b.stop(ag)
 	if err := waitStatus(ctx, cl, session, protocol.StatusIdle); err != nil {
 		return f, err

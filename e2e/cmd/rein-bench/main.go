@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -52,6 +54,9 @@ func main() {
 	stored := flag.Int("stored-sessions", 10000, "stored idle sessions for memory_per_stored_session (times -scale)")
 	storedLarge := flag.Int("stored-sessions-large", 100000, "stored idle sessions for memory_per_stored_session_large (times -scale)")
 	flag.Parse()
+	if *mode != "bench" {
+		exitOnInterrupt()
+	}
 	var err error
 	switch *mode {
 	case "trivial":
@@ -91,6 +96,19 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// exitOnInterrupt makes a baseline child exit on SIGINT or SIGTERM. The
+// bench stops its children with SIGINT; a child started with SIGINT
+// ignored (the bench run as a shell's background job, or under nohup)
+// kept it ignored, ran out the 10 s grace and was killed, each time.
+func exitOnInterrupt() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		os.Exit(0)
+	}()
 }
 
 // group is a figure function: one run of it yields one or more figures.
@@ -133,6 +151,24 @@ func runBench(bin, out string, scale float64, only string, runs, stored, storedL
 		return err
 	}
 	defer b.close()
+	// An interrupt (Ctrl-C on make bench, a SIGTERM) stops the servers
+	// and baselines the bench started and removes its files: each child
+	// runs in a process group of its own, out of the terminal's reach, and
+	// would otherwise outlive the bench.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case s := <-sig:
+			fmt.Fprintf(os.Stderr, "bench: %v: stopping what it started and removing %s\n", s, b.tmp)
+			b.close()
+			os.Exit(130)
+		case <-finished:
+		}
+	}()
 	b.storedCount, b.storedLarge = stored, storedLarge
 	var groups []group
 	for _, g := range b.groups() {

@@ -29,16 +29,28 @@ func (b *bench) pgFor(group string) (db string, ok bool, err error) {
 func (b *bench) pgDatabase() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if b.cluster == nil {
-		c, err := pgtest.Start(ctx)
-		if err != nil {
+	b.mu.Lock()
+	c := b.cluster
+	b.mu.Unlock()
+	if c == nil {
+		var err error
+		if c, err = pgtest.Start(ctx); err != nil {
 			return "", err
 		}
-		b.cluster = c
+		b.mu.Lock()
+		closed := b.closed
+		if !closed {
+			b.cluster = c
+		}
+		b.mu.Unlock()
+		if closed {
+			c.Stop()
+			return "", fmt.Errorf("the bench was interrupted")
+		}
 	}
 	b.dbs++
 	name := fmt.Sprintf("bench%d", b.dbs)
-	conn, err := pgx.Connect(ctx, b.cluster.DSN("postgres"))
+	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
 	if err != nil {
 		return "", fmt.Errorf("connect to the bench cluster: %w", err)
 	}
@@ -46,7 +58,7 @@ func (b *bench) pgDatabase() (string, error) {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", fmt.Errorf("create database %s: %w", name, err)
 	}
-	return b.cluster.DSN(name), nil
+	return c.DSN(name), nil
 }
 
 // 8. The server on PostgreSQL (--db postgres://, synchronous_commit=on):

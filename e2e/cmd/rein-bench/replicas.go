@@ -37,6 +37,9 @@ func (b *bench) replicas() ([]Figure, error) {
 		return nil, err
 	}
 	defer reps.Stop()
+	for _, s := range reps.Servers {
+		b.track(s.Proc)
+	}
 	if err := createSessions(reps.Servers[0].URL, "lat"); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rein-ai/rein/e2e"
+)
+
+// buildBench builds rein-bench, rein-server and agentd into a temporary
+// directory: the tests below run the bench as a user does.
+func buildBench(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries; not in -short")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := e2e.Build(ctx, dir, false); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "rein-bench"), ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build rein-bench: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// children returns the pids of the processes whose parent is pid and
+// whose command line holds name.
+func children(t *testing.T, pid int, name string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split
+		// after its closing parenthesis.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cmdline), name) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// running reports whether pid is a live process (not gone, not a zombie).
+func running(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// TestInterruptStopsWhatTheBenchStarted: Ctrl-C on make bench reaches
+// rein-bench only (each child runs in a process group of its own). It
+// used to die at once and leave its rein-server and baselines running
+// and its files in the temp directory; now it stops them, removes its
+// files and exits with 130.
+func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
+	bin := buildBench(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(filepath.Join(bin, "rein-bench"), "-bin", bin, "-only", "ingest_single", "-runs", "1", "-out", filepath.Join(tmp, "bench.json"))
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	var servers []int
+	for deadline := time.Now().Add(time.Minute); len(servers) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("rein-bench started no rein-server within a minute")
+		}
+		servers = children(t, cmd.Process.Pid, "rein-server")
+	}
+	defer func() {
+		for _, p := range servers {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("rein-bench after SIGINT: %v, want exit status 130", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("rein-bench still running a minute after SIGINT")
+	}
+	// The bench waited for its children to stop before it exited.
+	for _, p := range servers {
+		if running(p) {
+			t.Errorf("rein-server (pid %d) still running after the bench exited", p)
+		}
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "rein-bench-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("the bench left %v", left)
+	}
+}
+
+// TestBaselineExitsOnIgnoredInterrupt: a baseline started with SIGINT
+// ignored (the bench run as a shell's background job, or under nohup,
+// passes that on) still exits on the SIGINT the bench stops it with,
+// rather than running out the grace to a SIGKILL each time.
+func TestBaselineExitsOnIgnoredInterrupt(t *testing.T) {
+	bin := buildBench(t)
+	// trap '' INT ignores SIGINT, and exec passes that on.
+	cmd := exec.Command("sh", "-c", `trap '' INT; exec "$0" -mode trivial`, filepath.Join(bin, "rein-bench"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	line := make([]byte, 256)
+	if n, err := out.Read(line); err != nil || !strings.Contains(string(line[:n]), "listening on ") {
+		t.Fatalf("the baseline printed %q (%v), want its address", line[:n], err)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("the baseline after SIGINT: %v, want exit status 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the baseline, started with SIGINT ignored, still running 30 s after SIGINT")
+	}
+}
