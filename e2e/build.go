@@ -69,3 +69,16 @@ func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
 	}
 	return b, nil
 }
+
+// BuildHere compiles the main package in the working directory into dir
+// as name and returns its path: the tests of the tools in e2e/cmd run the
+// tool itself, as a user does.
+func BuildHere(ctx context.Context, dir, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, b)
+	}
+	return out, nil
+}

@@ -6,13 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rein-ai/rein/e2e"
+	"github.com/rein-ai/rein/e2e/internal/loadgen"
 )
 
 // buildBench builds rein-bench, rein-server and agentd into a temporary
@@ -28,53 +28,10 @@ func buildBench(t *testing.T) string {
 	if _, err := e2e.Build(ctx, dir, false); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "rein-bench"), ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build rein-bench: %v\n%s", err, out)
-	}
-	return dir
-}
-
-// children returns the pids of the processes whose parent is pid and
-// whose command line holds name.
-func children(t *testing.T, pid int, name string) []int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
+	if _, err := e2e.BuildHere(ctx, dir, "rein-bench"); err != nil {
 		t.Fatal(err)
 	}
-	var out []int
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split
-		// after its closing parenthesis.
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if strings.Contains(string(cmdline), name) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// running reports whether pid is a live process (not gone, not a zombie).
-func running(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
+	return dir
 }
 
 // TestInterruptStopsWhatTheBenchStarted: Ctrl-C on make bench reaches
@@ -103,7 +60,10 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("rein-bench started no rein-server within a minute")
 		}
-		servers = children(t, cmd.Process.Pid, "rein-server")
+		var err error
+		if servers, err = loadgen.Children(cmd.Process.Pid, "rein-server"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	defer func() {
 		for _, p := range servers {
@@ -124,7 +84,7 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 	}
 	// The bench waited for its children to stop before it exited.
 	for _, p := range servers {
-		if running(p) {
+		if loadgen.Alive(p) {
 			t.Errorf("rein-server (pid %d) still running after the bench exited", p)
 		}
 	}

@@ -21,9 +21,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rein-ai/rein/e2e"
@@ -63,9 +65,16 @@ func main() {
 		log.Fatal(err)
 	}
 	if err := run(cfg); err != nil {
+		if errors.Is(err, errInterrupted) {
+			fmt.Fprintln(os.Stderr, "rein-soak: interrupted: the server stopped, its files removed, nothing written")
+			os.Exit(130)
+		}
 		log.Fatal(err)
 	}
 }
+
+// errInterrupted: a SIGINT or SIGTERM ended the run early (see run).
+var errInterrupted = errors.New("interrupted")
 
 func (c config) check() error {
 	switch {
@@ -128,14 +137,26 @@ type soak struct {
 	lastFollowErr string // the latest follower failure, shown at the end
 }
 
-func run(cfg config) error {
+func run(cfg config) (err error) {
+	// An interrupt (Ctrl-C on make soak, a SIGTERM) ends the run early
+	// and cleanly: the server runs in a process group of its own, out of
+	// the terminal's reach, and by then its database in tmp holds hundreds
+	// of MB; both went on living when the signal killed rein-soak outright.
+	ictx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	written := false
+	defer func() {
+		if ictx.Err() != nil && !written {
+			err = errInterrupted
+		}
+	}()
 	tmp, err := os.MkdirTemp("", "rein-soak-")
 	if err != nil {
 		return fmt.Errorf("soak: temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	quiet := func(string, ...any) {} // the server logs only errors; they would break the lines
-	srv, err := e2e.StartServer(context.Background(), quiet, e2e.ServerConfig{
+	srv, err := e2e.StartServer(ictx, quiet, e2e.ServerConfig{
 		Bin: filepath.Join(cfg.bin, "rein-server"), Dir: tmp, Args: []string{"--log-level", "error"},
 	})
 	if err != nil {
@@ -149,7 +170,7 @@ func run(cfg config) error {
 	}
 	cl.HTTP = s.client
 	for i := range cfg.sessions {
-		if _, err := cl.CreateSession(context.Background(), sessionID(i), ""); err != nil {
+		if _, err := cl.CreateSession(ictx, sessionID(i), ""); err != nil {
 			return fmt.Errorf("soak: create session %s: %w", sessionID(i), err)
 		}
 	}
@@ -166,7 +187,7 @@ func run(cfg config) error {
 		cfg.sessions, cfg.batch, turn.Len(), turn.OutputDeltas*turn.OutputLine, cfg.followers, cfg.holdMin, cfg.holdMax, cfg.duration)
 	fmt.Printf("%8s %9s %9s %9s %10s %8s %11s %9s\n", "t", "RSS MiB", "DB MiB", "of it WAL", "events/s", "replays", "replay ms", "f-errors")
 
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ictx)
 	var wg sync.WaitGroup
 	for i := range cfg.sessions {
 		wg.Add(1)
@@ -188,6 +209,9 @@ func run(cfg config) error {
 	sec.Samples, err = s.sample(ctx)
 	cancel()
 	wg.Wait()
+	if ictx.Err() != nil {
+		return errInterrupted
+	}
 	if err == nil {
 		err = s.firstErr()
 	}
@@ -210,7 +234,11 @@ func run(cfg config) error {
 		}
 		fmt.Printf("%-18s %10.2f %-10s met: %-3s  %s\n", f.Name, f.Value, f.Unit, met, f.Note)
 	}
-	return loadgen.MergeJSON(cfg.out, map[string]any{"soak": sec})
+	if err := loadgen.MergeJSON(cfg.out, map[string]any{"soak": sec}); err != nil {
+		return err
+	}
+	written = true
+	return nil
 }
 
 func sessionID(i int) string { return fmt.Sprintf("soak%d", i) }

@@ -3,8 +3,10 @@ package loadgen
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,5 +142,34 @@ func TestFilesSize(t *testing.T) {
 	n, err := FilesSize(db, db+"-wal", db+"-missing")
 	if err != nil || n != 123 {
 		t.Fatalf("FilesSize = %d, %v; want 123", n, err)
+	}
+}
+
+// TestChildrenAndAlive: a child of this test process is found by its
+// parent's pid and name while it runs, and is no longer alive once it
+// has exited and been waited for.
+func TestChildrenAndAlive(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no sleep(1) to start: %v", err)
+	}
+	pid := cmd.Process.Pid
+	got, err := Children(os.Getpid(), "sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got, pid) {
+		t.Errorf("Children(self, sleep) = %v, want it to hold %d", got, pid)
+	}
+	if other, _ := Children(os.Getpid(), "no-such-command"); slices.Contains(other, pid) {
+		t.Errorf("Children(self, no-such-command) holds %d", pid)
+	}
+	if !Alive(pid) {
+		t.Errorf("Alive(%d) = false while it runs", pid)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if Alive(pid) {
+		t.Errorf("Alive(%d) = true after it exited", pid)
 	}
 }

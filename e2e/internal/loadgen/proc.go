@@ -57,3 +57,48 @@ func FilesSize(paths ...string) (int64, error) {
 	}
 	return n, nil
 }
+
+// statFields are the fields of /proc/PID/stat after the parenthesised
+// command name (which may hold spaces): the state first, then the parent's
+// pid. nil when the process is gone.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// Alive reports whether pid is a running process: neither gone nor a
+// zombie waiting for its parent.
+func Alive(pid int) bool {
+	f := statFields(pid)
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// Children returns the pids of the live processes whose parent is pid and
+// whose command line holds name: the tests of the bench's tools find the
+// servers they started with it.
+func Children(pid int, name string) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("children of %d: %w", pid, err)
+	}
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f := statFields(p)
+		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+		if err == nil && strings.Contains(string(cmdline), name) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
