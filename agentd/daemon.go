@@ -20,6 +20,7 @@ import (
 	"github.com/rein-ai/rein/agentd/internal/commandstream"
 	"github.com/rein-ai/rein/agentd/internal/metrics"
 	"github.com/rein-ai/rein/agentd/internal/outbox"
+	"github.com/rein-ai/rein/agentd/internal/process"
 	"github.com/rein-ai/rein/agentd/internal/uploader"
 	"github.com/rein-ai/rein/protocol"
 )
@@ -52,6 +53,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	if ob != nil {
+		// First, with the state dir as the agentd that died left it: the
+		// server may be unreachable for a while, and checkSession may
+		// start the state dir afresh under another instance id.
+		sweepAgent(ob.Instance(), log)
 		if ob, err = checkSession(ctx, opts, ob, log); err != nil {
 			if ctx.Err() != nil {
 				// Stopped while the server was unreachable: nothing ran,
@@ -159,6 +164,7 @@ func Run(ctx context.Context, opts Options) error {
 		outbox:    ob != nil,
 		cmds:      cmds,
 		perms:     newPermissionLog(instance),
+		instance:  instance,
 		conv:      newConversation(ob, opts.Protocol, log),
 	}
 	if ob != nil {
@@ -453,6 +459,35 @@ func recordSession(created *sessionCreated, ob *outbox.Log, createdAt int64, log
 	return nil
 }
 
+// agentMarkerName names the environment entry that marks every process
+// an agent of this agentd instance started (agentMarker).
+const agentMarkerName = "REIN_AGENTD_INSTANCE"
+
+// agentMarker is the entry agentEnv gives the agent, and every process
+// below it inherits: the instance id is the state dir's, so an agentd
+// that starts on the state dir of one that died finds what that one's
+// agent left running by it (sweepAgent). Only one agentd at a time holds
+// a state dir, and it sweeps before it starts any agent, so whatever
+// carries its own marker then is a leftover.
+func agentMarker(instance string) string { return agentMarkerName + "=" + instance }
+
+// sweepAgent kills what the agent of a previous agentd on this state dir
+// left running: the kernel kills that agent with its agentd
+// (process.Start), but not the tools it started, which run on adopted by
+// init, editing the workspace while the transcript says the agent is
+// gone and the next agent starts. A failure is logged, not fatal: the
+// sweep only finds processes, and an agentd that cannot read /proc still
+// runs its agent.
+func sweepAgent(instance string, log *slog.Logger) {
+	n, err := process.KillMarked(agentMarker(instance), 10*time.Second)
+	if n > 0 {
+		log.Warn("killed what the agent of a previous agentd on this state dir left running", "processes", n)
+	}
+	if err != nil {
+		log.Warn("could not kill what the agent of a previous agentd left running", "err", err)
+	}
+}
+
 func newInstanceID() (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -462,15 +497,17 @@ func newInstanceID() (string, error) {
 }
 
 // agentEnv is the agent's environment: the base (agentd's own by default)
-// without Rein's credentials, plus REIN_SESSION_ID and, for a native
-// agent resuming its conversation, REIN_CONVERSATION_ID.
+// without Rein's credentials, plus REIN_SESSION_ID, REIN_AGENTD_INSTANCE
+// (agentMarker: what the next agentd on the state dir finds the agent's
+// leftovers by) and, for a native agent resuming its conversation,
+// REIN_CONVERSATION_ID.
 //
 // The credentials are agentd's sandbox token and those of the rein CLI and
 // rein-server, which a shell that starts agentd often exports too (make
 // demo, the README's steps): the agent runs what a prompt or its model
 // says, and with the client token it could answer its own permission
 // requests, with the stream ticket key read every session.
-func agentEnv(base []string, session, protocol, resume string) []string {
+func agentEnv(base []string, session, protocol, resume, instance string) []string {
 	if base == nil {
 		base = os.Environ()
 	}
@@ -479,12 +516,12 @@ func agentEnv(base []string, session, protocol, resume string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "REIN_TOKEN", "REIN_TOKEN_FILE", "REIN_API_TOKEN", "REIN_API_TOKEN_FILE", "REIN_STREAM_TICKET_KEY_FILE",
-			"REIN_SESSION_ID", "REIN_CONVERSATION_ID":
+			"REIN_SESSION_ID", "REIN_CONVERSATION_ID", agentMarkerName:
 			continue
 		}
 		env = append(env, kv)
 	}
-	env = append(env, "REIN_SESSION_ID="+session)
+	env = append(env, "REIN_SESSION_ID="+session, agentMarker(instance))
 	if protocol == ProtocolNative && resume != "" {
 		env = append(env, "REIN_CONVERSATION_ID="+resume)
 	}

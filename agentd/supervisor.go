@@ -48,8 +48,12 @@ var (
 // crashes, and owns everything that must stay consistent with the turn the
 // agent is in.
 type supervisor struct {
-	opts      Options
-	log       *slog.Logger
+	opts Options
+	log  *slog.Logger
+	// instance is this agentd's instance id: the agent's environment
+	// carries it (agentEnv) so the next agentd on the state dir can find
+	// what the agent left running should this one die (sweepAgent).
+	instance  string
 	adapter   adapter // speaks opts.Protocol
 	up        *uploader.Uploader
 	commands  <-chan protocol.Command
@@ -266,7 +270,7 @@ func (s *supervisor) start() (*agentRun, error) {
 	}
 	proc, err := s.opts.Killer.start(process.Spec{
 		Argv:   argv,
-		Env:    agentEnv(s.opts.Env, s.opts.Session, s.opts.Protocol, resume),
+		Env:    agentEnv(s.opts.Env, s.opts.Session, s.opts.Protocol, resume, s.instance),
 		Dir:    s.opts.Dir,
 		Logger: s.log.With("agent", filepath.Base(s.opts.Command[0])),
 	})

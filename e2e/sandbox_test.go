@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rein-ai/rein/e2e/internal/loadgen"
 	"github.com/rein-ai/rein/protocol"
 )
 
@@ -84,6 +86,63 @@ func killSandbox(t *testing.T, d *Proc) {
 	d.Kill()
 	// The agent has a process group of its own (agentd signals it).
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// TestAgentdKilledAloneTakesItsAgentAlong: agentd alone dies (the OOM
+// killer, a crash) while its agent runs, here an agent that never reads
+// its stdin, with a tool of its own. The kernel kills the agent with
+// agentd; the agentd started next on the state dir kills the tool the
+// agent left, before it says the agent is gone and starts the next one.
+// Both used to run on, the agent unsupervised, while the transcript said
+// it was gone and another agent worked in the same place.
+func TestAgentdKilledAloneTakesItsAgentAlong(t *testing.T) {
+	e := newEnv(t)
+	id := "alone"
+	e.create(id, "")
+	d := e.agentd(e.srv.URL, id, nil, nil, "sh", "-c", "sleep 3117 & exec sleep 3118")
+	var agent int
+	for deadline := time.Now().Add(30 * time.Second); agent == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no agent pid in agentd's log within 30 s")
+		}
+		for _, l := range d.Output() {
+			if m := agentPid.FindStringSubmatch(l); m != nil {
+				agent, _ = strconv.Atoi(m[1])
+			}
+		}
+	}
+	var tool []int
+	for deadline := time.Now().Add(10 * time.Second); len(tool) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's tool did not start within 10 s")
+		}
+		var err error
+		if tool, err = loadgen.Children(agent, "3117"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(agent, syscall.SIGKILL)
+		_ = syscall.Kill(tool[0], syscall.SIGKILL)
+	})
+	d.Kill() // agentd's own process group: the agent's is another
+	for deadline := time.Now().Add(10 * time.Second); loadgen.Alive(agent); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent (pid %d) still runs 10 s after its agentd was killed", agent)
+		}
+	}
+	if !loadgen.Alive(tool[0]) {
+		t.Fatalf("the agent's tool (pid %d) died with it: nothing left for the next agentd to find", tool[0])
+	}
+	next := e.agentd(e.srv.URL, id, nil, nil)
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := next.WaitLine(ctx, "killed what the agent of a previous agentd on this state dir left running"); err != nil {
+		t.Fatalf("the next agentd did not say it killed the tool: %v", err)
+	}
+	if loadgen.Alive(tool[0]) {
+		t.Fatalf("the tool (pid %d) the old agent left still runs after the next agentd started", tool[0])
+	}
 }
 
 func textOf(arts []*protocol.Artifact, turn int) (*protocol.Artifact, *protocol.Artifact) {

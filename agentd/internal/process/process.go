@@ -111,6 +111,7 @@ func Start(spec Spec) (*Process, error) {
 	// Own process group: abort and shutdown signal the whole group, so a
 	// tool the agent runs cannot outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	dieWithParent(cmd.SysProcAttr)
 
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
