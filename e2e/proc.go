@@ -59,11 +59,16 @@ type Proc struct {
 }
 
 // Start runs name with args. The child gets its own process group so Stop
-// and Kill reach anything it started.
+// and Kill reach anything it started, and dies with the process that
+// started it.
 func Start(logf Logf, prefix string, env []string, name string, args ...string) (*Proc, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: the child runs in a process group of its own, out of
+	// reach of the terminal's ^C, so when the process that started it
+	// dies (^C on make test or make bench, a test's timeout panic, a
+	// kill -9) the kernel kills it rather than leave it running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

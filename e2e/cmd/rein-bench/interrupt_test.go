@@ -97,6 +97,45 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 	}
 }
 
+// TestKilledBenchTakesItsServerAlong: a bench killed outright (kill -9,
+// the OOM killer), which can stop nothing, takes the servers it started
+// with it: the kernel kills them (e2e.Start's Pdeathsig).
+func TestKilledBenchTakesItsServerAlong(t *testing.T) {
+	bin := buildBench(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(filepath.Join(bin, "rein-bench"), "-bin", bin, "-only", "ingest_single", "-runs", "1", "-out", filepath.Join(tmp, "bench.json"))
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var servers []int
+	for deadline := time.Now().Add(time.Minute); len(servers) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatal("rein-bench started no rein-server within a minute")
+		}
+		var err error
+		if servers, err = loadgen.Children(cmd.Process.Pid, "rein-server"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, p := range servers {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	for _, p := range servers {
+		for deadline := time.Now().Add(10 * time.Second); loadgen.Alive(p); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("rein-server (pid %d) still runs 10 s after rein-bench was killed", p)
+			}
+		}
+	}
+}
+
 // TestBaselineExitsOnIgnoredInterrupt: a baseline started with SIGINT
 // ignored (the bench run as a shell's background job, or under nohup,
 // passes that on) still exits on the SIGINT the bench stops it with,
