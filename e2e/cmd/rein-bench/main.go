@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -93,10 +94,19 @@ func main() {
 	default:
 		err = fmt.Errorf("-mode: unknown mode %q (bench, trivial, durable, pgdurable, hub or agent)", *mode)
 	}
+	if interrupted.Load() {
+		// The figure that was running failed as its server stopped;
+		// the interrupt, not that, is what ended the bench.
+		os.Exit(130)
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
 }
+
+// interrupted is set when a SIGINT or SIGTERM stops the bench (runBench),
+// before the bench stops what it started.
+var interrupted atomic.Bool
 
 // exitOnInterrupt makes a baseline child exit on SIGINT or SIGTERM. The
 // bench stops its children with SIGINT; a child started with SIGINT
@@ -163,6 +173,7 @@ func runBench(bin, out string, scale float64, only string, runs, stored, storedL
 	go func() {
 		select {
 		case s := <-sig:
+			interrupted.Store(true)
 			fmt.Fprintf(os.Stderr, "bench: %v: stopping what it started and removing %s\n", s, b.tmp)
 			b.close()
 			os.Exit(130)
