@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -87,8 +88,31 @@ func (b *bench) close() {
 		if cluster != nil {
 			cluster.Stop()
 		}
+		killChildren(5 * time.Second)
 		os.RemoveAll(b.tmp)
 	})
+}
+
+// killChildren kills every child process left, each with its process
+// group, and waits up to wait for them to be gone: one started but not
+// tracked yet (an interrupt while StartServer waits for the server's
+// "listening" line) would otherwise write into the directory close is
+// about to remove, and live until the kernel's death signal at exit.
+func killChildren(wait time.Duration) {
+	left, err := loadgen.Children(os.Getpid(), "")
+	if err != nil {
+		return
+	}
+	for _, p := range left {
+		_ = syscall.Kill(-p, syscall.SIGKILL) // e2e.Start makes each a group leader
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(wait)
+	for _, p := range left {
+		for loadgen.Alive(p) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // track records a child for close. Once the bench is closed it kills the
