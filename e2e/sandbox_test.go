@@ -111,15 +111,9 @@ func TestAgentdKilledAloneTakesItsAgentAlong(t *testing.T) {
 			}
 		}
 	}
-	var tool []int
-	for deadline := time.Now().Add(10 * time.Second); len(tool) == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent's tool did not start within 10 s")
-		}
-		var err error
-		if tool, err = loadgen.Children(agent, "3117"); err != nil {
-			t.Fatal(err)
-		}
+	tool, err := loadgen.WaitChildren(agent, "3117", 10*time.Second)
+	if err != nil {
+		t.Fatalf("the agent's tool: %v", err)
 	}
 	t.Cleanup(func() {
 		_ = syscall.Kill(agent, syscall.SIGKILL)

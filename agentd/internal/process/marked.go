@@ -2,7 +2,6 @@ package process
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -52,31 +51,9 @@ func Marked(marker string) ([]int, error) {
 // then kills them; then it waits, at most wait, until none is running. It
 // returns how many it killed.
 func KillMarked(marker string, wait time.Duration) (int, error) {
-	stopped := map[int]bool{}
-	for range 10 {
-		now, err := Marked(marker)
-		if err != nil {
-			return 0, err
-		}
-		fresh := 0
-		for _, p := range now {
-			if stopped[p] {
-				continue
-			}
-			fresh++
-			stopped[p] = true
-			if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return 0, fmt.Errorf("stop process %d: %w", p, err)
-			}
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	for p := range stopped {
-		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return 0, fmt.Errorf("kill process %d: %w", p, err)
-		}
+	stopped, err := stopThenKill(func() ([]int, error) { return Marked(marker) }, nil)
+	if err != nil {
+		return 0, err
 	}
 	// Killed processes linger until the kernel has torn them down (a
 	// zombie, waiting for whichever process adopted it, runs no more and

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -82,21 +84,36 @@ func list() (map[int]procInfo, error) {
 // when its parent dies), then kills them all. It returns how many it
 // killed.
 func KillNew(pid int, keep map[int]bool) (int, error) {
+	killed, err := stopThenKill(func() ([]int, error) {
+		below, err := Descendants(pid)
+		return slices.Collect(maps.Keys(below)), err
+	}, keep)
+	if err != nil {
+		return 0, err
+	}
+	return len(killed), nil
+}
+
+// stopThenKill stops (SIGSTOP) every process find returns but those in
+// keep, calling it again until no new one appears, then kills them all.
+// A stopped process cannot fork, so nothing escapes between the scans
+// and the kill. It returns the processes it killed.
+func stopThenKill(find func() ([]int, error), keep map[int]bool) (map[int]bool, error) {
 	stopped := map[int]bool{}
 	for range 10 {
-		now, err := Descendants(pid)
+		now, err := find()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		fresh := 0
-		for p := range now {
+		for _, p := range now {
 			if keep[p] || stopped[p] {
 				continue
 			}
 			fresh++
 			stopped[p] = true
 			if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return 0, fmt.Errorf("stop process %d: %w", p, err)
+				return nil, fmt.Errorf("stop process %d: %w", p, err)
 			}
 		}
 		if fresh == 0 {
@@ -105,8 +122,8 @@ func KillNew(pid int, keep map[int]bool) (int, error) {
 	}
 	for p := range stopped {
 		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return 0, fmt.Errorf("kill process %d: %w", p, err)
+			return nil, fmt.Errorf("kill process %d: %w", p, err)
 		}
 	}
-	return len(stopped), nil
+	return stopped, nil
 }

@@ -65,15 +65,9 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 					<-exited
 				}
 			}()
-			var servers []int
-			for deadline := time.Now().Add(time.Minute); len(servers) == 0; time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("rein-bench started no rein-server within a minute")
-				}
-				var err error
-				if servers, err = loadgen.Children(cmd.Process.Pid, "rein-server"); err != nil {
-					t.Fatal(err)
-				}
+			servers, err := loadgen.WaitChildren(cmd.Process.Pid, "rein-server", time.Minute)
+			if err != nil {
+				t.Fatal(err)
 			}
 			defer func() {
 				for _, p := range servers {
@@ -121,17 +115,11 @@ func TestKilledBenchTakesItsServerAlong(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var servers []int
-	for deadline := time.Now().Add(time.Minute); len(servers) == 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatal("rein-bench started no rein-server within a minute")
-		}
-		var err error
-		if servers, err = loadgen.Children(cmd.Process.Pid, "rein-server"); err != nil {
-			t.Fatal(err)
-		}
+	servers, err := loadgen.WaitChildren(cmd.Process.Pid, "rein-server", time.Minute)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal(err)
 	}
 	defer func() {
 		for _, p := range servers {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // CPUSeconds is a process's user+system CPU time so far (0 when it cannot
@@ -101,4 +102,20 @@ func Children(pid int, name string) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// WaitChildren polls Children(pid, name) every millisecond until it finds
+// one, for at most timeout.
+func WaitChildren(pid int, name string, timeout time.Duration) ([]int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		found, err := Children(pid, name)
+		if err != nil || len(found) > 0 {
+			return found, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no child of %d running %q within %v", pid, name, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
