@@ -14,6 +14,25 @@ import (
 	"time"
 )
 
+// firstLine starts cmd and returns the first line it prints.
+func firstLine(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("%s printed no line: %v", cmd.Path, err)
+	}
+	return line
+}
+
 // starterEnv runs TestAgentDiesWithItsStarter's starter in a child test
 // process: the starter starts an agent, prints the agent's pid and that
 // of the agent's child, and waits to be killed.
@@ -40,19 +59,12 @@ func TestAgentDiesWithItsStarter(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestAgentDiesWithItsStarter$")
 	cmd.Env = append(os.Environ(), starterEnv+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	line := firstLine(t, cmd)
 	var agent, child int
-	if _, serr := fmt.Sscan(line, &agent, &child); err != nil || serr != nil {
+	if _, err := fmt.Sscan(line, &agent, &child); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		t.Fatalf("the starter printed %q (%v, %v), want the agent's pid and its child's", line, err, serr)
+		t.Fatalf("the starter printed %q (%v), want the agent's pid and its child's", line, err)
 	}
 	defer syscall.Kill(agent, syscall.SIGKILL)
 	defer syscall.Kill(child, syscall.SIGKILL)
@@ -80,19 +92,8 @@ func TestKillMarked(t *testing.T) {
 		cmd := exec.Command("sh", "-c", script)
 		cmd.Env = append(os.Environ(), env)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // out of reach of a signal to this group
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
 		var pids []int
-		for _, f := range strings.Fields(line) {
+		for _, f := range strings.Fields(firstLine(t, cmd)) {
 			p, _ := strconv.Atoi(f)
 			pids = append(pids, p)
 		}

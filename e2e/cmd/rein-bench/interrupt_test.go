@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +30,26 @@ func buildBench(t *testing.T) string {
 	return dir
 }
 
+// startBench runs the real rein-bench on ingest_single with TMPDIR=tmp,
+// killed at the test's end if it still runs, and returns it with the
+// pid of the first rein-server it starts, found the moment its process
+// exists.
+func startBench(t *testing.T, bin, tmp string) (*e2e.Proc, int) {
+	t.Helper()
+	p, err := e2e.Start(t.Logf, "rein-bench", []string{"TMPDIR=" + tmp}, filepath.Join(bin, "rein-bench"),
+		"-bin", bin, "-only", "ingest_single", "-runs", "1", "-out", filepath.Join(tmp, "bench.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	servers, err := loadgen.WaitChildren(p.Pid(), "rein-server", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(servers[0], syscall.SIGKILL) })
+	return p, servers[0]
+}
+
 // TestInterruptStopsWhatTheBenchStarted: Ctrl-C on make bench reaches
 // rein-bench only (each child runs in a process group of its own). It
 // used to die at once and leave its rein-server and baselines running
@@ -52,46 +68,18 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmp := t.TempDir()
-			cmd := exec.Command(filepath.Join(bin, "rein-bench"), "-bin", bin, "-only", "ingest_single", "-runs", "1", "-out", filepath.Join(tmp, "bench.json"))
-			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			defer func() {
-				if cmd.ProcessState == nil {
-					_ = cmd.Process.Kill()
-					<-exited
-				}
-			}()
-			servers, err := loadgen.WaitChildren(cmd.Process.Pid, "rein-server", time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				for _, p := range servers {
-					_ = syscall.Kill(p, syscall.SIGKILL)
-				}
-			}()
+			bench, server := startBench(t, bin, tmp)
 			time.Sleep(tc.after)
-			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			bench.Signal(syscall.SIGINT)
+			if err := bench.Wait(time.Minute); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-exited:
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-					t.Fatalf("rein-bench after SIGINT: %v, want exit status 130", err)
-				}
-			case <-time.After(time.Minute):
-				t.Fatal("rein-bench still running a minute after SIGINT")
+			if code := bench.ExitCode(); code != 130 {
+				t.Fatalf("rein-bench after SIGINT: exit status %d, want 130", code)
 			}
 			// The bench waited for its children to stop before it exited.
-			for _, p := range servers {
-				if loadgen.Alive(p) {
-					t.Errorf("rein-server (pid %d) still running after the bench exited", p)
-				}
+			if loadgen.Alive(server) {
+				t.Errorf("rein-server (pid %d) still running after the bench exited", server)
 			}
 			left, err := filepath.Glob(filepath.Join(tmp, "rein-bench-*"))
 			if err != nil {
@@ -108,31 +96,11 @@ func TestInterruptStopsWhatTheBenchStarted(t *testing.T) {
 // the OOM killer), which can stop nothing, takes the servers it started
 // with it: the kernel kills them (e2e.Start's Pdeathsig).
 func TestKilledBenchTakesItsServerAlong(t *testing.T) {
-	bin := buildBench(t)
-	tmp := t.TempDir()
-	cmd := exec.Command(filepath.Join(bin, "rein-bench"), "-bin", bin, "-only", "ingest_single", "-runs", "1", "-out", filepath.Join(tmp, "bench.json"))
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	servers, err := loadgen.WaitChildren(cmd.Process.Pid, "rein-server", time.Minute)
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, p := range servers {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	for _, p := range servers {
-		for deadline := time.Now().Add(10 * time.Second); loadgen.Alive(p); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("rein-server (pid %d) still runs 10 s after rein-bench was killed", p)
-			}
+	bench, server := startBench(t, buildBench(t), t.TempDir())
+	bench.Kill()
+	for deadline := time.Now().Add(10 * time.Second); loadgen.Alive(server); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("rein-server (pid %d) still runs 10 s after rein-bench was killed", server)
 		}
 	}
 }
@@ -144,35 +112,21 @@ func TestKilledBenchTakesItsServerAlong(t *testing.T) {
 func TestBaselineExitsOnIgnoredInterrupt(t *testing.T) {
 	bin := buildBench(t)
 	// trap '' INT ignores SIGINT, and exec passes that on.
-	cmd := exec.Command("sh", "-c", `trap '' INT; exec "$0" -mode trivial`, filepath.Join(bin, "rein-bench"))
-	out, err := cmd.StdoutPipe()
+	p, err := e2e.Start(t.Logf, "trivial", nil, "sh", "-c", `trap '' INT; exec "$0" -mode trivial`, filepath.Join(bin, "rein-bench"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(p.Kill)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitLine(ctx, "listening on "); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	line := make([]byte, 256)
-	if n, err := out.Read(line); err != nil || !strings.Contains(string(line[:n]), "listening on ") {
-		t.Fatalf("the baseline printed %q (%v), want its address", line[:n], err)
+	p.Signal(syscall.SIGINT)
+	if err := p.Wait(30 * time.Second); err != nil {
+		t.Fatalf("the baseline, started with SIGINT ignored: %v after SIGINT", err)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("the baseline after SIGINT: %v, want exit status 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the baseline, started with SIGINT ignored, still running 30 s after SIGINT")
+	if code := p.ExitCode(); code != 0 {
+		t.Fatalf("the baseline after SIGINT: exit status %d, want 0", code)
 	}
 }

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,63 +37,34 @@ func TestInterruptStopsTheServer(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	out := filepath.Join(tmp, "bench.json")
-	cmd := exec.Command(soak, "-bin", bin, "-duration", "2m", "-every", "1s", "-sessions", "2", "-followers", "2", "-out", out)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	stdout, err := cmd.StdoutPipe()
+	p, err := e2e.Start(t.Logf, "rein-soak", []string{"TMPDIR=" + tmp}, soak,
+		"-bin", bin, "-duration", "2m", "-every", "1s", "-sessions", "2", "-followers", "2", "-out", out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default: // the test reads only the first few
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	t.Cleanup(p.Kill)
 	// Interrupt once the load runs and a window was reported: the
 	// server then holds sessions and events.
-	deadline := time.After(time.Minute)
-	for reported := false; !reported; {
-		select {
-		case l := <-lines:
-			reported = strings.HasPrefix(strings.TrimSpace(l), "1s ") || strings.HasPrefix(strings.TrimSpace(l), "1.0s")
-		case <-deadline:
-			t.Fatal("rein-soak reported no window within a minute")
+	window := regexp.MustCompile(`^\s*\d+s\s`)
+	for deadline := time.Now().Add(time.Minute); !slices.ContainsFunc(p.Output(), window.MatchString); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("rein-soak reported no window within a minute; its output:\n%s", strings.Join(p.Output(), "\n"))
 		}
 	}
-	servers, err := loadgen.Children(cmd.Process.Pid, "rein-server")
+	servers, err := loadgen.Children(p.Pid(), "rein-server")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(servers) != 1 {
 		t.Fatalf("rein-soak runs %d rein-servers (%v), want 1", len(servers), servers)
 	}
-	defer func() { _ = syscall.Kill(servers[0], syscall.SIGKILL) }()
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+	t.Cleanup(func() { _ = syscall.Kill(servers[0], syscall.SIGKILL) })
+	p.Signal(syscall.SIGINT)
+	if err := p.Wait(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-			t.Fatalf("rein-soak after SIGINT: %v, want exit status 130", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("rein-soak still running a minute after SIGINT")
+	if code := p.ExitCode(); code != 130 {
+		t.Fatalf("rein-soak after SIGINT: exit status %d, want 130", code)
 	}
 	if loadgen.Alive(servers[0]) {
 		t.Errorf("rein-server (pid %d) still running after rein-soak exited", servers[0])
