@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -483,7 +484,12 @@ func sweepAgent(instance string, log *slog.Logger) {
 	if n > 0 {
 		log.Warn("killed what the agent of a previous agentd on this state dir left running", "processes", n)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No /proc (not Linux): nothing can be found, and the start's
+		// warning about orphans already says they outlive the agent.
+		log.Debug("no /proc: what a previous agentd's agent left running cannot be found", "err", err)
+	case err != nil:
 		log.Warn("could not kill what the agent of a previous agentd left running", "err", err)
 	}
 }
