@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rein-ai/rein/protocol"
 )
@@ -171,5 +172,31 @@ func TestChildrenAndAlive(t *testing.T) {
 	_ = cmd.Wait()
 	if Alive(pid) {
 		t.Errorf("Alive(%d) = true after it exited", pid)
+	}
+}
+
+// TestCPUSeconds: this process's CPU time is read from /proc and grows
+// with work done; a process that is gone reads 0.
+func TestCPUSeconds(t *testing.T) {
+	before := CPUSeconds(os.Getpid())
+	if before <= 0 {
+		t.Fatalf("CPUSeconds(self) = %v, want above 0", before)
+	}
+	// Spin until it grows by a few clock ticks (10 ms each); bounded by
+	// wall time, long enough for a busy machine to give this some CPU.
+	for deadline := time.Now().Add(10 * time.Second); CPUSeconds(os.Getpid()) < before+0.03; {
+		if time.Now().After(deadline) {
+			t.Fatalf("CPUSeconds(self) stayed at %.2f over 10 s of spinning", before)
+		}
+		for i := 0; i < 1_000_000; i++ {
+			_ = i * i
+		}
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("no true(1): %v", err)
+	}
+	if got := CPUSeconds(cmd.Process.Pid); got != 0 {
+		t.Errorf("CPUSeconds of a process that is gone = %v, want 0", got)
 	}
 }

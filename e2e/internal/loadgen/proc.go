@@ -13,14 +13,11 @@ import (
 // CPUSeconds is a process's user+system CPU time so far (0 when it cannot
 // be read).
 func CPUSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	// utime and stime are fields 14 and 15 of the whole line.
+	f := statFields(pid)
+	if len(f) < 13 {
 		return 0
 	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
