@@ -53,7 +53,7 @@ func Marked(marker string) ([]int, error) {
 func KillMarked(marker string, wait time.Duration) (int, error) {
 	stopped, err := stopThenKill(func() ([]int, error) { return Marked(marker) }, nil)
 	if err != nil {
-		return 0, err
+		return len(stopped), err
 	}
 	// Killed processes linger until the kernel has torn them down (a
 	// zombie, waiting for whichever process adopted it, runs no more and

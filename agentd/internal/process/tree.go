@@ -82,48 +82,67 @@ func list() (map[int]procInfo, error) {
 // them first, scanning again until no new one appears (a process forked
 // while the others were being stopped would otherwise escape to init
 // when its parent dies), then kills them all. It returns how many it
-// killed.
+// killed, also with an error: it kills what it can.
 func KillNew(pid int, keep map[int]bool) (int, error) {
 	killed, err := stopThenKill(func() ([]int, error) {
 		below, err := Descendants(pid)
 		return slices.Collect(maps.Keys(below)), err
 	}, keep)
-	if err != nil {
-		return 0, err
-	}
-	return len(killed), nil
+	return len(killed), err
 }
 
 // stopThenKill stops (SIGSTOP) every process find returns but those in
 // keep, calling it again until no new one appears, then kills them all.
 // A stopped process cannot fork, so nothing escapes between the scans
 // and the kill. It returns the processes it killed.
+//
+// Whatever fails on the way (a scan, a SIGSTOP, a SIGKILL), every
+// process it stopped is still sent SIGKILL before it returns: one left
+// stopped would hold its files and memory until someone resumed it, and
+// nobody would. A process that cannot be stopped is not counted as killed,
+// and the others are stopped and killed all the same.
 func stopThenKill(find func() ([]int, error), keep map[int]bool) (map[int]bool, error) {
+	return stopThenKillWith(find, keep, syscall.Kill)
+}
+
+// stopThenKillWith is stopThenKill sending its signals through signal,
+// which a test replaces to make them fail (as root here none does).
+func stopThenKillWith(find func() ([]int, error), keep map[int]bool, signal func(int, syscall.Signal) error) (map[int]bool, error) {
 	stopped := map[int]bool{}
+	var errs []error
+	tried := map[int]bool{}
 	for range 10 {
 		now, err := find()
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			break
 		}
 		fresh := 0
 		for _, p := range now {
-			if keep[p] || stopped[p] {
+			if keep[p] || tried[p] {
 				continue
 			}
 			fresh++
-			stopped[p] = true
-			if err := syscall.Kill(p, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return nil, fmt.Errorf("stop process %d: %w", p, err)
+			tried[p] = true
+			if err := signal(p, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+				// Go on: the others are still to be stopped and killed.
+				errs = append(errs, fmt.Errorf("stop process %d: %w", p, err))
+				continue
 			}
+			stopped[p] = true
 		}
 		if fresh == 0 {
 			break
 		}
 	}
 	for p := range stopped {
-		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return nil, fmt.Errorf("kill process %d: %w", p, err)
+		if err := signal(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill process %d: %w", p, err))
+			delete(stopped, p)
 		}
+	}
+	if len(errs) > 0 {
+		return stopped, errors.Join(errs...)
 	}
 	return stopped, nil
 }
