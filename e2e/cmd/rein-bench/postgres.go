@@ -145,8 +145,10 @@ func (b *bench) postgres() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	figs = append(figs, withBaseline(Figure{Name: "pg_fanout", Unit: "deliveries/s", Value: fan, Target: 0.5, Higher: true,
-		Note: fmt.Sprintf("PostgreSQL; %d subscribers; baseline: minimal go-sse hub (compare fanout, SQLite)", fn)}, hubRate),
+	// Held to fanout's target like every other pg_ figure (it was 0.5,
+	// with no reason given, while the README said "the same targets").
+	figs = append(figs, withBaseline(Figure{Name: "pg_fanout", Unit: "deliveries/s", Value: fan, Target: 1.0, Higher: true,
+		Note: fmt.Sprintf("PostgreSQL; %d subscribers; baseline: minimal go-sse hub; held to fanout's target (compare fanout, SQLite)", fn)}, hubRate),
 		withBaseline(Figure{Name: "pg_fanout_cpu", Unit: "CPU s per 1M deliveries", Value: fanCPU, Target: 2,
 			Note: "PostgreSQL; server process CPU; ratio against the minimal hub's (compare fanout_cpu, SQLite)"}, hubCPU))
 	return figs, nil
