@@ -141,8 +141,5 @@ func stopThenKillWith(find func() ([]int, error), keep map[int]bool, signal func
 			delete(stopped, p)
 		}
 	}
-	if len(errs) > 0 {
-		return stopped, errors.Join(errs...)
-	}
-	return stopped, nil
+	return stopped, errors.Join(errs...) // nil when nothing failed
 }
