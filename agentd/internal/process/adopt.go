@@ -171,7 +171,11 @@ func Adopted() (map[int]bool, error) {
 // ran before it are not.
 func KillNewOrphans(keep map[int]bool) (int, error) { return killOrphans(keep) }
 
-func killOrphans(keep map[int]bool) (int, error) {
+func killOrphans(keep map[int]bool) (int, error) { return killOrphansWith(keep, syscall.Kill) }
+
+// killOrphansWith is killOrphans sending its signals through signal, which
+// a test replaces to make them fail (as root here none does).
+func killOrphansWith(keep map[int]bool, signal func(int, syscall.Signal) error) (int, error) {
 	adoption.mu.Lock()
 	defer adoption.mu.Unlock()
 	if !adoption.on {
@@ -193,27 +197,39 @@ func killOrphans(keep map[int]bool) (int, error) {
 			return killed, nil
 		}
 		var errs []error
+		// unkilled: the orphans the SIGKILL did not reach. Waiting for
+		// one would block until it exits by itself: a non-root agentd's
+		// orphan that became root (sudo's command, once sudo died) is
+		// out of its reach, and the run's end, or the aborted turn's
+		// reap under the supervisor's lock, would hang for as long as
+		// it runs. The SIGCHLD reaper (AdoptOrphans) reaps it when it
+		// exits.
+		unkilled := map[int]bool{}
 		for pid, zombie := range orphans {
 			if zombie {
 				continue
 			}
-			killed++
 			// Stopped first, so that it forks nothing while the tree
 			// below it is found and killed.
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			if err := signal(pid, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
 				errs = append(errs, fmt.Errorf("stop process %d: %w", pid, err))
 			}
-			n, err := KillNew(pid, nil)
+			n, err := killNewWith(pid, nil, signal)
 			killed += n
 			if err != nil {
 				errs = append(errs, err)
 			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			if err := signal(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				errs = append(errs, fmt.Errorf("kill process %d: %w", pid, err))
+				unkilled[pid] = true
+				continue
 			}
+			killed++
 		}
 		for pid := range orphans {
-			reap(pid)
+			if !unkilled[pid] {
+				reap(pid)
+			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			return killed, fmt.Errorf("kill orphans: %w", err)

@@ -11,12 +11,33 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
-// adoptEnv runs TestOrphansKilledLiveAgentsSpared's body in a child test
-// process: AdoptOrphans changes the whole process, and the other tests
-// here count on orphans escaping to init.
+// adoptEnv runs the body of a test that calls AdoptOrphans in a child
+// test process: AdoptOrphans changes the whole process, and the other
+// tests here count on orphans escaping to init.
 const adoptEnv = "PROCESS_TEST_ADOPT"
+
+// adoptingChild reports whether this is the child test process that runs
+// t's body (adoptEnv set). Otherwise it runs that child, fails t if the
+// child failed, and reports false: the caller returns.
+func adoptingChild(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(adoptEnv) != "" {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
+	// A race-built child that exits 0 sleeps atexit_sleep_ms (1 s)
+	// first, for nothing here.
+	cmd.Env = append(os.Environ(), adoptEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	out, err := cmd.CombinedOutput()
+	t.Logf("child test process:\n%s", out)
+	if err != nil {
+		t.Fatalf("child test process: %v", err)
+	}
+	return false
+}
 
 // running reports whether pid is a process that has not exited.
 func running(pid int) bool {
@@ -48,16 +69,7 @@ func firstPid(t *testing.T, p *Process) int {
 // below it (in its group, and in a session of their own), are not
 // touched.
 func TestOrphansKilledLiveAgentsSpared(t *testing.T) {
-	if os.Getenv(adoptEnv) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestOrphansKilledLiveAgentsSpared$", "-test.v")
-		// A race-built child that exits 0 sleeps atexit_sleep_ms (1 s)
-		// first, for nothing here.
-		cmd.Env = append(os.Environ(), adoptEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-		out, err := cmd.CombinedOutput()
-		t.Logf("child test process:\n%s", out)
-		if err != nil {
-			t.Fatalf("child test process: %v", err)
-		}
+	if !adoptingChild(t) {
 		return
 	}
 	stop, err := AdoptOrphans()
@@ -117,5 +129,83 @@ func TestOrphansKilledLiveAgentsSpared(t *testing.T) {
 		if !running(pid) {
 			t.Errorf("process %d of the agent still running was killed", pid)
 		}
+	}
+}
+
+// An orphan the SIGKILL cannot reach (a non-root agentd's orphan that
+// became root: sudo's command, once sudo died) is reported and left to
+// the SIGCHLD reaper, not waited for: waiting would hang the run's end,
+// or the aborted turn's reap under the supervisor's lock, for as long as
+// it runs. The other orphans are killed and reaped all the same. As root
+// here no signal fails, so the refusal is made up (the EPERM a real one
+// gives); the processes, the kills of the others and the reaping are
+// real.
+func TestOrphanOutOfReachIsNotWaitedFor(t *testing.T) {
+	if !adoptingChild(t) {
+		return
+	}
+	stop, err := AdoptOrphans()
+	if err != nil {
+		t.Fatalf("AdoptOrphans: %v", err)
+	}
+	defer stop()
+	// Children this process started without Start are orphans to it,
+	// as the ones that come to a subreaper are.
+	var pids []int
+	for range 2 {
+		c := exec.Command("sleep", "1000")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, c.Process.Pid)
+	}
+	root, other := pids[0], pids[1]
+	defer syscall.Kill(root, syscall.SIGKILL)
+	defer syscall.Kill(other, syscall.SIGKILL)
+	refuse := func(p int, sig syscall.Signal) error {
+		if p == root {
+			return syscall.EPERM
+		}
+		return syscall.Kill(p, sig)
+	}
+
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := killOrphansWith(nil, refuse)
+		done <- result{n, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("killOrphans still running after 10 s: it waits for process %d, which its SIGKILL did not reach", root)
+		syscall.Kill(root, syscall.SIGKILL) // lets the wait return
+		res = <-done
+	}
+	want := fmt.Sprintf("kill process %d: %v", root, syscall.EPERM)
+	if res.err == nil || !strings.Contains(res.err.Error(), want) {
+		t.Errorf("error %v, want one saying %q", res.err, want)
+	}
+	if res.n != 1 {
+		t.Errorf("counted %d killed, want 1 (process %d)", res.n, other)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", other)); err == nil {
+		t.Errorf("the orphan within reach (pid %d) is still there (running: %v)", other, running(other))
+	}
+	if !running(root) {
+		t.Errorf("the orphan out of reach (pid %d) is gone: the refusal was not the test's", root)
+	}
+
+	// Once it can be killed, the next kill takes it, and it is reaped.
+	n, err := KillOrphans()
+	if err != nil || n != 1 {
+		t.Errorf("KillOrphans after: %d killed, err %v; want 1 and nil", n, err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", root)); err == nil {
+		t.Errorf("process %d is still there after the second kill (running: %v)", root, running(root))
 	}
 }

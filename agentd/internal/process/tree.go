@@ -83,11 +83,15 @@ func list() (map[int]procInfo, error) {
 // while the others were being stopped would otherwise escape to init
 // when its parent dies), then kills them all. It returns how many it
 // killed, also with an error: it kills what it can.
-func KillNew(pid int, keep map[int]bool) (int, error) {
-	killed, err := stopThenKill(func() ([]int, error) {
+func KillNew(pid int, keep map[int]bool) (int, error) { return killNewWith(pid, keep, syscall.Kill) }
+
+// killNewWith is KillNew sending its signals through signal (see
+// stopThenKillWith).
+func killNewWith(pid int, keep map[int]bool, signal func(int, syscall.Signal) error) (int, error) {
+	killed, err := stopThenKillWith(func() ([]int, error) {
 		below, err := Descendants(pid)
 		return slices.Collect(maps.Keys(below)), err
-	}, keep)
+	}, keep, signal)
 	return len(killed), err
 }
 
