@@ -20,11 +20,17 @@ import (
 const adoptEnv = "PROCESS_TEST_ADOPT"
 
 // adoptingChild reports whether this is the child test process that runs
-// t's body (adoptEnv set). Otherwise it runs that child, fails t if the
-// child failed, and reports false: the caller returns.
+// t's body (adoptEnv set), and there calls AdoptOrphans for the test.
+// Otherwise it runs that child, fails t if the child failed, and reports
+// false: the caller returns.
 func adoptingChild(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv(adoptEnv) != "" {
+		stop, err := AdoptOrphans()
+		if err != nil {
+			t.Fatalf("AdoptOrphans: %v", err)
+		}
+		t.Cleanup(stop)
 		return true
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
@@ -72,11 +78,6 @@ func TestOrphansKilledLiveAgentsSpared(t *testing.T) {
 	if !adoptingChild(t) {
 		return
 	}
-	stop, err := AdoptOrphans()
-	if err != nil {
-		t.Fatalf("AdoptOrphans: %v", err)
-	}
-	defer stop()
 	var leftovers []int
 	defer func() {
 		for _, pid := range leftovers {
@@ -144,11 +145,6 @@ func TestOrphanOutOfReachIsNotWaitedFor(t *testing.T) {
 	if !adoptingChild(t) {
 		return
 	}
-	stop, err := AdoptOrphans()
-	if err != nil {
-		t.Fatalf("AdoptOrphans: %v", err)
-	}
-	defer stop()
 	// Children this process started without Start are orphans to it,
 	// as the ones that come to a subreaper are.
 	var pids []int
