@@ -200,10 +200,10 @@ func killOrphansWith(keep map[int]bool, signal func(int, syscall.Signal) error) 
 		// unkilled: the orphans the SIGKILL did not reach. Waiting for
 		// one would block until it exits by itself: a non-root agentd's
 		// orphan that became root (sudo's command, once sudo died) is
-		// out of its reach, and the run's end, or the aborted turn's
-		// reap under the supervisor's lock, would hang for as long as
-		// it runs. The SIGCHLD reaper (AdoptOrphans) reaps it when it
-		// exits.
+		// out of its reach, and the run's end, the aborted turn's reap
+		// under the supervisor's lock, or agentd's exit at a second
+		// signal (agentd.Killer) would hang for as long as it runs. The
+		// SIGCHLD reaper (AdoptOrphans) reaps it when it exits.
 		unkilled := map[int]bool{}
 		for pid, zombie := range orphans {
 			if zombie {
