@@ -43,6 +43,7 @@ func wantRefused(t *testing.T, c *client, id, cmd string, status int, code proto
 // stored; a retry of the accepted answer with its Idempotency-Key still
 // gets its 202.
 func TestPermissionAnswersThatCannotTakeEffect(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -111,6 +112,7 @@ func TestPermissionAnswersThatCannotTakeEffect(t *testing.T) {
 // already (from the stored commands): a second answer is refused after a
 // restart too, and one to a request nobody answered is accepted.
 func TestPermissionAnsweredBeforeRestart(t *testing.T) {
+	t.Parallel()
 	path := freshDB(t)
 	s := start(t, app.Options{DBPath: path})
 	c := newClient(t, s)
@@ -145,6 +147,7 @@ func TestPermissionAnsweredBeforeRestart(t *testing.T) {
 // its request in the same group is refused, and one behind the events
 // that ask it is accepted.
 func TestPermissionAnswersInOneGroup(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
@@ -185,6 +188,7 @@ func TestPermissionAnswersInOneGroup(t *testing.T) {
 // interrupted, and with it the requests the turn's agent made: they leave
 // the inbox, and an answer to one is refused.
 func TestPermissionClosedByTakeover(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -209,6 +213,7 @@ func TestPermissionClosedByTakeover(t *testing.T) {
 // and an answer to it was stored (202), then dropped by the new agentd
 // as posted by another one.
 func TestPermissionOutsideATurnClosedByTakeover(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -273,6 +278,7 @@ func waitingSeq(t *testing.T, c *client, id, req string) int64 {
 // is still replayed; an answer without requestSeq goes by the id as
 // before.
 func TestPermissionAnswerNamesItsRequest(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -349,6 +355,7 @@ func TestPermissionAnswerNamesItsRequest(t *testing.T) {
 // millisecond (a clock that does not move here), which its own answer
 // must still reach.
 func TestPermissionAnswerReadBackNamesItsRequest(t *testing.T) {
+	t.Parallel()
 	path := freshDB(t)
 	now := func() time.Time { return time.UnixMilli(1732190001000) }
 	s := start(t, app.Options{DBPath: path, Now: now})
@@ -391,6 +398,7 @@ func TestPermissionAnswerReadBackNamesItsRequest(t *testing.T) {
 // folds the same from the log; an event without agentSeq names nothing;
 // a client cannot name one.
 func TestPermissionAnswerNamesTheEventThatAskedIt(t *testing.T) {
+	t.Parallel()
 	path := freshDB(t)
 	s := start(t, app.Options{DBPath: path})
 	c := newClient(t, s)

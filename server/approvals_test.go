@@ -38,6 +38,7 @@ func approvalData(t *testing.T, e sseEvent) protocol.Approval {
 }
 
 func TestApprovalsInbox(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", map[string]string{"project": "p1"})
@@ -203,6 +204,7 @@ func TestApprovalsInbox(t *testing.T) {
 // TestApprovalsSurviveRestart: pending requests are loaded from the stored
 // artifacts at start; the client token's answers are recorded as "client".
 func TestApprovalsSurviveRestart(t *testing.T) {
+	t.Parallel()
 	const token = "0123456789abcdef0123456789abcdef"
 	dir := t.TempDir()
 	s := start(t, app.Options{DBPath: dir + "/rein.db", APIToken: token})
@@ -241,6 +243,7 @@ func TestApprovalsSurviveRestart(t *testing.T) {
 // A request the agent made outside a turn waits for no one once the agent
 // has exited: the inbox drops it, as it does a request whose turn ended.
 func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -272,6 +275,7 @@ func TestApprovalsEndWithTheAgentOutsideATurn(t *testing.T) {
 // pending request"), so the second is refused (409, see answers_test.go)
 // and the decision says when that first answer came.
 func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
+	t.Parallel()
 	clk := newFakeClock()
 	s := start(t, app.Options{Now: clk.Now})
 	c := newClient(t, s)
@@ -307,6 +311,7 @@ func TestApprovalAnsweredTwiceRecordsTheAnswerTaken(t *testing.T) {
 // and, after a restart, the answers read back from the stored commands.
 // pendingApprovals counts only the requests that wait for a person.
 func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
+	t.Parallel()
 	clk := newFakeClock()
 	clock := clk.Now
 	path := freshDB(t)
@@ -438,6 +443,7 @@ func TestApprovalAnsweredShowsItsAnswer(t *testing.T) {
 // different answer was accepted (202) although the agent takes only the
 // first. Answers are matched to their request by seq now.
 func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
+	t.Parallel()
 	for _, restart := range []bool{false, true} {
 		t.Run(map[bool]string{false: "live", true: "after a restart"}[restart], func(t *testing.T) {
 			clk := newFakeClock()
@@ -478,6 +484,7 @@ func TestApprovalAnsweredAfterTheClockSteppedBack(t *testing.T) {
 // agent made. It names the agent now; an answer the agent took names the
 // client as before.
 func TestApprovalHistoryNamesWhoDecided(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -512,6 +519,7 @@ func TestApprovalHistoryNamesWhoDecided(t *testing.T) {
 // show the earlier turn's tool as the one the request is about: not
 // while it waits, nor after a restart.
 func TestApprovalNamesNoToolOfAnEarlierTurn(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)

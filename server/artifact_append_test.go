@@ -186,6 +186,7 @@ func toolAppends(t testing.TB, path, id string, seq int64) (rows int) {
 // client, across a restart; a set writes the whole body and drops the
 // appends; delete removes them.
 func TestStreamedArtifactsReadBack(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
@@ -291,6 +292,7 @@ func (f *failingStore) Commit(ctx context.Context, ops []server.StoreOp) error {
 // events are not stored, the writer forgets what it believed stored, and
 // the retried events end in exactly the reducer's artifacts.
 func TestStreamedArtifactsCommitFailure(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	db, err := sqlite.Open(t.Context(), path, sqlite.Options{})
 	if err != nil {
@@ -346,6 +348,7 @@ func TestStreamedArtifactsCommitFailure(t *testing.T) {
 // retry of the batch got 503 again, the session took nothing more, and
 // the other sessions in the same group commits failed with it.
 func TestStreamedNULCharacters(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/n", nil)
@@ -480,6 +483,7 @@ func restartCounted(t *testing.T, s *app.App, rs *opsStore, path string) (*opsSt
 // add up to less than twice the artifact's final size, and every read
 // returns exactly the fold of the log, across a restart too.
 func TestStreamedBinaryOutputAppends(t *testing.T) {
+	t.Parallel()
 	t.Run("sqlite", func(t *testing.T) {
 		path, rs, s, c := countedServer(t, "b")
 		binaryOutputAppends(t, s, c, &rs.artifactWrites,
@@ -629,6 +633,7 @@ func bigOutputCloses(t *testing.T) {
 // chunk at a time, rather than the whole text at once, and its close
 // writes a small head. Every read is still the fold of the log.
 func TestBigOutputAfterRestart(t *testing.T) {
+	t.Parallel()
 	path, rs, s, c := countedServer(t, "r")
 	sr := &streamer{c: c, id: "r"}
 	sr.post(ev("turn_started", "turnId", "t1", "source", "user"), ev("tool_call_start", "id", "x", "name", "sh"))

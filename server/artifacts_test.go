@@ -15,6 +15,7 @@ import (
 // setting streamed text writes it whole, split from the text appended
 // since when that is past wholeBodyMax.
 func TestArtifactPolicyHow(t *testing.T) {
+	t.Parallel()
 	appended := func(texts ...string) *dirtyArtifact {
 		d := &dirtyArtifact{utf8: true}
 		for i, s := range texts {
@@ -75,6 +76,7 @@ func TestArtifactPolicyHow(t *testing.T) {
 // A big artifact the policy does not know is rewritten as appends of its
 // chunks, fields in name order, only when the store can hold them so.
 func TestRebaseAppends(t *testing.T) {
+	t.Parallel()
 	big := []byte(strings.Repeat("x", wholeBodyMax))
 	text := map[string][][]byte{"output": {big, []byte("é\n")}, "inputText": {[]byte("{}")}}
 	got := rebaseAppends(text, false)

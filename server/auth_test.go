@@ -104,6 +104,7 @@ func (c *client) rotate(id string, hdr ...string) string {
 
 // Every route against every kind of credential.
 func TestAuthRouteTable(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{APIToken: testAPIToken})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
@@ -193,6 +194,7 @@ func TestAuthRouteTable(t *testing.T) {
 // Rotation: the new token works, the old one stops at once, and the
 // command stream the old one held is closed.
 func TestRotateSandboxToken(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{APIToken: testAPIToken})
 	c := newClient(t, s)
 	admin := bearerHdr(testAPIToken)
@@ -238,6 +240,7 @@ func TestRotateSandboxToken(t *testing.T) {
 }
 
 func TestSandboxTokenSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s1, err := app.New(app.Options{DBPath: db, APIToken: testAPIToken})
 	if err != nil {
@@ -272,6 +275,7 @@ func waitStatus(t *testing.T, c *client, id string, want protocol.SessionStatus,
 }
 
 func TestStreamTickets(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := start(t, app.Options{APIToken: testAPIToken, Now: clock.Now})
 	c := newClient(t, s)
@@ -347,6 +351,7 @@ func TestStreamTickets(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
+	t.Parallel()
 	const allowed = "https://app.example.com"
 	s := start(t, app.Options{APIToken: testAPIToken, CORSOrigins: []string{allowed + "/"}})
 	c := newClient(t, s)
@@ -395,6 +400,7 @@ func TestCORS(t *testing.T) {
 // Without a client token nothing is checked (loopback only), but sessions
 // still get sandbox tokens, so clients work the same once auth is on.
 func TestAuthOff(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	tok := c.create("a")
@@ -413,6 +419,7 @@ func TestAuthOff(t *testing.T) {
 }
 
 func TestNonLoopbackNeedsAuth(t *testing.T) {
+	t.Parallel()
 	for _, host := range []string{"0.0.0.0", "::"} {
 		_, err := app.New(app.Options{Host: host})
 		if err == nil || !strings.Contains(err.Error(), "--insecure-no-auth") {
@@ -461,6 +468,7 @@ func (l *lockedBuffer) Reset() {
 
 // No token or ticket appears in any log line, whatever happens.
 func TestLogsCarryNoSecrets(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	clock := newFakeClock()
 	s, err := app.New(app.Options{
@@ -543,6 +551,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 // transcript, or delete a session. Reads stay open: the browser keeps
 // their answers from the page.
 func TestCrossSiteWritesRefused(t *testing.T) {
+	t.Parallel()
 	const trusted = "https://app.example.com"
 	s := start(t, app.Options{CORSOrigins: []string{trusted}})
 	c := newClient(t, s)
@@ -599,6 +608,7 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 // <img>, a no-cors fetch, an EventSource), so with authentication off
 // it is refused from another site as a write is.
 func TestCrossSiteCommandStreamRefused(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
@@ -638,6 +648,7 @@ func TestCrossSiteCommandStreamRefused(t *testing.T) {
 // attacker's domain. So on a loopback server without a token every
 // request must name the machine itself (localhost or an IP address).
 func TestRebindingHostRefused(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
@@ -725,6 +736,7 @@ func TestRebindingHostRefused(t *testing.T) {
 // Only Idempotent-Replayed was exposed, so the browser hid it from the
 // page, which would resume a new session over the old one's artifacts.
 func TestCORSExposesSessionCreated(t *testing.T) {
+	t.Parallel()
 	const allowed = "https://app.example.com"
 	s := start(t, app.Options{APIToken: testAPIToken, CORSOrigins: []string{allowed}})
 	c := newClient(t, s)

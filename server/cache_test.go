@@ -18,6 +18,7 @@ import (
 // goes on exactly as on a server that kept it: the same answers (dedupe
 // included), revisions, artifacts and turn digests.
 func TestEvictedStateContinuesExactly(t *testing.T) {
+	t.Parallel()
 	now := time.UnixMilli(1_800_000_000_000)
 	clock := func() time.Time { return now }
 	ref := start(t, app.Options{Now: clock})

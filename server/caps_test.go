@@ -19,6 +19,7 @@ import (
 // everything is. The same on a state folded again and after a restart,
 // whose counts come from the stored log.
 func TestCapReserveKeepsTheTranscriptTrue(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts app.Options
@@ -160,6 +161,7 @@ func TestCapReserveKeepsTheTranscriptTrue(t *testing.T) {
 // stored log: an event that takes the log to the cap plus its reserve is
 // taken, one byte more is not.
 func TestCapReserveIsExact(t *testing.T) {
+	t.Parallel()
 	db := freshDB(t)
 	opts := app.Options{DBPath: db, MaxSessionBytes: 2000}
 	s := start(t, opts)
@@ -209,6 +211,7 @@ func storedBytes(t testing.TB, s *app.App, id string) int64 {
 // and the turn said running for ever. It counts none now; a notice, which
 // creates one, is still refused there.
 func TestCapReserveTakesAnEndAtItsLastArtifact(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{MaxArtifactsPerSession: 5})
 	c := newClient(t, s)
 	c.create("a")

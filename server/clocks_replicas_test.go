@@ -31,6 +31,7 @@ func skewedReplicas(t *testing.T, skew time.Duration) (a, b *app.App, ca, cb *cl
 // disconnected, and refused its prompts with no_sandbox. A replica times
 // a heartbeat from when it hears of it.
 func TestReplicasHeartbeatsThroughASkewedReplica(t *testing.T) {
+	t.Parallel()
 	_, b, ca, cb, clk := skewedReplicas(t, 50*time.Second)
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
 	ca.stream("/sessions/s/commands", protocol.HeaderInstance, "i1")
@@ -58,6 +59,7 @@ func TestReplicasHeartbeatsThroughASkewedReplica(t *testing.T) {
 // replica's clock), its start took the session for one silent since and
 // marked it disconnected at once. It times live sessions from its start.
 func TestReplicasStartWithAClockAhead(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	clk := newFakeClock()
 	a := start(t, app.Options{DBPath: dsn, Now: clk.Now})
@@ -86,6 +88,7 @@ func TestReplicasStartWithAClockAhead(t *testing.T) {
 // request unanswered and it accepted (202) a second, different answer,
 // which the agent never takes.
 func TestReplicasAnswerThroughAReplicaBehind(t *testing.T) {
+	t.Parallel()
 	a, _, ca, cb, _ := skewedReplicas(t, -5*time.Second)
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/p", nil)
 	ca.stream("/sessions/p/commands", protocol.HeaderInstance, "i1")
@@ -107,6 +110,7 @@ func TestReplicasAnswerThroughAReplicaBehind(t *testing.T) {
 // the moment it heard of it. A replica times the bootstrap from when it
 // hears of the session.
 func TestReplicasBootstrapOnAReplicaAhead(t *testing.T) {
+	t.Parallel()
 	_, b, ca, _, clk := skewedReplicas(t, 4*time.Minute)
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", map[string]string{"prompt": "hello"})
 	server.ReadAgain(b.Server, "s") // b hears of it

@@ -4,6 +4,7 @@ import "testing"
 
 // TestResumeAck: what Last-Event-ID acknowledges when a stream opens.
 func TestResumeAck(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name         string
 		same         bool

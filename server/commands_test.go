@@ -60,6 +60,7 @@ func wantNext(t *testing.T, c *client, s *sseStream, id int64) {
 // until the first sandbox connects, delivered to it once, and acknowledged
 // by its cursor; the next connection does not get it again.
 func TestInitialPrompt(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	var created protocol.CreatedSession
@@ -88,6 +89,7 @@ func TestInitialPrompt(t *testing.T) {
 // TestQueuedPrompt: without a sandbox a prompt gets 409 unless it asks to
 // be queued; a queued one is delivered once when a sandbox connects.
 func TestQueuedPrompt(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -136,6 +138,7 @@ func TestQueuedPrompt(t *testing.T) {
 
 // TestCreateValidation: bad create bodies are refused naming the field.
 func TestCreateValidation(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	for _, tt := range []struct{ body, want string }{
@@ -162,6 +165,7 @@ func TestCreateValidation(t *testing.T) {
 // while a turn is open closes it as interrupted, through the event log; the
 // same instance reconnecting does not.
 func TestTakeoverInterruptsTurn(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -240,6 +244,7 @@ func TestTakeoverInterruptsTurn(t *testing.T) {
 // turn, is gone", though the new instance ran it and went on with it.
 // The same after a restart, from a state folded from the log.
 func TestTakeoverKeepsTheNewInstancesOwnTurn(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -286,6 +291,7 @@ func TestTakeoverKeepsTheNewInstancesOwnTurn(t *testing.T) {
 // either (the session named no current instance): the transcript said the
 // turn ran on. It ends interrupted, as under a new instance.
 func TestTakeoverWithoutInstanceInterruptsTurn(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -318,6 +324,7 @@ func turnStatus(t *testing.T, arts []map[string]any) any {
 // TestAckSurvivesRestart: the old instance's acknowledgements no
 // longer count; the holder's do, and they survive a server restart.
 func TestAckSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -349,6 +356,7 @@ func TestAckSurvivesRestart(t *testing.T) {
 // so one numbered from the restored history would never reach the
 // agent, while the sandbox's cursor acknowledged it.
 func TestCommandsAfterTheDatabaseWentBack(t *testing.T) {
+	t.Parallel()
 	db := freshDB(t)
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -400,6 +408,7 @@ func TestCommandsAfterTheDatabaseWentBack(t *testing.T) {
 // same id carries another, so a sandbox can tell its state for the old
 // session from the new one.
 func TestCommandStreamSessionCreated(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := start(t, app.Options{Now: clock.Now})
 	c := newClient(t, s)
@@ -434,6 +443,7 @@ func TestCommandStreamSessionCreated(t *testing.T) {
 // createdAt, is served as usual, and a request without the header as
 // before.
 func TestSandboxOfADeletedNamesakeIsRefused(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := start(t, app.Options{Now: clock.Now})
 	c := newClient(t, s)
@@ -507,6 +517,7 @@ func TestSandboxOfADeletedNamesakeIsRefused(t *testing.T) {
 // before the opening: the sandbox, which keeps its state by it, must not
 // take the new session's commands for the old session's.
 func TestCommandStreamHeaderIsTheOpenedSession(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	clock := newFakeClock()
 	s := start(t, app.Options{Store: g, Now: clock.Now})
@@ -544,6 +555,7 @@ func TestCommandStreamHeaderIsTheOpenedSession(t *testing.T) {
 // sandbox from the new one's: the old agentd would take the new
 // session's first prompt.
 func TestSessionCreatedAgainInTheSameMillisecond(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := start(t, app.Options{Now: clock.Now})
 	c := newClient(t, s)
@@ -581,6 +593,7 @@ func TestSessionCreatedAgainInTheSameMillisecond(t *testing.T) {
 // commit. The old stream ends; the new one stays open and gets the new
 // session's commands, and the session stays live.
 func TestCommandStreamOpenedWithDeleteAndCreateInOneGroup(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	clock := newFakeClock()
 	s := start(t, app.Options{Store: g, Now: clock.Now})
@@ -621,6 +634,7 @@ func TestCommandStreamOpenedWithDeleteAndCreateInOneGroup(t *testing.T) {
 // delete ends, is not the new one's. It is refused with no_sandbox, as
 // it would be a moment later, not accepted as if delivered now.
 func TestPromptToSessionCreatedAgainInOneGroup(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	clock := newFakeClock()
 	s := start(t, app.Options{Store: g, Now: clock.Now})
@@ -657,6 +671,7 @@ func TestPromptToSessionCreatedAgainInOneGroup(t *testing.T) {
 // was the same example object whatever the body, so a client whose body
 // was cut short or held a stray comma was not told where.
 func TestCreateBodyRefusalSaysWhy(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	for body, why := range map[string]string{

@@ -25,6 +25,7 @@ import (
 // A second server on the same database file refuses to start, naming the
 // file and the process holding it; once the first stops, it starts.
 func TestOneServerPerDatabaseFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
@@ -87,6 +88,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // and recovers by itself when space returns: health, the pending
 // bookkeeping and new writes.
 func TestFullDiskAtStart(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	db := openSQLite(t, path)
 	// A session that was live when the previous server died.
@@ -129,6 +131,7 @@ func TestFullDiskAtStart(t *testing.T) {
 // Writes failing while the server runs turn /healthz to 503 until the
 // writer's probe finds room again, without any client retrying.
 func TestFullDiskWhileRunning(t *testing.T) {
+	t.Parallel()
 	s, fs := startFull(t)
 	c := newClient(t, s)
 	c.must(http.StatusOK, nil, "GET", "/healthz", nil)
@@ -163,6 +166,7 @@ func startFullOpts(t *testing.T, opts app.Options) (*app.App, *fullStore) {
 // database was restored from an older backup) gets every artifact again,
 // not nothing.
 func TestResumeAfterRestoreFromBackup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rein.db")
 	backup := filepath.Join(dir, "backup")
@@ -457,6 +461,7 @@ func (f *readFailStore) Commands(ctx context.Context, id string, after, upTo int
 // is, not 500 internal: that is for bugs, and clients retry only the
 // first. A session that does not exist is still 404.
 func TestFailedReadsAreUnavailable(t *testing.T) {
+	t.Parallel()
 	db := openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))
 	fs := &readFailStore{Store: db}
 	s := start(t, app.Options{Store: fs})

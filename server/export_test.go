@@ -3,11 +3,29 @@ package server
 import (
 	"context"
 	"errors"
+	"testing"
 )
 
 // Hooks for the external tests (package server_test), which run the
 // domain behind the real HTTP adapter and store and need to reach inside
 // now and then.
+
+// notParallel refuses a knob (DeferEveryGroup, ShortQueue, ShortSweepPage,
+// SmallThresholds) to a parallel test. A knob is a package variable every
+// server started meanwhile reads: set in a parallel test, it would change
+// the servers of the tests running beside it, and race with them. The
+// tests that set one run sequentially, before the parallel ones start
+// ("Parallel tests" in helpers_test.go). t.Setenv is the guard: it panics
+// in a test that is, or whose parent is, parallel, and t.Parallel panics
+// after it.
+func notParallel(t testing.TB) {
+	t.Helper()
+	t.Setenv("REIN_SERVER_TEST_KNOB", t.Name())
+}
+
+// RaceEnabled says whether the tests run under the race detector
+// (race_on_test.go).
+const RaceEnabled = raceEnabled
 
 // DropState drops a session's cached reducer state, as eviction or a
 // restart would, and returns once the writer has done it.
@@ -59,7 +77,8 @@ const SettleEvery = settleEvery
 
 // DeferEveryGroup makes every group leave what it can to a later settle
 // (materialise.go), not only the busy ones, until the test ends.
-func DeferEveryGroup(t interface{ Cleanup(func()) }) {
+func DeferEveryGroup(t testing.TB) {
+	notParallel(t)
 	was := deferMinGroup
 	deferMinGroup = 0
 	t.Cleanup(func() { deferMinGroup = was })
@@ -67,7 +86,8 @@ func DeferEveryGroup(t interface{ Cleanup(func()) }) {
 
 // ShortQueue makes the writers of servers started from now on queue at
 // most n requests, until the test ends.
-func ShortQueue(t interface{ Cleanup(func()) }, n int) {
+func ShortQueue(t testing.TB, n int) {
+	notParallel(t)
 	was := queueLen
 	queueLen = n
 	t.Cleanup(func() { queueLen = was })
@@ -215,7 +235,8 @@ func (r *footprintReq) apply(w *writer, _ *group) {
 
 // ShortSweepPage makes the sweeps read n sessions a page, until the test
 // ends.
-func ShortSweepPage(t interface{ Cleanup(func()) }, n int) {
+func ShortSweepPage(t testing.TB, n int) {
+	notParallel(t)
 	was := sweepPage
 	sweepPage = n
 	t.Cleanup(func() { sweepPage = was })
@@ -252,7 +273,8 @@ var WholeBodyMax = wholeBodyMax
 // artifact as big (wholeBodyMax, shareMin) and a rebuilt state releases
 // (releaseEvery) a few hundred KiB, until the test ends, so that a test
 // of a few MB of output takes every path a session of tens of MB takes.
-func SmallThresholds(t interface{ Cleanup(func()) }) {
+func SmallThresholds(t testing.TB) {
+	notParallel(t)
 	body, share, release := wholeBodyMax, shareMin, releaseEvery
 	wholeBodyMax, shareMin, releaseEvery = 256<<10, 64<<10, 256<<10
 	t.Cleanup(func() { wholeBodyMax, shareMin, releaseEvery = body, share, release })

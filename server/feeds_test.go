@@ -36,6 +36,7 @@ func domain(t *testing.T) *Server {
 }
 
 func TestNewNeedsStore(t *testing.T) {
+	t.Parallel()
 	if _, err := New(Options{}); err == nil || !strings.Contains(err.Error(), "Options.Store") {
 		t.Fatalf("New without a store: %v", err)
 	}
@@ -44,6 +45,7 @@ func TestNewNeedsStore(t *testing.T) {
 // The feeds carry change records, not wire bytes: an event name, the
 // protocol's JSON and the revision, which the adapter frames.
 func TestFeedsCarryChangeRecords(t *testing.T) {
+	t.Parallel()
 	s := domain(t)
 	ctx := context.Background()
 	sessions, err := s.WatchSessions(ctx, "")

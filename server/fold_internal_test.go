@@ -123,6 +123,7 @@ func sameState(t *testing.T, got, want *state) {
 // printed; and it is the state the fold that holds everything ends with,
 // once that one releases too.
 func TestFoldReleasingHoldsOnlyWhatMayChange(t *testing.T) {
+	t.Parallel()
 	const turns, outputBytes = 12, 1 << 20
 	var evs [][]byte
 	add := func(format string, args ...any) { evs = append(evs, fmt.Appendf(nil, format, args...)) }
@@ -174,6 +175,7 @@ func TestFoldReleasingHoldsOnlyWhatMayChange(t *testing.T) {
 // an event that changes an artifact it released, where foldReleasing
 // folds again holding everything; both happen among the goldens.
 func TestFoldReleasingIsTheFold(t *testing.T) {
+	t.Parallel()
 	// A log whose events change artifacts already closed: a second
 	// text_end naming a finished block, a late tool_call_end (in the
 	// same turn: an id names an artifact of the turn it is used in).

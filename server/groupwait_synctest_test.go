@@ -25,6 +25,7 @@ func (o *groupSizes) Committed(_ time.Duration, n int) { o.sizes = append(o.size
 // two windows ago. Time is the bubble's fake clock, so the instants are
 // exact.
 func TestGroupCommitWait(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name      string
 		warm      []string      // sessions that post before the measured pair
@@ -98,6 +99,7 @@ func TestGroupCommitWait(t *testing.T) {
 // The posters a group waits for are those of the last window or the one
 // before it, and none after two quiet windows.
 func TestRecentPosters(t *testing.T) {
+	t.Parallel()
 	var gw groupWait
 	t0 := time.Unix(1000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }

@@ -68,6 +68,7 @@ func freshDB(t *testing.T) string {
 // sandbox that was connected and the server process; a session deleted
 // and created again starts without keys.
 func TestIdempotentCommands(t *testing.T) {
+	t.Parallel()
 	db := freshDB(t)
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -165,6 +166,7 @@ func TestIdempotentCommands(t *testing.T) {
 // is committed, and a session deleted and created again in the group does
 // not find its namesake's keys, still in the database until the commit.
 func TestIdempotentCommandsInOneGroup(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
@@ -239,6 +241,7 @@ func TestIdempotentCommandsInOneGroup(t *testing.T) {
 // command under a key it never sends again, and its retry with that key
 // stored the command a second time.
 func TestIdempotencyKeyGivenTwice(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

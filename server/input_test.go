@@ -75,6 +75,7 @@ func checkBad(t *testing.T, c *client, s *app.App, id, method, path string, case
 }
 
 func TestBadSessionCreate(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{MaxBody: 4096})
 	c := newClient(t, s)
 	c.create("a")
@@ -120,6 +121,7 @@ func TestBadSessionCreate(t *testing.T) {
 }
 
 func TestBadCommands(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
@@ -151,6 +153,7 @@ func TestBadCommands(t *testing.T) {
 }
 
 func TestBadEvents(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
@@ -188,6 +191,7 @@ func TestBadEvents(t *testing.T) {
 // Per-session caps refuse growth with a 413 that names the flag, and store
 // nothing of the refused batch.
 func TestSessionCaps(t *testing.T) {
+	t.Parallel()
 	t.Run("artifacts", func(t *testing.T) {
 		s := start(t, app.Options{MaxArtifactsPerSession: 5})
 		c := newClient(t, s)
@@ -440,6 +444,7 @@ func FuzzCreateSession(f *testing.F) {
 // and the inbox. It is refused like any bad value, naming the field, and
 // the server still starts on the database afterwards.
 func TestOutOfRangeNumberRefused(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -469,6 +474,7 @@ func TestOutOfRangeNumberRefused(t *testing.T) {
 // protocol.MaxValueDepth is refused naming the field; at the limit, every
 // one of those documents decodes.
 func TestDeepValueRefused(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.create("a")
@@ -494,6 +500,7 @@ func TestDeepValueRefused(t *testing.T) {
 // command stream reads at most, so the sandbox could never take it, nor
 // any command after it, on any reconnection.
 func TestCreatePromptTooLong(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	long := `{"prompt":"` + strings.Repeat("<", protocol.MaxTextLen+1) + `"}`
@@ -523,6 +530,7 @@ func TestCreatePromptTooLong(t *testing.T) {
 // server starts without that request in it, rather than not at all for
 // every session.
 func TestStartsWithUndecodableStoredArtifact(t *testing.T) {
+	t.Parallel()
 	db := t.TempDir() + "/rein.db"
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -570,6 +578,7 @@ func TestStartsWithUndecodableStoredArtifact(t *testing.T) {
 // taking nothing more, the other sessions of its group commits failed
 // with it).
 func TestSummaryWithNUL(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/u", nil)

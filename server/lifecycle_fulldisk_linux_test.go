@@ -20,6 +20,7 @@ import (
 // heartbeat, and the retried timeout committed disconnected the moment
 // the disk had room.
 func TestHeartbeatsWhileTheDiskIsFull(t *testing.T) {
+	t.Parallel()
 	dir := disktest.Mount(t, "8m")
 	synctest.Test(t, func(t *testing.T) {
 		w, st := bubbleWriter(t, filepath.Join(dir, "rein.db"), Options{HeartbeatTimeout: 45 * time.Second})

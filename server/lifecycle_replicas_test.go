@@ -47,6 +47,7 @@ func replicaWriter(t *testing.T, dsn string) *writer {
 // sandbox, until the heartbeat timeout). A stream the other replica took
 // over meanwhile keeps the session live.
 func TestReplicasStreamCloseAppliedAgain(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a, b := replicaWriter(t, dsn), replicaWriter(t, dsn)
 	_, h := newSandboxToken()

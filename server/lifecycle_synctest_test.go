@@ -77,6 +77,7 @@ func mustCall[T any](t *testing.T, w *writer, req request, r reply[T]) T {
 // bootstrapping (no sandbox could take a prompt) and, at the bootstrap
 // deadline, is kept as disconnected with its events.
 func TestLifecycleTimeouts(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		w, st := bubbleWriter(t, filepath.Join(t.TempDir(), "rein.db"), Options{BootstrapTimeout: 3 * time.Minute, HeartbeatTimeout: 45 * time.Second})
 		sessions := w.hub.Subscribe(sessionsTopic, nil)
@@ -172,6 +173,7 @@ func TestLifecycleTimeouts(t *testing.T) {
 // down comes the heartbeat timeout after the start (its sandbox may have
 // been dialling all along).
 func TestRestartRuleOnFakeClock(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "rein.db")
 		st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
@@ -267,6 +269,7 @@ func (d *fullDisk) CheckWrite(ctx context.Context) error {
 // only at the heartbeat timeout: till then the session stream, GET
 // /sessions and the web view showed a sandbox that was gone.
 func TestStreamCloseWhileCommitsFail(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "rein.db"), sqlite.Options{})
 		if err != nil {

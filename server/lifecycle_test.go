@@ -24,6 +24,7 @@ func skipSnapshot(t testing.TB, st *sseStream) {
 // busy for the 200 ms between the two creates removed doomed before
 // saved was created (and could remove saved before its stream opened).
 func TestBootstrapTimeout(t *testing.T) {
+	t.Parallel()
 	clk := newFakeClock()
 	s := start(t, app.Options{BootstrapTimeout: 200 * time.Millisecond, Now: clk.Now})
 	c := newClient(t, s)
@@ -56,6 +57,7 @@ func TestBootstrapTimeout(t *testing.T) {
 // prompt that no sandbox can take; once the stream is open and
 // agent_started comes again, it is idle and a plain prompt is taken.
 func TestIdleOnlyWithCommandStream(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -90,6 +92,7 @@ func TestIdleOnlyWithCommandStream(t *testing.T) {
 // in that order. The session stays live, as the new stream holds it, and
 // commands reach that stream.
 func TestReconnectBeforeOldStreamCloseInOneGroup(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore(t)
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
@@ -119,6 +122,7 @@ func TestReconnectBeforeOldStreamCloseInOneGroup(t *testing.T) {
 }
 
 func TestHeartbeatTimeout(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{HeartbeatTimeout: 200 * time.Millisecond})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -158,6 +162,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 // live sessions become disconnected; new events continue the revisions;
 // dedupe survives; bootstrap timers continue from createdAt.
 func TestRestart(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s1, err := app.New(app.Options{DBPath: path})
 	if err != nil {
@@ -244,6 +249,7 @@ func TestRestart(t *testing.T) {
 // that never comes has the session removed once the heartbeat timeout
 // has passed since the start (TestRestartRuleOnFakeClock).
 func TestRestartBootstrapDeadline(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	now := time.Now()
 	s1, err := app.New(app.Options{DBPath: path, Now: func() time.Time { return now.Add(-time.Hour) }})
@@ -279,6 +285,7 @@ func mustJSON(t testing.TB, v any) []byte {
 // nothing runs, and agentd, still holding the stream, takes the next
 // prompt (starting the agent again).
 func TestAgentExitedMidTurnIsIdle(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -301,6 +308,7 @@ func TestAgentExitedMidTurnIsIdle(t *testing.T) {
 // and goes on restarting it with back-off. The session said live (as the command stream's opening left
 // it) for as long, working on nothing.
 func TestAgentExitedWithoutTurnIsIdle(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

@@ -311,6 +311,7 @@ func settle(t testing.TB, s *app.App, id string) {
 // next start cannot settle (its disk is full): the approvals inbox still
 // shows the request, read from a fold of the log.
 func TestApprovalsOfAnUnsettledStart(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	db := openSQLite(t, path)
 	var staged []store.Event

@@ -78,6 +78,7 @@ func wantSamples(t *testing.T, got map[string]float64, want map[string]float64) 
 // by route pattern, and the Go and process collectors are there. The API
 // address wants the client token; the --metrics-addr listener does not.
 func TestMetricsAfterTraffic(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	s := start(t, app.Options{APIToken: testAPIToken, MetricsAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -189,6 +190,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 // The operator's log lines are there, each with the session id.
 func TestOperatorLogLines(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	s := start(t, app.Options{APIToken: testAPIToken, AccessLog: true,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -113,6 +113,7 @@ func bigSession(t *testing.T, c *client, n, size int) {
 // bodies (one artifact at least), and the replay still sends every
 // artifact once and ends at the session's revision.
 func TestReplayPagesBoundedByBytes(t *testing.T) {
+	t.Parallel()
 	p := &pageSizeStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db"))}
 	s := start(t, app.Options{Store: p})
 	c := newClient(t, s)
@@ -196,6 +197,7 @@ func TestReplayPagesBoundedByBytes(t *testing.T) {
 // reads them a page at a time now, and the inbox still names the
 // request's tool.
 func TestStartReadsApprovalsInPages(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: path})
 	c := newClient(t, s)
@@ -250,6 +252,7 @@ func (p *pagedBlindStore) ArtifactsBySeq(ctx context.Context, id string, after i
 // ends its followers' streams instead: they resume with Last-Event-ID,
 // replaying page by page, and end up exactly as the session is.
 func TestReplicasFallbackReadsInPages(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	pg := openPostgres(t, dsn)
@@ -297,6 +300,7 @@ func TestReplicasFallbackReadsInPages(t *testing.T) {
 // (one entry at least, however large), next says where the rest starts,
 // and the pages together are the stored log exactly, each entry once.
 func TestEventLogPagesBoundedByBytes(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	const n, size = 12, 250 << 10 // 3 MiB in all
@@ -383,6 +387,7 @@ func (p *logReadStore) EventsAfter(ctx context.Context, id string, after int64, 
 // most Options.ReplayPageBytes of them), and the turns are the same
 // whether a page holds one event or the whole log.
 func TestTurnsReadLogInPages(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: path})
 	c := newClient(t, s)
@@ -471,6 +476,7 @@ func TestTurnsReadLogInPages(t *testing.T) {
 // it built. It reads the log a page at a time now, and the state it
 // builds takes the next event as the old one would have.
 func TestStateFoldedInPages(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: path})
 	c := newClient(t, s)
@@ -549,6 +555,7 @@ func (p *pausedPageStore) ArtifactsBySeq(ctx context.Context, id string, after i
 // response is cut (a broken body the client reads as a failure), as for
 // a read that fails.
 func TestArtifactListNotOfTwoSessions(t *testing.T) {
+	t.Parallel()
 	p := &pausedPageStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
 	s := start(t, app.Options{Store: p, ReplayPage: 2})
 	c := newClient(t, s)

@@ -15,6 +15,7 @@ import (
 // /healthz answers 503 while the database refuses connections, and 200
 // again once it takes them, with no restart of the server.
 func TestPostgresHealthFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	s := start(t, app.Options{DBPath: dsn})
 	c := newClient(t, s)

@@ -1,6 +1,6 @@
 //go:build !race
 
-package server_test
+package server
 
 // raceEnabled: see race_on_test.go.
 const raceEnabled = false

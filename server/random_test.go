@@ -38,8 +38,8 @@ var (
 // from 45 s to about 15 (10 s without it at full size); make test runs
 // this package at full size on PostgreSQL, without the race detector.
 var (
-	randomScale = map[bool]int{false: 1, true: 4}[raceEnabled]
-	randomSteps = map[bool]int{false: 60, true: 40}[raceEnabled]
+	randomScale = map[bool]int{false: 1, true: 4}[server.RaceEnabled]
+	randomSteps = map[bool]int{false: 60, true: 40}[server.RaceEnabled]
 )
 
 // Random histories of streamed sessions, read back after every step.

@@ -15,6 +15,7 @@ import (
 // and a restored 64 MB output went to the database as one append of
 // 64 MB. (Found by a review with this test.)
 func TestRestoredOutputRebasesInChunks(t *testing.T) {
+	t.Parallel()
 	s := reducer.New()
 	s.Apply(protocol.Event{Type: protocol.EventToolCallStart, ID: "x", Name: "sh"})
 	for range 48 {

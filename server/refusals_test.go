@@ -14,6 +14,7 @@ import (
 // of the events it carries (no scope): agentd drops an event the server
 // refused, one by one, and must not drop a batch for a header around it.
 func TestEventRefusalsSayWhatTheyRefuse(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{MaxBody: 64 << 10, MaxSessionBytes: 2000})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -95,6 +96,7 @@ func TestEventRefusalsSayWhatTheyRefuse(t *testing.T) {
 // appended ?limit= to a URL already holding one got, with a 200, a page
 // it did not ask for.
 func TestQueryParamsGivenOnce(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -127,6 +129,7 @@ func TestQueryParamsGivenOnce(t *testing.T) {
 // requests, and on GET /sessions every session, where a value that is no
 // project name matches nothing.
 func TestQueryParamsUndecodable(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", `{"project":"web"}`)

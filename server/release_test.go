@@ -21,6 +21,7 @@ import (
 // finished tool) read them back from the store, and the stored artifacts
 // and revision equal a fold of the whole log that kept everything.
 func TestStateHoldsNoTextYetContinuesExactly(t *testing.T) {
+	t.Parallel()
 	now := time.UnixMilli(1_800_000_000_000)
 	srv := start(t, app.Options{Now: func() time.Time { return now }})
 	c := newClient(t, srv)

@@ -31,6 +31,7 @@ func tools(from, n int) []any {
 // (model.apply fails on an update applied twice or to an artifact the
 // client lacks).
 func TestPagedReplayIsExact(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		after int64
@@ -115,6 +116,7 @@ func snapshotEvent(a store.Artifact) sseEvent {
 // byte for byte what encoding/json gives, though read a page at a time;
 // with after and limit it pages by revision with a cursor.
 func TestArtifactsListPaged(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{ReplayPage: 2})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)

@@ -29,6 +29,7 @@ import (
 // to both, interleaved, are stored once each and in order; a follower on
 // either replica sees every change, and its model equals GET /artifacts.
 func TestReplicasShareSessions(t *testing.T) {
+	t.Parallel()
 	a, _, ca, cb := twoReplicas(t, app.Options{})
 
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
@@ -147,6 +148,7 @@ func TestReplicasShareSessions(t *testing.T) {
 // token's command stream on the other ends and its writes are refused
 // there (each commit checks the row).
 func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
+	t.Parallel()
 	const tok = "replica-client-token"
 	_, _, ca, cb := twoReplicas(t, app.Options{APIToken: tok})
 	client := []string{"Authorization", "Bearer " + tok}
@@ -166,6 +168,7 @@ func TestReplicasSandboxTokenOfANewSession(t *testing.T) {
 // A permission requested through one replica is in the other's approvals
 // inbox and stream, and leaves both when the agent resolves it.
 func TestReplicasShareApprovals(t *testing.T) {
+	t.Parallel()
 	ca, cb, inbox := inboxOnTheOther(t)
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
 	e := inbox.next()
@@ -191,6 +194,7 @@ func TestReplicasShareApprovals(t *testing.T) {
 // artifacts, does not name an earlier turn's tool call either as the one
 // a request is about (TestApprovalNamesNoToolOfAnEarlierTurn).
 func TestReplicasApprovalNamesNoToolOfAnEarlierTurn(t *testing.T) {
+	t.Parallel()
 	ca, cb, inbox := inboxOnTheOther(t)
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", askedAgainAfterARestart())
 	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
@@ -218,6 +222,7 @@ func inboxOnTheOther(t *testing.T) (ca, cb *client, inbox *sseStream) {
 // approvals stream sends approval_answered, its GET /approvals shows the
 // answer, and its session records stop counting the request.
 func TestReplicasShareAnswers(t *testing.T) {
+	t.Parallel()
 	ca, cb, inbox := inboxOnTheOther(t)
 	ca.must(http.StatusAccepted, nil, "POST", "/sessions/p/events", permissionEvents("t1", "tc1", "r1", 1))
 	if e := inbox.next(); e.Event != protocol.SSEApprovalAdded {
@@ -258,6 +263,7 @@ func TestReplicasShareAnswers(t *testing.T) {
 // Two replicas creating the same session at once: one 201, one 409, and
 // nothing else of the loser's group fails with it.
 func TestReplicasCreateRace(t *testing.T) {
+	t.Parallel()
 	_, _, ca, cb := twoReplicas(t, app.Options{})
 	for i := range 10 {
 		id := fmt.Sprintf("race%d", i)
@@ -279,6 +285,7 @@ func TestReplicasCreateRace(t *testing.T) {
 // published (text deltas as artifact_updated), from the change log, not
 // the whole artifact again for every delta.
 func TestReplicasRelayDeltas(t *testing.T) {
+	t.Parallel()
 	a, _, ca, cb := twoReplicas(t, app.Options{})
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/d", nil)
 	m := newModel(t)
@@ -325,6 +332,7 @@ func twoReplicas(t *testing.T, opts app.Options) (a, b *app.App, ca, cb *client)
 // replicas store it once: the loser's commit expects a session version
 // the winner's changed, is redone, and then finds the key.
 func TestReplicasIdempotentCommands(t *testing.T) {
+	t.Parallel()
 	_, _, ca, cb := twoReplicas(t, app.Options{})
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/k", nil)
 	cmds := cb.stream("/sessions/k/commands", protocol.HeaderInstance, "i1")
@@ -407,6 +415,7 @@ func startDeaf(t *testing.T, dsn string) (*app.App, *deafStore) {
 // or not. Otherwise the follower stays for as long as the client does,
 // and a session created again under the id reaches it as the old one's.
 func TestReplicasDeleteEndsStreamsOfUncachedSession(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name     string
 		readBack func(*server.Server)
@@ -445,6 +454,7 @@ func TestReplicasDeleteEndsStreamsOfUncachedSession(t *testing.T) {
 // the new row's is below, is dropped with its streams, and writes through
 // it reach the new session instead of failing on a row it never takes.
 func TestReplicasSessionCreatedAgain(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	b, deaf := startDeaf(t, dsn)
@@ -485,6 +495,7 @@ func TestReplicasSessionCreatedAgain(t *testing.T) {
 // that replica's stale cache (agentd takes the refusal as final): the
 // replica reads the row and serves it.
 func TestReplicasSandboxOfADeletedNamesake(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	// The real time, held still: b's clock runs on, and a session it
 	// took for years old would time out there at once.
@@ -553,6 +564,7 @@ func TestReplicasSandboxOfADeletedNamesake(t *testing.T) {
 // not listening reaches its session stream and approvals inbox, which
 // its poll of followed sessions does not cover, once each.
 func TestReplicasListenerKilled(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a, b := start(t, app.Options{DBPath: dsn}), start(t, app.Options{DBPath: dsn})
 	ca, cb := newClient(t, a), newClient(t, b)
@@ -669,6 +681,7 @@ func (f *failingLoads) Watch(ctx context.Context, changed func(ids []string)) er
 // its poll), not at once in a loop against the failing database while
 // it lasts; and it does read them once the database answers.
 func TestReplicasMissedAnnouncementsReadAgainLater(t *testing.T) {
+	t.Parallel()
 	pg := openPostgres(t, pgtest.NewDatabase(t))
 	f := &failingLoads{Store: pg}
 	s := start(t, app.Options{Store: f})
@@ -709,6 +722,7 @@ func TestReplicasMissedAnnouncementsReadAgainLater(t *testing.T) {
 // out from its last heartbeat marked a busy session disconnected (and
 // then refused prompts with no_sandbox).
 func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
+	t.Parallel()
 	clk := newFakeClock()
 	opts := app.Options{Now: clk.Now}
 	a, b, ca, cb := twoReplicas(t, opts)
@@ -747,6 +761,7 @@ func TestReplicasEventsKeepTheSessionAlive(t *testing.T) {
 // holding replica took them, until a post happened to reach the holder.
 // The holder, hearing of the activity, makes the session live again.
 func TestReplicasHeartbeatElsewhereReconnectsAHeldSession(t *testing.T) {
+	t.Parallel()
 	for name, post := range map[string]any{
 		"heartbeat": `{"type":"heartbeat"}`,
 		"events":    []any{ev("text_delta", "delta", "more", "agentSeq", 1)},
@@ -807,6 +822,7 @@ func (f *failingLoad) LoadSession(ctx context.Context, id string) (store.Session
 // retries, not the 401 it takes as final (it would exit, ending the
 // sandbox's agent over a database hiccup).
 func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
+	t.Parallel()
 	const tok = "replica-client-token"
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn, APIToken: tok})
@@ -828,6 +844,7 @@ func TestReplicasTokenCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
 // session's deletion and exits, and a client tells its user the session
 // is gone.
 func TestReplicasUnreadSessionIsUnavailable(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	f := &failingLoad{Store: openPostgres(t, dsn)} // b does not hear of the session
@@ -850,6 +867,7 @@ func TestReplicasUnreadSessionIsUnavailable(t *testing.T) {
 // no_sandbox the database may not say (a sandbox may hold the stream on
 // another replica): the product's clients take that as final.
 func TestReplicasSandboxCheckTheDatabaseFailsIsUnavailable(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	f := &failingLoad{Store: openPostgres(t, dsn)} // b does not hear of the stream
@@ -907,6 +925,7 @@ func (l *lostAnswer) Commit(ctx context.Context, ops []store.Op) error {
 // timeout runs, though nobody asks for it again (it stayed unknown to
 // the replica, and in the database for good).
 func TestReplicasLostCommitAnswer(t *testing.T) {
+	t.Parallel()
 	clk := newFakeClock()
 	l := &lostAnswer{Store: openPostgres(t, pgtest.NewDatabase(t)), loads: make(chan struct{}, 2)}
 	s := start(t, app.Options{Store: l, Now: clk.Now})
@@ -937,6 +956,7 @@ func TestReplicasLostCommitAnswer(t *testing.T) {
 // through either replica, is refused, whether or not the replica has
 // heard of the first; so is an answer to a request never asked.
 func TestReplicasPermissionAnswers(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	b, deaf := startDeaf(t, dsn)
@@ -981,6 +1001,7 @@ func TestReplicasPermissionAnswers(t *testing.T) {
 // and one to the earlier request is refused, though the stale inbox took
 // it for the waiting one (its commit found the session changed).
 func TestReplicasPermissionAnswerNamesItsRequest(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	b, deaf := startDeaf(t, dsn)
@@ -1035,6 +1056,7 @@ func TestReplicasPermissionAnswerNamesItsRequest(t *testing.T) {
 // cache, and its commit writes the old session's record over the new
 // row.
 func TestReplicasStaleCacheAtTheNewSessionsVersion(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	clock := &fakeClock{t: time.Now()}
 	a := start(t, app.Options{DBPath: dsn, Now: clock.Now})
@@ -1081,6 +1103,7 @@ func TestReplicasStaleCacheAtTheNewSessionsVersion(t *testing.T) {
 // together do (within as many microseconds as their inboxes then change),
 // and a's id names a revision b also reached.
 func TestReplicasApprovalsResumeOnTheOther(t *testing.T) {
+	t.Parallel()
 	at := time.UnixMilli(1_800_000_000_000)
 	opts := app.Options{DBPath: pgtest.NewDatabase(t), Now: func() time.Time { return at }}
 	a := start(t, opts)
@@ -1151,6 +1174,7 @@ func TestReplicasApprovalsResumeOnTheOther(t *testing.T) {
 // moves its rein_sessions gauge but counts neither, so the counters summed
 // over replicas are the sessions created and removed.
 func TestReplicasCountARemovalOnce(t *testing.T) {
+	t.Parallel()
 	a, b, ca, cb := twoReplicas(t, app.Options{})
 	sessions := cb.stream("/sessions/stream")
 	ca.must(http.StatusCreated, nil, "POST", "/sessions/s", nil)
@@ -1202,6 +1226,7 @@ func (f *blindStore) LoadSession(ctx context.Context, id string) (store.Session,
 // "fell behind" however fast it read, and each such relay would drop it
 // again after it resumed.
 func TestReplicasRelayMoreThanAQueueAtOnce(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	pg := openPostgres(t, dsn)
@@ -1289,6 +1314,7 @@ func (f *commandReadFailStore) Commands(ctx context.Context, id string, after, u
 // as behind the database until it has read the commands, so the second
 // answer's commit reads them again first, and is refused.
 func TestReplicasAnswerThatCouldNotBeReadIsNotAnsweredAgain(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	pg := openPostgres(t, dsn)
@@ -1354,6 +1380,7 @@ func (f *artifactReadFailStore) ArtifactsPage(ctx context.Context, id string, af
 // database until it has read the change: an answer's commit reads it
 // first, and the poll reads it even when nothing is sent through it.
 func TestReplicasApprovalsThatCouldNotBeReadAreReadAgain(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	fs := &artifactReadFailStore{Store: openPostgres(t, dsn), failed: make(chan struct{}, 1)}
@@ -1412,6 +1439,7 @@ func TestReplicasApprovalsThatCouldNotBeReadAreReadAgain(t *testing.T) {
 // resolved the request before it knew it was answered, and its history
 // said the agent had decided it, naming no answer.
 func TestReplicasDecisionHeardWithItsAnswerNamesTheClient(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	b, deaf := startDeaf(t, dsn)
@@ -1454,6 +1482,7 @@ func TestReplicasDecisionHeardWithItsAnswerNamesTheClient(t *testing.T) {
 // cache. The client was told the delete was done, and the database holds
 // no session of the id.
 func TestReplicasCreateAfterDeleteElsewhere(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	a := start(t, app.Options{DBPath: dsn})
 	b, deaf := startDeaf(t, dsn)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestSessionRoutes(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 
@@ -83,6 +84,7 @@ func TestSessionRoutes(t *testing.T) {
 // as text (a NUL, bytes that are not UTF-8) must not reach the database,
 // whose refusal would be a 503 the client retries for ever.
 func TestListSessionsByMalformedProject(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			opts := app.Options{}
@@ -117,6 +119,7 @@ func ids(list []protocol.Session) string {
 }
 
 func TestGoAPI(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	ctx := context.Background()
 	if s.Port() == 0 || !strings.HasPrefix(s.URL(), "http://127.0.0.1:") || s.Store() == nil {
@@ -143,6 +146,7 @@ func TestGoAPI(t *testing.T) {
 
 // The zero Options are usable: in-memory database, free port.
 func TestZeroOptions(t *testing.T) {
+	t.Parallel()
 	s, err := app.New(app.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +167,7 @@ func TestZeroOptions(t *testing.T) {
 }
 
 func TestEvents(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{MaxBody: 64 << 10})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -251,6 +256,7 @@ func TestEvents(t *testing.T) {
 }
 
 func TestCommands(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -355,6 +361,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestSupersededSandbox(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -402,6 +409,7 @@ func TestSupersededSandbox(t *testing.T) {
 // would have taken the stream over from the agentd holding it, which then
 // stops for good.
 func TestHeadOpensNoStream(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -427,6 +435,7 @@ func TestHeadOpensNoStream(t *testing.T) {
 }
 
 func TestDeleteEndsStreams(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -448,6 +457,7 @@ func TestDeleteEndsStreams(t *testing.T) {
 // Concurrent posters are committed in groups; every event is stored once,
 // revisions stay dense, and the stored artifacts equal a fold of the log.
 func TestConcurrentIngest(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	const sessions, posters, posts = 3, 4, 25

@@ -20,6 +20,7 @@ func bigBody(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
 // keeps its own; small bodies are left alone; and a body no replay holds
 // is collected and its entry swept.
 func TestSharedBodies(t *testing.T) {
+	t.Parallel()
 	var tb sharedBodies
 	first := []store.Artifact{{Seq: 1, Rev: 3, Body: []byte(`{"small":1}`)}, {Seq: 2, Rev: 9, Body: bigBody('x', shareMin)}}
 	tb.share("s", first)

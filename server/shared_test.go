@@ -18,6 +18,7 @@ import (
 // deleted one's while a follower stalled on a slow link still holds that
 // one. Every read of the new session shows its own output, byte for byte.
 func TestRecreatedSessionShowsItsOwnBigOutput(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	post := func(fill string) map[int64][]byte {

@@ -54,6 +54,7 @@ func (h *hungStore) Commit(ctx context.Context, ops []store.Op) error {
 // PostgreSQL link, with a supervisor's kill as the only way out). None of
 // them was answered 2xx.
 func TestShutdownWithHungDatabase(t *testing.T) {
+	t.Parallel()
 	hs := &hungStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), waiting: make(chan struct{}, 1)}
 	s := start(t, app.Options{Store: hs})
 	c := newClient(t, s)

@@ -8,6 +8,7 @@ import (
 
 // Every status rule, for every status a session can be in.
 func TestNextStatus(t *testing.T) {
+	t.Parallel()
 	const (
 		boot = protocol.StatusBootstrapping
 		live = protocol.StatusLive

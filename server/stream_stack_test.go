@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rein-ai/rein/server"
 	"github.com/rein-ai/rein/server/app"
 )
 
@@ -115,7 +116,7 @@ func TestIdleStreamStack(t *testing.T) {
 	// 2 KiB. With -race frames are larger and the stacks with them: 12-16
 	// KiB a stream, 19.5-20.5 KiB before offStack.
 	limit := int64(9 << 10)
-	if raceEnabled {
+	if server.RaceEnabled {
 		limit = 18 << 10
 	}
 	if per >= limit {

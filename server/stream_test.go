@@ -29,6 +29,7 @@ import (
 // up with exactly the server's artifacts: nothing lost, nothing applied
 // twice, including an update to an older artifact made while it was away.
 func TestArtifactStreamResume(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -98,6 +99,7 @@ func TestArtifactStreamResume(t *testing.T) {
 // what the replay did not send, it holds exactly the session's artifacts,
 // none of the history that is gone.
 func TestArtifactStreamFullReplay(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -155,6 +157,7 @@ func storedRev(t testing.TB, s *app.App, id string) int64 {
 // Changes committed between subscribing and reading the snapshot are sent
 // once: the snapshot has them, the live copies are skipped by revision.
 func TestArtifactStreamUnderLoad(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -189,6 +192,7 @@ func TestArtifactStreamUnderLoad(t *testing.T) {
 }
 
 func TestSessionStream(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/old", `{"project":"p"}`)
@@ -247,6 +251,7 @@ func TestSessionStream(t *testing.T) {
 // A client that never reads is dropped without delaying ingest or a
 // normal client, which receives everything.
 func TestStalledSubscriber(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	s := start(t, app.Options{WriteTimeout: 500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := newClient(t, s)
@@ -316,6 +321,7 @@ func TestStalledSubscriber(t *testing.T) {
 // its one artifact_updated is not a reason to drop it, as it was for
 // every follower of the session, batch after batch.
 func TestArtifactStreamLiveMessageOverTheQueue(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{MaxBody: 16 << 20})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -336,6 +342,7 @@ func TestArtifactStreamLiveMessageOverTheQueue(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{PingInterval: 20 * time.Millisecond})
 	c := newClient(t, s)
 	st := c.stream("/sessions/stream")
@@ -353,6 +360,7 @@ func TestPing(t *testing.T) {
 }
 
 func TestSnapshotSendsStoredBytes(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -402,6 +410,7 @@ func (g *pageGatedStore) ArtifactsPage(ctx context.Context, id string, after int
 // before the replay) over the new one's artifacts: a client resuming
 // with Last-Event-ID took the new session's changes as the old one's.
 func TestArtifactStreamSessionCreatedIsTheReplayed(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	g := newPageGatedStore(t)
 	s := start(t, app.Options{Store: g, Now: clock.Now})
@@ -458,6 +467,7 @@ func TestArtifactStreamSessionCreatedIsTheReplayed(t *testing.T) {
 // between two pages ends there, instead of going on with the new
 // session's artifacts under the old one's Rein-Session-Created.
 func TestArtifactStreamEndsWhenTheSessionIsCreatedAgainMidReplay(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	g := newPageGatedStore(t)
 	s := start(t, app.Options{Store: g, Now: clock.Now, ReplayPage: 1})
@@ -510,6 +520,7 @@ func TestArtifactStreamEndsWhenTheSessionIsCreatedAgainMidReplay(t *testing.T) {
 // replay of the new session, instead of the new session's changes above
 // its revision laid over the old session's artifacts.
 func TestTicketOfADeletedNamesakeOpensNoStream(t *testing.T) {
+	t.Parallel()
 	for _, token := range []string{"", testAPIToken} {
 		t.Run(map[string]string{"": "auth off", testAPIToken: "auth on"}[token], func(t *testing.T) {
 			clock := newFakeClock()
@@ -558,6 +569,7 @@ func TestTicketOfADeletedNamesakeOpensNoStream(t *testing.T) {
 // clients hold revisions up to it, and a change numbered at or below it
 // would be skipped by every client resuming from there.
 func TestFoldBehindTheStoredRevisionGoesOnAboveIt(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)

@@ -15,6 +15,7 @@ import (
 // revision, and end the same turns at the same events: everything the
 // turns read.
 func TestTurnsFoldWithoutText(t *testing.T) {
+	t.Parallel()
 	// Empty texts, which the reducer treats apart (an empty final text
 	// for a block never streamed creates none), and final texts equal to
 	// or other than what streamed.

@@ -36,6 +36,7 @@ func turnOf(t *testing.T, s Store, session, id string) string {
 // leaves the turn open: the same instance coming back finishes it as the
 // agent says; a new instance taking over closes it as interrupted.
 func TestHeartbeatMissedLeavesTurnOpen(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		w, st := bubbleWriter(t, filepath.Join(t.TempDir(), "rein.db"), Options{HeartbeatTimeout: 45 * time.Second})
 		for _, id := range []string{"back", "replaced"} {

@@ -49,6 +49,7 @@ func unescaped(t *testing.T, v any) string {
 }
 
 func TestTurnsAndEventLog(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -156,6 +157,7 @@ func TestTurnsAndEventLog(t *testing.T) {
 // a state folded again from the log (after a restart) goes on with the
 // same chain.
 func TestTurnDigestsChain(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "rein.db")
 	s := start(t, app.Options{DBPath: db})
 	c := newClient(t, s)
@@ -196,6 +198,7 @@ func TestTurnDigestsChain(t *testing.T) {
 // lists only its own prompt and tool calls, not those of a later turn
 // with the same id.
 func TestTurnsWithReusedIDsKeepTheirOwnContents(t *testing.T) {
+	t.Parallel()
 	s := start(t, app.Options{})
 	c := newClient(t, s)
 	c.must(http.StatusCreated, nil, "POST", "/sessions/a", nil)
@@ -249,6 +252,7 @@ func (g *digestGatedStore) TurnDigests(ctx context.Context, id string) ([]store.
 // contradicts itself. Digests read first, every recorded digest is of an
 // end the log read after holds.
 func TestTurnsReadAtOneMoment(t *testing.T) {
+	t.Parallel()
 	g := &digestGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
@@ -300,6 +304,7 @@ func (g *eventsGatedStore) EventsAfter(ctx context.Context, id string, after int
 // short log it took for the whole. It is 404, as for any request after
 // the delete.
 func TestEventLogPageOfADeletedSession(t *testing.T) {
+	t.Parallel()
 	g := &eventsGatedStore{Store: openSQLite(t, filepath.Join(t.TempDir(), "rein.db")), entered: make(chan struct{}), open: make(chan struct{})}
 	s := start(t, app.Options{Store: g})
 	c := newClient(t, s)
@@ -333,6 +338,7 @@ func TestEventLogPageOfADeletedSession(t *testing.T) {
 // Rein-Session-Created, the createdAt of the session it was read from, as
 // the artifact stream's does, so the client starts afresh when it changed.
 func TestPagesNameTheirSession(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	s := start(t, app.Options{Now: clock.Now})
 	c := newClient(t, s)

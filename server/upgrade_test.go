@@ -41,6 +41,7 @@ import (
 // turn was written at seq 4, over "world": the transcript lost the
 // agent's words, and a client holding seq 4 had it replaced.
 func TestRefoldWithFewerArtifactsKeepsTheStoredOnes(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "rein.db")
 	gunzipFile(t, "testdata/upgrade/notice-split-a7be227.db.gz", db)
 	s := start(t, app.Options{DBPath: db})
@@ -132,6 +133,7 @@ func gunzip(t *testing.T, src string) []byte {
 // current reducer folds the log to 8, and the next turn's artifact was
 // stored at revision 9: a follower resuming from 9 never got it.
 func TestRefoldBelowTheStoredRevisionOnPostgres(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	dump := gunzip(t, "testdata/upgrade/notice-split-a7be227.pg.sql.gz")
 	conn, err := pgx.Connect(t.Context(), dsn)
