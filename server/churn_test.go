@@ -212,7 +212,7 @@ func churn(t *testing.T) {
 // replicas' caches, streams and remote change tracking are back to their
 // size before.
 func TestChurnReleasesEverythingOnReplicas(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts the goroutines of the whole test binary.
 	clock := newFakeClock()
 	dsn := pgtest.NewDatabase(t)
 	opts := app.Options{DBPath: dsn, Now: clock.Now, BootstrapTimeout: time.Minute, HeartbeatTimeout: 24 * time.Hour, PingInterval: time.Hour}

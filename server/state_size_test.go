@@ -21,6 +21,7 @@ import (
 // skip under it too. make test runs the server's tests once without it,
 // on PostgreSQL (this test needs no database), so it runs there.
 func TestStateSizeEstimate(t *testing.T) {
+	// Not parallel: it measures the heap of the whole test binary.
 	if raceEnabled {
 		t.Skip("measures the heap, which the race detector changes, and takes 40 s under it; it runs in the suite's pass without -race (make test-pg)")
 	}

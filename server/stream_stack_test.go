@@ -30,6 +30,7 @@ import (
 // on, new goroutines start at 2, 4 or 8 KiB depending on the stacks the
 // last collection saw, which moves the figure by more than the margin.
 func TestIdleStreamStack(t *testing.T) {
+	// Not parallel: it measures goroutines and their stacks.
 	if os.Getenv(stackChildEnv) == "" {
 		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestIdleStreamStack$", "-test.count=1", "-test.v")
 		godebug := "adaptivestackstart=0"
