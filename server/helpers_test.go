@@ -50,10 +50,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 // (one writer goroutine, megabytes folded under the race detector) or wait
 // on the disk or the database. Run one at a time, the package left the
 // second core idle about half the time: under -race it took 476 s, two at
-// a time 323 s (2-core VM, 2026-12-07). A test stays sequential when it
-// sets one of export_test.go's knobs (they refuse a parallel test) or
-// measures the heap or the goroutines; go test runs every sequential test
-// before the parallel ones start.
+// a time 323 s, and 299 s once TestStateSizeEstimate skipped under -race
+// (2-core VM, 2026-12-07). A test stays sequential when it sets one of
+// export_test.go's knobs (they refuse a parallel test) or measures the
+// heap or the goroutines; go test runs every sequential test before the
+// parallel ones start.
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // start runs a server on a fresh SQLite file (or dbPath when set in
