@@ -4,5 +4,5 @@ package server
 
 // raceEnabled: the race detector's instrumentation makes frames larger,
 // so stack figures differ (TestIdleStreamStack), and makes a fold about
-// ten times slower (TestStateSizeEstimate).
+// six times slower (TestStateSizeEstimate).
 const raceEnabled = true
