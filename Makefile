@@ -59,9 +59,15 @@ unit: tools
 	@echo "== go test $(UNIT)"; $(GO) test $(RACE) -timeout $(TEST_TIMEOUT) $(addprefix ./,$(addsuffix /...,$(UNIT)))
 
 # e2e builds the real binaries; -count=1 because go test would cache a test
-# whose inputs (the other modules) it cannot see.
+# whose inputs (the other modules) it cannot see. -parallel 4: e2e's
+# parallel tests mostly wait (a turn streamed at a fixed pace, a partition
+# held), and with go test's default of one per core two that wait 30-40 s
+# held both places while the rest queued: its 23 parallel tests took
+# 73-85 s so and 57-59 s four at a time (6 and 8 made no difference; the
+# longest test is 40 s), on 2 cores (2026-12-08).
+E2E_PARALLEL := -parallel 4
 e2e: tools
-	@echo "== go test e2e"; cd e2e && $(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@echo "== go test e2e"; cd e2e && $(GO) test $(RACE) $(E2E_PARALLEL) -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The server suite again on PostgreSQL (REIN_TEST_DB), and the e2e
 # scenarios that kill or restart the server or race two agentds
@@ -69,7 +75,7 @@ e2e: tools
 # suite runs on PostgreSQL with REIN_E2E_DB=postgres make e2e.
 test-pg:
 	@echo "== go test server on PostgreSQL"; cd server && REIN_TEST_DB=postgres $(GO) test -count=1 -timeout $(TEST_TIMEOUT) .
-	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestHappyPath|TestServerKilledMidTurn|TestServerKilledDuringBigOutput|TestServerKilledDuringBinaryOutput|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
+	@echo "== go test e2e on PostgreSQL"; cd e2e && REIN_E2E_DB=postgres $(GO) test $(RACE) $(E2E_PARALLEL) -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestHappyPath|TestServerKilledMidTurn|TestServerKilledDuringBigOutput|TestServerKilledDuringBinaryOutput|TestAgentdTakeover|TestBootstrapTimeout|TestNetworkPartition)$$' .
 
 lint:
 	@if git grep -n -E '^(<<<<<<<|>>>>>>>) ' >/dev/null 2>&1; then echo "merge conflict markers:"; git grep -n -E '^(<<<<<<<|>>>>>>>) '; exit 1; fi

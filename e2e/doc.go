@@ -31,7 +31,8 @@
 // Parallel tests: a test calls t.Parallel when it has its own server,
 // ports, directories and processes and mostly waits (a turn streamed at a
 // fixed pace, a partition held): TestReplicasKilledMidTurn alone waits
-// 30 s on its turn, which the others fill. Tests stay sequential that
+// 30 s on its turn, which the others fill; make test runs them four at a
+// time (the Makefile's E2E_PARALLEL). Tests stay sequential that
 // mount a filesystem or fill a disk, restart a server on the same port
 // (another test could take the port meanwhile), drive a browser,
 // or measure time or memory.
