@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 )
 
@@ -35,10 +36,21 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// raceFlags build with the race detector everywhere but in SQLite
-// transpiled from C (modernc.org/sqlite/lib), as make test runs go test
-// (the Makefile's RACE says why).
-var raceFlags = []string{"-race", "-gcflags=modernc.org/sqlite/lib=-race=false"}
+// raceFlags are -race and the -gcflags the running test binary was built
+// with, so the programs are built as make test built the tests: its RACE
+// leaves SQLite transpiled from C out of the race detector (the Makefile
+// says why), and the flags are written there alone.
+func raceFlags() []string {
+	flags := []string{"-race"}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-gcflags" {
+				flags = append(flags, "-gcflags="+s.Value)
+			}
+		}
+	}
+	return flags
+}
 
 // Build compiles the three programs into dir. With race set they are built
 // with the race detector, so e2e runs under -race check the binaries too.
@@ -62,7 +74,7 @@ func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
 	for _, p := range pkgs {
 		args := []string{"build", "-o", p.out}
 		if race {
-			args = append(args, raceFlags...)
+			args = append(args, raceFlags()...)
 		}
 		args = append(args, p.pkg)
 		cmd := exec.CommandContext(ctx, "go", args...)
