@@ -609,7 +609,7 @@ func bigOutputCloses(t *testing.T) {
 	// text's escaping (1.5 for tricky's quotes, control characters and
 	// U+2028), and how near it comes depends on how the groups fell: a
 	// settle that took 12 chunks at once, on a busy machine, wrote a
-	// body and a head of 1,189,987 bytes each.
+	// whole body and then a head of about 1.19 MB each.
 	quoted, _ := json.Marshal(chunk)
 	bodyMax := server.WholeBodyMax * len(quoted) / len(chunk)
 	if put > 2*bodyMax+64<<10 || heads == 0 || heads > bodyMax+64<<10 {
