@@ -30,12 +30,12 @@ all: lint test
 # e2e followed by the PostgreSQL pass (e2e-then-pg). One after the other
 # they kept 1.1-1.55 of the 2 cores busy (e2e's tests mostly wait on a
 # turn's pace or a partition; the unit packages queue behind the server's
-# long one) and took 941 s; in two lanes the same tests took 651-687 s
-# in three runs, the unit lane 518-550 s of it (2-core VM, warm build
-# cache, no cached test result, 2026-12-08). Two sub-makes in the second lane, not one with -j,
-# so that e2e and test-pg stay one after the other: a third lane would
-# only share the same two cores. make runs the lanes' go tests in the
-# foreground process group, so an interrupt stops both.
+# long one) and took 941 s; in two lanes the same tests took 651-687 s in
+# three runs, the unit lane 518-550 s of it (2-core VM, warm build cache,
+# no cached test result, 2026-12-08). Two sub-makes in the second lane,
+# not one with -j, so that e2e and test-pg stay one after the other: a
+# third lane would only share the same two cores. make runs the lanes' go
+# tests in the foreground process group, so an interrupt stops both.
 test: tools browser-deps pg-deps image-deps disk-deps
 	@$(MAKE) --no-print-directory -j2 unit e2e-then-pg
 
